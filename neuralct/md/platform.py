@@ -1,0 +1,94 @@
+"""Choosing the OpenMM platform: by name, or the fastest for a system by a short timed probe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..errors import NeuralCTError
+
+__all__ = ["available_platforms", "platform_properties", "make_context", "fastest_platform"]
+
+
+def available_platforms() -> list[str]:
+    """Names of the OpenMM platforms this installation can use (e.g. Reference, CPU, CUDA)."""
+    import openmm as mm
+
+    return [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
+
+
+def platform_properties(name: str, threads: int | None) -> dict[str, str]:
+    """Platform properties for ``threads`` CPU threads (only the CPU platform takes them)."""
+    return {"Threads": str(threads)} if name == "CPU" and threads else {}
+
+
+def make_context(system: Any, integrator: Any, platform: str, threads: int | None = None) -> Any:
+    """An ``openmm.Context`` on the named platform.
+
+    Raises
+    ------
+    NeuralCTError
+        If the platform does not exist here or cannot run the system.
+    """
+    import openmm as mm
+
+    names = available_platforms()
+    if platform not in names:
+        raise NeuralCTError(f"OpenMM platform {platform!r} is not available here; use auto or one of {', '.join(names)}")
+    try:
+        return mm.Context(system, integrator, mm.Platform.getPlatformByName(platform), platform_properties(platform, threads))
+    except Exception as exc:
+        raise NeuralCTError(f"OpenMM platform {platform} cannot run this system: {str(exc).splitlines()[0]}") from None
+
+
+def fastest_platform(
+    system: Any,
+    positions: Any,
+    make_integrator: Callable[[], Any],
+    *,
+    threads: int | None = None,
+    probe_seconds: float = 0.3,
+) -> tuple[str, dict[str, float]]:
+    """Time a few steps of ``system`` on every platform and return the fastest.
+
+    Parameters
+    ----------
+    system : openmm.System
+        The system to run.
+    positions : array, shape=(n_atoms, 3)
+        Positions in nm to start the probe from.
+    make_integrator : callable
+        Returns a fresh integrator with the run's settings.
+    threads : int, optional
+        CPU threads for the CPU platform.
+    probe_seconds : float
+        Wall time spent stepping on each platform.
+
+    Returns
+    -------
+    name : str
+        The fastest platform.
+    steps_per_second : dict
+        Measured steps per wall-clock second of every platform that ran.
+    """
+    rates: dict[str, float] = {}
+    for name in available_platforms():
+        try:
+            context = make_context(system, make_integrator(), name, threads)
+        except NeuralCTError:
+            continue
+        context.setPositions(positions)
+        integrator = context.getIntegrator()
+        integrator.step(10)
+        steps, start = 0, time.perf_counter()
+        chunk = 10
+        while (elapsed := time.perf_counter() - start) < probe_seconds:
+            integrator.step(chunk)
+            context.getState(getEnergy=True)  # forces a sync on asynchronous platforms
+            steps += chunk
+            chunk = min(chunk * 2, 5000)
+        rates[name] = steps / elapsed
+        del context
+    if not rates:
+        raise NeuralCTError("no OpenMM platform could run this system")
+    return max(rates, key=rates.get), rates

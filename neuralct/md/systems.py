@@ -1,0 +1,289 @@
+"""OpenMM Systems for neuralct: the bundled molecules and toys in systems/, or a user's PDB + force field."""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import NeuralCTError
+from ..units import kT_kj_per_mol
+
+__all__ = [
+    "MDSystem",
+    "systems_dir",
+    "available_systems",
+    "build_system",
+    "harmonic_chain_system",
+    "double_well_system",
+    "mueller_brown_system",
+    "MUELLER_BROWN_PARAMETERS",
+]
+
+#: Constraint options of ``build_system`` (names as in OpenMM's ``ForceField.createSystem``).
+CONSTRAINTS = ("none", "hbonds", "allbonds", "hangles")
+
+#: Standard Mueller-Brown parameters (A, a, b, c, x0, y0) for the four Gaussian terms.
+MUELLER_BROWN_PARAMETERS = (
+    (-200.0, -1.0, 0.0, -10.0, 1.0, 0.0),
+    (-100.0, -1.0, 0.0, -10.0, 0.0, 0.5),
+    (-170.0, -6.5, 11.0, -6.5, -0.5, 1.5),
+    (15.0, 0.7, 0.6, 0.7, -1.0, 1.0),
+)
+
+
+@dataclass
+class MDSystem:
+    """An OpenMM System with its topology and a starting structure.
+
+    Attributes
+    ----------
+    name : str
+        Short name (the system file stem or the PDB file name).
+    system : openmm.System
+        Forces, masses and constraints.
+    topology : openmm.app.Topology
+        Atoms, residues and bonds (used to write trajectories).
+    positions : np.ndarray, shape=(n_atoms, 3)
+        Starting positions in nm.
+    description : str
+        One line saying what the system is.
+    settings : dict
+        The options the system was built with (for ``summary.json`` and resume checks).
+    """
+
+    name: str
+    system: Any
+    topology: Any
+    positions: np.ndarray
+    description: str = ""
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def n_atoms(self) -> int:
+        """Number of particles."""
+        return self.system.getNumParticles()
+
+    def masses(self) -> np.ndarray:
+        """Particle masses, shape=(n_atoms,), in amu."""
+        return np.array([self.system.getParticleMass(i)._value for i in range(self.n_atoms)])
+
+
+def systems_dir() -> Path:
+    """The folder of bundled system definitions (package data ``neuralct.systems``)."""
+    try:
+        return Path(str(importlib.resources.files("neuralct.systems")))
+    except ModuleNotFoundError:
+        import neuralct
+
+        return Path(neuralct.__file__).resolve().parent.parent / "systems"
+
+
+def available_systems() -> list[str]:
+    """Names of the bundled systems (the ``systems/*.yaml`` stems)."""
+    return sorted(path.stem for path in systems_dir().glob("*.yaml"))
+
+
+def _read_system_file(path: Path) -> dict:
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise NeuralCTError(f"system file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(spec, dict) or "kind" not in spec:
+        raise NeuralCTError(f"system file {path} must be a mapping with a 'kind' key")
+    return spec
+
+
+def build_system(
+    name: str,
+    *,
+    forcefield: Sequence[str] | None = None,
+    solvent: str = "vacuum",
+    constraints: str = "hbonds",
+    temperature: float = 300.0,
+) -> MDSystem:
+    """Build an OpenMM System from a bundled name, a system YAML file or a PDB file.
+
+    Parameters
+    ----------
+    name : str
+        A bundled system (see ``available_systems()``: alanine-dipeptide, harmonic-chain,
+        double-well, mueller-brown), a path to a system YAML file, or a path to a PDB file.
+    forcefield : sequence of str, optional
+        OpenMM force-field XML files for a PDB (default: the system file's, or
+        ``amber99sbildn.xml`` for a bare PDB).
+    solvent : {"vacuum", "obc2"}
+        Vacuum (NoCutoff) or OBC2 generalized-Born implicit solvent (molecules only).
+    constraints : {"none", "hbonds", "allbonds", "hangles"}
+        Bond constraints (molecules only).
+    temperature : float
+        Temperature in K; the toy potentials are given in kT and converted to kJ/mol with it.
+
+    Raises
+    ------
+    NeuralCTError
+        Unknown system, missing or unreadable file, unknown force field or option.
+    """
+    if solvent not in ("vacuum", "obc2"):
+        raise NeuralCTError(f"unknown solvent {solvent!r}; use vacuum or obc2")
+    if constraints.lower() not in CONSTRAINTS:
+        raise NeuralCTError(f"unknown constraints {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
+    path = Path(name)
+    if path.suffix.lower() == ".pdb":
+        if not path.is_file():
+            raise NeuralCTError(f"PDB file {path} does not exist; give a bundled system ({', '.join(available_systems())}) or an existing PDB")
+        spec: dict = {"kind": "pdb", "pdb": str(path.resolve()), "description": f"user structure {path.name}"}
+        name = path.stem
+    else:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            if not path.is_file():
+                raise NeuralCTError(f"system file {path} does not exist")
+        else:
+            path = systems_dir() / f"{name}.yaml"
+            if not path.is_file():
+                raise NeuralCTError(f"unknown system {name!r}; use one of {', '.join(available_systems())}, a PDB file or a system YAML file")
+        spec = _read_system_file(path)
+        name = path.stem
+        if spec["kind"] == "pdb":
+            spec["pdb"] = str((path.parent / spec["pdb"]).resolve())
+    kind = spec.pop("kind")
+    description = spec.pop("description", name)
+    if kind == "pdb":
+        return _pdb_system(name, description, spec["pdb"], forcefield or spec.get("forcefield") or ["amber99sbildn.xml"], solvent, constraints.lower())
+    if solvent != "vacuum":
+        raise NeuralCTError(f"--solvent {solvent} applies to molecules only, not to the toy system {name!r}")
+    builders = {"harmonic-chain": harmonic_chain_system, "double-well": double_well_system, "mueller-brown": mueller_brown_system}
+    if kind not in builders:
+        raise NeuralCTError(f"system file {path}: unknown kind {kind!r}; use pdb, {', '.join(builders)}")
+    try:
+        built = builders[kind](temperature=temperature, **spec)
+    except TypeError as exc:
+        raise NeuralCTError(f"system file {path}: {exc}") from None
+    built.name, built.description = name, description
+    return built
+
+
+def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence[str], solvent: str, constraints: str) -> MDSystem:
+    import openmm.app as app
+
+    try:
+        pdb = app.PDBFile(pdb_path)
+    except Exception as exc:
+        raise NeuralCTError(f"cannot read PDB file {pdb_path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    files = list(forcefield) + (["implicit/obc2.xml"] if solvent == "obc2" else [])
+    try:
+        ff = app.ForceField(*files)
+    except Exception as exc:
+        raise NeuralCTError(f"cannot load force field {' '.join(files)}: {str(exc).splitlines()[0]}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)") from None
+    constraint = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[constraints]
+    try:
+        system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
+    except Exception as exc:
+        raise NeuralCTError(f"force field {' '.join(files)} does not match {pdb_path}: {str(exc).splitlines()[0]}") from None
+    positions = np.array(pdb.getPositions(asNumpy=True)._value, dtype=np.float64)
+    settings = {"pdb": pdb_path, "forcefield": files, "solvent": solvent, "nonbonded": "NoCutoff", "constraints": constraints}
+    return MDSystem(name, system, pdb.topology, positions, description, settings)
+
+
+def _particle_topology(n_particles: int, residue: str):
+    import openmm.app as app
+
+    topology = app.Topology()
+    chain = topology.addChain()
+    for i in range(n_particles):
+        res = topology.addResidue(residue, chain)
+        topology.addAtom(f"P{i}", app.Element.getBySymbol("Ar"), res)
+    return topology
+
+
+def harmonic_chain_system(n: int = 32, kappa_kT_per_nm2: float = 1.0, mass_amu: float = 1.0, temperature: float = 300.0) -> MDSystem:
+    """The harmonic chain with fixed ends as OpenMM forces.
+
+    U = kappa/2 sum_{i=0..n} |r_{i+1} - r_i|^2 with r_0 = r_{n+1} = 0: each Cartesian component is
+    one independent copy of the 1D chain of ``neuralct.toys.HarmonicChain`` (in kT units there).
+
+    Parameters
+    ----------
+    n : int
+        Number of moving particles.
+    kappa_kT_per_nm2 : float
+        Spring constant in kT/nm^2.
+    mass_amu : float
+        Mass of every particle in amu.
+    temperature : float
+        Temperature in K that fixes kT in kJ/mol.
+    """
+    import openmm as mm
+
+    kappa = kappa_kT_per_nm2 * kT_kj_per_mol(temperature)
+    system = mm.System()
+    for _ in range(n):
+        system.addParticle(mass_amu)
+    # A compound bond on the components avoids the 0/0 of a distance-based bond at r = 0.
+    bonds = mm.CustomCompoundBondForce(2, "0.5*kappa*((x2-x1)^2 + (y2-y1)^2 + (z2-z1)^2)")
+    bonds.addGlobalParameter("kappa", kappa)
+    for i in range(n - 1):
+        bonds.addBond([i, i + 1], [])
+    ends = mm.CustomExternalForce("0.5*kappa*(x^2 + y^2 + z^2)")
+    ends.addGlobalParameter("kappa", kappa)
+    ends.addParticle(0, [])
+    ends.addParticle(n - 1, [])
+    system.addForce(bonds)
+    system.addForce(ends)
+    # The analytic ground state is r = 0; spread the start along x by one thermal amplitude.
+    positions = np.zeros((n, 3))
+    positions[:, 0] = np.sin(np.pi * np.arange(1, n + 1) / (n + 1)) / np.sqrt(kappa_kT_per_nm2)
+    settings = {"n": n, "kappa_kT_per_nm2": kappa_kT_per_nm2, "mass_amu": mass_amu, "temperature": temperature}
+    return MDSystem("harmonic-chain", system, _particle_topology(n, "CHN"), positions, "harmonic chain", settings)
+
+
+def _one_particle(expression: str, parameters: dict, mass_amu: float, start: Sequence[float], name: str, settings: dict) -> MDSystem:
+    import openmm as mm
+
+    system = mm.System()
+    system.addParticle(mass_amu)
+    force = mm.CustomExternalForce(expression)
+    for key, value in parameters.items():
+        force.addGlobalParameter(key, value)
+    force.addParticle(0, [])
+    system.addForce(force)
+    return MDSystem(name, system, _particle_topology(1, "PRT"), np.array([start], dtype=np.float64), name, settings)
+
+
+def double_well_system(barrier_kT: float = 5.0, a_nm: float = 1.0, k_kT_per_nm2: float = 10.0, mass_amu: float = 10.0, temperature: float = 300.0) -> MDSystem:
+    """One particle in a double well along x, harmonically confined in y and z.
+
+    U = barrier ((x/a)^2 - 1)^2 + k/2 (y^2 + z^2); ``barrier`` in kT, ``a`` in nm, ``k`` in kT/nm^2.
+    """
+    kT = kT_kj_per_mol(temperature)
+    settings = {"barrier_kT": barrier_kT, "a_nm": a_nm, "k_kT_per_nm2": k_kT_per_nm2, "mass_amu": mass_amu, "temperature": temperature}
+    return _one_particle(
+        "barrier*((x/a)^2 - 1)^2 + 0.5*k*(y^2 + z^2)",
+        {"barrier": barrier_kT * kT, "a": a_nm, "k": k_kT_per_nm2 * kT},
+        mass_amu, (-a_nm, 0.0, 0.0), "double-well", settings,
+    )
+
+
+def mueller_brown_system(scale_kT: float = 0.05, k_kT_per_nm2: float = 10.0, mass_amu: float = 10.0, temperature: float = 300.0) -> MDSystem:
+    """One particle on the Mueller-Brown surface in (x, y) nm, harmonically confined in z.
+
+    U = scale sum_k A_k exp(a_k (x-x0_k)^2 + b_k (x-x0_k)(y-y0_k) + c_k (y-y0_k)^2) + k/2 z^2,
+    ``scale`` in kT per Mueller-Brown unit (Mueller & Brown, Theor. Chim. Acta 53, 75 (1979)).
+    """
+    kT = kT_kj_per_mol(temperature)
+    terms = [
+        f"({A})*exp(({a})*(x-({x0}))^2 + ({b})*(x-({x0}))*(y-({y0})) + ({c})*(y-({y0}))^2)"
+        for A, a, b, c, x0, y0 in MUELLER_BROWN_PARAMETERS
+    ]
+    settings = {"scale_kT": scale_kT, "k_kT_per_nm2": k_kT_per_nm2, "mass_amu": mass_amu, "temperature": temperature}
+    # Start in the deepest minimum, near (-0.558, 1.442).
+    return _one_particle(
+        f"scale*({' + '.join(terms)}) + 0.5*k*z^2",
+        {"scale": scale_kT * kT, "k": k_kT_per_nm2 * kT},
+        mass_amu, (-0.558, 1.442, 0.0), "mueller-brown", settings,
+    )
