@@ -1,0 +1,62 @@
+"""Backbone dihedrals from the topology against an independent numpy computation."""
+
+import numpy as np
+import pytest
+
+mdtraj = pytest.importorskip("mdtraj")
+
+from neuralct.analysis.dihedrals import backbone_dihedrals  # noqa: E402
+from neuralct.errors import NeuralCTError  # noqa: E402
+
+# Heavy atoms of ACE-ALA-NME (Angstrom); the atoms are deliberately not in backbone order.
+HEAVY_ATOMS_PDB = """\
+HETATM    1  CH3 ACE A   1      -0.167   0.226  -0.208  1.00  0.00           C
+HETATM    2  O   ACE A   1       1.732  -0.335  -1.518  1.00  0.00           O
+HETATM    3  C   ACE A   1       1.309   0.248  -0.528  1.00  0.00           C
+ATOM      4  N   ALA A   2       2.090   0.920   0.314  1.00  0.00           N
+ATOM      5  CB  ALA A   2       3.889   2.247  -0.660  1.00  0.00           C
+ATOM      6  CA  ALA A   2       3.545   1.021   0.198  1.00  0.00           C
+ATOM      7  O   ALA A   2       3.559   1.470   2.566  1.00  0.00           O
+ATOM      8  C   ALA A   2       4.206   1.099   1.587  1.00  0.00           C
+HETATM    9  N   NME A   3       5.501   0.766   1.665  1.00  0.00           N
+HETATM   10  C   NME A   3       6.279   0.794   2.902  1.00  0.00           C
+END
+"""
+
+
+def dihedral(p0, p1, p2, p3):
+    """IUPAC dihedral angle (radians) of four points, per frame."""
+    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+    n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
+    b1_unit = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
+    return np.arctan2(np.sum(np.cross(n1, n2) * b1_unit, axis=-1), np.sum(n1 * n2, axis=-1))
+
+
+@pytest.fixture
+def dipeptide(tmp_path):
+    path = tmp_path / "ala2.pdb"
+    path.write_text(HEAVY_ATOMS_PDB)
+    single = mdtraj.load(str(path))
+    rng = np.random.default_rng(0)
+    noise = 0.03 * rng.normal(size=(40,) + single.xyz.shape[1:])  # nm
+    noise[0] = 0.0  # frame 0 is the PDB itself, frames 1-39 distorted
+    return mdtraj.Trajectory((single.xyz + noise).astype(np.float32), single.topology)
+
+
+def test_dipeptide_angles_match_an_independent_computation(dipeptide):
+    phi, psi = backbone_dihedrals(dipeptide)
+    assert phi.shape == psi.shape == (40,)
+    atom = {(a.residue.index, a.name): a.index for a in dipeptide.topology.atoms}
+    x = dipeptide.xyz.astype(np.float64)
+    phi_atoms = [atom[0, "C"], atom[1, "N"], atom[1, "CA"], atom[1, "C"]]
+    psi_atoms = [atom[1, "N"], atom[1, "CA"], atom[1, "C"], atom[2, "N"]]
+    np.testing.assert_allclose(phi, dihedral(*(x[:, i] for i in phi_atoms)), atol=1e-5)
+    np.testing.assert_allclose(psi, dihedral(*(x[:, i] for i in psi_atoms)), atol=1e-5)
+    # The PDB is an extended (beta) conformation: phi -147, psi 159 degrees.
+    assert np.degrees([phi[0], psi[0]]) == pytest.approx([-147.0, 159.1], abs=0.1)
+
+
+def test_missing_backbone_is_a_clear_error(dipeptide):
+    without_n = dipeptide.atom_slice(dipeptide.topology.select("not name N"))
+    with pytest.raises(NeuralCTError, match="phi/psi"):
+        backbone_dihedrals(without_n)

@@ -1,0 +1,110 @@
+"""VAMP-2 scores and the TICA / PCA baselines on a synthetic system whose slow coordinate is known."""
+
+import numpy as np
+import pytest
+
+from neuralct.analysis.vamp import pca_baseline, tica_baseline, vamp2_score
+from neuralct.errors import NeuralCTError
+
+LAG = 5
+
+
+def hopping_trajectory(rng, n_frames, switch_probability=0.01):
+    """Columns: slow two-state hopping (+/-1, switching rarely, small noise), then 3 fast AR(1) noises of large variance."""
+    flips = rng.random(n_frames) < switch_probability
+    state = np.cumprod(np.where(flips, -1.0, 1.0)) * rng.choice([-1.0, 1.0])
+    slow = state + 0.3 * rng.normal(size=n_frames)
+    fast = np.zeros((n_frames, 3))
+    noise = rng.normal(size=(n_frames, 3))
+    for t in range(1, n_frames):
+        fast[t] = 0.5 * fast[t - 1] + noise[t]
+    return np.column_stack([slow, 3.0 * fast])
+
+
+@pytest.fixture(scope="module")
+def system():
+    rng = np.random.default_rng(3)
+    train = [hopping_trajectory(rng, 2000) for _ in range(4)]
+    test = [hopping_trajectory(rng, 2000) for _ in range(3)]
+    mixing = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    return train, test, mixing
+
+
+def test_slow_coordinate_scores_higher_than_fast_noise(system):
+    train, test, _ = system
+    slow = vamp2_score([t[:, :1] for t in train], [t[:, :1] for t in test], lag=LAG)
+    fast = vamp2_score([t[:, 1:2] for t in train], [t[:, 1:2] for t in test], lag=LAG)
+    # Autocorrelation of the hopping coordinate at lag 5: (1 - 2 * 0.01)^5 / (1 + 0.3^2) = 0.83, squared = 0.69.
+    assert slow["vamp2"] == pytest.approx(0.69, abs=0.1)
+    assert fast["vamp2"] < 0.01
+    assert slow["vamp2_with_constant"] == pytest.approx(slow["vamp2"] + 1.0)
+    assert slow["includes_constant"] is False
+    assert slow["n_pairs_train"] == 4 * (2000 - LAG)
+
+
+def test_score_is_bounded_by_dim_and_ignores_the_feature_basis(system):
+    train, test, mixing = system
+    plain = vamp2_score(train, test, lag=LAG)
+    mixed = vamp2_score([t @ mixing for t in train], [t @ mixing for t in test], lag=LAG)
+    assert 0.0 <= plain["vamp2"] <= plain["dim"] == 4
+    assert mixed["vamp2"] == pytest.approx(plain["vamp2"], rel=1e-6)
+
+
+def test_tica_recovers_the_slow_coordinate_and_pca_does_not(system):
+    train, test, mixing = system
+    train_mixed = [t @ mixing for t in train]
+    test_mixed = [t @ mixing for t in test]
+    slow_test = np.concatenate(test)[:, 0]
+    tica = tica_baseline(train_mixed, test_mixed, lag=LAG, dim=1)
+    component = np.concatenate(tica["projections_test"])[:, 0]
+    assert abs(np.corrcoef(component, slow_test)[0, 1]) > 0.9
+    direct = vamp2_score([t[:, :1] for t in train], [t[:, :1] for t in test], lag=LAG)
+    assert tica["score"]["vamp2"] == pytest.approx(direct["vamp2"], abs=0.02)
+    # The fast noises carry the largest variance, so PCA's first component misses the slow one.
+    pca = pca_baseline(train_mixed, test_mixed, lag=LAG, dim=1)
+    assert abs(np.corrcoef(np.concatenate(pca["projections_test"])[:, 0], slow_test)[0, 1]) < 0.3
+    assert pca["score"]["vamp2"] < 0.1
+
+
+def test_pca_mass_weighting_changes_the_principal_axis():
+    rng = np.random.default_rng(0)
+    # Two atoms' x coordinates: atom 1 moves more, but atom 2 is 100 times heavier.
+    data = [np.column_stack([2.0 * rng.normal(size=3000), 1.0 * rng.normal(size=3000)])]
+    light_first = pca_baseline(data, data, lag=1, dim=1)
+    heavy_first = pca_baseline(data, data, lag=1, dim=1, masses=np.array([1.0, 100.0]))
+    assert abs(np.corrcoef(light_first["projections_test"][0][:, 0], data[0][:, 0])[0, 1]) > 0.99
+    assert abs(np.corrcoef(heavy_first["projections_test"][0][:, 0], data[0][:, 1])[0, 1]) > 0.99
+    assert heavy_first["mass_weighted"] and not light_first["mass_weighted"]
+
+
+def boundary_trap(rng, n_trajectories, lag):
+    """White-noise trajectories of 2 * lag frames where each one's second half is the next one's first half.
+
+    Inside a trajectory x_t and x_{t+lag} are independent; pairs across a junction of the
+    concatenation would be identical, a perfect spurious correlation.
+    """
+    base = rng.normal(size=(n_trajectories + 1) * lag)
+    return [base[i * lag:(i + 2) * lag, None] for i in range(n_trajectories)]
+
+
+@pytest.mark.parametrize("n_trajectories, lag", [(2, 400), (300, 3)])
+def test_lagged_pairs_never_cross_trajectory_boundaries(n_trajectories, lag):
+    rng = np.random.default_rng(11)
+    train = boundary_trap(rng, n_trajectories, lag)
+    test = boundary_trap(rng, n_trajectories, lag)
+    concatenated = np.concatenate(test)[:, 0]
+    spurious = np.corrcoef(concatenated[:-lag], concatenated[lag:])[0, 1] ** 2
+    assert spurious > 0.1  # the trap is armed
+    assert vamp2_score(train, test, lag=lag)["vamp2"] < 0.02
+
+
+def test_bad_input_is_refused(system):
+    train, test, _ = system
+    with pytest.raises(NeuralCTError, match="list of arrays"):
+        vamp2_score(train[0], test, lag=LAG)
+    with pytest.raises(NeuralCTError, match="longer than the lag"):
+        vamp2_score(train, test, lag=5000)
+    with pytest.raises(NeuralCTError, match="features"):
+        vamp2_score(train, [t[:, :2] for t in test], lag=LAG)
+    with pytest.raises(NeuralCTError, match="dim"):
+        tica_baseline(train, test, lag=LAG, dim=9)
