@@ -1,0 +1,128 @@
+"""The flow contract and the composition of symplectic layers."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["SymplecticFlow", "SymplecticSequential", "split_phase_space", "join_phase_space", "vector_jacobian_product"]
+
+
+def split_phase_space(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split phase-space points into positions and momenta.
+
+    Parameters
+    ----------
+    x : torch.Tensor, shape=(batch, 2n)
+        Positions first, then momenta.
+
+    Returns
+    -------
+    q, p : torch.Tensor, shape=(batch, n)
+    """
+    n = x.shape[-1] // 2
+    return x[..., :n], x[..., n:]
+
+
+def join_phase_space(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`split_phase_space`: shape (batch, n) twice -> (batch, 2n)."""
+    return torch.cat([q, p], dim=-1)
+
+
+def vector_jacobian_product(
+    outputs: torch.Tensor, inputs: torch.Tensor, cotangent: torch.Tensor, create_graph: bool
+) -> torch.Tensor:
+    """``cotangent^T d outputs / d inputs`` row by row.
+
+    ``outputs`` must have been computed from ``inputs`` with grad mode enabled. The rows
+    of a batch are independent, so one backward pass gives every row's product.
+    ``create_graph`` keeps the product differentiable (for training through it).
+    """
+    (product,) = torch.autograd.grad(outputs, inputs, cotangent, create_graph=create_graph)
+    return product
+
+
+class SymplecticFlow(nn.Module):
+    """A bijection on phase space ``x = (q, p)`` of shape (batch, 2n).
+
+    Subclasses implement ``forward(x) -> (z, logdet)`` and ``inverse(z) -> (x, logdet)``,
+    with ``logdet`` of shape (batch,) the log absolute Jacobian determinant of the
+    direction computed. A canonical (symplectic) layer has ``logdet == 0``.
+
+    ``acts_on_configuration`` is True for layers whose new positions depend on the old
+    positions only (point transformations): then every latent position is a function
+    of the configuration, a collective variable.
+    """
+
+    acts_on_configuration: bool = False
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = int(dim)
+
+    def configuration_forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The configuration part ``Q = F(q)`` and its ``log|det dF/dq|``, shape (batch,).
+
+        Only defined for point transformations.
+        """
+        raise NotImplementedError(f"{type(self).__name__} mixes positions and momenta: it has no configuration-space map")
+
+    def configuration_inverse(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q = F^-1(Q)`` and ``log|det dF^-1/dQ|``, shape (batch,); point transformations only."""
+        raise NotImplementedError(f"{type(self).__name__} mixes positions and momenta: it has no configuration-space map")
+
+    def initialize(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation from phase-space samples ``x`` (batch, 2n); default: nothing."""
+
+
+class SymplecticSequential(SymplecticFlow):
+    """Composition ``T = T_k o ... o T_1`` of flows; log-determinants add."""
+
+    def __init__(self, layers: Iterable[SymplecticFlow]):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a composition needs at least one layer")
+        dims = {layer.dim for layer in layers}
+        if len(dims) != 1:
+            raise ValueError(f"layers disagree on the dimension: {sorted(dims)}")
+        super().__init__(dims.pop())
+        self.layers = nn.ModuleList(layers)
+        self.acts_on_configuration = all(layer.acts_on_configuration for layer in layers)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = x.new_zeros(x.shape[:-1])
+        for layer in self.layers:
+            x, step = layer(x)
+            logdet = logdet + step
+        return x, logdet
+
+    def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = z.new_zeros(z.shape[:-1])
+        for layer in reversed(self.layers):
+            z, step = layer.inverse(z)
+            logdet = logdet + step
+        return z, logdet
+
+    def configuration_forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = q.new_zeros(q.shape[:-1])
+        for layer in self.layers:
+            q, step = layer.configuration_forward(q)
+            logdet = logdet + step
+        return q, logdet
+
+    def configuration_inverse(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logdet = Q.new_zeros(Q.shape[:-1])
+        for layer in reversed(self.layers):
+            Q, step = layer.configuration_inverse(Q)
+            logdet = logdet + step
+        return Q, logdet
+
+    @torch.no_grad()
+    def initialize(self, x: torch.Tensor) -> None:
+        """Initialise each layer on the data pushed through the layers before it."""
+        for layer in self.layers:
+            layer.initialize(x)
+            with torch.enable_grad():
+                x = layer(x)[0].detach()

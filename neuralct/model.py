@@ -1,0 +1,262 @@
+"""The neural canonical transformation: units, symplectic flow and harmonic prior in one model."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import NeuralCTError
+from .flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
+from .flows.base import join_phase_space, split_phase_space
+from .io import atomic_torch_save
+from .prior import HarmonicPrior
+
+__all__ = ["NeuralCanonicalTransformation", "build_flow", "load", "DEFAULT_ARCHITECTURE", "MODEL_FORMAT"]
+
+MODEL_FORMAT = "neuralct.model"
+MODEL_FORMAT_VERSION = 1
+
+#: Linear point transformation (normal modes of the data) followed by nonlinear couplings.
+DEFAULT_ARCHITECTURE: tuple[dict[str, Any], ...] = (
+    {"type": "linear", "point": True},
+    {"type": "point", "n_layers": 4, "hidden": 64, "depth": 2},
+)
+
+_LAYER_TYPES = {"linear": LinearSymplectic, "point": PointTransformation, "continuous": ContinuousSymplectic}
+
+
+def build_flow(dim: int, architecture: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> SymplecticSequential:
+    """Build the composition described by ``architecture``.
+
+    Parameters
+    ----------
+    dim : int
+        Configuration dimension n.
+    architecture : sequence of dict
+        One dict per layer, from the data side to the prior: ``type`` is ``linear``
+        (:class:`LinearSymplectic`), ``point`` (:class:`PointTransformation`) or
+        ``continuous`` (:class:`ContinuousSymplectic`); the other keys are passed on.
+    """
+    layers = []
+    for spec in architecture:
+        spec = dict(spec)
+        kind = spec.pop("type", None)
+        if kind not in _LAYER_TYPES:
+            raise NeuralCTError(f"unknown layer type {kind!r}; use one of {', '.join(_LAYER_TYPES)}")
+        try:
+            layers.append(_LAYER_TYPES[kind](dim, **spec))
+        except TypeError as exc:
+            raise NeuralCTError(f"layer {kind!r}: {exc}") from None
+    return SymplecticSequential(layers)
+
+
+class NeuralCanonicalTransformation(nn.Module):
+    """Canonical map ``T: (q, p) -> (Q, P)`` whose latent Hamiltonian is harmonic.
+
+    Physical coordinates are converted to reduced ones by the fixed map
+    ``q_r = (q - q0) sqrt(m / kT) / tau``, ``p_r = p / sqrt(m kT)`` (a canonical map up to
+    the constant factor ``1 / (kT tau)`` of the symplectic form): energies in kT,
+    times in ``tau`` (1 ps for molecules), so frequencies are in rad per ``tau``.
+    Then a symplectic flow maps to latent ``(Q, P)``, distributed as independent
+    harmonic oscillators ``K = sum (P^2 + w^2 Q^2) / 2`` at kT = 1.
+
+    Latent modes are reported sorted by frequency, slowest first: a permutation of
+    modes, applied to ``Q`` and ``P`` alike, is itself canonical.
+
+    Parameters
+    ----------
+    dim : int
+        Configuration dimension n.
+    masses : torch.Tensor, shape=(n,)
+        Mass of each coordinate (amu for molecules; 1 for mass-weighted coordinates).
+    kT : float
+        Thermal energy in the energy unit of the physical coordinates (kJ/mol for molecules).
+    architecture : sequence of dict
+        Layers of the flow, see :func:`build_flow`.
+    time_unit : float
+        ``tau`` in the physical time unit (ps for molecules).
+    metadata : dict, optional
+        Plain data stored with the model (system, atom selection, training summary).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        masses: torch.Tensor | None = None,
+        kT: float = 1.0,
+        architecture=DEFAULT_ARCHITECTURE,
+        time_unit: float = 1.0,
+        metadata: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        if not kT > 0 or not time_unit > 0:
+            raise ValueError("kT and time_unit must be positive")
+        self.dim = int(dim)
+        self.kT = float(kT)
+        self.time_unit = float(time_unit)
+        self.architecture = [dict(spec) for spec in architecture]
+        self.metadata = dict(metadata or {})
+        masses = torch.ones(dim) if masses is None else torch.as_tensor(masses, dtype=torch.get_default_dtype())
+        if masses.shape != (dim,) or not bool((masses > 0).all()):
+            raise ValueError(f"masses must be {dim} positive numbers")
+        self.register_buffer("masses", masses.clone())
+        self.register_buffer("position_offset", torch.zeros(dim))
+        self.flow = build_flow(dim, self.architecture)
+        self.prior = HarmonicPrior(dim)
+
+    # -- units ---------------------------------------------------------------------------
+    def _position_scale(self) -> torch.Tensor:
+        return torch.sqrt(self.masses / self.kT) / self.time_unit
+
+    def _momentum_scale(self) -> torch.Tensor:
+        return 1.0 / torch.sqrt(self.masses * self.kT)
+
+    def to_reduced(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """Physical ``(q, p)``, shapes (batch, n), to reduced phase-space points (batch, 2n)."""
+        return join_phase_space((q - self.position_offset) * self._position_scale(), p * self._momentum_scale())
+
+    def from_reduced(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reduced points (batch, 2n) back to physical ``(q, p)``, each (batch, n)."""
+        q_r, p_r = split_phase_space(x)
+        return q_r / self._position_scale() + self.position_offset, p_r / self._momentum_scale()
+
+    def reduction_log_det(self) -> torch.Tensor:
+        """``ln|det|`` of :meth:`to_reduced`: ``-n ln(kT tau)``, a constant."""
+        return -self.dim * math.log(self.kT * self.time_unit) * torch.ones((), dtype=self.masses.dtype, device=self.masses.device)
+
+    # -- the map --------------------------------------------------------------------------
+    def _mode_order(self) -> torch.Tensor:
+        return torch.argsort(self.prior.frequencies.detach())
+
+    @property
+    def frequencies(self) -> torch.Tensor:
+        """Latent frequencies ``w``, shape (n,), ascending (rad per ``time_unit``)."""
+        return self.prior.frequencies[self._mode_order()]
+
+    def encode(self, q: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canonical latent variables ``(Q, P)``, each (batch, n), slowest mode first."""
+        z, _ = self.flow(self.to_reduced(q, p))
+        Q, P = split_phase_space(z)
+        order = self._mode_order()
+        return Q[..., order], P[..., order]
+
+    def decode(self, Q: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse of :meth:`encode`: latent ``(Q, P)`` (slowest first) to physical ``(q, p)``."""
+        inverse_order = torch.argsort(self._mode_order())
+        x, _ = self.flow.inverse(join_phase_space(Q[..., inverse_order], P[..., inverse_order]))
+        return self.from_reduced(x)
+
+    def cv(self, q: torch.Tensor, k: int | None = None, p: torch.Tensor | None = None) -> torch.Tensor:
+        """Collective variables: the ``k`` slowest latent positions ``Q``, shape (batch, k).
+
+        For a flow made of point transformations ``Q`` depends on ``q`` alone and ``p`` is
+        not needed; a flow with momentum-mixing layers needs ``p`` too.
+        """
+        if self.flow.acts_on_configuration:
+            Q, _ = self.flow.configuration_forward((q - self.position_offset) * self._position_scale())
+            Q = Q[..., self._mode_order()]
+        elif p is None:
+            raise NeuralCTError("this model mixes positions and momenta (linear or continuous layers): pass p to cv()")
+        else:
+            Q, _ = self.encode(q, p)
+        return Q if k is None else Q[..., :k]
+
+    def log_prob(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``ln rho(q, p)`` in physical units, shape (batch,)."""
+        return self.log_prob_reduced(self.to_reduced(q, p)) + self.reduction_log_det()
+
+    def log_prob_reduced(self, x: torch.Tensor) -> torch.Tensor:
+        """``ln rho`` of reduced phase-space points (batch, 2n): no Jacobian, T is canonical."""
+        z, logdet = self.flow(x)
+        return self.prior.log_prob(z) + logdet
+
+    def sample_reduced(self, n_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised samples in reduced units and their ``ln rho``; shapes (batch, 2n), (batch,)."""
+        z = self.prior.sample(n_samples, generator)
+        log_prob = self.prior.log_prob(z)
+        x, logdet = self.flow.inverse(z)
+        return x, log_prob - logdet
+
+    def sample(self, n_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Physical samples ``(q, p)``, each (n_samples, n)."""
+        x, _ = self.sample_reduced(n_samples, generator)
+        return self.from_reduced(x)
+
+    @torch.no_grad()
+    def initialize(self, q: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Data-dependent start from configurations ``q`` (batch, n), momenta Maxwell-Boltzmann.
+
+        Centres the positions, lets each layer initialise on the data reaching it (the
+        linear layer rotates onto the normal modes of the mass-weighted positions) and
+        sets the frequencies to their maximum-likelihood values.
+        """
+        self.position_offset.copy_(q.mean(0))
+        p_r = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device)
+        x = join_phase_space((q - self.position_offset) * self._position_scale(), p_r)
+        self.flow.initialize(x)
+        with torch.enable_grad():
+            z = self.flow(x)[0].detach()
+        self.prior.initialize(z)
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model atomically to ``path`` (a torch file of tensors and plain data)."""
+        atomic_torch_save(
+            {
+                "format": MODEL_FORMAT,
+                "version": MODEL_FORMAT_VERSION,
+                "dim": self.dim,
+                "kT": self.kT,
+                "time_unit": self.time_unit,
+                "architecture": self.architecture,
+                "metadata": self.metadata,
+                "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
+            },
+            path,
+        )
+
+    @classmethod
+    def from_file_contents(cls, contents: Any, source: str = "model file") -> "NeuralCanonicalTransformation":
+        """Rebuild a model from the dict written by :meth:`save`."""
+        if not isinstance(contents, dict) or contents.get("format") != MODEL_FORMAT:
+            raise NeuralCTError(f"{source} is not a neuralct model file; train one with `neuralct train`")
+        if contents.get("version") != MODEL_FORMAT_VERSION:
+            raise NeuralCTError(f"{source} has model format version {contents.get('version')}, this neuralct reads {MODEL_FORMAT_VERSION}")
+        state = contents["state_dict"]
+        dtype = state["masses"].dtype
+        model = cls(
+            contents["dim"],
+            masses=state["masses"],
+            kT=contents["kT"],
+            architecture=contents["architecture"],
+            time_unit=contents["time_unit"],
+            metadata=contents["metadata"],
+        ).to(dtype)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise NeuralCTError(f"{source} does not match its own architecture: {str(exc).splitlines()[0]}") from None
+        return model
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuralCanonicalTransformation:
+    """Load a trained model written by ``neuralct train`` (safe: tensors and plain data only).
+
+    Raises
+    ------
+    NeuralCTError
+        If the file is missing, unreadable or not a neuralct model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NeuralCTError(f"model file {path} does not exist")
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise NeuralCTError(f"{path} cannot be read as a neuralct model ({type(exc).__name__}); is it a model written by `neuralct train`?") from None
+    return NeuralCanonicalTransformation.from_file_contents(contents, str(path)).to(device)

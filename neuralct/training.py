@@ -1,0 +1,347 @@
+"""Training: maximum likelihood on phase-space samples and variational free energy."""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from .errors import NeuralCTError
+from .io import atomic_torch_save
+from .model import NeuralCanonicalTransformation
+
+__all__ = [
+    "TrainingSettings",
+    "TrainingResult",
+    "TrainingDiverged",
+    "MaximumLikelihood",
+    "VariationalFreeEnergy",
+    "Hamiltonian",
+    "train",
+    "harmonic_start",
+    "peak_memory_mb",
+]
+
+CHECKPOINT_FORMAT = "neuralct.checkpoint"
+
+
+class TrainingDiverged(NeuralCTError):
+    """The loss or its gradient stopped being finite."""
+
+
+class Hamiltonian(Protocol):
+    """What variational training needs of a system: energies in kT and masses."""
+
+    kT: float
+    masses: Any
+
+    def energy(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor: ...
+
+    def potential(self, q: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class TrainingSettings:
+    """Optimisation settings shared by both objectives.
+
+    The learning rate warms up linearly over ``warmup_fraction`` of the steps, then
+    decays on a cosine to ``final_lr_fraction`` of its peak.
+    """
+
+    steps: int = 2000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    warmup_fraction: float = 0.05
+    final_lr_fraction: float = 0.01
+    gradient_clip: float = 100.0
+    validate_every: int = 100
+    checkpoint_every: int = 500
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "validate_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise NeuralCTError(f"--{name.replace('_', '-')} must be a positive integer")
+        if not self.learning_rate > 0:
+            raise NeuralCTError("--learning-rate must be positive")
+
+
+@dataclass
+class TrainingResult:
+    """What a finished run measured (plain data, written to summary.json)."""
+
+    final_loss: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+    steps: int = 0
+    wall_seconds: float = 0.0
+    samples_per_second: float = 0.0
+    resumed_from_step: int = 0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process (resident set, MB) or of the CUDA device's allocator."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class MaximumLikelihood:
+    """``-E_data[ln rho(q, p)]`` per sample, in reduced units (nats).
+
+    Momenta are drawn fresh from Maxwell-Boltzmann for every minibatch (exact for a
+    separable Hamiltonian, where momenta are independent of positions), unless
+    on-step momenta are given.
+
+    Parameters
+    ----------
+    q_train, q_valid : torch.Tensor, shape=(frames, n)
+        Physical positions (the validation set should be held-out trajectories).
+    p_train, p_valid : torch.Tensor, shape=(frames, n), optional
+        Recorded on-step momenta; None resamples them.
+    """
+
+    name = "maximum-likelihood"
+
+    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None):
+        for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid)):
+            if values is not None and not bool(torch.isfinite(values).all()):
+                raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
+        if len(q_train) < 2:
+            raise NeuralCTError("need at least 2 training frames")
+        self.q_train, self.q_valid, self.p_train, self.p_valid = q_train, q_valid, p_train, p_valid
+        self._valid_noise_seed = 12345
+
+    @staticmethod
+    def _negative_log_likelihood(model, q, p, generator) -> torch.Tensor:
+        if p is None:
+            thermal = torch.sqrt(model.masses * model.kT)
+            p = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device) * thermal
+        return -model.log_prob_reduced(model.to_reduced(q, p))
+
+    def loss(self, model: NeuralCanonicalTransformation, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        index = torch.randint(len(self.q_train), (batch_size,), generator=generator, device=generator.device)
+        p = None if self.p_train is None else self.p_train[index]
+        return self._negative_log_likelihood(model, self.q_train[index], p, generator).mean()
+
+    def validation_loss(self, model: NeuralCanonicalTransformation, chunk: int = 4096) -> float | None:
+        """Mean NLL on the validation set with fixed momentum draws (comparable across steps)."""
+        if self.q_valid is None or len(self.q_valid) == 0:
+            return None
+        generator = torch.Generator(device=self.q_valid.device).manual_seed(self._valid_noise_seed)
+        total = 0.0
+        for start in range(0, len(self.q_valid), chunk):
+            q = self.q_valid[start : start + chunk]
+            p = None if self.p_valid is None else self.p_valid[start : start + chunk]
+            with torch.no_grad():
+                total += float(self._negative_log_likelihood(model, q, p, generator).sum())
+        return total / len(self.q_valid)
+
+
+class VariationalFreeEnergy:
+    """``E_{x ~ rho}[ln rho(x) + beta H(x)] >= -ln Z`` with reparameterised model samples.
+
+    Parameters
+    ----------
+    system : Hamiltonian
+        Gives ``energy(q, p)`` in kT for physical coordinates.
+    """
+
+    name = "variational"
+
+    def __init__(self, system: Hamiltonian):
+        self.system = system
+
+    def per_sample(self, model: NeuralCanonicalTransformation, n_samples: int, generator: torch.Generator) -> torch.Tensor:
+        """``ln rho(x) + beta H(x)`` for fresh model samples, shape (n_samples,)."""
+        x, log_prob = model.sample_reduced(n_samples, generator)
+        q, p = model.from_reduced(x)
+        return log_prob + model.reduction_log_det() + self.system.energy(q, p)
+
+    def loss(self, model, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        return self.per_sample(model, batch_size, generator).mean()
+
+    def validation_loss(self, model, chunk: int = 4096) -> float | None:
+        return None
+
+    def estimate(self, model, n_samples: int = 20000, chunk: int = 2000, seed: int = 0) -> dict[str, float]:
+        """Variational free energy (kT) with its standard error, from ``n_samples`` draws.
+
+        Also the importance-sampling estimate ``-ln mean(exp(-(ln rho + beta H)))`` of
+        ``-ln Z`` and Kish's effective sample size fraction of the weights.
+        """
+        generator = torch.Generator(device=model.masses.device).manual_seed(seed)
+        values = []
+        for start in range(0, n_samples, chunk):
+            with torch.no_grad():
+                values.append(self.per_sample(model, min(chunk, n_samples - start), generator).double())
+        values = torch.cat(values)
+        log_w = -values
+        log_mean_w = torch.logsumexp(log_w, 0) - math.log(len(values))
+        ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / len(values)
+        return {
+            "free_energy": float(values.mean()),
+            "free_energy_error": float(values.std() / math.sqrt(len(values))),
+            "importance_sampling_free_energy": float(-log_mean_w),
+            "effective_sample_size_fraction": float(ess),
+            "samples": len(values),
+        }
+
+
+def harmonic_start(model: NeuralCanonicalTransformation, system: Hamiltonian, n_samples: int = 20000, seed: int = 0) -> None:
+    """Start a variational run from the harmonic approximation of ``system`` at ``q = 0``.
+
+    Draws configurations from ``N(0, kT H^-1)``, ``H`` the Hessian of the potential
+    (normal-mode analysis), and initialises the model on them as on data.
+
+    Raises
+    ------
+    NeuralCTError
+        If the Hessian is not positive definite (``q = 0`` is not a minimum).
+    """
+    dtype = model.masses.dtype
+    zero = torch.zeros(1, model.dim, dtype=dtype, device=model.masses.device)
+    hessian = torch.autograd.functional.hessian(lambda q: system.potential(q).sum(), zero).reshape(model.dim, model.dim)
+    eigenvalues, vectors = torch.linalg.eigh(hessian.double())
+    if not bool((eigenvalues > 0).all()):
+        raise NeuralCTError("the Hessian at q = 0 is not positive definite; use --init identity")
+    generator = torch.Generator(device=zero.device).manual_seed(seed)
+    xi = torch.randn(n_samples, model.dim, generator=generator, dtype=torch.float64, device=zero.device)
+    q = (xi / eigenvalues.sqrt()) @ vectors.T * math.sqrt(system.kT)
+    model.initialize(q.to(dtype), generator=generator)
+
+
+def _schedule(settings: TrainingSettings) -> Callable[[int], float]:
+    warmup = max(1, int(settings.warmup_fraction * settings.steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, settings.steps - warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return settings.final_lr_fraction + (1 - settings.final_lr_fraction) * cosine
+
+    return factor
+
+
+def _check_finite(value: torch.Tensor, what: str, step: int, checkpoint: Path | None) -> None:
+    if not bool(torch.isfinite(value).all()):
+        kept = f"the last good checkpoint is kept at {checkpoint}" if checkpoint and checkpoint.exists() else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"training diverged at step {step}: the {what} became {float(value)}; {kept}; lower --learning-rate or use --dtype float64"
+        )
+
+
+def train(
+    model: NeuralCanonicalTransformation,
+    objective: MaximumLikelihood | VariationalFreeEnergy,
+    settings: TrainingSettings,
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    parameters: list[torch.nn.Parameter] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainingResult:
+    """Minimise ``objective`` with Adam and a warm-up + cosine schedule.
+
+    Checkpoints (model, optimiser, schedule, random state, history) are written
+    atomically to ``checkpoint`` every ``settings.checkpoint_every`` steps and at the
+    end; if the file exists the run resumes from it. A non-finite loss or gradient
+    stops the run with :class:`TrainingDiverged` and leaves the last good checkpoint.
+
+    Returns
+    -------
+    TrainingResult
+    """
+    device = model.masses.device
+    parameters = list(model.parameters()) if parameters is None else parameters
+    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    history: dict[str, list[float]] = {"step": [], "train_loss": [], "valid_loss": []}
+    start_step = 0
+    if checkpoint is not None and checkpoint.exists():
+        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, settings)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=settings.steps, initial=start_step, disable=not settings.progress, desc=objective.name, unit="step", leave=False)
+    running = []
+    t0 = time.perf_counter()
+    step = start_step
+    for step in range(start_step, settings.steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective.loss(model, settings.batch_size, generator)
+        _check_finite(loss.detach(), "loss", step, checkpoint)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(parameters, settings.gradient_clip)
+        _check_finite(norm, "gradient norm", step, checkpoint)
+        optimizer.step()
+        scheduler.step()
+        running.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step, running[-1])
+        done = step + 1
+        if done % settings.validate_every == 0 or done == settings.steps:
+            history["step"].append(done)
+            history["train_loss"].append(sum(running) / len(running))
+            valid = objective.validation_loss(model)
+            history["valid_loss"].append(float("nan") if valid is None else valid)
+            bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", valid="-" if valid is None else f"{valid:.4g}")
+            running = []
+        bar.update(1)
+        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.steps):
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, settings, done)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    trained = settings.steps - start_step
+    final = history["valid_loss"][-1] if history["valid_loss"] and not math.isnan(history["valid_loss"][-1]) else None
+    return TrainingResult(
+        final_loss=history["train_loss"][-1] if final is None else final,
+        history=history,
+        steps=settings.steps,
+        wall_seconds=elapsed,
+        samples_per_second=trained * settings.batch_size / elapsed if elapsed > 0 and trained else 0.0,
+        resumed_from_step=start_step,
+    )
+
+
+def _save_checkpoint(path, model, optimizer, scheduler, generator, history, settings, step):
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+            "settings": asdict(settings),
+        },
+        path,
+    )
+
+
+def _resume(path, model, optimizer, scheduler, generator, history, settings) -> int:
+    try:
+        state = torch.load(path, map_location=model.masses.device, weights_only=True)
+    except Exception as exc:
+        raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start afresh") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise NeuralCTError(f"{path} is not a neuralct checkpoint; delete it to start afresh")
+    saved = dict(state["settings"])
+    current = asdict(settings)
+    changed = sorted(key for key in ("steps", "batch_size", "learning_rate", "warmup_fraction", "final_lr_fraction") if saved.get(key) != current[key])
+    if changed:
+        raise NeuralCTError(f"checkpoint {path} was written with different {', '.join(changed)}; use the same settings or another --output")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise NeuralCTError(f"checkpoint {path} belongs to a different model; use another --output") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"].cpu() if generator.device.type == "cpu" else state["generator"])
+    history.update(state["history"])
+    return int(state["step"])

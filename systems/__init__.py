@@ -1,0 +1,1 @@
+"""Bundled system definitions: structures and force-field choices shipped as package data."""

@@ -1,0 +1,155 @@
+"""Every flow obeys one contract, checked as physics in float64."""
+
+import pytest
+import torch
+
+from neuralct.flows import (
+    ContinuousSymplectic,
+    FrequencyScaling,
+    LinearSymplectic,
+    PointTransformation,
+    SymplecticSequential,
+    symplectic_form,
+)
+
+DIM = 3
+
+
+def randomize(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
+    """Move every parameter away from the identity start so the checks can fail."""
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.normal_(0.0, scale)
+    return module
+
+
+def make(kind: str):
+    if kind == "linear":
+        return randomize(LinearSymplectic(DIM))
+    if kind == "linear-point":
+        return randomize(LinearSymplectic(DIM, point=True))
+    if kind == "point":
+        return randomize(PointTransformation(DIM, n_layers=4, hidden=16, depth=2))
+    if kind == "continuous":
+        return randomize(ContinuousSymplectic(DIM, steps=3, hidden=16, depth=2), 0.2)
+    if kind == "composition":
+        layers = [make(k) for k in ("linear", "point", "continuous", "linear-point", "point")]
+        return SymplecticSequential(layers)
+    raise ValueError(kind)
+
+
+CANONICAL = ["linear", "linear-point", "point", "continuous", "composition"]
+
+
+def jacobian(flow, x):
+    return torch.autograd.functional.jacobian(lambda v: flow(v.unsqueeze(0))[0].squeeze(0), x)
+
+
+@pytest.mark.parametrize("kind", CANONICAL)
+def test_jacobian_is_symplectic(kind):
+    flow = make(kind)
+    J = symplectic_form(DIM)
+    for x in torch.randn(4, 2 * DIM):
+        M = jacobian(flow, x)
+        assert torch.allclose(M.T @ J @ M, J, atol=1e-10, rtol=0), (M.T @ J @ M - J).abs().max()
+        assert abs(torch.linalg.det(M).item() - 1.0) < 1e-10
+
+
+@pytest.mark.parametrize("kind", CANONICAL)
+def test_round_trip_and_zero_logdet(kind):
+    flow = make(kind)
+    x = torch.randn(64, 2 * DIM)
+    z, logdet = flow(x)
+    x_back, logdet_back = flow.inverse(z)
+    assert (x_back - x).abs().max() <= 1e-10
+    assert (flow(x_back)[0] - z).abs().max() <= 1e-10
+    assert torch.all(logdet == 0) and torch.all(logdet_back == 0)
+    assert logdet.shape == (64,)
+
+
+@pytest.mark.parametrize("kind", CANONICAL)
+def test_gradients_reach_every_parameter(kind):
+    flow = make(kind)
+    x = torch.randn(16, 2 * DIM)
+    z, _ = flow(x)
+    x_back, _ = flow.inverse(torch.randn(16, 2 * DIM))
+    ((z**2).sum() + (x_back**2).sum()).backward()
+    for name, parameter in flow.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("kind", CANONICAL + ["frequency"])
+def test_save_load_reproduces_outputs(kind, tmp_path):
+    flow = randomize(FrequencyScaling(DIM)) if kind == "frequency" else make(kind)
+    torch.save(flow.state_dict(), tmp_path / "flow.pt")
+    clone = make(kind) if kind != "frequency" else FrequencyScaling(DIM)
+    clone.load_state_dict(torch.load(tmp_path / "flow.pt", weights_only=True))
+    x = torch.randn(8, 2 * DIM)
+    assert torch.equal(flow(x)[0], clone(x)[0])
+    assert torch.equal(flow.inverse(x)[0], clone.inverse(x)[0])
+
+
+def test_frequency_layer_logdet_is_constant_and_exact():
+    layer = randomize(FrequencyScaling(DIM))
+    x = torch.randn(5, 2 * DIM)
+    z, logdet = layer(x)
+    M = jacobian(layer, x[0])
+    assert torch.allclose(logdet, torch.linalg.slogdet(M)[1].expand(5), atol=1e-12)
+    assert torch.allclose(layer.inverse(z)[0], x, atol=1e-12)
+    assert torch.allclose(layer.inverse(z)[1], -logdet)
+
+
+def test_point_transformation_momenta_match_explicit_jacobian_solve():
+    flow = make("point")
+    q, p = torch.randn(DIM), torch.randn(DIM)
+    F = lambda v: flow.bijection(v.unsqueeze(0))[0].squeeze(0)
+    dF = torch.autograd.functional.jacobian(F, q)
+    expected_P = torch.linalg.solve(dF.T, p)
+    z, _ = flow(torch.cat([q, p]).unsqueeze(0))
+    assert torch.allclose(z[0, :DIM], F(q), atol=1e-12)
+    assert torch.allclose(z[0, DIM:], expected_P, atol=1e-10)
+    x, _ = flow.inverse(z)
+    assert torch.allclose(x[0, DIM:], dF.T @ expected_P, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["linear-point", "point", "composition-point"])
+def test_configuration_logdet_matches_autograd(kind):
+    if kind == "composition-point":
+        flow = SymplecticSequential([make("linear-point"), make("point")])
+    else:
+        flow = make(kind)
+    assert flow.acts_on_configuration
+    q = torch.randn(DIM)
+    Q, logdet = flow.configuration_forward(q.unsqueeze(0))
+    dF = torch.autograd.functional.jacobian(lambda v: flow.configuration_forward(v.unsqueeze(0))[0].squeeze(0), q)
+    assert abs(logdet.item() - torch.linalg.slogdet(dF)[1].item()) < 1e-10
+    q_back, logdet_back = flow.configuration_inverse(Q)
+    assert torch.allclose(q_back[0], q, atol=1e-10)
+    assert abs(logdet_back.item() + logdet.item()) < 1e-10
+    z, _ = flow(torch.cat([q, torch.randn(DIM)]).unsqueeze(0))
+    assert torch.allclose(z[0, :DIM], Q[0], atol=1e-12)
+
+
+def test_mixing_layers_have_no_configuration_map():
+    for kind in ("linear", "continuous", "composition"):
+        flow = make(kind)
+        assert not flow.acts_on_configuration
+        with pytest.raises(NotImplementedError):
+            flow.configuration_forward(torch.randn(2, DIM))
+
+
+def test_flows_work_without_grad_mode():
+    flow = make("composition")
+    x = torch.randn(8, 2 * DIM)
+    with torch.no_grad():
+        z, _ = flow(x)
+        x_back, _ = flow.inverse(z)
+    assert not z.requires_grad and not x_back.requires_grad
+    assert (x_back - x).abs().max() <= 1e-10
+
+
+def test_layers_start_at_identity():
+    x = torch.randn(8, 2 * DIM)
+    for flow in (LinearSymplectic(DIM), PointTransformation(DIM), ContinuousSymplectic(DIM)):
+        assert torch.allclose(flow(x)[0], x, atol=1e-14)

@@ -1,0 +1,142 @@
+"""The model as physics: exact densities, canonical latent variables, files."""
+
+import math
+
+import pytest
+import torch
+
+import neuralct
+from neuralct.errors import NeuralCTError
+from neuralct.flows import symplectic_form
+from neuralct.model import NeuralCanonicalTransformation
+from neuralct.toys import HarmonicChain
+
+from test_flows import randomize
+
+N = 3
+MIXED = [{"type": "linear"}, {"type": "point", "n_layers": 2, "hidden": 8}, {"type": "continuous", "steps": 2, "hidden": 8}]
+POINT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 2, "hidden": 8}]
+
+
+def random_model(architecture, masses=(1.0, 2.0, 12.0), kT=2.5, time_unit=0.5):
+    model = NeuralCanonicalTransformation(N, masses=torch.tensor(masses), kT=kT, architecture=architecture, time_unit=time_unit)
+    randomize(model, 0.2)
+    with torch.no_grad():
+        model.position_offset.normal_()
+    return model
+
+
+def test_linear_model_density_is_the_exact_gaussian():
+    """A linear map pulls the harmonic prior back to a Gaussian; units included."""
+    model = random_model([{"type": "linear"}])
+    M = model.flow.layers[0].matrix()
+    scale = torch.cat([torch.sqrt(model.masses / model.kT) / model.time_unit, 1 / torch.sqrt(model.masses * model.kT)])
+    w = model.prior.frequencies
+    latent_cov = torch.diag(torch.cat([1 / w**2, torch.ones(N)]))
+    A = M @ torch.diag(scale)
+    cov = torch.linalg.inv(A) @ latent_cov @ torch.linalg.inv(A).T
+    mean = torch.cat([model.position_offset, torch.zeros(N)])
+    reference = torch.distributions.MultivariateNormal(mean, covariance_matrix=cov)
+    x = reference.sample((50,))
+    q, p = x[:, :N], x[:, N:]
+    assert torch.allclose(model.log_prob(q, p), reference.log_prob(x), atol=1e-10)
+
+
+def test_density_integrates_to_one_in_two_dimensions():
+    model = NeuralCanonicalTransformation(1, masses=torch.tensor([3.0]), kT=0.7, architecture=[{"type": "continuous", "steps": 2, "hidden": 8}])
+    randomize(model, 0.3)
+    grid = torch.linspace(-12, 12, 401)
+    q, p = torch.meshgrid(grid, grid, indexing="ij")
+    density = model.log_prob(q.reshape(-1, 1), p.reshape(-1, 1)).exp()
+    total = density.sum() * (grid[1] - grid[0]) ** 2
+    assert abs(total.item() - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("architecture", [MIXED, POINT])
+def test_encode_is_canonical_sorted_and_inverted_by_decode(architecture):
+    model = random_model(architecture)
+    q, p = torch.randn(6, N), torch.randn(6, N)
+    Q, P = model.encode(q, p)
+    q_back, p_back = model.decode(Q, P)
+    assert torch.allclose(q_back, q, atol=1e-10) and torch.allclose(p_back, p, atol=1e-10)
+    assert torch.all(model.frequencies[1:] >= model.frequencies[:-1])
+    # Latent Hamiltonian equals the prior energy of the unsorted latent point.
+    z, _ = model.flow(model.to_reduced(q, p))
+    K = 0.5 * (P**2 + (model.frequencies * Q) ** 2).sum(-1)
+    assert torch.allclose(K, model.prior.energy(z), atol=1e-10)
+    # encode is exactly symplectic up to the constant conformal factor of the units: M^T J M = J / (kT tau).
+    J = symplectic_form(N)
+    x0 = torch.cat([q[0], p[0]])
+    M = torch.autograd.functional.jacobian(lambda x: torch.cat(model.encode(x[:N].unsqueeze(0), x[N:].unsqueeze(0)), -1).squeeze(0), x0)
+    assert torch.allclose(M.T @ J @ M, J / (model.kT * model.time_unit), atol=1e-10)
+
+
+def test_cv_is_a_function_of_positions_for_point_models():
+    model = random_model(POINT)
+    q = torch.randn(5, N)
+    Q, _ = model.encode(q, torch.randn(5, N))
+    assert torch.allclose(model.cv(q), Q, atol=1e-12)
+    assert torch.allclose(model.cv(q, k=2), Q[:, :2], atol=1e-12)
+    mixed = random_model(MIXED)
+    with pytest.raises(NeuralCTError):
+        mixed.cv(q)
+    p = torch.randn(5, N)
+    assert torch.allclose(mixed.cv(q, p=p), mixed.encode(q, p)[0])
+
+
+def test_samples_follow_the_model_density():
+    """Samples of a linear model have the covariance its density says."""
+    model = random_model([{"type": "linear"}])
+    q, p = model.sample(200000, torch.Generator().manual_seed(0))
+    x = torch.cat([q, p], 1)
+    M = model.flow.layers[0].matrix()
+    scale = torch.cat([torch.sqrt(model.masses / model.kT) / model.time_unit, 1 / torch.sqrt(model.masses * model.kT)])
+    A = torch.linalg.inv(M @ torch.diag(scale))
+    w = model.prior.frequencies
+    expected = A @ torch.diag(torch.cat([1 / w**2, torch.ones(N)])) @ A.T
+    assert torch.allclose(torch.cov(x.T), expected, rtol=0.05, atol=0.02 * expected.abs().max().item())
+
+
+def test_data_start_is_exact_for_a_harmonic_chain():
+    chain = HarmonicChain(6, kappa=2.0, masses=[1, 2, 3, 1, 2, 3])
+    q, _ = chain.sample(100000, seed=3)
+    model = NeuralCanonicalTransformation(6, masses=torch.tensor(chain.masses), architecture=POINT)
+    model.initialize(torch.tensor(q))
+    errors = (model.frequencies / torch.tensor(chain.frequencies()) - 1).abs()
+    assert errors.max() < 0.01
+
+
+@pytest.mark.parametrize("architecture", [MIXED, POINT])
+def test_save_and_load_reproduce_the_model(architecture, tmp_path):
+    model = random_model(architecture)
+    model.metadata["note"] = "kept"
+    model.save(tmp_path / "model.pt")
+    loaded = neuralct.load(tmp_path / "model.pt")
+    q, p = torch.randn(4, N), torch.randn(4, N)
+    assert torch.equal(model.log_prob(q, p), loaded.log_prob(q, p))
+    assert torch.equal(model.frequencies, loaded.frequencies)
+    assert loaded.metadata["note"] == "kept" and loaded.kT == model.kT
+
+
+def test_load_rejects_foreign_and_corrupt_files(tmp_path):
+    with pytest.raises(NeuralCTError, match="does not exist"):
+        neuralct.load(tmp_path / "missing.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a torch file at all")
+    with pytest.raises(NeuralCTError, match="cannot be read"):
+        neuralct.load(tmp_path / "corrupt.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(NeuralCTError, match="not a neuralct model"):
+        neuralct.load(tmp_path / "foreign.pt")
+    model = random_model(POINT)
+    model.save(tmp_path / "model.pt")
+    contents = torch.load(tmp_path / "model.pt", weights_only=True)
+    contents["architecture"] = [{"type": "linear"}]
+    torch.save(contents, tmp_path / "tampered.pt")
+    with pytest.raises(NeuralCTError, match="does not match"):
+        neuralct.load(tmp_path / "tampered.pt")
+
+
+def test_free_energy_of_the_prior():
+    model = random_model(POINT)
+    expected = sum(math.log(w / (2 * math.pi)) for w in model.prior.frequencies.tolist())
+    assert abs(model.prior.free_energy().item() - expected) < 1e-12
