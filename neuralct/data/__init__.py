@@ -1,0 +1,6 @@
+"""Trajectory data for training: loading any MDTraj/MDAnalysis format, alignment, momenta, lagged pairs."""
+
+from .frame import RigidBodyFrame
+from .loading import PhaseSpaceData, lagged_pairs, load_trajectories
+
+__all__ = ["RigidBodyFrame", "PhaseSpaceData", "lagged_pairs", "load_trajectories"]

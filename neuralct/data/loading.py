@@ -1,0 +1,377 @@
+"""Loading trajectories of any MDTraj or MDAnalysis format into aligned phase-space data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import NeuralCTError
+from ..units import kT_kj_per_mol
+from .frame import RigidBodyFrame
+
+__all__ = ["PhaseSpaceData", "load_trajectories", "lagged_pairs"]
+
+
+@dataclass
+class PhaseSpaceData:
+    """Aligned positions and momenta of the selected atoms of one or more trajectories.
+
+    Attributes
+    ----------
+    positions : np.ndarray, shape=(n_frames, n_sel, 3)
+        Positions in nm, aligned to ``frame.reference``.
+    momenta : np.ndarray, shape=(n_frames, n_sel, 3)
+        Momenta in amu nm/ps in the same rotated frame: recorded ones when the files hold
+        on-step velocities (``momenta_source == "recorded"``), else Maxwell-Boltzmann draws.
+    momenta_source : {"recorded", "resampled"}
+        Where the momenta come from.
+    velocities_on_step : bool
+        Whether every file declared on-step velocities.
+    masses : np.ndarray, shape=(n_sel,)
+        Masses in amu.
+    atom_indices : np.ndarray, shape=(n_sel,)
+        Indices of the selected atoms in ``topology``.
+    topology : mdtraj.Topology
+        Topology of the full system.
+    selection_topology : mdtraj.Topology
+        Topology of the selected atoms.
+    traj_lengths : list of int
+        Frames per trajectory, in order (frames are concatenated).
+    time_ps : np.ndarray, shape=(n_frames,)
+        Time stamp of every frame in ps (per trajectory).
+    timestep_ps : float or None
+        Time between consecutive frames in ps (after striding), None when the files have no time.
+    temperature : float
+        Temperature in K used for kT and resampled momenta.
+    rotations : np.ndarray, shape=(n_frames, 3, 3)
+        Rotation that aligned each centred frame.
+    rmsd : np.ndarray, shape=(n_frames,)
+        Mass-weighted RMSD to the reference after fitting, nm.
+    frame : RigidBodyFrame
+        The reference and rigid-body basis (mean structure of the aligned selection).
+    paths : list of str
+        The trajectory files.
+    """
+
+    positions: np.ndarray
+    momenta: np.ndarray
+    momenta_source: str
+    velocities_on_step: bool
+    masses: np.ndarray
+    atom_indices: np.ndarray
+    topology: Any
+    selection_topology: Any
+    traj_lengths: list
+    time_ps: np.ndarray
+    timestep_ps: float | None
+    temperature: float
+    rotations: np.ndarray
+    rmsd: np.ndarray
+    frame: RigidBodyFrame
+    paths: list
+
+    @property
+    def n_frames(self) -> int:
+        """Total number of frames."""
+        return self.positions.shape[0]
+
+    @property
+    def kT(self) -> float:
+        """Thermal energy in kJ/mol."""
+        return kT_kj_per_mol(self.temperature)
+
+    def internal_positions(self) -> np.ndarray:
+        """Internal coordinates y, shape (n_frames, 3 n_sel - 6), sqrt(amu) nm (see ``RigidBodyFrame``)."""
+        return self.frame.aligned_to_internal(self.positions)
+
+    def internal_momenta(self) -> np.ndarray:
+        """Conjugate momenta p_y, shape (n_frames, 3 n_sel - 6), sqrt(amu) nm/ps; N(0, kT) at equilibrium."""
+        return self.frame.momenta_to_internal(self.momenta)
+
+    def resample_momenta(self, rng: np.random.Generator) -> np.ndarray:
+        """Fresh Maxwell-Boltzmann momenta, shape (n_frames, n_sel, 3), amu nm/ps: p ~ N(0, m kT)."""
+        return rng.normal(size=self.positions.shape) * np.sqrt(self.masses * self.kT)[:, None]
+
+
+def lagged_pairs(traj_lengths: Sequence[int], lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i, i + lag) into concatenated trajectories that never cross a boundary.
+
+    Parameters
+    ----------
+    traj_lengths : sequence of int
+        Frames per trajectory, in the order they are concatenated.
+    lag : int
+        Lag in frames (>= 0).
+
+    Returns
+    -------
+    i, j : np.ndarray, shape=(n_pairs,)
+        Frame indices with j = i + lag in the same trajectory.
+    """
+    if lag < 0:
+        raise ValueError(f"lag must be >= 0, got {lag}")
+    starts = np.concatenate([[0], np.cumsum(traj_lengths)[:-1]]).astype(int)
+    first = [start + np.arange(max(length - lag, 0)) for start, length in zip(starts, traj_lengths)]
+    i = np.concatenate(first) if first else np.zeros(0, dtype=int)
+    return i, i + lag
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@dataclass
+class _Raw:
+    xyz: np.ndarray  # (frames, n_atoms, 3) nm
+    velocities: np.ndarray | None  # (frames, n_atoms, 3) nm/ps
+    on_step: bool
+    time: np.ndarray | None
+    topology: Any
+
+
+def _netcdf_velocities(path: Path) -> tuple[np.ndarray | None, bool]:
+    from ..md.netcdf import read_netcdf
+
+    frames = read_netcdf(path)
+    return frames.velocities, bool(frames.attributes.get("neuralct_velocities_on_step", 0))
+
+
+def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
+    import warnings
+
+    import mdtraj as md
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MDTraj suggests netCDF4 when it falls back to scipy
+        traj = md.load(str(path), top=topology, stride=stride) if topology else md.load(str(path), stride=stride)
+    velocities, on_step = None, False
+    if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
+        velocities, on_step = _netcdf_velocities(path)
+        velocities = velocities[::stride] if velocities is not None else None
+    has_time = traj.n_frames < 2 or np.ptp(traj.time) > 0
+    return _Raw(traj.xyz.astype(np.float64), velocities, on_step, traj.time.astype(np.float64) if has_time else None, traj.topology)
+
+
+def _mdtraj_topology_from_universe(universe: Any) -> Any:
+    import mdtraj as md
+
+    topology = md.Topology()
+    chains: dict = {}
+    residues: dict = {}
+    for atom in universe.atoms:
+        segid = getattr(atom, "segid", "A")
+        if segid not in chains:
+            chains[segid] = topology.add_chain()
+        key = (segid, atom.resid)
+        if key not in residues:
+            residues[key] = topology.add_residue(atom.resname, chains[segid], resSeq=int(atom.resid))
+        try:
+            symbol = atom.element
+        except Exception:  # MDAnalysis raises NoDataError when the topology has no elements
+            symbol = atom.name.lstrip("0123456789")[:1]
+        try:
+            element = md.element.get_by_symbol(str(symbol).strip().capitalize())
+        except KeyError:
+            element = md.element.virtual
+        topology.add_atom(atom.name, element, residues[key])
+    return topology
+
+
+def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
+    import warnings
+
+    import MDAnalysis as mda
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        universe = mda.Universe(topology, str(path)) if topology else mda.Universe(str(path))
+    xyz, velocities, times = [], [], []
+    has_velocities = universe.trajectory.ts.has_velocities
+    for ts in universe.trajectory[::stride]:
+        xyz.append(universe.atoms.positions / 10.0)
+        if has_velocities:
+            velocities.append(universe.atoms.velocities / 10.0)
+        times.append(ts.time)
+    on_step = False
+    if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
+        on_step = _netcdf_velocities(path)[1]
+    if topology:
+        import mdtraj as md
+
+        try:
+            top = md.load_topology(topology)
+        except Exception:
+            top = _mdtraj_topology_from_universe(universe)
+    else:
+        top = _mdtraj_topology_from_universe(universe)
+    return _Raw(
+        np.array(xyz, dtype=np.float64),
+        np.array(velocities, dtype=np.float64) if has_velocities else None,
+        on_step,
+        np.array(times, dtype=np.float64),
+        top,
+    )
+
+
+def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _Raw:
+    if not path.is_file():
+        raise NeuralCTError(f"trajectory file {path} does not exist; check the path")
+    if topology is None and path.suffix.lower() in (".nc", ".ncdf", ".netcdf", ".dcd", ".xtc", ".trr") and (path.parent / "topology.pdb").is_file():
+        topology = str(path.parent / "topology.pdb")
+    readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": [_read_mdtraj, _read_mdanalysis]}[backend]
+    errors = []
+    for reader in readers:
+        try:
+            raw = reader(path, topology, stride)
+        except NeuralCTError:
+            raise
+        except Exception as exc:
+            errors.append(_first_line(exc))
+            continue
+        if raw.xyz.ndim != 3 or raw.xyz.shape[0] == 0:
+            errors.append("no frames")
+            continue
+        if raw.velocities is not None and raw.velocities.shape != raw.xyz.shape:
+            raise NeuralCTError(f"trajectory file {path} has {raw.velocities.shape[0]} velocity frames but {raw.xyz.shape[0]} position frames; the file may be truncated")
+        if raw.topology.n_atoms != raw.xyz.shape[1]:
+            raise NeuralCTError(f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; give the matching topology")
+        return raw
+    hint = f" with topology {topology}" if topology else " (give --topology if it holds none)"
+    raise NeuralCTError(f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and MDAnalysis do not read")
+
+
+def _select(topology: Any, selection: str | Sequence[int], path: str) -> np.ndarray:
+    if not isinstance(selection, str):
+        indices = np.asarray(selection, dtype=int)
+        if indices.size and (indices.min() < 0 or indices.max() >= topology.n_atoms):
+            raise NeuralCTError(f"atom indices out of range for the {topology.n_atoms} atoms of {path}")
+        return indices
+    query = {"heavy": "not element H", "all": "all"}.get(selection, selection)
+    try:
+        return topology.select(query)
+    except Exception as exc:
+        raise NeuralCTError(f"invalid atom selection {selection!r}: {_first_line(exc)}; use heavy, all, or an MDTraj selection") from None
+
+
+def load_trajectories(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    topology: str | os.PathLike | None = None,
+    selection: str | Sequence[int] = "heavy",
+    stride: int = 1,
+    temperature: float = 300.0,
+    momenta: str = "auto",
+    backend: str = "auto",
+    seed: int = 0,
+) -> PhaseSpaceData:
+    """Read trajectories, select atoms, align them and attach momenta.
+
+    Files are read with MDTraj first and with MDAnalysis when MDTraj cannot read them. For
+    ``neuralct simulate`` output (AMBER NetCDF) the topology.pdb next to the file is used when
+    none is given, and the recorded velocities with their on-step flag are read too.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        Trajectory files (one trajectory each; their frames are concatenated in order).
+    topology : path, optional
+        Topology file (PDB, PSF, prmtop, GRO, ...) for formats that hold none.
+    selection : str or sequence of int
+        ``heavy`` (default: atoms that are not hydrogen), ``all``, an MDTraj selection string,
+        or atom indices.
+    stride : int
+        Keep every ``stride``-th frame.
+    temperature : float
+        Temperature in K (for kT and for resampled momenta).
+    momenta : {"auto", "recorded", "resample"}
+        ``auto``: recorded velocities times masses when every file holds on-step velocities,
+        otherwise Maxwell-Boltzmann draws; ``recorded`` requires on-step velocities;
+        ``resample`` always draws.
+    backend : {"auto", "mdtraj", "mdanalysis"}
+        Reader to use.
+    seed : int
+        Seed of the resampled momenta.
+
+    Returns
+    -------
+    PhaseSpaceData
+
+    Raises
+    ------
+    NeuralCTError
+        Missing, truncated or unreadable files, atom counts that disagree with the topology
+        or between files, an empty selection, or recorded momenta asked for but not on-step.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise NeuralCTError("no trajectory files given")
+    if stride < 1:
+        raise NeuralCTError(f"stride must be >= 1, got {stride}")
+    if momenta not in ("auto", "recorded", "resample"):
+        raise NeuralCTError(f"unknown momenta option {momenta!r}; use auto, recorded or resample")
+    if backend not in ("auto", "mdtraj", "mdanalysis"):
+        raise NeuralCTError(f"unknown backend {backend!r}; use auto, mdtraj or mdanalysis")
+    if topology is not None and not Path(topology).is_file():
+        raise NeuralCTError(f"topology file {topology} does not exist; check the path")
+    raws = [_read_one(p, str(topology) if topology else None, stride, backend) for p in paths]
+    first = raws[0]
+    for path, raw in zip(paths[1:], raws[1:]):
+        if raw.xyz.shape[1] != first.xyz.shape[1]:
+            raise NeuralCTError(f"{path} has {raw.xyz.shape[1]} atoms but {paths[0]} has {first.xyz.shape[1]}; load trajectories of one system together")
+    atom_indices = _select(first.topology, selection, str(paths[0]))
+    if atom_indices.size < 3:
+        raise NeuralCTError(f"atom selection {selection!r} picks {atom_indices.size} atom(s) of {paths[0]}; at least 3 are needed")
+    masses = np.array([first.topology.atom(int(i)).element.mass for i in atom_indices], dtype=np.float64)
+    if not (masses > 0).all():
+        raise NeuralCTError(f"atom selection {selection!r} includes atoms without a mass (virtual sites?); select real atoms")
+    positions = np.concatenate([raw.xyz[:, atom_indices] for raw in raws])
+
+    # Reference: the mean structure after a first alignment to the first frame.
+    provisional = RigidBodyFrame(positions[0], masses)
+    frame = RigidBodyFrame(provisional.align(positions)[0].mean(axis=0), masses)
+    try:
+        aligned, rotations, rmsd = frame.align(positions)
+    except RuntimeError as exc:
+        raise NeuralCTError(f"alignment of {paths[0]}: {exc}") from None
+
+    on_step = all(raw.velocities is not None and raw.on_step for raw in raws)
+    if momenta == "recorded" and not on_step:
+        raise NeuralCTError(f"momenta='recorded' needs on-step velocities in every file; {paths[0]} has {'half-step or unflagged' if first.velocities is not None else 'no'} velocities; use momenta='resample'")
+    kT = kT_kj_per_mol(temperature)
+    if on_step and momenta != "resample":
+        velocities = np.concatenate([raw.velocities[:, atom_indices] for raw in raws])
+        cartesian = velocities * masses[:, None]
+        source = "recorded"
+    else:
+        rng = np.random.default_rng(seed)
+        cartesian = rng.normal(size=positions.shape) * np.sqrt(masses * kT)[:, None]
+        source = "resampled"
+    rotated = np.einsum("fab,fib->fia", rotations, cartesian)
+
+    times = [raw.time if raw.time is not None else np.arange(raw.xyz.shape[0], dtype=np.float64) for raw in raws]
+    steps = [np.diff(t) for t in times if len(t) > 1]
+    timestep = float(np.median(np.concatenate(steps))) if steps and all(raw.time is not None for raw in raws) else None
+    return PhaseSpaceData(
+        positions=aligned,
+        momenta=rotated,
+        momenta_source=source,
+        velocities_on_step=on_step,
+        masses=masses,
+        atom_indices=atom_indices,
+        topology=first.topology,
+        selection_topology=first.topology.subset(atom_indices),
+        traj_lengths=[raw.xyz.shape[0] for raw in raws],
+        time_ps=np.concatenate(times),
+        timestep_ps=timestep,
+        temperature=temperature,
+        rotations=rotations,
+        rmsd=rmsd,
+        frame=frame,
+        paths=[str(p) for p in paths],
+    )
