@@ -159,9 +159,9 @@ def tica_baseline(
     Returns
     -------
     dict
-        ``projections_test``: list of np.ndarray, each shape=(n_frames_i, dim),
-        the TICA components of each held-out trajectory, slowest first (not
-        JSON-serialisable; pop it before writing); ``eigenvalues`` (training,
+        ``projections_train``, ``projections_test``: lists of np.ndarray, each
+        shape=(n_frames_i, dim), the TICA components of each trajectory,
+        slowest first (not JSON-serialisable; pop them before writing); ``eigenvalues`` (training,
         of the kept components); ``score``: the :func:`vamp2_score` dict.
     """
     from deeptime.decomposition import TICA
@@ -179,6 +179,7 @@ def tica_baseline(
             f"TICA found only {projected_train[0].shape[1]} linearly independent feature combinations, fewer than dim={dim}"
         )
     return {
+        "projections_train": projected_train,
         "projections_test": projected_test,
         "eigenvalues": [float(v) for v in model.singular_values[:dim]],
         "score": vamp2_score(projected_train, projected_test, lag, dim),
@@ -214,8 +215,8 @@ def pca_baseline(
     Returns
     -------
     dict
-        ``projections_test`` (list of np.ndarray, each shape=(n_frames_i, dim);
-        pop it before writing JSON), ``explained_variance`` (training, amu nm^2
+        ``projections_train``, ``projections_test`` (lists of np.ndarray, each
+        shape=(n_frames_i, dim); pop them before writing JSON), ``explained_variance`` (training, amu nm^2
         for positions in nm), ``mass_weighted`` (bool) and ``score`` (the
         :func:`vamp2_score` dict).
     """
@@ -243,10 +244,12 @@ def pca_baseline(
     def project(s: np.ndarray) -> np.ndarray:
         return (s * weights - mean) @ components
 
+    projected_train = [project(s) for s in train]
     projected_test = [project(s) for s in test]
     return {
+        "projections_train": projected_train,
         "projections_test": projected_test,
         "explained_variance": [float(v) for v in singular_values[:dim] ** 2 / (stacked.shape[0] - 1)],
         "mass_weighted": masses is not None,
-        "score": vamp2_score([project(s) for s in train], projected_test, lag, dim),
+        "score": vamp2_score(projected_train, projected_test, lag, dim),
     }
