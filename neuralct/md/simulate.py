@@ -32,7 +32,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_write_bytes, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .netcdf import NetCDFFrames, read_netcdf, write_netcdf
-from .platform import fastest_platform, make_context
+from .platform import available_platforms, fastest_platform, make_context
 from .systems import MDSystem
 
 __all__ = ["SimulationSettings", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature", "degrees_of_freedom"]
@@ -369,7 +369,10 @@ def run_simulation(
     settings.validate()
     if replicas < 1:
         raise NeuralCTError(f"--replicas must be >= 1, got {replicas}")
+    if settings.platform != "auto" and settings.platform not in available_platforms():
+        raise NeuralCTError(f"OpenMM platform {settings.platform!r} is not available here; use auto or one of {', '.join(available_platforms())}")
     folder = Path(folder)
+    # A checkpoint loads only on the platform that wrote it, so a resumed run keeps that platform.
     runs = [_Replica(md_system, folder, settings, r) for r in range(replicas)]
     platform = next((run.platform for run in runs if run.platform), None)
     probe_rates = None
