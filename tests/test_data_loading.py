@@ -1,0 +1,115 @@
+"""load_trajectories: both readers agree, phi/psi survive alignment, momenta, lagged pairs, bad input."""
+
+import numpy as np
+import pytest
+
+from neuralct.data import lagged_pairs, load_trajectories
+from neuralct.errors import NeuralCTError
+from neuralct.md.netcdf import read_netcdf, write_netcdf
+from neuralct.md.simulate import SimulationSettings, run_simulation
+from neuralct.md.systems import build_system
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sim")
+    settings = SimulationSettings(length_ns=0.03, report_ps=0.1, equilibration_ps=2.0, platform="Reference", seed=5)
+    run_simulation(build_system("alanine-dipeptide"), folder, settings, replicas=2, progress=False)
+    return folder
+
+
+def paths(folder):
+    return [folder / "replica-000.nc", folder / "replica-001.nc"]
+
+
+def test_mdtraj_and_mdanalysis_readers_agree(runs):
+    a = load_trajectories(paths(runs), backend="mdtraj")
+    b = load_trajectories(paths(runs), backend="mdanalysis")
+    assert a.traj_lengths == b.traj_lengths == [300, 300]
+    np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
+    np.testing.assert_allclose(a.momenta, b.momenta, atol=1e-4)
+    np.testing.assert_allclose(a.time_ps, b.time_ps, atol=1e-4)
+    assert a.timestep_ps == pytest.approx(0.1, abs=1e-4)
+    assert [atom.element.symbol for atom in a.selection_topology.atoms].count("H") == 0
+    assert a.positions.shape == (600, 10, 3) and a.masses.shape == (10,)
+
+
+def test_phi_psi_of_loaded_data_equal_mdtraj(runs):
+    import mdtraj as md
+
+    data = load_trajectories(paths(runs)[0])
+    raw = md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb"))
+    loaded = md.Trajectory(data.positions, data.selection_topology)
+    for compute in (md.compute_phi, md.compute_psi):
+        np.testing.assert_allclose(compute(loaded)[1], compute(raw)[1], atol=1e-4)
+    assert data.rmsd.max() < 0.1
+
+
+def test_recorded_momenta_are_on_step_velocities_times_masses(runs):
+    data = load_trajectories(paths(runs)[0], selection="all")
+    velocities = read_netcdf(paths(runs)[0]).velocities
+    assert data.momenta_source == "recorded" and data.velocities_on_step
+    rotated = np.einsum("fab,fib->fia", data.rotations, velocities * data.masses[:, None])
+    np.testing.assert_allclose(data.momenta, rotated, atol=1e-9)
+
+
+def test_half_step_velocities_are_resampled(runs, tmp_path):
+    frames = read_netcdf(paths(runs)[0])
+    frames.attributes["neuralct_velocities_on_step"] = 0
+    write_netcdf(tmp_path / "half.nc", frames)
+    data = load_trajectories(tmp_path / "half.nc", topology=runs / "topology.pdb", seed=1)
+    assert data.momenta_source == "resampled" and not data.velocities_on_step
+    p_y = data.internal_momenta()
+    assert p_y.var() / data.kT == pytest.approx(1.0, rel=0.1)
+    with pytest.raises(NeuralCTError, match="on-step"):
+        load_trajectories(tmp_path / "half.nc", topology=runs / "topology.pdb", momenta="recorded")
+
+
+def test_stride_and_explicit_selection(runs):
+    data = load_trajectories(paths(runs), stride=3, selection="resname ALA and (name N or name CA or name C)")
+    assert data.traj_lengths == [100, 100]
+    assert data.timestep_ps == pytest.approx(0.3, abs=1e-4)
+    assert data.positions.shape[1] == 3
+
+
+def test_lagged_pairs_never_cross_trajectory_boundaries():
+    i, j = lagged_pairs([5, 3, 1, 4], 2)
+    np.testing.assert_array_equal(i, [0, 1, 2, 5, 9, 10])
+    np.testing.assert_array_equal(j - i, 2)
+    traj_of = np.repeat(np.arange(4), [5, 3, 1, 4])
+    assert np.all(traj_of[i] == traj_of[j])
+    assert len(lagged_pairs([5, 3], 0)[0]) == 8
+
+
+def test_other_formats_through_both_readers(runs, tmp_path):
+    import mdtraj as md
+
+    traj = md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb"))
+    traj.save_xtc(str(tmp_path / "t.xtc"))
+    traj.save_dcd(str(tmp_path / "t.dcd"))
+    a = load_trajectories(tmp_path / "t.xtc", topology=runs / "topology.pdb", backend="mdtraj")
+    b = load_trajectories(tmp_path / "t.dcd", topology=runs / "topology.pdb", backend="mdanalysis")
+    np.testing.assert_allclose(a.positions, b.positions, atol=2e-3)  # xtc stores 1e-3 nm
+    assert a.momenta_source == b.momenta_source == "resampled"
+
+
+def test_bad_input(runs, tmp_path):
+    with pytest.raises(NeuralCTError, match="does not exist"):
+        load_trajectories(tmp_path / "missing.nc")
+    data = paths(runs)[0].read_bytes()
+    (tmp_path / "truncated.nc").write_bytes(data[: len(data) // 2])
+    with pytest.raises(NeuralCTError, match="truncated"):
+        load_trajectories(tmp_path / "truncated.nc", topology=runs / "topology.pdb")
+    chain = build_system("harmonic-chain")
+    import io
+
+    import openmm.app as app
+    import openmm.unit as unit
+
+    text = io.StringIO()
+    app.PDBFile.writeFile(chain.topology, chain.positions * unit.nanometer, text)
+    (tmp_path / "chain.pdb").write_text(text.getvalue())
+    with pytest.raises(NeuralCTError, match="atoms"):
+        load_trajectories(paths(runs)[0], topology=tmp_path / "chain.pdb")
+    with pytest.raises(NeuralCTError, match="picks 0 atom"):
+        load_trajectories(paths(runs)[0], selection="name XYZ")
