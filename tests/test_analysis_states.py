@@ -17,7 +17,8 @@ def test_canonical_minima_get_their_states():
     points = {
         "beta/C5": [(-150, 160), (-160, -170)],
         "PII": [(-75, 145)],
-        "alphaR": [(-70, -40), (-85, 75 - 100)],
+        "C7eq": [(-83, 73)],
+        "alphaR": [(-70, -40), (-85, -25)],
         "C7ax/alphaL": [(75, -65), (60, 40)],
     }
     for name, angles in points.items():
@@ -26,8 +27,8 @@ def test_canonical_minima_get_their_states():
 
 
 def test_gaps_are_unassigned_and_angles_are_wrapped():
-    phi, psi = np.radians([[-80.0], [75.0]])  # between alphaR (psi <= 50) and PII (psi >= 100)
-    assert conformational_states(phi, psi)[0] == UNASSIGNED
+    phi, psi = np.radians([[-150.0, -10.0], [90.0, 0.0]])  # left of C7eq, right of alphaR
+    assert list(conformational_states(phi, psi)) == [UNASSIGNED, UNASSIGNED]
     beta = conformational_states(np.radians([-150.0 + 360.0]), np.radians([160.0 - 720.0]))
     assert beta[0] == STATE_NAMES.index("beta/C5")
 
@@ -53,12 +54,12 @@ def clusters(rng, centres, n_per_state, spread):
 
 def test_separated_clusters_are_classified_perfectly():
     rng = np.random.default_rng(1)
-    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0], [10.0, 0.0]])
     x_train, y_train = clusters(rng, centres, 300, 0.5)
     x_test, y_test = clusters(rng, centres, 200, 0.5)
     result = state_classification_accuracy(x_train, y_train, x_test, y_test)
     assert result["accuracy"] > 0.99 and result["balanced_accuracy"] > 0.99
-    assert result["majority_baseline"] == pytest.approx(0.25)
+    assert result["majority_baseline"] == pytest.approx(0.2)
     assert result["states_scored"] == list(STATE_NAMES) and result["skipped_states"] == {}
     assert result["per_state"]["PII"] == {"n_train": 300, "n_test": 200, "recall": pytest.approx(1.0, abs=0.02)}
 
@@ -70,7 +71,7 @@ def test_overlapping_clusters_are_classified_at_chance():
     x_test, y_test = clusters(rng, centres, 1000, 1.0)
     result = state_classification_accuracy(x_train, y_train, x_test, y_test)
     assert 0.45 < result["balanced_accuracy"] < 0.55
-    assert sorted(result["skipped_states"]) == ["C7ax/alphaL", "alphaR"]
+    assert sorted(result["skipped_states"]) == ["C7ax/alphaL", "C7eq", "alphaR"]
 
 
 def test_rare_states_and_unassigned_frames_are_left_out():
@@ -78,10 +79,10 @@ def test_rare_states_and_unassigned_frames_are_left_out():
     centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
     x_train, y_train = clusters(rng, centres, 200, 0.5)
     x_test, y_test = clusters(rng, centres, 100, 0.5)
-    y_train[y_train == 2] = np.where(np.arange(200) < 5, 2, UNASSIGNED)  # only 5 alphaR training frames
+    y_train[y_train == 2] = np.where(np.arange(200) < 5, 2, UNASSIGNED)  # only 5 C7eq training frames
     result = state_classification_accuracy(x_train, y_train, x_test, y_test)
     assert result["states_scored"] == ["beta/C5", "PII"]
-    assert "alphaR" in result["skipped_states"] and "5 training" in result["skipped_states"]["alphaR"]
+    assert "C7eq" in result["skipped_states"] and "5 training" in result["skipped_states"]["C7eq"]
     assert result["n_test_scored"] == 200 and result["accuracy"] > 0.99
 
 

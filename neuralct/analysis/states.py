@@ -9,23 +9,26 @@ from ..errors import NeuralCTError
 __all__ = ["STATE_NAMES", "STATE_REGIONS_DEG", "UNASSIGNED", "conformational_states", "state_classification_accuracy"]
 
 #: Names of the states, indexed by the integer labels of :func:`conformational_states`.
-STATE_NAMES = ("beta/C5", "PII", "alphaR", "C7ax/alphaL")
+STATE_NAMES = ("beta/C5", "PII", "C7eq", "alphaR", "C7ax/alphaL")
 
 #: Label of frames outside every core region.
 UNASSIGNED = -1
 
 #: Core regions in degrees: per state, rectangles ``(phi_min, phi_max, psi_min, psi_max)``
-#: (a state is the union of its rectangles; bounds inclusive). They are the usual
-#: rectangular partition of the alanine dipeptide Ramachandran plot around its
-#: minima: beta/C5 (extended, phi near -150, psi near 160, wrapping past psi = 180),
-#: PII (polyproline II, phi near -75, psi near 145), alphaR (right-handed helix,
-#: phi near -70, psi near -40, including the C7eq/alpha' bridge region) and the
-#: phi > 0 basins C7ax (phi near 75, psi near -65) and alphaL (phi near 60,
-#: psi near 40), taken together. The cores do not overlap; the gaps between
-#: them (e.g. psi between 50 and 100 degrees at phi < 0) stay unassigned.
+#: (a state is the union of its rectangles; bounds inclusive, and a point on a shared
+#: boundary belongs to the state listed first). They are the usual rectangular
+#: partition of the alanine dipeptide Ramachandran plot around its minima:
+#: beta/C5 (extended, phi near -150, psi near 160, wrapping past psi = 180),
+#: PII (polyproline II, phi near -75, psi near 145), C7eq (the equatorial
+#: intramolecular hydrogen-bonded ring, phi near -83, psi near 73: the most
+#: populated basin in vacuum), alphaR (right-handed helix, phi near -70,
+#: psi near -40, including the alpha' bridge region) and the phi > 0 basins
+#: C7ax (phi near 75, psi near -65) and alphaL (phi near 60, psi near 40),
+#: taken together. The gaps between the cores stay unassigned.
 STATE_REGIONS_DEG = (
     ((-180.0, -110.0, 120.0, 180.0), (-180.0, -110.0, -180.0, -150.0)),
     ((-110.0, -40.0, 100.0, 180.0), (-110.0, -40.0, -180.0, -150.0)),
+    ((-130.0, -40.0, 50.0, 100.0),),
     ((-160.0, -20.0, -120.0, 50.0),),
     ((0.0, 180.0, -180.0, 180.0),),
 )
