@@ -106,7 +106,7 @@ class SimulationSettings:
     @property
     def n_frames(self) -> int:
         """Frames per replica."""
-        return int(round(self.length_ns * 1000.0 / self.report_ps + 1e-9)) if self.length_ns * 1000.0 >= self.report_ps - 1e-9 else 0
+        return int(round(self.length_ns * 1000.0 / self.report_ps))
 
     @property
     def equilibration_steps(self) -> int:
