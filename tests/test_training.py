@@ -1,0 +1,135 @@
+"""Training recovers exact answers of harmonic chains, resumes, and stops cleanly on divergence."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuralct.errors import NeuralCTError
+from neuralct.fit import fit_toy
+from neuralct.model import NeuralCanonicalTransformation
+from neuralct.toys import HarmonicChain
+from neuralct.training import MaximumLikelihood, TrainingDiverged, TrainingSettings, VariationalFreeEnergy, train
+
+DEFAULT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
+QUIET = dict(progress=False, validate_every=50)
+
+
+@pytest.mark.parametrize(
+    "n,kappa,masses",
+    [(32, 1.0, None), (12, 2.5, None), (10, 0.5, [1.0, 4.0] * 5)],
+    ids=["chain32", "chain12-stiff", "chain10-unequal-masses"],
+)
+def test_maximum_likelihood_recovers_every_frequency(n, kappa, masses):
+    chain = HarmonicChain(n, kappa, masses)
+    settings = TrainingSettings(steps=150, batch_size=256, learning_rate=1e-3, **QUIET)
+    model, summary = fit_toy(chain, "ml", DEFAULT, settings, samples=60000, seed=1)
+    errors = np.abs(np.array(summary["frequencies"]) / chain.frequencies() - 1)
+    assert errors.max() < 0.02, errors.max()
+    assert summary["frequencies"] == sorted(summary["frequencies"])
+    # The exact harmonic density has NLL = n ln(2 pi) - sum ln w + n (per sample, reduced units).
+    exact_nll = n * np.log(2 * np.pi) - np.log(chain.frequencies()).sum() + n
+    assert abs(summary["final_loss"] - exact_nll) < 0.05 * n ** 0.5
+
+
+@pytest.mark.parametrize(
+    "n,kappa,masses",
+    [(32, 1.0, None), (9, 3.0, [2.0, 1.0, 0.5] * 3)],
+    ids=["chain32", "chain9-unequal-masses"],
+)
+def test_variational_training_recovers_frequencies_and_free_energy(n, kappa, masses):
+    chain = HarmonicChain(n, kappa, masses)
+    settings = TrainingSettings(steps=120, batch_size=256, learning_rate=5e-4, **QUIET)
+    model, summary = fit_toy(chain, "variational", DEFAULT, settings, seed=2, eval_samples=20000)
+    errors = np.abs(np.array(summary["frequencies"]) / chain.frequencies() - 1)
+    assert errors.max() < 0.02, errors.max()
+    assert abs(summary["free_energy"] - chain.free_energy()) < 0.05
+    assert summary["free_energy"] >= chain.free_energy() - 4 * summary["free_energy_error"]
+
+
+def test_variational_training_from_the_identity_finds_the_normal_modes():
+    """No harmonic start: the optimiser alone must find rotation and frequencies."""
+    chain = HarmonicChain(4, 1.0, [1.0, 2.0, 1.0, 3.0])
+    settings = TrainingSettings(steps=1500, batch_size=256, learning_rate=2e-2, **QUIET)
+    model, summary = fit_toy(chain, "variational", [{"type": "linear"}], settings, init="identity", seed=0)
+    errors = np.abs(np.array(summary["frequencies"]) / chain.frequencies() - 1)
+    assert errors.max() < 0.03, errors.max()
+    assert abs(summary["free_energy"] - chain.free_energy()) < 0.02
+
+
+def _ml_setup(seed=0):
+    torch.manual_seed(seed)
+    chain = HarmonicChain(4)
+    q = torch.as_tensor(chain.sample(2000, seed=seed)[0])
+    model = NeuralCanonicalTransformation(4, architecture=DEFAULT)
+    model.initialize(q)
+    return model, MaximumLikelihood(q[200:], q[:200])
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path):
+    settings = TrainingSettings(steps=60, batch_size=64, checkpoint_every=20, **QUIET)
+    reference, objective = _ml_setup()
+    train(reference, objective, settings, seed=5, checkpoint=tmp_path / "reference.pt")
+
+    model, objective = _ml_setup()
+
+    def interrupt(step, loss):
+        if step == 45:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, objective, settings, seed=5, checkpoint=tmp_path / "run.pt", on_step=interrupt)
+    assert torch.load(tmp_path / "run.pt", weights_only=True)["step"] == 40
+    resumed, objective = _ml_setup()
+    result = train(resumed, objective, settings, seed=5, checkpoint=tmp_path / "run.pt")
+    assert result.resumed_from_step == 40
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):
+    model, objective = _ml_setup()
+    train(model, objective, TrainingSettings(steps=20, batch_size=32, **QUIET), checkpoint=tmp_path / "c.pt")
+    with pytest.raises(NeuralCTError, match="different steps"):
+        train(model, objective, TrainingSettings(steps=40, batch_size=32, **QUIET), checkpoint=tmp_path / "c.pt")
+
+
+class ExplodingObjective(MaximumLikelihood):
+    def __init__(self, inner, at_step):
+        self.inner, self.at_step, self.calls = inner, at_step, 0
+        self.name = "exploding"
+
+    def loss(self, model, batch_size, generator):
+        self.calls += 1
+        loss = self.inner.loss(model, batch_size, generator)
+        return loss * float("nan") if self.calls > self.at_step else loss
+
+    def validation_loss(self, model):
+        return None
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, objective = _ml_setup()
+    settings = TrainingSettings(steps=50, batch_size=32, checkpoint_every=10, **QUIET)
+    with pytest.raises(TrainingDiverged, match="step 25.*last good checkpoint is kept"):
+        train(model, ExplodingObjective(objective, 25), settings, checkpoint=tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert state["step"] == 20
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
+
+
+def test_nan_data_are_rejected():
+    q = torch.randn(100, 3)
+    q[7, 1] = float("nan")
+    with pytest.raises(NeuralCTError, match="NaN"):
+        MaximumLikelihood(q, None)
+
+
+def test_variational_estimate_is_exact_for_the_exact_model():
+    """With the exact map, ln rho + beta H is the same constant -ln Z for every sample."""
+    chain = HarmonicChain(5, 1.5, [1, 2, 3, 2, 1])
+    q = torch.as_tensor(chain.sample(200000, seed=0)[0])
+    model = NeuralCanonicalTransformation(5, masses=torch.tensor(chain.masses), architecture=[{"type": "linear", "point": True}])
+    model.initialize(q)
+    estimate = VariationalFreeEnergy(chain).estimate(model, n_samples=5000)
+    assert abs(estimate["free_energy"] - chain.free_energy()) < 0.01
+    assert estimate["effective_sample_size_fraction"] > 0.95
