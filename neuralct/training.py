@@ -11,6 +11,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from . import distributed
 from .errors import NeuralCTError
 from .io import atomic_torch_save
 from .model import NeuralCanonicalTransformation
@@ -252,6 +253,12 @@ def train(
     end; if the file exists the run resumes from it. A non-finite loss or gradient
     stops the run with :class:`TrainingDiverged` and leaves the last good checkpoint.
 
+    Inside a torch.distributed process group (see :mod:`neuralct.distributed`) training
+    is data-parallel: each process draws its own minibatches (generator seeded
+    ``seed + rank``), DDP averages the gradients, so one step sees ``world_size *
+    batch_size`` samples; losses are averaged over processes, only rank 0 writes the
+    checkpoint, and a resumed run needs the same number of processes.
+
     Returns
     -------
     TrainingResult
@@ -260,27 +267,31 @@ def train(
     parameters = list(model.parameters()) if parameters is None else parameters
     optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed + distributed.rank())
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "valid_loss": []}
     start_step = 0
     if checkpoint is not None and checkpoint.exists():
         start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, settings)
+    batch_loss = distributed.data_parallel_loss(model, objective)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=settings.steps, initial=start_step, disable=not settings.progress, desc=objective.name, unit="step", leave=False)
+    show = settings.progress and distributed.is_main_process()
+    bar = tqdm(total=settings.steps, initial=start_step, disable=not show, desc=objective.name, unit="step", leave=False)
     running = []
     t0 = time.perf_counter()
     step = start_step
     for step in range(start_step, settings.steps):
         optimizer.zero_grad(set_to_none=True)
-        loss = objective.loss(model, settings.batch_size, generator)
-        _check_finite(loss.detach(), "loss", step, checkpoint)
+        loss = batch_loss(settings.batch_size, generator)
+        # The mean over processes: every process sees the same value and stops together.
+        mean_loss = distributed.mean_over_processes(loss.detach())
+        _check_finite(mean_loss, "loss", step, checkpoint)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(parameters, settings.gradient_clip)
         _check_finite(norm, "gradient norm", step, checkpoint)
         optimizer.step()
         scheduler.step()
-        running.append(float(loss.detach()))
+        running.append(float(mean_loss))
         if on_step is not None:
             on_step(step, running[-1])
         done = step + 1
@@ -303,12 +314,15 @@ def train(
         history=history,
         steps=settings.steps,
         wall_seconds=elapsed,
-        samples_per_second=trained * settings.batch_size / elapsed if elapsed > 0 and trained else 0.0,
+        samples_per_second=trained * settings.batch_size * distributed.world_size() / elapsed if elapsed > 0 and trained else 0.0,
         resumed_from_step=start_step,
     )
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, generator, history, settings, step):
+    generators = distributed.gather_generator_states(generator)
+    if not distributed.is_main_process():
+        return
     atomic_torch_save(
         {
             "format": CHECKPOINT_FORMAT,
@@ -316,7 +330,7 @@ def _save_checkpoint(path, model, optimizer, scheduler, generator, history, sett
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(),
+            "generators": generators,
             "history": history,
             "settings": asdict(settings),
         },
@@ -336,12 +350,19 @@ def _resume(path, model, optimizer, scheduler, generator, history, settings) -> 
     changed = sorted(key for key in ("steps", "batch_size", "learning_rate", "warmup_fraction", "final_lr_fraction") if saved.get(key) != current[key])
     if changed:
         raise NeuralCTError(f"checkpoint {path} was written with different {', '.join(changed)}; use the same settings or another --output")
+    generators = state["generators"] if "generators" in state else [state["generator"]]
+    if len(generators) != distributed.world_size():
+        raise NeuralCTError(
+            f"checkpoint {path} was written by {len(generators)} process(es), this run has {distributed.world_size()}; "
+            "resume with the same number of processes or use another --output"
+        )
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:
         raise NeuralCTError(f"checkpoint {path} belongs to a different model; use another --output") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"].cpu() if generator.device.type == "cpu" else state["generator"])
+    own = generators[distributed.rank()]
+    generator.set_state(own.cpu() if generator.device.type == "cpu" else own)
     history.update(state["history"])
     return int(state["step"])
