@@ -51,6 +51,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     optim.add_argument("--eval-samples", type=int, default=20000, help="samples for the final free-energy estimate (default: %(default)s)")
     optim.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
     optim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    optim.add_argument(
+        "--distributed",
+        action="store_true",
+        help=(
+            "data-parallel training (DDP) over the processes torchrun starts: "
+            "`torchrun --nproc_per_node N -m neuralct train --distributed ...`; gloo on the CPU, nccl "
+            "with one GPU per process (cuda:LOCAL_RANK) on CUDA. Each process draws its own --batch-size "
+            "samples per step (a step sees N times as many); rank 0 alone writes the output; resuming "
+            "needs the same N. Required under torchrun with N > 1, which is refused without it"
+        ),
+    )
     add_common_options(parser, output_default="runs/train")
     parser.set_defaults(run=run)
     return parser
@@ -71,6 +82,14 @@ def parse_parameters(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train in this process, or as one of torchrun's processes with ``--distributed``."""
+    from ..distributed import process_group
+
+    with process_group(args.device, enabled=args.distributed):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..fit import architecture_from_options, fit_toy
     from ..toys import make_toy_system
     from ..training import TrainingSettings
@@ -101,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples,
         checkpoint=output / "checkpoint.pt",
     )
+    from ..distributed import is_main_process, world_size
+
+    summary["processes"] = world_size()
+    if not is_main_process():
+        return 0
     model.save(output / "model.pt")
     write_json(output / "summary.json", summary)
     save_resolved_config(args, output)
