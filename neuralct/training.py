@@ -257,7 +257,9 @@ def train(
     is data-parallel: each process draws its own minibatches (generator seeded
     ``seed + rank``), DDP averages the gradients, so one step sees ``world_size *
     batch_size`` samples; losses are averaged over processes, only rank 0 writes the
-    checkpoint, and a resumed run needs the same number of processes.
+    checkpoint, and a resumed run needs the same number of processes. Every process
+    computes the validation loss (same parameters, same value): the others would wait
+    for rank 0 at the next step anyway, and all keep the same history.
 
     Returns
     -------
