@@ -21,7 +21,7 @@ from .training import (
     train,
 )
 
-__all__ = ["architecture_from_options", "fit_toy", "DTYPES"]
+__all__ = ["architecture_from_options", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -146,4 +146,127 @@ def fit_toy(
     if mode == "variational":
         summary.update(objective.estimate(model, n_samples=eval_samples, seed=seed + 1))
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies")}
+    return model, summary
+
+
+def split_trajectories(traj_lengths: list[int], validation_trajectories: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Frame indices of training and held-out validation data, split by whole trajectories.
+
+    With a single trajectory the last 20 % of its frames (a contiguous block, never
+    shuffled frames) are held out instead.
+
+    Returns
+    -------
+    train_index, valid_index : np.ndarray of int
+    description : str
+        How the split was made (for summary.json).
+    """
+    starts = np.concatenate([[0], np.cumsum(traj_lengths)[:-1]]).astype(int)
+    if len(traj_lengths) == 1:
+        n = traj_lengths[0]
+        cut = int(round(0.8 * n))
+        return np.arange(cut), np.arange(cut, n), "single trajectory: last 20% of frames held out as a contiguous block"
+    if not 1 <= validation_trajectories < len(traj_lengths):
+        raise NeuralCTError(
+            f"--validation-trajectories must be between 1 and {len(traj_lengths) - 1} for {len(traj_lengths)} trajectories"
+        )
+    held = list(range(len(traj_lengths) - validation_trajectories, len(traj_lengths)))
+    index = [np.arange(starts[k], starts[k] + traj_lengths[k]) for k in range(len(traj_lengths))]
+    train_index = np.concatenate([index[k] for k in range(len(traj_lengths)) if k not in held])
+    valid_index = np.concatenate([index[k] for k in held])
+    return train_index, valid_index, f"trajectories {held} held out (of {len(traj_lengths)})"
+
+
+def fit_trajectories(
+    data,
+    architecture: list[dict[str, Any]],
+    settings: TrainingSettings,
+    *,
+    selection: str = "heavy",
+    validation_trajectories: int = 1,
+    momenta: str = "resample",
+    dtype: str = "float32",
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint: Path | None = None,
+) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
+    """Maximum-likelihood training on molecular trajectories.
+
+    Positions are aligned and reduced to the 3N - 6 internal coordinates of
+    :class:`~neuralct.data.RigidBodyFrame` (the six rigid-body directions are projected
+    out, so the likelihood is bounded); these have unit mass, so momenta are
+    Maxwell-Boltzmann ``N(0, kT)`` draws, fresh for every minibatch by default.
+
+    Parameters
+    ----------
+    data : neuralct.data.PhaseSpaceData
+        Loaded trajectories.
+    momenta : {"resample", "recorded"}
+        Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+
+    Returns
+    -------
+    model, summary
+    """
+    from .molecular import molecule_metadata
+
+    if momenta not in ("resample", "recorded"):
+        raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
+    if momenta == "recorded" and data.momenta_source != "recorded":
+        raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
+    torch_device = resolve_device(device)
+    torch_dtype = DTYPES[dtype]
+    torch.manual_seed(seed)
+    train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
+    y = torch.as_tensor(data.internal_positions(), dtype=torch_dtype, device=torch_device)
+    p = torch.as_tensor(data.internal_momenta(), dtype=torch_dtype, device=torch_device) if momenta == "recorded" else None
+    model = NeuralCanonicalTransformation(
+        y.shape[1],
+        masses=torch.ones(y.shape[1], dtype=torch_dtype),
+        kT=data.kT,
+        architecture=architecture,
+        time_unit=1.0,
+        metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
+    ).to(device=torch_device, dtype=torch_dtype)
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    model.initialize(y[train_index], generator=generator)
+    objective = MaximumLikelihood(
+        y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
+    )
+    result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
+    summary: dict[str, Any] = {
+        "mode": "ml",
+        "trajectories": [str(path) for path in data.paths],
+        "frames": int(data.n_frames),
+        "selection": selection,
+        "atoms_selected": int(len(data.atom_indices)),
+        "dimension": int(y.shape[1]),
+        "rigid_body": "aligned (mass-weighted Kabsch fit in float64); 6 rigid-body directions projected out: 3N-6 internal coordinates of unit mass",
+        "max_fit_rmsd_nm": float(np.max(data.rmsd)),
+        "momenta": "Maxwell-Boltzmann, fresh every minibatch" if p is None else "recorded on-step velocities",
+        "temperature_K": float(data.temperature),
+        "validation": split,
+        "frequencies": model.frequencies.detach().cpu().double().tolist(),
+        "frequency_unit": "rad/ps",
+        "final_loss": result.final_loss,
+        "loss_unit": "nats per frame (reduced units)",
+        "train_nll": result.history["train_loss"],
+        "validation_nll": result.history["valid_loss"],
+        "history": result.history,
+        "steps": result.steps,
+        "batch_size": settings.batch_size,
+        "resumed_from_step": result.resumed_from_step,
+        "training_seconds": result.wall_seconds,
+        "samples_per_second": result.samples_per_second,
+        "peak_memory_mb": peak_memory_mb(torch_device),
+        "device": str(torch_device),
+        "dtype": dtype,
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "architecture": architecture,
+    }
+    model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
+    model.metadata["history"] = result.history
+    paths = [str(Path(path).resolve()) for path in data.paths]
+    bounds = np.cumsum([0] + list(data.traj_lengths))
+    model.metadata["molecule"]["training_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())]
     return model, summary

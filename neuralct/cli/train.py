@@ -25,7 +25,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "lets an interrupted run resume when the same command is run again."
         ),
     )
+    parser.add_argument("trajectories", nargs="*", metavar="TRAJ", help="trajectory files in any format MDTraj or MDAnalysis reads (held-out validation: whole trajectories)")
     source = parser.add_argument_group("what to learn from")
+    source.add_argument("--top", metavar="FILE", help="topology (PDB, PSF, prmtop, GRO...) for trajectories that hold none; `neuralct simulate` output finds its topology.pdb itself")
+    source.add_argument("--selection", default="heavy", help="atoms: heavy, all, or an MDTraj selection (default: %(default)s)")
+    source.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
+    source.add_argument("--temperature", type=float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
+    source.add_argument("--momenta", choices=("resample", "recorded"), default="resample", help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)")
+    source.add_argument("--validation-trajectories", type=int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain")
     source.add_argument(
         "--param", "-p", action="append", default=[], metavar="KEY=VALUE",
@@ -90,13 +97,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..fit import architecture_from_options, fit_toy
-    from ..toys import make_toy_system
+    from ..fit import architecture_from_options
     from ..training import TrainingSettings
 
-    if not args.toy:
-        raise NeuralCTError("nothing to learn from: give --toy NAME (e.g. --toy harmonic-chain)")
-    system = make_toy_system(args.toy, parse_parameters(args.param))
+    if bool(args.toy) == bool(args.trajectories):
+        raise NeuralCTError("give trajectory files or --toy NAME (e.g. --toy harmonic-chain), not both and not neither")
     architecture = architecture_from_options(args.layers, args.couplings, args.hidden, args.depth, args.leapfrog_steps)
     settings = TrainingSettings(
         steps=args.steps,
@@ -105,6 +110,50 @@ def _run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
     )
+    if args.trajectories:
+        model, summary, output = _train_on_trajectories(args, architecture, settings)
+    else:
+        model, summary, output = _train_on_toy(args, architecture, settings)
+    from ..distributed import is_main_process, world_size
+
+    summary["processes"] = world_size()
+    if not is_main_process():
+        return 0
+    model.save(output / "model.pt")
+    write_json(output / "summary.json", summary)
+    save_resolved_config(args, output)
+    _report(output, summary)
+    return 0
+
+
+def _train_on_trajectories(args, architecture, settings):
+    from ..data import load_trajectories
+    from ..fit import fit_trajectories
+
+    if args.mode != "ml":
+        raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
+    data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
+    output = prepare_output_dir(args.output)
+    model, summary = fit_trajectories(
+        data,
+        architecture,
+        settings,
+        selection=args.selection,
+        validation_trajectories=args.validation_trajectories,
+        momenta=args.momenta,
+        dtype=args.dtype,
+        device=args.device,
+        seed=args.seed,
+        checkpoint=output / "checkpoint.pt",
+    )
+    return model, summary, output
+
+
+def _train_on_toy(args, architecture, settings):
+    from ..fit import fit_toy
+    from ..toys import make_toy_system
+
+    system = make_toy_system(args.toy, parse_parameters(args.param))
     output = prepare_output_dir(args.output)
     model, summary = fit_toy(
         system,
@@ -120,16 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         eval_samples=args.eval_samples,
         checkpoint=output / "checkpoint.pt",
     )
-    from ..distributed import is_main_process, world_size
-
-    summary["processes"] = world_size()
-    if not is_main_process():
-        return 0
-    model.save(output / "model.pt")
-    write_json(output / "summary.json", summary)
-    save_resolved_config(args, output)
-    _report(output, summary)
-    return 0
+    return model, summary, output
 
 
 def _report(output: Path, summary: dict) -> None:

@@ -1,0 +1,95 @@
+"""Models of molecules: from atomic positions (nm) to internal coordinates and to the learned CVs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import NeuralCTError
+from .model import NeuralCanonicalTransformation
+
+__all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "project_positions", "is_molecular"]
+
+
+def molecule_metadata(data, selection: str) -> dict[str, Any]:
+    """What a model must remember about the molecule it was trained on (plain data and tensors).
+
+    Parameters
+    ----------
+    data : neuralct.data.PhaseSpaceData
+        The training data (its selection, topology and rigid-body frame).
+    selection : str
+        The atom selection as the user gave it.
+    """
+    topology = data.topology
+    return {
+        "kind": "molecule",
+        "n_atoms": int(topology.n_atoms),
+        "selection": str(selection),
+        "atom_indices": [int(i) for i in data.atom_indices],
+        "atom_names": [f"{topology.atom(int(i)).residue.name}:{topology.atom(int(i)).name}" for i in data.atom_indices],
+        "temperature_K": float(data.temperature),
+        "frame": data.frame.state_dict(),
+    }
+
+
+def is_molecular(model: NeuralCanonicalTransformation) -> bool:
+    """Whether ``model`` was trained on molecular trajectories (and knows its atoms)."""
+    return model.metadata.get("molecule", {}).get("kind") == "molecule"
+
+
+def _molecule(model: NeuralCanonicalTransformation) -> dict[str, Any]:
+    if not is_molecular(model):
+        raise NeuralCTError("this model was not trained on molecular trajectories (it has no atom selection); train one with `neuralct train TRAJ...`")
+    return model.metadata["molecule"]
+
+
+def rigid_body_frame(model: NeuralCanonicalTransformation):
+    """The :class:`~neuralct.data.RigidBodyFrame` stored in a molecular model."""
+    from .data import RigidBodyFrame
+
+    return RigidBodyFrame.from_state(_molecule(model)["frame"])
+
+
+def check_topology(model: NeuralCanonicalTransformation, topology, source: str) -> None:
+    """Raise a one-line error unless ``topology`` (mdtraj) has the atoms the model was trained on."""
+    molecule = _molecule(model)
+    if topology.n_atoms != molecule["n_atoms"]:
+        raise NeuralCTError(
+            f"{source} has {topology.n_atoms} atoms but the model was trained on a system of {molecule['n_atoms']}; use trajectories of the same system"
+        )
+    names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in molecule["atom_indices"]]
+    if names != molecule["atom_names"]:
+        first = next(k for k, (a, b) in enumerate(zip(names, molecule["atom_names"])) if a != b)
+        raise NeuralCTError(
+            f"{source}: atom {molecule['atom_indices'][first]} is {names[first]} but the model expects {molecule['atom_names'][first]}; the model was trained on another system"
+        )
+
+
+def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarray, k: int | None = None, chunk: int = 8192) -> np.ndarray:
+    """The ``k`` slowest CVs of frames of the full system.
+
+    Parameters
+    ----------
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        All atoms of the system, nm (any orientation: frames are aligned here).
+    k : int, optional
+        Number of modes (default: all).
+
+    Returns
+    -------
+    np.ndarray, shape=(n_frames, k)
+        Latent positions ``Q``, slowest mode first.
+    """
+    molecule = _molecule(model)
+    frame = rigid_body_frame(model)
+    selected = np.asarray(positions)[:, molecule["atom_indices"]]
+    parameter = next(model.parameters())
+    out = []
+    for start in range(0, len(selected), chunk):
+        y = torch.as_tensor(frame.to_internal(selected[start : start + chunk]), dtype=parameter.dtype, device=parameter.device)
+        with torch.no_grad():
+            out.append(model.cv(y, k).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, k or model.dim))

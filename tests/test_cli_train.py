@@ -1,0 +1,143 @@
+"""``neuralct train`` and ``neuralct analyze`` on the command line, good input and bad."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from neuralct.analysis import read_colvar
+from neuralct.cli import main
+
+TOY = ["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "30", "--batch-size", "64", "--no-progress", "--samples", "2000"]
+
+
+def snapshot(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_toy_training_writes_model_summary_and_config(tmp_path):
+    assert main(TOY + ["--output", str(tmp_path)]) == 0
+    assert {"model.pt", "summary.json", "config.yaml", "checkpoint.pt"} <= {p.name for p in tmp_path.iterdir()}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frequencies"] == sorted(summary["frequencies"]) and len(summary["frequencies"]) == 4
+    assert np.isfinite(summary["final_loss"])
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["toy"] == "harmonic-chain" and config["steps"] == 30
+
+
+def test_variational_mode_reports_the_free_energy(tmp_path):
+    assert main(TOY + ["--mode", "variational", "--eval-samples", "2000", "--output", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["free_energy_error"] > 0
+    assert abs(summary["free_energy"] - summary["exact_free_energy"]) < 0.1
+
+
+def test_config_file_values_apply_and_unknown_keys_fail(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("toy: harmonic-chain\nparam: [n=3]\nsteps: 10\nsamples: 500\nno_progress: true\n")
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "a")]) == 0
+    assert len(json.loads((tmp_path / "a" / "summary.json").read_text())["frequencies"]) == 3
+    config.write_text("toy: harmonic-chain\nstepz: 10\n")
+    assert main(["train", "--config", str(config), "--output", str(tmp_path / "b")]) == 2
+    assert "unknown key(s) stepz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--toy", "harmonic-ring"], "unknown toy system"),
+        (["--toy", "harmonic-chain", "-p", "springs=2"], "unknown parameter"),
+        (["--toy", "harmonic-chain", "-p", "n"], "expected KEY=VALUE"),
+        (["--toy", "harmonic-chain", "--layers", "linear,magic"], "unknown layer"),
+        (["--toy", "harmonic-chain", "--steps", "0"], "positive integer"),
+        ([], "give trajectory files or --toy"),
+        (["missing.nc"], "does not exist"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_and_overwrites_nothing(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(TOY + ["--output", str(out)]) == 0
+    before = snapshot(out)
+    assert main(["train", "--no-progress", "--output", str(out)] + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert snapshot(out) == before
+
+
+def test_console_script_exit_status_and_message(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "neuralct", "train", "--toy", "nope", "--output", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "neuralct train: error: unknown toy system 'nope'; available: harmonic-chain"
+    result = subprocess.run([sys.executable, "-m", "neuralct", "train", "--no-such-option"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def alanine(tmp_path_factory):
+    """Three short alanine dipeptide trajectories and a model trained on the first two."""
+    folder = tmp_path_factory.mktemp("alanine")
+    md = folder / "md"
+    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--report-ps", "0.5", "--replicas", "3",
+                 "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
+    paths = sorted(str(p) for p in md.glob("replica-*.nc"))
+    model_dir = folder / "model"
+    assert main(["train", *paths, "--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
+                 "--validation-trajectories", "1", "--no-progress", "--output", str(model_dir)]) == 0
+    return paths, model_dir
+
+
+def test_training_on_trajectories_summary(alanine):
+    paths, model_dir = alanine
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["dimension"] == 3 * 10 - 6  # 10 heavy atoms, rigid-body directions removed
+    assert summary["frequencies"] == sorted(summary["frequencies"])
+    assert len(summary["train_nll"]) == len(summary["validation_nll"]) > 0
+    assert summary["samples_per_second"] > 0 and summary["peak_memory_mb"] > 0
+    assert "held out" in summary["validation"]
+
+
+def test_analyze_writes_colvar_plots_and_scores(alanine, tmp_path):
+    paths, model_dir = alanine
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(model_dir / "model.pt"), *paths, "--lag-ps", "1", "--modes", "4", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["held_out_trajectories"] == [2]
+    for figure in summary["figures"].values():
+        assert (out / figure.split("/")[-1]).stat().st_size > 1000
+    fields, values = read_colvar(summary["colvar_files"][0])
+    assert fields == ["time", "cv1", "cv2", "cv3", "cv4"]
+    plain = np.loadtxt(summary["colvar_files"][0], comments="#")
+    assert np.array_equal(plain, values) and len(plain) == 60
+    assert len(summary["modes"]) == 4
+    for key in ("learned_cvs", "tica", "pca", "phi_psi"):
+        assert "vamp2" in summary[key]
+
+
+def test_analyze_rejects_a_model_of_another_system(alanine, tmp_path, capsys):
+    paths, _ = alanine
+    toy = tmp_path / "toy"
+    assert main(TOY + ["--output", str(toy)]) == 0
+    assert main(["analyze", str(toy / "model.pt"), *paths, "--output", str(tmp_path / "a")]) == 2
+    assert "not trained on molecular trajectories" in capsys.readouterr().err
+    chain = tmp_path / "chain"
+    assert main(["simulate", "harmonic-chain", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference",
+                 "--no-progress", "--output", str(chain)]) == 0
+    _, model_dir = alanine
+    assert main(["analyze", str(model_dir / "model.pt"), str(chain / "replica-000.nc"), "--output", str(tmp_path / "b")]) == 2
+    assert "atoms but the model was trained on" in capsys.readouterr().err
+
+
+def test_empty_selection_and_corrupt_model_are_one_line_errors(alanine, tmp_path, capsys):
+    paths, _ = alanine
+    assert main(["train", *paths, "--selection", "name XYZ", "--output", str(tmp_path / "a")]) == 2
+    assert "selection" in capsys.readouterr().err
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"\x00garbage")
+    assert main(["analyze", str(bad), *paths, "--output", str(tmp_path / "b")]) == 2
+    assert "cannot be read as a neuralct model" in capsys.readouterr().err
