@@ -47,6 +47,23 @@ def architecture_from_options(layers: str, couplings: int, hidden: int, depth: i
     return specs
 
 
+def _run_figures(model, result, settings: TrainingSettings, device: torch.device, dtype: str) -> dict[str, Any]:
+    """What every training summary reports about the run itself."""
+    return {
+        "history": result.history,
+        "steps": result.steps,
+        "batch_size": settings.batch_size,
+        "resumed_from_step": result.resumed_from_step,
+        "training_seconds": result.wall_seconds,
+        "samples_per_second": result.samples_per_second,
+        "peak_memory_mb": peak_memory_mb(device),
+        "device": str(device),
+        "dtype": dtype,
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "architecture": model.architecture,
+    }
+
+
 def _relative_errors(learned: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return np.abs(learned / exact - 1.0)
 
@@ -133,15 +150,7 @@ def fit_toy(
         "final_loss": result.final_loss,
         "loss_unit": "nats per sample (reduced units)" if mode == "ml" else "kT",
         "exact_free_energy": system.free_energy(),
-        "history": result.history,
-        "steps": result.steps,
-        "resumed_from_step": result.resumed_from_step,
-        "training_seconds": result.wall_seconds,
-        "samples_per_second": result.samples_per_second,
-        "peak_memory_mb": peak_memory_mb(torch_device),
-        "device": str(torch_device),
-        "dtype": dtype,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **_run_figures(model, result, settings, torch_device, dtype),
     }
     if mode == "variational":
         summary.update(objective.estimate(model, n_samples=eval_samples, seed=seed + 1))
@@ -252,17 +261,7 @@ def fit_trajectories(
         "loss_unit": "nats per frame (reduced units)",
         "train_nll": result.history["train_loss"],
         "validation_nll": result.history["valid_loss"],
-        "history": result.history,
-        "steps": result.steps,
-        "batch_size": settings.batch_size,
-        "resumed_from_step": result.resumed_from_step,
-        "training_seconds": result.wall_seconds,
-        "samples_per_second": result.samples_per_second,
-        "peak_memory_mb": peak_memory_mb(torch_device),
-        "device": str(torch_device),
-        "dtype": dtype,
-        "parameters": sum(parameter.numel() for parameter in model.parameters()),
-        "architecture": architecture,
+        **_run_figures(model, result, settings, torch_device, dtype),
     }
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["history"] = result.history
