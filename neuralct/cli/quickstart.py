@@ -110,7 +110,8 @@ def _print_summary(output: Path, s: dict) -> None:
     print(f"  slowest frequencies (rad/ps): {', '.join(f'{w:.3g}' for w in s['frequencies_slowest'])}")
     print(f"  best of the two slowest modes: mutual information with psi {s['mi_psi_nats']:.2f} nats, with phi {s['mi_phi_nats']:.2f} nats")
     print(f"  VAMP-2 of 2 CVs on held-out data: learned {s['vamp2_learned']:.3f}, TICA {s['vamp2_tica']:.3f}")
-    print(f"  state classification from 2 CVs: learned {s['state_accuracy_learned']:.1%}, TICA {s['state_accuracy_tica']:.1%}")
+    accuracy = lambda value: "n/a (too few frames per state)" if value is None else f"{value:.1%}"
+    print(f"  state classification from 2 CVs: learned {accuracy(s['state_accuracy_learned'])}, TICA {accuracy(s['state_accuracy_tica'])}")
     print("  pictures:")
     for name, path in s["figures"].items():
         print(f"    {name}: {path}")
