@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..data.loading import lagged_pairs
 from ..errors import NeuralCTError
 
 __all__ = ["VAMP2_CONVENTION", "vamp2_score", "tica_baseline", "pca_baseline"]
@@ -39,7 +40,7 @@ def _as_series(series: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
     return out
 
 
-def _lagged_pairs(series: list[np.ndarray], lag: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _time_lagged_frames(series: list[np.ndarray], lag: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Instantaneous and time-lagged frames ``(x_t, x_{t+lag})``, stacked over trajectories.
 
     Pairs are formed inside each trajectory, so none spans the end of one
@@ -48,14 +49,14 @@ def _lagged_pairs(series: list[np.ndarray], lag: int, what: str) -> tuple[np.nda
     """
     if not (isinstance(lag, (int, np.integer)) and lag >= 1):
         raise NeuralCTError(f"lag must be a positive integer number of frames, got {lag!r}")
-    usable = [s for s in series if s.shape[0] > lag]
-    if not usable:
+    lengths = [s.shape[0] for s in series]
+    if max(lengths) <= lag:
         raise NeuralCTError(
             f"{what}: no trajectory is longer than the lag ({lag} frames); use a shorter lag or longer trajectories"
         )
-    x = np.concatenate([s[:-lag] for s in usable])
-    y = np.concatenate([s[lag:] for s in usable])
-    return x, y
+    first, second = lagged_pairs(lengths, lag)
+    stacked = np.concatenate(series)
+    return stacked[first], stacked[second]
 
 
 def _fit_vamp(x: np.ndarray, y: np.ndarray, dim: int | None):
@@ -113,8 +114,8 @@ def vamp2_score(
     dim = n_features if dim is None else dim
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= n_features):
         raise NeuralCTError(f"dim must be an integer between 1 and {n_features} (the number of features), got {dim!r}")
-    x_train, y_train = _lagged_pairs(train, lag, "training trajectories")
-    x_test, y_test = _lagged_pairs(test, lag, "held-out trajectories")
+    x_train, y_train = _time_lagged_frames(train, lag, "training trajectories")
+    x_test, y_test = _time_lagged_frames(test, lag, "held-out trajectories")
     model = _fit_vamp(x_train, y_train, dim)
     test_model = _fit_vamp(x_test, y_test, None)
     with_constant = float(model.score(r=2, test_model=test_model, dim=dim))
@@ -170,7 +171,7 @@ def tica_baseline(
     test = _as_series(test_series, "held-out trajectories")
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= train[0].shape[1]):
         raise NeuralCTError(f"dim must be between 1 and {train[0].shape[1]} (the number of features), got {dim!r}")
-    x, y = _lagged_pairs(train, lag, "training trajectories")
+    x, y = _time_lagged_frames(train, lag, "training trajectories")
     model = TICA(lagtime=lag, dim=dim, scaling=None).fit((x, y)).fetch_model()
     projected_train = [model.transform(s) for s in train]
     projected_test = [model.transform(s) for s in test]
