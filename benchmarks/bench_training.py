@@ -47,7 +47,7 @@ def ensure_trajectories() -> list[str]:
 
 def probe_rate(data, device: str, batch: int) -> float:
     """Samples per second of a short run, to size the fixed-wall-time run."""
-    settings = TrainingSettings(steps=30, batch_size=batch, progress=False, validate_every=30)
+    settings = TrainingSettings(steps=30, batch_size=batch, progress=False)
     _, summary = fit_trajectories(data, ARCHITECTURE, settings, device=device)
     return summary["samples_per_second"]
 
@@ -67,7 +67,7 @@ def main() -> None:
     data = load_trajectories(paths, selection="heavy", momenta="resample")
     rate = probe_rate(data, args.device, args.batch_size)
     steps = max(50, int(rate * args.minutes * 60 / args.batch_size))
-    settings = TrainingSettings(steps=steps, batch_size=args.batch_size, progress=False, validate_every=max(1, steps // 20))
+    settings = TrainingSettings(steps=steps, batch_size=args.batch_size, progress=False)
     wall, cpu = time.perf_counter(), time.process_time()
     model, summary = fit_trajectories(data, ARCHITECTURE, settings, device=args.device, validation_trajectories=1)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +201,7 @@ def fit_trajectories(
     seed: int = 0,
     checkpoint: Path | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
-    """Maximum-likelihood training on molecular trajectories.
+    """Maximum-likelihood training on molecular trajectories, validated once per epoch.
 
     Positions are aligned and reduced to the 3N - 6 internal coordinates of
     :class:`~neuralct.data.RigidBodyFrame` (the six rigid-body directions are projected
@@ -227,6 +229,8 @@ def fit_trajectories(
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
+    steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
+    settings = dataclasses.replace(settings, validate_every=steps_per_epoch)
     y = torch.as_tensor(data.internal_positions(), dtype=torch_dtype, device=torch_device)
     p = torch.as_tensor(data.internal_momenta(), dtype=torch_dtype, device=torch_device) if momenta == "recorded" else None
     model = NeuralCanonicalTransformation(
@@ -259,8 +263,10 @@ def fit_trajectories(
         "frequency_unit": "rad/ps",
         "final_loss": result.final_loss,
         "loss_unit": "nats per frame (reduced units)",
+        "steps_per_epoch": steps_per_epoch,
         "train_nll": result.history["train_loss"],
         "validation_nll": result.history["valid_loss"],
+        "nll_recorded": "once per epoch (a pass's worth of minibatches over the training frames); train_nll is the mean over the epoch's minibatches",
         **_run_figures(model, result, settings, torch_device, dtype),
     }
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}

@@ -71,6 +71,11 @@ def check_topology(model: NeuralCanonicalTransformation, topology, source: str) 
 def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarray, k: int | None = None, chunk: int = 8192) -> np.ndarray:
     """The ``k`` slowest CVs of frames of the full system.
 
+    For a flow of point transformations (the default) the CVs are functions of the
+    configuration. A flow with momentum-mixing layers (general linear or continuous)
+    has latent positions ``Q(q, p)``; its CVs are taken at ``p = 0``, the most probable
+    momentum, which makes them functions of the configuration too.
+
     Parameters
     ----------
     positions : np.ndarray, shape=(n_frames, n_atoms, 3)
@@ -91,5 +96,5 @@ def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarra
     for start in range(0, len(selected), chunk):
         y = torch.as_tensor(frame.to_internal(selected[start : start + chunk]), dtype=parameter.dtype, device=parameter.device)
         with torch.no_grad():
-            out.append(model.cv(y, k).cpu().numpy())
+            out.append(model.cv(y, k, p=torch.zeros_like(y)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, k or model.dim))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,26 @@ def test_empty_selection_and_corrupt_model_are_one_line_errors(alanine, tmp_path
     bad.write_bytes(b"\x00garbage")
     assert main(["analyze", str(bad), *paths, "--output", str(tmp_path / "b")]) == 2
     assert "cannot be read as a neuralct model" in capsys.readouterr().err
+
+
+def test_nan_coordinates_in_a_trajectory_are_a_one_line_error(alanine, tmp_path, capsys):
+    import mdtraj
+
+    paths, _ = alanine
+    topology = str(Path(paths[0]).parent / "topology.pdb")
+    traj = mdtraj.load(paths[0], top=topology)
+    traj.xyz[5, 1, 1] = np.nan  # atom 1 is the heavy methyl carbon of the ACE cap
+    bad = tmp_path / "nan.dcd"
+    traj.save_dcd(str(bad))
+    assert main(["train", str(bad), paths[1], "--top", topology, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "NaN or infinite coordinates (first: frame 5)" in err
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_momentum_mixing_layers_train_and_analyze(alanine, tmp_path):
+    paths, _ = alanine
+    out = tmp_path / "mixed"
+    assert main(["train", *paths, "--layers", "linear,point,continuous", "--steps", "5", "--batch-size", "16",
+                 "--couplings", "2", "--hidden", "8", "--leapfrog-steps", "2", "--no-progress", "--output", str(out)]) == 0
+    assert main(["analyze", str(out / "model.pt"), *paths, "--lag-ps", "1", "--modes", "3", "--output", str(tmp_path / "a")]) == 0

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"[2/3] training on {len(paths) - 1} trajectories, validating on 1 ...", flush=True)
     data = load_trajectories(paths, selection="heavy", momenta="resample", seed=args.seed)
     train_folder = prepare_output_dir(output / "model")
-    settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, progress=not args.no_progress, validate_every=max(1, args.steps // 20))
+    settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, progress=not args.no_progress)
     model, training = fit_trajectories(
         data, list(DEFAULT_ARCHITECTURE), settings, validation_trajectories=1,
         device=args.device, seed=args.seed, checkpoint=train_folder / "checkpoint.pt",

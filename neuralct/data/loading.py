@@ -320,6 +320,10 @@ def load_trajectories(
     if topology is not None and not Path(topology).is_file():
         raise NeuralCTError(f"topology file {topology} does not exist; check the path")
     raws = [_read_one(p, str(topology) if topology else None, stride, backend) for p in paths]
+    for path, raw in zip(paths, raws):
+        bad = np.flatnonzero(~np.isfinite(raw.xyz).all(axis=(1, 2)))
+        if bad.size:
+            raise NeuralCTError(f"{path}: {bad.size} frame(s) have NaN or infinite coordinates (first: frame {bad[0] * stride}); the file is corrupt, drop those frames")
     first = raws[0]
     for path, raw in zip(paths[1:], raws[1:]):
         if raw.xyz.shape[1] != first.xyz.shape[1]:
