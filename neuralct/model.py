@@ -12,7 +12,7 @@ from torch import nn
 
 from .errors import NeuralCTError
 from .flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
-from .flows.base import join_phase_space, split_phase_space
+from .flows.base import join_phase_space, map_in_chunks, split_phase_space
 from .io import atomic_torch_save
 from .prior import HarmonicPrior
 
@@ -199,9 +199,7 @@ class NeuralCanonicalTransformation(nn.Module):
         p_r = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device)
         x = join_phase_space((q - self.position_offset) * self._position_scale(), p_r)
         self.flow.initialize(x)
-        with torch.enable_grad():
-            z = self.flow(x)[0].detach()
-        self.prior.initialize(z)
+        self.prior.initialize(map_in_chunks(self.flow, x))
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

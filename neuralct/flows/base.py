@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["SymplecticFlow", "SymplecticSequential", "split_phase_space", "join_phase_space", "vector_jacobian_product"]
+__all__ = ["SymplecticFlow", "SymplecticSequential", "split_phase_space", "join_phase_space", "vector_jacobian_product", "map_in_chunks"]
 
 
 def split_phase_space(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,6 +42,12 @@ def vector_jacobian_product(
     """
     (product,) = torch.autograd.grad(outputs, inputs, cotangent, create_graph=create_graph)
     return product
+
+
+@torch.no_grad()
+def map_in_chunks(flow: nn.Module, x: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """``flow(x)[0]`` without gradients, a chunk of rows at a time (bounded memory), shape of ``x``."""
+    return torch.cat([flow(x[start : start + chunk])[0] for start in range(0, len(x), chunk)])
 
 
 class SymplecticFlow(nn.Module):
@@ -124,5 +130,4 @@ class SymplecticSequential(SymplecticFlow):
         """Initialise each layer on the data pushed through the layers before it."""
         for layer in self.layers:
             layer.initialize(x)
-            with torch.enable_grad():
-                x = layer(x)[0].detach()
+            x = map_in_chunks(layer, x)
