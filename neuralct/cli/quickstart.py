@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--replicas", type=int, default=4, help="trajectories to simulate; the last is held out (default: %(default)s)")
     parser.add_argument("--length-ns", type=float, default=2.0, help="length of each trajectory in ns (default: %(default)s)")
     parser.add_argument("--report-ps", type=float, default=0.5, help="time between frames in ps (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=4000, help="training steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=256, help="training batch size (default: %(default)s)")
     parser.add_argument("--lag-ps", type=float, default=2.0, help="lag time of the VAMP-2 and TICA scores in ps (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
