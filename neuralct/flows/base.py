@@ -97,33 +97,26 @@ class SymplecticSequential(SymplecticFlow):
         self.layers = nn.ModuleList(layers)
         self.acts_on_configuration = all(layer.acts_on_configuration for layer in layers)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _compose(maps, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``maps`` in order, adding up their log-determinants."""
         logdet = x.new_zeros(x.shape[:-1])
-        for layer in self.layers:
-            x, step = layer(x)
-            logdet = logdet + step
+        for map_ in maps:
+            x, change = map_(x)
+            logdet = logdet + change
         return x, logdet
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._compose(self.layers, x)
+
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = z.new_zeros(z.shape[:-1])
-        for layer in reversed(self.layers):
-            z, step = layer.inverse(z)
-            logdet = logdet + step
-        return z, logdet
+        return self._compose([layer.inverse for layer in reversed(self.layers)], z)
 
     def configuration_forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = q.new_zeros(q.shape[:-1])
-        for layer in self.layers:
-            q, step = layer.configuration_forward(q)
-            logdet = logdet + step
-        return q, logdet
+        return self._compose([layer.configuration_forward for layer in self.layers], q)
 
     def configuration_inverse(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logdet = Q.new_zeros(Q.shape[:-1])
-        for layer in reversed(self.layers):
-            Q, step = layer.configuration_inverse(Q)
-            logdet = logdet + step
-        return Q, logdet
+        return self._compose([layer.configuration_inverse for layer in reversed(self.layers)], Q)
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:

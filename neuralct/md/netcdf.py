@@ -13,11 +13,12 @@ that is renamed into place: an interrupted write never damages the frames alread
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_path
 
 __all__ = ["NetCDFFrames", "write_netcdf", "read_netcdf"]
 
@@ -55,10 +56,8 @@ def write_netcdf(path: str | os.PathLike, frames: NetCDFFrames) -> None:
 
     path = Path(path)
     n_frames, n_atoms, _ = frames.positions.shape
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        handle = netcdf_file(tmp, "w", version=2)
+    with atomic_path(path) as tmp:
+        handle = netcdf_file(str(tmp), "w", version=2)
         handle.Conventions = "AMBER"
         handle.ConventionVersion = "1.0"
         handle.program = "neuralct"
@@ -86,13 +85,6 @@ def write_netcdf(path: str | os.PathLike, frames: NetCDFFrames) -> None:
             if n_frames:
                 variable[:] = values
         handle.close()
-        with open(tmp, "rb+") as raw:
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_netcdf(path: str | os.PathLike) -> NetCDFFrames:
