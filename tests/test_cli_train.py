@@ -165,3 +165,9 @@ def test_momentum_mixing_layers_train_and_analyze(alanine, tmp_path):
     assert main(["train", *paths, "--layers", "linear,point,continuous", "--steps", "5", "--batch-size", "16",
                  "--couplings", "2", "--hidden", "8", "--leapfrog-steps", "2", "--no-progress", "--output", str(out)]) == 0
     assert main(["analyze", str(out / "model.pt"), *paths, "--lag-ps", "1", "--modes", "3", "--output", str(tmp_path / "a")]) == 0
+
+
+def test_operating_system_errors_are_one_line_too(tmp_path, capsys):
+    assert main(["train", "--toy", "harmonic-chain", "--config", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Is a directory" in err and str(tmp_path) in err

@@ -15,15 +15,6 @@ __all__ = ["main", "build_parser"]
 SUBCOMMANDS = ("simulate", "train", "analyze", "quickstart")
 
 
-def _available_subcommands():
-    for name in SUBCOMMANDS:
-        try:
-            yield name, importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand."""
     parser = argparse.ArgumentParser(
@@ -35,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"neuralct {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for _, module in _available_subcommands():
-        module.add_parser(subparsers)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
     return parser
 
 
@@ -53,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeuralCTError as exc:
         print(f"neuralct {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"neuralct {args.command}: error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
