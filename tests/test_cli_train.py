@@ -171,3 +171,19 @@ def test_operating_system_errors_are_one_line_too(tmp_path, capsys):
     assert main(["train", "--toy", "harmonic-chain", "--config", str(tmp_path), "--output", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Is a directory" in err and str(tmp_path) in err
+
+
+def test_recorded_momenta_need_on_step_velocities(alanine, tmp_path, capsys):
+    import mdtraj
+
+    paths, _ = alanine
+    out = tmp_path / "recorded"
+    assert main(["train", *paths, "--momenta", "recorded", "--steps", "5", "--batch-size", "16", "--couplings", "2",
+                 "--hidden", "8", "--no-progress", "--output", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["momenta"] == "recorded on-step velocities"
+    topology = str(Path(paths[0]).parent / "topology.pdb")
+    no_velocities = tmp_path / "positions-only.dcd"
+    mdtraj.load(paths[0], top=topology).save_dcd(str(no_velocities))
+    assert main(["train", str(no_velocities), paths[1], "--top", topology, "--momenta", "recorded",
+                 "--output", str(tmp_path / "b")]) == 2
+    assert "on-step velocities" in capsys.readouterr().err
