@@ -352,7 +352,7 @@ def _resume(path, model, optimizer, scheduler, generator, history, settings) -> 
     changed = sorted(key for key in ("steps", "batch_size", "learning_rate", "warmup_fraction", "final_lr_fraction") if saved.get(key) != current[key])
     if changed:
         raise NeuralCTError(f"checkpoint {path} was written with different {', '.join(changed)}; use the same settings or another --output")
-    generators = state["generators"] if "generators" in state else [state["generator"]]
+    generators = state["generators"]
     if len(generators) != distributed.world_size():
         raise NeuralCTError(
             f"checkpoint {path} was written by {len(generators)} process(es), this run has {distributed.world_size()}; "
