@@ -42,7 +42,7 @@ def analyze_trajectories(
     output: Path,
     topology: str | None = None,
     n_modes: int = 6,
-    lag_ps: float = 10.0,
+    lag_ps: float = 2.0,
     test_trajectories: int | None = None,
     stride: int = 1,
 ) -> dict[str, Any]:
