@@ -56,6 +56,8 @@ def _run_figures(model, result, settings: TrainingSettings, device: torch.device
         "steps": result.steps,
         "batch_size": settings.batch_size,
         "resumed_from_step": result.resumed_from_step,
+        "kept_step": result.best_step or result.steps,
+        "kept_state": "lowest validation loss" if result.best_step else "last step",
         "training_seconds": result.wall_seconds,
         "samples_per_second": result.samples_per_second,
         "peak_memory_mb": peak_memory_mb(device),

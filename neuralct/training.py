@@ -51,7 +51,9 @@ class TrainingSettings:
     """Optimisation settings shared by both objectives.
 
     The learning rate warms up linearly over ``warmup_fraction`` of the steps, then
-    decays on a cosine to ``final_lr_fraction`` of its peak.
+    decays on a cosine to ``final_lr_fraction`` of its peak. With ``keep_best`` the
+    returned model is the state of the lowest validation loss (early stopping without
+    stopping), when the objective has a validation set.
     """
 
     steps: int = 2000
@@ -62,6 +64,7 @@ class TrainingSettings:
     gradient_clip: float = 100.0
     validate_every: int = 100
     checkpoint_every: int = 500
+    keep_best: bool = True
     progress: bool = True
 
     def __post_init__(self):
@@ -82,6 +85,7 @@ class TrainingResult:
     wall_seconds: float = 0.0
     samples_per_second: float = 0.0
     resumed_from_step: int = 0
+    best_step: int | None = None
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -264,6 +268,9 @@ def train(
     Returns
     -------
     TrainingResult
+        ``final_loss`` is the validation loss of the returned model when there is a
+        validation set (else the last training loss); with ``settings.keep_best`` the
+        model is left in its lowest-validation-loss state (``best_step``).
     """
     device = model.masses.device
     parameters = list(model.parameters()) if parameters is None else parameters
@@ -271,9 +278,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
     generator = torch.Generator(device=device).manual_seed(seed + distributed.rank())
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "valid_loss": []}
+    best: dict[str, Any] = {"loss": math.inf, "step": None, "model": None}
     start_step = 0
     if checkpoint is not None and checkpoint.exists():
-        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, settings)
+        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, best, settings)
     batch_loss = distributed.data_parallel_loss(model, objective)
     from tqdm.auto import tqdm
 
@@ -302,17 +310,23 @@ def train(
             history["train_loss"].append(sum(running) / len(running))
             valid = objective.validation_loss(model)
             history["valid_loss"].append(float("nan") if valid is None else valid)
+            if valid is not None and valid < best["loss"]:
+                best.update(loss=valid, step=done, model={key: value.detach().clone() for key, value in model.state_dict().items()})
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", valid="-" if valid is None else f"{valid:.4g}")
             running = []
         bar.update(1)
         if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.steps):
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, settings, done)
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, best, settings, done)
     bar.close()
     elapsed = time.perf_counter() - t0
     trained = settings.steps - start_step
     final = history["valid_loss"][-1] if history["valid_loss"] and not math.isnan(history["valid_loss"][-1]) else None
+    if settings.keep_best and best["model"] is not None:
+        model.load_state_dict(best["model"])
+        final = best["loss"]
     return TrainingResult(
         final_loss=history["train_loss"][-1] if final is None else final,
+        best_step=best["step"] if settings.keep_best else None,
         history=history,
         steps=settings.steps,
         wall_seconds=elapsed,
@@ -321,7 +335,7 @@ def train(
     )
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, generator, history, settings, step):
+def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best, settings, step):
     generators = distributed.gather_generator_states(generator)
     if not distributed.is_main_process():
         return
@@ -334,13 +348,14 @@ def _save_checkpoint(path, model, optimizer, scheduler, generator, history, sett
             "scheduler": scheduler.state_dict(),
             "generators": generators,
             "history": history,
+            "best": best,
             "settings": asdict(settings),
         },
         path,
     )
 
 
-def _resume(path, model, optimizer, scheduler, generator, history, settings) -> int:
+def _resume(path, model, optimizer, scheduler, generator, history, best, settings) -> int:
     try:
         state = torch.load(path, map_location=model.masses.device, weights_only=True)
     except Exception as exc:
@@ -367,4 +382,5 @@ def _resume(path, model, optimizer, scheduler, generator, history, settings) -> 
     own = generators[distributed.rank()]
     generator.set_state(own.cpu() if generator.device.type == "cpu" else own)
     history.update(state["history"])
+    best.update(state["best"])
     return int(state["step"])

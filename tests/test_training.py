@@ -133,3 +133,20 @@ def test_variational_estimate_is_exact_for_the_exact_model():
     estimate = VariationalFreeEnergy(chain).estimate(model, n_samples=5000)
     assert abs(estimate["free_energy"] - chain.free_energy()) < 0.01
     assert estimate["effective_sample_size_fraction"] > 0.95
+
+
+def test_the_kept_model_is_the_lowest_validation_state(tmp_path):
+    """Few frames and a flexible model overfit; the returned state is the best one seen."""
+    torch.manual_seed(0)
+    chain = HarmonicChain(6, 1.0, [1, 3, 1, 3, 1, 3])
+    q = torch.as_tensor(chain.sample(2040, seed=4)[0])
+    model = NeuralCanonicalTransformation(6, masses=torch.tensor(chain.masses), architecture=DEFAULT)
+    model.initialize(q[:40])
+    objective = MaximumLikelihood(q[:40], q[40:])
+    settings = TrainingSettings(steps=300, batch_size=40, learning_rate=1e-2, validate_every=20, checkpoint_every=100, progress=False)
+    result = train(model, objective, settings, checkpoint=tmp_path / "c.pt")
+    valid = result.history["valid_loss"]
+    assert min(valid) < valid[-1]  # it did overfit, so keeping the best state matters
+    assert result.best_step == result.history["step"][valid.index(min(valid))]
+    assert abs(objective.validation_loss(model) - min(valid)) < 1e-9
+    assert result.final_loss == min(valid)

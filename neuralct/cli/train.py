@@ -57,6 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     optim.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
     optim.add_argument("--eval-samples", type=int, default=20000, help="samples for the final free-energy estimate (default: %(default)s)")
     optim.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+    optim.add_argument("--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss")
     optim.add_argument("--no-progress", action="store_true", help="no progress bar")
     optim.add_argument(
         "--distributed",
@@ -108,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         checkpoint_every=args.checkpoint_every,
+        keep_best=not args.keep_last,
         progress=not args.no_progress,
     )
     if args.trajectories:
