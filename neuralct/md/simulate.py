@@ -37,10 +37,10 @@ from .systems import MDSystem
 
 __all__ = ["SimulationSettings", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature", "degrees_of_freedom"]
 
-#: Settings that must match for a run to resume from a checkpoint.
 #: Per-frame kinetic temperature (K) from the mean kinetic energy of the two half-step velocities.
 _T_KEY = "kinetic_temperature"
 
+#: Settings that must match for a run to resume from a checkpoint.
 _RESUME_KEYS = ("temperature", "length_ns", "timestep_fs", "friction_per_ps", "report_ps", "equilibration_ps", "seed")
 
 
