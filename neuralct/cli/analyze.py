@@ -40,9 +40,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.run import analyze_trajectories
+    from ..device import resolve_device
     from ..model import load
 
-    model = load(args.model, device="cpu")
+    model = load(args.model, device=resolve_device(args.device))
     output = prepare_output_dir(args.output)
     summary = analyze_trajectories(
         model, args.trajectories, output, topology=args.top, n_modes=args.modes,
