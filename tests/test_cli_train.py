@@ -187,3 +187,17 @@ def test_recorded_momenta_need_on_step_velocities(alanine, tmp_path, capsys):
     assert main(["train", str(no_velocities), paths[1], "--top", topology, "--momenta", "recorded",
                  "--output", str(tmp_path / "b")]) == 2
     assert "on-step velocities" in capsys.readouterr().err
+
+
+def test_truncated_trajectory_gives_exactly_one_line_and_no_output(alanine, tmp_path):
+    paths, model_dir = alanine
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(Path(paths[0]).read_bytes()[:6000])
+    topology = str(Path(paths[0]).parent / "topology.pdb")
+    for command in (["train", str(truncated), paths[1]], ["analyze", str(model_dir / "model.pt"), str(truncated), paths[1]]):
+        out = tmp_path / command[0]
+        result = subprocess.run([sys.executable, "-m", "neuralct", *command, "--top", topology, "--output", str(out)],
+                                capture_output=True, text=True)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and "cannot read trajectory" in result.stderr, result.stderr
+        assert not out.exists()

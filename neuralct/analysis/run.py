@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import NeuralCTError
-from ..io import write_json
+from ..io import prepare_output_dir, write_json
 
 __all__ = ["analyze_trajectories", "split_for_analysis"]
 
@@ -55,7 +55,7 @@ def analyze_trajectories(
     paths : sequence of str
         Trajectory files (any MDTraj/MDAnalysis format).
     output : Path
-        Existing, writable output folder.
+        Output folder, created once the trajectories have been read and checked.
     n_modes : int
         Slow modes to analyse and write.
     lag_ps : float
@@ -76,6 +76,7 @@ def analyze_trajectories(
         raise NeuralCTError("--modes must be at least 2 (the report compares the two slowest CVs)")
     data = load_trajectories(paths, topology=topology, selection="all", stride=stride, momenta="resample")
     check_topology(model, data.topology, str(paths[0]))
+    output = prepare_output_dir(output)
     n_modes = min(n_modes, model.dim)
     if data.timestep_ps is None:
         raise NeuralCTError(f"{paths[0]} has no time stamps; the lag time in ps cannot be turned into frames")

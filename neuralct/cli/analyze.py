@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..io import prepare_output_dir
 from .options import add_common_options, save_resolved_config
 
 __all__ = ["add_parser", "run"]
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model import load
 
     model = load(args.model, device=resolve_device(args.device))
-    output = prepare_output_dir(args.output)
+    output = Path(args.output)
     summary = analyze_trajectories(
         model, args.trajectories, output, topology=args.top, n_modes=args.modes,
         lag_ps=args.lag_ps, test_trajectories=args.test_trajectories, stride=args.stride,

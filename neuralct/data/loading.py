@@ -183,13 +183,28 @@ def _mdtraj_topology_from_universe(universe: Any) -> Any:
 
 
 def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
+    import gc
+    import sys
     import warnings
 
     import MDAnalysis as mda
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        universe = mda.Universe(topology, str(path)) if topology else mda.Universe(str(path))
+    # An MDAnalysis reader that fails in __init__ (a truncated file) raises again in its
+    # __del__; that second error is only noise, so it is silenced while the first is kept.
+    failure = None
+    report_unraisable, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                universe = mda.Universe(topology, str(path)) if topology else mda.Universe(str(path))
+            except Exception as exc:
+                failure = _first_line(exc)
+        gc.collect()
+    finally:
+        sys.unraisablehook = report_unraisable
+    if failure is not None:
+        raise ValueError(failure)
     xyz, velocities, times = [], [], []
     has_velocities = universe.trajectory.ts.has_velocities
     for ts in universe.trajectory[::stride]:
@@ -241,7 +256,7 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
         if raw.topology.n_atoms != raw.xyz.shape[1]:
             raise NeuralCTError(f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; give the matching topology")
         return raw
-    hint = f" with topology {topology}" if topology else " (give --topology if it holds none)"
+    hint = f" with topology {topology}" if topology else " (give --top if it holds none)"
     raise NeuralCTError(f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and MDAnalysis do not read")
 
 
