@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import NeuralCTError
+from .errors import NeuralCTError, first_line
 from .flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
 from .flows.base import join_phase_space, map_in_chunks, split_phase_space
 from .io import atomic_torch_save
@@ -238,7 +238,7 @@ class NeuralCanonicalTransformation(nn.Module):
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise NeuralCTError(f"{source} does not match its own architecture: {str(exc).splitlines()[0]}") from None
+            raise NeuralCTError(f"{source} does not match its own architecture: {first_line(exc)}") from None
         return model
 
 

@@ -10,7 +10,7 @@ import torch
 from .errors import NeuralCTError
 from .model import NeuralCanonicalTransformation
 
-__all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "project_positions", "is_molecular"]
+__all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "internal_coordinates", "project_internal", "project_positions", "is_molecular"]
 
 
 def molecule_metadata(data, selection: str) -> dict[str, Any]:
@@ -68,13 +68,42 @@ def check_topology(model: NeuralCanonicalTransformation, topology, source: str) 
         )
 
 
-def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarray, k: int | None = None, chunk: int = 8192) -> np.ndarray:
-    """The ``k`` slowest CVs of frames of the full system.
+def internal_coordinates(model: NeuralCanonicalTransformation, positions: np.ndarray) -> np.ndarray:
+    """The model's input features of frames of the full system.
+
+    Parameters
+    ----------
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        All atoms of the system, nm (any orientation: frames are aligned here).
+
+    Returns
+    -------
+    np.ndarray, shape=(n_frames, 3 n_selected - 6)
+        Internal coordinates of the selected atoms, sqrt(amu) nm.
+    """
+    selected = np.asarray(positions)[:, _molecule(model)["atom_indices"]]
+    return rigid_body_frame(model).to_internal(selected)
+
+
+def project_internal(model: NeuralCanonicalTransformation, y: np.ndarray, k: int | None = None, chunk: int = 8192) -> np.ndarray:
+    """The ``k`` slowest CVs of internal coordinates ``y`` (n_frames, dim); shape (n_frames, k).
 
     For a flow of point transformations (the default) the CVs are functions of the
     configuration. A flow with momentum-mixing layers (general linear or continuous)
     has latent positions ``Q(q, p)``; its CVs are taken at ``p = 0``, the most probable
     momentum, which makes them functions of the configuration too.
+    """
+    parameter = next(model.parameters())
+    out = []
+    for start in range(0, len(y), chunk):
+        block = torch.as_tensor(y[start : start + chunk], dtype=parameter.dtype, device=parameter.device)
+        with torch.no_grad():
+            out.append(model.cv(block, k, p=torch.zeros_like(block)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, k or model.dim))
+
+
+def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarray, k: int | None = None) -> np.ndarray:
+    """The ``k`` slowest CVs of frames of the full system (see :func:`project_internal`).
 
     Parameters
     ----------
@@ -88,13 +117,4 @@ def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarra
     np.ndarray, shape=(n_frames, k)
         Latent positions ``Q``, slowest mode first.
     """
-    molecule = _molecule(model)
-    frame = rigid_body_frame(model)
-    selected = np.asarray(positions)[:, molecule["atom_indices"]]
-    parameter = next(model.parameters())
-    out = []
-    for start in range(0, len(selected), chunk):
-        y = torch.as_tensor(frame.to_internal(selected[start : start + chunk]), dtype=parameter.dtype, device=parameter.device)
-        with torch.no_grad():
-            out.append(model.cv(y, k, p=torch.zeros_like(y)).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, k or model.dim))
+    return project_internal(model, internal_coordinates(model, positions), k)

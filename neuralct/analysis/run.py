@@ -69,7 +69,7 @@ def analyze_trajectories(
     import mdtraj
 
     from ..data import load_trajectories
-    from ..molecular import check_topology, project_positions, rigid_body_frame
+    from ..molecular import check_topology, internal_coordinates, project_internal
     from . import backbone_dihedrals, cv_quality_report, plot_fes, plot_ramachandran, plot_spectrum, plot_training_curves, write_colvar
 
     if n_modes < 2:
@@ -84,9 +84,8 @@ def analyze_trajectories(
     if lag >= min(data.traj_lengths):
         raise NeuralCTError(f"--lag-ps {lag_ps} is {lag} frames, longer than the shortest trajectory ({min(data.traj_lengths)} frames)")
 
-    cvs = project_positions(model, data.positions, n_modes)
-    frame = rigid_body_frame(model)
-    features = frame.to_internal(data.positions[:, model.metadata["molecule"]["atom_indices"]])
+    features = internal_coordinates(model, data.positions)
+    cvs = project_internal(model, features, n_modes)
     phi, psi = backbone_dihedrals(mdtraj.Trajectory(data.positions, data.topology))
     bounds = np.cumsum([0] + list(data.traj_lengths))
     per_traj = lambda values: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]

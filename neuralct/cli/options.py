@@ -8,7 +8,7 @@ from typing import Sequence
 
 import yaml
 
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 from ..io import atomic_write_text
 
 __all__ = ["add_common_options", "apply_config", "save_resolved_config"]
@@ -50,7 +50,7 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
     except FileNotFoundError:
         raise NeuralCTError(f"config file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise NeuralCTError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise NeuralCTError(f"config file {path} is not valid YAML: {first_line(exc)}") from None
     if values is None:
         return args
     if not isinstance(values, dict):

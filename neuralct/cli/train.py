@@ -128,6 +128,11 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_options(args: argparse.Namespace, output: Path) -> dict:
+    """Options both kinds of training run take from the command line."""
+    return {"dtype": args.dtype, "device": args.device, "seed": args.seed, "checkpoint": output / "checkpoint.pt"}
+
+
 def _train_on_trajectories(args, architecture, settings):
     from ..data import load_trajectories
     from ..fit import fit_trajectories
@@ -143,10 +148,7 @@ def _train_on_trajectories(args, architecture, settings):
         selection=args.selection,
         validation_trajectories=args.validation_trajectories,
         momenta=args.momenta,
-        dtype=args.dtype,
-        device=args.device,
-        seed=args.seed,
-        checkpoint=output / "checkpoint.pt",
+        **_run_options(args, output),
     )
     return model, summary, output
 
@@ -165,11 +167,8 @@ def _train_on_toy(args, architecture, settings):
         samples=args.samples,
         validation_fraction=args.validation_fraction,
         init=args.init,
-        dtype=args.dtype,
-        device=args.device,
-        seed=args.seed,
         eval_samples=args.eval_samples,
-        checkpoint=output / "checkpoint.pt",
+        **_run_options(args, output),
     )
     return model, summary, output
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
 
@@ -120,11 +120,6 @@ def lagged_pairs(traj_lengths: Sequence[int], lag: int) -> tuple[np.ndarray, np.
     return i, i + lag
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @dataclass
 class _Raw:
     xyz: np.ndarray  # (frames, n_atoms, 3) nm
@@ -199,7 +194,7 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
             try:
                 universe = mda.Universe(topology, str(path)) if topology else mda.Universe(str(path))
             except Exception as exc:
-                failure = _first_line(exc)
+                failure = first_line(exc)
         gc.collect()
     finally:
         sys.unraisablehook = report_unraisable
@@ -246,7 +241,7 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
         except NeuralCTError:
             raise
         except Exception as exc:
-            errors.append(_first_line(exc))
+            errors.append(first_line(exc))
             continue
         if raw.xyz.ndim != 3 or raw.xyz.shape[0] == 0:
             errors.append("no frames")
@@ -270,7 +265,7 @@ def _select(topology: Any, selection: str | Sequence[int], path: str) -> np.ndar
     try:
         return topology.select(query)
     except Exception as exc:
-        raise NeuralCTError(f"invalid atom selection {selection!r}: {_first_line(exc)}; use heavy, all, or an MDTraj selection") from None
+        raise NeuralCTError(f"invalid atom selection {selection!r}: {first_line(exc)}; use heavy, all, or an MDTraj selection") from None
 
 
 def load_trajectories(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 
 __all__ = ["available_platforms", "platform_properties", "make_context", "fastest_platform"]
 
@@ -38,7 +38,7 @@ def make_context(system: Any, integrator: Any, platform: str, threads: int | Non
     try:
         return mm.Context(system, integrator, mm.Platform.getPlatformByName(platform), platform_properties(platform, threads))
     except Exception as exc:
-        raise NeuralCTError(f"OpenMM platform {platform} cannot run this system: {str(exc).splitlines()[0]}") from None
+        raise NeuralCTError(f"OpenMM platform {platform} cannot run this system: {first_line(exc)}") from None
 
 
 def fastest_platform(

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 
 __all__ = [
@@ -93,7 +93,7 @@ def _read_system_file(path: Path) -> dict:
     try:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise NeuralCTError(f"system file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise NeuralCTError(f"system file {path} is not valid YAML: {first_line(exc)}") from None
     if not isinstance(spec, dict) or "kind" not in spec:
         raise NeuralCTError(f"system file {path} must be a mapping with a 'kind' key")
     return spec
@@ -174,17 +174,17 @@ def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence
     try:
         pdb = app.PDBFile(pdb_path)
     except Exception as exc:
-        raise NeuralCTError(f"cannot read PDB file {pdb_path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise NeuralCTError(f"cannot read PDB file {pdb_path}: {first_line(exc)}") from None
     files = list(forcefield) + (["implicit/obc2.xml"] if solvent == "obc2" else [])
     try:
         ff = app.ForceField(*files)
     except Exception as exc:
-        raise NeuralCTError(f"cannot load force field {' '.join(files)}: {str(exc).splitlines()[0]}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)") from None
+        raise NeuralCTError(f"cannot load force field {' '.join(files)}: {first_line(exc)}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)") from None
     constraint = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[constraints]
     try:
         system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
     except Exception as exc:
-        raise NeuralCTError(f"force field {' '.join(files)} does not match {pdb_path}: {str(exc).splitlines()[0]}") from None
+        raise NeuralCTError(f"force field {' '.join(files)} does not match {pdb_path}: {first_line(exc)}") from None
     positions = np.array(pdb.getPositions(asNumpy=True)._value, dtype=np.float64)
     settings = {"pdb": pdb_path, "forcefield": files, "solvent": solvent, "nonbonded": "NoCutoff", "constraints": constraints}
     return MDSystem(name, system, pdb.topology, positions, description, settings)
