@@ -68,10 +68,6 @@ def _run_figures(model, result, settings: TrainingSettings, device: torch.device
     }
 
 
-def _relative_errors(learned: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    return np.abs(learned / exact - 1.0)
-
-
 def fit_toy(
     system: HarmonicChain,
     mode: str,
@@ -142,7 +138,7 @@ def fit_toy(
 
     learned = model.frequencies.detach().cpu().double().numpy()
     exact = system.frequencies()
-    errors = _relative_errors(learned, exact)
+    errors = np.abs(learned / exact - 1.0)
     summary: dict[str, Any] = {
         "system": system.describe(),
         "mode": mode,
