@@ -171,7 +171,7 @@ def cv_quality_report(
     dict
         JSON-serialisable: ``lag_frames``, ``lag_ps``, frame and segment counts,
         ``dependence`` (the table of :func:`dependence_table`), ``best_of_two_slowest``,
-        ``learned_cvs``, ``tica``, ``pca``, ``dihedrals`` (each with ``vamp2``,
+        ``learned_cvs``, ``tica``, ``pca``, ``backbone_dihedrals`` (each with ``vamp2``,
         ``vamp2_with_constant``, ``vamp2_per_segment``, ``vamp2_standard_error``),
         ``states`` (per residue), ``skipped`` (part -> reason) and ``conventions``.
     """
@@ -203,9 +203,9 @@ def cv_quality_report(
     backbone = [j for j, d in enumerate(dihedrals) if d.kind in ("phi", "psi")]
     if backbone:
         embedding = lambda angles: np.column_stack([np.cos(angles[:, backbone]), np.sin(angles[:, backbone])])
-        components["dihedrals"] = ([embedding(a) for a in cut(series["angles"], fit)], [embedding(a) for a in cut(series["angles"], scored)])
+        components["backbone_dihedrals"] = ([embedding(a) for a in cut(series["angles"], fit)], [embedding(a) for a in cut(series["angles"], scored)])
     else:
-        skipped["dihedrals"] = "no backbone phi/psi in the topology: no dihedral baseline"
+        skipped["backbone_dihedrals"] = "no backbone phi/psi in the topology: no dihedral baseline"
 
     report: dict = {
         "lag_frames": int(lag),
@@ -252,7 +252,7 @@ def cv_quality_report(
         "tica": "deeptime TICA (reversible, mean-free, unscaled) on the model's input features, 2 components",
         "pca": ("mass-weighted" if masses is not None else "unweighted (no masses given)")
         + " PCA of the model's input features, 2 largest-variance components",
-        "dihedrals": "VAMP-2 and classification on (cos, sin) of every backbone phi and psi; classification "
+        "backbone_dihedrals": "VAMP-2 and classification on (cos, sin) of every backbone phi and psi; classification "
         "from them is the ceiling (the states are defined by phi and psi)",
         "state_classification": "per residue, from two components of each method only; scored frames; "
         "unassigned frames and states with too few frames left out",
