@@ -1,6 +1,7 @@
 """Beyond alanine dipeptide: the bundled tri-alanine and a non-peptide toy through simulate, train and analyze."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ def simulate_train(folder, system, replicas, jobs, extra=()):
     """Tiny replicas, a model trained on the first, validated on the second."""
     md = folder / "md"
     assert main(["simulate", system, "--length-ns", "0.004", "--report-ps", "0.02", "--equilibration-ps", "0.2",
-                 "--replicas", str(replicas), "--jobs", str(jobs), "--threads", "1", "--output", str(md), "--no-progress", *extra]) == 0
+                 "--replicas", str(replicas), "--jobs", str(jobs), "--output", str(md), "--no-progress", *extra]) == 0
     paths = [str(md / f"replica-00{r}.nc") for r in range(replicas)]
     assert main(["train", *paths[:2], "--validation-trajectories", "1", "--steps", "10", "--batch-size", "64",
                  "--couplings", "2", "--hidden", "16", "--output", str(folder / "model"), "--no-progress"]) == 0
@@ -25,7 +26,7 @@ def simulate_train(folder, system, replicas, jobs, extra=()):
 @pytest.fixture(scope="module")
 def trialanine(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trialanine")
-    model, paths = simulate_train(folder, "trialanine", 3, 2, ["--platform", "CPU"])
+    model, paths = simulate_train(folder, "trialanine", 3, 2)
     return folder, model, paths
 
 
@@ -34,6 +35,10 @@ def test_trialanine_is_simulated_in_implicit_solvent_by_parallel_jobs(trialanine
     summary = json.loads((folder / "md" / "summary.json").read_text())
     assert summary["system_settings"]["solvent"] == "obc2" and summary["n_atoms"] == 42
     assert summary["settings"]["jobs"] == 2 and [r["frames"] for r in summary["replicas"]] == [200] * 3
+    # The platform probe ran with the threads each of the two jobs got.
+    threads = max(1, os.cpu_count() // 2)
+    assert summary["settings"]["threads_per_job"] == summary["platform_probe_threads"] == threads
+    assert set(summary["platform_probe_steps_per_second"]) >= {"Reference", "CPU"}
 
 
 def test_trialanine_end_to_end(trialanine, capsys):

@@ -367,6 +367,7 @@ def _run_parallel(runs: list[_Replica], platform: str, threads: int | None, jobs
     """Run the replicas in ``jobs`` worker processes, feeding their frame counts to ``bar``."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: the parent may already hold OpenMM contexts and their threads (the platform probe).
     context = multiprocessing.get_context("spawn")
@@ -383,7 +384,10 @@ def _run_parallel(runs: list[_Replica], platform: str, threads: int | None, jobs
         wait(futures)
         while not frames.empty():
             bar.update(frames.get())
-        return [f.result() for f in futures]
+        try:
+            return [f.result() for f in futures]
+        except BrokenProcessPool:
+            raise NeuralCTError("a replica's worker process died (killed, or out of memory); rerun the same command to resume every replica from its checkpoint") from None
 
 
 def run_simulation(
