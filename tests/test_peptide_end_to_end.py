@@ -8,6 +8,7 @@ import pytest
 
 from neuralct.analysis.colvar import read_colvar
 from neuralct.cli import main
+from neuralct.errors import NeuralCTError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -103,3 +104,20 @@ def test_a_toy_without_backbone_goes_through_with_notes(tmp_path, capsys):
     assert summary["learned_cvs"]["vamp2"] is not None and summary["tica"]["vamp2"] is not None
     assert set(summary["figures"]) >= {"free_energy", "spectrum"} and "ramachandran" not in summary["figures"]
     assert len(summary["colvar_files"]) == 3 and "skipped ramachandran" in printed
+
+
+def test_a_failing_score_keeps_the_cvs(trialanine, capsys, monkeypatch):
+    import neuralct.analysis
+
+    def failing_report(*args, **kwargs):
+        raise NeuralCTError("TICA found only 1 linearly independent feature combination")
+
+    monkeypatch.setattr(neuralct.analysis, "cv_quality_report", failing_report)
+    folder, model, paths = trialanine
+    out = folder / "failing"
+    assert main(["analyze", str(model), *paths, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scores failed: TICA" in err and str(out) in err and "\n" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "TICA" in summary["skipped"]["scores"] and len(summary["colvar_files"]) == 3
+    assert all(read_colvar(path)[1].shape == (200, 7) for path in summary["colvar_files"])

@@ -458,7 +458,8 @@ def run_simulation(
     done = sum(run.frames_done for run in runs)
     start = time.perf_counter()
     with tqdm(total=total, initial=done, unit="frame", desc=f"simulate {md_system.name}", disable=not progress, mininterval=0.5) as bar:
-        if jobs == 1:
+        unfinished = sum(run.frames_done < settings.n_frames for run in runs)
+        if min(jobs, unfinished) <= 1:
             results = [run.run(platform, bar, threads) for run in runs]
         else:
             results = _run_parallel(runs, platform, threads, jobs, bar)
