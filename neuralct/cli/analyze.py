@@ -39,11 +39,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the model, then analyse into the locked output folder."""
     from ..analysis.run import analyze_trajectories
+    from ..data.loading import topology_file
     from ..device import resolve_device
     from ..model import load
-
-    from ..data.loading import topology_file
     from ..runs import RunFolder
 
     model = load(args.model, device=resolve_device(args.device))
