@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_common_options, save_resolved_config
+from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -31,13 +31,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
     parser.add_argument("trajectories", nargs="+", metavar="TRAJ", help="trajectory files (any MDTraj/MDAnalysis format)")
     parser.add_argument("--top", metavar="FILE", help="topology for trajectories that hold none")
-    parser.add_argument("--modes", type=int, default=6, help="slow modes to analyse (default: %(default)s)")
+    parser.add_argument("--modes", type=positive_int, default=6, help="slow modes to analyse (default: %(default)s)")
     parser.add_argument(
-        "--lag-ps", type=float, default=None,
+        "--lag-ps", type=positive_float, default=None,
         help="lag time of VAMP-2 and TICA in ps (default: chosen from the data: 10 frame spacings, but at most a "
         "tenth of the shortest scored trajectory or block, at least one frame; summary.json states it in ps)",
     )
-    parser.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
+    parser.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     parser.add_argument(
         "--residues", nargs="+", metavar="RES",
         help="residues for the Ramachandran plots and states, as the PDB numbers them: 2, ALA2, A:2 or A:ALA2 "
@@ -45,12 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--chi", action="store_true", help="add the side-chain chi1-chi4 angles to the dependence table")
     parser.add_argument(
-        "--test-trajectories", type=int, default=None,
+        "--test-trajectories", type=positive_int, default=None,
         help="when the model trained on none of the given trajectories: how many to score, the others fit the "
         "baselines (default: half)",
     )
     parser.add_argument(
-        "--blocks", type=int, default=4,
+        "--blocks", type=positive_int, default=4,
         help="contiguous blocks a single scored trajectory is cut into for error bars (default: %(default)s)",
     )
     add_common_options(parser, output_default="runs/analyze")
@@ -59,18 +59,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the model, then analyse into the locked output folder."""
     from ..analysis.run import analyze_trajectories
+    from ..data.loading import topology_file
     from ..device import resolve_device
     from ..model import load
+    from ..runs import RunFolder
 
     model = load(args.model, device=resolve_device(args.device))
-    output = Path(args.output)
-    summary = analyze_trajectories(
-        model, args.trajectories, output, topology=args.top, n_modes=args.modes, lag_ps=args.lag_ps,
-        test_trajectories=args.test_trajectories, stride=args.stride, residues=args.residues, chi=args.chi,
-        blocks=args.blocks,
-    )
-    save_resolved_config(args, output)
+    topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
+    inputs = [args.model, *args.trajectories, *sorted(topologies)]
+    settings = result_settings(args, ignore=("model", "trajectories", "top"))
+    with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite) as folder:
+        output = folder.path
+        summary = analyze_trajectories(
+            model, args.trajectories, output, topology=args.top, n_modes=args.modes, lag_ps=args.lag_ps,
+            test_trajectories=args.test_trajectories, stride=args.stride, residues=args.residues, chi=args.chi,
+            blocks=args.blocks,
+        )
+        save_resolved_config(args, output)
     print(f"analysis in {output}: {len(summary['colvar_files'])} COLVAR files, {len(summary['figures'])} plots")
     if "learned_cvs" in summary:
         error = lambda method: summary[method]["vamp2_standard_error"]
