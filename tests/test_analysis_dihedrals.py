@@ -86,3 +86,27 @@ def test_a_molecule_without_backbone_has_no_dihedrals(dipeptide):
     without_n = dipeptide.atom_slice(dipeptide.topology.select("not name N"))
     assert find_dihedrals(without_n.topology) == []
     assert dihedral_angles(without_n.xyz, []).shape == (40, 0)
+
+
+def test_chi_angles_come_with_the_residues_that_have_them(tmp_path):
+    # Tri-alanine with its middle residue turned into a serine (OG on CB): one chi1, N-CA-CB-OG.
+    lines = []
+    for line in (REPO / "systems" / "trialanine.pdb").read_text().splitlines():
+        if line.startswith(("ATOM", "HETATM")) and line[22:26].strip() == "3":
+            line = line[:17] + "SER" + line[20:]
+            if line[12:16].strip() == "CB":
+                lines.append(line)
+                line = line[:12] + " OG " + line[16:30] + f"{float(line[30:38]) + 1.4:8.3f}" + line[38:76] + " O"
+        if not line.startswith("CONECT"):
+            lines.append(line)
+    path = tmp_path / "ala-ser-ala.pdb"
+    path.write_text("\n".join(lines) + "\n")
+    traj = mdtraj.load(str(path))
+    dihedrals = find_dihedrals(traj.topology, chi=True)
+    chi = [d for d in dihedrals if d.kind.startswith("chi")]
+    assert [d.name for d in chi] == ["chi1 A:SER3"]
+    atom = {a.name: a.index for a in traj.topology.residue(2).atoms}
+    assert chi[0].atoms == (atom["N"], atom["CA"], atom["CB"], atom["OG"])
+    assert [d.name for d in dihedrals][2:5] == ["phi A:SER3", "psi A:SER3", "chi1 A:SER3"]
+    x = traj.xyz.astype(np.float64)
+    np.testing.assert_allclose(dihedral_angles(traj.xyz, chi)[:, 0], dihedral(*(x[:, i] for i in chi[0].atoms)), atol=1e-5)
