@@ -16,8 +16,9 @@ file and then the integrator state to an atomically written checkpoint. A restar
 exactly the checkpoint's frames and continues from its state, so no frame is lost or repeated.
 
 Replicas run as parallel processes (``jobs``), each with its own trajectory and checkpoint; a
-replica's random streams depend only on (seed, replica), so its frames do not depend on how
-many run at once. A worker whose parent process is gone stops at the next frame, leaving its
+replica's random streams depend only on (seed, replica), not on how many run at once (its
+frames are identical on the Reference platform; the CPU platform's force sums may differ in the
+last bits with its thread count). A worker whose parent process is gone stops at the next frame, leaving its
 last checkpoint for the rerun.
 """
 
