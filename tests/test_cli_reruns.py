@@ -196,6 +196,16 @@ def test_two_concurrent_simulations_into_one_folder_one_is_refused(tmp_path):
     assert json.loads((tmp_path / "md" / "run.json").read_text())["settings"]["seed"] == 1
 
 
+def test_a_rerun_removes_what_a_killed_atomic_write_left(tmp_path):
+    out = tmp_path / "md"
+    assert main(["simulate", "double-well", "--length-ns", "0.001", *MD, "--output", str(out)]) == 0
+    stale = out / ".replica-000.nc.x1y2z3_w.tmp"
+    stale.write_bytes(b"half a trajectory")
+    before = (out / "replica-000.nc").read_bytes()
+    assert main(["simulate", "double-well", "--length-ns", "0.001", *MD, "--output", str(out)]) == 0
+    assert not stale.exists() and (out / "replica-000.nc").read_bytes() == before
+
+
 @pytest.mark.parametrize("umask", [0o027, 0o002])
 def test_output_files_follow_the_umask(tmp_path, umask):
     previous = os.umask(umask)
