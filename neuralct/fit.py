@@ -12,6 +12,7 @@ import torch
 
 from .device import resolve_device
 from .errors import NeuralCTError
+from .lagged import LaggedLikelihood, lag_in_frames, split_lagged_pairs
 from .model import NeuralCanonicalTransformation
 from .toys import HarmonicChain
 from .training import (
@@ -158,6 +159,20 @@ def fit_toy(
     return model, summary
 
 
+def _lagged_figures(model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float) -> dict[str, Any]:
+    """What a time-lagged run reports besides the common figures."""
+    return {
+        "objective": "time-lagged likelihood: ln rho(x_t) + ln p_tau(T(x_t+tau) | T(x_t)), latent Langevin oscillators",
+        "lagged_term": "configuration only (momenta resampled)" if objective.configuration_only else "phase space (recorded momenta)",
+        "lag_ps": lag_ps,
+        "lagged_pairs": {"train": len(objective.train_pairs[0]), "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0])},
+        "mode_order": "relaxation time, longest first",
+        "frictions_per_ps": (model.frictions / model.time_unit).detach().cpu().double().tolist(),
+        "relaxation_times_ps": (model.relaxation_times * model.time_unit).detach().cpu().double().tolist(),
+        "loss_unit": "nats per lagged pair (reduced units)",
+    }
+
+
 def split_trajectories(traj_lengths: list[int], validation_trajectories: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Frame indices of training and held-out validation data, split by whole trajectories.
 
@@ -194,6 +209,7 @@ def fit_trajectories(
     selection: str = "heavy",
     validation_trajectories: int = 1,
     momenta: str = "resample",
+    lag_ps: float | None = None,
     dtype: str = "float32",
     device: str = "auto",
     seed: int = 0,
@@ -212,6 +228,11 @@ def fit_trajectories(
         Loaded trajectories.
     momenta : {"resample", "recorded"}
         Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+    lag_ps : float, optional
+        Train on pairs ``(x_t, x_t+lag)`` with the time-lagged objective of
+        :mod:`neuralct.lagged` (latent Langevin dynamics, modes ranked by relaxation time):
+        the phase-space transition density with recorded momenta, the configuration-only
+        one with resampled momenta. None: maximum likelihood on single frames.
 
     Returns
     -------
@@ -238,12 +259,19 @@ def fit_trajectories(
         architecture=architecture,
         time_unit=1.0,
         metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
+        latent_dynamics=lag_ps is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     model.initialize(y[train_index], generator=generator)
-    objective = MaximumLikelihood(
-        y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
-    )
+    if lag_ps is None:
+        objective = MaximumLikelihood(
+            y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
+        )
+    else:
+        lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
+        train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
+        objective = LaggedLikelihood(y, p, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps / model.time_unit)
+        objective.initialize_frictions(model, seed=seed)
     result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     summary: dict[str, Any] = {
         "mode": "ml",
@@ -267,6 +295,8 @@ def fit_trajectories(
         "nll_recorded": "once per epoch (a pass's worth of minibatches over the training frames); train_nll is the mean over the epoch's minibatches",
         **_run_figures(model, result, settings, torch_device, dtype),
     }
+    if lag_ps is not None:
+        summary.update(_lagged_figures(model, objective, lag_ps))
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["history"] = result.history
     paths = [str(Path(path).resolve()) for path in data.paths]

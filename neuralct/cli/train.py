@@ -32,6 +32,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     source.add_argument("--temperature", type=float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
     source.add_argument("--momenta", choices=("resample", "recorded"), default="resample", help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)")
+    source.add_argument(
+        "--lag-ps", type=float, default=None, metavar="TAU",
+        help=(
+            "train on pairs of frames TAU ps apart with the time-lagged objective: each latent oscillator gets a "
+            "learned Langevin friction and modes are ranked by relaxation time, the slowest first; with "
+            "--momenta recorded the phase-space transition density, else the configuration-only one "
+            "(default: single frames, modes ranked by frequency)"
+        ),
+    )
     source.add_argument("--validation-trajectories", type=int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain")
     source.add_argument(
@@ -148,6 +157,7 @@ def _train_on_trajectories(args, architecture, settings):
         selection=args.selection,
         validation_trajectories=args.validation_trajectories,
         momenta=args.momenta,
+        lag_ps=args.lag_ps,
         **_run_options(args, output),
     )
     return model, summary, output
@@ -157,6 +167,8 @@ def _train_on_toy(args, architecture, settings):
     from ..fit import fit_toy
     from ..toys import make_toy_system
 
+    if args.lag_ps is not None:
+        raise NeuralCTError("--lag-ps needs trajectories (pairs of frames a lag apart); the toys give independent samples")
     system = make_toy_system(args.toy, parse_parameters(args.param))
     output = prepare_output_dir(args.output)
     model, summary = fit_toy(
