@@ -165,6 +165,7 @@ def _lagged_figures(model: NeuralCanonicalTransformation, objective: LaggedLikel
         "objective": "time-lagged likelihood: ln rho(x_t) + ln p_tau(T(x_t+tau) | T(x_t)), latent Langevin oscillators",
         "lagged_term": "configuration only (momenta resampled)" if objective.configuration_only else "phase space (recorded momenta)",
         "lag_ps": lag_ps,
+        "vamp2_term": {"weight": objective.vamp_weight, "modes": objective.vamp_modes} if objective.vamp_weight else None,
         "lagged_pairs": {"train": len(objective.train_pairs[0]), "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0])},
         "mode_order": "relaxation time, longest first",
         "frictions_per_ps": (model.frictions / model.time_unit).detach().cpu().double().tolist(),
@@ -210,6 +211,7 @@ def fit_trajectories(
     validation_trajectories: int = 1,
     momenta: str = "resample",
     lag_ps: float | None = None,
+    vamp_weight: float = 0.0,
     dtype: str = "float32",
     device: str = "auto",
     seed: int = 0,
@@ -233,6 +235,8 @@ def fit_trajectories(
         :mod:`neuralct.lagged` (latent Langevin dynamics, modes ranked by relaxation time):
         the phase-space transition density with recorded momenta, the configuration-only
         one with resampled momenta. None: maximum likelihood on single frames.
+    vamp_weight : float
+        With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
 
     Returns
     -------
@@ -263,6 +267,8 @@ def fit_trajectories(
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     model.initialize(y[train_index], generator=generator)
+    if vamp_weight and lag_ps is None:
+        raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
     if lag_ps is None:
         objective = MaximumLikelihood(
             y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
@@ -270,7 +276,7 @@ def fit_trajectories(
     else:
         lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
         train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
-        objective = LaggedLikelihood(y, p, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps / model.time_unit)
+        objective = LaggedLikelihood(y, p, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps / model.time_unit, vamp_weight=vamp_weight)
         objective.initialize_frictions(model, seed=seed)
     result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     summary: dict[str, Any] = {

@@ -40,6 +40,7 @@ __all__ = [
     "relaxation_times",
     "lag_in_frames",
     "split_lagged_pairs",
+    "batch_vamp2",
 ]
 
 
@@ -124,6 +125,31 @@ def relaxation_times(frequencies: torch.Tensor, frictions: torch.Tensor) -> torc
     return torch.where(frictions < 2 * frequencies, 2.0 / frictions, overdamped)
 
 
+def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.Tensor:
+    """Differentiable VAMP-2 score of the pairs ``(x_t, y_t+tau)``, constant function excluded.
+
+    ``|| C00^-1/2 C01 C11^-1/2 ||_F^2`` of the mean-free instantaneous, time-lagged and
+    cross covariances (Wu & Noe 2020); any square roots give the same norm, so Cholesky
+    factors are used. ``ridge`` (relative to the mean variance) keeps small batches regular.
+
+    Parameters
+    ----------
+    x, y : torch.Tensor, shape=(batch, k)
+    """
+    x, y = (values.double() - values.double().mean(0) for values in (x, y))
+    n, k = x.shape
+    eye = torch.eye(k, dtype=x.dtype, device=x.device)
+
+    def cholesky(values):
+        covariance = values.T @ values / (n - 1)
+        return torch.linalg.cholesky(covariance + ridge * covariance.diagonal().mean() * eye)
+
+    cross = x.T @ y / (n - 1)
+    whitened = torch.linalg.solve_triangular(cholesky(x), cross, upper=False)
+    whitened = torch.linalg.solve_triangular(cholesky(y), whitened.T, upper=False).T
+    return (whitened**2).sum()
+
+
 def lag_in_frames(lag_ps: float, timestep_ps: float | None) -> int:
     """The lag as a whole number of frames.
 
@@ -194,11 +220,17 @@ class LaggedLikelihood:
         (:func:`neuralct.data.lagged_pairs`); ``valid_pairs`` may be None.
     lag : float
         ``tau`` in model time units.
+    vamp_weight : float
+        Weight of an added VAMP-2 term of the ``vamp_modes`` slowest latent positions
+        (minibatch estimate, :func:`batch_vamp2`): the loss becomes ``-ln p - weight *
+        VAMP-2``. 0 (default) is the pure likelihood.
+    vamp_modes : int
+        Number of slowest modes (by relaxation time) in the VAMP-2 term.
     """
 
     name = "lagged-likelihood"
 
-    def __init__(self, q: torch.Tensor, p: torch.Tensor | None, train_pairs, valid_pairs, lag: float):
+    def __init__(self, q: torch.Tensor, p: torch.Tensor | None, train_pairs, valid_pairs, lag: float, vamp_weight: float = 0.0, vamp_modes: int = 2):
         for label, values in (("position", q), ("momentum", p)):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
@@ -208,6 +240,9 @@ class LaggedLikelihood:
         self.q, self.p, self.lag = q, p, float(lag)
         self.train_pairs, self.valid_pairs = as_index(train_pairs), as_index(valid_pairs)
         self.configuration_only = p is None
+        if not vamp_weight >= 0:
+            raise NeuralCTError(f"--vamp-weight must be >= 0, got {vamp_weight}")
+        self.vamp_weight, self.vamp_modes = float(vamp_weight), int(vamp_modes)
         self._valid_noise_seed = 12345
 
     def _check(self, model) -> None:
@@ -234,30 +269,46 @@ class LaggedLikelihood:
 
     def pair_log_likelihood(self, model, i: torch.Tensor, j: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``ln rho(x_t) + ln p_tau(x_t+tau | x_t)`` of each pair in reduced units, shape (batch,)."""
+        return self._pair_terms(model, i, j, generator)[0]
+
+    def _pair_terms(self, model, i, j, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z0, z1, logdet = self.latent_pairs(model, i, j, generator)
         transition = ou_mode_log_transition(
             z0, z1, model.prior.frequencies, model.dynamics.frictions, self.lag, self.configuration_only
         ).sum(-1)
-        return model.prior.log_prob(z0) + logdet + transition
+        return model.prior.log_prob(z0) + logdet + transition, z0, z1
 
     def loss(self, model, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         self._check(model)
         first, second = self.train_pairs
         pick = torch.randint(len(first), (batch_size,), generator=generator, device=generator.device)
-        return -self.pair_log_likelihood(model, first[pick], second[pick], generator).mean()
+        log_p, z0, z1 = self._pair_terms(model, first[pick], second[pick], generator)
+        loss = -log_p.mean()
+        if self.vamp_weight > 0:
+            slowest = model._mode_order()[: self.vamp_modes]
+            vamp = batch_vamp2(split_phase_space(z0)[0][:, slowest], split_phase_space(z1)[0][:, slowest])
+            loss = loss - self.vamp_weight * vamp.to(loss.dtype)
+        return loss
 
     def validation_loss(self, model, chunk: int = 4096) -> float | None:
-        """Mean negative pair log-likelihood on the validation pairs (fixed momentum draws)."""
+        """The loss on all validation pairs (fixed momentum draws; VAMP-2 term over all of them)."""
         if self.valid_pairs is None:
             return None
         self._check(model)
         generator = torch.Generator(device=self.q.device).manual_seed(self._valid_noise_seed)
         first, second = self.valid_pairs
-        total = 0.0
+        slowest = model._mode_order()[: self.vamp_modes]
+        total, starts, ends = 0.0, [], []
         for start in range(0, len(first), chunk):
             with torch.no_grad():
-                total += float(self.pair_log_likelihood(model, first[start : start + chunk], second[start : start + chunk], generator).sum())
-        return -total / len(first)
+                log_p, z0, z1 = self._pair_terms(model, first[start : start + chunk], second[start : start + chunk], generator)
+            total += float(log_p.sum())
+            starts.append(split_phase_space(z0)[0][:, slowest])
+            ends.append(split_phase_space(z1)[0][:, slowest])
+        loss = -total / len(first)
+        if self.vamp_weight > 0:
+            loss -= self.vamp_weight * float(batch_vamp2(torch.cat(starts), torch.cat(ends)))
+        return loss
 
     @torch.no_grad()
     def initialize_frictions(self, model, max_pairs: int = 20000, seed: int = 0) -> None:

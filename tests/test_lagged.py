@@ -11,7 +11,7 @@ import neuralct
 from neuralct.data import lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.lagged import LaggedLikelihood, lag_in_frames, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
+from neuralct.lagged import LaggedLikelihood, batch_vamp2, lag_in_frames, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
 from neuralct.model import NeuralCanonicalTransformation
 from neuralct.training import TrainingSettings, train
 
@@ -216,3 +216,23 @@ def test_lag_in_frames_needs_a_whole_multiple_of_the_frame_time():
     for lag, step in ((0.7, 0.5), (0.2, 0.5), (-1.0, 0.5), (1.0, None)):
         with pytest.raises(NeuralCTError, match="--lag-ps"):
             lag_in_frames(lag, step)
+
+
+def test_batch_vamp2_is_deeptimes_score_and_differentiable():
+    """On the pairs of two AR(1) processes (autocorrelations 0.8, 0.5), VAMP-2 is 0.8^2 + 0.5^2, as deeptime computes."""
+    from deeptime.decomposition import VAMP
+
+    rng = np.random.default_rng(2)
+    c = np.array([0.8, 0.5])
+    x = np.empty((40000, 2))
+    x[0] = rng.normal(size=2)
+    for t in range(1, len(x)):
+        x[t] = c * x[t - 1] + np.sqrt(1 - c**2) * rng.normal(size=2)
+    mixed = x @ np.array([[1.0, 0.4], [-0.3, 2.0]])
+    first, second = torch.tensor(mixed[:-1], requires_grad=True), torch.tensor(mixed[1:])
+    score = batch_vamp2(first, second, ridge=0.0)
+    reference = VAMP(dim=2).fit((mixed[:-1], mixed[1:])).fetch_model().score(r=2) - 1.0
+    assert score.item() == pytest.approx(reference, abs=1e-3)
+    assert score.item() == pytest.approx(0.8**2 + 0.5**2, abs=0.02)
+    score.backward()
+    assert torch.isfinite(first.grad).all()

@@ -15,12 +15,12 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import NeuralCTError
-from .vamp import _as_series, _time_lagged_frames, tica_baseline, vamp2_score
+from .vamp import _as_series, _time_lagged_frames, vamp2_score
 
 __all__ = [
     "implied_timescales",
     "tica_spectrum",
-    "test_blocks",
+    "split_blocks",
     "vamp2_blocks",
     "compare_vamp2",
     "msm_implied_timescale",
@@ -35,9 +35,11 @@ def implied_timescales(eigenvalues: Sequence[float], lag_ps: float) -> list[floa
 def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, dim: int | None = None) -> dict:
     """Eigenvalues of reversible TICA on the training trajectories, with their timescales.
 
-    Components with a negative eigenvalue are flagged: their autocorrelation at this lag
-    is negative, an oscillation (e.g. a vibration with half-period near the lag), not a
-    slow process, whatever their rank.
+    The components come in deeptime's order, by absolute eigenvalue: the order in which
+    the TICA baseline (:func:`neuralct.analysis.vamp.tica_baseline`) takes them. Components
+    with a negative eigenvalue are flagged: their autocorrelation at this lag is negative,
+    an oscillation (e.g. a vibration with half-period near the lag), not a slow process,
+    whatever their rank.
 
     Parameters
     ----------
@@ -47,7 +49,7 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     lag_ps : float
         The same lag in ps (for the timescales).
     dim : int, optional
-        Number of components reported (default all), ordered by eigenvalue, largest first.
+        Number of components reported (default all).
 
     Returns
     -------
@@ -60,9 +62,7 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     series = _as_series(train_series, "training trajectories")
     x, y = _time_lagged_frames(series, lag, "training trajectories")
     model = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
-    eigenvalues = np.asarray(model.singular_values, dtype=np.float64)
-    # deeptime orders by absolute value; what is slow is the largest signed eigenvalue.
-    eigenvalues = np.sort(eigenvalues)[::-1][: dim or len(eigenvalues)]
+    eigenvalues = np.asarray(model.singular_values, dtype=np.float64)[: dim or None]
     return {
         "eigenvalues": eigenvalues.tolist(),
         "implied_timescales_ps": implied_timescales(eigenvalues, lag_ps),
@@ -71,7 +71,7 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     }
 
 
-def test_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, lag: int) -> list[np.ndarray]:
+def split_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, lag: int) -> list[np.ndarray]:
     """Contiguous blocks of the test trajectories (each at least 10 lags long).
 
     Raises
@@ -121,28 +121,47 @@ def compare_vamp2(
 ) -> dict:
     """Learned CVs against TICA on the same features at one lag, with block error bars.
 
-    TICA is fit on the training features; both sets of ``dim`` functions are VAMP-2
-    scored on the same test blocks, and their difference block by block.
+    TICA is fit on the training features. Two TICA baselines of ``dim`` components are
+    scored: ``tica``, deeptime's first components (by absolute eigenvalue, as
+    :func:`neuralct.analysis.vamp.tica_baseline` and ``neuralct analyze`` take them; an
+    oscillation with a large negative eigenvalue counts), and ``tica_slowest``, the
+    components of the largest signed eigenvalues (slow processes only). Every set of
+    ``dim`` functions is VAMP-2 scored on the same test blocks; differences are paired
+    block by block.
 
     Returns
     -------
     dict
-        ``learned`` and ``tica`` (:func:`vamp2_blocks`), ``difference`` (learned - TICA,
-        paired over blocks), ``tica_spectrum`` (:func:`tica_spectrum`, all components),
+        ``learned``, ``tica``, ``tica_slowest`` (:func:`vamp2_blocks`-like), ``difference``
+        and ``difference_slowest`` (learned minus each baseline, paired over blocks),
+        ``tica_spectrum`` (:func:`tica_spectrum`, all components),
         ``learned_timescales_ps`` (implied timescales of the CVs' own TICA at this lag),
         ``lag_ps``, ``n_blocks``.
     """
-    tica = tica_baseline(feature_train, feature_test, lag, dim)
-    cv_blocks = test_blocks(cv_test, blocks_per_trajectory, lag)
-    tica_blocks = test_blocks(tica["projections_test"], blocks_per_trajectory, lag)
-    learned = np.array([vamp2_score(cv_train, [block], lag, dim)["vamp2"] for block in cv_blocks])
-    baseline = np.array([vamp2_score(tica["projections_train"], [block], lag, dim)["vamp2"] for block in tica_blocks])
+    from deeptime.decomposition import TICA
+
+    features = _as_series(feature_train, "training trajectories")
+    x, y = _time_lagged_frames(features, lag, "training trajectories")
+    tica = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
+    eigenvalues = np.asarray(tica.singular_values)
+    slowest = np.argsort(-eigenvalues, kind="stable")[:dim]
+    scores = {}
+    for name, columns, train, test in (
+        ("learned", None, cv_train, cv_test),
+        ("tica", np.arange(dim), feature_train, feature_test),
+        ("tica_slowest", slowest, feature_train, feature_test),
+    ):
+        if columns is not None:
+            train = [tica.transform(s)[:, columns] for s in _as_series(train, "training trajectories")]
+            test = [tica.transform(s)[:, columns] for s in _as_series(test, "test trajectories")]
+        scores[name] = np.array([vamp2_score(train, [block], lag, dim)["vamp2"] for block in split_blocks(test, blocks_per_trajectory, lag)])
     return {
         "lag_ps": lag_ps,
-        "n_blocks": len(cv_blocks),
-        "learned": _mean_and_error(learned),
-        "tica": _mean_and_error(baseline),
-        "difference": _mean_and_error(learned - baseline),
+        "n_blocks": len(scores["learned"]),
+        **{name: _mean_and_error(values) for name, values in scores.items()},
+        "tica_slowest_components": [int(i) for i in slowest],
+        "difference": _mean_and_error(scores["learned"] - scores["tica"]),
+        "difference_slowest": _mean_and_error(scores["learned"] - scores["tica_slowest"]),
         "tica_spectrum": tica_spectrum(feature_train, lag, lag_ps),
         "learned_timescales_ps": tica_spectrum(cv_train, lag, lag_ps)["implied_timescales_ps"],
     }
@@ -151,8 +170,9 @@ def compare_vamp2(
 def msm_implied_timescale(series: Sequence[np.ndarray], lag: int, lag_ps: float, bins: int = 100) -> float:
     """Slowest implied timescale (ps) of a reversible fine-grid Markov model of one coordinate.
 
-    The coordinate is cut into ``bins`` equal-population bins over all given
-    trajectories; deeptime's maximum-likelihood reversible MSM at ``lag`` gives the
+    The coordinate is cut into ``bins`` bins of equal width between its extremes over all
+    given trajectories (a grid: unlike equal-population bins, none straddles a sparsely
+    visited barrier); deeptime's maximum-likelihood reversible MSM at ``lag`` gives the
     second eigenvalue ``lambda_2`` and ``t_2 = -lag / ln(lambda_2)``.
 
     Parameters
@@ -164,7 +184,8 @@ def msm_implied_timescale(series: Sequence[np.ndarray], lag: int, lag_ps: float,
     from deeptime.markov.msm import MaximumLikelihoodMSM
 
     values = [np.asarray(s, dtype=np.float64).reshape(-1) for s in series]
-    edges = np.quantile(np.concatenate(values), np.linspace(0, 1, bins + 1)[1:-1])
+    everything = np.concatenate(values)
+    edges = np.linspace(everything.min(), everything.max(), bins + 1)[1:-1]
     discrete = [np.digitize(v, edges).astype(np.int32) for v in values]
     counts = TransitionCountEstimator(lagtime=lag, count_mode="sliding").fit(discrete).fetch_model()
     msm = MaximumLikelihoodMSM(reversible=True).fit(counts.submodel_largest()).fetch_model()

@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="run OpenMM Langevin MD of a bundled system or a PDB, recording positions and velocities",
         description=(
             "Run Langevin MD (OpenMM LangevinMiddleIntegrator) of a bundled system "
-            "(alanine-dipeptide, harmonic-chain, double-well, mueller-brown), a system YAML file, or a PDB "
+            "(alanine-dipeptide, harmonic-chain, double-well, mueller-brown, rotated-double-well), a system YAML file, or a PDB "
             "with OpenMM force-field XML files. Writes one AMBER NetCDF trajectory per replica "
             "(positions, on-step velocities, time; readable by MDTraj and MDAnalysis) with topology.pdb, "
             "summary.json and checkpoints. Rerunning the same command resumes an interrupted run."

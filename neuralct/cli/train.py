@@ -41,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "(default: single frames, modes ranked by frequency)"
         ),
     )
+    source.add_argument("--vamp-weight", type=float, default=0.0, metavar="W", help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)")
     source.add_argument("--validation-trajectories", type=int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain")
     source.add_argument(
@@ -158,6 +159,7 @@ def _train_on_trajectories(args, architecture, settings):
         validation_trajectories=args.validation_trajectories,
         momenta=args.momenta,
         lag_ps=args.lag_ps,
+        vamp_weight=args.vamp_weight,
         **_run_options(args, output),
     )
     return model, summary, output

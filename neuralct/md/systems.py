@@ -115,7 +115,7 @@ def build_system(
     ----------
     name : str
         A bundled system (see ``available_systems()``: alanine-dipeptide, harmonic-chain,
-        double-well, mueller-brown), a path to a system YAML file, or a path to a PDB file.
+        double-well, mueller-brown, rotated-double-well), a path to a system YAML file, or a path to a PDB file.
     forcefield : sequence of str, optional
         OpenMM force-field XML files for a PDB (default: the system file's, or
         ``amber99sbildn.xml`` for a bare PDB).
