@@ -11,7 +11,7 @@ import neuralct
 from neuralct.data import lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.lagged import LaggedLikelihood, batch_vamp2, lag_in_frames, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
+from neuralct.lagged import LaggedLikelihood, batch_vamp2, lag_in_frames, nested_vamp2, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
 from neuralct.model import NeuralCanonicalTransformation
 from neuralct.training import TrainingSettings, train
 
@@ -236,3 +236,8 @@ def test_batch_vamp2_is_deeptimes_score_and_differentiable():
     assert score.item() == pytest.approx(0.8**2 + 0.5**2, abs=0.02)
     score.backward()
     assert torch.isfinite(first.grad).all()
+    # The nested score sees the order: slow process first gives (0.8^2 + (0.8^2 + 0.5^2)) / 2, fast first less.
+    slow_first = nested_vamp2(torch.tensor(x[:-1]), torch.tensor(x[1:]))
+    fast_first = nested_vamp2(torch.tensor(x[:-1, ::-1].copy()), torch.tensor(x[1:, ::-1].copy()))
+    assert slow_first.item() == pytest.approx((0.8**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
+    assert fast_first.item() == pytest.approx((0.5**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
