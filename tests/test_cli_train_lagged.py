@@ -47,10 +47,10 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
     "extra, message",
     [
         (["--lag-ps", "0.7"], "whole multiple"),
-        (["--lag-ps", "-1"], "must be positive"),
+        (["--lag-ps", "-1"], "--lag-ps: must be a finite number > 0"),
         (["--lag-ps", "1", "--layers", "linear"], "point-transformation"),
         (["--vamp-weight", "5"], "--vamp-weight needs --lag-ps"),
-        (["--lag-ps", "1", "--vamp-weight", "-1"], "--vamp-weight must be >= 0"),
+        (["--lag-ps", "1", "--vamp-weight", "-1"], "--vamp-weight: must be a finite number >= 0"),
     ],
 )
 def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, message):
