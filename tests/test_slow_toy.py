@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 
 from neuralct.errors import NeuralCTError
 from neuralct.md.simulate import SimulationSettings, run_simulation
-from neuralct.md.systems import build_system, rotated_double_well_rotation
+from neuralct.md.systems import build_system, rotated_double_well_rotation, rotated_double_well_system
 from neuralct.slow_toy import fit_toy_trajectories, load_toy_trajectories, score_slow_coordinate
 from neuralct.training import TrainingSettings
 from neuralct.units import kT_kj_per_mol
@@ -38,9 +37,6 @@ def test_openmm_energy_is_the_rotated_double_well():
     assert energy == pytest.approx(expected, rel=1e-10)
     assert np.allclose(rotation @ rotation.T, np.eye(9), atol=1e-12)
     with pytest.raises(NeuralCTError, match="stiffnesses"):
-        build_system("rotated-double-well").settings  # the bundled file is valid
-        from neuralct.md.systems import rotated_double_well_system
-
         rotated_double_well_system(stiffness_kT_per_nm2=[1.0, 2.0])
 
 
