@@ -36,7 +36,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import neuralct  # noqa: E402
-from neuralct.analysis.dihedrals import backbone_dihedrals  # noqa: E402
 from neuralct.analysis.information import mutual_information  # noqa: E402
 from neuralct.analysis.kinetics import compare_vamp2  # noqa: E402
 from neuralct.data import RigidBodyFrame, load_trajectories  # noqa: E402
@@ -90,8 +89,8 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
     }
     test = [mdtraj.load(paths[k], top=str(Path(paths[k]).parent / "topology.pdb")) for k in TEST]
     train_trajectories = [mdtraj.load(paths[k], top=str(Path(paths[k]).parent / "topology.pdb")) for k in TRAIN]
-    angles = [backbone_dihedrals(t) for t in test]
-    phi, psi = np.concatenate([a[0] for a in angles]), np.concatenate([a[1] for a in angles])
+    phi = np.concatenate([mdtraj.compute_phi(t)[1][:, 0] for t in test])
+    psi = np.concatenate([mdtraj.compute_psi(t)[1][:, 0] for t in test])
     for name, variant in VARIANTS.items():
         lag_ps = train_lag_ps if variant["lag_ps"] == "train" else None
         settings = TrainingSettings(steps=steps, batch_size=256, progress=False)

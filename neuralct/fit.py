@@ -330,4 +330,5 @@ def fit_trajectories(
     paths = [str(Path(path).resolve()) for path in data.paths]
     bounds = np.cumsum([0] + list(data.traj_lengths))
     model.metadata["molecule"]["training_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())]
+    model.metadata["molecule"]["validation_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(valid_index.tolist())]
     return model, summary

@@ -275,7 +275,7 @@ def test_analyze_reruns_resume_or_are_refused_and_a_lag_too_long_leaves_nothing(
     model = str(folder / "model" / "model.pt")
     out = tmp_path / "analysis"
     assert main(["analyze", model, *paths, "--lag-ps", "100", "--output", str(out)]) == 2
-    assert "longer than the shortest trajectory" in one_line_error(capsys, "analyze")
+    assert "not shorter than the shortest scored segment" in one_line_error(capsys, "analyze")
     assert not out.exists()
     assert main(["analyze", model, *paths, "--lag-ps", "1", "--modes", "3", "--output", str(out)]) == 0
     before = snapshot(out)
@@ -286,7 +286,7 @@ def test_analyze_reruns_resume_or_are_refused_and_a_lag_too_long_leaves_nothing(
 
 def test_quickstart_refuses_a_lag_longer_than_the_trajectories(tmp_path, capsys):
     assert main(["quickstart", "--length-ns", "0.001", "--lag-ps", "2", "--output", str(tmp_path / "q")]) == 2
-    assert "--lag-ps 2 is not shorter than the trajectories" in one_line_error(capsys, "quickstart")
+    assert "--lag-ps 2 is not shorter than a quarter of the trajectories" in one_line_error(capsys, "quickstart")
     assert not (tmp_path / "q").exists()
 
 
