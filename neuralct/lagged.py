@@ -17,6 +17,10 @@ With resampled momenta the lagged term is the configuration-only one: the joint 
 ``(Q_k(t), Q_k(t+tau))`` under the same process, ``Q(t+tau) | Q(t) ~ N(c Q(t), (1 - c^2)
 / w^2)`` with ``c = exp(A tau)_QQ`` the autocorrelation, pulled back to configuration
 space with the log-determinant of the configuration flow.
+
+Optionally a VAMP-2 term of the slowest latent positions is added to the likelihood
+(``vamp_weight``): it scores the slow CVs directly, which the Gaussian transition model of
+each mode does not (measured in benchmarks/README.md, B2).
 """
 
 from __future__ import annotations
