@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="run OpenMM Langevin MD of a bundled system or a PDB, recording positions and velocities",
         description=(
             "Run Langevin MD (OpenMM LangevinMiddleIntegrator) of a bundled system "
-            "(alanine-dipeptide, trialanine, harmonic-chain, double-well, mueller-brown), a system YAML file, or a PDB "
+            "(alanine-dipeptide, trialanine, harmonic-chain, double-well, mueller-brown, rotated-double-well), a system YAML file, or a PDB "
             "with OpenMM force-field XML files. A PDB needs every atom the force field's residue templates have, "
             "hydrogens included (--add-hydrogens adds them), and chain ends either capped (e.g. ACE/NME) or "
             "with their terminal atoms (e.g. OXT): caps are not added. Writes one AMBER NetCDF trajectory per replica "

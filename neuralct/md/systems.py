@@ -20,6 +20,8 @@ __all__ = [
     "harmonic_chain_system",
     "double_well_system",
     "mueller_brown_system",
+    "rotated_double_well_system",
+    "rotated_double_well_rotation",
     "MUELLER_BROWN_PARAMETERS",
 ]
 
@@ -115,8 +117,8 @@ def build_system(
     ----------
     name : str
         A bundled system (see ``available_systems()``: alanine-dipeptide, trialanine,
-        harmonic-chain, double-well, mueller-brown), a path to a system YAML file, or a path
-        to a PDB file.
+        harmonic-chain, double-well, mueller-brown, rotated-double-well), a path to a system
+        YAML file, or a path to a PDB file.
     forcefield : sequence of str, optional
         OpenMM force-field XML files for a PDB (default: the system file's, or
         ``amber99sbildn.xml`` for a bare PDB).
@@ -174,7 +176,12 @@ def build_system(
         raise NeuralCTError(f"--add-hydrogens applies to PDB structures only, not to the toy system {name!r}")
     if solvent != "vacuum":
         raise NeuralCTError(f"--solvent {solvent} applies to molecules only, not to the toy system {name!r}")
-    builders = {"harmonic-chain": harmonic_chain_system, "double-well": double_well_system, "mueller-brown": mueller_brown_system}
+    builders = {
+        "harmonic-chain": harmonic_chain_system,
+        "double-well": double_well_system,
+        "mueller-brown": mueller_brown_system,
+        "rotated-double-well": rotated_double_well_system,
+    }
     if kind not in builders:
         raise NeuralCTError(f"system file {path}: unknown kind {kind!r}; use pdb, {', '.join(builders)}")
     try:
@@ -377,3 +384,78 @@ def mueller_brown_system(scale_kT: float = 0.05, k_kT_per_nm2: float = 10.0, mas
         {"scale": scale_kT * kT, "k": k_kT_per_nm2 * kT},
         mass_amu, (-0.558, 1.442, 0.0), "mueller-brown", settings,
     )
+
+
+def rotated_double_well_rotation(n_particles: int, seed: int) -> np.ndarray:
+    """The fixed random rotation ``R`` of :func:`rotated_double_well_system`, shape (3N, 3N).
+
+    Row j gives the known coordinate ``u_j = R[j] . x`` (x the flattened positions, nm).
+    """
+    matrix = np.random.default_rng(seed).normal(size=(3 * n_particles, 3 * n_particles))
+    rotation, upper = np.linalg.qr(matrix)
+    return rotation * np.sign(np.diag(upper))[None, :]
+
+
+def rotated_double_well_system(
+    barrier_kT: float = 3.0,
+    a_nm: float = 1.0,
+    stiffness_kT_per_nm2: Sequence[float] = (20.0, 0.5, 50.0, 80.0, 110.0, 140.0, 170.0, 200.0),
+    n_particles: int = 3,
+    mass_amu: float = 10.0,
+    rotation_seed: int = 7,
+    temperature: float = 300.0,
+) -> MDSystem:
+    """A double well coupled to harmonic coordinates, mixed by a fixed random rotation: a known slow coordinate.
+
+    With ``u = R x`` (x the 3N flattened positions in nm, R from
+    :func:`rotated_double_well_rotation`): U = barrier ((u_0/a)^2 - 1)^2 + sum_{j>=1} k_j u_j^2 / 2.
+    ``u_0`` is the barrier coordinate, ``(u_0, u_1)`` a 2-D double well, the other ``u_j``
+    harmonic; equal masses keep every ``u_j`` a coordinate of unit-free kinetic metric, so
+    Langevin dynamics of x is Langevin dynamics of u. A soft harmonic ``u_j`` (small k_j)
+    has more variance than ``u_0`` but relaxes fast: ranking by softness picks it, ranking
+    by relaxation time picks ``u_0``.
+
+    Parameters
+    ----------
+    barrier_kT : float
+        Barrier height in kT between the minima at ``u_0 = -a`` and ``+a``.
+    a_nm : float
+        Position of the minima in nm.
+    stiffness_kT_per_nm2 : sequence of float
+        ``k_1 .. k_{3N-1}`` in kT/nm^2.
+    n_particles : int
+        Number of particles N.
+    mass_amu : float
+        Mass of every particle in amu.
+    rotation_seed : int
+        Seed of the fixed rotation.
+    temperature : float
+        Temperature in K that fixes kT in kJ/mol.
+    """
+    import openmm as mm
+
+    dim = 3 * int(n_particles)
+    stiffness = [float(k) for k in stiffness_kT_per_nm2]
+    if len(stiffness) != dim - 1 or not all(k > 0 for k in stiffness):
+        raise NeuralCTError(f"rotated double well: give {dim - 1} positive stiffnesses for {n_particles} particles, got {len(stiffness)}")
+    if not barrier_kT > 0 or not a_nm > 0:
+        raise NeuralCTError("rotated double well: barrier_kT and a_nm must be positive")
+    kT = kT_kj_per_mol(temperature)
+    rotation = rotated_double_well_rotation(n_particles, rotation_seed)
+    names = [f"{axis}{i + 1}" for i in range(n_particles) for axis in "xyz"]
+    definitions = ["u{j} = {terms}".format(j=j, terms=" + ".join(f"({float(rotation[j, i])!r})*{names[i]}" for i in range(dim))) for j in range(dim)]
+    energy = f"{barrier_kT * kT!r}*((u0/{a_nm!r})^2 - 1)^2 + 0.5*(" + " + ".join(f"{k * kT!r}*u{j + 1}^2" for j, k in enumerate(stiffness)) + ")"
+    force = mm.CustomCompoundBondForce(n_particles, "; ".join([energy] + definitions))
+    force.addBond(list(range(n_particles)), [])
+    system = mm.System()
+    for _ in range(n_particles):
+        system.addParticle(mass_amu)
+    system.addForce(force)
+    start = np.zeros(dim)
+    start[0] = -a_nm
+    positions = (rotation.T @ start).reshape(n_particles, 3)
+    settings = {
+        "barrier_kT": barrier_kT, "a_nm": a_nm, "stiffness_kT_per_nm2": stiffness, "n_particles": n_particles,
+        "mass_amu": mass_amu, "rotation_seed": rotation_seed, "temperature": temperature,
+    }
+    return MDSystem("rotated-double-well", system, _particle_topology(n_particles, "RDW"), positions, "rotated double well", settings)
