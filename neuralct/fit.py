@@ -217,7 +217,7 @@ def fit_trajectories(
     -------
     model, summary
     """
-    from .molecular import molecule_metadata
+    from .molecular import latent_ranges, molecule_metadata
 
     if momenta not in ("resample", "recorded"):
         raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
@@ -268,6 +268,7 @@ def fit_trajectories(
         **_run_figures(model, result, settings, torch_device, dtype),
     }
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
+    model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
     model.metadata["history"] = result.history
     paths = [str(Path(path).resolve()) for path in data.paths]
     bounds = np.cumsum([0] + list(data.traj_lengths))
