@@ -21,6 +21,7 @@ from .training import (
     harmonic_start,
     peak_memory_mb,
     train,
+    weighted_resample,
 )
 
 __all__ = ["architecture_from_options", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
@@ -198,6 +199,7 @@ def fit_trajectories(
     device: str = "auto",
     seed: int = 0,
     checkpoint: Path | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated once per epoch.
 
@@ -212,6 +214,8 @@ def fit_trajectories(
         Loaded trajectories.
     momenta : {"resample", "recorded"}
         Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+    weights : np.ndarray, shape=(n_frames,), optional
+        Frame weights of biased data (weighted maximum likelihood, weighted start).
 
     Returns
     -------
@@ -240,9 +244,11 @@ def fit_trajectories(
         metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
-    model.initialize(y[train_index], generator=generator)
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch_dtype, device=torch_device)
+    model.initialize(weighted_resample(y[train_index], None if w is None else w[train_index], generator), generator=generator)
     objective = MaximumLikelihood(
-        y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
+        y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index],
+        None if w is None else w[train_index], None if w is None else w[valid_index],
     )
     result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     summary: dict[str, Any] = {

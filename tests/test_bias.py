@@ -15,6 +15,7 @@ from neuralct.md.systems import build_system
 from neuralct.molecular import project_positions
 
 SHORT = ["--length-ns", "0.004", "--no-progress"]
+FRAMES = ["--report-ps", "0.1", "--bias-every", "5"]
 
 
 def test_transitions_are_counted_between_core_sets():
@@ -38,19 +39,28 @@ def test_reweighting_offset_of_a_flat_bias_is_the_bias():
 def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_path):
     model_path, _ = alanine_model
     out = tmp_path / "learned"
-    assert main(["bias", str(model_path), *SHORT, "--output", str(out)]) == 0
+    assert main(["bias", str(model_path), *SHORT, *FRAMES, "--output", str(out)]) == 0
     fields, table = read_colvar(out / "COLVAR")
-    assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and len(table) == 4
-    assert np.allclose(table[:, 0], [1, 2, 3, 4])
-    assert np.all(table[1:, fields.index("bias")] > 0)  # Gaussians were deposited where the system is
+    assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and len(table) == 40
+    assert np.allclose(table[:, 0], 0.1 * np.arange(1, 41))
+    assert np.all(table[9::10, fields.index("bias")] > 1.0)  # at each deposition (every 1 ps) a Gaussian sits where the system is
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cvs"] == ["cv1", "cv2"] and summary["steps_per_second"] > 0
     assert summary["grids"][0]["range_source"].startswith("training frames")
-    for name in ("bias.npy", "fes.npy", "fes.png", "fes_phi_psi_reweighted.npy", "fes_phi_psi_reweighted.png", "config.yaml"):
+    for name in ("trajectory.nc", "topology.pdb", "bias.npy", "fes.npy", "fes.png", "fes_phi_psi_reweighted.npy", "fes_phi_psi_reweighted.png", "config.yaml"):
         assert (out / name).exists(), name
     grid = np.load(out / "bias.npy")
     assert grid.shape == tuple(g["grid_points"] for g in reversed(summary["grids"]))
-    assert main(["bias", str(model_path), *SHORT, "--output", str(out)]) == 0  # finished: nothing to do
+    assert main(["bias", str(model_path), *SHORT, *FRAMES, "--output", str(out)]) == 0  # finished: nothing to do
+
+    retrain = ["train", str(out / "trajectory.nc"), "--steps", "5", "--batch-size", "16", "--couplings", "2", "--hidden", "16", "--no-progress"]
+    assert main(retrain + ["--bias-colvar", str(out / "COLVAR"), "--output", str(tmp_path / "retrained")]) == 0
+    weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
+    expected = np.exp((table[:, -1] - table[:, -1].max()) / (0.00831446261815324 * 300))
+    assert weighting["kish_effective_frames"] == pytest.approx(expected.sum() ** 2 / (expected**2).sum())
+    (tmp_path / "w.txt").write_text("1\n2\n")
+    assert main(retrain + ["--weights", str(tmp_path / "w.txt"), "--output", str(tmp_path / "badweights")]) == 2
+    assert not (tmp_path / "badweights").exists()
 
     model = neuralct.load(model_path)
     settings = dict(length_ns=0.002, n_cvs=1, seed=3, checkpoint_seconds=0.0)

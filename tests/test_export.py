@@ -244,3 +244,35 @@ def test_bad_input_is_one_line_and_leaves_nothing(exported, alanine_model, tmp_p
         openmm_force(exported[0], chain.system, 0)
     with pytest.raises(neuralct.errors.NeuralCTError, match="out of range"):
         openmm_force(exported[0], build_system("alanine-dipeptide").system, 99)
+
+
+def test_torch_force_of_openmm_torch_gives_the_cv_and_its_forces(exported):
+    """End to end with openmm-torch where it is installed (see README for the working combination)."""
+    openmmtorch = pytest.importorskip("openmmtorch")
+    model, folder, positions, expected = exported
+    md_system = build_system("alanine-dipeptide")
+    force = openmmtorch.TorchForce(str(folder / "cv1.pt"))
+    force.setForceGroup(1)
+    md_system.system.addForce(force)
+    context, _ = _context(md_system, [])
+    context.setPositions(positions[6])
+    state = context.getState(getEnergy=True, getForces=True, groups={1})
+    assert abs(state.getPotentialEnergy()._value - expected[6, 0]) < 1e-5
+    module = torch.jit.load(str(folder / "cv1.pt"))
+    x = torch.tensor(positions[6], requires_grad=True)
+    (gradient,) = torch.autograd.grad(module(x), x)
+    assert np.abs(state.getForces(asNumpy=True)._value + gradient.numpy()).max() < 1e-4 * max(1.0, float(gradient.abs().max()))
+
+    box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
+    periodic = build_system("alanine-dipeptide")
+    nonbonded = next(f for f in periodic.system.getForces() if isinstance(f, mm.NonbondedForce))
+    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nonbonded.setCutoffDistance(1.0)
+    periodic.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    torch_force = openmm_force(model, periodic.system, 0, torch_force=True)
+    assert torch_force.usesPeriodicBoundaryConditions()
+    torch_force.setForceGroup(1)
+    periodic.system.addForce(torch_force)
+    context, _ = _context(periodic, [])
+    context.setPositions(_split(positions[4], box, [0, 5, 6, 7, 18]))
+    assert abs(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value - expected[4, 0]) < 1e-5

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     source.add_argument("--temperature", type=float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
     source.add_argument("--momenta", choices=("resample", "recorded"), default="resample", help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)")
+    weighted = source.add_mutually_exclusive_group()
+    weighted.add_argument("--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)")
+    weighted.add_argument("--bias-colvar", metavar="COLVAR", help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column")
     source.add_argument("--validation-trajectories", type=int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain")
     source.add_argument(
@@ -140,6 +143,11 @@ def _train_on_trajectories(args, architecture, settings):
     if args.mode != "ml":
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
     data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
+    weights, weighting = None, None
+    if args.weights or args.bias_colvar:
+        from ..md.bias import frame_weights
+
+        weights, weighting = frame_weights(args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT)
     output = prepare_output_dir(args.output)
     model, summary = fit_trajectories(
         data,
@@ -148,8 +156,11 @@ def _train_on_trajectories(args, architecture, settings):
         selection=args.selection,
         validation_trajectories=args.validation_trajectories,
         momenta=args.momenta,
+        weights=weights,
         **_run_options(args, output),
     )
+    if weighting:
+        summary["frame_weights"] = weighting
     return model, summary, output
 
 

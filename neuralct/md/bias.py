@@ -34,7 +34,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
 
-__all__ = ["BiasSettings", "run_metadynamics", "count_transitions", "reweighting_offset", "CORE_A", "CORE_B"]
+__all__ = ["BiasSettings", "run_metadynamics", "count_transitions", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
 
 #: Core sets of phi in rad (benchmarks.md, B3).
 CORE_A = (-math.pi, -0.5)
@@ -142,6 +142,54 @@ def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, per
     return kT * (top - bottom)
 
 
+def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Normalised frame weights for weighted maximum likelihood, and how they were made.
+
+    Parameters
+    ----------
+    path : path
+        A weights file (one non-negative number per frame, ``kind="file"``) or the COLVAR of
+        a ``neuralct bias`` run (``kind="colvar"``): ``w = exp((V - c(t)) / kT)`` from its
+        ``rbias`` column (``bias`` when it has none).
+    n_frames : int
+        Frames loaded for training (the weights must match them one to one).
+    kT : float
+        Thermal energy in kJ/mol.
+
+    Raises
+    ------
+    NeuralCTError
+        If the file is unreadable, has the wrong length or non-finite or negative values.
+    """
+    option = "--weights" if kind == "file" else "--bias-colvar"
+    if kind == "colvar":
+        from ..analysis.colvar import read_colvar
+
+        fields, table = read_colvar(path)
+        column = "rbias" if "rbias" in fields else "bias" if "bias" in fields else None
+        if column is None:
+            raise NeuralCTError(f"{option} {path} has no bias or rbias column; give the COLVAR of a `neuralct bias` run")
+        log_w = table[:, fields.index(column)] / kT
+        source = f"exp({column}/kT) from {Path(path).name}"
+    else:
+        try:
+            values = np.loadtxt(path, dtype=np.float64, ndmin=1)
+        except (OSError, ValueError) as exc:
+            raise NeuralCTError(f"{option} {path} cannot be read as one number per line ({type(exc).__name__})") from None
+        if values.ndim != 1 or np.any(values < 0):
+            raise NeuralCTError(f"{option} {path} must hold one non-negative number per frame")
+        with np.errstate(divide="ignore"):
+            log_w = np.log(values)
+        source = f"weights file {Path(path).name}"
+    if len(log_w) != n_frames:
+        raise NeuralCTError(f"{option} {path} has {len(log_w)} values for {n_frames} frames; give one per frame of the trajectories (with --stride 1)")
+    if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
+        raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
+    weights = np.exp(log_w - log_w.max())
+    weights /= weights.sum()
+    return weights, {"source": source, "kish_effective_frames": float(1.0 / np.sum(weights**2)), "frames": int(n_frames)}
+
+
 def _logsumexp(values: np.ndarray) -> float:
     peak = float(values.max())
     return peak + math.log(float(np.exp(values - peak).sum()))
@@ -202,19 +250,19 @@ def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions
 class _Checkpoint:
     """Everything a resumed run needs: integrator state, bias grid, reports so far."""
 
-    def __init__(self, state: bytes, bias: np.ndarray, rows: np.ndarray, step: int, settings: dict):
-        self.state, self.bias, self.rows, self.step, self.settings = state, bias, rows, step, settings
+    def __init__(self, state: bytes, bias: np.ndarray, rows: np.ndarray, frames: np.ndarray, step: int, settings: dict):
+        self.state, self.bias, self.rows, self.frames, self.step, self.settings = state, bias, rows, frames, step, settings
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
-        np.savez(buffer, state=np.frombuffer(self.state, dtype=np.uint8), bias=self.bias, rows=self.rows, step=np.array(self.step), settings=np.array(json.dumps(self.settings, sort_keys=True)))
+        np.savez(buffer, state=np.frombuffer(self.state, dtype=np.uint8), bias=self.bias, rows=self.rows, frames=self.frames, step=np.array(self.step), settings=np.array(json.dumps(self.settings, sort_keys=True)))
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> "_Checkpoint":
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(data["state"].tobytes(), data["bias"], data["rows"], int(data["step"]), json.loads(str(data["settings"])))
+                return cls(data["state"].tobytes(), data["bias"], data["rows"], data["frames"], int(data["step"]), json.loads(str(data["settings"])))
         except Exception as exc:
             raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); rerun with --overwrite to start again") from None
 
@@ -255,6 +303,7 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     checkpoint_file = folder / "checkpoint.npz"
     identity = asdict(settings) | {"checkpoint_seconds": None}
     rows: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
     if checkpoint_file.exists():
         checkpoint = _Checkpoint.load(checkpoint_file)
         simulation.context.loadCheckpoint(checkpoint.state)
@@ -263,7 +312,7 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
         metadynamics._totalBias[...] = checkpoint.bias
         # A zero-height deposit pushes the restored grid into the context's tabulated function.
         metadynamics._addGaussian(np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context)
-        rows = list(checkpoint.rows)
+        rows, frames = list(checkpoint.rows), list(checkpoint.frames)
     else:
         simulation.context.setPositions(md_system.positions)
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
@@ -285,14 +334,26 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
             time_ps = simulation.currentStep * settings.outer_step_ps
             angles = [_dihedral(positions, torsions[name]) for name in observed]
             rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
+            frames.append(positions)
             bar.update(1)
             if time.perf_counter() - last_save >= settings.checkpoint_seconds:
-                _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), simulation.currentStep, identity).save(checkpoint_file)
+                _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
                 last_save = time.perf_counter()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), simulation.currentStep, identity).save(checkpoint_file)
+    _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
     steps = (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every
+    _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
     return _write_results(folder, np.array(rows), names, grids, metadynamics, settings, kT, {"wall_seconds": wall, "cpu_seconds": cpu, "md_steps_this_run": steps, "resumed_from_report": first_report or None})
+
+
+def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
+    """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
+    from .netcdf import NetCDFFrames, write_netcdf
+    from .simulate import _write_topology
+
+    attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1, "neuralct_report_ps": float(settings.report_ps)}
+    write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes))
+    _write_topology(md_system, folder)
 
 
 def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:
