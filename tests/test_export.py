@@ -162,7 +162,7 @@ def test_python_force_in_a_running_simulation_equals_the_cv(exported):
         positions = context.getState(getPositions=True).getPositions(asNumpy=True)._value
         assert np.abs(np.array(values) - project_positions(model, positions[None], K)[0]).max() < 1e-5
         if not calls:
-            evaluator = next(e for e in _EVALUATORS.values() if e.cvs.k == model.dim and e._positions is not None)
+            evaluator = next(e for e in _EVALUATORS.values() if e.cvs.k == model.dim and e._key is not None)
             evaluator.cvs.register_forward_hook(lambda *args: calls.append(1))
             context.setPositions(positions + 0.001)
             cv_force.getCollectiveVariableValues(context)
