@@ -15,7 +15,7 @@ from neuralct.cli import main
 from neuralct.data.frame import kabsch
 from neuralct.export import collective_variables, export_cvs, openmm_force
 from neuralct.export.cv import quaternion_kabsch, _quaternion_tables
-from neuralct.export.force import _EVALUATORS
+from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.md.systems import build_system
 from neuralct.molecular import project_positions
 
@@ -162,7 +162,7 @@ def test_python_force_in_a_running_simulation_equals_the_cv(exported):
         positions = context.getState(getPositions=True).getPositions(asNumpy=True)._value
         assert np.abs(np.array(values) - project_positions(model, positions[None], K)[0]).max() < 1e-5
         if not calls:
-            evaluator = next(e for e in _EVALUATORS.values() if e.cvs.k == model.dim and e._key is not None)
+            evaluator = _EVALUATORS[_SHARED[model][1]]
             evaluator.cvs.register_forward_hook(lambda *args: calls.append(1))
             context.setPositions(positions + 0.001)
             cv_force.getCollectiveVariableValues(context)
@@ -239,6 +239,18 @@ def test_bad_input_is_one_line_and_leaves_nothing(exported, alanine_model, tmp_p
     err = capsys.readouterr().err.strip()
     assert "cvs" in err and len(err.splitlines()) == 1, err
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    mixing = tmp_path / "mixing"
+    assert main(["train", *alanine_model[1], "--layers", "linear,point", "--steps", "3", "--batch-size", "16", "--couplings", "2",
+                 "--hidden", "8", "--no-progress", "--output", str(mixing)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(mixing / "model.pt"), "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mixes positions and momenta" in err and len(err.splitlines()) == 1 and not (tmp_path / "m").exists()
+    from neuralct.export.force import _SharedEvaluator
+
+    broken = np.full((10, 3), np.nan)
+    with pytest.raises(neuralct.errors.NeuralCTError, match="not finite"):
+        _SharedEvaluator(collective_variables(exported[0], 2, select=False)).evaluate(broken, None, 0)
     chain = build_system("harmonic-chain")
     with pytest.raises(neuralct.errors.NeuralCTError, match="particles but the model was trained on a system of 22"):
         openmm_force(exported[0], chain.system, 0)

@@ -59,6 +59,8 @@ class _SharedEvaluator:
     def evaluate(self, positions: np.ndarray, box: np.ndarray | None, index: int) -> tuple[float, np.ndarray]:
         """CV ``index`` (0 = slowest) and its gradient (n_selected, 3) per nm at ``positions`` (n_selected, 3), nm."""
         key = (positions.tobytes(), b"" if box is None else box.tobytes())
+        if key != self._key and not np.all(np.isfinite(positions)):
+            raise NeuralCTError("the positions of the CV's atoms are not finite; the simulation has blown up (lower the time step or the bias height)")
         if key != self._key:
             self._key, self._gradients, self._values = key, {}, {}
             if index not in self._indices:
