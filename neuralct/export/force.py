@@ -6,8 +6,8 @@ A CV force's energy is the CV (OpenMM's convention for ``CustomCVForce`` and
 - ``CustomCVForce`` serialises the forces it holds, so the PythonForce's computation must
   be picklable: it is an instance of the module-level class :class:`CVComputation`.
 - ``CustomCVForce`` evaluates each CV separately. All CVs of one model share one
-  :class:`_SharedEvaluator` (found again by key after unpickling), which runs the forward
-  pass once per configuration and one backward pass per CV asked for.
+  :class:`_SharedEvaluator` (found again by key after unpickling), which runs one forward
+  and one backward pass per configuration for all of them.
 """
 
 from __future__ import annotations
