@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import neuralct
 from neuralct.analysis import read_colvar

@@ -13,7 +13,7 @@ from scipy.spatial.transform import Rotation
 import neuralct
 from neuralct.cli import main
 from neuralct.data.frame import kabsch
-from neuralct.export import collective_variables, export_cvs, openmm_force
+from neuralct.export import collective_variables, openmm_force
 from neuralct.export.cv import quaternion_kabsch, _quaternion_tables
 from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.md.systems import build_system

@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
     import torch
 
-    from ..errors import NeuralCTError
     from ..md.bias import BiasSettings, run_metadynamics
     from ..md.systems import build_system
     from ..model import load
