@@ -177,7 +177,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask):
         (nonnegative_int, {"0": 0, "7": 7}, ["-1", "nan", "2.0", "abc"]),
         (positive_float, {"0.5": 0.5, "1e-3": 1e-3, "300": 300.0}, ["0", "-1", "nan", "inf", "-inf", "1e400", "abc"]),
         (nonnegative_float, {"0": 0.0, "2.5": 2.5}, ["-1", "-0.1", "nan", "inf", "abc"]),
-        (fraction, {"0.1": 0.1, "0.5": 0.5}, ["0", "1", "-1", "1.5", "nan", "inf", "abc"]),
+        (fraction, {"0": 0.0, "0.1": 0.1, "0.5": 0.5}, ["1", "-1", "-0.1", "1.5", "nan", "inf", "abc"]),
     ],
 )
 def test_option_types_accept_good_values_and_refuse_bad_ones(kind, good, bad):

@@ -77,8 +77,8 @@ def nonnegative_float(text: str) -> float:
 
 
 def fraction(text: str) -> float:
-    """A number strictly between 0 and 1 (argparse type)."""
-    return _number(text, float, "a number between 0 and 1 (exclusive)", lambda value: 0 < value < 1)
+    """A share of a whole: a number >= 0 and < 1 (argparse type)."""
+    return _number(text, float, "a number >= 0 and < 1", lambda value: 0 <= value < 1)
 
 
 #: The checked numeric option types; a numeric option of any command uses one of them.
