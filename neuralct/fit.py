@@ -22,6 +22,7 @@ from .training import (
     harmonic_start,
     peak_memory_mb,
     train,
+    weighted_resample,
 )
 
 __all__ = ["architecture_from_options", "check_enough_samples", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
@@ -237,6 +238,7 @@ def fit_trajectories(
     device: str = "auto",
     seed: int = 0,
     checkpoint: Path | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated once per epoch.
 
@@ -258,12 +260,14 @@ def fit_trajectories(
         one with resampled momenta. None: maximum likelihood on single frames.
     vamp_weight : float
         With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
+    weights : np.ndarray, shape=(n_frames,), optional
+        Frame weights of biased data (weighted maximum likelihood, weighted start).
 
     Returns
     -------
     model, summary
     """
-    from .molecular import molecule_metadata
+    from .molecular import latent_ranges, molecule_metadata
 
     if momenta not in ("resample", "recorded"):
         raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
@@ -271,6 +275,8 @@ def fit_trajectories(
         raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
+    if weights is not None and lag_ps is not None:
+        raise NeuralCTError("frame weights (--weights, --bias-colvar) go with single-frame maximum likelihood only; drop --lag-ps")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -290,10 +296,12 @@ def fit_trajectories(
         latent_dynamics=lag_ps is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
-    model.initialize(y[train_index], generator=generator)
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch_dtype, device=torch_device)
+    model.initialize(weighted_resample(y[train_index], None if w is None else w[train_index], generator), generator=generator)
     if lag_ps is None:
         objective = MaximumLikelihood(
-            y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
+            y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index],
+            None if w is None else w[train_index], None if w is None else w[valid_index],
         )
     else:
         lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
@@ -326,6 +334,7 @@ def fit_trajectories(
     if lag_ps is not None:
         summary.update(_lagged_figures(model, objective, lag_ps))
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
+    model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
     model.metadata["history"] = result.history
     paths = [str(Path(path).resolve()) for path in data.paths]
     bounds = np.cumsum([0] + list(data.traj_lengths))

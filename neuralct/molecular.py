@@ -10,7 +10,7 @@ import torch
 from .errors import NeuralCTError
 from .model import NeuralCanonicalTransformation
 
-__all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "internal_coordinates", "project_internal", "project_positions", "is_molecular"]
+__all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "internal_coordinates", "project_internal", "project_positions", "is_molecular", "latent_ranges"]
 
 
 def molecule_metadata(data, selection: str) -> dict[str, Any]:
@@ -118,3 +118,22 @@ def project_positions(model: NeuralCanonicalTransformation, positions: np.ndarra
         Latent positions ``Q``, slowest mode first.
     """
     return project_internal(model, internal_coordinates(model, positions), k)
+
+
+def latent_ranges(model: NeuralCanonicalTransformation, y: np.ndarray | torch.Tensor) -> list[dict[str, float]]:
+    """Range of every latent position on frames ``y`` (n_frames, dim), slowest mode first.
+
+    Stored in the model at training time (``metadata["cv_ranges"]``) so that an exported CV
+    knows where its data lay (grid bounds of a bias).
+
+    Returns
+    -------
+    list of dict
+        Per mode: ``min``, ``max``, ``p01`` and ``p99`` (1st and 99th percentiles).
+    """
+    Q = project_internal(model, np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y))
+    low, high = np.percentile(Q, [1, 99], axis=0)
+    return [
+        {"min": float(a), "max": float(b), "p01": float(c), "p99": float(d)}
+        for a, b, c, d in zip(Q.min(0), Q.max(0), low, high)
+    ]

@@ -26,6 +26,7 @@ __all__ = [
     "train",
     "harmonic_start",
     "peak_memory_mb",
+    "weighted_resample",
 ]
 
 CHECKPOINT_FORMAT = "neuralct.checkpoint"
@@ -108,17 +109,23 @@ class MaximumLikelihood:
         Physical positions (the validation set should be held-out trajectories).
     p_train, p_valid : torch.Tensor, shape=(frames, n), optional
         Recorded on-step momenta; None resamples them.
+    w_train, w_valid : torch.Tensor, shape=(frames,), optional
+        Frame weights (e.g. ``exp(V/kT)`` of a biased run): weighted maximum likelihood,
+        ``-sum_i w_i ln rho(x_i) / sum_i w_i``. Minibatches are drawn with probability
+        proportional to ``w`` (an unbiased estimate of the weighted loss); the validation
+        loss is the weighted mean.
     """
 
     name = "maximum-likelihood"
 
-    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None):
-        for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid)):
+    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None, w_train=None, w_valid=None):
+        for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid), ("training weights", w_train), ("validation weights", w_valid)):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
         if len(q_train) < 2:
             raise NeuralCTError("need at least 2 training frames")
         self.q_train, self.q_valid, self.p_train, self.p_valid = q_train, q_valid, p_train, p_valid
+        self.w_train, self.w_valid = w_train, w_valid
         self._valid_noise_seed = 12345
 
     @staticmethod
@@ -129,7 +136,10 @@ class MaximumLikelihood:
         return -model.log_prob_reduced(model.to_reduced(q, p))
 
     def loss(self, model: NeuralCanonicalTransformation, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        index = torch.randint(len(self.q_train), (batch_size,), generator=generator, device=generator.device)
+        if self.w_train is None:
+            index = torch.randint(len(self.q_train), (batch_size,), generator=generator, device=generator.device)
+        else:
+            index = torch.multinomial(self.w_train, batch_size, replacement=True, generator=generator)
         p = None if self.p_train is None else self.p_train[index]
         return self._negative_log_likelihood(model, self.q_train[index], p, generator).mean()
 
@@ -138,13 +148,14 @@ class MaximumLikelihood:
         if self.q_valid is None or len(self.q_valid) == 0:
             return None
         generator = torch.Generator(device=self.q_valid.device).manual_seed(self._valid_noise_seed)
+        weights = torch.ones(len(self.q_valid), dtype=self.q_valid.dtype, device=self.q_valid.device) if self.w_valid is None else self.w_valid
         total = 0.0
         for start in range(0, len(self.q_valid), chunk):
             q = self.q_valid[start : start + chunk]
             p = None if self.p_valid is None else self.p_valid[start : start + chunk]
             with torch.no_grad():
-                total += float(self._negative_log_likelihood(model, q, p, generator).sum())
-        return total / len(self.q_valid)
+                total += float((weights[start : start + chunk] * self._negative_log_likelihood(model, q, p, generator)).sum())
+        return total / float(weights.sum())
 
 
 class VariationalFreeEnergy:
@@ -195,6 +206,17 @@ class VariationalFreeEnergy:
             "effective_sample_size_fraction": float(ess),
             "samples": len(values),
         }
+
+
+def weighted_resample(q: torch.Tensor, weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """``len(q)`` frames drawn with replacement with probability proportional to ``weights`` (all of ``q`` when None).
+
+    Gives the data-dependent start of a weighted fit the statistics (mean, covariance) of
+    the weighted data without changing the layers' initialisation code.
+    """
+    if weights is None:
+        return q
+    return q[torch.multinomial(weights, len(q), replacement=True, generator=generator)]
 
 
 def harmonic_start(model: NeuralCanonicalTransformation, system: Hamiltonian, n_samples: int = 20000, seed: int = 0) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_write_bytes
 from .fes import free_energy_2d
 
-__all__ = ["plot_ramachandran", "plot_dependence", "plot_fes", "plot_spectrum", "plot_training_curves"]
+__all__ = ["plot_grid_free_energy", "plot_ramachandran", "plot_dependence", "plot_fes", "plot_spectrum", "plot_training_curves"]
 
 
 def _new_figure(width: float, height: float):
@@ -223,4 +223,36 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: str | os.
     axes.set(xlabel="training step" if steps is not None else "record", ylabel="loss (nats per sample)",
              title="training curves")
     axes.legend()
+    _save_png(figure, path)
+
+
+def plot_grid_free_energy(surface: np.ndarray, axes_info: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "", energy_unit: str = "kJ/mol") -> None:
+    """A free energy tabulated on a uniform grid of one or two variables (line or filled contours).
+
+    Parameters
+    ----------
+    surface : np.ndarray, shape=(n_x,) or (n_x, n_y)
+        Values on the grid (NaN where unknown), first index along the first variable.
+    axes_info : sequence of mapping
+        Per variable: ``name`` (axis label with unit), ``min`` and ``max`` (grid ends, inclusive).
+    path : str or os.PathLike
+        Output PNG.
+    """
+    surface = np.asarray(surface, dtype=np.float64)
+    if surface.ndim != len(axes_info) or surface.ndim not in (1, 2):
+        raise NeuralCTError(f"free-energy plot {path}: a grid of {surface.ndim} dimensions for {len(axes_info)} variables")
+    grids = [np.linspace(info["min"], info["max"], n) for info, n in zip(axes_info, surface.shape)]
+    figure = _new_figure(5.6, 4.6)
+    axes = figure.add_subplot()
+    if surface.ndim == 1:
+        axes.plot(grids[0], surface)
+        axes.set(xlabel=axes_info[0]["name"], ylabel=f"free energy ({energy_unit})")
+    else:
+        from matplotlib.ticker import MaxNLocator
+
+        levels = MaxNLocator(nbins=15).tick_values(0.0, max(float(np.nanmax(surface)), 1e-12))
+        filled = axes.contourf(grids[0], grids[1], surface.T, levels=levels, cmap="viridis")
+        figure.colorbar(filled, ax=axes, label=f"free energy ({energy_unit})")
+        axes.set(xlabel=axes_info[0]["name"], ylabel=axes_info[1]["name"])
+    axes.set_title(title, fontsize=9)
     _save_png(figure, path)

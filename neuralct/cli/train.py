@@ -53,6 +53,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     source.add_argument("--vamp-weight", type=nonnegative_float, default=0.0, metavar="W", help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)")
+    weighted = source.add_mutually_exclusive_group()
+    weighted.add_argument("--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)")
+    weighted.add_argument("--bias-colvar", metavar="COLVAR", help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column")
     source.add_argument("--validation-trajectories", type=positive_int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain")
     source.add_argument(
@@ -158,7 +161,7 @@ def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path
         yield Path(args.output)
         return
     # The checkpoint interval does not change the result: a resumed run is bit-identical.
-    settings = result_settings(args, ignore=("trajectories", "top", "checkpoint_every"))
+    settings = result_settings(args, ignore=("trajectories", "top", "checkpoint_every", "weights", "bias_colvar"))
     with RunFolder(args.output, "train", settings, inputs=inputs, overwrite=args.overwrite) as folder:
         yield folder.path
 
@@ -182,9 +185,14 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         from ..lagged import lag_in_frames
 
         lag_in_frames(args.lag_ps, data.timestep_ps)
+    weights, weighting = None, None
+    if args.weights or args.bias_colvar:
+        from ..md.bias import frame_weights
+
+        weights, weighting = frame_weights(args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT)
 
     def fit(output: Path) -> tuple:
-        return fit_trajectories(
+        model, summary = fit_trajectories(
             data,
             architecture,
             settings,
@@ -193,10 +201,15 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
             momenta=args.momenta,
             lag_ps=args.lag_ps,
             vamp_weight=args.vamp_weight,
+            weights=weights,
             **_run_options(args, output),
         )
+        if weighting:
+            summary["frame_weights"] = weighting
+        return model, summary
 
-    return fit, [*args.trajectories, *sorted(topologies)]
+    weight_files = [path for path in (args.weights, args.bias_colvar) if path]
+    return fit, [*args.trajectories, *sorted(topologies), *weight_files]
 
 
 def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:

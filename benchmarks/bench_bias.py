@@ -1,0 +1,162 @@
+"""B3: enhanced sampling with the learned CVs, against phi-biased and unbiased MD, plus the speed of biased MD.
+
+Alanine dipeptide in vacuum (amber99sb-ildn, NoCutoff, HBonds, 300 K, Langevin 1/ps, 2 fs).
+The loop users run when unbiased MD never leaves one basin:
+
+1. unbiased MD (4 replicas of ``--length-ns``) and a model trained on it (CVs of unbiased data);
+2. well-tempered metadynamics on its two slowest CVs (``neuralct bias``);
+3. retraining on the biased frames with weights exp((V - c(t))/kT) (``neuralct train --bias-colvar``);
+4. metadynamics on the retrained CVs;
+
+against metadynamics on phi (the reference CV; its reweighted F(phi > 0) - F(phi < 0) is the
+reference free-energy difference) and unbiased MD over the same length. Every bias run uses the
+same height (1.2 kJ/mol), bias factor (8) and pace (1 ps); widths 0.06 of each learned CV's
+training range, 0.35 rad for phi. Reported: phi transitions per ns between core sets (phi <
+-0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0, reweighted F(phi > 0) - F(phi < 0), wall
+and CPU seconds and steps per second of each run.
+
+Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-every`` steps with
+a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
+the Reference platform, in MD steps per CPU second and per wall second.
+
+    python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] [--bias-every 4]
+
+Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from neuralct.cli import main as neuralct_main  # noqa: E402
+from neuralct.md.bias import count_transitions  # noqa: E402
+
+
+def neuralct(*argv: str) -> None:
+    """Run a neuralct command in this process unless its --output already holds a finished run; stop if it fails."""
+    output = Path(str(argv[list(map(str, argv)).index("--output") + 1]))
+    if (output / "summary.json").exists():
+        return
+    status = neuralct_main([str(a) for a in argv])
+    if status != 0:
+        raise SystemExit(f"neuralct {' '.join(map(str, argv))} failed with status {status}")
+
+
+def unbiased_transitions(folder: Path, length_ns: float) -> dict:
+    """Phi transitions in the first ``length_ns`` of each unbiased replica."""
+    import mdtraj
+
+    counts, ns = [], 0.0
+    for path in sorted(folder.glob("replica-*.nc")):
+        frames = mdtraj.load(str(path), top=str(folder / "topology.pdb"))
+        keep = frames.time - frames.time[0] <= length_ns * 1000.0
+        phi = mdtraj.compute_phi(frames[keep])[1][:, 0]
+        counts.append(count_transitions(phi))
+        ns += float(frames.time[keep][-1] - frames.time[0]) / 1000.0
+    return {"phi_transitions": int(sum(counts)), "ns": ns, "phi_transitions_per_ns": sum(counts) / ns, "per_replica": counts}
+
+
+def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
+    """Interleaved MD steps per CPU and wall second: unbiased vs metadynamics-free CV bias force of the same cost."""
+    import openmm as mm
+    import torch
+
+    import neuralct
+    from neuralct.export import openmm_force
+    from neuralct.md.systems import build_system
+
+    torch.set_num_threads(1)
+    model = neuralct.load(model_path)
+
+    def rate(biased: bool) -> tuple[float, float]:
+        md_system = build_system("alanine-dipeptide")
+        if biased:
+            # The cost of metadynamics' force: a tabulated function of the two CVs inside a CustomCVForce.
+            force = mm.CustomCVForce("0.5 * (cv1^2 + cv2^2)")
+            for j in range(2):
+                force.addCollectiveVariable(f"cv{j + 1}", openmm_force(model, md_system.system, j))
+            force.setForceGroup(31)
+            md_system.system.addForce(force)
+            integrator = mm.MTSLangevinIntegrator(300, 1, 0.002 * bias_every, [(31, 1), (0, bias_every)]) if bias_every > 1 else mm.LangevinMiddleIntegrator(300, 1, 0.002)
+        else:
+            integrator = mm.LangevinMiddleIntegrator(300, 1, 0.002)
+        context = mm.Context(md_system.system, integrator, mm.Platform.getPlatformByName("Reference"))
+        context.setPositions(md_system.positions)
+        context.setVelocitiesToTemperature(300, 1)
+        outer = steps // (bias_every if biased else 1)
+        integrator.step(10)
+        wall, cpu = time.perf_counter(), time.process_time()
+        integrator.step(outer)
+        md_steps = outer * (bias_every if biased else 1)
+        return md_steps / (time.process_time() - cpu), md_steps / (time.perf_counter() - wall)
+
+    results = {"unbiased": [], "biased": []}
+    for _ in range(rounds):
+        results["unbiased"].append(rate(False))
+        results["biased"].append(rate(True))
+    ratios_cpu = [b[0] / u[0] for b, u in zip(results["biased"], results["unbiased"])]
+    ratios_wall = [b[1] / u[1] for b, u in zip(results["biased"], results["unbiased"])]
+    return {
+        "bias_every": bias_every,
+        "unbiased_steps_per_cpu_second": [u[0] for u in results["unbiased"]],
+        "biased_steps_per_cpu_second": [b[0] for b in results["biased"]],
+        "unbiased_steps_per_wall_second": [u[1] for u in results["unbiased"]],
+        "biased_steps_per_wall_second": [b[1] for b in results["biased"]],
+        "median_ratio_cpu": statistics.median(ratios_cpu),
+        "median_ratio_wall": statistics.median(ratios_wall),
+    }
+
+
+def bias_figures(folder: Path) -> dict:
+    summary = json.loads((folder / "summary.json").read_text())
+    keys = ("cvs", "ns_simulated", "phi_transitions", "phi_transitions_per_ns", "first_entry_into_B_ps",
+            "delta_F_phi_positive_minus_negative_kj", "wall_seconds", "cpu_seconds", "steps_per_second", "steps_per_cpu_second")
+    return {key: summary[key] for key in keys} | {"bias_every": summary["settings"]["bias_every"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, required=True, help="folder of the runs (reused when rerun)")
+    parser.add_argument("--length-ns", type=float, default=1.0, help="length of every MD and bias run in ns")
+    parser.add_argument("--train-steps", type=int, default=3000)
+    parser.add_argument("--bias-every", type=int, default=4, help="MD steps per bias evaluation for the learned CVs")
+    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--speed-steps", type=int, default=4000)
+    parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "speed"), help="parts to leave out")
+    args = parser.parse_args()
+    work, length = args.work, str(args.length_ns)
+    common = ["--length-ns", length, "--no-progress"]
+    results: dict = {"length_ns": args.length_ns, "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, OMP_NUM_THREADS as set by the caller"}
+
+    neuralct("simulate", "alanine-dipeptide", "--length-ns", length, "--report-ps", "0.5", "--replicas", "4", "--platform", "Reference", "--seed", "1", "--no-progress", "--output", work / "md")
+    replicas = sorted((work / "md").glob("replica-*.nc"))
+    neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
+    results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
+    neuralct("bias", work / "model1" / "model.pt", "--cv", "phi", "--bias-every", "1", *common, "--output", work / "phi")
+    results["phi"] = bias_figures(work / "phi")
+    neuralct("bias", work / "model1" / "model.pt", "--cvs", "2", "--bias-every", args.bias_every, *common, "--output", work / "learned1")
+    results["learned_from_unbiased"] = bias_figures(work / "learned1")
+    if "retrain" not in args.skip:
+        neuralct("train", work / "learned1" / "trajectory.nc", "--bias-colvar", work / "learned1" / "COLVAR", "--steps", args.train_steps, "--no-progress", "--output", work / "model2")
+        results["retraining"] = json.loads((work / "model2" / "summary.json").read_text())["frame_weights"]
+        neuralct("bias", work / "model2" / "model.pt", "--cvs", "2", "--bias-every", args.bias_every, *common, "--output", work / "learned2")
+        results["learned_retrained"] = bias_figures(work / "learned2")
+    if "speed" not in args.skip:
+        results["speed"] = speed(work / "model1" / "model.pt", args.bias_every, args.speed_rounds, args.speed_steps)
+    reference = results["phi"]["delta_F_phi_positive_minus_negative_kj"]
+    for name in ("learned_from_unbiased", "learned_retrained"):
+        if name in results and results[name]["delta_F_phi_positive_minus_negative_kj"] is not None and reference is not None:
+            results[name]["delta_F_minus_phi_reference_kj"] = results[name]["delta_F_phi_positive_minus_negative_kj"] - reference
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

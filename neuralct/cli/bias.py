@@ -1,0 +1,94 @@
+"""``neuralct bias``: well-tempered metadynamics in OpenMM on the learned CVs (or on phi/psi as the reference)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_common_options, fraction, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``bias`` subcommand to ``subparsers``."""
+    p = subparsers.add_parser(
+        "bias",
+        help="well-tempered metadynamics on the learned CVs (or phi/psi) with reweighting and transition counts",
+        description=(
+            "Run well-tempered metadynamics (openmm.app.Metadynamics) of a system on the one or two slowest "
+            "CVs of a model (the CV is an openmm.PythonForce, no plugin), or on the backbone torsions with "
+            "--cv phi,psi as the reference. Grid bounds come from each CV's range on the training data, "
+            "widened by --grid-margin. Writes COLVAR (time, CVs, phi, psi, bias V and V - c(t), kJ/mol), "
+            "bias.npy/fes.npy/fes.png, the reweighted phi/psi free energy (Tiwary-Parrinello c(t)), phi "
+            "transition counts between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad) and summary.json. "
+            "Rerunning the same command resumes an interrupted run."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
+    p.add_argument("system", metavar="SYSTEM", nargs="?", default="alanine-dipeptide", help="bundled system, system YAML or PDB the model was trained on (default: %(default)s)")
+    p.add_argument("--cv", default="learned", choices=("learned", "phi,psi", "phi", "psi"), help="what to bias: the learned CVs, or backbone torsions as references (default: %(default)s)")
+    p.add_argument("--cvs", type=positive_int, default=2, help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s)")
+    p.add_argument("--length-ns", type=positive_float, default=1.0, help="simulated time in ns (default: %(default)s)")
+    p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
+    p.add_argument("--timestep-fs", type=positive_float, default=2.0, help="time step of the unbiased forces in fs (default: %(default)s)")
+    p.add_argument("--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)")
+    p.add_argument("--bias-every", type=positive_int, default=4, help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator (default: %(default)s)")
+    p.add_argument("--height-kj", type=positive_float, default=1.2, help="initial Gaussian height in kJ/mol (default: %(default)s)")
+    p.add_argument("--width-fraction", type=fraction, default=0.06, help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) (default: %(default)s)")
+    p.add_argument("--width-rad", type=positive_float, default=0.35, help="Gaussian width of phi/psi in rad (default: %(default)s)")
+    p.add_argument("--bias-factor", type=positive_float, default=8.0, help="well-tempered bias factor gamma > 1 (default: %(default)s)")
+    p.add_argument("--pace-ps", type=positive_float, default=1.0, help="time between Gaussian depositions in ps (default: %(default)s)")
+    p.add_argument("--grid-margin", type=nonnegative_float, default=0.5, help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)")
+    p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between COLVAR rows in ps (default: %(default)s)")
+    p.add_argument("--platform", default="Reference", help="OpenMM platform (default: %(default)s, the fastest here for small molecules in vacuum)")
+    p.add_argument("--checkpoint-seconds", type=positive_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_options(p, output_default="runs/bias")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
+    import torch
+
+    from ..md.bias import BiasSettings, run_metadynamics
+    from ..md.systems import build_system
+    from ..model import load
+    from ..molecular import check_topology
+    from ..runs import RunFolder
+
+    # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
+    torch.set_num_threads(1)
+    settings = BiasSettings(
+        cv=args.cv, n_cvs=args.cvs, temperature=args.temperature, length_ns=args.length_ns, timestep_fs=args.timestep_fs,
+        friction_per_ps=args.friction_per_ps, report_ps=args.report_ps, height_kj=args.height_kj, width_fraction=args.width_fraction,
+        width_rad=args.width_rad, bias_factor=args.bias_factor, pace_ps=args.pace_ps, grid_margin=args.grid_margin,
+        bias_every=args.bias_every, platform=args.platform, seed=args.seed, checkpoint_seconds=args.checkpoint_seconds,
+    )
+    settings.validate()
+    model = load(args.model)
+    md_system = build_system(args.system, temperature=args.temperature)
+    import mdtraj
+
+    check_topology(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {args.system}")
+    if settings.cv == "learned":
+        from ..export import collective_variables
+
+        collective_variables(model, settings.n_cvs)  # a model whose CVs cannot be exported fails here, in one line
+    ignore = ["model", "checkpoint_seconds", "platform"]
+    with RunFolder(args.output, "bias", result_settings(args, ignore=ignore), inputs=[args.model], overwrite=args.overwrite) as folder:
+        if folder.resuming and (folder.path / "summary.json").exists():
+            print(f"{folder.path} already holds this finished run")
+            return 0
+        summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
+        save_resolved_config(args, folder.path)
+    delta = summary["delta_F_phi_positive_minus_negative_kj"]
+    print(
+        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {summary['phi_transitions']} phi transitions "
+        f"({summary['phi_transitions_per_ns']:.1f}/ns), reweighted F(phi>0) - F(phi<0) = "
+        + (f"{delta:.2f} kJ/mol" if delta is not None else "n/a (phi > 0 never visited)")
+        + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
+        + f" -> {folder.path}"
+    )
+    return 0

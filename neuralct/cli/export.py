@@ -1,0 +1,48 @@
+"""``neuralct export``: the learned CVs as files MD engines load (openmm-torch, PLUMED, torch.export)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import add_common_options, positive_int, result_settings, save_resolved_config
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``export`` subcommand to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "export",
+        help="write the slowest learned CVs for MD engines (openmm-torch, PLUMED, torch.export)",
+        description=(
+            "Write the K slowest CVs of a model trained on molecular trajectories as functions of the "
+            "atomic positions of the whole system (nm): cv1.pt ... cvK.pt (TorchScript for openmm-torch "
+            "TorchForce, periodic boxes handled), plumed_model.ptc with a ready plumed.dat (PLUMED "
+            "PYTORCH_MODEL), cvs.pt2 (torch.export) and manifest.json (units, atoms, feature order, file "
+            "hashes, each CV's range on the training data). In Python, neuralct.export.openmm_force gives "
+            "the same CV as an OpenMM force without any plugin."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
+    parser.add_argument("--cvs", type=positive_int, default=2, help="number of CVs, slowest first (default: %(default)s)")
+    add_common_options(parser, output_default="runs/export")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export into ``args.output`` (refused when it holds another export)."""
+    from ..export import export_cvs
+    from ..model import load
+    from ..runs import RunFolder
+
+    model = load(args.model)
+    with RunFolder(args.output, "export", result_settings(args, ignore=["model"]), inputs=[args.model], overwrite=args.overwrite) as folder:
+        if folder.resuming and (folder.path / "manifest.json").exists():
+            print(f"{folder.path} already holds this export")
+            return 0
+        manifest = export_cvs(model, folder.path, args.cvs, model_path=args.model)
+        save_resolved_config(args, folder.path)
+    ranges = ", ".join(f"{cv['name']} [{cv['range']['min']:.3g}, {cv['range']['max']:.3g}]" for cv in manifest["cvs"])
+    print(f"exported {args.cvs} CV(s) to {folder.path}: {ranges}; PLUMED input {folder.path / 'plumed.dat'}")
+    return 0

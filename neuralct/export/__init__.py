@@ -1,0 +1,7 @@
+"""Export of the learned CVs to MD engines: openmm-torch, PLUMED, torch.export and OpenMM's PythonForce."""
+
+from .cv import CollectiveVariables, collective_variables
+from .files import PlumedCV, TorchForceCV, cv_ranges, export_cvs
+from .force import CVComputation, openmm_force
+
+__all__ = ["CollectiveVariables", "collective_variables", "export_cvs", "cv_ranges", "TorchForceCV", "PlumedCV", "openmm_force", "CVComputation"]

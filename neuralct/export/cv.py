@@ -1,0 +1,283 @@
+"""The learned CVs as self-contained torch functions of atomic positions (nm), for MD engines.
+
+A :class:`CollectiveVariables` module holds everything a CV needs and nothing it does not:
+the model's atom indices, the rigid-body frame (reference, masses, internal basis), the
+reduced-unit scaling and the configuration part ``Q = F(q)`` of the flow. Constant matrices
+are computed once here (the ``matrix_exp`` of a linear point layer), log-determinants are
+dropped, and the module scripts with TorchScript and exports with ``torch.export``.
+
+Pipeline for positions ``x`` of the whole system, nm:
+
+1. select the model's atoms; for periodic systems make the molecule whole: each atom is
+   placed at the minimum image of its bond partner in a spanning tree of the reference
+   structure (so a molecule split across the box gives the same CV);
+2. mass-weighted Kabsch fit to the reference in float64, by the quaternion method
+   (Horn, J. Opt. Soc. Am. A 4, 629, 1987; Coutsias et al., J. Comput. Chem. 25, 1849,
+   2004): the rotation is the top eigenvector of a symmetric 4 x 4 matrix, differentiable
+   whenever that eigenvalue is simple (always, for a molecule close to its reference);
+3. internal coordinates ``y = B^T sqrt(m) (x_aligned - x_ref)`` (see ``RigidBodyFrame``);
+4. reduced units ``q_r = (y - q0) sqrt(m / kT) / tau`` and the flow ``Q = F(q_r)``;
+5. the ``k`` slowest latent positions.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import NeuralCTError
+from ..flows import LinearSymplectic, PointTransformation
+from ..flows.coupling import AffineCoupling, CouplingStack
+from ..model import NeuralCanonicalTransformation
+
+__all__ = ["CollectiveVariables", "collective_variables", "quaternion_kabsch", "spanning_tree"]
+
+
+def _quaternion_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant linear maps of the quaternion method (Coutsias et al. 2004, eqs. 7 and 2).
+
+    ``key = c @ KEY`` builds the symmetric 4 x 4 matrix (flattened) from the flattened
+    3 x 3 correlation matrix ``c``; ``U = (q q^T) @ ROTATION`` builds the rotation
+    (flattened) from the outer product of the unit quaternion ``q`` with itself. Matrix
+    products instead of element-by-element formulas keep the CV cheap to differentiate.
+    """
+    key = np.zeros((3, 3, 4, 4))
+    entries = {
+        (0, 0): [(0, 0, 1), (1, 1, 1), (2, 2, 1)], (0, 1): [(1, 2, 1), (2, 1, -1)], (0, 2): [(2, 0, 1), (0, 2, -1)], (0, 3): [(0, 1, 1), (1, 0, -1)],
+        (1, 1): [(0, 0, 1), (1, 1, -1), (2, 2, -1)], (1, 2): [(0, 1, 1), (1, 0, 1)], (1, 3): [(2, 0, 1), (0, 2, 1)],
+        (2, 2): [(0, 0, -1), (1, 1, 1), (2, 2, -1)], (2, 3): [(1, 2, 1), (2, 1, 1)],
+        (3, 3): [(0, 0, -1), (1, 1, -1), (2, 2, 1)],
+    }
+    for (a, b), terms in entries.items():
+        for i, j, sign in terms:
+            key[i, j, a, b] = key[i, j, b, a] = sign
+    rotation = np.zeros((4, 4, 3, 3))
+    for (a, b, r, s, value) in [
+        (0, 0, 0, 0, 1), (1, 1, 0, 0, 1), (2, 2, 0, 0, -1), (3, 3, 0, 0, -1),
+        (0, 0, 1, 1, 1), (1, 1, 1, 1, -1), (2, 2, 1, 1, 1), (3, 3, 1, 1, -1),
+        (0, 0, 2, 2, 1), (1, 1, 2, 2, -1), (2, 2, 2, 2, -1), (3, 3, 2, 2, 1),
+        (1, 2, 0, 1, 2), (0, 3, 0, 1, -2), (1, 3, 0, 2, 2), (0, 2, 0, 2, 2),
+        (1, 2, 1, 0, 2), (0, 3, 1, 0, 2), (2, 3, 1, 2, 2), (0, 1, 1, 2, -2),
+        (1, 3, 2, 0, 2), (0, 2, 2, 0, -2), (2, 3, 2, 1, 2), (0, 1, 2, 1, 2),
+    ]:
+        rotation[a, b, r, s] = value
+    return torch.from_numpy(key.reshape(9, 16)), torch.from_numpy(rotation.reshape(16, 9))
+
+
+def quaternion_kabsch(centred: torch.Tensor, reference: torch.Tensor, masses: torch.Tensor, key_table: torch.Tensor, rotation_table: torch.Tensor) -> torch.Tensor:
+    """Rotations ``U`` minimising ``sum_i m_i |U x_i - r_i|^2`` (quaternion method, differentiable).
+
+    Parameters
+    ----------
+    centred : torch.Tensor, shape=(batch, n_atoms, 3)
+        Frames centred at their centre of mass.
+    reference : torch.Tensor, shape=(n_atoms, 3)
+        Centred reference.
+    masses : torch.Tensor, shape=(n_atoms,)
+    key_table, rotation_table : torch.Tensor, shapes (9, 16) and (16, 9)
+        The constant maps of :func:`_quaternion_tables`.
+
+    Returns
+    -------
+    torch.Tensor, shape=(batch, 3, 3)
+        Proper rotations (det = +1 by construction).
+    """
+    batch = centred.shape[0]
+    correlation = (centred * masses[:, None]).transpose(1, 2) @ reference
+    key = (correlation.reshape(batch, 9) @ key_table).reshape(batch, 4, 4)
+    _, vectors = torch.linalg.eigh(key)
+    q = vectors[:, :, 3]
+    return ((q[:, :, None] * q[:, None, :]).reshape(batch, 16) @ rotation_table).reshape(batch, 3, 3)
+
+
+def spanning_tree(reference: np.ndarray) -> tuple[list[int], list[int]]:
+    """A shortest-edge spanning tree of the atoms of ``reference`` (n_atoms, 3), nm (Prim's algorithm).
+
+    Returns
+    -------
+    order : list of int
+        Atoms in the order they join the tree, atom 0 (the root) first.
+    parent_slot : list of int
+        For each entry of ``order``, the position in ``order`` of its parent (-1 for the root),
+        always an earlier position.
+    """
+    n = len(reference)
+    distance = np.linalg.norm(reference[:, None] - reference[None], axis=-1)
+    parents = [-1] * n
+    joined = [0]
+    best = distance[0].copy()
+    best_parent = np.zeros(n, dtype=int)
+    inside = np.zeros(n, dtype=bool)
+    inside[0] = True
+    for _ in range(n - 1):
+        candidate = int(np.argmin(np.where(inside, np.inf, best)))
+        parents[candidate] = int(best_parent[candidate])
+        joined.append(candidate)
+        inside[candidate] = True
+        closer = distance[candidate] < best
+        best = np.where(closer, distance[candidate], best)
+        best_parent = np.where(closer, candidate, best_parent)
+    slot = {atom: position for position, atom in enumerate(joined)}
+    return joined, [-1] + [slot[parents[atom]] for atom in joined[1:]]
+
+
+class _LinearPoint(nn.Module):
+    """``Q = W q`` with the constant ``W`` of a trained linear point layer."""
+
+    def __init__(self, layer: LinearSymplectic):
+        super().__init__()
+        with torch.no_grad():
+            self.register_buffer("weight", layer.matrix()[: layer.dim, : layer.dim].detach().clone())
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return q @ self.weight.T
+
+
+class _Coupling(nn.Module):
+    """Forward map of an :class:`AffineCoupling` without its log-determinant, as gathers and a concat."""
+
+    def __init__(self, coupling: AffineCoupling):
+        super().__init__()
+        self.register_buffer("conditioning", coupling.conditioning.clone())
+        self.register_buffer("transformed", coupling.transformed.clone())
+        self.register_buffer("unpermute", torch.argsort(torch.cat([coupling.conditioning, coupling.transformed])))
+        self.scale_bound = coupling.scale_bound
+        self.net = copy.deepcopy(coupling.net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_a = x.index_select(-1, self.conditioning)
+        raw_scale, shift = self.net(x_a).chunk(2, dim=-1)
+        log_scale = self.scale_bound * torch.tanh(raw_scale / self.scale_bound)
+        x_b = x.index_select(-1, self.transformed) * torch.exp(log_scale) + shift
+        return torch.cat([x_a, x_b], -1).index_select(-1, self.unpermute)
+
+
+class _Couplings(nn.Module):
+    """``F(q) = loc + scale * G((q - loc) / scale)`` of a :class:`CouplingStack`."""
+
+    def __init__(self, stack: CouplingStack):
+        super().__init__()
+        self.register_buffer("loc", stack.loc.clone())
+        self.register_buffer("scale", stack.scale.clone())
+        self.couplings = nn.ModuleList(_Coupling(c) for c in stack.couplings)
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        u = (q - self.loc) / self.scale
+        for coupling in self.couplings:
+            u = coupling(u)
+        return self.loc + self.scale * u
+
+
+def _configuration_layer(layer: nn.Module) -> nn.Module:
+    if isinstance(layer, LinearSymplectic) and layer.point:
+        return _LinearPoint(layer)
+    if isinstance(layer, PointTransformation):
+        return _Couplings(layer.bijection)
+    raise NeuralCTError(
+        f"the model has a {type(layer).__name__} layer that mixes positions and momenta: its CVs are not functions of "
+        "the positions alone and cannot be exported; train with point layers (--layers linear-point,point)"
+    )
+
+
+class CollectiveVariables(nn.Module):
+    """The ``k`` slowest CVs of a molecular model as a function of the positions of the whole system.
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        A model trained on molecular trajectories with a flow of point transformations.
+    k : int
+        Number of CVs, slowest first.
+    select : bool
+        True: inputs are positions of the whole system and the model's atoms are picked
+        out here; False: inputs are the model's atoms only, in the model's order.
+
+    Notes
+    -----
+    ``forward(positions, box)`` takes positions of shape (n, 3) or (batch, n, 3) in nm, any
+    float dtype, and an optional periodic box (3, 3) whose rows are the box vectors (nm);
+    with a box the molecule is made whole first. It returns CVs of shape (k,) or
+    (batch, k) in the input's dtype. Inside everything runs in float64.
+    """
+
+    def __init__(self, model: NeuralCanonicalTransformation, k: int, select: bool = True):
+        super().__init__()
+        from ..molecular import _molecule, rigid_body_frame
+
+        molecule = _molecule(model)
+        if not 1 <= k <= model.dim:
+            raise NeuralCTError(f"--cvs {k} is out of range: the model has {model.dim} latent modes; use 1 to {model.dim}")
+        layers = [_configuration_layer(layer) for layer in model.flow.layers]
+        frame = rigid_body_frame(model)
+        order, parent_slot = spanning_tree(frame.reference.numpy())
+        self.k = int(k)
+        self.select = bool(select)
+        self.tree_order: List[int] = [int(i) for i in order[1:]]
+        self.tree_parent_slot: List[int] = [int(i) for i in parent_slot[1:]]
+        self.register_buffer("tree_unorder", torch.argsort(torch.tensor(order)))
+        self.register_buffer("atom_indices", torch.tensor(molecule["atom_indices"], dtype=torch.long))
+        self.register_buffer("masses", frame.masses.clone())
+        self.register_buffer("reference", frame.reference.clone())
+        self.register_buffer("basis", frame.basis.clone())
+        key_table, rotation_table = _quaternion_tables()
+        self.register_buffer("key_table", key_table)
+        self.register_buffer("rotation_table", rotation_table)
+        with torch.no_grad():
+            self.register_buffer("position_offset", model.position_offset.detach().double().clone())
+            self.register_buffer("position_scale", model._position_scale().detach().double().clone())
+            self.register_buffer("modes", model._mode_order()[:k].clone())
+        self.layers = nn.ModuleList(layers)
+        self.double()
+
+    def make_whole(self, selected: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        """Unwrap the selected atoms (batch, n, 3) across a periodic ``box`` (3, 3), nm.
+
+        Each atom moves to the periodic image nearest to its (already placed) parent in
+        the reference's spanning tree; the box is in OpenMM's reduced form (a along x,
+        b in the xy plane), where this sequence of shifts finds the minimum image.
+        """
+        placed: List[torch.Tensor] = [selected[:, 0]]
+        for atom, slot in zip(self.tree_order, self.tree_parent_slot):
+            anchor = placed[slot]
+            d = selected[:, atom] - anchor
+            d = d - torch.round(d[:, 2:3] / box[2, 2]) * box[2]
+            d = d - torch.round(d[:, 1:2] / box[1, 1]) * box[1]
+            d = d - torch.round(d[:, 0:1] / box[0, 0]) * box[0]
+            placed.append(anchor + d)
+        return torch.stack(placed, 1).index_select(1, self.tree_unorder)
+
+    def internal(self, selected: torch.Tensor) -> torch.Tensor:
+        """Internal coordinates (batch, 3n - 6), sqrt(amu) nm, of whole molecules (batch, n, 3), float64."""
+        centre = torch.einsum("i,bia->ba", self.masses, selected) / self.masses.sum()
+        centred = selected - centre[:, None, :]
+        rotations = quaternion_kabsch(centred, self.reference, self.masses, self.key_table, self.rotation_table)
+        aligned = centred @ rotations.transpose(-1, -2)
+        displacement = (aligned - self.reference) * self.masses.sqrt()[:, None]
+        return displacement.reshape(selected.shape[0], -1) @ self.basis
+
+    def forward(self, positions: torch.Tensor, box: Optional[torch.Tensor] = None) -> torch.Tensor:
+        single = positions.dim() == 2
+        x = positions.unsqueeze(0) if single else positions
+        x = x.to(torch.float64)
+        if self.select:
+            x = x.index_select(1, self.atom_indices)
+        if box is not None:
+            x = self.make_whole(x, box.to(torch.float64))
+        q = (self.internal(x) - self.position_offset) * self.position_scale
+        for layer in self.layers:
+            q = layer(q)
+        cvs = q.index_select(-1, self.modes).to(positions.dtype)
+        return cvs[0] if single else cvs
+
+
+def collective_variables(model: NeuralCanonicalTransformation, k: int, select: bool = True) -> CollectiveVariables:
+    """The ``k`` slowest CVs of ``model`` as an eager :class:`CollectiveVariables` module (float64, eval mode)."""
+    module = CollectiveVariables(model.cpu(), k, select)
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

@@ -1,0 +1,177 @@
+"""Writing the CV files MD engines load: TorchScript (openmm-torch, PLUMED), torch.export and a manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..errors import NeuralCTError
+from ..io import atomic_path, atomic_write_bytes, atomic_write_text, write_json
+from ..model import NeuralCanonicalTransformation
+from .cv import CollectiveVariables, collective_variables
+
+__all__ = ["export_cvs", "cv_ranges", "TorchForceCV", "PlumedCV", "MANIFEST_FORMAT", "sha256"]
+
+MANIFEST_FORMAT = "neuralct.export"
+
+#: Width of the fallback range in standard deviations of the latent oscillator, sqrt(kT)/w.
+_PRIOR_RANGE_SIGMAS = 4.0
+
+
+class TorchForceCV(nn.Module):
+    """One CV as an energy for openmm-torch's ``TorchForce``: positions (N, 3) nm -> scalar.
+
+    ``forward(positions, boxvectors)`` follows the ``TorchForce`` contract: positions of the
+    whole system (float32 or float64), and the box vectors (3, 3) when the force is set to
+    use periodic boundary conditions; the returned "energy" is the CV itself (its unit is
+    the model's reduced unit, reported as kJ/mol by OpenMM).
+    """
+
+    def __init__(self, cvs: CollectiveVariables, index: int):
+        super().__init__()
+        self.cvs = cvs
+        self.index = int(index)
+
+    def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.cvs(positions, boxvectors)[..., self.index]
+
+
+class PlumedCV(nn.Module):
+    """The CVs for PLUMED's ``PYTORCH_MODEL``: features [batch, 3 n] (x, y, z of each atom, nm) -> [batch, k]."""
+
+    def __init__(self, cvs: CollectiveVariables):
+        super().__init__()
+        self.cvs = cvs
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.cvs(features.reshape(features.shape[0], -1, 3))
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cv_ranges(model: NeuralCanonicalTransformation, k: int) -> tuple[list[dict[str, float]], str]:
+    """Each of the ``k`` slowest CVs' range on the training data, and where it comes from.
+
+    Models trained by ``neuralct train`` store the range of every latent position on their
+    training frames (``metadata["cv_ranges"]``). Older models do not: then the range is
+    ``+-4`` standard deviations ``1 / w`` of the latent oscillator around zero, which is
+    where the prior puts the data (a fallback, said so in the manifest).
+    """
+    stored = model.metadata.get("cv_ranges")
+    if stored:
+        return [dict(stored[j]) for j in range(k)], "training frames (min, max, 1st and 99th percentile of each CV)"
+    frequencies = model.frequencies.detach().double().cpu().numpy()
+    ranges = [{"min": float(-_PRIOR_RANGE_SIGMAS / w), "max": float(_PRIOR_RANGE_SIGMAS / w)} for w in frequencies[:k]]
+    return ranges, f"latent prior: +-{_PRIOR_RANGE_SIGMAS:g} / w around 0 (the model stores no training ranges)"
+
+
+def _plumed_input(atom_indices: list[int], k: int, model_file: str) -> str:
+    serials = [i + 1 for i in atom_indices]
+    lines = [
+        "# The learned CVs in PLUMED (lengths in nm, PLUMED's default units).",
+        "# PYTORCH_MODEL needs PLUMED built with LibTorch (./configure --enable-libtorch).",
+        f"WHOLEMOLECULES ENTITY0={','.join(map(str, serials))}",
+    ]
+    lines += [f"p{j + 1}: POSITION ATOM={serial}" for j, serial in enumerate(serials)]
+    arguments = ",".join(f"p{j + 1}.{axis}" for j in range(len(serials)) for axis in "xyz")
+    lines.append(f"cv: PYTORCH_MODEL FILE={model_file} ARG={arguments}")
+    outputs = ",".join(f"cv.node-{j}" for j in range(k))
+    lines.append(f"PRINT STRIDE=100 ARG={outputs} FILE=COLVAR")
+    return "\n".join(lines) + "\n"
+
+
+def _save_script(module: nn.Module, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.jit.save(torch.jit.script(module), str(tmp))
+
+
+def _save_exported(module: nn.Module, n_atoms: int, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    example = torch.zeros(2, n_atoms, 3)
+    program = torch.export.export(module, (example,), dynamic_shapes={"positions": {0: batch}})
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, k: int = 2, model_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Write the ``k`` slowest CVs of ``model`` for MD engines into ``folder``.
+
+    Files: ``cv1.pt ... cvK.pt`` (TorchScript, openmm-torch ``TorchForce``), ``plumed_model.ptc``
+    and ``plumed.dat`` (PLUMED ``PYTORCH_MODEL``), ``cvs.pt2`` (``torch.export``: positions
+    (batch, N, 3) nm float32 -> (batch, k)) and ``manifest.json``. Every file is written
+    under a temporary name and moved into place only when all are complete.
+
+    Raises
+    ------
+    NeuralCTError
+        If the model is not molecular, mixes positions and momenta, ``k`` is out of range,
+        or ``folder`` already holds an export (choose another folder).
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    from ..molecular import _molecule
+
+    folder = Path(folder)
+    molecule = _molecule(model)
+    cvs = collective_variables(model, k)
+    if (folder / "manifest.json").exists():
+        raise NeuralCTError(f"{folder} already holds an export (manifest.json); choose another --output or remove it")
+    folder.mkdir(parents=True, exist_ok=True)
+    ranges, range_source = cv_ranges(model, k)
+    atom_indices = [int(i) for i in molecule["atom_indices"]]
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".export."))
+    try:
+        names = {f"cv{j + 1}.pt": TorchForceCV(cvs, j) for j in range(k)}
+        for name, module in names.items():
+            _save_script(module, staging / name)
+        _save_script(PlumedCV(collective_variables(model, k, select=False)), staging / "plumed_model.ptc")
+        atomic_write_text(staging / "plumed.dat", _plumed_input(atom_indices, k, "plumed_model.ptc"))
+        _save_exported(cvs, molecule["n_atoms"], staging / "cvs.pt2")
+        files = sorted(p.name for p in staging.iterdir())
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": 1,
+            "model": {"path": str(model_path) if model_path else None, "sha256": sha256(model_path) if model_path else None},
+            "cvs": [{"name": f"cv{j + 1}", "mode": j + 1, "frequency_rad_per_ps": float(model.frequencies.detach()[j]), "range": ranges[j]} for j in range(k)],
+            "range_source": range_source,
+            "units": {"positions": "nm", "cv": "latent position Q of the model (reduced units: sqrt(kT) ps)", "box": "nm, rows are the box vectors"},
+            "system": {"n_atoms": int(molecule["n_atoms"]), "atom_indices": atom_indices, "atom_names": list(molecule["atom_names"])},
+            "features": {
+                "plumed_model.ptc": [f"{name}.{axis}" for name in molecule["atom_names"] for axis in "xyz"],
+                "order": "x, y, z of each selected atom in atom_indices order, nm (PLUMED POSITION components after WHOLEMOLECULES)",
+            },
+            "files": {
+                "cv<j>.pt": "TorchScript for openmm-torch TorchForce: forward(positions (N, 3) nm [, boxvectors (3, 3) nm]) -> scalar CV j; float32 or float64",
+                "plumed_model.ptc": "TorchScript for PLUMED PYTORCH_MODEL: float32 [1, 3 n] -> [1, k]",
+                "plumed.dat": "PLUMED input defining the features, the model and a COLVAR",
+                "cvs.pt2": "torch.export program: positions (batch, N, 3) nm float32 -> (batch, k); molecules must be whole",
+            },
+            "sha256": {name: sha256(staging / name) for name in files},
+            "temperature_K": float(molecule["temperature_K"]),
+        }
+        write_json(staging / "manifest.json", manifest)
+        for name in files:
+            os.replace(staging / name, folder / name)
+        os.replace(staging / "manifest.json", folder / "manifest.json")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest

@@ -1,0 +1,177 @@
+"""The learned CVs as OpenMM forces: ``openmm.PythonForce`` (no plugin) or openmm-torch's ``TorchForce``.
+
+A CV force's energy is the CV (OpenMM's convention for ``CustomCVForce`` and
+``openmm.app.metadynamics.BiasVariable``). Two traps shape this module:
+
+- ``CustomCVForce`` serialises the forces it holds, so the PythonForce's computation must
+  be picklable: it is an instance of the module-level class :class:`CVComputation`.
+- ``CustomCVForce`` evaluates each CV separately. All CVs of one model share one
+  :class:`_SharedEvaluator` (found again by key after unpickling), which runs one forward
+  and one backward pass per configuration for all of them.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import NeuralCTError
+from ..model import NeuralCanonicalTransformation
+from .cv import CollectiveVariables, collective_variables
+
+__all__ = ["openmm_force", "CVComputation"]
+
+#: Evaluators by key: the computations of one model's CVs find their shared cache here.
+_EVALUATORS: dict[str, "_SharedEvaluator"] = {}
+
+
+class _SharedEvaluator:
+    """CVs and their gradients at the last configuration seen (positions of the selected atoms, nm).
+
+    All CVs asked for so far are differentiated together: the configuration is repeated
+    once per CV as a batch, and one backward pass of ``sum_j CV_j(x_j)`` gives row ``j``
+    the gradient of CV ``j`` (the rows are independent). On a CPU the cost of this small
+    network is per operation, not per row, so this is about one backward pass instead of
+    one per CV.
+    """
+
+    def __init__(self, cvs: CollectiveVariables):
+        self.cvs = cvs
+        self._indices: list[int] = []
+        self._key: tuple[bytes, bytes] | None = None
+        self._values: dict[int, float] = {}
+        self._gradients: dict[int, np.ndarray] = {}
+
+    def _differentiate(self, positions: np.ndarray, box: np.ndarray | None, indices: list[int]) -> None:
+        x = torch.tensor(np.broadcast_to(positions, (len(indices),) + positions.shape), dtype=torch.float64, requires_grad=True)
+        rows = torch.arange(len(indices))
+        with torch.enable_grad():
+            values = self.cvs(x, None if box is None else torch.as_tensor(box, dtype=torch.float64))[rows, torch.tensor(indices)]
+            (gradients,) = torch.autograd.grad(values.sum(), x)
+        for row, index in enumerate(indices):
+            self._gradients[index] = gradients[row].numpy()
+            self._values[index] = float(values[row].detach())
+
+    def evaluate(self, positions: np.ndarray, box: np.ndarray | None, index: int) -> tuple[float, np.ndarray]:
+        """CV ``index`` (0 = slowest) and its gradient (n_selected, 3) per nm at ``positions`` (n_selected, 3), nm."""
+        key = (positions.tobytes(), b"" if box is None else box.tobytes())
+        if key != self._key and not np.all(np.isfinite(positions)):
+            raise NeuralCTError("the positions of the CV's atoms are not finite; the simulation has blown up (lower the time step or the bias height)")
+        if key != self._key:
+            self._key, self._gradients, self._values = key, {}, {}
+            if index not in self._indices:
+                self._indices.append(index)
+            self._differentiate(positions, box, self._indices)
+        elif index not in self._gradients:
+            self._indices.append(index)
+            self._differentiate(positions, box, [index])
+        value = self._values[index]
+        if not np.isfinite(value):
+            raise NeuralCTError(f"the learned CV {index + 1} is not finite ({value}) at the current configuration; the molecule may be broken or far outside the training data")
+        return value, self._gradients[index]
+
+
+class CVComputation:
+    """Picklable computation of one CV for ``openmm.PythonForce``: energy = CV, forces = -dCV/dx.
+
+    Parameters
+    ----------
+    cvs : CollectiveVariables
+        The CVs of the selected atoms (``select=False``).
+    index : int
+        Which CV (0 = slowest).
+    key : str
+        Shared-cache key: computations with the same key share one forward pass, also
+        after pickling (the copies find the evaluator by key).
+    periodic : bool
+        Read the box vectors and make the molecule whole.
+    """
+
+    def __init__(self, cvs: CollectiveVariables, index: int, key: str, periodic: bool = False):
+        self.cvs, self.index, self.key, self.periodic = cvs, int(index), key, bool(periodic)
+
+    def __call__(self, state: Any) -> tuple[float, np.ndarray]:
+        evaluator = _EVALUATORS.get(self.key)
+        if evaluator is None:
+            evaluator = _EVALUATORS[self.key] = _SharedEvaluator(self.cvs)
+        positions = np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64)
+        box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=np.float64) if self.periodic else None
+        value, gradient = evaluator.evaluate(positions, box, self.index)
+        return value, -gradient
+
+
+def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int]:
+    from ..molecular import _molecule
+
+    molecule = _molecule(model)
+    if system.getNumParticles() != molecule["n_atoms"]:
+        raise NeuralCTError(
+            f"the OpenMM system has {system.getNumParticles()} particles but the model was trained on a system of {molecule['n_atoms']} atoms; use the model's own system"
+        )
+    indices = [int(i) for i in molecule["atom_indices"]]
+    masses = np.array([system.getParticleMass(i)._value for i in indices])
+    if not np.allclose(masses, molecule["frame"]["masses"].numpy(), rtol=1e-3):
+        raise NeuralCTError("the OpenMM system's masses of the model's atoms differ from the model's; the model was trained on another system")
+    return indices
+
+
+#: One CV module (all modes, selected atoms) and cache key per model object.
+_SHARED: "weakref.WeakKeyDictionary[NeuralCanonicalTransformation, tuple[CollectiveVariables, str]]" = weakref.WeakKeyDictionary()
+
+
+def openmm_force(model: NeuralCanonicalTransformation, system: Any, k: int, *, torch_force: bool = False) -> Any:
+    """An OpenMM force whose energy is the ``k``-th slowest learned CV (``k = 0``: the slowest).
+
+    Usable on its own, in ``openmm.CustomCVForce`` and as the force of an
+    ``openmm.app.metadynamics.BiasVariable``. The default is an ``openmm.PythonForce``
+    (OpenMM >= 8.5, no plugin) applied to the model's atoms only; all forces made from
+    one model object share one forward pass per configuration (built from the model's
+    parameters at the first call). With ``torch_force`` it is an openmm-torch
+    ``TorchForce`` of the same CV instead (needs ``openmmtorch``).
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        A model trained on molecular trajectories of this system.
+    system : openmm.System
+        The system the force will be added to (checked against the model's atoms; a
+        periodic system makes the force unwrap the molecule with the box vectors).
+    k : int
+        CV index, 0-based, slowest first.
+
+    Raises
+    ------
+    NeuralCTError
+        If the system does not match the model or ``k`` is out of range.
+    """
+    import openmm as mm
+
+    indices = _check_system(model, system)
+    if not 0 <= k < model.dim:
+        raise NeuralCTError(f"CV index {k} is out of range: the model has {model.dim} modes (0 to {model.dim - 1})")
+    periodic = bool(system.usesPeriodicBoundaryConditions())
+    if torch_force:
+        return _torch_force(model, k, periodic)
+    if model not in _SHARED:
+        _SHARED[model] = (collective_variables(model, model.dim, select=False), uuid.uuid4().hex)
+    cvs, key = _SHARED[model]
+    force = mm.PythonForce(CVComputation(cvs, k, key, periodic))
+    force.setParticles(indices)
+    force.setUsesPeriodicBoundaryConditions(periodic)
+    return force
+
+
+def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool) -> Any:
+    try:
+        import openmmtorch
+    except ImportError:
+        raise NeuralCTError("torch_force=True needs openmm-torch (pip install openmmtorch, built against your torch); the default PythonForce needs no plugin") from None
+    from .files import TorchForceCV
+
+    force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(collective_variables(model, k + 1), k)))
+    force.setUsesPeriodicBoundaryConditions(periodic)
+    return force

@@ -1,0 +1,415 @@
+"""Well-tempered metadynamics in OpenMM on the learned CVs (or on phi/psi), with reweighting and transition counts.
+
+The bias is ``openmm.app.Metadynamics`` (a ``CustomCVForce`` of a tabulated bias on a grid)
+over :func:`neuralct.export.openmm_force` CVs or backbone torsions. The bias force sits in
+its own force group; with ``bias_every = n > 1`` a multiple-time-step Langevin integrator
+(``MTSLangevinIntegrator``, RESPA) evaluates it once per n steps of the other forces, as an
+n-times larger impulse.
+
+Reweighting (Tiwary & Parrinello, J. Phys. Chem. B 119, 736, 2015): each frame gets the
+weight ``exp(beta (V(s, t) - c(t)))`` with the bias ``V`` at the time of the frame and
+
+    c(t) = (1/beta) ln [ int ds exp(gamma/(gamma-1) beta V(s,t)) / int ds exp(beta V(s,t)/(gamma-1)) ],
+
+the time-dependent offset of well-tempered metadynamics (gamma the bias factor), computed
+on the bias grid at every deposition. The COLVAR holds ``bias = V`` and ``rbias = V - c``.
+
+Transitions are counted between core sets of phi (B3 in benchmarks.md): A = phi < -0.5 rad,
+B = 0.5 < phi < 1.6 rad; a transition is a change of the last core set visited.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import NeuralCTError
+from ..io import atomic_write_bytes, write_json
+from ..units import kT_kj_per_mol
+
+__all__ = ["BiasSettings", "run_metadynamics", "count_transitions", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
+
+#: Core sets of phi in rad (benchmarks.md, B3).
+CORE_A = (-math.pi, -0.5)
+CORE_B = (0.5, 1.6)
+
+
+@dataclass
+class BiasSettings:
+    """Settings of one ``neuralct bias`` run (OpenMM units: K, ns, fs, ps, kJ/mol).
+
+    Attributes
+    ----------
+    cv : str
+        ``learned`` (the model's slowest CVs), ``phi,psi``, ``phi`` or ``psi``.
+    n_cvs : int
+        Learned CVs biased (1 or 2).
+    height_kj : float
+        Initial Gaussian height, kJ/mol.
+    width_fraction : float
+        Gaussian width of a learned CV as a fraction of its training range (1st to 99th percentile).
+    width_rad : float
+        Gaussian width of phi and psi, rad.
+    bias_factor : float
+        Well-tempered bias factor gamma (> 1).
+    pace_ps : float
+        Time between depositions.
+    grid_margin : float
+        Grid of a learned CV: its training range (min to max) widened by this fraction of it on each side.
+    bias_every : int
+        MD steps per evaluation of the bias force (1: every step; n > 1: multiple time steps).
+    """
+
+    cv: str = "learned"
+    n_cvs: int = 2
+    temperature: float = 300.0
+    length_ns: float = 1.0
+    timestep_fs: float = 2.0
+    friction_per_ps: float = 1.0
+    report_ps: float = 1.0
+    height_kj: float = 1.2
+    width_fraction: float = 0.06
+    width_rad: float = 0.35
+    bias_factor: float = 8.0
+    pace_ps: float = 1.0
+    grid_margin: float = 0.5
+    bias_every: int = 4
+    platform: str = "Reference"
+    seed: int = 0
+    checkpoint_seconds: float = 60.0
+
+    def validate(self) -> None:
+        """Raise NeuralCTError for values that cannot make a run."""
+        if self.cv not in ("learned", "phi,psi", "phi", "psi"):
+            raise NeuralCTError(f"--cv must be learned, phi,psi, phi or psi, got {self.cv!r}")
+        if self.n_cvs not in (1, 2):
+            raise NeuralCTError(f"--cvs must be 1 or 2 for metadynamics, got {self.n_cvs}")
+        if not self.bias_factor > 1:
+            raise NeuralCTError(f"--bias-factor must be > 1, got {self.bias_factor}")
+        for name in ("report_ps", "pace_ps"):
+            ratio = getattr(self, name) * 1000.0 / (self.timestep_fs * self.bias_every)
+            if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+                raise NeuralCTError(f"--{name.replace('_', '-')} {getattr(self, name)} is not a whole number of {self.bias_every} x {self.timestep_fs} fs bias steps")
+        if self.n_reports < 1:
+            raise NeuralCTError(f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)")
+
+    @property
+    def outer_step_ps(self) -> float:
+        """Time step of the bias force, ps."""
+        return self.timestep_fs * self.bias_every / 1000.0
+
+    @property
+    def n_reports(self) -> int:
+        return int(round(self.length_ns * 1000.0 / self.report_ps))
+
+    @property
+    def steps_per_report(self) -> int:
+        """Integrator steps (of the bias force) between COLVAR rows."""
+        return int(round(self.report_ps / self.outer_step_ps))
+
+    @property
+    def steps_per_deposit(self) -> int:
+        return int(round(self.pace_ps / self.outer_step_ps))
+
+
+def count_transitions(phi: np.ndarray) -> int:
+    """Transitions between the core sets A (phi < -0.5) and B (0.5 < phi < 1.6) of a phi series (rad)."""
+    state = np.full(len(phi), -1)
+    state[(phi > CORE_A[0]) & (phi < CORE_A[1])] = 0
+    state[(phi > CORE_B[0]) & (phi < CORE_B[1])] = 1
+    visited = state[state >= 0]
+    return int(np.count_nonzero(np.diff(visited))) if len(visited) else 0
+
+
+def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, periodic: bool) -> float:
+    """Tiwary-Parrinello ``c(t)`` (kJ/mol) of a well-tempered bias tabulated on a uniform grid.
+
+    The last grid point of a periodic axis repeats the first and is left out.
+    """
+    grid = np.asarray(bias_grid, dtype=np.float64)
+    if periodic:
+        grid = grid[(slice(0, -1),) * grid.ndim]
+    beta_v = grid.ravel() / kT
+    top = _logsumexp(bias_factor / (bias_factor - 1) * beta_v)
+    bottom = _logsumexp(beta_v / (bias_factor - 1))
+    return kT * (top - bottom)
+
+
+def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Normalised frame weights for weighted maximum likelihood, and how they were made.
+
+    Parameters
+    ----------
+    path : path
+        A weights file (one non-negative number per frame, ``kind="file"``) or the COLVAR of
+        a ``neuralct bias`` run (``kind="colvar"``): ``w = exp((V - c(t)) / kT)`` from its
+        ``rbias`` column (``bias`` when it has none).
+    n_frames : int
+        Frames loaded for training (the weights must match them one to one).
+    kT : float
+        Thermal energy in kJ/mol.
+
+    Raises
+    ------
+    NeuralCTError
+        If the file is unreadable, has the wrong length or non-finite or negative values.
+    """
+    option = "--weights" if kind == "file" else "--bias-colvar"
+    if kind == "colvar":
+        from ..analysis.colvar import read_colvar
+
+        fields, table = read_colvar(path)
+        column = "rbias" if "rbias" in fields else "bias" if "bias" in fields else None
+        if column is None:
+            raise NeuralCTError(f"{option} {path} has no bias or rbias column; give the COLVAR of a `neuralct bias` run")
+        log_w = table[:, fields.index(column)] / kT
+        source = f"exp({column}/kT) from {Path(path).name}"
+    else:
+        try:
+            values = np.loadtxt(path, dtype=np.float64, ndmin=1)
+        except (OSError, ValueError) as exc:
+            raise NeuralCTError(f"{option} {path} cannot be read as one number per line ({type(exc).__name__})") from None
+        if values.ndim != 1 or np.any(values < 0):
+            raise NeuralCTError(f"{option} {path} must hold one non-negative number per frame")
+        with np.errstate(divide="ignore"):
+            log_w = np.log(values)
+        source = f"weights file {Path(path).name}"
+    if len(log_w) != n_frames:
+        raise NeuralCTError(f"{option} {path} has {len(log_w)} values for {n_frames} frames; give one per frame of the trajectories (with --stride 1)")
+    if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
+        raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
+    weights = np.exp(log_w - log_w.max())
+    weights /= weights.sum()
+    return weights, {"source": source, "kish_effective_frames": float(1.0 / np.sum(weights**2)), "frames": int(n_frames)}
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    peak = float(values.max())
+    return peak + math.log(float(np.exp(values - peak).sum()))
+
+
+def _backbone_torsions(topology: Any) -> tuple[list[int], list[int]]:
+    """Atoms of phi and psi from the topology (MDTraj's definitions), for a dipeptide."""
+    import mdtraj
+
+    md_top = mdtraj.Topology.from_openmm(topology)
+    empty = mdtraj.Trajectory(np.zeros((1, md_top.n_atoms, 3)), md_top)
+    phi, psi = mdtraj.compute_phi(empty)[0], mdtraj.compute_psi(empty)[0]
+    if len(phi) != 1 or len(psi) != 1:
+        raise NeuralCTError(f"the system has {len(phi)} phi and {len(psi)} psi backbone torsions; phi/psi and transition counts need a dipeptide with exactly one of each")
+    return [int(i) for i in phi[0]], [int(i) for i in psi[0]]
+
+
+def _dihedral(positions: np.ndarray, atoms: Sequence[int]) -> float:
+    """Dihedral angle (rad) of four atoms, the IUPAC convention MDTraj and OpenMM use."""
+    p0, p1, p2, p3 = (positions[i] for i in atoms)
+    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
+    n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
+    return math.atan2(float(np.dot(np.cross(n1, n2), b1 / np.linalg.norm(b1))), float(np.dot(n1, n2)))
+
+
+def _torsion_force(atoms: Sequence[int]) -> Any:
+    import openmm as mm
+
+    force = mm.CustomTorsionForce("theta")
+    force.addTorsion(*atoms, [])
+    return force
+
+
+def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, list[int]]) -> tuple[list[Any], list[str], list[dict]]:
+    """The BiasVariables, their names and their grid description."""
+    from openmm.app.metadynamics import BiasVariable
+
+    variables, names, grids = [], [], []
+    if settings.cv == "learned":
+        from ..export import cv_ranges, openmm_force
+
+        ranges, source = cv_ranges(model, settings.n_cvs)
+        for j, limits in enumerate(ranges):
+            span = limits["max"] - limits["min"]
+            low, high = limits["min"] - settings.grid_margin * span, limits["max"] + settings.grid_margin * span
+            width = settings.width_fraction * (limits.get("p99", limits["max"]) - limits.get("p01", limits["min"]))
+            variables.append(BiasVariable(openmm_force(model, md_system.system, j), low, high, width, False))
+            names.append(f"cv{j + 1}")
+            grids.append({"name": f"cv{j + 1}", "min": low, "max": high, "width": width, "grid_points": variables[-1].gridWidth, "range_source": source})
+    else:
+        for name in settings.cv.split(","):
+            variables.append(BiasVariable(_torsion_force(torsions[name]), -math.pi, math.pi, settings.width_rad, True))
+            names.append(name)
+            grids.append({"name": name, "min": -math.pi, "max": math.pi, "width": settings.width_rad, "grid_points": variables[-1].gridWidth})
+    return variables, names, grids
+
+
+class _Checkpoint:
+    """Everything a resumed run needs: integrator state, bias grid, reports so far."""
+
+    def __init__(self, state: bytes, bias: np.ndarray, rows: np.ndarray, frames: np.ndarray, step: int, settings: dict):
+        self.state, self.bias, self.rows, self.frames, self.step, self.settings = state, bias, rows, frames, step, settings
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, state=np.frombuffer(self.state, dtype=np.uint8), bias=self.bias, rows=self.rows, frames=self.frames, step=np.array(self.step), settings=np.array(json.dumps(self.settings, sort_keys=True)))
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> "_Checkpoint":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["state"].tobytes(), data["bias"], data["rows"], data["frames"], int(data["step"]), json.loads(str(data["settings"])))
+        except Exception as exc:
+            raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); rerun with --overwrite to start again") from None
+
+
+def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSettings, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) well-tempered metadynamics and write its results into ``folder``.
+
+    Writes ``COLVAR`` (time in ps, the biased CVs, phi, psi, bias and rbias in kJ/mol),
+    ``bias.npy`` and ``fes.npy`` (the final bias and free energy on the grid, kJ/mol, axes
+    in ``summary.json``), ``fes.png``, ``fes_phi_psi_reweighted.npy``/``.png`` and
+    ``summary.json``; ``checkpoint.npz`` lets an interrupted run resume.
+
+    Raises
+    ------
+    NeuralCTError
+        If a CV leaves its grid or is not finite.
+    """
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as unit
+    from openmm.app.metadynamics import Metadynamics
+    from tqdm import tqdm
+
+    settings.validate()
+    phi_atoms, psi_atoms = _backbone_torsions(md_system.topology)
+    torsions = {"phi": phi_atoms, "psi": psi_atoms}
+    variables, names, grids = _bias_variables(settings, model, md_system, torsions)
+    kT = kT_kj_per_mol(settings.temperature)
+    metadynamics = Metadynamics(md_system.system, variables, settings.temperature, settings.bias_factor, settings.height_kj, settings.steps_per_deposit)
+    bias_group = metadynamics._force.getForceGroup()
+    if settings.bias_every > 1:
+        groups = sorted({force.getForceGroup() for force in md_system.system.getForces()} - {bias_group})
+        integrator = mm.MTSLangevinIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps, [(bias_group, 1)] + [(g, settings.bias_every) for g in groups])
+    else:
+        integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps)
+    integrator.setRandomNumberSeed(int(np.random.SeedSequence(settings.seed).generate_state(1)[0] % (2**31 - 2)) + 1)
+    simulation = app.Simulation(md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform))
+    checkpoint_file = folder / "checkpoint.npz"
+    identity = asdict(settings) | {"checkpoint_seconds": None}
+    rows: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
+    if checkpoint_file.exists():
+        checkpoint = _Checkpoint.load(checkpoint_file)
+        simulation.context.loadCheckpoint(checkpoint.state)
+        simulation.currentStep = checkpoint.step
+        metadynamics._selfBias[...] = checkpoint.bias
+        metadynamics._totalBias[...] = checkpoint.bias
+        # A zero-height deposit pushes the restored grid into the context's tabulated function.
+        metadynamics._addGaussian(np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context)
+        rows, frames = list(checkpoint.rows), list(checkpoint.frames)
+    else:
+        simulation.context.setPositions(md_system.positions)
+        mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
+        simulation.context.setVelocitiesToTemperature(settings.temperature, settings.seed + 1)
+    periodic = settings.cv != "learned"
+    # phi and psi are recorded beside the biased CVs, unless they are the biased CVs.
+    observed = [name for name in ("phi", "psi") if name not in names]
+    first_report = len(rows)
+    start, cpu_start, last_save = time.perf_counter(), time.process_time(), time.perf_counter()
+    with tqdm(total=settings.n_reports, initial=first_report, unit="ps" if settings.report_ps == 1 else "report", desc=f"bias {settings.cv}", disable=not progress, mininterval=0.5) as bar:
+        for _ in range(first_report, settings.n_reports):
+            metadynamics.step(simulation, settings.steps_per_report)
+            values = np.array(metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
+            _check_inside(values, variables, names, simulation)
+            state = simulation.context.getState(getPositions=True, getEnergy=True, groups={bias_group})
+            positions = state.getPositions(asNumpy=True)._value
+            bias = state.getPotentialEnergy()._value
+            offset = reweighting_offset(metadynamics._totalBias, settings.bias_factor, kT, periodic)
+            time_ps = simulation.currentStep * settings.outer_step_ps
+            angles = [_dihedral(positions, torsions[name]) for name in observed]
+            rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
+            frames.append(positions)
+            bar.update(1)
+            if time.perf_counter() - last_save >= settings.checkpoint_seconds:
+                _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
+                last_save = time.perf_counter()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
+    steps = (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every
+    _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
+    return _write_results(folder, np.array(rows), names, grids, metadynamics, settings, kT, {"wall_seconds": wall, "cpu_seconds": cpu, "md_steps_this_run": steps, "resumed_from_report": first_report or None})
+
+
+def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
+    """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
+    from .netcdf import NetCDFFrames, write_netcdf
+    from .simulate import _write_topology
+
+    attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1, "neuralct_report_ps": float(settings.report_ps)}
+    write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes))
+    _write_topology(md_system, folder)
+
+
+def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:
+    for value, variable, name in zip(values, variables, names):
+        if not np.isfinite(value):
+            raise NeuralCTError(f"{name} is not finite ({value}) at step {simulation.currentStep}; the molecule may be broken or the model unusable here")
+        if not variable.periodic and not variable.minValue <= value <= variable.maxValue:
+            raise NeuralCTError(
+                f"{name} = {value:.4g} left its grid [{variable.minValue:.4g}, {variable.maxValue:.4g}] at step {simulation.currentStep}; "
+                "rerun with a larger --grid-margin and --overwrite"
+            )
+
+
+def _write_results(folder: Path, table: np.ndarray, names: list[str], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
+    from ..analysis.colvar import write_colvar
+    from ..analysis.fes import free_energy_2d
+    from ..analysis.plots import plot_grid_free_energy
+
+    fields = names + [name for name in ("phi", "psi") if name not in names] + ["bias", "rbias"]
+    write_colvar(folder / "COLVAR", table[:, 0], table[:, 1:], fields)
+    bias = np.asarray(metadynamics._totalBias)
+    free = np.asarray(metadynamics.getFreeEnergy()._value)
+    for name, array in (("bias.npy", bias), ("fes.npy", free)):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        atomic_write_bytes(folder / name, buffer.getvalue())
+    plot_grid_free_energy((free - free.min()).T, [{**g, "name": g["name"]} for g in grids], folder / "fes.png", f"well-tempered metadynamics on {', '.join(names)}: -(gamma/(gamma-1)) V")
+    phi, psi, rbias = table[:, 1 + fields.index("phi")], table[:, 1 + fields.index("psi")], table[:, -1]
+    weights = np.exp((rbias - rbias.max()) / kT)
+    surface, phi_edges, psi_edges = free_energy_2d(phi, psi, bins=40, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights)
+    buffer = io.BytesIO()
+    np.save(buffer, surface)
+    atomic_write_bytes(folder / "fes_phi_psi_reweighted.npy", buffer.getvalue())
+    plot_grid_free_energy(surface, [{"name": "phi (rad)", "min": -math.pi, "max": math.pi}, {"name": "psi (rad)", "min": -math.pi, "max": math.pi}], folder / "fes_phi_psi_reweighted.png", "reweighted free energy (Tiwary-Parrinello c(t))")
+    positive = weights[phi > 0].sum()
+    delta = float(-kT * math.log(positive / weights[phi <= 0].sum())) if positive > 0 else None
+    ns = len(table) * settings.report_ps / 1000.0
+    transitions = count_transitions(phi)
+    first_entry = np.nonzero((phi > CORE_B[0]) & (phi < CORE_B[1]))[0]
+    steps = timing["md_steps_this_run"]
+    summary = {
+        "cvs": names,
+        "grids": grids,
+        "settings": asdict(settings),
+        "ns_simulated": ns,
+        "phi_transitions": transitions,
+        "phi_transitions_per_ns": transitions / ns,
+        "core_sets_rad": {"A": list(CORE_A), "B": list(CORE_B)},
+        "first_entry_into_B_ps": float(table[first_entry[0], 0]) if len(first_entry) else None,
+        "delta_F_phi_positive_minus_negative_kj": delta,
+        "reweighting": "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), c(t) from the bias grid at each report",
+        "steps_per_second": steps / timing["wall_seconds"] if steps and timing["wall_seconds"] > 0 else None,
+        "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
+        "step_unit": f"MD steps of {settings.timestep_fs} fs (the bias is evaluated every {settings.bias_every})",
+        "bias_files": {"bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics", "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid"},
+        **timing,
+    }
+    write_json(folder / "summary.json", summary)
+    return summary

@@ -1,0 +1,109 @@
+"""``neuralct bias``: well-tempered metadynamics on learned CVs and on phi/psi, reweighting, transitions, resume, bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import neuralct
+from neuralct.analysis import read_colvar
+from neuralct.cli import main
+from neuralct.md.bias import BiasSettings, count_transitions, reweighting_offset, run_metadynamics
+from neuralct.md.systems import build_system
+from neuralct.molecular import project_positions
+
+SHORT = ["--length-ns", "0.004", "--no-progress"]
+FRAMES = ["--report-ps", "0.1", "--bias-every", "5"]
+
+
+def test_transitions_are_counted_between_core_sets():
+    phi = np.array([-2.0, -1.0, 0.0, 0.2, -0.1, 0.7, 1.0, 0.3, 2.5, 1.2, -0.6, -2.0, 0.6])
+    # A A . . . B B . (outside) B A A B: A->B, B->A, A->B
+    assert count_transitions(phi) == 3
+    assert count_transitions(np.array([-1.0, 0.0, -2.0])) == 0
+
+
+def test_reweighting_offset_of_a_flat_bias_is_the_bias():
+    kT = 2.5
+    assert reweighting_offset(np.full((30, 20), 7.0), 8.0, kT, periodic=False) == pytest.approx(7.0, abs=1e-12)
+    grid = np.linspace(-3, 3, 61)
+    bias = 4.0 * np.exp(-grid**2)
+    gamma = 6.0
+    top = np.sum(np.exp(gamma / (gamma - 1) * bias / kT))
+    bottom = np.sum(np.exp(bias / kT / (gamma - 1)))
+    assert reweighting_offset(bias, gamma, kT, periodic=False) == pytest.approx(kT * math.log(top / bottom), rel=1e-12)
+
+
+def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_path):
+    model_path, _ = alanine_model
+    out = tmp_path / "learned"
+    assert main(["bias", str(model_path), *SHORT, *FRAMES, "--output", str(out)]) == 0
+    fields, table = read_colvar(out / "COLVAR")
+    assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and len(table) == 40
+    assert np.allclose(table[:, 0], 0.1 * np.arange(1, 41))
+    assert np.all(table[9::10, fields.index("bias")] > 1.0)  # at each deposition (every 1 ps) a Gaussian sits where the system is
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cvs"] == ["cv1", "cv2"] and summary["steps_per_second"] > 0
+    assert summary["grids"][0]["range_source"].startswith("training frames")
+    for name in ("trajectory.nc", "topology.pdb", "bias.npy", "fes.npy", "fes.png", "fes_phi_psi_reweighted.npy", "fes_phi_psi_reweighted.png", "config.yaml"):
+        assert (out / name).exists(), name
+    grid = np.load(out / "bias.npy")
+    assert grid.shape == tuple(g["grid_points"] for g in reversed(summary["grids"]))
+    assert main(["bias", str(model_path), *SHORT, *FRAMES, "--output", str(out)]) == 0  # finished: nothing to do
+
+    retrain = ["train", str(out / "trajectory.nc"), "--steps", "5", "--batch-size", "16", "--couplings", "2", "--hidden", "16", "--no-progress"]
+    assert main(retrain + ["--bias-colvar", str(out / "COLVAR"), "--output", str(tmp_path / "retrained")]) == 0
+    weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
+    expected = np.exp((table[:, -1] - table[:, -1].max()) / (0.00831446261815324 * 300))
+    assert weighting["kish_effective_frames"] == pytest.approx(expected.sum() ** 2 / (expected**2).sum())
+    (tmp_path / "w.txt").write_text("1\n2\n")
+    assert main(retrain + ["--weights", str(tmp_path / "w.txt"), "--output", str(tmp_path / "badweights")]) == 2
+    assert not (tmp_path / "badweights").exists()
+
+    model = neuralct.load(model_path)
+    settings = dict(length_ns=0.002, n_cvs=1, seed=3, checkpoint_seconds=0.0)
+    part = tmp_path / "part"
+    part.mkdir()
+    run_metadynamics(build_system("alanine-dipeptide"), model, part, BiasSettings(**settings), progress=False)
+    _, first = read_colvar(part / "COLVAR")
+    run_metadynamics(build_system("alanine-dipeptide"), model, part, BiasSettings(**(settings | {"length_ns": 0.004})), progress=False)
+    _, resumed = read_colvar(part / "COLVAR")
+    assert len(resumed) == 4 and np.array_equal(resumed[:2], first) and np.allclose(resumed[:, 0], [1, 2, 3, 4])
+
+
+def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path):
+    out = tmp_path / "phipsi"
+    assert main(["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", *SHORT, "--output", str(out)]) == 0
+    fields, table = read_colvar(out / "COLVAR")
+    assert fields == ["time", "phi", "psi", "bias", "rbias"] and len(table) == 4
+    assert np.all(np.abs(table[:, 1:3]) <= math.pi)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["phi_transitions"] == count_transitions(table[:, 3])
+    assert "Tiwary-Parrinello" in summary["reweighting"]
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsys):
+    model_path = alanine_model[0]
+    model = neuralct.load(model_path)
+    narrow = tmp_path / "narrow.pt"
+    value = float(project_positions(model, build_system("alanine-dipeptide").positions[None], 1)[0, 0])
+    model.metadata["cv_ranges"] = [{"min": value - 1e-4, "max": value + 1e-4, "p01": value - 1e-4, "p99": value + 1e-4}] * model.dim
+    model.save(narrow)
+    toy = tmp_path / "toy"
+    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "5", "--samples", "200", "--no-progress", "--output", str(toy)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["bias", str(toy / "model.pt"), *SHORT, "--output", str(tmp_path / "a")], "not trained on molecular trajectories"),
+        (["bias", str(model_path), "harmonic-chain", *SHORT, "--output", str(tmp_path / "b")], "atoms but the model was trained on a system of 22"),
+        (["bias", str(model_path), "--cvs", "3", *SHORT, "--output", str(tmp_path / "c")], "--cvs must be 1 or 2"),
+        (["bias", str(model_path), "--height-kj", "-1", *SHORT, "--output", str(tmp_path / "d")], "--height-kj"),
+        (["bias", str(narrow), "--grid-margin", "0", *SHORT, "--output", str(tmp_path / "e")], "left its grid"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    for name in "abcd":
+        assert not (tmp_path / name).exists()
+    assert not (tmp_path / "e" / "summary.json").exists() and not (tmp_path / "e" / "COLVAR").exists()

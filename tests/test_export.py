@@ -1,0 +1,290 @@
+"""Exported CVs (TorchScript for openmm-torch and PLUMED, torch.export, PythonForce) equal the model's CVs, as physics."""
+
+import json
+import pickle
+
+import mdtraj
+import numpy as np
+import openmm as mm
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+import neuralct
+from neuralct.cli import main
+from neuralct.data.frame import kabsch
+from neuralct.export import collective_variables, openmm_force
+from neuralct.export.cv import quaternion_kabsch, _quaternion_tables
+from neuralct.export.force import _EVALUATORS, _SHARED
+from neuralct.md.systems import build_system
+from neuralct.molecular import project_positions
+
+K = 2
+
+
+@pytest.fixture(scope="module")
+def exported(alanine_model, tmp_path_factory):
+    model_path, paths = alanine_model
+    folder = tmp_path_factory.mktemp("export") / "cvs"
+    assert main(["export", str(model_path), "--cvs", str(K), "--output", str(folder)]) == 0
+    model = neuralct.load(model_path)
+    frames = mdtraj.load(paths[0], top=str(paths[0]).replace("replica-000.nc", "topology.pdb"))
+    positions = frames.xyz.astype(np.float64)
+    return model, folder, positions, project_positions(model, positions, K)
+
+
+def moved_copies(positions, seed=0):
+    """Randomly rotated and translated copies of frames (n_frames, n_atoms, 3)."""
+    rng = np.random.default_rng(seed)
+    rotations = Rotation.random(len(positions), random_state=seed).as_matrix()
+    return positions @ rotations.transpose(0, 2, 1) + rng.normal(scale=3.0, size=(len(positions), 1, 3))
+
+
+def test_quaternion_fit_is_the_svd_kabsch_fit():
+    rng = np.random.default_rng(1)
+    reference = torch.tensor(rng.normal(size=(10, 3)))
+    masses = torch.tensor(rng.uniform(1, 16, size=10))
+    reference = reference - (masses @ reference) / masses.sum()
+    frames = reference @ torch.tensor(Rotation.random(50, random_state=2).as_matrix()).transpose(1, 2) + 0.1 * torch.randn(50, 10, 3, dtype=torch.float64)
+    frames = frames - torch.einsum("i,fia->fa", masses, frames)[:, None] / masses.sum()
+    expected, _ = kabsch(frames, reference, masses)
+    rotations = quaternion_kabsch(frames, reference, masses, *_quaternion_tables())
+    assert torch.allclose(rotations, expected, atol=1e-10)
+    assert torch.allclose(torch.linalg.det(rotations), torch.ones(50, dtype=torch.float64), atol=1e-12)
+
+
+def test_torchforce_files_equal_the_model_cv_float32_batched_and_moved(exported):
+    model, folder, positions, expected = exported
+    for j in range(K):
+        module = torch.jit.load(str(folder / f"cv{j + 1}.pt"))
+        for frames in (positions, moved_copies(positions)):
+            many = module(torch.tensor(frames, dtype=torch.float32))
+            assert many.dtype == torch.float32 and many.shape == (len(frames),)
+            assert np.abs(many.numpy() - expected[:, j]).max() < 1e-5
+            one = module(torch.tensor(frames[3], dtype=torch.float32))
+            assert one.shape == () and abs(float(one) - expected[3, j]) < 1e-5
+            assert abs(float(module(torch.tensor(frames[3]))) - expected[3, j]) < 1e-5
+
+
+def test_gradient_is_minus_the_finite_difference_force(exported):
+    model, folder, positions, _ = exported
+    module = torch.jit.load(str(folder / "cv1.pt"))
+    x = torch.tensor(positions[5], requires_grad=True)
+    (gradient,) = torch.autograd.grad(module(x), x)
+    h = 1e-6
+    for atom, axis in [(0, 0), (4, 1), (8, 2), (14, 0), (18, 2)]:
+        plus, minus = positions[5].copy(), positions[5].copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        fd = (float(module(torch.tensor(plus))) - float(module(torch.tensor(minus)))) / (2 * h)
+        assert abs(fd - float(gradient[atom, axis])) < 1e-6 * max(1.0, abs(fd))
+    hydrogen = 1  # not in the heavy-atom selection: the CV does not depend on it
+    assert float(gradient[hydrogen].abs().max()) == 0.0
+
+
+def test_plumed_file_follows_the_pytorch_model_loader(exported):
+    """As PLUMED's PytorchModel.cpp does: load, eval, freeze, optimize_for_inference, probe with zeros, autograd per output."""
+    model, folder, positions, expected = exported
+    manifest = json.loads((folder / "manifest.json").read_text())
+    n_in = len(manifest["features"]["plumed_model.ptc"])
+    loaded = torch.jit.load(str(folder / "plumed_model.ptc"))
+    loaded.eval()
+    frozen = torch.jit.optimize_for_inference(torch.jit.freeze(loaded))
+    probe = frozen(torch.zeros(n_in, dtype=torch.float32).view(1, n_in))
+    assert probe.dtype == torch.float32 and probe.numel() == K
+    selected = positions[:, manifest["system"]["atom_indices"]].reshape(len(positions), -1)
+    for frame in (0, 7):
+        features = torch.tensor(selected[frame], dtype=torch.float32).view(1, n_in).requires_grad_(True)
+        output = frozen(features)
+        assert output.shape == (1, K) and output.dtype == torch.float32
+        assert np.abs(output.detach().numpy()[0] - expected[frame]).max() < 1e-5
+        for j in range(K):
+            (derivative,) = torch.autograd.grad([output[:, j : j + 1]], [features], [torch.ones(1).expand(1, 1)], retain_graph=True)
+            assert derivative.dtype == torch.float32 and derivative.shape == (1, n_in)
+            reference = collective_variables(model, K, select=False)
+            x = torch.tensor(selected[frame].reshape(1, -1, 3), requires_grad=True)
+            (exact,) = torch.autograd.grad(reference(x)[0, j], x)
+            assert np.abs(derivative.numpy().ravel() - exact.numpy().ravel()).max() < 1e-3 * max(1.0, float(exact.abs().max()))
+    text = (folder / "plumed.dat").read_text()
+    serials = [i + 1 for i in manifest["system"]["atom_indices"]]
+    assert f"WHOLEMOLECULES ENTITY0={','.join(map(str, serials))}" in text
+    assert [line.split("ATOM=")[1] for line in text.splitlines() if ": POSITION" in line] == [str(s) for s in serials]
+    arguments = next(line for line in text.splitlines() if line.startswith("cv: PYTORCH_MODEL")).split("ARG=")[1].split(",")
+    assert len(arguments) == n_in and arguments[:4] == ["p1.x", "p1.y", "p1.z", "p2.x"]
+    assert "PRINT" in text and "cv.node-1" in text
+
+
+def test_pt2_program_equals_the_cv(exported):
+    model, folder, positions, expected = exported
+    program = torch.export.load(str(folder / "cvs.pt2")).module()
+    for frames in (positions, moved_copies(positions, 3)):
+        out = program(torch.tensor(frames, dtype=torch.float32))
+        assert out.shape == (len(frames), K) and np.abs(out.numpy() - expected).max() < 1e-5
+    assert np.abs(program(torch.tensor(positions[:1], dtype=torch.float32)).numpy() - expected[:1]).max() < 1e-5
+
+
+def test_manifest_records_units_atoms_hashes_and_training_ranges(exported, alanine_model):
+    model, folder, _, expected = exported
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["units"]["positions"] == "nm" and manifest["system"]["n_atoms"] == 22
+    from neuralct.export.files import sha256
+
+    assert manifest["model"]["sha256"] == sha256(alanine_model[0])
+    assert all(manifest["sha256"][name] == sha256(folder / name) for name in manifest["sha256"])
+    assert manifest["range_source"].startswith("training frames")
+    for j, cv in enumerate(manifest["cvs"]):
+        assert cv["range"]["min"] < cv["range"]["p01"] < cv["range"]["p99"] < cv["range"]["max"]
+
+
+def _context(md_system, force_group_forces):
+    integrator = mm.LangevinMiddleIntegrator(300, 1, 0.002)
+    integrator.setRandomNumberSeed(3)
+    context = mm.Context(md_system.system, integrator, mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(md_system.positions)
+    context.setVelocitiesToTemperature(300, 5)
+    return context, integrator
+
+
+def test_python_force_in_a_running_simulation_equals_the_cv(exported):
+    model = exported[0]
+    md_system = build_system("alanine-dipeptide")
+    forces = [openmm_force(model, md_system.system, j) for j in range(K)]
+    cv_force = mm.CustomCVForce("0")
+    for j, force in enumerate(forces):
+        cv_force.addCollectiveVariable(f"cv{j}", force)
+    md_system.system.addForce(cv_force)
+    assert mm.XmlSerializer.serialize(md_system.system)  # the computation pickles
+    context, integrator = _context(md_system, forces)
+    calls = []
+    for _ in range(3):
+        integrator.step(20)
+        values = cv_force.getCollectiveVariableValues(context)
+        positions = context.getState(getPositions=True).getPositions(asNumpy=True)._value
+        assert np.abs(np.array(values) - project_positions(model, positions[None], K)[0]).max() < 1e-5
+        if not calls:
+            evaluator = _EVALUATORS[_SHARED[model][1]]
+            evaluator.cvs.register_forward_hook(lambda *args: calls.append(1))
+            context.setPositions(positions + 0.001)
+            cv_force.getCollectiveVariableValues(context)
+            assert len(calls) == 1  # two CVs, one forward pass
+
+
+def test_python_force_is_minus_the_gradient_of_its_energy(exported):
+    model = exported[0]
+    md_system = build_system("alanine-dipeptide")
+    for index in range(md_system.system.getNumForces()):
+        md_system.system.getForce(index).setForceGroup(0)
+    force = openmm_force(model, md_system.system, 0)
+    force.setForceGroup(1)
+    md_system.system.addForce(force)
+    context, _ = _context(md_system, [force])
+    x = md_system.positions.copy()
+    analytic = context.getState(getForces=True, groups={1}).getForces(asNumpy=True)._value
+    h = 1e-5
+    for atom, axis in [(0, 0), (6, 1), (14, 2)]:
+        energies = []
+        for sign in (1, -1):
+            moved = x.copy()
+            moved[atom, axis] += sign * h
+            context.setPositions(moved)
+            energies.append(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value)
+        assert abs(-(energies[0] - energies[1]) / (2 * h) - analytic[atom, axis]) < 1e-5 * max(1.0, abs(analytic[atom, axis]))
+
+
+def _split(positions, box, atoms):
+    """Positions with ``atoms`` moved by whole box vectors, so the molecule straddles the box."""
+    moved = positions.copy()
+    moved[atoms] += box[0] - box[1] + 2 * box[2]
+    return moved
+
+
+def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
+    model, folder, positions, expected = exported
+    box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
+    split = _split(positions[4], box, [0, 5, 6, 7, 18])
+    module = torch.jit.load(str(folder / "cv2.pt"))
+    assert abs(float(module(torch.tensor(split, dtype=torch.float32), torch.tensor(box, dtype=torch.float32))) - expected[4, 1]) < 1e-5
+    assert abs(float(module(torch.tensor(split))) - expected[4, 1]) > 1e-3  # without the box the CV sees a broken molecule
+
+    md_system = build_system("alanine-dipeptide")
+    nonbonded = next(f for f in md_system.system.getForces() if isinstance(f, mm.NonbondedForce))
+    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nonbonded.setCutoffDistance(1.0)
+    md_system.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    cv_force = mm.CustomCVForce("0")
+    cv_force.addCollectiveVariable("cv", openmm_force(model, md_system.system, 1))
+    md_system.system.addForce(cv_force)
+    context, _ = _context(md_system, [])
+    context.setPositions(split)
+    assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(exported, alanine_model, tmp_path, capsys):
+    model_path = str(alanine_model[0])
+    toy = tmp_path / "toy"
+    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "5", "--samples", "200", "--no-progress", "--output", str(toy)]) == 0
+    capsys.readouterr()
+    cases = [
+        (["export", str(toy / "model.pt"), "--output", str(tmp_path / "a")], "not trained on molecular trajectories"),
+        (["export", model_path, "--cvs", "100", "--output", str(tmp_path / "b")], "out of range"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    folder = exported[1]
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert main(["export", model_path, "--cvs", "1", "--output", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cvs" in err and len(err.splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    mixing = tmp_path / "mixing"
+    assert main(["train", *alanine_model[1], "--layers", "linear,point", "--steps", "3", "--batch-size", "16", "--couplings", "2",
+                 "--hidden", "8", "--no-progress", "--output", str(mixing)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(mixing / "model.pt"), "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mixes positions and momenta" in err and len(err.splitlines()) == 1 and not (tmp_path / "m").exists()
+    from neuralct.export.force import _SharedEvaluator
+
+    broken = np.full((10, 3), np.nan)
+    with pytest.raises(neuralct.errors.NeuralCTError, match="not finite"):
+        _SharedEvaluator(collective_variables(exported[0], 2, select=False)).evaluate(broken, None, 0)
+    chain = build_system("harmonic-chain")
+    with pytest.raises(neuralct.errors.NeuralCTError, match="particles but the model was trained on a system of 22"):
+        openmm_force(exported[0], chain.system, 0)
+    with pytest.raises(neuralct.errors.NeuralCTError, match="out of range"):
+        openmm_force(exported[0], build_system("alanine-dipeptide").system, 99)
+
+
+def test_torch_force_of_openmm_torch_gives_the_cv_and_its_forces(exported):
+    """End to end with openmm-torch where it is installed (see README for the working combination)."""
+    openmmtorch = pytest.importorskip("openmmtorch")
+    model, folder, positions, expected = exported
+    md_system = build_system("alanine-dipeptide")
+    force = openmmtorch.TorchForce(str(folder / "cv1.pt"))
+    force.setForceGroup(1)
+    md_system.system.addForce(force)
+    context, _ = _context(md_system, [])
+    context.setPositions(positions[6])
+    state = context.getState(getEnergy=True, getForces=True, groups={1})
+    assert abs(state.getPotentialEnergy()._value - expected[6, 0]) < 1e-5
+    module = torch.jit.load(str(folder / "cv1.pt"))
+    x = torch.tensor(positions[6], requires_grad=True)
+    (gradient,) = torch.autograd.grad(module(x), x)
+    assert np.abs(state.getForces(asNumpy=True)._value + gradient.numpy()).max() < 1e-4 * max(1.0, float(gradient.abs().max()))
+
+    box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
+    periodic = build_system("alanine-dipeptide")
+    nonbonded = next(f for f in periodic.system.getForces() if isinstance(f, mm.NonbondedForce))
+    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nonbonded.setCutoffDistance(1.0)
+    periodic.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    torch_force = openmm_force(model, periodic.system, 0, torch_force=True)
+    assert torch_force.usesPeriodicBoundaryConditions()
+    torch_force.setForceGroup(1)
+    periodic.system.addForce(torch_force)
+    context, _ = _context(periodic, [])
+    context.setPositions(_split(positions[4], box, [0, 5, 6, 7, 18]))
+    assert abs(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value - expected[4, 0]) < 1e-5
