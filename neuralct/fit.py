@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .device import resolve_device
+from .device import float32_matmul_precision, resolve_device
 from .errors import NeuralCTError
 from .model import NeuralCanonicalTransformation
 from .toys import HarmonicChain
 from .training import (
     MaximumLikelihood,
+    TrainingResult,
     TrainingSettings,
     VariationalFreeEnergy,
     harmonic_start,
@@ -23,7 +24,7 @@ from .training import (
     train,
 )
 
-__all__ = ["architecture_from_options", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
+__all__ = ["architecture_from_options", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -82,6 +83,7 @@ def fit_toy(
     seed: int = 0,
     eval_samples: int = 20000,
     checkpoint: Path | None = None,
+    matmul_precision: str = "highest",
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Train on a toy system, by maximum likelihood from exact samples or variationally.
 
@@ -93,6 +95,8 @@ def fit_toy(
     init : {"auto", "data", "harmonic", "identity"}
         ``auto`` is ``data`` (normal modes of the samples) for maximum likelihood and
         ``harmonic`` (normal modes of the Hessian at q = 0) for variational training.
+    matmul_precision : {"highest", "high"}
+        float32 matrix-product precision during training (``high``: TF32 on CUDA).
 
     Returns
     -------
@@ -134,7 +138,8 @@ def fit_toy(
         objective = VariationalFreeEnergy(system)
         if init == "harmonic":
             harmonic_start(model, system, seed=seed)
-    result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
+    with float32_matmul_precision(matmul_precision):
+        result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
 
     learned = model.frequencies.detach().cpu().double().numpy()
     exact = system.frequencies()
@@ -186,6 +191,62 @@ def split_trajectories(traj_lengths: list[int], validation_trajectories: int) ->
     return train_index, valid_index, f"trajectories {held} held out (of {len(traj_lengths)})"
 
 
+def fit_frames(
+    y_train: np.ndarray,
+    y_valid: np.ndarray | None,
+    kT: float,
+    architecture: list[dict[str, Any]],
+    settings: TrainingSettings,
+    *,
+    p_train: np.ndarray | None = None,
+    p_valid: np.ndarray | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    metadata: dict[str, Any] | None = None,
+    matmul_precision: str = "highest",
+) -> tuple[NeuralCanonicalTransformation, TrainingResult, torch.device]:
+    """Maximum-likelihood training on frames of unit-mass coordinates (e.g. internal coordinates).
+
+    The molecule-independent core of :func:`fit_trajectories`, usable on prepared arrays alone.
+
+    Parameters
+    ----------
+    y_train, y_valid : np.ndarray, shape=(n_frames, dim)
+        Training and held-out positions (unit masses); ``y_valid`` may be None.
+    kT : float
+        Thermal energy in the energy unit of ``y`` (kJ/mol for internal coordinates in sqrt(amu) nm).
+    p_train, p_valid : np.ndarray, shape=(n_frames, dim), optional
+        Recorded momenta; None draws Maxwell-Boltzmann momenta fresh for every minibatch.
+    matmul_precision : {"highest", "high"}
+        float32 matrix-product precision during training (``high``: TF32 on CUDA).
+
+    Returns
+    -------
+    model, result, device
+        The trained model, what the run measured, and the torch device it ran on.
+    """
+    torch_device = resolve_device(device)
+    torch_dtype = DTYPES[dtype]
+    torch.manual_seed(seed)
+
+    def tensor(values):
+        return None if values is None else torch.as_tensor(values, dtype=torch_dtype, device=torch_device)
+
+    y_train, y_valid, p_train, p_valid = tensor(y_train), tensor(y_valid), tensor(p_train), tensor(p_valid)
+    dim = y_train.shape[1]
+    model = NeuralCanonicalTransformation(
+        dim, masses=torch.ones(dim, dtype=torch_dtype), kT=kT, architecture=architecture, time_unit=1.0, metadata=metadata
+    ).to(device=torch_device, dtype=torch_dtype)
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    model.initialize(y_train, generator=generator)
+    objective = MaximumLikelihood(y_train, y_valid, p_train, p_valid)
+    with float32_matmul_precision(matmul_precision):
+        result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
+    return model, result, torch_device
+
+
 def fit_trajectories(
     data,
     architecture: list[dict[str, Any]],
@@ -198,6 +259,7 @@ def fit_trajectories(
     device: str = "auto",
     seed: int = 0,
     checkpoint: Path | None = None,
+    matmul_precision: str = "highest",
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated once per epoch.
 
@@ -212,6 +274,8 @@ def fit_trajectories(
         Loaded trajectories.
     momenta : {"resample", "recorded"}
         Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+    matmul_precision : {"highest", "high"}
+        float32 matrix-product precision during training (``high``: TF32 on CUDA).
 
     Returns
     -------
@@ -223,28 +287,26 @@ def fit_trajectories(
         raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
     if momenta == "recorded" and data.momenta_source != "recorded":
         raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
-    torch_device = resolve_device(device)
-    torch_dtype = DTYPES[dtype]
-    torch.manual_seed(seed)
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
     settings = dataclasses.replace(settings, validate_every=steps_per_epoch)
-    y = torch.as_tensor(data.internal_positions(), dtype=torch_dtype, device=torch_device)
-    p = torch.as_tensor(data.internal_momenta(), dtype=torch_dtype, device=torch_device) if momenta == "recorded" else None
-    model = NeuralCanonicalTransformation(
-        y.shape[1],
-        masses=torch.ones(y.shape[1], dtype=torch_dtype),
-        kT=data.kT,
-        architecture=architecture,
-        time_unit=1.0,
+    y = data.internal_positions()
+    p = data.internal_momenta() if momenta == "recorded" else None
+    model, result, torch_device = fit_frames(
+        y[train_index],
+        y[valid_index],
+        data.kT,
+        architecture,
+        settings,
+        p_train=None if p is None else p[train_index],
+        p_valid=None if p is None else p[valid_index],
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        checkpoint=checkpoint,
         metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
-    ).to(device=torch_device, dtype=torch_dtype)
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-    model.initialize(y[train_index], generator=generator)
-    objective = MaximumLikelihood(
-        y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
+        matmul_precision=matmul_precision,
     )
-    result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     summary: dict[str, Any] = {
         "mode": "ml",
         "trajectories": [str(path) for path in data.paths],

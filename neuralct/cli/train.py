@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from ..device import MATMUL_PRECISIONS
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
 from .options import add_common_options, save_resolved_config
@@ -50,6 +51,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--leapfrog-steps", type=int, default=4, help="leapfrog steps of a continuous layer (default: %(default)s)")
     model.add_argument("--init", choices=("auto", "data", "harmonic", "identity"), default="auto", help="start: normal modes of the data (ml), of the Hessian (variational), or identity (default: %(default)s)")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point precision (default: %(default)s)")
+    model.add_argument(
+        "--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+        help="float32 matrix products: highest (IEEE float32) or high (TF32 tensor cores on CUDA; no change on the CPU) (default: %(default)s)",
+    )
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: %(default)s)")
@@ -130,7 +135,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_options(args: argparse.Namespace, output: Path) -> dict:
     """Options both kinds of training run take from the command line."""
-    return {"dtype": args.dtype, "device": args.device, "seed": args.seed, "checkpoint": output / "checkpoint.pt"}
+    return {
+        "dtype": args.dtype,
+        "device": args.device,
+        "seed": args.seed,
+        "checkpoint": output / "checkpoint.pt",
+        "matmul_precision": args.matmul_precision,
+    }
 
 
 def _train_on_trajectories(args, architecture, settings):
