@@ -21,6 +21,7 @@ from .training import (
     VariationalFreeEnergy,
     harmonic_start,
     peak_memory_mb,
+    stiffest_mode_noise,
     train,
 )
 
@@ -221,6 +222,7 @@ def fit_frames(
     checkpoint: Path | None = None,
     metadata: dict[str, Any] | None = None,
     matmul_precision: str = "highest",
+    position_noise: float = 0.0,
 ) -> tuple[NeuralCanonicalTransformation, TrainingResult, torch.device]:
     """Maximum-likelihood training on frames of unit-mass coordinates (e.g. internal coordinates).
 
@@ -236,6 +238,9 @@ def fit_frames(
         Recorded momenta; None draws Maxwell-Boltzmann momenta fresh for every minibatch.
     matmul_precision : {"highest", "high"}
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
+    position_noise : float
+        Noise on the training positions, as a fraction of the stiffest mode's thermal
+        amplitude (see :func:`~neuralct.training.stiffest_mode_noise`); 0 for none.
 
     Returns
     -------
@@ -258,7 +263,8 @@ def fit_frames(
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     model.initialize(y_train, generator=generator)
-    objective = MaximumLikelihood(y_train, y_valid, p_train, p_valid)
+    noise = stiffest_mode_noise(y_train, model.masses, position_noise)
+    objective = MaximumLikelihood(y_train, y_valid, p_train, p_valid, position_noise=noise)
     with float32_matmul_precision(matmul_precision):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     return model, result, torch_device
@@ -277,6 +283,7 @@ def fit_trajectories(
     seed: int = 0,
     checkpoint: Path | None = None,
     matmul_precision: str = "highest",
+    position_noise: float = 0.0,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated on held-out ones.
 
@@ -293,6 +300,8 @@ def fit_trajectories(
         Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
     matmul_precision : {"highest", "high"}
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
+    position_noise : float
+        Noise on the training positions, a fraction of the stiffest mode's amplitude (see :func:`fit_frames`).
 
     Returns
     -------
@@ -322,6 +331,7 @@ def fit_trajectories(
         checkpoint=checkpoint,
         metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
         matmul_precision=matmul_precision,
+        position_noise=position_noise,
     )
     summary: dict[str, Any] = {
         "mode": "ml",
@@ -333,6 +343,7 @@ def fit_trajectories(
         "rigid_body": "aligned (mass-weighted Kabsch fit in float64); 6 rigid-body directions projected out: 3N-6 internal coordinates of unit mass",
         "max_fit_rmsd_nm": float(np.max(data.rmsd)),
         "momenta": "Maxwell-Boltzmann, fresh every minibatch" if p is None else "recorded on-step velocities",
+        "position_noise": position_noise,
         "temperature_K": float(data.temperature),
         "validation": split,
         "frequencies": model.frequencies.detach().cpu().double().tolist(),

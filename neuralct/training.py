@@ -26,6 +26,7 @@ __all__ = [
     "train",
     "harmonic_start",
     "peak_memory_mb",
+    "stiffest_mode_noise",
 ]
 
 CHECKPOINT_FORMAT = "neuralct.checkpoint"
@@ -108,17 +109,22 @@ class MaximumLikelihood:
         Physical positions (the validation set should be held-out trajectories).
     p_train, p_valid : torch.Tensor, shape=(frames, n), optional
         Recorded on-step momenta; None resamples them.
+    position_noise : torch.Tensor, shape=(n,), optional
+        Standard deviation of Gaussian noise added to the training positions of every
+        minibatch (physical units; see :func:`stiffest_mode_noise`), a regulariser for small
+        datasets. Validation positions are never perturbed.
     """
 
     name = "maximum-likelihood"
 
-    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None):
+    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None, position_noise: torch.Tensor | None = None):
         for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid)):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
         if len(q_train) < 2:
             raise NeuralCTError("need at least 2 training frames")
         self.q_train, self.q_valid, self.p_train, self.p_valid = q_train, q_valid, p_train, p_valid
+        self.position_noise = position_noise
         self._valid_noise_seed = 12345
 
     @staticmethod
@@ -131,7 +137,10 @@ class MaximumLikelihood:
     def loss(self, model: NeuralCanonicalTransformation, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(len(self.q_train), (batch_size,), generator=generator, device=generator.device)
         p = None if self.p_train is None else self.p_train[index]
-        return self._negative_log_likelihood(model, self.q_train[index], p, generator).mean()
+        q = self.q_train[index]
+        if self.position_noise is not None:
+            q = q + torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device) * self.position_noise
+        return self._negative_log_likelihood(model, q, p, generator).mean()
 
     def validation_loss(self, model: NeuralCanonicalTransformation, chunk: int = 4096) -> float | None:
         """Mean NLL on the validation set with fixed momentum draws (comparable across steps)."""
@@ -145,6 +154,33 @@ class MaximumLikelihood:
             with torch.no_grad():
                 total += float(self._negative_log_likelihood(model, q, p, generator).sum())
         return total / len(self.q_valid)
+
+
+def stiffest_mode_noise(q: torch.Tensor, masses: torch.Tensor, fraction: float) -> torch.Tensor | None:
+    """Per-coordinate noise, shape (n,): ``fraction`` of the thermal amplitude of the stiffest mode.
+
+    Isotropic in mass-weighted coordinates ``sqrt(m) q`` with standard deviation ``fraction``
+    times the smallest principal standard deviation of the data there (the stiffest normal
+    mode, ``sqrt(kT) / w_max`` for a harmonic system). Smoothing the data at a fraction of the
+    smallest length scale it has keeps the model from resolving single frames, while every
+    mode's variance grows by at most ``fraction^2`` (a bias of at most ``fraction^2 / 2`` nats
+    per mode). None when ``fraction`` is 0.
+
+    Parameters
+    ----------
+    q : torch.Tensor, shape=(frames, n)
+        Training positions.
+    masses : torch.Tensor, shape=(n,)
+    fraction : float
+        Noise over the stiffest mode's amplitude, >= 0.
+    """
+    if not fraction >= 0:
+        raise NeuralCTError(f"--position-noise must be >= 0, got {fraction}")
+    if fraction == 0:
+        return None
+    weighted = (q * masses.sqrt()).double()
+    smallest_variance = torch.linalg.eigvalsh(torch.cov(weighted.T).reshape(q.shape[1], q.shape[1]))[0].clamp_min(0)
+    return (fraction * smallest_variance.sqrt() / masses.double().sqrt()).to(q.dtype)
 
 
 class VariationalFreeEnergy:

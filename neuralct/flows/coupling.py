@@ -114,9 +114,12 @@ class AffineCoupling(nn.Module):
         bounded = torch.tanh(raw_scale / self.scale_bound)
         return shift, self.scale_bound * bounded, 1 - bounded * bounded, slopes
 
-    def _off_diagonal_pull_back(self, slopes, log_scale_slope, moved_b: torch.Tensor, momentum_b: torch.Tensor) -> torch.Tensor:
-        """``D^T m_b`` with ``D = d y_b / d x_a = diag(x_b e^s) ds/dx_a + dt/dx_a``; ``moved_b = x_b e^s = y_b - t``."""
-        cotangent = torch.cat([momentum_b * moved_b * log_scale_slope, momentum_b], dim=-1)
+    def _off_diagonal_pull_back(self, slopes, log_scale_slope, scaled_momentum_b: torch.Tensor, momentum_b: torch.Tensor) -> torch.Tensor:
+        """``D^T m_b`` with ``D = d y_b / d x_a = diag(x_b e^s) ds/dx_a + dt/dx_a``.
+
+        ``scaled_momentum_b`` is ``x_b e^s m_b``, the cotangent of ``s``.
+        """
+        cotangent = torch.cat([scaled_momentum_b * log_scale_slope, momentum_b], dim=-1)
         return _mlp_vjp(self.net, slopes, cotangent)
 
     def forward_blocks(self, x_a, x_b, p_a, p_b) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -127,16 +130,16 @@ class AffineCoupling(nn.Module):
         """
         shift, log_scale, log_scale_slope, slopes = self._conditioner_with_slopes(x_a)
         scale = torch.exp(log_scale)
-        moved_b = x_b * scale
         P_b = p_b / scale
-        P_a = p_a - self._off_diagonal_pull_back(slopes, log_scale_slope, moved_b, P_b)
-        return x_a, moved_b + shift, P_a, P_b
+        # x_b e^s P_b = x_b p_b: the scale cancels in the cotangent of s.
+        P_a = p_a - self._off_diagonal_pull_back(slopes, log_scale_slope, x_b * p_b, P_b)
+        return x_a, x_b * scale + shift, P_a, P_b
 
     def inverse_blocks(self, y_a, y_b, P_a, P_b) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``x = G^-1(y)`` and ``p = (dG/dx)^T P`` on blocks: ``(x_a, x_b, p_a, p_b)``."""
         shift, log_scale, log_scale_slope, slopes = self._conditioner_with_slopes(y_a)
         moved_b = y_b - shift
-        p_a = P_a + self._off_diagonal_pull_back(slopes, log_scale_slope, moved_b, P_b)
+        p_a = P_a + self._off_diagonal_pull_back(slopes, log_scale_slope, moved_b * P_b, P_b)
         scale = torch.exp(log_scale)
         return y_a, moved_b / scale, p_a, P_b * scale
 
