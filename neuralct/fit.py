@@ -100,6 +100,7 @@ def fit_toy(
     eval_samples: int = 20000,
     checkpoint: Path | None = None,
     matmul_precision: str = "highest",
+    position_noise: float = 0.0,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Train on a toy system, by maximum likelihood from exact samples or variationally.
 
@@ -113,6 +114,9 @@ def fit_toy(
         ``harmonic`` (normal modes of the Hessian at q = 0) for variational training.
     matmul_precision : {"highest", "high"}
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
+    position_noise : float
+        Noise on the training samples (maximum likelihood only), a fraction of the stiffest
+        mode's amplitude (see :func:`~neuralct.training.stiffest_mode_noise`).
 
     Returns
     -------
@@ -130,6 +134,8 @@ def fit_toy(
         raise NeuralCTError("--init data needs samples: use it with --mode ml")
     if not 0 <= validation_fraction < 1:
         raise NeuralCTError("--validation-fraction must be in [0, 1)")
+    if position_noise and mode != "ml":
+        raise NeuralCTError("--position-noise perturbs training samples: use it with --mode ml")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -147,7 +153,7 @@ def fit_toy(
         q = torch.as_tensor(q, dtype=torch_dtype, device=torch_device)
         n_valid = int(round(validation_fraction * samples))
         q_train, q_valid = q[n_valid:], (q[:n_valid] if n_valid else None)
-        objective = MaximumLikelihood(q_train, q_valid)
+        objective = MaximumLikelihood(q_train, q_valid, position_noise=stiffest_mode_noise(q_train, model.masses, position_noise))
         if init == "data":
             model.initialize(q_train, generator=generator)
     else:
@@ -164,6 +170,7 @@ def fit_toy(
         "system": system.describe(),
         "mode": mode,
         "init": init,
+        "position_noise": position_noise,
         "frequencies": learned.tolist(),
         "exact_frequencies": exact.tolist(),
         "frequency_relative_errors": errors.tolist(),

@@ -64,7 +64,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     optim.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
     optim.add_argument(
         "--position-noise", type=float, default=0.0, metavar="FRACTION",
-        help="Gaussian noise on the training positions of every minibatch, as a fraction of the thermal amplitude of the stiffest mode of the data (a regulariser for small datasets; trajectories only) (default: %(default)s)",
+        help="Gaussian noise on the training positions of every minibatch, as a fraction of the thermal amplitude of the stiffest mode of the data (a regulariser for small datasets; maximum likelihood only) (default: %(default)s)",
     )
     optim.add_argument("--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss")
     optim.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -145,6 +145,7 @@ def _run_options(args: argparse.Namespace, output: Path) -> dict:
         "seed": args.seed,
         "checkpoint": output / "checkpoint.pt",
         "matmul_precision": args.matmul_precision,
+        "position_noise": args.position_noise,
     }
 
 
@@ -163,7 +164,6 @@ def _train_on_trajectories(args, architecture, settings):
         selection=args.selection,
         validation_trajectories=args.validation_trajectories,
         momenta=args.momenta,
-        position_noise=args.position_noise,
         **_run_options(args, output),
     )
     return model, summary, output
