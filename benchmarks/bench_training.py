@@ -98,6 +98,8 @@ def reset_peak_memory(device: torch.device) -> bool:
 def train_row(features, settings: TrainingSettings, args) -> tuple:
     """Train once on ``features``; the model, result, wall and CPU seconds."""
     train_index, valid_index, _ = split_trajectories(list(features["traj_lengths"]), 1)
+    if args.small_data:
+        train_index = np.arange(0, int(features["traj_lengths"][0]), 2)
     y = features["internal_positions"]
     kT = kT_kj_per_mol(float(features["temperature_K"]))
     if args.device.startswith("cuda"):
@@ -105,7 +107,7 @@ def train_row(features, settings: TrainingSettings, args) -> tuple:
     wall, cpu = time.perf_counter(), time.process_time()
     model, result, device = fit_frames(
         y[train_index], y[valid_index], kT, ARCHITECTURE, settings,
-        dtype=args.dtype, device=args.device, matmul_precision=args.matmul_precision,
+        dtype=args.dtype, device=args.device, matmul_precision=args.matmul_precision, position_noise=args.position_noise,
     )
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -125,6 +127,8 @@ def main() -> None:
     parser.add_argument("--trajectories", nargs="*", help="trajectory files (default: simulate them)")
     parser.add_argument("--features", help="train from internal coordinates saved by --save-features (no MDTraj needed)")
     parser.add_argument("--save-features", help="write the internal coordinates etc. of the trajectories to this .npz and go on")
+    parser.add_argument("--position-noise", type=float, default=0.0, help="noise on training positions, a fraction of the stiffest mode's amplitude (default: %(default)s)")
+    parser.add_argument("--small-data", action="store_true", help="train on every 2nd frame of the first trajectory only (2 ns at 1 ps: 2,000 frames)")
     parser.add_argument("--output", default=None, help="write the rows as a JSON list here")
     args = parser.parse_args()
     batch_sizes = [int(value) for value in args.batch_sizes.split(",") if value.strip()]
@@ -178,6 +182,9 @@ def main() -> None:
             "validation_nll_kept_model": result.final_loss,
             "kept_step": result.best_step or result.steps,
             "validations": len(valid),
+            "validation_curve": list(zip(result.history["step"], valid)),
+            "training_frames": "every 2nd frame of the first trajectory" if args.small_data else "all frames of the training trajectories",
+            "position_noise": args.position_noise,
             "mi_psi_nats_best_of_two": max(mutual_information(cvs[:, k], features["psi"][valid_index]) for k in range(2)),
             "mi_phi_nats_best_of_two": max(mutual_information(cvs[:, k], features["phi"][valid_index]) for k in range(2)),
             "frequencies_slowest": model.frequencies.detach().cpu().double().tolist()[:6],
