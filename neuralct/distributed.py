@@ -169,10 +169,10 @@ def data_parallel_loss(model: nn.Module, objective: Any) -> Callable[[int, torch
     Wraps ``model`` in :class:`torch.nn.parallel.DistributedDataParallel` (which broadcasts
     rank 0's parameters and buffers to every process when it is built: a collective).
     DDP's gradient hooks fire when ``.grad`` is accumulated, i.e. in ``loss.backward()``;
-    the ``torch.autograd.grad(..., create_graph=True)`` calls inside the point
-    transformations differentiate with respect to phase-space points, not parameters, so
-    they accumulate nothing and DDP reduces exactly the final gradient (the tests check
-    it against the mean of per-process gradients). Without a process group, the plain
+    the ``torch.autograd.grad(..., create_graph=True)`` calls inside continuous layers
+    differentiate with respect to phase-space points, not parameters, so they accumulate
+    nothing and DDP reduces exactly the final gradient (the tests check it against the mean
+    of per-process gradients). Without a process group, the plain
     ``objective.loss(model, ...)``.
     """
     if not is_distributed():

@@ -10,26 +10,46 @@ from typing import Any
 import numpy as np
 import torch
 
-from .device import resolve_device
+from .device import float32_matmul_precision, resolve_device
 from .errors import NeuralCTError
 from .lagged import LaggedLikelihood, lag_in_frames, split_lagged_pairs
 from .model import NeuralCanonicalTransformation
 from .toys import HarmonicChain
 from .training import (
     MaximumLikelihood,
+    TrainingResult,
     TrainingSettings,
     VariationalFreeEnergy,
     harmonic_start,
     peak_memory_mb,
+    stiffest_mode_noise,
     train,
     weighted_resample,
 )
 
-__all__ = ["architecture_from_options", "check_enough_samples", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
+__all__ = [
+    "architecture_from_options", "check_enough_samples", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories",
+    "validation_interval", "DTYPES",
+]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _LAYER_NAMES = ("linear", "linear-point", "point", "continuous")
+
+#: Share of the training time validation may take.
+VALIDATION_BUDGET = 0.05
+#: CPU time of the validation NLL of one frame (no gradients, chunks of 4096) over that of one
+#: training sample (batch 200, loss and backward): 0.09-0.20 measured on B1, one CPU thread.
+VALIDATION_COST_PER_FRAME = 0.2
+
+
+def validation_interval(batch_size: int, validation_frames: int, at_least: int) -> int:
+    """Steps between validation passes: ``at_least``, or more so that validating ``validation_frames``
+    frames costs at most :data:`VALIDATION_BUDGET` of the training time.
+
+    A fixed number of steps, not a measured time: an interrupted run resumes to the same history.
+    """
+    return max(at_least, math.ceil(VALIDATION_COST_PER_FRAME * validation_frames / (VALIDATION_BUDGET * batch_size)))
 
 
 def architecture_from_options(layers: str, couplings: int, hidden: int, depth: int, leapfrog_steps: int) -> list[dict[str, Any]]:
@@ -84,6 +104,8 @@ def fit_toy(
     seed: int = 0,
     eval_samples: int = 20000,
     checkpoint: Path | None = None,
+    matmul_precision: str = "highest",
+    position_noise: float = 0.0,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Train on a toy system, by maximum likelihood from exact samples or variationally.
 
@@ -95,6 +117,11 @@ def fit_toy(
     init : {"auto", "data", "harmonic", "identity"}
         ``auto`` is ``data`` (normal modes of the samples) for maximum likelihood and
         ``harmonic`` (normal modes of the Hessian at q = 0) for variational training.
+    matmul_precision : {"highest", "high"}
+        float32 matrix-product precision during training (``high``: TF32 on CUDA).
+    position_noise : float
+        Noise on the training samples (maximum likelihood only), a fraction of the stiffest
+        mode's amplitude (see :func:`~neuralct.training.stiffest_mode_noise`).
 
     Returns
     -------
@@ -115,6 +142,8 @@ def fit_toy(
     if mode == "ml":
         n_valid = int(round(validation_fraction * samples))
         check_enough_samples(samples - n_valid, None, system.dim, "samples", "raise --samples")
+    if position_noise and mode != "ml":
+        raise NeuralCTError("--position-noise perturbs training samples: use it with --mode ml")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -131,14 +160,15 @@ def fit_toy(
         q, _ = system.sample(samples, seed=seed)
         q = torch.as_tensor(q, dtype=torch_dtype, device=torch_device)
         q_train, q_valid = q[n_valid:], (q[:n_valid] if n_valid else None)
-        objective = MaximumLikelihood(q_train, q_valid)
+        objective = MaximumLikelihood(q_train, q_valid, position_noise=stiffest_mode_noise(q_train, model.masses, position_noise))
         if init == "data":
             model.initialize(q_train, generator=generator)
     else:
         objective = VariationalFreeEnergy(system)
         if init == "harmonic":
             harmonic_start(model, system, seed=seed)
-    result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
+    with float32_matmul_precision(matmul_precision):
+        result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
 
     learned = model.frequencies.detach().cpu().double().numpy()
     exact = system.frequencies()
@@ -147,6 +177,7 @@ def fit_toy(
         "system": system.describe(),
         "mode": mode,
         "init": init,
+        "position_noise": position_noise,
         "frequencies": learned.tolist(),
         "exact_frequencies": exact.tolist(),
         "frequency_relative_errors": errors.tolist(),
@@ -224,6 +255,100 @@ def split_trajectories(traj_lengths: list[int], validation_trajectories: int) ->
     return train_index, valid_index, f"trajectories {held} held out (of {len(traj_lengths)})"
 
 
+def fit_frames(
+    y: np.ndarray,
+    kT: float,
+    architecture: list[dict[str, Any]],
+    settings: TrainingSettings,
+    *,
+    train_index: np.ndarray,
+    valid_index: np.ndarray | None = None,
+    p: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    lagged_pairs: tuple[np.ndarray, np.ndarray, float] | None = None,
+    vamp_weight: float = 0.0,
+    dtype: str = "float32",
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    metadata: dict[str, Any] | None = None,
+    matmul_precision: str = "highest",
+    position_noise: float = 0.0,
+) -> tuple[NeuralCanonicalTransformation, TrainingResult, torch.device, Any]:
+    """Train on frames of unit-mass coordinates (e.g. internal coordinates).
+
+    The molecule-independent core of :func:`fit_trajectories`, usable on prepared arrays alone:
+    maximum likelihood on single frames (optionally weighted), or the time-lagged objective of
+    :mod:`neuralct.lagged` on pairs of frames.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape=(n_frames, dim)
+        Positions (unit masses).
+    kT : float
+        Thermal energy in the energy unit of ``y`` (kJ/mol for internal coordinates in sqrt(amu) nm).
+    train_index, valid_index : np.ndarray of int
+        Frames that train and that validate (``valid_index`` None or empty: no validation).
+    p : np.ndarray, shape=(n_frames, dim), optional
+        Recorded momenta; None draws Maxwell-Boltzmann momenta fresh for every minibatch.
+    weights : np.ndarray, shape=(n_frames,), optional
+        Frame weights of biased data (weighted maximum likelihood, weighted start).
+    lagged_pairs : (train_pairs, valid_pairs, lag_ps), optional
+        Index pairs into ``y`` of frames ``lag_ps`` apart (arrays of shape (n_pairs, 2)):
+        train with the time-lagged objective instead of maximum likelihood on single frames.
+    vamp_weight : float
+        With ``lagged_pairs``: weight of an added VAMP-2 term of the two slowest latent positions.
+    matmul_precision : {"highest", "high"}
+        float32 matrix-product precision during training (``high``: TF32 on CUDA).
+    position_noise : float
+        Noise on the training positions, as a fraction of the stiffest mode's thermal
+        amplitude (see :func:`~neuralct.training.stiffest_mode_noise`); 0 for none.
+
+    Returns
+    -------
+    model, result, device, objective
+        The trained model, what the run measured, the torch device it ran on and the objective.
+    """
+    if weights is not None and lagged_pairs is not None:
+        raise NeuralCTError("frame weights (--weights, --bias-colvar) go with single-frame maximum likelihood only; drop --lag-ps")
+    if position_noise and lagged_pairs is not None:
+        raise NeuralCTError("--position-noise perturbs single frames: drop it with --lag-ps")
+    torch_device = resolve_device(device)
+    torch_dtype = DTYPES[dtype]
+    torch.manual_seed(seed)
+
+    def tensor(values):
+        return None if values is None else torch.as_tensor(values, dtype=torch_dtype, device=torch_device)
+
+    def rows(values, index):
+        return None if values is None or index is None or len(index) == 0 else values[torch.as_tensor(index, device=torch_device)]
+
+    y_all, p_all, w_all = tensor(y), tensor(p), tensor(weights)
+    y_train, y_valid = rows(y_all, train_index), rows(y_all, valid_index)
+    if y_valid is not None:
+        settings = dataclasses.replace(settings, validate_every=validation_interval(settings.batch_size, len(y_valid), settings.validate_every))
+    dim = y_all.shape[1]
+    model = NeuralCanonicalTransformation(
+        dim, masses=torch.ones(dim, dtype=torch_dtype), kT=kT, architecture=architecture, time_unit=1.0, metadata=metadata,
+        latent_dynamics=lagged_pairs is not None,
+    ).to(device=torch_device, dtype=torch_dtype)
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    model.initialize(weighted_resample(y_train, rows(w_all, train_index), generator), generator=generator)
+    if lagged_pairs is None:
+        noise = stiffest_mode_noise(y_train, model.masses, position_noise)
+        objective = MaximumLikelihood(
+            y_train, y_valid, rows(p_all, train_index), rows(p_all, valid_index), rows(w_all, train_index), rows(w_all, valid_index),
+            position_noise=noise,
+        )
+    else:
+        train_pairs, valid_pairs, lag_ps = lagged_pairs
+        objective = LaggedLikelihood(y_all, p_all, train_pairs, valid_pairs, lag=lag_ps / model.time_unit, vamp_weight=vamp_weight)
+        objective.initialize_frictions(model, seed=seed)
+    with float32_matmul_precision(matmul_precision):
+        result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
+    return model, result, torch_device, objective
+
+
 def fit_trajectories(
     data,
     architecture: list[dict[str, Any]],
@@ -239,8 +364,10 @@ def fit_trajectories(
     seed: int = 0,
     checkpoint: Path | None = None,
     weights: np.ndarray | None = None,
+    matmul_precision: str = "highest",
+    position_noise: float = 0.0,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
-    """Maximum-likelihood training on molecular trajectories, validated once per epoch.
+    """Maximum-likelihood training on molecular trajectories, validated on held-out ones.
 
     Positions are aligned and reduced to the 3N - 6 internal coordinates of
     :class:`~neuralct.data.RigidBodyFrame` (the six rigid-body directions are projected
@@ -262,6 +389,8 @@ def fit_trajectories(
         With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
     weights : np.ndarray, shape=(n_frames,), optional
         Frame weights of biased data (weighted maximum likelihood, weighted start).
+    matmul_precision, position_noise
+        As in :func:`fit_frames`.
 
     Returns
     -------
@@ -275,40 +404,35 @@ def fit_trajectories(
         raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
-    if weights is not None and lag_ps is not None:
-        raise NeuralCTError("frame weights (--weights, --bias-colvar) go with single-frame maximum likelihood only; drop --lag-ps")
-    torch_device = resolve_device(device)
-    torch_dtype = DTYPES[dtype]
-    torch.manual_seed(seed)
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     check_enough_samples(len(train_index), len(valid_index), data.frame.dim, "frames", "give longer trajectories, a smaller --stride or fewer atoms (--selection)")
     steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
-    settings = dataclasses.replace(settings, validate_every=steps_per_epoch)
-    y = torch.as_tensor(data.internal_positions(), dtype=torch_dtype, device=torch_device)
-    p = torch.as_tensor(data.internal_momenta(), dtype=torch_dtype, device=torch_device) if momenta == "recorded" else None
-    model = NeuralCanonicalTransformation(
-        y.shape[1],
-        masses=torch.ones(y.shape[1], dtype=torch_dtype),
-        kT=data.kT,
-        architecture=architecture,
-        time_unit=1.0,
-        metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
-        latent_dynamics=lag_ps is not None,
-    ).to(device=torch_device, dtype=torch_dtype)
-    generator = torch.Generator(device=torch_device).manual_seed(seed)
-    w = None if weights is None else torch.as_tensor(weights, dtype=torch_dtype, device=torch_device)
-    model.initialize(weighted_resample(y[train_index], None if w is None else w[train_index], generator), generator=generator)
-    if lag_ps is None:
-        objective = MaximumLikelihood(
-            y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index],
-            None if w is None else w[train_index], None if w is None else w[valid_index],
-        )
-    else:
+    y = data.internal_positions()
+    p = data.internal_momenta() if momenta == "recorded" else None
+    lagged_pairs = None
+    if lag_ps is not None:
         lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
         train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
-        objective = LaggedLikelihood(y, p, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps / model.time_unit, vamp_weight=vamp_weight)
-        objective.initialize_frictions(model, seed=seed)
-    result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
+        lagged_pairs = (train_pairs, valid_pairs, lag_frames * data.timestep_ps)
+    model, result, torch_device, objective = fit_frames(
+        y,
+        data.kT,
+        architecture,
+        settings,
+        train_index=train_index,
+        valid_index=valid_index,
+        p=p,
+        weights=weights,
+        lagged_pairs=lagged_pairs,
+        vamp_weight=vamp_weight,
+        dtype=dtype,
+        device=device,
+        seed=seed,
+        checkpoint=checkpoint,
+        metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
+        matmul_precision=matmul_precision,
+        position_noise=position_noise,
+    )
     summary: dict[str, Any] = {
         "mode": "ml",
         "trajectories": [str(path) for path in data.paths],
@@ -319,6 +443,7 @@ def fit_trajectories(
         "rigid_body": "aligned (mass-weighted Kabsch fit in float64); 6 rigid-body directions projected out: 3N-6 internal coordinates of unit mass",
         "max_fit_rmsd_nm": float(np.max(data.rmsd)),
         "momenta": "Maxwell-Boltzmann, fresh every minibatch" if p is None else "recorded on-step velocities",
+        "position_noise": position_noise,
         "temperature_K": float(data.temperature),
         "validation": split,
         "frequencies": model.frequencies.detach().cpu().double().tolist(),
@@ -328,7 +453,10 @@ def fit_trajectories(
         "steps_per_epoch": steps_per_epoch,
         "train_nll": result.history["train_loss"],
         "validation_nll": result.history["valid_loss"],
-        "nll_recorded": "once per epoch (a pass's worth of minibatches over the training frames); train_nll is the mean over the epoch's minibatches",
+        "nll_recorded": (
+            f"at the steps of history.step: every {settings.validate_every} steps or more, so that validation takes at most "
+            f"{VALIDATION_BUDGET:.0%} of the training time; train_nll is the mean over the minibatches since the previous record"
+        ),
         **_run_figures(model, result, settings, torch_device, dtype),
     }
     if lag_ps is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "harmonic_start",
     "peak_memory_mb",
     "weighted_resample",
+    "stiffest_mode_noise",
 ]
 
 CHECKPOINT_FORMAT = "neuralct.checkpoint"
@@ -114,11 +115,15 @@ class MaximumLikelihood:
         ``-sum_i w_i ln rho(x_i) / sum_i w_i``. Minibatches are drawn with probability
         proportional to ``w`` (an unbiased estimate of the weighted loss); the validation
         loss is the weighted mean.
+    position_noise : torch.Tensor, shape=(n,), optional
+        Standard deviation of Gaussian noise added to the training positions of every
+        minibatch (physical units; see :func:`stiffest_mode_noise`), a regulariser for small
+        datasets. Validation positions are never perturbed.
     """
 
     name = "maximum-likelihood"
 
-    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None, w_train=None, w_valid=None):
+    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None, w_train=None, w_valid=None, position_noise: torch.Tensor | None = None):
         for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid), ("training weights", w_train), ("validation weights", w_valid)):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
@@ -126,6 +131,7 @@ class MaximumLikelihood:
             raise NeuralCTError("need at least 2 training frames")
         self.q_train, self.q_valid, self.p_train, self.p_valid = q_train, q_valid, p_train, p_valid
         self.w_train, self.w_valid = w_train, w_valid
+        self.position_noise = position_noise
         self._valid_noise_seed = 12345
 
     @staticmethod
@@ -141,7 +147,10 @@ class MaximumLikelihood:
         else:
             index = torch.multinomial(self.w_train, batch_size, replacement=True, generator=generator)
         p = None if self.p_train is None else self.p_train[index]
-        return self._negative_log_likelihood(model, self.q_train[index], p, generator).mean()
+        q = self.q_train[index]
+        if self.position_noise is not None:
+            q = q + torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device) * self.position_noise
+        return self._negative_log_likelihood(model, q, p, generator).mean()
 
     def validation_loss(self, model: NeuralCanonicalTransformation, chunk: int = 4096) -> float | None:
         """Mean NLL on the validation set with fixed momentum draws (comparable across steps)."""
@@ -156,6 +165,33 @@ class MaximumLikelihood:
             with torch.no_grad():
                 total += float((weights[start : start + chunk] * self._negative_log_likelihood(model, q, p, generator)).sum())
         return total / float(weights.sum())
+
+
+def stiffest_mode_noise(q: torch.Tensor, masses: torch.Tensor, fraction: float) -> torch.Tensor | None:
+    """Per-coordinate noise, shape (n,): ``fraction`` of the thermal amplitude of the stiffest mode.
+
+    Isotropic in mass-weighted coordinates ``sqrt(m) q`` with standard deviation ``fraction``
+    times the smallest principal standard deviation of the data there (the stiffest normal
+    mode, ``sqrt(kT) / w_max`` for a harmonic system). Smoothing the data at a fraction of the
+    smallest length scale it has keeps the model from resolving single frames, while every
+    mode's variance grows by at most ``fraction^2`` (a bias of at most ``fraction^2 / 2`` nats
+    per mode). None when ``fraction`` is 0.
+
+    Parameters
+    ----------
+    q : torch.Tensor, shape=(frames, n)
+        Training positions.
+    masses : torch.Tensor, shape=(n,)
+    fraction : float
+        Noise over the stiffest mode's amplitude, >= 0.
+    """
+    if not fraction >= 0:
+        raise NeuralCTError(f"--position-noise must be >= 0, got {fraction}")
+    if fraction == 0:
+        return None
+    weighted = (q * masses.sqrt()).double()
+    smallest_variance = torch.linalg.eigvalsh(torch.cov(weighted.T).reshape(q.shape[1], q.shape[1]))[0].clamp_min(0)
+    return (fraction * smallest_variance.sqrt() / masses.double().sqrt()).to(q.dtype)
 
 
 class VariationalFreeEnergy:
@@ -263,6 +299,23 @@ def _check_finite(value: torch.Tensor, what: str, step: int, checkpoint: Path | 
         )
 
 
+def _checked_mean(losses: list[torch.Tensor], norms: list[torch.Tensor], first_step: int, checkpoint: Path | None) -> float:
+    """Mean of the steps' ``losses``, after checking them and the gradient ``norms`` (one host sync).
+
+    Raises
+    ------
+    TrainingDiverged
+        Naming the first step whose loss or gradient norm is not finite.
+    """
+    losses_, norms_ = torch.stack(losses), torch.stack(norms)
+    finite = torch.isfinite(losses_) & torch.isfinite(norms_)
+    if not bool(finite.all()):
+        first = int(torch.nonzero(~finite)[0, 0])
+        _check_finite(losses_[first], "loss", first_step + first, checkpoint)
+        _check_finite(norms_[first], "gradient norm", first_step + first, checkpoint)
+    return float(losses_.double().mean())
+
+
 def train(
     model: NeuralCanonicalTransformation,
     objective: MaximumLikelihood | VariationalFreeEnergy,
@@ -299,18 +352,22 @@ def train(
     """
     device = model.masses.device
     parameters = list(model.parameters()) if parameters is None else parameters
-    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate)
+    # The fused kernel updates every parameter in one pass (CPU and CUDA), same algorithm as the loop.
+    optimizer = torch.optim.Adam(parameters, lr=settings.learning_rate, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(settings))
     generator = torch.Generator(device=device).manual_seed(seed + distributed.rank())
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "valid_loss": []}
     best: dict[str, Any] = {"loss": math.inf, "step": None, "model": None}
     start_step = 0
-    # Losses of the epoch in progress and the training time of earlier runs: both cross a
-    # checkpoint, so a resumed run's history and rate equal an uninterrupted run's.
-    running: list[float] = []
+    # The losses and gradient norms since the last validation stay on the device (no host sync
+    # per step) and are checked when read: before every validation and every checkpoint. They
+    # and the training time of earlier runs cross a checkpoint, so a resumed run's history and
+    # rate equal an uninterrupted run's.
+    running: list[torch.Tensor] = []
+    norms: list[torch.Tensor] = []
     earlier = {"seconds": 0.0, "steps": 0}
     if checkpoint is not None and checkpoint.exists():
-        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, best, settings, running, earlier)
+        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, best, settings, running, norms, earlier)
     batch_loss = distributed.data_parallel_loss(model, objective)
     from tqdm.auto import tqdm
 
@@ -322,30 +379,32 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss = batch_loss(settings.batch_size, generator)
         # The mean over processes: every process sees the same value and stops together.
-        mean_loss = distributed.mean_over_processes(loss.detach())
-        _check_finite(mean_loss, "loss", step, checkpoint)
+        running.append(distributed.mean_over_processes(loss.detach()))
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(parameters, settings.gradient_clip)
-        _check_finite(norm, "gradient norm", step, checkpoint)
+        norms.append(torch.nn.utils.clip_grad_norm_(parameters, settings.gradient_clip))
         optimizer.step()
         scheduler.step()
-        running.append(float(mean_loss))
         if on_step is not None:
-            on_step(step, running[-1])
+            on_step(step, float(running[-1]))
         done = step + 1
-        if done % settings.validate_every == 0 or done == settings.steps:
+        validate = done % settings.validate_every == 0 or done == settings.steps
+        save = checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.steps)
+        if validate or save:
+            train_loss = _checked_mean(running, norms, done - len(running), checkpoint)
+        if validate:
             history["step"].append(done)
-            history["train_loss"].append(sum(running) / len(running))
+            history["train_loss"].append(train_loss)
             valid = objective.validation_loss(model)
             history["valid_loss"].append(float("nan") if valid is None else valid)
             if valid is not None and valid < best["loss"]:
                 best.update(loss=valid, step=done, model={key: value.detach().clone() for key, value in model.state_dict().items()})
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", valid="-" if valid is None else f"{valid:.4g}")
             running.clear()
+            norms.clear()
         bar.update(1)
-        if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.steps):
+        if save:
             timing = {"seconds": earlier["seconds"] + time.perf_counter() - t0, "steps": earlier["steps"] + done - start_step}
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, best, settings, done, running, timing)
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, best, settings, done, running, norms, timing)
     bar.close()
     elapsed = earlier["seconds"] + time.perf_counter() - t0
     trained = earlier["steps"] + settings.steps - start_step
@@ -364,7 +423,7 @@ def train(
     )
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best, settings, step, running, timing):
+def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best, settings, step, running, norms, timing):
     generators = distributed.gather_generator_states(generator)
     if not distributed.is_main_process():
         return
@@ -379,14 +438,15 @@ def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best
             "history": history,
             "best": best,
             "settings": asdict(settings),
-            "running": list(running),
+            "running": [float(loss) for loss in running],
+            "norms": [float(norm) for norm in norms],
             "timing": timing,
         },
         path,
     )
 
 
-def _resume(path, model, optimizer, scheduler, generator, history, best, settings, running, earlier) -> int:
+def _resume(path, model, optimizer, scheduler, generator, history, best, settings, running, norms, earlier) -> int:
     try:
         state = torch.load(path, map_location=model.masses.device, weights_only=True)
     except Exception as exc:
@@ -414,6 +474,9 @@ def _resume(path, model, optimizer, scheduler, generator, history, best, setting
     generator.set_state(own.cpu() if generator.device.type == "cpu" else own)
     history.update(state["history"])
     best.update(state["best"])
-    running.extend(state.get("running", []))
+    # Stored as floats: exact for the model's float32 or float64 losses and norms.
+    dtype, device = model.masses.dtype, model.masses.device
+    running.extend(torch.tensor(value, dtype=dtype, device=device) for value in state.get("running", []))
+    norms.extend(torch.tensor(value, dtype=dtype, device=device) for value in state.get("norms", []))
     earlier.update(state.get("timing", {}))
     return int(state["step"])

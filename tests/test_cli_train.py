@@ -203,3 +203,12 @@ def test_truncated_trajectory_gives_exactly_one_line_and_no_output(alanine, tmp_
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and "cannot read trajectory" in result.stderr, result.stderr
         assert not out.exists()
+
+
+def test_position_noise_option(tmp_path, capsys):
+    assert main(TOY + ["--position-noise", "0.2", "--output", str(tmp_path / "ml")]) == 0
+    assert json.loads((tmp_path / "ml" / "summary.json").read_text())["position_noise"] == 0.2
+    assert main(TOY + ["--mode", "variational", "--position-noise", "0.2", "--output", str(tmp_path / "vfe")]) == 2
+    assert "use it with --mode ml" in capsys.readouterr().err
+    assert main(TOY + ["--position-noise", "-1", "--output", str(tmp_path / "negative")]) == 2
+    assert "--position-noise: must be a finite number >= 0" in capsys.readouterr().err

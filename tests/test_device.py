@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neuralct.device import resolve_device
+from neuralct.device import float32_matmul_precision, resolve_device
 from neuralct.errors import NeuralCTError
 
 
@@ -21,3 +21,26 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 def test_unknown_device():
     with pytest.raises(NeuralCTError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_matmul_precision_applies_inside_the_block_and_is_restored():
+    before = torch.get_float32_matmul_precision()
+    with float32_matmul_precision("high"):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before
+    with pytest.raises(NeuralCTError, match="--matmul-precision"):
+        with float32_matmul_precision("medium"):
+            pass
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_tf32_products_stay_within_tf32_rounding_of_float32():
+    """TF32 keeps 10 mantissa bits of the inputs: relative errors ~1e-3, never more."""
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    a = torch.randn(256, 256, device="cuda", generator=generator)
+    b = torch.randn(256, 256, device="cuda", generator=generator)
+    exact = (a.double() @ b.double()).float()
+    with float32_matmul_precision("high"):
+        tf32 = a @ b
+    scale = (a.abs() @ b.abs()).max()
+    assert float((tf32 - exact).abs().max() / scale) < 2e-3

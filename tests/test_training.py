@@ -8,7 +8,7 @@ from neuralct.errors import NeuralCTError
 from neuralct.fit import fit_toy
 from neuralct.model import NeuralCanonicalTransformation
 from neuralct.toys import HarmonicChain
-from neuralct.training import MaximumLikelihood, TrainingDiverged, TrainingSettings, VariationalFreeEnergy, train
+from neuralct.training import MaximumLikelihood, TrainingDiverged, TrainingSettings, VariationalFreeEnergy, stiffest_mode_noise, train
 
 DEFAULT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
 QUIET = dict(progress=False, validate_every=50)
@@ -153,3 +153,24 @@ def test_the_kept_model_is_the_lowest_validation_state(tmp_path):
     assert result.best_step == result.history["step"][valid.index(min(valid))]
     assert abs(objective.validation_loss(model) - min(valid)) < 1e-9
     assert result.final_loss == min(valid)
+
+
+def test_position_noise_is_a_fraction_of_the_stiffest_harmonic_amplitude():
+    """For a harmonic chain the stiffest mode's thermal amplitude is sqrt(kT) / w_max (mass-weighted)."""
+    masses = np.array([1.0, 4.0] * 4)
+    chain = HarmonicChain(8, 2.0, masses)
+    q = torch.as_tensor(chain.sample(40000, seed=3)[0])
+    noise = stiffest_mode_noise(q, torch.as_tensor(masses), 0.3)
+    expected = 0.3 / chain.frequencies().max() / np.sqrt(masses)
+    assert np.allclose(noise.numpy(), expected, rtol=0.03)
+    assert stiffest_mode_noise(q, torch.as_tensor(masses), 0.0) is None
+    with pytest.raises(NeuralCTError, match="--position-noise"):
+        stiffest_mode_noise(q, torch.as_tensor(masses), -0.1)
+
+
+def test_position_noise_perturbs_training_batches_only():
+    model, clean = _ml_setup()
+    noisy = MaximumLikelihood(clean.q_train, clean.q_valid, position_noise=torch.full((4,), 0.5))
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert noisy.validation_loss(model) == clean.validation_loss(model)
+    assert float(noisy.loss(model, 64, generator())) != float(clean.loss(model, 64, generator()))

@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 
 import yaml
 
+from ..device import MATMUL_PRECISIONS
 from ..errors import NeuralCTError
 from ..io import write_json
 from .options import (
@@ -74,6 +75,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--leapfrog-steps", type=positive_int, default=4, help="leapfrog steps of a continuous layer (default: %(default)s)")
     model.add_argument("--init", choices=("auto", "data", "harmonic", "identity"), default="auto", help="start: normal modes of the data (ml), of the Hessian (variational), or identity (default: %(default)s)")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point precision (default: %(default)s)")
+    model.add_argument(
+        "--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+        help="float32 matrix products: highest (IEEE float32) or high (TF32 tensor cores on CUDA; no change on the CPU) (default: %(default)s)",
+    )
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps (default: %(default)s)")
@@ -81,6 +86,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     optim.add_argument("--learning-rate", type=positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
     optim.add_argument("--eval-samples", type=positive_int, default=20000, help="samples for the final free-energy estimate (default: %(default)s)")
     optim.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default: %(default)s)")
+    optim.add_argument(
+        "--position-noise", type=nonnegative_float, default=0.0, metavar="FRACTION",
+        help="Gaussian noise on the training positions of every minibatch, as a fraction of the thermal amplitude of the stiffest mode of the data (a regulariser for small datasets; maximum likelihood only) (default: %(default)s)",
+    )
     optim.add_argument("--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss")
     optim.add_argument("--no-progress", action="store_true", help="no progress bar")
     optim.add_argument(
@@ -168,7 +177,14 @@ def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path
 
 def _run_options(args: argparse.Namespace, output: Path) -> dict:
     """Options both kinds of training run take from the command line."""
-    return {"dtype": args.dtype, "device": args.device, "seed": args.seed, "checkpoint": output / "checkpoint.pt"}
+    return {
+        "dtype": args.dtype,
+        "device": args.device,
+        "seed": args.seed,
+        "checkpoint": output / "checkpoint.pt",
+        "matmul_precision": args.matmul_precision,
+        "position_noise": args.position_noise,
+    }
 
 
 def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:

@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["SymplecticFlow", "SymplecticSequential", "split_phase_space", "join_phase_space", "vector_jacobian_product", "map_in_chunks"]
+__all__ = ["SymplecticFlow", "SymplecticSequential", "split_phase_space", "join_phase_space", "map_in_chunks"]
 
 
 def split_phase_space(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,19 +29,6 @@ def split_phase_space(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def join_phase_space(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`split_phase_space`: shape (batch, n) twice -> (batch, 2n)."""
     return torch.cat([q, p], dim=-1)
-
-
-def vector_jacobian_product(
-    outputs: torch.Tensor, inputs: torch.Tensor, cotangent: torch.Tensor, create_graph: bool
-) -> torch.Tensor:
-    """``cotangent^T d outputs / d inputs`` row by row.
-
-    ``outputs`` must have been computed from ``inputs`` with grad mode enabled. The rows
-    of a batch are independent, so one backward pass gives every row's product.
-    ``create_graph`` keeps the product differentiable (for training through it).
-    """
-    (product,) = torch.autograd.grad(outputs, inputs, cotangent, create_graph=create_graph)
-    return product
 
 
 @torch.no_grad()

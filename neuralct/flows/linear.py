@@ -60,13 +60,27 @@ class LinearSymplectic(SymplecticFlow):
             C = self.C + self.C.T
         return torch.cat([torch.cat([A, B], 1), torch.cat([C, -A.T], 1)], 0)
 
+    def _exp(self, sign: float) -> torch.Tensor:
+        """``exp(sign K)``, shape (2n, 2n).
+
+        For a point map ``K = diag(A, -A^T)`` is block diagonal, so is its exponential:
+        ``diag(exp(sign A), exp(-sign A)^T)``, two n x n exponentials instead of one of
+        2n x 2n (a quarter of the work, forward and backward).
+        """
+        if not self.point:
+            return torch.linalg.matrix_exp(sign * self.hamiltonian_matrix())
+        upper = torch.linalg.matrix_exp(sign * self.A)
+        lower = torch.linalg.matrix_exp(-sign * self.A).T
+        zero = torch.zeros_like(upper)
+        return torch.cat([torch.cat([upper, zero], 1), torch.cat([zero, lower], 1)], 0)
+
     def matrix(self) -> torch.Tensor:
         """The symplectic matrix ``M = exp(K) S``, shape (2n, 2n)."""
-        return torch.linalg.matrix_exp(self.hamiltonian_matrix()) @ self.base
+        return self._exp(1.0) @ self.base
 
     def inverse_matrix(self) -> torch.Tensor:
         """``M^-1 = S^-1 exp(-K)``, shape (2n, 2n)."""
-        return symplectic_inverse(self.base) @ torch.linalg.matrix_exp(-self.hamiltonian_matrix())
+        return symplectic_inverse(self.base) @ self._exp(-1.0)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x @ self.matrix().T, x.new_zeros(x.shape[:-1])

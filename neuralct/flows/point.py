@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SymplecticFlow, join_phase_space, split_phase_space, vector_jacobian_product
+from .base import SymplecticFlow, join_phase_space, split_phase_space
 from .coupling import CouplingStack
 
 __all__ = ["PointTransformation"]
@@ -14,11 +14,12 @@ class PointTransformation(SymplecticFlow):
     """``Q = F(q)``, ``P = (dF/dq)^-T p``: the canonical lift of a bijection ``F``.
 
     The lift comes from the type-2 generating function ``F2(q, P) = P . F(q)`` (Li et al.,
-    PRX 10, 021020, 2020). Each momentum map is one vector-Jacobian product, never an
-    explicit Jacobian inverse:
+    PRX 10, 021020, 2020). The momentum maps never form or invert a Jacobian: ``F`` is a
+    stack of affine couplings, whose Jacobians are block triangular, and momenta are carried
+    through it layer by layer in closed form (:meth:`CouplingStack.forward_with_momenta`):
 
-    - forward: ``P = (dF^-1/dQ)^T p``, the product of ``p`` with the Jacobian of ``F^-1`` at ``Q``;
-    - inverse: ``p = (dF/dq)^T P``, the product of ``P`` with the Jacobian of ``F`` at ``q``.
+    - forward: ``P = (dF/dq)^-T p``, a diagonal scaling and one conditioner VJP per coupling;
+    - inverse: ``p = (dF/dq)^T P``, the same in reverse order.
 
     ``log|det| = 0`` on phase space; :meth:`configuration_forward` gives ``F`` with its
     own log-determinant for sampling in configuration space.
@@ -37,32 +38,12 @@ class PointTransformation(SymplecticFlow):
         super().__init__(dim)
         self.bijection = CouplingStack(dim, n_layers, hidden, depth, scale_bound)
 
-    @staticmethod
-    def _map_and_pull_back(map_, at: torch.Tensor, cotangent: torch.Tensor, create_graph: bool):
-        """``(map(at), cotangent^T d map / d at)``, both tracked for further gradients when asked."""
-        if not at.requires_grad:
-            at = at.detach().requires_grad_(True)
-        image, _ = map_(at)
-        return image, vector_jacobian_product(image, at, cotangent, create_graph)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, p = split_phase_space(x)
-        training_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            Q, _ = self.bijection(q)
-            _, P = self._map_and_pull_back(self.bijection.inverse, Q, p, training_graph)
-        if not training_graph:
-            Q = Q.detach()
+        Q, P = self.bijection.forward_with_momenta(*split_phase_space(x))
         return join_phase_space(Q, P), x.new_zeros(x.shape[:-1])
 
     def inverse(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        Q, P = split_phase_space(z)
-        training_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            q, _ = self.bijection.inverse(Q)
-            _, p = self._map_and_pull_back(self.bijection, q, P, training_graph)
-        if not training_graph:
-            q = q.detach()
+        q, p = self.bijection.inverse_with_momenta(*split_phase_space(z))
         return join_phase_space(q, p), z.new_zeros(z.shape[:-1])
 
     def configuration_forward(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
