@@ -121,26 +121,34 @@ def _metropolis(log_ratio: torch.Tensor, generator: torch.Generator | None) -> t
 
 @dataclass
 class _DualAveraging:
-    """Nesterov dual averaging of ``ln(step size)`` towards a target acceptance (Hoffman & Gelman, JMLR 15, 1593, 2014)."""
+    """Nesterov dual averaging of ``ln(step size)`` towards a target acceptance (Hoffman & Gelman, JMLR 15, 1593, 2014).
+
+    The frozen value is the mean of ``ln(step size)`` over the second half of the warm-up:
+    in short warm-ups the paper's weighted average still remembers the first, far-off steps.
+    """
 
     log_step: float
     target: float
     shrinkage_centre: float = field(init=False)
     iteration: int = 0
     error_sum: float = 0.0
-    log_step_average: float = field(init=False)
+    history: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.shrinkage_centre = math.log(10.0) + self.log_step
-        self.log_step_average = self.log_step
 
-    def update(self, acceptance: float, gamma: float = 0.05, t0: float = 10.0, kappa: float = 0.75) -> None:
+    def update(self, acceptance: float, gamma: float = 0.05, t0: float = 10.0) -> None:
         self.iteration += 1
         self.error_sum += self.target - acceptance
         t = self.iteration
         self.log_step = self.shrinkage_centre - math.sqrt(t) / gamma * self.error_sum / (t + t0)
-        weight = t ** (-kappa)
-        self.log_step_average = weight * self.log_step + (1 - weight) * self.log_step_average
+        self.history.append(self.log_step)
+
+    def frozen_log_step(self) -> float:
+        """``ln(step size)`` to sample with after warm-up."""
+        if not self.history:
+            return self.log_step
+        return sum(self.history[len(self.history) // 2 :]) / len(self.history[len(self.history) // 2 :])
 
 
 class HamiltonianMonteCarlo:
@@ -148,7 +156,7 @@ class HamiltonianMonteCarlo:
 
     The step size is one for all chains, adapted by dual averaging of the mean acceptance
     probability during warm-up (:meth:`step` with ``adapt=True``) and then frozen at its
-    averaged value by :meth:`freeze`: after warm-up the kernel is a fixed Markov kernel, so
+    late-warm-up average by :meth:`freeze`: after warm-up the kernel is a fixed Markov kernel, so
     the chains are exact. Each trajectory scales the step by a random factor in
     ``[1 - jitter, 1 + jitter]`` (drawn independently of the state, so reversibility holds),
     which breaks the periodic orbits of fixed-length trajectories in near-harmonic wells.
@@ -180,8 +188,9 @@ class HamiltonianMonteCarlo:
         self.statistics = KernelStatistics()
 
     def freeze(self) -> None:
-        """End warm-up: fix the step size at the dual-averaging average."""
-        self.step_size = math.exp(self.adaptation.log_step_average)
+        """End warm-up: fix the step size (see :class:`_DualAveraging`); no-op without warm-up iterations."""
+        if self.adaptation.history:
+            self.step_size = math.exp(self.adaptation.frozen_log_step())
 
     def _trajectory(self, state: ChainState, momentum: torch.Tensor, step: torch.Tensor):
         """Leapfrog from ``state``; chains stop (and will be rejected) at the first non-finite value."""
