@@ -23,7 +23,7 @@ from .training import (
     train,
 )
 
-__all__ = ["architecture_from_options", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
+__all__ = ["architecture_from_options", "check_enough_samples", "fit_toy", "fit_trajectories", "split_trajectories", "DTYPES"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -110,6 +110,9 @@ def fit_toy(
         raise NeuralCTError("--init data needs samples: use it with --mode ml")
     if not 0 <= validation_fraction < 1:
         raise NeuralCTError("--validation-fraction must be in [0, 1)")
+    if mode == "ml":
+        n_valid = int(round(validation_fraction * samples))
+        check_enough_samples(samples - n_valid, None, system.dim, "samples", "raise --samples")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -125,7 +128,6 @@ def fit_toy(
     if mode == "ml":
         q, _ = system.sample(samples, seed=seed)
         q = torch.as_tensor(q, dtype=torch_dtype, device=torch_device)
-        n_valid = int(round(validation_fraction * samples))
         q_train, q_valid = q[n_valid:], (q[:n_valid] if n_valid else None)
         objective = MaximumLikelihood(q_train, q_valid)
         if init == "data":
@@ -156,6 +158,25 @@ def fit_toy(
         summary.update(objective.estimate(model, n_samples=eval_samples, seed=seed + 1))
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies")}
     return model, summary
+
+
+def check_enough_samples(n_train: int, n_valid: int | None, dim: int, what: str, advice: str) -> None:
+    """Refuse, before any work, data too few for the split: the training set must exceed the dimension.
+
+    With ``n_train <= dim`` the data covariance that starts the model (normal modes of the
+    positions) is singular and the learned frequencies are meaningless.
+
+    Parameters
+    ----------
+    n_train, n_valid : int
+        Training and validation sizes after the split (``n_valid`` None: no validation set required).
+    dim : int
+        Configuration dimension n.
+    """
+    if n_train <= dim:
+        raise NeuralCTError(f"only {n_train} training {what} for {dim} coordinates (need more than {dim}); {advice}")
+    if n_valid is not None and n_valid < 1:
+        raise NeuralCTError(f"no validation {what} are left after the split; {advice}")
 
 
 def split_trajectories(traj_lengths: list[int], validation_trajectories: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -227,6 +248,7 @@ def fit_trajectories(
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
+    check_enough_samples(len(train_index), len(valid_index), data.frame.dim, "frames", "give longer trajectories, a smaller --stride or fewer atoms (--selection)")
     steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
     settings = dataclasses.replace(settings, validate_every=steps_per_epoch)
     y = torch.as_tensor(data.internal_positions(), dtype=torch_dtype, device=torch_device)

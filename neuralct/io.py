@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,17 +20,37 @@ __all__ = [
     "write_json",
     "atomic_torch_save",
     "prepare_output_dir",
+    "is_atomic_temporary",
 ]
+
+#: Temporary files of :func:`atomic_path`: ``.NAME.XXXXXXXX.tmp`` (``tempfile.mkstemp``'s 8 random characters).
+_TEMPORARY_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def is_atomic_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_path`'s temporaries (left behind only by a killed run)."""
+    return _TEMPORARY_PATTERN.match(name) is not None
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is synced and renamed onto ``path``.
 
-    If the block raises, the temporary file is removed and ``path`` is left as it was.
+    If the block raises, the temporary file is removed and ``path`` is left as it was. The
+    file gets the mode the process's umask gives new files. A temporary left by a killed process
+    matches :func:`is_atomic_temporary`.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp creates the file 0600; a finished file gets the mode open() would give it.
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)

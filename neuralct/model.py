@@ -265,21 +265,104 @@ class NeuralCanonicalTransformation(nn.Module):
             raise NeuralCTError(f"{source} is not a neuralct model file; train one with `neuralct train`")
         if contents.get("version") != MODEL_FORMAT_VERSION:
             raise NeuralCTError(f"{source} has model format version {contents.get('version')}, this neuralct reads {MODEL_FORMAT_VERSION}")
+        try:
+            _check_contents(contents)
+        except _Damaged as exc:
+            raise NeuralCTError(f"{source} is damaged or was altered: {exc}; train the model again or use an intact copy") from None
         state = contents["state_dict"]
         dtype = state["masses"].dtype
-        model = cls(
-            contents["dim"],
-            masses=state["masses"],
-            kT=contents["kT"],
-            architecture=contents["architecture"],
-            time_unit=contents["time_unit"],
-            metadata=contents["metadata"],
-        ).to(dtype)
         try:
+            model = cls(
+                contents["dim"],
+                masses=state["masses"],
+                kT=contents["kT"],
+                architecture=contents["architecture"],
+                time_unit=contents["time_unit"],
+                metadata=contents["metadata"],
+            ).to(dtype)
             model.load_state_dict(state)
-        except RuntimeError as exc:
+        except (NeuralCTError, RuntimeError, TypeError, ValueError) as exc:
             raise NeuralCTError(f"{source} does not match its own architecture: {first_line(exc)}") from None
         return model
+
+
+class _Damaged(Exception):
+    """A model file's contents do not have the structure :meth:`NeuralCanonicalTransformation.save` writes."""
+
+
+def _require(condition: bool, what: str) -> None:
+    if not condition:
+        raise _Damaged(what)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _is_finite_tensor(value: Any, shape: tuple[int, ...] | None = None) -> bool:
+    return (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and (shape is None or tuple(value.shape) == shape)
+        and bool(torch.isfinite(value).all())
+    )
+
+
+def _check_contents(contents: dict[str, Any]) -> None:
+    """Check keys, types, shapes and finiteness of a model file's contents before anything is built.
+
+    Raises
+    ------
+    _Damaged
+        Naming the first entry that is missing or malformed.
+    """
+    missing = [key for key in ("dim", "kT", "time_unit", "architecture", "metadata", "state_dict") if key not in contents]
+    _require(not missing, f"missing {', '.join(missing)}")
+    dim = contents["dim"]
+    _require(_is_count(dim), f"dim must be a positive integer, not {dim!r}")
+    for key in ("kT", "time_unit"):
+        _require(_is_positive_number(contents[key]), f"{key} must be a finite positive number, not {contents[key]!r}")
+    architecture = contents["architecture"]
+    _require(isinstance(architecture, list) and len(architecture) > 0, "architecture must be a non-empty list of layers")
+    for index, spec in enumerate(architecture):
+        _require(isinstance(spec, dict) and spec.get("type") in _LAYER_TYPES, f"architecture layer {index} must be a dict with a type in {', '.join(_LAYER_TYPES)}")
+        for key, value in spec.items():
+            if key != "type":
+                _require(isinstance(value, bool) or _is_count(value), f"architecture layer {index}: {key} must be true, false or a positive integer, not {value!r}")
+    _require(isinstance(contents["metadata"], dict), "metadata must be a mapping")
+    state = contents["state_dict"]
+    _require(isinstance(state, dict) and all(isinstance(key, str) for key in state), "state_dict must map names to tensors")
+    for key, value in state.items():
+        _require(isinstance(value, torch.Tensor), f"state_dict entry {key} must be a tensor")
+        _require(not value.is_floating_point() or _is_finite_tensor(value), f"state_dict entry {key} holds NaN or infinite values")
+    _require(len({value.dtype for value in state.values() if value.is_floating_point()}) == 1, "floating-point state_dict tensors must share one dtype")
+    for key in ("masses", "position_offset"):
+        _require(key in state and state[key].is_floating_point() and tuple(state[key].shape) == (dim,), f"state_dict entry {key} must be floating-point of shape ({dim},)")
+    _require(bool((state["masses"] > 0).all()), "masses must be positive")
+    if "molecule" in contents["metadata"]:
+        _check_molecule(contents["metadata"]["molecule"], dim)
+
+
+def _check_molecule(molecule: Any, dim: int) -> None:
+    """Check what analysis reads of the molecule a model was trained on (see ``molecular.molecule_metadata``)."""
+    _require(isinstance(molecule, dict) and molecule.get("kind") == "molecule", "metadata.molecule must be a molecule record")
+    n_atoms, indices, names = molecule.get("n_atoms"), molecule.get("atom_indices"), molecule.get("atom_names")
+    _require(_is_count(n_atoms), "metadata.molecule.n_atoms must be a positive integer")
+    _require(
+        isinstance(indices, list) and len(indices) >= 3 and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_atoms for i in indices),
+        "metadata.molecule.atom_indices must list at least 3 atom indices below n_atoms",
+    )
+    _require(isinstance(names, list) and len(names) == len(indices) and all(isinstance(name, str) for name in names), "metadata.molecule.atom_names must name each selected atom")
+    _require(_is_positive_number(molecule.get("temperature_K")), "metadata.molecule.temperature_K must be a finite positive number")
+    frame, k = molecule.get("frame"), len(indices)
+    _require(isinstance(frame, dict), "metadata.molecule.frame must be a mapping of tensors")
+    for key, shape in (("reference", (k, 3)), ("masses", (k,)), ("basis", (3 * k, dim))):
+        _require(_is_finite_tensor(frame.get(key), shape), f"metadata.molecule.frame.{key} must be a finite tensor of shape {shape}")
+    _require(bool((frame["masses"] > 0).all()), "metadata.molecule.frame.masses must be positive")
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuralCanonicalTransformation:

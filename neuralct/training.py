@@ -252,9 +252,12 @@ def train(
 ) -> TrainingResult:
     """Minimise ``objective`` with Adam and a warm-up + cosine schedule.
 
-    Checkpoints (model, optimiser, schedule, random state, history) are written
-    atomically to ``checkpoint`` every ``settings.checkpoint_every`` steps and at the
-    end; if the file exists the run resumes from it. A non-finite loss or gradient
+    Checkpoints (model, optimiser, schedule, random state, history, the losses of the
+    epoch in progress, training time so far) are written atomically to ``checkpoint``
+    every ``settings.checkpoint_every`` steps and at the end; if the file exists the run
+    resumes from it, with the history of an uninterrupted run, and ``wall_seconds`` and
+    ``samples_per_second`` over the steps of all runs (the time of steps redone after a
+    kill is not counted). A non-finite loss or gradient
     stops the run with :class:`TrainingDiverged` and leaves the last good checkpoint.
 
     Inside a torch.distributed process group (see :mod:`neuralct.distributed`) training
@@ -280,14 +283,17 @@ def train(
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "valid_loss": []}
     best: dict[str, Any] = {"loss": math.inf, "step": None, "model": None}
     start_step = 0
+    # Losses of the epoch in progress and the training time of earlier runs: both cross a
+    # checkpoint, so a resumed run's history and rate equal an uninterrupted run's.
+    running: list[float] = []
+    earlier = {"seconds": 0.0, "steps": 0}
     if checkpoint is not None and checkpoint.exists():
-        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, best, settings)
+        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, best, settings, running, earlier)
     batch_loss = distributed.data_parallel_loss(model, objective)
     from tqdm.auto import tqdm
 
     show = settings.progress and distributed.is_main_process()
     bar = tqdm(total=settings.steps, initial=start_step, disable=not show, desc=objective.name, unit="step", leave=False)
-    running = []
     t0 = time.perf_counter()
     step = start_step
     for step in range(start_step, settings.steps):
@@ -313,13 +319,14 @@ def train(
             if valid is not None and valid < best["loss"]:
                 best.update(loss=valid, step=done, model={key: value.detach().clone() for key, value in model.state_dict().items()})
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", valid="-" if valid is None else f"{valid:.4g}")
-            running = []
+            running.clear()
         bar.update(1)
         if checkpoint is not None and (done % settings.checkpoint_every == 0 or done == settings.steps):
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, best, settings, done)
+            timing = {"seconds": earlier["seconds"] + time.perf_counter() - t0, "steps": earlier["steps"] + done - start_step}
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, best, settings, done, running, timing)
     bar.close()
-    elapsed = time.perf_counter() - t0
-    trained = settings.steps - start_step
+    elapsed = earlier["seconds"] + time.perf_counter() - t0
+    trained = earlier["steps"] + settings.steps - start_step
     final = history["valid_loss"][-1] if history["valid_loss"] and not math.isnan(history["valid_loss"][-1]) else None
     if settings.keep_best and best["model"] is not None:
         model.load_state_dict(best["model"])
@@ -335,7 +342,7 @@ def train(
     )
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best, settings, step):
+def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best, settings, step, running, timing):
     generators = distributed.gather_generator_states(generator)
     if not distributed.is_main_process():
         return
@@ -350,12 +357,14 @@ def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best
             "history": history,
             "best": best,
             "settings": asdict(settings),
+            "running": list(running),
+            "timing": timing,
         },
         path,
     )
 
 
-def _resume(path, model, optimizer, scheduler, generator, history, best, settings) -> int:
+def _resume(path, model, optimizer, scheduler, generator, history, best, settings, running, earlier) -> int:
     try:
         state = torch.load(path, map_location=model.masses.device, weights_only=True)
     except Exception as exc:
@@ -383,4 +392,6 @@ def _resume(path, model, optimizer, scheduler, generator, history, best, setting
     generator.set_state(own.cpu() if generator.device.type == "cpu" else own)
     history.update(state["history"])
     best.update(state["best"])
+    running.extend(state.get("running", []))
+    earlier.update(state.get("timing", {}))
     return int(state["step"])

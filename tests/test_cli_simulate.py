@@ -39,7 +39,7 @@ def test_rerun_of_a_finished_run_changes_no_frames(finished_run):
         (["alanine-dipeptide", "--forcefield", "no-such-ff.xml"], "cannot load force field"),
         (["double-well", "--report-ps", "0.003"], "whole number"),
         (["double-well", "--platform", "NoSuchPlatform"], "not available"),
-        (["double-well", "--temperature", "310"], "different settings"),
+        (["double-well", "--temperature", "310"], "other openmm_system, temperature;"),
     ],
 )
 def test_bad_input_is_a_one_line_error_and_leaves_outputs_untouched(finished_run, capsys, args, message):

@@ -140,3 +140,70 @@ def test_free_energy_of_the_prior():
     model = random_model(POINT)
     expected = sum(math.log(w / (2 * math.pi)) for w in model.prior.frequencies.tolist())
     assert abs(model.prior.free_energy().item() - expected) < 1e-12
+
+
+def _molecule_metadata():
+    """A valid record of a 3-atom molecule (3 N - 6 = 3 internal coordinates, as N above)."""
+    from neuralct.data.frame import RigidBodyFrame
+
+    frame = RigidBodyFrame(torch.tensor([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.2, 0.12, 0.0]]).numpy(), [12.0, 14.0, 16.0])
+    return {"kind": "molecule", "n_atoms": 5, "selection": "heavy", "atom_indices": [0, 2, 4], "atom_names": ["ALA:C", "ALA:N", "ALA:O"],
+            "temperature_K": 300.0, "frame": frame.state_dict()}
+
+
+def _set(path):
+    """A tampering that puts ``value`` at ``path`` (keys, then a callable making the value from the old one)."""
+    *keys, make = path
+
+    def tamper(contents):
+        target = contents
+        for key in keys[:-1]:
+            target = target[key]
+        if make is del_:
+            del target[keys[-1]]
+        else:
+            target[keys[-1]] = make(target[keys[-1]])
+
+    return tamper
+
+
+def del_(old):
+    return None
+
+
+TAMPERINGS = {
+    "missing state_dict": (["state_dict", del_], "missing state_dict"),
+    "dim as text": (["dim", lambda old: "3"], "dim must be a positive integer"),
+    "negative dim": (["dim", lambda old: -3], "dim must be a positive integer"),
+    "NaN kT": (["kT", lambda old: float("nan")], "kT must be a finite positive number"),
+    "architecture not a list": (["architecture", lambda old: "linear"], "architecture must be a non-empty list"),
+    "unknown layer": (["architecture", lambda old: [{"type": "magic"}]], "architecture layer 0 must be a dict"),
+    "negative width": (["architecture", lambda old: [old[0], dict(old[1], hidden=-8)]], "hidden must be true, false or a positive integer"),
+    "fewer layers": (["architecture", lambda old: old[:1]], "does not match its own architecture"),
+    "NaN weight": (["state_dict", "flow.layers.0.A", lambda old: old * float("nan")], "flow.layers.0.A holds NaN or infinite values"),
+    "weight as a list": (["state_dict", "flow.layers.0.A", lambda old: old.tolist()], "flow.layers.0.A must be a tensor"),
+    "weight of another shape": (["state_dict", "flow.layers.0.A", lambda old: old[:1]], "does not match its own architecture"),
+    "masses of another shape": (["state_dict", "masses", lambda old: old[:2]], "masses must be floating-point of shape (3,)"),
+    "negative mass": (["state_dict", "masses", lambda old: -old], "masses must be positive"),
+    "mixed dtypes": (["state_dict", "position_offset", lambda old: old.float()], "share one dtype"),
+    "metadata as a list": (["metadata", lambda old: []], "metadata must be a mapping"),
+    "atom index out of range": (["metadata", "molecule", "atom_indices", lambda old: [0, 2, 9]], "atom_indices"),
+    "missing frame basis": (["metadata", "molecule", "frame", "basis", del_], "frame.basis must be a finite tensor"),
+    "frame basis of another shape": (["metadata", "molecule", "frame", "basis", lambda old: old[:, :2]], "frame.basis must be a finite tensor"),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERINGS))
+def test_tampered_model_files_are_refused_in_one_line(tmp_path, name):
+    path, message = TAMPERINGS[name]
+    model = random_model(POINT)
+    model.metadata["molecule"] = _molecule_metadata()
+    model.save(tmp_path / "model.pt")
+    assert neuralct.load(tmp_path / "model.pt").metadata["molecule"]["n_atoms"] == 5  # the untampered file loads
+    contents = torch.load(tmp_path / "model.pt", weights_only=True)
+    _set(path)(contents)
+    torch.save(contents, tmp_path / "tampered.pt")
+    with pytest.raises(NeuralCTError) as error:
+        neuralct.load(tmp_path / "tampered.pt")
+    text = str(error.value)
+    assert message in text and "tampered.pt" in text and "\n" not in text, text

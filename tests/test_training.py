@@ -68,7 +68,7 @@ def _ml_setup(seed=0):
 def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     settings = TrainingSettings(steps=60, batch_size=64, checkpoint_every=20, **QUIET)
     reference, objective = _ml_setup()
-    train(reference, objective, settings, seed=5, checkpoint=tmp_path / "reference.pt")
+    uninterrupted = train(reference, objective, settings, seed=5, checkpoint=tmp_path / "reference.pt")
 
     model, objective = _ml_setup()
 
@@ -84,6 +84,9 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     assert result.resumed_from_step == 40
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+    # The epoch of steps 0-49 straddles the step-40 checkpoint: its mean loss is that of the uninterrupted run.
+    assert result.history == uninterrupted.history
+    assert result.samples_per_second > 0
 
 
 def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):

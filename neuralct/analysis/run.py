@@ -76,6 +76,7 @@ def analyze_trajectories(
         raise NeuralCTError("--modes must be at least 2 (the report compares the two slowest CVs)")
     data = load_trajectories(paths, topology=topology, selection="all", stride=stride, momenta="resample")
     check_topology(model, data.topology, str(paths[0]))
+    train, test, split = split_for_analysis(paths, model.metadata, test_trajectories)
     output = prepare_output_dir(output)
     n_modes = min(n_modes, model.dim)
     if data.timestep_ps is None:
@@ -89,7 +90,6 @@ def analyze_trajectories(
     phi, psi = backbone_dihedrals(mdtraj.Trajectory(data.positions, data.topology))
     bounds = np.cumsum([0] + list(data.traj_lengths))
     per_traj = lambda values: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    train, test, split = split_for_analysis(paths, model.metadata, test_trajectories)
     report = cv_quality_report(
         per_traj(cvs), per_traj(phi), per_traj(psi), train, test, lag, per_traj(features),
         n_modes=n_modes, time_step_ps=data.timestep_ps, masses=np.ones(features.shape[1]),

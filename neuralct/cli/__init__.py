@@ -17,7 +17,9 @@ SUBCOMMANDS = ("simulate", "train", "analyze", "quickstart")
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available subcommand."""
-    parser = argparse.ArgumentParser(
+    from .options import OneLineArgumentParser
+
+    parser = OneLineArgumentParser(
         prog="neuralct",
         description="Slow collective variables from neural canonical transformations (symplectic flows on phase space).",
     )
@@ -37,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (already printed, one line), --help or --version
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         args = apply_config(parser, args, argv)
         return int(args.run(args) or 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_common_options, save_resolved_config
+from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -26,11 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
     parser.add_argument("trajectories", nargs="+", metavar="TRAJ", help="trajectory files (any MDTraj/MDAnalysis format)")
     parser.add_argument("--top", metavar="FILE", help="topology for trajectories that hold none")
-    parser.add_argument("--modes", type=int, default=6, help="slow modes to analyse (default: %(default)s)")
-    parser.add_argument("--lag-ps", type=float, default=2.0, help="lag time of VAMP-2 and TICA in ps (default: %(default)s; the slowest relaxation of alanine dipeptide in vacuum without phi flips is about 5 ps)")
-    parser.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
+    parser.add_argument("--modes", type=positive_int, default=6, help="slow modes to analyse (default: %(default)s)")
+    parser.add_argument("--lag-ps", type=positive_float, default=2.0, help="lag time of VAMP-2 and TICA in ps (default: %(default)s; the slowest relaxation of alanine dipeptide in vacuum without phi flips is about 5 ps)")
+    parser.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     parser.add_argument(
-        "--test-trajectories", type=int, default=None,
+        "--test-trajectories", type=positive_int, default=None,
         help="held-out trajectories for the scores (default: those the model did not train on, else half)",
     )
     add_common_options(parser, output_default="runs/analyze")
@@ -43,13 +43,20 @@ def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..model import load
 
+    from ..data.loading import topology_file
+    from ..runs import RunFolder
+
     model = load(args.model, device=resolve_device(args.device))
-    output = Path(args.output)
-    summary = analyze_trajectories(
-        model, args.trajectories, output, topology=args.top, n_modes=args.modes,
-        lag_ps=args.lag_ps, test_trajectories=args.test_trajectories, stride=args.stride,
-    )
-    save_resolved_config(args, output)
+    topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
+    inputs = [args.model, *args.trajectories, *sorted(topologies)]
+    settings = result_settings(args, ignore=("model", "trajectories", "top"))
+    with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite) as folder:
+        output = folder.path
+        summary = analyze_trajectories(
+            model, args.trajectories, output, topology=args.top, n_modes=args.modes,
+            lag_ps=args.lag_ps, test_trajectories=args.test_trajectories, stride=args.stride,
+        )
+        save_resolved_config(args, output)
     best = summary["best_of_two_slowest"]
     print(
         f"analysis in {output}: best of the two slowest modes: MI with psi {best['psi']['mi_nats']:.2f} nats, "

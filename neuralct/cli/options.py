@@ -1,28 +1,101 @@
-"""Options every subcommand shares: --config (YAML), --device, --seed, --output."""
+"""Options every subcommand shares (--config, --device, --seed, --output, --overwrite) and the checked option types.
+
+Every numeric option of every command uses one of the types here, and so does every value of
+a ``--config`` YAML file (:func:`apply_config` passes it through the option's type and
+choices), so a bad value is one line naming the option, whichever way it came.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 import yaml
 
 from ..errors import NeuralCTError, first_line
 from ..io import atomic_write_text
 
-__all__ = ["add_common_options", "apply_config", "save_resolved_config"]
+__all__ = [
+    "add_common_options",
+    "apply_config",
+    "save_resolved_config",
+    "OneLineArgumentParser",
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "nonnegative_float",
+    "fraction",
+    "NUMERIC_TYPES",
+    "result_settings",
+]
 
 _NOT_CONFIGURABLE = {"config", "command", "run", "help"}
+#: Options that change where or how visibly a run works, never what it computes.
+_NOT_RESULTS = _NOT_CONFIGURABLE | {"device", "output", "overwrite", "no_progress"}
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
+def _number(text: Any, kind: type, what: str, accept: Callable[[float], bool]) -> Any:
+    """``text`` read as ``kind`` and checked by ``accept``; otherwise an ArgumentTypeError saying ``what`` it must be."""
+    try:
+        if isinstance(text, bool):
+            raise ValueError
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not (math.isfinite(value) and accept(value)):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    return _number(text, int, "a positive integer", lambda value: value > 0)
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (argparse type)."""
+    return _number(text, int, "an integer >= 0", lambda value: value >= 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    return _number(text, float, "a finite number > 0", lambda value: value > 0)
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (argparse type)."""
+    return _number(text, float, "a finite number >= 0", lambda value: value >= 0)
+
+
+def fraction(text: str) -> float:
+    """A share of a whole: a number >= 0 and < 1 (argparse type)."""
+    return _number(text, float, "a number >= 0 and < 1", lambda value: 0 <= value < 1)
+
+
+#: The checked numeric option types; a numeric option of any command uses one of them.
+NUMERIC_TYPES = (positive_int, nonnegative_int, positive_float, nonnegative_float, fraction)
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, output_default: str) -> None:
-    """Add ``--config``, ``--device``, ``--seed`` and ``--output`` to a subcommand parser."""
+    """Add ``--config``, ``--device``, ``--seed``, ``--output`` and ``--overwrite`` to a subcommand parser."""
     group = parser.add_argument_group("common options")
     group.add_argument("--config", metavar="YAML", help="YAML file of option values (keys as the long option names with '_'); command-line options win; unknown keys are an error")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    group.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)")
     group.add_argument("--output", "-o", default=output_default, help="output folder (default: %(default)s)")
+    group.add_argument(
+        "--overwrite", action="store_true",
+        help="replace what an earlier neuralct run left in --output (otherwise a rerun with the same options resumes it and one with other options is refused)",
+    )
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
@@ -35,12 +108,13 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
     """Merge a ``--config`` YAML file under the command-line options.
 
-    Keys must name options of the subcommand; values given on the command line win.
+    Keys must name options of the subcommand; values given on the command line win. Each
+    value goes through its option's type and choices, as a command-line value would.
 
     Raises
     ------
     NeuralCTError
-        If the file is missing, is not a YAML mapping, or has unknown keys.
+        If the file is missing, is not a YAML mapping, has unknown keys or a bad value.
     """
     if not getattr(args, "config", None):
         return args
@@ -60,12 +134,56 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
     unknown = sorted(set(map(str, values)) - known)
     if unknown:
         raise NeuralCTError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-    sub.set_defaults(**values)
+    actions = {action.dest: action for action in sub._actions}
+    sub.set_defaults(**{key: _config_value(actions[key], value, f"config file {path}: {key}") for key, value in values.items()})
     return parser.parse_args(list(argv))
+
+
+def _config_value(action: argparse.Action, value: Any, where: str) -> Any:
+    """A config file's ``value`` for ``action``, converted and checked as on the command line."""
+    if action.nargs == 0:  # a flag such as --no-progress
+        if not isinstance(value, bool):
+            raise NeuralCTError(f"{where}: must be true or false, got {value!r}")
+        return value
+    if value is None and action.default is None:
+        return None
+    many = isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+")
+    if many:
+        items = value if isinstance(value, list) else [value]
+        return [_config_item(action, item, where) for item in items]
+    return _config_item(action, value, where)
+
+
+def _config_item(action: argparse.Action, value: Any, where: str) -> Any:
+    if isinstance(value, (bool, list, dict)) or value is None:
+        raise NeuralCTError(f"{where}: must be a single {'number' if action.type in NUMERIC_TYPES else 'value'}, got {value!r}")
+    text = str(value)
+    try:
+        converted = action.type(text) if action.type else text
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+        raise NeuralCTError(f"{where}: {first_line(exc)}") from None
+    if action.choices is not None and converted not in action.choices:
+        raise NeuralCTError(f"{where}: must be one of {', '.join(map(str, action.choices))}, got {value!r}")
+    return converted
+
+
+def result_settings(args: argparse.Namespace, *, ignore: Sequence[str] = ()) -> dict[str, Any]:
+    """The options of ``args`` that change a result: a run's settings for :class:`neuralct.runs.RunFolder`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed options of one command.
+    ignore : sequence of str
+        Further option names to leave out: input files (identified by content instead) and
+        options that do not change the output (checkpoint intervals, thread counts).
+    """
+    skip = _NOT_RESULTS | set(ignore)
+    return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items() if key not in skip}
 
 
 def save_resolved_config(args: argparse.Namespace, folder: Path) -> None:
     """Write every option value of this run to ``folder/config.yaml`` (reusable as ``--config``)."""
-    resolved = {key: value for key, value in vars(args).items() if key not in _NOT_CONFIGURABLE}
+    resolved = {key: value for key, value in vars(args).items() if key not in _NOT_CONFIGURABLE | {"overwrite"}}
     resolved = {key: (str(value) if isinstance(value, Path) else value) for key, value in resolved.items()}
     atomic_write_text(folder / "config.yaml", yaml.safe_dump(resolved, sort_keys=True))

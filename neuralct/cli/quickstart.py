@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ..io import prepare_output_dir, write_json
-from .options import add_common_options, save_resolved_config
+from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -20,15 +20,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Simulate alanine dipeptide in vacuum (amber99sb-ildn, 300 K) with OpenMM, train a neural "
             "canonical transformation on all but one trajectory (held out for validation and scores), "
             "analyze the slow modes against phi/psi and TICA, and print where the pictures are. "
-            "Rerunning resumes whatever step was interrupted."
+            "Rerunning resumes whatever step was interrupted; other options into the same --output "
+            "are refused (see --overwrite)."
         ),
     )
-    parser.add_argument("--replicas", type=int, default=4, help="trajectories to simulate; the last is held out (default: %(default)s)")
-    parser.add_argument("--length-ns", type=float, default=2.0, help="length of each trajectory in ns (default: %(default)s)")
-    parser.add_argument("--report-ps", type=float, default=0.5, help="time between frames in ps (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=4000, help="training steps (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=256, help="training batch size (default: %(default)s)")
-    parser.add_argument("--lag-ps", type=float, default=2.0, help="lag time of the VAMP-2 and TICA scores in ps (default: %(default)s)")
+    parser.add_argument("--replicas", type=positive_int, default=4, help="trajectories to simulate; the last is held out (default: %(default)s)")
+    parser.add_argument("--length-ns", type=positive_float, default=2.0, help="length of each trajectory in ns (default: %(default)s)")
+    parser.add_argument("--report-ps", type=positive_float, default=0.5, help="time between frames in ps (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="training batch size (default: %(default)s)")
+    parser.add_argument("--lag-ps", type=positive_float, default=2.0, help="lag time of the VAMP-2 and TICA scores in ps (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_options(parser, output_default="runs/quickstart")
     parser.set_defaults(run=run)
@@ -36,18 +37,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.run import analyze_trajectories
-    from ..data import load_trajectories
-    from ..fit import fit_trajectories
-    from ..md.simulate import SimulationSettings, run_simulation
-    from ..md.systems import build_system
-    from ..model import DEFAULT_ARCHITECTURE
-    from ..training import TrainingSettings
+    """Check the options, then run the three steps in the locked output folder."""
     from ..errors import NeuralCTError
+    from ..md.simulate import SimulationSettings
+    from ..runs import RunFolder
 
     if args.replicas < 2:
         raise NeuralCTError("--replicas must be at least 2: one trajectory is held out")
-    output = prepare_output_dir(args.output)
+    md_settings = SimulationSettings(length_ns=args.length_ns, report_ps=args.report_ps, seed=args.seed)
+    md_settings.validate()
+    if args.lag_ps >= args.length_ns * 1000.0:
+        raise NeuralCTError(f"--lag-ps {args.lag_ps:g} is not shorter than the trajectories (--length-ns {args.length_ns:g}); use a shorter lag or longer trajectories")
+    with RunFolder(args.output, "quickstart", result_settings(args), overwrite=args.overwrite) as folder:
+        return _quickstart(args, folder.path, md_settings)
+
+
+def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
+    """The three steps into ``output``, each resuming what an earlier run left."""
+    from ..analysis.run import analyze_trajectories
+    from ..data import load_trajectories
+    from ..fit import fit_trajectories
+    from ..md.simulate import run_simulation
+    from ..md.systems import build_system
+    from ..model import DEFAULT_ARCHITECTURE
+    from ..training import TrainingSettings
+
     save_resolved_config(args, output)
     timings = {}
 
@@ -57,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     simulation = run_simulation(
         build_system("alanine-dipeptide"),
         md_folder,
-        SimulationSettings(length_ns=args.length_ns, report_ps=args.report_ps, seed=args.seed),
+        md_settings,
         replicas=args.replicas,
         progress=not args.no_progress,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import NeuralCTError
-from .options import add_common_options, save_resolved_config
+from .options import add_common_options, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -20,23 +20,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "(alanine-dipeptide, harmonic-chain, double-well, mueller-brown), a system YAML file, or a PDB "
             "with OpenMM force-field XML files. Writes one AMBER NetCDF trajectory per replica "
             "(positions, on-step velocities, time; readable by MDTraj and MDAnalysis) with topology.pdb, "
-            "summary.json and checkpoints. Rerunning the same command resumes an interrupted run."
+            "summary.json and checkpoints. Rerunning the same command resumes an interrupted run; "
+            "other options into the same --output are refused (see --overwrite)."
         ),
     )
     p.add_argument("system", metavar="SYSTEM", help="bundled system name, system YAML file, or PDB file")
     p.add_argument("--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)")
     p.add_argument("--solvent", choices=("vacuum", "obc2"), default="vacuum", help="vacuum (NoCutoff) or OBC2 implicit solvent (default: %(default)s)")
     p.add_argument("--constraints", choices=("none", "hbonds", "allbonds", "hangles"), default="hbonds", help="bond constraints (default: %(default)s)")
-    p.add_argument("--temperature", type=float, default=300.0, help="temperature in K (default: %(default)s)")
-    p.add_argument("--length-ns", type=float, default=1.0, help="production length per replica in ns (default: %(default)s)")
-    p.add_argument("--timestep-fs", type=float, default=2.0, help="time step in fs (default: %(default)s)")
-    p.add_argument("--friction-per-ps", type=float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)")
-    p.add_argument("--report-ps", type=float, default=1.0, help="time between recorded frames in ps (default: %(default)s)")
-    p.add_argument("--equilibration-ps", type=float, default=10.0, help="unrecorded MD after minimisation, in ps (default: %(default)s)")
+    p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
+    p.add_argument("--length-ns", type=positive_float, default=1.0, help="production length per replica in ns (default: %(default)s)")
+    p.add_argument("--timestep-fs", type=positive_float, default=2.0, help="time step in fs (default: %(default)s)")
+    p.add_argument("--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)")
+    p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between recorded frames in ps (default: %(default)s)")
+    p.add_argument("--equilibration-ps", type=nonnegative_float, default=10.0, help="unrecorded MD after minimisation, in ps (default: %(default)s)")
     p.add_argument("--platform", default="auto", help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the CPU platform (default: OpenMM's)")
-    p.add_argument("--replicas", type=int, default=1, help="independent trajectories, seeded from --seed (default: %(default)s)")
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the CPU platform (default: OpenMM's)")
+    p.add_argument("--replicas", type=positive_int, default=1, help="independent trajectories, seeded from --seed (default: %(default)s)")
+    p.add_argument("--checkpoint-seconds", type=nonnegative_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_options(p, output_default="trajectories/simulate")
     p.set_defaults(run=run)
@@ -45,9 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Build the system, check every input, then simulate into ``args.output``."""
-    from ..io import prepare_output_dir
+    from pathlib import Path
+
     from ..md.simulate import SimulationSettings, run_simulation
     from ..md.systems import build_system
+    from ..runs import RunFolder
 
     platform = args.platform
     if platform == "auto" and args.device.startswith("cuda"):
@@ -67,12 +70,17 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_seconds,
     )
     settings.validate()
-    if args.replicas < 1:
-        raise NeuralCTError(f"--replicas must be >= 1, got {args.replicas}")
     md_system = build_system(args.system, forcefield=args.forcefield, solvent=args.solvent, constraints=args.constraints, temperature=args.temperature)
-    folder = prepare_output_dir(args.output)
-    summary = run_simulation(md_system, folder, settings, replicas=args.replicas, progress=not args.no_progress)
-    save_resolved_config(args, folder)
+    # The run's identity: the options that shape the trajectory, the input files by content, and
+    # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.
+    # The platform, threads and checkpoint interval do not enter: a resumed run keeps the
+    # checkpoint's platform, and checkpoints do not change the frames.
+    identity = result_settings(args, ignore=("platform", "threads", "checkpoint_seconds")) | {"openmm_system": _system_digest(md_system)}
+    inputs = [name for name in [args.system, *(args.forcefield or [])] if Path(name).is_file()]
+    with RunFolder(args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite) as run_folder:
+        folder = run_folder.path
+        summary = run_simulation(md_system, folder, settings, replicas=args.replicas, progress=not args.no_progress)
+        save_resolved_config(args, folder)
     rate = summary["steps_per_second"]
     print(
         f"{summary['frames']} frames, {summary['ns_simulated']:.3f} ns on {summary['platform']}"
@@ -80,3 +88,14 @@ def run(args: argparse.Namespace) -> int:
         + f", mean kinetic temperature {summary['mean_kinetic_temperature_K']:.1f} K -> {folder}"
     )
     return 0
+
+
+def _system_digest(md_system) -> str:
+    """SHA-256 of the serialised OpenMM System and the starting positions."""
+    import hashlib
+
+    import openmm
+
+    digest = hashlib.sha256(openmm.XmlSerializer.serialize(md_system.system).encode())
+    digest.update(md_system.positions.tobytes())
+    return digest.hexdigest()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
+from typing import Callable, Iterator
 
 import yaml
 
 from ..errors import NeuralCTError
-from ..io import prepare_output_dir, write_json
-from .options import add_common_options, save_resolved_config
+from ..io import write_json
+from .options import (
+    add_common_options,
+    fraction,
+    positive_float,
+    positive_int,
+    result_settings,
+    save_resolved_config,
+)
 
 __all__ = ["add_parser", "run", "parse_parameters"]
 
@@ -22,41 +31,42 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Train a neural canonical transformation, by maximum likelihood on samples or by "
             "minimising the variational free energy of a known Hamiltonian. Writes model.pt, "
             "summary.json (frequencies ascending, losses), config.yaml and a checkpoint that "
-            "lets an interrupted run resume when the same command is run again."
+            "lets an interrupted run resume when the same command is run again; other data or "
+            "options into the same --output are refused (see --overwrite)."
         ),
     )
     parser.add_argument("trajectories", nargs="*", metavar="TRAJ", help="trajectory files in any format MDTraj or MDAnalysis reads (held-out validation: whole trajectories)")
     source = parser.add_argument_group("what to learn from")
     source.add_argument("--top", metavar="FILE", help="topology (PDB, PSF, prmtop, GRO...) for trajectories that hold none; `neuralct simulate` output finds its topology.pdb itself")
     source.add_argument("--selection", default="heavy", help="atoms: heavy, all, or an MDTraj selection (default: %(default)s)")
-    source.add_argument("--stride", type=int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
-    source.add_argument("--temperature", type=float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
+    source.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
+    source.add_argument("--temperature", type=positive_float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
     source.add_argument("--momenta", choices=("resample", "recorded"), default="resample", help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)")
-    source.add_argument("--validation-trajectories", type=int, default=1, help="trajectories held out for validation (default: %(default)s)")
+    source.add_argument("--validation-trajectories", type=positive_int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain or curved-double-well")
     source.add_argument(
         "--param", "-p", action="append", default=[], metavar="KEY=VALUE",
         help="toy-system parameter, repeatable (harmonic-chain: n=32, kappa=1.0, masses=[1,2,...]; curved-double-well: barrier=3, tilt=0.5, stiffness=10, curvature=1)",
     )
     source.add_argument("--mode", choices=("ml", "variational"), default="ml", help="maximum likelihood from samples, or variational free energy (default: %(default)s)")
-    source.add_argument("--samples", type=int, default=50000, help="exact samples drawn for maximum likelihood on a toy (default: %(default)s)")
-    source.add_argument("--validation-fraction", type=float, default=0.1, help="share of toy samples held out (default: %(default)s)")
+    source.add_argument("--samples", type=positive_int, default=50000, help="exact samples drawn for maximum likelihood on a toy (default: %(default)s)")
+    source.add_argument("--validation-fraction", type=fraction, default=0.1, help="share of toy samples held out (default: %(default)s)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--layers", default="linear-point,point", help="comma-separated layers from the data to the prior: linear, linear-point, point, continuous (default: %(default)s)")
-    model.add_argument("--couplings", type=int, default=4, help="affine coupling layers per point transformation (default: %(default)s)")
-    model.add_argument("--hidden", type=int, default=64, help="hidden width of the networks (default: %(default)s)")
-    model.add_argument("--depth", type=int, default=2, help="hidden layers of the networks (default: %(default)s)")
-    model.add_argument("--leapfrog-steps", type=int, default=4, help="leapfrog steps of a continuous layer (default: %(default)s)")
+    model.add_argument("--couplings", type=positive_int, default=4, help="affine coupling layers per point transformation (default: %(default)s)")
+    model.add_argument("--hidden", type=positive_int, default=64, help="hidden width of the networks (default: %(default)s)")
+    model.add_argument("--depth", type=positive_int, default=2, help="hidden layers of the networks (default: %(default)s)")
+    model.add_argument("--leapfrog-steps", type=positive_int, default=4, help="leapfrog steps of a continuous layer (default: %(default)s)")
     model.add_argument("--init", choices=("auto", "data", "harmonic", "identity"), default="auto", help="start: normal modes of the data (ml), of the Hessian (variational), or identity (default: %(default)s)")
     model.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point precision (default: %(default)s)")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: %(default)s)")
-    optim.add_argument("--batch-size", type=int, default=256, help="samples per step (default: %(default)s)")
-    optim.add_argument("--learning-rate", type=float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
-    optim.add_argument("--eval-samples", type=int, default=20000, help="samples for the final free-energy estimate (default: %(default)s)")
-    optim.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default: %(default)s)")
+    optim.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps (default: %(default)s)")
+    optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per step (default: %(default)s)")
+    optim.add_argument("--learning-rate", type=positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
+    optim.add_argument("--eval-samples", type=positive_int, default=20000, help="samples for the final free-energy estimate (default: %(default)s)")
+    optim.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default: %(default)s)")
     optim.add_argument("--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss")
     optim.add_argument("--no-progress", action="store_true", help="no progress bar")
     optim.add_argument(
@@ -112,20 +122,34 @@ def _run(args: argparse.Namespace) -> int:
         keep_best=not args.keep_last,
         progress=not args.no_progress,
     )
-    if args.trajectories:
-        model, summary, output = _train_on_trajectories(args, architecture, settings)
-    else:
-        model, summary, output = _train_on_toy(args, architecture, settings)
+    fit, inputs = (_trajectory_fit if args.trajectories else _toy_fit)(args, architecture, settings)
     from ..distributed import is_main_process, world_size
 
-    summary["processes"] = world_size()
-    if not is_main_process():
-        return 0
-    model.save(output / "model.pt")
-    write_json(output / "summary.json", summary)
-    save_resolved_config(args, output)
+    with _output_folder(args, inputs) as output:
+        model, summary = fit(output)
+        summary["processes"] = world_size()
+        if not is_main_process():
+            return 0
+        model.save(output / "model.pt")
+        write_json(output / "summary.json", summary)
+        save_resolved_config(args, output)
     _report(output, summary)
     return 0
+
+
+@contextlib.contextmanager
+def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path]:
+    """The locked, identified output folder (rank 0 alone writes, so only rank 0 takes it)."""
+    from ..distributed import is_main_process
+    from ..runs import RunFolder
+
+    if not is_main_process():
+        yield Path(args.output)
+        return
+    # The checkpoint interval does not change the result: a resumed run is bit-identical.
+    settings = result_settings(args, ignore=("trajectories", "top", "checkpoint_every"))
+    with RunFolder(args.output, "train", settings, inputs=inputs, overwrite=args.overwrite) as folder:
+        yield folder.path
 
 
 def _run_options(args: argparse.Namespace, output: Path) -> dict:
@@ -133,44 +157,52 @@ def _run_options(args: argparse.Namespace, output: Path) -> dict:
     return {"dtype": args.dtype, "device": args.device, "seed": args.seed, "checkpoint": output / "checkpoint.pt"}
 
 
-def _train_on_trajectories(args, architecture, settings):
+def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
+    """Read the trajectories; return the fit to run in the output folder and the input files (trajectories, topologies)."""
     from ..data import load_trajectories
+    from ..data.loading import topology_file
     from ..fit import fit_trajectories
 
     if args.mode != "ml":
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
     data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
-    output = prepare_output_dir(args.output)
-    model, summary = fit_trajectories(
-        data,
-        architecture,
-        settings,
-        selection=args.selection,
-        validation_trajectories=args.validation_trajectories,
-        momenta=args.momenta,
-        **_run_options(args, output),
-    )
-    return model, summary, output
+    topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
+
+    def fit(output: Path) -> tuple:
+        return fit_trajectories(
+            data,
+            architecture,
+            settings,
+            selection=args.selection,
+            validation_trajectories=args.validation_trajectories,
+            momenta=args.momenta,
+            **_run_options(args, output),
+        )
+
+    return fit, [*args.trajectories, *sorted(topologies)]
 
 
-def _train_on_toy(args, architecture, settings):
+def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
+    """Build the toy system; return the fit to run in the output folder and no input files."""
     from ..fit import fit_toy
     from ..toys import make_toy_system
 
     system = make_toy_system(args.toy, parse_parameters(args.param))
-    output = prepare_output_dir(args.output)
-    model, summary = fit_toy(
-        system,
-        args.mode,
-        architecture,
-        settings,
-        samples=args.samples,
-        validation_fraction=args.validation_fraction,
-        init=args.init,
-        eval_samples=args.eval_samples,
-        **_run_options(args, output),
-    )
-    return model, summary, output
+
+    def fit(output: Path) -> tuple:
+        return fit_toy(
+            system,
+            args.mode,
+            architecture,
+            settings,
+            samples=args.samples,
+            validation_fraction=args.validation_fraction,
+            init=args.init,
+            eval_samples=args.eval_samples,
+            **_run_options(args, output),
+        )
+
+    return fit, []
 
 
 def _report(output: Path, summary: dict) -> None:

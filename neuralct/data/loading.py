@@ -13,7 +13,7 @@ from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
 
-__all__ = ["PhaseSpaceData", "load_trajectories", "lagged_pairs"]
+__all__ = ["PhaseSpaceData", "load_trajectories", "lagged_pairs", "topology_file"]
 
 
 @dataclass
@@ -228,11 +228,18 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
     )
 
 
+def topology_file(path: Path, topology: str | None) -> str | None:
+    """The topology file read with trajectory ``path``: ``topology`` if given, else the
+    ``topology.pdb`` that ``neuralct simulate`` writes beside a coordinates-only file, else None."""
+    if topology is None and path.suffix.lower() in (".nc", ".ncdf", ".netcdf", ".dcd", ".xtc", ".trr") and (path.parent / "topology.pdb").is_file():
+        return str(path.parent / "topology.pdb")
+    return topology
+
+
 def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _Raw:
     if not path.is_file():
         raise NeuralCTError(f"trajectory file {path} does not exist; check the path")
-    if topology is None and path.suffix.lower() in (".nc", ".ncdf", ".netcdf", ".dcd", ".xtc", ".trr") and (path.parent / "topology.pdb").is_file():
-        topology = str(path.parent / "topology.pdb")
+    topology = topology_file(path, topology)
     readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": [_read_mdtraj, _read_mdanalysis]}[backend]
     errors = []
     for reader in readers:

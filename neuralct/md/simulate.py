@@ -18,17 +18,19 @@ exactly the checkpoint's frames and continues from its state, so no frame is los
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 from ..io import atomic_write_bytes, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .netcdf import NetCDFFrames, read_netcdf, write_netcdf
@@ -170,6 +172,36 @@ def _make_integrator(settings: SimulationSettings, seed: int = 1) -> Any:
     return integrator
 
 
+class _BlowUp(Exception):
+    """The integration diverged (non-finite coordinates)."""
+
+
+def _check_sane(positions: np.ndarray, temperature: float, settings: SimulationSettings, frame: int) -> None:
+    """Raise _BlowUp for non-finite coordinates or a kinetic temperature 1000 times the bath's.
+
+    A thermalised frame exceeds 1000 T only with probability below exp(-500) even for one
+    degree of freedom, so this flags integration errors, not fluctuations.
+    """
+    if not np.isfinite(positions).all():
+        raise _BlowUp(f"coordinates became NaN at frame {frame}")
+    if not temperature <= 1000.0 * settings.temperature:
+        raise _BlowUp(f"kinetic temperature {temperature:.3g} K at frame {frame}")
+
+
+@contextlib.contextmanager
+def _divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
+    """Turn a diverging integration (our NaN check or OpenMM's) into a one-line NeuralCTError saying what to change."""
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, _BlowUp) and not re.search(r"\bnan\b", str(exc), re.IGNORECASE):
+            raise
+        raise NeuralCTError(
+            f"the simulation blew up ({first_line(exc)}); rerun with --overwrite and a smaller --timestep-fs "
+            f"(now {settings.timestep_fs:g} fs), or check --temperature (now {settings.temperature:g} K) and the starting structure"
+        ) from None
+
+
 class _Checkpoint:
     """Frames already on disk plus the OpenMM state to continue from, stored as one npz file."""
 
@@ -303,6 +335,7 @@ class _Replica:
             positions.append(before.getPositions(asNumpy=True)._value)
             velocities.append(0.5 * (v_before + v_after))
             temperatures.append(0.5 * (kinetic_temperature(v_before, self.masses, self.dof) + kinetic_temperature(v_after, self.masses, self.dof)))
+            _check_sane(positions[-1], temperatures[-1], settings, len(positions) - 1)
             times.append(before.getTime()._value - equilibration_time)
             progress.update(1)
             if time.perf_counter() - last_save >= settings.checkpoint_seconds:
@@ -380,14 +413,16 @@ def run_simulation(
         platform = settings.platform
         if platform == "auto":
             platform, probe_rates = fastest_platform(md_system.system, md_system.positions, lambda: _make_integrator(settings), threads=settings.threads)
-    if not (folder / "topology.pdb").exists():
+    # A fresh start writes its own topology: one left by another system's failed run must not stay.
+    if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
         _write_topology(md_system, folder)
     total = replicas * settings.n_frames
     done = sum(run.frames_done for run in runs)
     results = []
     with tqdm(total=total, initial=done, unit="frame", desc=f"simulate {md_system.name}", disable=not progress, mininterval=0.5) as bar:
         for run in runs:
-            results.append(run.run(platform, bar))
+            with _divergence_as_error(settings):
+                results.append(run.run(platform, bar))
     steps = sum(r["steps_this_run"] for r in results)
     wall = sum(r["wall_seconds"] for r in results)
     frames = sum(r["frames"] for r in results)

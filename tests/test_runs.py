@@ -1,0 +1,240 @@
+"""Run folders (identity, lock, stale temporaries, --overwrite), umask-respecting atomic writes, checked option types."""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from neuralct.cli.options import (
+    OneLineArgumentParser,
+    apply_config,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from neuralct.errors import NeuralCTError
+from neuralct.io import atomic_path, atomic_write_text, is_atomic_temporary
+from neuralct.runs import IDENTITY_FILE, LOCK_FILE, RunFolder, fingerprint
+
+
+def snapshot(folder):
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "input.dat"
+    path.write_bytes(b"frames" * 1000)
+    return path
+
+
+def test_fingerprint_is_name_size_and_sha256(data):
+    assert fingerprint(data) == {"name": "input.dat", "size": 6000, "sha256": hashlib.sha256(b"frames" * 1000).hexdigest()}
+    with pytest.raises(NeuralCTError, match="does not exist"):
+        fingerprint(data.parent / "missing.dat")
+
+
+def test_same_identity_resumes_and_the_identity_is_recorded(tmp_path, data):
+    out = tmp_path / "out"
+    with RunFolder(out, "train", {"seed": 1, "stride": 2}, inputs=[data]) as run:
+        assert run.path == out and not run.resuming
+        (out / "model.pt").write_bytes(b"weights")
+    recorded = json.loads((out / IDENTITY_FILE).read_text())
+    assert recorded == {"command": "train", "settings": {"seed": 1, "stride": 2}, "inputs": [fingerprint(data)]}
+    with RunFolder(out, "train", {"stride": 2, "seed": 1}, inputs=[data]) as run:
+        assert run.resuming
+
+
+@pytest.mark.parametrize(
+    "command, settings, new_content, message",
+    [
+        ("train", {"seed": 2, "stride": 2}, None, "other seed;"),
+        ("train", {"seed": 1, "stride": 3, "dtype": "float64"}, None, "other dtype, stride;"),
+        ("train", {"seed": 1, "stride": 2}, b"other frames", "content of input file(s) input.dat"),
+        ("simulate", {"seed": 1, "stride": 2}, None, "holds output of `neuralct train`, not of simulate"),
+    ],
+)
+def test_another_identity_is_refused_in_one_line_and_changes_nothing(tmp_path, data, command, settings, new_content, message):
+    out = tmp_path / "out"
+    with RunFolder(out, "train", {"seed": 1, "stride": 2}, inputs=[data]):
+        (out / "model.pt").write_bytes(b"weights")
+    before = snapshot(out)
+    if new_content is not None:
+        data.write_bytes(new_content)
+    with pytest.raises(NeuralCTError) as error:
+        with RunFolder(out, command, settings, inputs=[data]):
+            pytest.fail("entered a folder of another run")
+    text = str(error.value)
+    assert message in text and "--overwrite" in text and "\n" not in text
+    assert snapshot(out) == before
+
+
+def test_overwrite_clears_a_neuralct_folder_only(tmp_path, data):
+    out = tmp_path / "out"
+    with RunFolder(out, "train", {"seed": 1}, inputs=[data]):
+        (out / "sub").mkdir()
+        (out / "sub" / "old.txt").write_text("old")
+        (out / "model.pt").write_bytes(b"weights")
+    with RunFolder(out, "train", {"seed": 2}, inputs=[data], overwrite=True) as run:
+        assert not run.resuming
+        assert {p.name for p in out.iterdir()} == {IDENTITY_FILE, LOCK_FILE}
+    assert json.loads((out / IDENTITY_FILE).read_text())["settings"] == {"seed": 2}
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(NeuralCTError, match="no neuralct run recorded"):
+            with RunFolder(foreign, "train", {}, overwrite=overwrite):
+                pass
+    assert (foreign / "thesis.tex").read_text() == "keep me"
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_writer_is_refused_until_the_first_dies(tmp_path, data):
+    out = tmp_path / "out"
+    with RunFolder(out, "simulate", {"seed": 1}):
+        pass
+    before = snapshot(out)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(NeuralCTError, match="in use by another neuralct run") as error:
+            with RunFolder(out, "simulate", {"seed": 2}):
+                pass
+        assert "\n" not in str(error.value)
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel releases the lock of a killed process.
+    with RunFolder(out, "simulate", {"seed": 1}) as run:
+        assert run.resuming
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    out = tmp_path / "out"
+    with RunFolder(out, "simulate", {}):
+        (out / "replica-000.nc").write_bytes(b"frames")
+        (out / ".hidden-user-file").write_text("keep")
+    stale = [out / ".replica-000.nc.k3j_x9ab.tmp", out / ".summary.json.abcdefgh.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    with RunFolder(out, "simulate", {}):
+        assert not any(path.exists() for path in stale)
+        assert (out / "replica-000.nc").exists() and (out / ".hidden-user-file").exists()
+
+
+def test_temporary_names_match_the_atomic_write_pattern(tmp_path):
+    with atomic_path(tmp_path / "model.pt") as tmp:
+        assert is_atomic_temporary(tmp.name)
+        tmp.write_bytes(b"x")
+    assert not is_atomic_temporary("model.pt") and not is_atomic_temporary(".model.pt.tmp")
+
+
+def test_a_failed_run_leaves_no_folder_it_created(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(NeuralCTError):
+        with RunFolder(out, "train", {}):
+            raise NeuralCTError("trajectory too short")
+    assert not out.exists()
+    with RunFolder(out, "train", {}):
+        (out / "checkpoint.pt").write_bytes(b"progress")
+    with pytest.raises(NeuralCTError):
+        with RunFolder(out, "train", {}):
+            raise NeuralCTError("diverged")
+    assert (out / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_writes_follow_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "summary.json", "{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    "kind, good, bad",
+    [
+        (positive_int, {"1": 1, "250": 250}, ["0", "-1", "1.5", "nan", "inf", "abc", ""]),
+        (nonnegative_int, {"0": 0, "7": 7}, ["-1", "nan", "2.0", "abc"]),
+        (positive_float, {"0.5": 0.5, "1e-3": 1e-3, "300": 300.0}, ["0", "-1", "nan", "inf", "-inf", "1e400", "abc"]),
+        (nonnegative_float, {"0": 0.0, "2.5": 2.5}, ["-1", "-0.1", "nan", "inf", "abc"]),
+        (fraction, {"0": 0.0, "0.1": 0.1, "0.5": 0.5}, ["1", "-1", "-0.1", "1.5", "nan", "inf", "abc"]),
+    ],
+)
+def test_option_types_accept_good_values_and_refuse_bad_ones(kind, good, bad):
+    for text, value in good.items():
+        assert kind(text) == value and type(kind(text)) is type(value)
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match="must be"):
+            kind(text)
+
+
+def _parser():
+    parser = OneLineArgumentParser(prog="tool")
+    sub = parser.add_subparsers(dest="command").add_parser("go")
+    sub.add_argument("--steps", type=positive_int, default=5)
+    sub.add_argument("--rate", type=positive_float, default=1.0)
+    sub.add_argument("--mode", choices=("a", "b"), default="a")
+    sub.add_argument("--quiet", action="store_true")
+    sub.add_argument("--names", nargs="+", default=["x"])
+    sub.add_argument("--config")
+    return parser
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("steps: 0", "steps: must be a positive integer, got '0'"),
+        ("steps: 2.5", "steps: must be a positive integer"),
+        ("steps: [1, 2]", "steps: must be a single number"),
+        ("steps: true", "steps: must be a single number"),
+        ("rate: .nan", "rate: must be a finite number > 0"),
+        ("rate: fast", "rate: must be a finite number > 0, got 'fast'"),
+        ("mode: c", "mode: must be one of a, b"),
+        ("quiet: 1", "quiet: must be true or false"),
+    ],
+)
+def test_config_values_go_through_the_option_types(tmp_path, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text + "\n")
+    parser = _parser()
+    argv = ["go", "--config", str(config)]
+    with pytest.raises(NeuralCTError, match="config file") as error:
+        apply_config(parser, parser.parse_args(argv), argv)
+    assert message in str(error.value)
+
+
+def test_config_values_are_converted_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("steps: 12\nrate: 1e-3\nmode: b\nquiet: true\nnames: [p, q]\n")
+    parser = _parser()
+    argv = ["go", "--config", str(config), "--steps", "3"]
+    args = apply_config(parser, parser.parse_args(argv), argv)
+    assert (args.steps, args.rate, args.mode, args.quiet, args.names) == (3, 1e-3, "b", True, ["p", "q"])
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(["go", "--steps", "-1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --steps: must be a positive integer, got '-1'" in err
