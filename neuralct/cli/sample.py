@@ -48,15 +48,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..device import resolve_device
     from ..errors import NeuralCTError
     from ..model import load
     from ..molecular import is_molecular
     from ..runs import RunFolder
     from ..sampling.run import SamplingSettings, molecular_target, run_sampling, toy_target
 
-    if str(resolve_device(args.device)) != "cpu":
-        raise NeuralCTError("--device: sampling runs on the CPU (the energies come from OpenMM's Reference platform); use --device cpu")
+    if args.device not in ("auto", "cpu"):
+        raise NeuralCTError(f"--device {args.device}: sampling runs on the CPU (the energies come from OpenMM's Reference platform); use --device cpu")
     if args.target_acceptance <= 0:
         raise NeuralCTError("--target-acceptance must be between 0 and 1, not 0")
     model = load(args.model).double()

@@ -118,7 +118,7 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     molecule = model.metadata["molecule"]
     topology = mdtraj.Topology.from_openmm(md_system.topology)
     check_topology(model, topology, source)
-    if len(molecule["atom_indices"]) != topology.n_atoms or molecule["atom_indices"] != list(range(topology.n_atoms)):
+    if molecule["atom_indices"] != list(range(topology.n_atoms)):
         raise NeuralCTError(
             f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}) "
             "but the potential energy needs every atom: train one with `neuralct train --selection all` on trajectories from `neuralct simulate --constraints none`"
