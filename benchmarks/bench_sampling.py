@@ -28,22 +28,9 @@ import numpy as np
 import torch
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, iterate, warm_up
-from neuralct.sampling.diagnostics import effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, mean_standard_error
+from neuralct.sampling.diagnostics import kish_effective_sample_size, observable_efficiency
 
 torch.set_default_dtype(torch.float64)
-
-
-def figures(series: np.ndarray, evaluations: int, cpu_seconds: float, per: float = 1.0) -> dict[str, float]:
-    """IAT (in units of ``per`` evaluations per chain) and ESS per evaluation / CPU-second of (samples, chains)."""
-    tau = integrated_autocorrelation_time(series)
-    ess = effective_sample_size(series) if math.isfinite(tau) else float("nan")
-    return {
-        "mean": float(series.mean()),
-        "standard_error": mean_standard_error(series),
-        "iat": tau,
-        "ess_per_evaluation": ess / evaluations,
-        "ess_per_cpu_second": ess / cpu_seconds,
-    }
 
 
 def run_chains(kernels, potential, start: torch.Tensor, budget: int, warmup: int, generator) -> tuple[torch.Tensor, torch.Tensor, int, int, float, float]:
@@ -80,7 +67,7 @@ def measure(
         "iterations": n_samples,
         "cpu_seconds": cpu,
         "wall_seconds": wall,
-        "observables": {key: figures(value, evaluations, cpu) for key, value in values.items()},
+        "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()},
     }
     print(json.dumps({"done": name, "evaluations": evaluations, "cpu_seconds": round(cpu, 1),
                       "ess_per_evaluation": {k: v["ess_per_evaluation"] for k, v in result["observables"].items()}}), flush=True)
@@ -156,7 +143,7 @@ def langevin_md_toy(system, chains: int, budget: int, dt: float, friction: float
     qs = torch.stack(record_q)
     values = {key: value.reshape(steps, chains) for key, value in observables(qs.reshape(-1, q.shape[1]), torch.stack(record_u).reshape(-1)).items()}
     return {"sampler": f"Langevin MD dt={dt} friction={friction}", "evaluations": steps * chains, "cpu_seconds": cpu,
-            "observables": {key: figures(value, steps * chains, cpu) for key, value in values.items()}}
+            "observables": {key: observable_efficiency(value, steps * chains, cpu) for key, value in values.items()}}
 
 
 def toy_main(args) -> dict[str, Any]:
@@ -247,7 +234,7 @@ def alanine_main(args) -> dict[str, Any]:
     values = {key: value.reshape(energy.shape) for key, value in values.items()}
     evaluations = (steps_per_chain // stride) * stride * args.chains
     result["md"] = {"sampler": f"OpenMM Langevin 1 fs, 1/ps, no constraints; IAT in records of {stride} steps", "evaluations": evaluations,
-                    "cpu_seconds": cpu, "observables": {key: figures(value, evaluations, cpu) for key, value in values.items()}}
+                    "cpu_seconds": cpu, "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()}}
     ref_phi, ref_psi = backbone_dihedrals(reference_frames)
     result["reference_md"] = {"frames": int(reference_frames.n_frames), "phi > 0": float((ref_phi > 0).mean()),
                               "psi in (-120, 50) deg": float(((ref_psi > math.radians(-120)) & (ref_psi < math.radians(50))).mean())}

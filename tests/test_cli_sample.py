@@ -34,7 +34,7 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     assert set(kernels) == {"hmc", "independence"} if method == "mixed" else len(kernels) == 1
     assert summary["energy_evaluations"] == sum(k["energy_evaluations"] for k in kernels.values()) > 0
     for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
-        assert {"iat_iterations", "ess_per_evaluation", "ess_per_cpu_second", "standard_error"} <= set(figures)
+        assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error"} <= set(figures)
     assert 0 < summary["flow_importance_weights"]["kish_ess"] <= 50
     # The toy's potential energy of the recorded samples is the analytic one.
     from neuralct.toys import CurvedDoubleWell

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error"]
+__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "observable_efficiency"]
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
@@ -76,3 +78,33 @@ def kish_effective_sample_size(log_weights: np.ndarray) -> float:
         return 0.0
     w = np.exp(log_weights - log_weights.max())
     return float(w.sum() ** 2 / (w**2).sum())
+
+
+def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, float]:
+    """What a run's samples of one observable are worth, per unit of cost.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples, n_chains)
+        The observable along each chain.
+    evaluations : int
+        Energy-and-gradient evaluations spent producing ``series``.
+    cpu_seconds : float
+        CPU time spent producing ``series``.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``standard_error``, ``iat`` (in samples), ``ess``, ``ess_per_evaluation``,
+        ``ess_per_cpu_second`` (``nan`` where undefined, e.g. a constant observable).
+    """
+    tau = integrated_autocorrelation_time(series)
+    ess = float(np.size(series)) / tau if math.isfinite(tau) else float("nan")
+    return {
+        "mean": float(np.mean(series)),
+        "standard_error": mean_standard_error(series),
+        "iat": tau,
+        "ess": ess,
+        "ess_per_evaluation": ess / evaluations if evaluations else float("nan"),
+        "ess_per_cpu_second": ess / cpu_seconds if cpu_seconds > 0 else float("nan"),
+    }

@@ -92,6 +92,7 @@ class KernelStatistics:
     acceptance_probability_sum: float = 0.0
 
     def record(self, accept_probability: torch.Tensor, accepted: torch.Tensor, nonfinite: torch.Tensor, evaluations: int) -> None:
+        """Add one step of all chains: acceptance probabilities, accepted and non-finite masks (chains,)."""
         self.proposals += int(accepted.numel())
         self.accepted += int(accepted.sum())
         self.nonfinite += int(nonfinite.sum())
@@ -105,6 +106,7 @@ class KernelStatistics:
             "proposals": self.proposals,
             "accepted": self.accepted,
             "acceptance_rate": rate,
+            "mean_acceptance_probability": self.acceptance_probability_sum / self.proposals if self.proposals else float("nan"),
             "nonfinite_rejections": self.nonfinite,
             "energy_evaluations": self.evaluations,
             "warmup_energy_evaluations": self.warmup_evaluations,
@@ -232,6 +234,7 @@ class HamiltonianMonteCarlo:
         return {"step_size": self.step_size, "adaptation": vars(self.adaptation).copy(), "statistics": vars(self.statistics).copy()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
         self.step_size = state["step_size"]
         vars(self.adaptation).update(state["adaptation"])
         vars(self.statistics).update(state["statistics"])
@@ -278,8 +281,10 @@ class IndependenceMetropolis:
         return state.update(accepted, proposal.position, proposal.energy, proposal.gradient)
 
     def state_dict(self) -> dict:
+        """Statistics and proposal weights as plain data (for checkpoints)."""
         return {"statistics": vars(self.statistics).copy(), "log_weights": [w.tolist() for w in self.log_weights]}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
         vars(self.statistics).update(state["statistics"])
         self.log_weights = [torch.tensor(w, dtype=torch.float64) for w in state["log_weights"]]

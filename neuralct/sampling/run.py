@@ -15,7 +15,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_torch_save, write_json
 from ..model import NeuralCanonicalTransformation
 from .chains import iterate
-from .diagnostics import effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, mean_standard_error
+from .diagnostics import kish_effective_sample_size, observable_efficiency
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, evaluate_potential
 from .rigid import rigid_body_log_jacobian
 from .targets import LatentPotential, MolecularPotential, ToyPotential
@@ -65,6 +65,10 @@ class SamplingTarget:
         Configurations (batch, n) to a dict of named 0/1 arrays (batch,): basin indicators.
     description : dict
         Plain data naming the system for summary.json.
+    md_system : MDSystem or None
+        The molecular system (topology for the written trajectory); None for toys.
+    frame : RigidBodyFrame or None
+        The model's frame (internal coordinates to positions); None for toys.
     """
 
     kind: str
@@ -182,20 +186,6 @@ def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, 
     return {"kish_ess": ess, "kish_ess_fraction": ess / n, "flow_samples": n, "nonfinite_weights": int((~np.isfinite(log_weights)).sum())}
 
 
-def _series_figures(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, float]:
-    """Mean, its standard error, IAT (iterations) and ESS per evaluation and per CPU-second of (samples, chains)."""
-    tau = integrated_autocorrelation_time(series)
-    ess = effective_sample_size(series) if math.isfinite(tau) else float("nan")
-    return {
-        "mean": float(series.mean()),
-        "standard_error": mean_standard_error(series),
-        "iat_iterations": tau,
-        "ess": ess,
-        "ess_per_evaluation": ess / evaluations if evaluations else float("nan"),
-        "ess_per_cpu_second": ess / cpu_seconds if cpu_seconds > 0 else float("nan"),
-    }
-
-
 def run_sampling(
     model: NeuralCanonicalTransformation,
     target: SamplingTarget,
@@ -293,8 +283,8 @@ def _report(model, target, settings, kernels, positions, energies, folder, wall,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         "samples_order": "iteration-major arrays (samples, chains, ...); trajectory frames chain by chain",
-        "potential_energy_kT": _series_figures(beta_energy, evaluations, cpu),
-        "indicators": {name: _series_figures(value, evaluations, cpu) for name, value in indicators.items()},
+        "potential_energy_kT": observable_efficiency(beta_energy, evaluations, cpu),
+        "indicators": {name: observable_efficiency(value, evaluations, cpu) for name, value in indicators.items()},
         "ess_per_evaluation_note": "ESS over all chains divided by the energy-and-gradient evaluations of the sampling phase (warm-up excluded)",
     }
     if model.flow.acts_on_configuration and settings.kish_samples:
