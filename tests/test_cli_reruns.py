@@ -40,7 +40,7 @@ def one_line_error(capsys, command):
 # -- every numeric option of every command, on the command line and in a config file ----------
 
 #: Positional arguments that let each command's parser reach its options.
-POSITIONALS = {"simulate": ["double-well"], "analyze": ["model.pt", "traj.nc"]}
+POSITIONALS = {"simulate": ["double-well"], "analyze": ["model.pt", "traj.nc"], "sample": ["model.pt"]}
 
 
 def _subcommands():
