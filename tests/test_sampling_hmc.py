@@ -93,3 +93,10 @@ def test_chains_are_independent_rows():
     start = torch.randn(4, 3)
     _, together = sample_chains([kernel], ChainState.start(gaussian, start), 0, 1, torch.Generator().manual_seed(5))
     assert together.shape == (1, 4, 3)
+
+
+def test_chains_stuck_in_different_basins_have_a_long_autocorrelation_time():
+    """Half the chains at 0, half at 1, each with small noise: no chain mixes, so tau must be of the run's length."""
+    rng = np.random.default_rng(4)
+    series = np.repeat([[0.0, 1.0] * 4], 2000, axis=0) + 0.01 * rng.standard_normal((2000, 8))
+    assert integrated_autocorrelation_time(series) > 200

@@ -10,9 +10,13 @@ __all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_eff
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
-    """Normalised autocorrelation of each column of ``series`` (n_samples, n_chains), averaged over chains."""
+    """Normalised autocorrelation of ``series`` (n_samples, n_chains), averaged over chains.
+
+    Every chain is centred on the mean of all chains, not its own: a chain stuck in one basin
+    then keeps its offset at every lag, and the autocorrelation time shows that it does not mix.
+    """
     n = series.shape[0]
-    centred = series - series.mean(0)
+    centred = series - series.mean()
     size = 2 ** int(np.ceil(np.log2(2 * n)))
     spectrum = np.fft.rfft(centred, n=size, axis=0)
     covariance = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=0)[:n].mean(1)
