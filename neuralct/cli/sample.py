@@ -46,8 +46,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..errors import NeuralCTError
     from ..model import load
     from ..molecular import is_molecular
@@ -79,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
         leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, kish_samples=args.kish_samples,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
     )
-    torch.manual_seed(args.seed)
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
     with RunFolder(args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite) as folder:
         summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)

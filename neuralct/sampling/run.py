@@ -16,7 +16,7 @@ from ..io import atomic_torch_save, write_json
 from ..model import NeuralCanonicalTransformation
 from .chains import iterate
 from .diagnostics import kish_effective_sample_size, observable_efficiency
-from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, evaluate_potential
+from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .rigid import rigid_body_log_jacobian
 from .targets import LatentPotential, MolecularPotential, ToyPotential
 
