@@ -260,8 +260,6 @@ class IndependenceMetropolis:
     def __init__(self, potential: Potential):
         self.potential = potential
         self.statistics = KernelStatistics()
-        #: Log importance weights of every proposal made (for Kish's effective sample size).
-        self.log_weights: list[torch.Tensor] = []
 
     @staticmethod
     def log_weight(state: ChainState) -> torch.Tensor:
@@ -277,14 +275,12 @@ class IndependenceMetropolis:
             self.statistics.warmup_evaluations += len(proposal.position)
         else:
             self.statistics.record(probability, accepted, ~torch.isfinite(proposal.energy), len(proposal.position))
-            self.log_weights.append(log_weight.detach().cpu())
         return state.update(accepted, proposal.position, proposal.energy, proposal.gradient)
 
     def state_dict(self) -> dict:
-        """Statistics and proposal weights as plain data (for checkpoints)."""
-        return {"statistics": vars(self.statistics).copy(), "log_weights": [w.tolist() for w in self.log_weights]}
+        """Statistics as plain data (for checkpoints)."""
+        return {"statistics": vars(self.statistics).copy()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         vars(self.statistics).update(state["statistics"])
-        self.log_weights = [torch.tensor(w, dtype=torch.float64) for w in state["log_weights"]]
