@@ -72,12 +72,11 @@ def main() -> None:
     model, summary = fit_trajectories(data, ARCHITECTURE, settings, device=args.device, validation_trajectories=1)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 
-    from neuralct.analysis import backbone_dihedrals, mutual_information
+    from neuralct.analysis import dihedral_angles, find_dihedrals, mutual_information
     from neuralct.molecular import project_positions
-    import mdtraj
 
     held_out = load_trajectories(paths[-1:], selection="all", momenta="resample")
-    phi, psi = backbone_dihedrals(mdtraj.Trajectory(held_out.positions, held_out.topology))
+    phi, psi = dihedral_angles(held_out.positions, find_dihedrals(held_out.topology)).T
     cvs = project_positions(model.cpu(), held_out.positions, 2)
     result = {
         "device": summary["device"],

@@ -12,6 +12,7 @@ import torch
 
 from .device import resolve_device
 from .errors import NeuralCTError
+from .lagged import LaggedLikelihood, lag_in_frames, split_lagged_pairs
 from .model import NeuralCanonicalTransformation
 from .toys import CurvedDoubleWell, HarmonicChain
 from .training import (
@@ -160,6 +161,21 @@ def fit_toy(
     return model, summary
 
 
+def _lagged_figures(model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float) -> dict[str, Any]:
+    """What a time-lagged run reports besides the common figures."""
+    return {
+        "objective": "time-lagged likelihood: ln rho(x_t) + ln p_tau(T(x_t+tau) | T(x_t)), latent Langevin oscillators",
+        "lagged_term": "configuration only (momenta resampled)" if objective.configuration_only else "phase space (recorded momenta)",
+        "lag_ps": lag_ps,
+        "vamp2_term": {"weight": objective.vamp_weight, "modes": objective.vamp_modes} if objective.vamp_weight else None,
+        "lagged_pairs": {"train": len(objective.train_pairs[0]), "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0])},
+        "mode_order": "relaxation time, longest first",
+        "frictions_per_ps": (model.frictions / model.time_unit).detach().cpu().double().tolist(),
+        "relaxation_times_ps": (model.relaxation_times * model.time_unit).detach().cpu().double().tolist(),
+        "loss_unit": "nats per lagged pair (reduced units)",
+    }
+
+
 def check_enough_samples(n_train: int, n_valid: int | None, dim: int, what: str, advice: str) -> None:
     """Refuse, before any work, data too few for the split: the training set must exceed the dimension.
 
@@ -215,6 +231,8 @@ def fit_trajectories(
     selection: str = "heavy",
     validation_trajectories: int = 1,
     momenta: str = "resample",
+    lag_ps: float | None = None,
+    vamp_weight: float = 0.0,
     dtype: str = "float32",
     device: str = "auto",
     seed: int = 0,
@@ -233,6 +251,13 @@ def fit_trajectories(
         Loaded trajectories.
     momenta : {"resample", "recorded"}
         Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+    lag_ps : float, optional
+        Train on pairs ``(x_t, x_t+lag)`` with the time-lagged objective of
+        :mod:`neuralct.lagged` (latent Langevin dynamics, modes ranked by relaxation time):
+        the phase-space transition density with recorded momenta, the configuration-only
+        one with resampled momenta. None: maximum likelihood on single frames.
+    vamp_weight : float
+        With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
 
     Returns
     -------
@@ -244,6 +269,8 @@ def fit_trajectories(
         raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
     if momenta == "recorded" and data.momenta_source != "recorded":
         raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
+    if vamp_weight and lag_ps is None:
+        raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -260,12 +287,19 @@ def fit_trajectories(
         architecture=architecture,
         time_unit=1.0,
         metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
+        latent_dynamics=lag_ps is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     model.initialize(y[train_index], generator=generator)
-    objective = MaximumLikelihood(
-        y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
-    )
+    if lag_ps is None:
+        objective = MaximumLikelihood(
+            y[train_index], y[valid_index], None if p is None else p[train_index], None if p is None else p[valid_index]
+        )
+    else:
+        lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
+        train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
+        objective = LaggedLikelihood(y, p, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps / model.time_unit, vamp_weight=vamp_weight)
+        objective.initialize_frictions(model, seed=seed)
     result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     summary: dict[str, Any] = {
         "mode": "ml",
@@ -289,9 +323,12 @@ def fit_trajectories(
         "nll_recorded": "once per epoch (a pass's worth of minibatches over the training frames); train_nll is the mean over the epoch's minibatches",
         **_run_figures(model, result, settings, torch_device, dtype),
     }
+    if lag_ps is not None:
+        summary.update(_lagged_figures(model, objective, lag_ps))
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["history"] = result.history
     paths = [str(Path(path).resolve()) for path in data.paths]
     bounds = np.cumsum([0] + list(data.traj_lengths))
     model.metadata["molecule"]["training_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())]
+    model.metadata["molecule"]["validation_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(valid_index.tolist())]
     return model, summary

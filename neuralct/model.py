@@ -14,6 +14,7 @@ from .errors import NeuralCTError, first_line
 from .flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
 from .flows.base import join_phase_space, map_in_chunks, split_phase_space
 from .io import atomic_torch_save
+from .lagged import LatentLangevin, relaxation_times
 from .prior import HarmonicPrior
 
 __all__ = ["NeuralCanonicalTransformation", "build_flow", "load", "DEFAULT_ARCHITECTURE", "MODEL_FORMAT"]
@@ -66,7 +67,9 @@ class NeuralCanonicalTransformation(nn.Module):
     harmonic oscillators ``K = sum (P^2 + w^2 Q^2) / 2`` at kT = 1.
 
     Latent modes are reported sorted by frequency, slowest first: a permutation of
-    modes, applied to ``Q`` and ``P`` alike, is itself canonical.
+    modes, applied to ``Q`` and ``P`` alike, is itself canonical. A model with latent
+    dynamics (trained with a lag, see :mod:`neuralct.lagged`) gives each oscillator a
+    learned friction and sorts its modes by relaxation time instead, the longest first.
 
     Parameters
     ----------
@@ -82,6 +85,8 @@ class NeuralCanonicalTransformation(nn.Module):
         ``tau`` in the physical time unit (ps for molecules).
     metadata : dict, optional
         Plain data stored with the model (system, atom selection, training summary).
+    latent_dynamics : bool
+        Give every latent oscillator a learned Langevin friction (:class:`LatentLangevin`).
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class NeuralCanonicalTransformation(nn.Module):
         architecture=DEFAULT_ARCHITECTURE,
         time_unit: float = 1.0,
         metadata: dict[str, Any] | None = None,
+        latent_dynamics: bool = False,
     ):
         super().__init__()
         if not kT > 0 or not time_unit > 0:
@@ -108,6 +114,7 @@ class NeuralCanonicalTransformation(nn.Module):
         self.register_buffer("position_offset", torch.zeros(dim))
         self.flow = build_flow(dim, self.architecture)
         self.prior = HarmonicPrior(dim)
+        self.dynamics = LatentLangevin(dim) if latent_dynamics else None
 
     # -- units ---------------------------------------------------------------------------
     def _position_scale(self) -> torch.Tensor:
@@ -131,12 +138,30 @@ class NeuralCanonicalTransformation(nn.Module):
 
     # -- the map --------------------------------------------------------------------------
     def _mode_order(self) -> torch.Tensor:
+        if self.dynamics is not None:
+            return torch.argsort(self._unsorted_relaxation_times().detach(), descending=True)
         return torch.argsort(self.prior.frequencies.detach())
+
+    def _unsorted_relaxation_times(self) -> torch.Tensor:
+        return relaxation_times(self.prior.frequencies, self.dynamics.frictions)
 
     @property
     def frequencies(self) -> torch.Tensor:
-        """Latent frequencies ``w``, shape (n,), ascending (rad per ``time_unit``)."""
+        """Latent frequencies ``w``, shape (n,), in mode order (rad per ``time_unit``).
+
+        Ascending; for a model with latent dynamics, in order of decreasing relaxation time.
+        """
         return self.prior.frequencies[self._mode_order()]
+
+    @property
+    def frictions(self) -> torch.Tensor | None:
+        """Latent frictions ``gamma``, shape (n,), in mode order (1 per ``time_unit``); None without dynamics."""
+        return None if self.dynamics is None else self.dynamics.frictions[self._mode_order()]
+
+    @property
+    def relaxation_times(self) -> torch.Tensor | None:
+        """Relaxation times of the latent modes, shape (n,), longest first (``time_unit``); None without dynamics."""
+        return None if self.dynamics is None else self._unsorted_relaxation_times()[self._mode_order()]
 
     def encode(self, q: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Canonical latent variables ``(Q, P)``, each (batch, n), slowest mode first."""
@@ -252,6 +277,7 @@ class NeuralCanonicalTransformation(nn.Module):
                 "kT": self.kT,
                 "time_unit": self.time_unit,
                 "architecture": self.architecture,
+                "latent_dynamics": self.dynamics is not None,
                 "metadata": self.metadata,
                 "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
             },
@@ -279,6 +305,7 @@ class NeuralCanonicalTransformation(nn.Module):
                 architecture=contents["architecture"],
                 time_unit=contents["time_unit"],
                 metadata=contents["metadata"],
+                latent_dynamics=contents.get("latent_dynamics", False) is True,
             ).to(dtype)
             model.load_state_dict(state)
         except (NeuralCTError, RuntimeError, TypeError, ValueError) as exc:

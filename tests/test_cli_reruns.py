@@ -196,6 +196,16 @@ def test_two_concurrent_simulations_into_one_folder_one_is_refused(tmp_path):
     assert json.loads((tmp_path / "md" / "run.json").read_text())["settings"]["seed"] == 1
 
 
+def test_a_rerun_removes_what_a_killed_atomic_write_left(tmp_path):
+    out = tmp_path / "md"
+    assert main(["simulate", "double-well", "--length-ns", "0.001", *MD, "--output", str(out)]) == 0
+    stale = out / ".replica-000.nc.x1y2z3_w.tmp"
+    stale.write_bytes(b"half a trajectory")
+    before = (out / "replica-000.nc").read_bytes()
+    assert main(["simulate", "double-well", "--length-ns", "0.001", *MD, "--output", str(out)]) == 0
+    assert not stale.exists() and (out / "replica-000.nc").read_bytes() == before
+
+
 @pytest.mark.parametrize("umask", [0o027, 0o002])
 def test_output_files_follow_the_umask(tmp_path, umask):
     previous = os.umask(umask)
@@ -265,7 +275,7 @@ def test_analyze_reruns_resume_or_are_refused_and_a_lag_too_long_leaves_nothing(
     model = str(folder / "model" / "model.pt")
     out = tmp_path / "analysis"
     assert main(["analyze", model, *paths, "--lag-ps", "100", "--output", str(out)]) == 2
-    assert "longer than the shortest trajectory" in one_line_error(capsys, "analyze")
+    assert "not shorter than the shortest scored segment" in one_line_error(capsys, "analyze")
     assert not out.exists()
     assert main(["analyze", model, *paths, "--lag-ps", "1", "--modes", "3", "--output", str(out)]) == 0
     before = snapshot(out)
@@ -276,7 +286,7 @@ def test_analyze_reruns_resume_or_are_refused_and_a_lag_too_long_leaves_nothing(
 
 def test_quickstart_refuses_a_lag_longer_than_the_trajectories(tmp_path, capsys):
     assert main(["quickstart", "--length-ns", "0.001", "--lag-ps", "2", "--output", str(tmp_path / "q")]) == 2
-    assert "--lag-ps 2 is not shorter than the trajectories" in one_line_error(capsys, "quickstart")
+    assert "--lag-ps 2 is not shorter than a quarter of the trajectories" in one_line_error(capsys, "quickstart")
     assert not (tmp_path / "q").exists()
 
 

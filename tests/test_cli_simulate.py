@@ -1,6 +1,7 @@
 """``neuralct simulate`` on the command line: outputs, and one-line errors that leave earlier outputs untouched."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,51 @@ def test_output_that_cannot_be_written(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert status == 2 and "cannot create output folder" in err and "\n" not in err
     assert blocker.read_text() == "keep me"
+
+
+PDB = Path(__file__).resolve().parents[1] / "systems" / "trialanine.pdb"
+
+
+def edited_pdb(tmp_path, name, keep=lambda line: True, edit=lambda line: line):
+    """The bundled tri-alanine PDB with atom lines filtered and edited."""
+    atoms = lambda line: line.startswith(("ATOM", "HETATM"))
+    lines = [edit(line) if atoms(line) else line for line in PDB.read_text().splitlines() if not atoms(line) or keep(line)]
+    path = tmp_path / name
+    path.write_text("\n".join(line for line in lines if not line.startswith("CONECT")) + "\n")
+    return path
+
+
+def hydrogen(line):
+    return line[76:78].strip() == "H"
+
+
+@pytest.mark.parametrize(
+    "name, keep, edit, options, message",
+    [
+        ("no-h.pdb", lambda l: not hydrogen(l), lambda l: l, [], "has no hydrogen atoms; rerun with --add-hydrogens"),
+        ("xyz.pdb", lambda l: True, lambda l: l[:17] + "XYZ" + l[20:] if l[22:26].strip() == "3" else l, [],
+         "residue XYZ 3 of chain A is not a residue of force field"),
+        ("xyz.pdb", lambda l: True, lambda l: l[:17] + "XYZ" + l[20:] if l[22:26].strip() == "3" else l, ["--add-hydrogens"],
+         "residue XYZ 3 of chain A is not a residue of force field"),
+        ("no-ha.pdb", lambda l: not (l[12:16].strip() == "HA" and l[22:26].strip() == "3"), lambda l: l, [],
+         "residue ALA 3 of chain A does not match force field amber99sbildn.xml (missing atoms HA); rerun with --add-hydrogens"),
+        ("uncapped.pdb", lambda l: not hydrogen(l) and l[17:20] not in ("ACE", "NME"), lambda l: l, ["--add-hydrogens"],
+         "residue ALA 4 of chain A"),
+    ],
+)
+def test_pdb_problems_name_the_residue_as_the_pdb_does(tmp_path, capsys, name, keep, edit, options, message):
+    path = edited_pdb(tmp_path, name, keep, edit)
+    status = main(["simulate", str(path), *options, "--length-ns", "0.0002", "--report-ps", "0.1", "--output", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and message in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_add_hydrogens_completes_a_pdb_without_them(tmp_path):
+    path = edited_pdb(tmp_path, "no-h.pdb", lambda l: not hydrogen(l))
+    out = tmp_path / "out"
+    assert main(["simulate", str(path), "--add-hydrogens", "--ph", "7", "--length-ns", "0.0002", "--report-ps", "0.1",
+                 "--equilibration-ps", "0", "--platform", "Reference", "--output", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_atoms"] == 42 and summary["system_settings"]["hydrogens_added_at_ph"] == 7.0
+    assert (out / "topology.pdb").read_text().count(" H") > 0

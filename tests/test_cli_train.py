@@ -88,7 +88,7 @@ def alanine(tmp_path_factory):
                  "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
     paths = sorted(str(p) for p in md.glob("replica-*.nc"))
     model_dir = folder / "model"
-    assert main(["train", *paths, "--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
+    assert main(["train", *paths[:2], "--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
                  "--validation-trajectories", "1", "--no-progress", "--output", str(model_dir)]) == 0
     return paths, model_dir
 
@@ -108,15 +108,17 @@ def test_analyze_writes_colvar_plots_and_scores(alanine, tmp_path):
     out = tmp_path / "analysis"
     assert main(["analyze", str(model_dir / "model.pt"), *paths, "--lag-ps", "1", "--modes", "4", "--output", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["held_out_trajectories"] == [2]
+    # The first trajectory trained the model, the second chose its kept state: only the third is scored.
+    assert summary["split"]["trained_the_model"] == paths[:1] and summary["split"]["selected_the_kept_state"] == paths[1:2]
+    assert {segment["trajectory"] for segment in summary["split"]["scored"]} == {paths[2]}
     for figure in summary["figures"].values():
         assert (out / figure.split("/")[-1]).stat().st_size > 1000
     fields, values = read_colvar(summary["colvar_files"][0])
     assert fields == ["time", "cv1", "cv2", "cv3", "cv4"]
     plain = np.loadtxt(summary["colvar_files"][0], comments="#")
     assert np.array_equal(plain, values) and len(plain) == 60
-    assert len(summary["modes"]) == 4
-    for key in ("learned_cvs", "tica", "pca", "phi_psi"):
+    assert summary["dependence"]["modes"] == [1, 2, 3, 4] and summary["dependence"]["dihedrals"] == ["phi A:ALA2", "psi A:ALA2"]
+    for key in ("learned_cvs", "tica", "pca", "backbone_dihedrals"):
         assert "vamp2" in summary[key]
 
 

@@ -115,7 +115,41 @@ def test_killed_run_resumes_without_missing_or_duplicated_frames(tmp_path):
 def test_replicas_are_independent(tmp_path):
     system = build_system("double-well")
     settings = SimulationSettings(length_ns=0.01, report_ps=1.0, platform="Reference")
-    summary = run_simulation(system, tmp_path, settings, replicas=2, progress=False)
+    summary = run_simulation(system, tmp_path, settings, replicas=2, jobs=1, progress=False)
     a, b = (read_netcdf(tmp_path / f"replica-00{r}.nc") for r in range(2))
     assert summary["frames"] == 20 and len(summary["replicas"]) == 2
     assert not np.allclose(a.positions, b.positions)
+
+
+def _frames_done(folder, replicas):
+    return [int(np.load(folder / f"replica-00{r}.chk.npz")["frames"]) if (folder / f"replica-00{r}.chk.npz").exists() else 0 for r in range(replicas)]
+
+
+@pytest.mark.slow
+def test_parallel_replicas_equal_sequential_ones_and_resume_after_a_kill(tmp_path):
+    """Two replicas in two worker processes: killing the parent stops the workers, and the rerun ends
+    with exactly the frames of an uninterrupted run of the replicas one after another."""
+    args = ["alanine-dipeptide", "--length-ns", "0.1", "--report-ps", "0.1", "--platform", "Reference", "--replicas", "2",
+            "--checkpoint-seconds", "0.3", "--seed", "11"]
+    sequential = _simulate(args + ["--jobs", "1"], tmp_path / "sequential")
+    killed = _simulate(args + ["--jobs", "2"], tmp_path / "parallel")
+    deadline = time.time() + 120
+    while time.time() < deadline and min(_frames_done(tmp_path / "parallel", 2)) < 50:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    time.sleep(1.5)
+    at_kill = _frames_done(tmp_path / "parallel", 2)
+    time.sleep(1.5)
+    assert _frames_done(tmp_path / "parallel", 2) == at_kill, "orphaned workers must stop"
+    assert all(0 < n < 1000 for n in at_kill), "the run must be killed mid-way"
+    assert sequential.wait() == 0
+    resumed = _simulate(args + ["--jobs", "2"], tmp_path / "parallel")
+    assert resumed.wait() == 0, resumed.stderr.read().decode()
+    summary = json.loads((tmp_path / "parallel" / "summary.json").read_text())
+    assert summary["settings"]["jobs"] == 2 and [r["resumed_from_frame"] for r in summary["replicas"]] == at_kill
+    for replica in range(2):
+        a = read_netcdf(tmp_path / "sequential" / f"replica-00{replica}.nc")
+        b = read_netcdf(tmp_path / "parallel" / f"replica-00{replica}.nc")
+        assert a.positions.shape[0] == b.positions.shape[0] == 1000
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)

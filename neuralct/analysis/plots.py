@@ -1,9 +1,8 @@
-"""PNG figures of the analysis: Ramachandran plots coloured by the CVs, free-energy surface, spectrum, training curves."""
+"""PNG figures of the analysis: Ramachandran plots coloured by the CVs, dependence heat maps, free-energy surface, spectrum, training curves."""
 
 from __future__ import annotations
 
 import io
-import math
 import os
 from typing import Mapping, Sequence
 
@@ -13,7 +12,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_write_bytes
 from .fes import free_energy_2d
 
-__all__ = ["plot_ramachandran", "plot_fes", "plot_spectrum", "plot_training_curves"]
+__all__ = ["plot_ramachandran", "plot_dependence", "plot_fes", "plot_spectrum", "plot_training_curves"]
 
 
 def _new_figure(width: float, height: float):
@@ -40,13 +39,14 @@ def plot_ramachandran(
     path: str | os.PathLike,
     title: str = "",
     colour_labels: Sequence[str] | None = None,
+    residue_labels: Sequence[str] | None = None,
 ) -> None:
-    """Ramachandran scatter plots (phi, psi in degrees) coloured by each slow mode, one panel per mode.
+    """Ramachandran scatter plots (phi, psi in degrees) coloured by the slow modes: one row per residue, one column per mode.
 
     Parameters
     ----------
-    phi, psi : np.ndarray, shape=(n_frames,)
-        Backbone dihedrals in radians.
+    phi, psi : np.ndarray, shape=(n_frames,) or (n_frames, n_residues)
+        Backbone dihedrals in radians, one column per residue.
     colour_values : np.ndarray, shape=(n_frames,) or (n_frames, n_modes)
         Values colouring the points (e.g. the slowest CVs, slowest first).
     path : str or os.PathLike
@@ -54,37 +54,72 @@ def plot_ramachandran(
     title : str
         Figure title.
     colour_labels : sequence of str, optional
-        Colour-bar label of each panel; default ``Q1, Q2, ...`` (latent units).
+        Colour-bar label of each column; default ``Q1, Q2, ...`` (latent units).
+    residue_labels : sequence of str, optional
+        Name of each residue (row), e.g. ``ALA2``.
     """
     phi = np.asarray(phi, dtype=np.float64)
     psi = np.asarray(psi, dtype=np.float64)
+    phi = phi[:, None] if phi.ndim == 1 else phi
+    psi = psi[:, None] if psi.ndim == 1 else psi
     values = np.asarray(colour_values, dtype=np.float64)
     values = values[:, None] if values.ndim == 1 else values
-    if phi.ndim != 1 or psi.shape != phi.shape or values.shape[0] != phi.shape[0]:
+    if phi.ndim != 2 or psi.shape != phi.shape or values.shape[0] != phi.shape[0]:
         raise NeuralCTError(
             f"Ramachandran plot {path}: phi {phi.shape}, psi {psi.shape} and colours {values.shape} "
-            "must have one entry per frame"
+            "must have one row per frame (and phi, psi one column per residue)"
         )
-    n_modes = values.shape[1]
+    n_residues, n_modes = phi.shape[1], values.shape[1]
     labels = [f"Q{k + 1} (latent units)" for k in range(n_modes)] if colour_labels is None else list(colour_labels)
-    if len(labels) != n_modes:
-        raise NeuralCTError(f"Ramachandran plot {path}: {len(labels)} colour labels for {n_modes} modes")
-    columns = min(n_modes, 3)
-    rows = math.ceil(n_modes / columns)
-    figure = _new_figure(4.2 * columns, 3.6 * rows)
+    rows = [f"residue {r + 1}" for r in range(n_residues)] if residue_labels is None else list(residue_labels)
+    if len(labels) != n_modes or len(rows) != n_residues:
+        raise NeuralCTError(f"Ramachandran plot {path}: {len(labels)} colour labels for {n_modes} modes, {len(rows)} residue labels for {n_residues} residues")
+    figure = _new_figure(4.2 * n_modes, 3.6 * n_residues)
     phi_deg = np.degrees(np.mod(phi + np.pi, 2 * np.pi) - np.pi)
     psi_deg = np.degrees(np.mod(psi + np.pi, 2 * np.pi) - np.pi)
     ticks = np.arange(-180, 181, 60)
-    for k in range(n_modes):
-        axes = figure.add_subplot(rows, columns, k + 1)
-        low, high = np.percentile(values[:, k], [1, 99])
-        points = axes.scatter(phi_deg, psi_deg, c=values[:, k], s=2, cmap="coolwarm", vmin=low, vmax=high,
-                              rasterized=True, linewidths=0)
-        figure.colorbar(points, ax=axes, label=labels[k])
-        axes.set(xlim=(-180, 180), ylim=(-180, 180), xticks=ticks, yticks=ticks, aspect="equal",
-                 xlabel=r"$\phi$ (degrees)", ylabel=r"$\psi$ (degrees)", title=f"mode {k + 1}")
+    limits = [np.percentile(values[:, k], [1, 99]) for k in range(n_modes)]
+    for r in range(n_residues):
+        for k in range(n_modes):
+            axes = figure.add_subplot(n_residues, n_modes, r * n_modes + k + 1)
+            points = axes.scatter(phi_deg[:, r], psi_deg[:, r], c=values[:, k], s=2, cmap="coolwarm",
+                                  vmin=limits[k][0], vmax=limits[k][1], rasterized=True, linewidths=0)
+            figure.colorbar(points, ax=axes, label=labels[k])
+            axes.set(xlim=(-180, 180), ylim=(-180, 180), xticks=ticks, yticks=ticks, aspect="equal",
+                     xlabel=rf"$\phi$ {rows[r]} (degrees)", ylabel=rf"$\psi$ {rows[r]} (degrees)", title=f"{rows[r]}, mode {k + 1}")
     if title:
         figure.suptitle(title)
+    _save_png(figure, path)
+
+
+def plot_dependence(table: Mapping[str, Sequence], path: str | os.PathLike) -> None:
+    """Heat maps (modes x dihedrals) of the mutual information and the circular correlation of each slow mode with each dihedral.
+
+    Parameters
+    ----------
+    table : mapping
+        As :func:`neuralct.analysis.report.dependence_table` returns it: ``modes``, ``dihedrals``,
+        ``mutual_information_nats`` and ``circular_correlation`` of shape (n_modes, n_dihedrals).
+    path : str or os.PathLike
+        Output PNG.
+    """
+    information = np.asarray(table["mutual_information_nats"], dtype=np.float64)
+    correlation = np.asarray(table["circular_correlation"], dtype=np.float64)
+    names, modes = list(table["dihedrals"]), list(table["modes"])
+    if information.shape != (len(modes), len(names)) or correlation.shape != information.shape or not names:
+        raise NeuralCTError(f"dependence heat map {path}: tables of shape {information.shape} for {len(modes)} modes and {len(names)} dihedrals")
+    figure = _new_figure(max(6.0, 1.0 + 0.45 * len(names)), 2.0 + 0.9 * len(modes))
+    for column, (values, label, vmax) in enumerate(
+        [(information, "mutual information (nats)", max(float(information.max()), 1e-6)), (correlation, "circular correlation R", 1.0)]
+    ):
+        axes = figure.add_subplot(2, 1, column + 1)
+        image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+        figure.colorbar(image, ax=axes, label=label)
+        axes.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        axes.set_yticks(range(len(modes)), [f"mode {m}" for m in modes])
+        if values.size <= 200:
+            for (k, j), value in np.ndenumerate(values):
+                axes.text(j, k, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < 0.6 * vmax else "k")
     _save_png(figure, path)
 
 

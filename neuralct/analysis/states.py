@@ -1,4 +1,4 @@
-"""Conformational states of alanine dipeptide from (phi, psi), and how well two CVs separate them."""
+"""Conformational states of a residue from its backbone (phi, psi): the standard Ramachandran regions, and how well CVs separate them."""
 
 from __future__ import annotations
 
@@ -6,36 +6,46 @@ import numpy as np
 
 from ..errors import NeuralCTError
 
-__all__ = ["STATE_NAMES", "STATE_REGIONS_DEG", "UNASSIGNED", "conformational_states", "state_classification_accuracy"]
+__all__ = [
+    "STATE_NAMES",
+    "STATE_REGIONS_DEG",
+    "STATE_REGIONS_DESCRIPTION",
+    "UNASSIGNED",
+    "conformational_states",
+    "state_classification_accuracy",
+]
 
 #: Names of the states, indexed by the integer labels of :func:`conformational_states`.
-STATE_NAMES = ("beta/C5", "PII", "C7eq", "alphaR", "C7ax/alphaL")
+STATE_NAMES = ("alphaR", "beta", "PPII", "alphaL")
 
-#: Label of frames outside every core region.
+#: Label of frames outside every region.
 UNASSIGNED = -1
 
-#: Core regions in degrees: per state, rectangles ``(phi_min, phi_max, psi_min, psi_max)``
+#: Regions in degrees: per state, rectangles ``(phi_min, phi_max, psi_min, psi_max)``
 #: (a state is the union of its rectangles; bounds inclusive, and a point on a shared
-#: boundary belongs to the state listed first). They are the usual rectangular
-#: partition of the alanine dipeptide Ramachandran plot around its minima:
-#: beta/C5 (extended, phi near -150, psi near 160, wrapping past psi = 180),
-#: PII (polyproline II, phi near -75, psi near 145), C7eq (the equatorial
-#: intramolecular hydrogen-bonded ring, phi near -83, psi near 73: the most
-#: populated basin in vacuum), alphaR (right-handed helix, phi near -70,
-#: psi near -40, including the alpha' bridge region) and the phi > 0 basins
-#: C7ax (phi near 75, psi near -65) and alphaL (phi near 60, psi near 40),
-#: taken together. The gaps between the cores stay unassigned.
+#: boundary belongs to the state listed first). These are the standard secondary-structure
+#: regions of the Ramachandran plot of a non-glycine, non-proline residue, the same for
+#: every residue of every peptide: right-handed helix alphaR, extended beta strand,
+#: polyproline II (PPII) and the left-handed region alphaL (every phi > 0). The psi > 50
+#: band of beta and PPII wraps past psi = 180 down to psi = -120. Frames with
+#: -20 < phi < 0, or phi < -160 below psi = 50, stay unassigned.
 STATE_REGIONS_DEG = (
-    ((-180.0, -110.0, 120.0, 180.0), (-180.0, -110.0, -180.0, -150.0)),
-    ((-110.0, -40.0, 100.0, 180.0), (-110.0, -40.0, -180.0, -150.0)),
-    ((-130.0, -40.0, 50.0, 100.0),),
     ((-160.0, -20.0, -120.0, 50.0),),
+    ((-180.0, -90.0, 50.0, 180.0), (-180.0, -90.0, -180.0, -120.0)),
+    ((-90.0, -20.0, 50.0, 180.0), (-90.0, -20.0, -180.0, -120.0)),
     ((0.0, 180.0, -180.0, 180.0),),
+)
+
+#: One sentence stating the regions, for summary files.
+STATE_REGIONS_DESCRIPTION = (
+    "standard Ramachandran regions per residue (degrees, the same for every residue): "
+    "alphaR -160 <= phi <= -20 and -120 <= psi <= 50; beta -180 <= phi <= -90 and psi >= 50 or psi <= -120; "
+    "PPII -90 < phi <= -20 and psi >= 50 or psi <= -120; alphaL phi >= 0; other frames unassigned"
 )
 
 
 def conformational_states(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
-    """Label each frame with its conformational state from the backbone dihedrals.
+    """Label each frame with the Ramachandran region of one residue's backbone dihedrals.
 
     Parameters
     ----------
@@ -46,13 +56,13 @@ def conformational_states(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
     -------
     np.ndarray, shape=(n_frames,), dtype=int
         Index into :data:`STATE_NAMES`, or :data:`UNASSIGNED` (-1) outside every
-        core of :data:`STATE_REGIONS_DEG`.
+        region of :data:`STATE_REGIONS_DEG`.
     """
     phi = np.asarray(phi, dtype=np.float64)
     psi = np.asarray(psi, dtype=np.float64)
     if phi.ndim != 1 or psi.shape != phi.shape:
         raise NeuralCTError(
-            f"phi and psi must be 1-D arrays of one length (one dipeptide), got shapes {phi.shape} and {psi.shape}"
+            f"phi and psi must be 1-D arrays of one length (one residue), got shapes {phi.shape} and {psi.shape}"
         )
     phi_deg = np.mod(np.degrees(phi) + 180.0, 360.0) - 180.0
     psi_deg = np.mod(np.degrees(psi) + 180.0, 360.0) - 180.0

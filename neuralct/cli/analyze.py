@@ -15,23 +15,43 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "analyze",
         help="project trajectories on the learned slow modes; plots, COLVAR files and scores",
         description=(
-            "Project trajectories on the slowest modes of a trained model. Writes one PLUMED COLVAR "
-            "file per trajectory (#! FIELDS time cv1 cv2 ...), PNG plots (Ramachandran coloured by "
-            "the slow modes, free-energy surface of the two slowest CVs, frequency spectrum, training "
-            "curves) and summary.json: mutual information and circular correlation of each slow mode "
-            "with phi and psi, VAMP-2 of the two slowest CVs against TICA, PCA and (phi, psi) at the "
-            "same lag on held-out trajectories, and a conformational-state classification accuracy."
+            "Project trajectories on the slowest modes of a trained model. Writes first one PLUMED COLVAR "
+            "file per trajectory (#! FIELDS time cv1 cv2 ...), then PNG plots (free-energy surface of the two "
+            "slowest CVs, frequency spectrum, training curves, and for peptides and proteins Ramachandran "
+            "plots of every residue coloured by the slow modes and a heat map of the mutual information and "
+            "circular correlation of each slow mode with every dihedral) and summary.json: that table, "
+            "VAMP-2 of the two slowest CVs against TICA, PCA and the backbone dihedrals at the same lag with "
+            "error bars, and per residue the populations of the standard Ramachandran regions (alphaR, beta, "
+            "PPII, alphaL) and how well each method tells them apart. Dihedrals come from the topology "
+            "(MDTraj); a molecule without a protein backbone gets everything else, and summary.json says "
+            "what was skipped. Scores use only trajectories that neither trained the model nor selected its "
+            "kept state; one such trajectory is scored on contiguous blocks (the caveat is recorded)."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
     parser.add_argument("trajectories", nargs="+", metavar="TRAJ", help="trajectory files (any MDTraj/MDAnalysis format)")
     parser.add_argument("--top", metavar="FILE", help="topology for trajectories that hold none")
     parser.add_argument("--modes", type=positive_int, default=6, help="slow modes to analyse (default: %(default)s)")
-    parser.add_argument("--lag-ps", type=positive_float, default=2.0, help="lag time of VAMP-2 and TICA in ps (default: %(default)s; the slowest relaxation of alanine dipeptide in vacuum without phi flips is about 5 ps)")
+    parser.add_argument(
+        "--lag-ps", type=positive_float, default=None,
+        help="lag time of VAMP-2 and TICA in ps (default: chosen from the data: 10 frame spacings, but at most a "
+        "tenth of the shortest scored trajectory or block, at least one frame; summary.json states it in ps)",
+    )
     parser.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     parser.add_argument(
+        "--residues", nargs="+", metavar="RES",
+        help="residues for the Ramachandran plots and states, as the PDB numbers them: 2, ALA2, A:2 or A:ALA2 "
+        "(default: every residue with phi and psi)",
+    )
+    parser.add_argument("--chi", action="store_true", help="add the side-chain chi1-chi4 angles to the dependence table")
+    parser.add_argument(
         "--test-trajectories", type=positive_int, default=None,
-        help="held-out trajectories for the scores (default: those the model did not train on, else half)",
+        help="when the model trained on none of the given trajectories: how many to score, the others fit the "
+        "baselines (default: half)",
+    )
+    parser.add_argument(
+        "--blocks", type=positive_int, default=4,
+        help="contiguous blocks a single scored trajectory is cut into for error bars (default: %(default)s)",
     )
     add_common_options(parser, output_default="runs/analyze")
     parser.set_defaults(run=run)
@@ -39,11 +59,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Load the model, then analyse into the locked output folder."""
     from ..analysis.run import analyze_trajectories
+    from ..data.loading import topology_file
     from ..device import resolve_device
     from ..model import load
-
-    from ..data.loading import topology_file
     from ..runs import RunFolder
 
     model = load(args.model, device=resolve_device(args.device))
@@ -53,14 +73,24 @@ def run(args: argparse.Namespace) -> int:
     with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite) as folder:
         output = folder.path
         summary = analyze_trajectories(
-            model, args.trajectories, output, topology=args.top, n_modes=args.modes,
-            lag_ps=args.lag_ps, test_trajectories=args.test_trajectories, stride=args.stride,
+            model, args.trajectories, output, topology=args.top, n_modes=args.modes, lag_ps=args.lag_ps,
+            test_trajectories=args.test_trajectories, stride=args.stride, residues=args.residues, chi=args.chi,
+            blocks=args.blocks,
         )
         save_resolved_config(args, output)
-    best = summary["best_of_two_slowest"]
-    print(
-        f"analysis in {output}: best of the two slowest modes: MI with psi {best['psi']['mi_nats']:.2f} nats, "
-        f"with phi {best['phi']['mi_nats']:.2f} nats; VAMP-2 (2 CVs, lag {summary['lag_ps']:g} ps) learned "
-        f"{summary['learned_cvs']['vamp2']:.3f} vs TICA {summary['tica']['vamp2']:.3f}"
-    )
+    print(f"analysis in {output}: {len(summary['colvar_files'])} COLVAR files, {len(summary['figures'])} plots")
+    if "learned_cvs" in summary:
+        error = lambda method: summary[method]["vamp2_standard_error"]
+        spread = lambda method: "" if error(method) is None else f" +- {error(method):.3f}"
+        print(
+            f"  VAMP-2 (2 CVs, lag {summary['lag_ps']:.3g} ps, {summary['n_scored_segments']} scored segments): "
+            f"learned {summary['learned_cvs']['vamp2']:.3f}{spread('learned_cvs')} vs TICA "
+            f"{summary['tica']['vamp2']:.3f}{spread('tica')}"
+        )
+    for best in sorted(summary.get("best_of_two_slowest", []), key=lambda b: -b["mi_nats"])[:3]:
+        print(f"  mutual information with {best['dihedral']}: {best['mi_nats']:.2f} nats (mode {best['mode']})")
+    for part, reason in summary["skipped"].items():
+        print(f"  skipped {part}: {reason}")
+    if "caveat" in summary["split"]:
+        print(f"  note: {summary['split']['caveat']}")
     return 0

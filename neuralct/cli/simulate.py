@@ -17,8 +17,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="run OpenMM Langevin MD of a bundled system or a PDB, recording positions and velocities",
         description=(
             "Run Langevin MD (OpenMM LangevinMiddleIntegrator) of a bundled system "
-            "(alanine-dipeptide, harmonic-chain, double-well, mueller-brown), a system YAML file, or a PDB "
-            "with OpenMM force-field XML files. Writes one AMBER NetCDF trajectory per replica "
+            "(alanine-dipeptide, trialanine, harmonic-chain, double-well, mueller-brown, rotated-double-well), a system YAML file, or a PDB "
+            "with OpenMM force-field XML files. A PDB needs every atom the force field's residue templates have, "
+            "hydrogens included (--add-hydrogens adds them), and chain ends either capped (e.g. ACE/NME) or "
+            "with their terminal atoms (e.g. OXT): caps are not added. Writes one AMBER NetCDF trajectory per replica "
             "(positions, on-step velocities, time; readable by MDTraj and MDAnalysis) with topology.pdb, "
             "summary.json and checkpoints. Rerunning the same command resumes an interrupted run; "
             "other options into the same --output are refused (see --overwrite)."
@@ -26,7 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("system", metavar="SYSTEM", help="bundled system name, system YAML file, or PDB file")
     p.add_argument("--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)")
-    p.add_argument("--solvent", choices=("vacuum", "obc2"), default="vacuum", help="vacuum (NoCutoff) or OBC2 implicit solvent (default: %(default)s)")
+    p.add_argument("--solvent", choices=("vacuum", "obc2"), default=None, help="vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)")
+    p.add_argument("--add-hydrogens", action="store_true", help="add missing hydrogens to a PDB with OpenMM Modeller (protonation states at --ph); caps are not added")
+    p.add_argument("--ph", type=nonnegative_float, default=7.0, help="pH for --add-hydrogens (default: %(default)s)")
     p.add_argument("--constraints", choices=("none", "hbonds", "allbonds", "hangles"), default="hbonds", help="bond constraints (default: %(default)s)")
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
     p.add_argument("--length-ns", type=positive_float, default=1.0, help="production length per replica in ns (default: %(default)s)")
@@ -35,8 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between recorded frames in ps (default: %(default)s)")
     p.add_argument("--equilibration-ps", type=nonnegative_float, default=10.0, help="unrecorded MD after minimisation, in ps (default: %(default)s)")
     p.add_argument("--platform", default="auto", help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe (default: %(default)s)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the CPU platform (default: OpenMM's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the CPU platform (default: OpenMM's, or cores/jobs with several jobs)")
     p.add_argument("--replicas", type=positive_int, default=1, help="independent trajectories, seeded from --seed (default: %(default)s)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="replicas run at once as separate processes (default: one per CPU core, at most --replicas; each job gets cores/jobs threads unless --threads is given)")
     p.add_argument("--checkpoint-seconds", type=nonnegative_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_options(p, output_default="trajectories/simulate")
@@ -70,20 +75,23 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_seconds=args.checkpoint_seconds,
     )
     settings.validate()
-    md_system = build_system(args.system, forcefield=args.forcefield, solvent=args.solvent, constraints=args.constraints, temperature=args.temperature)
+    md_system = build_system(
+        args.system, forcefield=args.forcefield, solvent=args.solvent, constraints=args.constraints,
+        temperature=args.temperature, add_hydrogens=args.add_hydrogens, ph=args.ph,
+    )
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.
-    # The platform, threads and checkpoint interval do not enter: a resumed run keeps the
-    # checkpoint's platform, and checkpoints do not change the frames.
-    identity = result_settings(args, ignore=("platform", "threads", "checkpoint_seconds")) | {"openmm_system": _system_digest(md_system)}
+    # The platform, threads, jobs and checkpoint interval do not enter: a resumed run keeps the
+    # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames.
+    identity = result_settings(args, ignore=("platform", "threads", "jobs", "checkpoint_seconds")) | {"openmm_system": _system_digest(md_system)}
     inputs = [name for name in [args.system, *(args.forcefield or [])] if Path(name).is_file()]
     with RunFolder(args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite) as run_folder:
         folder = run_folder.path
-        summary = run_simulation(md_system, folder, settings, replicas=args.replicas, progress=not args.no_progress)
+        summary = run_simulation(md_system, folder, settings, replicas=args.replicas, jobs=args.jobs, progress=not args.no_progress)
         save_resolved_config(args, folder)
     rate = summary["steps_per_second"]
     print(
-        f"{summary['frames']} frames, {summary['ns_simulated']:.3f} ns on {summary['platform']}"
+        f"{summary['frames']} frames, {summary['ns_simulated']:.3f} ns on {summary['platform']} ({summary['settings']['jobs']} job(s))"
         + (f", {rate:.0f} steps/s, {summary['ns_per_day']:.0f} ns/day" if rate else "")
         + f", mean kinetic temperature {summary['mean_kinetic_temperature_K']:.1f} K -> {folder}"
     )

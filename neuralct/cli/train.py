@@ -14,6 +14,7 @@ from ..io import write_json
 from .options import (
     add_common_options,
     fraction,
+    nonnegative_float,
     positive_float,
     positive_int,
     result_settings,
@@ -42,6 +43,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     source.add_argument("--temperature", type=positive_float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
     source.add_argument("--momenta", choices=("resample", "recorded"), default="resample", help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)")
+    source.add_argument(
+        "--lag-ps", type=positive_float, default=None, metavar="TAU",
+        help=(
+            "train on pairs of frames TAU ps apart with the time-lagged objective: each latent oscillator gets a "
+            "learned Langevin friction and modes are ranked by relaxation time, the slowest first; with "
+            "--momenta recorded the phase-space transition density, else the configuration-only one "
+            "(default: single frames, modes ranked by frequency)"
+        ),
+    )
+    source.add_argument("--vamp-weight", type=nonnegative_float, default=0.0, metavar="W", help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)")
     source.add_argument("--validation-trajectories", type=positive_int, default=1, help="trajectories held out for validation (default: %(default)s)")
     source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain or curved-double-well")
     source.add_argument(
@@ -167,6 +178,10 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
     data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
+    if args.lag_ps is not None:
+        from ..lagged import lag_in_frames
+
+        lag_in_frames(args.lag_ps, data.timestep_ps)
 
     def fit(output: Path) -> tuple:
         return fit_trajectories(
@@ -176,6 +191,8 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
             selection=args.selection,
             validation_trajectories=args.validation_trajectories,
             momenta=args.momenta,
+            lag_ps=args.lag_ps,
+            vamp_weight=args.vamp_weight,
             **_run_options(args, output),
         )
 
@@ -187,6 +204,8 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
     from ..fit import fit_toy
     from ..toys import make_toy_system
 
+    if args.lag_ps is not None:
+        raise NeuralCTError("--lag-ps needs trajectories (pairs of frames a lag apart); the toys give independent samples")
     system = make_toy_system(args.toy, parse_parameters(args.param))
 
     def fit(output: Path) -> tuple:

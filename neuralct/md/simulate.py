@@ -14,6 +14,12 @@ stored per frame as the variable ``kinetic_temperature``. The trajectory file sa
 Resume: every ``checkpoint_seconds`` the frames so far are written atomically to the trajectory
 file and then the integrator state to an atomically written checkpoint. A restarted run keeps
 exactly the checkpoint's frames and continues from its state, so no frame is lost or repeated.
+
+Replicas run as parallel processes (``jobs``), each with its own trajectory and checkpoint; a
+replica's random streams depend only on (seed, replica), not on how many run at once (its
+frames are identical on the Reference platform; the CPU platform's force sums may differ in the
+last bits with its thread count). A worker whose parent process is gone stops at the next frame, leaving its
+last checkpoint for the rerun.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import contextlib
 import io
 import json
 import os
+import queue
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -303,12 +310,12 @@ class _Replica:
         self.checkpoint = _Checkpoint(len(positions), platform, context.createCheckpoint(), self.resume_settings)
         self.checkpoint.save(self.chk_path)
 
-    def run(self, platform: str, progress: Any) -> dict:
-        """Run the remaining frames; return this replica's figures."""
+    def run(self, platform: str, progress: Any, threads: int | None) -> dict:
+        """Run the remaining frames on ``threads`` CPU threads; return this replica's figures."""
         settings = self.settings
         velocity_seed, integrator_seed = _replica_seeds(settings.seed, self.replica)
         integrator = _make_integrator(settings, integrator_seed)
-        context = make_context(self.md_system.system, integrator, platform, settings.threads)
+        context = make_context(self.md_system.system, integrator, platform, threads)
         positions, velocities, times, temperatures = self._load_frames()
         equilibration_time = settings.equilibration_steps * settings.timestep_fs / 1000.0
         if self.checkpoint is None:
@@ -365,15 +372,70 @@ class _Replica:
         }
 
 
+class _QueueProgress:
+    """Progress of a replica in a worker process: frame counts go to the parent through a queue."""
+
+    def __init__(self, frames: Any, parent: int):
+        self.frames, self.parent = frames, parent
+
+    def update(self, n: int) -> None:
+        # A worker orphaned by a killed parent stops here; its last checkpoint stays valid for the rerun.
+        if os.getppid() != self.parent:
+            os._exit(1)
+        self.frames.put(n)
+
+
+_worker_progress: _QueueProgress | None = None
+
+
+def _start_worker(frames: Any, parent: int) -> None:
+    global _worker_progress
+    _worker_progress = _QueueProgress(frames, parent)
+
+
+def _run_replica(md_system: MDSystem, folder: Path, settings: SimulationSettings, replica: int, platform: str, threads: int | None) -> dict:
+    """One replica in a worker process (the checkpoint was checked by the parent already)."""
+    with _divergence_as_error(settings):
+        return _Replica(md_system, folder, settings, replica).run(platform, _worker_progress, threads)
+
+
+def _run_parallel(runs: list[_Replica], platform: str, threads: int | None, jobs: int, bar: Any) -> list[dict]:
+    """Run the replicas in ``jobs`` worker processes, feeding their frame counts to ``bar``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn, not fork: the parent may already hold OpenMM contexts and their threads (the platform probe).
+    context = multiprocessing.get_context("spawn")
+    frames = context.Queue()
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(frames, os.getpid())) as pool:
+        futures = [pool.submit(_run_replica, run.md_system, run.traj_path.parent, run.settings, run.replica, platform, threads) for run in runs]
+        pending = set(futures)
+        while pending:
+            try:
+                bar.update(frames.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            pending = {f for f in pending if not f.done()}
+        wait(futures)
+        while not frames.empty():
+            bar.update(frames.get())
+        try:
+            return [f.result() for f in futures]
+        except BrokenProcessPool:
+            raise NeuralCTError("a replica's worker process died (killed, or out of memory); rerun the same command to resume every replica from its checkpoint") from None
+
+
 def run_simulation(
     md_system: MDSystem,
     folder: str | os.PathLike,
     settings: SimulationSettings,
     *,
     replicas: int = 1,
+    jobs: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run (or resume) ``replicas`` independent Langevin trajectories of ``md_system``.
+    """Run (or resume) ``replicas`` independent Langevin trajectories of ``md_system``, ``jobs`` at a time.
 
     Writes into ``folder``: ``topology.pdb``, one ``replica-NNN.nc`` (AMBER NetCDF with
     positions, on-step velocities and time) and one checkpoint per replica, and ``summary.json``.
@@ -388,21 +450,33 @@ def run_simulation(
     settings : SimulationSettings
         Run settings.
     replicas : int
-        Number of independent trajectories (run one after another in this process).
+        Number of independent trajectories.
+    jobs : int, optional
+        Replicas run at once, each in its own process (default: one per CPU core, at most
+        ``replicas``); 1 runs them one after another in this process. Without
+        ``settings.threads`` each job gets the CPU cores divided by ``jobs`` as threads, and
+        the platform probe runs with that many threads, as the replicas will.
     progress : bool
         Show a tqdm progress bar on stderr.
 
     Returns
     -------
     dict
-        The summary also written to ``summary.json``: ns simulated, frames, steps per second,
-        ns/day, mean kinetic temperature (K), platform, per-replica figures.
+        The summary also written to ``summary.json``: ns simulated, frames, steps per second
+        of each replica's process and of the whole run, ns/day, mean kinetic temperature (K),
+        platform, jobs, per-replica figures.
     """
     from tqdm import tqdm
 
     settings.validate()
     if replicas < 1:
         raise NeuralCTError(f"--replicas must be >= 1, got {replicas}")
+    cores = os.cpu_count() or 1
+    jobs = min(replicas, cores) if jobs is None else jobs
+    if jobs < 1:
+        raise NeuralCTError(f"--jobs must be >= 1, got {jobs}")
+    jobs = min(jobs, replicas)
+    threads = settings.threads if settings.threads is not None or jobs == 1 else max(1, cores // jobs)
     if settings.platform != "auto" and settings.platform not in available_platforms():
         raise NeuralCTError(f"OpenMM platform {settings.platform!r} is not available here; use auto or one of {', '.join(available_platforms())}")
     folder = Path(folder)
@@ -413,17 +487,21 @@ def run_simulation(
     if platform is None:
         platform = settings.platform
         if platform == "auto":
-            platform, probe_rates = fastest_platform(md_system.system, md_system.positions, lambda: _make_integrator(settings), threads=settings.threads)
+            platform, probe_rates = fastest_platform(md_system.system, md_system.positions, lambda: _make_integrator(settings), threads=threads)
     # A fresh start writes its own topology: one left by another system's failed run must not stay.
     if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
         write_topology(md_system, folder)
     total = replicas * settings.n_frames
     done = sum(run.frames_done for run in runs)
-    results = []
+    start = time.perf_counter()
     with tqdm(total=total, initial=done, unit="frame", desc=f"simulate {md_system.name}", disable=not progress, mininterval=0.5) as bar:
-        for run in runs:
+        unfinished = sum(run.frames_done < settings.n_frames for run in runs)
+        if min(jobs, unfinished) <= 1:
             with _divergence_as_error(settings):
-                results.append(run.run(platform, bar))
+                results = [run.run(platform, bar, threads) for run in runs]
+        else:
+            results = _run_parallel(runs, platform, threads, jobs, bar)
+    elapsed = time.perf_counter() - start
     steps = sum(r["steps_this_run"] for r in results)
     wall = sum(r["wall_seconds"] for r in results)
     frames = sum(r["frames"] for r in results)
@@ -432,15 +510,21 @@ def run_simulation(
         "description": md_system.description,
         "system_settings": md_system.settings,
         "n_atoms": md_system.n_atoms,
-        "settings": asdict(settings) | {"replicas": replicas},
+        "settings": asdict(settings) | {"replicas": replicas, "jobs": jobs, "threads_per_job": threads},
         "integrator": "LangevinMiddleIntegrator",
         "platform": platform,
         "platform_probe_steps_per_second": probe_rates,
+        "platform_probe_threads": threads if probe_rates else None,
         "trajectory_format": "AMBER NetCDF (angstrom, angstrom/ps, ps) with topology.pdb; velocities on-step",
         "ns_simulated": frames * settings.report_ps / 1000.0,
         "frames": frames,
+        "wall_seconds": elapsed,
         "steps_per_second": steps / wall if wall > 0 and steps else None,
         "ns_per_day": steps * settings.timestep_fs * 1e-6 / wall * 86400.0 if wall > 0 and steps else None,
+        "throughput_steps_per_second": steps / elapsed if elapsed > 0 and steps else None,
+        "rates": "steps_per_second and ns_per_day: production steps per second of production wall time of one "
+        "replica's process (summed over replicas); throughput_steps_per_second: all replicas' production steps "
+        "per second of the whole run's wall time (start-up, minimisation and equilibration included)",
         "mean_kinetic_temperature_K": float(sum(r["mean_kinetic_temperature_K"] * r["frames"] for r in results) / frames),
         "replicas": results,
     }

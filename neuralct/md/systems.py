@@ -20,6 +20,8 @@ __all__ = [
     "harmonic_chain_system",
     "double_well_system",
     "mueller_brown_system",
+    "rotated_double_well_system",
+    "rotated_double_well_rotation",
     "MUELLER_BROWN_PARAMETERS",
 ]
 
@@ -103,33 +105,44 @@ def build_system(
     name: str,
     *,
     forcefield: Sequence[str] | None = None,
-    solvent: str = "vacuum",
+    solvent: str | None = None,
     constraints: str = "hbonds",
     temperature: float = 300.0,
+    add_hydrogens: bool = False,
+    ph: float = 7.0,
 ) -> MDSystem:
     """Build an OpenMM System from a bundled name, a system YAML file or a PDB file.
 
     Parameters
     ----------
     name : str
-        A bundled system (see ``available_systems()``: alanine-dipeptide, harmonic-chain,
-        double-well, mueller-brown), a path to a system YAML file, or a path to a PDB file.
+        A bundled system (see ``available_systems()``: alanine-dipeptide, trialanine,
+        harmonic-chain, double-well, mueller-brown, rotated-double-well), a path to a system
+        YAML file, or a path to a PDB file.
     forcefield : sequence of str, optional
         OpenMM force-field XML files for a PDB (default: the system file's, or
         ``amber99sbildn.xml`` for a bare PDB).
-    solvent : {"vacuum", "obc2"}
-        Vacuum (NoCutoff) or OBC2 generalized-Born implicit solvent (molecules only).
+    solvent : {"vacuum", "obc2"}, optional
+        Vacuum (NoCutoff) or OBC2 generalized-Born implicit solvent (molecules only);
+        default the system file's ``solvent``, else vacuum.
     constraints : {"none", "hbonds", "allbonds", "hangles"}
         Bond constraints (molecules only).
     temperature : float
         Temperature in K; the toy potentials are given in kT and converted to kJ/mol with it.
+    add_hydrogens : bool
+        Add missing hydrogens to a PDB with ``openmm.app.Modeller.addHydrogens`` at ``ph``
+        (protonation states from the force field's residue templates). Caps and terminal
+        atoms are not added.
+    ph : float
+        pH for ``add_hydrogens``.
 
     Raises
     ------
     NeuralCTError
-        Unknown system, missing or unreadable file, unknown force field or option.
+        Unknown system, missing or unreadable file, unknown force field or option, a PDB
+        residue the force field cannot match (named as the PDB names it, with what is missing).
     """
-    if solvent not in ("vacuum", "obc2"):
+    if solvent not in (None, "vacuum", "obc2"):
         raise NeuralCTError(f"unknown solvent {solvent!r}; use vacuum or obc2")
     if constraints.lower() not in CONSTRAINTS:
         raise NeuralCTError(f"unknown constraints {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
@@ -153,11 +166,22 @@ def build_system(
             spec["pdb"] = str((path.parent / spec["pdb"]).resolve())
     kind = spec.pop("kind")
     description = spec.pop("description", name)
+    solvent = solvent or spec.pop("solvent", "vacuum")
+    if solvent not in ("vacuum", "obc2"):
+        raise NeuralCTError(f"system file {path}: unknown solvent {solvent!r}; use vacuum or obc2")
     if kind == "pdb":
-        return _pdb_system(name, description, spec["pdb"], forcefield or spec.get("forcefield") or ["amber99sbildn.xml"], solvent, constraints.lower())
+        forcefield = forcefield or spec.get("forcefield") or ["amber99sbildn.xml"]
+        return _pdb_system(name, description, spec["pdb"], forcefield, solvent, constraints.lower(), ph if add_hydrogens else None)
+    if add_hydrogens:
+        raise NeuralCTError(f"--add-hydrogens applies to PDB structures only, not to the toy system {name!r}")
     if solvent != "vacuum":
         raise NeuralCTError(f"--solvent {solvent} applies to molecules only, not to the toy system {name!r}")
-    builders = {"harmonic-chain": harmonic_chain_system, "double-well": double_well_system, "mueller-brown": mueller_brown_system}
+    builders = {
+        "harmonic-chain": harmonic_chain_system,
+        "double-well": double_well_system,
+        "mueller-brown": mueller_brown_system,
+        "rotated-double-well": rotated_double_well_system,
+    }
     if kind not in builders:
         raise NeuralCTError(f"system file {path}: unknown kind {kind!r}; use pdb, {', '.join(builders)}")
     try:
@@ -168,8 +192,68 @@ def build_system(
     return built
 
 
-def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence[str], solvent: str, constraints: str) -> MDSystem:
+def _residue_label(residue: Any) -> str:
+    """A residue as the PDB names it: name, number and chain."""
+    return f"residue {residue.name} {residue.id} of chain {residue.chain.id or '(blank)'}"
+
+
+def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], error: Exception, hydrogens_expected: bool = True) -> str:
+    """What OpenMM's template ``error`` means for this PDB, in one line naming the residue as the PDB does.
+
+    A PDB without any hydrogen gets the advice to add them. A residue whose name no
+    template has comes first (its neighbours may fail only because of it); then a
+    residue whose atoms differ from the closest template of its name (including the N-
+    and C-terminal variants) is named with the atoms it lacks or has in excess; otherwise
+    OpenMM's own explanation is kept, with its 0-based residue index replaced by the
+    PDB's chain, number and name.
+    """
+    import re
+
+    if hydrogens_expected and not any(atom.element is not None and atom.element.symbol == "H" for atom in topology.atoms()):
+        return (
+            "it has no hydrogen atoms; rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7); "
+            "caps such as ACE/NME or terminal atoms are not added, put them in the PDB yourself"
+        )
+    unmatched = forcefield.getUnmatchedResidues(topology)
+    # The force field's residue templates by name (openmm.app.ForceField keeps them in _templates).
+    templates = forcefield._templates
+    unknown = [r for r in unmatched if not any(key == r.name or key[1:] == r.name for key in templates)]
+    if unknown:
+        return (
+            f"{_residue_label(unknown[0])} is not a residue of force field {' '.join(files)}; "
+            "rename it to one the force field defines, or give a force-field XML with its template (--forcefield)"
+        )
+    # Before hydrogens are added only the heavy atoms can be compared.
+    counted = lambda element: hydrogens_expected or element is None or element.symbol != "H"
+
+    def difference(residue: Any) -> tuple[list[str], list[str]]:
+        have = {atom.name for atom in residue.atoms() if counted(atom.element)}
+        candidates = [t for key, t in templates.items() if key == residue.name or key[1:] == residue.name]
+        names = [{a.name for a in t.atoms if counted(a.element)} for t in candidates]
+        closest = min(names, key=lambda n: len(n ^ have))
+        return sorted(closest - have), sorted(have - closest)
+
+    for residue in unmatched:
+        missing, extra = difference(residue)
+        if missing or extra:
+            what = "; ".join(part for part in (
+                f"missing atoms {' '.join(missing)}" if missing else "",
+                f"atoms no template of that name has: {' '.join(extra)}" if extra else "",
+            ) if part)
+            hint = "rerun with --add-hydrogens" if missing and all(n.startswith("H") for n in missing) else "fix the residue in the PDB"
+            return f"{_residue_label(residue)} does not match force field {' '.join(files)} ({what}); {hint}"
+    residues = list(topology.residues())
+    message = re.sub(
+        r"residue (\d+) \((\w+)\)",
+        lambda m: _residue_label(residues[int(m.group(1))]) if int(m.group(1)) < len(residues) else m.group(0),
+        " ".join(str(error).split()),
+    )
+    return re.sub(r"\s*For more information, see \S+", "", message)
+
+
+def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence[str], solvent: str, constraints: str, ph: float | None) -> MDSystem:
     import openmm.app as app
+    import openmm.unit as unit
 
     try:
         pdb = app.PDBFile(pdb_path)
@@ -180,14 +264,27 @@ def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence
         ff = app.ForceField(*files)
     except Exception as exc:
         raise NeuralCTError(f"cannot load force field {' '.join(files)}: {first_line(exc)}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)") from None
+    topology, positions = pdb.topology, pdb.positions
+    if ph is not None:
+        modeller = app.Modeller(topology, positions)
+        try:
+            modeller.addHydrogens(ff, pH=ph)
+        except Exception as exc:
+            raise NeuralCTError(
+                f"--add-hydrogens failed on PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogens_expected=False)}; hydrogens are added to residues "
+                "the force field knows, caps (ACE/NME) and terminal atoms are the PDB's business"
+            ) from None
+        topology, positions = modeller.topology, modeller.positions
     constraint = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[constraints]
     try:
-        system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
+        system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
     except Exception as exc:
-        raise NeuralCTError(f"force field {' '.join(files)} does not match {pdb_path}: {first_line(exc)}") from None
-    positions = np.array(pdb.getPositions(asNumpy=True)._value, dtype=np.float64)
+        raise NeuralCTError(f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc)}") from None
+    positions = np.array(positions.value_in_unit(unit.nanometer), dtype=np.float64)
     settings = {"pdb": pdb_path, "forcefield": files, "solvent": solvent, "nonbonded": "NoCutoff", "constraints": constraints}
-    return MDSystem(name, system, pdb.topology, positions, description, settings)
+    if ph is not None:
+        settings["hydrogens_added_at_ph"] = ph
+    return MDSystem(name, system, topology, positions, description, settings)
 
 
 def _particle_topology(n_particles: int, residue: str):
@@ -287,3 +384,78 @@ def mueller_brown_system(scale_kT: float = 0.05, k_kT_per_nm2: float = 10.0, mas
         {"scale": scale_kT * kT, "k": k_kT_per_nm2 * kT},
         mass_amu, (-0.558, 1.442, 0.0), "mueller-brown", settings,
     )
+
+
+def rotated_double_well_rotation(n_particles: int, seed: int) -> np.ndarray:
+    """The fixed random rotation ``R`` of :func:`rotated_double_well_system`, shape (3N, 3N).
+
+    Row j gives the known coordinate ``u_j = R[j] . x`` (x the flattened positions, nm).
+    """
+    matrix = np.random.default_rng(seed).normal(size=(3 * n_particles, 3 * n_particles))
+    rotation, upper = np.linalg.qr(matrix)
+    return rotation * np.sign(np.diag(upper))[None, :]
+
+
+def rotated_double_well_system(
+    barrier_kT: float = 3.0,
+    a_nm: float = 1.0,
+    stiffness_kT_per_nm2: Sequence[float] = (20.0, 0.5, 50.0, 80.0, 110.0, 140.0, 170.0, 200.0),
+    n_particles: int = 3,
+    mass_amu: float = 10.0,
+    rotation_seed: int = 7,
+    temperature: float = 300.0,
+) -> MDSystem:
+    """A double well coupled to harmonic coordinates, mixed by a fixed random rotation: a known slow coordinate.
+
+    With ``u = R x`` (x the 3N flattened positions in nm, R from
+    :func:`rotated_double_well_rotation`): U = barrier ((u_0/a)^2 - 1)^2 + sum_{j>=1} k_j u_j^2 / 2.
+    ``u_0`` is the barrier coordinate, ``(u_0, u_1)`` a 2-D double well, the other ``u_j``
+    harmonic; equal masses keep every ``u_j`` a coordinate of unit-free kinetic metric, so
+    Langevin dynamics of x is Langevin dynamics of u. A soft harmonic ``u_j`` (small k_j)
+    has more variance than ``u_0`` but relaxes fast: ranking by softness picks it, ranking
+    by relaxation time picks ``u_0``.
+
+    Parameters
+    ----------
+    barrier_kT : float
+        Barrier height in kT between the minima at ``u_0 = -a`` and ``+a``.
+    a_nm : float
+        Position of the minima in nm.
+    stiffness_kT_per_nm2 : sequence of float
+        ``k_1 .. k_{3N-1}`` in kT/nm^2.
+    n_particles : int
+        Number of particles N.
+    mass_amu : float
+        Mass of every particle in amu.
+    rotation_seed : int
+        Seed of the fixed rotation.
+    temperature : float
+        Temperature in K that fixes kT in kJ/mol.
+    """
+    import openmm as mm
+
+    dim = 3 * int(n_particles)
+    stiffness = [float(k) for k in stiffness_kT_per_nm2]
+    if len(stiffness) != dim - 1 or not all(k > 0 for k in stiffness):
+        raise NeuralCTError(f"rotated double well: give {dim - 1} positive stiffnesses for {n_particles} particles, got {len(stiffness)}")
+    if not barrier_kT > 0 or not a_nm > 0:
+        raise NeuralCTError("rotated double well: barrier_kT and a_nm must be positive")
+    kT = kT_kj_per_mol(temperature)
+    rotation = rotated_double_well_rotation(n_particles, rotation_seed)
+    names = [f"{axis}{i + 1}" for i in range(n_particles) for axis in "xyz"]
+    definitions = ["u{j} = {terms}".format(j=j, terms=" + ".join(f"({float(rotation[j, i])!r})*{names[i]}" for i in range(dim))) for j in range(dim)]
+    energy = f"{barrier_kT * kT!r}*((u0/{a_nm!r})^2 - 1)^2 + 0.5*(" + " + ".join(f"{k * kT!r}*u{j + 1}^2" for j, k in enumerate(stiffness)) + ")"
+    force = mm.CustomCompoundBondForce(n_particles, "; ".join([energy] + definitions))
+    force.addBond(list(range(n_particles)), [])
+    system = mm.System()
+    for _ in range(n_particles):
+        system.addParticle(mass_amu)
+    system.addForce(force)
+    start = np.zeros(dim)
+    start[0] = -a_nm
+    positions = (rotation.T @ start).reshape(n_particles, 3)
+    settings = {
+        "barrier_kT": barrier_kT, "a_nm": a_nm, "stiffness_kT_per_nm2": stiffness, "n_particles": n_particles,
+        "mass_amu": mass_amu, "rotation_seed": rotation_seed, "temperature": temperature,
+    }
+    return MDSystem("rotated-double-well", system, _particle_topology(n_particles, "RDW"), positions, "rotated double well", settings)

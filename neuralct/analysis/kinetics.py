@@ -1,0 +1,195 @@
+"""Kinetic scores of CVs: TICA spectra, implied timescales and VAMP-2 with error bars.
+
+Everything is fit on training trajectories and scored on test trajectories that neither
+trained a model nor selected its kept state. Error bars come from contiguous blocks of
+the test trajectories (each block scored on its own, mean and standard error over
+blocks); a difference between two sets of CVs is scored block by block (paired), which
+removes the variation the blocks share.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import NeuralCTError
+from .vamp import _as_series, _time_lagged_frames, vamp2_score
+
+__all__ = [
+    "implied_timescales",
+    "tica_spectrum",
+    "split_blocks",
+    "vamp2_blocks",
+    "compare_vamp2",
+    "msm_implied_timescale",
+]
+
+
+def implied_timescales(eigenvalues: Sequence[float], lag_ps: float) -> list[float | None]:
+    """``t_i = -lag / ln(lambda_i)`` in ps; None where ``lambda_i <= 0`` (an oscillation, no relaxation) or ``>= 1``."""
+    return [-lag_ps / math.log(value) if 0 < value < 1 else None for value in eigenvalues]
+
+
+def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, dim: int | None = None) -> dict:
+    """Eigenvalues of reversible TICA on the training trajectories, with their timescales.
+
+    The components come in deeptime's order, by absolute eigenvalue: the order in which
+    the TICA baseline (:func:`neuralct.analysis.vamp.tica_baseline`) takes them. Components
+    with a negative eigenvalue are flagged: their autocorrelation at this lag is negative,
+    an oscillation (e.g. a vibration with half-period near the lag), not a slow process,
+    whatever their rank.
+
+    Parameters
+    ----------
+    train_series : list of np.ndarray, each shape=(n_frames_i, n_features)
+    lag : int
+        Lag in frames.
+    lag_ps : float
+        The same lag in ps (for the timescales).
+    dim : int, optional
+        Number of components reported (default all).
+
+    Returns
+    -------
+    dict
+        ``eigenvalues``, ``implied_timescales_ps`` (None for eigenvalues <= 0),
+        ``negative`` (indices, from 0, of components with a negative eigenvalue), ``lag_ps``.
+    """
+    from deeptime.decomposition import TICA
+
+    series = _as_series(train_series, "training trajectories")
+    x, y = _time_lagged_frames(series, lag, "training trajectories")
+    model = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
+    eigenvalues = np.asarray(model.singular_values, dtype=np.float64)[: dim or None]
+    return {
+        "eigenvalues": eigenvalues.tolist(),
+        "implied_timescales_ps": implied_timescales(eigenvalues, lag_ps),
+        "negative": [int(i) for i in np.flatnonzero(eigenvalues < 0)],
+        "lag_ps": lag_ps,
+    }
+
+
+def split_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, lag: int) -> list[np.ndarray]:
+    """Contiguous blocks of the test trajectories (each at least 10 lags long).
+
+    Raises
+    ------
+    NeuralCTError
+        If a block would be shorter than 10 lags.
+    """
+    if blocks_per_trajectory < 1:
+        raise NeuralCTError(f"blocks per trajectory must be >= 1, got {blocks_per_trajectory}")
+    blocks = []
+    for series in test_series:
+        if len(series) // blocks_per_trajectory < 10 * lag:
+            raise NeuralCTError(
+                f"a test trajectory of {len(series)} frames in {blocks_per_trajectory} blocks gives blocks shorter than "
+                f"10 lags ({lag} frames); use fewer blocks or a shorter lag"
+            )
+        blocks.extend(np.array_split(np.asarray(series), blocks_per_trajectory))
+    return blocks
+
+
+def _mean_and_error(values: np.ndarray) -> dict:
+    error = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return {"mean": float(values.mean()), "standard_error": error, "blocks": values.tolist()}
+
+
+def vamp2_blocks(train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray], lag: int, dim: int | None = None) -> dict:
+    """VAMP-2 of the given functions, fit on the training trajectories, scored on each block.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``standard_error`` (over blocks) and ``blocks`` (one score each), with
+        ``vamp2`` as in :func:`neuralct.analysis.vamp.vamp2_score` (constant excluded).
+    """
+    return _mean_and_error(np.array([vamp2_score(train_series, [block], lag, dim)["vamp2"] for block in blocks]))
+
+
+def compare_vamp2(
+    cv_train: Sequence[np.ndarray],
+    cv_test: Sequence[np.ndarray],
+    feature_train: Sequence[np.ndarray],
+    feature_test: Sequence[np.ndarray],
+    lag: int,
+    lag_ps: float,
+    dim: int,
+    blocks_per_trajectory: int = 2,
+) -> dict:
+    """Learned CVs against TICA on the same features at one lag, with block error bars.
+
+    TICA is fit on the training features. Two TICA baselines of ``dim`` components are
+    scored: ``tica``, deeptime's first components (by absolute eigenvalue, as
+    :func:`neuralct.analysis.vamp.tica_baseline` and ``neuralct analyze`` take them; an
+    oscillation with a large negative eigenvalue counts), and ``tica_slowest``, the
+    components of the largest signed eigenvalues (slow processes only). Every set of
+    ``dim`` functions is VAMP-2 scored on the same test blocks; differences are paired
+    block by block.
+
+    Returns
+    -------
+    dict
+        ``learned``, ``tica``, ``tica_slowest`` (:func:`vamp2_blocks`-like), ``difference``
+        and ``difference_slowest`` (learned minus each baseline, paired over blocks),
+        ``tica_spectrum`` (:func:`tica_spectrum`, all components),
+        ``learned_timescales_ps`` (implied timescales of the CVs' own TICA at this lag),
+        ``lag_ps``, ``n_blocks``.
+    """
+    from deeptime.decomposition import TICA
+
+    features = _as_series(feature_train, "training trajectories")
+    x, y = _time_lagged_frames(features, lag, "training trajectories")
+    tica = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
+    eigenvalues = np.asarray(tica.singular_values)
+    slowest = np.argsort(-eigenvalues, kind="stable")[:dim]
+    scores = {}
+    for name, columns, train, test in (
+        ("learned", None, cv_train, cv_test),
+        ("tica", np.arange(dim), feature_train, feature_test),
+        ("tica_slowest", slowest, feature_train, feature_test),
+    ):
+        if columns is not None:
+            train = [tica.transform(s)[:, columns] for s in _as_series(train, "training trajectories")]
+            test = [tica.transform(s)[:, columns] for s in _as_series(test, "test trajectories")]
+        scores[name] = np.array([vamp2_score(train, [block], lag, dim)["vamp2"] for block in split_blocks(test, blocks_per_trajectory, lag)])
+    return {
+        "lag_ps": lag_ps,
+        "n_blocks": len(scores["learned"]),
+        **{name: _mean_and_error(values) for name, values in scores.items()},
+        "tica_slowest_components": [int(i) for i in slowest],
+        "difference": _mean_and_error(scores["learned"] - scores["tica"]),
+        "difference_slowest": _mean_and_error(scores["learned"] - scores["tica_slowest"]),
+        "tica_spectrum": tica_spectrum(feature_train, lag, lag_ps),
+        "learned_timescales_ps": tica_spectrum(cv_train, lag, lag_ps)["implied_timescales_ps"],
+    }
+
+
+def msm_implied_timescale(series: Sequence[np.ndarray], lag: int, lag_ps: float, bins: int = 100) -> float:
+    """Slowest implied timescale (ps) of a reversible fine-grid Markov model of one coordinate.
+
+    The coordinate is cut into ``bins`` bins of equal width between its extremes over all
+    given trajectories (a grid: unlike equal-population bins, none straddles a sparsely
+    visited barrier); deeptime's maximum-likelihood reversible MSM at ``lag`` gives the
+    second eigenvalue ``lambda_2`` and ``t_2 = -lag / ln(lambda_2)``.
+
+    Parameters
+    ----------
+    series : list of np.ndarray, each shape=(n_frames_i,)
+        The coordinate along each trajectory.
+    """
+    from deeptime.markov import TransitionCountEstimator
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    values = [np.asarray(s, dtype=np.float64).reshape(-1) for s in series]
+    everything = np.concatenate(values)
+    edges = np.linspace(everything.min(), everything.max(), bins + 1)[1:-1]
+    discrete = [np.digitize(v, edges).astype(np.int32) for v in values]
+    counts = TransitionCountEstimator(lagtime=lag, count_mode="sliding").fit(discrete).fetch_model()
+    msm = MaximumLikelihoodMSM(reversible=True).fit(counts.submodel_largest()).fetch_model()
+    eigenvalue = float(np.sort(np.real(msm.eigenvalues(2)))[0])
+    if not 0 < eigenvalue < 1:
+        raise NeuralCTError(f"the Markov model's second eigenvalue at lag {lag_ps:g} ps is {eigenvalue:.3g}: no relaxation resolved; use a shorter lag")
+    return -lag_ps / math.log(eigenvalue)

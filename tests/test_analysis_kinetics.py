@@ -1,0 +1,85 @@
+"""Kinetic scores against processes with known spectra."""
+
+import math
+
+import numpy as np
+import pytest
+
+from neuralct.analysis.kinetics import compare_vamp2, implied_timescales, msm_implied_timescale, split_blocks, tica_spectrum, vamp2_blocks
+from neuralct.errors import NeuralCTError
+
+SLOW, OSCILLATING, MODERATE = 0.9, -0.6, 0.3
+ROTATION = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+
+
+def ar1(coefficients, frames, seed):
+    """Independent unit-variance AR(1) processes x_t+1 = c x_t + sqrt(1 - c^2) noise: autocorrelation c^lag."""
+    rng = np.random.default_rng(seed)
+    c = np.asarray(coefficients)
+    x = np.empty((frames, len(c)))
+    x[0] = rng.normal(size=len(c))
+    noise = rng.normal(size=(frames, len(c))) * np.sqrt(1 - c**2)
+    for t in range(1, frames):
+        x[t] = c * x[t - 1] + noise[t]
+    return x
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Three AR(1) processes mixed by a fixed rotation, as features; two train and two test trajectories."""
+    return [ar1([SLOW, OSCILLATING, MODERATE], 20000, seed) @ ROTATION.T for seed in range(4)]
+
+
+def test_tica_spectrum_finds_the_eigenvalues_and_flags_the_oscillation(mixed):
+    spectrum = tica_spectrum(mixed[:2], lag=1, lag_ps=0.5)
+    assert spectrum["eigenvalues"] == pytest.approx([SLOW, OSCILLATING, MODERATE], abs=0.02)
+    assert spectrum["negative"] == [1]
+    assert spectrum["implied_timescales_ps"][0] == pytest.approx(-0.5 / math.log(SLOW), rel=0.1)
+    assert spectrum["implied_timescales_ps"][1] is None
+    assert implied_timescales([0.5, -0.1, 1.0], 2.0) == [pytest.approx(2.0 / math.log(2)), None, None]
+
+
+def test_vamp2_error_bars_cover_the_exact_score(mixed):
+    """The slow process alone has VAMP-2 c^(2 lag) at every lag."""
+    slow = [x @ ROTATION[:, 0] for x in mixed]
+    for lag in (1, 3):
+        score = vamp2_blocks(slow[:2], split_blocks(slow[2:], 4, lag), lag, dim=1)
+        assert len(score["blocks"]) == 8
+        assert abs(score["mean"] - SLOW ** (2 * lag)) < 4 * score["standard_error"] + 0.01
+
+
+def test_compare_vamp2_pairs_blocks_and_reports_tica(mixed):
+    """CVs equal to the exact slow process score like TICA's first component; TICA's second adds c_osc^2."""
+    slow = [(x @ ROTATION[:, 0])[:, None] for x in mixed]
+    result = compare_vamp2(slow[:2], slow[2:], mixed[:2], mixed[2:], lag=1, lag_ps=0.5, dim=1, blocks_per_trajectory=4)
+    assert result["n_blocks"] == 8
+    assert abs(result["difference"]["mean"]) < 4 * result["difference"]["standard_error"] + 0.005
+    assert result["learned_timescales_ps"][0] == pytest.approx(-0.5 / math.log(SLOW), rel=0.1)
+    assert result["tica_spectrum"]["negative"] == [1]
+    # Two components: deeptime's order takes the oscillation second (VAMP-2 c_slow^2 + c_osc^2),
+    # the slowest-first order the moderate process (c_slow^2 + c_mod^2).
+    pair = [x @ ROTATION[:, [0, 2]] for x in mixed]
+    two = compare_vamp2(pair[:2], pair[2:], mixed[:2], mixed[2:], lag=1, lag_ps=0.5, dim=2, blocks_per_trajectory=4)
+    assert two["tica"]["mean"] == pytest.approx(SLOW**2 + OSCILLATING**2, abs=0.03)
+    assert two["tica_slowest_components"] == [0, 2]
+    assert two["tica_slowest"]["mean"] == pytest.approx(SLOW**2 + MODERATE**2, abs=0.03)
+    assert abs(two["difference_slowest"]["mean"]) < 4 * two["difference_slowest"]["standard_error"] + 0.005
+
+
+def test_blocks_shorter_than_ten_lags_are_refused():
+    with pytest.raises(NeuralCTError, match="10 lags"):
+        split_blocks([np.zeros((100, 1))], 4, lag=5)
+
+
+def test_msm_timescale_of_a_two_state_process():
+    """Hops between wells at -1 and +1 with probability s per 0.5 ps frame: t_2 = -0.5 ps / ln(1 - 2 s) at any lag."""
+    rng = np.random.default_rng(5)
+    switch, frames = 0.02, 100000
+    hops = rng.random(frames) < switch
+    state = np.where(np.cumsum(hops) % 2 == 0, -1.0, 1.0)
+    # Wells far apart compared with their width: a frame never looks like the other well.
+    coordinate = state + 0.2 * rng.normal(size=frames)
+    expected = -0.5 / math.log(1 - 2 * hops.mean())
+    assert msm_implied_timescale([coordinate[:50000], coordinate[50000:]], lag=4, lag_ps=2.0, bins=50) == pytest.approx(expected, rel=0.05)
+    with pytest.raises(NeuralCTError, match="no relaxation"):
+        msm_implied_timescale([rng.normal(size=5000)], lag=4, lag_ps=2.0, bins=20)

@@ -1,0 +1,55 @@
+"""Which frames fit the baselines and which are scored: never frames that trained the model or selected its kept state."""
+
+from pathlib import Path
+
+import pytest
+
+from neuralct.analysis.run import default_lag_frames, scoring_split
+from neuralct.errors import NeuralCTError
+
+PATHS = [f"/data/r{i}.nc" for i in range(5)]
+LENGTHS = [400, 400, 400, 400, 400]
+
+
+def metadata(trained, validation=None):
+    molecule = {"training_trajectories": [str(Path(PATHS[i]).resolve()) for i in trained]}
+    if validation is not None:
+        molecule["validation_trajectories"] = [str(Path(PATHS[i]).resolve()) for i in validation]
+    return {"molecule": molecule}
+
+
+def test_training_trajectories_fit_and_unseen_ones_are_scored_one_by_one():
+    split = scoring_split(PATHS, LENGTHS, metadata([0, 1], [2]))
+    assert split["fit"] == [(0, 0, 400), (1, 0, 400)]
+    assert split["scored"] == [(3, 0, 400), (4, 0, 400)]
+    assert split["record"]["selected_the_kept_state"] == [PATHS[2]] and "caveat" not in split["record"]
+
+
+def test_one_unseen_trajectory_is_scored_in_blocks_with_a_caveat():
+    split = scoring_split(PATHS[:4], LENGTHS[:4], metadata([0, 1], [2]), blocks=4)
+    assert split["scored"] == [(3, 0, 100), (3, 100, 200), (3, 200, 300), (3, 300, 400)]
+    assert "correlated" in split["record"]["caveat"]
+
+
+def test_a_model_that_saw_none_of_them_fits_on_some_and_scores_the_others():
+    split = scoring_split(PATHS[3:], LENGTHS[3:], metadata([0, 1], [2]))
+    assert split["fit"] == [(0, 0, 400)] and split["scored"] == [(1, 0, 100), (1, 100, 200), (1, 200, 300), (1, 300, 400)]
+    alone = scoring_split(PATHS[4:], LENGTHS[4:], metadata([0, 1], [2]), blocks=2)
+    assert alone["fit"] == [(0, 0, 200)] and alone["scored"] == [(0, 200, 300), (0, 300, 400)]
+    with pytest.raises(NeuralCTError, match="--test-trajectories"):
+        scoring_split(PATHS[3:], LENGTHS[3:], metadata([0]), test_trajectories=2)
+
+
+def test_trajectories_the_model_has_seen_are_never_scored():
+    split = scoring_split(PATHS[:3], LENGTHS[:3], metadata([0, 1], [2]))
+    assert split["scored"] == [] and "trained the model" in split["record"]["no_scores"]
+    # An older model file that does not name its validation trajectories says so.
+    older = scoring_split(PATHS[:3], LENGTHS[:3], metadata([0, 1]))
+    assert older["scored"] == [(2, 0, 100), (2, 100, 200), (2, 200, 300), (2, 300, 400)]
+    assert "not recorded" in older["record"]["selected_the_kept_state"]
+
+
+def test_the_default_lag_follows_the_frames():
+    assert default_lag_frames([(0, 0, 1000)]) == 10
+    assert default_lag_frames([(0, 0, 1000), (1, 0, 50)]) == 5
+    assert default_lag_frames([(0, 0, 5)]) == 1

@@ -1,0 +1,123 @@
+"""Beyond alanine dipeptide: the bundled tri-alanine and a non-peptide toy through simulate, train and analyze."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from neuralct.analysis.colvar import read_colvar
+from neuralct.cli import main
+from neuralct.errors import NeuralCTError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def simulate_train(folder, system, replicas, jobs, extra=()):
+    """Tiny replicas, a model trained on the first, validated on the second."""
+    md = folder / "md"
+    assert main(["simulate", system, "--length-ns", "0.004", "--report-ps", "0.02", "--equilibration-ps", "0.2",
+                 "--replicas", str(replicas), "--jobs", str(jobs), "--output", str(md), "--no-progress", *extra]) == 0
+    paths = [str(md / f"replica-00{r}.nc") for r in range(replicas)]
+    assert main(["train", *paths[:2], "--validation-trajectories", "1", "--steps", "10", "--batch-size", "64",
+                 "--couplings", "2", "--hidden", "16", "--output", str(folder / "model"), "--no-progress"]) == 0
+    return folder / "model" / "model.pt", paths
+
+
+@pytest.fixture(scope="module")
+def trialanine(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trialanine")
+    model, paths = simulate_train(folder, "trialanine", 3, 2)
+    return folder, model, paths
+
+
+def test_trialanine_is_simulated_in_implicit_solvent_by_parallel_jobs(trialanine):
+    folder, _, _ = trialanine
+    summary = json.loads((folder / "md" / "summary.json").read_text())
+    assert summary["system_settings"]["solvent"] == "obc2" and summary["n_atoms"] == 42
+    assert summary["settings"]["jobs"] == 2 and [r["frames"] for r in summary["replicas"]] == [200] * 3
+    # The platform probe ran with the threads each of the two jobs got.
+    threads = max(1, os.cpu_count() // 2)
+    assert summary["settings"]["threads_per_job"] == summary["platform_probe_threads"] == threads
+    assert set(summary["platform_probe_steps_per_second"]) >= {"Reference", "CPU"}
+
+
+def test_trialanine_end_to_end(trialanine, capsys):
+    folder, model, paths = trialanine
+    out = folder / "analysis"
+    assert main(["analyze", str(model), *paths, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    residues = ["A:ALA2", "A:ALA3", "A:ALA4"]
+    assert summary["residues"] == residues and len(summary["dihedrals"]) == 6
+    # COLVAR of every trajectory, the CVs of each frame.
+    for path in summary["colvar_files"]:
+        fields, values = read_colvar(path)
+        assert fields[:3] == ["time", "cv1", "cv2"] and values.shape[0] == 200
+    for name in ("ramachandran", "dependence", "free_energy", "spectrum"):
+        assert (out / summary["figures"][name].split("/")[-1]).read_bytes().startswith(PNG_SIGNATURE)
+    table = summary["dependence"]
+    assert table["dihedrals"] == [f"{kind} {r}" for r in residues for kind in ("phi", "psi")]
+    assert np.array(table["mutual_information_nats"]).shape == (6, 6)
+    assert all(0 <= r <= 1 for row in table["circular_correlation"] for r in row)
+    # Scores only on the trajectory that neither trained the model nor selected its kept state, in blocks.
+    split = summary["split"]
+    assert split["trained_the_model"] == [paths[0]] and split["selected_the_kept_state"] == [paths[1]]
+    assert {s["trajectory"] for s in split["scored"]} == {paths[2]} and len(split["scored"]) == 4
+    assert "blocks" in split["caveat"]
+    for method in ("learned_cvs", "tica", "pca", "backbone_dihedrals"):
+        assert len(summary[method]["vamp2_per_segment"]) == 4 and summary[method]["vamp2_standard_error"] >= 0
+    assert set(summary["states"]) == set(residues)
+    assert "alphaR" in summary["conventions"]["state_regions"] and summary["skipped"] == {}
+    assert "VAMP-2" in printed and "mutual information with" in printed
+
+
+def test_one_trajectory_gets_its_cvs_and_block_scores(trialanine):
+    folder, model, paths = trialanine
+    out = folder / "one"
+    assert main(["analyze", str(model), paths[2], "--residues", "3", "--lag-ps", "0.1", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["residues"] == ["A:ALA3"] and list(summary["states"]) == ["A:ALA3"]
+    assert summary["lag_frames"] == 5 and summary["n_scored_segments"] == 4 and "caveat" in summary["split"]
+    assert (out / "replica-002.colvar").exists()
+
+
+def test_a_residue_that_does_not_exist_is_a_one_line_error(trialanine, capsys):
+    folder, model, paths = trialanine
+    out = folder / "bad"
+    assert main(["analyze", str(model), *paths, "--residues", "ALA7", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--residues ALA7" in err and "A:ALA2 A:ALA3 A:ALA4" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_a_toy_without_backbone_goes_through_with_notes(tmp_path, capsys):
+    system = tmp_path / "chain.yaml"
+    system.write_text("kind: harmonic-chain\nn: 5\n")
+    model, paths = simulate_train(tmp_path, str(system), 3, 1, ["--platform", "Reference"])
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(model), *paths, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dihedrals"] == [] and summary["residues"] == []
+    assert sorted(summary["skipped"]) == ["backbone_dihedrals", "dependence", "ramachandran", "states"]
+    assert summary["learned_cvs"]["vamp2"] is not None and summary["tica"]["vamp2"] is not None
+    assert set(summary["figures"]) >= {"free_energy", "spectrum"} and "ramachandran" not in summary["figures"]
+    assert len(summary["colvar_files"]) == 3 and "skipped ramachandran" in printed
+
+
+def test_a_failing_score_keeps_the_cvs(trialanine, capsys, monkeypatch):
+    import neuralct.analysis
+
+    def failing_report(*args, **kwargs):
+        raise NeuralCTError("TICA found only 1 linearly independent feature combination")
+
+    monkeypatch.setattr(neuralct.analysis, "cv_quality_report", failing_report)
+    folder, model, paths = trialanine
+    out = folder / "failing"
+    assert main(["analyze", str(model), paths[2], "--modes", "2", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "scores failed: TICA" in err and str(out) in err and "\n" not in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "TICA" in summary["skipped"]["scores"]
+    assert read_colvar(out / "replica-002.colvar")[1].shape == (200, 3)
