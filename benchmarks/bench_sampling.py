@@ -176,12 +176,10 @@ def alanine_main(args) -> dict[str, Any]:
     import openmm as mm
     import openmm.unit as unit
 
-    from neuralct.analysis.dihedrals import backbone_dihedrals
-    from neuralct.analysis.states import STATE_NAMES, conformational_states
     from neuralct.md.systems import build_system
     from neuralct.model import load
     from neuralct.sampling.rigid import rigid_body_log_jacobian
-    from neuralct.sampling.run import molecular_target
+    from neuralct.sampling.run import basin_indicators, molecular_target
 
     model = load(args.model).double()
     model.requires_grad_(False)
@@ -190,18 +188,8 @@ def alanine_main(args) -> dict[str, Any]:
     topology = mdtraj.Topology.from_openmm(md_system.topology)
     frame = target.frame
 
-    def basins(phi: np.ndarray, psi: np.ndarray) -> dict[str, np.ndarray]:
-        states = conformational_states(phi, psi)
-        found = {
-            "phi > 0": (phi > 0).astype(float),
-            "psi in (-120, 50) deg": ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(float),
-        }
-        found.update({name: (states == index).astype(float) for index, name in enumerate(STATE_NAMES)})
-        return found
-
     def indicator_values(positions_nm: np.ndarray, energy_kT: np.ndarray) -> dict[str, np.ndarray]:
-        phi, psi = backbone_dihedrals(mdtraj.Trajectory(positions_nm, topology))
-        return {"potential_energy_kT": energy_kT, **basins(phi, psi)}
+        return {"potential_energy_kT": energy_kT, **basin_indicators(topology, positions_nm)}
 
     def observables(y, u_phys):
         beta_e = (u_phys + rigid_body_log_jacobian(frame, y)).numpy()
@@ -241,8 +229,7 @@ def alanine_main(args) -> dict[str, Any]:
     evaluations = (steps_per_chain // stride) * stride * args.chains
     result["md"] = {"sampler": f"OpenMM Langevin 1 fs, 1/ps, no constraints; IAT in records of {stride} steps", "evaluations": evaluations,
                     "cpu_seconds": cpu, "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()}}
-    ref_phi, ref_psi = backbone_dihedrals(reference_frames)
-    reference = {name: value[:, None] for name, value in basins(ref_phi, ref_psi).items()}  # trajectories end to end
+    reference = {name: value[:, None] for name, value in basin_indicators(topology, reference_frames.xyz).items()}  # trajectories end to end
     result["reference_md"] = {"frames": int(reference_frames.n_frames),
                               "populations": {name: {"mean": float(value.mean()), "standard_error": mean_standard_error(value)} for name, value in reference.items()}}
     return result

@@ -20,7 +20,7 @@ from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .rigid import rigid_body_log_jacobian
 from .targets import LatentPotential, MolecularPotential, ToyPotential
 
-__all__ = ["METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "run_sampling"]
+__all__ = ["METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "run_sampling", "ramachandran_angles", "basin_indicators"]
 
 #: Sampling methods: HMC in the flow's latent space, HMC in the model's physical coordinates,
 #: independence moves from the flow, and independence moves alternating with latent HMC.
@@ -103,6 +103,47 @@ def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
     return SamplingTarget("toy", ToyPotential(system), lambda q, u: u, indicators, system.describe())
 
 
+def ramachandran_angles(topology, positions: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(residue label, phi, psi)`` in radians of every residue with both angles, atoms from the topology.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Positions in nm.
+    """
+    from ..analysis.dihedrals import dihedral_angles, find_dihedrals, ramachandran_residues
+
+    dihedrals = find_dihedrals(topology)
+    angles = dihedral_angles(positions, dihedrals)
+    return [(residue.label, angles[:, i], angles[:, j]) for residue, i, j in ramachandran_residues(dihedrals)]
+
+
+def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """0/1 indicators per frame and residue: ``phi > 0``, ``psi`` in the alpha band (-120, 50) deg, and each Ramachandran region.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Positions in nm.
+
+    Returns
+    -------
+    dict of str to np.ndarray, shape=(n_frames,)
+        Keys name the indicator and the residue, e.g. ``phi > 0 (ALA2)``; empty without a backbone.
+    """
+    from ..analysis.states import STATE_NAMES, conformational_states
+
+    found = {}
+    for label, phi, psi in ramachandran_angles(topology, positions):
+        found[f"phi > 0 ({label})"] = (phi > 0).astype(np.float64)
+        found[f"psi in (-120, 50) deg ({label})"] = ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(np.float64)
+        states = conformational_states(phi, psi)
+        found.update({f"{name} ({label})": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)})
+    return found
+
+
 def molecular_target(model: NeuralCanonicalTransformation, md_system, source: str) -> SamplingTarget:
     """The Boltzmann distribution of ``md_system`` on the model's internal coordinates, ``exp(-beta E) J``.
 
@@ -114,8 +155,6 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     """
     import mdtraj
 
-    from ..analysis.dihedrals import backbone_dihedrals
-    from ..analysis.states import STATE_NAMES, conformational_states
     from ..md.energy import OpenMMEnergy
     from ..molecular import check_topology, rigid_body_frame
 
@@ -137,11 +176,7 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
         return u_phys + rigid_body_log_jacobian(frame, y)
 
     def indicators(y: torch.Tensor) -> dict[str, np.ndarray]:
-        phi, psi = backbone_dihedrals(mdtraj.Trajectory(frame.from_internal(y).detach().cpu().numpy(), topology))
-        states = conformational_states(phi, psi)
-        found = {"phi > 0": (phi > 0).astype(np.float64), "psi in (-120, 50) deg": ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(np.float64)}
-        found.update({f"state {name}": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)})
-        return found
+        return basin_indicators(topology, frame.from_internal(y).detach().cpu().numpy())
 
     description = {"system": md_system.name, "atoms": topology.n_atoms, "temperature_K": temperature, "dimension": frame.dim}
     return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, frame=frame)
@@ -303,7 +338,6 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, indicators: 
     """``samples.nc`` + ``topology.pdb`` (MDTraj and MDAnalysis read them), the phi/psi histogram and populations."""
     import mdtraj
 
-    from ..analysis.dihedrals import backbone_dihedrals
     from ..analysis.plots import plot_fes
     from ..md.netcdf import NetCDFFrames, write_netcdf
     from ..md.simulate import write_topology
@@ -317,13 +351,14 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, indicators: 
         NetCDFFrames(frames, None, np.arange(len(frames), dtype=np.float64), {"neuralct_content": f"samples of {n_chains} chains, {n_samples} each, chain by chain; time is the sample index"}),
     )
     topology = mdtraj.Topology.from_openmm(target.md_system.topology)
-    phi, psi = backbone_dihedrals(mdtraj.Trajectory(frames, topology))
     edges = np.linspace(-180.0, 180.0, 37)
-    histogram, _, _ = np.histogram2d(np.degrees(phi), np.degrees(psi), bins=[edges, edges])
-    np.savez(folder / "phi_psi_histogram.npz", counts=histogram, phi_edges_deg=edges, psi_edges_deg=edges)
-    plot_fes(np.degrees(phi), np.degrees(psi), folder / "phi_psi_free_energy.png", labels=(r"$\phi$ (degrees)", r"$\psi$ (degrees)"))
+    histograms = {}
+    for label, phi, psi in ramachandran_angles(topology, frames):
+        histograms[label], _, _ = np.histogram2d(np.degrees(phi), np.degrees(psi), bins=[edges, edges])
+        plot_fes(np.degrees(phi), np.degrees(psi), folder / f"phi_psi_free_energy_{label.replace(':', '_')}.png", labels=(rf"$\phi$ {label} (degrees)", rf"$\psi$ {label} (degrees)"))
+    if histograms:
+        np.savez(folder / "phi_psi_histogram.npz", edges_deg=edges, **histograms)
     summary["populations"] = {
-        name.removeprefix("state "): {"population": figures["mean"], "standard_error": figures["standard_error"]}
-        for name, figures in summary["indicators"].items()
+        name: {"population": figures["mean"], "standard_error": figures["standard_error"]} for name, figures in summary["indicators"].items()
     }
     summary["trajectory"] = "samples.nc (AMBER NetCDF, positions in the reference frame) with topology.pdb"
