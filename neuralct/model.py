@@ -191,6 +191,46 @@ class NeuralCanonicalTransformation(nn.Module):
             Q, _ = self.encode(q, p)
         return Q if k is None else Q[..., :k]
 
+    def require_configuration_flow(self) -> None:
+        """Raise a one-line error unless the flow maps configurations to latent positions (point transformations)."""
+        if not self.flow.acts_on_configuration:
+            raise NeuralCTError(
+                "this model mixes positions and momenta (general linear or continuous layers), so it has no map of configurations; "
+                "train one with --layers linear-point,point"
+            )
+
+    def configuration_to_latent(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standard-normal latent positions ``u = w Q(q)`` of configurations and ``ln|det du/dq|``.
+
+        The configuration marginal of the prior is ``N(0, I)`` in ``u``: the frequency layer
+        scales ``Q`` by ``w``. Point-transformation flows only.
+
+        Parameters
+        ----------
+        q : torch.Tensor, shape=(batch, n)
+            Physical configurations.
+
+        Returns
+        -------
+        u : torch.Tensor, shape=(batch, n)
+            Latent positions in latent-mode order (not sorted by frequency).
+        logdet : torch.Tensor, shape=(batch,)
+            ``ln|det du/dq|``: units, flow and frequency layer added up.
+        """
+        self.require_configuration_flow()
+        scale = self._position_scale()
+        Q, logdet = self.flow.configuration_forward((q - self.position_offset) * scale)
+        u, frequency_logdet = self.prior.frequency_layer(join_phase_space(Q, torch.zeros_like(Q)))
+        return split_phase_space(u)[0], logdet + frequency_logdet + scale.log().sum()
+
+    def configuration_from_latent(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inverse of :meth:`configuration_to_latent`: ``q = g(u)`` and ``ln|det dg/du|``, shapes (batch, n), (batch,)."""
+        self.require_configuration_flow()
+        scale = self._position_scale()
+        Q, frequency_logdet = self.prior.frequency_layer.inverse(join_phase_space(u, torch.zeros_like(u)))
+        q_r, logdet = self.flow.configuration_inverse(split_phase_space(Q)[0])
+        return q_r / scale + self.position_offset, logdet + frequency_logdet - scale.log().sum()
+
     def log_prob(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """``ln rho(q, p)`` in physical units, shape (batch,)."""
         return self.log_prob_reduced(self.to_reduced(q, p)) + self.reduction_log_det()

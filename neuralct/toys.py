@@ -10,7 +10,7 @@ import torch
 
 from .errors import NeuralCTError
 
-__all__ = ["HarmonicChain", "TOY_SYSTEMS", "make_toy_system"]
+__all__ = ["HarmonicChain", "CurvedDoubleWell", "TOY_SYSTEMS", "make_toy_system"]
 
 
 class HarmonicChain:
@@ -95,11 +95,120 @@ class HarmonicChain:
         return {"name": "harmonic-chain", "n": self.n, "kappa": self.kappa, "masses": self.masses.tolist()}
 
 
+class CurvedDoubleWell:
+    """A particle in a curved, tilted double well in two dimensions, at kT = 1.
+
+    ``U(x, y) = barrier (x^2 - 1)^2 + tilt x + stiffness/2 (y - curvature x^2)^2``: two
+    basins near ``x = -1`` and ``x = +1`` (the tilt favours ``x < 0``) joined along the
+    parabola ``y = curvature x^2``, so no linear map separates the modes. Because ``y`` given
+    ``x`` is Gaussian with mean ``curvature x^2`` and variance ``1/stiffness``, the marginal of
+    ``x`` is ``exp(-barrier (x^2 - 1)^2 - tilt x)`` up to normalisation: one-dimensional
+    quadrature gives exact populations, moments and free energy.
+
+    Parameters
+    ----------
+    barrier : float
+        Height of the barrier at ``x = 0`` above the untilted minima, kT.
+    tilt : float
+        Linear tilt along ``x``, kT per unit length.
+    stiffness : float
+        Curvature of the valley across the parabola, kT per unit length squared.
+    curvature : float
+        Bend of the valley, ``y = curvature x^2``.
+    """
+
+    kT = 1.0
+    #: Quadrature grid along x: the density is below exp(-100) outside it for barrier >= 1.
+    _GRID = np.linspace(-4.0, 4.0, 200001)
+
+    def __init__(self, barrier: float = 3.0, tilt: float = 0.5, stiffness: float = 10.0, curvature: float = 1.0):
+        for name, value in (("barrier", barrier), ("stiffness", stiffness)):
+            if not value > 0:
+                raise NeuralCTError(f"curved double well: {name} must be positive, got {value}")
+        if not (math.isfinite(tilt) and math.isfinite(curvature)):
+            raise NeuralCTError("curved double well: tilt and curvature must be finite numbers")
+        self.barrier = float(barrier)
+        self.tilt = float(tilt)
+        self.stiffness = float(stiffness)
+        self.curvature = float(curvature)
+        self.masses = np.ones(2)
+
+    @property
+    def dim(self) -> int:
+        """Configuration dimension, 2."""
+        return 2
+
+    def potential(self, q: torch.Tensor) -> torch.Tensor:
+        """``U(q)`` in kT for positions of shape (batch, 2); returns (batch,)."""
+        x, y = q[..., 0], q[..., 1]
+        return self.barrier * (x**2 - 1) ** 2 + self.tilt * x + 0.5 * self.stiffness * (y - self.curvature * x**2) ** 2
+
+    def energy(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``H(q, p)`` in kT with unit masses, shape (batch,)."""
+        return 0.5 * (p**2).sum(-1) + self.potential(q)
+
+    def _x_density(self) -> np.ndarray:
+        """Unnormalised marginal density of ``x`` on :attr:`_GRID`."""
+        x = self._GRID
+        exponent = -self.barrier * (x**2 - 1) ** 2 - self.tilt * x
+        return np.exp(exponent - exponent.max())
+
+    def x_cdf(self) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cumulative distribution of ``x`` on a fine grid: ``(x, F(x))`` (trapezoidal quadrature)."""
+        density = self._x_density()
+        steps = 0.5 * (density[1:] + density[:-1]) * np.diff(self._GRID)
+        cdf = np.concatenate([[0.0], np.cumsum(steps)])
+        return self._GRID, cdf / cdf[-1]
+
+    def population_positive_x(self) -> float:
+        """Exact Boltzmann probability of the basin ``x > 0``."""
+        x, cdf = self.x_cdf()
+        return float(1.0 - np.interp(0.0, x, cdf))
+
+    def moments(self) -> dict[str, float]:
+        """Exact means and variances of ``x`` and ``y`` (quadrature; ``y`` from its Gaussian conditional)."""
+        x = self._GRID
+        weights = self._x_density()
+        weights = weights / weights.sum()
+        mean_x = float(weights @ x)
+        mean_x2 = float(weights @ x**2)
+        mean_x4 = float(weights @ x**4)
+        mean_y = self.curvature * mean_x2
+        var_y = self.curvature**2 * (mean_x4 - mean_x2**2) + 1.0 / self.stiffness
+        return {"mean_x": mean_x, "var_x": mean_x2 - mean_x**2, "mean_y": mean_y, "var_y": var_y}
+
+    def free_energy(self) -> float:
+        """Exact ``-ln Z`` in kT of phase space (unit masses), ``Z = int exp(-H) dq dp``."""
+        x = self._GRID
+        exponent = -self.barrier * (x**2 - 1) ** 2 - self.tilt * x
+        top = exponent.max()
+        z_x = np.trapezoid(np.exp(exponent - top), x) * math.exp(top)
+        z_y = math.sqrt(2 * math.pi / self.stiffness)
+        z_p = 2 * math.pi
+        return -math.log(z_x * z_y * z_p)
+
+    def sample(self, n_samples: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact Boltzmann samples ``(q, p)``, each (n_samples, 2): ``x`` by inverse CDF, ``y | x`` Gaussian."""
+        rng = np.random.default_rng(seed)
+        grid, cdf = self.x_cdf()
+        x = np.interp(rng.uniform(size=n_samples), cdf, grid)
+        y = self.curvature * x**2 + rng.standard_normal(n_samples) / math.sqrt(self.stiffness)
+        p = rng.standard_normal((n_samples, 2))
+        return np.stack([x, y], axis=1), p
+
+    def describe(self) -> dict[str, Any]:
+        """Parameters as plain data (for summaries and model metadata)."""
+        return {"name": "curved-double-well", "barrier": self.barrier, "tilt": self.tilt, "stiffness": self.stiffness, "curvature": self.curvature}
+
+
 #: Toy systems by name, with the parameters each accepts.
-TOY_SYSTEMS = {"harmonic-chain": (HarmonicChain, ("n", "kappa", "masses"))}
+TOY_SYSTEMS = {
+    "harmonic-chain": (HarmonicChain, ("n", "kappa", "masses")),
+    "curved-double-well": (CurvedDoubleWell, ("barrier", "tilt", "stiffness", "curvature")),
+}
 
 
-def make_toy_system(name: str, parameters: dict[str, Any] | None = None) -> HarmonicChain:
+def make_toy_system(name: str, parameters: dict[str, Any] | None = None) -> HarmonicChain | CurvedDoubleWell:
     """Build a toy system by name, e.g. ``make_toy_system("harmonic-chain", {"n": 32})``.
 
     Raises

@@ -40,7 +40,9 @@ def one_line_error(capsys, command):
 # -- every numeric option of every command, on the command line and in a config file ----------
 
 #: Positional arguments that let each command's parser reach its options.
-POSITIONALS = {"simulate": ["double-well"], "analyze": ["model.pt", "traj.nc"], "export": ["model.pt"], "bias": ["model.pt"]}
+POSITIONALS = {
+    "simulate": ["double-well"], "analyze": ["model.pt", "traj.nc"], "export": ["model.pt"], "bias": ["model.pt"], "sample": ["model.pt"],
+}
 
 
 def _subcommands():

@@ -74,7 +74,7 @@ def test_console_script_exit_status_and_message(tmp_path):
         capture_output=True, text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "neuralct train: error: unknown toy system 'nope'; available: harmonic-chain"
+    assert result.stderr.strip() == "neuralct train: error: unknown toy system 'nope'; available: harmonic-chain, curved-double-well"
     result = subprocess.run([sys.executable, "-m", "neuralct", "train", "--no-such-option"], capture_output=True, text=True)
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
 

@@ -55,3 +55,43 @@ def test_bad_toy_names_and_parameters_are_rejected():
         make_toy_system("harmonic-chain", {"n": 4, "kappa": -1})
     with pytest.raises(NeuralCTError):
         make_toy_system("harmonic-chain", {"n": 3, "masses": [1, 2]})
+
+
+def test_curved_double_well_exact_answers_against_two_dimensional_quadrature():
+    from neuralct.toys import CurvedDoubleWell
+
+    well = CurvedDoubleWell(barrier=2.5, tilt=0.7, stiffness=8.0, curvature=0.8)
+    x = torch.linspace(-3.0, 3.0, 1201)
+    y = torch.linspace(-3.0, 10.0, 2601)
+    X, Y = torch.meshgrid(x, y, indexing="ij")
+    weight = torch.exp(-well.potential(torch.stack([X, Y], -1).reshape(-1, 2))).reshape(X.shape)
+    cell = float((x[1] - x[0]) * (y[1] - y[0]))
+    z = float(weight.sum()) * cell
+    assert abs(well.free_energy() - (-math.log(z * 2 * math.pi))) < 1e-6
+    # The grid line x = 0 counts half to each basin (trapezoidal rule).
+    positive = float(weight[x > 1e-9].sum() + 0.5 * weight[x.abs() < 1e-9].sum()) * cell / z
+    assert abs(positive - well.population_positive_x()) < 1e-6
+    moments = well.moments()
+    assert abs(float((weight * X).sum()) * cell / z - moments["mean_x"]) < 1e-6
+    mean_y = float((weight * Y).sum()) * cell / z
+    assert abs(mean_y - moments["mean_y"]) < 1e-6
+    assert abs(float((weight * (Y - mean_y) ** 2).sum()) * cell / z - moments["var_y"]) < 1e-6
+
+
+def test_curved_double_well_sampler_is_exact():
+    from scipy import stats
+
+    from neuralct.toys import CurvedDoubleWell
+
+    well = CurvedDoubleWell()
+    q, p = well.sample(50000, seed=0)
+    grid, cdf = well.x_cdf()
+    assert stats.kstest(q[:, 0], lambda v: np.interp(v, grid, cdf)).pvalue > 1e-3
+    residual = (q[:, 1] - well.curvature * q[:, 0] ** 2) * math.sqrt(well.stiffness)
+    assert stats.kstest(residual, "norm").pvalue > 1e-3
+    assert stats.kstest(p.ravel(), "norm").pvalue > 1e-3
+
+
+def test_curved_double_well_parameters_are_checked():
+    with pytest.raises(NeuralCTError, match="barrier"):
+        make_toy_system("curved-double-well", {"barrier": -1})

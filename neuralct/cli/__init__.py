@@ -12,7 +12,7 @@ from ..errors import NeuralCTError
 __all__ = ["main", "build_parser"]
 
 #: Subcommand modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
-SUBCOMMANDS = ("simulate", "train", "analyze", "export", "bias", "quickstart")
+SUBCOMMANDS = ("simulate", "train", "analyze", "export", "bias", "sample", "quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,10 +58,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     weighted.add_argument("--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)")
     weighted.add_argument("--bias-colvar", metavar="COLVAR", help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column")
     source.add_argument("--validation-trajectories", type=positive_int, default=1, help="trajectories held out for validation (default: %(default)s)")
-    source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain")
+    source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain or curved-double-well")
     source.add_argument(
         "--param", "-p", action="append", default=[], metavar="KEY=VALUE",
-        help="toy-system parameter, repeatable (harmonic-chain: n=32, kappa=1.0, masses=[1,2,...])",
+        help="toy-system parameter, repeatable (harmonic-chain: n=32, kappa=1.0, masses=[1,2,...]; curved-double-well: barrier=3, tilt=0.5, stiffness=10, curvature=1)",
     )
     source.add_argument("--mode", choices=("ml", "variational"), default="ml", help="maximum likelihood from samples, or variational free energy (default: %(default)s)")
     source.add_argument("--samples", type=positive_int, default=50000, help="exact samples drawn for maximum likelihood on a toy (default: %(default)s)")

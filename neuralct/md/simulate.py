@@ -44,7 +44,7 @@ from .netcdf import NetCDFFrames, read_netcdf, write_netcdf
 from .platform import available_platforms, fastest_platform, make_context
 from .systems import MDSystem
 
-__all__ = ["SimulationSettings", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature", "degrees_of_freedom"]
+__all__ = ["SimulationSettings", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature", "degrees_of_freedom", "write_topology"]
 
 #: Per-frame kinetic temperature (K) from the mean kinetic energy of the two half-step velocities.
 _T_KEY = "kinetic_temperature"
@@ -242,7 +242,8 @@ def _resume_settings(settings: SimulationSettings, md_system: MDSystem) -> dict:
     return values
 
 
-def _write_topology(md_system: MDSystem, folder: Path) -> None:
+def write_topology(md_system: MDSystem, folder: Path) -> None:
+    """Write the system's topology with its starting positions to ``folder/topology.pdb`` (atomically)."""
     import openmm.app as app
     import openmm.unit as unit
 
@@ -489,7 +490,7 @@ def run_simulation(
             platform, probe_rates = fastest_platform(md_system.system, md_system.positions, lambda: _make_integrator(settings), threads=threads)
     # A fresh start writes its own topology: one left by another system's failed run must not stay.
     if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
-        _write_topology(md_system, folder)
+        write_topology(md_system, folder)
     total = replicas * settings.n_frames
     done = sum(run.frames_done for run in runs)
     start = time.perf_counter()

@@ -1,0 +1,90 @@
+"""``neuralct sample``: exact Boltzmann samples through a trained model (latent HMC, HMC, independence moves)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import add_common_options, fraction, nonnegative_int, positive_float, positive_int, result_settings, save_resolved_config
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "sample",
+        help="exact Boltzmann samples: HMC in the model's latent space, in physical coordinates, or independence moves from the flow",
+        description=(
+            "Sample the Boltzmann distribution of the system a model was trained on, exactly: every move "
+            "ends in a Metropolis test on the true energy, so a poor model costs efficiency, never "
+            "correctness. Methods: latent-hmc (HMC on U(z) = beta E(g(z)) - ln|det dg/dz| - ln J), hmc "
+            "(HMC in the model's physical coordinates), independence (proposals from the flow), mixed "
+            "(independence moves alternating with latent HMC). Molecules need a model of every atom and "
+            "a SYSTEM without constraints; a toy model samples its toy system. Writes the samples "
+            "(molecules: samples.nc + topology.pdb; toys: samples.npz), the phi/psi histogram and basin "
+            "populations with standard errors, summary.json (acceptance, energy evaluations, "
+            "autocorrelation times and ESS per evaluation, Kish ESS of the flow) and checkpoints; "
+            "rerunning the same command resumes."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
+    parser.add_argument("system", metavar="SYSTEM", nargs="?", help="for molecular models: the bundled system, system YAML or PDB the model was trained on (built without constraints)")
+    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="vacuum", help="solvent of SYSTEM (default: %(default)s)")
+    parser.add_argument("--method", choices=("latent-hmc", "hmc", "independence", "mixed"), default="latent-hmc", help="sampler (default: %(default)s)")
+    parser.add_argument("--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)")
+    parser.add_argument("--samples", type=positive_int, default=1000, help="recorded iterations per chain after warm-up (default: %(default)s)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=200, help="iterations adapting the step size, then discarded (default: %(default)s)")
+    parser.add_argument("--step-size", type=positive_float, default=0.1, help="leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; default: %(default)s)")
+    parser.add_argument("--leapfrog-steps", type=positive_int, default=10, help="leapfrog steps per HMC trajectory (default: %(default)s)")
+    parser.add_argument("--target-acceptance", type=fraction, default=0.65, help="mean acceptance the warm-up aims at (default: %(default)s)")
+    parser.add_argument("--kish-samples", type=nonnegative_int, default=1000, help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=100, help="iterations between checkpoints (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_common_options(parser, output_default="runs/sample")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import NeuralCTError
+    from ..model import load
+    from ..molecular import is_molecular
+    from ..runs import RunFolder
+    from ..sampling.run import SamplingSettings, molecular_target, run_sampling, toy_target
+
+    if args.device not in ("auto", "cpu"):
+        raise NeuralCTError(f"--device {args.device}: sampling runs on the CPU (the energies come from OpenMM's Reference platform); use --device cpu")
+    if args.target_acceptance <= 0:
+        raise NeuralCTError("--target-acceptance must be between 0 and 1, not 0")
+    model = load(args.model).double()
+    model.requires_grad_(False)
+    inputs = [args.model]
+    if is_molecular(model):
+        from ..md.systems import build_system
+
+        if args.system is None:
+            raise NeuralCTError("a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`")
+        md_system = build_system(args.system, solvent=args.solvent, constraints="none", temperature=model.metadata["molecule"]["temperature_K"])
+        target = molecular_target(model, md_system, args.system)
+        if Path(args.system).is_file():
+            inputs.append(args.system)
+    else:
+        if args.system is not None:
+            raise NeuralCTError(f"SYSTEM {args.system!r}: a toy model samples its own toy system; leave SYSTEM out")
+        target = toy_target(model)
+    settings = SamplingSettings(
+        method=args.method, chains=args.chains, samples=args.samples, warmup=args.warmup, step_size=args.step_size,
+        leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, kish_samples=args.kish_samples,
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+    )
+    run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
+    with RunFolder(args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite) as folder:
+        summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
+        save_resolved_config(args, folder.path)
+    acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
+    energy = summary["potential_energy_kT"]
+    print(
+        f"samples in {folder.path}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
+        f"potential energy {energy['mean']:.2f} +- {energy['standard_error']:.2f} kT, ESS per evaluation {energy['ess_per_evaluation']:.2e}"
+    )
+    return 0

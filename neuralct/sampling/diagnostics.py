@@ -1,0 +1,114 @@
+"""How many independent samples a run is worth: autocorrelation times and effective sample sizes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "observable_efficiency"]
+
+
+def _autocorrelation(series: np.ndarray) -> np.ndarray:
+    """Normalised autocorrelation of ``series`` (n_samples, n_chains), averaged over chains.
+
+    Every chain is centred on the mean of all chains, not its own: a chain stuck in one basin
+    then keeps its offset at every lag, and the autocorrelation time shows that it does not mix.
+    """
+    n = series.shape[0]
+    centred = series - series.mean()
+    size = 2 ** int(np.ceil(np.log2(2 * n)))
+    spectrum = np.fft.rfft(centred, n=size, axis=0)
+    covariance = np.fft.irfft(spectrum * np.conj(spectrum), n=size, axis=0)[:n].mean(1)
+    return covariance / covariance[0] if covariance[0] > 0 else np.ones(n)
+
+
+def integrated_autocorrelation_time(series: np.ndarray, window_factor: float = 5.0) -> float:
+    """Integrated autocorrelation time ``tau = 1 + 2 sum_t rho(t)`` in samples, with Sokal's window.
+
+    The sum stops at the smallest lag ``M >= window_factor * tau(M)`` (Sokal, "Monte Carlo
+    methods in statistical mechanics", 1997). The autocorrelation is averaged over chains.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples,) or (n_samples, n_chains)
+        An observable along each chain.
+
+    Returns
+    -------
+    float
+        tau >= 1/n (1 for independent samples); ``nan`` for a constant observable.
+    """
+    series = np.asarray(series, dtype=np.float64)
+    if series.ndim == 1:
+        series = series[:, None]
+    if series.shape[0] < 2 or not np.all(np.isfinite(series)) or np.all(series == series[0]):
+        return float("nan")
+    rho = _autocorrelation(series)
+    taus = 2.0 * np.cumsum(rho) - 1.0
+    lags = np.arange(len(taus))
+    window = lags >= window_factor * taus
+    last = int(np.argmax(window)) if window.any() else len(taus) - 1
+    return float(max(taus[last], 1.0 / series.shape[0]))
+
+
+def effective_sample_size(series: np.ndarray) -> float:
+    """``n_samples * n_chains / tau`` of an observable (see :func:`integrated_autocorrelation_time`)."""
+    series = np.asarray(series, dtype=np.float64)
+    total = series.size
+    return float(total / integrated_autocorrelation_time(series))
+
+
+def mean_standard_error(series: np.ndarray) -> float:
+    """Standard error of the mean of an observable over all chains: ``sqrt(var * tau / (n_samples n_chains))``."""
+    series = np.asarray(series, dtype=np.float64)
+    tau = integrated_autocorrelation_time(series)
+    if not np.isfinite(tau):
+        return 0.0
+    return float(np.sqrt(series.var() * tau / series.size))
+
+
+def kish_effective_sample_size(log_weights: np.ndarray) -> float:
+    """Kish's ``(sum w)^2 / sum w^2`` of importance weights given as logarithms (stable to overflow).
+
+    Parameters
+    ----------
+    log_weights : np.ndarray, shape=(n,)
+        ``ln w``; non-finite entries count as zero weight.
+    """
+    log_weights = np.asarray(log_weights, dtype=np.float64)
+    log_weights = log_weights[np.isfinite(log_weights)]
+    if log_weights.size == 0:
+        return 0.0
+    w = np.exp(log_weights - log_weights.max())
+    return float(w.sum() ** 2 / (w**2).sum())
+
+
+def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, float]:
+    """What a run's samples of one observable are worth, per unit of cost.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples, n_chains)
+        The observable along each chain.
+    evaluations : int
+        Energy-and-gradient evaluations spent producing ``series``.
+    cpu_seconds : float
+        CPU time spent producing ``series``.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``standard_error``, ``iat`` (in samples), ``ess``, ``ess_per_evaluation``,
+        ``ess_per_cpu_second`` (``nan`` where undefined, e.g. a constant observable).
+    """
+    tau = integrated_autocorrelation_time(series)
+    ess = float(np.size(series)) / tau if math.isfinite(tau) else float("nan")
+    return {
+        "mean": float(np.mean(series)),
+        "standard_error": mean_standard_error(series),
+        "iat": tau,
+        "ess": ess,
+        "ess_per_evaluation": ess / evaluations if evaluations else float("nan"),
+        "ess_per_cpu_second": ess / cpu_seconds if cpu_seconds > 0 else float("nan"),
+    }

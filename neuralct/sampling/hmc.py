@@ -1,0 +1,286 @@
+"""Markov chain Monte Carlo kernels on a batch of chains: Hamiltonian Monte Carlo and independence Metropolis.
+
+Every kernel leaves ``exp(-U(x))`` invariant for a potential ``U`` in kT (a differentiable
+function of a batch of points). Chains are rows of a batch and never interact. A non-finite
+potential or gradient anywhere along a proposal makes that proposal a rejection, counted in
+the kernel's statistics; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+__all__ = ["ChainState", "HamiltonianMonteCarlo", "IndependenceMetropolis", "KernelStatistics", "evaluate_potential"]
+
+#: A potential energy in kT: points of shape (batch, n) to energies of shape (batch,).
+Potential = Callable[[torch.Tensor], torch.Tensor]
+
+
+def evaluate_potential(potential: Potential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``U(x)`` and ``dU/dx`` of a batch; non-finite rows get ``U = +inf``.
+
+    Parameters
+    ----------
+    potential : callable
+        Points (batch, n) to energies (batch,) in kT; rows must be independent.
+    x : torch.Tensor, shape=(batch, n)
+
+    Returns
+    -------
+    energy : torch.Tensor, shape=(batch,)
+        ``+inf`` where the energy or any gradient component is not finite.
+    gradient : torch.Tensor, shape=(batch, n)
+    """
+    if len(x) == 0:
+        return x.new_zeros(0), torch.zeros_like(x)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        energy = potential(x)
+        finite = torch.isfinite(energy)
+        # Rows are independent, so the gradient of the sum over finite rows is each row's gradient.
+        (gradient,) = torch.autograd.grad(torch.where(finite, energy, torch.zeros_like(energy)).sum(), x)
+    finite = finite & torch.isfinite(gradient).all(-1)
+    energy = torch.where(finite, energy.detach(), torch.full_like(energy.detach(), torch.inf))
+    return energy, torch.where(finite[:, None], gradient, torch.zeros_like(gradient))
+
+
+@dataclass
+class ChainState:
+    """Positions of a batch of chains with their cached potential and gradient.
+
+    Attributes
+    ----------
+    position : torch.Tensor, shape=(chains, n)
+    energy : torch.Tensor, shape=(chains,)
+        ``U(position)`` in kT.
+    gradient : torch.Tensor, shape=(chains, n)
+    """
+
+    position: torch.Tensor
+    energy: torch.Tensor
+    gradient: torch.Tensor
+
+    @classmethod
+    def start(cls, potential: Potential, position: torch.Tensor) -> "ChainState":
+        """Evaluate the potential at starting positions (one evaluation per chain)."""
+        energy, gradient = evaluate_potential(potential, position)
+        return cls(position.detach(), energy, gradient)
+
+    def update(self, accepted: torch.Tensor, position: torch.Tensor, energy: torch.Tensor, gradient: torch.Tensor) -> "ChainState":
+        """The state with the rows of ``accepted`` (bool, (chains,)) replaced by the proposal."""
+        keep = accepted[:, None]
+        return ChainState(
+            torch.where(keep, position, self.position),
+            torch.where(accepted, energy, self.energy),
+            torch.where(keep, gradient, self.gradient),
+        )
+
+
+@dataclass
+class KernelStatistics:
+    """What a kernel did: proposals, acceptances, non-finite rejections, potential evaluations."""
+
+    proposals: int = 0
+    accepted: int = 0
+    nonfinite: int = 0
+    evaluations: int = 0
+    warmup_evaluations: int = 0
+    acceptance_probability_sum: float = 0.0
+
+    def record(self, accept_probability: torch.Tensor, accepted: torch.Tensor, nonfinite: torch.Tensor, evaluations: int) -> None:
+        """Add one step of all chains: acceptance probabilities, accepted and non-finite masks (chains,)."""
+        self.proposals += int(accepted.numel())
+        self.accepted += int(accepted.sum())
+        self.nonfinite += int(nonfinite.sum())
+        self.evaluations += int(evaluations)
+        self.acceptance_probability_sum += float(accept_probability.sum())
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain numbers for summary.json (acceptance rate = accepted / proposals)."""
+        rate = self.accepted / self.proposals if self.proposals else float("nan")
+        return {
+            "proposals": self.proposals,
+            "accepted": self.accepted,
+            "acceptance_rate": rate,
+            "mean_acceptance_probability": self.acceptance_probability_sum / self.proposals if self.proposals else float("nan"),
+            "nonfinite_rejections": self.nonfinite,
+            "energy_evaluations": self.evaluations,
+            "warmup_energy_evaluations": self.warmup_evaluations,
+        }
+
+
+def _metropolis(log_ratio: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accept with probability ``min(1, exp(log_ratio))``; NaN counts as a rejection."""
+    log_ratio = torch.nan_to_num(log_ratio, nan=-torch.inf)
+    probability = torch.exp(torch.clamp(log_ratio, max=0.0))
+    uniform = torch.rand(log_ratio.shape, generator=generator, dtype=log_ratio.dtype, device=log_ratio.device)
+    return probability, uniform < probability
+
+
+@dataclass
+class _DualAveraging:
+    """Nesterov dual averaging of ``ln(step size)`` towards a target acceptance (Hoffman & Gelman, JMLR 15, 1593, 2014).
+
+    The frozen value is the mean of ``ln(step size)`` over the second half of the warm-up:
+    in short warm-ups the paper's weighted average still remembers the first, far-off steps.
+    """
+
+    log_step: float
+    target: float
+    shrinkage_centre: float = field(init=False)
+    iteration: int = 0
+    error_sum: float = 0.0
+    history: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.shrinkage_centre = math.log(10.0) + self.log_step
+
+    def update(self, acceptance: float, gamma: float = 0.05, t0: float = 10.0) -> None:
+        self.iteration += 1
+        self.error_sum += self.target - acceptance
+        t = self.iteration
+        self.log_step = self.shrinkage_centre - math.sqrt(t) / gamma * self.error_sum / (t + t0)
+        self.history.append(self.log_step)
+
+    def frozen_log_step(self) -> float:
+        """``ln(step size)`` to sample with after warm-up."""
+        if not self.history:
+            return self.log_step
+        return sum(self.history[len(self.history) // 2 :]) / len(self.history[len(self.history) // 2 :])
+
+
+class HamiltonianMonteCarlo:
+    """Leapfrog trajectories with unit masses and a Metropolis test on ``H = U + |p|^2 / 2``.
+
+    The step size is one for all chains, adapted by dual averaging of the mean acceptance
+    probability during warm-up (:meth:`step` with ``adapt=True``) and then frozen at its
+    late-warm-up average by :meth:`freeze`: after warm-up the kernel is a fixed Markov kernel, so
+    the chains are exact. Each trajectory scales the step by a random factor in
+    ``[1 - jitter, 1 + jitter]`` (drawn independently of the state, so reversibility holds),
+    which breaks the periodic orbits of fixed-length trajectories in near-harmonic wells.
+
+    Parameters
+    ----------
+    potential : callable
+        ``U`` in kT, (batch, n) -> (batch,).
+    step_size : float
+        Leapfrog step (starting value when adapted).
+    leapfrog_steps : int
+        Steps per trajectory; each costs one potential-and-gradient evaluation per chain.
+    target_acceptance : float
+        Mean acceptance probability aimed at during warm-up.
+    jitter : float
+        Relative range of the random step-size factor, in [0, 1).
+    """
+
+    name = "hmc"
+
+    def __init__(self, potential: Potential, step_size: float = 0.1, leapfrog_steps: int = 10, target_acceptance: float = 0.65, jitter: float = 0.1):
+        if not step_size > 0 or leapfrog_steps < 1 or not 0 < target_acceptance < 1 or not 0 <= jitter < 1:
+            raise ValueError("need step_size > 0, leapfrog_steps >= 1, 0 < target_acceptance < 1 and 0 <= jitter < 1")
+        self.potential = potential
+        self.step_size = float(step_size)
+        self.leapfrog_steps = int(leapfrog_steps)
+        self.jitter = float(jitter)
+        self.adaptation = _DualAveraging(math.log(step_size), target_acceptance)
+        self.statistics = KernelStatistics()
+
+    def freeze(self) -> None:
+        """End warm-up: fix the step size (see :class:`_DualAveraging`); no-op without warm-up iterations."""
+        if self.adaptation.history:
+            self.step_size = math.exp(self.adaptation.frozen_log_step())
+
+    def _trajectory(self, state: ChainState, momentum: torch.Tensor, step: torch.Tensor):
+        """Leapfrog from ``state``; chains stop (and will be rejected) at the first non-finite value."""
+        position, energy, gradient = state.position, state.energy, state.gradient
+        alive = torch.isfinite(energy)
+        momentum = momentum - 0.5 * step * gradient
+        evaluations = 0
+        for index in range(self.leapfrog_steps):
+            position = torch.where(alive[:, None], position + step * momentum, position)
+            rows = alive.nonzero().flatten()
+            new_energy, new_gradient = evaluate_potential(self.potential, position[rows])
+            evaluations += len(rows)
+            energy = energy.index_put((rows,), new_energy)
+            gradient = gradient.index_put((rows,), new_gradient)
+            alive = alive & torch.isfinite(energy)
+            kick = 0.5 if index == self.leapfrog_steps - 1 else 1.0
+            momentum = torch.where(alive[:, None], momentum - kick * step * gradient, momentum)
+        return position, momentum, energy, gradient, alive, evaluations
+
+    def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
+        """One trajectory per chain and its Metropolis test; adapts the step size when ``adapt``."""
+        step_size = math.exp(self.adaptation.log_step) if adapt else self.step_size
+        chains = len(state.position)
+        factor = 1.0 + self.jitter * (2.0 * torch.rand(chains, 1, generator=generator, dtype=state.position.dtype, device=state.position.device) - 1.0)
+        momentum = torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device)
+        position, new_momentum, energy, gradient, alive, evaluations = self._trajectory(state, momentum, step_size * factor)
+        log_ratio = state.energy + 0.5 * (momentum**2).sum(-1) - energy - 0.5 * (new_momentum**2).sum(-1)
+        log_ratio = torch.where(alive, log_ratio, torch.full_like(log_ratio, -torch.inf))
+        probability, accepted = _metropolis(log_ratio, generator)
+        if adapt:
+            self.adaptation.update(float(probability.mean()))
+            self.statistics.warmup_evaluations += evaluations
+        else:
+            self.statistics.record(probability, accepted, ~alive, evaluations)
+        return state.update(accepted, position, energy, gradient)
+
+    def state_dict(self) -> dict:
+        """Step size, adaptation and statistics as plain data (for checkpoints)."""
+        return {"step_size": self.step_size, "adaptation": vars(self.adaptation).copy(), "statistics": vars(self.statistics).copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        self.step_size = state["step_size"]
+        vars(self.adaptation).update(state["adaptation"])
+        vars(self.statistics).update(state["statistics"])
+
+
+class IndependenceMetropolis:
+    """Proposals drawn independently of the state from ``N(0, I)``, accepted with the exact density ratio.
+
+    In the latent space of a flow (``u`` of
+    :meth:`~neuralct.model.NeuralCanonicalTransformation.configuration_to_latent`) the prior's
+    configuration marginal is ``N(0, I)``, so drawing ``u'`` is drawing from the flow. The
+    importance weight of a point is ``ln w(u) = -U(u) + |u|^2 / 2`` and the move is accepted
+    with ``min(1, w(u') / w(u))``: exact for any flow, efficient when the flow is good.
+
+    Parameters
+    ----------
+    potential : callable
+        ``U`` in kT on the latent space, (batch, n) -> (batch,).
+    """
+
+    name = "independence"
+
+    def __init__(self, potential: Potential):
+        self.potential = potential
+        self.statistics = KernelStatistics()
+
+    @staticmethod
+    def log_weight(state: ChainState) -> torch.Tensor:
+        """``ln w = -U + |u|^2 / 2`` of each chain, shape (chains,)."""
+        return -state.energy + 0.5 * (state.position**2).sum(-1)
+
+    def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
+        """One independent proposal per chain and its Metropolis test (nothing to adapt)."""
+        proposal = ChainState.start(self.potential, torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device))
+        log_weight = self.log_weight(proposal)
+        probability, accepted = _metropolis(log_weight - self.log_weight(state), generator)
+        if adapt:
+            self.statistics.warmup_evaluations += len(proposal.position)
+        else:
+            self.statistics.record(probability, accepted, ~torch.isfinite(proposal.energy), len(proposal.position))
+        return state.update(accepted, proposal.position, proposal.energy, proposal.gradient)
+
+    def state_dict(self) -> dict:
+        """Statistics as plain data (for checkpoints)."""
+        return {"statistics": vars(self.statistics).copy()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        vars(self.statistics).update(state["statistics"])

@@ -1,0 +1,364 @@
+"""``neuralct sample`` as a function: the target of a model, chains with checkpoints, and what they measured."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import NeuralCTError
+from ..io import atomic_torch_save, write_json
+from ..model import NeuralCanonicalTransformation
+from .chains import iterate
+from .diagnostics import kish_effective_sample_size, observable_efficiency
+from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
+from .rigid import rigid_body_log_jacobian
+from .targets import LatentPotential, MolecularPotential, ToyPotential
+
+__all__ = ["METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "run_sampling", "ramachandran_angles", "basin_indicators"]
+
+#: Sampling methods: HMC in the flow's latent space, HMC in the model's physical coordinates,
+#: independence moves from the flow, and independence moves alternating with latent HMC.
+METHODS = ("latent-hmc", "hmc", "independence", "mixed")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class SamplingSettings:
+    """What a sampling run does (every field changes the result except ``checkpoint_every`` and ``progress``)."""
+
+    method: str = "latent-hmc"
+    chains: int = 16
+    samples: int = 1000
+    warmup: int = 200
+    step_size: float = 0.1
+    leapfrog_steps: int = 10
+    target_acceptance: float = 0.65
+    kish_samples: int = 1000
+    checkpoint_every: int = 100
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise NeuralCTError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+
+
+@dataclass
+class SamplingTarget:
+    """The Boltzmann distribution a model is sampled against.
+
+    Attributes
+    ----------
+    kind : {"toy", "molecule"}
+    potential : callable
+        ``U_phys`` in kT on the model's physical configurations (batch, n) -> (batch,).
+    energy_from_potential : callable
+        ``(q, U_phys) -> beta E``: the potential energy in kT from the sampled potential (they
+        differ by the rigid-body term for molecules), without new energy evaluations.
+    indicators : callable
+        Configurations (batch, n) to a dict of named 0/1 arrays (batch,): basin indicators.
+    description : dict
+        Plain data naming the system for summary.json.
+    md_system : MDSystem or None
+        The molecular system (topology for the written trajectory); None for toys.
+    frame : RigidBodyFrame or None
+        The model's frame (internal coordinates to positions); None for toys.
+    """
+
+    kind: str
+    potential: Callable[[torch.Tensor], torch.Tensor]
+    energy_from_potential: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    indicators: Callable[[torch.Tensor], dict[str, np.ndarray]]
+    description: dict
+    md_system: Any = None
+    frame: Any = None
+
+
+def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
+    """The toy system a toy model was trained on (from its metadata), with its analytic potential.
+
+    Raises
+    ------
+    NeuralCTError
+        If the model was not trained on a toy system.
+    """
+    from ..toys import TOY_SYSTEMS, make_toy_system
+
+    described = dict(model.metadata.get("system") or {})
+    name = described.pop("name", None)
+    if name not in TOY_SYSTEMS:
+        raise NeuralCTError("this model was trained neither on a toy system nor on molecular trajectories; it has nothing to sample")
+    system = make_toy_system(name, described)
+
+    def indicators(q: torch.Tensor) -> dict[str, np.ndarray]:
+        # The first coordinate separates the double well's basins; for the chain it is one atom's side.
+        return {"x1 > 0": (q[:, 0] > 0).cpu().numpy().astype(np.float64)}
+
+    return SamplingTarget("toy", ToyPotential(system), lambda q, u: u, indicators, system.describe())
+
+
+def ramachandran_angles(topology, positions: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(residue label, phi, psi)`` in radians of every residue with both angles, atoms from the topology.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Positions in nm.
+    """
+    from ..analysis.dihedrals import dihedral_angles, find_dihedrals, ramachandran_residues
+
+    dihedrals = find_dihedrals(topology)
+    angles = dihedral_angles(positions, dihedrals)
+    return [(residue.label, angles[:, i], angles[:, j]) for residue, i, j in ramachandran_residues(dihedrals)]
+
+
+def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """0/1 indicators per frame and residue: ``phi > 0``, ``psi`` in the alpha band (-120, 50) deg, and each Ramachandran region.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Positions in nm.
+
+    Returns
+    -------
+    dict of str to np.ndarray, shape=(n_frames,)
+        Keys name the indicator and the residue, e.g. ``phi > 0 (ALA2)``; empty without a backbone.
+    """
+    from ..analysis.states import STATE_NAMES, conformational_states
+
+    found = {}
+    for label, phi, psi in ramachandran_angles(topology, positions):
+        found[f"phi > 0 ({label})"] = (phi > 0).astype(np.float64)
+        found[f"psi in (-120, 50) deg ({label})"] = ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(np.float64)
+        states = conformational_states(phi, psi)
+        found.update({f"{name} ({label})": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)})
+    return found
+
+
+def molecular_target(model: NeuralCanonicalTransformation, md_system, source: str) -> SamplingTarget:
+    """The Boltzmann distribution of ``md_system`` on the model's internal coordinates, ``exp(-beta E) J``.
+
+    Raises
+    ------
+    NeuralCTError
+        If the model's atoms are not exactly the system's atoms (sampling needs every atom's
+        energy), or the system has constraints.
+    """
+    import mdtraj
+
+    from ..md.energy import OpenMMEnergy
+    from ..molecular import check_topology, rigid_body_frame
+
+    molecule = model.metadata["molecule"]
+    topology = mdtraj.Topology.from_openmm(md_system.topology)
+    check_topology(model, topology, source)
+    if molecule["atom_indices"] != list(range(topology.n_atoms)):
+        raise NeuralCTError(
+            f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}) "
+            "but the potential energy needs every atom: train one with `neuralct train --selection all` on trajectories from `neuralct simulate --constraints none`"
+        )
+    if md_system.system.getNumConstraints():
+        raise NeuralCTError(f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none")
+    frame = rigid_body_frame(model)
+    temperature = float(molecule["temperature_K"])
+    potential = MolecularPotential(frame, OpenMMEnergy(md_system, unit="kT", temperature=temperature))
+
+    def energy_from_potential(y: torch.Tensor, u_phys: torch.Tensor) -> torch.Tensor:
+        return u_phys + rigid_body_log_jacobian(frame, y)
+
+    def indicators(y: torch.Tensor) -> dict[str, np.ndarray]:
+        return basin_indicators(topology, frame.from_internal(y).detach().cpu().numpy())
+
+    description = {"system": md_system.name, "atoms": topology.n_atoms, "temperature_K": temperature, "dimension": frame.dim}
+    return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, frame=frame)
+
+
+def build_kernels(method: str, model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings):
+    """Kernels of ``method`` and the potential they sample (latent ``U(u)`` or physical ``U_phys``)."""
+    if method == "hmc":
+        potential = target.potential
+    else:
+        potential = LatentPotential(model, target.potential)
+    hmc = lambda steps: HamiltonianMonteCarlo(potential, settings.step_size, steps, settings.target_acceptance)  # noqa: E731
+    kernels = {
+        "hmc": lambda: [hmc(settings.leapfrog_steps)],
+        "latent-hmc": lambda: [hmc(settings.leapfrog_steps)],
+        "independence": lambda: [IndependenceMetropolis(potential)],
+        "mixed": lambda: [IndependenceMetropolis(potential), hmc(settings.leapfrog_steps)],
+    }[method]()
+    return kernels, potential
+
+
+def _to_physical(method: str, model: NeuralCanonicalTransformation, positions: torch.Tensor, energies: torch.Tensor):
+    """Sampled points and potentials to physical configurations and ``U_phys`` (batch, n), (batch,)."""
+    if method == "hmc":
+        return positions, energies
+    with torch.no_grad():
+        q, log_det = model.configuration_from_latent(positions)
+    return q, energies + log_det
+
+
+def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator, chunk: int = 256) -> dict[str, float]:
+    """Kish's ESS of the flow's importance weights ``w = exp(-U_phys(g(u))) |det dg/du| / N(u)`` for ``u ~ N(0, I)``."""
+    latent = LatentPotential(model, target.potential)
+    log_weights = []
+    for start in range(0, n, chunk):
+        u = torch.randn(min(chunk, n - start), model.dim, generator=generator, dtype=model.masses.dtype)
+        with torch.no_grad():
+            energy = latent(u)
+        log_weights.append((-energy + 0.5 * (u**2).sum(-1)).cpu())
+    log_weights = torch.cat(log_weights).numpy()
+    ess = kish_effective_sample_size(log_weights)
+    return {"kish_ess": ess, "kish_ess_fraction": ess / n, "flow_samples": n, "nonfinite_weights": int((~np.isfinite(log_weights)).sum())}
+
+
+def run_sampling(
+    model: NeuralCanonicalTransformation,
+    target: SamplingTarget,
+    settings: SamplingSettings,
+    folder: Path,
+    seed: int = 0,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run the chains, checkpointing into ``folder``, and write samples, plots and summary.json.
+
+    Chains start at the model's mean training configuration (mapped to the latent space for the
+    latent methods). A run found in ``folder/checkpoint.pt`` (``resume``) continues where it
+    stopped; the result is the same as an uninterrupted run.
+
+    Returns
+    -------
+    dict
+        The summary written to ``folder/summary.json``.
+    """
+    from tqdm import tqdm
+
+    dtype = model.masses.dtype
+    kernels, potential = build_kernels(settings.method, model, target, settings)
+    generator = torch.Generator().manual_seed(seed)
+    checkpoint_path = folder / CHECKPOINT_FILE
+    start_q = model.position_offset.expand(settings.chains, model.dim).clone()
+    if resume and checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        state = ChainState(saved["position"], saved["energy"], saved["gradient"])
+        generator.set_state(saved["generator"])
+        for kernel, kernel_state in zip(kernels, saved["kernels"]):
+            kernel.load_state_dict(kernel_state)
+        done, positions, energies = saved["iteration"], list(saved["positions"]), list(saved["energies"])
+        wall, cpu, start_evaluations = saved["wall_seconds"], saved["cpu_seconds"], saved["start_evaluations"]
+    else:
+        start = start_q if settings.method == "hmc" else LatentPotential(model, target.potential).to_latent(start_q).detach()
+        state = ChainState.start(potential, start)
+        if not bool(torch.isfinite(state.energy).all()):
+            raise NeuralCTError("the potential energy is not finite at the model's mean configuration; the model does not match the system")
+        done, positions, energies, wall, cpu, start_evaluations = 0, [], [], 0.0, 0.0, settings.chains
+    total = settings.warmup + settings.samples
+    wall_start, cpu_start = time.perf_counter(), time.process_time()
+
+    def save_checkpoint() -> None:
+        atomic_torch_save(
+            {
+                "iteration": done,
+                "position": state.position, "energy": state.energy, "gradient": state.gradient,
+                "generator": generator.get_state(),
+                "kernels": [kernel.state_dict() for kernel in kernels],
+                "positions": torch.stack(positions) if positions else torch.zeros(0, settings.chains, model.dim, dtype=dtype),
+                "energies": torch.stack(energies) if energies else torch.zeros(0, settings.chains, dtype=dtype),
+                "wall_seconds": wall + time.perf_counter() - wall_start,
+                "cpu_seconds": cpu + time.process_time() - cpu_start,
+                "start_evaluations": start_evaluations,
+            },
+            checkpoint_path,
+        )
+
+    with tqdm(total=total, initial=done, desc=f"sample {settings.method}", unit="iteration", disable=not settings.progress, mininterval=0.5) as bar:
+        while done < total:
+            warming = done < settings.warmup
+            state = iterate(kernels, state, generator, adapt=warming)
+            done += 1
+            if done == settings.warmup:
+                for kernel in kernels:
+                    if isinstance(kernel, HamiltonianMonteCarlo):
+                        kernel.freeze()
+            if not warming:
+                positions.append(state.position)
+                energies.append(state.energy)
+            if done % settings.checkpoint_every == 0 or done == total:
+                save_checkpoint()
+            bar.update(1)
+    wall += time.perf_counter() - wall_start
+    cpu += time.process_time() - cpu_start
+    return _report(model, target, settings, kernels, torch.stack(positions), torch.stack(energies), folder, wall, cpu, start_evaluations, generator)
+
+
+def _report(model, target, settings, kernels, positions, energies, folder, wall, cpu, start_evaluations, generator) -> dict[str, Any]:
+    """Write the samples, basin populations, plots and summary.json; return the summary."""
+    n_samples, n_chains, dim = positions.shape
+    q, u_phys = _to_physical(settings.method, model, positions.reshape(-1, dim), energies.reshape(-1))
+    beta_energy = target.energy_from_potential(q, u_phys).detach().reshape(n_samples, n_chains).cpu().numpy()
+    indicators = {name: value.reshape(n_samples, n_chains) for name, value in target.indicators(q).items()}
+    evaluations = sum(kernel.statistics.evaluations for kernel in kernels)
+    warmup_evaluations = sum(kernel.statistics.warmup_evaluations for kernel in kernels) + start_evaluations
+    summary: dict[str, Any] = {
+        "target": target.description,
+        "settings": {key: value for key, value in asdict(settings).items() if key not in ("progress", "checkpoint_every")},
+        "kernels": {kernel.name: kernel.statistics.as_dict() for kernel in kernels},
+        "step_size": {kernel.name: kernel.step_size for kernel in kernels if isinstance(kernel, HamiltonianMonteCarlo)},
+        "energy_evaluations": evaluations,
+        "warmup_energy_evaluations": warmup_evaluations,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "samples_order": "iteration-major arrays (samples, chains, ...); trajectory frames chain by chain",
+        "potential_energy_kT": observable_efficiency(beta_energy, evaluations, cpu),
+        "indicators": {name: observable_efficiency(value, evaluations, cpu) for name, value in indicators.items()},
+        "ess_per_evaluation_note": "ESS over all chains divided by the energy-and-gradient evaluations of the sampling phase (warm-up excluded)",
+    }
+    if model.flow.acts_on_configuration and settings.kish_samples:
+        summary["flow_importance_weights"] = _kish(model, target, settings.kish_samples, generator)
+    q_array = q.detach().reshape(n_samples, n_chains, dim).cpu().numpy()
+    if target.kind == "molecule":
+        _write_molecular_outputs(target, q_array, indicators, summary, folder)
+    else:
+        np.savez(folder / "samples.npz", q=q_array, potential_energy_kT=beta_energy)
+        summary["samples_file"] = "samples.npz (q: samples x chains x n, potential_energy_kT: samples x chains)"
+    write_json(folder / "summary.json", summary)
+    return summary
+
+
+def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, indicators: dict, summary: dict, folder: Path) -> None:
+    """``samples.nc`` + ``topology.pdb`` (MDTraj and MDAnalysis read them), the phi/psi histogram and populations."""
+    import mdtraj
+
+    from ..analysis.plots import plot_fes
+    from ..md.netcdf import NetCDFFrames, write_netcdf
+    from ..md.simulate import write_topology
+
+    n_samples, n_chains, dim = q.shape
+    chain_major = torch.as_tensor(q.transpose(1, 0, 2).reshape(-1, dim))
+    frames = target.frame.from_internal(chain_major).numpy()
+    write_topology(target.md_system, folder)
+    write_netcdf(
+        folder / "samples.nc",
+        NetCDFFrames(frames, None, np.arange(len(frames), dtype=np.float64), {"neuralct_content": f"samples of {n_chains} chains, {n_samples} each, chain by chain; time is the sample index"}),
+    )
+    topology = mdtraj.Topology.from_openmm(target.md_system.topology)
+    edges = np.linspace(-180.0, 180.0, 37)
+    histograms = {}
+    for label, phi, psi in ramachandran_angles(topology, frames):
+        histograms[label], _, _ = np.histogram2d(np.degrees(phi), np.degrees(psi), bins=[edges, edges])
+        plot_fes(np.degrees(phi), np.degrees(psi), folder / f"phi_psi_free_energy_{label.replace(':', '_')}.png", labels=(rf"$\phi$ {label} (degrees)", rf"$\psi$ {label} (degrees)"))
+    if histograms:
+        np.savez(folder / "phi_psi_histogram.npz", edges_deg=edges, **histograms)
+    summary["populations"] = {
+        name: {"population": figures["mean"], "standard_error": figures["standard_error"]} for name, figures in summary["indicators"].items()
+    }
+    summary["trajectory"] = "samples.nc (AMBER NetCDF, positions in the reference frame) with topology.pdb"

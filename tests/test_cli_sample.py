@@ -1,0 +1,141 @@
+"""``neuralct sample`` on the command line: toy and molecular models, resume, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from neuralct.cli import main
+
+SAMPLE = ["--chains", "6", "--samples", "30", "--warmup", "10", "--leapfrog-steps", "3", "--kish-samples", "50", "--no-progress"]
+
+
+def snapshot(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("toy")
+    assert main(["train", "--toy", "curved-double-well", "--steps", "30", "--batch-size", "64", "--samples", "1000", "--dtype", "float64",
+                 "--hidden", "16", "--couplings", "2", "--no-progress", "--output", str(folder)]) == 0
+    return folder / "model.pt"
+
+
+@pytest.mark.parametrize("method", ["latent-hmc", "hmc", "independence", "mixed"])
+def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
+    out = tmp_path / method
+    assert main(["sample", str(toy_model), "--method", method, *SAMPLE, "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["name"] == "curved-double-well"
+    samples = np.load(out / "samples.npz")
+    assert samples["q"].shape == (30, 6, 2) and np.isfinite(samples["q"]).all()
+    kernels = summary["kernels"]
+    assert set(kernels) == {"hmc", "independence"} if method == "mixed" else len(kernels) == 1
+    assert summary["energy_evaluations"] == sum(k["energy_evaluations"] for k in kernels.values()) > 0
+    for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
+        assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error"} <= set(figures)
+    assert 0 < summary["flow_importance_weights"]["kish_ess"] <= 50
+    # The toy's potential energy of the recorded samples is the analytic one.
+    from neuralct.toys import CurvedDoubleWell
+    import torch
+
+    q = torch.as_tensor(samples["q"].reshape(-1, 2))
+    assert np.allclose(CurvedDoubleWell().potential(q).numpy(), samples["potential_energy_kT"].reshape(-1), atol=1e-8)
+
+
+def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkeypatch, capsys):
+    args = ["sample", str(toy_model), "--method", "mixed", *SAMPLE, "--checkpoint-every", "7"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    import neuralct.sampling.run as sampling_run
+
+    calls = {"n": 0}
+    original = sampling_run.iterate
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(sampling_run, "iterate", interrupted)
+    assert main([*args, "--output", str(tmp_path / "split")]) == 130
+    assert not (tmp_path / "split" / "summary.json").exists()
+    import torch
+
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["iteration"] == 21
+    resumed = {"n": 0}
+
+    def counted(*a, **k):
+        resumed["n"] += 1
+        return original(*a, **k)
+
+    monkeypatch.setattr(sampling_run, "iterate", counted)
+    assert main([*args, "--output", str(tmp_path / "split")]) == 0
+    assert resumed["n"] == 40 - 21, "the rerun continues from the checkpoint"
+    whole, split = np.load(tmp_path / "whole" / "samples.npz"), np.load(tmp_path / "split" / "samples.npz")
+    assert np.array_equal(whole["q"], split["q"])
+    capsys.readouterr()
+    # Another run's folder: refused with one line, nothing changed.
+    before = snapshot(tmp_path / "whole")
+    assert main(["sample", str(toy_model), "--method", "hmc", *SAMPLE, "--output", str(tmp_path / "whole")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err
+    assert snapshot(tmp_path / "whole") == before
+
+
+def test_toy_model_with_a_system_is_refused(toy_model, tmp_path, capsys):
+    assert main(["sample", str(toy_model), "alanine-dipeptide", *SAMPLE, "--output", str(tmp_path / "x")]) == 2
+    assert "leave SYSTEM out" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.fixture(scope="module")
+def alanine_models(tmp_path_factory):
+    """A short unconstrained alanine dipeptide trajectory and two tiny models: heavy atoms and all atoms."""
+    folder = tmp_path_factory.mktemp("alanine")
+    md = folder / "md"
+    assert main(["simulate", "alanine-dipeptide", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.02", "--report-ps", "0.2",
+                 "--replicas", "2", "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
+    paths = sorted(str(p) for p in md.glob("replica-*.nc"))
+    models = {}
+    for selection in ("heavy", "all"):
+        out = folder / selection
+        assert main(["train", *paths, "--selection", selection, "--steps", "10", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
+                     "--no-progress", "--output", str(out)]) == 0
+        models[selection] = out / "model.pt"
+    return models
+
+
+def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
+    import MDAnalysis
+    import mdtraj
+
+    out = tmp_path / "sample"
+    assert main(["sample", str(alanine_models["all"]), "alanine-dipeptide", "--chains", "3", "--samples", "4", "--warmup", "3",
+                 "--leapfrog-steps", "2", "--step-size", "0.01", "--kish-samples", "10", "--no-progress", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))
+    assert traj.n_frames == 12 and traj.n_atoms == 22
+    universe = MDAnalysis.Universe(str(out / "topology.pdb"), str(out / "samples.nc"))
+    assert len(universe.trajectory) == 12
+    from neuralct.analysis.states import STATE_NAMES
+
+    populations = summary["populations"]
+    (label,) = {name.rsplit("(", 1)[1].rstrip(")") for name in populations}  # one residue with phi and psi: ALA
+    assert "ALA" in label and f"phi > 0 ({label})" in populations and f"psi in (-120, 50) deg ({label})" in populations
+    assert sum(populations[f"{name} ({label})"]["population"] for name in STATE_NAMES) <= 1 + 1e-9
+    assert list(out.glob("phi_psi_free_energy_*.png")) and (out / "phi_psi_histogram.npz").exists()
+    assert summary["target"]["atoms"] == 22
+
+
+@pytest.mark.parametrize(
+    "which,system,message",
+    [("heavy", "alanine-dipeptide", "--selection all"), ("all", "harmonic-chain", "trained on a system of 22"), ("all", None, "needs the SYSTEM")],
+)
+def test_molecular_bad_input_is_one_line(alanine_models, tmp_path, capsys, which, system, message):
+    args = ["sample", str(alanine_models[which])] + ([system] if system else []) + [*SAMPLE, "--output", str(tmp_path / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,182 @@
+"""Latent HMC and independence moves are exact whatever the flow: checked on toys with a deliberately poor flow."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from neuralct.fit import fit_toy
+from neuralct.sampling import (
+    ChainState,
+    HamiltonianMonteCarlo,
+    IndependenceMetropolis,
+    LatentPotential,
+    ToyPotential,
+    iterate,
+    sample_chains,
+    warm_up,
+)
+from neuralct.sampling.diagnostics import mean_standard_error
+from neuralct.toys import CurvedDoubleWell, HarmonicChain
+from neuralct.training import TrainingSettings
+
+ARCHITECTURE = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 16, "depth": 2}]
+
+
+def poor_model(system, steps=40, seed=0):
+    """A flow trained far too briefly: visibly not the Boltzmann distribution."""
+    settings = TrainingSettings(steps=steps, batch_size=128, progress=False, validate_every=1000, checkpoint_every=1000)
+    model, _ = fit_toy(system, "ml", ARCHITECTURE, settings, samples=1000, validation_fraction=0.0, dtype="float64", device="cpu", seed=seed)
+    with torch.no_grad():  # move the couplings off the identity so every log-det term is exercised
+        generator = torch.Generator().manual_seed(seed)
+        for parameter in model.flow.layers[1].parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+@pytest.fixture(scope="module")
+def double_well():
+    torch.set_default_dtype(torch.float64)
+    system = CurvedDoubleWell()
+    return system, poor_model(system)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    torch.set_default_dtype(torch.float64)
+    system = HarmonicChain(6, masses=[1.0, 2.0, 1.0, 3.0, 1.0, 0.5])
+    return system, poor_model(system)
+
+
+def kernels_for(method, potential):
+    if method == "latent-hmc":
+        return [HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=5)]
+    if method == "independence":
+        return [IndependenceMetropolis(potential)]
+    return [IndependenceMetropolis(potential), HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=3)]
+
+
+@pytest.mark.parametrize("toy", ["double_well", "chain"])
+def test_every_log_det_term_is_the_slogdet_of_the_autograd_jacobian(toy, request):
+    system, model = request.getfixturevalue(toy)
+    u = torch.randn(5, system.dim)
+    q, log_det = model.configuration_from_latent(u)
+    back, log_det_forward = model.configuration_to_latent(q)
+    assert torch.allclose(back, u, atol=1e-10, rtol=0)
+    assert torch.allclose(log_det, -log_det_forward, atol=1e-10)
+    for row in range(len(u)):
+        jacobian = torch.autograd.functional.jacobian(lambda v: model.configuration_from_latent(v[None])[0][0], u[row])
+        assert abs(log_det[row] - torch.linalg.slogdet(jacobian)[1]) < 1e-10
+    # Each layer's own term: the flow's configuration map and the frequency layer.
+    for layer in model.flow.layers:
+        Q = torch.randn(3, system.dim)
+        image, layer_log_det = layer.configuration_inverse(Q)
+        for row in range(3):
+            jacobian = torch.autograd.functional.jacobian(lambda v: layer.configuration_inverse(v[None])[0][0], Q[row])
+            assert abs(layer_log_det[row] - torch.linalg.slogdet(jacobian)[1]) < 1e-10
+    frequency_layer = model.prior.frequency_layer
+    z = torch.randn(2 * system.dim)
+    jacobian = torch.autograd.functional.jacobian(lambda v: frequency_layer.inverse(v[None])[0][0], z)
+    assert abs(frequency_layer.inverse(z[None])[1][0] - torch.linalg.slogdet(jacobian)[1]) < 1e-10
+
+
+def test_the_poor_flow_is_poor(double_well):
+    """Otherwise the exactness tests below prove nothing about the Metropolis correction."""
+    system, model = double_well
+    with torch.no_grad():
+        q, _ = model.configuration_from_latent(torch.randn(20000, 2, generator=torch.Generator().manual_seed(0)))
+    x_grid, x_cdf = system.x_cdf()
+    assert stats.kstest(q[:, 0].numpy(), lambda v: np.interp(v, x_grid, x_cdf)).pvalue < 1e-6
+    assert abs((q[:, 0] > 0).double().mean().item() - system.population_positive_x()) > 0.03
+
+
+def _flow_potential(u):
+    """The flow's own density in latent space, N(0, I): a wrong target (negative control)."""
+    return 0.5 * (u**2).sum(-1)
+
+
+def _exact_then_kernel(system, model, method, n_chains, iterations, seed, wrong_target=False):
+    """Adapt on exact samples, then apply the frozen kernel ``iterations`` times to fresh exact samples."""
+    potential = _flow_potential if wrong_target else LatentPotential(model, ToyPotential(system))
+    kernels = kernels_for(method, potential)
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.as_tensor(system.sample(n_chains, seed=seed)[0])
+    with torch.no_grad():
+        u = LatentPotential(model, ToyPotential(system)).to_latent(start)
+    warm_up(kernels, ChainState.start(potential, u[:512]), 30, generator)
+    state = ChainState.start(potential, u)
+    for _ in range(iterations):
+        state = iterate(kernels, state, generator)
+    with torch.no_grad():
+        q, _ = model.configuration_from_latent(state.position)
+    return start.numpy(), q.numpy(), kernels
+
+
+@pytest.mark.parametrize("method", ["latent-hmc", "independence", "mixed"])
+def test_kernel_leaves_the_double_well_boltzmann_distribution_invariant(double_well, method):
+    """Independent chains from exact samples stay exact: KS of x and y, basin population (4 sigma)."""
+    system, model = double_well
+    _, q, kernels = _exact_then_kernel(system, model, method, 20000, 3, seed=1)
+    x_grid, x_cdf = system.x_cdf()
+    assert stats.kstest(q[:, 0], lambda v: np.interp(v, x_grid, x_cdf)).pvalue > 1e-3
+    population = (q[:, 0] > 0).mean()
+    exact = system.population_positive_x()
+    assert abs(population - exact) < 4 * math.sqrt(exact * (1 - exact) / len(q))
+    moments = system.moments()
+    assert abs(q[:, 1].mean() - moments["mean_y"]) < 4 * math.sqrt(moments["var_y"] / len(q))
+    assert all(kernel.statistics.accepted > 0.05 * kernel.statistics.proposals for kernel in kernels), "the chains must move"
+
+
+@pytest.mark.parametrize("method", ["latent-hmc", "independence"])
+def test_detailed_balance_on_binned_pairs(double_well, method):
+    """x ~ pi, x' ~ K(x, .): detailed balance makes the joint law of (x, x') symmetric (Bowker's test),
+    and the same kernel aimed at the flow's density instead of Boltzmann visibly breaks it."""
+    system, model = double_well
+
+    def bowker_pvalue(wrong_target):
+        start, end, _ = _exact_then_kernel(system, model, method, 20000, 1, seed=2, wrong_target=wrong_target)
+        edges = np.quantile(start[:, 0], np.linspace(0, 1, 7)[1:-1])
+        counts = np.zeros((6, 6))
+        np.add.at(counts, (np.digitize(start[:, 0], edges), np.digitize(end[:, 0], edges)), 1)
+        upper = np.triu_indices(6, 1)
+        total = counts[upper] + counts.T[upper]
+        used = total > 0
+        statistic = ((counts[upper] - counts.T[upper])[used] ** 2 / total[used]).sum()
+        return stats.chi2.sf(statistic, used.sum())
+
+    assert bowker_pvalue(False) > 1e-3
+    assert bowker_pvalue(True) < 1e-6
+
+
+@pytest.mark.parametrize("method", ["latent-hmc", "independence"])
+def test_harmonic_chain_normal_modes_stay_exact(chain, method):
+    """Every normal-mode coordinate of the chain stays N(0, 1/w^2) after the kernel (KS and variance)."""
+    system, model = chain
+    _, q, _ = _exact_then_kernel(system, model, method, 20000, 3, seed=3)
+    eigenvalues, vectors = system._normal_modes()
+    modes = (q * np.sqrt(system.masses)) @ vectors * np.sqrt(eigenvalues)
+    for k in range(system.dim):
+        assert stats.kstest(modes[:, k], "norm").pvalue > 1e-4
+        assert abs(modes[:, k].var() - 1.0) < 4 * math.sqrt(2.0 / len(modes))
+
+
+@pytest.mark.parametrize("method", [pytest.param("latent-hmc", marks=pytest.mark.slow), "independence", pytest.param("mixed", marks=pytest.mark.slow)])
+def test_chains_from_the_flow_converge_to_the_double_well_populations(double_well, method):
+    """From the flow's own (wrong) distribution the chains reach the exact basin population and moments."""
+    system, model = double_well
+    potential = LatentPotential(model, ToyPotential(system))
+    kernels = kernels_for(method, potential)
+    generator = torch.Generator().manual_seed(4)
+    start = ChainState.start(potential, torch.randn(256, 2, generator=generator))
+    _, u = sample_chains(kernels, start, 60, 200, generator)
+    with torch.no_grad():
+        q, _ = model.configuration_from_latent(u.reshape(-1, 2))
+    q = q.reshape(u.shape).numpy()
+    basin = (q[..., 0] > 0).astype(float)
+    exact = system.population_positive_x()
+    assert abs(basin.mean() - exact) < 4 * mean_standard_error(basin) + 0.005, (basin.mean(), exact, mean_standard_error(basin))
+    moments = system.moments()
+    assert abs(q[..., 0].mean() - moments["mean_x"]) < 4 * mean_standard_error(q[..., 0]) + 0.01
+    assert abs(q[..., 0].var() / moments["var_x"] - 1) < 0.1

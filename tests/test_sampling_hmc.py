@@ -1,0 +1,102 @@
+"""The HMC kernel's mechanics: exact on a Gaussian, step size frozen after warm-up, non-finite energies rejected and counted."""
+
+import math
+
+import numpy as np
+import torch
+from scipy import stats
+
+from neuralct.sampling import ChainState, HamiltonianMonteCarlo, iterate, sample_chains, warm_up
+from neuralct.sampling.diagnostics import effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size
+
+PRECISIONS = torch.tensor([1.0, 25.0, 0.25])
+
+
+def gaussian(x):
+    return 0.5 * (PRECISIONS * x**2).sum(-1)
+
+
+def test_plain_hmc_keeps_an_anisotropic_gaussian_exact():
+    kernel = HamiltonianMonteCarlo(gaussian, step_size=0.1, leapfrog_steps=6)
+    generator = torch.Generator().manual_seed(0)
+    exact = lambda n: torch.randn(n, 3, generator=generator) / PRECISIONS.sqrt()  # noqa: E731
+    warm_up([kernel], ChainState.start(gaussian, exact(256)), 40, generator)
+    state = ChainState.start(gaussian, exact(20000))
+    for _ in range(3):
+        state = iterate([kernel], state, generator)
+    standardised = (state.position * PRECISIONS.sqrt()).numpy()
+    for k in range(3):
+        assert stats.kstest(standardised[:, k], "norm").pvalue > 1e-3
+    assert kernel.statistics.accepted > 0.4 * kernel.statistics.proposals, "the chains must move"
+
+
+def test_step_size_adapts_in_warm_up_only():
+    kernel = HamiltonianMonteCarlo(gaussian, step_size=1.0, leapfrog_steps=4, target_acceptance=0.7)
+    generator = torch.Generator().manual_seed(1)
+    state = ChainState.start(gaussian, torch.randn(64, 3, generator=generator))
+    state = warm_up([kernel], state, 100, generator)
+    frozen = kernel.step_size
+    assert frozen < 0.5, "a step of 1 is unstable for precision 25: adaptation must shrink it"
+    assert kernel.statistics.proposals == 0 and kernel.statistics.warmup_evaluations == 100 * 64 * 4
+    for _ in range(20):
+        state = iterate([kernel], state, generator)
+    assert kernel.step_size == frozen
+    # Near the stability limit (step 0.4) the acceptance is a steep function of the step, so the
+    # frozen average step lands above the target acceptance, not on it.
+    assert frozen < 0.4 and 0.6 < kernel.statistics.accepted / kernel.statistics.proposals < 0.99
+    assert kernel.statistics.evaluations == 20 * 64 * 4
+
+
+def test_nonfinite_energy_along_a_trajectory_is_a_counted_rejection():
+    """A hard wall (U = inf beyond x = 1) and a NaN region: proposals crossing them are rejected, never a crash."""
+
+    def walled(x):
+        energy = 0.5 * (x**2).sum(-1)
+        energy = torch.where(x[:, 0] > 1.0, torch.full_like(energy, torch.inf), energy)
+        return torch.where(x[:, 0] < -1.5, torch.full_like(energy, torch.nan), energy)
+
+    kernel = HamiltonianMonteCarlo(walled, step_size=0.5, leapfrog_steps=5)
+    kernel.freeze()
+    generator = torch.Generator().manual_seed(2)
+    state = ChainState.start(walled, 0.5 * torch.rand(128, 2, generator=generator))
+    for _ in range(20):
+        state = iterate([kernel], state, generator)
+    assert kernel.statistics.nonfinite > 0
+    assert torch.isfinite(state.energy).all()
+    assert ((state.position[:, 0] <= 1.0) & (state.position[:, 0] >= -1.5)).all()
+    # Chains that stopped early cost fewer evaluations than full trajectories.
+    assert kernel.statistics.evaluations < 20 * 128 * 5
+
+
+def test_autocorrelation_time_of_an_ar1_process():
+    rho = 0.8
+    rng = np.random.default_rng(3)
+    series = np.zeros((20000, 8))
+    for t in range(1, len(series)):
+        series[t] = rho * series[t - 1] + math.sqrt(1 - rho**2) * rng.standard_normal(8)
+    exact = (1 + rho) / (1 - rho)
+    assert abs(integrated_autocorrelation_time(series) / exact - 1) < 0.1
+    assert abs(effective_sample_size(series) / (series.size / exact) - 1) < 0.1
+    assert abs(integrated_autocorrelation_time(rng.standard_normal((5000, 4))) - 1) < 0.1
+
+
+def test_kish_effective_sample_size():
+    assert kish_effective_sample_size(np.zeros(50)) == 50
+    assert abs(kish_effective_sample_size(np.array([0.0, -np.inf, -1000.0])) - 1) < 1e-12
+    assert abs(kish_effective_sample_size(np.log([1.0, 3.0])) - 16 / 10) < 1e-12
+
+
+def test_chains_are_independent_rows():
+    """One chain's trajectory does not depend on the other chains in the batch."""
+    kernel = HamiltonianMonteCarlo(gaussian, step_size=0.2, leapfrog_steps=3, jitter=0.0)
+    kernel.freeze()
+    start = torch.randn(4, 3)
+    _, together = sample_chains([kernel], ChainState.start(gaussian, start), 0, 1, torch.Generator().manual_seed(5))
+    assert together.shape == (1, 4, 3)
+
+
+def test_chains_stuck_in_different_basins_have_a_long_autocorrelation_time():
+    """Half the chains at 0, half at 1, each with small noise: no chain mixes, so tau must be of the run's length."""
+    rng = np.random.default_rng(4)
+    series = np.repeat([[0.0, 1.0] * 4], 2000, axis=0) + 0.01 * rng.standard_normal((2000, 8))
+    assert integrated_autocorrelation_time(series) > 200
