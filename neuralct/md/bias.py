@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import NeuralCTError
 from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
+from .simulate import check_whole_steps
 
 __all__ = ["BiasSettings", "run_metadynamics", "count_transitions", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
 
@@ -94,9 +95,7 @@ class BiasSettings:
         if not self.bias_factor > 1:
             raise NeuralCTError(f"--bias-factor must be > 1, got {self.bias_factor}")
         for name in ("report_ps", "pace_ps"):
-            ratio = getattr(self, name) * 1000.0 / (self.timestep_fs * self.bias_every)
-            if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-                raise NeuralCTError(f"--{name.replace('_', '-')} {getattr(self, name)} is not a whole number of {self.bias_every} x {self.timestep_fs} fs bias steps")
+            check_whole_steps(name, getattr(self, name), self.timestep_fs * self.bias_every, f"{self.bias_every} x {self.timestep_fs} fs bias ")
         if self.n_reports < 1:
             raise NeuralCTError(f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)")
 
@@ -349,11 +348,11 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
 def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
     """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
     from .netcdf import NetCDFFrames, write_netcdf
-    from .simulate import _write_topology
+    from .simulate import write_topology
 
     attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1, "neuralct_report_ps": float(settings.report_ps)}
     write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes))
-    _write_topology(md_system, folder)
+    write_topology(md_system, folder)
 
 
 def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:

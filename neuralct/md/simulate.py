@@ -44,13 +44,29 @@ from .netcdf import NetCDFFrames, read_netcdf, write_netcdf
 from .platform import available_platforms, fastest_platform, make_context
 from .systems import MDSystem
 
-__all__ = ["SimulationSettings", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature", "degrees_of_freedom", "write_topology"]
+__all__ = [
+    "SimulationSettings", "check_whole_steps", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature",
+    "degrees_of_freedom", "write_topology",
+]
 
 #: Per-frame kinetic temperature (K) from the mean kinetic energy of the two half-step velocities.
 _T_KEY = "kinetic_temperature"
 
 #: Settings that must match for a run to resume from a checkpoint.
 _RESUME_KEYS = ("temperature", "length_ns", "timestep_fs", "friction_per_ps", "report_ps", "equilibration_ps", "seed")
+
+
+def check_whole_steps(option: str, interval_ps: float, step_fs: float, label: str = "") -> None:
+    """Refuse an interval (``--option`` in ps) that is not a whole, positive number of time steps of ``step_fs`` fs.
+
+    Raises
+    ------
+    NeuralCTError
+        Naming the option, its value and the step.
+    """
+    ratio = interval_ps * 1000.0 / step_fs
+    if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
+        raise NeuralCTError(f"--{option.replace('_', '-')} {interval_ps} is not a whole number of {label or f'{step_fs} fs '}steps")
 
 
 @dataclass
@@ -101,9 +117,7 @@ class SimulationSettings:
             raise NeuralCTError(f"--equilibration-ps must be >= 0, got {self.equilibration_ps}")
         if self.threads is not None and self.threads < 1:
             raise NeuralCTError(f"--threads must be >= 1, got {self.threads}")
-        ratio = self.report_ps * 1000.0 / self.timestep_fs
-        if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-            raise NeuralCTError(f"--report-ps {self.report_ps} is not a whole number of {self.timestep_fs} fs steps")
+        check_whole_steps("report_ps", self.report_ps, self.timestep_fs)
         if self.n_frames < 1:
             raise NeuralCTError(f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)")
 
