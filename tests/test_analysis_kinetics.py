@@ -1,11 +1,13 @@
 """Kinetic scores against processes with known spectra."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 from neuralct.analysis.kinetics import compare_vamp2, implied_timescales, msm_implied_timescale, split_blocks, tica_spectrum, vamp2_blocks
+from neuralct.analysis.report import cv_quality_report
 from neuralct.errors import NeuralCTError
 
 SLOW, OSCILLATING, MODERATE = 0.9, -0.6, 0.3
@@ -64,6 +66,33 @@ def test_compare_vamp2_pairs_blocks_and_reports_tica(mixed):
     assert two["tica_slowest_components"] == [0, 2]
     assert two["tica_slowest"]["mean"] == pytest.approx(SLOW**2 + MODERATE**2, abs=0.03)
     assert abs(two["difference_slowest"]["mean"]) < 4 * two["difference_slowest"]["standard_error"] + 0.005
+
+
+def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(mixed):
+    """What ``neuralct analyze`` writes: TICA's second component is the oscillation; CVs = (slow, moderate) processes."""
+    cvs = [x @ ROTATION[:, [0, 2]] for x in mixed]
+    no_angles = [np.zeros((len(x), 0)) for x in mixed]
+    fit = [(0, 0, 20000), (1, 0, 20000)]
+    scored = [(t, a, a + 5000) for t in (2, 3) for a in range(0, 20000, 5000)]
+    report = cv_quality_report(cvs, mixed, no_angles, [], fit, scored, lag=1, time_step_ps=0.5)
+    json.dumps(report)
+    tica = report["kinetics"]["tica"]
+    assert tica["eigenvalues"] == pytest.approx([SLOW, OSCILLATING, MODERATE], abs=0.02)
+    assert tica["oscillating_components"] == [2] and report["tica"]["oscillating_components"] == [2]
+    assert tica["implied_timescales_ps"][1] is None
+    learned = report["kinetics"]["learned_cvs"]
+    assert learned["oscillating_components"] == []
+    assert learned["implied_timescales_ps"] == pytest.approx([-0.5 / math.log(c) for c in (SLOW, MODERATE)], rel=0.1)
+    assert learned["implied_timescales_ps"][0] == pytest.approx(tica["implied_timescales_ps"][0], rel=0.05)
+    # TICA's two components score c_slow^2 + c_osc^2, the CVs c_slow^2 + c_mod^2: the paired difference tells them apart.
+    difference = report["learned_minus_tica"]
+    assert len(difference["blocks"]) == 8
+    assert abs(difference["mean"] - (MODERATE**2 - OSCILLATING**2)) < 4 * difference["standard_error"] + 0.01
+    assert difference["mean"] + 4 * difference["standard_error"] < 0
+    assert difference["blocks"] == pytest.approx(np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"]))
+    no_time = cv_quality_report(cvs, mixed, no_angles, [], fit, scored[:1], lag=1)
+    assert no_time["kinetics"]["tica"]["implied_timescales_frames"][0] == pytest.approx(-1 / math.log(SLOW), rel=0.1)
+    assert no_time["learned_cvs"]["vamp2_standard_error"] is None and no_time["learned_minus_tica"]["standard_error"] is None
 
 
 def test_blocks_shorter_than_ten_lags_are_refused():

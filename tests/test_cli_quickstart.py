@@ -17,6 +17,15 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
     assert (out / "model" / "model.pt").exists() and len(summary["trajectories"]) == 3
     assert summary["frequencies_slowest"] == sorted(summary["frequencies_slowest"])
     assert "mutual information with psi" in printed
+    # The comparison with TICA: block error bars, TICA's spectrum with its oscillations flagged, timescales side by side.
+    assert summary["lag_ps"] == 1.0 and summary["vamp2_scored_segments"] == 4
+    assert summary["vamp2_learned_standard_error"] > 0 and summary["vamp2_tica_standard_error"] > 0
+    assert summary["vamp2_learned_minus_tica"]["standard_error"] > 0
+    tica = summary["kinetics"]["tica"]
+    assert tica["oscillating_components"] == [k + 1 for k, v in enumerate(tica["eigenvalues"]) if v < 0]
+    assert all(t is None for k, t in enumerate(tica["implied_timescales_ps"]) if k + 1 in tica["oscillating_components"])
+    assert len(summary["kinetics"]["learned_cvs"]["implied_timescales_ps"]) == 6
+    assert "TICA eigenvalues at 1 ps" in printed and "paired block by block" in printed and "implied timescales (ps): learned" in printed
     # Rerunning resumes: every stage finds its outputs and nothing fails.
     assert main(["quickstart", "--replicas", "3", "--length-ns", "0.03", "--steps", "10", "--batch-size", "32",
                  "--lag-ps", "1", "--no-progress", "--output", str(out)]) == 0

@@ -120,6 +120,10 @@ def test_analyze_writes_colvar_plots_and_scores(alanine, tmp_path):
     assert summary["dependence"]["modes"] == [1, 2, 3, 4] and summary["dependence"]["dihedrals"] == ["phi A:ALA2", "psi A:ALA2"]
     for key in ("learned_cvs", "tica", "pca", "backbone_dihedrals"):
         assert "vamp2" in summary[key]
+    kinetics = summary["kinetics"]
+    assert len(kinetics["learned_cvs"]["implied_timescales_ps"]) == 4 and "implied_timescales_ps" in kinetics["tica"]
+    assert kinetics["tica"]["oscillating_components"] == [k + 1 for k, v in enumerate(kinetics["tica"]["eigenvalues"]) if v < 0]
+    assert "latent_dynamics" not in summary  # trained without --lag-ps: no relaxation times
 
 
 def test_analyze_rejects_a_model_of_another_system(alanine, tmp_path, capsys):

@@ -34,7 +34,9 @@ def test_lagged_training_ranks_modes_by_relaxation_time(trajectories, tmp_path, 
     assert model.dynamics is not None
     assert np.allclose(model.relaxation_times.detach().numpy(), times, rtol=1e-6)
     if momenta == "recorded":
-        assert main(["analyze", str(out / "model.pt"), *trajectories, "--output", str(tmp_path / "analysis")]) == 0
+        assert main(["analyze", str(out / "model.pt"), *trajectories, "--modes", "3", "--output", str(tmp_path / "analysis")]) == 0
+        analysis = json.loads((tmp_path / "analysis" / "summary.json").read_text())
+        assert analysis["latent_dynamics"]["relaxation_times_ps"] == pytest.approx(times[:3], rel=1e-6)
 
 
 def test_vamp2_term_is_recorded(trajectories, tmp_path):

@@ -23,6 +23,7 @@ __all__ = [
     "split_blocks",
     "vamp2_blocks",
     "compare_vamp2",
+    "mean_and_standard_error",
     "msm_implied_timescale",
 ]
 
@@ -92,8 +93,10 @@ def split_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, 
     return blocks
 
 
-def _mean_and_error(values: np.ndarray) -> dict:
-    error = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+def mean_and_standard_error(values: np.ndarray) -> dict:
+    """``mean``, ``standard_error`` (sample standard deviation over sqrt(n); None for one value) and ``blocks`` of per-block scores, shape (n,)."""
+    values = np.asarray(values, dtype=np.float64)
+    error = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
     return {"mean": float(values.mean()), "standard_error": error, "blocks": values.tolist()}
 
 
@@ -106,7 +109,7 @@ def vamp2_blocks(train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray
         ``mean``, ``standard_error`` (over blocks) and ``blocks`` (one score each), with
         ``vamp2`` as in :func:`neuralct.analysis.vamp.vamp2_score` (constant excluded).
     """
-    return _mean_and_error(np.array([vamp2_score(train_series, [block], lag, dim)["vamp2"] for block in blocks]))
+    return mean_and_standard_error(np.array([vamp2_score(train_series, [block], lag, dim)["vamp2"] for block in blocks]))
 
 
 def compare_vamp2(
@@ -158,10 +161,10 @@ def compare_vamp2(
     return {
         "lag_ps": lag_ps,
         "n_blocks": len(scores["learned"]),
-        **{name: _mean_and_error(values) for name, values in scores.items()},
+        **{name: mean_and_standard_error(values) for name, values in scores.items()},
         "tica_slowest_components": [int(i) for i in slowest],
-        "difference": _mean_and_error(scores["learned"] - scores["tica"]),
-        "difference_slowest": _mean_and_error(scores["learned"] - scores["tica_slowest"]),
+        "difference": mean_and_standard_error(scores["learned"] - scores["tica"]),
+        "difference_slowest": mean_and_standard_error(scores["learned"] - scores["tica_slowest"]),
         "tica_spectrum": tica_spectrum(feature_train, lag, lag_ps),
         "learned_timescales_ps": tica_spectrum(cv_train, lag, lag_ps)["implied_timescales_ps"],
     }

@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import NeuralCTError
 from .dihedrals import Dihedral, Residue, ramachandran_residues
 from .information import circular_correlation, mutual_information
+from .kinetics import mean_and_standard_error, tica_spectrum, vamp2_blocks
 from .states import STATE_NAMES, STATE_REGIONS_DEG, STATE_REGIONS_DESCRIPTION, conformational_states, state_classification_accuracy
 from .vamp import VAMP2_CONVENTION, pca_baseline, tica_baseline, vamp2_score
 
@@ -16,6 +17,8 @@ __all__ = ["Segment", "cv_quality_report", "dependence_table"]
 
 #: A contiguous piece of one trajectory: (trajectory index, first frame, end frame exclusive).
 Segment = tuple[int, int, int]
+
+OSCILLATION = "a negative eigenvalue at this lag: an oscillation (e.g. a vibration with half-period near the lag), not a slow process"
 
 MI_ESTIMATOR = (
     "nats; plug-in estimate from a 2-D histogram with equal-count bins on the CV and equal-width periodic bins "
@@ -94,16 +97,34 @@ def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[
 def _vamp2_with_error(fit_series: list[np.ndarray], unit_series: list[np.ndarray], lag: int, dim: int) -> dict:
     """VAMP-2 on all scored segments together, and on each one alone for an error bar."""
     pooled = vamp2_score(fit_series, unit_series, lag, dim)
-    per_unit = [vamp2_score(fit_series, [unit], lag, dim)["vamp2"] for unit in unit_series]
-    error = float(np.std(per_unit, ddof=1) / np.sqrt(len(per_unit))) if len(per_unit) > 1 else None
+    per_unit = vamp2_blocks(fit_series, unit_series, lag, dim)
     return {
         "vamp2": pooled["vamp2"],
         "vamp2_with_constant": pooled["vamp2_with_constant"],
-        "vamp2_per_segment": per_unit,
-        "vamp2_standard_error": error,
+        "vamp2_per_segment": per_unit["blocks"],
+        "vamp2_standard_error": per_unit["standard_error"],
         "singular_values_fit": pooled["singular_values_train"],
         "n_pairs_fit": pooled["n_pairs_train"],
         "n_pairs_scored": pooled["n_pairs_test"],
+    }
+
+
+def _spectrum(fit_series: list[np.ndarray], lag: int, time_step_ps: float | None) -> dict:
+    """:func:`~neuralct.analysis.kinetics.tica_spectrum` with components numbered from 1 and timescales in frames without time stamps.
+
+    Returns
+    -------
+    dict
+        ``eigenvalues``, ``implied_timescales_ps`` (or ``implied_timescales_frames``; None
+        where the eigenvalue is <= 0) and ``oscillating_components`` (from 1: negative eigenvalue).
+    """
+    lag_time = float(lag) if time_step_ps is None else float(lag * time_step_ps)
+    spectrum = tica_spectrum(fit_series, lag, lag_time)
+    timescales = "implied_timescales_frames" if time_step_ps is None else "implied_timescales_ps"
+    return {
+        "eigenvalues": spectrum["eigenvalues"],
+        timescales: spectrum["implied_timescales_ps"],
+        "oscillating_components": [k + 1 for k in spectrum["negative"]],
     }
 
 
@@ -134,6 +155,8 @@ def cv_quality_report(
       functions in the span of (cos, sin) of every backbone dihedral (see
       :data:`neuralct.analysis.vamp.VAMP2_CONVENTION`), on all scored segments
       together and on each alone (the spread gives the standard error).
+    - TICA's eigenvalues and implied timescales at ``lag`` (of the input features and of
+      the learned CVs), the components of negative eigenvalue flagged as oscillations.
     - Per residue with phi and psi (or those in ``residues``): the populations of
       the standard Ramachandran regions and how well two components of each method
       tell them apart (k-nearest neighbours fit on the fit segments).
@@ -172,7 +195,9 @@ def cv_quality_report(
         JSON-serialisable: ``lag_frames``, ``lag_ps``, frame and segment counts,
         ``dependence`` (the table of :func:`dependence_table`), ``best_of_two_slowest``,
         ``learned_cvs``, ``tica``, ``pca``, ``backbone_dihedrals`` (each with ``vamp2``,
-        ``vamp2_with_constant``, ``vamp2_per_segment``, ``vamp2_standard_error``),
+        ``vamp2_with_constant``, ``vamp2_per_segment``, ``vamp2_standard_error``; ``tica`` with
+        its ``eigenvalues`` and ``oscillating_components``), ``learned_minus_tica`` (paired over
+        segments), ``kinetics`` (TICA spectra and implied timescales of the features and of the CVs),
         ``states`` (per residue), ``skipped`` (part -> reason) and ``conventions``.
     """
     series = {
@@ -216,7 +241,15 @@ def cv_quality_report(
     }
     for method, (fit_series, scored_series) in components.items():
         report[method] = _vamp2_with_error(fit_series, scored_series, lag, dim=2)
+    report["learned_minus_tica"] = mean_and_standard_error(
+        np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"])
+    )
+    report["kinetics"] = {
+        "tica": _spectrum(features_fit, lag, time_step_ps),
+        "learned_cvs": _spectrum([c[:, :n_modes] for c in cvs_fit], lag, time_step_ps),
+    }
     report["tica"]["eigenvalues"] = tica["eigenvalues"]
+    report["tica"]["oscillating_components"] = [k for k in report["kinetics"]["tica"]["oscillating_components"] if k <= 2]
     report["pca"]["mass_weighted"] = pca["mass_weighted"]
 
     if dihedrals:
@@ -249,7 +282,14 @@ def cv_quality_report(
         "vamp2_standard_error is the standard deviation of vamp2_per_segment over sqrt(number of segments)",
         "mutual_information": MI_ESTIMATOR,
         "circular_correlation": "circular-linear correlation R of Mardia (1976), in [0, 1]",
-        "tica": "deeptime TICA (reversible, mean-free, unscaled) on the model's input features, 2 components",
+        "tica": "deeptime TICA (reversible, mean-free, unscaled) on the model's input features, its first 2 components "
+        "in deeptime's order (by absolute eigenvalue); oscillating_components (numbered from 1) have " + OSCILLATION,
+        "learned_minus_tica": "VAMP-2 of the learned CVs minus TICA's, segment by segment (paired: the variation the "
+        "segments share cancels); standard error over segments",
+        "kinetics": "eigenvalues of reversible TICA at the lag, fit on the fit segments, in deeptime's order (by "
+        "absolute eigenvalue): of the model's input features (tica, every component) and of the slowest learned CVs "
+        "(learned_cvs, as many as the dependence table has); implied timescale -lag / ln(eigenvalue), None where the "
+        "eigenvalue is not in (0, 1); oscillating_components (numbered from 1) have " + OSCILLATION,
         "pca": ("mass-weighted" if masses is not None else "unweighted (no masses given)")
         + " PCA of the model's input features, 2 largest-variance components",
         "backbone_dihedrals": "VAMP-2 and classification on (cos, sin) of every backbone phi and psi; classification "

@@ -165,7 +165,8 @@ def analyze_trajectories(
     Returns
     -------
     dict
-        The summary (also written to ``output/summary.json``).
+        The summary (also written to ``output/summary.json``); for a model trained with a lag
+        (latent dynamics), ``latent_dynamics`` holds its relaxation times of the analysed modes.
     """
     from ..data import load_trajectories
     from ..molecular import check_topology, internal_coordinates, project_internal
@@ -242,6 +243,13 @@ def analyze_trajectories(
         "dihedrals": [d.name for d in dihedrals],
         "residues": [r.label for r in chosen],
     }
+    if model.relaxation_times is not None:
+        summary["latent_dynamics"] = {
+            "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit).detach().cpu().double().tolist(),
+            "frictions_per_ps": (model.frictions[:n_modes] / model.time_unit).detach().cpu().double().tolist(),
+            "meaning": "the model's own latent Langevin oscillators (trained with --lag-ps), slowest mode first; "
+            "compare with kinetics.learned_cvs, the implied timescales measured on the trajectories",
+        }
     if split["scored"]:
         summary["lag_choice"] = (
             f"--lag-ps {lag_ps:g}" if lag_ps is not None

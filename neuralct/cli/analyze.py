@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "run", "timescales_line"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
             f"learned {summary['learned_cvs']['vamp2']:.3f}{spread('learned_cvs')} vs TICA "
             f"{summary['tica']['vamp2']:.3f}{spread('tica')}"
         )
+    if "kinetics" in summary:
+        print(f"  {timescales_line(summary['kinetics'])}")
+    if "latent_dynamics" in summary:
+        print(f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in summary['latent_dynamics']['relaxation_times_ps'][:2])}")
     for best in sorted(summary.get("best_of_two_slowest", []), key=lambda b: -b["mi_nats"])[:3]:
         print(f"  mutual information with {best['dihedral']}: {best['mi_nats']:.2f} nats (mode {best['mode']})")
     for part, reason in summary["skipped"].items():
@@ -94,3 +98,16 @@ def run(args: argparse.Namespace) -> int:
     if "caveat" in summary["split"]:
         print(f"  note: {summary['split']['caveat']}")
     return 0
+
+
+def timescales_line(kinetics: dict) -> str:
+    """Implied timescales of the two slowest learned CVs and TICA components; a negative eigenvalue reads "oscillation"."""
+    unit = "ps" if "implied_timescales_ps" in kinetics["tica"] else "frames"
+
+    def first_two(spectrum: dict) -> str:
+        return ", ".join(
+            "oscillation" if k + 1 in spectrum["oscillating_components"] else "n/a" if t is None else f"{t:.3g}"
+            for k, t in enumerate(spectrum[f"implied_timescales_{unit}"][:2])
+        )
+
+    return f"implied timescales ({unit}): learned {first_two(kinetics['learned_cvs'])}; TICA {first_two(kinetics['tica'])}"

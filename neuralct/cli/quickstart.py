@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..io import prepare_output_dir, write_json
+from .analyze import timescales_line
 from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
@@ -19,7 +20,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Simulate alanine dipeptide in vacuum (amber99sb-ildn, 300 K) with OpenMM, train a neural "
             "canonical transformation on all but two trajectories (one selects the kept state, one is held out "
-            "for the scores), analyze the slow modes against phi/psi and TICA, and print where the pictures are. "
+            "for the scores), analyze the slow modes against phi/psi and TICA (VAMP-2 with error bars over blocks of the held-out trajectory, "
+            "TICA's eigenvalues with the oscillating components flagged, implied timescales), and print where the pictures are. "
             "Rerunning resumes whatever step was interrupted; other options into the same --output "
             "are refused (see --overwrite)."
         ),
@@ -110,8 +112,14 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
         "validation_nll": training["validation_nll"][-1],
         "mi_psi_nats": best["psi"]["mi_nats"],
         "mi_phi_nats": best["phi"]["mi_nats"],
+        "lag_ps": analysis["lag_ps"],
+        "vamp2_scored_segments": analysis["n_scored_segments"],
         "vamp2_learned": analysis["learned_cvs"]["vamp2"],
+        "vamp2_learned_standard_error": analysis["learned_cvs"]["vamp2_standard_error"],
         "vamp2_tica": analysis["tica"]["vamp2"],
+        "vamp2_tica_standard_error": analysis["tica"]["vamp2_standard_error"],
+        "vamp2_learned_minus_tica": {key: analysis["learned_minus_tica"][key] for key in ("mean", "standard_error")},
+        "kinetics": analysis["kinetics"],
         "state_accuracy_learned": states["learned_cvs"]["accuracy"],
         "state_accuracy_tica": states["tica"]["accuracy"],
         "seconds": timings,
@@ -125,7 +133,23 @@ def _print_summary(output: Path, s: dict) -> None:
     print(f"\nneuralct quickstart finished in {sum(s['seconds'].values()):.0f} s; results in {output}")
     print(f"  slowest frequencies (rad/ps): {', '.join(f'{w:.3g}' for w in s['frequencies_slowest'])}")
     print(f"  best of the two slowest modes: mutual information with psi {s['mi_psi_nats']:.2f} nats, with phi {s['mi_phi_nats']:.2f} nats")
-    print(f"  VAMP-2 of 2 CVs on held-out data: learned {s['vamp2_learned']:.3f}, TICA {s['vamp2_tica']:.3f}")
+    error = lambda value: "" if value is None else f" +- {value:.3f}"
+    difference = s["vamp2_learned_minus_tica"]
+    print(
+        f"  VAMP-2 of 2 CVs on held-out data (lag {s['lag_ps']:g} ps, {s['vamp2_scored_segments']} blocks): "
+        f"learned {s['vamp2_learned']:.3f}{error(s['vamp2_learned_standard_error'])}, "
+        f"TICA {s['vamp2_tica']:.3f}{error(s['vamp2_tica_standard_error'])}"
+    )
+    print(f"  learned minus TICA, paired block by block: {difference['mean']:+.3f}{error(difference['standard_error'])}")
+    tica = s["kinetics"]["tica"]
+    shown = 4
+    flagged = [k for k in tica["oscillating_components"] if k <= shown]
+    flags = (
+        f" (negative, oscillations and not slow processes: components {', '.join(map(str, flagged))}; "
+        f"{len(tica['oscillating_components'])} of {len(tica['eigenvalues'])} in all)" if tica["oscillating_components"] else ""
+    )
+    print(f"  TICA eigenvalues at {s['lag_ps']:g} ps: {', '.join(f'{v:.3g}' for v in tica['eigenvalues'][:shown])}{flags}")
+    print(f"  {timescales_line(s['kinetics'])}")
     accuracy = lambda value: "n/a (too few frames per state)" if value is None else f"{value:.1%}"
     print(f"  state classification from 2 CVs: learned {accuracy(s['state_accuracy_learned'])}, TICA {accuracy(s['state_accuracy_tica'])}")
     print("  pictures:")
