@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from neuralct.md.netcdf import read_netcdf
-from neuralct.md.simulate import SimulationSettings, degrees_of_freedom, kinetic_temperature, run_simulation
+from neuralct.md.simulate import SimulationSettings, default_jobs, degrees_of_freedom, kinetic_temperature, run_simulation
 from neuralct.md.systems import build_system
 from neuralct.units import kT_kj_per_mol
 
@@ -153,3 +153,12 @@ def test_parallel_replicas_equal_sequential_ones_and_resume_after_a_kill(tmp_pat
         b = read_netcdf(tmp_path / "parallel" / f"replica-00{replica}.nc")
         assert a.positions.shape[0] == b.positions.shape[0] == 1000
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "replicas, cores, jobs",
+    [(1, 2, 1), (2, 2, 2), (3, 2, 3), (4, 2, 4), (5, 2, 2), (3, 16, 3), (40, 16, 16)],
+)
+def test_default_jobs_runs_up_to_two_replicas_per_core_at_once(replicas, cores, jobs):
+    # 3 replicas on 2 cores as 3 jobs: no replica waits alone for a round of its own.
+    assert default_jobs(replicas, cores) == jobs

@@ -41,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--platform", default="auto", help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the CPU platform (default: OpenMM's, or cores/jobs with several jobs)")
     p.add_argument("--replicas", type=positive_int, default=1, help="independent trajectories, seeded from --seed (default: %(default)s)")
-    p.add_argument("--jobs", type=positive_int, default=None, help="replicas run at once as separate processes (default: one per CPU core, at most --replicas; each job gets cores/jobs threads unless --threads is given)")
+    p.add_argument("--jobs", type=positive_int, default=None, help="replicas run at once as separate processes (default: all of them up to two per CPU core, else one per core; each job gets cores/jobs threads, at least 1, unless --threads is given)")
     p.add_argument("--checkpoint-seconds", type=nonnegative_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_options(p, output_default="trajectories/simulate")
