@@ -22,6 +22,8 @@ from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
 from neuralct.runs import LOCK_FILE
 
+from test_runs import HOLD_LOCK
+
 REPO = Path(__file__).resolve().parents[1]
 MD = ["--report-ps", "0.5", "--equilibration-ps", "0.2", "--platform", "Reference", "--no-progress"]
 SMALL_MODEL = ["--steps", "4", "--batch-size", "16", "--couplings", "1", "--hidden", "8", "--no-progress"]
@@ -157,15 +159,6 @@ def test_a_blown_up_simulation_says_what_to_change(tmp_path, capsys):
                    "--equilibration-ps", "0.4", "--platform", "Reference", "--no-progress", "--output", str(tmp_path / "md")])
     err = one_line_error(capsys, "simulate")
     assert status == 2 and "blew up" in err and "smaller --timestep-fs (now 20 fs)" in err and "--temperature" in err
-
-
-HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
-fcntl.flock(fd, fcntl.LOCK_EX)
-print("locked", flush=True)
-time.sleep(120)
-"""
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
