@@ -198,12 +198,14 @@ def _backbone_torsions(topology: Any) -> tuple[list[int], list[int]]:
     """Atoms of phi and psi from the topology (MDTraj's definitions), for a dipeptide."""
     import mdtraj
 
-    md_top = mdtraj.Topology.from_openmm(topology)
-    empty = mdtraj.Trajectory(np.zeros((1, md_top.n_atoms, 3)), md_top)
-    phi, psi = mdtraj.compute_phi(empty)[0], mdtraj.compute_psi(empty)[0]
+    from ..analysis.dihedrals import find_dihedrals
+
+    dihedrals = find_dihedrals(mdtraj.Topology.from_openmm(topology))
+    phi = [d.atoms for d in dihedrals if d.kind == "phi"]
+    psi = [d.atoms for d in dihedrals if d.kind == "psi"]
     if len(phi) != 1 or len(psi) != 1:
         raise NeuralCTError(f"the system has {len(phi)} phi and {len(psi)} psi backbone torsions; phi/psi and transition counts need a dipeptide with exactly one of each")
-    return [int(i) for i in phi[0]], [int(i) for i in psi[0]]
+    return list(phi[0]), list(psi[0])
 
 
 def _dihedral(positions: np.ndarray, atoms: Sequence[int]) -> float:
