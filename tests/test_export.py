@@ -14,10 +14,12 @@ import neuralct
 from neuralct.cli import main
 from neuralct.data.frame import kabsch
 from neuralct.export import collective_variables, openmm_force
-from neuralct.export.cv import quaternion_kabsch, _quaternion_tables
+from neuralct.export.cv import _Couplings, _quaternion_tables, quaternion_kabsch
+from neuralct.export.numpy_cv import NumpyCollectiveVariables, _CouplingStack
+from neuralct.flows.coupling import CouplingStack
 from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.md.systems import build_system
-from neuralct.molecular import project_positions
+from neuralct.molecular import _molecule, project_positions
 
 K = 2
 
@@ -163,7 +165,8 @@ def test_python_force_in_a_running_simulation_equals_the_cv(exported):
         assert np.abs(np.array(values) - project_positions(model, positions[None], K)[0]).max() < 1e-5
         if not calls:
             evaluator = _EVALUATORS[_SHARED[model][1]]
-            evaluator.cvs.register_forward_hook(lambda *args: calls.append(1))
+            evaluate = evaluator.fast
+            evaluator.fast = lambda *args: calls.append(1) or evaluate(*args)
             context.setPositions(positions + 0.001)
             cv_force.getCollectiveVariableValues(context)
             assert len(calls) == 1  # two CVs, one forward pass
@@ -189,6 +192,51 @@ def test_python_force_is_minus_the_gradient_of_its_energy(exported):
             context.setPositions(moved)
             energies.append(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value)
         assert abs(-(energies[0] - energies[1]) / (2 * h) - analytic[atom, axis]) < 1e-5 * max(1.0, abs(analytic[atom, axis]))
+
+
+def _perturbed(module, seed):
+    """``module`` with noise on every weight, so that no coupling is near the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
+    return module
+
+
+def test_numpy_coupling_stack_and_its_reverse_pass_equal_torch_for_every_split():
+    stack = CouplingStack(7, n_layers=5, hidden=6).double()
+    generator = torch.Generator().manual_seed(5)
+    stack.loc.copy_(torch.randn(7, generator=generator, dtype=torch.float64))
+    stack.scale.copy_(torch.rand(7, generator=generator, dtype=torch.float64) + 0.5)
+    module = _perturbed(_Couplings(stack), 6)
+    fast = _CouplingStack(module)
+    assert fast.swaps == [False, True, False, True, False]  # blocks pass on, and are merged where the split changes
+    q = torch.randn(7, generator=generator, dtype=torch.float64)
+    value, saved = fast.forward(q.numpy())
+    assert np.abs(value - module(q[None])[0].detach().numpy()).max() < 1e-13
+    jacobian = torch.autograd.functional.jacobian(lambda x: module(x[None])[0], q).numpy()
+    cotangent = np.random.default_rng(7).normal(size=(3, 7))
+    assert np.abs(fast.backward(cotangent, saved) - cotangent @ jacobian).max() < 1e-12
+
+
+def test_numpy_cvs_and_gradients_equal_the_torch_module_and_autograd(exported):
+    model, _, positions, _ = exported
+    cvs = _perturbed(collective_variables(model, model.dim, select=False), 8)
+    fast = NumpyCollectiveVariables(cvs)
+    atoms = _molecule(model)["atom_indices"]
+    frames = np.concatenate([positions[:4], moved_copies(positions[:4], 9)])[:, atoms]
+    indices = [0, 2, 1]
+    for frame in frames:
+        values, gradients = fast(frame, indices)
+        x = torch.tensor(np.stack([frame] * len(indices)), requires_grad=True)
+        expected = cvs(x)[torch.arange(len(indices)), torch.tensor(indices)]
+        (gradient,) = torch.autograd.grad(expected.sum(), x)
+        assert np.abs(values - expected.detach().numpy()).max() < 1e-12 * max(1.0, np.abs(values).max())
+        assert np.abs(gradients - gradient.numpy()).max() < 1e-10 * max(1.0, float(gradient.abs().max()))
+    box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
+    whole_values, whole_gradients = fast(frames[0], [1])
+    split_values, split_gradients = fast(_split(frames[0], box, [0, 3, 5]), [1], box)
+    assert np.abs(split_values - whole_values).max() < 1e-12 and np.abs(split_gradients - whole_gradients).max() < 1e-10
 
 
 def _split(positions, box, atoms):

@@ -3,5 +3,6 @@
 from .cv import CollectiveVariables, collective_variables
 from .files import PlumedCV, TorchForceCV, cv_ranges, export_cvs
 from .force import CVComputation, openmm_force
+from .numpy_cv import NumpyCollectiveVariables
 
-__all__ = ["CollectiveVariables", "collective_variables", "export_cvs", "cv_ranges", "TorchForceCV", "PlumedCV", "openmm_force", "CVComputation"]
+__all__ = ["CollectiveVariables", "collective_variables", "export_cvs", "cv_ranges", "TorchForceCV", "PlumedCV", "openmm_force", "CVComputation", "NumpyCollectiveVariables"]

@@ -22,6 +22,7 @@ import torch
 from ..errors import NeuralCTError
 from ..model import NeuralCanonicalTransformation
 from .cv import CollectiveVariables, collective_variables
+from .numpy_cv import NumpyCollectiveVariables
 
 __all__ = ["openmm_force", "CVComputation"]
 
@@ -32,29 +33,23 @@ _EVALUATORS: dict[str, "_SharedEvaluator"] = {}
 class _SharedEvaluator:
     """CVs and their gradients at the last configuration seen (positions of the selected atoms, nm).
 
-    All CVs asked for so far are differentiated together: the configuration is repeated
-    once per CV as a batch, and one backward pass of ``sum_j CV_j(x_j)`` gives row ``j``
-    the gradient of CV ``j`` (the rows are independent). On a CPU the cost of this small
-    network is per operation, not per row, so this is about one backward pass instead of
-    one per CV.
+    All CVs asked for so far are differentiated together, in one reverse pass of
+    :class:`~neuralct.export.numpy_cv.NumpyCollectiveVariables` that carries one cotangent
+    row per CV: its cost is per operation, not per row.
     """
 
     def __init__(self, cvs: CollectiveVariables):
-        self.cvs = cvs
+        self.fast = NumpyCollectiveVariables(cvs)
         self._indices: list[int] = []
         self._key: tuple[bytes, bytes] | None = None
         self._values: dict[int, float] = {}
         self._gradients: dict[int, np.ndarray] = {}
 
     def _differentiate(self, positions: np.ndarray, box: np.ndarray | None, indices: list[int]) -> None:
-        x = torch.tensor(np.broadcast_to(positions, (len(indices),) + positions.shape), dtype=torch.float64, requires_grad=True)
-        rows = torch.arange(len(indices))
-        with torch.enable_grad():
-            values = self.cvs(x, None if box is None else torch.as_tensor(box, dtype=torch.float64))[rows, torch.tensor(indices)]
-            (gradients,) = torch.autograd.grad(values.sum(), x)
+        values, gradients = self.fast(positions, indices, box)
         for row, index in enumerate(indices):
-            self._gradients[index] = gradients[row].numpy()
-            self._values[index] = float(values[row].detach())
+            self._gradients[index] = gradients[row]
+            self._values[index] = float(values[row])
 
     def evaluate(self, positions: np.ndarray, box: np.ndarray | None, index: int) -> tuple[float, np.ndarray]:
         """CV ``index`` (0 = slowest) and its gradient (n_selected, 3) per nm at ``positions`` (n_selected, 3), nm."""
@@ -98,10 +93,25 @@ class CVComputation:
         evaluator = _EVALUATORS.get(self.key)
         if evaluator is None:
             evaluator = _EVALUATORS[self.key] = _SharedEvaluator(self.cvs)
-        positions = np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64)
+        positions = _positions_nm(state)
         box = np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value, dtype=np.float64) if self.periodic else None
         value, gradient = evaluator.evaluate(positions, box, self.index)
         return value, -gradient
+
+
+def _positions_nm(state: Any) -> np.ndarray:
+    """Positions (n, 3) in nm of the particles an ``openmm.PythonForce`` was given.
+
+    ``State.getPositions(asNumpy=True)`` fills the same array but first scans ``dir(state)``
+    for a cached copy and wraps the result in units, which costs more than the CVs' own
+    arithmetic at every evaluation; its fill call is used directly where it exists.
+    """
+    fill = getattr(state, "_getVectorAsNumpy", None)
+    if fill is None:
+        return np.asarray(state.getPositions(asNumpy=True)._value, dtype=np.float64)
+    positions = np.empty((state._getNumParticles(), 3), dtype=np.float64)
+    fill(type(state).Positions, positions)
+    return positions
 
 
 def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int]:
