@@ -3,6 +3,7 @@
 import json
 import math
 
+import mdtraj
 import numpy as np
 import pytest
 
@@ -107,3 +108,24 @@ def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsy
     for name in "abcd":
         assert not (tmp_path / name).exists()
     assert not (tmp_path / "e" / "summary.json").exists() and not (tmp_path / "e" / "COLVAR").exists()
+
+
+def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, tmp_path, monkeypatch, capsys):
+    from neuralct.md import bias
+
+    checked = []
+
+    def leave_at_the_third_report(values, variables, names, simulation):
+        checked.append(1)
+        if len(checked) == 3:
+            raise neuralct.errors.NeuralCTError("cv1 = 9 left its grid")
+
+    monkeypatch.setattr(bias, "_check_inside", leave_at_the_third_report)
+    out = tmp_path / "left"
+    assert main(["bias", str(alanine_model[0]), *SHORT, "--report-ps", "0.8", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "left its grid" in err and "the 2 reports before it are in COLVAR and trajectory.nc" in err and len(err.splitlines()) == 1
+    fields, table = read_colvar(out / "COLVAR")
+    assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and table.shape == (2, 7)
+    assert mdtraj.load(str(out / "trajectory.nc"), top=str(out / "topology.pdb")).n_frames == 2
+    assert not (out / "summary.json").exists()

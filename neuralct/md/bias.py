@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..analysis.colvar import write_colvar
 from ..errors import NeuralCTError
 from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
@@ -327,7 +328,14 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
         for _ in range(first_report, settings.n_reports):
             metadynamics.step(simulation, settings.steps_per_report)
             values = np.array(metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
-            _check_inside(values, variables, names, simulation)
+            try:
+                _check_inside(values, variables, names, simulation)
+            except NeuralCTError as error:
+                if rows:
+                    _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
+                    write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], _colvar_fields(names))
+                    raise NeuralCTError(f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc") from None
+                raise
             state = simulation.context.getState(getPositions=True, getEnergy=True, groups={bias_group})
             positions = state.getPositions(asNumpy=True)._value
             bias = state.getPotentialEnergy()._value
@@ -368,12 +376,16 @@ def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], si
             )
 
 
+def _colvar_fields(names: list[str]) -> list[str]:
+    """COLVAR columns after time: the biased CVs, phi and psi (unless biased), bias V and V - c(t)."""
+    return names + [name for name in ("phi", "psi") if name not in names] + ["bias", "rbias"]
+
+
 def _write_results(folder: Path, table: np.ndarray, names: list[str], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
-    from ..analysis.colvar import write_colvar
     from ..analysis.fes import free_energy_2d
     from ..analysis.plots import plot_grid_free_energy
 
-    fields = names + [name for name in ("phi", "psi") if name not in names] + ["bias", "rbias"]
+    fields = _colvar_fields(names)
     write_colvar(folder / "COLVAR", table[:, 0], table[:, 1:], fields)
     bias = np.asarray(metadynamics._totalBias)
     free = np.asarray(metadynamics.getFreeEnergy()._value)
