@@ -12,7 +12,7 @@ import torch
 
 from .device import float32_matmul_precision, resolve_device
 from .errors import NeuralCTError
-from .lagged import LaggedLikelihood, lag_in_frames, split_lagged_pairs
+from .lagged import LaggedLikelihood, lag_in_frames, rank_by_autocorrelation, split_lagged_pairs
 from .model import NeuralCanonicalTransformation
 from .toys import CurvedDoubleWell, HarmonicChain
 from .training import (
@@ -366,6 +366,7 @@ def fit_trajectories(
     weights: np.ndarray | None = None,
     matmul_precision: str = "highest",
     position_noise: float = 0.0,
+    rank_lag_ps: float | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated on held-out ones.
 
@@ -391,6 +392,10 @@ def fit_trajectories(
         Frame weights of biased data (weighted maximum likelihood, weighted start).
     matmul_precision, position_noise
         As in :func:`fit_frames`.
+    rank_lag_ps : float, optional
+        Rank the trained model's modes by their autocorrelation at this lag on the
+        training trajectories (:func:`neuralct.lagged.rank_by_autocorrelation`) instead of
+        by frequency; not with ``lag_ps``, which ranks by relaxation time already.
 
     Returns
     -------
@@ -404,6 +409,9 @@ def fit_trajectories(
         raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
+    if rank_lag_ps is not None and lag_ps is not None:
+        raise NeuralCTError("--rank-lag-ps ranks the modes of a maximum-likelihood model; with --lag-ps they are ranked by relaxation time already: drop one")
+    rank_lag_frames = None if rank_lag_ps is None else lag_in_frames(rank_lag_ps, data.timestep_ps, "--rank-lag-ps")
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     check_enough_samples(len(train_index), len(valid_index), data.frame.dim, "frames", "give longer trajectories, a smaller --stride or fewer atoms (--selection)")
     steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
@@ -433,6 +441,8 @@ def fit_trajectories(
         matmul_precision=matmul_precision,
         position_noise=position_noise,
     )
+    if rank_lag_frames is not None:
+        model.metadata["mode_ranking"] = rank_by_autocorrelation(model, y, list(data.traj_lengths), train_index, rank_lag_frames, rank_lag_ps)
     summary: dict[str, Any] = {
         "mode": "ml",
         "trajectories": [str(path) for path in data.paths],
@@ -461,6 +471,8 @@ def fit_trajectories(
     }
     if lag_ps is not None:
         summary.update(_lagged_figures(model, objective, lag_ps))
+    if rank_lag_frames is not None:
+        summary["mode_ranking"] = model.metadata["mode_ranking"]
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
     model.metadata["history"] = result.history

@@ -44,6 +44,7 @@ __all__ = [
     "relaxation_times",
     "lag_in_frames",
     "split_lagged_pairs",
+    "rank_by_autocorrelation",
     "batch_vamp2",
     "nested_vamp2",
 ]
@@ -169,8 +170,8 @@ def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.
     return (whitened**2).sum()
 
 
-def lag_in_frames(lag_ps: float, timestep_ps: float | None) -> int:
-    """The lag as a whole number of frames.
+def lag_in_frames(lag_ps: float, timestep_ps: float | None, option: str = "--lag-ps") -> int:
+    """The lag as a whole number of frames (``option`` names the lag in errors).
 
     Raises
     ------
@@ -178,12 +179,12 @@ def lag_in_frames(lag_ps: float, timestep_ps: float | None) -> int:
         If the trajectories have no time step, or ``lag_ps`` is not a positive multiple of it.
     """
     if not lag_ps > 0:
-        raise NeuralCTError(f"--lag-ps must be positive, got {lag_ps}")
+        raise NeuralCTError(f"{option} must be positive, got {lag_ps}")
     if timestep_ps is None or not timestep_ps > 0:
-        raise NeuralCTError("--lag-ps needs trajectories with time stamps (the time between frames); these files have none")
+        raise NeuralCTError(f"{option} needs trajectories with time stamps (the time between frames); these files have none")
     frames = int(round(lag_ps / timestep_ps))
     if frames < 1 or abs(frames * timestep_ps - lag_ps) > 1e-6 * max(lag_ps, 1.0):
-        raise NeuralCTError(f"--lag-ps {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it")
+        raise NeuralCTError(f"{option} {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it")
     return frames
 
 
@@ -360,3 +361,44 @@ def split_lagged_pairs(
         keep = np.isin(first, index) & np.isin(second, index)
         split.append((first[keep], second[keep]))
     return split[0], split[1]
+
+
+def rank_by_autocorrelation(model, y: np.ndarray, traj_lengths: list[int], train_index: np.ndarray, lag_frames: int, lag_ps: float) -> dict:
+    """Order the latent modes of a trained model by their autocorrelation at a lag, most autocorrelated first.
+
+    A kinetic ranking for a maximum-likelihood model, whose own order (by frequency) says
+    how soft a mode is, not how slowly it relaxes. On trajectories biased along some CVs the
+    bias has sped up the motions it acts on, so the most autocorrelated mode is the slowest
+    motion left: the CV to bias next.
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        Trained, with a flow of point transformations.
+    y : np.ndarray, shape=(n_frames, dim)
+        Internal coordinates of all frames, trajectories concatenated in time order.
+    traj_lengths : list of int
+        Frames per trajectory.
+    train_index : np.ndarray
+        The training frames: only pairs of two training frames count.
+    lag_frames : int
+        The lag in frames; ``lag_ps`` is the same lag in ps (recorded).
+
+    Returns
+    -------
+    dict
+        ``{"by": "autocorrelation", "lag_ps", "order", "autocorrelation"}``: ``order`` lists
+        the flow's mode indices, most autocorrelated first, with their autocorrelations;
+        stored as ``model.metadata["mode_ranking"]``, where ``_mode_order`` reads it.
+    """
+    from .molecular import project_internal
+
+    first, second = split_lagged_pairs(traj_lengths, lag_frames, train_index, train_index)[0]
+    if len(first) < 2:
+        raise NeuralCTError(f"--rank-lag-ps {lag_ps} leaves fewer than 2 pairs of training frames that far apart; use a shorter lag or longer trajectories")
+    current = model._mode_order().cpu().numpy()
+    Q = project_internal(model, y)
+    centred = Q - Q[train_index].mean(0)
+    autocorrelation = (centred[first] * centred[second]).mean(0) / centred[train_index].var(0)
+    ranked = np.argsort(-autocorrelation, kind="stable")
+    return {"by": "autocorrelation", "lag_ps": float(lag_ps), "order": [int(i) for i in current[ranked]], "autocorrelation": [float(a) for a in autocorrelation[ranked]]}

@@ -138,6 +138,9 @@ class NeuralCanonicalTransformation(nn.Module):
 
     # -- the map --------------------------------------------------------------------------
     def _mode_order(self) -> torch.Tensor:
+        ranking = self.metadata.get("mode_ranking")
+        if ranking is not None:
+            return torch.tensor(ranking["order"], device=self.prior.frequencies.device)
         if self.dynamics is not None:
             return torch.argsort(self._unsorted_relaxation_times().detach(), descending=True)
         return torch.argsort(self.prior.frequencies.detach())
@@ -149,7 +152,8 @@ class NeuralCanonicalTransformation(nn.Module):
     def frequencies(self) -> torch.Tensor:
         """Latent frequencies ``w``, shape (n,), in mode order (rad per ``time_unit``).
 
-        Ascending; for a model with latent dynamics, in order of decreasing relaxation time.
+        Ascending; for a model with latent dynamics, in order of decreasing relaxation time;
+        for a model ranked by autocorrelation (``metadata["mode_ranking"]``), in that order.
         """
         return self.prior.frequencies[self._mode_order()]
 
@@ -372,6 +376,10 @@ def _check_contents(contents: dict[str, Any]) -> None:
     _require(bool((state["masses"] > 0).all()), "masses must be positive")
     if "molecule" in contents["metadata"]:
         _check_molecule(contents["metadata"]["molecule"], dim)
+    if "mode_ranking" in contents["metadata"]:
+        ranking = contents["metadata"]["mode_ranking"]
+        order = ranking.get("order") if isinstance(ranking, dict) else None
+        _require(isinstance(order, list) and sorted(order) == list(range(dim)), f"metadata.mode_ranking.order must be a permutation of 0..{dim - 1}")
 
 
 def _check_molecule(molecule: Any, dim: int) -> None:

@@ -1,6 +1,7 @@
 """``neuralct train --lag-ps``: the time-lagged objective on the command line, good input and bad."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -53,6 +54,9 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
         (["--lag-ps", "1", "--layers", "linear"], "point-transformation"),
         (["--vamp-weight", "5"], "--vamp-weight needs --lag-ps"),
         (["--lag-ps", "1", "--vamp-weight", "-1"], "--vamp-weight: must be a finite number >= 0"),
+        (["--rank-lag-ps", "0.7"], "--rank-lag-ps 0.7 is not a whole multiple"),
+        (["--rank-lag-ps", "1", "--lag-ps", "1"], "ranked by relaxation time already"),
+        (["--rank-lag-ps", "40"], "fewer than 2 pairs"),
     ],
 )
 def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, message):
@@ -64,3 +68,40 @@ def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, mes
 def test_toys_have_no_lag(tmp_path, capsys):
     assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--lag-ps", "1", "--output", str(tmp_path / "toy")]) == 2
     assert "--lag-ps needs trajectories" in capsys.readouterr().err
+
+
+def test_ranking_by_autocorrelation_orders_the_cvs_by_the_data_autocorrelation(trajectories, tmp_path):
+    by_frequency, ranked = tmp_path / "frequency", tmp_path / "ranked"
+    assert main(["train", *trajectories, *SMALL, "--output", str(by_frequency)]) == 0
+    assert main(["train", *trajectories, *SMALL, "--rank-lag-ps", "1", "--output", str(ranked)]) == 0
+    ranking = json.loads((ranked / "summary.json").read_text())["mode_ranking"]
+    plain, model = neuralct.load(by_frequency / "model.pt"), neuralct.load(ranked / "model.pt")
+    assert ranking["by"] == "autocorrelation" and ranking["lag_ps"] == 1.0
+    assert sorted(ranking["order"]) == list(range(model.dim)) and ranking["order"] == model._mode_order().tolist()
+    assert np.all(np.diff(ranking["autocorrelation"]) <= 0)
+    # The same flow (same seed and data); its latent positions recomputed here from the training frames.
+    import mdtraj
+
+    from neuralct.molecular import project_positions
+
+    train = [path for path in trajectories if str(Path(path).resolve()) in model.metadata["molecule"]["training_trajectories"]]
+    Q = [project_positions(plain, mdtraj.load(path, top=str(Path(path).parent / "topology.pdb")).xyz.astype(np.float64)) for path in train]
+    mean, variance = np.concatenate(Q).mean(0), np.concatenate(Q).var(0)
+    lagged = np.concatenate([(q[:-2] - mean) * (q[2:] - mean) for q in Q]).mean(0) / variance
+    frequency_order = plain._mode_order().tolist()
+    expected = [lagged[frequency_order.index(mode)] for mode in ranking["order"]]
+    assert np.allclose(ranking["autocorrelation"], expected, atol=1e-4)
+    assert np.allclose(model.frequencies.detach().numpy(), plain.prior.frequencies.detach().numpy()[ranking["order"]])
+    assert ranking["order"] != frequency_order  # the two rankings differ here, so the test tells them apart
+
+
+def test_a_damaged_mode_ranking_is_refused_at_load(trajectories, tmp_path):
+    import torch
+
+    out = tmp_path / "ranked"
+    assert main(["train", *trajectories, *SMALL, "--rank-lag-ps", "1", "--output", str(out)]) == 0
+    contents = torch.load(out / "model.pt", weights_only=True)
+    contents["metadata"]["mode_ranking"]["order"][0] = contents["metadata"]["mode_ranking"]["order"][1]
+    torch.save(contents, tmp_path / "damaged.pt")
+    with pytest.raises(neuralct.errors.NeuralCTError, match="mode_ranking.order must be a permutation"):
+        neuralct.load(tmp_path / "damaged.pt")

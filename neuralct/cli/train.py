@@ -53,6 +53,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "(default: single frames, modes ranked by frequency)"
         ),
     )
+    source.add_argument(
+        "--rank-lag-ps", type=positive_float, default=None, metavar="TAU",
+        help=(
+            "rank the latent modes by their autocorrelation at TAU ps on the training trajectories, the most "
+            "autocorrelated first, instead of by frequency: the slowest motions of the data as CVs, e.g. of "
+            "biased trajectories, where the bias has sped up what it acted on (default: by frequency)"
+        ),
+    )
     source.add_argument("--vamp-weight", type=nonnegative_float, default=0.0, metavar="W", help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)")
     weighted = source.add_mutually_exclusive_group()
     weighted.add_argument("--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)")
@@ -197,10 +205,11 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
     data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
-    if args.lag_ps is not None:
-        from ..lagged import lag_in_frames
+    from ..lagged import lag_in_frames
 
-        lag_in_frames(args.lag_ps, data.timestep_ps)
+    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps)):
+        if lag is not None:
+            lag_in_frames(lag, data.timestep_ps, option)
     weights, weighting = None, None
     if args.weights or args.bias_colvar:
         from ..md.bias import frame_weights
@@ -217,6 +226,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
             momenta=args.momenta,
             lag_ps=args.lag_ps,
             vamp_weight=args.vamp_weight,
+            rank_lag_ps=args.rank_lag_ps,
             weights=weights,
             **_run_options(args, output),
         )
@@ -233,8 +243,9 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
     from ..fit import fit_toy
     from ..toys import make_toy_system
 
-    if args.lag_ps is not None:
-        raise NeuralCTError("--lag-ps needs trajectories (pairs of frames a lag apart); the toys give independent samples")
+    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps)):
+        if lag is not None:
+            raise NeuralCTError(f"{option} needs trajectories (pairs of frames a lag apart); the toys give independent samples")
     system = make_toy_system(args.toy, parse_parameters(args.param))
 
     def fit(output: Path) -> tuple:
