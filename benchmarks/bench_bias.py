@@ -4,22 +4,24 @@ Alanine dipeptide in vacuum (amber99sb-ildn, NoCutoff, HBonds, 300 K, Langevin 1
 The loop users run when unbiased MD never leaves one basin:
 
 1. unbiased MD (4 replicas of ``--length-ns``) and a model trained on it (CVs of unbiased data);
-2. well-tempered metadynamics on its two slowest CVs (``neuralct bias``);
-3. retraining on the biased frames with weights exp((V - c(t))/kT) (``neuralct train --bias-colvar``);
-4. metadynamics on the retrained CVs;
+2. well-tempered metadynamics on its slowest CV (``neuralct bias --cvs 1``, ``--first-length-ns``);
+3. retraining on the biased frames with weights exp((V - c(t))/kT) (``neuralct train --bias-colvar``),
+   the new modes ranked by their autocorrelation at ``--rank-lag-ps`` on those frames
+   (``--rank-lag-ps``), and, as a variant, the same without weights;
+4. metadynamics on the retrained CVs (``--retrained-cvs``, widths ``--width-fraction``);
 
 against metadynamics on phi (the reference CV; its reweighted F(phi > 0) - F(phi < 0) is the
 reference free-energy difference) and unbiased MD over the same length. Every bias run uses the
-same height (1.2 kJ/mol), bias factor (8) and pace (1 ps); widths 0.06 of each learned CV's
-training range, 0.35 rad for phi. Reported: phi transitions per ns between core sets (phi <
--0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0, reweighted F(phi > 0) - F(phi < 0), wall
-and CPU seconds and steps per second of each run.
+same height (1.2 kJ/mol), bias factor (8) and pace (1 ps); widths 0.35 rad for phi and a fraction
+of each learned CV's training range (1st-99th percentile) for learned CVs. Reported: phi
+transitions per ns between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0,
+reweighted F(phi > 0) - F(phi < 0), wall and CPU seconds and steps per second of each run.
 
 Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-every`` steps with
 a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
 the Reference platform, in MD steps per CPU second and per wall second.
 
-    python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] [--bias-every 4]
+    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000]
 
 Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones resume.
 """
@@ -33,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,13 +44,17 @@ from neuralct.cli import main as neuralct_main  # noqa: E402
 from neuralct.md.bias import count_transitions  # noqa: E402
 
 
-def neuralct(*argv: str) -> None:
-    """Run a neuralct command in this process unless its --output already holds a finished run; stop if it fails."""
+def neuralct(*argv: str, stops_early: bool = False) -> None:
+    """Run a neuralct command in this process unless its --output already holds a finished run.
+
+    A failure stops the benchmark, except for a bias run (``stops_early``) that left its grid:
+    its reports up to there are kept (COLVAR) and measured.
+    """
     output = Path(str(argv[list(map(str, argv)).index("--output") + 1]))
-    if (output / "summary.json").exists():
+    if (output / "summary.json").exists() or (stops_early and (output / "COLVAR").exists()):
         return
     status = neuralct_main([str(a) for a in argv])
-    if status != 0:
+    if status != 0 and not (stops_early and (output / "COLVAR").exists()):
         raise SystemExit(f"neuralct {' '.join(map(str, argv))} failed with status {status}")
 
 
@@ -116,6 +124,17 @@ def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
 
 
 def bias_figures(folder: Path) -> dict:
+    """Figures of a bias run: from its summary.json, or from the COLVAR of a run that left its grid."""
+    if not (folder / "summary.json").exists():
+        from neuralct.analysis import read_colvar
+
+        fields, table = read_colvar(folder / "COLVAR")
+        phi = table[:, fields.index("phi")]
+        ns = len(table) * (table[1, 0] - table[0, 0]) / 1000.0
+        entry = np.nonzero((phi > 0.5) & (phi < 1.6))[0]
+        return {"stopped": f"left its grid after {ns:.3f} ns", "ns_simulated": ns, "phi_transitions": count_transitions(phi),
+                "phi_transitions_per_ns": count_transitions(phi) / ns, "first_entry_into_B_ps": float(table[entry[0], 0]) if len(entry) else None,
+                "delta_F_phi_positive_minus_negative_kj": None}
     summary = json.loads((folder / "summary.json").read_text())
     keys = ("cvs", "ns_simulated", "phi_transitions", "phi_transitions_per_ns", "first_entry_into_B_ps",
             "delta_F_phi_positive_minus_negative_kj", "wall_seconds", "cpu_seconds", "steps_per_second", "steps_per_cpu_second")
@@ -125,34 +144,44 @@ def bias_figures(folder: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder of the runs (reused when rerun)")
-    parser.add_argument("--length-ns", type=float, default=1.0, help="length of every MD and bias run in ns")
+    parser.add_argument("--length-ns", type=float, default=1.0, help="length of the unbiased replicas, the phi reference and the runs on retrained CVs, ns")
+    parser.add_argument("--first-length-ns", type=float, default=2.0, help="length of the run on the first CVs (the data to retrain on), ns")
     parser.add_argument("--train-steps", type=int, default=3000)
     parser.add_argument("--bias-every", type=int, default=4, help="MD steps per bias evaluation for the learned CVs")
+    parser.add_argument("--rank-lag-ps", type=float, default=20.0, help="lag of the autocorrelation ranking of the retrained modes, ps")
+    parser.add_argument("--retrained-cvs", type=int, default=1, choices=(1, 2), help="retrained CVs biased")
+    parser.add_argument("--width-fraction", type=float, default=0.15, help="Gaussian width of a retrained CV, fraction of its training range")
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=4000)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "speed"), help="parts to leave out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "unweighted", "speed"), help="parts to leave out")
     args = parser.parse_args()
     work, length = args.work, str(args.length_ns)
-    common = ["--length-ns", length, "--no-progress"]
+    learned = ["--bias-every", args.bias_every, "--grid-margin", "2", "--no-progress"]
     results: dict = {"length_ns": args.length_ns, "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, OMP_NUM_THREADS as set by the caller"}
 
     neuralct("simulate", "alanine-dipeptide", "--length-ns", length, "--report-ps", "0.5", "--replicas", "4", "--platform", "Reference", "--seed", "1", "--no-progress", "--output", work / "md")
     replicas = sorted((work / "md").glob("replica-*.nc"))
     neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
     results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
-    neuralct("bias", work / "model1" / "model.pt", "--cv", "phi", "--bias-every", "1", *common, "--output", work / "phi")
+    neuralct("bias", work / "model1" / "model.pt", "--cv", "phi", "--bias-every", "1", "--length-ns", length, "--no-progress", "--output", work / "phi")
     results["phi"] = bias_figures(work / "phi")
-    neuralct("bias", work / "model1" / "model.pt", "--cvs", "2", "--bias-every", args.bias_every, *common, "--output", work / "learned1")
+    neuralct("bias", work / "model1" / "model.pt", "--cvs", "1", "--length-ns", args.first_length_ns, *learned, "--output", work / "learned1", stops_early=True)
     results["learned_from_unbiased"] = bias_figures(work / "learned1")
     if "retrain" not in args.skip:
-        neuralct("train", work / "learned1" / "trajectory.nc", "--bias-colvar", work / "learned1" / "COLVAR", "--steps", args.train_steps, "--no-progress", "--output", work / "model2")
-        results["retraining"] = json.loads((work / "model2" / "summary.json").read_text())["frame_weights"]
-        neuralct("bias", work / "model2" / "model.pt", "--cvs", "2", "--bias-every", args.bias_every, *common, "--output", work / "learned2")
+        biased = [work / "learned1" / "trajectory.nc", "--rank-lag-ps", args.rank_lag_ps, "--steps", args.train_steps, "--no-progress"]
+        again = ["--cvs", args.retrained_cvs, "--width-fraction", args.width_fraction, "--length-ns", length, *learned]
+        neuralct("train", *biased, "--bias-colvar", work / "learned1" / "COLVAR", "--output", work / "model2")
+        results["retraining"] = {key: json.loads((work / "model2" / "summary.json").read_text())[key] for key in ("frame_weights", "mode_ranking")}
+        neuralct("bias", work / "model2" / "model.pt", *again, "--output", work / "learned2", stops_early=True)
         results["learned_retrained"] = bias_figures(work / "learned2")
+        if "unweighted" not in args.skip:
+            neuralct("train", *biased, "--output", work / "model2-unweighted")
+            neuralct("bias", work / "model2-unweighted" / "model.pt", *again, "--output", work / "learned2-unweighted", stops_early=True)
+            results["learned_retrained_unweighted"] = bias_figures(work / "learned2-unweighted")
     if "speed" not in args.skip:
         results["speed"] = speed(work / "model1" / "model.pt", args.bias_every, args.speed_rounds, args.speed_steps)
     reference = results["phi"]["delta_F_phi_positive_minus_negative_kj"]
-    for name in ("learned_from_unbiased", "learned_retrained"):
+    for name in ("learned_from_unbiased", "learned_retrained", "learned_retrained_unweighted"):
         if name in results and results[name]["delta_F_phi_positive_minus_negative_kj"] is not None and reference is not None:
             results[name]["delta_F_minus_phi_reference_kj"] = results[name]["delta_F_phi_positive_minus_negative_kj"] - reference
     print(json.dumps(results, indent=2))

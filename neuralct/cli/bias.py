@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
     p.add_argument("system", metavar="SYSTEM", nargs="?", default="alanine-dipeptide", help="bundled system, system YAML or PDB the model was trained on (default: %(default)s)")
-    p.add_argument("--cv", default="learned", choices=("learned", "phi,psi", "phi", "psi"), help="what to bias: the learned CVs, or backbone torsions as references (default: %(default)s)")
+    p.add_argument("--cv", default="learned", choices=("learned", "phi,psi", "phi", "psi"), metavar="WHAT", help="what to bias: learned (the model's CVs), or the backbone torsions phi,psi, phi or psi as references (default: %(default)s)")
     p.add_argument("--cvs", type=positive_int, default=2, help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s)")
     p.add_argument("--length-ns", type=positive_float, default=1.0, help="simulated time in ns (default: %(default)s)")
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
