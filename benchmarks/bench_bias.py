@@ -10,18 +10,19 @@ The loop users run when unbiased MD never leaves one basin:
    (``--rank-lag-ps``), and, as a variant, the same without weights;
 4. metadynamics on the retrained CVs (``--retrained-cvs``, widths ``--width-fraction``);
 
-against metadynamics on phi (the reference CV; its reweighted F(phi > 0) - F(phi < 0) is the
-reference free-energy difference) and unbiased MD over the same length. Every bias run uses the
-same height (1.2 kJ/mol), bias factor (8) and pace (1 ps); widths 0.35 rad for phi and a fraction
-of each learned CV's training range (1st-99th percentile) for learned CVs. Reported: phi
-transitions per ns between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0,
-reweighted F(phi > 0) - F(phi < 0), wall and CPU seconds and steps per second of each run.
+against metadynamics on phi (the good CV; its reweighted F(phi > 0) - F(phi < 0) is the reference
+free-energy difference), on psi (a poor CV) and unbiased MD over the same length, ``--seeds``
+seeds each for phi, psi and the retrained CVs. Every bias run uses the same height (1.2 kJ/mol),
+bias factor (8) and pace (1 ps); widths 0.35 rad for phi and psi and a fraction of each learned
+CV's training range (1st-99th percentile) for learned CVs. Reported: phi transitions per ns
+between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0, reweighted
+F(phi > 0) - F(phi < 0) at the end and every 100 ps, wall and CPU seconds and steps per second.
 
 Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-every`` steps with
 a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
 the Reference platform, in MD steps per CPU second and per wall second.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000]
+    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] [--seeds 3]
 
 Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones resume.
 """
@@ -42,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralct.cli import main as neuralct_main  # noqa: E402
 from neuralct.md.bias import count_transitions  # noqa: E402
+from neuralct.units import kT_kj_per_mol  # noqa: E402
 
 
 def neuralct(*argv: str, stops_early: bool = False) -> None:
@@ -123,22 +125,41 @@ def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
     }
 
 
-def bias_figures(folder: Path) -> dict:
-    """Figures of a bias run: from its summary.json, or from the COLVAR of a run that left its grid."""
-    if not (folder / "summary.json").exists():
-        from neuralct.analysis import read_colvar
+def delta_f_against_time(table: np.ndarray, fields: list[str], every_ps: float = 100.0) -> list[list[float | None]]:
+    """Reweighted F(phi > 0) - F(phi < 0) (kJ/mol) from the COLVAR rows up to each multiple of ``every_ps``."""
+    kT = kT_kj_per_mol(300.0)
+    phi, log_w = table[:, fields.index("phi")], table[:, fields.index("rbias")] / kT
+    weights = np.exp(log_w - log_w.max())
+    rows = []
+    for end in np.arange(every_ps, table[-1, 0] + 1e-9, every_ps):
+        upto = table[:, 0] <= end
+        positive, negative = weights[upto & (phi > 0)].sum(), weights[upto & (phi <= 0)].sum()
+        rows.append([float(end), float(-kT * np.log(positive / negative)) if positive > 0 else None])
+    return rows
 
-        fields, table = read_colvar(folder / "COLVAR")
+
+def bias_figures(folder: Path) -> dict:
+    """Figures of a bias run: from its summary.json and COLVAR, or from the COLVAR of a run that left its grid."""
+    from neuralct.analysis import read_colvar
+
+    fields, table = read_colvar(folder / "COLVAR")
+    against_time = {"delta_F_against_time_ps_kj": delta_f_against_time(table, fields)}
+    if not (folder / "summary.json").exists():
         phi = table[:, fields.index("phi")]
         ns = len(table) * (table[1, 0] - table[0, 0]) / 1000.0
         entry = np.nonzero((phi > 0.5) & (phi < 1.6))[0]
         return {"stopped": f"left its grid after {ns:.3f} ns", "ns_simulated": ns, "phi_transitions": count_transitions(phi),
                 "phi_transitions_per_ns": count_transitions(phi) / ns, "first_entry_into_B_ps": float(table[entry[0], 0]) if len(entry) else None,
-                "delta_F_phi_positive_minus_negative_kj": None}
+                "delta_F_phi_positive_minus_negative_kj": against_time["delta_F_against_time_ps_kj"][-1][1] if len(table) >= 100 else None} | against_time
     summary = json.loads((folder / "summary.json").read_text())
     keys = ("cvs", "ns_simulated", "phi_transitions", "phi_transitions_per_ns", "first_entry_into_B_ps",
             "delta_F_phi_positive_minus_negative_kj", "wall_seconds", "cpu_seconds", "steps_per_second", "steps_per_cpu_second")
-    return {key: summary[key] for key in keys} | {"bias_every": summary["settings"]["bias_every"]}
+    return {key: summary[key] for key in keys} | {"bias_every": summary["settings"]["bias_every"]} | against_time
+
+
+def seeded(seed: int) -> str:
+    """Folder and result suffix of a repeated run: none for seed 0."""
+    return f"-seed{seed}" if seed else ""
 
 
 def main() -> None:
@@ -151,6 +172,7 @@ def main() -> None:
     parser.add_argument("--rank-lag-ps", type=float, default=20.0, help="lag of the autocorrelation ranking of the retrained modes, ps")
     parser.add_argument("--retrained-cvs", type=int, default=1, choices=(1, 2), help="retrained CVs biased")
     parser.add_argument("--width-fraction", type=float, default=0.15, help="Gaussian width of a retrained CV, fraction of its training range")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds of the phi, psi and retrained-CV runs (the first seed's runs make the loop)")
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=4000)
     parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "unweighted", "speed"), help="parts to leave out")
@@ -163,8 +185,11 @@ def main() -> None:
     replicas = sorted((work / "md").glob("replica-*.nc"))
     neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
     results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
-    neuralct("bias", work / "model1" / "model.pt", "--cv", "phi", "--bias-every", "1", "--length-ns", length, "--no-progress", "--output", work / "phi")
-    results["phi"] = bias_figures(work / "phi")
+    for seed in range(args.seeds):
+        for torsion in ("phi", "psi"):
+            folder = work / f"{torsion}{seeded(seed)}"
+            neuralct("bias", work / "model1" / "model.pt", "--cv", torsion, "--bias-every", "1", "--length-ns", length, "--seed", seed, "--no-progress", "--output", folder)
+            results[f"{torsion}{seeded(seed)}"] = bias_figures(folder)
     neuralct("bias", work / "model1" / "model.pt", "--cvs", "1", "--length-ns", args.first_length_ns, *learned, "--output", work / "learned1", stops_early=True)
     results["learned_from_unbiased"] = bias_figures(work / "learned1")
     if "retrain" not in args.skip:
@@ -172,18 +197,19 @@ def main() -> None:
         again = ["--cvs", args.retrained_cvs, "--width-fraction", args.width_fraction, "--length-ns", length, *learned]
         neuralct("train", *biased, "--bias-colvar", work / "learned1" / "COLVAR", "--output", work / "model2")
         results["retraining"] = {key: json.loads((work / "model2" / "summary.json").read_text())[key] for key in ("frame_weights", "mode_ranking")}
-        neuralct("bias", work / "model2" / "model.pt", *again, "--output", work / "learned2", stops_early=True)
-        results["learned_retrained"] = bias_figures(work / "learned2")
         if "unweighted" not in args.skip:
             neuralct("train", *biased, "--output", work / "model2-unweighted")
-            neuralct("bias", work / "model2-unweighted" / "model.pt", *again, "--output", work / "learned2-unweighted", stops_early=True)
-            results["learned_retrained_unweighted"] = bias_figures(work / "learned2-unweighted")
+        for seed in range(args.seeds):
+            for model, name in (("model2", "learned2"), ("model2-unweighted", "learned2-unweighted")):
+                if (work / model).exists():
+                    neuralct("bias", work / model / "model.pt", *again, "--seed", seed, "--output", work / f"{name}{seeded(seed)}", stops_early=True)
+                    results[f"{name}{seeded(seed)}"] = bias_figures(work / f"{name}{seeded(seed)}")
     if "speed" not in args.skip:
         results["speed"] = speed(work / "model1" / "model.pt", args.bias_every, args.speed_rounds, args.speed_steps)
     reference = results["phi"]["delta_F_phi_positive_minus_negative_kj"]
-    for name in ("learned_from_unbiased", "learned_retrained", "learned_retrained_unweighted"):
-        if name in results and results[name]["delta_F_phi_positive_minus_negative_kj"] is not None and reference is not None:
-            results[name]["delta_F_minus_phi_reference_kj"] = results[name]["delta_F_phi_positive_minus_negative_kj"] - reference
+    for figures in results.values():
+        if isinstance(figures, dict) and figures.get("delta_F_phi_positive_minus_negative_kj") is not None and reference is not None:
+            figures["delta_F_minus_phi_reference_kj"] = figures["delta_F_phi_positive_minus_negative_kj"] - reference
     print(json.dumps(results, indent=2))
 
 
