@@ -121,3 +121,22 @@ def test_a_failing_score_keeps_the_cvs(trialanine, capsys, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert "TICA" in summary["skipped"]["scores"]
     assert read_colvar(out / "replica-002.colvar")[1].shape == (200, 3)
+
+
+def test_trialanine_learned_cvs_are_biased_with_every_backbone_torsion_recorded(trialanine, capsys):
+    folder, model, _ = trialanine
+    out = folder / "bias"
+    assert main(["bias", str(model), "trialanine", "--length-ns", "0.004", "--grid-margin", "3", "--no-progress", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    torsions = [f"{kind}_A_ALA{number}" for number in (2, 3, 4) for kind in ("phi", "psi")]
+    fields, table = read_colvar(out / "COLVAR")
+    assert fields == ["time", "cv1", "cv2", *torsions, "bias", "rbias"] and table.shape == (4, 11)
+    assert np.all(np.abs(table[:, 3:9]) <= np.pi)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["phi_torsions"]) == ["phi_A_ALA2", "phi_A_ALA3", "phi_A_ALA4"] and "phi_transitions" not in summary
+    for suffix in ("A_ALA2", "A_ALA3", "A_ALA4"):
+        assert (out / f"fes_phi_psi_reweighted_{suffix}.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "phi_A_ALA3 transitions" in printed
+    assert main(["bias", str(model), "trialanine", "--cv", "phi", "--length-ns", "0.004", "--no-progress", "--output", str(folder / "phi")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--cv phi needs a dipeptide" in err and len(err.splitlines()) == 1 and not (folder / "phi").exists()

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
     import torch
 
-    from ..md.bias import BiasSettings, run_metadynamics
+    from ..md.bias import BiasSettings, backbone_torsions, run_metadynamics
     from ..md.systems import build_system
     from ..model import load
     from ..molecular import check_topology
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import mdtraj
 
     check_topology(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {args.system}")
+    backbone_torsions(md_system.topology, settings)
     if settings.cv == "learned":
         from ..export import collective_variables
 
@@ -83,12 +84,20 @@ def run(args: argparse.Namespace) -> int:
             return 0
         summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
         save_resolved_config(args, folder.path)
-    delta = summary["delta_F_phi_positive_minus_negative_kj"]
-    print(
-        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {summary['phi_transitions']} phi transitions "
-        f"({summary['phi_transitions_per_ns']:.1f}/ns), reweighted F(phi>0) - F(phi<0) = "
-        + (f"{delta:.2f} kJ/mol" if delta is not None else "n/a (phi > 0 never visited)")
-        + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
-        + f" -> {folder.path}"
-    )
+    print(f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {_phi_report(summary)}"
+          + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "") + f" -> {folder.path}")
     return 0
+
+
+def _phi_report(summary: dict) -> str:
+    """Transitions and reweighted F(phi > 0) - F(phi < 0) of each backbone phi, in words."""
+    if not summary["phi_torsions"]:
+        return "no backbone phi torsion to count transitions of"
+    parts = []
+    for name, figures in summary["phi_torsions"].items():
+        delta = figures["delta_F_phi_positive_minus_negative_kj"]
+        parts.append(
+            f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), reweighted F({name}>0) - F({name}<0) = "
+            + (f"{delta:.2f} kJ/mol" if delta is not None else f"n/a ({name} > 0 never visited)")
+        )
+    return "; ".join(parts)

@@ -14,7 +14,9 @@ weight ``exp(beta (V(s, t) - c(t)))`` with the bias ``V`` at the time of the fra
 the time-dependent offset of well-tempered metadynamics (gamma the bias factor), computed
 on the bias grid at every deposition. The COLVAR holds ``bias = V`` and ``rbias = V - c``.
 
-Transitions are counted between core sets of phi (B3 in benchmarks.md): A = phi < -0.5 rad,
+Every backbone phi and psi of the molecule is recorded beside the CVs (``phi`` and ``psi`` for a
+dipeptide, ``phi_ALA2``, ``psi_ALA2``, ... for longer peptides, none for other molecules).
+Transitions of each phi are counted between core sets (B3 in benchmarks.md): A = phi < -0.5 rad,
 B = 0.5 < phi < 1.6 rad; a transition is a change of the last core set visited.
 """
 
@@ -31,12 +33,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..analysis.colvar import write_colvar
+from ..analysis.dihedrals import dihedral_angles
 from ..errors import NeuralCTError
 from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
 from .simulate import check_whole_steps
 
-__all__ = ["BiasSettings", "run_metadynamics", "count_transitions", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
+__all__ = ["BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
 
 #: Core sets of phi in rad (benchmarks.md, B3).
 CORE_A = (-math.pi, -0.5)
@@ -195,26 +198,34 @@ def _logsumexp(values: np.ndarray) -> float:
     return peak + math.log(float(np.exp(values - peak).sum()))
 
 
-def _backbone_torsions(topology: Any) -> tuple[list[int], list[int]]:
-    """Atoms of phi and psi from the topology (MDTraj's definitions), for a dipeptide."""
+def _backbone_torsions(topology: Any) -> dict[str, Any]:
+    """Backbone phi and psi of every residue (MDTraj's definitions), by COLVAR name.
+
+    A dipeptide's are named ``phi`` and ``psi``; a longer peptide's ``phi_ALA2``, ``psi_ALA2``, ...
+    (kind and residue); a molecule without a protein backbone has none.
+    """
     import mdtraj
 
     from ..analysis.dihedrals import find_dihedrals
 
-    dihedrals = find_dihedrals(mdtraj.Topology.from_openmm(topology))
-    phi = [d.atoms for d in dihedrals if d.kind == "phi"]
-    psi = [d.atoms for d in dihedrals if d.kind == "psi"]
-    if len(phi) != 1 or len(psi) != 1:
-        raise NeuralCTError(f"the system has {len(phi)} phi and {len(psi)} psi backbone torsions; phi/psi and transition counts need a dipeptide with exactly one of each")
-    return list(phi[0]), list(psi[0])
+    backbone = [d for d in find_dihedrals(mdtraj.Topology.from_openmm(topology)) if d.kind in ("phi", "psi")]
+    if [d.kind for d in backbone] == ["phi", "psi"]:
+        return {d.kind: d for d in backbone}
+    return {f"{d.kind}_{d.residue.label.replace(':', '_')}": d for d in backbone}
 
 
-def _dihedral(positions: np.ndarray, atoms: Sequence[int]) -> float:
-    """Dihedral angle (rad) of four atoms, the IUPAC convention MDTraj and OpenMM use."""
-    p0, p1, p2, p3 = (positions[i] for i in atoms)
-    b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
-    n1, n2 = np.cross(b0, b1), np.cross(b1, b2)
-    return math.atan2(float(np.dot(np.cross(n1, n2), b1 / np.linalg.norm(b1))), float(np.dot(n1, n2)))
+def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Any]:
+    """The backbone torsions of ``topology`` by COLVAR name, checked against what ``settings`` biases.
+
+    Raises
+    ------
+    NeuralCTError
+        If ``--cv`` names torsions the system does not have (phi/psi references need a dipeptide).
+    """
+    torsions = _backbone_torsions(topology)
+    if settings.cv != "learned" and any(name not in torsions for name in settings.cv.split(",")):
+        raise NeuralCTError(f"--cv {settings.cv} needs a dipeptide (one phi and one psi backbone torsion); this system has {len(torsions)} backbone torsions: bias the learned CVs")
+    return torsions
 
 
 def _torsion_force(atoms: Sequence[int]) -> Any:
@@ -225,7 +236,7 @@ def _torsion_force(atoms: Sequence[int]) -> Any:
     return force
 
 
-def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, list[int]]) -> tuple[list[Any], list[str], list[dict]]:
+def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Any]) -> tuple[list[Any], list[str], list[dict]]:
     """The BiasVariables, their names and their grid description."""
     from openmm.app.metadynamics import BiasVariable
 
@@ -243,7 +254,7 @@ def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions
             grids.append({"name": f"cv{j + 1}", "min": low, "max": high, "width": width, "grid_points": variables[-1].gridWidth, "range_source": source})
     else:
         for name in settings.cv.split(","):
-            variables.append(BiasVariable(_torsion_force(torsions[name]), -math.pi, math.pi, settings.width_rad, True))
+            variables.append(BiasVariable(_torsion_force(torsions[name].atoms), -math.pi, math.pi, settings.width_rad, True))
             names.append(name)
             grids.append({"name": name, "min": -math.pi, "max": math.pi, "width": settings.width_rad, "grid_points": variables[-1].gridWidth})
     return variables, names, grids
@@ -289,8 +300,7 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     from tqdm import tqdm
 
     settings.validate()
-    phi_atoms, psi_atoms = _backbone_torsions(md_system.topology)
-    torsions = {"phi": phi_atoms, "psi": psi_atoms}
+    torsions = backbone_torsions(md_system.topology, settings)
     variables, names, grids = _bias_variables(settings, model, md_system, torsions)
     kT = kT_kj_per_mol(settings.temperature)
     metadynamics = Metadynamics(md_system.system, variables, settings.temperature, settings.bias_factor, settings.height_kj, settings.steps_per_deposit)
@@ -320,8 +330,9 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
         simulation.context.setVelocitiesToTemperature(settings.temperature, settings.seed + 1)
     periodic = settings.cv != "learned"
-    # phi and psi are recorded beside the biased CVs, unless they are the biased CVs.
-    observed = [name for name in ("phi", "psi") if name not in names]
+    # The backbone torsions are recorded beside the biased CVs, unless they are the biased CVs.
+    observed = [name for name in torsions if name not in names]
+    fields = names + observed + ["bias", "rbias"]
     first_report = len(rows)
     start, cpu_start, last_save = time.perf_counter(), time.process_time(), time.perf_counter()
     with tqdm(total=settings.n_reports, initial=first_report, unit="ps" if settings.report_ps == 1 else "report", desc=f"bias {settings.cv}", disable=not progress, mininterval=0.5) as bar:
@@ -333,7 +344,7 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
             except NeuralCTError as error:
                 if rows:
                     _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
-                    write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], _colvar_fields(names))
+                    write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], fields)
                     raise NeuralCTError(f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc") from None
                 raise
             state = simulation.context.getState(getPositions=True, getEnergy=True, groups={bias_group})
@@ -341,7 +352,7 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
             bias = state.getPotentialEnergy()._value
             offset = reweighting_offset(metadynamics._totalBias, settings.bias_factor, kT, periodic)
             time_ps = simulation.currentStep * settings.outer_step_ps
-            angles = [_dihedral(positions, torsions[name]) for name in observed]
+            angles = dihedral_angles(positions[None], [torsions[name] for name in observed])[0]
             rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
             frames.append(positions)
             bar.update(1)
@@ -352,7 +363,7 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
     steps = (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every
     _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
-    return _write_results(folder, np.array(rows), names, grids, metadynamics, settings, kT, {"wall_seconds": wall, "cpu_seconds": cpu, "md_steps_this_run": steps, "resumed_from_report": first_report or None})
+    return _write_results(folder, np.array(rows), fields, names, torsions, grids, metadynamics, settings, kT, {"wall_seconds": wall, "cpu_seconds": cpu, "md_steps_this_run": steps, "resumed_from_report": first_report or None})
 
 
 def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
@@ -376,47 +387,53 @@ def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], si
             )
 
 
-def _colvar_fields(names: list[str]) -> list[str]:
-    """COLVAR columns after time: the biased CVs, phi and psi (unless biased), bias V and V - c(t)."""
-    return names + [name for name in ("phi", "psi") if name not in names] + ["bias", "rbias"]
-
-
-def _write_results(folder: Path, table: np.ndarray, names: list[str], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
+def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: list[str], torsions: dict[str, Any], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
     from ..analysis.fes import free_energy_2d
     from ..analysis.plots import plot_grid_free_energy
 
-    fields = _colvar_fields(names)
     write_colvar(folder / "COLVAR", table[:, 0], table[:, 1:], fields)
     bias = np.asarray(metadynamics._totalBias)
     free = np.asarray(metadynamics.getFreeEnergy()._value)
     for name, array in (("bias.npy", bias), ("fes.npy", free)):
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        atomic_write_bytes(folder / name, buffer.getvalue())
+        _save_array(folder / name, array)
     plot_grid_free_energy((free - free.min()).T, [{**g, "name": g["name"]} for g in grids], folder / "fes.png", f"well-tempered metadynamics on {', '.join(names)}: -(gamma/(gamma-1)) V")
-    phi, psi, rbias = table[:, 1 + fields.index("phi")], table[:, 1 + fields.index("psi")], table[:, -1]
+    column = {name: table[:, 1 + fields.index(name)] for name in torsions}
+    rbias = table[:, -1]
     weights = np.exp((rbias - rbias.max()) / kT)
-    surface, phi_edges, psi_edges = free_energy_2d(phi, psi, bins=40, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights)
-    buffer = io.BytesIO()
-    np.save(buffer, surface)
-    atomic_write_bytes(folder / "fes_phi_psi_reweighted.npy", buffer.getvalue())
-    plot_grid_free_energy(surface, [{"name": "phi (rad)", "min": -math.pi, "max": math.pi}, {"name": "psi (rad)", "min": -math.pi, "max": math.pi}], folder / "fes_phi_psi_reweighted.png", "reweighted free energy (Tiwary-Parrinello c(t))")
-    positive = weights[phi > 0].sum()
-    delta = float(-kT * math.log(positive / weights[phi <= 0].sum())) if positive > 0 else None
     ns = len(table) * settings.report_ps / 1000.0
-    transitions = count_transitions(phi)
-    first_entry = np.nonzero((phi > CORE_B[0]) & (phi < CORE_B[1]))[0]
+    by_torsion, surfaces = {}, []
+    for name, dihedral in torsions.items():
+        if dihedral.kind != "phi":
+            continue
+        phi = column[name]
+        psi_name = next((other for other, d in torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None)
+        if psi_name is not None:
+            suffix = "" if name == "phi" else "_" + name.removeprefix("phi_")
+            surface, _, _ = free_energy_2d(phi, column[psi_name], bins=40, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights)
+            _save_array(folder / f"fes_phi_psi_reweighted{suffix}.npy", surface)
+            axes = [{"name": f"{name} (rad)", "min": -math.pi, "max": math.pi}, {"name": f"{psi_name} (rad)", "min": -math.pi, "max": math.pi}]
+            plot_grid_free_energy(surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", "reweighted free energy (Tiwary-Parrinello c(t))")
+            surfaces.append(f"fes_phi_psi_reweighted{suffix}.npy")
+        positive = weights[phi > 0].sum()
+        transitions = count_transitions(phi)
+        first_entry = np.nonzero((phi > CORE_B[0]) & (phi < CORE_B[1]))[0]
+        by_torsion[name] = {
+            "phi_transitions": transitions,
+            "phi_transitions_per_ns": transitions / ns,
+            "first_entry_into_B_ps": float(table[first_entry[0], 0]) if len(first_entry) else None,
+            "delta_F_phi_positive_minus_negative_kj": float(-kT * math.log(positive / weights[phi <= 0].sum())) if positive > 0 else None,
+        }
     steps = timing["md_steps_this_run"]
     summary = {
         "cvs": names,
         "grids": grids,
         "settings": asdict(settings),
         "ns_simulated": ns,
-        "phi_transitions": transitions,
-        "phi_transitions_per_ns": transitions / ns,
+        # A molecule with one phi (a dipeptide) has its figures here too, as the benchmark reads them.
+        **(next(iter(by_torsion.values())) if len(by_torsion) == 1 else {}),
+        "phi_torsions": by_torsion,
         "core_sets_rad": {"A": list(CORE_A), "B": list(CORE_B)},
-        "first_entry_into_B_ps": float(table[first_entry[0], 0]) if len(first_entry) else None,
-        "delta_F_phi_positive_minus_negative_kj": delta,
+        "reweighted_phi_psi_surfaces": surfaces,
         "reweighting": "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), c(t) from the bias grid at each report",
         "steps_per_second": steps / timing["wall_seconds"] if steps and timing["wall_seconds"] > 0 else None,
         "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
@@ -426,3 +443,9 @@ def _write_results(folder: Path, table: np.ndarray, names: list[str], grids: lis
     }
     write_json(folder / "summary.json", summary)
     return summary
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
