@@ -66,7 +66,8 @@ class _Coupling:
         out = self.weights[-1] @ hidden + self.biases[-1]
         squashed = np.tanh(out[: self.n_transformed] / self.scale_bound)
         scale = np.exp(self.scale_bound * squashed)
-        return x_b * scale + out[self.n_transformed :], (x_b * scale * (1.0 - squashed**2), scale, slopes)
+        scaled = x_b * scale
+        return scaled + out[self.n_transformed :], (scaled * (1.0 - squashed * squashed), scale, slopes)
 
     def backward(self, g_a: np.ndarray, g_b: np.ndarray, saved: tuple) -> tuple[np.ndarray, np.ndarray]:
         """Cotangents (k, n_a) and (k, n_b) of the input blocks from those of the output blocks."""
@@ -155,6 +156,14 @@ def _cross_tables() -> tuple[np.ndarray, np.ndarray]:
 
 TORQUE, SKEW = _cross_tables()
 _EYE3 = np.eye(3)
+_NEXT, _AFTER = [1, 2, 0], [2, 0, 1]
+
+
+def _inverse_3x3(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a 3 x 3 matrix by cofactors (``numpy.linalg.inv`` costs more in overhead than in arithmetic here)."""
+    a, b = matrix[_NEXT], matrix[_AFTER]
+    cofactors = a[:, _NEXT] * b[:, _AFTER] - a[:, _AFTER] * b[:, _NEXT]
+    return cofactors.T / (matrix[0] @ cofactors[0])
 
 
 class NumpyCollectiveVariables:
@@ -240,7 +249,7 @@ class NumpyCollectiveVariables:
         g_aligned = ((cotangent * self.position_scale) @ self.basis.T).reshape(len(selected), -1, 3) * self.sqrt_masses
         symmetric = rotation @ correlation
         torque = (aligned.T @ g_aligned).reshape(-1, 9) @ TORQUE
-        lam = torque @ np.linalg.inv(symmetric.trace() * _EYE3 - symmetric)
+        lam = torque @ _inverse_3x3(symmetric.trace() * _EYE3 - symmetric)
         g_centred = (g_aligned + self.mass_column * (self.reference @ (lam @ SKEW).reshape(-1, 3, 3))) @ rotation
         gradients = g_centred - self.mass_fraction[:, None] * g_centred.sum(axis=1, keepdims=True)
         return q[selected], gradients
