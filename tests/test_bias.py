@@ -39,7 +39,7 @@ def test_reweighting_offset_of_a_flat_bias_is_the_bias():
 def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_path):
     model_path, _ = alanine_model
     out = tmp_path / "learned"
-    assert main(["bias", str(model_path), *SHORT, *FRAMES, "--output", str(out)]) == 0
+    assert main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)]) == 0
     fields, table = read_colvar(out / "COLVAR")
     assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and len(table) == 40
     assert np.allclose(table[:, 0], 0.1 * np.arange(1, 41))
@@ -51,7 +51,7 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
         assert (out / name).exists(), name
     grid = np.load(out / "bias.npy")
     assert grid.shape == tuple(g["grid_points"] for g in reversed(summary["grids"]))
-    assert main(["bias", str(model_path), *SHORT, *FRAMES, "--output", str(out)]) == 0  # finished: nothing to do
+    assert main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)]) == 0  # finished: nothing to do
 
     retrain = ["train", str(out / "trajectory.nc"), "--steps", "5", "--batch-size", "16", "--couplings", "2", "--hidden", "16", "--no-progress"]
     assert main(retrain + ["--bias-colvar", str(out / "COLVAR"), "--output", str(tmp_path / "retrained")]) == 0
@@ -122,7 +122,7 @@ def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, t
 
     monkeypatch.setattr(bias, "_check_inside", leave_at_the_third_report)
     out = tmp_path / "left"
-    assert main(["bias", str(alanine_model[0]), *SHORT, "--report-ps", "0.8", "--output", str(out)]) == 2
+    assert main(["bias", str(alanine_model[0]), "--cvs", "2", *SHORT, "--report-ps", "0.8", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "left its grid" in err and "the 2 reports before it are in COLVAR and trajectory.nc" in err and len(err.splitlines()) == 1
     fields, table = read_colvar(out / "COLVAR")

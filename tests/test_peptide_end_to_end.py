@@ -126,7 +126,7 @@ def test_a_failing_score_keeps_the_cvs(trialanine, capsys, monkeypatch):
 def test_trialanine_learned_cvs_are_biased_with_every_backbone_torsion_recorded(trialanine, capsys):
     folder, model, _ = trialanine
     out = folder / "bias"
-    assert main(["bias", str(model), "trialanine", "--length-ns", "0.004", "--grid-margin", "3", "--no-progress", "--output", str(out)]) == 0
+    assert main(["bias", str(model), "trialanine", "--cvs", "2", "--length-ns", "0.004", "--grid-margin", "3", "--no-progress", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     torsions = [f"{kind}_A_ALA{number}" for number in (2, 3, 4) for kind in ("phi", "psi")]
     fields, table = read_colvar(out / "COLVAR")

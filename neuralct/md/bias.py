@@ -73,7 +73,7 @@ class BiasSettings:
     """
 
     cv: str = "learned"
-    n_cvs: int = 2
+    n_cvs: int = 1
     temperature: float = 300.0
     length_ns: float = 1.0
     timestep_fs: float = 2.0
@@ -84,7 +84,7 @@ class BiasSettings:
     width_rad: float = 0.35
     bias_factor: float = 8.0
     pace_ps: float = 1.0
-    grid_margin: float = 0.5
+    grid_margin: float = 2.0
     bias_every: int = 4
     platform: str = "Reference"
     seed: int = 0
