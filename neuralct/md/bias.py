@@ -15,7 +15,8 @@ the time-dependent offset of well-tempered metadynamics (gamma the bias factor),
 on the bias grid at every deposition. The COLVAR holds ``bias = V`` and ``rbias = V - c``.
 
 Every backbone phi and psi of the molecule is recorded beside the CVs (``phi`` and ``psi`` for a
-dipeptide, ``phi_ALA2``, ``psi_ALA2``, ... for longer peptides, none for other molecules).
+dipeptide, ``phi_A_ALA2``, ``psi_A_ALA2``, ... (kind, chain and residue) for longer peptides, none
+for other molecules).
 Transitions of each phi are counted between core sets (B3 in benchmarks.md): A = phi < -0.5 rad,
 B = 0.5 < phi < 1.6 rad; a transition is a change of the last core set visited.
 """
@@ -33,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..analysis.colvar import write_colvar
-from ..analysis.dihedrals import dihedral_angles
+from ..analysis.dihedrals import Dihedral, dihedral_angles, find_dihedrals
 from ..errors import NeuralCTError
 from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
@@ -198,15 +199,13 @@ def _logsumexp(values: np.ndarray) -> float:
     return peak + math.log(float(np.exp(values - peak).sum()))
 
 
-def _backbone_torsions(topology: Any) -> dict[str, Any]:
+def _backbone_torsions(topology: Any) -> dict[str, Dihedral]:
     """Backbone phi and psi of every residue (MDTraj's definitions), by COLVAR name.
 
-    A dipeptide's are named ``phi`` and ``psi``; a longer peptide's ``phi_ALA2``, ``psi_ALA2``, ...
-    (kind and residue); a molecule without a protein backbone has none.
+    A dipeptide's are named ``phi`` and ``psi``; a longer peptide's ``phi_A_ALA2``, ``psi_A_ALA2``,
+    ... (kind, chain and residue); a molecule without a protein backbone has none.
     """
     import mdtraj
-
-    from ..analysis.dihedrals import find_dihedrals
 
     backbone = [d for d in find_dihedrals(mdtraj.Topology.from_openmm(topology)) if d.kind in ("phi", "psi")]
     if [d.kind for d in backbone] == ["phi", "psi"]:
@@ -214,7 +213,7 @@ def _backbone_torsions(topology: Any) -> dict[str, Any]:
     return {f"{d.kind}_{d.residue.label.replace(':', '_')}": d for d in backbone}
 
 
-def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Any]:
+def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Dihedral]:
     """The backbone torsions of ``topology`` by COLVAR name, checked against what ``settings`` biases.
 
     Raises
@@ -236,7 +235,7 @@ def _torsion_force(atoms: Sequence[int]) -> Any:
     return force
 
 
-def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Any]) -> tuple[list[Any], list[str], list[dict]]:
+def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Dihedral]) -> tuple[list[Any], list[str], list[dict]]:
     """The BiasVariables, their names and their grid description."""
     from openmm.app.metadynamics import BiasVariable
 
@@ -387,7 +386,7 @@ def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], si
             )
 
 
-def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: list[str], torsions: dict[str, Any], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
+def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: list[str], torsions: dict[str, Dihedral], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
     from ..analysis.fes import free_energy_2d
     from ..analysis.plots import plot_grid_free_energy
 
