@@ -140,3 +140,22 @@ def test_trialanine_learned_cvs_are_biased_with_every_backbone_torsion_recorded(
     assert main(["bias", str(model), "trialanine", "--cv", "phi", "--length-ns", "0.004", "--no-progress", "--output", str(folder / "phi")]) == 2
     err = capsys.readouterr().err.strip()
     assert "--cv phi needs a dipeptide" in err and len(err.splitlines()) == 1 and not (folder / "phi").exists()
+
+
+def test_trialanine_is_sampled_exactly_in_its_own_implicit_solvent(tmp_path):
+    """All-atom tri-alanine: latent HMC in the system file's solvent (OBC2), indicators per residue."""
+    md = tmp_path / "md"
+    assert main(["simulate", "trialanine", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.004", "--report-ps", "0.02",
+                 "--equilibration-ps", "0.2", "--replicas", "2", "--no-progress", "--output", str(md)]) == 0
+    assert main(["train", str(md / "replica-000.nc"), str(md / "replica-001.nc"), "--selection", "all", "--steps", "10", "--batch-size", "64",
+                 "--couplings", "2", "--hidden", "16", "--no-progress", "--output", str(tmp_path / "model")]) == 0
+    out = tmp_path / "sample"
+    assert main(["sample", str(tmp_path / "model" / "model.pt"), "trialanine", "--chains", "4", "--samples", "20", "--warmup", "10",
+                 "--leapfrog-steps", "3", "--no-progress", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["solvent"] == "obc2" and summary["target"]["atoms"] == 42 and summary["target"]["dimension"] == 120
+    assert summary["energy_evaluations"] == 4 * 20 * 3 and 0 < summary["kernels"]["hmc"]["acceptance_rate"] <= 1
+    assert {f"phi > 0 ({residue})" for residue in ("A:ALA2", "A:ALA3", "A:ALA4")} <= set(summary["indicators"])
+    import mdtraj
+
+    assert mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb")).n_frames == 4 * 20

@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
     parser.add_argument("system", metavar="SYSTEM", nargs="?", help="for molecular models: the bundled system, system YAML or PDB the model was trained on (built without constraints)")
-    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default="vacuum", help="solvent of SYSTEM (default: %(default)s)")
+    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default=None, help="solvent of SYSTEM: vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)")
     parser.add_argument("--method", choices=("latent-hmc", "hmc", "independence", "mixed"), default="latent-hmc", help="sampler (default: %(default)s)")
     parser.add_argument("--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)")
     parser.add_argument("--samples", type=positive_int, default=1000, help="recorded iterations per chain after warm-up (default: %(default)s)")

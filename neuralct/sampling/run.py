@@ -178,7 +178,7 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     def indicators(y: torch.Tensor) -> dict[str, np.ndarray]:
         return basin_indicators(topology, frame.from_internal(y).detach().cpu().numpy())
 
-    description = {"system": md_system.name, "atoms": topology.n_atoms, "temperature_K": temperature, "dimension": frame.dim}
+    description = {"system": md_system.name, "solvent": md_system.settings.get("solvent"), "atoms": topology.n_atoms, "temperature_K": temperature, "dimension": frame.dim}
     return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, frame=frame)
 
 
