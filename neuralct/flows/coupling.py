@@ -38,15 +38,16 @@ def mlp(n_in: int, n_out: int, hidden: int, depth: int, output_bias: bool = True
 
 
 def _silu_with_slope(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``silu(a)``, ``sigma(a)`` and ``d silu / da = sigma(a) (1 + a - silu(a))`` at pre-activations ``a``."""
+    """``h = silu(a)``, ``sigma(a)`` and ``d silu / da = sigma + h (1 - sigma)`` at pre-activations ``a``."""
     gate = torch.sigmoid(pre)
     value = pre * gate
-    return value, gate, (pre - value).add_(1).mul_(gate)
+    return value, gate, torch.addcmul(gate, value, 1 - gate)
 
 
-def _silu_curvature(pre: torch.Tensor, gate: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``d^2 silu / da^2 = sigma (1 - sigma) (2 + a - 2 silu(a))`` from :func:`_silu_with_slope`'s results."""
-    return torch.sub(pre, value, alpha=2).add_(2).mul_(torch.addcmul(gate, gate, gate, value=-1))
+def _silu_curvature(gate: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``d^2 silu / da^2 = sigma (1 - sigma) (2 + a (1 - 2 sigma))``, written as ``s + sigma (1 - 2 s)``
+    with ``s = d silu / da`` (:func:`_silu_with_slope`): two operations, no pre-activation kept."""
+    return torch.add(slope, gate).addcmul_(gate, slope, value=-2)
 
 
 class _CouplingMomentumLift(torch.autograd.Function):
@@ -63,9 +64,9 @@ class _CouplingMomentumLift(torch.autograd.Function):
     The backward pass differentiates all of it, the vector-Jacobian product included (so
     second derivatives of the conditioner), in a few fused tensor operations per layer
     instead of the dozens of small autograd nodes the same formulas would record: training
-    at batch 200 is bound by per-operation cost. It is differentiable once (no
-    ``create_graph`` through it); ``tests/test_flows.py`` checks it against finite
-    differences and against autograd.
+    at batch 200 is bound by the number of tensor operations, not by arithmetic. It is
+    differentiable once (no ``create_graph`` through it); ``tests/test_flows.py`` checks it
+    against finite differences and against autograd.
 
     ``parameters`` are the conditioner's ``(weight, bias)`` pairs in layer order; the
     last layer is linear, the others SiLU.
@@ -74,18 +75,16 @@ class _CouplingMomentumLift(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inverse: bool, scale_bound: float, a, b, m_a, m_b, *parameters):
         weights, biases = parameters[0::2], parameters[1::2]
-        inputs, pres, gates, slopes = [], [], [], []
+        inputs, gates, slopes = [], [], []
         hidden = a
         for weight, bias in zip(weights[:-1], biases[:-1]):
             inputs.append(hidden)
-            pre = torch.addmm(bias, hidden, weight.t())
-            hidden, gate, slope = _silu_with_slope(pre)
-            pres.append(pre)
+            hidden, gate, slope = _silu_with_slope(torch.addmm(bias, hidden, weight.t()))
             gates.append(gate)
             slopes.append(slope)
         inputs.append(hidden)
         raw, shift = torch.addmm(biases[-1], hidden, weights[-1].t()).chunk(2, dim=-1)
-        bounded = torch.tanh(raw / scale_bound)
+        bounded = raw.div_(scale_bound).tanh_()
         log_scale_slope = 1 - bounded * bounded
         scale = torch.exp(bounded * scale_bound)
         if inverse:
@@ -94,6 +93,7 @@ class _CouplingMomentumLift(torch.autograd.Function):
             # The cotangent of s is x_b e^s P_b = (y_b - t) P_b.
             scale_cotangent, momentum_out = moved * m_b, m_b
         else:
+            moved = None
             new_b, new_m_b = torch.addcmul(shift, b, scale), m_b / scale
             # x_b e^s P_b = x_b p_b: the scale cancels in the cotangent of s.
             scale_cotangent, momentum_out = b * m_b, new_m_b
@@ -107,24 +107,20 @@ class _CouplingMomentumLift(torch.autograd.Function):
             slope_scaled[layer] = vjp * slopes[layer]
             vjp = slope_scaled[layer] @ weights[layer]
         new_m_a = m_a + vjp if inverse else m_a - vjp
-        ctx.inverse, ctx.scale_bound, ctx.depth = inverse, scale_bound, len(slopes)
-        ctx.save_for_backward(
-            b, m_b, new_b, new_m_b, scale, bounded, log_scale_slope, scale_cotangent, cotangent,
-            *inputs, *pres, *gates, *slopes, *pulled, *slope_scaled, *parameters,
-        )
+        # Inputs and outputs go through save_for_backward (version checks, no reference cycle);
+        # the intermediates, private to this pass, are plain attributes (cheaper to keep).
+        ctx.save_for_backward(b, m_b, new_b, new_m_b, *parameters)
+        ctx.inverse, ctx.scale_bound = inverse, scale_bound
+        ctx.intermediates = (scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, gates, slopes, pulled, slope_scaled)
         return new_b, new_m_a, new_m_b
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_new_b, grad_new_m_a, grad_new_m_b):
-        saved = list(ctx.saved_tensors)
-        b, m_b, new_b, new_m_b, scale, bounded, log_scale_slope, scale_cotangent, cotangent = saved[:9]
-        depth = ctx.depth
-        rest = saved[9:]
-        inputs, rest = rest[: depth + 1], rest[depth + 1 :]
-        pres, gates, slopes, pulled, slope_scaled = (rest[k * depth : (k + 1) * depth] for k in range(5))
-        parameters = rest[5 * depth :]
+        b, m_b, new_b, new_m_b, *parameters = ctx.saved_tensors
+        scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, gates, slopes, pulled, slope_scaled = ctx.intermediates
         weights = parameters[0::2]
+        depth = len(slopes)
         grad_weights: list[torch.Tensor] = [None] * len(weights)
         grad_biases: list[torch.Tensor] = [None] * len(weights)
 
@@ -141,22 +137,21 @@ class _CouplingMomentumLift(torch.autograd.Function):
 
         # Back through the coupling's own algebra: gradients of b, m_b, s (log-scale) and t (shift).
         grad_scale_cotangent = grad_scale_term * log_scale_slope
-        grad_log_scale_slope = grad_scale_term * scale_cotangent
         if ctx.inverse:
-            moved = new_b * scale
-            grad_moved = torch.addcmul(grad_new_b / scale, grad_scale_cotangent, m_b)
-            grad_b, grad_shift = grad_moved, -grad_moved
-            grad_m_b = grad_momentum_out + grad_scale_cotangent * moved + grad_new_m_b * scale
-            grad_log_scale = grad_new_m_b * new_m_b - grad_new_b * new_b
+            grad_b = torch.addcmul(grad_new_b / scale, grad_scale_cotangent, m_b)
+            grad_shift = -grad_b
+            grad_m_b = torch.addcmul(grad_momentum_out, grad_scale_cotangent, moved).addcmul_(grad_new_m_b, scale)
+            grad_log_scale = torch.addcmul(grad_new_m_b * new_m_b, grad_new_b, new_b, value=-1)
         else:
             grad_m_b_out = grad_new_m_b + grad_momentum_out
-            grad_b = torch.addcmul(grad_new_b * scale, grad_scale_cotangent, m_b)
+            scaled_grad_new_b = grad_new_b * scale
+            grad_b = torch.addcmul(scaled_grad_new_b, grad_scale_cotangent, m_b)
             grad_m_b = torch.addcmul(grad_m_b_out / scale, grad_scale_cotangent, b)
-            grad_log_scale = grad_new_b * b * scale - grad_m_b_out * new_m_b
+            grad_log_scale = torch.addcmul(scaled_grad_new_b * b, grad_m_b_out, new_m_b, value=-1)
             grad_shift = grad_new_b
-        # s = c tanh(raw / c): ds/draw = 1 - tanh^2, and d(1 - tanh^2)/draw = -2 tanh (1 - tanh^2) / c.
-        grad_bounded = grad_log_scale * ctx.scale_bound - 2 * bounded * grad_log_scale_slope
-        grad_raw = grad_bounded * log_scale_slope / ctx.scale_bound
+        # s = c tanh(raw / c): ds/draw = 1 - tanh^2 and d(1 - tanh^2)/draw = -2 tanh (1 - tanh^2) / c.
+        grad_log_scale_slope = grad_scale_term * scale_cotangent
+        grad_raw = grad_log_scale.addcmul_(bounded, grad_log_scale_slope, value=-2 / ctx.scale_bound).mul_(log_scale_slope)
         grad_out = torch.cat([grad_raw, grad_shift], dim=-1)
 
         # Back through the conditioner itself, last layer first.
@@ -164,8 +159,7 @@ class _CouplingMomentumLift(torch.autograd.Function):
         grad_weights[-1].addmm_(grad_out.t(), inputs[-1])
         grad_hidden = grad_out @ weights[-1]
         for layer in reversed(range(depth)):
-            grad_pre = _silu_curvature(pres[layer], gates[layer], inputs[layer + 1]).mul_(grad_slopes[layer])
-            grad_pre.addcmul_(grad_hidden, slopes[layer])
+            grad_pre = _silu_curvature(gates[layer], slopes[layer]).mul_(grad_slopes[layer]).addcmul_(grad_hidden, slopes[layer])
             grad_biases[layer] = grad_pre.sum(0)
             grad_weights[layer].addmm_(grad_pre.t(), inputs[layer])
             grad_hidden = grad_pre @ weights[layer] if layer > 0 or ctx.needs_input_grad[2] else None
