@@ -190,16 +190,27 @@ class AffineCoupling(nn.Module):
         split_order = torch.cat([self.conditioning, self.transformed])
         self.register_buffer("split_order", split_order, persistent=False)
         self.register_buffer("merge_order", torch.argsort(split_order), persistent=False)
+        # Whether the conditioning block is the first half of the coordinates (True), the second
+        # (False), or neither (None): halves are split and merged without a gather.
+        self.conditioning_first = _halves_order(mask)
         self.scale_bound = float(scale_bound)
         self.net = mlp(len(self.conditioning), 2 * len(self.transformed), hidden, depth)
 
     def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x_a, x_b)`` of ``x`` (batch, n): one gather, then two views."""
-        return x.index_select(-1, self.split_order).split([len(self.conditioning), len(self.transformed)], dim=-1)
+        """``(x_a, x_b)`` of ``x`` (batch, n): two views, after one gather unless the blocks are halves."""
+        sizes = [len(self.conditioning), len(self.transformed)]
+        if self.conditioning_first is None:
+            return x.index_select(-1, self.split_order).split(sizes, dim=-1)
+        if self.conditioning_first:
+            return x.split(sizes, dim=-1)
+        x_b, x_a = x.split(sizes[::-1], dim=-1)
+        return x_a, x_b
 
     def merge(self, x_a: torch.Tensor, x_b: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`split`: blocks back to coordinate order, shape (batch, n)."""
-        return torch.cat([x_a, x_b], dim=-1).index_select(-1, self.merge_order)
+        if self.conditioning_first is None:
+            return torch.cat([x_a, x_b], dim=-1).index_select(-1, self.merge_order)
+        return torch.cat([x_a, x_b] if self.conditioning_first else [x_b, x_a], dim=-1)
 
     def _shift_and_log_scale(self, x_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raw_scale, shift = self.net(x_a).chunk(2, dim=-1)
@@ -233,6 +244,13 @@ class AffineCoupling(nn.Module):
         """``x = G^-1(y)`` and ``p = (dG/dx)^T P`` on blocks: ``(x_a, x_b, p_a, p_b)``."""
         x_b, p_a, p_b = _CouplingMomentumLift.apply(True, self.scale_bound, y_a, y_b, P_a, P_b, *self._conditioner_parameters())
         return y_a, x_b, p_a, p_b
+
+
+def _halves_order(mask: torch.Tensor) -> bool | None:
+    """True if ``mask`` (bool, shape (n,)) is True on a first block of coordinates and False on the
+    rest, False for the reverse, None if the two blocks interleave."""
+    changes = int((mask[1:] != mask[:-1]).sum())
+    return bool(mask[0]) if changes == 1 else None
 
 
 def _masks(n: int, count: int) -> list[torch.Tensor]:
