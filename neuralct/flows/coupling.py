@@ -98,27 +98,30 @@ class _CouplingMomentumLift(torch.autograd.Function):
             # x_b e^s P_b = x_b p_b: the scale cancels in the cotangent of s.
             scale_cotangent, momentum_out = b * m_b, new_m_b
         cotangent = torch.cat([scale_cotangent * log_scale_slope, momentum_out], dim=-1)
-        # D^T P_b through the conditioner, last layer first; ``pulled[l]`` enters hidden layer l's
-        # slope, ``slope_scaled[l]`` leaves it.
-        pulled, slope_scaled = [None] * len(slopes), [None] * len(slopes)
+        # D^T P_b through the conditioner, last layer first: the cotangent ``u`` reaching hidden
+        # layer l leaves it as ``slope_scaled[l] = u * silu'``. The backward pass needs ``u`` only
+        # times silu'' (the derivative of that product by the pre-activation): kept as one tensor.
+        differentiable = any(ctx.needs_input_grad)
+        slope_scaled, curvature_scaled = [None] * len(slopes), [None] * len(slopes)
         vjp = cotangent @ weights[-1]
         for layer in reversed(range(len(slopes))):
-            pulled[layer] = vjp
             slope_scaled[layer] = vjp * slopes[layer]
+            if differentiable:
+                curvature_scaled[layer] = _silu_curvature(gates[layer], slopes[layer]).mul_(vjp)
             vjp = slope_scaled[layer] @ weights[layer]
         new_m_a = m_a + vjp if inverse else m_a - vjp
         # Inputs and outputs go through save_for_backward (version checks, no reference cycle);
         # the intermediates, private to this pass, are plain attributes (cheaper to keep).
         ctx.save_for_backward(b, m_b, new_b, new_m_b, *parameters)
         ctx.inverse, ctx.scale_bound = inverse, scale_bound
-        ctx.intermediates = (scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, gates, slopes, pulled, slope_scaled)
+        ctx.intermediates = (scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled)
         return new_b, new_m_a, new_m_b
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_new_b, grad_new_m_a, grad_new_m_b):
         b, m_b, new_b, new_m_b, *parameters = ctx.saved_tensors
-        scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, gates, slopes, pulled, slope_scaled = ctx.intermediates
+        scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled = ctx.intermediates
         weights = parameters[0::2]
         depth = len(slopes)
         grad_weights: list[torch.Tensor] = [None] * len(weights)
@@ -126,11 +129,13 @@ class _CouplingMomentumLift(torch.autograd.Function):
 
         # Back through the vector-Jacobian product, first hidden layer to the last layer.
         grad_vjp = grad_new_m_a if ctx.inverse else -grad_new_m_a
-        grad_slopes = [None] * depth
+        # ``grad_pres[l]`` collects the gradient of hidden layer l's pre-activation: here its part
+        # through silu' in the product, below its part through the layer's output.
+        grad_pres = [None] * depth
         for layer in range(depth):
             grad_weights[layer] = slope_scaled[layer].t() @ grad_vjp
             grad_scaled = grad_vjp @ weights[layer].t()
-            grad_slopes[layer] = grad_scaled * pulled[layer]
+            grad_pres[layer] = grad_scaled * curvature_scaled[layer]
             grad_vjp = grad_scaled.mul_(slopes[layer])
         grad_weights[-1] = cotangent.t() @ grad_vjp
         grad_scale_term, grad_momentum_out = (grad_vjp @ weights[-1].t()).chunk(2, dim=-1)
@@ -159,7 +164,7 @@ class _CouplingMomentumLift(torch.autograd.Function):
         grad_weights[-1].addmm_(grad_out.t(), inputs[-1])
         grad_hidden = grad_out @ weights[-1]
         for layer in reversed(range(depth)):
-            grad_pre = _silu_curvature(gates[layer], slopes[layer]).mul_(grad_slopes[layer]).addcmul_(grad_hidden, slopes[layer])
+            grad_pre = grad_pres[layer].addcmul_(grad_hidden, slopes[layer])
             grad_biases[layer] = grad_pre.sum(0)
             grad_weights[layer].addmm_(grad_pre.t(), inputs[layer])
             grad_hidden = grad_pre @ weights[layer] if layer > 0 or ctx.needs_input_grad[2] else None
