@@ -83,6 +83,7 @@ def run_checkout(checkout: str, features: str, steps: int | None, minutes: float
         "checkout": checkout, "steps": steps, "validate_every": validate_every, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
         "samples_per_cpu_second": round(steps * BATCH_SIZE / cpu), "validation_nll_last": valid[-1],
         "validation_nll_kept_model": result.final_loss, "kept_step": result.best_step,
+        "validation_curve": [[step, round(loss, 4)] for step, loss in zip(result.history["step"], valid)],
     }
 
 
