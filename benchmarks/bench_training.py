@@ -115,7 +115,7 @@ def train_row(features, settings: TrainingSettings, args) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--minutes", type=float, default=15.0, help="training wall time per row, sized by a 30-step probe (default: %(default)s)")
+    length.add_argument("--minutes", type=float, default=15.0, help="training wall time per row, sized by a 60-step probe (default: %(default)s)")
     length.add_argument("--steps", type=int, help="a fixed number of optimiser steps per row instead of --minutes")
     parser.add_argument("--batch-sizes", default="200", help="comma-separated batch sizes, one row each (default: %(default)s)")
     parser.add_argument("--device", default="cpu")
@@ -148,8 +148,11 @@ def main() -> None:
     for batch_size in batch_sizes:
         steps = args.steps
         if steps is None:
-            _, probe, _, probe_wall, _, _ = train_row(features, TrainingSettings(steps=30, batch_size=batch_size, progress=False), args)
-            steps = max(50, int(30 * args.minutes * 60 / probe_wall))
+            # The second of two probes, from its training loop's rate: the first pays one-time costs
+            # (torch imports its compiler stack when the first optimiser is built, about a second).
+            for _ in range(2):
+                _, probe, _, _, _, _ = train_row(features, TrainingSettings(steps=60, batch_size=batch_size, progress=False, validate_every=60), args)
+            steps = max(50, int(args.minutes * 60 * probe.samples_per_second / batch_size))
         settings = TrainingSettings(steps=steps, batch_size=batch_size, progress=False)
         device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
         peak_reset = reset_peak_memory(device)

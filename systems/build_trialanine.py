@@ -1,6 +1,8 @@
 """How systems/trialanine.pdb was made: capped tri-alanine from standard internal coordinates, hydrogens and minimisation with OpenMM.
 
-Run once (``python systems/build_trialanine.py``); the PDB is committed. Heavy atoms are placed by
+Run once (``python systems/build_trialanine.py``); the PDB is committed. ``python
+systems/build_trialanine.py N OUT.pdb`` builds ACE-(ALA)N-NME the same way (e.g. deca-alanine
+for the scale benchmark B5). Heavy atoms are placed by
 the natural extension reference frame method (bond lengths, angles and torsions of an ideal
 trans peptide in the polyproline II conformation, phi -75, psi 145 degrees), hydrogens are added
 by ``openmm.app.Modeller.addHydrogens`` and the structure is energy-minimised with
@@ -59,14 +61,14 @@ def heavy_atoms(n_alanines: int = 3) -> list[tuple[str, str, np.ndarray]]:
     return atoms
 
 
-def build(path: Path = HERE / "trialanine.pdb") -> None:
-    """Write the minimised, protonated ACE-ALA-ALA-ALA-NME to ``path``."""
+def build(path: Path = HERE / "trialanine.pdb", n_alanines: int = 3) -> None:
+    """Write the minimised, protonated ACE-(ALA)n-NME (default tri-alanine) to ``path``."""
     import openmm as mm
     import openmm.app as app
     import openmm.unit as unit
 
     lines, residue, last = [], 0, None
-    for serial, (name, atom, xyz) in enumerate(heavy_atoms(), start=1):
+    for serial, (name, atom, xyz) in enumerate(heavy_atoms(n_alanines), start=1):
         if (name, atom) == ("ALA", "N") or name != last and name in ("ACE", "NME"):
             residue += 1
         last = name
@@ -82,7 +84,7 @@ def build(path: Path = HERE / "trialanine.pdb") -> None:
     mm.LocalEnergyMinimizer.minimize(context, 1.0, 5000)
     positions = context.getState(getPositions=True).getPositions()
     out = io.StringIO()
-    out.write("REMARK   1 CAPPED TRI-ALANINE ACE-ALA-ALA-ALA-NME (L-ALA), BUILT FOR NEURALCT BY\n")
+    out.write(f"REMARK   1 CAPPED ACE-(ALA){n_alanines}-NME (L-ALA), BUILT FOR NEURALCT BY\n")
     out.write("REMARK   1 SYSTEMS/BUILD_TRIALANINE.PY: IDEAL GEOMETRY (PHI -75, PSI 145, OMEGA 180),\n")
     out.write("REMARK   1 HYDROGENS FROM OPENMM MODELLER.ADDHYDROGENS (PH 7), MINIMISED WITH\n")
     out.write("REMARK   1 AMBER99SB-ILDN IN OBC2 IMPLICIT SOLVENT (NOCUTOFF, HBONDS).\n")
@@ -93,4 +95,6 @@ def build(path: Path = HERE / "trialanine.pdb") -> None:
 
 
 if __name__ == "__main__":
-    build()
+    import sys
+
+    build(*(Path(sys.argv[2]), int(sys.argv[1])) if len(sys.argv) > 2 else ())

@@ -64,13 +64,15 @@ class LinearSymplectic(SymplecticFlow):
         """``exp(sign K)``, shape (2n, 2n).
 
         For a point map ``K = diag(A, -A^T)`` is block diagonal, so is its exponential:
-        ``diag(exp(sign A), exp(-sign A)^T)``, two n x n exponentials instead of one of
-        2n x 2n (a quarter of the work, forward and backward).
+        ``diag(W, W^-T)`` with ``W = exp(sign A)``, since ``exp(-sign A) = W^-1``: one n x n
+        exponential and one n x n inverse instead of an exponential of 2n x 2n (the
+        exponential's backward pass, an exponential of a 2n x 2n block matrix, is the
+        expensive part).
         """
         if not self.point:
             return torch.linalg.matrix_exp(sign * self.hamiltonian_matrix())
         upper = torch.linalg.matrix_exp(sign * self.A)
-        lower = torch.linalg.matrix_exp(-sign * self.A).T
+        lower = torch.linalg.inv(upper).T
         zero = torch.zeros_like(upper)
         return torch.cat([torch.cat([upper, zero], 1), torch.cat([zero, lower], 1)], 0)
 
