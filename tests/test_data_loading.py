@@ -113,3 +113,22 @@ def test_bad_input(runs, tmp_path):
         load_trajectories(paths(runs)[0], topology=tmp_path / "chain.pdb")
     with pytest.raises(NeuralCTError, match="picks 0 atom"):
         load_trajectories(paths(runs)[0], selection="name XYZ")
+
+
+def test_masses_recorded_by_simulate_win_over_the_elements(tmp_path):
+    """Toy particles are argon in the topology but 1 amu in the System: training must use the System's masses."""
+    from neuralct.cli import main
+    from neuralct.md.netcdf import MASSES_ATTRIBUTE, read_netcdf
+
+    assert main(["simulate", "harmonic-chain", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference",
+                 "--no-progress", "--output", str(tmp_path / "chain")]) == 0
+    path = tmp_path / "chain" / "replica-000.nc"
+    assert read_netcdf(path).attributes[MASSES_ATTRIBUTE] == [1.0] * 32
+    data = load_trajectories(path)
+    assert np.array_equal(data.frame.masses.numpy(), np.ones(32))
+    plain = tmp_path / "plain.dcd"
+    import mdtraj
+
+    mdtraj.load(str(path), top=str(tmp_path / "chain" / "topology.pdb")).save_dcd(str(plain))
+    elements = load_trajectories(plain, topology=tmp_path / "chain" / "topology.pdb")
+    assert np.allclose(elements.frame.masses.numpy(), 39.948)  # no record: the elements' masses

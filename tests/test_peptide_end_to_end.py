@@ -104,6 +104,12 @@ def test_a_toy_without_backbone_goes_through_with_notes(tmp_path, capsys):
     assert summary["learned_cvs"]["vamp2"] is not None and summary["tica"]["vamp2"] is not None
     assert set(summary["figures"]) >= {"free_energy", "spectrum"} and "ramachandran" not in summary["figures"]
     assert len(summary["colvar_files"]) == 3 and "skipped ramachandran" in printed
+    biased = tmp_path / "bias"
+    assert main(["bias", str(model), str(system), "--length-ns", "0.004", "--no-progress", "--output", str(biased)]) == 0
+    assert "no backbone phi torsion" in capsys.readouterr().out
+    fields, table = read_colvar(biased / "COLVAR")
+    assert fields == ["time", "cv1", "bias", "rbias"] and table.shape == (4, 4)
+    assert json.loads((biased / "summary.json").read_text())["phi_torsions"] == {}
 
 
 def test_a_failing_score_keeps_the_cvs(trialanine, capsys, monkeypatch):

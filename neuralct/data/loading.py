@@ -127,13 +127,17 @@ class _Raw:
     on_step: bool
     time: np.ndarray | None
     topology: Any
+    masses: np.ndarray | None = None  # (n_atoms,) amu, as recorded by the simulation; else from the elements
 
 
-def _netcdf_velocities(path: Path) -> tuple[np.ndarray | None, bool]:
-    from ..md.netcdf import read_netcdf
+def _netcdf_extras(path: Path) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
+    """Velocities, whether they are on-step, and the recorded particle masses of a NetCDF file."""
+    from ..md.netcdf import MASSES_ATTRIBUTE, read_netcdf
 
     frames = read_netcdf(path)
-    return frames.velocities, bool(frames.attributes.get("neuralct_velocities_on_step", 0))
+    masses = frames.attributes.get(MASSES_ATTRIBUTE)
+    masses = None if masses is None else np.atleast_1d(np.asarray(masses, dtype=np.float64))
+    return frames.velocities, bool(frames.attributes.get("neuralct_velocities_on_step", 0)), masses
 
 
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
@@ -144,12 +148,14 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # MDTraj suggests netCDF4 when it falls back to scipy
         traj = md.load(str(path), top=topology, stride=stride) if topology else md.load(str(path), stride=stride)
-    velocities, on_step = None, False
+    velocities, on_step, masses = None, False, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        velocities, on_step = _netcdf_velocities(path)
+        velocities, on_step, masses = _netcdf_extras(path)
         velocities = velocities[::stride] if velocities is not None else None
+        if masses is not None and len(masses) != traj.n_atoms:
+            raise NeuralCTError(f"{path} records {len(masses)} particle masses for {traj.n_atoms} atoms; the file is damaged")
     has_time = traj.n_frames < 2 or np.ptp(traj.time) > 0
-    return _Raw(traj.xyz.astype(np.float64), velocities, on_step, traj.time.astype(np.float64) if has_time else None, traj.topology)
+    return _Raw(traj.xyz.astype(np.float64), velocities, on_step, traj.time.astype(np.float64) if has_time else None, traj.topology, masses)
 
 
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
@@ -207,9 +213,9 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         if has_velocities:
             velocities.append(universe.atoms.velocities / 10.0)
         times.append(ts.time)
-    on_step = False
+    on_step, masses = False, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        on_step = _netcdf_velocities(path)[1]
+        _, on_step, masses = _netcdf_extras(path)
     if topology:
         import mdtraj as md
 
@@ -225,6 +231,7 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         on_step,
         np.array(times, dtype=np.float64),
         top,
+        masses,
     )
 
 
@@ -348,7 +355,10 @@ def load_trajectories(
     atom_indices = _select(first.topology, selection, str(paths[0]))
     if atom_indices.size < 3:
         raise NeuralCTError(f"atom selection {selection!r} picks {atom_indices.size} atom(s) of {paths[0]}; at least 3 are needed")
-    masses = np.array([first.topology.atom(int(i)).element.mass for i in atom_indices], dtype=np.float64)
+    if first.masses is not None:
+        masses = first.masses[atom_indices]
+    else:
+        masses = np.array([first.topology.atom(int(i)).element.mass for i in atom_indices], dtype=np.float64)
     if not (masses > 0).all():
         raise NeuralCTError(f"atom selection {selection!r} includes atoms without a mass (virtual sites?); select real atoms")
     positions = np.concatenate([raw.xyz[:, atom_indices] for raw in raws])

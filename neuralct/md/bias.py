@@ -367,10 +367,11 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
 
 def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
     """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
-    from .netcdf import NetCDFFrames, write_netcdf
+    from .netcdf import MASSES_ATTRIBUTE, NetCDFFrames, write_netcdf
     from .simulate import write_topology
 
-    attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1, "neuralct_report_ps": float(settings.report_ps)}
+    attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1,
+                  "neuralct_report_ps": float(settings.report_ps), MASSES_ATTRIBUTE: md_system.masses()}
     write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes))
     write_topology(md_system, folder)
 

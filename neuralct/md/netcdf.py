@@ -50,6 +50,10 @@ class NetCDFFrames:
     per_frame: dict = field(default_factory=dict)
 
 
+#: Global attribute with the System's particle masses in amu, one per atom.
+MASSES_ATTRIBUTE = "neuralct_masses_amu"
+
+
 def write_netcdf(path: str | os.PathLike, frames: NetCDFFrames) -> None:
     """Write ``frames`` as an AMBER-convention NetCDF file, atomically."""
     from scipy.io import netcdf_file

@@ -40,7 +40,7 @@ import numpy as np
 from ..errors import NeuralCTError, first_line
 from ..io import atomic_write_bytes, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
-from .netcdf import NetCDFFrames, read_netcdf, write_netcdf
+from .netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 from .platform import available_platforms, fastest_platform, make_context
 from .systems import MDSystem
 
@@ -311,6 +311,8 @@ class _Replica:
             "neuralct_timestep_fs": float(self.settings.timestep_fs),
             "neuralct_report_ps": float(self.settings.report_ps),
             "neuralct_system": self.md_system.name,
+            # The System's masses: a topology's elements need not carry them (toy particles).
+            MASSES_ATTRIBUTE: self.masses,
         }
         n_atoms = self.md_system.n_atoms
         frames = NetCDFFrames(
