@@ -16,12 +16,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="well-tempered metadynamics on the learned CVs (or phi/psi) with reweighting and transition counts",
         description=(
             "Run well-tempered metadynamics (openmm.app.Metadynamics) of a system on the one or two slowest "
-            "CVs of a model (the CV is an openmm.PythonForce, no plugin), or on the backbone torsions with "
-            "--cv phi,psi as the reference. Grid bounds come from each CV's range on the training data, "
-            "widened by --grid-margin. Writes COLVAR (time, CVs, phi, psi, bias V and V - c(t), kJ/mol), "
-            "bias.npy/fes.npy/fes.png, the reweighted phi/psi free energy (Tiwary-Parrinello c(t)), phi "
-            "transition counts between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad) and summary.json. "
-            "Rerunning the same command resumes an interrupted run."
+            "CVs of a model (the CV is an openmm.PythonForce, no plugin), or on a dipeptide's backbone "
+            "torsions with --cv phi,psi as the reference. Grid bounds come from each CV's range on the "
+            "training data, widened by --grid-margin. Writes COLVAR (time, CVs, every backbone phi and psi, "
+            "bias V and V - c(t), kJ/mol), the frames, bias.npy/fes.npy/fes.png, each residue's reweighted "
+            "phi/psi free energy (Tiwary-Parrinello c(t)), transition counts of each phi between core sets "
+            "(phi < -0.5 vs 0.5 < phi < 1.6 rad) and summary.json. Rerunning the same command resumes an "
+            "interrupted run."
         ),
     )
     p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
