@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralct.cli import main as neuralct_main  # noqa: E402
-from neuralct.md.bias import count_transitions  # noqa: E402
+from neuralct.md.bias import count_transitions, phi_free_energy_difference  # noqa: E402
 from neuralct.units import kT_kj_per_mol  # noqa: E402
 
 
@@ -130,12 +130,7 @@ def delta_f_against_time(table: np.ndarray, fields: list[str], every_ps: float =
     kT = kT_kj_per_mol(300.0)
     phi, log_w = table[:, fields.index("phi")], table[:, fields.index("rbias")] / kT
     weights = np.exp(log_w - log_w.max())
-    rows = []
-    for end in np.arange(every_ps, table[-1, 0] + 1e-9, every_ps):
-        upto = table[:, 0] <= end
-        positive, negative = weights[upto & (phi > 0)].sum(), weights[upto & (phi <= 0)].sum()
-        rows.append([float(end), float(-kT * np.log(positive / negative)) if positive > 0 else None])
-    return rows
+    return [[float(end), phi_free_energy_difference(phi, weights * (table[:, 0] <= end), kT)] for end in np.arange(every_ps, table[-1, 0] + 1e-9, every_ps)]
 
 
 def bias_figures(folder: Path) -> dict:

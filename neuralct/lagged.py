@@ -393,7 +393,9 @@ def rank_by_autocorrelation(model, y: np.ndarray, traj_lengths: list[int], train
     """
     from .molecular import project_internal
 
-    first, second = split_lagged_pairs(traj_lengths, lag_frames, train_index, train_index)[0]
+    first, second = lagged_pairs(traj_lengths, lag_frames)
+    inside = np.isin(first, train_index) & np.isin(second, train_index)
+    first, second = first[inside], second[inside]
     if len(first) < 2:
         raise NeuralCTError(f"--rank-lag-ps {lag_ps} leaves fewer than 2 pairs of training frames that far apart; use a shorter lag or longer trajectories")
     current = model._mode_order().cpu().numpy()

@@ -40,7 +40,7 @@ from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
 from .simulate import check_whole_steps
 
-__all__ = ["BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
+__all__ = ["BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "phi_free_energy_difference", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
 
 #: Core sets of phi in rad (benchmarks.md, B3).
 CORE_A = (-math.pi, -0.5)
@@ -130,6 +130,12 @@ def count_transitions(phi: np.ndarray) -> int:
     state[(phi > CORE_B[0]) & (phi < CORE_B[1])] = 1
     visited = state[state >= 0]
     return int(np.count_nonzero(np.diff(visited))) if len(visited) else 0
+
+
+def phi_free_energy_difference(phi: np.ndarray, weights: np.ndarray, kT: float) -> float | None:
+    """Reweighted F(phi > 0) - F(phi <= 0) in kJ/mol from frame weights; None when phi > 0 has no weight."""
+    positive = float(weights[phi > 0].sum())
+    return -kT * math.log(positive / float(weights[phi <= 0].sum())) if positive > 0 else None
 
 
 def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, periodic: bool) -> float:
@@ -414,14 +420,13 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
             axes = [{"name": f"{name} (rad)", "min": -math.pi, "max": math.pi}, {"name": f"{psi_name} (rad)", "min": -math.pi, "max": math.pi}]
             plot_grid_free_energy(surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", "reweighted free energy (Tiwary-Parrinello c(t))")
             surfaces.append(f"fes_phi_psi_reweighted{suffix}.npy")
-        positive = weights[phi > 0].sum()
         transitions = count_transitions(phi)
         first_entry = np.nonzero((phi > CORE_B[0]) & (phi < CORE_B[1]))[0]
         by_torsion[name] = {
             "phi_transitions": transitions,
             "phi_transitions_per_ns": transitions / ns,
             "first_entry_into_B_ps": float(table[first_entry[0], 0]) if len(first_entry) else None,
-            "delta_F_phi_positive_minus_negative_kj": float(-kT * math.log(positive / weights[phi <= 0].sum())) if positive > 0 else None,
+            "delta_F_phi_positive_minus_negative_kj": phi_free_energy_difference(phi, weights, kT),
         }
     steps = timing["md_steps_this_run"]
     summary = {
