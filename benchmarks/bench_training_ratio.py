@@ -11,7 +11,9 @@ before the timing in both. Prints one JSON line per run and the median ratio of 
     python benchmarks/bench_training_ratio.py BEFORE_CHECKOUT AFTER_CHECKOUT --features F.npz --minutes 10 --pairs 1
 
 ``--minutes`` gives both the same wall time: each run sizes its number of steps from a probe of
-its own training steps and validation pass, so that training takes about that long.
+its own training steps and validation pass, so that training takes about that long. After each
+pair, one line compares the two runs' kept (lowest so far) validation NLL at each wall time the
+code before validated: with ``--steps`` both follow the same schedule, the faster one sooner.
 """
 
 from __future__ import annotations
@@ -75,16 +77,35 @@ def run_checkout(checkout: str, features: str, steps: int | None, minutes: float
         steps = max(50, int(minutes * 60 / (step_seconds + validation_seconds / validate_every)))
     model, objective = build()
     settings = TrainingSettings(steps=steps, batch_size=BATCH_SIZE, progress=False, validate_every=validate_every, checkpoint_every=10**9)
+    step_ends: list[float] = []
     wall, cpu = time.perf_counter(), time.process_time()
-    result = train(model, objective, settings, seed=0)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    result = train(model, objective, settings, seed=0, on_step=lambda step, loss: step_ends.append(time.perf_counter()))
+    # The validation after step s ends before step s + 1 starts (or, after the last step, when training returns).
+    done = time.perf_counter()
+    validated_at = [(step_ends[step] if step < steps else done) - wall for step in result.history["step"]]
+    wall, cpu = done - wall, time.process_time() - cpu
     valid = result.history["valid_loss"]
     return {
         "checkout": checkout, "steps": steps, "validate_every": validate_every, "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
         "samples_per_cpu_second": round(steps * BATCH_SIZE / cpu), "validation_nll_last": valid[-1],
         "validation_nll_kept_model": result.final_loss, "kept_step": result.best_step,
-        "validation_curve": [[step, round(loss, 4)] for step, loss in zip(result.history["step"], valid)],
+        "validation_curve": [[step, round(seconds, 2), round(loss, 4)] for step, seconds, loss in zip(result.history["step"], validated_at, valid)],
     }
+
+
+def kept_at_equal_wall_time(before: dict, after: dict) -> dict:
+    """At each wall time the code before validated, the NLL of each code's kept (lowest so far) state.
+
+    Returns the number of those times, at how many the code after's kept state is equal (to 1e-4
+    nats) or better, and the largest amount by which it is worse (0 if never).
+    """
+    def kept(curve, seconds):
+        losses = [loss for _, at, loss in curve if at <= seconds]
+        return min(losses) if losses else math.inf
+
+    times = [at for _, at, _ in before["validation_curve"]]
+    differences = [kept(after["validation_curve"], at) - kept(before["validation_curve"], at) for at in times]
+    return {"validations": len(times), "after_equal_or_better": sum(diff <= 1e-4 for diff in differences), "worst_excess_nats": round(max(0.0, *differences), 4)}
 
 
 def main() -> None:
@@ -111,6 +132,7 @@ def main() -> None:
             rows.append(json.loads(output.strip().splitlines()[-1]))
             print(output.strip().splitlines()[-1], flush=True)
         ratios.append(rows[0]["cpu_seconds"] / rows[1]["cpu_seconds"] * rows[1]["steps"] / rows[0]["steps"])
+        print(json.dumps({"kept_validation_nll_at_equal_wall_time": kept_at_equal_wall_time(*rows)}), flush=True)
     print(json.dumps({"samples_per_cpu_second_ratio_median": round(statistics.median(ratios), 3), "ratios": [round(r, 3) for r in ratios]}))
 
 

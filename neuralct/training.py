@@ -321,6 +321,39 @@ def _checked_mean(losses: list[torch.Tensor], norms: list[torch.Tensor], first_s
     return float(losses_.double().mean())
 
 
+def _clip_and_step(optimizer: torch.optim.Adam, parameters: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip the gradients to total norm ``max_norm`` and take one step of ``optimizer`` (fused Adam).
+
+    The same arithmetic as ``torch.nn.utils.clip_grad_norm_`` followed by ``optimizer.step()``, in
+    four tensor calls once Adam's state exists (the first step goes that way and creates it):
+    none of the optimiser's per-parameter bookkeeping in Python runs, which at batch 200 cost
+    about as much as the fused kernel itself.
+
+    Returns
+    -------
+    torch.Tensor
+        The total gradient norm before clipping, a 0-d tensor on the device (no host sync).
+    """
+    with_grad = [parameter for parameter in parameters if parameter.grad is not None]
+    states = [optimizer.state.get(parameter) for parameter in with_grad]
+    if not all(states):
+        norm = torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
+        optimizer.step()
+        return norm
+    (group,) = optimizer.param_groups
+    grads = [parameter.grad for parameter in with_grad]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp_(max=1.0))
+    steps = [state["step"] for state in states]
+    torch._foreach_add_(steps, 1)
+    torch._fused_adam_(
+        with_grad, grads, [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states], [], steps,
+        lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"],
+        amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
+    )
+    return norm
+
+
 def train(
     model: NeuralCanonicalTransformation,
     objective: MaximumLikelihood | VariationalFreeEnergy,
@@ -386,8 +419,7 @@ def train(
         # The mean over processes: every process sees the same value and stops together.
         running.append(distributed.mean_over_processes(loss.detach()))
         loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_(parameters, settings.gradient_clip))
-        optimizer.step()
+        norms.append(_clip_and_step(optimizer, parameters, settings.gradient_clip))
         scheduler.step()
         if on_step is not None:
             on_step(step, float(running[-1]))

@@ -179,13 +179,18 @@ def test_closed_form_momentum_map_and_its_gradients_match_autograd():
 
 @pytest.mark.parametrize("inverse", [False, True])
 @pytest.mark.parametrize("depth", [1, 2])
-def test_coupling_backward_pass_matches_finite_differences(inverse, depth):
-    """The hand-written backward pass of a coupling's map of positions and momenta (second
-    derivatives of the conditioner included) against central finite differences, float64."""
-    from neuralct.flows.coupling import AffineCoupling, _CouplingMomentumLift
+def test_coupling_stack_backward_pass_matches_finite_differences(inverse, depth):
+    """The hand-written backward pass of a coupling stack's map of positions and momenta (second
+    derivatives of the conditioners included) against central finite differences, float64.
 
-    coupling = randomize(AffineCoupling(torch.tensor([True, False, True, False, False]), hidden=6, depth=depth), 0.5)
-    blocks = [block.detach().requires_grad_(True) for x in torch.randn(2, 4, 5) for block in coupling.split(x)]
-    parameters = [parameter.detach().clone().requires_grad_(True) for parameter in coupling._conditioner_parameters()]
-    lift = lambda *tensors: _CouplingMomentumLift.apply(inverse, coupling.scale_bound, *tensors)
-    assert torch.autograd.gradcheck(lift, (*blocks, *parameters))
+    Five couplings on 5 coordinates: interleaved splits, their complements and halves, so that
+    blocks are swapped, merged and split again between couplings.
+    """
+    from neuralct.flows.coupling import CouplingStack, _StackMomentumLift
+
+    stack = randomize(CouplingStack(5, n_layers=5, hidden=6, depth=depth), 0.5)
+    assert {relation for _, relation in stack._schedule(inverse)} == {"first", "complement", "other"}
+    u, m = (torch.randn(4, 5, requires_grad=True) for _ in range(2))
+    parameters = [parameter.detach().clone().requires_grad_(True) for parameter in stack._conditioner_parameters()]
+    lift = lambda *tensors: _StackMomentumLift.apply(stack, inverse, *tensors)
+    assert torch.autograd.gradcheck(lift, (u, m, *parameters))

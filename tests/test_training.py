@@ -174,3 +174,29 @@ def test_position_noise_perturbs_training_batches_only():
     generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     assert noisy.validation_loss(model) == clean.validation_loss(model)
     assert float(noisy.loss(model, 64, generator())) != float(clean.loss(model, 64, generator()))
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])
+def test_fused_clipped_step_equals_clip_grad_norm_and_adam(max_norm):
+    """The lean clipping and fused Adam call takes the steps ``clip_grad_norm_`` + ``Adam.step`` take, bit
+    for bit, whether the clipping acts (max_norm 1e-3) or not."""
+    import copy
+
+    from neuralct.training import _clip_and_step
+
+    torch.manual_seed(0)
+    reference = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))
+    fused = copy.deepcopy(reference)
+    optimizers = [torch.optim.Adam(net.parameters(), lr=1e-2, fused=True) for net in (reference, fused)]
+    for _ in range(6):
+        x = torch.randn(16, 5)
+        for net, optimizer in zip((reference, fused), optimizers):
+            optimizer.zero_grad(set_to_none=True)
+            net(x).pow(2).sum().backward()
+        norm = torch.nn.utils.clip_grad_norm_(list(reference.parameters()), max_norm)
+        optimizers[0].step()
+        fused_norm = _clip_and_step(optimizers[1], list(fused.parameters()), max_norm)
+        assert torch.equal(norm, fused_norm)
+        assert (float(norm) > max_norm) == (max_norm < 1)
+    for mine, theirs in zip(fused.parameters(), reference.parameters()):
+        assert torch.equal(mine, theirs)

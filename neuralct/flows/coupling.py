@@ -12,6 +12,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = ["AffineCoupling", "CouplingStack", "mlp"]
@@ -37,11 +38,12 @@ def mlp(n_in: int, n_out: int, hidden: int, depth: int, output_bias: bool = True
     return nn.Sequential(*layers)
 
 
-def _silu_with_slope(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``h = silu(a)``, ``sigma(a)`` and ``d silu / da = sigma + h (1 - sigma)`` at pre-activations ``a``."""
+def _silu_with_slope(pre: torch.Tensor, one: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``h = silu(a)``, ``sigma(a)`` and ``d silu / da = sigma + h (1 - sigma)`` at pre-activations ``a``;
+    ``one`` is a 0-d tensor holding 1 (the slope is ``lerp(sigma, 1, h)``: one pass over the data)."""
     gate = torch.sigmoid(pre)
     value = pre * gate
-    return value, gate, torch.addcmul(gate, value, 1 - gate)
+    return value, gate, torch.lerp(gate, one, value)
 
 
 def _silu_curvature(gate: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
@@ -50,126 +52,165 @@ def _silu_curvature(gate: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
     return torch.add(slope, gate).addcmul_(gate, slope, value=-2)
 
 
-class _CouplingMomentumLift(torch.autograd.Function):
-    """One affine coupling carrying positions and momenta, with a hand-written backward pass.
+def _lift_forward(inverse: bool, scale_bound: float, differentiable: bool, a, b, m_a, m_b, weights, biases):
+    """One coupling's pass in :class:`_StackMomentumLift`: outputs ``(new_b, new_m_a, new_m_b)`` and the
+    intermediates its backward pass needs (see there)."""
+    inputs, gates, slopes = [], [], []
+    hidden, one = a, a.new_ones(())
+    for weight, bias in zip(weights[:-1], biases[:-1]):
+        inputs.append(hidden)
+        hidden, gate, slope = _silu_with_slope(F.linear(hidden, weight, bias), one)
+        gates.append(gate)
+        slopes.append(slope)
+    inputs.append(hidden)
+    raw, shift = F.linear(hidden, weights[-1], biases[-1]).chunk(2, dim=-1)
+    bounded = raw.div_(scale_bound).tanh_()
+    log_scale_slope = 1 - bounded * bounded
+    scale = torch.exp(bounded * scale_bound)
+    if inverse:
+        moved = b - shift
+        new_b, new_m_b = moved / scale, m_b * scale
+        # The cotangent of s is x_b e^s P_b = (y_b - t) P_b.
+        scale_cotangent, momentum_out = moved * m_b, m_b
+    else:
+        moved = None
+        new_b, new_m_b = torch.addcmul(shift, b, scale), m_b / scale
+        # x_b e^s P_b = x_b p_b: the scale cancels in the cotangent of s.
+        scale_cotangent, momentum_out = b * m_b, new_m_b
+    cotangent = torch.cat([scale_cotangent * log_scale_slope, momentum_out], dim=-1)
+    # D^T P_b through the conditioner, last layer first: the cotangent ``u`` reaching hidden
+    # layer l leaves it as ``slope_scaled[l] = u * silu'``. The backward pass needs ``u`` only
+    # times silu'' (the derivative of that product by the pre-activation): kept as one tensor.
+    slope_scaled, curvature_scaled = [None] * len(slopes), [None] * len(slopes)
+    vjp = cotangent @ weights[-1]
+    for layer in reversed(range(len(slopes))):
+        slope_scaled[layer] = vjp * slopes[layer]
+        if differentiable:
+            curvature_scaled[layer] = _silu_curvature(gates[layer], slopes[layer]).mul_(vjp)
+        vjp = slope_scaled[layer] @ weights[layer]
+    new_m_a = m_a + vjp if inverse else m_a - vjp
+    return (new_b, new_m_a, new_m_b), (scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled)
 
-    Forward (``inverse=False``), in (a, b) blocks, with the conditioner output
-    ``(raw, t) = net(x_a)`` and the bounded log-scale ``s = c tanh(raw / c)``:
-    ``y_b = x_b e^s + t``, ``P_b = e^-s p_b``, ``P_a = p_a - D^T P_b``, where
-    ``D^T P_b`` is the conditioner's vector-Jacobian product with the cotangent
-    ``(x_b p_b ds/draw, P_b)`` of ``(raw, t)`` (``D = d y_b / d x_a``). The inverse
-    (``inverse=True``) maps ``(y_b, P_a, P_b)`` back: ``x_b = (y_b - t) e^-s``,
-    ``p_b = e^s P_b``, ``p_a = P_a + D^T P_b``.
 
-    The backward pass differentiates all of it, the vector-Jacobian product included (so
-    second derivatives of the conditioner), in a few fused tensor operations per layer
-    instead of the dozens of small autograd nodes the same formulas would record: training
-    at batch 200 is bound by the number of tensor operations, not by arithmetic. It is
-    differentiable once (no ``create_graph`` through it); ``tests/test_flows.py`` checks it
-    against finite differences and against autograd.
+def _lift_backward(inverse: bool, scale_bound: float, input_grad: bool, grad_new_b, grad_new_m_a, grad_new_m_b, b, m_b, new_b, new_m_b, weights, intermediates):
+    """One coupling's backward pass in :class:`_StackMomentumLift`: gradients of ``(a, b, m_a, m_b)`` and of the
+    conditioner's weights and biases (lists in layer order); the gradient of ``a`` only if ``input_grad``."""
+    scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled = intermediates
+    depth = len(slopes)
+    grad_weights = [None] * len(weights)
+    grad_biases = [None] * len(weights)
 
-    ``parameters`` are the conditioner's ``(weight, bias)`` pairs in layer order; the
+    # Back through the vector-Jacobian product, first hidden layer to the last layer.
+    grad_vjp = grad_new_m_a if inverse else -grad_new_m_a
+    # ``grad_pres[l]`` collects the gradient of hidden layer l's pre-activation: here its part
+    # through silu' in the product, below its part through the layer's output.
+    grad_pres = [None] * depth
+    for layer in range(depth):
+        grad_weights[layer] = slope_scaled[layer].t() @ grad_vjp
+        grad_scaled = grad_vjp @ weights[layer].t()
+        grad_pres[layer] = grad_scaled * curvature_scaled[layer]
+        grad_vjp = grad_scaled.mul_(slopes[layer])
+    grad_weights[-1] = cotangent.t() @ grad_vjp
+    grad_scale_term, grad_momentum_out = (grad_vjp @ weights[-1].t()).chunk(2, dim=-1)
+
+    # Back through the coupling's own algebra: gradients of b, m_b, s (log-scale) and t (shift).
+    grad_scale_cotangent = grad_scale_term * log_scale_slope
+    if inverse:
+        grad_b = torch.addcmul(grad_new_b / scale, grad_scale_cotangent, m_b)
+        grad_shift = -grad_b
+        grad_m_b = torch.addcmul(grad_momentum_out, grad_scale_cotangent, moved).addcmul_(grad_new_m_b, scale)
+        grad_log_scale = torch.addcmul(grad_new_m_b * new_m_b, grad_new_b, new_b, value=-1)
+    else:
+        grad_m_b_out = grad_new_m_b + grad_momentum_out
+        scaled_grad_new_b = grad_new_b * scale
+        grad_b = torch.addcmul(scaled_grad_new_b, grad_scale_cotangent, m_b)
+        grad_m_b = torch.addcmul(grad_m_b_out / scale, grad_scale_cotangent, b)
+        grad_log_scale = torch.addcmul(scaled_grad_new_b * b, grad_m_b_out, new_m_b, value=-1)
+        grad_shift = grad_new_b
+    # s = c tanh(raw / c): ds/draw = 1 - tanh^2 and d(1 - tanh^2)/draw = -2 tanh (1 - tanh^2) / c.
+    grad_log_scale_slope = grad_scale_term * scale_cotangent
+    grad_raw = grad_log_scale.addcmul_(bounded, grad_log_scale_slope, value=-2 / scale_bound).mul_(log_scale_slope)
+    grad_out = torch.cat([grad_raw, grad_shift], dim=-1)
+
+    # Back through the conditioner itself, last layer first.
+    grad_biases[-1] = grad_out.sum(0)
+    grad_weights[-1] = grad_weights[-1].addmm_(grad_out.t(), inputs[-1])
+    grad_hidden = grad_out @ weights[-1]
+    for layer in reversed(range(depth)):
+        grad_pre = grad_pres[layer].addcmul_(grad_hidden, slopes[layer])
+        grad_biases[layer] = grad_pre.sum(0)
+        grad_weights[layer] = grad_weights[layer].addmm_(grad_pre.t(), inputs[layer])
+        grad_hidden = grad_pre @ weights[layer] if layer > 0 or input_grad else None
+    return grad_hidden, grad_b, grad_new_m_a, grad_m_b, grad_weights, grad_biases
+
+
+class _StackMomentumLift(torch.autograd.Function):
+    """All couplings of a :class:`CouplingStack` carrying positions and momenta, as one autograd node
+    with a hand-written backward pass.
+
+    Coupling k, in its (a, b) blocks, with the conditioner output ``(raw, t) = net(x_a)`` and the
+    bounded log-scale ``s = c tanh(raw / c)``, maps forward (``inverse=False``)
+    ``y_b = x_b e^s + t``, ``P_b = e^-s p_b``, ``P_a = p_a - D^T P_b``, where ``D^T P_b`` is the
+    conditioner's vector-Jacobian product with the cotangent ``(x_b p_b ds/draw, P_b)`` of
+    ``(raw, t)`` (``D = d y_b / d x_a``); the inverse (``inverse=True``) maps ``(y_b, P_a, P_b)``
+    back: ``x_b = (y_b - t) e^-s``, ``p_b = e^s P_b``, ``p_a = P_a + D^T P_b``
+    (:func:`_lift_forward`). Between couplings the blocks are swapped, passed on, or merged and
+    split again (:meth:`CouplingStack._schedule`).
+
+    The backward pass differentiates all of it, the vector-Jacobian products included (so second
+    derivatives of the conditioners), coupling by coupling in reverse (:func:`_lift_backward`),
+    in a few fused tensor operations per layer and one autograd node for the whole stack, where
+    autograd would record dozens of small nodes per coupling: training at batch 200 is bound by
+    the number of tensor operations, not by arithmetic. It is differentiable once (no
+    ``create_graph`` through it); ``tests/test_flows.py`` checks it against finite differences
+    and against autograd.
+
+    ``parameters`` are the conditioners' ``(weight, bias)`` pairs, coupling by coupling in stack
+    order and layer by layer (:meth:`CouplingStack._conditioner_parameters`); each conditioner's
     last layer is linear, the others SiLU.
     """
 
     @staticmethod
-    def forward(ctx, inverse: bool, scale_bound: float, a, b, m_a, m_b, *parameters):
-        weights, biases = parameters[0::2], parameters[1::2]
-        inputs, gates, slopes = [], [], []
-        hidden = a
-        for weight, bias in zip(weights[:-1], biases[:-1]):
-            inputs.append(hidden)
-            hidden, gate, slope = _silu_with_slope(torch.addmm(bias, hidden, weight.t()))
-            gates.append(gate)
-            slopes.append(slope)
-        inputs.append(hidden)
-        raw, shift = torch.addmm(biases[-1], hidden, weights[-1].t()).chunk(2, dim=-1)
-        bounded = raw.div_(scale_bound).tanh_()
-        log_scale_slope = 1 - bounded * bounded
-        scale = torch.exp(bounded * scale_bound)
-        if inverse:
-            moved = b - shift
-            new_b, new_m_b = moved / scale, m_b * scale
-            # The cotangent of s is x_b e^s P_b = (y_b - t) P_b.
-            scale_cotangent, momentum_out = moved * m_b, m_b
-        else:
-            moved = None
-            new_b, new_m_b = torch.addcmul(shift, b, scale), m_b / scale
-            # x_b e^s P_b = x_b p_b: the scale cancels in the cotangent of s.
-            scale_cotangent, momentum_out = b * m_b, new_m_b
-        cotangent = torch.cat([scale_cotangent * log_scale_slope, momentum_out], dim=-1)
-        # D^T P_b through the conditioner, last layer first: the cotangent ``u`` reaching hidden
-        # layer l leaves it as ``slope_scaled[l] = u * silu'``. The backward pass needs ``u`` only
-        # times silu'' (the derivative of that product by the pre-activation): kept as one tensor.
-        differentiable = any(ctx.needs_input_grad)
-        slope_scaled, curvature_scaled = [None] * len(slopes), [None] * len(slopes)
-        vjp = cotangent @ weights[-1]
-        for layer in reversed(range(len(slopes))):
-            slope_scaled[layer] = vjp * slopes[layer]
-            if differentiable:
-                curvature_scaled[layer] = _silu_curvature(gates[layer], slopes[layer]).mul_(vjp)
-            vjp = slope_scaled[layer] @ weights[layer]
-        new_m_a = m_a + vjp if inverse else m_a - vjp
-        # Inputs and outputs go through save_for_backward (version checks, no reference cycle);
-        # the intermediates, private to this pass, are plain attributes (cheaper to keep).
-        ctx.save_for_backward(b, m_b, new_b, new_m_b, *parameters)
-        ctx.inverse, ctx.scale_bound = inverse, scale_bound
-        ctx.intermediates = (scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled)
-        return new_b, new_m_a, new_m_b
+    def forward(ctx, stack: "CouplingStack", inverse: bool, u, m, *parameters):
+        ctx.stack, ctx.inverse = stack, inverse
+        # The parameters go through save_for_backward (version checks); the intermediates, private
+        # to this pass and never outputs, are a plain attribute (cheaper to keep, no cycle).
+        ctx.save_for_backward(*parameters)
+        out_u, out_m, ctx.passes = stack._run(u, m, inverse, parameters, keep=True)
+        return out_u, out_m
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_new_b, grad_new_m_a, grad_new_m_b):
-        b, m_b, new_b, new_m_b, *parameters = ctx.saved_tensors
-        scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled = ctx.intermediates
-        weights = parameters[0::2]
-        depth = len(slopes)
-        grad_weights: list[torch.Tensor] = [None] * len(weights)
-        grad_biases: list[torch.Tensor] = [None] * len(weights)
-
-        # Back through the vector-Jacobian product, first hidden layer to the last layer.
-        grad_vjp = grad_new_m_a if ctx.inverse else -grad_new_m_a
-        # ``grad_pres[l]`` collects the gradient of hidden layer l's pre-activation: here its part
-        # through silu' in the product, below its part through the layer's output.
-        grad_pres = [None] * depth
-        for layer in range(depth):
-            grad_weights[layer] = slope_scaled[layer].t() @ grad_vjp
-            grad_scaled = grad_vjp @ weights[layer].t()
-            grad_pres[layer] = grad_scaled * curvature_scaled[layer]
-            grad_vjp = grad_scaled.mul_(slopes[layer])
-        grad_weights[-1] = cotangent.t() @ grad_vjp
-        grad_scale_term, grad_momentum_out = (grad_vjp @ weights[-1].t()).chunk(2, dim=-1)
-
-        # Back through the coupling's own algebra: gradients of b, m_b, s (log-scale) and t (shift).
-        grad_scale_cotangent = grad_scale_term * log_scale_slope
-        if ctx.inverse:
-            grad_b = torch.addcmul(grad_new_b / scale, grad_scale_cotangent, m_b)
-            grad_shift = -grad_b
-            grad_m_b = torch.addcmul(grad_momentum_out, grad_scale_cotangent, moved).addcmul_(grad_new_m_b, scale)
-            grad_log_scale = torch.addcmul(grad_new_m_b * new_m_b, grad_new_b, new_b, value=-1)
-        else:
-            grad_m_b_out = grad_new_m_b + grad_momentum_out
-            scaled_grad_new_b = grad_new_b * scale
-            grad_b = torch.addcmul(scaled_grad_new_b, grad_scale_cotangent, m_b)
-            grad_m_b = torch.addcmul(grad_m_b_out / scale, grad_scale_cotangent, b)
-            grad_log_scale = torch.addcmul(scaled_grad_new_b * b, grad_m_b_out, new_m_b, value=-1)
-            grad_shift = grad_new_b
-        # s = c tanh(raw / c): ds/draw = 1 - tanh^2 and d(1 - tanh^2)/draw = -2 tanh (1 - tanh^2) / c.
-        grad_log_scale_slope = grad_scale_term * scale_cotangent
-        grad_raw = grad_log_scale.addcmul_(bounded, grad_log_scale_slope, value=-2 / ctx.scale_bound).mul_(log_scale_slope)
-        grad_out = torch.cat([grad_raw, grad_shift], dim=-1)
-
-        # Back through the conditioner itself, last layer first.
-        grad_biases[-1] = grad_out.sum(0)
-        grad_weights[-1].addmm_(grad_out.t(), inputs[-1])
-        grad_hidden = grad_out @ weights[-1]
-        for layer in reversed(range(depth)):
-            grad_pre = grad_pres[layer].addcmul_(grad_hidden, slopes[layer])
-            grad_biases[layer] = grad_pre.sum(0)
-            grad_weights[layer].addmm_(grad_pre.t(), inputs[layer])
-            grad_hidden = grad_pre @ weights[layer] if layer > 0 or ctx.needs_input_grad[2] else None
-        grad_parameters = [grad for pair in zip(grad_weights, grad_biases) for grad in pair]
-        return None, None, grad_hidden, grad_b, grad_new_m_a, grad_m_b, *grad_parameters
+    def backward(ctx, grad_u, grad_m):
+        stack, inverse, passes = ctx.stack, ctx.inverse, ctx.passes
+        parameters = ctx.saved_tensors
+        offsets = stack._parameter_offsets
+        schedule = stack._schedule(inverse)
+        grad_parameters: list[torch.Tensor | None] = [None] * len(parameters)
+        last = stack.couplings[schedule[-1][0]]
+        # Gradients of the blocks (a, b, m_a, m_b) the coupling at hand left.
+        grads = (*last.split(grad_u), *last.split(grad_m))
+        for position in reversed(range(len(schedule))):
+            index, relation = schedule[position]
+            coupling = stack.couplings[index]
+            b, m_b, new_b, new_m_b, intermediates = passes[position]
+            grad_a_out, grad_new_b, grad_new_m_a, grad_new_m_b = grads
+            grad_hidden, grad_b, grad_m_a, grad_m_b, grad_weights, grad_biases = _lift_backward(
+                inverse, coupling.scale_bound, position > 0 or ctx.needs_input_grad[2],
+                grad_new_b, grad_new_m_a, grad_new_m_b, b, m_b, new_b, new_m_b, parameters[offsets[index] : offsets[index + 1] : 2], intermediates,
+            )
+            grad_parameters[offsets[index] : offsets[index + 1]] = [grad for pair in zip(grad_weights, grad_biases) for grad in pair]
+            # x_a passes through the coupling and feeds its conditioner.
+            grads = (grad_a_out if grad_hidden is None else grad_a_out + grad_hidden, grad_b, grad_m_a, grad_m_b)
+            # Back through the rearrangement that brought the blocks to this coupling.
+            if relation == "complement":
+                grads = (grads[1], grads[0], grads[3], grads[2])
+            elif relation in ("other", "first"):
+                grad_u, grad_m = coupling.merge(grads[0], grads[1]), coupling.merge(grads[2], grads[3])
+                if relation == "other":
+                    previous = stack.couplings[schedule[position - 1][0]]
+                    grads = (*previous.split(grad_u), *previous.split(grad_m))
+        return None, None, grad_u, grad_m, *grad_parameters
 
 
 class AffineCoupling(nn.Module):
@@ -236,20 +277,6 @@ class AffineCoupling(nn.Module):
         """The conditioner's weights and biases, ``(weight, bias)`` per layer in order."""
         return [tensor for module in self.net if isinstance(module, nn.Linear) for tensor in (module.weight, module.bias)]
 
-    def forward_blocks(self, x_a, x_b, p_a, p_b) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``y = G(x)`` and ``P = (dG/dx)^-T p`` on blocks: ``(y_a, y_b, P_a, P_b)``, each (batch, len(block)).
-
-        ``dG/dx = [[I, 0], [D, diag(e^s)]]`` in (a, b) blocks, so ``P_b = e^-s p_b`` and
-        ``P_a = p_a - D^T P_b``: one vector-Jacobian product through the conditioner.
-        """
-        y_b, P_a, P_b = _CouplingMomentumLift.apply(False, self.scale_bound, x_a, x_b, p_a, p_b, *self._conditioner_parameters())
-        return x_a, y_b, P_a, P_b
-
-    def inverse_blocks(self, y_a, y_b, P_a, P_b) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x = G^-1(y)`` and ``p = (dG/dx)^T P`` on blocks: ``(x_a, x_b, p_a, p_b)``."""
-        x_b, p_a, p_b = _CouplingMomentumLift.apply(True, self.scale_bound, y_a, y_b, P_a, P_b, *self._conditioner_parameters())
-        return y_a, x_b, p_a, p_b
-
 
 def _halves_order(mask: torch.Tensor) -> bool | None:
     """True if ``mask`` (bool, shape (n,)) is True on a first block of coordinates and False on the
@@ -293,6 +320,11 @@ class CouplingStack(nn.Module):
             "complement" if torch.equal(mask, ~before) else "same" if torch.equal(mask, before) else "other"
             for before, mask in zip(masks, masks[1:])
         ]
+        # The conditioners' linear layers in order (a plain list: they are registered through
+        # ``couplings``), and where each coupling's parameters start in :meth:`_conditioner_parameters`.
+        self._linear_layers = [module for coupling in self.couplings for module in coupling.net if isinstance(module, nn.Linear)]
+        counts = [len(coupling._conditioner_parameters()) for coupling in self.couplings]
+        self._parameter_offsets = [sum(counts[:index]) for index in range(len(counts) + 1)]
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
 
@@ -314,28 +346,58 @@ class CouplingStack(nn.Module):
             logdet = logdet + step
         return self.loc + self.scale * u, logdet
 
-    def _carry(self, u: torch.Tensor, m: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Push positions ``u`` and momenta ``m`` (batch, n) through the couplings, backwards if ``inverse``.
-
-        Consecutive couplings that split the coordinates the same way (a pattern and its
-        complement) pass their blocks on directly: coordinates are gathered into blocks
-        and merged back only where the split changes.
-        """
+    def _schedule(self, inverse: bool) -> list[tuple[int, str]]:
+        """The couplings' indices in the order they act (``inverse`` reverses it), each with how its
+        blocks follow from those the coupling before it left: ``"first"`` (split from the input),
+        ``"complement"`` (the same split, a and b swapped), ``"same"`` (passed on) or ``"other"``
+        (merged and split again). The relation between neighbours is symmetric, so it holds in
+        both directions."""
         order = range(len(self.couplings) - 1, -1, -1) if inverse else range(len(self.couplings))
-        blocks, previous = None, None
+        schedule, previous = [], None
         for index in order:
-            coupling = self.couplings[index]
-            # The relation between neighbours is symmetric, so it holds in both directions.
-            relation = "other" if previous is None else self._split_relation[max(index, previous_index)]
+            schedule.append((index, "first" if previous is None else self._split_relation[max(index, previous)]))
+            previous = index
+        return schedule
+
+    def _conditioner_parameters(self) -> list[torch.Tensor]:
+        """Every conditioner's ``(weight, bias)`` pairs, coupling by coupling in stack order."""
+        return [tensor for linear in self._linear_layers for tensor in (linear.weight, linear.bias)]
+
+    def _run(self, u: torch.Tensor, m: torch.Tensor, inverse: bool, parameters, keep: bool):
+        """Push positions ``u`` and momenta ``m`` (batch, n) through the couplings, backwards if
+        ``inverse``, with the conditioner ``parameters`` of :meth:`_conditioner_parameters`.
+
+        Returns ``(u, m)`` after the couplings and, if ``keep``, what each coupling's backward pass
+        needs, in the order they acted (else None). Couplings that split the coordinates the same
+        way (a pattern and its complement) pass their blocks on directly: coordinates are
+        gathered into blocks and merged back only where the split changes.
+        """
+        passes = [] if keep else None
+        offsets = self._parameter_offsets
+        blocks, coupling = None, None
+        for index, relation in self._schedule(inverse):
+            previous, coupling = coupling, self.couplings[index]
             if relation == "complement":
                 blocks = (blocks[1], blocks[0], blocks[3], blocks[2])
-            elif relation == "other":
-                if previous is not None:
+            elif relation in ("other", "first"):
+                if relation == "other":
                     u, m = previous.merge(blocks[0], blocks[1]), previous.merge(blocks[2], blocks[3])
                 blocks = (*coupling.split(u), *coupling.split(m))
-            blocks = (coupling.inverse_blocks if inverse else coupling.forward_blocks)(*blocks)
-            previous, previous_index = coupling, index
-        return previous.merge(blocks[0], blocks[1]), previous.merge(blocks[2], blocks[3])
+            a, b, m_a, m_b = blocks
+            own = parameters[offsets[index] : offsets[index + 1]]
+            (new_b, new_m_a, new_m_b), intermediates = _lift_forward(inverse, coupling.scale_bound, keep, a, b, m_a, m_b, own[0::2], own[1::2])
+            if keep:
+                passes.append((b, m_b, new_b, new_m_b, intermediates))
+            blocks = (a, new_b, new_m_a, new_m_b)
+        return coupling.merge(blocks[0], blocks[1]), coupling.merge(blocks[2], blocks[3]), passes
+
+    def _carry(self, u: torch.Tensor, m: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Push positions ``u`` and momenta ``m`` (batch, n) through the couplings, backwards if
+        ``inverse``: one autograd node when gradients are wanted, plain tensor operations if not."""
+        parameters = self._conditioner_parameters()
+        if torch.is_grad_enabled() and (u.requires_grad or m.requires_grad or any(parameter.requires_grad for parameter in parameters)):
+            return _StackMomentumLift.apply(self, inverse, u, m, *parameters)
+        return self._run(u, m, inverse, parameters, keep=False)[:2]
 
     def forward_with_momenta(self, q: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``Q = F(q)`` and ``P = (dF/dq)^-T p``, shapes (batch, n) each, layer by layer in closed form.
