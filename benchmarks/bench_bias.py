@@ -5,14 +5,19 @@ The loop users run when unbiased MD never leaves one basin:
 
 1. unbiased MD (4 replicas of ``--length-ns``) and a model trained on it (CVs of unbiased data);
 2. well-tempered metadynamics on its slowest CV (``neuralct bias --cvs 1``, ``--first-length-ns``);
-3. retraining on the biased frames with weights exp((V - c(t))/kT) (``neuralct train --bias-colvar``),
-   the new modes ranked by their autocorrelation at ``--rank-lag-ps`` on those frames
-   (``--rank-lag-ps``), and, as a variant, the same without weights;
-4. metadynamics on the retrained CVs (``--retrained-cvs``, widths ``--width-fraction``);
+3. retraining on the biased trajectory with the time-lagged objective (``neuralct train --lag-ps
+   --vamp-weight``; configuration only, as a bias run records no velocities; no frame weights):
+   the bias has sped up the motions along the first CV, so the slowest process left in the
+   biased dynamics is the rare event it only partly drove, and the kinetic objective builds a
+   coordinate for it. Variants (``--variants``): ``density``, maximum likelihood with weights
+   exp((V - c(t))/kT) (``--bias-colvar``) and the modes ranked by their autocorrelation at
+   ``--rank-lag-ps``; ``unweighted``, the same without weights;
+4. metadynamics on the retrained CVs (``--retrained-cvs``, widths ``--width-fraction``, ``--retrained-length-ns``);
 
-against metadynamics on phi (the good CV; its reweighted F(phi > 0) - F(phi < 0) is the reference
-free-energy difference), on psi (a poor CV) and unbiased MD over the same length, ``--seeds``
-seeds each for phi, psi and the retrained CVs. Every bias run uses the same height (1.2 kJ/mol),
+against metadynamics on phi and psi together (the reference, ``--reference-length-ns``: its
+reweighted F(phi > 0) - F(phi < 0) is the reference free-energy difference), on phi alone (the good CV), on psi alone
+(a poor CV) and unbiased MD over the same length, ``--seeds`` seeds each for the references and
+the retrained CVs. Every bias run uses the same height (1.2 kJ/mol),
 bias factor (8) and pace (1 ps); widths 0.35 rad for phi and psi and a fraction of each learned
 CV's training range (1st-99th percentile) for learned CVs. Reported: phi transitions per ns
 between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0, reweighted
@@ -22,7 +27,7 @@ Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-e
 a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
 the Reference platform, in MD steps per CPU second and per wall second.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] [--seeds 3]
+    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] [--seeds 3] [--reference-length-ns 4] [--variants density unweighted]
 
 Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones resume.
 """
@@ -160,20 +165,25 @@ def seeded(seed: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder of the runs (reused when rerun)")
-    parser.add_argument("--length-ns", type=float, default=1.0, help="length of the unbiased replicas, the phi reference and the runs on retrained CVs, ns")
+    parser.add_argument("--length-ns", type=float, default=1.0, help="length of the unbiased replicas and the runs on phi alone and psi alone, ns")
     parser.add_argument("--first-length-ns", type=float, default=2.0, help="length of the run on the first CVs (the data to retrain on), ns")
+    parser.add_argument("--reference-length-ns", type=float, default=4.0, help="length of the phi/psi-biased reference runs, ns")
+    parser.add_argument("--retrained-length-ns", type=float, default=3.0, help="length of the runs on the retrained CVs, ns")
     parser.add_argument("--train-steps", type=int, default=3000)
     parser.add_argument("--bias-every", type=int, default=4, help="MD steps per bias evaluation for the learned CVs")
-    parser.add_argument("--rank-lag-ps", type=float, default=20.0, help="lag of the autocorrelation ranking of the retrained modes, ps")
+    parser.add_argument("--retrain-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective of the retraining, ps")
+    parser.add_argument("--retrain-vamp-weight", type=float, default=100.0, help="weight of the VAMP-2 term of the retraining")
+    parser.add_argument("--rank-lag-ps", type=float, default=20.0, help="lag of the autocorrelation ranking of the density variants' modes, ps")
     parser.add_argument("--retrained-cvs", type=int, default=1, choices=(1, 2), help="retrained CVs biased")
     parser.add_argument("--width-fraction", type=float, default=0.15, help="Gaussian width of a retrained CV, fraction of its training range")
     parser.add_argument("--seeds", type=int, default=1, help="seeds of the phi, psi and retrained-CV runs (the first seed's runs make the loop)")
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=4000)
-    parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "unweighted", "speed"), help="parts to leave out")
+    parser.add_argument("--variants", nargs="*", default=[], choices=("density", "unweighted"), help="other retrainings, also biased")
+    parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "speed"), help="parts to leave out")
     args = parser.parse_args()
     work, length = args.work, str(args.length_ns)
-    learned = ["--bias-every", args.bias_every, "--grid-margin", "2", "--no-progress"]
+    learned = ["--bias-every", args.bias_every, "--no-progress"]
     results: dict = {"length_ns": args.length_ns, "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, OMP_NUM_THREADS as set by the caller"}
 
     neuralct("simulate", "alanine-dipeptide", "--length-ns", length, "--report-ps", "0.5", "--replicas", "4", "--platform", "Reference", "--seed", "1", "--no-progress", "--output", work / "md")
@@ -181,30 +191,38 @@ def main() -> None:
     neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
     results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
     for seed in range(args.seeds):
-        for torsion in ("phi", "psi"):
-            folder = work / f"{torsion}{seeded(seed)}"
-            neuralct("bias", work / "model1" / "model.pt", "--cv", torsion, "--bias-every", "1", "--length-ns", length, "--seed", seed, "--no-progress", "--output", folder)
-            results[f"{torsion}{seeded(seed)}"] = bias_figures(folder)
+        for torsion in ("phi,psi", "phi", "psi"):
+            folder = work / f"{torsion.replace(',', '')}{seeded(seed)}"
+            duration = args.reference_length_ns if torsion == "phi,psi" else length
+            neuralct("bias", work / "model1" / "model.pt", "--cv", torsion, "--bias-every", "1", "--length-ns", duration, "--seed", seed, "--no-progress", "--output", folder)
+            results[folder.name] = bias_figures(folder)
     neuralct("bias", work / "model1" / "model.pt", "--cvs", "1", "--length-ns", args.first_length_ns, *learned, "--output", work / "learned1", stops_early=True)
     results["learned_from_unbiased"] = bias_figures(work / "learned1")
     if "retrain" not in args.skip:
-        biased = [work / "learned1" / "trajectory.nc", "--rank-lag-ps", args.rank_lag_ps, "--steps", args.train_steps, "--no-progress"]
-        again = ["--cvs", args.retrained_cvs, "--width-fraction", args.width_fraction, "--length-ns", length, *learned]
-        neuralct("train", *biased, "--bias-colvar", work / "learned1" / "COLVAR", "--output", work / "model2")
-        results["retraining"] = {key: json.loads((work / "model2" / "summary.json").read_text())[key] for key in ("frame_weights", "mode_ranking")}
-        if "unweighted" not in args.skip:
-            neuralct("train", *biased, "--output", work / "model2-unweighted")
-        for seed in range(args.seeds):
-            for model, name in (("model2", "learned2"), ("model2-unweighted", "learned2-unweighted")):
-                if (work / model).exists():
-                    neuralct("bias", work / model / "model.pt", *again, "--seed", seed, "--output", work / f"{name}{seeded(seed)}", stops_early=True)
-                    results[f"{name}{seeded(seed)}"] = bias_figures(work / f"{name}{seeded(seed)}")
+        biased = [work / "learned1" / "trajectory.nc", "--steps", args.train_steps, "--no-progress"]
+        retrainings = {"model2": ["--lag-ps", args.retrain_lag_ps, "--vamp-weight", args.retrain_vamp_weight]}
+        if "density" in args.variants:
+            retrainings["model2-density"] = ["--bias-colvar", work / "learned1" / "COLVAR", "--rank-lag-ps", args.rank_lag_ps]
+        if "unweighted" in args.variants:
+            retrainings["model2-unweighted"] = ["--rank-lag-ps", args.rank_lag_ps]
+        again = ["--cvs", args.retrained_cvs, "--width-fraction", args.width_fraction, "--length-ns", args.retrained_length_ns, *learned]
+        for model, options in retrainings.items():
+            neuralct("train", *biased, *options, "--output", work / model)
+            results[f"retraining {model}"] = {key: value for key, value in json.loads((work / model / "summary.json").read_text()).items()
+                                              if key in ("frame_weights", "mode_ranking", "relaxation_times_ps", "vamp2_term", "validation")}
+            for seed in range(args.seeds):
+                name = model.replace("model", "learned") + seeded(seed)
+                neuralct("bias", work / model / "model.pt", *again, "--seed", seed, "--output", work / name, stops_early=True)
+                results[name] = bias_figures(work / name)
     if "speed" not in args.skip:
         results["speed"] = speed(work / "model1" / "model.pt", args.bias_every, args.speed_rounds, args.speed_steps)
-    reference = results["phi"]["delta_F_phi_positive_minus_negative_kj"]
+    # The reference free-energy difference: the mean over the phi/psi-biased seeds.
+    references = [results[f"phipsi{seeded(seed)}"]["delta_F_phi_positive_minus_negative_kj"] for seed in range(args.seeds)]
+    reference = statistics.mean(references) if None not in references else None
+    results["reference_delta_F_kj"] = {"mean_over_phi_psi_seeds": reference, "seeds": references}
     for figures in results.values():
         if isinstance(figures, dict) and figures.get("delta_F_phi_positive_minus_negative_kj") is not None and reference is not None:
-            figures["delta_F_minus_phi_reference_kj"] = figures["delta_F_phi_positive_minus_negative_kj"] - reference
+            figures["delta_F_minus_reference_kj"] = figures["delta_F_phi_positive_minus_negative_kj"] - reference
     print(json.dumps(results, indent=2))
 
 

@@ -58,6 +58,11 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
     weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
     expected = np.exp((table[:, -1] - table[:, -1].max()) / (0.00831446261815324 * 300))
     assert weighting["kish_effective_frames"] == pytest.approx(expected.sum() ** 2 / (expected**2).sum())
+    # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out), biased again.
+    assert main(retrain + ["--lag-ps", "0.2", "--vamp-weight", "10", "--output", str(tmp_path / "lagged")]) == 0
+    assert len(json.loads((tmp_path / "lagged" / "summary.json").read_text())["relaxation_times_ps"]) == 24
+    assert main(["bias", str(tmp_path / "lagged" / "model.pt"), "--grid-margin", "2", *SHORT, *FRAMES, "--output", str(tmp_path / "again")]) == 0
+    assert read_colvar(tmp_path / "again" / "COLVAR")[0] == ["time", "cv1", "phi", "psi", "bias", "rbias"]
     (tmp_path / "w.txt").write_text("1\n2\n")
     assert main(retrain + ["--weights", str(tmp_path / "w.txt"), "--output", str(tmp_path / "badweights")]) == 2
     assert not (tmp_path / "badweights").exists()

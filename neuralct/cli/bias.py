@@ -39,7 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--width-rad", type=positive_float, default=0.35, help="Gaussian width of phi/psi in rad (default: %(default)s)")
     p.add_argument("--bias-factor", type=positive_float, default=8.0, help="well-tempered bias factor gamma > 1 (default: %(default)s)")
     p.add_argument("--pace-ps", type=positive_float, default=1.0, help="time between Gaussian depositions in ps (default: %(default)s)")
-    p.add_argument("--grid-margin", type=nonnegative_float, default=2.0, help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)")
+    p.add_argument("--grid-margin", type=nonnegative_float, default=3.0, help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)")
     p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between COLVAR rows in ps (default: %(default)s)")
     p.add_argument("--platform", default="Reference", help="OpenMM platform (default: %(default)s, the fastest here for small molecules in vacuum)")
     p.add_argument("--checkpoint-seconds", type=positive_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")

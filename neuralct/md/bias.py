@@ -85,7 +85,7 @@ class BiasSettings:
     width_rad: float = 0.35
     bias_factor: float = 8.0
     pace_ps: float = 1.0
-    grid_margin: float = 2.0
+    grid_margin: float = 3.0
     bias_every: int = 4
     platform: str = "Reference"
     seed: int = 0
