@@ -53,8 +53,28 @@ def _silu_curvature(gate: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
 
 
 def _lift_forward(inverse: bool, scale_bound: float, differentiable: bool, a, b, m_a, m_b, weights, biases):
-    """One coupling's pass in :class:`_StackMomentumLift`: outputs ``(new_b, new_m_a, new_m_b)`` and the
-    intermediates its backward pass needs (see there)."""
+    """One coupling's map of positions and momenta (the formulas are in :class:`_StackMomentumLift`).
+
+    Parameters
+    ----------
+    inverse : bool
+        Map ``(y_b, P_a, P_b)`` back instead of ``(x_b, p_a, p_b)`` forward.
+    scale_bound : float
+        ``c`` of the bounded log-scale ``s = c tanh(raw / c)``.
+    differentiable : bool
+        Also form the SiLU curvature terms that :func:`_lift_backward` needs.
+    a, b, m_a, m_b : torch.Tensor, shape=(batch, len(block))
+        Positions and momenta in the coupling's conditioning (a) and transformed (b) blocks.
+    weights, biases : sequence of torch.Tensor
+        The conditioner's layers in order (``weight`` of shape (out, in)).
+
+    Returns
+    -------
+    outputs : tuple of torch.Tensor
+        ``(new_b, new_m_a, new_m_b)``, shapes as ``b``, ``m_a``, ``m_b``; ``a`` passes through.
+    intermediates : tuple
+        What :func:`_lift_backward` needs; its curvature entries are None unless ``differentiable``.
+    """
     inputs, gates, slopes = [], [], []
     hidden, one = a, a.new_ones(())
     for weight, bias in zip(weights[:-1], biases[:-1]):
@@ -93,8 +113,18 @@ def _lift_forward(inverse: bool, scale_bound: float, differentiable: bool, a, b,
 
 
 def _lift_backward(inverse: bool, scale_bound: float, input_grad: bool, grad_new_b, grad_new_m_a, grad_new_m_b, b, m_b, new_b, new_m_b, weights, intermediates):
-    """One coupling's backward pass in :class:`_StackMomentumLift`: gradients of ``(a, b, m_a, m_b)`` and of the
-    conditioner's weights and biases (lists in layer order); the gradient of ``a`` only if ``input_grad``."""
+    """The gradients of one coupling's map (:func:`_lift_forward`, run with ``differentiable=True``).
+
+    ``grad_new_b``, ``grad_new_m_a``, ``grad_new_m_b`` are the gradients of its outputs; ``b``,
+    ``m_b``, ``new_b``, ``new_m_b`` its inputs and outputs; ``intermediates`` what it returned.
+
+    Returns
+    -------
+    tuple
+        ``(grad_a, grad_b, grad_m_a, grad_m_b, grad_weights, grad_biases)``: the gradients of the
+        inputs, shapes as the inputs (``grad_a`` only through the conditioner, and None unless
+        ``input_grad``), and lists of the conditioner's parameter gradients in layer order.
+    """
     scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled = intermediates
     depth = len(slopes)
     grad_weights = [None] * len(weights)
