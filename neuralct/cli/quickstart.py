@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..io import prepare_output_dir, write_json
 from .analyze import timescales_line
-from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
+from .options import add_common_options, nonnegative_float, nonnegative_int, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Simulate alanine dipeptide in vacuum (amber99sb-ildn, 300 K) with OpenMM, train a neural "
             "canonical transformation on all but two trajectories (one selects the kept state, one is held out "
             "for the scores), analyze the slow modes against phi/psi and TICA (VAMP-2 with error bars over blocks of the held-out trajectory, "
-            "TICA's eigenvalues with the oscillating components flagged, implied timescales), and print where the pictures are. "
+            "TICA's eigenvalues with the oscillating components flagged, implied timescales), do the same for kinetic CVs "
+            "(a second model trained with the time-lagged objective and its VAMP-2 term at the same lag), and print where the pictures are. "
             "Rerunning resumes whatever step was interrupted; other options into the same --output "
             "are refused (see --overwrite)."
         ),
@@ -32,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=positive_int, default=4000, help="training steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="training batch size (default: %(default)s)")
     parser.add_argument("--lag-ps", type=positive_float, default=2.0, help="lag time of the VAMP-2 and TICA scores in ps (default: %(default)s)")
+    parser.add_argument("--kinetic-steps", type=nonnegative_int, default=2000,
+                        help="training steps of the kinetic CVs (time-lagged objective at --lag-ps, recorded momenta); 0 leaves them out (default: %(default)s)")
+    parser.add_argument("--kinetic-vamp-weight", type=nonnegative_float, default=100.0, help="weight of the kinetic CVs' VAMP-2 term (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_options(parser, output_default="runs/quickstart")
     parser.set_defaults(run=run)
@@ -39,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the options, then run the three steps in the locked output folder."""
+    """Check the options, then run the steps in the locked output folder."""
     from ..errors import NeuralCTError
     from ..md.simulate import SimulationSettings
     from ..runs import RunFolder
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
-    """The three steps into ``output``, each resuming what an earlier run left."""
+    """The steps into ``output``, each resuming what an earlier run left."""
     from ..analysis.run import analyze_trajectories
     from ..data import load_trajectories
     from ..fit import fit_trajectories
@@ -67,9 +71,10 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
 
     save_resolved_config(args, output)
     timings = {}
+    stages = 4 if args.kinetic_steps else 3
 
     start = time.perf_counter()
-    print(f"[1/3] simulating {args.replicas} x {args.length_ns:g} ns of alanine dipeptide (vacuum, 300 K) ...", flush=True)
+    print(f"[1/{stages}] simulating {args.replicas} x {args.length_ns:g} ns of alanine dipeptide (vacuum, 300 K) ...", flush=True)
     md_folder = prepare_output_dir(output / "trajectories")
     simulation = run_simulation(
         build_system("alanine-dipeptide"),
@@ -82,7 +87,7 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     paths = sorted(str(p) for p in md_folder.glob("replica-*.nc"))
 
     start = time.perf_counter()
-    print(f"[2/3] training on {len(paths) - 2} trajectories, validating on 1 ...", flush=True)
+    print(f"[2/{stages}] training on {len(paths) - 2} trajectories, validating on 1 ...", flush=True)
     data = load_trajectories(paths[:-1], selection="heavy", momenta="resample", seed=args.seed)
     train_folder = prepare_output_dir(output / "model")
     settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, progress=not args.no_progress)
@@ -94,10 +99,42 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     write_json(train_folder / "summary.json", training)
     timings["train"] = time.perf_counter() - start
 
+    kinetic_model = None
+    if args.kinetic_steps:
+        start = time.perf_counter()
+        print(f"[3/{stages}] training kinetic CVs: time-lagged objective at {args.lag_ps:g} ps with its VAMP-2 term ...", flush=True)
+        pairs = load_trajectories(paths[:-1], selection="heavy", momenta="recorded", seed=args.seed)
+        kinetic_folder = prepare_output_dir(output / "kinetic_model")
+        kinetic_settings = TrainingSettings(steps=args.kinetic_steps, batch_size=args.batch_size, progress=not args.no_progress)
+        kinetic_model, kinetic_training = fit_trajectories(
+            pairs, list(DEFAULT_ARCHITECTURE), kinetic_settings, validation_trajectories=1, momenta="recorded", lag_ps=args.lag_ps,
+            vamp_weight=args.kinetic_vamp_weight, device=args.device, seed=args.seed, checkpoint=kinetic_folder / "checkpoint.pt",
+        )
+        kinetic_model.save(kinetic_folder / "model.pt")
+        write_json(kinetic_folder / "summary.json", kinetic_training)
+        timings["train_kinetic"] = time.perf_counter() - start
+
     start = time.perf_counter()
-    print("[3/3] analyzing the slow modes on the held-out trajectory ...", flush=True)
+    print(f"[{stages}/{stages}] analyzing the slow modes on the held-out trajectory ...", flush=True)
     analysis_folder = prepare_output_dir(output / "analysis")
     analysis = analyze_trajectories(model.cpu(), paths, analysis_folder, lag_ps=args.lag_ps)
+    kinetic = None
+    if kinetic_model is not None:
+        scores = analyze_trajectories(kinetic_model.cpu(), paths, prepare_output_dir(analysis_folder / "kinetic"), lag_ps=args.lag_ps)
+        best_kinetic = {entry["kind"]: entry for entry in scores["best_of_two_slowest"]}
+        kinetic = {
+            "model": str(kinetic_folder / "model.pt"),
+            "steps": args.kinetic_steps,
+            "lag_ps": args.lag_ps,
+            "vamp_weight": args.kinetic_vamp_weight,
+            "relaxation_times_ps": kinetic_training["relaxation_times_ps"][:4],
+            "vamp2": scores["learned_cvs"]["vamp2"],
+            "vamp2_standard_error": scores["learned_cvs"]["vamp2_standard_error"],
+            "minus_tica": {key: scores["learned_minus_tica"][key] for key in ("mean", "standard_error")},
+            "mi_psi_nats": best_kinetic["psi"]["mi_nats"],
+            "mi_phi_nats": best_kinetic["phi"]["mi_nats"],
+            "figures": scores["figures"],
+        }
     timings["analyze"] = time.perf_counter() - start
 
     best = {entry["kind"]: entry for entry in analysis["best_of_two_slowest"]}
@@ -122,6 +159,7 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
         "kinetics": analysis["kinetics"],
         "state_accuracy_learned": states["learned_cvs"]["accuracy"],
         "state_accuracy_tica": states["tica"]["accuracy"],
+        "kinetic_cvs": kinetic,
         "seconds": timings,
     }
     write_json(output / "summary.json", summary)
@@ -152,6 +190,14 @@ def _print_summary(output: Path, s: dict) -> None:
     print(f"  {timescales_line(s['kinetics'])}")
     accuracy = lambda value: "n/a (too few frames per state)" if value is None else f"{value:.1%}"
     print(f"  state classification from 2 CVs: learned {accuracy(s['state_accuracy_learned'])}, TICA {accuracy(s['state_accuracy_tica'])}")
+    kinetic = s["kinetic_cvs"]
+    if kinetic is not None:
+        relative = kinetic["minus_tica"]
+        print(
+            f"  kinetic CVs (time-lagged objective + VAMP-2 term, weight {kinetic['vamp_weight']:g}): VAMP-2 {kinetic['vamp2']:.3f}{error(kinetic['vamp2_standard_error'])}, "
+            f"minus TICA {relative['mean']:+.3f}{error(relative['standard_error'])}; mutual information with psi {kinetic['mi_psi_nats']:.2f} nats, "
+            f"with phi {kinetic['mi_phi_nats']:.2f}; relaxation times (ps) {', '.join(f'{t:.3g}' for t in kinetic['relaxation_times_ps'][:2])}"
+        )
     print("  pictures:")
     for name, path in s["figures"].items():
         print(f"    {name}: {path}")
