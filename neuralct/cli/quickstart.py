@@ -62,12 +62,8 @@ def run(args: argparse.Namespace) -> int:
 def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     """The steps into ``output``, each resuming what an earlier run left."""
     from ..analysis.run import analyze_trajectories
-    from ..data import load_trajectories
-    from ..fit import fit_trajectories
     from ..md.simulate import run_simulation
     from ..md.systems import build_system
-    from ..model import DEFAULT_ARCHITECTURE
-    from ..training import TrainingSettings
 
     save_resolved_config(args, output)
     timings = {}
@@ -88,30 +84,16 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
 
     start = time.perf_counter()
     print(f"[2/{stages}] training on {len(paths) - 2} trajectories, validating on 1 ...", flush=True)
-    data = load_trajectories(paths[:-1], selection="heavy", momenta="resample", seed=args.seed)
-    train_folder = prepare_output_dir(output / "model")
-    settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, progress=not args.no_progress)
-    model, training = fit_trajectories(
-        data, list(DEFAULT_ARCHITECTURE), settings, validation_trajectories=1,
-        device=args.device, seed=args.seed, checkpoint=train_folder / "checkpoint.pt",
-    )
-    model.save(train_folder / "model.pt")
-    write_json(train_folder / "summary.json", training)
+    model, training = _train(args, paths, output / "model", args.steps, "resample")
     timings["train"] = time.perf_counter() - start
 
     kinetic_model = None
     if args.kinetic_steps:
         start = time.perf_counter()
         print(f"[3/{stages}] training kinetic CVs: time-lagged objective at {args.lag_ps:g} ps with its VAMP-2 term ...", flush=True)
-        pairs = load_trajectories(paths[:-1], selection="heavy", momenta="recorded", seed=args.seed)
-        kinetic_folder = prepare_output_dir(output / "kinetic_model")
-        kinetic_settings = TrainingSettings(steps=args.kinetic_steps, batch_size=args.batch_size, progress=not args.no_progress)
-        kinetic_model, kinetic_training = fit_trajectories(
-            pairs, list(DEFAULT_ARCHITECTURE), kinetic_settings, validation_trajectories=1, momenta="recorded", lag_ps=args.lag_ps,
-            vamp_weight=args.kinetic_vamp_weight, device=args.device, seed=args.seed, checkpoint=kinetic_folder / "checkpoint.pt",
+        kinetic_model, kinetic_training = _train(
+            args, paths, output / "kinetic_model", args.kinetic_steps, "recorded", lag_ps=args.lag_ps, vamp_weight=args.kinetic_vamp_weight
         )
-        kinetic_model.save(kinetic_folder / "model.pt")
-        write_json(kinetic_folder / "summary.json", kinetic_training)
         timings["train_kinetic"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -123,7 +105,7 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
         scores = analyze_trajectories(kinetic_model.cpu(), paths, prepare_output_dir(analysis_folder / "kinetic"), lag_ps=args.lag_ps)
         best_kinetic = {entry["kind"]: entry for entry in scores["best_of_two_slowest"]}
         kinetic = {
-            "model": str(kinetic_folder / "model.pt"),
+            "model": str(output / "kinetic_model" / "model.pt"),
             "steps": args.kinetic_steps,
             "lag_ps": args.lag_ps,
             "vamp_weight": args.kinetic_vamp_weight,
@@ -141,7 +123,7 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     states = next(iter(analysis["states"].values()))["classification"]
     summary = {
         "trajectories": paths,
-        "model": str(train_folder / "model.pt"),
+        "model": str(output / "model" / "model.pt"),
         "figures": analysis["figures"],
         "ns_simulated": simulation["ns_simulated"],
         "steps_per_second_md": simulation["steps_per_second"],
@@ -165,6 +147,32 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     write_json(output / "summary.json", summary)
     _print_summary(output, summary)
     return 0
+
+
+def _train(args: argparse.Namespace, paths: list[str], folder: Path, steps: int, momenta: str, **objective):
+    """Train on all trajectories but the last (held out for the scores; the one before it selects
+    the kept state) and write ``model.pt``, ``summary.json`` and the resumable checkpoint into
+    ``folder``; ``objective`` holds the time-lagged options (``lag_ps``, ``vamp_weight``), if any.
+
+    Returns
+    -------
+    model, summary
+    """
+    from ..data import load_trajectories
+    from ..fit import fit_trajectories
+    from ..model import DEFAULT_ARCHITECTURE
+    from ..training import TrainingSettings
+
+    data = load_trajectories(paths[:-1], selection="heavy", momenta=momenta, seed=args.seed)
+    folder = prepare_output_dir(folder)
+    settings = TrainingSettings(steps=steps, batch_size=args.batch_size, progress=not args.no_progress)
+    model, summary = fit_trajectories(
+        data, list(DEFAULT_ARCHITECTURE), settings, validation_trajectories=1, momenta=momenta,
+        device=args.device, seed=args.seed, checkpoint=folder / "checkpoint.pt", **objective,
+    )
+    model.save(folder / "model.pt")
+    write_json(folder / "summary.json", summary)
+    return model, summary
 
 
 def _print_summary(output: Path, s: dict) -> None:
