@@ -303,10 +303,6 @@ class AffineCoupling(nn.Module):
         shift, log_scale = self._shift_and_log_scale(y_a)
         return self.merge(y_a, (y_b - shift) * torch.exp(-log_scale)), -log_scale.sum(-1)
 
-    def _conditioner_parameters(self) -> list[torch.Tensor]:
-        """The conditioner's weights and biases, ``(weight, bias)`` per layer in order."""
-        return [tensor for module in self.net if isinstance(module, nn.Linear) for tensor in (module.weight, module.bias)]
-
 
 def _halves_order(mask: torch.Tensor) -> bool | None:
     """True if ``mask`` (bool, shape (n,)) is True on a first block of coordinates and False on the
@@ -353,7 +349,7 @@ class CouplingStack(nn.Module):
         # The conditioners' linear layers in order (a plain list: they are registered through
         # ``couplings``), and where each coupling's parameters start in :meth:`_conditioner_parameters`.
         self._linear_layers = [module for coupling in self.couplings for module in coupling.net if isinstance(module, nn.Linear)]
-        counts = [len(coupling._conditioner_parameters()) for coupling in self.couplings]
+        counts = [2 * sum(isinstance(module, nn.Linear) for module in coupling.net) for coupling in self.couplings]
         self._parameter_offsets = [sum(counts[:index]) for index in range(len(counts) + 1)]
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
