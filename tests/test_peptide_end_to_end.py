@@ -148,6 +148,20 @@ def test_trialanine_learned_cvs_are_biased_with_every_backbone_torsion_recorded(
     assert "--cv phi needs a dipeptide" in err and len(err.splitlines()) == 1 and not (folder / "phi").exists()
 
 
+def test_trialanine_bias_loop_retrains_with_the_time_lagged_objective(trialanine):
+    """The loop beyond the dipeptide: bias, retrain on the biased frames by their dynamics, bias the new CV."""
+    folder, model, _ = trialanine
+    first = folder / "loop-bias1"
+    assert main(["bias", str(model), "trialanine", "--length-ns", "0.01", "--report-ps", "0.1", "--bias-every", "5", "--no-progress", "--output", str(first)]) == 0
+    retrained = folder / "loop-model2"
+    assert main(["train", str(first / "trajectory.nc"), "--lag-ps", "0.2", "--vamp-weight", "10", "--steps", "5", "--batch-size", "16",
+                 "--couplings", "2", "--hidden", "16", "--no-progress", "--output", str(retrained)]) == 0
+    assert "relaxation_times_ps" in json.loads((retrained / "summary.json").read_text())
+    again = folder / "loop-bias2"
+    assert main(["bias", str(retrained / "model.pt"), "trialanine", "--length-ns", "0.004", "--no-progress", "--output", str(again)]) == 0
+    assert list(json.loads((again / "summary.json").read_text())["phi_torsions"]) == ["phi_A_ALA2", "phi_A_ALA3", "phi_A_ALA4"]
+
+
 def test_trialanine_is_sampled_exactly_in_its_own_implicit_solvent(tmp_path):
     """All-atom tri-alanine: latent HMC in the system file's solvent (OBC2), indicators per residue."""
     md = tmp_path / "md"
