@@ -12,7 +12,9 @@ MD is Langevin dynamics at a stable time step with one evaluation per step.
 
 Prints one JSON document: per sampler the acceptance, IAT (in iterations or MD steps) and ESS per
 evaluation and per CPU-second of the potential energy and of the basin indicators, and the
-populations with standard errors next to the exact (toy) or long-MD (alanine) reference.
+populations with standard errors next to the exact (toy) or long-MD (alanine) reference; and the
+spectrum of the mean curvature E[grad U grad U^T] of the physical and the latent potential at
+reference samples (all ones in the latent space of an exact flow).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, iterate, warm_up
-from neuralct.sampling.diagnostics import kish_effective_sample_size, mean_standard_error, observable_efficiency
+from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, evaluate_potential, iterate, warm_up
+from neuralct.sampling.diagnostics import curvature_figures, curvature_spectrum, kish_effective_sample_size, mean_standard_error, observable_efficiency
 
 torch.set_default_dtype(torch.float64)
 
@@ -74,10 +76,22 @@ def measure(
     return result
 
 
-def compare(model, physical_potential, start_q, observables, args) -> dict[str, Any]:
-    """HMC (grid-tuned), latent HMC (grid-tuned), independence and mixed at one budget."""
+def curvature_summary(potential, points: torch.Tensor) -> dict[str, Any]:
+    """The mean-curvature spectrum of ``potential`` at Boltzmann samples (what bounds a unit-mass HMC step)."""
+    energy, gradient = evaluate_potential(potential, points)
+    return {"points": len(points), **curvature_figures(curvature_spectrum(gradient[torch.isfinite(energy)].numpy()))}
+
+
+def compare(model, physical_potential, start_q, observables, args, reference_q: torch.Tensor) -> dict[str, Any]:
+    """HMC (grid-tuned), latent HMC (grid-tuned), independence and mixed at one budget.
+
+    ``reference_q`` are Boltzmann samples (exact or long MD) at which the mean curvature of
+    both potentials is measured.
+    """
     latent = LatentPotential(model, physical_potential)
     start_u = latent.to_latent(start_q).detach()
+    curvature = {"physical": curvature_summary(physical_potential, reference_q),
+                 "latent": curvature_summary(latent, latent.to_latent(reference_q).detach())}
     identity = lambda x, u: (x, u)  # noqa: E731
 
     def latent_to_physical(u, energy):
@@ -112,7 +126,7 @@ def compare(model, physical_potential, start_q, observables, args) -> dict[str, 
     with torch.no_grad():
         log_w = (-latent(u) + 0.5 * (u**2).sum(-1)).numpy()
     return {"runs": runs, "best_by_potential_energy_ess_per_evaluation": best,
-            "kish_ess_fraction": kish_effective_sample_size(log_w) / len(log_w)}
+            "kish_ess_fraction": kish_effective_sample_size(log_w) / len(log_w), "mean_curvature": curvature}
 
 
 def langevin_md_toy(system, chains: int, budget: int, dt: float, friction: float, seed: int, observables) -> dict[str, Any]:
@@ -163,7 +177,8 @@ def toy_main(args) -> dict[str, Any]:
         return {"potential_energy_kT": u_phys.numpy(), "x > 0": (q[:, 0] > 0).double().numpy()}
 
     start_q = torch.as_tensor(system.sample(args.chains, seed=args.seed + 2)[0])
-    result = compare(model, potential, start_q, observables, args)
+    reference_q = torch.as_tensor(system.sample(2000, seed=args.seed + 3)[0])
+    result = compare(model, potential, start_q, observables, args, reference_q)
     result["md"] = langevin_md_toy(system, args.chains, args.budget, args.md_dt, 1.0, args.seed, observables)
     result["exact"] = {"x > 0": system.population_positive_x(), "mean_x": system.moments()["mean_x"]}
     result["system"] = system.describe()
@@ -199,7 +214,9 @@ def alanine_main(args) -> dict[str, Any]:
     reference_frames = mdtraj.load(args.reference, top=args.reference_top)
     pick = np.linspace(0, reference_frames.n_frames - 1, args.chains).astype(int)
     start_q = torch.as_tensor(frame.to_internal(reference_frames.xyz[pick].astype(np.float64)))
-    result = compare(model, target.potential, start_q, observables, args)
+    every = max(1, reference_frames.n_frames // 2000)
+    reference_q = torch.as_tensor(frame.to_internal(reference_frames.xyz[::every].astype(np.float64)))
+    result = compare(model, target.potential, start_q, observables, args, reference_q)
 
     # MD at equal evaluations: OpenMM Langevin (no constraints, 1 fs, 1/ps), one force evaluation per step.
     inverse_kT = float(target.potential.energy.scale)  # kJ/mol -> kT

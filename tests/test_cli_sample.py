@@ -36,6 +36,9 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
         assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error"} <= set(figures)
     assert 0 < summary["flow_importance_weights"]["kish_ess"] <= 50
+    curvature = summary["mean_curvature"]
+    assert curvature["states"] == 30 * 6 and len(curvature["eigenvalues"]) == 2
+    assert 0 < curvature["eigenvalues"][0] <= curvature["eigenvalues"][1] and curvature["condition_number"] >= 1
     # The toy's potential energy of the recorded samples is the analytic one.
     from neuralct.toys import CurvedDoubleWell
     import torch
@@ -75,6 +78,8 @@ def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkey
     assert resumed["n"] == 40 - 21, "the rerun continues from the checkpoint"
     whole, split = np.load(tmp_path / "whole" / "samples.npz"), np.load(tmp_path / "split" / "samples.npz")
     assert np.array_equal(whole["q"], split["q"])
+    curvature = [json.loads((tmp_path / name / "summary.json").read_text())["mean_curvature"] for name in ("whole", "split")]
+    assert curvature[0] == curvature[1], "the curvature sum is checkpointed with the samples"
     capsys.readouterr()
     # Another run's folder: refused with one line, nothing changed.
     before = snapshot(tmp_path / "whole")

@@ -3,11 +3,12 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, iterate, sample_chains, warm_up
-from neuralct.sampling.diagnostics import effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size
+from neuralct.sampling.diagnostics import curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size
 
 PRECISIONS = torch.tensor([1.0, 25.0, 0.25])
 
@@ -100,3 +101,21 @@ def test_chains_stuck_in_different_basins_have_a_long_autocorrelation_time():
     rng = np.random.default_rng(4)
     series = np.repeat([[0.0, 1.0] * 4], 2000, axis=0) + 0.01 * rng.standard_normal((2000, 8))
     assert integrated_autocorrelation_time(series) > 200
+
+
+def test_curvature_spectrum_is_the_mean_hessian():
+    """E[grad U grad U^T] = E[Hessian] under exp(-U): the precisions of a Gaussian, and of a quartic well by quadrature."""
+    generator = torch.Generator().manual_seed(3)
+    x = (torch.randn(200000, 3, generator=generator, dtype=torch.float64) / PRECISIONS.double().sqrt()).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(gaussian(x).sum(), x)
+    spectrum = curvature_spectrum(gradient.numpy())
+    np.testing.assert_allclose(spectrum, np.sort(PRECISIONS.numpy()), rtol=0.02)
+    # U = x^4: exact samples by inverting the CDF on a grid; E[U'^2] = E[U''] = 12 E[x^2]
+    grid = np.linspace(-4, 4, 200001)
+    density = np.exp(-grid**4)
+    cdf = np.cumsum(density) / density.sum()
+    samples = np.interp(np.random.default_rng(0).random(200000), cdf, grid)
+    mean_hessian = 12 * (grid**2 * density).sum() / density.sum()
+    assert curvature_spectrum((4 * samples**3)[:, None])[0] == pytest.approx(mean_hessian, rel=0.02)
+    with pytest.raises(ValueError):
+        curvature_spectrum(np.array([[np.nan]]))

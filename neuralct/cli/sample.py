@@ -87,4 +87,7 @@ def run(args: argparse.Namespace) -> int:
         f"samples in {folder.path}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
         f"potential energy {energy['mean']:.2f} +- {energy['standard_error']:.2f} kT, ESS per evaluation {energy['ess_per_evaluation']:.2e}"
     )
+    curvature = summary["mean_curvature"]
+    space = "physical" if args.method == "hmc" else "latent"
+    print(f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 (1 everywhere for an exact flow)")
     return 0

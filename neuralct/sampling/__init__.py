@@ -1,7 +1,7 @@
 """Exact sampling of Boltzmann distributions: HMC in physical and latent coordinates, independence moves from the flow."""
 
 from .chains import iterate, sample_chains, warm_up
-from .diagnostics import effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, mean_standard_error, observable_efficiency
+from .diagnostics import curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, mean_standard_error, observable_efficiency
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, evaluate_potential
 from .rigid import eckart_matrix, rigid_body_log_jacobian
 from .targets import LatentPotential, MolecularPotential, ToyPotential
@@ -24,4 +24,5 @@ __all__ = [
     "kish_effective_sample_size",
     "mean_standard_error",
     "observable_efficiency",
+    "curvature_spectrum",
 ]

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "observable_efficiency"]
+__all__ = [
+    "integrated_autocorrelation_time",
+    "effective_sample_size",
+    "kish_effective_sample_size",
+    "mean_standard_error",
+    "observable_efficiency",
+    "curvature_spectrum",
+    "curvature_figures",
+]
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
@@ -112,3 +121,39 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
         "ess_per_evaluation": ess / evaluations if evaluations else float("nan"),
         "ess_per_cpu_second": ess / cpu_seconds if cpu_seconds > 0 else float("nan"),
     }
+
+
+def curvature_spectrum(gradients: np.ndarray) -> np.ndarray:
+    """Eigenvalues of the mean curvature ``E[grad U grad U^T]`` from gradients at Boltzmann samples.
+
+    For samples of ``exp(-U)``, integration by parts gives ``E[grad U grad U^T] = E[Hessian of
+    U]``: the precision matrix of a Gaussian, the identity in the latent space of an exact
+    flow. Eigenvalues well above 1 in a latent space mark directions that are locally stiffer
+    than the flow's unit spread; they bound the stable HMC step. The ratio of the largest to
+    the smallest is the condition number a unit-mass HMC works against.
+
+    Parameters
+    ----------
+    gradients : np.ndarray, shape=(n_samples, n)
+        ``grad U`` in kT per coordinate unit at samples of ``exp(-U)``.
+
+    Returns
+    -------
+    np.ndarray, shape=(n,)
+        Eigenvalues, ascending, in kT per squared coordinate unit.
+    """
+    g = np.asarray(gradients, dtype=np.float64)
+    if g.ndim != 2 or len(g) < 2 or not np.isfinite(g).all():
+        raise ValueError("need finite gradients of shape (n_samples >= 2, n)")
+    return np.linalg.eigvalsh(g.T @ g / len(g))
+
+
+def curvature_figures(spectrum: np.ndarray) -> dict[str, Any]:
+    """Eigenvalues of a mean curvature, its condition number and the count of eigenvalues above 4 (for summaries)."""
+    spectrum = np.sort(np.asarray(spectrum, dtype=np.float64))
+    return {
+        "eigenvalues": spectrum.tolist(),
+        "condition_number": float(spectrum[-1] / spectrum[0]) if spectrum[0] > 0 else float("inf"),
+        "above_4": int((spectrum > 4).sum()),
+    }
+
