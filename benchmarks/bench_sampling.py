@@ -2,9 +2,11 @@
 
 Every sampler gets the same number of energy-and-gradient evaluations in its sampling phase
 (warm-up excluded and reported), with its chains run as one batch. HMC in physical coordinates
-and latent HMC are tuned the same way: the step size is adapted in warm-up to each target
-acceptance of ``--acceptances``, for each trajectory length of ``--leapfrog``; the best
-combination per method (by ESS per evaluation of the potential energy) is its tuned figure.
+and latent HMC are tuned the same way: for each mass matrix of ``--mass-matrices`` (unit, or
+the mean curvature of the first half of the warm-up) and each trajectory length of
+``--leapfrog``, the step size is adapted in warm-up to each target acceptance of
+``--acceptances``; the best combination per method and mass matrix (by ESS per evaluation of
+the potential energy) is its tuned figure.
 MD is Langevin dynamics at a stable time step with one evaluation per step.
 
     python benchmarks/bench_sampling.py toy --budget 200000
@@ -102,25 +104,27 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
     runs = []
     for space, potential, start, to_physical in (("hmc", physical_potential, start_q, identity), ("latent-hmc", latent, start_u, latent_to_physical)):
         step = args.physical_step if space == "hmc" else 0.1
-        for leapfrog in args.leapfrog:
-            for acceptance in args.acceptances:
-                kernel = HamiltonianMonteCarlo(potential, step, leapfrog, acceptance)
-                generator = torch.Generator().manual_seed(args.seed)
-                result = measure(f"{space} L={leapfrog} acc={acceptance}", [kernel], potential, start, args.budget, args.warmup, generator, to_physical, observables)
-                result["method"] = space
-                runs.append(result)
+        for mass in args.mass_matrices:
+            for leapfrog in args.leapfrog:
+                for acceptance in args.acceptances:
+                    kernel = HamiltonianMonteCarlo(potential, step, leapfrog, acceptance, mass_matrix=mass)
+                    generator = torch.Generator().manual_seed(args.seed)
+                    result = measure(f"{space} M={mass} L={leapfrog} acc={acceptance}", [kernel], potential, start, args.budget, args.warmup, generator, to_physical, observables)
+                    result["method"] = space
+                    result["mass_matrix"] = mass
+                    runs.append(result)
     for method, kernels in (
         ("independence", [IndependenceMetropolis(latent)]),
-        ("mixed", [IndependenceMetropolis(latent), HamiltonianMonteCarlo(latent, 0.1, min(args.leapfrog), max(args.acceptances))]),
+        ("mixed", [IndependenceMetropolis(latent), HamiltonianMonteCarlo(latent, 0.1, min(args.leapfrog), max(args.acceptances), mass_matrix=args.mass_matrices[-1])]),
     ):
         generator = torch.Generator().manual_seed(args.seed)
         result = measure(method, kernels, latent, start_u, args.budget, args.warmup, generator, latent_to_physical, observables)
         result["method"] = method
         runs.append(result)
     best = {}
-    for method in ("hmc", "latent-hmc", "independence", "mixed"):
-        candidates = [r for r in runs if r["method"] == method]
-        best[method] = max(candidates, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"])["sampler"]
+    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc") for mass in args.mass_matrices] + [("independence", None), ("mixed", None)]:
+        candidates = [r for r in runs if r["method"] == method and r.get("mass_matrix") == mass]
+        best[method if mass is None else f"{method} M={mass}"] = max(candidates, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"])["sampler"]
     generator = torch.Generator().manual_seed(args.seed + 1)
     u = torch.randn(args.kish_samples, model.dim, generator=generator)
     with torch.no_grad():
@@ -263,6 +267,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--leapfrog", type=int, nargs="+", default=[3, 10, 30])
     parser.add_argument("--acceptances", type=float, nargs="+", default=[0.65, 0.9])
+    parser.add_argument("--mass-matrices", nargs="+", choices=HamiltonianMonteCarlo.MASS_MATRICES, default=["unit", "curvature"],
+                        help="HMC mass matrices tried for both HMCs (the last one also for mixed)")
     parser.add_argument("--physical-step", type=float, default=0.05, help="starting step of physical HMC (adapted)")
     parser.add_argument("--md-dt", type=float, default=0.05, help="toy MD time step")
     parser.add_argument("--train-steps", type=int, default=300, help="flow training steps (toy)")

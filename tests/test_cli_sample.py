@@ -36,6 +36,7 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
         assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error"} <= set(figures)
     assert 0 < summary["flow_importance_weights"]["kish_ess"] <= 50
+    assert summary["settings"]["mass_matrix"] == "curvature"
     curvature = summary["mean_curvature"]
     assert curvature["states"] == 30 * 6 and len(curvature["eigenvalues"]) == 2
     assert 0 < curvature["eigenvalues"][0] <= curvature["eigenvalues"][1] and curvature["condition_number"] >= 1

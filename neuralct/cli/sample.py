@@ -33,9 +33,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=("latent-hmc", "hmc", "independence", "mixed"), default="latent-hmc", help="sampler (default: %(default)s)")
     parser.add_argument("--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)")
     parser.add_argument("--samples", type=positive_int, default=1000, help="recorded iterations per chain after warm-up (default: %(default)s)")
-    parser.add_argument("--warmup", type=nonnegative_int, default=200, help="iterations adapting the step size, then discarded (default: %(default)s)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=200, help="iterations adapting the mass matrix (first half) and the step size, then discarded (default: %(default)s)")
     parser.add_argument("--step-size", type=positive_float, default=0.1, help="leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; default: %(default)s)")
     parser.add_argument("--leapfrog-steps", type=positive_int, default=10, help="leapfrog steps per HMC trajectory (default: %(default)s)")
+    parser.add_argument(
+        "--mass-matrix", choices=("curvature", "unit"), default="curvature",
+        help="HMC masses: the mean curvature E[grad U grad U^T] of the first half of the warm-up, or the identity (default: %(default)s)",
+    )
     parser.add_argument("--target-acceptance", type=fraction, default=0.65, help="mean acceptance the warm-up aims at (default: %(default)s)")
     parser.add_argument("--kish-samples", type=nonnegative_int, default=1000, help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=100, help="iterations between checkpoints (default: %(default)s)")
@@ -74,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         target = toy_target(model)
     settings = SamplingSettings(
         method=args.method, chains=args.chains, samples=args.samples, warmup=args.warmup, step_size=args.step_size,
-        leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, kish_samples=args.kish_samples,
+        leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, mass_matrix=args.mass_matrix, kish_samples=args.kish_samples,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
     )
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))

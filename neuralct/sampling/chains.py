@@ -8,7 +8,7 @@ import torch
 
 from .hmc import ChainState, HamiltonianMonteCarlo
 
-__all__ = ["Kernel", "warm_up", "iterate", "sample_chains"]
+__all__ = ["Kernel", "warm_up", "end_warmup_iteration", "iterate", "sample_chains"]
 
 
 class Kernel(Protocol):
@@ -27,13 +27,25 @@ def iterate(kernels: Sequence[Kernel], state: ChainState, generator: torch.Gener
 
 
 def warm_up(kernels: Sequence[Kernel], state: ChainState, iterations: int, generator: torch.Generator | None = None) -> ChainState:
-    """``iterations`` adapting iterations, then freeze every step size (the kernels are fixed from here on)."""
-    for _ in range(iterations):
+    """``iterations`` adapting iterations (see :func:`end_warmup_iteration`); the kernels are fixed from here on."""
+    for done in range(1, iterations + 1):
         state = iterate(kernels, state, generator, adapt=True)
+        end_warmup_iteration(kernels, done, iterations)
+    return state
+
+
+def end_warmup_iteration(kernels: Sequence[Kernel], done: int, iterations: int) -> None:
+    """After warm-up iteration ``done`` of ``iterations``: fit HMC mass matrices half-way, freeze step sizes at the end.
+
+    The first half collects the curvature of the visited states (for
+    ``mass_matrix="curvature"``), the second adapts the step size to the fitted masses.
+    """
     for kernel in kernels:
         if isinstance(kernel, HamiltonianMonteCarlo):
-            kernel.freeze()
-    return state
+            if done == iterations // 2:
+                kernel.fit_mass_matrix()
+            if done == iterations:
+                kernel.freeze()
 
 
 def sample_chains(

@@ -154,7 +154,7 @@ class _DualAveraging:
 
 
 class HamiltonianMonteCarlo:
-    """Leapfrog trajectories with unit masses and a Metropolis test on ``H = U + |p|^2 / 2``.
+    """Leapfrog trajectories with a constant mass matrix and a Metropolis test on ``H = U + p^T M^-1 p / 2``.
 
     The step size is one for all chains, adapted by dual averaging of the mean acceptance
     probability during warm-up (:meth:`step` with ``adapt=True``) and then frozen at its
@@ -162,6 +162,13 @@ class HamiltonianMonteCarlo:
     the chains are exact. Each trajectory scales the step by a random factor in
     ``[1 - jitter, 1 + jitter]`` (drawn independently of the state, so reversibility holds),
     which breaks the periodic orbits of fixed-length trajectories in near-harmonic wells.
+
+    The mass matrix is the identity (``mass_matrix="unit"``) or, with ``"curvature"``, the
+    mean curvature ``M = E[grad U grad U^T]`` (= ``E[Hessian of U]`` under ``exp(-U)``) of the
+    states visited in the first part of the warm-up, set by :meth:`fit_mass_matrix`; the step
+    size is then adapted afresh. With ``M = L L^T`` the kernel is unit-mass HMC in
+    ``v = L^T x``, where the mean curvature is the identity: a constant linear change of
+    variables, so the Metropolis test needs no Jacobian, and ``M`` is fixed before sampling.
 
     Parameters
     ----------
@@ -175,17 +182,34 @@ class HamiltonianMonteCarlo:
         Mean acceptance probability aimed at during warm-up.
     jitter : float
         Relative range of the random step-size factor, in [0, 1).
+    mass_matrix : {"unit", "curvature"}
+        The identity, or the mean curvature of the first part of the warm-up.
     """
 
     name = "hmc"
+    MASS_MATRICES = ("unit", "curvature")
+    #: Pseudo-count of the identity-scaled diagonal mean mixed into a fitted mass matrix (keeps it
+    #: positive definite when few states were seen).
+    MASS_SHRINKAGE = 10.0
 
-    def __init__(self, potential: Potential, step_size: float = 0.1, leapfrog_steps: int = 10, target_acceptance: float = 0.65, jitter: float = 0.1):
+    def __init__(
+        self, potential: Potential, step_size: float = 0.1, leapfrog_steps: int = 10, target_acceptance: float = 0.65,
+        jitter: float = 0.1, mass_matrix: str = "unit",
+    ):
         if not step_size > 0 or leapfrog_steps < 1 or not 0 < target_acceptance < 1 or not 0 <= jitter < 1:
             raise ValueError("need step_size > 0, leapfrog_steps >= 1, 0 < target_acceptance < 1 and 0 <= jitter < 1")
+        if mass_matrix not in self.MASS_MATRICES:
+            raise ValueError(f"mass_matrix must be one of {', '.join(self.MASS_MATRICES)}, got {mass_matrix!r}")
         self.potential = potential
         self.step_size = float(step_size)
         self.leapfrog_steps = int(leapfrog_steps)
         self.jitter = float(jitter)
+        self.target_acceptance = float(target_acceptance)
+        self.mass_matrix = mass_matrix
+        #: Lower Cholesky factor ``L`` of the mass matrix ``M = L L^T``; None: unit masses.
+        self.mass_cholesky: torch.Tensor | None = None
+        self._curvature_sum: torch.Tensor | None = None
+        self._curvature_count = 0
         self.adaptation = _DualAveraging(math.log(step_size), target_acceptance)
         self.statistics = KernelStatistics()
 
@@ -194,14 +218,44 @@ class HamiltonianMonteCarlo:
         if self.adaptation.history:
             self.step_size = math.exp(self.adaptation.frozen_log_step())
 
+    def fit_mass_matrix(self) -> None:
+        """Set ``M`` to the mean curvature seen so far in warm-up and restart the step-size adaptation.
+
+        ``M = (sum g g^T + c m I) / (count + c)`` over the gradients ``g`` of the states after each
+        warm-up step, with ``m`` the mean of its diagonal and ``c`` = :attr:`MASS_SHRINKAGE`.
+        No-op for unit masses or before any warm-up step.
+        """
+        if self.mass_matrix != "curvature" or self._curvature_sum is None or self._curvature_count == 0:
+            return
+        total, count = self._curvature_sum, self._curvature_count
+        eye = torch.eye(len(total), dtype=total.dtype, device=total.device)
+        mean_diagonal = total.diagonal().mean() / count
+        mass = (total + self.MASS_SHRINKAGE * mean_diagonal * eye) / (count + self.MASS_SHRINKAGE)
+        self.mass_cholesky = torch.linalg.cholesky(mass)
+        # In v = L^T x the curvature is about the identity: start from a step for a unit Gaussian.
+        self.adaptation = _DualAveraging(math.log(len(total) ** -0.25), self.target_acceptance)
+        self._curvature_sum, self._curvature_count = None, 0
+
+    def _to_velocity(self, momentum: torch.Tensor) -> torch.Tensor:
+        """``M^-1 p`` with ``p = L xi``: ``L^-T xi`` (rows of a batch)."""
+        if self.mass_cholesky is None:
+            return momentum
+        return torch.linalg.solve_triangular(self.mass_cholesky.T, momentum.T, upper=True).T
+
+    def _to_whitened_force(self, gradient: torch.Tensor) -> torch.Tensor:
+        """``L^-1 grad U``: the gradient in ``v = L^T x`` (rows of a batch)."""
+        if self.mass_cholesky is None:
+            return gradient
+        return torch.linalg.solve_triangular(self.mass_cholesky, gradient.T, upper=False).T
+
     def _trajectory(self, state: ChainState, momentum: torch.Tensor, step: torch.Tensor):
-        """Leapfrog from ``state``; chains stop (and will be rejected) at the first non-finite value."""
+        """Leapfrog from ``state`` with whitened momenta ``xi`` (``p = L xi``); chains stop (and will be rejected) at the first non-finite value."""
         position, energy, gradient = state.position, state.energy, state.gradient
         alive = torch.isfinite(energy)
-        momentum = momentum - 0.5 * step * gradient
+        momentum = momentum - 0.5 * step * self._to_whitened_force(gradient)
         evaluations = 0
         for index in range(self.leapfrog_steps):
-            position = torch.where(alive[:, None], position + step * momentum, position)
+            position = torch.where(alive[:, None], position + step * self._to_velocity(momentum), position)
             rows = alive.nonzero().flatten()
             new_energy, new_gradient = evaluate_potential(self.potential, position[rows])
             evaluations += len(rows)
@@ -209,11 +263,11 @@ class HamiltonianMonteCarlo:
             gradient = gradient.index_put((rows,), new_gradient)
             alive = alive & torch.isfinite(energy)
             kick = 0.5 if index == self.leapfrog_steps - 1 else 1.0
-            momentum = torch.where(alive[:, None], momentum - kick * step * gradient, momentum)
+            momentum = torch.where(alive[:, None], momentum - kick * step * self._to_whitened_force(gradient), momentum)
         return position, momentum, energy, gradient, alive, evaluations
 
     def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
-        """One trajectory per chain and its Metropolis test; adapts the step size when ``adapt``."""
+        """One trajectory per chain and its Metropolis test; adapts the step size (and collects curvature) when ``adapt``."""
         step_size = math.exp(self.adaptation.log_step) if adapt else self.step_size
         chains = len(state.position)
         factor = 1.0 + self.jitter * (2.0 * torch.rand(chains, 1, generator=generator, dtype=state.position.dtype, device=state.position.device) - 1.0)
@@ -222,22 +276,37 @@ class HamiltonianMonteCarlo:
         log_ratio = state.energy + 0.5 * (momentum**2).sum(-1) - energy - 0.5 * (new_momentum**2).sum(-1)
         log_ratio = torch.where(alive, log_ratio, torch.full_like(log_ratio, -torch.inf))
         probability, accepted = _metropolis(log_ratio, generator)
+        state = state.update(accepted, position, energy, gradient)
         if adapt:
             self.adaptation.update(float(probability.mean()))
             self.statistics.warmup_evaluations += evaluations
+            if self.mass_matrix == "curvature" and self.mass_cholesky is None:
+                self._collect_curvature(state)
         else:
             self.statistics.record(probability, accepted, ~alive, evaluations)
-        return state.update(accepted, position, energy, gradient)
+        return state
+
+    def _collect_curvature(self, state: ChainState) -> None:
+        finite = torch.isfinite(state.energy)
+        gradient = state.gradient[finite]
+        outer = gradient.T @ gradient
+        self._curvature_sum = outer if self._curvature_sum is None else self._curvature_sum + outer
+        self._curvature_count += int(finite.sum())
 
     def state_dict(self) -> dict:
-        """Step size, adaptation and statistics as plain data (for checkpoints)."""
-        return {"step_size": self.step_size, "adaptation": vars(self.adaptation).copy(), "statistics": vars(self.statistics).copy()}
+        """Step size, mass matrix, adaptation and statistics as plain data (for checkpoints)."""
+        return {
+            "step_size": self.step_size, "adaptation": vars(self.adaptation).copy(), "statistics": vars(self.statistics).copy(),
+            "mass_cholesky": self.mass_cholesky, "curvature_sum": self._curvature_sum, "curvature_count": self._curvature_count,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         self.step_size = state["step_size"]
         vars(self.adaptation).update(state["adaptation"])
         vars(self.statistics).update(state["statistics"])
+        self.mass_cholesky = state.get("mass_cholesky")
+        self._curvature_sum, self._curvature_count = state.get("curvature_sum"), state.get("curvature_count", 0)
 
 
 class IndependenceMetropolis:

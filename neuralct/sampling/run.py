@@ -14,7 +14,7 @@ import torch
 from ..errors import NeuralCTError
 from ..io import atomic_torch_save, write_json
 from ..model import NeuralCanonicalTransformation
-from .chains import iterate
+from .chains import end_warmup_iteration, iterate
 from .diagnostics import curvature_figures, kish_effective_sample_size, observable_efficiency
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .rigid import rigid_body_log_jacobian
@@ -40,6 +40,7 @@ class SamplingSettings:
     step_size: float = 0.1
     leapfrog_steps: int = 10
     target_acceptance: float = 0.65
+    mass_matrix: str = "curvature"
     kish_samples: int = 1000
     checkpoint_every: int = 100
     progress: bool = True
@@ -47,6 +48,8 @@ class SamplingSettings:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise NeuralCTError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.mass_matrix not in HamiltonianMonteCarlo.MASS_MATRICES:
+            raise NeuralCTError(f"--mass-matrix must be one of {', '.join(HamiltonianMonteCarlo.MASS_MATRICES)}, got {self.mass_matrix!r}")
 
 
 @dataclass
@@ -188,7 +191,7 @@ def build_kernels(method: str, model: NeuralCanonicalTransformation, target: Sam
         potential = target.potential
     else:
         potential = LatentPotential(model, target.potential)
-    hmc = lambda steps: HamiltonianMonteCarlo(potential, settings.step_size, steps, settings.target_acceptance)  # noqa: E731
+    hmc = lambda steps: HamiltonianMonteCarlo(potential, settings.step_size, steps, settings.target_acceptance, mass_matrix=settings.mass_matrix)  # noqa: E731
     kernels = {
         "hmc": lambda: [hmc(settings.leapfrog_steps)],
         "latent-hmc": lambda: [hmc(settings.leapfrog_steps)],
@@ -289,10 +292,8 @@ def run_sampling(
             warming = done < settings.warmup
             state = iterate(kernels, state, generator, adapt=warming)
             done += 1
-            if done == settings.warmup:
-                for kernel in kernels:
-                    if isinstance(kernel, HamiltonianMonteCarlo):
-                        kernel.freeze()
+            if warming:
+                end_warmup_iteration(kernels, done, settings.warmup)
             if not warming:
                 positions.append(state.position)
                 energies.append(state.energy)
