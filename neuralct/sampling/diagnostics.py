@@ -7,15 +7,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "integrated_autocorrelation_time",
-    "effective_sample_size",
-    "kish_effective_sample_size",
-    "mean_standard_error",
-    "observable_efficiency",
-    "curvature_spectrum",
-    "curvature_figures",
-]
+__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "observable_efficiency",
+           "curvature_spectrum", "curvature_figures"]
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
