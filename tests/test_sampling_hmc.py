@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, iterate, sample_chains, warm_up
-from neuralct.sampling.diagnostics import curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size
+from neuralct.sampling.diagnostics import CurvatureSum, curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size
 
 PRECISIONS = torch.tensor([1.0, 25.0, 0.25])
 
@@ -110,6 +110,15 @@ def test_curvature_spectrum_is_the_mean_hessian():
     (gradient,) = torch.autograd.grad(gaussian(x).sum(), x)
     spectrum = curvature_spectrum(gradient.numpy())
     np.testing.assert_allclose(spectrum, np.sort(PRECISIONS.numpy()), rtol=0.02)
+    running = CurvatureSum()
+    for rows in torch.split(gradient, 30000):  # in pieces, one row non-finite: skipped
+        energy = torch.zeros(len(rows), dtype=torch.float64)
+        energy[0] = torch.inf
+        running.add(energy, rows)
+    kept = torch.cat([rows[1:] for rows in torch.split(gradient, 30000)])
+    assert running.count == len(kept) and torch.allclose(running.mean(), kept.T @ kept / len(kept))
+    with pytest.raises(ValueError):
+        CurvatureSum().mean()
     # U = x^4: exact samples by inverting the CDF on a grid; E[U'^2] = E[U''] = 12 E[x^2]
     grid = np.linspace(-4, 4, 200001)
     density = np.exp(-grid**4)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "observable_efficiency",
-           "curvature_spectrum", "curvature_figures"]
+           "curvature_spectrum", "curvature_figures", "CurvatureSum"]
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
@@ -149,4 +151,33 @@ def curvature_figures(spectrum: np.ndarray) -> dict[str, Any]:
         "condition_number": float(spectrum[-1] / spectrum[0]) if spectrum[0] > 0 else float("inf"),
         "above_4": int((spectrum > 4).sum()),
     }
+
+
+@dataclass
+class CurvatureSum:
+    """Running sum of ``grad U grad U^T`` over the finite states of a batch of chains.
+
+    Attributes
+    ----------
+    total : torch.Tensor or None, shape=(n, n)
+        The sum; None before the first state.
+    count : int
+        States summed.
+    """
+
+    total: torch.Tensor | None = None
+    count: int = 0
+
+    def add(self, energy: torch.Tensor, gradient: torch.Tensor) -> None:
+        """Add the chains (energies (chains,), gradients (chains, n)) whose energy is finite."""
+        finite = torch.isfinite(energy)
+        outer = gradient[finite].T @ gradient[finite]
+        self.total = outer if self.total is None else self.total + outer
+        self.count += int(finite.sum())
+
+    def mean(self) -> torch.Tensor:
+        """``E[grad U grad U^T]``, shape (n, n)."""
+        if self.total is None or self.count == 0:
+            raise ValueError("no finite state was added")
+        return self.total / self.count
 

@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from .diagnostics import CurvatureSum
+
 __all__ = ["ChainState", "HamiltonianMonteCarlo", "IndependenceMetropolis", "KernelStatistics", "evaluate_potential"]
 
 #: A potential energy in kT: points of shape (batch, n) to energies of shape (batch,).
@@ -208,8 +210,7 @@ class HamiltonianMonteCarlo:
         self.mass_matrix = mass_matrix
         #: Lower Cholesky factor ``L`` of the mass matrix ``M = L L^T``; None: unit masses.
         self.mass_cholesky: torch.Tensor | None = None
-        self._curvature_sum: torch.Tensor | None = None
-        self._curvature_count = 0
+        self._curvature = CurvatureSum()
         self.adaptation = _DualAveraging(math.log(step_size), target_acceptance)
         self.statistics = KernelStatistics()
 
@@ -221,20 +222,20 @@ class HamiltonianMonteCarlo:
     def fit_mass_matrix(self) -> None:
         """Set ``M`` to the mean curvature seen so far in warm-up and restart the step-size adaptation.
 
-        ``M = (sum g g^T + c m I) / (count + c)`` over the gradients ``g`` of the states after each
-        warm-up step, with ``m`` the mean of its diagonal and ``c`` = :attr:`MASS_SHRINKAGE`.
+        ``M = (1 - s) E[g g^T] + s m I`` over the gradients ``g`` of the states after each
+        warm-up step, with ``m`` the mean of the diagonal of ``E[g g^T]`` and
+        ``s = c / (count + c)``, ``c`` = :attr:`MASS_SHRINKAGE`.
         No-op for unit masses or before any warm-up step.
         """
-        if self.mass_matrix != "curvature" or self._curvature_sum is None or self._curvature_count == 0:
+        if self.mass_matrix != "curvature" or self._curvature.count == 0:
             return
-        total, count = self._curvature_sum, self._curvature_count
-        eye = torch.eye(len(total), dtype=total.dtype, device=total.device)
-        mean_diagonal = total.diagonal().mean() / count
-        mass = (total + self.MASS_SHRINKAGE * mean_diagonal * eye) / (count + self.MASS_SHRINKAGE)
-        self.mass_cholesky = torch.linalg.cholesky(mass)
+        mean, count = self._curvature.mean(), self._curvature.count
+        eye = torch.eye(len(mean), dtype=mean.dtype, device=mean.device)
+        shrink = self.MASS_SHRINKAGE / (count + self.MASS_SHRINKAGE)
+        self.mass_cholesky = torch.linalg.cholesky((1 - shrink) * mean + shrink * mean.diagonal().mean() * eye)
         # In v = L^T x the curvature is about the identity: start from a step for a unit Gaussian.
-        self.adaptation = _DualAveraging(math.log(len(total) ** -0.25), self.target_acceptance)
-        self._curvature_sum, self._curvature_count = None, 0
+        self.adaptation = _DualAveraging(math.log(len(mean) ** -0.25), self.target_acceptance)
+        self._curvature = CurvatureSum()
 
     def _to_velocity(self, momentum: torch.Tensor) -> torch.Tensor:
         """``M^-1 p`` with ``p = L xi``: ``L^-T xi`` (rows of a batch)."""
@@ -281,23 +282,16 @@ class HamiltonianMonteCarlo:
             self.adaptation.update(float(probability.mean()))
             self.statistics.warmup_evaluations += evaluations
             if self.mass_matrix == "curvature" and self.mass_cholesky is None:
-                self._collect_curvature(state)
+                self._curvature.add(state.energy, state.gradient)
         else:
             self.statistics.record(probability, accepted, ~alive, evaluations)
         return state
-
-    def _collect_curvature(self, state: ChainState) -> None:
-        finite = torch.isfinite(state.energy)
-        gradient = state.gradient[finite]
-        outer = gradient.T @ gradient
-        self._curvature_sum = outer if self._curvature_sum is None else self._curvature_sum + outer
-        self._curvature_count += int(finite.sum())
 
     def state_dict(self) -> dict:
         """Step size, mass matrix, adaptation and statistics as plain data (for checkpoints)."""
         return {
             "step_size": self.step_size, "adaptation": vars(self.adaptation).copy(), "statistics": vars(self.statistics).copy(),
-            "mass_cholesky": self.mass_cholesky, "curvature_sum": self._curvature_sum, "curvature_count": self._curvature_count,
+            "mass_cholesky": self.mass_cholesky, "curvature_sum": self._curvature.total, "curvature_count": self._curvature.count,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -306,7 +300,7 @@ class HamiltonianMonteCarlo:
         vars(self.adaptation).update(state["adaptation"])
         vars(self.statistics).update(state["statistics"])
         self.mass_cholesky = state.get("mass_cholesky")
-        self._curvature_sum, self._curvature_count = state.get("curvature_sum"), state.get("curvature_count", 0)
+        self._curvature = CurvatureSum(state.get("curvature_sum"), state.get("curvature_count", 0))
 
 
 class IndependenceMetropolis:

@@ -15,7 +15,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_torch_save, write_json
 from ..model import NeuralCanonicalTransformation
 from .chains import end_warmup_iteration, iterate
-from .diagnostics import curvature_figures, kish_effective_sample_size, observable_efficiency
+from .diagnostics import CurvatureSum, curvature_figures, kish_effective_sample_size, observable_efficiency
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .rigid import rigid_body_log_jacobian
 from .targets import LatentPotential, MolecularPotential, ToyPotential
@@ -259,14 +259,14 @@ def run_sampling(
         done, positions, energies = saved["iteration"], list(saved["positions"]), list(saved["energies"])
         wall, cpu, start_evaluations = saved["wall_seconds"], saved["cpu_seconds"], saved["start_evaluations"]
         # A checkpoint of an earlier version has no curvature sum: the figure then covers the resumed part.
-        curvature = _CurvatureSum(saved.get("curvature_sum", torch.zeros(model.dim, model.dim, dtype=dtype)), saved.get("curvature_count", 0))
+        curvature = CurvatureSum(saved.get("curvature_sum"), saved.get("curvature_count", 0))
     else:
         start = start_q if settings.method == "hmc" else LatentPotential(model, target.potential).to_latent(start_q).detach()
         state = ChainState.start(potential, start)
         if not bool(torch.isfinite(state.energy).all()):
             raise NeuralCTError("the potential energy is not finite at the model's mean configuration; the model does not match the system")
         done, positions, energies, wall, cpu, start_evaluations = 0, [], [], 0.0, 0.0, settings.chains
-        curvature = _CurvatureSum(torch.zeros(model.dim, model.dim, dtype=dtype), 0)
+        curvature = CurvatureSum()
     total = settings.warmup + settings.samples
     wall_start, cpu_start = time.perf_counter(), time.process_time()
 
@@ -297,36 +297,13 @@ def run_sampling(
             if not warming:
                 positions.append(state.position)
                 energies.append(state.energy)
-                curvature.add(state)
+                curvature.add(state.energy, state.gradient)
             if done % settings.checkpoint_every == 0 or done == total:
                 save_checkpoint()
             bar.update(1)
     wall += time.perf_counter() - wall_start
     cpu += time.process_time() - cpu_start
     return _report(model, target, settings, kernels, torch.stack(positions), torch.stack(energies), folder, wall, cpu, start_evaluations, generator, curvature)
-
-
-@dataclass
-class _CurvatureSum:
-    """Running sum of ``grad U grad U^T`` over the recorded states (the chains' own potential)."""
-
-    total: torch.Tensor
-    count: int
-
-    def add(self, state: ChainState) -> None:
-        finite = torch.isfinite(state.energy)
-        gradient = state.gradient[finite]
-        self.total = self.total + gradient.T @ gradient
-        self.count += int(finite.sum())
-
-    def summary(self) -> dict[str, Any]:
-        """Spectrum of the mean (:func:`~neuralct.sampling.diagnostics.curvature_spectrum`)."""
-        return {
-            **curvature_figures(np.linalg.eigvalsh((self.total / max(self.count, 1)).cpu().numpy())),
-            "states": self.count,
-            "note": "E[grad U grad U^T] = E[Hessian of U] of the potential the chains sample, over the recorded states; "
-            "in the latent space of an exact flow every eigenvalue is 1, and large ones bound the HMC step",
-        }
 
 
 def _report(model, target, settings, kernels, positions, energies, folder, wall, cpu, start_evaluations, generator, curvature) -> dict[str, Any]:
@@ -350,7 +327,12 @@ def _report(model, target, settings, kernels, positions, energies, folder, wall,
         "potential_energy_kT": observable_efficiency(beta_energy, evaluations, cpu),
         "indicators": {name: observable_efficiency(value, evaluations, cpu) for name, value in indicators.items()},
         "ess_per_evaluation_note": "ESS over all chains divided by the energy-and-gradient evaluations of the sampling phase (warm-up excluded)",
-        "mean_curvature": curvature.summary(),
+        "mean_curvature": {
+            **curvature_figures(np.linalg.eigvalsh(curvature.mean().cpu().numpy())),
+            "states": curvature.count,
+            "note": "E[grad U grad U^T] = E[Hessian of U] of the potential the chains sample, over the recorded states; "
+            "in the latent space of an exact flow every eigenvalue is 1, and large ones bound the HMC step",
+        },
     }
     if model.flow.acts_on_configuration and settings.kish_samples:
         summary["flow_importance_weights"] = _kish(model, target, settings.kish_samples, generator)
