@@ -299,8 +299,8 @@ class HamiltonianMonteCarlo:
         self.step_size = state["step_size"]
         vars(self.adaptation).update(state["adaptation"])
         vars(self.statistics).update(state["statistics"])
-        self.mass_cholesky = state.get("mass_cholesky")
-        self._curvature = CurvatureSum(state.get("curvature_sum"), state.get("curvature_count", 0))
+        self.mass_cholesky = state["mass_cholesky"]
+        self._curvature = CurvatureSum(state["curvature_sum"], state["curvature_count"])
 
 
 class IndependenceMetropolis:

@@ -258,8 +258,7 @@ def run_sampling(
             kernel.load_state_dict(kernel_state)
         done, positions, energies = saved["iteration"], list(saved["positions"]), list(saved["energies"])
         wall, cpu, start_evaluations = saved["wall_seconds"], saved["cpu_seconds"], saved["start_evaluations"]
-        # A checkpoint of an earlier version has no curvature sum: the figure then covers the resumed part.
-        curvature = CurvatureSum(saved.get("curvature_sum"), saved.get("curvature_count", 0))
+        curvature = CurvatureSum(saved["curvature_sum"], saved["curvature_count"])
     else:
         start = start_q if settings.method == "hmc" else LatentPotential(model, target.potential).to_latent(start_q).detach()
         state = ChainState.start(potential, start)
