@@ -293,7 +293,7 @@ def run_sampling(
             done += 1
             if warming:
                 end_warmup_iteration(kernels, done, settings.warmup)
-            if not warming:
+            else:
                 positions.append(state.position)
                 energies.append(state.energy)
                 curvature.add(state.energy, state.gradient)
