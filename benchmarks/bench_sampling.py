@@ -3,7 +3,7 @@
 Every sampler gets the same number of energy-and-gradient evaluations in its sampling phase
 (warm-up excluded and reported), with its chains run as one batch. HMC in physical coordinates
 and latent HMC are tuned the same way: for each mass matrix of ``--mass-matrices`` (unit, or
-the mean curvature of the first half of the warm-up) and each trajectory length of
+the mean curvature of the second quarter of the warm-up) and each trajectory length of
 ``--leapfrog``, the step size is adapted in warm-up to each target acceptance of
 ``--acceptances``; the best combination per method and mass matrix (by ESS per evaluation of
 the potential energy) is its tuned figure.

@@ -34,7 +34,10 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     assert set(kernels) == {"hmc", "independence"} if method == "mixed" else len(kernels) == 1
     assert summary["energy_evaluations"] == sum(k["energy_evaluations"] for k in kernels.values()) > 0
     for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
-        assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error"} <= set(figures)
+        assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error", "r_hat"} <= set(figures)
+    assert summary["convergence"]["r_hat_limit"] == 1.1 and isinstance(summary["convergence"]["not_converged"], list)
+    # Choosing the starts costs 8 flow draws per chain, counted with the warm-up.
+    assert summary["warmup_energy_evaluations"] >= 8 * 6 + 6
     assert 0 < summary["flow_importance_weights"]["kish_ess"] <= 50
     assert summary["settings"]["mass_matrix"] == "curvature"
     curvature = summary["mean_curvature"]
@@ -88,6 +91,64 @@ def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkey
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--overwrite" in err
     assert snapshot(tmp_path / "whole") == before
+
+
+def test_a_folder_warmed_up_by_another_schedule_is_not_resumed(toy_model, tmp_path, capsys):
+    out = tmp_path / "x"
+    args = ["sample", str(toy_model), *SAMPLE, "--output", str(out)]
+    assert main(args) == 0
+    identity = json.loads((out / "run.json").read_text())
+    assert identity["settings"]["warmup_schedule"].startswith("start: lowest-energy")
+    del identity["settings"]["warmup_schedule"]  # as written before the schedule was recorded
+    (out / "run.json").write_text(json.dumps(identity))
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "warmup_schedule" in err
+    assert snapshot(out) == before
+
+
+def test_chains_that_disagree_are_reported(toy_model, tmp_path, capsys, monkeypatch):
+    import neuralct.sampling.run as sampling_run
+
+    monkeypatch.setattr(sampling_run, "R_HAT_LIMIT", 0.0)  # every observable counts as not converged
+    assert main(["sample", str(toy_model), *SAMPLE, "--output", str(tmp_path / "x")]) == 0
+    summary = json.loads((tmp_path / "x" / "summary.json").read_text())
+    assert summary["convergence"]["not_converged"][0] == "potential energy"
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: the chains disagree")]
+    assert len(warning) == 1 and "potential energy" in warning[0] and "--samples" in warning[0]
+
+
+def test_chains_start_at_the_lowest_energy_draws_of_the_flow(toy_model):
+    import torch
+
+    from neuralct.model import load
+    from neuralct.sampling import LatentPotential
+    from neuralct.sampling.run import starting_points, toy_target
+
+    model = load(toy_model).double()
+    target = toy_target(model)
+    latent = LatentPotential(model, target.potential)
+    start, evaluations = starting_points(model, target, "latent-hmc", 5, torch.Generator().manual_seed(4))
+    draws = torch.randn(40, model.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    with torch.no_grad():
+        energies = latent(draws)
+    assert evaluations == 40
+    assert torch.equal(start, draws[torch.argsort(energies)[:5]])
+    assert (latent(start) <= energies.kthvalue(5).values).all()
+    physical, _ = starting_points(model, target, "hmc", 5, torch.Generator().manual_seed(4))
+    assert torch.allclose(physical, latent.to_physical(start)[0])
+
+
+@pytest.mark.parametrize("warmup", ["0", "1"])
+def test_curvature_masses_without_a_warmup_to_fit_them_are_refused(toy_model, tmp_path, capsys, warmup):
+    args = ["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE, "--warmup", warmup, "--output", str(tmp_path / "x")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--warmup 2 or more" in err and "--mass-matrix unit" in err
+    assert not (tmp_path / "x").exists()
+    assert main([*args[:-2], "--mass-matrix", "unit", "--output", str(tmp_path / "unit")]) == 0
 
 
 def test_toy_model_with_a_system_is_refused(toy_model, tmp_path, capsys):

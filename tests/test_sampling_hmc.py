@@ -8,7 +8,9 @@ import torch
 from scipy import stats
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, iterate, sample_chains, warm_up
-from neuralct.sampling.diagnostics import CurvatureSum, curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size
+from neuralct.sampling.diagnostics import (
+    CurvatureSum, curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, split_r_hat,
+)
 
 PRECISIONS = torch.tensor([1.0, 25.0, 0.25])
 
@@ -103,6 +105,21 @@ def test_chains_stuck_in_different_basins_have_a_long_autocorrelation_time():
     assert integrated_autocorrelation_time(series) > 200
 
 
+def test_split_r_hat_is_one_for_agreeing_chains_and_flags_stuck_or_drifting_ones():
+    rng = np.random.default_rng(3)
+    iid = rng.normal(size=(2000, 8))
+    assert abs(split_r_hat(iid) - 1.0) < 0.01
+    # Half the chains sit 2 standard deviations away. 16 halves of 1000 samples: their means, 8 at 0 and 8 at 2, have
+    # variance 16 / 15 against 1 within: R-hat = sqrt(999 / 1000 + 16 / 15).
+    stuck = iid + np.where(np.arange(8) < 4, 0.0, 2.0)
+    assert split_r_hat(stuck) == pytest.approx(np.sqrt(0.999 + 16 / 15), rel=0.02)
+    # Every chain drifts the same way: the chains agree with each other, the halves do not.
+    drifting = iid + np.linspace(0.0, 3.0, 2000)[:, None]
+    # Halves' means 0.75 and 2.25 (variance 16 / 15 * 0.5625 = 0.6), within each half 1 + 1.5**2 / 12: sqrt(1 + 0.6 / 1.1875) = 1.23.
+    assert split_r_hat(drifting) > 1.2
+    assert np.isnan(split_r_hat(np.ones((100, 4)))) and np.isnan(split_r_hat(iid[:3]))
+
+
 def test_curvature_spectrum_is_the_mean_hessian():
     """E[grad U grad U^T] = E[Hessian] under exp(-U): the precisions of a Gaussian, and of a quartic well by quadrature."""
     generator = torch.Generator().manual_seed(3)
@@ -157,6 +174,26 @@ def test_curvature_mass_matrix_is_the_precision_and_keeps_a_correlated_gaussian_
     for k in range(3):
         assert stats.kstest(standardised[:, k], "norm").pvalue > 1e-3
     assert curvature.statistics.accepted > 0.4 * curvature.statistics.proposals
+
+
+def test_curvature_of_the_relaxation_from_a_far_start_is_not_fitted():
+    """Chains started 3000 kT up: the first quarter of the warm-up relaxes them and its huge gradients are discarded."""
+    kernel = HamiltonianMonteCarlo(correlated_gaussian, step_size=0.1, leapfrog_steps=4, mass_matrix="curvature")
+    far = torch.full((256, 3), 10.0, dtype=torch.float64)
+    warm_up([kernel], ChainState.start(correlated_gaussian, far), 200, torch.Generator().manual_seed(0))
+    mass = kernel.mass_cholesky @ kernel.mass_cholesky.T
+    # Eigenvalues of P^-1 M: all 1 for the exact precision (about 400 with the relaxation's gradients kept).
+    relative = torch.linalg.eigvals(torch.linalg.solve(CORRELATED_PRECISION, mass)).real
+    assert relative.min() > 0.5 and relative.max() < 2.0, relative
+
+
+def test_a_flat_potential_keeps_unit_masses():
+    """No curvature to fit (every gradient zero): the masses stay the identity instead of a failed Cholesky."""
+    flat = lambda x: torch.zeros(len(x), dtype=x.dtype) + 0.0 * x.sum(-1)  # noqa: E731
+    kernel = HamiltonianMonteCarlo(flat, leapfrog_steps=2, mass_matrix="curvature")
+    start = torch.zeros(8, 3, dtype=torch.float64)
+    state = warm_up([kernel], ChainState.start(flat, start), 10, torch.Generator().manual_seed(0))
+    assert kernel.mass_cholesky is None and torch.isfinite(state.position).all()
 
 
 def test_leapfrog_with_a_mass_matrix_is_reversible_and_volume_preserving():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .options import add_common_options, fraction, nonnegative_int, positive_float, positive_int, result_settings, save_resolved_config
@@ -33,12 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--method", choices=("latent-hmc", "hmc", "independence", "mixed"), default="latent-hmc", help="sampler (default: %(default)s)")
     parser.add_argument("--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)")
     parser.add_argument("--samples", type=positive_int, default=1000, help="recorded iterations per chain after warm-up (default: %(default)s)")
-    parser.add_argument("--warmup", type=nonnegative_int, default=200, help="iterations adapting the mass matrix (first half) and the step size, then discarded (default: %(default)s)")
+    parser.add_argument("--warmup", type=nonnegative_int, default=200, help="iterations that relax the chains and fit the mass matrix (first half) and adapt the step size (second half), then are discarded (default: %(default)s)")
     parser.add_argument("--step-size", type=positive_float, default=0.1, help="leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; default: %(default)s)")
     parser.add_argument("--leapfrog-steps", type=positive_int, default=10, help="leapfrog steps per HMC trajectory (default: %(default)s)")
     parser.add_argument(
         "--mass-matrix", choices=("curvature", "unit"), default="curvature",
-        help="HMC masses: the mean curvature E[grad U grad U^T] of the first half of the warm-up, or the identity (default: %(default)s)",
+        help="HMC masses: the mean curvature E[grad U grad U^T] of the second quarter of the warm-up, or the identity (default: %(default)s)",
     )
     parser.add_argument("--target-acceptance", type=fraction, default=0.65, help="mean acceptance the warm-up aims at (default: %(default)s)")
     parser.add_argument("--kish-samples", type=nonnegative_int, default=1000, help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model import load
     from ..molecular import is_molecular
     from ..runs import RunFolder
-    from ..sampling.run import SamplingSettings, molecular_target, run_sampling, toy_target
+    from ..sampling.run import WARMUP_SCHEDULE, SamplingSettings, molecular_target, run_sampling, toy_target
 
     if args.device not in ("auto", "cpu"):
         raise NeuralCTError(f"--device {args.device}: sampling runs on the CPU (the energies come from OpenMM's Reference platform); use --device cpu")
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
     )
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
+    # Fixed parts of the method that change the samples: a folder of a run made with other ones is not resumed.
+    run_settings["warmup_schedule"] = WARMUP_SCHEDULE
     with RunFolder(args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite) as folder:
         summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
         save_resolved_config(args, folder.path)
@@ -94,4 +97,11 @@ def run(args: argparse.Namespace) -> int:
     curvature = summary["mean_curvature"]
     space = "physical" if args.method == "hmc" else "latent"
     print(f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 (1 everywhere for an exact flow)")
+    convergence = summary["convergence"]
+    if convergence["not_converged"]:
+        print(
+            f"warning: the chains disagree (split R-hat above {convergence['r_hat_limit']}) on {', '.join(convergence['not_converged'])}; "
+            "the estimates are not reliable yet: sample longer (--samples) or warm up longer (--warmup)",
+            file=sys.stderr,
+        )
     return 0

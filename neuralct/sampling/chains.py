@@ -37,11 +37,15 @@ def warm_up(kernels: Sequence[Kernel], state: ChainState, iterations: int, gener
 def end_warmup_iteration(kernels: Sequence[Kernel], done: int, iterations: int) -> None:
     """After warm-up iteration ``done`` of ``iterations``: fit HMC mass matrices half-way, freeze step sizes at the end.
 
-    The first half collects the curvature of the visited states (for
-    ``mass_matrix="curvature"``), the second adapts the step size to the fitted masses.
+    For ``mass_matrix="curvature"`` the first quarter lets the chains relax from their starts
+    (its curvature is discarded: ``E[grad U grad U^T]`` is the mean Hessian only at
+    equilibrium), the second quarter collects the curvature of the visited states, and the
+    second half adapts the step size to the fitted masses.
     """
     for kernel in kernels:
         if isinstance(kernel, HamiltonianMonteCarlo):
+            if done == iterations // 4 and iterations // 4 < iterations // 2:
+                kernel.discard_curvature()
             if done == iterations // 2:
                 kernel.fit_mass_matrix()
             if done == iterations:

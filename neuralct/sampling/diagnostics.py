@@ -9,8 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "observable_efficiency",
-           "curvature_spectrum", "curvature_figures", "CurvatureSum"]
+__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "split_r_hat",
+           "observable_efficiency", "curvature_spectrum", "curvature_figures", "CurvatureSum"]
+
+#: Split R-hat above which chains are reported as not converged (Vehtari et al., Bayesian Analysis 16, 667 (2021), use 1.01
+#: for final results; 1.1 is the classic threshold of Gelman and Rubin for a failed warm-up).
+R_HAT_LIMIT = 1.1
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
@@ -72,6 +76,38 @@ def mean_standard_error(series: np.ndarray) -> float:
     return float(np.sqrt(series.var() * tau / series.size))
 
 
+def split_r_hat(series: np.ndarray) -> float:
+    """Split potential scale reduction factor ``R-hat`` of an observable over several chains.
+
+    Each chain is cut into halves, and the variance between the halves' means is compared with
+    the variance within them (Gelman et al., "Bayesian Data Analysis", 3rd ed., section 11.4):
+    ``R-hat = sqrt(((n - 1) / n W + B / n) / W)`` for halves of ``n`` samples, ``W`` the mean
+    within-half variance and ``B / n`` the variance of the half means. It is 1 when every chain
+    samples the same distribution; chains stuck in different regions, or still drifting from
+    their starts, give more.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples, n_chains)
+        The observable along each chain.
+
+    Returns
+    -------
+    float
+        ``nan`` for fewer than 4 samples, non-finite values or no variance within the halves.
+    """
+    series = np.asarray(series, dtype=np.float64)
+    half = series.shape[0] // 2
+    if half < 2 or not np.all(np.isfinite(series)):
+        return float("nan")
+    halves = np.concatenate([series[:half], series[-half:]], axis=1)
+    within = halves.var(axis=0, ddof=1).mean()
+    between_over_n = halves.mean(axis=0).var(ddof=1)
+    if not within > 0:
+        return float("nan")
+    return float(np.sqrt(((half - 1) / half * within + between_over_n) / within))
+
+
 def kish_effective_sample_size(log_weights: np.ndarray) -> float:
     """Kish's ``(sum w)^2 / sum w^2`` of importance weights given as logarithms (stable to overflow).
 
@@ -104,7 +140,8 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     -------
     dict
         ``mean``, ``standard_error``, ``iat`` (in samples), ``ess``, ``ess_per_evaluation``,
-        ``ess_per_cpu_second`` (``nan`` where undefined, e.g. a constant observable).
+        ``ess_per_cpu_second``, ``r_hat`` (:func:`split_r_hat`; ``nan`` where undefined, e.g. a
+        constant observable).
     """
     tau = integrated_autocorrelation_time(series)
     ess = float(np.size(series)) / tau if math.isfinite(tau) else float("nan")
@@ -115,6 +152,7 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
         "ess": ess,
         "ess_per_evaluation": ess / evaluations if evaluations else float("nan"),
         "ess_per_cpu_second": ess / cpu_seconds if cpu_seconds > 0 else float("nan"),
+        "r_hat": split_r_hat(series) if np.ndim(series) == 2 else float("nan"),
     }
 
 

@@ -167,7 +167,8 @@ class HamiltonianMonteCarlo:
 
     The mass matrix is the identity (``mass_matrix="unit"``) or, with ``"curvature"``, the
     mean curvature ``M = E[grad U grad U^T]`` (= ``E[Hessian of U]`` under ``exp(-U)``) of the
-    states visited in the first part of the warm-up, set by :meth:`fit_mass_matrix`; the step
+    states visited in the second quarter of the warm-up (see
+    :func:`~neuralct.sampling.chains.end_warmup_iteration`), set by :meth:`fit_mass_matrix`; the step
     size is then adapted afresh. With ``M = L L^T`` the kernel is unit-mass HMC in
     ``v = L^T x``, where the mean curvature is the identity: a constant linear change of
     variables, so the Metropolis test needs no Jacobian, and ``M`` is fixed before sampling.
@@ -185,7 +186,7 @@ class HamiltonianMonteCarlo:
     jitter : float
         Relative range of the random step-size factor, in [0, 1).
     mass_matrix : {"unit", "curvature"}
-        The identity, or the mean curvature of the first part of the warm-up.
+        The identity, or the mean curvature of the second quarter of the warm-up.
     """
 
     name = "hmc"
@@ -219,17 +220,24 @@ class HamiltonianMonteCarlo:
         if self.adaptation.history:
             self.step_size = math.exp(self.adaptation.frozen_log_step())
 
+    def discard_curvature(self) -> None:
+        """Forget the curvature collected so far (the states of a relaxation from the chains' starts)."""
+        self._curvature = CurvatureSum()
+
     def fit_mass_matrix(self) -> None:
         """Set ``M`` to the mean curvature seen so far in warm-up and restart the step-size adaptation.
 
         ``M = (1 - s) E[g g^T] + s m I`` over the gradients ``g`` of the states after each
         warm-up step, with ``m`` the mean of the diagonal of ``E[g g^T]`` and
         ``s = c / (count + c)``, ``c`` = :attr:`MASS_SHRINKAGE`.
-        No-op for unit masses or before any warm-up step.
+        No-op for unit masses, before any warm-up step, and where every gradient seen was zero
+        (a flat potential has no curvature to fit: the masses stay the identity).
         """
         if self.mass_matrix != "curvature" or self._curvature.count == 0:
             return
         mean, count = self._curvature.mean(), self._curvature.count
+        if not mean.diagonal().mean() > 0:
+            return
         eye = torch.eye(len(mean), dtype=mean.dtype, device=mean.device)
         shrink = self.MASS_SHRINKAGE / (count + self.MASS_SHRINKAGE)
         self.mass_cholesky = torch.linalg.cholesky((1 - shrink) * mean + shrink * mean.diagonal().mean() * eye)

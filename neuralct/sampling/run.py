@@ -15,7 +15,7 @@ from ..errors import NeuralCTError
 from ..io import atomic_torch_save, write_json
 from ..model import NeuralCanonicalTransformation
 from .chains import end_warmup_iteration, iterate
-from .diagnostics import CurvatureSum, curvature_figures, kish_effective_sample_size, observable_efficiency
+from .diagnostics import R_HAT_LIMIT, CurvatureSum, curvature_figures, kish_effective_sample_size, observable_efficiency
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .rigid import rigid_body_log_jacobian
 from .targets import LatentPotential, MolecularPotential, ToyPotential
@@ -50,6 +50,8 @@ class SamplingSettings:
             raise NeuralCTError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.mass_matrix not in HamiltonianMonteCarlo.MASS_MATRICES:
             raise NeuralCTError(f"--mass-matrix must be one of {', '.join(HamiltonianMonteCarlo.MASS_MATRICES)}, got {self.mass_matrix!r}")
+        if self.mass_matrix == "curvature" and self.method != "independence" and self.warmup < 2:
+            raise NeuralCTError(f"--mass-matrix curvature needs --warmup 2 or more (the masses are fitted half-way), got {self.warmup}; or use --mass-matrix unit")
 
 
 @dataclass
@@ -201,6 +203,52 @@ def build_kernels(method: str, model: NeuralCanonicalTransformation, target: Sam
     return kernels, potential
 
 
+#: Flow draws per chain from which the starting points are picked (see :func:`starting_points`).
+START_CANDIDATES_PER_CHAIN = 8
+
+#: How chains start and warm up (:func:`starting_points`, :func:`~neuralct.sampling.chains.end_warmup_iteration`),
+#: recorded with a run's settings so that a folder warmed up otherwise is not resumed.
+WARMUP_SCHEDULE = "start: lowest-energy eighth of flow draws; relax 1/4, fit masses 1/4, adapt step 1/2"
+
+
+def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+    """Where the chains start: the ``chains`` lowest-energy of ``8 chains`` draws from the flow.
+
+    A start far from equilibrium is costly in a latent space: a chain started in a steep,
+    squeezed region (the model's mean configuration, with every methyl group's hydrogens
+    averaged onto its axis, or one clashing draw) can stay there for the whole run, and its
+    gradients would dominate the curvature mass matrix. The lowest-energy draws of the flow are
+    diverse, typical configurations. Models whose flow also moves momenta have no
+    configuration-space inverse; their physical chains start at the mean configuration.
+
+    Returns
+    -------
+    start : torch.Tensor, shape=(chains, n)
+        Latent points for the latent methods, physical configurations for ``hmc``.
+    evaluations : int
+        Potential evaluations spent choosing them.
+
+    Raises
+    ------
+    NeuralCTError
+        If fewer than ``chains`` draws have a finite energy.
+    """
+    if not model.flow.acts_on_configuration:
+        return model.position_offset.expand(chains, model.dim).clone(), 0
+    latent = LatentPotential(model, target.potential)
+    draws = torch.randn(START_CANDIDATES_PER_CHAIN * chains, model.dim, generator=generator, dtype=model.masses.dtype)
+    with torch.no_grad():
+        energy = latent(draws)
+    finite = int(torch.isfinite(energy).sum())
+    if finite < chains:
+        raise NeuralCTError(f"only {finite} of {len(draws)} configurations drawn from the flow have a finite energy; the model does not match the system")
+    start = draws[torch.argsort(torch.nan_to_num(energy, nan=torch.inf))[:chains]]
+    if method == "hmc":
+        with torch.no_grad():
+            start = latent.to_physical(start)[0]
+    return start, len(draws)
+
+
 def _to_physical(method: str, model: NeuralCanonicalTransformation, positions: torch.Tensor, energies: torch.Tensor):
     """Sampled points and potentials to physical configurations and ``U_phys`` (batch, n), (batch,)."""
     if method == "hmc":
@@ -234,8 +282,8 @@ def run_sampling(
 ) -> dict[str, Any]:
     """Run the chains, checkpointing into ``folder``, and write samples, plots and summary.json.
 
-    Chains start at the model's mean training configuration (mapped to the latent space for the
-    latent methods). A run found in ``folder/checkpoint.pt`` (``resume``) continues where it
+    Chains start at the lowest-energy draws of the flow (:func:`starting_points`). A run found
+    in ``folder/checkpoint.pt`` (``resume``) continues where it
     stopped; the result is the same as an uninterrupted run.
 
     Returns
@@ -249,7 +297,6 @@ def run_sampling(
     kernels, potential = build_kernels(settings.method, model, target, settings)
     generator = torch.Generator().manual_seed(seed)
     checkpoint_path = folder / CHECKPOINT_FILE
-    start_q = model.position_offset.expand(settings.chains, model.dim).clone()
     if resume and checkpoint_path.exists():
         saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         state = ChainState(saved["position"], saved["energy"], saved["gradient"])
@@ -260,11 +307,11 @@ def run_sampling(
         wall, cpu, start_evaluations = saved["wall_seconds"], saved["cpu_seconds"], saved["start_evaluations"]
         curvature = CurvatureSum(saved["curvature_sum"], saved["curvature_count"])
     else:
-        start = start_q if settings.method == "hmc" else LatentPotential(model, target.potential).to_latent(start_q).detach()
+        start, choosing = starting_points(model, target, settings.method, settings.chains, generator)
         state = ChainState.start(potential, start)
         if not bool(torch.isfinite(state.energy).all()):
-            raise NeuralCTError("the potential energy is not finite at the model's mean configuration; the model does not match the system")
-        done, positions, energies, wall, cpu, start_evaluations = 0, [], [], 0.0, 0.0, settings.chains
+            raise NeuralCTError("the potential energy is not finite at the chains' starting points; the model does not match the system")
+        done, positions, energies, wall, cpu, start_evaluations = 0, [], [], 0.0, 0.0, choosing + settings.chains
         curvature = CurvatureSum()
     total = settings.warmup + settings.samples
     wall_start, cpu_start = time.perf_counter(), time.process_time()
@@ -332,6 +379,12 @@ def _report(model, target, settings, kernels, positions, energies, folder, wall,
             "note": "E[grad U grad U^T] = E[Hessian of U] of the potential the chains sample, over the recorded states; "
             "in the latent space of an exact flow every eigenvalue is 1, and large ones bound the HMC step",
         },
+    }
+    observables = {"potential energy": summary["potential_energy_kT"], **summary["indicators"]}
+    summary["convergence"] = {
+        "r_hat_limit": R_HAT_LIMIT,
+        "not_converged": [name for name, figures in observables.items() if figures["r_hat"] > R_HAT_LIMIT],
+        "note": "split R-hat of each observable over the chains; above the limit the chains disagree (stuck, or still drifting from their starts)",
     }
     if model.flow.acts_on_configuration and settings.kish_samples:
         summary["flow_importance_weights"] = _kish(model, target, settings.kish_samples, generator)
