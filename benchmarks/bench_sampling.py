@@ -88,8 +88,10 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
     """HMC (grid-tuned), latent HMC (grid-tuned), independence and mixed at one budget.
 
     ``reference_q`` are Boltzmann samples (exact or long MD) at which the mean curvature of
-    both potentials is measured.
+    both potentials is measured. Points with coordinates beyond the model's (hydrogens placed
+    on a heavy-atom model) get no independence moves and no Kish ESS: the flow does not draw them.
     """
+    whole = start_q.shape[1] == model.dim
     latent = LatentPotential(model, physical_potential)
     start_u = latent.to_latent(start_q).detach()
     curvature = {"physical": curvature_summary(physical_potential, reference_q),
@@ -98,7 +100,7 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
 
     def latent_to_physical(u, energy):
         with torch.no_grad():
-            q, log_det = model.configuration_from_latent(u)
+            q, log_det = latent.to_physical(u)
         return q, energy + log_det
 
     runs = []
@@ -116,21 +118,23 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
     for method, kernels in (
         ("independence", [IndependenceMetropolis(latent)]),
         ("mixed", [IndependenceMetropolis(latent), HamiltonianMonteCarlo(latent, 0.1, min(args.leapfrog), max(args.acceptances), mass_matrix=args.mass_matrices[-1])]),
-    ):
+    ) if whole else ():
         generator = torch.Generator().manual_seed(args.seed)
         result = measure(method, kernels, latent, start_u, args.budget, args.warmup, generator, latent_to_physical, observables)
         result["method"] = method
         runs.append(result)
     best = {}
-    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc") for mass in args.mass_matrices] + [("independence", None), ("mixed", None)]:
+    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc") for mass in args.mass_matrices] + ([("independence", None), ("mixed", None)] if whole else []):
         candidates = [r for r in runs if r["method"] == method and r.get("mass_matrix") == mass]
         best[method if mass is None else f"{method} M={mass}"] = max(candidates, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"])["sampler"]
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    u = torch.randn(args.kish_samples, model.dim, generator=generator)
-    with torch.no_grad():
-        log_w = (-latent(u) + 0.5 * (u**2).sum(-1)).numpy()
-    return {"runs": runs, "best_by_potential_energy_ess_per_evaluation": best,
-            "kish_ess_fraction": kish_effective_sample_size(log_w) / len(log_w), "mean_curvature": curvature}
+    kish = None
+    if whole:
+        generator = torch.Generator().manual_seed(args.seed + 1)
+        u = torch.randn(args.kish_samples, model.dim, generator=generator)
+        with torch.no_grad():
+            log_w = (-latent(u) + 0.5 * (u**2).sum(-1)).numpy()
+        kish = kish_effective_sample_size(log_w) / len(log_w)
+    return {"runs": runs, "best_by_potential_energy_ess_per_evaluation": best, "kish_ess_fraction": kish, "mean_curvature": curvature}
 
 
 def langevin_md_toy(system, chains: int, budget: int, dt: float, friction: float, seed: int, observables) -> dict[str, Any]:
@@ -197,7 +201,6 @@ def alanine_main(args) -> dict[str, Any]:
 
     from neuralct.md.systems import build_system
     from neuralct.model import load
-    from neuralct.sampling.rigid import rigid_body_log_jacobian
     from neuralct.sampling.run import basin_indicators, molecular_target
 
     model = load(args.model).double()
@@ -205,21 +208,21 @@ def alanine_main(args) -> dict[str, Any]:
     md_system = build_system("alanine-dipeptide", constraints="none")
     target = molecular_target(model, md_system, "alanine-dipeptide")
     topology = mdtraj.Topology.from_openmm(md_system.topology)
-    frame = target.frame
+    molecule = target.potential  # points (the model's coordinates, then placed hydrogens) <-> positions
 
     def indicator_values(positions_nm: np.ndarray, energy_kT: np.ndarray) -> dict[str, np.ndarray]:
         return {"potential_energy_kT": energy_kT, **basin_indicators(topology, positions_nm)}
 
-    def observables(y, u_phys):
-        beta_e = (u_phys + rigid_body_log_jacobian(frame, y)).numpy()
-        return indicator_values(frame.from_internal(y).numpy(), beta_e)
+    def observables(point, u_phys):
+        beta_e = target.energy_from_potential(point, u_phys).numpy()
+        return indicator_values(molecule.positions(point).numpy(), beta_e)
 
     # Chains start from frames of the reference MD (the flow's start must be a finite-energy point).
     reference_frames = mdtraj.load(args.reference, top=args.reference_top)
     pick = np.linspace(0, reference_frames.n_frames - 1, args.chains).astype(int)
-    start_q = torch.as_tensor(frame.to_internal(reference_frames.xyz[pick].astype(np.float64)))
+    start_q = molecule.coordinates(reference_frames.xyz[pick])
     every = max(1, reference_frames.n_frames // 2000)
-    reference_q = torch.as_tensor(frame.to_internal(reference_frames.xyz[::every].astype(np.float64)))
+    reference_q = molecule.coordinates(reference_frames.xyz[::every])
     result = compare(model, target.potential, start_q, observables, args, reference_q)
 
     # MD at equal evaluations: OpenMM Langevin (no constraints, 1 fs, 1/ps), one force evaluation per step.

@@ -159,14 +159,14 @@ def test_toy_model_with_a_system_is_refused(toy_model, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def alanine_models(tmp_path_factory):
-    """A short unconstrained alanine dipeptide trajectory and two tiny models: heavy atoms and all atoms."""
+    """A short unconstrained alanine dipeptide trajectory and three tiny models: heavy atoms, all atoms, backbone atoms."""
     folder = tmp_path_factory.mktemp("alanine")
     md = folder / "md"
     assert main(["simulate", "alanine-dipeptide", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.02", "--report-ps", "0.2",
                  "--replicas", "2", "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
     paths = sorted(str(p) for p in md.glob("replica-*.nc"))
     models = {}
-    for selection in ("heavy", "all"):
+    for selection in ("heavy", "all", "backbone"):
         out = folder / selection
         assert main(["train", *paths, "--selection", selection, "--steps", "10", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
                      "--no-progress", "--output", str(out)]) == 0
@@ -196,13 +196,43 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
     assert summary["target"]["atoms"] == 22
 
 
+def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanine_models, tmp_path):
+    import mdtraj
+
+    out = tmp_path / "sample"
+    assert main(["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "3", "--samples", "6", "--warmup", "8",
+                 "--leapfrog-steps", "2", "--no-progress", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["target"]["placed_hydrogens"] == 12 and summary["target"]["dimension"] == 24 + 36
+    assert summary["flow_importance_weights"].startswith("not defined")
+    traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))
+    assert traj.n_frames == 18 and traj.n_atoms == 22
+    # Every placed hydrogen sits at a bond length from its atom.
+    bonds = np.array([[a.index, b.index] for a, b in traj.topology.bonds if "H" in (a.element.symbol, b.element.symbol)])
+    lengths = mdtraj.compute_distances(traj, bonds)
+    assert len(bonds) == 12 and 0.09 < lengths.min() and lengths.max() < 0.12
+    assert np.isfinite(summary["potential_energy_kT"]["mean"])
+
+
 @pytest.mark.parametrize(
     "which,system,message",
-    [("heavy", "alanine-dipeptide", "--selection all"), ("all", "harmonic-chain", "trained on a system of 22"), ("all", None, "needs the SYSTEM")],
+    [
+        ("backbone", "alanine-dipeptide", "is not a hydrogen bonded to one of its atoms; the potential energy needs every atom: train with `--selection heavy`"),
+        ("all", "harmonic-chain", "trained on a system of 22"),
+        ("all", None, "needs the SYSTEM"),
+    ],
 )
 def test_molecular_bad_input_is_one_line(alanine_models, tmp_path, capsys, which, system, message):
     args = ["sample", str(alanine_models[which])] + ([system] if system else []) + [*SAMPLE, "--output", str(tmp_path / "x")]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("method", ["independence", "mixed"])
+def test_independence_moves_need_a_model_of_every_atom(alanine_models, tmp_path, capsys, method):
+    assert main(["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--method", method, *SAMPLE, "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "leaves 12 hydrogens out" in err and "--method latent-hmc" in err, err
     assert not (tmp_path / "x").exists()

@@ -20,8 +20,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "ends in a Metropolis test on the true energy, so a poor model costs efficiency, never "
             "correctness. Methods: latent-hmc (HMC on U(z) = beta E(g(z)) - ln|det dg/dz| - ln J), hmc "
             "(HMC in the model's physical coordinates), independence (proposals from the flow), mixed "
-            "(independence moves alternating with latent HMC). Molecules need a model of every atom and "
-            "a SYSTEM without constraints; a toy model samples its toy system. Writes the samples "
+            "(independence moves alternating with latent HMC). Molecules need a SYSTEM without constraints "
+            "and a model of every atom, or of every atom but hydrogens (--selection heavy): those are then "
+            "sampled by bond length, angle and dihedral on the atoms they are bonded to (latent-hmc and hmc "
+            "only). A toy model samples its toy system. Writes the samples "
             "(molecules: samples.nc + topology.pdb; toys: samples.npz), the phi/psi histogram and basin "
             "populations with standard errors, summary.json (acceptance, energy evaluations, "
             "autocorrelation times and ESS per evaluation, Kish ESS of the flow) and checkpoints; "
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model import load
     from ..molecular import is_molecular
     from ..runs import RunFolder
-    from ..sampling.run import WARMUP_SCHEDULE, SamplingSettings, molecular_target, run_sampling, toy_target
+    from ..sampling.run import WARMUP_SCHEDULE, SamplingSettings, check_method, molecular_target, run_sampling, toy_target
 
     if args.device not in ("auto", "cpu"):
         raise NeuralCTError(f"--device {args.device}: sampling runs on the CPU (the energies come from OpenMM's Reference platform); use --device cpu")
@@ -77,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if args.system is not None:
             raise NeuralCTError(f"SYSTEM {args.system!r}: a toy model samples its own toy system; leave SYSTEM out")
         target = toy_target(model)
+    check_method(args.method, target)
     settings = SamplingSettings(
         method=args.method, chains=args.chains, samples=args.samples, warmup=args.warmup, step_size=args.step_size,
         leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, mass_matrix=args.mass_matrix, kish_samples=args.kish_samples,
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     )
     curvature = summary["mean_curvature"]
     space = "physical" if args.method == "hmc" else "latent"
-    print(f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 (1 everywhere for an exact flow)")
+    exact = "1 everywhere for an exact flow" if not target.placed_dim else "placed hydrogens are not whitened by the flow"
+    print(f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 ({exact})")
     convergence = summary["convergence"]
     if convergence["not_converged"]:
         print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +17,7 @@ from ..model import NeuralCanonicalTransformation
 from .chains import end_warmup_iteration, iterate
 from .diagnostics import R_HAT_LIMIT, CurvatureSum, curvature_figures, kish_effective_sample_size, observable_efficiency
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
-from .rigid import rigid_body_log_jacobian
+from .hydrogens import HydrogenPlacement
 from .targets import LatentPotential, MolecularPotential, ToyPotential
 
 __all__ = ["METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "run_sampling", "ramachandran_angles", "basin_indicators"]
@@ -72,8 +72,9 @@ class SamplingTarget:
         Plain data naming the system for summary.json.
     md_system : MDSystem or None
         The molecular system (topology for the written trajectory); None for toys.
-    frame : RigidBodyFrame or None
-        The model's frame (internal coordinates to positions); None for toys.
+    placed_start : torch.Tensor, shape=(1, n_placed)
+        Starting internal coordinates of the hydrogens the model leaves out (taken from the
+        system's structure); shape (1, 0) when the model has every atom.
     """
 
     kind: str
@@ -82,7 +83,12 @@ class SamplingTarget:
     indicators: Callable[[torch.Tensor], dict[str, np.ndarray]]
     description: dict
     md_system: Any = None
-    frame: Any = None
+    placed_start: torch.Tensor = field(default_factory=lambda: torch.zeros(1, 0, dtype=torch.float64))
+
+    @property
+    def placed_dim(self) -> int:
+        """Coordinates of placed hydrogens at the end of each physical point."""
+        return self.placed_start.shape[1]
 
 
 def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
@@ -152,11 +158,16 @@ def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
 def molecular_target(model: NeuralCanonicalTransformation, md_system, source: str) -> SamplingTarget:
     """The Boltzmann distribution of ``md_system`` on the model's internal coordinates, ``exp(-beta E) J``.
 
+    A model of every atom samples its own coordinates. A model that leaves hydrogens out (e.g.
+    ``--selection heavy``) samples them too: each is placed on the model's atoms by its bond
+    length, angle and dihedral (:mod:`neuralct.sampling.hydrogens`), appended to the model's
+    coordinates, with their volume element in the density.
+
     Raises
     ------
     NeuralCTError
-        If the model's atoms are not exactly the system's atoms (sampling needs every atom's
-        energy), or the system has constraints.
+        If the model leaves out an atom that is not a hydrogen bonded to one of its atoms
+        (sampling needs every atom's energy), or the system has constraints.
     """
     import mdtraj
 
@@ -166,29 +177,46 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     molecule = model.metadata["molecule"]
     topology = mdtraj.Topology.from_openmm(md_system.topology)
     check_topology(model, topology, source)
+    hydrogens = None
     if molecule["atom_indices"] != list(range(topology.n_atoms)):
-        raise NeuralCTError(
-            f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}) "
-            "but the potential energy needs every atom: train one with `neuralct train --selection all` on trajectories from `neuralct simulate --constraints none`"
-        )
+        try:
+            hydrogens = HydrogenPlacement.from_topology(topology, molecule["atom_indices"])
+        except NeuralCTError as error:
+            raise NeuralCTError(
+                f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}), "
+                f"and {error}"
+            ) from None
     if md_system.system.getNumConstraints():
         raise NeuralCTError(f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none")
-    frame = rigid_body_frame(model)
     temperature = float(molecule["temperature_K"])
-    potential = MolecularPotential(frame, OpenMMEnergy(md_system, unit="kT", temperature=temperature))
+    potential = MolecularPotential(rigid_body_frame(model), OpenMMEnergy(md_system, unit="kT", temperature=temperature), hydrogens=hydrogens)
 
-    def energy_from_potential(y: torch.Tensor, u_phys: torch.Tensor) -> torch.Tensor:
-        return u_phys + rigid_body_log_jacobian(frame, y)
+    def energy_from_potential(point: torch.Tensor, u_phys: torch.Tensor) -> torch.Tensor:
+        return u_phys + potential.log_volume(point)
 
-    def indicators(y: torch.Tensor) -> dict[str, np.ndarray]:
-        return basin_indicators(topology, frame.from_internal(y).detach().cpu().numpy())
+    def indicators(point: torch.Tensor) -> dict[str, np.ndarray]:
+        return basin_indicators(topology, potential.positions(point).detach().cpu().numpy())
 
-    description = {"system": md_system.name, "solvent": md_system.settings.get("solvent"), "atoms": topology.n_atoms, "temperature_K": temperature, "dimension": frame.dim}
-    return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, frame=frame)
+    description = {
+        "system": md_system.name, "solvent": md_system.settings.get("solvent"), "atoms": topology.n_atoms, "temperature_K": temperature,
+        "dimension": potential.dim, "placed_hydrogens": hydrogens.count if hydrogens is not None else 0,
+    }
+    placed_start = potential.coordinates(md_system.positions[None])[:, potential.frame.dim :]
+    return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, placed_start=placed_start)
+
+
+def check_method(method: str, target: SamplingTarget) -> None:
+    """Refuse independence moves for a model that leaves hydrogens out: the flow cannot draw them."""
+    if target.placed_dim and method in ("independence", "mixed"):
+        raise NeuralCTError(
+            f"--method {method} draws whole configurations from the flow, but this model leaves {target.description['placed_hydrogens']} hydrogens out; "
+            "use --method latent-hmc or hmc, or a model trained with --selection all"
+        )
 
 
 def build_kernels(method: str, model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings):
     """Kernels of ``method`` and the potential they sample (latent ``U(u)`` or physical ``U_phys``)."""
+    check_method(method, target)
     if method == "hmc":
         potential = target.potential
     else:
@@ -214,6 +242,8 @@ WARMUP_SCHEDULE = "start: lowest-energy eighth of flow draws; relax 1/4, fit mas
 def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
     """Where the chains start: the ``chains`` lowest-energy of ``8 chains`` draws from the flow.
 
+    Hydrogens the model leaves out start where the system's structure has them.
+
     A start far from equilibrium is costly in a latent space: a chain started in a steep,
     squeezed region (the model's mean configuration, with every methyl group's hydrogens
     averaged onto its axis, or one clashing draw) can stay there for the whole run, and its
@@ -233,10 +263,12 @@ def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget
     NeuralCTError
         If fewer than ``chains`` draws have a finite energy.
     """
+    placed = target.placed_start.to(model.masses.dtype)
     if not model.flow.acts_on_configuration:
-        return model.position_offset.expand(chains, model.dim).clone(), 0
+        return torch.cat([model.position_offset.expand(chains, model.dim), placed.expand(chains, -1)], dim=1), 0
     latent = LatentPotential(model, target.potential)
     draws = torch.randn(START_CANDIDATES_PER_CHAIN * chains, model.dim, generator=generator, dtype=model.masses.dtype)
+    draws = torch.cat([draws, placed.expand(len(draws), -1)], dim=1)
     with torch.no_grad():
         energy = latent(draws)
     finite = int(torch.isfinite(energy).sum())
@@ -249,12 +281,12 @@ def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget
     return start, len(draws)
 
 
-def _to_physical(method: str, model: NeuralCanonicalTransformation, positions: torch.Tensor, energies: torch.Tensor):
-    """Sampled points and potentials to physical configurations and ``U_phys`` (batch, n), (batch,)."""
+def _to_physical(method: str, potential, positions: torch.Tensor, energies: torch.Tensor):
+    """Sampled points and potentials (of the kernels' ``potential``) to physical points and ``U_phys`` (batch, n), (batch,)."""
     if method == "hmc":
         return positions, energies
     with torch.no_grad():
-        q, log_det = model.configuration_from_latent(positions)
+        q, log_det = potential.to_physical(positions)
     return q, energies + log_det
 
 
@@ -323,7 +355,7 @@ def run_sampling(
                 "position": state.position, "energy": state.energy, "gradient": state.gradient,
                 "generator": generator.get_state(),
                 "kernels": [kernel.state_dict() for kernel in kernels],
-                "positions": torch.stack(positions) if positions else torch.zeros(0, settings.chains, model.dim, dtype=dtype),
+                "positions": torch.stack(positions) if positions else torch.zeros(0, settings.chains, model.dim + target.placed_dim, dtype=dtype),
                 "energies": torch.stack(energies) if energies else torch.zeros(0, settings.chains, dtype=dtype),
                 "wall_seconds": wall + time.perf_counter() - wall_start,
                 "cpu_seconds": cpu + time.process_time() - cpu_start,
@@ -349,13 +381,13 @@ def run_sampling(
             bar.update(1)
     wall += time.perf_counter() - wall_start
     cpu += time.process_time() - cpu_start
-    return _report(model, target, settings, kernels, torch.stack(positions), torch.stack(energies), folder, wall, cpu, start_evaluations, generator, curvature)
+    return _report(model, target, settings, kernels, potential, torch.stack(positions), torch.stack(energies), folder, wall, cpu, start_evaluations, generator, curvature)
 
 
-def _report(model, target, settings, kernels, positions, energies, folder, wall, cpu, start_evaluations, generator, curvature) -> dict[str, Any]:
+def _report(model, target, settings, kernels, potential, positions, energies, folder, wall, cpu, start_evaluations, generator, curvature) -> dict[str, Any]:
     """Write the samples, basin populations, plots and summary.json; return the summary."""
     n_samples, n_chains, dim = positions.shape
-    q, u_phys = _to_physical(settings.method, model, positions.reshape(-1, dim), energies.reshape(-1))
+    q, u_phys = _to_physical(settings.method, potential, positions.reshape(-1, dim), energies.reshape(-1))
     beta_energy = target.energy_from_potential(q, u_phys).detach().reshape(n_samples, n_chains).cpu().numpy()
     indicators = {name: value.reshape(n_samples, n_chains) for name, value in target.indicators(q).items()}
     evaluations = sum(kernel.statistics.evaluations for kernel in kernels)
@@ -386,7 +418,9 @@ def _report(model, target, settings, kernels, positions, energies, folder, wall,
         "not_converged": [name for name, figures in observables.items() if figures["r_hat"] > R_HAT_LIMIT],
         "note": "split R-hat of each observable over the chains; above the limit the chains disagree (stuck, or still drifting from their starts)",
     }
-    if model.flow.acts_on_configuration and settings.kish_samples:
+    if target.placed_dim:
+        summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
+    elif model.flow.acts_on_configuration and settings.kish_samples:
         summary["flow_importance_weights"] = _kish(model, target, settings.kish_samples, generator)
     q_array = q.detach().reshape(n_samples, n_chains, dim).cpu().numpy()
     if target.kind == "molecule":
@@ -408,7 +442,7 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, indicators: 
 
     n_samples, n_chains, dim = q.shape
     chain_major = torch.as_tensor(q.transpose(1, 0, 2).reshape(-1, dim))
-    frames = target.frame.from_internal(chain_major).numpy()
+    frames = target.potential.positions(chain_major).detach().numpy()
     write_topology(target.md_system, folder)
     write_netcdf(
         folder / "samples.nc",
