@@ -176,6 +176,26 @@ def test_curvature_mass_matrix_is_the_precision_and_keeps_a_correlated_gaussian_
     assert curvature.statistics.accepted > 0.4 * curvature.statistics.proposals
 
 
+def test_curvature_mass_matrix_fits_coordinates_of_very_different_scales():
+    """Curvatures 1e5, 1 and 1e-2 (a bond length in nm beside latent variables and a soft angle): each is fitted to 20 %."""
+    scales = torch.tensor([1e5, 1.0, 1e-2], dtype=torch.float64).sqrt()
+    precision = CORRELATED_PRECISION / CORRELATED_PRECISION.diagonal().sqrt().outer(CORRELATED_PRECISION.diagonal().sqrt())
+    precision = precision * scales.outer(scales)  # the correlations of CORRELATED_PRECISION, on these scales
+
+    def potential(x):
+        return 0.5 * ((x @ precision) * x).sum(-1)
+
+    generator = torch.Generator().manual_seed(2)
+    exact = torch.randn(1024, 3, generator=generator, dtype=torch.float64) @ torch.linalg.cholesky(torch.linalg.inv(precision)).T
+    kernel = HamiltonianMonteCarlo(potential, step_size=1e-3, leapfrog_steps=4, mass_matrix="curvature")
+    warm_up([kernel], ChainState.start(potential, exact), 60, generator)
+    mass = kernel.mass_cholesky @ kernel.mass_cholesky.T
+    # Eigenvalues of P^-1 M: 1 for the precision. Shrinking towards a multiple of the identity adds
+    # about 0.1 * 1e5 / 3 to the soft coordinate's 1e-2.
+    relative = torch.linalg.eigvals(torch.linalg.solve(precision, mass)).real
+    assert relative.min() > 0.8 and relative.max() < 1.25, relative
+
+
 def test_curvature_of_the_relaxation_from_a_far_start_is_not_fitted():
     """Chains started 3000 kT up: the first quarter of the warm-up relaxes them and its huge gradients are discarded."""
     kernel = HamiltonianMonteCarlo(correlated_gaussian, step_size=0.1, leapfrog_steps=4, mass_matrix="curvature")

@@ -191,8 +191,8 @@ class HamiltonianMonteCarlo:
 
     name = "hmc"
     MASS_MATRICES = ("unit", "curvature")
-    #: Pseudo-count of the identity-scaled diagonal mean mixed into a fitted mass matrix (keeps it
-    #: positive definite when few states were seen).
+    #: Pseudo-count of the diagonal mixed into a fitted mass matrix (keeps it positive definite
+    #: when few states were seen).
     MASS_SHRINKAGE = 10.0
 
     def __init__(
@@ -227,20 +227,25 @@ class HamiltonianMonteCarlo:
     def fit_mass_matrix(self) -> None:
         """Set ``M`` to the mean curvature seen so far in warm-up and restart the step-size adaptation.
 
-        ``M = (1 - s) E[g g^T] + s m I`` over the gradients ``g`` of the states after each
-        warm-up step, with ``m`` the mean of the diagonal of ``E[g g^T]`` and
-        ``s = c / (count + c)``, ``c`` = :attr:`MASS_SHRINKAGE`.
+        ``M = (1 - s) E[g g^T] + s D`` over the gradients ``g`` of the states after each
+        warm-up step, with ``D`` the diagonal of ``E[g g^T]`` and ``s = c / (count + c)``,
+        ``c`` = :attr:`MASS_SHRINKAGE`. Shrinking towards the diagonal, not towards a multiple
+        of the identity, keeps the fit equivariant under a rescaling of coordinates: with
+        coordinates of very different curvature (bond lengths in nm next to angles, or next to a
+        flow's whitened latent variables) a multiple of the identity would make the soft ones
+        heavy. A coordinate whose gradient was always zero gets the mean of the others' diagonal.
         No-op for unit masses, before any warm-up step, and where every gradient seen was zero
         (a flat potential has no curvature to fit: the masses stay the identity).
         """
         if self.mass_matrix != "curvature" or self._curvature.count == 0:
             return
         mean, count = self._curvature.mean(), self._curvature.count
-        if not mean.diagonal().mean() > 0:
+        diagonal = mean.diagonal()
+        if not diagonal.mean() > 0:
             return
-        eye = torch.eye(len(mean), dtype=mean.dtype, device=mean.device)
+        diagonal = torch.where(diagonal > 0, diagonal, diagonal.mean())
         shrink = self.MASS_SHRINKAGE / (count + self.MASS_SHRINKAGE)
-        self.mass_cholesky = torch.linalg.cholesky((1 - shrink) * mean + shrink * mean.diagonal().mean() * eye)
+        self.mass_cholesky = torch.linalg.cholesky((1 - shrink) * mean + shrink * torch.diag(diagonal))
         # In v = L^T x the curvature is about the identity: start from a step for a unit Gaussian.
         self.adaptation = _DualAveraging(math.log(len(mean) ** -0.25), self.target_acceptance)
         self._curvature = CurvatureSum()
