@@ -214,6 +214,32 @@ def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanin
     assert np.isfinite(summary["potential_energy_kT"]["mean"])
 
 
+def test_heavy_atom_model_resumes_to_the_same_samples(alanine_models, tmp_path, monkeypatch):
+    """Interrupted in warm-up and resumed: the same samples of all 22 atoms, hydrogens included."""
+    import mdtraj
+
+    import neuralct.sampling.run as sampling_run
+
+    args = ["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "2", "--samples", "4", "--warmup", "8",
+            "--leapfrog-steps", "2", "--checkpoint-every", "3", "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    calls = {"n": 0}
+    original = sampling_run.iterate
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return original(*a, **k)
+
+    monkeypatch.setattr(sampling_run, "iterate", interrupted)
+    assert main([*args, "--output", str(tmp_path / "split")]) == 130
+    monkeypatch.setattr(sampling_run, "iterate", original)
+    assert main([*args, "--output", str(tmp_path / "split")]) == 0
+    whole, split = (mdtraj.load(str(tmp_path / name / "samples.nc"), top=str(tmp_path / name / "topology.pdb")) for name in ("whole", "split"))
+    assert whole.n_atoms == 22 and np.array_equal(whole.xyz, split.xyz)
+
+
 @pytest.mark.parametrize(
     "which,system,message",
     [
