@@ -148,3 +148,46 @@ def test_hmc_in_internal_coordinates_needs_the_jacobian(frame):
     assert abs(mean - exact) < 4 * error, (mean, exact, error)
     mean, error = results[False]
     assert abs(mean - exact) > 5 * error, (mean, exact, error)
+
+
+H_ANGLE_0, H_ANGLE_STIFFNESS = math.radians(100.0), 3.0
+
+
+def four_atom_energy(positions: torch.Tensor) -> torch.Tensor:
+    """The triatomic plus a hydrogen (atom 3) on atom 0: a stiff bond and a soft angle to atom 1 (not to atom 2), kT."""
+    bond = positions[:, 3] - positions[:, 0]
+    to_one = positions[:, 1] - positions[:, 0]
+    cosine = ((bond * to_one).sum(-1) / (bond.norm(dim=-1) * to_one.norm(dim=-1))).clamp(-1.0, 1.0)
+    hydrogen = 0.5 * BOND_STIFFNESS * (bond.norm(dim=-1) - BOND_LENGTH) ** 2 + 0.5 * H_ANGLE_STIFFNESS * (torch.acos(cosine) - H_ANGLE_0) ** 2
+    return triatomic_energy(positions[:, :3]) + hydrogen
+
+
+def test_hmc_with_a_placed_hydrogen_gives_the_cartesian_distributions(frame):
+    """Frame of atoms 0-2 (rigid-body term) and a hydrogen placed on atom 0 by (r, theta, phi) about atom 2 (r^2 sin theta).
+
+    Its angle to atom 1, which is not its placement axis, has the Cartesian marginal
+    sin(alpha) exp(-k (alpha - alpha0)^2 / 2) whatever the triatomic does; the triatomic's angle keeps its own.
+    """
+    from neuralct.sampling.hydrogens import HydrogenPlacement
+
+    placement = HydrogenPlacement(4, [0, 1, 2], np.array([[3, 0, 2, 1]]))
+    potential = MolecularPotential(frame, four_atom_energy, hydrogens=placement)
+    generator = torch.Generator().manual_seed(11)
+    y = torch.as_tensor(frame.to_internal(_cartesian_samples(256, seed=5)))
+    w = torch.stack([torch.full((256,), BOND_LENGTH), torch.full((256,), 2.0), 2 * math.pi * torch.rand(256, generator=generator, dtype=torch.float64)], -1)
+    kernel = HamiltonianMonteCarlo(potential, step_size=0.01, leapfrog_steps=8, mass_matrix="curvature")
+    _, points = sample_chains([kernel], ChainState.start(potential, torch.cat([y, w], 1)), 100, 300, generator)
+    positions = potential.positions(points.reshape(-1, potential.dim))
+    shape = points.shape[:2]
+    hydrogen = positions[:, [0, 3, 1]]  # the angle 3-0-1
+    observed = {
+        "H-0-1": torch.cos(bond_angle(hydrogen)).reshape(shape).numpy(),
+        "1-0-2": torch.cos(bond_angle(positions[:, :3])).reshape(shape).numpy(),
+    }
+    alpha = np.linspace(0.0, math.pi, 200001)
+    h_density = np.sin(alpha) * np.exp(-0.5 * H_ANGLE_STIFFNESS * (alpha - H_ANGLE_0) ** 2)
+    exact = {"H-0-1": float(np.trapezoid(h_density * np.cos(alpha), alpha) / np.trapezoid(h_density, alpha)), "1-0-2": exact_mean_cosine()}
+    for name, values in observed.items():
+        error = mean_standard_error(values)
+        assert abs(values.mean() - exact[name]) < 4 * error, (name, values.mean(), exact[name], error)
+        assert error < 0.02, (name, error)
