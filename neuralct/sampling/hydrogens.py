@@ -88,7 +88,7 @@ class HydrogenPlacement:
             if not around_a:
                 raise NeuralCTError(f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}) sits on an atom without model-atom neighbours; it cannot be placed")
             b = around_a[0]
-            others = [other for other in around_a[1:]] or sorted(other for other in neighbours[b] if other in in_model and other != a)
+            others = around_a[1:] or sorted(other for other in neighbours[b] if other in in_model and other != a)
             if not others:
                 raise NeuralCTError(f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}): no third model atom near it defines a dihedral; it cannot be placed")
             references.append((atom.index, a, b, others[0]))
@@ -105,7 +105,7 @@ class HydrogenPlacement:
         return 3 * self.count
 
     def _anchor_positions(self, model_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return (model_positions[:, self.anchors[:, k]] for k in range(3))
+        return tuple(model_positions[:, self.anchors[:, k]] for k in range(3))
 
     def place(self, model_positions: torch.Tensor, internal: torch.Tensor) -> torch.Tensor:
         """All atoms' positions from the model atoms' and the hydrogens' internal coordinates.
