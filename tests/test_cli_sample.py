@@ -51,9 +51,8 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     assert np.allclose(CurvedDoubleWell().potential(q).numpy(), samples["potential_energy_kT"].reshape(-1), atol=1e-8)
 
 
-def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkeypatch, capsys):
-    args = ["sample", str(toy_model), "--method", "mixed", *SAMPLE, "--checkpoint-every", "7"]
-    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+def interrupt_iteration(monkeypatch, at: int):
+    """Make the sampling loop's ``at``-th iteration raise KeyboardInterrupt (Ctrl-C); returns the real ``iterate``."""
     import neuralct.sampling.run as sampling_run
 
     calls = {"n": 0}
@@ -61,11 +60,20 @@ def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkey
 
     def interrupted(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 25:
+        if calls["n"] == at:
             raise KeyboardInterrupt
         return original(*a, **k)
 
     monkeypatch.setattr(sampling_run, "iterate", interrupted)
+    return original
+
+
+def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkeypatch, capsys):
+    args = ["sample", str(toy_model), "--method", "mixed", *SAMPLE, "--checkpoint-every", "7"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    import neuralct.sampling.run as sampling_run
+
+    original = interrupt_iteration(monkeypatch, 25)
     assert main([*args, "--output", str(tmp_path / "split")]) == 130
     assert not (tmp_path / "split" / "summary.json").exists()
     import torch
@@ -223,16 +231,7 @@ def test_heavy_atom_model_resumes_to_the_same_samples(alanine_models, tmp_path, 
     args = ["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "2", "--samples", "4", "--warmup", "8",
             "--leapfrog-steps", "2", "--checkpoint-every", "3", "--no-progress"]
     assert main([*args, "--output", str(tmp_path / "whole")]) == 0
-    calls = {"n": 0}
-    original = sampling_run.iterate
-
-    def interrupted(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return original(*a, **k)
-
-    monkeypatch.setattr(sampling_run, "iterate", interrupted)
+    original = interrupt_iteration(monkeypatch, 5)
     assert main([*args, "--output", str(tmp_path / "split")]) == 130
     monkeypatch.setattr(sampling_run, "iterate", original)
     assert main([*args, "--output", str(tmp_path / "split")]) == 0
