@@ -104,8 +104,12 @@ class HydrogenPlacement:
         """Internal coordinates of the placed hydrogens: 3 each."""
         return 3 * self.count
 
-    def _anchor_positions(self, model_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return tuple(model_positions[:, self.anchors[:, k]] for k in range(3))
+    def _local_frames(self, model_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A, and the orthonormal frame (axis B -> A, in-plane, normal to A-B-C) of each hydrogen, each (batch, n_hydrogens, 3)."""
+        a, b, c = (model_positions[:, self.anchors[:, k]] for k in range(3))
+        axis = _unit(a - b)
+        normal = _unit(torch.cross(b - c, axis, dim=-1))
+        return a, axis, torch.cross(normal, axis, dim=-1), normal
 
     def place(self, model_positions: torch.Tensor, internal: torch.Tensor) -> torch.Tensor:
         """All atoms' positions from the model atoms' and the hydrogens' internal coordinates.
@@ -123,10 +127,7 @@ class HydrogenPlacement:
             nm, in the system's order (differentiable in both inputs).
         """
         r, theta, phi = internal.reshape(len(internal), -1, 3).unbind(-1)
-        a, b, c = self._anchor_positions(model_positions)
-        axis = _unit(a - b)  # from B to A
-        normal = _unit(torch.cross(b - c, axis, dim=-1))
-        in_plane = torch.cross(normal, axis, dim=-1)
+        a, axis, in_plane, normal = self._local_frames(model_positions)
         local = torch.stack([-r * torch.cos(theta), r * torch.sin(theta) * torch.cos(phi), r * torch.sin(theta) * torch.sin(phi)], dim=-1)
         hydrogens = a + local[..., :1] * axis + local[..., 1:2] * in_plane + local[..., 2:] * normal
         positions = model_positions.new_zeros(len(model_positions), self.n_atoms, 3)
@@ -146,14 +147,10 @@ class HydrogenPlacement:
         torch.Tensor, shape=(batch, 3 n_hydrogens)
             phi in (-pi, pi].
         """
-        h = positions[:, self.hydrogens]
-        a, b, c = self._anchor_positions(positions[:, self.model_atoms])
-        bond = h - a
+        a, axis, in_plane, normal = self._local_frames(positions[:, self.model_atoms])
+        bond = positions[:, self.hydrogens] - a
         r = bond.norm(dim=-1)
-        axis = _unit(a - b)
         theta = torch.acos(torch.clamp(-(bond * axis).sum(-1) / r, -1.0, 1.0))
-        normal = _unit(torch.cross(b - c, axis, dim=-1))
-        in_plane = torch.cross(normal, axis, dim=-1)
         phi = torch.atan2((bond * normal).sum(-1), (bond * in_plane).sum(-1))
         return torch.stack([r, theta, phi], dim=-1).reshape(len(positions), -1)
 

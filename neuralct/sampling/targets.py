@@ -67,14 +67,9 @@ class MolecularPotential:
         self.hydrogens = hydrogens
 
     @property
-    def placed_dim(self) -> int:
-        """Coordinates of placed hydrogens at the end of each point (0 without them)."""
-        return self.hydrogens.dim if self.hydrogens is not None else 0
-
-    @property
     def dim(self) -> int:
-        """Coordinates of a point: ``frame.dim + placed_dim``."""
-        return self.frame.dim + self.placed_dim
+        """Coordinates of a point: the frame's, then 3 per placed hydrogen."""
+        return self.frame.dim + (self.hydrogens.dim if self.hydrogens is not None else 0)
 
     def positions(self, point: torch.Tensor) -> torch.Tensor:
         """Aligned positions (batch, n_atoms, 3) in nm of points (batch, dim), in the system's atom order."""
