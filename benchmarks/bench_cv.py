@@ -2,22 +2,28 @@
 
 Alanine dipeptide in vacuum (6 x 2 ns, 0.5 ps frames, on-step velocities): trajectories 0-2
 train, 3 validates (selects the kept state), 4-5 are the test set, which neither trains nor
-selects; the reference structure is the mean of the training frames only. Four models on
+selects; the reference structure is the mean of the training frames only. Five models on
 the same data and settings: maximum likelihood (today's default, modes ranked by frequency),
 the time-lagged objective with recorded momenta (phase-space transition density), with
-resampled momenta (configuration-only lagged term), and the phase-space one plus a VAMP-2
-term of the two slowest latent positions (``--vamp-weight``). For each, the two slowest CVs are VAMP-2
-scored against TICA (2 components) on the same internal coordinates at lags 0.5, 1, 2, 5 ps:
+resampled momenta (configuration-only lagged term), the phase-space one plus a VAMP-2
+term of the two slowest latent positions (``--vamp-weight``), and the same with the VAMP-2
+term averaged over several lags (``--vamp-lags-ps``; the transition density at the longest).
+For each, the two slowest CVs are VAMP-2 scored against TICA (2 components) on the same internal coordinates at lags 0.5, 1, 2, 5 ps:
 VAMP models fit on the training trajectories, scored on 4 contiguous blocks of each test
 trajectory (8 blocks; mean and standard error, and the paired difference learned - TICA).
 Also: TICA's eigenvalues with negative ones flagged, implied timescales, mutual information
 of the best of the two slowest CVs with psi and phi on the test trajectories.
 
+Reference that knows the answer: the two slowest functions of the backbone dihedrals
+(TICA on a Fourier basis of (phi, psi), scored the same way), then the trade between
+slowness and information about psi along CV 1 + w psi, and a control: a random function of
+a (phi, psi) grid, which carries information about psi without being slow.
+
 Toy: the rotated double well (6 x 5 ns, 0.5 ps frames; trajectories 0-3 train, 4 validates,
 5 tests): correlation of the slowest CV with the barrier coordinate on the test trajectory,
 and its fine-grid Markov-model implied timescale against the barrier coordinate's.
 
-    python benchmarks/bench_cv.py --steps 2000 --train-lag-ps 2 --vamp-weight 20 [--output bench_cv.json]
+    python benchmarks/bench_cv.py --steps 2000 --train-lag-ps 2 --vamp-weight 100 --vamp-lags-ps 0.5 1 [--output bench_cv.json]
 
 Simulates the trajectories into benchmarks/data/ (git-ignored) unless they are there.
 """
@@ -49,11 +55,15 @@ from neuralct.training import TrainingSettings  # noqa: E402
 
 LAGS_PS = (0.5, 1.0, 2.0, 5.0)
 TRAIN, VALID, TEST = [0, 1, 2], [3], [4, 5]
+FOURIER_ORDER = 2
+PSI_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GRID_BINS = 24
 VARIANTS = {
     "maximum likelihood (frequency order)": {"lag_ps": None, "momenta": "resample"},
     "lagged, phase space (recorded momenta)": {"lag_ps": "train", "momenta": "recorded"},
     "lagged, configuration only (resampled momenta)": {"lag_ps": "train", "momenta": "resample"},
     "lagged + VAMP-2 term (recorded momenta)": {"lag_ps": "train", "momenta": "recorded", "vamp_weight": "train"},
+    "lagged + VAMP-2 term over several lags (recorded momenta)": {"lag_ps": "several", "momenta": "recorded", "vamp_weight": "train", "vamp_lags_ps": "several"},
 }
 
 
@@ -73,7 +83,7 @@ def reframe_on_training_frames(data, n_train_frames: int) -> None:
     data.momenta = np.einsum("fab,fib->fia", rotations, data.momenta)
 
 
-def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: float, seed: int) -> dict:
+def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: float, several_lags_ps: list[float], reference_lag_ps: float, seed: int) -> dict:
     import mdtraj
 
     paths = [str(p) for p in simulate(folder, "alanine-dipeptide", 6, 2.0, 2.0, seed=1)]
@@ -92,11 +102,13 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
     phi = np.concatenate([mdtraj.compute_phi(t)[1][:, 0] for t in test])
     psi = np.concatenate([mdtraj.compute_psi(t)[1][:, 0] for t in test])
     for name, variant in VARIANTS.items():
-        lag_ps = train_lag_ps if variant["lag_ps"] == "train" else None
+        lag_ps = {"train": train_lag_ps, "several": max(several_lags_ps), None: None}[variant["lag_ps"]]
+        vamp_lags_ps = several_lags_ps if variant.get("vamp_lags_ps") == "several" else None
         settings = TrainingSettings(steps=steps, batch_size=256, progress=False)
         vamp_weight = train_vamp_weight if variant.get("vamp_weight") == "train" else 0.0
         slug = name.split(" (")[0].replace(", ", "-").replace(" + ", "-").replace(" ", "-")
-        saved = folder / "models" / f"{slug}-{steps}-{lag_ps}-{vamp_weight}.pt"
+        lags = "" if vamp_lags_ps is None else "-" + "-".join(f"{lag:g}" for lag in vamp_lags_ps)
+        saved = folder / "models" / f"{slug}-{steps}-{lag_ps}-{vamp_weight}{lags}-seed{seed}.pt"
         if saved.is_file():
             model = neuralct.load(saved)
             summary, wall, cpu = model.metadata["benchmark"], None, None
@@ -104,7 +116,7 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
             start, cpu = time.perf_counter(), time.process_time()
             model, summary = fit_trajectories(
                 data, list(DEFAULT_ARCHITECTURE), settings, validation_trajectories=len(VALID), momenta=variant["momenta"],
-                lag_ps=lag_ps, vamp_weight=vamp_weight, dtype="float32", device="cpu", seed=seed,
+                lag_ps=lag_ps, vamp_weight=vamp_weight, vamp_lags_ps=vamp_lags_ps, dtype="float32", device="cpu", seed=seed,
             )
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
             summary = {key: summary[key] for key in ("kept_step", "frequencies", "relaxation_times_ps", "frictions_per_ps") if key in summary}
@@ -119,6 +131,7 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
         entry = {
             "training": {
                 "steps": steps, "kept_step": summary["kept_step"], "lag_ps": lag_ps, "momenta": variant["momenta"], "vamp_weight": vamp_weight,
+                "vamp_lags_ps": vamp_lags_ps or ([lag_ps] if vamp_weight else None),
                 "wall_seconds": summary.get("wall_seconds", wall), "cpu_seconds": summary.get("cpu_seconds", cpu),
             },
             "mi_psi_nats": max(mutual_information(cvs[:, k], psi) for k in range(2)),
@@ -133,7 +146,91 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
             entry["lags"][str(lag_ps_score)] = compare_vamp2(cv_train, cv_test, features_train, features_test, lag, lag_ps_score, 2, blocks_per_trajectory=4)
         results["variants"][name] = entry
         print(json.dumps({name: _digest(entry)}), flush=True)
+    results["dihedral_reference"] = dihedral_reference(
+        train_trajectories, test, features_train, features_test, data.timestep_ps, reference_lag_ps, seed
+    )
     return results
+
+
+def fourier_basis(phi: np.ndarray, psi: np.ndarray, order: int) -> np.ndarray:
+    """cos and sin of ``m phi + n psi`` for every non-constant pair up to sign, ``|m|, |n| <= order``.
+
+    Returns
+    -------
+    np.ndarray, shape=(n_frames, 2 ((2 order + 1)^2 - 1) / 2)
+    """
+    columns = []
+    for m in range(-order, order + 1):
+        for n in range(order + 1):
+            if n > 0 or m > 0:
+                angle = m * phi + n * psi
+                columns += [np.cos(angle), np.sin(angle)]
+    return np.stack(columns, axis=1)
+
+
+def dihedral_reference(train_trajectories, test, features_train, features_test, timestep_ps: float, fit_lag_ps: float, seed: int) -> dict:
+    """The slow functions of (phi, psi) themselves, and what adding psi to them costs.
+
+    TICA on :func:`fourier_basis` of the training trajectories' (phi, psi) at
+    ``fit_lag_ps``; its two components of largest signed eigenvalue are the reference CVs,
+    scored like the learned ones. Then CV 1 (unit variance) plus ``w`` times psi (cut at its
+    least populated 5-degree bin, unit variance, with the sign of CV 1's trend), for each
+    ``w`` in ``PSI_WEIGHTS``: mutual information with psi against VAMP-2. The control is a
+    random function of a ``GRID_BINS`` x ``GRID_BINS`` (phi, psi) grid.
+    """
+    import mdtraj
+    from deeptime.decomposition import TICA
+
+    def dihedrals(trajectories):
+        return [(mdtraj.compute_phi(t)[1][:, 0], mdtraj.compute_psi(t)[1][:, 0]) for t in trajectories]
+
+    angles_train, angles_test = dihedrals(train_trajectories), dihedrals(test)
+    lag = int(round(fit_lag_ps / timestep_ps))
+    tica = TICA(lagtime=lag, scaling=None).fit_from_timeseries([fourier_basis(a, b, FOURIER_ORDER) for a, b in angles_train]).fetch_model()
+    eigenvalues = np.asarray(tica.singular_values)
+    slowest = np.argsort(-eigenvalues, kind="stable")[:2]
+    cv_train = [tica.transform(fourier_basis(a, b, FOURIER_ORDER))[:, slowest] for a, b in angles_train]
+    cv_test = [tica.transform(fourier_basis(a, b, FOURIER_ORDER))[:, slowest] for a, b in angles_test]
+    psi_train = np.concatenate([b for _, b in angles_train])
+    psi_test = np.concatenate([b for _, b in angles_test])
+    counts, edges = np.histogram(psi_train, bins=72, range=(-np.pi, np.pi))
+    cut = edges[np.argmin(counts)]
+    cv1_scale = np.concatenate(cv_train)[:, 0].std()
+    psi_scale = np.mod(psi_train - cut, 2 * np.pi).std()
+    trend = np.sign(np.corrcoef(np.concatenate(cv_train)[:, 0], np.mod(psi_train - cut, 2 * np.pi))[0, 1])
+    results = {
+        "basis": f"cos and sin of m phi + n psi, |m|, |n| <= {FOURIER_ORDER}",
+        "fit_lag_ps": lag * timestep_ps,
+        "eigenvalues_two_slowest": eigenvalues[slowest].tolist(),
+        "psi_cut_degrees": float(np.degrees(cut)),
+        "psi_weights": {},
+    }
+    for weight in PSI_WEIGHTS:
+
+        def with_psi(cvs, angles):
+            return [np.stack([cv[:, 0] / cv1_scale + weight * trend * np.mod(b - cut, 2 * np.pi) / psi_scale, cv[:, 1]], axis=1) for cv, (_, b) in zip(cvs, angles)]
+
+        mixed_train, mixed_test = with_psi(cv_train, angles_train), with_psi(cv_test, angles_test)
+        both = np.concatenate(mixed_test)
+        entry = {"mi_psi_nats_per_cv": [mutual_information(both[:, k], psi_test) for k in range(2)], "lags": {}}
+        for lag_ps_score in LAGS_PS:
+            score_lag = int(round(lag_ps_score / timestep_ps))
+            entry["lags"][str(lag_ps_score)] = compare_vamp2(mixed_train, mixed_test, features_train, features_test, score_lag, lag_ps_score, 2, blocks_per_trajectory=4)
+        results["psi_weights"][str(weight)] = entry
+        print(json.dumps({f"dihedral reference, CV 1 + {weight} psi": {"mi_psi_per_cv": [round(v, 3) for v in entry["mi_psi_nats_per_cv"]]} | _differences(entry)}), flush=True)
+    grid = np.random.default_rng(seed).normal(size=(GRID_BINS, GRID_BINS))
+    phi_test = np.concatenate([a for a, _ in angles_test])
+    cells = [np.floor((np.mod(angle + np.pi, 2 * np.pi)) / (2 * np.pi) * GRID_BINS).astype(int) % GRID_BINS for angle in (phi_test, psi_test)]
+    results["random_grid_function_mi_psi_nats"] = mutual_information(grid[cells[0], cells[1]], psi_test)
+    print(json.dumps({"random function of a (phi, psi) grid": {"mi_psi": round(results["random_grid_function_mi_psi_nats"], 3)}}), flush=True)
+    return results
+
+
+def _differences(entry: dict) -> dict:
+    return {
+        lag: {key: f"{score[key]['mean']:+.3f} +- {score[key]['standard_error']:.3f}" for key in ("difference", "difference_slowest")}
+        for lag, score in entry["lags"].items()
+    }
 
 
 def _digest(entry: dict) -> dict:
@@ -178,6 +275,8 @@ def main() -> None:
     parser.add_argument("--toy-steps", type=int, default=600, help="training steps of each toy model")
     parser.add_argument("--train-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective on alanine dipeptide")
     parser.add_argument("--vamp-weight", type=float, default=20.0, help="weight of the VAMP-2 term of the fourth alanine model")
+    parser.add_argument("--vamp-lags-ps", type=float, nargs="+", default=[0.5, 1.0], help="lags of the fifth alanine model's VAMP-2 term; its transition lag is the longest")
+    parser.add_argument("--reference-lag-ps", type=float, default=1.0, help="lag of the TICA fit of the dihedral reference")
     parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data"), help="folder of the simulated trajectories")
     parser.add_argument("--skip-alanine", action="store_true")
     parser.add_argument("--skip-toy", action="store_true")
@@ -190,7 +289,7 @@ def main() -> None:
     if not args.skip_toy:
         results["toy"] = toy(data / "rotated-double-well", args.toy_steps, args.seed)
     if not args.skip_alanine:
-        results["alanine_dipeptide"] = alanine(data / "alanine-dipeptide-6x2ns", args.steps, args.train_lag_ps, args.vamp_weight, args.seed)
+        results["alanine_dipeptide"] = alanine(data / "alanine-dipeptide-6x2ns", args.steps, args.train_lag_ps, args.vamp_weight, args.vamp_lags_ps, args.reference_lag_ps, args.seed)
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1))
 

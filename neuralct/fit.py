@@ -195,13 +195,13 @@ def fit_toy(
     return model, summary
 
 
-def _lagged_figures(model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float) -> dict[str, Any]:
+def _lagged_figures(model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float, vamp_lags_ps: list[float] | None) -> dict[str, Any]:
     """What a time-lagged run reports besides the common figures."""
     return {
         "objective": "time-lagged likelihood: ln rho(x_t) + ln p_tau(T(x_t+tau) | T(x_t)), latent Langevin oscillators",
         "lagged_term": "configuration only (momenta resampled)" if objective.configuration_only else "phase space (recorded momenta)",
         "lag_ps": lag_ps,
-        "vamp2_term": {"weight": objective.vamp_weight, "modes": objective.vamp_modes} if objective.vamp_weight else None,
+        "vamp2_term": {"weight": objective.vamp_weight, "modes": objective.vamp_modes, "lags_ps": vamp_lags_ps or [lag_ps]} if objective.vamp_weight else None,
         "lagged_pairs": {"train": len(objective.train_pairs[0]), "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0])},
         "mode_order": "relaxation time, longest first",
         "frictions_per_ps": (model.frictions / model.time_unit).detach().cpu().double().tolist(),
@@ -269,6 +269,7 @@ def fit_frames(
     weights: np.ndarray | None = None,
     lagged_pairs: tuple[np.ndarray, np.ndarray, float] | None = None,
     vamp_weight: float = 0.0,
+    vamp_pairs: list | None = None,
     dtype: str = "float32",
     device: str = "auto",
     seed: int = 0,
@@ -300,6 +301,8 @@ def fit_frames(
         train with the time-lagged objective instead of maximum likelihood on single frames.
     vamp_weight : float
         With ``lagged_pairs``: weight of an added VAMP-2 term of the two slowest latent positions.
+    vamp_pairs : list of (train_pairs, valid_pairs), optional
+        Index pairs of the VAMP-2 term, one entry per lag (averaged); None: ``lagged_pairs``.
     matmul_precision : {"highest", "high"}
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
     position_noise : float
@@ -344,7 +347,7 @@ def fit_frames(
         )
     else:
         train_pairs, valid_pairs, lag_ps = lagged_pairs
-        objective = LaggedLikelihood(y_all, p_all, train_pairs, valid_pairs, lag=lag_ps / model.time_unit, vamp_weight=vamp_weight)
+        objective = LaggedLikelihood(y_all, p_all, train_pairs, valid_pairs, lag=lag_ps / model.time_unit, vamp_weight=vamp_weight, vamp_pairs=vamp_pairs)
         objective.initialize_frictions(model, seed=seed)
     with float32_matmul_precision(matmul_precision):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
@@ -361,6 +364,7 @@ def fit_trajectories(
     momenta: str = "resample",
     lag_ps: float | None = None,
     vamp_weight: float = 0.0,
+    vamp_lags_ps: list[float] | None = None,
     dtype: str = "float32",
     device: str = "auto",
     seed: int = 0,
@@ -390,6 +394,9 @@ def fit_trajectories(
         one with resampled momenta. None: maximum likelihood on single frames.
     vamp_weight : float
         With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
+    vamp_lags_ps : list of float, optional
+        With ``vamp_weight``: the lags of the VAMP-2 term, whose scores are averaged (each a
+        whole number of frames). None: ``lag_ps`` alone.
     weights : np.ndarray, shape=(n_frames,), optional
         Frame weights of biased data (weighted maximum likelihood, weighted start).
     matmul_precision, position_noise
@@ -411,6 +418,8 @@ def fit_trajectories(
         raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
+    if vamp_lags_ps and not vamp_weight:
+        raise NeuralCTError("--vamp-lags-ps needs --vamp-weight (the lags of the VAMP-2 term)")
     if rank_lag_ps is not None and lag_ps is not None:
         raise NeuralCTError("--rank-lag-ps ranks the modes of a maximum-likelihood model; with --lag-ps they are ranked by relaxation time already: drop one")
     rank_lag_frames = None if rank_lag_ps is None else lag_in_frames(rank_lag_ps, data.timestep_ps, "--rank-lag-ps")
@@ -424,6 +433,11 @@ def fit_trajectories(
         lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
         train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
         lagged_pairs = (train_pairs, valid_pairs, lag_frames * data.timestep_ps)
+    vamp_pairs = None
+    if vamp_lags_ps:
+        vamp_lags_ps = sorted(set(vamp_lags_ps))
+        frames = [lag_in_frames(lag, data.timestep_ps, "--vamp-lags-ps") for lag in vamp_lags_ps]
+        vamp_pairs = [split_lagged_pairs(list(data.traj_lengths), lag, train_index, valid_index) for lag in frames]
     model, result, torch_device, objective = fit_frames(
         y,
         data.kT,
@@ -435,6 +449,7 @@ def fit_trajectories(
         weights=weights,
         lagged_pairs=lagged_pairs,
         vamp_weight=vamp_weight,
+        vamp_pairs=vamp_pairs,
         dtype=dtype,
         device=device,
         seed=seed,
@@ -472,7 +487,7 @@ def fit_trajectories(
         **_run_figures(model, result, settings, torch_device, dtype),
     }
     if lag_ps is not None:
-        summary.update(_lagged_figures(model, objective, lag_ps))
+        summary.update(_lagged_figures(model, objective, lag_ps, vamp_lags_ps))
     if rank_lag_frames is not None:
         summary["mode_ranking"] = model.metadata["mode_ranking"]
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}

@@ -19,8 +19,9 @@ With resampled momenta the lagged term is the configuration-only one: the joint 
 space with the log-determinant of the configuration flow.
 
 Optionally a VAMP-2 term of the slowest latent positions is added to the likelihood
-(``vamp_weight``): it scores the slow CVs directly, which the Gaussian transition model of
-each mode does not (measured in benchmarks/README.md, B2).
+(``vamp_weight``), at the transition lag or averaged over several lags (``vamp_pairs``):
+it scores the slow CVs directly, which the Gaussian transition model of each mode does
+not (measured in benchmarks/README.md, B2).
 """
 
 from __future__ import annotations
@@ -247,11 +248,18 @@ class LaggedLikelihood:
         the pure likelihood.
     vamp_modes : int
         Number of slowest modes (by relaxation time) in the VAMP-2 term.
+    vamp_pairs : list of (train_pairs, valid_pairs), optional
+        Index pairs of the VAMP-2 term, one entry per lag; the term is the mean of the
+        scores at these lags, each on its own minibatch. None: the pairs of the transition
+        density (the one lag ``lag``).
     """
 
     name = "lagged-likelihood"
 
-    def __init__(self, q: torch.Tensor, p: torch.Tensor | None, train_pairs, valid_pairs, lag: float, vamp_weight: float = 0.0, vamp_modes: int = 2):
+    def __init__(
+        self, q: torch.Tensor, p: torch.Tensor | None, train_pairs, valid_pairs, lag: float, vamp_weight: float = 0.0, vamp_modes: int = 2,
+        vamp_pairs: list | None = None,
+    ):
         for label, values in (("position", q), ("momentum", p)):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
@@ -264,6 +272,15 @@ class LaggedLikelihood:
         if not vamp_weight >= 0:
             raise NeuralCTError(f"--vamp-weight must be >= 0, got {vamp_weight}")
         self.vamp_weight, self.vamp_modes = float(vamp_weight), int(vamp_modes)
+        if vamp_pairs is None:
+            self.vamp_pairs = None
+        else:
+            for train, _ in vamp_pairs:
+                if len(train[0]) < 2:
+                    raise NeuralCTError("need at least 2 training pairs at every VAMP-2 lag; use shorter --vamp-lags-ps or longer trajectories")
+            self.vamp_pairs = [(as_index(train), as_index(valid)) for train, valid in vamp_pairs]
+            if self.valid_pairs is not None and any(valid is None for _, valid in self.vamp_pairs):
+                raise NeuralCTError("a --vamp-lags-ps lag leaves no validation pairs; use shorter lags or longer validation trajectories")
         self._valid_noise_seed = 12345
 
     def _check(self, model) -> None:
@@ -307,8 +324,15 @@ class LaggedLikelihood:
         loss = -log_p.mean()
         if self.vamp_weight > 0:
             slowest = model._mode_order()[: self.vamp_modes]
-            vamp = nested_vamp2(split_phase_space(z0)[0][:, slowest], split_phase_space(z1)[0][:, slowest])
-            loss = loss - self.vamp_weight * vamp.to(loss.dtype)
+            if self.vamp_pairs is None:
+                scores = [nested_vamp2(split_phase_space(z0)[0][:, slowest], split_phase_space(z1)[0][:, slowest])]
+            else:
+                scores = []
+                for (i, j), _ in self.vamp_pairs:
+                    pick = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
+                    y0, y1, _ = self.latent_pairs(model, i[pick], j[pick], generator)
+                    scores.append(nested_vamp2(split_phase_space(y0)[0][:, slowest], split_phase_space(y1)[0][:, slowest]))
+            loss = loss - self.vamp_weight * torch.stack(scores).mean().to(loss.dtype)
         return loss
 
     def validation_loss(self, model, chunk: int = 4096) -> float | None:
@@ -328,8 +352,22 @@ class LaggedLikelihood:
             ends.append(split_phase_space(z1)[0][:, slowest])
         loss = -total / len(first)
         if self.vamp_weight > 0:
-            loss -= self.vamp_weight * float(nested_vamp2(torch.cat(starts), torch.cat(ends)))
+            if self.vamp_pairs is None:
+                scores = [float(nested_vamp2(torch.cat(starts), torch.cat(ends)))]
+            else:
+                scores = [self._validation_vamp2(model, valid, slowest, generator, chunk) for _, valid in self.vamp_pairs]
+            loss -= self.vamp_weight * float(np.mean(scores))
         return loss
+
+    @torch.no_grad()
+    def _validation_vamp2(self, model, pairs, slowest: torch.Tensor, generator: torch.Generator, chunk: int) -> float:
+        """Nested VAMP-2 of the slowest latent positions over all of ``pairs``."""
+        starts, ends = [], []
+        for start in range(0, len(pairs[0]), chunk):
+            z0, z1, _ = self.latent_pairs(model, pairs[0][start : start + chunk], pairs[1][start : start + chunk], generator)
+            starts.append(split_phase_space(z0)[0][:, slowest])
+            ends.append(split_phase_space(z1)[0][:, slowest])
+        return float(nested_vamp2(torch.cat(starts), torch.cat(ends)))
 
     @torch.no_grad()
     def initialize_frictions(self, model, max_pairs: int = 20000, seed: int = 0) -> None:

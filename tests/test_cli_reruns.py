@@ -94,7 +94,8 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, command, acti
 def test_bad_config_values_are_refused_before_any_work(tmp_path, capsys, command, action):
     out = tmp_path / "out"
     config = tmp_path / "config.yaml"
-    for value in ("abc", [1, 2], True, -1, float("nan"), {"a": 1}):
+    # [1, -2]: a list is refused where one number is wanted, and -2 where several are.
+    for value in ("abc", [1, -2], True, -1, float("nan"), {"a": 1}):
         config.write_text(yaml.safe_dump({action.dest: value}))
         status = main([command, *POSITIONALS.get(command, []), "--config", str(config), "--output", str(out)])
         err = one_line_error(capsys, command)

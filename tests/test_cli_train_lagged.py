@@ -43,7 +43,12 @@ def test_lagged_training_ranks_modes_by_relaxation_time(trajectories, tmp_path, 
 def test_vamp2_term_is_recorded(trajectories, tmp_path):
     out = tmp_path / "vamp"
     assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", *SMALL, "--output", str(out)]) == 0
-    assert json.loads((out / "summary.json").read_text())["vamp2_term"] == {"weight": 5.0, "modes": 2}
+    assert json.loads((out / "summary.json").read_text())["vamp2_term"] == {"weight": 5.0, "modes": 2, "lags_ps": [1.0]}
+    several = tmp_path / "several"
+    assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "1.5", "0.5", *SMALL, "--output", str(several)]) == 0
+    assert json.loads((several / "summary.json").read_text())["vamp2_term"] == {"weight": 5.0, "modes": 2, "lags_ps": [0.5, 1.5]}
+    # Other VAMP-2 lags are another run: refused, not resumed.
+    assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", *SMALL, "--output", str(several)]) == 2
 
 
 @pytest.mark.parametrize(
@@ -57,6 +62,10 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
         (["--rank-lag-ps", "0.7"], "--rank-lag-ps 0.7 is not a whole multiple"),
         (["--rank-lag-ps", "1", "--lag-ps", "1"], "ranked by relaxation time already"),
         (["--rank-lag-ps", "40"], "fewer than 2 pairs"),
+        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.7"], "--vamp-lags-ps 0.7 is not a whole multiple"),
+        (["--lag-ps", "1", "--vamp-lags-ps", "1"], "--vamp-lags-ps needs --vamp-weight"),
+        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "40"], "at every VAMP-2 lag"),
+        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "nan"], "--vamp-lags-ps: must be a finite number > 0"),
     ],
 )
 def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, message):
@@ -65,9 +74,11 @@ def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, mes
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_toys_have_no_lag(tmp_path, capsys):
-    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--lag-ps", "1", "--output", str(tmp_path / "toy")]) == 2
-    assert "--lag-ps needs trajectories" in capsys.readouterr().err
+@pytest.mark.parametrize("option", [["--lag-ps", "1"], ["--vamp-weight", "5"], ["--vamp-lags-ps", "1"]])
+def test_toys_have_no_lag(tmp_path, capsys, option):
+    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", *option, "--output", str(tmp_path / "toy")]) == 2
+    assert f"{option[0]} needs trajectories" in capsys.readouterr().err
+    assert not (tmp_path / "toy").exists()
 
 
 def test_ranking_by_autocorrelation_orders_the_cvs_by_the_data_autocorrelation(trajectories, tmp_path):

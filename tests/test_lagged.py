@@ -201,6 +201,48 @@ def test_learning_recovers_frequencies_and_friction_of_a_harmonic_system(momenta
     assert model.relaxation_times[0] >= model.relaxation_times[1]
 
 
+@pytest.mark.parametrize("momenta", ["recorded", "resample"])
+def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(momenta):
+    """The validation loss is the pair likelihood minus the weight times the mean nested VAMP-2 over the lags,
+
+    each computed here directly from the flow's latent positions; one lag equal to the transition
+    lag gives the single-lag term, and the minibatch loss sees every lag (its gradient reaches the flow).
+    """
+    from neuralct.flows.base import split_phase_space
+
+    stiffness = np.array([[1.0, 0.3], [0.3, 0.25]])
+    q, p = harmonic_langevin_trajectory(stiffness, 0.8, 0.25, 3000, seed=5)
+    lengths, train_frames = [2000, 1000], np.arange(2000)
+    q, p = torch.tensor(q), torch.tensor(p)
+    recorded = p if momenta == "recorded" else None
+
+    def pairs(lag):
+        first, second = lagged_pairs(lengths, lag)
+        inside = np.isin(first, train_frames) & np.isin(second, train_frames)
+        return (first[inside], second[inside]), (first[~inside & (first >= 2000)], second[~inside & (first >= 2000)])
+
+    model = NeuralCanonicalTransformation(2, architecture=POINT, latent_dynamics=True).double()
+    model.initialize(q[:2000], generator=torch.Generator().manual_seed(0))
+    randomize(model, scale=0.2)
+    train_pairs, valid_pairs = pairs(2)
+    plain = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5)
+    several = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(1), pairs(2), pairs(4)])
+    single = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0)
+    as_single = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(2)])
+    with torch.no_grad():
+        z, _ = model.flow(model.to_reduced(q, p))
+    Q = split_phase_space(z)[0][:, model._mode_order()[:2]]
+    scores = [float(nested_vamp2(Q[valid[0]], Q[valid[1]])) for _, valid in (pairs(1), pairs(2), pairs(4))]
+    assert several.validation_loss(model) == pytest.approx(plain.validation_loss(model) - 3.0 * np.mean(scores), rel=1e-10, abs=1e-10)
+    assert as_single.validation_loss(model) == pytest.approx(single.validation_loss(model), rel=1e-12)
+    assert len(set(np.round(scores, 6))) == 3  # the lags differ, so the mean is not one lag's score
+    loss = several.loss(model, 64, torch.Generator().manual_seed(1))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(w.grad).all() for w in model.flow.parameters() if w.grad is not None)
+    with pytest.raises(NeuralCTError, match="every VAMP-2 lag"):
+        LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(2500)])
+
+
 def test_lagged_objective_rejects_models_it_cannot_train():
     q = torch.randn(10, 2)
     objective = LaggedLikelihood(q, None, lagged_pairs([10], 1), None, lag=1.0)

@@ -62,6 +62,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     source.add_argument("--vamp-weight", type=nonnegative_float, default=0.0, metavar="W", help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)")
+    source.add_argument(
+        "--vamp-lags-ps", type=positive_float, nargs="+", default=None, metavar="TAU",
+        help="with --vamp-weight: the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 (default: --lag-ps alone)",
+    )
     weighted = source.add_mutually_exclusive_group()
     weighted.add_argument("--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)")
     weighted.add_argument("--bias-colvar", metavar="COLVAR", help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column")
@@ -207,7 +211,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
     from ..lagged import lag_in_frames
 
-    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps)):
+    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), *(("--vamp-lags-ps", tau) for tau in args.vamp_lags_ps or ())):
         if lag is not None:
             lag_in_frames(lag, data.timestep_ps, option)
     weights, weighting = None, None
@@ -226,6 +230,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
             momenta=args.momenta,
             lag_ps=args.lag_ps,
             vamp_weight=args.vamp_weight,
+            vamp_lags_ps=args.vamp_lags_ps,
             rank_lag_ps=args.rank_lag_ps,
             weights=weights,
             **_run_options(args, output),
@@ -243,7 +248,7 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
     from ..fit import fit_toy
     from ..toys import make_toy_system
 
-    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps)):
+    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), ("--vamp-lags-ps", args.vamp_lags_ps), ("--vamp-weight", args.vamp_weight or None)):
         if lag is not None:
             raise NeuralCTError(f"{option} needs trajectories (pairs of frames a lag apart); the toys give independent samples")
     system = make_toy_system(args.toy, parse_parameters(args.param))
