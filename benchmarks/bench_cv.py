@@ -15,9 +15,10 @@ Also: TICA's eigenvalues with negative ones flagged, implied timescales, mutual 
 of the best of the two slowest CVs with psi and phi on the test trajectories.
 
 Reference that knows the answer: the two slowest functions of the backbone dihedrals
-(TICA on a Fourier basis of (phi, psi), scored the same way), then the trade between
-slowness and information about psi along CV 1 + w psi, and a control: a random function of
-a (phi, psi) grid, which carries information about psi without being slow.
+(TICA on a Fourier basis of (phi, psi), scored the same way). For it and for the fifth
+model, the trade between slowness and information about psi along CV 1 + w psi; and a
+control, a random function of a (phi, psi) grid, which carries information about psi
+without being slow.
 
 Toy: the rotated double well (6 x 5 ns, 0.5 ps frames; trajectories 0-3 train, 4 validates,
 5 tests): correlation of the slowest CV with the barrier coordinate on the test trajectory,
@@ -146,9 +147,15 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
             entry["lags"][str(lag_ps_score)] = compare_vamp2(cv_train, cv_test, features_train, features_test, lag, lag_ps_score, 2, blocks_per_trajectory=4)
         results["variants"][name] = entry
         print(json.dumps({name: _digest(entry)}), flush=True)
+    # Every model shares the reference structure, so the internal coordinates are the same for all.
+    psi_train, psi_test = [mdtraj.compute_psi(t)[1][:, 0] for t in train_trajectories], [mdtraj.compute_psi(t)[1][:, 0] for t in test]
     results["dihedral_reference"] = dihedral_reference(
         train_trajectories, test, features_train, features_test, data.timestep_ps, reference_lag_ps, seed
     )
+    results["learned_with_psi"] = {
+        "model": name,
+        "psi_weights": psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, features_test, data.timestep_ps, f"{name}, CV 1"),
+    }
     return results
 
 
@@ -173,10 +180,8 @@ def dihedral_reference(train_trajectories, test, features_train, features_test, 
 
     TICA on :func:`fourier_basis` of the training trajectories' (phi, psi) at
     ``fit_lag_ps``; its two components of largest signed eigenvalue are the reference CVs,
-    scored like the learned ones. Then CV 1 (unit variance) plus ``w`` times psi (cut at its
-    least populated 5-degree bin, unit variance, with the sign of CV 1's trend), for each
-    ``w`` in ``PSI_WEIGHTS``: mutual information with psi against VAMP-2. The control is a
-    random function of a ``GRID_BINS`` x ``GRID_BINS`` (phi, psi) grid.
+    scored like the learned ones, then with psi added (:func:`psi_trade_off`). The control
+    is a random function of a ``GRID_BINS`` x ``GRID_BINS`` (phi, psi) grid.
     """
     import mdtraj
     from deeptime.decomposition import TICA
@@ -191,38 +196,53 @@ def dihedral_reference(train_trajectories, test, features_train, features_test, 
     slowest = np.argsort(-eigenvalues, kind="stable")[:2]
     cv_train = [tica.transform(fourier_basis(a, b, FOURIER_ORDER))[:, slowest] for a, b in angles_train]
     cv_test = [tica.transform(fourier_basis(a, b, FOURIER_ORDER))[:, slowest] for a, b in angles_test]
-    psi_train = np.concatenate([b for _, b in angles_train])
-    psi_test = np.concatenate([b for _, b in angles_test])
-    counts, edges = np.histogram(psi_train, bins=72, range=(-np.pi, np.pi))
-    cut = edges[np.argmin(counts)]
-    cv1_scale = np.concatenate(cv_train)[:, 0].std()
-    psi_scale = np.mod(psi_train - cut, 2 * np.pi).std()
-    trend = np.sign(np.corrcoef(np.concatenate(cv_train)[:, 0], np.mod(psi_train - cut, 2 * np.pi))[0, 1])
     results = {
         "basis": f"cos and sin of m phi + n psi, |m|, |n| <= {FOURIER_ORDER}",
         "fit_lag_ps": lag * timestep_ps,
         "eigenvalues_two_slowest": eigenvalues[slowest].tolist(),
-        "psi_cut_degrees": float(np.degrees(cut)),
-        "psi_weights": {},
+        "psi_weights": psi_trade_off(
+            cv_train, cv_test, [b for _, b in angles_train], [b for _, b in angles_test], features_train, features_test, timestep_ps,
+            "dihedral reference, CV 1",
+        ),
     }
-    for weight in PSI_WEIGHTS:
-
-        def with_psi(cvs, angles):
-            return [np.stack([cv[:, 0] / cv1_scale + weight * trend * np.mod(b - cut, 2 * np.pi) / psi_scale, cv[:, 1]], axis=1) for cv, (_, b) in zip(cvs, angles)]
-
-        mixed_train, mixed_test = with_psi(cv_train, angles_train), with_psi(cv_test, angles_test)
-        both = np.concatenate(mixed_test)
-        entry = {"mi_psi_nats_per_cv": [mutual_information(both[:, k], psi_test) for k in range(2)], "lags": {}}
-        for lag_ps_score in LAGS_PS:
-            score_lag = int(round(lag_ps_score / timestep_ps))
-            entry["lags"][str(lag_ps_score)] = compare_vamp2(mixed_train, mixed_test, features_train, features_test, score_lag, lag_ps_score, 2, blocks_per_trajectory=4)
-        results["psi_weights"][str(weight)] = entry
-        print(json.dumps({f"dihedral reference, CV 1 + {weight} psi": {"mi_psi_per_cv": [round(v, 3) for v in entry["mi_psi_nats_per_cv"]]} | _differences(entry)}), flush=True)
+    psi_test = np.concatenate([b for _, b in angles_test])
     grid = np.random.default_rng(seed).normal(size=(GRID_BINS, GRID_BINS))
     phi_test = np.concatenate([a for a, _ in angles_test])
     cells = [np.floor((np.mod(angle + np.pi, 2 * np.pi)) / (2 * np.pi) * GRID_BINS).astype(int) % GRID_BINS for angle in (phi_test, psi_test)]
     results["random_grid_function_mi_psi_nats"] = mutual_information(grid[cells[0], cells[1]], psi_test)
     print(json.dumps({"random function of a (phi, psi) grid": {"mi_psi": round(results["random_grid_function_mi_psi_nats"], 3)}}), flush=True)
+    return results
+
+
+def psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, features_test, timestep_ps: float, label: str) -> dict:
+    """CV 1 plus ``w`` times psi for each ``w`` in ``PSI_WEIGHTS``: information about psi against VAMP-2.
+
+    CV 1 and psi (cut at its least populated 5-degree bin of the training frames, so that
+    each basin is one interval) both have unit variance on the training frames; psi enters
+    with the sign of CV 1's trend, so that it adds to CV 1's order instead of cancelling it.
+    CV 2 is kept as it is. Scored like the learned CVs at ``LAGS_PS``.
+    """
+    psi_all = np.concatenate(psi_train)
+    counts, edges = np.histogram(psi_all, bins=72, range=(-np.pi, np.pi))
+    cut = edges[np.argmin(counts)]
+    unwrapped_train = np.mod(psi_all - cut, 2 * np.pi)
+    cv1_train = np.concatenate(cv_train)[:, 0]
+    trend = np.sign(np.corrcoef(cv1_train, unwrapped_train)[0, 1])
+    results = {"psi_cut_degrees": float(np.degrees(cut))}
+    for weight in PSI_WEIGHTS:
+
+        def with_psi(cvs, angles):
+            added = [weight * trend * np.mod(angle - cut, 2 * np.pi) / unwrapped_train.std() for angle in angles]
+            return [np.stack([cv[:, 0] / cv1_train.std() + extra, cv[:, 1]], axis=1) for cv, extra in zip(cvs, added)]
+
+        mixed_train, mixed_test = with_psi(cv_train, psi_train), with_psi(cv_test, psi_test)
+        both = np.concatenate(mixed_test)
+        entry = {"mi_psi_nats_per_cv": [mutual_information(both[:, k], np.concatenate(psi_test)) for k in range(2)], "lags": {}}
+        for lag_ps in LAGS_PS:
+            lag = int(round(lag_ps / timestep_ps))
+            entry["lags"][str(lag_ps)] = compare_vamp2(mixed_train, mixed_test, features_train, features_test, lag, lag_ps, 2, blocks_per_trajectory=4)
+        results[str(weight)] = entry
+        print(json.dumps({f"{label} + {weight} psi": {"mi_psi_per_cv": [round(v, 3) for v in entry["mi_psi_nats_per_cv"]]} | _differences(entry)}), flush=True)
     return results
 
 
