@@ -241,6 +241,9 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
     assert torch.isfinite(loss) and all(torch.isfinite(w.grad).all() for w in model.flow.parameters() if w.grad is not None)
     with pytest.raises(NeuralCTError, match="every VAMP-2 lag"):
         LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(2500)])
+    # 1500 frames: pairs inside the 2000 training frames, none inside the 1000 validation ones.
+    with pytest.raises(NeuralCTError, match="leaves no validation pairs"):
+        LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(1500)])
 
 
 def test_lagged_objective_rejects_models_it_cannot_train():
