@@ -100,8 +100,9 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
     }
     test = [mdtraj.load(paths[k], top=str(Path(paths[k]).parent / "topology.pdb")) for k in TEST]
     train_trajectories = [mdtraj.load(paths[k], top=str(Path(paths[k]).parent / "topology.pdb")) for k in TRAIN]
-    phi = np.concatenate([mdtraj.compute_phi(t)[1][:, 0] for t in test])
-    psi = np.concatenate([mdtraj.compute_psi(t)[1][:, 0] for t in test])
+    angles_train, angles_test = backbone_dihedrals(train_trajectories), backbone_dihedrals(test)
+    phi = np.concatenate([a for a, _ in angles_test])
+    psi = np.concatenate([b for _, b in angles_test])
     for name, variant in VARIANTS.items():
         lag_ps = {"train": train_lag_ps, "several": max(several_lags_ps), None: None}[variant["lag_ps"]]
         vamp_lags_ps = several_lags_ps if variant.get("vamp_lags_ps") == "several" else None
@@ -148,10 +149,8 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
         results["variants"][name] = entry
         print(json.dumps({name: _digest(entry)}), flush=True)
     # Every model shares the reference structure, so the internal coordinates are the same for all.
-    psi_train, psi_test = [mdtraj.compute_psi(t)[1][:, 0] for t in train_trajectories], [mdtraj.compute_psi(t)[1][:, 0] for t in test]
-    results["dihedral_reference"] = dihedral_reference(
-        train_trajectories, test, features_train, features_test, data.timestep_ps, reference_lag_ps, seed
-    )
+    psi_train, psi_test = [b for _, b in angles_train], [b for _, b in angles_test]
+    results["dihedral_reference"] = dihedral_reference(angles_train, angles_test, features_train, features_test, data.timestep_ps, reference_lag_ps, seed)
     results["learned_with_psi"] = {
         "model": name,
         "psi_weights": psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, features_test, data.timestep_ps, f"{name}, CV 1"),
@@ -175,21 +174,24 @@ def fourier_basis(phi: np.ndarray, psi: np.ndarray, order: int) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
-def dihedral_reference(train_trajectories, test, features_train, features_test, timestep_ps: float, fit_lag_ps: float, seed: int) -> dict:
+def backbone_dihedrals(trajectories) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(phi, psi) of each trajectory in radians, each of shape (n_frames,)."""
+    import mdtraj
+
+    return [(mdtraj.compute_phi(t)[1][:, 0], mdtraj.compute_psi(t)[1][:, 0]) for t in trajectories]
+
+
+def dihedral_reference(angles_train, angles_test, features_train, features_test, timestep_ps: float, fit_lag_ps: float, seed: int) -> dict:
     """The slow functions of (phi, psi) themselves, and what adding psi to them costs.
 
-    TICA on :func:`fourier_basis` of the training trajectories' (phi, psi) at
+    ``angles_train`` and ``angles_test`` are :func:`backbone_dihedrals` of the training and
+    test trajectories. TICA on :func:`fourier_basis` of the training (phi, psi) at
     ``fit_lag_ps``; its two components of largest signed eigenvalue are the reference CVs,
     scored like the learned ones, then with psi added (:func:`psi_trade_off`). The control
     is a random function of a ``GRID_BINS`` x ``GRID_BINS`` (phi, psi) grid.
     """
-    import mdtraj
     from deeptime.decomposition import TICA
 
-    def dihedrals(trajectories):
-        return [(mdtraj.compute_phi(t)[1][:, 0], mdtraj.compute_psi(t)[1][:, 0]) for t in trajectories]
-
-    angles_train, angles_test = dihedrals(train_trajectories), dihedrals(test)
     lag = int(round(fit_lag_ps / timestep_ps))
     tica = TICA(lagtime=lag, scaling=None).fit_from_timeseries([fourier_basis(a, b, FOURIER_ORDER) for a, b in angles_train]).fetch_model()
     eigenvalues = np.asarray(tica.singular_values)

@@ -11,7 +11,9 @@ import neuralct
 from neuralct.data import lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.lagged import LaggedLikelihood, batch_vamp2, lag_in_frames, nested_vamp2, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
+from neuralct.lagged import (
+    LaggedLikelihood, batch_vamp2, lag_in_frames, nested_vamp2, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times, split_lagged_pairs,
+)
 from neuralct.model import NeuralCanonicalTransformation
 from neuralct.training import TrainingSettings, train
 
@@ -212,14 +214,11 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
 
     stiffness = np.array([[1.0, 0.3], [0.3, 0.25]])
     q, p = harmonic_langevin_trajectory(stiffness, 0.8, 0.25, 3000, seed=5)
-    lengths, train_frames = [2000, 1000], np.arange(2000)
     q, p = torch.tensor(q), torch.tensor(p)
     recorded = p if momenta == "recorded" else None
 
     def pairs(lag):
-        first, second = lagged_pairs(lengths, lag)
-        inside = np.isin(first, train_frames) & np.isin(second, train_frames)
-        return (first[inside], second[inside]), (first[~inside & (first >= 2000)], second[~inside & (first >= 2000)])
+        return split_lagged_pairs([2000, 1000], lag, np.arange(2000), np.arange(2000, 3000))
 
     model = NeuralCanonicalTransformation(2, architecture=POINT, latent_dynamics=True).double()
     model.initialize(q[:2000], generator=torch.Generator().manual_seed(0))
