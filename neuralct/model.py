@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
+import struct
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +22,13 @@ from .io import atomic_torch_save
 from .lagged import LatentLangevin, relaxation_times
 from .prior import HarmonicPrior
 
-__all__ = ["NeuralCanonicalTransformation", "build_flow", "load", "DEFAULT_ARCHITECTURE", "MODEL_FORMAT"]
+__all__ = ["NeuralCanonicalTransformation", "build_flow", "load", "content_digest", "DEFAULT_ARCHITECTURE", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "neuralct.model"
-MODEL_FORMAT_VERSION = 1
+#: Version 2 records the SHA-256 of the contents (:func:`content_digest`); version 1 files,
+#: written before it was, are still read, with the archive's checksums as their only check.
+MODEL_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 #: Linear point transformation (normal modes of the data) followed by nonlinear couplings.
 DEFAULT_ARCHITECTURE: tuple[dict[str, Any], ...] = (
@@ -137,11 +145,20 @@ class NeuralCanonicalTransformation(nn.Module):
         return -self.dim * math.log(self.kT * self.time_unit) * torch.ones((), dtype=self.masses.dtype, device=self.masses.device)
 
     # -- the map --------------------------------------------------------------------------
+    @property
+    def ranked_by(self) -> str:
+        """What orders the latent modes, slowest first: ``"autocorrelation"`` at a lag (the highest first,
+        ``metadata["mode_ranking"]``), ``"relaxation time"`` (the longest first, latent dynamics) or ``"frequency"``
+        (the lowest first)."""
+        if self.metadata.get("mode_ranking") is not None:
+            return "autocorrelation"
+        return "frequency" if self.dynamics is None else "relaxation time"
+
     def _mode_order(self) -> torch.Tensor:
-        ranking = self.metadata.get("mode_ranking")
-        if ranking is not None:
-            return torch.tensor(ranking["order"], device=self.prior.frequencies.device)
-        if self.dynamics is not None:
+        ranked_by = self.ranked_by
+        if ranked_by == "autocorrelation":
+            return torch.tensor(self.metadata["mode_ranking"]["order"], device=self.prior.frequencies.device)
+        if ranked_by == "relaxation time":
             return torch.argsort(self._unsorted_relaxation_times().detach(), descending=True)
         return torch.argsort(self.prior.frequencies.detach())
 
@@ -272,33 +289,39 @@ class NeuralCanonicalTransformation(nn.Module):
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model atomically to ``path`` (a torch file of tensors and plain data)."""
-        atomic_torch_save(
-            {
-                "format": MODEL_FORMAT,
-                "version": MODEL_FORMAT_VERSION,
-                "dim": self.dim,
-                "kT": self.kT,
-                "time_unit": self.time_unit,
-                "architecture": self.architecture,
-                "latent_dynamics": self.dynamics is not None,
-                "metadata": self.metadata,
-                "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
-            },
-            path,
-        )
+        """Write the model atomically to ``path`` (a torch file of tensors and plain data).
+
+        The file records the SHA-256 of everything else in it (:func:`content_digest`): the
+        weights and what was derived from them (stored CV ranges, training summary), so that
+        :func:`load` refuses a file whose parts no longer belong together.
+        """
+        contents = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_FORMAT_VERSION,
+            "dim": self.dim,
+            "kT": self.kT,
+            "time_unit": self.time_unit,
+            "architecture": self.architecture,
+            "latent_dynamics": self.dynamics is not None,
+            "metadata": self.metadata,
+            "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
+        }
+        contents["sha256"] = content_digest(contents)
+        atomic_torch_save(contents, path)
 
     @classmethod
     def from_file_contents(cls, contents: Any, source: str = "model file") -> "NeuralCanonicalTransformation":
-        """Rebuild a model from the dict written by :meth:`save`."""
+        """Rebuild a model from the dict written by :meth:`save`, checking its structure and, from
+        format version 2 on, its recorded digest."""
         if not isinstance(contents, dict) or contents.get("format") != MODEL_FORMAT:
             raise NeuralCTError(f"{source} is not a neuralct model file; train one with `neuralct train`")
-        if contents.get("version") != MODEL_FORMAT_VERSION:
-            raise NeuralCTError(f"{source} has model format version {contents.get('version')}, this neuralct reads {MODEL_FORMAT_VERSION}")
+        version = contents.get("version")
+        if version not in _READABLE_VERSIONS:
+            raise NeuralCTError(f"{source} has model format version {version!r}, this neuralct reads versions {', '.join(map(str, _READABLE_VERSIONS))}")
         try:
             _check_contents(contents)
         except _Damaged as exc:
-            raise NeuralCTError(f"{source} is damaged or was altered: {exc}; train the model again or use an intact copy") from None
+            raise _damaged(source, str(exc)) from None
         state = contents["state_dict"]
         dtype = state["masses"].dtype
         try:
@@ -314,7 +337,69 @@ class NeuralCanonicalTransformation(nn.Module):
             model.load_state_dict(state)
         except (NeuralCTError, RuntimeError, TypeError, ValueError) as exc:
             raise NeuralCTError(f"{source} does not match its own architecture: {first_line(exc)}") from None
+        # Checked last, so that a malformed entry is named above; this catches values that are
+        # well-formed but changed since the file was written (weights edited, ranges of other weights).
+        if version >= 2:
+            try:
+                matches = contents.get("sha256") == content_digest(contents)
+            except TypeError as exc:
+                raise _damaged(source, str(exc)) from None
+            if not matches:
+                raise _damaged(source, "its weights or the metadata derived from them (CV ranges, training summary) differ from what was saved (SHA-256 mismatch)")
         return model
+
+
+def _damaged(source: str, what: str) -> NeuralCTError:
+    return NeuralCTError(f"{source} is damaged or was altered: {what}; train the model again or use an intact copy")
+
+
+def content_digest(contents: Mapping[str, Any]) -> str:
+    """SHA-256 of a model file's contents, its own ``sha256`` entry left out.
+
+    Every value is encoded with its type and length (tensors by dtype, shape and bytes; floats
+    exactly, by ``float.hex``; mappings in an order independent of insertion), so that two
+    different contents never share an encoding.
+
+    Parameters
+    ----------
+    contents : mapping
+        The dict :meth:`NeuralCanonicalTransformation.save` writes: plain data and tensors.
+
+    Raises
+    ------
+    TypeError
+        For a value of another type (a model file holds none).
+    """
+    digest = hashlib.sha256()
+    digest.update(_encode({key: value for key, value in contents.items() if key != "sha256"}))
+    return digest.hexdigest()
+
+
+def _encode(value: Any) -> bytes:
+    """Typed, length-prefixed bytes of ``value`` (see :func:`content_digest`)."""
+
+    def tagged(tag: bytes, payload: bytes) -> bytes:
+        return tag + struct.pack("<Q", len(payload)) + payload
+
+    if value is None:
+        return tagged(b"N", b"")
+    if isinstance(value, bool):
+        return tagged(b"B", b"1" if value else b"0")
+    if isinstance(value, int):
+        return tagged(b"I", str(int(value)).encode())
+    if isinstance(value, float):
+        return tagged(b"F", float(value).hex().encode())
+    if isinstance(value, str):
+        return tagged(b"S", value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, torch.Tensor):
+        header = f"{value.dtype}{tuple(value.shape)}".encode()
+        data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        return tagged(b"T", tagged(b"H", header) + data)
+    if isinstance(value, Mapping):
+        return tagged(b"D", b"".join(sorted(_encode(key) + _encode(item) for key, item in value.items())))
+    if isinstance(value, (list, tuple)):
+        return tagged(b"L" if isinstance(value, list) else b"U", b"".join(_encode(item) for item in value))
+    raise TypeError(f"it holds a value of type {type(value).__name__}, which neuralct does not write")
 
 
 class _Damaged(Exception):
@@ -380,6 +465,10 @@ def _check_contents(contents: dict[str, Any]) -> None:
         ranking = contents["metadata"]["mode_ranking"]
         order = ranking.get("order") if isinstance(ranking, dict) else None
         _require(isinstance(order, list) and sorted(order) == list(range(dim)), f"metadata.mode_ranking.order must be a permutation of 0..{dim - 1}")
+        values = ranking.get("autocorrelation")
+        _require(isinstance(values, list) and len(values) == dim and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
+                 f"metadata.mode_ranking.autocorrelation must list {dim} finite numbers")
+        _require(_is_positive_number(ranking.get("lag_ps")), "metadata.mode_ranking.lag_ps must be a finite positive number")
 
 
 def _check_molecule(molecule: Any, dim: int) -> None:
@@ -403,16 +492,26 @@ def _check_molecule(molecule: Any, dim: int) -> None:
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuralCanonicalTransformation:
     """Load a trained model written by ``neuralct train`` (safe: tensors and plain data only).
 
+    The file is verified before it is used: the CRC-32 of every entry of its zip archive (torch
+    itself reads a damaged entry without noticing) and, for files that record one, the digest of
+    the weights and the metadata derived from them (:func:`content_digest`).
+
     Raises
     ------
     NeuralCTError
-        If the file is missing, unreadable or not a neuralct model.
+        If the file is missing, unreadable, damaged, altered or not a neuralct model.
     """
     path = Path(path)
     if not path.is_file():
         raise NeuralCTError(f"model file {path} does not exist")
     try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        data = path.read_bytes()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            failed_entry = archive.testzip()
+        if failed_entry is None:
+            contents = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # zipfile and torch raise many types for corrupt or foreign files
         raise NeuralCTError(f"{path} cannot be read as a neuralct model ({type(exc).__name__}); is it a model written by `neuralct train`?") from None
+    if failed_entry is not None:
+        raise _damaged(str(path), f"the CRC-32 checksum of its entry {failed_entry} fails")
     return NeuralCanonicalTransformation.from_file_contents(contents, str(path)).to(device)

@@ -129,13 +129,69 @@ def test_manifest_records_units_atoms_hashes_and_training_ranges(exported, alani
     model, folder, _, expected = exported
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["units"]["positions"] == "nm" and manifest["system"]["n_atoms"] == 22
-    from neuralct.export.files import sha256
+    from neuralct.io import sha256
 
     assert manifest["model"]["sha256"] == sha256(alanine_model[0])
     assert all(manifest["sha256"][name] == sha256(folder / name) for name in manifest["sha256"])
     assert manifest["range_source"].startswith("training frames")
     for j, cv in enumerate(manifest["cvs"]):
         assert cv["range"]["min"] < cv["range"]["p01"] < cv["range"]["p99"] < cv["range"]["max"]
+    assert manifest["ranked_by"]["key"] == "frequency_rad_per_ps" and manifest["ranked_by"]["order"] == "ascending"
+    assert [cv["frequency_rad_per_ps"] for cv in manifest["cvs"]] == model.frequencies[:K].tolist()
+
+
+def test_summary_lists_the_cvs_their_ranges_the_files_with_hashes_and_timings(exported):
+    model, folder, _, _ = exported
+    from neuralct.io import sha256
+
+    summary = json.loads((folder / "summary.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert summary["cvs"] == manifest["cvs"] and summary["ranked_by"] == manifest["ranked_by"]
+    exported_files = {p.name for p in folder.iterdir() if p.name not in {"summary.json", "config.yaml"} and not p.name.startswith((".", "run."))}
+    assert set(summary["files"]) == exported_files
+    assert all(summary["files"][name] == sha256(folder / name) for name in summary["files"])
+    assert 0 < summary["load_model_seconds"] < summary["wall_seconds"] and 0 < summary["export_seconds"] < summary["wall_seconds"]
+
+
+def test_a_kinetic_model_from_an_older_file_exports_its_cvs_ranked_by_relaxation_time(tmp_path):
+    """The model_v1.pt fixture: trained with --lag-ps, written before model files recorded a digest."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = np.load(fixtures / "model_v1_expected.npz")
+    folder = tmp_path / "kinetic"
+    assert main(["export", str(fixtures / "model_v1.pt"), "--cvs", "3", "--output", str(folder)]) == 0
+    for name in ("manifest.json", "summary.json"):
+        record = json.loads((folder / name).read_text())
+        assert record["ranked_by"]["key"] == "relaxation_time_ps" and record["ranked_by"]["order"] == "descending"
+        times = [cv["relaxation_time_ps"] for cv in record["cvs"]]
+        assert np.allclose(times, expected["relaxation_times_ps"][:3], rtol=1e-6, atol=0) and times == sorted(times, reverse=True)
+        # By frequency the order would differ: the ranking is what the manifest says it is.
+        assert [cv["frequency_rad_per_ps"] for cv in record["cvs"]] != sorted(cv["frequency_rad_per_ps"] for cv in record["cvs"])
+    module = torch.jit.load(str(folder / "cv1.pt"))
+    assert np.abs(module(torch.tensor(expected["positions_nm"])).numpy() - expected["cvs"][:, 0]).max() < 1e-5
+
+
+def test_a_killed_export_leaves_a_staging_folder_that_the_next_run_removes(alanine_model, tmp_path, monkeypatch, capsys):
+    """SIGKILL skips every clean-up: played here by an interrupt while the staging folder's removal does nothing."""
+    import neuralct.export.files as files
+    from neuralct.io import is_atomic_temporary
+
+    folder = tmp_path / "cvs"
+    argv = ["export", str(alanine_model[0]), "--cvs", "1", "--output", str(folder)]
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(files, "_save_exported", killed)
+        patch.setattr(files.shutil, "rmtree", lambda *args, **kwargs: None)
+        assert main(argv) == 130
+    left = [p for p in folder.iterdir() if p.is_dir()]
+    assert len(left) == 1 and is_atomic_temporary(left[0].name), left
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert not [p for p in folder.iterdir() if p.is_dir()] and (folder / "manifest.json").exists()
 
 
 def _context(md_system, force_group_forces):
@@ -265,6 +321,65 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     context, _ = _context(md_system, [])
     context.setPositions(split)
     assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
+
+
+#: Periodic boxes (rows are the box vectors, nm, OpenMM's reduced form) narrower than the model's molecule.
+SMALL_BOXES = {
+    "orthorhombic": np.diag([0.72, 0.68, 0.75]),
+    "triclinic": np.array([[0.72, 0.0, 0.0], [0.25, 0.68, 0.0], [-0.2, 0.3, 0.75]]),
+}
+
+
+def _wrapped(positions, box):
+    """Every atom wrapped into the box's unit cell: a molecule centred on a corner straddles every face."""
+    centred = positions - positions.mean(0)
+    fractional = centred @ np.linalg.inv(box)
+    return centred - np.floor(fractional) @ box
+
+
+def _whole_about_the_first_atom(positions, box):
+    """Each atom at its image nearest to the first atom: right only for molecules shorter than half the box."""
+    d = positions - positions[0]
+    return positions[0] + d - np.round(d @ np.linalg.inv(box)) @ box
+
+
+@pytest.mark.parametrize("shape", list(SMALL_BOXES))
+def test_a_molecule_longer_than_half_the_box_and_split_across_its_faces_gives_the_same_cv(exported, shape):
+    """TorchScript cv*.pt with a box, the NumPy CVs with their gradients, and the PythonForce in a running Context.
+
+    (``cvs.pt2`` and ``plumed_model.ptc`` take whole molecules: PLUMED's WHOLEMOLECULES makes them whole.)
+    """
+    model, folder, positions, expected = exported
+    box = SMALL_BOXES[shape]
+    frame = 4
+    atoms = _molecule(model)["atom_indices"]
+    split = _wrapped(positions[frame], box)
+    # The case this test is for: the molecule is split, and no single atom sees all others at their nearest image.
+    assert not np.allclose(split[atoms] - split[atoms][0], positions[frame][atoms] - positions[frame][atoms][0], atol=1e-6)
+    assert not np.allclose(_whole_about_the_first_atom(split[atoms], box) - split[atoms][0], positions[frame][atoms] - positions[frame][atoms][0], atol=1e-3)
+
+    for j in range(K):
+        module = torch.jit.load(str(folder / f"cv{j + 1}.pt"))
+        for dtype in (torch.float32, torch.float64):
+            assert abs(float(module(torch.tensor(split, dtype=dtype), torch.tensor(box, dtype=dtype))) - expected[frame, j]) < 1e-5
+
+    fast = NumpyCollectiveVariables(collective_variables(model, K, select=False))
+    whole_values, whole_gradients = fast(positions[frame][atoms], range(K))
+    split_values, split_gradients = fast(split[atoms], range(K), box)
+    assert np.abs(split_values - whole_values).max() < 1e-12 and np.abs(split_gradients - whole_gradients).max() < 1e-10
+
+    md_system = build_system("alanine-dipeptide")
+    nonbonded = next(f for f in md_system.system.getForces() if isinstance(f, mm.NonbondedForce))
+    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nonbonded.setCutoffDistance(0.3)
+    md_system.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    cv_force = mm.CustomCVForce("0")
+    for j in range(K):
+        cv_force.addCollectiveVariable(f"cv{j}", openmm_force(model, md_system.system, j))
+    md_system.system.addForce(cv_force)
+    context, _ = _context(md_system, [])
+    context.setPositions(split)
+    assert np.abs(np.array(cv_force.getCollectiveVariableValues(context)) - expected[frame]).max() < 1e-5
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(exported, alanine_model, tmp_path, capsys):

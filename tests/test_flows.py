@@ -11,15 +11,24 @@ from neuralct.flows import (
     SymplecticSequential,
     symplectic_form,
 )
+from neuralct.flows.coupling import CouplingStack
 
 DIM = 3
 
 
 def randomize(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
-    """Move every parameter away from the identity start so the checks can fail."""
+    """Move every parameter away from the identity start so the checks can fail.
+
+    Coupling stacks' fixed ``loc`` and ``scale`` buffers (the data's mean and spread) move too, away
+    from 0 and 1: there an exchange of ``* scale`` and ``/ scale`` changes nothing.
+    """
     with torch.no_grad():
         for parameter in module.parameters():
             parameter.normal_(0.0, scale)
+        for stack in module.modules():
+            if isinstance(stack, CouplingStack):
+                stack.loc.normal_(0.0, 1.0)
+                stack.scale.uniform_(0.3, 3.0)
     return module
 
 
@@ -186,7 +195,7 @@ def test_coupling_stack_backward_pass_matches_finite_differences(inverse, depth)
     Five couplings on 5 coordinates: interleaved splits, their complements and halves, so that
     blocks are swapped, merged and split again between couplings.
     """
-    from neuralct.flows.coupling import CouplingStack, _StackMomentumLift
+    from neuralct.flows.coupling import _StackMomentumLift
 
     stack = randomize(CouplingStack(5, n_layers=5, hidden=6, depth=depth), 0.5)
     assert {relation for _, relation in stack._schedule(inverse)} == {"first", "complement", "other"}

@@ -190,6 +190,8 @@ TAMPERINGS = {
     "atom index out of range": (["metadata", "molecule", "atom_indices", lambda old: [0, 2, 9]], "atom_indices"),
     "missing frame basis": (["metadata", "molecule", "frame", "basis", del_], "frame.basis must be a finite tensor"),
     "frame basis of another shape": (["metadata", "molecule", "frame", "basis", lambda old: old[:, :2]], "frame.basis must be a finite tensor"),
+    "ranking without autocorrelations": (["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "lag_ps": 1.0}}], "mode_ranking.autocorrelation must list 3"),
+    "ranking without a lag": (["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "autocorrelation": [0.9, 0.5, 0.1]}}], "mode_ranking.lag_ps"),
 }
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -14,11 +14,11 @@ import torch
 from torch import nn
 
 from ..errors import NeuralCTError
-from ..io import atomic_path, atomic_write_bytes, atomic_write_text, write_json
+from ..io import atomic_path, atomic_write_bytes, atomic_write_text, publish, sha256, write_json
 from ..model import NeuralCanonicalTransformation
 from .cv import CollectiveVariables, collective_variables
 
-__all__ = ["export_cvs", "cv_ranges", "TorchForceCV", "PlumedCV", "MANIFEST_FORMAT", "sha256"]
+__all__ = ["export_cvs", "write_export_summary", "cv_ranges", "TorchForceCV", "PlumedCV", "MANIFEST_FORMAT"]
 
 MANIFEST_FORMAT = "neuralct.export"
 
@@ -55,15 +55,6 @@ class PlumedCV(nn.Module):
         return self.cvs(features.reshape(features.shape[0], -1, 3))
 
 
-def sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cv_ranges(model: NeuralCanonicalTransformation, k: int) -> tuple[list[dict[str, float]], str]:
     """Each of the ``k`` slowest CVs' range on the training data, and where it comes from.
 
@@ -78,6 +69,35 @@ def cv_ranges(model: NeuralCanonicalTransformation, k: int) -> tuple[list[dict[s
     frequencies = model.frequencies.detach().double().cpu().numpy()
     ranges = [{"min": float(-_PRIOR_RANGE_SIGMAS / w), "max": float(_PRIOR_RANGE_SIGMAS / w)} for w in frequencies[:k]]
     return ranges, f"latent prior: +-{_PRIOR_RANGE_SIGMAS:g} / w around 0 (the model stores no training ranges)"
+
+
+def _cv_ranking(model: NeuralCanonicalTransformation, k: int) -> tuple[dict[str, str], list[dict[str, float]]]:
+    """What ranks the ``k`` slowest CVs, and each CV's frequency with the figure that ranks it.
+
+    Returns
+    -------
+    ranked_by : dict
+        ``key`` (the entry of each CV that ranks it), ``order`` (``ascending`` or ``descending``)
+        and ``what`` (in words).
+    figures : list of dict
+        Per CV, slowest first: ``frequency_rad_per_ps`` and, for a kinetic model (trained with
+        ``--lag-ps``), ``relaxation_time_ps`` or, for a model ranked by ``--rank-lag-ps``,
+        ``autocorrelation``.
+    """
+    frequencies = (model.frequencies / model.time_unit).detach().double().cpu().tolist()
+    figures = [{"frequency_rad_per_ps": w} for w in frequencies[:k]]
+    if model.ranked_by == "relaxation time":
+        times = (model.relaxation_times * model.time_unit).detach().double().cpu().tolist()
+        for entry, time in zip(figures, times):
+            entry["relaxation_time_ps"] = time
+        return {"key": "relaxation_time_ps", "order": "descending", "what": "relaxation time of the latent Langevin dynamics, the longest first"}, figures
+    if model.ranked_by == "autocorrelation":
+        ranking = model.metadata["mode_ranking"]
+        for entry, value in zip(figures, ranking["autocorrelation"]):
+            entry["autocorrelation"] = float(value)
+        what = f"autocorrelation at a lag of {ranking['lag_ps']:g} ps on the training trajectories, the highest first"
+        return {"key": "autocorrelation", "order": "descending", "what": what}, figures
+    return {"key": "frequency_rad_per_ps", "order": "ascending", "what": "frequency of the latent oscillator, the lowest first"}, figures
 
 
 def _plumed_input(atom_indices: list[int], k: int, model_file: str) -> str:
@@ -138,7 +158,10 @@ def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, 
     folder.mkdir(parents=True, exist_ok=True)
     ranges, range_source = cv_ranges(model, k)
     atom_indices = [int(i) for i in molecule["atom_indices"]]
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".export."))
+    ranked_by, figures = _cv_ranking(model, k)
+    # Named like an atomic write's temporary, so that the next run into the folder removes
+    # what a killed export left.
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".export.", suffix=".tmp"))
     try:
         names = {f"cv{j + 1}.pt": TorchForceCV(cvs, j) for j in range(k)}
         for name, module in names.items():
@@ -151,7 +174,8 @@ def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, 
             "format": MANIFEST_FORMAT,
             "version": 1,
             "model": {"path": str(model_path) if model_path else None, "sha256": sha256(model_path) if model_path else None},
-            "cvs": [{"name": f"cv{j + 1}", "mode": j + 1, "frequency_rad_per_ps": float(model.frequencies.detach()[j]), "range": ranges[j]} for j in range(k)],
+            "cvs": [{"name": f"cv{j + 1}", "mode": j + 1, **figures[j], "range": ranges[j]} for j in range(k)],
+            "ranked_by": ranked_by,
             "range_source": range_source,
             "units": {"positions": "nm", "cv": "latent position Q of the model (reduced units: sqrt(kT) ps)", "box": "nm, rows are the box vectors"},
             "system": {"n_atoms": int(molecule["n_atoms"]), "atom_indices": atom_indices, "atom_names": list(molecule["atom_names"])},
@@ -170,8 +194,38 @@ def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, 
         }
         write_json(staging / "manifest.json", manifest)
         for name in files:
-            os.replace(staging / name, folder / name)
-        os.replace(staging / "manifest.json", folder / "manifest.json")
+            publish(staging / name, folder / name)
+        publish(staging / "manifest.json", folder / "manifest.json")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def write_export_summary(folder: str | os.PathLike, seconds: dict[str, float]) -> dict[str, Any]:
+    """Write ``summary.json`` of the export in ``folder``: its CVs, ranges and ranking, files and timings.
+
+    Parameters
+    ----------
+    folder : path
+        A folder :func:`export_cvs` wrote (its ``manifest.json`` is read).
+    seconds : dict
+        Timings of the run, s (e.g. ``load_model_seconds``, ``export_seconds``, ``wall_seconds``).
+
+    Returns
+    -------
+    dict
+        The summary: ``cvs`` (each with its range and ranking figures), ``ranked_by``,
+        ``range_source``, ``model``, ``files`` (name: SHA-256, ``manifest.json`` included) and the timings.
+    """
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    summary = {
+        "cvs": manifest["cvs"],
+        "ranked_by": manifest.get("ranked_by"),
+        "range_source": manifest["range_source"],
+        "model": manifest["model"],
+        "files": {**manifest["sha256"], "manifest.json": sha256(folder / "manifest.json")},
+        **seconds,
+    }
+    write_json(folder / "summary.json", summary)
+    return summary
