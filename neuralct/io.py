@@ -1,10 +1,18 @@
-"""Atomic file output: nothing half-written is ever left where a finished file belongs."""
+"""Atomic file output: nothing half-written is ever left where a finished file belongs.
+
+Every file a command writes into its run folder (the folder holding :data:`LOCK_FILE`, see
+:mod:`neuralct.runs`) is also listed, by its path inside the folder, in :data:`OUTPUT_LOG`
+before it appears under its final name. The list survives a killed process, so ``--overwrite``
+can tell what neuralct wrote from what a user put there.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -14,6 +22,12 @@ from typing import Any, Iterator
 from .errors import NeuralCTError
 
 __all__ = [
+    "LOCK_FILE",
+    "OUTPUT_LOG",
+    "record_output",
+    "publish",
+    "strict_json",
+    "sha256",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -23,6 +37,11 @@ __all__ = [
     "is_atomic_temporary",
 ]
 
+#: Held with ``flock`` while a run writes into its folder; its presence marks a run folder.
+LOCK_FILE = ".neuralct.lock"
+#: The paths (relative to the run folder, one per line) of every file neuralct wrote there.
+OUTPUT_LOG = ".neuralct.files"
+
 #: Temporary files of :func:`atomic_path`: ``.NAME.XXXXXXXX.tmp`` (``tempfile.mkstemp``'s 8 random characters).
 _TEMPORARY_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
@@ -30,6 +49,49 @@ _TEMPORARY_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 def is_atomic_temporary(name: str) -> bool:
     """Whether a file name is one of :func:`atomic_path`'s temporaries (left behind only by a killed run)."""
     return _TEMPORARY_PATTERN.match(name) is not None
+
+
+def _run_folder_of(path: Path) -> Path | None:
+    """The nearest folder at or above ``path``'s folder that holds :data:`LOCK_FILE`, if any."""
+    for folder in path.resolve().parents:
+        if (folder / LOCK_FILE).exists():
+            return folder
+    return None
+
+
+def record_output(path: str | os.PathLike) -> None:
+    """List ``path`` in the output log of the run folder it lies in (nothing outside a run folder).
+
+    Called before the file appears under its final name, so that a process killed right after
+    still leaves it listed. Appends are single ``write`` calls on an ``O_APPEND`` file: replica
+    processes writing into one folder at once do not interleave lines.
+    """
+    path = Path(path)
+    folder = _run_folder_of(path)
+    if folder is None:
+        return
+    line = (path.resolve().relative_to(folder).as_posix() + "\n").encode("utf-8")
+    fd = os.open(folder / OUTPUT_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~_umask())
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a finished file ``source`` onto ``path`` (same file system), listing it as an output first."""
+    record_output(path)
+    os.replace(source, path)
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 digest of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:
@@ -56,7 +118,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -74,9 +136,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None``, so that it is standard JSON.
+
+    JSON has no NaN or Infinity; Python's ``json`` writes them as bare words that strict
+    parsers (jq, JavaScript) reject. A figure that is undefined is ``null``; where it matters,
+    the writer records why beside it.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(value) for value in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy scalars and arrays
+        return strict_json(obj.tolist())
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Write ``obj`` as indented, standard JSON to ``path`` atomically (non-finite numbers as ``null``)."""
+    atomic_write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

@@ -5,30 +5,38 @@ records the run's identity in ``run.json``: the command, every setting that chan
 and a fingerprint (name, size, SHA-256) of each input file. A rerun with the same identity
 resumes; a rerun with another is refused with one line naming what differs, and the earlier
 output is left byte-identical. ``--overwrite`` clears a folder that neuralct wrote and starts
-afresh. An OS lock (``flock`` on ``.neuralct.lock``, released by the kernel when the process
-dies, however it dies) keeps a second run out of a folder in use.
+afresh, but only a folder whose every file neuralct wrote (listed in its output log, see
+:mod:`neuralct.io`): a file a user put there is never deleted. An OS lock (``flock`` on
+``.neuralct.lock``, released by the kernel when the process dies, however it dies) keeps a
+second run out of a folder in use.
+
+A run that ends without error records the SHA-256 of every file it wrote in ``run.json``
+(``outputs``). A rerun of that finished run checks them: outputs the command writes again
+from what it kept (``rebuilt``) are restored by the rerun; any other file that is missing or
+changed is refused in one line, so that a damaged result is never passed off as the run's.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
+import fnmatch
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import NeuralCTError
-from .io import is_atomic_temporary, prepare_output_dir, write_json
+from .io import LOCK_FILE, OUTPUT_LOG, is_atomic_temporary, prepare_output_dir, record_output, sha256, write_json
 
-__all__ = ["fingerprint", "RunFolder", "IDENTITY_FILE", "LOCK_FILE"]
+__all__ = ["fingerprint", "RunFolder", "IDENTITY_FILE", "LOCK_FILE", "OUTPUT_LOG"]
 
-#: The folder's identity: command, settings and input fingerprints.
+#: The folder's identity: command, settings and input fingerprints (and, once finished, its outputs' hashes).
 IDENTITY_FILE = "run.json"
-#: Held with ``flock`` while a run writes into the folder.
-LOCK_FILE = ".neuralct.lock"
+#: Files of the folder's own bookkeeping: never outputs, never a user's.
+_BOOKKEEPING = {IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG}
 
 _IDENTITY_KEYS = ("command", "settings", "inputs")
 
@@ -55,11 +63,7 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise NeuralCTError(f"input file {path} does not exist or is not a file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.name, "size": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"name": path.name, "size": path.stat().st_size, "sha256": sha256(path)}
 
 
 def _plain(value: Any) -> Any:
@@ -101,7 +105,12 @@ class RunFolder:
     inputs : sequence of path
         Input files, identified by :func:`fingerprint` (order matters).
     overwrite : bool
-        Clear a folder that neuralct wrote (one holding ``run.json``) instead of resuming or refusing.
+        Clear a folder that neuralct wrote (one holding ``run.json``, every file of it listed in
+        its output log) instead of resuming or refusing.
+    rebuilt : sequence of str
+        Glob patterns (on paths inside the folder) of the outputs the command writes again, from
+        what the run kept, whenever a finished run is rerun. A finished run's other outputs that
+        are missing or changed are refused on entry.
 
     Attributes
     ----------
@@ -109,6 +118,11 @@ class RunFolder:
         The folder.
     resuming : bool
         True when the folder already held output of a run with the same identity.
+    finished : bool
+        True when that earlier run ended without error (its outputs' hashes are recorded).
+    changed_outputs : list of str
+        Outputs of the finished run that are missing or no longer match their recorded hash,
+        all of them in ``rebuilt``: the command must write them again.
     identity : dict
         ``{"command", "settings", "inputs"}`` of this run.
 
@@ -116,7 +130,8 @@ class RunFolder:
     ------
     NeuralCTError
         On entry: the folder cannot be written, another run holds it, it holds another run's
-        output (and ``overwrite`` is not set), or it holds files neuralct did not write.
+        output (and ``overwrite`` is not set), it holds files neuralct did not write, or a
+        finished run's outputs changed that the command cannot write again.
     """
 
     def __init__(
@@ -126,16 +141,21 @@ class RunFolder:
         settings: Mapping[str, Any],
         inputs: Sequence[str | os.PathLike] = (),
         overwrite: bool = False,
+        rebuilt: Sequence[str] = (),
     ):
         self.path = Path(path)
         self.command = command
         self.settings = dict(settings)
         self.inputs = [Path(item) for item in inputs]
         self.overwrite = overwrite
+        self.rebuilt = tuple(rebuilt)
         self.resuming = False
+        self.finished = False
+        self.changed_outputs: list[str] = []
         self.identity: dict[str, Any] = {}
         self._lock: int | None = None
         self._created = False
+        self._started = 0.0
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
@@ -143,6 +163,7 @@ class RunFolder:
         self._created = not self.path.exists()
         prepare_output_dir(self.path)
         self._acquire_lock()
+        self._started = time.time()
         try:
             self._remove_stale_temporaries()
             self._claim()
@@ -152,6 +173,8 @@ class RunFolder:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is None and self._lock is not None:
+            self._record_outputs()
         self._release(failed=exc_type is not None)
 
     # -- steps -------------------------------------------------------------------------------
@@ -171,7 +194,7 @@ class RunFolder:
             return
         # A run that failed in a folder it created, before writing anything but its identity,
         # leaves nothing behind.
-        if failed and self._created and self._own_files() <= {IDENTITY_FILE}:
+        if failed and self._created and self._own_files() <= {IDENTITY_FILE, OUTPUT_LOG}:
             shutil.rmtree(self.path, ignore_errors=True)
         os.close(self._lock)
         self._lock = None
@@ -180,13 +203,43 @@ class RunFolder:
         """Names in the folder other than the lock file."""
         return {entry.name for entry in self.path.iterdir()} - {LOCK_FILE}
 
-    def _remove_stale_temporaries(self) -> None:
-        # Temporaries of atomic writes that a killed run left; no other writer can hold them
-        # because we hold the lock.
+    def _files(self) -> list[str]:
+        """Paths (relative, POSIX) of every file in the folder tree but its bookkeeping."""
+        found = []
         for root, _, files in os.walk(self.path):
+            for name in files:
+                relative = Path(root, name).relative_to(self.path).as_posix()
+                if relative not in _BOOKKEEPING:
+                    found.append(relative)
+        return sorted(found)
+
+    def _logged(self) -> set[str]:
+        """Paths listed in the output log: every file neuralct wrote into this folder."""
+        log = self.path / OUTPUT_LOG
+        return set(log.read_text(encoding="utf-8", errors="replace").splitlines()) if log.exists() else set()
+
+    def _record_outputs(self) -> None:
+        """List what the run wrote by other means than :mod:`neuralct.io`, then record every output's hash."""
+        logged = self._logged()
+        for relative in self._files():
+            # A file neuralct's writers did not list but that this run created or changed (a
+            # plain write by a library call) is this run's output too.
+            if relative not in logged and (self.path / relative).stat().st_mtime >= self._started - 1.0:
+                record_output(self.path / relative)
+                logged.add(relative)
+        outputs = {relative: sha256(self.path / relative) for relative in self._files() if relative in logged}
+        write_json(self.path / IDENTITY_FILE, {**self.identity, "outputs": outputs})
+
+    def _remove_stale_temporaries(self) -> None:
+        # Temporaries of atomic writes (and staging folders) that a killed run left; no other
+        # writer can hold them because we hold the lock.
+        for root, folders, files in os.walk(self.path):
             for name in files:
                 if is_atomic_temporary(name):
                     os.unlink(os.path.join(root, name))
+            for name in [name for name in folders if is_atomic_temporary(name)]:
+                shutil.rmtree(os.path.join(root, name))
+                folders.remove(name)
 
     def _recorded_identity(self) -> dict[str, Any] | None:
         path = self.path / IDENTITY_FILE
@@ -200,7 +253,26 @@ class RunFolder:
             raise NeuralCTError(f"{path} cannot be read as a neuralct run record; choose another --output")
         return recorded
 
+    def _foreign(self) -> list[str]:
+        """Files and folders in the folder that neuralct did not write (never deleted)."""
+        logged = self._logged()
+        ancestors = {parent.as_posix() for relative in logged for parent in Path(relative).parents}
+        foreign = [relative for relative in self._files() if relative not in logged]
+        for root, folders, _ in os.walk(self.path):
+            for name in folders:
+                relative = Path(root, name).relative_to(self.path).as_posix()
+                if relative not in ancestors and not any(item.startswith(relative + "/") for item in foreign):
+                    foreign.append(relative + "/")
+        return sorted(foreign)
+
     def _clear(self) -> None:
+        foreign = self._foreign()
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise NeuralCTError(
+                f"output folder {self.path} holds files that neuralct did not write ({listed}); --overwrite deletes only "
+                "neuralct's own output: move them out, or choose another --output"
+            )
         for entry in self.path.iterdir():
             if entry.name == LOCK_FILE:
                 continue
@@ -209,13 +281,45 @@ class RunFolder:
             else:
                 entry.unlink()
 
+    def remove_outputs(self) -> None:
+        """Delete every file this run folder's runs wrote (never a user's file, never its identity)."""
+        logged = self._logged()
+        for relative in self._files():
+            if relative in logged:
+                (self.path / relative).unlink()
+
+    def _check_outputs(self, recorded: Mapping[str, Any]) -> None:
+        """Compare a finished run's outputs with their recorded hashes; refuse what cannot be written again."""
+        outputs = recorded.get("outputs")
+        if not isinstance(outputs, dict):
+            return
+        self.finished = True
+        changed = [
+            relative for relative, digest in sorted(outputs.items())
+            if not (self.path / relative).is_file() or sha256(self.path / relative) != digest
+        ]
+        lost = [relative for relative in changed if not any(fnmatch.fnmatch(relative, pattern) for pattern in self.rebuilt)]
+        if lost:
+            listed = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            raise NeuralCTError(
+                f"output folder {self.path}: {listed} of the finished `neuralct {self.command}` run "
+                f"{'is' if len(lost) == 1 else 'are'} missing or changed since it was written; add --overwrite to run it again, "
+                "or choose another --output"
+            )
+        self.changed_outputs = changed
+
     def _claim(self) -> None:
         recorded = self._recorded_identity()
-        if recorded is None and self._own_files():
+        if recorded is None and self._own_files() - {OUTPUT_LOG}:
             raise NeuralCTError(
                 f"output folder {self.path} holds files that no neuralct run recorded ({IDENTITY_FILE} is missing); "
                 "choose another --output or empty it"
             )
+        if recorded is not None and not (self.path / OUTPUT_LOG).exists():
+            # A folder of a neuralct too old to keep an output log: everything in it is taken as
+            # its output, as that neuralct did.
+            for relative in self._files():
+                record_output(self.path / relative)
         if recorded is not None and self.overwrite:
             self._clear()
             recorded = None
@@ -234,4 +338,5 @@ class RunFolder:
                 f"{'; '.join(differences)}; rerun with the same options and inputs, add --overwrite to replace it, "
                 "or choose another --output"
             )
+        self._check_outputs(recorded)
         self.resuming = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -223,4 +224,15 @@ def make_toy_system(name: str, parameters: dict[str, Any] | None = None) -> Harm
     unknown = sorted(set(parameters) - set(accepted))
     if unknown:
         raise NeuralCTError(f"{name}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
+    required = [key for key, parameter in inspect.signature(cls).parameters.items() if parameter.default is inspect.Parameter.empty]
+    missing = [key for key in required if key not in parameters]
+    if missing:
+        raise NeuralCTError(f"{name}: parameter(s) {', '.join(missing)} must be given")
+    for key, value in parameters.items():
+        if not all(_is_finite_number(item) for item in (value if isinstance(value, list) else [value])):
+            raise NeuralCTError(f"{name}: {key} must be {'a list of finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}")
     return cls(**parameters)
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -20,7 +20,7 @@ from neuralct.cli.options import (
 )
 from neuralct.errors import NeuralCTError
 from neuralct.io import atomic_path, atomic_write_text, is_atomic_temporary
-from neuralct.runs import IDENTITY_FILE, LOCK_FILE, RunFolder, fingerprint
+from neuralct.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
 
 
 def snapshot(folder):
@@ -46,7 +46,10 @@ def test_same_identity_resumes_and_the_identity_is_recorded(tmp_path, data):
         assert run.path == out and not run.resuming
         (out / "model.pt").write_bytes(b"weights")
     recorded = json.loads((out / IDENTITY_FILE).read_text())
-    assert recorded == {"command": "train", "settings": {"seed": 1, "stride": 2}, "inputs": [fingerprint(data)]}
+    assert recorded == {
+        "command": "train", "settings": {"seed": 1, "stride": 2}, "inputs": [fingerprint(data)],
+        "outputs": {"model.pt": hashlib.sha256(b"weights").hexdigest()},
+    }
     with RunFolder(out, "train", {"stride": 2, "seed": 1}, inputs=[data]) as run:
         assert run.resuming
 
@@ -83,7 +86,7 @@ def test_overwrite_clears_a_neuralct_folder_only(tmp_path, data):
         (out / "model.pt").write_bytes(b"weights")
     with RunFolder(out, "train", {"seed": 2}, inputs=[data], overwrite=True) as run:
         assert not run.resuming
-        assert {p.name for p in out.iterdir()} == {IDENTITY_FILE, LOCK_FILE}
+        assert {p.name for p in out.iterdir()} == {IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG}
     assert json.loads((out / IDENTITY_FILE).read_text())["settings"] == {"seed": 2}
 
     foreign = tmp_path / "foreign"
@@ -238,3 +241,132 @@ def test_usage_errors_are_one_line(capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "argument --steps: must be a positive integer, got '-1'" in err
+
+
+# -- what --overwrite may delete, and a finished run's outputs ---------------------------------
+
+
+def test_overwrite_never_deletes_what_a_user_put_in_a_neuralct_folder(tmp_path, data):
+    out = tmp_path / "out"
+    with RunFolder(out, "export", {"cvs": 2}, inputs=[data]):
+        atomic_write_text(out / "plumed.dat", "cv")
+        (out / "sub").mkdir()
+        atomic_write_text(out / "sub" / "cv1.pt", "cv1")
+    (out / "notes.txt").write_text("mine")
+    (out / "mine").mkdir()
+    (out / "mine" / "figure.png").write_bytes(b"png")
+    (out / "sub" / "extra.txt").write_text("mine too")
+    before = snapshot(out)
+    with pytest.raises(NeuralCTError) as error:
+        with RunFolder(out, "export", {"cvs": 1}, inputs=[data], overwrite=True):
+            pytest.fail("cleared a folder holding a user's files")
+    text = str(error.value)
+    assert "neuralct did not write (mine/figure.png, notes.txt, sub/extra.txt)" in text and "\n" not in text
+    assert snapshot(out) == before
+    for path in (out / "notes.txt", out / "mine" / "figure.png", out / "sub" / "extra.txt"):
+        path.unlink()
+    (out / "mine").rmdir()
+    with RunFolder(out, "export", {"cvs": 1}, inputs=[data], overwrite=True) as run:
+        assert not run.resuming and not (out / "sub").exists() and not (out / "plumed.dat").exists()
+
+
+def test_the_output_log_lists_a_file_before_it_appears(tmp_path):
+    out = tmp_path / "out"
+    with RunFolder(out, "train", {}):
+        with atomic_path(out / "model.pt") as tmp:
+            tmp.write_bytes(b"weights")
+            assert "model.pt" not in (out / OUTPUT_LOG).read_text().splitlines()
+        # Listed now, before the run ends: a run killed here still owns its model.pt.
+        assert "model.pt" in (out / OUTPUT_LOG).read_text().splitlines()
+
+
+def test_files_written_plainly_during_a_run_are_its_outputs_and_older_ones_are_not(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with RunFolder(out, "sample", {}):
+        (out / "samples.npz").write_bytes(b"samples")
+    (out / "later.txt").write_text("a user's")
+    os.utime(out / "later.txt", (1, 1))  # written long before any rerun
+    with RunFolder(out, "sample", {}):
+        pass
+    recorded = json.loads((out / IDENTITY_FILE).read_text())["outputs"]
+    assert set(recorded) == {"samples.npz"}
+    with pytest.raises(NeuralCTError, match=r"did not write \(later.txt\)"):
+        with RunFolder(out, "sample", {"seed": 1}, overwrite=True):
+            pass
+
+
+def test_a_killed_runs_staging_folder_is_removed(tmp_path):
+    out = tmp_path / "out"
+    with RunFolder(out, "export", {}):
+        pass
+    staging = out / ".export.ab12_xyz.tmp"
+    staging.mkdir()
+    (staging / "cv1.pt").write_bytes(b"half an export")
+    user = out / ".export.mine"
+    user.mkdir()
+    with RunFolder(out, "export", {}):
+        assert not staging.exists() and user.exists()
+
+
+def test_a_finished_runs_changed_outputs_are_rebuilt_or_refused(tmp_path, data):
+    out = tmp_path / "out"
+    settings = {"seed": 1}
+    with RunFolder(out, "bias", settings, inputs=[data]):
+        for name in ("COLVAR", "fes.png", "summary.json", "checkpoint.npz"):
+            atomic_write_text(out / name, name)
+    with RunFolder(out, "bias", settings, inputs=[data], rebuilt=("*.png", "summary.json")) as run:
+        assert run.resuming and run.finished and run.changed_outputs == []
+    (out / "fes.png").unlink()
+    atomic_write_text(out / "summary.json", "edited")
+    with RunFolder(out, "bias", settings, inputs=[data], rebuilt=("*.png", "summary.json")) as run:
+        assert run.changed_outputs == ["fes.png", "summary.json"]
+        atomic_write_text(out / "fes.png", "fes.png")
+        atomic_write_text(out / "summary.json", "summary.json")
+    with RunFolder(out, "bias", settings, inputs=[data], rebuilt=("*.png", "summary.json")) as run:
+        assert run.changed_outputs == []
+    (out / "COLVAR").write_text("edited")
+    before = snapshot(out)
+    with pytest.raises(NeuralCTError) as error:
+        with RunFolder(out, "bias", settings, inputs=[data], rebuilt=("*.png", "summary.json")):
+            pytest.fail("resumed a finished run whose COLVAR changed")
+    text = str(error.value)
+    assert "COLVAR of the finished `neuralct bias` run is missing or changed" in text and "--overwrite" in text and "\n" not in text
+    assert snapshot(out) == before
+    with RunFolder(out, "bias", settings, inputs=[data], overwrite=True) as run:
+        assert not run.resuming and not (out / "COLVAR").exists()
+
+
+def test_an_unfinished_run_is_not_checked_and_a_failed_rerun_keeps_the_record(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with RunFolder(out, "train", {}):
+            atomic_write_text(out / "checkpoint.pt", "step 10")
+            raise RuntimeError("killed")
+    (out / "checkpoint.pt").write_text("step 20")
+    with RunFolder(out, "train", {}) as run:
+        assert run.resuming and not run.finished
+
+
+def test_a_folder_from_before_output_logs_is_taken_as_all_neuralct_output(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / IDENTITY_FILE).write_text(json.dumps({"command": "train", "settings": {}, "inputs": []}))
+    (out / "model.pt").write_bytes(b"weights")
+    with RunFolder(out, "train", {}) as run:
+        assert run.resuming and not run.finished
+    with RunFolder(out, "train", {"seed": 3}, overwrite=True):
+        assert not (out / "model.pt").exists()
+
+
+def test_summaries_are_standard_json(tmp_path):
+    import numpy as np
+
+    from neuralct.io import write_json
+
+    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5), "d": np.array([np.nan, 1.0])})
+
+    def refuse(constant):
+        raise ValueError(f"not standard JSON: {constant}")
+
+    assert json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse) == {"a": None, "b": [1.0, None], "c": 2.5, "d": [None, 1.0]}

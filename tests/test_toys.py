@@ -57,6 +57,23 @@ def test_bad_toy_names_and_parameters_are_rejected():
         make_toy_system("harmonic-chain", {"n": 3, "masses": [1, 2]})
 
 
+@pytest.mark.parametrize(
+    "name, parameters, message",
+    [
+        ("harmonic-chain", {}, "parameter(s) n must be given"),
+        ("harmonic-chain", {"n": "abc"}, "n must be a finite number, got 'abc'"),
+        ("harmonic-chain", {"n": True}, "n must be a finite number, got True"),
+        ("harmonic-chain", {"n": 3, "masses": [1, "x", 2]}, "masses must be a list of finite numbers"),
+        ("curved-double-well", {"barrier": "nan"}, "barrier must be a finite number, got 'nan'"),
+        ("curved-double-well", {"tilt": float("inf")}, "tilt must be a finite number"),
+    ],
+)
+def test_missing_or_non_numeric_toy_parameters_are_one_line_errors(name, parameters, message):
+    with pytest.raises(NeuralCTError) as error:
+        make_toy_system(name, parameters)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_curved_double_well_exact_answers_against_two_dimensional_quadrature():
     from neuralct.toys import CurvedDoubleWell
 

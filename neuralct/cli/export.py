@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from .options import add_common_options, positive_int, result_settings, save_resolved_config
 
@@ -19,30 +20,43 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "atomic positions of the whole system (nm): cv1.pt ... cvK.pt (TorchScript for openmm-torch "
             "TorchForce, periodic boxes handled), plumed_model.ptc with a ready plumed.dat (PLUMED "
             "PYTORCH_MODEL), cvs.pt2 (torch.export) and manifest.json (units, atoms, feature order, file "
-            "hashes, each CV's range on the training data). In Python, neuralct.export.openmm_force gives "
+            "hashes, each CV's range on the training data and what ranks it: frequency, or relaxation time for a model "
+            "trained with --lag-ps) and summary.json (the CVs, the files with hashes, timings). The model file is verified "
+            "(checksums and recorded digest) before use. In Python, neuralct.export.openmm_force gives "
             "the same CV as an OpenMM force without any plugin."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
     parser.add_argument("--cvs", type=positive_int, default=2, help="number of CVs, slowest first (default: %(default)s)")
-    add_common_options(parser, output_default="runs/export")
+    add_common_options(parser, output_default="runs/export", cpu_only="export runs on the CPU; the files it writes run on any device")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Export into ``args.output`` (refused when it holds another export)."""
-    from ..export import export_cvs
+    from ..export import export_cvs, write_export_summary
     from ..model import load
     from ..runs import RunFolder
 
+    start = time.perf_counter()
     model = load(args.model)
-    with RunFolder(args.output, "export", result_settings(args, ignore=["model"]), inputs=[args.model], overwrite=args.overwrite) as folder:
-        if folder.resuming and (folder.path / "manifest.json").exists():
+    loaded = time.perf_counter()
+    # Every file of an export is written again from the model, so a damaged one is restored.
+    settings = result_settings(args, ignore=["model"])
+    with RunFolder(args.output, "export", settings, inputs=[args.model], overwrite=args.overwrite, rebuilt=("*",)) as folder:
+        if folder.changed_outputs:
+            print(f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the export; writing the export again")
+            folder.remove_outputs()
+        elif folder.resuming and (folder.path / "manifest.json").exists():
             print(f"{folder.path} already holds this export")
             return 0
+        exporting = time.perf_counter()
         manifest = export_cvs(model, folder.path, args.cvs, model_path=args.model)
+        done = time.perf_counter()
+        write_export_summary(folder.path, {"load_model_seconds": loaded - start, "export_seconds": done - exporting, "wall_seconds": done - start})
         save_resolved_config(args, folder.path)
     ranges = ", ".join(f"{cv['name']} [{cv['range']['min']:.3g}, {cv['range']['max']:.3g}]" for cv in manifest["cvs"])
     print(f"exported {args.cvs} CV(s) to {folder.path}: {ranges}; PLUMED input {folder.path / 'plumed.dat'}")
     return 0
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -27,6 +28,8 @@ __all__ = [
     "positive_float",
     "nonnegative_float",
     "fraction",
+    "positive_fraction",
+    "device_option",
     "NUMERIC_TYPES",
     "result_settings",
 ]
@@ -81,15 +84,62 @@ def fraction(text: str) -> float:
     return _number(text, float, "a number >= 0 and < 1", lambda value: 0 <= value < 1)
 
 
+def positive_fraction(text: str) -> float:
+    """A share of a whole that is not empty: a number > 0 and < 1 (argparse type)."""
+    return _number(text, float, "a number > 0 and < 1", lambda value: 0 < value < 1)
+
+
 #: The checked numeric option types; a numeric option of any command uses one of them.
-NUMERIC_TYPES = (positive_int, nonnegative_int, positive_float, nonnegative_float, fraction)
+NUMERIC_TYPES = (positive_int, nonnegative_int, positive_float, nonnegative_float, fraction, positive_fraction)
 
 
-def add_common_options(parser: argparse.ArgumentParser, *, output_default: str) -> None:
-    """Add ``--config``, ``--device``, ``--seed``, ``--output`` and ``--overwrite`` to a subcommand parser."""
+def device_option(cpu_only: str | None = None, *, torch_cuda: bool = True) -> Callable[[str], str]:
+    """The argparse type of ``--device``: one check of the name, and of CUDA, for every command.
+
+    Parameters
+    ----------
+    cpu_only : str, optional
+        Why the command runs on the CPU whatever the device (then only ``auto`` and ``cpu`` are
+        accepted, and this reason is given for ``cuda``).
+    torch_cuda : bool
+        Whether ``cuda`` means a torch CUDA device, checked here; otherwise the command checks the
+        CUDA it uses (OpenMM's platform for ``simulate``).
+    """
+
+    def device(text: str) -> str:
+        text = str(text)
+        if text not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", text):
+            raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
+        if text.startswith("cuda"):
+            if cpu_only:
+                raise argparse.ArgumentTypeError(f"must be auto or cpu, got {text!r}: {cpu_only}")
+            if torch_cuda:
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees no CUDA GPU here; use auto or cpu")
+                index = int(text.partition(":")[2] or 0)
+                if index >= torch.cuda.device_count():
+                    raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+        return text
+
+    device.__name__ = "device"
+    return device
+
+
+def add_common_options(
+    parser: argparse.ArgumentParser, *, output_default: str, cpu_only: str | None = None, torch_cuda: bool = True
+) -> None:
+    """Add ``--config``, ``--device``, ``--seed``, ``--output`` and ``--overwrite`` to a subcommand parser.
+
+    ``cpu_only`` and ``torch_cuda`` are those of :func:`device_option`.
+    """
     group = parser.add_argument_group("common options")
     group.add_argument("--config", metavar="YAML", help="YAML file of option values (keys as the long option names with '_'); command-line options win; unknown keys are an error")
-    group.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    group.add_argument(
+        "--device", type=device_option(cpu_only, torch_cuda=torch_cuda), default="auto",
+        help="auto, cpu or cuda" + (f" (only auto and cpu: {cpu_only})" if cpu_only else "") + " (default: %(default)s)",
+    )
     group.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)")
     group.add_argument("--output", "-o", default=output_default, help="output folder (default: %(default)s)")
     group.add_argument(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import NeuralCTError
 from .options import add_common_options, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
@@ -44,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--jobs", type=positive_int, default=None, help="replicas run at once as separate processes (default: all of them up to two per CPU core, else one per core; each job gets cores/jobs threads, at least 1, unless --threads is given)")
     p.add_argument("--checkpoint-seconds", type=nonnegative_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(p, output_default="trajectories/simulate")
+    add_common_options(p, output_default="trajectories/simulate", torch_cuda=False)
     p.set_defaults(run=run)
     return p
 
@@ -60,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
     platform = args.platform
     if platform == "auto" and args.device.startswith("cuda"):
         platform = "CUDA"
-    elif args.device not in ("auto", "cpu") and not args.device.startswith("cuda"):
-        raise NeuralCTError(f"unknown --device {args.device!r}; use auto, cpu or cuda")
     settings = SimulationSettings(
         temperature=args.temperature,
         length_ns=args.length_ns,
@@ -85,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames.
     identity = result_settings(args, ignore=("platform", "threads", "jobs", "checkpoint_seconds")) | {"openmm_system": _system_digest(md_system)}
     inputs = [name for name in [args.system, *(args.forcefield or [])] if Path(name).is_file()]
-    with RunFolder(args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite) as run_folder:
+    # A finished rerun writes the summary, config and topology again; the frames come only from the run.
+    rebuilt = ("config.yaml", "summary.json", "topology.pdb")
+    with RunFolder(args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as run_folder:
         folder = run_folder.path
         summary = run_simulation(md_system, folder, settings, replicas=args.replicas, jobs=args.jobs, progress=not args.no_progress)
         save_resolved_config(args, folder)
