@@ -21,7 +21,8 @@ the retrained CVs. Every bias run uses the same height (1.2 kJ/mol),
 bias factor (8) and pace (1 ps); widths 0.35 rad for phi and psi and a fraction of each learned
 CV's training range (1st-99th percentile) for learned CVs. Reported: phi transitions per ns
 between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0, reweighted
-F(phi > 0) - F(phi < 0) at the end and every 100 ps, wall and CPU seconds and steps per second.
+F(phi > 0) - F(phi < 0) with its block standard error at the end and every 100 ps (none until phi
+has entered both core sets), wall and CPU seconds and steps per second.
 
 Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-every`` steps with
 a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
@@ -131,11 +132,19 @@ def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
 
 
 def delta_f_against_time(table: np.ndarray, fields: list[str], every_ps: float = 100.0) -> list[list[float | None]]:
-    """Reweighted F(phi > 0) - F(phi < 0) (kJ/mol) from the COLVAR rows up to each multiple of ``every_ps``."""
+    """[time, F(phi > 0) - F(phi < 0), standard error] (ps, kJ/mol) reweighted from the COLVAR rows up to each multiple of ``every_ps``.
+
+    The free energy and its error are None up to the first time phi has entered both core sets.
+    """
     kT = kT_kj_per_mol(300.0)
     phi, log_w = table[:, fields.index("phi")], table[:, fields.index("rbias")] / kT
     weights = np.exp(log_w - log_w.max())
-    return [[float(end), phi_free_energy_difference(phi, weights * (table[:, 0] <= end), kT)] for end in np.arange(every_ps, table[-1, 0] + 1e-9, every_ps)]
+    rows = []
+    for end in np.arange(every_ps, table[-1, 0] + 1e-9, every_ps):
+        upto = table[:, 0] <= end
+        difference = phi_free_energy_difference(phi[upto], weights[upto], kT)
+        rows.append([float(end), difference.value_kj, difference.standard_error_kj])
+    return rows
 
 
 def bias_figures(folder: Path) -> dict:
@@ -150,10 +159,11 @@ def bias_figures(folder: Path) -> dict:
         entry = np.nonzero((phi > 0.5) & (phi < 1.6))[0]
         return {"stopped": f"left its grid after {ns:.3f} ns", "ns_simulated": ns, "phi_transitions": count_transitions(phi),
                 "phi_transitions_per_ns": count_transitions(phi) / ns, "first_entry_into_B_ps": float(table[entry[0], 0]) if len(entry) else None,
-                "delta_F_phi_positive_minus_negative_kj": against_time["delta_F_against_time_ps_kj"][-1][1] if len(table) >= 100 else None} | against_time
+                "delta_F_phi_positive_minus_negative_kj": against_time["delta_F_against_time_ps_kj"][-1][1] if len(table) >= 100 else None,
+                "delta_F_standard_error_kj": against_time["delta_F_against_time_ps_kj"][-1][2] if len(table) >= 100 else None} | against_time
     summary = json.loads((folder / "summary.json").read_text())
     keys = ("cvs", "ns_simulated", "phi_transitions", "phi_transitions_per_ns", "first_entry_into_B_ps",
-            "delta_F_phi_positive_minus_negative_kj", "wall_seconds", "cpu_seconds", "steps_per_second", "steps_per_cpu_second")
+            "delta_F_phi_positive_minus_negative_kj", "delta_F_standard_error_kj", "wall_seconds", "cpu_seconds", "steps_per_second", "steps_per_cpu_second")
     return {key: summary[key] for key in keys} | {"bias_every": summary["settings"]["bias_every"]} | against_time
 
 

@@ -46,6 +46,7 @@ import neuralct  # noqa: E402
 from neuralct.analysis.information import mutual_information  # noqa: E402
 from neuralct.analysis.kinetics import compare_vamp2  # noqa: E402
 from neuralct.data import RigidBodyFrame, load_trajectories  # noqa: E402
+from neuralct.data.loading import lag_in_frames  # noqa: E402
 from neuralct.fit import fit_trajectories  # noqa: E402
 from neuralct.md.simulate import SimulationSettings, run_simulation  # noqa: E402
 from neuralct.md.systems import build_system  # noqa: E402
@@ -144,7 +145,7 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
             "lags": {},
         }
         for lag_ps_score in LAGS_PS:
-            lag = int(round(lag_ps_score / data.timestep_ps))
+            lag = data.lag_frames(lag_ps_score)
             entry["lags"][str(lag_ps_score)] = compare_vamp2(cv_train, cv_test, features_train, features_test, lag, lag_ps_score, 2, blocks_per_trajectory=4)
         results["variants"][name] = entry
         print(json.dumps({name: _digest(entry)}), flush=True)
@@ -192,7 +193,7 @@ def dihedral_reference(angles_train, angles_test, features_train, features_test,
     """
     from deeptime.decomposition import TICA
 
-    lag = int(round(fit_lag_ps / timestep_ps))
+    lag = lag_in_frames(fit_lag_ps, timestep_ps)
     tica = TICA(lagtime=lag, scaling=None).fit_from_timeseries([fourier_basis(a, b, FOURIER_ORDER) for a, b in angles_train]).fetch_model()
     eigenvalues = np.asarray(tica.singular_values)
     slowest = np.argsort(-eigenvalues, kind="stable")[:2]
@@ -241,7 +242,7 @@ def psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, featur
         both = np.concatenate(mixed_test)
         entry = {"mi_psi_nats_per_cv": [mutual_information(both[:, k], np.concatenate(psi_test)) for k in range(2)], "lags": {}}
         for lag_ps in LAGS_PS:
-            lag = int(round(lag_ps / timestep_ps))
+            lag = lag_in_frames(lag_ps, timestep_ps)
             entry["lags"][str(lag_ps)] = compare_vamp2(mixed_train, mixed_test, features_train, features_test, lag, lag_ps, 2, blocks_per_trajectory=4)
         results[str(weight)] = entry
         print(json.dumps({f"{label} + {weight} psi": {"mi_psi_per_cv": [round(v, 3) for v in entry["mi_psi_nats_per_cv"]]} | _differences(entry)}), flush=True)
@@ -272,7 +273,7 @@ def _digest(entry: dict) -> dict:
 def toy(folder: Path, steps: int, seed: int) -> dict:
     simulate(folder, "rotated-double-well", 6, 5.0, 5.0, seed=3)
     data = load_toy_trajectories(folder)
-    lag_frames = int(round(5.0 / data.timestep_ps))
+    lag_frames = data.lag_frames(5.0)
     results = {"split": {"train": [0, 1, 2, 3], "validation": [4], "test": [5]}, "lag_ps": lag_frames * data.timestep_ps, "variants": {}}
     settings = TrainingSettings(steps=steps, batch_size=256, validate_every=100, progress=False)
     for name, lag, momenta in (

@@ -12,7 +12,7 @@ import torch
 
 from .device import float32_matmul_precision, resolve_device
 from .errors import NeuralCTError
-from .lagged import LaggedLikelihood, lag_in_frames, rank_by_autocorrelation, split_lagged_pairs
+from .lagged import LaggedLikelihood, rank_by_autocorrelation, split_lagged_pairs
 from .model import NeuralCanonicalTransformation
 from .toys import CurvedDoubleWell, HarmonicChain
 from .training import (
@@ -28,7 +28,7 @@ from .training import (
 )
 
 __all__ = [
-    "architecture_from_options", "check_enough_samples", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories",
+    "architecture_from_options", "check_enough_samples", "check_frame_weights", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories",
     "validation_interval", "DTYPES",
 ]
 
@@ -229,6 +229,36 @@ def check_enough_samples(n_train: int, n_valid: int | None, dim: int, what: str,
         raise NeuralCTError(f"no validation {what} are left after the split; {advice}")
 
 
+def check_frame_weights(weights: np.ndarray, traj_lengths: list[int], validation_trajectories: int, dtype: str, source: str) -> None:
+    """Refuse, before any work, frame weights that leave the training or the validation frames without weight.
+
+    Weighted maximum likelihood draws training frames in proportion to their weight and
+    validates with the weighted mean over the held-out frames: both need weight in the
+    training ``dtype`` (weights below 1e-45 of the largest are zero in float32).
+
+    Parameters
+    ----------
+    weights : np.ndarray, shape=(n_frames,)
+        Normalised frame weights.
+    traj_lengths, validation_trajectories
+        As in :func:`split_trajectories`.
+    dtype : {"float32", "float64"}
+        The training precision.
+    source : str
+        Where the weights come from (e.g. ``--weights FILE``), for the error.
+    """
+    train_index, valid_index, split = split_trajectories(traj_lengths, validation_trajectories)
+    needs = {"training frames": "no minibatch can be drawn from them", "held-out validation frames": "their weighted mean, the validation loss, is undefined"}
+    for (frames, why), index in zip(needs.items(), (train_index, valid_index)):
+        if bool(torch.as_tensor(weights[index], dtype=DTYPES[dtype]).sum() > 0):
+            continue
+        precision = f" in {dtype} (--dtype float64 keeps weights down to 1e-308 of the largest)" if weights[index].sum() > 0 else ""
+        raise NeuralCTError(
+            f"{source}: the {frames} carry no weight{precision} ({split}), so {why}; give them weight, or hold out "
+            "trajectories such that training and validation frames both have some (--validation-trajectories holds out the last ones)"
+        )
+
+
 def split_trajectories(traj_lengths: list[int], validation_trajectories: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Frame indices of training and held-out validation data, split by whole trajectories.
 
@@ -373,6 +403,7 @@ def fit_trajectories(
     matmul_precision: str = "highest",
     position_noise: float = 0.0,
     rank_lag_ps: float | None = None,
+    weights_source: str = "the frame weights",
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated on held-out ones.
 
@@ -405,6 +436,8 @@ def fit_trajectories(
         Rank the trained model's modes by their autocorrelation at this lag on the
         training trajectories (:func:`neuralct.lagged.rank_by_autocorrelation`) instead of
         by frequency; not with ``lag_ps``, which ranks by relaxation time already.
+    weights_source : str
+        Where ``weights`` come from (e.g. ``--weights FILE``), for errors.
 
     Returns
     -------
@@ -422,21 +455,23 @@ def fit_trajectories(
         raise NeuralCTError("--vamp-lags-ps needs --vamp-weight (the lags of the VAMP-2 term)")
     if rank_lag_ps is not None and lag_ps is not None:
         raise NeuralCTError("--rank-lag-ps ranks the modes of a maximum-likelihood model; with --lag-ps they are ranked by relaxation time already: drop one")
-    rank_lag_frames = None if rank_lag_ps is None else lag_in_frames(rank_lag_ps, data.timestep_ps, "--rank-lag-ps")
+    rank_lag_frames = None if rank_lag_ps is None else data.lag_frames(rank_lag_ps, "--rank-lag-ps")
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     check_enough_samples(len(train_index), len(valid_index), data.frame.dim, "frames", "give longer trajectories, a smaller --stride or fewer atoms (--selection)")
+    if weights is not None:
+        check_frame_weights(weights, list(data.traj_lengths), validation_trajectories, dtype, weights_source)
     steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
     y = data.internal_positions()
     p = data.internal_momenta() if momenta == "recorded" else None
     lagged_pairs = None
     if lag_ps is not None:
-        lag_frames = lag_in_frames(lag_ps, data.timestep_ps)
+        lag_frames = data.lag_frames(lag_ps, "--lag-ps")
         train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
         lagged_pairs = (train_pairs, valid_pairs, lag_frames * data.timestep_ps)
     vamp_pairs = None
     if vamp_lags_ps:
         vamp_lags_ps = sorted(set(vamp_lags_ps))
-        frames = [lag_in_frames(lag, data.timestep_ps, "--vamp-lags-ps") for lag in vamp_lags_ps]
+        frames = [data.lag_frames(lag, "--vamp-lags-ps") for lag in vamp_lags_ps]
         vamp_pairs = [split_lagged_pairs(list(data.traj_lengths), lag, train_index, valid_index) for lag in frames]
     model, result, torch_device, objective = fit_frames(
         y,
@@ -492,6 +527,8 @@ def fit_trajectories(
         summary["mode_ranking"] = model.metadata["mode_ranking"]
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
+    # What analysis compares its frames with (neuralct.analysis.training_match).
+    model.metadata["training_rmsd_nm"] = {"median": float(np.median(data.rmsd[train_index])), "max": float(np.max(data.rmsd[train_index]))}
     model.metadata["history"] = result.history
     paths = [str(Path(path).resolve()) for path in data.paths]
     bounds = np.cumsum([0] + list(data.traj_lengths))

@@ -43,7 +43,6 @@ __all__ = [
     "ou_transition",
     "ou_mode_log_transition",
     "relaxation_times",
-    "lag_in_frames",
     "split_lagged_pairs",
     "rank_by_autocorrelation",
     "batch_vamp2",
@@ -169,24 +168,6 @@ def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.
     whitened = torch.linalg.solve_triangular(cholesky(x), cross, upper=False)
     whitened = torch.linalg.solve_triangular(cholesky(y), whitened.T, upper=False).T
     return (whitened**2).sum()
-
-
-def lag_in_frames(lag_ps: float, timestep_ps: float | None, option: str = "--lag-ps") -> int:
-    """The lag as a whole number of frames (``option`` names the lag in errors).
-
-    Raises
-    ------
-    NeuralCTError
-        If the trajectories have no time step, or ``lag_ps`` is not a positive multiple of it.
-    """
-    if not lag_ps > 0:
-        raise NeuralCTError(f"{option} must be positive, got {lag_ps}")
-    if timestep_ps is None or not timestep_ps > 0:
-        raise NeuralCTError(f"{option} needs trajectories with time stamps (the time between frames); these files have none")
-    frames = int(round(lag_ps / timestep_ps))
-    if frames < 1 or abs(frames * timestep_ps - lag_ps) > 1e-6 * max(lag_ps, 1.0):
-        raise NeuralCTError(f"{option} {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it")
-    return frames
 
 
 class LatentLangevin(nn.Module):

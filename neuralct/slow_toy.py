@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .analysis.kinetics import msm_implied_timescale
+from .data.loading import frame_spacing, lag_in_frames
 from .errors import NeuralCTError
 from .lagged import LaggedLikelihood, split_lagged_pairs
 from .md.netcdf import read_netcdf
@@ -46,6 +47,10 @@ class ToyTrajectories:
 
     def __init__(self, q, p, lengths, masses, timestep_ps, barrier):
         self.q, self.p, self.lengths, self.masses, self.timestep_ps, self.barrier = q, p, list(lengths), masses, timestep_ps, barrier
+
+    def lag_frames(self, lag_ps: float) -> int:
+        """``lag_ps`` as a whole number of frames (:func:`neuralct.data.loading.lag_in_frames`)."""
+        return lag_in_frames(lag_ps, self.timestep_ps)
 
     def frames(self, trajectories: Sequence[int]) -> np.ndarray:
         """Indices of the frames of the given trajectories."""
@@ -83,7 +88,9 @@ def load_toy_trajectories(folder: str | Path) -> ToyTrajectories:
     masses = np.full(q.shape[1], float(settings["mass_amu"]))
     p = np.concatenate([f.velocities.reshape(len(f.positions), -1) for f in frames]) * masses
     rotation = rotated_double_well_rotation(int(settings["n_particles"]), int(settings["rotation_seed"]))
-    timestep = float(np.median(np.diff(frames[0].time_ps)))
+    timestep, note = frame_spacing([f.time_ps for f in frames], [path.name for path in paths])
+    if timestep is None:
+        raise NeuralCTError(f"{folder}: {note}")
     return ToyTrajectories(q, p, [len(f.positions) for f in frames], masses, timestep, q @ rotation[0])
 
 

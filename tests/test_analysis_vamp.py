@@ -98,6 +98,30 @@ def test_lagged_pairs_never_cross_trajectory_boundaries(n_trajectories, lag):
     assert vamp2_score(train, test, lag=lag)["vamp2"] < 0.02
 
 
+def test_the_scored_function_is_the_one_fit_on_the_training_trajectories(system):
+    """Train and test disagree on which feature is slow: the training model's slowest function is fast on the test data.
+
+    A model fit on the held-out data would pick their slow feature and score it high; the
+    cross-validated score of the training model's choice is that of fast noise.
+    """
+    train, test, _ = system
+    swap = [1, 0]
+    train_pairs = [np.column_stack([t[:, 0], t[:, 1] / 3.0]) for t in train]  # slow, fast (unit variance)
+    test_pairs = [np.column_stack([t[:, 0], t[:, 1] / 3.0])[:, swap] for t in test]  # fast, slow
+    crossed = vamp2_score(train_pairs, test_pairs, lag=LAG, dim=1)
+    assert crossed["singular_values_train"][0] ** 2 == pytest.approx(0.69, abs=0.1)  # the training model found the slow feature
+    assert crossed["vamp2"] < 0.05  # its function, feature 0, is fast noise on the test data
+    matched = vamp2_score(train_pairs, [t[:, swap] for t in test_pairs], lag=LAG, dim=1)
+    assert matched["vamp2"] == pytest.approx(0.69, abs=0.1)
+
+
+def test_functions_that_do_not_vary_are_refused(system):
+    train, _, _ = system
+    constant = [np.ones((50, 2))]
+    with pytest.raises(NeuralCTError, match="held-out trajectories: the functions do not vary over their 45 time-lagged pairs"):
+        vamp2_score(train, [np.column_stack([c, c]) for c in constant], lag=LAG)
+
+
 def test_bad_input_is_refused(system):
     train, test, _ = system
     with pytest.raises(NeuralCTError, match="list of arrays"):

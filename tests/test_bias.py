@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import mdtraj
 import numpy as np
@@ -54,10 +55,6 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
     assert main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)]) == 0  # finished: nothing to do
 
     retrain = ["train", str(out / "trajectory.nc"), "--steps", "5", "--batch-size", "16", "--couplings", "2", "--hidden", "16", "--no-progress"]
-    assert main(retrain + ["--bias-colvar", str(out / "COLVAR"), "--output", str(tmp_path / "retrained")]) == 0
-    weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
-    expected = np.exp((table[:, -1] - table[:, -1].max()) / (0.00831446261815324 * 300))
-    assert weighting["kish_effective_frames"] == pytest.approx(expected.sum() ** 2 / (expected**2).sum())
     # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out), biased again.
     assert main(retrain + ["--lag-ps", "0.2", "--vamp-weight", "10", "--output", str(tmp_path / "lagged")]) == 0
     assert len(json.loads((tmp_path / "lagged" / "summary.json").read_text())["relaxation_times_ps"]) == 24
@@ -78,7 +75,7 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
     assert len(resumed) == 4 and np.array_equal(resumed[:2], first) and np.allclose(resumed[:, 0], [1, 2, 3, 4])
 
 
-def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path):
+def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, capsys):
     out = tmp_path / "phipsi"
     assert main(["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", *SHORT, "--output", str(out)]) == 0
     fields, table = read_colvar(out / "COLVAR")
@@ -87,6 +84,13 @@ def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["phi_transitions"] == count_transitions(table[:, 3])
     assert "Tiwary-Parrinello" in summary["reweighting"]
+    # 4 ps from the minimised structure never reach phi > 0.5: no free energy, and the reason.
+    assert summary["delta_F_phi_positive_minus_negative_kj"] is None and summary["delta_F_standard_error_kj"] is None
+    assert "never entered core set B" in summary["delta_F_not_computed_because"]
+    assert "F(phi>0) - F(phi<0) not computed: phi never entered core set B" in capsys.readouterr().out
+    surface = np.load(out / "fes_phi_psi_reweighted.npy")
+    described = summary["bias_files"]["fes_phi_psi_reweighted.npy"]
+    assert surface.shape == (40, 40) and "kJ/mol" in described and "first index phi, second psi" in described and "[-pi, pi] rad" in described
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsys):
@@ -96,6 +100,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsy
     value = float(project_positions(model, build_system("alanine-dipeptide").positions[None], 1)[0, 0])
     model.metadata["cv_ranges"] = [{"min": value - 1e-4, "max": value + 1e-4, "p01": value - 1e-4, "p99": value + 1e-4}] * model.dim
     model.save(narrow)
+    pdb = build_system("alanine-dipeptide").settings["pdb"]
+    no_hydrogens = tmp_path / "no-hydrogens.pdb"
+    no_hydrogens.write_text("".join(line for line in Path(pdb).read_text().splitlines(keepends=True) if not (line.startswith(("ATOM", "HETATM")) and line[76:78].strip() == "H")))
     toy = tmp_path / "toy"
     assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "5", "--samples", "200", "--no-progress", "--output", str(toy)]) == 0
     capsys.readouterr()
@@ -105,12 +112,16 @@ def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsy
         (["bias", str(model_path), "--cvs", "3", *SHORT, "--output", str(tmp_path / "c")], "--cvs must be 1 or 2"),
         (["bias", str(model_path), "--height-kj", "-1", *SHORT, "--output", str(tmp_path / "d")], "--height-kj"),
         (["bias", str(narrow), "--grid-margin", "0", *SHORT, "--output", str(tmp_path / "e")], "left its grid"),
+        (["bias", str(model_path), "--width-fraction", "0", *SHORT, "--output", str(tmp_path / "f")], "--width-fraction: must be a number > 0 and < 1"),
+        (["bias", str(model_path), "--platform", "Bogus", *SHORT, "--output", str(tmp_path / "g")], "--platform 'Bogus' is not an OpenMM platform of this installation; use one of Reference"),
+        (["bias", str(model_path), "--report-ps", "0.5", *SHORT, "--output", str(tmp_path / "h")], "the nearest that work: 0.496 or 0.504 ps"),
+        (["bias", str(model_path), str(no_hydrogens), *SHORT, "--output", str(tmp_path / "i")], "has no hydrogen atoms; give the topology.pdb that `neuralct simulate` wrote"),
     ]
     for argv, message in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
-    for name in "abcd":
+    for name in "abcdfghi":
         assert not (tmp_path / name).exists()
     assert not (tmp_path / "e" / "summary.json").exists() and not (tmp_path / "e" / "COLVAR").exists()
 

@@ -1,6 +1,7 @@
 """Reruns never mix runs, one writer per output folder, and every bad value is one line (every command)."""
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import yaml
 
 import neuralct
 from neuralct.cli import build_parser, main
-from neuralct.cli.options import NUMERIC_TYPES, positive_float, positive_int
+from neuralct.cli.options import NUMERIC_TYPES, positive_float, positive_fraction, positive_int
 from neuralct.md.netcdf import read_netcdf
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
@@ -75,7 +76,7 @@ def test_every_numeric_option_uses_a_checked_type():
 
 def _bad_values(kind):
     values = ["-1", "nan", "inf", "-inf", "1e999", "abc"]
-    return values + (["0"] if kind in (positive_int, positive_float) else [])
+    return values + (["0"] if kind in (positive_int, positive_float, positive_fraction) else [])
 
 
 @pytest.mark.parametrize("command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0])
@@ -336,3 +337,104 @@ def test_a_run_killed_after_its_last_step_reports_its_real_rate(tmp_path):
     assert second["samples_per_second"] == pytest.approx(first["samples_per_second"], rel=0.5)
     assert second["history"] == first["history"]
     assert np.isfinite(second["training_seconds"]) and second["training_seconds"] > 0
+
+
+# -- a finished run's outputs: restored where the command writes them again, refused otherwise ----
+
+
+def test_a_finished_export_restores_a_deleted_or_edited_file(alanine, tmp_path, capsys):
+    folder, _ = alanine
+    out = tmp_path / "export"
+    command = ["export", str(folder / "model" / "model.pt"), "--cvs", "1", "--output", str(out)]
+    assert main(command) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "cv1.pt").unlink()
+    (out / "plumed.dat").write_text((out / "plumed.dat").read_text().replace("STRIDE=", "STRIDE=1"))
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "cv1.pt, plumed.dat missing or changed since the export; writing the export again" in capsys.readouterr().out
+    restored = json.loads((out / "manifest.json").read_text())
+    assert restored["sha256"]["plumed.dat"] == manifest["sha256"]["plumed.dat"]
+    for name, digest in restored["sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest, name
+    assert main(command) == 0
+    assert "already holds this export" in capsys.readouterr().out
+
+
+def test_a_finished_simulation_with_a_changed_trajectory_is_refused_and_kept(alanine, capsys):
+    folder, _ = alanine
+    md = folder / "md"
+    command = ["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--replicas", "3", *MD, "--output", str(md)]
+    original = (md / "replica-001.nc").read_bytes()
+    (md / "summary.json").unlink()
+    assert main(command) == 0  # the summary is written again
+    assert (md / "summary.json").exists()
+    try:
+        (md / "replica-001.nc").write_bytes(original[:-64] + bytes(64))
+        before = snapshot(md)
+        assert main(command) == 2
+        err = one_line_error(capsys, "simulate")
+        assert "replica-001.nc of the finished `neuralct simulate` run is missing or changed" in err and "--overwrite" in err
+        assert snapshot(md) == before
+    finally:
+        (md / "replica-001.nc").write_bytes(original)
+
+
+def test_a_finished_training_restores_its_model_but_refuses_a_changed_checkpoint(alanine, tmp_path, capsys):
+    folder, paths = alanine
+    out = tmp_path / "model"
+    command = ["train", *paths[:2], *SMALL_MODEL, "--output", str(out)]
+    assert main(command) == 0
+    weights = (out / "model.pt").read_bytes()
+    (out / "model.pt").write_bytes(weights[:100])
+    assert main(command) == 0
+    assert (out / "model.pt").read_bytes() == weights
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    checkpoint["step"] = checkpoint["step"] - 1
+    torch.save(checkpoint, out / "checkpoint.pt")
+    assert main(command) == 2
+    assert "checkpoint.pt of the finished `neuralct train` run is missing or changed" in one_line_error(capsys, "train")
+
+
+def test_a_finished_analysis_writes_a_deleted_output_again(alanine, tmp_path):
+    folder, paths = alanine
+    out = tmp_path / "analysis"
+    command = ["analyze", str(folder / "model" / "model.pt"), *paths, "--modes", "2", "--lag-ps", "1", "--output", str(out)]
+    assert main(command) == 0
+    colvar = (out / "replica-002.colvar").read_bytes()
+    (out / "replica-002.colvar").unlink()
+    assert main(command) == 0
+    assert (out / "replica-002.colvar").read_bytes() == colvar
+
+
+def test_overwrite_of_an_export_keeps_a_users_notes(alanine, tmp_path, capsys):
+    folder, _ = alanine
+    out = tmp_path / "export"
+    command = ["export", str(folder / "model" / "model.pt"), "--cvs", "1", "--output", str(out)]
+    assert main(command) == 0
+    (out / "notes.txt").write_text("which CV I biased")
+    (out / "runs").mkdir()
+    before = snapshot(out)
+    assert main(["export", str(folder / "model" / "model.pt"), "--cvs", "2", "--overwrite", "--output", str(out)]) == 2
+    err = one_line_error(capsys, "export")
+    assert "neuralct did not write (notes.txt, runs/)" in err
+    assert snapshot(out) == before
+
+
+def test_a_finished_bias_run_writes_deleted_results_again_from_its_checkpoint(alanine_model, tmp_path, capsys):
+    model, _ = alanine_model
+    out = tmp_path / "bias"
+    command = ["bias", str(model), "--cv", "phi,psi", "--length-ns", "0.004", "--report-ps", "0.4", "--pace-ps", "0.4", "--no-progress", "--output", str(out)]
+    assert main(command) == 0
+    colvar, fes = (out / "COLVAR").read_bytes(), (out / "fes.npy").read_bytes()
+    (out / "COLVAR").unlink()
+    (out / "fes.npy").write_bytes(fes[:-8])
+    capsys.readouterr()
+    assert main(command) == 0
+    assert "COLVAR, fes.npy missing or changed since the run finished" in capsys.readouterr().out
+    assert (out / "COLVAR").read_bytes() == colvar and (out / "fes.npy").read_bytes() == fes
+    (out / "checkpoint.npz").write_bytes((out / "checkpoint.npz").read_bytes()[:-16])
+    before = snapshot(out)
+    assert main(command) == 2
+    assert "checkpoint.npz of the finished `neuralct bias` run is missing or changed" in one_line_error(capsys, "bias")
+    assert snapshot(out) == before

@@ -116,3 +116,28 @@ def test_a_damaged_mode_ranking_is_refused_at_load(trajectories, tmp_path):
     torch.save(contents, tmp_path / "damaged.pt")
     with pytest.raises(neuralct.errors.NeuralCTError, match="mode_ranking.order must be a permutation"):
         neuralct.load(tmp_path / "damaged.pt")
+
+
+def test_retraining_on_a_bias_run_reported_every_0_4_ps_takes_a_2_ps_lag(trajectories, tmp_path):
+    """The README's loop: `neuralct bias --report-ps 0.4`, then `train trajectory.nc --lag-ps 2 --vamp-weight 100`.
+
+    The frames are written as `neuralct bias` writes them (float32 time stamps of step x outer
+    step, no velocities); 300 of them reach 120 ps, where float32 intervals of 0.4 ps read as
+    0.3999939 to 0.4000015 ps.
+    """
+    from neuralct.md.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
+
+    frames = [read_netcdf(path) for path in trajectories]
+    positions = np.concatenate([f.positions for f in frames] * 2)[:300]
+    run = tmp_path / "bias1"
+    run.mkdir()
+    (run / "topology.pdb").write_bytes((Path(trajectories[0]).parent / "topology.pdb").read_bytes())
+    outer_step_ps, steps_per_report = 0.008, 50
+    time_ps = np.arange(1, 301) * steps_per_report * outer_step_ps
+    write_netcdf(run / "trajectory.nc", NetCDFFrames(positions, None, time_ps, {"neuralct_biased": 1, MASSES_ATTRIBUTE: frames[0].attributes[MASSES_ATTRIBUTE]}))
+    out = tmp_path / "model2"
+    assert main(["train", str(run / "trajectory.nc"), "--lag-ps", "2", "--vamp-weight", "100", *SMALL, "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    # One trajectory: its first 240 frames train, its last 60 validate; a lag of 5 frames inside each part.
+    assert summary["lag_ps"] == 2.0 and summary["lagged_pairs"] == {"train": 235, "validation": 55}
+    assert "configuration only" in summary["lagged_term"]

@@ -9,10 +9,11 @@ import torch
 
 import neuralct
 from neuralct.data import lagged_pairs
+from neuralct.data.loading import lag_in_frames
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
 from neuralct.lagged import (
-    LaggedLikelihood, batch_vamp2, lag_in_frames, nested_vamp2, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times, split_lagged_pairs,
+    LaggedLikelihood, batch_vamp2, nested_vamp2, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times, split_lagged_pairs,
 )
 from neuralct.model import NeuralCanonicalTransformation
 from neuralct.training import TrainingSettings, train
@@ -257,7 +258,11 @@ def test_lagged_objective_rejects_models_it_cannot_train():
 
 def test_lag_in_frames_needs_a_whole_multiple_of_the_frame_time():
     assert lag_in_frames(2.0, 0.5) == 4
-    for lag, step in ((0.7, 0.5), (0.2, 0.5), (-1.0, 0.5), (1.0, None)):
+    # Spacings and lags that are not binary fractions: 0.3 / 0.1 is 2.9999999999999996 in float64.
+    for step in (0.1, 0.3, 0.7, 0.4):
+        for frames in (1, 2, 3, 5, 7, 10, 30, 1000):
+            assert lag_in_frames(float(f"{frames * step:.10g}"), step) == frames
+    for lag, step in ((0.7, 0.5), (0.2, 0.5), (0.25, 0.1), (0.05, 0.1), (-1.0, 0.5), (1.0, None)):
         with pytest.raises(NeuralCTError, match="--lag-ps"):
             lag_in_frames(lag, step)
 

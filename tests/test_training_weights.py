@@ -1,8 +1,10 @@
 """Weighted maximum likelihood: biased samples with weights exp(V/kT) recover the unbiased physics."""
 
 import numpy as np
+import pytest
 import torch
 
+from neuralct.cli import main
 from neuralct.model import NeuralCanonicalTransformation
 from neuralct.toys import HarmonicChain
 from neuralct.training import MaximumLikelihood, TrainingSettings, train, weighted_resample
@@ -44,3 +46,51 @@ def test_validation_loss_is_the_weighted_mean():
     generator = torch.Generator().manual_seed(MaximumLikelihood(q[:100], q[100:])._valid_noise_seed)
     per_frame = MaximumLikelihood._negative_log_likelihood(model, q[100:], None, generator).detach()
     assert abs(objective.validation_loss(model) - float((w[100:] * per_frame).sum() / w[100:].sum())) < 1e-10
+
+
+def _write_weights(path, values):
+    path.write_text("".join(f"{v:.17g}\n" for v in values))
+    return path
+
+
+@pytest.mark.parametrize(
+    "weights, frames, precision",
+    [
+        ("first training frame", "held-out validation frames", False),
+        ("first validation frame", "training frames", False),
+        # exp(-120) of the largest weight: above zero in float64, zero in float32 (smallest 1.4e-45).
+        ("validation at exp(-120)", "held-out validation frames", True),
+    ],
+)
+def test_weights_that_leave_a_side_without_weight_are_one_line_errors(alanine_model, tmp_path, capsys, weights, frames, precision):
+    """The conftest data: two trajectories of 40 frames, the second held out for validation."""
+    _, paths = alanine_model
+    values = np.zeros(80)
+    if weights == "first training frame":
+        values[0] = 1.0
+    elif weights == "first validation frame":
+        values[40] = 1.0
+    else:
+        values[:40], values[40:] = 1.0, np.exp(-120.0)
+    path = _write_weights(tmp_path / "w.txt", values)
+    out = tmp_path / "model"
+    assert main(["train", *paths, "--weights", str(path), "--steps", "2", "--no-progress", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--weights {path}: the {frames} carry no weight" in err, err
+    assert ("--dtype float64" in err) == precision
+    assert not out.exists()
+    if precision:
+        assert main(["train", *paths, "--weights", str(path), "--dtype", "float64", "--steps", "2", "--no-progress", "--output", str(out)]) == 0
+
+
+def test_a_bias_too_large_to_reweight_is_a_one_line_error(alanine_model, tmp_path, capsys):
+    """A COLVAR whose rbias puts one training frame 10^5 kJ/mol above all others: every other weight is exp(-40000)."""
+    from neuralct.analysis import write_colvar
+
+    _, paths = alanine_model
+    rbias = np.zeros(80)
+    rbias[3] = 1e5
+    write_colvar(tmp_path / "COLVAR", 0.5 * np.arange(1, 81), rbias[:, None], ["rbias"])
+    assert main(["train", *paths, "--bias-colvar", str(tmp_path / "COLVAR"), "--steps", "2", "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--bias-colvar {tmp_path / 'COLVAR'}: the held-out validation frames carry no weight" in err, err

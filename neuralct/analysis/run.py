@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -133,6 +133,8 @@ def analyze_trajectories(
     residues: Sequence[str] | None = None,
     chi: bool = False,
     blocks: int = 4,
+    progress: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Project trajectories on the slowest modes; write COLVAR files first, then plots, scores and summary.json.
 
@@ -161,118 +163,136 @@ def analyze_trajectories(
         Add the side-chain chi angles to the dependence table.
     blocks : int
         Contiguous blocks a single scored trajectory is cut into for the error bars.
+    progress : bool
+        Show a progress bar of the stages (reading, CVs, plots, scores) on stderr, if it is a terminal.
+    warn : callable, optional
+        Called with the one-line warning when the frames are unlike the model's training data,
+        as soon as that is known (before the plots and scores).
 
     Returns
     -------
     dict
         The summary (also written to ``output/summary.json``); for a model trained with a lag
-        (latent dynamics), ``latent_dynamics`` holds its relaxation times of the analysed modes.
+        (latent dynamics), ``latent_dynamics`` holds its relaxation times of the analysed modes;
+        ``input_check`` counts the frames unlike the model's training data and holds the
+        warning, if one is due (:func:`~neuralct.analysis.training_match.compare_with_training`).
     """
+    from tqdm.auto import tqdm
+
     from ..data import load_trajectories
     from ..molecular import check_topology, internal_coordinates, project_internal
     from . import (
         cv_quality_report, dihedral_angles, find_dihedrals, plot_dependence, plot_fes, plot_ramachandran,
         plot_spectrum, plot_training_curves, ramachandran_residues, select_residues, write_colvar,
     )
+    from .training_match import compare_with_training
 
     if n_modes < 2:
         raise NeuralCTError("--modes must be at least 2 (the report compares the two slowest CVs)")
-    data = load_trajectories(paths, topology=topology, selection="all", stride=stride, momenta="resample")
-    check_topology(model, data.topology, str(paths[0]))
-    n_modes = min(n_modes, model.dim)
-    dihedrals = find_dihedrals(data.topology, chi=chi)
-    rama = ramachandran_residues(dihedrals)
-    chosen = select_residues([r for r, _, _ in rama], residues) if residues else [r for r, _, _ in rama]
-    split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
-    lag = None
-    if split["scored"]:
-        if lag_ps is None:
-            lag = default_lag_frames(split["scored"])
-        elif data.timestep_ps is None:
-            raise NeuralCTError(f"{paths[0]} has no time stamps; the lag time in ps cannot be turned into frames (leave --lag-ps out to use {DEFAULT_LAG_FRAMES} frames)")
-        else:
-            if not lag_ps > 0:
-                raise NeuralCTError(f"--lag-ps must be positive, got {lag_ps}")
-            lag = max(1, int(round(lag_ps / data.timestep_ps)))
-        shortest = min(b - a for _, a, b in split["scored"])
-        if lag >= shortest:
-            raise NeuralCTError(f"--lag-ps {lag_ps} is {lag} frames, not shorter than the shortest scored segment ({shortest} frames); use a shorter lag or fewer --blocks")
-    output = prepare_output_dir(output)
+    # disable=None: a bar on a terminal only, never in a log or a captured stream.
+    with tqdm(total=4, desc="analyze", unit="stage", disable=None if progress else True, leave=False) as bar:
+        data = load_trajectories(paths, topology=topology, selection="all", stride=stride, momenta="resample")
+        check_topology(model, data.topology, str(paths[0]))
+        n_modes = min(n_modes, model.dim)
+        dihedrals = find_dihedrals(data.topology, chi=chi)
+        rama = ramachandran_residues(dihedrals)
+        chosen = select_residues([r for r, _, _ in rama], residues) if residues else [r for r, _, _ in rama]
+        split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
+        lag = None
+        if split["scored"]:
+            if lag_ps is None:
+                lag = default_lag_frames(split["scored"])
+            elif data.timestep_ps is None:
+                raise NeuralCTError(f"--lag-ps needs the time between frames: {data.timestep_note} (or leave --lag-ps out for a lag of {DEFAULT_LAG_FRAMES} frames)")
+            else:
+                lag = data.lag_frames(lag_ps, "--lag-ps")
+            shortest = min(b - a for _, a, b in split["scored"])
+            if lag >= shortest:
+                raise NeuralCTError(f"--lag-ps {lag_ps} is {lag} frames, not shorter than the shortest scored segment ({shortest} frames); use a shorter lag or fewer --blocks")
+        output = prepare_output_dir(output)
+        bar.update()
 
-    features = internal_coordinates(model, data.positions)
-    cvs = project_internal(model, features, n_modes)
-    bounds = np.cumsum([0] + list(data.traj_lengths))
-    per_traj = lambda values: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    names = [f"cv{k + 1}" for k in range(n_modes)]
-    colvars = []
-    for path, values, time in zip(paths, per_traj(cvs), per_traj(data.time_ps)):
-        target = output / f"{Path(path).stem}.colvar"
-        write_colvar(target, time, values, names)
-        colvars.append(str(target))
+        features = internal_coordinates(model, data.positions)
+        cvs = project_internal(model, features, n_modes)
+        input_check = compare_with_training(model, data.positions, cvs)
+        if input_check["warning"] and warn is not None:
+            warn(input_check["warning"])
+        bounds = np.cumsum([0] + list(data.traj_lengths))
+        per_traj = lambda values: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        names = [f"cv{k + 1}" for k in range(n_modes)]
+        colvars = []
+        for path, values, time in zip(paths, per_traj(cvs), per_traj(data.time_ps)):
+            target = output / f"{Path(path).stem}.colvar"
+            write_colvar(target, time, values, names)
+            colvars.append(str(target))
+        bar.update()
 
-    angles = dihedral_angles(data.positions, dihedrals)
-    skipped: dict[str, str] = {}
-    figures = {
-        "free_energy": output / "free_energy_cv1_cv2.png",
-        "spectrum": output / "frequency_spectrum.png",
-    }
-    plot_fes(cvs[:, 0], cvs[:, 1], figures["free_energy"], kT=data.kT, energy_unit="kJ/mol", labels=("CV 1 (slowest)", "CV 2"))
-    plot_spectrum(model.frequencies.detach().cpu().numpy(), figures["spectrum"], unit="rad/ps")
-    if chosen:
-        columns = [(phi, psi) for r, phi, psi in rama if r in chosen]
-        figures["ramachandran"] = output / "ramachandran_by_mode.png"
-        plot_ramachandran(
-            angles[:, [phi for phi, _ in columns]], angles[:, [psi for _, psi in columns]], cvs[:, : min(4, n_modes)],
-            figures["ramachandran"], title="Ramachandran plots coloured by the slowest modes", residue_labels=[r.label for r in chosen],
-        )
-    else:
-        skipped["ramachandran"] = "no residue with both backbone phi and psi (not a peptide, or only caps): no Ramachandran plot"
-    history = model.metadata.get("history")
-    if history:
-        figures["training_curves"] = output / "training_curves.png"
-        plot_training_curves({"step": history["step"], "train NLL": history["train_loss"], "validation NLL": history["valid_loss"]}, figures["training_curves"])
-
-    summary: dict[str, Any] = {
-        "trajectories": [str(p) for p in paths],
-        "frames": int(data.n_frames),
-        "time_step_ps": data.timestep_ps,
-        "split": split["record"],
-        "frequencies": model.frequencies.detach().cpu().double().tolist(),
-        "frequency_unit": "rad/ps",
-        "colvar_files": colvars,
-        "dihedrals": [d.name for d in dihedrals],
-        "residues": [r.label for r in chosen],
-    }
-    if model.relaxation_times is not None:
-        summary["latent_dynamics"] = {
-            "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit).detach().cpu().double().tolist(),
-            "frictions_per_ps": (model.frictions[:n_modes] / model.time_unit).detach().cpu().double().tolist(),
-            "meaning": "the model's own latent Langevin oscillators (trained with --lag-ps), slowest mode first; "
-            "compare with kinetics.learned_cvs, the implied timescales measured on the trajectories",
+        angles = dihedral_angles(data.positions, dihedrals)
+        skipped: dict[str, str] = {}
+        figures = {
+            "free_energy": output / "free_energy_cv1_cv2.png",
+            "spectrum": output / "frequency_spectrum.png",
         }
-    if split["scored"]:
-        summary["lag_choice"] = (
-            f"--lag-ps {lag_ps:g}" if lag_ps is not None
-            else f"default: {DEFAULT_LAG_FRAMES} frames, at most a tenth of the shortest scored segment"
-        )
-        try:
-            report = cv_quality_report(
-                per_traj(cvs), per_traj(features), per_traj(angles), dihedrals, split["fit"], split["scored"], lag,
-                n_modes=n_modes, time_step_ps=data.timestep_ps, masses=np.ones(features.shape[1]), residues=chosen,
+        plot_fes(cvs[:, 0], cvs[:, 1], figures["free_energy"], kT=data.kT, energy_unit="kJ/mol", labels=("CV 1 (slowest)", "CV 2"))
+        plot_spectrum(model.frequencies.detach().cpu().numpy(), figures["spectrum"], unit="rad/ps")
+        if chosen:
+            columns = [(phi, psi) for r, phi, psi in rama if r in chosen]
+            figures["ramachandran"] = output / "ramachandran_by_mode.png"
+            plot_ramachandran(
+                angles[:, [phi for phi, _ in columns]], angles[:, [psi for _, psi in columns]], cvs[:, : min(4, n_modes)],
+                figures["ramachandran"], title="Ramachandran plots coloured by the slowest modes", residue_labels=[r.label for r in chosen],
             )
-        except NeuralCTError as exc:
-            summary["skipped"] = skipped | {"scores": str(exc)}
-            summary["figures"] = {key: str(value) for key, value in figures.items()}
-            write_json(output / "summary.json", summary)
-            raise NeuralCTError(f"scores failed: {exc} (the CVs and plots are in {output})") from None
-        skipped |= report.pop("skipped")
-        summary |= report
-        if "dependence" in report:
-            figures["dependence"] = output / "dependence_modes_dihedrals.png"
-            plot_dependence(report["dependence"], figures["dependence"])
-    else:
-        skipped["scores"] = split["record"]["no_scores"]
-    summary["figures"] = {key: str(value) for key, value in figures.items()}
-    summary["skipped"] = skipped
-    write_json(output / "summary.json", summary)
-    return summary
+        else:
+            skipped["ramachandran"] = "no residue with both backbone phi and psi (not a peptide, or only caps): no Ramachandran plot"
+        history = model.metadata.get("history")
+        if history:
+            figures["training_curves"] = output / "training_curves.png"
+            plot_training_curves({"step": history["step"], "train NLL": history["train_loss"], "validation NLL": history["valid_loss"]}, figures["training_curves"])
+        bar.update()
+
+        summary: dict[str, Any] = {
+            "trajectories": [str(p) for p in paths],
+            "frames": int(data.n_frames),
+            "time_step_ps": data.timestep_ps,
+            "split": split["record"],
+            "frequencies": model.frequencies.detach().cpu().double().tolist(),
+            "frequency_unit": "rad/ps",
+            "colvar_files": colvars,
+            "dihedrals": [d.name for d in dihedrals],
+            "residues": [r.label for r in chosen],
+            "input_check": input_check,
+        }
+        if model.relaxation_times is not None:
+            summary["latent_dynamics"] = {
+                "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit).detach().cpu().double().tolist(),
+                "frictions_per_ps": (model.frictions[:n_modes] / model.time_unit).detach().cpu().double().tolist(),
+                "meaning": "the model's own latent Langevin oscillators (trained with --lag-ps), slowest mode first; "
+                "compare with kinetics.learned_cvs, the implied timescales measured on the trajectories",
+            }
+        if split["scored"]:
+            summary["lag_choice"] = (
+                f"--lag-ps {lag_ps:g}" if lag_ps is not None
+                else f"default: {DEFAULT_LAG_FRAMES} frames, at most a tenth of the shortest scored segment"
+            )
+            try:
+                report = cv_quality_report(
+                    per_traj(cvs), per_traj(features), per_traj(angles), dihedrals, split["fit"], split["scored"], lag,
+                    n_modes=n_modes, time_step_ps=data.timestep_ps, masses=np.ones(features.shape[1]), residues=chosen,
+                )
+            except NeuralCTError as exc:
+                summary["skipped"] = skipped | {"scores": str(exc)}
+                summary["figures"] = {key: str(value) for key, value in figures.items()}
+                write_json(output / "summary.json", summary)
+                raise NeuralCTError(f"scores failed: {exc} (the CVs and plots are in {output})") from None
+            skipped |= report.pop("skipped")
+            summary |= report
+            if "dependence" in report:
+                figures["dependence"] = output / "dependence_modes_dihedrals.png"
+                plot_dependence(report["dependence"], figures["dependence"])
+        else:
+            skipped["scores"] = split["record"]["no_scores"]
+        summary["figures"] = {key: str(value) for key, value in figures.items()}
+        summary["skipped"] = skipped
+        write_json(output / "summary.json", summary)
+        bar.update()
+        return summary

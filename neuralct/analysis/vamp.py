@@ -59,11 +59,18 @@ def _time_lagged_frames(series: list[np.ndarray], lag: int, what: str) -> tuple[
     return stacked[first], stacked[second]
 
 
-def _fit_vamp(x: np.ndarray, y: np.ndarray, dim: int | None):
+def _fit_vamp(x: np.ndarray, y: np.ndarray, dim: int | None, what: str):
     """deeptime's VAMP (Koopman) model of the pairs ``(x, y)``, keeping ``dim`` singular functions."""
     from deeptime.decomposition import VAMP
+    from deeptime.numeric import ZeroRankError
 
-    return VAMP(dim=dim).fit((x, y)).fetch_model()
+    try:
+        return VAMP(dim=dim).fit((x, y)).fetch_model()
+    except ZeroRankError:
+        raise NeuralCTError(
+            f"{what}: the functions do not vary over their {len(x)} time-lagged pairs (every covariance eigenvalue below "
+            "1e-6); give longer trajectories, fewer --blocks or a shorter lag"
+        ) from None
 
 
 def vamp2_score(
@@ -116,8 +123,8 @@ def vamp2_score(
         raise NeuralCTError(f"dim must be an integer between 1 and {n_features} (the number of features), got {dim!r}")
     x_train, y_train = _time_lagged_frames(train, lag, "training trajectories")
     x_test, y_test = _time_lagged_frames(test, lag, "held-out trajectories")
-    model = _fit_vamp(x_train, y_train, dim)
-    test_model = _fit_vamp(x_test, y_test, None)
+    model = _fit_vamp(x_train, y_train, dim, "training trajectories")
+    test_model = _fit_vamp(x_test, y_test, None, "held-out trajectories")
     with_constant = float(model.score(r=2, test_model=test_model, dim=dim))
     return {
         "vamp2": with_constant - 1.0,

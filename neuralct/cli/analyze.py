@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_common_options, positive_float, positive_int, result_settings, save_resolved_config
+from .options import add_common_options, positive_float, positive_int, print_warning, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run", "timescales_line"]
 
@@ -53,6 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--blocks", type=positive_int, default=4,
         help="contiguous blocks a single scored trajectory is cut into for error bars (default: %(default)s)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_options(parser, output_default="runs/analyze")
     parser.set_defaults(run=run)
     return parser
@@ -70,12 +71,13 @@ def run(args: argparse.Namespace) -> int:
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
     inputs = [args.model, *args.trajectories, *sorted(topologies)]
     settings = result_settings(args, ignore=("model", "trajectories", "top"))
-    with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite) as folder:
+    # Every rerun computes the whole analysis again, so a damaged output is restored.
+    with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite, rebuilt=("*",)) as folder:
         output = folder.path
         summary = analyze_trajectories(
             model, args.trajectories, output, topology=args.top, n_modes=args.modes, lag_ps=args.lag_ps,
             test_trajectories=args.test_trajectories, stride=args.stride, residues=args.residues, chi=args.chi,
-            blocks=args.blocks,
+            blocks=args.blocks, progress=not args.no_progress, warn=print_warning,
         )
         save_resolved_config(args, output)
     print(f"analysis in {output}: {len(summary['colvar_files'])} COLVAR files, {len(summary['figures'])} plots")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .options import add_common_options, fraction, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
+from .options import add_common_options, nonnegative_float, positive_float, positive_fraction, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -21,8 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "training data, widened by --grid-margin. Writes COLVAR (time, CVs, every backbone phi and psi, "
             "bias V and V - c(t), kJ/mol), the frames, bias.npy/fes.npy/fes.png, each residue's reweighted "
             "phi/psi free energy (Tiwary-Parrinello c(t)), transition counts of each phi between core sets "
-            "(phi < -0.5 vs 0.5 < phi < 1.6 rad) and summary.json. Rerunning the same command resumes an "
-            "interrupted run."
+            "(phi < -0.5 vs 0.5 < phi < 1.6 rad), the reweighted F(phi > 0) - F(phi < 0) with its standard error "
+            "where phi visited both core sets, and summary.json. Rerunning the same command resumes an "
+            "interrupted run (Ctrl-C stops at the end of the report interval under way)."
         ),
     )
     p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
@@ -35,16 +37,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)")
     p.add_argument("--bias-every", type=positive_int, default=4, help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator (default: %(default)s)")
     p.add_argument("--height-kj", type=positive_float, default=1.2, help="initial Gaussian height in kJ/mol (default: %(default)s)")
-    p.add_argument("--width-fraction", type=fraction, default=0.06, help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) (default: %(default)s)")
+    p.add_argument("--width-fraction", type=positive_fraction, default=0.06, help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) (default: %(default)s)")
     p.add_argument("--width-rad", type=positive_float, default=0.35, help="Gaussian width of phi/psi in rad (default: %(default)s)")
     p.add_argument("--bias-factor", type=positive_float, default=8.0, help="well-tempered bias factor gamma > 1 (default: %(default)s)")
     p.add_argument("--pace-ps", type=positive_float, default=1.0, help="time between Gaussian depositions in ps (default: %(default)s)")
     p.add_argument("--grid-margin", type=nonnegative_float, default=3.0, help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)")
     p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between COLVAR rows in ps (default: %(default)s)")
-    p.add_argument("--platform", default="Reference", help="OpenMM platform (default: %(default)s, the fastest here for small molecules in vacuum)")
+    p.add_argument("--platform", default="Reference", help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed (default: %(default)s, the fastest here for small molecules in vacuum)")
     p.add_argument("--checkpoint-seconds", type=positive_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(p, output_default="runs/bias")
+    add_common_options(p, output_default="runs/bias", cpu_only="the CV force runs on the CPU beside OpenMM; choose OpenMM's platform with --platform")
     p.set_defaults(run=run)
     return p
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..md.bias import BiasSettings, backbone_torsions, run_metadynamics
-    from ..md.systems import build_system
+    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
     from ..model import load
     from ..molecular import check_topology
     from ..runs import RunFolder
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     settings.validate()
     model = load(args.model)
-    md_system = build_system(args.system, temperature=args.temperature)
+    md_system = build_system(args.system, temperature=args.temperature, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
     import mdtraj
 
     check_topology(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {args.system}")
@@ -79,8 +81,15 @@ def run(args: argparse.Namespace) -> int:
 
         collective_variables(model, settings.n_cvs)  # a model whose CVs cannot be exported fails here, in one line
     ignore = ["model", "checkpoint_seconds", "platform"]
-    with RunFolder(args.output, "bias", result_settings(args, ignore=ignore), inputs=[args.model], overwrite=args.overwrite) as folder:
-        if folder.resuming and (folder.path / "summary.json").exists():
+    # A system given as a file is identified by its content, as the model is.
+    inputs = [args.model, *([args.system] if Path(args.system).is_file() else [])]
+    # A finished run writes its frames and results again from its final checkpoint; a changed
+    # checkpoint is refused.
+    rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
+    with RunFolder(args.output, "bias", result_settings(args, ignore=ignore), inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as folder:
+        if folder.changed_outputs:
+            print(f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the run finished; writing them again from its checkpoint")
+        elif folder.resuming and (folder.path / "summary.json").exists():
             print(f"{folder.path} already holds this finished run")
             return 0
         summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
@@ -92,13 +101,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _phi_report(summary: dict) -> str:
     """Transitions and reweighted F(phi > 0) - F(phi < 0) of each backbone phi, in words."""
+    from ..md.bias import FreeEnergyDifference
+
     if not summary["phi_torsions"]:
         return "no backbone phi torsion to count transitions of"
     parts = []
     for name, figures in summary["phi_torsions"].items():
-        delta = figures["delta_F_phi_positive_minus_negative_kj"]
+        difference = FreeEnergyDifference(
+            figures["delta_F_phi_positive_minus_negative_kj"], figures["delta_F_standard_error_kj"], figures["delta_F_blocks"], figures["delta_F_not_computed_because"]
+        )
         parts.append(
-            f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), reweighted F({name}>0) - F({name}<0) = "
-            + (f"{delta:.2f} kJ/mol" if delta is not None else f"n/a ({name} > 0 never visited)")
+            f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), "
+            f"reweighted F({name}>0) - F({name}<0) {difference.describe()}"
         )
     return "; ".join(parts)

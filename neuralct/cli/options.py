@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
@@ -32,6 +33,7 @@ __all__ = [
     "device_option",
     "NUMERIC_TYPES",
     "result_settings",
+    "print_warning",
 ]
 
 _NOT_CONFIGURABLE = {"config", "command", "run", "help"}
@@ -237,3 +239,8 @@ def save_resolved_config(args: argparse.Namespace, folder: Path) -> None:
     resolved = {key: value for key, value in vars(args).items() if key not in _NOT_CONFIGURABLE | {"overwrite"}}
     resolved = {key: (str(value) if isinstance(value, Path) else value) for key, value in resolved.items()}
     atomic_write_text(folder / "config.yaml", yaml.safe_dump(resolved, sort_keys=True))
+
+
+def print_warning(text: str) -> None:
+    """Print a one-line warning on stderr (the run goes on)."""
+    print(f"warning: {text}", file=sys.stderr)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..io import prepare_output_dir, write_json
 from .analyze import timescales_line
-from .options import add_common_options, nonnegative_float, nonnegative_int, positive_float, positive_int, result_settings, save_resolved_config
+from .options import add_common_options, nonnegative_float, nonnegative_int, positive_float, positive_int, print_warning, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     # The held-out trajectory is scored on 4 blocks (analyze's default), each longer than the lag.
     if args.lag_ps >= args.length_ns * 1000.0 / 4:
         raise NeuralCTError(f"--lag-ps {args.lag_ps:g} is not shorter than a quarter of the trajectories (--length-ns {args.length_ns:g}), the blocks they are scored on; use a shorter lag or longer trajectories")
-    with RunFolder(args.output, "quickstart", result_settings(args), overwrite=args.overwrite) as folder:
+    # A finished rerun writes everything again but the frames and the training checkpoints.
+    rebuilt = ("config.yaml", "summary.json", "*/summary.json", "trajectories/topology.pdb", "*model/model.pt", "analysis/*")
+    with RunFolder(args.output, "quickstart", result_settings(args), overwrite=args.overwrite, rebuilt=rebuilt) as folder:
         return _quickstart(args, folder.path, md_settings)
 
 
@@ -99,10 +101,10 @@ def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     start = time.perf_counter()
     print(f"[{stages}/{stages}] analyzing the slow modes on the held-out trajectory ...", flush=True)
     analysis_folder = prepare_output_dir(output / "analysis")
-    analysis = analyze_trajectories(model.cpu(), paths, analysis_folder, lag_ps=args.lag_ps)
+    analysis = analyze_trajectories(model.cpu(), paths, analysis_folder, lag_ps=args.lag_ps, warn=print_warning)
     kinetic = None
     if kinetic_model is not None:
-        scores = analyze_trajectories(kinetic_model.cpu(), paths, prepare_output_dir(analysis_folder / "kinetic"), lag_ps=args.lag_ps)
+        scores = analyze_trajectories(kinetic_model.cpu(), paths, prepare_output_dir(analysis_folder / "kinetic"), lag_ps=args.lag_ps, warn=print_warning)
         best_kinetic = {entry["kind"]: entry for entry in scores["best_of_two_slowest"]}
         kinetic = {
             "model": str(output / "kinetic_model" / "model.pt"),

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     md_system = build_system(
         args.system, forcefield=args.forcefield, solvent=args.solvent, constraints=args.constraints,
         temperature=args.temperature, add_hydrogens=args.add_hydrogens, ph=args.ph,
+        hydrogen_advice="rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)",
     )
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.

@@ -183,7 +183,10 @@ def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path
         return
     # The checkpoint interval does not change the result: a resumed run is bit-identical.
     settings = result_settings(args, ignore=("trajectories", "top", "checkpoint_every", "weights", "bias_colvar"))
-    with RunFolder(args.output, "train", settings, inputs=inputs, overwrite=args.overwrite) as folder:
+    # A finished rerun writes the model and summary again from the final checkpoint; a changed
+    # checkpoint would silently change the model, so it is refused.
+    rebuilt = ("model.pt", "summary.json", "config.yaml")
+    with RunFolder(args.output, "train", settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as folder:
         yield folder.path
 
 
@@ -209,16 +212,17 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
     data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
-    from ..lagged import lag_in_frames
-
     for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), *(("--vamp-lags-ps", tau) for tau in args.vamp_lags_ps or ())):
         if lag is not None:
-            lag_in_frames(lag, data.timestep_ps, option)
-    weights, weighting = None, None
+            data.lag_frames(lag, option)
+    weights, weighting, weights_source = None, None, "the frame weights"
     if args.weights or args.bias_colvar:
+        from ..fit import check_frame_weights
         from ..md.bias import frame_weights
 
         weights, weighting = frame_weights(args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT)
+        weights_source = f"--weights {args.weights}" if args.weights else f"--bias-colvar {args.bias_colvar}"
+        check_frame_weights(weights, list(data.traj_lengths), args.validation_trajectories, args.dtype, weights_source)
 
     def fit(output: Path) -> tuple:
         model, summary = fit_trajectories(
@@ -233,6 +237,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
             vamp_lags_ps=args.vamp_lags_ps,
             rank_lag_ps=args.rank_lag_ps,
             weights=weights,
+            weights_source=weights_source,
             **_run_options(args, output),
         )
         if weighting:

@@ -18,33 +18,52 @@ Every backbone phi and psi of the molecule is recorded beside the CVs (``phi`` a
 dipeptide, ``phi_A_ALA2``, ``psi_A_ALA2``, ... (kind, chain and residue) for longer peptides, none
 for other molecules).
 Transitions of each phi are counted between core sets (B3 in benchmarks.md): A = phi < -0.5 rad,
-B = 0.5 < phi < 1.6 rad; a transition is a change of the last core set visited.
+B = 0.5 < phi < 1.6 rad; a transition is a change of the last core set visited. The reweighted
+F(phi > 0) - F(phi <= 0) is given only when phi entered both core sets, with a standard error from
+blocks of the run (:func:`phi_free_energy_difference`).
+
+Ctrl-C (SIGINT) is held until the end of the report interval under way, where a checkpoint is
+written and ``KeyboardInterrupt`` raised: raised inside a learned CV's ``openmm.PythonForce``
+callback it would reach the caller as an ``OpenMMException`` and lose the interval's state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from ..analysis.colvar import write_colvar
 from ..analysis.dihedrals import Dihedral, dihedral_angles, find_dihedrals
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 from ..io import atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
-from .simulate import check_whole_steps
+from .platform import available_platforms
+from .simulate import _check_sane, _divergence_as_error, check_whole_steps, degrees_of_freedom, kinetic_temperature
 
-__all__ = ["BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "phi_free_energy_difference", "reweighting_offset", "frame_weights", "CORE_A", "CORE_B"]
+__all__ = [
+    "BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "FreeEnergyDifference", "phi_free_energy_difference",
+    "reweighting_offset", "frame_weights", "CORE_A", "CORE_B", "FREE_ENERGY_BLOCKS",
+]
 
 #: Core sets of phi in rad (benchmarks.md, B3).
 CORE_A = (-math.pi, -0.5)
 CORE_B = (0.5, 1.6)
+
+#: Contiguous blocks of a run whose spread gives the standard error of a free-energy difference.
+FREE_ENERGY_BLOCKS = 10
+
+#: Bins of each reweighted phi/psi surface along each angle.
+_PHI_PSI_BINS = 40
 
 
 @dataclass
@@ -99,10 +118,23 @@ class BiasSettings:
             raise NeuralCTError(f"--cvs must be 1 or 2 for metadynamics, got {self.n_cvs}")
         if not self.bias_factor > 1:
             raise NeuralCTError(f"--bias-factor must be > 1, got {self.bias_factor}")
+        if not 0 < self.width_fraction < 1:
+            raise NeuralCTError(f"--width-fraction must be > 0 and < 1, got {self.width_fraction}")
+        platforms = available_platforms()
+        if self.platform not in platforms:
+            raise NeuralCTError(f"--platform {self.platform!r} is not an OpenMM platform of this installation; use one of {', '.join(platforms)}")
         for name in ("report_ps", "pace_ps"):
-            check_whole_steps(name, getattr(self, name), self.timestep_fs * self.bias_every, f"{self.bias_every} x {self.timestep_fs} fs bias ")
+            try:
+                check_whole_steps(name, getattr(self, name), self.timestep_fs * self.bias_every, f"{self.bias_every} x {self.timestep_fs} fs bias ")
+            except NeuralCTError as error:
+                raise NeuralCTError(f"{error}; the nearest that work: {' or '.join(f'{value:.6g}' for value in self._whole_steps_near(getattr(self, name)))} ps") from None
         if self.n_reports < 1:
             raise NeuralCTError(f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)")
+
+    def _whole_steps_near(self, interval_ps: float) -> list[float]:
+        """The whole numbers of bias steps (ps) next to ``interval_ps``, at least one step."""
+        steps = interval_ps / self.outer_step_ps
+        return [n * self.outer_step_ps for n in sorted({max(1, math.floor(steps)), max(1, math.ceil(steps))})]
 
     @property
     def outer_step_ps(self) -> float:
@@ -132,10 +164,94 @@ def count_transitions(phi: np.ndarray) -> int:
     return int(np.count_nonzero(np.diff(visited))) if len(visited) else 0
 
 
-def phi_free_energy_difference(phi: np.ndarray, weights: np.ndarray, kT: float) -> float | None:
-    """Reweighted F(phi > 0) - F(phi <= 0) in kJ/mol from frame weights; None when phi > 0 has no weight."""
-    positive = float(weights[phi > 0].sum())
-    return -kT * math.log(positive / float(weights[phi <= 0].sum())) if positive > 0 else None
+@dataclass(frozen=True)
+class FreeEnergyDifference:
+    """A reweighted free-energy difference with its standard error, or the reason there is none.
+
+    Attributes
+    ----------
+    value_kj : float or None
+        F(phi > 0) - F(phi <= 0), kJ/mol; None when not computed.
+    standard_error_kj : float or None
+        Its standard error from the spread between blocks of the run, kJ/mol.
+    blocks : int
+        Contiguous blocks of frames the standard error comes from.
+    reason : str or None
+        Why there is no value; None when there is one.
+    """
+
+    value_kj: float | None
+    standard_error_kj: float | None
+    blocks: int
+    reason: str | None = None
+
+    def describe(self) -> str:
+        """The difference in words: ``= 9.12 +- 0.80 kJ/mol (...)`` or ``not computed: <reason>``."""
+        if self.value_kj is None:
+            return f"not computed: {self.reason}"
+        return f"= {self.value_kj:.2f} +- {self.standard_error_kj:.2f} kJ/mol (standard error over {self.blocks} blocks)"
+
+
+def phi_free_energy_difference(phi: np.ndarray, weights: np.ndarray, kT: float, blocks: int = FREE_ENERGY_BLOCKS) -> FreeEnergyDifference:
+    """Reweighted F(phi > 0) - F(phi <= 0) with a block standard error, when phi visited both basins.
+
+    Visited: phi entered both core sets :data:`CORE_A` and :data:`CORE_B`, which is the same as at
+    least one transition between them (:func:`count_transitions`): the system crossed the barrier,
+    so each half's weight comes from frames of its own basin. Weight on each side of phi = 0 is no
+    test: the beta basin reaches past -pi and wraps to phi near +pi, so a run that never left it
+    has frames at phi > 0, and -kT ln of that tail is a number (over 20 kJ/mol) with no basin
+    behind it. Such a run gets no value and the reason.
+
+    Standard error: the frames, in time order, are cut into ``blocks`` contiguous blocks. Block b
+    holds the weight W_b and the weighted population p_b of phi > 0; with Kish's effective number of
+    blocks n = (sum W_b)^2 / sum W_b^2 (blocks need not weigh the same), the population
+    p = sum W_b p_b / sum W_b has the variance n/(n - 1) sum W_b (p_b - p)^2 / sum W_b / n, and
+    dF = -kT ln(p / (1 - p)) the standard error kT sigma_p / (p (1 - p)) (to first order). Blocks,
+    not frames, because consecutive frames are correlated over the time between transitions.
+    Ten by default: the spread of n blocks gives the standard error to about 1/sqrt(2(n - 1))
+    (24% for ten), and more blocks would be shorter than the time between transitions of a run
+    of one to a few ns with tens of transitions (benchmarks.md, B3), underestimating the error.
+
+    Parameters
+    ----------
+    phi : np.ndarray, shape=(n_frames,)
+        Backbone phi in rad, in time order.
+    weights : np.ndarray, shape=(n_frames,)
+        Non-negative frame weights (e.g. exp((V - c(t)) / kT)).
+    kT : float
+        Thermal energy in kJ/mol.
+    blocks : int
+        Contiguous blocks for the standard error (at least 2).
+
+    Returns
+    -------
+    FreeEnergyDifference
+        The value and standard error in kJ/mol, or None and the reason.
+    """
+    phi, weights = np.asarray(phi, dtype=np.float64), np.asarray(weights, dtype=np.float64)
+
+    def none(reason: str) -> FreeEnergyDifference:
+        return FreeEnergyDifference(None, None, blocks, reason)
+
+    for name, (low, high) in (("A (phi < -0.5 rad)", CORE_A), ("B (0.5 < phi < 1.6 rad)", CORE_B)):
+        if not np.any((phi > low) & (phi < high)):
+            return none(f"phi never entered core set {name}, so that basin was not visited")
+    if len(phi) < blocks:
+        return none(f"{len(phi)} frames are fewer than the {blocks} blocks of the standard error")
+    parts = list(zip(np.array_split(weights, blocks), np.array_split(phi, blocks)))
+    block_weights = np.array([w.sum() for w, _ in parts])
+    block_positive = np.array([w[p > 0].sum() for w, p in parts])
+    total = block_weights.sum()
+    population = float(block_positive.sum() / total) if total > 0 else 0.0
+    if not 0 < population < 1:
+        return none(f"phi {'> 0' if population == 0 else '<= 0'} has no weight after reweighting")
+    effective = total**2 / np.sum(block_weights**2)
+    if effective < 2:
+        return none(f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), too few for a standard error; run longer")
+    held = block_weights > 0
+    spread = np.sum(block_weights[held] * (block_positive[held] / block_weights[held] - population) ** 2) / total
+    sigma = math.sqrt(effective / (effective - 1) * spread / effective)
+    return FreeEnergyDifference(-kT * math.log(population / (1 - population)), kT * sigma / (population * (1 - population)), blocks)
 
 
 def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, periodic: bool) -> float:
@@ -188,11 +304,16 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
             raise NeuralCTError(f"{option} {path} cannot be read as one number per line ({type(exc).__name__})") from None
         if values.ndim != 1 or np.any(values < 0):
             raise NeuralCTError(f"{option} {path} must hold one non-negative number per frame")
+        if not np.any(values > 0):
+            raise NeuralCTError(f"{option} {path} holds only zeros; give the frames to train on a positive weight")
         with np.errstate(divide="ignore"):
             log_w = np.log(values)
         source = f"weights file {Path(path).name}"
     if len(log_w) != n_frames:
-        raise NeuralCTError(f"{option} {path} has {len(log_w)} values for {n_frames} frames; give one per frame of the trajectories (with --stride 1)")
+        raise NeuralCTError(
+            f"{option} {path} has {len(log_w)} values for the {n_frames} frames loaded; give one weight per loaded frame "
+            "(with --stride N, one for every N-th frame of each trajectory)"
+        )
     if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
         raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
     weights = np.exp(log_w - log_w.max())
@@ -291,12 +412,13 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     Writes ``COLVAR`` (time in ps, the biased CVs, phi, psi, bias and rbias in kJ/mol),
     ``bias.npy`` and ``fes.npy`` (the final bias and free energy on the grid, kJ/mol, axes
     in ``summary.json``), ``fes.png``, ``fes_phi_psi_reweighted.npy``/``.png`` and
-    ``summary.json``; ``checkpoint.npz`` lets an interrupted run resume.
+    ``summary.json``; ``checkpoint.npz`` lets an interrupted run resume. Ctrl-C stops the run at
+    the end of the report interval under way, with a checkpoint, as ``KeyboardInterrupt``.
 
     Raises
     ------
     NeuralCTError
-        If a CV leaves its grid or is not finite.
+        If the simulation blows up, a CV leaves its grid or is not finite, or the platform cannot run the system.
     """
     import openmm as mm
     import openmm.app as app
@@ -316,59 +438,116 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     else:
         integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps)
     integrator.setRandomNumberSeed(int(np.random.SeedSequence(settings.seed).generate_state(1)[0] % (2**31 - 2)) + 1)
-    simulation = app.Simulation(md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform))
+    try:
+        simulation = app.Simulation(md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform))
+    except Exception as exc:
+        raise NeuralCTError(f"OpenMM platform {settings.platform} cannot run this system ({first_line(exc)}); choose another --platform") from None
+    masses, dof = md_system.masses(), degrees_of_freedom(md_system.system)
     checkpoint_file = folder / "checkpoint.npz"
     identity = asdict(settings) | {"checkpoint_seconds": None}
     rows: list[np.ndarray] = []
     frames: list[np.ndarray] = []
-    if checkpoint_file.exists():
-        checkpoint = _Checkpoint.load(checkpoint_file)
-        simulation.context.loadCheckpoint(checkpoint.state)
-        simulation.currentStep = checkpoint.step
-        metadynamics._selfBias[...] = checkpoint.bias
-        metadynamics._totalBias[...] = checkpoint.bias
-        # A zero-height deposit pushes the restored grid into the context's tabulated function.
-        metadynamics._addGaussian(np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context)
-        rows, frames = list(checkpoint.rows), list(checkpoint.frames)
-    else:
-        simulation.context.setPositions(md_system.positions)
-        mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
-        simulation.context.setVelocitiesToTemperature(settings.temperature, settings.seed + 1)
-    periodic = settings.cv != "learned"
-    # The backbone torsions are recorded beside the biased CVs, unless they are the biased CVs.
-    observed = [name for name in torsions if name not in names]
-    fields = names + observed + ["bias", "rbias"]
-    first_report = len(rows)
-    start, cpu_start, last_save = time.perf_counter(), time.process_time(), time.perf_counter()
-    with tqdm(total=settings.n_reports, initial=first_report, unit="ps" if settings.report_ps == 1 else "report", desc=f"bias {settings.cv}", disable=not progress, mininterval=0.5) as bar:
-        for _ in range(first_report, settings.n_reports):
-            metadynamics.step(simulation, settings.steps_per_report)
-            values = np.array(metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
-            try:
-                _check_inside(values, variables, names, simulation)
-            except NeuralCTError as error:
-                if rows:
-                    _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
-                    write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], fields)
-                    raise NeuralCTError(f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc") from None
-                raise
-            state = simulation.context.getState(getPositions=True, getEnergy=True, groups={bias_group})
-            positions = state.getPositions(asNumpy=True)._value
-            bias = state.getPotentialEnergy()._value
-            offset = reweighting_offset(metadynamics._totalBias, settings.bias_factor, kT, periodic)
-            time_ps = simulation.currentStep * settings.outer_step_ps
-            angles = dihedral_angles(positions[None], [torsions[name] for name in observed])[0]
-            rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
-            frames.append(positions)
-            bar.update(1)
-            if time.perf_counter() - last_save >= settings.checkpoint_seconds:
-                _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
-                last_save = time.perf_counter()
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
+
+    def save_checkpoint() -> None:
+        _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
+
+    with _sigint_held() as interrupted:
+        if checkpoint_file.exists():
+            checkpoint = _Checkpoint.load(checkpoint_file)
+            simulation.context.loadCheckpoint(checkpoint.state)
+            simulation.currentStep = checkpoint.step
+            metadynamics._selfBias[...] = checkpoint.bias
+            metadynamics._totalBias[...] = checkpoint.bias
+            # A zero-height deposit pushes the restored grid into the context's tabulated function.
+            metadynamics._addGaussian(np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context)
+            rows, frames = list(checkpoint.rows), list(checkpoint.frames)
+        else:
+            simulation.context.setPositions(md_system.positions)
+            mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
+            simulation.context.setVelocitiesToTemperature(settings.temperature, settings.seed + 1)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+        periodic = settings.cv != "learned"
+        # The backbone torsions are recorded beside the biased CVs, unless they are the biased CVs.
+        observed = [name for name in torsions if name not in names]
+        fields = names + observed + ["bias", "rbias"]
+        first_report = len(rows)
+        start, cpu_start, last_save = time.perf_counter(), time.process_time(), time.perf_counter()
+        with tqdm(total=settings.n_reports, initial=first_report, unit="ps" if settings.report_ps == 1 else "report", desc=f"bias {settings.cv}", disable=not progress, mininterval=0.5) as bar:
+            for _ in range(first_report, settings.n_reports):
+                positions = _advance(metadynamics, simulation, settings, masses, dof, len(rows))
+                values = np.array(metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
+                try:
+                    _check_inside(values, variables, names, simulation)
+                except NeuralCTError as error:
+                    if rows:
+                        _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
+                        write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], fields)
+                        raise NeuralCTError(f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc") from None
+                    raise
+                bias = simulation.context.getState(getEnergy=True, groups={bias_group}).getPotentialEnergy()._value
+                offset = reweighting_offset(metadynamics._totalBias, settings.bias_factor, kT, periodic)
+                time_ps = simulation.currentStep * settings.outer_step_ps
+                angles = dihedral_angles(positions[None], [torsions[name] for name in observed])[0]
+                rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
+                frames.append(positions)
+                bar.update(1)
+                if interrupted.is_set() or time.perf_counter() - last_save >= settings.checkpoint_seconds:
+                    save_checkpoint()
+                    last_save = time.perf_counter()
+                if interrupted.is_set():
+                    raise KeyboardInterrupt
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        save_checkpoint()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
     steps = (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every
     _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
     return _write_results(folder, np.array(rows), fields, names, torsions, grids, metadynamics, settings, kT, {"wall_seconds": wall, "cpu_seconds": cpu, "md_steps_this_run": steps, "resumed_from_report": first_report or None})
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[threading.Event]:
+    """Turn SIGINT (Ctrl-C) into a flag that the MD loop acts on between report intervals.
+
+    Only the main thread receives signals, and a process that ignores SIGINT keeps ignoring it:
+    there the flag is never set.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _advance(metadynamics: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int) -> np.ndarray:
+    """One report interval of metadynamics; the positions (n_atoms, 3) in nm after it.
+
+    Raises
+    ------
+    NeuralCTError
+        If the simulation blew up: non-finite positions or a kinetic temperature over 1000 times
+        the bath's (the test of ``neuralct simulate``), before a blown-up CV is taken for a CV
+        that left its grid.
+    """
+    def checked_positions() -> np.ndarray:
+        state = simulation.context.getState(getPositions=True, getVelocities=True)
+        positions = state.getPositions(asNumpy=True)._value
+        _check_sane(positions, float(kinetic_temperature(state.getVelocities(asNumpy=True)._value, masses, dof)), settings, frame)
+        return positions
+
+    with _divergence_as_error(settings):
+        try:
+            metadynamics.step(simulation, settings.steps_per_report)
+        except Exception:
+            # OpenMM re-raises an error from inside a step (a learned CV's, on non-finite positions) as its own: the state says whether it blew up.
+            checked_positions()
+            raise
+        return checked_positions()
 
 
 def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
@@ -407,7 +586,7 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
     rbias = table[:, -1]
     weights = np.exp((rbias - rbias.max()) / kT)
     ns = len(table) * settings.report_ps / 1000.0
-    by_torsion, surfaces = {}, []
+    by_torsion, surfaces = {}, {}
     for name, dihedral in torsions.items():
         if dihedral.kind != "phi":
             continue
@@ -415,18 +594,27 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
         psi_name = next((other for other, d in torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None)
         if psi_name is not None:
             suffix = "" if name == "phi" else "_" + name.removeprefix("phi_")
-            surface, _, _ = free_energy_2d(phi, column[psi_name], bins=40, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights)
+            surface, _, _ = free_energy_2d(phi, column[psi_name], bins=_PHI_PSI_BINS, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights)
             _save_array(folder / f"fes_phi_psi_reweighted{suffix}.npy", surface)
-            axes = [{"name": f"{name} (rad)", "min": -math.pi, "max": math.pi}, {"name": f"{psi_name} (rad)", "min": -math.pi, "max": math.pi}]
+            # The surface holds bins: the plot's grid is their centres.
+            centres = {"min": -math.pi + math.pi / _PHI_PSI_BINS, "max": math.pi - math.pi / _PHI_PSI_BINS}
+            axes = [{"name": f"{name} (rad)", **centres}, {"name": f"{psi_name} (rad)", **centres}]
             plot_grid_free_energy(surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", "reweighted free energy (Tiwary-Parrinello c(t))")
-            surfaces.append(f"fes_phi_psi_reweighted{suffix}.npy")
+            surfaces[f"fes_phi_psi_reweighted{suffix}.npy"] = (
+                f"reweighted free energy F({name}, {psi_name}), kJ/mol, minimum 0, NaN in bins without frames; shape ({_PHI_PSI_BINS}, {_PHI_PSI_BINS}): "
+                f"first index {name}, second {psi_name}, {_PHI_PSI_BINS} equal bins each over [-pi, pi] rad (bin i from -pi + 2 pi i/{_PHI_PSI_BINS})"
+            )
         transitions = count_transitions(phi)
         first_entry = np.nonzero((phi > CORE_B[0]) & (phi < CORE_B[1]))[0]
+        difference = phi_free_energy_difference(phi, weights, kT)
         by_torsion[name] = {
             "phi_transitions": transitions,
             "phi_transitions_per_ns": transitions / ns,
             "first_entry_into_B_ps": float(table[first_entry[0], 0]) if len(first_entry) else None,
-            "delta_F_phi_positive_minus_negative_kj": phi_free_energy_difference(phi, weights, kT),
+            "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
+            "delta_F_standard_error_kj": difference.standard_error_kj,
+            "delta_F_blocks": difference.blocks,
+            "delta_F_not_computed_because": difference.reason,
         }
     steps = timing["md_steps_this_run"]
     summary = {
@@ -438,12 +626,16 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
         **(next(iter(by_torsion.values())) if len(by_torsion) == 1 else {}),
         "phi_torsions": by_torsion,
         "core_sets_rad": {"A": list(CORE_A), "B": list(CORE_B)},
-        "reweighted_phi_psi_surfaces": surfaces,
+        "reweighted_phi_psi_surfaces": list(surfaces),
         "reweighting": "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), c(t) from the bias grid at each report",
         "steps_per_second": steps / timing["wall_seconds"] if steps and timing["wall_seconds"] > 0 else None,
         "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
         "step_unit": f"MD steps of {settings.timestep_fs} fs (the bias is evaluated every {settings.bias_every})",
-        "bias_files": {"bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics", "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid"},
+        "bias_files": {"bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics", "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid", **surfaces},
+        "delta_F": (
+            "F(phi > 0) - F(phi <= 0) from the reweighted frames, only where phi entered both core sets (at least one transition); "
+            f"standard error from the spread between {FREE_ENERGY_BLOCKS} contiguous blocks of the run"
+        ),
         **timing,
     }
     write_json(folder / "summary.json", summary)

@@ -17,6 +17,7 @@ __all__ = [
     "systems_dir",
     "available_systems",
     "build_system",
+    "MODEL_SYSTEM_HYDROGEN_ADVICE",
     "harmonic_chain_system",
     "double_well_system",
     "mueller_brown_system",
@@ -24,6 +25,12 @@ __all__ = [
     "rotated_double_well_rotation",
     "MUELLER_BROWN_PARAMETERS",
 ]
+
+#: What ``build_system`` advises for a PDB without the hydrogens the force field needs, unless its caller says otherwise.
+_ADD_HYDROGENS_ADVICE = "pass add_hydrogens=True (OpenMM Modeller adds them, protonation at ph, default 7)"
+
+#: The advice for commands that run a trained model on its system and add no hydrogens (bias, sample).
+MODEL_SYSTEM_HYDROGEN_ADVICE = "give the topology.pdb that `neuralct simulate` wrote beside the model's training trajectories, or a PDB with hydrogens"
 
 #: Constraint options of ``build_system`` (names as in OpenMM's ``ForceField.createSystem``).
 CONSTRAINTS = ("none", "hbonds", "allbonds", "hangles")
@@ -110,6 +117,7 @@ def build_system(
     temperature: float = 300.0,
     add_hydrogens: bool = False,
     ph: float = 7.0,
+    hydrogen_advice: str = _ADD_HYDROGENS_ADVICE,
 ) -> MDSystem:
     """Build an OpenMM System from a bundled name, a system YAML file or a PDB file.
 
@@ -135,6 +143,9 @@ def build_system(
         atoms are not added.
     ph : float
         pH for ``add_hydrogens``.
+    hydrogen_advice : str
+        What an error about a PDB without the hydrogens the force field needs tells the user to
+        do: by default to pass ``add_hydrogens=True``; a command passes what its own user can do.
 
     Raises
     ------
@@ -171,7 +182,7 @@ def build_system(
         raise NeuralCTError(f"system file {path}: unknown solvent {solvent!r}; use vacuum or obc2")
     if kind == "pdb":
         forcefield = forcefield or spec.get("forcefield") or ["amber99sbildn.xml"]
-        return _pdb_system(name, description, spec["pdb"], forcefield, solvent, constraints.lower(), ph if add_hydrogens else None)
+        return _pdb_system(name, description, spec["pdb"], forcefield, solvent, constraints.lower(), ph if add_hydrogens else None, hydrogen_advice)
     if add_hydrogens:
         raise NeuralCTError(f"--add-hydrogens applies to PDB structures only, not to the toy system {name!r}")
     if solvent != "vacuum":
@@ -197,10 +208,10 @@ def _residue_label(residue: Any) -> str:
     return f"residue {residue.name} {residue.id} of chain {residue.chain.id or '(blank)'}"
 
 
-def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], error: Exception, hydrogens_expected: bool = True) -> str:
+def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], error: Exception, hydrogen_advice: str, hydrogens_expected: bool = True) -> str:
     """What OpenMM's template ``error`` means for this PDB, in one line naming the residue as the PDB does.
 
-    A PDB without any hydrogen gets the advice to add them. A residue whose name no
+    A PDB without any hydrogen, or a residue that lacks only hydrogens, gets ``hydrogen_advice``. A residue whose name no
     template has comes first (its neighbours may fail only because of it); then a
     residue whose atoms differ from the closest template of its name (including the N-
     and C-terminal variants) is named with the atoms it lacks or has in excess; otherwise
@@ -211,7 +222,7 @@ def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], erro
 
     if hydrogens_expected and not any(atom.element is not None and atom.element.symbol == "H" for atom in topology.atoms()):
         return (
-            "it has no hydrogen atoms; rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7); "
+            f"it has no hydrogen atoms; {hydrogen_advice}; "
             "caps such as ACE/NME or terminal atoms are not added, put them in the PDB yourself"
         )
     unmatched = forcefield.getUnmatchedResidues(topology)
@@ -240,7 +251,7 @@ def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], erro
                 f"missing atoms {' '.join(missing)}" if missing else "",
                 f"atoms no template of that name has: {' '.join(extra)}" if extra else "",
             ) if part)
-            hint = "rerun with --add-hydrogens" if missing and all(n.startswith("H") for n in missing) else "fix the residue in the PDB"
+            hint = hydrogen_advice if missing and all(n.startswith("H") for n in missing) else "fix the residue in the PDB"
             return f"{_residue_label(residue)} does not match force field {' '.join(files)} ({what}); {hint}"
     residues = list(topology.residues())
     message = re.sub(
@@ -251,7 +262,7 @@ def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], erro
     return re.sub(r"\s*For more information, see \S+", "", message)
 
 
-def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence[str], solvent: str, constraints: str, ph: float | None) -> MDSystem:
+def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence[str], solvent: str, constraints: str, ph: float | None, hydrogen_advice: str) -> MDSystem:
     import openmm.app as app
     import openmm.unit as unit
 
@@ -271,7 +282,7 @@ def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence
             modeller.addHydrogens(ff, pH=ph)
         except Exception as exc:
             raise NeuralCTError(
-                f"--add-hydrogens failed on PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogens_expected=False)}; hydrogens are added to residues "
+                f"--add-hydrogens failed on PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice, hydrogens_expected=False)}; hydrogens are added to residues "
                 "the force field knows, caps (ACE/NME) and terminal atoms are the PDB's business"
             ) from None
         topology, positions = modeller.topology, modeller.positions
@@ -279,7 +290,7 @@ def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence
     try:
         system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
     except Exception as exc:
-        raise NeuralCTError(f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc)}") from None
+        raise NeuralCTError(f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice)}") from None
     positions = np.array(positions.value_in_unit(unit.nanometer), dtype=np.float64)
     settings = {"pdb": pdb_path, "forcefield": files, "solvent": solvent, "nonbonded": "NoCutoff", "constraints": constraints}
     if ph is not None:

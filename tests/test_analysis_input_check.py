@@ -1,0 +1,70 @@
+"""``neuralct analyze`` checks its frames against the model's training data, and converts lags exactly."""
+
+import json
+
+import pytest
+
+import neuralct
+from neuralct.analysis.training_match import compare_with_training
+from neuralct.cli import main
+from neuralct.md.netcdf import read_netcdf
+from neuralct.molecular import project_positions
+
+
+@pytest.fixture(scope="module")
+def inputs(alanine_model, tmp_path_factory):
+    """The conftest model, a trajectory it never saw, and a 22-particle harmonic chain (as many atoms as alanine dipeptide)."""
+    model_path, seen = alanine_model
+    root = tmp_path_factory.mktemp("analysis-inputs")
+    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.02", "--report-ps", "0.5", "--seed", "11",
+                 "--platform", "Reference", "--no-progress", "--output", str(root / "unseen")]) == 0
+    system = root / "chain22.yaml"
+    system.write_text("kind: harmonic-chain\nn: 22\nkappa_kT_per_nm2: 1.0\nmass_amu: 1.0\n")
+    assert main(["simulate", str(system), "--length-ns", "0.01", "--report-ps", "0.1", "--platform", "Reference",
+                 "--no-progress", "--output", str(root / "chain")]) == 0
+    return model_path, seen, root / "unseen" / "replica-000.nc", root / "chain" / "replica-000.nc"
+
+
+def test_frames_of_another_system_read_with_the_models_topology_are_flagged(inputs, tmp_path, capsys):
+    model_path, seen, _, chain = inputs
+    topology = str(seen[0]).replace("replica-000.nc", "topology.pdb")
+    out = tmp_path / "wrong"
+    assert main(["analyze", str(model_path), str(chain), "--top", topology, "--no-progress", "--output", str(out)]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "unlike the training data" in warning[0] and "--top" in warning[0]
+    check = json.loads((out / "summary.json").read_text())["input_check"]
+    assert check["frames"] == 100 and check["warning"] == warning[0][len("warning: "):]
+    assert check["rmsd_nm"]["frames_above"] == 100 and check["rmsd_nm"]["median"] > 10 * check["rmsd_nm"]["training_max"]
+    assert check["cv_range"]["frames_beyond"] == 100
+
+
+def test_frames_of_the_same_molecule_the_model_never_saw_pass(inputs, tmp_path, capsys):
+    model_path, seen, unseen, _ = inputs
+    out = tmp_path / "right"
+    assert main(["analyze", str(model_path), *seen, str(unseen), "--blocks", "2", "--no-progress", "--output", str(out)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    check = json.loads((out / "summary.json").read_text())["input_check"]
+    assert check["warning"] is None and check["frames"] == 120
+    assert check["rmsd_nm"]["frames_above"] == 0 and check["rmsd_nm"]["max"] < 1.5 * check["rmsd_nm"]["training_max"]
+    assert check["cv_range"]["frames_beyond"] == 0
+
+
+def test_a_model_without_the_training_figures_skips_those_tests(inputs):
+    model_path, _, unseen, _ = inputs
+    model = neuralct.load(model_path)
+    del model.metadata["training_rmsd_nm"], model.metadata["cv_ranges"]
+    positions = read_netcdf(unseen).positions
+    check = compare_with_training(model, positions, project_positions(model, positions, 2))
+    assert "skipped" in check["rmsd_nm"] and "skipped" in check["cv_range"] and check["warning"] is None
+
+
+def test_analyze_lag_must_be_a_whole_number_of_frames(inputs, tmp_path, capsys):
+    model_path, seen, unseen, _ = inputs
+    # Frames every 0.5 ps: 0.7 ps is refused (it was rounded to one frame), 1.5 ps is three frames.
+    assert main(["analyze", str(model_path), *seen, str(unseen), "--lag-ps", "0.7", "--no-progress", "--output", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--lag-ps 0.7 is not a whole multiple of the 0.5 ps between frames" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "a").exists()
+    assert main(["analyze", str(model_path), *seen, str(unseen), "--lag-ps", "1.5", "--blocks", "2", "--no-progress", "--output", str(tmp_path / "b")]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["lag_frames"] == 3 and summary["lag_ps"] == 1.5

@@ -1,0 +1,120 @@
+"""``neuralct bias`` under stress: free energies of unvisited basins, their error bars, the offset c(t) in rbias, blow-ups, Ctrl-C."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neuralct.analysis import read_colvar
+from neuralct.cli import main
+from neuralct.md.bias import CORE_B, frame_weights, phi_free_energy_difference
+from neuralct.units import kT_kj_per_mol
+
+REPO = Path(__file__).resolve().parents[1]
+KT = kT_kj_per_mol(300.0)
+
+
+def two_state_phi(rng, frames, leave_a=0.004, leave_b=0.012):
+    """phi of a two-state chain in time order: -1.2 rad in core set A, 1.0 rad in B, leaving each with the given probability per frame."""
+    pieces, total, state = [], 0, int(rng.integers(2))
+    while total < frames:
+        dwell = int(rng.geometric(leave_b if state else leave_a))
+        pieces.append(np.full(dwell, 1.0 if state else -1.2))
+        total, state = total + dwell, 1 - state
+    return np.concatenate(pieces)[:frames]
+
+
+def test_no_free_energy_for_a_basin_never_visited():
+    rng = np.random.default_rng(0)
+    # The beta basin only: phi around -2.9 rad, a few frames past -pi wrapped to phi near +pi (phi > 0, yet not core set B).
+    phi = np.angle(np.exp(1j * rng.normal(-2.9, 0.2, 500)))
+    assert np.any(phi > 0) and not np.any((phi > CORE_B[0]) & (phi < CORE_B[1]))
+    difference = phi_free_energy_difference(phi, np.ones_like(phi), KT)
+    assert difference.value_kj is None and difference.standard_error_kj is None
+    assert "never entered core set B" in difference.reason and "not computed" in difference.describe()
+    only_b = phi_free_energy_difference(np.full(50, 1.0), np.ones(50), KT)
+    assert only_b.value_kj is None and "never entered core set A" in only_b.reason
+    short = phi_free_energy_difference(np.array([-1.2, 1.0, -1.2]), np.ones(3), KT)
+    assert short.value_kj is None and "fewer than the 10 blocks" in short.reason
+
+
+def test_block_standard_error_is_the_spread_of_the_free_energy_over_independent_runs():
+    """A two-state chain with p_B = 1/4 (dF = kT ln 3) and lognormal frame weights independent of the state."""
+    rng = np.random.default_rng(7)
+    values, errors = [], []
+    for _ in range(300):
+        phi = two_state_phi(rng, 20000)
+        weights = rng.lognormal(0.0, 0.5, len(phi))
+        difference = phi_free_energy_difference(phi, weights, KT)
+        assert difference.value_kj == pytest.approx(-KT * math.log(weights[phi > 0].sum() / weights[phi <= 0].sum()), rel=1e-12)
+        values.append(difference.value_kj)
+        errors.append(difference.standard_error_kj)
+    values, errors = np.array(values), np.array(errors)
+    spread = values.std(ddof=1)
+    assert abs(values.mean() - KT * math.log(3)) < 4 * spread / math.sqrt(len(values))
+    # The error bar of one run says how far its value is from the others' (frames instead of blocks would give a tenth of it).
+    assert 0.85 < math.sqrt(np.mean(errors**2)) / spread < 1.15
+
+
+def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_follow(alanine_model, tmp_path):
+    """One Gaussian, deposited at 2.5 ps: before it V = c = 0, after it the grid is bias.npy, whose c(t) is computed here from its definition."""
+    out = tmp_path / "one-gaussian"
+    assert main(["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", "--length-ns", "0.004", "--report-ps", "0.1",
+                 "--pace-ps", "2.5", "--height-kj", "10", "--width-rad", "1", "--no-progress", "--output", str(out)]) == 0
+    fields, table = read_colvar(out / "COLVAR")
+    time_ps, bias, rbias = table[:, 0], table[:, fields.index("bias")], table[:, fields.index("rbias")]
+    before = time_ps < 2.5 - 1e-9
+    assert before.sum() == 24 and np.all(bias[before] == 0) and np.all(rbias[before] == 0)
+    assert np.all(bias[~before] > 0)
+    # Tiwary & Parrinello: c = kT ln[sum exp(gamma/(gamma-1) V/kT) / sum exp(V/((gamma-1) kT))] over the grid (periodic: the last point repeats the first).
+    gamma, grid = 8.0, np.load(out / "bias.npy")[:-1, :-1]
+    offset = KT * math.log(np.sum(np.exp(gamma / (gamma - 1) * grid / KT)) / np.sum(np.exp(grid / ((gamma - 1) * KT))))
+    assert offset > 1.0
+    assert np.allclose(rbias[~before], bias[~before] - offset, rtol=0, atol=1e-6)
+
+    expected = np.exp((bias - np.where(before, 0.0, offset)) / KT)
+    expected /= expected.sum()
+    weights, _ = frame_weights(out / "COLVAR", "colvar", len(table), KT)
+    assert np.allclose(weights, expected, rtol=1e-6, atol=0)
+    assert main(["train", str(out / "trajectory.nc"), "--bias-colvar", str(out / "COLVAR"), "--steps", "5", "--batch-size", "16",
+                 "--couplings", "2", "--hidden", "16", "--no-progress", "--output", str(tmp_path / "retrained")]) == 0
+    weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
+    assert weighting["kish_effective_frames"] == pytest.approx(1.0 / np.sum(expected**2), rel=1e-6)
+
+
+@pytest.mark.parametrize("timestep_fs", ["10", "50"])
+def test_a_simulation_that_blows_up_says_so(alanine_model, tmp_path, capsys, timestep_fs):
+    """At 10 fs the learned CV's force meets NaN positions inside a step; at 50 fs the CV runs far off its grid first."""
+    out = tmp_path / "blown"
+    assert main(["bias", str(alanine_model[0]), "--timestep-fs", timestep_fs, "--length-ns", "0.002", "--no-progress", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "blew up" in err and f"smaller --timestep-fs (now {timestep_fs} fs)" in err, err
+    assert "grid-margin" not in err and not (out / "summary.json").exists()
+
+
+def test_ctrl_c_on_a_learned_cv_exits_130_in_one_line_and_the_rerun_resumes(alanine_model, tmp_path):
+    out = tmp_path / "interrupted"
+    # The first checkpoint says the MD loop runs; the next is 0.3 s away, so the signal lands inside a step, in the CV's Python callback.
+    command = ["bias", str(alanine_model[0]), "--length-ns", "0.01", "--report-ps", "0.1", "--bias-every", "5",
+               "--checkpoint-seconds", "0.3", "--no-progress", "--output", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    run = subprocess.Popen([sys.executable, "-m", "neuralct", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.npz").exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and err.strip() == "neuralct bias: interrupted; rerun the same command to resume", err
+    with np.load(out / "checkpoint.npz") as checkpoint:
+        done = len(checkpoint["rows"])
+    assert 0 < done < 100 and not (out / "summary.json").exists()
+    assert main(command) == 0
+    assert json.loads((out / "summary.json").read_text())["resumed_from_report"] == done
+    assert np.allclose(read_colvar(out / "COLVAR")[1][:, 0], 0.1 * np.arange(1, 101))
