@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, evaluate_potential, iterate, warm_up
-from neuralct.sampling.diagnostics import curvature_figures, curvature_spectrum, kish_effective_sample_size, mean_standard_error, observable_efficiency
+from neuralct.sampling.diagnostics import basin_population, curvature_figures, curvature_spectrum, kish_effective_sample_size, observable_efficiency
 
 torch.set_default_dtype(torch.float64)
 
@@ -259,7 +259,7 @@ def alanine_main(args) -> dict[str, Any]:
                     "cpu_seconds": cpu, "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()}}
     reference = {name: value[:, None] for name, value in basin_indicators(topology, reference_frames.xyz).items()}  # trajectories end to end
     result["reference_md"] = {"frames": int(reference_frames.n_frames),
-                              "populations": {name: {"mean": float(value.mean()), "standard_error": mean_standard_error(value)} for name, value in reference.items()}}
+                              "populations": {name: basin_population(value) for name, value in reference.items()}}
     return result
 
 

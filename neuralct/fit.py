@@ -29,7 +29,7 @@ from .training import (
 
 __all__ = [
     "architecture_from_options", "check_enough_samples", "check_frame_weights", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories",
-    "validation_interval", "DTYPES",
+    "training_memory_needed", "validation_interval", "DTYPES",
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -71,6 +71,66 @@ def architecture_from_options(layers: str, couplings: int, hidden: int, depth: i
     if not specs:
         raise NeuralCTError("--layers is empty; name at least one layer")
     return specs
+
+
+#: Copies of the network's parameters training keeps: the weights, their gradients, Adam's two
+#: moments, the kept best state and the checkpoint's serialised copies.
+_PARAMETER_COPIES = 8
+#: Numbers a training step keeps per minibatch row per output of the network's linear layers (plus
+#: four per coordinate): 9.6 measured for the default network on a 32-coordinate chain (29 kB per
+#: row in float32, from the peak memory of `neuralct train` at batch sizes 256 to 65536), doubled
+#: for other architectures.
+_ACTIVATIONS_PER_UNIT = 16
+
+
+def training_memory_needed(
+    dim: int, architecture: list[dict[str, Any]], batch_size: int, dtype: str, toy_samples: int = 0
+) -> dict[str, tuple[float, str]]:
+    """Bytes training needs for its large parts, an upper estimate made before anything is built.
+
+    The network's size follows from three tiny copies of it (hidden widths 1, 2 and 3): the
+    parameter count of fully connected layers is quadratic in the width, the number of their
+    outputs linear, so the three fix both exactly at any width.
+
+    Parameters
+    ----------
+    dim : int
+        Coordinates of the model.
+    architecture : list of dict
+        Layer specs (:func:`architecture_from_options`).
+    batch_size : int
+        Minibatch rows.
+    dtype : {"float32", "float64"}
+        Training precision.
+    toy_samples : int
+        Exact samples a toy draws (float64 positions and momenta), 0 for trajectories.
+
+    Returns
+    -------
+    dict of str to (float, str)
+        Each part's bytes and the option that scales it, for :func:`neuralct.memory.check_fits`.
+    """
+    from torch import nn
+
+    def counts(width: int) -> tuple[int, int]:
+        specs = [dict(spec, hidden=width) if "hidden" in spec else spec for spec in architecture]
+        model = NeuralCanonicalTransformation(dim, masses=torch.ones(dim, dtype=torch.float64), architecture=specs)
+        return sum(p.numel() for p in model.parameters()), sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+
+    (p1, u1), (p2, u2), (p3, _) = counts(1), counts(2), counts(3)
+    width = max([spec["hidden"] for spec in architecture if "hidden" in spec], default=1)
+    a = (p3 - 2 * p2 + p1) / 2
+    b = p2 - p1 - 3 * a
+    parameters = a * width**2 + b * width + (p1 - a - b)
+    units = u1 + (u2 - u1) * (width - 1)
+    itemsize = 8 if dtype == "float64" else 4
+    needed = {
+        "the network, its gradients and optimizer state": (_PARAMETER_COPIES * parameters * itemsize, "--hidden, --depth or --couplings"),
+        "a minibatch's activations": (_ACTIVATIONS_PER_UNIT * batch_size * (units + 4 * dim) * itemsize, "--batch-size"),
+    }
+    if toy_samples:
+        needed["the toy's exact samples"] = (4 * toy_samples * dim * 8, "--samples")
+    return needed
 
 
 def _run_figures(model, result, settings: TrainingSettings, device: torch.device, dtype: str) -> dict[str, Any]:

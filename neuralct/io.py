@@ -33,6 +33,9 @@ __all__ = [
     "atomic_write_text",
     "write_json",
     "atomic_torch_save",
+    "atomic_savez",
+    "DamagedFile",
+    "torch_load_verified",
     "prepare_output_dir",
     "is_atomic_temporary",
 ]
@@ -159,6 +162,15 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
+    """``numpy.savez`` of ``arrays`` to ``path`` atomically (serialised in memory, then renamed into place)."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically (serialised in memory, then renamed into place)."""
     import torch
@@ -166,6 +178,51 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+class DamagedFile(Exception):
+    """A file that cannot be read back as it was written; the message says what is wrong.
+
+    Attributes
+    ----------
+    failed_entry : str or None
+        The archive entry whose checksum fails; None when the file could not be read at all.
+    cause : str
+        The type of the error that kept it from being read (``"CRC-32"`` for a failed checksum).
+    """
+
+    def __init__(self, message: str, failed_entry: str | None = None, cause: str = "CRC-32"):
+        super().__init__(message)
+        self.failed_entry, self.cause = failed_entry, cause
+
+
+def torch_load_verified(path: str | os.PathLike) -> Any:
+    """``torch.load`` (tensors and plain data only, on the CPU) of a file whose every part passes its CRC-32 check.
+
+    A torch file is a zip archive; torch reads an entry whose bytes were damaged without
+    noticing, so every entry's CRC-32 is checked first.
+
+    Raises
+    ------
+    DamagedFile
+        Naming the entry whose checksum fails, or what kept the file from being read.
+    """
+    import zipfile
+
+    import torch
+
+    data = Path(path).read_bytes()  # an OSError (permissions, a folder) is not damage: it propagates
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            failed_entry = archive.testzip()
+    except Exception as exc:  # zipfile raises many types for truncated or foreign files
+        raise DamagedFile(f"it cannot be read as a torch file ({type(exc).__name__})", cause=type(exc).__name__) from None
+    if failed_entry is not None:
+        raise DamagedFile(f"the CRC-32 checksum of its entry {failed_entry} fails", failed_entry)
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign contents
+        raise DamagedFile(f"it cannot be read as a torch file ({type(exc).__name__})", cause=type(exc).__name__) from None
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:

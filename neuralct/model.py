@@ -7,7 +7,6 @@ import io
 import math
 import os
 import struct
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from torch import nn
 from .errors import NeuralCTError, first_line
 from .flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
 from .flows.base import join_phase_space, map_in_chunks, split_phase_space
-from .io import atomic_torch_save
+from .io import DamagedFile, atomic_torch_save, torch_load_verified
 from .lagged import LatentLangevin, relaxation_times
 from .prior import HarmonicPrior
 
@@ -505,13 +504,9 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuralC
     if not path.is_file():
         raise NeuralCTError(f"model file {path} does not exist")
     try:
-        data = path.read_bytes()
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            failed_entry = archive.testzip()
-        if failed_entry is None:
-            contents = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # zipfile and torch raise many types for corrupt or foreign files
-        raise NeuralCTError(f"{path} cannot be read as a neuralct model ({type(exc).__name__}); is it a model written by `neuralct train`?") from None
-    if failed_entry is not None:
-        raise _damaged(str(path), f"the CRC-32 checksum of its entry {failed_entry} fails")
+        contents = torch_load_verified(path)
+    except DamagedFile as exc:
+        if exc.failed_entry is not None:
+            raise _damaged(str(path), str(exc)) from None
+        raise NeuralCTError(f"{path} cannot be read as a neuralct model ({exc.cause}); is it a model written by `neuralct train`?") from None
     return NeuralCanonicalTransformation.from_file_contents(contents, str(path)).to(device)

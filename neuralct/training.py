@@ -13,7 +13,7 @@ import torch
 
 from . import distributed
 from .errors import NeuralCTError
-from .io import atomic_torch_save
+from .io import DamagedFile, atomic_torch_save, torch_load_verified
 from .model import NeuralCanonicalTransformation
 
 __all__ = [
@@ -485,9 +485,9 @@ def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best
 
 def _resume(path, model, optimizer, scheduler, generator, history, best, settings, running, norms, earlier) -> int:
     try:
-        state = torch.load(path, map_location=model.masses.device, weights_only=True)
-    except Exception as exc:
-        raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start afresh") from None
+        state = torch_load_verified(path)
+    except DamagedFile as exc:
+        raise NeuralCTError(f"checkpoint {path} is damaged: {exc}; delete it (or rerun with --overwrite) to start afresh") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise NeuralCTError(f"{path} is not a neuralct checkpoint; delete it to start afresh")
     saved = dict(state["settings"])

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -438,3 +439,24 @@ def test_a_finished_bias_run_writes_deleted_results_again_from_its_checkpoint(al
     assert main(command) == 2
     assert "checkpoint.npz of the finished `neuralct bias` run is missing or changed" in one_line_error(capsys, "bias")
     assert snapshot(out) == before
+
+
+def test_an_interrupted_trainings_damaged_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    command = [*TOY[:-3], "--steps", "60", "--checkpoint-every", "30", "--no-progress", "--output", str(out)]
+    assert main(command) == 0
+    # As if killed before it finished: no outputs recorded, the checkpoint is resumed from.
+    identity = json.loads((out / "run.json").read_text())
+    identity.pop("outputs")
+    (out / "run.json").write_text(json.dumps(identity))
+    with zipfile.ZipFile(out / "checkpoint.pt") as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size)  # a tensor's bytes
+    data = bytearray((out / "checkpoint.pt").read_bytes())
+    header = largest.header_offset  # the local header: 30 bytes, then the name and extra field
+    name_length, extra_length = int.from_bytes(data[header + 26:header + 28], "little"), int.from_bytes(data[header + 28:header + 30], "little")
+    offset = header + 30 + name_length + extra_length
+    data[offset:offset + 64] = bytes(b ^ 0xFF for b in data[offset:offset + 64])
+    (out / "checkpoint.pt").write_bytes(bytes(data))
+    assert main(command) == 2
+    err = one_line_error(capsys, "train")
+    assert "checkpoint.pt is damaged: the CRC-32 checksum of its entry" in err and "--overwrite" in err

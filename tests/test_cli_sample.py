@@ -1,6 +1,8 @@
 """``neuralct sample`` on the command line: toy and molecular models, resume, and bad input."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +14,30 @@ SAMPLE = ["--chains", "6", "--samples", "30", "--warmup", "10", "--leapfrog-step
 
 def snapshot(folder):
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def read_summary(folder):
+    """summary.json read as strict JSON (no NaN or Infinity, which jq and JavaScript refuse); every null explained."""
+
+    def refuse(constant):
+        raise ValueError(f"summary.json holds {constant}")
+
+    summary = json.loads((folder / "summary.json").read_text(), parse_constant=refuse)
+    assert_nulls_explained(summary)
+    return summary
+
+
+def assert_nulls_explained(figures, where="summary"):
+    """Every null figure comes with its reason: in the ``undefined`` map beside it, or in a ``note``."""
+    if isinstance(figures, dict):
+        for key, value in figures.items():
+            if value is None:
+                assert key in figures.get("undefined", {}) or "note" in figures, f"{where}[{key!r}] is null without a reason"
+            assert_nulls_explained(value, f"{where}[{key!r}]")
+    elif isinstance(figures, list):
+        for index, value in enumerate(figures):
+            assert value is not None, f"{where}[{index}] is null"
+            assert_nulls_explained(value, f"{where}[{index}]")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +52,7 @@ def toy_model(tmp_path_factory):
 def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     out = tmp_path / method
     assert main(["sample", str(toy_model), "--method", method, *SAMPLE, "--output", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     assert summary["target"]["name"] == "curved-double-well"
     samples = np.load(out / "samples.npz")
     assert samples["q"].shape == (30, 6, 2) and np.isfinite(samples["q"]).all()
@@ -34,7 +60,8 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     assert set(kernels) == {"hmc", "independence"} if method == "mixed" else len(kernels) == 1
     assert summary["energy_evaluations"] == sum(k["energy_evaluations"] for k in kernels.values()) > 0
     for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
-        assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "standard_error", "r_hat"} <= set(figures)
+        assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "r_hat"} <= set(figures)
+    assert {"population", "standard_error", "chains_visiting", "stays"} <= set(summary["populations"]["x1 > 0"])
     assert summary["convergence"]["r_hat_limit"] == 1.1 and isinstance(summary["convergence"]["not_converged"], list)
     # Choosing the starts costs 8 flow draws per chain, counted with the warm-up.
     assert summary["warmup_energy_evaluations"] >= 8 * 6 + 6
@@ -165,6 +192,142 @@ def test_toy_model_with_a_system_is_refused(toy_model, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def with_fixed_basins(monkeypatch):
+    """Give toy targets two more indicators: a basin no sample is in, and one every sample is in."""
+    import neuralct.sampling.run as sampling_run
+
+    original = sampling_run.toy_target
+
+    def toy_target(model):
+        target = original(model)
+        indicators = target.indicators
+        target.indicators = lambda q: {**indicators(q), "nowhere": np.zeros(len(q)), "everywhere": np.ones(len(q))}
+        return target
+
+    monkeypatch.setattr(sampling_run, "toy_target", toy_target)
+
+
+def test_basins_never_visited_or_never_left_have_no_population_but_a_bound(toy_model, tmp_path, monkeypatch):
+    with_fixed_basins(monkeypatch)
+    out = tmp_path / "x"
+    assert main(["sample", str(toy_model), *SAMPLE, "--output", str(out)]) == 0
+    summary = read_summary(out)
+    nowhere, everywhere = summary["populations"]["nowhere"], summary["populations"]["everywhere"]
+    assert nowhere["population"] is None and nowhere["standard_error"] is None and nowhere["note"].startswith("not visited")
+    assert nowhere["upper_bound_95"] == pytest.approx(1 - 0.05 ** (1 / 6)) and nowhere["chains_visiting"] == 0
+    assert everywhere["population"] is None and everywhere["lower_bound_95"] == pytest.approx(0.05 ** (1 / 6))
+    figures = summary["indicators"]["nowhere"]
+    assert figures["iat"] is None and figures["ess_per_evaluation"] is None and "the same value in every sample" in figures["undefined"]["iat"]
+    assert "nowhere" not in summary["convergence"]["not_converged"], "a constant says nothing about convergence"
+
+
+def forbid_sampling(monkeypatch):
+    """Make the chains' first allocation fail the test at once (a refused run must not get there)."""
+    import neuralct.sampling.run as sampling_run
+
+    def started(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(sampling_run, "starting_points", started)
+    monkeypatch.setattr(sampling_run, "iterate", started)
+
+
+@pytest.mark.parametrize(
+    "options,reduce",
+    [
+        (["--chains", "10000000", "--samples", "1"], "reduce --chains"),
+        (["--samples", "100000000"], "reduce --samples or --chains"),
+        (["--kish-samples", "100000000000"], "reduce --kish-samples"),
+        (["--warmup", "100000000000"], "reduce --warmup"),
+    ],
+)
+def test_a_run_too_large_for_the_memory_is_refused_before_any_work(toy_model, tmp_path, capsys, monkeypatch, options, reduce):
+    import neuralct.memory
+
+    forbid_sampling(monkeypatch)
+    monkeypatch.setattr(neuralct.memory, "available_memory_bytes", lambda: 4 * 10**9)
+    out = tmp_path / "x"
+    assert main(["sample", str(toy_model), "--no-progress", *options, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "B of memory" in err and "but 4.0 GB is available" in err and err.endswith(reduce), err
+    assert not out.exists()
+
+
+def test_ten_million_chains_are_refused_on_this_machine(toy_model, tmp_path, capsys, monkeypatch):
+    forbid_sampling(monkeypatch)
+    out = tmp_path / "x"
+    assert main(["sample", str(toy_model), "--chains", "10000000", "--no-progress", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "TB of memory" in err and "is available; reduce --samples or --chains" in err, err
+    assert not out.exists()
+
+
+# Peak resident memory from /proc (VmHWM): getrusage's ru_maxrss would include the parent's, which survives fork and exec.
+MEASURE_MEMORY = """
+import json, sys, tempfile
+from pathlib import Path
+from neuralct.model import load
+from neuralct.sampling.run import SamplingSettings, memory_needed, run_sampling, toy_target
+
+def resident(field):
+    line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+model = load(sys.argv[1]).double()
+model.requires_grad_(False)
+target = toy_target(model)
+settings = SamplingSettings(chains=20000, samples=20, warmup=4, leapfrog_steps=2, kish_samples=0, progress=False)
+needed = sum(size for size, _ in memory_needed(model, target, settings).values())
+before = resident("VmRSS")
+with tempfile.TemporaryDirectory() as folder:
+    run_sampling(model, target, settings, Path(folder))
+print(json.dumps({"needed": needed, "used": resident("VmHWM") - before}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_the_memory_estimate_bounds_what_a_run_takes(toy_model):
+    """20,000 chains of the toy model in a fresh process: its peak memory stays below the estimate, and not far below."""
+    result = subprocess.run([sys.executable, "-c", MEASURE_MEMORY, str(toy_model)], capture_output=True, text=True, check=True, timeout=600)
+    figures = json.loads(result.stdout.splitlines()[-1])
+    assert figures["used"] > 50e6, "a run big enough for the comparison to mean something"
+    assert figures["used"] < figures["needed"] < 4 * figures["used"], figures
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a sampling checkpoint", "chains of another shape"])
+def test_a_damaged_checkpoint_is_refused_in_one_line(toy_model, tmp_path, monkeypatch, capsys, damage):
+    import torch
+
+    import neuralct.sampling.run as sampling_run
+
+    args = ["sample", str(toy_model), *SAMPLE, "--checkpoint-every", "7", "--output", str(tmp_path / "x")]
+    original = interrupt_iteration(monkeypatch, 25)
+    assert main(args) == 130
+    monkeypatch.setattr(sampling_run, "iterate", original)
+    checkpoint = tmp_path / "x" / "checkpoint.pt"
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    elif damage == "not a sampling checkpoint":
+        torch.save({"iteration": 21}, checkpoint)
+    else:
+        saved = torch.load(checkpoint, weights_only=True)
+        saved["position"] = saved["position"][:3]
+        torch.save(saved, checkpoint)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"checkpoint {checkpoint} is damaged" in err and "rerun with --overwrite" in err, err
+    assert main([*args, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("value", ["0", "1"])
+def test_target_acceptance_must_be_strictly_between_zero_and_one(toy_model, tmp_path, capsys, value):
+    assert main(["sample", str(toy_model), "--target-acceptance", value, "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --target-acceptance: must be a number > 0 and < 1" in err, err
+    assert not (tmp_path / "x").exists()
+
+
 @pytest.fixture(scope="module")
 def alanine_models(tmp_path_factory):
     """A short unconstrained alanine dipeptide trajectory and three tiny models: heavy atoms, all atoms, backbone atoms."""
@@ -189,7 +352,7 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
     out = tmp_path / "sample"
     assert main(["sample", str(alanine_models["all"]), "alanine-dipeptide", "--chains", "3", "--samples", "4", "--warmup", "3",
                  "--leapfrog-steps", "2", "--step-size", "0.01", "--kish-samples", "10", "--no-progress", "--output", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))
     assert traj.n_frames == 12 and traj.n_atoms == 22
     universe = MDAnalysis.Universe(str(out / "topology.pdb"), str(out / "samples.nc"))
@@ -199,7 +362,10 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
     populations = summary["populations"]
     (label,) = {name.rsplit("(", 1)[1].rstrip(")") for name in populations}  # one residue with phi and psi: ALA
     assert "ALA" in label and f"phi > 0 ({label})" in populations and f"psi in (-120, 50) deg ({label})" in populations
-    assert sum(populations[f"{name} ({label})"]["population"] for name in STATE_NAMES) <= 1 + 1e-9
+    regions = [populations[f"{name} ({label})"] for name in STATE_NAMES]
+    assert sum(region["population"] or 0.0 for region in regions) <= 1 + 1e-9
+    for region in regions:  # a region no chain entered has a bound, not a population of 0 +- 0
+        assert region["chains_visiting"] > 0 or (region["population"] is None and 0 < region["upper_bound_95"] < 1)
     assert list(out.glob("phi_psi_free_energy_*.png")) and (out / "phi_psi_histogram.npz").exists()
     assert summary["target"]["atoms"] == 22
 
@@ -210,7 +376,7 @@ def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanin
     out = tmp_path / "sample"
     assert main(["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "3", "--samples", "6", "--warmup", "8",
                  "--leapfrog-steps", "2", "--no-progress", "--output", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = read_summary(out)
     assert summary["target"]["placed_hydrogens"] == 12 and summary["target"]["dimension"] == 24 + 36
     assert summary["flow_importance_weights"].startswith("not defined")
     traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))

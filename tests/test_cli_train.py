@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 import yaml
 
@@ -216,3 +217,51 @@ def test_position_noise_option(tmp_path, capsys):
     assert "use it with --mode ml" in capsys.readouterr().err
     assert main(TOY + ["--position-noise", "-1", "--output", str(tmp_path / "negative")]) == 2
     assert "--position-noise: must be a finite number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, reduce",
+    [
+        (["--samples", "2000000000"], "reduce --samples"),
+        (["--batch-size", "1000000000"], "reduce --batch-size"),
+        (["--hidden", "1000000"], "reduce --hidden, --depth or --couplings"),
+    ],
+)
+def test_training_too_large_for_the_memory_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch, options, reduce):
+    import neuralct.memory
+
+    monkeypatch.setattr(neuralct.memory, "available_memory_bytes", lambda: 4 * 10**9)
+    out = tmp_path / "model"
+    status = main(["train", "--toy", "harmonic-chain", "-p", "n=32", "--steps", "2", "--no-progress", *options, "--output", str(out)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "but 4.0 GB is available" in err and err.strip().endswith(reduce), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("layers", ["linear-point,point", "point,continuous"])
+def test_the_memory_estimate_counts_the_networks_parameters_exactly(layers):
+    from torch import nn
+
+    from neuralct.fit import architecture_from_options, training_memory_needed
+    from neuralct.model import NeuralCanonicalTransformation
+
+    architecture = architecture_from_options(layers, 3, 48, 2, 4)
+    model = NeuralCanonicalTransformation(20, masses=torch.ones(20, dtype=torch.float64), architecture=architecture)
+    parameters = sum(p.numel() for p in model.parameters())
+    units = sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+    needed = training_memory_needed(20, architecture, 100, "float32")
+    assert needed["the network, its gradients and optimizer state"][0] == 8 * parameters * 4
+    assert needed["a minibatch's activations"][0] == 16 * 100 * (units + 80) * 4
+
+
+def test_an_allocation_that_fails_anyway_is_one_line(tmp_path, capsys, monkeypatch):
+    """Where no estimate foresaw it (another process took the memory meanwhile), the failure is still one line."""
+    import neuralct.cli.train
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000 bytes.")
+
+    monkeypatch.setattr(neuralct.cli.train, "_toy_fit", fail)
+    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ran out of memory (" in err and "reduce the sizes of the run" in err

@@ -7,7 +7,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, first_line
 
 __all__ = ["main", "build_parser"]
 
@@ -53,6 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"neuralct {args.command}: error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
         return 1
+    except (MemoryError, RuntimeError) as exc:
+        # torch reports a failed allocation as a RuntimeError (CPU) or its OutOfMemoryError (CUDA).
+        if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+            raise
+        print(f"neuralct {args.command}: error: ran out of memory ({first_line(exc)[:160]}); reduce the sizes of the run (--batch-size, --hidden, --samples, --chains)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """Whether torch raised ``exc`` for an allocation that failed."""
+    text = str(exc)
+    return "can't allocate memory" in text or "out of memory" in text.lower()

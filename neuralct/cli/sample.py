@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .options import add_common_options, fraction, nonnegative_int, positive_float, positive_int, result_settings, save_resolved_config
+from .options import add_common_options, nonnegative_int, positive_float, positive_fraction, positive_int, print_warning, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run"]
 
@@ -43,11 +42,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--mass-matrix", choices=("curvature", "unit"), default="curvature",
         help="HMC masses: the mean curvature E[grad U grad U^T] of the second quarter of the warm-up, or the identity (default: %(default)s)",
     )
-    parser.add_argument("--target-acceptance", type=fraction, default=0.65, help="mean acceptance the warm-up aims at (default: %(default)s)")
+    parser.add_argument("--target-acceptance", type=positive_fraction, default=0.65, help="mean acceptance the warm-up aims at (default: %(default)s)")
     parser.add_argument("--kish-samples", type=nonnegative_int, default=1000, help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)")
     parser.add_argument("--checkpoint-every", type=positive_int, default=100, help="iterations between checkpoints (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(parser, output_default="runs/sample")
+    add_common_options(parser, output_default="runs/sample", cpu_only="sampling runs on the CPU, with energies from OpenMM's Reference platform")
     parser.set_defaults(run=run)
     return parser
 
@@ -57,21 +56,20 @@ def run(args: argparse.Namespace) -> int:
     from ..model import load
     from ..molecular import is_molecular
     from ..runs import RunFolder
-    from ..sampling.run import WARMUP_SCHEDULE, SamplingSettings, check_method, molecular_target, run_sampling, toy_target
+    from ..sampling.run import WARMUP_SCHEDULE, SamplingSettings, check_memory, check_method, molecular_target, run_sampling, toy_target
 
-    if args.device not in ("auto", "cpu"):
-        raise NeuralCTError(f"--device {args.device}: sampling runs on the CPU (the energies come from OpenMM's Reference platform); use --device cpu")
-    if args.target_acceptance <= 0:
-        raise NeuralCTError("--target-acceptance must be between 0 and 1, not 0")
     model = load(args.model).double()
     model.requires_grad_(False)
     inputs = [args.model]
     if is_molecular(model):
-        from ..md.systems import build_system
+        from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
 
         if args.system is None:
             raise NeuralCTError("a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`")
-        md_system = build_system(args.system, solvent=args.solvent, constraints="none", temperature=model.metadata["molecule"]["temperature_K"])
+        md_system = build_system(
+            args.system, solvent=args.solvent, constraints="none", temperature=model.metadata["molecule"]["temperature_K"],
+            hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE,
+        )
         target = molecular_target(model, md_system, args.system)
         if Path(args.system).is_file():
             inputs.append(args.system)
@@ -85,17 +83,21 @@ def run(args: argparse.Namespace) -> int:
         leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, mass_matrix=args.mass_matrix, kish_samples=args.kish_samples,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
     )
+    check_memory(model, target, settings)
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
     # Fixed parts of the method that change the samples: a folder of a run made with other ones is not resumed.
     run_settings["warmup_schedule"] = WARMUP_SCHEDULE
-    with RunFolder(args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite) as folder:
+    # A finished rerun writes the samples and the report again from its checkpoint; a changed
+    # checkpoint is refused.
+    rebuilt = ("samples.*", "topology.pdb", "*.png", "phi_psi_histogram.npz", "summary.json", "config.yaml")
+    with RunFolder(args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as folder:
         summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
         save_resolved_config(args, folder.path)
     acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
     energy = summary["potential_energy_kT"]
     print(
         f"samples in {folder.path}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
-        f"potential energy {energy['mean']:.2f} +- {energy['standard_error']:.2f} kT, ESS per evaluation {energy['ess_per_evaluation']:.2e}"
+        f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT, ESS per evaluation {_shown(energy['ess_per_evaluation'], '.2e')}"
     )
     curvature = summary["mean_curvature"]
     space = "physical" if args.method == "hmc" else "latent"
@@ -103,9 +105,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 ({exact})")
     convergence = summary["convergence"]
     if convergence["not_converged"]:
-        print(
-            f"warning: the chains disagree (split R-hat above {convergence['r_hat_limit']}) on {', '.join(convergence['not_converged'])}; "
-            "the estimates are not reliable yet: sample longer (--samples) or warm up longer (--warmup)",
-            file=sys.stderr,
+        print_warning(
+            f"the chains disagree (split R-hat above {convergence['r_hat_limit']}) on {', '.join(convergence['not_converged'])}; "
+            "the estimates are not reliable yet: sample longer (--samples) or warm up longer (--warmup)"
         )
     return 0
+
+
+def _shown(figure: float | None, spec: str) -> str:
+    """A figure of summary.json for the terminal; an undefined one (None there, with its reason) as "undefined"."""
+    return "undefined" if figure is None else format(figure, spec)

@@ -205,6 +205,8 @@ def _run_options(args: argparse.Namespace, output: Path) -> dict:
 def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
     """Read the trajectories; return the fit to run in the output folder and the input files (trajectories, topologies)."""
     from ..data import load_trajectories
+    from ..fit import training_memory_needed
+    from ..memory import check_fits
     from ..data.loading import topology_file
     from ..fit import fit_trajectories
 
@@ -215,6 +217,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), *(("--vamp-lags-ps", tau) for tau in args.vamp_lags_ps or ())):
         if lag is not None:
             data.lag_frames(lag, option)
+    check_fits(training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype), f"training on {data.n_frames} frames")
     weights, weighting, weights_source = None, None, "the frame weights"
     if args.weights or args.bias_colvar:
         from ..fit import check_frame_weights
@@ -250,13 +253,15 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
 
 def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
     """Build the toy system; return the fit to run in the output folder and no input files."""
-    from ..fit import fit_toy
+    from ..fit import fit_toy, training_memory_needed
+    from ..memory import check_fits
     from ..toys import make_toy_system
 
     for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), ("--vamp-lags-ps", args.vamp_lags_ps), ("--vamp-weight", args.vamp_weight or None)):
         if lag is not None:
             raise NeuralCTError(f"{option} needs trajectories (pairs of frames a lag apart); the toys give independent samples")
     system = make_toy_system(args.toy, parse_parameters(args.param))
+    check_fits(training_memory_needed(system.dim, architecture, args.batch_size, args.dtype, toy_samples=args.samples), f"training on the toy {args.toy}")
 
     def fit(output: Path) -> tuple:
         return fit_toy(

@@ -45,10 +45,10 @@ import numpy as np
 from ..analysis.colvar import write_colvar
 from ..analysis.dihedrals import Dihedral, dihedral_angles, find_dihedrals
 from ..errors import NeuralCTError, first_line
-from ..io import atomic_write_bytes, write_json
+from ..io import atomic_savez, atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
 from .platform import available_platforms
-from .simulate import _check_sane, _divergence_as_error, check_whole_steps, degrees_of_freedom, kinetic_temperature
+from .simulate import check_sane, divergence_as_error, check_whole_steps, degrees_of_freedom, kinetic_temperature
 
 __all__ = [
     "BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "FreeEnergyDifference", "phi_free_energy_difference",
@@ -393,9 +393,10 @@ class _Checkpoint:
         self.state, self.bias, self.rows, self.frames, self.step, self.settings = state, bias, rows, frames, step, settings
 
     def save(self, path: Path) -> None:
-        buffer = io.BytesIO()
-        np.savez(buffer, state=np.frombuffer(self.state, dtype=np.uint8), bias=self.bias, rows=self.rows, frames=self.frames, step=np.array(self.step), settings=np.array(json.dumps(self.settings, sort_keys=True)))
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_savez(
+            path, state=np.frombuffer(self.state, dtype=np.uint8), bias=self.bias, rows=self.rows, frames=self.frames, step=np.array(self.step),
+            settings=np.array(json.dumps(self.settings, sort_keys=True)),
+        )
 
     @classmethod
     def load(cls, path: Path) -> "_Checkpoint":
@@ -537,10 +538,10 @@ def _advance(metadynamics: Any, simulation: Any, settings: BiasSettings, masses:
     def checked_positions() -> np.ndarray:
         state = simulation.context.getState(getPositions=True, getVelocities=True)
         positions = state.getPositions(asNumpy=True)._value
-        _check_sane(positions, float(kinetic_temperature(state.getVelocities(asNumpy=True)._value, masses, dof)), settings, frame)
+        check_sane(positions, float(kinetic_temperature(state.getVelocities(asNumpy=True)._value, masses, dof)), settings, frame)
         return positions
 
-    with _divergence_as_error(settings):
+    with divergence_as_error(settings):
         try:
             metadynamics.step(simulation, settings.steps_per_report)
         except Exception:

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import NeuralCTError, first_line
-from ..io import atomic_write_bytes, atomic_write_text, write_json
+from ..io import atomic_savez, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 from .platform import available_platforms, fastest_platform, make_context
@@ -47,7 +47,7 @@ from .systems import MDSystem
 
 __all__ = [
     "SimulationSettings", "check_whole_steps", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature",
-    "default_jobs", "degrees_of_freedom", "write_topology",
+    "default_jobs", "degrees_of_freedom", "write_topology", "check_sane", "divergence_as_error",
 ]
 
 #: Per-frame kinetic temperature (K) from the mean kinetic energy of the two half-step velocities.
@@ -198,7 +198,7 @@ class _BlowUp(Exception):
     """The integration diverged (non-finite coordinates)."""
 
 
-def _check_sane(positions: np.ndarray, temperature: float, settings: SimulationSettings, frame: int) -> None:
+def check_sane(positions: np.ndarray, temperature: float, settings: SimulationSettings, frame: int) -> None:
     """Raise _BlowUp for non-finite coordinates or a kinetic temperature 1000 times the bath's.
 
     A thermalised frame exceeds 1000 T only with probability below exp(-500) even for one
@@ -211,7 +211,7 @@ def _check_sane(positions: np.ndarray, temperature: float, settings: SimulationS
 
 
 @contextlib.contextmanager
-def _divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
+def divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
     """Turn a diverging integration (our NaN check or OpenMM's) into a one-line NeuralCTError saying what to change."""
     try:
         yield
@@ -231,15 +231,13 @@ class _Checkpoint:
         self.frames, self.platform, self.state, self.settings = frames, platform, state, settings
 
     def save(self, path: Path) -> None:
-        buffer = io.BytesIO()
-        np.savez(
-            buffer,
+        atomic_savez(
+            path,
             frames=np.array(self.frames),
             platform=np.array(self.platform),
             settings=np.array(json.dumps(self.settings, sort_keys=True)),
             state=np.frombuffer(self.state, dtype=np.uint8),
         )
-        atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> "_Checkpoint":
@@ -360,7 +358,7 @@ class _Replica:
             positions.append(before.getPositions(asNumpy=True)._value)
             velocities.append(0.5 * (v_before + v_after))
             temperatures.append(0.5 * (kinetic_temperature(v_before, self.masses, self.dof) + kinetic_temperature(v_after, self.masses, self.dof)))
-            _check_sane(positions[-1], temperatures[-1], settings, len(positions) - 1)
+            check_sane(positions[-1], temperatures[-1], settings, len(positions) - 1)
             times.append(before.getTime()._value - equilibration_time)
             progress.update(1)
             if time.perf_counter() - last_save >= settings.checkpoint_seconds:
@@ -425,7 +423,7 @@ def _exit_when_orphaned(parent: int, interval_s: float = 0.2) -> None:
 
 def _run_replica(md_system: MDSystem, folder: Path, settings: SimulationSettings, replica: int, platform: str, threads: int | None) -> dict:
     """One replica in a worker process (the checkpoint was checked by the parent already)."""
-    with _divergence_as_error(settings):
+    with divergence_as_error(settings):
         return _Replica(md_system, folder, settings, replica).run(platform, _worker_progress, threads)
 
 
@@ -538,7 +536,7 @@ def run_simulation(
     with tqdm(total=total, initial=done, unit="frame", desc=f"simulate {md_system.name}", disable=not progress, mininterval=0.5) as bar:
         unfinished = sum(run.frames_done < settings.n_frames for run in runs)
         if min(jobs, unfinished) <= 1:
-            with _divergence_as_error(settings):
+            with divergence_as_error(settings):
                 results = [run.run(platform, bar, threads) for run in runs]
         else:
             results = _run_parallel(runs, platform, threads, jobs, bar)

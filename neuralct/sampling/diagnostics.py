@@ -10,11 +10,40 @@ import numpy as np
 import torch
 
 __all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "split_r_hat",
-           "observable_efficiency", "curvature_spectrum", "curvature_figures", "CurvatureSum"]
+           "why_undefined", "sampling_efficiency", "observable_efficiency", "basin_population", "curvature_spectrum", "curvature_figures",
+           "CurvatureSum"]
 
 #: Split R-hat above which chains are reported as not converged (Vehtari et al., Bayesian Analysis 16, 667 (2021), use 1.01
 #: for final results; 1.1 is the classic threshold of Gelman and Rubin for a failed warm-up).
 R_HAT_LIMIT = 1.1
+
+#: Separate stays in a basin (or out of it) below which its population is flagged as a rough estimate: with rare,
+#: long stays its relative error is about ``sqrt(2 / stays)`` (:func:`basin_population`), over 40% below 10.
+FEW_STAYS = 10
+
+
+def why_undefined(series: np.ndarray, min_samples: int) -> str | None:
+    """Why a statistic of an observable that needs ``min_samples`` per chain cannot be computed, or None if it can.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples,) or (n_samples, n_chains)
+    min_samples : int
+
+    Returns
+    -------
+    str or None
+        A reason a reader of summary.json understands: too few samples, non-finite values, or the
+        same value in every sample of every chain (no fluctuation to measure).
+    """
+    series = np.asarray(series, dtype=np.float64)
+    if series.shape[0] < min_samples:
+        return f"fewer than {min_samples} samples per chain"
+    if not np.all(np.isfinite(series)):
+        return "not finite in every sample"
+    if np.all(series == series.flat[0]):
+        return "the same value in every sample of every chain: nothing fluctuates"
+    return None
 
 
 def _autocorrelation(series: np.ndarray) -> np.ndarray:
@@ -45,12 +74,14 @@ def integrated_autocorrelation_time(series: np.ndarray, window_factor: float = 5
     Returns
     -------
     float
-        tau >= 1/n (1 for independent samples); ``nan`` for a constant observable.
+        tau >= 1/n (1 for independent samples); ``nan`` where :func:`why_undefined` gives a
+        reason (e.g. a constant observable). Chains that each hold a different constant value
+        do not mix: their tau is of the run's length.
     """
     series = np.asarray(series, dtype=np.float64)
     if series.ndim == 1:
         series = series[:, None]
-    if series.shape[0] < 2 or not np.all(np.isfinite(series)) or np.all(series == series[0]):
+    if why_undefined(series, 2) is not None:
         return float("nan")
     rho = _autocorrelation(series)
     taus = 2.0 * np.cumsum(rho) - 1.0
@@ -68,11 +99,26 @@ def effective_sample_size(series: np.ndarray) -> float:
 
 
 def mean_standard_error(series: np.ndarray) -> float:
-    """Standard error of the mean of an observable over all chains: ``sqrt(var * tau / (n_samples n_chains))``."""
+    """Standard error of the mean of an observable over all chains: ``sqrt(var * tau / (n_samples n_chains))``.
+
+    ``tau`` is :func:`integrated_autocorrelation_time`, whose autocorrelation is taken about the
+    mean of all chains: chains that sit in different regions keep their offset at every lag, so
+    their disagreement widens the error.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples,) or (n_samples, n_chains)
+
+    Returns
+    -------
+    float
+        ``nan`` where the autocorrelation time is undefined (:func:`why_undefined`), e.g. for a
+        constant observable: no error can be given, and 0 would claim an exact value.
+    """
     series = np.asarray(series, dtype=np.float64)
     tau = integrated_autocorrelation_time(series)
     if not np.isfinite(tau):
-        return 0.0
+        return float("nan")
     return float(np.sqrt(series.var() * tau / series.size))
 
 
@@ -94,17 +140,19 @@ def split_r_hat(series: np.ndarray) -> float:
     Returns
     -------
     float
-        ``nan`` for fewer than 4 samples, non-finite values or no variance within the halves.
+        ``nan`` where :func:`why_undefined` gives a reason (fewer than 4 samples, non-finite
+        values, a constant observable); ``inf`` when every half-chain is constant but they
+        differ: chains that do not move at all.
     """
     series = np.asarray(series, dtype=np.float64)
-    half = series.shape[0] // 2
-    if half < 2 or not np.all(np.isfinite(series)):
+    if why_undefined(series, 4) is not None:
         return float("nan")
+    half = series.shape[0] // 2
     halves = np.concatenate([series[:half], series[-half:]], axis=1)
     within = halves.var(axis=0, ddof=1).mean()
     between_over_n = halves.mean(axis=0).var(ddof=1)
     if not within > 0:
-        return float("nan")
+        return float("inf")
     return float(np.sqrt(((half - 1) / half * within + between_over_n) / within))
 
 
@@ -124,12 +172,12 @@ def kish_effective_sample_size(log_weights: np.ndarray) -> float:
     return float(w.sum() ** 2 / (w**2).sum())
 
 
-def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, float]:
-    """What a run's samples of one observable are worth, per unit of cost.
+def sampling_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, Any]:
+    """How many independent samples a run's chains hold of one observable, per unit of cost.
 
     Parameters
     ----------
-    series : np.ndarray, shape=(n_samples, n_chains)
+    series : np.ndarray, shape=(n_samples,) or (n_samples, n_chains)
         The observable along each chain.
     evaluations : int
         Energy-and-gradient evaluations spent producing ``series``.
@@ -139,21 +187,146 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     Returns
     -------
     dict
-        ``mean``, ``standard_error``, ``iat`` (in samples), ``ess``, ``ess_per_evaluation``,
-        ``ess_per_cpu_second``, ``r_hat`` (:func:`split_r_hat`; ``nan`` where undefined, e.g. a
-        constant observable).
+        ``iat`` (in samples), ``ess``, ``ess_per_evaluation``, ``ess_per_cpu_second``,
+        ``r_hat`` (:func:`split_r_hat`). A figure that is undefined is None, and ``undefined``
+        maps its name to the reason (e.g. no autocorrelation time of a constant observable);
+        ``undefined`` is absent when every figure is defined.
     """
-    tau = integrated_autocorrelation_time(series)
-    ess = float(np.size(series)) / tau if math.isfinite(tau) else float("nan")
-    return {
-        "mean": float(np.mean(series)),
-        "standard_error": mean_standard_error(series),
-        "iat": tau,
-        "ess": ess,
-        "ess_per_evaluation": ess / evaluations if evaluations else float("nan"),
-        "ess_per_cpu_second": ess / cpu_seconds if cpu_seconds > 0 else float("nan"),
-        "r_hat": split_r_hat(series) if np.ndim(series) == 2 else float("nan"),
-    }
+    series = np.asarray(series, dtype=np.float64)
+    if series.ndim == 1:
+        series = series[:, None]
+    figures: dict[str, Any] = dict.fromkeys(("iat", "ess", "ess_per_evaluation", "ess_per_cpu_second", "r_hat"))
+    undefined: dict[str, str] = {}
+    reason = why_undefined(series, 2)
+    if reason is None:
+        tau = integrated_autocorrelation_time(series)
+        ess = series.size / tau
+        figures.update(iat=tau, ess=ess)
+        if evaluations > 0:
+            figures["ess_per_evaluation"] = ess / evaluations
+        else:
+            undefined["ess_per_evaluation"] = "no energy evaluations were spent"
+        if cpu_seconds > 0:
+            figures["ess_per_cpu_second"] = ess / cpu_seconds
+        else:
+            undefined["ess_per_cpu_second"] = "no CPU time was measured"
+    else:
+        undefined.update(dict.fromkeys(("iat", "ess", "ess_per_evaluation", "ess_per_cpu_second"), reason))
+    r_hat = split_r_hat(series)
+    if math.isfinite(r_hat):
+        figures["r_hat"] = r_hat
+    elif r_hat == math.inf:
+        undefined["r_hat"] = "infinite: each half-chain holds one value and they differ (the chains do not move)"
+    else:
+        undefined["r_hat"] = why_undefined(series, 4)
+    if undefined:
+        figures["undefined"] = undefined
+    return figures
+
+
+def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, Any]:
+    """The mean of an observable over all chains, its standard error and :func:`sampling_efficiency`.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples,) or (n_samples, n_chains)
+        The observable along each chain.
+    evaluations : int
+        Energy-and-gradient evaluations spent producing ``series``.
+    cpu_seconds : float
+        CPU time spent producing ``series``.
+
+    Returns
+    -------
+    dict
+        ``mean``, ``standard_error`` (:func:`mean_standard_error`) and the figures of
+        :func:`sampling_efficiency`; an undefined figure is None, its reason in ``undefined``.
+    """
+    figures = sampling_efficiency(series, evaluations, cpu_seconds)
+    error = mean_standard_error(series)
+    undefined = figures.pop("undefined", {})
+    if not math.isfinite(error):
+        undefined = {"standard_error": undefined["iat"], **undefined}
+    result: dict[str, Any] = {"mean": float(np.mean(series)), "standard_error": error if math.isfinite(error) else None, **figures}
+    if undefined:
+        result["undefined"] = undefined
+    return result
+
+
+def _stays(indicator: np.ndarray) -> int:
+    """Separate stays where ``indicator`` (n_samples, n_chains) is 1: runs of consecutive ones, over all chains."""
+    entered = indicator[1:] > indicator[:-1]
+    return int(indicator[0].sum() + entered.sum())
+
+
+def basin_population(indicator: np.ndarray) -> dict[str, Any]:
+    """The population of a basin from its 0/1 indicator along each chain, with an error no smaller than its stays allow.
+
+    The standard error is the larger of :func:`mean_standard_error` and the error of a
+    two-state Markov chain with as many stays, ``sqrt(2 p^2 (1 - p)^2 / k - p (1 - p) / n)``,
+    ``k`` the fewer of the separate stays in the basin and out of it over ``n`` samples. A
+    chain that enters with probability ``a`` per sample outside and leaves with ``b`` inside has
+    ``k = n p (1 - p) (a + b)`` stays and variance of its mean ``p (1 - p) (2 - a - b) / (n (a +
+    b))``, which is that formula: ``p (1 - p) / n`` for independent samples, ``2 p^2 (1 - p)^2 / k``
+    for rare, long stays. A basin entered once is thus known to within its own population, however
+    early the autocorrelation window of a short run closes.
+
+    A basin no chain entered has no population (0 +- 0 would call it empty); it gets the upper
+    bound ``1 - 0.05^(1 / n_chains)`` at 95% confidence, which counts each chain as a single
+    independent sample (the least a warmed-up chain is worth). A basin no chain left gets the
+    lower bound ``0.05^(1 / n_chains)``.
+
+    Parameters
+    ----------
+    indicator : np.ndarray, shape=(n_samples, n_chains)
+        1 where a sample is in the basin, else 0.
+
+    Returns
+    -------
+    dict
+        ``population`` and ``standard_error`` (None when no chain entered the basin or none
+        left it), ``chains_visiting`` (chains with a sample in it), ``stays`` (separate stays
+        in it over all chains), ``upper_bound_95`` or ``lower_bound_95`` when the population is
+        None, and a ``note`` when the estimate is missing or rough (fewer than
+        :data:`FEW_STAYS` stays in or out, or one chain of several).
+    """
+    indicator = np.asarray(indicator, dtype=np.float64)
+    n_samples, n_chains = indicator.shape
+    chains_visiting = int((indicator.max(axis=0) > 0).sum())
+    stays_in, stays_out = _stays(indicator), _stays(1.0 - indicator)
+    figures: dict[str, Any] = {"population": None, "standard_error": None, "chains_visiting": chains_visiting, "stays": stays_in}
+    bound = 0.05 ** (1.0 / n_chains)
+    if stays_in == 0:
+        figures["upper_bound_95"] = 1.0 - bound
+        figures["note"] = (
+            f"not visited: no chain entered it in {n_samples} samples each; the bound counts each chain as one independent sample "
+            "and holds only for chains that reached equilibrium"
+        )
+        return figures
+    if stays_out == 0:
+        figures["lower_bound_95"] = bound
+        figures["note"] = (
+            f"never left: every sample of every chain is in it; the bound counts each chain as one independent sample "
+            "and holds only for chains that reached equilibrium"
+        )
+        return figures
+    population = float(indicator.mean())
+    switches = min(stays_in, stays_out)
+    figures["population"] = population
+    variance = population * (1.0 - population)
+    stays_error = math.sqrt(max(2.0 * variance**2 / switches - variance / indicator.size, 0.0))
+    figures["standard_error"] = max(mean_standard_error(indicator), stays_error)
+    # The rarer side limits the estimate: stays in a rare basin, or stays out of an almost full one.
+    if stays_in <= stays_out:
+        what, times, chains = "entered", stays_in, chains_visiting
+    else:
+        what, times, chains = "left", stays_out, int((indicator.min(axis=0) < 1).sum())
+    if switches < FEW_STAYS or chains == 1 < n_chains:
+        figures["note"] = (
+            f"rough: {what} {times} time{'s' * (times != 1)}, by {chains} of {n_chains} chains; the standard error allows for it, "
+            "sample longer (--samples) or with more chains (--chains) for a figure to rely on"
+        )
+    return figures
 
 
 def curvature_spectrum(gradients: np.ndarray) -> np.ndarray:
@@ -182,13 +355,21 @@ def curvature_spectrum(gradients: np.ndarray) -> np.ndarray:
 
 
 def curvature_figures(spectrum: np.ndarray) -> dict[str, Any]:
-    """Eigenvalues of a mean curvature, its condition number and the count of eigenvalues above 4 (for summaries)."""
+    """Eigenvalues of a mean curvature, its condition number and the count of eigenvalues above 4 (for summaries).
+
+    The condition number is None, with the reason in ``undefined``, when the smallest eigenvalue
+    is not positive.
+    """
     spectrum = np.sort(np.asarray(spectrum, dtype=np.float64))
-    return {
-        "eigenvalues": spectrum.tolist(),
-        "condition_number": float(spectrum[-1] / spectrum[0]) if spectrum[0] > 0 else float("inf"),
-        "above_4": int((spectrum > 4).sum()),
-    }
+    figures: dict[str, Any] = {"eigenvalues": spectrum.tolist(), "condition_number": None, "above_4": int((spectrum > 4).sum())}
+    if spectrum[0] > 0:
+        figures["condition_number"] = float(spectrum[-1] / spectrum[0])
+    else:
+        figures["undefined"] = {
+            "condition_number": f"the smallest eigenvalue is {spectrum[0]:.2g}, not positive: the gradients seen span only part of the space "
+            "(fewer states than dimensions, or chains that did not move)"
+        }
+    return figures
 
 
 @dataclass

@@ -12,15 +12,22 @@ import numpy as np
 import torch
 
 from ..errors import NeuralCTError
-from ..io import atomic_torch_save, write_json
+from ..io import DamagedFile, atomic_savez, atomic_torch_save, torch_load_verified, write_json
 from ..model import NeuralCanonicalTransformation
 from .chains import end_warmup_iteration, iterate
-from .diagnostics import R_HAT_LIMIT, CurvatureSum, curvature_figures, kish_effective_sample_size, observable_efficiency
+from .diagnostics import (
+    R_HAT_LIMIT, CurvatureSum, basin_population, curvature_figures, kish_effective_sample_size, observable_efficiency, sampling_efficiency, split_r_hat,
+)
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .hydrogens import HydrogenPlacement
+from ..memory import check_fits
+from .resources import evaluation_bytes_per_row
 from .targets import LatentPotential, MolecularPotential, ToyPotential
 
-__all__ = ["METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "run_sampling", "ramachandran_angles", "basin_indicators"]
+__all__ = [
+    "METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "memory_needed", "check_memory", "run_sampling",
+    "ramachandran_angles", "basin_indicators",
+]
 
 #: Sampling methods: HMC in the flow's latent space, HMC in the model's physical coordinates,
 #: independence moves from the flow, and independence moves alternating with latent HMC.
@@ -269,8 +276,7 @@ def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget
     latent = LatentPotential(model, target.potential)
     draws = torch.randn(START_CANDIDATES_PER_CHAIN * chains, model.dim, generator=generator, dtype=model.masses.dtype)
     draws = torch.cat([draws, placed.expand(len(draws), -1)], dim=1)
-    with torch.no_grad():
-        energy = latent(draws)
+    (energy,) = _in_chunks(lambda u: (latent(u),), draws)
     finite = int(torch.isfinite(energy).sum())
     if finite < chains:
         raise NeuralCTError(f"only {finite} of {len(draws)} configurations drawn from the flow have a finite energy; the model does not match the system")
@@ -281,16 +287,36 @@ def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget
     return start, len(draws)
 
 
+#: Points per evaluation without gradients of many points at once (the starting draws, the recorded samples): the
+#: memory of the flow's intermediate arrays stays bounded whatever --chains and --samples are.
+EVALUATION_CHUNK = 1024
+
+
+def _in_chunks(function: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``function(points)`` without gradients, :data:`EVALUATION_CHUNK` rows at a time; rows must be independent."""
+    with torch.no_grad():
+        parts = [function(points[start : start + EVALUATION_CHUNK]) for start in range(0, len(points), EVALUATION_CHUNK)]
+    return tuple(torch.cat(columns) for columns in zip(*parts))
+
+
 def _to_physical(method: str, potential, positions: torch.Tensor, energies: torch.Tensor):
     """Sampled points and potentials (of the kernels' ``potential``) to physical points and ``U_phys`` (batch, n), (batch,)."""
     if method == "hmc":
         return positions, energies
-    with torch.no_grad():
-        q, log_det = potential.to_physical(positions)
+    q, log_det = _in_chunks(potential.to_physical, positions)
     return q, energies + log_det
 
 
-def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator, chunk: int = 256) -> dict[str, float]:
+#: Flow draws per chunk of Kish's importance weights.
+KISH_CHUNK = 256
+
+
+def _measures_kish(model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings) -> bool:
+    """Whether a run measures Kish's ESS of the flow: asked for, and the flow draws whole configurations."""
+    return bool(settings.kish_samples) and not target.placed_dim and model.flow.acts_on_configuration
+
+
+def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator, chunk: int = KISH_CHUNK) -> dict[str, float]:
     """Kish's ESS of the flow's importance weights ``w = exp(-U_phys(g(u))) |det dg/du| / N(u)`` for ``u ~ N(0, I)``."""
     latent = LatentPotential(model, target.potential)
     log_weights = []
@@ -302,6 +328,82 @@ def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, 
     log_weights = torch.cat(log_weights).numpy()
     ess = kish_effective_sample_size(log_weights)
     return {"kish_ess": ess, "kish_ess_fraction": ess / n, "flow_samples": n, "nonfinite_weights": int((~np.isfinite(log_weights)).sum())}
+
+
+#: Peak memory of an energy-and-gradient evaluation per byte that autograd saves for the backward pass (those
+#: tensors, the gradients of the pass and the forward's temporaries): 1.3 to 2.2 measured on toy and alanine models.
+EVALUATION_OVERHEAD = 3.0
+#: Arrays of shape (chains, n) alive in one HMC step: position, gradient, momenta, proposal and row-selected copies.
+CHAIN_ARRAYS = 16
+#: Copies of each recorded point and energy alive at once, at worst: the recorded lists, their stack, the serialised
+#: checkpoint and its bytes, the physical points of the report (freed memory is not always returned to the system).
+RECORD_COPIES = 8
+#: Copies of each recorded sample's atomic positions in the report: the frame's and the placed hydrogens' temporaries,
+#: the dihedrals, the written frames (6 to 10 kB per alanine dipeptide sample measured, 12.5 kB counted with its point).
+POSITION_COPIES = 16
+#: Floats per recorded sample in the autocorrelation of an observable (an FFT zero-padded to up to 4 times its length, complex).
+AUTOCORRELATION_FLOATS = 16
+#: Bytes of the report whatever its size: the plotting library and the writers of the files.
+REPORT_BYTES = 64e6
+#: Bytes per recorded iteration beyond its numbers: the tensor objects in the recorded lists (measured 1.1 kB).
+ITERATION_BYTES = 2048
+#: Bytes per warm-up iteration: a float of the step-size history, and its copy in a checkpoint.
+WARMUP_ITERATION_BYTES = 64
+#: Copies of Kish's log-weights alive at once (the chunks, their concatenation, the array).
+KISH_COPIES = 4
+
+
+def memory_needed(model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings) -> dict[str, tuple[float, str]]:
+    """A generous estimate of the memory a run's large arrays take, in bytes, by what holds them.
+
+    The memory of one energy-and-gradient evaluation per point is measured on a few points
+    (:func:`~neuralct.sampling.resources.evaluation_bytes_per_row`, times
+    :data:`EVALUATION_OVERHEAD`); the rest is counted from the settings: the chains' batch and
+    their starting draws, the recorded samples (with their atomic positions for molecules) and
+    their copies at a checkpoint and in the report, Kish's flow samples, the warm-up's history.
+
+    Returns
+    -------
+    dict of str to (float, str)
+        What holds the memory -> (bytes, the options that scale it).
+    """
+    float_bytes = model.masses.element_size()
+    dim = model.dim + target.placed_dim
+    atoms = target.description["atoms"] if target.kind == "molecule" else 0
+    configuration_flow = model.flow.acts_on_configuration
+    if configuration_flow:
+        # The latent potential costs the most: the flow, then the physical potential.
+        potential, point = LatentPotential(model, target.potential), torch.zeros(1, model.dim, dtype=model.masses.dtype)
+    else:
+        potential, point = target.potential, model.position_offset[None]
+    point = torch.cat([point, target.placed_start.to(point.dtype)], dim=1)
+    row = EVALUATION_OVERHEAD * evaluation_bytes_per_row(potential, point)
+    chains, samples = settings.chains, settings.samples
+    draws = START_CANDIDATES_PER_CHAIN * chains if configuration_flow else 0
+    recorded = samples * chains
+    needed = {
+        "the chains": (chains * (row + CHAIN_ARRAYS * dim * float_bytes) + draws * (dim + 2) * float_bytes + min(draws, EVALUATION_CHUNK) * row, "--chains"),
+        "the recorded samples": (
+            recorded * float_bytes * ((dim + 1) * RECORD_COPIES + 3 * atoms * POSITION_COPIES + AUTOCORRELATION_FLOATS)
+            + samples * ITERATION_BYTES + min(recorded, EVALUATION_CHUNK) * row + REPORT_BYTES,
+            "--samples or --chains",
+        ),
+        "the warm-up": (settings.warmup * WARMUP_ITERATION_BYTES, "--warmup"),
+    }
+    if _measures_kish(model, target, settings):
+        needed["Kish's flow samples"] = (settings.kish_samples * float_bytes * KISH_COPIES + min(settings.kish_samples, KISH_CHUNK) * row, "--kish-samples")
+    return needed
+
+
+def check_memory(model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings) -> None:
+    """Refuse a run whose arrays would not fit in the memory the machine has free (:func:`memory_needed`), before any work.
+
+    Raises
+    ------
+    NeuralCTError
+        Naming the memory needed, what needs most of it, the memory available and the option to reduce.
+    """
+    check_fits(memory_needed(model, target, settings), f"sampling {settings.chains} chains for {settings.samples} samples")
 
 
 def run_sampling(
@@ -316,12 +418,18 @@ def run_sampling(
 
     Chains start at the lowest-energy draws of the flow (:func:`starting_points`). A run found
     in ``folder/checkpoint.pt`` (``resume``) continues where it
-    stopped; the result is the same as an uninterrupted run.
+    stopped; the result is the same as an uninterrupted run. :func:`check_memory` tells
+    beforehand whether the run fits in memory.
 
     Returns
     -------
     dict
         The summary written to ``folder/summary.json``.
+
+    Raises
+    ------
+    NeuralCTError
+        If the checkpoint to resume from is damaged or belongs to other settings.
     """
     from tqdm import tqdm
 
@@ -330,14 +438,25 @@ def run_sampling(
     generator = torch.Generator().manual_seed(seed)
     checkpoint_path = folder / CHECKPOINT_FILE
     if resume and checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        state = ChainState(saved["position"], saved["energy"], saved["gradient"])
-        generator.set_state(saved["generator"])
-        for kernel, kernel_state in zip(kernels, saved["kernels"]):
-            kernel.load_state_dict(kernel_state)
-        done, positions, energies = saved["iteration"], list(saved["positions"]), list(saved["energies"])
-        wall, cpu, start_evaluations = saved["wall_seconds"], saved["cpu_seconds"], saved["start_evaluations"]
-        curvature = CurvatureSum(saved["curvature_sum"], saved["curvature_count"])
+        try:
+            saved = torch_load_verified(checkpoint_path)
+            state = ChainState(saved["position"], saved["energy"], saved["gradient"])
+            generator.set_state(saved["generator"])
+            for kernel, kernel_state in zip(kernels, saved["kernels"], strict=True):
+                kernel.load_state_dict(kernel_state)
+            done, positions, energies = saved["iteration"], list(saved["positions"]), list(saved["energies"])
+            wall, cpu, start_evaluations = saved["wall_seconds"], saved["cpu_seconds"], saved["start_evaluations"]
+            curvature = CurvatureSum(saved["curvature_sum"], saved["curvature_count"])
+            # A file that loads but holds other chains would fail later, far from its cause.
+            point_shape = (settings.chains, model.dim + target.placed_dim)
+            if state.position.shape != point_shape or len(positions) != max(done - settings.warmup, 0) or any(p.shape != point_shape for p in positions):
+                raise ValueError("chains of another shape")
+        except PermissionError:
+            raise
+        except DamagedFile as exc:
+            raise NeuralCTError(f"checkpoint {checkpoint_path} is damaged: {exc}; rerun with --overwrite to start again") from None
+        except Exception as exc:
+            raise NeuralCTError(f"checkpoint {checkpoint_path} is damaged or incomplete ({type(exc).__name__}); rerun with --overwrite to start again") from None
     else:
         start, choosing = starting_points(model, target, settings.method, settings.chains, generator)
         state = ChainState.start(potential, start)
@@ -403,8 +522,14 @@ def _report(model, target, settings, kernels, potential, positions, energies, fo
         "cpu_seconds": cpu,
         "samples_order": "iteration-major arrays (samples, chains, ...); trajectory frames chain by chain",
         "potential_energy_kT": observable_efficiency(beta_energy, evaluations, cpu),
-        "indicators": {name: observable_efficiency(value, evaluations, cpu) for name, value in indicators.items()},
+        "indicators": {name: sampling_efficiency(value, evaluations, cpu) for name, value in indicators.items()},
         "ess_per_evaluation_note": "ESS over all chains divided by the energy-and-gradient evaluations of the sampling phase (warm-up excluded)",
+        "populations": {name: basin_population(value) for name, value in indicators.items()},
+        "populations_note": (
+            "fraction of all recorded samples in each basin; its standard error is the larger of the autocorrelation estimate and the error "
+            "of a two-state Markov chain with as many stays in the basin, so that a basin the chains entered rarely is not given a tight error; "
+            "a basin no chain entered has no population, only an upper bound"
+        ),
         "mean_curvature": {
             **curvature_figures(np.linalg.eigvalsh(curvature.mean().cpu().numpy())),
             "states": curvature.count,
@@ -412,28 +537,29 @@ def _report(model, target, settings, kernels, potential, positions, energies, fo
             "in the latent space of an exact flow every eigenvalue is 1, and large ones bound the HMC step",
         },
     }
-    observables = {"potential energy": summary["potential_energy_kT"], **summary["indicators"]}
+    observables = {"potential energy": beta_energy, **indicators}
     summary["convergence"] = {
         "r_hat_limit": R_HAT_LIMIT,
-        "not_converged": [name for name, figures in observables.items() if figures["r_hat"] > R_HAT_LIMIT],
+        # Chains that do not move at all have an infinite R-hat (null in the figures): they count as not converged.
+        "not_converged": [name for name, series in observables.items() if split_r_hat(series) > R_HAT_LIMIT],
         "note": "split R-hat of each observable over the chains; above the limit the chains disagree (stuck, or still drifting from their starts)",
     }
     if target.placed_dim:
         summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
-    elif model.flow.acts_on_configuration and settings.kish_samples:
+    elif _measures_kish(model, target, settings):
         summary["flow_importance_weights"] = _kish(model, target, settings.kish_samples, generator)
     q_array = q.detach().reshape(n_samples, n_chains, dim).cpu().numpy()
     if target.kind == "molecule":
-        _write_molecular_outputs(target, q_array, indicators, summary, folder)
+        _write_molecular_outputs(target, q_array, summary, folder)
     else:
-        np.savez(folder / "samples.npz", q=q_array, potential_energy_kT=beta_energy)
+        atomic_savez(folder / "samples.npz", q=q_array, potential_energy_kT=beta_energy)
         summary["samples_file"] = "samples.npz (q: samples x chains x n, potential_energy_kT: samples x chains)"
     write_json(folder / "summary.json", summary)
     return summary
 
 
-def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, indicators: dict, summary: dict, folder: Path) -> None:
-    """``samples.nc`` + ``topology.pdb`` (MDTraj and MDAnalysis read them), the phi/psi histogram and populations."""
+def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, summary: dict, folder: Path) -> None:
+    """``samples.nc`` + ``topology.pdb`` (MDTraj and MDAnalysis read them) and the phi/psi histograms and free-energy plots."""
     import mdtraj
 
     from ..analysis.plots import plot_fes
@@ -455,8 +581,5 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, indicators: 
         histograms[label], _, _ = np.histogram2d(np.degrees(phi), np.degrees(psi), bins=[edges, edges])
         plot_fes(np.degrees(phi), np.degrees(psi), folder / f"phi_psi_free_energy_{label.replace(':', '_')}.png", labels=(rf"$\phi$ {label} (degrees)", rf"$\psi$ {label} (degrees)"))
     if histograms:
-        np.savez(folder / "phi_psi_histogram.npz", edges_deg=edges, **histograms)
-    summary["populations"] = {
-        name: {"population": figures["mean"], "standard_error": figures["standard_error"]} for name, figures in summary["indicators"].items()
-    }
+        atomic_savez(folder / "phi_psi_histogram.npz", edges_deg=edges, **histograms)
     summary["trajectory"] = "samples.nc (AMBER NetCDF, positions in the reference frame) with topology.pdb"

@@ -1,0 +1,110 @@
+"""Errors and efficiency figures that claim no more than the chains saw: basin populations, undefined figures, stuck chains."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from neuralct.sampling.diagnostics import (
+    basin_population, curvature_figures, integrated_autocorrelation_time, mean_standard_error, observable_efficiency, sampling_efficiency, split_r_hat,
+)
+
+
+def strict_json(obj):
+    """``obj`` through JSON that refuses NaN and Infinity, as jq and JavaScript do."""
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(json.dumps(obj), parse_constant=refuse)
+
+
+def telegraph(rng, runs, samples, chains, enter, leave):
+    """Indicators of a two-state Markov chain started in equilibrium, shape (runs, samples, chains), and its population."""
+    population = enter / (enter + leave)
+    x = np.empty((runs, samples, chains))
+    x[:, 0] = rng.random((runs, chains)) < population
+    uniform = rng.random((runs, samples, chains))
+    for t in range(1, samples):
+        x[:, t] = np.where(x[:, t - 1] == 1, uniform[:, t] >= leave, uniform[:, t] < enter)
+    return x, population
+
+
+def test_a_basin_one_chain_sits_in_is_known_only_to_within_its_population():
+    """16 chains that never move, one of them in the basin: the population 1/16 could as well be 0 or 2/16."""
+    indicator = np.zeros((500, 16))
+    indicator[:, 3] = 1.0
+    assert math.isfinite(integrated_autocorrelation_time(indicator)), "chains holding different constants are not a constant observable"
+    # An autocorrelation time of the run's length: about one independent sample per chain, an error of about p.
+    assert mean_standard_error(indicator) > 0.9 / 16
+    figures = basin_population(indicator)
+    assert figures["population"] == 1 / 16 and figures["standard_error"] >= 1 / 16
+    assert figures["chains_visiting"] == 1 and figures["stays"] == 1 and figures["note"].startswith("rough: entered 1 time, by 1 of 16 chains")
+    # R-hat of chains that do not move is infinite, not undefined: they are the worst case of disagreement.
+    assert split_r_hat(indicator) == math.inf
+    efficiency = sampling_efficiency(indicator, 1000, 1.0)
+    assert efficiency["r_hat"] is None and efficiency["undefined"]["r_hat"].startswith("infinite")
+
+
+def test_a_basin_no_chain_entered_is_not_visited_with_an_upper_bound():
+    figures = strict_json(basin_population(np.zeros((200, 8))))
+    assert figures["population"] is None and figures["standard_error"] is None and figures["chains_visiting"] == 0
+    assert figures["note"].startswith("not visited")
+    # No hit in 8 independent samples: p <= 1 - 0.05^(1/8) = 0.31 at 95%.
+    assert figures["upper_bound_95"] == pytest.approx(0.312, abs=1e-3)
+    never_left = strict_json(basin_population(np.ones((200, 8))))
+    assert never_left["population"] is None and never_left["lower_bound_95"] == pytest.approx(0.688, abs=1e-3)
+    assert never_left["note"].startswith("never left")
+
+
+def test_a_single_stay_in_a_short_chain_is_not_given_a_tight_error():
+    """One chain, one stay over its last 300 samples: the population 0.3 rests on one event."""
+    indicator = np.zeros((1000, 1))
+    indicator[700:] = 1.0
+    figures = basin_population(indicator)
+    # The two-state Markov error with one stay: sqrt(2 p^2 (1 - p)^2 - p (1 - p) / n) = 0.296 (autocorrelation alone: 0.16).
+    assert figures["standard_error"] == pytest.approx(math.sqrt(2 * 0.21**2 - 0.21 / 1000), rel=1e-9)
+
+
+def test_population_errors_cover_the_truth_for_chains_that_rarely_switch():
+    """Single chains of 1000 samples that switch a few times (p = 1/3): +- 2 standard errors should hold the truth.
+
+    With few stays no Gaussian interval reaches 95%; the autocorrelation error alone covered
+    about 60% of these runs, the error with the stays' bound about 75%.
+    """
+    indicators, population = telegraph(np.random.default_rng(0), 400, 1000, 1, 0.002, 0.004)
+    covered = visited = 0
+    for indicator in indicators:
+        figures = basin_population(indicator)
+        if figures["population"] is None:
+            continue
+        visited += 1
+        covered += abs(figures["population"] - population) <= 2 * figures["standard_error"]
+    assert visited > 300 and covered / visited > 0.7
+
+
+def test_population_error_of_independent_samples_is_the_binomial_one():
+    indicator = (np.random.default_rng(1).random((2000, 8)) < 0.3).astype(float)
+    figures = basin_population(indicator)
+    assert figures["standard_error"] == pytest.approx(math.sqrt(0.21 / indicator.size), rel=0.1)
+    assert "note" not in figures
+
+
+def test_undefined_figures_are_null_with_a_reason():
+    constant = strict_json(observable_efficiency(np.full((50, 4), 2.5), 100, 1.0))
+    assert constant["mean"] == 2.5
+    for key in ("standard_error", "iat", "ess", "ess_per_evaluation", "ess_per_cpu_second", "r_hat"):
+        assert constant[key] is None and "the same value in every sample" in constant["undefined"][key]
+    short = strict_json(sampling_efficiency(np.random.default_rng(2).normal(size=(3, 4)), 100, 0.0))
+    assert short["iat"] is not None and short["r_hat"] is None and short["undefined"]["r_hat"] == "fewer than 4 samples per chain"
+    assert short["ess_per_cpu_second"] is None and "CPU time" in short["undefined"]["ess_per_cpu_second"]
+    assert "undefined" not in sampling_efficiency(np.random.default_rng(2).normal(size=(100, 4)), 100, 1.0)
+
+
+def test_condition_number_of_a_singular_curvature_is_null_with_a_reason():
+    singular = strict_json(curvature_figures(torch.tensor([-1e-12, 3.0, 5.0]).numpy()))
+    assert singular["condition_number"] is None and "not positive" in singular["undefined"]["condition_number"]
+    assert singular["above_4"] == 1
+    assert curvature_figures(np.array([2.0, 8.0]))["condition_number"] == 4.0
