@@ -193,7 +193,7 @@ def test_cli_under_torchrun_writes_the_model_and_summary_once(tmp_path):
     assert summary["frequencies"] == sorted(summary["frequencies"])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 20
     assert len(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["generators"]) == WORLD_SIZE
-    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".neuralct.lock", "checkpoint.pt", "config.yaml", "model.pt", "run.json", "summary.json"]
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".neuralct.files", ".neuralct.lock", "checkpoint.pt", "config.yaml", "model.pt", "run.json", "summary.json"]
 
 
 def test_setup_outside_torchrun_says_how_to_launch(monkeypatch):

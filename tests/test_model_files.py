@@ -50,7 +50,8 @@ def test_a_version_1_model_file_loads_and_gives_the_cvs_it_gave():
     assert contents["version"] == 1 and "sha256" not in contents  # the fixture is what older neuralct wrote
     expected = np.load(EXPECTED_V1)
     model = neuralct.load(MODEL_V1)
-    assert np.array_equal(project_positions(model, expected["positions_nm"]), expected["cvs"])
+    # float32 CVs: the same to rounding (the order of a product's sums follows torch's thread count).
+    np.testing.assert_allclose(project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6)
     assert np.array_equal(model.frequencies.detach().numpy(), expected["frequencies"])
     assert np.array_equal(model.relaxation_times.detach().numpy(), expected["relaxation_times_ps"])
 
