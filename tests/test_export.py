@@ -302,6 +302,16 @@ def _split(positions, box, atoms):
     return moved
 
 
+def _periodic_alanine(box, cutoff_nm):
+    """Alanine dipeptide in a periodic box (rows: box vectors, nm), its nonbonded forces cut off at ``cutoff_nm``."""
+    md_system = build_system("alanine-dipeptide")
+    nonbonded = next(f for f in md_system.system.getForces() if isinstance(f, mm.NonbondedForce))
+    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
+    nonbonded.setCutoffDistance(cutoff_nm)
+    md_system.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    return md_system
+
+
 def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     model, folder, positions, expected = exported
     box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
@@ -310,11 +320,7 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     assert abs(float(module(torch.tensor(split, dtype=torch.float32), torch.tensor(box, dtype=torch.float32))) - expected[4, 1]) < 1e-5
     assert abs(float(module(torch.tensor(split))) - expected[4, 1]) > 1e-3  # without the box the CV sees a broken molecule
 
-    md_system = build_system("alanine-dipeptide")
-    nonbonded = next(f for f in md_system.system.getForces() if isinstance(f, mm.NonbondedForce))
-    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
-    nonbonded.setCutoffDistance(1.0)
-    md_system.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    md_system = _periodic_alanine(box, cutoff_nm=1.0)
     cv_force = mm.CustomCVForce("0")
     cv_force.addCollectiveVariable("cv", openmm_force(model, md_system.system, 1))
     md_system.system.addForce(cv_force)
@@ -368,11 +374,7 @@ def test_a_molecule_longer_than_half_the_box_and_split_across_its_faces_gives_th
     split_values, split_gradients = fast(split[atoms], range(K), box)
     assert np.abs(split_values - whole_values).max() < 1e-12 and np.abs(split_gradients - whole_gradients).max() < 1e-10
 
-    md_system = build_system("alanine-dipeptide")
-    nonbonded = next(f for f in md_system.system.getForces() if isinstance(f, mm.NonbondedForce))
-    nonbonded.setNonbondedMethod(mm.NonbondedForce.CutoffPeriodic)
-    nonbonded.setCutoffDistance(0.3)
-    md_system.system.setDefaultPeriodicBoxVectors(*[mm.Vec3(*row) for row in box])
+    md_system = _periodic_alanine(box, cutoff_nm=0.3)
     cv_force = mm.CustomCVForce("0")
     for j in range(K):
         cv_force.addCollectiveVariable(f"cv{j}", openmm_force(model, md_system.system, j))

@@ -227,14 +227,7 @@ def sampling_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float
 def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, Any]:
     """The mean of an observable over all chains, its standard error and :func:`sampling_efficiency`.
 
-    Parameters
-    ----------
-    series : np.ndarray, shape=(n_samples,) or (n_samples, n_chains)
-        The observable along each chain.
-    evaluations : int
-        Energy-and-gradient evaluations spent producing ``series``.
-    cpu_seconds : float
-        CPU time spent producing ``series``.
+    The parameters are those of :func:`sampling_efficiency`.
 
     Returns
     -------
