@@ -94,3 +94,34 @@ def test_a_bias_too_large_to_reweight_is_a_one_line_error(alanine_model, tmp_pat
     assert main(["train", *paths, "--bias-colvar", str(tmp_path / "COLVAR"), "--steps", "2", "--no-progress", "--output", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--bias-colvar {tmp_path / 'COLVAR'}: the held-out validation frames carry no weight" in err, err
+
+
+@pytest.mark.parametrize(
+    "content, stride, message",
+    [
+        ("zeros", 1, "holds only zeros; give the frames to train on a positive weight"),
+        ("80 ones", 2, "has 80 values for the 40 frames loaded; give one weight per loaded frame (with --stride N, one for every N-th frame"),
+        ("missing", 1, "does not exist or is not a file; check the path"),
+    ],
+)
+def test_weights_files_that_cannot_weigh_the_frames_say_why(alanine_model, tmp_path, capsys, content, stride, message):
+    _, paths = alanine_model
+    path = tmp_path / "w.txt"
+    if content == "zeros":
+        _write_weights(path, np.zeros(80))
+    elif content == "80 ones":
+        _write_weights(path, np.ones(80))
+    out = tmp_path / "model"
+    assert main(["train", *paths, "--weights", str(path), "--stride", str(stride), "--steps", "2", "--no-progress", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--weights {path} {message}" in err, err
+    assert not out.exists()
+
+
+def test_a_config_files_weights_of_a_number_names_the_missing_file(alanine_model, tmp_path, capsys):
+    _, paths = alanine_model
+    config = tmp_path / "c.yaml"
+    config.write_text("weights: 5\n")
+    assert main(["train", *paths, "--config", str(config), "--steps", "2", "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "neuralct train: error: --weights 5 does not exist or is not a file; check the path", err

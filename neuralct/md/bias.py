@@ -288,6 +288,8 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
         If the file is unreadable, has the wrong length or non-finite or negative values.
     """
     option = "--weights" if kind == "file" else "--bias-colvar"
+    if not Path(path).is_file():
+        raise NeuralCTError(f"{option} {path} does not exist or is not a file; check the path")
     if kind == "colvar":
         from ..analysis.colvar import read_colvar
 
