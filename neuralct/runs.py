@@ -156,6 +156,8 @@ class RunFolder:
         self._lock: int | None = None
         self._created = False
         self._started = 0.0
+        # Digests of the outputs checked on entry, by (size, mtime): reused at the end for files the run left alone.
+        self._digests: dict[str, tuple[tuple[int, int], str]] = {}
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
@@ -227,8 +229,18 @@ class RunFolder:
             if relative not in logged and (self.path / relative).stat().st_mtime >= self._started - 1.0:
                 record_output(self.path / relative)
                 logged.add(relative)
-        outputs = {relative: sha256(self.path / relative) for relative in self._files() if relative in logged}
+        outputs = {relative: self._digest(relative) for relative in self._files() if relative in logged}
         write_json(self.path / IDENTITY_FILE, {**self.identity, "outputs": outputs})
+
+    def _digest(self, relative: str) -> str:
+        """SHA-256 of an output, read again only if its size or modification time changed since it was last read."""
+        status = (self.path / relative).stat()
+        key = (status.st_size, status.st_mtime_ns)
+        known = self._digests.get(relative)
+        if known is None or known[0] != key:
+            known = (key, sha256(self.path / relative))
+            self._digests[relative] = known
+        return known[1]
 
     def _remove_stale_temporaries(self) -> None:
         # Temporaries of atomic writes (and staging folders) that a killed run left; no other
@@ -296,7 +308,7 @@ class RunFolder:
         self.finished = True
         changed = [
             relative for relative, digest in sorted(outputs.items())
-            if not (self.path / relative).is_file() or sha256(self.path / relative) != digest
+            if not (self.path / relative).is_file() or self._digest(relative) != digest
         ]
         lost = [relative for relative in changed if not any(fnmatch.fnmatch(relative, pattern) for pattern in self.rebuilt)]
         if lost:

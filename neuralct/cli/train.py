@@ -205,10 +205,9 @@ def _run_options(args: argparse.Namespace, output: Path) -> dict:
 def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
     """Read the trajectories; return the fit to run in the output folder and the input files (trajectories, topologies)."""
     from ..data import load_trajectories
-    from ..fit import training_memory_needed
-    from ..memory import check_fits
     from ..data.loading import topology_file
-    from ..fit import fit_trajectories
+    from ..fit import fit_trajectories, training_memory_needed
+    from ..memory import check_fits
 
     if args.mode != "ml":
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import NeuralCTError
 from ..io import DamagedFile, atomic_savez, atomic_torch_save, torch_load_verified, write_json
+from ..memory import check_fits
 from ..model import NeuralCanonicalTransformation
 from .chains import end_warmup_iteration, iterate
 from .diagnostics import (
@@ -20,7 +21,6 @@ from .diagnostics import (
 )
 from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from .hydrogens import HydrogenPlacement
-from ..memory import check_fits
 from .resources import evaluation_bytes_per_row
 from .targets import LatentPotential, MolecularPotential, ToyPotential
 
