@@ -68,3 +68,20 @@ def test_analyze_lag_must_be_a_whole_number_of_frames(inputs, tmp_path, capsys):
     assert main(["analyze", str(model_path), *seen, str(unseen), "--lag-ps", "1.5", "--blocks", "2", "--no-progress", "--output", str(tmp_path / "b")]) == 0
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["lag_frames"] == 3 and summary["lag_ps"] == 1.5
+
+
+def test_a_trajectory_without_time_stamps_is_scored_at_a_lag_in_frames(inputs, tmp_path, capsys):
+    """DCD holds no time: the scores use a lag in frames, and say so, instead of inventing 1 ps between frames."""
+    import mdtraj
+
+    model_path, seen, unseen, _ = inputs
+    topology = str(seen[0]).replace("replica-000.nc", "topology.pdb")
+    dcd = tmp_path / "unseen.dcd"
+    mdtraj.load(str(unseen), top=topology).save_dcd(str(dcd))
+    out = tmp_path / "dcd"
+    assert main(["analyze", str(model_path), str(dcd), "--top", topology, "--blocks", "2", "--no-progress", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lag_ps"] is None
+    assert f"VAMP-2 (2 CVs, lag {summary['lag_frames']} frames, 2 scored segments)" in capsys.readouterr().out
+    assert main(["analyze", str(model_path), str(dcd), "--top", topology, "--lag-ps", "1", "--no-progress", "--output", str(tmp_path / "dcd-lag")]) == 2
+    assert "--lag-ps needs the time between frames" in capsys.readouterr().err

@@ -84,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
     if "learned_cvs" in summary:
         error = lambda method: summary[method]["vamp2_standard_error"]
         spread = lambda method: "" if error(method) is None else f" +- {error(method):.3f}"
+        # Files without time stamps (DCD) give the lag in frames only.
+        lag = f"{summary['lag_frames']} frames" if summary["lag_ps"] is None else f"{summary['lag_ps']:.3g} ps"
         print(
-            f"  VAMP-2 (2 CVs, lag {summary['lag_ps']:.3g} ps, {summary['n_scored_segments']} scored segments): "
+            f"  VAMP-2 (2 CVs, lag {lag}, {summary['n_scored_segments']} scored segments): "
             f"learned {summary['learned_cvs']['vamp2']:.3f}{spread('learned_cvs')} vs TICA "
             f"{summary['tica']['vamp2']:.3f}{spread('tica')}"
         )
