@@ -22,6 +22,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 #: and relaxation times (ps) it gave then, on five frames of the whole system (nm).
 MODEL_V1 = FIXTURES / "model_v1.pt"
 EXPECTED_V1 = FIXTURES / "model_v1_expected.npz"
+#: A maximum-likelihood model of alanine dipeptide (heavy atoms, --rank-lag-ps 1, modes ranked by
+#: autocorrelation) written by `neuralct train` in model format version 2, before the package was
+#: arranged in one folder per concept; with its CVs and frequencies on five frames (nm).
+MODEL_V2 = FIXTURES / "model_v2.pt"
+EXPECTED_V2 = FIXTURES / "model_v2_expected.npz"
 
 
 def _entry_data(data: bytes, suffix: str) -> tuple[int, int]:
@@ -54,6 +59,16 @@ def test_a_version_1_model_file_loads_and_gives_the_cvs_it_gave():
     np.testing.assert_allclose(project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6)
     assert np.array_equal(model.frequencies.detach().numpy(), expected["frequencies"])
     assert np.array_equal(model.relaxation_times.detach().numpy(), expected["relaxation_times_ps"])
+
+
+def test_a_version_2_model_file_ranked_by_autocorrelation_loads_and_gives_the_cvs_it_gave():
+    contents = torch.load(MODEL_V2, weights_only=True)
+    assert contents["version"] == 2 and contents["metadata"]["mode_ranking"]["by"] == "autocorrelation"
+    expected = np.load(EXPECTED_V2)
+    model = neuralct.load(MODEL_V2)
+    assert model.ranked_by == "autocorrelation"
+    np.testing.assert_allclose(project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.frequencies.detach().numpy(), expected["frequencies"], rtol=1e-6)
 
 
 def test_model_file_records_a_digest_of_weights_and_metadata(tmp_path):
