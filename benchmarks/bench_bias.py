@@ -48,7 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from neuralct.cli import main as neuralct_main  # noqa: E402
-from neuralct.md.bias import count_transitions, phi_free_energy_difference  # noqa: E402
+from neuralct.analysis.reweighting import count_transitions, phi_free_energy_difference  # noqa: E402
 from neuralct.units import kT_kj_per_mol  # noqa: E402
 
 

@@ -46,14 +46,14 @@ import neuralct  # noqa: E402
 from neuralct.analysis.information import mutual_information  # noqa: E402
 from neuralct.analysis.kinetics import compare_vamp2  # noqa: E402
 from neuralct.data import RigidBodyFrame, load_trajectories  # noqa: E402
-from neuralct.data.loading import lag_in_frames  # noqa: E402
-from neuralct.fit import fit_trajectories  # noqa: E402
+from neuralct.data.pairs import lag_in_frames  # noqa: E402
+from neuralct.workflows.train import fit_trajectories  # noqa: E402
 from neuralct.md.simulate import SimulationSettings, run_simulation  # noqa: E402
 from neuralct.md.systems import build_system  # noqa: E402
-from neuralct.model import DEFAULT_ARCHITECTURE  # noqa: E402
-from neuralct.molecular import internal_coordinates, project_internal  # noqa: E402
-from neuralct.slow_toy import fit_toy_trajectories, load_toy_trajectories, score_slow_coordinate  # noqa: E402
-from neuralct.training import TrainingSettings  # noqa: E402
+from neuralct.model.transformation import DEFAULT_ARCHITECTURE  # noqa: E402
+from neuralct.model.molecular import internal_coordinates, project_internal  # noqa: E402
+from neuralct.toys.slow_double_well import fit_toy_trajectories, load_toy_trajectories, score_slow_coordinate  # noqa: E402
+from neuralct.training.loop import TrainingSettings  # noqa: E402
 
 LAGS_PS = (0.5, 1.0, 2.0, 5.0)
 TRAIN, VALID, TEST = [0, 1, 2], [3], [4, 5]

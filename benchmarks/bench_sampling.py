@@ -173,10 +173,10 @@ def langevin_md_toy(system, chains: int, budget: int, dt: float, friction: float
 
 
 def toy_main(args) -> dict[str, Any]:
-    from neuralct.fit import fit_toy
+    from neuralct.workflows.train import fit_toy
     from neuralct.sampling import ToyPotential
-    from neuralct.toys import CurvedDoubleWell
-    from neuralct.training import TrainingSettings
+    from neuralct.toys.hamiltonians import CurvedDoubleWell
+    from neuralct.training.loop import TrainingSettings
 
     system = CurvedDoubleWell()
     architecture = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
@@ -204,8 +204,8 @@ def alanine_main(args) -> dict[str, Any]:
     import openmm.unit as unit
 
     from neuralct.md.systems import build_system
-    from neuralct.model import load
-    from neuralct.sampling.run import basin_indicators, molecular_target
+    from neuralct.model.transformation import load
+    from neuralct.sampling.targets import basin_indicators, molecular_target
 
     model = load(args.model).double()
     model.requires_grad_(False)

@@ -31,11 +31,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_training import ARCHITECTURE, ensure_trajectories, peak_memory_mb, reset_peak_memory  # noqa: E402
-from neuralct.device import resolve_device  # noqa: E402
-from neuralct.fit import fit_frames  # noqa: E402
-from neuralct.toys import HarmonicChain  # noqa: E402
-from neuralct.training import MaximumLikelihood, TrainingSettings, train  # noqa: E402
-from neuralct.units import kT_kj_per_mol  # noqa: E402
+from neuralct.training.device import resolve_device  # noqa: E402
+from neuralct.workflows.train import fit_frames  # noqa: E402
+from neuralct.toys.hamiltonians import HarmonicChain  # noqa: E402
+from neuralct.training.objectives import MaximumLikelihood
+from neuralct.training.loop import TrainingSettings, train  # noqa: E402
 
 CHAIN_SIZES = (32, 128, 512)
 CHAIN_SAMPLES = 20000

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from neuralct.device import MATMUL_PRECISIONS  # noqa: E402
-from neuralct.fit import DTYPES, fit_frames, split_trajectories  # noqa: E402
-from neuralct.training import TrainingSettings  # noqa: E402
+from neuralct.training.device import MATMUL_PRECISIONS  # noqa: E402
+from neuralct.workflows.train import DTYPES, fit_frames, split_trajectories  # noqa: E402
+from neuralct.training.loop import TrainingSettings  # noqa: E402
 from neuralct.units import kT_kj_per_mol  # noqa: E402
 
 ARCHITECTURE = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 8, "hidden": 128, "depth": 2}]
@@ -159,7 +159,7 @@ def main() -> None:
         model, result, device, wall, cpu, valid_index = train_row(features, settings, args)
 
         from neuralct.analysis.information import mutual_information
-        from neuralct.molecular import project_internal
+        from neuralct.model.molecular import project_internal
 
         cvs = project_internal(model.cpu(), features["internal_positions"][valid_index], 2)
         valid = result.history["valid_loss"]

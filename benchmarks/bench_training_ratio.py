@@ -40,9 +40,10 @@ def run_checkout(checkout: str, features: str, steps: int | None, minutes: float
 
     torch.set_num_threads(1)
     import neuralct
-    from neuralct import fit
-    from neuralct.model import NeuralCanonicalTransformation
-    from neuralct.training import MaximumLikelihood, TrainingSettings, train
+    from neuralct.workflows import train as fit
+    from neuralct.model.transformation import NeuralCanonicalTransformation
+    from neuralct.training.objectives import MaximumLikelihood
+    from neuralct.training.loop import TrainingSettings, train
     from neuralct.units import kT_kj_per_mol
 
     if not neuralct.__file__.startswith(str(Path(checkout).resolve())):

@@ -1,7 +1,7 @@
 """Atomic file output: nothing half-written is ever left where a finished file belongs.
 
 Every file a command writes into its run folder (the folder holding :data:`LOCK_FILE`, see
-:mod:`neuralct.runs`) is also listed, by its path inside the folder, in :data:`OUTPUT_LOG`
+:mod:`neuralct.cli.runs`) is also listed, by its path inside the folder, in :data:`OUTPUT_LOG`
 before it appears under its final name. The list survives a killed process, so ``--overwrite``
 can tell what neuralct wrote from what a user put there.
 """

@@ -7,8 +7,8 @@ import pytest
 import neuralct
 from neuralct.analysis.training_match import compare_with_training
 from neuralct.cli import main
-from neuralct.md.netcdf import read_netcdf
-from neuralct.molecular import project_positions
+from neuralct.data.netcdf import read_netcdf
+from neuralct.model.molecular import project_positions
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from neuralct.analysis.run import default_lag_frames, scoring_split
+from neuralct.workflows.analyze import default_lag_frames, scoring_split
 from neuralct.errors import NeuralCTError
 
 PATHS = [f"/data/r{i}.nc" for i in range(5)]

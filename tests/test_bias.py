@@ -11,9 +11,10 @@ import pytest
 import neuralct
 from neuralct.analysis import read_colvar
 from neuralct.cli import main
-from neuralct.md.bias import BiasSettings, count_transitions, reweighting_offset, run_metadynamics
+from neuralct.workflows.bias import BiasSettings, run_metadynamics
+from neuralct.analysis.reweighting import count_transitions, reweighting_offset
 from neuralct.md.systems import build_system
-from neuralct.molecular import project_positions
+from neuralct.model.molecular import project_positions
 
 SHORT = ["--length-ns", "0.004", "--no-progress"]
 FRAMES = ["--report-ps", "0.1", "--bias-every", "5"]
@@ -127,7 +128,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsy
 
 
 def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, tmp_path, monkeypatch, capsys):
-    from neuralct.md import bias
+    from neuralct.workflows import bias
 
     checked = []
 

@@ -14,7 +14,7 @@ import pytest
 
 from neuralct.analysis import read_colvar
 from neuralct.cli import main
-from neuralct.md.bias import CORE_B, frame_weights, phi_free_energy_difference
+from neuralct.analysis.reweighting import CORE_B, frame_weights, phi_free_energy_difference
 from neuralct.units import kT_kj_per_mol
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import neuralct.runs
+import neuralct.cli.runs
 from neuralct.cli import build_parser, main
 from neuralct.cli.options import NUMERIC_TYPES, apply_config
 from neuralct.errors import NeuralCTError
-from neuralct.md.netcdf import read_netcdf
+from neuralct.data.netcdf import read_netcdf
 
 #: Options that do not change what a command computes, with why; every other option must change its identity.
 NOT_IN_IDENTITY = {
@@ -85,7 +85,7 @@ class _Identity(Exception):
     """Raised by the stand-in run folder with the identity a command handed it."""
 
 
-class _CapturingRunFolder(neuralct.runs.RunFolder):
+class _CapturingRunFolder(neuralct.cli.runs.RunFolder):
     def __enter__(self):
         raise _Identity(self.command, self.settings, [Path(path).name for path in self.inputs])
 
@@ -129,7 +129,7 @@ def _base(command, dest, inputs):
 
 
 def _identity(argv, monkeypatch, tmp_path):
-    monkeypatch.setattr(neuralct.runs, "RunFolder", _CapturingRunFolder)
+    monkeypatch.setattr(neuralct.cli.runs, "RunFolder", _CapturingRunFolder)
     with pytest.raises(_Identity) as captured:
         main([*argv, "--output", str(tmp_path / "out")])
     return captured.value.args

@@ -19,10 +19,10 @@ import yaml
 import neuralct
 from neuralct.cli import build_parser, main
 from neuralct.cli.options import NUMERIC_TYPES, positive_float, positive_fraction, positive_int
-from neuralct.md.netcdf import read_netcdf
+from neuralct.data.netcdf import read_netcdf
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
-from neuralct.runs import LOCK_FILE
+from neuralct.cli.runs import LOCK_FILE
 
 from test_runs import HOLD_LOCK
 

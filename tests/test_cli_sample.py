@@ -71,7 +71,7 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     assert curvature["states"] == 30 * 6 and len(curvature["eigenvalues"]) == 2
     assert 0 < curvature["eigenvalues"][0] <= curvature["eigenvalues"][1] and curvature["condition_number"] >= 1
     # The toy's potential energy of the recorded samples is the analytic one.
-    from neuralct.toys import CurvedDoubleWell
+    from neuralct.toys.hamiltonians import CurvedDoubleWell
     import torch
 
     q = torch.as_tensor(samples["q"].reshape(-1, 2))
@@ -80,7 +80,7 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
 
 def interrupt_iteration(monkeypatch, at: int):
     """Make the sampling loop's ``at``-th iteration raise KeyboardInterrupt (Ctrl-C); returns the real ``iterate``."""
-    import neuralct.sampling.run as sampling_run
+    import neuralct.workflows.sample as sampling_run
 
     calls = {"n": 0}
     original = sampling_run.iterate
@@ -98,7 +98,7 @@ def interrupt_iteration(monkeypatch, at: int):
 def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkeypatch, capsys):
     args = ["sample", str(toy_model), "--method", "mixed", *SAMPLE, "--checkpoint-every", "7"]
     assert main([*args, "--output", str(tmp_path / "whole")]) == 0
-    import neuralct.sampling.run as sampling_run
+    import neuralct.workflows.sample as sampling_run
 
     original = interrupt_iteration(monkeypatch, 25)
     assert main([*args, "--output", str(tmp_path / "split")]) == 130
@@ -145,7 +145,7 @@ def test_a_folder_warmed_up_by_another_schedule_is_not_resumed(toy_model, tmp_pa
 
 
 def test_chains_that_disagree_are_reported(toy_model, tmp_path, capsys, monkeypatch):
-    import neuralct.sampling.run as sampling_run
+    import neuralct.workflows.sample as sampling_run
 
     monkeypatch.setattr(sampling_run, "R_HAT_LIMIT", 0.0)  # every observable counts as not converged
     assert main(["sample", str(toy_model), *SAMPLE, "--output", str(tmp_path / "x")]) == 0
@@ -158,9 +158,10 @@ def test_chains_that_disagree_are_reported(toy_model, tmp_path, capsys, monkeypa
 def test_chains_start_at_the_lowest_energy_draws_of_the_flow(toy_model):
     import torch
 
-    from neuralct.model import load
+    from neuralct.model.transformation import load
     from neuralct.sampling import LatentPotential
-    from neuralct.sampling.run import starting_points, toy_target
+    from neuralct.workflows.sample import starting_points
+    from neuralct.sampling.targets import toy_target
 
     model = load(toy_model).double()
     target = toy_target(model)
@@ -194,9 +195,9 @@ def test_toy_model_with_a_system_is_refused(toy_model, tmp_path, capsys):
 
 def with_fixed_basins(monkeypatch):
     """Give toy targets two more indicators: a basin no sample is in, and one every sample is in."""
-    import neuralct.sampling.run as sampling_run
+    import neuralct.sampling.targets as sampling_targets
 
-    original = sampling_run.toy_target
+    original = sampling_targets.toy_target
 
     def toy_target(model):
         target = original(model)
@@ -204,7 +205,7 @@ def with_fixed_basins(monkeypatch):
         target.indicators = lambda q: {**indicators(q), "nowhere": np.zeros(len(q)), "everywhere": np.ones(len(q))}
         return target
 
-    monkeypatch.setattr(sampling_run, "toy_target", toy_target)
+    monkeypatch.setattr(sampling_targets, "toy_target", toy_target)
 
 
 def test_basins_never_visited_or_never_left_have_no_population_but_a_bound(toy_model, tmp_path, monkeypatch):
@@ -223,7 +224,7 @@ def test_basins_never_visited_or_never_left_have_no_population_but_a_bound(toy_m
 
 def forbid_sampling(monkeypatch):
     """Make the chains' first allocation fail the test at once (a refused run must not get there)."""
-    import neuralct.sampling.run as sampling_run
+    import neuralct.workflows.sample as sampling_run
 
     def started(*args, **kwargs):
         raise AssertionError("the run started")
@@ -242,10 +243,10 @@ def forbid_sampling(monkeypatch):
     ],
 )
 def test_a_run_too_large_for_the_memory_is_refused_before_any_work(toy_model, tmp_path, capsys, monkeypatch, options, reduce):
-    import neuralct.memory
+    import neuralct.workflows.memory
 
     forbid_sampling(monkeypatch)
-    monkeypatch.setattr(neuralct.memory, "available_memory_bytes", lambda: 4 * 10**9)
+    monkeypatch.setattr(neuralct.workflows.memory, "available_memory_bytes", lambda: 4 * 10**9)
     out = tmp_path / "x"
     assert main(["sample", str(toy_model), "--no-progress", *options, "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
@@ -266,8 +267,9 @@ def test_ten_million_chains_are_refused_on_this_machine(toy_model, tmp_path, cap
 MEASURE_MEMORY = """
 import json, sys, tempfile
 from pathlib import Path
-from neuralct.model import load
-from neuralct.sampling.run import SamplingSettings, memory_needed, run_sampling, toy_target
+from neuralct.model.transformation import load
+from neuralct.workflows.sample import SamplingSettings, memory_needed, run_sampling
+from neuralct.sampling.targets import toy_target
 
 def resident(field):
     line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
@@ -298,7 +300,7 @@ def test_the_memory_estimate_bounds_what_a_run_takes(toy_model):
 def test_a_damaged_checkpoint_is_refused_in_one_line(toy_model, tmp_path, monkeypatch, capsys, damage):
     import torch
 
-    import neuralct.sampling.run as sampling_run
+    import neuralct.workflows.sample as sampling_run
 
     args = ["sample", str(toy_model), *SAMPLE, "--checkpoint-every", "7", "--output", str(tmp_path / "x")]
     original = interrupt_iteration(monkeypatch, 25)
@@ -392,7 +394,7 @@ def test_heavy_atom_model_resumes_to_the_same_samples(alanine_models, tmp_path, 
     """Interrupted in warm-up and resumed: the same samples of all 22 atoms, hydrogens included."""
     import mdtraj
 
-    import neuralct.sampling.run as sampling_run
+    import neuralct.workflows.sample as sampling_run
 
     args = ["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "2", "--samples", "4", "--warmup", "8",
             "--leapfrog-steps", "2", "--checkpoint-every", "3", "--no-progress"]

@@ -228,9 +228,9 @@ def test_position_noise_option(tmp_path, capsys):
     ],
 )
 def test_training_too_large_for_the_memory_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch, options, reduce):
-    import neuralct.memory
+    import neuralct.workflows.memory
 
-    monkeypatch.setattr(neuralct.memory, "available_memory_bytes", lambda: 4 * 10**9)
+    monkeypatch.setattr(neuralct.workflows.memory, "available_memory_bytes", lambda: 4 * 10**9)
     out = tmp_path / "model"
     status = main(["train", "--toy", "harmonic-chain", "-p", "n=32", "--steps", "2", "--no-progress", *options, "--output", str(out)])
     err = capsys.readouterr().err
@@ -242,8 +242,8 @@ def test_training_too_large_for_the_memory_is_refused_before_anything_is_built(t
 def test_the_memory_estimate_counts_the_networks_parameters_exactly(layers):
     from torch import nn
 
-    from neuralct.fit import architecture_from_options, training_memory_needed
-    from neuralct.model import NeuralCanonicalTransformation
+    from neuralct.workflows.train import architecture_from_options, training_memory_needed
+    from neuralct.model.transformation import NeuralCanonicalTransformation
 
     architecture = architecture_from_options(layers, 3, 48, 2, 4)
     model = NeuralCanonicalTransformation(20, masses=torch.ones(20, dtype=torch.float64), architecture=architecture)

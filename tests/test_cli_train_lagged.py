@@ -93,7 +93,7 @@ def test_ranking_by_autocorrelation_orders_the_cvs_by_the_data_autocorrelation(t
     # The same flow (same seed and data); its latent positions recomputed here from the training frames.
     import mdtraj
 
-    from neuralct.molecular import project_positions
+    from neuralct.model.molecular import project_positions
 
     train = [path for path in trajectories if str(Path(path).resolve()) in model.metadata["molecule"]["training_trajectories"]]
     Q = [project_positions(plain, mdtraj.load(path, top=str(Path(path).parent / "topology.pdb")).xyz.astype(np.float64)) for path in train]
@@ -125,7 +125,7 @@ def test_retraining_on_a_bias_run_reported_every_0_4_ps_takes_a_2_ps_lag(traject
     step, no velocities); 300 of them reach 120 ps, where float32 intervals of 0.4 ps read as
     0.3999939 to 0.4000015 ps.
     """
-    from neuralct.md.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
+    from neuralct.data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 
     frames = [read_netcdf(path) for path in trajectories]
     positions = np.concatenate([f.positions for f in frames] * 2)[:300]

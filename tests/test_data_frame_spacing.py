@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from neuralct.data import load_trajectories
-from neuralct.data.loading import frame_spacing, lag_in_frames
+from neuralct.data.loading import frame_spacing
+from neuralct.data.pairs import lag_in_frames
 from neuralct.errors import NeuralCTError
-from neuralct.md.netcdf import NetCDFFrames, write_netcdf
+from neuralct.data.netcdf import NetCDFFrames, write_netcdf
 
 N_ATOMS = 4
 

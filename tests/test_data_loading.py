@@ -5,7 +5,7 @@ import pytest
 
 from neuralct.data import lagged_pairs, load_trajectories
 from neuralct.errors import NeuralCTError
-from neuralct.md.netcdf import read_netcdf, write_netcdf
+from neuralct.data.netcdf import read_netcdf, write_netcdf
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
 
@@ -118,7 +118,7 @@ def test_bad_input(runs, tmp_path):
 def test_masses_recorded_by_simulate_win_over_the_elements(tmp_path):
     """Toy particles are argon in the topology but 1 amu in the System: training must use the System's masses."""
     from neuralct.cli import main
-    from neuralct.md.netcdf import MASSES_ATTRIBUTE, read_netcdf
+    from neuralct.data.netcdf import MASSES_ATTRIBUTE, read_netcdf
 
     assert main(["simulate", "harmonic-chain", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference",
                  "--no-progress", "--output", str(tmp_path / "chain")]) == 0

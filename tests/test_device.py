@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from neuralct.device import float32_matmul_precision, resolve_device
+from neuralct.training.device import float32_matmul_precision, resolve_device
 from neuralct.errors import NeuralCTError
 
 

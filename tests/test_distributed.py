@@ -12,11 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from neuralct import distributed
+from neuralct.training import distributed
 from neuralct.errors import NeuralCTError
-from neuralct.model import NeuralCanonicalTransformation
-from neuralct.toys import HarmonicChain
-from neuralct.training import MaximumLikelihood, TrainingSettings, train
+from neuralct.model.transformation import NeuralCanonicalTransformation
+from neuralct.toys.hamiltonians import HarmonicChain
+from neuralct.training.objectives import MaximumLikelihood
+from neuralct.training.loop import TrainingSettings, train
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2

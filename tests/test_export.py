@@ -1,7 +1,6 @@
 """Exported CVs (TorchScript for openmm-torch and PLUMED, torch.export, PythonForce) equal the model's CVs, as physics."""
 
 import json
-import pickle
 
 import mdtraj
 import numpy as np
@@ -19,7 +18,7 @@ from neuralct.export.numpy_cv import NumpyCollectiveVariables, _CouplingStack
 from neuralct.flows.coupling import CouplingStack
 from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.md.systems import build_system
-from neuralct.molecular import _molecule, project_positions
+from neuralct.model.molecular import _molecule, project_positions
 
 K = 2
 

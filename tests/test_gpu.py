@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from neuralct.cli import main
-from neuralct.fit import fit_toy
-from neuralct.toys import HarmonicChain
-from neuralct.training import TrainingSettings
+from neuralct.workflows.train import fit_toy
+from neuralct.toys.hamiltonians import HarmonicChain
+from neuralct.training.loop import TrainingSettings
 
 from test_flows import CANONICAL, make
 

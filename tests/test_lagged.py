@@ -9,14 +9,14 @@ import torch
 
 import neuralct
 from neuralct.data import lagged_pairs
-from neuralct.data.loading import lag_in_frames
+from neuralct.data.pairs import lag_in_frames
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.lagged import (
-    LaggedLikelihood, batch_vamp2, nested_vamp2, ou_drift, ou_mode_log_transition, ou_transition, relaxation_times, split_lagged_pairs,
-)
-from neuralct.model import NeuralCanonicalTransformation
-from neuralct.training import TrainingSettings, train
+from neuralct.training.objectives import LaggedLikelihood, batch_vamp2, nested_vamp2
+from neuralct.model.dynamics import ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
+from neuralct.data.pairs import split_lagged_pairs
+from neuralct.model.transformation import NeuralCanonicalTransformation
+from neuralct.training.loop import TrainingSettings, train
 
 from test_flows import randomize
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuralct.md.netcdf import read_netcdf
+from neuralct.data.netcdf import read_netcdf
 from neuralct.md.simulate import SimulationSettings, default_jobs, degrees_of_freedom, kinetic_temperature, run_simulation
 from neuralct.md.systems import build_system
 from neuralct.units import kT_kj_per_mol

@@ -7,7 +7,7 @@ import torch
 from neuralct.errors import NeuralCTError
 from neuralct.md.energy import OpenMMEnergy
 from neuralct.md.systems import MUELLER_BROWN_PARAMETERS, available_systems, build_system, harmonic_chain_system
-from neuralct.toys import HarmonicChain
+from neuralct.toys.hamiltonians import HarmonicChain
 
 
 def chain_energy_1d(q, kappa):

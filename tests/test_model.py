@@ -8,8 +8,8 @@ import torch
 import neuralct
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.model import NeuralCanonicalTransformation
-from neuralct.toys import HarmonicChain
+from neuralct.model.transformation import NeuralCanonicalTransformation
+from neuralct.toys.hamiltonians import HarmonicChain
 
 from test_flows import randomize
 

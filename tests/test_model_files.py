@@ -13,8 +13,8 @@ import torch
 import neuralct
 from neuralct.cli import main
 from neuralct.errors import NeuralCTError
-from neuralct.model import content_digest
-from neuralct.molecular import project_positions
+from neuralct.model.transformation import content_digest
+from neuralct.model.molecular import project_positions
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: A kinetic model of alanine dipeptide (heavy atoms, --lag-ps 1, one coupling of width 4) written by

@@ -9,18 +9,10 @@ import sys
 
 import pytest
 
-from neuralct.cli.options import (
-    OneLineArgumentParser,
-    apply_config,
-    fraction,
-    nonnegative_float,
-    nonnegative_int,
-    positive_float,
-    positive_int,
-)
+from neuralct.cli.options import OneLineArgumentParser, apply_config, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
 from neuralct.errors import NeuralCTError
 from neuralct.io import atomic_path, atomic_write_text, is_atomic_temporary
-from neuralct.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
+from neuralct.cli.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
 
 
 def snapshot(folder):

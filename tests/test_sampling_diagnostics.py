@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralct.sampling.diagnostics import (
-    basin_population, curvature_figures, integrated_autocorrelation_time, mean_standard_error, observable_efficiency, sampling_efficiency, split_r_hat,
-)
+from neuralct.sampling.diagnostics import basin_population, curvature_figures, integrated_autocorrelation_time, mean_standard_error, observable_efficiency, sampling_efficiency, split_r_hat
 
 
 def strict_json(obj):

@@ -7,20 +7,11 @@ import pytest
 import torch
 from scipy import stats
 
-from neuralct.fit import fit_toy
-from neuralct.sampling import (
-    ChainState,
-    HamiltonianMonteCarlo,
-    IndependenceMetropolis,
-    LatentPotential,
-    ToyPotential,
-    iterate,
-    sample_chains,
-    warm_up,
-)
+from neuralct.workflows.train import fit_toy
+from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, ToyPotential, iterate, sample_chains, warm_up
 from neuralct.sampling.diagnostics import mean_standard_error
-from neuralct.toys import CurvedDoubleWell, HarmonicChain
-from neuralct.training import TrainingSettings
+from neuralct.toys.hamiltonians import CurvedDoubleWell, HarmonicChain
+from neuralct.training.loop import TrainingSettings
 
 ARCHITECTURE = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 16, "depth": 2}]
 

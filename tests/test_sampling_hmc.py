@@ -8,9 +8,7 @@ import torch
 from scipy import stats
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, iterate, sample_chains, warm_up
-from neuralct.sampling.diagnostics import (
-    CurvatureSum, curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, split_r_hat,
-)
+from neuralct.sampling.diagnostics import CurvatureSum, curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, split_r_hat
 
 PRECISIONS = torch.tensor([1.0, 25.0, 0.25])
 

@@ -6,8 +6,8 @@ import pytest
 from neuralct.errors import NeuralCTError
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system, rotated_double_well_rotation, rotated_double_well_system
-from neuralct.slow_toy import fit_toy_trajectories, load_toy_trajectories, score_slow_coordinate
-from neuralct.training import TrainingSettings
+from neuralct.toys.slow_double_well import fit_toy_trajectories, load_toy_trajectories, score_slow_coordinate
+from neuralct.training.loop import TrainingSettings
 from neuralct.units import kT_kj_per_mol
 
 LAG_FRAMES = 10  # 5 ps

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuralct.errors import NeuralCTError
-from neuralct.toys import HarmonicChain, make_toy_system
+from neuralct.toys.hamiltonians import HarmonicChain, make_toy_system
 
 
 @pytest.mark.parametrize("n,kappa,mass", [(32, 1.0, 1.0), (7, 2.5, 1.0), (10, 0.3, 4.0)])
@@ -75,7 +75,7 @@ def test_missing_or_non_numeric_toy_parameters_are_one_line_errors(name, paramet
 
 
 def test_curved_double_well_exact_answers_against_two_dimensional_quadrature():
-    from neuralct.toys import CurvedDoubleWell
+    from neuralct.toys.hamiltonians import CurvedDoubleWell
 
     well = CurvedDoubleWell(barrier=2.5, tilt=0.7, stiffness=8.0, curvature=0.8)
     x = torch.linspace(-3.0, 3.0, 1201)
@@ -98,7 +98,7 @@ def test_curved_double_well_exact_answers_against_two_dimensional_quadrature():
 def test_curved_double_well_sampler_is_exact():
     from scipy import stats
 
-    from neuralct.toys import CurvedDoubleWell
+    from neuralct.toys.hamiltonians import CurvedDoubleWell
 
     well = CurvedDoubleWell()
     q, p = well.sample(50000, seed=0)

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from neuralct.errors import NeuralCTError
-from neuralct.fit import fit_toy
-from neuralct.model import NeuralCanonicalTransformation
-from neuralct.toys import HarmonicChain
-from neuralct.training import MaximumLikelihood, TrainingDiverged, TrainingSettings, VariationalFreeEnergy, stiffest_mode_noise, train
+from neuralct.workflows.train import fit_toy
+from neuralct.model.transformation import NeuralCanonicalTransformation
+from neuralct.toys.hamiltonians import HarmonicChain
+from neuralct.training.objectives import MaximumLikelihood, VariationalFreeEnergy, stiffest_mode_noise
+from neuralct.training.loop import TrainingDiverged, TrainingSettings, train
 
 DEFAULT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
 QUIET = dict(progress=False, validate_every=50)
@@ -182,7 +183,7 @@ def test_fused_clipped_step_equals_clip_grad_norm_and_adam(max_norm):
     for bit, whether the clipping acts (max_norm 1e-3) or not."""
     import copy
 
-    from neuralct.training import _clip_and_step
+    from neuralct.training.loop import _clip_and_step
 
     torch.manual_seed(0)
     reference = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 2))

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from neuralct.cli import main
-from neuralct.model import NeuralCanonicalTransformation
-from neuralct.toys import HarmonicChain
-from neuralct.training import MaximumLikelihood, TrainingSettings, train, weighted_resample
+from neuralct.model.transformation import NeuralCanonicalTransformation
+from neuralct.toys.hamiltonians import HarmonicChain
+from neuralct.training.objectives import MaximumLikelihood, weighted_resample
+from neuralct.training.loop import TrainingSettings, train
 
 
 def _fit(q, w, start_weights, steps=150, seed=0):

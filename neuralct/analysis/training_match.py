@@ -56,7 +56,7 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
         ``frames_beyond``, ``fraction_beyond``, ``most_widths_beyond`` per CV, or
         ``skipped``); ``warning``: one line, or None.
     """
-    from ..molecular import rigid_body_frame
+    from ..model.molecular import rigid_body_frame
 
     n_frames = len(positions)
     record: dict[str, Any] = {"frames": int(n_frames)}

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data.loading import lagged_pairs
+from ..data.pairs import lagged_pairs
 from ..errors import NeuralCTError
 
 __all__ = ["VAMP2_CONVENTION", "vamp2_score", "tica_baseline", "pca_baseline"]

@@ -61,11 +61,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, then analyse into the locked output folder."""
-    from ..analysis.run import analyze_trajectories
+    from ..workflows.analyze import analyze_trajectories
     from ..data.loading import topology_file
-    from ..device import resolve_device
-    from ..model import load
-    from ..runs import RunFolder
+    from ..training.device import resolve_device
+    from ..model.transformation import load
+    from .runs import RunFolder
 
     model = load(args.model, device=resolve_device(args.device))
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}

@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
     import torch
 
-    from ..md.bias import BiasSettings, backbone_torsions, run_metadynamics
+    from ..workflows.bias import BiasSettings, backbone_torsions, run_metadynamics
     from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
-    from ..model import load
-    from ..molecular import check_topology
-    from ..runs import RunFolder
+    from ..model.transformation import load
+    from ..model.molecular import check_topology
+    from .runs import RunFolder
 
     # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
     torch.set_num_threads(1)
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _phi_report(summary: dict) -> str:
     """Transitions and reweighted F(phi > 0) - F(phi < 0) of each backbone phi, in words."""
-    from ..md.bias import FreeEnergyDifference
+    from ..analysis.reweighting import FreeEnergyDifference
 
     if not summary["phi_torsions"]:
         return "no backbone phi torsion to count transitions of"

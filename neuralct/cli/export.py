@@ -36,8 +36,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Export into ``args.output`` (refused when it holds another export)."""
     from ..export import export_cvs, write_export_summary
-    from ..model import load
-    from ..runs import RunFolder
+    from ..model.transformation import load
+    from .runs import RunFolder
 
     start = time.perf_counter()
     model = load(args.model)

@@ -220,7 +220,7 @@ def _config_item(action: argparse.Action, value: Any, where: str) -> Any:
 
 
 def result_settings(args: argparse.Namespace, *, ignore: Sequence[str] = ()) -> dict[str, Any]:
-    """The options of ``args`` that change a result: a run's settings for :class:`neuralct.runs.RunFolder`.
+    """The options of ``args`` that change a result: a run's settings for :class:`neuralct.cli.runs.RunFolder`.
 
     Parameters
     ----------

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the options, then run the steps in the locked output folder."""
     from ..errors import NeuralCTError
     from ..md.simulate import SimulationSettings
-    from ..runs import RunFolder
+    from .runs import RunFolder
 
     if args.replicas < 3:
         raise NeuralCTError("--replicas must be at least 3: one trajectory validates the training and one is held out for the scores")
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _quickstart(args: argparse.Namespace, output: Path, md_settings) -> int:
     """The steps into ``output``, each resuming what an earlier run left."""
-    from ..analysis.run import analyze_trajectories
+    from ..workflows.analyze import analyze_trajectories
     from ..md.simulate import run_simulation
     from ..md.systems import build_system
 
@@ -161,9 +161,9 @@ def _train(args: argparse.Namespace, paths: list[str], folder: Path, steps: int,
     model, summary
     """
     from ..data import load_trajectories
-    from ..fit import fit_trajectories
-    from ..model import DEFAULT_ARCHITECTURE
-    from ..training import TrainingSettings
+    from ..workflows.train import fit_trajectories
+    from ..model.transformation import DEFAULT_ARCHITECTURE
+    from ..training.loop import TrainingSettings
 
     data = load_trajectories(paths[:-1], selection="heavy", momenta=momenta, seed=args.seed)
     folder = prepare_output_dir(folder)

@@ -53,10 +53,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import NeuralCTError
-    from ..model import load
-    from ..molecular import is_molecular
-    from ..runs import RunFolder
-    from ..sampling.run import WARMUP_SCHEDULE, SamplingSettings, check_memory, check_method, molecular_target, run_sampling, toy_target
+    from ..model.transformation import load
+    from ..model.molecular import is_molecular
+    from .runs import RunFolder
+    from ..workflows.sample import WARMUP_SCHEDULE, SamplingSettings, check_memory, check_method, run_sampling
+    from ..sampling.targets import molecular_target, toy_target
 
     model = load(args.model).double()
     model.requires_grad_(False)

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..md.simulate import SimulationSettings, run_simulation
     from ..md.systems import build_system
-    from ..runs import RunFolder
+    from .runs import RunFolder
 
     platform = args.platform
     if platform == "auto" and args.device.startswith("cuda"):

@@ -9,18 +9,10 @@ from typing import Callable, Iterator
 
 import yaml
 
-from ..device import MATMUL_PRECISIONS
+from ..training.device import MATMUL_PRECISIONS
 from ..errors import NeuralCTError
 from ..io import write_json
-from .options import (
-    add_common_options,
-    fraction,
-    nonnegative_float,
-    positive_float,
-    positive_int,
-    result_settings,
-    save_resolved_config,
-)
+from .options import add_common_options, fraction, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
 
 __all__ = ["add_parser", "run", "parse_parameters"]
 
@@ -136,15 +128,15 @@ def parse_parameters(items: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Train in this process, or as one of torchrun's processes with ``--distributed``."""
-    from ..distributed import process_group
+    from ..training.distributed import process_group
 
     with process_group(args.device, enabled=args.distributed):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..fit import architecture_from_options
-    from ..training import TrainingSettings
+    from ..workflows.train import architecture_from_options
+    from ..training.loop import TrainingSettings
 
     if bool(args.toy) == bool(args.trajectories):
         raise NeuralCTError("give trajectory files or --toy NAME (e.g. --toy harmonic-chain), not both and not neither")
@@ -158,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     fit, inputs = (_trajectory_fit if args.trajectories else _toy_fit)(args, architecture, settings)
-    from ..distributed import is_main_process, world_size
+    from ..training.distributed import is_main_process, world_size
 
     with _output_folder(args, inputs) as output:
         model, summary = fit(output)
@@ -175,8 +167,8 @@ def _run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path]:
     """The locked, identified output folder (rank 0 alone writes, so only rank 0 takes it)."""
-    from ..distributed import is_main_process
-    from ..runs import RunFolder
+    from ..training.distributed import is_main_process
+    from .runs import RunFolder
 
     if not is_main_process():
         yield Path(args.output)
@@ -206,8 +198,8 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     """Read the trajectories; return the fit to run in the output folder and the input files (trajectories, topologies)."""
     from ..data import load_trajectories
     from ..data.loading import topology_file
-    from ..fit import fit_trajectories, training_memory_needed
-    from ..memory import check_fits
+    from ..workflows.train import fit_trajectories, training_memory_needed
+    from ..workflows.memory import check_fits
 
     if args.mode != "ml":
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
@@ -219,8 +211,8 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     check_fits(training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype), f"training on {data.n_frames} frames")
     weights, weighting, weights_source = None, None, "the frame weights"
     if args.weights or args.bias_colvar:
-        from ..fit import check_frame_weights
-        from ..md.bias import frame_weights
+        from ..workflows.train import check_frame_weights
+        from ..analysis.reweighting import frame_weights
 
         weights, weighting = frame_weights(args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT)
         weights_source = f"--weights {args.weights}" if args.weights else f"--bias-colvar {args.bias_colvar}"
@@ -252,9 +244,9 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
 
 def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
     """Build the toy system; return the fit to run in the output folder and no input files."""
-    from ..fit import fit_toy, training_memory_needed
-    from ..memory import check_fits
-    from ..toys import make_toy_system
+    from ..workflows.train import fit_toy, training_memory_needed
+    from ..workflows.memory import check_fits
+    from ..toys.hamiltonians import make_toy_system
 
     for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), ("--vamp-lags-ps", args.vamp_lags_ps), ("--vamp-weight", args.vamp_weight or None)):
         if lag is not None:

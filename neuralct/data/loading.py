@@ -1,19 +1,17 @@
 """Loading trajectories of any MDTraj or MDAnalysis format into aligned phase-space data."""
 
 from __future__ import annotations
-
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-
 import numpy as np
-
 from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
+from .pairs import lag_in_frames
 
-__all__ = ["PhaseSpaceData", "load_trajectories", "lagged_pairs", "lag_in_frames", "frame_spacing", "topology_file"]
+__all__ = ['PhaseSpaceData', 'frame_spacing', 'topology_file', 'load_trajectories']
 
 
 @dataclass
@@ -106,44 +104,6 @@ class PhaseSpaceData:
         return lag_in_frames(lag_ps, self.timestep_ps, option, self.timestep_note)
 
 
-def lag_in_frames(lag_ps: float, timestep_ps: float | None, option: str = "--lag-ps", no_timestep: str | None = None) -> int:
-    """A lag in ps as a whole number of frames ``timestep_ps`` apart; ``option`` names it in errors.
-
-    The one place where a lag in ps becomes frames: it must be a whole multiple of the frame
-    spacing (to 1e-6 relative, far below any spacing a user gives and far above the float64
-    rounding of ``frames * timestep_ps``).
-
-    Parameters
-    ----------
-    lag_ps : float
-        The lag in ps.
-    timestep_ps : float or None
-        Time between frames in ps (:attr:`PhaseSpaceData.timestep_ps`), None when unknown.
-    option : str
-        The option or argument that gave the lag.
-    no_timestep : str, optional
-        Why ``timestep_ps`` is None (:attr:`PhaseSpaceData.timestep_note`).
-
-    Returns
-    -------
-    int
-        The lag in frames (>= 1).
-
-    Raises
-    ------
-    NeuralCTError
-        If the lag is not positive, the spacing is unknown, or the lag is not a whole multiple of it.
-    """
-    if not lag_ps > 0:
-        raise NeuralCTError(f"{option} must be positive, got {lag_ps}")
-    if timestep_ps is None or not timestep_ps > 0:
-        raise NeuralCTError(f"{option} needs the time between frames: {no_timestep or 'these files have no time stamps; give trajectories that record them'}")
-    frames = int(round(lag_ps / timestep_ps))
-    if frames < 1 or abs(frames * timestep_ps - lag_ps) > 1e-6 * max(lag_ps, 1.0):
-        raise NeuralCTError(f"{option} {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it")
-    return frames
-
-
 def _float32_decimals(time: np.ndarray) -> np.ndarray:
     """Time stamps that are all float32 values (as AMBER NetCDF, XTC and TRR store them) as the
     shortest decimals that round to them: 399.9 for the float32 399.899994; others unchanged.
@@ -217,29 +177,6 @@ def frame_spacing(times: Sequence[np.ndarray | None], names: Sequence[str]) -> t
     return spacing, None
 
 
-def lagged_pairs(traj_lengths: Sequence[int], lag: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i, i + lag) into concatenated trajectories that never cross a boundary.
-
-    Parameters
-    ----------
-    traj_lengths : sequence of int
-        Frames per trajectory, in the order they are concatenated.
-    lag : int
-        Lag in frames (>= 0).
-
-    Returns
-    -------
-    i, j : np.ndarray, shape=(n_pairs,)
-        Frame indices with j = i + lag in the same trajectory.
-    """
-    if lag < 0:
-        raise ValueError(f"lag must be >= 0, got {lag}")
-    starts = np.concatenate([[0], np.cumsum(traj_lengths)[:-1]]).astype(int)
-    first = [start + np.arange(max(length - lag, 0)) for start, length in zip(starts, traj_lengths)]
-    i = np.concatenate(first) if first else np.zeros(0, dtype=int)
-    return i, i + lag
-
-
 @dataclass
 class _Raw:
     xyz: np.ndarray  # (frames, n_atoms, 3) nm
@@ -252,7 +189,7 @@ class _Raw:
 
 def _netcdf_extras(path: Path) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
     """Velocities, whether they are on-step, and the recorded particle masses of a NetCDF file."""
-    from ..md.netcdf import MASSES_ATTRIBUTE, read_netcdf
+    from .netcdf import MASSES_ATTRIBUTE, read_netcdf
 
     frames = read_netcdf(path)
     masses = frames.attributes.get(MASSES_ATTRIBUTE)

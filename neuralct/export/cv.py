@@ -32,7 +32,7 @@ from torch import nn
 from ..errors import NeuralCTError
 from ..flows import LinearSymplectic, PointTransformation
 from ..flows.coupling import AffineCoupling, CouplingStack
-from ..model import NeuralCanonicalTransformation
+from ..model.transformation import NeuralCanonicalTransformation
 
 __all__ = ["CollectiveVariables", "collective_variables", "quaternion_kabsch", "spanning_tree"]
 
@@ -206,7 +206,7 @@ class CollectiveVariables(nn.Module):
 
     def __init__(self, model: NeuralCanonicalTransformation, k: int, select: bool = True):
         super().__init__()
-        from ..molecular import _molecule, rigid_body_frame
+        from ..model.molecular import _molecule, rigid_body_frame
 
         molecule = _molecule(model)
         if not 1 <= k <= model.dim:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..errors import NeuralCTError
 from ..io import atomic_path, atomic_write_bytes, atomic_write_text, publish, sha256, write_json
-from ..model import NeuralCanonicalTransformation
+from ..model.transformation import NeuralCanonicalTransformation
 from .cv import CollectiveVariables, collective_variables
 
 __all__ = ["export_cvs", "write_export_summary", "cv_ranges", "TorchForceCV", "PlumedCV", "MANIFEST_FORMAT"]
@@ -148,7 +148,7 @@ def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, 
     dict
         The manifest.
     """
-    from ..molecular import _molecule
+    from ..model.molecular import _molecule
 
     folder = Path(folder)
     molecule = _molecule(model)

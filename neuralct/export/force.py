@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import NeuralCTError
-from ..model import NeuralCanonicalTransformation
+from ..model.transformation import NeuralCanonicalTransformation
 from .cv import CollectiveVariables, collective_variables
 from .numpy_cv import NumpyCollectiveVariables
 
@@ -115,7 +115,7 @@ def _positions_nm(state: Any) -> np.ndarray:
 
 
 def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int]:
-    from ..molecular import _molecule
+    from ..model.molecular import _molecule
 
     molecule = _molecule(model)
     if system.getNumParticles() != molecule["n_atoms"]:

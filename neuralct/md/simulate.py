@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import NeuralCTError, first_line
 from ..io import atomic_savez, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
-from .netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
+from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 from .platform import available_platforms, fastest_platform, make_context
 from .systems import MDSystem
 

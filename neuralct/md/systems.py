@@ -85,10 +85,8 @@ def systems_dir() -> Path:
     """The folder of bundled system definitions (package data ``neuralct.systems``)."""
     try:
         return Path(str(importlib.resources.files("neuralct.systems")))
-    except ModuleNotFoundError:
-        import neuralct
-
-        return Path(neuralct.__file__).resolve().parent.parent / "systems"
+    except ModuleNotFoundError:  # a source tree that is not installed: systems/ beside the package
+        return Path(__file__).resolve().parents[2] / "systems"
 
 
 def available_systems() -> list[str]:
@@ -313,7 +311,7 @@ def harmonic_chain_system(n: int = 32, kappa_kT_per_nm2: float = 1.0, mass_amu: 
     """The harmonic chain with fixed ends as OpenMM forces.
 
     U = kappa/2 sum_{i=0..n} |r_{i+1} - r_i|^2 with r_0 = r_{n+1} = 0: each Cartesian component is
-    one independent copy of the 1D chain of ``neuralct.toys.HarmonicChain`` (in kT units there).
+    one independent copy of the 1D chain of ``neuralct.toys.hamiltonians.HarmonicChain`` (in kT units there).
 
     Parameters
     ----------

@@ -8,15 +8,18 @@ import numpy as np
 import torch
 
 from ..data import RigidBodyFrame
-from ..model import NeuralCanonicalTransformation
+from ..model.transformation import NeuralCanonicalTransformation
 from .hydrogens import HydrogenPlacement
 from .rigid import rigid_body_log_jacobian
+import math
+from dataclasses import dataclass, field
+from ..errors import NeuralCTError
 
 __all__ = ["ToyPotential", "MolecularPotential", "LatentPotential"]
 
 
 class ToyPotential:
-    """``beta U(q)`` of a toy system (:mod:`neuralct.toys`), analytic in torch, in kT.
+    """``beta U(q)`` of a toy system (:mod:`neuralct.toys.hamiltonians`), analytic in torch, in kT.
 
     Parameters
     ----------
@@ -140,3 +143,154 @@ class LatentPotential:
         """``U(u)`` in kT, shape (batch,)."""
         q, log_det = self.to_physical(u)
         return self.physical_potential(q) - log_det
+
+
+@dataclass
+class SamplingTarget:
+    """The Boltzmann distribution a model is sampled against.
+
+    Attributes
+    ----------
+    kind : {"toy", "molecule"}
+    potential : callable
+        ``U_phys`` in kT on the model's physical configurations (batch, n) -> (batch,).
+    energy_from_potential : callable
+        ``(q, U_phys) -> beta E``: the potential energy in kT from the sampled potential (they
+        differ by the rigid-body term for molecules), without new energy evaluations.
+    indicators : callable
+        Configurations (batch, n) to a dict of named 0/1 arrays (batch,): basin indicators.
+    description : dict
+        Plain data naming the system for summary.json.
+    md_system : MDSystem or None
+        The molecular system (topology for the written trajectory); None for toys.
+    placed_start : torch.Tensor, shape=(1, n_placed)
+        Starting internal coordinates of the hydrogens the model leaves out (taken from the
+        system's structure); shape (1, 0) when the model has every atom.
+    """
+
+    kind: str
+    potential: Callable[[torch.Tensor], torch.Tensor]
+    energy_from_potential: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    indicators: Callable[[torch.Tensor], dict[str, np.ndarray]]
+    description: dict
+    md_system: Any = None
+    placed_start: torch.Tensor = field(default_factory=lambda: torch.zeros(1, 0, dtype=torch.float64))
+
+    @property
+    def placed_dim(self) -> int:
+        """Coordinates of placed hydrogens at the end of each physical point."""
+        return self.placed_start.shape[1]
+
+
+def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
+    """The toy system a toy model was trained on (from its metadata), with its analytic potential.
+
+    Raises
+    ------
+    NeuralCTError
+        If the model was not trained on a toy system.
+    """
+    from ..toys.hamiltonians import TOY_SYSTEMS, make_toy_system
+
+    described = dict(model.metadata.get("system") or {})
+    name = described.pop("name", None)
+    if name not in TOY_SYSTEMS:
+        raise NeuralCTError("this model was trained neither on a toy system nor on molecular trajectories; it has nothing to sample")
+    system = make_toy_system(name, described)
+
+    def indicators(q: torch.Tensor) -> dict[str, np.ndarray]:
+        # The first coordinate separates the double well's basins; for the chain it is one atom's side.
+        return {"x1 > 0": (q[:, 0] > 0).cpu().numpy().astype(np.float64)}
+
+    return SamplingTarget("toy", ToyPotential(system), lambda q, u: u, indicators, system.describe())
+
+
+def ramachandran_angles(topology, positions: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(residue label, phi, psi)`` in radians of every residue with both angles, atoms from the topology.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Positions in nm.
+    """
+    from ..analysis.dihedrals import dihedral_angles, find_dihedrals, ramachandran_residues
+
+    dihedrals = find_dihedrals(topology)
+    angles = dihedral_angles(positions, dihedrals)
+    return [(residue.label, angles[:, i], angles[:, j]) for residue, i, j in ramachandran_residues(dihedrals)]
+
+
+def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """0/1 indicators per frame and residue: ``phi > 0``, ``psi`` in the alpha band (-120, 50) deg, and each Ramachandran region.
+
+    Parameters
+    ----------
+    topology : mdtraj.Topology
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Positions in nm.
+
+    Returns
+    -------
+    dict of str to np.ndarray, shape=(n_frames,)
+        Keys name the indicator and the residue, e.g. ``phi > 0 (ALA2)``; empty without a backbone.
+    """
+    from ..analysis.states import STATE_NAMES, conformational_states
+
+    found = {}
+    for label, phi, psi in ramachandran_angles(topology, positions):
+        found[f"phi > 0 ({label})"] = (phi > 0).astype(np.float64)
+        found[f"psi in (-120, 50) deg ({label})"] = ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(np.float64)
+        states = conformational_states(phi, psi)
+        found.update({f"{name} ({label})": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)})
+    return found
+
+
+def molecular_target(model: NeuralCanonicalTransformation, md_system, source: str) -> SamplingTarget:
+    """The Boltzmann distribution of ``md_system`` on the model's internal coordinates, ``exp(-beta E) J``.
+
+    A model of every atom samples its own coordinates. A model that leaves hydrogens out (e.g.
+    ``--selection heavy``) samples them too: each is placed on the model's atoms by its bond
+    length, angle and dihedral (:mod:`neuralct.sampling.hydrogens`), appended to the model's
+    coordinates, with their volume element in the density.
+
+    Raises
+    ------
+    NeuralCTError
+        If the model leaves out an atom that is not a hydrogen bonded to one of its atoms
+        (sampling needs every atom's energy), or the system has constraints.
+    """
+    import mdtraj
+
+    from ..md.energy import OpenMMEnergy
+    from ..model.molecular import check_topology, rigid_body_frame
+
+    molecule = model.metadata["molecule"]
+    topology = mdtraj.Topology.from_openmm(md_system.topology)
+    check_topology(model, topology, source)
+    hydrogens = None
+    if molecule["atom_indices"] != list(range(topology.n_atoms)):
+        try:
+            hydrogens = HydrogenPlacement.from_topology(topology, molecule["atom_indices"])
+        except NeuralCTError as error:
+            raise NeuralCTError(
+                f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}), "
+                f"and {error}"
+            ) from None
+    if md_system.system.getNumConstraints():
+        raise NeuralCTError(f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none")
+    temperature = float(molecule["temperature_K"])
+    potential = MolecularPotential(rigid_body_frame(model), OpenMMEnergy(md_system, unit="kT", temperature=temperature), hydrogens=hydrogens)
+
+    def energy_from_potential(point: torch.Tensor, u_phys: torch.Tensor) -> torch.Tensor:
+        return u_phys + potential.log_volume(point)
+
+    def indicators(point: torch.Tensor) -> dict[str, np.ndarray]:
+        return basin_indicators(topology, potential.positions(point).detach().cpu().numpy())
+
+    description = {
+        "system": md_system.name, "solvent": md_system.settings.get("solvent"), "atoms": topology.n_atoms, "temperature_K": temperature,
+        "dimension": potential.dim, "placed_hydrogens": hydrogens.count if hydrogens is not None else 0,
+    }
+    placed_start = potential.coordinates(md_system.positions[None])[:, potential.frame.dim :]
+    return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, placed_start=placed_start)

@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .device import resolve_device
-from .errors import NeuralCTError
+from ..errors import NeuralCTError
 
 __all__ = [
     "TORCHRUN_VARIABLES",

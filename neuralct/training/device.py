@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import NeuralCTError
+from ..errors import NeuralCTError
 
 __all__ = ["resolve_device", "float32_matmul_precision", "MATMUL_PRECISIONS"]
 

@@ -1,51 +1,27 @@
-"""Training: maximum likelihood on phase-space samples and variational free energy."""
+"""The training loop: settings, checkpoints that resume exactly, divergence checks, and the result."""
 
 from __future__ import annotations
-
 import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
-
+from typing import Any, Callable
 import torch
-
 from . import distributed
-from .errors import NeuralCTError
-from .io import DamagedFile, atomic_torch_save, torch_load_verified
-from .model import NeuralCanonicalTransformation
+from ..errors import NeuralCTError
+from ..io import DamagedFile, atomic_torch_save, torch_load_verified
+from ..model.transformation import NeuralCanonicalTransformation
+from .objectives import Objective
 
-__all__ = [
-    "TrainingSettings",
-    "TrainingResult",
-    "TrainingDiverged",
-    "MaximumLikelihood",
-    "VariationalFreeEnergy",
-    "Hamiltonian",
-    "train",
-    "harmonic_start",
-    "peak_memory_mb",
-    "weighted_resample",
-    "stiffest_mode_noise",
-]
+__all__ = ['CHECKPOINT_FORMAT', 'TrainingDiverged', 'TrainingSettings', 'TrainingResult', 'peak_memory_mb', 'train']
+
 
 CHECKPOINT_FORMAT = "neuralct.checkpoint"
 
 
 class TrainingDiverged(NeuralCTError):
     """The loss or its gradient stopped being finite."""
-
-
-class Hamiltonian(Protocol):
-    """What variational training needs of a system: energies in kT and masses."""
-
-    kT: float
-    masses: Any
-
-    def energy(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor: ...
-
-    def potential(self, q: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -95,192 +71,6 @@ def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class MaximumLikelihood:
-    """``-E_data[ln rho(q, p)]`` per sample, in reduced units (nats).
-
-    Momenta are drawn fresh from Maxwell-Boltzmann for every minibatch (exact for a
-    separable Hamiltonian, where momenta are independent of positions), unless
-    on-step momenta are given.
-
-    Parameters
-    ----------
-    q_train, q_valid : torch.Tensor, shape=(frames, n)
-        Physical positions (the validation set should be held-out trajectories).
-    p_train, p_valid : torch.Tensor, shape=(frames, n), optional
-        Recorded on-step momenta; None resamples them.
-    w_train, w_valid : torch.Tensor, shape=(frames,), optional
-        Frame weights (e.g. ``exp(V/kT)`` of a biased run): weighted maximum likelihood,
-        ``-sum_i w_i ln rho(x_i) / sum_i w_i``. Minibatches are drawn with probability
-        proportional to ``w`` (an unbiased estimate of the weighted loss); the validation
-        loss is the weighted mean.
-    position_noise : torch.Tensor, shape=(n,), optional
-        Standard deviation of Gaussian noise added to the training positions of every
-        minibatch (physical units; see :func:`stiffest_mode_noise`), a regulariser for small
-        datasets. Validation positions are never perturbed.
-    """
-
-    name = "maximum-likelihood"
-
-    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None, w_train=None, w_valid=None, position_noise: torch.Tensor | None = None):
-        for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid), ("training weights", w_train), ("validation weights", w_valid)):
-            if values is not None and not bool(torch.isfinite(values).all()):
-                raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
-        if len(q_train) < 2:
-            raise NeuralCTError("need at least 2 training frames")
-        self.q_train, self.q_valid, self.p_train, self.p_valid = q_train, q_valid, p_train, p_valid
-        self.w_train, self.w_valid = w_train, w_valid
-        self.position_noise = position_noise
-        self._valid_noise_seed = 12345
-
-    @staticmethod
-    def _negative_log_likelihood(model, q, p, generator) -> torch.Tensor:
-        if p is None:
-            thermal = torch.sqrt(model.masses * model.kT)
-            p = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device) * thermal
-        return -model.log_prob_reduced(model.to_reduced(q, p))
-
-    def loss(self, model: NeuralCanonicalTransformation, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        if self.w_train is None:
-            index = torch.randint(len(self.q_train), (batch_size,), generator=generator, device=generator.device)
-        else:
-            index = torch.multinomial(self.w_train, batch_size, replacement=True, generator=generator)
-        p = None if self.p_train is None else self.p_train[index]
-        q = self.q_train[index]
-        if self.position_noise is not None:
-            q = q + torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device) * self.position_noise
-        return self._negative_log_likelihood(model, q, p, generator).mean()
-
-    def validation_loss(self, model: NeuralCanonicalTransformation, chunk: int = 1024) -> float | None:
-        """Mean NLL on the validation set with fixed momentum draws (comparable across steps).
-
-        ``chunk`` frames at a time: on one CPU thread B1's 4,000 held-out frames take 2.4x less
-        time in chunks of 1,024 than of 2,048 or 4,096 (75 vs 180 ms, measured; the chunk's
-        intermediates stay small).
-        """
-        if self.q_valid is None or len(self.q_valid) == 0:
-            return None
-        generator = torch.Generator(device=self.q_valid.device).manual_seed(self._valid_noise_seed)
-        weights = torch.ones(len(self.q_valid), dtype=self.q_valid.dtype, device=self.q_valid.device) if self.w_valid is None else self.w_valid
-        total = 0.0
-        for start in range(0, len(self.q_valid), chunk):
-            q = self.q_valid[start : start + chunk]
-            p = None if self.p_valid is None else self.p_valid[start : start + chunk]
-            with torch.no_grad():
-                total += float((weights[start : start + chunk] * self._negative_log_likelihood(model, q, p, generator)).sum())
-        return total / float(weights.sum())
-
-
-def stiffest_mode_noise(q: torch.Tensor, masses: torch.Tensor, fraction: float) -> torch.Tensor | None:
-    """Per-coordinate noise, shape (n,): ``fraction`` of the thermal amplitude of the stiffest mode.
-
-    Isotropic in mass-weighted coordinates ``sqrt(m) q`` with standard deviation ``fraction``
-    times the smallest principal standard deviation of the data there (the stiffest normal
-    mode, ``sqrt(kT) / w_max`` for a harmonic system). Smoothing the data at a fraction of the
-    smallest length scale it has keeps the model from resolving single frames, while every
-    mode's variance grows by at most ``fraction^2`` (a bias of at most ``fraction^2 / 2`` nats
-    per mode). None when ``fraction`` is 0.
-
-    Parameters
-    ----------
-    q : torch.Tensor, shape=(frames, n)
-        Training positions.
-    masses : torch.Tensor, shape=(n,)
-    fraction : float
-        Noise over the stiffest mode's amplitude, >= 0.
-    """
-    if not fraction >= 0:
-        raise NeuralCTError(f"--position-noise must be >= 0, got {fraction}")
-    if fraction == 0:
-        return None
-    weighted = (q * masses.sqrt()).double()
-    smallest_variance = torch.linalg.eigvalsh(torch.cov(weighted.T).reshape(q.shape[1], q.shape[1]))[0].clamp_min(0)
-    return (fraction * smallest_variance.sqrt() / masses.double().sqrt()).to(q.dtype)
-
-
-class VariationalFreeEnergy:
-    """``E_{x ~ rho}[ln rho(x) + beta H(x)] >= -ln Z`` with reparameterised model samples.
-
-    Parameters
-    ----------
-    system : Hamiltonian
-        Gives ``energy(q, p)`` in kT for physical coordinates.
-    """
-
-    name = "variational"
-
-    def __init__(self, system: Hamiltonian):
-        self.system = system
-
-    def per_sample(self, model: NeuralCanonicalTransformation, n_samples: int, generator: torch.Generator) -> torch.Tensor:
-        """``ln rho(x) + beta H(x)`` for fresh model samples, shape (n_samples,)."""
-        x, log_prob = model.sample_reduced(n_samples, generator)
-        q, p = model.from_reduced(x)
-        return log_prob + model.reduction_log_det() + self.system.energy(q, p)
-
-    def loss(self, model, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        return self.per_sample(model, batch_size, generator).mean()
-
-    def validation_loss(self, model, chunk: int = 4096) -> float | None:
-        return None
-
-    def estimate(self, model, n_samples: int = 20000, chunk: int = 2000, seed: int = 0) -> dict[str, float]:
-        """Variational free energy (kT) with its standard error, from ``n_samples`` draws.
-
-        Also the importance-sampling estimate ``-ln mean(exp(-(ln rho + beta H)))`` of
-        ``-ln Z`` and Kish's effective sample size fraction of the weights.
-        """
-        generator = torch.Generator(device=model.masses.device).manual_seed(seed)
-        values = []
-        for start in range(0, n_samples, chunk):
-            with torch.no_grad():
-                values.append(self.per_sample(model, min(chunk, n_samples - start), generator).double())
-        values = torch.cat(values)
-        log_w = -values
-        log_mean_w = torch.logsumexp(log_w, 0) - math.log(len(values))
-        ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / len(values)
-        return {
-            "free_energy": float(values.mean()),
-            "free_energy_error": float(values.std() / math.sqrt(len(values))),
-            "importance_sampling_free_energy": float(-log_mean_w),
-            "effective_sample_size_fraction": float(ess),
-            "samples": len(values),
-        }
-
-
-def weighted_resample(q: torch.Tensor, weights: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-    """``len(q)`` frames drawn with replacement with probability proportional to ``weights`` (all of ``q`` when None).
-
-    Gives the data-dependent start of a weighted fit the statistics (mean, covariance) of
-    the weighted data without changing the layers' initialisation code.
-    """
-    if weights is None:
-        return q
-    return q[torch.multinomial(weights, len(q), replacement=True, generator=generator)]
-
-
-def harmonic_start(model: NeuralCanonicalTransformation, system: Hamiltonian, n_samples: int = 20000, seed: int = 0) -> None:
-    """Start a variational run from the harmonic approximation of ``system`` at ``q = 0``.
-
-    Draws configurations from ``N(0, kT H^-1)``, ``H`` the Hessian of the potential
-    (normal-mode analysis), and initialises the model on them as on data.
-
-    Raises
-    ------
-    NeuralCTError
-        If the Hessian is not positive definite (``q = 0`` is not a minimum).
-    """
-    dtype = model.masses.dtype
-    zero = torch.zeros(1, model.dim, dtype=dtype, device=model.masses.device)
-    hessian = torch.autograd.functional.hessian(lambda q: system.potential(q).sum(), zero).reshape(model.dim, model.dim)
-    eigenvalues, vectors = torch.linalg.eigh(hessian.double())
-    if not bool((eigenvalues > 0).all()):
-        raise NeuralCTError("the Hessian at q = 0 is not positive definite; use --init identity")
-    generator = torch.Generator(device=zero.device).manual_seed(seed)
-    xi = torch.randn(n_samples, model.dim, generator=generator, dtype=torch.float64, device=zero.device)
-    q = (xi / eigenvalues.sqrt()) @ vectors.T * math.sqrt(system.kT)
-    model.initialize(q.to(dtype), generator=generator)
 
 
 def _schedule(settings: TrainingSettings) -> Callable[[int], float]:
@@ -356,7 +146,7 @@ def _clip_and_step(optimizer: torch.optim.Adam, parameters: list[torch.nn.Parame
 
 def train(
     model: NeuralCanonicalTransformation,
-    objective: MaximumLikelihood | VariationalFreeEnergy,
+    objective: Objective,
     settings: TrainingSettings,
     seed: int = 0,
     checkpoint: Path | None = None,
@@ -373,7 +163,7 @@ def train(
     kill is not counted). A non-finite loss or gradient
     stops the run with :class:`TrainingDiverged` and leaves the last good checkpoint.
 
-    Inside a torch.distributed process group (see :mod:`neuralct.distributed`) training
+    Inside a torch.distributed process group (see :mod:`neuralct.training.distributed`) training
     is data-parallel: each process draws its own minibatches (generator seeded
     ``seed + rank``), DDP averages the gradients, so one step sees ``world_size *
     batch_size`` samples; losses are averaged over processes, only rank 0 writes the

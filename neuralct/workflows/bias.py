@@ -28,7 +28,6 @@ callback it would reach the caller as an ``OpenMMException`` and lose the interv
 """
 
 from __future__ import annotations
-
 import contextlib
 import io
 import json
@@ -39,28 +38,18 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
-
 import numpy as np
-
 from ..analysis.colvar import write_colvar
 from ..analysis.dihedrals import Dihedral, dihedral_angles, find_dihedrals
+from ..analysis.reweighting import CORE_A, CORE_B, FREE_ENERGY_BLOCKS, count_transitions, phi_free_energy_difference, reweighting_offset
 from ..errors import NeuralCTError, first_line
 from ..io import atomic_savez, atomic_write_bytes, write_json
 from ..units import kT_kj_per_mol
-from .platform import available_platforms
-from .simulate import check_sane, divergence_as_error, check_whole_steps, degrees_of_freedom, kinetic_temperature
+from ..md.platform import available_platforms
+from ..md.simulate import check_sane, divergence_as_error, check_whole_steps, degrees_of_freedom, kinetic_temperature
 
-__all__ = [
-    "BiasSettings", "run_metadynamics", "backbone_torsions", "count_transitions", "FreeEnergyDifference", "phi_free_energy_difference",
-    "reweighting_offset", "frame_weights", "CORE_A", "CORE_B", "FREE_ENERGY_BLOCKS",
-]
+__all__ = ['BiasSettings', 'backbone_torsions', 'run_metadynamics']
 
-#: Core sets of phi in rad (benchmarks.md, B3).
-CORE_A = (-math.pi, -0.5)
-CORE_B = (0.5, 1.6)
-
-#: Contiguous blocks of a run whose spread gives the standard error of a free-energy difference.
-FREE_ENERGY_BLOCKS = 10
 
 #: Bins of each reweighted phi/psi surface along each angle.
 _PHI_PSI_BINS = 40
@@ -153,179 +142,6 @@ class BiasSettings:
     @property
     def steps_per_deposit(self) -> int:
         return int(round(self.pace_ps / self.outer_step_ps))
-
-
-def count_transitions(phi: np.ndarray) -> int:
-    """Transitions between the core sets A (phi < -0.5) and B (0.5 < phi < 1.6) of a phi series (rad)."""
-    state = np.full(len(phi), -1)
-    state[(phi > CORE_A[0]) & (phi < CORE_A[1])] = 0
-    state[(phi > CORE_B[0]) & (phi < CORE_B[1])] = 1
-    visited = state[state >= 0]
-    return int(np.count_nonzero(np.diff(visited))) if len(visited) else 0
-
-
-@dataclass(frozen=True)
-class FreeEnergyDifference:
-    """A reweighted free-energy difference with its standard error, or the reason there is none.
-
-    Attributes
-    ----------
-    value_kj : float or None
-        F(phi > 0) - F(phi <= 0), kJ/mol; None when not computed.
-    standard_error_kj : float or None
-        Its standard error from the spread between blocks of the run, kJ/mol.
-    blocks : int
-        Contiguous blocks of frames the standard error comes from.
-    reason : str or None
-        Why there is no value; None when there is one.
-    """
-
-    value_kj: float | None
-    standard_error_kj: float | None
-    blocks: int
-    reason: str | None = None
-
-    def describe(self) -> str:
-        """The difference in words: ``= 9.12 +- 0.80 kJ/mol (...)`` or ``not computed: <reason>``."""
-        if self.value_kj is None:
-            return f"not computed: {self.reason}"
-        return f"= {self.value_kj:.2f} +- {self.standard_error_kj:.2f} kJ/mol (standard error over {self.blocks} blocks)"
-
-
-def phi_free_energy_difference(phi: np.ndarray, weights: np.ndarray, kT: float, blocks: int = FREE_ENERGY_BLOCKS) -> FreeEnergyDifference:
-    """Reweighted F(phi > 0) - F(phi <= 0) with a block standard error, when phi visited both basins.
-
-    Visited: phi entered both core sets :data:`CORE_A` and :data:`CORE_B`, which is the same as at
-    least one transition between them (:func:`count_transitions`): the system crossed the barrier,
-    so each half's weight comes from frames of its own basin. Weight on each side of phi = 0 is no
-    test: the beta basin reaches past -pi and wraps to phi near +pi, so a run that never left it
-    has frames at phi > 0, and -kT ln of that tail is a number (over 20 kJ/mol) with no basin
-    behind it. Such a run gets no value and the reason.
-
-    Standard error: the frames, in time order, are cut into ``blocks`` contiguous blocks. Block b
-    holds the weight W_b and the weighted population p_b of phi > 0; with Kish's effective number of
-    blocks n = (sum W_b)^2 / sum W_b^2 (blocks need not weigh the same), the population
-    p = sum W_b p_b / sum W_b has the variance n/(n - 1) sum W_b (p_b - p)^2 / sum W_b / n, and
-    dF = -kT ln(p / (1 - p)) the standard error kT sigma_p / (p (1 - p)) (to first order). Blocks,
-    not frames, because consecutive frames are correlated over the time between transitions.
-    Ten by default: the spread of n blocks gives the standard error to about 1/sqrt(2(n - 1))
-    (24% for ten), and more blocks would be shorter than the time between transitions of a run
-    of one to a few ns with tens of transitions (benchmarks.md, B3), underestimating the error.
-
-    Parameters
-    ----------
-    phi : np.ndarray, shape=(n_frames,)
-        Backbone phi in rad, in time order.
-    weights : np.ndarray, shape=(n_frames,)
-        Non-negative frame weights (e.g. exp((V - c(t)) / kT)).
-    kT : float
-        Thermal energy in kJ/mol.
-    blocks : int
-        Contiguous blocks for the standard error (at least 2).
-
-    Returns
-    -------
-    FreeEnergyDifference
-        The value and standard error in kJ/mol, or None and the reason.
-    """
-    phi, weights = np.asarray(phi, dtype=np.float64), np.asarray(weights, dtype=np.float64)
-
-    def none(reason: str) -> FreeEnergyDifference:
-        return FreeEnergyDifference(None, None, blocks, reason)
-
-    for name, (low, high) in (("A (phi < -0.5 rad)", CORE_A), ("B (0.5 < phi < 1.6 rad)", CORE_B)):
-        if not np.any((phi > low) & (phi < high)):
-            return none(f"phi never entered core set {name}, so that basin was not visited")
-    if len(phi) < blocks:
-        return none(f"{len(phi)} frames are fewer than the {blocks} blocks of the standard error")
-    parts = list(zip(np.array_split(weights, blocks), np.array_split(phi, blocks)))
-    block_weights = np.array([w.sum() for w, _ in parts])
-    block_positive = np.array([w[p > 0].sum() for w, p in parts])
-    total = block_weights.sum()
-    population = float(block_positive.sum() / total) if total > 0 else 0.0
-    if not 0 < population < 1:
-        return none(f"phi {'> 0' if population == 0 else '<= 0'} has no weight after reweighting")
-    effective = total**2 / np.sum(block_weights**2)
-    if effective < 2:
-        return none(f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), too few for a standard error; run longer")
-    held = block_weights > 0
-    spread = np.sum(block_weights[held] * (block_positive[held] / block_weights[held] - population) ** 2) / total
-    sigma = math.sqrt(effective / (effective - 1) * spread / effective)
-    return FreeEnergyDifference(-kT * math.log(population / (1 - population)), kT * sigma / (population * (1 - population)), blocks)
-
-
-def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, periodic: bool) -> float:
-    """Tiwary-Parrinello ``c(t)`` (kJ/mol) of a well-tempered bias tabulated on a uniform grid.
-
-    The last grid point of a periodic axis repeats the first and is left out.
-    """
-    grid = np.asarray(bias_grid, dtype=np.float64)
-    if periodic:
-        grid = grid[(slice(0, -1),) * grid.ndim]
-    beta_v = grid.ravel() / kT
-    top = _logsumexp(bias_factor / (bias_factor - 1) * beta_v)
-    bottom = _logsumexp(beta_v / (bias_factor - 1))
-    return kT * (top - bottom)
-
-
-def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tuple[np.ndarray, dict[str, Any]]:
-    """Normalised frame weights for weighted maximum likelihood, and how they were made.
-
-    Parameters
-    ----------
-    path : path
-        A weights file (one non-negative number per frame, ``kind="file"``) or the COLVAR of
-        a ``neuralct bias`` run (``kind="colvar"``): ``w = exp((V - c(t)) / kT)`` from its
-        ``rbias`` column (``bias`` when it has none).
-    n_frames : int
-        Frames loaded for training (the weights must match them one to one).
-    kT : float
-        Thermal energy in kJ/mol.
-
-    Raises
-    ------
-    NeuralCTError
-        If the file is unreadable, has the wrong length or non-finite or negative values.
-    """
-    option = "--weights" if kind == "file" else "--bias-colvar"
-    if not Path(path).is_file():
-        raise NeuralCTError(f"{option} {path} does not exist or is not a file; check the path")
-    if kind == "colvar":
-        from ..analysis.colvar import read_colvar
-
-        fields, table = read_colvar(path)
-        column = "rbias" if "rbias" in fields else "bias" if "bias" in fields else None
-        if column is None:
-            raise NeuralCTError(f"{option} {path} has no bias or rbias column; give the COLVAR of a `neuralct bias` run")
-        log_w = table[:, fields.index(column)] / kT
-        source = f"exp({column}/kT) from {Path(path).name}"
-    else:
-        try:
-            values = np.loadtxt(path, dtype=np.float64, ndmin=1)
-        except (OSError, ValueError) as exc:
-            raise NeuralCTError(f"{option} {path} cannot be read as one number per line ({type(exc).__name__})") from None
-        if values.ndim != 1 or np.any(values < 0):
-            raise NeuralCTError(f"{option} {path} must hold one non-negative number per frame")
-        if not np.any(values > 0):
-            raise NeuralCTError(f"{option} {path} holds only zeros; give the frames to train on a positive weight")
-        with np.errstate(divide="ignore"):
-            log_w = np.log(values)
-        source = f"weights file {Path(path).name}"
-    if len(log_w) != n_frames:
-        raise NeuralCTError(
-            f"{option} {path} has {len(log_w)} values for the {n_frames} frames loaded; give one weight per loaded frame "
-            "(with --stride N, one for every N-th frame of each trajectory)"
-        )
-    if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
-        raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
-    weights = np.exp(log_w - log_w.max())
-    weights /= weights.sum()
-    return weights, {"source": source, "kish_effective_frames": float(1.0 / np.sum(weights**2)), "frames": int(n_frames)}
-
-
-def _logsumexp(values: np.ndarray) -> float:
-    peak = float(values.max())
-    return peak + math.log(float(np.exp(values - peak).sum()))
 
 
 def _backbone_torsions(topology: Any) -> dict[str, Dihedral]:
@@ -555,8 +371,8 @@ def _advance(metadynamics: Any, simulation: Any, settings: BiasSettings, masses:
 
 def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
     """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
-    from .netcdf import MASSES_ATTRIBUTE, NetCDFFrames, write_netcdf
-    from .simulate import write_topology
+    from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, write_netcdf
+    from ..md.simulate import write_topology
 
     attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1,
                   "neuralct_report_ps": float(settings.report_ps), MASSES_ATTRIBUTE: md_system.masses()}

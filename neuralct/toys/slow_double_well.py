@@ -15,15 +15,18 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .analysis.kinetics import msm_implied_timescale
-from .data.loading import frame_spacing, lag_in_frames
-from .errors import NeuralCTError
-from .lagged import LaggedLikelihood, split_lagged_pairs
-from .md.netcdf import read_netcdf
-from .md.systems import rotated_double_well_rotation
-from .model import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation
-from .training import MaximumLikelihood, TrainingSettings, train
-from .units import kT_kj_per_mol
+from ..analysis.kinetics import msm_implied_timescale
+from ..data.loading import frame_spacing
+from ..data.pairs import lag_in_frames
+from ..errors import NeuralCTError
+from ..training.objectives import LaggedLikelihood
+from ..data.pairs import split_lagged_pairs
+from ..data.netcdf import read_netcdf
+from ..md.systems import rotated_double_well_rotation
+from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation
+from ..training.objectives import MaximumLikelihood
+from ..training.loop import TrainingSettings, train
+from ..units import kT_kj_per_mol
 
 __all__ = ["ToyTrajectories", "load_toy_trajectories", "fit_toy_trajectories", "score_slow_coordinate"]
 

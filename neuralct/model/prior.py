@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from .flows.base import join_phase_space, split_phase_space
-from .flows.frequency import FrequencyScaling
+from ..flows.base import split_phase_space
+from ..flows.frequency import FrequencyScaling
 
 __all__ = ["HarmonicPrior"]
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import NeuralCTError
+from ..errors import NeuralCTError
 
 __all__ = ["HarmonicChain", "CurvedDoubleWell", "TOY_SYSTEMS", "make_toy_system"]
 

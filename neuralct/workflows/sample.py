@@ -1,37 +1,30 @@
 """``neuralct sample`` as a function: the target of a model, chains with checkpoints, and what they measured."""
 
 from __future__ import annotations
-
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
-
 import numpy as np
 import torch
-
+from ..sampling.targets import SamplingTarget, ramachandran_angles
 from ..errors import NeuralCTError
 from ..io import DamagedFile, atomic_savez, atomic_torch_save, torch_load_verified, write_json
-from ..memory import check_fits
-from ..model import NeuralCanonicalTransformation
-from .chains import end_warmup_iteration, iterate
-from .diagnostics import (
-    R_HAT_LIMIT, CurvatureSum, basin_population, curvature_figures, kish_effective_sample_size, observable_efficiency, sampling_efficiency, split_r_hat,
-)
-from .hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
-from .hydrogens import HydrogenPlacement
-from .resources import evaluation_bytes_per_row
-from .targets import LatentPotential, MolecularPotential, ToyPotential
+from .memory import check_fits
+from ..model.transformation import NeuralCanonicalTransformation
+from ..sampling.chains import end_warmup_iteration, iterate
+from ..sampling.diagnostics import R_HAT_LIMIT, CurvatureSum, basin_population, curvature_figures, kish_effective_sample_size, observable_efficiency, sampling_efficiency, split_r_hat
+from ..sampling.hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
+from ..sampling.resources import evaluation_bytes_per_row
+from ..sampling.targets import LatentPotential
 
-__all__ = [
-    "METHODS", "SamplingSettings", "SamplingTarget", "toy_target", "molecular_target", "build_kernels", "memory_needed", "check_memory", "run_sampling",
-    "ramachandran_angles", "basin_indicators",
-]
+__all__ = ['METHODS', 'CHECKPOINT_FILE', 'SamplingSettings', 'check_method', 'build_kernels', 'START_CANDIDATES_PER_CHAIN', 'WARMUP_SCHEDULE', 'starting_points', 'EVALUATION_CHUNK', 'KISH_CHUNK', 'EVALUATION_OVERHEAD', 'CHAIN_ARRAYS', 'RECORD_COPIES', 'POSITION_COPIES', 'AUTOCORRELATION_FLOATS', 'REPORT_BYTES', 'ITERATION_BYTES', 'WARMUP_ITERATION_BYTES', 'KISH_COPIES', 'memory_needed', 'check_memory', 'run_sampling']
+
 
 #: Sampling methods: HMC in the flow's latent space, HMC in the model's physical coordinates,
 #: independence moves from the flow, and independence moves alternating with latent HMC.
 METHODS = ("latent-hmc", "hmc", "independence", "mixed")
+
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -59,157 +52,6 @@ class SamplingSettings:
             raise NeuralCTError(f"--mass-matrix must be one of {', '.join(HamiltonianMonteCarlo.MASS_MATRICES)}, got {self.mass_matrix!r}")
         if self.mass_matrix == "curvature" and self.method != "independence" and self.warmup < 2:
             raise NeuralCTError(f"--mass-matrix curvature needs --warmup 2 or more (the masses are fitted half-way), got {self.warmup}; or use --mass-matrix unit")
-
-
-@dataclass
-class SamplingTarget:
-    """The Boltzmann distribution a model is sampled against.
-
-    Attributes
-    ----------
-    kind : {"toy", "molecule"}
-    potential : callable
-        ``U_phys`` in kT on the model's physical configurations (batch, n) -> (batch,).
-    energy_from_potential : callable
-        ``(q, U_phys) -> beta E``: the potential energy in kT from the sampled potential (they
-        differ by the rigid-body term for molecules), without new energy evaluations.
-    indicators : callable
-        Configurations (batch, n) to a dict of named 0/1 arrays (batch,): basin indicators.
-    description : dict
-        Plain data naming the system for summary.json.
-    md_system : MDSystem or None
-        The molecular system (topology for the written trajectory); None for toys.
-    placed_start : torch.Tensor, shape=(1, n_placed)
-        Starting internal coordinates of the hydrogens the model leaves out (taken from the
-        system's structure); shape (1, 0) when the model has every atom.
-    """
-
-    kind: str
-    potential: Callable[[torch.Tensor], torch.Tensor]
-    energy_from_potential: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    indicators: Callable[[torch.Tensor], dict[str, np.ndarray]]
-    description: dict
-    md_system: Any = None
-    placed_start: torch.Tensor = field(default_factory=lambda: torch.zeros(1, 0, dtype=torch.float64))
-
-    @property
-    def placed_dim(self) -> int:
-        """Coordinates of placed hydrogens at the end of each physical point."""
-        return self.placed_start.shape[1]
-
-
-def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
-    """The toy system a toy model was trained on (from its metadata), with its analytic potential.
-
-    Raises
-    ------
-    NeuralCTError
-        If the model was not trained on a toy system.
-    """
-    from ..toys import TOY_SYSTEMS, make_toy_system
-
-    described = dict(model.metadata.get("system") or {})
-    name = described.pop("name", None)
-    if name not in TOY_SYSTEMS:
-        raise NeuralCTError("this model was trained neither on a toy system nor on molecular trajectories; it has nothing to sample")
-    system = make_toy_system(name, described)
-
-    def indicators(q: torch.Tensor) -> dict[str, np.ndarray]:
-        # The first coordinate separates the double well's basins; for the chain it is one atom's side.
-        return {"x1 > 0": (q[:, 0] > 0).cpu().numpy().astype(np.float64)}
-
-    return SamplingTarget("toy", ToyPotential(system), lambda q, u: u, indicators, system.describe())
-
-
-def ramachandran_angles(topology, positions: np.ndarray) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``(residue label, phi, psi)`` in radians of every residue with both angles, atoms from the topology.
-
-    Parameters
-    ----------
-    topology : mdtraj.Topology
-    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
-        Positions in nm.
-    """
-    from ..analysis.dihedrals import dihedral_angles, find_dihedrals, ramachandran_residues
-
-    dihedrals = find_dihedrals(topology)
-    angles = dihedral_angles(positions, dihedrals)
-    return [(residue.label, angles[:, i], angles[:, j]) for residue, i, j in ramachandran_residues(dihedrals)]
-
-
-def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """0/1 indicators per frame and residue: ``phi > 0``, ``psi`` in the alpha band (-120, 50) deg, and each Ramachandran region.
-
-    Parameters
-    ----------
-    topology : mdtraj.Topology
-    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
-        Positions in nm.
-
-    Returns
-    -------
-    dict of str to np.ndarray, shape=(n_frames,)
-        Keys name the indicator and the residue, e.g. ``phi > 0 (ALA2)``; empty without a backbone.
-    """
-    from ..analysis.states import STATE_NAMES, conformational_states
-
-    found = {}
-    for label, phi, psi in ramachandran_angles(topology, positions):
-        found[f"phi > 0 ({label})"] = (phi > 0).astype(np.float64)
-        found[f"psi in (-120, 50) deg ({label})"] = ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(np.float64)
-        states = conformational_states(phi, psi)
-        found.update({f"{name} ({label})": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)})
-    return found
-
-
-def molecular_target(model: NeuralCanonicalTransformation, md_system, source: str) -> SamplingTarget:
-    """The Boltzmann distribution of ``md_system`` on the model's internal coordinates, ``exp(-beta E) J``.
-
-    A model of every atom samples its own coordinates. A model that leaves hydrogens out (e.g.
-    ``--selection heavy``) samples them too: each is placed on the model's atoms by its bond
-    length, angle and dihedral (:mod:`neuralct.sampling.hydrogens`), appended to the model's
-    coordinates, with their volume element in the density.
-
-    Raises
-    ------
-    NeuralCTError
-        If the model leaves out an atom that is not a hydrogen bonded to one of its atoms
-        (sampling needs every atom's energy), or the system has constraints.
-    """
-    import mdtraj
-
-    from ..md.energy import OpenMMEnergy
-    from ..molecular import check_topology, rigid_body_frame
-
-    molecule = model.metadata["molecule"]
-    topology = mdtraj.Topology.from_openmm(md_system.topology)
-    check_topology(model, topology, source)
-    hydrogens = None
-    if molecule["atom_indices"] != list(range(topology.n_atoms)):
-        try:
-            hydrogens = HydrogenPlacement.from_topology(topology, molecule["atom_indices"])
-        except NeuralCTError as error:
-            raise NeuralCTError(
-                f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}), "
-                f"and {error}"
-            ) from None
-    if md_system.system.getNumConstraints():
-        raise NeuralCTError(f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none")
-    temperature = float(molecule["temperature_K"])
-    potential = MolecularPotential(rigid_body_frame(model), OpenMMEnergy(md_system, unit="kT", temperature=temperature), hydrogens=hydrogens)
-
-    def energy_from_potential(point: torch.Tensor, u_phys: torch.Tensor) -> torch.Tensor:
-        return u_phys + potential.log_volume(point)
-
-    def indicators(point: torch.Tensor) -> dict[str, np.ndarray]:
-        return basin_indicators(topology, potential.positions(point).detach().cpu().numpy())
-
-    description = {
-        "system": md_system.name, "solvent": md_system.settings.get("solvent"), "atoms": topology.n_atoms, "temperature_K": temperature,
-        "dimension": potential.dim, "placed_hydrogens": hydrogens.count if hydrogens is not None else 0,
-    }
-    placed_start = potential.coordinates(md_system.positions[None])[:, potential.frame.dim :]
-    return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, placed_start=placed_start)
 
 
 def check_method(method: str, target: SamplingTarget) -> None:
@@ -240,6 +82,7 @@ def build_kernels(method: str, model: NeuralCanonicalTransformation, target: Sam
 
 #: Flow draws per chain from which the starting points are picked (see :func:`starting_points`).
 START_CANDIDATES_PER_CHAIN = 8
+
 
 #: How chains start and warm up (:func:`starting_points`, :func:`~neuralct.sampling.chains.end_warmup_iteration`),
 #: recorded with a run's settings so that a folder warmed up otherwise is not resumed.
@@ -333,22 +176,38 @@ def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, 
 #: Peak memory of an energy-and-gradient evaluation per byte that autograd saves for the backward pass (those
 #: tensors, the gradients of the pass and the forward's temporaries): 1.3 to 2.2 measured on toy and alanine models.
 EVALUATION_OVERHEAD = 3.0
+
+
 #: Arrays of shape (chains, n) alive in one HMC step: position, gradient, momenta, proposal and row-selected copies.
 CHAIN_ARRAYS = 16
+
+
 #: Copies of each recorded point and energy alive at once, at worst: the recorded lists, their stack, the serialised
 #: checkpoint and its bytes, the physical points of the report (freed memory is not always returned to the system).
 RECORD_COPIES = 8
+
+
 #: Copies of each recorded sample's atomic positions in the report: the frame's and the placed hydrogens' temporaries,
 #: the dihedrals, the written frames (6 to 10 kB per alanine dipeptide sample measured, 12.5 kB counted with its point).
 POSITION_COPIES = 16
+
+
 #: Floats per recorded sample in the autocorrelation of an observable (an FFT zero-padded to up to 4 times its length, complex).
 AUTOCORRELATION_FLOATS = 16
+
+
 #: Bytes of the report whatever its size: the plotting library and the writers of the files.
 REPORT_BYTES = 64e6
+
+
 #: Bytes per recorded iteration beyond its numbers: the tensor objects in the recorded lists (measured 1.1 kB).
 ITERATION_BYTES = 2048
+
+
 #: Bytes per warm-up iteration: a float of the step-size history, and its copy in a checkpoint.
 WARMUP_ITERATION_BYTES = 64
+
+
 #: Copies of Kish's log-weights alive at once (the chunks, their concatenation, the array).
 KISH_COPIES = 4
 
@@ -563,7 +422,7 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, summary: dic
     import mdtraj
 
     from ..analysis.plots import plot_fes
-    from ..md.netcdf import NetCDFFrames, write_netcdf
+    from ..data.netcdf import NetCDFFrames, write_netcdf
     from ..md.simulate import write_topology
 
     n_samples, n_chains, dim = q.shape

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
-from .report import Segment
+from ..analysis.report import Segment
 
 __all__ = ["analyze_trajectories", "scoring_split", "default_lag_frames"]
 
@@ -180,12 +180,9 @@ def analyze_trajectories(
     from tqdm.auto import tqdm
 
     from ..data import load_trajectories
-    from ..molecular import check_topology, internal_coordinates, project_internal
-    from . import (
-        cv_quality_report, dihedral_angles, find_dihedrals, plot_dependence, plot_fes, plot_ramachandran,
-        plot_spectrum, plot_training_curves, ramachandran_residues, select_residues, write_colvar,
-    )
-    from .training_match import compare_with_training
+    from ..model.molecular import check_topology, internal_coordinates, project_internal
+    from ..analysis import cv_quality_report, dihedral_angles, find_dihedrals, plot_dependence, plot_fes, plot_ramachandran, plot_spectrum, plot_training_curves, ramachandran_residues, select_residues, write_colvar
+    from ..analysis.training_match import compare_with_training
 
     if n_modes < 2:
         raise NeuralCTError("--modes must be at least 2 (the report compares the two slowest CVs)")

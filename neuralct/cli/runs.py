@@ -28,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import NeuralCTError
-from .io import LOCK_FILE, OUTPUT_LOG, is_atomic_temporary, prepare_output_dir, record_output, sha256, write_json
+from ..errors import NeuralCTError
+from ..io import LOCK_FILE, OUTPUT_LOG, is_atomic_temporary, prepare_output_dir, record_output, sha256, write_json
 
 __all__ = ["fingerprint", "RunFolder", "IDENTITY_FILE", "LOCK_FILE", "OUTPUT_LOG"]
 

@@ -10,22 +10,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .device import float32_matmul_precision, resolve_device
-from .errors import NeuralCTError
-from .lagged import LaggedLikelihood, rank_by_autocorrelation, split_lagged_pairs
-from .model import NeuralCanonicalTransformation
-from .toys import CurvedDoubleWell, HarmonicChain
-from .training import (
-    MaximumLikelihood,
-    TrainingResult,
-    TrainingSettings,
-    VariationalFreeEnergy,
-    harmonic_start,
-    peak_memory_mb,
-    stiffest_mode_noise,
-    train,
-    weighted_resample,
-)
+from ..training.device import float32_matmul_precision, resolve_device
+from ..errors import NeuralCTError
+from ..training.objectives import LaggedLikelihood
+from ..data.pairs import split_lagged_pairs
+from ..model.transformation import NeuralCanonicalTransformation
+from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
+from ..training.objectives import MaximumLikelihood, VariationalFreeEnergy, harmonic_start, stiffest_mode_noise, weighted_resample
+from ..training.loop import TrainingResult, TrainingSettings, peak_memory_mb, train
+from torch import nn
+from ..data.pairs import lagged_pairs
 
 __all__ = [
     "architecture_from_options", "check_enough_samples", "check_frame_weights", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories",
@@ -108,9 +102,8 @@ def training_memory_needed(
     Returns
     -------
     dict of str to (float, str)
-        Each part's bytes and the option that scales it, for :func:`neuralct.memory.check_fits`.
+        Each part's bytes and the option that scales it, for :func:`neuralct.workflows.memory.check_fits`.
     """
-    from torch import nn
 
     def counts(width: int) -> tuple[int, int]:
         specs = [dict(spec, hidden=width) if "hidden" in spec else spec for spec in architecture]
@@ -183,7 +176,7 @@ def fit_toy(
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
     position_noise : float
         Noise on the training samples (maximum likelihood only), a fraction of the stiffest
-        mode's amplitude (see :func:`~neuralct.training.stiffest_mode_noise`).
+        mode's amplitude (see :func:`~neuralct.training.objectives.stiffest_mode_noise`).
 
     Returns
     -------
@@ -372,7 +365,7 @@ def fit_frames(
 
     The molecule-independent core of :func:`fit_trajectories`, usable on prepared arrays alone:
     maximum likelihood on single frames (optionally weighted), or the time-lagged objective of
-    :mod:`neuralct.lagged` on pairs of frames.
+    :class:`neuralct.training.objectives.LaggedLikelihood` on pairs of frames.
 
     Parameters
     ----------
@@ -397,7 +390,7 @@ def fit_frames(
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
     position_noise : float
         Noise on the training positions, as a fraction of the stiffest mode's thermal
-        amplitude (see :func:`~neuralct.training.stiffest_mode_noise`); 0 for none.
+        amplitude (see :func:`~neuralct.training.objectives.stiffest_mode_noise`); 0 for none.
 
     Returns
     -------
@@ -480,7 +473,7 @@ def fit_trajectories(
         Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
     lag_ps : float, optional
         Train on pairs ``(x_t, x_t+lag)`` with the time-lagged objective of
-        :mod:`neuralct.lagged` (latent Langevin dynamics, modes ranked by relaxation time):
+        :class:`neuralct.training.objectives.LaggedLikelihood` (latent Langevin dynamics, modes ranked by relaxation time):
         the phase-space transition density with recorded momenta, the configuration-only
         one with resampled momenta. None: maximum likelihood on single frames.
     vamp_weight : float
@@ -494,7 +487,7 @@ def fit_trajectories(
         As in :func:`fit_frames`.
     rank_lag_ps : float, optional
         Rank the trained model's modes by their autocorrelation at this lag on the
-        training trajectories (:func:`neuralct.lagged.rank_by_autocorrelation`) instead of
+        training trajectories (:func:`rank_by_autocorrelation`) instead of
         by frequency; not with ``lag_ps``, which ranks by relaxation time already.
     weights_source : str
         Where ``weights`` come from (e.g. ``--weights FILE``), for errors.
@@ -503,7 +496,7 @@ def fit_trajectories(
     -------
     model, summary
     """
-    from .molecular import latent_ranges, molecule_metadata
+    from ..model.molecular import latent_ranges, molecule_metadata
 
     if momenta not in ("resample", "recorded"):
         raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
@@ -595,3 +588,46 @@ def fit_trajectories(
     model.metadata["molecule"]["training_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())]
     model.metadata["molecule"]["validation_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(valid_index.tolist())]
     return model, summary
+
+
+def rank_by_autocorrelation(model, y: np.ndarray, traj_lengths: list[int], train_index: np.ndarray, lag_frames: int, lag_ps: float) -> dict:
+    """Order the latent modes of a trained model by their autocorrelation at a lag, most autocorrelated first.
+
+    A kinetic ranking for a maximum-likelihood model, whose own order (by frequency) says
+    how soft a mode is, not how slowly it relaxes. On trajectories biased along some CVs the
+    bias has sped up the motions it acts on, so the most autocorrelated mode is the slowest
+    motion left: the CV to bias next.
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        Trained, with a flow of point transformations.
+    y : np.ndarray, shape=(n_frames, dim)
+        Internal coordinates of all frames, trajectories concatenated in time order.
+    traj_lengths : list of int
+        Frames per trajectory.
+    train_index : np.ndarray
+        The training frames: only pairs of two training frames count.
+    lag_frames : int
+        The lag in frames; ``lag_ps`` is the same lag in ps (recorded).
+
+    Returns
+    -------
+    dict
+        ``{"by": "autocorrelation", "lag_ps", "order", "autocorrelation"}``: ``order`` lists
+        the flow's mode indices, most autocorrelated first, with their autocorrelations;
+        stored as ``model.metadata["mode_ranking"]``, where ``_mode_order`` reads it.
+    """
+    from ..model.molecular import project_internal
+
+    first, second = lagged_pairs(traj_lengths, lag_frames)
+    inside = np.isin(first, train_index) & np.isin(second, train_index)
+    first, second = first[inside], second[inside]
+    if len(first) < 2:
+        raise NeuralCTError(f"--rank-lag-ps {lag_ps} leaves fewer than 2 pairs of training frames that far apart; use a shorter lag or longer trajectories")
+    current = model._mode_order().cpu().numpy()
+    Q = project_internal(model, y)
+    centred = Q - Q[train_index].mean(0)
+    autocorrelation = (centred[first] * centred[second]).mean(0) / centred[train_index].var(0)
+    ranked = np.argsort(-autocorrelation, kind="stable")
+    return {"by": "autocorrelation", "lag_ps": float(lag_ps), "order": [int(i) for i in current[ranked]], "autocorrelation": [float(a) for a in autocorrelation[ranked]]}

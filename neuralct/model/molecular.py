@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import NeuralCTError
-from .model import NeuralCanonicalTransformation
+from ..errors import NeuralCTError
+from .transformation import NeuralCanonicalTransformation
 
 __all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "internal_coordinates", "project_internal", "project_positions", "is_molecular", "latent_ranges"]
 
@@ -48,7 +48,7 @@ def _molecule(model: NeuralCanonicalTransformation) -> dict[str, Any]:
 
 def rigid_body_frame(model: NeuralCanonicalTransformation):
     """The :class:`~neuralct.data.RigidBodyFrame` stored in a molecular model."""
-    from .data import RigidBodyFrame
+    from ..data import RigidBodyFrame
 
     return RigidBodyFrame.from_state(_molecule(model)["frame"])
 

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import NeuralCTError
+from ..errors import NeuralCTError
 
 __all__ = ["available_memory_bytes", "format_bytes", "check_fits"]
 

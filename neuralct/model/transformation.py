@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import struct
@@ -14,11 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import NeuralCTError, first_line
-from .flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
-from .flows.base import join_phase_space, map_in_chunks, split_phase_space
-from .io import DamagedFile, atomic_torch_save, torch_load_verified
-from .lagged import LatentLangevin, relaxation_times
+from ..errors import NeuralCTError, first_line
+from ..flows import ContinuousSymplectic, LinearSymplectic, PointTransformation, SymplecticSequential
+from ..flows.base import join_phase_space, map_in_chunks, split_phase_space
+from ..io import DamagedFile, atomic_torch_save, torch_load_verified
+from .dynamics import LatentLangevin, relaxation_times
 from .prior import HarmonicPrior
 
 __all__ = ["NeuralCanonicalTransformation", "build_flow", "load", "content_digest", "DEFAULT_ARCHITECTURE", "MODEL_FORMAT"]
@@ -75,7 +74,7 @@ class NeuralCanonicalTransformation(nn.Module):
 
     Latent modes are reported sorted by frequency, slowest first: a permutation of
     modes, applied to ``Q`` and ``P`` alike, is itself canonical. A model with latent
-    dynamics (trained with a lag, see :mod:`neuralct.lagged`) gives each oscillator a
+    dynamics (trained with a lag, see :mod:`neuralct.model.dynamics`) gives each oscillator a
     learned friction and sorts its modes by relaxation time instead, the longest first.
 
     Parameters

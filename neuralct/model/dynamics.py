@@ -1,0 +1,150 @@
+"""Time-lagged canonical objective: latent oscillators with linear Langevin dynamics.
+
+Each latent oscillator k follows the underdamped Langevin equation of a harmonic
+oscillator at kT = 1 (reduced units):
+
+    dQ = P dt,    dP = -w^2 Q dt - gamma P dt + sqrt(2 gamma) dW,
+
+a linear (Ornstein-Uhlenbeck) process in phase space with drift ``A = [[0, 1], [-w^2,
+-gamma]]`` and stationary covariance ``Sigma = diag(1/w^2, 1)``, the Boltzmann density of
+the latent prior. Over a lag ``tau`` its transition density is exactly Gaussian: mean
+``exp(A tau) z_0`` and covariance ``Sigma - exp(A tau) Sigma exp(A tau)^T``. Because the
+map ``z = T(x)`` is canonical, the pair density of data is
+``ln p(x_t, x_t+tau) = ln rho(x_t) + sum_k ln p_tau(z_k(t+tau) | z_k(t))`` with no
+Jacobian. Modes are ranked by their relaxation time, not by their frequency.
+
+With resampled momenta the lagged term is the configuration-only one: the joint law of
+``(Q_k(t), Q_k(t+tau))`` under the same process, ``Q(t+tau) | Q(t) ~ N(c Q(t), (1 - c^2)
+/ w^2)`` with ``c = exp(A tau)_QQ`` the autocorrelation, pulled back to configuration
+space with the log-determinant of the configuration flow.
+
+Optionally a VAMP-2 term of the slowest latent positions is added to the likelihood
+(``vamp_weight``), at the transition lag or averaged over several lags (``vamp_pairs``):
+it scores the slow CVs directly, which the Gaussian transition model of each mode does
+not (measured in benchmarks/README.md, B2).
+"""
+
+from __future__ import annotations
+import math
+import torch
+from torch import nn
+from ..flows.base import split_phase_space
+
+__all__ = ['ou_drift', 'ou_transition', 'ou_mode_log_transition', 'relaxation_times', 'LatentLangevin']
+
+
+def ou_drift(frequencies: torch.Tensor, frictions: torch.Tensor) -> torch.Tensor:
+    """Drift matrices ``A_k = [[0, 1], [-w_k^2, -gamma_k]]``, shape (n, 2, 2)."""
+    A = torch.zeros(frequencies.shape + (2, 2), dtype=frequencies.dtype, device=frequencies.device)
+    A[..., 0, 1] = 1.0
+    A[..., 1, 0] = -frequencies**2
+    A[..., 1, 1] = -frictions
+    return A
+
+
+def ou_transition(frequencies: torch.Tensor, frictions: torch.Tensor, lag: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Propagator and covariance of the latent Langevin process over ``lag``.
+
+    Parameters
+    ----------
+    frequencies, frictions : torch.Tensor, shape=(n,)
+        ``w_k`` and ``gamma_k`` in reduced units (rad and 1 per model time unit).
+    lag : float
+        ``tau`` in model time units.
+
+    Returns
+    -------
+    propagator : torch.Tensor, shape=(n, 2, 2)
+        ``exp(A tau)``, the conditional mean is ``propagator @ z_0``.
+    covariance : torch.Tensor, shape=(n, 2, 2)
+        ``Sigma - exp(A tau) Sigma exp(A tau)^T`` with ``Sigma = diag(1/w^2, 1)``.
+    """
+    propagator = torch.linalg.matrix_exp(ou_drift(frequencies, frictions) * lag)
+    stationary = torch.diag_embed(torch.stack([frequencies**-2, torch.ones_like(frequencies)], -1))
+    covariance = stationary - propagator @ stationary @ propagator.transpose(-1, -2)
+    return propagator, covariance
+
+
+def ou_mode_log_transition(
+    z0: torch.Tensor, z1: torch.Tensor, frequencies: torch.Tensor, frictions: torch.Tensor, lag: float, configuration_only: bool = False
+) -> torch.Tensor:
+    """``ln p_tau(z_k(t+tau) | z_k(t))`` of every mode, shape (batch, n).
+
+    Computed in float64 (the covariance is a small difference for short lags).
+
+    Parameters
+    ----------
+    z0, z1 : torch.Tensor, shape=(batch, 2n)
+        Latent points ``(Q, P)`` at ``t`` and ``t + tau`` (with ``configuration_only``
+        only their ``Q`` halves are used).
+    frequencies, frictions : torch.Tensor, shape=(n,)
+    lag : float
+        ``tau`` in model time units.
+    configuration_only : bool
+        The density of ``Q_k(t+tau)`` given ``Q_k(t)`` alone (momenta at ``t`` marginalised
+        over their Maxwell-Boltzmann law).
+    """
+    w, gamma = frequencies.double(), frictions.double()
+    Q0, P0 = (part.double() for part in split_phase_space(z0))
+    Q1, P1 = (part.double() for part in split_phase_space(z1))
+    propagator, covariance = ou_transition(w, gamma, lag)
+    if configuration_only:
+        correlation = propagator[:, 0, 0]
+        variance = (1.0 - correlation**2) / w**2
+        residual = Q1 - correlation * Q0
+        log_p = -0.5 * residual**2 / variance - 0.5 * torch.log(2 * math.pi * variance)
+        return log_p.to(z0.dtype)
+    r_Q = Q1 - propagator[:, 0, 0] * Q0 - propagator[:, 0, 1] * P0
+    r_P = P1 - propagator[:, 1, 0] * Q0 - propagator[:, 1, 1] * P0
+    c_QQ, c_QP, c_PP = covariance[:, 0, 0], covariance[:, 0, 1], covariance[:, 1, 1]
+    determinant = c_QQ * c_PP - c_QP**2
+    quadratic = (c_PP * r_Q**2 - 2 * c_QP * r_Q * r_P + c_QQ * r_P**2) / determinant
+    log_p = -0.5 * quadratic - 0.5 * torch.log(determinant) - math.log(2 * math.pi)
+    return log_p.to(z0.dtype)
+
+
+def relaxation_times(frequencies: torch.Tensor, frictions: torch.Tensor) -> torch.Tensor:
+    """Slowest relaxation time ``1 / min_i |Re lambda_i(A)|`` of each mode, shape (n,).
+
+    Underdamped (``gamma < 2 w``): ``2 / gamma``; overdamped: ``(gamma + sqrt(gamma^2 - 4
+    w^2)) / (2 w^2)``, about ``gamma / w^2`` for strong friction.
+    """
+    discriminant = (frictions**2 - 4 * frequencies**2).clamp_min(0.0)
+    overdamped = (frictions + discriminant.sqrt()) / (2 * frequencies**2)
+    return torch.where(frictions < 2 * frequencies, 2.0 / frictions, overdamped)
+
+
+class LatentLangevin(nn.Module):
+    """Learned frictions ``gamma_k = exp(log_gamma_k) > 0`` of the latent oscillators.
+
+    Parameters
+    ----------
+    dim : int
+        Number of modes n.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.log_frictions = nn.Parameter(torch.zeros(dim))
+
+    @property
+    def frictions(self) -> torch.Tensor:
+        """``gamma``, shape (n,), in latent-mode order (1 per model time unit)."""
+        return self.log_frictions.exp()
+
+    @torch.no_grad()
+    def initialize(
+        self, z0: torch.Tensor, z1: torch.Tensor, frequencies: torch.Tensor, lag: float, configuration_only: bool = False, grid: int = 81
+    ) -> None:
+        """Per mode, the friction of highest lagged likelihood on a grid ``gamma / w`` in [1e-2, 1e4].
+
+        The modes are independent given ``T``, so this is the exact maximum over the grid
+        for the current map; it starts training near the right relaxation time.
+        """
+        ratios = torch.logspace(-2, 4, grid, dtype=torch.float64, device=frequencies.device)
+        w = frequencies.double()
+        scores = torch.stack(
+            [ou_mode_log_transition(z0, z1, w, ratio * w, lag, configuration_only).double().mean(0) for ratio in ratios]
+        )
+        best = ratios[scores.argmax(0)] * w
+        self.log_frictions.copy_(best.log().to(self.log_frictions.dtype))
