@@ -44,11 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from neuralct.cli import main as neuralct_main  # noqa: E402
 from neuralct.analysis.reweighting import count_transitions, phi_free_energy_difference  # noqa: E402
+from neuralct.cli import main as neuralct_main  # noqa: E402
 from neuralct.units import kT_kj_per_mol  # noqa: E402
 
 
@@ -77,7 +76,12 @@ def unbiased_transitions(folder: Path, length_ns: float) -> dict:
         phi = mdtraj.compute_phi(frames[keep])[1][:, 0]
         counts.append(count_transitions(phi))
         ns += float(frames.time[keep][-1] - frames.time[0]) / 1000.0
-    return {"phi_transitions": int(sum(counts)), "ns": ns, "phi_transitions_per_ns": sum(counts) / ns, "per_replica": counts}
+    return {
+        "phi_transitions": int(sum(counts)),
+        "ns": ns,
+        "phi_transitions_per_ns": sum(counts) / ns,
+        "per_replica": counts,
+    }
 
 
 def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
@@ -101,7 +105,11 @@ def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
                 force.addCollectiveVariable(f"cv{j + 1}", openmm_force(model, md_system.system, j))
             force.setForceGroup(31)
             md_system.system.addForce(force)
-            integrator = mm.MTSLangevinIntegrator(300, 1, 0.002 * bias_every, [(31, 1), (0, bias_every)]) if bias_every > 1 else mm.LangevinMiddleIntegrator(300, 1, 0.002)
+            integrator = (
+                mm.MTSLangevinIntegrator(300, 1, 0.002 * bias_every, [(31, 1), (0, bias_every)])
+                if bias_every > 1
+                else mm.LangevinMiddleIntegrator(300, 1, 0.002)
+            )
         else:
             integrator = mm.LangevinMiddleIntegrator(300, 1, 0.002)
         context = mm.Context(md_system.system, integrator, mm.Platform.getPlatformByName("Reference"))
@@ -157,13 +165,33 @@ def bias_figures(folder: Path) -> dict:
         phi = table[:, fields.index("phi")]
         ns = len(table) * (table[1, 0] - table[0, 0]) / 1000.0
         entry = np.nonzero((phi > 0.5) & (phi < 1.6))[0]
-        return {"stopped": f"left its grid after {ns:.3f} ns", "ns_simulated": ns, "phi_transitions": count_transitions(phi),
-                "phi_transitions_per_ns": count_transitions(phi) / ns, "first_entry_into_B_ps": float(table[entry[0], 0]) if len(entry) else None,
-                "delta_F_phi_positive_minus_negative_kj": against_time["delta_F_against_time_ps_kj"][-1][1] if len(table) >= 100 else None,
-                "delta_F_standard_error_kj": against_time["delta_F_against_time_ps_kj"][-1][2] if len(table) >= 100 else None} | against_time
+        return {
+            "stopped": f"left its grid after {ns:.3f} ns",
+            "ns_simulated": ns,
+            "phi_transitions": count_transitions(phi),
+            "phi_transitions_per_ns": count_transitions(phi) / ns,
+            "first_entry_into_B_ps": float(table[entry[0], 0]) if len(entry) else None,
+            "delta_F_phi_positive_minus_negative_kj": against_time["delta_F_against_time_ps_kj"][-1][1]
+            if len(table) >= 100
+            else None,
+            "delta_F_standard_error_kj": against_time["delta_F_against_time_ps_kj"][-1][2]
+            if len(table) >= 100
+            else None,
+        } | against_time
     summary = json.loads((folder / "summary.json").read_text())
-    keys = ("cvs", "ns_simulated", "phi_transitions", "phi_transitions_per_ns", "first_entry_into_B_ps",
-            "delta_F_phi_positive_minus_negative_kj", "delta_F_standard_error_kj", "wall_seconds", "cpu_seconds", "steps_per_second", "steps_per_cpu_second")
+    keys = (
+        "cvs",
+        "ns_simulated",
+        "phi_transitions",
+        "phi_transitions_per_ns",
+        "first_entry_into_B_ps",
+        "delta_F_phi_positive_minus_negative_kj",
+        "delta_F_standard_error_kj",
+        "wall_seconds",
+        "cpu_seconds",
+        "steps_per_second",
+        "steps_per_cpu_second",
+    )
     return {key: summary[key] for key in keys} | {"bias_every": summary["settings"]["bias_every"]} | against_time
 
 
@@ -175,28 +203,82 @@ def seeded(seed: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, required=True, help="folder of the runs (reused when rerun)")
-    parser.add_argument("--length-ns", type=float, default=1.0, help="length of the unbiased replicas and the runs on phi alone and psi alone, ns")
-    parser.add_argument("--first-length-ns", type=float, default=2.0, help="length of the run on the first CVs (the data to retrain on), ns")
-    parser.add_argument("--reference-length-ns", type=float, default=4.0, help="length of the phi/psi-biased reference runs, ns")
-    parser.add_argument("--retrained-length-ns", type=float, default=3.0, help="length of the runs on the retrained CVs, ns")
+    parser.add_argument(
+        "--length-ns",
+        type=float,
+        default=1.0,
+        help="length of the unbiased replicas and the runs on phi alone and psi alone, ns",
+    )
+    parser.add_argument(
+        "--first-length-ns",
+        type=float,
+        default=2.0,
+        help="length of the run on the first CVs (the data to retrain on), ns",
+    )
+    parser.add_argument(
+        "--reference-length-ns", type=float, default=4.0, help="length of the phi/psi-biased reference runs, ns"
+    )
+    parser.add_argument(
+        "--retrained-length-ns", type=float, default=3.0, help="length of the runs on the retrained CVs, ns"
+    )
     parser.add_argument("--train-steps", type=int, default=3000)
     parser.add_argument("--bias-every", type=int, default=4, help="MD steps per bias evaluation for the learned CVs")
-    parser.add_argument("--retrain-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective of the retraining, ps")
-    parser.add_argument("--retrain-vamp-weight", type=float, default=100.0, help="weight of the VAMP-2 term of the retraining")
-    parser.add_argument("--rank-lag-ps", type=float, default=20.0, help="lag of the autocorrelation ranking of the density variants' modes, ps")
+    parser.add_argument(
+        "--retrain-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective of the retraining, ps"
+    )
+    parser.add_argument(
+        "--retrain-vamp-weight", type=float, default=100.0, help="weight of the VAMP-2 term of the retraining"
+    )
+    parser.add_argument(
+        "--rank-lag-ps",
+        type=float,
+        default=20.0,
+        help="lag of the autocorrelation ranking of the density variants' modes, ps",
+    )
     parser.add_argument("--retrained-cvs", type=int, default=1, choices=(1, 2), help="retrained CVs biased")
-    parser.add_argument("--width-fraction", type=float, default=0.15, help="Gaussian width of a retrained CV, fraction of its training range")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds of the phi, psi and retrained-CV runs (the first seed's runs make the loop)")
+    parser.add_argument(
+        "--width-fraction",
+        type=float,
+        default=0.15,
+        help="Gaussian width of a retrained CV, fraction of its training range",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="seeds of the phi, psi and retrained-CV runs (the first seed's runs make the loop)",
+    )
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--speed-steps", type=int, default=4000)
-    parser.add_argument("--variants", nargs="*", default=[], choices=("density", "unweighted"), help="other retrainings, also biased")
+    parser.add_argument(
+        "--variants", nargs="*", default=[], choices=("density", "unweighted"), help="other retrainings, also biased"
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "speed"), help="parts to leave out")
     args = parser.parse_args()
     work, length = args.work, str(args.length_ns)
     learned = ["--bias-every", args.bias_every, "--no-progress"]
-    results: dict = {"length_ns": args.length_ns, "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, OMP_NUM_THREADS as set by the caller"}
+    results: dict = {
+        "length_ns": args.length_ns,
+        "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, OMP_NUM_THREADS as set by the caller",
+    }
 
-    neuralct("simulate", "alanine-dipeptide", "--length-ns", length, "--report-ps", "0.5", "--replicas", "4", "--platform", "Reference", "--seed", "1", "--no-progress", "--output", work / "md")
+    neuralct(
+        "simulate",
+        "alanine-dipeptide",
+        "--length-ns",
+        length,
+        "--report-ps",
+        "0.5",
+        "--replicas",
+        "4",
+        "--platform",
+        "Reference",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--output",
+        work / "md",
+    )
     replicas = sorted((work / "md").glob("replica-*.nc"))
     neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
     results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
@@ -204,34 +286,83 @@ def main() -> None:
         for torsion in ("phi,psi", "phi", "psi"):
             folder = work / f"{torsion.replace(',', '')}{seeded(seed)}"
             duration = args.reference_length_ns if torsion == "phi,psi" else length
-            neuralct("bias", work / "model1" / "model.pt", "--cv", torsion, "--bias-every", "1", "--length-ns", duration, "--seed", seed, "--no-progress", "--output", folder)
+            neuralct(
+                "bias",
+                work / "model1" / "model.pt",
+                "--cv",
+                torsion,
+                "--bias-every",
+                "1",
+                "--length-ns",
+                duration,
+                "--seed",
+                seed,
+                "--no-progress",
+                "--output",
+                folder,
+            )
             results[folder.name] = bias_figures(folder)
-    neuralct("bias", work / "model1" / "model.pt", "--cvs", "1", "--length-ns", args.first_length_ns, *learned, "--output", work / "learned1", stops_early=True)
+    neuralct(
+        "bias",
+        work / "model1" / "model.pt",
+        "--cvs",
+        "1",
+        "--length-ns",
+        args.first_length_ns,
+        *learned,
+        "--output",
+        work / "learned1",
+        stops_early=True,
+    )
     results["learned_from_unbiased"] = bias_figures(work / "learned1")
     if "retrain" not in args.skip:
         biased = [work / "learned1" / "trajectory.nc", "--steps", args.train_steps, "--no-progress"]
         retrainings = {"model2": ["--lag-ps", args.retrain_lag_ps, "--vamp-weight", args.retrain_vamp_weight]}
         if "density" in args.variants:
-            retrainings["model2-density"] = ["--bias-colvar", work / "learned1" / "COLVAR", "--rank-lag-ps", args.rank_lag_ps]
+            retrainings["model2-density"] = [
+                "--bias-colvar",
+                work / "learned1" / "COLVAR",
+                "--rank-lag-ps",
+                args.rank_lag_ps,
+            ]
         if "unweighted" in args.variants:
             retrainings["model2-unweighted"] = ["--rank-lag-ps", args.rank_lag_ps]
-        again = ["--cvs", args.retrained_cvs, "--width-fraction", args.width_fraction, "--length-ns", args.retrained_length_ns, *learned]
+        again = [
+            "--cvs",
+            args.retrained_cvs,
+            "--width-fraction",
+            args.width_fraction,
+            "--length-ns",
+            args.retrained_length_ns,
+            *learned,
+        ]
         for model, options in retrainings.items():
             neuralct("train", *biased, *options, "--output", work / model)
-            results[f"retraining {model}"] = {key: value for key, value in json.loads((work / model / "summary.json").read_text()).items()
-                                              if key in ("frame_weights", "mode_ranking", "relaxation_times_ps", "vamp2_term", "validation")}
+            results[f"retraining {model}"] = {
+                key: value
+                for key, value in json.loads((work / model / "summary.json").read_text()).items()
+                if key in ("frame_weights", "mode_ranking", "relaxation_times_ps", "vamp2_term", "validation")
+            }
             for seed in range(args.seeds):
                 name = model.replace("model", "learned") + seeded(seed)
-                neuralct("bias", work / model / "model.pt", *again, "--seed", seed, "--output", work / name, stops_early=True)
+                neuralct(
+                    "bias", work / model / "model.pt", *again, "--seed", seed, "--output", work / name, stops_early=True
+                )
                 results[name] = bias_figures(work / name)
     if "speed" not in args.skip:
         results["speed"] = speed(work / "model1" / "model.pt", args.bias_every, args.speed_rounds, args.speed_steps)
     # The reference free-energy difference: the mean over the phi/psi-biased seeds.
-    references = [results[f"phipsi{seeded(seed)}"]["delta_F_phi_positive_minus_negative_kj"] for seed in range(args.seeds)]
+    references = [
+        results[f"phipsi{seeded(seed)}"]["delta_F_phi_positive_minus_negative_kj"] for seed in range(args.seeds)
+    ]
     reference = statistics.mean(references) if None not in references else None
     results["reference_delta_F_kj"] = {"mean_over_phi_psi_seeds": reference, "seeds": references}
     for figures in results.values():
-        if isinstance(figures, dict) and figures.get("delta_F_phi_positive_minus_negative_kj") is not None and reference is not None:
+        if (
+            isinstance(figures, dict)
+            and figures.get("delta_F_phi_positive_minus_negative_kj") is not None
+            and reference is not None
+        ):
             figures["delta_F_minus_reference_kj"] = figures["delta_F_phi_positive_minus_negative_kj"] - reference
     print(json.dumps(results, indent=2))
 

@@ -47,13 +47,13 @@ from neuralct.analysis.information import mutual_information  # noqa: E402
 from neuralct.analysis.kinetics import compare_vamp2  # noqa: E402
 from neuralct.data import RigidBodyFrame, load_trajectories  # noqa: E402
 from neuralct.data.pairs import lag_in_frames  # noqa: E402
-from neuralct.workflows.train import fit_trajectories  # noqa: E402
 from neuralct.md.simulate import SimulationSettings, run_simulation  # noqa: E402
 from neuralct.md.systems import build_system  # noqa: E402
-from neuralct.model.transformation import DEFAULT_ARCHITECTURE  # noqa: E402
 from neuralct.model.molecular import internal_coordinates, project_internal  # noqa: E402
+from neuralct.model.transformation import DEFAULT_ARCHITECTURE  # noqa: E402
 from neuralct.toys.slow_double_well import fit_toy_trajectories, load_toy_trajectories, score_slow_coordinate  # noqa: E402
 from neuralct.training.loop import TrainingSettings  # noqa: E402
+from neuralct.workflows.train import fit_trajectories  # noqa: E402
 
 LAGS_PS = (0.5, 1.0, 2.0, 5.0)
 TRAIN, VALID, TEST = [0, 1, 2], [3], [4, 5]
@@ -65,7 +65,12 @@ VARIANTS = {
     "lagged, phase space (recorded momenta)": {"lag_ps": "train", "momenta": "recorded"},
     "lagged, configuration only (resampled momenta)": {"lag_ps": "train", "momenta": "resample"},
     "lagged + VAMP-2 term (recorded momenta)": {"lag_ps": "train", "momenta": "recorded", "vamp_weight": "train"},
-    "lagged + VAMP-2 term over several lags (recorded momenta)": {"lag_ps": "several", "momenta": "recorded", "vamp_weight": "train", "vamp_lags_ps": "several"},
+    "lagged + VAMP-2 term over several lags (recorded momenta)": {
+        "lag_ps": "several",
+        "momenta": "recorded",
+        "vamp_weight": "train",
+        "vamp_lags_ps": "several",
+    },
 }
 
 
@@ -85,7 +90,15 @@ def reframe_on_training_frames(data, n_train_frames: int) -> None:
     data.momenta = np.einsum("fab,fib->fia", rotations, data.momenta)
 
 
-def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: float, several_lags_ps: list[float], reference_lag_ps: float, seed: int) -> dict:
+def alanine(
+    folder: Path,
+    steps: int,
+    train_lag_ps: float,
+    train_vamp_weight: float,
+    several_lags_ps: list[float],
+    reference_lag_ps: float,
+    seed: int,
+) -> dict:
     import mdtraj
 
     paths = [str(p) for p in simulate(folder, "alanine-dipeptide", 6, 2.0, 2.0, seed=1)]
@@ -94,7 +107,11 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
     y = data.internal_positions()
     p = data.internal_momenta()
     results: dict = {
-        "split": {"train": [paths[k] for k in TRAIN], "validation (selects the kept state)": [paths[k] for k in VALID], "test": [paths[k] for k in TEST]},
+        "split": {
+            "train": [paths[k] for k in TRAIN],
+            "validation (selects the kept state)": [paths[k] for k in VALID],
+            "test": [paths[k] for k in TEST],
+        },
         "reference_structure": "mean of the aligned training frames (trajectories 0-2)",
         "recorded_momenta_kinetic_temperature_ratio": float((p**2).mean() / data.kT),
         "variants": {},
@@ -118,11 +135,24 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
         else:
             start, cpu = time.perf_counter(), time.process_time()
             model, summary = fit_trajectories(
-                data, list(DEFAULT_ARCHITECTURE), settings, validation_trajectories=len(VALID), momenta=variant["momenta"],
-                lag_ps=lag_ps, vamp_weight=vamp_weight, vamp_lags_ps=vamp_lags_ps, dtype="float32", device="cpu", seed=seed,
+                data,
+                list(DEFAULT_ARCHITECTURE),
+                settings,
+                validation_trajectories=len(VALID),
+                momenta=variant["momenta"],
+                lag_ps=lag_ps,
+                vamp_weight=vamp_weight,
+                vamp_lags_ps=vamp_lags_ps,
+                dtype="float32",
+                device="cpu",
+                seed=seed,
             )
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-            summary = {key: summary[key] for key in ("kept_step", "frequencies", "relaxation_times_ps", "frictions_per_ps") if key in summary}
+            summary = {
+                key: summary[key]
+                for key in ("kept_step", "frequencies", "relaxation_times_ps", "frictions_per_ps")
+                if key in summary
+            }
             model.metadata["benchmark"] = summary | {"wall_seconds": wall, "cpu_seconds": cpu}
             saved.parent.mkdir(exist_ok=True)
             model.save(saved)
@@ -133,9 +163,14 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
         cvs = np.concatenate(cv_test)
         entry = {
             "training": {
-                "steps": steps, "kept_step": summary["kept_step"], "lag_ps": lag_ps, "momenta": variant["momenta"], "vamp_weight": vamp_weight,
+                "steps": steps,
+                "kept_step": summary["kept_step"],
+                "lag_ps": lag_ps,
+                "momenta": variant["momenta"],
+                "vamp_weight": vamp_weight,
                 "vamp_lags_ps": vamp_lags_ps or ([lag_ps] if vamp_weight else None),
-                "wall_seconds": summary.get("wall_seconds", wall), "cpu_seconds": summary.get("cpu_seconds", cpu),
+                "wall_seconds": summary.get("wall_seconds", wall),
+                "cpu_seconds": summary.get("cpu_seconds", cpu),
             },
             "mi_psi_nats": max(mutual_information(cvs[:, k], psi) for k in range(2)),
             "mi_phi_nats": max(mutual_information(cvs[:, k], phi) for k in range(2)),
@@ -146,15 +181,21 @@ def alanine(folder: Path, steps: int, train_lag_ps: float, train_vamp_weight: fl
         }
         for lag_ps_score in LAGS_PS:
             lag = data.lag_frames(lag_ps_score)
-            entry["lags"][str(lag_ps_score)] = compare_vamp2(cv_train, cv_test, features_train, features_test, lag, lag_ps_score, 2, blocks_per_trajectory=4)
+            entry["lags"][str(lag_ps_score)] = compare_vamp2(
+                cv_train, cv_test, features_train, features_test, lag, lag_ps_score, 2, blocks_per_trajectory=4
+            )
         results["variants"][name] = entry
         print(json.dumps({name: _digest(entry)}), flush=True)
     # Every model shares the reference structure, so the internal coordinates are the same for all.
     psi_train, psi_test = [b for _, b in angles_train], [b for _, b in angles_test]
-    results["dihedral_reference"] = dihedral_reference(angles_train, angles_test, features_train, features_test, data.timestep_ps, reference_lag_ps, seed)
+    results["dihedral_reference"] = dihedral_reference(
+        angles_train, angles_test, features_train, features_test, data.timestep_ps, reference_lag_ps, seed
+    )
     results["learned_with_psi"] = {
         "model": name,
-        "psi_weights": psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, features_test, data.timestep_ps, f"{name}, CV 1"),
+        "psi_weights": psi_trade_off(
+            cv_train, cv_test, psi_train, psi_test, features_train, features_test, data.timestep_ps, f"{name}, CV 1"
+        ),
     }
     return results
 
@@ -182,7 +223,9 @@ def backbone_dihedrals(trajectories) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(mdtraj.compute_phi(t)[1][:, 0], mdtraj.compute_psi(t)[1][:, 0]) for t in trajectories]
 
 
-def dihedral_reference(angles_train, angles_test, features_train, features_test, timestep_ps: float, fit_lag_ps: float, seed: int) -> dict:
+def dihedral_reference(
+    angles_train, angles_test, features_train, features_test, timestep_ps: float, fit_lag_ps: float, seed: int
+) -> dict:
     """The slow functions of (phi, psi) themselves, and what adding psi to them costs.
 
     ``angles_train`` and ``angles_test`` are :func:`backbone_dihedrals` of the training and
@@ -194,7 +237,11 @@ def dihedral_reference(angles_train, angles_test, features_train, features_test,
     from deeptime.decomposition import TICA
 
     lag = lag_in_frames(fit_lag_ps, timestep_ps)
-    tica = TICA(lagtime=lag, scaling=None).fit_from_timeseries([fourier_basis(a, b, FOURIER_ORDER) for a, b in angles_train]).fetch_model()
+    tica = (
+        TICA(lagtime=lag, scaling=None)
+        .fit_from_timeseries([fourier_basis(a, b, FOURIER_ORDER) for a, b in angles_train])
+        .fetch_model()
+    )
     eigenvalues = np.asarray(tica.singular_values)
     slowest = np.argsort(-eigenvalues, kind="stable")[:2]
     cv_train = [tica.transform(fourier_basis(a, b, FOURIER_ORDER))[:, slowest] for a, b in angles_train]
@@ -204,20 +251,36 @@ def dihedral_reference(angles_train, angles_test, features_train, features_test,
         "fit_lag_ps": lag * timestep_ps,
         "eigenvalues_two_slowest": eigenvalues[slowest].tolist(),
         "psi_weights": psi_trade_off(
-            cv_train, cv_test, [b for _, b in angles_train], [b for _, b in angles_test], features_train, features_test, timestep_ps,
+            cv_train,
+            cv_test,
+            [b for _, b in angles_train],
+            [b for _, b in angles_test],
+            features_train,
+            features_test,
+            timestep_ps,
             "dihedral reference, CV 1",
         ),
     }
     psi_test = np.concatenate([b for _, b in angles_test])
     grid = np.random.default_rng(seed).normal(size=(GRID_BINS, GRID_BINS))
     phi_test = np.concatenate([a for a, _ in angles_test])
-    cells = [np.floor((np.mod(angle + np.pi, 2 * np.pi)) / (2 * np.pi) * GRID_BINS).astype(int) % GRID_BINS for angle in (phi_test, psi_test)]
+    cells = [
+        np.floor((np.mod(angle + np.pi, 2 * np.pi)) / (2 * np.pi) * GRID_BINS).astype(int) % GRID_BINS
+        for angle in (phi_test, psi_test)
+    ]
     results["random_grid_function_mi_psi_nats"] = mutual_information(grid[cells[0], cells[1]], psi_test)
-    print(json.dumps({"random function of a (phi, psi) grid": {"mi_psi": round(results["random_grid_function_mi_psi_nats"], 3)}}), flush=True)
+    print(
+        json.dumps(
+            {"random function of a (phi, psi) grid": {"mi_psi": round(results["random_grid_function_mi_psi_nats"], 3)}}
+        ),
+        flush=True,
+    )
     return results
 
 
-def psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, features_test, timestep_ps: float, label: str) -> dict:
+def psi_trade_off(
+    cv_train, cv_test, psi_train, psi_test, features_train, features_test, timestep_ps: float, label: str
+) -> dict:
     """CV 1 plus ``w`` times psi for each ``w`` in ``PSI_WEIGHTS``: information about psi against VAMP-2.
 
     CV 1 and psi (cut at its least populated 5-degree bin of the training frames, so that
@@ -240,18 +303,34 @@ def psi_trade_off(cv_train, cv_test, psi_train, psi_test, features_train, featur
 
         mixed_train, mixed_test = with_psi(cv_train, psi_train), with_psi(cv_test, psi_test)
         both = np.concatenate(mixed_test)
-        entry = {"mi_psi_nats_per_cv": [mutual_information(both[:, k], np.concatenate(psi_test)) for k in range(2)], "lags": {}}
+        entry = {
+            "mi_psi_nats_per_cv": [mutual_information(both[:, k], np.concatenate(psi_test)) for k in range(2)],
+            "lags": {},
+        }
         for lag_ps in LAGS_PS:
             lag = lag_in_frames(lag_ps, timestep_ps)
-            entry["lags"][str(lag_ps)] = compare_vamp2(mixed_train, mixed_test, features_train, features_test, lag, lag_ps, 2, blocks_per_trajectory=4)
+            entry["lags"][str(lag_ps)] = compare_vamp2(
+                mixed_train, mixed_test, features_train, features_test, lag, lag_ps, 2, blocks_per_trajectory=4
+            )
         results[str(weight)] = entry
-        print(json.dumps({f"{label} + {weight} psi": {"mi_psi_per_cv": [round(v, 3) for v in entry["mi_psi_nats_per_cv"]]} | _differences(entry)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    f"{label} + {weight} psi": {"mi_psi_per_cv": [round(v, 3) for v in entry["mi_psi_nats_per_cv"]]}
+                    | _differences(entry)
+                }
+            ),
+            flush=True,
+        )
     return results
 
 
 def _differences(entry: dict) -> dict:
     return {
-        lag: {key: f"{score[key]['mean']:+.3f} +- {score[key]['standard_error']:.3f}" for key in ("difference", "difference_slowest")}
+        lag: {
+            key: f"{score[key]['mean']:+.3f} +- {score[key]['standard_error']:.3f}"
+            for key in ("difference", "difference_slowest")
+        }
         for lag, score in entry["lags"].items()
     }
 
@@ -274,7 +353,11 @@ def toy(folder: Path, steps: int, seed: int) -> dict:
     simulate(folder, "rotated-double-well", 6, 5.0, 5.0, seed=3)
     data = load_toy_trajectories(folder)
     lag_frames = data.lag_frames(5.0)
-    results = {"split": {"train": [0, 1, 2, 3], "validation": [4], "test": [5]}, "lag_ps": lag_frames * data.timestep_ps, "variants": {}}
+    results = {
+        "split": {"train": [0, 1, 2, 3], "validation": [4], "test": [5]},
+        "lag_ps": lag_frames * data.timestep_ps,
+        "variants": {},
+    }
     settings = TrainingSettings(steps=steps, batch_size=256, validate_every=100, progress=False)
     for name, lag, momenta in (
         ("maximum likelihood (frequency order)", None, "resample"),
@@ -288,7 +371,17 @@ def toy(folder: Path, steps: int, seed: int) -> dict:
         if model.dynamics is not None:
             score["frictions_per_ps"] = model.frictions.detach().double().tolist()
         results["variants"][name] = score
-        print(json.dumps({f"toy: {name}": {key: score[key] for key in ("correlation", "timescale_cv_ps", "timescale_reference_ps", "timescale_ratio")}}), flush=True)
+        print(
+            json.dumps(
+                {
+                    f"toy: {name}": {
+                        key: score[key]
+                        for key in ("correlation", "timescale_cv_ps", "timescale_reference_ps", "timescale_ratio")
+                    }
+                }
+            ),
+            flush=True,
+        )
     return results
 
 
@@ -296,11 +389,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps of each alanine model")
     parser.add_argument("--toy-steps", type=int, default=600, help="training steps of each toy model")
-    parser.add_argument("--train-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective on alanine dipeptide")
-    parser.add_argument("--vamp-weight", type=float, default=20.0, help="weight of the VAMP-2 term of the fourth alanine model")
-    parser.add_argument("--vamp-lags-ps", type=float, nargs="+", default=[0.5, 1.0], help="lags of the fifth alanine model's VAMP-2 term; its transition lag is the longest")
-    parser.add_argument("--reference-lag-ps", type=float, default=1.0, help="lag of the TICA fit of the dihedral reference")
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parent / "data"), help="folder of the simulated trajectories")
+    parser.add_argument(
+        "--train-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective on alanine dipeptide"
+    )
+    parser.add_argument(
+        "--vamp-weight", type=float, default=20.0, help="weight of the VAMP-2 term of the fourth alanine model"
+    )
+    parser.add_argument(
+        "--vamp-lags-ps",
+        type=float,
+        nargs="+",
+        default=[0.5, 1.0],
+        help="lags of the fifth alanine model's VAMP-2 term; its transition lag is the longest",
+    )
+    parser.add_argument(
+        "--reference-lag-ps", type=float, default=1.0, help="lag of the TICA fit of the dihedral reference"
+    )
+    parser.add_argument(
+        "--data", default=str(Path(__file__).resolve().parent / "data"), help="folder of the simulated trajectories"
+    )
     parser.add_argument("--skip-alanine", action="store_true")
     parser.add_argument("--skip-toy", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
@@ -312,7 +419,15 @@ def main() -> None:
     if not args.skip_toy:
         results["toy"] = toy(data / "rotated-double-well", args.toy_steps, args.seed)
     if not args.skip_alanine:
-        results["alanine_dipeptide"] = alanine(data / "alanine-dipeptide-6x2ns", args.steps, args.train_lag_ps, args.vamp_weight, args.vamp_lags_ps, args.reference_lag_ps, args.seed)
+        results["alanine_dipeptide"] = alanine(
+            data / "alanine-dipeptide-6x2ns",
+            args.steps,
+            args.train_lag_ps,
+            args.vamp_weight,
+            args.vamp_lags_ps,
+            args.reference_lag_ps,
+            args.seed,
+        )
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1))
 

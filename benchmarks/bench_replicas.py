@@ -32,7 +32,17 @@ REPO = Path(__file__).resolve().parents[1]
 def simulate(options: list[str]) -> tuple[float, float, dict]:
     """Wall seconds, CPU seconds (command and children) and summary.json of one `neuralct simulate trialanine` run."""
     with tempfile.TemporaryDirectory() as folder:
-        command = [sys.executable, "-m", "neuralct", "simulate", "trialanine", *options, "--output", folder, "--no-progress"]
+        command = [
+            sys.executable,
+            "-m",
+            "neuralct",
+            "simulate",
+            "trialanine",
+            *options,
+            "--output",
+            folder,
+            "--no-progress",
+        ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -57,25 +67,36 @@ def main() -> None:
         for mode, options in modes.items():
             wall, cpu, summary = simulate(common + ["--replicas", "3", "--platform", args.platform, *options])
             results[mode].append((wall, cpu))
-            print(f"round {r} {mode}: {wall:.1f} s wall, {cpu:.1f} CPU-s, threads per job {summary['settings']['threads_per_job']}, "
-                  f"throughput {summary['throughput_steps_per_second']:.0f} steps/s", flush=True)
+            print(
+                f"round {r} {mode}: {wall:.1f} s wall, {cpu:.1f} CPU-s, threads per job {summary['settings']['threads_per_job']}, "
+                f"throughput {summary['throughput_steps_per_second']:.0f} steps/s",
+                flush=True,
+            )
     sequential = statistics.median(w for w, _ in results["jobs 1"])
     for mode in ("jobs 2", "jobs 3"):
         speedups = [a[0] / b[0] for a, b in zip(results["jobs 1"], results[mode])]
-        print(f"{mode} against jobs 1: wall speed-up per round {', '.join(f'{s:.2f}' for s in speedups)} "
-              f"(median {statistics.median(speedups):.2f}; median walls {sequential:.1f} s vs "
-              f"{statistics.median(w for w, _ in results[mode]):.1f} s; median CPU-s "
-              f"{statistics.median(c for _, c in results['jobs 1']):.1f} vs {statistics.median(c for _, c in results[mode]):.1f})")
+        print(
+            f"{mode} against jobs 1: wall speed-up per round {', '.join(f'{s:.2f}' for s in speedups)} "
+            f"(median {statistics.median(speedups):.2f}; median walls {sequential:.1f} s vs "
+            f"{statistics.median(w for w, _ in results[mode]):.1f} s; median CPU-s "
+            f"{statistics.median(c for _, c in results['jobs 1']):.1f} vs {statistics.median(c for _, c in results[mode]):.1f})"
+        )
 
-    platforms = {"Reference": ["--platform", "Reference"], "CPU 1 thread": ["--platform", "CPU", "--threads", "1"],
-                 "CPU 2 threads": ["--platform", "CPU", "--threads", "2"]}
+    platforms = {
+        "Reference": ["--platform", "Reference"],
+        "CPU 1 thread": ["--platform", "CPU", "--threads", "1"],
+        "CPU 2 threads": ["--platform", "CPU", "--threads", "2"],
+    }
     rates: dict[str, list[float]] = {name: [] for name in platforms}
     for r in range(args.rounds):
         for name, options in platforms.items():
             wall, cpu, summary = simulate(common + ["--replicas", "1", "--jobs", "1", *options])
             rates[name].append(summary["steps_per_second"])
-            print(f"round {r} {name}: {summary['steps_per_second']:.0f} steps/s in the production loop "
-                  f"({wall:.1f} s wall, {cpu:.1f} CPU-s for the whole command)", flush=True)
+            print(
+                f"round {r} {name}: {summary['steps_per_second']:.0f} steps/s in the production loop "
+                f"({wall:.1f} s wall, {cpu:.1f} CPU-s for the whole command)",
+                flush=True,
+            )
     for name, values in rates.items():
         print(f"{name}: median {statistics.median(values):.0f} steps/s")
 

@@ -35,13 +35,29 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, evaluate_potential, iterate, warm_up
-from neuralct.sampling.diagnostics import basin_population, curvature_figures, curvature_spectrum, kish_effective_sample_size, observable_efficiency
+from neuralct.sampling import (
+    ChainState,
+    HamiltonianMonteCarlo,
+    IndependenceMetropolis,
+    LatentPotential,
+    evaluate_potential,
+    iterate,
+    warm_up,
+)
+from neuralct.sampling.diagnostics import (
+    basin_population,
+    curvature_figures,
+    curvature_spectrum,
+    kish_effective_sample_size,
+    observable_efficiency,
+)
 
 torch.set_default_dtype(torch.float64)
 
 
-def run_chains(kernels, potential, start: torch.Tensor, budget: int, warmup: int, generator) -> tuple[torch.Tensor, torch.Tensor, int, int, float, float]:
+def run_chains(
+    kernels, potential, start: torch.Tensor, budget: int, warmup: int, generator
+) -> tuple[torch.Tensor, torch.Tensor, int, int, float, float]:
     """Warm up, then iterate until the sampling phase has spent ``budget`` evaluations."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     state = warm_up(kernels, ChainState.start(potential, start), warmup, generator)
@@ -52,18 +68,35 @@ def run_chains(kernels, potential, start: torch.Tensor, budget: int, warmup: int
         positions.append(state.position)
         energies.append(state.energy)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return torch.stack(positions), torch.stack(energies), sum(k.statistics.evaluations for k in kernels), warmup_evaluations, cpu, wall
+    return (
+        torch.stack(positions),
+        torch.stack(energies),
+        sum(k.statistics.evaluations for k in kernels),
+        warmup_evaluations,
+        cpu,
+        wall,
+    )
 
 
 def measure(
-    name: str, kernels, potential, start, budget, warmup, generator,
+    name: str,
+    kernels,
+    potential,
+    start,
+    budget,
+    warmup,
+    generator,
     to_physical: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
     observables: Callable[[torch.Tensor, torch.Tensor], dict[str, np.ndarray]],
 ) -> dict[str, Any]:
-    positions, energies, evaluations, warmup_evaluations, cpu, wall = run_chains(kernels, potential, start, budget, warmup, generator)
+    positions, energies, evaluations, warmup_evaluations, cpu, wall = run_chains(
+        kernels, potential, start, budget, warmup, generator
+    )
     n_samples, n_chains, dim = positions.shape
     q, u_phys = to_physical(positions.reshape(-1, dim), energies.reshape(-1))
-    values = {key: value.reshape(n_samples, n_chains) for key, value in observables(q.detach(), u_phys.detach()).items()}
+    values = {
+        key: value.reshape(n_samples, n_chains) for key, value in observables(q.detach(), u_phys.detach()).items()
+    }
     result = {
         "sampler": name,
         "acceptance": {k.name: k.statistics.accepted / max(k.statistics.proposals, 1) for k in kernels},
@@ -77,8 +110,17 @@ def measure(
         "wall_seconds": wall,
         "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()},
     }
-    print(json.dumps({"done": name, "evaluations": evaluations, "cpu_seconds": round(cpu, 1),
-                      "ess_per_evaluation": {k: v["ess_per_evaluation"] for k, v in result["observables"].items()}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "done": name,
+                "evaluations": evaluations,
+                "cpu_seconds": round(cpu, 1),
+                "ess_per_evaluation": {k: v["ess_per_evaluation"] for k, v in result["observables"].items()},
+            }
+        ),
+        flush=True,
+    )
     return result
 
 
@@ -98,8 +140,10 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
     whole = start_q.shape[1] == model.dim
     latent = LatentPotential(model, physical_potential)
     start_u = latent.to_latent(start_q).detach()
-    curvature = {"physical": curvature_summary(physical_potential, reference_q),
-                 "latent": curvature_summary(latent, latent.to_latent(reference_q).detach())}
+    curvature = {
+        "physical": curvature_summary(physical_potential, reference_q),
+        "latent": curvature_summary(latent, latent.to_latent(reference_q).detach()),
+    }
     identity = lambda x, u: (x, u)  # noqa: E731
 
     def latent_to_physical(u, energy):
@@ -108,29 +152,60 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
         return q, energy + log_det
 
     runs = []
-    for space, potential, start, to_physical in (("hmc", physical_potential, start_q, identity), ("latent-hmc", latent, start_u, latent_to_physical)):
+    for space, potential, start, to_physical in (
+        ("hmc", physical_potential, start_q, identity),
+        ("latent-hmc", latent, start_u, latent_to_physical),
+    ):
         step = args.physical_step if space == "hmc" else 0.1
         for mass in args.mass_matrices:
             for leapfrog in args.leapfrog:
                 for acceptance in args.acceptances:
                     kernel = HamiltonianMonteCarlo(potential, step, leapfrog, acceptance, mass_matrix=mass)
                     generator = torch.Generator().manual_seed(args.seed)
-                    result = measure(f"{space} M={mass} L={leapfrog} acc={acceptance}", [kernel], potential, start, args.budget, args.warmup, generator, to_physical, observables)
+                    result = measure(
+                        f"{space} M={mass} L={leapfrog} acc={acceptance}",
+                        [kernel],
+                        potential,
+                        start,
+                        args.budget,
+                        args.warmup,
+                        generator,
+                        to_physical,
+                        observables,
+                    )
                     result["method"] = space
                     result["mass_matrix"] = mass
                     runs.append(result)
     for method, kernels in (
-        ("independence", [IndependenceMetropolis(latent)]),
-        ("mixed", [IndependenceMetropolis(latent), HamiltonianMonteCarlo(latent, 0.1, min(args.leapfrog), max(args.acceptances), mass_matrix=args.mass_matrices[-1])]),
-    ) if whole else ():
+        (
+            ("independence", [IndependenceMetropolis(latent)]),
+            (
+                "mixed",
+                [
+                    IndependenceMetropolis(latent),
+                    HamiltonianMonteCarlo(
+                        latent, 0.1, min(args.leapfrog), max(args.acceptances), mass_matrix=args.mass_matrices[-1]
+                    ),
+                ],
+            ),
+        )
+        if whole
+        else ()
+    ):
         generator = torch.Generator().manual_seed(args.seed)
-        result = measure(method, kernels, latent, start_u, args.budget, args.warmup, generator, latent_to_physical, observables)
+        result = measure(
+            method, kernels, latent, start_u, args.budget, args.warmup, generator, latent_to_physical, observables
+        )
         result["method"] = method
         runs.append(result)
     best = {}
-    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc") for mass in args.mass_matrices] + ([("independence", None), ("mixed", None)] if whole else []):
+    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc") for mass in args.mass_matrices] + (
+        [("independence", None), ("mixed", None)] if whole else []
+    ):
         candidates = [r for r in runs if r["method"] == method and r.get("mass_matrix") == mass]
-        best[method if mass is None else f"{method} M={mass}"] = max(candidates, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"])["sampler"]
+        best[method if mass is None else f"{method} M={mass}"] = max(
+            candidates, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"]
+        )["sampler"]
     kish = None
     if whole:
         generator = torch.Generator().manual_seed(args.seed + 1)
@@ -138,10 +213,17 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
         with torch.no_grad():
             log_w = (-latent(u) + 0.5 * (u**2).sum(-1)).numpy()
         kish = kish_effective_sample_size(log_w) / len(log_w)
-    return {"runs": runs, "best_by_potential_energy_ess_per_evaluation": best, "kish_ess_fraction": kish, "mean_curvature": curvature}
+    return {
+        "runs": runs,
+        "best_by_potential_energy_ess_per_evaluation": best,
+        "kish_ess_fraction": kish,
+        "mean_curvature": curvature,
+    }
 
 
-def langevin_md_toy(system, chains: int, budget: int, dt: float, friction: float, seed: int, observables) -> dict[str, Any]:
+def langevin_md_toy(
+    system, chains: int, budget: int, dt: float, friction: float, seed: int, observables
+) -> dict[str, Any]:
     """BAOAB Langevin dynamics of a toy (unit masses, kT = 1), one force evaluation per step."""
     generator = torch.Generator().manual_seed(seed)
     q = torch.as_tensor(system.sample(chains, seed=seed)[0])
@@ -167,21 +249,30 @@ def langevin_md_toy(system, chains: int, budget: int, dt: float, friction: float
         record_u.append(system.potential(q).detach())
     cpu = time.process_time() - cpu0
     qs = torch.stack(record_q)
-    values = {key: value.reshape(steps, chains) for key, value in observables(qs.reshape(-1, q.shape[1]), torch.stack(record_u).reshape(-1)).items()}
-    return {"sampler": f"Langevin MD dt={dt} friction={friction}", "evaluations": steps * chains, "cpu_seconds": cpu,
-            "observables": {key: observable_efficiency(value, steps * chains, cpu) for key, value in values.items()}}
+    values = {
+        key: value.reshape(steps, chains)
+        for key, value in observables(qs.reshape(-1, q.shape[1]), torch.stack(record_u).reshape(-1)).items()
+    }
+    return {
+        "sampler": f"Langevin MD dt={dt} friction={friction}",
+        "evaluations": steps * chains,
+        "cpu_seconds": cpu,
+        "observables": {key: observable_efficiency(value, steps * chains, cpu) for key, value in values.items()},
+    }
 
 
 def toy_main(args) -> dict[str, Any]:
-    from neuralct.workflows.train import fit_toy
     from neuralct.sampling import ToyPotential
     from neuralct.toys.hamiltonians import CurvedDoubleWell
     from neuralct.training.loop import TrainingSettings
+    from neuralct.workflows.train import fit_toy
 
     system = CurvedDoubleWell()
     architecture = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
     settings = TrainingSettings(steps=args.train_steps, batch_size=256, progress=False)
-    model, _ = fit_toy(system, "ml", architecture, settings, samples=20000, dtype="float64", device="cpu", seed=args.seed)
+    model, _ = fit_toy(
+        system, "ml", architecture, settings, samples=20000, dtype="float64", device="cpu", seed=args.seed
+    )
     model.requires_grad_(False)
     potential = ToyPotential(system)
 
@@ -255,11 +346,19 @@ def alanine_main(args) -> dict[str, Any]:
     values = indicator_values(positions.reshape(-1, topology.n_atoms, 3), energy.reshape(-1))
     values = {key: value.reshape(energy.shape) for key, value in values.items()}
     evaluations = (steps_per_chain // stride) * stride * args.chains
-    result["md"] = {"sampler": f"OpenMM Langevin 1 fs, 1/ps, no constraints; IAT in records of {stride} steps", "evaluations": evaluations,
-                    "cpu_seconds": cpu, "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()}}
-    reference = {name: value[:, None] for name, value in basin_indicators(topology, reference_frames.xyz).items()}  # trajectories end to end
-    result["reference_md"] = {"frames": int(reference_frames.n_frames),
-                              "populations": {name: basin_population(value) for name, value in reference.items()}}
+    result["md"] = {
+        "sampler": f"OpenMM Langevin 1 fs, 1/ps, no constraints; IAT in records of {stride} steps",
+        "evaluations": evaluations,
+        "cpu_seconds": cpu,
+        "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()},
+    }
+    reference = {
+        name: value[:, None] for name, value in basin_indicators(topology, reference_frames.xyz).items()
+    }  # trajectories end to end
+    result["reference_md"] = {
+        "frames": int(reference_frames.n_frames),
+        "populations": {name: basin_population(value) for name, value in reference.items()},
+    }
     return result
 
 
@@ -282,8 +381,17 @@ def gaussian_main(args) -> dict[str, Any]:
                 generator = torch.Generator().manual_seed(args.seed)
                 start = torch.randn(args.chains, args.dimension, generator=generator)
                 kernel = HamiltonianMonteCarlo(potential, 0.1, leapfrog, acceptance, mass_matrix=mass)
-                result = measure(f"exact-flow latent-hmc M={mass} L={leapfrog} acc={acceptance}", [kernel], potential, start, args.budget, args.warmup,
-                                 generator, identity, lambda u, energy: {"potential_energy_kT": energy.numpy()})
+                result = measure(
+                    f"exact-flow latent-hmc M={mass} L={leapfrog} acc={acceptance}",
+                    [kernel],
+                    potential,
+                    start,
+                    args.budget,
+                    args.warmup,
+                    generator,
+                    identity,
+                    lambda u, energy: {"potential_energy_kT": energy.numpy()},
+                )
                 runs.append(result)
     best = max(runs, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"])
     return {"runs": runs, "best_by_potential_energy_ess_per_evaluation": best["sampler"], "dimension": args.dimension}
@@ -291,18 +399,29 @@ def gaussian_main(args) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("system", choices=("toy", "alanine", "gaussian"), help="gaussian: latent HMC with an exact flow (--dimension)")
+    parser.add_argument(
+        "system", choices=("toy", "alanine", "gaussian"), help="gaussian: latent HMC with an exact flow (--dimension)"
+    )
     parser.add_argument("--dimension", type=int, default=60, help="dimension of the unit Gaussian (gaussian)")
     parser.add_argument("--model", help="all-atom model (alanine)")
-    parser.add_argument("--reference", nargs="*", help="reference MD trajectories (alanine): chain starts and populations")
+    parser.add_argument(
+        "--reference", nargs="*", help="reference MD trajectories (alanine): chain starts and populations"
+    )
     parser.add_argument("--reference-top", help="topology of the reference trajectories")
-    parser.add_argument("--budget", type=int, default=200000, help="energy+gradient evaluations of each sampler's sampling phase")
+    parser.add_argument(
+        "--budget", type=int, default=200000, help="energy+gradient evaluations of each sampler's sampling phase"
+    )
     parser.add_argument("--chains", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--leapfrog", type=int, nargs="+", default=[3, 10, 30])
     parser.add_argument("--acceptances", type=float, nargs="+", default=[0.65, 0.9])
-    parser.add_argument("--mass-matrices", nargs="+", choices=HamiltonianMonteCarlo.MASS_MATRICES, default=["unit", "curvature"],
-                        help="HMC mass matrices tried for both HMCs (the last one also for mixed)")
+    parser.add_argument(
+        "--mass-matrices",
+        nargs="+",
+        choices=HamiltonianMonteCarlo.MASS_MATRICES,
+        default=["unit", "curvature"],
+        help="HMC mass matrices tried for both HMCs (the last one also for mixed)",
+    )
     parser.add_argument("--physical-step", type=float, default=0.05, help="starting step of physical HMC (adapted)")
     parser.add_argument("--md-dt", type=float, default=0.05, help="toy MD time step")
     parser.add_argument("--train-steps", type=int, default=300, help="flow training steps (toy)")

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from bench_training import ARCHITECTURE, ensure_trajectories, peak_memory_mb, reset_peak_memory  # noqa: E402
-from neuralct.training.device import resolve_device  # noqa: E402
-from neuralct.workflows.train import fit_frames  # noqa: E402
+
 from neuralct.toys.hamiltonians import HarmonicChain  # noqa: E402
-from neuralct.training.objectives import MaximumLikelihood
+from neuralct.training.device import resolve_device  # noqa: E402
 from neuralct.training.loop import TrainingSettings, train  # noqa: E402
+from neuralct.training.objectives import MaximumLikelihood
+from neuralct.workflows.train import fit_frames  # noqa: E402
 
 CHAIN_SIZES = (32, 128, 512)
 CHAIN_SAMPLES = 20000
@@ -53,7 +53,9 @@ def systems(args) -> list[tuple[str, np.ndarray | None, float, str]]:
     """``(name, positions, kT, note)`` of every row; positions None for a skipped row."""
     rows = []
     if args.chains_only:
-        return [(name, None, 0.0, "skipped: --chains-only") for name in ("alanine dipeptide", "longer peptide")] + chains()
+        return [
+            (name, None, 0.0, "skipped: --chains-only") for name in ("alanine dipeptide", "longer peptide")
+        ] + chains()
     alanine = ensure_trajectories()
     for selection in ("heavy", "all"):
         y, kT = molecular_positions(alanine, selection)
@@ -62,7 +64,9 @@ def systems(args) -> list[tuple[str, np.ndarray | None, float, str]]:
         y, kT = molecular_positions(args.peptide, "heavy", args.peptide_top)
         rows.append(("peptide (heavy atoms)", y, kT, ", ".join(Path(p).name for p in args.peptide)))
     else:
-        rows.append(("longer peptide", None, 0.0, "skipped: no trajectories given (--peptide TRAJ... --peptide-top PDB)"))
+        rows.append(
+            ("longer peptide", None, 0.0, "skipped: no trajectories given (--peptide TRAJ... --peptide-top PDB)")
+        )
     return rows + chains()
 
 
@@ -82,7 +86,13 @@ def measure(y: np.ndarray, kT: float, args) -> dict:
     reset_peak = reset_peak_memory(device)
     warm_up = TrainingSettings(steps=3, batch_size=args.batch_size, progress=False, keep_best=False)
     model, _, device, _ = fit_frames(
-        y, kT, ARCHITECTURE, warm_up, train_index=np.arange(len(y)), device=args.device, matmul_precision=args.matmul_precision
+        y,
+        kT,
+        ARCHITECTURE,
+        warm_up,
+        train_index=np.arange(len(y)),
+        device=args.device,
+        matmul_precision=args.matmul_precision,
     )
     objective = MaximumLikelihood(torch.as_tensor(y, dtype=model.masses.dtype, device=device))
     settings = TrainingSettings(steps=args.steps, batch_size=args.batch_size, progress=False, keep_best=False)
@@ -103,7 +113,8 @@ def measure(y: np.ndarray, kT: float, args) -> dict:
         "samples_per_cpu_second": args.steps * args.batch_size / cpu,
         "samples_per_second": args.steps * args.batch_size / wall,
         "peak_memory_mb": peak_memory_mb(device),
-        "peak_memory": ("allocator peak" if device.type == "cuda" else "resident set peak") + ("" if reset_peak else " since process start"),
+        "peak_memory": ("allocator peak" if device.type == "cuda" else "resident set peak")
+        + ("" if reset_peak else " since process start"),
         "device": str(device),
     }
 
@@ -123,9 +134,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--matmul-precision", choices=("highest", "high"), default="highest")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    parser.add_argument("--peptide", nargs="*", help="trajectories of a longer peptide (e.g. from `neuralct simulate PDB --solvent obc2`)")
+    parser.add_argument(
+        "--peptide",
+        nargs="*",
+        help="trajectories of a longer peptide (e.g. from `neuralct simulate PDB --solvent obc2`)",
+    )
     parser.add_argument("--peptide-top", help="topology of --peptide trajectories that hold none")
-    parser.add_argument("--chains-only", action="store_true", help="only the harmonic chains (a machine without OpenMM or MDTraj)")
+    parser.add_argument(
+        "--chains-only", action="store_true", help="only the harmonic chains (a machine without OpenMM or MDTraj)"
+    )
     parser.add_argument("--output", help="write the table as JSON here")
     args = parser.parse_args()
     if args.steps < 1 or args.batch_size < 1:

@@ -48,8 +48,21 @@ def bare_openmm(system, platform: str, settings: SimulationSettings) -> tuple[fl
 def neuralct_simulate(platform: str, length_ns: float) -> float:
     """Steps per second that `neuralct simulate` reports for its production loop (incl. writing)."""
     with tempfile.TemporaryDirectory() as folder:
-        args = ["simulate", "alanine-dipeptide", "--length-ns", str(length_ns), "--report-ps", "1", "--equilibration-ps", "0",
-                "--platform", platform, "--output", folder, "--no-progress"]
+        args = [
+            "simulate",
+            "alanine-dipeptide",
+            "--length-ns",
+            str(length_ns),
+            "--report-ps",
+            "1",
+            "--equilibration-ps",
+            "0",
+            "--platform",
+            platform,
+            "--output",
+            folder,
+            "--no-progress",
+        ]
         if neuralct_main(args) != 0:
             raise SystemExit("neuralct simulate failed")
         return json.loads((Path(folder) / "summary.json").read_text())["steps_per_second"]
@@ -69,7 +82,9 @@ def main() -> None:
         bare, bare_cpu = bare_openmm(system, platform, settings)
         ours = neuralct_simulate(platform, args.length_ns)
         ratios.append(ours / bare)
-        print(f"round {r}: bare OpenMM {bare:.0f} steps/s ({bare_cpu:.0f} per CPU-s), neuralct simulate {ours:.0f} steps/s, ratio {ours / bare:.3f}")
+        print(
+            f"round {r}: bare OpenMM {bare:.0f} steps/s ({bare_cpu:.0f} per CPU-s), neuralct simulate {ours:.0f} steps/s, ratio {ours / bare:.3f}"
+        )
     print(f"median ratio neuralct/bare: {statistics.median(ratios):.3f} (target >= 0.9)")
 
 

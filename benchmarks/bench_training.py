@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from neuralct.training.device import MATMUL_PRECISIONS  # noqa: E402
-from neuralct.workflows.train import DTYPES, fit_frames, split_trajectories  # noqa: E402
 from neuralct.training.loop import TrainingSettings  # noqa: E402
 from neuralct.units import kT_kj_per_mol  # noqa: E402
+from neuralct.workflows.train import DTYPES, fit_frames, split_trajectories  # noqa: E402
 
 ARCHITECTURE = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 8, "hidden": 128, "depth": 2}]
 DATA = Path(__file__).resolve().parent / "data" / "alanine-vacuum"
@@ -45,8 +45,21 @@ def ensure_trajectories() -> list[str]:
     if not (DATA / "summary.json").exists():
         from neuralct.cli import main
 
-        status = main(["simulate", "alanine-dipeptide", "--length-ns", "2", "--report-ps", "0.5", "--replicas", "4",
-                       "--no-progress", "--output", str(DATA)])
+        status = main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "2",
+                "--report-ps",
+                "0.5",
+                "--replicas",
+                "4",
+                "--no-progress",
+                "--output",
+                str(DATA),
+            ]
+        )
         if status:
             raise SystemExit(status)
     return sorted(str(p) for p in DATA.glob("replica-*.nc"))
@@ -104,8 +117,16 @@ def train_row(features, settings: TrainingSettings, args) -> tuple:
         torch.cuda.synchronize()
     wall, cpu = time.perf_counter(), time.process_time()
     model, result, device, _ = fit_frames(
-        y, kT, ARCHITECTURE, settings, train_index=train_index, valid_index=valid_index,
-        dtype=args.dtype, device=args.device, matmul_precision=args.matmul_precision, position_noise=args.position_noise,
+        y,
+        kT,
+        ARCHITECTURE,
+        settings,
+        train_index=train_index,
+        valid_index=valid_index,
+        dtype=args.dtype,
+        device=args.device,
+        matmul_precision=args.matmul_precision,
+        position_noise=args.position_noise,
     )
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -115,18 +136,43 @@ def train_row(features, settings: TrainingSettings, args) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--minutes", type=float, default=15.0, help="training wall time per row, sized by a 60-step probe (default: %(default)s)")
+    length.add_argument(
+        "--minutes",
+        type=float,
+        default=15.0,
+        help="training wall time per row, sized by a 60-step probe (default: %(default)s)",
+    )
     length.add_argument("--steps", type=int, help="a fixed number of optimiser steps per row instead of --minutes")
-    parser.add_argument("--batch-sizes", default="200", help="comma-separated batch sizes, one row each (default: %(default)s)")
+    parser.add_argument(
+        "--batch-sizes", default="200", help="comma-separated batch sizes, one row each (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
-    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest", help="float32 matrix products; high = TF32 on CUDA (default: %(default)s)")
+    parser.add_argument(
+        "--matmul-precision",
+        choices=MATMUL_PRECISIONS,
+        default="highest",
+        help="float32 matrix products; high = TF32 on CUDA (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--trajectories", nargs="*", help="trajectory files (default: simulate them)")
-    parser.add_argument("--features", help="train from internal coordinates saved by --save-features (no MDTraj needed)")
-    parser.add_argument("--save-features", help="write the internal coordinates etc. of the trajectories to this .npz and go on")
-    parser.add_argument("--position-noise", type=float, default=0.0, help="noise on training positions, a fraction of the stiffest mode's amplitude (default: %(default)s)")
-    parser.add_argument("--small-data", action="store_true", help="train on every 2nd frame of the first trajectory only (2 ns at 1 ps: 2,000 frames)")
+    parser.add_argument(
+        "--features", help="train from internal coordinates saved by --save-features (no MDTraj needed)"
+    )
+    parser.add_argument(
+        "--save-features", help="write the internal coordinates etc. of the trajectories to this .npz and go on"
+    )
+    parser.add_argument(
+        "--position-noise",
+        type=float,
+        default=0.0,
+        help="noise on training positions, a fraction of the stiffest mode's amplitude (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--small-data",
+        action="store_true",
+        help="train on every 2nd frame of the first trajectory only (2 ns at 1 ps: 2,000 frames)",
+    )
     parser.add_argument("--output", default=None, help="write the rows as a JSON list here")
     args = parser.parse_args()
     batch_sizes = [int(value) for value in args.batch_sizes.split(",") if value.strip()]
@@ -151,10 +197,14 @@ def main() -> None:
             # The second of two probes, from its training loop's rate: the first pays one-time costs
             # (torch imports its compiler stack when the first optimiser is built, about a second).
             for _ in range(2):
-                _, probe, _, _, _, _ = train_row(features, TrainingSettings(steps=60, batch_size=batch_size, progress=False, validate_every=60), args)
+                _, probe, _, _, _, _ = train_row(
+                    features, TrainingSettings(steps=60, batch_size=batch_size, progress=False, validate_every=60), args
+                )
             steps = max(50, int(args.minutes * 60 * probe.samples_per_second / batch_size))
         settings = TrainingSettings(steps=steps, batch_size=batch_size, progress=False)
-        device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(
+            args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
         peak_reset = reset_peak_memory(device)
         model, result, device, wall, cpu, valid_index = train_row(features, settings, args)
 
@@ -178,16 +228,23 @@ def main() -> None:
             "samples_per_second": result.samples_per_second,
             "samples_per_cpu_second": steps * batch_size / cpu,
             "peak_memory_mb": peak_memory_mb(device),
-            "peak_memory": ("allocator peak" if device.type == "cuda" else "resident set peak") + ("" if peak_reset else " since process start"),
+            "peak_memory": ("allocator peak" if device.type == "cuda" else "resident set peak")
+            + ("" if peak_reset else " since process start"),
             "validation_nll_last": valid[-1],
             "validation_nll_kept_model": result.final_loss,
             "kept_step": result.best_step or result.steps,
             "validations": len(valid),
             "validation_curve": list(zip(result.history["step"], valid)),
-            "training_frames": "every 2nd frame of the first trajectory" if args.small_data else "all frames of the training trajectories",
+            "training_frames": "every 2nd frame of the first trajectory"
+            if args.small_data
+            else "all frames of the training trajectories",
             "position_noise": args.position_noise,
-            "mi_psi_nats_best_of_two": max(mutual_information(cvs[:, k], features["psi"][valid_index]) for k in range(2)),
-            "mi_phi_nats_best_of_two": max(mutual_information(cvs[:, k], features["phi"][valid_index]) for k in range(2)),
+            "mi_psi_nats_best_of_two": max(
+                mutual_information(cvs[:, k], features["psi"][valid_index]) for k in range(2)
+            ),
+            "mi_phi_nats_best_of_two": max(
+                mutual_information(cvs[:, k], features["phi"][valid_index]) for k in range(2)
+            ),
             "frequencies_slowest": model.frequencies.detach().cpu().double().tolist()[:6],
             "architecture": ARCHITECTURE,
         }

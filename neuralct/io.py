@@ -216,13 +216,17 @@ def torch_load_verified(path: str | os.PathLike) -> Any:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             failed_entry = archive.testzip()
     except Exception as exc:  # zipfile raises many types for truncated or foreign files
-        raise DamagedFile(f"it cannot be read as a torch file ({type(exc).__name__})", cause=type(exc).__name__) from None
+        raise DamagedFile(
+            f"it cannot be read as a torch file ({type(exc).__name__})", cause=type(exc).__name__
+        ) from None
     if failed_entry is not None:
         raise DamagedFile(f"the CRC-32 checksum of its entry {failed_entry} fails", failed_entry)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign contents
-        raise DamagedFile(f"it cannot be read as a torch file ({type(exc).__name__})", cause=type(exc).__name__) from None
+        raise DamagedFile(
+            f"it cannot be read as a torch file ({type(exc).__name__})", cause=type(exc).__name__
+        ) from None
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:

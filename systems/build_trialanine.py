@@ -73,7 +73,9 @@ def build(path: Path = HERE / "trialanine.pdb", n_alanines: int = 3) -> None:
             residue += 1
         last = name
         record = "ATOM  " if name == "ALA" else "HETATM"
-        lines.append(f"{record}{serial:5d} {atom:^4s} {name:3s} A{residue:4d}    {xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00  0.00          {atom[0]:>2s}")
+        lines.append(
+            f"{record}{serial:5d} {atom:^4s} {name:3s} A{residue:4d}    {xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00  0.00          {atom[0]:>2s}"
+        )
     pdb = app.PDBFile(io.StringIO("\n".join(lines) + "\nEND\n"))
     forcefield = app.ForceField("amber99sbildn.xml", "implicit/obc2.xml")
     modeller = app.Modeller(pdb.topology, pdb.positions)

@@ -28,9 +28,45 @@ def alanine_model(tmp_path_factory):
     from neuralct.cli import main
 
     root = tmp_path_factory.mktemp("alanine-model")
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.02", "--report-ps", "0.5", "--replicas", "2",
-                 "--platform", "Reference", "--no-progress", "--output", str(root / "md")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.02",
+                "--report-ps",
+                "0.5",
+                "--replicas",
+                "2",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(root / "md"),
+            ]
+        )
+        == 0
+    )
     paths = sorted(str(p) for p in (root / "md").glob("replica-*.nc"))
-    assert main(["train", *paths, "--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
-                 "--no-progress", "--output", str(root / "model")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *paths,
+                "--steps",
+                "20",
+                "--batch-size",
+                "32",
+                "--couplings",
+                "2",
+                "--hidden",
+                "16",
+                "--no-progress",
+                "--output",
+                str(root / "model"),
+            ]
+        )
+        == 0
+    )
     return root / "model" / "model.pt", paths

@@ -109,4 +109,6 @@ def test_chi_angles_come_with_the_residues_that_have_them(tmp_path):
     assert chi[0].atoms == (atom["N"], atom["CA"], atom["CB"], atom["OG"])
     assert [d.name for d in dihedrals][2:5] == ["phi A:SER3", "psi A:SER3", "chi1 A:SER3"]
     x = traj.xyz.astype(np.float64)
-    np.testing.assert_allclose(dihedral_angles(traj.xyz, chi)[:, 0], dihedral(*(x[:, i] for i in chi[0].atoms)), atol=1e-5)
+    np.testing.assert_allclose(
+        dihedral_angles(traj.xyz, chi)[:, 0], dihedral(*(x[:, i] for i in chi[0].atoms)), atol=1e-5
+    )

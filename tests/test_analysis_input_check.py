@@ -16,12 +16,46 @@ def inputs(alanine_model, tmp_path_factory):
     """The conftest model, a trajectory it never saw, and a 22-particle harmonic chain (as many atoms as alanine dipeptide)."""
     model_path, seen = alanine_model
     root = tmp_path_factory.mktemp("analysis-inputs")
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.02", "--report-ps", "0.5", "--seed", "11",
-                 "--platform", "Reference", "--no-progress", "--output", str(root / "unseen")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.02",
+                "--report-ps",
+                "0.5",
+                "--seed",
+                "11",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(root / "unseen"),
+            ]
+        )
+        == 0
+    )
     system = root / "chain22.yaml"
     system.write_text("kind: harmonic-chain\nn: 22\nkappa_kT_per_nm2: 1.0\nmass_amu: 1.0\n")
-    assert main(["simulate", str(system), "--length-ns", "0.01", "--report-ps", "0.1", "--platform", "Reference",
-                 "--no-progress", "--output", str(root / "chain")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(system),
+                "--length-ns",
+                "0.01",
+                "--report-ps",
+                "0.1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(root / "chain"),
+            ]
+        )
+        == 0
+    )
     return model_path, seen, root / "unseen" / "replica-000.nc", root / "chain" / "replica-000.nc"
 
 
@@ -33,15 +67,20 @@ def test_frames_of_another_system_read_with_the_models_topology_are_flagged(inpu
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "unlike the training data" in warning[0] and "--top" in warning[0]
     check = json.loads((out / "summary.json").read_text())["input_check"]
-    assert check["frames"] == 100 and check["warning"] == warning[0][len("warning: "):]
-    assert check["rmsd_nm"]["frames_above"] == 100 and check["rmsd_nm"]["median"] > 10 * check["rmsd_nm"]["training_max"]
+    assert check["frames"] == 100 and check["warning"] == warning[0][len("warning: ") :]
+    assert (
+        check["rmsd_nm"]["frames_above"] == 100 and check["rmsd_nm"]["median"] > 10 * check["rmsd_nm"]["training_max"]
+    )
     assert check["cv_range"]["frames_beyond"] == 100
 
 
 def test_frames_of_the_same_molecule_the_model_never_saw_pass(inputs, tmp_path, capsys):
     model_path, seen, unseen, _ = inputs
     out = tmp_path / "right"
-    assert main(["analyze", str(model_path), *seen, str(unseen), "--blocks", "2", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(["analyze", str(model_path), *seen, str(unseen), "--blocks", "2", "--no-progress", "--output", str(out)])
+        == 0
+    )
     assert "warning" not in capsys.readouterr().err
     check = json.loads((out / "summary.json").read_text())["input_check"]
     assert check["warning"] is None and check["frames"] == 120
@@ -61,11 +100,43 @@ def test_a_model_without_the_training_figures_skips_those_tests(inputs):
 def test_analyze_lag_must_be_a_whole_number_of_frames(inputs, tmp_path, capsys):
     model_path, seen, unseen, _ = inputs
     # Frames every 0.5 ps: 0.7 ps is refused (it was rounded to one frame), 1.5 ps is three frames.
-    assert main(["analyze", str(model_path), *seen, str(unseen), "--lag-ps", "0.7", "--no-progress", "--output", str(tmp_path / "a")]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                str(model_path),
+                *seen,
+                str(unseen),
+                "--lag-ps",
+                "0.7",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "--lag-ps 0.7 is not a whole multiple of the 0.5 ps between frames" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "a").exists()
-    assert main(["analyze", str(model_path), *seen, str(unseen), "--lag-ps", "1.5", "--blocks", "2", "--no-progress", "--output", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(model_path),
+                *seen,
+                str(unseen),
+                "--lag-ps",
+                "1.5",
+                "--blocks",
+                "2",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["lag_frames"] == 3 and summary["lag_ps"] == 1.5
 
@@ -79,9 +150,41 @@ def test_a_trajectory_without_time_stamps_is_scored_at_a_lag_in_frames(inputs, t
     dcd = tmp_path / "unseen.dcd"
     mdtraj.load(str(unseen), top=topology).save_dcd(str(dcd))
     out = tmp_path / "dcd"
-    assert main(["analyze", str(model_path), str(dcd), "--top", topology, "--blocks", "2", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(model_path),
+                str(dcd),
+                "--top",
+                topology,
+                "--blocks",
+                "2",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lag_ps"] is None
     assert f"VAMP-2 (2 CVs, lag {summary['lag_frames']} frames, 2 scored segments)" in capsys.readouterr().out
-    assert main(["analyze", str(model_path), str(dcd), "--top", topology, "--lag-ps", "1", "--no-progress", "--output", str(tmp_path / "dcd-lag")]) == 2
+    assert (
+        main(
+            [
+                "analyze",
+                str(model_path),
+                str(dcd),
+                "--top",
+                topology,
+                "--lag-ps",
+                "1",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "dcd-lag"),
+            ]
+        )
+        == 2
+    )
     assert "--lag-ps needs the time between frames" in capsys.readouterr().err

@@ -6,7 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from neuralct.analysis.kinetics import compare_vamp2, implied_timescales, msm_implied_timescale, split_blocks, tica_spectrum, vamp2_blocks
+from neuralct.analysis.kinetics import (
+    compare_vamp2,
+    implied_timescales,
+    msm_implied_timescale,
+    split_blocks,
+    tica_spectrum,
+    vamp2_blocks,
+)
 from neuralct.analysis.report import cv_quality_report
 from neuralct.errors import NeuralCTError
 
@@ -89,10 +96,15 @@ def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(m
     assert len(difference["blocks"]) == 8
     assert abs(difference["mean"] - (MODERATE**2 - OSCILLATING**2)) < 4 * difference["standard_error"] + 0.01
     assert difference["mean"] + 4 * difference["standard_error"] < 0
-    assert difference["blocks"] == pytest.approx(np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"]))
+    assert difference["blocks"] == pytest.approx(
+        np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"])
+    )
     no_time = cv_quality_report(cvs, mixed, no_angles, [], fit, scored[:1], lag=1)
     assert no_time["kinetics"]["tica"]["implied_timescales_frames"][0] == pytest.approx(-1 / math.log(SLOW), rel=0.1)
-    assert no_time["learned_cvs"]["vamp2_standard_error"] is None and no_time["learned_minus_tica"]["standard_error"] is None
+    assert (
+        no_time["learned_cvs"]["vamp2_standard_error"] is None
+        and no_time["learned_minus_tica"]["standard_error"] is None
+    )
 
 
 def test_blocks_shorter_than_ten_lags_are_refused():
@@ -109,6 +121,8 @@ def test_msm_timescale_of_a_two_state_process():
     # Wells far apart compared with their width: a frame never looks like the other well.
     coordinate = state + 0.2 * rng.normal(size=frames)
     expected = -0.5 / math.log(1 - 2 * hops.mean())
-    assert msm_implied_timescale([coordinate[:50000], coordinate[50000:]], lag=4, lag_ps=2.0, bins=50) == pytest.approx(expected, rel=0.05)
+    assert msm_implied_timescale([coordinate[:50000], coordinate[50000:]], lag=4, lag_ps=2.0, bins=50) == pytest.approx(
+        expected, rel=0.05
+    )
     with pytest.raises(NeuralCTError, match="no relaxation"):
         msm_implied_timescale([rng.normal(size=5000)], lag=4, lag_ps=2.0, bins=20)

@@ -25,13 +25,19 @@ def test_all_figures_are_written(tmp_path):
     plot_ramachandran(phi, psi, modes, tmp_path / "rama.png", title="slow modes")
     three = np.column_stack([phi, psi, -phi])
     plot_ramachandran(three, three[:, ::-1], modes, tmp_path / "rama3.png", residue_labels=["ALA2", "ALA3", "ALA4"])
-    table = {"modes": [1, 2], "dihedrals": ["phi ALA2", "psi ALA2", "phi ALA3"],
-             "mutual_information_nats": [[0.1, 1.5, 0.0], [0.9, 0.2, 0.3]], "circular_correlation": [[0.2, 0.9, 0.0], [0.7, 0.1, 0.3]]}
+    table = {
+        "modes": [1, 2],
+        "dihedrals": ["phi ALA2", "psi ALA2", "phi ALA3"],
+        "mutual_information_nats": [[0.1, 1.5, 0.0], [0.9, 0.2, 0.3]],
+        "circular_correlation": [[0.2, 0.9, 0.0], [0.7, 0.1, 0.3]],
+    }
     plot_dependence(table, tmp_path / "dependence.png")
     plot_fes(modes[:, 0], modes[:, 1], tmp_path / "fes.png")
     plot_spectrum(np.exp(rng.normal(size=30)), tmp_path / "spectrum.png")
-    plot_training_curves({"step": [0, 10, 20, 30], "train_nll": [5.0, 3.0, 2.5, 2.4], "val_nll": [5.1, 3.2, 2.7, 2.6]},
-                         tmp_path / "curves.png")
+    plot_training_curves(
+        {"step": [0, 10, 20, 30], "train_nll": [5.0, 3.0, 2.5, 2.4], "val_nll": [5.1, 3.2, 2.7, 2.6]},
+        tmp_path / "curves.png",
+    )
     for name in ("rama.png", "rama3.png", "dependence.png", "fes.png", "spectrum.png", "curves.png"):
         assert_png(tmp_path / name)
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from neuralct.analysis.information import circular_correlation, mutual_information
 from neuralct.analysis.dihedrals import Dihedral, Residue
+from neuralct.analysis.information import circular_correlation, mutual_information
 from neuralct.analysis.report import cv_quality_report
 from neuralct.analysis.vamp import vamp2_score
 from neuralct.errors import NeuralCTError
@@ -34,11 +34,13 @@ def synthetic_trajectory(rng, n_frames, mixing):
     """
     phi = hopping(rng, n_frames, np.radians([-60.0, 70.0]), 0.003, 0.2)
     psi = hopping(rng, n_frames, np.radians([150.0, -40.0]), 0.01, 0.25)
-    cvs = np.column_stack([
-        np.sin(phi) + 0.05 * rng.normal(size=n_frames),
-        np.cos(psi) + 0.05 * rng.normal(size=n_frames),
-        rng.normal(size=(n_frames, 2)),
-    ])
+    cvs = np.column_stack(
+        [
+            np.sin(phi) + 0.05 * rng.normal(size=n_frames),
+            np.cos(psi) + 0.05 * rng.normal(size=n_frames),
+            rng.normal(size=(n_frames, 2)),
+        ]
+    )
     features = np.column_stack([np.cos(phi), np.sin(phi), np.cos(psi), np.sin(psi), 3 * rng.normal(size=(n_frames, 4))])
     return cvs, phi, psi, features @ mixing
 
@@ -133,7 +135,9 @@ def test_a_molecule_without_dihedrals_gets_the_vamp2_comparison_and_notes(report
 def test_bad_splits_are_refused(report_and_data):
     _, cvs, phi, psi, features = report_and_data
     angles = [np.column_stack([a, b]) for a, b in zip(phi, psi)]
-    report = lambda fit, scored, lag=LAG, angles=angles: cv_quality_report(cvs, features, angles, [PHI, PSI], fit, scored, lag)
+    report = lambda fit, scored, lag=LAG, angles=angles: cv_quality_report(
+        cvs, features, angles, [PHI, PSI], fit, scored, lag
+    )
     with pytest.raises(NeuralCTError, match="both"):
         report([(0, 0, 3000), (1, 0, 2000)], [(1, 1500, 3000)])
     with pytest.raises(NeuralCTError, match="at least one"):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from neuralct.workflows.analyze import default_lag_frames, scoring_split
 from neuralct.errors import NeuralCTError
+from neuralct.workflows.analyze import default_lag_frames, scoring_split
 
 PATHS = [f"/data/r{i}.nc" for i in range(5)]
 LENGTHS = [400, 400, 400, 400, 400]
@@ -33,7 +33,12 @@ def test_one_unseen_trajectory_is_scored_in_blocks_with_a_caveat():
 
 def test_a_model_that_saw_none_of_them_fits_on_some_and_scores_the_others():
     split = scoring_split(PATHS[3:], LENGTHS[3:], metadata([0, 1], [2]))
-    assert split["fit"] == [(0, 0, 400)] and split["scored"] == [(1, 0, 100), (1, 100, 200), (1, 200, 300), (1, 300, 400)]
+    assert split["fit"] == [(0, 0, 400)] and split["scored"] == [
+        (1, 0, 100),
+        (1, 100, 200),
+        (1, 200, 300),
+        (1, 300, 400),
+    ]
     alone = scoring_split(PATHS[4:], LENGTHS[4:], metadata([0, 1], [2]), blocks=2)
     assert alone["fit"] == [(0, 0, 200)] and alone["scored"] == [(0, 200, 300), (0, 300, 400)]
     with pytest.raises(NeuralCTError, match="--test-trajectories"):

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from neuralct.analysis.states import STATE_NAMES, STATE_REGIONS_DEG, UNASSIGNED, conformational_states, state_classification_accuracy
+from neuralct.analysis.states import (
+    STATE_NAMES,
+    STATE_REGIONS_DEG,
+    UNASSIGNED,
+    conformational_states,
+    state_classification_accuracy,
+)
 
 
 def test_textbook_conformations_get_their_regions():

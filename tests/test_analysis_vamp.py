@@ -84,7 +84,7 @@ def boundary_trap(rng, n_trajectories, lag):
     concatenation would be identical, a perfect spurious correlation.
     """
     base = rng.normal(size=(n_trajectories + 1) * lag)
-    return [base[i * lag:(i + 2) * lag, None] for i in range(n_trajectories)]
+    return [base[i * lag : (i + 2) * lag, None] for i in range(n_trajectories)]
 
 
 @pytest.mark.parametrize("n_trajectories, lag", [(2, 400), (300, 3)])
@@ -109,7 +109,9 @@ def test_the_scored_function_is_the_one_fit_on_the_training_trajectories(system)
     train_pairs = [np.column_stack([t[:, 0], t[:, 1] / 3.0]) for t in train]  # slow, fast (unit variance)
     test_pairs = [np.column_stack([t[:, 0], t[:, 1] / 3.0])[:, swap] for t in test]  # fast, slow
     crossed = vamp2_score(train_pairs, test_pairs, lag=LAG, dim=1)
-    assert crossed["singular_values_train"][0] ** 2 == pytest.approx(0.69, abs=0.1)  # the training model found the slow feature
+    assert crossed["singular_values_train"][0] ** 2 == pytest.approx(
+        0.69, abs=0.1
+    )  # the training model found the slow feature
     assert crossed["vamp2"] < 0.05  # its function, feature 0, is fast noise on the test data
     matched = vamp2_score(train_pairs, [t[:, swap] for t in test_pairs], lag=LAG, dim=1)
     assert matched["vamp2"] == pytest.approx(0.69, abs=0.1)
@@ -118,7 +120,9 @@ def test_the_scored_function_is_the_one_fit_on_the_training_trajectories(system)
 def test_functions_that_do_not_vary_are_refused(system):
     train, _, _ = system
     constant = [np.ones((50, 2))]
-    with pytest.raises(NeuralCTError, match="held-out trajectories: the functions do not vary over their 45 time-lagged pairs"):
+    with pytest.raises(
+        NeuralCTError, match="held-out trajectories: the functions do not vary over their 45 time-lagged pairs"
+    ):
         vamp2_score(train, [np.column_stack([c, c]) for c in constant], lag=LAG)
 
 

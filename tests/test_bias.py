@@ -10,11 +10,11 @@ import pytest
 
 import neuralct
 from neuralct.analysis import read_colvar
-from neuralct.cli import main
-from neuralct.workflows.bias import BiasSettings, run_metadynamics
 from neuralct.analysis.reweighting import count_transitions, reweighting_offset
+from neuralct.cli import main
 from neuralct.md.systems import build_system
 from neuralct.model.molecular import project_positions
+from neuralct.workflows.bias import BiasSettings, run_metadynamics
 
 SHORT = ["--length-ns", "0.004", "--no-progress"]
 FRAMES = ["--report-ps", "0.1", "--bias-every", "5"]
@@ -31,7 +31,7 @@ def test_reweighting_offset_of_a_flat_bias_is_the_bias():
     kT = 2.5
     assert reweighting_offset(np.full((30, 20), 7.0), 8.0, kT, periodic=False) == pytest.approx(7.0, abs=1e-12)
     grid = np.linspace(-3, 3, 61)
-    bias = 4.0 * np.exp(-grid**2)
+    bias = 4.0 * np.exp(-(grid**2))
     gamma = 6.0
     top = np.sum(np.exp(gamma / (gamma - 1) * bias / kT))
     bottom = np.sum(np.exp(bias / kT / (gamma - 1)))
@@ -41,25 +41,68 @@ def test_reweighting_offset_of_a_flat_bias_is_the_bias():
 def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_path):
     model_path, _ = alanine_model
     out = tmp_path / "learned"
-    assert main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)]) == 0
+    assert (
+        main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)])
+        == 0
+    )
     fields, table = read_colvar(out / "COLVAR")
     assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and len(table) == 40
     assert np.allclose(table[:, 0], 0.1 * np.arange(1, 41))
-    assert np.all(table[9::10, fields.index("bias")] > 1.0)  # at each deposition (every 1 ps) a Gaussian sits where the system is
+    assert np.all(
+        table[9::10, fields.index("bias")] > 1.0
+    )  # at each deposition (every 1 ps) a Gaussian sits where the system is
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cvs"] == ["cv1", "cv2"] and summary["steps_per_second"] > 0
     assert summary["grids"][0]["range_source"].startswith("training frames")
-    for name in ("trajectory.nc", "topology.pdb", "bias.npy", "fes.npy", "fes.png", "fes_phi_psi_reweighted.npy", "fes_phi_psi_reweighted.png", "config.yaml"):
+    for name in (
+        "trajectory.nc",
+        "topology.pdb",
+        "bias.npy",
+        "fes.npy",
+        "fes.png",
+        "fes_phi_psi_reweighted.npy",
+        "fes_phi_psi_reweighted.png",
+        "config.yaml",
+    ):
         assert (out / name).exists(), name
     grid = np.load(out / "bias.npy")
     assert grid.shape == tuple(g["grid_points"] for g in reversed(summary["grids"]))
-    assert main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)]) == 0  # finished: nothing to do
+    assert (
+        main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)])
+        == 0
+    )  # finished: nothing to do
 
-    retrain = ["train", str(out / "trajectory.nc"), "--steps", "5", "--batch-size", "16", "--couplings", "2", "--hidden", "16", "--no-progress"]
+    retrain = [
+        "train",
+        str(out / "trajectory.nc"),
+        "--steps",
+        "5",
+        "--batch-size",
+        "16",
+        "--couplings",
+        "2",
+        "--hidden",
+        "16",
+        "--no-progress",
+    ]
     # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out), biased again.
     assert main(retrain + ["--lag-ps", "0.2", "--vamp-weight", "10", "--output", str(tmp_path / "lagged")]) == 0
     assert len(json.loads((tmp_path / "lagged" / "summary.json").read_text())["relaxation_times_ps"]) == 24
-    assert main(["bias", str(tmp_path / "lagged" / "model.pt"), "--grid-margin", "2", *SHORT, *FRAMES, "--output", str(tmp_path / "again")]) == 0
+    assert (
+        main(
+            [
+                "bias",
+                str(tmp_path / "lagged" / "model.pt"),
+                "--grid-margin",
+                "2",
+                *SHORT,
+                *FRAMES,
+                "--output",
+                str(tmp_path / "again"),
+            ]
+        )
+        == 0
+    )
     assert read_colvar(tmp_path / "again" / "COLVAR")[0] == ["time", "cv1", "phi", "psi", "bias", "rbias"]
     (tmp_path / "w.txt").write_text("1\n2\n")
     assert main(retrain + ["--weights", str(tmp_path / "w.txt"), "--output", str(tmp_path / "badweights")]) == 2
@@ -71,14 +114,22 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
     part.mkdir()
     run_metadynamics(build_system("alanine-dipeptide"), model, part, BiasSettings(**settings), progress=False)
     _, first = read_colvar(part / "COLVAR")
-    run_metadynamics(build_system("alanine-dipeptide"), model, part, BiasSettings(**(settings | {"length_ns": 0.004})), progress=False)
+    run_metadynamics(
+        build_system("alanine-dipeptide"),
+        model,
+        part,
+        BiasSettings(**(settings | {"length_ns": 0.004})),
+        progress=False,
+    )
     _, resumed = read_colvar(part / "COLVAR")
     assert len(resumed) == 4 and np.array_equal(resumed[:2], first) and np.allclose(resumed[:, 0], [1, 2, 3, 4])
 
 
 def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, capsys):
     out = tmp_path / "phipsi"
-    assert main(["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", *SHORT, "--output", str(out)]) == 0
+    assert (
+        main(["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", *SHORT, "--output", str(out)]) == 0
+    )
     fields, table = read_colvar(out / "COLVAR")
     assert fields == ["time", "phi", "psi", "bias", "rbias"] and len(table) == 4
     assert np.all(np.abs(table[:, 1:3]) <= math.pi)
@@ -91,7 +142,12 @@ def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, cap
     assert "F(phi>0) - F(phi<0) not computed: phi never entered core set B" in capsys.readouterr().out
     surface = np.load(out / "fes_phi_psi_reweighted.npy")
     described = summary["bias_files"]["fes_phi_psi_reweighted.npy"]
-    assert surface.shape == (40, 40) and "kJ/mol" in described and "first index phi, second psi" in described and "[-pi, pi] rad" in described
+    assert (
+        surface.shape == (40, 40)
+        and "kJ/mol" in described
+        and "first index phi, second psi" in described
+        and "[-pi, pi] rad" in described
+    )
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsys):
@@ -99,24 +155,68 @@ def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsy
     model = neuralct.load(model_path)
     narrow = tmp_path / "narrow.pt"
     value = float(project_positions(model, build_system("alanine-dipeptide").positions[None], 1)[0, 0])
-    model.metadata["cv_ranges"] = [{"min": value - 1e-4, "max": value + 1e-4, "p01": value - 1e-4, "p99": value + 1e-4}] * model.dim
+    model.metadata["cv_ranges"] = [
+        {"min": value - 1e-4, "max": value + 1e-4, "p01": value - 1e-4, "p99": value + 1e-4}
+    ] * model.dim
     model.save(narrow)
     pdb = build_system("alanine-dipeptide").settings["pdb"]
     no_hydrogens = tmp_path / "no-hydrogens.pdb"
-    no_hydrogens.write_text("".join(line for line in Path(pdb).read_text().splitlines(keepends=True) if not (line.startswith(("ATOM", "HETATM")) and line[76:78].strip() == "H")))
+    no_hydrogens.write_text(
+        "".join(
+            line
+            for line in Path(pdb).read_text().splitlines(keepends=True)
+            if not (line.startswith(("ATOM", "HETATM")) and line[76:78].strip() == "H")
+        )
+    )
     toy = tmp_path / "toy"
-    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "5", "--samples", "200", "--no-progress", "--output", str(toy)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--toy",
+                "harmonic-chain",
+                "-p",
+                "n=4",
+                "--steps",
+                "5",
+                "--samples",
+                "200",
+                "--no-progress",
+                "--output",
+                str(toy),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     cases = [
-        (["bias", str(toy / "model.pt"), *SHORT, "--output", str(tmp_path / "a")], "not trained on molecular trajectories"),
-        (["bias", str(model_path), "harmonic-chain", *SHORT, "--output", str(tmp_path / "b")], "atoms but the model was trained on a system of 22"),
+        (
+            ["bias", str(toy / "model.pt"), *SHORT, "--output", str(tmp_path / "a")],
+            "not trained on molecular trajectories",
+        ),
+        (
+            ["bias", str(model_path), "harmonic-chain", *SHORT, "--output", str(tmp_path / "b")],
+            "atoms but the model was trained on a system of 22",
+        ),
         (["bias", str(model_path), "--cvs", "3", *SHORT, "--output", str(tmp_path / "c")], "--cvs must be 1 or 2"),
         (["bias", str(model_path), "--height-kj", "-1", *SHORT, "--output", str(tmp_path / "d")], "--height-kj"),
         (["bias", str(narrow), "--grid-margin", "0", *SHORT, "--output", str(tmp_path / "e")], "left its grid"),
-        (["bias", str(model_path), "--width-fraction", "0", *SHORT, "--output", str(tmp_path / "f")], "--width-fraction: must be a number > 0 and < 1"),
-        (["bias", str(model_path), "--platform", "Bogus", *SHORT, "--output", str(tmp_path / "g")], "--platform 'Bogus' is not an OpenMM platform of this installation; use one of Reference"),
-        (["bias", str(model_path), "--report-ps", "0.5", *SHORT, "--output", str(tmp_path / "h")], "the nearest that work: 0.496 or 0.504 ps"),
-        (["bias", str(model_path), str(no_hydrogens), *SHORT, "--output", str(tmp_path / "i")], "has no hydrogen atoms; give the topology.pdb that `neuralct simulate` wrote"),
+        (
+            ["bias", str(model_path), "--width-fraction", "0", *SHORT, "--output", str(tmp_path / "f")],
+            "--width-fraction: must be a number > 0 and < 1",
+        ),
+        (
+            ["bias", str(model_path), "--platform", "Bogus", *SHORT, "--output", str(tmp_path / "g")],
+            "--platform 'Bogus' is not an OpenMM platform of this installation; use one of Reference",
+        ),
+        (
+            ["bias", str(model_path), "--report-ps", "0.5", *SHORT, "--output", str(tmp_path / "h")],
+            "the nearest that work: 0.496 or 0.504 ps",
+        ),
+        (
+            ["bias", str(model_path), str(no_hydrogens), *SHORT, "--output", str(tmp_path / "i")],
+            "has no hydrogen atoms; give the topology.pdb that `neuralct simulate` wrote",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2
@@ -141,7 +241,11 @@ def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, t
     out = tmp_path / "left"
     assert main(["bias", str(alanine_model[0]), "--cvs", "2", *SHORT, "--report-ps", "0.8", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "left its grid" in err and "the 2 reports before it are in COLVAR and trajectory.nc" in err and len(err.splitlines()) == 1
+    assert (
+        "left its grid" in err
+        and "the 2 reports before it are in COLVAR and trajectory.nc" in err
+        and len(err.splitlines()) == 1
+    )
     fields, table = read_colvar(out / "COLVAR")
     assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and table.shape == (2, 7)
     assert mdtraj.load(str(out / "trajectory.nc"), top=str(out / "topology.pdb")).n_frames == 2

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from neuralct.analysis import read_colvar
-from neuralct.cli import main
 from neuralct.analysis.reweighting import CORE_B, frame_weights, phi_free_energy_difference
+from neuralct.cli import main
 from neuralct.units import kT_kj_per_mol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,9 @@ def test_block_standard_error_is_the_spread_of_the_free_energy_over_independent_
         phi = two_state_phi(rng, 20000)
         weights = rng.lognormal(0.0, 0.5, len(phi))
         difference = phi_free_energy_difference(phi, weights, KT)
-        assert difference.value_kj == pytest.approx(-KT * math.log(weights[phi > 0].sum() / weights[phi <= 0].sum()), rel=1e-12)
+        assert difference.value_kj == pytest.approx(
+            -KT * math.log(weights[phi > 0].sum() / weights[phi <= 0].sum()), rel=1e-12
+        )
         values.append(difference.value_kj)
         errors.append(difference.standard_error_kj)
     values, errors = np.array(values), np.array(errors)
@@ -66,8 +68,32 @@ def test_block_standard_error_is_the_spread_of_the_free_energy_over_independent_
 def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_follow(alanine_model, tmp_path):
     """One Gaussian, deposited at 2.5 ps: before it V = c = 0, after it the grid is bias.npy, whose c(t) is computed here from its definition."""
     out = tmp_path / "one-gaussian"
-    assert main(["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", "--length-ns", "0.004", "--report-ps", "0.1",
-                 "--pace-ps", "2.5", "--height-kj", "10", "--width-rad", "1", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bias",
+                str(alanine_model[0]),
+                "--cv",
+                "phi,psi",
+                "--bias-every",
+                "1",
+                "--length-ns",
+                "0.004",
+                "--report-ps",
+                "0.1",
+                "--pace-ps",
+                "2.5",
+                "--height-kj",
+                "10",
+                "--width-rad",
+                "1",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fields, table = read_colvar(out / "COLVAR")
     time_ps, bias, rbias = table[:, 0], table[:, fields.index("bias")], table[:, fields.index("rbias")]
     before = time_ps < 2.5 - 1e-9
@@ -83,8 +109,28 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     expected /= expected.sum()
     weights, _ = frame_weights(out / "COLVAR", "colvar", len(table), KT)
     assert np.allclose(weights, expected, rtol=1e-6, atol=0)
-    assert main(["train", str(out / "trajectory.nc"), "--bias-colvar", str(out / "COLVAR"), "--steps", "5", "--batch-size", "16",
-                 "--couplings", "2", "--hidden", "16", "--no-progress", "--output", str(tmp_path / "retrained")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(out / "trajectory.nc"),
+                "--bias-colvar",
+                str(out / "COLVAR"),
+                "--steps",
+                "5",
+                "--batch-size",
+                "16",
+                "--couplings",
+                "2",
+                "--hidden",
+                "16",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "retrained"),
+            ]
+        )
+        == 0
+    )
     weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
     assert weighting["kish_effective_frames"] == pytest.approx(1.0 / np.sum(expected**2), rel=1e-6)
 
@@ -93,19 +139,55 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
 def test_a_simulation_that_blows_up_says_so(alanine_model, tmp_path, capsys, timestep_fs):
     """At 10 fs the learned CV's force meets NaN positions inside a step; at 50 fs the CV runs far off its grid first."""
     out = tmp_path / "blown"
-    assert main(["bias", str(alanine_model[0]), "--timestep-fs", timestep_fs, "--length-ns", "0.002", "--no-progress", "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "bias",
+                str(alanine_model[0]),
+                "--timestep-fs",
+                timestep_fs,
+                "--length-ns",
+                "0.002",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "blew up" in err and f"smaller --timestep-fs (now {timestep_fs} fs)" in err, err
+    assert len(err.splitlines()) == 1 and "blew up" in err and f"smaller --timestep-fs (now {timestep_fs} fs)" in err, (
+        err
+    )
     assert "grid-margin" not in err and not (out / "summary.json").exists()
 
 
 def test_ctrl_c_on_a_learned_cv_exits_130_in_one_line_and_the_rerun_resumes(alanine_model, tmp_path):
     out = tmp_path / "interrupted"
     # The first checkpoint says the MD loop runs; the next is 0.3 s away, so the signal lands inside a step, in the CV's Python callback.
-    command = ["bias", str(alanine_model[0]), "--length-ns", "0.01", "--report-ps", "0.1", "--bias-every", "5",
-               "--checkpoint-seconds", "0.3", "--no-progress", "--output", str(out)]
+    command = [
+        "bias",
+        str(alanine_model[0]),
+        "--length-ns",
+        "0.01",
+        "--report-ps",
+        "0.1",
+        "--bias-every",
+        "5",
+        "--checkpoint-seconds",
+        "0.3",
+        "--no-progress",
+        "--output",
+        str(out),
+    ]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    run = subprocess.Popen([sys.executable, "-m", "neuralct", *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "neuralct", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (out / "checkpoint.npz").exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.01)

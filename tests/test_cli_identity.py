@@ -15,8 +15,8 @@ import yaml
 import neuralct.cli.runs
 from neuralct.cli import build_parser, main
 from neuralct.cli.options import NUMERIC_TYPES, apply_config
-from neuralct.errors import NeuralCTError
 from neuralct.data.netcdf import read_netcdf
+from neuralct.errors import NeuralCTError
 
 #: Options that do not change what a command computes, with why; every other option must change its identity.
 NOT_IN_IDENTITY = {
@@ -34,7 +34,10 @@ NOT_IN_IDENTITY = {
         "checkpoint_seconds": "a resumed run is bit-identical",
     },
     "train": {"checkpoint_every": "a resumed run is bit-identical"},
-    "bias": {"platform": "the same dynamics on any platform, to rounding", "checkpoint_seconds": "a resumed run is bit-identical"},
+    "bias": {
+        "platform": "the same dynamics on any platform, to rounding",
+        "checkpoint_seconds": "a resumed run is bit-identical",
+    },
     "sample": {"checkpoint_every": "a resumed run is bit-identical"},
 }
 
@@ -94,12 +97,37 @@ class _CapturingRunFolder(neuralct.cli.runs.RunFolder):
 def inputs(tmp_path_factory):
     """A molecular model with its trajectories and system file, and a toy model."""
     root = tmp_path_factory.mktemp("identity")
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.02", "--report-ps", "0.5", "--replicas", "3", "--equilibration-ps", "0.1",
-                 "--platform", "Reference", "--no-progress", "--output", str(root / "md")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.02",
+                "--report-ps",
+                "0.5",
+                "--replicas",
+                "3",
+                "--equilibration-ps",
+                "0.1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(root / "md"),
+            ]
+        )
+        == 0
+    )
     paths = sorted(str(p) for p in (root / "md").glob("replica-*.nc"))
     small = ["--steps", "4", "--batch-size", "16", "--couplings", "1", "--hidden", "8", "--no-progress"]
     assert main(["train", *paths[:2], *small, "--output", str(root / "model")]) == 0
-    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--samples", "500", *small, "--output", str(root / "toy")]) == 0
+    assert (
+        main(
+            ["train", "--toy", "harmonic-chain", "-p", "n=4", "--samples", "500", *small, "--output", str(root / "toy")]
+        )
+        == 0
+    )
     system = root / "alanine.pdb"
     shutil.copy(root / "md" / "topology.pdb", system)
     frames = sum(len(read_netcdf(path).time_ps) for path in paths[:2])
@@ -107,8 +135,15 @@ def inputs(tmp_path_factory):
     weights.write_text("\n".join(["1"] * frames))
     colvar = root / "COLVAR"
     colvar.write_text("#! FIELDS time bias rbias\n" + "".join(f"{i} 0.5 0.2\n" for i in range(frames)))
-    return {"model": str(root / "model" / "model.pt"), "toy": str(root / "toy" / "model.pt"), "paths": paths, "system": str(system),
-            "weights": str(weights), "bias_colvar": str(colvar), "top": str(root / "md" / "topology.pdb")}
+    return {
+        "model": str(root / "model" / "model.pt"),
+        "toy": str(root / "toy" / "model.pt"),
+        "paths": paths,
+        "system": str(system),
+        "weights": str(weights),
+        "bias_colvar": str(colvar),
+        "top": str(root / "md" / "topology.pdb"),
+    }
 
 
 def _base(command, dest, inputs):
@@ -117,7 +152,11 @@ def _base(command, dest, inputs):
         return ["simulate", inputs["system"], "--platform", "Reference"]
     if command == "train":
         if dest in TOY_OPTIONS:
-            return ["train", "--toy", "curved-double-well"] if dest == "toy" else ["train", "--toy", "harmonic-chain", "-p", "n=4"]
+            return (
+                ["train", "--toy", "curved-double-well"]
+                if dest == "toy"
+                else ["train", "--toy", "harmonic-chain", "-p", "n=4"]
+            )
         return ["train", *inputs["paths"][:2]]
     if command == "analyze":
         return ["analyze", inputs["model"], *inputs["paths"]]
@@ -158,14 +197,22 @@ def _options():
         pytest.param(command, action, id=f"{command}-{action.dest}")
         for command, sub in subparsers.choices.items()
         for action in sub._actions
-        if action.dest != "help" and action.dest not in NOT_IN_IDENTITY["*"] and action.dest not in NOT_IN_IDENTITY.get(command, {})
+        if action.dest != "help"
+        and action.dest not in NOT_IN_IDENTITY["*"]
+        and action.dest not in NOT_IN_IDENTITY.get(command, {})
     ]
 
 
 @pytest.mark.parametrize("command, action", _options())
 def test_every_option_that_changes_a_result_enters_the_run_identity(inputs, monkeypatch, tmp_path, command, action):
     if action.dest == "distributed":  # a process group of one, as torchrun would set it up
-        for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29571"}.items():
+        for name, value in {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29571",
+        }.items():
             monkeypatch.setenv(name, value)
     base = _base(command, action.dest, inputs)
     needs = [word.format(third=inputs["paths"][2]) for word in NEEDS.get((command, action.dest), [])]
@@ -179,7 +226,9 @@ def test_every_option_that_changes_a_result_enters_the_run_identity(inputs, monk
     if not action.option_strings:  # a positional that names a system
         other = _other_value(command, action, inputs)
         first = _identity(base, monkeypatch, tmp_path)
-        second = _identity([base[0], base[1], *other] if command == "bias" else [base[0], *other], monkeypatch, tmp_path)
+        second = _identity(
+            [base[0], base[1], *other] if command == "bias" else [base[0], *other], monkeypatch, tmp_path
+        )
         assert first != second, f"{command} {action.dest} does not enter the run identity"
         return
     words = [action.option_strings[0], *_other_value(command, action, inputs)]
@@ -199,7 +248,19 @@ def test_a_system_file_is_identified_by_its_content(inputs, monkeypatch, tmp_pat
 def test_a_rerun_with_another_bias_every_is_refused_end_to_end(alanine_model, tmp_path, capsys):
     model, _ = alanine_model
     out = tmp_path / "bias"
-    common = ["bias", str(model), "--length-ns", "0.002", "--report-ps", "0.5", "--pace-ps", "0.5", "--no-progress", "--output", str(out)]
+    common = [
+        "bias",
+        str(model),
+        "--length-ns",
+        "0.002",
+        "--report-ps",
+        "0.5",
+        "--pace-ps",
+        "0.5",
+        "--no-progress",
+        "--output",
+        str(out),
+    ]
     assert main([*common, "--bias-every", "2"]) == 0
     before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
     assert main([*common, "--bias-every", "1"]) == 2
@@ -214,7 +275,12 @@ def test_a_rerun_with_another_bias_every_is_refused_end_to_end(alanine_model, tm
 def _numeric_options():
     parser = build_parser()
     subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    return [(command, action) for command, sub in subparsers.choices.items() for action in sub._actions if action.type in NUMERIC_TYPES]
+    return [
+        (command, action)
+        for command, sub in subparsers.choices.items()
+        for action in sub._actions
+        if action.type in NUMERIC_TYPES
+    ]
 
 
 def _parse(argv):
@@ -227,10 +293,18 @@ def _parse(argv):
         return "refused"
 
 
-POSITIONALS = {"simulate": ["double-well"], "analyze": ["model.pt", "traj.nc"], "export": ["model.pt"], "bias": ["model.pt"], "sample": ["model.pt"]}
+POSITIONALS = {
+    "simulate": ["double-well"],
+    "analyze": ["model.pt", "traj.nc"],
+    "export": ["model.pt"],
+    "bias": ["model.pt"],
+    "sample": ["model.pt"],
+}
 
 
-@pytest.mark.parametrize("command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0])
+@pytest.mark.parametrize(
+    "command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0]
+)
 def test_config_values_follow_the_command_line_rule_whatever_their_yaml_type(tmp_path, capsys, command, action):
     """Integers given as floats or strings, floats as integers or strings: accepted exactly when the same text is on the command line."""
     config = tmp_path / "config.yaml"
@@ -244,4 +318,7 @@ def test_config_values_follow_the_command_line_rule_whatever_their_yaml_type(tmp
         if from_line == "refused":
             assert from_config == "refused", (action.dest, value)
         else:
-            assert from_config != "refused" and getattr(from_config, action.dest) == getattr(from_line, action.dest), (action.dest, value)
+            assert from_config != "refused" and getattr(from_config, action.dest) == getattr(from_line, action.dest), (
+                action.dest,
+                value,
+            )

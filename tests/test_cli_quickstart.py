@@ -7,8 +7,29 @@ from neuralct.cli import main
 
 def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--replicas", "3", "--length-ns", "0.03", "--steps", "10", "--kinetic-steps", "10", "--batch-size", "32",
-                 "--lag-ps", "1", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quickstart",
+                "--replicas",
+                "3",
+                "--length-ns",
+                "0.03",
+                "--steps",
+                "10",
+                "--kinetic-steps",
+                "10",
+                "--batch-size",
+                "32",
+                "--lag-ps",
+                "1",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     for figure in summary["figures"].values():
@@ -23,25 +44,79 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
     assert summary["vamp2_learned_minus_tica"]["standard_error"] > 0
     tica = summary["kinetics"]["tica"]
     assert tica["oscillating_components"] == [k + 1 for k, v in enumerate(tica["eigenvalues"]) if v < 0]
-    assert all(t is None for k, t in enumerate(tica["implied_timescales_ps"]) if k + 1 in tica["oscillating_components"])
+    assert all(
+        t is None for k, t in enumerate(tica["implied_timescales_ps"]) if k + 1 in tica["oscillating_components"]
+    )
     assert len(summary["kinetics"]["learned_cvs"]["implied_timescales_ps"]) == 6
-    assert "TICA eigenvalues at 1 ps" in printed and "paired block by block" in printed and "implied timescales (ps): learned" in printed
+    assert (
+        "TICA eigenvalues at 1 ps" in printed
+        and "paired block by block" in printed
+        and "implied timescales (ps): learned" in printed
+    )
     # The kinetic CVs: a second model, time-lagged with its VAMP-2 term at the scoring lag, scored the same way.
     kinetic = summary["kinetic_cvs"]
     assert kinetic["lag_ps"] == 1.0 and kinetic["steps"] == 10 and len(kinetic["relaxation_times_ps"]) == 4
     assert kinetic["relaxation_times_ps"] == sorted(kinetic["relaxation_times_ps"], reverse=True)
     assert kinetic["vamp2_standard_error"] > 0 and kinetic["minus_tica"]["standard_error"] > 0
-    assert (out / "kinetic_model" / "model.pt").exists() and "kinetic CVs (time-lagged objective + VAMP-2 term" in printed
-    assert all((out / "analysis" / "kinetic" / figure.split("/")[-1]).exists() for figure in kinetic["figures"].values())
+    assert (
+        out / "kinetic_model" / "model.pt"
+    ).exists() and "kinetic CVs (time-lagged objective + VAMP-2 term" in printed
+    assert all(
+        (out / "analysis" / "kinetic" / figure.split("/")[-1]).exists() for figure in kinetic["figures"].values()
+    )
     # Rerunning resumes: every stage finds its outputs and nothing fails.
-    assert main(["quickstart", "--replicas", "3", "--length-ns", "0.03", "--steps", "10", "--kinetic-steps", "10", "--batch-size", "32",
-                 "--lag-ps", "1", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quickstart",
+                "--replicas",
+                "3",
+                "--length-ns",
+                "0.03",
+                "--steps",
+                "10",
+                "--kinetic-steps",
+                "10",
+                "--batch-size",
+                "32",
+                "--lag-ps",
+                "1",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
 
 def test_quickstart_without_kinetic_cvs(tmp_path, capsys):
     out = tmp_path / "qs"
-    assert main(["quickstart", "--replicas", "3", "--length-ns", "0.03", "--steps", "10", "--kinetic-steps", "0", "--batch-size", "32",
-                 "--lag-ps", "1", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "quickstart",
+                "--replicas",
+                "3",
+                "--length-ns",
+                "0.03",
+                "--steps",
+                "10",
+                "--kinetic-steps",
+                "0",
+                "--batch-size",
+                "32",
+                "--lag-ps",
+                "1",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "[3/3] analyzing" in printed and "kinetic CVs" not in printed
-    assert json.loads((out / "summary.json").read_text())["kinetic_cvs"] is None and not (out / "kinetic_model").exists()
+    assert (
+        json.loads((out / "summary.json").read_text())["kinetic_cvs"] is None and not (out / "kinetic_model").exists()
+    )

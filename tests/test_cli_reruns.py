@@ -15,16 +15,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from test_runs import HOLD_LOCK
 
 import neuralct
 from neuralct.cli import build_parser, main
 from neuralct.cli.options import NUMERIC_TYPES, positive_float, positive_fraction, positive_int
+from neuralct.cli.runs import LOCK_FILE
 from neuralct.data.netcdf import read_netcdf
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
-from neuralct.cli.runs import LOCK_FILE
-
-from test_runs import HOLD_LOCK
 
 REPO = Path(__file__).resolve().parents[1]
 MD = ["--report-ps", "0.5", "--equilibration-ps", "0.2", "--platform", "Reference", "--no-progress"]
@@ -32,7 +31,11 @@ SMALL_MODEL = ["--steps", "4", "--batch-size", "16", "--couplings", "1", "--hidd
 
 
 def snapshot(folder):
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file()
+    }
 
 
 def one_line_error(capsys, command):
@@ -45,7 +48,11 @@ def one_line_error(capsys, command):
 
 #: Positional arguments that let each command's parser reach its options.
 POSITIONALS = {
-    "simulate": ["double-well"], "analyze": ["model.pt", "traj.nc"], "export": ["model.pt"], "bias": ["model.pt"], "sample": ["model.pt"],
+    "simulate": ["double-well"],
+    "analyze": ["model.pt", "traj.nc"],
+    "export": ["model.pt"],
+    "bias": ["model.pt"],
+    "sample": ["model.pt"],
 }
 
 
@@ -80,7 +87,9 @@ def _bad_values(kind):
     return values + (["0"] if kind in (positive_int, positive_float, positive_fraction) else [])
 
 
-@pytest.mark.parametrize("command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0])
+@pytest.mark.parametrize(
+    "command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0]
+)
 def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, command, action):
     out = tmp_path / "out"
     option = action.option_strings[0]
@@ -92,7 +101,9 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, command, acti
         assert not out.exists()
 
 
-@pytest.mark.parametrize("command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0])
+@pytest.mark.parametrize(
+    "command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0]
+)
 def test_bad_config_values_are_refused_before_any_work(tmp_path, capsys, command, action):
     out = tmp_path / "out"
     config = tmp_path / "config.yaml"
@@ -112,7 +123,22 @@ def test_bad_config_values_are_refused_before_any_work(tmp_path, capsys, command
 def alanine(tmp_path_factory):
     """Three short alanine dipeptide trajectories (60 frames each), a model trained on two, and a short simulation."""
     folder = tmp_path_factory.mktemp("reruns")
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--replicas", "3", *MD, "--output", str(folder / "md")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.03",
+                "--replicas",
+                "3",
+                *MD,
+                "--output",
+                str(folder / "md"),
+            ]
+        )
+        == 0
+    )
     paths = sorted(str(p) for p in (folder / "md").glob("replica-*.nc"))
     assert main(["train", *paths[:2], *SMALL_MODEL, "--output", str(folder / "model")]) == 0
     return folder, paths
@@ -131,7 +157,23 @@ def alanine(tmp_path_factory):
 def test_simulate_with_other_settings_is_refused_and_changes_nothing(alanine, capsys, change, message):
     folder, _ = alanine
     before = snapshot(folder / "md")
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--replicas", "3", *MD, *change, "--output", str(folder / "md")]) == 2
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.03",
+                "--replicas",
+                "3",
+                *MD,
+                *change,
+                "--output",
+                str(folder / "md"),
+            ]
+        )
+        == 2
+    )
     err = one_line_error(capsys, "simulate")
     assert message in err and "--overwrite" in err
     assert snapshot(folder / "md") == before
@@ -144,7 +186,9 @@ def test_another_system_into_a_folder_is_refused_and_overwrite_leaves_no_stale_t
     assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.001", *MD, "--output", str(out)]) == 2
     assert "other openmm_system, system;" in one_line_error(capsys, "simulate")
     assert snapshot(out) == before
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.001", *MD, "--overwrite", "--output", str(out)]) == 0
+    assert (
+        main(["simulate", "alanine-dipeptide", "--length-ns", "0.001", *MD, "--overwrite", "--output", str(out)]) == 0
+    )
     topology = (out / "topology.pdb").read_text()
     assert sum(line.startswith(("ATOM", "HETATM")) for line in topology.splitlines()) == 22
     assert read_netcdf(out / "replica-000.nc").positions.shape[1] == 22
@@ -153,13 +197,35 @@ def test_another_system_into_a_folder_is_refused_and_overwrite_leaves_no_stale_t
 def test_a_fresh_simulation_replaces_a_stale_topology(tmp_path):
     """The library itself: a topology.pdb without checkpoints (a failed run of another system) is rewritten."""
     (tmp_path / "topology.pdb").write_text("stale\n")
-    run_simulation(build_system("double-well"), tmp_path, SimulationSettings(length_ns=0.0005, report_ps=0.1, equilibration_ps=0.0, platform="Reference"), progress=False)
+    run_simulation(
+        build_system("double-well"),
+        tmp_path,
+        SimulationSettings(length_ns=0.0005, report_ps=0.1, equilibration_ps=0.0, platform="Reference"),
+        progress=False,
+    )
     assert (tmp_path / "topology.pdb").read_text() != "stale\n"
 
 
 def test_a_blown_up_simulation_says_what_to_change(tmp_path, capsys):
-    status = main(["simulate", "alanine-dipeptide", "--length-ns", "0.002", "--report-ps", "0.2", "--timestep-fs", "20",
-                   "--equilibration-ps", "0.4", "--platform", "Reference", "--no-progress", "--output", str(tmp_path / "md")])
+    status = main(
+        [
+            "simulate",
+            "alanine-dipeptide",
+            "--length-ns",
+            "0.002",
+            "--report-ps",
+            "0.2",
+            "--timestep-fs",
+            "20",
+            "--equilibration-ps",
+            "0.4",
+            "--platform",
+            "Reference",
+            "--no-progress",
+            "--output",
+            str(tmp_path / "md"),
+        ]
+    )
     err = one_line_error(capsys, "simulate")
     assert status == 2 and "blew up" in err and "smaller --timestep-fs (now 20 fs)" in err and "--temperature" in err
 
@@ -167,7 +233,9 @@ def test_a_blown_up_simulation_says_what_to_change(tmp_path, capsys):
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
     out = tmp_path / "md"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert main(["simulate", "double-well", "--length-ns", "0.001", *MD, "--seed", "2", "--output", str(out)]) == 2
@@ -182,8 +250,21 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, capsys):
 @pytest.mark.slow
 def test_two_concurrent_simulations_into_one_folder_one_is_refused(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "neuralct", "simulate", "alanine-dipeptide", "--length-ns", "0.05", *MD, "--output", str(tmp_path / "md")]
-    first = subprocess.Popen([*command, "--seed", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "neuralct",
+        "simulate",
+        "alanine-dipeptide",
+        "--length-ns",
+        "0.05",
+        *MD,
+        "--output",
+        str(tmp_path / "md"),
+    ]
+    first = subprocess.Popen(
+        [*command, "--seed", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while not (tmp_path / "md" / "run.json").exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -212,7 +293,15 @@ def test_output_files_follow_the_umask(tmp_path, umask):
     finally:
         os.umask(previous)
     modes = {path.name: path.stat().st_mode & 0o777 for path in (tmp_path / "md").iterdir()}
-    assert {"replica-000.nc", "replica-000.chk.npz", "topology.pdb", "summary.json", "config.yaml", "run.json", LOCK_FILE} <= set(modes)
+    assert {
+        "replica-000.nc",
+        "replica-000.chk.npz",
+        "topology.pdb",
+        "summary.json",
+        "config.yaml",
+        "run.json",
+        LOCK_FILE,
+    } <= set(modes)
     assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
@@ -261,7 +350,10 @@ def test_train_refuses_a_trajectory_changed_in_place(alanine, tmp_path, capsys):
 
 def test_trajectories_too_short_to_train_on_are_refused_before_any_work(tmp_path, capsys):
     md = tmp_path / "md"
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.002", "--replicas", "2", *MD, "--output", str(md)]) == 0
+    assert (
+        main(["simulate", "alanine-dipeptide", "--length-ns", "0.002", "--replicas", "2", *MD, "--output", str(md)])
+        == 0
+    )
     paths = sorted(str(p) for p in md.glob("replica-*.nc"))
     assert main(["train", *paths, *SMALL_MODEL, "--output", str(tmp_path / "model")]) == 2
     assert "only 4 training frames for 24 coordinates" in one_line_error(capsys, "train")
@@ -290,8 +382,26 @@ def test_quickstart_refuses_a_lag_longer_than_the_trajectories(tmp_path, capsys)
 
 # -- resume after SIGKILL --------------------------------------------------------------------
 
-TOY = ["train", "--toy", "harmonic-chain", "-p", "n=4", "--samples", "2000", "--steps", "200", "--batch-size", "32",
-       "--hidden", "8", "--couplings", "2", "--checkpoint-every", "30", "--no-progress"]
+TOY = [
+    "train",
+    "--toy",
+    "harmonic-chain",
+    "-p",
+    "n=4",
+    "--samples",
+    "2000",
+    "--steps",
+    "200",
+    "--batch-size",
+    "32",
+    "--hidden",
+    "8",
+    "--couplings",
+    "2",
+    "--checkpoint-every",
+    "30",
+    "--no-progress",
+]
 
 #: Figures of the run itself, not of its result.
 RUN_FIGURES = ("training_seconds", "samples_per_second", "peak_memory_mb", "resumed_from_step")
@@ -300,8 +410,12 @@ RUN_FIGURES = ("training_seconds", "samples_per_second", "peak_memory_mb", "resu
 def test_training_killed_and_resumed_has_the_summary_and_history_of_an_uninterrupted_run(tmp_path):
     """Checkpoints every 30 steps, validation every 100: the kill leaves an epoch straddling the checkpoint."""
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    killed = subprocess.Popen([sys.executable, "-m", "neuralct", *TOY, "--output", str(tmp_path / "killed")], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "neuralct", *TOY, "--output", str(tmp_path / "killed")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = tmp_path / "killed" / "checkpoint.pt"
     step, deadline = 0, time.time() + 240
     while time.time() < deadline and step < 60:
@@ -375,7 +489,10 @@ def test_a_finished_simulation_with_a_changed_trajectory_is_refused_and_kept(ala
         before = snapshot(md)
         assert main(command) == 2
         err = one_line_error(capsys, "simulate")
-        assert "replica-001.nc of the finished `neuralct simulate` run is missing or changed" in err and "--overwrite" in err
+        assert (
+            "replica-001.nc of the finished `neuralct simulate` run is missing or changed" in err
+            and "--overwrite" in err
+        )
         assert snapshot(md) == before
     finally:
         (md / "replica-001.nc").write_bytes(original)
@@ -400,7 +517,17 @@ def test_a_finished_training_restores_its_model_but_refuses_a_changed_checkpoint
 def test_a_finished_analysis_writes_a_deleted_output_again(alanine, tmp_path):
     folder, paths = alanine
     out = tmp_path / "analysis"
-    command = ["analyze", str(folder / "model" / "model.pt"), *paths, "--modes", "2", "--lag-ps", "1", "--output", str(out)]
+    command = [
+        "analyze",
+        str(folder / "model" / "model.pt"),
+        *paths,
+        "--modes",
+        "2",
+        "--lag-ps",
+        "1",
+        "--output",
+        str(out),
+    ]
     assert main(command) == 0
     colvar = (out / "replica-002.colvar").read_bytes()
     (out / "replica-002.colvar").unlink()
@@ -425,7 +552,21 @@ def test_overwrite_of_an_export_keeps_a_users_notes(alanine, tmp_path, capsys):
 def test_a_finished_bias_run_writes_deleted_results_again_from_its_checkpoint(alanine_model, tmp_path, capsys):
     model, _ = alanine_model
     out = tmp_path / "bias"
-    command = ["bias", str(model), "--cv", "phi,psi", "--length-ns", "0.004", "--report-ps", "0.4", "--pace-ps", "0.4", "--no-progress", "--output", str(out)]
+    command = [
+        "bias",
+        str(model),
+        "--cv",
+        "phi,psi",
+        "--length-ns",
+        "0.004",
+        "--report-ps",
+        "0.4",
+        "--pace-ps",
+        "0.4",
+        "--no-progress",
+        "--output",
+        str(out),
+    ]
     assert main(command) == 0
     colvar, fes = (out / "COLVAR").read_bytes(), (out / "fes.npy").read_bytes()
     (out / "COLVAR").unlink()
@@ -453,9 +594,12 @@ def test_an_interrupted_trainings_damaged_checkpoint_is_refused_in_one_line(tmp_
         largest = max(archive.infolist(), key=lambda info: info.file_size)  # a tensor's bytes
     data = bytearray((out / "checkpoint.pt").read_bytes())
     header = largest.header_offset  # the local header: 30 bytes, then the name and extra field
-    name_length, extra_length = int.from_bytes(data[header + 26:header + 28], "little"), int.from_bytes(data[header + 28:header + 30], "little")
+    name_length, extra_length = (
+        int.from_bytes(data[header + 26 : header + 28], "little"),
+        int.from_bytes(data[header + 28 : header + 30], "little"),
+    )
     offset = header + 30 + name_length + extra_length
-    data[offset:offset + 64] = bytes(b ^ 0xFF for b in data[offset:offset + 64])
+    data[offset : offset + 64] = bytes(b ^ 0xFF for b in data[offset : offset + 64])
     (out / "checkpoint.pt").write_bytes(bytes(data))
     assert main(command) == 2
     err = one_line_error(capsys, "train")

@@ -9,7 +9,19 @@ import pytest
 
 from neuralct.cli import main
 
-SAMPLE = ["--chains", "6", "--samples", "30", "--warmup", "10", "--leapfrog-steps", "3", "--kish-samples", "50", "--no-progress"]
+SAMPLE = [
+    "--chains",
+    "6",
+    "--samples",
+    "30",
+    "--warmup",
+    "10",
+    "--leapfrog-steps",
+    "3",
+    "--kish-samples",
+    "50",
+    "--no-progress",
+]
 
 
 def snapshot(folder):
@@ -32,7 +44,9 @@ def assert_nulls_explained(figures, where="summary"):
     if isinstance(figures, dict):
         for key, value in figures.items():
             if value is None:
-                assert key in figures.get("undefined", {}) or "note" in figures, f"{where}[{key!r}] is null without a reason"
+                assert key in figures.get("undefined", {}) or "note" in figures, (
+                    f"{where}[{key!r}] is null without a reason"
+                )
             assert_nulls_explained(value, f"{where}[{key!r}]")
     elif isinstance(figures, list):
         for index, value in enumerate(figures):
@@ -43,8 +57,31 @@ def assert_nulls_explained(figures, where="summary"):
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("toy")
-    assert main(["train", "--toy", "curved-double-well", "--steps", "30", "--batch-size", "64", "--samples", "1000", "--dtype", "float64",
-                 "--hidden", "16", "--couplings", "2", "--no-progress", "--output", str(folder)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--toy",
+                "curved-double-well",
+                "--steps",
+                "30",
+                "--batch-size",
+                "64",
+                "--samples",
+                "1000",
+                "--dtype",
+                "float64",
+                "--hidden",
+                "16",
+                "--couplings",
+                "2",
+                "--no-progress",
+                "--output",
+                str(folder),
+            ]
+        )
+        == 0
+    )
     return folder / "model.pt"
 
 
@@ -71,8 +108,9 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     assert curvature["states"] == 30 * 6 and len(curvature["eigenvalues"]) == 2
     assert 0 < curvature["eigenvalues"][0] <= curvature["eigenvalues"][1] and curvature["condition_number"] >= 1
     # The toy's potential energy of the recorded samples is the analytic one.
-    from neuralct.toys.hamiltonians import CurvedDoubleWell
     import torch
+
+    from neuralct.toys.hamiltonians import CurvedDoubleWell
 
     q = torch.as_tensor(samples["q"].reshape(-1, 2))
     assert np.allclose(CurvedDoubleWell().potential(q).numpy(), samples["potential_energy_kT"].reshape(-1), atol=1e-8)
@@ -117,7 +155,9 @@ def test_interrupted_run_resumes_to_the_same_samples(toy_model, tmp_path, monkey
     assert resumed["n"] == 40 - 21, "the rerun continues from the checkpoint"
     whole, split = np.load(tmp_path / "whole" / "samples.npz"), np.load(tmp_path / "split" / "samples.npz")
     assert np.array_equal(whole["q"], split["q"])
-    curvature = [json.loads((tmp_path / name / "summary.json").read_text())["mean_curvature"] for name in ("whole", "split")]
+    curvature = [
+        json.loads((tmp_path / name / "summary.json").read_text())["mean_curvature"] for name in ("whole", "split")
+    ]
     assert curvature[0] == curvature[1], "the curvature sum is checkpointed with the samples"
     capsys.readouterr()
     # Another run's folder: refused with one line, nothing changed.
@@ -160,8 +200,8 @@ def test_chains_start_at_the_lowest_energy_draws_of_the_flow(toy_model):
 
     from neuralct.model.transformation import load
     from neuralct.sampling import LatentPotential
-    from neuralct.workflows.sample import starting_points
     from neuralct.sampling.targets import toy_target
+    from neuralct.workflows.sample import starting_points
 
     model = load(toy_model).double()
     target = toy_target(model)
@@ -179,7 +219,17 @@ def test_chains_start_at_the_lowest_energy_draws_of_the_flow(toy_model):
 
 @pytest.mark.parametrize("warmup", ["0", "1"])
 def test_curvature_masses_without_a_warmup_to_fit_them_are_refused(toy_model, tmp_path, capsys, warmup):
-    args = ["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE, "--warmup", warmup, "--output", str(tmp_path / "x")]
+    args = [
+        "sample",
+        str(toy_model),
+        "--method",
+        "latent-hmc",
+        *SAMPLE,
+        "--warmup",
+        warmup,
+        "--output",
+        str(tmp_path / "x"),
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--warmup 2 or more" in err and "--mass-matrix unit" in err
@@ -214,11 +264,19 @@ def test_basins_never_visited_or_never_left_have_no_population_but_a_bound(toy_m
     assert main(["sample", str(toy_model), *SAMPLE, "--output", str(out)]) == 0
     summary = read_summary(out)
     nowhere, everywhere = summary["populations"]["nowhere"], summary["populations"]["everywhere"]
-    assert nowhere["population"] is None and nowhere["standard_error"] is None and nowhere["note"].startswith("not visited")
+    assert (
+        nowhere["population"] is None
+        and nowhere["standard_error"] is None
+        and nowhere["note"].startswith("not visited")
+    )
     assert nowhere["upper_bound_95"] == pytest.approx(1 - 0.05 ** (1 / 6)) and nowhere["chains_visiting"] == 0
     assert everywhere["population"] is None and everywhere["lower_bound_95"] == pytest.approx(0.05 ** (1 / 6))
     figures = summary["indicators"]["nowhere"]
-    assert figures["iat"] is None and figures["ess_per_evaluation"] is None and "the same value in every sample" in figures["undefined"]["iat"]
+    assert (
+        figures["iat"] is None
+        and figures["ess_per_evaluation"] is None
+        and "the same value in every sample" in figures["undefined"]["iat"]
+    )
     assert "nowhere" not in summary["convergence"]["not_converged"], "a constant says nothing about convergence"
 
 
@@ -242,7 +300,9 @@ def forbid_sampling(monkeypatch):
         (["--warmup", "100000000000"], "reduce --warmup"),
     ],
 )
-def test_a_run_too_large_for_the_memory_is_refused_before_any_work(toy_model, tmp_path, capsys, monkeypatch, options, reduce):
+def test_a_run_too_large_for_the_memory_is_refused_before_any_work(
+    toy_model, tmp_path, capsys, monkeypatch, options, reduce
+):
     import neuralct.workflows.memory
 
     forbid_sampling(monkeypatch)
@@ -250,7 +310,12 @@ def test_a_run_too_large_for_the_memory_is_refused_before_any_work(toy_model, tm
     out = tmp_path / "x"
     assert main(["sample", str(toy_model), "--no-progress", *options, "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "B of memory" in err and "but 4.0 GB is available" in err and err.endswith(reduce), err
+    assert (
+        len(err.splitlines()) == 1
+        and "B of memory" in err
+        and "but 4.0 GB is available" in err
+        and err.endswith(reduce)
+    ), err
     assert not out.exists()
 
 
@@ -259,7 +324,9 @@ def test_ten_million_chains_are_refused_on_this_machine(toy_model, tmp_path, cap
     out = tmp_path / "x"
     assert main(["sample", str(toy_model), "--chains", "10000000", "--no-progress", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "TB of memory" in err and "is available; reduce --samples or --chains" in err, err
+    assert (
+        len(err.splitlines()) == 1 and "TB of memory" in err and "is available; reduce --samples or --chains" in err
+    ), err
     assert not out.exists()
 
 
@@ -290,7 +357,9 @@ print(json.dumps({"needed": needed, "used": resident("VmHWM") - before}))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_the_memory_estimate_bounds_what_a_run_takes(toy_model):
     """20,000 chains of the toy model in a fresh process: its peak memory stays below the estimate, and not far below."""
-    result = subprocess.run([sys.executable, "-c", MEASURE_MEMORY, str(toy_model)], capture_output=True, text=True, check=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE_MEMORY, str(toy_model)], capture_output=True, text=True, check=True, timeout=600
+    )
     figures = json.loads(result.stdout.splitlines()[-1])
     assert figures["used"] > 50e6, "a run big enough for the comparison to mean something"
     assert figures["used"] < figures["needed"] < 4 * figures["used"], figures
@@ -318,7 +387,9 @@ def test_a_damaged_checkpoint_is_refused_in_one_line(toy_model, tmp_path, monkey
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"checkpoint {checkpoint} is damaged" in err and "rerun with --overwrite" in err, err
+    assert (
+        len(err.splitlines()) == 1 and f"checkpoint {checkpoint} is damaged" in err and "rerun with --overwrite" in err
+    ), err
     assert main([*args, "--overwrite"]) == 0
 
 
@@ -335,14 +406,58 @@ def alanine_models(tmp_path_factory):
     """A short unconstrained alanine dipeptide trajectory and three tiny models: heavy atoms, all atoms, backbone atoms."""
     folder = tmp_path_factory.mktemp("alanine")
     md = folder / "md"
-    assert main(["simulate", "alanine-dipeptide", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.02", "--report-ps", "0.2",
-                 "--replicas", "2", "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--constraints",
+                "none",
+                "--timestep-fs",
+                "1",
+                "--length-ns",
+                "0.02",
+                "--report-ps",
+                "0.2",
+                "--replicas",
+                "2",
+                "--equilibration-ps",
+                "1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(md),
+            ]
+        )
+        == 0
+    )
     paths = sorted(str(p) for p in md.glob("replica-*.nc"))
     models = {}
     for selection in ("heavy", "all", "backbone"):
         out = folder / selection
-        assert main(["train", *paths, "--selection", selection, "--steps", "10", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
-                     "--no-progress", "--output", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    *paths,
+                    "--selection",
+                    selection,
+                    "--steps",
+                    "10",
+                    "--batch-size",
+                    "32",
+                    "--couplings",
+                    "2",
+                    "--hidden",
+                    "16",
+                    "--no-progress",
+                    "--output",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         models[selection] = out / "model.pt"
     return models
 
@@ -352,8 +467,31 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
     import mdtraj
 
     out = tmp_path / "sample"
-    assert main(["sample", str(alanine_models["all"]), "alanine-dipeptide", "--chains", "3", "--samples", "4", "--warmup", "3",
-                 "--leapfrog-steps", "2", "--step-size", "0.01", "--kish-samples", "10", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(alanine_models["all"]),
+                "alanine-dipeptide",
+                "--chains",
+                "3",
+                "--samples",
+                "4",
+                "--warmup",
+                "3",
+                "--leapfrog-steps",
+                "2",
+                "--step-size",
+                "0.01",
+                "--kish-samples",
+                "10",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = read_summary(out)
     traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))
     assert traj.n_frames == 12 and traj.n_atoms == 22
@@ -376,15 +514,36 @@ def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanin
     import mdtraj
 
     out = tmp_path / "sample"
-    assert main(["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "3", "--samples", "6", "--warmup", "8",
-                 "--leapfrog-steps", "2", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(alanine_models["heavy"]),
+                "alanine-dipeptide",
+                "--chains",
+                "3",
+                "--samples",
+                "6",
+                "--warmup",
+                "8",
+                "--leapfrog-steps",
+                "2",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = read_summary(out)
     assert summary["target"]["placed_hydrogens"] == 12 and summary["target"]["dimension"] == 24 + 36
     assert summary["flow_importance_weights"].startswith("not defined")
     traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))
     assert traj.n_frames == 18 and traj.n_atoms == 22
     # Every placed hydrogen sits at a bond length from its atom.
-    bonds = np.array([[a.index, b.index] for a, b in traj.topology.bonds if "H" in (a.element.symbol, b.element.symbol)])
+    bonds = np.array(
+        [[a.index, b.index] for a, b in traj.topology.bonds if "H" in (a.element.symbol, b.element.symbol)]
+    )
     lengths = mdtraj.compute_distances(traj, bonds)
     assert len(bonds) == 12 and 0.09 < lengths.min() and lengths.max() < 0.12
     assert np.isfinite(summary["potential_energy_kT"]["mean"])
@@ -396,27 +555,52 @@ def test_heavy_atom_model_resumes_to_the_same_samples(alanine_models, tmp_path, 
 
     import neuralct.workflows.sample as sampling_run
 
-    args = ["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--chains", "2", "--samples", "4", "--warmup", "8",
-            "--leapfrog-steps", "2", "--checkpoint-every", "3", "--no-progress"]
+    args = [
+        "sample",
+        str(alanine_models["heavy"]),
+        "alanine-dipeptide",
+        "--chains",
+        "2",
+        "--samples",
+        "4",
+        "--warmup",
+        "8",
+        "--leapfrog-steps",
+        "2",
+        "--checkpoint-every",
+        "3",
+        "--no-progress",
+    ]
     assert main([*args, "--output", str(tmp_path / "whole")]) == 0
     original = interrupt_iteration(monkeypatch, 5)
     assert main([*args, "--output", str(tmp_path / "split")]) == 130
     monkeypatch.setattr(sampling_run, "iterate", original)
     assert main([*args, "--output", str(tmp_path / "split")]) == 0
-    whole, split = (mdtraj.load(str(tmp_path / name / "samples.nc"), top=str(tmp_path / name / "topology.pdb")) for name in ("whole", "split"))
+    whole, split = (
+        mdtraj.load(str(tmp_path / name / "samples.nc"), top=str(tmp_path / name / "topology.pdb"))
+        for name in ("whole", "split")
+    )
     assert whole.n_atoms == 22 and np.array_equal(whole.xyz, split.xyz)
 
 
 @pytest.mark.parametrize(
     "which,system,message",
     [
-        ("backbone", "alanine-dipeptide", "is not a hydrogen bonded to one of its atoms; the potential energy needs every atom: train with `--selection heavy`"),
+        (
+            "backbone",
+            "alanine-dipeptide",
+            "is not a hydrogen bonded to one of its atoms; the potential energy needs every atom: train with `--selection heavy`",
+        ),
         ("all", "harmonic-chain", "trained on a system of 22"),
         ("all", None, "needs the SYSTEM"),
     ],
 )
 def test_molecular_bad_input_is_one_line(alanine_models, tmp_path, capsys, which, system, message):
-    args = ["sample", str(alanine_models[which])] + ([system] if system else []) + [*SAMPLE, "--output", str(tmp_path / "x")]
+    args = (
+        ["sample", str(alanine_models[which])]
+        + ([system] if system else [])
+        + [*SAMPLE, "--output", str(tmp_path / "x")]
+    )
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
@@ -425,7 +609,21 @@ def test_molecular_bad_input_is_one_line(alanine_models, tmp_path, capsys, which
 
 @pytest.mark.parametrize("method", ["independence", "mixed"])
 def test_independence_moves_need_a_model_of_every_atom(alanine_models, tmp_path, capsys, method):
-    assert main(["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--method", method, *SAMPLE, "--output", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "sample",
+                str(alanine_models["heavy"]),
+                "alanine-dipeptide",
+                "--method",
+                method,
+                *SAMPLE,
+                "--output",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "leaves 12 hydrogens out" in err and "--method latent-hmc" in err, err
     assert not (tmp_path / "x").exists()

@@ -15,7 +15,24 @@ def snapshot(folder):
 @pytest.fixture
 def finished_run(tmp_path):
     folder = tmp_path / "run"
-    assert main(["simulate", "double-well", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference", "--output", str(folder), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "double-well",
+                "--length-ns",
+                "0.002",
+                "--report-ps",
+                "0.1",
+                "--platform",
+                "Reference",
+                "--output",
+                str(folder),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return folder
 
 
@@ -28,7 +45,24 @@ def test_outputs(finished_run):
 
 def test_rerun_of_a_finished_run_changes_no_frames(finished_run):
     before = (finished_run / "replica-000.nc").read_bytes()
-    assert main(["simulate", "double-well", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference", "--output", str(finished_run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "double-well",
+                "--length-ns",
+                "0.002",
+                "--report-ps",
+                "0.1",
+                "--platform",
+                "Reference",
+                "--output",
+                str(finished_run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (finished_run / "replica-000.nc").read_bytes() == before
 
 
@@ -45,7 +79,20 @@ def test_rerun_of_a_finished_run_changes_no_frames(finished_run):
 )
 def test_bad_input_is_a_one_line_error_and_leaves_outputs_untouched(finished_run, capsys, args, message):
     before = snapshot(finished_run)
-    status = main(["simulate", args[0], "--length-ns", "0.002", "--report-ps", "0.1", *args[1:], "--output", str(finished_run), "--no-progress"])
+    status = main(
+        [
+            "simulate",
+            args[0],
+            "--length-ns",
+            "0.002",
+            "--report-ps",
+            "0.1",
+            *args[1:],
+            "--output",
+            str(finished_run),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert status == 2
     assert err.startswith("neuralct simulate: error:") and message in err and "\n" not in err
@@ -55,7 +102,9 @@ def test_bad_input_is_a_one_line_error_and_leaves_outputs_untouched(finished_run
 def test_output_that_cannot_be_written(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
-    status = main(["simulate", "double-well", "--length-ns", "0.002", "--output", str(blocker / "sub"), "--no-progress"])
+    status = main(
+        ["simulate", "double-well", "--length-ns", "0.002", "--output", str(blocker / "sub"), "--no-progress"]
+    )
     err = capsys.readouterr().err.strip()
     assert status == 2 and "cannot create output folder" in err and "\n" not in err
     assert blocker.read_text() == "keep me"
@@ -67,7 +116,9 @@ PDB = Path(__file__).resolve().parents[1] / "systems" / "trialanine.pdb"
 def edited_pdb(tmp_path, name, keep=lambda line: True, edit=lambda line: line):
     """The bundled tri-alanine PDB with atom lines filtered and edited."""
     atoms = lambda line: line.startswith(("ATOM", "HETATM"))
-    lines = [edit(line) if atoms(line) else line for line in PDB.read_text().splitlines() if not atoms(line) or keep(line)]
+    lines = [
+        edit(line) if atoms(line) else line for line in PDB.read_text().splitlines() if not atoms(line) or keep(line)
+    ]
     path = tmp_path / name
     path.write_text("\n".join(line for line in lines if not line.startswith("CONECT")) + "\n")
     return path
@@ -81,19 +132,52 @@ def hydrogen(line):
     "name, keep, edit, options, message",
     [
         ("no-h.pdb", lambda l: not hydrogen(l), lambda l: l, [], "has no hydrogen atoms; rerun with --add-hydrogens"),
-        ("xyz.pdb", lambda l: True, lambda l: l[:17] + "XYZ" + l[20:] if l[22:26].strip() == "3" else l, [],
-         "residue XYZ 3 of chain A is not a residue of force field"),
-        ("xyz.pdb", lambda l: True, lambda l: l[:17] + "XYZ" + l[20:] if l[22:26].strip() == "3" else l, ["--add-hydrogens"],
-         "residue XYZ 3 of chain A is not a residue of force field"),
-        ("no-ha.pdb", lambda l: not (l[12:16].strip() == "HA" and l[22:26].strip() == "3"), lambda l: l, [],
-         "residue ALA 3 of chain A does not match force field amber99sbildn.xml (missing atoms HA); rerun with --add-hydrogens"),
-        ("uncapped.pdb", lambda l: not hydrogen(l) and l[17:20] not in ("ACE", "NME"), lambda l: l, ["--add-hydrogens"],
-         "residue ALA 4 of chain A"),
+        (
+            "xyz.pdb",
+            lambda l: True,
+            lambda l: l[:17] + "XYZ" + l[20:] if l[22:26].strip() == "3" else l,
+            [],
+            "residue XYZ 3 of chain A is not a residue of force field",
+        ),
+        (
+            "xyz.pdb",
+            lambda l: True,
+            lambda l: l[:17] + "XYZ" + l[20:] if l[22:26].strip() == "3" else l,
+            ["--add-hydrogens"],
+            "residue XYZ 3 of chain A is not a residue of force field",
+        ),
+        (
+            "no-ha.pdb",
+            lambda l: not (l[12:16].strip() == "HA" and l[22:26].strip() == "3"),
+            lambda l: l,
+            [],
+            "residue ALA 3 of chain A does not match force field amber99sbildn.xml (missing atoms HA); rerun with --add-hydrogens",
+        ),
+        (
+            "uncapped.pdb",
+            lambda l: not hydrogen(l) and l[17:20] not in ("ACE", "NME"),
+            lambda l: l,
+            ["--add-hydrogens"],
+            "residue ALA 4 of chain A",
+        ),
     ],
 )
 def test_pdb_problems_name_the_residue_as_the_pdb_does(tmp_path, capsys, name, keep, edit, options, message):
     path = edited_pdb(tmp_path, name, keep, edit)
-    status = main(["simulate", str(path), *options, "--length-ns", "0.0002", "--report-ps", "0.1", "--output", str(tmp_path / "out"), "--no-progress"])
+    status = main(
+        [
+            "simulate",
+            str(path),
+            *options,
+            "--length-ns",
+            "0.0002",
+            "--report-ps",
+            "0.1",
+            "--output",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert status == 2 and message in err and "\n" not in err, err
     assert not (tmp_path / "out").exists()
@@ -102,8 +186,29 @@ def test_pdb_problems_name_the_residue_as_the_pdb_does(tmp_path, capsys, name, k
 def test_add_hydrogens_completes_a_pdb_without_them(tmp_path):
     path = edited_pdb(tmp_path, "no-h.pdb", lambda l: not hydrogen(l))
     out = tmp_path / "out"
-    assert main(["simulate", str(path), "--add-hydrogens", "--ph", "7", "--length-ns", "0.0002", "--report-ps", "0.1",
-                 "--equilibration-ps", "0", "--platform", "Reference", "--output", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(path),
+                "--add-hydrogens",
+                "--ph",
+                "7",
+                "--length-ns",
+                "0.0002",
+                "--report-ps",
+                "0.1",
+                "--equilibration-ps",
+                "0",
+                "--platform",
+                "Reference",
+                "--output",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_atoms"] == 42 and summary["system_settings"]["hydrogens_added_at_ph"] == 7.0
     assert (out / "topology.pdb").read_text().count(" H") > 0

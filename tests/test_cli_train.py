@@ -6,14 +6,27 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 import yaml
 
 from neuralct.analysis import read_colvar
 from neuralct.cli import main
 
-TOY = ["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "30", "--batch-size", "64", "--no-progress", "--samples", "2000"]
+TOY = [
+    "train",
+    "--toy",
+    "harmonic-chain",
+    "-p",
+    "n=4",
+    "--steps",
+    "30",
+    "--batch-size",
+    "64",
+    "--no-progress",
+    "--samples",
+    "2000",
+]
 
 
 def snapshot(folder):
@@ -72,11 +85,17 @@ def test_bad_input_is_a_one_line_error_and_overwrites_nothing(tmp_path, capsys, 
 def test_console_script_exit_status_and_message(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "neuralct", "train", "--toy", "nope", "--output", str(tmp_path)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
-    assert result.stderr.strip() == "neuralct train: error: unknown toy system 'nope'; available: harmonic-chain, curved-double-well"
-    result = subprocess.run([sys.executable, "-m", "neuralct", "train", "--no-such-option"], capture_output=True, text=True)
+    assert (
+        result.stderr.strip()
+        == "neuralct train: error: unknown toy system 'nope'; available: harmonic-chain, curved-double-well"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "neuralct", "train", "--no-such-option"], capture_output=True, text=True
+    )
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
 
 
@@ -85,12 +104,52 @@ def alanine(tmp_path_factory):
     """Three short alanine dipeptide trajectories and a model trained on the first two."""
     folder = tmp_path_factory.mktemp("alanine")
     md = folder / "md"
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--report-ps", "0.5", "--replicas", "3",
-                 "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.03",
+                "--report-ps",
+                "0.5",
+                "--replicas",
+                "3",
+                "--equilibration-ps",
+                "1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(md),
+            ]
+        )
+        == 0
+    )
     paths = sorted(str(p) for p in md.glob("replica-*.nc"))
     model_dir = folder / "model"
-    assert main(["train", *paths[:2], "--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16",
-                 "--validation-trajectories", "1", "--no-progress", "--output", str(model_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *paths[:2],
+                "--steps",
+                "20",
+                "--batch-size",
+                "32",
+                "--couplings",
+                "2",
+                "--hidden",
+                "16",
+                "--validation-trajectories",
+                "1",
+                "--no-progress",
+                "--output",
+                str(model_dir),
+            ]
+        )
+        == 0
+    )
     return paths, model_dir
 
 
@@ -107,10 +166,15 @@ def test_training_on_trajectories_summary(alanine):
 def test_analyze_writes_colvar_plots_and_scores(alanine, tmp_path):
     paths, model_dir = alanine
     out = tmp_path / "analysis"
-    assert main(["analyze", str(model_dir / "model.pt"), *paths, "--lag-ps", "1", "--modes", "4", "--output", str(out)]) == 0
+    assert (
+        main(["analyze", str(model_dir / "model.pt"), *paths, "--lag-ps", "1", "--modes", "4", "--output", str(out)])
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     # The first trajectory trained the model, the second chose its kept state: only the third is scored.
-    assert summary["split"]["trained_the_model"] == paths[:1] and summary["split"]["selected_the_kept_state"] == paths[1:2]
+    assert (
+        summary["split"]["trained_the_model"] == paths[:1] and summary["split"]["selected_the_kept_state"] == paths[1:2]
+    )
     assert {segment["trajectory"] for segment in summary["split"]["scored"]} == {paths[2]}
     for figure in summary["figures"].values():
         assert (out / figure.split("/")[-1]).stat().st_size > 1000
@@ -118,12 +182,17 @@ def test_analyze_writes_colvar_plots_and_scores(alanine, tmp_path):
     assert fields == ["time", "cv1", "cv2", "cv3", "cv4"]
     plain = np.loadtxt(summary["colvar_files"][0], comments="#")
     assert np.array_equal(plain, values) and len(plain) == 60
-    assert summary["dependence"]["modes"] == [1, 2, 3, 4] and summary["dependence"]["dihedrals"] == ["phi A:ALA2", "psi A:ALA2"]
+    assert summary["dependence"]["modes"] == [1, 2, 3, 4] and summary["dependence"]["dihedrals"] == [
+        "phi A:ALA2",
+        "psi A:ALA2",
+    ]
     for key in ("learned_cvs", "tica", "pca", "backbone_dihedrals"):
         assert "vamp2" in summary[key]
     kinetics = summary["kinetics"]
     assert len(kinetics["learned_cvs"]["implied_timescales_ps"]) == 4 and "implied_timescales_ps" in kinetics["tica"]
-    assert kinetics["tica"]["oscillating_components"] == [k + 1 for k, v in enumerate(kinetics["tica"]["eigenvalues"]) if v < 0]
+    assert kinetics["tica"]["oscillating_components"] == [
+        k + 1 for k, v in enumerate(kinetics["tica"]["eigenvalues"]) if v < 0
+    ]
     assert "latent_dynamics" not in summary  # trained without --lag-ps: no relaxation times
 
 
@@ -134,10 +203,29 @@ def test_analyze_rejects_a_model_of_another_system(alanine, tmp_path, capsys):
     assert main(["analyze", str(toy / "model.pt"), *paths, "--output", str(tmp_path / "a")]) == 2
     assert "not trained on molecular trajectories" in capsys.readouterr().err
     chain = tmp_path / "chain"
-    assert main(["simulate", "harmonic-chain", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference",
-                 "--no-progress", "--output", str(chain)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "harmonic-chain",
+                "--length-ns",
+                "0.002",
+                "--report-ps",
+                "0.1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(chain),
+            ]
+        )
+        == 0
+    )
     _, model_dir = alanine
-    assert main(["analyze", str(model_dir / "model.pt"), str(chain / "replica-000.nc"), "--output", str(tmp_path / "b")]) == 2
+    assert (
+        main(["analyze", str(model_dir / "model.pt"), str(chain / "replica-000.nc"), "--output", str(tmp_path / "b")])
+        == 2
+    )
     assert "atoms but the model was trained on" in capsys.readouterr().err
 
 
@@ -169,9 +257,36 @@ def test_nan_coordinates_in_a_trajectory_are_a_one_line_error(alanine, tmp_path,
 def test_momentum_mixing_layers_train_and_analyze(alanine, tmp_path):
     paths, _ = alanine
     out = tmp_path / "mixed"
-    assert main(["train", *paths, "--layers", "linear,point,continuous", "--steps", "5", "--batch-size", "16",
-                 "--couplings", "2", "--hidden", "8", "--leapfrog-steps", "2", "--no-progress", "--output", str(out)]) == 0
-    assert main(["analyze", str(out / "model.pt"), *paths, "--lag-ps", "1", "--modes", "3", "--output", str(tmp_path / "a")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *paths,
+                "--layers",
+                "linear,point,continuous",
+                "--steps",
+                "5",
+                "--batch-size",
+                "16",
+                "--couplings",
+                "2",
+                "--hidden",
+                "8",
+                "--leapfrog-steps",
+                "2",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["analyze", str(out / "model.pt"), *paths, "--lag-ps", "1", "--modes", "3", "--output", str(tmp_path / "a")]
+        )
+        == 0
+    )
 
 
 def test_operating_system_errors_are_one_line_too(tmp_path, capsys):
@@ -185,14 +300,48 @@ def test_recorded_momenta_need_on_step_velocities(alanine, tmp_path, capsys):
 
     paths, _ = alanine
     out = tmp_path / "recorded"
-    assert main(["train", *paths, "--momenta", "recorded", "--steps", "5", "--batch-size", "16", "--couplings", "2",
-                 "--hidden", "8", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *paths,
+                "--momenta",
+                "recorded",
+                "--steps",
+                "5",
+                "--batch-size",
+                "16",
+                "--couplings",
+                "2",
+                "--hidden",
+                "8",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["momenta"] == "recorded on-step velocities"
     topology = str(Path(paths[0]).parent / "topology.pdb")
     no_velocities = tmp_path / "positions-only.dcd"
     mdtraj.load(paths[0], top=topology).save_dcd(str(no_velocities))
-    assert main(["train", str(no_velocities), paths[1], "--top", topology, "--momenta", "recorded",
-                 "--output", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                str(no_velocities),
+                paths[1],
+                "--top",
+                topology,
+                "--momenta",
+                "recorded",
+                "--output",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 2
+    )
     assert "on-step velocities" in capsys.readouterr().err
 
 
@@ -201,10 +350,16 @@ def test_truncated_trajectory_gives_exactly_one_line_and_no_output(alanine, tmp_
     truncated = tmp_path / "truncated.nc"
     truncated.write_bytes(Path(paths[0]).read_bytes()[:6000])
     topology = str(Path(paths[0]).parent / "topology.pdb")
-    for command in (["train", str(truncated), paths[1]], ["analyze", str(model_dir / "model.pt"), str(truncated), paths[1]]):
+    for command in (
+        ["train", str(truncated), paths[1]],
+        ["analyze", str(model_dir / "model.pt"), str(truncated), paths[1]],
+    ):
         out = tmp_path / command[0]
-        result = subprocess.run([sys.executable, "-m", "neuralct", *command, "--top", topology, "--output", str(out)],
-                                capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "neuralct", *command, "--top", topology, "--output", str(out)],
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and "cannot read trajectory" in result.stderr, result.stderr
         assert not out.exists()
@@ -227,14 +382,32 @@ def test_position_noise_option(tmp_path, capsys):
         (["--hidden", "1000000"], "reduce --hidden, --depth or --couplings"),
     ],
 )
-def test_training_too_large_for_the_memory_is_refused_before_anything_is_built(tmp_path, capsys, monkeypatch, options, reduce):
+def test_training_too_large_for_the_memory_is_refused_before_anything_is_built(
+    tmp_path, capsys, monkeypatch, options, reduce
+):
     import neuralct.workflows.memory
 
     monkeypatch.setattr(neuralct.workflows.memory, "available_memory_bytes", lambda: 4 * 10**9)
     out = tmp_path / "model"
-    status = main(["train", "--toy", "harmonic-chain", "-p", "n=32", "--steps", "2", "--no-progress", *options, "--output", str(out)])
+    status = main(
+        [
+            "train",
+            "--toy",
+            "harmonic-chain",
+            "-p",
+            "n=32",
+            "--steps",
+            "2",
+            "--no-progress",
+            *options,
+            "--output",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1 and "but 4.0 GB is available" in err and err.strip().endswith(reduce), err
+    assert status == 2 and err.count("\n") == 1 and "but 4.0 GB is available" in err and err.strip().endswith(reduce), (
+        err
+    )
     assert not out.exists()
 
 
@@ -242,8 +415,8 @@ def test_training_too_large_for_the_memory_is_refused_before_anything_is_built(t
 def test_the_memory_estimate_counts_the_networks_parameters_exactly(layers):
     from torch import nn
 
-    from neuralct.workflows.train import architecture_from_options, training_memory_needed
     from neuralct.model.transformation import NeuralCanonicalTransformation
+    from neuralct.workflows.train import architecture_from_options, training_memory_needed
 
     architecture = architecture_from_options(layers, 3, 48, 2, 4)
     model = NeuralCanonicalTransformation(20, masses=torch.ones(20, dtype=torch.float64), architecture=architecture)
@@ -259,7 +432,9 @@ def test_an_allocation_that_fails_anyway_is_one_line(tmp_path, capsys, monkeypat
     import neuralct.cli.train
 
     def fail(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000 bytes.")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000 bytes."
+        )
 
     monkeypatch.setattr(neuralct.cli.train, "_toy_fit", fail)
     assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--output", str(tmp_path / "m")]) == 2

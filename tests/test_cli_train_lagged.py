@@ -13,8 +13,28 @@ from neuralct.cli import main
 @pytest.fixture(scope="module")
 def trajectories(tmp_path_factory):
     md = tmp_path_factory.mktemp("alanine-lagged") / "md"
-    assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--report-ps", "0.5", "--replicas", "3",
-                 "--equilibration-ps", "1", "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "alanine-dipeptide",
+                "--length-ns",
+                "0.03",
+                "--report-ps",
+                "0.5",
+                "--replicas",
+                "3",
+                "--equilibration-ps",
+                "1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(md),
+            ]
+        )
+        == 0
+    )
     return sorted(str(p) for p in md.glob("replica-*.nc"))
 
 
@@ -35,7 +55,20 @@ def test_lagged_training_ranks_modes_by_relaxation_time(trajectories, tmp_path, 
     assert model.dynamics is not None
     assert np.allclose(model.relaxation_times.detach().numpy(), times, rtol=1e-6)
     if momenta == "recorded":
-        assert main(["analyze", str(out / "model.pt"), *trajectories, "--modes", "3", "--output", str(tmp_path / "analysis")]) == 0
+        assert (
+            main(
+                [
+                    "analyze",
+                    str(out / "model.pt"),
+                    *trajectories,
+                    "--modes",
+                    "3",
+                    "--output",
+                    str(tmp_path / "analysis"),
+                ]
+            )
+            == 0
+        )
         analysis = json.loads((tmp_path / "analysis" / "summary.json").read_text())
         assert analysis["latent_dynamics"]["relaxation_times_ps"] == pytest.approx(times[:3], rel=1e-6)
 
@@ -45,10 +78,49 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
     assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", *SMALL, "--output", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["vamp2_term"] == {"weight": 5.0, "modes": 2, "lags_ps": [1.0]}
     several = tmp_path / "several"
-    assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "1.5", "0.5", *SMALL, "--output", str(several)]) == 0
-    assert json.loads((several / "summary.json").read_text())["vamp2_term"] == {"weight": 5.0, "modes": 2, "lags_ps": [0.5, 1.5]}
+    assert (
+        main(
+            [
+                "train",
+                *trajectories,
+                "--lag-ps",
+                "1",
+                "--vamp-weight",
+                "5",
+                "--vamp-lags-ps",
+                "1.5",
+                "0.5",
+                *SMALL,
+                "--output",
+                str(several),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((several / "summary.json").read_text())["vamp2_term"] == {
+        "weight": 5.0,
+        "modes": 2,
+        "lags_ps": [0.5, 1.5],
+    }
     # Other VAMP-2 lags are another run: refused, not resumed.
-    assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", *SMALL, "--output", str(several)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *trajectories,
+                "--lag-ps",
+                "1",
+                "--vamp-weight",
+                "5",
+                "--vamp-lags-ps",
+                "0.5",
+                *SMALL,
+                "--output",
+                str(several),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.parametrize(
@@ -62,10 +134,16 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
         (["--rank-lag-ps", "0.7"], "--rank-lag-ps 0.7 is not a whole multiple"),
         (["--rank-lag-ps", "1", "--lag-ps", "1"], "ranked by relaxation time already"),
         (["--rank-lag-ps", "40"], "fewer than 2 pairs"),
-        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.7"], "--vamp-lags-ps 0.7 is not a whole multiple"),
+        (
+            ["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.7"],
+            "--vamp-lags-ps 0.7 is not a whole multiple",
+        ),
         (["--lag-ps", "1", "--vamp-lags-ps", "1"], "--vamp-lags-ps needs --vamp-weight"),
         (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "40"], "at every VAMP-2 lag"),
-        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "nan"], "--vamp-lags-ps: must be a finite number > 0"),
+        (
+            ["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "nan"],
+            "--vamp-lags-ps: must be a finite number > 0",
+        ),
     ],
 )
 def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, message):
@@ -88,18 +166,25 @@ def test_ranking_by_autocorrelation_orders_the_cvs_by_the_data_autocorrelation(t
     ranking = json.loads((ranked / "summary.json").read_text())["mode_ranking"]
     plain, model = neuralct.load(by_frequency / "model.pt"), neuralct.load(ranked / "model.pt")
     assert ranking["by"] == "autocorrelation" and ranking["lag_ps"] == 1.0
-    assert sorted(ranking["order"]) == list(range(model.dim)) and ranking["order"] == model._mode_order().tolist()
+    assert sorted(ranking["order"]) == list(range(model.dim)) and ranking["order"] == model.mode_order().tolist()
     assert np.all(np.diff(ranking["autocorrelation"]) <= 0)
     # The same flow (same seed and data); its latent positions recomputed here from the training frames.
     import mdtraj
 
     from neuralct.model.molecular import project_positions
 
-    train = [path for path in trajectories if str(Path(path).resolve()) in model.metadata["molecule"]["training_trajectories"]]
-    Q = [project_positions(plain, mdtraj.load(path, top=str(Path(path).parent / "topology.pdb")).xyz.astype(np.float64)) for path in train]
+    train = [
+        path
+        for path in trajectories
+        if str(Path(path).resolve()) in model.metadata["molecule"]["training_trajectories"]
+    ]
+    Q = [
+        project_positions(plain, mdtraj.load(path, top=str(Path(path).parent / "topology.pdb")).xyz.astype(np.float64))
+        for path in train
+    ]
     mean, variance = np.concatenate(Q).mean(0), np.concatenate(Q).var(0)
     lagged = np.concatenate([(q[:-2] - mean) * (q[2:] - mean) for q in Q]).mean(0) / variance
-    frequency_order = plain._mode_order().tolist()
+    frequency_order = plain.mode_order().tolist()
     expected = [lagged[frequency_order.index(mode)] for mode in ranking["order"]]
     assert np.allclose(ranking["autocorrelation"], expected, atol=1e-4)
     assert np.allclose(model.frequencies.detach().numpy(), plain.prior.frequencies.detach().numpy()[ranking["order"]])
@@ -134,9 +219,19 @@ def test_retraining_on_a_bias_run_reported_every_0_4_ps_takes_a_2_ps_lag(traject
     (run / "topology.pdb").write_bytes((Path(trajectories[0]).parent / "topology.pdb").read_bytes())
     outer_step_ps, steps_per_report = 0.008, 50
     time_ps = np.arange(1, 301) * steps_per_report * outer_step_ps
-    write_netcdf(run / "trajectory.nc", NetCDFFrames(positions, None, time_ps, {"neuralct_biased": 1, MASSES_ATTRIBUTE: frames[0].attributes[MASSES_ATTRIBUTE]}))
+    write_netcdf(
+        run / "trajectory.nc",
+        NetCDFFrames(
+            positions, None, time_ps, {"neuralct_biased": 1, MASSES_ATTRIBUTE: frames[0].attributes[MASSES_ATTRIBUTE]}
+        ),
+    )
     out = tmp_path / "model2"
-    assert main(["train", str(run / "trajectory.nc"), "--lag-ps", "2", "--vamp-weight", "100", *SMALL, "--output", str(out)]) == 0
+    assert (
+        main(
+            ["train", str(run / "trajectory.nc"), "--lag-ps", "2", "--vamp-weight", "100", *SMALL, "--output", str(out)]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     # One trajectory: its first 240 frames train, its last 60 validate; a lag of 5 frames inside each part.
     assert summary["lag_ps"] == 2.0 and summary["lagged_pairs"] == {"train": 235, "validation": 55}

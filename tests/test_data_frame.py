@@ -49,7 +49,11 @@ def test_rmsd_equals_mdtraj_for_equal_masses(molecule):
     residue = top.add_residue("MOL", top.add_chain())
     for _ in range(10):
         top.add_atom("C", md.element.carbon, residue)
-    expected = md.rmsd(md.Trajectory(frames.astype(np.float32), top), md.Trajectory(reference[None].astype(np.float32), top), precentered=False)
+    expected = md.rmsd(
+        md.Trajectory(frames.astype(np.float32), top),
+        md.Trajectory(reference[None].astype(np.float32), top),
+        precentered=False,
+    )
     np.testing.assert_allclose(rmsd, expected, atol=1e-5)
 
 
@@ -75,7 +79,9 @@ def test_torch_version_matches_and_is_differentiable(molecule):
     x = rigidly_moved(reference + 0.03 * np.random.default_rng(8).normal(size=(5, 10, 3)), seed=9, n=5)
     xt = torch.tensor(x, requires_grad=True)
     np.testing.assert_allclose(frame.to_internal_torch(xt).detach().numpy(), frame.to_internal(x), atol=1e-12)
-    assert torch.autograd.gradcheck(lambda p: frame.to_internal_torch(p)[:, :4], (xt[2:4].detach().clone().requires_grad_(),))
+    assert torch.autograd.gradcheck(
+        lambda p: frame.to_internal_torch(p)[:, :4], (xt[2:4].detach().clone().requires_grad_(),)
+    )
 
 
 def test_maxwell_boltzmann_momenta_become_unit_mass_gaussians(molecule):

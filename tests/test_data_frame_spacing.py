@@ -7,9 +7,9 @@ import pytest
 
 from neuralct.data import load_trajectories
 from neuralct.data.loading import frame_spacing
+from neuralct.data.netcdf import NetCDFFrames, write_netcdf
 from neuralct.data.pairs import lag_in_frames
 from neuralct.errors import NeuralCTError
-from neuralct.data.netcdf import NetCDFFrames, write_netcdf
 
 N_ATOMS = 4
 
@@ -41,10 +41,15 @@ def test_float32_time_stamps_give_the_report_interval_and_every_multiple_of_it(t
     # 3000 frames: past 100 ps one float32 interval is off by up to 1e-5 ps, and their median with it.
     n = 3000
     stamps = np.arange(1, n + 1) * report_ps
-    assert abs(np.median(np.diff(stamps.astype(np.float32).astype(np.float64))) - report_ps) > 1e-7 * report_ps or report_ps == 0.002
+    assert (
+        abs(np.median(np.diff(stamps.astype(np.float32).astype(np.float64))) - report_ps) > 1e-7 * report_ps
+        or report_ps == 0.002
+    )
     data = load_trajectories(write(tmp_path, topology, stamps), selection="all")
     assert data.timestep_ps == report_ps and data.timestep_note is None
-    np.testing.assert_allclose(data.time_ps, stamps, rtol=1e-12)  # the decimals the writer had, not their float32 roundings
+    np.testing.assert_allclose(
+        data.time_ps, stamps, rtol=1e-12
+    )  # the decimals the writer had, not their float32 roundings
     for frames in (1, 3, 5, 7, 10, 2999):
         assert data.lag_frames(float(f"{frames * report_ps:.12g}")) == frames
     with pytest.raises(NeuralCTError, match=r"--rank-lag-ps .* is not a whole multiple"):
@@ -53,7 +58,9 @@ def test_float32_time_stamps_give_the_report_interval_and_every_multiple_of_it(t
 
 def test_stride_and_several_trajectories_share_one_spacing(tmp_path, topology):
     first = write(tmp_path / "a", topology, np.arange(1, 1201) * 0.1)
-    second = write(tmp_path / "b", topology, 500.0 + np.arange(1, 301) * 0.1)  # a later part: larger stamps, coarser float32
+    second = write(
+        tmp_path / "b", topology, 500.0 + np.arange(1, 301) * 0.1
+    )  # a later part: larger stamps, coarser float32
     data = load_trajectories([first, second], selection="all", stride=3)
     assert data.traj_lengths == [400, 100]
     assert data.timestep_ps == 0.3 and data.lag_frames(0.9) == 3
@@ -104,7 +111,10 @@ def test_frame_spacing_of_few_frames_far_from_zero():
     assert spacing == pytest.approx(1 / 3, rel=1e-7) and note is None
     assert lag_in_frames(1.0, spacing) == 3 and lag_in_frames(200.0, spacing) == 600
     assert frame_spacing([np.array([5.0])], ["one.nc"])[0] is None
-    assert frame_spacing([np.arange(5.0), None], ["a.nc", "b.dcd"]) == (None, "b.dcd holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR)")
+    assert frame_spacing([np.arange(5.0), None], ["a.nc", "b.dcd"]) == (
+        None,
+        "b.dcd holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR)",
+    )
 
 
 def test_reading_netcdf_through_mdtraj_is_quiet(tmp_path, topology):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from neuralct.data import lagged_pairs, load_trajectories
-from neuralct.errors import NeuralCTError
 from neuralct.data.netcdf import read_netcdf, write_netcdf
+from neuralct.errors import NeuralCTError
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
 
@@ -120,8 +120,24 @@ def test_masses_recorded_by_simulate_win_over_the_elements(tmp_path):
     from neuralct.cli import main
     from neuralct.data.netcdf import MASSES_ATTRIBUTE, read_netcdf
 
-    assert main(["simulate", "harmonic-chain", "--length-ns", "0.002", "--report-ps", "0.1", "--platform", "Reference",
-                 "--no-progress", "--output", str(tmp_path / "chain")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "harmonic-chain",
+                "--length-ns",
+                "0.002",
+                "--report-ps",
+                "0.1",
+                "--platform",
+                "Reference",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "chain"),
+            ]
+        )
+        == 0
+    )
     path = tmp_path / "chain" / "replica-000.nc"
     assert read_netcdf(path).attributes[MASSES_ATTRIBUTE] == [1.0] * 32
     data = load_trajectories(path)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from neuralct.training.device import float32_matmul_precision, resolve_device
 from neuralct.errors import NeuralCTError
+from neuralct.training.device import float32_matmul_precision, resolve_device
 
 
 def test_auto_and_cpu():

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from neuralct.training import distributed
 from neuralct.errors import NeuralCTError
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.toys.hamiltonians import HarmonicChain
-from neuralct.training.objectives import MaximumLikelihood
+from neuralct.training import distributed
 from neuralct.training.loop import TrainingSettings, train
+from neuralct.training.objectives import MaximumLikelihood
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
@@ -51,7 +51,13 @@ def _first_step_gradients():
     def capture(step, loss):
         gradients.update({name: p.grad.clone() for name, p in model.named_parameters()})
 
-    train(model, objective, TrainingSettings(steps=1, batch_size=64, gradient_clip=1e12, progress=False), seed=SEED, on_step=capture)
+    train(
+        model,
+        objective,
+        TrainingSettings(steps=1, batch_size=64, gradient_clip=1e12, progress=False),
+        seed=SEED,
+        on_step=capture,
+    )
     return gradients
 
 
@@ -70,7 +76,11 @@ def _interrupted_and_resumed(folder: Path):
         train(model, objective, settings, seed=SEED, checkpoint=folder / "run.pt", on_step=interrupt)
     resumed, objective = _chain_setup()
     result = train(resumed, objective, settings, seed=SEED, checkpoint=folder / "run.pt")
-    return {"reference": reference.state_dict(), "resumed": resumed.state_dict(), "resumed_from_step": result.resumed_from_step}
+    return {
+        "reference": reference.state_dict(),
+        "resumed": resumed.state_dict(),
+        "resumed_from_step": result.resumed_from_step,
+    }
 
 
 def _pilot_training(batch_size: int):
@@ -82,7 +92,13 @@ def _pilot_training(batch_size: int):
     model.initialize(q[: PILOT["pilot"]], generator=torch.Generator().manual_seed(SEED))
     start = model.frequencies.detach().clone()
     objective = MaximumLikelihood(q[PILOT["valid"] :], q[: PILOT["valid"]])
-    settings = TrainingSettings(steps=PILOT["steps"], batch_size=batch_size, learning_rate=PILOT["learning_rate"], validate_every=100, progress=False)
+    settings = TrainingSettings(
+        steps=PILOT["steps"],
+        batch_size=batch_size,
+        learning_rate=PILOT["learning_rate"],
+        validate_every=100,
+        progress=False,
+    )
     result = train(model, objective, settings, seed=SEED)
     return {
         "start": start.numpy(),
@@ -94,7 +110,9 @@ def _pilot_training(batch_size: int):
 
 
 def _worker(rank: int, port: int, folder: Path) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     with distributed.process_group("cpu"):
@@ -178,7 +196,16 @@ def test_two_processes_reach_the_single_process_frequencies(ranks):
 
 
 def _torchrun(folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}", "-m", "neuralct", "train"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD_SIZE}",
+        "-m",
+        "neuralct",
+        "train",
+    ]
     command += ["--toy", "harmonic-chain", "-p", "n=4", "--samples", "2000", "--steps", "20", "--batch-size", "32"]
     command += ["--couplings", "1", "--hidden", "8", "--device", "cpu", "--no-progress", "-o", str(folder), *options]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -194,7 +221,15 @@ def test_cli_under_torchrun_writes_the_model_and_summary_once(tmp_path):
     assert summary["frequencies"] == sorted(summary["frequencies"])
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 20
     assert len(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["generators"]) == WORLD_SIZE
-    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [".neuralct.files", ".neuralct.lock", "checkpoint.pt", "config.yaml", "model.pt", "run.json", "summary.json"]
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == [
+        ".neuralct.files",
+        ".neuralct.lock",
+        "checkpoint.pt",
+        "config.yaml",
+        "model.pt",
+        "run.json",
+        "summary.json",
+    ]
 
 
 def test_setup_outside_torchrun_says_how_to_launch(monkeypatch):

@@ -14,11 +14,11 @@ from neuralct.cli import main
 from neuralct.data.frame import kabsch
 from neuralct.export import collective_variables, openmm_force
 from neuralct.export.cv import _Couplings, _quaternion_tables, quaternion_kabsch
+from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.export.numpy_cv import NumpyCollectiveVariables, _CouplingStack
 from neuralct.flows.coupling import CouplingStack
-from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.md.systems import build_system
-from neuralct.model.molecular import _molecule, project_positions
+from neuralct.model.molecular import molecule_description, project_positions
 
 K = 2
 
@@ -46,7 +46,9 @@ def test_quaternion_fit_is_the_svd_kabsch_fit():
     reference = torch.tensor(rng.normal(size=(10, 3)))
     masses = torch.tensor(rng.uniform(1, 16, size=10))
     reference = reference - (masses @ reference) / masses.sum()
-    frames = reference @ torch.tensor(Rotation.random(50, random_state=2).as_matrix()).transpose(1, 2) + 0.1 * torch.randn(50, 10, 3, dtype=torch.float64)
+    frames = reference @ torch.tensor(Rotation.random(50, random_state=2).as_matrix()).transpose(
+        1, 2
+    ) + 0.1 * torch.randn(50, 10, 3, dtype=torch.float64)
     frames = frames - torch.einsum("i,fia->fa", masses, frames)[:, None] / masses.sum()
     expected, _ = kabsch(frames, reference, masses)
     rotations = quaternion_kabsch(frames, reference, masses, *_quaternion_tables())
@@ -100,17 +102,23 @@ def test_plumed_file_follows_the_pytorch_model_loader(exported):
         assert output.shape == (1, K) and output.dtype == torch.float32
         assert np.abs(output.detach().numpy()[0] - expected[frame]).max() < 1e-5
         for j in range(K):
-            (derivative,) = torch.autograd.grad([output[:, j : j + 1]], [features], [torch.ones(1).expand(1, 1)], retain_graph=True)
+            (derivative,) = torch.autograd.grad(
+                [output[:, j : j + 1]], [features], [torch.ones(1).expand(1, 1)], retain_graph=True
+            )
             assert derivative.dtype == torch.float32 and derivative.shape == (1, n_in)
             reference = collective_variables(model, K, select=False)
             x = torch.tensor(selected[frame].reshape(1, -1, 3), requires_grad=True)
             (exact,) = torch.autograd.grad(reference(x)[0, j], x)
-            assert np.abs(derivative.numpy().ravel() - exact.numpy().ravel()).max() < 1e-3 * max(1.0, float(exact.abs().max()))
+            assert np.abs(derivative.numpy().ravel() - exact.numpy().ravel()).max() < 1e-3 * max(
+                1.0, float(exact.abs().max())
+            )
     text = (folder / "plumed.dat").read_text()
     serials = [i + 1 for i in manifest["system"]["atom_indices"]]
     assert f"WHOLEMOLECULES ENTITY0={','.join(map(str, serials))}" in text
     assert [line.split("ATOM=")[1] for line in text.splitlines() if ": POSITION" in line] == [str(s) for s in serials]
-    arguments = next(line for line in text.splitlines() if line.startswith("cv: PYTORCH_MODEL")).split("ARG=")[1].split(",")
+    arguments = (
+        next(line for line in text.splitlines() if line.startswith("cv: PYTORCH_MODEL")).split("ARG=")[1].split(",")
+    )
     assert len(arguments) == n_in and arguments[:4] == ["p1.x", "p1.y", "p1.z", "p2.x"]
     assert "PRINT" in text and "cv.node-1" in text
 
@@ -146,10 +154,17 @@ def test_summary_lists_the_cvs_their_ranges_the_files_with_hashes_and_timings(ex
     summary = json.loads((folder / "summary.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
     assert summary["cvs"] == manifest["cvs"] and summary["ranked_by"] == manifest["ranked_by"]
-    exported_files = {p.name for p in folder.iterdir() if p.name not in {"summary.json", "config.yaml"} and not p.name.startswith((".", "run."))}
+    exported_files = {
+        p.name
+        for p in folder.iterdir()
+        if p.name not in {"summary.json", "config.yaml"} and not p.name.startswith((".", "run."))
+    }
     assert set(summary["files"]) == exported_files
     assert all(summary["files"][name] == sha256(folder / name) for name in summary["files"])
-    assert 0 < summary["load_model_seconds"] < summary["wall_seconds"] and 0 < summary["export_seconds"] < summary["wall_seconds"]
+    assert (
+        0 < summary["load_model_seconds"] < summary["wall_seconds"]
+        and 0 < summary["export_seconds"] < summary["wall_seconds"]
+    )
 
 
 def test_a_kinetic_model_from_an_older_file_exports_its_cvs_ranked_by_relaxation_time(tmp_path):
@@ -164,14 +179,20 @@ def test_a_kinetic_model_from_an_older_file_exports_its_cvs_ranked_by_relaxation
         record = json.loads((folder / name).read_text())
         assert record["ranked_by"]["key"] == "relaxation_time_ps" and record["ranked_by"]["order"] == "descending"
         times = [cv["relaxation_time_ps"] for cv in record["cvs"]]
-        assert np.allclose(times, expected["relaxation_times_ps"][:3], rtol=1e-6, atol=0) and times == sorted(times, reverse=True)
+        assert np.allclose(times, expected["relaxation_times_ps"][:3], rtol=1e-6, atol=0) and times == sorted(
+            times, reverse=True
+        )
         # By frequency the order would differ: the ranking is what the manifest says it is.
-        assert [cv["frequency_rad_per_ps"] for cv in record["cvs"]] != sorted(cv["frequency_rad_per_ps"] for cv in record["cvs"])
+        assert [cv["frequency_rad_per_ps"] for cv in record["cvs"]] != sorted(
+            cv["frequency_rad_per_ps"] for cv in record["cvs"]
+        )
     module = torch.jit.load(str(folder / "cv1.pt"))
     assert np.abs(module(torch.tensor(expected["positions_nm"])).numpy() - expected["cvs"][:, 0]).max() < 1e-5
 
 
-def test_a_killed_export_leaves_a_staging_folder_that_the_next_run_removes(alanine_model, tmp_path, monkeypatch, capsys):
+def test_a_killed_export_leaves_a_staging_folder_that_the_next_run_removes(
+    alanine_model, tmp_path, monkeypatch, capsys
+):
     """SIGKILL skips every clean-up: played here by an interrupt while the staging folder's removal does nothing."""
     import neuralct.export.files as files
     from neuralct.io import is_atomic_temporary
@@ -246,7 +267,9 @@ def test_python_force_is_minus_the_gradient_of_its_energy(exported):
             moved[atom, axis] += sign * h
             context.setPositions(moved)
             energies.append(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value)
-        assert abs(-(energies[0] - energies[1]) / (2 * h) - analytic[atom, axis]) < 1e-5 * max(1.0, abs(analytic[atom, axis]))
+        assert abs(-(energies[0] - energies[1]) / (2 * h) - analytic[atom, axis]) < 1e-5 * max(
+            1.0, abs(analytic[atom, axis])
+        )
 
 
 def _perturbed(module, seed):
@@ -278,7 +301,7 @@ def test_numpy_cvs_and_gradients_equal_the_torch_module_and_autograd(exported):
     model, _, positions, _ = exported
     cvs = _perturbed(collective_variables(model, model.dim, select=False), 8)
     fast = NumpyCollectiveVariables(cvs)
-    atoms = _molecule(model)["atom_indices"]
+    atoms = molecule_description(model)["atom_indices"]
     frames = np.concatenate([positions[:4], moved_copies(positions[:4], 9)])[:, atoms]
     indices = [0, 2, 1]
     for frame in frames:
@@ -316,8 +339,16 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
     split = _split(positions[4], box, [0, 5, 6, 7, 18])
     module = torch.jit.load(str(folder / "cv2.pt"))
-    assert abs(float(module(torch.tensor(split, dtype=torch.float32), torch.tensor(box, dtype=torch.float32))) - expected[4, 1]) < 1e-5
-    assert abs(float(module(torch.tensor(split))) - expected[4, 1]) > 1e-3  # without the box the CV sees a broken molecule
+    assert (
+        abs(
+            float(module(torch.tensor(split, dtype=torch.float32), torch.tensor(box, dtype=torch.float32)))
+            - expected[4, 1]
+        )
+        < 1e-5
+    )
+    assert (
+        abs(float(module(torch.tensor(split))) - expected[4, 1]) > 1e-3
+    )  # without the box the CV sees a broken molecule
 
     md_system = _periodic_alanine(box, cutoff_nm=1.0)
     cv_force = mm.CustomCVForce("0")
@@ -357,16 +388,27 @@ def test_a_molecule_longer_than_half_the_box_and_split_across_its_faces_gives_th
     model, folder, positions, expected = exported
     box = SMALL_BOXES[shape]
     frame = 4
-    atoms = _molecule(model)["atom_indices"]
+    atoms = molecule_description(model)["atom_indices"]
     split = _wrapped(positions[frame], box)
     # The case this test is for: the molecule is split, and no single atom sees all others at their nearest image.
-    assert not np.allclose(split[atoms] - split[atoms][0], positions[frame][atoms] - positions[frame][atoms][0], atol=1e-6)
-    assert not np.allclose(_whole_about_the_first_atom(split[atoms], box) - split[atoms][0], positions[frame][atoms] - positions[frame][atoms][0], atol=1e-3)
+    assert not np.allclose(
+        split[atoms] - split[atoms][0], positions[frame][atoms] - positions[frame][atoms][0], atol=1e-6
+    )
+    assert not np.allclose(
+        _whole_about_the_first_atom(split[atoms], box) - split[atoms][0],
+        positions[frame][atoms] - positions[frame][atoms][0],
+        atol=1e-3,
+    )
 
     for j in range(K):
         module = torch.jit.load(str(folder / f"cv{j + 1}.pt"))
         for dtype in (torch.float32, torch.float64):
-            assert abs(float(module(torch.tensor(split, dtype=dtype), torch.tensor(box, dtype=dtype))) - expected[frame, j]) < 1e-5
+            assert (
+                abs(
+                    float(module(torch.tensor(split, dtype=dtype), torch.tensor(box, dtype=dtype))) - expected[frame, j]
+                )
+                < 1e-5
+            )
 
     fast = NumpyCollectiveVariables(collective_variables(model, K, select=False))
     whole_values, whole_gradients = fast(positions[frame][atoms], range(K))
@@ -386,7 +428,25 @@ def test_a_molecule_longer_than_half_the_box_and_split_across_its_faces_gives_th
 def test_bad_input_is_one_line_and_leaves_nothing(exported, alanine_model, tmp_path, capsys):
     model_path = str(alanine_model[0])
     toy = tmp_path / "toy"
-    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "5", "--samples", "200", "--no-progress", "--output", str(toy)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--toy",
+                "harmonic-chain",
+                "-p",
+                "n=4",
+                "--steps",
+                "5",
+                "--samples",
+                "200",
+                "--no-progress",
+                "--output",
+                str(toy),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     cases = [
         (["export", str(toy / "model.pt"), "--output", str(tmp_path / "a")], "not trained on molecular trajectories"),
@@ -404,8 +464,28 @@ def test_bad_input_is_one_line_and_leaves_nothing(exported, alanine_model, tmp_p
     assert "cvs" in err and len(err.splitlines()) == 1, err
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
     mixing = tmp_path / "mixing"
-    assert main(["train", *alanine_model[1], "--layers", "linear,point", "--steps", "3", "--batch-size", "16", "--couplings", "2",
-                 "--hidden", "8", "--no-progress", "--output", str(mixing)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *alanine_model[1],
+                "--layers",
+                "linear,point",
+                "--steps",
+                "3",
+                "--batch-size",
+                "16",
+                "--couplings",
+                "2",
+                "--hidden",
+                "8",
+                "--no-progress",
+                "--output",
+                str(mixing),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["export", str(mixing / "model.pt"), "--output", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
@@ -437,7 +517,9 @@ def test_torch_force_of_openmm_torch_gives_the_cv_and_its_forces(exported):
     module = torch.jit.load(str(folder / "cv1.pt"))
     x = torch.tensor(positions[6], requires_grad=True)
     (gradient,) = torch.autograd.grad(module(x), x)
-    assert np.abs(state.getForces(asNumpy=True)._value + gradient.numpy()).max() < 1e-4 * max(1.0, float(gradient.abs().max()))
+    assert np.abs(state.getForces(asNumpy=True)._value + gradient.numpy()).max() < 1e-4 * max(
+        1.0, float(gradient.abs().max())
+    )
 
     box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
     periodic = build_system("alanine-dipeptide")

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from neuralct.flows import ContinuousSymplectic, FrequencyScaling, LinearSymplectic, PointTransformation, SymplecticSequential, symplectic_form
+from neuralct.flows import (
+    ContinuousSymplectic,
+    FrequencyScaling,
+    LinearSymplectic,
+    PointTransformation,
+    SymplecticSequential,
+    symplectic_form,
+)
 from neuralct.flows.coupling import CouplingStack
 
 DIM = 3

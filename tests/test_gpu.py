@@ -5,13 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_flows import CANONICAL, make
 
 from neuralct.cli import main
-from neuralct.workflows.train import fit_toy
 from neuralct.toys.hamiltonians import HarmonicChain
 from neuralct.training.loop import TrainingSettings
-
-from test_flows import CANONICAL, make
+from neuralct.workflows.train import fit_toy
 
 pytestmark = pytest.mark.gpu
 
@@ -40,5 +39,23 @@ def test_chain_training_on_cuda(mode):
 
 
 def test_cli_device_cuda(tmp_path):
-    assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--steps", "20", "--device", "cuda", "--no-progress", "--output", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--toy",
+                "harmonic-chain",
+                "-p",
+                "n=4",
+                "--steps",
+                "20",
+                "--device",
+                "cuda",
+                "--no-progress",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "summary.json").read_text())["device"].startswith("cuda")

@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from test_flows import randomize
 
 import neuralct
 from neuralct.data import lagged_pairs
-from neuralct.data.pairs import lag_in_frames
+from neuralct.data.pairs import lag_in_frames, split_lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.training.objectives import LaggedLikelihood, batch_vamp2, nested_vamp2
 from neuralct.model.dynamics import ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
-from neuralct.data.pairs import split_lagged_pairs
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.training.loop import TrainingSettings, train
-
-from test_flows import randomize
+from neuralct.training.objectives import LaggedLikelihood, batch_vamp2, nested_vamp2
 
 # An underdamped and an overdamped oscillator (reduced units).
 W = torch.tensor([1.3, 0.4], dtype=torch.float64)
@@ -93,7 +91,9 @@ def test_transition_density_matches_a_direct_simulation_of_the_sde():
     z1 = torch.tensor(np.concatenate([Q[:5], P[:5]], 1))
     log_p = ou_mode_log_transition(z0.expand(5, -1), z1, W, GAMMA, lag)
     for k in range(2):
-        normal = torch.distributions.MultivariateNormal(propagator[k] @ z0[0, [k, 2 + k]], covariance_matrix=covariance[k])
+        normal = torch.distributions.MultivariateNormal(
+            propagator[k] @ z0[0, [k, 2 + k]], covariance_matrix=covariance[k]
+        )
         assert torch.allclose(log_p[:, k], normal.log_prob(z1[:, [k, 2 + k]]), atol=1e-10)
 
 
@@ -110,9 +110,15 @@ def test_configuration_only_density_is_the_marginal_of_the_phase_space_one():
         start[:, 2 + k] = points[:, 0]
         end = torch.cat([Q1.repeat(len(points), 1), torch.zeros(len(points), 2)], 1)
         end[:, 2 + k] = points[:, 1]
-        joint = ou_mode_log_transition(start, end, W, GAMMA, lag)[:, k] - 0.5 * points[:, 0] ** 2 - 0.5 * math.log(2 * math.pi)
+        joint = (
+            ou_mode_log_transition(start, end, W, GAMMA, lag)[:, k]
+            - 0.5 * points[:, 0] ** 2
+            - 0.5 * math.log(2 * math.pi)
+        )
         marginal = joint.exp().sum() * (P_grid[1] - P_grid[0]) ** 2
-        expected = ou_mode_log_transition(z0, torch.cat([Q1, torch.zeros(1, 2)], 1), W, GAMMA, lag, configuration_only=True)[0, k]
+        expected = ou_mode_log_transition(
+            z0, torch.cat([Q1, torch.zeros(1, 2)], 1), W, GAMMA, lag, configuration_only=True
+        )[0, k]
         assert abs(marginal.log().item() - expected.item()) < 1e-6
 
 
@@ -127,7 +133,9 @@ POINT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 2, "hi
 
 
 def test_model_with_dynamics_stays_canonical_and_sorts_by_relaxation_time(tmp_path):
-    model = NeuralCanonicalTransformation(3, masses=torch.tensor([1.0, 2.0, 5.0]), kT=2.5, architecture=POINT, time_unit=0.5, latent_dynamics=True)
+    model = NeuralCanonicalTransformation(
+        3, masses=torch.tensor([1.0, 2.0, 5.0]), kT=2.5, architecture=POINT, time_unit=0.5, latent_dynamics=True
+    )
     randomize(model, 0.2)
     with torch.no_grad():
         model.prior.frequency_layer.log_frequencies.copy_(torch.tensor([0.1, -0.5, 0.6]))
@@ -158,7 +166,9 @@ def test_model_without_dynamics_is_unchanged(tmp_path):
     assert neuralct.load(tmp_path / "model.pt").dynamics is None
 
 
-def harmonic_langevin_trajectory(stiffness: np.ndarray, friction: float, dt: float, frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def harmonic_langevin_trajectory(
+    stiffness: np.ndarray, friction: float, dt: float, frames: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact discretisation of unit-mass Langevin dynamics in U = q^T K q / 2 at kT = 1: positions and on-step momenta."""
     n = len(stiffness)
     drift = np.block([[np.zeros((n, n)), np.eye(n)], [-stiffness, -friction * np.eye(n)]])
@@ -196,7 +206,11 @@ def test_learning_recovers_frequencies_and_friction_of_a_harmonic_system(momenta
     recorded = torch.tensor(p) if momenta == "recorded" else None
     objective = LaggedLikelihood(torch.tensor(q), recorded, train_pairs, valid_pairs, lag=lag_frames * dt)
     objective.initialize_frictions(model)
-    train(model, objective, TrainingSettings(steps=300, batch_size=1024, learning_rate=3e-3, validate_every=50, progress=False))
+    train(
+        model,
+        objective,
+        TrainingSettings(steps=300, batch_size=1024, learning_rate=3e-3, validate_every=50, progress=False),
+    )
     learned_w = np.sort(model.frequencies.detach().numpy())
     assert np.allclose(learned_w, frequencies, rtol=0.02)
     assert np.allclose(model.frictions.detach().numpy(), friction, rtol=tolerance)
@@ -226,24 +240,34 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
     randomize(model, scale=0.2)
     train_pairs, valid_pairs = pairs(2)
     plain = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5)
-    several = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(1), pairs(2), pairs(4)])
+    several = LaggedLikelihood(
+        q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(1), pairs(2), pairs(4)]
+    )
     single = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0)
     as_single = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(2)])
     with torch.no_grad():
         z, _ = model.flow(model.to_reduced(q, p))
-    Q = split_phase_space(z)[0][:, model._mode_order()[:2]]
+    Q = split_phase_space(z)[0][:, model.mode_order()[:2]]
     scores = [float(nested_vamp2(Q[valid[0]], Q[valid[1]])) for _, valid in (pairs(1), pairs(2), pairs(4))]
-    assert several.validation_loss(model) == pytest.approx(plain.validation_loss(model) - 3.0 * np.mean(scores), rel=1e-10, abs=1e-10)
+    assert several.validation_loss(model) == pytest.approx(
+        plain.validation_loss(model) - 3.0 * np.mean(scores), rel=1e-10, abs=1e-10
+    )
     assert as_single.validation_loss(model) == pytest.approx(single.validation_loss(model), rel=1e-12)
     assert len(set(np.round(scores, 6))) == 3  # the lags differ, so the mean is not one lag's score
     loss = several.loss(model, 64, torch.Generator().manual_seed(1))
     loss.backward()
-    assert torch.isfinite(loss) and all(torch.isfinite(w.grad).all() for w in model.flow.parameters() if w.grad is not None)
+    assert torch.isfinite(loss) and all(
+        torch.isfinite(w.grad).all() for w in model.flow.parameters() if w.grad is not None
+    )
     with pytest.raises(NeuralCTError, match="every VAMP-2 lag"):
-        LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(2500)])
+        LaggedLikelihood(
+            q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(2500)]
+        )
     # 1500 frames: pairs inside the 2000 training frames, none inside the 1000 validation ones.
     with pytest.raises(NeuralCTError, match="leaves no validation pairs"):
-        LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(1500)])
+        LaggedLikelihood(
+            q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(1500)]
+        )
 
 
 def test_lagged_objective_rejects_models_it_cannot_train():

@@ -13,9 +13,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "neuralct"
 ROOT_MODULES = {"errors", "units", "io"}
 LAYERS = {
     "root": 0,
-    "flows": 1, "data": 1,
+    "flows": 1,
+    "data": 1,
     "model": 2,
-    "training": 3, "analysis": 3, "md": 3, "export": 3,
+    "training": 3,
+    "analysis": 3,
+    "md": 3,
+    "export": 3,
     "toys": 4,
     "sampling": 5,
     "workflows": 6,
@@ -52,7 +56,8 @@ def _imports_of(source: str, package: str) -> set[str]:
             for alias in node.names:
                 candidate = f"{target}.{alias.name}"
                 is_module = (PACKAGE.parent / candidate.replace(".", "/")).with_suffix(".py").exists() or (
-                    PACKAGE.parent / candidate.replace(".", "/") / "__init__.py").exists()
+                    PACKAGE.parent / candidate.replace(".", "/") / "__init__.py"
+                ).exists()
                 found.add(candidate if is_module else target)
     return found
 
@@ -67,8 +72,11 @@ def _folder(module: str) -> str:
 
 
 def test_every_folder_and_root_module_has_a_layer():
-    names = {path.stem if path.is_file() else path.name for path in PACKAGE.iterdir()
-             if (path.suffix == ".py" or (path / "__init__.py").exists())}
+    names = {
+        path.stem if path.is_file() else path.name
+        for path in PACKAGE.iterdir()
+        if (path.suffix == ".py" or (path / "__init__.py").exists())
+    }
     assert names - {"__init__", "__main__"} == set(LAYERS) - {"root"} | ROOT_MODULES
 
 
@@ -84,7 +92,11 @@ def test_no_module_imports_from_a_higher_or_sideways_folder():
         for target in imported:
             if target == "neuralct" and _folder(module) != "cli":
                 upward.append(f"{module} -> the public face")
-            elif target != "neuralct" and _folder(target) != _folder(module) and LAYERS[_folder(target)] >= LAYERS[_folder(module)]:
+            elif (
+                target != "neuralct"
+                and _folder(target) != _folder(module)
+                and LAYERS[_folder(target)] >= LAYERS[_folder(module)]
+            ):
                 upward.append(f"{module} -> {target}")
     assert not upward, upward
 
@@ -100,7 +112,7 @@ def test_no_import_circle_between_modules():
         state[module] = 1
         for target in sorted(graph[module]):
             if state.get(target) == 1:
-                circle.extend(path[path.index(target):] + [module, target] if target in path else [module, target])
+                circle.extend(path[path.index(target) :] + [module, target] if target in path else [module, target])
                 return True
             if state.get(target) is None and visit(target, path + [module]):
                 return True
@@ -115,4 +127,8 @@ def test_no_import_circle_between_modules():
 
 def test_the_reader_of_imports_sees_function_local_relative_imports():
     source = "import os\nfrom ..errors import NeuralCTError\n\ndef f():\n    from ..workflows import train\n    from . import frame\n"
-    assert _imports_of(source, "neuralct.data") == {"neuralct.errors", "neuralct.workflows.train", "neuralct.data.frame"}
+    assert _imports_of(source, "neuralct.data") == {
+        "neuralct.errors",
+        "neuralct.workflows.train",
+        "neuralct.data.frame",
+    }

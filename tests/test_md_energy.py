@@ -62,7 +62,9 @@ def test_units_shapes_and_grad_output(alanine):
     unweighted = x.clone().requires_grad_()
     openmm_energy(unweighted, alanine, unit="kJ/mol").sum().backward()
     assert flat.grad.shape == (4, 66)
-    np.testing.assert_allclose(flat.grad.numpy(), (weights[:, None, None] * unweighted.grad).reshape(4, -1).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        flat.grad.numpy(), (weights[:, None, None] * unweighted.grad).reshape(4, -1).numpy(), rtol=1e-12
+    )
     assert torch.all(flat.grad[0] == 0) and not torch.all(flat.grad[1] == 0)
 
 

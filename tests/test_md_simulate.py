@@ -12,7 +12,13 @@ import numpy as np
 import pytest
 
 from neuralct.data.netcdf import read_netcdf
-from neuralct.md.simulate import SimulationSettings, default_jobs, degrees_of_freedom, kinetic_temperature, run_simulation
+from neuralct.md.simulate import (
+    SimulationSettings,
+    default_jobs,
+    degrees_of_freedom,
+    kinetic_temperature,
+    run_simulation,
+)
 from neuralct.md.systems import build_system
 from neuralct.units import kT_kj_per_mol
 
@@ -86,7 +92,19 @@ def _simulate(args, folder, **kwargs):
 
 
 def test_killed_run_resumes_without_missing_or_duplicated_frames(tmp_path):
-    args = ["alanine-dipeptide", "--length-ns", "0.4", "--report-ps", "0.1", "--platform", "Reference", "--checkpoint-seconds", "0.3", "--seed", "7"]
+    args = [
+        "alanine-dipeptide",
+        "--length-ns",
+        "0.4",
+        "--report-ps",
+        "0.1",
+        "--platform",
+        "Reference",
+        "--checkpoint-seconds",
+        "0.3",
+        "--seed",
+        "7",
+    ]
     full = _simulate(args, tmp_path / "full")
     killed = _simulate(args, tmp_path / "killed")
     checkpoint = tmp_path / "killed" / "replica-000.chk.npz"
@@ -122,15 +140,31 @@ def test_replicas_are_independent(tmp_path):
 
 
 def _frames_done(folder, replicas):
-    return [int(np.load(folder / f"replica-00{r}.chk.npz")["frames"]) if (folder / f"replica-00{r}.chk.npz").exists() else 0 for r in range(replicas)]
+    return [
+        int(np.load(folder / f"replica-00{r}.chk.npz")["frames"]) if (folder / f"replica-00{r}.chk.npz").exists() else 0
+        for r in range(replicas)
+    ]
 
 
 @pytest.mark.slow
 def test_parallel_replicas_equal_sequential_ones_and_resume_after_a_kill(tmp_path):
     """Two replicas in two worker processes: killing the parent stops the workers, and the rerun ends
     with exactly the frames of an uninterrupted run of the replicas one after another."""
-    args = ["alanine-dipeptide", "--length-ns", "0.1", "--report-ps", "0.1", "--platform", "Reference", "--replicas", "2",
-            "--checkpoint-seconds", "0.3", "--seed", "11"]
+    args = [
+        "alanine-dipeptide",
+        "--length-ns",
+        "0.1",
+        "--report-ps",
+        "0.1",
+        "--platform",
+        "Reference",
+        "--replicas",
+        "2",
+        "--checkpoint-seconds",
+        "0.3",
+        "--seed",
+        "11",
+    ]
     sequential = _simulate(args + ["--jobs", "1"], tmp_path / "sequential")
     killed = _simulate(args + ["--jobs", "2"], tmp_path / "parallel")
     deadline = time.time() + 120

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from test_flows import randomize
 
 import neuralct
 from neuralct.errors import NeuralCTError
@@ -11,15 +12,19 @@ from neuralct.flows import symplectic_form
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.toys.hamiltonians import HarmonicChain
 
-from test_flows import randomize
-
 N = 3
-MIXED = [{"type": "linear"}, {"type": "point", "n_layers": 2, "hidden": 8}, {"type": "continuous", "steps": 2, "hidden": 8}]
+MIXED = [
+    {"type": "linear"},
+    {"type": "point", "n_layers": 2, "hidden": 8},
+    {"type": "continuous", "steps": 2, "hidden": 8},
+]
 POINT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 2, "hidden": 8}]
 
 
 def random_model(architecture, masses=(1.0, 2.0, 12.0), kT=2.5, time_unit=0.5):
-    model = NeuralCanonicalTransformation(N, masses=torch.tensor(masses), kT=kT, architecture=architecture, time_unit=time_unit)
+    model = NeuralCanonicalTransformation(
+        N, masses=torch.tensor(masses), kT=kT, architecture=architecture, time_unit=time_unit
+    )
     randomize(model, 0.2)
     with torch.no_grad():
         model.position_offset.normal_()
@@ -43,7 +48,9 @@ def test_linear_model_density_is_the_exact_gaussian():
 
 
 def test_density_integrates_to_one_in_two_dimensions():
-    model = NeuralCanonicalTransformation(1, masses=torch.tensor([3.0]), kT=0.7, architecture=[{"type": "continuous", "steps": 2, "hidden": 8}])
+    model = NeuralCanonicalTransformation(
+        1, masses=torch.tensor([3.0]), kT=0.7, architecture=[{"type": "continuous", "steps": 2, "hidden": 8}]
+    )
     randomize(model, 0.3)
     grid = torch.linspace(-12, 12, 401)
     q, p = torch.meshgrid(grid, grid, indexing="ij")
@@ -67,7 +74,9 @@ def test_encode_is_canonical_sorted_and_inverted_by_decode(architecture):
     # encode is exactly symplectic up to the constant conformal factor of the units: M^T J M = J / (kT tau).
     J = symplectic_form(N)
     x0 = torch.cat([q[0], p[0]])
-    M = torch.autograd.functional.jacobian(lambda x: torch.cat(model.encode(x[:N].unsqueeze(0), x[N:].unsqueeze(0)), -1).squeeze(0), x0)
+    M = torch.autograd.functional.jacobian(
+        lambda x: torch.cat(model.encode(x[:N].unsqueeze(0), x[N:].unsqueeze(0)), -1).squeeze(0), x0
+    )
     assert torch.allclose(M.T @ J @ M, J / (model.kT * model.time_unit), atol=1e-10)
 
 
@@ -146,9 +155,18 @@ def _molecule_metadata():
     """A valid record of a 3-atom molecule (3 N - 6 = 3 internal coordinates, as N above)."""
     from neuralct.data.frame import RigidBodyFrame
 
-    frame = RigidBodyFrame(torch.tensor([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.2, 0.12, 0.0]]).numpy(), [12.0, 14.0, 16.0])
-    return {"kind": "molecule", "n_atoms": 5, "selection": "heavy", "atom_indices": [0, 2, 4], "atom_names": ["ALA:C", "ALA:N", "ALA:O"],
-            "temperature_K": 300.0, "frame": frame.state_dict()}
+    frame = RigidBodyFrame(
+        torch.tensor([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.2, 0.12, 0.0]]).numpy(), [12.0, 14.0, 16.0]
+    )
+    return {
+        "kind": "molecule",
+        "n_atoms": 5,
+        "selection": "heavy",
+        "atom_indices": [0, 2, 4],
+        "atom_names": ["ALA:C", "ALA:N", "ALA:O"],
+        "temperature_K": 300.0,
+        "frame": frame.state_dict(),
+    }
 
 
 def _set(path):
@@ -178,20 +196,44 @@ TAMPERINGS = {
     "NaN kT": (["kT", lambda old: float("nan")], "kT must be a finite positive number"),
     "architecture not a list": (["architecture", lambda old: "linear"], "architecture must be a non-empty list"),
     "unknown layer": (["architecture", lambda old: [{"type": "magic"}]], "architecture layer 0 must be a dict"),
-    "negative width": (["architecture", lambda old: [old[0], dict(old[1], hidden=-8)]], "hidden must be true, false or a positive integer"),
+    "negative width": (
+        ["architecture", lambda old: [old[0], dict(old[1], hidden=-8)]],
+        "hidden must be true, false or a positive integer",
+    ),
     "fewer layers": (["architecture", lambda old: old[:1]], "does not match its own architecture"),
-    "NaN weight": (["state_dict", "flow.layers.0.A", lambda old: old * float("nan")], "flow.layers.0.A holds NaN or infinite values"),
-    "weight as a list": (["state_dict", "flow.layers.0.A", lambda old: old.tolist()], "flow.layers.0.A must be a tensor"),
-    "weight of another shape": (["state_dict", "flow.layers.0.A", lambda old: old[:1]], "does not match its own architecture"),
-    "masses of another shape": (["state_dict", "masses", lambda old: old[:2]], "masses must be floating-point of shape (3,)"),
+    "NaN weight": (
+        ["state_dict", "flow.layers.0.A", lambda old: old * float("nan")],
+        "flow.layers.0.A holds NaN or infinite values",
+    ),
+    "weight as a list": (
+        ["state_dict", "flow.layers.0.A", lambda old: old.tolist()],
+        "flow.layers.0.A must be a tensor",
+    ),
+    "weight of another shape": (
+        ["state_dict", "flow.layers.0.A", lambda old: old[:1]],
+        "does not match its own architecture",
+    ),
+    "masses of another shape": (
+        ["state_dict", "masses", lambda old: old[:2]],
+        "masses must be floating-point of shape (3,)",
+    ),
     "negative mass": (["state_dict", "masses", lambda old: -old], "masses must be positive"),
     "mixed dtypes": (["state_dict", "position_offset", lambda old: old.float()], "share one dtype"),
     "metadata as a list": (["metadata", lambda old: []], "metadata must be a mapping"),
     "atom index out of range": (["metadata", "molecule", "atom_indices", lambda old: [0, 2, 9]], "atom_indices"),
     "missing frame basis": (["metadata", "molecule", "frame", "basis", del_], "frame.basis must be a finite tensor"),
-    "frame basis of another shape": (["metadata", "molecule", "frame", "basis", lambda old: old[:, :2]], "frame.basis must be a finite tensor"),
-    "ranking without autocorrelations": (["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "lag_ps": 1.0}}], "mode_ranking.autocorrelation must list 3"),
-    "ranking without a lag": (["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "autocorrelation": [0.9, 0.5, 0.1]}}], "mode_ranking.lag_ps"),
+    "frame basis of another shape": (
+        ["metadata", "molecule", "frame", "basis", lambda old: old[:, :2]],
+        "frame.basis must be a finite tensor",
+    ),
+    "ranking without autocorrelations": (
+        ["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "lag_ps": 1.0}}],
+        "mode_ranking.autocorrelation must list 3",
+    ),
+    "ranking without a lag": (
+        ["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "autocorrelation": [0.9, 0.5, 0.1]}}],
+        "mode_ranking.lag_ps",
+    ),
 }
 
 

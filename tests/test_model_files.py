@@ -13,8 +13,8 @@ import torch
 import neuralct
 from neuralct.cli import main
 from neuralct.errors import NeuralCTError
-from neuralct.model.transformation import content_digest
 from neuralct.model.molecular import project_positions
+from neuralct.model.transformation import content_digest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: A kinetic model of alanine dipeptide (heavy atoms, --lag-ps 1, one coupling of width 4) written by
@@ -56,7 +56,9 @@ def test_a_version_1_model_file_loads_and_gives_the_cvs_it_gave():
     expected = np.load(EXPECTED_V1)
     model = neuralct.load(MODEL_V1)
     # float32 CVs: the same to rounding (the order of a product's sums follows torch's thread count).
-    np.testing.assert_allclose(project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6
+    )
     assert np.array_equal(model.frequencies.detach().numpy(), expected["frequencies"])
     assert np.array_equal(model.relaxation_times.detach().numpy(), expected["relaxation_times_ps"])
 
@@ -67,7 +69,9 @@ def test_a_version_2_model_file_ranked_by_autocorrelation_loads_and_gives_the_cv
     expected = np.load(EXPECTED_V2)
     model = neuralct.load(MODEL_V2)
     assert model.ranked_by == "autocorrelation"
-    np.testing.assert_allclose(project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(model.frequencies.detach().numpy(), expected["frequencies"], rtol=1e-6)
 
 
@@ -98,8 +102,10 @@ def test_bytes_flipped_inside_the_weights_are_refused_by_every_command(tmp_path,
     text = str(error.value)
     assert "tamper.pt" in text and "CRC-32" in text and entry in text and "\n" not in text, text
     capsys.readouterr()
-    for argv in (["export", str(tampered), "--output", str(tmp_path / "export")],
-                 ["bias", str(tampered), "--output", str(tmp_path / "bias")]):
+    for argv in (
+        ["export", str(tampered), "--output", str(tmp_path / "export")],
+        ["bias", str(tampered), "--output", str(tmp_path / "bias")],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert "tamper.pt is damaged" in err and len(err.splitlines()) == 1, err
@@ -119,7 +125,9 @@ def _drop_digest(contents):
     del contents["sha256"]
 
 
-@pytest.mark.parametrize("edit", [_edit_weight, _edit_range, _drop_digest], ids=["weight", "cv range", "digest removed"])
+@pytest.mark.parametrize(
+    "edit", [_edit_weight, _edit_range, _drop_digest], ids=["weight", "cv range", "digest removed"]
+)
 def test_contents_edited_and_saved_again_with_valid_checksums_are_refused(tmp_path, edit):
     """Stored CV ranges that no longer belong to the weights (either side edited) are refused."""
     neuralct.load(MODEL_V1).save(tmp_path / "model.pt")

@@ -16,11 +16,52 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def simulate_train(folder, system, replicas, jobs, extra=()):
     """Tiny replicas, a model trained on the first, validated on the second."""
     md = folder / "md"
-    assert main(["simulate", system, "--length-ns", "0.004", "--report-ps", "0.02", "--equilibration-ps", "0.2",
-                 "--replicas", str(replicas), "--jobs", str(jobs), "--output", str(md), "--no-progress", *extra]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                system,
+                "--length-ns",
+                "0.004",
+                "--report-ps",
+                "0.02",
+                "--equilibration-ps",
+                "0.2",
+                "--replicas",
+                str(replicas),
+                "--jobs",
+                str(jobs),
+                "--output",
+                str(md),
+                "--no-progress",
+                *extra,
+            ]
+        )
+        == 0
+    )
     paths = [str(md / f"replica-00{r}.nc") for r in range(replicas)]
-    assert main(["train", *paths[:2], "--validation-trajectories", "1", "--steps", "10", "--batch-size", "64",
-                 "--couplings", "2", "--hidden", "16", "--output", str(folder / "model"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *paths[:2],
+                "--validation-trajectories",
+                "1",
+                "--steps",
+                "10",
+                "--batch-size",
+                "64",
+                "--couplings",
+                "2",
+                "--hidden",
+                "16",
+                "--output",
+                str(folder / "model"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return folder / "model" / "model.pt", paths
 
 
@@ -105,7 +146,9 @@ def test_a_toy_without_backbone_goes_through_with_notes(tmp_path, capsys):
     assert set(summary["figures"]) >= {"free_energy", "spectrum"} and "ramachandran" not in summary["figures"]
     assert len(summary["colvar_files"]) == 3 and "skipped ramachandran" in printed
     biased = tmp_path / "bias"
-    assert main(["bias", str(model), str(system), "--length-ns", "0.004", "--no-progress", "--output", str(biased)]) == 0
+    assert (
+        main(["bias", str(model), str(system), "--length-ns", "0.004", "--no-progress", "--output", str(biased)]) == 0
+    )
     assert "no backbone phi torsion" in capsys.readouterr().out
     fields, table = read_colvar(biased / "COLVAR")
     assert fields == ["time", "cv1", "bias", "rbias"] and table.shape == (4, 4)
@@ -132,18 +175,54 @@ def test_a_failing_score_keeps_the_cvs(trialanine, capsys, monkeypatch):
 def test_trialanine_learned_cvs_are_biased_with_every_backbone_torsion_recorded(trialanine, capsys):
     folder, model, _ = trialanine
     out = folder / "bias"
-    assert main(["bias", str(model), "trialanine", "--cvs", "2", "--length-ns", "0.004", "--grid-margin", "3", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bias",
+                str(model),
+                "trialanine",
+                "--cvs",
+                "2",
+                "--length-ns",
+                "0.004",
+                "--grid-margin",
+                "3",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     torsions = [f"{kind}_A_ALA{number}" for number in (2, 3, 4) for kind in ("phi", "psi")]
     fields, table = read_colvar(out / "COLVAR")
     assert fields == ["time", "cv1", "cv2", *torsions, "bias", "rbias"] and table.shape == (4, 11)
     assert np.all(np.abs(table[:, 3:9]) <= np.pi)
     summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["phi_torsions"]) == ["phi_A_ALA2", "phi_A_ALA3", "phi_A_ALA4"] and "phi_transitions" not in summary
+    assert (
+        list(summary["phi_torsions"]) == ["phi_A_ALA2", "phi_A_ALA3", "phi_A_ALA4"] and "phi_transitions" not in summary
+    )
     for suffix in ("A_ALA2", "A_ALA3", "A_ALA4"):
         assert (out / f"fes_phi_psi_reweighted_{suffix}.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "phi_A_ALA3 transitions" in printed
-    assert main(["bias", str(model), "trialanine", "--cv", "phi", "--length-ns", "0.004", "--no-progress", "--output", str(folder / "phi")]) == 2
+    assert (
+        main(
+            [
+                "bias",
+                str(model),
+                "trialanine",
+                "--cv",
+                "phi",
+                "--length-ns",
+                "0.004",
+                "--no-progress",
+                "--output",
+                str(folder / "phi"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert "--cv phi needs a dipeptide" in err and len(err.splitlines()) == 1 and not (folder / "phi").exists()
 
@@ -152,28 +231,152 @@ def test_trialanine_bias_loop_retrains_with_the_time_lagged_objective(trialanine
     """The loop beyond the dipeptide: bias, retrain on the biased frames by their dynamics, bias the new CV."""
     folder, model, _ = trialanine
     first = folder / "loop-bias1"
-    assert main(["bias", str(model), "trialanine", "--length-ns", "0.01", "--report-ps", "0.1", "--bias-every", "5", "--no-progress", "--output", str(first)]) == 0
+    assert (
+        main(
+            [
+                "bias",
+                str(model),
+                "trialanine",
+                "--length-ns",
+                "0.01",
+                "--report-ps",
+                "0.1",
+                "--bias-every",
+                "5",
+                "--no-progress",
+                "--output",
+                str(first),
+            ]
+        )
+        == 0
+    )
     retrained = folder / "loop-model2"
-    assert main(["train", str(first / "trajectory.nc"), "--lag-ps", "0.2", "--vamp-weight", "10", "--steps", "5", "--batch-size", "16",
-                 "--couplings", "2", "--hidden", "16", "--no-progress", "--output", str(retrained)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(first / "trajectory.nc"),
+                "--lag-ps",
+                "0.2",
+                "--vamp-weight",
+                "10",
+                "--steps",
+                "5",
+                "--batch-size",
+                "16",
+                "--couplings",
+                "2",
+                "--hidden",
+                "16",
+                "--no-progress",
+                "--output",
+                str(retrained),
+            ]
+        )
+        == 0
+    )
     assert "relaxation_times_ps" in json.loads((retrained / "summary.json").read_text())
     again = folder / "loop-bias2"
-    assert main(["bias", str(retrained / "model.pt"), "trialanine", "--length-ns", "0.004", "--no-progress", "--output", str(again)]) == 0
-    assert list(json.loads((again / "summary.json").read_text())["phi_torsions"]) == ["phi_A_ALA2", "phi_A_ALA3", "phi_A_ALA4"]
+    assert (
+        main(
+            [
+                "bias",
+                str(retrained / "model.pt"),
+                "trialanine",
+                "--length-ns",
+                "0.004",
+                "--no-progress",
+                "--output",
+                str(again),
+            ]
+        )
+        == 0
+    )
+    assert list(json.loads((again / "summary.json").read_text())["phi_torsions"]) == [
+        "phi_A_ALA2",
+        "phi_A_ALA3",
+        "phi_A_ALA4",
+    ]
 
 
 def test_trialanine_is_sampled_exactly_in_its_own_implicit_solvent(tmp_path):
     """All-atom tri-alanine: latent HMC in the system file's solvent (OBC2), indicators per residue."""
     md = tmp_path / "md"
-    assert main(["simulate", "trialanine", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.004", "--report-ps", "0.02",
-                 "--equilibration-ps", "0.2", "--replicas", "2", "--no-progress", "--output", str(md)]) == 0
-    assert main(["train", str(md / "replica-000.nc"), str(md / "replica-001.nc"), "--selection", "all", "--steps", "10", "--batch-size", "64",
-                 "--couplings", "2", "--hidden", "16", "--no-progress", "--output", str(tmp_path / "model")]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "trialanine",
+                "--constraints",
+                "none",
+                "--timestep-fs",
+                "1",
+                "--length-ns",
+                "0.004",
+                "--report-ps",
+                "0.02",
+                "--equilibration-ps",
+                "0.2",
+                "--replicas",
+                "2",
+                "--no-progress",
+                "--output",
+                str(md),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(md / "replica-000.nc"),
+                str(md / "replica-001.nc"),
+                "--selection",
+                "all",
+                "--steps",
+                "10",
+                "--batch-size",
+                "64",
+                "--couplings",
+                "2",
+                "--hidden",
+                "16",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "model"),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "sample"
-    assert main(["sample", str(tmp_path / "model" / "model.pt"), "trialanine", "--chains", "4", "--samples", "20", "--warmup", "10",
-                 "--leapfrog-steps", "3", "--no-progress", "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(tmp_path / "model" / "model.pt"),
+                "trialanine",
+                "--chains",
+                "4",
+                "--samples",
+                "20",
+                "--warmup",
+                "10",
+                "--leapfrog-steps",
+                "3",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["target"]["solvent"] == "obc2" and summary["target"]["atoms"] == 42 and summary["target"]["dimension"] == 120
+    assert (
+        summary["target"]["solvent"] == "obc2"
+        and summary["target"]["atoms"] == 42
+        and summary["target"]["dimension"] == 120
+    )
     assert summary["energy_evaluations"] == 4 * 20 * 3 and 0 < summary["kernels"]["hmc"]["acceptance_rate"] <= 1
     assert {f"phi > 0 ({residue})" for residue in ("A:ALA2", "A:ALA3", "A:ALA4")} <= set(summary["indicators"])
     import mdtraj

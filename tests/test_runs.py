@@ -9,14 +9,24 @@ import sys
 
 import pytest
 
-from neuralct.cli.options import OneLineArgumentParser, apply_config, fraction, nonnegative_float, nonnegative_int, positive_float, positive_int
+from neuralct.cli.options import (
+    OneLineArgumentParser,
+    apply_config,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from neuralct.cli.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
 from neuralct.errors import NeuralCTError
 from neuralct.io import atomic_path, atomic_write_text, is_atomic_temporary
-from neuralct.cli.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
 
 
 def snapshot(folder):
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 @pytest.fixture
@@ -27,7 +37,11 @@ def data(tmp_path):
 
 
 def test_fingerprint_is_name_size_and_sha256(data):
-    assert fingerprint(data) == {"name": "input.dat", "size": 6000, "sha256": hashlib.sha256(b"frames" * 1000).hexdigest()}
+    assert fingerprint(data) == {
+        "name": "input.dat",
+        "size": 6000,
+        "sha256": hashlib.sha256(b"frames" * 1000).hexdigest(),
+    }
     with pytest.raises(NeuralCTError, match="does not exist"):
         fingerprint(data.parent / "missing.dat")
 
@@ -39,7 +53,9 @@ def test_same_identity_resumes_and_the_identity_is_recorded(tmp_path, data):
         (out / "model.pt").write_bytes(b"weights")
     recorded = json.loads((out / IDENTITY_FILE).read_text())
     assert recorded == {
-        "command": "train", "settings": {"seed": 1, "stride": 2}, "inputs": [fingerprint(data)],
+        "command": "train",
+        "settings": {"seed": 1, "stride": 2},
+        "inputs": [fingerprint(data)],
         "outputs": {"model.pt": hashlib.sha256(b"weights").hexdigest()},
     }
     with RunFolder(out, "train", {"stride": 2, "seed": 1}, inputs=[data]) as run:
@@ -55,7 +71,9 @@ def test_same_identity_resumes_and_the_identity_is_recorded(tmp_path, data):
         ("simulate", {"seed": 1, "stride": 2}, None, "holds output of `neuralct train`, not of simulate"),
     ],
 )
-def test_another_identity_is_refused_in_one_line_and_changes_nothing(tmp_path, data, command, settings, new_content, message):
+def test_another_identity_is_refused_in_one_line_and_changes_nothing(
+    tmp_path, data, command, settings, new_content, message
+):
     out = tmp_path / "out"
     with RunFolder(out, "train", {"seed": 1, "stride": 2}, inputs=[data]):
         (out / "model.pt").write_bytes(b"weights")
@@ -105,7 +123,9 @@ def test_a_second_writer_is_refused_until_the_first_dies(tmp_path, data):
     with RunFolder(out, "simulate", {"seed": 1}):
         pass
     before = snapshot(out)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out / LOCK_FILE)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(NeuralCTError, match="in use by another neuralct run") as error:
@@ -323,7 +343,11 @@ def test_a_finished_runs_changed_outputs_are_rebuilt_or_refused(tmp_path, data):
         with RunFolder(out, "bias", settings, inputs=[data], rebuilt=("*.png", "summary.json")):
             pytest.fail("resumed a finished run whose COLVAR changed")
     text = str(error.value)
-    assert "COLVAR of the finished `neuralct bias` run is missing or changed" in text and "--overwrite" in text and "\n" not in text
+    assert (
+        "COLVAR of the finished `neuralct bias` run is missing or changed" in text
+        and "--overwrite" in text
+        and "\n" not in text
+    )
     assert snapshot(out) == before
     with RunFolder(out, "bias", settings, inputs=[data], overwrite=True) as run:
         assert not run.resuming and not (out / "COLVAR").exists()
@@ -356,9 +380,17 @@ def test_summaries_are_standard_json(tmp_path):
 
     from neuralct.io import write_json
 
-    write_json(tmp_path / "s.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5), "d": np.array([np.nan, 1.0])})
+    write_json(
+        tmp_path / "s.json",
+        {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float32(2.5), "d": np.array([np.nan, 1.0])},
+    )
 
     def refuse(constant):
         raise ValueError(f"not standard JSON: {constant}")
 
-    assert json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse) == {"a": None, "b": [1.0, None], "c": 2.5, "d": [None, 1.0]}
+    assert json.loads((tmp_path / "s.json").read_text(), parse_constant=refuse) == {
+        "a": None,
+        "b": [1.0, None],
+        "c": 2.5,
+        "d": [None, 1.0],
+    }

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from neuralct.sampling.diagnostics import basin_population, curvature_figures, integrated_autocorrelation_time, mean_standard_error, observable_efficiency, sampling_efficiency, split_r_hat
+from neuralct.sampling.diagnostics import (
+    basin_population,
+    curvature_figures,
+    integrated_autocorrelation_time,
+    mean_standard_error,
+    observable_efficiency,
+    sampling_efficiency,
+    split_r_hat,
+)
 
 
 def strict_json(obj):
@@ -34,12 +42,18 @@ def test_a_basin_one_chain_sits_in_is_known_only_to_within_its_population():
     """16 chains that never move, one of them in the basin: the population 1/16 could as well be 0 or 2/16."""
     indicator = np.zeros((500, 16))
     indicator[:, 3] = 1.0
-    assert math.isfinite(integrated_autocorrelation_time(indicator)), "chains holding different constants are not a constant observable"
+    assert math.isfinite(integrated_autocorrelation_time(indicator)), (
+        "chains holding different constants are not a constant observable"
+    )
     # An autocorrelation time of the run's length: about one independent sample per chain, an error of about p.
     assert mean_standard_error(indicator) > 0.9 / 16
     figures = basin_population(indicator)
     assert figures["population"] == 1 / 16 and figures["standard_error"] >= 1 / 16
-    assert figures["chains_visiting"] == 1 and figures["stays"] == 1 and figures["note"].startswith("rough: entered 1 time, by 1 of 16 chains")
+    assert (
+        figures["chains_visiting"] == 1
+        and figures["stays"] == 1
+        and figures["note"].startswith("rough: entered 1 time, by 1 of 16 chains")
+    )
     # R-hat of chains that do not move is infinite, not undefined: they are the worst case of disagreement.
     assert split_r_hat(indicator) == math.inf
     efficiency = sampling_efficiency(indicator, 1000, 1.0)
@@ -96,7 +110,11 @@ def test_undefined_figures_are_null_with_a_reason():
     for key in ("standard_error", "iat", "ess", "ess_per_evaluation", "ess_per_cpu_second", "r_hat"):
         assert constant[key] is None and "the same value in every sample" in constant["undefined"][key]
     short = strict_json(sampling_efficiency(np.random.default_rng(2).normal(size=(3, 4)), 100, 0.0))
-    assert short["iat"] is not None and short["r_hat"] is None and short["undefined"]["r_hat"] == "fewer than 4 samples per chain"
+    assert (
+        short["iat"] is not None
+        and short["r_hat"] is None
+        and short["undefined"]["r_hat"] == "fewer than 4 samples per chain"
+    )
     assert short["ess_per_cpu_second"] is None and "CPU time" in short["undefined"]["ess_per_cpu_second"]
     assert "undefined" not in sampling_efficiency(np.random.default_rng(2).normal(size=(100, 4)), 100, 1.0)
 

@@ -7,11 +7,20 @@ import pytest
 import torch
 from scipy import stats
 
-from neuralct.workflows.train import fit_toy
-from neuralct.sampling import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis, LatentPotential, ToyPotential, iterate, sample_chains, warm_up
+from neuralct.sampling import (
+    ChainState,
+    HamiltonianMonteCarlo,
+    IndependenceMetropolis,
+    LatentPotential,
+    ToyPotential,
+    iterate,
+    sample_chains,
+    warm_up,
+)
 from neuralct.sampling.diagnostics import mean_standard_error
 from neuralct.toys.hamiltonians import CurvedDoubleWell, HarmonicChain
 from neuralct.training.loop import TrainingSettings
+from neuralct.workflows.train import fit_toy
 
 ARCHITECTURE = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 16, "depth": 2}]
 
@@ -19,7 +28,17 @@ ARCHITECTURE = [{"type": "linear", "point": True}, {"type": "point", "n_layers":
 def poor_model(system, steps=40, seed=0):
     """A flow trained far too briefly: visibly not the Boltzmann distribution."""
     settings = TrainingSettings(steps=steps, batch_size=128, progress=False, validate_every=1000, checkpoint_every=1000)
-    model, _ = fit_toy(system, "ml", ARCHITECTURE, settings, samples=1000, validation_fraction=0.0, dtype="float64", device="cpu", seed=seed)
+    model, _ = fit_toy(
+        system,
+        "ml",
+        ARCHITECTURE,
+        settings,
+        samples=1000,
+        validation_fraction=0.0,
+        dtype="float64",
+        device="cpu",
+        seed=seed,
+    )
     with torch.no_grad():  # move the couplings off the identity so every log-det term is exercised
         generator = torch.Generator().manual_seed(seed)
         for parameter in model.flow.layers[1].parameters():
@@ -117,7 +136,9 @@ def test_kernel_leaves_the_double_well_boltzmann_distribution_invariant(double_w
     assert abs(population - exact) < 4 * math.sqrt(exact * (1 - exact) / len(q))
     moments = system.moments()
     assert abs(q[:, 1].mean() - moments["mean_y"]) < 4 * math.sqrt(moments["var_y"] / len(q))
-    assert all(kernel.statistics.accepted > 0.05 * kernel.statistics.proposals for kernel in kernels), "the chains must move"
+    assert all(kernel.statistics.accepted > 0.05 * kernel.statistics.proposals for kernel in kernels), (
+        "the chains must move"
+    )
 
 
 @pytest.mark.parametrize("method", ["latent-hmc", "independence"])
@@ -153,7 +174,10 @@ def test_harmonic_chain_normal_modes_stay_exact(chain, method):
         assert abs(modes[:, k].var() - 1.0) < 4 * math.sqrt(2.0 / len(modes))
 
 
-@pytest.mark.parametrize("method", [pytest.param("latent-hmc", marks=pytest.mark.slow), "independence", pytest.param("mixed", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "method",
+    [pytest.param("latent-hmc", marks=pytest.mark.slow), "independence", pytest.param("mixed", marks=pytest.mark.slow)],
+)
 def test_chains_from_the_flow_converge_to_the_double_well_populations(double_well, method):
     """From the flow's own (wrong) distribution the chains reach the exact basin population and moments."""
     system, model = double_well
@@ -167,7 +191,11 @@ def test_chains_from_the_flow_converge_to_the_double_well_populations(double_wel
     q = q.reshape(u.shape).numpy()
     basin = (q[..., 0] > 0).astype(float)
     exact = system.population_positive_x()
-    assert abs(basin.mean() - exact) < 4 * mean_standard_error(basin) + 0.005, (basin.mean(), exact, mean_standard_error(basin))
+    assert abs(basin.mean() - exact) < 4 * mean_standard_error(basin) + 0.005, (
+        basin.mean(),
+        exact,
+        mean_standard_error(basin),
+    )
     moments = system.moments()
     assert abs(q[..., 0].mean() - moments["mean_x"]) < 4 * mean_standard_error(q[..., 0]) + 0.01
     assert abs(q[..., 0].var() / moments["var_x"] - 1) < 0.1

@@ -8,7 +8,14 @@ import torch
 from scipy import stats
 
 from neuralct.sampling import ChainState, HamiltonianMonteCarlo, iterate, sample_chains, warm_up
-from neuralct.sampling.diagnostics import CurvatureSum, curvature_spectrum, effective_sample_size, integrated_autocorrelation_time, kish_effective_sample_size, split_r_hat
+from neuralct.sampling.diagnostics import (
+    CurvatureSum,
+    curvature_spectrum,
+    effective_sample_size,
+    integrated_autocorrelation_time,
+    kish_effective_sample_size,
+    split_r_hat,
+)
 
 PRECISIONS = torch.tensor([1.0, 25.0, 0.25])
 
@@ -121,7 +128,9 @@ def test_split_r_hat_is_one_for_agreeing_chains_and_flags_stuck_or_drifting_ones
 def test_curvature_spectrum_is_the_mean_hessian():
     """E[grad U grad U^T] = E[Hessian] under exp(-U): the precisions of a Gaussian, and of a quartic well by quadrature."""
     generator = torch.Generator().manual_seed(3)
-    x = (torch.randn(200000, 3, generator=generator, dtype=torch.float64) / PRECISIONS.double().sqrt()).requires_grad_(True)
+    x = (torch.randn(200000, 3, generator=generator, dtype=torch.float64) / PRECISIONS.double().sqrt()).requires_grad_(
+        True
+    )
     (gradient,) = torch.autograd.grad(gaussian(x).sum(), x)
     spectrum = curvature_spectrum(gradient.numpy())
     np.testing.assert_allclose(spectrum, np.sort(PRECISIONS.numpy()), rtol=0.02)
@@ -136,7 +145,7 @@ def test_curvature_spectrum_is_the_mean_hessian():
         CurvatureSum().mean()
     # U = x^4: exact samples by inverting the CDF on a grid; E[U'^2] = E[U''] = 12 E[x^2]
     grid = np.linspace(-4, 4, 200001)
-    density = np.exp(-grid**4)
+    density = np.exp(-(grid**4))
     cdf = np.cumsum(density) / density.sum()
     samples = np.interp(np.random.default_rng(0).random(200000), cdf, grid)
     mean_hessian = 12 * (grid**2 * density).sum() / density.sum()
@@ -177,14 +186,19 @@ def test_curvature_mass_matrix_is_the_precision_and_keeps_a_correlated_gaussian_
 def test_curvature_mass_matrix_fits_coordinates_of_very_different_scales():
     """Curvatures 1e5, 1 and 1e-2 (a bond length in nm beside latent variables and a soft angle): each is fitted to 20 %."""
     scales = torch.tensor([1e5, 1.0, 1e-2], dtype=torch.float64).sqrt()
-    precision = CORRELATED_PRECISION / CORRELATED_PRECISION.diagonal().sqrt().outer(CORRELATED_PRECISION.diagonal().sqrt())
+    precision = CORRELATED_PRECISION / CORRELATED_PRECISION.diagonal().sqrt().outer(
+        CORRELATED_PRECISION.diagonal().sqrt()
+    )
     precision = precision * scales.outer(scales)  # the correlations of CORRELATED_PRECISION, on these scales
 
     def potential(x):
         return 0.5 * ((x @ precision) * x).sum(-1)
 
     generator = torch.Generator().manual_seed(2)
-    exact = torch.randn(1024, 3, generator=generator, dtype=torch.float64) @ torch.linalg.cholesky(torch.linalg.inv(precision)).T
+    exact = (
+        torch.randn(1024, 3, generator=generator, dtype=torch.float64)
+        @ torch.linalg.cholesky(torch.linalg.inv(precision)).T
+    )
     kernel = HamiltonianMonteCarlo(potential, step_size=1e-3, leapfrog_steps=4, mass_matrix="curvature")
     warm_up([kernel], ChainState.start(potential, exact), 60, generator)
     mass = kernel.mass_cholesky @ kernel.mass_cholesky.T
@@ -224,7 +238,9 @@ def test_leapfrog_with_a_mass_matrix_is_reversible_and_volume_preserving():
     kernel.mass_cholesky = torch.linalg.cholesky(CORRELATED_PRECISION + torch.eye(3, dtype=torch.float64))
 
     def flow(x, xi):
-        position, momentum, *_ = kernel._trajectory(ChainState.start(quartic, x), xi, torch.tensor(0.3, dtype=torch.float64))
+        position, momentum, *_ = kernel._trajectory(
+            ChainState.start(quartic, x), xi, torch.tensor(0.3, dtype=torch.float64)
+        )
         return position, momentum
 
     x0 = torch.tensor([[0.3, -0.5, 1.1]], dtype=torch.float64)

@@ -25,7 +25,9 @@ def alanine():
     frames = []
     for _ in range(6):
         rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
-        frames.append((system.positions + rng.normal(scale=0.005, size=system.positions.shape)) @ rotation.T + rng.normal(size=3))
+        frames.append(
+            (system.positions + rng.normal(scale=0.005, size=system.positions.shape)) @ rotation.T + rng.normal(size=3)
+        )
     heavy = [atom.index for atom in topology.atoms if atom.element.symbol != "H"]
     return system, topology, np.array(frames), heavy
 
@@ -44,7 +46,10 @@ def test_internal_coordinates_are_mdtrajs_and_place_the_hydrogens_back(alanine):
     wrapped = np.angle(np.exp(1j * (internal[..., 2] - mdtraj.compute_dihedrals(traj, np.c_[h, anchors]))))
     assert np.abs(wrapped).max() < 1e-5
     # Every methyl hydrogen hangs on its carbon, with the carbon's heavy neighbour as B.
-    names = {(topology.atom(int(k)).residue.name, topology.atom(int(k)).name): topology.atom(int(a)).name for k, a in zip(h, anchors[:, 0])}
+    names = {
+        (topology.atom(int(k)).residue.name, topology.atom(int(k)).name): topology.atom(int(a)).name
+        for k, a in zip(h, anchors[:, 0])
+    }
     assert names[("ALA", "HB1")] == "CB" and names[("ACE", "H1")] == "CH3" and names[("ALA", "HA")] == "CA"
     # Placing from the heavy atoms and the internal coordinates gives the frames back (float64).
     placed = placement.place(positions[:, heavy], torch.as_tensor(internal.reshape(6, 36)))
@@ -57,7 +62,10 @@ def test_log_jacobian_is_the_slogdet_of_the_placement(alanine):
     positions = torch.as_tensor(frames[:2])
     internal = placement.internal(positions)
     for k in range(2):
-        jacobian = torch.autograd.functional.jacobian(lambda w: placement.place(positions[k : k + 1, heavy], w)[0, placement.hydrogens].reshape(-1), internal[k : k + 1])
+        jacobian = torch.autograd.functional.jacobian(
+            lambda w: placement.place(positions[k : k + 1, heavy], w)[0, placement.hydrogens].reshape(-1),
+            internal[k : k + 1],
+        )
         sign, logdet = torch.linalg.slogdet(jacobian.reshape(36, 36))
         assert sign != 0 and torch.allclose(logdet, placement.log_jacobian(internal[k : k + 1])[0], atol=1e-10)
     outside = internal[:1].clone()

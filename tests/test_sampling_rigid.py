@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from neuralct.data import RigidBodyFrame
-from neuralct.sampling import ChainState, HamiltonianMonteCarlo, MolecularPotential, eckart_matrix, rigid_body_log_jacobian, sample_chains
+from neuralct.sampling import (
+    ChainState,
+    HamiltonianMonteCarlo,
+    MolecularPotential,
+    eckart_matrix,
+    rigid_body_log_jacobian,
+    sample_chains,
+)
 from neuralct.sampling.diagnostics import mean_standard_error
 
 # A bent triatomic B-A-C (A in the middle), energies in kT, lengths in nm, masses in amu.
@@ -46,7 +53,13 @@ def exact_mean_cosine() -> float:
 
 @pytest.fixture
 def frame() -> RigidBodyFrame:
-    reference = np.array([[0.0, 0.0, 0.0], [BOND_LENGTH, 0.0, 0.0], [BOND_LENGTH * math.cos(ANGLE_0), BOND_LENGTH * math.sin(ANGLE_0), 0.0]])
+    reference = np.array(
+        [
+            [0.0, 0.0, 0.0],
+            [BOND_LENGTH, 0.0, 0.0],
+            [BOND_LENGTH * math.cos(ANGLE_0), BOND_LENGTH * math.sin(ANGLE_0), 0.0],
+        ]
+    )
     return RigidBodyFrame(reference, MASSES)
 
 
@@ -123,7 +136,9 @@ def _cartesian_samples(n: int, seed: int = 0) -> np.ndarray:
 
 def test_quadrature_in_y_with_the_jacobian_gives_the_cartesian_angle_distribution(frame):
     bins = np.linspace(math.radians(30), math.radians(180), 16)
-    exact = np.array([np.trapezoid(exact_angle_density(t), t) for t in (np.linspace(a, b, 201) for a, b in zip(bins[:-1], bins[1:]))])
+    exact = np.array(
+        [np.trapezoid(exact_angle_density(t), t) for t in (np.linspace(a, b, 201) for a, b in zip(bins[:-1], bins[1:]))]
+    )
     exact /= exact.sum()
     with_j = _angle_histogram_on_grid(frame, True, bins)
     without_j = _angle_histogram_on_grid(frame, False, bins)
@@ -158,7 +173,10 @@ def four_atom_energy(positions: torch.Tensor) -> torch.Tensor:
     bond = positions[:, 3] - positions[:, 0]
     to_one = positions[:, 1] - positions[:, 0]
     cosine = ((bond * to_one).sum(-1) / (bond.norm(dim=-1) * to_one.norm(dim=-1))).clamp(-1.0, 1.0)
-    hydrogen = 0.5 * BOND_STIFFNESS * (bond.norm(dim=-1) - BOND_LENGTH) ** 2 + 0.5 * H_ANGLE_STIFFNESS * (torch.acos(cosine) - H_ANGLE_0) ** 2
+    hydrogen = (
+        0.5 * BOND_STIFFNESS * (bond.norm(dim=-1) - BOND_LENGTH) ** 2
+        + 0.5 * H_ANGLE_STIFFNESS * (torch.acos(cosine) - H_ANGLE_0) ** 2
+    )
     return triatomic_energy(positions[:, :3]) + hydrogen
 
 
@@ -174,7 +192,14 @@ def test_hmc_with_a_placed_hydrogen_gives_the_cartesian_distributions(frame):
     potential = MolecularPotential(frame, four_atom_energy, hydrogens=placement)
     generator = torch.Generator().manual_seed(11)
     y = torch.as_tensor(frame.to_internal(_cartesian_samples(256, seed=5)))
-    w = torch.stack([torch.full((256,), BOND_LENGTH), torch.full((256,), 2.0), 2 * math.pi * torch.rand(256, generator=generator, dtype=torch.float64)], -1)
+    w = torch.stack(
+        [
+            torch.full((256,), BOND_LENGTH),
+            torch.full((256,), 2.0),
+            2 * math.pi * torch.rand(256, generator=generator, dtype=torch.float64),
+        ],
+        -1,
+    )
     kernel = HamiltonianMonteCarlo(potential, step_size=0.01, leapfrog_steps=8, mass_matrix="curvature")
     _, points = sample_chains([kernel], ChainState.start(potential, torch.cat([y, w], 1)), 100, 300, generator)
     positions = potential.positions(points.reshape(-1, potential.dim))
@@ -186,7 +211,10 @@ def test_hmc_with_a_placed_hydrogen_gives_the_cartesian_distributions(frame):
     }
     alpha = np.linspace(0.0, math.pi, 200001)
     h_density = np.sin(alpha) * np.exp(-0.5 * H_ANGLE_STIFFNESS * (alpha - H_ANGLE_0) ** 2)
-    exact = {"H-0-1": float(np.trapezoid(h_density * np.cos(alpha), alpha) / np.trapezoid(h_density, alpha)), "1-0-2": exact_mean_cosine()}
+    exact = {
+        "H-0-1": float(np.trapezoid(h_density * np.cos(alpha), alpha) / np.trapezoid(h_density, alpha)),
+        "1-0-2": exact_mean_cosine(),
+    }
     for name, values in observed.items():
         error = mean_standard_error(values)
         assert abs(values.mean() - exact[name]) < 4 * error, (name, values.mean(), exact[name], error)

@@ -16,7 +16,9 @@ LAG_FRAMES = 10  # 5 ps
 @pytest.fixture(scope="module")
 def toy_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rotated-double-well")
-    settings = SimulationSettings(length_ns=2.0, timestep_fs=5.0, report_ps=0.5, equilibration_ps=10.0, platform="Reference", threads=1, seed=11)
+    settings = SimulationSettings(
+        length_ns=2.0, timestep_fs=5.0, report_ps=0.5, equilibration_ps=10.0, platform="Reference", threads=1, seed=11
+    )
     run_simulation(build_system("rotated-double-well"), folder, settings, replicas=3, progress=False)
     return load_toy_trajectories(folder)
 

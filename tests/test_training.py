@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from neuralct.errors import NeuralCTError
-from neuralct.workflows.train import fit_toy
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.toys.hamiltonians import HarmonicChain
-from neuralct.training.objectives import MaximumLikelihood, VariationalFreeEnergy, stiffest_mode_noise
 from neuralct.training.loop import TrainingDiverged, TrainingSettings, train
+from neuralct.training.objectives import MaximumLikelihood, VariationalFreeEnergy, stiffest_mode_noise
+from neuralct.workflows.train import fit_toy
 
 DEFAULT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
 QUIET = dict(progress=False, validate_every=50)
@@ -29,7 +29,7 @@ def test_maximum_likelihood_recovers_every_frequency(n, kappa, masses):
     assert summary["frequencies"] == sorted(summary["frequencies"])
     # The exact harmonic density has NLL = n ln(2 pi) - sum ln w + n (per sample, reduced units).
     exact_nll = n * np.log(2 * np.pi) - np.log(chain.frequencies()).sum() + n
-    assert abs(summary["final_loss"] - exact_nll) < 0.05 * n ** 0.5
+    assert abs(summary["final_loss"] - exact_nll) < 0.05 * n**0.5
 
 
 @pytest.mark.parametrize(
@@ -132,7 +132,9 @@ def test_variational_estimate_is_exact_for_the_exact_model():
     """With the exact map, ln rho + beta H is the same constant -ln Z for every sample."""
     chain = HarmonicChain(5, 1.5, [1, 2, 3, 2, 1])
     q = torch.as_tensor(chain.sample(200000, seed=0)[0])
-    model = NeuralCanonicalTransformation(5, masses=torch.tensor(chain.masses), architecture=[{"type": "linear", "point": True}])
+    model = NeuralCanonicalTransformation(
+        5, masses=torch.tensor(chain.masses), architecture=[{"type": "linear", "point": True}]
+    )
     model.initialize(q)
     estimate = VariationalFreeEnergy(chain).estimate(model, n_samples=5000)
     assert abs(estimate["free_energy"] - chain.free_energy()) < 0.01
@@ -147,7 +149,9 @@ def test_the_kept_model_is_the_lowest_validation_state(tmp_path):
     model = NeuralCanonicalTransformation(6, masses=torch.tensor(chain.masses), architecture=DEFAULT)
     model.initialize(q[:40])
     objective = MaximumLikelihood(q[:40], q[40:])
-    settings = TrainingSettings(steps=300, batch_size=40, learning_rate=1e-2, validate_every=20, checkpoint_every=100, progress=False)
+    settings = TrainingSettings(
+        steps=300, batch_size=40, learning_rate=1e-2, validate_every=20, checkpoint_every=100, progress=False
+    )
     result = train(model, objective, settings, checkpoint=tmp_path / "c.pt")
     valid = result.history["valid_loss"]
     assert min(valid) < valid[-1]  # it did overfit, so keeping the best state matters

@@ -7,16 +7,20 @@ import torch
 from neuralct.cli import main
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.toys.hamiltonians import HarmonicChain
-from neuralct.training.objectives import MaximumLikelihood, weighted_resample
 from neuralct.training.loop import TrainingSettings, train
+from neuralct.training.objectives import MaximumLikelihood, weighted_resample
 
 
 def _fit(q, w, start_weights, steps=150, seed=0):
     model = NeuralCanonicalTransformation(q.shape[1], architecture=[{"type": "linear", "point": True}])
     generator = torch.Generator().manual_seed(seed)
     model.initialize(weighted_resample(q, start_weights, generator), generator=generator)
-    objective = MaximumLikelihood(q[:-2000], q[-2000:], w_train=None if w is None else w[:-2000], w_valid=None if w is None else w[-2000:])
-    train(model, objective, TrainingSettings(steps=steps, batch_size=512, learning_rate=1e-2, progress=False), seed=seed)
+    objective = MaximumLikelihood(
+        q[:-2000], q[-2000:], w_train=None if w is None else w[:-2000], w_valid=None if w is None else w[-2000:]
+    )
+    train(
+        model, objective, TrainingSettings(steps=steps, batch_size=512, learning_rate=1e-2, progress=False), seed=seed
+    )
     return model.frequencies.detach().numpy()
 
 
@@ -63,7 +67,9 @@ def _write_weights(path, values):
         ("validation at exp(-120)", "held-out validation frames", True),
     ],
 )
-def test_weights_that_leave_a_side_without_weight_are_one_line_errors(alanine_model, tmp_path, capsys, weights, frames, precision):
+def test_weights_that_leave_a_side_without_weight_are_one_line_errors(
+    alanine_model, tmp_path, capsys, weights, frames, precision
+):
     """The conftest data: two trajectories of 40 frames, the second held out for validation."""
     _, paths = alanine_model
     values = np.zeros(80)
@@ -81,7 +87,24 @@ def test_weights_that_leave_a_side_without_weight_are_one_line_errors(alanine_mo
     assert ("--dtype float64" in err) == precision
     assert not out.exists()
     if precision:
-        assert main(["train", *paths, "--weights", str(path), "--dtype", "float64", "--steps", "2", "--no-progress", "--output", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    *paths,
+                    "--weights",
+                    str(path),
+                    "--dtype",
+                    "float64",
+                    "--steps",
+                    "2",
+                    "--no-progress",
+                    "--output",
+                    str(out),
+                ]
+            )
+            == 0
+        )
 
 
 def test_a_bias_too_large_to_reweight_is_a_one_line_error(alanine_model, tmp_path, capsys):
@@ -92,16 +115,38 @@ def test_a_bias_too_large_to_reweight_is_a_one_line_error(alanine_model, tmp_pat
     rbias = np.zeros(80)
     rbias[3] = 1e5
     write_colvar(tmp_path / "COLVAR", 0.5 * np.arange(1, 81), rbias[:, None], ["rbias"])
-    assert main(["train", *paths, "--bias-colvar", str(tmp_path / "COLVAR"), "--steps", "2", "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *paths,
+                "--bias-colvar",
+                str(tmp_path / "COLVAR"),
+                "--steps",
+                "2",
+                "--no-progress",
+                "--output",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"--bias-colvar {tmp_path / 'COLVAR'}: the held-out validation frames carry no weight" in err, err
+    assert (
+        len(err.splitlines()) == 1
+        and f"--bias-colvar {tmp_path / 'COLVAR'}: the held-out validation frames carry no weight" in err
+    ), err
 
 
 @pytest.mark.parametrize(
     "content, stride, message",
     [
         ("zeros", 1, "holds only zeros; give the frames to train on a positive weight"),
-        ("80 ones", 2, "has 80 values for the 40 frames loaded; give one weight per loaded frame (with --stride N, one for every N-th frame"),
+        (
+            "80 ones",
+            2,
+            "has 80 values for the 40 frames loaded; give one weight per loaded frame (with --stride N, one for every N-th frame",
+        ),
         ("missing", 1, "does not exist or is not a file; check the path"),
     ],
 )
@@ -113,7 +158,24 @@ def test_weights_files_that_cannot_weigh_the_frames_say_why(alanine_model, tmp_p
     elif content == "80 ones":
         _write_weights(path, np.ones(80))
     out = tmp_path / "model"
-    assert main(["train", *paths, "--weights", str(path), "--stride", str(stride), "--steps", "2", "--no-progress", "--output", str(out)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *paths,
+                "--weights",
+                str(path),
+                "--stride",
+                str(stride),
+                "--steps",
+                "2",
+                "--no-progress",
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--weights {path} {message}" in err, err
     assert not out.exists()
@@ -123,6 +185,11 @@ def test_a_config_files_weights_of_a_number_names_the_missing_file(alanine_model
     _, paths = alanine_model
     config = tmp_path / "c.yaml"
     config.write_text("weights: 5\n")
-    assert main(["train", *paths, "--config", str(config), "--steps", "2", "--no-progress", "--output", str(tmp_path / "m")]) == 2
+    assert (
+        main(
+            ["train", *paths, "--config", str(config), "--steps", "2", "--no-progress", "--output", str(tmp_path / "m")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err == "neuralct train: error: --weights 5 does not exist or is not a file; check the path", err

@@ -6,7 +6,13 @@ from .fes import free_energy_1d, free_energy_2d
 from .information import circular_correlation, mutual_information
 from .plots import plot_dependence, plot_fes, plot_ramachandran, plot_spectrum, plot_training_curves
 from .report import cv_quality_report, dependence_table
-from .states import STATE_NAMES, STATE_REGIONS_DESCRIPTION, UNASSIGNED, conformational_states, state_classification_accuracy
+from .states import (
+    STATE_NAMES,
+    STATE_REGIONS_DESCRIPTION,
+    UNASSIGNED,
+    conformational_states,
+    state_classification_accuracy,
+)
 from .vamp import VAMP2_CONVENTION, pca_baseline, tica_baseline, vamp2_score
 
 __all__ = [

@@ -113,9 +113,7 @@ def read_colvar(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         if fields is None:
             raise NeuralCTError(f"COLVAR {path}, line {number}: data before any '#! FIELDS' header")
         if len(words) != len(fields):
-            raise NeuralCTError(
-                f"COLVAR {path}, line {number}: {len(words)} values for {len(fields)} fields {fields}"
-            )
+            raise NeuralCTError(f"COLVAR {path}, line {number}: {len(words)} values for {len(fields)} fields {fields}")
         try:
             rows.append([float(w) for w in words])
         except ValueError:

@@ -94,7 +94,9 @@ def find_dihedrals(topology: "mdtraj.Topology", chi: bool = False) -> list[Dihed
         owner = 2 if kind == "phi" else 1
         for atoms in indices:
             residue_index = topology.atom(int(atoms[owner])).residue.index
-            found.append((residue_index, order, Dihedral(kind, _residue(topology, atoms[owner]), tuple(int(a) for a in atoms))))
+            found.append(
+                (residue_index, order, Dihedral(kind, _residue(topology, atoms[owner]), tuple(int(a) for a in atoms)))
+            )
     return [dihedral for _, _, dihedral in sorted(found, key=lambda item: item[:2])]
 
 
@@ -156,12 +158,15 @@ def select_residues(residues: Sequence[Residue], wanted: Sequence[str]) -> list[
     for token in wanted:
         chain, _, rest = token.strip().rpartition(":")
         matches = [
-            r for r in residues
+            r
+            for r in residues
             if (not chain or chain.upper() == r.chain.upper())
             and (rest == str(r.number) or rest.upper() == f"{r.name}{r.number}".upper())
         ]
         if not matches:
-            available = " ".join(r.label for r in residues) or "none (the molecule has no residue with both phi and psi)"
+            available = (
+                " ".join(r.label for r in residues) or "none (the molecule has no residue with both phi and psi)"
+            )
             raise NeuralCTError(f"--residues {token}: no residue with phi and psi matches it; choose from {available}")
         chosen.extend(r for r in matches if r not in chosen)
     return chosen

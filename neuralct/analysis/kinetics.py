@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import NeuralCTError
-from .vamp import _as_series, _time_lagged_frames, vamp2_score
+from .vamp import as_series, time_lagged_frames, vamp2_score
 
 __all__ = [
     "implied_timescales",
@@ -60,8 +60,8 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     """
     from deeptime.decomposition import TICA
 
-    series = _as_series(train_series, "training trajectories")
-    x, y = _time_lagged_frames(series, lag, "training trajectories")
+    series = as_series(train_series, "training trajectories")
+    x, y = time_lagged_frames(series, lag, "training trajectories")
     model = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
     eigenvalues = np.asarray(model.singular_values, dtype=np.float64)[: dim or None]
     return {
@@ -100,7 +100,9 @@ def mean_and_standard_error(values: np.ndarray) -> dict:
     return {"mean": float(values.mean()), "standard_error": error, "blocks": values.tolist()}
 
 
-def vamp2_blocks(train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray], lag: int, dim: int | None = None) -> dict:
+def vamp2_blocks(
+    train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray], lag: int, dim: int | None = None
+) -> dict:
     """VAMP-2 of the given functions, fit on the training trajectories, scored on each block.
 
     Returns
@@ -109,7 +111,9 @@ def vamp2_blocks(train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray
         ``mean``, ``standard_error`` (over blocks) and ``blocks`` (one score each), with
         ``vamp2`` as in :func:`neuralct.analysis.vamp.vamp2_score` (constant excluded).
     """
-    return mean_and_standard_error(np.array([vamp2_score(train_series, [block], lag, dim)["vamp2"] for block in blocks]))
+    return mean_and_standard_error(
+        np.array([vamp2_score(train_series, [block], lag, dim)["vamp2"] for block in blocks])
+    )
 
 
 def compare_vamp2(
@@ -143,8 +147,8 @@ def compare_vamp2(
     """
     from deeptime.decomposition import TICA
 
-    features = _as_series(feature_train, "training trajectories")
-    x, y = _time_lagged_frames(features, lag, "training trajectories")
+    features = as_series(feature_train, "training trajectories")
+    x, y = time_lagged_frames(features, lag, "training trajectories")
     tica = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
     eigenvalues = np.asarray(tica.singular_values)
     slowest = np.argsort(-eigenvalues, kind="stable")[:dim]
@@ -155,9 +159,11 @@ def compare_vamp2(
         ("tica_slowest", slowest, feature_train, feature_test),
     ):
         if columns is not None:
-            train = [tica.transform(s)[:, columns] for s in _as_series(train, "training trajectories")]
-            test = [tica.transform(s)[:, columns] for s in _as_series(test, "test trajectories")]
-        scores[name] = np.array([vamp2_score(train, [block], lag, dim)["vamp2"] for block in split_blocks(test, blocks_per_trajectory, lag)])
+            train = [tica.transform(s)[:, columns] for s in as_series(train, "training trajectories")]
+            test = [tica.transform(s)[:, columns] for s in as_series(test, "test trajectories")]
+        scores[name] = np.array(
+            [vamp2_score(train, [block], lag, dim)["vamp2"] for block in split_blocks(test, blocks_per_trajectory, lag)]
+        )
     return {
         "lag_ps": lag_ps,
         "n_blocks": len(scores["learned"]),
@@ -194,5 +200,7 @@ def msm_implied_timescale(series: Sequence[np.ndarray], lag: int, lag_ps: float,
     msm = MaximumLikelihoodMSM(reversible=True).fit(counts.submodel_largest()).fetch_model()
     eigenvalue = float(np.sort(np.real(msm.eigenvalues(2)))[0])
     if not 0 < eigenvalue < 1:
-        raise NeuralCTError(f"the Markov model's second eigenvalue at lag {lag_ps:g} ps is {eigenvalue:.3g}: no relaxation resolved; use a shorter lag")
+        raise NeuralCTError(
+            f"the Markov model's second eigenvalue at lag {lag_ps:g} ps is {eigenvalue:.3g}: no relaxation resolved; use a shorter lag"
+        )
     return -lag_ps / math.log(eigenvalue)

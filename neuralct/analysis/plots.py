@@ -12,7 +12,14 @@ from ..errors import NeuralCTError
 from ..io import atomic_write_bytes
 from .fes import free_energy_2d
 
-__all__ = ["plot_grid_free_energy", "plot_ramachandran", "plot_dependence", "plot_fes", "plot_spectrum", "plot_training_curves"]
+__all__ = [
+    "plot_grid_free_energy",
+    "plot_ramachandran",
+    "plot_dependence",
+    "plot_fes",
+    "plot_spectrum",
+    "plot_training_curves",
+]
 
 
 def _new_figure(width: float, height: float):
@@ -73,7 +80,9 @@ def plot_ramachandran(
     labels = [f"Q{k + 1} (latent units)" for k in range(n_modes)] if colour_labels is None else list(colour_labels)
     rows = [f"residue {r + 1}" for r in range(n_residues)] if residue_labels is None else list(residue_labels)
     if len(labels) != n_modes or len(rows) != n_residues:
-        raise NeuralCTError(f"Ramachandran plot {path}: {len(labels)} colour labels for {n_modes} modes, {len(rows)} residue labels for {n_residues} residues")
+        raise NeuralCTError(
+            f"Ramachandran plot {path}: {len(labels)} colour labels for {n_modes} modes, {len(rows)} residue labels for {n_residues} residues"
+        )
     figure = _new_figure(4.2 * n_modes, 3.6 * n_residues)
     phi_deg = np.degrees(np.mod(phi + np.pi, 2 * np.pi) - np.pi)
     psi_deg = np.degrees(np.mod(psi + np.pi, 2 * np.pi) - np.pi)
@@ -82,11 +91,28 @@ def plot_ramachandran(
     for r in range(n_residues):
         for k in range(n_modes):
             axes = figure.add_subplot(n_residues, n_modes, r * n_modes + k + 1)
-            points = axes.scatter(phi_deg[:, r], psi_deg[:, r], c=values[:, k], s=2, cmap="coolwarm",
-                                  vmin=limits[k][0], vmax=limits[k][1], rasterized=True, linewidths=0)
+            points = axes.scatter(
+                phi_deg[:, r],
+                psi_deg[:, r],
+                c=values[:, k],
+                s=2,
+                cmap="coolwarm",
+                vmin=limits[k][0],
+                vmax=limits[k][1],
+                rasterized=True,
+                linewidths=0,
+            )
             figure.colorbar(points, ax=axes, label=labels[k])
-            axes.set(xlim=(-180, 180), ylim=(-180, 180), xticks=ticks, yticks=ticks, aspect="equal",
-                     xlabel=rf"$\phi$ {rows[r]} (degrees)", ylabel=rf"$\psi$ {rows[r]} (degrees)", title=f"{rows[r]}, mode {k + 1}")
+            axes.set(
+                xlim=(-180, 180),
+                ylim=(-180, 180),
+                xticks=ticks,
+                yticks=ticks,
+                aspect="equal",
+                xlabel=rf"$\phi$ {rows[r]} (degrees)",
+                ylabel=rf"$\psi$ {rows[r]} (degrees)",
+                title=f"{rows[r]}, mode {k + 1}",
+            )
     if title:
         figure.suptitle(title)
     _save_png(figure, path)
@@ -107,10 +133,15 @@ def plot_dependence(table: Mapping[str, Sequence], path: str | os.PathLike) -> N
     correlation = np.asarray(table["circular_correlation"], dtype=np.float64)
     names, modes = list(table["dihedrals"]), list(table["modes"])
     if information.shape != (len(modes), len(names)) or correlation.shape != information.shape or not names:
-        raise NeuralCTError(f"dependence heat map {path}: tables of shape {information.shape} for {len(modes)} modes and {len(names)} dihedrals")
+        raise NeuralCTError(
+            f"dependence heat map {path}: tables of shape {information.shape} for {len(modes)} modes and {len(names)} dihedrals"
+        )
     figure = _new_figure(max(6.0, 1.0 + 0.45 * len(names)), 2.0 + 0.9 * len(modes))
     for column, (values, label, vmax) in enumerate(
-        [(information, "mutual information (nats)", max(float(information.max()), 1e-6)), (correlation, "circular correlation R", 1.0)]
+        [
+            (information, "mutual information (nats)", max(float(information.max()), 1e-6)),
+            (correlation, "circular correlation R", 1.0),
+        ]
     ):
         axes = figure.add_subplot(2, 1, column + 1)
         image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
@@ -119,7 +150,9 @@ def plot_dependence(table: Mapping[str, Sequence], path: str | os.PathLike) -> N
         axes.set_yticks(range(len(modes)), [f"mode {m}" for m in modes])
         if values.size <= 200:
             for (k, j), value in np.ndenumerate(values):
-                axes.text(j, k, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < 0.6 * vmax else "k")
+                axes.text(
+                    j, k, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < 0.6 * vmax else "k"
+                )
     _save_png(figure, path)
 
 
@@ -192,10 +225,19 @@ def plot_spectrum(
     figure = _new_figure(6.0, 3.8)
     axes = figure.add_subplot()
     axes.semilogy(modes, frequencies, "o", color="0.4", markersize=4, label="modes")
-    axes.semilogy(modes[:n_highlight], frequencies[:n_highlight], "o", color="C3", markersize=7,
-                  label=f"{n_highlight} slowest (CVs)")
-    axes.set(xlabel="mode index k (slowest first)", ylabel=f"frequency $\\omega_k$ ({unit})",
-             title="learned frequency spectrum")
+    axes.semilogy(
+        modes[:n_highlight],
+        frequencies[:n_highlight],
+        "o",
+        color="C3",
+        markersize=7,
+        label=f"{n_highlight} slowest (CVs)",
+    )
+    axes.set(
+        xlabel="mode index k (slowest first)",
+        ylabel=f"frequency $\\omega_k$ ({unit})",
+        title="learned frequency spectrum",
+    )
     axes.legend()
     _save_png(figure, path)
 
@@ -220,13 +262,22 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: str | os.
     for name, values in series.items():
         x = steps if steps is not None and steps.size == values.size else np.arange(values.size)
         axes.plot(x, values, label=name)
-    axes.set(xlabel="training step" if steps is not None else "record", ylabel="loss (nats per sample)",
-             title="training curves")
+    axes.set(
+        xlabel="training step" if steps is not None else "record",
+        ylabel="loss (nats per sample)",
+        title="training curves",
+    )
     axes.legend()
     _save_png(figure, path)
 
 
-def plot_grid_free_energy(surface: np.ndarray, axes_info: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str = "", energy_unit: str = "kJ/mol") -> None:
+def plot_grid_free_energy(
+    surface: np.ndarray,
+    axes_info: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    title: str = "",
+    energy_unit: str = "kJ/mol",
+) -> None:
     """A free energy tabulated on a uniform grid of one or two variables (line or filled contours).
 
     Parameters
@@ -240,7 +291,9 @@ def plot_grid_free_energy(surface: np.ndarray, axes_info: Sequence[Mapping[str, 
     """
     surface = np.asarray(surface, dtype=np.float64)
     if surface.ndim != len(axes_info) or surface.ndim not in (1, 2):
-        raise NeuralCTError(f"free-energy plot {path}: a grid of {surface.ndim} dimensions for {len(axes_info)} variables")
+        raise NeuralCTError(
+            f"free-energy plot {path}: a grid of {surface.ndim} dimensions for {len(axes_info)} variables"
+        )
     grids = [np.linspace(info["min"], info["max"], n) for info, n in zip(axes_info, surface.shape)]
     figure = _new_figure(5.6, 4.6)
     axes = figure.add_subplot()

@@ -10,7 +10,13 @@ from ..errors import NeuralCTError
 from .dihedrals import Dihedral, Residue, ramachandran_residues
 from .information import circular_correlation, mutual_information
 from .kinetics import mean_and_standard_error, tica_spectrum, vamp2_blocks
-from .states import STATE_NAMES, STATE_REGIONS_DEG, STATE_REGIONS_DESCRIPTION, conformational_states, state_classification_accuracy
+from .states import (
+    STATE_NAMES,
+    STATE_REGIONS_DEG,
+    STATE_REGIONS_DESCRIPTION,
+    conformational_states,
+    state_classification_accuracy,
+)
 from .vamp import VAMP2_CONVENTION, pca_baseline, tica_baseline, vamp2_score
 
 __all__ = ["Segment", "cv_quality_report", "dependence_table"]
@@ -53,7 +59,9 @@ def dependence_table(cvs: np.ndarray, angles: np.ndarray, names: Sequence[str], 
     return {
         "modes": [k + 1 for k in modes],
         "dihedrals": list(names),
-        "mutual_information_nats": [[mutual_information(cvs[:, k], angles[:, j], bins=bins) for j in columns] for k in modes],
+        "mutual_information_nats": [
+            [mutual_information(cvs[:, k], angles[:, j], bins=bins) for j in columns] for k in modes
+        ],
         "circular_correlation": [[circular_correlation(cvs[:, k], angles[:, j]) for j in columns] for k in modes],
     }
 
@@ -64,10 +72,16 @@ def _best_of_two_slowest(table: dict, dihedrals: Sequence[Dihedral]) -> list[dic
     for j, dihedral in enumerate(dihedrals):
         mi = [table["mutual_information_nats"][k][j] for k in range(min(2, len(table["modes"])))]
         k = int(np.argmax(mi))
-        best.append({
-            "dihedral": dihedral.name, "kind": dihedral.kind, "residue": dihedral.residue.label, "mode": k + 1,
-            "mi_nats": mi[k], "circular_correlation": table["circular_correlation"][k][j],
-        })
+        best.append(
+            {
+                "dihedral": dihedral.name,
+                "kind": dihedral.kind,
+                "residue": dihedral.residue.label,
+                "mode": k + 1,
+                "mi_nats": mi[k],
+                "circular_correlation": table["circular_correlation"][k][j],
+            }
+        )
     return best
 
 
@@ -75,7 +89,9 @@ def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[
     """Check that the per-trajectory inputs line up and that fit and scored segments are valid and disjoint."""
     lengths = [[s.shape[0] for s in values] for values in series.values()]
     if len({len(x) for x in lengths}) != 1 or not lengths[0]:
-        raise NeuralCTError(f"need one array of each input per trajectory; got {', '.join(f'{len(v)} {k}' for k, v in series.items())}")
+        raise NeuralCTError(
+            f"need one array of each input per trajectory; got {', '.join(f'{len(v)} {k}' for k, v in series.items())}"
+        )
     for i, per_input in enumerate(zip(*lengths)):
         if len(set(per_input)) != 1:
             shapes = ", ".join(f"{k} {v[i].shape}" for k, v in series.items())
@@ -88,10 +104,14 @@ def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[
             raise NeuralCTError(f"segment {(traj, start, stop)} lies outside the trajectories ({n_frames} frames)")
     for traj, start, stop in units:
         if stop - start <= lag:
-            raise NeuralCTError(f"a scored segment of {stop - start} frames is not longer than the lag ({lag} frames); use a shorter lag or fewer blocks")
+            raise NeuralCTError(
+                f"a scored segment of {stop - start} frames is not longer than the lag ({lag} frames); use a shorter lag or fewer blocks"
+            )
         for other, a, b in fit:
             if other == traj and a < stop and start < b:
-                raise NeuralCTError(f"frames {max(a, start)}-{min(b, stop) - 1} of trajectory {traj} are in both the fit and the scored data")
+                raise NeuralCTError(
+                    f"frames {max(a, start)}-{min(b, stop) - 1} of trajectory {traj} are in both the fit and the scored data"
+                )
 
 
 def _vamp2_with_error(fit_series: list[np.ndarray], unit_series: list[np.ndarray], lag: int, dim: int) -> dict:
@@ -216,7 +236,10 @@ def cv_quality_report(
         return [values[t][a:b] for t, a, b in segments]
 
     cvs_fit, cvs_scored = cut(series["CVs"], fit), cut(series["CVs"], scored)
-    angles_fit, angles_scored = np.concatenate(cut(series["angles"], fit)), np.concatenate(cut(series["angles"], scored))
+    angles_fit, angles_scored = (
+        np.concatenate(cut(series["angles"], fit)),
+        np.concatenate(cut(series["angles"], scored)),
+    )
     n_modes = min(n_modes, series["CVs"][0].shape[1])
     components = {"learned_cvs": ([c[:, :2] for c in cvs_fit], [c[:, :2] for c in cvs_scored])}
     features_fit, features_scored = cut(series["features"], fit), cut(series["features"], scored)
@@ -228,7 +251,10 @@ def cv_quality_report(
     backbone = [j for j, d in enumerate(dihedrals) if d.kind in ("phi", "psi")]
     if backbone:
         embedding = lambda angles: np.column_stack([np.cos(angles[:, backbone]), np.sin(angles[:, backbone])])
-        components["backbone_dihedrals"] = ([embedding(a) for a in cut(series["angles"], fit)], [embedding(a) for a in cut(series["angles"], scored)])
+        components["backbone_dihedrals"] = (
+            [embedding(a) for a in cut(series["angles"], fit)],
+            [embedding(a) for a in cut(series["angles"], scored)],
+        )
     else:
         skipped["backbone_dihedrals"] = "no backbone phi/psi in the topology: no dihedral baseline"
 
@@ -249,7 +275,9 @@ def cv_quality_report(
         "learned_cvs": _spectrum([c[:, :n_modes] for c in cvs_fit], lag, time_step_ps),
     }
     report["tica"]["eigenvalues"] = tica["eigenvalues"]
-    report["tica"]["oscillating_components"] = [k for k in report["kinetics"]["tica"]["oscillating_components"] if k <= 2]
+    report["tica"]["oscillating_components"] = [
+        k for k in report["kinetics"]["tica"]["oscillating_components"] if k <= 2
+    ]
     report["pca"]["mass_weighted"] = pca["mass_weighted"]
 
     if dihedrals:
@@ -269,7 +297,9 @@ def cv_quality_report(
             report["states"][residue.label] = {
                 "populations_scored": {name: float(np.mean(labels_scored == k)) for k, name in enumerate(STATE_NAMES)},
                 "classification": {
-                    method: state_classification_accuracy(np.concatenate(f), labels_fit, np.concatenate(s), labels_scored)
+                    method: state_classification_accuracy(
+                        np.concatenate(f), labels_fit, np.concatenate(s), labels_scored
+                    )
                     for method, (f, s) in components.items()
                 },
             }
@@ -298,5 +328,7 @@ def cv_quality_report(
         "unassigned frames and states with too few frames left out",
         "state_regions": STATE_REGIONS_DESCRIPTION,
     }
-    report["state_regions_deg"] = {name: [list(r) for r in rects] for name, rects in zip(STATE_NAMES, STATE_REGIONS_DEG)}
+    report["state_regions_deg"] = {
+        name: [list(r) for r in rects] for name, rects in zip(STATE_NAMES, STATE_REGIONS_DEG)
+    }
     return report

@@ -1,14 +1,26 @@
 """Reweighting biased runs: frame weights from a COLVAR, well-tempered offsets, phi transitions and free-energy differences with block errors."""
 
 from __future__ import annotations
+
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 import numpy as np
+
 from ..errors import NeuralCTError
 
-__all__ = ['CORE_A', 'CORE_B', 'FREE_ENERGY_BLOCKS', 'count_transitions', 'FreeEnergyDifference', 'phi_free_energy_difference', 'reweighting_offset', 'frame_weights']
+__all__ = [
+    "CORE_A",
+    "CORE_B",
+    "FREE_ENERGY_BLOCKS",
+    "count_transitions",
+    "FreeEnergyDifference",
+    "phi_free_energy_difference",
+    "reweighting_offset",
+    "frame_weights",
+]
 
 
 #: Core sets of phi in rad (benchmarks.md, B3).
@@ -56,10 +68,14 @@ class FreeEnergyDifference:
         """The difference in words: ``= 9.12 +- 0.80 kJ/mol (...)`` or ``not computed: <reason>``."""
         if self.value_kj is None:
             return f"not computed: {self.reason}"
-        return f"= {self.value_kj:.2f} +- {self.standard_error_kj:.2f} kJ/mol (standard error over {self.blocks} blocks)"
+        return (
+            f"= {self.value_kj:.2f} +- {self.standard_error_kj:.2f} kJ/mol (standard error over {self.blocks} blocks)"
+        )
 
 
-def phi_free_energy_difference(phi: np.ndarray, weights: np.ndarray, kT: float, blocks: int = FREE_ENERGY_BLOCKS) -> FreeEnergyDifference:
+def phi_free_energy_difference(
+    phi: np.ndarray, weights: np.ndarray, kT: float, blocks: int = FREE_ENERGY_BLOCKS
+) -> FreeEnergyDifference:
     """Reweighted F(phi > 0) - F(phi <= 0) with a block standard error, when phi visited both basins.
 
     Visited: phi entered both core sets :data:`CORE_A` and :data:`CORE_B`, which is the same as at
@@ -114,11 +130,15 @@ def phi_free_energy_difference(phi: np.ndarray, weights: np.ndarray, kT: float, 
         return none(f"phi {'> 0' if population == 0 else '<= 0'} has no weight after reweighting")
     effective = total**2 / np.sum(block_weights**2)
     if effective < 2:
-        return none(f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), too few for a standard error; run longer")
+        return none(
+            f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), too few for a standard error; run longer"
+        )
     held = block_weights > 0
     spread = np.sum(block_weights[held] * (block_positive[held] / block_weights[held] - population) ** 2) / total
     sigma = math.sqrt(effective / (effective - 1) * spread / effective)
-    return FreeEnergyDifference(-kT * math.log(population / (1 - population)), kT * sigma / (population * (1 - population)), blocks)
+    return FreeEnergyDifference(
+        -kT * math.log(population / (1 - population)), kT * sigma / (population * (1 - population)), blocks
+    )
 
 
 def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, periodic: bool) -> float:
@@ -163,14 +183,18 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
         fields, table = read_colvar(path)
         column = "rbias" if "rbias" in fields else "bias" if "bias" in fields else None
         if column is None:
-            raise NeuralCTError(f"{option} {path} has no bias or rbias column; give the COLVAR of a `neuralct bias` run")
+            raise NeuralCTError(
+                f"{option} {path} has no bias or rbias column; give the COLVAR of a `neuralct bias` run"
+            )
         log_w = table[:, fields.index(column)] / kT
         source = f"exp({column}/kT) from {Path(path).name}"
     else:
         try:
             values = np.loadtxt(path, dtype=np.float64, ndmin=1)
         except (OSError, ValueError) as exc:
-            raise NeuralCTError(f"{option} {path} cannot be read as one number per line ({type(exc).__name__})") from None
+            raise NeuralCTError(
+                f"{option} {path} cannot be read as one number per line ({type(exc).__name__})"
+            ) from None
         if values.ndim != 1 or np.any(values < 0):
             raise NeuralCTError(f"{option} {path} must hold one non-negative number per frame")
         if not np.any(values > 0):
@@ -187,7 +211,11 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
         raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
     weights = np.exp(log_w - log_w.max())
     weights /= weights.sum()
-    return weights, {"source": source, "kish_effective_frames": float(1.0 / np.sum(weights**2)), "frames": int(n_frames)}
+    return weights, {
+        "source": source,
+        "kish_effective_frames": float(1.0 / np.sum(weights**2)),
+        "frames": int(n_frames),
+    }
 
 
 def _logsumexp(values: np.ndarray) -> float:

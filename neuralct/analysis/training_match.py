@@ -70,13 +70,19 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
         threshold = RMSD_FACTOR * training["max"]
         rmsd_above = int(np.sum(rmsd > threshold))
         record["rmsd_nm"] = {
-            "threshold": threshold, "training_max": training["max"], "median": float(np.median(rmsd)), "max": float(rmsd.max()),
-            "frames_above": rmsd_above, "fraction_above": rmsd_above / n_frames,
+            "threshold": threshold,
+            "training_max": training["max"],
+            "median": float(np.median(rmsd)),
+            "max": float(rmsd.max()),
+            "frames_above": rmsd_above,
+            "fraction_above": rmsd_above / n_frames,
         }
     ranges = model.metadata.get("cv_ranges")
     cv_beyond = 0
     if not ranges:
-        record["cv_range"] = {"skipped": "the model stores no CV ranges of its training frames (trained by an older neuralct)"}
+        record["cv_range"] = {
+            "skipped": "the model stores no CV ranges of its training frames (trained by an older neuralct)"
+        }
     else:
         low = np.array([r["min"] for r in ranges[: cvs.shape[1]]])
         high = np.array([r["max"] for r in ranges[: cvs.shape[1]]])
@@ -84,14 +90,19 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
         cv_beyond = int(np.sum((widths > CV_RANGE_WIDTHS).any(axis=1)))
         record["cv_range"] = {
             "rule": f"a CV below its training min or above its training max by more than {CV_RANGE_WIDTHS:g} times max - min",
-            "frames_beyond": cv_beyond, "fraction_beyond": cv_beyond / n_frames,
+            "frames_beyond": cv_beyond,
+            "fraction_beyond": cv_beyond / n_frames,
             "most_widths_beyond": [float(w) for w in widths.max(axis=0)],
         }
     warned = rmsd_above > 0 or cv_beyond > CV_FRACTION_WARNED * n_frames
-    record["warning"] = None if not warned else (
-        f"of {n_frames} frames, {rmsd_above} lie farther from the model's reference structure than {RMSD_FACTOR:g} times its "
-        f"farthest training frame and {cv_beyond} have a CV outside its training range by more than {CV_RANGE_WIDTHS:g} times "
-        "the range: they are unlike the training data (a wrong --top, another molecule, or states the model never saw), "
-        "so their CVs are extrapolations; see input_check in summary.json"
+    record["warning"] = (
+        None
+        if not warned
+        else (
+            f"of {n_frames} frames, {rmsd_above} lie farther from the model's reference structure than {RMSD_FACTOR:g} times its "
+            f"farthest training frame and {cv_beyond} have a CV outside its training range by more than {CV_RANGE_WIDTHS:g} times "
+            "the range: they are unlike the training data (a wrong --top, another molecule, or states the model never saw), "
+            "so their CVs are extrapolations; see input_check in summary.json"
+        )
     )
     return record

@@ -21,7 +21,7 @@ VAMP2_CONVENTION = (
 )
 
 
-def _as_series(series: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
+def as_series(series: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
     """Check a list of trajectories and return them as 2-D float64 arrays of one width."""
     if isinstance(series, np.ndarray):
         raise NeuralCTError(f"{what}: pass a list of arrays, one per trajectory, not a single array")
@@ -40,7 +40,7 @@ def _as_series(series: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
     return out
 
 
-def _time_lagged_frames(series: list[np.ndarray], lag: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+def time_lagged_frames(series: list[np.ndarray], lag: int, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Instantaneous and time-lagged frames ``(x_t, x_{t+lag})``, stacked over trajectories.
 
     Pairs are formed inside each trajectory, so none spans the end of one
@@ -110,8 +110,8 @@ def vamp2_score(
         ``includes_constant`` (False: says what ``vamp2`` is),
         ``n_pairs_train``, ``n_pairs_test``, ``convention``.
     """
-    train = _as_series(train_series, "training trajectories")
-    test = _as_series(test_series, "held-out trajectories")
+    train = as_series(train_series, "training trajectories")
+    test = as_series(test_series, "held-out trajectories")
     n_features = train[0].shape[1]
     if test[0].shape[1] != n_features:
         raise NeuralCTError(
@@ -121,8 +121,8 @@ def vamp2_score(
     dim = n_features if dim is None else dim
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= n_features):
         raise NeuralCTError(f"dim must be an integer between 1 and {n_features} (the number of features), got {dim!r}")
-    x_train, y_train = _time_lagged_frames(train, lag, "training trajectories")
-    x_test, y_test = _time_lagged_frames(test, lag, "held-out trajectories")
+    x_train, y_train = time_lagged_frames(train, lag, "training trajectories")
+    x_test, y_test = time_lagged_frames(test, lag, "held-out trajectories")
     model = _fit_vamp(x_train, y_train, dim, "training trajectories")
     test_model = _fit_vamp(x_test, y_test, None, "held-out trajectories")
     with_constant = float(model.score(r=2, test_model=test_model, dim=dim))
@@ -174,11 +174,11 @@ def tica_baseline(
     """
     from deeptime.decomposition import TICA
 
-    train = _as_series(train_series, "training trajectories")
-    test = _as_series(test_series, "held-out trajectories")
+    train = as_series(train_series, "training trajectories")
+    test = as_series(test_series, "held-out trajectories")
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= train[0].shape[1]):
         raise NeuralCTError(f"dim must be between 1 and {train[0].shape[1]} (the number of features), got {dim!r}")
-    x, y = _time_lagged_frames(train, lag, "training trajectories")
+    x, y = time_lagged_frames(train, lag, "training trajectories")
     model = TICA(lagtime=lag, dim=dim, scaling=None).fit((x, y)).fetch_model()
     projected_train = [model.transform(s) for s in train]
     projected_test = [model.transform(s) for s in test]
@@ -228,8 +228,8 @@ def pca_baseline(
         for positions in nm), ``mass_weighted`` (bool) and ``score`` (the
         :func:`vamp2_score` dict).
     """
-    train = _as_series(train_series, "training trajectories")
-    test = _as_series(test_series, "held-out trajectories")
+    train = as_series(train_series, "training trajectories")
+    test = as_series(test_series, "held-out trajectories")
     n_features = train[0].shape[1]
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= n_features):
         raise NeuralCTError(f"dim must be between 1 and {n_features} (the number of features), got {dim!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Sequence
 
@@ -47,21 +48,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = apply_config(parser, args, argv)
         return int(args.run(args) or 0)
     except NeuralCTError as exc:
-        print(f"neuralct {args.command}: error: {exc}", file=sys.stderr)
+        print(f"neuralct {args.command}: error: {in_flags(str(exc), parser, args.command)}", file=sys.stderr)
         return 2
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"neuralct {args.command}: error: {exc.strerror or exc}{where}; check the path, permissions and free space", file=sys.stderr)
+        print(
+            f"neuralct {args.command}: error: {exc.strerror or exc}{where}; check the path, permissions and free space",
+            file=sys.stderr,
+        )
         return 1
     except (MemoryError, RuntimeError) as exc:
         # torch reports a failed allocation as a RuntimeError (CPU) or its OutOfMemoryError (CUDA).
         if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
             raise
-        print(f"neuralct {args.command}: error: ran out of memory ({first_line(exc)[:160]}); reduce the sizes of the run (--batch-size, --hidden, --samples, --chains)", file=sys.stderr)
+        print(
+            f"neuralct {args.command}: error: ran out of memory ({first_line(exc)[:160]}); reduce the sizes of the run (--batch-size, --hidden, --samples, --chains)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str:
+    """A library error in the command line's words: each argument named as `` `name` `` becomes its flag.
+
+    The library names its arguments as Python sees them (`` `lag_ps` 0.3 is not a whole number of
+    frames``); the command line says ``--lag-ps 0.3 is not ...``. A backquoted word that is no
+    option of ``command`` is left as it is.
+    """
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    flags = {
+        action.dest: next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+        for action in subparsers.choices[command]._actions
+        if action.option_strings
+    }
+    return re.sub(r"`(\w+)`", lambda match: flags.get(match[1], match[0]), message)
 
 
 def _out_of_memory(exc: RuntimeError) -> bool:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_common_options, positive_float, positive_int, print_warning, result_settings, save_resolved_config
+from .options import (
+    add_common_options,
+    positive_float,
+    positive_int,
+    print_warning,
+    result_settings,
+    save_resolved_config,
+)
 
 __all__ = ["add_parser", "run", "timescales_line"]
 
@@ -29,28 +36,42 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
-    parser.add_argument("trajectories", nargs="+", metavar="TRAJ", help="trajectory files (any MDTraj/MDAnalysis format)")
+    parser.add_argument(
+        "trajectories", nargs="+", metavar="TRAJ", help="trajectory files (any MDTraj/MDAnalysis format)"
+    )
     parser.add_argument("--top", metavar="FILE", help="topology for trajectories that hold none")
     parser.add_argument("--modes", type=positive_int, default=6, help="slow modes to analyse (default: %(default)s)")
     parser.add_argument(
-        "--lag-ps", type=positive_float, default=None,
+        "--lag-ps",
+        type=positive_float,
+        default=None,
         help="lag time of VAMP-2 and TICA in ps (default: chosen from the data: 10 frame spacings, but at most a "
         "tenth of the shortest scored trajectory or block, at least one frame; summary.json states it in ps)",
     )
-    parser.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
     parser.add_argument(
-        "--residues", nargs="+", metavar="RES",
+        "--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--residues",
+        nargs="+",
+        metavar="RES",
         help="residues for the Ramachandran plots and states, as the PDB numbers them: 2, ALA2, A:2 or A:ALA2 "
         "(default: every residue with phi and psi)",
     )
-    parser.add_argument("--chi", action="store_true", help="add the side-chain chi1-chi4 angles to the dependence table")
     parser.add_argument(
-        "--test-trajectories", type=positive_int, default=None,
+        "--chi", action="store_true", help="add the side-chain chi1-chi4 angles to the dependence table"
+    )
+    parser.add_argument(
+        "--test-trajectories",
+        type=positive_int,
+        default=None,
         help="when the model trained on none of the given trajectories: how many to score, the others fit the "
         "baselines (default: half)",
     )
     parser.add_argument(
-        "--blocks", type=positive_int, default=4,
+        "--blocks",
+        type=positive_int,
+        default=4,
         help="contiguous blocks a single scored trajectory is cut into for error bars (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,10 +82,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, then analyse into the locked output folder."""
-    from ..workflows.analyze import analyze_trajectories
     from ..data.loading import topology_file
-    from ..training.device import resolve_device
     from ..model.transformation import load
+    from ..training.device import resolve_device
+    from ..workflows.analyze import analyze_trajectories
     from .runs import RunFolder
 
     model = load(args.model, device=resolve_device(args.device))
@@ -75,9 +96,19 @@ def run(args: argparse.Namespace) -> int:
     with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite, rebuilt=("*",)) as folder:
         output = folder.path
         summary = analyze_trajectories(
-            model, args.trajectories, output, topology=args.top, n_modes=args.modes, lag_ps=args.lag_ps,
-            test_trajectories=args.test_trajectories, stride=args.stride, residues=args.residues, chi=args.chi,
-            blocks=args.blocks, progress=not args.no_progress, warn=print_warning,
+            model,
+            args.trajectories,
+            output,
+            topology=args.top,
+            n_modes=args.modes,
+            lag_ps=args.lag_ps,
+            test_trajectories=args.test_trajectories,
+            stride=args.stride,
+            residues=args.residues,
+            chi=args.chi,
+            blocks=args.blocks,
+            progress=not args.no_progress,
+            warn=print_warning,
         )
         save_resolved_config(args, output)
     print(f"analysis in {output}: {len(summary['colvar_files'])} COLVAR files, {len(summary['figures'])} plots")
@@ -94,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
     if "kinetics" in summary:
         print(f"  {timescales_line(summary['kinetics'])}")
     if "latent_dynamics" in summary:
-        print(f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in summary['latent_dynamics']['relaxation_times_ps'][:2])}")
+        print(
+            f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in summary['latent_dynamics']['relaxation_times_ps'][:2])}"
+        )
     for best in sorted(summary.get("best_of_two_slowest", []), key=lambda b: -b["mi_nats"])[:3]:
         print(f"  mutual information with {best['dihedral']}: {best['mi_nats']:.2f} nats (mode {best['mode']})")
     for part, reason in summary["skipped"].items():
@@ -114,4 +147,6 @@ def timescales_line(kinetics: dict) -> str:
             for k, t in enumerate(spectrum[f"implied_timescales_{unit}"][:2])
         )
 
-    return f"implied timescales ({unit}): learned {first_two(kinetics['learned_cvs'])}; TICA {first_two(kinetics['tica'])}"
+    return (
+        f"implied timescales ({unit}): learned {first_two(kinetics['learned_cvs'])}; TICA {first_two(kinetics['tica'])}"
+    )

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_common_options, nonnegative_float, positive_float, positive_fraction, positive_int, result_settings, save_resolved_config
+from .options import (
+    add_common_options,
+    nonnegative_float,
+    positive_float,
+    positive_fraction,
+    positive_int,
+    result_settings,
+    save_resolved_config,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -28,25 +36,93 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
-    p.add_argument("system", metavar="SYSTEM", nargs="?", default="alanine-dipeptide", help="bundled system, system YAML or PDB the model was trained on (default: %(default)s)")
-    p.add_argument("--cv", default="learned", choices=("learned", "phi,psi", "phi", "psi"), metavar="WHAT", help="what to bias: learned (the model's CVs), or the backbone torsions phi,psi, phi or psi as references (default: %(default)s)")
-    p.add_argument("--cvs", type=positive_int, default=1, help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s; one fills its basins faster)")
+    p.add_argument(
+        "system",
+        metavar="SYSTEM",
+        nargs="?",
+        default="alanine-dipeptide",
+        help="bundled system, system YAML or PDB the model was trained on (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cv",
+        default="learned",
+        choices=("learned", "phi,psi", "phi", "psi"),
+        metavar="WHAT",
+        help="what to bias: learned (the model's CVs), or the backbone torsions phi,psi, phi or psi as references (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cvs",
+        type=positive_int,
+        default=1,
+        help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s; one fills its basins faster)",
+    )
     p.add_argument("--length-ns", type=positive_float, default=1.0, help="simulated time in ns (default: %(default)s)")
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
-    p.add_argument("--timestep-fs", type=positive_float, default=2.0, help="time step of the unbiased forces in fs (default: %(default)s)")
-    p.add_argument("--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)")
-    p.add_argument("--bias-every", type=positive_int, default=4, help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator (default: %(default)s)")
-    p.add_argument("--height-kj", type=positive_float, default=1.2, help="initial Gaussian height in kJ/mol (default: %(default)s)")
-    p.add_argument("--width-fraction", type=positive_fraction, default=0.06, help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) (default: %(default)s)")
-    p.add_argument("--width-rad", type=positive_float, default=0.35, help="Gaussian width of phi/psi in rad (default: %(default)s)")
-    p.add_argument("--bias-factor", type=positive_float, default=8.0, help="well-tempered bias factor gamma > 1 (default: %(default)s)")
-    p.add_argument("--pace-ps", type=positive_float, default=1.0, help="time between Gaussian depositions in ps (default: %(default)s)")
-    p.add_argument("--grid-margin", type=nonnegative_float, default=3.0, help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)")
-    p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between COLVAR rows in ps (default: %(default)s)")
-    p.add_argument("--platform", default="Reference", help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed (default: %(default)s, the fastest here for small molecules in vacuum)")
-    p.add_argument("--checkpoint-seconds", type=positive_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
+    p.add_argument(
+        "--timestep-fs",
+        type=positive_float,
+        default=2.0,
+        help="time step of the unbiased forces in fs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--bias-every",
+        type=positive_int,
+        default=4,
+        help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator (default: %(default)s)",
+    )
+    p.add_argument(
+        "--height-kj", type=positive_float, default=1.2, help="initial Gaussian height in kJ/mol (default: %(default)s)"
+    )
+    p.add_argument(
+        "--width-fraction",
+        type=positive_fraction,
+        default=0.06,
+        help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--width-rad", type=positive_float, default=0.35, help="Gaussian width of phi/psi in rad (default: %(default)s)"
+    )
+    p.add_argument(
+        "--bias-factor",
+        type=positive_float,
+        default=8.0,
+        help="well-tempered bias factor gamma > 1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pace-ps",
+        type=positive_float,
+        default=1.0,
+        help="time between Gaussian depositions in ps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grid-margin",
+        type=nonnegative_float,
+        default=3.0,
+        help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)",
+    )
+    p.add_argument(
+        "--report-ps", type=positive_float, default=1.0, help="time between COLVAR rows in ps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--platform",
+        default="Reference",
+        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed (default: %(default)s, the fastest here for small molecules in vacuum)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=positive_float,
+        default=60.0,
+        help="wall time between checkpoints (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(p, output_default="runs/bias", cpu_only="the CV force runs on the CPU beside OpenMM; choose OpenMM's platform with --platform")
+    add_common_options(
+        p,
+        output_default="runs/bias",
+        cpu_only="the CV force runs on the CPU beside OpenMM; choose OpenMM's platform with --platform",
+    )
     p.set_defaults(run=run)
     return p
 
@@ -55,19 +131,32 @@ def run(args: argparse.Namespace) -> int:
     """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
     import torch
 
-    from ..workflows.bias import BiasSettings, backbone_torsions, run_metadynamics
     from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
-    from ..model.transformation import load
     from ..model.molecular import check_topology
+    from ..model.transformation import load
+    from ..workflows.bias import BiasSettings, backbone_torsions, run_metadynamics
     from .runs import RunFolder
 
     # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
     torch.set_num_threads(1)
     settings = BiasSettings(
-        cv=args.cv, n_cvs=args.cvs, temperature=args.temperature, length_ns=args.length_ns, timestep_fs=args.timestep_fs,
-        friction_per_ps=args.friction_per_ps, report_ps=args.report_ps, height_kj=args.height_kj, width_fraction=args.width_fraction,
-        width_rad=args.width_rad, bias_factor=args.bias_factor, pace_ps=args.pace_ps, grid_margin=args.grid_margin,
-        bias_every=args.bias_every, platform=args.platform, seed=args.seed, checkpoint_seconds=args.checkpoint_seconds,
+        cv=args.cv,
+        n_cvs=args.cvs,
+        temperature=args.temperature,
+        length_ns=args.length_ns,
+        timestep_fs=args.timestep_fs,
+        friction_per_ps=args.friction_per_ps,
+        report_ps=args.report_ps,
+        height_kj=args.height_kj,
+        width_fraction=args.width_fraction,
+        width_rad=args.width_rad,
+        bias_factor=args.bias_factor,
+        pace_ps=args.pace_ps,
+        grid_margin=args.grid_margin,
+        bias_every=args.bias_every,
+        platform=args.platform,
+        seed=args.seed,
+        checkpoint_seconds=args.checkpoint_seconds,
     )
     settings.validate()
     model = load(args.model)
@@ -86,16 +175,28 @@ def run(args: argparse.Namespace) -> int:
     # A finished run writes its frames and results again from its final checkpoint; a changed
     # checkpoint is refused.
     rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
-    with RunFolder(args.output, "bias", result_settings(args, ignore=ignore), inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as folder:
+    with RunFolder(
+        args.output,
+        "bias",
+        result_settings(args, ignore=ignore),
+        inputs=inputs,
+        overwrite=args.overwrite,
+        rebuilt=rebuilt,
+    ) as folder:
         if folder.changed_outputs:
-            print(f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the run finished; writing them again from its checkpoint")
+            print(
+                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the run finished; writing them again from its checkpoint"
+            )
         elif folder.resuming and (folder.path / "summary.json").exists():
             print(f"{folder.path} already holds this finished run")
             return 0
         summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
         save_resolved_config(args, folder.path)
-    print(f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {_phi_report(summary)}"
-          + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "") + f" -> {folder.path}")
+    print(
+        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {_phi_report(summary)}"
+        + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
+        + f" -> {folder.path}"
+    )
     return 0
 
 
@@ -108,7 +209,10 @@ def _phi_report(summary: dict) -> str:
     parts = []
     for name, figures in summary["phi_torsions"].items():
         difference = FreeEnergyDifference(
-            figures["delta_F_phi_positive_minus_negative_kj"], figures["delta_F_standard_error_kj"], figures["delta_F_blocks"], figures["delta_F_not_computed_because"]
+            figures["delta_F_phi_positive_minus_negative_kj"],
+            figures["delta_F_standard_error_kj"],
+            figures["delta_F_blocks"],
+            figures["delta_F_not_computed_because"],
         )
         parts.append(
             f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), "

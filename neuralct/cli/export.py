@@ -27,8 +27,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
-    parser.add_argument("--cvs", type=positive_int, default=2, help="number of CVs, slowest first (default: %(default)s)")
-    add_common_options(parser, output_default="runs/export", cpu_only="export runs on the CPU; the files it writes run on any device")
+    parser.add_argument(
+        "--cvs", type=positive_int, default=2, help="number of CVs, slowest first (default: %(default)s)"
+    )
+    add_common_options(
+        parser, output_default="runs/export", cpu_only="export runs on the CPU; the files it writes run on any device"
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -44,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     # Every file of an export is written again from the model, so a damaged one is restored.
     settings = result_settings(args, ignore=["model"])
-    with RunFolder(args.output, "export", settings, inputs=[args.model], overwrite=args.overwrite, rebuilt=("*",)) as folder:
+    with RunFolder(
+        args.output, "export", settings, inputs=[args.model], overwrite=args.overwrite, rebuilt=("*",)
+    ) as folder:
         if folder.changed_outputs:
-            print(f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the export; writing the export again")
+            print(
+                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the export; writing the export again"
+            )
             folder.remove_outputs()
         elif folder.resuming and (folder.path / "manifest.json").exists():
             print(f"{folder.path} already holds this export")
@@ -54,9 +62,11 @@ def run(args: argparse.Namespace) -> int:
         exporting = time.perf_counter()
         manifest = export_cvs(model, folder.path, args.cvs, model_path=args.model)
         done = time.perf_counter()
-        write_export_summary(folder.path, {"load_model_seconds": loaded - start, "export_seconds": done - exporting, "wall_seconds": done - start})
+        write_export_summary(
+            folder.path,
+            {"load_model_seconds": loaded - start, "export_seconds": done - exporting, "wall_seconds": done - start},
+        )
         save_resolved_config(args, folder.path)
     ranges = ", ".join(f"{cv['name']} [{cv['range']['min']:.3g}, {cv['range']['max']:.3g}]" for cv in manifest["cvs"])
     print(f"exported {args.cvs} CV(s) to {folder.path}: {ranges}; PLUMED input {folder.path / 'plumed.dat'}")
     return 0
-

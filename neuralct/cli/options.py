@@ -119,10 +119,14 @@ def device_option(cpu_only: str | None = None, *, torch_cuda: bool = True) -> Ca
                 import torch
 
                 if not torch.cuda.is_available():
-                    raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees no CUDA GPU here; use auto or cpu")
+                    raise argparse.ArgumentTypeError(
+                        f"{text!r} asked for, but torch sees no CUDA GPU here; use auto or cpu"
+                    )
                 index = int(text.partition(":")[2] or 0)
                 if index >= torch.cuda.device_count():
-                    raise argparse.ArgumentTypeError(f"{text!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+                    raise argparse.ArgumentTypeError(
+                        f"{text!r} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)"
+                    )
         return text
 
     device.__name__ = "device"
@@ -137,15 +141,24 @@ def add_common_options(
     ``cpu_only`` and ``torch_cuda`` are those of :func:`device_option`.
     """
     group = parser.add_argument_group("common options")
-    group.add_argument("--config", metavar="YAML", help="YAML file of option values (keys as the long option names with '_'); command-line options win; unknown keys are an error")
     group.add_argument(
-        "--device", type=device_option(cpu_only, torch_cuda=torch_cuda), default="auto",
-        help="auto, cpu or cuda" + (f" (only auto and cpu: {cpu_only})" if cpu_only else "") + " (default: %(default)s)",
+        "--config",
+        metavar="YAML",
+        help="YAML file of option values (keys as the long option names with '_'); command-line options win; unknown keys are an error",
+    )
+    group.add_argument(
+        "--device",
+        type=device_option(cpu_only, torch_cuda=torch_cuda),
+        default="auto",
+        help="auto, cpu or cuda"
+        + (f" (only auto and cpu: {cpu_only})" if cpu_only else "")
+        + " (default: %(default)s)",
     )
     group.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: %(default)s)")
     group.add_argument("--output", "-o", default=output_default, help="output folder (default: %(default)s)")
     group.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace what an earlier neuralct run left in --output (otherwise a rerun with the same options resumes it and one with other options is refused)",
     )
 
@@ -185,9 +198,13 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
     known = {action.dest for action in sub._actions} - _NOT_CONFIGURABLE
     unknown = sorted(set(map(str, values)) - known)
     if unknown:
-        raise NeuralCTError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        raise NeuralCTError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
     actions = {action.dest: action for action in sub._actions}
-    sub.set_defaults(**{key: _config_value(actions[key], value, f"config file {path}: {key}") for key, value in values.items()})
+    sub.set_defaults(
+        **{key: _config_value(actions[key], value, f"config file {path}: {key}") for key, value in values.items()}
+    )
     return parser.parse_args(list(argv))
 
 
@@ -208,7 +225,9 @@ def _config_value(action: argparse.Action, value: Any, where: str) -> Any:
 
 def _config_item(action: argparse.Action, value: Any, where: str) -> Any:
     if isinstance(value, (bool, list, dict)) or value is None:
-        raise NeuralCTError(f"{where}: must be a single {'number' if action.type in NUMERIC_TYPES else 'value'}, got {value!r}")
+        raise NeuralCTError(
+            f"{where}: must be a single {'number' if action.type in NUMERIC_TYPES else 'value'}, got {value!r}"
+        )
     text = str(value)
     try:
         converted = action.type(text) if action.type else text
@@ -231,7 +250,9 @@ def result_settings(args: argparse.Namespace, *, ignore: Sequence[str] = ()) -> 
         options that do not change the output (checkpoint intervals, thread counts).
     """
     skip = _NOT_RESULTS | set(ignore)
-    return {key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items() if key not in skip}
+    return {
+        key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items() if key not in skip
+    }
 
 
 def save_resolved_config(args: argparse.Namespace, folder: Path) -> None:

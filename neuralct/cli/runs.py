@@ -161,7 +161,9 @@ class RunFolder:
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
-        self.identity = _plain({"command": self.command, "settings": self.settings, "inputs": [fingerprint(p) for p in self.inputs]})
+        self.identity = _plain(
+            {"command": self.command, "settings": self.settings, "inputs": [fingerprint(p) for p in self.inputs]}
+        )
         self._created = not self.path.exists()
         prepare_output_dir(self.path)
         self._acquire_lock()
@@ -307,10 +309,13 @@ class RunFolder:
             return
         self.finished = True
         changed = [
-            relative for relative, digest in sorted(outputs.items())
+            relative
+            for relative, digest in sorted(outputs.items())
             if not (self.path / relative).is_file() or self._digest(relative) != digest
         ]
-        lost = [relative for relative in changed if not any(fnmatch.fnmatch(relative, pattern) for pattern in self.rebuilt)]
+        lost = [
+            relative for relative in changed if not any(fnmatch.fnmatch(relative, pattern) for pattern in self.rebuilt)
+        ]
         if lost:
             listed = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
             raise NeuralCTError(

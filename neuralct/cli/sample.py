@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_common_options, nonnegative_int, positive_float, positive_fraction, positive_int, print_warning, result_settings, save_resolved_config
+from .options import (
+    add_common_options,
+    nonnegative_int,
+    positive_float,
+    positive_fraction,
+    positive_int,
+    print_warning,
+    result_settings,
+    save_resolved_config,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -30,34 +39,92 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
-    parser.add_argument("system", metavar="SYSTEM", nargs="?", help="for molecular models: the bundled system, system YAML or PDB the model was trained on (built without constraints)")
-    parser.add_argument("--solvent", choices=("vacuum", "obc2"), default=None, help="solvent of SYSTEM: vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)")
-    parser.add_argument("--method", choices=("latent-hmc", "hmc", "independence", "mixed"), default="latent-hmc", help="sampler (default: %(default)s)")
-    parser.add_argument("--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)")
-    parser.add_argument("--samples", type=positive_int, default=1000, help="recorded iterations per chain after warm-up (default: %(default)s)")
-    parser.add_argument("--warmup", type=nonnegative_int, default=200, help="iterations that relax the chains and fit the mass matrix (first half) and adapt the step size (second half), then are discarded (default: %(default)s)")
-    parser.add_argument("--step-size", type=positive_float, default=0.1, help="leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; default: %(default)s)")
-    parser.add_argument("--leapfrog-steps", type=positive_int, default=10, help="leapfrog steps per HMC trajectory (default: %(default)s)")
     parser.add_argument(
-        "--mass-matrix", choices=("curvature", "unit"), default="curvature",
+        "system",
+        metavar="SYSTEM",
+        nargs="?",
+        help="for molecular models: the bundled system, system YAML or PDB the model was trained on (built without constraints)",
+    )
+    parser.add_argument(
+        "--solvent",
+        choices=("vacuum", "obc2"),
+        default=None,
+        help="solvent of SYSTEM: vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("latent-hmc", "hmc", "independence", "mixed"),
+        default="latent-hmc",
+        help="sampler (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=positive_int,
+        default=1000,
+        help="recorded iterations per chain after warm-up (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=nonnegative_int,
+        default=200,
+        help="iterations that relax the chains and fit the mass matrix (first half) and adapt the step size (second half), then are discarded (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--step-size",
+        type=positive_float,
+        default=0.1,
+        help="leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--leapfrog-steps",
+        type=positive_int,
+        default=10,
+        help="leapfrog steps per HMC trajectory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--mass-matrix",
+        choices=("curvature", "unit"),
+        default="curvature",
         help="HMC masses: the mean curvature E[grad U grad U^T] of the second quarter of the warm-up, or the identity (default: %(default)s)",
     )
-    parser.add_argument("--target-acceptance", type=positive_fraction, default=0.65, help="mean acceptance the warm-up aims at (default: %(default)s)")
-    parser.add_argument("--kish-samples", type=nonnegative_int, default=1000, help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)")
-    parser.add_argument("--checkpoint-every", type=positive_int, default=100, help="iterations between checkpoints (default: %(default)s)")
+    parser.add_argument(
+        "--target-acceptance",
+        type=positive_fraction,
+        default=0.65,
+        help="mean acceptance the warm-up aims at (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--kish-samples",
+        type=nonnegative_int,
+        default=1000,
+        help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=100,
+        help="iterations between checkpoints (default: %(default)s)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(parser, output_default="runs/sample", cpu_only="sampling runs on the CPU, with energies from OpenMM's Reference platform")
+    add_common_options(
+        parser,
+        output_default="runs/sample",
+        cpu_only="sampling runs on the CPU, with energies from OpenMM's Reference platform",
+    )
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import NeuralCTError
-    from ..model.transformation import load
     from ..model.molecular import is_molecular
-    from .runs import RunFolder
-    from ..workflows.sample import WARMUP_SCHEDULE, SamplingSettings, check_memory, check_method, run_sampling
+    from ..model.transformation import load
     from ..sampling.targets import molecular_target, toy_target
+    from ..workflows.sample import WARMUP_SCHEDULE, SamplingSettings, check_memory, check_method, run_sampling
+    from .runs import RunFolder
 
     model = load(args.model).double()
     model.requires_grad_(False)
@@ -66,9 +133,14 @@ def run(args: argparse.Namespace) -> int:
         from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
 
         if args.system is None:
-            raise NeuralCTError("a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`")
+            raise NeuralCTError(
+                "a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`"
+            )
         md_system = build_system(
-            args.system, solvent=args.solvent, constraints="none", temperature=model.metadata["molecule"]["temperature_K"],
+            args.system,
+            solvent=args.solvent,
+            constraints="none",
+            temperature=model.metadata["molecule"]["temperature_K"],
             hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE,
         )
         target = molecular_target(model, md_system, args.system)
@@ -80,9 +152,17 @@ def run(args: argparse.Namespace) -> int:
         target = toy_target(model)
     check_method(args.method, target)
     settings = SamplingSettings(
-        method=args.method, chains=args.chains, samples=args.samples, warmup=args.warmup, step_size=args.step_size,
-        leapfrog_steps=args.leapfrog_steps, target_acceptance=args.target_acceptance, mass_matrix=args.mass_matrix, kish_samples=args.kish_samples,
-        checkpoint_every=args.checkpoint_every, progress=not args.no_progress,
+        method=args.method,
+        chains=args.chains,
+        samples=args.samples,
+        warmup=args.warmup,
+        step_size=args.step_size,
+        leapfrog_steps=args.leapfrog_steps,
+        target_acceptance=args.target_acceptance,
+        mass_matrix=args.mass_matrix,
+        kish_samples=args.kish_samples,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
     )
     check_memory(model, target, settings)
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
@@ -91,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
     # A finished rerun writes the samples and the report again from its checkpoint; a changed
     # checkpoint is refused.
     rebuilt = ("samples.*", "topology.pdb", "*.png", "phi_psi_histogram.npz", "summary.json", "config.yaml")
-    with RunFolder(args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as folder:
+    with RunFolder(
+        args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
+    ) as folder:
         summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
         save_resolved_config(args, folder.path)
     acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
@@ -102,8 +184,12 @@ def run(args: argparse.Namespace) -> int:
     )
     curvature = summary["mean_curvature"]
     space = "physical" if args.method == "hmc" else "latent"
-    exact = "1 everywhere for an exact flow" if not target.placed_dim else "placed hydrogens are not whitened by the flow"
-    print(f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 ({exact})")
+    exact = (
+        "1 everywhere for an exact flow" if not target.placed_dim else "placed hydrogens are not whitened by the flow"
+    )
+    print(
+        f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 ({exact})"
+    )
     convergence = summary["convergence"]
     if convergence["not_converged"]:
         print_warning(

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_common_options, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
+from .options import (
+    add_common_options,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    result_settings,
+    save_resolved_config,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -26,22 +33,79 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     p.add_argument("system", metavar="SYSTEM", help="bundled system name, system YAML file, or PDB file")
-    p.add_argument("--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)")
-    p.add_argument("--solvent", choices=("vacuum", "obc2"), default=None, help="vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)")
-    p.add_argument("--add-hydrogens", action="store_true", help="add missing hydrogens to a PDB with OpenMM Modeller (protonation states at --ph); caps are not added")
+    p.add_argument(
+        "--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)"
+    )
+    p.add_argument(
+        "--solvent",
+        choices=("vacuum", "obc2"),
+        default=None,
+        help="vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)",
+    )
+    p.add_argument(
+        "--add-hydrogens",
+        action="store_true",
+        help="add missing hydrogens to a PDB with OpenMM Modeller (protonation states at --ph); caps are not added",
+    )
     p.add_argument("--ph", type=nonnegative_float, default=7.0, help="pH for --add-hydrogens (default: %(default)s)")
-    p.add_argument("--constraints", choices=("none", "hbonds", "allbonds", "hangles"), default="hbonds", help="bond constraints (default: %(default)s)")
+    p.add_argument(
+        "--constraints",
+        choices=("none", "hbonds", "allbonds", "hangles"),
+        default="hbonds",
+        help="bond constraints (default: %(default)s)",
+    )
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
-    p.add_argument("--length-ns", type=positive_float, default=1.0, help="production length per replica in ns (default: %(default)s)")
+    p.add_argument(
+        "--length-ns",
+        type=positive_float,
+        default=1.0,
+        help="production length per replica in ns (default: %(default)s)",
+    )
     p.add_argument("--timestep-fs", type=positive_float, default=2.0, help="time step in fs (default: %(default)s)")
-    p.add_argument("--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)")
-    p.add_argument("--report-ps", type=positive_float, default=1.0, help="time between recorded frames in ps (default: %(default)s)")
-    p.add_argument("--equilibration-ps", type=nonnegative_float, default=10.0, help="unrecorded MD after minimisation, in ps (default: %(default)s)")
-    p.add_argument("--platform", default="auto", help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe (default: %(default)s)")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the CPU platform (default: OpenMM's, or cores/jobs with several jobs)")
-    p.add_argument("--replicas", type=positive_int, default=1, help="independent trajectories, seeded from --seed (default: %(default)s)")
-    p.add_argument("--jobs", type=positive_int, default=None, help="replicas run at once as separate processes (default: all of them up to two per CPU core, else one per core; each job gets cores/jobs threads, at least 1, unless --threads is given)")
-    p.add_argument("--checkpoint-seconds", type=nonnegative_float, default=60.0, help="wall time between checkpoints (default: %(default)s)")
+    p.add_argument(
+        "--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)"
+    )
+    p.add_argument(
+        "--report-ps",
+        type=positive_float,
+        default=1.0,
+        help="time between recorded frames in ps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--equilibration-ps",
+        type=nonnegative_float,
+        default=10.0,
+        help="unrecorded MD after minimisation, in ps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--platform",
+        default="auto",
+        help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads for the CPU platform (default: OpenMM's, or cores/jobs with several jobs)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=1,
+        help="independent trajectories, seeded from --seed (default: %(default)s)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="replicas run at once as separate processes (default: all of them up to two per CPU core, else one per core; each job gets cores/jobs threads, at least 1, unless --threads is given)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=nonnegative_float,
+        default=60.0,
+        help="wall time between checkpoints (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_options(p, output_default="trajectories/simulate", torch_cuda=False)
     p.set_defaults(run=run)
@@ -73,21 +137,32 @@ def run(args: argparse.Namespace) -> int:
     )
     settings.validate()
     md_system = build_system(
-        args.system, forcefield=args.forcefield, solvent=args.solvent, constraints=args.constraints,
-        temperature=args.temperature, add_hydrogens=args.add_hydrogens, ph=args.ph,
+        args.system,
+        forcefield=args.forcefield,
+        solvent=args.solvent,
+        constraints=args.constraints,
+        temperature=args.temperature,
+        add_hydrogens=args.add_hydrogens,
+        ph=args.ph,
         hydrogen_advice="rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)",
     )
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.
     # The platform, threads, jobs and checkpoint interval do not enter: a resumed run keeps the
     # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames.
-    identity = result_settings(args, ignore=("platform", "threads", "jobs", "checkpoint_seconds")) | {"openmm_system": _system_digest(md_system)}
+    identity = result_settings(args, ignore=("platform", "threads", "jobs", "checkpoint_seconds")) | {
+        "openmm_system": _system_digest(md_system)
+    }
     inputs = [name for name in [args.system, *(args.forcefield or [])] if Path(name).is_file()]
     # A finished rerun writes the summary, config and topology again; the frames come only from the run.
     rebuilt = ("config.yaml", "summary.json", "topology.pdb")
-    with RunFolder(args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as run_folder:
+    with RunFolder(
+        args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
+    ) as run_folder:
         folder = run_folder.path
-        summary = run_simulation(md_system, folder, settings, replicas=args.replicas, jobs=args.jobs, progress=not args.no_progress)
+        summary = run_simulation(
+            md_system, folder, settings, replicas=args.replicas, jobs=args.jobs, progress=not args.no_progress
+        )
         save_resolved_config(args, folder)
     rate = summary["steps_per_second"]
     print(

@@ -9,10 +9,18 @@ from typing import Callable, Iterator
 
 import yaml
 
-from ..training.device import MATMUL_PRECISIONS
 from ..errors import NeuralCTError
 from ..io import write_json
-from .options import add_common_options, fraction, nonnegative_float, positive_float, positive_int, result_settings, save_resolved_config
+from ..training.device import MATMUL_PRECISIONS
+from .options import (
+    add_common_options,
+    fraction,
+    nonnegative_float,
+    positive_float,
+    positive_int,
+    result_settings,
+    save_resolved_config,
+)
 
 __all__ = ["add_parser", "run", "parse_parameters"]
 
@@ -29,15 +37,41 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "options into the same --output are refused (see --overwrite)."
         ),
     )
-    parser.add_argument("trajectories", nargs="*", metavar="TRAJ", help="trajectory files in any format MDTraj or MDAnalysis reads (held-out validation: whole trajectories)")
+    parser.add_argument(
+        "trajectories",
+        nargs="*",
+        metavar="TRAJ",
+        help="trajectory files in any format MDTraj or MDAnalysis reads (held-out validation: whole trajectories)",
+    )
     source = parser.add_argument_group("what to learn from")
-    source.add_argument("--top", metavar="FILE", help="topology (PDB, PSF, prmtop, GRO...) for trajectories that hold none; `neuralct simulate` output finds its topology.pdb itself")
-    source.add_argument("--selection", default="heavy", help="atoms: heavy, all, or an MDTraj selection (default: %(default)s)")
-    source.add_argument("--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)")
-    source.add_argument("--temperature", type=positive_float, default=300.0, help="temperature of the trajectories in K (default: %(default)s)")
-    source.add_argument("--momenta", choices=("resample", "recorded"), default="resample", help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)")
     source.add_argument(
-        "--lag-ps", type=positive_float, default=None, metavar="TAU",
+        "--top",
+        metavar="FILE",
+        help="topology (PDB, PSF, prmtop, GRO...) for trajectories that hold none; `neuralct simulate` output finds its topology.pdb itself",
+    )
+    source.add_argument(
+        "--selection", default="heavy", help="atoms: heavy, all, or an MDTraj selection (default: %(default)s)"
+    )
+    source.add_argument(
+        "--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)"
+    )
+    source.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=300.0,
+        help="temperature of the trajectories in K (default: %(default)s)",
+    )
+    source.add_argument(
+        "--momenta",
+        choices=("resample", "recorded"),
+        default="resample",
+        help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)",
+    )
+    source.add_argument(
+        "--lag-ps",
+        type=positive_float,
+        default=None,
+        metavar="TAU",
         help=(
             "train on pairs of frames TAU ps apart with the time-lagged objective: each latent oscillator gets a "
             "learned Langevin friction and modes are ranked by relaxation time, the slowest first; with "
@@ -46,55 +80,141 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     source.add_argument(
-        "--rank-lag-ps", type=positive_float, default=None, metavar="TAU",
+        "--rank-lag-ps",
+        type=positive_float,
+        default=None,
+        metavar="TAU",
         help=(
             "rank the latent modes by their autocorrelation at TAU ps on the training trajectories, the most "
             "autocorrelated first, instead of by frequency: the slowest motions of the data as CVs, e.g. of "
             "biased trajectories, where the bias has sped up what it acted on (default: by frequency)"
         ),
     )
-    source.add_argument("--vamp-weight", type=nonnegative_float, default=0.0, metavar="W", help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)")
     source.add_argument(
-        "--vamp-lags-ps", type=positive_float, nargs="+", default=None, metavar="TAU",
+        "--vamp-weight",
+        type=nonnegative_float,
+        default=0.0,
+        metavar="W",
+        help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)",
+    )
+    source.add_argument(
+        "--vamp-lags-ps",
+        type=positive_float,
+        nargs="+",
+        default=None,
+        metavar="TAU",
         help="with --vamp-weight: the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 (default: --lag-ps alone)",
     )
     weighted = source.add_mutually_exclusive_group()
-    weighted.add_argument("--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)")
-    weighted.add_argument("--bias-colvar", metavar="COLVAR", help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column")
-    source.add_argument("--validation-trajectories", type=positive_int, default=1, help="trajectories held out for validation (default: %(default)s)")
-    source.add_argument("--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain or curved-double-well")
+    weighted.add_argument(
+        "--weights", metavar="FILE", help="frame weights, one per line (weighted maximum likelihood for biased data)"
+    )
+    weighted.add_argument(
+        "--bias-colvar",
+        metavar="COLVAR",
+        help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column",
+    )
     source.add_argument(
-        "--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+        "--validation-trajectories",
+        type=positive_int,
+        default=1,
+        help="trajectories held out for validation (default: %(default)s)",
+    )
+    source.add_argument(
+        "--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain or curved-double-well"
+    )
+    source.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="toy-system parameter, repeatable (harmonic-chain: n=32, kappa=1.0, masses=[1,2,...]; curved-double-well: barrier=3, tilt=0.5, stiffness=10, curvature=1)",
     )
-    source.add_argument("--mode", choices=("ml", "variational"), default="ml", help="maximum likelihood from samples, or variational free energy (default: %(default)s)")
-    source.add_argument("--samples", type=positive_int, default=50000, help="exact samples drawn for maximum likelihood on a toy (default: %(default)s)")
-    source.add_argument("--validation-fraction", type=fraction, default=0.1, help="share of toy samples held out (default: %(default)s)")
+    source.add_argument(
+        "--mode",
+        choices=("ml", "variational"),
+        default="ml",
+        help="maximum likelihood from samples, or variational free energy (default: %(default)s)",
+    )
+    source.add_argument(
+        "--samples",
+        type=positive_int,
+        default=50000,
+        help="exact samples drawn for maximum likelihood on a toy (default: %(default)s)",
+    )
+    source.add_argument(
+        "--validation-fraction", type=fraction, default=0.1, help="share of toy samples held out (default: %(default)s)"
+    )
 
     model = parser.add_argument_group("model")
-    model.add_argument("--layers", default="linear-point,point", help="comma-separated layers from the data to the prior: linear, linear-point, point, continuous (default: %(default)s)")
-    model.add_argument("--couplings", type=positive_int, default=4, help="affine coupling layers per point transformation (default: %(default)s)")
-    model.add_argument("--hidden", type=positive_int, default=64, help="hidden width of the networks (default: %(default)s)")
-    model.add_argument("--depth", type=positive_int, default=2, help="hidden layers of the networks (default: %(default)s)")
-    model.add_argument("--leapfrog-steps", type=positive_int, default=4, help="leapfrog steps of a continuous layer (default: %(default)s)")
-    model.add_argument("--init", choices=("auto", "data", "harmonic", "identity"), default="auto", help="start: normal modes of the data (ml), of the Hessian (variational), or identity (default: %(default)s)")
-    model.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="floating-point precision (default: %(default)s)")
     model.add_argument(
-        "--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+        "--layers",
+        default="linear-point,point",
+        help="comma-separated layers from the data to the prior: linear, linear-point, point, continuous (default: %(default)s)",
+    )
+    model.add_argument(
+        "--couplings",
+        type=positive_int,
+        default=4,
+        help="affine coupling layers per point transformation (default: %(default)s)",
+    )
+    model.add_argument(
+        "--hidden", type=positive_int, default=64, help="hidden width of the networks (default: %(default)s)"
+    )
+    model.add_argument(
+        "--depth", type=positive_int, default=2, help="hidden layers of the networks (default: %(default)s)"
+    )
+    model.add_argument(
+        "--leapfrog-steps",
+        type=positive_int,
+        default=4,
+        help="leapfrog steps of a continuous layer (default: %(default)s)",
+    )
+    model.add_argument(
+        "--init",
+        choices=("auto", "data", "harmonic", "identity"),
+        default="auto",
+        help="start: normal modes of the data (ml), of the Hessian (variational), or identity (default: %(default)s)",
+    )
+    model.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="floating-point precision (default: %(default)s)",
+    )
+    model.add_argument(
+        "--matmul-precision",
+        choices=MATMUL_PRECISIONS,
+        default="highest",
         help="float32 matrix products: highest (IEEE float32) or high (TF32 tensor cores on CUDA; no change on the CPU) (default: %(default)s)",
     )
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps (default: %(default)s)")
     optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per step (default: %(default)s)")
-    optim.add_argument("--learning-rate", type=positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)")
-    optim.add_argument("--eval-samples", type=positive_int, default=20000, help="samples for the final free-energy estimate (default: %(default)s)")
-    optim.add_argument("--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default: %(default)s)")
     optim.add_argument(
-        "--position-noise", type=nonnegative_float, default=0.0, metavar="FRACTION",
+        "--learning-rate", type=positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)"
+    )
+    optim.add_argument(
+        "--eval-samples",
+        type=positive_int,
+        default=20000,
+        help="samples for the final free-energy estimate (default: %(default)s)",
+    )
+    optim.add_argument(
+        "--checkpoint-every", type=positive_int, default=500, help="steps between checkpoints (default: %(default)s)"
+    )
+    optim.add_argument(
+        "--position-noise",
+        type=nonnegative_float,
+        default=0.0,
+        metavar="FRACTION",
         help="Gaussian noise on the training positions of every minibatch, as a fraction of the thermal amplitude of the stiffest mode of the data (a regulariser for small datasets; maximum likelihood only) (default: %(default)s)",
     )
-    optim.add_argument("--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss")
+    optim.add_argument(
+        "--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss"
+    )
     optim.add_argument("--no-progress", action="store_true", help="no progress bar")
     optim.add_argument(
         "--distributed",
@@ -135,8 +255,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..workflows.train import architecture_from_options
     from ..training.loop import TrainingSettings
+    from ..workflows.train import architecture_from_options
 
     if bool(args.toy) == bool(args.trajectories):
         raise NeuralCTError("give trajectory files or --toy NAME (e.g. --toy harmonic-chain), not both and not neither")
@@ -198,23 +318,40 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     """Read the trajectories; return the fit to run in the output folder and the input files (trajectories, topologies)."""
     from ..data import load_trajectories
     from ..data.loading import topology_file
-    from ..workflows.train import fit_trajectories, training_memory_needed
     from ..workflows.memory import check_fits
+    from ..workflows.train import fit_trajectories, training_memory_needed
 
     if args.mode != "ml":
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
-    data = load_trajectories(args.trajectories, topology=args.top, selection=args.selection, stride=args.stride, temperature=args.temperature, momenta="auto", seed=args.seed)
+    data = load_trajectories(
+        args.trajectories,
+        topology=args.top,
+        selection=args.selection,
+        stride=args.stride,
+        temperature=args.temperature,
+        momenta="auto",
+        seed=args.seed,
+    )
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
-    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), *(("--vamp-lags-ps", tau) for tau in args.vamp_lags_ps or ())):
+    for option, lag in (
+        ("--lag-ps", args.lag_ps),
+        ("--rank-lag-ps", args.rank_lag_ps),
+        *(("--vamp-lags-ps", tau) for tau in args.vamp_lags_ps or ()),
+    ):
         if lag is not None:
             data.lag_frames(lag, option)
-    check_fits(training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype), f"training on {data.n_frames} frames")
+    check_fits(
+        training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype),
+        f"training on {data.n_frames} frames",
+    )
     weights, weighting, weights_source = None, None, "the frame weights"
     if args.weights or args.bias_colvar:
-        from ..workflows.train import check_frame_weights
         from ..analysis.reweighting import frame_weights
+        from ..workflows.train import check_frame_weights
 
-        weights, weighting = frame_weights(args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT)
+        weights, weighting = frame_weights(
+            args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT
+        )
         weights_source = f"--weights {args.weights}" if args.weights else f"--bias-colvar {args.bias_colvar}"
         check_frame_weights(weights, list(data.traj_lengths), args.validation_trajectories, args.dtype, weights_source)
 
@@ -244,15 +381,25 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
 
 def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
     """Build the toy system; return the fit to run in the output folder and no input files."""
-    from ..workflows.train import fit_toy, training_memory_needed
-    from ..workflows.memory import check_fits
     from ..toys.hamiltonians import make_toy_system
+    from ..workflows.memory import check_fits
+    from ..workflows.train import fit_toy, training_memory_needed
 
-    for option, lag in (("--lag-ps", args.lag_ps), ("--rank-lag-ps", args.rank_lag_ps), ("--vamp-lags-ps", args.vamp_lags_ps), ("--vamp-weight", args.vamp_weight or None)):
+    for option, lag in (
+        ("--lag-ps", args.lag_ps),
+        ("--rank-lag-ps", args.rank_lag_ps),
+        ("--vamp-lags-ps", args.vamp_lags_ps),
+        ("--vamp-weight", args.vamp_weight or None),
+    ):
         if lag is not None:
-            raise NeuralCTError(f"{option} needs trajectories (pairs of frames a lag apart); the toys give independent samples")
+            raise NeuralCTError(
+                f"{option} needs trajectories (pairs of frames a lag apart); the toys give independent samples"
+            )
     system = make_toy_system(args.toy, parse_parameters(args.param))
-    check_fits(training_memory_needed(system.dim, architecture, args.batch_size, args.dtype, toy_samples=args.samples), f"training on the toy {args.toy}")
+    check_fits(
+        training_memory_needed(system.dim, architecture, args.batch_size, args.dtype, toy_samples=args.samples),
+        f"training on the toy {args.toy}",
+    )
 
     def fit(output: Path) -> tuple:
         return fit_toy(
@@ -271,7 +418,9 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
 
 
 def _report(output: Path, summary: dict) -> None:
-    line = f"model: {output / 'model.pt'}; slowest frequencies: " + ", ".join(f"{w:.4g}" for w in summary["frequencies"][:4])
+    line = f"model: {output / 'model.pt'}; slowest frequencies: " + ", ".join(
+        f"{w:.4g}" for w in summary["frequencies"][:4]
+    )
     if "frequency_max_relative_error" in summary:
         line += f"; max relative frequency error vs exact: {summary['frequency_max_relative_error']:.3%}"
     if "free_energy" in summary:

@@ -79,17 +79,26 @@ class RigidBodyFrame:
         Atomic masses in amu.
     """
 
-    def __init__(self, reference: np.ndarray | torch.Tensor, masses: np.ndarray | torch.Tensor, basis: np.ndarray | torch.Tensor | None = None):
+    def __init__(
+        self,
+        reference: np.ndarray | torch.Tensor,
+        masses: np.ndarray | torch.Tensor,
+        basis: np.ndarray | torch.Tensor | None = None,
+    ):
         masses = np.asarray(masses, dtype=np.float64)
         reference = np.asarray(reference, dtype=np.float64)
         if reference.ndim != 2 or reference.shape[1] != 3 or masses.shape != (reference.shape[0],):
-            raise ValueError(f"reference must be (n_atoms, 3) and masses (n_atoms,), got {reference.shape} and {masses.shape}")
+            raise ValueError(
+                f"reference must be (n_atoms, 3) and masses (n_atoms,), got {reference.shape} and {masses.shape}"
+            )
         if reference.shape[0] < 3:
             raise ValueError("a rigid-body frame needs at least 3 atoms")
         reference = reference - masses @ reference / masses.sum()
         self.reference = torch.from_numpy(reference)
         self.masses = torch.from_numpy(masses)
-        self.basis = torch.as_tensor(np.asarray(basis) if basis is not None else _rigid_body_basis(reference, masses), dtype=torch.float64)
+        self.basis = torch.as_tensor(
+            np.asarray(basis) if basis is not None else _rigid_body_basis(reference, masses), dtype=torch.float64
+        )
 
     @property
     def n_atoms(self) -> int:
@@ -168,18 +177,25 @@ class RigidBodyFrame:
         rmsd = self._rmsd(aligned)
         centred = x - torch.einsum("i,fia->fa", self.masses, x)[:, None, :] / self.masses.sum()
         unrotated = self._rmsd(centred)
-        orthogonal = torch.linalg.matrix_norm(rotations.transpose(-1, -2) @ rotations - torch.eye(3, dtype=torch.float64)) < 1e-10
+        orthogonal = (
+            torch.linalg.matrix_norm(rotations.transpose(-1, -2) @ rotations - torch.eye(3, dtype=torch.float64))
+            < 1e-10
+        )
         proper = torch.linalg.det(rotations) > 0
         bad = ~(orthogonal & proper & (rmsd <= unrotated + _FIT_TOLERANCE_NM))
         if bad.any():
-            raise RuntimeError(f"the Kabsch fit failed for {int(bad.sum())} frame(s), first frame {int(bad.nonzero()[0, 0])}")
+            raise RuntimeError(
+                f"the Kabsch fit failed for {int(bad.sum())} frame(s), first frame {int(bad.nonzero()[0, 0])}"
+            )
         return aligned.numpy(), rotations.numpy(), rmsd.numpy()
 
     def _rmsd(self, centred: torch.Tensor) -> torch.Tensor:
         squared = torch.einsum("i,fia->f", self.masses, (centred - self.reference) ** 2)
         return (squared / self.masses.sum()).sqrt()
 
-    def to_internal(self, positions: np.ndarray, return_rotations: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    def to_internal(
+        self, positions: np.ndarray, return_rotations: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Internal coordinates of frames (checked float64 alignment).
 
         Parameters

@@ -1,17 +1,20 @@
 """Loading trajectories of any MDTraj or MDAnalysis format into aligned phase-space data."""
 
 from __future__ import annotations
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
+
 from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
 from .pairs import lag_in_frames
 
-__all__ = ['PhaseSpaceData', 'frame_spacing', 'topology_file', 'load_trajectories']
+__all__ = ["PhaseSpaceData", "frame_spacing", "topology_file", "load_trajectories"]
 
 
 @dataclass
@@ -147,7 +150,10 @@ def frame_spacing(times: Sequence[np.ndarray | None], names: Sequence[str]) -> t
     estimates = []
     for time, name in zip(times, names):
         if time is None:
-            return None, f"{name} holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR)"
+            return (
+                None,
+                f"{name} holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR)",
+            )
         if len(time) < 2:
             continue
         intervals = np.diff(time)
@@ -169,7 +175,10 @@ def frame_spacing(times: Sequence[np.ndarray | None], names: Sequence[str]) -> t
     spacing, uncertainty, name = min(estimates, key=lambda estimate: estimate[1])
     for other, other_uncertainty, other_name in estimates:
         if abs(other - spacing) > uncertainty + other_uncertainty:
-            return None, f"{name} has frames {spacing:g} ps apart but {other_name} {other:g} ps; give trajectories of one frame spacing"
+            return (
+                None,
+                f"{name} has frames {spacing:g} ps apart but {other_name} {other:g} ps; give trajectories of one frame spacing",
+            )
     for digits in range(1, 18):
         rounded = float(f"{spacing:.{digits}g}")
         if abs(rounded - spacing) <= uncertainty:
@@ -213,10 +222,19 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         velocities, on_step, masses = _netcdf_extras(path)
         velocities = velocities[::stride] if velocities is not None else None
         if masses is not None and len(masses) != traj.n_atoms:
-            raise NeuralCTError(f"{path} records {len(masses)} particle masses for {traj.n_atoms} atoms; the file is damaged")
+            raise NeuralCTError(
+                f"{path} records {len(masses)} particle masses for {traj.n_atoms} atoms; the file is damaged"
+            )
     # MDTraj numbers the frames (integer "times") of a file that holds no time stamps (DCD, PDB).
     has_time = not np.issubdtype(traj.time.dtype, np.integer)
-    return _Raw(traj.xyz.astype(np.float64), velocities, on_step, traj.time.astype(np.float64) if has_time else None, traj.topology, masses)
+    return _Raw(
+        traj.xyz.astype(np.float64),
+        velocities,
+        on_step,
+        traj.time.astype(np.float64) if has_time else None,
+        traj.topology,
+        masses,
+    )
 
 
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
@@ -299,7 +317,11 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
 def topology_file(path: Path, topology: str | None) -> str | None:
     """The topology file read with trajectory ``path``: ``topology`` if given, else the
     ``topology.pdb`` that ``neuralct simulate`` writes beside a coordinates-only file, else None."""
-    if topology is None and path.suffix.lower() in (".nc", ".ncdf", ".netcdf", ".dcd", ".xtc", ".trr") and (path.parent / "topology.pdb").is_file():
+    if (
+        topology is None
+        and path.suffix.lower() in (".nc", ".ncdf", ".netcdf", ".dcd", ".xtc", ".trr")
+        and (path.parent / "topology.pdb").is_file()
+    ):
         return str(path.parent / "topology.pdb")
     return topology
 
@@ -308,7 +330,9 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
     if not path.is_file():
         raise NeuralCTError(f"trajectory file {path} does not exist; check the path")
     topology = topology_file(path, topology)
-    readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": [_read_mdtraj, _read_mdanalysis]}[backend]
+    readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": [_read_mdtraj, _read_mdanalysis]}[
+        backend
+    ]
     errors = []
     for reader in readers:
         try:
@@ -322,12 +346,18 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             errors.append("no frames")
             continue
         if raw.velocities is not None and raw.velocities.shape != raw.xyz.shape:
-            raise NeuralCTError(f"trajectory file {path} has {raw.velocities.shape[0]} velocity frames but {raw.xyz.shape[0]} position frames; the file may be truncated")
+            raise NeuralCTError(
+                f"trajectory file {path} has {raw.velocities.shape[0]} velocity frames but {raw.xyz.shape[0]} position frames; the file may be truncated"
+            )
         if raw.topology.n_atoms != raw.xyz.shape[1]:
-            raise NeuralCTError(f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; give the matching topology")
+            raise NeuralCTError(
+                f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; give the matching topology"
+            )
         return raw
     hint = f" with topology {topology}" if topology else " (give --top if it holds none)"
-    raise NeuralCTError(f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and MDAnalysis do not read")
+    raise NeuralCTError(
+        f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and MDAnalysis do not read"
+    )
 
 
 def _select(topology: Any, selection: str | Sequence[int], path: str) -> np.ndarray:
@@ -340,7 +370,9 @@ def _select(topology: Any, selection: str | Sequence[int], path: str) -> np.ndar
     try:
         return topology.select(query)
     except Exception as exc:
-        raise NeuralCTError(f"invalid atom selection {selection!r}: {first_line(exc)}; use heavy, all, or an MDTraj selection") from None
+        raise NeuralCTError(
+            f"invalid atom selection {selection!r}: {first_line(exc)}; use heavy, all, or an MDTraj selection"
+        ) from None
 
 
 def load_trajectories(
@@ -408,20 +440,28 @@ def load_trajectories(
     for path, raw in zip(paths, raws):
         bad = np.flatnonzero(~np.isfinite(raw.xyz).all(axis=(1, 2)))
         if bad.size:
-            raise NeuralCTError(f"{path}: {bad.size} frame(s) have NaN or infinite coordinates (first: frame {bad[0] * stride}); the file is corrupt, drop those frames")
+            raise NeuralCTError(
+                f"{path}: {bad.size} frame(s) have NaN or infinite coordinates (first: frame {bad[0] * stride}); the file is corrupt, drop those frames"
+            )
     first = raws[0]
     for path, raw in zip(paths[1:], raws[1:]):
         if raw.xyz.shape[1] != first.xyz.shape[1]:
-            raise NeuralCTError(f"{path} has {raw.xyz.shape[1]} atoms but {paths[0]} has {first.xyz.shape[1]}; load trajectories of one system together")
+            raise NeuralCTError(
+                f"{path} has {raw.xyz.shape[1]} atoms but {paths[0]} has {first.xyz.shape[1]}; load trajectories of one system together"
+            )
     atom_indices = _select(first.topology, selection, str(paths[0]))
     if atom_indices.size < 3:
-        raise NeuralCTError(f"atom selection {selection!r} picks {atom_indices.size} atom(s) of {paths[0]}; at least 3 are needed")
+        raise NeuralCTError(
+            f"atom selection {selection!r} picks {atom_indices.size} atom(s) of {paths[0]}; at least 3 are needed"
+        )
     if first.masses is not None:
         masses = first.masses[atom_indices]
     else:
         masses = np.array([first.topology.atom(int(i)).element.mass for i in atom_indices], dtype=np.float64)
     if not (masses > 0).all():
-        raise NeuralCTError(f"atom selection {selection!r} includes atoms without a mass (virtual sites?); select real atoms")
+        raise NeuralCTError(
+            f"atom selection {selection!r} includes atoms without a mass (virtual sites?); select real atoms"
+        )
     positions = np.concatenate([raw.xyz[:, atom_indices] for raw in raws])
 
     # Reference: the mean structure after a first alignment to the first frame.
@@ -434,7 +474,9 @@ def load_trajectories(
 
     on_step = all(raw.velocities is not None and raw.on_step for raw in raws)
     if momenta == "recorded" and not on_step:
-        raise NeuralCTError(f"momenta='recorded' needs on-step velocities in every file; {paths[0]} has {'half-step or unflagged' if first.velocities is not None else 'no'} velocities; use momenta='resample'")
+        raise NeuralCTError(
+            f"momenta='recorded' needs on-step velocities in every file; {paths[0]} has {'half-step or unflagged' if first.velocities is not None else 'no'} velocities; use momenta='resample'"
+        )
     kT = kT_kj_per_mol(temperature)
     if on_step and momenta != "resample":
         velocities = np.concatenate([raw.velocities[:, atom_indices] for raw in raws])
@@ -446,9 +488,14 @@ def load_trajectories(
         source = "resampled"
     rotated = np.einsum("fab,fib->fia", rotations, cartesian)
 
-    stamps = [None if raw.time is None or (len(raw.time) > 1 and np.ptp(raw.time) == 0) else _float32_decimals(raw.time) for raw in raws]
+    stamps = [
+        None if raw.time is None or (len(raw.time) > 1 and np.ptp(raw.time) == 0) else _float32_decimals(raw.time)
+        for raw in raws
+    ]
     timestep, timestep_note = frame_spacing(stamps, [str(path) for path in paths])
-    times = [time if time is not None else np.arange(raw.xyz.shape[0], dtype=np.float64) for time, raw in zip(stamps, raws)]
+    times = [
+        time if time is not None else np.arange(raw.xyz.shape[0], dtype=np.float64) for time, raw in zip(stamps, raws)
+    ]
     return PhaseSpaceData(
         positions=aligned,
         momenta=rotated,

@@ -102,7 +102,11 @@ def read_netcdf(path: str | os.PathLike) -> NetCDFFrames:
         variables = handle.variables
         positions = np.array(variables["coordinates"][:], dtype=np.float64) / _NM_TO_ANGSTROM
         n_frames = positions.shape[0]
-        time = np.array(variables["time"][:], dtype=np.float64) if "time" in variables else np.arange(n_frames, dtype=np.float64)
+        time = (
+            np.array(variables["time"][:], dtype=np.float64)
+            if "time" in variables
+            else np.arange(n_frames, dtype=np.float64)
+        )
         velocities = None
         if "velocities" in variables:
             raw = variables["velocities"]

@@ -1,11 +1,14 @@
 """Pairs of frames a lag apart, within one trajectory: the lag in ps converted to frames once, and split for validation."""
 
 from __future__ import annotations
-import numpy as np
-from ..errors import NeuralCTError
+
 from typing import Sequence
 
-__all__ = ['split_lagged_pairs']
+import numpy as np
+
+from ..errors import NeuralCTError
+
+__all__ = ["split_lagged_pairs"]
 
 
 def split_lagged_pairs(
@@ -29,7 +32,9 @@ def split_lagged_pairs(
     return split[0], split[1]
 
 
-def lag_in_frames(lag_ps: float, timestep_ps: float | None, option: str = "--lag-ps", no_timestep: str | None = None) -> int:
+def lag_in_frames(
+    lag_ps: float, timestep_ps: float | None, option: str = "--lag-ps", no_timestep: str | None = None
+) -> int:
     """A lag in ps as a whole number of frames ``timestep_ps`` apart; ``option`` names it in errors.
 
     The one place where a lag in ps becomes frames: it must be a whole multiple of the frame
@@ -60,10 +65,14 @@ def lag_in_frames(lag_ps: float, timestep_ps: float | None, option: str = "--lag
     if not lag_ps > 0:
         raise NeuralCTError(f"{option} must be positive, got {lag_ps}")
     if timestep_ps is None or not timestep_ps > 0:
-        raise NeuralCTError(f"{option} needs the time between frames: {no_timestep or 'these files have no time stamps; give trajectories that record them'}")
+        raise NeuralCTError(
+            f"{option} needs the time between frames: {no_timestep or 'these files have no time stamps; give trajectories that record them'}"
+        )
     frames = int(round(lag_ps / timestep_ps))
     if frames < 1 or abs(frames * timestep_ps - lag_ps) > 1e-6 * max(lag_ps, 1.0):
-        raise NeuralCTError(f"{option} {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it")
+        raise NeuralCTError(
+            f"{option} {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it"
+        )
     return frames
 
 

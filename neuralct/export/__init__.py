@@ -5,4 +5,15 @@ from .files import PlumedCV, TorchForceCV, cv_ranges, export_cvs, write_export_s
 from .force import CVComputation, openmm_force
 from .numpy_cv import NumpyCollectiveVariables
 
-__all__ = ["CollectiveVariables", "collective_variables", "export_cvs", "write_export_summary", "cv_ranges", "TorchForceCV", "PlumedCV", "openmm_force", "CVComputation", "NumpyCollectiveVariables"]
+__all__ = [
+    "CollectiveVariables",
+    "collective_variables",
+    "export_cvs",
+    "write_export_summary",
+    "cv_ranges",
+    "TorchForceCV",
+    "PlumedCV",
+    "openmm_force",
+    "CVComputation",
+    "NumpyCollectiveVariables",
+]

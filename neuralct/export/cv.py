@@ -47,28 +47,58 @@ def _quaternion_tables() -> tuple[torch.Tensor, torch.Tensor]:
     """
     key = np.zeros((3, 3, 4, 4))
     entries = {
-        (0, 0): [(0, 0, 1), (1, 1, 1), (2, 2, 1)], (0, 1): [(1, 2, 1), (2, 1, -1)], (0, 2): [(2, 0, 1), (0, 2, -1)], (0, 3): [(0, 1, 1), (1, 0, -1)],
-        (1, 1): [(0, 0, 1), (1, 1, -1), (2, 2, -1)], (1, 2): [(0, 1, 1), (1, 0, 1)], (1, 3): [(2, 0, 1), (0, 2, 1)],
-        (2, 2): [(0, 0, -1), (1, 1, 1), (2, 2, -1)], (2, 3): [(1, 2, 1), (2, 1, 1)],
+        (0, 0): [(0, 0, 1), (1, 1, 1), (2, 2, 1)],
+        (0, 1): [(1, 2, 1), (2, 1, -1)],
+        (0, 2): [(2, 0, 1), (0, 2, -1)],
+        (0, 3): [(0, 1, 1), (1, 0, -1)],
+        (1, 1): [(0, 0, 1), (1, 1, -1), (2, 2, -1)],
+        (1, 2): [(0, 1, 1), (1, 0, 1)],
+        (1, 3): [(2, 0, 1), (0, 2, 1)],
+        (2, 2): [(0, 0, -1), (1, 1, 1), (2, 2, -1)],
+        (2, 3): [(1, 2, 1), (2, 1, 1)],
         (3, 3): [(0, 0, -1), (1, 1, -1), (2, 2, 1)],
     }
     for (a, b), terms in entries.items():
         for i, j, sign in terms:
             key[i, j, a, b] = key[i, j, b, a] = sign
     rotation = np.zeros((4, 4, 3, 3))
-    for (a, b, r, s, value) in [
-        (0, 0, 0, 0, 1), (1, 1, 0, 0, 1), (2, 2, 0, 0, -1), (3, 3, 0, 0, -1),
-        (0, 0, 1, 1, 1), (1, 1, 1, 1, -1), (2, 2, 1, 1, 1), (3, 3, 1, 1, -1),
-        (0, 0, 2, 2, 1), (1, 1, 2, 2, -1), (2, 2, 2, 2, -1), (3, 3, 2, 2, 1),
-        (1, 2, 0, 1, 2), (0, 3, 0, 1, -2), (1, 3, 0, 2, 2), (0, 2, 0, 2, 2),
-        (1, 2, 1, 0, 2), (0, 3, 1, 0, 2), (2, 3, 1, 2, 2), (0, 1, 1, 2, -2),
-        (1, 3, 2, 0, 2), (0, 2, 2, 0, -2), (2, 3, 2, 1, 2), (0, 1, 2, 1, 2),
+    for a, b, r, s, value in [
+        (0, 0, 0, 0, 1),
+        (1, 1, 0, 0, 1),
+        (2, 2, 0, 0, -1),
+        (3, 3, 0, 0, -1),
+        (0, 0, 1, 1, 1),
+        (1, 1, 1, 1, -1),
+        (2, 2, 1, 1, 1),
+        (3, 3, 1, 1, -1),
+        (0, 0, 2, 2, 1),
+        (1, 1, 2, 2, -1),
+        (2, 2, 2, 2, -1),
+        (3, 3, 2, 2, 1),
+        (1, 2, 0, 1, 2),
+        (0, 3, 0, 1, -2),
+        (1, 3, 0, 2, 2),
+        (0, 2, 0, 2, 2),
+        (1, 2, 1, 0, 2),
+        (0, 3, 1, 0, 2),
+        (2, 3, 1, 2, 2),
+        (0, 1, 1, 2, -2),
+        (1, 3, 2, 0, 2),
+        (0, 2, 2, 0, -2),
+        (2, 3, 2, 1, 2),
+        (0, 1, 2, 1, 2),
     ]:
         rotation[a, b, r, s] = value
     return torch.from_numpy(key.reshape(9, 16)), torch.from_numpy(rotation.reshape(16, 9))
 
 
-def quaternion_kabsch(centred: torch.Tensor, reference: torch.Tensor, masses: torch.Tensor, key_table: torch.Tensor, rotation_table: torch.Tensor) -> torch.Tensor:
+def quaternion_kabsch(
+    centred: torch.Tensor,
+    reference: torch.Tensor,
+    masses: torch.Tensor,
+    key_table: torch.Tensor,
+    rotation_table: torch.Tensor,
+) -> torch.Tensor:
     """Rotations ``U`` minimising ``sum_i m_i |U x_i - r_i|^2`` (quaternion method, differentiable).
 
     Parameters
@@ -206,11 +236,13 @@ class CollectiveVariables(nn.Module):
 
     def __init__(self, model: NeuralCanonicalTransformation, k: int, select: bool = True):
         super().__init__()
-        from ..model.molecular import _molecule, rigid_body_frame
+        from ..model.molecular import molecule_description, rigid_body_frame
 
-        molecule = _molecule(model)
+        molecule = molecule_description(model)
         if not 1 <= k <= model.dim:
-            raise NeuralCTError(f"--cvs {k} is out of range: the model has {model.dim} latent modes; use 1 to {model.dim}")
+            raise NeuralCTError(
+                f"--cvs {k} is out of range: the model has {model.dim} latent modes; use 1 to {model.dim}"
+            )
         layers = [_configuration_layer(layer) for layer in model.flow.layers]
         frame = rigid_body_frame(model)
         order, parent_slot = spanning_tree(frame.reference.numpy())
@@ -228,8 +260,8 @@ class CollectiveVariables(nn.Module):
         self.register_buffer("rotation_table", rotation_table)
         with torch.no_grad():
             self.register_buffer("position_offset", model.position_offset.detach().double().clone())
-            self.register_buffer("position_scale", model._position_scale().detach().double().clone())
-            self.register_buffer("modes", model._mode_order()[:k].clone())
+            self.register_buffer("position_scale", model.position_scale().detach().double().clone())
+            self.register_buffer("modes", model.mode_order()[:k].clone())
         self.layers = nn.ModuleList(layers)
         self.double()
 

@@ -90,14 +90,22 @@ def _cv_ranking(model: NeuralCanonicalTransformation, k: int) -> tuple[dict[str,
         times = (model.relaxation_times * model.time_unit).detach().double().cpu().tolist()
         for entry, time in zip(figures, times):
             entry["relaxation_time_ps"] = time
-        return {"key": "relaxation_time_ps", "order": "descending", "what": "relaxation time of the latent Langevin dynamics, the longest first"}, figures
+        return {
+            "key": "relaxation_time_ps",
+            "order": "descending",
+            "what": "relaxation time of the latent Langevin dynamics, the longest first",
+        }, figures
     if model.ranked_by == "autocorrelation":
         ranking = model.metadata["mode_ranking"]
         for entry, value in zip(figures, ranking["autocorrelation"]):
             entry["autocorrelation"] = float(value)
         what = f"autocorrelation at a lag of {ranking['lag_ps']:g} ps on the training trajectories, the highest first"
         return {"key": "autocorrelation", "order": "descending", "what": what}, figures
-    return {"key": "frequency_rad_per_ps", "order": "ascending", "what": "frequency of the latent oscillator, the lowest first"}, figures
+    return {
+        "key": "frequency_rad_per_ps",
+        "order": "ascending",
+        "what": "frequency of the latent oscillator, the lowest first",
+    }, figures
 
 
 def _plumed_input(atom_indices: list[int], k: int, model_file: str) -> str:
@@ -129,7 +137,12 @@ def _save_exported(module: nn.Module, n_atoms: int, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, k: int = 2, model_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def export_cvs(
+    model: NeuralCanonicalTransformation,
+    folder: str | os.PathLike,
+    k: int = 2,
+    model_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Write the ``k`` slowest CVs of ``model`` for MD engines into ``folder``.
 
     Files: ``cv1.pt ... cvK.pt`` (TorchScript, openmm-torch ``TorchForce``), ``plumed_model.ptc``
@@ -148,10 +161,10 @@ def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, 
     dict
         The manifest.
     """
-    from ..model.molecular import _molecule
+    from ..model.molecular import molecule_description
 
     folder = Path(folder)
-    molecule = _molecule(model)
+    molecule = molecule_description(model)
     cvs = collective_variables(model, k)
     if (folder / "manifest.json").exists():
         raise NeuralCTError(f"{folder} already holds an export (manifest.json); choose another --output or remove it")
@@ -173,12 +186,23 @@ def export_cvs(model: NeuralCanonicalTransformation, folder: str | os.PathLike, 
         manifest = {
             "format": MANIFEST_FORMAT,
             "version": 1,
-            "model": {"path": str(model_path) if model_path else None, "sha256": sha256(model_path) if model_path else None},
+            "model": {
+                "path": str(model_path) if model_path else None,
+                "sha256": sha256(model_path) if model_path else None,
+            },
             "cvs": [{"name": f"cv{j + 1}", "mode": j + 1, **figures[j], "range": ranges[j]} for j in range(k)],
             "ranked_by": ranked_by,
             "range_source": range_source,
-            "units": {"positions": "nm", "cv": "latent position Q of the model (reduced units: sqrt(kT) ps)", "box": "nm, rows are the box vectors"},
-            "system": {"n_atoms": int(molecule["n_atoms"]), "atom_indices": atom_indices, "atom_names": list(molecule["atom_names"])},
+            "units": {
+                "positions": "nm",
+                "cv": "latent position Q of the model (reduced units: sqrt(kT) ps)",
+                "box": "nm, rows are the box vectors",
+            },
+            "system": {
+                "n_atoms": int(molecule["n_atoms"]),
+                "atom_indices": atom_indices,
+                "atom_names": list(molecule["atom_names"]),
+            },
             "features": {
                 "plumed_model.ptc": [f"{name}.{axis}" for name in molecule["atom_names"] for axis in "xyz"],
                 "order": "x, y, z of each selected atom in atom_indices order, nm (PLUMED POSITION components after WHOLEMOLECULES)",

@@ -55,7 +55,9 @@ class _SharedEvaluator:
         """CV ``index`` (0 = slowest) and its gradient (n_selected, 3) per nm at ``positions`` (n_selected, 3), nm."""
         key = (positions.tobytes(), b"" if box is None else box.tobytes())
         if key != self._key and not np.all(np.isfinite(positions)):
-            raise NeuralCTError("the positions of the CV's atoms are not finite; the simulation has blown up (lower the time step or the bias height)")
+            raise NeuralCTError(
+                "the positions of the CV's atoms are not finite; the simulation has blown up (lower the time step or the bias height)"
+            )
         if key != self._key:
             self._key, self._gradients, self._values = key, {}, {}
             if index not in self._indices:
@@ -66,7 +68,9 @@ class _SharedEvaluator:
             self._differentiate(positions, box, [index])
         value = self._values[index]
         if not np.isfinite(value):
-            raise NeuralCTError(f"the learned CV {index + 1} is not finite ({value}) at the current configuration; the molecule may be broken or far outside the training data")
+            raise NeuralCTError(
+                f"the learned CV {index + 1} is not finite ({value}) at the current configuration; the molecule may be broken or far outside the training data"
+            )
         return value, self._gradients[index]
 
 
@@ -115,9 +119,9 @@ def _positions_nm(state: Any) -> np.ndarray:
 
 
 def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int]:
-    from ..model.molecular import _molecule
+    from ..model.molecular import molecule_description
 
-    molecule = _molecule(model)
+    molecule = molecule_description(model)
     if system.getNumParticles() != molecule["n_atoms"]:
         raise NeuralCTError(
             f"the OpenMM system has {system.getNumParticles()} particles but the model was trained on a system of {molecule['n_atoms']} atoms; use the model's own system"
@@ -125,12 +129,16 @@ def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int
     indices = [int(i) for i in molecule["atom_indices"]]
     masses = np.array([system.getParticleMass(i)._value for i in indices])
     if not np.allclose(masses, molecule["frame"]["masses"].numpy(), rtol=1e-3):
-        raise NeuralCTError("the OpenMM system's masses of the model's atoms differ from the model's; the model was trained on another system")
+        raise NeuralCTError(
+            "the OpenMM system's masses of the model's atoms differ from the model's; the model was trained on another system"
+        )
     return indices
 
 
 #: One CV module (all modes, selected atoms) and cache key per model object.
-_SHARED: "weakref.WeakKeyDictionary[NeuralCanonicalTransformation, tuple[CollectiveVariables, str]]" = weakref.WeakKeyDictionary()
+_SHARED: "weakref.WeakKeyDictionary[NeuralCanonicalTransformation, tuple[CollectiveVariables, str]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def openmm_force(model: NeuralCanonicalTransformation, system: Any, k: int, *, torch_force: bool = False) -> Any:
@@ -179,7 +187,9 @@ def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool) -
     try:
         import openmmtorch
     except ImportError:
-        raise NeuralCTError("torch_force=True needs openmm-torch (pip install openmmtorch, built against your torch); the default PythonForce needs no plugin") from None
+        raise NeuralCTError(
+            "torch_force=True needs openmm-torch (pip install openmmtorch, built against your torch); the default PythonForce needs no plugin"
+        ) from None
     from .files import TorchForceCV
 
     force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(collective_variables(model, k + 1), k)))

@@ -51,7 +51,9 @@ class _Coupling:
         self.scale_bound = float(coupling.scale_bound)
         linears = [m for m in coupling.net if isinstance(m, nn.Linear)]
         self.weights = [m.weight.detach().numpy().astype(np.float64) for m in linears]
-        self.biases = [np.zeros(m.out_features) if m.bias is None else m.bias.detach().numpy().astype(np.float64) for m in linears]
+        self.biases = [
+            np.zeros(m.out_features) if m.bias is None else m.bias.detach().numpy().astype(np.float64) for m in linears
+        ]
         self.n_transformed = len(self.transformed)
 
     def forward(self, x_a: np.ndarray, x_b: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -90,7 +92,8 @@ class _CouplingStack:
         self.scale = layer.scale.numpy().astype(np.float64)
         self.couplings = [_Coupling(c) for c in layer.couplings]
         self.swaps = [False] + [
-            np.array_equal(after.conditioning, before.transformed) and np.array_equal(after.transformed, before.conditioning)
+            np.array_equal(after.conditioning, before.transformed)
+            and np.array_equal(after.transformed, before.conditioning)
             for before, after in zip(self.couplings, self.couplings[1:])
         ]
 
@@ -196,7 +199,9 @@ class NumpyCollectiveVariables:
         self.tree_parent_slot = list(cvs.tree_parent_slot)
         self.tree_unorder = cvs.tree_unorder.numpy().copy()
         self._identity = np.eye(len(self.position_offset))
-        self.layers = [_Linear(layer) if isinstance(layer, _LinearPoint) else _CouplingStack(layer) for layer in cvs.layers]
+        self.layers = [
+            _Linear(layer) if isinstance(layer, _LinearPoint) else _CouplingStack(layer) for layer in cvs.layers
+        ]
 
     def make_whole(self, positions: np.ndarray, box: np.ndarray) -> np.ndarray:
         """:meth:`CollectiveVariables.make_whole` for one configuration (n, 3), nm; the shifts are constants."""
@@ -210,7 +215,9 @@ class NumpyCollectiveVariables:
             placed.append(anchor + d)
         return np.stack(placed)[self.tree_unorder]
 
-    def __call__(self, positions: np.ndarray, indices: Sequence[int], box: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, positions: np.ndarray, indices: Sequence[int], box: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """CVs ``indices`` (0 = slowest) and their gradients at one configuration.
 
         Parameters
@@ -237,7 +244,9 @@ class NumpyCollectiveVariables:
         quaternion = vectors[:, 3]
         rotation = ((quaternion[:, None] * quaternion).reshape(16) @ self.rotation_table).reshape(3, 3)
         aligned = centred @ rotation.T
-        q = (((aligned - self.reference) * self.sqrt_masses).reshape(-1) @ self.basis - self.position_offset) * self.position_scale
+        q = (
+            ((aligned - self.reference) * self.sqrt_masses).reshape(-1) @ self.basis - self.position_offset
+        ) * self.position_scale
         saved = []
         for layer in self.layers:
             q, state = layer.forward(q)
@@ -253,4 +262,3 @@ class NumpyCollectiveVariables:
         g_centred = (g_aligned + self.mass_column * (self.reference @ (lam @ SKEW).reshape(-1, 3, 3))) @ rotation
         gradients = g_centred - self.mass_fraction[:, None] * g_centred.sum(axis=1, keepdims=True)
         return q[selected], gradients
-

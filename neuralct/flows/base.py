@@ -60,11 +60,15 @@ class SymplecticFlow(nn.Module):
 
         Only defined for point transformations.
         """
-        raise NotImplementedError(f"{type(self).__name__} mixes positions and momenta: it has no configuration-space map")
+        raise NotImplementedError(
+            f"{type(self).__name__} mixes positions and momenta: it has no configuration-space map"
+        )
 
     def configuration_inverse(self, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``q = F^-1(Q)`` and ``log|det dF^-1/dQ|``, shape (batch,); point transformations only."""
-        raise NotImplementedError(f"{type(self).__name__} mixes positions and momenta: it has no configuration-space map")
+        raise NotImplementedError(
+            f"{type(self).__name__} mixes positions and momenta: it has no configuration-space map"
+        )
 
     def initialize(self, x: torch.Tensor) -> None:
         """Data-dependent initialisation from phase-space samples ``x`` (batch, 2n); default: nothing."""

@@ -12,8 +12,8 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
 
 __all__ = ["AffineCoupling", "CouplingStack", "mlp"]
 
@@ -109,10 +109,34 @@ def _lift_forward(inverse: bool, scale_bound: float, differentiable: bool, a, b,
             curvature_scaled[layer] = _silu_curvature(gates[layer], slopes[layer]).mul_(vjp)
         vjp = slope_scaled[layer] @ weights[layer]
     new_m_a = m_a + vjp if inverse else m_a - vjp
-    return (new_b, new_m_a, new_m_b), (scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled)
+    return (new_b, new_m_a, new_m_b), (
+        scale,
+        bounded,
+        log_scale_slope,
+        scale_cotangent,
+        cotangent,
+        moved,
+        inputs,
+        slopes,
+        slope_scaled,
+        curvature_scaled,
+    )
 
 
-def _lift_backward(inverse: bool, scale_bound: float, input_grad: bool, grad_new_b, grad_new_m_a, grad_new_m_b, b, m_b, new_b, new_m_b, weights, intermediates):
+def _lift_backward(
+    inverse: bool,
+    scale_bound: float,
+    input_grad: bool,
+    grad_new_b,
+    grad_new_m_a,
+    grad_new_m_b,
+    b,
+    m_b,
+    new_b,
+    new_m_b,
+    weights,
+    intermediates,
+):
     """The gradients of one coupling's map (:func:`_lift_forward`, run with ``differentiable=True``).
 
     ``grad_new_b``, ``grad_new_m_a``, ``grad_new_m_b`` are the gradients of its outputs; ``b``,
@@ -125,7 +149,18 @@ def _lift_backward(inverse: bool, scale_bound: float, input_grad: bool, grad_new
         inputs, shapes as the inputs (``grad_a`` only through the conditioner, and None unless
         ``input_grad``), and lists of the conditioner's parameter gradients in layer order.
     """
-    scale, bounded, log_scale_slope, scale_cotangent, cotangent, moved, inputs, slopes, slope_scaled, curvature_scaled = intermediates
+    (
+        scale,
+        bounded,
+        log_scale_slope,
+        scale_cotangent,
+        cotangent,
+        moved,
+        inputs,
+        slopes,
+        slope_scaled,
+        curvature_scaled,
+    ) = intermediates
     depth = len(slopes)
     grad_weights = [None] * len(weights)
     grad_biases = [None] * len(weights)
@@ -226,10 +261,22 @@ class _StackMomentumLift(torch.autograd.Function):
             b, m_b, new_b, new_m_b, intermediates = passes[position]
             grad_a_out, grad_new_b, grad_new_m_a, grad_new_m_b = grads
             grad_hidden, grad_b, grad_m_a, grad_m_b, grad_weights, grad_biases = _lift_backward(
-                inverse, coupling.scale_bound, position > 0 or ctx.needs_input_grad[2],
-                grad_new_b, grad_new_m_a, grad_new_m_b, b, m_b, new_b, new_m_b, parameters[offsets[index] : offsets[index + 1] : 2], intermediates,
+                inverse,
+                coupling.scale_bound,
+                position > 0 or ctx.needs_input_grad[2],
+                grad_new_b,
+                grad_new_m_a,
+                grad_new_m_b,
+                b,
+                m_b,
+                new_b,
+                new_m_b,
+                parameters[offsets[index] : offsets[index + 1] : 2],
+                intermediates,
             )
-            grad_parameters[offsets[index] : offsets[index + 1]] = [grad for pair in zip(grad_weights, grad_biases) for grad in pair]
+            grad_parameters[offsets[index] : offsets[index + 1]] = [
+                grad for pair in zip(grad_weights, grad_biases) for grad in pair
+            ]
             # x_a passes through the coupling and feeds its conditioner.
             grads = (grad_a_out if grad_hidden is None else grad_a_out + grad_hidden, grad_b, grad_m_a, grad_m_b)
             # Back through the rearrangement that brought the blocks to this coupling.
@@ -348,7 +395,9 @@ class CouplingStack(nn.Module):
         ]
         # The conditioners' linear layers in order (a plain list: they are registered through
         # ``couplings``), and where each coupling's parameters start in :meth:`_conditioner_parameters`.
-        self._linear_layers = [module for coupling in self.couplings for module in coupling.net if isinstance(module, nn.Linear)]
+        self._linear_layers = [
+            module for coupling in self.couplings for module in coupling.net if isinstance(module, nn.Linear)
+        ]
         counts = [2 * sum(isinstance(module, nn.Linear) for module in coupling.net) for coupling in self.couplings]
         self._parameter_offsets = [sum(counts[:index]) for index in range(len(counts) + 1)]
         self.register_buffer("loc", torch.zeros(dim))
@@ -411,7 +460,9 @@ class CouplingStack(nn.Module):
                 blocks = (*coupling.split(u), *coupling.split(m))
             a, b, m_a, m_b = blocks
             own = parameters[offsets[index] : offsets[index + 1]]
-            (new_b, new_m_a, new_m_b), intermediates = _lift_forward(inverse, coupling.scale_bound, keep, a, b, m_a, m_b, own[0::2], own[1::2])
+            (new_b, new_m_a, new_m_b), intermediates = _lift_forward(
+                inverse, coupling.scale_bound, keep, a, b, m_a, m_b, own[0::2], own[1::2]
+            )
             if keep:
                 passes.append((b, m_b, new_b, new_m_b, intermediates))
             blocks = (a, new_b, new_m_a, new_m_b)
@@ -421,7 +472,9 @@ class CouplingStack(nn.Module):
         """Push positions ``u`` and momenta ``m`` (batch, n) through the couplings, backwards if
         ``inverse``: one autograd node when gradients are wanted, plain tensor operations if not."""
         parameters = self._conditioner_parameters()
-        if torch.is_grad_enabled() and (u.requires_grad or m.requires_grad or any(parameter.requires_grad for parameter in parameters)):
+        if torch.is_grad_enabled() and (
+            u.requires_grad or m.requires_grad or any(parameter.requires_grad for parameter in parameters)
+        ):
             return _StackMomentumLift.apply(self, inverse, u, m, *parameters)
         return self._run(u, m, inverse, parameters, keep=False)[:2]
 

@@ -48,4 +48,3 @@ class FrequencyScaling(SymplecticFlow):
         Q = split_phase_space(z)[0]
         std = Q.double().std(0).clamp_min(1e-12)
         self.log_frequencies.copy_((-std.log()).to(self.log_frequencies.dtype))
-

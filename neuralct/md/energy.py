@@ -101,7 +101,9 @@ class OpenMMEnergy:
         return _EnergyFunction.apply(positions.reshape(positions.shape[0], -1, 3), self)
 
 
-def openmm_energy(positions: torch.Tensor, system_or_energy: Any, unit: str = "kT", temperature: float = 300.0) -> torch.Tensor:
+def openmm_energy(
+    positions: torch.Tensor, system_or_energy: Any, unit: str = "kT", temperature: float = 300.0
+) -> torch.Tensor:
     """Differentiable OpenMM potential energies of a batch of configurations.
 
     Parameters
@@ -121,5 +123,9 @@ def openmm_energy(positions: torch.Tensor, system_or_energy: Any, unit: str = "k
     torch.Tensor, shape=(batch,)
         Potential energies; their gradient with respect to ``positions`` is -forces.
     """
-    energy = system_or_energy if isinstance(system_or_energy, OpenMMEnergy) else OpenMMEnergy(system_or_energy, unit, temperature)
+    energy = (
+        system_or_energy
+        if isinstance(system_or_energy, OpenMMEnergy)
+        else OpenMMEnergy(system_or_energy, unit, temperature)
+    )
     return energy(positions)

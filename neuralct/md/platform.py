@@ -34,9 +34,13 @@ def make_context(system: Any, integrator: Any, platform: str, threads: int | Non
 
     names = available_platforms()
     if platform not in names:
-        raise NeuralCTError(f"OpenMM platform {platform!r} is not available here; use auto or one of {', '.join(names)}")
+        raise NeuralCTError(
+            f"OpenMM platform {platform!r} is not available here; use auto or one of {', '.join(names)}"
+        )
     try:
-        return mm.Context(system, integrator, mm.Platform.getPlatformByName(platform), platform_properties(platform, threads))
+        return mm.Context(
+            system, integrator, mm.Platform.getPlatformByName(platform), platform_properties(platform, threads)
+        )
     except Exception as exc:
         raise NeuralCTError(f"OpenMM platform {platform} cannot run this system: {first_line(exc)}") from None
 

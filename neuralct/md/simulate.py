@@ -38,16 +38,25 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 from ..errors import NeuralCTError, first_line
 from ..io import atomic_savez, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
-from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 from .platform import available_platforms, fastest_platform, make_context
 from .systems import MDSystem
 
 __all__ = [
-    "SimulationSettings", "check_whole_steps", "run_simulation", "trajectory_path", "checkpoint_path", "kinetic_temperature",
-    "default_jobs", "degrees_of_freedom", "write_topology", "check_sane", "divergence_as_error",
+    "SimulationSettings",
+    "check_whole_steps",
+    "run_simulation",
+    "trajectory_path",
+    "checkpoint_path",
+    "kinetic_temperature",
+    "default_jobs",
+    "degrees_of_freedom",
+    "write_topology",
+    "check_sane",
+    "divergence_as_error",
 ]
 
 #: Per-frame kinetic temperature (K) from the mean kinetic energy of the two half-step velocities.
@@ -67,7 +76,9 @@ def check_whole_steps(option: str, interval_ps: float, step_fs: float, label: st
     """
     ratio = interval_ps * 1000.0 / step_fs
     if abs(ratio - round(ratio)) > 1e-6 or round(ratio) < 1:
-        raise NeuralCTError(f"--{option.replace('_', '-')} {interval_ps} is not a whole number of {label or f'{step_fs} fs '}steps")
+        raise NeuralCTError(
+            f"--{option.replace('_', '-')} {interval_ps} is not a whole number of {label or f'{step_fs} fs '}steps"
+        )
 
 
 @dataclass
@@ -120,7 +131,9 @@ class SimulationSettings:
             raise NeuralCTError(f"--threads must be >= 1, got {self.threads}")
         check_whole_steps("report_ps", self.report_ps, self.timestep_fs)
         if self.n_frames < 1:
-            raise NeuralCTError(f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)")
+            raise NeuralCTError(
+                f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)"
+            )
 
     @property
     def steps_per_frame(self) -> int:
@@ -189,7 +202,9 @@ def _replica_seeds(seed: int, replica: int) -> tuple[int, int]:
 def _make_integrator(settings: SimulationSettings, seed: int = 1) -> Any:
     import openmm as mm
 
-    integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.timestep_fs / 1000.0)
+    integrator = mm.LangevinMiddleIntegrator(
+        settings.temperature, settings.friction_per_ps, settings.timestep_fs / 1000.0
+    )
     integrator.setRandomNumberSeed(seed)
     return integrator
 
@@ -243,9 +258,16 @@ class _Checkpoint:
     def load(cls, path: Path) -> "_Checkpoint":
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(int(data["frames"]), str(data["platform"]), data["state"].tobytes(), json.loads(str(data["settings"])))
+                return cls(
+                    int(data["frames"]),
+                    str(data["platform"]),
+                    data["state"].tobytes(),
+                    json.loads(str(data["settings"])),
+                )
         except Exception as exc:
-            raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start that replica again") from None
+            raise NeuralCTError(
+                f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start that replica again"
+            ) from None
 
 
 def _resume_settings(settings: SimulationSettings, md_system: MDSystem) -> dict:
@@ -278,8 +300,12 @@ class _Replica:
         if self.checkpoint is None and self.traj_path.exists():
             raise NeuralCTError(f"{self.traj_path} exists without a checkpoint; choose another --output or delete it")
         if self.checkpoint is not None and self.checkpoint.settings != self.resume_settings:
-            changed = sorted(k for k in self.resume_settings if self.checkpoint.settings.get(k) != self.resume_settings[k])
-            raise NeuralCTError(f"{self.chk_path} was written with different settings ({', '.join(changed)}); rerun with the same options or choose another --output")
+            changed = sorted(
+                k for k in self.resume_settings if self.checkpoint.settings.get(k) != self.resume_settings[k]
+            )
+            raise NeuralCTError(
+                f"{self.chk_path} was written with different settings ({', '.join(changed)}); rerun with the same options or choose another --output"
+            )
 
     @property
     def frames_done(self) -> int:
@@ -295,14 +321,25 @@ class _Replica:
         try:
             frames = read_netcdf(self.traj_path)
         except Exception as exc:
-            raise NeuralCTError(f"cannot read {self.traj_path} to resume ({type(exc).__name__}); delete the replica's files to start it again") from None
+            raise NeuralCTError(
+                f"cannot read {self.traj_path} to resume ({type(exc).__name__}); delete the replica's files to start it again"
+            ) from None
         n = self.checkpoint.frames
         if frames.positions.shape[0] < n:
-            raise NeuralCTError(f"{self.traj_path} holds {frames.positions.shape[0]} frames but its checkpoint {n}; delete the replica's files to start it again")
+            raise NeuralCTError(
+                f"{self.traj_path} holds {frames.positions.shape[0]} frames but its checkpoint {n}; delete the replica's files to start it again"
+            )
         # Frames written after the checkpoint are dropped: the run continues from the checkpoint's state.
-        return list(frames.positions[:n]), list(frames.velocities[:n]), list(frames.time_ps[:n]), list(frames.per_frame[_T_KEY][:n])
+        return (
+            list(frames.positions[:n]),
+            list(frames.velocities[:n]),
+            list(frames.time_ps[:n]),
+            list(frames.per_frame[_T_KEY][:n]),
+        )
 
-    def _save(self, context: Any, platform: str, positions: list, velocities: list, times: list, temperatures: list) -> None:
+    def _save(
+        self, context: Any, platform: str, positions: list, velocities: list, times: list, temperatures: list
+    ) -> None:
         attributes = {
             "neuralct_velocities_on_step": 1,
             "neuralct_velocities_method": "mean of the half-step velocities around the report step (LangevinMiddleIntegrator)",
@@ -357,7 +394,13 @@ class _Replica:
             v_before, v_after = before.getVelocities(asNumpy=True)._value, after.getVelocities(asNumpy=True)._value
             positions.append(before.getPositions(asNumpy=True)._value)
             velocities.append(0.5 * (v_before + v_after))
-            temperatures.append(0.5 * (kinetic_temperature(v_before, self.masses, self.dof) + kinetic_temperature(v_after, self.masses, self.dof)))
+            temperatures.append(
+                0.5
+                * (
+                    kinetic_temperature(v_before, self.masses, self.dof)
+                    + kinetic_temperature(v_after, self.masses, self.dof)
+                )
+            )
             check_sane(positions[-1], temperatures[-1], settings, len(positions) - 1)
             times.append(before.getTime()._value - equilibration_time)
             progress.update(1)
@@ -368,7 +411,9 @@ class _Replica:
             self._save(context, platform, positions, velocities, times, temperatures)
         wall = time.perf_counter() - start
         steps = (settings.n_frames - first_frame) * stride
-        on_step = kinetic_temperature(np.array(velocities).reshape(-1, self.md_system.n_atoms, 3), self.masses, self.dof)
+        on_step = kinetic_temperature(
+            np.array(velocities).reshape(-1, self.md_system.n_atoms, 3), self.masses, self.dof
+        )
         return {
             "replica": self.replica,
             "trajectory": self.traj_path.name,
@@ -421,7 +466,9 @@ def _exit_when_orphaned(parent: int, interval_s: float = 0.2) -> None:
     os._exit(1)
 
 
-def _run_replica(md_system: MDSystem, folder: Path, settings: SimulationSettings, replica: int, platform: str, threads: int | None) -> dict:
+def _run_replica(
+    md_system: MDSystem, folder: Path, settings: SimulationSettings, replica: int, platform: str, threads: int | None
+) -> dict:
     """One replica in a worker process (the checkpoint was checked by the parent already)."""
     with divergence_as_error(settings):
         return _Replica(md_system, folder, settings, replica).run(platform, _worker_progress, threads)
@@ -436,8 +483,13 @@ def _run_parallel(runs: list[_Replica], platform: str, threads: int | None, jobs
     # spawn, not fork: the parent may already hold OpenMM contexts and their threads (the platform probe).
     context = multiprocessing.get_context("spawn")
     frames = context.Queue()
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(frames, os.getpid())) as pool:
-        futures = [pool.submit(_run_replica, run.md_system, run.traj_path.parent, run.settings, run.replica, platform, threads) for run in runs]
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(frames, os.getpid())
+    ) as pool:
+        futures = [
+            pool.submit(_run_replica, run.md_system, run.traj_path.parent, run.settings, run.replica, platform, threads)
+            for run in runs
+        ]
         pending = set(futures)
         while pending:
             try:
@@ -451,7 +503,9 @@ def _run_parallel(runs: list[_Replica], platform: str, threads: int | None, jobs
         try:
             return [f.result() for f in futures]
         except BrokenProcessPool:
-            raise NeuralCTError("a replica's worker process died (killed, or out of memory); rerun the same command to resume every replica from its checkpoint") from None
+            raise NeuralCTError(
+                "a replica's worker process died (killed, or out of memory); rerun the same command to resume every replica from its checkpoint"
+            ) from None
 
 
 def default_jobs(replicas: int, cores: int) -> int:
@@ -517,7 +571,9 @@ def run_simulation(
     jobs = min(jobs, replicas)
     threads = settings.threads if settings.threads is not None or jobs == 1 else max(1, cores // jobs)
     if settings.platform != "auto" and settings.platform not in available_platforms():
-        raise NeuralCTError(f"OpenMM platform {settings.platform!r} is not available here; use auto or one of {', '.join(available_platforms())}")
+        raise NeuralCTError(
+            f"OpenMM platform {settings.platform!r} is not available here; use auto or one of {', '.join(available_platforms())}"
+        )
     folder = Path(folder)
     # A checkpoint loads only on the platform that wrote it, so a resumed run keeps that platform.
     runs = [_Replica(md_system, folder, settings, r) for r in range(replicas)]
@@ -526,14 +582,23 @@ def run_simulation(
     if platform is None:
         platform = settings.platform
         if platform == "auto":
-            platform, probe_rates = fastest_platform(md_system.system, md_system.positions, lambda: _make_integrator(settings), threads=threads)
+            platform, probe_rates = fastest_platform(
+                md_system.system, md_system.positions, lambda: _make_integrator(settings), threads=threads
+            )
     # A fresh start writes its own topology: one left by another system's failed run must not stay.
     if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
         write_topology(md_system, folder)
     total = replicas * settings.n_frames
     done = sum(run.frames_done for run in runs)
     start = time.perf_counter()
-    with tqdm(total=total, initial=done, unit="frame", desc=f"simulate {md_system.name}", disable=not progress, mininterval=0.5) as bar:
+    with tqdm(
+        total=total,
+        initial=done,
+        unit="frame",
+        desc=f"simulate {md_system.name}",
+        disable=not progress,
+        mininterval=0.5,
+    ) as bar:
         unfinished = sum(run.frames_done < settings.n_frames for run in runs)
         if min(jobs, unfinished) <= 1:
             with divergence_as_error(settings):
@@ -564,7 +629,9 @@ def run_simulation(
         "rates": "steps_per_second and ns_per_day: production steps per second of production wall time of one "
         "replica's process (summed over replicas); throughput_steps_per_second: all replicas' production steps "
         "per second of the whole run's wall time (start-up, minimisation and equilibration included)",
-        "mean_kinetic_temperature_K": float(sum(r["mean_kinetic_temperature_K"] * r["frames"] for r in results) / frames),
+        "mean_kinetic_temperature_K": float(
+            sum(r["mean_kinetic_temperature_K"] * r["frames"] for r in results) / frames
+        ),
         "replicas": results,
     }
     write_json(folder / "summary.json", summary)

@@ -158,7 +158,9 @@ def build_system(
     path = Path(name)
     if path.suffix.lower() == ".pdb":
         if not path.is_file():
-            raise NeuralCTError(f"PDB file {path} does not exist; give a bundled system ({', '.join(available_systems())}) or an existing PDB")
+            raise NeuralCTError(
+                f"PDB file {path} does not exist; give a bundled system ({', '.join(available_systems())}) or an existing PDB"
+            )
         spec: dict = {"kind": "pdb", "pdb": str(path.resolve()), "description": f"user structure {path.name}"}
         name = path.stem
     else:
@@ -168,7 +170,9 @@ def build_system(
         else:
             path = systems_dir() / f"{name}.yaml"
             if not path.is_file():
-                raise NeuralCTError(f"unknown system {name!r}; use one of {', '.join(available_systems())}, a PDB file or a system YAML file")
+                raise NeuralCTError(
+                    f"unknown system {name!r}; use one of {', '.join(available_systems())}, a PDB file or a system YAML file"
+                )
         spec = _read_system_file(path)
         name = path.stem
         if spec["kind"] == "pdb":
@@ -180,7 +184,16 @@ def build_system(
         raise NeuralCTError(f"system file {path}: unknown solvent {solvent!r}; use vacuum or obc2")
     if kind == "pdb":
         forcefield = forcefield or spec.get("forcefield") or ["amber99sbildn.xml"]
-        return _pdb_system(name, description, spec["pdb"], forcefield, solvent, constraints.lower(), ph if add_hydrogens else None, hydrogen_advice)
+        return _pdb_system(
+            name,
+            description,
+            spec["pdb"],
+            forcefield,
+            solvent,
+            constraints.lower(),
+            ph if add_hydrogens else None,
+            hydrogen_advice,
+        )
     if add_hydrogens:
         raise NeuralCTError(f"--add-hydrogens applies to PDB structures only, not to the toy system {name!r}")
     if solvent != "vacuum":
@@ -206,7 +219,14 @@ def _residue_label(residue: Any) -> str:
     return f"residue {residue.name} {residue.id} of chain {residue.chain.id or '(blank)'}"
 
 
-def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], error: Exception, hydrogen_advice: str, hydrogens_expected: bool = True) -> str:
+def _template_problem(
+    forcefield: Any,
+    topology: Any,
+    files: Sequence[str],
+    error: Exception,
+    hydrogen_advice: str,
+    hydrogens_expected: bool = True,
+) -> str:
     """What OpenMM's template ``error`` means for this PDB, in one line naming the residue as the PDB does.
 
     A PDB without any hydrogen, or a residue that lacks only hydrogens, gets ``hydrogen_advice``. A residue whose name no
@@ -218,7 +238,9 @@ def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], erro
     """
     import re
 
-    if hydrogens_expected and not any(atom.element is not None and atom.element.symbol == "H" for atom in topology.atoms()):
+    if hydrogens_expected and not any(
+        atom.element is not None and atom.element.symbol == "H" for atom in topology.atoms()
+    ):
         return (
             f"it has no hydrogen atoms; {hydrogen_advice}; "
             "caps such as ACE/NME or terminal atoms are not added, put them in the PDB yourself"
@@ -245,11 +267,17 @@ def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], erro
     for residue in unmatched:
         missing, extra = difference(residue)
         if missing or extra:
-            what = "; ".join(part for part in (
-                f"missing atoms {' '.join(missing)}" if missing else "",
-                f"atoms no template of that name has: {' '.join(extra)}" if extra else "",
-            ) if part)
-            hint = hydrogen_advice if missing and all(n.startswith("H") for n in missing) else "fix the residue in the PDB"
+            what = "; ".join(
+                part
+                for part in (
+                    f"missing atoms {' '.join(missing)}" if missing else "",
+                    f"atoms no template of that name has: {' '.join(extra)}" if extra else "",
+                )
+                if part
+            )
+            hint = (
+                hydrogen_advice if missing and all(n.startswith("H") for n in missing) else "fix the residue in the PDB"
+            )
             return f"{_residue_label(residue)} does not match force field {' '.join(files)} ({what}); {hint}"
     residues = list(topology.residues())
     message = re.sub(
@@ -260,7 +288,16 @@ def _template_problem(forcefield: Any, topology: Any, files: Sequence[str], erro
     return re.sub(r"\s*For more information, see \S+", "", message)
 
 
-def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence[str], solvent: str, constraints: str, ph: float | None, hydrogen_advice: str) -> MDSystem:
+def _pdb_system(
+    name: str,
+    description: str,
+    pdb_path: str,
+    forcefield: Sequence[str],
+    solvent: str,
+    constraints: str,
+    ph: float | None,
+    hydrogen_advice: str,
+) -> MDSystem:
     import openmm.app as app
     import openmm.unit as unit
 
@@ -272,7 +309,9 @@ def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence
     try:
         ff = app.ForceField(*files)
     except Exception as exc:
-        raise NeuralCTError(f"cannot load force field {' '.join(files)}: {first_line(exc)}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)") from None
+        raise NeuralCTError(
+            f"cannot load force field {' '.join(files)}: {first_line(exc)}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)"
+        ) from None
     topology, positions = pdb.topology, pdb.positions
     if ph is not None:
         modeller = app.Modeller(topology, positions)
@@ -288,9 +327,17 @@ def _pdb_system(name: str, description: str, pdb_path: str, forcefield: Sequence
     try:
         system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
     except Exception as exc:
-        raise NeuralCTError(f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice)}") from None
+        raise NeuralCTError(
+            f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice)}"
+        ) from None
     positions = np.array(positions.value_in_unit(unit.nanometer), dtype=np.float64)
-    settings = {"pdb": pdb_path, "forcefield": files, "solvent": solvent, "nonbonded": "NoCutoff", "constraints": constraints}
+    settings = {
+        "pdb": pdb_path,
+        "forcefield": files,
+        "solvent": solvent,
+        "nonbonded": "NoCutoff",
+        "constraints": constraints,
+    }
     if ph is not None:
         settings["hydrogens_added_at_ph"] = ph
     return MDSystem(name, system, topology, positions, description, settings)
@@ -307,7 +354,9 @@ def _particle_topology(n_particles: int, residue: str):
     return topology
 
 
-def harmonic_chain_system(n: int = 32, kappa_kT_per_nm2: float = 1.0, mass_amu: float = 1.0, temperature: float = 300.0) -> MDSystem:
+def harmonic_chain_system(
+    n: int = 32, kappa_kT_per_nm2: float = 1.0, mass_amu: float = 1.0, temperature: float = 300.0
+) -> MDSystem:
     """The harmonic chain with fixed ends as OpenMM forces.
 
     U = kappa/2 sum_{i=0..n} |r_{i+1} - r_i|^2 with r_0 = r_{n+1} = 0: each Cartesian component is
@@ -348,7 +397,9 @@ def harmonic_chain_system(n: int = 32, kappa_kT_per_nm2: float = 1.0, mass_amu: 
     return MDSystem("harmonic-chain", system, _particle_topology(n, "CHN"), positions, "harmonic chain", settings)
 
 
-def _one_particle(expression: str, parameters: dict, mass_amu: float, start: Sequence[float], name: str, settings: dict) -> MDSystem:
+def _one_particle(
+    expression: str, parameters: dict, mass_amu: float, start: Sequence[float], name: str, settings: dict
+) -> MDSystem:
     import openmm as mm
 
     system = mm.System()
@@ -361,21 +412,38 @@ def _one_particle(expression: str, parameters: dict, mass_amu: float, start: Seq
     return MDSystem(name, system, _particle_topology(1, "PRT"), np.array([start], dtype=np.float64), name, settings)
 
 
-def double_well_system(barrier_kT: float = 5.0, a_nm: float = 1.0, k_kT_per_nm2: float = 10.0, mass_amu: float = 10.0, temperature: float = 300.0) -> MDSystem:
+def double_well_system(
+    barrier_kT: float = 5.0,
+    a_nm: float = 1.0,
+    k_kT_per_nm2: float = 10.0,
+    mass_amu: float = 10.0,
+    temperature: float = 300.0,
+) -> MDSystem:
     """One particle in a double well along x, harmonically confined in y and z.
 
     U = barrier ((x/a)^2 - 1)^2 + k/2 (y^2 + z^2); ``barrier`` in kT, ``a`` in nm, ``k`` in kT/nm^2.
     """
     kT = kT_kj_per_mol(temperature)
-    settings = {"barrier_kT": barrier_kT, "a_nm": a_nm, "k_kT_per_nm2": k_kT_per_nm2, "mass_amu": mass_amu, "temperature": temperature}
+    settings = {
+        "barrier_kT": barrier_kT,
+        "a_nm": a_nm,
+        "k_kT_per_nm2": k_kT_per_nm2,
+        "mass_amu": mass_amu,
+        "temperature": temperature,
+    }
     return _one_particle(
         "barrier*((x/a)^2 - 1)^2 + 0.5*k*(y^2 + z^2)",
         {"barrier": barrier_kT * kT, "a": a_nm, "k": k_kT_per_nm2 * kT},
-        mass_amu, (-a_nm, 0.0, 0.0), "double-well", settings,
+        mass_amu,
+        (-a_nm, 0.0, 0.0),
+        "double-well",
+        settings,
     )
 
 
-def mueller_brown_system(scale_kT: float = 0.05, k_kT_per_nm2: float = 10.0, mass_amu: float = 10.0, temperature: float = 300.0) -> MDSystem:
+def mueller_brown_system(
+    scale_kT: float = 0.05, k_kT_per_nm2: float = 10.0, mass_amu: float = 10.0, temperature: float = 300.0
+) -> MDSystem:
     """One particle on the Mueller-Brown surface in (x, y) nm, harmonically confined in z.
 
     U = scale sum_k A_k exp(a_k (x-x0_k)^2 + b_k (x-x0_k)(y-y0_k) + c_k (y-y0_k)^2) + k/2 z^2,
@@ -391,7 +459,10 @@ def mueller_brown_system(scale_kT: float = 0.05, k_kT_per_nm2: float = 10.0, mas
     return _one_particle(
         f"scale*({' + '.join(terms)}) + 0.5*k*z^2",
         {"scale": scale_kT * kT, "k": k_kT_per_nm2 * kT},
-        mass_amu, (-0.558, 1.442, 0.0), "mueller-brown", settings,
+        mass_amu,
+        (-0.558, 1.442, 0.0),
+        "mueller-brown",
+        settings,
     )
 
 
@@ -446,14 +517,23 @@ def rotated_double_well_system(
     dim = 3 * int(n_particles)
     stiffness = [float(k) for k in stiffness_kT_per_nm2]
     if len(stiffness) != dim - 1 or not all(k > 0 for k in stiffness):
-        raise NeuralCTError(f"rotated double well: give {dim - 1} positive stiffnesses for {n_particles} particles, got {len(stiffness)}")
+        raise NeuralCTError(
+            f"rotated double well: give {dim - 1} positive stiffnesses for {n_particles} particles, got {len(stiffness)}"
+        )
     if not barrier_kT > 0 or not a_nm > 0:
         raise NeuralCTError("rotated double well: barrier_kT and a_nm must be positive")
     kT = kT_kj_per_mol(temperature)
     rotation = rotated_double_well_rotation(n_particles, rotation_seed)
     names = [f"{axis}{i + 1}" for i in range(n_particles) for axis in "xyz"]
-    definitions = ["u{j} = {terms}".format(j=j, terms=" + ".join(f"({float(rotation[j, i])!r})*{names[i]}" for i in range(dim))) for j in range(dim)]
-    energy = f"{barrier_kT * kT!r}*((u0/{a_nm!r})^2 - 1)^2 + 0.5*(" + " + ".join(f"{k * kT!r}*u{j + 1}^2" for j, k in enumerate(stiffness)) + ")"
+    definitions = [
+        "u{j} = {terms}".format(j=j, terms=" + ".join(f"({float(rotation[j, i])!r})*{names[i]}" for i in range(dim)))
+        for j in range(dim)
+    ]
+    energy = (
+        f"{barrier_kT * kT!r}*((u0/{a_nm!r})^2 - 1)^2 + 0.5*("
+        + " + ".join(f"{k * kT!r}*u{j + 1}^2" for j, k in enumerate(stiffness))
+        + ")"
+    )
     force = mm.CustomCompoundBondForce(n_particles, "; ".join([energy] + definitions))
     force.addBond(list(range(n_particles)), [])
     system = mm.System()
@@ -464,7 +544,19 @@ def rotated_double_well_system(
     start[0] = -a_nm
     positions = (rotation.T @ start).reshape(n_particles, 3)
     settings = {
-        "barrier_kT": barrier_kT, "a_nm": a_nm, "stiffness_kT_per_nm2": stiffness, "n_particles": n_particles,
-        "mass_amu": mass_amu, "rotation_seed": rotation_seed, "temperature": temperature,
+        "barrier_kT": barrier_kT,
+        "a_nm": a_nm,
+        "stiffness_kT_per_nm2": stiffness,
+        "n_particles": n_particles,
+        "mass_amu": mass_amu,
+        "rotation_seed": rotation_seed,
+        "temperature": temperature,
     }
-    return MDSystem("rotated-double-well", system, _particle_topology(n_particles, "RDW"), positions, "rotated double well", settings)
+    return MDSystem(
+        "rotated-double-well",
+        system,
+        _particle_topology(n_particles, "RDW"),
+        positions,
+        "rotated double well",
+        settings,
+    )

@@ -25,19 +25,22 @@ not (measured in benchmarks/README.md, B2).
 """
 
 from __future__ import annotations
+
 import math
+
 import torch
 from torch import nn
+
 from ..flows.base import split_phase_space
 
-__all__ = ['ou_drift', 'ou_transition', 'ou_mode_log_transition', 'relaxation_times', 'LatentLangevin']
+__all__ = ["ou_drift", "ou_transition", "ou_mode_log_transition", "relaxation_times", "LatentLangevin"]
 
 
 def ou_drift(frequencies: torch.Tensor, frictions: torch.Tensor) -> torch.Tensor:
     """Drift matrices ``A_k = [[0, 1], [-w_k^2, -gamma_k]]``, shape (n, 2, 2)."""
     A = torch.zeros(frequencies.shape + (2, 2), dtype=frequencies.dtype, device=frequencies.device)
     A[..., 0, 1] = 1.0
-    A[..., 1, 0] = -frequencies**2
+    A[..., 1, 0] = -(frequencies**2)
     A[..., 1, 1] = -frictions
     return A
 
@@ -66,7 +69,12 @@ def ou_transition(frequencies: torch.Tensor, frictions: torch.Tensor, lag: float
 
 
 def ou_mode_log_transition(
-    z0: torch.Tensor, z1: torch.Tensor, frequencies: torch.Tensor, frictions: torch.Tensor, lag: float, configuration_only: bool = False
+    z0: torch.Tensor,
+    z1: torch.Tensor,
+    frequencies: torch.Tensor,
+    frictions: torch.Tensor,
+    lag: float,
+    configuration_only: bool = False,
 ) -> torch.Tensor:
     """``ln p_tau(z_k(t+tau) | z_k(t))`` of every mode, shape (batch, n).
 
@@ -134,7 +142,13 @@ class LatentLangevin(nn.Module):
 
     @torch.no_grad()
     def initialize(
-        self, z0: torch.Tensor, z1: torch.Tensor, frequencies: torch.Tensor, lag: float, configuration_only: bool = False, grid: int = 81
+        self,
+        z0: torch.Tensor,
+        z1: torch.Tensor,
+        frequencies: torch.Tensor,
+        lag: float,
+        configuration_only: bool = False,
+        grid: int = 81,
     ) -> None:
         """Per mode, the friction of highest lagged likelihood on a grid ``gamma / w`` in [1e-2, 1e4].
 

@@ -10,7 +10,16 @@ import torch
 from ..errors import NeuralCTError
 from .transformation import NeuralCanonicalTransformation
 
-__all__ = ["molecule_metadata", "rigid_body_frame", "check_topology", "internal_coordinates", "project_internal", "project_positions", "is_molecular", "latent_ranges"]
+__all__ = [
+    "molecule_metadata",
+    "rigid_body_frame",
+    "check_topology",
+    "internal_coordinates",
+    "project_internal",
+    "project_positions",
+    "is_molecular",
+    "latent_ranges",
+]
 
 
 def molecule_metadata(data, selection: str) -> dict[str, Any]:
@@ -40,9 +49,12 @@ def is_molecular(model: NeuralCanonicalTransformation) -> bool:
     return model.metadata.get("molecule", {}).get("kind") == "molecule"
 
 
-def _molecule(model: NeuralCanonicalTransformation) -> dict[str, Any]:
+def molecule_description(model: NeuralCanonicalTransformation) -> dict[str, Any]:
+    """The molecule a model was trained on (written by :func:`molecule_metadata`): atoms, masses, frame, selection."""
     if not is_molecular(model):
-        raise NeuralCTError("this model was not trained on molecular trajectories (it has no atom selection); train one with `neuralct train TRAJ...`")
+        raise NeuralCTError(
+            "this model was not trained on molecular trajectories (it has no atom selection); train one with `neuralct train TRAJ...`"
+        )
     return model.metadata["molecule"]
 
 
@@ -50,12 +62,12 @@ def rigid_body_frame(model: NeuralCanonicalTransformation):
     """The :class:`~neuralct.data.RigidBodyFrame` stored in a molecular model."""
     from ..data import RigidBodyFrame
 
-    return RigidBodyFrame.from_state(_molecule(model)["frame"])
+    return RigidBodyFrame.from_state(molecule_description(model)["frame"])
 
 
 def check_topology(model: NeuralCanonicalTransformation, topology, source: str) -> None:
     """Raise a one-line error unless ``topology`` (mdtraj) has the atoms the model was trained on."""
-    molecule = _molecule(model)
+    molecule = molecule_description(model)
     if topology.n_atoms != molecule["n_atoms"]:
         raise NeuralCTError(
             f"{source} has {topology.n_atoms} atoms but the model was trained on a system of {molecule['n_atoms']}; use trajectories of the same system"
@@ -81,11 +93,13 @@ def internal_coordinates(model: NeuralCanonicalTransformation, positions: np.nda
     np.ndarray, shape=(n_frames, 3 n_selected - 6)
         Internal coordinates of the selected atoms, sqrt(amu) nm.
     """
-    selected = np.asarray(positions)[:, _molecule(model)["atom_indices"]]
+    selected = np.asarray(positions)[:, molecule_description(model)["atom_indices"]]
     return rigid_body_frame(model).to_internal(selected)
 
 
-def project_internal(model: NeuralCanonicalTransformation, y: np.ndarray, k: int | None = None, chunk: int = 8192) -> np.ndarray:
+def project_internal(
+    model: NeuralCanonicalTransformation, y: np.ndarray, k: int | None = None, chunk: int = 8192
+) -> np.ndarray:
     """The ``k`` slowest CVs of internal coordinates ``y`` (n_frames, dim); shape (n_frames, k).
 
     For a flow of point transformations (the default) the CVs are functions of the

@@ -20,7 +20,14 @@ from ..io import DamagedFile, atomic_torch_save, torch_load_verified
 from .dynamics import LatentLangevin, relaxation_times
 from .prior import HarmonicPrior
 
-__all__ = ["NeuralCanonicalTransformation", "build_flow", "load", "content_digest", "DEFAULT_ARCHITECTURE", "MODEL_FORMAT"]
+__all__ = [
+    "NeuralCanonicalTransformation",
+    "build_flow",
+    "load",
+    "content_digest",
+    "DEFAULT_ARCHITECTURE",
+    "MODEL_FORMAT",
+]
 
 MODEL_FORMAT = "neuralct.model"
 #: Version 2 records the SHA-256 of the contents (:func:`content_digest`); version 1 files,
@@ -123,7 +130,8 @@ class NeuralCanonicalTransformation(nn.Module):
         self.dynamics = LatentLangevin(dim) if latent_dynamics else None
 
     # -- units ---------------------------------------------------------------------------
-    def _position_scale(self) -> torch.Tensor:
+    def position_scale(self) -> torch.Tensor:
+        """``sqrt(m / kT) / tau``, shape (dim,): physical positions minus ``position_offset`` times this are reduced ones."""
         return torch.sqrt(self.masses / self.kT) / self.time_unit
 
     def _momentum_scale(self) -> torch.Tensor:
@@ -131,16 +139,20 @@ class NeuralCanonicalTransformation(nn.Module):
 
     def to_reduced(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """Physical ``(q, p)``, shapes (batch, n), to reduced phase-space points (batch, 2n)."""
-        return join_phase_space((q - self.position_offset) * self._position_scale(), p * self._momentum_scale())
+        return join_phase_space((q - self.position_offset) * self.position_scale(), p * self._momentum_scale())
 
     def from_reduced(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reduced points (batch, 2n) back to physical ``(q, p)``, each (batch, n)."""
         q_r, p_r = split_phase_space(x)
-        return q_r / self._position_scale() + self.position_offset, p_r / self._momentum_scale()
+        return q_r / self.position_scale() + self.position_offset, p_r / self._momentum_scale()
 
     def reduction_log_det(self) -> torch.Tensor:
         """``ln|det|`` of :meth:`to_reduced`: ``-n ln(kT tau)``, a constant."""
-        return -self.dim * math.log(self.kT * self.time_unit) * torch.ones((), dtype=self.masses.dtype, device=self.masses.device)
+        return (
+            -self.dim
+            * math.log(self.kT * self.time_unit)
+            * torch.ones((), dtype=self.masses.dtype, device=self.masses.device)
+        )
 
     # -- the map --------------------------------------------------------------------------
     @property
@@ -152,7 +164,8 @@ class NeuralCanonicalTransformation(nn.Module):
             return "autocorrelation"
         return "frequency" if self.dynamics is None else "relaxation time"
 
-    def _mode_order(self) -> torch.Tensor:
+    def mode_order(self) -> torch.Tensor:
+        """The flow's latent mode indices, shape (dim,), slowest first by :attr:`ranked_by`: CV k is mode ``mode_order()[k]``."""
         ranked_by = self.ranked_by
         if ranked_by == "autocorrelation":
             return torch.tensor(self.metadata["mode_ranking"]["order"], device=self.prior.frequencies.device)
@@ -170,28 +183,28 @@ class NeuralCanonicalTransformation(nn.Module):
         Ascending; for a model with latent dynamics, in order of decreasing relaxation time;
         for a model ranked by autocorrelation (``metadata["mode_ranking"]``), in that order.
         """
-        return self.prior.frequencies[self._mode_order()]
+        return self.prior.frequencies[self.mode_order()]
 
     @property
     def frictions(self) -> torch.Tensor | None:
         """Latent frictions ``gamma``, shape (n,), in mode order (1 per ``time_unit``); None without dynamics."""
-        return None if self.dynamics is None else self.dynamics.frictions[self._mode_order()]
+        return None if self.dynamics is None else self.dynamics.frictions[self.mode_order()]
 
     @property
     def relaxation_times(self) -> torch.Tensor | None:
         """Relaxation times of the latent modes, shape (n,), longest first (``time_unit``); None without dynamics."""
-        return None if self.dynamics is None else self._unsorted_relaxation_times()[self._mode_order()]
+        return None if self.dynamics is None else self._unsorted_relaxation_times()[self.mode_order()]
 
     def encode(self, q: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Canonical latent variables ``(Q, P)``, each (batch, n), slowest mode first."""
         z, _ = self.flow(self.to_reduced(q, p))
         Q, P = split_phase_space(z)
-        order = self._mode_order()
+        order = self.mode_order()
         return Q[..., order], P[..., order]
 
     def decode(self, Q: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse of :meth:`encode`: latent ``(Q, P)`` (slowest first) to physical ``(q, p)``."""
-        inverse_order = torch.argsort(self._mode_order())
+        inverse_order = torch.argsort(self.mode_order())
         x, _ = self.flow.inverse(join_phase_space(Q[..., inverse_order], P[..., inverse_order]))
         return self.from_reduced(x)
 
@@ -202,8 +215,8 @@ class NeuralCanonicalTransformation(nn.Module):
         not needed; a flow with momentum-mixing layers needs ``p`` too.
         """
         if self.flow.acts_on_configuration:
-            Q, _ = self.flow.configuration_forward((q - self.position_offset) * self._position_scale())
-            Q = Q[..., self._mode_order()]
+            Q, _ = self.flow.configuration_forward((q - self.position_offset) * self.position_scale())
+            Q = Q[..., self.mode_order()]
         elif p is None:
             raise NeuralCTError("this model mixes positions and momenta (linear or continuous layers): pass p to cv()")
         else:
@@ -237,7 +250,7 @@ class NeuralCanonicalTransformation(nn.Module):
             ``ln|det du/dq|``: units, flow and frequency layer added up.
         """
         self.require_configuration_flow()
-        scale = self._position_scale()
+        scale = self.position_scale()
         Q, logdet = self.flow.configuration_forward((q - self.position_offset) * scale)
         u, frequency_logdet = self.prior.frequency_layer(join_phase_space(Q, torch.zeros_like(Q)))
         return split_phase_space(u)[0], logdet + frequency_logdet + scale.log().sum()
@@ -245,7 +258,7 @@ class NeuralCanonicalTransformation(nn.Module):
     def configuration_from_latent(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse of :meth:`configuration_to_latent`: ``q = g(u)`` and ``ln|det dg/du|``, shapes (batch, n), (batch,)."""
         self.require_configuration_flow()
-        scale = self._position_scale()
+        scale = self.position_scale()
         Q, frequency_logdet = self.prior.frequency_layer.inverse(join_phase_space(u, torch.zeros_like(u)))
         q_r, logdet = self.flow.configuration_inverse(split_phase_space(Q)[0])
         return q_r / scale + self.position_offset, logdet + frequency_logdet - scale.log().sum()
@@ -259,7 +272,9 @@ class NeuralCanonicalTransformation(nn.Module):
         z, logdet = self.flow(x)
         return self.prior.log_prob(z) + logdet
 
-    def sample_reduced(self, n_samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_reduced(
+        self, n_samples: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised samples in reduced units and their ``ln rho``; shapes (batch, 2n), (batch,)."""
         z = self.prior.sample(n_samples, generator)
         log_prob = self.prior.log_prob(z)
@@ -281,7 +296,7 @@ class NeuralCanonicalTransformation(nn.Module):
         """
         self.position_offset.copy_(q.mean(0))
         p_r = torch.randn(q.shape, generator=generator, dtype=q.dtype, device=q.device)
-        x = join_phase_space((q - self.position_offset) * self._position_scale(), p_r)
+        x = join_phase_space((q - self.position_offset) * self.position_scale(), p_r)
         self.flow.initialize(x)
         self.prior.initialize(map_in_chunks(self.flow, x))
 
@@ -315,7 +330,9 @@ class NeuralCanonicalTransformation(nn.Module):
             raise NeuralCTError(f"{source} is not a neuralct model file; train one with `neuralct train`")
         version = contents.get("version")
         if version not in _READABLE_VERSIONS:
-            raise NeuralCTError(f"{source} has model format version {version!r}, this neuralct reads versions {', '.join(map(str, _READABLE_VERSIONS))}")
+            raise NeuralCTError(
+                f"{source} has model format version {version!r}, this neuralct reads versions {', '.join(map(str, _READABLE_VERSIONS))}"
+            )
         try:
             _check_contents(contents)
         except _Damaged as exc:
@@ -343,7 +360,10 @@ class NeuralCanonicalTransformation(nn.Module):
             except TypeError as exc:
                 raise _damaged(source, str(exc)) from None
             if not matches:
-                raise _damaged(source, "its weights or the metadata derived from them (CV ranges, training summary) differ from what was saved (SHA-256 mismatch)")
+                raise _damaged(
+                    source,
+                    "its weights or the metadata derived from them (CV ranges, training summary) differ from what was saved (SHA-256 mismatch)",
+                )
         return model
 
 
@@ -434,56 +454,99 @@ def _check_contents(contents: dict[str, Any]) -> None:
     _Damaged
         Naming the first entry that is missing or malformed.
     """
-    missing = [key for key in ("dim", "kT", "time_unit", "architecture", "metadata", "state_dict") if key not in contents]
+    missing = [
+        key for key in ("dim", "kT", "time_unit", "architecture", "metadata", "state_dict") if key not in contents
+    ]
     _require(not missing, f"missing {', '.join(missing)}")
     dim = contents["dim"]
     _require(_is_count(dim), f"dim must be a positive integer, not {dim!r}")
     for key in ("kT", "time_unit"):
         _require(_is_positive_number(contents[key]), f"{key} must be a finite positive number, not {contents[key]!r}")
     architecture = contents["architecture"]
-    _require(isinstance(architecture, list) and len(architecture) > 0, "architecture must be a non-empty list of layers")
+    _require(
+        isinstance(architecture, list) and len(architecture) > 0, "architecture must be a non-empty list of layers"
+    )
     for index, spec in enumerate(architecture):
-        _require(isinstance(spec, dict) and spec.get("type") in _LAYER_TYPES, f"architecture layer {index} must be a dict with a type in {', '.join(_LAYER_TYPES)}")
+        _require(
+            isinstance(spec, dict) and spec.get("type") in _LAYER_TYPES,
+            f"architecture layer {index} must be a dict with a type in {', '.join(_LAYER_TYPES)}",
+        )
         for key, value in spec.items():
             if key != "type":
-                _require(isinstance(value, bool) or _is_count(value), f"architecture layer {index}: {key} must be true, false or a positive integer, not {value!r}")
+                _require(
+                    isinstance(value, bool) or _is_count(value),
+                    f"architecture layer {index}: {key} must be true, false or a positive integer, not {value!r}",
+                )
     _require(isinstance(contents["metadata"], dict), "metadata must be a mapping")
     state = contents["state_dict"]
-    _require(isinstance(state, dict) and all(isinstance(key, str) for key in state), "state_dict must map names to tensors")
+    _require(
+        isinstance(state, dict) and all(isinstance(key, str) for key in state), "state_dict must map names to tensors"
+    )
     for key, value in state.items():
         _require(isinstance(value, torch.Tensor), f"state_dict entry {key} must be a tensor")
-        _require(not value.is_floating_point() or _is_finite_tensor(value), f"state_dict entry {key} holds NaN or infinite values")
-    _require(len({value.dtype for value in state.values() if value.is_floating_point()}) == 1, "floating-point state_dict tensors must share one dtype")
+        _require(
+            not value.is_floating_point() or _is_finite_tensor(value),
+            f"state_dict entry {key} holds NaN or infinite values",
+        )
+    _require(
+        len({value.dtype for value in state.values() if value.is_floating_point()}) == 1,
+        "floating-point state_dict tensors must share one dtype",
+    )
     for key in ("masses", "position_offset"):
-        _require(key in state and state[key].is_floating_point() and tuple(state[key].shape) == (dim,), f"state_dict entry {key} must be floating-point of shape ({dim},)")
+        _require(
+            key in state and state[key].is_floating_point() and tuple(state[key].shape) == (dim,),
+            f"state_dict entry {key} must be floating-point of shape ({dim},)",
+        )
     _require(bool((state["masses"] > 0).all()), "masses must be positive")
     if "molecule" in contents["metadata"]:
         _check_molecule(contents["metadata"]["molecule"], dim)
     if "mode_ranking" in contents["metadata"]:
         ranking = contents["metadata"]["mode_ranking"]
         order = ranking.get("order") if isinstance(ranking, dict) else None
-        _require(isinstance(order, list) and sorted(order) == list(range(dim)), f"metadata.mode_ranking.order must be a permutation of 0..{dim - 1}")
+        _require(
+            isinstance(order, list) and sorted(order) == list(range(dim)),
+            f"metadata.mode_ranking.order must be a permutation of 0..{dim - 1}",
+        )
         values = ranking.get("autocorrelation")
-        _require(isinstance(values, list) and len(values) == dim and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
-                 f"metadata.mode_ranking.autocorrelation must list {dim} finite numbers")
-        _require(_is_positive_number(ranking.get("lag_ps")), "metadata.mode_ranking.lag_ps must be a finite positive number")
+        _require(
+            isinstance(values, list)
+            and len(values) == dim
+            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
+            f"metadata.mode_ranking.autocorrelation must list {dim} finite numbers",
+        )
+        _require(
+            _is_positive_number(ranking.get("lag_ps")), "metadata.mode_ranking.lag_ps must be a finite positive number"
+        )
 
 
 def _check_molecule(molecule: Any, dim: int) -> None:
     """Check what analysis reads of the molecule a model was trained on (see ``molecular.molecule_metadata``)."""
-    _require(isinstance(molecule, dict) and molecule.get("kind") == "molecule", "metadata.molecule must be a molecule record")
+    _require(
+        isinstance(molecule, dict) and molecule.get("kind") == "molecule", "metadata.molecule must be a molecule record"
+    )
     n_atoms, indices, names = molecule.get("n_atoms"), molecule.get("atom_indices"), molecule.get("atom_names")
     _require(_is_count(n_atoms), "metadata.molecule.n_atoms must be a positive integer")
     _require(
-        isinstance(indices, list) and len(indices) >= 3 and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_atoms for i in indices),
+        isinstance(indices, list)
+        and len(indices) >= 3
+        and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n_atoms for i in indices),
         "metadata.molecule.atom_indices must list at least 3 atom indices below n_atoms",
     )
-    _require(isinstance(names, list) and len(names) == len(indices) and all(isinstance(name, str) for name in names), "metadata.molecule.atom_names must name each selected atom")
-    _require(_is_positive_number(molecule.get("temperature_K")), "metadata.molecule.temperature_K must be a finite positive number")
+    _require(
+        isinstance(names, list) and len(names) == len(indices) and all(isinstance(name, str) for name in names),
+        "metadata.molecule.atom_names must name each selected atom",
+    )
+    _require(
+        _is_positive_number(molecule.get("temperature_K")),
+        "metadata.molecule.temperature_K must be a finite positive number",
+    )
     frame, k = molecule.get("frame"), len(indices)
     _require(isinstance(frame, dict), "metadata.molecule.frame must be a mapping of tensors")
     for key, shape in (("reference", (k, 3)), ("masses", (k,)), ("basis", (3 * k, dim))):
-        _require(_is_finite_tensor(frame.get(key), shape), f"metadata.molecule.frame.{key} must be a finite tensor of shape {shape}")
+        _require(
+            _is_finite_tensor(frame.get(key), shape),
+            f"metadata.molecule.frame.{key} must be a finite tensor of shape {shape}",
+        )
     _require(bool((frame["masses"] > 0).all()), "metadata.molecule.frame.masses must be positive")
 
 
@@ -507,5 +570,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuralC
     except DamagedFile as exc:
         if exc.failed_entry is not None:
             raise _damaged(str(path), str(exc)) from None
-        raise NeuralCTError(f"{path} cannot be read as a neuralct model ({exc.cause}); is it a model written by `neuralct train`?") from None
+        raise NeuralCTError(
+            f"{path} cannot be read as a neuralct model ({exc.cause}); is it a model written by `neuralct train`?"
+        ) from None
     return NeuralCanonicalTransformation.from_file_contents(contents, str(path)).to(device)

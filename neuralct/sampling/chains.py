@@ -19,14 +19,18 @@ class Kernel(Protocol):
     def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState: ...
 
 
-def iterate(kernels: Sequence[Kernel], state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
+def iterate(
+    kernels: Sequence[Kernel], state: ChainState, generator: torch.Generator | None = None, adapt: bool = False
+) -> ChainState:
     """One iteration: each kernel once, in order. A composition of invariant kernels is invariant."""
     for kernel in kernels:
         state = kernel.step(state, generator, adapt=adapt)
     return state
 
 
-def warm_up(kernels: Sequence[Kernel], state: ChainState, iterations: int, generator: torch.Generator | None = None) -> ChainState:
+def warm_up(
+    kernels: Sequence[Kernel], state: ChainState, iterations: int, generator: torch.Generator | None = None
+) -> ChainState:
     """``iterations`` adapting iterations (see :func:`end_warmup_iteration`); the kernels are fixed from here on."""
     for done in range(1, iterations + 1):
         state = iterate(kernels, state, generator, adapt=True)

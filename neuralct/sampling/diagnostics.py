@@ -9,9 +9,20 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["integrated_autocorrelation_time", "effective_sample_size", "kish_effective_sample_size", "mean_standard_error", "split_r_hat",
-           "why_undefined", "sampling_efficiency", "observable_efficiency", "basin_population", "curvature_spectrum", "curvature_figures",
-           "CurvatureSum"]
+__all__ = [
+    "integrated_autocorrelation_time",
+    "effective_sample_size",
+    "kish_effective_sample_size",
+    "mean_standard_error",
+    "split_r_hat",
+    "why_undefined",
+    "sampling_efficiency",
+    "observable_efficiency",
+    "basin_population",
+    "curvature_spectrum",
+    "curvature_figures",
+    "CurvatureSum",
+]
 
 #: Split R-hat above which chains are reported as not converged (Vehtari et al., Bayesian Analysis 16, 667 (2021), use 1.01
 #: for final results; 1.1 is the classic threshold of Gelman and Rubin for a failed warm-up).
@@ -240,7 +251,11 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     undefined = figures.pop("undefined", {})
     if not math.isfinite(error):
         undefined = {"standard_error": undefined["iat"], **undefined}
-    result: dict[str, Any] = {"mean": float(np.mean(series)), "standard_error": error if math.isfinite(error) else None, **figures}
+    result: dict[str, Any] = {
+        "mean": float(np.mean(series)),
+        "standard_error": error if math.isfinite(error) else None,
+        **figures,
+    }
     if undefined:
         result["undefined"] = undefined
     return result
@@ -287,7 +302,12 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     n_samples, n_chains = indicator.shape
     chains_visiting = int((indicator.max(axis=0) > 0).sum())
     stays_in, stays_out = _stays(indicator), _stays(1.0 - indicator)
-    figures: dict[str, Any] = {"population": None, "standard_error": None, "chains_visiting": chains_visiting, "stays": stays_in}
+    figures: dict[str, Any] = {
+        "population": None,
+        "standard_error": None,
+        "chains_visiting": chains_visiting,
+        "stays": stays_in,
+    }
     bound = 0.05 ** (1.0 / n_chains)
     if stays_in == 0:
         figures["upper_bound_95"] = 1.0 - bound
@@ -299,7 +319,7 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     if stays_out == 0:
         figures["lower_bound_95"] = bound
         figures["note"] = (
-            f"never left: every sample of every chain is in it; the bound counts each chain as one independent sample "
+            "never left: every sample of every chain is in it; the bound counts each chain as one independent sample "
             "and holds only for chains that reached equilibrium"
         )
         return figures
@@ -354,7 +374,11 @@ def curvature_figures(spectrum: np.ndarray) -> dict[str, Any]:
     is not positive.
     """
     spectrum = np.sort(np.asarray(spectrum, dtype=np.float64))
-    figures: dict[str, Any] = {"eigenvalues": spectrum.tolist(), "condition_number": None, "above_4": int((spectrum > 4).sum())}
+    figures: dict[str, Any] = {
+        "eigenvalues": spectrum.tolist(),
+        "condition_number": None,
+        "above_4": int((spectrum > 4).sum()),
+    }
     if spectrum[0] > 0:
         figures["condition_number"] = float(spectrum[-1] / spectrum[0])
     else:
@@ -392,4 +416,3 @@ class CurvatureSum:
         if self.total is None or self.count == 0:
             raise ValueError("no finite state was added")
         return self.total / self.count
-

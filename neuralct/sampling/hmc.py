@@ -72,7 +72,9 @@ class ChainState:
         energy, gradient = evaluate_potential(potential, position)
         return cls(position.detach(), energy, gradient)
 
-    def update(self, accepted: torch.Tensor, position: torch.Tensor, energy: torch.Tensor, gradient: torch.Tensor) -> "ChainState":
+    def update(
+        self, accepted: torch.Tensor, position: torch.Tensor, energy: torch.Tensor, gradient: torch.Tensor
+    ) -> "ChainState":
         """The state with the rows of ``accepted`` (bool, (chains,)) replaced by the proposal."""
         keep = accepted[:, None]
         return ChainState(
@@ -93,7 +95,9 @@ class KernelStatistics:
     warmup_evaluations: int = 0
     acceptance_probability_sum: float = 0.0
 
-    def record(self, accept_probability: torch.Tensor, accepted: torch.Tensor, nonfinite: torch.Tensor, evaluations: int) -> None:
+    def record(
+        self, accept_probability: torch.Tensor, accepted: torch.Tensor, nonfinite: torch.Tensor, evaluations: int
+    ) -> None:
         """Add one step of all chains: acceptance probabilities, accepted and non-finite masks (chains,)."""
         self.proposals += int(accepted.numel())
         self.accepted += int(accepted.sum())
@@ -108,7 +112,9 @@ class KernelStatistics:
             "proposals": self.proposals,
             "accepted": self.accepted,
             "acceptance_rate": rate,
-            "mean_acceptance_probability": self.acceptance_probability_sum / self.proposals if self.proposals else float("nan"),
+            "mean_acceptance_probability": self.acceptance_probability_sum / self.proposals
+            if self.proposals
+            else float("nan"),
             "nonfinite_rejections": self.nonfinite,
             "energy_evaluations": self.evaluations,
             "warmup_energy_evaluations": self.warmup_evaluations,
@@ -196,8 +202,13 @@ class HamiltonianMonteCarlo:
     MASS_SHRINKAGE = 10.0
 
     def __init__(
-        self, potential: Potential, step_size: float = 0.1, leapfrog_steps: int = 10, target_acceptance: float = 0.65,
-        jitter: float = 0.1, mass_matrix: str = "unit",
+        self,
+        potential: Potential,
+        step_size: float = 0.1,
+        leapfrog_steps: int = 10,
+        target_acceptance: float = 0.65,
+        jitter: float = 0.1,
+        mass_matrix: str = "unit",
     ):
         if not step_size > 0 or leapfrog_steps < 1 or not 0 < target_acceptance < 1 or not 0 <= jitter < 1:
             raise ValueError("need step_size > 0, leapfrog_steps >= 1, 0 < target_acceptance < 1 and 0 <= jitter < 1")
@@ -284,9 +295,16 @@ class HamiltonianMonteCarlo:
         """One trajectory per chain and its Metropolis test; adapts the step size (and collects curvature) when ``adapt``."""
         step_size = math.exp(self.adaptation.log_step) if adapt else self.step_size
         chains = len(state.position)
-        factor = 1.0 + self.jitter * (2.0 * torch.rand(chains, 1, generator=generator, dtype=state.position.dtype, device=state.position.device) - 1.0)
-        momentum = torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device)
-        position, new_momentum, energy, gradient, alive, evaluations = self._trajectory(state, momentum, step_size * factor)
+        factor = 1.0 + self.jitter * (
+            2.0 * torch.rand(chains, 1, generator=generator, dtype=state.position.dtype, device=state.position.device)
+            - 1.0
+        )
+        momentum = torch.randn(
+            state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device
+        )
+        position, new_momentum, energy, gradient, alive, evaluations = self._trajectory(
+            state, momentum, step_size * factor
+        )
         log_ratio = state.energy + 0.5 * (momentum**2).sum(-1) - energy - 0.5 * (new_momentum**2).sum(-1)
         log_ratio = torch.where(alive, log_ratio, torch.full_like(log_ratio, -torch.inf))
         probability, accepted = _metropolis(log_ratio, generator)
@@ -303,8 +321,12 @@ class HamiltonianMonteCarlo:
     def state_dict(self) -> dict:
         """Step size, mass matrix, adaptation and statistics as plain data (for checkpoints)."""
         return {
-            "step_size": self.step_size, "adaptation": vars(self.adaptation).copy(), "statistics": vars(self.statistics).copy(),
-            "mass_cholesky": self.mass_cholesky, "curvature_sum": self._curvature.total, "curvature_count": self._curvature.count,
+            "step_size": self.step_size,
+            "adaptation": vars(self.adaptation).copy(),
+            "statistics": vars(self.statistics).copy(),
+            "mass_cholesky": self.mass_cholesky,
+            "curvature_sum": self._curvature.total,
+            "curvature_count": self._curvature.count,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -344,7 +366,12 @@ class IndependenceMetropolis:
 
     def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
         """One independent proposal per chain and its Metropolis test (nothing to adapt)."""
-        proposal = ChainState.start(self.potential, torch.randn(state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device))
+        proposal = ChainState.start(
+            self.potential,
+            torch.randn(
+                state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device
+            ),
+        )
         log_weight = self.log_weight(proposal)
         probability, accepted = _metropolis(log_weight - self.log_weight(state), generator)
         if adapt:

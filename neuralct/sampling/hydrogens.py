@@ -55,7 +55,9 @@ class HydrogenPlacement:
         self.hydrogens = torch.as_tensor(references[:, 0])
         position_in_model = {int(atom): k for k, atom in enumerate(model_atoms)}
         # A, B and C as rows of the model's position array.
-        self.anchors = torch.as_tensor([[position_in_model[int(atom)] for atom in row[1:]] for row in references], dtype=torch.int64).reshape(-1, 3)
+        self.anchors = torch.as_tensor(
+            [[position_in_model[int(atom)] for atom in row[1:]] for row in references], dtype=torch.int64
+        ).reshape(-1, 3)
 
     @classmethod
     def from_topology(cls, topology: "mdtraj.Topology", model_atoms: Sequence[int]) -> "HydrogenPlacement":
@@ -86,11 +88,15 @@ class HydrogenPlacement:
             a = bonded[0]
             around_a = sorted(other for other in neighbours[a] if other in in_model)
             if not around_a:
-                raise NeuralCTError(f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}) sits on an atom without model-atom neighbours; it cannot be placed")
+                raise NeuralCTError(
+                    f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}) sits on an atom without model-atom neighbours; it cannot be placed"
+                )
             b = around_a[0]
             others = around_a[1:] or sorted(other for other in neighbours[b] if other in in_model and other != a)
             if not others:
-                raise NeuralCTError(f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}): no third model atom near it defines a dihedral; it cannot be placed")
+                raise NeuralCTError(
+                    f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}): no third model atom near it defines a dihedral; it cannot be placed"
+                )
             references.append((atom.index, a, b, others[0]))
         return cls(topology.n_atoms, model_atoms, np.array(references, dtype=np.int64).reshape(-1, 4))
 
@@ -104,7 +110,9 @@ class HydrogenPlacement:
         """Internal coordinates of the placed hydrogens: 3 each."""
         return 3 * self.count
 
-    def _local_frames(self, model_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _local_frames(
+        self, model_positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """A, and the orthonormal frame (axis B -> A, in-plane, normal to A-B-C) of each hydrogen, each (batch, n_hydrogens, 3)."""
         a, b, c = (model_positions[:, self.anchors[:, k]] for k in range(3))
         axis = _unit(a - b)
@@ -128,7 +136,10 @@ class HydrogenPlacement:
         """
         r, theta, phi = internal.reshape(len(internal), -1, 3).unbind(-1)
         a, axis, in_plane, normal = self._local_frames(model_positions)
-        local = torch.stack([-r * torch.cos(theta), r * torch.sin(theta) * torch.cos(phi), r * torch.sin(theta) * torch.sin(phi)], dim=-1)
+        local = torch.stack(
+            [-r * torch.cos(theta), r * torch.sin(theta) * torch.cos(phi), r * torch.sin(theta) * torch.sin(phi)],
+            dim=-1,
+        )
         hydrogens = a + local[..., :1] * axis + local[..., 1:2] * in_plane + local[..., 2:] * normal
         positions = model_positions.new_zeros(len(model_positions), self.n_atoms, 3)
         positions = positions.index_copy(1, self.model_atoms, model_positions)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..data import RigidBodyFrame
+from ..errors import NeuralCTError
 from ..model.transformation import NeuralCanonicalTransformation
 from .hydrogens import HydrogenPlacement
 from .rigid import rigid_body_log_jacobian
-import math
-from dataclasses import dataclass, field
-from ..errors import NeuralCTError
 
 __all__ = ["ToyPotential", "MolecularPotential", "LatentPotential"]
 
@@ -61,7 +61,10 @@ class MolecularPotential:
     """
 
     def __init__(
-        self, frame: RigidBodyFrame, energy: Callable[[torch.Tensor], torch.Tensor], rigid_body_jacobian: bool = True,
+        self,
+        frame: RigidBodyFrame,
+        energy: Callable[[torch.Tensor], torch.Tensor],
+        rigid_body_jacobian: bool = True,
         hydrogens: HydrogenPlacement | None = None,
     ):
         self.frame = frame
@@ -125,7 +128,9 @@ class LatentPotential:
         ``U_phys`` in kT on physical points (batch, n) -> (batch,), ``n >= model.dim``.
     """
 
-    def __init__(self, model: NeuralCanonicalTransformation, physical_potential: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(
+        self, model: NeuralCanonicalTransformation, physical_potential: Callable[[torch.Tensor], torch.Tensor]
+    ):
         model.require_configuration_flow()
         self.model = model
         self.physical_potential = physical_potential
@@ -195,7 +200,9 @@ def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
     described = dict(model.metadata.get("system") or {})
     name = described.pop("name", None)
     if name not in TOY_SYSTEMS:
-        raise NeuralCTError("this model was trained neither on a toy system nor on molecular trajectories; it has nothing to sample")
+        raise NeuralCTError(
+            "this model was trained neither on a toy system nor on molecular trajectories; it has nothing to sample"
+        )
     system = make_toy_system(name, described)
 
     def indicators(q: torch.Tensor) -> dict[str, np.ndarray]:
@@ -240,9 +247,13 @@ def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
     found = {}
     for label, phi, psi in ramachandran_angles(topology, positions):
         found[f"phi > 0 ({label})"] = (phi > 0).astype(np.float64)
-        found[f"psi in (-120, 50) deg ({label})"] = ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(np.float64)
+        found[f"psi in (-120, 50) deg ({label})"] = ((psi > math.radians(-120)) & (psi < math.radians(50))).astype(
+            np.float64
+        )
         states = conformational_states(phi, psi)
-        found.update({f"{name} ({label})": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)})
+        found.update(
+            {f"{name} ({label})": (states == index).astype(np.float64) for index, name in enumerate(STATE_NAMES)}
+        )
     return found
 
 
@@ -278,9 +289,13 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
                 f"and {error}"
             ) from None
     if md_system.system.getNumConstraints():
-        raise NeuralCTError(f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none")
+        raise NeuralCTError(
+            f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none"
+        )
     temperature = float(molecule["temperature_K"])
-    potential = MolecularPotential(rigid_body_frame(model), OpenMMEnergy(md_system, unit="kT", temperature=temperature), hydrogens=hydrogens)
+    potential = MolecularPotential(
+        rigid_body_frame(model), OpenMMEnergy(md_system, unit="kT", temperature=temperature), hydrogens=hydrogens
+    )
 
     def energy_from_potential(point: torch.Tensor, u_phys: torch.Tensor) -> torch.Tensor:
         return u_phys + potential.log_volume(point)
@@ -289,8 +304,20 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
         return basin_indicators(topology, potential.positions(point).detach().cpu().numpy())
 
     description = {
-        "system": md_system.name, "solvent": md_system.settings.get("solvent"), "atoms": topology.n_atoms, "temperature_K": temperature,
-        "dimension": potential.dim, "placed_hydrogens": hydrogens.count if hydrogens is not None else 0,
+        "system": md_system.name,
+        "solvent": md_system.settings.get("solvent"),
+        "atoms": topology.n_atoms,
+        "temperature_K": temperature,
+        "dimension": potential.dim,
+        "placed_hydrogens": hydrogens.count if hydrogens is not None else 0,
     }
     placed_start = potential.coordinates(md_system.positions[None])[:, potential.frame.dim :]
-    return SamplingTarget("molecule", potential, energy_from_potential, indicators, description, md_system=md_system, placed_start=placed_start)
+    return SamplingTarget(
+        "molecule",
+        potential,
+        energy_from_potential,
+        indicators,
+        description,
+        md_system=md_system,
+        placed_start=placed_start,
+    )

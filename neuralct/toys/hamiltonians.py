@@ -199,7 +199,13 @@ class CurvedDoubleWell:
 
     def describe(self) -> dict[str, Any]:
         """Parameters as plain data (for summaries and model metadata)."""
-        return {"name": "curved-double-well", "barrier": self.barrier, "tilt": self.tilt, "stiffness": self.stiffness, "curvature": self.curvature}
+        return {
+            "name": "curved-double-well",
+            "barrier": self.barrier,
+            "tilt": self.tilt,
+            "stiffness": self.stiffness,
+            "curvature": self.curvature,
+        }
 
 
 #: Toy systems by name, with the parameters each accepts.
@@ -224,13 +230,19 @@ def make_toy_system(name: str, parameters: dict[str, Any] | None = None) -> Harm
     unknown = sorted(set(parameters) - set(accepted))
     if unknown:
         raise NeuralCTError(f"{name}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}")
-    required = [key for key, parameter in inspect.signature(cls).parameters.items() if parameter.default is inspect.Parameter.empty]
+    required = [
+        key
+        for key, parameter in inspect.signature(cls).parameters.items()
+        if parameter.default is inspect.Parameter.empty
+    ]
     missing = [key for key in required if key not in parameters]
     if missing:
         raise NeuralCTError(f"{name}: parameter(s) {', '.join(missing)} must be given")
     for key, value in parameters.items():
         if not all(_is_finite_number(item) for item in (value if isinstance(value, list) else [value])):
-            raise NeuralCTError(f"{name}: {key} must be {'a list of finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}")
+            raise NeuralCTError(
+                f"{name}: {key} must be {'a list of finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}"
+            )
     return cls(**parameters)
 
 

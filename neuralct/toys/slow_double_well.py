@@ -17,15 +17,13 @@ import torch
 
 from ..analysis.kinetics import msm_implied_timescale
 from ..data.loading import frame_spacing
-from ..data.pairs import lag_in_frames
-from ..errors import NeuralCTError
-from ..training.objectives import LaggedLikelihood
-from ..data.pairs import split_lagged_pairs
 from ..data.netcdf import read_netcdf
+from ..data.pairs import lag_in_frames, split_lagged_pairs
+from ..errors import NeuralCTError
 from ..md.systems import rotated_double_well_rotation
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation
-from ..training.objectives import MaximumLikelihood
 from ..training.loop import TrainingSettings, train
+from ..training.objectives import LaggedLikelihood, MaximumLikelihood
 from ..units import kT_kj_per_mol
 
 __all__ = ["ToyTrajectories", "load_toy_trajectories", "fit_toy_trajectories", "score_slow_coordinate"]
@@ -49,7 +47,14 @@ class ToyTrajectories:
     """
 
     def __init__(self, q, p, lengths, masses, timestep_ps, barrier):
-        self.q, self.p, self.lengths, self.masses, self.timestep_ps, self.barrier = q, p, list(lengths), masses, timestep_ps, barrier
+        self.q, self.p, self.lengths, self.masses, self.timestep_ps, self.barrier = (
+            q,
+            p,
+            list(lengths),
+            masses,
+            timestep_ps,
+            barrier,
+        )
 
     def lag_frames(self, lag_ps: float) -> int:
         """``lag_ps`` as a whole number of frames (:func:`neuralct.data.loading.lag_in_frames`)."""
@@ -116,22 +121,31 @@ def fit_toy_trajectories(
     p = torch.as_tensor(data.p, dtype=torch.float32)
     train_index, valid_index = data.frames(train_trajectories), data.frames(valid_trajectories)
     model = NeuralCanonicalTransformation(
-        q.shape[1], masses=torch.as_tensor(data.masses, dtype=torch.float32), kT=kT_kj_per_mol(300.0),
-        architecture=architecture, latent_dynamics=lag_frames is not None,
+        q.shape[1],
+        masses=torch.as_tensor(data.masses, dtype=torch.float32),
+        kT=kT_kj_per_mol(300.0),
+        architecture=architecture,
+        latent_dynamics=lag_frames is not None,
     ).to(torch.float32)
     model.initialize(q[train_index], generator=torch.Generator().manual_seed(seed))
     if lag_frames is None:
         objective = MaximumLikelihood(q[train_index], q[valid_index])
     else:
         train_pairs, valid_pairs = split_lagged_pairs(data.lengths, lag_frames, train_index, valid_index)
-        objective = LaggedLikelihood(q, p if momenta == "recorded" else None, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps)
+        objective = LaggedLikelihood(
+            q, p if momenta == "recorded" else None, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps
+        )
         objective.initialize_frictions(model, seed=seed)
     train(model, objective, settings, seed=seed)
     return model
 
 
 def score_slow_coordinate(
-    model: NeuralCanonicalTransformation, data: ToyTrajectories, test_trajectories: Sequence[int], lag_frames: int, bins: int = 100
+    model: NeuralCanonicalTransformation,
+    data: ToyTrajectories,
+    test_trajectories: Sequence[int],
+    lag_frames: int,
+    bins: int = 100,
 ) -> dict[str, Any]:
     """How well the slowest learned CV recovers the barrier coordinate on the test trajectories.
 
@@ -157,7 +171,9 @@ def score_slow_coordinate(
         "timescale_cv_ps": learned,
         "timescale_reference_ps": reference,
         "timescale_ratio": learned / reference,
-        "timescale_reference_all_ps": msm_implied_timescale(data.per_trajectory(data.barrier, every), lag_frames, lag_ps, bins),
+        "timescale_reference_all_ps": msm_implied_timescale(
+            data.per_trajectory(data.barrier, every), lag_frames, lag_ps, bins
+        ),
     }
     if model.dynamics is not None:
         result["model_relaxation_time_ps"] = float(model.relaxation_times[0].detach()) * model.time_unit

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .device import resolve_device
 from ..errors import NeuralCTError
+from .device import resolve_device
 
 __all__ = [
     "TORCHRUN_VARIABLES",

@@ -1,20 +1,23 @@
 """The training loop: settings, checkpoints that resume exactly, divergence checks, and the result."""
 
 from __future__ import annotations
+
 import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
 import torch
-from . import distributed
+
 from ..errors import NeuralCTError
 from ..io import DamagedFile, atomic_torch_save, torch_load_verified
 from ..model.transformation import NeuralCanonicalTransformation
+from . import distributed
 from .objectives import Objective
 
-__all__ = ['CHECKPOINT_FORMAT', 'TrainingDiverged', 'TrainingSettings', 'TrainingResult', 'peak_memory_mb', 'train']
+__all__ = ["CHECKPOINT_FORMAT", "TrainingDiverged", "TrainingSettings", "TrainingResult", "peak_memory_mb", "train"]
 
 
 CHECKPOINT_FORMAT = "neuralct.checkpoint"
@@ -88,13 +91,19 @@ def _schedule(settings: TrainingSettings) -> Callable[[int], float]:
 
 def _check_finite(value: torch.Tensor, what: str, step: int, checkpoint: Path | None) -> None:
     if not bool(torch.isfinite(value).all()):
-        kept = f"the last good checkpoint is kept at {checkpoint}" if checkpoint and checkpoint.exists() else "no checkpoint was written yet"
+        kept = (
+            f"the last good checkpoint is kept at {checkpoint}"
+            if checkpoint and checkpoint.exists()
+            else "no checkpoint was written yet"
+        )
         raise TrainingDiverged(
             f"training diverged at step {step}: the {what} became {float(value)}; {kept}; lower --learning-rate or use --dtype float64"
         )
 
 
-def _checked_mean(losses: list[torch.Tensor], norms: list[torch.Tensor], first_step: int, checkpoint: Path | None) -> float:
+def _checked_mean(
+    losses: list[torch.Tensor], norms: list[torch.Tensor], first_step: int, checkpoint: Path | None
+) -> float:
     """Mean of the steps' ``losses``, after checking them and the gradient ``norms`` (one host sync).
 
     Raises
@@ -137,9 +146,21 @@ def _clip_and_step(optimizer: torch.optim.Adam, parameters: list[torch.nn.Parame
     steps = [state["step"] for state in states]
     torch._foreach_add_(steps, 1)
     torch._fused_adam_(
-        with_grad, grads, [state["exp_avg"] for state in states], [state["exp_avg_sq"] for state in states], [], steps,
-        lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], weight_decay=group["weight_decay"], eps=group["eps"],
-        amsgrad=False, maximize=False, grad_scale=None, found_inf=None,
+        with_grad,
+        grads,
+        [state["exp_avg"] for state in states],
+        [state["exp_avg_sq"] for state in states],
+        [],
+        steps,
+        lr=group["lr"],
+        beta1=group["betas"][0],
+        beta2=group["betas"][1],
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        amsgrad=False,
+        maximize=False,
+        grad_scale=None,
+        found_inf=None,
     )
     return norm
 
@@ -195,12 +216,16 @@ def train(
     norms: list[torch.Tensor] = []
     earlier = {"seconds": 0.0, "steps": 0}
     if checkpoint is not None and checkpoint.exists():
-        start_step = _resume(checkpoint, model, optimizer, scheduler, generator, history, best, settings, running, norms, earlier)
+        start_step = _resume(
+            checkpoint, model, optimizer, scheduler, generator, history, best, settings, running, norms, earlier
+        )
     batch_loss = distributed.data_parallel_loss(model, objective)
     from tqdm.auto import tqdm
 
     show = settings.progress and distributed.is_main_process()
-    bar = tqdm(total=settings.steps, initial=start_step, disable=not show, desc=objective.name, unit="step", leave=False)
+    bar = tqdm(
+        total=settings.steps, initial=start_step, disable=not show, desc=objective.name, unit="step", leave=False
+    )
     t0 = time.perf_counter()
     step = start_step
     for step in range(start_step, settings.steps):
@@ -224,14 +249,34 @@ def train(
             valid = objective.validation_loss(model)
             history["valid_loss"].append(float("nan") if valid is None else valid)
             if valid is not None and valid < best["loss"]:
-                best.update(loss=valid, step=done, model={key: value.detach().clone() for key, value in model.state_dict().items()})
+                best.update(
+                    loss=valid,
+                    step=done,
+                    model={key: value.detach().clone() for key, value in model.state_dict().items()},
+                )
             bar.set_postfix(loss=f"{history['train_loss'][-1]:.4g}", valid="-" if valid is None else f"{valid:.4g}")
             running.clear()
             norms.clear()
         bar.update(1)
         if save:
-            timing = {"seconds": earlier["seconds"] + time.perf_counter() - t0, "steps": earlier["steps"] + done - start_step}
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, generator, history, best, settings, done, running, norms, timing)
+            timing = {
+                "seconds": earlier["seconds"] + time.perf_counter() - t0,
+                "steps": earlier["steps"] + done - start_step,
+            }
+            _save_checkpoint(
+                checkpoint,
+                model,
+                optimizer,
+                scheduler,
+                generator,
+                history,
+                best,
+                settings,
+                done,
+                running,
+                norms,
+                timing,
+            )
     bar.close()
     elapsed = earlier["seconds"] + time.perf_counter() - t0
     trained = earlier["steps"] + settings.steps - start_step
@@ -245,12 +290,16 @@ def train(
         history=history,
         steps=settings.steps,
         wall_seconds=elapsed,
-        samples_per_second=trained * settings.batch_size * distributed.world_size() / elapsed if elapsed > 0 and trained else 0.0,
+        samples_per_second=trained * settings.batch_size * distributed.world_size() / elapsed
+        if elapsed > 0 and trained
+        else 0.0,
         resumed_from_step=start_step,
     )
 
 
-def _save_checkpoint(path, model, optimizer, scheduler, generator, history, best, settings, step, running, norms, timing):
+def _save_checkpoint(
+    path, model, optimizer, scheduler, generator, history, best, settings, step, running, norms, timing
+):
     generators = distributed.gather_generator_states(generator)
     if not distributed.is_main_process():
         return
@@ -277,14 +326,22 @@ def _resume(path, model, optimizer, scheduler, generator, history, best, setting
     try:
         state = torch_load_verified(path)
     except DamagedFile as exc:
-        raise NeuralCTError(f"checkpoint {path} is damaged: {exc}; delete it (or rerun with --overwrite) to start afresh") from None
+        raise NeuralCTError(
+            f"checkpoint {path} is damaged: {exc}; delete it (or rerun with --overwrite) to start afresh"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise NeuralCTError(f"{path} is not a neuralct checkpoint; delete it to start afresh")
     saved = dict(state["settings"])
     current = asdict(settings)
-    changed = sorted(key for key in ("steps", "batch_size", "learning_rate", "warmup_fraction", "final_lr_fraction") if saved.get(key) != current[key])
+    changed = sorted(
+        key
+        for key in ("steps", "batch_size", "learning_rate", "warmup_fraction", "final_lr_fraction")
+        if saved.get(key) != current[key]
+    )
     if changed:
-        raise NeuralCTError(f"checkpoint {path} was written with different {', '.join(changed)}; use the same settings or another --output")
+        raise NeuralCTError(
+            f"checkpoint {path} was written with different {', '.join(changed)}; use the same settings or another --output"
+        )
     generators = state["generators"]
     if len(generators) != distributed.world_size():
         raise NeuralCTError(

@@ -1,16 +1,19 @@
 """Training objectives: maximum likelihood, variational free energy, and the time-lagged likelihood with its VAMP-2 terms."""
 
 from __future__ import annotations
+
 import math
+from typing import Any, Protocol
+
 import numpy as np
 import torch
+
 from ..errors import NeuralCTError
-from ..model.dynamics import ou_mode_log_transition
 from ..flows.base import join_phase_space, split_phase_space
-from typing import Any, Protocol
+from ..model.dynamics import ou_mode_log_transition
 from ..model.transformation import NeuralCanonicalTransformation
 
-__all__ = ['nested_vamp2', 'batch_vamp2', 'LaggedLikelihood']
+__all__ = ["nested_vamp2", "batch_vamp2", "LaggedLikelihood"]
 
 
 def nested_vamp2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -84,7 +87,14 @@ class LaggedLikelihood:
     name = "lagged-likelihood"
 
     def __init__(
-        self, q: torch.Tensor, p: torch.Tensor | None, train_pairs, valid_pairs, lag: float, vamp_weight: float = 0.0, vamp_modes: int = 2,
+        self,
+        q: torch.Tensor,
+        p: torch.Tensor | None,
+        train_pairs,
+        valid_pairs,
+        lag: float,
+        vamp_weight: float = 0.0,
+        vamp_modes: int = 2,
         vamp_pairs: list | None = None,
     ):
         for label, values in (("position", q), ("momentum", p)):
@@ -92,7 +102,11 @@ class LaggedLikelihood:
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
         if len(train_pairs[0]) < 2:
             raise NeuralCTError("need at least 2 lagged training pairs; use a shorter --lag-ps or longer trajectories")
-        as_index = lambda pairs: None if pairs is None or len(pairs[0]) == 0 else tuple(torch.as_tensor(np.asarray(a), device=q.device) for a in pairs)
+        as_index = lambda pairs: (
+            None
+            if pairs is None or len(pairs[0]) == 0
+            else tuple(torch.as_tensor(np.asarray(a), device=q.device) for a in pairs)
+        )
         self.q, self.p, self.lag = q, p, float(lag)
         self.train_pairs, self.valid_pairs = as_index(train_pairs), as_index(valid_pairs)
         self.configuration_only = p is None
@@ -104,19 +118,29 @@ class LaggedLikelihood:
         else:
             for train, _ in vamp_pairs:
                 if len(train[0]) < 2:
-                    raise NeuralCTError("need at least 2 training pairs at every VAMP-2 lag; use shorter --vamp-lags-ps or longer trajectories")
+                    raise NeuralCTError(
+                        "need at least 2 training pairs at every VAMP-2 lag; use shorter --vamp-lags-ps or longer trajectories"
+                    )
             self.vamp_pairs = [(as_index(train), as_index(valid)) for train, valid in vamp_pairs]
             if self.valid_pairs is not None and any(valid is None for _, valid in self.vamp_pairs):
-                raise NeuralCTError("a --vamp-lags-ps lag leaves no validation pairs; use shorter lags or longer validation trajectories")
+                raise NeuralCTError(
+                    "a --vamp-lags-ps lag leaves no validation pairs; use shorter lags or longer validation trajectories"
+                )
         self._valid_noise_seed = 12345
 
     def _check(self, model) -> None:
         if model.dynamics is None:
-            raise NeuralCTError("the lagged objective needs a model with latent dynamics (NeuralCanonicalTransformation(..., latent_dynamics=True))")
+            raise NeuralCTError(
+                "the lagged objective needs a model with latent dynamics (NeuralCanonicalTransformation(..., latent_dynamics=True))"
+            )
         if self.configuration_only and not model.flow.acts_on_configuration:
-            raise NeuralCTError("the configuration-only lagged term needs point-transformation layers (linear-point, point); or use recorded momenta")
+            raise NeuralCTError(
+                "the configuration-only lagged term needs point-transformation layers (linear-point, point); or use recorded momenta"
+            )
 
-    def latent_pairs(self, model, i: torch.Tensor, j: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def latent_pairs(
+        self, model, i: torch.Tensor, j: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latent ``z_t``, ``z_t+tau`` (batch, 2n) in mode order and ``ln|det|`` of the maps, (batch,).
 
         The log-determinant is the flow's at ``x_t`` plus, configuration-only, the
@@ -127,7 +151,7 @@ class LaggedLikelihood:
             thermal = torch.sqrt(model.masses * model.kT)
             p0 = torch.randn(q0.shape, generator=generator, dtype=q0.dtype, device=q0.device) * thermal
             z0, logdet = model.flow(model.to_reduced(q0, p0))
-            Q1, logdet_1 = model.flow.configuration_forward((q1 - model.position_offset) * model._position_scale())
+            Q1, logdet_1 = model.flow.configuration_forward((q1 - model.position_offset) * model.position_scale())
             return z0, join_phase_space(Q1, torch.zeros_like(Q1)), logdet + logdet_1
         z, logdet = model.flow(torch.cat([model.to_reduced(q0, self.p[i]), model.to_reduced(q1, self.p[j])]))
         return z[: len(i)], z[len(i) :], logdet[: len(i)] + logdet[len(i) :]
@@ -150,7 +174,7 @@ class LaggedLikelihood:
         log_p, z0, z1 = self._pair_terms(model, first[pick], second[pick], generator)
         loss = -log_p.mean()
         if self.vamp_weight > 0:
-            slowest = model._mode_order()[: self.vamp_modes]
+            slowest = model.mode_order()[: self.vamp_modes]
             if self.vamp_pairs is None:
                 scores = [nested_vamp2(split_phase_space(z0)[0][:, slowest], split_phase_space(z1)[0][:, slowest])]
             else:
@@ -158,7 +182,9 @@ class LaggedLikelihood:
                 for (i, j), _ in self.vamp_pairs:
                     pick = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
                     y0, y1, _ = self.latent_pairs(model, i[pick], j[pick], generator)
-                    scores.append(nested_vamp2(split_phase_space(y0)[0][:, slowest], split_phase_space(y1)[0][:, slowest]))
+                    scores.append(
+                        nested_vamp2(split_phase_space(y0)[0][:, slowest], split_phase_space(y1)[0][:, slowest])
+                    )
             loss = loss - self.vamp_weight * torch.stack(scores).mean().to(loss.dtype)
         return loss
 
@@ -169,11 +195,13 @@ class LaggedLikelihood:
         self._check(model)
         generator = torch.Generator(device=self.q.device).manual_seed(self._valid_noise_seed)
         first, second = self.valid_pairs
-        slowest = model._mode_order()[: self.vamp_modes]
+        slowest = model.mode_order()[: self.vamp_modes]
         total, starts, ends = 0.0, [], []
         for start in range(0, len(first), chunk):
             with torch.no_grad():
-                log_p, z0, z1 = self._pair_terms(model, first[start : start + chunk], second[start : start + chunk], generator)
+                log_p, z0, z1 = self._pair_terms(
+                    model, first[start : start + chunk], second[start : start + chunk], generator
+                )
             total += float(log_p.sum())
             starts.append(split_phase_space(z0)[0][:, slowest])
             ends.append(split_phase_space(z1)[0][:, slowest])
@@ -182,7 +210,9 @@ class LaggedLikelihood:
             if self.vamp_pairs is None:
                 scores = [float(nested_vamp2(torch.cat(starts), torch.cat(ends)))]
             else:
-                scores = [self._validation_vamp2(model, valid, slowest, generator, chunk) for _, valid in self.vamp_pairs]
+                scores = [
+                    self._validation_vamp2(model, valid, slowest, generator, chunk) for _, valid in self.vamp_pairs
+                ]
             loss -= self.vamp_weight * float(np.mean(scores))
         return loss
 
@@ -191,7 +221,9 @@ class LaggedLikelihood:
         """Nested VAMP-2 of the slowest latent positions over all of ``pairs``."""
         starts, ends = [], []
         for start in range(0, len(pairs[0]), chunk):
-            z0, z1, _ = self.latent_pairs(model, pairs[0][start : start + chunk], pairs[1][start : start + chunk], generator)
+            z0, z1, _ = self.latent_pairs(
+                model, pairs[0][start : start + chunk], pairs[1][start : start + chunk], generator
+            )
             starts.append(split_phase_space(z0)[0][:, slowest])
             ends.append(split_phase_space(z1)[0][:, slowest])
         return float(nested_vamp2(torch.cat(starts), torch.cat(ends)))
@@ -217,7 +249,9 @@ class Objective(Protocol):
     #: Shown on the progress bar.
     name: str
 
-    def loss(self, model: NeuralCanonicalTransformation, batch_size: int, generator: torch.Generator) -> torch.Tensor: ...
+    def loss(
+        self, model: NeuralCanonicalTransformation, batch_size: int, generator: torch.Generator
+    ) -> torch.Tensor: ...
 
     def validation_loss(self, model: NeuralCanonicalTransformation) -> float | None: ...
 
@@ -259,8 +293,24 @@ class MaximumLikelihood:
 
     name = "maximum-likelihood"
 
-    def __init__(self, q_train: torch.Tensor, q_valid: torch.Tensor | None = None, p_train=None, p_valid=None, w_train=None, w_valid=None, position_noise: torch.Tensor | None = None):
-        for label, values in (("training", q_train), ("validation", q_valid), ("training momenta", p_train), ("validation momenta", p_valid), ("training weights", w_train), ("validation weights", w_valid)):
+    def __init__(
+        self,
+        q_train: torch.Tensor,
+        q_valid: torch.Tensor | None = None,
+        p_train=None,
+        p_valid=None,
+        w_train=None,
+        w_valid=None,
+        position_noise: torch.Tensor | None = None,
+    ):
+        for label, values in (
+            ("training", q_train),
+            ("validation", q_valid),
+            ("training momenta", p_train),
+            ("validation momenta", p_valid),
+            ("training weights", w_train),
+            ("validation weights", w_valid),
+        ):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
         if len(q_train) < 2:
@@ -298,13 +348,19 @@ class MaximumLikelihood:
         if self.q_valid is None or len(self.q_valid) == 0:
             return None
         generator = torch.Generator(device=self.q_valid.device).manual_seed(self._valid_noise_seed)
-        weights = torch.ones(len(self.q_valid), dtype=self.q_valid.dtype, device=self.q_valid.device) if self.w_valid is None else self.w_valid
+        weights = (
+            torch.ones(len(self.q_valid), dtype=self.q_valid.dtype, device=self.q_valid.device)
+            if self.w_valid is None
+            else self.w_valid
+        )
         total = 0.0
         for start in range(0, len(self.q_valid), chunk):
             q = self.q_valid[start : start + chunk]
             p = None if self.p_valid is None else self.p_valid[start : start + chunk]
             with torch.no_grad():
-                total += float((weights[start : start + chunk] * self._negative_log_likelihood(model, q, p, generator)).sum())
+                total += float(
+                    (weights[start : start + chunk] * self._negative_log_likelihood(model, q, p, generator)).sum()
+                )
         return total / float(weights.sum())
 
 
@@ -349,7 +405,9 @@ class VariationalFreeEnergy:
     def __init__(self, system: Hamiltonian):
         self.system = system
 
-    def per_sample(self, model: NeuralCanonicalTransformation, n_samples: int, generator: torch.Generator) -> torch.Tensor:
+    def per_sample(
+        self, model: NeuralCanonicalTransformation, n_samples: int, generator: torch.Generator
+    ) -> torch.Tensor:
         """``ln rho(x) + beta H(x)`` for fresh model samples, shape (n_samples,)."""
         x, log_prob = model.sample_reduced(n_samples, generator)
         q, p = model.from_reduced(x)
@@ -396,7 +454,9 @@ def weighted_resample(q: torch.Tensor, weights: torch.Tensor | None, generator: 
     return q[torch.multinomial(weights, len(q), replacement=True, generator=generator)]
 
 
-def harmonic_start(model: NeuralCanonicalTransformation, system: Hamiltonian, n_samples: int = 20000, seed: int = 0) -> None:
+def harmonic_start(
+    model: NeuralCanonicalTransformation, system: Hamiltonian, n_samples: int = 20000, seed: int = 0
+) -> None:
     """Start a variational run from the harmonic approximation of ``system`` at ``q = 0``.
 
     Draws configurations from ``N(0, kT H^-1)``, ``H`` the Hessian of the potential

@@ -7,9 +7,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..analysis.report import Segment
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
-from ..analysis.report import Segment
 
 __all__ = ["analyze_trajectories", "scoring_split", "default_lag_frames"]
 
@@ -70,9 +70,9 @@ def scoring_split(
         raise NeuralCTError(f"--blocks must be between 2 and 100, got {blocks}")
     record: dict[str, Any] = {
         "trained_the_model": [str(paths[i]) for i in in_training],
-        "selected_the_kept_state": [str(paths[i]) for i in in_validation] if validation is not None else (
-            "not recorded in this model file: a given trajectory that validated the model may be scored"
-        ),
+        "selected_the_kept_state": [str(paths[i]) for i in in_validation]
+        if validation is not None
+        else ("not recorded in this model file: a given trajectory that validated the model may be scored"),
         "never_seen_by_the_model": [str(paths[i]) for i in unseen],
     }
     fit: list[Segment] = []
@@ -89,16 +89,22 @@ def scoring_split(
     elif len(unseen) >= 2:
         k = max(1, len(unseen) // 2) if test_trajectories is None else test_trajectories
         if not 1 <= k < len(unseen):
-            raise NeuralCTError(f"--test-trajectories must be between 1 and {len(unseen) - 1} for {len(unseen)} trajectories the model never saw")
+            raise NeuralCTError(
+                f"--test-trajectories must be between 1 and {len(unseen) - 1} for {len(unseen)} trajectories the model never saw"
+            )
         fit = [(i, 0, traj_lengths[i]) for i in unseen[:-k]]
         scored_trajectories = unseen[-k:]
-        record["how"] = f"of the trajectories the model never saw, the last {k} are scored and the others fit the baselines"
+        record["how"] = (
+            f"of the trajectories the model never saw, the last {k} are scored and the others fit the baselines"
+        )
     else:
         only = unseen[0]
         half = traj_lengths[only] // 2
         fit = [(only, 0, half)]
         scored = _blocks(only, half, traj_lengths[only], blocks)
-        record["how"] = "one trajectory the model never saw: its first half fits the baselines, its second half is scored"
+        record["how"] = (
+            "one trajectory the model never saw: its first half fits the baselines, its second half is scored"
+        )
         record["caveat"] = BLOCKS_CAVEAT
         return {"fit": fit, "scored": scored, "record": _with_segments(record, paths, fit, scored)}
     if len(scored_trajectories) == 1:
@@ -179,10 +185,22 @@ def analyze_trajectories(
     """
     from tqdm.auto import tqdm
 
+    from ..analysis import (
+        cv_quality_report,
+        dihedral_angles,
+        find_dihedrals,
+        plot_dependence,
+        plot_fes,
+        plot_ramachandran,
+        plot_spectrum,
+        plot_training_curves,
+        ramachandran_residues,
+        select_residues,
+        write_colvar,
+    )
+    from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
     from ..model.molecular import check_topology, internal_coordinates, project_internal
-    from ..analysis import cv_quality_report, dihedral_angles, find_dihedrals, plot_dependence, plot_fes, plot_ramachandran, plot_spectrum, plot_training_curves, ramachandran_residues, select_residues, write_colvar
-    from ..analysis.training_match import compare_with_training
 
     if n_modes < 2:
         raise NeuralCTError("--modes must be at least 2 (the report compares the two slowest CVs)")
@@ -200,12 +218,16 @@ def analyze_trajectories(
             if lag_ps is None:
                 lag = default_lag_frames(split["scored"])
             elif data.timestep_ps is None:
-                raise NeuralCTError(f"--lag-ps needs the time between frames: {data.timestep_note} (or leave --lag-ps out for a lag of {DEFAULT_LAG_FRAMES} frames)")
+                raise NeuralCTError(
+                    f"--lag-ps needs the time between frames: {data.timestep_note} (or leave --lag-ps out for a lag of {DEFAULT_LAG_FRAMES} frames)"
+                )
             else:
                 lag = data.lag_frames(lag_ps, "--lag-ps")
             shortest = min(b - a for _, a, b in split["scored"])
             if lag >= shortest:
-                raise NeuralCTError(f"--lag-ps {lag_ps} is {lag} frames, not shorter than the shortest scored segment ({shortest} frames); use a shorter lag or fewer --blocks")
+                raise NeuralCTError(
+                    f"--lag-ps {lag_ps} is {lag} frames, not shorter than the shortest scored segment ({shortest} frames); use a shorter lag or fewer --blocks"
+                )
         output = prepare_output_dir(output)
         bar.update()
 
@@ -230,21 +252,37 @@ def analyze_trajectories(
             "free_energy": output / "free_energy_cv1_cv2.png",
             "spectrum": output / "frequency_spectrum.png",
         }
-        plot_fes(cvs[:, 0], cvs[:, 1], figures["free_energy"], kT=data.kT, energy_unit="kJ/mol", labels=("CV 1 (slowest)", "CV 2"))
+        plot_fes(
+            cvs[:, 0],
+            cvs[:, 1],
+            figures["free_energy"],
+            kT=data.kT,
+            energy_unit="kJ/mol",
+            labels=("CV 1 (slowest)", "CV 2"),
+        )
         plot_spectrum(model.frequencies.detach().cpu().numpy(), figures["spectrum"], unit="rad/ps")
         if chosen:
             columns = [(phi, psi) for r, phi, psi in rama if r in chosen]
             figures["ramachandran"] = output / "ramachandran_by_mode.png"
             plot_ramachandran(
-                angles[:, [phi for phi, _ in columns]], angles[:, [psi for _, psi in columns]], cvs[:, : min(4, n_modes)],
-                figures["ramachandran"], title="Ramachandran plots coloured by the slowest modes", residue_labels=[r.label for r in chosen],
+                angles[:, [phi for phi, _ in columns]],
+                angles[:, [psi for _, psi in columns]],
+                cvs[:, : min(4, n_modes)],
+                figures["ramachandran"],
+                title="Ramachandran plots coloured by the slowest modes",
+                residue_labels=[r.label for r in chosen],
             )
         else:
-            skipped["ramachandran"] = "no residue with both backbone phi and psi (not a peptide, or only caps): no Ramachandran plot"
+            skipped["ramachandran"] = (
+                "no residue with both backbone phi and psi (not a peptide, or only caps): no Ramachandran plot"
+            )
         history = model.metadata.get("history")
         if history:
             figures["training_curves"] = output / "training_curves.png"
-            plot_training_curves({"step": history["step"], "train NLL": history["train_loss"], "validation NLL": history["valid_loss"]}, figures["training_curves"])
+            plot_training_curves(
+                {"step": history["step"], "train NLL": history["train_loss"], "validation NLL": history["valid_loss"]},
+                figures["training_curves"],
+            )
         bar.update()
 
         summary: dict[str, Any] = {
@@ -261,20 +299,34 @@ def analyze_trajectories(
         }
         if model.relaxation_times is not None:
             summary["latent_dynamics"] = {
-                "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit).detach().cpu().double().tolist(),
+                "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit)
+                .detach()
+                .cpu()
+                .double()
+                .tolist(),
                 "frictions_per_ps": (model.frictions[:n_modes] / model.time_unit).detach().cpu().double().tolist(),
                 "meaning": "the model's own latent Langevin oscillators (trained with --lag-ps), slowest mode first; "
                 "compare with kinetics.learned_cvs, the implied timescales measured on the trajectories",
             }
         if split["scored"]:
             summary["lag_choice"] = (
-                f"--lag-ps {lag_ps:g}" if lag_ps is not None
+                f"--lag-ps {lag_ps:g}"
+                if lag_ps is not None
                 else f"default: {DEFAULT_LAG_FRAMES} frames, at most a tenth of the shortest scored segment"
             )
             try:
                 report = cv_quality_report(
-                    per_traj(cvs), per_traj(features), per_traj(angles), dihedrals, split["fit"], split["scored"], lag,
-                    n_modes=n_modes, time_step_ps=data.timestep_ps, masses=np.ones(features.shape[1]), residues=chosen,
+                    per_traj(cvs),
+                    per_traj(features),
+                    per_traj(angles),
+                    dihedrals,
+                    split["fit"],
+                    split["scored"],
+                    lag,
+                    n_modes=n_modes,
+                    time_step_ps=data.timestep_ps,
+                    masses=np.ones(features.shape[1]),
+                    residues=chosen,
                 )
             except NeuralCTError as exc:
                 summary["skipped"] = skipped | {"scores": str(exc)}

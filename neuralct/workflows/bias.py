@@ -28,6 +28,7 @@ callback it would reach the caller as an ``OpenMMException`` and lose the interv
 """
 
 from __future__ import annotations
+
 import contextlib
 import io
 import json
@@ -38,17 +39,26 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
 import numpy as np
+
 from ..analysis.colvar import write_colvar
 from ..analysis.dihedrals import Dihedral, dihedral_angles, find_dihedrals
-from ..analysis.reweighting import CORE_A, CORE_B, FREE_ENERGY_BLOCKS, count_transitions, phi_free_energy_difference, reweighting_offset
+from ..analysis.reweighting import (
+    CORE_A,
+    CORE_B,
+    FREE_ENERGY_BLOCKS,
+    count_transitions,
+    phi_free_energy_difference,
+    reweighting_offset,
+)
 from ..errors import NeuralCTError, first_line
 from ..io import atomic_savez, atomic_write_bytes, write_json
-from ..units import kT_kj_per_mol
 from ..md.platform import available_platforms
-from ..md.simulate import check_sane, divergence_as_error, check_whole_steps, degrees_of_freedom, kinetic_temperature
+from ..md.simulate import check_sane, check_whole_steps, degrees_of_freedom, divergence_as_error, kinetic_temperature
+from ..units import kT_kj_per_mol
 
-__all__ = ['BiasSettings', 'backbone_torsions', 'run_metadynamics']
+__all__ = ["BiasSettings", "backbone_torsions", "run_metadynamics"]
 
 
 #: Bins of each reweighted phi/psi surface along each angle.
@@ -111,14 +121,25 @@ class BiasSettings:
             raise NeuralCTError(f"--width-fraction must be > 0 and < 1, got {self.width_fraction}")
         platforms = available_platforms()
         if self.platform not in platforms:
-            raise NeuralCTError(f"--platform {self.platform!r} is not an OpenMM platform of this installation; use one of {', '.join(platforms)}")
+            raise NeuralCTError(
+                f"--platform {self.platform!r} is not an OpenMM platform of this installation; use one of {', '.join(platforms)}"
+            )
         for name in ("report_ps", "pace_ps"):
             try:
-                check_whole_steps(name, getattr(self, name), self.timestep_fs * self.bias_every, f"{self.bias_every} x {self.timestep_fs} fs bias ")
+                check_whole_steps(
+                    name,
+                    getattr(self, name),
+                    self.timestep_fs * self.bias_every,
+                    f"{self.bias_every} x {self.timestep_fs} fs bias ",
+                )
             except NeuralCTError as error:
-                raise NeuralCTError(f"{error}; the nearest that work: {' or '.join(f'{value:.6g}' for value in self._whole_steps_near(getattr(self, name)))} ps") from None
+                raise NeuralCTError(
+                    f"{error}; the nearest that work: {' or '.join(f'{value:.6g}' for value in self._whole_steps_near(getattr(self, name)))} ps"
+                ) from None
         if self.n_reports < 1:
-            raise NeuralCTError(f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)")
+            raise NeuralCTError(
+                f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)"
+            )
 
     def _whole_steps_near(self, interval_ps: float) -> list[float]:
         """The whole numbers of bias steps (ps) next to ``interval_ps``, at least one step."""
@@ -168,7 +189,9 @@ def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Dihedr
     """
     torsions = _backbone_torsions(topology)
     if settings.cv != "learned" and any(name not in torsions for name in settings.cv.split(",")):
-        raise NeuralCTError(f"--cv {settings.cv} needs a dipeptide (one phi and one psi backbone torsion); this system has {len(torsions)} backbone torsions: bias the learned CVs")
+        raise NeuralCTError(
+            f"--cv {settings.cv} needs a dipeptide (one phi and one psi backbone torsion); this system has {len(torsions)} backbone torsions: bias the learned CVs"
+        )
     return torsions
 
 
@@ -180,7 +203,9 @@ def _torsion_force(atoms: Sequence[int]) -> Any:
     return force
 
 
-def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Dihedral]) -> tuple[list[Any], list[str], list[dict]]:
+def _bias_variables(
+    settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Dihedral]
+) -> tuple[list[Any], list[str], list[dict]]:
     """The BiasVariables, their names and their grid description."""
     from openmm.app.metadynamics import BiasVariable
 
@@ -195,12 +220,31 @@ def _bias_variables(settings: BiasSettings, model: Any, md_system: Any, torsions
             width = settings.width_fraction * (limits.get("p99", limits["max"]) - limits.get("p01", limits["min"]))
             variables.append(BiasVariable(openmm_force(model, md_system.system, j), low, high, width, False))
             names.append(f"cv{j + 1}")
-            grids.append({"name": f"cv{j + 1}", "min": low, "max": high, "width": width, "grid_points": variables[-1].gridWidth, "range_source": source})
+            grids.append(
+                {
+                    "name": f"cv{j + 1}",
+                    "min": low,
+                    "max": high,
+                    "width": width,
+                    "grid_points": variables[-1].gridWidth,
+                    "range_source": source,
+                }
+            )
     else:
         for name in settings.cv.split(","):
-            variables.append(BiasVariable(_torsion_force(torsions[name].atoms), -math.pi, math.pi, settings.width_rad, True))
+            variables.append(
+                BiasVariable(_torsion_force(torsions[name].atoms), -math.pi, math.pi, settings.width_rad, True)
+            )
             names.append(name)
-            grids.append({"name": name, "min": -math.pi, "max": math.pi, "width": settings.width_rad, "grid_points": variables[-1].gridWidth})
+            grids.append(
+                {
+                    "name": name,
+                    "min": -math.pi,
+                    "max": math.pi,
+                    "width": settings.width_rad,
+                    "grid_points": variables[-1].gridWidth,
+                }
+            )
     return variables, names, grids
 
 
@@ -208,11 +252,23 @@ class _Checkpoint:
     """Everything a resumed run needs: integrator state, bias grid, reports so far."""
 
     def __init__(self, state: bytes, bias: np.ndarray, rows: np.ndarray, frames: np.ndarray, step: int, settings: dict):
-        self.state, self.bias, self.rows, self.frames, self.step, self.settings = state, bias, rows, frames, step, settings
+        self.state, self.bias, self.rows, self.frames, self.step, self.settings = (
+            state,
+            bias,
+            rows,
+            frames,
+            step,
+            settings,
+        )
 
     def save(self, path: Path) -> None:
         atomic_savez(
-            path, state=np.frombuffer(self.state, dtype=np.uint8), bias=self.bias, rows=self.rows, frames=self.frames, step=np.array(self.step),
+            path,
+            state=np.frombuffer(self.state, dtype=np.uint8),
+            bias=self.bias,
+            rows=self.rows,
+            frames=self.frames,
+            step=np.array(self.step),
             settings=np.array(json.dumps(self.settings, sort_keys=True)),
         )
 
@@ -220,12 +276,23 @@ class _Checkpoint:
     def load(cls, path: Path) -> "_Checkpoint":
         try:
             with np.load(path, allow_pickle=False) as data:
-                return cls(data["state"].tobytes(), data["bias"], data["rows"], data["frames"], int(data["step"]), json.loads(str(data["settings"])))
+                return cls(
+                    data["state"].tobytes(),
+                    data["bias"],
+                    data["rows"],
+                    data["frames"],
+                    int(data["step"]),
+                    json.loads(str(data["settings"])),
+                )
         except Exception as exc:
-            raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); rerun with --overwrite to start again") from None
+            raise NeuralCTError(
+                f"checkpoint {path} cannot be read ({type(exc).__name__}); rerun with --overwrite to start again"
+            ) from None
 
 
-def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSettings, progress: bool = True) -> dict[str, Any]:
+def run_metadynamics(
+    md_system: Any, model: Any, folder: Path, settings: BiasSettings, progress: bool = True
+) -> dict[str, Any]:
     """Run (or resume) well-tempered metadynamics and write its results into ``folder``.
 
     Writes ``COLVAR`` (time in ps, the biased CVs, phi, psi, bias and rbias in kJ/mol),
@@ -249,18 +316,34 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     torsions = backbone_torsions(md_system.topology, settings)
     variables, names, grids = _bias_variables(settings, model, md_system, torsions)
     kT = kT_kj_per_mol(settings.temperature)
-    metadynamics = Metadynamics(md_system.system, variables, settings.temperature, settings.bias_factor, settings.height_kj, settings.steps_per_deposit)
+    metadynamics = Metadynamics(
+        md_system.system,
+        variables,
+        settings.temperature,
+        settings.bias_factor,
+        settings.height_kj,
+        settings.steps_per_deposit,
+    )
     bias_group = metadynamics._force.getForceGroup()
     if settings.bias_every > 1:
         groups = sorted({force.getForceGroup() for force in md_system.system.getForces()} - {bias_group})
-        integrator = mm.MTSLangevinIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps, [(bias_group, 1)] + [(g, settings.bias_every) for g in groups])
+        integrator = mm.MTSLangevinIntegrator(
+            settings.temperature,
+            settings.friction_per_ps,
+            settings.outer_step_ps,
+            [(bias_group, 1)] + [(g, settings.bias_every) for g in groups],
+        )
     else:
         integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps)
     integrator.setRandomNumberSeed(int(np.random.SeedSequence(settings.seed).generate_state(1)[0] % (2**31 - 2)) + 1)
     try:
-        simulation = app.Simulation(md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform))
+        simulation = app.Simulation(
+            md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform)
+        )
     except Exception as exc:
-        raise NeuralCTError(f"OpenMM platform {settings.platform} cannot run this system ({first_line(exc)}); choose another --platform") from None
+        raise NeuralCTError(
+            f"OpenMM platform {settings.platform} cannot run this system ({first_line(exc)}); choose another --platform"
+        ) from None
     masses, dof = md_system.masses(), degrees_of_freedom(md_system.system)
     checkpoint_file = folder / "checkpoint.npz"
     identity = asdict(settings) | {"checkpoint_seconds": None}
@@ -268,7 +351,14 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
     frames: list[np.ndarray] = []
 
     def save_checkpoint() -> None:
-        _Checkpoint(simulation.context.createCheckpoint(), metadynamics._totalBias, np.array(rows), np.array(frames), simulation.currentStep, identity).save(checkpoint_file)
+        _Checkpoint(
+            simulation.context.createCheckpoint(),
+            metadynamics._totalBias,
+            np.array(rows),
+            np.array(frames),
+            simulation.currentStep,
+            identity,
+        ).save(checkpoint_file)
 
     with _sigint_held() as interrupted:
         if checkpoint_file.exists():
@@ -278,7 +368,9 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
             metadynamics._selfBias[...] = checkpoint.bias
             metadynamics._totalBias[...] = checkpoint.bias
             # A zero-height deposit pushes the restored grid into the context's tabulated function.
-            metadynamics._addGaussian(np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context)
+            metadynamics._addGaussian(
+                np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context
+            )
             rows, frames = list(checkpoint.rows), list(checkpoint.frames)
         else:
             simulation.context.setPositions(md_system.positions)
@@ -292,7 +384,14 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
         fields = names + observed + ["bias", "rbias"]
         first_report = len(rows)
         start, cpu_start, last_save = time.perf_counter(), time.process_time(), time.perf_counter()
-        with tqdm(total=settings.n_reports, initial=first_report, unit="ps" if settings.report_ps == 1 else "report", desc=f"bias {settings.cv}", disable=not progress, mininterval=0.5) as bar:
+        with tqdm(
+            total=settings.n_reports,
+            initial=first_report,
+            unit="ps" if settings.report_ps == 1 else "report",
+            desc=f"bias {settings.cv}",
+            disable=not progress,
+            mininterval=0.5,
+        ) as bar:
             for _ in range(first_report, settings.n_reports):
                 positions = _advance(metadynamics, simulation, settings, masses, dof, len(rows))
                 values = np.array(metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
@@ -302,7 +401,9 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
                     if rows:
                         _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
                         write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], fields)
-                        raise NeuralCTError(f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc") from None
+                        raise NeuralCTError(
+                            f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc"
+                        ) from None
                     raise
                 bias = simulation.context.getState(getEnergy=True, groups={bias_group}).getPotentialEnergy()._value
                 offset = reweighting_offset(metadynamics._totalBias, settings.bias_factor, kT, periodic)
@@ -322,7 +423,23 @@ def run_metadynamics(md_system: Any, model: Any, folder: Path, settings: BiasSet
             raise KeyboardInterrupt
     steps = (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every
     _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
-    return _write_results(folder, np.array(rows), fields, names, torsions, grids, metadynamics, settings, kT, {"wall_seconds": wall, "cpu_seconds": cpu, "md_steps_this_run": steps, "resumed_from_report": first_report or None})
+    return _write_results(
+        folder,
+        np.array(rows),
+        fields,
+        names,
+        torsions,
+        grids,
+        metadynamics,
+        settings,
+        kT,
+        {
+            "wall_seconds": wall,
+            "cpu_seconds": cpu,
+            "md_steps_this_run": steps,
+            "resumed_from_report": first_report or None,
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -343,7 +460,9 @@ def _sigint_held() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _advance(metadynamics: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int) -> np.ndarray:
+def _advance(
+    metadynamics: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int
+) -> np.ndarray:
     """One report interval of metadynamics; the positions (n_atoms, 3) in nm after it.
 
     Raises
@@ -353,10 +472,16 @@ def _advance(metadynamics: Any, simulation: Any, settings: BiasSettings, masses:
         the bath's (the test of ``neuralct simulate``), before a blown-up CV is taken for a CV
         that left its grid.
     """
+
     def checked_positions() -> np.ndarray:
         state = simulation.context.getState(getPositions=True, getVelocities=True)
         positions = state.getPositions(asNumpy=True)._value
-        check_sane(positions, float(kinetic_temperature(state.getVelocities(asNumpy=True)._value, masses, dof)), settings, frame)
+        check_sane(
+            positions,
+            float(kinetic_temperature(state.getVelocities(asNumpy=True)._value, masses, dof)),
+            settings,
+            frame,
+        )
         return positions
 
     with divergence_as_error(settings):
@@ -369,13 +494,20 @@ def _advance(metadynamics: Any, simulation: Any, settings: BiasSettings, masses:
         return checked_positions()
 
 
-def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings) -> None:
+def _write_trajectory(
+    folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings
+) -> None:
     """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
     from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, write_netcdf
     from ..md.simulate import write_topology
 
-    attributes = {"neuralct_system": md_system.name, "neuralct_temperature_K": float(settings.temperature), "neuralct_biased": 1,
-                  "neuralct_report_ps": float(settings.report_ps), MASSES_ATTRIBUTE: md_system.masses()}
+    attributes = {
+        "neuralct_system": md_system.name,
+        "neuralct_temperature_K": float(settings.temperature),
+        "neuralct_biased": 1,
+        "neuralct_report_ps": float(settings.report_ps),
+        MASSES_ATTRIBUTE: md_system.masses(),
+    }
     write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes))
     write_topology(md_system, folder)
 
@@ -383,7 +515,9 @@ def _write_trajectory(folder: Path, md_system: Any, positions: np.ndarray, time_
 def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:
     for value, variable, name in zip(values, variables, names):
         if not np.isfinite(value):
-            raise NeuralCTError(f"{name} is not finite ({value}) at step {simulation.currentStep}; the molecule may be broken or the model unusable here")
+            raise NeuralCTError(
+                f"{name} is not finite ({value}) at step {simulation.currentStep}; the molecule may be broken or the model unusable here"
+            )
         if not variable.periodic and not variable.minValue <= value <= variable.maxValue:
             raise NeuralCTError(
                 f"{name} = {value:.4g} left its grid [{variable.minValue:.4g}, {variable.maxValue:.4g}] at step {simulation.currentStep}; "
@@ -391,7 +525,18 @@ def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], si
             )
 
 
-def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: list[str], torsions: dict[str, Dihedral], grids: list[dict], metadynamics: Any, settings: BiasSettings, kT: float, timing: dict) -> dict[str, Any]:
+def _write_results(
+    folder: Path,
+    table: np.ndarray,
+    fields: list[str],
+    names: list[str],
+    torsions: dict[str, Dihedral],
+    grids: list[dict],
+    metadynamics: Any,
+    settings: BiasSettings,
+    kT: float,
+    timing: dict,
+) -> dict[str, Any]:
     from ..analysis.fes import free_energy_2d
     from ..analysis.plots import plot_grid_free_energy
 
@@ -400,7 +545,12 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
     free = np.asarray(metadynamics.getFreeEnergy()._value)
     for name, array in (("bias.npy", bias), ("fes.npy", free)):
         _save_array(folder / name, array)
-    plot_grid_free_energy((free - free.min()).T, [{**g, "name": g["name"]} for g in grids], folder / "fes.png", f"well-tempered metadynamics on {', '.join(names)}: -(gamma/(gamma-1)) V")
+    plot_grid_free_energy(
+        (free - free.min()).T,
+        [{**g, "name": g["name"]} for g in grids],
+        folder / "fes.png",
+        f"well-tempered metadynamics on {', '.join(names)}: -(gamma/(gamma-1)) V",
+    )
     column = {name: table[:, 1 + fields.index(name)] for name in torsions}
     rbias = table[:, -1]
     weights = np.exp((rbias - rbias.max()) / kT)
@@ -410,15 +560,29 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
         if dihedral.kind != "phi":
             continue
         phi = column[name]
-        psi_name = next((other for other, d in torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None)
+        psi_name = next(
+            (other for other, d in torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None
+        )
         if psi_name is not None:
             suffix = "" if name == "phi" else "_" + name.removeprefix("phi_")
-            surface, _, _ = free_energy_2d(phi, column[psi_name], bins=_PHI_PSI_BINS, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights)
+            surface, _, _ = free_energy_2d(
+                phi,
+                column[psi_name],
+                bins=_PHI_PSI_BINS,
+                kT=kT,
+                range=((-math.pi, math.pi), (-math.pi, math.pi)),
+                weights=weights,
+            )
             _save_array(folder / f"fes_phi_psi_reweighted{suffix}.npy", surface)
             # The surface holds bins: the plot's grid is their centres.
             centres = {"min": -math.pi + math.pi / _PHI_PSI_BINS, "max": math.pi - math.pi / _PHI_PSI_BINS}
             axes = [{"name": f"{name} (rad)", **centres}, {"name": f"{psi_name} (rad)", **centres}]
-            plot_grid_free_energy(surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", "reweighted free energy (Tiwary-Parrinello c(t))")
+            plot_grid_free_energy(
+                surface,
+                axes,
+                folder / f"fes_phi_psi_reweighted{suffix}.png",
+                "reweighted free energy (Tiwary-Parrinello c(t))",
+            )
             surfaces[f"fes_phi_psi_reweighted{suffix}.npy"] = (
                 f"reweighted free energy F({name}, {psi_name}), kJ/mol, minimum 0, NaN in bins without frames; shape ({_PHI_PSI_BINS}, {_PHI_PSI_BINS}): "
                 f"first index {name}, second {psi_name}, {_PHI_PSI_BINS} equal bins each over [-pi, pi] rad (bin i from -pi + 2 pi i/{_PHI_PSI_BINS})"
@@ -450,7 +614,11 @@ def _write_results(folder: Path, table: np.ndarray, fields: list[str], names: li
         "steps_per_second": steps / timing["wall_seconds"] if steps and timing["wall_seconds"] > 0 else None,
         "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
         "step_unit": f"MD steps of {settings.timestep_fs} fs (the bias is evaluated every {settings.bias_every})",
-        "bias_files": {"bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics", "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid", **surfaces},
+        "bias_files": {
+            "bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics",
+            "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid",
+            **surfaces,
+        },
         "delta_F": (
             "F(phi > 0) - F(phi <= 0) from the reweighted frames, only where phi entered both core sets (at least one transition); "
             f"standard error from the spread between {FREE_ENERGY_BLOCKS} contiguous blocks of the run"

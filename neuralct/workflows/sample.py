@@ -1,24 +1,58 @@
 """``neuralct sample`` as a function: the target of a model, chains with checkpoints, and what they measured."""
 
 from __future__ import annotations
+
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
+
 import numpy as np
 import torch
-from ..sampling.targets import SamplingTarget, ramachandran_angles
+
 from ..errors import NeuralCTError
 from ..io import DamagedFile, atomic_savez, atomic_torch_save, torch_load_verified, write_json
-from .memory import check_fits
 from ..model.transformation import NeuralCanonicalTransformation
 from ..sampling.chains import end_warmup_iteration, iterate
-from ..sampling.diagnostics import R_HAT_LIMIT, CurvatureSum, basin_population, curvature_figures, kish_effective_sample_size, observable_efficiency, sampling_efficiency, split_r_hat
+from ..sampling.diagnostics import (
+    R_HAT_LIMIT,
+    CurvatureSum,
+    basin_population,
+    curvature_figures,
+    kish_effective_sample_size,
+    observable_efficiency,
+    sampling_efficiency,
+    split_r_hat,
+)
 from ..sampling.hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from ..sampling.resources import evaluation_bytes_per_row
-from ..sampling.targets import LatentPotential
+from ..sampling.targets import LatentPotential, SamplingTarget, ramachandran_angles
+from .memory import check_fits
 
-__all__ = ['METHODS', 'CHECKPOINT_FILE', 'SamplingSettings', 'check_method', 'build_kernels', 'START_CANDIDATES_PER_CHAIN', 'WARMUP_SCHEDULE', 'starting_points', 'EVALUATION_CHUNK', 'KISH_CHUNK', 'EVALUATION_OVERHEAD', 'CHAIN_ARRAYS', 'RECORD_COPIES', 'POSITION_COPIES', 'AUTOCORRELATION_FLOATS', 'REPORT_BYTES', 'ITERATION_BYTES', 'WARMUP_ITERATION_BYTES', 'KISH_COPIES', 'memory_needed', 'check_memory', 'run_sampling']
+__all__ = [
+    "METHODS",
+    "CHECKPOINT_FILE",
+    "SamplingSettings",
+    "check_method",
+    "build_kernels",
+    "START_CANDIDATES_PER_CHAIN",
+    "WARMUP_SCHEDULE",
+    "starting_points",
+    "EVALUATION_CHUNK",
+    "KISH_CHUNK",
+    "EVALUATION_OVERHEAD",
+    "CHAIN_ARRAYS",
+    "RECORD_COPIES",
+    "POSITION_COPIES",
+    "AUTOCORRELATION_FLOATS",
+    "REPORT_BYTES",
+    "ITERATION_BYTES",
+    "WARMUP_ITERATION_BYTES",
+    "KISH_COPIES",
+    "memory_needed",
+    "check_memory",
+    "run_sampling",
+]
 
 
 #: Sampling methods: HMC in the flow's latent space, HMC in the model's physical coordinates,
@@ -49,9 +83,13 @@ class SamplingSettings:
         if self.method not in METHODS:
             raise NeuralCTError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.mass_matrix not in HamiltonianMonteCarlo.MASS_MATRICES:
-            raise NeuralCTError(f"--mass-matrix must be one of {', '.join(HamiltonianMonteCarlo.MASS_MATRICES)}, got {self.mass_matrix!r}")
+            raise NeuralCTError(
+                f"--mass-matrix must be one of {', '.join(HamiltonianMonteCarlo.MASS_MATRICES)}, got {self.mass_matrix!r}"
+            )
         if self.mass_matrix == "curvature" and self.method != "independence" and self.warmup < 2:
-            raise NeuralCTError(f"--mass-matrix curvature needs --warmup 2 or more (the masses are fitted half-way), got {self.warmup}; or use --mass-matrix unit")
+            raise NeuralCTError(
+                f"--mass-matrix curvature needs --warmup 2 or more (the masses are fitted half-way), got {self.warmup}; or use --mass-matrix unit"
+            )
 
 
 def check_method(method: str, target: SamplingTarget) -> None:
@@ -63,14 +101,18 @@ def check_method(method: str, target: SamplingTarget) -> None:
         )
 
 
-def build_kernels(method: str, model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings):
+def build_kernels(
+    method: str, model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings
+):
     """Kernels of ``method`` and the potential they sample (latent ``U(u)`` or physical ``U_phys``)."""
     check_method(method, target)
     if method == "hmc":
         potential = target.potential
     else:
         potential = LatentPotential(model, target.potential)
-    hmc = lambda steps: HamiltonianMonteCarlo(potential, settings.step_size, steps, settings.target_acceptance, mass_matrix=settings.mass_matrix)  # noqa: E731
+    hmc = lambda steps: HamiltonianMonteCarlo(
+        potential, settings.step_size, steps, settings.target_acceptance, mass_matrix=settings.mass_matrix
+    )  # noqa: E731
     kernels = {
         "hmc": lambda: [hmc(settings.leapfrog_steps)],
         "latent-hmc": lambda: [hmc(settings.leapfrog_steps)],
@@ -89,7 +131,9 @@ START_CANDIDATES_PER_CHAIN = 8
 WARMUP_SCHEDULE = "start: lowest-energy eighth of flow draws; relax 1/4, fit masses 1/4, adapt step 1/2"
 
 
-def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+def starting_points(
+    model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator
+) -> tuple[torch.Tensor, int]:
     """Where the chains start: the ``chains`` lowest-energy of ``8 chains`` draws from the flow.
 
     Hydrogens the model leaves out start where the system's structure has them.
@@ -122,7 +166,9 @@ def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget
     (energy,) = _in_chunks(lambda u: (latent(u),), draws)
     finite = int(torch.isfinite(energy).sum())
     if finite < chains:
-        raise NeuralCTError(f"only {finite} of {len(draws)} configurations drawn from the flow have a finite energy; the model does not match the system")
+        raise NeuralCTError(
+            f"only {finite} of {len(draws)} configurations drawn from the flow have a finite energy; the model does not match the system"
+        )
     start = draws[torch.argsort(torch.nan_to_num(energy, nan=torch.inf))[:chains]]
     if method == "hmc":
         with torch.no_grad():
@@ -135,10 +181,14 @@ def starting_points(model: NeuralCanonicalTransformation, target: SamplingTarget
 EVALUATION_CHUNK = 1024
 
 
-def _in_chunks(function: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], points: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _in_chunks(
+    function: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], points: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """``function(points)`` without gradients, :data:`EVALUATION_CHUNK` rows at a time; rows must be independent."""
     with torch.no_grad():
-        parts = [function(points[start : start + EVALUATION_CHUNK]) for start in range(0, len(points), EVALUATION_CHUNK)]
+        parts = [
+            function(points[start : start + EVALUATION_CHUNK]) for start in range(0, len(points), EVALUATION_CHUNK)
+        ]
     return tuple(torch.cat(columns) for columns in zip(*parts))
 
 
@@ -159,7 +209,13 @@ def _measures_kish(model: NeuralCanonicalTransformation, target: SamplingTarget,
     return bool(settings.kish_samples) and not target.placed_dim and model.flow.acts_on_configuration
 
 
-def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator, chunk: int = KISH_CHUNK) -> dict[str, float]:
+def _kish(
+    model: NeuralCanonicalTransformation,
+    target: SamplingTarget,
+    n: int,
+    generator: torch.Generator,
+    chunk: int = KISH_CHUNK,
+) -> dict[str, float]:
     """Kish's ESS of the flow's importance weights ``w = exp(-U_phys(g(u))) |det dg/du| / N(u)`` for ``u ~ N(0, I)``."""
     latent = LatentPotential(model, target.potential)
     log_weights = []
@@ -170,7 +226,12 @@ def _kish(model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, 
         log_weights.append((-energy + 0.5 * (u**2).sum(-1)).cpu())
     log_weights = torch.cat(log_weights).numpy()
     ess = kish_effective_sample_size(log_weights)
-    return {"kish_ess": ess, "kish_ess_fraction": ess / n, "flow_samples": n, "nonfinite_weights": int((~np.isfinite(log_weights)).sum())}
+    return {
+        "kish_ess": ess,
+        "kish_ess_fraction": ess / n,
+        "flow_samples": n,
+        "nonfinite_weights": int((~np.isfinite(log_weights)).sum()),
+    }
 
 
 #: Peak memory of an energy-and-gradient evaluation per byte that autograd saves for the backward pass (those
@@ -212,7 +273,9 @@ WARMUP_ITERATION_BYTES = 64
 KISH_COPIES = 4
 
 
-def memory_needed(model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings) -> dict[str, tuple[float, str]]:
+def memory_needed(
+    model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings
+) -> dict[str, tuple[float, str]]:
     """A generous estimate of the memory a run's large arrays take, in bytes, by what holds them.
 
     The memory of one energy-and-gradient evaluation per point is measured on a few points
@@ -241,16 +304,26 @@ def memory_needed(model: NeuralCanonicalTransformation, target: SamplingTarget, 
     draws = START_CANDIDATES_PER_CHAIN * chains if configuration_flow else 0
     recorded = samples * chains
     needed = {
-        "the chains": (chains * (row + CHAIN_ARRAYS * dim * float_bytes) + draws * (dim + 2) * float_bytes + min(draws, EVALUATION_CHUNK) * row, "--chains"),
+        "the chains": (
+            chains * (row + CHAIN_ARRAYS * dim * float_bytes)
+            + draws * (dim + 2) * float_bytes
+            + min(draws, EVALUATION_CHUNK) * row,
+            "--chains",
+        ),
         "the recorded samples": (
             recorded * float_bytes * ((dim + 1) * RECORD_COPIES + 3 * atoms * POSITION_COPIES + AUTOCORRELATION_FLOATS)
-            + samples * ITERATION_BYTES + min(recorded, EVALUATION_CHUNK) * row + REPORT_BYTES,
+            + samples * ITERATION_BYTES
+            + min(recorded, EVALUATION_CHUNK) * row
+            + REPORT_BYTES,
             "--samples or --chains",
         ),
         "the warm-up": (settings.warmup * WARMUP_ITERATION_BYTES, "--warmup"),
     }
     if _measures_kish(model, target, settings):
-        needed["Kish's flow samples"] = (settings.kish_samples * float_bytes * KISH_COPIES + min(settings.kish_samples, KISH_CHUNK) * row, "--kish-samples")
+        needed["Kish's flow samples"] = (
+            settings.kish_samples * float_bytes * KISH_COPIES + min(settings.kish_samples, KISH_CHUNK) * row,
+            "--kish-samples",
+        )
     return needed
 
 
@@ -262,7 +335,9 @@ def check_memory(model: NeuralCanonicalTransformation, target: SamplingTarget, s
     NeuralCTError
         Naming the memory needed, what needs most of it, the memory available and the option to reduce.
     """
-    check_fits(memory_needed(model, target, settings), f"sampling {settings.chains} chains for {settings.samples} samples")
+    check_fits(
+        memory_needed(model, target, settings), f"sampling {settings.chains} chains for {settings.samples} samples"
+    )
 
 
 def run_sampling(
@@ -308,19 +383,29 @@ def run_sampling(
             curvature = CurvatureSum(saved["curvature_sum"], saved["curvature_count"])
             # A file that loads but holds other chains would fail later, far from its cause.
             point_shape = (settings.chains, model.dim + target.placed_dim)
-            if state.position.shape != point_shape or len(positions) != max(done - settings.warmup, 0) or any(p.shape != point_shape for p in positions):
+            if (
+                state.position.shape != point_shape
+                or len(positions) != max(done - settings.warmup, 0)
+                or any(p.shape != point_shape for p in positions)
+            ):
                 raise ValueError("chains of another shape")
         except PermissionError:
             raise
         except DamagedFile as exc:
-            raise NeuralCTError(f"checkpoint {checkpoint_path} is damaged: {exc}; rerun with --overwrite to start again") from None
+            raise NeuralCTError(
+                f"checkpoint {checkpoint_path} is damaged: {exc}; rerun with --overwrite to start again"
+            ) from None
         except Exception as exc:
-            raise NeuralCTError(f"checkpoint {checkpoint_path} is damaged or incomplete ({type(exc).__name__}); rerun with --overwrite to start again") from None
+            raise NeuralCTError(
+                f"checkpoint {checkpoint_path} is damaged or incomplete ({type(exc).__name__}); rerun with --overwrite to start again"
+            ) from None
     else:
         start, choosing = starting_points(model, target, settings.method, settings.chains, generator)
         state = ChainState.start(potential, start)
         if not bool(torch.isfinite(state.energy).all()):
-            raise NeuralCTError("the potential energy is not finite at the chains' starting points; the model does not match the system")
+            raise NeuralCTError(
+                "the potential energy is not finite at the chains' starting points; the model does not match the system"
+            )
         done, positions, energies, wall, cpu, start_evaluations = 0, [], [], 0.0, 0.0, choosing + settings.chains
         curvature = CurvatureSum()
     total = settings.warmup + settings.samples
@@ -330,20 +415,32 @@ def run_sampling(
         atomic_torch_save(
             {
                 "iteration": done,
-                "position": state.position, "energy": state.energy, "gradient": state.gradient,
+                "position": state.position,
+                "energy": state.energy,
+                "gradient": state.gradient,
                 "generator": generator.get_state(),
                 "kernels": [kernel.state_dict() for kernel in kernels],
-                "positions": torch.stack(positions) if positions else torch.zeros(0, settings.chains, model.dim + target.placed_dim, dtype=dtype),
+                "positions": torch.stack(positions)
+                if positions
+                else torch.zeros(0, settings.chains, model.dim + target.placed_dim, dtype=dtype),
                 "energies": torch.stack(energies) if energies else torch.zeros(0, settings.chains, dtype=dtype),
                 "wall_seconds": wall + time.perf_counter() - wall_start,
                 "cpu_seconds": cpu + time.process_time() - cpu_start,
                 "start_evaluations": start_evaluations,
-                "curvature_sum": curvature.total, "curvature_count": curvature.count,
+                "curvature_sum": curvature.total,
+                "curvature_count": curvature.count,
             },
             checkpoint_path,
         )
 
-    with tqdm(total=total, initial=done, desc=f"sample {settings.method}", unit="iteration", disable=not settings.progress, mininterval=0.5) as bar:
+    with tqdm(
+        total=total,
+        initial=done,
+        desc=f"sample {settings.method}",
+        unit="iteration",
+        disable=not settings.progress,
+        mininterval=0.5,
+    ) as bar:
         while done < total:
             warming = done < settings.warmup
             state = iterate(kernels, state, generator, adapt=warming)
@@ -359,10 +456,38 @@ def run_sampling(
             bar.update(1)
     wall += time.perf_counter() - wall_start
     cpu += time.process_time() - cpu_start
-    return _report(model, target, settings, kernels, potential, torch.stack(positions), torch.stack(energies), folder, wall, cpu, start_evaluations, generator, curvature)
+    return _report(
+        model,
+        target,
+        settings,
+        kernels,
+        potential,
+        torch.stack(positions),
+        torch.stack(energies),
+        folder,
+        wall,
+        cpu,
+        start_evaluations,
+        generator,
+        curvature,
+    )
 
 
-def _report(model, target, settings, kernels, potential, positions, energies, folder, wall, cpu, start_evaluations, generator, curvature) -> dict[str, Any]:
+def _report(
+    model,
+    target,
+    settings,
+    kernels,
+    potential,
+    positions,
+    energies,
+    folder,
+    wall,
+    cpu,
+    start_evaluations,
+    generator,
+    curvature,
+) -> dict[str, Any]:
     """Write the samples, basin populations, plots and summary.json; return the summary."""
     n_samples, n_chains, dim = positions.shape
     q, u_phys = _to_physical(settings.method, potential, positions.reshape(-1, dim), energies.reshape(-1))
@@ -372,7 +497,9 @@ def _report(model, target, settings, kernels, potential, positions, energies, fo
     warmup_evaluations = sum(kernel.statistics.warmup_evaluations for kernel in kernels) + start_evaluations
     summary: dict[str, Any] = {
         "target": target.description,
-        "settings": {key: value for key, value in asdict(settings).items() if key not in ("progress", "checkpoint_every")},
+        "settings": {
+            key: value for key, value in asdict(settings).items() if key not in ("progress", "checkpoint_every")
+        },
         "kernels": {kernel.name: kernel.statistics.as_dict() for kernel in kernels},
         "step_size": {kernel.name: kernel.step_size for kernel in kernels if isinstance(kernel, HamiltonianMonteCarlo)},
         "energy_evaluations": evaluations,
@@ -431,14 +558,26 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, summary: dic
     write_topology(target.md_system, folder)
     write_netcdf(
         folder / "samples.nc",
-        NetCDFFrames(frames, None, np.arange(len(frames), dtype=np.float64), {"neuralct_content": f"samples of {n_chains} chains, {n_samples} each, chain by chain; time is the sample index"}),
+        NetCDFFrames(
+            frames,
+            None,
+            np.arange(len(frames), dtype=np.float64),
+            {
+                "neuralct_content": f"samples of {n_chains} chains, {n_samples} each, chain by chain; time is the sample index"
+            },
+        ),
     )
     topology = mdtraj.Topology.from_openmm(target.md_system.topology)
     edges = np.linspace(-180.0, 180.0, 37)
     histograms = {}
     for label, phi, psi in ramachandran_angles(topology, frames):
         histograms[label], _, _ = np.histogram2d(np.degrees(phi), np.degrees(psi), bins=[edges, edges])
-        plot_fes(np.degrees(phi), np.degrees(psi), folder / f"phi_psi_free_energy_{label.replace(':', '_')}.png", labels=(rf"$\phi$ {label} (degrees)", rf"$\psi$ {label} (degrees)"))
+        plot_fes(
+            np.degrees(phi),
+            np.degrees(psi),
+            folder / f"phi_psi_free_energy_{label.replace(':', '_')}.png",
+            labels=(rf"$\phi$ {label} (degrees)", rf"$\psi$ {label} (degrees)"),
+        )
     if histograms:
         atomic_savez(folder / "phi_psi_histogram.npz", edges_deg=edges, **histograms)
     summary["trajectory"] = "samples.nc (AMBER NetCDF, positions in the reference frame) with topology.pdb"

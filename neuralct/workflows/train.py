@@ -9,21 +9,34 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from ..training.device import float32_matmul_precision, resolve_device
+from ..data.pairs import lagged_pairs, split_lagged_pairs
 from ..errors import NeuralCTError
-from ..training.objectives import LaggedLikelihood
-from ..data.pairs import split_lagged_pairs
 from ..model.transformation import NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
-from ..training.objectives import MaximumLikelihood, VariationalFreeEnergy, harmonic_start, stiffest_mode_noise, weighted_resample
+from ..training.device import float32_matmul_precision, resolve_device
 from ..training.loop import TrainingResult, TrainingSettings, peak_memory_mb, train
-from torch import nn
-from ..data.pairs import lagged_pairs
+from ..training.objectives import (
+    LaggedLikelihood,
+    MaximumLikelihood,
+    VariationalFreeEnergy,
+    harmonic_start,
+    stiffest_mode_noise,
+    weighted_resample,
+)
 
 __all__ = [
-    "architecture_from_options", "check_enough_samples", "check_frame_weights", "fit_frames", "fit_toy", "fit_trajectories", "split_trajectories",
-    "training_memory_needed", "validation_interval", "DTYPES",
+    "architecture_from_options",
+    "check_enough_samples",
+    "check_frame_weights",
+    "fit_frames",
+    "fit_toy",
+    "fit_trajectories",
+    "split_trajectories",
+    "training_memory_needed",
+    "validation_interval",
+    "DTYPES",
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -48,7 +61,9 @@ def validation_interval(batch_size: int, validation_frames: int, at_least: int) 
     return max(at_least, math.ceil(VALIDATION_COST_PER_FRAME * validation_frames / (VALIDATION_BUDGET * batch_size)))
 
 
-def architecture_from_options(layers: str, couplings: int, hidden: int, depth: int, leapfrog_steps: int) -> list[dict[str, Any]]:
+def architecture_from_options(
+    layers: str, couplings: int, hidden: int, depth: int, leapfrog_steps: int
+) -> list[dict[str, Any]]:
     """Translate the CLI's ``--layers`` list (e.g. ``linear-point,point``) into layer specs."""
     specs = []
     for name in (item.strip() for item in layers.split(",") if item.strip()):
@@ -61,7 +76,9 @@ def architecture_from_options(layers: str, couplings: int, hidden: int, depth: i
         elif name == "continuous":
             specs.append({"type": "continuous", "steps": leapfrog_steps, "hidden": hidden, "depth": depth})
         else:
-            raise NeuralCTError(f"--layers: unknown layer {name!r}; use a comma-separated list of {', '.join(_LAYER_NAMES)}")
+            raise NeuralCTError(
+                f"--layers: unknown layer {name!r}; use a comma-separated list of {', '.join(_LAYER_NAMES)}"
+            )
     if not specs:
         raise NeuralCTError("--layers is empty; name at least one layer")
     return specs
@@ -108,7 +125,9 @@ def training_memory_needed(
     def counts(width: int) -> tuple[int, int]:
         specs = [dict(spec, hidden=width) if "hidden" in spec else spec for spec in architecture]
         model = NeuralCanonicalTransformation(dim, masses=torch.ones(dim, dtype=torch.float64), architecture=specs)
-        return sum(p.numel() for p in model.parameters()), sum(m.out_features for m in model.modules() if isinstance(m, nn.Linear))
+        return sum(p.numel() for p in model.parameters()), sum(
+            m.out_features for m in model.modules() if isinstance(m, nn.Linear)
+        )
 
     (p1, u1), (p2, u2), (p3, _) = counts(1), counts(2), counts(3)
     width = max([spec["hidden"] for spec in architecture if "hidden" in spec], default=1)
@@ -118,8 +137,14 @@ def training_memory_needed(
     units = u1 + (u2 - u1) * (width - 1)
     itemsize = 8 if dtype == "float64" else 4
     needed = {
-        "the network, its gradients and optimizer state": (_PARAMETER_COPIES * parameters * itemsize, "--hidden, --depth or --couplings"),
-        "a minibatch's activations": (_ACTIVATIONS_PER_UNIT * batch_size * (units + 4 * dim) * itemsize, "--batch-size"),
+        "the network, its gradients and optimizer state": (
+            _PARAMETER_COPIES * parameters * itemsize,
+            "--hidden, --depth or --couplings",
+        ),
+        "a minibatch's activations": (
+            _ACTIVATIONS_PER_UNIT * batch_size * (units + 4 * dim) * itemsize,
+            "--batch-size",
+        ),
     }
     if toy_samples:
         needed["the toy's exact samples"] = (4 * toy_samples * dim * 8, "--samples")
@@ -215,7 +240,9 @@ def fit_toy(
         q, _ = system.sample(samples, seed=seed)
         q = torch.as_tensor(q, dtype=torch_dtype, device=torch_device)
         q_train, q_valid = q[n_valid:], (q[:n_valid] if n_valid else None)
-        objective = MaximumLikelihood(q_train, q_valid, position_noise=stiffest_mode_noise(q_train, model.masses, position_noise))
+        objective = MaximumLikelihood(
+            q_train, q_valid, position_noise=stiffest_mode_noise(q_train, model.masses, position_noise)
+        )
         if init == "data":
             model.initialize(q_train, generator=generator)
     else:
@@ -241,21 +268,38 @@ def fit_toy(
         # Only a harmonic system has exact frequencies to compare with.
         exact = system.frequencies()
         errors = np.abs(learned / exact - 1.0)
-        summary.update(exact_frequencies=exact.tolist(), frequency_relative_errors=errors.tolist(), frequency_max_relative_error=float(errors.max()))
+        summary.update(
+            exact_frequencies=exact.tolist(),
+            frequency_relative_errors=errors.tolist(),
+            frequency_max_relative_error=float(errors.max()),
+        )
     if mode == "variational":
         summary.update(objective.estimate(model, n_samples=eval_samples, seed=seed + 1))
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies")}
     return model, summary
 
 
-def _lagged_figures(model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float, vamp_lags_ps: list[float] | None) -> dict[str, Any]:
+def _lagged_figures(
+    model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float, vamp_lags_ps: list[float] | None
+) -> dict[str, Any]:
     """What a time-lagged run reports besides the common figures."""
     return {
         "objective": "time-lagged likelihood: ln rho(x_t) + ln p_tau(T(x_t+tau) | T(x_t)), latent Langevin oscillators",
-        "lagged_term": "configuration only (momenta resampled)" if objective.configuration_only else "phase space (recorded momenta)",
+        "lagged_term": "configuration only (momenta resampled)"
+        if objective.configuration_only
+        else "phase space (recorded momenta)",
         "lag_ps": lag_ps,
-        "vamp2_term": {"weight": objective.vamp_weight, "modes": objective.vamp_modes, "lags_ps": vamp_lags_ps or [lag_ps]} if objective.vamp_weight else None,
-        "lagged_pairs": {"train": len(objective.train_pairs[0]), "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0])},
+        "vamp2_term": {
+            "weight": objective.vamp_weight,
+            "modes": objective.vamp_modes,
+            "lags_ps": vamp_lags_ps or [lag_ps],
+        }
+        if objective.vamp_weight
+        else None,
+        "lagged_pairs": {
+            "train": len(objective.train_pairs[0]),
+            "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0]),
+        },
         "mode_order": "relaxation time, longest first",
         "frictions_per_ps": (model.frictions / model.time_unit).detach().cpu().double().tolist(),
         "relaxation_times_ps": (model.relaxation_times * model.time_unit).detach().cpu().double().tolist(),
@@ -282,7 +326,9 @@ def check_enough_samples(n_train: int, n_valid: int | None, dim: int, what: str,
         raise NeuralCTError(f"no validation {what} are left after the split; {advice}")
 
 
-def check_frame_weights(weights: np.ndarray, traj_lengths: list[int], validation_trajectories: int, dtype: str, source: str) -> None:
+def check_frame_weights(
+    weights: np.ndarray, traj_lengths: list[int], validation_trajectories: int, dtype: str, source: str
+) -> None:
     """Refuse, before any work, frame weights that leave the training or the validation frames without weight.
 
     Weighted maximum likelihood draws training frames in proportion to their weight and
@@ -301,11 +347,18 @@ def check_frame_weights(weights: np.ndarray, traj_lengths: list[int], validation
         Where the weights come from (e.g. ``--weights FILE``), for the error.
     """
     train_index, valid_index, split = split_trajectories(traj_lengths, validation_trajectories)
-    needs = {"training frames": "no minibatch can be drawn from them", "held-out validation frames": "their weighted mean, the validation loss, is undefined"}
+    needs = {
+        "training frames": "no minibatch can be drawn from them",
+        "held-out validation frames": "their weighted mean, the validation loss, is undefined",
+    }
     for (frames, why), index in zip(needs.items(), (train_index, valid_index)):
         if bool(torch.as_tensor(weights[index], dtype=DTYPES[dtype]).sum() > 0):
             continue
-        precision = f" in {dtype} (--dtype float64 keeps weights down to 1e-308 of the largest)" if weights[index].sum() > 0 else ""
+        precision = (
+            f" in {dtype} (--dtype float64 keeps weights down to 1e-308 of the largest)"
+            if weights[index].sum() > 0
+            else ""
+        )
         raise NeuralCTError(
             f"{source}: the {frames} carry no weight{precision} ({split}), so {why}; give them weight, or hold out "
             "trajectories such that training and validation frames both have some (--validation-trajectories holds out the last ones)"
@@ -398,7 +451,9 @@ def fit_frames(
         The trained model, what the run measured, the torch device it ran on and the objective.
     """
     if weights is not None and lagged_pairs is not None:
-        raise NeuralCTError("frame weights (--weights, --bias-colvar) go with single-frame maximum likelihood only; drop --lag-ps")
+        raise NeuralCTError(
+            "frame weights (--weights, --bias-colvar) go with single-frame maximum likelihood only; drop --lag-ps"
+        )
     if position_noise and lagged_pairs is not None:
         raise NeuralCTError("--position-noise perturbs single frames: drop it with --lag-ps")
     torch_device = resolve_device(device)
@@ -409,15 +464,26 @@ def fit_frames(
         return None if values is None else torch.as_tensor(values, dtype=torch_dtype, device=torch_device)
 
     def rows(values, index):
-        return None if values is None or index is None or len(index) == 0 else values[torch.as_tensor(index, device=torch_device)]
+        return (
+            None
+            if values is None or index is None or len(index) == 0
+            else values[torch.as_tensor(index, device=torch_device)]
+        )
 
     y_all, p_all, w_all = tensor(y), tensor(p), tensor(weights)
     y_train, y_valid = rows(y_all, train_index), rows(y_all, valid_index)
     if y_valid is not None:
-        settings = dataclasses.replace(settings, validate_every=validation_interval(settings.batch_size, len(y_valid), settings.validate_every))
+        settings = dataclasses.replace(
+            settings, validate_every=validation_interval(settings.batch_size, len(y_valid), settings.validate_every)
+        )
     dim = y_all.shape[1]
     model = NeuralCanonicalTransformation(
-        dim, masses=torch.ones(dim, dtype=torch_dtype), kT=kT, architecture=architecture, time_unit=1.0, metadata=metadata,
+        dim,
+        masses=torch.ones(dim, dtype=torch_dtype),
+        kT=kT,
+        architecture=architecture,
+        time_unit=1.0,
+        metadata=metadata,
         latent_dynamics=lagged_pairs is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
@@ -425,12 +491,25 @@ def fit_frames(
     if lagged_pairs is None:
         noise = stiffest_mode_noise(y_train, model.masses, position_noise)
         objective = MaximumLikelihood(
-            y_train, y_valid, rows(p_all, train_index), rows(p_all, valid_index), rows(w_all, train_index), rows(w_all, valid_index),
+            y_train,
+            y_valid,
+            rows(p_all, train_index),
+            rows(p_all, valid_index),
+            rows(w_all, train_index),
+            rows(w_all, valid_index),
             position_noise=noise,
         )
     else:
         train_pairs, valid_pairs, lag_ps = lagged_pairs
-        objective = LaggedLikelihood(y_all, p_all, train_pairs, valid_pairs, lag=lag_ps / model.time_unit, vamp_weight=vamp_weight, vamp_pairs=vamp_pairs)
+        objective = LaggedLikelihood(
+            y_all,
+            p_all,
+            train_pairs,
+            valid_pairs,
+            lag=lag_ps / model.time_unit,
+            vamp_weight=vamp_weight,
+            vamp_pairs=vamp_pairs,
+        )
         objective.initialize_frictions(model, seed=seed)
     with float32_matmul_precision(matmul_precision):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
@@ -501,16 +580,26 @@ def fit_trajectories(
     if momenta not in ("resample", "recorded"):
         raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
     if momenta == "recorded" and data.momenta_source != "recorded":
-        raise NeuralCTError("--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)")
+        raise NeuralCTError(
+            "--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)"
+        )
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
     if vamp_lags_ps and not vamp_weight:
         raise NeuralCTError("--vamp-lags-ps needs --vamp-weight (the lags of the VAMP-2 term)")
     if rank_lag_ps is not None and lag_ps is not None:
-        raise NeuralCTError("--rank-lag-ps ranks the modes of a maximum-likelihood model; with --lag-ps they are ranked by relaxation time already: drop one")
+        raise NeuralCTError(
+            "--rank-lag-ps ranks the modes of a maximum-likelihood model; with --lag-ps they are ranked by relaxation time already: drop one"
+        )
     rank_lag_frames = None if rank_lag_ps is None else data.lag_frames(rank_lag_ps, "--rank-lag-ps")
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
-    check_enough_samples(len(train_index), len(valid_index), data.frame.dim, "frames", "give longer trajectories, a smaller --stride or fewer atoms (--selection)")
+    check_enough_samples(
+        len(train_index),
+        len(valid_index),
+        data.frame.dim,
+        "frames",
+        "give longer trajectories, a smaller --stride or fewer atoms (--selection)",
+    )
     if weights is not None:
         check_frame_weights(weights, list(data.traj_lengths), validation_trajectories, dtype, weights_source)
     steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
@@ -547,7 +636,9 @@ def fit_trajectories(
         position_noise=position_noise,
     )
     if rank_lag_frames is not None:
-        model.metadata["mode_ranking"] = rank_by_autocorrelation(model, y, list(data.traj_lengths), train_index, rank_lag_frames, rank_lag_ps)
+        model.metadata["mode_ranking"] = rank_by_autocorrelation(
+            model, y, list(data.traj_lengths), train_index, rank_lag_frames, rank_lag_ps
+        )
     summary: dict[str, Any] = {
         "mode": "ml",
         "trajectories": [str(path) for path in data.paths],
@@ -581,16 +672,25 @@ def fit_trajectories(
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
     # What analysis compares its frames with (neuralct.analysis.training_match).
-    model.metadata["training_rmsd_nm"] = {"median": float(np.median(data.rmsd[train_index])), "max": float(np.max(data.rmsd[train_index]))}
+    model.metadata["training_rmsd_nm"] = {
+        "median": float(np.median(data.rmsd[train_index])),
+        "max": float(np.max(data.rmsd[train_index])),
+    }
     model.metadata["history"] = result.history
     paths = [str(Path(path).resolve()) for path in data.paths]
     bounds = np.cumsum([0] + list(data.traj_lengths))
-    model.metadata["molecule"]["training_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())]
-    model.metadata["molecule"]["validation_trajectories"] = [path for path, start in zip(paths, bounds[:-1]) if start in set(valid_index.tolist())]
+    model.metadata["molecule"]["training_trajectories"] = [
+        path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())
+    ]
+    model.metadata["molecule"]["validation_trajectories"] = [
+        path for path, start in zip(paths, bounds[:-1]) if start in set(valid_index.tolist())
+    ]
     return model, summary
 
 
-def rank_by_autocorrelation(model, y: np.ndarray, traj_lengths: list[int], train_index: np.ndarray, lag_frames: int, lag_ps: float) -> dict:
+def rank_by_autocorrelation(
+    model, y: np.ndarray, traj_lengths: list[int], train_index: np.ndarray, lag_frames: int, lag_ps: float
+) -> dict:
     """Order the latent modes of a trained model by their autocorrelation at a lag, most autocorrelated first.
 
     A kinetic ranking for a maximum-likelihood model, whose own order (by frequency) says
@@ -616,7 +716,7 @@ def rank_by_autocorrelation(model, y: np.ndarray, traj_lengths: list[int], train
     dict
         ``{"by": "autocorrelation", "lag_ps", "order", "autocorrelation"}``: ``order`` lists
         the flow's mode indices, most autocorrelated first, with their autocorrelations;
-        stored as ``model.metadata["mode_ranking"]``, where ``_mode_order`` reads it.
+        stored as ``model.metadata["mode_ranking"]``, where ``mode_order`` reads it.
     """
     from ..model.molecular import project_internal
 
@@ -624,10 +724,17 @@ def rank_by_autocorrelation(model, y: np.ndarray, traj_lengths: list[int], train
     inside = np.isin(first, train_index) & np.isin(second, train_index)
     first, second = first[inside], second[inside]
     if len(first) < 2:
-        raise NeuralCTError(f"--rank-lag-ps {lag_ps} leaves fewer than 2 pairs of training frames that far apart; use a shorter lag or longer trajectories")
-    current = model._mode_order().cpu().numpy()
+        raise NeuralCTError(
+            f"--rank-lag-ps {lag_ps} leaves fewer than 2 pairs of training frames that far apart; use a shorter lag or longer trajectories"
+        )
+    current = model.mode_order().cpu().numpy()
     Q = project_internal(model, y)
     centred = Q - Q[train_index].mean(0)
     autocorrelation = (centred[first] * centred[second]).mean(0) / centred[train_index].var(0)
     ranked = np.argsort(-autocorrelation, kind="stable")
-    return {"by": "autocorrelation", "lag_ps": float(lag_ps), "order": [int(i) for i in current[ranked]], "autocorrelation": [float(a) for a in autocorrelation[ranked]]}
+    return {
+        "by": "autocorrelation",
+        "lag_ps": float(lag_ps),
+        "order": [int(i) for i in current[ranked]],
+        "autocorrelation": [float(a) for a in autocorrelation[ranked]],
+    }
