@@ -28,9 +28,11 @@ Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-e
 a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
 the Reference platform, in MD steps per CPU second and per wall second.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] [--seeds 3] [--reference-length-ns 4] [--variants density unweighted]
+    OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] \
+        [--seeds 3] [--reference-length-ns 4] [--variants density unweighted]
 
-Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones resume.
+Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones
+resume.
 """
 
 from __future__ import annotations
@@ -140,7 +142,9 @@ def speed(model_path: Path, bias_every: int, rounds: int, steps: int) -> dict:
 
 
 def delta_f_against_time(table: np.ndarray, fields: list[str], every_ps: float = 100.0) -> list[list[float | None]]:
-    """[time, F(phi > 0) - F(phi < 0), standard error] (ps, kJ/mol) reweighted from the COLVAR rows up to each multiple of ``every_ps``.
+    """[time, F(phi > 0) - F(phi < 0), standard error] (ps, kJ/mol) reweighted from the COLVAR rows.
+
+    One row per multiple of ``every_ps``, reweighted from the rows up to that time.
 
     The free energy and its error are None up to the first time phi has entered both core sets.
     """
@@ -259,7 +263,8 @@ def main() -> None:
     learned = ["--bias-every", args.bias_every, "--no-progress"]
     results: dict = {
         "length_ns": args.length_ns,
-        "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, OMP_NUM_THREADS as set by the caller",
+        "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, "
+        "OMP_NUM_THREADS as set by the caller",
     }
 
     neuralct(

@@ -8,9 +8,10 @@ the time-lagged objective with recorded momenta (phase-space transition density)
 resampled momenta (configuration-only lagged term), the phase-space one plus a VAMP-2
 term of the two slowest latent positions (``--vamp-weight``), and the same with the VAMP-2
 term averaged over several lags (``--vamp-lags-ps``; the transition density at the longest).
-For each, the two slowest CVs are VAMP-2 scored against TICA (2 components) on the same internal coordinates at lags 0.5, 1, 2, 5 ps:
-VAMP models fit on the training trajectories, scored on 4 contiguous blocks of each test
-trajectory (8 blocks; mean and standard error, and the paired difference learned - TICA).
+For each, the two slowest CVs are VAMP-2 scored against TICA (2 components) on the same internal
+coordinates at lags 0.5, 1, 2, 5 ps: VAMP models fit on the training trajectories, scored on 4
+contiguous blocks of each test trajectory (8 blocks; mean and standard error, and the paired
+difference learned - TICA).
 Also: TICA's eigenvalues with negative ones flagged, implied timescales, mutual information
 of the best of the two slowest CVs with psi and phi on the test trajectories.
 
@@ -24,7 +25,8 @@ Toy: the rotated double well (6 x 5 ns, 0.5 ps frames; trajectories 0-3 train, 4
 5 tests): correlation of the slowest CV with the barrier coordinate on the test trajectory,
 and its fine-grid Markov-model implied timescale against the barrier coordinate's.
 
-    python benchmarks/bench_cv.py --steps 2000 --train-lag-ps 2 --vamp-weight 100 --vamp-lags-ps 0.5 1 [--output bench_cv.json]
+    python benchmarks/bench_cv.py --steps 2000 --train-lag-ps 2 --vamp-weight 100 --vamp-lags-ps 0.5 1 \\
+        [--output bench_cv.json]
 
 Simulates the trajectories into benchmarks/data/ (git-ignored) unless they are there.
 """
@@ -56,6 +58,8 @@ from neuralct.training.loop import TrainingSettings  # noqa: E402
 from neuralct.workflows.train import fit_trajectories  # noqa: E402
 
 LAGS_PS = (0.5, 1.0, 2.0, 5.0)
+#: Lag of the toy's time-lagged models and of its Markov-model timescales.
+TOY_LAG_PS = 5.0
 TRAIN, VALID, TEST = [0, 1, 2], [3], [4, 5]
 FOURIER_ORDER = 2
 PSI_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -104,7 +108,6 @@ def alanine(
     paths = [str(p) for p in simulate(folder, "alanine-dipeptide", 6, 2.0, 2.0, seed=1)]
     data = load_trajectories([paths[k] for k in TRAIN + VALID], selection="heavy", momenta="auto", seed=seed)
     reframe_on_training_frames(data, sum(data.traj_lengths[: len(TRAIN)]))
-    y = data.internal_positions()
     p = data.internal_momenta()
     results: dict = {
         "split": {
@@ -127,7 +130,7 @@ def alanine(
         settings = TrainingSettings(steps=steps, batch_size=256, progress=False)
         vamp_weight = train_vamp_weight if variant.get("vamp_weight") == "train" else 0.0
         slug = name.split(" (")[0].replace(", ", "-").replace(" + ", "-").replace(" ", "-")
-        lags = "" if vamp_lags_ps is None else "-" + "-".join(f"{lag:g}" for lag in vamp_lags_ps)
+        lags = "" if vamp_lags_ps is None else "-" + "-".join(f"{vamp_lag_ps:g}" for vamp_lag_ps in vamp_lags_ps)
         saved = folder / "models" / f"{slug}-{steps}-{lag_ps}-{vamp_weight}{lags}-seed{seed}.pt"
         if saved.is_file():
             model = neuralct.load(saved)
@@ -180,9 +183,15 @@ def alanine(
             "lags": {},
         }
         for lag_ps_score in LAGS_PS:
-            lag = data.lag_frames(lag_ps_score)
             entry["lags"][str(lag_ps_score)] = compare_vamp2(
-                cv_train, cv_test, features_train, features_test, lag, lag_ps_score, 2, blocks_per_trajectory=4
+                cv_train,
+                cv_test,
+                features_train,
+                features_test,
+                data.lag_frames(lag_ps_score),
+                lag_ps_score,
+                2,
+                blocks_per_trajectory=4,
             )
         results["variants"][name] = entry
         print(json.dumps({name: _digest(entry)}), flush=True)
@@ -236,9 +245,8 @@ def dihedral_reference(
     """
     from deeptime.decomposition import TICA
 
-    lag = lag_in_frames(fit_lag_ps, timestep_ps)
     tica = (
-        TICA(lagtime=lag, scaling=None)
+        TICA(lagtime=lag_in_frames(fit_lag_ps, timestep_ps), scaling=None)
         .fit_from_timeseries([fourier_basis(a, b, FOURIER_ORDER) for a, b in angles_train])
         .fetch_model()
     )
@@ -248,7 +256,7 @@ def dihedral_reference(
     cv_test = [tica.transform(fourier_basis(a, b, FOURIER_ORDER))[:, slowest] for a, b in angles_test]
     results = {
         "basis": f"cos and sin of m phi + n psi, |m|, |n| <= {FOURIER_ORDER}",
-        "fit_lag_ps": lag * timestep_ps,
+        "fit_lag_ps": fit_lag_ps,
         "eigenvalues_two_slowest": eigenvalues[slowest].tolist(),
         "psi_weights": psi_trade_off(
             cv_train,
@@ -308,9 +316,15 @@ def psi_trade_off(
             "lags": {},
         }
         for lag_ps in LAGS_PS:
-            lag = lag_in_frames(lag_ps, timestep_ps)
             entry["lags"][str(lag_ps)] = compare_vamp2(
-                mixed_train, mixed_test, features_train, features_test, lag, lag_ps, 2, blocks_per_trajectory=4
+                mixed_train,
+                mixed_test,
+                features_train,
+                features_test,
+                lag_in_frames(lag_ps, timestep_ps),
+                lag_ps,
+                2,
+                blocks_per_trajectory=4,
             )
         results[str(weight)] = entry
         print(
@@ -327,18 +341,18 @@ def psi_trade_off(
 
 def _differences(entry: dict) -> dict:
     return {
-        lag: {
+        lag_ps: {
             key: f"{score[key]['mean']:+.3f} +- {score[key]['standard_error']:.3f}"
             for key in ("difference", "difference_slowest")
         }
-        for lag, score in entry["lags"].items()
+        for lag_ps, score in entry["lags"].items()
     }
 
 
 def _digest(entry: dict) -> dict:
     out = {"mi_psi": round(entry["mi_psi_nats"], 3), "mi_phi": round(entry["mi_phi_nats"], 3)}
-    for lag, score in entry["lags"].items():
-        out[lag] = {
+    for lag_ps, score in entry["lags"].items():
+        out[lag_ps] = {
             key: f"{score[key]['mean']:.3f} +- {score[key]['standard_error']:.3f}"
             for key in ("learned", "tica", "tica_slowest", "difference", "difference_slowest")
         } | {
@@ -352,21 +366,20 @@ def _digest(entry: dict) -> dict:
 def toy(folder: Path, steps: int, seed: int) -> dict:
     simulate(folder, "rotated-double-well", 6, 5.0, 5.0, seed=3)
     data = load_toy_trajectories(folder)
-    lag_frames = data.lag_frames(5.0)
     results = {
         "split": {"train": [0, 1, 2, 3], "validation": [4], "test": [5]},
-        "lag_ps": lag_frames * data.timestep_ps,
+        "lag_ps": TOY_LAG_PS,
         "variants": {},
     }
     settings = TrainingSettings(steps=steps, batch_size=256, validate_every=100, progress=False)
-    for name, lag, momenta in (
+    for name, lag_ps, momenta in (
         ("maximum likelihood (frequency order)", None, "resample"),
-        ("lagged, phase space (recorded momenta)", lag_frames, "recorded"),
-        ("lagged, configuration only (resampled momenta)", lag_frames, "resample"),
+        ("lagged, phase space (recorded momenta)", TOY_LAG_PS, "recorded"),
+        ("lagged, configuration only (resampled momenta)", TOY_LAG_PS, "resample"),
     ):
         start, cpu = time.perf_counter(), time.process_time()
-        model = fit_toy_trajectories(data, [0, 1, 2, 3], [4], settings, lag, momenta, seed=seed)
-        score = score_slow_coordinate(model, data, [5], lag_frames)
+        model = fit_toy_trajectories(data, [0, 1, 2, 3], [4], settings, lag_ps, momenta, seed=seed)
+        score = score_slow_coordinate(model, data, [5], TOY_LAG_PS)
         score.update(wall_seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
         if model.dynamics is not None:
             score["frictions_per_ps"] = model.frictions.detach().double().tolist()

@@ -68,7 +68,8 @@ def main() -> None:
             wall, cpu, summary = simulate(common + ["--replicas", "3", "--platform", args.platform, *options])
             results[mode].append((wall, cpu))
             print(
-                f"round {r} {mode}: {wall:.1f} s wall, {cpu:.1f} CPU-s, threads per job {summary['settings']['threads_per_job']}, "
+                f"round {r} {mode}: {wall:.1f} s wall, {cpu:.1f} CPU-s, "
+                f"threads per job {summary['settings']['threads_per_job']}, "
                 f"throughput {summary['throughput_steps_per_second']:.0f} steps/s",
                 flush=True,
             )
@@ -79,7 +80,8 @@ def main() -> None:
             f"{mode} against jobs 1: wall speed-up per round {', '.join(f'{s:.2f}' for s in speedups)} "
             f"(median {statistics.median(speedups):.2f}; median walls {sequential:.1f} s vs "
             f"{statistics.median(w for w, _ in results[mode]):.1f} s; median CPU-s "
-            f"{statistics.median(c for _, c in results['jobs 1']):.1f} vs {statistics.median(c for _, c in results[mode]):.1f})"
+            f"{statistics.median(c for _, c in results['jobs 1']):.1f} vs "
+            f"{statistics.median(c for _, c in results[mode]):.1f})"
         )
 
     platforms = {

@@ -83,7 +83,8 @@ def main() -> None:
         ours = neuralct_simulate(platform, args.length_ns)
         ratios.append(ours / bare)
         print(
-            f"round {r}: bare OpenMM {bare:.0f} steps/s ({bare_cpu:.0f} per CPU-s), neuralct simulate {ours:.0f} steps/s, ratio {ours / bare:.3f}"
+            f"round {r}: bare OpenMM {bare:.0f} steps/s ({bare_cpu:.0f} per CPU-s), "
+            f"neuralct simulate {ours:.0f} steps/s, ratio {ours / bare:.3f}"
         )
     print(f"median ratio neuralct/bare: {statistics.median(ratios):.3f} (target >= 0.9)")
 

@@ -2,9 +2,9 @@
 
 Each run is a fresh process with one torch thread that imports neuralct from its checkout, builds
 the B1 model (linear point layer + 8 affine couplings, MLPs 2 x 128, float32) on B1's features
-(``bench_training.py --save-features``), and calls ``neuralct.training.train`` at batch 200 with
-that checkout's validation interval (``neuralct.fit.validation_interval`` where it exists, else
-once per epoch). Set-up is not timed; torch's one-time import at the first optimiser is done
+(``bench_training.py --save-features``), and calls ``neuralct.training.loop.train`` at batch 200
+with that checkout's validation interval (``neuralct.workflows.train.validation_interval`` where it
+exists, else once per epoch). Set-up is not timed; torch's one-time import at the first optimiser is done
 before the timing in both. Prints one JSON line per run and the median ratio of CPU seconds.
 
     python benchmarks/bench_training_ratio.py BEFORE_CHECKOUT AFTER_CHECKOUT --features F.npz --steps 400 --pairs 8

@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .errors import NeuralCTError
 
@@ -34,6 +34,7 @@ __all__ = [
     "write_json",
     "atomic_torch_save",
     "atomic_savez",
+    "ArrayCheckpoint",
     "DamagedFile",
     "torch_load_verified",
     "prepare_output_dir",
@@ -171,6 +172,78 @@ def atomic_savez(path: str | os.PathLike, **arrays: Any) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+class ArrayCheckpoint:
+    """What a run needs to resume, as named arrays with the settings they belong to, in one ``.npz`` file.
+
+    The file holds one entry per array and ``settings`` as JSON text (sorted keys); it is written
+    atomically, so a run killed while saving leaves the previous checkpoint whole.
+
+    Parameters
+    ----------
+    arrays : mapping of str to array-like or bytes
+        The state to resume from. Bytes (an OpenMM ``Context.createCheckpoint()``) are stored as
+        a uint8 array.
+    settings : dict
+        JSON-serialisable settings the state belongs to, for the caller to compare on resume.
+
+    Examples
+    --------
+    >>> ArrayCheckpoint({"step": 40, "state": context.createCheckpoint()}, {"seed": 1}).save("run.npz")
+    >>> checkpoint = ArrayCheckpoint.load("run.npz", {"step": int, "state": bytes}, "delete it to start again")
+    >>> checkpoint["step"], checkpoint.settings["seed"]
+    (40, 1)
+    """
+
+    def __init__(self, arrays: Mapping[str, Any], settings: dict):
+        self.arrays, self.settings = dict(arrays), settings
+
+    def __getitem__(self, name: str) -> Any:
+        """The entry ``name`` as :meth:`load` read it (or as it was given)."""
+        return self.arrays[name]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the arrays and the settings to ``path`` atomically."""
+        import numpy as np
+
+        stored = {
+            name: np.frombuffer(value, dtype=np.uint8) if isinstance(value, bytes) else np.asarray(value)
+            for name, value in self.arrays.items()
+        }
+        atomic_savez(path, **stored, settings=np.array(json.dumps(self.settings, sort_keys=True)))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, entries: Mapping[str, Callable[[Any], Any]], advice: str
+    ) -> "ArrayCheckpoint":
+        """Read the checkpoint at ``path``, each of ``entries`` through its reader.
+
+        Parameters
+        ----------
+        path : path
+            A file written by :meth:`save`.
+        entries : mapping of str to callable
+            The arrays to read, each with what turns the stored array into its value: ``int`` or
+            ``str`` for a scalar, ``bytes`` for bytes stored as uint8, ``np.asarray`` for an array.
+        advice : str
+            What the error of an unreadable file tells the user to do.
+
+        Raises
+        ------
+        NeuralCTError
+            If the file cannot be read, lacks an entry, or an entry cannot be read as asked.
+        """
+        import numpy as np
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(
+                    {name: reader(data[name]) for name, reader in entries.items()},
+                    json.loads(str(data["settings"])),
+                )
+        except Exception as exc:  # numpy and zipfile raise many types for damaged or foreign files
+            raise NeuralCTError(f"checkpoint {path} cannot be read ({type(exc).__name__}); {advice}") from None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically (serialised in memory, then renamed into place)."""
     import torch
@@ -241,9 +314,9 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise NeuralCTError(f"cannot create output folder {path}: {exc.strerror}; choose another --output") from None
+        raise NeuralCTError(f"cannot create output folder {path}: {exc.strerror}; choose another `output`") from None
     if not path.is_dir():
-        raise NeuralCTError(f"output path {path} exists and is not a folder; choose another --output")
+        raise NeuralCTError(f"output path {path} exists and is not a folder; choose another `output`")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise NeuralCTError(f"output folder {path} is not writable; choose another --output")
+        raise NeuralCTError(f"output folder {path} is not writable; choose another `output`")
     return path

@@ -1,4 +1,4 @@
-"""How systems/trialanine.pdb was made: capped tri-alanine from standard internal coordinates, hydrogens and minimisation with OpenMM.
+"""How systems/trialanine.pdb was made: capped tri-alanine from internal coordinates, hydrogens, OpenMM minimisation.
 
 Run once (``python systems/build_trialanine.py``); the PDB is committed. ``python
 systems/build_trialanine.py N OUT.pdb`` builds ACE-(ALA)N-NME the same way (e.g. deca-alanine
@@ -74,7 +74,8 @@ def build(path: Path = HERE / "trialanine.pdb", n_alanines: int = 3) -> None:
         last = name
         record = "ATOM  " if name == "ALA" else "HETATM"
         lines.append(
-            f"{record}{serial:5d} {atom:^4s} {name:3s} A{residue:4d}    {xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00  0.00          {atom[0]:>2s}"
+            f"{record}{serial:5d} {atom:^4s} {name:3s} A{residue:4d}    "
+            f"{xyz[0]:8.3f}{xyz[1]:8.3f}{xyz[2]:8.3f}  1.00  0.00          {atom[0]:>2s}"
         )
     pdb = app.PDBFile(io.StringIO("\n".join(lines) + "\nEND\n"))
     forcefield = app.ForceField("amber99sbildn.xml", "implicit/obc2.xml")

@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def alanine_model(tmp_path_factory):
-    """A tiny model of alanine dipeptide (heavy atoms) trained in seconds on short MD: (model path, trajectory paths)."""
+    """A tiny model of alanine dipeptide (heavy atoms) trained in seconds on short MD: (model, trajectory paths)."""
     from neuralct.cli import main
 
     root = tmp_path_factory.mktemp("alanine-model")

@@ -13,7 +13,7 @@ from neuralct.model.molecular import project_positions
 
 @pytest.fixture(scope="module")
 def inputs(alanine_model, tmp_path_factory):
-    """The conftest model, a trajectory it never saw, and a 22-particle harmonic chain (as many atoms as alanine dipeptide)."""
+    """The conftest model, a trajectory it never saw, and a 22-particle harmonic chain (as many atoms as alanine)."""
     model_path, seen = alanine_model
     root = tmp_path_factory.mktemp("analysis-inputs")
     assert (

@@ -40,7 +40,7 @@ def mixed():
 
 
 def test_tica_spectrum_finds_the_eigenvalues_and_flags_the_oscillation(mixed):
-    spectrum = tica_spectrum(mixed[:2], lag=1, lag_ps=0.5)
+    spectrum = tica_spectrum(mixed[:2], lag_frames=1, lag_ps=0.5)
     assert spectrum["eigenvalues"] == pytest.approx([SLOW, OSCILLATING, MODERATE], abs=0.02)
     assert spectrum["negative"] == [1]
     assert spectrum["implied_timescales_ps"][0] == pytest.approx(-0.5 / math.log(SLOW), rel=0.1)
@@ -60,7 +60,9 @@ def test_vamp2_error_bars_cover_the_exact_score(mixed):
 def test_compare_vamp2_pairs_blocks_and_reports_tica(mixed):
     """CVs equal to the exact slow process score like TICA's first component; TICA's second adds c_osc^2."""
     slow = [(x @ ROTATION[:, 0])[:, None] for x in mixed]
-    result = compare_vamp2(slow[:2], slow[2:], mixed[:2], mixed[2:], lag=1, lag_ps=0.5, dim=1, blocks_per_trajectory=4)
+    result = compare_vamp2(
+        slow[:2], slow[2:], mixed[:2], mixed[2:], lag_frames=1, lag_ps=0.5, dim=1, blocks_per_trajectory=4
+    )
     assert result["n_blocks"] == 8
     assert abs(result["difference"]["mean"]) < 4 * result["difference"]["standard_error"] + 0.005
     assert result["learned_timescales_ps"][0] == pytest.approx(-0.5 / math.log(SLOW), rel=0.1)
@@ -68,7 +70,9 @@ def test_compare_vamp2_pairs_blocks_and_reports_tica(mixed):
     # Two components: deeptime's order takes the oscillation second (VAMP-2 c_slow^2 + c_osc^2),
     # the slowest-first order the moderate process (c_slow^2 + c_mod^2).
     pair = [x @ ROTATION[:, [0, 2]] for x in mixed]
-    two = compare_vamp2(pair[:2], pair[2:], mixed[:2], mixed[2:], lag=1, lag_ps=0.5, dim=2, blocks_per_trajectory=4)
+    two = compare_vamp2(
+        pair[:2], pair[2:], mixed[:2], mixed[2:], lag_frames=1, lag_ps=0.5, dim=2, blocks_per_trajectory=4
+    )
     assert two["tica"]["mean"] == pytest.approx(SLOW**2 + OSCILLATING**2, abs=0.03)
     assert two["tica_slowest_components"] == [0, 2]
     assert two["tica_slowest"]["mean"] == pytest.approx(SLOW**2 + MODERATE**2, abs=0.03)
@@ -76,12 +80,12 @@ def test_compare_vamp2_pairs_blocks_and_reports_tica(mixed):
 
 
 def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(mixed):
-    """What ``neuralct analyze`` writes: TICA's second component is the oscillation; CVs = (slow, moderate) processes."""
+    """What ``neuralct analyze`` writes: TICA's second component is the oscillation; CVs: slow and moderate."""
     cvs = [x @ ROTATION[:, [0, 2]] for x in mixed]
     no_angles = [np.zeros((len(x), 0)) for x in mixed]
     fit = [(0, 0, 20000), (1, 0, 20000)]
     scored = [(t, a, a + 5000) for t in (2, 3) for a in range(0, 20000, 5000)]
-    report = cv_quality_report(cvs, mixed, no_angles, [], fit, scored, lag=1, time_step_ps=0.5)
+    report = cv_quality_report(cvs, mixed, no_angles, [], fit, scored, lag_frames=1, time_step_ps=0.5)
     json.dumps(report)
     tica = report["kinetics"]["tica"]
     assert tica["eigenvalues"] == pytest.approx([SLOW, OSCILLATING, MODERATE], abs=0.02)
@@ -91,7 +95,8 @@ def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(m
     assert learned["oscillating_components"] == []
     assert learned["implied_timescales_ps"] == pytest.approx([-0.5 / math.log(c) for c in (SLOW, MODERATE)], rel=0.1)
     assert learned["implied_timescales_ps"][0] == pytest.approx(tica["implied_timescales_ps"][0], rel=0.05)
-    # TICA's two components score c_slow^2 + c_osc^2, the CVs c_slow^2 + c_mod^2: the paired difference tells them apart.
+    # TICA's two components score c_slow^2 + c_osc^2, the CVs c_slow^2 + c_mod^2: the paired difference tells them
+    # apart.
     difference = report["learned_minus_tica"]
     assert len(difference["blocks"]) == 8
     assert abs(difference["mean"] - (MODERATE**2 - OSCILLATING**2)) < 4 * difference["standard_error"] + 0.01
@@ -99,7 +104,7 @@ def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(m
     assert difference["blocks"] == pytest.approx(
         np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"])
     )
-    no_time = cv_quality_report(cvs, mixed, no_angles, [], fit, scored[:1], lag=1)
+    no_time = cv_quality_report(cvs, mixed, no_angles, [], fit, scored[:1], lag_frames=1)
     assert no_time["kinetics"]["tica"]["implied_timescales_frames"][0] == pytest.approx(-1 / math.log(SLOW), rel=0.1)
     assert (
         no_time["learned_cvs"]["vamp2_standard_error"] is None
@@ -109,7 +114,7 @@ def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(m
 
 def test_blocks_shorter_than_ten_lags_are_refused():
     with pytest.raises(NeuralCTError, match="10 lags"):
-        split_blocks([np.zeros((100, 1))], 4, lag=5)
+        split_blocks([np.zeros((100, 1))], 4, lag_frames=5)
 
 
 def test_msm_timescale_of_a_two_state_process():
@@ -121,8 +126,8 @@ def test_msm_timescale_of_a_two_state_process():
     # Wells far apart compared with their width: a frame never looks like the other well.
     coordinate = state + 0.2 * rng.normal(size=frames)
     expected = -0.5 / math.log(1 - 2 * hops.mean())
-    assert msm_implied_timescale([coordinate[:50000], coordinate[50000:]], lag=4, lag_ps=2.0, bins=50) == pytest.approx(
-        expected, rel=0.05
-    )
+    assert msm_implied_timescale(
+        [coordinate[:50000], coordinate[50000:]], lag_frames=4, lag_ps=2.0, bins=50
+    ) == pytest.approx(expected, rel=0.05)
     with pytest.raises(NeuralCTError, match="no relaxation"):
-        msm_implied_timescale([rng.normal(size=5000)], lag=4, lag_ps=2.0, bins=20)
+        msm_implied_timescale([rng.normal(size=5000)], lag_frames=4, lag_ps=2.0, bins=20)

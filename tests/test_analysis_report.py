@@ -135,9 +135,10 @@ def test_a_molecule_without_dihedrals_gets_the_vamp2_comparison_and_notes(report
 def test_bad_splits_are_refused(report_and_data):
     _, cvs, phi, psi, features = report_and_data
     angles = [np.column_stack([a, b]) for a, b in zip(phi, psi)]
-    report = lambda fit, scored, lag=LAG, angles=angles: cv_quality_report(
-        cvs, features, angles, [PHI, PSI], fit, scored, lag
-    )
+
+    def report(fit, scored, lag=LAG, angles=angles):
+        return cv_quality_report(cvs, features, angles, [PHI, PSI], fit, scored, lag)
+
     with pytest.raises(NeuralCTError, match="both"):
         report([(0, 0, 3000), (1, 0, 2000)], [(1, 1500, 3000)])
     with pytest.raises(NeuralCTError, match="at least one"):

@@ -1,4 +1,4 @@
-"""Which frames fit the baselines and which are scored: never frames that trained the model or selected its kept state."""
+"""Which frames fit the baselines and which are scored: never frames that trained the model or chose its kept state."""
 
 from pathlib import Path
 

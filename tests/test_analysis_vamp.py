@@ -10,7 +10,7 @@ LAG = 5
 
 
 def hopping_trajectory(rng, n_frames, switch_probability=0.01):
-    """Columns: slow two-state hopping (+/-1, switching rarely, small noise), then 3 fast AR(1) noises of large variance."""
+    """Columns: slow two-state hopping (+/-1, rare switches, small noise), then 3 fast AR(1) noises, large variance."""
     flips = rng.random(n_frames) < switch_probability
     state = np.cumprod(np.where(flips, -1.0, 1.0)) * rng.choice([-1.0, 1.0])
     slow = state + 0.3 * rng.normal(size=n_frames)
@@ -32,8 +32,8 @@ def system():
 
 def test_slow_coordinate_scores_higher_than_fast_noise(system):
     train, test, _ = system
-    slow = vamp2_score([t[:, :1] for t in train], [t[:, :1] for t in test], lag=LAG)
-    fast = vamp2_score([t[:, 1:2] for t in train], [t[:, 1:2] for t in test], lag=LAG)
+    slow = vamp2_score([t[:, :1] for t in train], [t[:, :1] for t in test], lag_frames=LAG)
+    fast = vamp2_score([t[:, 1:2] for t in train], [t[:, 1:2] for t in test], lag_frames=LAG)
     # Autocorrelation of the hopping coordinate at lag 5: (1 - 2 * 0.01)^5 / (1 + 0.3^2) = 0.83, squared = 0.69.
     assert slow["vamp2"] == pytest.approx(0.69, abs=0.1)
     assert fast["vamp2"] < 0.01
@@ -44,8 +44,8 @@ def test_slow_coordinate_scores_higher_than_fast_noise(system):
 
 def test_score_is_bounded_by_dim_and_ignores_the_feature_basis(system):
     train, test, mixing = system
-    plain = vamp2_score(train, test, lag=LAG)
-    mixed = vamp2_score([t @ mixing for t in train], [t @ mixing for t in test], lag=LAG)
+    plain = vamp2_score(train, test, lag_frames=LAG)
+    mixed = vamp2_score([t @ mixing for t in train], [t @ mixing for t in test], lag_frames=LAG)
     assert 0.0 <= plain["vamp2"] <= plain["dim"] == 4
     assert mixed["vamp2"] == pytest.approx(plain["vamp2"], rel=1e-6)
 
@@ -55,13 +55,13 @@ def test_tica_recovers_the_slow_coordinate_and_pca_does_not(system):
     train_mixed = [t @ mixing for t in train]
     test_mixed = [t @ mixing for t in test]
     slow_test = np.concatenate(test)[:, 0]
-    tica = tica_baseline(train_mixed, test_mixed, lag=LAG, dim=1)
+    tica = tica_baseline(train_mixed, test_mixed, lag_frames=LAG, dim=1)
     component = np.concatenate(tica["projections_test"])[:, 0]
     assert abs(np.corrcoef(component, slow_test)[0, 1]) > 0.9
-    direct = vamp2_score([t[:, :1] for t in train], [t[:, :1] for t in test], lag=LAG)
+    direct = vamp2_score([t[:, :1] for t in train], [t[:, :1] for t in test], lag_frames=LAG)
     assert tica["score"]["vamp2"] == pytest.approx(direct["vamp2"], abs=0.02)
     # The fast noises carry the largest variance, so PCA's first component misses the slow one.
-    pca = pca_baseline(train_mixed, test_mixed, lag=LAG, dim=1)
+    pca = pca_baseline(train_mixed, test_mixed, lag_frames=LAG, dim=1)
     assert abs(np.corrcoef(np.concatenate(pca["projections_test"])[:, 0], slow_test)[0, 1]) < 0.3
     assert pca["score"]["vamp2"] < 0.1
 
@@ -70,8 +70,8 @@ def test_pca_mass_weighting_changes_the_principal_axis():
     rng = np.random.default_rng(0)
     # Two atoms' x coordinates: atom 1 moves more, but atom 2 is 100 times heavier.
     data = [np.column_stack([2.0 * rng.normal(size=3000), 1.0 * rng.normal(size=3000)])]
-    light_first = pca_baseline(data, data, lag=1, dim=1)
-    heavy_first = pca_baseline(data, data, lag=1, dim=1, masses=np.array([1.0, 100.0]))
+    light_first = pca_baseline(data, data, lag_frames=1, dim=1)
+    heavy_first = pca_baseline(data, data, lag_frames=1, dim=1, masses=np.array([1.0, 100.0]))
     assert abs(np.corrcoef(light_first["projections_test"][0][:, 0], data[0][:, 0])[0, 1]) > 0.99
     assert abs(np.corrcoef(heavy_first["projections_test"][0][:, 0], data[0][:, 1])[0, 1]) > 0.99
     assert heavy_first["mass_weighted"] and not light_first["mass_weighted"]
@@ -95,7 +95,7 @@ def test_lagged_pairs_never_cross_trajectory_boundaries(n_trajectories, lag):
     concatenated = np.concatenate(test)[:, 0]
     spurious = np.corrcoef(concatenated[:-lag], concatenated[lag:])[0, 1] ** 2
     assert spurious > 0.1  # the trap is armed
-    assert vamp2_score(train, test, lag=lag)["vamp2"] < 0.02
+    assert vamp2_score(train, test, lag_frames=lag)["vamp2"] < 0.02
 
 
 def test_the_scored_function_is_the_one_fit_on_the_training_trajectories(system):
@@ -108,12 +108,12 @@ def test_the_scored_function_is_the_one_fit_on_the_training_trajectories(system)
     swap = [1, 0]
     train_pairs = [np.column_stack([t[:, 0], t[:, 1] / 3.0]) for t in train]  # slow, fast (unit variance)
     test_pairs = [np.column_stack([t[:, 0], t[:, 1] / 3.0])[:, swap] for t in test]  # fast, slow
-    crossed = vamp2_score(train_pairs, test_pairs, lag=LAG, dim=1)
+    crossed = vamp2_score(train_pairs, test_pairs, lag_frames=LAG, dim=1)
     assert crossed["singular_values_train"][0] ** 2 == pytest.approx(
         0.69, abs=0.1
     )  # the training model found the slow feature
     assert crossed["vamp2"] < 0.05  # its function, feature 0, is fast noise on the test data
-    matched = vamp2_score(train_pairs, [t[:, swap] for t in test_pairs], lag=LAG, dim=1)
+    matched = vamp2_score(train_pairs, [t[:, swap] for t in test_pairs], lag_frames=LAG, dim=1)
     assert matched["vamp2"] == pytest.approx(0.69, abs=0.1)
 
 
@@ -123,16 +123,16 @@ def test_functions_that_do_not_vary_are_refused(system):
     with pytest.raises(
         NeuralCTError, match="held-out trajectories: the functions do not vary over their 45 time-lagged pairs"
     ):
-        vamp2_score(train, [np.column_stack([c, c]) for c in constant], lag=LAG)
+        vamp2_score(train, [np.column_stack([c, c]) for c in constant], lag_frames=LAG)
 
 
 def test_bad_input_is_refused(system):
     train, test, _ = system
     with pytest.raises(NeuralCTError, match="list of arrays"):
-        vamp2_score(train[0], test, lag=LAG)
+        vamp2_score(train[0], test, lag_frames=LAG)
     with pytest.raises(NeuralCTError, match="longer than the lag"):
-        vamp2_score(train, test, lag=5000)
+        vamp2_score(train, test, lag_frames=5000)
     with pytest.raises(NeuralCTError, match="features"):
-        vamp2_score(train, [t[:, :2] for t in test], lag=LAG)
+        vamp2_score(train, [t[:, :2] for t in test], lag_frames=LAG)
     with pytest.raises(NeuralCTError, match="dim"):
-        tica_baseline(train, test, lag=LAG, dim=9)
+        tica_baseline(train, test, lag_frames=LAG, dim=9)

@@ -1,4 +1,5 @@
-"""``neuralct bias``: well-tempered metadynamics on learned CVs and on phi/psi, reweighting, transitions, resume, bad input."""
+"""``neuralct bias``: well-tempered metadynamics on learned CVs and on phi/psi, reweighting, transitions, resume,
+bad input."""
 
 import json
 import math
@@ -12,6 +13,7 @@ import neuralct
 from neuralct.analysis import read_colvar
 from neuralct.analysis.reweighting import count_transitions, reweighting_offset
 from neuralct.cli import main
+from neuralct.errors import NeuralCTError
 from neuralct.md.systems import build_system
 from neuralct.model.molecular import project_positions
 from neuralct.workflows.bias import BiasSettings, run_metadynamics
@@ -36,6 +38,16 @@ def test_reweighting_offset_of_a_flat_bias_is_the_bias():
     top = np.sum(np.exp(gamma / (gamma - 1) * bias / kT))
     bottom = np.sum(np.exp(bias / kT / (gamma - 1)))
     assert reweighting_offset(bias, gamma, kT, periodic=False) == pytest.approx(kT * math.log(top / bottom), rel=1e-12)
+
+
+def test_settings_errors_name_the_argument_and_the_intervals_that_work():
+    with pytest.raises(NeuralCTError) as error:
+        BiasSettings(report_ps=0.5).validate()
+    assert str(error.value) == (
+        "`report_ps` 0.5 is not a whole number of 4 x 2.0 fs bias steps; the nearest that work: 0.496 or 0.504 ps"
+    )
+    with pytest.raises(NeuralCTError, match="^`bias_factor` must be > 1, got 1.0$"):
+        BiasSettings(bias_factor=1.0).validate()
 
 
 def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_path):
@@ -85,7 +97,8 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
         "16",
         "--no-progress",
     ]
-    # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out), biased again.
+    # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out),
+    # biased again.
     assert main(retrain + ["--lag-ps", "0.2", "--vamp-weight", "10", "--output", str(tmp_path / "lagged")]) == 0
     assert len(json.loads((tmp_path / "lagged" / "summary.json").read_text())["relaxation_times_ps"]) == 24
     assert (

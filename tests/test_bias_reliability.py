@@ -1,4 +1,5 @@
-"""``neuralct bias`` under stress: free energies of unvisited basins, their error bars, the offset c(t) in rbias, blow-ups, Ctrl-C."""
+"""``neuralct bias`` under stress: free energies of unvisited basins, their error bars, the offset c(t) in rbias,
+blow-ups, Ctrl-C."""
 
 import json
 import math
@@ -22,7 +23,8 @@ KT = kT_kj_per_mol(300.0)
 
 
 def two_state_phi(rng, frames, leave_a=0.004, leave_b=0.012):
-    """phi of a two-state chain in time order: -1.2 rad in core set A, 1.0 rad in B, leaving each with the given probability per frame."""
+    """phi of a two-state chain in time order: -1.2 rad in core set A, 1.0 rad in B, leaving each with the given
+    probability per frame."""
     pieces, total, state = [], 0, int(rng.integers(2))
     while total < frames:
         dwell = int(rng.geometric(leave_b if state else leave_a))
@@ -33,7 +35,8 @@ def two_state_phi(rng, frames, leave_a=0.004, leave_b=0.012):
 
 def test_no_free_energy_for_a_basin_never_visited():
     rng = np.random.default_rng(0)
-    # The beta basin only: phi around -2.9 rad, a few frames past -pi wrapped to phi near +pi (phi > 0, yet not core set B).
+    # The beta basin only: phi around -2.9 rad, a few frames past -pi wrapped to phi near +pi (phi > 0, yet not
+    # core set B).
     phi = np.angle(np.exp(1j * rng.normal(-2.9, 0.2, 500)))
     assert np.any(phi > 0) and not np.any((phi > CORE_B[0]) & (phi < CORE_B[1]))
     difference = phi_free_energy_difference(phi, np.ones_like(phi), KT)
@@ -61,12 +64,14 @@ def test_block_standard_error_is_the_spread_of_the_free_energy_over_independent_
     values, errors = np.array(values), np.array(errors)
     spread = values.std(ddof=1)
     assert abs(values.mean() - KT * math.log(3)) < 4 * spread / math.sqrt(len(values))
-    # The error bar of one run says how far its value is from the others' (frames instead of blocks would give a tenth of it).
+    # The error bar of one run says how far its value is from the others' (frames instead of blocks would give a
+    # tenth of it).
     assert 0.85 < math.sqrt(np.mean(errors**2)) / spread < 1.15
 
 
 def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_follow(alanine_model, tmp_path):
-    """One Gaussian, deposited at 2.5 ps: before it V = c = 0, after it the grid is bias.npy, whose c(t) is computed here from its definition."""
+    """One Gaussian, deposited at 2.5 ps: before it V = c = 0, after it the grid is bias.npy, whose c(t) is computed
+    here from its definition."""
     out = tmp_path / "one-gaussian"
     assert (
         main(
@@ -99,7 +104,8 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     before = time_ps < 2.5 - 1e-9
     assert before.sum() == 24 and np.all(bias[before] == 0) and np.all(rbias[before] == 0)
     assert np.all(bias[~before] > 0)
-    # Tiwary & Parrinello: c = kT ln[sum exp(gamma/(gamma-1) V/kT) / sum exp(V/((gamma-1) kT))] over the grid (periodic: the last point repeats the first).
+    # Tiwary & Parrinello: c = kT ln[sum exp(gamma/(gamma-1) V/kT) / sum exp(V/((gamma-1) kT))] over the grid
+    # (periodic: the last point repeats the first).
     gamma, grid = 8.0, np.load(out / "bias.npy")[:-1, :-1]
     offset = KT * math.log(np.sum(np.exp(gamma / (gamma - 1) * grid / KT)) / np.sum(np.exp(grid / ((gamma - 1) * KT))))
     assert offset > 1.0
@@ -137,7 +143,8 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
 
 @pytest.mark.parametrize("timestep_fs", ["10", "50"])
 def test_a_simulation_that_blows_up_says_so(alanine_model, tmp_path, capsys, timestep_fs):
-    """At 10 fs the learned CV's force meets NaN positions inside a step; at 50 fs the CV runs far off its grid first."""
+    """At 10 fs the learned CV's force meets NaN positions inside a step; at 50 fs the CV runs far off its grid
+    first."""
     out = tmp_path / "blown"
     assert (
         main(
@@ -164,7 +171,8 @@ def test_a_simulation_that_blows_up_says_so(alanine_model, tmp_path, capsys, tim
 
 def test_ctrl_c_on_a_learned_cv_exits_130_in_one_line_and_the_rerun_resumes(alanine_model, tmp_path):
     out = tmp_path / "interrupted"
-    # The first checkpoint says the MD loop runs; the next is 0.3 s away, so the signal lands inside a step, in the CV's Python callback.
+    # The first checkpoint says the MD loop runs; the next is 0.3 s away, so the signal lands inside a step, in the
+    # CV's Python callback.
     command = [
         "bias",
         str(alanine_model[0]),

@@ -1,4 +1,4 @@
-"""Every option that changes a result enters its command's run identity, and config files follow the command line's rule.
+"""Every option that changes a result enters its command's run identity; config files follow the command line's rule.
 
 A rerun with another value of such an option must be refused, never resumed into the folder of
 the first run. The identity is read where the command hands it to its run folder, so an option
@@ -306,7 +306,8 @@ POSITIONALS = {
     "command, action", _numeric_options(), ids=lambda x: x if isinstance(x, str) else x.option_strings[0]
 )
 def test_config_values_follow_the_command_line_rule_whatever_their_yaml_type(tmp_path, capsys, command, action):
-    """Integers given as floats or strings, floats as integers or strings: accepted exactly when the same text is on the command line."""
+    """Integers given as floats or strings, floats as integers or strings: accepted exactly when the same text is
+    on the command line."""
     config = tmp_path / "config.yaml"
     positionals = POSITIONALS.get(command, [])
     for value in (3, 3.0, "3", 0.5, "0.5", 2.5e-3, "2.5e-3", "1e-3", 7, "7", 7.0):

@@ -38,7 +38,7 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
     assert (out / "model" / "model.pt").exists() and len(summary["trajectories"]) == 3
     assert summary["frequencies_slowest"] == sorted(summary["frequencies_slowest"])
     assert "mutual information with psi" in printed
-    # The comparison with TICA: block error bars, TICA's spectrum with its oscillations flagged, timescales side by side.
+    # The comparison with TICA: block error bars, TICA's spectrum with oscillations flagged, timescales side by side.
     assert summary["lag_ps"] == 1.0 and summary["vamp2_scored_segments"] == 4
     assert summary["vamp2_learned_standard_error"] > 0 and summary["vamp2_tica_standard_error"] > 0
     assert summary["vamp2_learned_minus_tica"]["standard_error"] > 0

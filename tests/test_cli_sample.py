@@ -200,8 +200,8 @@ def test_chains_start_at_the_lowest_energy_draws_of_the_flow(toy_model):
 
     from neuralct.model.transformation import load
     from neuralct.sampling import LatentPotential
+    from neuralct.sampling.chains import starting_points
     from neuralct.sampling.targets import toy_target
-    from neuralct.workflows.sample import starting_points
 
     model = load(toy_model).double()
     target = toy_target(model)
@@ -330,12 +330,14 @@ def test_ten_million_chains_are_refused_on_this_machine(toy_model, tmp_path, cap
     assert not out.exists()
 
 
-# Peak resident memory from /proc (VmHWM): getrusage's ru_maxrss would include the parent's, which survives fork and exec.
+# Peak resident memory from /proc (VmHWM): getrusage's ru_maxrss would include the parent's, which survives fork
+# and exec.
 MEASURE_MEMORY = """
 import json, sys, tempfile
 from pathlib import Path
 from neuralct.model.transformation import load
-from neuralct.workflows.sample import SamplingSettings, memory_needed, run_sampling
+from neuralct.workflows.sample import SamplingSettings, run_sampling
+from neuralct.sampling.resources import memory_needed
 from neuralct.sampling.targets import toy_target
 
 def resident(field):
@@ -346,7 +348,8 @@ model = load(sys.argv[1]).double()
 model.requires_grad_(False)
 target = toy_target(model)
 settings = SamplingSettings(chains=20000, samples=20, warmup=4, leapfrog_steps=2, kish_samples=0, progress=False)
-needed = sum(size for size, _ in memory_needed(model, target, settings).values())
+sizes = {name: getattr(settings, name) for name in ("chains", "samples", "warmup", "kish_samples")}
+needed = sum(size for size, _ in memory_needed(model, target, **sizes).values())
 before = resident("VmRSS")
 with tempfile.TemporaryDirectory() as folder:
     run_sampling(model, target, settings, Path(folder))
@@ -356,7 +359,7 @@ print(json.dumps({"needed": needed, "used": resident("VmHWM") - before}))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_the_memory_estimate_bounds_what_a_run_takes(toy_model):
-    """20,000 chains of the toy model in a fresh process: its peak memory stays below the estimate, and not far below."""
+    """20,000 chains of the toy model in a fresh process: its peak memory stays below the estimate, not far below."""
     result = subprocess.run(
         [sys.executable, "-c", MEASURE_MEMORY, str(toy_model)], capture_output=True, text=True, check=True, timeout=600
     )
@@ -403,7 +406,7 @@ def test_target_acceptance_must_be_strictly_between_zero_and_one(toy_model, tmp_
 
 @pytest.fixture(scope="module")
 def alanine_models(tmp_path_factory):
-    """A short unconstrained alanine dipeptide trajectory and three tiny models: heavy atoms, all atoms, backbone atoms."""
+    """A short unconstrained alanine dipeptide trajectory and three tiny models: heavy, all and backbone atoms."""
     folder = tmp_path_factory.mktemp("alanine")
     md = folder / "md"
     assert (
@@ -589,7 +592,8 @@ def test_heavy_atom_model_resumes_to_the_same_samples(alanine_models, tmp_path, 
         (
             "backbone",
             "alanine-dipeptide",
-            "is not a hydrogen bonded to one of its atoms; the potential energy needs every atom: train with `--selection heavy`",
+            "is not a hydrogen bonded to one of its atoms; "
+            "the potential energy needs every atom: train with `--selection heavy`",
         ),
         ("all", "harmonic-chain", "trained on a system of 22"),
         ("all", None, "needs the SYSTEM"),

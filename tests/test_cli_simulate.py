@@ -99,6 +99,21 @@ def test_bad_input_is_a_one_line_error_and_leaves_outputs_untouched(finished_run
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["double-well", "--report-ps", "0.003"], "--report-ps 0.003 is not a whole number of 2.0 fs steps"),
+        (["double-well", "--length-ns", "0.0001"], "--length-ns 0.0001 is shorter than one report interval"),
+        (["double-well", "--add-hydrogens"], "--add-hydrogens applies to PDB structures only"),
+        (["harmonic-chain", "--solvent", "obc2"], "--solvent obc2 applies to molecules only"),
+    ],
+)
+def test_the_library_names_arguments_and_the_command_line_names_its_flags(tmp_path, capsys, args, message):
+    assert main(["simulate", *args, "--output", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "`" not in err and "\n" not in err, err
+
+
 def test_output_that_cannot_be_written(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("keep me")
@@ -115,7 +130,10 @@ PDB = Path(__file__).resolve().parents[1] / "systems" / "trialanine.pdb"
 
 def edited_pdb(tmp_path, name, keep=lambda line: True, edit=lambda line: line):
     """The bundled tri-alanine PDB with atom lines filtered and edited."""
-    atoms = lambda line: line.startswith(("ATOM", "HETATM"))
+
+    def atoms(line):
+        return line.startswith(("ATOM", "HETATM"))
+
     lines = [
         edit(line) if atoms(line) else line for line in PDB.read_text().splitlines() if not atoms(line) or keep(line)
     ]
@@ -151,7 +169,8 @@ def hydrogen(line):
             lambda l: not (l[12:16].strip() == "HA" and l[22:26].strip() == "3"),
             lambda l: l,
             [],
-            "residue ALA 3 of chain A does not match force field amber99sbildn.xml (missing atoms HA); rerun with --add-hydrogens",
+            "residue ALA 3 of chain A does not match force field amber99sbildn.xml (missing atoms HA); "
+            "rerun with --add-hydrogens",
         ),
         (
             "uncapped.pdb",

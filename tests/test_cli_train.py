@@ -433,7 +433,8 @@ def test_an_allocation_that_fails_anyway_is_one_line(tmp_path, capsys, monkeypat
 
     def fail(*args, **kwargs):
         raise RuntimeError(
-            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 8000000000 bytes."
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 8000000000 bytes."
         )
 
     monkeypatch.setattr(neuralct.cli.train, "_toy_fit", fail)

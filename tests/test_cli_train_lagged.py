@@ -152,6 +152,27 @@ def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, mes
     assert message in err and len(err.splitlines()) == 1, err
 
 
+MODEL_V2 = str(Path(__file__).parent / "fixtures" / "model_v2.pt")
+
+
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        (["train"], ["--lag-ps", "0.7"], "--lag-ps 0.7 is not a whole multiple of the 0.5 ps between frames"),
+        (["train"], ["--validation-trajectories", "3"], "--validation-trajectories must be between 1 and 2 for 3"),
+        (["train"], ["--vamp-weight", "5"], "--vamp-weight needs --lag-ps (the VAMP-2 term"),
+        (["analyze", MODEL_V2], ["--modes", "1"], "--modes must be at least 2"),
+    ],
+)
+def test_library_errors_reach_the_command_line_as_its_flags(trajectories, tmp_path, capsys, command, options, message):
+    """The library names its arguments (`lag_ps`); the command line shows each as its flag, before any work."""
+    out = tmp_path / "refused"
+    assert main([*command, *trajectories, *options, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"neuralct {command[0]}: error: ") and message in err, err
+    assert "`" not in err and len(err.splitlines()) == 1 and not out.exists(), err
+
+
 @pytest.mark.parametrize("option", [["--lag-ps", "1"], ["--vamp-weight", "5"], ["--vamp-lags-ps", "1"]])
 def test_toys_have_no_lag(tmp_path, capsys, option):
     assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", *option, "--output", str(tmp_path / "toy")]) == 2
@@ -197,7 +218,7 @@ def test_a_damaged_mode_ranking_is_refused_at_load(trajectories, tmp_path):
     out = tmp_path / "ranked"
     assert main(["train", *trajectories, *SMALL, "--rank-lag-ps", "1", "--output", str(out)]) == 0
     contents = torch.load(out / "model.pt", weights_only=True)
-    contents["metadata"]["mode_ranking"]["order"][0] = contents["metadata"]["mode_ranking"]["order"][1]
+    contents["mode_ranking"]["order"][0] = contents["mode_ranking"]["order"][1]
     torch.save(contents, tmp_path / "damaged.pt")
     with pytest.raises(neuralct.errors.NeuralCTError, match="mode_ranking.order must be a permutation"):
         neuralct.load(tmp_path / "damaged.pt")

@@ -38,6 +38,16 @@ def test_rigid_motions_are_removed_exactly(molecule):
     assert rmsd.max() < 1e-12
 
 
+def test_rotations_are_the_weighted_svd_fit_of_scipy(molecule):
+    """The quaternion fit gives the rotations of the SVD (Kabsch) fit, 180-degree turns included."""
+    reference, masses, frame = molecule
+    moved = rigidly_moved(reference + 0.05 * np.random.default_rng(12).normal(size=(40, 10, 3)), seed=13)
+    _, rotations, _ = frame.align(moved)
+    centred = moved - (masses @ moved / masses.sum())[:, None]
+    expected = [Rotation.align_vectors(frame.reference.numpy(), x, weights=masses)[0].as_matrix() for x in centred]
+    np.testing.assert_allclose(rotations, np.stack(expected), atol=1e-10)
+
+
 def test_rmsd_equals_mdtraj_for_equal_masses(molecule):
     import mdtraj as md
 

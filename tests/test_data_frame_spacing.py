@@ -28,7 +28,7 @@ def topology(tmp_path_factory):
 
 
 def write(folder, topology, time_ps, name="traj.nc"):
-    """A NetCDF file as `neuralct simulate` and `neuralct bias` write them (float32 time stamps), topology.pdb beside it."""
+    """A NetCDF file as `neuralct simulate` and `neuralct bias` write it (float32 time stamps), topology.pdb beside."""
     folder.mkdir(exist_ok=True)
     (folder / "topology.pdb").write_bytes(topology.read_bytes())
     positions = np.random.default_rng(1).normal(scale=0.3, size=(len(time_ps), N_ATOMS, 3))

@@ -1,4 +1,4 @@
-"""Exported CVs (TorchScript for openmm-torch and PLUMED, torch.export, PythonForce) equal the model's CVs, as physics."""
+"""Exported CVs (TorchScript for openmm-torch and PLUMED, torch.export, PythonForce) equal the model's CVs."""
 
 import json
 
@@ -11,9 +11,9 @@ from scipy.spatial.transform import Rotation
 
 import neuralct
 from neuralct.cli import main
-from neuralct.data.frame import kabsch
+from neuralct.data.frame import kabsch, quaternion_tables
 from neuralct.export import collective_variables, openmm_force
-from neuralct.export.cv import _Couplings, _quaternion_tables, quaternion_kabsch
+from neuralct.export.cv import _Couplings
 from neuralct.export.force import _EVALUATORS, _SHARED
 from neuralct.export.numpy_cv import NumpyCollectiveVariables, _CouplingStack
 from neuralct.flows.coupling import CouplingStack
@@ -41,6 +41,12 @@ def moved_copies(positions, seed=0):
     return positions @ rotations.transpose(0, 2, 1) + rng.normal(scale=3.0, size=(len(positions), 1, 3))
 
 
+def svd_kabsch(frames, reference, masses):
+    """The optimal rotations of SciPy's weighted SVD (Kabsch) fit, a reference independent of the quaternion method."""
+    fits = [Rotation.align_vectors(reference.numpy(), frame.numpy(), weights=masses.numpy())[0] for frame in frames]
+    return torch.tensor(np.stack([fit.as_matrix() for fit in fits]))
+
+
 def test_quaternion_fit_is_the_svd_kabsch_fit():
     rng = np.random.default_rng(1)
     reference = torch.tensor(rng.normal(size=(10, 3)))
@@ -50,8 +56,8 @@ def test_quaternion_fit_is_the_svd_kabsch_fit():
         1, 2
     ) + 0.1 * torch.randn(50, 10, 3, dtype=torch.float64)
     frames = frames - torch.einsum("i,fia->fa", masses, frames)[:, None] / masses.sum()
-    expected, _ = kabsch(frames, reference, masses)
-    rotations = quaternion_kabsch(frames, reference, masses, *_quaternion_tables())
+    expected = svd_kabsch(frames, reference, masses)
+    rotations = kabsch(frames, reference, masses, *quaternion_tables())
     assert torch.allclose(rotations, expected, atol=1e-10)
     assert torch.allclose(torch.linalg.det(rotations), torch.ones(50, dtype=torch.float64), atol=1e-12)
 
@@ -86,7 +92,8 @@ def test_gradient_is_minus_the_finite_difference_force(exported):
 
 
 def test_plumed_file_follows_the_pytorch_model_loader(exported):
-    """As PLUMED's PytorchModel.cpp does: load, eval, freeze, optimize_for_inference, probe with zeros, autograd per output."""
+    """As PLUMED's PytorchModel.cpp does: load, eval, freeze, optimize_for_inference, probe with zeros, autograd per
+    output."""
     model, folder, positions, expected = exported
     manifest = json.loads((folder / "manifest.json").read_text())
     n_in = len(manifest["features"]["plumed_model.ptc"])
@@ -186,6 +193,23 @@ def test_a_kinetic_model_from_an_older_file_exports_its_cvs_ranked_by_relaxation
         assert [cv["frequency_rad_per_ps"] for cv in record["cvs"]] != sorted(
             cv["frequency_rad_per_ps"] for cv in record["cvs"]
         )
+    module = torch.jit.load(str(folder / "cv1.pt"))
+    assert np.abs(module(torch.tensor(expected["positions_nm"])).numpy() - expected["cvs"][:, 0]).max() < 1e-5
+
+
+def test_export_of_a_model_ranked_by_autocorrelation_reports_that_ranking(tmp_path):
+    """The model_v2.pt fixture: modes ranked by autocorrelation, written by an older neuralct."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = np.load(fixtures / "model_v2_expected.npz")
+    stored = torch.load(fixtures / "model_v2.pt", weights_only=True)["metadata"]["mode_ranking"]
+    folder = tmp_path / "ranked"
+    assert main(["export", str(fixtures / "model_v2.pt"), "--cvs", "2", "--output", str(folder)]) == 0
+    for name in ("manifest.json", "summary.json"):
+        record = json.loads((folder / name).read_text())
+        assert record["ranked_by"]["key"] == "autocorrelation" and "1 ps" in record["ranked_by"]["what"]
+        assert [cv["autocorrelation"] for cv in record["cvs"]] == stored["autocorrelation"][:2]
     module = torch.jit.load(str(folder / "cv1.pt"))
     assert np.abs(module(torch.tensor(expected["positions_nm"])).numpy() - expected["cvs"][:, 0]).max() < 1e-5
 

@@ -112,7 +112,10 @@ def test_frequency_layer_logdet_is_constant_and_exact():
 def test_point_transformation_momenta_match_explicit_jacobian_solve():
     flow = make("point")
     q, p = torch.randn(DIM), torch.randn(DIM)
-    F = lambda v: flow.bijection(v.unsqueeze(0))[0].squeeze(0)
+
+    def F(v):
+        return flow.bijection(v.unsqueeze(0))[0].squeeze(0)
+
     dF = torch.autograd.functional.jacobian(F, q)
     expected_P = torch.linalg.solve(dF.T, p)
     z, _ = flow(torch.cat([q, p]).unsqueeze(0))
@@ -201,5 +204,8 @@ def test_coupling_stack_backward_pass_matches_finite_differences(inverse, depth)
     assert {relation for _, relation in stack._schedule(inverse)} == {"first", "complement", "other"}
     u, m = (torch.randn(4, 5, requires_grad=True) for _ in range(2))
     parameters = [parameter.detach().clone().requires_grad_(True) for parameter in stack._conditioner_parameters()]
-    lift = lambda *tensors: _StackMomentumLift.apply(stack, inverse, *tensors)
+
+    def lift(*tensors):
+        return _StackMomentumLift.apply(stack, inverse, *tensors)
+
     assert torch.autograd.gradcheck(lift, (u, m, *parameters))

@@ -10,7 +10,7 @@ from test_flows import randomize
 
 import neuralct
 from neuralct.data import lagged_pairs
-from neuralct.data.pairs import lag_in_frames, split_lagged_pairs
+from neuralct.data.pairs import LaggedPairs, lag_in_frames, split_lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
 from neuralct.model.dynamics import ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
@@ -32,12 +32,13 @@ def sylvester_exponential(A: np.ndarray, t: float) -> np.ndarray:
 
 @pytest.mark.parametrize("lag", [0.05, 0.7, 4.0])
 def test_transition_moments_match_the_analytic_solution(lag):
-    """Mean: exp(A tau) from Sylvester's formula. Covariance: the noise integral of the SDE (Van Loan's block exponential)."""
+    """Mean: exp(A tau) from Sylvester's formula. Covariance: the SDE's noise integral (Van Loan's block exp)."""
     propagator, covariance = ou_transition(W, GAMMA, lag)
     for k in range(2):
         A = ou_drift(W, GAMMA)[k].numpy()
         assert np.allclose(propagator[k].numpy(), sylvester_exponential(A, lag), atol=1e-12)
-        # Cov = int_0^tau exp(A s) D exp(A s)^T ds with the fluctuation-dissipation noise D = diag(0, 2 gamma) at kT = 1.
+        # Cov = int_0^tau exp(A s) D exp(A s)^T ds with the fluctuation-dissipation noise D = diag(0, 2 gamma),
+        # kT = 1.
         D = np.diag([0.0, 2 * GAMMA[k].item()])
         block = scipy.linalg.expm(np.block([[-A, D], [np.zeros((2, 2)), A.T]]) * lag)
         noise = block[2:, 2:].T @ block[:2, 2:]
@@ -98,7 +99,7 @@ def test_transition_density_matches_a_direct_simulation_of_the_sde():
 
 
 def test_configuration_only_density_is_the_marginal_of_the_phase_space_one():
-    """Q(t+tau) | Q(t) is the phase-space transition averaged over Maxwell-Boltzmann P(t) and integrated over P(t+tau)."""
+    """Q(t+tau) | Q(t): the phase-space transition averaged over Maxwell-Boltzmann P(t), integrated over P(t+tau)."""
     lag = 0.8
     z0 = torch.tensor([[0.7, -1.1, 0.0, 0.0]])
     Q1 = torch.tensor([[0.2, 1.5]])
@@ -169,7 +170,7 @@ def test_model_without_dynamics_is_unchanged(tmp_path):
 def harmonic_langevin_trajectory(
     stiffness: np.ndarray, friction: float, dt: float, frames: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact discretisation of unit-mass Langevin dynamics in U = q^T K q / 2 at kT = 1: positions and on-step momenta."""
+    """Exact discretisation of unit-mass Langevin dynamics in U = q^T K q / 2, kT = 1: positions, on-step momenta."""
     n = len(stiffness)
     drift = np.block([[np.zeros((n, n)), np.eye(n)], [-stiffness, -friction * np.eye(n)]])
     stationary = scipy.linalg.block_diag(np.linalg.inv(stiffness), np.eye(n))
@@ -204,7 +205,9 @@ def test_learning_recovers_frequencies_and_friction_of_a_harmonic_system(momenta
     model = NeuralCanonicalTransformation(2, architecture=[{"type": "linear", "point": True}], latent_dynamics=True)
     model.initialize(torch.tensor(q[:30000]), generator=torch.Generator().manual_seed(0))
     recorded = torch.tensor(p) if momenta == "recorded" else None
-    objective = LaggedLikelihood(torch.tensor(q), recorded, train_pairs, valid_pairs, lag=lag_frames * dt)
+    objective = LaggedLikelihood(
+        torch.tensor(q), recorded, LaggedPairs(train_pairs, valid_pairs, lag_frames, lag_frames * dt)
+    )
     objective.initialize_frictions(model)
     train(
         model,
@@ -232,23 +235,21 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
     q, p = torch.tensor(q), torch.tensor(p)
     recorded = p if momenta == "recorded" else None
 
-    def pairs(lag):
-        return split_lagged_pairs([2000, 1000], lag, np.arange(2000), np.arange(2000, 3000))
+    def pairs(lag_frames):
+        return split_lagged_pairs([2000, 1000], lag_frames * 0.25, 0.25, np.arange(2000), np.arange(2000, 3000))
 
     model = NeuralCanonicalTransformation(2, architecture=POINT, latent_dynamics=True).double()
     model.initialize(q[:2000], generator=torch.Generator().manual_seed(0))
     randomize(model, scale=0.2)
-    train_pairs, valid_pairs = pairs(2)
-    plain = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5)
-    several = LaggedLikelihood(
-        q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(1), pairs(2), pairs(4)]
-    )
-    single = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0)
-    as_single = LaggedLikelihood(q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=3.0, vamp_pairs=[pairs(2)])
+    transition = pairs(2)
+    plain = LaggedLikelihood(q, recorded, transition)
+    several = LaggedLikelihood(q, recorded, transition, vamp_weight=3.0, vamp_pairs=[pairs(1), pairs(2), pairs(4)])
+    single = LaggedLikelihood(q, recorded, transition, vamp_weight=3.0)
+    as_single = LaggedLikelihood(q, recorded, transition, vamp_weight=3.0, vamp_pairs=[pairs(2)])
     with torch.no_grad():
         z, _ = model.flow(model.to_reduced(q, p))
     Q = split_phase_space(z)[0][:, model.mode_order()[:2]]
-    scores = [float(nested_vamp2(Q[valid[0]], Q[valid[1]])) for _, valid in (pairs(1), pairs(2), pairs(4))]
+    scores = [float(nested_vamp2(Q[lagged.valid[0]], Q[lagged.valid[1]])) for lagged in (pairs(1), pairs(2), pairs(4))]
     assert several.validation_loss(model) == pytest.approx(
         plain.validation_loss(model) - 3.0 * np.mean(scores), rel=1e-10, abs=1e-10
     )
@@ -260,19 +261,15 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
         torch.isfinite(w.grad).all() for w in model.flow.parameters() if w.grad is not None
     )
     with pytest.raises(NeuralCTError, match="every VAMP-2 lag"):
-        LaggedLikelihood(
-            q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(2500)]
-        )
+        LaggedLikelihood(q, recorded, transition, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(2500)])
     # 1500 frames: pairs inside the 2000 training frames, none inside the 1000 validation ones.
     with pytest.raises(NeuralCTError, match="leaves no validation pairs"):
-        LaggedLikelihood(
-            q, recorded, train_pairs, valid_pairs, lag=0.5, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(1500)]
-        )
+        LaggedLikelihood(q, recorded, transition, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(1500)])
 
 
 def test_lagged_objective_rejects_models_it_cannot_train():
     q = torch.randn(10, 2)
-    objective = LaggedLikelihood(q, None, lagged_pairs([10], 1), None, lag=1.0)
+    objective = LaggedLikelihood(q, None, LaggedPairs(lagged_pairs([10], 1), None, 1, 1.0))
     with pytest.raises(NeuralCTError, match="latent dynamics"):
         objective.loss(NeuralCanonicalTransformation(2, architecture=POINT), 4, torch.Generator())
     mixed = NeuralCanonicalTransformation(2, architecture=[{"type": "linear"}], latent_dynamics=True)
@@ -291,8 +288,20 @@ def test_lag_in_frames_needs_a_whole_multiple_of_the_frame_time():
             lag_in_frames(lag, step)
 
 
+def test_split_lagged_pairs_converts_the_lag_once_and_keeps_each_pair_inside_one_part():
+    """Two trajectories of 10 and 6 frames 0.5 ps apart, the last 3 frames of the first held out."""
+    pairs = split_lagged_pairs([10, 6], 1.0, 0.5, np.r_[0:7, 10:16], np.arange(7, 10))
+    assert isinstance(pairs, LaggedPairs) and pairs.lag_frames == 2 and pairs.lag_ps == 1.0
+    first, second = pairs.train
+    assert first.tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13] and np.array_equal(second, first + 2)
+    assert pairs.valid[0].tolist() == [7] and pairs.valid[1].tolist() == [9]
+    # Errors name the argument that gave the lag, as the command line translates it to its flag.
+    with pytest.raises(NeuralCTError, match="^`vamp_lags_ps` 0.7 is not a whole multiple of the 0.5 ps between frames"):
+        split_lagged_pairs([10, 6], 0.7, 0.5, np.arange(16), np.arange(0), "`vamp_lags_ps`")
+
+
 def test_batch_vamp2_is_deeptimes_score_and_differentiable():
-    """On the pairs of two AR(1) processes (autocorrelations 0.8, 0.5), VAMP-2 is 0.8^2 + 0.5^2, as deeptime computes."""
+    """On pairs of two AR(1) processes (autocorrelations 0.8, 0.5), VAMP-2 is 0.8^2 + 0.5^2, as deeptime computes."""
     from deeptime.decomposition import VAMP
 
     rng = np.random.default_rng(2)

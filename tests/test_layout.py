@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "neuralct"
 
 #: Each folder's layer, lowest first: a module may import from its own folder and from lower layers only.
@@ -80,6 +82,14 @@ def test_every_folder_and_root_module_has_a_layer():
     assert names - {"__init__", "__main__"} == set(LAYERS) - {"root"} | ROOT_MODULES
 
 
+def test_every_package_folder_is_installed():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11 on
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {_module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert folders <= listed, sorted(folders - listed)
+
+
 def test_the_package_root_holds_at_most_five_modules():
     assert len(list(PACKAGE.glob("*.py"))) <= 5
 
@@ -126,7 +136,10 @@ def test_no_import_circle_between_modules():
 
 
 def test_the_reader_of_imports_sees_function_local_relative_imports():
-    source = "import os\nfrom ..errors import NeuralCTError\n\ndef f():\n    from ..workflows import train\n    from . import frame\n"
+    source = (
+        "import os\nfrom ..errors import NeuralCTError\n\n"
+        "def f():\n    from ..workflows import train\n    from . import frame\n"
+    )
     assert _imports_of(source, "neuralct.data") == {
         "neuralct.errors",
         "neuralct.workflows.train",

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from neuralct.data.netcdf import read_netcdf
+from neuralct.errors import NeuralCTError
+from neuralct.md.replicas import default_jobs, plan_jobs, run_in_processes
 from neuralct.md.simulate import (
     SimulationSettings,
-    default_jobs,
     degrees_of_freedom,
     kinetic_temperature,
     run_simulation,
@@ -193,10 +194,12 @@ def test_parallel_replicas_equal_sequential_ones_and_resume_after_a_kill(tmp_pat
 IDLE_POOL = r"""
 import os, time, multiprocessing
 from concurrent.futures import ProcessPoolExecutor
-from neuralct.md import simulate
+from neuralct.md import replicas
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=context, initializer=simulate._start_worker, initargs=(context.Queue(), os.getpid())) as pool:
+    with ProcessPoolExecutor(
+        1, mp_context=context, initializer=replicas._start_worker, initargs=(context.Queue(), os.getpid())
+    ) as pool:
         pool.submit(time.sleep, 0.01).result()
         print(*pool._processes, flush=True)
         time.sleep(60)
@@ -233,3 +236,43 @@ def test_an_idle_worker_of_a_killed_parent_exits():
 def test_default_jobs_runs_up_to_two_replicas_per_core_at_once(replicas, cores, jobs):
     # 3 replicas on 2 cores as 3 jobs: no replica waits alone for a round of its own.
     assert default_jobs(replicas, cores) == jobs
+
+
+def test_plan_jobs_shares_the_cores_between_the_jobs(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert plan_jobs(1, None, None) == (1, None)  # one job keeps the platform's default threads
+    assert plan_jobs(3, None, None) == (3, 1)
+    assert plan_jobs(2, 5, None) == (2, 2)  # never more jobs than replicas
+    assert plan_jobs(3, 2, 3) == (2, 3)
+    with pytest.raises(NeuralCTError, match="`replicas` must be >= 1, got 0"):
+        plan_jobs(0, None, None)
+    with pytest.raises(NeuralCTError, match="`jobs` must be >= 1, got 0"):
+        plan_jobs(2, 0, None)
+
+
+class _Tally:
+    def __init__(self):
+        self.frames = 0
+
+    def update(self, n):
+        self.frames += n
+
+
+def _record_frames(frames, tag, progress):
+    for _ in range(frames):
+        progress.update(1)
+    return tag, os.getpid()
+
+
+def test_worker_processes_report_every_frame_and_return_in_order():
+    tally = _Tally()
+    results = run_in_processes(_record_frames, [(3, "a"), (5, "b"), (2, "c")], 2, tally)
+    assert [tag for tag, _ in results] == ["a", "b", "c"] and tally.frames == 10
+    assert os.getpid() not in {pid for _, pid in results}
+
+
+def test_settings_errors_name_the_argument():
+    with pytest.raises(NeuralCTError, match="^`report_ps` 0.003 is not a whole number of 2.0 fs steps$"):
+        SimulationSettings(report_ps=0.003).validate()
+    with pytest.raises(NeuralCTError, match="^`threads` must be >= 1, got 0$"):
+        SimulationSettings(threads=0).validate()

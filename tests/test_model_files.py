@@ -1,4 +1,4 @@
-"""Model files are verified before use: damaged bytes, edited weights and stale metadata are refused; old files still load."""
+"""Model files are verified before use: damaged bytes, edited weights, stale metadata are refused; old files load."""
 
 import io
 import shutil
@@ -14,7 +14,7 @@ import neuralct
 from neuralct.cli import main
 from neuralct.errors import NeuralCTError
 from neuralct.model.molecular import project_positions
-from neuralct.model.transformation import content_digest
+from neuralct.model.transformation import ModeRanking, content_digest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 #: A kinetic model of alanine dipeptide (heavy atoms, --lag-ps 1, one coupling of width 4) written by
@@ -73,6 +73,32 @@ def test_a_version_2_model_file_ranked_by_autocorrelation_loads_and_gives_the_cv
         project_positions(model, expected["positions_nm"]), expected["cvs"], rtol=1e-5, atol=1e-6
     )
     np.testing.assert_allclose(model.frequencies.detach().numpy(), expected["frequencies"], rtol=1e-6)
+
+
+def test_the_mode_ranking_is_model_state_saved_as_its_own_entry_under_the_digest(tmp_path):
+    """A version-2 file kept the ranking in its metadata; the loaded model holds it, and saves it as version 3."""
+    model = neuralct.load(MODEL_V2)
+    stored = torch.load(MODEL_V2, weights_only=True)["metadata"]["mode_ranking"]
+    assert model.mode_ranking == ModeRanking.from_dict(stored) and "mode_ranking" not in model.metadata
+    assert model.mode_order().tolist() == stored["order"]
+    model.save(tmp_path / "model.pt")
+    contents = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert contents["version"] == 3 and contents["mode_ranking"] == stored
+    assert "mode_ranking" not in contents["metadata"]
+    positions = np.load(EXPECTED_V2)["positions_nm"]
+    again = neuralct.load(tmp_path / "model.pt")
+    assert again.mode_ranking == model.mode_ranking and again.ranked_by == "autocorrelation"
+    assert np.array_equal(project_positions(again, positions), project_positions(model, positions))
+    # The entry is covered by the digest: a changed figure, saved with valid checksums, is refused.
+    contents["mode_ranking"]["autocorrelation"][0] *= 0.5
+    torch.save(contents, tmp_path / "edited.pt")
+    with pytest.raises(NeuralCTError, match="edited.pt is damaged or was altered.*SHA-256"):
+        neuralct.load(tmp_path / "edited.pt")
+    # A model without a ranking is written as version 2, which holds all of it.
+    model.mode_ranking = None
+    model.save(tmp_path / "unranked.pt")
+    assert torch.load(tmp_path / "unranked.pt", weights_only=True)["version"] == 2
+    assert neuralct.load(tmp_path / "unranked.pt").ranked_by == "frequency"
 
 
 def test_model_file_records_a_digest_of_weights_and_metadata(tmp_path):

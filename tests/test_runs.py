@@ -1,9 +1,11 @@
-"""Run folders (identity, lock, stale temporaries, --overwrite), umask-respecting atomic writes, checked option types."""
+"""Run folders (identity, lock, stale temporaries, --overwrite), umask-respecting atomic writes, checked option
+types."""
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -20,7 +22,7 @@ from neuralct.cli.options import (
 )
 from neuralct.cli.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
 from neuralct.errors import NeuralCTError
-from neuralct.io import atomic_path, atomic_write_text, is_atomic_temporary
+from neuralct.io import ArrayCheckpoint, atomic_path, atomic_write_text, is_atomic_temporary
 
 
 def snapshot(folder):
@@ -394,3 +396,30 @@ def test_summaries_are_standard_json(tmp_path):
         "c": 2.5,
         "d": [None, 1.0],
     }
+
+
+def test_an_array_checkpoint_reads_back_what_it_saved(tmp_path):
+    import numpy as np
+
+    state = bytes(range(256)) + b"\x00"
+    rows = np.arange(12.0).reshape(3, 4)
+    ArrayCheckpoint({"step": 7, "platform": "Reference", "state": state, "rows": rows}, {"seed": 1, "b": [2]}).save(
+        tmp_path / "c.npz"
+    )
+    entries = {"step": int, "platform": str, "state": bytes, "rows": np.asarray}
+    checkpoint = ArrayCheckpoint.load(tmp_path / "c.npz", entries, "start again")
+    assert checkpoint["step"] == 7 and checkpoint["platform"] == "Reference" and checkpoint["state"] == state
+    assert np.array_equal(checkpoint["rows"], rows) and checkpoint.settings == {"seed": 1, "b": [2]}
+    assert list(tmp_path.iterdir()) == [tmp_path / "c.npz"]  # written through a temporary, nothing left beside it
+
+
+@pytest.mark.parametrize("content", ["damaged", "missing entry"])
+def test_an_unreadable_array_checkpoint_is_one_line_with_the_advice(tmp_path, content):
+    path = tmp_path / "c.npz"
+    ArrayCheckpoint({"step": 7}, {}).save(path)
+    if content == "damaged":
+        path.write_bytes(path.read_bytes()[:-16])
+    entries = {"step": int, "state": bytes} if content == "missing entry" else {"step": int}
+    message = rf"^checkpoint {re.escape(str(path))} cannot be read \(\w+\); delete it to start again$"
+    with pytest.raises(NeuralCTError, match=message):
+        ArrayCheckpoint.load(path, entries, "delete it to start again")

@@ -1,4 +1,7 @@
-"""Errors and efficiency figures that claim no more than the chains saw: basin populations, undefined figures, stuck chains."""
+"""Errors and efficiency figures that claim no more than the chains saw.
+
+Basin populations, undefined figures, stuck chains.
+"""
 
 import json
 import math
@@ -28,7 +31,7 @@ def strict_json(obj):
 
 
 def telegraph(rng, runs, samples, chains, enter, leave):
-    """Indicators of a two-state Markov chain started in equilibrium, shape (runs, samples, chains), and its population."""
+    """Indicators of a two-state Markov chain started in equilibrium, shape (runs, samples, chains); its population."""
     population = enter / (enter + leave)
     x = np.empty((runs, samples, chains))
     x[:, 0] = rng.random((runs, chains)) < population
@@ -76,7 +79,8 @@ def test_a_single_stay_in_a_short_chain_is_not_given_a_tight_error():
     indicator = np.zeros((1000, 1))
     indicator[700:] = 1.0
     figures = basin_population(indicator)
-    # The two-state Markov error with one stay: sqrt(2 p^2 (1 - p)^2 - p (1 - p) / n) = 0.296 (autocorrelation alone: 0.16).
+    # The two-state Markov error with one stay: sqrt(2 p^2 (1 - p)^2 - p (1 - p) / n) = 0.296
+    # (autocorrelation alone: 0.16).
     assert figures["standard_error"] == pytest.approx(math.sqrt(2 * 0.21**2 - 0.21 / 1000), rel=1e-9)
 
 

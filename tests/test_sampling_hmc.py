@@ -1,4 +1,7 @@
-"""The HMC kernel's mechanics: exact on a Gaussian, step size frozen after warm-up, non-finite energies rejected and counted."""
+"""The HMC kernel's mechanics.
+
+Exact on a Gaussian, step size frozen after warm-up, non-finite energies rejected and counted.
+"""
 
 import math
 
@@ -120,13 +123,14 @@ def test_split_r_hat_is_one_for_agreeing_chains_and_flags_stuck_or_drifting_ones
     assert split_r_hat(stuck) == pytest.approx(np.sqrt(0.999 + 16 / 15), rel=0.02)
     # Every chain drifts the same way: the chains agree with each other, the halves do not.
     drifting = iid + np.linspace(0.0, 3.0, 2000)[:, None]
-    # Halves' means 0.75 and 2.25 (variance 16 / 15 * 0.5625 = 0.6), within each half 1 + 1.5**2 / 12: sqrt(1 + 0.6 / 1.1875) = 1.23.
+    # Halves' means 0.75 and 2.25 (variance 16 / 15 * 0.5625 = 0.6), within each half 1 + 1.5**2 / 12:
+    # sqrt(1 + 0.6 / 1.1875) = 1.23.
     assert split_r_hat(drifting) > 1.2
     assert np.isnan(split_r_hat(np.ones((100, 4)))) and np.isnan(split_r_hat(iid[:3]))
 
 
 def test_curvature_spectrum_is_the_mean_hessian():
-    """E[grad U grad U^T] = E[Hessian] under exp(-U): the precisions of a Gaussian, and of a quartic well by quadrature."""
+    """E[grad U grad U^T] = E[Hessian] under exp(-U): the precisions of a Gaussian, of a quartic well by quadrature."""
     generator = torch.Generator().manual_seed(3)
     x = (torch.randn(200000, 3, generator=generator, dtype=torch.float64) / PRECISIONS.double().sqrt()).requires_grad_(
         True
@@ -184,7 +188,7 @@ def test_curvature_mass_matrix_is_the_precision_and_keeps_a_correlated_gaussian_
 
 
 def test_curvature_mass_matrix_fits_coordinates_of_very_different_scales():
-    """Curvatures 1e5, 1 and 1e-2 (a bond length in nm beside latent variables and a soft angle): each is fitted to 20 %."""
+    """Curvatures 1e5, 1 and 1e-2 (a bond length in nm beside latent variables, a soft angle): each fitted to 20 %."""
     scales = torch.tensor([1e5, 1.0, 1e-2], dtype=torch.float64).sqrt()
     precision = CORRELATED_PRECISION / CORRELATED_PRECISION.diagonal().sqrt().outer(
         CORRELATED_PRECISION.diagonal().sqrt()
@@ -229,7 +233,8 @@ def test_a_flat_potential_keeps_unit_masses():
 
 
 def test_leapfrog_with_a_mass_matrix_is_reversible_and_volume_preserving():
-    """On a quartic, anharmonic potential: negating the final momentum retraces the path; the map's Jacobian has determinant 1."""
+    """On a quartic, anharmonic potential: negating the final momentum retraces the path; the map's Jacobian has
+    determinant 1."""
 
     def quartic(x):
         return 0.25 * (x**4).sum(-1) + 0.5 * ((x @ CORRELATED_PRECISION) * x).sum(-1)

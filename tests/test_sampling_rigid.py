@@ -181,7 +181,7 @@ def four_atom_energy(positions: torch.Tensor) -> torch.Tensor:
 
 
 def test_hmc_with_a_placed_hydrogen_gives_the_cartesian_distributions(frame):
-    """Frame of atoms 0-2 (rigid-body term) and a hydrogen placed on atom 0 by (r, theta, phi) about atom 2 (r^2 sin theta).
+    """Frame of atoms 0-2 (rigid-body term), a hydrogen on atom 0 at (r, theta, phi) about atom 2 (r^2 sin theta).
 
     Its angle to atom 1, which is not its placement axis, has the Cartesian marginal
     sin(alpha) exp(-k (alpha - alpha0)^2 / 2) whatever the triatomic does; the triatomic's angle keeps its own.

@@ -10,7 +10,7 @@ from neuralct.toys.slow_double_well import fit_toy_trajectories, load_toy_trajec
 from neuralct.training.loop import TrainingSettings
 from neuralct.units import kT_kj_per_mol
 
-LAG_FRAMES = 10  # 5 ps
+LAG_PS = 5.0  # 10 frames
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +44,8 @@ def test_openmm_energy_is_the_rotated_double_well():
 
 def test_lagged_objective_recovers_the_barrier_coordinate_and_its_timescale(toy_data):
     settings = TrainingSettings(steps=200, batch_size=256, validate_every=100, progress=False)
-    lagged = fit_toy_trajectories(toy_data, [0], [1], settings, LAG_FRAMES)
-    score = score_slow_coordinate(lagged, toy_data, [2], LAG_FRAMES)
+    lagged = fit_toy_trajectories(toy_data, [0], [1], settings, LAG_PS)
+    score = score_slow_coordinate(lagged, toy_data, [2], LAG_PS)
     assert abs(score["correlation"]) >= 0.95
     assert abs(score["timescale_ratio"] - 1) <= 0.2
     # The learned friction of the fast harmonic modes is the heat bath's, 1/ps.
@@ -53,4 +53,4 @@ def test_lagged_objective_recovers_the_barrier_coordinate_and_its_timescale(toy_
     assert np.median(fast) == pytest.approx(1.0, rel=0.15)
     # Ranked by softness (maximum likelihood), the slowest CV is the soft, fast harmonic coordinate instead.
     softest = fit_toy_trajectories(toy_data, [0], [1], settings, None)
-    assert abs(score_slow_coordinate(softest, toy_data, [2], LAG_FRAMES)["correlation"]) < 0.5
+    assert abs(score_slow_coordinate(softest, toy_data, [2], LAG_PS)["correlation"]) < 0.5

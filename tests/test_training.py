@@ -1,5 +1,8 @@
 """Training recovers exact answers of harmonic chains, resumes, and stops cleanly on divergence."""
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,11 @@ from neuralct.workflows.train import fit_toy
 
 DEFAULT = [{"type": "linear", "point": True}, {"type": "point", "n_layers": 4, "hidden": 32, "depth": 2}]
 QUIET = dict(progress=False, validate_every=50)
+#: The checkpoint of a `train` run of :func:`_small_chain_setup` with :data:`SMALL` and seed 3, stopped in its
+#: fifth step: the state after step 4, with the loss of step 4 in the epoch under way. Written before the
+#: training state was saved as one object; a run of that loop must still resume from it.
+EARLIER_CHECKPOINT = Path(__file__).parent / "fixtures" / "training_checkpoint.pt"
+SMALL = dict(steps=6, batch_size=16, checkpoint_every=2, validate_every=3, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -205,3 +213,37 @@ def test_fused_clipped_step_equals_clip_grad_norm_and_adam(max_norm):
         assert (float(norm) > max_norm) == (max_norm < 1)
     for mine, theirs in zip(fused.parameters(), reference.parameters()):
         assert torch.equal(mine, theirs)
+
+
+def _small_chain_setup():
+    torch.manual_seed(0)
+    chain = HarmonicChain(2)
+    q = torch.as_tensor(chain.sample(200, seed=0)[0])
+    model = NeuralCanonicalTransformation(2, architecture=[{"type": "linear"}])
+    model.initialize(q)
+    return model, MaximumLikelihood(q[50:], q[:50])
+
+
+def test_a_checkpoint_holds_the_whole_training_state(tmp_path):
+    model, objective = _small_chain_setup()
+    train(model, objective, TrainingSettings(**SMALL), seed=3, checkpoint=tmp_path / "c.pt")
+    saved = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert set(saved) == set(torch.load(EARLIER_CHECKPOINT, weights_only=True))
+    assert saved["step"] == 6 and saved["running"] == [] and saved["timing"]["steps"] == 6
+
+
+def test_a_run_interrupted_before_the_state_was_one_object_resumes(tmp_path):
+    checkpoint = tmp_path / "c.pt"
+    shutil.copy(EARLIER_CHECKPOINT, checkpoint)
+    saved = torch.load(checkpoint, weights_only=True)
+    model, objective = _small_chain_setup()
+    result = train(model, objective, TrainingSettings(**SMALL), seed=3, checkpoint=checkpoint)
+    reference, objective = _small_chain_setup()
+    uninterrupted = train(reference, objective, TrainingSettings(**SMALL), seed=3)
+    assert saved["step"] == 4 and result.resumed_from_step == 4
+    assert result.history["step"] == [3, 6] and result.history["train_loss"][0] == saved["history"]["train_loss"][0]
+    # Model, optimiser, generator and the loss of step 4 came from the file: the uninterrupted run's result (to the
+    # rounding of the machine that wrote the file).
+    assert result.history["train_loss"][1] == pytest.approx(uninterrupted.history["train_loss"][1], rel=1e-9)
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

@@ -145,7 +145,8 @@ def test_a_bias_too_large_to_reweight_is_a_one_line_error(alanine_model, tmp_pat
         (
             "80 ones",
             2,
-            "has 80 values for the 40 frames loaded; give one weight per loaded frame (with --stride N, one for every N-th frame",
+            "has 80 values for the 40 frames loaded; give one weight per loaded frame "
+            "(with --stride N, one for every N-th frame",
         ),
         ("missing", 1, "does not exist or is not a file; check the path"),
     ],

@@ -29,11 +29,11 @@ __all__ = [
 
 
 def implied_timescales(eigenvalues: Sequence[float], lag_ps: float) -> list[float | None]:
-    """``t_i = -lag / ln(lambda_i)`` in ps; None where ``lambda_i <= 0`` (an oscillation, no relaxation) or ``>= 1``."""
+    """``t_i = -lag_ps / ln(lambda_i)`` in ps; None where ``lambda_i <= 0`` (an oscillation, no relaxation) or >= 1."""
     return [-lag_ps / math.log(value) if 0 < value < 1 else None for value in eigenvalues]
 
 
-def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, dim: int | None = None) -> dict:
+def tica_spectrum(train_series: Sequence[np.ndarray], lag_frames: int, lag_ps: float, dim: int | None = None) -> dict:
     """Eigenvalues of reversible TICA on the training trajectories, with their timescales.
 
     The components come in deeptime's order, by absolute eigenvalue: the order in which
@@ -45,7 +45,7 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     Parameters
     ----------
     train_series : list of np.ndarray, each shape=(n_frames_i, n_features)
-    lag : int
+    lag_frames : int
         Lag in frames.
     lag_ps : float
         The same lag in ps (for the timescales).
@@ -61,8 +61,8 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     from deeptime.decomposition import TICA
 
     series = as_series(train_series, "training trajectories")
-    x, y = time_lagged_frames(series, lag, "training trajectories")
-    model = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
+    x, y = time_lagged_frames(series, lag_frames, "training trajectories")
+    model = TICA(lagtime=lag_frames, scaling=None).fit((x, y)).fetch_model()
     eigenvalues = np.asarray(model.singular_values, dtype=np.float64)[: dim or None]
     return {
         "eigenvalues": eigenvalues.tolist(),
@@ -72,7 +72,7 @@ def tica_spectrum(train_series: Sequence[np.ndarray], lag: int, lag_ps: float, d
     }
 
 
-def split_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, lag: int) -> list[np.ndarray]:
+def split_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, lag_frames: int) -> list[np.ndarray]:
     """Contiguous blocks of the test trajectories (each at least 10 lags long).
 
     Raises
@@ -84,24 +84,27 @@ def split_blocks(test_series: Sequence[np.ndarray], blocks_per_trajectory: int, 
         raise NeuralCTError(f"blocks per trajectory must be >= 1, got {blocks_per_trajectory}")
     blocks = []
     for series in test_series:
-        if len(series) // blocks_per_trajectory < 10 * lag:
+        if len(series) // blocks_per_trajectory < 10 * lag_frames:
             raise NeuralCTError(
-                f"a test trajectory of {len(series)} frames in {blocks_per_trajectory} blocks gives blocks shorter than "
-                f"10 lags ({lag} frames); use fewer blocks or a shorter lag"
+                f"a test trajectory of {len(series)} frames in {blocks_per_trajectory} blocks gives blocks shorter "
+                f"than 10 lags ({lag_frames} frames); use fewer blocks or a shorter lag"
             )
         blocks.extend(np.array_split(np.asarray(series), blocks_per_trajectory))
     return blocks
 
 
 def mean_and_standard_error(values: np.ndarray) -> dict:
-    """``mean``, ``standard_error`` (sample standard deviation over sqrt(n); None for one value) and ``blocks`` of per-block scores, shape (n,)."""
+    """``mean``, ``standard_error`` and ``blocks`` of per-block scores, shape (n,).
+
+    The standard error is the sample standard deviation over sqrt(n); None for one value.
+    """
     values = np.asarray(values, dtype=np.float64)
     error = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
     return {"mean": float(values.mean()), "standard_error": error, "blocks": values.tolist()}
 
 
 def vamp2_blocks(
-    train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray], lag: int, dim: int | None = None
+    train_series: Sequence[np.ndarray], blocks: Sequence[np.ndarray], lag_frames: int, dim: int | None = None
 ) -> dict:
     """VAMP-2 of the given functions, fit on the training trajectories, scored on each block.
 
@@ -112,7 +115,7 @@ def vamp2_blocks(
         ``vamp2`` as in :func:`neuralct.analysis.vamp.vamp2_score` (constant excluded).
     """
     return mean_and_standard_error(
-        np.array([vamp2_score(train_series, [block], lag, dim)["vamp2"] for block in blocks])
+        np.array([vamp2_score(train_series, [block], lag_frames, dim)["vamp2"] for block in blocks])
     )
 
 
@@ -121,7 +124,7 @@ def compare_vamp2(
     cv_test: Sequence[np.ndarray],
     feature_train: Sequence[np.ndarray],
     feature_test: Sequence[np.ndarray],
-    lag: int,
+    lag_frames: int,
     lag_ps: float,
     dim: int,
     blocks_per_trajectory: int = 2,
@@ -148,8 +151,8 @@ def compare_vamp2(
     from deeptime.decomposition import TICA
 
     features = as_series(feature_train, "training trajectories")
-    x, y = time_lagged_frames(features, lag, "training trajectories")
-    tica = TICA(lagtime=lag, scaling=None).fit((x, y)).fetch_model()
+    x, y = time_lagged_frames(features, lag_frames, "training trajectories")
+    tica = TICA(lagtime=lag_frames, scaling=None).fit((x, y)).fetch_model()
     eigenvalues = np.asarray(tica.singular_values)
     slowest = np.argsort(-eigenvalues, kind="stable")[:dim]
     scores = {}
@@ -162,7 +165,10 @@ def compare_vamp2(
             train = [tica.transform(s)[:, columns] for s in as_series(train, "training trajectories")]
             test = [tica.transform(s)[:, columns] for s in as_series(test, "test trajectories")]
         scores[name] = np.array(
-            [vamp2_score(train, [block], lag, dim)["vamp2"] for block in split_blocks(test, blocks_per_trajectory, lag)]
+            [
+                vamp2_score(train, [block], lag_frames, dim)["vamp2"]
+                for block in split_blocks(test, blocks_per_trajectory, lag_frames)
+            ]
         )
     return {
         "lag_ps": lag_ps,
@@ -171,18 +177,18 @@ def compare_vamp2(
         "tica_slowest_components": [int(i) for i in slowest],
         "difference": mean_and_standard_error(scores["learned"] - scores["tica"]),
         "difference_slowest": mean_and_standard_error(scores["learned"] - scores["tica_slowest"]),
-        "tica_spectrum": tica_spectrum(feature_train, lag, lag_ps),
-        "learned_timescales_ps": tica_spectrum(cv_train, lag, lag_ps)["implied_timescales_ps"],
+        "tica_spectrum": tica_spectrum(feature_train, lag_frames, lag_ps),
+        "learned_timescales_ps": tica_spectrum(cv_train, lag_frames, lag_ps)["implied_timescales_ps"],
     }
 
 
-def msm_implied_timescale(series: Sequence[np.ndarray], lag: int, lag_ps: float, bins: int = 100) -> float:
+def msm_implied_timescale(series: Sequence[np.ndarray], lag_frames: int, lag_ps: float, bins: int = 100) -> float:
     """Slowest implied timescale (ps) of a reversible fine-grid Markov model of one coordinate.
 
     The coordinate is cut into ``bins`` bins of equal width between its extremes over all
     given trajectories (a grid: unlike equal-population bins, none straddles a sparsely
-    visited barrier); deeptime's maximum-likelihood reversible MSM at ``lag`` gives the
-    second eigenvalue ``lambda_2`` and ``t_2 = -lag / ln(lambda_2)``.
+    visited barrier); deeptime's maximum-likelihood reversible MSM at ``lag_frames`` gives the
+    second eigenvalue ``lambda_2`` and ``t_2 = -lag_ps / ln(lambda_2)``.
 
     Parameters
     ----------
@@ -196,11 +202,12 @@ def msm_implied_timescale(series: Sequence[np.ndarray], lag: int, lag_ps: float,
     everything = np.concatenate(values)
     edges = np.linspace(everything.min(), everything.max(), bins + 1)[1:-1]
     discrete = [np.digitize(v, edges).astype(np.int32) for v in values]
-    counts = TransitionCountEstimator(lagtime=lag, count_mode="sliding").fit(discrete).fetch_model()
+    counts = TransitionCountEstimator(lagtime=lag_frames, count_mode="sliding").fit(discrete).fetch_model()
     msm = MaximumLikelihoodMSM(reversible=True).fit(counts.submodel_largest()).fetch_model()
     eigenvalue = float(np.sort(np.real(msm.eigenvalues(2)))[0])
     if not 0 < eigenvalue < 1:
         raise NeuralCTError(
-            f"the Markov model's second eigenvalue at lag {lag_ps:g} ps is {eigenvalue:.3g}: no relaxation resolved; use a shorter lag"
+            f"the Markov model's second eigenvalue at lag {lag_ps:g} ps is {eigenvalue:.3g}: no relaxation resolved; "
+            "use a shorter lag"
         )
     return -lag_ps / math.log(eigenvalue)

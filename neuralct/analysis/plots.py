@@ -1,4 +1,7 @@
-"""PNG figures of the analysis: Ramachandran plots coloured by the CVs, dependence heat maps, free-energy surface, spectrum, training curves."""
+"""PNG figures of the analysis.
+
+Ramachandran plots coloured by the CVs, dependence heat maps, free-energy surface, spectrum, training curves.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +51,9 @@ def plot_ramachandran(
     colour_labels: Sequence[str] | None = None,
     residue_labels: Sequence[str] | None = None,
 ) -> None:
-    """Ramachandran scatter plots (phi, psi in degrees) coloured by the slow modes: one row per residue, one column per mode.
+    """Ramachandran scatter plots (phi, psi in degrees) coloured by the slow modes.
+
+    One row per residue, one column per mode.
 
     Parameters
     ----------
@@ -81,7 +86,8 @@ def plot_ramachandran(
     rows = [f"residue {r + 1}" for r in range(n_residues)] if residue_labels is None else list(residue_labels)
     if len(labels) != n_modes or len(rows) != n_residues:
         raise NeuralCTError(
-            f"Ramachandran plot {path}: {len(labels)} colour labels for {n_modes} modes, {len(rows)} residue labels for {n_residues} residues"
+            f"Ramachandran plot {path}: {len(labels)} colour labels for {n_modes} modes, "
+            f"{len(rows)} residue labels for {n_residues} residues"
         )
     figure = _new_figure(4.2 * n_modes, 3.6 * n_residues)
     phi_deg = np.degrees(np.mod(phi + np.pi, 2 * np.pi) - np.pi)
@@ -119,7 +125,7 @@ def plot_ramachandran(
 
 
 def plot_dependence(table: Mapping[str, Sequence], path: str | os.PathLike) -> None:
-    """Heat maps (modes x dihedrals) of the mutual information and the circular correlation of each slow mode with each dihedral.
+    """Heat maps (modes x dihedrals) of the mutual information and circular correlation of each mode with each dihedral.
 
     Parameters
     ----------
@@ -134,7 +140,8 @@ def plot_dependence(table: Mapping[str, Sequence], path: str | os.PathLike) -> N
     names, modes = list(table["dihedrals"]), list(table["modes"])
     if information.shape != (len(modes), len(names)) or correlation.shape != information.shape or not names:
         raise NeuralCTError(
-            f"dependence heat map {path}: tables of shape {information.shape} for {len(modes)} modes and {len(names)} dihedrals"
+            f"dependence heat map {path}: tables of shape {information.shape} for {len(modes)} modes "
+            f"and {len(names)} dihedrals"
         )
     figure = _new_figure(max(6.0, 1.0 + 0.45 * len(names)), 2.0 + 0.9 * len(modes))
     for column, (values, label, vmax) in enumerate(

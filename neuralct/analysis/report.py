@@ -1,4 +1,7 @@
-"""The CV quality report (benchmark B2): learned CVs against every dihedral, TICA, PCA and the dihedrals themselves, on data the fits never saw."""
+"""The CV quality report (benchmark B2): learned CVs against every dihedral, TICA, PCA and the dihedrals themselves.
+
+Everything is measured on data the fits never saw.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,13 @@ __all__ = ["Segment", "cv_quality_report", "dependence_table"]
 #: A contiguous piece of one trajectory: (trajectory index, first frame, end frame exclusive).
 Segment = tuple[int, int, int]
 
-OSCILLATION = "a negative eigenvalue at this lag: an oscillation (e.g. a vibration with half-period near the lag), not a slow process"
+#: Fit and scored series of each method: method -> (lists of arrays (n_frames_i, 2), one per segment).
+Components = dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
+
+OSCILLATION = (
+    "a negative eigenvalue at this lag: an oscillation (e.g. a vibration with half-period near the lag), "
+    "not a slow process"
+)
 
 MI_ESTIMATOR = (
     "nats; plug-in estimate from a 2-D histogram with equal-count bins on the CV and equal-width periodic bins "
@@ -85,7 +94,7 @@ def _best_of_two_slowest(table: dict, dihedrals: Sequence[Dihedral]) -> list[dic
     return best
 
 
-def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[Segment], lag: int) -> None:
+def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[Segment], lag_frames: int) -> None:
     """Check that the per-trajectory inputs line up and that fit and scored segments are valid and disjoint."""
     lengths = [[s.shape[0] for s in values] for values in series.values()]
     if len({len(x) for x in lengths}) != 1 or not lengths[0]:
@@ -103,21 +112,23 @@ def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[
         if not (0 <= traj < len(n_frames) and 0 <= start < stop <= n_frames[traj]):
             raise NeuralCTError(f"segment {(traj, start, stop)} lies outside the trajectories ({n_frames} frames)")
     for traj, start, stop in units:
-        if stop - start <= lag:
+        if stop - start <= lag_frames:
             raise NeuralCTError(
-                f"a scored segment of {stop - start} frames is not longer than the lag ({lag} frames); use a shorter lag or fewer blocks"
+                f"a scored segment of {stop - start} frames is not longer than the lag ({lag_frames} frames); "
+                "use a shorter lag or fewer blocks"
             )
         for other, a, b in fit:
             if other == traj and a < stop and start < b:
                 raise NeuralCTError(
-                    f"frames {max(a, start)}-{min(b, stop) - 1} of trajectory {traj} are in both the fit and the scored data"
+                    f"frames {max(a, start)}-{min(b, stop) - 1} of trajectory {traj} are in both the fit "
+                    "and the scored data"
                 )
 
 
-def _vamp2_with_error(fit_series: list[np.ndarray], unit_series: list[np.ndarray], lag: int, dim: int) -> dict:
+def _vamp2_with_error(fit_series: list[np.ndarray], unit_series: list[np.ndarray], lag_frames: int, dim: int) -> dict:
     """VAMP-2 on all scored segments together, and on each one alone for an error bar."""
-    pooled = vamp2_score(fit_series, unit_series, lag, dim)
-    per_unit = vamp2_blocks(fit_series, unit_series, lag, dim)
+    pooled = vamp2_score(fit_series, unit_series, lag_frames, dim)
+    per_unit = vamp2_blocks(fit_series, unit_series, lag_frames, dim)
     return {
         "vamp2": pooled["vamp2"],
         "vamp2_with_constant": pooled["vamp2_with_constant"],
@@ -129,8 +140,10 @@ def _vamp2_with_error(fit_series: list[np.ndarray], unit_series: list[np.ndarray
     }
 
 
-def _spectrum(fit_series: list[np.ndarray], lag: int, time_step_ps: float | None) -> dict:
-    """:func:`~neuralct.analysis.kinetics.tica_spectrum` with components numbered from 1 and timescales in frames without time stamps.
+def _spectrum(fit_series: list[np.ndarray], lag_frames: int, time_step_ps: float | None) -> dict:
+    """:func:`~neuralct.analysis.kinetics.tica_spectrum` with components numbered from 1.
+
+    Without time stamps (``time_step_ps`` None) the timescales are in frames.
 
     Returns
     -------
@@ -138,8 +151,8 @@ def _spectrum(fit_series: list[np.ndarray], lag: int, time_step_ps: float | None
         ``eigenvalues``, ``implied_timescales_ps`` (or ``implied_timescales_frames``; None
         where the eigenvalue is <= 0) and ``oscillating_components`` (from 1: negative eigenvalue).
     """
-    lag_time = float(lag) if time_step_ps is None else float(lag * time_step_ps)
-    spectrum = tica_spectrum(fit_series, lag, lag_time)
+    lag_time = float(lag_frames) if time_step_ps is None else float(lag_frames * time_step_ps)
+    spectrum = tica_spectrum(fit_series, lag_frames, lag_time)
     timescales = "implied_timescales_frames" if time_step_ps is None else "implied_timescales_ps"
     return {
         "eigenvalues": spectrum["eigenvalues"],
@@ -155,7 +168,7 @@ def cv_quality_report(
     dihedrals: Sequence[Dihedral],
     fit: Sequence[Segment],
     scored: Sequence[Segment],
-    lag: int,
+    lag_frames: int,
     n_modes: int = 6,
     time_step_ps: float | None = None,
     masses: np.ndarray | None = None,
@@ -170,12 +183,12 @@ def cv_quality_report(
 
     - Mutual information (nats) and circular-linear correlation of each of the
       ``n_modes`` slowest CVs with every dihedral, on the scored frames.
-    - VAMP-2 at ``lag`` of the two slowest CVs, of 2 TICA components of the same
+    - VAMP-2 at ``lag_frames`` of the two slowest CVs, of 2 TICA components of the same
       input features, of 2 mass-weighted PCA components and of the best 2
       functions in the span of (cos, sin) of every backbone dihedral (see
       :data:`neuralct.analysis.vamp.VAMP2_CONVENTION`), on all scored segments
       together and on each alone (the spread gives the standard error).
-    - TICA's eigenvalues and implied timescales at ``lag`` (of the input features and of
+    - TICA's eigenvalues and implied timescales at ``lag_frames`` (of the input features and of
       the learned CVs), the components of negative eigenvalue flagged as oscillations.
     - Per residue with phi and psi (or those in ``residues``): the populations of
       the standard Ramachandran regions and how well two components of each method
@@ -196,7 +209,7 @@ def cv_quality_report(
         What each angle column is (:func:`neuralct.analysis.dihedrals.find_dihedrals`).
     fit, scored : sequence of Segment
         Disjoint segments ``(trajectory, start, stop)`` to fit on and to score on.
-    lag : int
+    lag_frames : int
         Lag time in frames for VAMP-2 and TICA.
     n_modes : int
         How many of the slowest CVs enter the dependence table.
@@ -220,94 +233,171 @@ def cv_quality_report(
         segments), ``kinetics`` (TICA spectra and implied timescales of the features and of the CVs),
         ``states`` (per residue), ``skipped`` (part -> reason) and ``conventions``.
     """
-    series = {
-        "CVs": [np.asarray(c, dtype=np.float64) for c in cvs_by_traj],
-        "features": [np.asarray(f, dtype=np.float64) for f in features_by_traj],
-        "angles": [np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in angles_by_traj],
-    }
+    series = _series(cvs_by_traj, features_by_traj, angles_by_traj)
     fit, scored = [tuple(int(v) for v in s) for s in fit], [tuple(int(v) for v in s) for s in scored]
-    _check(series, fit, scored, lag)
-    if series["CVs"][0].ndim != 2 or series["CVs"][0].shape[1] < 2:
-        raise NeuralCTError("the report compares the two slowest CVs; give at least 2 CV columns")
-    if series["angles"][0].shape[1] != len(dihedrals):
-        raise NeuralCTError(f"{series['angles'][0].shape[1]} angle columns for {len(dihedrals)} dihedrals")
-
-    def cut(values: list[np.ndarray], segments: list[Segment]) -> list[np.ndarray]:
-        return [values[t][a:b] for t, a, b in segments]
-
-    cvs_fit, cvs_scored = cut(series["CVs"], fit), cut(series["CVs"], scored)
-    angles_fit, angles_scored = (
-        np.concatenate(cut(series["angles"], fit)),
-        np.concatenate(cut(series["angles"], scored)),
-    )
+    _check(series, fit, scored, lag_frames)
+    _check_columns(series, dihedrals)
     n_modes = min(n_modes, series["CVs"][0].shape[1])
-    components = {"learned_cvs": ([c[:, :2] for c in cvs_fit], [c[:, :2] for c in cvs_scored])}
-    features_fit, features_scored = cut(series["features"], fit), cut(series["features"], scored)
-    tica = tica_baseline(features_fit, features_scored, lag, dim=2)
-    pca = pca_baseline(features_fit, features_scored, lag, dim=2, masses=masses)
-    components["tica"] = (tica["projections_train"], tica["projections_test"])
-    components["pca"] = (pca["projections_train"], pca["projections_test"])
+    fit_data = {name: _cut(values, fit) for name, values in series.items()}
+    scored_data = {name: _cut(values, scored) for name, values in series.items()}
     skipped: dict[str, str] = {}
-    backbone = [j for j, d in enumerate(dihedrals) if d.kind in ("phi", "psi")]
-    if backbone:
-        embedding = lambda angles: np.column_stack([np.cos(angles[:, backbone]), np.sin(angles[:, backbone])])
-        components["backbone_dihedrals"] = (
-            [embedding(a) for a in cut(series["angles"], fit)],
-            [embedding(a) for a in cut(series["angles"], scored)],
-        )
-    else:
-        skipped["backbone_dihedrals"] = "no backbone phi/psi in the topology: no dihedral baseline"
+    components, tica, pca = _components(fit_data, scored_data, dihedrals, lag_frames, masses, skipped)
 
     report: dict = {
-        "lag_frames": int(lag),
-        "lag_ps": None if time_step_ps is None else float(lag * time_step_ps),
+        "lag_frames": int(lag_frames),
+        "lag_ps": None if time_step_ps is None else float(lag_frames * time_step_ps),
         "n_frames_fit": int(sum(b - a for _, a, b in fit)),
         "n_frames_scored": int(sum(b - a for _, a, b in scored)),
         "n_scored_segments": len(scored),
     }
-    for method, (fit_series, scored_series) in components.items():
-        report[method] = _vamp2_with_error(fit_series, scored_series, lag, dim=2)
-    report["learned_minus_tica"] = mean_and_standard_error(
-        np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"])
-    )
-    report["kinetics"] = {
-        "tica": _spectrum(features_fit, lag, time_step_ps),
-        "learned_cvs": _spectrum([c[:, :n_modes] for c in cvs_fit], lag, time_step_ps),
-    }
+    report.update(_vamp2_scores(components, lag_frames))
+    report["kinetics"] = _kinetics(fit_data, n_modes, lag_frames, time_step_ps)
     report["tica"]["eigenvalues"] = tica["eigenvalues"]
     report["tica"]["oscillating_components"] = [
         k for k in report["kinetics"]["tica"]["oscillating_components"] if k <= 2
     ]
     report["pca"]["mass_weighted"] = pca["mass_weighted"]
-
+    angles_fit, angles_scored = np.concatenate(fit_data["angles"]), np.concatenate(scored_data["angles"])
     if dihedrals:
-        names = [d.name for d in dihedrals]
-        report["dependence"] = dependence_table(np.concatenate(cvs_scored)[:, :n_modes], angles_scored, names, bins)
-        report["best_of_two_slowest"] = _best_of_two_slowest(report["dependence"], dihedrals)
+        cvs_scored = np.concatenate(scored_data["CVs"])[:, :n_modes]
+        report.update(_dependence(cvs_scored, angles_scored, dihedrals, bins))
     else:
         skipped["dependence"] = "no dihedrals in the topology: no mutual information or correlation table"
     rama = ramachandran_residues(dihedrals)
     if residues is not None:
         rama = [entry for entry in rama if entry[0] in set(residues)]
     if rama:
-        report["states"] = {}
-        for residue, phi, psi in rama:
-            labels_fit = conformational_states(angles_fit[:, phi], angles_fit[:, psi])
-            labels_scored = conformational_states(angles_scored[:, phi], angles_scored[:, psi])
-            report["states"][residue.label] = {
-                "populations_scored": {name: float(np.mean(labels_scored == k)) for k, name in enumerate(STATE_NAMES)},
-                "classification": {
-                    method: state_classification_accuracy(
-                        np.concatenate(f), labels_fit, np.concatenate(s), labels_scored
-                    )
-                    for method, (f, s) in components.items()
-                },
-            }
+        report["states"] = _states(rama, angles_fit, angles_scored, components)
     else:
         skipped["states"] = "no residue with both phi and psi: no Ramachandran states"
-
     report["skipped"] = skipped
-    report["conventions"] = {
+    report["conventions"] = _conventions(mass_weighted=masses is not None)
+    report["state_regions_deg"] = {
+        name: [list(r) for r in rects] for name, rects in zip(STATE_NAMES, STATE_REGIONS_DEG)
+    }
+    return report
+
+
+def _series(
+    cvs_by_traj: Sequence[np.ndarray], features_by_traj: Sequence[np.ndarray], angles_by_traj: Sequence[np.ndarray]
+) -> dict[str, list[np.ndarray]]:
+    """The per-trajectory inputs as float64 arrays of one row per frame (the angles always two-dimensional)."""
+    return {
+        "CVs": [np.asarray(c, dtype=np.float64) for c in cvs_by_traj],
+        "features": [np.asarray(f, dtype=np.float64) for f in features_by_traj],
+        "angles": [np.asarray(a, dtype=np.float64).reshape(len(a), -1) for a in angles_by_traj],
+    }
+
+
+def _kinetics(fit_data: dict[str, list[np.ndarray]], n_modes: int, lag_frames: int, time_step_ps: float | None) -> dict:
+    """TICA's spectrum at the lag, on the fit segments: of the input features and of the ``n_modes`` slowest CVs."""
+    return {
+        "tica": _spectrum(fit_data["features"], lag_frames, time_step_ps),
+        "learned_cvs": _spectrum([c[:, :n_modes] for c in fit_data["CVs"]], lag_frames, time_step_ps),
+    }
+
+
+def _dependence(cvs: np.ndarray, angles: np.ndarray, dihedrals: Sequence[Dihedral], bins: int) -> dict:
+    """The dependence table of the CVs (n_frames, n_modes) on every dihedral (n_frames, n_dihedrals, radians), and
+    which of the two slowest modes tells most about each dihedral."""
+    table = dependence_table(cvs, angles, [d.name for d in dihedrals], bins)
+    return {"dependence": table, "best_of_two_slowest": _best_of_two_slowest(table, dihedrals)}
+
+
+def _check_columns(series: dict[str, list[np.ndarray]], dihedrals: Sequence[Dihedral]) -> None:
+    """Check that there are two CVs to compare and one angle column per dihedral."""
+    if series["CVs"][0].ndim != 2 or series["CVs"][0].shape[1] < 2:
+        raise NeuralCTError("the report compares the two slowest CVs; give at least 2 CV columns")
+    if series["angles"][0].shape[1] != len(dihedrals):
+        raise NeuralCTError(f"{series['angles'][0].shape[1]} angle columns for {len(dihedrals)} dihedrals")
+
+
+def _cut(values: list[np.ndarray], segments: list[Segment]) -> list[np.ndarray]:
+    """The rows of each segment ``(trajectory, start, stop)`` of per-trajectory arrays."""
+    return [values[t][a:b] for t, a, b in segments]
+
+
+def _dihedral_embedding(angles: np.ndarray, columns: list[int]) -> np.ndarray:
+    """``(cos, sin)`` of the angle ``columns`` (radians), shape (n_frames, 2 len(columns)): continuous across +-pi."""
+    return np.column_stack([np.cos(angles[:, columns]), np.sin(angles[:, columns])])
+
+
+def _components(
+    fit_data: dict[str, list[np.ndarray]],
+    scored_data: dict[str, list[np.ndarray]],
+    dihedrals: Sequence[Dihedral],
+    lag_frames: int,
+    masses: np.ndarray | None,
+    skipped: dict[str, str],
+) -> tuple[Components, dict, dict]:
+    """Two components of each method on the fit and scored segments: learned CVs, TICA, PCA, backbone dihedrals.
+
+    TICA and PCA are fit on the fit segments of the input features. Without backbone phi/psi
+    the dihedral baseline is left out, and ``skipped`` says why.
+
+    Returns
+    -------
+    components : dict
+        Method -> (fit series, scored series).
+    tica, pca : dict
+        The baselines' fits (:func:`~neuralct.analysis.vamp.tica_baseline`,
+        :func:`~neuralct.analysis.vamp.pca_baseline`).
+    """
+    components = {
+        "learned_cvs": ([c[:, :2] for c in fit_data["CVs"]], [c[:, :2] for c in scored_data["CVs"]]),
+    }
+    tica = tica_baseline(fit_data["features"], scored_data["features"], lag_frames, dim=2)
+    pca = pca_baseline(fit_data["features"], scored_data["features"], lag_frames, dim=2, masses=masses)
+    components["tica"] = (tica["projections_train"], tica["projections_test"])
+    components["pca"] = (pca["projections_train"], pca["projections_test"])
+    backbone = [j for j, d in enumerate(dihedrals) if d.kind in ("phi", "psi")]
+    if backbone:
+        components["backbone_dihedrals"] = (
+            [_dihedral_embedding(a, backbone) for a in fit_data["angles"]],
+            [_dihedral_embedding(a, backbone) for a in scored_data["angles"]],
+        )
+    else:
+        skipped["backbone_dihedrals"] = "no backbone phi/psi in the topology: no dihedral baseline"
+    return components, tica, pca
+
+
+def _vamp2_scores(components: Components, lag_frames: int) -> dict:
+    """VAMP-2 with its error of each method, and the learned CVs' minus TICA's paired segment by segment."""
+    scores = {
+        method: _vamp2_with_error(fit_series, scored_series, lag_frames, dim=2)
+        for method, (fit_series, scored_series) in components.items()
+    }
+    scores["learned_minus_tica"] = mean_and_standard_error(
+        np.subtract(scores["learned_cvs"]["vamp2_per_segment"], scores["tica"]["vamp2_per_segment"])
+    )
+    return scores
+
+
+def _states(
+    rama: list[tuple[Residue, int, int]], angles_fit: np.ndarray, angles_scored: np.ndarray, components: Components
+) -> dict:
+    """Per residue: the populations of the Ramachandran regions on the scored frames, and how well each method tells
+    them apart (classifiers fit on the fit frames).
+
+    ``rama`` holds ``(residue, phi column, psi column)``; the angle arrays have shape (n_frames, n_dihedrals).
+    """
+    states = {}
+    for residue, phi, psi in rama:
+        labels_fit = conformational_states(angles_fit[:, phi], angles_fit[:, psi])
+        labels_scored = conformational_states(angles_scored[:, phi], angles_scored[:, psi])
+        states[residue.label] = {
+            "populations_scored": {name: float(np.mean(labels_scored == k)) for k, name in enumerate(STATE_NAMES)},
+            "classification": {
+                method: state_classification_accuracy(np.concatenate(f), labels_fit, np.concatenate(s), labels_scored)
+                for method, (f, s) in components.items()
+            },
+        }
+    return states
+
+
+def _conventions(mass_weighted: bool) -> dict[str, str]:
+    """What each figure of the report means and how it is estimated."""
+    return {
         "vamp2": VAMP2_CONVENTION + "; every method is scored with 2 functions at the same lag; "
         "vamp2_standard_error is the standard deviation of vamp2_per_segment over sqrt(number of segments)",
         "mutual_information": MI_ESTIMATOR,
@@ -320,7 +410,7 @@ def cv_quality_report(
         "absolute eigenvalue): of the model's input features (tica, every component) and of the slowest learned CVs "
         "(learned_cvs, as many as the dependence table has); implied timescale -lag / ln(eigenvalue), None where the "
         "eigenvalue is not in (0, 1); oscillating_components (numbered from 1) have " + OSCILLATION,
-        "pca": ("mass-weighted" if masses is not None else "unweighted (no masses given)")
+        "pca": ("mass-weighted" if mass_weighted else "unweighted (no masses given)")
         + " PCA of the model's input features, 2 largest-variance components",
         "backbone_dihedrals": "VAMP-2 and classification on (cos, sin) of every backbone phi and psi; classification "
         "from them is the ceiling (the states are defined by phi and psi)",
@@ -328,7 +418,3 @@ def cv_quality_report(
         "unassigned frames and states with too few frames left out",
         "state_regions": STATE_REGIONS_DESCRIPTION,
     }
-    report["state_regions_deg"] = {
-        name: [list(r) for r in rects] for name, rects in zip(STATE_NAMES, STATE_REGIONS_DEG)
-    }
-    return report

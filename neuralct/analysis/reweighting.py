@@ -1,4 +1,8 @@
-"""Reweighting biased runs: frame weights from a COLVAR, well-tempered offsets, phi transitions and free-energy differences with block errors."""
+"""Reweighting biased runs: frame weights, well-tempered offsets, phi transitions and free-energy differences.
+
+Frame weights come from a COLVAR or a weights file (:func:`frame_weights`) or from a metadynamics
+run's ``rbias`` (:func:`metadynamics_weights`); free-energy differences carry block errors.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,13 @@ __all__ = [
     "CORE_A",
     "CORE_B",
     "FREE_ENERGY_BLOCKS",
+    "in_core_set",
     "count_transitions",
+    "first_entry",
     "FreeEnergyDifference",
     "phi_free_energy_difference",
     "reweighting_offset",
+    "metadynamics_weights",
     "frame_weights",
 ]
 
@@ -34,13 +41,24 @@ CORE_B = (0.5, 1.6)
 FREE_ENERGY_BLOCKS = 10
 
 
+def in_core_set(phi: np.ndarray, core: tuple[float, float]) -> np.ndarray:
+    """Whether each phi (rad) lies inside the core set ``core`` = (low, high), ends excluded; same shape as ``phi``."""
+    return (phi > core[0]) & (phi < core[1])
+
+
 def count_transitions(phi: np.ndarray) -> int:
     """Transitions between the core sets A (phi < -0.5) and B (0.5 < phi < 1.6) of a phi series (rad)."""
     state = np.full(len(phi), -1)
-    state[(phi > CORE_A[0]) & (phi < CORE_A[1])] = 0
-    state[(phi > CORE_B[0]) & (phi < CORE_B[1])] = 1
+    state[in_core_set(phi, CORE_A)] = 0
+    state[in_core_set(phi, CORE_B)] = 1
     visited = state[state >= 0]
     return int(np.count_nonzero(np.diff(visited))) if len(visited) else 0
+
+
+def first_entry(phi: np.ndarray, core: tuple[float, float]) -> int | None:
+    """The index of the first frame of a phi series (rad) inside the core set ``core``; None if it never enters."""
+    inside = np.nonzero(in_core_set(phi, core))[0]
+    return int(inside[0]) if len(inside) else None
 
 
 @dataclass(frozen=True)
@@ -116,8 +134,8 @@ def phi_free_energy_difference(
     def none(reason: str) -> FreeEnergyDifference:
         return FreeEnergyDifference(None, None, blocks, reason)
 
-    for name, (low, high) in (("A (phi < -0.5 rad)", CORE_A), ("B (0.5 < phi < 1.6 rad)", CORE_B)):
-        if not np.any((phi > low) & (phi < high)):
+    for name, core in (("A (phi < -0.5 rad)", CORE_A), ("B (0.5 < phi < 1.6 rad)", CORE_B)):
+        if not np.any(in_core_set(phi, core)):
             return none(f"phi never entered core set {name}, so that basin was not visited")
     if len(phi) < blocks:
         return none(f"{len(phi)} frames are fewer than the {blocks} blocks of the standard error")
@@ -131,7 +149,8 @@ def phi_free_energy_difference(
     effective = total**2 / np.sum(block_weights**2)
     if effective < 2:
         return none(
-            f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), too few for a standard error; run longer"
+            f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), "
+            "too few for a standard error; run longer"
         )
     held = block_weights > 0
     spread = np.sum(block_weights[held] * (block_positive[held] / block_weights[held] - population) ** 2) / total
@@ -155,6 +174,24 @@ def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, per
     return kT * (top - bottom)
 
 
+def metadynamics_weights(rbias: np.ndarray, kT: float) -> np.ndarray:
+    """Frame weights ``exp((V(s, t) - c(t)) / kT)`` of a well-tempered metadynamics run, the largest 1.
+
+    Parameters
+    ----------
+    rbias : np.ndarray, shape=(n_frames,)
+        The bias less the offset c(t) at each frame (the COLVAR's ``rbias``), kJ/mol.
+    kT : float
+        Thermal energy in kJ/mol.
+
+    Returns
+    -------
+    np.ndarray, shape=(n_frames,)
+        Unnormalised weights; the largest is 1, so none overflows.
+    """
+    return np.exp((rbias - rbias.max()) / kT)
+
+
 def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tuple[np.ndarray, dict[str, Any]]:
     """Normalised frame weights for weighted maximum likelihood, and how they were made.
 
@@ -164,6 +201,8 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
         A weights file (one non-negative number per frame, ``kind="file"``) or the COLVAR of
         a ``neuralct bias`` run (``kind="colvar"``): ``w = exp((V - c(t)) / kT)`` from its
         ``rbias`` column (``bias`` when it has none).
+    kind : {"file", "colvar"}
+        What ``path`` is; the errors name it as the argument ``weights`` or ``bias_colvar``.
     n_frames : int
         Frames loaded for training (the weights must match them one to one).
     kT : float
@@ -174,7 +213,7 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
     NeuralCTError
         If the file is unreadable, has the wrong length or non-finite or negative values.
     """
-    option = "--weights" if kind == "file" else "--bias-colvar"
+    option = "`weights`" if kind == "file" else "`bias_colvar`"
     if not Path(path).is_file():
         raise NeuralCTError(f"{option} {path} does not exist or is not a file; check the path")
     if kind == "colvar":
@@ -204,8 +243,8 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
         source = f"weights file {Path(path).name}"
     if len(log_w) != n_frames:
         raise NeuralCTError(
-            f"{option} {path} has {len(log_w)} values for the {n_frames} frames loaded; give one weight per loaded frame "
-            "(with --stride N, one for every N-th frame of each trajectory)"
+            f"{option} {path} has {len(log_w)} values for the {n_frames} frames loaded; "
+            "give one weight per loaded frame (with `stride` N, one for every N-th frame of each trajectory)"
         )
     if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
         raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
@@ -219,5 +258,6 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
 
 
 def _logsumexp(values: np.ndarray) -> float:
+    """``log(sum(exp(values)))`` without overflow."""
     peak = float(values.max())
     return peak + math.log(float(np.exp(values - peak).sum()))

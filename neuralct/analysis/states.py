@@ -1,4 +1,7 @@
-"""Conformational states of a residue from its backbone (phi, psi): the standard Ramachandran regions, and how well CVs separate them."""
+"""Conformational states of a residue from its backbone (phi, psi).
+
+The standard Ramachandran regions, and how well CVs separate them.
+"""
 
 from __future__ import annotations
 

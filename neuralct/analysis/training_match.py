@@ -89,7 +89,8 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
         widths = np.maximum(low - cvs, cvs - high) / np.maximum(high - low, np.finfo(np.float64).tiny)
         cv_beyond = int(np.sum((widths > CV_RANGE_WIDTHS).any(axis=1)))
         record["cv_range"] = {
-            "rule": f"a CV below its training min or above its training max by more than {CV_RANGE_WIDTHS:g} times max - min",
+            "rule": f"a CV below its training min or above its training max by more than {CV_RANGE_WIDTHS:g} times "
+            "max - min",
             "frames_beyond": cv_beyond,
             "fraction_beyond": cv_beyond / n_frames,
             "most_widths_beyond": [float(w) for w in widths.max(axis=0)],
@@ -99,10 +100,11 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
         None
         if not warned
         else (
-            f"of {n_frames} frames, {rmsd_above} lie farther from the model's reference structure than {RMSD_FACTOR:g} times its "
-            f"farthest training frame and {cv_beyond} have a CV outside its training range by more than {CV_RANGE_WIDTHS:g} times "
-            "the range: they are unlike the training data (a wrong --top, another molecule, or states the model never saw), "
-            "so their CVs are extrapolations; see input_check in summary.json"
+            f"of {n_frames} frames, {rmsd_above} lie farther from the model's reference structure than "
+            f"{RMSD_FACTOR:g} times its farthest training frame and {cv_beyond} have a CV outside its training range "
+            f"by more than {CV_RANGE_WIDTHS:g} times the range: they are unlike the training data (a wrong --top, "
+            "another molecule, or states the model never saw), so their CVs are extrapolations; see input_check in "
+            "summary.json"
         )
     )
     return record

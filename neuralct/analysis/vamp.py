@@ -40,21 +40,22 @@ def as_series(series: Sequence[np.ndarray], what: str) -> list[np.ndarray]:
     return out
 
 
-def time_lagged_frames(series: list[np.ndarray], lag: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Instantaneous and time-lagged frames ``(x_t, x_{t+lag})``, stacked over trajectories.
+def time_lagged_frames(series: list[np.ndarray], lag_frames: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Instantaneous and time-lagged frames ``(x_t, x_{t+lag_frames})``, stacked over trajectories.
 
     Pairs are formed inside each trajectory, so none spans the end of one
-    trajectory and the start of the next; trajectories not longer than ``lag``
+    trajectory and the start of the next; trajectories not longer than ``lag_frames``
     contribute nothing.
     """
-    if not (isinstance(lag, (int, np.integer)) and lag >= 1):
-        raise NeuralCTError(f"lag must be a positive integer number of frames, got {lag!r}")
+    if not (isinstance(lag_frames, (int, np.integer)) and lag_frames >= 1):
+        raise NeuralCTError(f"`lag_frames` must be a positive integer number of frames, got {lag_frames!r}")
     lengths = [s.shape[0] for s in series]
-    if max(lengths) <= lag:
+    if max(lengths) <= lag_frames:
         raise NeuralCTError(
-            f"{what}: no trajectory is longer than the lag ({lag} frames); use a shorter lag or longer trajectories"
+            f"{what}: no trajectory is longer than the lag ({lag_frames} frames); use a shorter lag or longer "
+            "trajectories"
         )
-    first, second = lagged_pairs(lengths, lag)
+    first, second = lagged_pairs(lengths, lag_frames)
     stacked = np.concatenate(series)
     return stacked[first], stacked[second]
 
@@ -68,15 +69,16 @@ def _fit_vamp(x: np.ndarray, y: np.ndarray, dim: int | None, what: str):
         return VAMP(dim=dim).fit((x, y)).fetch_model()
     except ZeroRankError:
         raise NeuralCTError(
-            f"{what}: the functions do not vary over their {len(x)} time-lagged pairs (every covariance eigenvalue below "
-            "1e-6); give longer trajectories, fewer --blocks or a shorter lag"
+            f"{what}: the functions do not vary over their {len(x)} time-lagged pairs (every covariance eigenvalue "
+            "below "
+            "1e-6); give longer trajectories, fewer `blocks` or a shorter lag"
         ) from None
 
 
 def vamp2_score(
     train_series: Sequence[np.ndarray],
     test_series: Sequence[np.ndarray],
-    lag: int,
+    lag_frames: int,
     dim: int | None = None,
 ) -> dict:
     """Cross-validated VAMP-2 score of the functions given as features.
@@ -97,7 +99,7 @@ def vamp2_score(
     ----------
     train_series, test_series : list of np.ndarray, each shape=(n_frames_i, n_features)
         Trajectories of the features (e.g. CVs); 1-D arrays are one feature.
-    lag : int
+    lag_frames : int
         Lag time in frames.
     dim : int, optional
         Number of singular functions scored; default all ``n_features``.
@@ -121,8 +123,8 @@ def vamp2_score(
     dim = n_features if dim is None else dim
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= n_features):
         raise NeuralCTError(f"dim must be an integer between 1 and {n_features} (the number of features), got {dim!r}")
-    x_train, y_train = time_lagged_frames(train, lag, "training trajectories")
-    x_test, y_test = time_lagged_frames(test, lag, "held-out trajectories")
+    x_train, y_train = time_lagged_frames(train, lag_frames, "training trajectories")
+    x_test, y_test = time_lagged_frames(test, lag_frames, "held-out trajectories")
     model = _fit_vamp(x_train, y_train, dim, "training trajectories")
     test_model = _fit_vamp(x_test, y_test, None, "held-out trajectories")
     with_constant = float(model.score(r=2, test_model=test_model, dim=dim))
@@ -132,7 +134,7 @@ def vamp2_score(
         "includes_constant": False,
         "singular_values_train": [float(v) for v in model.singular_values[:dim]],
         "dim": int(dim),
-        "lag_frames": int(lag),
+        "lag_frames": int(lag_frames),
         "n_pairs_train": int(x_train.shape[0]),
         "n_pairs_test": int(x_test.shape[0]),
         "convention": VAMP2_CONVENTION,
@@ -142,7 +144,7 @@ def vamp2_score(
 def tica_baseline(
     train_series: Sequence[np.ndarray],
     test_series: Sequence[np.ndarray],
-    lag: int,
+    lag_frames: int,
     dim: int,
 ) -> dict:
     """TICA on the training trajectories, projected and VAMP-2-scored on the held-out ones.
@@ -159,7 +161,7 @@ def tica_baseline(
     ----------
     train_series, test_series : list of np.ndarray, each shape=(n_frames_i, n_features)
         Trajectories of the input features.
-    lag : int
+    lag_frames : int
         Lag time in frames.
     dim : int
         Number of TICA components.
@@ -178,26 +180,27 @@ def tica_baseline(
     test = as_series(test_series, "held-out trajectories")
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= train[0].shape[1]):
         raise NeuralCTError(f"dim must be between 1 and {train[0].shape[1]} (the number of features), got {dim!r}")
-    x, y = time_lagged_frames(train, lag, "training trajectories")
-    model = TICA(lagtime=lag, dim=dim, scaling=None).fit((x, y)).fetch_model()
+    x, y = time_lagged_frames(train, lag_frames, "training trajectories")
+    model = TICA(lagtime=lag_frames, dim=dim, scaling=None).fit((x, y)).fetch_model()
     projected_train = [model.transform(s) for s in train]
     projected_test = [model.transform(s) for s in test]
     if projected_train[0].shape[1] < dim:
         raise NeuralCTError(
-            f"TICA found only {projected_train[0].shape[1]} linearly independent feature combinations, fewer than dim={dim}"
+            f"TICA found only {projected_train[0].shape[1]} linearly independent feature combinations, fewer than "
+            f"dim={dim}"
         )
     return {
         "projections_train": projected_train,
         "projections_test": projected_test,
         "eigenvalues": [float(v) for v in model.singular_values[:dim]],
-        "score": vamp2_score(projected_train, projected_test, lag, dim),
+        "score": vamp2_score(projected_train, projected_test, lag_frames, dim),
     }
 
 
 def pca_baseline(
     train_series: Sequence[np.ndarray],
     test_series: Sequence[np.ndarray],
-    lag: int,
+    lag_frames: int,
     dim: int,
     masses: np.ndarray | None = None,
 ) -> dict:
@@ -212,7 +215,7 @@ def pca_baseline(
     ----------
     train_series, test_series : list of np.ndarray, each shape=(n_frames_i, n_features)
         Trajectories of the input features (e.g. aligned positions in nm, flattened as x1 y1 z1 x2 ...).
-    lag : int
+    lag_frames : int
         Lag time in frames (for the score only).
     dim : int
         Number of principal components.
@@ -259,5 +262,5 @@ def pca_baseline(
         "projections_test": projected_test,
         "explained_variance": [float(v) for v in singular_values[:dim] ** 2 / (stacked.shape[0] - 1)],
         "mass_weighted": masses is not None,
-        "score": vamp2_score(projected_train, projected_test, lag, dim),
+        "score": vamp2_score(projected_train, projected_test, lag_frames, dim),
     }

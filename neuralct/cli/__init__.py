@@ -10,7 +10,7 @@ from typing import Sequence
 
 from ..errors import NeuralCTError, first_line
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "in_flags", "out_of_memory_line"]
 
 #: Subcommand modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
 SUBCOMMANDS = ("simulate", "train", "analyze", "export", "bias", "sample", "quickstart")
@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = OneLineArgumentParser(
         prog="neuralct",
-        description="Slow collective variables from neural canonical transformations (symplectic flows on phase space).",
+        description=(
+            "Slow collective variables from neural canonical transformations (symplectic flows on phase space)."
+        ),
     )
     from .. import __version__
 
@@ -61,14 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # torch reports a failed allocation as a RuntimeError (CPU) or its OutOfMemoryError (CUDA).
         if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
             raise
-        print(
-            f"neuralct {args.command}: error: ran out of memory ({first_line(exc)[:160]}); reduce the sizes of the run (--batch-size, --hidden, --samples, --chains)",
-            file=sys.stderr,
-        )
+        print(f"neuralct {args.command}: error: {out_of_memory_line(exc, parser, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+
+
+def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Each option of ``command`` by its argument name (``lag_ps``) -> its flag (``--lag-ps``)."""
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return {
+        action.dest: next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+        for action in subparsers.choices[command]._actions
+        if action.option_strings
+    }
 
 
 def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str:
@@ -78,13 +87,21 @@ def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str
     frames``); the command line says ``--lag-ps 0.3 is not ...``. A backquoted word that is no
     option of ``command`` is left as it is.
     """
-    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    flags = {
-        action.dest: next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
-        for action in subparsers.choices[command]._actions
-        if action.option_strings
-    }
+    flags = _flags(parser, command)
     return re.sub(r"`(\w+)`", lambda match: flags.get(match[1], match[0]), message)
+
+
+#: Options whose values scale the memory of a run, by argument name; an allocation that failed names those of the
+#: command.
+MEMORY_OPTIONS = ("batch_size", "hidden", "samples", "chains")
+
+
+def out_of_memory_line(exc: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
+    """The one-line error for an allocation that failed, naming the options of ``command`` that reduce the run."""
+    flags = _flags(parser, command)
+    reducible = [flags[name] for name in MEMORY_OPTIONS if name in flags]
+    options = f" ({', '.join(reducible)})" if reducible else ""
+    return f"ran out of memory ({first_line(exc)[:160]}); reduce the sizes of the run{options}"
 
 
 def _out_of_memory(exc: RuntimeError) -> bool:

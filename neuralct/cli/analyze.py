@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             args.trajectories,
             output,
             topology=args.top,
-            n_modes=args.modes,
+            modes=args.modes,
             lag_ps=args.lag_ps,
             test_trajectories=args.test_trajectories,
             stride=args.stride,
@@ -111,34 +111,41 @@ def run(args: argparse.Namespace) -> int:
             warn=print_warning,
         )
         save_resolved_config(args, output)
+    _report(output, summary)
+    return 0
+
+
+def _report(output: Path, summary: dict) -> None:
+    """The key figures of an analysis on stdout: what was written, the scores, the timescales, what was skipped."""
     print(f"analysis in {output}: {len(summary['colvar_files'])} COLVAR files, {len(summary['figures'])} plots")
     if "learned_cvs" in summary:
-        error = lambda method: summary[method]["vamp2_standard_error"]
-        spread = lambda method: "" if error(method) is None else f" +- {error(method):.3f}"
+
+        def spread(method: str) -> str:
+            error = summary[method]["vamp2_standard_error"]
+            return "" if error is None else f" +- {error:.3f}"
+
         # Files without time stamps (DCD) give the lag in frames only.
-        lag = f"{summary['lag_frames']} frames" if summary["lag_ps"] is None else f"{summary['lag_ps']:.3g} ps"
+        lag_shown = f"{summary['lag_frames']} frames" if summary["lag_ps"] is None else f"{summary['lag_ps']:.3g} ps"
         print(
-            f"  VAMP-2 (2 CVs, lag {lag}, {summary['n_scored_segments']} scored segments): "
+            f"  VAMP-2 (2 CVs, lag {lag_shown}, {summary['n_scored_segments']} scored segments): "
             f"learned {summary['learned_cvs']['vamp2']:.3f}{spread('learned_cvs')} vs TICA "
             f"{summary['tica']['vamp2']:.3f}{spread('tica')}"
         )
     if "kinetics" in summary:
         print(f"  {timescales_line(summary['kinetics'])}")
     if "latent_dynamics" in summary:
-        print(
-            f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in summary['latent_dynamics']['relaxation_times_ps'][:2])}"
-        )
+        times = summary["latent_dynamics"]["relaxation_times_ps"][:2]
+        print(f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in times)}")
     for best in sorted(summary.get("best_of_two_slowest", []), key=lambda b: -b["mi_nats"])[:3]:
         print(f"  mutual information with {best['dihedral']}: {best['mi_nats']:.2f} nats (mode {best['mode']})")
     for part, reason in summary["skipped"].items():
         print(f"  skipped {part}: {reason}")
     if "caveat" in summary["split"]:
         print(f"  note: {summary['split']['caveat']}")
-    return 0
 
 
 def timescales_line(kinetics: dict) -> str:
-    """Implied timescales of the two slowest learned CVs and TICA components; a negative eigenvalue reads "oscillation"."""
+    """Implied timescales of the two slowest learned CVs and TICA components ("oscillation": a negative eigenvalue)."""
     unit = "ps" if "implied_timescales_ps" in kinetics["tica"] else "frames"
 
     def first_two(spectrum: dict) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .options import (
     add_common_options,
@@ -14,6 +15,9 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
+
+if TYPE_CHECKING:
+    from ..workflows.bias import BiasSettings
 
 __all__ = ["add_parser", "run"]
 
@@ -35,6 +39,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "interrupted run (Ctrl-C stops at the end of the report interval under way)."
         ),
     )
+    _add_input_options(p)
+    _add_dynamics_options(p)
+    _add_bias_options(p)
+    _add_run_options(p)
+    add_common_options(
+        p,
+        output_default="runs/bias",
+        cpu_only="the CV force runs on the CPU beside OpenMM; choose OpenMM's platform with --platform",
+    )
+    p.set_defaults(run=run)
+    return p
+
+
+def _add_input_options(p: argparse.ArgumentParser) -> None:
+    """What is biased: MODEL, SYSTEM, the CVs."""
     p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
     p.add_argument(
         "system",
@@ -48,7 +67,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default="learned",
         choices=("learned", "phi,psi", "phi", "psi"),
         metavar="WHAT",
-        help="what to bias: learned (the model's CVs), or the backbone torsions phi,psi, phi or psi as references (default: %(default)s)",
+        help="what to bias: learned (the model's CVs), or the backbone torsions phi,psi, phi or psi as references "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--cvs",
@@ -56,6 +76,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=1,
         help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s; one fills its basins faster)",
     )
+
+
+def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
+    """The dynamics: length, temperature, time steps, friction, how often the bias is evaluated."""
     p.add_argument("--length-ns", type=positive_float, default=1.0, help="simulated time in ns (default: %(default)s)")
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
     p.add_argument(
@@ -71,8 +95,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--bias-every",
         type=positive_int,
         default=4,
-        help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator (default: %(default)s)",
+        help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator "
+        "(default: %(default)s)",
     )
+
+
+def _add_bias_options(p: argparse.ArgumentParser) -> None:
+    """The bias: Gaussian heights and widths, bias factor, pace, grid."""
     p.add_argument(
         "--height-kj", type=positive_float, default=1.2, help="initial Gaussian height in kJ/mol (default: %(default)s)"
     )
@@ -80,7 +109,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--width-fraction",
         type=positive_fraction,
         default=0.06,
-        help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) (default: %(default)s)",
+        help="Gaussian width of a learned CV as a fraction of its training range (1st-99th percentile) "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--width-rad", type=positive_float, default=0.35, help="Gaussian width of phi/psi in rad (default: %(default)s)"
@@ -103,13 +133,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=3.0,
         help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)",
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How the run is carried out and recorded: report interval, platform, checkpoints, progress."""
     p.add_argument(
         "--report-ps", type=positive_float, default=1.0, help="time between COLVAR rows in ps (default: %(default)s)"
     )
     p.add_argument(
         "--platform",
         default="Reference",
-        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed (default: %(default)s, the fastest here for small molecules in vacuum)",
+        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed "
+        "(default: %(default)s, the fastest here for small molecules in vacuum)",
     )
     p.add_argument(
         "--checkpoint-seconds",
@@ -118,28 +153,57 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="wall time between checkpoints (default: %(default)s)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(
-        p,
-        output_default="runs/bias",
-        cpu_only="the CV force runs on the CPU beside OpenMM; choose OpenMM's platform with --platform",
-    )
-    p.set_defaults(run=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
     import torch
 
-    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
-    from ..model.molecular import check_topology
-    from ..model.transformation import load
-    from ..workflows.bias import BiasSettings, backbone_torsions, run_metadynamics
+    from ..workflows.bias import run_metadynamics
     from .runs import RunFolder
 
     # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
     torch.set_num_threads(1)
-    settings = BiasSettings(
+    settings = _settings(args)
+    settings.validate()
+    model, md_system = _checked_inputs(args, settings)
+    ignore = ["model", "checkpoint_seconds", "platform"]
+    # A system given as a file is identified by its content, as the model is.
+    inputs = [args.model, *([args.system] if Path(args.system).is_file() else [])]
+    # A finished run writes its frames and results again from its final checkpoint; a changed
+    # checkpoint is refused.
+    rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
+    with RunFolder(
+        args.output,
+        "bias",
+        result_settings(args, ignore=ignore),
+        inputs=inputs,
+        overwrite=args.overwrite,
+        rebuilt=rebuilt,
+    ) as folder:
+        if folder.changed_outputs:
+            print(
+                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the run finished; "
+                "writing them again from its checkpoint"
+            )
+        elif folder.resuming and (folder.path / "summary.json").exists():
+            print(f"{folder.path} already holds this finished run")
+            return 0
+        summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
+        save_resolved_config(args, folder.path)
+    print(
+        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {_phi_report(summary)}"
+        + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
+        + f" -> {folder.path}"
+    )
+    return 0
+
+
+def _settings(args: argparse.Namespace) -> BiasSettings:
+    """The run's :class:`~neuralct.workflows.bias.BiasSettings` from the options."""
+    from ..workflows.bias import BiasSettings
+
+    return BiasSettings(
         cv=args.cv,
         n_cvs=args.cvs,
         temperature=args.temperature,
@@ -158,46 +222,26 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_seconds=args.checkpoint_seconds,
     )
-    settings.validate()
-    model = load(args.model)
-    md_system = build_system(args.system, temperature=args.temperature, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
+
+
+def _checked_inputs(args: argparse.Namespace, settings: BiasSettings) -> tuple[Any, Any]:
+    """The model and the system, checked against each other and against what ``settings`` biases, before any work."""
     import mdtraj
 
+    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
+    from ..model.molecular import check_topology
+    from ..model.transformation import load
+    from ..workflows.bias import backbone_torsions
+
+    model = load(args.model)
+    md_system = build_system(args.system, temperature=args.temperature, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
     check_topology(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {args.system}")
     backbone_torsions(md_system.topology, settings)
     if settings.cv == "learned":
         from ..export import collective_variables
 
         collective_variables(model, settings.n_cvs)  # a model whose CVs cannot be exported fails here, in one line
-    ignore = ["model", "checkpoint_seconds", "platform"]
-    # A system given as a file is identified by its content, as the model is.
-    inputs = [args.model, *([args.system] if Path(args.system).is_file() else [])]
-    # A finished run writes its frames and results again from its final checkpoint; a changed
-    # checkpoint is refused.
-    rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
-    with RunFolder(
-        args.output,
-        "bias",
-        result_settings(args, ignore=ignore),
-        inputs=inputs,
-        overwrite=args.overwrite,
-        rebuilt=rebuilt,
-    ) as folder:
-        if folder.changed_outputs:
-            print(
-                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the run finished; writing them again from its checkpoint"
-            )
-        elif folder.resuming and (folder.path / "summary.json").exists():
-            print(f"{folder.path} already holds this finished run")
-            return 0
-        summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
-        save_resolved_config(args, folder.path)
-    print(
-        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {_phi_report(summary)}"
-        + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
-        + f" -> {folder.path}"
-    )
-    return 0
+    return model, md_system
 
 
 def _phi_report(summary: dict) -> str:

@@ -20,8 +20,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "atomic positions of the whole system (nm): cv1.pt ... cvK.pt (TorchScript for openmm-torch "
             "TorchForce, periodic boxes handled), plumed_model.ptc with a ready plumed.dat (PLUMED "
             "PYTORCH_MODEL), cvs.pt2 (torch.export) and manifest.json (units, atoms, feature order, file "
-            "hashes, each CV's range on the training data and what ranks it: frequency, or relaxation time for a model "
-            "trained with --lag-ps) and summary.json (the CVs, the files with hashes, timings). The model file is verified "
+            "hashes, each CV's range on the training data and what ranks it: frequency, or relaxation time for a "
+            "model trained with --lag-ps) and summary.json (the CVs, the files with hashes, timings). The model file "
+            "is verified "
             "(checksums and recorded digest) before use. In Python, neuralct.export.openmm_force gives "
             "the same CV as an OpenMM force without any plugin."
         ),
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     ) as folder:
         if folder.changed_outputs:
             print(
-                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the export; writing the export again"
+                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the export; "
+                "writing the export again"
             )
             folder.remove_outputs()
         elif folder.resuming and (folder.path / "manifest.json").exists():

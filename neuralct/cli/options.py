@@ -49,7 +49,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def _number(text: Any, kind: type, what: str, accept: Callable[[float], bool]) -> Any:
-    """``text`` read as ``kind`` and checked by ``accept``; otherwise an ArgumentTypeError saying ``what`` it must be."""
+    """``text`` read as ``kind`` and checked by ``accept``; else an ArgumentTypeError saying ``what`` it must be."""
     try:
         if isinstance(text, bool):
             raise ValueError
@@ -144,7 +144,10 @@ def add_common_options(
     group.add_argument(
         "--config",
         metavar="YAML",
-        help="YAML file of option values (keys as the long option names with '_'); command-line options win; unknown keys are an error",
+        help=(
+            "YAML file of option values (keys as the long option names with '_'); command-line options win; "
+            "unknown keys are an error"
+        ),
     )
     group.add_argument(
         "--device",
@@ -159,7 +162,10 @@ def add_common_options(
     group.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace what an earlier neuralct run left in --output (otherwise a rerun with the same options resumes it and one with other options is refused)",
+        help=(
+            "replace what an earlier neuralct run left in --output (otherwise a rerun with the same options "
+            "resumes it and one with other options is refused)"
+        ),
     )
 
 

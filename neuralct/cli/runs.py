@@ -189,7 +189,8 @@ class RunFolder:
         except BlockingIOError:
             os.close(fd)
             raise NeuralCTError(
-                f"output folder {self.path} is in use by another neuralct run; wait for it to finish or choose another --output"
+                f"output folder {self.path} is in use by another neuralct run; wait for it to finish "
+                "or choose another --output"
             ) from None
         self._lock = fd
 
@@ -284,8 +285,8 @@ class RunFolder:
         if foreign:
             listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise NeuralCTError(
-                f"output folder {self.path} holds files that neuralct did not write ({listed}); --overwrite deletes only "
-                "neuralct's own output: move them out, or choose another --output"
+                f"output folder {self.path} holds files that neuralct did not write ({listed}); "
+                "--overwrite deletes only neuralct's own output: move them out, or choose another --output"
             )
         for entry in self.path.iterdir():
             if entry.name == LOCK_FILE:
@@ -320,8 +321,8 @@ class RunFolder:
             listed = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
             raise NeuralCTError(
                 f"output folder {self.path}: {listed} of the finished `neuralct {self.command}` run "
-                f"{'is' if len(lost) == 1 else 'are'} missing or changed since it was written; add --overwrite to run it again, "
-                "or choose another --output"
+                f"{'is' if len(lost) == 1 else 'are'} missing or changed since it was written; "
+                "add --overwrite to run it again, or choose another --output"
             )
         self.changed_outputs = changed
 

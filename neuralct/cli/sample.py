@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from .options import (
     add_common_options,
@@ -22,7 +23,10 @@ __all__ = ["add_parser", "run"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "sample",
-        help="exact Boltzmann samples: HMC in the model's latent space, in physical coordinates, or independence moves from the flow",
+        help=(
+            "exact Boltzmann samples: HMC in the model's latent space, in physical coordinates, "
+            "or independence moves from the flow"
+        ),
         description=(
             "Sample the Boltzmann distribution of the system a model was trained on, exactly: every move "
             "ends in a Metropolis test on the true energy, so a poor model costs efficiency, never "
@@ -43,7 +47,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "system",
         metavar="SYSTEM",
         nargs="?",
-        help="for molecular models: the bundled system, system YAML or PDB the model was trained on (built without constraints)",
+        help=(
+            "for molecular models: the bundled system, system YAML or PDB the model was trained on "
+            "(built without constraints)"
+        ),
     )
     parser.add_argument(
         "--solvent",
@@ -70,13 +77,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--warmup",
         type=nonnegative_int,
         default=200,
-        help="iterations that relax the chains and fit the mass matrix (first half) and adapt the step size (second half), then are discarded (default: %(default)s)",
+        help=(
+            "iterations that relax the chains and fit the mass matrix (first half) and adapt the step size "
+            "(second half), then are discarded (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--step-size",
         type=positive_float,
         default=0.1,
-        help="leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; default: %(default)s)",
+        help=(
+            "leapfrog step to start the adaptation from (latent units, or sqrt(amu) nm for molecular hmc; "
+            "default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--leapfrog-steps",
@@ -88,7 +101,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--mass-matrix",
         choices=("curvature", "unit"),
         default="curvature",
-        help="HMC masses: the mean curvature E[grad U grad U^T] of the second quarter of the warm-up, or the identity (default: %(default)s)",
+        help=(
+            "HMC masses: the mean curvature E[grad U grad U^T] of the second quarter of the warm-up, "
+            "or the identity (default: %(default)s)"
+        ),
     )
     parser.add_argument(
         "--target-acceptance",
@@ -119,51 +135,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import NeuralCTError
-    from ..model.molecular import is_molecular
+    """Build the target of the model, check the settings and the memory, sample in the locked folder, and report."""
     from ..model.transformation import load
-    from ..sampling.targets import molecular_target, toy_target
-    from ..workflows.sample import WARMUP_SCHEDULE, SamplingSettings, check_memory, check_method, run_sampling
+    from ..sampling.chains import WARMUP_SCHEDULE
+    from ..workflows.sample import check_memory, check_method, run_sampling
     from .runs import RunFolder
 
     model = load(args.model).double()
     model.requires_grad_(False)
-    inputs = [args.model]
-    if is_molecular(model):
-        from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
-
-        if args.system is None:
-            raise NeuralCTError(
-                "a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`"
-            )
-        md_system = build_system(
-            args.system,
-            solvent=args.solvent,
-            constraints="none",
-            temperature=model.metadata["molecule"]["temperature_K"],
-            hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE,
-        )
-        target = molecular_target(model, md_system, args.system)
-        if Path(args.system).is_file():
-            inputs.append(args.system)
-    else:
-        if args.system is not None:
-            raise NeuralCTError(f"SYSTEM {args.system!r}: a toy model samples its own toy system; leave SYSTEM out")
-        target = toy_target(model)
+    target, inputs = _target(args, model)
     check_method(args.method, target)
-    settings = SamplingSettings(
-        method=args.method,
-        chains=args.chains,
-        samples=args.samples,
-        warmup=args.warmup,
-        step_size=args.step_size,
-        leapfrog_steps=args.leapfrog_steps,
-        target_acceptance=args.target_acceptance,
-        mass_matrix=args.mass_matrix,
-        kish_samples=args.kish_samples,
-        checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress,
-    )
+    settings = _settings(args)
     check_memory(model, target, settings)
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
     # Fixed parts of the method that change the samples: a folder of a run made with other ones is not resumed.
@@ -176,27 +158,81 @@ def run(args: argparse.Namespace) -> int:
     ) as folder:
         summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
         save_resolved_config(args, folder.path)
+    _print_result(folder.path, summary, args.method, target.placed_dim)
+    return 0
+
+
+def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:
+    """What the model samples (its toy system, or SYSTEM for a molecular model) and the input files it reads."""
+    from ..errors import NeuralCTError
+    from ..model.molecular import is_molecular
+    from ..sampling.targets import molecular_target, toy_target
+
+    inputs = [args.model]
+    if not is_molecular(model):
+        if args.system is not None:
+            raise NeuralCTError(f"SYSTEM {args.system!r}: a toy model samples its own toy system; leave SYSTEM out")
+        return toy_target(model), inputs
+    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
+
+    if args.system is None:
+        raise NeuralCTError(
+            "a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`"
+        )
+    md_system = build_system(
+        args.system,
+        solvent=args.solvent,
+        constraints="none",
+        temperature=model.metadata["molecule"]["temperature_K"],
+        hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE,
+    )
+    if Path(args.system).is_file():
+        inputs.append(args.system)
+    return molecular_target(model, md_system, args.system), inputs
+
+
+def _settings(args: argparse.Namespace):
+    """The run's :class:`~neuralct.workflows.sample.SamplingSettings` from the options."""
+    from ..workflows.sample import SamplingSettings
+
+    return SamplingSettings(
+        method=args.method,
+        chains=args.chains,
+        samples=args.samples,
+        warmup=args.warmup,
+        step_size=args.step_size,
+        leapfrog_steps=args.leapfrog_steps,
+        target_acceptance=args.target_acceptance,
+        mass_matrix=args.mass_matrix,
+        kish_samples=args.kish_samples,
+        checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress,
+    )
+
+
+def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
+    """Acceptance, cost and potential energy, the curvature's range, and a warning for chains that disagree."""
     acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
     energy = summary["potential_energy_kT"]
     print(
-        f"samples in {folder.path}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
-        f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT, ESS per evaluation {_shown(energy['ess_per_evaluation'], '.2e')}"
+        f"samples in {folder}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
+        f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT, "
+        f"ESS per evaluation {_shown(energy['ess_per_evaluation'], '.2e')}"
     )
     curvature = summary["mean_curvature"]
-    space = "physical" if args.method == "hmc" else "latent"
-    exact = (
-        "1 everywhere for an exact flow" if not target.placed_dim else "placed hydrogens are not whitened by the flow"
-    )
+    space = "physical" if method == "hmc" else "latent"
+    exact = "1 everywhere for an exact flow" if not placed_dim else "placed hydrogens are not whitened by the flow"
     print(
-        f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, {curvature['above_4']} above 4 ({exact})"
+        f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, "
+        f"{curvature['above_4']} above 4 ({exact})"
     )
     convergence = summary["convergence"]
     if convergence["not_converged"]:
         print_warning(
-            f"the chains disagree (split R-hat above {convergence['r_hat_limit']}) on {', '.join(convergence['not_converged'])}; "
-            "the estimates are not reliable yet: sample longer (--samples) or warm up longer (--warmup)"
+            f"the chains disagree (split R-hat above {convergence['r_hat_limit']}) on "
+            f"{', '.join(convergence['not_converged'])}; the estimates are not reliable yet: "
+            "sample longer (--samples) or warm up longer (--warmup)"
         )
-    return 0
 
 
 def _shown(figure: float | None, spec: str) -> str:

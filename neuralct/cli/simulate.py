@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .options import (
     add_common_options,
@@ -12,6 +13,9 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
+
+if TYPE_CHECKING:
+    from ..md.simulate import SimulationSettings
 
 __all__ = ["add_parser", "run"]
 
@@ -23,15 +27,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="run OpenMM Langevin MD of a bundled system or a PDB, recording positions and velocities",
         description=(
             "Run Langevin MD (OpenMM LangevinMiddleIntegrator) of a bundled system "
-            "(alanine-dipeptide, trialanine, harmonic-chain, double-well, mueller-brown, rotated-double-well), a system YAML file, or a PDB "
-            "with OpenMM force-field XML files. A PDB needs every atom the force field's residue templates have, "
-            "hydrogens included (--add-hydrogens adds them), and chain ends either capped (e.g. ACE/NME) or "
-            "with their terminal atoms (e.g. OXT): caps are not added. Writes one AMBER NetCDF trajectory per replica "
-            "(positions, on-step velocities, time; readable by MDTraj and MDAnalysis) with topology.pdb, "
+            "(alanine-dipeptide, trialanine, harmonic-chain, double-well, mueller-brown, rotated-double-well), "
+            "a system YAML file, or a PDB with OpenMM force-field XML files. A PDB needs every atom the force "
+            "field's residue templates have, hydrogens included (--add-hydrogens adds them), and chain ends either "
+            "capped (e.g. ACE/NME) or with their terminal atoms (e.g. OXT): caps are not added. Writes one AMBER "
+            "NetCDF trajectory per replica (positions, on-step velocities, time; readable by MDTraj and MDAnalysis) "
+            "with topology.pdb, "
             "summary.json and checkpoints. Rerunning the same command resumes an interrupted run; "
             "other options into the same --output are refused (see --overwrite)."
         ),
     )
+    _add_system_options(p)
+    _add_dynamics_options(p)
+    _add_run_options(p)
+    add_common_options(p, output_default="trajectories/simulate", torch_cuda=False)
+    p.set_defaults(run=run)
+    return p
+
+
+def _add_system_options(p: argparse.ArgumentParser) -> None:
+    """The system and how it is built: SYSTEM, force field, solvent, hydrogens, constraints."""
     p.add_argument("system", metavar="SYSTEM", help="bundled system name, system YAML file, or PDB file")
     p.add_argument(
         "--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)"
@@ -54,6 +69,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="hbonds",
         help="bond constraints (default: %(default)s)",
     )
+
+
+def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
+    """The dynamics: temperature, length, time step, friction, report interval, equilibration."""
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
     p.add_argument(
         "--length-ns",
@@ -77,10 +96,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=10.0,
         help="unrecorded MD after minimisation, in ps (default: %(default)s)",
     )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """How the run is carried out: platform, threads, replicas and jobs, checkpoints, progress."""
     p.add_argument(
         "--platform",
         default="auto",
-        help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe (default: %(default)s)",
+        help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--threads",
@@ -98,7 +122,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--jobs",
         type=positive_int,
         default=None,
-        help="replicas run at once as separate processes (default: all of them up to two per CPU core, else one per core; each job gets cores/jobs threads, at least 1, unless --threads is given)",
+        help="replicas run at once as separate processes (default: all of them up to two per CPU core, "
+        "else one per core; each job gets cores/jobs threads, at least 1, unless --threads is given)",
     )
     p.add_argument(
         "--checkpoint-seconds",
@@ -107,34 +132,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="wall time between checkpoints (default: %(default)s)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_common_options(p, output_default="trajectories/simulate", torch_cuda=False)
-    p.set_defaults(run=run)
-    return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the system, check every input, then simulate into ``args.output``."""
     from pathlib import Path
 
-    from ..md.simulate import SimulationSettings, run_simulation
+    from ..md.simulate import run_simulation
     from ..md.systems import build_system
     from .runs import RunFolder
 
-    platform = args.platform
-    if platform == "auto" and args.device.startswith("cuda"):
-        platform = "CUDA"
-    settings = SimulationSettings(
-        temperature=args.temperature,
-        length_ns=args.length_ns,
-        timestep_fs=args.timestep_fs,
-        friction_per_ps=args.friction_per_ps,
-        report_ps=args.report_ps,
-        equilibration_ps=args.equilibration_ps,
-        platform=platform,
-        threads=args.threads,
-        seed=args.seed,
-        checkpoint_seconds=args.checkpoint_seconds,
-    )
+    settings = _settings(args)
     settings.validate()
     md_system = build_system(
         args.system,
@@ -166,11 +174,33 @@ def run(args: argparse.Namespace) -> int:
         save_resolved_config(args, folder)
     rate = summary["steps_per_second"]
     print(
-        f"{summary['frames']} frames, {summary['ns_simulated']:.3f} ns on {summary['platform']} ({summary['settings']['jobs']} job(s))"
+        f"{summary['frames']} frames, {summary['ns_simulated']:.3f} ns on {summary['platform']} "
+        f"({summary['settings']['jobs']} job(s))"
         + (f", {rate:.0f} steps/s, {summary['ns_per_day']:.0f} ns/day" if rate else "")
         + f", mean kinetic temperature {summary['mean_kinetic_temperature_K']:.1f} K -> {folder}"
     )
     return 0
+
+
+def _settings(args: argparse.Namespace) -> SimulationSettings:
+    """The run's :class:`~neuralct.md.simulate.SimulationSettings` from the options (``auto`` with CUDA is CUDA)."""
+    from ..md.simulate import SimulationSettings
+
+    platform = args.platform
+    if platform == "auto" and args.device.startswith("cuda"):
+        platform = "CUDA"
+    return SimulationSettings(
+        temperature=args.temperature,
+        length_ns=args.length_ns,
+        timestep_fs=args.timestep_fs,
+        friction_per_ps=args.friction_per_ps,
+        report_ps=args.report_ps,
+        equilibration_ps=args.equilibration_ps,
+        platform=platform,
+        threads=args.threads,
+        seed=args.seed,
+        checkpoint_seconds=args.checkpoint_seconds,
+    )
 
 
 def _system_digest(md_system) -> str:

@@ -47,7 +47,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument(
         "--top",
         metavar="FILE",
-        help="topology (PDB, PSF, prmtop, GRO...) for trajectories that hold none; `neuralct simulate` output finds its topology.pdb itself",
+        help=(
+            "topology (PDB, PSF, prmtop, GRO...) for trajectories that hold none; `neuralct simulate` output finds "
+            "its topology.pdb itself"
+        ),
     )
     source.add_argument(
         "--selection", default="heavy", help="atoms: heavy, all, or an MDTraj selection (default: %(default)s)"
@@ -65,7 +68,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--momenta",
         choices=("resample", "recorded"),
         default="resample",
-        help="Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: %(default)s)",
+        help=(
+            "Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities "
+            "(default: %(default)s)"
+        ),
     )
     source.add_argument(
         "--lag-ps",
@@ -95,7 +101,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=nonnegative_float,
         default=0.0,
         metavar="W",
-        help="with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective (default: %(default)s, none)",
+        help=(
+            "with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective "
+            "(default: %(default)s, none)"
+        ),
     )
     source.add_argument(
         "--vamp-lags-ps",
@@ -103,7 +112,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="TAU",
-        help="with --vamp-weight: the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 (default: --lag-ps alone)",
+        help=(
+            "with --vamp-weight: the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 "
+            "(default: --lag-ps alone)"
+        ),
     )
     weighted = source.add_mutually_exclusive_group()
     weighted.add_argument(
@@ -129,7 +141,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="toy-system parameter, repeatable (harmonic-chain: n=32, kappa=1.0, masses=[1,2,...]; curved-double-well: barrier=3, tilt=0.5, stiffness=10, curvature=1)",
+        help=(
+            "toy-system parameter, repeatable (harmonic-chain: n=32, kappa=1.0, masses=[1,2,...]; curved-double-well: "
+            "barrier=3, tilt=0.5, stiffness=10, curvature=1)"
+        ),
     )
     source.add_argument(
         "--mode",
@@ -151,7 +166,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument(
         "--layers",
         default="linear-point,point",
-        help="comma-separated layers from the data to the prior: linear, linear-point, point, continuous (default: %(default)s)",
+        help=(
+            "comma-separated layers from the data to the prior: linear, linear-point, point, continuous "
+            "(default: %(default)s)"
+        ),
     )
     model.add_argument(
         "--couplings",
@@ -187,7 +205,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--matmul-precision",
         choices=MATMUL_PRECISIONS,
         default="highest",
-        help="float32 matrix products: highest (IEEE float32) or high (TF32 tensor cores on CUDA; no change on the CPU) (default: %(default)s)",
+        help=(
+            "float32 matrix products: highest (IEEE float32) or high (TF32 tensor cores on CUDA; no change on the "
+            "CPU) (default: %(default)s)"
+        ),
     )
 
     optim = parser.add_argument_group("optimisation")
@@ -210,7 +231,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=nonnegative_float,
         default=0.0,
         metavar="FRACTION",
-        help="Gaussian noise on the training positions of every minibatch, as a fraction of the thermal amplitude of the stiffest mode of the data (a regulariser for small datasets; maximum likelihood only) (default: %(default)s)",
+        help=(
+            "Gaussian noise on the training positions of every minibatch, as a fraction of the thermal amplitude of "
+            "the stiffest mode of the data (a regulariser for small datasets; maximum likelihood only) "
+            "(default: %(default)s)"
+        ),
     )
     optim.add_argument(
         "--keep-last", action="store_true", help="keep the last state, not the one of lowest validation loss"
@@ -303,9 +328,8 @@ def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path
 
 
 def _run_options(args: argparse.Namespace, output: Path) -> dict:
-    """Options both kinds of training run take from the command line."""
+    """How both kinds of training run, from the command line."""
     return {
-        "dtype": args.dtype,
         "device": args.device,
         "seed": args.seed,
         "checkpoint": output / "checkpoint.pt",
@@ -315,11 +339,14 @@ def _run_options(args: argparse.Namespace, output: Path) -> dict:
 
 
 def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
-    """Read the trajectories; return the fit to run in the output folder and the input files (trajectories, topologies)."""
+    """Read the trajectories and check the fit; return it, to run in the output folder, and the input files.
+
+    The input files are the trajectories, their topologies and the weights file.
+    """
     from ..data import load_trajectories
     from ..data.loading import topology_file
     from ..workflows.memory import check_fits
-    from ..workflows.train import fit_trajectories, training_memory_needed
+    from ..workflows.train import prepare_trajectory_fit, run_trajectory_fit, training_memory_needed
 
     if args.mode != "ml":
         raise NeuralCTError("training on trajectories is maximum likelihood: drop --mode variational")
@@ -333,44 +360,34 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         seed=args.seed,
     )
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
-    for option, lag in (
-        ("--lag-ps", args.lag_ps),
-        ("--rank-lag-ps", args.rank_lag_ps),
-        *(("--vamp-lags-ps", tau) for tau in args.vamp_lags_ps or ()),
-    ):
-        if lag is not None:
-            data.lag_frames(lag, option)
-    check_fits(
-        training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype),
-        f"training on {data.n_frames} frames",
-    )
     weights, weighting, weights_source = None, None, "the frame weights"
     if args.weights or args.bias_colvar:
         from ..analysis.reweighting import frame_weights
-        from ..workflows.train import check_frame_weights
 
         weights, weighting = frame_weights(
             args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT
         )
         weights_source = f"--weights {args.weights}" if args.weights else f"--bias-colvar {args.bias_colvar}"
-        check_frame_weights(weights, list(data.traj_lengths), args.validation_trajectories, args.dtype, weights_source)
+    prepared = prepare_trajectory_fit(
+        data,
+        selection=args.selection,
+        validation_trajectories=args.validation_trajectories,
+        momenta=args.momenta,
+        lag_ps=args.lag_ps,
+        vamp_weight=args.vamp_weight,
+        vamp_lags_ps=args.vamp_lags_ps,
+        rank_lag_ps=args.rank_lag_ps,
+        weights=weights,
+        weights_source=weights_source,
+        dtype=args.dtype,
+    )
+    check_fits(
+        training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype),
+        f"training on {data.n_frames} frames",
+    )
 
     def fit(output: Path) -> tuple:
-        model, summary = fit_trajectories(
-            data,
-            architecture,
-            settings,
-            selection=args.selection,
-            validation_trajectories=args.validation_trajectories,
-            momenta=args.momenta,
-            lag_ps=args.lag_ps,
-            vamp_weight=args.vamp_weight,
-            vamp_lags_ps=args.vamp_lags_ps,
-            rank_lag_ps=args.rank_lag_ps,
-            weights=weights,
-            weights_source=weights_source,
-            **_run_options(args, output),
-        )
+        model, summary = run_trajectory_fit(prepared, architecture, settings, **_run_options(args, output))
         if weighting:
             summary["frame_weights"] = weighting
         return model, summary
@@ -385,13 +402,13 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
     from ..workflows.memory import check_fits
     from ..workflows.train import fit_toy, training_memory_needed
 
-    for option, lag in (
+    for option, value in (
         ("--lag-ps", args.lag_ps),
         ("--rank-lag-ps", args.rank_lag_ps),
         ("--vamp-lags-ps", args.vamp_lags_ps),
         ("--vamp-weight", args.vamp_weight or None),
     ):
-        if lag is not None:
+        if value is not None:
             raise NeuralCTError(
                 f"{option} needs trajectories (pairs of frames a lag apart); the toys give independent samples"
             )
@@ -411,6 +428,7 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
             validation_fraction=args.validation_fraction,
             init=args.init,
             eval_samples=args.eval_samples,
+            dtype=args.dtype,
             **_run_options(args, output),
         )
 
@@ -424,5 +442,8 @@ def _report(output: Path, summary: dict) -> None:
     if "frequency_max_relative_error" in summary:
         line += f"; max relative frequency error vs exact: {summary['frequency_max_relative_error']:.3%}"
     if "free_energy" in summary:
-        line += f"; variational free energy {summary['free_energy']:.4f} +- {summary['free_energy_error']:.4f} kT (exact {summary['exact_free_energy']:.4f})"
+        line += (
+            f"; variational free energy {summary['free_energy']:.4f} +- {summary['free_energy_error']:.4f} kT "
+            f"(exact {summary['exact_free_energy']:.4f})"
+        )
     print(line)

@@ -2,6 +2,6 @@
 
 from .frame import RigidBodyFrame
 from .loading import PhaseSpaceData, load_trajectories
-from .pairs import lagged_pairs
+from .pairs import LaggedPairs, lagged_pairs
 
-__all__ = ["RigidBodyFrame", "PhaseSpaceData", "lagged_pairs", "load_trajectories"]
+__all__ = ["RigidBodyFrame", "PhaseSpaceData", "LaggedPairs", "lagged_pairs", "load_trajectories"]

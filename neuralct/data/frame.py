@@ -1,11 +1,10 @@
-"""Removing rigid-body motion: Kabsch alignment and internal coordinates orthogonal to translations and rotations.
+"""Removing rigid-body motion: the Kabsch fit, and internal coordinates orthogonal to translations and rotations.
 
 After aligning a frame to the reference, the 6 rigid-body directions (3 translations, 3
 rotations) carry no variance and would make a likelihood unbounded (science.md). We fit each
-frame to the reference by a mass-weighted Kabsch fit (SVD in float64 with the determinant sign
-fixed, so the fit is always a proper rotation), then project the mass-weighted displacement on
-an orthonormal basis B of the 3N - 6 directions orthogonal to the rigid-body ones at the
-reference:
+frame to the reference by a mass-weighted Kabsch fit (:func:`kabsch`, in float64 for data), then
+project the mass-weighted displacement on an orthonormal basis B of the 3N - 6 directions
+orthogonal to the rigid-body ones at the reference:
 
     y = B^T (sqrt(m) (x_aligned - x_ref)),        p_y = B^T (R p / sqrt(m)).
 
@@ -14,6 +13,21 @@ of the displacement vanish and ``from_internal`` inverts ``to_internal`` exactly
 frames. The coordinates y have unit mass: Maxwell-Boltzmann momenta are p_y ~ N(0, kT).
 Units: positions nm, masses amu, y in sqrt(amu) nm, p_y in sqrt(amu) nm/ps (kT in kJ/mol =
 amu nm^2/ps^2).
+
+The Kabsch fit is computed by the quaternion method (Horn, J. Opt. Soc. Am. A 4, 629, 1987;
+Coutsias et al., J. Comput. Chem. 25, 1849, 2004): the rotation is that of the unit quaternion
+which is the top eigenvector of a symmetric 4 x 4 matrix, itself linear in the mass-weighted
+correlation of the frame with the reference. It is a proper rotation by construction, and
+differentiable wherever that eigenvalue is simple (always, for a molecule close to its
+reference). The fit exists twice, for two kinds of caller, both built on
+:func:`quaternion_tables`:
+
+- :func:`kabsch`, here, in torch: batched and differentiable; it aligns trajectories
+  (:meth:`RigidBodyFrame.align`, every fit checked) and, scripted with TorchScript, runs inside
+  the exported CVs (:class:`neuralct.export.cv.CollectiveVariables`) for openmm-torch and PLUMED;
+- :class:`neuralct.export.numpy_cv.NumpyCollectiveVariables`, in NumPy: one configuration at a
+  time with a hand-written reverse pass, for the bias force an MD engine evaluates every few
+  steps (``openmm.PythonForce``), where torch costs more per operation than the arithmetic does.
 """
 
 from __future__ import annotations
@@ -21,39 +35,109 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["RigidBodyFrame", "kabsch"]
+__all__ = ["RigidBodyFrame", "kabsch", "quaternion_tables"]
 
 #: A fit whose RMSD exceeds the centred, unrotated RMSD by more than this (nm) is an error.
 _FIT_TOLERANCE_NM = 1e-9
 
 
-def kabsch(positions: torch.Tensor, reference: torch.Tensor, masses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mass-weighted optimal rotation of centred ``positions`` onto a centred ``reference``.
+def quaternion_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """Constant linear maps of the quaternion method (Coutsias et al. 2004, eqs. 7 and 2), float64.
 
-    Parameters
-    ----------
-    positions : torch.Tensor, shape=(n_frames, n_atoms, 3)
-        Frames, each centred at its centre of mass.
-    reference : torch.Tensor, shape=(n_atoms, 3)
-        Reference structure centred at its centre of mass.
-    masses : torch.Tensor, shape=(n_atoms,)
-        Weights (amu).
+    ``key = c @ KEY`` builds the symmetric 4 x 4 matrix (flattened) from the flattened
+    3 x 3 correlation matrix ``c``; ``U = (q q^T) @ ROTATION`` builds the rotation
+    (flattened) from the outer product of the unit quaternion ``q`` with itself. Matrix
+    products instead of element-by-element formulas keep the fit cheap to differentiate.
 
     Returns
     -------
-    rotations : torch.Tensor, shape=(n_frames, 3, 3)
-        Proper rotations R (det R = +1) minimising sum_i m_i |R x_i - x_ref_i|^2.
-    aligned : torch.Tensor, shape=(n_frames, n_atoms, 3)
-        The rotated frames, R x_i.
+    key_table : torch.Tensor, shape=(9, 16)
+    rotation_table : torch.Tensor, shape=(16, 9)
     """
-    covariance = torch.einsum("i,fia,ib->fab", masses, positions, reference)
-    u, _, vh = torch.linalg.svd(covariance)
-    # A reflection would fit better when det(V U^T) < 0; flipping the last axis keeps R proper.
-    sign = torch.sign(torch.linalg.det(vh.transpose(-1, -2) @ u.transpose(-1, -2)))
-    flip = torch.ones(positions.shape[0], 3, dtype=positions.dtype, device=positions.device)
-    flip = torch.cat([flip[:, :2], sign[:, None]], dim=1)
-    rotations = vh.transpose(-1, -2) @ torch.diag_embed(flip) @ u.transpose(-1, -2)
-    return rotations, positions @ rotations.transpose(-1, -2)
+    key = np.zeros((3, 3, 4, 4))
+    entries = {
+        (0, 0): [(0, 0, 1), (1, 1, 1), (2, 2, 1)],
+        (0, 1): [(1, 2, 1), (2, 1, -1)],
+        (0, 2): [(2, 0, 1), (0, 2, -1)],
+        (0, 3): [(0, 1, 1), (1, 0, -1)],
+        (1, 1): [(0, 0, 1), (1, 1, -1), (2, 2, -1)],
+        (1, 2): [(0, 1, 1), (1, 0, 1)],
+        (1, 3): [(2, 0, 1), (0, 2, 1)],
+        (2, 2): [(0, 0, -1), (1, 1, 1), (2, 2, -1)],
+        (2, 3): [(1, 2, 1), (2, 1, 1)],
+        (3, 3): [(0, 0, -1), (1, 1, -1), (2, 2, 1)],
+    }
+    for (a, b), terms in entries.items():
+        for i, j, sign in terms:
+            key[i, j, a, b] = key[i, j, b, a] = sign
+    rotation = np.zeros((4, 4, 3, 3))
+    for a, b, r, s, value in [
+        (0, 0, 0, 0, 1),
+        (1, 1, 0, 0, 1),
+        (2, 2, 0, 0, -1),
+        (3, 3, 0, 0, -1),
+        (0, 0, 1, 1, 1),
+        (1, 1, 1, 1, -1),
+        (2, 2, 1, 1, 1),
+        (3, 3, 1, 1, -1),
+        (0, 0, 2, 2, 1),
+        (1, 1, 2, 2, -1),
+        (2, 2, 2, 2, -1),
+        (3, 3, 2, 2, 1),
+        (1, 2, 0, 1, 2),
+        (0, 3, 0, 1, -2),
+        (1, 3, 0, 2, 2),
+        (0, 2, 0, 2, 2),
+        (1, 2, 1, 0, 2),
+        (0, 3, 1, 0, 2),
+        (2, 3, 1, 2, 2),
+        (0, 1, 1, 2, -2),
+        (1, 3, 2, 0, 2),
+        (0, 2, 2, 0, -2),
+        (2, 3, 2, 1, 2),
+        (0, 1, 2, 1, 2),
+    ]:
+        rotation[a, b, r, s] = value
+    return torch.from_numpy(key.reshape(9, 16)), torch.from_numpy(rotation.reshape(16, 9))
+
+
+_KEY_TABLE, _ROTATION_TABLE = quaternion_tables()
+
+
+def kabsch(
+    centred: torch.Tensor,
+    reference: torch.Tensor,
+    masses: torch.Tensor,
+    key_table: torch.Tensor,
+    rotation_table: torch.Tensor,
+) -> torch.Tensor:
+    """Mass-weighted optimal rotations ``U`` of centred frames onto a centred reference (quaternion method).
+
+    TorchScript compiles it: the tables are arguments (a scripted module holds them as buffers).
+
+    Parameters
+    ----------
+    centred : torch.Tensor, shape=(batch, n_atoms, 3)
+        Frames, each centred at its centre of mass, nm.
+    reference : torch.Tensor, shape=(n_atoms, 3)
+        Reference structure centred at its centre of mass, nm.
+    masses : torch.Tensor, shape=(n_atoms,)
+        Weights (amu).
+    key_table, rotation_table : torch.Tensor, shapes (9, 16) and (16, 9)
+        The constant maps of :func:`quaternion_tables`, in the frames' dtype and device.
+
+    Returns
+    -------
+    torch.Tensor, shape=(batch, 3, 3)
+        Proper rotations (det U = +1 by construction) minimising ``sum_i m_i |U x_i - r_i|^2``;
+        the aligned frames are ``centred @ U^T``.
+    """
+    batch = centred.shape[0]
+    correlation = (centred * masses[:, None]).transpose(1, 2) @ reference
+    key = (correlation.reshape(batch, 9) @ key_table).reshape(batch, 4, 4)
+    _, vectors = torch.linalg.eigh(key)
+    q = vectors[:, :, 3]
+    return ((q[:, :, None] * q[:, None, :]).reshape(batch, 16) @ rotation_table).reshape(batch, 3, 3)
 
 
 def _rigid_body_basis(reference: np.ndarray, masses: np.ndarray) -> np.ndarray:
@@ -127,8 +211,10 @@ class RigidBodyFrame:
         """
         masses = self.masses.to(positions)
         centred = positions - torch.einsum("i,fia->fa", masses, positions)[:, None, :] / masses.sum()
-        rotations, aligned = kabsch(centred, self.reference.to(positions), masses)
-        return aligned, rotations
+        rotations = kabsch(
+            centred, self.reference.to(positions), masses, _KEY_TABLE.to(positions), _ROTATION_TABLE.to(positions)
+        )
+        return centred @ rotations.transpose(-1, -2), rotations
 
     def to_internal_torch(self, positions: torch.Tensor) -> torch.Tensor:
         """Differentiable internal coordinates of frames in nm.

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
-from .pairs import lag_in_frames
+from .pairs import LaggedPairs, lag_in_frames, split_lagged_pairs
 
 __all__ = ["PhaseSpaceData", "frame_spacing", "topology_file", "load_trajectories"]
 
@@ -102,9 +102,17 @@ class PhaseSpaceData:
         """Fresh Maxwell-Boltzmann momenta, shape (n_frames, n_sel, 3), amu nm/ps: p ~ N(0, m kT)."""
         return rng.normal(size=self.positions.shape) * np.sqrt(self.masses * self.kT)[:, None]
 
-    def lag_frames(self, lag_ps: float, option: str = "--lag-ps") -> int:
-        """``lag_ps`` as a whole number of frames of these trajectories (:func:`lag_in_frames`)."""
-        return lag_in_frames(lag_ps, self.timestep_ps, option, self.timestep_note)
+    def lag_frames(self, lag_ps: float, name: str = "--lag-ps") -> int:
+        """``lag_ps`` as a whole number of frames of these trajectories (:func:`~neuralct.data.pairs.lag_in_frames`)."""
+        return lag_in_frames(lag_ps, self.timestep_ps, name, self.timestep_note)
+
+    def split_lagged_pairs(
+        self, lag_ps: float, train_index: np.ndarray, valid_index: np.ndarray, name: str = "`lag_ps`"
+    ) -> LaggedPairs:
+        """The training and the validation pairs of frames ``lag_ps`` apart (:func:`.pairs.split_lagged_pairs`)."""
+        return split_lagged_pairs(
+            self.traj_lengths, lag_ps, self.timestep_ps, train_index, valid_index, name, self.timestep_note
+        )
 
 
 def _float32_decimals(time: np.ndarray) -> np.ndarray:
@@ -177,7 +185,8 @@ def frame_spacing(times: Sequence[np.ndarray | None], names: Sequence[str]) -> t
         if abs(other - spacing) > uncertainty + other_uncertainty:
             return (
                 None,
-                f"{name} has frames {spacing:g} ps apart but {other_name} {other:g} ps; give trajectories of one frame spacing",
+                f"{name} has frames {spacing:g} ps apart but {other_name} {other:g} ps; "
+                "give trajectories of one frame spacing",
             )
     for digits in range(1, 18):
         rounded = float(f"{spacing:.{digits}g}")
@@ -347,16 +356,19 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             continue
         if raw.velocities is not None and raw.velocities.shape != raw.xyz.shape:
             raise NeuralCTError(
-                f"trajectory file {path} has {raw.velocities.shape[0]} velocity frames but {raw.xyz.shape[0]} position frames; the file may be truncated"
+                f"trajectory file {path} has {raw.velocities.shape[0]} velocity frames but {raw.xyz.shape[0]} "
+                "position frames; the file may be truncated"
             )
         if raw.topology.n_atoms != raw.xyz.shape[1]:
             raise NeuralCTError(
-                f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; give the matching topology"
+                f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; "
+                "give the matching topology"
             )
         return raw
-    hint = f" with topology {topology}" if topology else " (give --top if it holds none)"
+    hint = f" with topology {topology}" if topology else " (give a topology file if it holds none)"
     raise NeuralCTError(
-        f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and MDAnalysis do not read"
+        f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and "
+        "MDAnalysis do not read"
     )
 
 
@@ -423,36 +435,86 @@ def load_trajectories(
         Missing, truncated or unreadable files, atom counts that disagree with the topology
         or between files, an empty selection, or recorded momenta asked for but not on-step.
     """
+    paths = _checked_paths(paths, topology, stride, momenta, backend)
+    raws = _read_all(paths, str(topology) if topology else None, stride, backend)
+    first = raws[0]
+    atom_indices, masses = _selected_atoms(first, selection, paths[0])
+    positions = np.concatenate([raw.xyz[:, atom_indices] for raw in raws])
+    frame, aligned, rotations, rmsd = _aligned(positions, masses, paths[0])
+    on_step = all(raw.velocities is not None and raw.on_step for raw in raws)
+    cartesian, source = _cartesian_momenta(raws, atom_indices, masses, on_step, momenta, temperature, seed, paths[0])
+    time_ps, timestep, timestep_note = _time_stamps(raws, paths)
+    return PhaseSpaceData(
+        positions=aligned,
+        momenta=np.einsum("fab,fib->fia", rotations, cartesian),
+        momenta_source=source,
+        velocities_on_step=on_step,
+        masses=masses,
+        atom_indices=atom_indices,
+        topology=first.topology,
+        selection_topology=first.topology.subset(atom_indices),
+        traj_lengths=[raw.xyz.shape[0] for raw in raws],
+        time_ps=time_ps,
+        timestep_ps=timestep,
+        timestep_note=timestep_note,
+        temperature=temperature,
+        rotations=rotations,
+        rmsd=rmsd,
+        frame=frame,
+        paths=[str(p) for p in paths],
+    )
+
+
+def _checked_paths(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    topology: str | os.PathLike | None,
+    stride: int,
+    momenta: str,
+    backend: str,
+) -> list[Path]:
+    """The trajectory files as paths, once the arguments of :func:`load_trajectories` are checked."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]
     if not paths:
         raise NeuralCTError("no trajectory files given")
     if stride < 1:
-        raise NeuralCTError(f"stride must be >= 1, got {stride}")
+        raise NeuralCTError(f"`stride` must be >= 1, got {stride}")
     if momenta not in ("auto", "recorded", "resample"):
-        raise NeuralCTError(f"unknown momenta option {momenta!r}; use auto, recorded or resample")
+        raise NeuralCTError(f"unknown `momenta` {momenta!r}; use auto, recorded or resample")
     if backend not in ("auto", "mdtraj", "mdanalysis"):
-        raise NeuralCTError(f"unknown backend {backend!r}; use auto, mdtraj or mdanalysis")
+        raise NeuralCTError(f"unknown `backend` {backend!r}; use auto, mdtraj or mdanalysis")
     if topology is not None and not Path(topology).is_file():
         raise NeuralCTError(f"topology file {topology} does not exist; check the path")
-    raws = [_read_one(p, str(topology) if topology else None, stride, backend) for p in paths]
+    return paths
+
+
+def _read_all(paths: list[Path], topology: str | None, stride: int, backend: str) -> list[_Raw]:
+    """Every file read, with finite coordinates and one atom count."""
+    raws = [_read_one(p, topology, stride, backend) for p in paths]
     for path, raw in zip(paths, raws):
         bad = np.flatnonzero(~np.isfinite(raw.xyz).all(axis=(1, 2)))
         if bad.size:
             raise NeuralCTError(
-                f"{path}: {bad.size} frame(s) have NaN or infinite coordinates (first: frame {bad[0] * stride}); the file is corrupt, drop those frames"
+                f"{path}: {bad.size} frame(s) have NaN or infinite coordinates (first: frame {bad[0] * stride}); "
+                "the file is corrupt, drop those frames"
             )
     first = raws[0]
     for path, raw in zip(paths[1:], raws[1:]):
         if raw.xyz.shape[1] != first.xyz.shape[1]:
             raise NeuralCTError(
-                f"{path} has {raw.xyz.shape[1]} atoms but {paths[0]} has {first.xyz.shape[1]}; load trajectories of one system together"
+                f"{path} has {raw.xyz.shape[1]} atoms but {paths[0]} has {first.xyz.shape[1]}; "
+                "load trajectories of one system together"
             )
-    atom_indices = _select(first.topology, selection, str(paths[0]))
+    return raws
+
+
+def _selected_atoms(first: _Raw, selection: str | Sequence[int], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the selected atoms, shape (n_sel,), and their masses in amu: the simulation's, else the elements'."""
+    atom_indices = _select(first.topology, selection, str(path))
     if atom_indices.size < 3:
         raise NeuralCTError(
-            f"atom selection {selection!r} picks {atom_indices.size} atom(s) of {paths[0]}; at least 3 are needed"
+            f"atom selection {selection!r} picks {atom_indices.size} atom(s) of {path}; at least 3 are needed"
         )
     if first.masses is not None:
         masses = first.masses[atom_indices]
@@ -462,32 +524,61 @@ def load_trajectories(
         raise NeuralCTError(
             f"atom selection {selection!r} includes atoms without a mass (virtual sites?); select real atoms"
         )
-    positions = np.concatenate([raw.xyz[:, atom_indices] for raw in raws])
+    return atom_indices, masses
 
-    # Reference: the mean structure after a first alignment to the first frame.
+
+def _aligned(
+    positions: np.ndarray, masses: np.ndarray, path: Path
+) -> tuple[RigidBodyFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """The reference frame (the mean structure after a first alignment to the first frame) and the frames aligned to it.
+
+    Returns
+    -------
+    frame, aligned, rotations, rmsd
+        As :class:`PhaseSpaceData` holds them.
+    """
     provisional = RigidBodyFrame(positions[0], masses)
     frame = RigidBodyFrame(provisional.align(positions)[0].mean(axis=0), masses)
     try:
         aligned, rotations, rmsd = frame.align(positions)
     except RuntimeError as exc:
-        raise NeuralCTError(f"alignment of {paths[0]}: {exc}") from None
+        raise NeuralCTError(f"alignment of {path}: {exc}") from None
+    return frame, aligned, rotations, rmsd
 
-    on_step = all(raw.velocities is not None and raw.on_step for raw in raws)
+
+def _cartesian_momenta(
+    raws: list[_Raw],
+    atom_indices: np.ndarray,
+    masses: np.ndarray,
+    on_step: bool,
+    momenta: str,
+    temperature: float,
+    seed: int,
+    path: Path,
+) -> tuple[np.ndarray, str]:
+    """Momenta of the selected atoms before alignment, shape (n_frames, n_sel, 3), amu nm/ps, and their source.
+
+    Recorded (velocities times masses) when every file holds on-step velocities and ``momenta``
+    allows it, else Maxwell-Boltzmann draws.
+    """
     if momenta == "recorded" and not on_step:
+        held = "half-step or unflagged" if raws[0].velocities is not None else "no"
         raise NeuralCTError(
-            f"momenta='recorded' needs on-step velocities in every file; {paths[0]} has {'half-step or unflagged' if first.velocities is not None else 'no'} velocities; use momenta='resample'"
+            f"`momenta` 'recorded' needs on-step velocities in every file; {path} has {held} velocities; use 'resample'"
         )
-    kT = kT_kj_per_mol(temperature)
     if on_step and momenta != "resample":
         velocities = np.concatenate([raw.velocities[:, atom_indices] for raw in raws])
-        cartesian = velocities * masses[:, None]
-        source = "recorded"
-    else:
-        rng = np.random.default_rng(seed)
-        cartesian = rng.normal(size=positions.shape) * np.sqrt(masses * kT)[:, None]
-        source = "resampled"
-    rotated = np.einsum("fab,fib->fia", rotations, cartesian)
+        return velocities * masses[:, None], "recorded"
+    rng = np.random.default_rng(seed)
+    shape = (sum(raw.xyz.shape[0] for raw in raws), len(atom_indices), 3)
+    return rng.normal(size=shape) * np.sqrt(masses * kT_kj_per_mol(temperature))[:, None], "resampled"
 
+
+def _time_stamps(raws: list[_Raw], paths: list[Path]) -> tuple[np.ndarray, float | None, str | None]:
+    """Every frame's time stamp in ps (frame numbers for a file without them), the frame spacing and why it is unknown.
+
+    A file whose stamps are all equal holds none (a writer that fills in a constant).
+    """
     stamps = [
         None if raw.time is None or (len(raw.time) > 1 and np.ptp(raw.time) == 0) else _float32_decimals(raw.time)
         for raw in raws
@@ -496,22 +587,4 @@ def load_trajectories(
     times = [
         time if time is not None else np.arange(raw.xyz.shape[0], dtype=np.float64) for time, raw in zip(stamps, raws)
     ]
-    return PhaseSpaceData(
-        positions=aligned,
-        momenta=rotated,
-        momenta_source=source,
-        velocities_on_step=on_step,
-        masses=masses,
-        atom_indices=atom_indices,
-        topology=first.topology,
-        selection_topology=first.topology.subset(atom_indices),
-        traj_lengths=[raw.xyz.shape[0] for raw in raws],
-        time_ps=np.concatenate(times),
-        timestep_ps=timestep,
-        timestep_note=timestep_note,
-        temperature=temperature,
-        rotations=rotations,
-        rmsd=rmsd,
-        frame=frame,
-        paths=[str(p) for p in paths],
-    )
+    return np.concatenate(times), timestep, timestep_note

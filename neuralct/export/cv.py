@@ -11,10 +11,8 @@ Pipeline for positions ``x`` of the whole system, nm:
 1. select the model's atoms; for periodic systems make the molecule whole: each atom is
    placed at the minimum image of its bond partner in a spanning tree of the reference
    structure (so a molecule split across the box gives the same CV);
-2. mass-weighted Kabsch fit to the reference in float64, by the quaternion method
-   (Horn, J. Opt. Soc. Am. A 4, 629, 1987; Coutsias et al., J. Comput. Chem. 25, 1849,
-   2004): the rotation is the top eigenvector of a symmetric 4 x 4 matrix, differentiable
-   whenever that eigenvalue is simple (always, for a molecule close to its reference);
+2. mass-weighted Kabsch fit to the reference in float64 (:func:`neuralct.data.frame.kabsch`,
+   the quaternion method, differentiable);
 3. internal coordinates ``y = B^T sqrt(m) (x_aligned - x_ref)`` (see ``RigidBodyFrame``);
 4. reduced units ``q_r = (y - q0) sqrt(m / kT) / tau`` and the flow ``Q = F(q_r)``;
 5. the ``k`` slowest latent positions.
@@ -29,99 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.frame import kabsch, quaternion_tables
 from ..errors import NeuralCTError
 from ..flows import LinearSymplectic, PointTransformation
 from ..flows.coupling import AffineCoupling, CouplingStack
 from ..model.transformation import NeuralCanonicalTransformation
 
-__all__ = ["CollectiveVariables", "collective_variables", "quaternion_kabsch", "spanning_tree"]
-
-
-def _quaternion_tables() -> tuple[torch.Tensor, torch.Tensor]:
-    """Constant linear maps of the quaternion method (Coutsias et al. 2004, eqs. 7 and 2).
-
-    ``key = c @ KEY`` builds the symmetric 4 x 4 matrix (flattened) from the flattened
-    3 x 3 correlation matrix ``c``; ``U = (q q^T) @ ROTATION`` builds the rotation
-    (flattened) from the outer product of the unit quaternion ``q`` with itself. Matrix
-    products instead of element-by-element formulas keep the CV cheap to differentiate.
-    """
-    key = np.zeros((3, 3, 4, 4))
-    entries = {
-        (0, 0): [(0, 0, 1), (1, 1, 1), (2, 2, 1)],
-        (0, 1): [(1, 2, 1), (2, 1, -1)],
-        (0, 2): [(2, 0, 1), (0, 2, -1)],
-        (0, 3): [(0, 1, 1), (1, 0, -1)],
-        (1, 1): [(0, 0, 1), (1, 1, -1), (2, 2, -1)],
-        (1, 2): [(0, 1, 1), (1, 0, 1)],
-        (1, 3): [(2, 0, 1), (0, 2, 1)],
-        (2, 2): [(0, 0, -1), (1, 1, 1), (2, 2, -1)],
-        (2, 3): [(1, 2, 1), (2, 1, 1)],
-        (3, 3): [(0, 0, -1), (1, 1, -1), (2, 2, 1)],
-    }
-    for (a, b), terms in entries.items():
-        for i, j, sign in terms:
-            key[i, j, a, b] = key[i, j, b, a] = sign
-    rotation = np.zeros((4, 4, 3, 3))
-    for a, b, r, s, value in [
-        (0, 0, 0, 0, 1),
-        (1, 1, 0, 0, 1),
-        (2, 2, 0, 0, -1),
-        (3, 3, 0, 0, -1),
-        (0, 0, 1, 1, 1),
-        (1, 1, 1, 1, -1),
-        (2, 2, 1, 1, 1),
-        (3, 3, 1, 1, -1),
-        (0, 0, 2, 2, 1),
-        (1, 1, 2, 2, -1),
-        (2, 2, 2, 2, -1),
-        (3, 3, 2, 2, 1),
-        (1, 2, 0, 1, 2),
-        (0, 3, 0, 1, -2),
-        (1, 3, 0, 2, 2),
-        (0, 2, 0, 2, 2),
-        (1, 2, 1, 0, 2),
-        (0, 3, 1, 0, 2),
-        (2, 3, 1, 2, 2),
-        (0, 1, 1, 2, -2),
-        (1, 3, 2, 0, 2),
-        (0, 2, 2, 0, -2),
-        (2, 3, 2, 1, 2),
-        (0, 1, 2, 1, 2),
-    ]:
-        rotation[a, b, r, s] = value
-    return torch.from_numpy(key.reshape(9, 16)), torch.from_numpy(rotation.reshape(16, 9))
-
-
-def quaternion_kabsch(
-    centred: torch.Tensor,
-    reference: torch.Tensor,
-    masses: torch.Tensor,
-    key_table: torch.Tensor,
-    rotation_table: torch.Tensor,
-) -> torch.Tensor:
-    """Rotations ``U`` minimising ``sum_i m_i |U x_i - r_i|^2`` (quaternion method, differentiable).
-
-    Parameters
-    ----------
-    centred : torch.Tensor, shape=(batch, n_atoms, 3)
-        Frames centred at their centre of mass.
-    reference : torch.Tensor, shape=(n_atoms, 3)
-        Centred reference.
-    masses : torch.Tensor, shape=(n_atoms,)
-    key_table, rotation_table : torch.Tensor, shapes (9, 16) and (16, 9)
-        The constant maps of :func:`_quaternion_tables`.
-
-    Returns
-    -------
-    torch.Tensor, shape=(batch, 3, 3)
-        Proper rotations (det = +1 by construction).
-    """
-    batch = centred.shape[0]
-    correlation = (centred * masses[:, None]).transpose(1, 2) @ reference
-    key = (correlation.reshape(batch, 9) @ key_table).reshape(batch, 4, 4)
-    _, vectors = torch.linalg.eigh(key)
-    q = vectors[:, :, 3]
-    return ((q[:, :, None] * q[:, None, :]).reshape(batch, 16) @ rotation_table).reshape(batch, 3, 3)
+__all__ = ["CollectiveVariables", "collective_variables", "spanning_tree"]
 
 
 def spanning_tree(reference: np.ndarray) -> tuple[list[int], list[int]]:
@@ -209,7 +121,8 @@ def _configuration_layer(layer: nn.Module) -> nn.Module:
         return _Couplings(layer.bijection)
     raise NeuralCTError(
         f"the model has a {type(layer).__name__} layer that mixes positions and momenta: its CVs are not functions of "
-        "the positions alone and cannot be exported; train with point layers (--layers linear-point,point)"
+        "the positions alone and cannot be exported; train with point layers "
+        "(`neuralct train --layers linear-point,point`)"
     )
 
 
@@ -241,7 +154,7 @@ class CollectiveVariables(nn.Module):
         molecule = molecule_description(model)
         if not 1 <= k <= model.dim:
             raise NeuralCTError(
-                f"--cvs {k} is out of range: the model has {model.dim} latent modes; use 1 to {model.dim}"
+                f"the number of CVs, {k}, is out of range: the model has {model.dim} latent modes; use 1 to {model.dim}"
             )
         layers = [_configuration_layer(layer) for layer in model.flow.layers]
         frame = rigid_body_frame(model)
@@ -255,7 +168,7 @@ class CollectiveVariables(nn.Module):
         self.register_buffer("masses", frame.masses.clone())
         self.register_buffer("reference", frame.reference.clone())
         self.register_buffer("basis", frame.basis.clone())
-        key_table, rotation_table = _quaternion_tables()
+        key_table, rotation_table = quaternion_tables()
         self.register_buffer("key_table", key_table)
         self.register_buffer("rotation_table", rotation_table)
         with torch.no_grad():
@@ -286,7 +199,7 @@ class CollectiveVariables(nn.Module):
         """Internal coordinates (batch, 3n - 6), sqrt(amu) nm, of whole molecules (batch, n, 3), float64."""
         centre = torch.einsum("i,bia->ba", self.masses, selected) / self.masses.sum()
         centred = selected - centre[:, None, :]
-        rotations = quaternion_kabsch(centred, self.reference, self.masses, self.key_table, self.rotation_table)
+        rotations = kabsch(centred, self.reference, self.masses, self.key_table, self.rotation_table)
         aligned = centred @ rotations.transpose(-1, -2)
         displacement = (aligned - self.reference) * self.masses.sqrt()[:, None]
         return displacement.reshape(selected.shape[0], -1) @ self.basis

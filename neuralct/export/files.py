@@ -96,10 +96,10 @@ def _cv_ranking(model: NeuralCanonicalTransformation, k: int) -> tuple[dict[str,
             "what": "relaxation time of the latent Langevin dynamics, the longest first",
         }, figures
     if model.ranked_by == "autocorrelation":
-        ranking = model.metadata["mode_ranking"]
-        for entry, value in zip(figures, ranking["autocorrelation"]):
+        ranking = model.mode_ranking
+        for entry, value in zip(figures, ranking.autocorrelation):
             entry["autocorrelation"] = float(value)
-        what = f"autocorrelation at a lag of {ranking['lag_ps']:g} ps on the training trajectories, the highest first"
+        what = f"autocorrelation at a lag of {ranking.lag_ps:g} ps on the training trajectories, the highest first"
         return {"key": "autocorrelation", "order": "descending", "what": what}, figures
     return {
         "key": "frequency_rad_per_ps",
@@ -167,7 +167,7 @@ def export_cvs(
     molecule = molecule_description(model)
     cvs = collective_variables(model, k)
     if (folder / "manifest.json").exists():
-        raise NeuralCTError(f"{folder} already holds an export (manifest.json); choose another --output or remove it")
+        raise NeuralCTError(f"{folder} already holds an export (manifest.json); choose another folder or remove it")
     folder.mkdir(parents=True, exist_ok=True)
     ranges, range_source = cv_ranges(model, k)
     atom_indices = [int(i) for i in molecule["atom_indices"]]
@@ -205,13 +205,16 @@ def export_cvs(
             },
             "features": {
                 "plumed_model.ptc": [f"{name}.{axis}" for name in molecule["atom_names"] for axis in "xyz"],
-                "order": "x, y, z of each selected atom in atom_indices order, nm (PLUMED POSITION components after WHOLEMOLECULES)",
+                "order": "x, y, z of each selected atom in atom_indices order, nm "
+                "(PLUMED POSITION components after WHOLEMOLECULES)",
             },
             "files": {
-                "cv<j>.pt": "TorchScript for openmm-torch TorchForce: forward(positions (N, 3) nm [, boxvectors (3, 3) nm]) -> scalar CV j; float32 or float64",
+                "cv<j>.pt": "TorchScript for openmm-torch TorchForce: "
+                "forward(positions (N, 3) nm [, boxvectors (3, 3) nm]) -> scalar CV j; float32 or float64",
                 "plumed_model.ptc": "TorchScript for PLUMED PYTORCH_MODEL: float32 [1, 3 n] -> [1, k]",
                 "plumed.dat": "PLUMED input defining the features, the model and a COLVAR",
-                "cvs.pt2": "torch.export program: positions (batch, N, 3) nm float32 -> (batch, k); molecules must be whole",
+                "cvs.pt2": "torch.export program: positions (batch, N, 3) nm float32 -> (batch, k); "
+                "molecules must be whole",
             },
             "sha256": {name: sha256(staging / name) for name in files},
             "temperature_K": float(molecule["temperature_K"]),

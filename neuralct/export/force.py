@@ -56,7 +56,8 @@ class _SharedEvaluator:
         key = (positions.tobytes(), b"" if box is None else box.tobytes())
         if key != self._key and not np.all(np.isfinite(positions)):
             raise NeuralCTError(
-                "the positions of the CV's atoms are not finite; the simulation has blown up (lower the time step or the bias height)"
+                "the positions of the CV's atoms are not finite; the simulation has blown up "
+                "(lower the time step or the bias height)"
             )
         if key != self._key:
             self._key, self._gradients, self._values = key, {}, {}
@@ -69,7 +70,8 @@ class _SharedEvaluator:
         value = self._values[index]
         if not np.isfinite(value):
             raise NeuralCTError(
-                f"the learned CV {index + 1} is not finite ({value}) at the current configuration; the molecule may be broken or far outside the training data"
+                f"the learned CV {index + 1} is not finite ({value}) at the current configuration; "
+                "the molecule may be broken or far outside the training data"
             )
         return value, self._gradients[index]
 
@@ -124,13 +126,15 @@ def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int
     molecule = molecule_description(model)
     if system.getNumParticles() != molecule["n_atoms"]:
         raise NeuralCTError(
-            f"the OpenMM system has {system.getNumParticles()} particles but the model was trained on a system of {molecule['n_atoms']} atoms; use the model's own system"
+            f"the OpenMM system has {system.getNumParticles()} particles but the model was trained on a system of "
+            f"{molecule['n_atoms']} atoms; use the model's own system"
         )
     indices = [int(i) for i in molecule["atom_indices"]]
     masses = np.array([system.getParticleMass(i)._value for i in indices])
     if not np.allclose(masses, molecule["frame"]["masses"].numpy(), rtol=1e-3):
         raise NeuralCTError(
-            "the OpenMM system's masses of the model's atoms differ from the model's; the model was trained on another system"
+            "the OpenMM system's masses of the model's atoms differ from the model's; "
+            "the model was trained on another system"
         )
     return indices
 
@@ -188,7 +192,8 @@ def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool) -
         import openmmtorch
     except ImportError:
         raise NeuralCTError(
-            "torch_force=True needs openmm-torch (pip install openmmtorch, built against your torch); the default PythonForce needs no plugin"
+            "`torch_force=True` needs openmm-torch (pip install openmmtorch, built against your torch); "
+            "the default PythonForce needs no plugin"
         ) from None
     from .files import TorchForceCV
 

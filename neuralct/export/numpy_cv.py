@@ -7,7 +7,8 @@ An MD engine asks for one configuration at a time, where a torch graph costs per
 hand-written reverse pass that carries the cotangents of all requested CVs at once (one
 row per CV).
 
-The one step that is not a plain chain rule is the Kabsch rotation ``R(x)``. ``R`` maximises
+The one step that is not a plain chain rule is the Kabsch rotation ``R(x)`` (the quaternion
+method of :func:`neuralct.data.frame.kabsch`; that module says why it exists twice). ``R`` maximises
 ``tr(R H)`` with ``H = sum_i m_i x_i r_i^T`` (``x`` centred, ``r`` the centred reference), so
 ``S = R H`` is symmetric. Perturbing ``H`` by ``dH`` rotates ``R`` by ``dR = [w]_x R`` with
 ``(tr(S) I - S) w = -vex(R dH - (R dH)^T)``; a function ``F`` of the aligned atoms ``a_i = R x_i``
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import torch
 from scipy.special import expit
 from torch import nn
 
@@ -169,6 +171,11 @@ def _inverse_3x3(matrix: np.ndarray) -> np.ndarray:
     return cofactors.T / (matrix[0] @ cofactors[0])
 
 
+def _float64_copy(tensor: torch.Tensor) -> np.ndarray:
+    """A float64 NumPy copy of a buffer of the torch module."""
+    return tensor.detach().numpy().astype(np.float64).copy()
+
+
 class NumpyCollectiveVariables:
     """Values and gradients of the CVs of a :class:`CollectiveVariables` module for one configuration.
 
@@ -183,17 +190,16 @@ class NumpyCollectiveVariables:
     """
 
     def __init__(self, cvs: CollectiveVariables):
-        as_array = lambda t: t.detach().numpy().astype(np.float64).copy()  # noqa: E731
-        self.masses = as_array(cvs.masses)
+        self.masses = _float64_copy(cvs.masses)
         self.mass_fraction = self.masses / self.masses.sum()
         self.mass_column = self.masses[:, None]
         self.sqrt_masses = np.sqrt(self.masses)[:, None]
-        self.reference = as_array(cvs.reference)
-        self.basis = as_array(cvs.basis)
-        self.key_table = as_array(cvs.key_table)
-        self.rotation_table = as_array(cvs.rotation_table)
-        self.position_offset = as_array(cvs.position_offset)
-        self.position_scale = as_array(cvs.position_scale)
+        self.reference = _float64_copy(cvs.reference)
+        self.basis = _float64_copy(cvs.basis)
+        self.key_table = _float64_copy(cvs.key_table)
+        self.rotation_table = _float64_copy(cvs.rotation_table)
+        self.position_offset = _float64_copy(cvs.position_offset)
+        self.position_scale = _float64_copy(cvs.position_scale)
         self.modes = cvs.modes.numpy().copy()
         self.tree_order = list(cvs.tree_order)
         self.tree_parent_slot = list(cvs.tree_parent_slot)

@@ -26,11 +26,15 @@ __all__ = [
     "MUELLER_BROWN_PARAMETERS",
 ]
 
-#: What ``build_system`` advises for a PDB without the hydrogens the force field needs, unless its caller says otherwise.
+#: What ``build_system`` advises for a PDB without the hydrogens the force field needs, unless its caller says
+#: otherwise.
 _ADD_HYDROGENS_ADVICE = "pass add_hydrogens=True (OpenMM Modeller adds them, protonation at ph, default 7)"
 
 #: The advice for commands that run a trained model on its system and add no hydrogens (bias, sample).
-MODEL_SYSTEM_HYDROGEN_ADVICE = "give the topology.pdb that `neuralct simulate` wrote beside the model's training trajectories, or a PDB with hydrogens"
+MODEL_SYSTEM_HYDROGEN_ADVICE = (
+    "give the topology.pdb that `neuralct simulate` wrote beside the model's training trajectories, "
+    "or a PDB with hydrogens"
+)
 
 #: Constraint options of ``build_system`` (names as in OpenMM's ``ForceField.createSystem``).
 CONSTRAINTS = ("none", "hbonds", "allbonds", "hangles")
@@ -155,28 +159,7 @@ def build_system(
         raise NeuralCTError(f"unknown solvent {solvent!r}; use vacuum or obc2")
     if constraints.lower() not in CONSTRAINTS:
         raise NeuralCTError(f"unknown constraints {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
-    path = Path(name)
-    if path.suffix.lower() == ".pdb":
-        if not path.is_file():
-            raise NeuralCTError(
-                f"PDB file {path} does not exist; give a bundled system ({', '.join(available_systems())}) or an existing PDB"
-            )
-        spec: dict = {"kind": "pdb", "pdb": str(path.resolve()), "description": f"user structure {path.name}"}
-        name = path.stem
-    else:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            if not path.is_file():
-                raise NeuralCTError(f"system file {path} does not exist")
-        else:
-            path = systems_dir() / f"{name}.yaml"
-            if not path.is_file():
-                raise NeuralCTError(
-                    f"unknown system {name!r}; use one of {', '.join(available_systems())}, a PDB file or a system YAML file"
-                )
-        spec = _read_system_file(path)
-        name = path.stem
-        if spec["kind"] == "pdb":
-            spec["pdb"] = str((path.parent / spec["pdb"]).resolve())
+    name, path, spec = _system_spec(name)
     kind = spec.pop("kind")
     description = spec.pop("description", name)
     solvent = solvent or spec.pop("solvent", "vacuum")
@@ -195,9 +178,50 @@ def build_system(
             hydrogen_advice,
         )
     if add_hydrogens:
-        raise NeuralCTError(f"--add-hydrogens applies to PDB structures only, not to the toy system {name!r}")
+        raise NeuralCTError(f"`add_hydrogens` applies to PDB structures only, not to the toy system {name!r}")
     if solvent != "vacuum":
-        raise NeuralCTError(f"--solvent {solvent} applies to molecules only, not to the toy system {name!r}")
+        raise NeuralCTError(f"`solvent` {solvent} applies to molecules only, not to the toy system {name!r}")
+    built = _toy_system(kind, path, spec, temperature)
+    built.name, built.description = name, description
+    return built
+
+
+def _system_spec(name: str) -> tuple[str, Path, dict]:
+    """The system's name, the file that defines it and its definition (``kind`` and its parameters).
+
+    A PDB file is a definition of kind ``pdb`` by itself; a system YAML file or a bundled name is
+    read, with a ``pdb`` path in it taken relative to the file.
+    """
+    path = Path(name)
+    if path.suffix.lower() == ".pdb":
+        if not path.is_file():
+            raise NeuralCTError(
+                f"PDB file {path} does not exist; give a bundled system ({', '.join(available_systems())}) "
+                "or an existing PDB"
+            )
+        return (
+            path.stem,
+            path,
+            {"kind": "pdb", "pdb": str(path.resolve()), "description": f"user structure {path.name}"},
+        )
+    if path.suffix.lower() in (".yaml", ".yml"):
+        if not path.is_file():
+            raise NeuralCTError(f"system file {path} does not exist")
+    else:
+        path = systems_dir() / f"{name}.yaml"
+        if not path.is_file():
+            raise NeuralCTError(
+                f"unknown system {name!r}; use one of {', '.join(available_systems())}, "
+                "a PDB file or a system YAML file"
+            )
+    spec = _read_system_file(path)
+    if spec["kind"] == "pdb":
+        spec["pdb"] = str((path.parent / spec["pdb"]).resolve())
+    return path.stem, path, spec
+
+
+def _toy_system(kind: str, path: Path, parameters: dict, temperature: float) -> MDSystem:
+    """The toy system ``kind`` of the system file ``path``, built with its ``parameters`` at ``temperature`` (K)."""
     builders = {
         "harmonic-chain": harmonic_chain_system,
         "double-well": double_well_system,
@@ -207,11 +231,9 @@ def build_system(
     if kind not in builders:
         raise NeuralCTError(f"system file {path}: unknown kind {kind!r}; use pdb, {', '.join(builders)}")
     try:
-        built = builders[kind](temperature=temperature, **spec)
+        return builders[kind](temperature=temperature, **parameters)
     except TypeError as exc:
         raise NeuralCTError(f"system file {path}: {exc}") from None
-    built.name, built.description = name, description
-    return built
 
 
 def _residue_label(residue: Any) -> str:
@@ -229,8 +251,8 @@ def _template_problem(
 ) -> str:
     """What OpenMM's template ``error`` means for this PDB, in one line naming the residue as the PDB does.
 
-    A PDB without any hydrogen, or a residue that lacks only hydrogens, gets ``hydrogen_advice``. A residue whose name no
-    template has comes first (its neighbours may fail only because of it); then a
+    A PDB without any hydrogen, or a residue that lacks only hydrogens, gets ``hydrogen_advice``. A
+    residue whose name no template has comes first (its neighbours may fail only because of it); then a
     residue whose atoms differ from the closest template of its name (including the N-
     and C-terminal variants) is named with the atoms it lacks or has in excess; otherwise
     OpenMM's own explanation is kept, with its 0-based residue index replaced by the
@@ -252,10 +274,12 @@ def _template_problem(
     if unknown:
         return (
             f"{_residue_label(unknown[0])} is not a residue of force field {' '.join(files)}; "
-            "rename it to one the force field defines, or give a force-field XML with its template (--forcefield)"
+            "rename it to one the force field defines, or give a force-field XML with its template (`forcefield`)"
         )
-    # Before hydrogens are added only the heavy atoms can be compared.
-    counted = lambda element: hydrogens_expected or element is None or element.symbol != "H"
+
+    def counted(element: Any) -> bool:
+        """Whether atoms of ``element`` are compared: before hydrogens are added, only heavy atoms are."""
+        return hydrogens_expected or element is None or element.symbol != "H"
 
     def difference(residue: Any) -> tuple[list[str], list[str]]:
         have = {atom.name for atom in residue.atoms() if counted(atom.element)}
@@ -310,7 +334,8 @@ def _pdb_system(
         ff = app.ForceField(*files)
     except Exception as exc:
         raise NeuralCTError(
-            f"cannot load force field {' '.join(files)}: {first_line(exc)}; give OpenMM force-field XML files (e.g. amber99sbildn.xml)"
+            f"cannot load force field {' '.join(files)}: {first_line(exc)}; "
+            "give OpenMM force-field XML files (e.g. amber99sbildn.xml)"
         ) from None
     topology, positions = pdb.topology, pdb.positions
     if ph is not None:
@@ -318,8 +343,9 @@ def _pdb_system(
         try:
             modeller.addHydrogens(ff, pH=ph)
         except Exception as exc:
+            problem = _template_problem(ff, topology, files, exc, hydrogen_advice, hydrogens_expected=False)
             raise NeuralCTError(
-                f"--add-hydrogens failed on PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice, hydrogens_expected=False)}; hydrogens are added to residues "
+                f"`add_hydrogens` failed on PDB file {pdb_path}: {problem}; hydrogens are added to residues "
                 "the force field knows, caps (ACE/NME) and terminal atoms are the PDB's business"
             ) from None
         topology, positions = modeller.topology, modeller.positions
@@ -518,7 +544,8 @@ def rotated_double_well_system(
     stiffness = [float(k) for k in stiffness_kT_per_nm2]
     if len(stiffness) != dim - 1 or not all(k > 0 for k in stiffness):
         raise NeuralCTError(
-            f"rotated double well: give {dim - 1} positive stiffnesses for {n_particles} particles, got {len(stiffness)}"
+            f"rotated double well: give {dim - 1} positive stiffnesses for {n_particles} particles, "
+            f"got {len(stiffness)}"
         )
     if not barrier_kT > 0 or not a_nm > 0:
         raise NeuralCTError("rotated double well: barrier_kT and a_nm must be positive")

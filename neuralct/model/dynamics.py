@@ -7,11 +7,11 @@ oscillator at kT = 1 (reduced units):
 
 a linear (Ornstein-Uhlenbeck) process in phase space with drift ``A = [[0, 1], [-w^2,
 -gamma]]`` and stationary covariance ``Sigma = diag(1/w^2, 1)``, the Boltzmann density of
-the latent prior. Over a lag ``tau`` its transition density is exactly Gaussian: mean
-``exp(A tau) z_0`` and covariance ``Sigma - exp(A tau) Sigma exp(A tau)^T``. Because the
-map ``z = T(x)`` is canonical, the pair density of data is
-``ln p(x_t, x_t+tau) = ln rho(x_t) + sum_k ln p_tau(z_k(t+tau) | z_k(t))`` with no
-Jacobian. Modes are ranked by their relaxation time, not by their frequency.
+the latent prior. Over a lag ``tau`` (``lag_time``, in the model's time unit) its transition
+density is exactly Gaussian: mean ``exp(A tau) z_0`` and covariance
+``Sigma - exp(A tau) Sigma exp(A tau)^T``. Because the map ``z = T(x)`` is canonical, the
+pair density of data is ``ln p(x_t, x_t+tau) = ln rho(x_t) + sum_k ln p_tau(z_k(t+tau) | z_k(t))``
+with no Jacobian. Modes are ranked by their relaxation time, not by their frequency.
 
 With resampled momenta the lagged term is the configuration-only one: the joint law of
 ``(Q_k(t), Q_k(t+tau))`` under the same process, ``Q(t+tau) | Q(t) ~ N(c Q(t), (1 - c^2)
@@ -45,15 +45,17 @@ def ou_drift(frequencies: torch.Tensor, frictions: torch.Tensor) -> torch.Tensor
     return A
 
 
-def ou_transition(frequencies: torch.Tensor, frictions: torch.Tensor, lag: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Propagator and covariance of the latent Langevin process over ``lag``.
+def ou_transition(
+    frequencies: torch.Tensor, frictions: torch.Tensor, lag_time: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Propagator and covariance of the latent Langevin process over ``lag_time``.
 
     Parameters
     ----------
     frequencies, frictions : torch.Tensor, shape=(n,)
         ``w_k`` and ``gamma_k`` in reduced units (rad and 1 per model time unit).
-    lag : float
-        ``tau`` in model time units.
+    lag_time : float
+        ``tau`` in model time units (:attr:`NeuralCanonicalTransformation.time_unit`, ps for molecules).
 
     Returns
     -------
@@ -62,7 +64,7 @@ def ou_transition(frequencies: torch.Tensor, frictions: torch.Tensor, lag: float
     covariance : torch.Tensor, shape=(n, 2, 2)
         ``Sigma - exp(A tau) Sigma exp(A tau)^T`` with ``Sigma = diag(1/w^2, 1)``.
     """
-    propagator = torch.linalg.matrix_exp(ou_drift(frequencies, frictions) * lag)
+    propagator = torch.linalg.matrix_exp(ou_drift(frequencies, frictions) * lag_time)
     stationary = torch.diag_embed(torch.stack([frequencies**-2, torch.ones_like(frequencies)], -1))
     covariance = stationary - propagator @ stationary @ propagator.transpose(-1, -2)
     return propagator, covariance
@@ -73,7 +75,7 @@ def ou_mode_log_transition(
     z1: torch.Tensor,
     frequencies: torch.Tensor,
     frictions: torch.Tensor,
-    lag: float,
+    lag_time: float,
     configuration_only: bool = False,
 ) -> torch.Tensor:
     """``ln p_tau(z_k(t+tau) | z_k(t))`` of every mode, shape (batch, n).
@@ -86,8 +88,8 @@ def ou_mode_log_transition(
         Latent points ``(Q, P)`` at ``t`` and ``t + tau`` (with ``configuration_only``
         only their ``Q`` halves are used).
     frequencies, frictions : torch.Tensor, shape=(n,)
-    lag : float
-        ``tau`` in model time units.
+    lag_time : float
+        ``tau`` in model time units (ps for molecules).
     configuration_only : bool
         The density of ``Q_k(t+tau)`` given ``Q_k(t)`` alone (momenta at ``t`` marginalised
         over their Maxwell-Boltzmann law).
@@ -95,7 +97,7 @@ def ou_mode_log_transition(
     w, gamma = frequencies.double(), frictions.double()
     Q0, P0 = (part.double() for part in split_phase_space(z0))
     Q1, P1 = (part.double() for part in split_phase_space(z1))
-    propagator, covariance = ou_transition(w, gamma, lag)
+    propagator, covariance = ou_transition(w, gamma, lag_time)
     if configuration_only:
         correlation = propagator[:, 0, 0]
         variance = (1.0 - correlation**2) / w**2
@@ -146,11 +148,13 @@ class LatentLangevin(nn.Module):
         z0: torch.Tensor,
         z1: torch.Tensor,
         frequencies: torch.Tensor,
-        lag: float,
+        lag_time: float,
         configuration_only: bool = False,
         grid: int = 81,
     ) -> None:
         """Per mode, the friction of highest lagged likelihood on a grid ``gamma / w`` in [1e-2, 1e4].
+
+        ``z0``, ``z1`` are latent points ``lag_time`` (model time units) apart, shape (batch, 2n).
 
         The modes are independent given ``T``, so this is the exact maximum over the grid
         for the current map; it starts training near the right relaxation time.
@@ -158,7 +162,10 @@ class LatentLangevin(nn.Module):
         ratios = torch.logspace(-2, 4, grid, dtype=torch.float64, device=frequencies.device)
         w = frequencies.double()
         scores = torch.stack(
-            [ou_mode_log_transition(z0, z1, w, ratio * w, lag, configuration_only).double().mean(0) for ratio in ratios]
+            [
+                ou_mode_log_transition(z0, z1, w, ratio * w, lag_time, configuration_only).double().mean(0)
+                for ratio in ratios
+            ]
         )
         best = ratios[scores.argmax(0)] * w
         self.log_frictions.copy_(best.log().to(self.log_frictions.dtype))

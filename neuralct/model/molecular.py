@@ -53,7 +53,8 @@ def molecule_description(model: NeuralCanonicalTransformation) -> dict[str, Any]
     """The molecule a model was trained on (written by :func:`molecule_metadata`): atoms, masses, frame, selection."""
     if not is_molecular(model):
         raise NeuralCTError(
-            "this model was not trained on molecular trajectories (it has no atom selection); train one with `neuralct train TRAJ...`"
+            "this model was not trained on molecular trajectories (it has no atom selection); "
+            "train one with `neuralct train TRAJ...`"
         )
     return model.metadata["molecule"]
 
@@ -70,13 +71,15 @@ def check_topology(model: NeuralCanonicalTransformation, topology, source: str) 
     molecule = molecule_description(model)
     if topology.n_atoms != molecule["n_atoms"]:
         raise NeuralCTError(
-            f"{source} has {topology.n_atoms} atoms but the model was trained on a system of {molecule['n_atoms']}; use trajectories of the same system"
+            f"{source} has {topology.n_atoms} atoms but the model was trained on a system of {molecule['n_atoms']}; "
+            "use trajectories of the same system"
         )
     names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in molecule["atom_indices"]]
     if names != molecule["atom_names"]:
         first = next(k for k, (a, b) in enumerate(zip(names, molecule["atom_names"])) if a != b)
         raise NeuralCTError(
-            f"{source}: atom {molecule['atom_indices'][first]} is {names[first]} but the model expects {molecule['atom_names'][first]}; the model was trained on another system"
+            f"{source}: atom {molecule['atom_indices'][first]} is {names[first]} but the model expects "
+            f"{molecule['atom_names'][first]}; the model was trained on another system"
         )
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from .prior import HarmonicPrior
 
 __all__ = [
     "NeuralCanonicalTransformation",
+    "ModeRanking",
     "build_flow",
     "load",
     "content_digest",
@@ -32,8 +34,12 @@ __all__ = [
 MODEL_FORMAT = "neuralct.model"
 #: Version 2 records the SHA-256 of the contents (:func:`content_digest`); version 1 files,
 #: written before it was, are still read, with the archive's checksums as their only check.
-MODEL_FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+#: Version 3 holds the model's :class:`ModeRanking` as its own ``mode_ranking`` entry (version 2
+#: kept it in ``metadata``). A model without a ranking is written as version 2, which holds all
+#: of it, so that a neuralct that reads versions 1 and 2 still reads its files.
+MODEL_FORMAT_VERSION = 3
+_UNRANKED_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2, 3)
 
 #: Linear point transformation (normal modes of the data) followed by nonlinear couplings.
 DEFAULT_ARCHITECTURE: tuple[dict[str, Any], ...] = (
@@ -69,6 +75,51 @@ def build_flow(dim: int, architecture: list[dict[str, Any]] | tuple[dict[str, An
     return SymplecticSequential(layers)
 
 
+@dataclass(frozen=True)
+class ModeRanking:
+    """An order of the latent modes measured on data, which a model keeps instead of ranking them itself.
+
+    A maximum-likelihood model ranks its modes by frequency, which says how soft a mode is, not
+    how slowly it relaxes; ranked by their autocorrelation at a lag on the training
+    trajectories, its CVs are the slowest motions of the data.
+
+    Attributes
+    ----------
+    by : str
+        What measured the order: ``"autocorrelation"``.
+    lag_ps : float
+        The lag of the autocorrelation in ps.
+    order : tuple of int
+        The flow's latent mode indices, slowest (most autocorrelated) first: CV k is mode ``order[k]``.
+    autocorrelation : tuple of float
+        The autocorrelation of each mode at ``lag_ps``, in ``order``.
+    """
+
+    by: str
+    lag_ps: float
+    order: tuple[int, ...]
+    autocorrelation: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data as the model file and summary.json hold it: ``by``, ``lag_ps``, ``order``, ``autocorrelation``."""
+        return {
+            "by": self.by,
+            "lag_ps": self.lag_ps,
+            "order": list(self.order),
+            "autocorrelation": list(self.autocorrelation),
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "ModeRanking":
+        """The ranking :meth:`as_dict` wrote."""
+        return cls(
+            str(record["by"]),
+            float(record["lag_ps"]),
+            tuple(int(i) for i in record["order"]),
+            tuple(float(a) for a in record["autocorrelation"]),
+        )
+
+
 class NeuralCanonicalTransformation(nn.Module):
     """Canonical map ``T: (q, p) -> (Q, P)`` whose latent Hamiltonian is harmonic.
 
@@ -100,6 +151,14 @@ class NeuralCanonicalTransformation(nn.Module):
         Plain data stored with the model (system, atom selection, training summary).
     latent_dynamics : bool
         Give every latent oscillator a learned Langevin friction (:class:`LatentLangevin`).
+    mode_ranking : ModeRanking, optional
+        An order of the modes measured on data (:attr:`mode_ranking`).
+
+    Attributes
+    ----------
+    mode_ranking : ModeRanking or None
+        The order of the modes measured on data (e.g. by their autocorrelation), which replaces
+        the model's own; None when the modes are ranked by frequency or relaxation time.
     """
 
     def __init__(
@@ -111,6 +170,7 @@ class NeuralCanonicalTransformation(nn.Module):
         time_unit: float = 1.0,
         metadata: dict[str, Any] | None = None,
         latent_dynamics: bool = False,
+        mode_ranking: ModeRanking | None = None,
     ):
         super().__init__()
         if not kT > 0 or not time_unit > 0:
@@ -128,10 +188,11 @@ class NeuralCanonicalTransformation(nn.Module):
         self.flow = build_flow(dim, self.architecture)
         self.prior = HarmonicPrior(dim)
         self.dynamics = LatentLangevin(dim) if latent_dynamics else None
+        self.mode_ranking = mode_ranking
 
     # -- units ---------------------------------------------------------------------------
     def position_scale(self) -> torch.Tensor:
-        """``sqrt(m / kT) / tau``, shape (dim,): physical positions minus ``position_offset`` times this are reduced ones."""
+        """``sqrt(m / kT) / tau``, shape (dim,): reduced positions are ``(q - position_offset)`` times this."""
         return torch.sqrt(self.masses / self.kT) / self.time_unit
 
     def _momentum_scale(self) -> torch.Tensor:
@@ -158,18 +219,20 @@ class NeuralCanonicalTransformation(nn.Module):
     @property
     def ranked_by(self) -> str:
         """What orders the latent modes, slowest first: ``"autocorrelation"`` at a lag (the highest first,
-        ``metadata["mode_ranking"]``), ``"relaxation time"`` (the longest first, latent dynamics) or ``"frequency"``
+        :attr:`mode_ranking`), ``"relaxation time"`` (the longest first, latent dynamics) or ``"frequency"``
         (the lowest first)."""
-        if self.metadata.get("mode_ranking") is not None:
-            return "autocorrelation"
+        if self.mode_ranking is not None:
+            return self.mode_ranking.by
         return "frequency" if self.dynamics is None else "relaxation time"
 
     def mode_order(self) -> torch.Tensor:
-        """The flow's latent mode indices, shape (dim,), slowest first by :attr:`ranked_by`: CV k is mode ``mode_order()[k]``."""
-        ranked_by = self.ranked_by
-        if ranked_by == "autocorrelation":
-            return torch.tensor(self.metadata["mode_ranking"]["order"], device=self.prior.frequencies.device)
-        if ranked_by == "relaxation time":
+        """The flow's latent mode indices, shape (dim,), slowest first by :attr:`ranked_by`.
+
+        CV k is mode ``mode_order()[k]``.
+        """
+        if self.mode_ranking is not None:
+            return torch.tensor(self.mode_ranking.order, device=self.prior.frequencies.device)
+        if self.dynamics is not None:
             return torch.argsort(self._unsorted_relaxation_times().detach(), descending=True)
         return torch.argsort(self.prior.frequencies.detach())
 
@@ -181,7 +244,7 @@ class NeuralCanonicalTransformation(nn.Module):
         """Latent frequencies ``w``, shape (n,), in mode order (rad per ``time_unit``).
 
         Ascending; for a model with latent dynamics, in order of decreasing relaxation time;
-        for a model ranked by autocorrelation (``metadata["mode_ranking"]``), in that order.
+        for a model with a :attr:`mode_ranking`, in its order.
         """
         return self.prior.frequencies[self.mode_order()]
 
@@ -227,8 +290,8 @@ class NeuralCanonicalTransformation(nn.Module):
         """Raise a one-line error unless the flow maps configurations to latent positions (point transformations)."""
         if not self.flow.acts_on_configuration:
             raise NeuralCTError(
-                "this model mixes positions and momenta (general linear or continuous layers), so it has no map of configurations; "
-                "train one with --layers linear-point,point"
+                "this model mixes positions and momenta (general linear or continuous layers), so it has no map of "
+                "configurations; train one with `neuralct train --layers linear-point,point`"
             )
 
     def configuration_to_latent(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +319,7 @@ class NeuralCanonicalTransformation(nn.Module):
         return split_phase_space(u)[0], logdet + frequency_logdet + scale.log().sum()
 
     def configuration_from_latent(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inverse of :meth:`configuration_to_latent`: ``q = g(u)`` and ``ln|det dg/du|``, shapes (batch, n), (batch,)."""
+        """Inverse of :meth:`configuration_to_latent`: ``q = g(u)`` (batch, n) and ``ln|det dg/du|`` (batch,)."""
         self.require_configuration_flow()
         scale = self.position_scale()
         Q, frequency_logdet = self.prior.frequency_layer.inverse(join_phase_space(u, torch.zeros_like(u)))
@@ -305,12 +368,12 @@ class NeuralCanonicalTransformation(nn.Module):
         """Write the model atomically to ``path`` (a torch file of tensors and plain data).
 
         The file records the SHA-256 of everything else in it (:func:`content_digest`): the
-        weights and what was derived from them (stored CV ranges, training summary), so that
-        :func:`load` refuses a file whose parts no longer belong together.
+        weights and what was derived from them (stored CV ranges, training summary, the mode
+        ranking), so that :func:`load` refuses a file whose parts no longer belong together.
         """
         contents = {
             "format": MODEL_FORMAT,
-            "version": MODEL_FORMAT_VERSION,
+            "version": _UNRANKED_FORMAT_VERSION if self.mode_ranking is None else MODEL_FORMAT_VERSION,
             "dim": self.dim,
             "kT": self.kT,
             "time_unit": self.time_unit,
@@ -319,6 +382,8 @@ class NeuralCanonicalTransformation(nn.Module):
             "metadata": self.metadata,
             "state_dict": {key: value.detach().cpu() for key, value in self.state_dict().items()},
         }
+        if self.mode_ranking is not None:
+            contents["mode_ranking"] = self.mode_ranking.as_dict()
         contents["sha256"] = content_digest(contents)
         atomic_torch_save(contents, path)
 
@@ -331,12 +396,14 @@ class NeuralCanonicalTransformation(nn.Module):
         version = contents.get("version")
         if version not in _READABLE_VERSIONS:
             raise NeuralCTError(
-                f"{source} has model format version {version!r}, this neuralct reads versions {', '.join(map(str, _READABLE_VERSIONS))}"
+                f"{source} has model format version {version!r}, this neuralct reads versions "
+                f"{', '.join(map(str, _READABLE_VERSIONS))}"
             )
         try:
             _check_contents(contents)
         except _Damaged as exc:
             raise _damaged(source, str(exc)) from None
+        metadata, ranking = _metadata_and_ranking(contents)
         state = contents["state_dict"]
         dtype = state["masses"].dtype
         try:
@@ -346,8 +413,9 @@ class NeuralCanonicalTransformation(nn.Module):
                 kT=contents["kT"],
                 architecture=contents["architecture"],
                 time_unit=contents["time_unit"],
-                metadata=contents["metadata"],
+                metadata=metadata,
                 latent_dynamics=contents.get("latent_dynamics", False) is True,
+                mode_ranking=None if ranking is None else ModeRanking.from_dict(ranking),
             ).to(dtype)
             model.load_state_dict(state)
         except (NeuralCTError, RuntimeError, TypeError, ValueError) as exc:
@@ -362,9 +430,18 @@ class NeuralCanonicalTransformation(nn.Module):
             if not matches:
                 raise _damaged(
                     source,
-                    "its weights or the metadata derived from them (CV ranges, training summary) differ from what was saved (SHA-256 mismatch)",
+                    "its weights or the metadata derived from them (CV ranges, training summary) differ from what "
+                    "was saved (SHA-256 mismatch)",
                 )
         return model
+
+
+def _metadata_and_ranking(contents: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A model file's metadata and its mode ranking (None when it has none), wherever its version keeps it."""
+    metadata = dict(contents["metadata"])
+    if contents["version"] >= 3:
+        return metadata, contents.get("mode_ranking")
+    return metadata, metadata.pop("mode_ranking", None)
 
 
 def _damaged(source: str, what: str) -> NeuralCTError:
@@ -500,23 +577,29 @@ def _check_contents(contents: dict[str, Any]) -> None:
     _require(bool((state["masses"] > 0).all()), "masses must be positive")
     if "molecule" in contents["metadata"]:
         _check_molecule(contents["metadata"]["molecule"], dim)
-    if "mode_ranking" in contents["metadata"]:
-        ranking = contents["metadata"]["mode_ranking"]
-        order = ranking.get("order") if isinstance(ranking, dict) else None
-        _require(
-            isinstance(order, list) and sorted(order) == list(range(dim)),
-            f"metadata.mode_ranking.order must be a permutation of 0..{dim - 1}",
-        )
-        values = ranking.get("autocorrelation")
-        _require(
-            isinstance(values, list)
-            and len(values) == dim
-            and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
-            f"metadata.mode_ranking.autocorrelation must list {dim} finite numbers",
-        )
-        _require(
-            _is_positive_number(ranking.get("lag_ps")), "metadata.mode_ranking.lag_ps must be a finite positive number"
-        )
+    if contents["version"] >= 3:
+        if "mode_ranking" in contents:
+            _check_mode_ranking(contents["mode_ranking"], dim, "mode_ranking")
+    elif "mode_ranking" in contents["metadata"]:
+        _check_mode_ranking(contents["metadata"]["mode_ranking"], dim, "metadata.mode_ranking")
+
+
+def _check_mode_ranking(ranking: Any, dim: int, entry: str) -> None:
+    """Check a stored :class:`ModeRanking` (:meth:`ModeRanking.as_dict`) of ``dim`` modes; ``entry`` names it."""
+    order = ranking.get("order") if isinstance(ranking, dict) else None
+    _require(
+        isinstance(order, list) and sorted(order) == list(range(dim)),
+        f"{entry}.order must be a permutation of 0..{dim - 1}",
+    )
+    values = ranking.get("autocorrelation")
+    _require(
+        isinstance(values, list)
+        and len(values) == dim
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values),
+        f"{entry}.autocorrelation must list {dim} finite numbers",
+    )
+    _require(_is_positive_number(ranking.get("lag_ps")), f"{entry}.lag_ps must be a finite positive number")
+    _require(ranking.get("by") == "autocorrelation", f"{entry}.by must be 'autocorrelation'")
 
 
 def _check_molecule(molecule: Any, dim: int) -> None:

@@ -1,4 +1,7 @@
-"""Exact sampling of Boltzmann distributions: HMC in physical and latent coordinates, independence moves from the flow, hydrogens placed on heavy-atom models."""
+"""Exact sampling of Boltzmann distributions.
+
+HMC in physical and latent coordinates, independence moves from the flow, hydrogens placed on heavy-atom models.
+"""
 
 from .chains import iterate, sample_chains, warm_up
 from .diagnostics import (

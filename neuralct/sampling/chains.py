@@ -1,14 +1,39 @@
-"""Running kernels on a batch of chains: warm-up with adaptation, then fixed kernels applied in turn."""
+"""Running kernels on a batch of chains: where they start, warm-up with adaptation, then fixed kernels in turn."""
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
+from ..errors import NeuralCTError
+from ..model.transformation import NeuralCanonicalTransformation
 from .hmc import ChainState, HamiltonianMonteCarlo
+from .targets import LatentPotential, SamplingTarget
 
-__all__ = ["Kernel", "warm_up", "end_warmup_iteration", "iterate", "sample_chains"]
+__all__ = [
+    "Kernel",
+    "START_CANDIDATES_PER_CHAIN",
+    "WARMUP_SCHEDULE",
+    "EVALUATION_CHUNK",
+    "in_chunks",
+    "starting_points",
+    "warm_up",
+    "end_warmup_iteration",
+    "iterate",
+    "sample_chains",
+]
+
+#: Flow draws per chain from which the starting points are picked (see :func:`starting_points`).
+START_CANDIDATES_PER_CHAIN = 8
+
+#: How chains start and warm up (:func:`starting_points`, :func:`end_warmup_iteration`), recorded with a run's
+#: settings so that a folder warmed up otherwise is not resumed.
+WARMUP_SCHEDULE = "start: lowest-energy eighth of flow draws; relax 1/4, fit masses 1/4, adapt step 1/2"
+
+#: Points per evaluation without gradients of many points at once (the starting draws, the recorded samples): the
+#: memory of the flow's intermediate arrays stays bounded whatever the numbers of chains and samples are.
+EVALUATION_CHUNK = 1024
 
 
 class Kernel(Protocol):
@@ -74,3 +99,73 @@ def sample_chains(
         state = iterate(kernels, state, generator)
         recorded.append(state.position)
     return state, torch.stack(recorded)
+
+
+def in_chunks(
+    function: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], points: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """``function(points)`` without gradients, :data:`EVALUATION_CHUNK` rows at a time; rows must be independent."""
+    with torch.no_grad():
+        parts = [
+            function(points[start : start + EVALUATION_CHUNK]) for start in range(0, len(points), EVALUATION_CHUNK)
+        ]
+    return tuple(torch.cat(columns) for columns in zip(*parts))
+
+
+def starting_points(
+    model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator
+) -> tuple[torch.Tensor, int]:
+    """Where the chains start: the ``chains`` lowest-energy of ``8 chains`` draws from the flow.
+
+    Hydrogens the model leaves out start where the system's structure has them.
+
+    A start far from equilibrium is costly in a latent space: a chain started in a steep,
+    squeezed region (the model's mean configuration, with every methyl group's hydrogens
+    averaged onto its axis, or one clashing draw) can stay there for the whole run, and its
+    gradients would dominate the curvature mass matrix. The lowest-energy draws of the flow are
+    diverse, typical configurations. Models whose flow also moves momenta have no
+    configuration-space inverse; their physical chains start at the mean configuration.
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        The model whose flow is drawn from.
+    target : SamplingTarget
+        What the chains sample.
+    method : str
+        ``"hmc"`` starts in physical coordinates, every other method in the latent space.
+    chains : int
+        Number of chains.
+    generator : torch.Generator
+        Random stream of the draws.
+
+    Returns
+    -------
+    start : torch.Tensor, shape=(chains, n)
+        Latent points for the latent methods, physical configurations for ``hmc``.
+    evaluations : int
+        Potential evaluations spent choosing them.
+
+    Raises
+    ------
+    NeuralCTError
+        If fewer than ``chains`` draws have a finite energy.
+    """
+    placed = target.placed_start.to(model.masses.dtype)
+    if not model.flow.acts_on_configuration:
+        return torch.cat([model.position_offset.expand(chains, model.dim), placed.expand(chains, -1)], dim=1), 0
+    latent = LatentPotential(model, target.potential)
+    draws = torch.randn(START_CANDIDATES_PER_CHAIN * chains, model.dim, generator=generator, dtype=model.masses.dtype)
+    draws = torch.cat([draws, placed.expand(len(draws), -1)], dim=1)
+    (energy,) = in_chunks(lambda u: (latent(u),), draws)
+    finite = int(torch.isfinite(energy).sum())
+    if finite < chains:
+        raise NeuralCTError(
+            f"only {finite} of {len(draws)} configurations drawn from the flow have a finite energy; "
+            "the model does not match the system"
+        )
+    start = draws[torch.argsort(torch.nan_to_num(energy, nan=torch.inf))[:chains]]
+    if method == "hmc":
+        with torch.no_grad():
+            start = latent.to_physical(start)[0]
+    return start, len(draws)

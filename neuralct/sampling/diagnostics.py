@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -13,6 +13,8 @@ __all__ = [
     "integrated_autocorrelation_time",
     "effective_sample_size",
     "kish_effective_sample_size",
+    "KISH_CHUNK",
+    "flow_importance_weights",
     "mean_standard_error",
     "split_r_hat",
     "why_undefined",
@@ -24,8 +26,8 @@ __all__ = [
     "CurvatureSum",
 ]
 
-#: Split R-hat above which chains are reported as not converged (Vehtari et al., Bayesian Analysis 16, 667 (2021), use 1.01
-#: for final results; 1.1 is the classic threshold of Gelman and Rubin for a failed warm-up).
+#: Split R-hat above which chains are reported as not converged (Vehtari et al., Bayesian Analysis 16, 667 (2021),
+#: use 1.01 for final results; 1.1 is the classic threshold of Gelman and Rubin for a failed warm-up).
 R_HAT_LIMIT = 1.1
 
 #: Separate stays in a basin (or out of it) below which its population is flagged as a rough estimate: with rare,
@@ -183,6 +185,57 @@ def kish_effective_sample_size(log_weights: np.ndarray) -> float:
     return float(w.sum() ** 2 / (w**2).sum())
 
 
+#: Flow draws per chunk of Kish's importance weights (:func:`flow_importance_weights`).
+KISH_CHUNK = 256
+
+
+def flow_importance_weights(
+    latent: Callable[[torch.Tensor], torch.Tensor],
+    dim: int,
+    n: int,
+    generator: torch.Generator,
+    dtype: torch.dtype = torch.float64,
+    chunk: int = KISH_CHUNK,
+) -> dict[str, float]:
+    """Kish's ESS of the flow's importance weights ``w = exp(-U_phys(g(u))) |det dg/du| / N(u)`` for ``u ~ N(0, I)``.
+
+    Parameters
+    ----------
+    latent : callable
+        The latent potential ``U(u) = U_phys(g(u)) - ln|det dg/du|`` in kT, points (batch, dim) to (batch,)
+        (:class:`~neuralct.sampling.targets.LatentPotential`).
+    dim : int
+        Latent coordinates.
+    n : int
+        Flow draws, ``chunk`` at a time.
+    generator : torch.Generator
+        Random stream of the draws.
+    dtype : torch.dtype
+        Precision of the draws (the model's).
+    chunk : int
+        Draws per evaluation.
+
+    Returns
+    -------
+    dict
+        ``kish_ess``, ``kish_ess_fraction`` (of ``n``), ``flow_samples`` (``n``) and ``nonfinite_weights``.
+    """
+    log_weights = []
+    for start in range(0, n, chunk):
+        u = torch.randn(min(chunk, n - start), dim, generator=generator, dtype=dtype)
+        with torch.no_grad():
+            energy = latent(u)
+        log_weights.append((-energy + 0.5 * (u**2).sum(-1)).cpu())
+    log_weights = torch.cat(log_weights).numpy()
+    ess = kish_effective_sample_size(log_weights)
+    return {
+        "kish_ess": ess,
+        "kish_ess_fraction": ess / n,
+        "flow_samples": n,
+        "nonfinite_weights": int((~np.isfinite(log_weights)).sum()),
+    }
+
+
 def sampling_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: float) -> dict[str, Any]:
     """How many independent samples a run's chains hold of one observable, per unit of cost.
 
@@ -312,8 +365,8 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     if stays_in == 0:
         figures["upper_bound_95"] = 1.0 - bound
         figures["note"] = (
-            f"not visited: no chain entered it in {n_samples} samples each; the bound counts each chain as one independent sample "
-            "and holds only for chains that reached equilibrium"
+            f"not visited: no chain entered it in {n_samples} samples each; the bound counts each chain "
+            "as one independent sample and holds only for chains that reached equilibrium"
         )
         return figures
     if stays_out == 0:
@@ -336,8 +389,9 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
         what, times, chains = "left", stays_out, int((indicator.min(axis=0) < 1).sum())
     if switches < FEW_STAYS or chains == 1 < n_chains:
         figures["note"] = (
-            f"rough: {what} {times} time{'s' * (times != 1)}, by {chains} of {n_chains} chains; the standard error allows for it, "
-            "sample longer (--samples) or with more chains (--chains) for a figure to rely on"
+            f"rough: {what} {times} time{'s' * (times != 1)}, by {chains} of {n_chains} chains; "
+            "the standard error allows for it, sample longer (--samples) or with more chains (--chains) "
+            "for a figure to rely on"
         )
     return figures
 
@@ -383,8 +437,8 @@ def curvature_figures(spectrum: np.ndarray) -> dict[str, Any]:
         figures["condition_number"] = float(spectrum[-1] / spectrum[0])
     else:
         figures["undefined"] = {
-            "condition_number": f"the smallest eigenvalue is {spectrum[0]:.2g}, not positive: the gradients seen span only part of the space "
-            "(fewer states than dimensions, or chains that did not move)"
+            "condition_number": f"the smallest eigenvalue is {spectrum[0]:.2g}, not positive: "
+            "the gradients seen span only part of the space (fewer states than dimensions, or chains that did not move)"
         }
     return figures
 

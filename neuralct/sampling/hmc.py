@@ -274,7 +274,10 @@ class HamiltonianMonteCarlo:
         return torch.linalg.solve_triangular(self.mass_cholesky, gradient.T, upper=False).T
 
     def _trajectory(self, state: ChainState, momentum: torch.Tensor, step: torch.Tensor):
-        """Leapfrog from ``state`` with whitened momenta ``xi`` (``p = L xi``); chains stop (and will be rejected) at the first non-finite value."""
+        """Leapfrog from ``state`` with whitened momenta ``xi`` (``p = L xi``).
+
+        Chains stop (and will be rejected) at the first non-finite value.
+        """
         position, energy, gradient = state.position, state.energy, state.gradient
         alive = torch.isfinite(energy)
         momentum = momentum - 0.5 * step * self._to_whitened_force(gradient)
@@ -292,7 +295,7 @@ class HamiltonianMonteCarlo:
         return position, momentum, energy, gradient, alive, evaluations
 
     def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
-        """One trajectory per chain and its Metropolis test; adapts the step size (and collects curvature) when ``adapt``."""
+        """One trajectory per chain and its Metropolis test; with ``adapt``, adapt the step size, collect curvature."""
         step_size = math.exp(self.adaptation.log_step) if adapt else self.step_size
         chains = len(state.position)
         factor = 1.0 + self.jitter * (

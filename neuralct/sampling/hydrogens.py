@@ -82,20 +82,23 @@ class HydrogenPlacement:
             element = atom.element.symbol if atom.element is not None else "?"
             if element != "H" or len(bonded) != 1:
                 raise NeuralCTError(
-                    f"atom {atom.index} ({atom.residue.name}:{atom.name}) is not in the model and is not a hydrogen bonded to one of its atoms; "
+                    f"atom {atom.index} ({atom.residue.name}:{atom.name}) is not in the model and is not a hydrogen "
+                    "bonded to one of its atoms; "
                     "the potential energy needs every atom: train with `--selection heavy` or `--selection all`"
                 )
             a = bonded[0]
             around_a = sorted(other for other in neighbours[a] if other in in_model)
             if not around_a:
                 raise NeuralCTError(
-                    f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}) sits on an atom without model-atom neighbours; it cannot be placed"
+                    f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}) sits on an atom without model-atom "
+                    "neighbours; it cannot be placed"
                 )
             b = around_a[0]
             others = around_a[1:] or sorted(other for other in neighbours[b] if other in in_model and other != a)
             if not others:
                 raise NeuralCTError(
-                    f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}): no third model atom near it defines a dihedral; it cannot be placed"
+                    f"hydrogen {atom.index} ({atom.residue.name}:{atom.name}): no third model atom near it defines "
+                    "a dihedral; it cannot be placed"
                 )
             references.append((atom.index, a, b, others[0]))
         return cls(topology.n_atoms, model_atoms, np.array(references, dtype=np.int64).reshape(-1, 4))
@@ -113,7 +116,10 @@ class HydrogenPlacement:
     def _local_frames(
         self, model_positions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A, and the orthonormal frame (axis B -> A, in-plane, normal to A-B-C) of each hydrogen, each (batch, n_hydrogens, 3)."""
+        """A, and the orthonormal frame (axis B -> A, in-plane, normal to A-B-C) of each hydrogen.
+
+        Each of shape (batch, n_hydrogens, 3).
+        """
         a, b, c = (model_positions[:, self.anchors[:, k]] for k in range(3))
         axis = _unit(a - b)
         normal = _unit(torch.cross(b - c, axis, dim=-1))

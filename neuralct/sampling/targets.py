@@ -15,7 +15,17 @@ from ..model.transformation import NeuralCanonicalTransformation
 from .hydrogens import HydrogenPlacement
 from .rigid import rigid_body_log_jacobian
 
-__all__ = ["ToyPotential", "MolecularPotential", "LatentPotential"]
+__all__ = [
+    "ToyPotential",
+    "MolecularPotential",
+    "LatentPotential",
+    "SamplingTarget",
+    "flow_draws_whole_configurations",
+    "toy_target",
+    "ramachandran_angles",
+    "basin_indicators",
+    "molecular_target",
+]
 
 
 class ToyPotential:
@@ -187,6 +197,15 @@ class SamplingTarget:
         return self.placed_start.shape[1]
 
 
+def flow_draws_whole_configurations(model: NeuralCanonicalTransformation, target: SamplingTarget) -> bool:
+    """Whether the flow draws every coordinate of ``target``'s configurations, so that its importance weights exist.
+
+    Not for a flow that also moves momenta (it has no configuration-space inverse), nor for a
+    model that leaves hydrogens out (the flow does not draw them).
+    """
+    return not target.placed_dim and model.flow.acts_on_configuration
+
+
 def toy_target(model: NeuralCanonicalTransformation) -> SamplingTarget:
     """The toy system a toy model was trained on (from its metadata), with its analytic potential.
 
@@ -229,7 +248,9 @@ def ramachandran_angles(topology, positions: np.ndarray) -> list[tuple[str, np.n
 
 
 def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """0/1 indicators per frame and residue: ``phi > 0``, ``psi`` in the alpha band (-120, 50) deg, and each Ramachandran region.
+    """0/1 indicators per frame and residue: ``phi > 0``, ``psi`` in the alpha band, each Ramachandran region.
+
+    The alpha band of ``psi`` is (-120, 50) deg.
 
     Parameters
     ----------
@@ -285,12 +306,13 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
             hydrogens = HydrogenPlacement.from_topology(topology, molecule["atom_indices"])
         except NeuralCTError as error:
             raise NeuralCTError(
-                f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} (selection {molecule['selection']!r}), "
-                f"and {error}"
+                f"the model covers {len(molecule['atom_indices'])} of the {topology.n_atoms} atoms of {source} "
+                f"(selection {molecule['selection']!r}), and {error}"
             ) from None
     if md_system.system.getNumConstraints():
         raise NeuralCTError(
-            f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: build it with constraints none"
+            f"{source} has {md_system.system.getNumConstraints()} constraints; HMC samples unconstrained coordinates: "
+            "build it with constraints none"
         )
     temperature = float(molecule["temperature_K"])
     potential = MolecularPotential(

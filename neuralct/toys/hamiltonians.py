@@ -241,7 +241,8 @@ def make_toy_system(name: str, parameters: dict[str, Any] | None = None) -> Harm
     for key, value in parameters.items():
         if not all(_is_finite_number(item) for item in (value if isinstance(value, list) else [value])):
             raise NeuralCTError(
-                f"{name}: {key} must be {'a list of finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}"
+                f"{name}: {key} must be "
+                f"{'a list of finite numbers' if isinstance(value, list) else 'a finite number'}, got {value!r}"
             )
     return cls(**parameters)
 

@@ -57,8 +57,8 @@ class ToyTrajectories:
         )
 
     def lag_frames(self, lag_ps: float) -> int:
-        """``lag_ps`` as a whole number of frames (:func:`neuralct.data.loading.lag_in_frames`)."""
-        return lag_in_frames(lag_ps, self.timestep_ps)
+        """``lag_ps`` as a whole number of frames (:func:`neuralct.data.pairs.lag_in_frames`)."""
+        return lag_in_frames(lag_ps, self.timestep_ps, "`lag_ps`")
 
     def frames(self, trajectories: Sequence[int]) -> np.ndarray:
         """Indices of the frames of the given trajectories."""
@@ -107,14 +107,15 @@ def fit_toy_trajectories(
     train_trajectories: Sequence[int],
     valid_trajectories: Sequence[int],
     settings: TrainingSettings,
-    lag_frames: int | None,
+    lag_ps: float | None,
     momenta: str = "recorded",
     architecture=DEFAULT_ARCHITECTURE,
     seed: int = 0,
 ) -> NeuralCanonicalTransformation:
-    """Train on the toy by maximum likelihood (``lag_frames`` None) or with the time-lagged objective.
+    """Train on the toy by maximum likelihood (``lag_ps`` None) or with the time-lagged objective at ``lag_ps``.
 
-    ``momenta``: ``recorded`` (phase-space lagged term) or ``resample`` (configuration-only).
+    ``lag_ps`` is a whole number of frames; ``momenta``: ``recorded`` (phase-space lagged term)
+    or ``resample`` (configuration-only).
     """
     torch.manual_seed(seed)
     q = torch.as_tensor(data.q, dtype=torch.float32)
@@ -125,16 +126,14 @@ def fit_toy_trajectories(
         masses=torch.as_tensor(data.masses, dtype=torch.float32),
         kT=kT_kj_per_mol(300.0),
         architecture=architecture,
-        latent_dynamics=lag_frames is not None,
+        latent_dynamics=lag_ps is not None,
     ).to(torch.float32)
     model.initialize(q[train_index], generator=torch.Generator().manual_seed(seed))
-    if lag_frames is None:
+    if lag_ps is None:
         objective = MaximumLikelihood(q[train_index], q[valid_index])
     else:
-        train_pairs, valid_pairs = split_lagged_pairs(data.lengths, lag_frames, train_index, valid_index)
-        objective = LaggedLikelihood(
-            q, p if momenta == "recorded" else None, train_pairs, valid_pairs, lag=lag_frames * data.timestep_ps
-        )
+        pairs = split_lagged_pairs(data.lengths, lag_ps, data.timestep_ps, train_index, valid_index)
+        objective = LaggedLikelihood(q, p if momenta == "recorded" else None, pairs)
         objective.initialize_frictions(model, seed=seed)
     train(model, objective, settings, seed=seed)
     return model
@@ -144,7 +143,7 @@ def score_slow_coordinate(
     model: NeuralCanonicalTransformation,
     data: ToyTrajectories,
     test_trajectories: Sequence[int],
-    lag_frames: int,
+    lag_ps: float,
     bins: int = 100,
 ) -> dict[str, Any]:
     """How well the slowest learned CV recovers the barrier coordinate on the test trajectories.
@@ -154,14 +153,14 @@ def score_slow_coordinate(
     dict
         ``correlation`` (Pearson r of CV 1 with ``u_0`` on the test frames),
         ``timescale_cv_ps`` and ``timescale_reference_ps`` (fine-grid MSMs of CV 1 and of
-        ``u_0`` on the test trajectories at ``lag_frames``), their ratio, and the reference
+        ``u_0`` on the test trajectories at ``lag_ps``, a whole number of frames), their ratio, and the reference
         on all trajectories (``timescale_reference_all_ps``); for a model with dynamics its
         own relaxation time of mode 1.
     """
     with torch.no_grad():
         cv = model.cv(torch.as_tensor(data.q, dtype=model.masses.dtype), k=1).double().numpy()[:, 0]
     test = data.frames(test_trajectories)
-    lag_ps = lag_frames * data.timestep_ps
+    lag_frames = data.lag_frames(lag_ps)
     reference = msm_implied_timescale(data.per_trajectory(data.barrier, test_trajectories), lag_frames, lag_ps, bins)
     learned = msm_implied_timescale(data.per_trajectory(cv, test_trajectories), lag_frames, lag_ps, bins)
     every = range(len(data.lengths))

@@ -30,7 +30,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise NeuralCTError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+            raise NeuralCTError("`device` cuda was asked for but no CUDA GPU is available; use `device` cpu or auto")
         return torch.device(name)
     raise NeuralCTError(f"unknown device {name!r}; use auto, cpu or cuda")
 

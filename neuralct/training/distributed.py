@@ -41,12 +41,12 @@ def setup(device: str = "auto") -> torch.device:
     """Join the process group torchrun described in the environment.
 
     The backend is gloo on the CPU and nccl on CUDA, where each process takes the GPU
-    ``cuda:LOCAL_RANK`` (and makes it the current device, so ``--device cuda`` means it).
+    ``cuda:LOCAL_RANK`` (and makes it the current device, so ``device="cuda"`` means it).
 
     Parameters
     ----------
     device : {"auto", "cpu", "cuda"}
-        The ``--device`` option; ``auto`` is CUDA when a GPU is available.
+        The device to train on; ``auto`` is CUDA when a GPU is available.
 
     Returns
     -------
@@ -61,11 +61,11 @@ def setup(device: str = "auto") -> torch.device:
     if not launched_by_torchrun():
         missing = ", ".join(name for name in TORCHRUN_VARIABLES if name not in os.environ)
         raise NeuralCTError(
-            f"--distributed needs the environment torchrun sets ({missing} missing); "
+            f"`distributed` needs the environment torchrun sets ({missing} missing); "
             "launch with `torchrun --nproc_per_node N -m neuralct train --distributed ...`"
         )
     if device.startswith("cuda:"):
-        raise NeuralCTError(f"--device {device}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda")
+        raise NeuralCTError(f"`device` {device}: under torchrun each process uses cuda:LOCAL_RANK; pass `device` cuda")
     torch_device = resolve_device(device)
     if torch_device.type == "cuda":
         torch_device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))

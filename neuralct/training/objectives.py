@@ -1,13 +1,14 @@
-"""Training objectives: maximum likelihood, variational free energy, and the time-lagged likelihood with its VAMP-2 terms."""
+"""Training objectives: maximum likelihood, variational free energy, the time-lagged likelihood and its VAMP-2 term."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
 
+from ..data.pairs import LaggedPairs
 from ..errors import NeuralCTError
 from ..flows.base import join_phase_space, split_phase_space
 from ..model.dynamics import ou_mode_log_transition
@@ -66,11 +67,10 @@ class LaggedLikelihood:
         Recorded on-step momenta: the full phase-space transition density is used. None:
         momenta of ``x_t`` are drawn fresh from Maxwell-Boltzmann every minibatch and the
         lagged term is the configuration-only one (needs a flow of point transformations).
-    train_pairs, valid_pairs : tuple of np.ndarray
-        Index pairs ``(i, j)`` with ``j`` a lag after ``i`` in the same trajectory
-        (:func:`neuralct.data.lagged_pairs`); ``valid_pairs`` may be None.
-    lag : float
-        ``tau`` in model time units.
+    pairs : LaggedPairs
+        Training and validation pairs of frames ``tau = pairs.lag_ps`` apart in the same
+        trajectory (:func:`neuralct.data.pairs.split_lagged_pairs`); the transition density
+        takes ``tau`` in the model's time unit (:meth:`lag_time`).
     vamp_weight : float
         Weight of an added VAMP-2 term of the ``vamp_modes`` slowest latent positions
         (minibatch estimate, nested so that the order of the modes counts,
@@ -78,10 +78,10 @@ class LaggedLikelihood:
         the pure likelihood.
     vamp_modes : int
         Number of slowest modes (by relaxation time) in the VAMP-2 term.
-    vamp_pairs : list of (train_pairs, valid_pairs), optional
-        Index pairs of the VAMP-2 term, one entry per lag; the term is the mean of the
-        scores at these lags, each on its own minibatch. None: the pairs of the transition
-        density (the one lag ``lag``).
+    vamp_pairs : sequence of LaggedPairs, optional
+        Pairs of the VAMP-2 term, one entry per lag; the term is the mean of the scores at
+        these lags, each on its own minibatch. None: ``pairs`` (the one lag of the transition
+        density).
     """
 
     name = "lagged-likelihood"
@@ -90,52 +90,59 @@ class LaggedLikelihood:
         self,
         q: torch.Tensor,
         p: torch.Tensor | None,
-        train_pairs,
-        valid_pairs,
-        lag: float,
+        pairs: LaggedPairs,
         vamp_weight: float = 0.0,
         vamp_modes: int = 2,
-        vamp_pairs: list | None = None,
+        vamp_pairs: Sequence[LaggedPairs] | None = None,
     ):
         for label, values in (("position", q), ("momentum", p)):
             if values is not None and not bool(torch.isfinite(values).all()):
                 raise NeuralCTError(f"{label} data contain NaN or infinite values; clean or drop those frames")
-        if len(train_pairs[0]) < 2:
-            raise NeuralCTError("need at least 2 lagged training pairs; use a shorter --lag-ps or longer trajectories")
-        as_index = lambda pairs: (
-            None
-            if pairs is None or len(pairs[0]) == 0
-            else tuple(torch.as_tensor(np.asarray(a), device=q.device) for a in pairs)
-        )
-        self.q, self.p, self.lag = q, p, float(lag)
-        self.train_pairs, self.valid_pairs = as_index(train_pairs), as_index(valid_pairs)
+        if len(pairs.train[0]) < 2:
+            raise NeuralCTError("need at least 2 lagged training pairs; use a shorter `lag_ps` or longer trajectories")
+
+        def as_index(index_pairs):
+            if index_pairs is None or len(index_pairs[0]) == 0:
+                return None
+            return tuple(torch.as_tensor(np.asarray(a), device=q.device) for a in index_pairs)
+
+        self.q, self.p, self.lag_ps = q, p, float(pairs.lag_ps)
+        self.train_pairs, self.valid_pairs = as_index(pairs.train), as_index(pairs.valid)
         self.configuration_only = p is None
         if not vamp_weight >= 0:
-            raise NeuralCTError(f"--vamp-weight must be >= 0, got {vamp_weight}")
+            raise NeuralCTError(f"`vamp_weight` must be >= 0, got {vamp_weight}")
         self.vamp_weight, self.vamp_modes = float(vamp_weight), int(vamp_modes)
         if vamp_pairs is None:
             self.vamp_pairs = None
         else:
-            for train, _ in vamp_pairs:
-                if len(train[0]) < 2:
+            for lagged in vamp_pairs:
+                if len(lagged.train[0]) < 2:
                     raise NeuralCTError(
-                        "need at least 2 training pairs at every VAMP-2 lag; use shorter --vamp-lags-ps or longer trajectories"
+                        "need at least 2 training pairs at every VAMP-2 lag; use shorter `vamp_lags_ps` or longer "
+                        "trajectories"
                     )
-            self.vamp_pairs = [(as_index(train), as_index(valid)) for train, valid in vamp_pairs]
+            self.vamp_pairs = [(as_index(lagged.train), as_index(lagged.valid)) for lagged in vamp_pairs]
             if self.valid_pairs is not None and any(valid is None for _, valid in self.vamp_pairs):
                 raise NeuralCTError(
-                    "a --vamp-lags-ps lag leaves no validation pairs; use shorter lags or longer validation trajectories"
+                    "a `vamp_lags_ps` lag leaves no validation pairs; use shorter lags or longer validation "
+                    "trajectories"
                 )
         self._valid_noise_seed = 12345
+
+    def lag_time(self, model) -> float:
+        """``tau`` in the model's time unit: the pairs' lag in ps over ``model.time_unit`` (ps for molecules)."""
+        return self.lag_ps / model.time_unit
 
     def _check(self, model) -> None:
         if model.dynamics is None:
             raise NeuralCTError(
-                "the lagged objective needs a model with latent dynamics (NeuralCanonicalTransformation(..., latent_dynamics=True))"
+                "the lagged objective needs a model with latent dynamics "
+                "(NeuralCanonicalTransformation(..., latent_dynamics=True))"
             )
         if self.configuration_only and not model.flow.acts_on_configuration:
             raise NeuralCTError(
-                "the configuration-only lagged term needs point-transformation layers (linear-point, point); or use recorded momenta"
+                "the configuration-only lagged term needs point-transformation layers (linear-point, point); "
+                "or use recorded momenta"
             )
 
     def latent_pairs(
@@ -163,7 +170,7 @@ class LaggedLikelihood:
     def _pair_terms(self, model, i, j, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z0, z1, logdet = self.latent_pairs(model, i, j, generator)
         transition = ou_mode_log_transition(
-            z0, z1, model.prior.frequencies, model.dynamics.frictions, self.lag, self.configuration_only
+            z0, z1, model.prior.frequencies, model.dynamics.frictions, self.lag_time(model), self.configuration_only
         ).sum(-1)
         return model.prior.log_prob(z0) + logdet + transition, z0, z1
 
@@ -236,7 +243,7 @@ class LaggedLikelihood:
         generator = torch.Generator(device=self.q.device).manual_seed(seed)
         stride = max(1, len(first) // max_pairs)
         z0, z1, _ = self.latent_pairs(model, first[::stride], second[::stride], generator)
-        model.dynamics.initialize(z0, z1, model.prior.frequencies, self.lag, self.configuration_only)
+        model.dynamics.initialize(z0, z1, model.prior.frequencies, self.lag_time(model), self.configuration_only)
 
 
 class Objective(Protocol):
@@ -472,7 +479,7 @@ def harmonic_start(
     hessian = torch.autograd.functional.hessian(lambda q: system.potential(q).sum(), zero).reshape(model.dim, model.dim)
     eigenvalues, vectors = torch.linalg.eigh(hessian.double())
     if not bool((eigenvalues > 0).all()):
-        raise NeuralCTError("the Hessian at q = 0 is not positive definite; use --init identity")
+        raise NeuralCTError("the Hessian at q = 0 is not positive definite; use `init` identity")
     generator = torch.Generator(device=zero.device).manual_seed(seed)
     xi = torch.randn(n_samples, model.dim, generator=generator, dtype=torch.float64, device=zero.device)
     q = (xi / eigenvalues.sqrt()) @ vectors.T * math.sqrt(system.kT)

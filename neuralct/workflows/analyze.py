@@ -8,12 +8,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..analysis.report import Segment
+from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
 
 __all__ = ["analyze_trajectories", "scoring_split", "default_lag_frames"]
 
-#: Frames per lag when --lag-ps is not given, and the least number of lags per scored segment.
+#: Frames per lag when no lag is given, and the least number of lags per scored segment.
 DEFAULT_LAG_FRAMES = 10
 LAGS_PER_SEGMENT = 10
 
@@ -67,7 +68,7 @@ def scoring_split(
     in_validation = [i for i, p in enumerate(resolved) if validation is not None and p in set(validation)]
     unseen = [i for i in range(len(paths)) if i not in in_training and i not in in_validation]
     if not 2 <= blocks <= 100:
-        raise NeuralCTError(f"--blocks must be between 2 and 100, got {blocks}")
+        raise NeuralCTError(f"`blocks` must be between 2 and 100, got {blocks}")
     record: dict[str, Any] = {
         "trained_the_model": [str(paths[i]) for i in in_training],
         "selected_the_kept_state": [str(paths[i]) for i in in_validation]
@@ -90,7 +91,8 @@ def scoring_split(
         k = max(1, len(unseen) // 2) if test_trajectories is None else test_trajectories
         if not 1 <= k < len(unseen):
             raise NeuralCTError(
-                f"--test-trajectories must be between 1 and {len(unseen) - 1} for {len(unseen)} trajectories the model never saw"
+                f"--test-trajectories must be between 1 and {len(unseen) - 1} for {len(unseen)} trajectories the "
+                "model never saw"
             )
         fit = [(i, 0, traj_lengths[i]) for i in unseen[:-k]]
         scored_trajectories = unseen[-k:]
@@ -117,7 +119,11 @@ def scoring_split(
 
 
 def _with_segments(record: dict, paths: Sequence[str], fit: list[Segment], scored: list[Segment]) -> dict:
-    describe = lambda segments: [{"trajectory": str(paths[t]), "frames": [a, b]} for t, a, b in segments]
+    """``record`` with the fit and scored segments as summary.json lists them (trajectory file, frames)."""
+
+    def describe(segments: list[Segment]) -> list[dict[str, Any]]:
+        return [{"trajectory": str(paths[t]), "frames": [a, b]} for t, a, b in segments]
+
     return {**record, "fit": describe(fit), "scored": describe(scored)}
 
 
@@ -132,7 +138,7 @@ def analyze_trajectories(
     paths: Sequence[str],
     output: Path,
     topology: str | None = None,
-    n_modes: int = 6,
+    modes: int = 6,
     lag_ps: float | None = None,
     test_trajectories: int | None = None,
     stride: int = 1,
@@ -157,14 +163,19 @@ def analyze_trajectories(
         Trajectory files (any MDTraj/MDAnalysis format).
     output : Path
         Output folder, created once the trajectories and options have been checked.
-    n_modes : int
-        Slow modes to analyse and write.
+    topology : str, optional
+        Topology file for trajectories that hold none.
+    modes : int
+        How many of the slowest modes to analyse and write (at least 2).
     lag_ps : float, optional
-        Lag time of VAMP-2 and TICA in ps; default :func:`default_lag_frames`.
+        Lag time of VAMP-2 and TICA in ps, a whole number of frames; default :func:`default_lag_frames`.
     test_trajectories : int, optional
         Scored trajectories when the model trained on none of ``paths``.
+    stride : int
+        Keep every ``stride``-th frame.
     residues : sequence of str, optional
-        Residues for the Ramachandran plots and states (``--residues``); default all with phi and psi.
+        Residues for the Ramachandran plots and states (:func:`~neuralct.analysis.select_residues`);
+        default all with phi and psi.
     chi : bool
         Add the side-chain chi angles to the dependence table.
     blocks : int
@@ -185,49 +196,21 @@ def analyze_trajectories(
     """
     from tqdm.auto import tqdm
 
-    from ..analysis import (
-        cv_quality_report,
-        dihedral_angles,
-        find_dihedrals,
-        plot_dependence,
-        plot_fes,
-        plot_ramachandran,
-        plot_spectrum,
-        plot_training_curves,
-        ramachandran_residues,
-        select_residues,
-        write_colvar,
-    )
+    from ..analysis import dihedral_angles
     from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
     from ..model.molecular import check_topology, internal_coordinates, project_internal
 
-    if n_modes < 2:
-        raise NeuralCTError("--modes must be at least 2 (the report compares the two slowest CVs)")
+    if modes < 2:
+        raise NeuralCTError("`modes` must be at least 2 (the report compares the two slowest CVs)")
     # disable=None: a bar on a terminal only, never in a log or a captured stream.
     with tqdm(total=4, desc="analyze", unit="stage", disable=None if progress else True, leave=False) as bar:
         data = load_trajectories(paths, topology=topology, selection="all", stride=stride, momenta="resample")
         check_topology(model, data.topology, str(paths[0]))
-        n_modes = min(n_modes, model.dim)
-        dihedrals = find_dihedrals(data.topology, chi=chi)
-        rama = ramachandran_residues(dihedrals)
-        chosen = select_residues([r for r, _, _ in rama], residues) if residues else [r for r, _, _ in rama]
+        n_modes = min(modes, model.dim)
+        dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
         split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
-        lag = None
-        if split["scored"]:
-            if lag_ps is None:
-                lag = default_lag_frames(split["scored"])
-            elif data.timestep_ps is None:
-                raise NeuralCTError(
-                    f"--lag-ps needs the time between frames: {data.timestep_note} (or leave --lag-ps out for a lag of {DEFAULT_LAG_FRAMES} frames)"
-                )
-            else:
-                lag = data.lag_frames(lag_ps, "--lag-ps")
-            shortest = min(b - a for _, a, b in split["scored"])
-            if lag >= shortest:
-                raise NeuralCTError(
-                    f"--lag-ps {lag_ps} is {lag} frames, not shorter than the shortest scored segment ({shortest} frames); use a shorter lag or fewer --blocks"
-                )
+        lag_frames = _scoring_lag_frames(split["scored"], data, lag_ps)
         output = prepare_output_dir(output)
         bar.update()
 
@@ -236,78 +219,14 @@ def analyze_trajectories(
         input_check = compare_with_training(model, data.positions, cvs)
         if input_check["warning"] and warn is not None:
             warn(input_check["warning"])
-        bounds = np.cumsum([0] + list(data.traj_lengths))
-        per_traj = lambda values: [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        names = [f"cv{k + 1}" for k in range(n_modes)]
-        colvars = []
-        for path, values, time in zip(paths, per_traj(cvs), per_traj(data.time_ps)):
-            target = output / f"{Path(path).stem}.colvar"
-            write_colvar(target, time, values, names)
-            colvars.append(str(target))
+        colvars = _write_colvars(output, paths, data, cvs)
         bar.update()
 
         angles = dihedral_angles(data.positions, dihedrals)
-        skipped: dict[str, str] = {}
-        figures = {
-            "free_energy": output / "free_energy_cv1_cv2.png",
-            "spectrum": output / "frequency_spectrum.png",
-        }
-        plot_fes(
-            cvs[:, 0],
-            cvs[:, 1],
-            figures["free_energy"],
-            kT=data.kT,
-            energy_unit="kJ/mol",
-            labels=("CV 1 (slowest)", "CV 2"),
-        )
-        plot_spectrum(model.frequencies.detach().cpu().numpy(), figures["spectrum"], unit="rad/ps")
-        if chosen:
-            columns = [(phi, psi) for r, phi, psi in rama if r in chosen]
-            figures["ramachandran"] = output / "ramachandran_by_mode.png"
-            plot_ramachandran(
-                angles[:, [phi for phi, _ in columns]],
-                angles[:, [psi for _, psi in columns]],
-                cvs[:, : min(4, n_modes)],
-                figures["ramachandran"],
-                title="Ramachandran plots coloured by the slowest modes",
-                residue_labels=[r.label for r in chosen],
-            )
-        else:
-            skipped["ramachandran"] = (
-                "no residue with both backbone phi and psi (not a peptide, or only caps): no Ramachandran plot"
-            )
-        history = model.metadata.get("history")
-        if history:
-            figures["training_curves"] = output / "training_curves.png"
-            plot_training_curves(
-                {"step": history["step"], "train NLL": history["train_loss"], "validation NLL": history["valid_loss"]},
-                figures["training_curves"],
-            )
+        figures, skipped = _plot(model, data, cvs, angles, rama, chosen, output)
         bar.update()
 
-        summary: dict[str, Any] = {
-            "trajectories": [str(p) for p in paths],
-            "frames": int(data.n_frames),
-            "time_step_ps": data.timestep_ps,
-            "split": split["record"],
-            "frequencies": model.frequencies.detach().cpu().double().tolist(),
-            "frequency_unit": "rad/ps",
-            "colvar_files": colvars,
-            "dihedrals": [d.name for d in dihedrals],
-            "residues": [r.label for r in chosen],
-            "input_check": input_check,
-        }
-        if model.relaxation_times is not None:
-            summary["latent_dynamics"] = {
-                "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit)
-                .detach()
-                .cpu()
-                .double()
-                .tolist(),
-                "frictions_per_ps": (model.frictions[:n_modes] / model.time_unit).detach().cpu().double().tolist(),
-                "meaning": "the model's own latent Langevin oscillators (trained with --lag-ps), slowest mode first; "
-                "compare with kinetics.learned_cvs, the implied timescales measured on the trajectories",
-            }
+        summary = _summary(model, paths, data, split, colvars, dihedrals, chosen, input_check, n_modes)
         if split["scored"]:
             summary["lag_choice"] = (
                 f"--lag-ps {lag_ps:g}"
@@ -315,33 +234,219 @@ def analyze_trajectories(
                 else f"default: {DEFAULT_LAG_FRAMES} frames, at most a tenth of the shortest scored segment"
             )
             try:
-                report = cv_quality_report(
-                    per_traj(cvs),
-                    per_traj(features),
-                    per_traj(angles),
-                    dihedrals,
-                    split["fit"],
-                    split["scored"],
-                    lag,
-                    n_modes=n_modes,
-                    time_step_ps=data.timestep_ps,
-                    masses=np.ones(features.shape[1]),
-                    residues=chosen,
-                )
+                report = _scores(data, features, cvs, angles, dihedrals, chosen, split, lag_frames, n_modes)
             except NeuralCTError as exc:
-                summary["skipped"] = skipped | {"scores": str(exc)}
-                summary["figures"] = {key: str(value) for key, value in figures.items()}
-                write_json(output / "summary.json", summary)
+                _write_summary(output, summary, figures, skipped | {"scores": str(exc)})
                 raise NeuralCTError(f"scores failed: {exc} (the CVs and plots are in {output})") from None
             skipped |= report.pop("skipped")
             summary |= report
             if "dependence" in report:
-                figures["dependence"] = output / "dependence_modes_dihedrals.png"
-                plot_dependence(report["dependence"], figures["dependence"])
+                figures["dependence"] = _plot_dependence(report["dependence"], output)
         else:
             skipped["scores"] = split["record"]["no_scores"]
-        summary["figures"] = {key: str(value) for key, value in figures.items()}
-        summary["skipped"] = skipped
-        write_json(output / "summary.json", summary)
+        _write_summary(output, summary, figures, skipped)
         bar.update()
         return summary
+
+
+def _backbone_dihedrals(topology, chi: bool, residues: Sequence[str] | None) -> tuple[list, list, list]:
+    """The dihedrals of the topology, the residues with backbone phi and psi, and those chosen for the plots.
+
+    Returns
+    -------
+    dihedrals : list of Dihedral
+        Every backbone dihedral (and with ``chi`` the side-chain chi angles).
+    rama : list of (Residue, int, int)
+        Each residue with both phi and psi, with the indices of its phi and psi in ``dihedrals``.
+    chosen : list of Residue
+        ``residues`` (all of ``rama``'s when None).
+    """
+    from ..analysis import find_dihedrals, ramachandran_residues, select_residues
+
+    dihedrals = find_dihedrals(topology, chi=chi)
+    rama = ramachandran_residues(dihedrals)
+    with_phi_and_psi = [residue for residue, _, _ in rama]
+    return dihedrals, rama, select_residues(with_phi_and_psi, residues) if residues else with_phi_and_psi
+
+
+def _scoring_lag_frames(scored: list[Segment], data, lag_ps: float | None) -> int | None:
+    """The lag of the scores in frames (None with nothing to score): ``lag_ps``, or :func:`default_lag_frames`.
+
+    Raises
+    ------
+    NeuralCTError
+        If ``lag_ps`` is no whole number of frames, or the lag is not shorter than every scored segment.
+    """
+    if not scored:
+        return None
+    if lag_ps is None:
+        lag_frames = default_lag_frames(scored)
+    else:
+        no_timestep = data.timestep_note and (
+            f"{data.timestep_note} (or leave `lag_ps` out for a lag of {DEFAULT_LAG_FRAMES} frames)"
+        )
+        lag_frames = lag_in_frames(lag_ps, data.timestep_ps, "`lag_ps`", no_timestep)
+    shortest = min(b - a for _, a, b in scored)
+    if lag_frames >= shortest:
+        raise NeuralCTError(
+            f"`lag_ps` {lag_ps} is {lag_frames} frames, not shorter than the shortest scored segment ({shortest} "
+            "frames); use a shorter lag or fewer `blocks`"
+        )
+    return lag_frames
+
+
+def _per_trajectory(values: np.ndarray, traj_lengths: Sequence[int]) -> list[np.ndarray]:
+    """``values`` (one row per frame, trajectories concatenated) cut into one array per trajectory."""
+    bounds = np.cumsum([0] + list(traj_lengths))
+    return [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _write_colvars(output: Path, paths: Sequence[str], data, cvs: np.ndarray) -> list[str]:
+    """One PLUMED COLVAR file of the CVs per trajectory, named after it; returns their paths."""
+    from ..analysis import write_colvar
+
+    names = [f"cv{k + 1}" for k in range(cvs.shape[1])]
+    colvars = []
+    for path, values, time in zip(
+        paths, _per_trajectory(cvs, data.traj_lengths), _per_trajectory(data.time_ps, data.traj_lengths)
+    ):
+        target = output / f"{Path(path).stem}.colvar"
+        write_colvar(target, time, values, names)
+        colvars.append(str(target))
+    return colvars
+
+
+def _plot(
+    model, data, cvs: np.ndarray, angles: np.ndarray, rama: list, chosen: list, output: Path
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The free energy of the two slowest CVs, the spectrum, the Ramachandran plots and the training curves.
+
+    Returns
+    -------
+    figures : dict of str to Path
+        The files written, by kind.
+    skipped : dict of str to str
+        What was not plotted, and why.
+    """
+    from ..analysis import plot_fes, plot_ramachandran, plot_spectrum, plot_training_curves
+
+    skipped: dict[str, str] = {}
+    figures = {
+        "free_energy": output / "free_energy_cv1_cv2.png",
+        "spectrum": output / "frequency_spectrum.png",
+    }
+    plot_fes(
+        cvs[:, 0],
+        cvs[:, 1],
+        figures["free_energy"],
+        kT=data.kT,
+        energy_unit="kJ/mol",
+        labels=("CV 1 (slowest)", "CV 2"),
+    )
+    plot_spectrum(model.frequencies.detach().cpu().numpy(), figures["spectrum"], unit="rad/ps")
+    if chosen:
+        columns = [(phi, psi) for r, phi, psi in rama if r in chosen]
+        figures["ramachandran"] = output / "ramachandran_by_mode.png"
+        plot_ramachandran(
+            angles[:, [phi for phi, _ in columns]],
+            angles[:, [psi for _, psi in columns]],
+            cvs[:, : min(4, cvs.shape[1])],
+            figures["ramachandran"],
+            title="Ramachandran plots coloured by the slowest modes",
+            residue_labels=[r.label for r in chosen],
+        )
+    else:
+        skipped["ramachandran"] = (
+            "no residue with both backbone phi and psi (not a peptide, or only caps): no Ramachandran plot"
+        )
+    history = model.metadata.get("history")
+    if history:
+        figures["training_curves"] = output / "training_curves.png"
+        plot_training_curves(
+            {"step": history["step"], "train NLL": history["train_loss"], "validation NLL": history["valid_loss"]},
+            figures["training_curves"],
+        )
+    return figures, skipped
+
+
+def _summary(
+    model,
+    paths: Sequence[str],
+    data,
+    split: dict[str, Any],
+    colvars: list[str],
+    dihedrals: list,
+    chosen: list,
+    input_check: dict[str, Any],
+    n_modes: int,
+) -> dict[str, Any]:
+    """What summary.json reports besides the scores: the inputs, the split, the files and the model's own figures."""
+    summary: dict[str, Any] = {
+        "trajectories": [str(p) for p in paths],
+        "frames": int(data.n_frames),
+        "time_step_ps": data.timestep_ps,
+        "split": split["record"],
+        "frequencies": model.frequencies.detach().cpu().double().tolist(),
+        "frequency_unit": "rad/ps",
+        "colvar_files": colvars,
+        "dihedrals": [d.name for d in dihedrals],
+        "residues": [r.label for r in chosen],
+        "input_check": input_check,
+    }
+    if model.relaxation_times is not None:
+        summary["latent_dynamics"] = {
+            "relaxation_times_ps": (model.relaxation_times[:n_modes] * model.time_unit)
+            .detach()
+            .cpu()
+            .double()
+            .tolist(),
+            "frictions_per_ps": (model.frictions[:n_modes] / model.time_unit).detach().cpu().double().tolist(),
+            "meaning": "the model's own latent Langevin oscillators (trained with --lag-ps), slowest mode first; "
+            "compare with kinetics.learned_cvs, the implied timescales measured on the trajectories",
+        }
+    return summary
+
+
+def _scores(
+    data,
+    features: np.ndarray,
+    cvs: np.ndarray,
+    angles: np.ndarray,
+    dihedrals: list,
+    chosen: list,
+    split: dict[str, Any],
+    lag_frames: int,
+    n_modes: int,
+) -> dict[str, Any]:
+    """VAMP-2, kinetics, dependence and states on the scored segments (:func:`~neuralct.analysis.cv_quality_report`)."""
+    from ..analysis import cv_quality_report
+
+    return cv_quality_report(
+        _per_trajectory(cvs, data.traj_lengths),
+        _per_trajectory(features, data.traj_lengths),
+        _per_trajectory(angles, data.traj_lengths),
+        dihedrals,
+        split["fit"],
+        split["scored"],
+        lag_frames,
+        n_modes=n_modes,
+        time_step_ps=data.timestep_ps,
+        masses=np.ones(features.shape[1]),
+        residues=chosen,
+    )
+
+
+def _plot_dependence(dependence: dict[str, Any], output: Path) -> Path:
+    """The heat map of the dependence of each slow mode on every dihedral; returns its file."""
+    from ..analysis import plot_dependence
+
+    figure = output / "dependence_modes_dihedrals.png"
+    plot_dependence(dependence, figure)
+    return figure
+
+
+def _write_summary(output: Path, summary: dict[str, Any], figures: dict[str, Path], skipped: dict[str, str]) -> None:
+    """Add the figures and what was skipped to ``summary`` and write it to summary.json."""
+    summary["figures"] = {key: str(value) for key, value in figures.items()}
+    summary["skipped"] = skipped
+    write_json(output / "summary.json", summary)

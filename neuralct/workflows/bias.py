@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import signal
 import threading
@@ -49,11 +48,13 @@ from ..analysis.reweighting import (
     CORE_B,
     FREE_ENERGY_BLOCKS,
     count_transitions,
+    first_entry,
+    metadynamics_weights,
     phi_free_energy_difference,
     reweighting_offset,
 )
 from ..errors import NeuralCTError, first_line
-from ..io import atomic_savez, atomic_write_bytes, write_json
+from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
 from ..md.platform import available_platforms
 from ..md.simulate import check_sane, check_whole_steps, degrees_of_freedom, divergence_as_error, kinetic_temperature
 from ..units import kT_kj_per_mol
@@ -63,6 +64,10 @@ __all__ = ["BiasSettings", "backbone_torsions", "run_metadynamics"]
 
 #: Bins of each reweighted phi/psi surface along each angle.
 _PHI_PSI_BINS = 40
+
+#: The entries of a run's checkpoint (:class:`~neuralct.io.ArrayCheckpoint`) and how each is read: the OpenMM state,
+#: the bias grid (kJ/mol), the COLVAR rows and the frames (nm) so far, and the integrator's step.
+_CHECKPOINT_ENTRIES = {"state": bytes, "bias": np.asarray, "rows": np.asarray, "frames": np.asarray, "step": int}
 
 
 @dataclass
@@ -112,17 +117,19 @@ class BiasSettings:
     def validate(self) -> None:
         """Raise NeuralCTError for values that cannot make a run."""
         if self.cv not in ("learned", "phi,psi", "phi", "psi"):
-            raise NeuralCTError(f"--cv must be learned, phi,psi, phi or psi, got {self.cv!r}")
+            raise NeuralCTError(f"`cv` must be learned, phi,psi, phi or psi, got {self.cv!r}")
         if self.n_cvs not in (1, 2):
+            # Named by its flag: the command line's option is --cvs, so `n_cvs` would reach its user untranslated.
             raise NeuralCTError(f"--cvs must be 1 or 2 for metadynamics, got {self.n_cvs}")
         if not self.bias_factor > 1:
-            raise NeuralCTError(f"--bias-factor must be > 1, got {self.bias_factor}")
+            raise NeuralCTError(f"`bias_factor` must be > 1, got {self.bias_factor}")
         if not 0 < self.width_fraction < 1:
-            raise NeuralCTError(f"--width-fraction must be > 0 and < 1, got {self.width_fraction}")
+            raise NeuralCTError(f"`width_fraction` must be > 0 and < 1, got {self.width_fraction}")
         platforms = available_platforms()
         if self.platform not in platforms:
             raise NeuralCTError(
-                f"--platform {self.platform!r} is not an OpenMM platform of this installation; use one of {', '.join(platforms)}"
+                f"`platform` {self.platform!r} is not an OpenMM platform of this installation; "
+                f"use one of {', '.join(platforms)}"
             )
         for name in ("report_ps", "pace_ps"):
             try:
@@ -133,12 +140,11 @@ class BiasSettings:
                     f"{self.bias_every} x {self.timestep_fs} fs bias ",
                 )
             except NeuralCTError as error:
-                raise NeuralCTError(
-                    f"{error}; the nearest that work: {' or '.join(f'{value:.6g}' for value in self._whole_steps_near(getattr(self, name)))} ps"
-                ) from None
+                nearest = " or ".join(f"{value:.6g}" for value in self._whole_steps_near(getattr(self, name)))
+                raise NeuralCTError(f"{error}; the nearest that work: {nearest} ps") from None
         if self.n_reports < 1:
             raise NeuralCTError(
-                f"--length-ns {self.length_ns} is shorter than one report interval ({self.report_ps} ps)"
+                f"`length_ns` {self.length_ns} is shorter than one report interval ({self.report_ps} ps)"
             )
 
     def _whole_steps_near(self, interval_ps: float) -> list[float]:
@@ -153,6 +159,7 @@ class BiasSettings:
 
     @property
     def n_reports(self) -> int:
+        """COLVAR rows of the whole run."""
         return int(round(self.length_ns * 1000.0 / self.report_ps))
 
     @property
@@ -162,6 +169,7 @@ class BiasSettings:
 
     @property
     def steps_per_deposit(self) -> int:
+        """Integrator steps (of the bias force) between Gaussian depositions."""
         return int(round(self.pace_ps / self.outer_step_ps))
 
 
@@ -185,17 +193,19 @@ def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Dihedr
     Raises
     ------
     NeuralCTError
-        If ``--cv`` names torsions the system does not have (phi/psi references need a dipeptide).
+        If ``settings.cv`` names torsions the system does not have (phi/psi references need a dipeptide).
     """
     torsions = _backbone_torsions(topology)
     if settings.cv != "learned" and any(name not in torsions for name in settings.cv.split(",")):
         raise NeuralCTError(
-            f"--cv {settings.cv} needs a dipeptide (one phi and one psi backbone torsion); this system has {len(torsions)} backbone torsions: bias the learned CVs"
+            f"`cv` {settings.cv} needs a dipeptide (one phi and one psi backbone torsion); "
+            f"this system has {len(torsions)} backbone torsions: bias the learned CVs"
         )
     return torsions
 
 
 def _torsion_force(atoms: Sequence[int]) -> Any:
+    """A force whose energy is the torsion angle (rad) of the four ``atoms``: a CV for OpenMM."""
     import openmm as mm
 
     force = mm.CustomTorsionForce("theta")
@@ -248,48 +258,6 @@ def _bias_variables(
     return variables, names, grids
 
 
-class _Checkpoint:
-    """Everything a resumed run needs: integrator state, bias grid, reports so far."""
-
-    def __init__(self, state: bytes, bias: np.ndarray, rows: np.ndarray, frames: np.ndarray, step: int, settings: dict):
-        self.state, self.bias, self.rows, self.frames, self.step, self.settings = (
-            state,
-            bias,
-            rows,
-            frames,
-            step,
-            settings,
-        )
-
-    def save(self, path: Path) -> None:
-        atomic_savez(
-            path,
-            state=np.frombuffer(self.state, dtype=np.uint8),
-            bias=self.bias,
-            rows=self.rows,
-            frames=self.frames,
-            step=np.array(self.step),
-            settings=np.array(json.dumps(self.settings, sort_keys=True)),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> "_Checkpoint":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return cls(
-                    data["state"].tobytes(),
-                    data["bias"],
-                    data["rows"],
-                    data["frames"],
-                    int(data["step"]),
-                    json.loads(str(data["settings"])),
-                )
-        except Exception as exc:
-            raise NeuralCTError(
-                f"checkpoint {path} cannot be read ({type(exc).__name__}); rerun with --overwrite to start again"
-            ) from None
-
-
 def run_metadynamics(
     md_system: Any, model: Any, folder: Path, settings: BiasSettings, progress: bool = True
 ) -> dict[str, Any]:
@@ -306,83 +274,116 @@ def run_metadynamics(
     NeuralCTError
         If the simulation blows up, a CV leaves its grid or is not finite, or the platform cannot run the system.
     """
-    import openmm as mm
-    import openmm.app as app
-    import openmm.unit as unit
-    from openmm.app.metadynamics import Metadynamics
-    from tqdm import tqdm
-
     settings.validate()
     torsions = backbone_torsions(md_system.topology, settings)
-    variables, names, grids = _bias_variables(settings, model, md_system, torsions)
-    kT = kT_kj_per_mol(settings.temperature)
-    metadynamics = Metadynamics(
-        md_system.system,
-        variables,
-        settings.temperature,
-        settings.bias_factor,
-        settings.height_kj,
-        settings.steps_per_deposit,
+    run = _MetadynamicsRun(
+        md_system, folder, settings, torsions, *_bias_variables(settings, model, md_system, torsions)
     )
-    bias_group = metadynamics._force.getForceGroup()
-    if settings.bias_every > 1:
-        groups = sorted({force.getForceGroup() for force in md_system.system.getForces()} - {bias_group})
-        integrator = mm.MTSLangevinIntegrator(
-            settings.temperature,
-            settings.friction_per_ps,
-            settings.outer_step_ps,
-            [(bias_group, 1)] + [(g, settings.bias_every) for g in groups],
-        )
-    else:
-        integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps)
-    integrator.setRandomNumberSeed(int(np.random.SeedSequence(settings.seed).generate_state(1)[0] % (2**31 - 2)) + 1)
-    try:
-        simulation = app.Simulation(
-            md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform)
-        )
-    except Exception as exc:
-        raise NeuralCTError(
-            f"OpenMM platform {settings.platform} cannot run this system ({first_line(exc)}); choose another --platform"
-        ) from None
-    masses, dof = md_system.masses(), degrees_of_freedom(md_system.system)
-    checkpoint_file = folder / "checkpoint.npz"
-    identity = asdict(settings) | {"checkpoint_seconds": None}
-    rows: list[np.ndarray] = []
-    frames: list[np.ndarray] = []
-
-    def save_checkpoint() -> None:
-        _Checkpoint(
-            simulation.context.createCheckpoint(),
-            metadynamics._totalBias,
-            np.array(rows),
-            np.array(frames),
-            simulation.currentStep,
-            identity,
-        ).save(checkpoint_file)
-
     with _sigint_held() as interrupted:
-        if checkpoint_file.exists():
-            checkpoint = _Checkpoint.load(checkpoint_file)
-            simulation.context.loadCheckpoint(checkpoint.state)
-            simulation.currentStep = checkpoint.step
-            metadynamics._selfBias[...] = checkpoint.bias
-            metadynamics._totalBias[...] = checkpoint.bias
+        run.start_or_resume(interrupted)
+        timing = run.run_reports(interrupted, progress)
+    return run.write_results(timing)
+
+
+class _MetadynamicsRun:
+    """One metadynamics run: the simulation with its bias, the reports so far, checkpoints and results.
+
+    Parameters
+    ----------
+    md_system : MDSystem
+        The system; the bias force is added to its OpenMM System.
+    folder : Path
+        The run's output folder.
+    settings : BiasSettings
+        The run's settings (validated).
+    torsions : dict of str to Dihedral
+        The backbone torsions by COLVAR name (:func:`backbone_torsions`).
+    variables, names, grids
+        The biased CVs as ``BiasVariable``, their COLVAR names and their grids (:func:`_bias_variables`).
+    """
+
+    def __init__(
+        self,
+        md_system: Any,
+        folder: Path,
+        settings: BiasSettings,
+        torsions: dict[str, Dihedral],
+        variables: list[Any],
+        names: list[str],
+        grids: list[dict],
+    ):
+        from openmm.app.metadynamics import Metadynamics
+
+        self.md_system, self.folder, self.settings, self.torsions = md_system, folder, settings, torsions
+        self.variables, self.names, self.grids = variables, names, grids
+        self.kT = kT_kj_per_mol(settings.temperature)
+        self.metadynamics = Metadynamics(
+            md_system.system,
+            variables,
+            settings.temperature,
+            settings.bias_factor,
+            settings.height_kj,
+            settings.steps_per_deposit,
+        )
+        self.bias_group = self.metadynamics._force.getForceGroup()
+        self.simulation = _simulation(md_system, _integrator(settings, md_system.system, self.bias_group), settings)
+        self.masses, self.dof = md_system.masses(), degrees_of_freedom(md_system.system)
+        self.checkpoint_file = folder / "checkpoint.npz"
+        # The backbone torsions are recorded beside the biased CVs, unless they are the biased CVs.
+        self.observed = [name for name in torsions if name not in names]
+        self.fields = names + self.observed + ["bias", "rbias"]
+        self.rows: list[np.ndarray] = []
+        self.frames: list[np.ndarray] = []
+
+    def save_checkpoint(self) -> None:
+        """Write the integrator state, the bias grid and the reports so far to ``checkpoint.npz``."""
+        state = {
+            "state": self.simulation.context.createCheckpoint(),
+            "bias": self.metadynamics._totalBias,
+            "rows": np.array(self.rows),
+            "frames": np.array(self.frames),
+            "step": self.simulation.currentStep,
+        }
+        ArrayCheckpoint(state, asdict(self.settings) | {"checkpoint_seconds": None}).save(self.checkpoint_file)
+
+    def start_or_resume(self, interrupted: threading.Event) -> None:
+        """Continue from the checkpoint, or minimise and draw velocities for a fresh run."""
+        import openmm as mm
+        import openmm.unit as unit
+
+        simulation, metadynamics = self.simulation, self.metadynamics
+        if self.checkpoint_file.exists():
+            checkpoint = ArrayCheckpoint.load(
+                self.checkpoint_file, _CHECKPOINT_ENTRIES, "rerun with `overwrite` to start again"
+            )
+            simulation.context.loadCheckpoint(checkpoint["state"])
+            simulation.currentStep = checkpoint["step"]
+            metadynamics._selfBias[...] = checkpoint["bias"]
+            metadynamics._totalBias[...] = checkpoint["bias"]
             # A zero-height deposit pushes the restored grid into the context's tabulated function.
             metadynamics._addGaussian(
-                np.array([v.minValue for v in variables]), 0.0 * unit.kilojoule_per_mole, simulation.context
+                np.array([v.minValue for v in self.variables]), 0.0 * unit.kilojoule_per_mole, simulation.context
             )
-            rows, frames = list(checkpoint.rows), list(checkpoint.frames)
-        else:
-            simulation.context.setPositions(md_system.positions)
-            mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
-            simulation.context.setVelocitiesToTemperature(settings.temperature, settings.seed + 1)
-            if interrupted.is_set():
-                raise KeyboardInterrupt
-        periodic = settings.cv != "learned"
-        # The backbone torsions are recorded beside the biased CVs, unless they are the biased CVs.
-        observed = [name for name in torsions if name not in names]
-        fields = names + observed + ["bias", "rbias"]
-        first_report = len(rows)
+            self.rows, self.frames = list(checkpoint["rows"]), list(checkpoint["frames"])
+            return
+        simulation.context.setPositions(self.md_system.positions)
+        mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
+        simulation.context.setVelocitiesToTemperature(self.settings.temperature, self.settings.seed + 1)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+
+    def run_reports(self, interrupted: threading.Event, progress: bool) -> dict[str, Any]:
+        """Run the remaining report intervals, with a checkpoint every ``checkpoint_seconds``, at the end and on Ctrl-C.
+
+        Returns
+        -------
+        dict
+            This run's wall and CPU time (s), its MD steps and the report it resumed from (None: a fresh run).
+        """
+        from tqdm import tqdm
+
+        settings = self.settings
+        first_report = len(self.rows)
         start, cpu_start, last_save = time.perf_counter(), time.process_time(), time.perf_counter()
         with tqdm(
             total=settings.n_reports,
@@ -393,53 +394,137 @@ def run_metadynamics(
             mininterval=0.5,
         ) as bar:
             for _ in range(first_report, settings.n_reports):
-                positions = _advance(metadynamics, simulation, settings, masses, dof, len(rows))
-                values = np.array(metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
-                try:
-                    _check_inside(values, variables, names, simulation)
-                except NeuralCTError as error:
-                    if rows:
-                        _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
-                        write_colvar(folder / "COLVAR", np.array(rows)[:, 0], np.array(rows)[:, 1:], fields)
-                        raise NeuralCTError(
-                            f"{error}; the {len(rows)} reports before it are in COLVAR and trajectory.nc"
-                        ) from None
-                    raise
-                bias = simulation.context.getState(getEnergy=True, groups={bias_group}).getPotentialEnergy()._value
-                offset = reweighting_offset(metadynamics._totalBias, settings.bias_factor, kT, periodic)
-                time_ps = simulation.currentStep * settings.outer_step_ps
-                angles = dihedral_angles(positions[None], [torsions[name] for name in observed])[0]
-                rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
-                frames.append(positions)
+                self._report()
                 bar.update(1)
                 if interrupted.is_set() or time.perf_counter() - last_save >= settings.checkpoint_seconds:
-                    save_checkpoint()
+                    self.save_checkpoint()
                     last_save = time.perf_counter()
                 if interrupted.is_set():
                     raise KeyboardInterrupt
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        save_checkpoint()
+        self.save_checkpoint()
         if interrupted.is_set():
             raise KeyboardInterrupt
-    steps = (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every
-    _write_trajectory(folder, md_system, np.array(frames), np.array(rows)[:, 0], settings)
-    return _write_results(
-        folder,
-        np.array(rows),
-        fields,
-        names,
-        torsions,
-        grids,
-        metadynamics,
-        settings,
-        kT,
-        {
+        return {
             "wall_seconds": wall,
             "cpu_seconds": cpu,
-            "md_steps_this_run": steps,
+            "md_steps_this_run": (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every,
             "resumed_from_report": first_report or None,
-        },
-    )
+        }
+
+    def _report(self) -> None:
+        """One report interval of metadynamics, then its COLVAR row and frame.
+
+        Raises
+        ------
+        NeuralCTError
+            If a CV left its grid or is not finite; the reports before it are written first.
+        """
+        settings, simulation = self.settings, self.simulation
+        positions = _advance(self.metadynamics, simulation, settings, self.masses, self.dof, len(self.rows))
+        values = np.array(self.metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
+        try:
+            _check_inside(values, self.variables, self.names, simulation)
+        except NeuralCTError as error:
+            if self.rows:
+                self.write_reports()
+                raise NeuralCTError(
+                    f"{error}; the {len(self.rows)} reports before it are in COLVAR and trajectory.nc"
+                ) from None
+            raise
+        bias = simulation.context.getState(getEnergy=True, groups={self.bias_group}).getPotentialEnergy()._value
+        periodic = settings.cv != "learned"
+        offset = reweighting_offset(self.metadynamics._totalBias, settings.bias_factor, self.kT, periodic)
+        time_ps = simulation.currentStep * settings.outer_step_ps
+        angles = dihedral_angles(positions[None], [self.torsions[name] for name in self.observed])[0]
+        self.rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
+        self.frames.append(positions)
+
+    def write_reports(self) -> None:
+        """Write the frames so far (``trajectory.nc`` with ``topology.pdb``) and their COLVAR."""
+        table = np.array(self.rows)
+        _write_trajectory(self.folder, self.md_system, np.array(self.frames), table[:, 0], self.settings)
+        write_colvar(self.folder / "COLVAR", table[:, 0], table[:, 1:], self.fields)
+
+    def write_results(self, timing: dict) -> dict[str, Any]:
+        """Write the reports, the bias and free-energy grids, the reweighted phi/psi surfaces and ``summary.json``.
+
+        Parameters
+        ----------
+        timing : dict
+            This run's figures from :meth:`run_reports`.
+
+        Returns
+        -------
+        dict
+            The summary.
+        """
+        self.write_reports()
+        table = np.array(self.rows)
+        _write_bias_grids(self.folder, self.metadynamics, self.grids, self.names)
+        column = {name: table[:, 1 + self.fields.index(name)] for name in self.torsions}
+        weights = metadynamics_weights(table[:, -1], self.kT)
+        ns = len(table) * self.settings.report_ps / 1000.0
+        by_torsion, surfaces = {}, {}
+        for name, dihedral in self.torsions.items():
+            if dihedral.kind != "phi":
+                continue
+            psi_name = next(
+                (other for other, d in self.torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None
+            )
+            if psi_name is not None:
+                surfaces.update(
+                    _write_phi_psi_surface(
+                        self.folder, name, psi_name, column[name], column[psi_name], weights, self.kT
+                    )
+                )
+            by_torsion[name] = _phi_figures(column[name], table[:, 0], weights, self.kT, ns)
+        summary = _summary(self.settings, self.names, self.grids, ns, by_torsion, surfaces, timing)
+        write_json(self.folder / "summary.json", summary)
+        return summary
+
+
+def _integrator(settings: BiasSettings, system: Any, bias_group: int) -> Any:
+    """The Langevin integrator, seeded from ``settings.seed``: with ``bias_every > 1`` multiple time steps (RESPA).
+
+    The bias force (force group ``bias_group``) gets the outer step; every other force group of
+    ``system`` is evaluated ``bias_every`` times in it.
+    """
+    import openmm as mm
+
+    if settings.bias_every > 1:
+        groups = sorted({force.getForceGroup() for force in system.getForces()} - {bias_group})
+        integrator = mm.MTSLangevinIntegrator(
+            settings.temperature,
+            settings.friction_per_ps,
+            settings.outer_step_ps,
+            [(bias_group, 1)] + [(g, settings.bias_every) for g in groups],
+        )
+    else:
+        integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps)
+    integrator.setRandomNumberSeed(int(np.random.SeedSequence(settings.seed).generate_state(1)[0] % (2**31 - 2)) + 1)
+    return integrator
+
+
+def _simulation(md_system: Any, integrator: Any, settings: BiasSettings) -> Any:
+    """An ``openmm.app.Simulation`` of ``md_system`` on ``settings.platform``.
+
+    Raises
+    ------
+    NeuralCTError
+        If the platform cannot run the system.
+    """
+    import openmm as mm
+    import openmm.app as app
+
+    try:
+        return app.Simulation(
+            md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform)
+        )
+    except Exception as exc:
+        raise NeuralCTError(
+            f"OpenMM platform {settings.platform} cannot run this system ({first_line(exc)}); choose another `platform`"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -488,7 +573,8 @@ def _advance(
         try:
             metadynamics.step(simulation, settings.steps_per_report)
         except Exception:
-            # OpenMM re-raises an error from inside a step (a learned CV's, on non-finite positions) as its own: the state says whether it blew up.
+            # OpenMM re-raises an error from inside a step (a learned CV's, on non-finite positions) as its
+            # own: the state says whether it blew up.
             checked_positions()
             raise
         return checked_positions()
@@ -513,94 +599,111 @@ def _write_trajectory(
 
 
 def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:
+    """Refuse CV ``values`` that are not finite or lie off their (non-periodic) grid."""
     for value, variable, name in zip(values, variables, names):
         if not np.isfinite(value):
             raise NeuralCTError(
-                f"{name} is not finite ({value}) at step {simulation.currentStep}; the molecule may be broken or the model unusable here"
+                f"{name} is not finite ({value}) at step {simulation.currentStep}; "
+                "the molecule may be broken or the model unusable here"
             )
         if not variable.periodic and not variable.minValue <= value <= variable.maxValue:
             raise NeuralCTError(
-                f"{name} = {value:.4g} left its grid [{variable.minValue:.4g}, {variable.maxValue:.4g}] at step {simulation.currentStep}; "
-                "rerun with a larger --grid-margin and --overwrite"
+                f"{name} = {value:.4g} left its grid [{variable.minValue:.4g}, {variable.maxValue:.4g}] "
+                f"at step {simulation.currentStep}; rerun with a larger `grid_margin` and `overwrite`"
             )
 
 
-def _write_results(
-    folder: Path,
-    table: np.ndarray,
-    fields: list[str],
-    names: list[str],
-    torsions: dict[str, Dihedral],
-    grids: list[dict],
-    metadynamics: Any,
-    settings: BiasSettings,
-    kT: float,
-    timing: dict,
-) -> dict[str, Any]:
-    from ..analysis.fes import free_energy_2d
+def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names: list[str]) -> None:
+    """The final bias and free energy on the grid (``bias.npy``, ``fes.npy``, kJ/mol) and the plot ``fes.png``."""
     from ..analysis.plots import plot_grid_free_energy
 
-    write_colvar(folder / "COLVAR", table[:, 0], table[:, 1:], fields)
     bias = np.asarray(metadynamics._totalBias)
     free = np.asarray(metadynamics.getFreeEnergy()._value)
     for name, array in (("bias.npy", bias), ("fes.npy", free)):
         _save_array(folder / name, array)
     plot_grid_free_energy(
         (free - free.min()).T,
-        [{**g, "name": g["name"]} for g in grids],
+        grids,
         folder / "fes.png",
         f"well-tempered metadynamics on {', '.join(names)}: -(gamma/(gamma-1)) V",
     )
-    column = {name: table[:, 1 + fields.index(name)] for name in torsions}
-    rbias = table[:, -1]
-    weights = np.exp((rbias - rbias.max()) / kT)
-    ns = len(table) * settings.report_ps / 1000.0
-    by_torsion, surfaces = {}, {}
-    for name, dihedral in torsions.items():
-        if dihedral.kind != "phi":
-            continue
-        phi = column[name]
-        psi_name = next(
-            (other for other, d in torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None
+
+
+def _write_phi_psi_surface(
+    folder: Path, phi_name: str, psi_name: str, phi: np.ndarray, psi: np.ndarray, weights: np.ndarray, kT: float
+) -> dict[str, str]:
+    """Write the reweighted free energy of one residue's phi and psi (``.npy`` and ``.png``); its file and description.
+
+    Parameters
+    ----------
+    phi, psi : np.ndarray, shape=(n_frames,)
+        The residue's backbone torsions in rad, named ``phi_name`` and ``psi_name`` in the COLVAR.
+    weights : np.ndarray, shape=(n_frames,)
+        The frames' weights.
+    kT : float
+        Thermal energy in kJ/mol.
+    """
+    from ..analysis.fes import free_energy_2d
+    from ..analysis.plots import plot_grid_free_energy
+
+    suffix = "" if phi_name == "phi" else "_" + phi_name.removeprefix("phi_")
+    surface, _, _ = free_energy_2d(
+        phi, psi, bins=_PHI_PSI_BINS, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights
+    )
+    _save_array(folder / f"fes_phi_psi_reweighted{suffix}.npy", surface)
+    # The surface holds bins: the plot's grid is their centres.
+    centres = {"min": -math.pi + math.pi / _PHI_PSI_BINS, "max": math.pi - math.pi / _PHI_PSI_BINS}
+    axes = [{"name": f"{phi_name} (rad)", **centres}, {"name": f"{psi_name} (rad)", **centres}]
+    plot_grid_free_energy(
+        surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", "reweighted free energy (Tiwary-Parrinello c(t))"
+    )
+    return {
+        f"fes_phi_psi_reweighted{suffix}.npy": (
+            f"reweighted free energy F({phi_name}, {psi_name}), kJ/mol, minimum 0, NaN in bins without frames; "
+            f"shape ({_PHI_PSI_BINS}, {_PHI_PSI_BINS}): first index {phi_name}, second {psi_name}, "
+            f"{_PHI_PSI_BINS} equal bins each over [-pi, pi] rad (bin i from -pi + 2 pi i/{_PHI_PSI_BINS})"
         )
-        if psi_name is not None:
-            suffix = "" if name == "phi" else "_" + name.removeprefix("phi_")
-            surface, _, _ = free_energy_2d(
-                phi,
-                column[psi_name],
-                bins=_PHI_PSI_BINS,
-                kT=kT,
-                range=((-math.pi, math.pi), (-math.pi, math.pi)),
-                weights=weights,
-            )
-            _save_array(folder / f"fes_phi_psi_reweighted{suffix}.npy", surface)
-            # The surface holds bins: the plot's grid is their centres.
-            centres = {"min": -math.pi + math.pi / _PHI_PSI_BINS, "max": math.pi - math.pi / _PHI_PSI_BINS}
-            axes = [{"name": f"{name} (rad)", **centres}, {"name": f"{psi_name} (rad)", **centres}]
-            plot_grid_free_energy(
-                surface,
-                axes,
-                folder / f"fes_phi_psi_reweighted{suffix}.png",
-                "reweighted free energy (Tiwary-Parrinello c(t))",
-            )
-            surfaces[f"fes_phi_psi_reweighted{suffix}.npy"] = (
-                f"reweighted free energy F({name}, {psi_name}), kJ/mol, minimum 0, NaN in bins without frames; shape ({_PHI_PSI_BINS}, {_PHI_PSI_BINS}): "
-                f"first index {name}, second {psi_name}, {_PHI_PSI_BINS} equal bins each over [-pi, pi] rad (bin i from -pi + 2 pi i/{_PHI_PSI_BINS})"
-            )
-        transitions = count_transitions(phi)
-        first_entry = np.nonzero((phi > CORE_B[0]) & (phi < CORE_B[1]))[0]
-        difference = phi_free_energy_difference(phi, weights, kT)
-        by_torsion[name] = {
-            "phi_transitions": transitions,
-            "phi_transitions_per_ns": transitions / ns,
-            "first_entry_into_B_ps": float(table[first_entry[0], 0]) if len(first_entry) else None,
-            "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
-            "delta_F_standard_error_kj": difference.standard_error_kj,
-            "delta_F_blocks": difference.blocks,
-            "delta_F_not_computed_because": difference.reason,
-        }
+    }
+
+
+def _phi_figures(phi: np.ndarray, time_ps: np.ndarray, weights: np.ndarray, kT: float, ns: float) -> dict[str, Any]:
+    """One backbone phi's transitions between the core sets, its first entry into B and its reweighted F difference.
+
+    Parameters
+    ----------
+    phi, time_ps, weights : np.ndarray, shape=(n_frames,)
+        The torsion in rad, the frames' times in ps and their weights.
+    kT : float
+        Thermal energy in kJ/mol.
+    ns : float
+        The run's length in ns.
+    """
+    transitions = count_transitions(phi)
+    entry = first_entry(phi, CORE_B)
+    difference = phi_free_energy_difference(phi, weights, kT)
+    return {
+        "phi_transitions": transitions,
+        "phi_transitions_per_ns": transitions / ns,
+        "first_entry_into_B_ps": None if entry is None else float(time_ps[entry]),
+        "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
+        "delta_F_standard_error_kj": difference.standard_error_kj,
+        "delta_F_blocks": difference.blocks,
+        "delta_F_not_computed_because": difference.reason,
+    }
+
+
+def _summary(
+    settings: BiasSettings,
+    names: list[str],
+    grids: list[dict],
+    ns: float,
+    by_torsion: dict[str, dict],
+    surfaces: dict[str, str],
+    timing: dict,
+) -> dict[str, Any]:
+    """The run's ``summary.json``: CVs and grids, settings, phi figures, what each file holds, timing."""
     steps = timing["md_steps_this_run"]
-    summary = {
+    return {
         "cvs": names,
         "grids": grids,
         "settings": asdict(settings),
@@ -610,26 +713,28 @@ def _write_results(
         "phi_torsions": by_torsion,
         "core_sets_rad": {"A": list(CORE_A), "B": list(CORE_B)},
         "reweighted_phi_psi_surfaces": list(surfaces),
-        "reweighting": "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), c(t) from the bias grid at each report",
+        "reweighting": "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), "
+        "c(t) from the bias grid at each report",
         "steps_per_second": steps / timing["wall_seconds"] if steps and timing["wall_seconds"] > 0 else None,
         "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
         "step_unit": f"MD steps of {settings.timestep_fs} fs (the bias is evaluated every {settings.bias_every})",
         "bias_files": {
-            "bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics",
+            "bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), "
+            "as openmm.app.Metadynamics",
             "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid",
             **surfaces,
         },
         "delta_F": (
-            "F(phi > 0) - F(phi <= 0) from the reweighted frames, only where phi entered both core sets (at least one transition); "
+            "F(phi > 0) - F(phi <= 0) from the reweighted frames, only where phi entered both core sets "
+            "(at least one transition); "
             f"standard error from the spread between {FREE_ENERGY_BLOCKS} contiguous blocks of the run"
         ),
         **timing,
     }
-    write_json(folder / "summary.json", summary)
-    return summary
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
+    """``numpy.save`` of ``array`` to ``path`` atomically."""
     buffer = io.BytesIO()
     np.save(buffer, array)
     atomic_write_bytes(path, buffer.getvalue())

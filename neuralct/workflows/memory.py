@@ -67,7 +67,8 @@ def check_fits(needed: Mapping[str, tuple[float, str]], what: str) -> None:
     Parameters
     ----------
     needed : mapping of str to (float, str)
-        For each large part of the work: its size in bytes and the option that scales it.
+        For each large part of the work: its size in bytes and the argument that scales it, backquoted
+        (``"`samples`"``), which the command line shows as its flag.
     what : str
         The work, in words (``"sampling 16 chains for 1000 samples"``).
 

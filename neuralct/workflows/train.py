@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.pairs import lagged_pairs, split_lagged_pairs
+from ..data.loading import PhaseSpaceData
+from ..data.pairs import LaggedPairs
 from ..errors import NeuralCTError
-from ..model.transformation import NeuralCanonicalTransformation
+from ..model.transformation import ModeRanking, NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
 from ..training.device import float32_matmul_precision, resolve_device
 from ..training.loop import TrainingResult, TrainingSettings, peak_memory_mb, train
@@ -33,7 +35,11 @@ __all__ = [
     "fit_frames",
     "fit_toy",
     "fit_trajectories",
+    "prepare_trajectory_fit",
+    "rank_by_autocorrelation",
+    "run_trajectory_fit",
     "split_trajectories",
+    "TrajectoryFit",
     "training_memory_needed",
     "validation_interval",
     "DTYPES",
@@ -64,7 +70,7 @@ def validation_interval(batch_size: int, validation_frames: int, at_least: int) 
 def architecture_from_options(
     layers: str, couplings: int, hidden: int, depth: int, leapfrog_steps: int
 ) -> list[dict[str, Any]]:
-    """Translate the CLI's ``--layers`` list (e.g. ``linear-point,point``) into layer specs."""
+    """Translate a comma-separated list of layer names (e.g. ``linear-point,point``) into layer specs."""
     specs = []
     for name in (item.strip() for item in layers.split(",") if item.strip()):
         if name == "linear":
@@ -77,10 +83,10 @@ def architecture_from_options(
             specs.append({"type": "continuous", "steps": leapfrog_steps, "hidden": hidden, "depth": depth})
         else:
             raise NeuralCTError(
-                f"--layers: unknown layer {name!r}; use a comma-separated list of {', '.join(_LAYER_NAMES)}"
+                f"`layers`: unknown layer {name!r}; use a comma-separated list of {', '.join(_LAYER_NAMES)}"
             )
     if not specs:
-        raise NeuralCTError("--layers is empty; name at least one layer")
+        raise NeuralCTError("`layers` is empty; name at least one layer")
     return specs
 
 
@@ -119,7 +125,7 @@ def training_memory_needed(
     Returns
     -------
     dict of str to (float, str)
-        Each part's bytes and the option that scales it, for :func:`neuralct.workflows.memory.check_fits`.
+        Each part's bytes and the arguments that scale it, for :func:`neuralct.workflows.memory.check_fits`.
     """
 
     def counts(width: int) -> tuple[int, int]:
@@ -139,15 +145,15 @@ def training_memory_needed(
     needed = {
         "the network, its gradients and optimizer state": (
             _PARAMETER_COPIES * parameters * itemsize,
-            "--hidden, --depth or --couplings",
+            "`hidden`, `depth` or `couplings`",
         ),
         "a minibatch's activations": (
             _ACTIVATIONS_PER_UNIT * batch_size * (units + 4 * dim) * itemsize,
-            "--batch-size",
+            "`batch_size`",
         ),
     }
     if toy_samples:
-        needed["the toy's exact samples"] = (4 * toy_samples * dim * 8, "--samples")
+        needed["the toy's exact samples"] = (4 * toy_samples * dim * 8, "`samples`")
     return needed
 
 
@@ -210,20 +216,20 @@ def fit_toy(
         final loss, exact references, and for variational runs the free energy in kT).
     """
     if mode not in ("ml", "variational"):
-        raise NeuralCTError(f"--mode must be ml or variational, got {mode!r}")
+        raise NeuralCTError(f"`mode` must be ml or variational, got {mode!r}")
     if init not in ("auto", "data", "harmonic", "identity"):
-        raise NeuralCTError(f"--init must be auto, data, harmonic or identity, got {init!r}")
+        raise NeuralCTError(f"`init` must be auto, data, harmonic or identity, got {init!r}")
     if init == "auto":
         init = "data" if mode == "ml" else "harmonic"
     if init == "data" and mode != "ml":
-        raise NeuralCTError("--init data needs samples: use it with --mode ml")
+        raise NeuralCTError("`init` data needs samples: use it with `mode` ml")
     if not 0 <= validation_fraction < 1:
-        raise NeuralCTError("--validation-fraction must be in [0, 1)")
+        raise NeuralCTError("`validation_fraction` must be in [0, 1)")
     if mode == "ml":
         n_valid = int(round(validation_fraction * samples))
-        check_enough_samples(samples - n_valid, None, system.dim, "samples", "raise --samples")
+        check_enough_samples(samples - n_valid, None, system.dim, "samples", "raise `samples`")
     if position_noise and mode != "ml":
-        raise NeuralCTError("--position-noise perturbs training samples: use it with --mode ml")
+        raise NeuralCTError("`position_noise` perturbs training samples: use it with `mode` ml")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -280,9 +286,10 @@ def fit_toy(
 
 
 def _lagged_figures(
-    model: NeuralCanonicalTransformation, objective: LaggedLikelihood, lag_ps: float, vamp_lags_ps: list[float] | None
+    model: NeuralCanonicalTransformation, objective: LaggedLikelihood, fit: TrajectoryFit
 ) -> dict[str, Any]:
     """What a time-lagged run reports besides the common figures."""
+    lag_ps = fit.lagged.lag_ps
     return {
         "objective": "time-lagged likelihood: ln rho(x_t) + ln p_tau(T(x_t+tau) | T(x_t)), latent Langevin oscillators",
         "lagged_term": "configuration only (momenta resampled)"
@@ -292,7 +299,7 @@ def _lagged_figures(
         "vamp2_term": {
             "weight": objective.vamp_weight,
             "modes": objective.vamp_modes,
-            "lags_ps": vamp_lags_ps or [lag_ps],
+            "lags_ps": [pairs.lag_ps for pairs in fit.vamp_pairs] if fit.vamp_pairs else [lag_ps],
         }
         if objective.vamp_weight
         else None,
@@ -344,7 +351,7 @@ def check_frame_weights(
     dtype : {"float32", "float64"}
         The training precision.
     source : str
-        Where the weights come from (e.g. ``--weights FILE``), for the error.
+        Where the weights come from (e.g. the file), for the error.
     """
     train_index, valid_index, split = split_trajectories(traj_lengths, validation_trajectories)
     needs = {
@@ -355,13 +362,14 @@ def check_frame_weights(
         if bool(torch.as_tensor(weights[index], dtype=DTYPES[dtype]).sum() > 0):
             continue
         precision = (
-            f" in {dtype} (--dtype float64 keeps weights down to 1e-308 of the largest)"
+            f" in {dtype} (`dtype` float64 keeps weights down to 1e-308 of the largest)"
             if weights[index].sum() > 0
             else ""
         )
         raise NeuralCTError(
             f"{source}: the {frames} carry no weight{precision} ({split}), so {why}; give them weight, or hold out "
-            "trajectories such that training and validation frames both have some (--validation-trajectories holds out the last ones)"
+            "trajectories such that training and validation frames both have some (`validation_trajectories` holds "
+            "out the last ones)"
         )
 
 
@@ -384,7 +392,8 @@ def split_trajectories(traj_lengths: list[int], validation_trajectories: int) ->
         return np.arange(cut), np.arange(cut, n), "single trajectory: last 20% of frames held out as a contiguous block"
     if not 1 <= validation_trajectories < len(traj_lengths):
         raise NeuralCTError(
-            f"--validation-trajectories must be between 1 and {len(traj_lengths) - 1} for {len(traj_lengths)} trajectories"
+            f"`validation_trajectories` must be between 1 and {len(traj_lengths) - 1} for {len(traj_lengths)} "
+            "trajectories"
         )
     held = list(range(len(traj_lengths) - validation_trajectories, len(traj_lengths)))
     index = [np.arange(starts[k], starts[k] + traj_lengths[k]) for k in range(len(traj_lengths))]
@@ -403,9 +412,9 @@ def fit_frames(
     valid_index: np.ndarray | None = None,
     p: np.ndarray | None = None,
     weights: np.ndarray | None = None,
-    lagged_pairs: tuple[np.ndarray, np.ndarray, float] | None = None,
+    pairs: LaggedPairs | None = None,
     vamp_weight: float = 0.0,
-    vamp_pairs: list | None = None,
+    vamp_pairs: Sequence[LaggedPairs] | None = None,
     dtype: str = "float32",
     device: str = "auto",
     seed: int = 0,
@@ -432,13 +441,14 @@ def fit_frames(
         Recorded momenta; None draws Maxwell-Boltzmann momenta fresh for every minibatch.
     weights : np.ndarray, shape=(n_frames,), optional
         Frame weights of biased data (weighted maximum likelihood, weighted start).
-    lagged_pairs : (train_pairs, valid_pairs, lag_ps), optional
-        Index pairs into ``y`` of frames ``lag_ps`` apart (arrays of shape (n_pairs, 2)):
-        train with the time-lagged objective instead of maximum likelihood on single frames.
+    pairs : LaggedPairs, optional
+        Training and validation pairs of frames of ``y`` a lag apart
+        (:func:`neuralct.data.pairs.split_lagged_pairs`): train with the time-lagged objective
+        instead of maximum likelihood on single frames.
     vamp_weight : float
-        With ``lagged_pairs``: weight of an added VAMP-2 term of the two slowest latent positions.
-    vamp_pairs : list of (train_pairs, valid_pairs), optional
-        Index pairs of the VAMP-2 term, one entry per lag (averaged); None: ``lagged_pairs``.
+        With ``pairs``: weight of an added VAMP-2 term of the two slowest latent positions.
+    vamp_pairs : sequence of LaggedPairs, optional
+        Pairs of the VAMP-2 term, one entry per lag (averaged); None: ``pairs``.
     matmul_precision : {"highest", "high"}
         float32 matrix-product precision during training (``high``: TF32 on CUDA).
     position_noise : float
@@ -450,12 +460,10 @@ def fit_frames(
     model, result, device, objective
         The trained model, what the run measured, the torch device it ran on and the objective.
     """
-    if weights is not None and lagged_pairs is not None:
-        raise NeuralCTError(
-            "frame weights (--weights, --bias-colvar) go with single-frame maximum likelihood only; drop --lag-ps"
-        )
-    if position_noise and lagged_pairs is not None:
-        raise NeuralCTError("--position-noise perturbs single frames: drop it with --lag-ps")
+    if weights is not None and pairs is not None:
+        raise NeuralCTError("frame weights (`weights`) go with single-frame maximum likelihood only; drop `lag_ps`")
+    if position_noise and pairs is not None:
+        raise NeuralCTError("`position_noise` perturbs single frames: drop it with `lag_ps`")
     torch_device = resolve_device(device)
     torch_dtype = DTYPES[dtype]
     torch.manual_seed(seed)
@@ -484,11 +492,11 @@ def fit_frames(
         architecture=architecture,
         time_unit=1.0,
         metadata=metadata,
-        latent_dynamics=lagged_pairs is not None,
+        latent_dynamics=pairs is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
     model.initialize(weighted_resample(y_train, rows(w_all, train_index), generator), generator=generator)
-    if lagged_pairs is None:
+    if pairs is None:
         noise = stiffest_mode_noise(y_train, model.masses, position_noise)
         objective = MaximumLikelihood(
             y_train,
@@ -500,24 +508,62 @@ def fit_frames(
             position_noise=noise,
         )
     else:
-        train_pairs, valid_pairs, lag_ps = lagged_pairs
-        objective = LaggedLikelihood(
-            y_all,
-            p_all,
-            train_pairs,
-            valid_pairs,
-            lag=lag_ps / model.time_unit,
-            vamp_weight=vamp_weight,
-            vamp_pairs=vamp_pairs,
-        )
+        objective = LaggedLikelihood(y_all, p_all, pairs, vamp_weight=vamp_weight, vamp_pairs=vamp_pairs)
         objective.initialize_frictions(model, seed=seed)
     with float32_matmul_precision(matmul_precision):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     return model, result, torch_device, objective
 
 
+@dataclass(frozen=True)
+class TrajectoryFit:
+    """A checked fit on trajectories: the frames that train and validate, and the pairs of frames its lags make.
+
+    Made by :func:`prepare_trajectory_fit`, run by :func:`run_trajectory_fit`.
+
+    Attributes
+    ----------
+    data : neuralct.data.PhaseSpaceData
+        The trajectories.
+    selection : str
+        The atom selection of ``data`` as the user gave it (recorded in the model).
+    momenta : {"resample", "recorded"}
+        Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+    train_index, valid_index : np.ndarray of int
+        The training and the held-out validation frames (:func:`split_trajectories`).
+    split : str
+        How they were split (for summary.json).
+    lagged : LaggedPairs or None
+        The pairs of the time-lagged objective; None: maximum likelihood on single frames.
+    vamp_weight : float
+        Weight of the VAMP-2 term of the time-lagged objective.
+    vamp_pairs : tuple of LaggedPairs or None
+        The pairs of the VAMP-2 term, one entry per lag, the shortest first; None: ``lagged``.
+    rank_pairs : LaggedPairs or None
+        The pairs whose autocorrelation ranks the trained model's modes (:func:`rank_by_autocorrelation`);
+        None: the model ranks them itself.
+    weights : np.ndarray, shape=(n_frames,), or None
+        Frame weights of biased data.
+    dtype : {"float32", "float64"}
+        Training precision.
+    """
+
+    data: PhaseSpaceData
+    selection: str
+    momenta: str
+    train_index: np.ndarray
+    valid_index: np.ndarray
+    split: str
+    lagged: LaggedPairs | None
+    vamp_weight: float
+    vamp_pairs: tuple[LaggedPairs, ...] | None
+    rank_pairs: LaggedPairs | None
+    weights: np.ndarray | None
+    dtype: str
+
+
 def fit_trajectories(
-    data,
+    data: PhaseSpaceData,
     architecture: list[dict[str, Any]],
     settings: TrainingSettings,
     *,
@@ -543,154 +589,317 @@ def fit_trajectories(
     :class:`~neuralct.data.RigidBodyFrame` (the six rigid-body directions are projected
     out, so the likelihood is bounded); these have unit mass, so momenta are
     Maxwell-Boltzmann ``N(0, kT)`` draws, fresh for every minibatch by default.
+    :func:`prepare_trajectory_fit` then :func:`run_trajectory_fit`: a caller that must refuse
+    bad options before any work (the command line) calls the two itself.
 
     Parameters
     ----------
     data : neuralct.data.PhaseSpaceData
         Loaded trajectories.
-    momenta : {"resample", "recorded"}
-        Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
-    lag_ps : float, optional
-        Train on pairs ``(x_t, x_t+lag)`` with the time-lagged objective of
-        :class:`neuralct.training.objectives.LaggedLikelihood` (latent Langevin dynamics, modes ranked by relaxation time):
-        the phase-space transition density with recorded momenta, the configuration-only
-        one with resampled momenta. None: maximum likelihood on single frames.
-    vamp_weight : float
-        With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
-    vamp_lags_ps : list of float, optional
-        With ``vamp_weight``: the lags of the VAMP-2 term, whose scores are averaged (each a
-        whole number of frames). None: ``lag_ps`` alone.
-    weights : np.ndarray, shape=(n_frames,), optional
-        Frame weights of biased data (weighted maximum likelihood, weighted start).
-    matmul_precision, position_noise
-        As in :func:`fit_frames`.
-    rank_lag_ps : float, optional
-        Rank the trained model's modes by their autocorrelation at this lag on the
-        training trajectories (:func:`rank_by_autocorrelation`) instead of
-        by frequency; not with ``lag_ps``, which ranks by relaxation time already.
-    weights_source : str
-        Where ``weights`` come from (e.g. ``--weights FILE``), for errors.
+    architecture, settings
+        As in :func:`run_trajectory_fit`.
+
+    The other arguments are those of :func:`prepare_trajectory_fit` (what to fit) and of
+    :func:`run_trajectory_fit` (how to run it).
 
     Returns
     -------
     model, summary
     """
-    from ..model.molecular import latent_ranges, molecule_metadata
-
-    if momenta not in ("resample", "recorded"):
-        raise NeuralCTError(f"--momenta must be resample or recorded, got {momenta!r}")
-    if momenta == "recorded" and data.momenta_source != "recorded":
-        raise NeuralCTError(
-            "--momenta recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)"
-        )
-    if vamp_weight and lag_ps is None:
-        raise NeuralCTError("--vamp-weight needs --lag-ps (the VAMP-2 term scores pairs of frames a lag apart)")
-    if vamp_lags_ps and not vamp_weight:
-        raise NeuralCTError("--vamp-lags-ps needs --vamp-weight (the lags of the VAMP-2 term)")
-    if rank_lag_ps is not None and lag_ps is not None:
-        raise NeuralCTError(
-            "--rank-lag-ps ranks the modes of a maximum-likelihood model; with --lag-ps they are ranked by relaxation time already: drop one"
-        )
-    rank_lag_frames = None if rank_lag_ps is None else data.lag_frames(rank_lag_ps, "--rank-lag-ps")
-    train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
-    check_enough_samples(
-        len(train_index),
-        len(valid_index),
-        data.frame.dim,
-        "frames",
-        "give longer trajectories, a smaller --stride or fewer atoms (--selection)",
+    fit = prepare_trajectory_fit(
+        data,
+        selection=selection,
+        validation_trajectories=validation_trajectories,
+        momenta=momenta,
+        lag_ps=lag_ps,
+        vamp_weight=vamp_weight,
+        vamp_lags_ps=vamp_lags_ps,
+        rank_lag_ps=rank_lag_ps,
+        weights=weights,
+        weights_source=weights_source,
+        dtype=dtype,
     )
+    return run_trajectory_fit(
+        fit,
+        architecture,
+        settings,
+        device=device,
+        seed=seed,
+        checkpoint=checkpoint,
+        matmul_precision=matmul_precision,
+        position_noise=position_noise,
+    )
+
+
+def prepare_trajectory_fit(
+    data: PhaseSpaceData,
+    *,
+    selection: str = "heavy",
+    validation_trajectories: int = 1,
+    momenta: str = "resample",
+    lag_ps: float | None = None,
+    vamp_weight: float = 0.0,
+    vamp_lags_ps: Sequence[float] | None = None,
+    rank_lag_ps: float | None = None,
+    weights: np.ndarray | None = None,
+    weights_source: str = "the frame weights",
+    dtype: str = "float32",
+) -> TrajectoryFit:
+    """Check the options of a fit on trajectories and split the frames and pairs, before any work.
+
+    Every lag is a whole number of frames (:func:`neuralct.data.pairs.lag_in_frames`). Whether
+    enough frames are left to train is checked when the fit runs (:func:`run_trajectory_fit`).
+
+    Parameters
+    ----------
+    data : neuralct.data.PhaseSpaceData
+        Loaded trajectories.
+    selection : str
+        The atom selection of ``data`` as the user gave it (recorded in the model).
+    validation_trajectories : int
+        The last trajectories, held out for validation (:func:`split_trajectories`).
+    momenta : {"resample", "recorded"}
+        Fresh Maxwell-Boltzmann momenta every minibatch, or the recorded on-step ones.
+    lag_ps : float, optional
+        Train on pairs ``(x_t, x_t+lag_ps)`` with the time-lagged objective of
+        :class:`neuralct.training.objectives.LaggedLikelihood` (latent Langevin dynamics, modes
+        ranked by relaxation time): the phase-space transition density with recorded momenta,
+        the configuration-only one with resampled momenta. None: maximum likelihood on single frames.
+    vamp_weight : float
+        With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
+    vamp_lags_ps : sequence of float, optional
+        With ``vamp_weight``: the lags of the VAMP-2 term, whose scores are averaged. None: ``lag_ps`` alone.
+    rank_lag_ps : float, optional
+        Rank the trained model's modes by their autocorrelation at this lag on the training
+        trajectories (:func:`rank_by_autocorrelation`) instead of by frequency; not with
+        ``lag_ps``, which ranks by relaxation time already.
+    weights : np.ndarray, shape=(n_frames,), optional
+        Frame weights of biased data (weighted maximum likelihood, weighted start).
+    weights_source : str
+        Where ``weights`` come from (e.g. the file), for errors.
+    dtype : {"float32", "float64"}
+        Training precision.
+
+    Returns
+    -------
+    TrajectoryFit
+
+    Raises
+    ------
+    NeuralCTError
+        For options that do not go together, a lag that is no whole number of frames or leaves
+        too few pairs, or weights that leave the training or the validation frames without any.
+    """
+    _check_objective_options(data, momenta, lag_ps, vamp_weight, vamp_lags_ps, rank_lag_ps)
+    train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     if weights is not None:
         check_frame_weights(weights, list(data.traj_lengths), validation_trajectories, dtype, weights_source)
-    steps_per_epoch = max(1, math.ceil(len(train_index) / settings.batch_size))
+
+    def pairs(lag_ps: float | None, name: str) -> LaggedPairs | None:
+        return None if lag_ps is None else data.split_lagged_pairs(lag_ps, train_index, valid_index, name)
+
+    rank_pairs = pairs(rank_lag_ps, "`rank_lag_ps`")
+    if rank_pairs is not None and len(rank_pairs.train[0]) < 2:
+        raise NeuralCTError(
+            f"`rank_lag_ps` {rank_lag_ps} leaves fewer than 2 pairs of training frames that far apart; "
+            "use a shorter lag or longer trajectories"
+        )
+    return TrajectoryFit(
+        data=data,
+        selection=selection,
+        momenta=momenta,
+        train_index=train_index,
+        valid_index=valid_index,
+        split=split,
+        lagged=pairs(lag_ps, "`lag_ps`"),
+        vamp_weight=vamp_weight,
+        vamp_pairs=tuple(pairs(vamp_lag_ps, "`vamp_lags_ps`") for vamp_lag_ps in sorted(set(vamp_lags_ps)))
+        if vamp_lags_ps
+        else None,
+        rank_pairs=rank_pairs,
+        weights=weights,
+        dtype=dtype,
+    )
+
+
+def _check_objective_options(
+    data: PhaseSpaceData,
+    momenta: str,
+    lag_ps: float | None,
+    vamp_weight: float,
+    vamp_lags_ps: Sequence[float] | None,
+    rank_lag_ps: float | None,
+) -> None:
+    """Refuse momenta the trajectories do not have, and lag options that do not go together."""
+    if momenta not in ("resample", "recorded"):
+        raise NeuralCTError(f"`momenta` must be resample or recorded, got {momenta!r}")
+    if momenta == "recorded" and data.momenta_source != "recorded":
+        raise NeuralCTError(
+            "`momenta` recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)"
+        )
+    if vamp_weight and lag_ps is None:
+        raise NeuralCTError("`vamp_weight` needs `lag_ps` (the VAMP-2 term scores pairs of frames a lag apart)")
+    if vamp_lags_ps and not vamp_weight:
+        raise NeuralCTError("`vamp_lags_ps` needs `vamp_weight` (the lags of the VAMP-2 term)")
+    if rank_lag_ps is not None and lag_ps is not None:
+        raise NeuralCTError(
+            "`rank_lag_ps` ranks the modes of a maximum-likelihood model; with `lag_ps` they are ranked by "
+            "relaxation time already: drop one"
+        )
+
+
+def run_trajectory_fit(
+    fit: TrajectoryFit,
+    architecture: list[dict[str, Any]],
+    settings: TrainingSettings,
+    *,
+    device: str = "auto",
+    seed: int = 0,
+    checkpoint: Path | None = None,
+    matmul_precision: str = "highest",
+    position_noise: float = 0.0,
+) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
+    """Train the model a :class:`TrajectoryFit` describes, rank its modes if asked, and collect its summary.
+
+    Refuses first a training set not larger than the dimension (:func:`check_enough_samples`).
+
+    Parameters
+    ----------
+    fit : TrajectoryFit
+        From :func:`prepare_trajectory_fit`.
+    architecture : list of dict
+        Layer specs (:func:`architecture_from_options`).
+    settings : TrainingSettings
+        Steps, batch size, learning rate, checkpoints.
+    device, seed, checkpoint, matmul_precision, position_noise
+        As in :func:`fit_frames`.
+
+    Returns
+    -------
+    model, summary
+        The trained model (its metadata recording the molecule, the training and validation
+        trajectories, the CV ranges and the training history) and the figures for summary.json.
+    """
+    from ..model.molecular import molecule_metadata
+
+    data = fit.data
+    check_enough_samples(
+        len(fit.train_index),
+        len(fit.valid_index),
+        data.frame.dim,
+        "frames",
+        "give longer trajectories, a smaller `stride` or fewer atoms (`selection`)",
+    )
     y = data.internal_positions()
-    p = data.internal_momenta() if momenta == "recorded" else None
-    lagged_pairs = None
-    if lag_ps is not None:
-        lag_frames = data.lag_frames(lag_ps, "--lag-ps")
-        train_pairs, valid_pairs = split_lagged_pairs(list(data.traj_lengths), lag_frames, train_index, valid_index)
-        lagged_pairs = (train_pairs, valid_pairs, lag_frames * data.timestep_ps)
-    vamp_pairs = None
-    if vamp_lags_ps:
-        vamp_lags_ps = sorted(set(vamp_lags_ps))
-        frames = [data.lag_frames(lag, "--vamp-lags-ps") for lag in vamp_lags_ps]
-        vamp_pairs = [split_lagged_pairs(list(data.traj_lengths), lag, train_index, valid_index) for lag in frames]
+    p = data.internal_momenta() if fit.momenta == "recorded" else None
     model, result, torch_device, objective = fit_frames(
         y,
         data.kT,
         architecture,
         settings,
-        train_index=train_index,
-        valid_index=valid_index,
+        train_index=fit.train_index,
+        valid_index=fit.valid_index,
         p=p,
-        weights=weights,
-        lagged_pairs=lagged_pairs,
-        vamp_weight=vamp_weight,
-        vamp_pairs=vamp_pairs,
-        dtype=dtype,
+        weights=fit.weights,
+        pairs=fit.lagged,
+        vamp_weight=fit.vamp_weight,
+        vamp_pairs=fit.vamp_pairs,
+        dtype=fit.dtype,
         device=device,
         seed=seed,
         checkpoint=checkpoint,
-        metadata={"molecule": molecule_metadata(data, selection), "mode": "ml"},
+        metadata={"molecule": molecule_metadata(data, fit.selection), "mode": "ml"},
         matmul_precision=matmul_precision,
         position_noise=position_noise,
     )
-    if rank_lag_frames is not None:
-        model.metadata["mode_ranking"] = rank_by_autocorrelation(
-            model, y, list(data.traj_lengths), train_index, rank_lag_frames, rank_lag_ps
-        )
+    if fit.rank_pairs is not None:
+        model.mode_ranking = rank_by_autocorrelation(model, y, fit.rank_pairs, fit.train_index)
+    summary = _trajectory_summary(fit, model, result, objective, settings, torch_device, position_noise)
+    _record_training(model, fit, y, result.history, summary)
+    return model, summary
+
+
+def _trajectory_summary(
+    fit: TrajectoryFit,
+    model: NeuralCanonicalTransformation,
+    result: TrainingResult,
+    objective: Any,
+    settings: TrainingSettings,
+    device: torch.device,
+    position_noise: float,
+) -> dict[str, Any]:
+    """The figures of a trained fit on trajectories for summary.json."""
+    data = fit.data
     summary: dict[str, Any] = {
         "mode": "ml",
         "trajectories": [str(path) for path in data.paths],
         "frames": int(data.n_frames),
-        "selection": selection,
+        "selection": fit.selection,
         "atoms_selected": int(len(data.atom_indices)),
-        "dimension": int(y.shape[1]),
-        "rigid_body": "aligned (mass-weighted Kabsch fit in float64); 6 rigid-body directions projected out: 3N-6 internal coordinates of unit mass",
+        "dimension": int(data.frame.dim),
+        "rigid_body": "aligned (mass-weighted Kabsch fit in float64); 6 rigid-body directions projected out: "
+        "3N-6 internal coordinates of unit mass",
         "max_fit_rmsd_nm": float(np.max(data.rmsd)),
-        "momenta": "Maxwell-Boltzmann, fresh every minibatch" if p is None else "recorded on-step velocities",
+        "momenta": "Maxwell-Boltzmann, fresh every minibatch"
+        if fit.momenta != "recorded"
+        else "recorded on-step velocities",
         "position_noise": position_noise,
         "temperature_K": float(data.temperature),
-        "validation": split,
+        "validation": fit.split,
         "frequencies": model.frequencies.detach().cpu().double().tolist(),
         "frequency_unit": "rad/ps",
         "final_loss": result.final_loss,
         "loss_unit": "nats per frame (reduced units)",
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": max(1, math.ceil(len(fit.train_index) / settings.batch_size)),
         "train_nll": result.history["train_loss"],
         "validation_nll": result.history["valid_loss"],
         "nll_recorded": (
-            f"at the steps of history.step: every {settings.validate_every} steps or more, so that validation takes at most "
-            f"{VALIDATION_BUDGET:.0%} of the training time; train_nll is the mean over the minibatches since the previous record"
+            f"at the steps of history.step: every {settings.validate_every} steps or more, so that validation takes "
+            f"at most {VALIDATION_BUDGET:.0%} of the training time; train_nll is the mean over the minibatches since "
+            "the previous record"
         ),
-        **_run_figures(model, result, settings, torch_device, dtype),
+        **_run_figures(model, result, settings, device, fit.dtype),
     }
-    if lag_ps is not None:
-        summary.update(_lagged_figures(model, objective, lag_ps, vamp_lags_ps))
-    if rank_lag_frames is not None:
-        summary["mode_ranking"] = model.metadata["mode_ranking"]
+    if fit.lagged is not None:
+        summary.update(_lagged_figures(model, objective, fit))
+    if model.mode_ranking is not None:
+        summary["mode_ranking"] = model.mode_ranking.as_dict()
+    return summary
+
+
+def _record_training(
+    model: NeuralCanonicalTransformation,
+    fit: TrajectoryFit,
+    y: np.ndarray,
+    history: dict[str, list],
+    summary: dict[str, Any],
+) -> None:
+    """Store in the model's metadata what analysis and export read of its training.
+
+    The summary's key figures, the range of every CV on the training frames, the RMSD of the
+    training frames to the reference (what :mod:`neuralct.analysis.training_match` compares
+    new frames with), the training history, and which trajectories trained and validated it.
+    """
+    from ..model.molecular import latent_ranges
+
+    data, train_index = fit.data, fit.train_index
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
-    # What analysis compares its frames with (neuralct.analysis.training_match).
     model.metadata["training_rmsd_nm"] = {
         "median": float(np.median(data.rmsd[train_index])),
         "max": float(np.max(data.rmsd[train_index])),
     }
-    model.metadata["history"] = result.history
+    model.metadata["history"] = history
     paths = [str(Path(path).resolve()) for path in data.paths]
-    bounds = np.cumsum([0] + list(data.traj_lengths))
-    model.metadata["molecule"]["training_trajectories"] = [
-        path for path, start in zip(paths, bounds[:-1]) if start in set(train_index.tolist())
-    ]
-    model.metadata["molecule"]["validation_trajectories"] = [
-        path for path, start in zip(paths, bounds[:-1]) if start in set(valid_index.tolist())
-    ]
-    return model, summary
+    starts = np.cumsum([0] + list(data.traj_lengths))[:-1]
+    for role, index in (("training_trajectories", train_index), ("validation_trajectories", fit.valid_index)):
+        frames = set(index.tolist())
+        model.metadata["molecule"][role] = [path for path, start in zip(paths, starts) if start in frames]
 
 
 def rank_by_autocorrelation(
-    model, y: np.ndarray, traj_lengths: list[int], train_index: np.ndarray, lag_frames: int, lag_ps: float
-) -> dict:
+    model: NeuralCanonicalTransformation, y: np.ndarray, pairs: LaggedPairs, train_index: np.ndarray
+) -> ModeRanking:
     """Order the latent modes of a trained model by their autocorrelation at a lag, most autocorrelated first.
 
     A kinetic ranking for a maximum-likelihood model, whose own order (by frequency) says
@@ -701,40 +910,32 @@ def rank_by_autocorrelation(
     Parameters
     ----------
     model : NeuralCanonicalTransformation
-        Trained, with a flow of point transformations.
+        Trained, with a flow of point transformations, ranked by frequency.
     y : np.ndarray, shape=(n_frames, dim)
         Internal coordinates of all frames, trajectories concatenated in time order.
-    traj_lengths : list of int
-        Frames per trajectory.
+    pairs : LaggedPairs
+        Pairs of frames of ``y`` the lag apart: only those of two training frames
+        (``pairs.train``) count.
     train_index : np.ndarray
-        The training frames: only pairs of two training frames count.
-    lag_frames : int
-        The lag in frames; ``lag_ps`` is the same lag in ps (recorded).
+        The training frames (their mean and variance normalise the autocorrelation).
 
     Returns
     -------
-    dict
-        ``{"by": "autocorrelation", "lag_ps", "order", "autocorrelation"}``: ``order`` lists
-        the flow's mode indices, most autocorrelated first, with their autocorrelations;
-        stored as ``model.metadata["mode_ranking"]``, where ``mode_order`` reads it.
+    ModeRanking
+        The flow's mode indices, most autocorrelated first, with their autocorrelations at
+        ``pairs.lag_ps``; the train workflow sets it as ``model.mode_ranking``.
     """
     from ..model.molecular import project_internal
 
-    first, second = lagged_pairs(traj_lengths, lag_frames)
-    inside = np.isin(first, train_index) & np.isin(second, train_index)
-    first, second = first[inside], second[inside]
-    if len(first) < 2:
-        raise NeuralCTError(
-            f"--rank-lag-ps {lag_ps} leaves fewer than 2 pairs of training frames that far apart; use a shorter lag or longer trajectories"
-        )
+    first, second = pairs.train
     current = model.mode_order().cpu().numpy()
     Q = project_internal(model, y)
     centred = Q - Q[train_index].mean(0)
     autocorrelation = (centred[first] * centred[second]).mean(0) / centred[train_index].var(0)
     ranked = np.argsort(-autocorrelation, kind="stable")
-    return {
-        "by": "autocorrelation",
-        "lag_ps": float(lag_ps),
-        "order": [int(i) for i in current[ranked]],
-        "autocorrelation": [float(a) for a in autocorrelation[ranked]],
-    }
+    return ModeRanking(
+        by="autocorrelation",
+        lag_ps=float(pairs.lag_ps),
+        order=tuple(int(i) for i in current[ranked]),
+        autocorrelation=tuple(float(a) for a in autocorrelation[ranked]),
+    )
