@@ -227,7 +227,7 @@ class _StackMomentumLift(torch.autograd.Function):
     in a few fused tensor operations per layer and one autograd node for the whole stack, where
     autograd would record dozens of small nodes per coupling: training at batch 200 is bound by
     the number of tensor operations, not by arithmetic. It is differentiable once (no
-    ``create_graph`` through it); ``tests/test_flows.py`` checks it against finite differences
+    ``create_graph`` through it); ``tests/flows/test_flows.py`` checks it against finite differences
     and against autograd.
 
     ``parameters`` are the conditioners' ``(weight, bias)`` pairs, coupling by coupling in stack

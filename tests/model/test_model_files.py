@@ -16,7 +16,7 @@ from neuralct.errors import NeuralCTError
 from neuralct.model.molecular import project_positions
 from neuralct.model.transformation import ModeRanking, content_digest
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 #: A kinetic model of alanine dipeptide (heavy atoms, --lag-ps 1, one coupling of width 4) written by
 #: `neuralct train` in model format version 1, before files recorded a digest; with the CVs, frequencies
 #: and relaxation times (ps) it gave then, on five frames of the whole system (nm).

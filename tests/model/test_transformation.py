@@ -4,13 +4,14 @@ import math
 
 import pytest
 import torch
-from test_flows import randomize
 
 import neuralct
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.toys.hamiltonians import HarmonicChain
+
+from tests.flows.test_flows import randomize
 
 N = 3
 MIXED = [

@@ -152,7 +152,7 @@ def test_bad_lags_are_one_line_errors(trajectories, tmp_path, capsys, extra, mes
     assert message in err and len(err.splitlines()) == 1, err
 
 
-MODEL_V2 = str(Path(__file__).parent / "fixtures" / "model_v2.pt")
+MODEL_V2 = str(Path(__file__).parents[1] / "fixtures" / "model_v2.pt")
 
 
 @pytest.mark.parametrize(

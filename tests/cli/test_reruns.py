@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_runs import HOLD_LOCK
 
 import neuralct
 from neuralct.cli import build_parser, main
@@ -25,7 +24,9 @@ from neuralct.data.netcdf import read_netcdf
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.cli.test_runs import HOLD_LOCK
+
+REPO = Path(__file__).resolve().parents[2]
 MD = ["--report-ps", "0.5", "--equilibration-ps", "0.2", "--platform", "Reference", "--no-progress"]
 SMALL_MODEL = ["--steps", "4", "--batch-size", "16", "--couplings", "1", "--hidden", "8", "--no-progress"]
 

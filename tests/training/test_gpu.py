@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_flows import CANONICAL, make
 
 from neuralct.cli import main
 from neuralct.toys.hamiltonians import HarmonicChain
 from neuralct.training.loop import TrainingSettings
 from neuralct.workflows.train import fit_toy
+
+from tests.flows.test_flows import CANONICAL, make
 
 pytestmark = pytest.mark.gpu
 

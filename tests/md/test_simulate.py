@@ -23,7 +23,7 @@ from neuralct.md.simulate import (
 from neuralct.md.systems import build_system
 from neuralct.units import kT_kj_per_mol
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from neuralct.training import distributed
 from neuralct.training.loop import TrainingSettings, train
 from neuralct.training.objectives import MaximumLikelihood
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORLD_SIZE = 2
 SEED = 7
 #: A linear point layer and a point transformation, whose momenta come from

@@ -178,7 +178,7 @@ def test_a_kinetic_model_from_an_older_file_exports_its_cvs_ranked_by_relaxation
     """The model_v1.pt fixture: trained with --lag-ps, written before model files recorded a digest."""
     from pathlib import Path
 
-    fixtures = Path(__file__).parent / "fixtures"
+    fixtures = Path(__file__).parents[1] / "fixtures"
     expected = np.load(fixtures / "model_v1_expected.npz")
     folder = tmp_path / "kinetic"
     assert main(["export", str(fixtures / "model_v1.pt"), "--cvs", "3", "--output", str(folder)]) == 0
@@ -201,7 +201,7 @@ def test_export_of_a_model_ranked_by_autocorrelation_reports_that_ranking(tmp_pa
     """The model_v2.pt fixture: modes ranked by autocorrelation, written by an older neuralct."""
     from pathlib import Path
 
-    fixtures = Path(__file__).parent / "fixtures"
+    fixtures = Path(__file__).parents[1] / "fixtures"
     expected = np.load(fixtures / "model_v2_expected.npz")
     stored = torch.load(fixtures / "model_v2.pt", weights_only=True)["metadata"]["mode_ranking"]
     folder = tmp_path / "ranked"

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from test_flows import randomize
 
 import neuralct
 from neuralct.data import lagged_pairs
@@ -17,6 +16,8 @@ from neuralct.model.dynamics import ou_drift, ou_mode_log_transition, ou_transit
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.training.loop import TrainingSettings, train
 from neuralct.training.objectives import LaggedLikelihood, batch_vamp2, nested_vamp2
+
+from tests.flows.test_flows import randomize
 
 # An underdamped and an overdamped oscillator (reduced units).
 W = torch.tensor([1.3, 0.4], dtype=torch.float64)

@@ -19,7 +19,7 @@ QUIET = dict(progress=False, validate_every=50)
 #: The checkpoint of a `train` run of :func:`_small_chain_setup` with :data:`SMALL` and seed 3, stopped in its
 #: fifth step: the state after step 4, with the loss of step 4 in the epoch under way. Written before the
 #: training state was saved as one object; a run of that loop must still resume from it.
-EARLIER_CHECKPOINT = Path(__file__).parent / "fixtures" / "training_checkpoint.pt"
+EARLIER_CHECKPOINT = Path(__file__).parents[1] / "fixtures" / "training_checkpoint.pt"
 SMALL = dict(steps=6, batch_size=16, checkpoint_every=2, validate_every=3, progress=False)
 
 

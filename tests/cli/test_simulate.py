@@ -125,7 +125,7 @@ def test_output_that_cannot_be_written(tmp_path, capsys):
     assert blocker.read_text() == "keep me"
 
 
-PDB = Path(__file__).resolve().parents[1] / "systems" / "trialanine.pdb"
+PDB = Path(__file__).resolve().parents[2] / "systems" / "trialanine.pdb"
 
 
 def edited_pdb(tmp_path, name, keep=lambda line: True, edit=lambda line: line):

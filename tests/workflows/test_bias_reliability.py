@@ -18,7 +18,7 @@ from neuralct.analysis.reweighting import CORE_B, frame_weights, phi_free_energy
 from neuralct.cli import main
 from neuralct.units import kT_kj_per_mol
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KT = kT_kj_per_mol(300.0)
 
 

@@ -10,7 +10,7 @@ mdtraj = pytest.importorskip("mdtraj")
 from neuralct.analysis.dihedrals import dihedral_angles, find_dihedrals, ramachandran_residues, select_residues  # noqa: E402
 from neuralct.errors import NeuralCTError  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Heavy atoms of ACE-ALA-NME (Angstrom); the atoms are deliberately not in backbone order.
 HEAVY_ATOMS_PDB = """\
