@@ -31,6 +31,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--cvs", type=positive_int, default=2, help="number of CVs, slowest first (default: %(default)s)"
     )
+    parser.add_argument(
+        "--periodic",
+        action="store_true",
+        help="the CVs will run in a periodic box: cv1.pt ... cvK.pt then stop with an error when called without "
+        "box vectors (openmm-torch passes them only after TorchForce.setUsesPeriodicBoundaryConditions(True)), "
+        "instead of reading a molecule split across the box as it stands; on by itself for a model trained on "
+        "trajectories with a periodic box",
+    )
+    parser.add_argument(
+        "--plumed-stride",
+        type=positive_int,
+        default=100,
+        metavar="STEPS",
+        help="MD steps between the lines plumed.dat prints to its COLVAR (PRINT STRIDE; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--plumed-format",
+        default="%f",
+        metavar="FMT",
+        help="printf format of the CVs in plumed.dat's COLVAR (PRINT FMT), e.g. %%.8g or %%14.8e "
+        "(default: %(default)s, PLUMED's own: 6 decimals)",
+    )
     add_common_options(
         parser, output_default="runs/export", cpu_only="export runs on the CPU; the files it writes run on any device"
     )
@@ -62,7 +84,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"{folder.path} already holds this export")
             return 0
         exporting = time.perf_counter()
-        manifest = export_cvs(model, folder.path, args.cvs, model_path=args.model)
+        manifest = export_cvs(
+            model,
+            folder.path,
+            args.cvs,
+            model_path=args.model,
+            periodic=args.periodic,
+            plumed_stride=args.plumed_stride,
+            plumed_format=args.plumed_format,
+        )
         done = time.perf_counter()
         write_export_summary(
             folder.path,

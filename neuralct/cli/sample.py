@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..md.systems import SOLVENTS
 from .options import (
     add_common_options,
     nonnegative_int,
@@ -54,9 +55,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--solvent",
-        choices=("vacuum", "obc2"),
+        choices=SOLVENTS,
         default=None,
-        help="solvent of SYSTEM: vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)",
+        help="solvent of SYSTEM: vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum); "
+        "explicit water is refused: the flow models the solute, exact sampling would need the solvent",
     )
     parser.add_argument(
         "--method",

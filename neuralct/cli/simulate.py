@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from ..md.systems import SOLVENTS, WaterBox
 from .options import (
     add_common_options,
     nonnegative_float,
+    nonnegative_int,
     positive_float,
     positive_int,
     result_settings,
@@ -30,11 +32,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "(alanine-dipeptide, trialanine, harmonic-chain, double-well, mueller-brown, rotated-double-well), "
             "a system YAML file, or a PDB with OpenMM force-field XML files. A PDB needs every atom the force "
             "field's residue templates have, hydrogens included (--add-hydrogens adds them), and chain ends either "
-            "capped (e.g. ACE/NME) or with their terminal atoms (e.g. OXT): caps are not added. Writes one AMBER "
-            "NetCDF trajectory per replica (positions, on-step velocities, time; readable by MDTraj and MDAnalysis) "
-            "with topology.pdb, "
-            "summary.json and checkpoints. Rerunning the same command resumes an interrupted run; "
-            "other options into the same --output are refused (see --overwrite)."
+            "capped (e.g. ACE/NME) or with their terminal atoms (e.g. OXT): caps are not added. In explicit water "
+            "(--solvent tip3p, ...) the molecule is solvated in a cubic box with counter-ions, PME electrostatics, "
+            "NVT then NPT equilibration and NPT production with a Monte Carlo barostat. Writes one AMBER "
+            "NetCDF trajectory per replica (positions, on-step velocities, time and the box of each frame; readable "
+            "by MDTraj and MDAnalysis) of the saved atoms (--save; the solute by default) with topology.pdb, "
+            "summary.json and checkpoints; without the solvent, also the whole system (system.pdb, system.xml) and "
+            "each replica's last full state (replica-NNN.state.xml). Rerunning the same command resumes an "
+            "interrupted run; other options into the same --output are refused (see --overwrite)."
         ),
     )
     _add_system_options(p)
@@ -53,10 +58,14 @@ def _add_system_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--solvent",
-        choices=("vacuum", "obc2"),
+        choices=SOLVENTS,
         default=None,
-        help="vacuum (NoCutoff) or OBC2 implicit solvent (default: the system file's, else vacuum)",
+        help="vacuum (NoCutoff), OBC2 implicit solvent, or explicit water of that model from the force field's "
+        "own files (e.g. amber14/tip3p.xml with amber14-all.xml, tip3p.xml with amber99sbildn.xml); a PDB that "
+        "holds water is taken as solvated (its water, ions and CRYST1 box kept) and its water must be the "
+        "model's (default: the system file's, else vacuum)",
     )
+    _add_water_options(p)
     p.add_argument(
         "--add-hydrogens",
         action="store_true",
@@ -68,6 +77,52 @@ def _add_system_options(p: argparse.ArgumentParser) -> None:
         choices=("none", "hbonds", "allbonds", "hangles"),
         default="hbonds",
         help="bond constraints (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hydrogen-mass-amu",
+        type=positive_float,
+        default=None,
+        help="hydrogen mass repartitioning: each hydrogen bonded to a heavy atom gets this mass (amu), taken from "
+        "that atom (water unchanged); 1.5 with --constraints hbonds allows --timestep-fs 4 (default: none)",
+    )
+    p.add_argument(
+        "--save",
+        metavar="SELECTION",
+        default=None,
+        help="MDTraj selection of the atoms the trajectories record, e.g. 'protein' or 'all' (default: the "
+        "solute, every atom but water and ions)",
+    )
+
+
+def _add_water_options(p: argparse.ArgumentParser) -> None:
+    """The box of explicit water: padding, ions, cutoff, pressure."""
+    defaults = WaterBox()
+    p.add_argument(
+        "--padding-nm",
+        type=positive_float,
+        default=None,
+        help="explicit water: the cubic box's edge is the solute's diameter plus this padding, and at least "
+        f"twice the padding, in nm; ignored by a PDB that holds its water (default: {defaults.padding_nm})",
+    )
+    p.add_argument(
+        "--ionic-strength-molar",
+        type=nonnegative_float,
+        default=None,
+        help="explicit water: Na+ Cl- pairs added for this ionic strength in mol/L; counter-ions always "
+        f"neutralise the solute (default: {defaults.ionic_strength_molar})",
+    )
+    p.add_argument(
+        "--cutoff-nm",
+        type=positive_float,
+        default=None,
+        help="explicit water: direct-space cutoff of PME and Lennard-Jones in nm; a box narrower than 2.1 times "
+        f"this (room for the barostat) is refused (default: {defaults.cutoff_nm})",
+    )
+    p.add_argument(
+        "--pressure-bar",
+        type=positive_float,
+        default=None,
+        help=f"explicit water: pressure of the Monte Carlo barostat in bar (default: {defaults.pressure_bar})",
     )
 
 
@@ -119,6 +174,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="independent trajectories, seeded from --seed (default: %(default)s)",
     )
     p.add_argument(
+        "--replica-index",
+        type=nonnegative_int,
+        default=None,
+        metavar="K",
+        help="run replica K (0 to --replicas minus 1) alone, e.g. one job of a scheduler's array, into "
+        "--output/replica-00K/: the same files as that replica of a run of all of them (with --platform "
+        "given, so that every job runs on the same one); train reads them together",
+    )
+    p.add_argument(
         "--jobs",
         type=positive_int,
         default=None,
@@ -138,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
     """Build the system, check every input, then simulate into ``args.output``."""
     from pathlib import Path
 
-    from ..md.simulate import run_simulation
-    from ..md.systems import build_system
+    from ..md.simulate import replica_folder, replicas_to_run, run_simulation
+    from ..md.systems import build_system, select_atoms
     from .runs import RunFolder
 
     settings = _settings(args)
     settings.validate()
+    replicas_to_run(args.replicas, args.replica_index)
     md_system = build_system(
         args.system,
         forcefield=args.forcefield,
@@ -153,7 +218,10 @@ def run(args: argparse.Namespace) -> int:
         add_hydrogens=args.add_hydrogens,
         ph=args.ph,
         hydrogen_advice="rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)",
+        water=_water_box(args),
+        hydrogen_mass_amu=args.hydrogen_mass_amu,
     )
+    atoms = select_atoms(md_system, args.save)
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.
     # The platform, threads, jobs and checkpoint interval do not enter: a resumed run keeps the
@@ -163,13 +231,22 @@ def run(args: argparse.Namespace) -> int:
     }
     inputs = [name for name in [args.system, *(args.forcefield or [])] if Path(name).is_file()]
     # A finished rerun writes the summary, config and topology again; the frames come only from the run.
-    rebuilt = ("config.yaml", "summary.json", "topology.pdb")
+    rebuilt = ("config.yaml", "summary.json", "topology.pdb", "system.pdb", "system.xml")
+    # Each job of an array has a folder of its own (its own identity, lock and checkpoint) inside --output.
+    output = args.output if args.replica_index is None else replica_folder(args.output, args.replica_index)
     with RunFolder(
-        args.output, "simulate", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
+        output, "simulate", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
     ) as run_folder:
         folder = run_folder.path
         summary = run_simulation(
-            md_system, folder, settings, replicas=args.replicas, jobs=args.jobs, progress=not args.no_progress
+            md_system,
+            folder,
+            settings,
+            replicas=args.replicas,
+            replica_index=args.replica_index,
+            atoms=atoms,
+            jobs=args.jobs,
+            progress=not args.no_progress,
         )
         save_resolved_config(args, folder)
     rate = summary["steps_per_second"]
@@ -201,6 +278,16 @@ def _settings(args: argparse.Namespace) -> SimulationSettings:
         seed=args.seed,
         checkpoint_seconds=args.checkpoint_seconds,
     )
+
+
+def _water_box(args: argparse.Namespace) -> WaterBox | None:
+    """The explicit-water box of the options given (None when none is: the library's defaults apply)."""
+    given = {
+        name: getattr(args, name)
+        for name in ("padding_nm", "ionic_strength_molar", "cutoff_nm", "pressure_bar")
+        if getattr(args, name) is not None
+    }
+    return WaterBox(**given) if given else None
 
 
 def _system_digest(md_system) -> str:

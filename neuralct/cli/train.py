@@ -53,7 +53,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     source.add_argument(
-        "--selection", default="heavy", help="atoms: heavy, all, or an MDTraj selection (default: %(default)s)"
+        "--selection",
+        default="heavy",
+        help="atoms: heavy (the solute's heavy atoms: no water, no ions), all, or an MDTraj selection "
+        "(default: %(default)s)",
     )
     source.add_argument(
         "--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)"
@@ -387,7 +390,9 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     )
 
     def fit(output: Path) -> tuple:
+        print(data.selection_note)
         model, summary = run_trajectory_fit(prepared, architecture, settings, **_run_options(args, output))
+        summary["selection_note"] = data.selection_note
         if weighting:
             summary["frame_weights"] = weighting
         return model, summary

@@ -8,9 +8,10 @@ dropped, and the module scripts with TorchScript and exports with ``torch.export
 
 Pipeline for positions ``x`` of the whole system, nm:
 
-1. select the model's atoms; for periodic systems make the molecule whole: each atom is
-   placed at the minimum image of its bond partner in a spanning tree of the reference
-   structure (so a molecule split across the box gives the same CV);
+1. select the model's atoms; for periodic systems make the molecule whole by the rule of
+   :mod:`neuralct.data.periodic`: each atom is placed at the minimum image of its parent in the
+   shortest-edge spanning tree of the reference structure (so a molecule split across the box
+   gives the same CV);
 2. mass-weighted Kabsch fit to the reference in float64 (:func:`neuralct.data.frame.kabsch`,
    the quaternion method, differentiable);
 3. internal coordinates ``y = B^T sqrt(m) (x_aligned - x_ref)`` (see ``RigidBodyFrame``);
@@ -28,43 +29,13 @@ import torch
 from torch import nn
 
 from ..data.frame import kabsch, quaternion_tables
+from ..data.periodic import spanning_tree
 from ..errors import NeuralCTError
 from ..flows import LinearSymplectic, PointTransformation
 from ..flows.coupling import AffineCoupling, CouplingStack
 from ..model.transformation import NeuralCanonicalTransformation
 
-__all__ = ["CollectiveVariables", "collective_variables", "spanning_tree"]
-
-
-def spanning_tree(reference: np.ndarray) -> tuple[list[int], list[int]]:
-    """A shortest-edge spanning tree of the atoms of ``reference`` (n_atoms, 3), nm (Prim's algorithm).
-
-    Returns
-    -------
-    order : list of int
-        Atoms in the order they join the tree, atom 0 (the root) first.
-    parent_slot : list of int
-        For each entry of ``order``, the position in ``order`` of its parent (-1 for the root),
-        always an earlier position.
-    """
-    n = len(reference)
-    distance = np.linalg.norm(reference[:, None] - reference[None], axis=-1)
-    parents = [-1] * n
-    joined = [0]
-    best = distance[0].copy()
-    best_parent = np.zeros(n, dtype=int)
-    inside = np.zeros(n, dtype=bool)
-    inside[0] = True
-    for _ in range(n - 1):
-        candidate = int(np.argmin(np.where(inside, np.inf, best)))
-        parents[candidate] = int(best_parent[candidate])
-        joined.append(candidate)
-        inside[candidate] = True
-        closer = distance[candidate] < best
-        best = np.where(closer, distance[candidate], best)
-        best_parent = np.where(closer, candidate, best_parent)
-    slot = {atom: position for position, atom in enumerate(joined)}
-    return joined, [-1] + [slot[parents[atom]] for atom in joined[1:]]
+__all__ = ["CollectiveVariables", "collective_variables"]
 
 
 class _LinearPoint(nn.Module):
@@ -158,12 +129,14 @@ class CollectiveVariables(nn.Module):
             )
         layers = [_configuration_layer(layer) for layer in model.flow.layers]
         frame = rigid_body_frame(model)
-        order, parent_slot = spanning_tree(frame.reference.numpy())
+        tree = spanning_tree(frame.reference.numpy())
+        slot = np.argsort(tree.order)
         self.k = int(k)
         self.select = bool(select)
-        self.tree_order: List[int] = [int(i) for i in order[1:]]
-        self.tree_parent_slot: List[int] = [int(i) for i in parent_slot[1:]]
-        self.register_buffer("tree_unorder", torch.argsort(torch.tensor(order)))
+        self.tree_root = int(tree.order[0])
+        self.tree_order: List[int] = [int(i) for i in tree.order[1:]]
+        self.tree_parent_slot: List[int] = [int(slot[tree.parents[i]]) for i in tree.order[1:]]
+        self.register_buffer("tree_unorder", torch.as_tensor(slot))
         self.register_buffer("atom_indices", torch.tensor(molecule["atom_indices"], dtype=torch.long))
         self.register_buffer("masses", frame.masses.clone())
         self.register_buffer("reference", frame.reference.clone())
@@ -181,17 +154,21 @@ class CollectiveVariables(nn.Module):
     def make_whole(self, selected: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         """Unwrap the selected atoms (batch, n, 3) across a periodic ``box`` (3, 3), nm.
 
-        Each atom moves to the periodic image nearest to its (already placed) parent in
-        the reference's spanning tree; the box is in OpenMM's reduced form (a along x,
-        b in the xy plane), where this sequence of shifts finds the minimum image.
+        The rule of :func:`neuralct.data.periodic.make_whole`, in torch: the box is brought to
+        OpenMM's reduced form (a no-op on OpenMM's own boxes), and each atom moves to the periodic
+        image nearest its (already placed) parent in the reference's spanning tree.
         """
-        placed: List[torch.Tensor] = [selected[:, 0]]
+        a, b, c = box[0], box[1], box[2]
+        c = c - torch.round(c[1] / b[1]) * b
+        c = c - torch.round(c[0] / a[0]) * a
+        b = b - torch.round(b[0] / a[0]) * a
+        placed: List[torch.Tensor] = [selected[:, self.tree_root]]
         for atom, slot in zip(self.tree_order, self.tree_parent_slot):
             anchor = placed[slot]
             d = selected[:, atom] - anchor
-            d = d - torch.round(d[:, 2:3] / box[2, 2]) * box[2]
-            d = d - torch.round(d[:, 1:2] / box[1, 1]) * box[1]
-            d = d - torch.round(d[:, 0:1] / box[0, 0]) * box[0]
+            d = d - torch.round(d[:, 2:3] / c[2]) * c
+            d = d - torch.round(d[:, 1:2] / b[1]) * b
+            d = d - torch.round(d[:, 0:1] / a[0]) * a
             placed.append(anchor + d)
         return torch.stack(placed, 1).index_select(1, self.tree_unorder)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -13,17 +14,35 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..data.periodic import SpanningTree, spanning_tree
 from ..errors import NeuralCTError
 from ..io import atomic_path, atomic_write_bytes, atomic_write_text, publish, sha256, write_json
 from ..model.transformation import NeuralCanonicalTransformation
 from .cv import CollectiveVariables, collective_variables
 
-__all__ = ["export_cvs", "write_export_summary", "cv_ranges", "TorchForceCV", "PlumedCV", "MANIFEST_FORMAT"]
+__all__ = [
+    "export_cvs",
+    "write_export_summary",
+    "cv_ranges",
+    "TorchForceCV",
+    "PlumedCV",
+    "MANIFEST_FORMAT",
+    "PLUMED_BUILD",
+]
 
 MANIFEST_FORMAT = "neuralct.export"
 
 #: Width of the fallback range in standard deviations of the latent oscillator, sqrt(kT)/w.
 _PRIOR_RANGE_SIGMAS = 4.0
+
+#: How to build a PLUMED that runs ``plumed_model.ptc``: LibTorch and the pytorch module, both.
+PLUMED_BUILD = (
+    './configure --enable-libtorch --enable-modules=pytorch CPPFLAGS="-I$LIBTORCH/include/torch/csrc/api/include '
+    '-I$LIBTORCH/include -I$LIBTORCH/include/torch" LDFLAGS="-L$LIBTORCH/lib -Wl,-rpath,$LIBTORCH/lib"'
+)
+
+#: One printf conversion of a real number, as PLUMED's ``PRINT FMT`` takes it.
+_REAL_FORMAT = re.compile(r"%[-+ #0]*[0-9]*(\.[0-9]+)?[eEfgG]")
 
 
 class TorchForceCV(nn.Module):
@@ -33,14 +52,24 @@ class TorchForceCV(nn.Module):
     whole system (float32 or float64), and the box vectors (3, 3) when the force is set to
     use periodic boundary conditions; the returned "energy" is the CV itself (its unit is
     the model's reduced unit, reported as kJ/mol by OpenMM).
+
+    A ``periodic`` module raises without box vectors: ``TorchForce`` passes none unless
+    ``setUsesPeriodicBoundaryConditions(True)`` is called, and a molecule split across the box
+    would then give a wrong CV without any error.
     """
 
-    def __init__(self, cvs: CollectiveVariables, index: int):
+    def __init__(self, cvs: CollectiveVariables, index: int, periodic: bool = False):
         super().__init__()
         self.cvs = cvs
         self.index = int(index)
+        self.periodic = bool(periodic)
 
     def forward(self, positions: torch.Tensor, boxvectors: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.periodic and boxvectors is None:
+            raise RuntimeError(
+                "this CV was exported for a periodic system and needs the box vectors: "
+                "call TorchForce.setUsesPeriodicBoundaryConditions(True)"
+            )
         return self.cvs(positions, boxvectors)[..., self.index]
 
 
@@ -108,18 +137,65 @@ def _cv_ranking(model: NeuralCanonicalTransformation, k: int) -> tuple[dict[str,
     }, figures
 
 
-def _plumed_input(atom_indices: list[int], k: int, model_file: str) -> str:
+def _tree_walk(tree: SpanningTree) -> list[int]:
+    """The atoms of a one-rooted ``tree`` in a walk along its edges: each atom, then each of its subtrees in turn,
+    stepping back to the atom after each.
+
+    Consecutive entries are always joined by an edge of the tree, which is what PLUMED's ``WHOLEMOLECULES`` needs
+    of an entity's list (it moves each entry to the image nearest the one before), so the molecule comes out whole
+    by the same parent-image rule as in :class:`~neuralct.export.cv.CollectiveVariables`. The steps back after the
+    last new atom are left out: 2 n - 1 entries at most for n atoms.
+    """
+    children: list[list[int]] = [[] for _ in tree.parents]
+    for atom in tree.order:
+        if tree.parents[atom] >= 0:
+            children[tree.parents[atom]].append(int(atom))
+    walk: list[int] = []
+    last_new = 0
+    stack = [(int(tree.order[0]), False)]
+    while stack:
+        atom, returning = stack.pop()
+        walk.append(atom)
+        if not returning:
+            last_new = len(walk)
+            for child in reversed(children[atom]):
+                stack += [(atom, True), (child, False)]
+    return walk[:last_new]
+
+
+def _check_plumed_print(stride: int, number_format: str) -> None:
+    """Raise a one-line error unless ``stride`` (MD steps) and ``number_format`` suit PLUMED's ``PRINT``."""
+    if int(stride) < 1:
+        raise NeuralCTError(f"`plumed_stride` must be a positive number of MD steps, not {stride}")
+    if not _REAL_FORMAT.fullmatch(number_format):
+        raise NeuralCTError(
+            f"`plumed_format` {number_format!r} is not one printf conversion of a real number; "
+            "give one such as %f, %.8g or %14.8e"
+        )
+
+
+def _plumed_input(atom_indices: list[int], walk: list[int], k: int, model_file: str, stride: int, fmt: str) -> str:
+    """``plumed.dat``: the model's atoms made whole, their positions as features, the model and a COLVAR.
+
+    ``walk`` lists positions in ``atom_indices`` along the edges of the molecule's spanning tree
+    (:func:`_tree_walk`). ``POSITION`` takes ``NOPBC``: without it PLUMED returns each atom's image
+    nearest the origin, which tears apart again the molecule ``WHOLEMOLECULES`` made whole.
+    """
     serials = [i + 1 for i in atom_indices]
     lines = [
         "# The learned CVs in PLUMED (lengths in nm, PLUMED's default units).",
-        "# PYTORCH_MODEL needs PLUMED built with LibTorch (./configure --enable-libtorch).",
-        f"WHOLEMOLECULES ENTITY0={','.join(map(str, serials))}",
+        "# PYTORCH_MODEL needs PLUMED >= 2.9 built with LibTorch and its pytorch module, with $LIBTORCH the folder",
+        "# of the LibTorch (or of the Python torch package) the CVs were exported with:",
+        f"#   {PLUMED_BUILD}",
+        "# WHOLEMOLECULES walks the atoms along the spanning tree of the model's reference structure (its bonds),",
+        "# there and back through each branch, so that each atom goes to the periodic image nearest its neighbour.",
+        f"WHOLEMOLECULES ENTITY0={','.join(str(serials[i]) for i in walk)}",
     ]
-    lines += [f"p{j + 1}: POSITION ATOM={serial}" for j, serial in enumerate(serials)]
+    lines += [f"p{j + 1}: POSITION NOPBC ATOM={serial}" for j, serial in enumerate(serials)]
     arguments = ",".join(f"p{j + 1}.{axis}" for j in range(len(serials)) for axis in "xyz")
     lines.append(f"cv: PYTORCH_MODEL FILE={model_file} ARG={arguments}")
     outputs = ",".join(f"cv.node-{j}" for j in range(k))
-    lines.append(f"PRINT STRIDE=100 ARG={outputs} FILE=COLVAR")
+    lines.append(f"PRINT STRIDE={stride} ARG={outputs} FILE=COLVAR FMT={fmt}")
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +218,10 @@ def export_cvs(
     folder: str | os.PathLike,
     k: int = 2,
     model_path: str | os.PathLike | None = None,
+    *,
+    periodic: bool = False,
+    plumed_stride: int = 100,
+    plumed_format: str = "%f",
 ) -> dict[str, Any]:
     """Write the ``k`` slowest CVs of ``model`` for MD engines into ``folder``.
 
@@ -150,11 +230,22 @@ def export_cvs(
     (batch, N, 3) nm float32 -> (batch, k)) and ``manifest.json``. Every file is written
     under a temporary name and moved into place only when all are complete.
 
+    Parameters
+    ----------
+    periodic : bool
+        The CVs will run in a periodic box: ``cvN.pt`` then raises when called without box
+        vectors. A model that records training data in a periodic box (``molecule["periodic"]``)
+        is exported so in any case. The manifest says which.
+    plumed_stride : int
+        ``PRINT STRIDE`` of ``plumed.dat``, MD steps between lines of its COLVAR.
+    plumed_format : str
+        ``PRINT FMT`` of ``plumed.dat``: one printf conversion of a real number (PLUMED's default ``%f``).
+
     Raises
     ------
     NeuralCTError
         If the model is not molecular, mixes positions and momenta, ``k`` is out of range,
-        or ``folder`` already holds an export (choose another folder).
+        the PRINT settings are not valid, or ``folder`` already holds an export (choose another folder).
 
     Returns
     -------
@@ -165,6 +256,8 @@ def export_cvs(
 
     folder = Path(folder)
     molecule = molecule_description(model)
+    _check_plumed_print(plumed_stride, plumed_format)
+    periodic = bool(periodic or molecule.get("periodic", False))
     cvs = collective_variables(model, k)
     if (folder / "manifest.json").exists():
         raise NeuralCTError(f"{folder} already holds an export (manifest.json); choose another folder or remove it")
@@ -176,11 +269,13 @@ def export_cvs(
     # what a killed export left.
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".export.", suffix=".tmp"))
     try:
-        names = {f"cv{j + 1}.pt": TorchForceCV(cvs, j) for j in range(k)}
+        names = {f"cv{j + 1}.pt": TorchForceCV(cvs, j, periodic) for j in range(k)}
         for name, module in names.items():
             _save_script(module, staging / name)
         _save_script(PlumedCV(collective_variables(model, k, select=False)), staging / "plumed_model.ptc")
-        atomic_write_text(staging / "plumed.dat", _plumed_input(atom_indices, k, "plumed_model.ptc"))
+        walk = _tree_walk(spanning_tree(cvs.reference.numpy()))
+        plumed = _plumed_input(atom_indices, walk, k, "plumed_model.ptc", plumed_stride, plumed_format)
+        atomic_write_text(staging / "plumed.dat", plumed)
         _save_exported(cvs, molecule["n_atoms"], staging / "cvs.pt2")
         files = sorted(p.name for p in staging.iterdir())
         manifest = {
@@ -202,15 +297,22 @@ def export_cvs(
                 "n_atoms": int(molecule["n_atoms"]),
                 "atom_indices": atom_indices,
                 "atom_names": list(molecule["atom_names"]),
+                "periodic": periodic,
             },
             "features": {
                 "plumed_model.ptc": [f"{name}.{axis}" for name in molecule["atom_names"] for axis in "xyz"],
                 "order": "x, y, z of each selected atom in atom_indices order, nm "
-                "(PLUMED POSITION components after WHOLEMOLECULES)",
+                "(PLUMED POSITION NOPBC components after WHOLEMOLECULES)",
             },
+            "plumed": {"stride": int(plumed_stride), "format": plumed_format, "build": PLUMED_BUILD},
             "files": {
                 "cv<j>.pt": "TorchScript for openmm-torch TorchForce: "
-                "forward(positions (N, 3) nm [, boxvectors (3, 3) nm]) -> scalar CV j; float32 or float64",
+                "forward(positions (N, 3) nm [, boxvectors (3, 3) nm]) -> scalar CV j; float32 or float64; "
+                + (
+                    "periodic: raises without boxvectors (TorchForce.setUsesPeriodicBoundaryConditions(True))"
+                    if periodic
+                    else "in a periodic system pass the box (TorchForce.setUsesPeriodicBoundaryConditions(True))"
+                ),
                 "plumed_model.ptc": "TorchScript for PLUMED PYTORCH_MODEL: float32 [1, 3 n] -> [1, k]",
                 "plumed.dat": "PLUMED input defining the features, the model and a COLVAR",
                 "cvs.pt2": "torch.export program: positions (batch, N, 3) nm float32 -> (batch, k); "

@@ -195,8 +195,32 @@ def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool) -
             "`torch_force=True` needs openmm-torch (pip install openmmtorch, built against your torch); "
             "the default PythonForce needs no plugin"
         ) from None
+    _check_torch_kernels()
     from .files import TorchForceCV
 
-    force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(collective_variables(model, k + 1), k)))
+    force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(collective_variables(model, k + 1), k, periodic)))
     force.setUsesPeriodicBoundaryConditions(periodic)
     return force
+
+
+def _check_torch_kernels() -> None:
+    """Raise a one-line error if openmm-torch's kernels failed to load.
+
+    ``import openmm`` loads every plugin it finds, once; openmm-torch's kernel libraries link
+    against LibTorch, which is found only once torch is imported. A script that imports openmm
+    before torch (or neuralct) therefore gets a ``TorchForce`` that no platform can run, and
+    OpenMM says so only when a Context is made ("does not support all required kernels").
+    """
+    import openmm as mm
+
+    # A platform's own missing library (no CUDA driver on a CPU machine) is not this trap.
+    failed = [
+        failure
+        for failure in mm.Platform.getPluginLoadFailures()
+        if "OpenMMTorch" in failure and ("libtorch" in failure or "libc10" in failure)
+    ]
+    if failed:
+        raise NeuralCTError(
+            "openmm-torch's kernels did not load because openmm was imported before torch "
+            f"({failed[0].splitlines()[0]}); import torch (or neuralct) before openmm"
+        )

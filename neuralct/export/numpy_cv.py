@@ -26,6 +26,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 
+from ..data.periodic import make_whole, spanning_tree
 from .cv import CollectiveVariables, _Couplings, _LinearPoint
 
 __all__ = ["NumpyCollectiveVariables"]
@@ -201,25 +202,11 @@ class NumpyCollectiveVariables:
         self.position_offset = _float64_copy(cvs.position_offset)
         self.position_scale = _float64_copy(cvs.position_scale)
         self.modes = cvs.modes.numpy().copy()
-        self.tree_order = list(cvs.tree_order)
-        self.tree_parent_slot = list(cvs.tree_parent_slot)
-        self.tree_unorder = cvs.tree_unorder.numpy().copy()
+        self.tree = spanning_tree(self.reference)
         self._identity = np.eye(len(self.position_offset))
         self.layers = [
             _Linear(layer) if isinstance(layer, _LinearPoint) else _CouplingStack(layer) for layer in cvs.layers
         ]
-
-    def make_whole(self, positions: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """:meth:`CollectiveVariables.make_whole` for one configuration (n, 3), nm; the shifts are constants."""
-        placed = [positions[0]]
-        for atom, slot in zip(self.tree_order, self.tree_parent_slot):
-            anchor = placed[slot]
-            d = positions[atom] - anchor
-            d = d - np.round(d[2] / box[2, 2]) * box[2]
-            d = d - np.round(d[1] / box[1, 1]) * box[1]
-            d = d - np.round(d[0] / box[0, 0]) * box[0]
-            placed.append(anchor + d)
-        return np.stack(placed)[self.tree_unorder]
 
     def __call__(
         self, positions: np.ndarray, indices: Sequence[int], box: np.ndarray | None = None
@@ -243,7 +230,7 @@ class NumpyCollectiveVariables:
         """
         x = np.asarray(positions, dtype=np.float64)
         if box is not None:
-            x = self.make_whole(x, np.asarray(box, dtype=np.float64))
+            x = make_whole(x, np.asarray(box, dtype=np.float64), self.tree)
         centred = x - self.mass_fraction @ x
         correlation = (centred * self.mass_column).T @ self.reference
         _, vectors = np.linalg.eigh((correlation.reshape(9) @ self.key_table).reshape(4, 4))

@@ -11,14 +11,24 @@ the mean kinetic energy of the two half-step velocities, the standard leapfrog e
 stored per frame as the variable ``kinetic_temperature``. The trajectory file says so with the global attribute
 ``neuralct_velocities_on_step = 1``; loaders resample momenta when it is missing or 0.
 
+Explicit water: the System carries a Monte Carlo barostat (see :mod:`neuralct.md.systems`). After
+minimisation the first half of the equilibration runs at constant volume (NVT: the same System
+without its barostat, in a context of its own), the second half and the production at constant
+pressure (NPT). The trajectory records the saved atoms (by default the solute) with the box of
+each frame; the kinetic temperature is that of every atom, and ``replica-NNN.state.xml`` (an
+OpenMM State: positions, velocities and box of every atom, at the last checkpoint) with
+``system.pdb`` and ``system.xml`` (the whole box's topology and OpenMM System) keep what the
+trajectory leaves out, to continue or inspect the run.
+
 Resume: every ``checkpoint_seconds`` the frames so far are written atomically to the trajectory
 file and then the integrator state to an atomically written checkpoint. A restarted run keeps
 exactly the checkpoint's frames and continues from its state, so no frame is lost or repeated.
 
 Replicas run as parallel processes (``jobs``, see :mod:`neuralct.md.replicas`), each with its own
-trajectory and checkpoint; a replica's random streams depend only on (seed, replica), not on how
-many run at once (its frames are identical on the Reference platform; the CPU platform's force
-sums may differ in the last bits with its thread count).
+trajectory and checkpoint; a replica's random streams (velocities, integrator, barostat) depend
+only on (seed, replica), not on how many run at once nor on whether it runs alone
+(``replica_index``): its frames are identical on the Reference platform; the CPU platform's force
+sums may differ in the last bits with its thread count.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from ..io import ArrayCheckpoint, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .platform import available_platforms, fastest_platform, make_context
 from .replicas import plan_jobs, run_in_processes
-from .systems import MDSystem
+from .systems import MDSystem, select_atoms
 
 __all__ = [
     "SimulationSettings",
@@ -48,6 +58,9 @@ __all__ = [
     "run_simulation",
     "trajectory_path",
     "checkpoint_path",
+    "state_path",
+    "replica_folder",
+    "replicas_to_run",
     "kinetic_temperature",
     "degrees_of_freedom",
     "write_topology",
@@ -156,24 +169,75 @@ class SimulationSettings:
         return int(round(self.equilibration_ps * 1000.0 / self.timestep_fs))
 
 
+def _replica_name(replica: int) -> str:
+    return f"replica-{replica:03d}"
+
+
 def trajectory_path(folder: Path, replica: int) -> Path:
     """Trajectory file of ``replica`` in ``folder``."""
-    return Path(folder) / f"replica-{replica:03d}.nc"
+    return Path(folder) / f"{_replica_name(replica)}.nc"
 
 
 def checkpoint_path(folder: Path, replica: int) -> Path:
     """Checkpoint file of ``replica`` in ``folder``."""
-    return Path(folder) / f"replica-{replica:03d}.chk.npz"
+    return Path(folder) / f"{_replica_name(replica)}.chk.npz"
 
 
-def degrees_of_freedom(system: Any) -> int:
-    """Kinetic degrees of freedom: 3 per massive particle, minus constraints and removed centre-of-mass motion."""
+def state_path(folder: Path, replica: int) -> Path:
+    """OpenMM State XML of every atom of ``replica`` in ``folder`` (written when the trajectory holds fewer)."""
+    return Path(folder) / f"{_replica_name(replica)}.state.xml"
+
+
+def replica_folder(folder: Path, replica: int) -> Path:
+    """The folder of ``replica`` run alone (``replica_index``) beside the others of its job array: ``replica-NNN/``."""
+    return Path(folder) / _replica_name(replica)
+
+
+def replicas_to_run(replicas: int, replica_index: int | None = None) -> list[int]:
+    """The replicas a run simulates: all ``replicas``, or replica ``replica_index`` of them alone.
+
+    Raises
+    ------
+    NeuralCTError
+        If ``replicas`` is below 1 or ``replica_index`` is not one of ``0 .. replicas - 1``.
+    """
+    if replicas < 1:
+        raise NeuralCTError(f"`replicas` must be >= 1, got {replicas}")
+    if replica_index is None:
+        return list(range(replicas))
+    if not 0 <= replica_index < replicas:
+        raise NeuralCTError(
+            f"`replica_index` {replica_index} is not one of the `replicas` ({replicas}: 0 to {replicas - 1}); "
+            "give the array's size as `replicas`"
+        )
+    return [replica_index]
+
+
+def degrees_of_freedom(system: Any, atoms: np.ndarray | None = None) -> float:
+    """Kinetic degrees of freedom of ``atoms`` (default all): 3 per massive particle, less constraints and
+    removed centre-of-mass motion.
+
+    Of a subset, each constraint removes the share of its relative motion that its atoms in the subset
+    carry (atom i of a pair i-j: m_j / (m_i + m_j)), and the removed centre-of-mass motion the subset's
+    share of the mass, so that 2 <K_subset> / (dof k_B) is the temperature.
+
+    Parameters
+    ----------
+    system : openmm.System
+    atoms : np.ndarray, shape=(n,), optional
+        Particle indices.
+    """
     import openmm as mm
 
-    massive = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i)._value > 0)
-    dof = 3 * massive - system.getNumConstraints()
+    masses = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])
+    inside = np.zeros(len(masses), dtype=bool)
+    inside[np.arange(len(masses)) if atoms is None else atoms] = True
+    dof = 3.0 * np.count_nonzero(inside & (masses > 0))
+    for k in range(system.getNumConstraints()):
+        i, j, _ = system.getConstraintParameters(k)
+        dof -= (inside[i] * masses[j] + inside[j] * masses[i]) / (masses[i] + masses[j])
     if any(isinstance(system.getForce(i), mm.CMMotionRemover) for i in range(system.getNumForces())):
-        dof -= 3
+        dof -= 3.0 * masses[inside].sum() / masses.sum()
     return dof
 
 
@@ -198,11 +262,36 @@ def kinetic_temperature(velocities: np.ndarray, masses: np.ndarray, dof: int) ->
     return 2.0 * kinetic / (dof * BOLTZMANN_KJ_PER_MOL_K)
 
 
-def _replica_seeds(seed: int, replica: int) -> tuple[int, int]:
-    """The velocity and integrator seeds of ``replica``, from (``seed``, ``replica``) only."""
-    # OpenMM treats a seed of 0 as "pick one at random": keep seeds in [1, 2^31 - 1].
-    a, b = np.random.SeedSequence([seed, replica]).generate_state(2)
-    return int(a % (2**31 - 2)) + 1, int(b % (2**31 - 2)) + 1
+def _replica_seeds(seed: int, replica: int) -> tuple[int, int, int, int]:
+    """The seeds of ``replica`` from (``seed``, ``replica``) only: velocities, integrator, barostat, and the
+    integrator of the constant-volume equilibration."""
+    # OpenMM treats a seed of 0 as "pick one at random": keep seeds in [1, 2^31 - 1]. The words of
+    # generate_state do not depend on how many are drawn, so the first two are as before the others came.
+    words = np.random.SeedSequence([seed, replica]).generate_state(4)
+    return tuple(int(word % (2**31 - 2)) + 1 for word in words)
+
+
+def _barostat(system: Any) -> int | None:
+    """Index of the System's Monte Carlo barostat, None without one."""
+    import openmm as mm
+
+    return next(
+        (i for i in range(system.getNumForces()) if isinstance(system.getForce(i), mm.MonteCarloBarostat)), None
+    )
+
+
+def _replica_systems(system: Any, barostat_seed: int) -> tuple[Any, Any | None]:
+    """The System a replica runs, its barostat drawing from the replica's seed, and that System without its
+    barostat for the constant-volume equilibration (None without a barostat)."""
+    import openmm as mm
+
+    index = _barostat(system)
+    if index is None:
+        return system, None
+    seeded, constant_volume = mm.XmlSerializer.clone(system), mm.XmlSerializer.clone(system)
+    seeded.getForce(index).setRandomNumberSeed(barostat_seed)
+    constant_volume.removeForce(index)
+    return seeded, constant_volume
 
 
 def _make_integrator(settings: SimulationSettings, seed: int = 1) -> Any:
@@ -251,32 +340,56 @@ def divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
 _CHECKPOINT_ENTRIES = {"frames": int, "platform": str, "state": bytes}
 
 
-def _resume_settings(settings: SimulationSettings, md_system: MDSystem) -> dict:
+def _resume_settings(settings: SimulationSettings, md_system: MDSystem, atoms: np.ndarray) -> dict:
     """The settings a replica's checkpoint belongs to: a resumed run must have the same."""
     values = {key: getattr(settings, key) for key in _RESUME_KEYS}
     values["system"] = md_system.name
     values["n_atoms"] = md_system.n_atoms
+    values["saved_atoms"] = len(atoms)
     return values
 
 
-def write_topology(md_system: MDSystem, folder: Path) -> None:
-    """Write the system's topology with its starting positions to ``folder/topology.pdb`` (atomically)."""
+def _pdb_text(topology: Any, positions: np.ndarray) -> str:
+    """A PDB file of ``topology`` at ``positions`` (nm), with its box as CRYST1 when it has one."""
     import openmm.app as app
     import openmm.unit as unit
 
     text = io.StringIO()
-    app.PDBFile.writeFile(md_system.topology, md_system.positions * unit.nanometer, text)
-    atomic_write_text(folder / "topology.pdb", text.getvalue())
+    app.PDBFile.writeFile(topology, positions * unit.nanometer, text)
+    return text.getvalue()
+
+
+def write_topology(md_system: MDSystem, folder: Path, atoms: np.ndarray | None = None) -> None:
+    """Write the topology of ``atoms`` (default all) with its starting positions to ``folder/topology.pdb``.
+
+    With fewer atoms than the system's, ``system.pdb`` and ``system.xml`` (the whole system's topology
+    and its serialised OpenMM System) go beside it. Every file is written atomically; a periodic
+    system's PDB files carry its starting box (CRYST1).
+    """
+    import openmm
+    import openmm.app as app
+
+    if atoms is None or len(atoms) == md_system.n_atoms:
+        atomic_write_text(folder / "topology.pdb", _pdb_text(md_system.topology, md_system.positions))
+        return
+    modeller = app.Modeller(md_system.topology, md_system.positions)
+    kept = set(int(i) for i in atoms)
+    modeller.delete([atom for atom in md_system.topology.atoms() if atom.index not in kept])
+    atomic_write_text(folder / "topology.pdb", _pdb_text(modeller.topology, md_system.positions[atoms]))
+    atomic_write_text(folder / "system.pdb", _pdb_text(md_system.topology, md_system.positions))
+    atomic_write_text(folder / "system.xml", openmm.XmlSerializer.serialize(md_system.system))
 
 
 @dataclass
 class _Frames:
-    """A replica's frames so far: positions (nm), on-step velocities (nm/ps), times (ps), kinetic temperatures (K)."""
+    """A replica's frames so far: positions (nm), on-step velocities (nm/ps), times (ps), kinetic temperatures (K),
+    box vectors (nm, periodic systems only)."""
 
     positions: list = field(default_factory=list)
     velocities: list = field(default_factory=list)
     times: list = field(default_factory=list)
     temperatures: list = field(default_factory=list)
+    boxes: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -285,12 +398,16 @@ class _Frames:
 class _Replica:
     """One replica's run: start or resume, step and record, checkpoint."""
 
-    def __init__(self, md_system: MDSystem, folder: Path, settings: SimulationSettings, replica: int):
-        self.md_system, self.settings, self.replica = md_system, settings, replica
+    def __init__(
+        self, md_system: MDSystem, folder: Path, settings: SimulationSettings, replica: int, atoms: np.ndarray
+    ):
+        self.md_system, self.settings, self.replica, self.atoms = md_system, settings, replica, atoms
         self.traj_path, self.chk_path = trajectory_path(folder, replica), checkpoint_path(folder, replica)
+        self.state_path = state_path(folder, replica) if len(atoms) < md_system.n_atoms else None
         self.masses = md_system.masses()
         self.dof = degrees_of_freedom(md_system.system)
-        self.resume_settings = _resume_settings(settings, md_system)
+        self.saved_dof = degrees_of_freedom(md_system.system, atoms)
+        self.resume_settings = _resume_settings(settings, md_system, atoms)
         self.checkpoint = (
             ArrayCheckpoint.load(self.chk_path, _CHECKPOINT_ENTRIES, "delete it to start that replica again")
             if self.chk_path.exists()
@@ -340,6 +457,7 @@ class _Replica:
             list(frames.velocities[:n]),
             list(frames.time_ps[:n]),
             list(frames.per_frame[_T_KEY][:n]),
+            [] if frames.box_vectors is None else list(frames.box_vectors[:n]),
         )
 
     def _save(self, context: Any, platform: str, frames: _Frames) -> None:
@@ -353,35 +471,51 @@ class _Replica:
             "neuralct_report_ps": float(self.settings.report_ps),
             "neuralct_system": self.md_system.name,
             # The System's masses: a topology's elements need not carry them (toy particles).
-            MASSES_ATTRIBUTE: self.masses,
+            MASSES_ATTRIBUTE: self.masses[self.atoms],
         }
-        n_atoms = self.md_system.n_atoms
+        n_saved = len(self.atoms)
         netcdf_frames = NetCDFFrames(
-            np.array(frames.positions).reshape(-1, n_atoms, 3),
-            np.array(frames.velocities).reshape(-1, n_atoms, 3),
+            np.array(frames.positions).reshape(-1, n_saved, 3),
+            np.array(frames.velocities).reshape(-1, n_saved, 3),
             np.array(frames.times, dtype=np.float64),
             attributes,
             {_T_KEY: np.array(frames.temperatures, dtype=np.float64)},
+            np.array(frames.boxes).reshape(-1, 3, 3) if self.md_system.periodic else None,
         )
         write_netcdf(self.traj_path, netcdf_frames)
+        if self.state_path is not None:
+            import openmm
+
+            state = context.getState(getPositions=True, getVelocities=True)
+            atomic_write_text(self.state_path, openmm.XmlSerializer.serialize(state))
         self.checkpoint = ArrayCheckpoint(
             {"frames": len(frames), "platform": platform, "state": context.createCheckpoint()}, self.resume_settings
         )
         self.checkpoint.save(self.chk_path)
 
-    def _start(self, context: Any, integrator: Any, platform: str, frames: _Frames, velocity_seed: int) -> None:
-        """Minimise, thermalise and equilibrate a fresh replica, then checkpoint; or load the checkpoint's state."""
+    def _start(self, context: Any, platform: str, frames: _Frames, start: Any | None, velocity_seed: int) -> None:
+        """Minimise, thermalise and equilibrate a fresh replica, then checkpoint; or load the checkpoint's state.
+
+        ``start`` is the context of the constant-volume first half of the equilibration (None: the whole
+        equilibration runs in ``context``).
+        """
         if self.checkpoint is not None:
             context.loadCheckpoint(self.checkpoint["state"])
             return
         import openmm as mm
 
-        context.setPositions(self.md_system.positions)
-        mm.LocalEnergyMinimizer.minimize(context, 10.0, 1000)
-        context.setVelocitiesToTemperature(self.settings.temperature, velocity_seed)
+        steps = self.settings.equilibration_steps
+        first = start or context
+        first.setPositions(self.md_system.positions)
+        mm.LocalEnergyMinimizer.minimize(first, 10.0, 1000)
+        first.setVelocitiesToTemperature(self.settings.temperature, velocity_seed)
+        if start is not None:
+            start.getIntegrator().step(steps // 2)
+            context.setState(start.getState(getPositions=True, getVelocities=True))
+            steps -= steps // 2
         # Every saved state lies one step past a report step (frame 0 being the end of
         # equilibration), because reading an on-step velocity needs the step after the frame.
-        integrator.step(self.settings.equilibration_steps + 1)
+        context.getIntegrator().step(steps + 1)
         self._save(context, platform, frames)
 
     def _record_frame(self, context: Any, integrator: Any, frames: _Frames) -> None:
@@ -393,8 +527,10 @@ class _Replica:
         integrator.step(1)
         after = context.getState(getVelocities=True)
         v_before, v_after = before.getVelocities(asNumpy=True)._value, after.getVelocities(asNumpy=True)._value
-        frames.positions.append(before.getPositions(asNumpy=True)._value)
-        frames.velocities.append(0.5 * (v_before + v_after))
+        frames.positions.append(before.getPositions(asNumpy=True)._value[self.atoms])
+        frames.velocities.append(0.5 * (v_before[self.atoms] + v_after[self.atoms]))
+        if self.md_system.periodic:
+            frames.boxes.append(before.getPeriodicBoxVectors(asNumpy=True)._value)
         frames.temperatures.append(
             0.5
             * (
@@ -408,11 +544,16 @@ class _Replica:
 
     def run(self, platform: str, progress: Any, threads: int | None) -> dict:
         """Run the remaining frames on ``threads`` CPU threads, updating ``progress``; return this replica's figures."""
-        velocity_seed, integrator_seed = _replica_seeds(self.settings.seed, self.replica)
+        velocity_seed, integrator_seed, barostat_seed, start_seed = _replica_seeds(self.settings.seed, self.replica)
         integrator = _make_integrator(self.settings, integrator_seed)
-        context = make_context(self.md_system.system, integrator, platform, threads)
+        system, constant_volume = _replica_systems(self.md_system.system, barostat_seed)
+        context = make_context(system, integrator, platform, threads)
         frames = self._load_frames()
-        self._start(context, integrator, platform, frames, velocity_seed)
+        start = None
+        if constant_volume is not None and self.checkpoint is None:
+            start = make_context(constant_volume, _make_integrator(self.settings, start_seed), platform, threads)
+        self._start(context, platform, frames, start, velocity_seed)
+        del start  # the equilibration's context: its memory and threads are not needed in production
         start = last_save = time.perf_counter()
         first_frame = unsaved = len(frames)
         for _ in range(first_frame, self.settings.n_frames):
@@ -430,7 +571,7 @@ class _Replica:
         settings = self.settings
         steps = (settings.n_frames - first_frame) * settings.steps_per_frame
         on_step = kinetic_temperature(
-            np.array(frames.velocities).reshape(-1, self.md_system.n_atoms, 3), self.masses, self.dof
+            np.array(frames.velocities).reshape(-1, len(self.atoms), 3), self.masses[self.atoms], self.saved_dof
         )
         return {
             "replica": self.replica,
@@ -447,6 +588,7 @@ class _Replica:
             "mean_kinetic_temperature_K": float(np.mean(frames.temperatures)),
             "mean_kinetic_temperature_on_step_velocities_K": float(on_step.mean()),
             "degrees_of_freedom": self.dof,
+            "degrees_of_freedom_saved_atoms": self.saved_dof,
         }
 
 
@@ -455,13 +597,14 @@ def _run_replica(
     folder: Path,
     settings: SimulationSettings,
     replica: int,
+    atoms: np.ndarray,
     platform: str,
     threads: int | None,
     progress: Any,
 ) -> dict:
     """One replica in a worker process (the parent checked its checkpoint already)."""
     with divergence_as_error(settings):
-        return _Replica(md_system, folder, settings, replica).run(platform, progress, threads)
+        return _Replica(md_system, folder, settings, replica, atoms).run(platform, progress, threads)
 
 
 def run_simulation(
@@ -470,14 +613,18 @@ def run_simulation(
     settings: SimulationSettings,
     *,
     replicas: int = 1,
+    replica_index: int | None = None,
+    atoms: np.ndarray | None = None,
     jobs: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Run (or resume) ``replicas`` independent Langevin trajectories of ``md_system``, ``jobs`` at a time.
 
-    Writes into ``folder``: ``topology.pdb``, one ``replica-NNN.nc`` (AMBER NetCDF with
-    positions, on-step velocities and time) and one checkpoint per replica, and ``summary.json``.
-    A rerun with the same settings resumes each replica from its checkpoint.
+    Writes into ``folder``: ``topology.pdb`` (of the saved atoms), one ``replica-NNN.nc`` (AMBER
+    NetCDF with positions, on-step velocities, time and, periodic, the box) and one checkpoint per
+    replica, and ``summary.json``; with fewer atoms saved than the system has, also
+    ``system.pdb``, ``system.xml`` and one ``replica-NNN.state.xml`` per replica (see the module
+    docstring). A rerun with the same settings resumes each replica from its checkpoint.
 
     Parameters
     ----------
@@ -489,6 +636,12 @@ def run_simulation(
         Run settings.
     replicas : int
         Number of independent trajectories.
+    replica_index : int, optional
+        Run replica ``replica_index`` of the ``replicas`` alone (one job of a scheduler's array): its
+        files are those of the same replica in a run of all of them.
+    atoms : np.ndarray, shape=(n_saved,), optional
+        Indices of the atoms the trajectories record (default
+        :func:`neuralct.md.systems.select_atoms`: the solute, every atom without explicit water).
     jobs : int, optional
         Replicas run at once, each in its own process (default:
         :func:`neuralct.md.replicas.default_jobs`); 1 runs them one after another in this
@@ -505,18 +658,20 @@ def run_simulation(
         platform, jobs, per-replica figures.
     """
     settings.validate()
-    jobs, threads = plan_jobs(replicas, jobs, settings.threads)
+    indices = replicas_to_run(replicas, replica_index)
+    jobs, threads = plan_jobs(len(indices), jobs, settings.threads)
+    atoms = select_atoms(md_system) if atoms is None else np.asarray(atoms, dtype=np.int64)
     if settings.platform != "auto" and settings.platform not in available_platforms():
         raise NeuralCTError(
             f"OpenMM platform {settings.platform!r} is not available here; "
             f"use auto or one of {', '.join(available_platforms())}"
         )
     folder = Path(folder)
-    runs = [_Replica(md_system, folder, settings, r) for r in range(replicas)]
+    runs = [_Replica(md_system, folder, settings, r, atoms) for r in indices]
     platform, probe_rates = _choose_platform(runs, md_system, settings, threads)
     # A fresh start writes its own topology: one left by another system's failed run must not stay.
     if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
-        write_topology(md_system, folder)
+        write_topology(md_system, folder, atoms)
     start = time.perf_counter()
     results = _run_replicas(runs, platform, threads, jobs, progress)
     summary = {
@@ -524,12 +679,15 @@ def run_simulation(
         "description": md_system.description,
         "system_settings": md_system.settings,
         "n_atoms": md_system.n_atoms,
-        "settings": asdict(settings) | {"replicas": replicas, "jobs": jobs, "threads_per_job": threads},
+        "saved_atoms": len(atoms),
+        "settings": asdict(settings)
+        | {"replicas": replicas, "replica_index": replica_index, "jobs": jobs, "threads_per_job": threads},
         "integrator": "LangevinMiddleIntegrator",
         "platform": platform,
         "platform_probe_steps_per_second": probe_rates,
         "platform_probe_threads": threads if probe_rates else None,
-        "trajectory_format": "AMBER NetCDF (angstrom, angstrom/ps, ps) with topology.pdb; velocities on-step",
+        "trajectory_format": "AMBER NetCDF (angstrom, angstrom/ps, ps; periodic: the box per frame) with "
+        "topology.pdb of the saved atoms; velocities on-step",
         **_run_figures(results, settings, time.perf_counter() - start),
         "replicas": results,
     }
@@ -571,7 +729,7 @@ def _run_replicas(runs: list[_Replica], platform: str, threads: int | None, jobs
         if min(jobs, unfinished) <= 1:
             with divergence_as_error(settings):
                 return [run.run(platform, bar, threads) for run in runs]
-        calls = [(md_system, run.traj_path.parent, settings, run.replica, platform, threads) for run in runs]
+        calls = [(md_system, run.traj_path.parent, settings, run.replica, run.atoms, platform, threads) for run in runs]
         return run_in_processes(_run_replica, calls, jobs, bar)
 
 

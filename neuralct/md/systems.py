@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
-from dataclasses import dataclass, field
+import random
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..data.loading import solute_atom_indices
 from ..errors import NeuralCTError, first_line
 from ..units import kT_kj_per_mol
 
 __all__ = [
     "MDSystem",
+    "WaterBox",
+    "WATER_MODELS",
+    "SOLVENTS",
     "systems_dir",
     "available_systems",
     "build_system",
+    "water_forcefield_file",
+    "solute_atoms",
+    "select_atoms",
     "MODEL_SYSTEM_HYDROGEN_ADVICE",
     "harmonic_chain_system",
     "double_well_system",
@@ -38,6 +47,17 @@ MODEL_SYSTEM_HYDROGEN_ADVICE = (
 
 #: Constraint options of ``build_system`` (names as in OpenMM's ``ForceField.createSystem``).
 CONSTRAINTS = ("none", "hbonds", "allbonds", "hangles")
+
+#: The explicit water models: each one's file among OpenMM's force fields (see :func:`water_forcefield_file`),
+#: mapped to the pre-equilibrated water box of ``Modeller.addSolvent`` with as many sites per water.
+WATER_MODELS = {"tip3p": "tip3p", "tip3pfb": "tip3p", "tip4pew": "tip4pew", "opc": "tip4pew", "spce": "spce"}
+
+#: How much wider than twice the cutoff a box must start, so that the barostat can shrink it (5%: 15% in volume,
+#: well beyond what a pre-equilibrated water box settles by).
+_BAROSTAT_ROOM = 0.05
+
+#: Every ``solvent`` of ``build_system``: none, implicit, or an explicit water model.
+SOLVENTS = ("vacuum", "obc2", *WATER_MODELS)
 
 #: Standard Mueller-Brown parameters (A, a, b, c, x0, y0) for the four Gaussian terms.
 MUELLER_BROWN_PARAMETERS = (
@@ -80,9 +100,49 @@ class MDSystem:
         """Number of particles."""
         return self.system.getNumParticles()
 
+    @property
+    def periodic(self) -> bool:
+        """Whether the System has a periodic box (explicit water)."""
+        return bool(self.system.usesPeriodicBoundaryConditions())
+
     def masses(self) -> np.ndarray:
         """Particle masses, shape=(n_atoms,), in amu."""
         return np.array([self.system.getParticleMass(i)._value for i in range(self.n_atoms)])
+
+
+@dataclass
+class WaterBox:
+    """How a molecule is put in explicit water: the box around it, its ions, PME and the barostat.
+
+    Attributes
+    ----------
+    padding_nm : float
+        Padding of ``Modeller.addSolvent`` in nm: the cubic box's edge is the solute's bounding-sphere
+        diameter plus the padding (the closest a solute atom comes to another image of the solute),
+        and at least twice the padding; the default 1.2 nm leaves a 1 nm cutoff room whatever the
+        solute (alanine dipeptide: 2.4 nm, about 1,300 atoms).
+    ionic_strength_molar : float
+        Na+ Cl- pairs added for this ionic strength in mol/L, beyond the counter-ions that always
+        neutralise the solute.
+    cutoff_nm : float
+        Direct-space cutoff of the PME electrostatics and of the Lennard-Jones interactions, in nm;
+        the box must be at least 2.1 times as wide (the barostat may shrink it a little).
+    pressure_bar : float
+        Pressure of the Monte Carlo barostat in bar.
+    """
+
+    padding_nm: float = 1.2
+    ionic_strength_molar: float = 0.0
+    cutoff_nm: float = 1.0
+    pressure_bar: float = 1.0
+
+    def validate(self) -> None:
+        """Raise NeuralCTError for a value that cannot build a box."""
+        for name in ("padding_nm", "cutoff_nm", "pressure_bar"):
+            if not getattr(self, name) > 0:
+                raise NeuralCTError(f"`{name}` must be positive, got {getattr(self, name)}")
+        if not self.ionic_strength_molar >= 0:
+            raise NeuralCTError(f"`ionic_strength_molar` must be >= 0, got {self.ionic_strength_molar}")
 
 
 def systems_dir() -> Path:
@@ -120,6 +180,8 @@ def build_system(
     add_hydrogens: bool = False,
     ph: float = 7.0,
     hydrogen_advice: str = _ADD_HYDROGENS_ADVICE,
+    water: WaterBox | None = None,
+    hydrogen_mass_amu: float | None = None,
 ) -> MDSystem:
     """Build an OpenMM System from a bundled name, a system YAML file or a PDB file.
 
@@ -132,9 +194,13 @@ def build_system(
     forcefield : sequence of str, optional
         OpenMM force-field XML files for a PDB (default: the system file's, or
         ``amber99sbildn.xml`` for a bare PDB).
-    solvent : {"vacuum", "obc2"}, optional
-        Vacuum (NoCutoff) or OBC2 generalized-Born implicit solvent (molecules only);
-        default the system file's ``solvent``, else vacuum.
+    solvent : {"vacuum", "obc2", "tip3p", "tip3pfb", "tip4pew", "opc", "spce"}, optional
+        Vacuum (NoCutoff), OBC2 generalized-Born implicit solvent, or explicit water of that model
+        (molecules only); default the system file's ``solvent``, else vacuum. In explicit water the
+        molecule is solvated by ``openmm.app.Modeller.addSolvent`` in a cubic box (ions placed with
+        a fixed random seed, so the same options give the same box), with PME electrostatics and
+        a Monte Carlo barostat at ``temperature``; a PDB that holds water already is taken as
+        solvated: its water, ions and box (CRYST1) are kept, its water must be the model's.
     constraints : {"none", "hbonds", "allbonds", "hangles"}
         Bond constraints (molecules only).
     temperature : float
@@ -148,23 +214,38 @@ def build_system(
     hydrogen_advice : str
         What an error about a PDB without the hydrogens the force field needs tells the user to
         do: by default to pass ``add_hydrogens=True``; a command passes what its own user can do.
+    water : WaterBox, optional
+        The box, ions, cutoff and pressure of explicit water (default ``WaterBox()``); explicit
+        water only.
+    hydrogen_mass_amu : float, optional
+        Hydrogen mass repartitioning: every hydrogen bonded to a heavy atom gets this mass in amu,
+        taken from that atom, so each molecule keeps its mass (water stays rigid and unchanged);
+        with ``constraints="hbonds"``, 1.5 amu allows 4 fs steps. Molecules only.
 
     Raises
     ------
     NeuralCTError
         Unknown system, missing or unreadable file, unknown force field or option, a PDB
-        residue the force field cannot match (named as the PDB names it, with what is missing).
+        residue the force field cannot match (named as the PDB names it, with what is missing),
+        water in the PDB that is not the water model's, a box narrower than twice the cutoff.
     """
-    if solvent not in (None, "vacuum", "obc2"):
-        raise NeuralCTError(f"unknown solvent {solvent!r}; use vacuum or obc2")
+    if solvent not in (None, *SOLVENTS):
+        raise NeuralCTError(f"unknown solvent {solvent!r}; use one of {', '.join(SOLVENTS)}")
     if constraints.lower() not in CONSTRAINTS:
         raise NeuralCTError(f"unknown constraints {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
+    if hydrogen_mass_amu is not None and not hydrogen_mass_amu > 0:
+        raise NeuralCTError(f"`hydrogen_mass_amu` must be positive, got {hydrogen_mass_amu}")
     name, path, spec = _system_spec(name)
     kind = spec.pop("kind")
     description = spec.pop("description", name)
     solvent = solvent or spec.pop("solvent", "vacuum")
-    if solvent not in ("vacuum", "obc2"):
-        raise NeuralCTError(f"system file {path}: unknown solvent {solvent!r}; use vacuum or obc2")
+    if solvent not in SOLVENTS:
+        raise NeuralCTError(f"system file {path}: unknown solvent {solvent!r}; use one of {', '.join(SOLVENTS)}")
+    if water is not None and solvent not in WATER_MODELS:
+        raise NeuralCTError(
+            f"the water box (`padding_nm`, `ionic_strength_molar`, `cutoff_nm`, `pressure_bar`) applies to "
+            f"explicit water only, not to `solvent` {solvent}; give one of {', '.join(WATER_MODELS)}"
+        )
     if kind == "pdb":
         forcefield = forcefield or spec.get("forcefield") or ["amber99sbildn.xml"]
         return _pdb_system(
@@ -176,11 +257,16 @@ def build_system(
             constraints.lower(),
             ph if add_hydrogens else None,
             hydrogen_advice,
+            (water or WaterBox()) if solvent in WATER_MODELS else None,
+            hydrogen_mass_amu,
+            temperature,
         )
     if add_hydrogens:
         raise NeuralCTError(f"`add_hydrogens` applies to PDB structures only, not to the toy system {name!r}")
     if solvent != "vacuum":
         raise NeuralCTError(f"`solvent` {solvent} applies to molecules only, not to the toy system {name!r}")
+    if hydrogen_mass_amu is not None:
+        raise NeuralCTError(f"`hydrogen_mass_amu` applies to molecules only, not to the toy system {name!r}")
     built = _toy_system(kind, path, spec, temperature)
     built.name, built.description = name, description
     return built
@@ -321,7 +407,11 @@ def _pdb_system(
     constraints: str,
     ph: float | None,
     hydrogen_advice: str,
+    water: WaterBox | None,
+    hydrogen_mass_amu: float | None,
+    temperature: float,
 ) -> MDSystem:
+    import openmm as mm
     import openmm.app as app
     import openmm.unit as unit
 
@@ -329,7 +419,12 @@ def _pdb_system(
         pdb = app.PDBFile(pdb_path)
     except Exception as exc:
         raise NeuralCTError(f"cannot read PDB file {pdb_path}: {first_line(exc)}") from None
-    files = list(forcefield) + (["implicit/obc2.xml"] if solvent == "obc2" else [])
+    files = list(forcefield)
+    if solvent == "obc2":
+        files.append("implicit/obc2.xml")
+    if water is not None:
+        water.validate()
+        files.append(water_forcefield_file(forcefield, solvent))
     try:
         ff = app.ForceField(*files)
     except Exception as exc:
@@ -341,7 +436,8 @@ def _pdb_system(
     if ph is not None:
         modeller = app.Modeller(topology, positions)
         try:
-            modeller.addHydrogens(ff, pH=ph)
+            with _fixed_python_random():
+                modeller.addHydrogens(ff, pH=ph)
         except Exception as exc:
             problem = _template_problem(ff, topology, files, exc, hydrogen_advice, hydrogens_expected=False)
             raise NeuralCTError(
@@ -349,9 +445,17 @@ def _pdb_system(
                 "the force field knows, caps (ACE/NME) and terminal atoms are the PDB's business"
             ) from None
         topology, positions = modeller.topology, modeller.positions
+    if water is not None:
+        topology, positions = _in_water(ff, topology, positions, solvent, water, pdb_path)
     constraint = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[constraints]
+    nonbonded = (
+        {"nonbondedMethod": app.PME, "nonbondedCutoff": water.cutoff_nm * unit.nanometer}
+        if water is not None
+        else {"nonbondedMethod": app.NoCutoff}
+    )
+    hydrogen_mass = None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu
     try:
-        system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=constraint)
+        system = ff.createSystem(topology, constraints=constraint, hydrogenMass=hydrogen_mass, **nonbonded)
     except Exception as exc:
         raise NeuralCTError(
             f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice)}"
@@ -361,12 +465,179 @@ def _pdb_system(
         "pdb": pdb_path,
         "forcefield": files,
         "solvent": solvent,
-        "nonbonded": "NoCutoff",
+        "nonbonded": "PME" if water is not None else "NoCutoff",
         "constraints": constraints,
     }
+    if water is not None:
+        system.addForce(mm.MonteCarloBarostat(water.pressure_bar * unit.bar, temperature * unit.kelvin))
+        settings |= {
+            "water_box": asdict(water),
+            "box_nm": [
+                float(v[i].value_in_unit(unit.nanometer)) for i, v in enumerate(topology.getPeriodicBoxVectors())
+            ],
+            "solvent_atoms": topology.getNumAtoms() - len(solute_atoms(topology)),
+        }
+    if hydrogen_mass_amu is not None:
+        settings["hydrogen_mass_amu"] = hydrogen_mass_amu
     if ph is not None:
         settings["hydrogens_added_at_ph"] = ph
     return MDSystem(name, system, topology, positions, description, settings)
+
+
+@contextlib.contextmanager
+def _fixed_python_random(seed: int = 0) -> Iterator[None]:
+    """Python's global random stream seeded for the block, then restored.
+
+    ``openmm.app.Modeller`` draws from it (which waters become ions, where a hydrogen it cannot place
+    goes): seeded, the same options build the same system, so that a rerun resumes and the replicas of
+    a job array share one system.
+    """
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+def water_forcefield_file(forcefield: Sequence[str], model: str) -> str:
+    """The OpenMM force-field file of water ``model`` that goes with ``forcefield``.
+
+    A force field whose files live in a folder of OpenMM's data (``amber14-all.xml``: ``amber14/``,
+    ``charmm36.xml``: ``charmm36/``) takes that folder's water file (``amber14/tip3p.xml``;
+    CHARMM's TIP3P is ``charmm36/water.xml``); any other (``amber99sbildn.xml``) the file of the
+    same name at the top of OpenMM's data (``tip3p.xml``), which carries the ions' parameters too.
+
+    Parameters
+    ----------
+    forcefield : sequence of str
+        The molecule's force-field files; the first names the family.
+    model : str
+        One of ``WATER_MODELS``.
+
+    Raises
+    ------
+    NeuralCTError
+        If the force field's family ships no file of that model.
+    """
+    import openmm.app as app
+
+    data = Path(app.__file__).parent / "data"
+    family = Path(forcefield[0]).name.split("-")[0].removesuffix(".xml")
+    if not (data / family).is_dir():
+        return f"{model}.xml"
+    stem = "water" if (family, model) == ("charmm36", "tip3p") else model
+    if not (data / family / f"{stem}.xml").is_file():
+        shipped = [
+            m for m in WATER_MODELS if (data / family / f"{m}.xml").is_file() or (family, m) == ("charmm36", "tip3p")
+        ]
+        raise NeuralCTError(
+            f"force field {forcefield[0]} ships no {model} water; give `solvent` one of {', '.join(shipped)}"
+        )
+    return f"{family}/{stem}.xml"
+
+
+def _in_water(ff: Any, topology: Any, positions: Any, model: str, water: WaterBox, pdb_path: str) -> tuple[Any, Any]:
+    """The molecule in its periodic box of water: solvated here, or as the PDB holds it (its water, ions and box)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    waters = [residue for residue in topology.residues() if residue.name == "HOH"]
+    if waters:
+        _check_water_model(ff, topology, model, pdb_path)
+        if topology.getPeriodicBoxVectors() is None:
+            raise NeuralCTError(
+                f"PDB file {pdb_path} holds water but no periodic box (CRYST1 record); add the box, "
+                "or give the molecule without water to be solvated"
+            )
+    else:
+        modeller = app.Modeller(topology, positions)
+        with _fixed_python_random():
+            modeller.addSolvent(
+                ff,
+                model=WATER_MODELS[model],
+                padding=water.padding_nm * unit.nanometer,
+                ionicStrength=water.ionic_strength_molar * unit.molar,
+                neutralize=True,
+            )
+        topology, positions = modeller.topology, modeller.positions
+    narrowest = min(
+        vector[i].value_in_unit(unit.nanometer) for i, vector in enumerate(topology.getPeriodicBoxVectors())
+    )
+    # OpenMM stops a run whose box the barostat shrinks below twice the cutoff: leave it room.
+    if narrowest < 2.0 * water.cutoff_nm * (1.0 + _BAROSTAT_ROOM):
+        raise NeuralCTError(
+            f"PDB file {pdb_path}: the periodic box is {narrowest:.3g} nm wide, narrower than twice the cutoff "
+            f"({water.cutoff_nm:g} nm) and {_BAROSTAT_ROOM:.0%} for the barostat to shrink it; "
+            "give a larger `padding_nm` or a smaller `cutoff_nm`"
+        )
+    return topology, positions
+
+
+def _check_water_model(ff: Any, topology: Any, model: str, pdb_path: str) -> None:
+    """Refuse water in the PDB that the force field's water model does not match (another number of sites)."""
+    wrong = [residue for residue in ff.getUnmatchedResidues(topology) if residue.name == "HOH"]
+    if wrong:
+        names = [atom.name for atom in wrong[0].atoms()]
+        # The force field's residue templates by name (openmm.app.ForceField keeps them in _templates).
+        sites = len(ff._templates["HOH"].atoms)
+        raise NeuralCTError(
+            f"PDB file {pdb_path}: its water ({_residue_label(wrong[0])}: {len(names)} sites, {' '.join(names)}) "
+            f"is not water model {model} ({sites} sites); give the `solvent` of the PDB's water, "
+            "or the molecule without water to be solvated"
+        )
+
+
+def solute_atoms(topology: Any) -> np.ndarray:
+    """Indices of the solute's atoms in an OpenMM topology: every atom but water and monatomic ions.
+
+    The rule is the loader's (:func:`neuralct.data.loading.solute_atom_indices`).
+
+    Parameters
+    ----------
+    topology : openmm.app.Topology
+
+    Returns
+    -------
+    np.ndarray, shape=(n_solute,)
+        Atom indices, ascending.
+    """
+    import mdtraj as md
+
+    return solute_atom_indices(md.Topology.from_openmm(topology))
+
+
+def select_atoms(md_system: MDSystem, save: str | None = None) -> np.ndarray:
+    """Indices of the atoms that a trajectory of ``md_system`` records.
+
+    Parameters
+    ----------
+    md_system : MDSystem
+    save : str, optional
+        An MDTraj atom selection (``"protein"``, ``"all"``, ``"not water"``); default the solute
+        (:func:`solute_atoms`), which is every atom in vacuum or implicit solvent.
+
+    Returns
+    -------
+    np.ndarray, shape=(n_saved,)
+        Atom indices, ascending.
+
+    Raises
+    ------
+    NeuralCTError
+        If ``save`` is not a valid selection or selects no atom.
+    """
+    import mdtraj as md
+
+    if save is None:
+        return solute_atoms(md_system.topology)
+    try:
+        atoms = md.Topology.from_openmm(md_system.topology).select(save)
+    except Exception as exc:
+        raise NeuralCTError(f"`save` {save!r} is not an MDTraj atom selection: {first_line(exc)}") from None
+    if len(atoms) == 0:
+        raise NeuralCTError(f"`save` {save!r} selects no atom of {md_system.name}; give a selection that matches")
+    return np.asarray(atoms, dtype=np.int64)
 
 
 def _particle_topology(n_particles: int, residue: str):

@@ -41,6 +41,7 @@ def molecule_metadata(data, selection: str) -> dict[str, Any]:
         "atom_names": [f"{topology.atom(int(i)).residue.name}:{topology.atom(int(i)).name}" for i in data.atom_indices],
         "temperature_K": float(data.temperature),
         "frame": data.frame.state_dict(),
+        "periodic": bool(data.periodic),
     }
 
 

@@ -278,6 +278,19 @@ def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
     return found
 
 
+def _refuse_explicit_solvent(md_system, source: str) -> None:
+    """Refuse a system in explicit solvent: the flow draws the solute's coordinates, not the solvent's."""
+    from ..md.systems import solute_atoms
+
+    solvent = md_system.n_atoms - len(solute_atoms(md_system.topology))
+    if solvent or md_system.periodic:
+        raise NeuralCTError(
+            f"{source} is in explicit solvent ({solvent} water and ion atoms in a periodic box): the flow models the "
+            "solute alone, and exact sampling would need the solvent's coordinates too; sample the solute in "
+            "implicit solvent (`solvent` obc2) or vacuum, or run `neuralct bias` in the explicit water"
+        )
+
+
 def molecular_target(model: NeuralCanonicalTransformation, md_system, source: str) -> SamplingTarget:
     """The Boltzmann distribution of ``md_system`` on the model's internal coordinates, ``exp(-beta E) J``.
 
@@ -289,14 +302,15 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     Raises
     ------
     NeuralCTError
-        If the model leaves out an atom that is not a hydrogen bonded to one of its atoms
-        (sampling needs every atom's energy), or the system has constraints.
+        If the system is in explicit solvent, the model leaves out an atom that is not a hydrogen
+        bonded to one of its atoms (sampling needs every atom's energy), or the system has constraints.
     """
     import mdtraj
 
     from ..md.energy import OpenMMEnergy
     from ..model.molecular import check_topology, rigid_body_frame
 
+    _refuse_explicit_solvent(md_system, source)
     molecule = model.metadata["molecule"]
     topology = mdtraj.Topology.from_openmm(md_system.topology)
     check_topology(model, topology, source)

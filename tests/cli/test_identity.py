@@ -50,6 +50,11 @@ OTHER_VALUES = {
     ("simulate", "system"): ["double-well"],
     ("simulate", "report_ps"): ["2"],
     ("simulate", "timestep_fs"): ["1"],
+    ("simulate", "padding_nm"): ["1.2"],
+    ("simulate", "cutoff_nm"): ["0.9"],
+    ("simulate", "ionic_strength_molar"): ["0.1"],
+    ("simulate", "save"): ["not element H"],
+    ("simulate", "replica_index"): ["0"],
     ("train", "selection"): ["all"],
     ("train", "layers"): ["point"],
     ("train", "vamp_lags_ps"): ["1"],
@@ -59,6 +64,7 @@ OTHER_VALUES = {
     ("analyze", "residues"): ["2"],
     ("analyze", "test_trajectories"): ["1"],
     ("analyze", "lag_ps"): ["1"],
+    ("export", "plumed_format"): ["%.8g"],
     ("bias", "cv"): ["phi,psi"],
     ("bias", "cvs"): ["2"],
     ("bias", "bias_every"): ["2"],
@@ -74,6 +80,10 @@ OTHER_VALUES = {
 
 #: What other options an option needs in order to be accepted at all (given in both runs compared).
 NEEDS = {
+    ("simulate", "padding_nm"): ["--solvent", "tip3p"],
+    ("simulate", "cutoff_nm"): ["--solvent", "tip3p"],
+    ("simulate", "ionic_strength_molar"): ["--solvent", "tip3p"],
+    ("simulate", "pressure_bar"): ["--solvent", "tip3p"],
     ("train", "rank_lag_ps"): [],
     ("train", "vamp_weight"): ["--lag-ps", "1"],
     ("train", "vamp_lags_ps"): ["--lag-ps", "1", "--vamp-weight", "1"],

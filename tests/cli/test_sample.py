@@ -631,3 +631,12 @@ def test_independence_moves_need_a_model_of_every_atom(alanine_models, tmp_path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "leaves 12 hydrogens out" in err and "--method latent-hmc" in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_system_in_explicit_water_is_refused_with_what_works_instead(alanine_models, tmp_path, capsys):
+    args = ["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--solvent", "tip3p", *SAMPLE]
+    assert main([*args, "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "explicit solvent" in err and "the flow models the solute" in err and "--solvent obc2" in err, err
+    assert not (tmp_path / "x").exists()

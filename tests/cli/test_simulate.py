@@ -3,9 +3,11 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuralct.cli import main
+from neuralct.data.netcdf import read_netcdf
 
 
 def snapshot(folder):
@@ -231,3 +233,72 @@ def test_add_hydrogens_completes_a_pdb_without_them(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_atoms"] == 42 and summary["system_settings"]["hydrogens_added_at_ph"] == 7.0
     assert (out / "topology.pdb").read_text().count(" H") > 0
+
+
+def _replicas_apart_and_together(tmp_path, system_args):
+    """Both replicas of one run into ``all/``, and each alone (``--replica-index``) into ``array/replica-00K/``."""
+    common = [
+        "simulate",
+        *system_args,
+        "--length-ns",
+        "0.001",
+        "--report-ps",
+        "0.1",
+        "--equilibration-ps",
+        "0.1",
+        "--replicas",
+        "2",
+        "--seed",
+        "5",
+        "--platform",
+        "Reference",
+        "--no-progress",
+    ]
+    assert main([*common, "--jobs", "1", "--output", str(tmp_path / "all")]) == 0
+    for replica in range(2):
+        assert main([*common, "--replica-index", str(replica), "--output", str(tmp_path / "array")]) == 0
+    return tmp_path / "all", tmp_path / "array"
+
+
+@pytest.mark.parametrize(
+    "system_args",
+    [["alanine-dipeptide"], ["alanine-dipeptide", "--solvent", "tip3p", "--padding-nm", "0.6", "--cutoff-nm", "0.7"]],
+    ids=["vacuum", "tip3p"],
+)
+def test_replicas_run_alone_give_the_frames_of_a_run_of_all_of_them(tmp_path, system_args):
+    together, array = _replicas_apart_and_together(tmp_path, system_args)
+    for replica in range(2):
+        folder = array / f"replica-00{replica}"
+        assert sorted(p.name for p in folder.glob("replica-*")) == sorted(
+            p.name for p in together.glob(f"replica-00{replica}*")
+        )
+        a, b = read_netcdf(together / f"replica-00{replica}.nc"), read_netcdf(folder / f"replica-00{replica}.nc")
+        assert np.array_equal(a.positions, b.positions) and np.array_equal(a.velocities, b.velocities)
+        assert (a.box_vectors is None) == (b.box_vectors is None)
+        assert a.box_vectors is None or np.array_equal(a.box_vectors, b.box_vectors)
+        assert (folder / "topology.pdb").read_text().splitlines()[1:] == (
+            (together / "topology.pdb").read_text().splitlines()[1:]
+        )
+        assert json.loads((folder / "summary.json").read_text())["settings"]["replica_index"] == replica
+    first = read_netcdf(together / "replica-000.nc").positions
+    assert not np.array_equal(first, read_netcdf(together / "replica-001.nc").positions)
+
+
+def test_train_reads_the_replicas_of_a_job_array_together(tmp_path):
+    common = ["simulate", "alanine-dipeptide", "--length-ns", "0.02", "--report-ps", "0.5", "--replicas", "3"]
+    common += [
+        "--equilibration-ps",
+        "0.1",
+        "--platform",
+        "Reference",
+        "--no-progress",
+        "--output",
+        str(tmp_path / "md"),
+    ]
+    for replica in range(3):
+        assert main([*common, "--replica-index", str(replica)]) == 0
+    paths = [str(tmp_path / "md" / f"replica-00{r}" / f"replica-00{r}.nc") for r in range(3)]
+    small = ["--steps", "3", "--batch-size", "16", "--couplings", "1", "--hidden", "8", "--no-progress"]
+    assert main(["train", *paths, *small, "--output", str(tmp_path / "model")]) == 0
+    summary = json.loads((tmp_path / "model" / "summary.json").read_text())
+    assert summary["trajectories"] == paths and summary["frames"] == 120

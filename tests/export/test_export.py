@@ -121,7 +121,8 @@ def test_plumed_file_follows_the_pytorch_model_loader(exported):
             )
     text = (folder / "plumed.dat").read_text()
     serials = [i + 1 for i in manifest["system"]["atom_indices"]]
-    assert f"WHOLEMOLECULES ENTITY0={','.join(map(str, serials))}" in text
+    entity = next(line for line in text.splitlines() if line.startswith("WHOLEMOLECULES")).split("ENTITY0=")[1]
+    assert sorted(set(map(int, entity.split(",")))) == sorted(serials)
     assert [line.split("ATOM=")[1] for line in text.splitlines() if ": POSITION" in line] == [str(s) for s in serials]
     arguments = (
         next(line for line in text.splitlines() if line.startswith("cv: PYTORCH_MODEL")).split("ARG=")[1].split(",")
@@ -558,3 +559,79 @@ def test_torch_force_of_openmm_torch_gives_the_cv_and_its_forces(exported):
     context, _ = _context(periodic, [])
     context.setPositions(_split(positions[4], box, [0, 5, 6, 7, 18]))
     assert abs(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value - expected[4, 0]) < 1e-5
+
+
+def test_plumed_input_reads_whole_molecules_as_they_stand_and_prints_as_asked(alanine_model, tmp_path):
+    """POSITION without NOPBC would take each atom's image nearest the origin, tearing the molecule again."""
+    from neuralct.export.files import PLUMED_BUILD
+
+    model_path, paths = alanine_model
+    folder = tmp_path / "cvs"
+    argv = ["export", str(model_path), "--plumed-stride", "7", "--plumed-format", "%.9g", "--output", str(folder)]
+    assert main(argv) == 0
+    lines = (folder / "plumed.dat").read_text().splitlines()
+    positions = [line for line in lines if ": POSITION " in line]
+    assert positions and all("NOPBC" in line.split() for line in positions)
+    assert any("./configure --enable-libtorch --enable-modules=pytorch" in line for line in lines if line[0] == "#")
+    assert [line for line in lines if line.startswith("PRINT")] == [
+        "PRINT STRIDE=7 ARG=cv.node-0,cv.node-1 FILE=COLVAR FMT=%.9g"
+    ]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["plumed"] == {"stride": 7, "format": "%.9g", "build": PLUMED_BUILD}
+
+    # WHOLEMOLECULES moves each entry to the image nearest the entry before: consecutive entries must be neighbours.
+    entity = [
+        int(s) - 1 for s in next(line for line in lines if line.startswith("WHOLEMOLECULES")).split("=")[1].split(",")
+    ]
+    frames = mdtraj.load(paths[0], top=str(paths[0]).replace("replica-000.nc", "topology.pdb")).xyz
+    steps = np.linalg.norm(frames[:, entity[1:]] - frames[:, entity[:-1]], axis=-1)
+    assert set(entity) == set(manifest["system"]["atom_indices"]) and steps.max() < 0.2
+
+
+def test_plumed_print_settings_that_plumed_would_refuse_are_one_line(alanine_model, tmp_path, capsys):
+    model_path = str(alanine_model[0])
+    for value in ("%d", "cv=%f", "%f %f", "f"):
+        folder = tmp_path / "bad"
+        assert main(["export", model_path, "--plumed-format", value, "--output", str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--plumed-format" in err and "printf" in err, err
+        assert len(err.splitlines()) == 1 and not folder.exists(), err
+    assert main(["export", model_path, "--plumed-stride", "0", "--output", str(tmp_path / "zero")]) == 2
+    assert not (tmp_path / "zero").exists()
+
+
+def test_a_periodic_export_refuses_to_run_without_the_box(exported, alanine_model, tmp_path):
+    """openmm-torch's TorchForce passes no box unless told to: a periodic CV must not then read a torn molecule."""
+    from neuralct.export import export_cvs
+
+    model, folder, positions, expected = exported
+    box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
+    split = torch.tensor(_split(positions[4], box, [0, 5, 6, 7, 18]))
+    assert json.loads((folder / "manifest.json").read_text())["system"]["periodic"] is False
+    periodic = tmp_path / "periodic"
+    assert main(["export", str(alanine_model[0]), "--periodic", "--output", str(periodic)]) == 0
+    recorded = neuralct.load(alanine_model[0])
+    recorded.metadata["molecule"]["periodic"] = True
+    from_model = tmp_path / "from-model"
+    export_cvs(recorded, from_model, K)
+    for exported_folder in (periodic, from_model):
+        assert json.loads((exported_folder / "manifest.json").read_text())["system"]["periodic"] is True
+        for j in range(K):
+            module = torch.jit.load(str(exported_folder / f"cv{j + 1}.pt"))
+            with pytest.raises(torch.jit.Error, match=r"setUsesPeriodicBoundaryConditions\(True\)"):
+                module(split)
+            assert abs(float(module(split, torch.tensor(box))) - expected[4, j]) < 1e-5
+
+
+def test_openmm_imported_before_torch_is_named_for_torch_force(monkeypatch):
+    """openmm loads its plugins at import; openmm-torch's need LibTorch loaded first (the registry wheels)."""
+    from neuralct.export.force import _check_torch_kernels
+
+    cuda_only = "Error loading library /env/lib/plugins/libOpenMMTorchCUDA.so: libcuda.so.1: cannot open shared object"
+    monkeypatch.setattr(mm.Platform, "getPluginLoadFailures", staticmethod(lambda: [cuda_only]))
+    _check_torch_kernels()
+    no_torch = "Error loading library /env/lib/plugins/libOpenMMTorchCPU.so: libtorch_cpu.so: cannot open shared object"
+    monkeypatch.setattr(mm.Platform, "getPluginLoadFailures", staticmethod(lambda: [cuda_only, no_torch]))
+    with pytest.raises(neuralct.errors.NeuralCTError, match="import torch .or neuralct. before openmm") as error:
+        _check_torch_kernels()
+    assert "libOpenMMTorchCPU.so" in str(error.value) and len(str(error.value).splitlines()) == 1

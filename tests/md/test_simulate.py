@@ -276,3 +276,20 @@ def test_settings_errors_name_the_argument():
         SimulationSettings(report_ps=0.003).validate()
     with pytest.raises(NeuralCTError, match="^`threads` must be >= 1, got 0$"):
         SimulationSettings(threads=0).validate()
+
+
+def test_degrees_of_freedom_of_the_solute_and_the_water_add_up_to_the_system():
+    """Constraints and the centre-of-mass motion are shared between the parts, so the parts' dof sum to the whole."""
+    from neuralct.md.systems import WaterBox, solute_atoms
+
+    system = build_system("alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7))
+    solute = solute_atoms(system.topology)
+    rest = np.setdiff1d(np.arange(system.n_atoms), solute)
+    whole = degrees_of_freedom(system.system)
+    assert whole == 3 * system.n_atoms - system.system.getNumConstraints() - 3
+    parts = degrees_of_freedom(system.system, solute) + degrees_of_freedom(system.system, rest)
+    assert parts == pytest.approx(whole, abs=1e-9)
+    # 22 atoms, 12 hydrogen bonds constrained (each removes the hydrogen's share and its partner's)
+    assert degrees_of_freedom(system.system, solute) == pytest.approx(
+        66 - 12 - 3 * system.masses()[solute].sum() / system.masses().sum()
+    )

@@ -95,3 +95,20 @@ def test_user_pdb_with_forcefield():
 def test_bad_system_input(name, kwargs, message):
     with pytest.raises(NeuralCTError, match=message):
         build_system(name, **kwargs)
+
+
+def test_hydrogen_mass_repartitioning_keeps_every_molecule_s_mass():
+    from neuralct.md.systems import WaterBox, solute_atoms
+
+    water = WaterBox(padding_nm=0.6, cutoff_nm=0.7)
+    plain = build_system("alanine-dipeptide", solvent="tip3p", water=water)
+    heavy = build_system("alanine-dipeptide", solvent="tip3p", water=water, hydrogen_mass_amu=1.5)
+    solute = solute_atoms(plain.topology)
+    hydrogens = [a.index for a in heavy.topology.atoms() if a.element.symbol == "H" and a.index in set(solute)]
+    assert heavy.masses().sum() == pytest.approx(plain.masses().sum(), abs=1e-9)
+    assert heavy.masses()[solute].sum() == pytest.approx(plain.masses()[solute].sum(), abs=1e-9)
+    np.testing.assert_allclose(heavy.masses()[hydrogens], 1.5)
+    # Rigid water keeps its masses; the same options build the same box, ions and all.
+    rest = np.setdiff1d(np.arange(plain.n_atoms), solute)
+    np.testing.assert_array_equal(heavy.masses()[rest], plain.masses()[rest])
+    np.testing.assert_array_equal(heavy.positions, plain.positions)

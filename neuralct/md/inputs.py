@@ -1,0 +1,367 @@
+"""Systems prepared elsewhere: AMBER, GROMACS, CHARMM or OpenMM XML input files read through OpenMM's own readers."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import NeuralCTError, first_line
+from .systems import CONSTRAINTS, MDSystem, solute_atoms
+
+__all__ = ["INPUT_FORMATS", "read_system"]
+
+#: The topology file of each input format, by suffix; the other files of a system are its coordinates and (CHARMM)
+#: parameters.
+INPUT_FORMATS = {".prmtop": "AMBER", ".parm7": "AMBER", ".top": "GROMACS", ".psf": "CHARMM", ".xml": "OpenMM"}
+
+_COORDINATES = (".inpcrd", ".rst7", ".rst", ".crd", ".gro", ".pdb", ".cif", ".xml")
+_CHARMM_PARAMETERS = (".prm", ".par", ".rtf", ".str", ".inp")
+
+
+@dataclass
+class _Inputs:
+    """A system's input files sorted by role."""
+
+    topology: Path
+    format: str
+    coordinates: Path | None = None
+    parameters: list[Path] = field(default_factory=list)
+
+
+def read_system(
+    files: Sequence[str | os.PathLike],
+    *,
+    include_dir: str | os.PathLike | None = None,
+    solute: str | None = None,
+    constraints: str = "hbonds",
+    cutoff_nm: float = 1.0,
+    pressure_bar: float = 1.0,
+    temperature: float = 300.0,
+    hydrogen_mass_amu: float | None = None,
+) -> MDSystem:
+    """Build an :class:`MDSystem` from input files prepared with AMBER, GROMACS, CHARMM or OpenMM tools.
+
+    The files are told apart by suffix: one topology (``.prmtop``/``.parm7`` AMBER, ``.top``
+    GROMACS, ``.psf`` CHARMM, or an OpenMM System ``.xml``), one coordinates file
+    (``.inpcrd``/``.rst7``/``.rst``, ``.gro``, CHARMM ``.crd``, ``.pdb``, or an OpenMM State
+    ``.xml``; an OpenMM System needs a PDB for its topology, a State is optional) and, for
+    CHARMM, its parameter files (``.prm``, ``.par``, ``.rtf``, ``.str``, ``.inp``). They are read
+    with ``openmm.app.AmberPrmtopFile``/``AmberInpcrdFile``, ``GromacsTopFile``/``GromacsGroFile``,
+    ``CharmmPsfFile``/``CharmmCrdFile``/``CharmmParameterSet`` and ``openmm.XmlSerializer``.
+
+    The periodic box is the coordinates file's (a PDB's CRYST1, a State's box, the System's
+    default box); a periodic system gets PME electrostatics with a cutoff of ``cutoff_nm`` and
+    a Monte Carlo barostat, a system without a box NoCutoff. An OpenMM System is taken as
+    serialized (its forces, cutoff and constraints), with a barostat added if it is periodic
+    and has none.
+
+    Parameters
+    ----------
+    files : sequence of path
+        The system's input files.
+    include_dir : path, optional
+        Folder of the force-field files that a GROMACS topology ``#include``s (default: GROMACS's
+        ``share/gromacs/top``); includes beside the topology are found without it.
+    solute : str, optional
+        MDTraj atom selection of the solute (recorded as ``settings["solute"]``); default every
+        atom that is not water or a monatomic ion (:func:`~neuralct.md.systems.solute_atoms`).
+    constraints : {"none", "hbonds", "allbonds", "hangles"}
+        Bond constraints (not for an OpenMM System, which has its own).
+    cutoff_nm : float
+        Direct-space cutoff of PME and of the Lennard-Jones interactions in nm (periodic
+        systems); the box must be at least twice as wide.
+    pressure_bar : float
+        Pressure of the barostat of a periodic system, bar.
+    temperature : float
+        Temperature of the barostat, K.
+    hydrogen_mass_amu : float, optional
+        Hydrogen mass repartitioning as in :func:`~neuralct.md.systems.build_system`.
+
+    Returns
+    -------
+    MDSystem
+        Its ``positions`` (n_atoms, 3) in nm; ``settings`` name the files, the format, the
+        electrostatics, the box (nm) and the solute.
+
+    Raises
+    ------
+    NeuralCTError
+        In one line naming the file: files missing or of no known role, an unreadable file (with
+        the line or residue OpenMM names), coordinates whose atom count differs from the topology's,
+        a GROMACS ``#include`` that is not found, water without a box, a box narrower than twice
+        the cutoff, a solute selection that is invalid or empty.
+    """
+    if constraints.lower() not in CONSTRAINTS:
+        raise NeuralCTError(f"unknown `constraints` {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
+    for name, value in (("cutoff_nm", cutoff_nm), ("pressure_bar", pressure_bar), ("temperature", temperature)):
+        if not value > 0:
+            raise NeuralCTError(f"`{name}` must be positive, got {value}")
+    if hydrogen_mass_amu is not None and not hydrogen_mass_amu > 0:
+        raise NeuralCTError(f"`hydrogen_mass_amu` must be positive, got {hydrogen_mass_amu}")
+    inputs = _sorted_inputs([Path(f) for f in files])
+    options = _create_options(constraints.lower(), cutoff_nm, hydrogen_mass_amu)
+    readers = {"AMBER": _amber, "GROMACS": _gromacs, "CHARMM": _charmm, "OpenMM": _openmm}
+    system, topology, positions = readers[inputs.format](inputs, options, include_dir)
+    if positions.shape[0] != topology.getNumAtoms():
+        raise NeuralCTError(
+            f"coordinates file {inputs.coordinates} has {positions.shape[0]} atoms but {inputs.format} topology "
+            f"{inputs.topology} has {topology.getNumAtoms()}; give the coordinates of the same system"
+        )
+    return _md_system(
+        inputs, system, topology, positions, solute, constraints.lower(), cutoff_nm, pressure_bar, temperature
+    )
+
+
+def _sorted_inputs(paths: list[Path]) -> _Inputs:
+    """The files by role: one topology, at most one coordinates file, CHARMM parameters."""
+    for path in paths:
+        if not path.is_file():
+            raise NeuralCTError(f"input file {path} does not exist; check the path")
+    tops = [p for p in paths if p.suffix.lower() in INPUT_FORMATS and not _is_state_xml(p)]
+    if len(tops) != 1:
+        found = ", ".join(str(p) for p in tops) or "none"
+        raise NeuralCTError(
+            f"give exactly one topology among the system's files ({', '.join(INPUT_FORMATS)}), found {found}"
+        )
+    inputs = _Inputs(tops[0], INPUT_FORMATS[tops[0].suffix.lower()])
+    for path in paths:
+        if path == inputs.topology:
+            continue
+        suffix = path.suffix.lower()
+        if suffix in _CHARMM_PARAMETERS and inputs.format == "CHARMM":
+            inputs.parameters.append(path)
+        elif suffix in _COORDINATES and inputs.coordinates is None:
+            inputs.coordinates = path
+        else:
+            raise NeuralCTError(
+                f"input file {path} is neither coordinates ({', '.join(_COORDINATES)}) nor, for CHARMM, parameters "
+                f"({', '.join(_CHARMM_PARAMETERS)}) of {inputs.format} topology {inputs.topology}; give one of each"
+            )
+    if inputs.coordinates is None:
+        raise NeuralCTError(f"{inputs.format} topology {inputs.topology} needs a coordinates file beside it")
+    if inputs.format == "CHARMM" and not inputs.parameters:
+        raise NeuralCTError(f"CHARMM topology {inputs.topology} needs its parameter files (.prm, .rtf, .str)")
+    return inputs
+
+
+def _is_state_xml(path: Path) -> bool:
+    """Whether ``path`` is an OpenMM State XML (coordinates), not a System."""
+    if path.suffix.lower() != ".xml":
+        return False
+    try:
+        for _, element in ElementTree.iterparse(path, events=("start",)):
+            return element.tag == "State"
+    except ElementTree.ParseError as exc:
+        raise NeuralCTError(f"XML file {path} is not valid XML: {first_line(exc)}") from None
+    return False
+
+
+def _create_options(constraints: str, cutoff_nm: float, hydrogen_mass_amu: float | None) -> dict:
+    """The ``createSystem`` options shared by the AMBER, GROMACS and CHARMM readers (without the nonbonded method)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    return {
+        "constraints": {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[
+            constraints
+        ],
+        "nonbondedCutoff": cutoff_nm * unit.nanometer,
+        "hydrogenMass": None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu,
+    }
+
+
+def _read(path: Path, what: str, reader: Any, *args: Any, **kwargs: Any) -> Any:
+    """``reader(str(path), ...)``, its failure one line naming the file (OpenMM's message names the line or residue)."""
+    try:
+        return reader(str(path), *args, **kwargs)
+    except Exception as exc:
+        raise NeuralCTError(f"cannot read {what} {path}: {first_line(exc)}") from None
+
+
+def _create(path: Path, what: str, create: Any, periodic: bool, options: dict, **extra: Any) -> Any:
+    """The System of a topology file: PME when ``periodic``, else NoCutoff; failures one line naming the file."""
+    import openmm.app as app
+
+    method = {"nonbondedMethod": app.PME if periodic else app.NoCutoff}
+    kept = options if periodic else {k: v for k, v in options.items() if k != "nonbondedCutoff"}
+    try:
+        return create(**method, **kept, **extra)
+    except Exception as exc:
+        raise NeuralCTError(f"{what} {path}: {first_line(exc)}") from None
+
+
+def _coordinates(inputs: _Inputs) -> tuple[np.ndarray, Any, Any]:
+    """Positions (n_atoms, 3) in nm, box vectors (or None) and the PDB's topology (or None) of the coordinates file."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    path, suffix = inputs.coordinates, inputs.coordinates.suffix.lower()
+    topology = None
+    if suffix in (".inpcrd", ".rst7", ".rst") or (suffix == ".crd" and inputs.format == "AMBER"):
+        read = _read(path, "AMBER coordinates", app.AmberInpcrdFile)
+        positions, box = read.getPositions(asNumpy=True), read.boxVectors
+    elif suffix == ".gro":
+        read = _read(path, "GROMACS coordinates", app.GromacsGroFile)
+        positions, box = read.getPositions(asNumpy=True), read.getPeriodicBoxVectors()
+    elif suffix == ".crd":
+        read = _read(path, "CHARMM coordinates", app.CharmmCrdFile)
+        positions, box = read.positions, None
+    elif suffix == ".xml":
+        state = _read(path, "OpenMM State", _deserialize)
+        positions, box = state.getPositions(asNumpy=True), state.getPeriodicBoxVectors()
+    else:
+        reader = app.PDBxFile if suffix == ".cif" else app.PDBFile
+        read = _read(path, "structure", reader)
+        positions, box, topology = read.getPositions(asNumpy=True), read.topology.getPeriodicBoxVectors(), read.topology
+    return np.array(positions.value_in_unit(unit.nanometer), dtype=np.float64).reshape(-1, 3), box, topology
+
+
+def _deserialize(path: str) -> Any:
+    """The OpenMM object (System, State) serialized in the XML file ``path``."""
+    import openmm
+
+    return openmm.XmlSerializer.deserialize(Path(path).read_text())
+
+
+def _amber(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:
+    import openmm.app as app
+
+    prmtop = _read(inputs.topology, "AMBER topology", app.AmberPrmtopFile)
+    positions, box, _ = _coordinates(inputs)
+    box = box if box is not None else prmtop.topology.getPeriodicBoxVectors()
+    if box is not None:
+        prmtop.topology.setPeriodicBoxVectors(box)
+    system = _create(inputs.topology, "AMBER topology", prmtop.createSystem, box is not None, options)
+    if box is not None:
+        system.setDefaultPeriodicBoxVectors(*box)
+    return system, prmtop.topology, positions
+
+
+def _gromacs(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:
+    import openmm.app as app
+
+    positions, box, _ = _coordinates(inputs)
+    where = {} if include_dir is None else {"includeDir": str(include_dir)}
+    try:
+        top = app.GromacsTopFile(str(inputs.topology), periodicBoxVectors=box, **where)
+    except Exception as exc:
+        advice = (
+            "; give `include_dir`, the folder of the force-field files it includes (GROMACS's share/gromacs/top)"
+            if "#include" in str(exc)
+            else ""
+        )
+        raise NeuralCTError(f"cannot read GROMACS topology {inputs.topology}: {first_line(exc)}{advice}") from None
+    system = _create(inputs.topology, "GROMACS topology", top.createSystem, box is not None, options)
+    return system, top.topology, positions
+
+
+def _charmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:
+    import openmm.app as app
+    import openmm.unit as unit
+
+    psf = _read(inputs.topology, "CHARMM topology", app.CharmmPsfFile)
+    positions, box, _ = _coordinates(inputs)
+    try:
+        parameters = app.CharmmParameterSet(*(str(p) for p in inputs.parameters))
+    except Exception as exc:
+        files = " ".join(str(p) for p in inputs.parameters)
+        raise NeuralCTError(f"cannot read CHARMM parameter files {files}: {first_line(exc)}") from None
+    if box is not None:
+        lengths = [box[i][i].value_in_unit(unit.nanometer) for i in range(3)]
+        psf.setBox(*(length * unit.nanometer for length in lengths))
+    system = _create(inputs.topology, "CHARMM topology", psf.createSystem, box is not None, options, params=parameters)
+    return system, psf.topology, positions
+
+
+def _openmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:
+    system = _read(inputs.topology, "OpenMM System", _deserialize)
+    if not hasattr(system, "getNumParticles"):
+        raise NeuralCTError(f"OpenMM XML {inputs.topology} holds no System; give the file of XmlSerializer.serialize")
+    positions, box, topology = _coordinates(inputs)
+    if topology is None:
+        raise NeuralCTError(
+            f"OpenMM System {inputs.topology} needs a PDB (or PDBx) of the same atoms for its topology, "
+            f"not only {inputs.coordinates}"
+        )
+    if system.getNumParticles() != topology.getNumAtoms():
+        raise NeuralCTError(
+            f"OpenMM System {inputs.topology} has {system.getNumParticles()} particles but {inputs.coordinates} "
+            f"{topology.getNumAtoms()} atoms; give the structure of the same system"
+        )
+    if system.usesPeriodicBoundaryConditions():
+        box = box if box is not None else system.getDefaultPeriodicBoxVectors()
+        system.setDefaultPeriodicBoxVectors(*box)
+        topology.setPeriodicBoxVectors(box)
+    return system, topology, positions
+
+
+def _md_system(
+    inputs: _Inputs,
+    system: Any,
+    topology: Any,
+    positions: np.ndarray,
+    solute: str | None,
+    constraints: str,
+    cutoff_nm: float,
+    pressure_bar: float,
+    temperature: float,
+) -> MDSystem:
+    """The :class:`MDSystem` of what was read, with its checks (water in a box wide enough) and settings."""
+    import openmm as mm
+    import openmm.unit as unit
+
+    solute_indices = _solute(topology, solute, inputs)
+    solvent_atoms = topology.getNumAtoms() - len(solute_indices)
+    periodic = system.usesPeriodicBoundaryConditions()
+    if solvent_atoms and not periodic:
+        raise NeuralCTError(
+            f"{inputs.format} system {inputs.topology} holds water or ions but no periodic box; give coordinates "
+            "with the box (.rst7, .gro, a PDB with CRYST1, an OpenMM State)"
+        )
+    settings = {
+        "inputs": [str(p) for p in (inputs.topology, inputs.coordinates, *inputs.parameters)],
+        "format": inputs.format,
+        "solvent": "explicit" if solvent_atoms else "vacuum",
+        "solvent_atoms": solvent_atoms,
+        "solute": solute,
+    }
+    if periodic:
+        box = system.getDefaultPeriodicBoxVectors()
+        widths = [float(box[i][i].value_in_unit(unit.nanometer)) for i in range(3)]
+        if inputs.format != "OpenMM" and min(widths) < 2.0 * cutoff_nm:
+            raise NeuralCTError(
+                f"{inputs.format} system {inputs.coordinates}: the periodic box is {min(widths):.3g} nm wide, "
+                f"narrower than twice the cutoff ({cutoff_nm:g} nm); give a smaller `cutoff_nm`"
+            )
+        if not any(isinstance(force, mm.MonteCarloBarostat) for force in system.getForces()):
+            system.addForce(mm.MonteCarloBarostat(pressure_bar * unit.bar, temperature * unit.kelvin))
+        settings |= {"box_nm": widths, "pressure_bar": pressure_bar}
+    if inputs.format == "OpenMM":
+        settings["nonbonded"] = "as serialized"
+    else:
+        settings |= {"nonbonded": "PME" if periodic else "NoCutoff", "constraints": constraints}
+        if periodic:
+            settings["cutoff_nm"] = cutoff_nm
+    name = inputs.topology.stem
+    description = f"{inputs.format} input {inputs.topology.name} + {inputs.coordinates.name}"
+    return MDSystem(name, system, topology, positions, description, settings)
+
+
+def _solute(topology: Any, solute: str | None, inputs: _Inputs) -> np.ndarray:
+    """Indices of the solute's atoms: inferred (not water, not ions), or those of the MDTraj selection ``solute``."""
+    import mdtraj as md
+
+    if solute is None:
+        return solute_atoms(topology)
+    try:
+        atoms = md.Topology.from_openmm(topology).select(solute)
+    except Exception as exc:
+        raise NeuralCTError(f"`solute` {solute!r} is not an MDTraj atom selection: {first_line(exc)}") from None
+    if len(atoms) == 0:
+        raise NeuralCTError(f"`solute` {solute!r} selects no atom of {inputs.topology}; give a selection that matches")
+    return np.asarray(atoms, dtype=np.int64)

@@ -1,0 +1,137 @@
+"""One unwrapping rule: the loader's NumPy routine, the exported torch CVs and their NumPy twin agree with MDTraj."""
+
+from pathlib import Path
+
+import mdtraj as md
+import numpy as np
+import pytest
+import torch
+
+import neuralct
+from neuralct.data.periodic import SpanningTree, make_whole, reduced_box, selection_tree, spanning_tree, torn_bond
+from neuralct.export import NumpyCollectiveVariables, collective_variables
+
+BOXES = {
+    "orthorhombic": md.utils.lengths_and_angles_to_box_vectors(2.5, 2.4, 2.6, 90.0, 90.0, 90.0),
+    # a rhombic dodecahedron (xy-square), as GROMACS writes it
+    "triclinic": md.utils.lengths_and_angles_to_box_vectors(2.6, 2.6, 2.6, 60.0, 60.0, 90.0),
+}
+
+
+def wrapped_atoms(xyz: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Every atom of ``xyz`` (frames, n, 3) moved into the box (3, 3) on its own, as an engine writes raw coordinates.
+
+    The frames are first moved so that the box's origin cuts through the molecule.
+    """
+    moved = xyz - xyz.mean(axis=1, keepdims=True)
+    fractional = moved @ np.linalg.inv(box)
+    return (fractional - np.floor(fractional)) @ box
+
+
+def relative(positions: np.ndarray) -> np.ndarray:
+    """Positions (frames, n, 3) relative to each frame's first atom: the same for any lattice translation."""
+    return positions - positions[:, :1]
+
+
+@pytest.fixture(scope="module")
+def molecule(alanine_model):
+    """The conftest model, its whole frames (all atoms, nm) and its topology."""
+    model_path, paths = alanine_model
+    traj = md.load(paths[0], top=str(Path(paths[0]).parent / "topology.pdb"))
+    return neuralct.load(model_path), traj.xyz.astype(np.float64), traj.topology
+
+
+@pytest.mark.parametrize("shape", sorted(BOXES))
+def test_loader_export_and_mdtraj_make_the_same_whole_molecule(molecule, shape):
+    model, whole, topology = molecule
+    box = np.asarray(BOXES[shape], dtype=np.float64)
+    boxes = np.broadcast_to(box, (len(whole), 3, 3))
+    wrapped = wrapped_atoms(whole, box)
+    bonds = np.array([(a.index, b.index) for a, b in topology.bonds])
+    assert np.linalg.norm(wrapped[:, bonds[:, 0]] - wrapped[:, bonds[:, 1]], axis=-1).max() > 1.0  # torn
+
+    atoms, tree = selection_tree(topology, np.arange(topology.n_atoms), wrapped[0], box)
+    loader = make_whole(wrapped[:, atoms], boxes, tree)
+    reference = md.Trajectory(wrapped.astype(np.float32), topology)
+    reference.unitcell_vectors = boxes.astype(np.float32)
+    mdtraj_whole = reference.make_molecules_whole().xyz
+    np.testing.assert_allclose(relative(loader), relative(whole), atol=1e-9)
+    np.testing.assert_allclose(relative(mdtraj_whole), relative(whole), atol=2e-5)  # float32 in MDTraj
+
+    cvs = collective_variables(model, 2, select=False)
+    fast = NumpyCollectiveVariables(cvs)
+    selected = np.asarray(model.metadata["molecule"]["atom_indices"])
+    torn = wrapped[:, selected]
+    torch_whole = cvs.make_whole(torch.as_tensor(torn), torch.as_tensor(box)).numpy()
+    numpy_whole = make_whole(torn, box, fast.tree)
+    np.testing.assert_allclose(relative(torch_whole), relative(whole[:, selected]), atol=1e-9)
+    np.testing.assert_allclose(relative(numpy_whole), relative(whole[:, selected]), atol=1e-9)
+    expected = np.array([fast(frame, [0, 1])[0] for frame in whole[:, selected]])
+    np.testing.assert_allclose([fast(frame, [0, 1], box)[0] for frame in torn], expected, atol=1e-8)
+    scripted = torch.jit.script(cvs)
+    np.testing.assert_allclose(scripted(torch.as_tensor(torn), torch.as_tensor(box)).numpy(), expected, atol=1e-8)
+
+
+def test_a_box_is_reduced_to_the_same_lattice():
+    box = np.array([[2.0, 0.0, 0.0], [1.7, 2.1, 0.0], [-1.3, 1.5, 2.2]])
+    reduced = reduced_box(box)
+    assert abs(reduced[1, 0]) <= 1.0 and abs(reduced[2, 0]) <= 1.0 and abs(reduced[2, 1]) <= reduced[1, 1] / 2
+    integer = np.linalg.solve(box.T, reduced.T).T  # each reduced vector in the old basis
+    np.testing.assert_allclose(integer, np.round(integer), atol=1e-12)
+    assert abs(round(np.linalg.det(np.round(integer)))) == 1
+
+
+def test_a_tree_puts_each_atom_after_its_parent_and_refuses_a_cycle():
+    tree = SpanningTree([-1, 0, 1, 0, 3, -1, 5])
+    position = {int(atom): i for i, atom in enumerate(tree.order)}
+    assert all(position[int(p)] < position[a] for a, p in enumerate(tree.parents) if p >= 0)
+    assert [len(atoms) for atoms, _ in tree.levels] == [3, 2]
+    with pytest.raises(ValueError, match="cycle"):
+        SpanningTree([-1, 2, 1])
+
+
+def test_separate_molecules_join_at_their_first_selected_atoms():
+    """Two copies of a chain: each is made whole along its bonds, the second placed nearest the first."""
+    topology = md.Topology()
+    for _ in range(2):
+        residue = topology.add_residue("MOL", topology.add_chain())
+        atoms = [topology.add_atom(f"C{i}", md.element.carbon, residue) for i in range(4)]
+        for a, b in zip(atoms, atoms[1:]):
+            topology.add_bond(a, b)
+    chain = np.array([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.3, 0.0, 0.0], [0.45, 0.0, 0.0]])
+    whole = np.concatenate([chain, chain + [0.5, 0.3, 0.0]])[None] + 0.9
+    box = np.eye(3) * 2.0
+    wrapped = np.where(whole > 1.0, whole - 2.0, whole)
+    atoms, tree = selection_tree(topology, np.array([1, 2, 5, 6]), wrapped[0], box)
+    np.testing.assert_array_equal(atoms, np.arange(8))
+    result = make_whole(wrapped, box, tree)
+    np.testing.assert_allclose(relative(result), relative(whole), atol=1e-12)
+
+
+def test_a_topology_without_bonds_takes_the_shortest_minimum_image_tree():
+    """The tree of the first frame's minimum-image distances is the one of the whole molecule."""
+    rng = np.random.default_rng(3)
+    whole = np.cumsum(rng.normal(scale=0.08, size=(12, 3)), axis=0) + 1.0
+    box = np.asarray(BOXES["triclinic"], dtype=np.float64)
+    fractional = whole @ np.linalg.inv(box)
+    wrapped = (fractional - np.floor(fractional + 0.4)) @ box
+    np.testing.assert_array_equal(spanning_tree(wrapped, box).parents, spanning_tree(whole).parents)
+    topology = md.Topology()
+    residue = topology.add_residue("MOL", topology.add_chain())
+    for i in range(12):
+        topology.add_atom(f"C{i}", md.element.carbon, residue)
+    atoms, tree = selection_tree(topology, np.arange(11, -1, -1), wrapped, box)
+    np.testing.assert_array_equal(atoms, np.arange(12))
+    np.testing.assert_allclose(relative(make_whole(wrapped[None], box, tree)), relative(whole[None]), atol=1e-12)
+
+
+def test_a_torn_bond_is_found_and_mostly_long_bonds_are_another_molecule(molecule):
+    _, whole, topology = molecule
+    atoms = np.arange(topology.n_atoms)
+    assert torn_bond(whole, topology, atoms) is None
+    torn = whole.copy()
+    torn[5:, 10] += [2.5, 0.0, 0.0]  # one atom at the other side of the box from frame 5 on
+    length, frame, first, second = torn_bond(torn, topology, atoms)
+    assert frame == 5 and length > 2.0 and 10 in (first, second)
+    scattered = np.random.default_rng(0).normal(scale=2.0, size=whole.shape)  # a wrong topology's frames
+    assert torn_bond(scattered, topology, atoms) is None

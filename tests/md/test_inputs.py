@@ -1,0 +1,191 @@
+"""read_system: AMBER, GROMACS and OpenMM XML inputs written by ParmEd give back the system's energies; bad input."""
+
+import numpy as np
+import pytest
+
+from neuralct.errors import NeuralCTError
+from neuralct.md.inputs import read_system
+from neuralct.md.systems import systems_dir
+
+#: Edge of the water box in nm: the smallest cubic box that holds twice a 1 nm cutoff.
+BOX_NM = 2.2
+
+
+def solvated_dipeptide(box_nm: float = BOX_NM):
+    """Alanine dipeptide in TIP3P with one Na+ and one Cl-: (topology, system, positions in nm), amber99sbildn, PME."""
+    import openmm as mm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    pdb = app.PDBFile(str(systems_dir() / "alanine_dipeptide.pdb"))
+    forcefield = app.ForceField("amber99sbildn.xml", "tip3p.xml")
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.addSolvent(
+        forcefield,
+        model="tip3p",
+        boxSize=mm.Vec3(box_nm, box_nm, box_nm) * unit.nanometer,
+        ionicStrength=0.15 * unit.molar,
+    )
+    # Flexible water: ParmEd writes water with bonds and angles, which a rigid-water System lacks.
+    system = forcefield.createSystem(
+        modeller.topology,
+        nonbondedMethod=app.PME,
+        nonbondedCutoff=1.0 * unit.nanometer,
+        constraints=None,
+        rigidWater=False,
+    )
+    return modeller.topology, system, np.array(modeller.positions.value_in_unit(unit.nanometer))
+
+
+def vacuum_dipeptide():
+    """Alanine dipeptide in vacuum (NoCutoff): (topology, system, positions in nm)."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    pdb = app.PDBFile(str(systems_dir() / "alanine_dipeptide.pdb"))
+    system = app.ForceField("amber99sbildn.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
+    return pdb.topology, system, np.array(pdb.positions.value_in_unit(unit.nanometer))
+
+
+def potential_energy(system, positions: np.ndarray, kind: str | None = None) -> float:
+    """Potential energy in kJ/mol on the Reference platform, of every force or of those of class ``kind``."""
+    import openmm as mm
+    import openmm.unit as unit
+
+    copy = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    for index in reversed(range(copy.getNumForces())):
+        force = copy.getForce(index)
+        if isinstance(force, mm.MonteCarloBarostat):  # no energy, and it would move the box
+            copy.removeForce(index)
+        force.setForceGroup(1 if kind is None or type(force).__name__ == kind else 0)
+    context = mm.Context(copy, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    context.setPositions(positions)
+    energy = context.getState(getEnergy=True, groups={1}).getPotentialEnergy()
+    return energy.value_in_unit(unit.kilojoule_per_mole)
+
+
+def write_inputs(folder, topology, system, positions, stem: str) -> None:
+    """``stem``.prmtop/.rst7/.top/.gro/.pdb (ParmEd) and ``stem``.xml (the System) in ``folder``."""
+    import openmm as mm
+    import parmed
+
+    structure = parmed.openmm.load_topology(topology, system, positions * 10.0)
+    for suffix in ("prmtop", "rst7", "top", "gro", "pdb"):
+        structure.save(str(folder / f"{stem}.{suffix}"))
+    (folder / f"{stem}.xml").write_text(mm.XmlSerializer.serialize(system))
+
+
+@pytest.fixture(scope="module")
+def water(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    topology, system, positions = solvated_dipeptide()
+    write_inputs(folder, topology, system, positions, "water")
+    return folder, system, positions
+
+
+@pytest.mark.parametrize(
+    "files,form",
+    [
+        (("water.prmtop", "water.rst7"), "AMBER"),
+        (("water.top", "water.gro"), "GROMACS"),
+        (("water.xml", "water.pdb"), "OpenMM"),
+    ],
+)
+def test_a_solvated_system_read_back_has_the_energy_of_the_original(water, files, form):
+    folder, system, positions = water
+    read = read_system([folder / name for name in files], constraints="none")
+    assert read.settings["format"] == form and read.periodic and read.settings["solvent"] == "explicit"
+    assert read.settings["box_nm"] == pytest.approx([BOX_NM] * 3, abs=1e-6)
+    assert read.n_atoms == system.getNumParticles() and read.settings["solvent_atoms"] == read.n_atoms - 22
+    # The coordinates file's own rounding (0.001 nm in .gro, 0.0001 nm in .pdb) is left out: same positions.
+    np.testing.assert_allclose(read.positions, positions, atol=1e-3)
+    # Water is rigid in what is read (as in the engines), flexible in the files: the forces water's
+    # bonds and angle do not enter are compared.
+    for kind in ("NonbondedForce", "PeriodicTorsionForce"):
+        expected = potential_energy(system, positions, kind)
+        assert potential_energy(read.system, positions, kind) == pytest.approx(expected, rel=1e-6), kind
+
+
+def test_a_vacuum_amber_system_is_read_without_cutoff_and_keeps_its_energy(tmp_path):
+    topology, system, positions = vacuum_dipeptide()
+    write_inputs(tmp_path, topology, system, positions, "vacuum")
+    read = read_system([tmp_path / "vacuum.prmtop", tmp_path / "vacuum.rst7"], constraints="none")
+    assert not read.periodic and read.settings["nonbonded"] == "NoCutoff" and read.settings["solvent"] == "vacuum"
+    assert potential_energy(read.system, positions) == pytest.approx(potential_energy(system, positions), abs=1e-4)
+
+
+def test_the_solute_is_inferred_or_given(water):
+    from neuralct.md.systems import select_atoms
+
+    folder, _, _ = water
+    read = read_system([folder / "water.prmtop", folder / "water.rst7"])
+    np.testing.assert_array_equal(select_atoms(read), np.arange(22))
+    given = read_system([folder / "water.prmtop", folder / "water.rst7"], solute="resname ALA")
+    assert given.settings["solute"] == "resname ALA" and given.settings["solvent_atoms"] == read.n_atoms - 10
+
+
+def test_constraints_and_cutoff_are_applied(water):
+    import openmm as mm
+
+    folder, _, _ = water
+    read = read_system([folder / "water.top", folder / "water.gro"], constraints="hbonds", cutoff_nm=0.9)
+    nonbonded = next(f for f in read.system.getForces() if isinstance(f, mm.NonbondedForce))
+    assert nonbonded.getNonbondedMethod() == mm.NonbondedForce.PME
+    assert nonbonded.getCutoffDistance()._value == pytest.approx(0.9)
+    assert read.system.getNumConstraints() > 0 and read.settings["cutoff_nm"] == 0.9
+
+
+def one_line_error(files, **options) -> str:
+    with pytest.raises(NeuralCTError) as error:
+        read_system(files, **options)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1, message
+    return message
+
+
+def test_a_prmtop_with_the_coordinates_of_another_system_is_one_line(water, tmp_path):
+    folder, _, _ = water
+    topology, system, positions = vacuum_dipeptide()
+    write_inputs(tmp_path, topology, system, positions, "vacuum")
+    message = one_line_error([folder / "water.prmtop", tmp_path / "vacuum.rst7"])
+    assert "vacuum.rst7 has 22 atoms" in message and f"water.prmtop has {len(water[2])}" in message
+
+
+def test_a_gromacs_topology_whose_include_is_missing_is_one_line(water, tmp_path):
+    import parmed
+
+    folder, system, positions = water
+    structure = parmed.load_file(str(folder / "water.top"), xyz=str(folder / "water.gro"))
+    structure.save(str(tmp_path / "split.top"), parameters=str(tmp_path / "forcefield.itp"))
+    (tmp_path / "forcefield.itp").unlink()
+    message = one_line_error([tmp_path / "split.top", folder / "water.gro"])
+    assert "split.top" in message and "forcefield.itp" in message and "`include_dir`" in message
+
+
+@pytest.mark.parametrize(
+    "names,expected",
+    [
+        (("water.prmtop",), "needs a coordinates file"),
+        (("water.rst7",), "give exactly one topology"),
+        (("water.prmtop", "water.top", "water.gro"), "give exactly one topology"),
+        (("water.xml", "water.rst7"), "needs a PDB"),
+        (("water.prmtop", "missing.rst7"), "missing.rst7 does not exist"),
+    ],
+)
+def test_files_of_no_known_role_are_one_line(water, names, expected):
+    folder, _, _ = water
+    assert expected in one_line_error([folder / name for name in names])
+
+
+def test_a_box_narrower_than_twice_the_cutoff_is_one_line(water):
+    folder, _, _ = water
+    message = one_line_error([folder / "water.prmtop", folder / "water.rst7"], cutoff_nm=1.2)
+    assert "water.rst7" in message and "narrower than twice the cutoff" in message and "`cutoff_nm`" in message
+
+
+def test_a_psf_without_parameter_files_is_one_line(water, tmp_path):
+    import parmed
+
+    folder, _, _ = water
+    parmed.load_file(str(folder / "water.prmtop"), xyz=str(folder / "water.rst7")).save(str(tmp_path / "water.psf"))
+    assert "needs its parameter files" in one_line_error([tmp_path / "water.psf", folder / "water.pdb"])
