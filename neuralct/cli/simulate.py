@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import NeuralCTError
 from ..md.systems import SOLVENTS, WaterBox
 from .options import (
     add_common_options,
@@ -52,7 +54,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def _add_system_options(p: argparse.ArgumentParser) -> None:
     """The system and how it is built: SYSTEM, force field, solvent, hydrogens, constraints."""
-    p.add_argument("system", metavar="SYSTEM", help="bundled system name, system YAML file, or PDB file")
+    p.add_argument(
+        "system",
+        metavar="SYSTEM",
+        nargs="+",
+        help="bundled system name, system YAML file or PDB file; or the files of a system prepared elsewhere: "
+        "AMBER prmtop + inpcrd/rst7, GROMACS top + gro, CHARMM psf + crd + parameter files, or an OpenMM "
+        "System XML + PDB (read by OpenMM's own readers; the box from the coordinates, PME if periodic)",
+    )
+    p.add_argument(
+        "--include-dir",
+        metavar="DIR",
+        default=None,
+        help="GROMACS input: the folder of the force-field files the top file includes (default: GROMACS's own)",
+    )
     p.add_argument(
         "--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)"
     )
@@ -200,36 +215,23 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the system, check every input, then simulate into ``args.output``."""
-    from pathlib import Path
-
     from ..md.simulate import replica_folder, replicas_to_run, run_simulation
-    from ..md.systems import build_system, select_atoms
+    from ..md.systems import select_atoms
     from .runs import RunFolder
 
     settings = _settings(args)
     settings.validate()
     replicas_to_run(args.replicas, args.replica_index)
-    md_system = build_system(
-        args.system,
-        forcefield=args.forcefield,
-        solvent=args.solvent,
-        constraints=args.constraints,
-        temperature=args.temperature,
-        add_hydrogens=args.add_hydrogens,
-        ph=args.ph,
-        hydrogen_advice="rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)",
-        water=_water_box(args),
-        hydrogen_mass_amu=args.hydrogen_mass_amu,
-    )
+    md_system = _md_system(args)
     atoms = select_atoms(md_system, args.save)
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.
     # The platform, threads, jobs and checkpoint interval do not enter: a resumed run keeps the
-    # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames.
-    identity = result_settings(args, ignore=("platform", "threads", "jobs", "checkpoint_seconds")) | {
-        "openmm_system": _system_digest(md_system)
-    }
-    inputs = [name for name in [args.system, *(args.forcefield or [])] if Path(name).is_file()]
+    # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames. The
+    # GROMACS include folder enters through the System it builds.
+    ignored = ("platform", "threads", "jobs", "checkpoint_seconds", "include_dir")
+    identity = result_settings(args, ignore=ignored) | {"openmm_system": _system_digest(md_system)}
+    inputs = [name for name in [*args.system, *(args.forcefield or [])] if Path(name).is_file()]
     # A finished rerun writes the summary, config and topology again; the frames come only from the run.
     rebuilt = ("config.yaml", "summary.json", "topology.pdb", "system.pdb", "system.xml")
     # Each job of an array has a folder of its own (its own identity, lock and checkpoint) inside --output.
@@ -257,6 +259,56 @@ def run(args: argparse.Namespace) -> int:
         + f", mean kinetic temperature {summary['mean_kinetic_temperature_K']:.1f} K -> {folder}"
     )
     return 0
+
+
+def _md_system(args: argparse.Namespace):
+    """The system to simulate: bundled, from a system file or PDB, or read from input files prepared elsewhere."""
+    from ..md.inputs import INPUT_FORMATS, read_system
+    from ..md.systems import build_system
+
+    prepared = len(args.system) > 1 or Path(args.system[0]).suffix.lower() in INPUT_FORMATS
+    if not prepared:
+        if args.include_dir is not None:
+            raise NeuralCTError("--include-dir reads GROMACS input files; give the top and gro files as SYSTEM")
+        return build_system(
+            args.system[0],
+            forcefield=args.forcefield,
+            solvent=args.solvent,
+            constraints=args.constraints,
+            temperature=args.temperature,
+            add_hydrogens=args.add_hydrogens,
+            ph=args.ph,
+            hydrogen_advice="rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)",
+            water=_water_box(args),
+            hydrogen_mass_amu=args.hydrogen_mass_amu,
+        )
+    building = [
+        flag
+        for flag, value in (
+            ("--forcefield", args.forcefield),
+            ("--solvent", args.solvent),
+            ("--add-hydrogens", args.add_hydrogens or None),
+            ("--padding-nm", args.padding_nm),
+            ("--ionic-strength-molar", args.ionic_strength_molar),
+        )
+        if value is not None
+    ]
+    if building:
+        raise NeuralCTError(
+            f"{', '.join(building)} build a system from a PDB; the input files of {args.system[0]} define "
+            "their own force field, solvent and box: drop these options"
+        )
+    defaults = WaterBox()
+    return read_system(
+        args.system,
+        include_dir=args.include_dir,
+        solute=args.save,
+        constraints=args.constraints,
+        cutoff_nm=args.cutoff_nm or defaults.cutoff_nm,
+        pressure_bar=args.pressure_bar or defaults.pressure_bar,
+        temperature=args.temperature,
+        hydrogen_mass_amu=args.hydrogen_mass_amu,
+    )
 
 
 def _settings(args: argparse.Namespace) -> SimulationSettings:

@@ -32,6 +32,7 @@ NOT_IN_IDENTITY = {
         "threads": "the same dynamics, to rounding",
         "jobs": "a replica's random streams depend on the seed and its index only",
         "checkpoint_seconds": "a resumed run is bit-identical",
+        "include_dir": "where a GROMACS top file's includes are read: the System they build enters by its content",
     },
     "train": {"checkpoint_every": "a resumed run is bit-identical"},
     "bias": {
