@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import NeuralCTError, first_line
-from .systems import CONSTRAINTS, MDSystem, solute_atoms
+from .systems import MDSystem, bond_options, check_repartitioned_masses, solute_atoms
 
 __all__ = ["INPUT_FORMATS", "read_system"]
 
@@ -96,15 +96,13 @@ def read_system(
         a GROMACS ``#include`` that is not found, water without a box, a box narrower than twice
         the cutoff, a solute selection that is invalid or empty.
     """
-    if constraints.lower() not in CONSTRAINTS:
-        raise NeuralCTError(f"unknown `constraints` {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
+    import openmm.unit as unit
+
     for name, value in (("cutoff_nm", cutoff_nm), ("pressure_bar", pressure_bar), ("temperature", temperature)):
         if not value > 0:
             raise NeuralCTError(f"`{name}` must be positive, got {value}")
-    if hydrogen_mass_amu is not None and not hydrogen_mass_amu > 0:
-        raise NeuralCTError(f"`hydrogen_mass_amu` must be positive, got {hydrogen_mass_amu}")
     inputs = _sorted_inputs([Path(f) for f in files])
-    options = _create_options(constraints.lower(), cutoff_nm, hydrogen_mass_amu)
+    options = bond_options(constraints, hydrogen_mass_amu) | {"nonbondedCutoff": cutoff_nm * unit.nanometer}
     readers = {"AMBER": _amber, "GROMACS": _gromacs, "CHARMM": _charmm, "OpenMM": _openmm}
     system, topology, positions = readers[inputs.format](inputs, options, include_dir)
     if positions.shape[0] != topology.getNumAtoms():
@@ -112,6 +110,7 @@ def read_system(
             f"coordinates file {inputs.coordinates} has {positions.shape[0]} atoms but {inputs.format} topology "
             f"{inputs.topology} has {topology.getNumAtoms()}; give the coordinates of the same system"
         )
+    check_repartitioned_masses(system, topology, hydrogen_mass_amu, str(inputs.topology))
     return _md_system(
         inputs, system, topology, positions, solute, constraints.lower(), cutoff_nm, pressure_bar, temperature
     )
@@ -159,20 +158,6 @@ def _is_state_xml(path: Path) -> bool:
     except ElementTree.ParseError as exc:
         raise NeuralCTError(f"XML file {path} is not valid XML: {first_line(exc)}") from None
     return False
-
-
-def _create_options(constraints: str, cutoff_nm: float, hydrogen_mass_amu: float | None) -> dict:
-    """The ``createSystem`` options shared by the AMBER, GROMACS and CHARMM readers (without the nonbonded method)."""
-    import openmm.app as app
-    import openmm.unit as unit
-
-    return {
-        "constraints": {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[
-            constraints
-        ],
-        "nonbondedCutoff": cutoff_nm * unit.nanometer,
-        "hydrogenMass": None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu,
-    }
 
 
 def _read(path: Path, what: str, reader: Any, *args: Any, **kwargs: Any) -> Any:

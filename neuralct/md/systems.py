@@ -145,6 +145,47 @@ class WaterBox:
             raise NeuralCTError(f"`ionic_strength_molar` must be >= 0, got {self.ionic_strength_molar}")
 
 
+def bond_options(constraints: str, hydrogen_mass_amu: float | None) -> dict:
+    """The ``createSystem`` options for bond constraints and hydrogen mass repartitioning.
+
+    Parameters
+    ----------
+    constraints : {"none", "hbonds", "allbonds", "hangles"}
+    hydrogen_mass_amu : float, optional
+        Mass each hydrogen bonded to a heavy atom gets, taken from that atom, amu; None for none.
+    """
+    import openmm.app as app
+    import openmm.unit as unit
+
+    if constraints.lower() not in CONSTRAINTS:
+        raise NeuralCTError(f"unknown `constraints` {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
+    if hydrogen_mass_amu is not None and not hydrogen_mass_amu > 0:
+        raise NeuralCTError(f"`hydrogen_mass_amu` must be positive, got {hydrogen_mass_amu}")
+    bonds = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}
+    return {
+        "constraints": bonds[constraints.lower()],
+        "hydrogenMass": None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu,
+    }
+
+
+def check_repartitioned_masses(system: Any, topology: Any, hydrogen_mass_amu: float | None, source: str) -> None:
+    """Refuse a hydrogen mass that leaves an atom without positive mass (it would fly apart at the first step).
+
+    OpenMM takes the hydrogens' added mass from their heavy atoms without checking what is left.
+    Virtual sites (mass 0 by design, e.g. TIP4P's M site) are not atoms and pass.
+    """
+    if hydrogen_mass_amu is None:
+        return
+    for atom in topology.atoms():
+        index = atom.index
+        if not system.isVirtualSite(index) and system.getParticleMass(index)._value <= 0:
+            raise NeuralCTError(
+                f"{source}: `hydrogen_mass_amu` {hydrogen_mass_amu:g} leaves atom {atom.name} of "
+                f"{_residue_label(atom.residue)} with {system.getParticleMass(index)._value:g} amu; choose a "
+                "smaller hydrogen mass (1.5 to 4 amu is usual)"
+            )
+
+
 def systems_dir() -> Path:
     """The folder of bundled system definitions (package data ``neuralct.systems``)."""
     try:
@@ -231,10 +272,7 @@ def build_system(
     """
     if solvent not in (None, *SOLVENTS):
         raise NeuralCTError(f"unknown solvent {solvent!r}; use one of {', '.join(SOLVENTS)}")
-    if constraints.lower() not in CONSTRAINTS:
-        raise NeuralCTError(f"unknown constraints {constraints!r}; use one of {', '.join(CONSTRAINTS)}")
-    if hydrogen_mass_amu is not None and not hydrogen_mass_amu > 0:
-        raise NeuralCTError(f"`hydrogen_mass_amu` must be positive, got {hydrogen_mass_amu}")
+    bond_options(constraints, hydrogen_mass_amu)
     name, path, spec = _system_spec(name)
     kind = spec.pop("kind")
     description = spec.pop("description", name)
@@ -447,19 +485,18 @@ def _pdb_system(
         topology, positions = modeller.topology, modeller.positions
     if water is not None:
         topology, positions = _in_water(ff, topology, positions, solvent, water, pdb_path)
-    constraint = {"none": None, "hbonds": app.HBonds, "allbonds": app.AllBonds, "hangles": app.HAngles}[constraints]
     nonbonded = (
         {"nonbondedMethod": app.PME, "nonbondedCutoff": water.cutoff_nm * unit.nanometer}
         if water is not None
         else {"nonbondedMethod": app.NoCutoff}
     )
-    hydrogen_mass = None if hydrogen_mass_amu is None else hydrogen_mass_amu * unit.amu
     try:
-        system = ff.createSystem(topology, constraints=constraint, hydrogenMass=hydrogen_mass, **nonbonded)
+        system = ff.createSystem(topology, **bond_options(constraints, hydrogen_mass_amu), **nonbonded)
     except Exception as exc:
         raise NeuralCTError(
             f"PDB file {pdb_path}: {_template_problem(ff, topology, files, exc, hydrogen_advice)}"
         ) from None
+    check_repartitioned_masses(system, topology, hydrogen_mass_amu, f"PDB file {pdb_path}")
     positions = np.array(positions.value_in_unit(unit.nanometer), dtype=np.float64)
     settings = {
         "pdb": pdb_path,

@@ -189,3 +189,9 @@ def test_a_psf_without_parameter_files_is_one_line(water, tmp_path):
     folder, _, _ = water
     parmed.load_file(str(folder / "water.prmtop"), xyz=str(folder / "water.rst7")).save(str(tmp_path / "water.psf"))
     assert "needs its parameter files" in one_line_error([tmp_path / "water.psf", folder / "water.pdb"])
+
+
+def test_a_hydrogen_mass_that_leaves_a_heavy_atom_no_mass_is_one_line(tmp_path):
+    write_inputs(tmp_path, *vacuum_dipeptide(), "vacuum")
+    text = one_line_error([tmp_path / "vacuum.prmtop", tmp_path / "vacuum.rst7"], hydrogen_mass_amu=20.0)
+    assert "leaves atom CH3" in text and "vacuum.prmtop" in text

@@ -112,3 +112,10 @@ def test_hydrogen_mass_repartitioning_keeps_every_molecule_s_mass():
     rest = np.setdiff1d(np.arange(plain.n_atoms), solute)
     np.testing.assert_array_equal(heavy.masses()[rest], plain.masses()[rest])
     np.testing.assert_array_equal(heavy.positions, plain.positions)
+
+
+def test_a_hydrogen_mass_that_leaves_a_heavy_atom_no_mass_is_one_line():
+    """OpenMM takes the hydrogens' mass from their heavy atoms without checking what is left."""
+    with pytest.raises(NeuralCTError, match="leaves atom CH3 of residue ACE 1") as error:
+        build_system("alanine-dipeptide", hydrogen_mass_amu=20.0)
+    assert "\n" not in str(error.value)
