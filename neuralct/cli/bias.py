@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..workflows.bias import CV_FORCES
 from .options import (
     add_common_options,
     nonnegative_float,
@@ -15,6 +15,7 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
+from .systems import add_system_options, md_system_from_options, system_digest, system_files
 
 if TYPE_CHECKING:
     from ..workflows.bias import BiasSettings
@@ -29,8 +30,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="well-tempered metadynamics on the learned CVs (or phi/psi) with reweighting and transition counts",
         description=(
             "Run well-tempered metadynamics (openmm.app.Metadynamics) of a system on the one or two slowest "
-            "CVs of a model (the CV is an openmm.PythonForce, no plugin), or on a dipeptide's backbone "
-            "torsions with --cv phi,psi as the reference. Grid bounds come from each CV's range on the "
+            "CVs of a model (the CV is an openmm.PythonForce, no plugin, or openmm-torch's TorchForce), or on a "
+            "dipeptide's backbone torsions with --cv phi,psi as the reference. SYSTEM is the system the model was "
+            "trained on, built with the same options (in explicit water too) or read from its input files; a "
+            "model of the solute acts on the solute of a solvated box, made whole across it. Grid bounds come "
+            "from each CV's range on the "
             "training data, widened by --grid-margin. Writes COLVAR (time, CVs, every backbone phi and psi, "
             "bias V and V - c(t), kJ/mol), the frames, bias.npy/fes.npy/fes.png, each residue's reweighted "
             "phi/psi free energy (Tiwary-Parrinello c(t)), transition counts of each phi between core sets "
@@ -55,13 +59,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _add_input_options(p: argparse.ArgumentParser) -> None:
     """What is biased: MODEL, SYSTEM, the CVs."""
     p.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train` on molecular trajectories")
-    p.add_argument(
-        "system",
-        metavar="SYSTEM",
-        nargs="?",
-        default="alanine-dipeptide",
-        help="bundled system, system YAML or PDB the model was trained on (default: %(default)s)",
-    )
+    # SYSTEM is the system the model was trained on, built with the same options (solvent, hydrogen masses), or
+    # its input files; a model of the solute acts on the solute of a solvated SYSTEM.
+    add_system_options(p, default="alanine-dipeptide")
     p.add_argument(
         "--cv",
         default="learned",
@@ -142,9 +142,24 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--platform",
-        default="Reference",
-        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed "
-        "(default: %(default)s, the fastest here for small molecules in vacuum)",
+        default="auto",
+        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed, or auto: CPU for a periodic "
+        "system (PME), Reference otherwise, the fastest here for a small molecule without a box "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads of the CPU platform (default: OpenMM's)",
+    )
+    p.add_argument(
+        "--cv-force",
+        choices=CV_FORCES,
+        default="auto",
+        help="how OpenMM computes a learned CV: python (NumPy openmm.PythonForce, no plugin), torch (openmm-torch's "
+        "TorchForce), or auto: torch on a GPU platform where openmm-torch is installed, python otherwise "
+        "(the faster on the CPU) (default: %(default)s)",
     )
     p.add_argument(
         "--checkpoint-seconds",
@@ -167,16 +182,19 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.validate()
     model, md_system = _checked_inputs(args, settings)
-    ignore = ["model", "checkpoint_seconds", "platform"]
-    # A system given as a file is identified by its content, as the model is.
-    inputs = [args.model, *([args.system] if Path(args.system).is_file() else [])]
+    # The platform, threads and CV force change how fast the run goes, not what it samples.
+    ignore = ["model", "checkpoint_seconds", "platform", "threads", "cv_force", "include_dir"]
+    # The system enters by its content: files, options and the OpenMM System they build (before the bias is added).
+    identity = result_settings(args, ignore=ignore) | {"openmm_system": system_digest(md_system)}
+    # A system given as files is identified by their content, as the model is.
+    inputs = [args.model, *system_files(args)]
     # A finished run writes its frames and results again from its final checkpoint; a changed
     # checkpoint is refused.
     rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
     with RunFolder(
         args.output,
         "bias",
-        result_settings(args, ignore=ignore),
+        identity,
         inputs=inputs,
         overwrite=args.overwrite,
         rebuilt=rebuilt,
@@ -219,6 +237,8 @@ def _settings(args: argparse.Namespace) -> BiasSettings:
         grid_margin=args.grid_margin,
         bias_every=args.bias_every,
         platform=args.platform,
+        threads=args.threads,
+        cv_force=args.cv_force,
         seed=args.seed,
         checkpoint_seconds=args.checkpoint_seconds,
     )
@@ -228,14 +248,14 @@ def _checked_inputs(args: argparse.Namespace, settings: BiasSettings) -> tuple[A
     """The model and the system, checked against each other and against what ``settings`` biases, before any work."""
     import mdtraj
 
-    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
-    from ..model.molecular import check_topology
+    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE
+    from ..model.molecular import system_atoms
     from ..model.transformation import load
     from ..workflows.bias import backbone_torsions
 
     model = load(args.model)
-    md_system = build_system(args.system, temperature=args.temperature, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
-    check_topology(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {args.system}")
+    md_system = md_system_from_options(args, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
+    system_atoms(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {' '.join(args.system)}")
     backbone_torsions(md_system.topology, settings)
     if settings.cv == "learned":
         from ..export import collective_variables

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import NeuralCTError
-from ..md.systems import SOLVENTS, WaterBox
 from .options import (
     add_common_options,
     nonnegative_float,
@@ -17,6 +14,7 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
+from .systems import add_system_options, md_system_from_options, system_digest, system_files
 
 if TYPE_CHECKING:
     from ..md.simulate import SimulationSettings
@@ -53,91 +51,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _add_system_options(p: argparse.ArgumentParser) -> None:
-    """The system and how it is built: SYSTEM, force field, solvent, hydrogens, constraints."""
-    p.add_argument(
-        "system",
-        metavar="SYSTEM",
-        nargs="+",
-        help="bundled system name, system YAML file or PDB file; or the files of a system prepared elsewhere: "
-        "AMBER prmtop + inpcrd/rst7, GROMACS top + gro, CHARMM psf + crd + parameter files, or an OpenMM "
-        "System XML + PDB (read by OpenMM's own readers; the box from the coordinates, PME if periodic)",
-    )
-    p.add_argument(
-        "--include-dir",
-        metavar="DIR",
-        default=None,
-        help="GROMACS input: the folder of the force-field files the top file includes (default: GROMACS's own)",
-    )
-    p.add_argument(
-        "--forcefield", nargs="+", metavar="XML", help="OpenMM force-field files for a PDB (default: amber99sbildn.xml)"
-    )
-    p.add_argument(
-        "--solvent",
-        choices=SOLVENTS,
-        default=None,
-        help="vacuum (NoCutoff), OBC2 implicit solvent, or explicit water of that model from the force field's "
-        "own files (e.g. amber14/tip3p.xml with amber14-all.xml, tip3p.xml with amber99sbildn.xml); a PDB that "
-        "holds water is taken as solvated (its water, ions and CRYST1 box kept) and its water must be the "
-        "model's (default: the system file's, else vacuum)",
-    )
-    _add_water_options(p)
-    p.add_argument(
-        "--add-hydrogens",
-        action="store_true",
-        help="add missing hydrogens to a PDB with OpenMM Modeller (protonation states at --ph); caps are not added",
-    )
-    p.add_argument("--ph", type=nonnegative_float, default=7.0, help="pH for --add-hydrogens (default: %(default)s)")
-    p.add_argument(
-        "--constraints",
-        choices=("none", "hbonds", "allbonds", "hangles"),
-        default="hbonds",
-        help="bond constraints (default: %(default)s)",
-    )
-    p.add_argument(
-        "--hydrogen-mass-amu",
-        type=positive_float,
-        default=None,
-        help="hydrogen mass repartitioning: each hydrogen bonded to a heavy atom gets this mass (amu), taken from "
-        "that atom (water unchanged); 1.5 with --constraints hbonds allows --timestep-fs 4 (default: none)",
-    )
+    """SYSTEM and how it is built (shared with ``bias``), and the atoms the trajectories record."""
+    add_system_options(p)
     p.add_argument(
         "--save",
         metavar="SELECTION",
         default=None,
         help="MDTraj selection of the atoms the trajectories record, e.g. 'protein' or 'all' (default: the "
         "solute, every atom but water and ions)",
-    )
-
-
-def _add_water_options(p: argparse.ArgumentParser) -> None:
-    """The box of explicit water: padding, ions, cutoff, pressure."""
-    defaults = WaterBox()
-    p.add_argument(
-        "--padding-nm",
-        type=positive_float,
-        default=None,
-        help="explicit water: the cubic box's edge is the solute's diameter plus this padding, and at least "
-        f"twice the padding, in nm; ignored by a PDB that holds its water (default: {defaults.padding_nm})",
-    )
-    p.add_argument(
-        "--ionic-strength-molar",
-        type=nonnegative_float,
-        default=None,
-        help="explicit water: Na+ Cl- pairs added for this ionic strength in mol/L; counter-ions always "
-        f"neutralise the solute (default: {defaults.ionic_strength_molar})",
-    )
-    p.add_argument(
-        "--cutoff-nm",
-        type=positive_float,
-        default=None,
-        help="explicit water: direct-space cutoff of PME and Lennard-Jones in nm; a box narrower than 2.1 times "
-        f"this (room for the barostat) is refused (default: {defaults.cutoff_nm})",
-    )
-    p.add_argument(
-        "--pressure-bar",
-        type=positive_float,
-        default=None,
-        help=f"explicit water: pressure of the Monte Carlo barostat in bar (default: {defaults.pressure_bar})",
     )
 
 
@@ -222,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.validate()
     replicas_to_run(args.replicas, args.replica_index)
-    md_system = _md_system(args)
+    md_system = md_system_from_options(args, solute=args.save)
     atoms = select_atoms(md_system, args.save)
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.
@@ -230,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
     # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames. The
     # GROMACS include folder enters through the System it builds.
     ignored = ("platform", "threads", "jobs", "checkpoint_seconds", "include_dir")
-    identity = result_settings(args, ignore=ignored) | {"openmm_system": _system_digest(md_system)}
-    inputs = [name for name in [*args.system, *(args.forcefield or [])] if Path(name).is_file()]
+    identity = result_settings(args, ignore=ignored) | {"openmm_system": system_digest(md_system)}
+    inputs = system_files(args)
     # A finished rerun writes the summary, config and topology again; the frames come only from the run.
     rebuilt = ("config.yaml", "summary.json", "topology.pdb", "system.pdb", "system.xml")
     # Each job of an array has a folder of its own (its own identity, lock and checkpoint) inside --output.
@@ -261,56 +182,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _md_system(args: argparse.Namespace):
-    """The system to simulate: bundled, from a system file or PDB, or read from input files prepared elsewhere."""
-    from ..md.inputs import INPUT_FORMATS, read_system
-    from ..md.systems import build_system
-
-    prepared = len(args.system) > 1 or Path(args.system[0]).suffix.lower() in INPUT_FORMATS
-    if not prepared:
-        if args.include_dir is not None:
-            raise NeuralCTError("--include-dir reads GROMACS input files; give the top and gro files as SYSTEM")
-        return build_system(
-            args.system[0],
-            forcefield=args.forcefield,
-            solvent=args.solvent,
-            constraints=args.constraints,
-            temperature=args.temperature,
-            add_hydrogens=args.add_hydrogens,
-            ph=args.ph,
-            hydrogen_advice="rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)",
-            water=_water_box(args),
-            hydrogen_mass_amu=args.hydrogen_mass_amu,
-        )
-    building = [
-        flag
-        for flag, value in (
-            ("--forcefield", args.forcefield),
-            ("--solvent", args.solvent),
-            ("--add-hydrogens", args.add_hydrogens or None),
-            ("--padding-nm", args.padding_nm),
-            ("--ionic-strength-molar", args.ionic_strength_molar),
-        )
-        if value is not None
-    ]
-    if building:
-        raise NeuralCTError(
-            f"{', '.join(building)} build a system from a PDB; the input files of {args.system[0]} define "
-            "their own force field, solvent and box: drop these options"
-        )
-    defaults = WaterBox()
-    return read_system(
-        args.system,
-        include_dir=args.include_dir,
-        solute=args.save,
-        constraints=args.constraints,
-        cutoff_nm=args.cutoff_nm or defaults.cutoff_nm,
-        pressure_bar=args.pressure_bar or defaults.pressure_bar,
-        temperature=args.temperature,
-        hydrogen_mass_amu=args.hydrogen_mass_amu,
-    )
-
-
 def _settings(args: argparse.Namespace) -> SimulationSettings:
     """The run's :class:`~neuralct.md.simulate.SimulationSettings` from the options (``auto`` with CUDA is CUDA)."""
     from ..md.simulate import SimulationSettings
@@ -330,24 +201,3 @@ def _settings(args: argparse.Namespace) -> SimulationSettings:
         seed=args.seed,
         checkpoint_seconds=args.checkpoint_seconds,
     )
-
-
-def _water_box(args: argparse.Namespace) -> WaterBox | None:
-    """The explicit-water box of the options given (None when none is: the library's defaults apply)."""
-    given = {
-        name: getattr(args, name)
-        for name in ("padding_nm", "ionic_strength_molar", "cutoff_nm", "pressure_bar")
-        if getattr(args, name) is not None
-    }
-    return WaterBox(**given) if given else None
-
-
-def _system_digest(md_system) -> str:
-    """SHA-256 of the serialised OpenMM System and the starting positions."""
-    import hashlib
-
-    import openmm
-
-    digest = hashlib.sha256(openmm.XmlSerializer.serialize(md_system.system).encode())
-    digest.update(md_system.positions.tobytes())
-    return digest.hexdigest()

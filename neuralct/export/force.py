@@ -120,21 +120,29 @@ def _positions_nm(state: Any) -> np.ndarray:
     return positions
 
 
-def _check_system(model: NeuralCanonicalTransformation, system: Any) -> list[int]:
-    from ..model.molecular import molecule_description
+def _model_particles(model: NeuralCanonicalTransformation, system: Any, topology: Any) -> list[int]:
+    """The particle of ``system`` of each atom the model's CVs read (its selection), checked by count, name and mass."""
+    from ..model.molecular import molecule_description, system_atoms
 
     molecule = molecule_description(model)
-    if system.getNumParticles() != molecule["n_atoms"]:
+    if system.getNumParticles() == molecule["n_atoms"]:
+        atoms = np.arange(molecule["n_atoms"])
+    elif topology is None:
         raise NeuralCTError(
             f"the OpenMM system has {system.getNumParticles()} particles but the model was trained on a system of "
-            f"{molecule['n_atoms']} atoms; use the model's own system"
+            f"{molecule['n_atoms']} atoms; use the model's own system, or give its `topology` to find the model's "
+            "solute in it"
         )
-    indices = [int(i) for i in molecule["atom_indices"]]
+    else:
+        import mdtraj
+
+        atoms = system_atoms(model, mdtraj.Topology.from_openmm(topology), "the OpenMM system")
+    indices = [int(atoms[i]) for i in molecule["atom_indices"]]
     masses = np.array([system.getParticleMass(i)._value for i in indices])
     if not np.allclose(masses, molecule["frame"]["masses"].numpy(), rtol=1e-3):
         raise NeuralCTError(
             "the OpenMM system's masses of the model's atoms differ from the model's; "
-            "the model was trained on another system"
+            "the model was trained on another system (or with other hydrogen masses)"
         )
     return indices
 
@@ -145,7 +153,9 @@ _SHARED: "weakref.WeakKeyDictionary[NeuralCanonicalTransformation, tuple[Collect
 )
 
 
-def openmm_force(model: NeuralCanonicalTransformation, system: Any, k: int, *, torch_force: bool = False) -> Any:
+def openmm_force(
+    model: NeuralCanonicalTransformation, system: Any, k: int, *, topology: Any = None, torch_force: bool = False
+) -> Any:
     """An OpenMM force whose energy is the ``k``-th slowest learned CV (``k = 0``: the slowest).
 
     Usable on its own, in ``openmm.CustomCVForce`` and as the force of an
@@ -164,6 +174,11 @@ def openmm_force(model: NeuralCanonicalTransformation, system: Any, k: int, *, t
         periodic system makes the force unwrap the molecule with the box vectors).
     k : int
         CV index, 0-based, slowest first.
+    topology : openmm.app.Topology, optional
+        The system's topology: needed when the system holds more than the model's trajectories did
+        (the model's solute in its water box), to find the model's atoms in it.
+    torch_force : bool
+        An openmm-torch ``TorchForce`` instead of the ``PythonForce``.
 
     Raises
     ------
@@ -172,12 +187,12 @@ def openmm_force(model: NeuralCanonicalTransformation, system: Any, k: int, *, t
     """
     import openmm as mm
 
-    indices = _check_system(model, system)
+    indices = _model_particles(model, system, topology)
     if not 0 <= k < model.dim:
         raise NeuralCTError(f"CV index {k} is out of range: the model has {model.dim} modes (0 to {model.dim - 1})")
     periodic = bool(system.usesPeriodicBoundaryConditions())
     if torch_force:
-        return _torch_force(model, k, periodic)
+        return _torch_force(model, k, periodic, indices)
     if model not in _SHARED:
         _SHARED[model] = (collective_variables(model, model.dim, select=False), uuid.uuid4().hex)
     cvs, key = _SHARED[model]
@@ -187,7 +202,8 @@ def openmm_force(model: NeuralCanonicalTransformation, system: Any, k: int, *, t
     return force
 
 
-def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool) -> Any:
+def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool, particles: list[int]) -> Any:
+    """openmm-torch's ``TorchForce`` of CV ``k``, reading the system's ``particles`` (the model's selected atoms)."""
     try:
         import openmmtorch
     except ImportError:
@@ -198,7 +214,9 @@ def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool) -
     _check_torch_kernels()
     from .files import TorchForceCV
 
-    force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(collective_variables(model, k + 1), k, periodic)))
+    cvs = collective_variables(model, k + 1)
+    cvs.atom_indices = torch.tensor(particles, dtype=torch.long)
+    force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(cvs, k, periodic)))
     force.setUsesPeriodicBoundaryConditions(periodic)
     return force
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +31,7 @@ class _Inputs:
     format: str
     coordinates: Path | None = None
     parameters: list[Path] = field(default_factory=list)
+    state: Path | None = None
 
 
 def read_system(
@@ -49,7 +50,8 @@ def read_system(
     The files are told apart by suffix: one topology (``.prmtop``/``.parm7`` AMBER, ``.top``
     GROMACS, ``.psf`` CHARMM, or an OpenMM System ``.xml``), one coordinates file
     (``.inpcrd``/``.rst7``/``.rst``, ``.gro``, CHARMM ``.crd``, ``.pdb``, or an OpenMM State
-    ``.xml``; an OpenMM System needs a PDB for its topology, a State is optional) and, for
+    ``.xml``; an OpenMM System needs a PDB for its topology, and a State beside it gives the
+    positions and box, e.g. the end of an earlier run) and, for
     CHARMM, its parameter files (``.prm``, ``.par``, ``.rtf``, ``.str``, ``.inp``). They are read
     with ``openmm.app.AmberPrmtopFile``/``AmberInpcrdFile``, ``GromacsTopFile``/``GromacsGroFile``,
     ``CharmmPsfFile``/``CharmmCrdFile``/``CharmmParameterSet`` and ``openmm.XmlSerializer``.
@@ -134,6 +136,8 @@ def _sorted_inputs(paths: list[Path]) -> _Inputs:
         suffix = path.suffix.lower()
         if suffix in _CHARMM_PARAMETERS and inputs.format == "CHARMM":
             inputs.parameters.append(path)
+        elif inputs.format == "OpenMM" and inputs.state is None and _is_state_xml(path):
+            inputs.state = path
         elif suffix in _COORDINATES and inputs.coordinates is None:
             inputs.coordinates = path
         else:
@@ -141,6 +145,8 @@ def _sorted_inputs(paths: list[Path]) -> _Inputs:
                 f"input file {path} is neither coordinates ({', '.join(_COORDINATES)}) nor, for CHARMM, parameters "
                 f"({', '.join(_CHARMM_PARAMETERS)}) of {inputs.format} topology {inputs.topology}; give one of each"
             )
+    if inputs.coordinates is None and inputs.state is not None:
+        inputs.coordinates, inputs.state = inputs.state, None
     if inputs.coordinates is None:
         raise NeuralCTError(f"{inputs.format} topology {inputs.topology} needs a coordinates file beside it")
     if inputs.format == "CHARMM" and not inputs.parameters:
@@ -268,6 +274,14 @@ def _openmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any,
     if not hasattr(system, "getNumParticles"):
         raise NeuralCTError(f"OpenMM XML {inputs.topology} holds no System; give the file of XmlSerializer.serialize")
     positions, box, topology = _coordinates(inputs)
+    if inputs.state is not None:
+        # The PDB gives the topology; the State (e.g. the end of an earlier run) the positions and the box.
+        positions, box, _ = _coordinates(replace(inputs, coordinates=inputs.state))
+        if len(positions) != topology.getNumAtoms():
+            raise NeuralCTError(
+                f"OpenMM State {inputs.state} has {len(positions)} particles but {inputs.coordinates} "
+                f"{topology.getNumAtoms()} atoms; give the state of the same system"
+            )
     if topology is None:
         raise NeuralCTError(
             f"OpenMM System {inputs.topology} needs a PDB (or PDBx) of the same atoms for its topology, "
@@ -309,7 +323,7 @@ def _md_system(
             "with the box (.rst7, .gro, a PDB with CRYST1, an OpenMM State)"
         )
     settings = {
-        "inputs": [str(p) for p in (inputs.topology, inputs.coordinates, *inputs.parameters)],
+        "inputs": [str(p) for p in (inputs.topology, inputs.coordinates, *inputs.parameters, inputs.state) if p],
         "format": inputs.format,
         "solvent": "explicit" if solvent_atoms else "vacuum",
         "solvent_atoms": solvent_atoms,
@@ -333,7 +347,9 @@ def _md_system(
         if periodic:
             settings["cutoff_nm"] = cutoff_nm
     name = inputs.topology.stem
-    description = f"{inputs.format} input {inputs.topology.name} + {inputs.coordinates.name}"
+    description = f"{inputs.format} input {inputs.topology.name} + {inputs.coordinates.name}" + (
+        f" + {inputs.state.name}" if inputs.state else ""
+    )
     return MDSystem(name, system, topology, positions, description, settings)
 
 

@@ -359,12 +359,14 @@ def _pdb_text(topology: Any, positions: np.ndarray) -> str:
     return text.getvalue()
 
 
-def write_topology(md_system: MDSystem, folder: Path, atoms: np.ndarray | None = None) -> None:
+def write_topology(
+    md_system: MDSystem, folder: Path, atoms: np.ndarray | None = None, *, whole_system: bool = True
+) -> None:
     """Write the topology of ``atoms`` (default all) with its starting positions to ``folder/topology.pdb``.
 
-    With fewer atoms than the system's, ``system.pdb`` and ``system.xml`` (the whole system's topology
-    and its serialised OpenMM System) go beside it. Every file is written atomically; a periodic
-    system's PDB files carry its starting box (CRYST1).
+    With fewer atoms than the system's and ``whole_system``, ``system.pdb`` and ``system.xml`` (the
+    whole system's topology and its serialised OpenMM System) go beside it. Every file is written
+    atomically; a periodic system's PDB files carry its starting box (CRYST1).
     """
     import openmm
     import openmm.app as app
@@ -376,6 +378,8 @@ def write_topology(md_system: MDSystem, folder: Path, atoms: np.ndarray | None =
     kept = set(int(i) for i in atoms)
     modeller.delete([atom for atom in md_system.topology.atoms() if atom.index not in kept])
     atomic_write_text(folder / "topology.pdb", _pdb_text(modeller.topology, md_system.positions[atoms]))
+    if not whole_system:
+        return
     atomic_write_text(folder / "system.pdb", _pdb_text(md_system.topology, md_system.positions))
     atomic_write_text(folder / "system.xml", openmm.XmlSerializer.serialize(md_system.system))
 

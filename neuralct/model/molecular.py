@@ -14,6 +14,7 @@ __all__ = [
     "molecule_metadata",
     "rigid_body_frame",
     "check_topology",
+    "system_atoms",
     "internal_coordinates",
     "project_internal",
     "project_positions",
@@ -75,11 +76,61 @@ def check_topology(model: NeuralCanonicalTransformation, topology, source: str) 
             f"{source} has {topology.n_atoms} atoms but the model was trained on a system of {molecule['n_atoms']}; "
             "use trajectories of the same system"
         )
-    names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in molecule["atom_indices"]]
+    _check_names(molecule, topology, np.arange(topology.n_atoms), source)
+
+
+def system_atoms(model: NeuralCanonicalTransformation, topology, source: str) -> np.ndarray:
+    """Where the atoms of the model's trajectories are in a system that may hold more: the solute in its water box.
+
+    A model trained on the solute's frames alone (what ``neuralct simulate`` records in explicit
+    water) is biased or exported into the whole box; there its atoms are the system's solute (every
+    atom but water and monatomic ions, :func:`neuralct.data.loading.solute_atom_indices`).
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        A molecular model.
+    topology : mdtraj.Topology
+        The system's topology.
+    source : str
+        How an error names the system.
+
+    Returns
+    -------
+    np.ndarray, shape=(n_atoms,)
+        For each atom of the model's trajectories (``molecule_description(model)["n_atoms"]`` of them), its
+        index in ``topology``: the identity for the same system, the solute's atoms for a larger one.
+
+    Raises
+    ------
+    NeuralCTError
+        If neither the system nor its solute has the model's atom count, or the model's atoms have other names.
+    """
+    from ..data.loading import solute_atom_indices
+
+    molecule = molecule_description(model)
+    if topology.n_atoms == molecule["n_atoms"]:
+        atoms = np.arange(topology.n_atoms)
+    else:
+        atoms = solute_atom_indices(topology)
+        if len(atoms) != molecule["n_atoms"]:
+            solute = "" if len(atoms) == topology.n_atoms else f", and {len(atoms)} besides water and ions"
+            raise NeuralCTError(
+                f"{source} has {topology.n_atoms} atoms but the model was trained on a system of "
+                f"{molecule['n_atoms']}{solute}; use the model's own system"
+            )
+    _check_names(molecule, topology, atoms, source)
+    return atoms
+
+
+def _check_names(molecule: dict[str, Any], topology, atoms: np.ndarray, source: str) -> None:
+    """Raise a one-line error unless the model's atoms, found at ``atoms`` of ``topology``, have the model's names."""
+    found = [int(atoms[i]) for i in molecule["atom_indices"]]
+    names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in found]
     if names != molecule["atom_names"]:
         first = next(k for k, (a, b) in enumerate(zip(names, molecule["atom_names"])) if a != b)
         raise NeuralCTError(
-            f"{source}: atom {molecule['atom_indices'][first]} is {names[first]} but the model expects "
+            f"{source}: atom {found[first]} is {names[first]} but the model expects "
             f"{molecule['atom_names'][first]}; the model was trained on another system"
         )
 

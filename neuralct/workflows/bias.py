@@ -55,19 +55,33 @@ from ..analysis.reweighting import (
 )
 from ..errors import NeuralCTError, first_line
 from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
-from ..md.platform import available_platforms
+from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import check_sane, check_whole_steps, degrees_of_freedom, divergence_as_error, kinetic_temperature
 from ..units import kT_kj_per_mol
 
-__all__ = ["BiasSettings", "backbone_torsions", "run_metadynamics"]
+__all__ = ["BiasSettings", "CV_FORCES", "backbone_torsions", "run_metadynamics"]
+
+#: How a learned CV can be computed inside OpenMM (:attr:`BiasSettings.cv_force`).
+CV_FORCES = ("auto", "python", "torch")
+
+#: Platforms on which openmm-torch's TorchForce is taken over the PythonForce by ``cv_force="auto"``.
+_GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
 
 
 #: Bins of each reweighted phi/psi surface along each angle.
 _PHI_PSI_BINS = 40
 
 #: The entries of a run's checkpoint (:class:`~neuralct.io.ArrayCheckpoint`) and how each is read: the OpenMM state,
-#: the bias grid (kJ/mol), the COLVAR rows and the frames (nm) so far, and the integrator's step.
-_CHECKPOINT_ENTRIES = {"state": bytes, "bias": np.asarray, "rows": np.asarray, "frames": np.asarray, "step": int}
+#: the bias grid (kJ/mol), the COLVAR rows, the frames and their boxes (nm, periodic systems) so far, and the
+#: integrator's step.
+_CHECKPOINT_ENTRIES = {
+    "state": bytes,
+    "bias": np.asarray,
+    "rows": np.asarray,
+    "frames": np.asarray,
+    "boxes": np.asarray,
+    "step": int,
+}
 
 
 @dataclass
@@ -94,6 +108,15 @@ class BiasSettings:
         Grid of a learned CV: its training range (min to max) widened by this fraction of it on each side.
     bias_every : int
         MD steps per evaluation of the bias force (1: every step; n > 1: multiple time steps).
+    platform : str
+        OpenMM platform, or ``auto``: CPU for a periodic system (PME), Reference otherwise (the
+        fastest for a small molecule without a box).
+    threads : int or None
+        CPU threads of the CPU platform (None: OpenMM's default).
+    cv_force : str
+        How a learned CV is computed inside OpenMM: ``python`` (the NumPy ``openmm.PythonForce``),
+        ``torch`` (openmm-torch's ``TorchForce``) or ``auto``: the TorchForce on a GPU platform where
+        openmm-torch is installed, the PythonForce otherwise (the faster on the CPU, as measured).
     """
 
     cv: str = "learned"
@@ -110,7 +133,9 @@ class BiasSettings:
     pace_ps: float = 1.0
     grid_margin: float = 3.0
     bias_every: int = 4
-    platform: str = "Reference"
+    platform: str = "auto"
+    threads: int | None = None
+    cv_force: str = "auto"
     seed: int = 0
     checkpoint_seconds: float = 60.0
 
@@ -126,11 +151,15 @@ class BiasSettings:
         if not 0 < self.width_fraction < 1:
             raise NeuralCTError(f"`width_fraction` must be > 0 and < 1, got {self.width_fraction}")
         platforms = available_platforms()
-        if self.platform not in platforms:
+        if self.platform != "auto" and self.platform not in platforms:
             raise NeuralCTError(
                 f"`platform` {self.platform!r} is not an OpenMM platform of this installation; "
-                f"use one of {', '.join(platforms)}"
+                f"use one of {', '.join(platforms)}, or auto"
             )
+        if self.cv_force not in CV_FORCES:
+            raise NeuralCTError(f"`cv_force` must be one of {', '.join(CV_FORCES)}, got {self.cv_force!r}")
+        if self.threads is not None and self.threads < 1:
+            raise NeuralCTError(f"`threads` must be >= 1, got {self.threads}")
         for name in ("report_ps", "pace_ps"):
             try:
                 check_whole_steps(
@@ -213,10 +242,33 @@ def _torsion_force(atoms: Sequence[int]) -> Any:
     return force
 
 
+def run_platform(settings: BiasSettings, md_system: Any) -> tuple[str, str]:
+    """The OpenMM platform a run of ``md_system`` uses, and why (``settings.platform``, or the rule of ``auto``)."""
+    if settings.platform != "auto":
+        return settings.platform, "as asked"
+    if md_system.periodic:
+        return "CPU", "auto: the CPU platform for a periodic system (PME)"
+    return "Reference", "auto: the Reference platform, the fastest here for a small molecule without a box"
+
+
+def cv_force_kind(settings: BiasSettings, platform: str) -> tuple[str, str]:
+    """Which force computes a learned CV (``PythonForce`` or ``TorchForce``) on ``platform``, and why."""
+    import importlib.util
+
+    if settings.cv_force != "auto":
+        return {"python": "PythonForce", "torch": "TorchForce"}[settings.cv_force], "as asked"
+    if platform in _GPU_PLATFORMS and importlib.util.find_spec("openmmtorch") is not None:
+        return "TorchForce", f"auto: openmm-torch's TorchForce, which runs on the {platform} device beside the MD"
+    return "PythonForce", (
+        "auto: the NumPy PythonForce, faster than openmm-torch's TorchForce on the CPU "
+        "(benchmarks/bench_cv_force.py)" + ("" if platform not in _GPU_PLATFORMS else "; openmm-torch is not installed")
+    )
+
+
 def _bias_variables(
-    settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Dihedral]
+    settings: BiasSettings, model: Any, md_system: Any, torsions: dict[str, Dihedral], torch_force: bool
 ) -> tuple[list[Any], list[str], list[dict]]:
-    """The BiasVariables, their names and their grid description."""
+    """The BiasVariables, their names and their grid description (learned CVs as TorchForces with ``torch_force``)."""
     from openmm.app.metadynamics import BiasVariable
 
     variables, names, grids = [], [], []
@@ -228,7 +280,8 @@ def _bias_variables(
             span = limits["max"] - limits["min"]
             low, high = limits["min"] - settings.grid_margin * span, limits["max"] + settings.grid_margin * span
             width = settings.width_fraction * (limits.get("p99", limits["max"]) - limits.get("p01", limits["min"]))
-            variables.append(BiasVariable(openmm_force(model, md_system.system, j), low, high, width, False))
+            force = openmm_force(model, md_system.system, j, topology=md_system.topology, torch_force=torch_force)
+            variables.append(BiasVariable(force, low, high, width, False))
             names.append(f"cv{j + 1}")
             grids.append(
                 {
@@ -276,9 +329,12 @@ def run_metadynamics(
     """
     settings.validate()
     torsions = backbone_torsions(md_system.topology, settings)
-    run = _MetadynamicsRun(
-        md_system, folder, settings, torsions, *_bias_variables(settings, model, md_system, torsions)
+    platform = run_platform(settings, md_system)
+    cv_force = cv_force_kind(settings, platform[0]) if settings.cv == "learned" else None
+    variables = _bias_variables(
+        settings, model, md_system, torsions, cv_force is not None and cv_force[0] == "TorchForce"
     )
+    run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables)
     with _sigint_held() as interrupted:
         run.start_or_resume(interrupted)
         timing = run.run_reports(interrupted, progress)
@@ -298,6 +354,10 @@ class _MetadynamicsRun:
         The run's settings (validated).
     torsions : dict of str to Dihedral
         The backbone torsions by COLVAR name (:func:`backbone_torsions`).
+    platform : tuple of str
+        The OpenMM platform and why it was chosen (:func:`run_platform`).
+    cv_force : tuple of str or None
+        The force of the learned CVs and why it was chosen (:func:`cv_force_kind`); None for phi/psi.
     variables, names, grids
         The biased CVs as ``BiasVariable``, their COLVAR names and their grids (:func:`_bias_variables`).
     """
@@ -308,13 +368,20 @@ class _MetadynamicsRun:
         folder: Path,
         settings: BiasSettings,
         torsions: dict[str, Dihedral],
+        platform: tuple[str, str],
+        cv_force: tuple[str, str] | None,
         variables: list[Any],
         names: list[str],
         grids: list[dict],
     ):
         from openmm.app.metadynamics import Metadynamics
 
+        from ..md.systems import select_atoms
+
         self.md_system, self.folder, self.settings, self.torsions = md_system, folder, settings, torsions
+        self.platform, self.cv_force = platform, cv_force
+        # The frames record the solute (all atoms without a solvent): what the CVs were learned from.
+        self.saved = select_atoms(md_system)
         self.variables, self.names, self.grids = variables, names, grids
         self.kT = kT_kj_per_mol(settings.temperature)
         self.metadynamics = Metadynamics(
@@ -326,7 +393,9 @@ class _MetadynamicsRun:
             settings.steps_per_deposit,
         )
         self.bias_group = self.metadynamics._force.getForceGroup()
-        self.simulation = _simulation(md_system, _integrator(settings, md_system.system, self.bias_group), settings)
+        _seed_barostat(md_system.system, settings.seed)
+        integrator = _integrator(settings, md_system.system, self.bias_group)
+        self.simulation = _simulation(md_system, integrator, platform[0], settings.threads)
         self.masses, self.dof = md_system.masses(), degrees_of_freedom(md_system.system)
         self.checkpoint_file = folder / "checkpoint.npz"
         # The backbone torsions are recorded beside the biased CVs, unless they are the biased CVs.
@@ -334,6 +403,7 @@ class _MetadynamicsRun:
         self.fields = names + self.observed + ["bias", "rbias"]
         self.rows: list[np.ndarray] = []
         self.frames: list[np.ndarray] = []
+        self.boxes: list[np.ndarray] = []
 
     def save_checkpoint(self) -> None:
         """Write the integrator state, the bias grid and the reports so far to ``checkpoint.npz``."""
@@ -342,6 +412,7 @@ class _MetadynamicsRun:
             "bias": self.metadynamics._totalBias,
             "rows": np.array(self.rows),
             "frames": np.array(self.frames),
+            "boxes": np.array(self.boxes),
             "step": self.simulation.currentStep,
         }
         ArrayCheckpoint(state, asdict(self.settings) | {"checkpoint_seconds": None}).save(self.checkpoint_file)
@@ -365,6 +436,7 @@ class _MetadynamicsRun:
                 np.array([v.minValue for v in self.variables]), 0.0 * unit.kilojoule_per_mole, simulation.context
             )
             self.rows, self.frames = list(checkpoint["rows"]), list(checkpoint["frames"])
+            self.boxes = list(checkpoint["boxes"])
             return
         simulation.context.setPositions(self.md_system.positions)
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
@@ -421,7 +493,7 @@ class _MetadynamicsRun:
             If a CV left its grid or is not finite; the reports before it are written first.
         """
         settings, simulation = self.settings, self.simulation
-        positions = _advance(self.metadynamics, simulation, settings, self.masses, self.dof, len(self.rows))
+        positions, box = _advance(self.metadynamics, simulation, settings, self.masses, self.dof, len(self.rows))
         values = np.array(self.metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
         try:
             _check_inside(values, self.variables, self.names, simulation)
@@ -438,12 +510,17 @@ class _MetadynamicsRun:
         time_ps = simulation.currentStep * settings.outer_step_ps
         angles = dihedral_angles(positions[None], [self.torsions[name] for name in self.observed])[0]
         self.rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
-        self.frames.append(positions)
+        self.frames.append(positions[self.saved])
+        if box is not None:
+            self.boxes.append(box)
 
     def write_reports(self) -> None:
         """Write the frames so far (``trajectory.nc`` with ``topology.pdb``) and their COLVAR."""
         table = np.array(self.rows)
-        _write_trajectory(self.folder, self.md_system, np.array(self.frames), table[:, 0], self.settings)
+        boxes = np.array(self.boxes) if self.boxes else None
+        _write_trajectory(
+            self.folder, self.md_system, self.saved, np.array(self.frames), boxes, table[:, 0], self.settings
+        )
         write_colvar(self.folder / "COLVAR", table[:, 0], table[:, 1:], self.fields)
 
     def write_results(self, timing: dict) -> dict[str, Any]:
@@ -479,7 +556,12 @@ class _MetadynamicsRun:
                     )
                 )
             by_torsion[name] = _phi_figures(column[name], table[:, 0], weights, self.kT, ns)
-        summary = _summary(self.settings, self.names, self.grids, ns, by_torsion, surfaces, timing)
+        engine = {"platform": self.platform[0], "platform_choice": self.platform[1]}
+        if self.cv_force is not None:
+            engine |= {"cv_force": self.cv_force[0], "cv_force_choice": self.cv_force[1]}
+        if self.md_system.periodic:
+            engine["box_nm_last"] = np.diag(self.boxes[-1]).tolist()
+        summary = _summary(self.settings, self.names, self.grids, ns, by_torsion, surfaces, timing | engine)
         write_json(self.folder / "summary.json", summary)
         return summary
 
@@ -506,8 +588,17 @@ def _integrator(settings: BiasSettings, system: Any, bias_group: int) -> Any:
     return integrator
 
 
-def _simulation(md_system: Any, integrator: Any, settings: BiasSettings) -> Any:
-    """An ``openmm.app.Simulation`` of ``md_system`` on ``settings.platform``.
+def _seed_barostat(system: Any, seed: int) -> None:
+    """Seed the Monte Carlo barostat of ``system`` (if any) from the run's ``seed``, so that a run repeats."""
+    import openmm as mm
+
+    for force in system.getForces():
+        if isinstance(force, mm.MonteCarloBarostat):
+            force.setRandomNumberSeed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0] % (2**31 - 2)) + 1)
+
+
+def _simulation(md_system: Any, integrator: Any, platform: str, threads: int | None) -> Any:
+    """An ``openmm.app.Simulation`` of ``md_system`` on ``platform`` (``threads`` CPU threads on the CPU platform).
 
     Raises
     ------
@@ -519,11 +610,15 @@ def _simulation(md_system: Any, integrator: Any, settings: BiasSettings) -> Any:
 
     try:
         return app.Simulation(
-            md_system.topology, md_system.system, integrator, mm.Platform.getPlatformByName(settings.platform)
+            md_system.topology,
+            md_system.system,
+            integrator,
+            mm.Platform.getPlatformByName(platform),
+            platform_properties(platform, threads),
         )
     except Exception as exc:
         raise NeuralCTError(
-            f"OpenMM platform {settings.platform} cannot run this system ({first_line(exc)}); choose another `platform`"
+            f"OpenMM platform {platform} cannot run this system ({first_line(exc)}); choose another `platform`"
         ) from None
 
 
@@ -547,8 +642,11 @@ def _sigint_held() -> Iterator[threading.Event]:
 
 def _advance(
     metadynamics: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int
-) -> np.ndarray:
-    """One report interval of metadynamics; the positions (n_atoms, 3) in nm after it.
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One report interval of metadynamics; the positions (n_atoms, 3) and box vectors (3, 3) in nm after it.
+
+    The box is None without periodic boundary conditions; the positions are OpenMM's unwrapped ones
+    (molecules whole).
 
     Raises
     ------
@@ -558,7 +656,7 @@ def _advance(
         that left its grid.
     """
 
-    def checked_positions() -> np.ndarray:
+    def checked_positions() -> tuple[np.ndarray, np.ndarray | None]:
         state = simulation.context.getState(getPositions=True, getVelocities=True)
         positions = state.getPositions(asNumpy=True)._value
         check_sane(
@@ -567,7 +665,8 @@ def _advance(
             settings,
             frame,
         )
-        return positions
+        periodic = simulation.system.usesPeriodicBoundaryConditions()
+        return positions, np.asarray(state.getPeriodicBoxVectors(asNumpy=True)._value) if periodic else None
 
     with divergence_as_error(settings):
         try:
@@ -581,9 +680,27 @@ def _advance(
 
 
 def _write_trajectory(
-    folder: Path, md_system: Any, positions: np.ndarray, time_ps: np.ndarray, settings: BiasSettings
+    folder: Path,
+    md_system: Any,
+    atoms: np.ndarray,
+    positions: np.ndarray,
+    boxes: np.ndarray | None,
+    time_ps: np.ndarray,
+    settings: BiasSettings,
 ) -> None:
-    """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights."""
+    """The biased frames (one per COLVAR row) as AMBER NetCDF with topology.pdb, for retraining with weights.
+
+    Parameters
+    ----------
+    atoms : np.ndarray, shape=(n_saved,)
+        The system's atoms the frames hold (the solute).
+    positions : np.ndarray, shape=(n_frames, n_saved, 3)
+        Positions in nm.
+    boxes : np.ndarray or None, shape=(n_frames, 3, 3)
+        Box vectors (rows, nm) of a periodic system.
+    time_ps : np.ndarray, shape=(n_frames,)
+        Simulation time.
+    """
     from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, write_netcdf
     from ..md.simulate import write_topology
 
@@ -592,10 +709,11 @@ def _write_trajectory(
         "neuralct_temperature_K": float(settings.temperature),
         "neuralct_biased": 1,
         "neuralct_report_ps": float(settings.report_ps),
-        MASSES_ATTRIBUTE: md_system.masses(),
+        MASSES_ATTRIBUTE: md_system.masses()[atoms],
     }
-    write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes))
-    write_topology(md_system, folder)
+    write_netcdf(folder / "trajectory.nc", NetCDFFrames(positions, None, time_ps, attributes, box_vectors=boxes))
+    # The system is the user's input (with the bias force added here, it could not be read back without this model).
+    write_topology(md_system, folder, atoms, whole_system=False)
 
 
 def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:

@@ -37,7 +37,10 @@ NOT_IN_IDENTITY = {
     "train": {"checkpoint_every": "a resumed run is bit-identical"},
     "bias": {
         "platform": "the same dynamics on any platform, to rounding",
+        "threads": "the same dynamics, to rounding",
+        "cv_force": "the same CV and forces from NumPy or TorchScript, to rounding",
         "checkpoint_seconds": "a resumed run is bit-identical",
+        "include_dir": "where a GROMACS top file's includes are read: the System they build enters by its content",
     },
     "sample": {"checkpoint_every": "a resumed run is bit-identical"},
 }
@@ -74,6 +77,10 @@ OTHER_VALUES = {
     ("bias", "pace_ps"): ["2"],
     ("bias", "system"): ["{system}"],
     ("bias", "width_fraction"): ["0.1"],
+    ("bias", "forcefield"): ["amber14-all.xml"],
+    ("bias", "padding_nm"): ["1.3"],
+    ("bias", "cutoff_nm"): ["0.9"],
+    ("bias", "ionic_strength_molar"): ["0.1"],
     ("sample", "target_acceptance"): ["0.8"],
     ("sample", "method"): ["hmc"],
     ("sample", "system"): None,  # a toy has none; see test_a_system_file_is_identified_by_its_content
@@ -85,6 +92,10 @@ NEEDS = {
     ("simulate", "cutoff_nm"): ["--solvent", "tip3p"],
     ("simulate", "ionic_strength_molar"): ["--solvent", "tip3p"],
     ("simulate", "pressure_bar"): ["--solvent", "tip3p"],
+    ("bias", "padding_nm"): ["--solvent", "tip3p"],
+    ("bias", "cutoff_nm"): ["--solvent", "tip3p"],
+    ("bias", "ionic_strength_molar"): ["--solvent", "tip3p"],
+    ("bias", "pressure_bar"): ["--solvent", "tip3p"],
     ("train", "rank_lag_ps"): [],
     ("train", "vamp_weight"): ["--lag-ps", "1"],
     ("train", "vamp_lags_ps"): ["--lag-ps", "1", "--vamp-weight", "1"],

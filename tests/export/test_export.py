@@ -384,6 +384,26 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
 
 
+def test_a_model_of_the_solute_finds_its_atoms_in_a_water_box(exported):
+    """A model trained on the solute's frames acts on the solute of the solvated system, split across the box."""
+    from neuralct.md.systems import WaterBox
+
+    model, folder, positions, expected = exported
+    water = build_system("alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7))
+    with pytest.raises(neuralct.errors.NeuralCTError, match="give its `topology` to find the model's solute"):
+        openmm_force(model, water.system, 1)
+    cv_force = mm.CustomCVForce("0")
+    cv_force.addCollectiveVariable("cv", openmm_force(model, water.system, 1, topology=water.topology))
+    water.system.addForce(cv_force)
+    context, _ = _context(water, [])
+    box = context.getState().getPeriodicBoxVectors(asNumpy=True)._value
+    placed = water.positions.copy()
+    # Water molecules ride along: only the solute's atoms (the first 22) matter to the CV.
+    placed[:22] = _split(positions[4], box, [0, 5, 6, 7, 18])
+    context.setPositions(placed)
+    assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
+
+
 #: Periodic boxes (rows are the box vectors, nm, OpenMM's reduced form) narrower than the model's molecule.
 SMALL_BOXES = {
     "orthorhombic": np.diag([0.72, 0.68, 0.75]),

@@ -195,3 +195,27 @@ def test_a_hydrogen_mass_that_leaves_a_heavy_atom_no_mass_is_one_line(tmp_path):
     write_inputs(tmp_path, *vacuum_dipeptide(), "vacuum")
     text = one_line_error([tmp_path / "vacuum.prmtop", tmp_path / "vacuum.rst7"], hydrogen_mass_amu=20.0)
     assert "leaves atom CH3" in text and "vacuum.prmtop" in text
+
+
+def test_an_openmm_system_takes_positions_and_box_from_a_state_beside_its_pdb(water, tmp_path):
+    """System XML + PDB + State XML: the PDB's topology, the State's positions and box (the end of an earlier run)."""
+    import openmm as mm
+
+    folder, system, positions = water
+    context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    context.setPeriodicBoxVectors(*[mm.Vec3(*row) for row in np.eye(3) * 2.3])
+    context.setPositions(positions + 0.05)
+    (tmp_path / "end.xml").write_text(mm.XmlSerializer.serialize(context.getState(getPositions=True)))
+    files = [folder / "water.xml", folder / "water.pdb", tmp_path / "end.xml"]
+    read = read_system(files)
+    np.testing.assert_allclose(read.positions, positions + 0.05, atol=1e-9)
+    box = read.system.getDefaultPeriodicBoxVectors()
+    assert [box[i][i]._value for i in range(3)] == pytest.approx([2.3, 2.3, 2.3])
+    assert "end.xml" in read.description
+
+    vacuum_topology, vacuum_system, vacuum_positions = vacuum_dipeptide()
+    other = mm.Context(vacuum_system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    other.setPositions(vacuum_positions)
+    (tmp_path / "other.xml").write_text(mm.XmlSerializer.serialize(other.getState(getPositions=True)))
+    message = one_line_error([folder / "water.xml", folder / "water.pdb", tmp_path / "other.xml"])
+    assert "has 22 particles" in message and "give the state of the same system" in message
