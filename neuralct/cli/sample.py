@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import NeuralCTError
 from ..md.systems import SOLVENTS
 from .options import (
     add_common_options,
@@ -17,6 +18,7 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
+from .systems import prepared_elsewhere, system_files
 
 __all__ = ["add_parser", "run"]
 
@@ -47,10 +49,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "system",
         metavar="SYSTEM",
-        nargs="?",
+        nargs="*",
         help=(
             "for molecular models: the bundled system, system YAML or PDB the model was trained on "
-            "(built without constraints)"
+            "(built without constraints), or its input files prepared elsewhere (AMBER prmtop + inpcrd/rst7, "
+            "GROMACS top + gro, CHARMM psf + crd + parameters, OpenMM System XML + PDB) of a system without water"
         ),
     )
     parser.add_argument(
@@ -166,31 +169,42 @@ def run(args: argparse.Namespace) -> int:
 
 def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:
     """What the model samples (its toy system, or SYSTEM for a molecular model) and the input files it reads."""
-    from ..errors import NeuralCTError
     from ..model.molecular import is_molecular
     from ..sampling.targets import molecular_target, toy_target
 
     inputs = [args.model]
     if not is_molecular(model):
-        if args.system is not None:
-            raise NeuralCTError(f"SYSTEM {args.system!r}: a toy model samples its own toy system; leave SYSTEM out")
+        if args.system:
+            raise NeuralCTError(
+                f"SYSTEM {' '.join(args.system)}: a toy model samples its own toy system; leave SYSTEM out"
+            )
         return toy_target(model), inputs
-    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
-
-    if args.system is None:
+    if not args.system:
         raise NeuralCTError(
             "a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`"
         )
-    md_system = build_system(
-        args.system,
-        solvent=args.solvent,
-        constraints="none",
-        temperature=model.metadata["molecule"]["temperature_K"],
-        hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE,
-    )
-    if Path(args.system).is_file():
-        inputs.append(args.system)
-    return molecular_target(model, md_system, args.system), inputs
+    return molecular_target(model, _md_system(args, model), " ".join(args.system)), inputs + system_files(args)
+
+
+def _md_system(args: argparse.Namespace, model) -> Any:
+    """SYSTEM without constraints at the model's temperature: built, or read from its input files."""
+    from ..md.inputs import read_system
+    from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE, build_system
+
+    temperature = model.metadata["molecule"]["temperature_K"]
+    if not prepared_elsewhere(args.system):
+        return build_system(
+            args.system[0],
+            solvent=args.solvent,
+            constraints="none",
+            temperature=temperature,
+            hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE,
+        )
+    if args.solvent is not None:
+        raise NeuralCTError(
+            f"--solvent builds a system from a PDB; the input files of {args.system[0]} define their own: drop it"
+        )
+    return read_system(args.system, constraints="none", temperature=temperature)
 
 
 def _settings(args: argparse.Namespace):

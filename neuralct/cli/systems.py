@@ -15,7 +15,7 @@ from ..errors import NeuralCTError
 from ..md.systems import SOLVENTS, WaterBox
 from .options import nonnegative_float, positive_float
 
-__all__ = ["add_system_options", "md_system_from_options", "system_digest", "system_files"]
+__all__ = ["add_system_options", "md_system_from_options", "prepared_elsewhere", "system_digest", "system_files"]
 
 #: What a PDB without the hydrogens its force field needs is told to do, when the command can add them.
 _ADD_HYDROGENS = "rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)"
@@ -106,8 +106,15 @@ def _add_water_options(p: argparse.ArgumentParser) -> None:
 
 
 def system_files(args: argparse.Namespace) -> list[str]:
-    """The files among SYSTEM and ``--forcefield``: a run is identified by their content."""
-    return [name for name in [*args.system, *(args.forcefield or [])] if Path(name).is_file()]
+    """The files among SYSTEM and ``--forcefield`` (where the command has it): a run is identified by their content."""
+    return [name for name in [*args.system, *(getattr(args, "forcefield", None) or [])] if Path(name).is_file()]
+
+
+def prepared_elsewhere(system: list[str]) -> bool:
+    """Whether SYSTEM names the input files of a system prepared elsewhere (not a name, system YAML or PDB)."""
+    from ..md.inputs import INPUT_FORMATS
+
+    return len(system) > 1 or Path(system[0]).suffix.lower() in INPUT_FORMATS
 
 
 def md_system_from_options(
@@ -131,11 +138,10 @@ def md_system_from_options(
         and everything :func:`~neuralct.md.systems.build_system` and :func:`~neuralct.md.inputs.read_system`
         refuse.
     """
-    from ..md.inputs import INPUT_FORMATS, read_system
+    from ..md.inputs import read_system
     from ..md.systems import build_system
 
-    prepared = len(args.system) > 1 or Path(args.system[0]).suffix.lower() in INPUT_FORMATS
-    if not prepared:
+    if not prepared_elsewhere(args.system):
         if args.include_dir is not None:
             raise NeuralCTError("--include-dir reads GROMACS input files; give the top and gro files as SYSTEM")
         return build_system(

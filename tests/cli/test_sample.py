@@ -640,3 +640,28 @@ def test_a_system_in_explicit_water_is_refused_with_what_works_instead(alanine_m
     assert len(err.splitlines()) == 1, err
     assert "explicit solvent" in err and "the flow models the solute" in err and "--solvent obc2" in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_refused(alanine_models, tmp_path, capsys):
+    """AMBER files written by ParmEd: the vacuum dipeptide samples as the bundled one does (same energies); in water,
+    the same one-line refusal as a system built in water."""
+    from tests.md.test_inputs import solvated_dipeptide, vacuum_dipeptide, write_inputs
+
+    write_inputs(tmp_path, *vacuum_dipeptide(), "vacuum")
+    write_inputs(tmp_path, *solvated_dipeptide(), "water")
+    short = ["--chains", "3", "--samples", "4", "--warmup", "3", "--leapfrog-steps", "2", "--step-size", "0.01"]
+    short += ["--kish-samples", "10", "--no-progress"]
+    model = str(alanine_models["all"])
+    energies = {}
+    for name, system in (("bundled", ["alanine-dipeptide"]), ("amber", [str(tmp_path / "vacuum.prmtop")])):
+        system = system if name == "bundled" else [*system, str(tmp_path / "vacuum.rst7")]
+        assert main(["sample", model, *system, *short, "--output", str(tmp_path / name)]) == 0
+        energies[name] = read_summary(tmp_path / name)["potential_energy_kT"]["mean"]
+    assert energies["amber"] == pytest.approx(energies["bundled"], rel=1e-4)
+    capsys.readouterr()
+
+    water = [str(tmp_path / "water.prmtop"), str(tmp_path / "water.rst7")]
+    assert main(["sample", model, *water, *short, "--output", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "explicit solvent" in err and "the flow models the solute" in err, err
+    assert not (tmp_path / "x").exists()
