@@ -93,10 +93,11 @@ def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bias-every",
-        type=positive_int,
-        default=4,
-        help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator "
-        "(default: %(default)s)",
+        type=_bias_every,
+        default="auto",
+        help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator; auto: "
+        "4 without a box (the CV costs more than the molecule's forces), 1 in a periodic box (PME costs more "
+        "than the CV, and the multiple-time-step integrator more than the CV saved) (default: %(default)s)",
     )
 
 
@@ -179,9 +180,10 @@ def run(args: argparse.Namespace) -> int:
 
     # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
     torch.set_num_threads(1)
-    settings = _settings(args)
+    model, md_system = _model_and_system(args)
+    settings = _settings(args, md_system)
     settings.validate()
-    model, md_system = _checked_inputs(args, settings)
+    _check_biased_cvs(model, md_system, settings)
     # The platform, threads and CV force change how fast the run goes, not what it samples.
     ignore = ["model", "checkpoint_seconds", "platform", "threads", "cv_force", "include_dir"]
     # The system enters by its content: files, options and the OpenMM System they build (before the bias is added).
@@ -217,9 +219,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace) -> BiasSettings:
-    """The run's :class:`~neuralct.workflows.bias.BiasSettings` from the options."""
-    from ..workflows.bias import BiasSettings
+def _bias_every(text: str) -> int | str:
+    """``--bias-every``: a positive whole number of steps, or auto."""
+    return text if text == "auto" else positive_int(text)
+
+
+def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
+    """The run's :class:`~neuralct.workflows.bias.BiasSettings` from the options (``auto`` chosen for ``md_system``)."""
+    from ..workflows.bias import BiasSettings, default_bias_every
 
     return BiasSettings(
         cv=args.cv,
@@ -235,7 +242,7 @@ def _settings(args: argparse.Namespace) -> BiasSettings:
         bias_factor=args.bias_factor,
         pace_ps=args.pace_ps,
         grid_margin=args.grid_margin,
-        bias_every=args.bias_every,
+        bias_every=default_bias_every(md_system) if args.bias_every == "auto" else args.bias_every,
         platform=args.platform,
         threads=args.threads,
         cv_force=args.cv_force,
@@ -244,24 +251,29 @@ def _settings(args: argparse.Namespace) -> BiasSettings:
     )
 
 
-def _checked_inputs(args: argparse.Namespace, settings: BiasSettings) -> tuple[Any, Any]:
-    """The model and the system, checked against each other and against what ``settings`` biases, before any work."""
+def _model_and_system(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model and the system, the model's atoms found in the system, before any work."""
     import mdtraj
 
     from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE
     from ..model.molecular import system_atoms
     from ..model.transformation import load
-    from ..workflows.bias import backbone_torsions
 
     model = load(args.model)
     md_system = md_system_from_options(args, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
     system_atoms(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {' '.join(args.system)}")
+    return model, md_system
+
+
+def _check_biased_cvs(model: Any, md_system: Any, settings: BiasSettings) -> None:
+    """Raise a one-line error unless the system has the torsions, and the model the CVs, that ``settings`` biases."""
+    from ..workflows.bias import backbone_torsions
+
     backbone_torsions(md_system.topology, settings)
     if settings.cv == "learned":
         from ..export import collective_variables
 
         collective_variables(model, settings.n_cvs)  # a model whose CVs cannot be exported fails here, in one line
-    return model, md_system
 
 
 def _phi_report(summary: dict) -> str:

@@ -12,8 +12,10 @@ A CV force's energy is the CV (OpenMM's convention for ``CustomCVForce`` and
 
 from __future__ import annotations
 
+import functools
 import uuid
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,7 @@ from ..model.transformation import NeuralCanonicalTransformation
 from .cv import CollectiveVariables, collective_variables
 from .numpy_cv import NumpyCollectiveVariables
 
-__all__ = ["openmm_force", "CVComputation"]
+__all__ = ["openmm_force", "CVComputation", "torch_force_in_cv_force_problem"]
 
 #: Evaluators by key: the computations of one model's CVs find their shared cache here.
 _EVALUATORS: dict[str, "_SharedEvaluator"] = {}
@@ -242,3 +244,72 @@ def _check_torch_kernels() -> None:
             "openmm-torch's kernels did not load because openmm was imported before torch "
             f"({failed[0].splitlines()[0]}); import torch (or neuralct) before openmm"
         )
+
+
+#: A TorchForce inside a CustomCVForce, as ``openmm.app.Metadynamics`` holds a CV, evaluated once (run as a child).
+_TORCH_FORCE_IN_CV_FORCE = """
+import sys
+import torch
+import openmm as mm
+import openmmtorch
+
+
+class Sum(torch.nn.Module):
+    def forward(self, positions):
+        return positions.sum()
+
+
+torch.jit.script(Sum()).save(sys.argv[1])
+system = mm.System()
+system.addParticle(1.0)
+cv = mm.CustomCVForce("2 * x")
+cv.addCollectiveVariable("x", openmmtorch.TorchForce(sys.argv[1]))
+system.addForce(cv)
+context = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+context.setPositions([mm.Vec3(0.1, 0.2, 0.3)])
+assert abs(context.getState(getEnergy=True).getPotentialEnergy()._value - 1.2) < 1e-6
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def torch_force_in_cv_force_problem() -> str | None:
+    """Why openmm-torch's ``TorchForce`` cannot serve as a metadynamics CV here, or None where it can.
+
+    ``openmm.app.Metadynamics`` puts each CV in a ``CustomCVForce``, which copies the forces it
+    holds by serialising them. With the registry wheels of openmm 8.6.1 and openmmtorch 1.5 that
+    copy crashes the process (a segmentation fault, not an exception); with openmm 8.4.0.post2 it
+    works. The case is run once, in a child process, so that a crash costs one line and not the run.
+
+    Returns
+    -------
+    str or None
+        One line saying what failed, with the versions; None if the TorchForce works in a CustomCVForce.
+    """
+    import importlib.metadata
+    import subprocess
+    import sys
+    import tempfile
+
+    try:
+        import openmm
+        import openmmtorch
+    except ImportError:
+        return "openmm-torch is not installed (pip install openmmtorch, built against your torch)"
+    versions = f"openmm {openmm.__version__}, openmmtorch {importlib.metadata.version(openmmtorch.__name__)}"
+    with tempfile.TemporaryDirectory() as folder:
+        # A file, not ``python -c``: TorchScript compiles a module from its source file.
+        script = Path(folder) / "torch_force_in_cv_force.py"
+        script.write_text(_TORCH_FORCE_IN_CV_FORCE)
+        try:
+            child = subprocess.run(
+                [sys.executable, str(script), str(Path(folder) / "sum.pt")],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+        except subprocess.TimeoutExpired:
+            return f"a TorchForce inside a CustomCVForce did not finish in 300 s ({versions})"
+    if child.returncode == 0:
+        return None
+    how = f"signal {-child.returncode}" if child.returncode < 0 else (child.stderr.strip().splitlines() or ["?"])[-1]
+    return f"openmm-torch's TorchForce inside a CustomCVForce (a metadynamics CV) fails here ({how}; {versions})"

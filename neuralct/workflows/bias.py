@@ -59,7 +59,7 @@ from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import check_sane, check_whole_steps, degrees_of_freedom, divergence_as_error, kinetic_temperature
 from ..units import kT_kj_per_mol
 
-__all__ = ["BiasSettings", "CV_FORCES", "backbone_torsions", "run_metadynamics"]
+__all__ = ["BiasSettings", "CV_FORCES", "backbone_torsions", "default_bias_every", "run_metadynamics"]
 
 #: How a learned CV can be computed inside OpenMM (:attr:`BiasSettings.cv_force`).
 CV_FORCES = ("auto", "python", "torch")
@@ -242,6 +242,19 @@ def _torsion_force(atoms: Sequence[int]) -> Any:
     return force
 
 
+def default_bias_every(md_system: Any) -> int:
+    """MD steps per bias evaluation that run fastest for ``md_system``: 4 without a box, 1 in a periodic box.
+
+    Without a box (a small molecule on the Reference platform) the learned CV costs several times
+    the molecule's own forces, and a multiple-time-step integrator that evaluates it every 4 steps
+    reproduces the phi reference (benchmarks B3). In explicit water PME costs far more than the CV,
+    and ``MTSLangevinIntegrator`` (a CustomIntegrator) makes every inner step slower than
+    ``LangevinMiddleIntegrator`` does: on the CPU platform, 2,041 atoms, 87 against 157 steps per
+    second at one step per bias, 137 at four (``benchmarks/bench_cv_force.py``).
+    """
+    return 1 if md_system.periodic else 4
+
+
 def run_platform(settings: BiasSettings, md_system: Any) -> tuple[str, str]:
     """The OpenMM platform a run of ``md_system`` uses, and why (``settings.platform``, or the rule of ``auto``)."""
     if settings.platform != "auto":
@@ -252,17 +265,32 @@ def run_platform(settings: BiasSettings, md_system: Any) -> tuple[str, str]:
 
 
 def cv_force_kind(settings: BiasSettings, platform: str) -> tuple[str, str]:
-    """Which force computes a learned CV (``PythonForce`` or ``TorchForce``) on ``platform``, and why."""
-    import importlib.util
+    """Which force computes a learned CV (``PythonForce`` or ``TorchForce``) on ``platform``, and why.
 
-    if settings.cv_force != "auto":
-        return {"python": "PythonForce", "torch": "TorchForce"}[settings.cv_force], "as asked"
-    if platform in _GPU_PLATFORMS and importlib.util.find_spec("openmmtorch") is not None:
+    Raises
+    ------
+    NeuralCTError
+        If the TorchForce is asked for and cannot serve as a metadynamics CV here
+        (:func:`neuralct.export.force.torch_force_in_cv_force_problem`).
+    """
+    from ..export.force import torch_force_in_cv_force_problem
+
+    if settings.cv_force == "python":
+        return "PythonForce", "as asked"
+    if settings.cv_force == "torch":
+        problem = torch_force_in_cv_force_problem()
+        if problem is not None:
+            raise NeuralCTError(f"`cv_force` torch: {problem}; use `cv_force` python (the NumPy PythonForce)")
+        return "TorchForce", "as asked"
+    if platform not in _GPU_PLATFORMS:
+        return "PythonForce", (
+            "auto: the NumPy PythonForce, faster than openmm-torch's TorchForce on the CPU "
+            "(benchmarks/bench_cv_force.py)"
+        )
+    problem = torch_force_in_cv_force_problem()
+    if problem is None:
         return "TorchForce", f"auto: openmm-torch's TorchForce, which runs on the {platform} device beside the MD"
-    return "PythonForce", (
-        "auto: the NumPy PythonForce, faster than openmm-torch's TorchForce on the CPU "
-        "(benchmarks/bench_cv_force.py)" + ("" if platform not in _GPU_PLATFORMS else "; openmm-torch is not installed")
-    )
+    return "PythonForce", f"auto: the NumPy PythonForce, because {problem}"
 
 
 def _bias_variables(

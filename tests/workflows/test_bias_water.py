@@ -1,4 +1,4 @@
-"""``neuralct bias`` in a periodic box of explicit water: simulate -> train -> export -> bias -> train again.
+"""``neuralct bias`` in a periodic box of explicit water: simulate -> train -> analyze -> export -> bias -> train again.
 
 The CV that the bias force computes inside OpenMM (molecule made whole across the box, the
 model's solute found in the whole system) must be the CV that the model gives on the recorded
@@ -13,6 +13,7 @@ import pytest
 
 from neuralct.cli import main
 from neuralct.data.netcdf import read_netcdf
+from neuralct.md.systems import WaterBox
 from neuralct.model.molecular import project_positions
 from neuralct.model.transformation import load
 
@@ -106,6 +107,28 @@ def test_the_bias_force_computes_the_models_cv_of_the_recorded_frames(chain):
     np.testing.assert_allclose(colvar[:, 1], expected, atol=1e-5)
 
 
+def test_analyze_gives_the_cvs_the_bias_force_computed(chain, tmp_path):
+    """`analyze` of the biased solute frames (loader: whole molecules from the box) writes the bias run's CVs."""
+    argv = ["analyze", str(chain / "model" / "model.pt"), str(chain / "bias" / "trajectory.nc")]
+    assert main([*argv, "--lag-ps", "0.1", "--blocks", "2", "--output", str(tmp_path / "a")]) == 0
+    analyzed = np.loadtxt(tmp_path / "a" / "trajectory.colvar")
+    np.testing.assert_allclose(analyzed[:, 1], np.loadtxt(chain / "bias" / "COLVAR")[:, 1], atol=1e-5)
+
+
+def test_the_exported_cvs_know_the_box(chain, tmp_path):
+    """The model learned in a box: its TorchScript CV refuses to run without box vectors, and gives the CV with them."""
+    import torch
+
+    assert main(["export", str(chain / "model" / "model.pt"), "--output", str(tmp_path / "e")]) == 0
+    module = torch.jit.load(str(tmp_path / "e" / "cv1.pt"))
+    frames = read_netcdf(chain / "bias" / "trajectory.nc")
+    positions, box = torch.tensor(frames.positions[3], dtype=torch.float64), torch.tensor(frames.box_vectors[3])
+    with pytest.raises(torch.jit.Error, match=r"setUsesPeriodicBoundaryConditions\(True\)"):
+        module(positions)
+    assert float(module(positions, box)) == pytest.approx(np.loadtxt(chain / "bias" / "COLVAR")[3, 1], abs=1e-5)
+    assert "NOPBC" in (tmp_path / "e" / "plumed.dat").read_text()
+
+
 def test_the_biased_frames_train_again(chain, tmp_path):
     """The loop's second step: `train` reads the biased solute frames and their boxes."""
     assert main(["train", str(chain / "bias" / "trajectory.nc"), *SMALL_MODEL, "--output", str(tmp_path / "m")]) == 0
@@ -144,10 +167,11 @@ def test_the_bias_starts_from_the_end_of_the_unbiased_run(chain, tmp_path):
     assert summary["platform"] == "CPU" and len(np.loadtxt(out / "COLVAR")) == 10
 
 
-def test_an_amber_box_of_the_same_solute_is_biased_from_its_files(chain, tmp_path):
-    """A prmtop + rst7 written by ParmEd: the model of the solute finds its atoms in the box (hydrogen masses alike)."""
+@pytest.mark.parametrize("files", [("water.prmtop", "water.rst7"), ("water.top", "water.gro")])
+def test_an_amber_or_gromacs_box_of_the_same_solute_is_biased_from_its_files(chain, tmp_path, files):
+    """Input files written by ParmEd: the model of the solute finds its atoms in the box (hydrogen masses alike)."""
     write_inputs(tmp_path, *solvated_dipeptide(), "water")
-    files = [str(tmp_path / "water.prmtop"), str(tmp_path / "water.rst7")]
+    files = [str(tmp_path / name) for name in files]
     out = tmp_path / "amber"
     argv = ["bias", str(chain / "model" / "model.pt"), *files, "--hydrogen-mass-amu", "1.5", *SHORT_BIAS]
     assert main([*argv, "--length-ns", "0.001", "--output", str(out)]) == 0
@@ -166,3 +190,28 @@ def test_a_model_of_another_system_or_other_masses_is_one_line(chain, tmp_path, 
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_a_torch_force_that_cannot_serve_as_a_cv_here_is_one_line(chain, tmp_path, capsys):
+    """Without openmm-torch (or where its TorchForce crashes inside a CustomCVForce) `--cv-force torch` is refused."""
+    from neuralct.export.force import torch_force_in_cv_force_problem
+
+    problem = torch_force_in_cv_force_problem()
+    if problem is None:
+        pytest.skip("openmm-torch's TorchForce works inside a CustomCVForce here")
+    out = tmp_path / "torch"
+    argv = ["bias", str(chain / "model" / "model.pt"), *SYSTEM, *SHORT_BIAS, "--cv-force", "torch"]
+    assert main([*argv, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--cv-force torch: " in err and "use --cv-force python" in err, err
+    assert not out.exists()
+
+
+def test_the_bias_every_step_in_a_box_and_every_fourth_without():
+    """auto: in a periodic box PME costs more than the CV (no multiple time steps); in vacuum the CV costs more."""
+    from neuralct.md.systems import build_system
+    from neuralct.workflows.bias import default_bias_every
+
+    assert default_bias_every(build_system("alanine-dipeptide")) == 4
+    water = build_system("alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7))
+    assert default_bias_every(water) == 1
