@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -199,6 +200,20 @@ def _plumed_input(atom_indices: list[int], walk: list[int], k: int, model_file: 
     return "\n".join(lines) + "\n"
 
 
+def _frozen(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters are buffers: a loaded program then gives CVs that need no gradient.
+
+    ``torch.export.load(...).module()`` gives parameters back with ``requires_grad=True`` under
+    some torch releases (2.9), whatever they were when saved; buffers stay as they were.
+    """
+    frozen = copy.deepcopy(module)
+    for layer in frozen.modules():
+        for name, parameter in list(layer.named_parameters(recurse=False)):
+            delattr(layer, name)
+            layer.register_buffer(name, parameter.detach())
+    return frozen
+
+
 def _save_script(module: nn.Module, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.jit.save(torch.jit.script(module), str(tmp))
@@ -207,7 +222,7 @@ def _save_script(module: nn.Module, path: Path) -> None:
 def _save_exported(module: nn.Module, n_atoms: int, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1)
     example = torch.zeros(2, n_atoms, 3)
-    program = torch.export.export(module, (example,), dynamic_shapes={"positions": {0: batch}})
+    program = torch.export.export(_frozen(module), (example,), dynamic_shapes={"positions": {0: batch}})
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     atomic_write_bytes(path, buffer.getvalue())
