@@ -232,7 +232,9 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
     energy = summary["potential_energy_kT"]
     print(
         f"samples in {folder}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
-        f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT, "
+        f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT"
+        + (" (not converged: the error is the spread between chains)" if energy["converged"] is False else "")
+        + ", "
         f"ESS per evaluation {_shown(energy['ess_per_evaluation'], '.2e')}"
     )
     curvature = summary["mean_curvature"]

@@ -17,6 +17,7 @@ __all__ = [
     "flow_importance_weights",
     "mean_standard_error",
     "split_r_hat",
+    "between_chain_standard_error",
     "why_undefined",
     "sampling_efficiency",
     "observable_efficiency",
@@ -169,6 +170,55 @@ def split_r_hat(series: np.ndarray) -> float:
     return float(np.sqrt(((half - 1) / half * within + between_over_n) / within))
 
 
+def between_chain_standard_error(series: np.ndarray) -> float:
+    """Standard error of the mean counting each chain as one sample: ``std(chain means) / sqrt(n_chains)``.
+
+    The honest error of chains that disagree (split R-hat above :data:`R_HAT_LIMIT`): each sits
+    in its own region, so the spread of their means is what the run knows about the mean, however
+    many correlated samples each holds.
+
+    Parameters
+    ----------
+    series : np.ndarray, shape=(n_samples, n_chains)
+
+    Returns
+    -------
+    float
+        ``nan`` for fewer than two chains.
+    """
+    series = np.asarray(series, dtype=np.float64)
+    if series.ndim < 2 or series.shape[1] < 2:
+        return float("nan")
+    return float(series.mean(axis=0).std(ddof=1) / math.sqrt(series.shape[1]))
+
+
+def _chains_agree(series: np.ndarray) -> tuple[bool | None, str | None]:
+    """Whether the chains of ``series`` (samples, chains) agree by split R-hat, and the note to record when they do not.
+
+    None where R-hat is undefined (too few samples, a constant observable). Where they disagree,
+    the note says so and how the error was widened.
+    """
+    r_hat = split_r_hat(series)
+    if math.isnan(r_hat):
+        return None, None
+    if r_hat <= R_HAT_LIMIT:
+        return True, None
+    shown = "infinite" if r_hat == math.inf else f"{r_hat:.3g}"
+    widened = (
+        "its standard error is at least the spread between the chains' means, each chain counted as one sample"
+        if series.shape[1] > 1
+        else "one chain: no spread between chains to widen its standard error with"
+    )
+    return False, f"not converged: the chains disagree (split R-hat {shown} > {R_HAT_LIMIT}); {widened}"
+
+
+def _widened(error: float, series: np.ndarray) -> float:
+    """``error``, or the between-chain error where that is larger (and defined); nan only if both are undefined."""
+    between = between_chain_standard_error(series)
+    candidates = [value for value in (error, between) if math.isfinite(value)]
+    return max(candidates) if candidates else float("nan")
+
+
 def kish_effective_sample_size(log_weights: np.ndarray) -> float:
     """Kish's ``(sum w)^2 / sum w^2`` of importance weights given as logarithms (stable to overflow).
 
@@ -296,19 +346,30 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     Returns
     -------
     dict
-        ``mean``, ``standard_error`` (:func:`mean_standard_error`) and the figures of
-        :func:`sampling_efficiency`; an undefined figure is None, its reason in ``undefined``.
+        ``mean``, ``standard_error`` (:func:`mean_standard_error`; where the chains disagree, at
+        least :func:`between_chain_standard_error`), ``converged`` (split R-hat at most
+        :data:`R_HAT_LIMIT`; None where R-hat is undefined), a ``note`` where they disagree, and the
+        figures of :func:`sampling_efficiency`; an undefined figure is None, its reason in ``undefined``.
     """
+    series = np.asarray(series, dtype=np.float64)
+    if series.ndim == 1:
+        series = series[:, None]
     figures = sampling_efficiency(series, evaluations, cpu_seconds)
     error = mean_standard_error(series)
+    converged, note = _chains_agree(series)
+    if converged is False:
+        error = _widened(error, series)
     undefined = figures.pop("undefined", {})
     if not math.isfinite(error):
         undefined = {"standard_error": undefined["iat"], **undefined}
     result: dict[str, Any] = {
         "mean": float(np.mean(series)),
         "standard_error": error if math.isfinite(error) else None,
+        "converged": converged,
         **figures,
     }
+    if note:
+        result["note"] = note
     if undefined:
         result["undefined"] = undefined
     return result
@@ -348,8 +409,10 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
         ``population`` and ``standard_error`` (None when no chain entered the basin or none
         left it), ``chains_visiting`` (chains with a sample in it), ``stays`` (separate stays
         in it over all chains), ``upper_bound_95`` or ``lower_bound_95`` when the population is
-        None, and a ``note`` when the estimate is missing or rough (fewer than
-        :data:`FEW_STAYS` stays in or out, or one chain of several).
+        None, ``converged`` (split R-hat of the indicator at most :data:`R_HAT_LIMIT`; None where
+        undefined) and a ``note`` when the estimate is missing or rough (fewer than
+        :data:`FEW_STAYS` stays in or out, or one chain of several) or the chains disagree (then
+        the standard error is at least :func:`between_chain_standard_error`).
     """
     indicator = np.asarray(indicator, dtype=np.float64)
     n_samples, n_chains = indicator.shape
@@ -382,6 +445,9 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     variance = population * (1.0 - population)
     stays_error = math.sqrt(max(2.0 * variance**2 / switches - variance / indicator.size, 0.0))
     figures["standard_error"] = max(mean_standard_error(indicator), stays_error)
+    figures["converged"], disagreement = _chains_agree(indicator)
+    if disagreement:
+        figures["standard_error"] = _widened(figures["standard_error"], indicator)
     # The rarer side limits the estimate: stays in a rare basin, or stays out of an almost full one.
     if stays_in <= stays_out:
         what, times, chains = "entered", stays_in, chains_visiting
@@ -393,6 +459,8 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
             "the standard error allows for it, sample longer (--samples) or with more chains (--chains) "
             "for a figure to rely on"
         )
+    if disagreement:
+        figures["note"] = f"{figures['note']}; {disagreement}" if "note" in figures else disagreement
     return figures
 
 

@@ -28,7 +28,6 @@ from ..sampling.diagnostics import (
     flow_importance_weights,
     observable_efficiency,
     sampling_efficiency,
-    split_r_hat,
 )
 from ..sampling.hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
 from ..sampling.resources import memory_needed
@@ -414,14 +413,16 @@ def _curvature_figures(curvature: CurvatureSum) -> dict[str, Any]:
     }
 
 
-def _convergence(observables: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Split R-hat of each observable (samples, chains) against :data:`R_HAT_LIMIT`: which are not converged."""
+def _convergence(summary: dict[str, Any]) -> dict[str, Any]:
+    """The observables whose chains disagree (split R-hat above :data:`R_HAT_LIMIT`), from their figures."""
+    observed = {"potential energy": summary["potential_energy_kT"], **summary["populations"]}
     return {
         "r_hat_limit": R_HAT_LIMIT,
         # Chains that do not move at all have an infinite R-hat (null in the figures): they count as not converged.
-        "not_converged": [name for name, series in observables.items() if split_r_hat(series) > R_HAT_LIMIT],
+        "not_converged": [name for name, figures in observed.items() if figures.get("converged") is False],
         "note": "split R-hat of each observable over the chains; above the limit the chains disagree "
-        "(stuck, or still drifting from their starts)",
+        "(stuck, or still drifting from their starts), and the observable's standard error is at least the "
+        "spread between the chains' means, each chain counted as one sample",
     }
 
 
@@ -444,7 +445,7 @@ def _report(
     summary = _run_figures(target, settings, kernels, progress)
     summary.update(_observable_figures(beta_energy, indicators, summary["energy_evaluations"], progress.cpu_seconds))
     summary["mean_curvature"] = _curvature_figures(progress.curvature)
-    summary["convergence"] = _convergence({"potential energy": beta_energy, **indicators})
+    summary["convergence"] = _convergence(summary)
     if target.placed_dim:
         summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
     elif _measures_kish(model, target, settings):

@@ -12,6 +12,7 @@ import torch
 
 from neuralct.sampling.diagnostics import (
     basin_population,
+    between_chain_standard_error,
     curvature_figures,
     integrated_autocorrelation_time,
     mean_standard_error,
@@ -128,3 +129,32 @@ def test_condition_number_of_a_singular_curvature_is_null_with_a_reason():
     assert singular["condition_number"] is None and "not positive" in singular["undefined"]["condition_number"]
     assert singular["above_4"] == 1
     assert curvature_figures(np.array([2.0, 8.0]))["condition_number"] == 4.0
+
+
+def test_chains_that_disagree_get_the_spread_between_them_as_their_error():
+    """Chains stuck in four places (R-hat far above 1.1): no tight error from the many samples each holds."""
+    rng = np.random.default_rng(3)
+    centres = np.array([0.0, 1.0, 2.0, 3.0])
+    stuck = centres + 0.01 * rng.normal(size=(400, 4))
+    figures = strict_json(observable_efficiency(stuck, 1600, 1.0))
+    assert figures["converged"] is False and figures["note"].startswith("not converged: the chains disagree")
+    assert (
+        figures["standard_error"]
+        >= between_chain_standard_error(stuck)
+        == pytest.approx(centres.std(ddof=1) / 2, rel=1e-2)
+    )
+    mixed = rng.normal(size=(400, 4))
+    well = strict_json(observable_efficiency(mixed, 1600, 1.0))
+    assert well["converged"] is True and "note" not in well
+    assert well["standard_error"] == pytest.approx(mean_standard_error(mixed), rel=1e-12)
+
+
+def test_a_basin_population_of_chains_that_disagree_is_marked_and_widened():
+    """Half the chains stay in the basin, half outside, each switching once in a while: the population 0.5
+    rests on 8 chains, not on 3,200 samples."""
+    indicator = np.zeros((400, 8))
+    indicator[:, :4] = 1.0
+    indicator[200:210, 5] = 1.0
+    figures = strict_json(basin_population(indicator))
+    assert figures["converged"] is False and "not converged: the chains disagree" in figures["note"]
+    assert figures["standard_error"] >= between_chain_standard_error(indicator)
