@@ -30,15 +30,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from neuralct.cli import main as neuralct_main  # noqa: E402
 from neuralct.data.netcdf import read_netcdf  # noqa: E402
 from neuralct.md.platform import fastest_platform, make_context  # noqa: E402
-from neuralct.md.simulate import SimulationSettings, _make_integrator, degrees_of_freedom, kinetic_temperature  # noqa: E402
+from neuralct.md.simulate import SimulationSettings, degrees_of_freedom, kinetic_temperature  # noqa: E402
 from neuralct.md.systems import WaterBox, build_system, solute_atoms  # noqa: E402
+
+
+def langevin(settings: SimulationSettings):
+    """Plain OpenMM's LangevinMiddleIntegrator with the run's temperature, friction and time step (seed 1)."""
+    import openmm as mm
+
+    integrator = mm.LangevinMiddleIntegrator(
+        settings.temperature, settings.friction_per_ps, settings.timestep_fs / 1000.0
+    )
+    integrator.setRandomNumberSeed(1)
+    return integrator
 
 
 def bare_openmm(system, platform: str, settings: SimulationSettings) -> tuple[float, float]:
     """Steps per wall second and per CPU second of a plain OpenMM loop recording positions and velocities."""
     import openmm as mm
 
-    integrator = _make_integrator(settings, seed=1)
+    integrator = langevin(settings)
     context = make_context(system.system, integrator, platform, settings.threads)
     context.setPositions(system.positions)
     mm.LocalEnergyMinimizer.minimize(context, 10.0, 1000)
@@ -113,7 +124,7 @@ def main() -> None:
     platform = args.platform
     if platform == "auto":
         platform, probe = fastest_platform(
-            system.system, system.positions, lambda: _make_integrator(settings), threads=args.threads
+            system.system, system.positions, lambda: langevin(settings), threads=args.threads
         )
         print(f"platform probe (steps/s): {', '.join(f'{k} {v:.0f}' for k, v in probe.items())} -> {platform}")
     print(f"{system.n_atoms} atoms, {args.solvent}, {platform}, threads {args.threads or 'default'}")
