@@ -70,14 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: Library settings named otherwise than the option that sets them: setting -> option's argument name.
+_SETTING_OPTIONS = {"n_cvs": "cvs"}
+
+
 def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
-    """Each option of ``command`` by its argument name (``lag_ps``) -> its flag (``--lag-ps``)."""
+    """Each option of ``command`` by its argument name (``lag_ps``) -> its flag (``--lag-ps``), and by the name of
+    the library setting it sets where that differs (``n_cvs`` -> ``--cvs``)."""
     subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    return {
+    flags = {
         action.dest: next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
         for action in subparsers.choices[command]._actions
         if action.option_strings
     }
+    return flags | {setting: flags[dest] for setting, dest in _SETTING_OPTIONS.items() if dest in flags}
 
 
 def in_flags(message: str, parser: argparse.ArgumentParser, command: str) -> str:

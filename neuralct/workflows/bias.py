@@ -144,8 +144,7 @@ class BiasSettings:
         if self.cv not in ("learned", "phi,psi", "phi", "psi"):
             raise NeuralCTError(f"`cv` must be learned, phi,psi, phi or psi, got {self.cv!r}")
         if self.n_cvs not in (1, 2):
-            # Named by its flag: the command line's option is --cvs, so `n_cvs` would reach its user untranslated.
-            raise NeuralCTError(f"--cvs must be 1 or 2 for metadynamics, got {self.n_cvs}")
+            raise NeuralCTError(f"`n_cvs` must be 1 or 2 for metadynamics, got {self.n_cvs}")
         if not self.bias_factor > 1:
             raise NeuralCTError(f"`bias_factor` must be > 1, got {self.bias_factor}")
         if not 0 < self.width_fraction < 1:
