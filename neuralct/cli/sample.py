@@ -98,9 +98,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--leapfrog-steps",
-        type=positive_int,
+        type=_leapfrog_steps,
         default=10,
-        help="leapfrog steps per HMC trajectory (default: %(default)s)",
+        help="leapfrog steps per HMC trajectory, or auto: the length of 1, 2, 4, ..., 32 with the most expected "
+        "squared jump distance per energy evaluation in the warm-up's second half, then fixed "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--mass-matrix",
@@ -167,6 +169,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _leapfrog_steps(text: str) -> int | str:
+    """``--leapfrog-steps``: a positive whole number, or auto."""
+    return text if text == "auto" else positive_int(text)
+
+
 def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:
     """What the model samples (its toy system, or SYSTEM for a molecular model) and the input files it reads."""
     from ..model.molecular import is_molecular
@@ -229,6 +236,9 @@ def _settings(args: argparse.Namespace):
 def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
     """Acceptance, cost and potential energy, the curvature's range, and a warning for chains that disagree."""
     acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
+    if "leapfrog_choice" in summary:
+        lengths = ", ".join(f"{name} {steps}" for name, steps in summary["leapfrog_steps"].items())
+        acceptance += f"; leapfrog steps chosen in warm-up: {lengths}"
     energy = summary["potential_energy_kT"]
     print(
         f"samples in {folder}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "

@@ -171,6 +171,13 @@ class HamiltonianMonteCarlo:
     ``[1 - jitter, 1 + jitter]`` (drawn independently of the state, so reversibility holds),
     which breaks the periodic orbits of fixed-length trajectories in near-harmonic wells.
 
+    With ``leapfrog_steps=None`` the trajectory length is chosen in warm-up too: the adapting
+    trajectories cycle through :attr:`LEAPFROG_CANDIDATES`, each recording its expected squared
+    jump distance in the whitened coordinates (acceptance probability times the squared
+    displacement, Pasarica & Gelman, Statistica Sinica 20, 343, 2010) per potential evaluation,
+    and :meth:`freeze` fixes the length with the most over the second half of those records
+    (after the mass matrix is fitted). It is fixed before sampling, like the step size.
+
     The mass matrix is the identity (``mass_matrix="unit"``) or, with ``"curvature"``, the
     mean curvature ``M = E[grad U grad U^T]`` (= ``E[Hessian of U]`` under ``exp(-U)``) of the
     states visited in the second quarter of the warm-up (see
@@ -185,8 +192,9 @@ class HamiltonianMonteCarlo:
         ``U`` in kT, (batch, n) -> (batch,).
     step_size : float
         Leapfrog step (starting value when adapted).
-    leapfrog_steps : int
-        Steps per trajectory; each costs one potential-and-gradient evaluation per chain.
+    leapfrog_steps : int or None
+        Steps per trajectory; each costs one potential-and-gradient evaluation per chain. None:
+        chosen in warm-up from :attr:`LEAPFROG_CANDIDATES` (see above).
     target_acceptance : float
         Mean acceptance probability aimed at during warm-up.
     jitter : float
@@ -200,23 +208,32 @@ class HamiltonianMonteCarlo:
     #: Pseudo-count of the diagonal mixed into a fitted mass matrix (keeps it positive definite
     #: when few states were seen).
     MASS_SHRINKAGE = 10.0
+    #: Trajectory lengths tried in warm-up when ``leapfrog_steps`` is None.
+    LEAPFROG_CANDIDATES = (1, 2, 4, 8, 16, 32)
 
     def __init__(
         self,
         potential: Potential,
         step_size: float = 0.1,
-        leapfrog_steps: int = 10,
+        leapfrog_steps: int | None = 10,
         target_acceptance: float = 0.65,
         jitter: float = 0.1,
         mass_matrix: str = "unit",
     ):
-        if not step_size > 0 or leapfrog_steps < 1 or not 0 < target_acceptance < 1 or not 0 <= jitter < 1:
-            raise ValueError("need step_size > 0, leapfrog_steps >= 1, 0 < target_acceptance < 1 and 0 <= jitter < 1")
+        adaptive = leapfrog_steps is None
+        if not step_size > 0 or (not adaptive and leapfrog_steps < 1):
+            raise ValueError("need step_size > 0 and leapfrog_steps >= 1 (or None: chosen in warm-up)")
+        if not 0 < target_acceptance < 1 or not 0 <= jitter < 1:
+            raise ValueError("need 0 < target_acceptance < 1 and 0 <= jitter < 1")
         if mass_matrix not in self.MASS_MATRICES:
             raise ValueError(f"mass_matrix must be one of {', '.join(self.MASS_MATRICES)}, got {mass_matrix!r}")
         self.potential = potential
         self.step_size = float(step_size)
-        self.leapfrog_steps = int(leapfrog_steps)
+        #: Records of the warm-up's trajectory lengths: length -> [jump distance per evaluation, ...]; None: fixed.
+        self.jump_records: dict[int, list[float]] | None = (
+            {length: [] for length in self.LEAPFROG_CANDIDATES} if adaptive else None
+        )
+        self.leapfrog_steps = self.LEAPFROG_CANDIDATES[0] if adaptive else int(leapfrog_steps)
         self.jitter = float(jitter)
         self.target_acceptance = float(target_acceptance)
         self.mass_matrix = mass_matrix
@@ -227,9 +244,24 @@ class HamiltonianMonteCarlo:
         self.statistics = KernelStatistics()
 
     def freeze(self) -> None:
-        """End warm-up: fix the step size (see :class:`_DualAveraging`); no-op without warm-up iterations."""
+        """End warm-up: fix the step size (see :class:`_DualAveraging`) and, if adapted, the trajectory length.
+
+        No-op without warm-up iterations. The length is the candidate with the most expected
+        squared jump distance per evaluation over the second half of its records.
+        """
         if self.adaptation.history:
             self.step_size = math.exp(self.adaptation.frozen_log_step())
+        rates = self.jump_rates()
+        if rates:
+            self.leapfrog_steps = max(rates, key=rates.get)
+
+    def jump_rates(self) -> dict[int, float]:
+        """Mean expected squared jump distance per evaluation of each trajectory length tried (second half of its
+        records), in whitened coordinates; empty for a fixed length or before any record."""
+        if self.jump_records is None:
+            return {}
+        late = {length: records[len(records) // 2 :] for length, records in self.jump_records.items()}
+        return {length: sum(records) / len(records) for length, records in late.items() if records}
 
     def discard_curvature(self) -> None:
         """Forget the curvature collected so far (the states of a relaxation from the chains' starts)."""
@@ -260,6 +292,9 @@ class HamiltonianMonteCarlo:
         # In v = L^T x the curvature is about the identity: start from a step for a unit Gaussian.
         self.adaptation = _DualAveraging(math.log(len(mean) ** -0.25), self.target_acceptance)
         self._curvature = CurvatureSum()
+        if self.jump_records is not None:
+            # Jumps measured with the old masses say nothing about the new ones.
+            self.jump_records = {length: [] for length in self.jump_records}
 
     def _to_velocity(self, momentum: torch.Tensor) -> torch.Tensor:
         """``M^-1 p`` with ``p = L xi``: ``L^-T xi`` (rows of a batch)."""
@@ -295,8 +330,11 @@ class HamiltonianMonteCarlo:
         return position, momentum, energy, gradient, alive, evaluations
 
     def step(self, state: ChainState, generator: torch.Generator | None = None, adapt: bool = False) -> ChainState:
-        """One trajectory per chain and its Metropolis test; with ``adapt``, adapt the step size, collect curvature."""
+        """One trajectory per chain and its Metropolis test; with ``adapt``, adapt the step size (and the trajectory
+        length), collect curvature."""
         step_size = math.exp(self.adaptation.log_step) if adapt else self.step_size
+        if adapt and self.jump_records is not None:
+            self.leapfrog_steps = self.LEAPFROG_CANDIDATES[self.adaptation.iteration % len(self.LEAPFROG_CANDIDATES)]
         chains = len(state.position)
         factor = 1.0 + self.jitter * (
             2.0 * torch.rand(chains, 1, generator=generator, dtype=state.position.dtype, device=state.position.device)
@@ -311,6 +349,8 @@ class HamiltonianMonteCarlo:
         log_ratio = state.energy + 0.5 * (momentum**2).sum(-1) - energy - 0.5 * (new_momentum**2).sum(-1)
         log_ratio = torch.where(alive, log_ratio, torch.full_like(log_ratio, -torch.inf))
         probability, accepted = _metropolis(log_ratio, generator)
+        if adapt and self.jump_records is not None:
+            self._record_jump(state.position, position, probability, evaluations)
         state = state.update(accepted, position, energy, gradient)
         if adapt:
             self.adaptation.update(float(probability.mean()))
@@ -321,10 +361,23 @@ class HamiltonianMonteCarlo:
             self.statistics.record(probability, accepted, ~alive, evaluations)
         return state
 
+    def _record_jump(
+        self, start: torch.Tensor, proposal: torch.Tensor, probability: torch.Tensor, evaluations: int
+    ) -> None:
+        """Record the expected squared jump distance per evaluation of this trajectory length (whitened coordinates)."""
+        jump = proposal - start
+        if self.mass_cholesky is not None:
+            jump = jump @ self.mass_cholesky
+        squared = torch.nan_to_num((jump**2).sum(-1), nan=0.0, posinf=0.0)
+        expected = float((probability * squared).mean())
+        self.jump_records[self.leapfrog_steps].append(expected / max(evaluations / len(start), 1.0))
+
     def state_dict(self) -> dict:
-        """Step size, mass matrix, adaptation and statistics as plain data (for checkpoints)."""
+        """Step size, trajectory length, mass matrix, adaptation and statistics as plain data (for checkpoints)."""
         return {
             "step_size": self.step_size,
+            "leapfrog_steps": self.leapfrog_steps,
+            "jump_records": self.jump_records,
             "adaptation": vars(self.adaptation).copy(),
             "statistics": vars(self.statistics).copy(),
             "mass_cholesky": self.mass_cholesky,
@@ -335,6 +388,9 @@ class HamiltonianMonteCarlo:
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`."""
         self.step_size = state["step_size"]
+        # Checkpoints written before the trajectory length could be adapted hold neither entry.
+        self.leapfrog_steps = state.get("leapfrog_steps", self.leapfrog_steps)
+        self.jump_records = state.get("jump_records", self.jump_records)
         vars(self.adaptation).update(state["adaptation"])
         vars(self.statistics).update(state["statistics"])
         self.mass_cholesky = state["mass_cholesky"]

@@ -60,14 +60,18 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 @dataclass
 class SamplingSettings:
-    """What a sampling run does (every field changes the result except ``checkpoint_every`` and ``progress``)."""
+    """What a sampling run does (every field changes the result except ``checkpoint_every`` and ``progress``).
+
+    ``leapfrog_steps`` ``"auto"`` chooses the HMC trajectory length in warm-up
+    (:class:`~neuralct.sampling.hmc.HamiltonianMonteCarlo` with ``leapfrog_steps=None``).
+    """
 
     method: str = "latent-hmc"
     chains: int = 16
     samples: int = 1000
     warmup: int = 200
     step_size: float = 0.1
-    leapfrog_steps: int = 10
+    leapfrog_steps: int | str = 10
     target_acceptance: float = 0.65
     mass_matrix: str = "curvature"
     kish_samples: int = 1000
@@ -82,6 +86,8 @@ class SamplingSettings:
                 f"`mass_matrix` must be one of {', '.join(HamiltonianMonteCarlo.MASS_MATRICES)}, "
                 f"got {self.mass_matrix!r}"
             )
+        if isinstance(self.leapfrog_steps, str) and self.leapfrog_steps != "auto":
+            raise NeuralCTError(f"`leapfrog_steps` must be a whole number or auto, got {self.leapfrog_steps!r}")
         if self.mass_matrix == "curvature" and self.method != "independence" and self.warmup < 2:
             raise NeuralCTError(
                 f"`mass_matrix` curvature needs `warmup` 2 or more (the masses are fitted half-way), "
@@ -110,7 +116,7 @@ def build_kernels(
         return HamiltonianMonteCarlo(
             potential,
             settings.step_size,
-            settings.leapfrog_steps,
+            None if settings.leapfrog_steps == "auto" else settings.leapfrog_steps,
             settings.target_acceptance,
             mass_matrix=settings.mass_matrix,
         )
@@ -360,14 +366,31 @@ def _to_physical(
 def _run_figures(
     target: SamplingTarget, settings: SamplingSettings, kernels: list[Kernel], progress: _Progress
 ) -> dict[str, Any]:
-    """What ran and what it cost: target, settings, kernels' statistics and step sizes, evaluations and seconds."""
+    """What ran and what it cost: target, settings, kernels' statistics, step sizes and trajectory lengths (with how
+    they were chosen), evaluations and seconds."""
+    hmc = [kernel for kernel in kernels if isinstance(kernel, HamiltonianMonteCarlo)]
     return {
         "target": target.description,
         "settings": {
             key: value for key, value in asdict(settings).items() if key not in ("progress", "checkpoint_every")
         },
         "kernels": {kernel.name: kernel.statistics.as_dict() for kernel in kernels},
-        "step_size": {kernel.name: kernel.step_size for kernel in kernels if isinstance(kernel, HamiltonianMonteCarlo)},
+        "step_size": {kernel.name: kernel.step_size for kernel in hmc},
+        "leapfrog_steps": {kernel.name: kernel.leapfrog_steps for kernel in hmc},
+        **(
+            {
+                "leapfrog_choice": {
+                    kernel.name: {
+                        "expected_squared_jump_per_evaluation": {str(k): v for k, v in kernel.jump_rates().items()},
+                        "note": "whitened coordinates, second half of the warm-up's records of each length; "
+                        "the length with the most was kept",
+                    }
+                    for kernel in hmc
+                }
+            }
+            if settings.leapfrog_steps == "auto"
+            else {}
+        ),
         "energy_evaluations": sum(kernel.statistics.evaluations for kernel in kernels),
         "warmup_energy_evaluations": sum(kernel.statistics.warmup_evaluations for kernel in kernels)
         + progress.start_evaluations,

@@ -665,3 +665,16 @@ def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_ref
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "explicit solvent" in err and "the flow models the solute" in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_the_trajectory_length_can_be_chosen_in_warm_up(toy_model, tmp_path, capsys):
+    """`--leapfrog-steps auto`: the length tried best in warm-up is fixed for sampling, recorded and printed."""
+    out = tmp_path / "auto"
+    argv = ["sample", str(toy_model), *SAMPLE[:6], "--leapfrog-steps", "auto", *SAMPLE[8:], "--output", str(out)]
+    assert main(argv) == 0
+    assert "leapfrog steps chosen in warm-up: hmc " in capsys.readouterr().out
+    summary = read_summary(out)
+    chosen = summary["leapfrog_steps"]["hmc"]
+    rates = summary["leapfrog_choice"]["hmc"]["expected_squared_jump_per_evaluation"]
+    assert summary["settings"]["leapfrog_steps"] == "auto" and rates[str(chosen)] == max(rates.values())
+    assert summary["kernels"]["hmc"]["energy_evaluations"] == 30 * 6 * chosen

@@ -63,6 +63,9 @@ def chain():
 def kernels_for(method, potential):
     if method == "latent-hmc":
         return [HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=5)]
+    if method == "latent-hmc-auto":
+        # Masses, step and trajectory length all adapted in warm-up, then frozen.
+        return [HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=None, mass_matrix="curvature")]
     if method == "independence":
         return [IndependenceMetropolis(potential)]
     return [IndependenceMetropolis(potential), HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=3)]
@@ -124,7 +127,7 @@ def _exact_then_kernel(system, model, method, n_chains, iterations, seed, wrong_
     return start.numpy(), q.numpy(), kernels
 
 
-@pytest.mark.parametrize("method", ["latent-hmc", "independence", "mixed"])
+@pytest.mark.parametrize("method", ["latent-hmc", "latent-hmc-auto", "independence", "mixed"])
 def test_kernel_leaves_the_double_well_boltzmann_distribution_invariant(double_well, method):
     """Independent chains from exact samples stay exact: KS of x and y, basin population (4 sigma)."""
     system, model = double_well
@@ -139,6 +142,8 @@ def test_kernel_leaves_the_double_well_boltzmann_distribution_invariant(double_w
     assert all(kernel.statistics.accepted > 0.05 * kernel.statistics.proposals for kernel in kernels), (
         "the chains must move"
     )
+    if method == "latent-hmc-auto":
+        assert kernels[0].leapfrog_steps in HamiltonianMonteCarlo.LEAPFROG_CANDIDATES
 
 
 @pytest.mark.parametrize("method", ["latent-hmc", "independence"])
@@ -162,7 +167,7 @@ def test_detailed_balance_on_binned_pairs(double_well, method):
     assert bowker_pvalue(True) < 1e-6
 
 
-@pytest.mark.parametrize("method", ["latent-hmc", "independence"])
+@pytest.mark.parametrize("method", ["latent-hmc", "latent-hmc-auto", "independence"])
 def test_harmonic_chain_normal_modes_stay_exact(chain, method):
     """Every normal-mode coordinate of the chain stays N(0, 1/w^2) after the kernel (KS and variance)."""
     system, model = chain

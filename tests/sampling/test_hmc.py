@@ -58,6 +58,28 @@ def test_step_size_adapts_in_warm_up_only():
     assert kernel.statistics.evaluations == 20 * 64 * 4
 
 
+def test_trajectory_length_is_chosen_in_warm_up_and_then_fixed():
+    """A 50-D unit Gaussian: a step near 1 / 50^(1/4) needs several steps to reach the far side of the well
+    (a quarter period, pi / 2), so one leapfrog step is a poor trajectory and the longest ones waste evaluations."""
+    standard = lambda x: 0.5 * (x**2).sum(-1)  # noqa: E731
+    kernel = HamiltonianMonteCarlo(standard, step_size=0.3, leapfrog_steps=None, mass_matrix="unit")
+    generator = torch.Generator().manual_seed(4)
+    state = warm_up([kernel], ChainState.start(standard, torch.randn(128, 50, generator=generator)), 120, generator)
+    rates = kernel.jump_rates()
+    assert set(rates) == set(HamiltonianMonteCarlo.LEAPFROG_CANDIDATES)
+    chosen = kernel.leapfrog_steps
+    assert rates[chosen] == max(rates.values()) and 2 <= chosen <= 16, rates
+    # Reaching the far side beats one step's short, diffusive jump per evaluation (measured: 44 against 23), and
+    # twice as long goes back near the start (8 steps: 8).
+    assert rates[chosen] > 1.5 * rates[1] and rates[chosen] > 2 * rates[2 * chosen], rates
+    copy = HamiltonianMonteCarlo(standard, leapfrog_steps=None)
+    copy.load_state_dict(kernel.state_dict())
+    assert copy.leapfrog_steps == chosen and copy.jump_rates() == rates
+    for _ in range(10):
+        state = iterate([kernel], state, generator)
+    assert kernel.leapfrog_steps == chosen and kernel.statistics.evaluations == 10 * 128 * chosen
+
+
 def test_nonfinite_energy_along_a_trajectory_is_a_counted_rejection():
     """A hard wall (U = inf beyond x = 1) and a NaN region: proposals crossing them are rejected, never a crash."""
 
