@@ -17,6 +17,9 @@ import numpy as np
 from ..errors import NeuralCTError
 from .vamp import as_series, time_lagged_frames, vamp2_score
 
+#: Standard errors beyond which an autocorrelation counts as negative, or as rising with the lag.
+OSCILLATION_SIGNIFICANCE = 3.0
+
 __all__ = [
     "implied_timescales",
     "tica_spectrum",
@@ -25,6 +28,10 @@ __all__ = [
     "compare_vamp2",
     "mean_and_standard_error",
     "msm_implied_timescale",
+    "autocorrelation",
+    "cv_kinetics",
+    "oscillation_notes",
+    "OSCILLATION_SIGNIFICANCE",
 ]
 
 
@@ -211,3 +218,105 @@ def msm_implied_timescale(series: Sequence[np.ndarray], lag_frames: int, lag_ps:
             "use a shorter lag"
         )
     return -lag_ps / math.log(eigenvalue)
+
+
+def autocorrelation(series: Sequence[np.ndarray], lag_frames: int) -> np.ndarray:
+    """Normalised autocorrelation of each column at a lag, pooled over trajectories.
+
+    ``<(x_t - mean)(x_t+lag - mean)> / var``, mean and variance over every frame of every
+    trajectory, pairs within one trajectory only.
+
+    Parameters
+    ----------
+    series : list of np.ndarray, each shape=(n_frames_i, n_columns)
+    lag_frames : int
+        Lag in frames (>= 1).
+
+    Returns
+    -------
+    np.ndarray, shape=(n_columns,)
+        NaN for every column where no trajectory is longer than the lag.
+    """
+    values = [np.asarray(s, dtype=np.float64).reshape(len(s), -1) for s in series]
+    everything = np.concatenate(values)
+    mean, variance = everything.mean(0), everything.var(0)
+    products = [(v[:-lag_frames] - mean) * (v[lag_frames:] - mean) for v in values if len(v) > lag_frames]
+    if not products:
+        return np.full(everything.shape[1], np.nan)
+    return np.concatenate(products).mean(0) / variance
+
+
+def cv_kinetics(series: Sequence[np.ndarray], lag_frames: int, time_step_ps: float | None) -> dict:
+    """Each CV's autocorrelation at a lag, half of it and twice it, its implied timescales, and whether it oscillates.
+
+    A slow process relaxes: its autocorrelation is positive and decreases with the lag, and
+    ``-lag / ln(acf)`` is its implied timescale. A CV whose autocorrelation is negative at any
+    of the three lags, or rises from one to the next, follows an oscillation (e.g. a vibration
+    with half-period near a lag), not a slow process: it is flagged ``oscillating``, whatever its
+    rank. Only what the data resolve counts: a negative value or a rise beyond
+    :data:`OSCILLATION_SIGNIFICANCE` standard errors, ``1 / sqrt(pairs)`` per lag (Bartlett's
+    white-noise error of an autocorrelation), so that a few dozen frames flag nothing by chance.
+
+    Parameters
+    ----------
+    series : list of np.ndarray, each shape=(n_frames_i, n_cvs)
+        The CVs along each trajectory (consecutive frames), slowest first.
+    lag_frames : int
+        The lag in frames (>= 1); the half lag is ``lag_frames // 2`` frames, left out below one frame.
+    time_step_ps : float or None
+        Time between frames in ps; None gives the lags and timescales in frames.
+
+    Returns
+    -------
+    dict
+        ``lag_ps`` (or ``lag_frames``), ``lags_ps`` (or ``lags_frames``: the lags, shortest first),
+        ``pairs`` (per lag), and ``cvs``: per CV, slowest first, ``name``, ``autocorrelation`` and
+        ``implied_timescales_ps`` (or ``_frames``; None where the autocorrelation is not in (0, 1)
+        or no pair is that far apart) at each lag, and ``oscillating``.
+    """
+    lags = sorted({lag for lag in (lag_frames // 2, lag_frames, 2 * lag_frames) if lag >= 1})
+    unit = "frames" if time_step_ps is None else "ps"
+    times = [float(lag) if time_step_ps is None else float(lag * time_step_ps) for lag in lags]
+    pairs = np.array([sum(max(len(s) - lag, 0) for s in series) for lag in lags])
+    resolved = pairs > 0
+    error = OSCILLATION_SIGNIFICANCE / np.sqrt(pairs[resolved])
+    cvs = []
+    for k, values in enumerate(np.array([autocorrelation(series, lag) for lag in lags]).T):
+        measured = values[resolved]
+        rises = np.diff(measured) > np.hypot(error[:-1], error[1:])
+        cvs.append(
+            {
+                "name": f"cv{k + 1}",
+                "autocorrelation": [float(a) if math.isfinite(a) else None for a in values],
+                f"implied_timescales_{unit}": [implied_timescales([a], t)[0] for a, t in zip(values, times)],
+                "oscillating": bool(np.any(measured < -error) or np.any(rises)),
+            }
+        )
+    return {
+        f"lag_{unit}": times[lags.index(lag_frames)],
+        f"lags_{unit}": times,
+        "pairs": pairs.tolist(),
+        "cvs": cvs,
+        "oscillating_means": f"autocorrelation below -{OSCILLATION_SIGNIFICANCE:g} / sqrt(pairs) at a lag, or rising "
+        "from one lag to the next by more than the combined error: an oscillation, not a slow process",
+    }
+
+
+def oscillation_notes(kinetics: dict, k: int) -> dict[int, str]:
+    """Which of the ``k`` slowest CVs of :func:`cv_kinetics` oscillate, each with its autocorrelations in words.
+
+    Returns
+    -------
+    dict of int to str
+        CV index (from 0) -> ``"cv2 oscillates (autocorrelation -0.54 at 0.5 ps, 0.33 at 1 ps, ...)"``.
+    """
+    unit = "ps" if "lags_ps" in kinetics else "frames"
+    notes = {}
+    for index, cv in enumerate(kinetics["cvs"][:k]):
+        if cv["oscillating"]:
+            values = ", ".join(
+                f"{'n/a' if a is None else f'{a:.2f}'} at {lag:g} {unit}"
+                for a, lag in zip(cv["autocorrelation"], kinetics[f"lags_{unit}"])
+            )
+            notes[index] = f"{cv['name']} oscillates (autocorrelation {values})"
+    return notes

@@ -14,7 +14,7 @@ from .options import (
     save_resolved_config,
 )
 
-__all__ = ["add_parser", "run", "timescales_line"]
+__all__ = ["add_parser", "run", "timescales_line", "oscillation_lines"]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -133,6 +133,8 @@ def _report(output: Path, summary: dict) -> None:
         )
     if "kinetics" in summary:
         print(f"  {timescales_line(summary['kinetics'])}")
+    for line in oscillation_lines(summary["cv_kinetics"]):
+        print(f"  {line}")
     if "latent_dynamics" in summary:
         times = summary["latent_dynamics"]["relaxation_times_ps"][:2]
         print(f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in times)}")
@@ -157,3 +159,15 @@ def timescales_line(kinetics: dict) -> str:
     return (
         f"implied timescales ({unit}): learned {first_two(kinetics['learned_cvs'])}; TICA {first_two(kinetics['tica'])}"
     )
+
+
+def oscillation_lines(cv_kinetics: dict) -> list[str]:
+    """One line per oscillating CV of the two slowest (:func:`~neuralct.analysis.kinetics.cv_kinetics`), saying
+    what to bias instead."""
+    from ..analysis.kinetics import oscillation_notes
+
+    notes = oscillation_notes(cv_kinetics, 2)
+    return [
+        f"{note}: not a slow process" + ("; bias cv1 alone" if index == 1 and 0 not in notes else "")
+        for index, note in notes.items()
+    ]

@@ -74,7 +74,14 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--cvs",
         type=positive_int,
         default=1,
-        help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s; one fills its basins faster)",
+        help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s; one fills its basins faster); a CV "
+        "the model records as oscillating on its training frames is refused",
+    )
+    p.add_argument(
+        "--allow-oscillating-cvs",
+        action="store_true",
+        help="bias a learned CV even where the model records it as oscillating (its autocorrelation negative or "
+        "rising with the lag on its training frames: a fast vibration, not a slow process)",
     )
 
 
@@ -248,6 +255,7 @@ def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
         cv_force=args.cv_force,
         seed=args.seed,
         checkpoint_seconds=args.checkpoint_seconds,
+        allow_oscillating_cvs=args.allow_oscillating_cvs,
     )
 
 
@@ -267,9 +275,10 @@ def _model_and_system(args: argparse.Namespace) -> tuple[Any, Any]:
 
 def _check_biased_cvs(model: Any, md_system: Any, settings: BiasSettings) -> None:
     """Raise a one-line error unless the system has the torsions, and the model the CVs, that ``settings`` biases."""
-    from ..workflows.bias import backbone_torsions
+    from ..workflows.bias import backbone_torsions, check_slow_cvs
 
     backbone_torsions(md_system.topology, settings)
+    check_slow_cvs(model, settings)
     if settings.cv == "learned":
         from ..export import collective_variables
 

@@ -12,6 +12,7 @@ import yaml
 from ..errors import NeuralCTError
 from ..io import write_json
 from ..training.device import MATMUL_PRECISIONS
+from .analyze import oscillation_lines
 from .options import (
     add_common_options,
     fraction,
@@ -452,3 +453,6 @@ def _report(output: Path, summary: dict) -> None:
             f"(exact {summary['exact_free_energy']:.4f})"
         )
     print(line)
+    if "cv_kinetics" in summary:  # trajectories in time; a toy's samples are independent
+        for warning in oscillation_lines(summary["cv_kinetics"]):
+            print(warning)

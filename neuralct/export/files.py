@@ -138,6 +138,23 @@ def _cv_ranking(model: NeuralCanonicalTransformation, k: int) -> tuple[dict[str,
     }, figures
 
 
+def _cv_kinetics(model: NeuralCanonicalTransformation, k: int) -> list[dict[str, Any]]:
+    """Per CV, slowest first, its kinetics on the training frames as the model stores them (``metadata["cv_kinetics"]``,
+    :func:`neuralct.analysis.kinetics.cv_kinetics`): ``cv_kinetics`` (the lags, the autocorrelation and implied
+    timescales at each) and ``oscillating``; empty entries for a model that stores none."""
+    stored = model.metadata.get("cv_kinetics")
+    if not stored:
+        return [{} for _ in range(k)]
+    lags = {key: value for key, value in stored.items() if key.startswith("lags_")}
+    return [
+        {
+            "cv_kinetics": {**lags, **{key: value for key, value in cv.items() if key not in ("name", "oscillating")}},
+            "oscillating": cv["oscillating"],
+        }
+        for cv in stored["cvs"][:k]
+    ]
+
+
 def _tree_walk(tree: SpanningTree) -> list[int]:
     """The atoms of a one-rooted ``tree`` in a walk along its edges: each atom, then each of its subtrees in turn,
     stepping back to the atom after each.
@@ -280,6 +297,7 @@ def export_cvs(
     ranges, range_source = cv_ranges(model, k)
     atom_indices = [int(i) for i in molecule["atom_indices"]]
     ranked_by, figures = _cv_ranking(model, k)
+    kinetics = _cv_kinetics(model, k)
     # Named like an atomic write's temporary, so that the next run into the folder removes
     # what a killed export left.
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".export.", suffix=".tmp"))
@@ -300,7 +318,9 @@ def export_cvs(
                 "path": str(model_path) if model_path else None,
                 "sha256": sha256(model_path) if model_path else None,
             },
-            "cvs": [{"name": f"cv{j + 1}", "mode": j + 1, **figures[j], "range": ranges[j]} for j in range(k)],
+            "cvs": [
+                {"name": f"cv{j + 1}", "mode": j + 1, **figures[j], "range": ranges[j], **kinetics[j]} for j in range(k)
+            ],
             "ranked_by": ranked_by,
             "range_source": range_source,
             "units": {

@@ -12,7 +12,7 @@ from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
 
-__all__ = ["analyze_trajectories", "scoring_split", "default_lag_frames"]
+__all__ = ["analyze_trajectories", "scoring_split", "default_lag_frames", "DEFAULT_LAG_FRAMES"]
 
 #: Frames per lag when no lag is given, and the least number of lags per scored segment.
 DEFAULT_LAG_FRAMES = 10
@@ -189,7 +189,10 @@ def analyze_trajectories(
     Returns
     -------
     dict
-        The summary (also written to ``output/summary.json``); for a model trained with a lag
+        The summary (also written to ``output/summary.json``); ``cv_kinetics`` holds each analysed CV's
+        autocorrelation and implied timescales on all the trajectories at the lag of the scores, half of it
+        and twice it, and whether it oscillates (:func:`~neuralct.analysis.kinetics.cv_kinetics`); for a model
+        trained with a lag
         (latent dynamics), ``latent_dynamics`` holds its relaxation times of the analysed modes;
         ``input_check`` counts the frames unlike the model's training data and holds the
         warning, if one is due (:func:`~neuralct.analysis.training_match.compare_with_training`).
@@ -197,6 +200,7 @@ def analyze_trajectories(
     from tqdm.auto import tqdm
 
     from ..analysis import dihedral_angles
+    from ..analysis.kinetics import cv_kinetics
     from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
     from ..model.molecular import check_topology, internal_coordinates, project_internal
@@ -211,6 +215,7 @@ def analyze_trajectories(
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
         split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
         lag_frames = _scoring_lag_frames(split["scored"], data, lag_ps)
+        kinetics_lag_frames = _kinetics_lag_frames(data, lag_frames, lag_ps)
         output = prepare_output_dir(output)
         bar.update()
 
@@ -227,6 +232,9 @@ def analyze_trajectories(
         bar.update()
 
         summary = _summary(model, paths, data, split, colvars, dihedrals, chosen, input_check, n_modes)
+        summary["cv_kinetics"] = cv_kinetics(
+            _per_trajectory(cvs, data.traj_lengths), kinetics_lag_frames, data.timestep_ps
+        )
         if split["scored"]:
             summary["lag_choice"] = (
                 f"--lag-ps {lag_ps:g}"
@@ -293,6 +301,16 @@ def _scoring_lag_frames(scored: list[Segment], data, lag_ps: float | None) -> in
             "frames); use a shorter lag or fewer `blocks`"
         )
     return lag_frames
+
+
+def _kinetics_lag_frames(data, lag_frames: int | None, lag_ps: float | None) -> int:
+    """The lag of each CV's own kinetics: that of the scores, else ``lag_ps``, else :func:`default_lag_frames` of
+    the whole trajectories (nothing scored)."""
+    if lag_frames is not None:
+        return lag_frames
+    if lag_ps is not None:
+        return lag_in_frames(lag_ps, data.timestep_ps, "`lag_ps`", data.timestep_note)
+    return default_lag_frames([(k, 0, n) for k, n in enumerate(data.traj_lengths)])
 
 
 def _per_trajectory(values: np.ndarray, traj_lengths: Sequence[int]) -> list[np.ndarray]:

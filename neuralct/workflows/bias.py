@@ -43,6 +43,7 @@ import numpy as np
 
 from ..analysis.colvar import write_colvar
 from ..analysis.dihedrals import Dihedral, dihedral_angles, find_dihedrals
+from ..analysis.kinetics import oscillation_notes
 from ..analysis.reweighting import (
     CORE_A,
     CORE_B,
@@ -59,7 +60,14 @@ from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import check_sane, check_whole_steps, degrees_of_freedom, divergence_as_error, kinetic_temperature
 from ..units import kT_kj_per_mol
 
-__all__ = ["BiasSettings", "CV_FORCES", "backbone_torsions", "default_bias_every", "run_metadynamics"]
+__all__ = [
+    "BiasSettings",
+    "CV_FORCES",
+    "backbone_torsions",
+    "check_slow_cvs",
+    "default_bias_every",
+    "run_metadynamics",
+]
 
 #: How a learned CV can be computed inside OpenMM (:attr:`BiasSettings.cv_force`).
 CV_FORCES = ("auto", "python", "torch")
@@ -117,6 +125,9 @@ class BiasSettings:
         How a learned CV is computed inside OpenMM: ``python`` (the NumPy ``openmm.PythonForce``),
         ``torch`` (openmm-torch's ``TorchForce``) or ``auto``: the TorchForce on a GPU platform where
         openmm-torch is installed, the PythonForce otherwise (the faster on the CPU, as measured).
+    allow_oscillating_cvs : bool
+        Bias learned CVs that the model records as oscillating on its training frames (refused otherwise:
+        :func:`check_slow_cvs`).
     """
 
     cv: str = "learned"
@@ -138,6 +149,7 @@ class BiasSettings:
     cv_force: str = "auto"
     seed: int = 0
     checkpoint_seconds: float = 60.0
+    allow_oscillating_cvs: bool = False
 
     def validate(self) -> None:
         """Raise NeuralCTError for values that cannot make a run."""
@@ -213,6 +225,30 @@ def _backbone_torsions(topology: Any) -> dict[str, Dihedral]:
     if [d.kind for d in backbone] == ["phi", "psi"]:
         return {d.kind: d for d in backbone}
     return {f"{d.kind}_{d.residue.label.replace(':', '_')}": d for d in backbone}
+
+
+def check_slow_cvs(model: Any, settings: BiasSettings) -> None:
+    """Refuse to bias a learned CV that the model records as oscillating on its training frames.
+
+    An oscillation (a fast vibration seen at the training lag) is no slow process: a bias on it
+    fills a basin that is not there. A model without ``metadata["cv_kinetics"]`` (trained by an
+    older neuralct, or on a toy) is not checked.
+
+    Raises
+    ------
+    NeuralCTError
+        If one of the ``settings.n_cvs`` slowest CVs oscillates and ``settings.allow_oscillating_cvs`` is False.
+    """
+    kinetics = model.metadata.get("cv_kinetics")
+    if settings.cv != "learned" or settings.allow_oscillating_cvs or not kinetics:
+        return
+    notes = oscillation_notes(kinetics, settings.n_cvs)
+    if notes:
+        instead = "bias cv1 alone (`n_cvs` 1)" if 0 not in notes else "retrain the model at another lag"
+        raise NeuralCTError(
+            f"`n_cvs` {settings.n_cvs}: {'; '.join(notes.values())} on the model's training frames: not a slow "
+            f"process; {instead}, or add `allow_oscillating_cvs` to bias it anyway"
+        )
 
 
 def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Dihedral]:
@@ -355,6 +391,7 @@ def run_metadynamics(
         If the simulation blows up, a CV leaves its grid or is not finite, or the platform cannot run the system.
     """
     settings.validate()
+    check_slow_cvs(model, settings)
     torsions = backbone_torsions(md_system.topology, settings)
     platform = run_platform(settings, md_system)
     cv_force = cv_force_kind(settings, platform[0]) if settings.cv == "learned" else None

@@ -39,6 +39,7 @@ __all__ = [
     "rank_by_autocorrelation",
     "run_trajectory_fit",
     "split_trajectories",
+    "training_cv_kinetics",
     "TrajectoryFit",
     "training_memory_needed",
     "validation_interval",
@@ -815,6 +816,7 @@ def run_trajectory_fit(
     if fit.rank_pairs is not None:
         model.mode_ranking = rank_by_autocorrelation(model, y, fit.rank_pairs, fit.train_index)
     summary = _trajectory_summary(fit, model, result, objective, settings, torch_device, position_noise)
+    summary["cv_kinetics"] = training_cv_kinetics(model, y, fit)
     _record_training(model, fit, y, result.history, summary)
     return model, summary
 
@@ -876,7 +878,7 @@ def _record_training(
 ) -> None:
     """Store in the model's metadata what analysis and export read of its training.
 
-    The summary's key figures, the range of every CV on the training frames, the RMSD of the
+    The summary's key figures, the range and the kinetics of every CV on the training frames, the RMSD of the
     training frames to the reference (what :mod:`neuralct.analysis.training_match` compares
     new frames with), the training history, and which trajectories trained and validated it.
     """
@@ -885,6 +887,7 @@ def _record_training(
     data, train_index = fit.data, fit.train_index
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
+    model.metadata["cv_kinetics"] = summary["cv_kinetics"]
     model.metadata["training_rmsd_nm"] = {
         "median": float(np.median(data.rmsd[train_index])),
         "max": float(np.max(data.rmsd[train_index])),
@@ -895,6 +898,51 @@ def _record_training(
     for role, index in (("training_trajectories", train_index), ("validation_trajectories", fit.valid_index)):
         frames = set(index.tolist())
         model.metadata["molecule"][role] = [path for path, start in zip(paths, starts) if start in frames]
+
+
+def training_cv_kinetics(model: NeuralCanonicalTransformation, y: np.ndarray, fit: TrajectoryFit) -> dict[str, Any]:
+    """Every CV's autocorrelation and implied timescales on the training frames, and whether it oscillates.
+
+    At the training lag (``lag_ps``, else ``rank_lag_ps``, else the lag ``neuralct analyze``
+    takes by default: :func:`neuralct.workflows.analyze.default_lag_frames`), half of it and
+    twice it (:func:`neuralct.analysis.kinetics.cv_kinetics`).
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        Trained (and ranked).
+    y : np.ndarray, shape=(n_frames, dim)
+        Internal coordinates of all frames, trajectories concatenated in time order.
+    fit : TrajectoryFit
+        The fit that trained ``model``.
+
+    Returns
+    -------
+    dict
+        :func:`~neuralct.analysis.kinetics.cv_kinetics` of every CV, with ``lag_choice``.
+    """
+    from ..analysis.kinetics import cv_kinetics
+    from ..model.molecular import project_internal
+    from .analyze import DEFAULT_LAG_FRAMES, default_lag_frames
+
+    series = _training_series(project_internal(model, y), fit.data.traj_lengths, fit.train_index)
+    given = fit.lagged or fit.rank_pairs
+    if given is not None:
+        lag_frames = given.lag_frames
+        choice = f"--{'lag-ps' if fit.lagged else 'rank-lag-ps'} {given.lag_ps:g}"
+    else:
+        lag_frames = default_lag_frames([(k, 0, len(values)) for k, values in enumerate(series)])
+        choice = f"default: {DEFAULT_LAG_FRAMES} frames, at most a tenth of the shortest training trajectory"
+    return {**cv_kinetics(series, lag_frames, fit.data.timestep_ps), "lag_choice": choice}
+
+
+def _training_series(values: np.ndarray, traj_lengths: Sequence[int], train_index: np.ndarray) -> list[np.ndarray]:
+    """The rows of ``values`` (one per frame, trajectories concatenated) of the training frames, one array per
+    trajectory (a trajectory's training frames are consecutive: :func:`split_trajectories`)."""
+    bounds = np.cumsum([0, *traj_lengths])
+    training = np.zeros(bounds[-1], dtype=bool)
+    training[train_index] = True
+    return [values[a:b][training[a:b]] for a, b in zip(bounds[:-1], bounds[1:]) if training[a:b].any()]
 
 
 def rank_by_autocorrelation(
