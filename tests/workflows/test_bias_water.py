@@ -215,3 +215,31 @@ def test_the_bias_every_step_in_a_box_and_every_fourth_without():
     assert default_bias_every(build_system("alanine-dipeptide")) == 4
     water = build_system("alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7))
     assert default_bias_every(water) == 1
+
+
+@pytest.mark.parametrize("files", [("water.prmtop", "water.rst7"), ("water.top", "water.gro")])
+def test_a_box_prepared_with_amber_or_gromacs_goes_through_the_whole_chain(tmp_path, files):
+    """simulate -> train -> analyze -> export -> bias, every step from the same AMBER or GROMACS input files."""
+    write_inputs(tmp_path, *solvated_dipeptide(), "water")
+    system = [str(tmp_path / name) for name in files]
+    md_run, model = tmp_path / "md", tmp_path / "model"
+    simulate = ["simulate", *system, "--timestep-fs", "2", "--length-ns", "0.004", "--report-ps", "0.1"]
+    simulate += ["--equilibration-ps", "0.1", "--platform", "CPU", "--no-progress", "--output", str(md_run)]
+    assert main(simulate) == 0
+    trajectory = str(md_run / "replica-000.nc")
+    assert main(["train", trajectory, *SMALL_MODEL, "--output", str(model)]) == 0
+    assert main(["analyze", str(model / "model.pt"), trajectory, "--output", str(tmp_path / "a")]) == 0
+    assert main(["export", str(model / "model.pt"), "--output", str(tmp_path / "e")]) == 0
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["system"]["periodic"]
+    bias = [
+        "bias",
+        str(model / "model.pt"),
+        *system,
+        *SHORT_BIAS,
+        "--length-ns",
+        "0.001",
+        "--output",
+        str(tmp_path / "b"),
+    ]
+    assert main(bias) == 0
+    assert read_netcdf(tmp_path / "b" / "trajectory.nc").box_vectors.shape == (10, 3, 3)
