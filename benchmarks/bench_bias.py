@@ -24,12 +24,19 @@ between core sets (phi < -0.5 vs 0.5 < phi < 1.6 rad), first entry into phi > 0,
 F(phi > 0) - F(phi < 0) with its block standard error at the end and every 100 ps (none until phi
 has entered both core sets), wall and CPU seconds and steps per second.
 
+In explicit water (``--system-options``, given to every simulate and bias command; ``--bias-options`` to the
+bias runs alone) the same loop runs on the solvated molecule: the models learn the solute's frames and act on the
+solute in the box. The runs on phi alone and psi alone can be left out (``--skip phi psi``) where time is short.
+
 Speed: biased (learned CVs through ``openmm.PythonForce``, bias every ``--bias-every`` steps with
 a multiple-time-step integrator) against unbiased MD (LangevinMiddle), interleaved in rounds on
 the Reference platform, in MD steps per CPU second and per wall second.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_bias.py --work /tmp/b3 [--length-ns 1] [--train-steps 3000] \
         [--seeds 3] [--reference-length-ns 4] [--variants density unweighted]
+    python benchmarks/bench_bias.py --work /tmp/b6 --system-options "--solvent tip3p --hydrogen-mass-amu 1.5 \
+        --timestep-fs 4" --bias-options "--report-ps 1.008 --pace-ps 1.008" --platform CPU --threads 2 \
+        --replicas 2 --report-ps 1 --skip phi psi speed
 
 Runs already finished in ``--work`` (a summary.json in their folder) are reused, interrupted ones
 resume.
@@ -39,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -257,14 +265,56 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="*", default=[], choices=("density", "unweighted"), help="other retrainings, also biased"
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=("retrain", "speed"), help="parts to leave out")
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=("retrain", "speed", "phi", "psi"),
+        help="parts to leave out: the retraining, the speed rounds, the runs on phi alone or on psi alone",
+    )
+    parser.add_argument(
+        "--system-options",
+        default="",
+        help="options of the system given to every simulate and bias command, e.g. "
+        "'--solvent tip3p --hydrogen-mass-amu 1.5 --timestep-fs 4' (default: none, alanine dipeptide in vacuum)",
+    )
+    parser.add_argument(
+        "--bias-options",
+        default="",
+        help="further options of every bias run, e.g. '--report-ps 1.008 --pace-ps 1.008' where 1 ps is not a whole "
+        "number of outer steps (default: none)",
+    )
+    parser.add_argument(
+        "--platform",
+        default=None,
+        help="OpenMM platform of every run (default: Reference for the unbiased MD, bias's own choice for the others)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of each bias run (default: OpenMM's); the unbiased replicas run as parallel jobs",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=4, help="unbiased replicas (model 1 trains on them, the last validates)"
+    )
+    parser.add_argument("--report-ps", type=float, default=0.5, help="time between frames of the unbiased MD, ps")
     args = parser.parse_args()
     work, length = args.work, str(args.length_ns)
-    learned = ["--bias-every", args.bias_every, "--no-progress"]
+    system = shlex.split(args.system_options)
+    bias_run_options = [
+        *(["--platform", args.platform] if args.platform else []),
+        *system,
+        *shlex.split(args.bias_options),
+    ]
+    if args.threads:
+        bias_run_options += ["--threads", args.threads]
+    learned = ["--bias-every", args.bias_every, "--no-progress", *bias_run_options]
     results: dict = {
         "length_ns": args.length_ns,
-        "settings": "alanine dipeptide, vacuum, amber99sb-ildn, 300 K, Reference platform, "
-        "OMP_NUM_THREADS as set by the caller",
+        "settings": "alanine dipeptide, amber99sb-ildn, 300 K, "
+        f"system options {args.system_options or 'none (vacuum)'}, platform {args.platform or 'Reference/auto'}, "
+        f"threads {args.threads or 'OpenMM default'}, OMP_NUM_THREADS as set by the caller",
     }
 
     neuralct(
@@ -273,11 +323,12 @@ def main() -> None:
         "--length-ns",
         length,
         "--report-ps",
-        "0.5",
+        args.report_ps,
         "--replicas",
-        "4",
+        args.replicas,
         "--platform",
-        "Reference",
+        args.platform or "Reference",
+        *system,
         "--seed",
         "1",
         "--no-progress",
@@ -288,7 +339,7 @@ def main() -> None:
     neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
     results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
     for seed in range(args.seeds):
-        for torsion in ("phi,psi", "phi", "psi"):
+        for torsion in ("phi,psi", *(t for t in ("phi", "psi") if t not in args.skip)):
             folder = work / f"{torsion.replace(',', '')}{seeded(seed)}"
             duration = args.reference_length_ns if torsion == "phi,psi" else length
             neuralct(
@@ -303,6 +354,7 @@ def main() -> None:
                 "--seed",
                 seed,
                 "--no-progress",
+                *bias_run_options,
                 "--output",
                 folder,
             )
