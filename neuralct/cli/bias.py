@@ -12,6 +12,7 @@ from .options import (
     positive_float,
     positive_fraction,
     positive_int,
+    positive_int_or_auto,
     result_settings,
     save_resolved_config,
 )
@@ -100,7 +101,7 @@ def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bias-every",
-        type=_bias_every,
+        type=positive_int_or_auto,
         default="auto",
         help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator; auto: "
         "4 without a box (the CV costs more than the molecule's forces), 1 in a periodic box (PME costs more "
@@ -224,11 +225,6 @@ def run(args: argparse.Namespace) -> int:
         + f" -> {folder.path}"
     )
     return 0
-
-
-def _bias_every(text: str) -> int | str:
-    """``--bias-every``: a positive whole number of steps, or auto."""
-    return text if text == "auto" else positive_int(text)
 
 
 def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:

@@ -66,6 +66,13 @@ def positive_int(text: str) -> int:
     return _number(text, int, "a positive integer", lambda value: value > 0)
 
 
+def positive_int_or_auto(text: str) -> int | str:
+    """An integer >= 1, or ``auto`` (argparse type)."""
+    if text == "auto":
+        return text
+    return _number(text, int, "a positive integer or auto", lambda value: value > 0)
+
+
 def nonnegative_int(text: str) -> int:
     """An integer >= 0 (argparse type)."""
     return _number(text, int, "an integer >= 0", lambda value: value >= 0)

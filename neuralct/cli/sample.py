@@ -14,6 +14,7 @@ from .options import (
     positive_float,
     positive_fraction,
     positive_int,
+    positive_int_or_auto,
     print_warning,
     result_settings,
     save_resolved_config,
@@ -98,7 +99,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--leapfrog-steps",
-        type=_leapfrog_steps,
+        type=positive_int_or_auto,
         default=10,
         help="leapfrog steps per HMC trajectory, or auto: the length of 1, 2, 4, ..., 32 with the most expected "
         "squared jump distance per energy evaluation in the warm-up's second half, then fixed "
@@ -167,11 +168,6 @@ def run(args: argparse.Namespace) -> int:
         save_resolved_config(args, folder.path)
     _print_result(folder.path, summary, args.method, target.placed_dim)
     return 0
-
-
-def _leapfrog_steps(text: str) -> int | str:
-    """``--leapfrog-steps``: a positive whole number, or auto."""
-    return text if text == "auto" else positive_int(text)
 
 
 def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:

@@ -213,10 +213,18 @@ def _coordinates(inputs: _Inputs) -> tuple[np.ndarray, Any, Any]:
 
 
 def _deserialize(path: str) -> Any:
-    """The OpenMM object (System, State) serialized in the XML file ``path``."""
+    """The OpenMM object (System, State) serialized in the XML file ``path``.
+
+    The text is parsed as XML first: OpenMM's reader takes a truncated file for a node it does not know.
+    """
     import openmm
 
-    return openmm.XmlSerializer.deserialize(Path(path).read_text())
+    text = Path(path).read_text()
+    try:
+        ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"the file is damaged or not XML ({exc})") from None
+    return openmm.XmlSerializer.deserialize(text)
 
 
 def _amber(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:

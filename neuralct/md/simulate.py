@@ -40,7 +40,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -54,6 +54,8 @@ from .systems import MDSystem, select_atoms
 
 __all__ = [
     "SimulationSettings",
+    "barostat_index",
+    "openmm_seeds",
     "check_whole_steps",
     "run_simulation",
     "trajectory_path",
@@ -265,13 +267,20 @@ def kinetic_temperature(velocities: np.ndarray, masses: np.ndarray, dof: int) ->
 def _replica_seeds(seed: int, replica: int) -> tuple[int, int, int, int]:
     """The seeds of ``replica`` from (``seed``, ``replica``) only: velocities, integrator, barostat, and the
     integrator of the constant-volume equilibration."""
-    # OpenMM treats a seed of 0 as "pick one at random": keep seeds in [1, 2^31 - 1]. The words of
-    # generate_state do not depend on how many are drawn, so the first two are as before the others came.
-    words = np.random.SeedSequence([seed, replica]).generate_state(4)
+    # The words of generate_state do not depend on how many are drawn, so the first two are as before the others came.
+    return openmm_seeds([seed, replica], 4)
+
+
+def openmm_seeds(entropy: int | Sequence[int], count: int) -> tuple[int, ...]:
+    """``count`` seeds for OpenMM's random streams drawn from ``entropy`` (``numpy.random.SeedSequence``).
+
+    OpenMM treats a seed of 0 as "pick one at random": the seeds lie in [1, 2^31 - 2].
+    """
+    words = np.random.SeedSequence(entropy).generate_state(count)
     return tuple(int(word % (2**31 - 2)) + 1 for word in words)
 
 
-def _barostat(system: Any) -> int | None:
+def barostat_index(system: Any) -> int | None:
     """Index of the System's Monte Carlo barostat, None without one."""
     import openmm as mm
 
@@ -285,7 +294,7 @@ def _replica_systems(system: Any, barostat_seed: int) -> tuple[Any, Any | None]:
     barostat for the constant-volume equilibration (None without a barostat)."""
     import openmm as mm
 
-    index = _barostat(system)
+    index = barostat_index(system)
     if index is None:
         return system, None
     seeded, constant_volume = mm.XmlSerializer.clone(system), mm.XmlSerializer.clone(system)

@@ -57,7 +57,15 @@ from ..analysis.reweighting import (
 from ..errors import NeuralCTError, first_line
 from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
 from ..md.platform import available_platforms, platform_properties
-from ..md.simulate import check_sane, check_whole_steps, degrees_of_freedom, divergence_as_error, kinetic_temperature
+from ..md.simulate import (
+    barostat_index,
+    check_sane,
+    check_whole_steps,
+    degrees_of_freedom,
+    divergence_as_error,
+    kinetic_temperature,
+    openmm_seeds,
+)
 from ..units import kT_kj_per_mol
 
 __all__ = [
@@ -648,17 +656,15 @@ def _integrator(settings: BiasSettings, system: Any, bias_group: int) -> Any:
         )
     else:
         integrator = mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, settings.outer_step_ps)
-    integrator.setRandomNumberSeed(int(np.random.SeedSequence(settings.seed).generate_state(1)[0] % (2**31 - 2)) + 1)
+    integrator.setRandomNumberSeed(openmm_seeds(settings.seed, 1)[0])
     return integrator
 
 
 def _seed_barostat(system: Any, seed: int) -> None:
     """Seed the Monte Carlo barostat of ``system`` (if any) from the run's ``seed``, so that a run repeats."""
-    import openmm as mm
-
-    for force in system.getForces():
-        if isinstance(force, mm.MonteCarloBarostat):
-            force.setRandomNumberSeed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0] % (2**31 - 2)) + 1)
+    index = barostat_index(system)
+    if index is not None:
+        system.getForce(index).setRandomNumberSeed(openmm_seeds([seed, 1], 1)[0])
 
 
 def _simulation(md_system: Any, integrator: Any, platform: str, threads: int | None) -> Any:

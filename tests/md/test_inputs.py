@@ -219,3 +219,11 @@ def test_an_openmm_system_takes_positions_and_box_from_a_state_beside_its_pdb(wa
     (tmp_path / "other.xml").write_text(mm.XmlSerializer.serialize(other.getState(getPositions=True)))
     message = one_line_error([folder / "water.xml", folder / "water.pdb", tmp_path / "other.xml"])
     assert "has 22 particles" in message and "give the state of the same system" in message
+
+
+def test_a_truncated_openmm_system_is_one_line_saying_it_is_damaged(water, tmp_path):
+    folder = water[0]
+    text = (folder / "water.xml").read_text()
+    (tmp_path / "cut.xml").write_text(text[: len(text) // 2])
+    message = one_line_error([tmp_path / "cut.xml", folder / "water.pdb"])
+    assert "cut.xml" in message and "damaged or not XML" in message
