@@ -3,7 +3,9 @@
 Alanine dipeptide in vacuum (amber99sb-ildn, NoCutoff, HBonds, 300 K, Langevin 1/ps, 2 fs).
 The loop users run when unbiased MD never leaves one basin:
 
-1. unbiased MD (4 replicas of ``--length-ns``) and a model trained on it (CVs of unbiased data);
+1. unbiased MD (4 replicas of ``--length-ns``) and a model trained on it (CVs of unbiased data) with
+   `neuralct train`'s default objective, or with ``--first-train-options`` (B3's figures before the
+   kinetic objective became the default were measured with ``--first-train-options '--objective density'``);
 2. well-tempered metadynamics on its slowest CV (``neuralct bias --cvs 1``, ``--first-length-ns``);
 3. retraining on the biased trajectory with the time-lagged objective (``neuralct train --lag-ps
    --vamp-weight``; configuration only, as a bias run records no velocities; no frame weights):
@@ -234,6 +236,12 @@ def main() -> None:
         "--retrained-length-ns", type=float, default=3.0, help="length of the runs on the retrained CVs, ns"
     )
     parser.add_argument("--train-steps", type=int, default=3000)
+    parser.add_argument(
+        "--first-train-options",
+        default="",
+        help="options of the first training, on the unbiased replicas, e.g. '--objective density' (the maximum "
+        "likelihood that B3 measured before the kinetic objective became the default) (default: none)",
+    )
     parser.add_argument("--bias-every", type=int, default=4, help="MD steps per bias evaluation for the learned CVs")
     parser.add_argument(
         "--retrain-lag-ps", type=float, default=2.0, help="lag of the time-lagged objective of the retraining, ps"
@@ -336,7 +344,16 @@ def main() -> None:
         work / "md",
     )
     replicas = sorted((work / "md").glob("replica-*.nc"))
-    neuralct("train", *replicas, "--steps", args.train_steps, "--no-progress", "--output", work / "model1")
+    neuralct(
+        "train",
+        *replicas,
+        "--steps",
+        args.train_steps,
+        *args.first_train_options.split(),
+        "--no-progress",
+        "--output",
+        work / "model1",
+    )
     results["unbiased"] = unbiased_transitions(work / "md", args.length_ns)
     for seed in range(args.seeds):
         for torsion in ("phi,psi", *(t for t in ("phi", "psi") if t not in args.skip)):

@@ -8,7 +8,6 @@ from pathlib import Path
 from .analyze import timescales_line
 from .options import (
     add_common_options,
-    nonnegative_float,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -27,10 +26,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Simulate alanine dipeptide in vacuum (amber99sb-ildn, 300 K) with OpenMM, train a neural "
             "canonical transformation on all but two trajectories (one selects the kept state, one is held out "
-            "for the scores), analyze the slow modes against phi/psi and TICA (VAMP-2 with error bars over blocks "
-            "of the held-out trajectory, TICA's eigenvalues with the oscillating components flagged, implied "
-            "timescales), do the same for kinetic CVs (a second model trained with the time-lagged objective and its "
-            "VAMP-2 term at the same lag), and print where the pictures are. "
+            "for the scores) with the kinetic objective as `neuralct train` chooses it by default, analyze its "
+            "slow CVs against phi/psi and TICA (VAMP-2 with error bars over blocks of the held-out trajectory, "
+            "TICA's eigenvalues with the oscillating components flagged, implied timescales), do the same for "
+            "a second model trained by maximum likelihood (the density objective), and print where the pictures "
+            "are. "
             "Rerunning resumes whatever step was interrupted; other options into the same --output "
             "are refused (see --overwrite)."
         ),
@@ -47,7 +47,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-ps", type=positive_float, default=0.5, help="time between frames in ps (default: %(default)s)"
     )
-    parser.add_argument("--steps", type=positive_int, default=4000, help="training steps (default: %(default)s)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=2000, help="training steps of the CVs (default: %(default)s)"
+    )
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="training batch size (default: %(default)s)"
     )
@@ -58,19 +60,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="lag time of the VAMP-2 and TICA scores in ps (default: %(default)s)",
     )
     parser.add_argument(
-        "--kinetic-steps",
+        "--density-steps",
         type=nonnegative_int,
-        default=2000,
+        default=4000,
         help=(
-            "training steps of the kinetic CVs (time-lagged objective at --lag-ps, recorded momenta); "
-            "0 leaves them out (default: %(default)s)"
+            "training steps of the maximum-likelihood model scored beside the CVs; 0 leaves it out "
+            "(default: %(default)s)"
         ),
-    )
-    parser.add_argument(
-        "--kinetic-vamp-weight",
-        type=nonnegative_float,
-        default=100.0,
-        help="weight of the kinetic CVs' VAMP-2 term (default: %(default)s)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_common_options(parser, output_default="runs/quickstart")
@@ -90,8 +86,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lag_ps=args.lag_ps,
-        kinetic_steps=args.kinetic_steps,
-        kinetic_vamp_weight=args.kinetic_vamp_weight,
+        density_steps=args.density_steps,
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
@@ -133,9 +128,10 @@ def _accuracy(value: float | None) -> str:
 def _print_summary(output: Path, s: dict) -> None:
     """The key figures of the run, then where the pictures are."""
     print(f"\nneuralct quickstart finished in {sum(s['seconds'].values()):.0f} s; results in {output}")
-    print(f"  slowest frequencies (rad/ps): {', '.join(f'{w:.3g}' for w in s['frequencies_slowest'])}")
+    print(f"  slow CVs: {s['objective']['description']}")
+    print(f"  slowest relaxation times (ps): {', '.join(f'{t:.3g}' for t in s['relaxation_times_ps'])}")
     print(
-        f"  best of the two slowest modes: mutual information with psi {s['mi_psi_nats']:.2f} nats, "
+        f"  best of the two slowest CVs: mutual information with psi {s['mi_psi_nats']:.2f} nats, "
         f"with phi {s['mi_phi_nats']:.2f} nats"
     )
     _print_vamp2(s)
@@ -144,8 +140,8 @@ def _print_summary(output: Path, s: dict) -> None:
         f"  state classification from 2 CVs: learned {_accuracy(s['state_accuracy_learned'])}, "
         f"TICA {_accuracy(s['state_accuracy_tica'])}"
     )
-    if s["kinetic_cvs"] is not None:
-        _print_kinetic_cvs(s["kinetic_cvs"])
+    if s["density_model"] is not None:
+        _print_density_model(s["density_model"])
     print("  pictures:")
     for name, path in s["figures"].items():
         print(f"    {name}: {path}")
@@ -181,13 +177,13 @@ def _print_tica(s: dict) -> None:
     print(f"  {timescales_line(s['kinetics'])}")
 
 
-def _print_kinetic_cvs(kinetic: dict) -> None:
-    """The kinetic CVs' VAMP-2, its difference from TICA, their information on psi and phi, their relaxation times."""
-    relative = kinetic["minus_tica"]
+def _print_density_model(density: dict) -> None:
+    """The maximum-likelihood model's VAMP-2, its difference from TICA, its information on psi and phi, frequencies."""
+    relative = density["minus_tica"]
     print(
-        f"  kinetic CVs (time-lagged objective + VAMP-2 term, weight {kinetic['vamp_weight']:g}): "
-        f"VAMP-2 {kinetic['vamp2']:.3f}{_error(kinetic['vamp2_standard_error'])}, "
+        f"  maximum likelihood (--objective density) for comparison: "
+        f"VAMP-2 {density['vamp2']:.3f}{_error(density['vamp2_standard_error'])}, "
         f"minus TICA {relative['mean']:+.3f}{_error(relative['standard_error'])}; "
-        f"mutual information with psi {kinetic['mi_psi_nats']:.2f} nats, with phi {kinetic['mi_phi_nats']:.2f}; "
-        f"relaxation times (ps) {', '.join(f'{t:.3g}' for t in kinetic['relaxation_times_ps'][:2])}"
+        f"mutual information with psi {density['mi_psi_nats']:.2f} nats, with phi {density['mi_phi_nats']:.2f}; "
+        f"slowest frequencies (rad/ps) {', '.join(f'{w:.3g}' for w in density['frequencies_slowest'][:4])}"
     )

@@ -29,10 +29,11 @@ __all__ = ["add_parser", "run", "parse_parameters"]
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="learn a neural canonical transformation (slow modes and their frequencies)",
+        help="learn a neural canonical transformation: slow CVs from trajectories, or a toy's modes",
         description=(
-            "Train a neural canonical transformation, by maximum likelihood on samples or by "
-            "minimising the variational free energy of a known Hamiltonian. Writes model.pt, "
+            "Train a neural canonical transformation: on trajectories with the kinetic (time-lagged) objective "
+            "where they allow it, else by maximum likelihood (--objective); on a toy by maximum likelihood on "
+            "samples or by minimising the variational free energy of its Hamiltonian. Writes model.pt, "
             "summary.json (frequencies ascending, losses), config.yaml and a checkpoint that "
             "lets an interrupted run resume when the same command is run again; other data or "
             "options into the same --output are refused (see --overwrite)."
@@ -69,12 +70,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="temperature of the trajectories in K (default: %(default)s)",
     )
     source.add_argument(
+        "--objective",
+        choices=("auto", "kinetic", "density"),
+        default="auto",
+        help=(
+            "kinetic: the time-lagged objective, slow CVs first (its lag, VAMP-2 term and momenta chosen from the "
+            "data unless given); density: maximum likelihood on single frames, the softest modes first; auto: "
+            "kinetic where the trajectories have time stamps and enough consecutive frames, else density, the "
+            "choice printed and recorded in summary.json (default: %(default)s)"
+        ),
+    )
+    source.add_argument(
         "--momenta",
         choices=("resample", "recorded"),
-        default="resample",
+        default=None,
         help=(
-            "Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities "
-            "(default: %(default)s)"
+            "Maxwell-Boltzmann momenta drawn fresh every minibatch, or recorded on-step velocities (default: "
+            "recorded for the kinetic objective where the files have velocities, else resample)"
         ),
     )
     source.add_argument(
@@ -83,10 +95,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         metavar="TAU",
         help=(
-            "train on pairs of frames TAU ps apart with the time-lagged objective: each latent oscillator gets a "
-            "learned Langevin friction and modes are ranked by relaxation time, the slowest first; with "
-            "--momenta recorded the phase-space transition density, else the configuration-only one "
-            "(default: single frames, modes ranked by frequency)"
+            "the kinetic objective's lag: train on pairs of frames TAU ps apart; each latent oscillator gets a "
+            "learned Langevin friction and modes are ranked by relaxation time, the slowest first; with recorded "
+            "momenta the phase-space transition density, else the configuration-only one (default: a quarter of "
+            "the slowest implied timescale of a quick TICA of the training frames, in whole frames)"
         ),
     )
     source.add_argument(
@@ -103,11 +115,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument(
         "--vamp-weight",
         type=nonnegative_float,
-        default=0.0,
+        default=None,
         metavar="W",
         help=(
-            "with --lag-ps: add W times the VAMP-2 score of the two slowest latent positions to the objective "
-            "(default: %(default)s, none)"
+            "the kinetic objective: add W times the VAMP-2 score of the two slowest latent positions to it, 0 for "
+            "none (default: 100 where the lag is chosen from the data, 0 with --lag-ps)"
         ),
     )
     source.add_argument(
@@ -117,8 +129,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         metavar="TAU",
         help=(
-            "with --vamp-weight: the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 "
-            "(default: --lag-ps alone)"
+            "the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 (default: with a lag chosen from "
+            "the data, half of it and it where half is a whole number of frames, else it; with --lag-ps, that lag)"
         ),
     )
     weighted = source.add_mutually_exclusive_group()
@@ -350,6 +362,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     from ..data import load_trajectories
     from ..data.loading import topology_file
     from ..workflows.memory import check_fits
+    from ..workflows.objective import choose_objective
     from ..workflows.train import prepare_trajectory_fit, run_trajectory_fit, training_memory_needed
 
     if args.mode != "ml":
@@ -372,14 +385,25 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
             args.weights or args.bias_colvar, "file" if args.weights else "colvar", data.n_frames, data.kT
         )
         weights_source = f"--weights {args.weights}" if args.weights else f"--bias-colvar {args.bias_colvar}"
-    prepared = prepare_trajectory_fit(
+    choice = choose_objective(
         data,
-        selection=args.selection,
-        validation_trajectories=args.validation_trajectories,
+        args.validation_trajectories,
+        objective=args.objective,
         momenta=args.momenta,
         lag_ps=args.lag_ps,
         vamp_weight=args.vamp_weight,
         vamp_lags_ps=args.vamp_lags_ps,
+        rank_lag_ps=args.rank_lag_ps,
+        weighted=weights is not None,
+    )
+    prepared = prepare_trajectory_fit(
+        data,
+        selection=args.selection,
+        validation_trajectories=args.validation_trajectories,
+        momenta=choice.momenta,
+        lag_ps=choice.lag_ps,
+        vamp_weight=choice.vamp_weight,
+        vamp_lags_ps=choice.vamp_lags_ps,
         rank_lag_ps=args.rank_lag_ps,
         weights=weights,
         weights_source=weights_source,
@@ -392,8 +416,10 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
 
     def fit(output: Path) -> tuple:
         print(data.selection_note)
+        print(choice.line(lambda name: "--" + name.replace("_", "-")))
         model, summary = run_trajectory_fit(prepared, architecture, settings, **_run_options(args, output))
         summary["selection_note"] = data.selection_note
+        summary["objective"] = model.metadata["objective"] = choice.as_dict()
         if weighting:
             summary["frame_weights"] = weighting
         return model, summary
@@ -408,11 +434,16 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
     from ..workflows.memory import check_fits
     from ..workflows.train import fit_toy, training_memory_needed
 
+    if args.objective == "kinetic":
+        raise NeuralCTError(
+            "--objective kinetic needs trajectories (pairs of frames a lag apart); the toys give independent samples"
+        )
     for option, value in (
         ("--lag-ps", args.lag_ps),
         ("--rank-lag-ps", args.rank_lag_ps),
         ("--vamp-lags-ps", args.vamp_lags_ps),
-        ("--vamp-weight", args.vamp_weight or None),
+        ("--vamp-weight", args.vamp_weight),
+        ("--momenta", args.momenta),
     ):
         if value is not None:
             raise NeuralCTError(

@@ -1,8 +1,9 @@
-"""``neuralct quickstart`` as a function: simulate alanine dipeptide, learn its slow CVs (and kinetic ones), score them.
+"""``neuralct quickstart`` as a function: simulate alanine dipeptide, learn its slow CVs, score them.
 
 Each step writes into its own sub-folder of the output and resumes what an earlier run left
-there: ``trajectories/`` (the simulation), ``model/`` (maximum likelihood), ``kinetic_model/``
-(the time-lagged objective with its VAMP-2 term) and ``analysis/`` (with ``analysis/kinetic/``).
+there: ``trajectories/`` (the simulation), ``model/`` (the kinetic objective, as ``neuralct
+train`` chooses it by default: :mod:`neuralct.workflows.objective`), ``density_model/`` (maximum
+likelihood on single frames, for comparison) and ``analysis/`` (with ``analysis/density/``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..data import load_trajectories
+from ..data import PhaseSpaceData, load_trajectories
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
 from ..md.simulate import SimulationSettings, run_simulation
@@ -21,6 +22,7 @@ from ..md.systems import build_system
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation
 from ..training.loop import TrainingSettings
 from .analyze import analyze_trajectories
+from .objective import ObjectiveChoice, choose_objective
 from .train import fit_trajectories
 
 __all__ = ["QuickstartSettings", "check_settings", "run_quickstart"]
@@ -43,13 +45,11 @@ class QuickstartSettings:
     length_ns, report_ps : float
         Length of each trajectory in ns and time between frames in ps.
     steps, batch_size : int
-        Maximum-likelihood training steps and the batch size of both trainings.
+        Training steps of the CVs (the kinetic objective) and the batch size of both trainings.
     lag_ps : float
-        Lag of the VAMP-2 and TICA scores, and of the kinetic CVs' objective, in ps.
-    kinetic_steps : int
-        Training steps of the kinetic CVs; 0 leaves them out.
-    kinetic_vamp_weight : float
-        Weight of the kinetic CVs' VAMP-2 term.
+        Lag of the VAMP-2 and TICA scores in ps.
+    density_steps : int
+        Training steps of the maximum-likelihood model scored beside them; 0 leaves it out.
     seed : int
         Seed of the simulation and of the trainings.
     device : str
@@ -61,11 +61,10 @@ class QuickstartSettings:
     replicas: int = 4
     length_ns: float = 2.0
     report_ps: float = 0.5
-    steps: int = 4000
+    steps: int = 2000
     batch_size: int = 256
     lag_ps: float = 2.0
-    kinetic_steps: int = 2000
-    kinetic_vamp_weight: float = 100.0
+    density_steps: int = 4000
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -118,7 +117,11 @@ def run_quickstart(
     announce: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Simulate, train, train the kinetic CVs (unless ``settings.kinetic_steps`` is 0) and analyze, into ``output``.
+    """Simulate, train the CVs, train the density model (unless ``settings.density_steps`` is 0), analyze.
+
+    The CVs are the kinetic objective's, with its lag, VAMP-2 term and momenta chosen from the
+    data as ``neuralct train`` chooses them by default (:func:`~neuralct.workflows.objective.choose_objective`;
+    here the objective is asked for, so that tiny test runs train it too).
 
     Parameters
     ----------
@@ -138,34 +141,32 @@ def run_quickstart(
         pictures and the seconds each step took.
     """
     simulation_settings = check_settings(settings)
-    stages = _Stages(4 if settings.kinetic_steps else 3, announce)
+    stages = _Stages(4 if settings.density_steps else 3, announce)
     what = f"simulating {settings.replicas} x {settings.length_ns:g} ns of alanine dipeptide (vacuum, 300 K) ..."
     with stages.stage("simulate", what):
         paths, simulation = _simulate(settings, simulation_settings, output / "trajectories")
-    with stages.stage("train", f"training on {len(paths) - 2} trajectories, validating on 1 ..."):
-        model, training = _train(settings, paths, output / "model", settings.steps, "resample")
-    kinetic_model = kinetic_training = None
-    if settings.kinetic_steps:
-        what = f"training kinetic CVs: time-lagged objective at {settings.lag_ps:g} ps with its VAMP-2 term ..."
-        with stages.stage("train_kinetic", what):
-            kinetic_model, kinetic_training = _train(
-                settings,
-                paths,
-                output / "kinetic_model",
-                settings.kinetic_steps,
-                "recorded",
-                lag_ps=settings.lag_ps,
-                vamp_weight=settings.kinetic_vamp_weight,
+    data = load_trajectories(paths[:-1], selection="heavy", momenta="auto", seed=settings.seed)
+    kinetic = choose_objective(data, 1, objective="kinetic")
+    what = f"training slow CVs on {len(paths) - 2} trajectories, validating on 1: {kinetic.description()} ..."
+    with stages.stage("train", what):
+        model, training = _train(settings, data, kinetic, output / "model", settings.steps)
+    density_model = density_training = None
+    if settings.density_steps:
+        density = choose_objective(data, 1, objective="density")
+        what = "training the density model for comparison: maximum likelihood on single frames ..."
+        with stages.stage("train_density", what):
+            density_model, density_training = _train(
+                settings, data, density, output / "density_model", settings.density_steps
             )
-    with stages.stage("analyze", "analyzing the slow modes on the held-out trajectory ..."):
+    with stages.stage("analyze", "analyzing the slow CVs on the held-out trajectory ..."):
         analysis_folder = prepare_output_dir(output / "analysis")
         analysis = analyze_trajectories(model.cpu(), paths, analysis_folder, lag_ps=settings.lag_ps, warn=warn)
-        kinetic = None
-        if kinetic_model is not None:
-            kinetic = _kinetic_figures(
-                settings, kinetic_model, kinetic_training, paths, output, analysis_folder / "kinetic", warn
+        density_figures = None
+        if density_model is not None:
+            density_figures = _density_figures(
+                settings, density_model, density_training, paths, output, analysis_folder / "density", warn
             )
-    summary = _summary(output, paths, simulation, training, analysis, kinetic, stages.seconds)
+    summary = _summary(output, paths, simulation, training, analysis, density_figures, stages.seconds)
     write_json(output / "summary.json", summary)
     return summary
 
@@ -186,14 +187,13 @@ def _simulate(
 
 
 def _train(
-    settings: QuickstartSettings, paths: list[str], folder: Path, steps: int, momenta: str, **objective: float
+    settings: QuickstartSettings, data: PhaseSpaceData, choice: ObjectiveChoice, folder: Path, steps: int
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Train on all trajectories but the last; write ``model.pt``, ``summary.json`` and the checkpoint into ``folder``.
 
-    The last trajectory is held out for the scores; the one before it selects the kept state.
-    ``objective`` holds the time-lagged options (``lag_ps``, ``vamp_weight``), if any.
+    ``data`` holds all trajectories but the last, which is held out for the scores; the one
+    before it selects the kept state. ``choice`` is the objective with its options.
     """
-    data = load_trajectories(paths[:-1], selection="heavy", momenta=momenta, seed=settings.seed)
     folder = prepare_output_dir(folder)
     training = TrainingSettings(steps=steps, batch_size=settings.batch_size, progress=settings.progress)
     model, summary = fit_trajectories(
@@ -201,18 +201,21 @@ def _train(
         list(DEFAULT_ARCHITECTURE),
         training,
         validation_trajectories=1,
-        momenta=momenta,
+        momenta=choice.momenta,
+        lag_ps=choice.lag_ps,
+        vamp_weight=choice.vamp_weight,
+        vamp_lags_ps=choice.vamp_lags_ps,
         device=settings.device,
         seed=settings.seed,
         checkpoint=folder / "checkpoint.pt",
-        **objective,
     )
+    summary["objective"] = model.metadata["objective"] = choice.as_dict()
     model.save(folder / "model.pt")
     write_json(folder / "summary.json", summary)
     return model, summary
 
 
-def _kinetic_figures(
+def _density_figures(
     settings: QuickstartSettings,
     model: NeuralCanonicalTransformation,
     training: dict[str, Any],
@@ -221,15 +224,13 @@ def _kinetic_figures(
     folder: Path,
     warn: Callable[[str], None] | None,
 ) -> dict[str, Any]:
-    """Analyze the kinetic CVs into ``folder`` as the others; their figures for the summary."""
+    """Analyze the density model into ``folder`` as the CVs; its figures for the summary."""
     scores = analyze_trajectories(model.cpu(), paths, prepare_output_dir(folder), lag_ps=settings.lag_ps, warn=warn)
     best = {entry["kind"]: entry for entry in scores["best_of_two_slowest"]}
     return {
-        "model": str(output / "kinetic_model" / "model.pt"),
-        "steps": settings.kinetic_steps,
-        "lag_ps": settings.lag_ps,
-        "vamp_weight": settings.kinetic_vamp_weight,
-        "relaxation_times_ps": training["relaxation_times_ps"][:4],
+        "model": str(output / "density_model" / "model.pt"),
+        "steps": settings.density_steps,
+        "frequencies_slowest": training["frequencies"][:6],
         "vamp2": scores["learned_cvs"]["vamp2"],
         "vamp2_standard_error": scores["learned_cvs"]["vamp2_standard_error"],
         "minus_tica": {key: scores["learned_minus_tica"][key] for key in ("mean", "standard_error")},
@@ -245,7 +246,7 @@ def _summary(
     simulation: dict[str, Any],
     training: dict[str, Any],
     analysis: dict[str, Any],
-    kinetic: dict[str, Any] | None,
+    density: dict[str, Any] | None,
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """The key figures of the run for summary.json and the terminal."""
@@ -257,7 +258,8 @@ def _summary(
         "figures": analysis["figures"],
         "ns_simulated": simulation["ns_simulated"],
         "steps_per_second_md": simulation["steps_per_second"],
-        "frequencies_slowest": training["frequencies"][:6],
+        "objective": training["objective"],
+        "relaxation_times_ps": training["relaxation_times_ps"][:4],
         "validation_nll": training["validation_nll"][-1],
         "mi_psi_nats": best["psi"]["mi_nats"],
         "mi_phi_nats": best["phi"]["mi_nats"],
@@ -271,6 +273,6 @@ def _summary(
         "kinetics": analysis["kinetics"],
         "state_accuracy_learned": states["learned_cvs"]["accuracy"],
         "state_accuracy_tica": states["tica"]["accuracy"],
-        "kinetic_cvs": kinetic,
+        "density_model": density,
         "seconds": timings,
     }

@@ -17,7 +17,7 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
                 "0.03",
                 "--steps",
                 "10",
-                "--kinetic-steps",
+                "--density-steps",
                 "10",
                 "--batch-size",
                 "32",
@@ -36,8 +36,10 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
         assert figure in printed
         assert (out / "analysis" / figure.split("/")[-1]).stat().st_size > 1000
     assert (out / "model" / "model.pt").exists() and len(summary["trajectories"]) == 3
-    assert summary["frequencies_slowest"] == sorted(summary["frequencies_slowest"])
-    assert "mutual information with psi" in printed
+    # The CVs are the kinetic objective's, ranked by relaxation time, the slowest first.
+    assert summary["objective"]["objective"] == "kinetic" and summary["objective"]["momenta"] == "recorded"
+    assert summary["relaxation_times_ps"] == sorted(summary["relaxation_times_ps"], reverse=True)
+    assert "slow CVs: kinetic (time-lagged, lag" in printed and "mutual information with psi" in printed
     # The comparison with TICA: block error bars, TICA's spectrum with oscillations flagged, timescales side by side.
     assert summary["lag_ps"] == 1.0 and summary["vamp2_scored_segments"] == 4
     assert summary["vamp2_learned_standard_error"] > 0 and summary["vamp2_tica_standard_error"] > 0
@@ -53,16 +55,14 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
         and "paired block by block" in printed
         and "implied timescales (ps): learned" in printed
     )
-    # The kinetic CVs: a second model, time-lagged with its VAMP-2 term at the scoring lag, scored the same way.
-    kinetic = summary["kinetic_cvs"]
-    assert kinetic["lag_ps"] == 1.0 and kinetic["steps"] == 10 and len(kinetic["relaxation_times_ps"]) == 4
-    assert kinetic["relaxation_times_ps"] == sorted(kinetic["relaxation_times_ps"], reverse=True)
-    assert kinetic["vamp2_standard_error"] > 0 and kinetic["minus_tica"]["standard_error"] > 0
-    assert (
-        out / "kinetic_model" / "model.pt"
-    ).exists() and "kinetic CVs (time-lagged objective + VAMP-2 term" in printed
+    # The density model: maximum likelihood, frequencies ascending, scored the same way after the CVs.
+    density = summary["density_model"]
+    assert density["steps"] == 10 and density["frequencies_slowest"] == sorted(density["frequencies_slowest"])
+    assert density["vamp2_standard_error"] > 0 and density["minus_tica"]["standard_error"] > 0
+    assert (out / "density_model" / "model.pt").exists()
+    assert printed.index("slow CVs: kinetic") < printed.index("maximum likelihood (--objective density)")
     assert all(
-        (out / "analysis" / "kinetic" / figure.split("/")[-1]).exists() for figure in kinetic["figures"].values()
+        (out / "analysis" / "density" / figure.split("/")[-1]).exists() for figure in density["figures"].values()
     )
     # Rerunning resumes: every stage finds its outputs and nothing fails.
     assert (
@@ -75,7 +75,7 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
                 "0.03",
                 "--steps",
                 "10",
-                "--kinetic-steps",
+                "--density-steps",
                 "10",
                 "--batch-size",
                 "32",
@@ -90,7 +90,7 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
     )
 
 
-def test_quickstart_without_kinetic_cvs(tmp_path, capsys):
+def test_quickstart_without_the_density_model(tmp_path, capsys):
     out = tmp_path / "qs"
     assert (
         main(
@@ -102,7 +102,7 @@ def test_quickstart_without_kinetic_cvs(tmp_path, capsys):
                 "0.03",
                 "--steps",
                 "10",
-                "--kinetic-steps",
+                "--density-steps",
                 "0",
                 "--batch-size",
                 "32",
@@ -116,7 +116,7 @@ def test_quickstart_without_kinetic_cvs(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert "[3/3] analyzing" in printed and "kinetic CVs" not in printed
+    assert "[3/3] analyzing" in printed and "maximum likelihood" not in printed
     assert (
-        json.loads((out / "summary.json").read_text())["kinetic_cvs"] is None and not (out / "kinetic_model").exists()
+        json.loads((out / "summary.json").read_text())["density_model"] is None and not (out / "density_model").exists()
     )

@@ -128,8 +128,8 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
     [
         (["--lag-ps", "0.7"], "whole multiple"),
         (["--lag-ps", "-1"], "--lag-ps: must be a finite number > 0"),
-        (["--lag-ps", "1", "--layers", "linear"], "point-transformation"),
-        (["--vamp-weight", "5"], "--vamp-weight needs --lag-ps"),
+        (["--lag-ps", "1", "--momenta", "resample", "--layers", "linear"], "point-transformation"),
+        (["--objective", "density", "--vamp-weight", "5"], "--vamp-weight sets the kinetic objective"),
         (["--lag-ps", "1", "--vamp-weight", "-1"], "--vamp-weight: must be a finite number >= 0"),
         (["--rank-lag-ps", "0.7"], "--rank-lag-ps 0.7 is not a whole multiple"),
         (["--rank-lag-ps", "1", "--lag-ps", "1"], "ranked by relaxation time already"),
@@ -160,7 +160,7 @@ MODEL_V2 = str(Path(__file__).parents[1] / "fixtures" / "model_v2.pt")
     [
         (["train"], ["--lag-ps", "0.7"], "--lag-ps 0.7 is not a whole multiple of the 0.5 ps between frames"),
         (["train"], ["--validation-trajectories", "3"], "--validation-trajectories must be between 1 and 2 for 3"),
-        (["train"], ["--vamp-weight", "5"], "--vamp-weight needs --lag-ps (the VAMP-2 term"),
+        (["train"], ["--objective", "density", "--lag-ps", "1"], "--lag-ps sets the kinetic objective; drop it or"),
         (["analyze", MODEL_V2], ["--modes", "1"], "--modes must be at least 2"),
     ],
 )
@@ -173,7 +173,9 @@ def test_library_errors_reach_the_command_line_as_its_flags(trajectories, tmp_pa
     assert "`" not in err and len(err.splitlines()) == 1 and not out.exists(), err
 
 
-@pytest.mark.parametrize("option", [["--lag-ps", "1"], ["--vamp-weight", "5"], ["--vamp-lags-ps", "1"]])
+@pytest.mark.parametrize(
+    "option", [["--lag-ps", "1"], ["--vamp-weight", "5"], ["--vamp-lags-ps", "1"], ["--momenta", "recorded"]]
+)
 def test_toys_have_no_lag(tmp_path, capsys, option):
     assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", *option, "--output", str(tmp_path / "toy")]) == 2
     assert f"{option[0]} needs trajectories" in capsys.readouterr().err
@@ -257,3 +259,34 @@ def test_retraining_on_a_bias_run_reported_every_0_4_ps_takes_a_2_ps_lag(traject
     # One trajectory: its first 240 frames train, its last 60 validate; a lag of 5 frames inside each part.
     assert summary["lag_ps"] == 2.0 and summary["lagged_pairs"] == {"train": 235, "validation": 55}
     assert "configuration only" in summary["lagged_term"]
+
+
+def test_the_default_objective_is_chosen_from_the_data_printed_and_recorded(
+    trajectories, tmp_path, capsys, monkeypatch
+):
+    """Too few pairs: maximum likelihood, and why; where enough: the kinetic objective with its lag from the data."""
+    out = tmp_path / "default"
+    assert main(["train", *trajectories, *SMALL, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["objective"]["objective"] == "density" and "lag_ps" not in summary
+    assert "objective: density (maximum likelihood on single frames): only" in printed
+    monkeypatch.setattr("neuralct.workflows.objective.MIN_KINETIC_PAIRS", 50)
+    out = tmp_path / "kinetic"
+    assert main(["train", *trajectories, *SMALL, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    chosen = summary["objective"]
+    assert chosen["objective"] == "kinetic" and chosen["momenta"] == "recorded" and chosen["vamp_weight"] == 100
+    assert summary["lag_ps"] == chosen["lag_ps"] and summary["vamp2_term"]["lags_ps"] == chosen["vamp_lags_ps"]
+    assert "phase space" in summary["lagged_term"]
+    assert neuralct.load(out / "model.pt").metadata["objective"] == chosen
+    assert "objective: kinetic (time-lagged, lag" in printed and "--objective density for maximum likelihood" in printed
+
+
+def test_the_toys_refuse_the_kinetic_objective(tmp_path, capsys):
+    assert (
+        main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--objective", "kinetic", "--output", str(tmp_path)])
+        == 2
+    )
+    assert "--objective kinetic needs trajectories" in capsys.readouterr().err
