@@ -7,9 +7,14 @@ the mean curvature of the second quarter of the warm-up) and each trajectory len
 ``--leapfrog``, the step size is adapted in warm-up to each target acceptance of
 ``--acceptances``; the best combination per method and mass matrix (by ESS per evaluation of
 the potential energy) is its tuned figure.
-MD is Langevin dynamics at a stable time step with one evaluation per step.
+MD is Langevin dynamics at a stable time step with one evaluation per step. ``auto`` is
+``neuralct sample --method auto``'s kernel (:class:`~neuralct.sampling.mixture.FlowMixture`)
+with the latent HMC of each grid point: Kish's ESS of ``--kish-samples`` flow draws admits
+independence moves, the warm-up chooses how many follow each trajectory (the draws count with
+its evaluations). ``--methods`` picks the samplers.
 
     python benchmarks/bench_sampling.py toy --budget 200000
+    python benchmarks/bench_sampling.py toy --methods latent-hmc auto --leapfrog 10 --acceptances 0.65 --budget 50000
     python benchmarks/bench_sampling.py alanine --model runs/ala-all/model.pt --reference TRAJ... --budget 100000
     python benchmarks/bench_sampling.py gaussian --dimension 60 --budget 100000 --chains 32
 
@@ -44,13 +49,16 @@ from neuralct.sampling import (
     iterate,
     warm_up,
 )
+from neuralct.sampling.chains import component_kernels
 from neuralct.sampling.diagnostics import (
     basin_population,
     curvature_figures,
     curvature_spectrum,
+    flow_importance_weights,
     kish_effective_sample_size,
     observable_efficiency,
 )
+from neuralct.sampling.mixture import FlowMixture
 
 torch.set_default_dtype(torch.float64)
 
@@ -58,12 +66,16 @@ torch.set_default_dtype(torch.float64)
 def run_chains(
     kernels, potential, start: torch.Tensor, budget: int, warmup: int, generator
 ) -> tuple[torch.Tensor, torch.Tensor, int, int, float, float]:
-    """Warm up, then iterate until the sampling phase has spent ``budget`` evaluations."""
+    """Warm up, then iterate until the sampling phase has spent ``budget`` evaluations.
+
+    A :class:`FlowMixture` among ``kernels`` must have been admitted (or not) before.
+    """
     cpu0, wall0 = time.process_time(), time.perf_counter()
     state = warm_up(kernels, ChainState.start(potential, start), warmup, generator)
-    warmup_evaluations = sum(k.statistics.warmup_evaluations for k in kernels) + len(start)
+    parts = component_kernels(kernels)
+    warmup_evaluations = sum(k.statistics.warmup_evaluations for k in parts) + len(start)
     positions, energies = [], []
-    while sum(k.statistics.evaluations for k in kernels) < budget:
+    while sum(k.statistics.evaluations for k in parts) < budget:
         state = iterate(kernels, state, generator)
         positions.append(state.position)
         energies.append(state.energy)
@@ -71,7 +83,7 @@ def run_chains(
     return (
         torch.stack(positions),
         torch.stack(energies),
-        sum(k.statistics.evaluations for k in kernels),
+        sum(k.statistics.evaluations for k in parts),
         warmup_evaluations,
         cpu,
         wall,
@@ -97,12 +109,13 @@ def measure(
     values = {
         key: value.reshape(n_samples, n_chains) for key, value in observables(q.detach(), u_phys.detach()).items()
     }
+    parts = component_kernels(kernels)
     result = {
         "sampler": name,
-        "acceptance": {k.name: k.statistics.accepted / max(k.statistics.proposals, 1) for k in kernels},
-        "step_size": {k.name: k.step_size for k in kernels if isinstance(k, HamiltonianMonteCarlo)},
-        "leapfrog_steps": {k.name: k.leapfrog_steps for k in kernels if isinstance(k, HamiltonianMonteCarlo)},
-        "nonfinite_rejections": sum(k.statistics.nonfinite for k in kernels),
+        "acceptance": {k.name: k.statistics.accepted / max(k.statistics.proposals, 1) for k in parts},
+        "step_size": {k.name: k.step_size for k in parts if isinstance(k, HamiltonianMonteCarlo)},
+        "leapfrog_steps": {k.name: k.leapfrog_steps for k in parts if isinstance(k, HamiltonianMonteCarlo)},
+        "nonfinite_rejections": sum(k.statistics.nonfinite for k in parts),
         "evaluations": evaluations,
         "warmup_evaluations": warmup_evaluations,
         "iterations": n_samples,
@@ -110,6 +123,9 @@ def measure(
         "wall_seconds": wall,
         "observables": {key: observable_efficiency(value, evaluations, cpu) for key, value in values.items()},
     }
+    for mixture in (k for k in kernels if isinstance(k, FlowMixture)):
+        result["method_choice"] = mixture.choice()
+        result["warmup_evaluations"] += mixture.flow_weights["flow_samples"] if mixture.flow_weights else 0
     print(
         json.dumps(
             {
@@ -131,7 +147,8 @@ def curvature_summary(potential, points: torch.Tensor) -> dict[str, Any]:
 
 
 def compare(model, physical_potential, start_q, observables, args, reference_q: torch.Tensor) -> dict[str, Any]:
-    """HMC (grid-tuned), latent HMC (grid-tuned), independence and mixed at one budget.
+    """HMC (grid-tuned), latent HMC (grid-tuned), auto (on each latent grid point), independence and mixed at one
+    budget; those of ``args.methods``.
 
     ``reference_q`` are Boltzmann samples (exact or long MD) at which the mean curvature of
     both potentials is measured. Points with coordinates beyond the model's (hydrogens placed
@@ -155,13 +172,19 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
     for space, potential, start, to_physical in (
         ("hmc", physical_potential, start_q, identity),
         ("latent-hmc", latent, start_u, latent_to_physical),
+        ("auto", latent, start_u, latent_to_physical),
     ):
+        if space not in args.methods or (space == "auto" and not whole):
+            continue
         step = args.physical_step if space == "hmc" else 0.1
         for mass in args.mass_matrices:
             for leapfrog in args.leapfrog:
                 for acceptance in args.acceptances:
                     kernel = HamiltonianMonteCarlo(potential, step, leapfrog, acceptance, mass_matrix=mass)
                     generator = torch.Generator().manual_seed(args.seed)
+                    if space == "auto":
+                        kernel = FlowMixture(IndependenceMetropolis(latent), kernel)
+                        kernel.admit(flow_importance_weights(latent, model.dim, args.kish_samples, generator))
                     result = measure(
                         f"{space} M={mass} L={leapfrog} acc={acceptance}",
                         [kernel],
@@ -192,6 +215,8 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
         if whole
         else ()
     ):
+        if method not in args.methods:
+            continue
         generator = torch.Generator().manual_seed(args.seed)
         result = measure(
             method, kernels, latent, start_u, args.budget, args.warmup, generator, latent_to_physical, observables
@@ -199,10 +224,12 @@ def compare(model, physical_potential, start_q, observables, args, reference_q: 
         result["method"] = method
         runs.append(result)
     best = {}
-    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc") for mass in args.mass_matrices] + (
+    for method, mass in [(m, mass) for m in ("hmc", "latent-hmc", "auto") for mass in args.mass_matrices] + (
         [("independence", None), ("mixed", None)] if whole else []
     ):
         candidates = [r for r in runs if r["method"] == method and r.get("mass_matrix") == mass]
+        if not candidates:
+            continue
         best[method if mass is None else f"{method} M={mass}"] = max(
             candidates, key=lambda r: r["observables"]["potential_energy_kT"]["ess_per_evaluation"]
         )["sampler"]
@@ -426,6 +453,13 @@ def main() -> None:
     parser.add_argument("--md-dt", type=float, default=0.05, help="toy MD time step")
     parser.add_argument("--train-steps", type=int, default=300, help="flow training steps (toy)")
     parser.add_argument("--kish-samples", type=int, default=2000)
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=("hmc", "latent-hmc", "auto", "independence", "mixed"),
+        default=["hmc", "latent-hmc", "auto", "independence", "mixed"],
+        help="samplers to run (auto and the independence moves only where the flow draws whole configurations)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import NeuralCTError
 from ..md.systems import SOLVENTS
+from ..workflows.sample import METHODS
 from .options import (
     add_common_options,
     nonnegative_int,
@@ -34,7 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Sample the Boltzmann distribution of the system a model was trained on, exactly: every move "
             "ends in a Metropolis test on the true energy, so a poor model costs efficiency, never "
-            "correctness. Methods: latent-hmc (HMC on U(z) = beta E(g(z)) - ln|det dg/dz| - ln J), hmc "
+            "correctness. Methods: auto (latent HMC, with independence moves from the flow where its Kish ESS "
+            "fraction admits them and the warm-up finds they pay: as many per trajectory as give the most ESS per "
+            "evaluation, then fixed), latent-hmc (HMC on U(z) = beta E(g(z)) - ln|det dg/dz| - ln J), hmc "
             "(HMC in the model's physical coordinates), independence (proposals from the flow), mixed "
             "(independence moves alternating with latent HMC). Molecules need a SYSTEM without constraints "
             "and a model of every atom, or of every atom but hydrogens (--selection heavy): those are then "
@@ -66,9 +69,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--method",
-        choices=("latent-hmc", "hmc", "independence", "mixed"),
-        default="latent-hmc",
-        help="sampler (default: %(default)s)",
+        choices=METHODS,
+        default="auto",
+        help="sampler; auto measures the flow in warm-up and mixes its independence moves with latent HMC where they "
+        "pay, else latent HMC alone (default: %(default)s)",
     )
     parser.add_argument(
         "--chains", type=positive_int, default=16, help="chains run as one batch (default: %(default)s)"
@@ -124,7 +128,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--kish-samples",
         type=nonnegative_int,
         default=1000,
-        help="flow samples for Kish's ESS of the importance weights, 0 for none (default: %(default)s)",
+        help="flow samples for Kish's ESS of the importance weights, 0 for none (then --method auto is latent HMC "
+        "alone; default: %(default)s)",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -146,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     """Build the target of the model, check the settings and the memory, sample in the locked folder, and report."""
     from ..model.transformation import load
     from ..sampling.chains import WARMUP_SCHEDULE
+    from ..sampling.mixture import CHOICE_RULE
     from ..workflows.sample import check_memory, check_method, run_sampling
     from .runs import RunFolder
 
@@ -158,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
     # Fixed parts of the method that change the samples: a folder of a run made with other ones is not resumed.
     run_settings["warmup_schedule"] = WARMUP_SCHEDULE
+    if args.method == "auto":
+        run_settings["method_choice"] = CHOICE_RULE
     # A finished rerun writes the samples and the report again from its checkpoint; a changed
     # checkpoint is refused.
     rebuilt = ("samples.*", "topology.pdb", "*.png", "phi_psi_histogram.npz", "summary.json", "config.yaml")
@@ -166,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     ) as folder:
         summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
         save_resolved_config(args, folder.path)
+    if "method_choice" in summary:
+        print(_method_choice_line(summary, target))
     _print_result(folder.path, summary, args.method, target.placed_dim)
     return 0
 
@@ -226,6 +236,51 @@ def _settings(args: argparse.Namespace):
         kish_samples=args.kish_samples,
         checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress,
+    )
+
+
+def _method_choice_line(summary: dict, target) -> str:
+    """What ``--method auto`` chose, with the Kish fraction and the mixing proportion, and what would help where the
+    flow makes no global moves."""
+    choice = summary["method_choice"]
+    moves, fraction, minimum = (
+        choice["independence_moves_per_hmc_trajectory"],
+        choice["kish_ess_fraction"],
+        choice["min_kish_ess_fraction"],
+    )
+    reason = choice["reason"]
+    if reason == "placed_hydrogens":
+        return (
+            f"method auto: latent HMC alone: the model leaves {target.description['placed_hydrogens']} hydrogens out, "
+            "so its flow cannot draw whole configurations for global moves; a model of all atoms "
+            "(`neuralct train --selection all`) would allow them"
+        )
+    if reason == "kish_not_measured":
+        return (
+            "method auto: latent HMC alone: --kish-samples 0 leaves the flow unmeasured; "
+            "give it draws to try global moves"
+        )
+    if reason == "kish_below_minimum":
+        return (
+            f"method auto: latent HMC alone: the flow is too weak for global moves (Kish's ESS fraction of its "
+            f"importance weights {fraction:.3g}, below {minimum}); longer training would help "
+            "(`neuralct train --steps`), or a model of all atoms (`neuralct train --selection all`)"
+        )
+    if reason == "warmup_did_not_measure":
+        return (
+            f"method auto: latent HMC alone: Kish's ESS fraction of the flow {fraction:.3g}, but the warm-up was too "
+            "short to measure its moves (--warmup)"
+        )
+    measured = choice["measured"]
+    acceptance = f"independence acceptance {measured['independence_acceptance']:.2f} in warm-up"
+    if not moves:
+        return (
+            f"method auto: latent HMC alone: the flow's independence moves did not pay in warm-up (Kish's ESS "
+            f"fraction {fraction:.3g}, {acceptance})"
+        )
+    return (
+        f"method auto: {moves} independence move{'s' * (moves != 1)} from the flow per latent HMC trajectory "
+        f"(Kish's ESS fraction {fraction:.3g}, {acceptance}; the most modelled ESS per evaluation)"
     )
 
 

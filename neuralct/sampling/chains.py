@@ -9,6 +9,7 @@ import torch
 from ..errors import NeuralCTError
 from ..model.transformation import NeuralCanonicalTransformation
 from .hmc import ChainState, HamiltonianMonteCarlo
+from .mixture import FlowMixture
 from .targets import LatentPotential, SamplingTarget
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "end_warmup_iteration",
     "iterate",
     "sample_chains",
+    "component_kernels",
 ]
 
 #: Flow draws per chain from which the starting points are picked (see :func:`starting_points`).
@@ -69,10 +71,12 @@ def end_warmup_iteration(kernels: Sequence[Kernel], done: int, iterations: int) 
     For ``mass_matrix="curvature"`` the first quarter lets the chains relax from their starts
     (its curvature is discarded: ``E[grad U grad U^T]`` is the mean Hessian only at
     equilibrium), the second quarter collects the curvature of the visited states, and the
-    second half adapts the step size to the fitted masses.
+    second half adapts the step size to the fitted masses. A
+    :class:`~neuralct.sampling.mixture.FlowMixture` passes these to its HMC and, at the end,
+    fixes its independence moves per trajectory from what its second half measured.
     """
     for kernel in kernels:
-        if isinstance(kernel, HamiltonianMonteCarlo):
+        if isinstance(kernel, (HamiltonianMonteCarlo, FlowMixture)):
             if done == iterations // 4 and iterations // 4 < iterations // 2:
                 kernel.discard_curvature()
             if done == iterations // 2:
@@ -99,6 +103,11 @@ def sample_chains(
         state = iterate(kernels, state, generator)
         recorded.append(state.position)
     return state, torch.stack(recorded)
+
+
+def component_kernels(kernels: Sequence[Kernel]) -> list[Kernel]:
+    """The kernels that move the chains, each with its own statistics: a mixture's components in place of it."""
+    return [part for kernel in kernels for part in (kernel.components if isinstance(kernel, FlowMixture) else [kernel])]
 
 
 def in_chunks(

@@ -19,7 +19,14 @@ import torch
 from ..errors import NeuralCTError
 from ..io import DamagedFile, atomic_savez, atomic_torch_save, torch_load_verified, write_json
 from ..model.transformation import NeuralCanonicalTransformation
-from ..sampling.chains import Kernel, end_warmup_iteration, in_chunks, iterate, starting_points
+from ..sampling.chains import (
+    Kernel,
+    component_kernels,
+    end_warmup_iteration,
+    in_chunks,
+    iterate,
+    starting_points,
+)
 from ..sampling.diagnostics import (
     R_HAT_LIMIT,
     CurvatureSum,
@@ -30,6 +37,7 @@ from ..sampling.diagnostics import (
     sampling_efficiency,
 )
 from ..sampling.hmc import ChainState, HamiltonianMonteCarlo, IndependenceMetropolis
+from ..sampling.mixture import FlowMixture, choice_record
 from ..sampling.resources import memory_needed
 from ..sampling.targets import (
     LatentPotential,
@@ -50,9 +58,10 @@ __all__ = [
 ]
 
 
-#: Sampling methods: HMC in the flow's latent space, HMC in the model's physical coordinates,
-#: independence moves from the flow, and independence moves alternating with latent HMC.
-METHODS = ("latent-hmc", "hmc", "independence", "mixed")
+#: Sampling methods: independence moves from the flow mixed with latent HMC where the warm-up finds that they pay
+#: (:class:`~neuralct.sampling.mixture.FlowMixture`), HMC in the flow's latent space, HMC in the model's physical
+#: coordinates, independence moves from the flow, and independence moves alternating with latent HMC.
+METHODS = ("auto", "latent-hmc", "hmc", "independence", "mixed")
 
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -64,9 +73,12 @@ class SamplingSettings:
 
     ``leapfrog_steps`` ``"auto"`` chooses the HMC trajectory length in warm-up
     (:class:`~neuralct.sampling.hmc.HamiltonianMonteCarlo` with ``leapfrog_steps=None``).
+    ``method`` ``"auto"`` measures Kish's ESS of the flow on ``kish_samples`` draws before the
+    warm-up and mixes independence moves with latent HMC where they pay
+    (:class:`~neuralct.sampling.mixture.FlowMixture`).
     """
 
-    method: str = "latent-hmc"
+    method: str = "auto"
     chains: int = 16
     samples: int = 1000
     warmup: int = 200
@@ -108,7 +120,11 @@ def check_method(method: str, target: SamplingTarget) -> None:
 def build_kernels(
     method: str, model: NeuralCanonicalTransformation, target: SamplingTarget, settings: SamplingSettings
 ) -> tuple[list[Kernel], Any]:
-    """Kernels of ``method`` and the potential they sample (latent ``U(u)`` or physical ``U_phys``)."""
+    """Kernels of ``method`` and the potential they sample (latent ``U(u)`` or physical ``U_phys``).
+
+    ``auto`` is a :class:`~neuralct.sampling.mixture.FlowMixture` where the flow draws whole
+    configurations, latent HMC alone where it does not (a model that leaves hydrogens out).
+    """
     check_method(method, target)
     potential = target.potential if method == "hmc" else LatentPotential(model, target.potential)
 
@@ -125,6 +141,8 @@ def build_kernels(
         return [IndependenceMetropolis(potential)], potential
     if method == "mixed":
         return [IndependenceMetropolis(potential), hmc()], potential
+    if method == "auto" and flow_draws_whole_configurations(model, target):
+        return [FlowMixture(IndependenceMetropolis(potential), hmc())], potential
     return [hmc()], potential
 
 
@@ -256,17 +274,32 @@ def _start_chains(
     model: NeuralCanonicalTransformation,
     target: SamplingTarget,
     settings: SamplingSettings,
+    kernels: list[Kernel],
     potential: Any,
     generator: torch.Generator,
 ) -> _Progress:
-    """Fresh chains at the lowest-energy draws of the flow (:func:`~neuralct.sampling.chains.starting_points`)."""
+    """Fresh chains at the lowest-energy draws of the flow (:func:`~neuralct.sampling.chains.starting_points`).
+
+    A :class:`~neuralct.sampling.mixture.FlowMixture` is then admitted or not by Kish's ESS of
+    ``settings.kish_samples`` flow draws (none: not measured); those evaluations count with the
+    starts'.
+    """
     start, choosing = starting_points(model, target, settings.method, settings.chains, generator)
     state = ChainState.start(potential, start)
     if not bool(torch.isfinite(state.energy).all()):
         raise NeuralCTError(
             "the potential energy is not finite at the chains' starting points; the model does not match the system"
         )
-    return _Progress(state, start_evaluations=choosing + settings.chains)
+    progress = _Progress(state, start_evaluations=choosing + settings.chains)
+    for mixture in (kernel for kernel in kernels if isinstance(kernel, FlowMixture)):
+        weights = None
+        if settings.kish_samples:
+            weights = flow_importance_weights(
+                potential, model.dim, settings.kish_samples, generator, model.masses.dtype
+            )
+            progress.start_evaluations += settings.kish_samples
+        mixture.admit(weights)
+    return progress
 
 
 def _run_chains(
@@ -345,7 +378,7 @@ def run_sampling(
     if resume and checkpoint.path.exists():
         progress = checkpoint.load(settings.warmup)
     else:
-        progress = _start_chains(model, target, settings, potential, generator)
+        progress = _start_chains(model, target, settings, kernels, potential, generator)
     _run_chains(kernels, progress, generator, settings, checkpoint)
     return _report(model, target, settings, kernels, potential, progress, generator, folder)
 
@@ -366,15 +399,16 @@ def _to_physical(
 def _run_figures(
     target: SamplingTarget, settings: SamplingSettings, kernels: list[Kernel], progress: _Progress
 ) -> dict[str, Any]:
-    """What ran and what it cost: target, settings, kernels' statistics, step sizes and trajectory lengths (with how
-    they were chosen), evaluations and seconds."""
-    hmc = [kernel for kernel in kernels if isinstance(kernel, HamiltonianMonteCarlo)]
+    """What ran and what it cost: target, settings, kernels' statistics (of those that moved the recorded chains), step
+    sizes and trajectory lengths (with how they were chosen), the kernel ``auto`` chose, evaluations and seconds."""
+    parts = component_kernels(kernels)
+    hmc = [kernel for kernel in parts if isinstance(kernel, HamiltonianMonteCarlo)]
     return {
         "target": target.description,
         "settings": {
             key: value for key, value in asdict(settings).items() if key not in ("progress", "checkpoint_every")
         },
-        "kernels": {kernel.name: kernel.statistics.as_dict() for kernel in kernels},
+        "kernels": {kernel.name: kernel.statistics.as_dict() for kernel in parts if kernel.statistics.proposals},
         "step_size": {kernel.name: kernel.step_size for kernel in hmc},
         "leapfrog_steps": {kernel.name: kernel.leapfrog_steps for kernel in hmc},
         **(
@@ -391,13 +425,23 @@ def _run_figures(
             if settings.leapfrog_steps == "auto"
             else {}
         ),
-        "energy_evaluations": sum(kernel.statistics.evaluations for kernel in kernels),
-        "warmup_energy_evaluations": sum(kernel.statistics.warmup_evaluations for kernel in kernels)
+        **({"method_choice": _method_choice(kernels)} if settings.method == "auto" else {}),
+        "energy_evaluations": sum(kernel.statistics.evaluations for kernel in parts),
+        "warmup_energy_evaluations": sum(kernel.statistics.warmup_evaluations for kernel in parts)
         + progress.start_evaluations,
         "wall_seconds": progress.wall_seconds,
         "cpu_seconds": progress.cpu_seconds,
         "samples_order": "iteration-major arrays (samples, chains, ...); trajectory frames chain by chain",
     }
+
+
+def _method_choice(kernels: list[Kernel]) -> dict[str, Any]:
+    """What ``method`` auto chose (:meth:`~neuralct.sampling.mixture.FlowMixture.choice`): latent HMC alone, without
+    a mixture, for a model whose flow does not draw whole configurations (it leaves hydrogens out)."""
+    for kernel in kernels:
+        if isinstance(kernel, FlowMixture):
+            return kernel.choice()
+    return choice_record(0, "placed_hydrogens")
 
 
 def _observable_figures(
@@ -471,6 +515,10 @@ def _report(
     summary["convergence"] = _convergence(summary)
     if target.placed_dim:
         summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
+    elif settings.method == "auto" and _measures_kish(model, target, settings):
+        # Measured before the warm-up, where it chose the kernel.
+        (mixture,) = (kernel for kernel in kernels if isinstance(kernel, FlowMixture))
+        summary["flow_importance_weights"] = mixture.flow_weights
     elif _measures_kish(model, target, settings):
         summary["flow_importance_weights"] = flow_importance_weights(
             LatentPotential(model, target.potential), model.dim, settings.kish_samples, generator, model.masses.dtype

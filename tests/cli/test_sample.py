@@ -1,6 +1,7 @@
 """``neuralct sample`` on the command line: toy and molecular models, resume, and bad input."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -85,7 +86,7 @@ def toy_model(tmp_path_factory):
     return folder / "model.pt"
 
 
-@pytest.mark.parametrize("method", ["latent-hmc", "hmc", "independence", "mixed"])
+@pytest.mark.parametrize("method", ["auto", "latent-hmc", "hmc", "independence", "mixed"])
 def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     out = tmp_path / method
     assert main(["sample", str(toy_model), "--method", method, *SAMPLE, "--output", str(out)]) == 0
@@ -94,7 +95,10 @@ def test_toy_model_samples_its_toy_energy(toy_model, tmp_path, method):
     samples = np.load(out / "samples.npz")
     assert samples["q"].shape == (30, 6, 2) and np.isfinite(samples["q"]).all()
     kernels = summary["kernels"]
-    assert set(kernels) == {"hmc", "independence"} if method == "mixed" else len(kernels) == 1
+    if method == "auto":  # the toy's flow is good enough for independence moves
+        assert summary["method_choice"]["chosen"] == "mixed" and set(kernels) == {"hmc", "independence"}
+    else:
+        assert set(kernels) == {"hmc", "independence"} if method == "mixed" else len(kernels) == 1
     assert summary["energy_evaluations"] == sum(k["energy_evaluations"] for k in kernels.values()) > 0
     for figures in [summary["potential_energy_kT"], *summary["indicators"].values()]:
         assert {"iat", "ess_per_evaluation", "ess_per_cpu_second", "r_hat"} <= set(figures)
@@ -188,7 +192,9 @@ def test_chains_that_disagree_are_reported(toy_model, tmp_path, capsys, monkeypa
     import neuralct.workflows.sample as sampling_run
 
     monkeypatch.setattr(sampling_run, "R_HAT_LIMIT", 0.0)  # every observable counts as not converged
-    assert main(["sample", str(toy_model), *SAMPLE, "--output", str(tmp_path / "x")]) == 0
+    # Latent HMC alone, whose chains do not agree on the energy in 30 iterations.
+    args = ["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE, "--output", str(tmp_path / "x")]
+    assert main(args) == 0
     summary = json.loads((tmp_path / "x" / "summary.json").read_text())
     assert summary["convergence"]["not_converged"][0] == "potential energy"
     warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: the chains disagree")]
@@ -513,7 +519,7 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
     assert summary["target"]["atoms"] == 22
 
 
-def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanine_models, tmp_path):
+def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanine_models, tmp_path, capsys):
     import mdtraj
 
     out = tmp_path / "sample"
@@ -541,6 +547,15 @@ def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanin
     summary = read_summary(out)
     assert summary["target"]["placed_hydrogens"] == 12 and summary["target"]["dimension"] == 24 + 36
     assert summary["flow_importance_weights"].startswith("not defined")
+    # `--method auto`, the default: the flow cannot draw the placed hydrogens, so latent HMC alone, and why.
+    choice = summary["method_choice"]
+    assert (
+        choice["reason"] == "placed_hydrogens"
+        and choice["chosen"] == "latent-hmc"
+        and set(summary["kernels"]) == {"hmc"}
+    )
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("method auto: ")]
+    assert "latent HMC alone" in line and "leaves 12 hydrogens out" in line and "--selection all" in line
     traj = mdtraj.load(str(out / "samples.nc"), top=str(out / "topology.pdb"))
     assert traj.n_frames == 18 and traj.n_atoms == 22
     # Every placed hydrogen sits at a bond length from its atom.
@@ -670,7 +685,8 @@ def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_ref
 def test_the_trajectory_length_can_be_chosen_in_warm_up(toy_model, tmp_path, capsys):
     """`--leapfrog-steps auto`: the length tried best in warm-up is fixed for sampling, recorded and printed."""
     out = tmp_path / "auto"
-    argv = ["sample", str(toy_model), *SAMPLE[:6], "--leapfrog-steps", "auto", *SAMPLE[8:], "--output", str(out)]
+    argv = ["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE[:6], "--leapfrog-steps", "auto", *SAMPLE[8:]]
+    argv += ["--output", str(out)]
     assert main(argv) == 0
     assert "leapfrog steps chosen in warm-up: hmc " in capsys.readouterr().out
     summary = read_summary(out)
@@ -678,3 +694,85 @@ def test_the_trajectory_length_can_be_chosen_in_warm_up(toy_model, tmp_path, cap
     rates = summary["leapfrog_choice"]["hmc"]["expected_squared_jump_per_evaluation"]
     assert summary["settings"]["leapfrog_steps"] == "auto" and rates[str(chosen)] == max(rates.values())
     assert summary["kernels"]["hmc"]["energy_evaluations"] == 30 * 6 * chosen
+
+
+def test_auto_is_the_default_and_chooses_its_cycle_in_warm_up(toy_model, tmp_path, capsys):
+    """Without `--method`: the flow's Kish fraction admits independence moves, the warm-up picks how many follow each
+    (auto-length) trajectory, and the frozen cycle is what sampling ran; printed, recorded, and in the run identity."""
+    out = tmp_path / "auto"
+    argv = ["sample", str(toy_model), *SAMPLE[:6], "--leapfrog-steps", "auto", *SAMPLE[8:], "--output", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    summary = read_summary(out)
+    choice = summary["method_choice"]
+    moves, length = choice["independence_moves_per_hmc_trajectory"], summary["leapfrog_steps"]["hmc"]
+    assert summary["settings"]["method"] == "auto" and choice["reason"] == "warmup_measured" and moves > 0
+    assert choice["kish_ess_fraction"] == summary["flow_importance_weights"]["kish_ess_fraction"] >= 0.03
+    model = choice["measured"]["ess_per_evaluation_model"]
+    assert model[str(moves)] == max(model.values())
+    line = next(line for line in printed.splitlines() if line.startswith("method auto: "))
+    assert f"{moves} independence moves from the flow per latent HMC trajectory" in line
+    assert f"Kish's ESS fraction {choice['kish_ess_fraction']:.3g}" in line
+    # Each of the 30 recorded moves per chain is the cycle's next: a trajectory, then the chosen independence moves.
+    trajectories = math.ceil(30 / (moves + 1))
+    assert summary["kernels"]["hmc"]["proposals"] == 6 * trajectories
+    assert summary["kernels"]["hmc"]["energy_evaluations"] == 6 * trajectories * length
+    assert summary["kernels"]["independence"]["energy_evaluations"] == 6 * (30 - trajectories)
+    # Kish's draws count with the warm-up's evaluations, with the starts' and the warm-up moves'.
+    assert summary["warmup_energy_evaluations"] >= 50 + 8 * 6 + 6 + 10 * 6
+    identity = json.loads((out / "run.json").read_text())["settings"]
+    assert identity["method"] == "auto" and identity["method_choice"].startswith("flow admitted at Kish")
+    before = snapshot(out)
+    assert main(["sample", str(toy_model), "--method", "latent-hmc", *argv[2:]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "method" in err and "--overwrite" in err, err
+    assert snapshot(out) == before
+
+
+def test_an_interrupted_auto_run_resumes_to_the_same_samples(toy_model, tmp_path, monkeypatch):
+    """The chosen cycle, the position in it and the flow's Kish figures are checkpointed: the resumed run is the
+    uninterrupted one."""
+    import neuralct.workflows.sample as sampling_run
+
+    args = ["sample", str(toy_model), *SAMPLE, "--checkpoint-every", "7"]
+    assert main([*args, "--output", str(tmp_path / "whole")]) == 0
+    original = interrupt_iteration(monkeypatch, 25)
+    assert main([*args, "--output", str(tmp_path / "split")]) == 130
+    monkeypatch.setattr(sampling_run, "iterate", original)
+    assert main([*args, "--output", str(tmp_path / "split")]) == 0
+    whole, split = (read_summary(tmp_path / name) for name in ("whole", "split"))
+    assert whole["method_choice"]["chosen"] == "mixed" and whole["method_choice"] == split["method_choice"]
+    assert whole["flow_importance_weights"] == split["flow_importance_weights"]
+    assert whole["kernels"] == split["kernels"]
+    assert np.array_equal(
+        np.load(tmp_path / "whole" / "samples.npz")["q"], np.load(tmp_path / "split" / "samples.npz")["q"]
+    )
+
+
+@pytest.mark.parametrize("flow", ["below the minimum", "not measured"])
+def test_auto_without_a_flow_good_enough_runs_latent_hmc_alone_and_says_why(
+    toy_model, tmp_path, capsys, monkeypatch, flow
+):
+    import neuralct.sampling.mixture
+
+    options = [*SAMPLE]
+    if flow == "below the minimum":
+        monkeypatch.setattr(neuralct.sampling.mixture, "MIN_KISH_FRACTION", 1.01)  # no flow reaches it
+    else:
+        options[options.index("--kish-samples") + 1] = "0"
+    out = tmp_path / "x"
+    assert main(["sample", str(toy_model), *options, "--output", str(out)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("method auto: ")]
+    summary = read_summary(out)
+    choice = summary["method_choice"]
+    assert choice["chosen"] == "latent-hmc" and choice["independence_moves_per_hmc_trajectory"] == 0
+    assert set(summary["kernels"]) == {"hmc"} and summary["energy_evaluations"] == 30 * 6 * 3
+    assert len(lines) == 1 and "latent HMC alone" in lines[0]
+    if flow == "below the minimum":
+        fraction = summary["flow_importance_weights"]["kish_ess_fraction"]
+        assert choice["reason"] == "kish_below_minimum" and choice["kish_ess_fraction"] == fraction
+        assert f"too weak for global moves (Kish's ESS fraction of its importance weights {fraction:.3g}" in lines[0]
+        assert "longer training" in lines[0] and "--selection all" in lines[0]
+    else:
+        assert choice["reason"] == "kish_not_measured" and "flow_importance_weights" not in summary
+        assert "--kish-samples 0" in lines[0]

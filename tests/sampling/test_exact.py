@@ -17,7 +17,8 @@ from neuralct.sampling import (
     sample_chains,
     warm_up,
 )
-from neuralct.sampling.diagnostics import mean_standard_error
+from neuralct.sampling.diagnostics import flow_importance_weights, mean_standard_error
+from neuralct.sampling.mixture import FlowMixture
 from neuralct.toys.hamiltonians import CurvedDoubleWell, HarmonicChain
 from neuralct.training.loop import TrainingSettings
 from neuralct.workflows.train import fit_toy
@@ -204,3 +205,52 @@ def test_chains_from_the_flow_converge_to_the_double_well_populations(double_wel
     moments = system.moments()
     assert abs(q[..., 0].mean() - moments["mean_x"]) < 4 * mean_standard_error(q[..., 0]) + 0.01
     assert abs(q[..., 0].var() / moments["var_x"] - 1) < 0.1
+
+
+@pytest.mark.parametrize(
+    "case,mixes",
+    [
+        # The briefly trained flow of the double well: Kish's ESS fraction about 0.2, good enough for global moves.
+        ("trained flow, double well", True),
+        # N(0, I) drawn for a double well of narrow valleys: Kish's ESS fraction about 0.015.
+        ("identity flow, narrow double well", False),
+    ],
+)
+def test_the_kernel_chosen_by_auto_leaves_the_double_well_boltzmann_distribution_invariant(double_well, case, mixes):
+    """``method`` auto: admitted by Kish's ESS, measured and frozen in warm-up, then a fixed cycle of moves, each
+    recorded; from exact samples, every move of two whole cycles keeps x, y and the basin population exact."""
+    if mixes:
+        system, model = double_well
+        potential = LatentPotential(model, ToyPotential(system))
+    else:
+        system = CurvedDoubleWell(barrier=8.0, stiffness=100.0)
+        potential = ToyPotential(system)  # the identity flow: latent points are physical ones, drawn from N(0, I)
+    mixture = FlowMixture(
+        IndependenceMetropolis(potential),
+        HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=None, mass_matrix="curvature"),
+    )
+    generator = torch.Generator().manual_seed(5)
+    mixture.admit(flow_importance_weights(potential, system.dim, 2000, generator))
+    to_latent = potential.to_latent if mixes else (lambda q: q)
+    with torch.no_grad():
+        warm_start = to_latent(torch.as_tensor(system.sample(256, seed=6)[0]))
+        start = to_latent(torch.as_tensor(system.sample(20000, seed=7)[0]))
+    warm_up([mixture], ChainState.start(potential, warm_start), 40, generator)
+    choice = mixture.choice()
+    assert (choice["chosen"] == "mixed") is mixes and (mixture.independence_moves > 0) is mixes, choice
+    assert choice["reason"] == ("warmup_measured" if mixes else "kish_below_minimum"), choice
+    state = ChainState.start(potential, start)
+    x_grid, x_cdf = system.x_cdf()
+    exact = system.population_positive_x()
+    moments = system.moments()
+    for _ in range(2 * (mixture.independence_moves + 1)):
+        state = iterate([mixture], state, generator)
+        with torch.no_grad():
+            q = (potential.to_physical(state.position)[0] if mixes else state.position).numpy()
+        assert stats.kstest(q[:, 0], lambda v: np.interp(v, x_grid, x_cdf)).pvalue > 1e-4
+        assert abs((q[:, 0] > 0).mean() - exact) < 4.5 * math.sqrt(exact * (1 - exact) / len(q))
+        assert abs(q[:, 1].mean() - moments["mean_y"]) < 4.5 * math.sqrt(moments["var_y"] / len(q))
+    for kernel in mixture.components:
+        moved = kernel.statistics.proposals > 0
+        assert moved is (kernel is mixture.hmc or mixes)
+        assert not moved or kernel.statistics.accepted > 0.05 * kernel.statistics.proposals, "the chains must move"
