@@ -416,6 +416,8 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
 
     def fit(output: Path) -> tuple:
         print(data.selection_note)
+        if data.momenta_note:
+            print(data.momenta_note)
         print(choice.line(lambda name: "--" + name.replace("_", "-")))
         model, summary = run_trajectory_fit(prepared, architecture, settings, **_run_options(args, output))
         summary["selection_note"] = data.selection_note

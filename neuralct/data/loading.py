@@ -18,6 +18,8 @@ from .periodic import box_vectors, make_whole, selection_tree, torn_bond
 __all__ = [
     "PhaseSpaceData",
     "ION_ELEMENTS",
+    "VELOCITY_TEMPERATURE_RATIO",
+    "kinetic_temperature",
     "frame_spacing",
     "topology_file",
     "solute_atom_indices",
@@ -27,6 +29,16 @@ __all__ = [
 #: Elements of the monovalent monatomic ions (Na+, Cl-, K+, ...): solvent, like water, not solute. Divalent ions
 #: (Zn2+, Mg2+, Ca2+) are often bound to the solute and stay with it.
 ION_ELEMENTS = frozenset({"Li", "Na", "K", "Rb", "Cs", "F", "Cl", "Br", "I"})
+
+#: Ratio of the kinetic temperature of velocities that no ``neuralct simulate`` flagged as on-step to the bath's,
+#: outside which they are not used: another unit (AMBER's internal time unit gives 20.455^2 = 418 times the
+#: temperature, angstrom for nm 100 times), or zeros. Half-step velocities of a leapfrog engine are inside, and so is
+#: a constrained molecule counted with 3 degrees of freedom per atom (alanine dipeptide, all atoms, X-H bonds
+#: constrained: 0.80).
+VELOCITY_TEMPERATURE_RATIO = (0.5, 2.0)
+
+#: File types whose velocities MDAnalysis reads and MDTraj does not (GROMACS TRR): MDAnalysis reads them first.
+VELOCITY_FORMATS = frozenset({".trr"})
 
 
 @dataclass
@@ -42,6 +54,9 @@ class PhaseSpaceData:
         on-step velocities (``momenta_source == "recorded"``), else Maxwell-Boltzmann draws.
     momenta_source : {"recorded", "resampled"}
         Where the momenta come from.
+    momenta_note : str
+        One line on velocities that are not ``neuralct simulate``'s on-step ones: used as recorded
+        (and their kinetic temperature), or not used and why; empty otherwise.
     velocities_on_step : bool
         Whether every file declared on-step velocities.
     masses : np.ndarray, shape=(n_sel,)
@@ -83,6 +98,7 @@ class PhaseSpaceData:
     positions: np.ndarray
     momenta: np.ndarray
     momenta_source: str
+    momenta_note: str
     velocities_on_step: bool
     masses: np.ndarray
     atom_indices: np.ndarray
@@ -335,6 +351,8 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
     has_velocities = universe.trajectory.ts.has_velocities
     for ts in universe.trajectory[::stride]:
         xyz.append(universe.atoms.positions / 10.0)
+        # A GROMACS TRR may write velocities less often than positions: then none are used.
+        has_velocities = has_velocities and ts.has_velocities
         if has_velocities:
             velocities.append(universe.atoms.velocities / 10.0)
         times.append(ts.time)
@@ -380,9 +398,10 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
     if not path.is_file():
         raise NeuralCTError(f"trajectory file {path} does not exist; check the path")
     topology = topology_file(path, topology)
-    readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": [_read_mdtraj, _read_mdanalysis]}[
-        backend
-    ]
+    auto = [_read_mdtraj, _read_mdanalysis]
+    if path.suffix.lower() in VELOCITY_FORMATS:
+        auto.reverse()
+    readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": auto}[backend]
     errors = []
     for reader in readers:
         try:
@@ -493,9 +512,10 @@ def load_trajectories(
     temperature : float
         Temperature in K (for kT and for resampled momenta).
     momenta : {"auto", "recorded", "resample"}
-        ``auto``: recorded velocities times masses when every file holds on-step velocities,
-        otherwise Maxwell-Boltzmann draws; ``recorded`` requires on-step velocities;
-        ``resample`` always draws.
+        ``auto``: recorded velocities times masses when every file holds velocities (another
+        engine's, not flagged on-step, where their kinetic temperature is within
+        ``VELOCITY_TEMPERATURE_RATIO`` of the bath's), otherwise Maxwell-Boltzmann draws; ``recorded``
+        requires such velocities; ``resample`` always draws.
     backend : {"auto", "mdtraj", "mdanalysis"}
         Reader to use.
     seed : int
@@ -509,7 +529,8 @@ def load_trajectories(
     ------
     NeuralCTError
         Missing, truncated or unreadable files, atom counts that disagree with the topology
-        or between files, an empty selection, recorded momenta asked for but not on-step, or
+        or between files, an empty selection, recorded momenta asked for but not held or not at
+        the bath's temperature, or
         molecules torn across a periodic box that the file does not record.
     """
     paths = _checked_paths(paths, topology, stride, momenta, backend)
@@ -519,12 +540,15 @@ def load_trajectories(
     positions = _whole_selection(raws, atom_indices, paths, stride)
     frame, aligned, rotations, rmsd = _aligned(positions, masses, paths[0])
     on_step = all(raw.velocities is not None and raw.on_step for raw in raws)
-    cartesian, source = _cartesian_momenta(raws, atom_indices, masses, on_step, momenta, temperature, seed, paths[0])
+    cartesian, source, momenta_note = _cartesian_momenta(
+        raws, atom_indices, masses, on_step, momenta, temperature, seed, paths
+    )
     time_ps, timestep, timestep_note = _time_stamps(raws, paths)
     return PhaseSpaceData(
         positions=aligned,
         momenta=np.einsum("fab,fib->fia", rotations, cartesian),
         momenta_source=source,
+        momenta_note=momenta_note,
         velocities_on_step=on_step,
         masses=masses,
         atom_indices=atom_indices,
@@ -720,24 +744,53 @@ def _cartesian_momenta(
     momenta: str,
     temperature: float,
     seed: int,
-    path: Path,
-) -> tuple[np.ndarray, str]:
-    """Momenta of the selected atoms before alignment, shape (n_frames, n_sel, 3), amu nm/ps, and their source.
+    paths: list[Path],
+) -> tuple[np.ndarray, str, str]:
+    """Momenta of the selected atoms before alignment, shape (n_frames, n_sel, 3), amu nm/ps, their source and a note.
 
-    Recorded (velocities times masses) when every file holds on-step velocities and ``momenta``
-    allows it, else Maxwell-Boltzmann draws.
+    Recorded (velocities times masses) when every file holds velocities and ``momenta`` allows
+    it, else Maxwell-Boltzmann draws. Velocities that no ``neuralct simulate`` flagged as on-step
+    (another engine's: a leapfrog engine writes them half a step from the positions) are used as
+    they are where their kinetic temperature over the selection is within
+    ``VELOCITY_TEMPERATURE_RATIO`` of the bath's; otherwise (other units, another temperature, zeros)
+    ``auto`` resamples and says so, and ``recorded`` is refused.
     """
-    if momenta == "recorded" and not on_step:
-        held = "half-step or unflagged" if raws[0].velocities is not None else "no"
-        raise NeuralCTError(
-            f"`momenta` 'recorded' needs on-step velocities in every file; {path} has {held} velocities; use 'resample'"
-        )
-    if on_step and momenta != "resample":
+    held, note = all(raw.velocities is not None for raw in raws), ""
+    if momenta == "recorded" and not held:
+        missing = next(raw_path for raw_path, raw in zip(paths, raws) if raw.velocities is None)
+        raise NeuralCTError(f"`momenta` 'recorded' needs velocities in every file; {missing} has none; use 'resample'")
+    if held and momenta != "resample":
         velocities = np.concatenate([raw.velocities[:, atom_indices] for raw in raws])
-        return velocities * masses[:, None], "recorded"
+        if on_step:
+            return velocities * masses[:, None], "recorded", ""
+        measured = kinetic_temperature(velocities, masses)
+        low, high = VELOCITY_TEMPERATURE_RATIO
+        if low <= measured / temperature <= high:
+            note = (
+                f"velocities of the files used as recorded: not flagged on-step (a leapfrog engine's are half a step "
+                f"from the positions), kinetic temperature of the selection {measured:.1f} K"
+            )
+            return velocities * masses[:, None], "recorded", note
+        why = (
+            f"the files' velocities give the selection a kinetic temperature of {measured:.4g} K, not about "
+            f"{temperature:g} K (other units, or another temperature?)"
+        )
+        if momenta == "recorded":
+            raise NeuralCTError(f"`momenta` 'recorded': {why}; use 'resample' or give the right `temperature`")
+        note = f"{why}: not used, momenta drawn from Maxwell-Boltzmann"
     rng = np.random.default_rng(seed)
     shape = (sum(raw.xyz.shape[0] for raw in raws), len(atom_indices), 3)
-    return rng.normal(size=shape) * np.sqrt(masses * kT_kj_per_mol(temperature))[:, None], "resampled"
+    return rng.normal(size=shape) * np.sqrt(masses * kT_kj_per_mol(temperature))[:, None], "resampled", note
+
+
+def kinetic_temperature(velocities: np.ndarray, masses: np.ndarray) -> float:
+    """Mean kinetic temperature in K of ``velocities`` (n_frames, n_atoms, 3), nm/ps, of atoms of ``masses``, amu.
+
+    Three degrees of freedom per atom (constraints and the centre of mass are not subtracted: for a
+    selection of a larger system their share is small).
+    """
+    kinetic = 0.5 * np.einsum("a,fai->", masses, velocities**2) / velocities.shape[0]  # kJ/mol per frame
+    return float(2.0 * kinetic / (3 * len(masses) * kT_kj_per_mol(1.0)))
 
 
 def _time_stamps(raws: list[_Raw], paths: list[Path]) -> tuple[np.ndarray, float | None, str | None]:

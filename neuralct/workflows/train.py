@@ -735,9 +735,7 @@ def _check_objective_options(
     if momenta not in ("resample", "recorded"):
         raise NeuralCTError(f"`momenta` must be resample or recorded, got {momenta!r}")
     if momenta == "recorded" and data.momenta_source != "recorded":
-        raise NeuralCTError(
-            "`momenta` recorded needs trajectories with on-step velocities (as `neuralct simulate` writes)"
-        )
+        raise NeuralCTError("`momenta` recorded needs trajectories with velocities (as `neuralct simulate` writes)")
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("`vamp_weight` needs `lag_ps` (the VAMP-2 term scores pairs of frames a lag apart)")
     if vamp_lags_ps and not vamp_weight:
@@ -842,9 +840,7 @@ def _trajectory_summary(
         "rigid_body": "aligned (mass-weighted Kabsch fit in float64); 6 rigid-body directions projected out: "
         "3N-6 internal coordinates of unit mass",
         "max_fit_rmsd_nm": float(np.max(data.rmsd)),
-        "momenta": "Maxwell-Boltzmann, fresh every minibatch"
-        if fit.momenta != "recorded"
-        else "recorded on-step velocities",
+        "momenta": _momenta_text(fit),
         "position_noise": position_noise,
         "temperature_K": float(data.temperature),
         "validation": fit.split,
@@ -867,6 +863,15 @@ def _trajectory_summary(
     if model.mode_ranking is not None:
         summary["mode_ranking"] = model.mode_ranking.as_dict()
     return summary
+
+
+def _momenta_text(fit: TrajectoryFit) -> str:
+    """What momenta trained, for summary.json."""
+    if fit.momenta != "recorded":
+        return "Maxwell-Boltzmann, fresh every minibatch"
+    if fit.data.velocities_on_step:
+        return "recorded on-step velocities"
+    return f"recorded velocities ({fit.data.momenta_note})"
 
 
 def _record_training(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from neuralct.data import lagged_pairs, load_trajectories
+from neuralct.data.loading import kinetic_temperature
 from neuralct.data.netcdf import read_netcdf, write_netcdf
 from neuralct.errors import NeuralCTError
 from neuralct.md.simulate import SimulationSettings, run_simulation
@@ -53,16 +54,63 @@ def test_recorded_momenta_are_on_step_velocities_times_masses(runs):
     np.testing.assert_allclose(data.momenta, rotated, atol=1e-9)
 
 
-def test_half_step_velocities_are_resampled(runs, tmp_path):
+def test_velocities_not_flagged_on_step_are_used_where_at_the_bath_temperature(runs, tmp_path, capsys):
+    """Another engine's velocities (no on-step flag) train as recorded, with their kinetic temperature said."""
     frames = read_netcdf(paths(runs)[0])
     frames.attributes["neuralct_velocities_on_step"] = 0
     write_netcdf(tmp_path / "half.nc", frames)
-    data = load_trajectories(tmp_path / "half.nc", topology=runs / "topology.pdb", seed=1)
-    assert data.momenta_source == "resampled" and not data.velocities_on_step
-    p_y = data.internal_momenta()
-    assert p_y.var() / data.kT == pytest.approx(1.0, rel=0.1)
-    with pytest.raises(NeuralCTError, match="on-step"):
-        load_trajectories(tmp_path / "half.nc", topology=runs / "topology.pdb", momenta="recorded")
+    data = load_trajectories(tmp_path / "half.nc", topology=runs / "topology.pdb", selection="all", seed=1)
+    assert data.momenta_source == "recorded" and not data.velocities_on_step
+    rotated = np.einsum("fab,fib->fia", data.rotations, frames.velocities * data.masses[:, None])
+    np.testing.assert_allclose(data.momenta, rotated, atol=1e-9)
+    temperature = kinetic_temperature(frames.velocities, data.masses)
+    # 3 degrees of freedom per atom: the 12 constrained X-H bonds take 12 of 66 (and the centre of mass 3).
+    assert 0.75 < temperature / 300.0 < 0.85 and "not flagged on-step" in data.momenta_note
+    assert f"{temperature:.1f} K" in data.momenta_note
+    on_step = load_trajectories(paths(runs)[0], selection="all")
+    assert on_step.momenta_note == "" and on_step.velocities_on_step
+
+
+def test_velocities_far_from_the_bath_temperature_are_not_used(runs, tmp_path):
+    """Velocities in AMBER's internal unit (20.455 times too large) or at another temperature: resampled, or refused."""
+    frames = read_netcdf(paths(runs)[0])
+    frames.attributes["neuralct_velocities_on_step"] = 0
+    frames.velocities = frames.velocities * 20.455
+    write_netcdf(tmp_path / "scaled.nc", frames)
+    data = load_trajectories(tmp_path / "scaled.nc", topology=runs / "topology.pdb", seed=1)
+    assert data.momenta_source == "resampled" and "not about 300 K" in data.momenta_note
+    assert data.internal_momenta().var() / data.kT == pytest.approx(1.0, rel=0.1)
+    with pytest.raises(NeuralCTError, match="`momenta` 'recorded': the files' velocities give the selection a kinetic"):
+        load_trajectories(tmp_path / "scaled.nc", topology=runs / "topology.pdb", momenta="recorded")
+    # The same velocities at their own temperature are used: the check is against the temperature given.
+    hot = load_trajectories(tmp_path / "scaled.nc", topology=runs / "topology.pdb", temperature=300.0 * 20.455**2)
+    assert hot.momenta_source == "recorded"
+
+
+def test_files_without_velocities_refuse_recorded_momenta(runs, tmp_path):
+    import mdtraj as md
+
+    md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb")).save_xtc(str(tmp_path / "plain.xtc"))
+    data = load_trajectories(tmp_path / "plain.xtc", topology=runs / "topology.pdb")
+    assert data.momenta_source == "resampled" and data.momenta_note == ""
+    with pytest.raises(NeuralCTError, match="needs velocities in every file; .*plain.xtc has none"):
+        load_trajectories(tmp_path / "plain.xtc", topology=runs / "topology.pdb", momenta="recorded")
+
+
+def test_gromacs_trr_velocities_are_read(runs, tmp_path):
+    """A TRR holds velocities that MDTraj does not read; the loader reads it with MDAnalysis and uses them."""
+    import MDAnalysis as mda
+
+    source = paths(runs)[0]
+    universe = mda.Universe(str(runs / "topology.pdb"), str(source))
+    with mda.Writer(str(tmp_path / "run.trr"), universe.atoms.n_atoms) as writer:
+        for _ in universe.trajectory:
+            writer.write(universe.atoms)
+    data = load_trajectories(tmp_path / "run.trr", topology=runs / "topology.pdb", selection="all")
+    expected = load_trajectories(source, selection="all")
+    assert data.momenta_source == "recorded" and "not flagged on-step" in data.momenta_note
+    np.testing.assert_allclose(data.momenta, expected.momenta, atol=1e-3)
+    assert data.timestep_ps == pytest.approx(expected.timestep_ps)
 
 
 def test_stride_and_explicit_selection(runs):
