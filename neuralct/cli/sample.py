@@ -46,7 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "(molecules: samples.nc + topology.pdb; toys: samples.npz), the phi/psi histogram and basin "
             "populations with standard errors, summary.json (acceptance, energy evaluations, "
             "autocorrelation times and ESS per evaluation, Kish ESS of the flow) and checkpoints; "
-            "rerunning the same command resumes."
+            "rerunning the same command resumes. Before sampling, one line per thing the model lacks that makes "
+            "sampling pay: a model of all atoms, trained on data without constraints, until its validation loss "
+            "stopped falling (summary.json: model_for_sampling, with what is not known, e.g. for data of other "
+            "engines, which prints nothing)."
         ),
     )
     parser.add_argument("model", metavar="MODEL", help="model.pt written by `neuralct train`")
@@ -152,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model.transformation import load
     from ..sampling.chains import WARMUP_SCHEDULE
     from ..sampling.mixture import CHOICE_RULE
+    from ..workflows.model_for_sampling import advice_lines, check_model_for_sampling
     from ..workflows.sample import check_memory, check_method, run_sampling
     from .runs import RunFolder
 
@@ -161,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     check_method(args.method, target)
     settings = _settings(args)
     check_memory(model, target, settings)
+    model_check = check_model_for_sampling(model, target)
+    for line in advice_lines(model_check):
+        print(line)
     run_settings = result_settings(args, ignore=("model", "checkpoint_every"))
     # Fixed parts of the method that change the samples: a folder of a run made with other ones is not resumed.
     run_settings["warmup_schedule"] = WARMUP_SCHEDULE
@@ -172,7 +179,9 @@ def run(args: argparse.Namespace) -> int:
     with RunFolder(
         args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
     ) as folder:
-        summary = run_sampling(model, target, settings, folder.path, seed=args.seed, resume=folder.resuming)
+        summary = run_sampling(
+            model, target, settings, folder.path, seed=args.seed, resume=folder.resuming, model_check=model_check
+        )
         save_resolved_config(args, folder.path)
     if "method_choice" in summary:
         print(_method_choice_line(summary, target))

@@ -46,6 +46,7 @@ from ..sampling.targets import (
     ramachandran_angles,
 )
 from .memory import check_fits
+from .model_for_sampling import check_model_for_sampling
 
 __all__ = [
     "METHODS",
@@ -348,13 +349,17 @@ def run_sampling(
     folder: Path,
     seed: int = 0,
     resume: bool = False,
+    model_check: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the chains, checkpointing into ``folder``, and write samples, plots and summary.json.
 
     Chains start at the lowest-energy draws of the flow
     (:func:`~neuralct.sampling.chains.starting_points`). A run found in ``folder/checkpoint.pt``
     (``resume``) continues where it stopped; the result is the same as an uninterrupted run.
-    :func:`check_memory` tells beforehand whether the run fits in memory.
+    :func:`check_memory` tells beforehand whether the run fits in memory. The summary records,
+    as ``model_for_sampling``, what the model lacks for sampling
+    (:func:`~neuralct.workflows.model_for_sampling.check_model_for_sampling`): ``model_check``
+    where the caller has it already, else checked here.
 
     Returns
     -------
@@ -380,7 +385,9 @@ def run_sampling(
     else:
         progress = _start_chains(model, target, settings, kernels, potential, generator)
     _run_chains(kernels, progress, generator, settings, checkpoint)
-    return _report(model, target, settings, kernels, potential, progress, generator, folder)
+    if model_check is None:
+        model_check = check_model_for_sampling(model, target)
+    return _report(model, target, settings, kernels, potential, progress, generator, folder, model_check)
 
 
 def _to_physical(
@@ -502,8 +509,10 @@ def _report(
     progress: _Progress,
     generator: torch.Generator,
     folder: Path,
+    model_check: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write the samples, basin populations, plots and summary.json; return the summary."""
+    """Write the samples, basin populations, plots and summary.json (with ``model_check`` as
+    ``model_for_sampling``); return the summary."""
     positions, energies = torch.stack(progress.positions), torch.stack(progress.energies)
     n_samples, n_chains, dim = positions.shape
     q, u_phys = _to_physical(settings.method, potential, positions.reshape(-1, dim), energies.reshape(-1))
@@ -513,6 +522,7 @@ def _report(
     summary.update(_observable_figures(beta_energy, indicators, summary["energy_evaluations"], progress.cpu_seconds))
     summary["mean_curvature"] = _curvature_figures(progress.curvature)
     summary["convergence"] = _convergence(summary)
+    summary["model_for_sampling"] = model_check
     if target.placed_dim:
         summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
     elif settings.method == "auto" and _measures_kish(model, target, settings):

@@ -471,7 +471,7 @@ def alanine_models(tmp_path_factory):
     return models
 
 
-def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
+def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, capsys):
     import MDAnalysis
     import mdtraj
 
@@ -517,6 +517,69 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path):
         assert region["chains_visiting"] > 0 or (region["population"] is None and 0 < region["upper_bound_95"] < 1)
     assert list(out.glob("phi_psi_free_energy_*.png")) and (out / "phi_psi_histogram.npz").exists()
     assert summary["target"]["atoms"] == 22
+    # A model of all atoms on unconstrained data lacks only training: 10 steps, validated once, at the last.
+    model_check = summary["model_for_sampling"]
+    assert model_check["lacks"] == ["training_length"]
+    assert {name: finding["status"] for name, finding in model_check["checked"].items()} == {
+        "all_atoms": "has",
+        "unconstrained_data": "has",
+        "training_length": "lacks",
+    }
+    assert model_lines(capsys) == [
+        "model: its validation loss was recorded at the last step only (kept step 10 of 10): "
+        "train longer, `neuralct train --steps`"
+    ]
+
+
+def model_lines(capsys):
+    """The lines `neuralct sample` printed about what the model lacks for sampling."""
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("model: ")]
+
+
+TINY_MOLECULAR = ["--chains", "2", "--samples", "4", "--warmup", "2", "--leapfrog-steps", "1", "--kish-samples", "0"]
+
+
+def test_a_heavy_atom_model_on_constrained_data_trained_too_short_is_told_each_finding(alanine_model, tmp_path, capsys):
+    """The session's model: heavy atoms, on `neuralct simulate`'s default HBonds data, 20 steps validated once."""
+    model, _ = alanine_model
+    out = tmp_path / "sample"
+    assert (
+        main(["sample", str(model), "alanine-dipeptide", *TINY_MOLECULAR, "--no-progress", "--output", str(out)]) == 0
+    )
+    heavy, constrained, short = model_lines(capsys)
+    assert heavy.startswith("model: trained on heavy atoms (12 hydrogens placed): no global moves from the flow")
+    assert heavy.endswith("for sampling train with `neuralct train --selection all`")
+    assert constrained.startswith("model: trained on data with constrained X-H bonds (hbonds: 1 of 1 training")
+    assert "sampled without constraints" in constrained and "--constraints none --timestep-fs 1" in constrained
+    assert short.startswith("model: its validation loss was recorded at the last step only (kept step 20 of 20)")
+    model_check = read_summary(out)["model_for_sampling"]
+    assert model_check["lacks"] == ["all_atoms", "unconstrained_data", "training_length"]
+    checked = model_check["checked"]
+    assert [heavy, constrained, short] == [
+        f"model: {checked[name]['detail']}: {checked[name]['advice']}" for name in model_check["lacks"]
+    ]
+
+
+def test_an_all_atom_model_on_unconstrained_data_trained_past_its_best_gets_no_line(alanine_models, tmp_path, capsys):
+    """Trained until its validation loss rose (a high learning rate on little data), on unconstrained data: nothing
+    lacks, no line."""
+    md = alanine_models["all"].parent.parent / "md"
+    trained = tmp_path / "model"
+    options = ["--selection", "all", "--steps", "200", "--batch-size", "16", "--couplings", "1", "--hidden", "8"]
+    paths = [str(path) for path in sorted(md.glob("replica-*.nc"))]
+    assert main(["train", *paths, *options, "--learning-rate", "1e-2", "--no-progress", "--output", str(trained)]) == 0
+    history = json.loads((trained / "summary.json").read_text())["history"]
+    assert len(history["step"]) > 1 and np.argmin(history["valid_loss"]) < len(history["step"]) - 1
+    capsys.readouterr()  # what train printed
+    out = tmp_path / "sample"
+    command = ["sample", str(trained / "model.pt"), "alanine-dipeptide", *TINY_MOLECULAR, "--no-progress"]
+    assert main([*command, "--output", str(out)]) == 0
+    assert model_lines(capsys) == []
+    model_check = read_summary(out)["model_for_sampling"]
+    assert model_check["lacks"] == [] and {f["status"] for f in model_check["checked"].values()} == {"has"}
+    assert model_check["checked"]["unconstrained_data"]["detail"] == (
+        "1 of 1 training trajectories simulated without constraints"
+    )
 
 
 def test_heavy_atom_model_samples_alanine_dipeptide_with_placed_hydrogens(alanine_models, tmp_path, capsys):
