@@ -166,7 +166,13 @@ def _unconstrained_data(model: NeuralCanonicalTransformation, target: SamplingTa
     trajectories = model.metadata["molecule"].get("training_trajectories")
     if not trajectories:
         return Finding("not known", "the model does not record its training trajectories")
-    recorded = {path: recorded_constraints(path) for path in trajectories}
+    stored = model.metadata["molecule"].get("training_constraints") or {}
+    recorded = {
+        path: (stored[path], "recorded in the model when it was trained")
+        if stored.get(path)
+        else recorded_constraints(path)
+        for path in trajectories
+    }
     constrained = {path: kind for path, (kind, _) in recorded.items() if kind not in (None, "none")}
     if constrained:
         kinds = ", ".join(sorted(set(constrained.values())))

@@ -885,9 +885,11 @@ def _record_training(
 
     The summary's key figures, the range and the kinetics of every CV on the training frames, the RMSD of the
     training frames to the reference (what :mod:`neuralct.analysis.training_match` compares
-    new frames with), the training history, and which trajectories trained and validated it.
+    new frames with), the training history, which trajectories trained and validated it, and the
+    bond constraints each training trajectory was simulated with where ``neuralct simulate`` recorded them.
     """
     from ..model.molecular import latent_ranges
+    from .model_for_sampling import recorded_constraints
 
     data, train_index = fit.data, fit.train_index
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
@@ -903,6 +905,10 @@ def _record_training(
     for role, index in (("training_trajectories", train_index), ("validation_trajectories", fit.valid_index)):
         frames = set(index.tolist())
         model.metadata["molecule"][role] = [path for path, start in zip(paths, starts) if start in frames]
+    # What `neuralct sample` checks, kept in the model so that it survives the files moving (None: not recorded).
+    model.metadata["molecule"]["training_constraints"] = {
+        path: recorded_constraints(path)[0] for path in model.metadata["molecule"]["training_trajectories"]
+    }
 
 
 def training_cv_kinetics(model: NeuralCanonicalTransformation, y: np.ndarray, fit: TrajectoryFit) -> dict[str, Any]:

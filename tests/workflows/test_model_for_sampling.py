@@ -120,3 +120,22 @@ def test_a_toy_model_has_no_atoms_nor_constraints_to_check(tmp_path):
         "training_length": "not known",
     }
     assert advice_lines(record) == []
+
+
+def test_the_model_keeps_its_training_constraints_when_the_files_move(alanine_model, tmp_path):
+    """`neuralct train` stores each training trajectory's constraints in the model; the check reads them first."""
+    import neuralct
+
+    model_path, _ = alanine_model
+    model = neuralct.load(model_path)
+    stored = model.metadata["molecule"]["training_constraints"]
+    assert stored == {
+        str(Path(path).resolve()): "hbonds" for path in model.metadata["molecule"]["training_trajectories"]
+    }
+    moved = [str(tmp_path / "gone" / Path(path).name) for path in stored]
+    without = check_model_for_sampling(_model(trajectories=moved), ALL_ATOMS)["checked"]["unconstrained_data"]
+    assert without["status"] == "not known"
+    kept = _model(trajectories=moved)
+    kept.metadata["molecule"]["training_constraints"] = {path: "hbonds" for path in moved}
+    finding = check_model_for_sampling(kept, ALL_ATOMS)["checked"]["unconstrained_data"]
+    assert finding["status"] == "lacks" and "(hbonds: 1 of 1 training trajectories)" in finding["detail"]
