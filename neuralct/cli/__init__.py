@@ -13,7 +13,7 @@ from ..errors import NeuralCTError, first_line
 __all__ = ["main", "build_parser", "in_flags", "out_of_memory_line"]
 
 #: Subcommand modules, each with ``add_parser(subparsers)`` and ``run(args) -> int``.
-SUBCOMMANDS = ("simulate", "train", "analyze", "export", "bias", "sample", "quickstart")
+SUBCOMMANDS = ("simulate", "train", "analyze", "export", "bias", "sample", "quickstart", "explore")
 
 
 def build_parser() -> argparse.ArgumentParser:

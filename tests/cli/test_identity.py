@@ -43,6 +43,11 @@ NOT_IN_IDENTITY = {
         "include_dir": "where a GROMACS top file's includes are read: the System they build enters by its content",
     },
     "sample": {"checkpoint_every": "a resumed run is bit-identical"},
+    "explore": {
+        "platform": "the same dynamics on any platform, to rounding",
+        "threads": "the same dynamics, to rounding",
+        "include_dir": "where a GROMACS top file's includes are read: the System they build enters by its content",
+    },
 }
 
 #: Options naming input files: they enter the identity by their content (name, size, SHA-256).
@@ -85,6 +90,11 @@ OTHER_VALUES = {
     ("sample", "method"): ["hmc"],
     ("sample", "leapfrog_steps"): ["auto"],
     ("sample", "system"): None,  # a toy has none; see test_a_system_file_is_identified_by_its_content
+    ("explore", "system"): ["double-well"],
+    ("explore", "forcefield"): ["amber14-all.xml"],
+    ("explore", "padding_nm"): ["1.3"],
+    ("explore", "cutoff_nm"): ["0.9"],
+    ("explore", "ionic_strength_molar"): ["0.1"],
 }
 
 #: What other options an option needs in order to be accepted at all (given in both runs compared).
@@ -97,6 +107,10 @@ NEEDS = {
     ("bias", "cutoff_nm"): ["--solvent", "tip3p"],
     ("bias", "ionic_strength_molar"): ["--solvent", "tip3p"],
     ("bias", "pressure_bar"): ["--solvent", "tip3p"],
+    ("explore", "padding_nm"): ["--solvent", "tip3p"],
+    ("explore", "cutoff_nm"): ["--solvent", "tip3p"],
+    ("explore", "ionic_strength_molar"): ["--solvent", "tip3p"],
+    ("explore", "pressure_bar"): ["--solvent", "tip3p"],
     ("train", "rank_lag_ps"): [],
     ("train", "vamp_weight"): ["--lag-ps", "1"],
     ("train", "vamp_lags_ps"): ["--lag-ps", "1", "--vamp-weight", "1"],
@@ -187,6 +201,8 @@ def _base(command, dest, inputs):
         return [command, inputs["model"]]
     if command == "sample":
         return ["sample", inputs["toy"]]
+    if command == "explore":
+        return ["explore", "alanine-dipeptide"]
     return [command]
 
 
@@ -322,6 +338,7 @@ POSITIONALS = {
     "export": ["model.pt"],
     "bias": ["model.pt"],
     "sample": ["model.pt"],
+    "explore": ["alanine-dipeptide"],
 }
 
 

@@ -54,6 +54,7 @@ POSITIONALS = {
     "export": ["model.pt"],
     "bias": ["model.pt"],
     "sample": ["model.pt"],
+    "explore": ["alanine-dipeptide"],
 }
 
 

@@ -1,0 +1,133 @@
+"""``neuralct explore SYSTEM``: unbiased MD, then metadynamics on learned CVs and retraining, until dF settles."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import (
+    add_common_options,
+    positive_float,
+    positive_int,
+    result_settings,
+    save_resolved_config,
+)
+from .systems import add_system_options, md_system_from_options, system_digest, system_files
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``explore`` subcommand to ``subparsers``."""
+    p = subparsers.add_parser(
+        "explore",
+        help="the learn-bias-relearn loop: unbiased MD, then metadynamics on learned CVs and retraining until "
+        "the free energy between the states settles",
+        description=(
+            "Round 0: unbiased Langevin MD of SYSTEM (as `neuralct simulate`, --replicas x --unbiased-ns, frames "
+            "every 0.5 ps) and a model trained on it by maximum likelihood (`--objective density`: data that never "
+            "made the rare transition hold no slow process for it, but the density's softest modes carry some of "
+            "it). Round R: well-tempered metadynamics on the slowest CV of the model of round R - 1 (as `neuralct "
+            "bias`, --round-ns; from round 2 on Gaussian widths of 0.15 of the CV's training range), then a model "
+            "trained on its frames with the time-lagged objective (lag 2 ps, VAMP-2 weight 100). Stops when every "
+            "backbone phi was crossed in the last two rounds and its reweighted F(phi > 0) - F(phi < 0) changed by "
+            "less than --tolerance-kj between them, else after --max-rounds rounds (a molecule without a backbone "
+            "phi has no states defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of "
+            "the model biased last as `neuralct export` writes them (OUTPUT/export/) and summary.json; prints one "
+            "line per round and one for the result. Rerunning the same command goes on from the last finished "
+            "step; other options into the same --output are refused (see --overwrite)."
+        ),
+    )
+    add_system_options(p)
+    p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
+    p.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=4,
+        help="unbiased trajectories of round 0; the last validates the first model (default: %(default)s)",
+    )
+    p.add_argument(
+        "--unbiased-ns",
+        type=positive_float,
+        default=1.0,
+        help="length of each unbiased trajectory in ns (default: %(default)s)",
+    )
+    p.add_argument(
+        "--round-ns",
+        type=positive_float,
+        default=2.0,
+        help="length of each metadynamics round in ns (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-rounds", type=positive_int, default=4, help="metadynamics rounds at most (default: %(default)s)"
+    )
+    p.add_argument(
+        "--tolerance-kj",
+        type=positive_float,
+        default=1.0,
+        help="converged when each phi's reweighted F(phi > 0) - F(phi < 0) changed by less than this between the "
+        "last two rounds, kJ/mol (default: %(default)s)",
+    )
+    p.add_argument(
+        "--train-steps", type=positive_int, default=3000, help="optimiser steps of every model (default: %(default)s)"
+    )
+    p.add_argument(
+        "--allow-oscillating-cvs",
+        action="store_true",
+        help="bias a model's slowest CV even where the model records it as oscillating on its training frames",
+    )
+    p.add_argument(
+        "--platform",
+        default="auto",
+        help="OpenMM platform of every run, or auto: `simulate`'s choice for the unbiased MD, `bias`'s for the "
+        "metadynamics (default: %(default)s)",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads of the CPU platform (default: OpenMM's)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_common_options(p, output_default="runs/explore")
+    p.set_defaults(run=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the system, check the options, then run (or go on with) the loop in the locked output folder."""
+    from ..workflows.explore import ExploreSettings, check_settings, final_line, run_explore
+    from .runs import RunFolder
+
+    md_system = md_system_from_options(args)
+    settings = ExploreSettings(
+        replicas=args.replicas,
+        unbiased_ns=args.unbiased_ns,
+        round_ns=args.round_ns,
+        max_rounds=args.max_rounds,
+        tolerance_kj=args.tolerance_kj,
+        train_steps=args.train_steps,
+        temperature=args.temperature,
+        platform=args.platform,
+        threads=args.threads,
+        allow_oscillating_cvs=args.allow_oscillating_cvs,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    check_settings(settings, md_system)
+    # The platform and threads change how fast the runs go, not what they sample; the system enters by its
+    # content: files, options and the OpenMM System they build.
+    identity = result_settings(args, ignore=("platform", "threads", "include_dir")) | {
+        "openmm_system": system_digest(md_system)
+    }
+    # A finished rerun skips every step and writes the summary and config again.
+    rebuilt = ("config.yaml", "summary.json")
+    with RunFolder(
+        args.output, "explore", identity, inputs=system_files(args), overwrite=args.overwrite, rebuilt=rebuilt
+    ) as folder:
+        save_resolved_config(args, folder.path)
+        summary = run_explore(md_system, settings, folder.path, announce=_announce)
+    print(final_line(summary))
+    return 0
+
+
+def _announce(line: str) -> None:
+    """A round's line, shown at once (before the next round's progress bars)."""
+    print(line, flush=True)

@@ -1,0 +1,552 @@
+"""``neuralct explore`` as a function: the learn-bias-relearn loop, until the free energy between the states settles.
+
+Round 0 is unbiased MD of the system (``replicas`` trajectories) and a first model trained on it
+by maximum likelihood (the density objective): data that never made a rare transition hold no
+slow process for it, so the kinetic objective's slowest CV is the slow motion the data did show,
+while the softest modes of the density carry some of the rare one (on alanine dipeptide, 0
+against 8 phi transitions per ns when biased; benchmarks/README.md, B3). Round r >= 1 is
+well-tempered metadynamics on the slowest CV of the model of round r - 1 (the first with
+``neuralct bias``'s default Gaussian width, later ones with :data:`LATER_WIDTH_FRACTION`), then a
+model trained on its frames with the time-lagged objective and a VAMP-2 term (:data:`RETRAIN_LAG_PS`,
+:data:`~neuralct.workflows.objective.KINETIC_VAMP_WEIGHT`): the bias has sped up the motions along
+the CV it acted on, so the slowest process left in the biased dynamics is the rare event that CV
+only partly drove.
+
+The loop stops when, for every backbone phi, the reweighted F(phi > 0) - F(phi < 0) of the last
+two metadynamics rounds differs by less than ``tolerance_kj`` and both rounds crossed that phi
+(:func:`stopping_verdict`), else after ``max_rounds`` metadynamics rounds. A molecule without a
+backbone phi has no states defined here: it runs ``max_rounds`` rounds and says so.
+
+Each step writes into its own folder and is skipped when an earlier run finished it (its
+``summary.json`` written), or resumes what an earlier run left there: ``round-0/md/``,
+``round-0/model/``, ``round-R/bias/``, ``round-R/model/``; then ``export/`` (the CVs of the
+model biased in the last round, as ``neuralct export`` writes them) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..analysis.dihedrals import dihedral_angles
+from ..analysis.reweighting import FreeEnergyDifference, count_transitions, phi_free_energy_difference
+from ..data import load_trajectories
+from ..data.pairs import lag_in_frames
+from ..errors import NeuralCTError
+from ..io import prepare_output_dir, write_json
+from ..md.simulate import SimulationSettings, run_simulation
+from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation, load
+from ..training.loop import TrainingSettings
+from ..units import kT_kj_per_mol
+from .bias import BiasSettings, backbone_torsions, default_bias_every, run_metadynamics
+from .objective import KINETIC_VAMP_WEIGHT, ObjectiveChoice, choose_objective
+from .train import fit_trajectories
+
+__all__ = [
+    "ExploreSettings",
+    "StoppingVerdict",
+    "RETRAIN_LAG_PS",
+    "LATER_WIDTH_FRACTION",
+    "check_settings",
+    "stopping_verdict",
+    "run_explore",
+]
+
+#: Lag of the time-lagged objective that retrains on each metadynamics run, ps (benchmarks/README.md, B3).
+RETRAIN_LAG_PS = 2.0
+
+#: Gaussian width of the retrained CVs from round 2 on, as a fraction of each CV's training range (B3).
+LATER_WIDTH_FRACTION = 0.15
+
+#: Time between the frames of the unbiased MD of round 0, ps (B3's first model trained on such frames).
+UNBIASED_REPORT_PS = 0.5
+
+#: Share of a single (biased) trajectory that trains a model; the rest validates it
+#: (:func:`neuralct.workflows.train.split_trajectories`).
+_TRAINED_SHARE = 0.8
+
+
+@dataclass
+class ExploreSettings:
+    """What an explore run does: the unbiased MD, the metadynamics rounds, the trainings and when to stop.
+
+    Attributes
+    ----------
+    replicas : int
+        Unbiased trajectories of round 0; the last validates the first model.
+    unbiased_ns : float
+        Length of each unbiased trajectory, ns.
+    unbiased_report_ps : float
+        Time between the unbiased frames, ps.
+    round_ns : float
+        Length of each metadynamics round, ns.
+    max_rounds : int
+        Metadynamics rounds at most.
+    tolerance_kj : float
+        The loop has converged when every backbone phi's reweighted F(phi > 0) - F(phi < 0) changed by
+        less than this between the last two rounds, kJ/mol.
+    train_steps, batch_size : int
+        Optimiser steps and batch size of every training.
+    architecture : list of dict
+        Layer specs of every model (:func:`neuralct.workflows.train.architecture_from_options`).
+    retrain_lag_ps : float
+        Lag of the time-lagged objective on the biased frames, ps; a whole number of ``bias_report_ps``.
+    temperature : float
+        Temperature of every run, K.
+    bias_report_ps : float
+        Time between the COLVAR rows and frames of a metadynamics round, ps.
+    bias_every : int or None
+        MD steps per evaluation of the bias (None: :func:`~neuralct.workflows.bias.default_bias_every`).
+    platform : str
+        OpenMM platform of every run (``auto``: each command's own choice).
+    threads : int or None
+        CPU threads of OpenMM's CPU platform (None: OpenMM's default).
+    allow_oscillating_cvs : bool
+        Bias a CV that its model records as oscillating on its training frames (refused otherwise).
+    seed : int
+        Seed of the MD, the metadynamics and the trainings.
+    device : str
+        Where the trainings run (``auto``, ``cpu``, ``cuda``).
+    progress : bool
+        Show progress bars.
+    """
+
+    replicas: int = 4
+    unbiased_ns: float = 1.0
+    unbiased_report_ps: float = UNBIASED_REPORT_PS
+    round_ns: float = 2.0
+    max_rounds: int = 4
+    tolerance_kj: float = 1.0
+    train_steps: int = 3000
+    batch_size: int = 256
+    architecture: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(list(DEFAULT_ARCHITECTURE)))
+    retrain_lag_ps: float = RETRAIN_LAG_PS
+    temperature: float = 300.0
+    bias_report_ps: float = 1.0
+    bias_every: int | None = None
+    platform: str = "auto"
+    threads: int | None = None
+    allow_oscillating_cvs: bool = False
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def simulation(self) -> SimulationSettings:
+        """The settings of the unbiased MD of round 0."""
+        return SimulationSettings(
+            temperature=self.temperature,
+            length_ns=self.unbiased_ns,
+            report_ps=self.unbiased_report_ps,
+            platform=self.platform,
+            threads=self.threads,
+            seed=self.seed,
+        )
+
+    def bias(self, round_index: int, md_system: Any) -> BiasSettings:
+        """The settings of metadynamics round ``round_index`` (1, 2, ...) on ``md_system``.
+
+        Round 1 biases the first model's CV with ``neuralct bias``'s default width; later rounds the
+        retrained CVs with :data:`LATER_WIDTH_FRACTION`.
+        """
+        defaults = BiasSettings()
+        return BiasSettings(
+            n_cvs=1,
+            temperature=self.temperature,
+            length_ns=self.round_ns,
+            report_ps=self.bias_report_ps,
+            width_fraction=defaults.width_fraction if round_index == 1 else LATER_WIDTH_FRACTION,
+            bias_every=default_bias_every(md_system) if self.bias_every is None else self.bias_every,
+            platform=self.platform,
+            threads=self.threads,
+            seed=self.seed,
+            allow_oscillating_cvs=self.allow_oscillating_cvs,
+        )
+
+
+def check_settings(settings: ExploreSettings, md_system: Any) -> None:
+    """Refuse settings that cannot make a run of ``md_system``, before any work.
+
+    Raises
+    ------
+    NeuralCTError
+        For fewer than 2 replicas, no round, a tolerance that is not positive, MD or metadynamics
+        settings that cannot run, or a retraining lag that is no whole number of metadynamics
+        frames or not shorter than the validated share of a round.
+    """
+    if settings.replicas < 2:
+        raise NeuralCTError("`replicas` must be at least 2: the last one validates the first model")
+    if settings.max_rounds < 1:
+        raise NeuralCTError(f"`max_rounds` must be at least 1, got {settings.max_rounds}")
+    if not settings.tolerance_kj > 0:
+        raise NeuralCTError(f"`tolerance_kj` must be > 0, got {settings.tolerance_kj}")
+    settings.simulation().validate()
+    round_settings = settings.bias(2, md_system)
+    round_settings.validate()
+    frames = lag_in_frames(settings.retrain_lag_ps, settings.bias_report_ps, "`retrain_lag_ps`")
+    if frames >= (1 - _TRAINED_SHARE) * round_settings.n_reports:
+        raise NeuralCTError(
+            f"`round_ns` {settings.round_ns:g} leaves fewer than {frames} frames ({settings.retrain_lag_ps:g} ps, the "
+            f"retraining lag) in the {1 - _TRAINED_SHARE:.0%} of a round that validates its model; use longer rounds"
+        )
+
+
+@dataclass
+class StoppingVerdict:
+    """Whether the loop has converged after a round, and why (not).
+
+    Attributes
+    ----------
+    converged : bool
+        Every backbone phi crossed in both of the last two rounds and its reweighted F(phi > 0) - F(phi < 0)
+        changed by less than the tolerance.
+    reason : str
+        Why, in words.
+    changes_kj : dict of str to float
+        Each phi's change of F(phi > 0) - F(phi < 0) between the last two rounds, kJ/mol, where both have it.
+    """
+
+    converged: bool
+    reason: str
+    changes_kj: dict[str, float] = field(default_factory=dict)
+
+
+def stopping_verdict(
+    previous: dict[str, dict[str, Any]] | None, last: dict[str, dict[str, Any]], tolerance_kj: float
+) -> StoppingVerdict:
+    """Whether the free energy between the states settled between two metadynamics rounds.
+
+    Parameters
+    ----------
+    previous, last : dict of str to dict
+        Each backbone phi's figures of the round before and of the last round, as a bias run's
+        ``summary.json`` holds them under ``phi_torsions``: ``phi_transitions`` and
+        ``delta_F_phi_positive_minus_negative_kj`` (kJ/mol, None where not computed). ``previous`` is
+        None after the first round.
+    tolerance_kj : float
+        The largest change, kJ/mol, that counts as settled (exclusive).
+
+    Returns
+    -------
+    StoppingVerdict
+        Converged only where ``last`` has a phi, every phi was crossed in both rounds and its
+        difference changed by less than ``tolerance_kj``.
+    """
+    if not last:
+        return StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
+    if previous is None:
+        return StoppingVerdict(False, "one round: nothing to compare with yet")
+    changes = {}
+    for name, figures in last.items():
+        rounds = (("the round before", previous.get(name, {})), ("the last round", figures))
+        uncrossed = [which for which, round_figures in rounds if not round_figures.get("phi_transitions")]
+        if uncrossed:
+            return StoppingVerdict(False, f"no {name} transitions in {' or in '.join(uncrossed)}", changes)
+        values = [round_figures.get("delta_F_phi_positive_minus_negative_kj") for _, round_figures in rounds]
+        if None in values:
+            return StoppingVerdict(False, f"F({name}>0) - F({name}<0) not computed in both rounds", changes)
+        changes[name] = values[1] - values[0]
+    moved = {name: change for name, change in changes.items() if not abs(change) < tolerance_kj}
+    if moved:
+        name, change = max(moved.items(), key=lambda item: abs(item[1]))
+        return StoppingVerdict(
+            False, f"F({name}>0) - F({name}<0) changed by {change:+.2f} kJ/mol (tolerance {tolerance_kj:g})", changes
+        )
+    largest = max(abs(change) for change in changes.values())
+    return StoppingVerdict(
+        True, f"F(phi>0) - F(phi<0) changed by at most {largest:.2f} kJ/mol (tolerance {tolerance_kj:g})", changes
+    )
+
+
+def run_explore(
+    md_system: Any, settings: ExploreSettings, output: Path, announce: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Run (or resume) the loop into ``output``: unbiased MD, then metadynamics and retraining until settled.
+
+    Parameters
+    ----------
+    md_system : neuralct.md.systems.MDSystem
+        The system, as ``neuralct simulate`` and ``neuralct bias`` build it; never changed (each
+        metadynamics round adds its bias to a copy of its OpenMM System).
+    settings : ExploreSettings
+        What to run (:func:`check_settings` refuses what cannot run).
+    output : Path
+        The run's folder; each step is skipped when finished there, or resumes what an earlier run left.
+    announce : callable
+        Called with one line per round when its figures are in (:func:`round_line`).
+
+    Returns
+    -------
+    dict
+        The summary written to ``output/summary.json``: ``rounds`` (per round: the run, phi transitions
+        in all and per ns, each phi's reweighted F(phi > 0) - F(phi < 0) with its block standard error,
+        the model trained on the round and its objective, the stopping verdict), ``converged``,
+        ``stopped_because``, ``final_model`` and ``export``.
+    """
+    check_settings(settings, md_system)
+    output = Path(output)
+    md_folder = output / "round-0" / "md"
+    simulation = _simulate(md_system, settings, md_folder)
+    paths = sorted(md_folder.glob("replica-*.nc"))
+    model, training = _train(paths, output / "round-0" / "model", settings, {"objective": "density"})
+    torsions = _unbiased_phi_figures(paths, md_folder / "topology.pdb", settings)
+    rounds = [_round_entry(0, md_folder, simulation["ns_simulated"], torsions, output / "round-0" / "model", training)]
+    announce(round_line(rounds[-1]))
+    previous, verdict = None, StoppingVerdict(False, "no metadynamics round")
+    for index in range(1, settings.max_rounds + 1):
+        folder = output / f"round-{index}"
+        biased = _metadynamics(md_system, model, settings.bias(index, md_system), folder / "bias", settings.progress)
+        verdict = stopping_verdict(previous, biased["phi_torsions"], settings.tolerance_kj)
+        stop = verdict.converged or index == settings.max_rounds
+        trained_folder, training = None, None
+        if not stop:
+            retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
+            trained_folder = folder / "model"
+            model, training = _train([folder / "bias" / "trajectory.nc"], trained_folder, settings, retrain)
+        entry = _round_entry(
+            index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
+        )
+        entry["biased_model"] = str(output / f"round-{index - 1}" / "model" / "model.pt")
+        entry["width_fraction"] = biased["settings"]["width_fraction"]
+        entry["verdict"] = {"converged": verdict.converged, "reason": verdict.reason, "changes_kj": verdict.changes_kj}
+        rounds.append(entry)
+        announce(round_line(entry))
+        if stop:
+            break
+        previous = biased["phi_torsions"]
+    final_model = rounds[-1]["biased_model"]
+    export = _export(load(final_model), final_model, output / "export")
+    summary = {
+        "system": md_system.name,
+        "rounds": rounds,
+        "converged": verdict.converged,
+        "stopped_because": verdict.reason if verdict.converged else _not_converged(verdict, settings.max_rounds),
+        "tolerance_kj": settings.tolerance_kj,
+        "final_model": final_model,
+        "final_model_is": "the model whose slowest CV the last round biased",
+        "export": str(output / "export"),
+        "exported_cvs": [cv["name"] for cv in export["cvs"]],
+        "retraining": {
+            "objective": "kinetic (time-lagged) on each round's biased frames, configuration only",
+            "lag_ps": settings.retrain_lag_ps,
+            "vamp_weight": KINETIC_VAMP_WEIGHT,
+        },
+        "later_width_fraction": LATER_WIDTH_FRACTION,
+    }
+    write_json(output / "summary.json", summary)
+    return summary
+
+
+def _not_converged(verdict: StoppingVerdict, max_rounds: int) -> str:
+    """Why a loop that ran all its rounds did not converge."""
+    return f"did not converge in {max_rounds} metadynamics round(s): {verdict.reason}"
+
+
+def round_line(entry: dict[str, Any]) -> str:
+    """One line of a round's figures: what ran, each phi's transitions and reweighted free-energy difference.
+
+    Parameters
+    ----------
+    entry : dict
+        One of the ``rounds`` of :func:`run_explore`'s summary.
+    """
+    if entry["round"] == 0:
+        what = f"round 0, unbiased MD ({entry['ns_simulated']:.3g} ns)"
+    else:
+        what = f"round {entry['round']}, metadynamics on the slowest CV ({entry['ns_simulated']:.3g} ns)"
+    line = f"{what}: {_phi_words(entry['phi_torsions'])}"
+    if entry["objective"] is not None:
+        line += f"; trained: {entry['objective']['description']}"
+    if "verdict" in entry:
+        line += f"; {'converged' if entry['verdict']['converged'] else 'not converged'}: {entry['verdict']['reason']}"
+    return line
+
+
+def final_line(summary: dict[str, Any]) -> str:
+    """The run's last line: converged or not, each phi's reweighted difference and the last round's transitions."""
+    last = summary["rounds"][-1]
+    head = f"converged after round {last['round']}" if summary["converged"] else summary["stopped_because"]
+    if not last["phi_torsions"]:
+        return f"{head}; final model {summary['final_model']}, exported to {summary['export']}"
+    differences = "; ".join(
+        f"F({name}>0) - F({name}<0) {_difference(figures).describe()}" for name, figures in last["phi_torsions"].items()
+    )
+    return (
+        f"{head}; round {last['round']}: {differences}, {last['phi_transitions_per_ns']:.1f} phi transitions per ns; "
+        f"final model {summary['final_model']}, exported to {summary['export']}"
+    )
+
+
+def _difference(figures: dict[str, Any]) -> FreeEnergyDifference:
+    """One phi's reweighted F(phi > 0) - F(phi < 0) from its figures (``phi_torsions`` of a bias summary)."""
+    return FreeEnergyDifference(
+        figures["delta_F_phi_positive_minus_negative_kj"],
+        figures["delta_F_standard_error_kj"],
+        figures["delta_F_blocks"],
+        figures["delta_F_not_computed_because"],
+    )
+
+
+def _phi_words(torsions: dict[str, dict[str, Any]]) -> str:
+    """Each phi's transitions and reweighted free-energy difference in words."""
+    if not torsions:
+        return "no backbone phi, so no states defined"
+    return "; ".join(
+        f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), "
+        f"F({name}>0) - F({name}<0) {_difference(figures).describe()}"
+        for name, figures in torsions.items()
+    )
+
+
+def _round_entry(
+    index: int,
+    run: Path,
+    ns: float,
+    torsions: dict[str, dict[str, Any]],
+    model_folder: Path | None,
+    training: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A round's figures for the summary: its run, phi transitions, free-energy differences and trained model."""
+    transitions = sum(figures["phi_transitions"] for figures in torsions.values())
+    return {
+        "round": index,
+        "run": str(run),
+        "ns_simulated": ns,
+        "phi_transitions": transitions,
+        "phi_transitions_per_ns": transitions / ns,
+        "phi_torsions": torsions,
+        "model": None if model_folder is None else str(model_folder / "model.pt"),
+        "objective": None if training is None else training["objective"],
+        "validation_nll": None if training is None else training["validation_nll"][-1],
+    }
+
+
+def _simulate(md_system: Any, settings: ExploreSettings, folder: Path) -> dict[str, Any]:
+    """The unbiased MD of round 0 into ``folder``: run, resumed, or read where it finished; its summary."""
+    folder = prepare_output_dir(folder)
+    if (folder / "summary.json").exists():
+        return json.loads((folder / "summary.json").read_text())
+    return run_simulation(
+        md_system, folder, settings.simulation(), replicas=settings.replicas, progress=settings.progress
+    )
+
+
+def _train(
+    paths: list[Path], folder: Path, settings: ExploreSettings, objective: dict[str, Any]
+) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
+    """A model trained on ``paths`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
+
+    Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
+    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it. Writes
+    ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
+    """
+    folder = prepare_output_dir(folder)
+    if (folder / "summary.json").exists() and (folder / "model.pt").exists():
+        return load(folder / "model.pt"), json.loads((folder / "summary.json").read_text())
+    data = load_trajectories(
+        [str(path) for path in paths],
+        selection="heavy",
+        temperature=settings.temperature,
+        momenta="auto",
+        seed=settings.seed,
+    )
+    choice: ObjectiveChoice = choose_objective(data, 1, **objective)
+    model, summary = fit_trajectories(
+        data,
+        copy.deepcopy(settings.architecture),
+        TrainingSettings(steps=settings.train_steps, batch_size=settings.batch_size, progress=settings.progress),
+        validation_trajectories=1,
+        momenta=choice.momenta,
+        lag_ps=choice.lag_ps,
+        vamp_weight=choice.vamp_weight,
+        vamp_lags_ps=choice.vamp_lags_ps,
+        device=settings.device,
+        seed=settings.seed,
+        checkpoint=folder / "checkpoint.pt",
+    )
+    summary["objective"] = model.metadata["objective"] = choice.as_dict()
+    model.save(folder / "model.pt")
+    write_json(folder / "summary.json", summary)
+    return model.cpu(), summary
+
+
+def _metadynamics(
+    md_system: Any, model: NeuralCanonicalTransformation, settings: BiasSettings, folder: Path, progress: bool
+) -> dict[str, Any]:
+    """One metadynamics round into ``folder``: run, resumed, or read where it finished; its summary.
+
+    The bias is added to a copy of ``md_system``'s OpenMM System; torch runs the CV on one
+    thread meanwhile (the CV of one small molecule is latency-bound, and MD runs beside it).
+    """
+    import torch
+
+    folder = prepare_output_dir(folder)
+    if (folder / "summary.json").exists():
+        return json.loads((folder / "summary.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_metadynamics(
+            replace(md_system, system=copy.deepcopy(md_system.system)), model, folder, settings, progress=progress
+        )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _unbiased_phi_figures(paths: list[Path], topology: Path, settings: ExploreSettings) -> dict[str, dict[str, Any]]:
+    """Each backbone phi's transitions (summed over the replicas) and F(phi > 0) - F(phi < 0) of unbiased MD.
+
+    The figures are those a bias run's summary holds per phi (``phi_torsions``), the frames
+    weighing the same; the difference uses the replicas' frames one after another.
+    """
+    import mdtraj
+
+    angles, transitions, frames = {}, {}, 0
+    for path in paths:
+        trajectory = mdtraj.load(str(path), top=str(topology))
+        torsions = {
+            name: dihedral
+            for name, dihedral in backbone_torsions(trajectory.topology.to_openmm(), BiasSettings()).items()
+            if dihedral.kind == "phi"
+        }
+        values = dihedral_angles(trajectory.xyz.astype(np.float64), list(torsions.values()))
+        for column, name in enumerate(torsions):
+            angles.setdefault(name, []).append(values[:, column])
+            transitions[name] = transitions.get(name, 0) + count_transitions(values[:, column])
+        frames += trajectory.n_frames
+    ns = frames * settings.unbiased_report_ps / 1000.0
+    kT = kT_kj_per_mol(settings.temperature)
+    figures = {}
+    for name, series in angles.items():
+        phi = np.concatenate(series)
+        difference = phi_free_energy_difference(phi, np.ones_like(phi), kT)
+        figures[name] = {
+            "phi_transitions": transitions[name],
+            "phi_transitions_per_ns": transitions[name] / ns,
+            "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
+            "delta_F_standard_error_kj": difference.standard_error_kj,
+            "delta_F_blocks": difference.blocks,
+            "delta_F_not_computed_because": difference.reason,
+        }
+    return figures
+
+
+def _export(model: NeuralCanonicalTransformation, model_path: str, folder: Path) -> dict[str, Any]:
+    """The model's CVs exported into ``folder`` as ``neuralct export`` writes them (its default 2 CVs); the manifest.
+
+    An export finished earlier (its ``summary.json`` written) is read back.
+    """
+    from ..export import export_cvs, write_export_summary
+
+    if not (folder / "manifest.json").exists():
+        start = time.perf_counter()
+        export_cvs(model, folder, 2, model_path=model_path)
+        write_export_summary(folder, {"export_seconds": time.perf_counter() - start})
+    elif not (folder / "summary.json").exists():
+        write_export_summary(folder, {})
+    return json.loads((folder / "manifest.json").read_text())

@@ -1,0 +1,96 @@
+"""``neuralct explore`` on the command line: a tiny loop end to end, bad input in one line, reruns into one folder."""
+
+import json
+
+import pytest
+
+import neuralct.workflows.explore
+from neuralct.cli import main
+from neuralct.errors import NeuralCTError
+from neuralct.io import write_json
+
+TINY = [
+    "explore",
+    "alanine-dipeptide",
+    "--replicas",
+    "2",
+    "--unbiased-ns",
+    "0.02",
+    "--round-ns",
+    "0.04",
+    "--max-rounds",
+    "1",
+    "--train-steps",
+    "10",
+    "--platform",
+    "Reference",
+    "--allow-oscillating-cvs",
+    "--device",
+    "cpu",
+    "--no-progress",
+]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("neuralct explore: error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_explore_runs_the_loop_and_prints_a_line_per_round_and_the_result(tmp_path, capsys):
+    out = tmp_path / "explore"
+    assert main([*TINY, "--output", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [entry["round"] for entry in summary["rounds"]] == [0, 1]
+    assert printed[-3].startswith("round 0, unbiased MD (0.04 ns): ") and "trained: density" in printed[-3]
+    assert printed[-2].startswith("round 1, metadynamics on the slowest CV (0.04 ns): ")
+    # One metadynamics round has nothing to compare with: the loop says it did not converge, and why.
+    assert not summary["converged"] and printed[-1].startswith("did not converge in 1 metadynamics round(s)")
+    assert f"{summary['rounds'][1]['phi_transitions_per_ns']:.1f} phi transitions per ns" in printed[-1]
+    assert summary["final_model"] == str(out / "round-0" / "model" / "model.pt")
+    for name in ("round-0/md/replica-001.nc", "round-1/bias/COLVAR", "export/manifest.json", "config.yaml"):
+        assert (out / name).exists(), name
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--replicas", "1"], "--replicas must be at least 2: the last one validates the first model"),
+        (["--round-ns", "0.005"], "--round-ns 0.005 leaves fewer than 2 frames (2 ps, the retraining lag)"),
+        (["--max-rounds", "0"], "--max-rounds: must be a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, options, message):
+    out = tmp_path / "explore"
+    assert main([*TINY, *options, "--output", str(out)]) == 2
+    assert message in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_an_unknown_system_is_one_line(tmp_path, capsys):
+    assert main(["explore", "no-such-system", "--output", str(tmp_path / "explore")]) == 2
+    assert "no-such-system" in _one_line_error(capsys)
+
+
+def test_a_rerun_goes_on_with_the_same_options_and_is_refused_with_others(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "explore"
+    runs = []
+
+    def interrupted(md_system, settings, output, announce):
+        """A loop stopped by an error after its first step wrote something."""
+        runs.append(settings)
+        write_json(output / "partial.json", {"rounds": []})
+        raise NeuralCTError("stopped")
+
+    monkeypatch.setattr(neuralct.workflows.explore, "run_explore", interrupted)
+    assert main([*TINY, "--output", str(out)]) == 2 and main([*TINY, "--output", str(out)]) == 2
+    assert len(runs) == 2 and runs[0] == runs[1]
+    capsys.readouterr()
+    before = (out / "run.json").read_bytes()
+    assert main([*TINY, "--tolerance-kj", "0.5", "--output", str(out)]) == 2
+    assert "holds a `neuralct explore` run with other tolerance_kj;" in _one_line_error(capsys)
+    assert len(runs) == 2 and (out / "run.json").read_bytes() == before
+    # The platform changes how fast the runs go, not what they give: the same run goes on.
+    assert main([*TINY[:-6], "--platform", "auto", *TINY[-4:], "--output", str(out)]) == 2
+    assert len(runs) == 3

@@ -1,0 +1,145 @@
+"""``neuralct explore`` as a function: the stopping rule, a tiny loop's folders and figures, resume, bad settings."""
+
+import json
+
+import mdtraj
+import pytest
+
+import neuralct.workflows.explore as explore
+from neuralct.analysis import read_colvar
+from neuralct.analysis.reweighting import count_transitions
+from neuralct.errors import NeuralCTError
+from neuralct.md.systems import build_system
+from neuralct.workflows.explore import ExploreSettings, check_settings, run_explore, stopping_verdict
+
+#: A loop small enough for seconds: 2 x 20 ps of MD, 4 ps rounds, tiny models trained for 10 steps.
+TINY = {
+    "replicas": 2,
+    "unbiased_ns": 0.02,
+    "round_ns": 0.004,
+    "max_rounds": 2,
+    "train_steps": 10,
+    "batch_size": 16,
+    "architecture": [{"type": "linear", "point": True}, {"type": "point", "n_layers": 1, "hidden": 8, "depth": 1}],
+    "retrain_lag_ps": 0.2,
+    "bias_report_ps": 0.1,
+    "bias_every": 5,
+    "platform": "Reference",
+    "allow_oscillating_cvs": True,
+    "device": "cpu",
+    "progress": False,
+}
+
+
+def _phi(transitions, delta_f):
+    return {"phi_transitions": transitions, "delta_F_phi_positive_minus_negative_kj": delta_f}
+
+
+def test_the_loop_converges_when_every_phi_crossed_in_both_rounds_and_its_difference_settled():
+    verdict = stopping_verdict({"phi": _phi(12, 9.6)}, {"phi": _phi(30, 9.1)}, tolerance_kj=1.0)
+    assert verdict.converged and verdict.changes_kj == {"phi": pytest.approx(-0.5)}
+    moved = stopping_verdict({"phi": _phi(12, 9.6)}, {"phi": _phi(30, 11.0)}, tolerance_kj=1.0)
+    assert not moved.converged and "changed by +1.40 kJ/mol" in moved.reason
+    # The tolerance is exclusive: a change of exactly the tolerance has not settled.
+    assert not stopping_verdict({"phi": _phi(3, 9.0)}, {"phi": _phi(3, 10.0)}, tolerance_kj=1.0).converged
+    # Per residue: one residue that moved keeps the loop going.
+    two = {"phi_A_ALA2": _phi(5, 4.0), "phi_A_ALA3": _phi(5, 6.0)}
+    later = {"phi_A_ALA2": _phi(5, 4.2), "phi_A_ALA3": _phi(5, 8.0)}
+    verdict = stopping_verdict(two, later, tolerance_kj=1.0)
+    assert not verdict.converged and "phi_A_ALA3" in verdict.reason
+    assert stopping_verdict(two, two, tolerance_kj=1.0).converged
+
+
+def test_the_loop_does_not_converge_without_transitions_states_or_a_round_to_compare():
+    # A difference that did not change, but one round never crossed phi: no basis for it.
+    verdict = stopping_verdict({"phi": _phi(0, None)}, {"phi": _phi(7, 9.0)}, tolerance_kj=1.0)
+    assert not verdict.converged and verdict.reason == "no phi transitions in the round before"
+    verdict = stopping_verdict({"phi": _phi(4, 9.0)}, {"phi": _phi(0, 9.0)}, tolerance_kj=1.0)
+    assert not verdict.converged and verdict.reason == "no phi transitions in the last round"
+    assert not stopping_verdict(None, {"phi": _phi(7, 9.0)}, tolerance_kj=1.0).converged
+    no_states = stopping_verdict({}, {}, tolerance_kj=1.0)
+    assert not no_states.converged and no_states.reason.startswith("no states defined")
+
+
+def test_settings_that_cannot_run_are_refused_before_any_work():
+    system = build_system("alanine-dipeptide")
+    with pytest.raises(NeuralCTError, match="^`replicas` must be at least 2"):
+        check_settings(ExploreSettings(**{**TINY, "replicas": 1}), system)
+    with pytest.raises(NeuralCTError, match="^`retrain_lag_ps` 0.25 is not a whole multiple of the 0.1 ps between"):
+        check_settings(ExploreSettings(**{**TINY, "retrain_lag_ps": 0.25}), system)
+    with pytest.raises(NeuralCTError, match="^`round_ns` 0.001 leaves fewer than 2 frames"):
+        check_settings(ExploreSettings(**{**TINY, "round_ns": 0.001}), system)
+
+
+#: Where each step of the loop writes, from the arguments of the function that runs it.
+STEP_FOLDERS = {
+    "run_simulation": lambda args, kwargs: args[1],
+    "run_metadynamics": lambda args, kwargs: args[2],
+    "fit_trajectories": lambda args, kwargs: kwargs["checkpoint"].parent,
+}
+
+
+def _recording(monkeypatch, calls, interrupt_in=None):
+    """Record the folder (``round-N/step``) of each step the loop runs; raise Ctrl-C in ``interrupt_in``."""
+    for name, folder_of in STEP_FOLDERS.items():
+        original = getattr(explore, name)
+
+        def wrapper(*args, original=original, folder_of=folder_of, **kwargs):
+            where = "/".join(folder_of(args, kwargs).parts[-2:])
+            calls.append(where)
+            if where == interrupt_in:
+                raise KeyboardInterrupt
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(explore, name, wrapper)
+
+
+def test_a_tiny_loop_writes_its_rounds_resumes_after_an_interruption_and_skips_what_finished(tmp_path, monkeypatch):
+    system, settings, out = build_system("alanine-dipeptide"), ExploreSettings(**TINY), tmp_path / "explore"
+    calls = []
+    _recording(monkeypatch, calls, interrupt_in="round-1/model")
+    with pytest.raises(KeyboardInterrupt):
+        run_explore(system, settings, out, announce=lambda line: None)
+    assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-1/model"]
+    finished = {
+        path: path.read_bytes() for path in out.rglob("*") if path.is_file() and "round-1/model" not in str(path)
+    }
+
+    calls.clear()
+    monkeypatch.undo()
+    _recording(monkeypatch, calls)
+    lines = []
+    summary = run_explore(system, settings, out, announce=lines.append)
+    # Only what the interruption left undone ran again: the round-1 model, then round 2 (the last: no model).
+    assert calls == ["round-1/model", "round-2/bias"]
+    assert all(path.read_bytes() == content for path, content in finished.items())
+
+    assert [entry["round"] for entry in summary["rounds"]] == [0, 1, 2] and len(lines) == 3
+    assert json.loads((out / "summary.json").read_text()) == summary
+    unbiased = summary["rounds"][0]
+    expected = 0
+    for path in sorted((out / "round-0" / "md").glob("replica-*.nc")):
+        frames = mdtraj.load(str(path), top=str(out / "round-0" / "md" / "topology.pdb"))
+        expected += count_transitions(mdtraj.compute_phi(frames)[1][:, 0])
+    assert unbiased["phi_transitions"] == expected and unbiased["ns_simulated"] == pytest.approx(0.04)
+    assert unbiased["objective"]["objective"] == "density"
+    first, last = summary["rounds"][1], summary["rounds"][2]
+    fields, table = read_colvar(out / "round-1" / "bias" / "COLVAR")
+    assert first["phi_transitions"] == count_transitions(table[:, fields.index("phi")])
+    assert first["phi_transitions_per_ns"] == pytest.approx(first["phi_transitions"] / 0.004)
+    assert set(first["phi_torsions"]["phi"]) >= {"delta_F_phi_positive_minus_negative_kj", "delta_F_standard_error_kj"}
+    assert first["objective"]["objective"] == "kinetic" and first["objective"]["lag_ps"] == 0.2
+    assert first["objective"]["vamp_weight"] == 100
+    assert first["width_fraction"] == 0.06 and last["width_fraction"] == explore.LATER_WIDTH_FRACTION
+    assert last["model"] is None and last["biased_model"] == str(out / "round-1" / "model" / "model.pt")
+    assert summary["final_model"] == last["biased_model"]
+    assert summary["converged"] == last["verdict"]["converged"]
+    if not summary["converged"]:
+        assert summary["stopped_because"].startswith("did not converge in 2 metadynamics round(s)")
+    manifest = json.loads((out / "export" / "manifest.json").read_text())
+    assert [cv["name"] for cv in manifest["cvs"]] == summary["exported_cvs"] == ["cv1", "cv2"]
+    assert (out / "export" / "plumed.dat").exists() and (out / "export" / "cv1.pt").exists()
+
+    # A finished loop rerun runs nothing again and gives the same summary.
+    calls.clear()
+    assert run_explore(system, settings, out, announce=lambda line: None) == summary and calls == []
