@@ -362,6 +362,8 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     undefined = figures.pop("undefined", {})
     if not math.isfinite(error):
         undefined = {"standard_error": undefined["iat"], **undefined}
+    if converged is None:
+        undefined["converged"] = f"split R-hat undefined: {undefined.get('r_hat', why_undefined(series, 4))}"
     result: dict[str, Any] = {
         "mean": float(np.mean(series)),
         "standard_error": error if math.isfinite(error) else None,

@@ -112,8 +112,11 @@ def test_population_error_of_independent_samples_is_the_binomial_one():
 def test_undefined_figures_are_null_with_a_reason():
     constant = strict_json(observable_efficiency(np.full((50, 4), 2.5), 100, 1.0))
     assert constant["mean"] == 2.5
-    for key in ("standard_error", "iat", "ess", "ess_per_evaluation", "ess_per_cpu_second", "r_hat"):
+    for key in ("standard_error", "iat", "ess", "ess_per_evaluation", "ess_per_cpu_second", "r_hat", "converged"):
         assert constant[key] is None and "the same value in every sample" in constant["undefined"][key]
+    few = strict_json(observable_efficiency(np.random.default_rng(3).normal(size=(2, 4)), 100, 1.0))
+    assert few["converged"] is None
+    assert few["undefined"]["converged"] == "split R-hat undefined: fewer than 4 samples per chain"
     short = strict_json(sampling_efficiency(np.random.default_rng(2).normal(size=(3, 4)), 100, 0.0))
     assert (
         short["iat"] is not None
