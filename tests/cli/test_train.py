@@ -295,7 +295,7 @@ def test_operating_system_errors_are_one_line_too(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "Is a directory" in err and str(tmp_path) in err
 
 
-def test_recorded_momenta_need_on_step_velocities(alanine, tmp_path, capsys):
+def test_recorded_momenta_need_velocities(alanine, tmp_path, capsys):
     import mdtraj
 
     paths, _ = alanine
@@ -342,7 +342,7 @@ def test_recorded_momenta_need_on_step_velocities(alanine, tmp_path, capsys):
         )
         == 2
     )
-    assert "on-step velocities" in capsys.readouterr().err
+    assert "--momenta recorded needs trajectories with velocities" in capsys.readouterr().err
 
 
 def test_truncated_trajectory_gives_exactly_one_line_and_no_output(alanine, tmp_path):
