@@ -272,9 +272,8 @@ def _method_choice_line(summary: dict, target) -> str:
     if reason == "kish_below_minimum":
         return (
             f"method auto: latent HMC alone: the flow is too weak for global moves (Kish's ESS fraction of its "
-            f"importance weights {fraction:.3g}, below {minimum}); a model trained for the density would help "
-            "(`neuralct train --selection all --objective density`, on unconstrained data, with more --steps: "
-            "the `model:` lines say which of these it lacks)"
+            f"importance weights {fraction:.3g}, below {minimum}); a flow trained longer would help "
+            "(`neuralct train --steps`), and the `model:` lines, where there are any, say what else it lacks"
         )
     if reason == "warmup_did_not_measure":
         return (

@@ -26,9 +26,8 @@ __all__ = ["LINE_PREFIX", "Finding", "check_model_for_sampling", "recorded_const
 LINE_PREFIX = "model: "
 
 NOTE = (
-    "what makes latent HMC and the flow's global moves pay (benchmark B4): a model of all atoms, trained for the "
-    "density (maximum likelihood, not the kinetic objective), on data without bond constraints, until its "
-    "validation loss stopped falling; lacks names those this model lacks; "
+    "what makes latent HMC and the flow's global moves pay (benchmark B4): a model of all atoms, trained on data "
+    "without bond constraints, until its validation loss stopped falling; lacks names those this model lacks; "
     "not known: neither the model nor the files it names record it (an older model, files moved, data from "
     "other engines)"
 )
@@ -57,13 +56,11 @@ class Finding:
 
 
 def check_model_for_sampling(model: NeuralCanonicalTransformation, target: SamplingTarget) -> dict[str, Any]:
-    """Which of the four things that make sampling through a model pay the model lacks.
+    """Which of the three things that make sampling through a model pay the model lacks.
 
     Checked, from the model's metadata, the target and the files the metadata names:
 
     - ``all_atoms``: the model covers every atom of ``target`` (no hydrogens placed);
-    - ``density_objective``: it was trained for the density (maximum likelihood), not with the
-      kinetic objective, whose lagged and VAMP-2 terms trade the density for slow CVs;
     - ``unconstrained_data``: its training trajectories were simulated without bond constraints,
       as recorded by ``neuralct simulate`` in the ``summary.json`` beside them
       (:func:`recorded_constraints`);
@@ -88,7 +85,6 @@ def check_model_for_sampling(model: NeuralCanonicalTransformation, target: Sampl
     """
     checked = {
         "all_atoms": _all_atoms(target),
-        "density_objective": _density_objective(model),
         "unconstrained_data": _unconstrained_data(model, target),
         "training_length": _training_length(model),
     }
@@ -122,23 +118,6 @@ def _all_atoms(target: SamplingTarget) -> Finding:
         f"trained on heavy atoms ({placed} hydrogens placed)",
         "no global moves from the flow, and latent HMC covers the heavy atoms only; "
         "for sampling train with `neuralct train --selection all`",
-    )
-
-
-def _density_objective(model: NeuralCanonicalTransformation) -> Finding:
-    """Whether the model was trained for the density (maximum likelihood) rather than with the kinetic objective.
-
-    A model without latent dynamics was trained by maximum likelihood (or on a toy's samples);
-    one with them by the time-lagged objective, whose choice ``neuralct train`` records.
-    """
-    if getattr(model, "dynamics", None) is None:
-        return Finding("has", "trained by maximum likelihood (the density objective)")
-    chosen = model.metadata.get("objective") or {}
-    described = chosen.get("description", "kinetic (time-lagged)")
-    return Finding(
-        "lacks",
-        f"trained with the {described} objective, for slow CVs rather than for the density",
-        "the flow's density is what sampling uses; for sampling train with `neuralct train --objective density`",
     )
 
 

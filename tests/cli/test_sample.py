@@ -522,7 +522,6 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, caps
     assert model_check["lacks"] == ["training_length"]
     assert {name: finding["status"] for name, finding in model_check["checked"].items()} == {
         "all_atoms": "has",
-        "density_objective": "has",
         "unconstrained_data": "has",
         "training_length": "lacks",
     }
@@ -836,7 +835,7 @@ def test_auto_without_a_flow_good_enough_runs_latent_hmc_alone_and_says_why(
         fraction = summary["flow_importance_weights"]["kish_ess_fraction"]
         assert choice["reason"] == "kish_below_minimum" and choice["kish_ess_fraction"] == fraction
         assert f"too weak for global moves (Kish's ESS fraction of its importance weights {fraction:.3g}" in lines[0]
-        assert "a model trained for the density would help" in lines[0] and "--objective density" in lines[0]
+        assert "a flow trained longer would help" in lines[0] and "--selection all" not in lines[0]
     else:
         assert choice["reason"] == "kish_not_measured" and "flow_importance_weights" not in summary
         assert "--kish-samples 0" in lines[0]

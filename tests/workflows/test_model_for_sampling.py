@@ -139,27 +139,3 @@ def test_the_model_keeps_its_training_constraints_when_the_files_move(alanine_mo
     kept.metadata["molecule"]["training_constraints"] = {path: "hbonds" for path in moved}
     finding = check_model_for_sampling(kept, ALL_ATOMS)["checked"]["unconstrained_data"]
     assert finding["status"] == "lacks" and "(hbonds: 1 of 1 training trajectories)" in finding["detail"]
-
-
-def test_a_model_trained_with_the_kinetic_objective_lacks_the_density_objective():
-    """Latent dynamics mean the time-lagged objective: the record says so, with the objective `train` chose."""
-    density = check_model_for_sampling(_model(), ALL_ATOMS)["checked"]["density_objective"]
-    assert density["status"] == "has" and "maximum likelihood" in density["detail"]
-    kinetic = _model()
-    kinetic.dynamics = object()
-    kinetic.metadata["objective"] = {
-        "description": "kinetic (time-lagged, lag 7 ps, VAMP-2 term of weight 100 at 7 ps)"
-    }
-    record = check_model_for_sampling(kinetic, ALL_ATOMS)
-    finding = record["checked"]["density_objective"]
-    assert record["lacks"] == ["density_objective"] and "lag 7 ps" in finding["detail"]
-    assert advice_lines(record) == [
-        f"model: {finding['detail']}: the flow's density is what sampling uses; for sampling train with "
-        "`neuralct train --objective density`"
-    ]
-    older = _model()
-    older.dynamics = object()  # a lagged model from before the objective was recorded
-    assert (
-        "kinetic (time-lagged) objective"
-        in check_model_for_sampling(older, ALL_ATOMS)["checked"]["density_objective"]["detail"]
-    )
