@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "bias`, --round-ns; from round 2 on Gaussian widths of 0.15 of the CV's training range), then a model "
             "trained on its frames with the time-lagged objective (lag 2 ps, VAMP-2 weight 100). Stops when every "
             "backbone phi was crossed in the last two rounds and its reweighted F(phi > 0) - F(phi < 0) changed by "
-            "less than --tolerance-kj between them, with a block standard error below it in the last, else "
+            "less than --tolerance-kj between them, with block standard errors below it in both, else "
             "after --max-rounds rounds (a molecule without a backbone "
             "phi has no states defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of "
             "the model biased last as `neuralct export` writes them (OUTPUT/export/) and summary.json; prints one "

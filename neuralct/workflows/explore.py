@@ -235,8 +235,8 @@ def stopping_verdict(
     -------
     StoppingVerdict
         Converged only where ``last`` has a phi, every phi was crossed in both rounds, its
-        difference changed by less than ``tolerance_kj`` and the last round's block standard
-        error of it (``delta_F_standard_error_kj``) is below ``tolerance_kj`` too.
+        difference changed by less than ``tolerance_kj`` and its block standard error
+        (``delta_F_standard_error_kj``) in both rounds is below ``tolerance_kj`` too.
     """
     if not last:
         return StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
@@ -258,23 +258,23 @@ def stopping_verdict(
         return StoppingVerdict(
             False, f"F({name}>0) - F({name}<0) changed by {change:+.2f} kJ/mol (tolerance {tolerance_kj:g})", changes
         )
-    # A change inside the tolerance says nothing while the estimate itself is less certain than that.
-    errors = {name: figures.get("delta_F_standard_error_kj") for name, figures in last.items()}
-    uncertain = {name: error for name, error in errors.items() if error is None or not error < tolerance_kj}
-    if uncertain:
-        name, error = next(iter(uncertain.items()))
-        shown = "undefined" if error is None else f"{error:.2f} kJ/mol"
-        return StoppingVerdict(
-            False,
-            f"F({name}>0) - F({name}<0) changed by {changes[name]:+.2f} kJ/mol, but its block standard error in the "
-            f"last round is {shown} (tolerance {tolerance_kj:g})",
-            changes,
-        )
+    # A change inside the tolerance says nothing while either estimate is less certain than that.
+    for name, figures in last.items():
+        for which, round_figures in (("the round before", previous[name]), ("the last round", figures)):
+            error = round_figures.get("delta_F_standard_error_kj")
+            if error is None or not error < tolerance_kj:
+                shown = "undefined" if error is None else f"{error:.2f} kJ/mol"
+                return StoppingVerdict(
+                    False,
+                    f"F({name}>0) - F({name}<0) changed by {changes[name]:+.2f} kJ/mol, but its block standard error "
+                    f"in {which} is {shown} (tolerance {tolerance_kj:g})",
+                    changes,
+                )
     largest = max(abs(change) for change in changes.values())
     return StoppingVerdict(
         True,
-        f"F(phi>0) - F(phi<0) changed by at most {largest:.2f} kJ/mol, block standard error below "
-        f"{tolerance_kj:g} (tolerance {tolerance_kj:g})",
+        f"F(phi>0) - F(phi<0) changed by at most {largest:.2f} kJ/mol, block standard errors below "
+        f"{tolerance_kj:g} in both rounds (tolerance {tolerance_kj:g})",
         changes,
     )
 

@@ -54,8 +54,11 @@ def test_the_loop_converges_when_every_phi_crossed_in_both_rounds_and_its_differ
     assert stopping_verdict(two, two, tolerance_kj=1.0).converged
     # A change inside the tolerance while the last estimate's block error is not: not settled (explore of
     # alanine dipeptide, seed 0: rounds 3 and 4 gave 8.94 and 7.98 +- 3.42 kJ/mol).
-    noisy = stopping_verdict({"phi": _phi(36, 8.94, 1.91)}, {"phi": _phi(9, 7.98, 3.42)}, tolerance_kj=1.0)
+    noisy = stopping_verdict({"phi": _phi(36, 8.94, 0.9)}, {"phi": _phi(9, 7.98, 3.42)}, tolerance_kj=1.0)
     assert not noisy.converged and "its block standard error in the last round is 3.42 kJ/mol" in noisy.reason
+    # Seed 1: rounds 1 and 2 gave 6.78 +- 3.93 and 7.25 +- 0.66 kJ/mol: the first is too uncertain to compare with.
+    before = stopping_verdict({"phi": _phi(2, 6.78, 3.93)}, {"phi": _phi(84, 7.25, 0.66)}, tolerance_kj=1.0)
+    assert not before.converged and "in the round before is 3.93 kJ/mol" in before.reason
     undefined = stopping_verdict({"phi": _phi(36, 8.94)}, {"phi": _phi(9, 8.5, None)}, tolerance_kj=1.0)
     assert not undefined.converged and "is undefined" in undefined.reason
 
