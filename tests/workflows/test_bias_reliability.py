@@ -189,19 +189,25 @@ def test_ctrl_c_on_a_learned_cv_exits_130_in_one_line_and_the_rerun_resumes(alan
         str(out),
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    # The child starts with Ctrl-C's default disposition, as from a shell, whatever this process inherited.
     run = subprocess.Popen(
         [sys.executable, "-m", "neuralct", *command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not (out / "checkpoint.npz").exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
-    assert run.returncode == 130 and err.strip() == "neuralct bias: interrupted; rerun the same command to resume", err
+    parent = signal.getsignal(signal.SIGINT)
+    assert run.returncode == 130 and err.strip() == "neuralct bias: interrupted; rerun the same command to resume", (
+        err,
+        parent,
+    )
     with np.load(out / "checkpoint.npz") as checkpoint:
         done = len(checkpoint["rows"])
     assert 0 < done < 500 and not (out / "summary.json").exists()
