@@ -17,12 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from ..analysis.kinetics import tica_spectrum
 from ..data import PhaseSpaceData
 from ..errors import NeuralCTError
-from .train import split_trajectories
+from .train import split_trajectories, training_series
 
 __all__ = [
     "OBJECTIVES",
@@ -90,6 +88,15 @@ class ObjectiveChoice:
             "vamp_lags_ps": self.vamp_lags_ps,
             "reason": self.reason,
             **self.figures,
+        }
+
+    def fit_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~neuralct.workflows.train.prepare_trajectory_fit` that the choice sets."""
+        return {
+            "momenta": self.momenta,
+            "lag_ps": self.lag_ps,
+            "vamp_weight": self.vamp_weight,
+            "vamp_lags_ps": self.vamp_lags_ps,
         }
 
     def description(self) -> str:
@@ -170,7 +177,7 @@ def choose_objective(
             raise NeuralCTError(f"`{kinetic_options[0]}` sets the kinetic objective; drop it or `objective` density")
         return ObjectiveChoice("density", momenta or "resample", reason="asked for")
     if objective == "auto":
-        why_density = _why_density(data, kinetic_options, rank_lag_ps, weighted)
+        why_density = _why_density(kinetic_options, rank_lag_ps, weighted)
         if why_density:
             return ObjectiveChoice("density", momenta or "resample", reason=why_density)
     elif rank_lag_ps is not None:
@@ -208,7 +215,7 @@ def choose_objective(
     return ObjectiveChoice("kinetic", chosen_momenta, lag_ps, weight, lags, reason, figures)
 
 
-def _why_density(data: PhaseSpaceData, kinetic_options: list[str], rank_lag_ps: float | None, weighted: bool) -> str:
+def _why_density(kinetic_options: list[str], rank_lag_ps: float | None, weighted: bool) -> str:
     """Why ``auto`` takes maximum likelihood before looking at the frames ('' where it need not)."""
     if kinetic_options:
         return ""
@@ -216,8 +223,6 @@ def _why_density(data: PhaseSpaceData, kinetic_options: list[str], rank_lag_ps: 
         return "frame weights of a biased run are learned by weighted maximum likelihood"
     if rank_lag_ps is not None:
         return "a ranking of maximum-likelihood modes was asked for"
-    if data.timestep_ps is None:
-        return f"no time between frames, so no lagged pairs ({data.timestep_note})"
     return ""
 
 
@@ -232,7 +237,8 @@ def _lag_from_data(data: PhaseSpaceData, validation_trajectories: int) -> tuple[
     if data.timestep_ps is None:
         return None, {"why": f"no time between frames, so no lagged pairs ({data.timestep_note})"}
     dt = float(data.timestep_ps)
-    series = _training_series(data, validation_trajectories)
+    train_index, _, _ = split_trajectories(list(data.traj_lengths), validation_trajectories)
+    series = training_series(data.internal_positions(), data.traj_lengths, train_index)
     lengths = [len(s) for s in series]
     if max(lengths) < 3:
         return None, {"why": "the training trajectories have fewer than 3 frames each"}
@@ -244,16 +250,6 @@ def _lag_from_data(data: PhaseSpaceData, validation_trajectories: int) -> tuple[
     pairs = sum(max(length - frames, 0) for length in lengths)
     figures = {"tica_slowest_timescale_ps": float(slowest), "tica_lag_ps": dt, "training_pairs": int(pairs)}
     return _clean(frames * dt), figures
-
-
-def _training_series(data: PhaseSpaceData, validation_trajectories: int) -> list[np.ndarray]:
-    """Internal coordinates of each training trajectory (a single trajectory's first 80 %), each (n_i, 3N - 6)."""
-    train_index, _, _ = split_trajectories(list(data.traj_lengths), validation_trajectories)
-    y = data.internal_positions()
-    if len(data.traj_lengths) == 1:
-        return [y[train_index]]
-    bounds = np.cumsum(data.traj_lengths)[:-1]
-    return np.split(y, bounds)[: len(data.traj_lengths) - validation_trajectories]
 
 
 def _vamp_lags(lag_ps: float, timestep_ps: float | None) -> list[float]:

@@ -936,7 +936,7 @@ def training_cv_kinetics(model: NeuralCanonicalTransformation, y: np.ndarray, fi
     from ..model.molecular import project_internal
     from .analyze import DEFAULT_LAG_FRAMES, default_lag_frames
 
-    series = _training_series(project_internal(model, y), fit.data.traj_lengths, fit.train_index)
+    series = training_series(project_internal(model, y), fit.data.traj_lengths, fit.train_index)
     given = fit.lagged or fit.rank_pairs
     if given is not None:
         lag_frames = given.lag_frames
@@ -947,7 +947,7 @@ def training_cv_kinetics(model: NeuralCanonicalTransformation, y: np.ndarray, fi
     return {**cv_kinetics(series, lag_frames, fit.data.timestep_ps), "lag_choice": choice}
 
 
-def _training_series(values: np.ndarray, traj_lengths: Sequence[int], train_index: np.ndarray) -> list[np.ndarray]:
+def training_series(values: np.ndarray, traj_lengths: Sequence[int], train_index: np.ndarray) -> list[np.ndarray]:
     """The rows of ``values`` (one per frame, trajectories concatenated) of the training frames, one array per
     trajectory (a trajectory's training frames are consecutive: :func:`split_trajectories`)."""
     bounds = np.cumsum([0, *traj_lengths])
