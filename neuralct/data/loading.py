@@ -18,6 +18,7 @@ from .periodic import box_vectors, make_whole, selection_tree, torn_bond
 __all__ = [
     "PhaseSpaceData",
     "ION_ELEMENTS",
+    "EXTERNAL_FIELD_TOYS",
     "VELOCITY_TEMPERATURE_RATIO",
     "kinetic_temperature",
     "frame_spacing",
@@ -25,6 +26,16 @@ __all__ = [
     "solute_atom_indices",
     "load_trajectories",
 ]
+
+#: Residue names of the particles of the bundled toy systems (``neuralct simulate harmonic-chain``, ...) and the
+#: systems they belong to. Their potentials hold particles in an external field (tethered chain ends, a fixed
+#: rotation, a one-particle landscape), so they are not invariant to rotating and translating the particles: the
+#: rigid-body alignment of molecules would remove coordinates the dynamics depend on.
+EXTERNAL_FIELD_TOYS = {
+    "CHN": ("harmonic-chain",),
+    "RDW": ("rotated-double-well",),
+    "PRT": ("double-well", "mueller-brown"),
+}
 
 #: Elements of the monovalent monatomic ions (Na+, Cl-, K+, ...): solvent, like water, not solute. Divalent ions
 #: (Zn2+, Mg2+, Ca2+) are often bound to the solute and stay with it.
@@ -536,6 +547,7 @@ def load_trajectories(
     paths = _checked_paths(paths, topology, stride, momenta, backend)
     raws = _read_all(paths, str(topology) if topology else None, stride, backend)
     first = raws[0]
+    _refuse_external_field_toy(first.topology, paths[0])
     atom_indices, masses = _selected_atoms(first, selection, paths[0])
     positions = _whole_selection(raws, atom_indices, paths, stride)
     frame, aligned, rotations, rmsd = _aligned(positions, masses, paths[0])
@@ -566,6 +578,17 @@ def load_trajectories(
         selection_note=_selection_note(first.topology, atom_indices, selection),
         periodic=any(raw.box is not None for raw in raws),
     )
+
+
+def _refuse_external_field_toy(topology: Any, path: str) -> None:
+    """Refuse the particles of a bundled toy held by an external field (:data:`EXTERNAL_FIELD_TOYS`)."""
+    names = {residue.name for residue in topology.residues}
+    if len(names) == 1 and (name := names.pop()) in EXTERNAL_FIELD_TOYS:
+        raise NeuralCTError(
+            f"{path} holds the particles of the toy {' or '.join(EXTERNAL_FIELD_TOYS[name])}, held by an external "
+            "field: training aligns molecules by rotating and translating them, which would remove the coordinates its "
+            "potential depends on; learn its CVs with neuralct.toys (e.g. fit_toy_trajectories)"
+        )
 
 
 def solute_atom_indices(topology: Any) -> np.ndarray:

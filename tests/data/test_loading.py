@@ -196,3 +196,18 @@ def test_masses_recorded_by_simulate_win_over_the_elements(tmp_path):
     mdtraj.load(str(path), top=str(tmp_path / "chain" / "topology.pdb")).save_dcd(str(plain))
     elements = load_trajectories(plain, topology=tmp_path / "chain" / "topology.pdb")
     assert np.allclose(elements.frame.masses.numpy(), 39.948)  # no record: the elements' masses
+
+
+@pytest.mark.parametrize("name", ["harmonic-chain", "double-well", "mueller-brown", "rotated-double-well"])
+def test_the_toys_in_an_external_field_are_refused_not_aligned(name, tmp_path):
+    """Aligning the particles of a toy whose potential is not rotation invariant would lose its coordinates."""
+    from neuralct.data.loading import EXTERNAL_FIELD_TOYS
+
+    md_system = build_system(name)
+    residue = {r.name for r in md_system.topology.residues()}
+    assert len(residue) == 1 and name in EXTERNAL_FIELD_TOYS[residue.pop()]
+    out = tmp_path / name
+    out.mkdir()
+    run_simulation(md_system, out, SimulationSettings(length_ns=0.001, report_ps=0.1, seed=0), progress=False)
+    with pytest.raises(NeuralCTError, match=f"the toy .*{name}.*, held by an external field"):
+        load_trajectories([out / "replica-000.nc"])
