@@ -689,12 +689,19 @@ def _particle_topology(n_particles: int, residue: str):
 
 
 def harmonic_chain_system(
-    n: int = 32, kappa_kT_per_nm2: float = 1.0, mass_amu: float = 1.0, temperature: float = 300.0
+    n: int = 32,
+    kappa_kT_per_nm2: float = 1.0,
+    mass_amu: float = 1.0,
+    temperature: float = 300.0,
+    tethered: bool = True,
 ) -> MDSystem:
     """The harmonic chain with fixed ends as OpenMM forces.
 
     U = kappa/2 sum_{i=0..n} |r_{i+1} - r_i|^2 with r_0 = r_{n+1} = 0: each Cartesian component is
     one independent copy of the 1D chain of ``neuralct.toys.hamiltonians.HarmonicChain`` (in kT units there).
+    Untethered (``tethered=False``) the two end springs are left out: a free chain of n beads,
+    invariant to rotations and translations like a molecule, whose particles (residue ``CHF``, not
+    ``CHN``) ``neuralct train`` takes.
 
     Parameters
     ----------
@@ -706,6 +713,8 @@ def harmonic_chain_system(
         Mass of every particle in amu.
     temperature : float
         Temperature in K that fixes kT in kJ/mol.
+    tethered : bool
+        Whether the two ends are held by springs to the origin.
     """
     import openmm as mm
 
@@ -723,12 +732,20 @@ def harmonic_chain_system(
     ends.addParticle(0, [])
     ends.addParticle(n - 1, [])
     system.addForce(bonds)
-    system.addForce(ends)
+    if tethered:
+        system.addForce(ends)
     # The analytic ground state is r = 0; spread the start along x by one thermal amplitude.
     positions = np.zeros((n, 3))
     positions[:, 0] = np.sin(np.pi * np.arange(1, n + 1) / (n + 1)) / np.sqrt(kappa_kT_per_nm2)
-    settings = {"n": n, "kappa_kT_per_nm2": kappa_kT_per_nm2, "mass_amu": mass_amu, "temperature": temperature}
-    return MDSystem("harmonic-chain", system, _particle_topology(n, "CHN"), positions, "harmonic chain", settings)
+    settings = {
+        "n": n,
+        "kappa_kT_per_nm2": kappa_kT_per_nm2,
+        "mass_amu": mass_amu,
+        "temperature": temperature,
+        "tethered": bool(tethered),
+    }
+    topology = _particle_topology(n, "CHN" if tethered else "CHF")
+    return MDSystem("harmonic-chain", system, topology, positions, "harmonic chain", settings)
 
 
 def _one_particle(

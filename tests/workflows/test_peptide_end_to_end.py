@@ -134,7 +134,7 @@ def test_a_residue_that_does_not_exist_is_a_one_line_error(trialanine, capsys):
 
 def test_a_toy_without_backbone_goes_through_with_notes(tmp_path, capsys):
     system = tmp_path / "chain.yaml"
-    system.write_text("kind: harmonic-chain\nn: 5\n")
+    system.write_text("kind: harmonic-chain\nn: 5\ntethered: false\n")  # a free chain: a molecule without backbone
     model, paths = simulate_train(tmp_path, str(system), 3, 1, ["--platform", "Reference"])
     out = tmp_path / "analysis"
     assert main(["analyze", str(model), *paths, "--output", str(out)]) == 0
