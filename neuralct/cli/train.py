@@ -146,8 +146,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--validation-trajectories",
         type=positive_int,
         default=1,
-        help="trajectories held out for validation; of a single trajectory, blocks 5 and 10 of 10 "
-        "(default: %(default)s)",
+        help="trajectories held out for validation (default: %(default)s)",
     )
     source.add_argument(
         "--toy", metavar="NAME", help="a toy system with exact answers: harmonic-chain or curved-double-well"

@@ -46,9 +46,8 @@ def split_lagged_pairs(
 ) -> LaggedPairs:
     """The pairs of training frames and of validation frames ``lag_ps`` apart.
 
-    A pair belongs to a set when both its frames do, and its frames lie in one contiguous
-    stretch of that set: pairs never cross a trajectory boundary (:func:`lagged_pairs`), the cut
-    of a split trajectory, nor a block of the other set between two of its own.
+    A pair belongs to a set when both its frames do; pairs never cross a trajectory
+    boundary (:func:`lagged_pairs`) nor the cut of a split trajectory.
 
     Parameters
     ----------
@@ -68,18 +67,12 @@ def split_lagged_pairs(
     LaggedPairs
     """
     lag_frames = lag_in_frames(lag_ps, timestep_ps, name, no_timestep)
-    labels = np.full(int(np.sum(traj_lengths)), -1)
-    labels[train_index], labels[valid_index] = 0, 1
-    first, second = lagged_pairs(_stretch_lengths(traj_lengths, labels), lag_frames)
-    split = [(first[labels[first] == label], second[labels[first] == label]) for label in (0, 1)]
+    first, second = lagged_pairs(traj_lengths, lag_frames)
+    split = []
+    for index in (train_index, valid_index):
+        keep = np.isin(first, index) & np.isin(second, index)
+        split.append((first[keep], second[keep]))
     return LaggedPairs(split[0], split[1], lag_frames, float(lag_ps))
-
-
-def _stretch_lengths(traj_lengths: Sequence[int], labels: np.ndarray) -> list[int]:
-    """Lengths of the runs of consecutive frames of one trajectory with one label, in order."""
-    trajectory = np.repeat(np.arange(len(traj_lengths)), traj_lengths)
-    breaks = np.flatnonzero((np.diff(labels) != 0) | (np.diff(trajectory) != 0)) + 1
-    return np.diff(np.concatenate([[0], breaks, [len(labels)]])).tolist()
 
 
 def lag_in_frames(

@@ -44,16 +44,9 @@ __all__ = [
     "training_memory_needed",
     "validation_interval",
     "DTYPES",
-    "SPLIT_BLOCKS",
-    "VALIDATION_EVERY",
 ]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-#: Contiguous blocks a single trajectory is cut into for validation, and every how many one is held
-#: out (:func:`split_trajectories`): blocks 5 and 10 of 10, a fifth of the frames.
-SPLIT_BLOCKS = 10
-VALIDATION_EVERY = 5
 
 _LAYER_NAMES = ("linear", "linear-point", "point", "continuous")
 
@@ -384,11 +377,8 @@ def check_frame_weights(
 def split_trajectories(traj_lengths: list[int], validation_trajectories: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Frame indices of training and held-out validation data, split by whole trajectories.
 
-    A single trajectory is cut into :data:`SPLIT_BLOCKS` contiguous blocks and every
-    :data:`VALIDATION_EVERY`-th block is held out (blocks 5 and 10 of 10), not its last stretch:
-    a bias run's last stretch is another regime than its start (the bias has grown), and a
-    validation loss on it alone keeps an early, barely trained state. Frames are never
-    shuffled, and lagged pairs stay inside one block (:func:`neuralct.data.pairs.split_lagged_pairs`).
+    With a single trajectory the last 20 % of its frames (a contiguous block, never
+    shuffled frames) are held out instead.
 
     Returns
     -------
@@ -398,15 +388,9 @@ def split_trajectories(traj_lengths: list[int], validation_trajectories: int) ->
     """
     starts = np.concatenate([[0], np.cumsum(traj_lengths)[:-1]]).astype(int)
     if len(traj_lengths) == 1:
-        blocks = np.array_split(np.arange(traj_lengths[0]), SPLIT_BLOCKS)
-        held = [k for k in range(SPLIT_BLOCKS) if (k + 1) % VALIDATION_EVERY == 0]
-        numbers = " and ".join(str(k + 1) for k in held)
-        return (
-            np.concatenate([block for k, block in enumerate(blocks) if k not in held]),
-            np.concatenate([blocks[k] for k in held]),
-            f"single trajectory: {SPLIT_BLOCKS} contiguous blocks, blocks {numbers} held out; lagged pairs stay "
-            "inside a block",
-        )
+        n = traj_lengths[0]
+        cut = int(round(0.8 * n))
+        return np.arange(cut), np.arange(cut, n), "single trajectory: last 20% of frames held out as a contiguous block"
     if not 1 <= validation_trajectories < len(traj_lengths):
         raise NeuralCTError(
             f"`validation_trajectories` must be between 1 and {len(traj_lengths) - 1} for {len(traj_lengths)} "

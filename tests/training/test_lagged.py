@@ -301,22 +301,6 @@ def test_split_lagged_pairs_converts_the_lag_once_and_keeps_each_pair_inside_one
         split_lagged_pairs([10, 6], 0.7, 0.5, np.arange(16), np.arange(0), "`vamp_lags_ps`")
 
 
-def test_a_single_trajectory_validates_on_interleaved_blocks_and_no_pair_jumps_a_held_out_block():
-    """One trajectory of 40 frames: blocks 5 and 10 of 10 (frames 16-19 and 36-39) validate; at a lag of 6 frames
-    no training pair reaches from block 4 over block 5 into block 6, where both ends are training frames."""
-    from neuralct.workflows.train import split_trajectories
-
-    train_index, valid_index, rule = split_trajectories([40], 1)
-    assert valid_index.tolist() == [16, 17, 18, 19, 36, 37, 38, 39]
-    assert train_index.tolist() == [*range(16), *range(20, 36)] and "blocks 5 and 10 held out" in rule
-    pairs = split_lagged_pairs([40], 3.0, 0.5, train_index, valid_index)
-    first, second = pairs.train
-    assert first.tolist() == [*range(10), *range(20, 30)] and np.array_equal(second, first + 6)
-    assert len(pairs.valid[0]) == 0  # blocks of 4 frames hold no pair 6 frames apart
-    short = split_lagged_pairs([40], 1.0, 0.5, train_index, valid_index)
-    assert short.valid[0].tolist() == [16, 17, 36, 37]
-
-
 def test_batch_vamp2_is_deeptimes_score_and_differentiable():
     """On pairs of two AR(1) processes (autocorrelations 0.8, 0.5), VAMP-2 is 0.8^2 + 0.5^2, as deeptime computes."""
     from deeptime.decomposition import VAMP

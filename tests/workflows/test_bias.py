@@ -97,7 +97,7 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
         "16",
         "--no-progress",
     ]
-    # The loop's retraining: the time-lagged objective on the biased frames (one file, blocks 5 and 10 held out),
+    # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out),
     # biased again.
     assert main(retrain + ["--lag-ps", "0.2", "--vamp-weight", "10", "--output", str(tmp_path / "lagged")]) == 0
     assert len(json.loads((tmp_path / "lagged" / "summary.json").read_text())["relaxation_times_ps"]) == 24
