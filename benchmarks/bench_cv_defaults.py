@@ -43,18 +43,20 @@ TRAIN, VALID, TEST = [0, 1, 2], [3], [4, 5]
 FRAME_SPACINGS_PS = (0.5, 1.0)
 
 
-def simulate(work: Path, report_ps: float) -> Path:
-    """The 6 x 2 ns trajectories with frames ``report_ps`` apart (simulated once)."""
-    folder = work / f"ala-6x2ns-{report_ps:g}ps"
+def simulate_alanine(folder: Path, *options: str) -> Path:
+    """``neuralct simulate alanine-dipeptide OPTIONS`` into ``folder``, once (reused when it finished)."""
     if not (folder / "summary.json").is_file():
         subprocess.run(
-            [
-                *("neuralct", "simulate", "alanine-dipeptide", "--replicas", "6", "--length-ns", "2"),
-                *("--report-ps", f"{report_ps:g}", "--seed", "1", "--no-progress", "--output", str(folder)),
-            ],
+            ["neuralct", "simulate", "alanine-dipeptide", *options, "--no-progress", "--output", str(folder)],
             check=True,
         )
     return folder
+
+
+def simulate(work: Path, report_ps: float) -> Path:
+    """The 6 x 2 ns trajectories with frames ``report_ps`` apart (simulated once)."""
+    options = ("--replicas", "6", "--length-ns", "2", "--report-ps", f"{report_ps:g}", "--seed", "1")
+    return simulate_alanine(work / f"ala-6x2ns-{report_ps:g}ps", *options)
 
 
 def without_velocities(folder: Path) -> list[Path]:

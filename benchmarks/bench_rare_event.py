@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,17 +43,12 @@ GRID = 24
 
 def simulate(work: Path, temperature: float) -> Path:
     """The unbiased trajectories at ``temperature`` (K), simulated once."""
-    folder = work / f"ala-{temperature:g}K"
-    if not (folder / "summary.json").is_file():
-        subprocess.run(
-            [
-                *("neuralct", "simulate", "alanine-dipeptide", "--replicas", str(REPLICAS)),
-                *("--length-ns", f"{LENGTH_NS:g}", "--report-ps", f"{FRAME_PS:g}", "--temperature", f"{temperature:g}"),
-                *("--seed", "5", "--no-progress", "--output", str(folder)),
-            ],
-            check=True,
-        )
-    return folder
+    from bench_cv_defaults import simulate_alanine
+
+    options = ("--replicas", str(REPLICAS), "--length-ns", f"{LENGTH_NS:g}", "--report-ps", f"{FRAME_PS:g}")
+    return simulate_alanine(
+        work / f"ala-{temperature:g}K", *options, "--temperature", f"{temperature:g}", "--seed", "5"
+    )
 
 
 def phi_psi_msm_timescale(phi: list[np.ndarray], psi: list[np.ndarray], lag_frames: int, lag_ps: float) -> float:
