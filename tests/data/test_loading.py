@@ -168,11 +168,13 @@ def test_masses_recorded_by_simulate_win_over_the_elements(tmp_path):
     from neuralct.cli import main
     from neuralct.data.netcdf import MASSES_ATTRIBUTE, read_netcdf
 
+    free_chain = tmp_path / "chain.yaml"  # untethered: a molecule the loader takes
+    free_chain.write_text("kind: harmonic-chain\ntethered: false\n")
     assert (
         main(
             [
                 "simulate",
-                "harmonic-chain",
+                str(free_chain),
                 "--length-ns",
                 "0.002",
                 "--report-ps",
