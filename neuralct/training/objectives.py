@@ -56,6 +56,13 @@ def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.
     return (whitened**2).sum()
 
 
+def _same_pairs(a: tuple[torch.Tensor, ...] | None, b: tuple[torch.Tensor, ...] | None) -> bool:
+    """Whether two sets of index pairs are the same pairs in the same order (None only equals None)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return all(x.shape == y.shape and bool(torch.equal(x, y)) for x, y in zip(a, b))
+
+
 class LaggedLikelihood:
     """``-E_pairs[ln rho(x_t) + sum_k ln p_tau(z_k(t+tau) | z_k(t))]`` per pair (nats, reduced units).
 
@@ -80,8 +87,9 @@ class LaggedLikelihood:
         Number of slowest modes (by relaxation time) in the VAMP-2 term.
     vamp_pairs : sequence of LaggedPairs, optional
         Pairs of the VAMP-2 term, one entry per lag; the term is the mean of the scores at
-        these lags, each on its own minibatch. None: ``pairs`` (the one lag of the transition
-        density).
+        these lags, each on its own minibatch, except that a lag whose pairs are ``pairs``
+        scores the transition density's minibatch (no second pass of the flow). None: ``pairs``
+        (the one lag of the transition density).
     """
 
     name = "lagged-likelihood"
@@ -122,6 +130,10 @@ class LaggedLikelihood:
                         "trajectories"
                     )
             self.vamp_pairs = [(as_index(lagged.train), as_index(lagged.valid)) for lagged in vamp_pairs]
+            self._vamp_on_transition = [
+                _same_pairs(train, self.train_pairs) and _same_pairs(valid, self.valid_pairs)
+                for train, valid in self.vamp_pairs
+            ]
             if self.valid_pairs is not None and any(valid is None for _, valid in self.vamp_pairs):
                 raise NeuralCTError(
                     "a `vamp_lags_ps` lag leaves no validation pairs; use shorter lags or longer validation "
@@ -186,9 +198,12 @@ class LaggedLikelihood:
                 scores = [nested_vamp2(split_phase_space(z0)[0][:, slowest], split_phase_space(z1)[0][:, slowest])]
             else:
                 scores = []
-                for (i, j), _ in self.vamp_pairs:
-                    pick = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
-                    y0, y1, _ = self.latent_pairs(model, i[pick], j[pick], generator)
+                for ((i, j), _), on_transition in zip(self.vamp_pairs, self._vamp_on_transition):
+                    if on_transition:
+                        y0, y1 = z0, z1
+                    else:
+                        pick = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
+                        y0, y1, _ = self.latent_pairs(model, i[pick], j[pick], generator)
                     scores.append(
                         nested_vamp2(split_phase_space(y0)[0][:, slowest], split_phase_space(y1)[0][:, slowest])
                     )
@@ -217,8 +232,10 @@ class LaggedLikelihood:
             if self.vamp_pairs is None:
                 scores = [float(nested_vamp2(torch.cat(starts), torch.cat(ends)))]
             else:
+                transition = float(nested_vamp2(torch.cat(starts), torch.cat(ends)))
                 scores = [
-                    self._validation_vamp2(model, valid, slowest, generator, chunk) for _, valid in self.vamp_pairs
+                    transition if on_transition else self._validation_vamp2(model, valid, slowest, generator, chunk)
+                    for (_, valid), on_transition in zip(self.vamp_pairs, self._vamp_on_transition)
                 ]
             loss -= self.vamp_weight * float(np.mean(scores))
         return loss

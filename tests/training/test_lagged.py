@@ -223,7 +223,7 @@ def test_learning_recovers_frequencies_and_friction_of_a_harmonic_system(momenta
 
 
 @pytest.mark.parametrize("momenta", ["recorded", "resample"])
-def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(momenta):
+def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(momenta, monkeypatch):
     """The validation loss is the pair likelihood minus the weight times the mean nested VAMP-2 over the lags,
 
     each computed here directly from the flow's latent positions; one lag equal to the transition
@@ -255,6 +255,21 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
         plain.validation_loss(model) - 3.0 * np.mean(scores), rel=1e-10, abs=1e-10
     )
     assert as_single.validation_loss(model) == pytest.approx(single.validation_loss(model), rel=1e-12)
+    # The lag of the transition density scores its own minibatch: the same loss as the single-lag term, from the
+    # same draws, and one pass of the flow fewer per step (three, not four, for the lags 1, 2 and 4 frames here).
+    same = [term.loss(model, 64, torch.Generator().manual_seed(7)) for term in (as_single, single)]
+    assert float(same[0]) == float(same[1])
+    passes = []
+    original = LaggedLikelihood.latent_pairs
+
+    def counted(self, *args):
+        passes.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(LaggedLikelihood, "latent_pairs", counted)
+    several.loss(model, 64, torch.Generator().manual_seed(1))
+    assert len(passes) == 3
+    monkeypatch.undo()
     assert len(set(np.round(scores, 6))) == 3  # the lags differ, so the mean is not one lag's score
     loss = several.loss(model, 64, torch.Generator().manual_seed(1))
     loss.backward()
