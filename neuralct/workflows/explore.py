@@ -45,8 +45,7 @@ from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransfor
 from ..training.loop import TrainingSettings
 from ..units import kT_kj_per_mol
 from .bias import BiasSettings, backbone_torsions, default_bias_every, run_metadynamics
-from .objective import KINETIC_VAMP_WEIGHT, ObjectiveChoice, choose_objective
-from .train import fit_trajectories
+from .objective import KINETIC_VAMP_WEIGHT, ObjectiveChoice, choose_objective, fit_with_choice
 
 __all__ = [
     "ExploreSettings",
@@ -472,19 +471,10 @@ def _train(
         seed=settings.seed,
     )
     choice: ObjectiveChoice = choose_objective(data, 1, **objective)
-    model, summary = fit_trajectories(
-        data,
-        copy.deepcopy(settings.architecture),
-        TrainingSettings(steps=settings.train_steps, batch_size=settings.batch_size, progress=settings.progress),
-        validation_trajectories=1,
-        **choice.fit_options(),
-        device=settings.device,
-        seed=settings.seed,
-        checkpoint=folder / "checkpoint.pt",
+    training = TrainingSettings(steps=settings.train_steps, batch_size=settings.batch_size, progress=settings.progress)
+    model, summary = fit_with_choice(
+        data, choice, copy.deepcopy(settings.architecture), training, folder, settings.device, settings.seed
     )
-    summary["objective"] = model.metadata["objective"] = choice.as_dict()
-    model.save(folder / "model.pt")
-    write_json(folder / "summary.json", summary)
     return model.cpu(), summary
 
 

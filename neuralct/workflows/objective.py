@@ -15,12 +15,14 @@ frames (the density objective), and the choice says why.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..analysis.kinetics import tica_spectrum
 from ..data import PhaseSpaceData
 from ..errors import NeuralCTError
-from .train import split_trajectories, training_series
+from ..io import write_json
+from .train import fit_trajectories, split_trajectories, training_series
 
 __all__ = [
     "OBJECTIVES",
@@ -29,6 +31,7 @@ __all__ = [
     "MIN_KINETIC_PAIRS",
     "ObjectiveChoice",
     "choose_objective",
+    "fit_with_choice",
 ]
 
 #: What ``objective`` may be: chosen from the data, the time-lagged one, or maximum likelihood on single frames.
@@ -275,3 +278,38 @@ def _half_lag(lag_ps: float, timestep_ps: float) -> float:
 def _clean(lag_ps: float) -> float:
     """A lag without float noise (``1.5000000000000002`` -> ``1.5``), as a user would type it."""
     return float(f"{lag_ps:.10g}")
+
+
+def fit_with_choice(
+    data: PhaseSpaceData,
+    choice: ObjectiveChoice,
+    architecture: Any,
+    training: Any,
+    folder: Path,
+    device: str,
+    seed: int,
+) -> tuple[Any, dict[str, Any]]:
+    """Fit ``data`` with the objective ``choice`` (the last trajectory validates) into ``folder``.
+
+    The choice is recorded in the summary and in the model's metadata; writes ``model.pt``, then
+    ``summary.json`` (the mark of a finished fit), with ``checkpoint.pt`` to resume from beside them.
+    ``architecture`` and ``training`` are those of :func:`~neuralct.workflows.train.fit_trajectories`.
+
+    Returns
+    -------
+    model, summary
+    """
+    model, summary = fit_trajectories(
+        data,
+        architecture,
+        training,
+        validation_trajectories=1,
+        **choice.fit_options(),
+        device=device,
+        seed=seed,
+        checkpoint=folder / "checkpoint.pt",
+    )
+    summary["objective"] = model.metadata["objective"] = choice.as_dict()
+    model.save(folder / "model.pt")
+    write_json(folder / "summary.json", summary)
+    return model, summary

@@ -22,8 +22,7 @@ from ..md.systems import build_system
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation
 from ..training.loop import TrainingSettings
 from .analyze import analyze_trajectories
-from .objective import ObjectiveChoice, choose_objective
-from .train import fit_trajectories
+from .objective import ObjectiveChoice, choose_objective, fit_with_choice
 
 __all__ = ["QuickstartSettings", "check_settings", "run_quickstart"]
 
@@ -196,20 +195,7 @@ def _train(
     """
     folder = prepare_output_dir(folder)
     training = TrainingSettings(steps=steps, batch_size=settings.batch_size, progress=settings.progress)
-    model, summary = fit_trajectories(
-        data,
-        list(DEFAULT_ARCHITECTURE),
-        training,
-        validation_trajectories=1,
-        **choice.fit_options(),
-        device=settings.device,
-        seed=settings.seed,
-        checkpoint=folder / "checkpoint.pt",
-    )
-    summary["objective"] = model.metadata["objective"] = choice.as_dict()
-    model.save(folder / "model.pt")
-    write_json(folder / "summary.json", summary)
-    return model, summary
+    return fit_with_choice(data, choice, list(DEFAULT_ARCHITECTURE), training, folder, settings.device, settings.seed)
 
 
 def _density_figures(

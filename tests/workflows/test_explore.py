@@ -88,7 +88,7 @@ def test_settings_that_cannot_run_are_refused_before_any_work():
 STEP_FOLDERS = {
     "run_simulation": lambda args, kwargs: args[1],
     "run_metadynamics": lambda args, kwargs: args[2],
-    "fit_trajectories": lambda args, kwargs: kwargs["checkpoint"].parent,
+    "fit_with_choice": lambda args, kwargs: args[4],
 }
 
 
