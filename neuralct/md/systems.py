@@ -718,6 +718,8 @@ def harmonic_chain_system(
     """
     import openmm as mm
 
+    if not isinstance(tethered, bool):
+        raise NeuralCTError(f"harmonic chain: `tethered` must be true or false, got {tethered!r}")
     kappa = kappa_kT_per_nm2 * kT_kj_per_mol(temperature)
     system = mm.System()
     for _ in range(n):

@@ -36,6 +36,19 @@ def test_harmonic_chain_energies_equal_analytic(kappa):
     np.testing.assert_allclose(energy.evaluate(x)[0], toy, rtol=1e-10)
 
 
+def test_a_free_chain_has_the_bonds_only_and_a_tethered_value_must_be_a_boolean():
+    """Untethered, U = kappa/2 sum_{i=1..n-1} |r_{i+1} - r_i|^2: unchanged by translating and rotating the chain."""
+    n, kappa = 5, 2.0
+    energy = OpenMMEnergy(harmonic_chain_system(n=n, kappa_kT_per_nm2=kappa, tethered=False).system, unit="kT")
+    x = np.random.default_rng(1).normal(size=(4, n, 3))
+    expected = 0.5 * kappa * (np.diff(x, axis=1) ** 2).sum(axis=(1, 2))
+    np.testing.assert_allclose(energy.evaluate(x)[0], expected, rtol=1e-10)
+    turned = x @ np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).T + 3.0
+    np.testing.assert_allclose(energy.evaluate(turned)[0], expected, rtol=1e-10)
+    with pytest.raises(NeuralCTError, match="^harmonic chain: `tethered` must be true or false, got 3$"):
+        harmonic_chain_system(n=n, tethered=3)
+
+
 def test_double_well_and_mueller_brown_energies():
     dw = OpenMMEnergy(build_system("double-well"), unit="kT")
     x = np.array([[[-1.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[0.5, 0.2, -0.1]]])
