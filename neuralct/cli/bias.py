@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..workflows.bias import CV_FORCES
@@ -142,6 +143,14 @@ def _add_bias_options(p: argparse.ArgumentParser) -> None:
         default=3.0,
         help="grid of a learned CV: its training range widened by this fraction on each side (default: %(default)s)",
     )
+    p.add_argument(
+        "--frozen-bias",
+        metavar="RUN",
+        default=None,
+        help="hold the final bias of the finished `neuralct bias` run in folder RUN (same model, CVs and grid "
+        "options) fixed through this run, depositing nothing: a production run after metadynamics, whose frames "
+        "reweight exactly with exp(V(s)/kT) (default: metadynamics from a zero bias)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -198,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
     identity = result_settings(args, ignore=ignore) | {"openmm_system": system_digest(md_system)}
     # A system given as files is identified by their content, as the model is.
     inputs = [args.model, *system_files(args)]
+    if args.frozen_bias is not None:
+        # The frozen bias enters by its content too: a rerun after the earlier run changed is refused.
+        inputs.append(str(Path(args.frozen_bias) / "bias.npy"))
     # A finished run writes its frames and results again from its final checkpoint; a changed
     # checkpoint is refused.
     rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
@@ -252,6 +264,7 @@ def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
         seed=args.seed,
         checkpoint_seconds=args.checkpoint_seconds,
         allow_oscillating_cvs=args.allow_oscillating_cvs,
+        frozen_bias_from=args.frozen_bias,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..workflows.explore import FREEZE_RATE_PER_NS
 from .options import (
     add_common_options,
     positive_float,
@@ -27,11 +28,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "every 0.5 ps) and a model trained on it by maximum likelihood (`--objective density`: data that never "
             "made the rare transition hold no slow process for it, but the density's softest modes carry some of "
             "it). Round R: well-tempered metadynamics on the slowest CV of the model of round R - 1 (as `neuralct "
-            "bias`, --round-ns; from round 2 on Gaussian widths of 0.15 of the CV's training range), then a model "
-            "trained on its frames with the time-lagged objective (lag 2 ps, VAMP-2 weight 100). Stops when every "
-            "backbone phi was crossed in the last two rounds and its reweighted F(phi > 0) - F(phi < 0) changed by "
-            "less than --tolerance-kj between them, with block standard errors below it in both, else "
-            "after --max-rounds rounds (a molecule without a backbone "
+            "bias`, --round-ns; from round 2 on Gaussian widths of 0.15 of the CV's training range). A round whose "
+            "CV crossed every backbone phi at least --freeze-rate-per-ns times per ns has its final bias frozen: the "
+            "rounds after it run the same CV under that fixed bias (independent runs, their frames reweighted "
+            "exactly with exp(V/kT) and pooled); a round below that rate is followed by a model trained on its frames "
+            "with the time-lagged objective (lag 2 ps, VAMP-2 weight 100). Stops when every backbone phi was crossed "
+            "and its pooled F(phi > 0) - F(phi < 0) changed by less than --tolerance-kj over the last frozen round, "
+            "with block standard errors below it before and after, else after --max-rounds rounds (a molecule "
+            "without a backbone "
             "phi has no states defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of "
             "the model biased last as `neuralct export` writes them (OUTPUT/export/) and summary.json; prints one "
             "line per round and one for the result. Rerunning the same command goes on from the last finished "
@@ -59,14 +63,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="length of each metadynamics round in ns (default: %(default)s)",
     )
     p.add_argument(
-        "--max-rounds", type=positive_int, default=4, help="metadynamics rounds at most (default: %(default)s)"
+        "--max-rounds",
+        type=positive_int,
+        default=6,
+        help="rounds at most after round 0, metadynamics and frozen-bias rounds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--freeze-rate-per-ns",
+        type=positive_float,
+        default=FREEZE_RATE_PER_NS,
+        help="phi transitions per ns of a metadynamics round from which its bias is frozen for the rounds after it "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--tolerance-kj",
         type=positive_float,
         default=1.0,
-        help="converged when each phi's reweighted F(phi > 0) - F(phi < 0) changed by less than this between the "
-        "last two rounds, kJ/mol (default: %(default)s)",
+        help="converged when each phi's F(phi > 0) - F(phi < 0), pooled over the frozen-bias rounds, changed by less "
+        "than this over the last one, kJ/mol (default: %(default)s)",
     )
     p.add_argument(
         "--train-steps", type=positive_int, default=3000, help="optimiser steps of every model (default: %(default)s)"
@@ -102,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         unbiased_ns=args.unbiased_ns,
         round_ns=args.round_ns,
         max_rounds=args.max_rounds,
+        freeze_rate_per_ns=args.freeze_rate_per_ns,
         tolerance_kj=args.tolerance_kj,
         train_steps=args.train_steps,
         temperature=args.temperature,

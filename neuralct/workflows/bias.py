@@ -136,6 +136,11 @@ class BiasSettings:
     allow_oscillating_cvs : bool
         Bias learned CVs that the model records as oscillating on its training frames (refused otherwise:
         :func:`check_slow_cvs`).
+    frozen_bias_from : str or None
+        Folder of a finished earlier run on the same CVs and grids (the same model or torsions and
+        grid settings): its final bias (``bias.npy``) acts unchanged through this run and no Gaussian
+        is deposited, so each frame's weight exp(V(s)/kT) is exact, not the Tiwary-Parrinello estimate of
+        a bias still growing (a production run after metadynamics). None: metadynamics from a zero bias.
     """
 
     cv: str = "learned"
@@ -158,6 +163,7 @@ class BiasSettings:
     seed: int = 0
     checkpoint_seconds: float = 60.0
     allow_oscillating_cvs: bool = False
+    frozen_bias_from: str | None = None
 
     def validate(self) -> None:
         """Raise NeuralCTError for values that cannot make a run."""
@@ -194,6 +200,13 @@ class BiasSettings:
             raise NeuralCTError(
                 f"`length_ns` {self.length_ns} is shorter than one report interval ({self.report_ps} ps)"
             )
+        if self.frozen_bias_from is not None:
+            folder = Path(self.frozen_bias_from)
+            missing = [name for name in ("summary.json", "bias.npy") if not (folder / name).is_file()]
+            if missing:
+                raise NeuralCTError(
+                    f"`frozen_bias_from` {folder} holds no finished bias run: no {' or '.join(missing)}"
+                )
 
     def _whole_steps_near(self, interval_ps: float) -> list[float]:
         """The whole numbers of bias steps (ps) next to ``interval_ps``, at least one step."""
@@ -406,11 +419,60 @@ def run_metadynamics(
     variables = _bias_variables(
         settings, model, md_system, torsions, cv_force is not None and cv_force[0] == "TorchForce"
     )
-    run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables)
+    frozen = None if settings.frozen_bias_from is None else frozen_bias(Path(settings.frozen_bias_from), *variables[1:])
+    run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables, frozen=frozen)
     with _sigint_held() as interrupted:
         run.start_or_resume(interrupted)
         timing = run.run_reports(interrupted, progress)
     return run.write_results(timing)
+
+
+def frozen_bias(folder: Path, names: list[str], grids: list[dict]) -> np.ndarray:
+    """The final bias of the finished run in ``folder``, checked to lie on the CVs and grids of a new run.
+
+    Parameters
+    ----------
+    folder : Path
+        A finished ``neuralct bias`` run (``summary.json`` and ``bias.npy``).
+    names, grids : list
+        The new run's CV names and grids (:func:`_bias_variables`).
+
+    Returns
+    -------
+    np.ndarray
+        The bias in kJ/mol on the grid, axis order reversed (last CV first), as ``openmm.app.Metadynamics``.
+
+    Raises
+    ------
+    NeuralCTError
+        If the earlier run biased other CVs or had other grids (another model or grid settings), or its
+        bias is not finite or not of its grid's shape.
+    """
+    import json
+
+    earlier = json.loads((folder / "summary.json").read_text())
+    theirs, ours = earlier["grids"], grids
+    same = earlier["cvs"] == names and [(g["name"], g["grid_points"]) for g in theirs] == [
+        (g["name"], g["grid_points"]) for g in ours
+    ]
+    bounds = [[[g["min"], g["max"]] for g in run] for run in (theirs, ours)]
+    if not (same and np.allclose(*bounds, rtol=1e-9, atol=1e-12)):
+        raise NeuralCTError(
+            f"`frozen_bias_from` {folder} biased other CVs or grids than this run (CVs {', '.join(earlier['cvs'])}, "
+            f"bounds {np.round(bounds[0], 4).tolist()} against {', '.join(names)}, {np.round(bounds[1], 4).tolist()}); "
+            "give a run of the same model and grid settings"
+        )
+    try:
+        bias = np.load(folder / "bias.npy", allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise NeuralCTError(f"`frozen_bias_from` {folder}: bias.npy cannot be read ({first_line(error)})") from None
+    shape = tuple(grid["grid_points"] for grid in reversed(grids))
+    if bias.shape != shape or not np.all(np.isfinite(bias)):
+        raise NeuralCTError(
+            f"`frozen_bias_from` {folder}: bias.npy is damaged (shape {bias.shape}, its grid's {shape}, "
+            "or values not finite)"
+        )
+    return np.asarray(bias, dtype=np.float64)
 
 
 class _MetadynamicsRun:
@@ -432,6 +494,9 @@ class _MetadynamicsRun:
         The force of the learned CVs and why it was chosen (:func:`cv_force_kind`); None for phi/psi.
     variables, names, grids
         The biased CVs as ``BiasVariable``, their COLVAR names and their grids (:func:`_bias_variables`).
+    frozen : np.ndarray or None
+        A bias to hold fixed through the run (:func:`frozen_bias`): no Gaussian is deposited. None:
+        metadynamics from a zero bias.
     """
 
     def __init__(
@@ -445,7 +510,9 @@ class _MetadynamicsRun:
         variables: list[Any],
         names: list[str],
         grids: list[dict],
+        frozen: np.ndarray | None = None,
     ):
+        import openmm.unit as unit
         from openmm.app.metadynamics import Metadynamics
 
         from ..md.systems import select_atoms
@@ -464,6 +531,10 @@ class _MetadynamicsRun:
             settings.height_kj,
             settings.steps_per_deposit,
         )
+        self.frozen = frozen
+        if frozen is not None:
+            # Depositions of zero height leave the bias as it is.
+            self.metadynamics.height = 0.0 * unit.kilojoule_per_mole
         self.bias_group = self.metadynamics._force.getForceGroup()
         _seed_barostat(md_system.system, settings.seed)
         integrator = _integrator(settings, md_system.system, self.bias_group)
@@ -492,29 +563,37 @@ class _MetadynamicsRun:
     def start_or_resume(self, interrupted: threading.Event) -> None:
         """Continue from the checkpoint, or minimise and draw velocities for a fresh run."""
         import openmm as mm
-        import openmm.unit as unit
 
-        simulation, metadynamics = self.simulation, self.metadynamics
+        simulation = self.simulation
         if self.checkpoint_file.exists():
             checkpoint = ArrayCheckpoint.load(
                 self.checkpoint_file, _CHECKPOINT_ENTRIES, "rerun with `overwrite` to start again"
             )
             simulation.context.loadCheckpoint(checkpoint["state"])
             simulation.currentStep = checkpoint["step"]
-            metadynamics._selfBias[...] = checkpoint["bias"]
-            metadynamics._totalBias[...] = checkpoint["bias"]
-            # A zero-height deposit pushes the restored grid into the context's tabulated function.
-            metadynamics._addGaussian(
-                np.array([v.minValue for v in self.variables]), 0.0 * unit.kilojoule_per_mole, simulation.context
-            )
+            self._set_bias(checkpoint["bias"])
             self.rows, self.frames = list(checkpoint["rows"]), list(checkpoint["frames"])
             self.boxes = list(checkpoint["boxes"])
             return
         simulation.context.setPositions(self.md_system.positions)
+        if self.frozen is not None:
+            self._set_bias(self.frozen)
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
         simulation.context.setVelocitiesToTemperature(self.settings.temperature, self.settings.seed + 1)
         if interrupted.is_set():
             raise KeyboardInterrupt
+
+    def _set_bias(self, grid: np.ndarray) -> None:
+        """Make ``grid`` (kJ/mol, the metadynamics grid's shape) the bias, in the context too."""
+        import openmm.unit as unit
+
+        metadynamics = self.metadynamics
+        metadynamics._selfBias[...] = grid
+        metadynamics._totalBias[...] = grid
+        # A zero-height deposit pushes the grid into the context's tabulated function.
+        metadynamics._addGaussian(
+            np.array([v.minValue for v in self.variables]), 0.0 * unit.kilojoule_per_mole, self.simulation.context
+        )
 
     def run_reports(self, interrupted: threading.Event, progress: bool) -> dict[str, Any]:
         """Run the remaining report intervals, with a checkpoint every ``checkpoint_seconds``, at the end and on Ctrl-C.
@@ -901,8 +980,13 @@ def _summary(
         "phi_torsions": by_torsion,
         "core_sets_rad": {"A": list(CORE_A), "B": list(CORE_B)},
         "reweighted_phi_psi_surfaces": list(surfaces),
-        "reweighting": "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), "
-        "c(t) from the bias grid at each report",
+        "reweighting": (
+            "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), "
+            "c(t) from the bias grid at each report"
+            if settings.frozen_bias_from is None
+            else f"static: w = exp((V(s) - c)/kT) per COLVAR frame (all frames), exact for the bias of "
+            f"{settings.frozen_bias_from} held fixed (c constant)"
+        ),
         "steps_per_second": steps / timing["wall_seconds"] if steps and timing["wall_seconds"] > 0 else None,
         "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
         "step_unit": f"MD steps of {settings.timestep_fs} fs (the bias is evaluated every {settings.bias_every})",

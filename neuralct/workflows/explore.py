@@ -34,8 +34,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..analysis.colvar import read_colvar
 from ..analysis.dihedrals import dihedral_angles
-from ..analysis.reweighting import FreeEnergyDifference, count_transitions, phi_free_energy_difference
+from ..analysis.reweighting import (
+    FreeEnergyDifference,
+    count_transitions,
+    metadynamics_weights,
+    phi_free_energy_difference,
+)
 from ..data import load_trajectories
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
@@ -66,6 +72,10 @@ LATER_WIDTH_FRACTION = 0.15
 #: Time between the frames of the unbiased MD of round 0, ps (B3's first model trained on such frames).
 UNBIASED_REPORT_PS = 0.5
 
+#: Phi transitions per ns of a metadynamics round from which its bias is frozen for production (benchmarks, B3:
+#: the loop's CVs that drove phi at least this often gave estimates within the tolerance in a few ns).
+FREEZE_RATE_PER_NS = 10.0
+
 #: Share of a single (biased) trajectory that trains a model; the rest validates it
 #: (:func:`neuralct.workflows.train.split_trajectories`).
 _TRAINED_SHARE = 0.8
@@ -86,7 +96,11 @@ class ExploreSettings:
     round_ns : float
         Length of each metadynamics round, ns.
     max_rounds : int
-        Metadynamics rounds at most.
+        Rounds at most after round 0 (metadynamics and frozen-bias rounds).
+    freeze_rate_per_ns : float
+        A metadynamics round whose CV crossed every backbone phi at least this often per ns has its
+        final bias frozen: the rounds after it are production runs with that bias held fixed, whose
+        frames reweight exactly, until the pooled free-energy difference settles.
     tolerance_kj : float
         The loop has converged when every backbone phi's reweighted F(phi > 0) - F(phi < 0) changed by
         less than this between the last two rounds, kJ/mol.
@@ -120,7 +134,8 @@ class ExploreSettings:
     unbiased_ns: float = 1.0
     unbiased_report_ps: float = UNBIASED_REPORT_PS
     round_ns: float = 2.0
-    max_rounds: int = 4
+    max_rounds: int = 6
+    freeze_rate_per_ns: float = FREEZE_RATE_PER_NS
     tolerance_kj: float = 1.0
     train_steps: int = 3000
     batch_size: int = 256
@@ -147,24 +162,28 @@ class ExploreSettings:
             seed=self.seed,
         )
 
-    def bias(self, round_index: int, md_system: Any) -> BiasSettings:
-        """The settings of metadynamics round ``round_index`` (1, 2, ...) on ``md_system``.
+    def bias(self, round_index: int, md_system: Any, frozen: tuple[int, Path] | None = None) -> BiasSettings:
+        """The settings of round ``round_index`` (1, 2, ...) on ``md_system``.
 
         Round 1 biases the first model's CV with ``neuralct bias``'s default width; later rounds the
-        retrained CVs with :data:`LATER_WIDTH_FRACTION`.
+        retrained CVs with :data:`LATER_WIDTH_FRACTION`. ``frozen``: the metadynamics round whose final
+        bias this round holds fixed and its run folder; such a round has its own seed, ``seed +
+        round_index``, so that the frozen rounds are independent runs of the same biased ensemble.
         """
         defaults = BiasSettings()
+        width_index = round_index if frozen is None else frozen[0]
         return BiasSettings(
             n_cvs=1,
             temperature=self.temperature,
             length_ns=self.round_ns,
             report_ps=self.bias_report_ps,
-            width_fraction=defaults.width_fraction if round_index == 1 else LATER_WIDTH_FRACTION,
+            width_fraction=defaults.width_fraction if width_index == 1 else LATER_WIDTH_FRACTION,
             bias_every=default_bias_every(md_system) if self.bias_every is None else self.bias_every,
             platform=self.platform,
             threads=self.threads,
-            seed=self.seed,
+            seed=self.seed if frozen is None else self.seed + round_index,
             allow_oscillating_cvs=self.allow_oscillating_cvs,
+            frozen_bias_from=None if frozen is None else str(frozen[1]),
         )
 
 
@@ -184,6 +203,8 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
         raise NeuralCTError(f"`max_rounds` must be at least 1, got {settings.max_rounds}")
     if not settings.tolerance_kj > 0:
         raise NeuralCTError(f"`tolerance_kj` must be > 0, got {settings.tolerance_kj}")
+    if not settings.freeze_rate_per_ns > 0:
+        raise NeuralCTError(f"`freeze_rate_per_ns` must be > 0, got {settings.freeze_rate_per_ns}")
     settings.simulation().validate()
     round_settings = settings.bias(2, md_system)
     round_settings.validate()
@@ -313,27 +334,47 @@ def run_explore(
     rounds = [_round_entry(0, md_folder, simulation["ns_simulated"], torsions, output / "round-0" / "model", training)]
     announce(round_line(rounds[-1]))
     previous, verdict = None, StoppingVerdict(False, "no metadynamics round")
+    # The metadynamics round whose bias is frozen (its index and run folder), and the frozen rounds so far.
+    frozen: tuple[int, Path] | None = None
+    frozen_runs: list[tuple[int, Path]] = []
+    biased_model = output / "round-0" / "model" / "model.pt"
     for index in range(1, settings.max_rounds + 1):
         folder = output / f"round-{index}"
-        biased = _metadynamics(md_system, model, settings.bias(index, md_system), folder / "bias", settings.progress)
-        verdict = stopping_verdict(previous, biased["phi_torsions"], settings.tolerance_kj)
+        biased = _metadynamics(
+            md_system, model, settings.bias(index, md_system, frozen), folder / "bias", settings.progress
+        )
+        if frozen is None:
+            verdict = _metadynamics_verdict(biased["phi_torsions"], settings.freeze_rate_per_ns)
+            estimate = None
+        else:
+            frozen_runs.append((index, folder / "bias"))
+            estimate = _frozen_estimate([run for _, run in frozen_runs], settings.temperature)
+            verdict = stopping_verdict(previous, estimate, settings.tolerance_kj)
         stop = verdict.converged or index == settings.max_rounds
+        freeze = frozen is None and not stop and _drives_every_phi(biased["phi_torsions"], settings.freeze_rate_per_ns)
         trained_folder, training = None, None
-        if not stop:
+        if frozen is None and not stop and not freeze:
             retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
             trained_folder = folder / "model"
             model, training = _train([folder / "bias" / "trajectory.nc"], trained_folder, settings, retrain)
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
         )
-        entry["biased_model"] = str(output / f"round-{index - 1}" / "model" / "model.pt")
+        entry["kind"] = "metadynamics" if frozen is None else f"frozen bias of round {frozen[0]}"
+        entry["biased_model"] = str(biased_model)
         entry["width_fraction"] = biased["settings"]["width_fraction"]
+        if estimate is not None:
+            entry["pooled"] = {"rounds": [number for number, _ in frozen_runs], "phi_torsions": estimate}
         entry["verdict"] = {"converged": verdict.converged, "reason": verdict.reason, "changes_kj": verdict.changes_kj}
         rounds.append(entry)
         announce(round_line(entry))
         if stop:
             break
-        previous = biased["phi_torsions"]
+        if freeze:
+            frozen = (index, folder / "bias")
+        elif trained_folder is not None:
+            biased_model = trained_folder / "model.pt"
+        previous = estimate
     final_model = rounds[-1]["biased_model"]
     export = _export(load(final_model), final_model, output / "export")
     summary = {
@@ -344,6 +385,10 @@ def run_explore(
         "tolerance_kj": settings.tolerance_kj,
         "final_model": final_model,
         "final_model_is": "the model whose slowest CV the last round biased",
+        "final_estimate": rounds[-1].get("pooled"),
+        "final_estimate_is": "each phi's F(phi > 0) - F(phi < 0) over the frames of the frozen-bias rounds pooled, "
+        "reweighted with the frozen bias (exact); null where no round was frozen",
+        "freeze_rate_per_ns": settings.freeze_rate_per_ns,
         "export": str(output / "export"),
         "exported_cvs": [cv["name"] for cv in export["cvs"]],
         "retraining": {
@@ -357,9 +402,57 @@ def run_explore(
     return summary
 
 
+def _metadynamics_verdict(torsions: dict[str, dict[str, Any]], freeze_rate_per_ns: float) -> StoppingVerdict:
+    """Why a metadynamics round never ends the loop: its free energy is not the answer, a frozen bias's is.
+
+    The Tiwary-Parrinello estimate of a bias still growing ran 1-2 kJ/mol low on the loop's 2 ns
+    rounds where the frozen bias's exact reweighting did not (benchmarks/README.md, B3).
+    """
+    if not torsions:
+        return StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
+    if _drives_every_phi(torsions, freeze_rate_per_ns):
+        return StoppingVerdict(False, "the CV drove every phi: its bias is frozen for the rounds that follow")
+    slowest = min(torsions, key=lambda name: torsions[name]["phi_transitions_per_ns"])
+    return StoppingVerdict(
+        False,
+        f"{slowest} crossed {torsions[slowest]['phi_transitions_per_ns']:.1f} times per ns, under the "
+        f"{freeze_rate_per_ns:g} per ns at which a bias is frozen",
+    )
+
+
+def _drives_every_phi(torsions: dict[str, dict[str, Any]], freeze_rate_per_ns: float) -> bool:
+    """Whether a round crossed every backbone phi at least ``freeze_rate_per_ns`` times per ns (False without one)."""
+    return bool(torsions) and all(
+        figures["phi_transitions_per_ns"] >= freeze_rate_per_ns for figures in torsions.values()
+    )
+
+
+def _frozen_estimate(runs: list[Path], temperature: float) -> dict[str, dict[str, Any]]:
+    """Each backbone phi's figures over the frozen-bias runs ``runs`` pooled (their COLVARs one after another).
+
+    The runs hold the same bias fixed, so their frames are draws of one biased ensemble and the
+    weights exp((V(s) - c)/kT) are exact and comparable across them; transitions are counted run by
+    run (a run's start does not continue the run before it).
+    """
+    angles: dict[str, list[np.ndarray]] = {}
+    rbias = []
+    for run in runs:
+        fields, table = read_colvar(run / "COLVAR")
+        for name in json.loads((run / "summary.json").read_text())["phi_torsions"]:
+            angles.setdefault(name, []).append(table[:, fields.index(name)])
+        rbias.append(table[:, fields.index("rbias")])
+    ns = (
+        sum(len(values) for values in rbias)
+        * json.loads((runs[0] / "summary.json").read_text())["settings"]["report_ps"]
+        / 1000.0
+    )
+    kT = kT_kj_per_mol(temperature)
+    return _pooled_phi_figures(angles, metadynamics_weights(np.concatenate(rbias), kT), ns, kT)
+
+
 def _not_converged(verdict: StoppingVerdict, max_rounds: int) -> str:
     """Why a loop that ran all its rounds did not converge."""
-    return f"did not converge in {max_rounds} metadynamics round(s): {verdict.reason}"
+    return f"did not converge in {max_rounds} round(s): {verdict.reason}"
 
 
 def round_line(entry: dict[str, Any]) -> str:
@@ -372,9 +465,14 @@ def round_line(entry: dict[str, Any]) -> str:
     """
     if entry["round"] == 0:
         what = f"round 0, unbiased MD ({entry['ns_simulated']:.3g} ns)"
-    else:
+    elif entry["kind"] == "metadynamics":
         what = f"round {entry['round']}, metadynamics on the slowest CV ({entry['ns_simulated']:.3g} ns)"
+    else:
+        what = f"round {entry['round']}, the slowest CV under the {entry['kind']} ({entry['ns_simulated']:.3g} ns)"
     line = f"{what}: {_phi_words(entry['phi_torsions'])}"
+    if "pooled" in entry:
+        rounds = ", ".join(str(number) for number in entry["pooled"]["rounds"])
+        line += f"; frozen rounds {rounds} pooled: {_difference_words(entry['pooled']['phi_torsions'])}"
     if entry["objective"] is not None:
         line += f"; trained: {entry['objective']['description']}"
     if "verdict" in entry:
@@ -388,12 +486,21 @@ def final_line(summary: dict[str, Any]) -> str:
     head = f"converged after round {last['round']}" if summary["converged"] else summary["stopped_because"]
     if not last["phi_torsions"]:
         return f"{head}; final model {summary['final_model']}, exported to {summary['export']}"
-    differences = "; ".join(
-        f"F({name}>0) - F({name}<0) {_difference(figures).describe()}" for name, figures in last["phi_torsions"].items()
-    )
+    if "pooled" in last:
+        rounds = ", ".join(str(number) for number in last["pooled"]["rounds"])
+        where = f"frozen rounds {rounds} pooled: {_difference_words(last['pooled']['phi_torsions'])}"
+    else:
+        where = f"round {last['round']}: {_difference_words(last['phi_torsions'])}"
     return (
-        f"{head}; round {last['round']}: {differences}, {last['phi_transitions_per_ns']:.1f} phi transitions per ns; "
+        f"{head}; {where}, {last['phi_transitions_per_ns']:.1f} phi transitions per ns in round {last['round']}; "
         f"final model {summary['final_model']}, exported to {summary['export']}"
+    )
+
+
+def _difference_words(torsions: dict[str, dict[str, Any]]) -> str:
+    """Each phi's reweighted F(phi > 0) - F(phi < 0) in words."""
+    return "; ".join(
+        f"F({name}>0) - F({name}<0) {_difference(figures).describe()}" for name, figures in torsions.items()
     )
 
 
@@ -509,7 +616,7 @@ def _unbiased_phi_figures(paths: list[Path], topology: Path, settings: ExploreSe
     """
     import mdtraj
 
-    angles, transitions, frames = {}, {}, 0
+    angles, frames = {}, 0
     for path in paths:
         trajectory = mdtraj.load(str(path), top=str(topology))
         torsions = {
@@ -520,17 +627,34 @@ def _unbiased_phi_figures(paths: list[Path], topology: Path, settings: ExploreSe
         values = dihedral_angles(trajectory.xyz.astype(np.float64), list(torsions.values()))
         for column, name in enumerate(torsions):
             angles.setdefault(name, []).append(values[:, column])
-            transitions[name] = transitions.get(name, 0) + count_transitions(values[:, column])
         frames += trajectory.n_frames
     ns = frames * settings.unbiased_report_ps / 1000.0
-    kT = kT_kj_per_mol(settings.temperature)
+    return _pooled_phi_figures(angles, np.ones(frames), ns, kT_kj_per_mol(settings.temperature))
+
+
+def _pooled_phi_figures(
+    angles: dict[str, list[np.ndarray]], weights: np.ndarray, ns: float, kT: float
+) -> dict[str, dict[str, Any]]:
+    """Each phi's figures over runs taken one after another, as a bias run's summary holds them (``phi_torsions``).
+
+    Parameters
+    ----------
+    angles : dict of str to list of np.ndarray
+        Each phi's values per run, rad, shape (n_frames_of_run,).
+    weights : np.ndarray, shape=(n_frames,)
+        The frames' weights, the runs one after another.
+    ns : float
+        The runs' total length, ns.
+    kT : float
+        Thermal energy, kJ/mol.
+    """
     figures = {}
     for name, series in angles.items():
-        phi = np.concatenate(series)
-        difference = phi_free_energy_difference(phi, np.ones_like(phi), kT)
+        transitions = sum(count_transitions(values) for values in series)
+        difference = phi_free_energy_difference(np.concatenate(series), weights, kT)
         figures[name] = {
-            "phi_transitions": transitions[name],
-            "phi_transitions_per_ns": transitions[name] / ns,
+            "phi_transitions": transitions,
+            "phi_transitions_per_ns": transitions / ns,
             "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
             "delta_F_standard_error_kj": difference.standard_error_kj,
             "delta_F_blocks": difference.blocks,

@@ -46,7 +46,7 @@ def test_explore_runs_the_loop_and_prints_a_line_per_round_and_the_result(tmp_pa
     assert printed[-3].startswith("round 0, unbiased MD (0.04 ns): ") and "trained: density" in printed[-3]
     assert printed[-2].startswith("round 1, metadynamics on the slowest CV (0.04 ns): ")
     # One metadynamics round has nothing to compare with: the loop says it did not converge, and why.
-    assert not summary["converged"] and printed[-1].startswith("did not converge in 1 metadynamics round(s)")
+    assert not summary["converged"] and printed[-1].startswith("did not converge in 1 round(s)")
     assert f"{summary['rounds'][1]['phi_transitions_per_ns']:.1f} phi transitions per ns" in printed[-1]
     assert summary["final_model"] == str(out / "round-0" / "model" / "model.pt")
     for name in ("round-0/md/replica-001.nc", "round-1/bias/COLVAR", "export/manifest.json", "config.yaml"):

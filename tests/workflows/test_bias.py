@@ -263,3 +263,39 @@ def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, t
     assert fields == ["time", "cv1", "cv2", "phi", "psi", "bias", "rbias"] and table.shape == (2, 7)
     assert mdtraj.load(str(out / "trajectory.nc"), top=str(out / "topology.pdb")).n_frames == 2
     assert not (out / "summary.json").exists()
+
+
+def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine_model, tmp_path, capsys):
+    model_path, _ = alanine_model
+    first, frozen = tmp_path / "metadynamics", tmp_path / "frozen"
+    grid = ["--grid-margin", "0.5", "--pace-ps", "0.5"]
+    assert main(["bias", str(model_path), *grid, *SHORT, *FRAMES, "--output", str(first)]) == 0
+    bias = np.load(first / "bias.npy")
+    assert bias.max() > 1.0  # eight Gaussians deposited
+    command = ["bias", str(model_path), *grid, *SHORT, *FRAMES, "--seed", "3", "--frozen-bias", str(first)]
+    assert main([*command, "--output", str(frozen)]) == 0
+    # Nothing deposited: the grid is the earlier run's, to the bit.
+    assert np.array_equal(np.load(frozen / "bias.npy"), bias)
+    summary = json.loads((frozen / "summary.json").read_text())
+    assert summary["settings"]["frozen_bias_from"] == str(first)
+    assert summary["reweighting"].startswith("static: w = exp((V(s) - c)/kT)")
+    fields, table = read_colvar(frozen / "COLVAR")
+    cv, applied, offset = (table[:, fields.index(name)] for name in ("cv1", "bias", "rbias"))
+    # The bias of each frame is the earlier grid at the frame's CV from the first report on, and c is constant.
+    low, high, points = (summary["grids"][0][key] for key in ("min", "max", "grid_points"))
+    np.testing.assert_allclose(applied, np.interp(cv, np.linspace(low, high, points), bias), atol=0.05)
+    assert np.ptp(applied) > 0.5 and np.ptp(applied - offset) < 1e-6
+
+    # A bias on other grids, a folder without a finished run, a damaged bias: one line each, nothing written.
+    capsys.readouterr()
+    wider = command[:2] + ["--grid-margin", "1.0"] + command[4:]
+    assert main([*wider, "--output", str(tmp_path / "wider")]) == 2
+    assert "biased other CVs or grids than this run" in capsys.readouterr().err
+    command[-1] = str(tmp_path / "nothing")
+    assert main([*command, "--output", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip().endswith("holds no finished bias run: no summary.json or bias.npy")
+    (first / "bias.npy").write_bytes((first / "bias.npy").read_bytes()[:100])
+    command[-1] = str(first)
+    assert main([*command, "--output", str(tmp_path / "damaged")]) == 2
+    assert "bias.npy cannot be read" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("wider", "none", "damaged"))

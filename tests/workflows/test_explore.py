@@ -3,6 +3,7 @@
 import json
 
 import mdtraj
+import numpy as np
 import pytest
 
 import neuralct.workflows.explore as explore
@@ -148,7 +149,7 @@ def test_a_tiny_loop_writes_its_rounds_resumes_after_an_interruption_and_skips_w
     assert summary["final_model"] == last["biased_model"]
     assert summary["converged"] == last["verdict"]["converged"]
     if not summary["converged"]:
-        assert summary["stopped_because"].startswith("did not converge in 2 metadynamics round(s)")
+        assert summary["stopped_because"].startswith("did not converge in 2 round(s)")
     manifest = json.loads((out / "export" / "manifest.json").read_text())
     assert [cv["name"] for cv in manifest["cvs"]] == summary["exported_cvs"] == ["cv1", "cv2"]
     assert (out / "export" / "plumed.dat").exists() and (out / "export" / "cv1.pt").exists()
@@ -156,3 +157,54 @@ def test_a_tiny_loop_writes_its_rounds_resumes_after_an_interruption_and_skips_w
     # A finished loop rerun runs nothing again and gives the same summary.
     calls.clear()
     assert run_explore(system, settings, out, announce=lambda line: None) == summary and calls == []
+
+
+def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_their_frames(tmp_path, monkeypatch):
+    # The tiny rounds cannot cross phi; the rule that a round drove every phi is what is stood in for.
+    monkeypatch.setattr(explore, "_drives_every_phi", lambda torsions, rate: True)
+    system, out = build_system("alanine-dipeptide"), tmp_path / "explore"
+    settings = ExploreSettings(**(TINY | {"max_rounds": 3}))
+    calls, lines = [], []
+    _recording(monkeypatch, calls)
+    summary = run_explore(system, settings, out, announce=lines.append)
+    # No retraining after the frozen round: its model's CV is biased, with its bias, in the rounds after it.
+    assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-2/bias", "round-3/bias"]
+    rounds = summary["rounds"]
+    assert [entry["kind"] for entry in rounds[1:]] == ["metadynamics"] + ["frozen bias of round 1"] * 2
+    assert all(entry["biased_model"] == str(out / "round-0" / "model" / "model.pt") for entry in rounds[1:])
+    assert rounds[1]["model"] is None and summary["final_model"] == rounds[-1]["biased_model"]
+    metadynamics_bias = np.load(out / "round-1" / "bias" / "bias.npy")
+    for index in (2, 3):
+        run = json.loads((out / f"round-{index}" / "bias" / "summary.json").read_text())["settings"]
+        assert run["frozen_bias_from"] == str(out / "round-1" / "bias") and run["seed"] == index
+        assert run["width_fraction"] == 0.06  # round 1's width, whose bias it is
+        assert np.array_equal(np.load(out / f"round-{index}" / "bias" / "bias.npy"), metadynamics_bias)
+    assert rounds[2]["pooled"]["rounds"] == [2] and rounds[3]["pooled"]["rounds"] == [2, 3]
+    assert summary["final_estimate"] == rounds[3]["pooled"]
+    assert rounds[2]["verdict"]["reason"] == "one round: nothing to compare with yet"
+    assert "frozen rounds 2, 3 pooled" in lines[-1]
+
+
+def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transitions_run_by_run(tmp_path):
+    from neuralct.analysis.colvar import write_colvar
+    from neuralct.units import kT_kj_per_mol
+
+    kT = kT_kj_per_mol(300.0)
+    # Run 1 ends in core set B, run 2 starts in A: one after another they would show a transition that never was.
+    phis = [np.array([-2.0, -1.5, 1.0, 1.2, -1.0, 0.9]), np.array([-2.5, -2.0, 1.1, 1.0])]
+    biases = [np.array([9.0, 8.0, 1.0, 0.5, 7.0, 2.0]), np.array([9.5, 8.5, 1.5, 0.0])]
+    runs = []
+    for number, (phi, bias) in enumerate(zip(phis, biases)):
+        run = tmp_path / f"round-{number + 2}" / "bias"
+        run.mkdir(parents=True)
+        table = np.column_stack([phi * 0.1, phi, np.zeros_like(phi), bias, bias - 3.0])
+        write_colvar(run / "COLVAR", np.arange(len(phi), dtype=float), table, ["cv1", "phi", "psi", "bias", "rbias"])
+        (run / "summary.json").write_text(json.dumps({"phi_torsions": {"phi": {}}, "settings": {"report_ps": 1.0}}))
+        runs.append(run)
+    figures = explore._frozen_estimate(runs, 300.0)["phi"]
+    assert figures["phi_transitions"] == count_transitions(phis[0]) + count_transitions(phis[1]) == 4
+    assert figures["phi_transitions_per_ns"] == pytest.approx(4 / 0.010)
+    phi, bias = np.concatenate(phis), np.concatenate(biases)
+    weights = np.exp(bias / kT)
+    expected = -kT * np.log(weights[phi > 0].sum() / weights[phi <= 0].sum())
+    assert figures["delta_F_phi_positive_minus_negative_kj"] == pytest.approx(expected, rel=1e-9)
