@@ -82,6 +82,7 @@ OTHER_VALUES = {
     ("bias", "pace_ps"): ["2"],
     ("bias", "system"): ["{system}"],
     ("bias", "width_fraction"): ["0.1"],
+    ("bias", "frozen_bias"): ["{frozen_bias}"],
     ("bias", "forcefield"): ["amber14-all.xml"],
     ("bias", "padding_nm"): ["1.3"],
     ("bias", "cutoff_nm"): ["0.9"],
@@ -167,6 +168,8 @@ def inputs(tmp_path_factory):
     )
     system = root / "alanine.pdb"
     shutil.copy(root / "md" / "topology.pdb", system)
+    bias_run = ["--length-ns", "0.004", "--report-ps", "0.1", "--bias-every", "5", "--no-progress"]
+    assert main(["bias", str(root / "model" / "model.pt"), *bias_run, "--output", str(root / "bias")]) == 0
     frames = sum(len(read_netcdf(path).time_ps) for path in paths[:2])
     weights = root / "weights.txt"
     weights.write_text("\n".join(["1"] * frames))
@@ -180,6 +183,7 @@ def inputs(tmp_path_factory):
         "weights": str(weights),
         "bias_colvar": str(colvar),
         "top": str(root / "md" / "topology.pdb"),
+        "frozen_bias": str(root / "bias"),
     }
 
 

@@ -1,10 +1,12 @@
 """load_trajectories: both readers agree, phi/psi survive alignment, momenta, lagged pairs, bad input."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from neuralct.data import lagged_pairs, load_trajectories
-from neuralct.data.loading import kinetic_temperature
+from neuralct.data.loading import kinetic_temperature, read_with_mdtraj
 from neuralct.data.netcdf import read_netcdf, write_netcdf
 from neuralct.errors import NeuralCTError
 from neuralct.md.simulate import SimulationSettings, run_simulation
@@ -213,3 +215,17 @@ def test_the_toys_in_an_external_field_are_refused_not_aligned(name, tmp_path):
     run_simulation(md_system, out, SimulationSettings(length_ns=0.001, report_ps=0.1, seed=0), progress=False)
     with pytest.raises(NeuralCTError, match=f"the toy .*{name}.*, held by an external field"):
         load_trajectories([out / "replica-000.nc"])
+
+
+def test_mdtraj_reads_a_netcdf_file_without_its_netcdf4_warning(alanine_model):
+    import warnings
+
+    import mdtraj
+
+    _, paths = alanine_model
+    topology = str(Path(paths[0]).parent / "topology.pdb")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frames = read_with_mdtraj(paths[0], topology)
+    assert not [warning for warning in caught if "netCDF4" in str(warning.message)]
+    np.testing.assert_array_equal(frames.xyz, mdtraj.load(paths[0], top=topology).xyz)
