@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         "openmm_system": system_digest(md_system)
     }
     # A finished rerun skips every step and writes the summary and config again.
-    rebuilt = ("config.yaml", "summary.json")
+    rebuilt = ("config.yaml", "summary.json", "free-energy/*")
     with RunFolder(
         args.output, "explore", identity, inputs=system_files(args), overwrite=args.overwrite, rebuilt=rebuilt
     ) as folder:

@@ -75,6 +75,7 @@ __all__ = [
     "check_slow_cvs",
     "default_bias_every",
     "run_metadynamics",
+    "write_phi_psi_surface",
 ]
 
 #: How a learned CV can be computed inside OpenMM (:attr:`BiasSettings.cv_force`).
@@ -419,7 +420,9 @@ def run_metadynamics(
     variables = _bias_variables(
         settings, model, md_system, torsions, cv_force is not None and cv_force[0] == "TorchForce"
     )
-    frozen = None if settings.frozen_bias_from is None else frozen_bias(Path(settings.frozen_bias_from), *variables[1:])
+    frozen = (
+        None if settings.frozen_bias_from is None else _frozen_bias(Path(settings.frozen_bias_from), *variables[1:])
+    )
     run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables, frozen=frozen)
     with _sigint_held() as interrupted:
         run.start_or_resume(interrupted)
@@ -427,7 +430,7 @@ def run_metadynamics(
     return run.write_results(timing)
 
 
-def frozen_bias(folder: Path, names: list[str], grids: list[dict]) -> np.ndarray:
+def _frozen_bias(folder: Path, names: list[str], grids: list[dict]) -> np.ndarray:
     """The final bias of the finished run in ``folder``, checked to lie on the CVs and grids of a new run.
 
     Parameters
@@ -495,7 +498,7 @@ class _MetadynamicsRun:
     variables, names, grids
         The biased CVs as ``BiasVariable``, their COLVAR names and their grids (:func:`_bias_variables`).
     frozen : np.ndarray or None
-        A bias to hold fixed through the run (:func:`frozen_bias`): no Gaussian is deposited. None:
+        A bias to hold fixed through the run (:func:`_frozen_bias`): no Gaussian is deposited. None:
         metadynamics from a zero bias.
     """
 
@@ -532,6 +535,7 @@ class _MetadynamicsRun:
             settings.steps_per_deposit,
         )
         self.frozen = frozen
+        self.weighting = "Tiwary-Parrinello c(t)" if frozen is None else "frozen bias, exact weights"
         if frozen is not None:
             # Depositions of zero height leave the bias as it is.
             self.metadynamics.height = 0.0 * unit.kilojoule_per_mole
@@ -702,8 +706,8 @@ class _MetadynamicsRun:
             )
             if psi_name is not None:
                 surfaces.update(
-                    _write_phi_psi_surface(
-                        self.folder, name, psi_name, column[name], column[psi_name], weights, self.kT
+                    write_phi_psi_surface(
+                        self.folder, name, psi_name, column[name], column[psi_name], weights, self.kT, self.weighting
                     )
                 )
             by_torsion[name] = _phi_figures(column[name], table[:, 0], weights, self.kT, ns)
@@ -896,19 +900,32 @@ def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names:
     )
 
 
-def _write_phi_psi_surface(
-    folder: Path, phi_name: str, psi_name: str, phi: np.ndarray, psi: np.ndarray, weights: np.ndarray, kT: float
+def write_phi_psi_surface(
+    folder: Path,
+    phi_name: str,
+    psi_name: str,
+    phi: np.ndarray,
+    psi: np.ndarray,
+    weights: np.ndarray,
+    kT: float,
+    weighting: str,
 ) -> dict[str, str]:
     """Write the reweighted free energy of one residue's phi and psi (``.npy`` and ``.png``); its file and description.
 
     Parameters
     ----------
+    folder : Path
+        Where the files go (``fes_phi_psi_reweighted[_RESIDUE].npy`` and ``.png``).
+    phi_name, psi_name : str
+        The torsions' COLVAR names.
     phi, psi : np.ndarray, shape=(n_frames,)
-        The residue's backbone torsions in rad, named ``phi_name`` and ``psi_name`` in the COLVAR.
+        The residue's backbone torsions in rad.
     weights : np.ndarray, shape=(n_frames,)
         The frames' weights.
     kT : float
         Thermal energy in kJ/mol.
+    weighting : str
+        How the weights were made, for the plot's title.
     """
     from ..analysis.fes import free_energy_2d
     from ..analysis.plots import plot_grid_free_energy
@@ -922,7 +939,7 @@ def _write_phi_psi_surface(
     centres = {"min": -math.pi + math.pi / _PHI_PSI_BINS, "max": math.pi - math.pi / _PHI_PSI_BINS}
     axes = [{"name": f"{phi_name} (rad)", **centres}, {"name": f"{psi_name} (rad)", **centres}]
     plot_grid_free_energy(
-        surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", "reweighted free energy (Tiwary-Parrinello c(t))"
+        surface, axes, folder / f"fes_phi_psi_reweighted{suffix}.png", f"reweighted free energy ({weighting})"
     )
     return {
         f"fes_phi_psi_reweighted{suffix}.npy": (

@@ -56,7 +56,7 @@ from ..md.simulate import SimulationSettings, run_simulation
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation, load
 from ..training.loop import TrainingSettings
 from ..units import kT_kj_per_mol
-from .bias import BiasSettings, backbone_torsions, default_bias_every, run_metadynamics
+from .bias import BiasSettings, backbone_torsions, default_bias_every, run_metadynamics, write_phi_psi_surface
 from .objective import KINETIC_VAMP_WEIGHT, ObjectiveChoice, choose_objective, fit_with_choice
 
 __all__ = [
@@ -384,6 +384,8 @@ def run_explore(
         previous = estimate
     final_model = rounds[-1]["biased_model"]
     export = _export(load(final_model), final_model, output / "export")
+    runs = [run for _, run in frozen_runs]
+    surfaces = _frozen_surfaces(runs, output / "free-energy", settings.temperature) if runs else {}
     summary = {
         "system": md_system.name,
         "rounds": rounds,
@@ -395,6 +397,7 @@ def run_explore(
         "final_estimate": rounds[-1].get("pooled"),
         "final_estimate_is": "each phi's F(phi > 0) - F(phi < 0) over the frames of the frozen-bias rounds pooled, "
         "reweighted with the frozen bias (exact); null where no round was frozen",
+        "final_surfaces": {f"free-energy/{name}": meaning for name, meaning in surfaces.items()},
         "freeze_rate_per_ns": settings.freeze_rate_per_ns,
         "export": str(output / "export"),
         "exported_cvs": [cv["name"] for cv in export["cvs"]],
@@ -441,20 +444,52 @@ def _frozen_estimate(runs: list[Path], temperature: float) -> dict[str, dict[str
     weights exp((V(s) - c)/kT) are exact and comparable across them; transitions are counted run by
     run (a run's start does not continue the run before it).
     """
-    angles: dict[str, list[np.ndarray]] = {}
-    rbias = []
+    series, weights, ns = _frozen_frames(runs, temperature)
+    phis = {name: values for name, values in series.items() if name in _phi_names(runs[0])}
+    return _pooled_phi_figures(phis, weights, ns, kT_kj_per_mol(temperature))
+
+
+def _frozen_surfaces(runs: list[Path], folder: Path, temperature: float) -> dict[str, str]:
+    """Write each residue's phi/psi free energy over the frozen-bias runs pooled into ``folder``; files and meanings."""
+    series, weights, _ = _frozen_frames(runs, temperature)
+    folder = prepare_output_dir(folder)
+    surfaces = {}
+    for phi_name in _phi_names(runs[0]):
+        psi_name = "psi" + phi_name.removeprefix("phi")
+        if psi_name in series:
+            phi, psi = (np.concatenate(series[name]) for name in (phi_name, psi_name))
+            kT = kT_kj_per_mol(temperature)
+            surfaces |= write_phi_psi_surface(
+                folder, phi_name, psi_name, phi, psi, weights, kT, "frozen-bias rounds pooled, exact weights"
+            )
+    return surfaces
+
+
+def _phi_names(run: Path) -> list[str]:
+    """The backbone phi torsions a bias run counted (its ``summary.json``)."""
+    return list(json.loads((run / "summary.json").read_text())["phi_torsions"])
+
+
+def _frozen_frames(runs: list[Path], temperature: float) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
+    """The COLVAR columns of the frozen-bias runs ``runs`` and the frames' exact weights.
+
+    Returns
+    -------
+    series : dict of str to list of np.ndarray
+        Each COLVAR column per run, shape (n_frames_of_run,).
+    weights : np.ndarray, shape=(n_frames,)
+        exp((V(s) - c)/kT) of every frame, the runs one after another, the largest 1.
+    ns : float
+        The runs' total length, ns.
+    """
+    series: dict[str, list[np.ndarray]] = {}
     for run in runs:
         fields, table = read_colvar(run / "COLVAR")
-        for name in json.loads((run / "summary.json").read_text())["phi_torsions"]:
-            angles.setdefault(name, []).append(table[:, fields.index(name)])
-        rbias.append(table[:, fields.index("rbias")])
-    ns = (
-        sum(len(values) for values in rbias)
-        * json.loads((runs[0] / "summary.json").read_text())["settings"]["report_ps"]
-        / 1000.0
-    )
-    kT = kT_kj_per_mol(temperature)
-    return _pooled_phi_figures(angles, metadynamics_weights(np.concatenate(rbias), kT), ns, kT)
+        for column, name in enumerate(fields[1:], start=1):
+            series.setdefault(name, []).append(table[:, column])
+    report_ps = json.loads((runs[0] / "summary.json").read_text())["settings"]["report_ps"]
+    rbias = np.concatenate(series["rbias"])
+    return series, metadynamics_weights(rbias, kT_kj_per_mol(temperature)), len(rbias) * report_ps / 1000.0
 
 
 def _not_converged(verdict: StoppingVerdict, max_rounds: int) -> str:

@@ -8,9 +8,11 @@ import pytest
 
 import neuralct.workflows.explore as explore
 from neuralct.analysis import read_colvar
+from neuralct.analysis.fes import free_energy_2d
 from neuralct.analysis.reweighting import count_transitions
 from neuralct.errors import NeuralCTError
 from neuralct.md.systems import build_system
+from neuralct.units import kT_kj_per_mol
 from neuralct.workflows.explore import ExploreSettings, check_settings, run_explore, stopping_verdict
 
 #: A loop small enough for seconds: 2 x 20 ps of MD, 4 ps rounds, tiny models trained for 10 steps.
@@ -183,11 +185,21 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
     assert summary["final_estimate"] == rounds[3]["pooled"]
     assert rounds[2]["verdict"]["reason"] == "one round: nothing to compare with yet"
     assert "frozen rounds 2, 3 pooled" in lines[-1]
+    # The phi/psi surface of the frozen rounds pooled, each frame weighed exactly by the frozen bias.
+    assert list(summary["final_surfaces"]) == ["free-energy/fes_phi_psi_reweighted.npy"]
+    tables = [read_colvar(out / f"round-{index}" / "bias" / "COLVAR") for index in (2, 3)]
+    phi, psi, rbias = (
+        np.concatenate([table[:, fields.index(name)] for fields, table in tables]) for name in ("phi", "psi", "rbias")
+    )
+    kT = kT_kj_per_mol(300.0)
+    expected, _, _ = free_energy_2d(
+        phi, psi, bins=40, kT=kT, range=((-np.pi, np.pi), (-np.pi, np.pi)), weights=np.exp((rbias - rbias.max()) / kT)
+    )
+    np.testing.assert_allclose(np.load(out / "free-energy" / "fes_phi_psi_reweighted.npy"), expected, rtol=1e-12)
 
 
 def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transitions_run_by_run(tmp_path):
     from neuralct.analysis.colvar import write_colvar
-    from neuralct.units import kT_kj_per_mol
 
     kT = kT_kj_per_mol(300.0)
     # Run 1 ends in core set B, run 2 starts in A: one after another they would show a transition that never was.
