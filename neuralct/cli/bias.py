@@ -232,7 +232,9 @@ def run(args: argparse.Namespace) -> int:
         summary = run_metadynamics(md_system, model, folder.path, settings, progress=not args.no_progress)
         save_resolved_config(args, folder.path)
     print(
-        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}: {_phi_report(summary)}"
+        f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}"
+        + (f" (the frozen bias of {args.frozen_bias}, exact weights)" if args.frozen_bias else "")
+        + f": {_phi_report(summary)}"
         + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
         + f" -> {folder.path}"
     )

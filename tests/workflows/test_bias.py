@@ -274,6 +274,7 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     assert bias.max() > 1.0  # eight Gaussians deposited
     command = ["bias", str(model_path), *grid, *SHORT, *FRAMES, "--seed", "3", "--frozen-bias", str(first)]
     assert main([*command, "--output", str(frozen)]) == 0
+    assert f"ns biased on cv1 (the frozen bias of {first}, exact weights): " in capsys.readouterr().out
     # Nothing deposited: the grid is the earlier run's, to the bit.
     assert np.array_equal(np.load(frozen / "bias.npy"), bias)
     summary = json.loads((frozen / "summary.json").read_text())
