@@ -37,7 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "with block standard errors below it before and after, else after --max-rounds rounds (a molecule "
             "without a backbone "
             "phi has no states defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of "
-            "the model biased last as `neuralct export` writes them (OUTPUT/export/) and summary.json; prints one "
+            "the model biased last as `neuralct export` writes them (OUTPUT/export/), each residue's phi/psi free "
+            "energy over the frozen rounds pooled (OUTPUT/free-energy/) and summary.json; prints one "
             "line per round and one for the result. Rerunning the same command goes on from the last finished "
             "step; other options into the same --output are refused (see --overwrite)."
         ),
@@ -60,7 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--round-ns",
         type=positive_float,
         default=2.0,
-        help="length of each metadynamics round in ns (default: %(default)s)",
+        help="length of each round after round 0 in ns (default: %(default)s)",
     )
     p.add_argument(
         "--max-rounds",
