@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NeuralCTError
+from .reweighting import block_population_errors, kish_blocks
 
-__all__ = ["free_energy_1d", "free_energy_2d"]
+__all__ = ["free_energy_1d", "free_energy_2d", "free_energy_2d_errors"]
 
 
 def _free_energy(counts: np.ndarray, kT: float) -> np.ndarray:
@@ -104,3 +105,55 @@ def free_energy_2d(
     weights = _check(kT, weights, x.shape[0])
     counts, x_edges, y_edges = np.histogram2d(x, y, bins=bins, range=range, weights=weights)
     return _free_energy(counts, kT), x_edges, y_edges
+
+
+def free_energy_2d_errors(
+    x: np.ndarray,
+    y: np.ndarray,
+    bins: int | tuple[int, int],
+    kT: float,
+    range: tuple[tuple[float, float], tuple[float, float]],
+    weights: np.ndarray | None = None,
+    blocks: int = 10,
+) -> np.ndarray:
+    """Block standard errors of the free energy of every bin of :func:`free_energy_2d`'s surface.
+
+    The frames, in time order, are cut into ``blocks`` contiguous blocks; each bin's weighted
+    population p has the block standard error of
+    :func:`~neuralct.analysis.reweighting.block_population_errors`, and its free energy -kT ln p the
+    error kT sigma_p / p (to first order). Blocks, not frames, because consecutive frames are correlated.
+
+    Parameters
+    ----------
+    x, y : np.ndarray, shape=(n_frames,)
+        CV values, in time order.
+    bins, kT, range, weights
+        As for :func:`free_energy_2d` (``range`` required: every block is binned alike).
+    blocks : int
+        Contiguous blocks (at least 2).
+
+    Returns
+    -------
+    np.ndarray, shape=(bins_x, bins_y)
+        The standard error of F in the units of ``kT``; NaN in empty bins, and everywhere when the
+        weight sits in fewer than 2 blocks (Kish's effective number) or the frames are fewer than
+        the blocks.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    weights = _check(kT, weights, x.shape[0])
+    weights = np.ones_like(x) if weights is None else weights
+    histograms = [
+        np.histogram2d(x_block, y_block, bins=bins, range=range, weights=w_block)[0]
+        for x_block, y_block, w_block in zip(
+            np.array_split(x, blocks), np.array_split(y, blocks), np.array_split(weights, blocks)
+        )
+    ]
+    block_weights = np.array([w_block.sum() for w_block in np.array_split(weights, blocks)])
+    hits = np.array(histograms)
+    errors = np.full(hits.shape[1:], np.nan)
+    if len(x) < blocks or block_weights.sum() <= 0 or kish_blocks(block_weights) < 2:
+        return errors
+    population = hits.sum(axis=0) / block_weights.sum()
+    filled = population > 0
+    errors[filled] = kT * block_population_errors(block_weights, hits)[filled] / population[filled]
+    return errors

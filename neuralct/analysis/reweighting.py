@@ -146,18 +146,52 @@ def phi_free_energy_difference(
     population = float(block_positive.sum() / total) if total > 0 else 0.0
     if not 0 < population < 1:
         return none(f"phi {'> 0' if population == 0 else '<= 0'} has no weight after reweighting")
-    effective = total**2 / np.sum(block_weights**2)
+    effective = kish_blocks(block_weights)
     if effective < 2:
         return none(
             f"the weight of the reweighted frames sits in {effective:.2f} of the {blocks} blocks (Kish), "
             "too few for a standard error; run longer"
         )
-    held = block_weights > 0
-    spread = np.sum(block_weights[held] * (block_positive[held] / block_weights[held] - population) ** 2) / total
-    sigma = math.sqrt(effective / (effective - 1) * spread / effective)
+    sigma = float(block_population_errors(block_weights, block_positive))
     return FreeEnergyDifference(
         -kT * math.log(population / (1 - population)), kT * sigma / (population * (1 - population)), blocks
     )
+
+
+def kish_blocks(block_weights: np.ndarray) -> float:
+    """Kish's effective number of blocks, (sum W_b)^2 / sum W_b^2, of blocks of total weights ``block_weights``."""
+    block_weights = np.asarray(block_weights, dtype=np.float64)
+    return float(block_weights.sum() ** 2 / np.sum(block_weights**2))
+
+
+def block_population_errors(block_weights: np.ndarray, block_hits: np.ndarray) -> np.ndarray:
+    """Block standard errors of weighted populations (of one set, or of every bin of a histogram).
+
+    Block b holds the weight W_b, of which H_b lies in the set; the population p = sum H_b / sum W_b
+    has the variance n/(n - 1) sum W_b (H_b/W_b - p)^2 / sum W_b / n, with n Kish's effective number of
+    blocks (:func:`kish_blocks`, blocks need not weigh the same); blocks without weight are left out.
+
+    Parameters
+    ----------
+    block_weights : np.ndarray, shape=(n_blocks,)
+        Each block's total weight (some positive, n >= 2 for an error).
+    block_hits : np.ndarray, shape=(n_blocks, ...)
+        Each block's weight in the set, or in every bin.
+
+    Returns
+    -------
+    np.ndarray, shape=block_hits.shape[1:]
+        The standard error of each population.
+    """
+    block_weights = np.asarray(block_weights, dtype=np.float64)
+    block_hits = np.asarray(block_hits, dtype=np.float64)
+    total, effective = block_weights.sum(), kish_blocks(block_weights)
+    population = block_hits.sum(axis=0) / total
+    held = block_weights > 0
+    shape = (-1,) + (1,) * (block_hits.ndim - 1)
+    held_weights = block_weights[held].reshape(shape)
+    spread = np.sum(held_weights * (block_hits[held] / held_weights - population) ** 2, axis=0) / total
+    return np.sqrt(effective / (effective - 1) * spread / effective)
 
 
 def reweighting_offset(bias_grid: np.ndarray, bias_factor: float, kT: float, periodic: bool) -> float:

@@ -927,14 +927,17 @@ def write_phi_psi_surface(
     weighting : str
         How the weights were made, for the plot's title.
     """
-    from ..analysis.fes import free_energy_2d
+    from ..analysis.fes import free_energy_2d, free_energy_2d_errors
     from ..analysis.plots import plot_grid_free_energy
 
     suffix = "" if phi_name == "phi" else "_" + phi_name.removeprefix("phi_")
-    surface, _, _ = free_energy_2d(
-        phi, psi, bins=_PHI_PSI_BINS, kT=kT, range=((-math.pi, math.pi), (-math.pi, math.pi)), weights=weights
+    angles = ((-math.pi, math.pi), (-math.pi, math.pi))
+    surface, _, _ = free_energy_2d(phi, psi, bins=_PHI_PSI_BINS, kT=kT, range=angles, weights=weights)
+    errors = free_energy_2d_errors(
+        phi, psi, bins=_PHI_PSI_BINS, kT=kT, range=angles, weights=weights, blocks=FREE_ENERGY_BLOCKS
     )
     _save_array(folder / f"fes_phi_psi_reweighted{suffix}.npy", surface)
+    _save_array(folder / f"fes_phi_psi_reweighted{suffix}_error.npy", errors)
     # The surface holds bins: the plot's grid is their centres.
     centres = {"min": -math.pi + math.pi / _PHI_PSI_BINS, "max": math.pi - math.pi / _PHI_PSI_BINS}
     axes = [{"name": f"{phi_name} (rad)", **centres}, {"name": f"{psi_name} (rad)", **centres}]
@@ -946,7 +949,11 @@ def write_phi_psi_surface(
             f"reweighted free energy F({phi_name}, {psi_name}), kJ/mol, minimum 0, NaN in bins without frames; "
             f"shape ({_PHI_PSI_BINS}, {_PHI_PSI_BINS}): first index {phi_name}, second {psi_name}, "
             f"{_PHI_PSI_BINS} equal bins each over [-pi, pi] rad (bin i from -pi + 2 pi i/{_PHI_PSI_BINS})"
-        )
+        ),
+        f"fes_phi_psi_reweighted{suffix}_error.npy": (
+            f"standard error of each bin's free energy, kJ/mol, from the spread between {FREE_ENERGY_BLOCKS} "
+            "contiguous blocks of the frames (NaN in bins without frames); same bins"
+        ),
     }
 
 

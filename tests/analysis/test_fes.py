@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from neuralct.analysis.fes import free_energy_1d, free_energy_2d
+from neuralct.analysis.fes import free_energy_1d, free_energy_2d, free_energy_2d_errors
 
 
 def test_harmonic_well_gives_a_parabola_in_kT():
@@ -41,3 +41,34 @@ def test_two_dimensional_surface_and_weights():
     reweighted, _, _ = free_energy_2d(x, y, bins=10, range=((-2, 2), (-1, 1)), weights=np.exp(x**2 / 4))
     expected = (xc[:, None] ** 2 / 2 + yc[None, :] ** 2) / 2
     np.testing.assert_allclose(reweighted, expected - expected.min(), atol=0.15)
+
+
+def test_block_errors_of_a_surface_match_the_binomial_error_of_independent_frames():
+    # Independent frames spread evenly over 2 x 2 bins: each bin's population p = 1/4 has the standard
+    # error sqrt(p (1 - p) / N), so F = -kT ln p has kT sqrt((1 - p) / (N p)).
+    rng = np.random.default_rng(7)
+    n, kT = 40000, 2.5
+    x, y = rng.uniform(0, 2, n), rng.uniform(0, 2, n)
+    errors = free_energy_2d_errors(x, y, bins=2, kT=kT, range=((0, 2), (0, 2)), blocks=20)
+    expected = kT * np.sqrt(0.75 / (n * 0.25))
+    assert errors.shape == (2, 2) and np.mean(errors) == pytest.approx(expected, rel=0.2)
+    # Weights that scale every frame alike change nothing.
+    scaled = free_energy_2d_errors(x, y, bins=2, kT=kT, range=((0, 2), (0, 2)), weights=np.full(n, 3.0), blocks=20)
+    np.testing.assert_allclose(scaled, errors, rtol=1e-12)
+
+
+def test_block_errors_of_a_surface_by_hand_and_nan_where_they_cannot_be_had():
+    x = np.array([0.1, 0.2, 1.5, 0.3, 1.7, 1.2, 0.4, 0.6])
+    y = np.array([0.1, 1.5, 0.2, 0.3, 1.1, 0.4, 0.2, 1.9])
+    w = np.array([1.0, 2.0, 1.0, 3.0, 3.0, 2.0, 1.0, 1.0])
+    errors = free_energy_2d_errors(x, y, bins=2, kT=1.0, range=((0, 2), (0, 2)), weights=w, blocks=2)
+    # Bin (0, 0) holds frames 0, 3 (block 1: 4 of 7) and 6 (block 2: 1 of 7).
+    block_w, block_h = np.array([7.0, 7.0]), np.array([4.0, 1.0])
+    p = block_h.sum() / block_w.sum()
+    n = block_w.sum() ** 2 / np.sum(block_w**2)
+    spread = np.sum(block_w * (block_h / block_w - p) ** 2) / block_w.sum()
+    assert errors[0, 0] == pytest.approx(np.sqrt(n / (n - 1) * spread / n) / p, rel=1e-12)
+    assert np.isnan(errors[1, 1]) == (not np.any((x > 1) & (y > 1)))
+    # All the weight in one block: no error to give.
+    lopsided = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    assert np.all(np.isnan(free_energy_2d_errors(x, y, 2, 1.0, ((0, 2), (0, 2)), weights=lopsided, blocks=2)))

@@ -161,6 +161,12 @@ def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, cap
         and "first index phi, second psi" in described
         and "[-pi, pi] rad" in described
     )
+    # Each bin's block standard error beside it: NaN where the surface has no frames, and everywhere
+    # when the weight of so short a run sits in fewer than 2 blocks.
+    errors = np.load(out / "fes_phi_psi_reweighted_error.npy")
+    assert "standard error" in summary["bias_files"]["fes_phi_psi_reweighted_error.npy"]
+    assert errors.shape == (40, 40) and np.all(np.isnan(errors[np.isnan(surface)]))
+    assert np.all(np.isnan(errors)) or np.array_equal(np.isnan(errors), np.isnan(surface))
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 
 import neuralct.workflows.explore as explore
 from neuralct.analysis import read_colvar
-from neuralct.analysis.fes import free_energy_2d
+from neuralct.analysis.fes import free_energy_2d, free_energy_2d_errors
 from neuralct.analysis.reweighting import count_transitions
 from neuralct.errors import NeuralCTError
 from neuralct.md.systems import build_system
@@ -186,7 +186,8 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
     assert rounds[2]["verdict"]["reason"] == "one round: nothing to compare with yet"
     assert "frozen rounds 2, 3 pooled" in lines[-1]
     # The phi/psi surface of the frozen rounds pooled, each frame weighed exactly by the frozen bias.
-    assert list(summary["final_surfaces"]) == ["free-energy/fes_phi_psi_reweighted.npy"]
+    surfaces = ["free-energy/fes_phi_psi_reweighted.npy", "free-energy/fes_phi_psi_reweighted_error.npy"]
+    assert list(summary["final_surfaces"]) == surfaces
     tables = [read_colvar(out / f"round-{index}" / "bias" / "COLVAR") for index in (2, 3)]
     phi, psi, rbias = (
         np.concatenate([table[:, fields.index(name)] for fields, table in tables]) for name in ("phi", "psi", "rbias")
@@ -196,6 +197,10 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
         phi, psi, bins=40, kT=kT, range=((-np.pi, np.pi), (-np.pi, np.pi)), weights=np.exp((rbias - rbias.max()) / kT)
     )
     np.testing.assert_allclose(np.load(out / "free-energy" / "fes_phi_psi_reweighted.npy"), expected, rtol=1e-12)
+    errors = free_energy_2d_errors(
+        phi, psi, 40, kT, ((-np.pi, np.pi), (-np.pi, np.pi)), weights=np.exp((rbias - rbias.max()) / kT)
+    )
+    np.testing.assert_allclose(np.load(out / "free-energy" / "fes_phi_psi_reweighted_error.npy"), errors, rtol=1e-12)
 
 
 def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transitions_run_by_run(tmp_path):
