@@ -30,12 +30,13 @@ callback it would reach the caller as an ``OpenMMException`` and lose the interv
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -404,7 +405,8 @@ def run_metadynamics(
     Writes ``COLVAR`` (time in ps, the biased CVs, phi, psi, bias and rbias in kJ/mol),
     ``bias.npy`` and ``fes.npy`` (the final bias and free energy on the grid, kJ/mol, axes
     in ``summary.json``), ``fes.png``, ``fes_phi_psi_reweighted.npy``/``.png`` and
-    ``summary.json``; ``checkpoint.npz`` lets an interrupted run resume. Ctrl-C stops the run at
+    ``summary.json``; ``checkpoint.npz`` lets an interrupted run resume. ``md_system`` is not changed:
+    the bias is added to a copy of its OpenMM System. Ctrl-C stops the run at
     the end of the report interval under way, with a checkpoint, as ``KeyboardInterrupt``.
 
     Raises
@@ -414,6 +416,8 @@ def run_metadynamics(
     """
     settings.validate()
     check_slow_cvs(model, settings)
+    # The bias force and the barostat's seed go into a copy: the caller's System stays as it was.
+    md_system = replace(md_system, system=copy.deepcopy(md_system.system))
     torsions = backbone_torsions(md_system.topology, settings)
     platform = run_platform(settings, md_system)
     cv_force = cv_force_kind(settings, platform[0]) if settings.cv == "learned" else None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -632,8 +632,8 @@ def _metadynamics(
 ) -> dict[str, Any]:
     """One metadynamics round into ``folder``: run, resumed, or read where it finished; its summary.
 
-    The bias is added to a copy of ``md_system``'s OpenMM System; torch runs the CV on one
-    thread meanwhile (the CV of one small molecule is latency-bound, and MD runs beside it).
+    Torch runs the CV on one thread meanwhile (the CV of one small molecule is latency-bound, and
+    MD runs beside it).
     """
     import torch
 
@@ -643,9 +643,7 @@ def _metadynamics(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return run_metadynamics(
-            replace(md_system, system=copy.deepcopy(md_system.system)), model, folder, settings, progress=progress
-        )
+        return run_metadynamics(md_system, model, folder, settings, progress=progress)
     finally:
         torch.set_num_threads(threads)
 

@@ -293,6 +293,22 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     np.testing.assert_allclose(applied, np.interp(cv, np.linspace(low, high, points), bias), atol=0.05)
     assert np.ptp(applied) > 0.5 and np.ptp(applied - offset) < 1e-6
 
+    # Interrupted and resumed, a frozen run is the uninterrupted one, bias and frames, to the bit.
+    model, system = neuralct.load(model_path), build_system("alanine-dipeptide")
+    settings = dict(
+        length_ns=0.002, grid_margin=0.5, pace_ps=0.5, report_ps=0.1, bias_every=5, seed=4, checkpoint_seconds=0.0
+    )
+    settings |= {"frozen_bias_from": str(first)}
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    whole.mkdir(), part.mkdir()
+    run_metadynamics(system, model, whole, BiasSettings(**(settings | {"length_ns": 0.004})), progress=False)
+    run_metadynamics(system, model, part, BiasSettings(**settings), progress=False)
+    run_metadynamics(system, model, part, BiasSettings(**(settings | {"length_ns": 0.004})), progress=False)
+    # The runs shared one system: each added its bias to a copy of the System, not to it.
+    assert system.system.getNumForces() == build_system("alanine-dipeptide").system.getNumForces()
+    assert np.array_equal(read_colvar(part / "COLVAR")[1], read_colvar(whole / "COLVAR")[1])
+    assert np.array_equal(np.load(part / "bias.npy"), bias)
+
     # A bias on other grids, a folder without a finished run, a damaged bias: one line each, nothing written.
     capsys.readouterr()
     wider = command[:2] + ["--grid-margin", "1.0"] + command[4:]
