@@ -16,7 +16,7 @@ A metadynamics round whose CV crossed every backbone phi at least ``freeze_rate_
 ns has its final bias frozen: the rounds after it run the same CV under that fixed bias (each with
 its own seed, no retraining), and their frames are pooled with the exact weights exp((V(s) - c)/kT)
 (:func:`_frozen_estimate`). The metadynamics rounds' own Tiwary-Parrinello estimates of a bias still
-growing ran 1-3 kJ/mol low on alanine dipeptide where the frozen rounds' did not (benchmarks/README.md,
+growing ran 2-3 kJ/mol low on alanine dipeptide where the frozen rounds' did not (benchmarks/README.md,
 B3). The loop stops when, for every backbone phi, the pooled F(phi > 0) - F(phi < 0) changed by
 less than ``tolerance_kj`` over the last frozen round and both frozen estimates crossed that phi
 (:func:`stopping_verdict`), else after ``max_rounds`` rounds. A molecule without a backbone phi has
@@ -351,7 +351,9 @@ def run_explore(
             md_system, model, settings.bias(index, md_system, frozen), folder / "bias", settings.progress
         )
         if frozen is None:
-            verdict = _metadynamics_verdict(biased["phi_torsions"], settings.freeze_rate_per_ns)
+            verdict = _metadynamics_verdict(
+                biased["phi_torsions"], settings.freeze_rate_per_ns, index == settings.max_rounds
+            )
             estimate = None
         else:
             frozen_runs.append((index, folder / "bias"))
@@ -412,15 +414,20 @@ def run_explore(
     return summary
 
 
-def _metadynamics_verdict(torsions: dict[str, dict[str, Any]], freeze_rate_per_ns: float) -> StoppingVerdict:
+def _metadynamics_verdict(
+    torsions: dict[str, dict[str, Any]], freeze_rate_per_ns: float, last_round: bool
+) -> StoppingVerdict:
     """Why a metadynamics round never ends the loop: its free energy is not the answer, a frozen bias's is.
 
-    The Tiwary-Parrinello estimate of a bias still growing ran 1-2 kJ/mol low on the loop's 2 ns
+    The Tiwary-Parrinello estimate of a bias still growing ran 2-3 kJ/mol low on the loop's 2 ns
     rounds where the frozen bias's exact reweighting did not (benchmarks/README.md, B3).
+    ``last_round``: no round follows this one.
     """
     if not torsions:
         return StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
     if _drives_every_phi(torsions, freeze_rate_per_ns):
+        if last_round:
+            return StoppingVerdict(False, "the CV drove every phi, but no round is left to run under its frozen bias")
         return StoppingVerdict(False, "the CV drove every phi: its bias is frozen for the rounds that follow")
     slowest = min(torsions, key=lambda name: torsions[name]["phi_transitions_per_ns"])
     return StoppingVerdict(

@@ -225,3 +225,13 @@ def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transi
     weights = np.exp(bias / kT)
     expected = -kT * np.log(weights[phi > 0].sum() / weights[phi <= 0].sum())
     assert figures["delta_F_phi_positive_minus_negative_kj"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_last_round_that_drives_phi_says_no_frozen_round_is_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(explore, "_drives_every_phi", lambda torsions, rate: True)
+    settings = ExploreSettings(**(TINY | {"max_rounds": 1}))
+    summary = run_explore(build_system("alanine-dipeptide"), settings, tmp_path / "explore", announce=lambda line: None)
+    last = summary["rounds"][-1]
+    assert last["kind"] == "metadynamics" and last["model"] is None
+    assert last["verdict"]["reason"] == "the CV drove every phi, but no round is left to run under its frozen bias"
+    assert not summary["converged"] and summary["final_estimate"] is None and summary["final_surfaces"] == {}
