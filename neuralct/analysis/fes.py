@@ -142,14 +142,9 @@ def free_energy_2d_errors(
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     weights = _check(kT, weights, x.shape[0])
     weights = np.ones_like(x) if weights is None else weights
-    histograms = [
-        np.histogram2d(x_block, y_block, bins=bins, range=range, weights=w_block)[0]
-        for x_block, y_block, w_block in zip(
-            np.array_split(x, blocks), np.array_split(y, blocks), np.array_split(weights, blocks)
-        )
-    ]
-    block_weights = np.array([w_block.sum() for w_block in np.array_split(weights, blocks)])
-    hits = np.array(histograms)
+    parts = list(zip(np.array_split(x, blocks), np.array_split(y, blocks), np.array_split(weights, blocks)))
+    hits = np.array([np.histogram2d(xb, yb, bins=bins, range=range, weights=wb)[0] for xb, yb, wb in parts])
+    block_weights = np.array([wb.sum() for _, _, wb in parts])
     errors = np.full(hits.shape[1:], np.nan)
     if len(x) < blocks or block_weights.sum() <= 0 or kish_blocks(block_weights) < 2:
         return errors

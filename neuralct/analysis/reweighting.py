@@ -82,6 +82,25 @@ class FreeEnergyDifference:
     blocks: int
     reason: str | None = None
 
+    def figures(self) -> dict[str, Any]:
+        """The difference as a run's ``summary.json`` holds it per phi (the ``delta_F_*`` entries)."""
+        return {
+            "delta_F_phi_positive_minus_negative_kj": self.value_kj,
+            "delta_F_standard_error_kj": self.standard_error_kj,
+            "delta_F_blocks": self.blocks,
+            "delta_F_not_computed_because": self.reason,
+        }
+
+    @classmethod
+    def from_figures(cls, figures: dict[str, Any]) -> FreeEnergyDifference:
+        """The difference from one phi's figures in a run's ``summary.json`` (:meth:`figures`)."""
+        return cls(
+            figures["delta_F_phi_positive_minus_negative_kj"],
+            figures["delta_F_standard_error_kj"],
+            figures["delta_F_blocks"],
+            figures["delta_F_not_computed_because"],
+        )
+
     def describe(self) -> str:
         """The difference in words: ``= 9.12 +- 0.80 kJ/mol (...)`` or ``not computed: <reason>``."""
         if self.value_kj is None:

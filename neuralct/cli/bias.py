@@ -304,12 +304,7 @@ def _phi_report(summary: dict) -> str:
         return "no backbone phi torsion to count transitions of"
     parts = []
     for name, figures in summary["phi_torsions"].items():
-        difference = FreeEnergyDifference(
-            figures["delta_F_phi_positive_minus_negative_kj"],
-            figures["delta_F_standard_error_kj"],
-            figures["delta_F_blocks"],
-            figures["delta_F_not_computed_because"],
-        )
+        difference = FreeEnergyDifference.from_figures(figures)
         parts.append(
             f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), "
             f"reweighted F({name}>0) - F({name}<0) {difference.describe()}"

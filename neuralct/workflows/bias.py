@@ -75,6 +75,7 @@ __all__ = [
     "backbone_torsions",
     "check_slow_cvs",
     "default_bias_every",
+    "phi_psi_pairs",
     "run_metadynamics",
     "write_phi_psi_surface",
 ]
@@ -248,6 +249,21 @@ def _backbone_torsions(topology: Any) -> dict[str, Dihedral]:
     if [d.kind for d in backbone] == ["phi", "psi"]:
         return {d.kind: d for d in backbone}
     return {f"{d.kind}_{d.residue.label.replace(':', '_')}": d for d in backbone}
+
+
+def phi_psi_pairs(torsions: dict[str, Dihedral]) -> dict[str, str | None]:
+    """Each backbone phi's name with the name of its residue's psi (None where the residue has none).
+
+    Parameters
+    ----------
+    torsions : dict of str to Dihedral
+        Backbone torsions by COLVAR name (:func:`backbone_torsions`).
+    """
+    return {
+        name: next((other for other, d in torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None)
+        for name, dihedral in torsions.items()
+        if dihedral.kind == "phi"
+    }
 
 
 def check_slow_cvs(model: Any, settings: BiasSettings) -> None:
@@ -701,13 +717,8 @@ class _MetadynamicsRun:
         column = {name: table[:, 1 + self.fields.index(name)] for name in self.torsions}
         weights = metadynamics_weights(table[:, -1], self.kT)
         ns = len(table) * self.settings.report_ps / 1000.0
-        by_torsion, surfaces = {}, {}
-        for name, dihedral in self.torsions.items():
-            if dihedral.kind != "phi":
-                continue
-            psi_name = next(
-                (other for other, d in self.torsions.items() if d.kind == "psi" and d.residue == dihedral.residue), None
-            )
+        by_torsion, surfaces, pairs = {}, {}, phi_psi_pairs(self.torsions)
+        for name, psi_name in pairs.items():
             if psi_name is not None:
                 surfaces.update(
                     write_phi_psi_surface(
@@ -975,15 +986,11 @@ def _phi_figures(phi: np.ndarray, time_ps: np.ndarray, weights: np.ndarray, kT: 
     """
     transitions = count_transitions(phi)
     entry = first_entry(phi, CORE_B)
-    difference = phi_free_energy_difference(phi, weights, kT)
     return {
         "phi_transitions": transitions,
         "phi_transitions_per_ns": transitions / ns,
         "first_entry_into_B_ps": None if entry is None else float(time_ps[entry]),
-        "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
-        "delta_F_standard_error_kj": difference.standard_error_kj,
-        "delta_F_blocks": difference.blocks,
-        "delta_F_not_computed_because": difference.reason,
+        **phi_free_energy_difference(phi, weights, kT).figures(),
     }
 
 

@@ -57,7 +57,14 @@ from ..md.simulate import SimulationSettings, run_simulation
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation, load
 from ..training.loop import TrainingSettings
 from ..units import kT_kj_per_mol
-from .bias import BiasSettings, backbone_torsions, default_bias_every, run_metadynamics, write_phi_psi_surface
+from .bias import (
+    BiasSettings,
+    backbone_torsions,
+    default_bias_every,
+    phi_psi_pairs,
+    run_metadynamics,
+    write_phi_psi_surface,
+)
 from .objective import KINETIC_VAMP_WEIGHT, ObjectiveChoice, choose_objective, fit_with_choice
 
 __all__ = [
@@ -345,6 +352,7 @@ def run_explore(
     # The metadynamics round whose bias is frozen (its index and run folder), and the frozen rounds so far.
     frozen: tuple[int, Path] | None = None
     frozen_runs: list[tuple[int, Path]] = []
+    pairs = phi_psi_pairs(backbone_torsions(md_system.topology, BiasSettings()))
     biased_model = output / "round-0" / "model" / "model.pt"
     for index in range(1, settings.max_rounds + 1):
         folder = output / f"round-{index}"
@@ -358,7 +366,7 @@ def run_explore(
             estimate = None
         else:
             frozen_runs.append((index, folder / "bias"))
-            estimate = _frozen_estimate([run for _, run in frozen_runs], settings.temperature)
+            estimate = _frozen_estimate([run for _, run in frozen_runs], settings, list(pairs))
             verdict = stopping_verdict(previous, estimate, settings.tolerance_kj)
         stop = verdict.converged or index == settings.max_rounds
         freeze = frozen is None and not stop and _drives_every_phi(biased["phi_torsions"], settings.freeze_rate_per_ns)
@@ -388,7 +396,7 @@ def run_explore(
     final_model = rounds[-1]["biased_model"]
     export = _export(load(final_model), final_model, output / "export")
     runs = [run for _, run in frozen_runs]
-    surfaces = _frozen_surfaces(runs, output / "free-energy", settings.temperature) if runs else {}
+    surfaces = _frozen_surfaces(runs, output / "free-energy", settings, pairs) if runs else {}
     summary = {
         "system": md_system.name,
         "rounds": rounds,
@@ -445,40 +453,47 @@ def _drives_every_phi(torsions: dict[str, dict[str, Any]], freeze_rate_per_ns: f
     )
 
 
-def _frozen_estimate(runs: list[Path], temperature: float) -> dict[str, dict[str, Any]]:
+def _frozen_estimate(runs: list[Path], settings: ExploreSettings, phi_names: list[str]) -> dict[str, dict[str, Any]]:
     """Each backbone phi's figures over the frozen-bias runs ``runs`` pooled (their COLVARs one after another).
 
     The runs hold the same bias fixed, so their frames are draws of one biased ensemble and the
     weights exp((V(s) - c)/kT) are exact and comparable across them; transitions are counted run by
     run (a run's start does not continue the run before it).
     """
-    series, weights, ns = _frozen_frames(runs, temperature)
-    phis = {name: values for name, values in series.items() if name in _phi_names(runs[0])}
-    return _pooled_phi_figures(phis, weights, ns, kT_kj_per_mol(temperature))
+    series, weights, ns = _frozen_frames(runs, settings)
+    phis = {name: series[name] for name in phi_names}
+    return _pooled_phi_figures(phis, weights, ns, kT_kj_per_mol(settings.temperature))
 
 
-def _frozen_surfaces(runs: list[Path], folder: Path, temperature: float) -> dict[str, str]:
-    """Write each residue's phi/psi free energy over the frozen-bias runs pooled into ``folder``; files and meanings."""
-    series, weights, _ = _frozen_frames(runs, temperature)
+def _frozen_surfaces(
+    runs: list[Path], folder: Path, settings: ExploreSettings, pairs: dict[str, str | None]
+) -> dict[str, str]:
+    """Write each residue's phi/psi free energy over the frozen-bias runs pooled into ``folder``; files and meanings.
+
+    ``pairs``: each backbone phi's COLVAR name with its residue's psi (:func:`~neuralct.workflows.bias.phi_psi_pairs`).
+    """
+    series, weights, _ = _frozen_frames(runs, settings)
     folder = prepare_output_dir(folder)
     surfaces = {}
-    for phi_name in _phi_names(runs[0]):
-        psi_name = "psi" + phi_name.removeprefix("phi")
-        if psi_name in series:
+    for phi_name, psi_name in pairs.items():
+        if psi_name is not None:
             phi, psi = (np.concatenate(series[name]) for name in (phi_name, psi_name))
-            kT = kT_kj_per_mol(temperature)
             surfaces |= write_phi_psi_surface(
-                folder, phi_name, psi_name, phi, psi, weights, kT, "frozen-bias rounds pooled, exact weights"
+                folder,
+                phi_name,
+                psi_name,
+                phi,
+                psi,
+                weights,
+                kT_kj_per_mol(settings.temperature),
+                "frozen-bias rounds pooled, exact weights",
             )
     return surfaces
 
 
-def _phi_names(run: Path) -> list[str]:
-    """The backbone phi torsions a bias run counted (its ``summary.json``)."""
-    return list(json.loads((run / "summary.json").read_text())["phi_torsions"])
-
-
-def _frozen_frames(runs: list[Path], temperature: float) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
+def _frozen_frames(
+    runs: list[Path], settings: ExploreSettings
+) -> tuple[dict[str, list[np.ndarray]], np.ndarray, float]:
     """The COLVAR columns of the frozen-bias runs ``runs`` and the frames' exact weights.
 
     Returns
@@ -495,9 +510,9 @@ def _frozen_frames(runs: list[Path], temperature: float) -> tuple[dict[str, list
         fields, table = read_colvar(run / "COLVAR")
         for column, name in enumerate(fields[1:], start=1):
             series.setdefault(name, []).append(table[:, column])
-    report_ps = json.loads((runs[0] / "summary.json").read_text())["settings"]["report_ps"]
     rbias = np.concatenate(series["rbias"])
-    return series, metadynamics_weights(rbias, kT_kj_per_mol(temperature)), len(rbias) * report_ps / 1000.0
+    ns = len(rbias) * settings.bias_report_ps / 1000.0
+    return series, metadynamics_weights(rbias, kT_kj_per_mol(settings.temperature)), ns
 
 
 def _not_converged(verdict: StoppingVerdict, max_rounds: int) -> str:
@@ -550,17 +565,8 @@ def final_line(summary: dict[str, Any]) -> str:
 def _difference_words(torsions: dict[str, dict[str, Any]]) -> str:
     """Each phi's reweighted F(phi > 0) - F(phi < 0) in words."""
     return "; ".join(
-        f"F({name}>0) - F({name}<0) {_difference(figures).describe()}" for name, figures in torsions.items()
-    )
-
-
-def _difference(figures: dict[str, Any]) -> FreeEnergyDifference:
-    """One phi's reweighted F(phi > 0) - F(phi < 0) from its figures (``phi_torsions`` of a bias summary)."""
-    return FreeEnergyDifference(
-        figures["delta_F_phi_positive_minus_negative_kj"],
-        figures["delta_F_standard_error_kj"],
-        figures["delta_F_blocks"],
-        figures["delta_F_not_computed_because"],
+        f"F({name}>0) - F({name}<0) {FreeEnergyDifference.from_figures(figures).describe()}"
+        for name, figures in torsions.items()
     )
 
 
@@ -570,7 +576,7 @@ def _phi_words(torsions: dict[str, dict[str, Any]]) -> str:
         return "no backbone phi, so no states defined"
     return "; ".join(
         f"{figures['phi_transitions']} {name} transitions ({figures['phi_transitions_per_ns']:.1f}/ns), "
-        f"F({name}>0) - F({name}<0) {_difference(figures).describe()}"
+        f"F({name}>0) - F({name}<0) {FreeEnergyDifference.from_figures(figures).describe()}"
         for name, figures in torsions.items()
     )
 
@@ -697,14 +703,10 @@ def _pooled_phi_figures(
     figures = {}
     for name, series in angles.items():
         transitions = sum(count_transitions(values) for values in series)
-        difference = phi_free_energy_difference(np.concatenate(series), weights, kT)
         figures[name] = {
             "phi_transitions": transitions,
             "phi_transitions_per_ns": transitions / ns,
-            "delta_F_phi_positive_minus_negative_kj": difference.value_kj,
-            "delta_F_standard_error_kj": difference.standard_error_kj,
-            "delta_F_blocks": difference.blocks,
-            "delta_F_not_computed_because": difference.reason,
+            **phi_free_energy_difference(np.concatenate(series), weights, kT).figures(),
         }
     return figures
 

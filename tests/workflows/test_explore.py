@@ -216,9 +216,8 @@ def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transi
         run.mkdir(parents=True)
         table = np.column_stack([phi * 0.1, phi, np.zeros_like(phi), bias, bias - 3.0])
         write_colvar(run / "COLVAR", np.arange(len(phi), dtype=float), table, ["cv1", "phi", "psi", "bias", "rbias"])
-        (run / "summary.json").write_text(json.dumps({"phi_torsions": {"phi": {}}, "settings": {"report_ps": 1.0}}))
         runs.append(run)
-    figures = explore._frozen_estimate(runs, 300.0)["phi"]
+    figures = explore._frozen_estimate(runs, ExploreSettings(bias_report_ps=1.0), ["phi"])["phi"]
     assert figures["phi_transitions"] == count_transitions(phis[0]) + count_transitions(phis[1]) == 4
     assert figures["phi_transitions_per_ns"] == pytest.approx(4 / 0.010)
     phi, bias = np.concatenate(phis), np.concatenate(biases)
