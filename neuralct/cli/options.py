@@ -21,6 +21,7 @@ from ..io import atomic_write_text
 
 __all__ = [
     "add_common_options",
+    "add_preset",
     "apply_config",
     "save_resolved_config",
     "OneLineArgumentParser",
@@ -42,7 +43,17 @@ _NOT_RESULTS = _NOT_CONFIGURABLE | {"device", "output", "overwrite", "no_progres
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr (exit status 2), like every other error."""
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2), like every other error.
+
+    Attributes
+    ----------
+    presets : dict
+        Flags that set other options (:func:`add_preset`): the flag's argument name -> {argument name: value}.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.presets: dict[str, dict[str, Any]] = {}
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
@@ -176,6 +187,34 @@ def add_common_options(
     )
 
 
+def add_preset(parser: OneLineArgumentParser, flag: str, values: dict[str, Any], purpose: str) -> None:
+    """Add a flag that sets several other options at once, each only where neither the command line nor ``--config``
+    gives it (:func:`apply_config` applies it).
+
+    Parameters
+    ----------
+    parser : OneLineArgumentParser
+        A subcommand's parser that has every option named in ``values``.
+    flag : str
+        The flag, e.g. ``"--for-sampling"``.
+    values : dict
+        Argument name (``"selection"``) -> the value the flag gives it, as the option's type returns it.
+    purpose : str
+        What the flag is for, the start of its help.
+    """
+    flags = {action.dest: action.option_strings[0] for action in parser._actions if action.option_strings}
+    unknown = sorted(set(values) - set(flags))
+    if unknown:
+        raise ValueError(f"{flag} sets options the parser does not have: {', '.join(unknown)}")
+    shown = " ".join(f"{flags[name]} {value}" for name, value in values.items())
+    action = parser.add_argument(
+        flag,
+        action="store_true",
+        help=f"{purpose}: sets {shown} (options given on the command line or in --config win)",
+    )
+    parser.presets[action.dest] = dict(values)
+
+
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -184,18 +223,34 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
 
 
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
-    """Merge a ``--config`` YAML file under the command-line options.
+    """Merge a ``--config`` YAML file, and the options set by a preset flag (:func:`add_preset`), under the
+    command-line options.
 
-    Keys must name options of the subcommand; values given on the command line win. Each
-    value goes through its option's type and choices, as a command-line value would.
+    Keys must name options of the subcommand; values given on the command line win over the file,
+    and the file's over a preset's. Each value of the file goes through its option's type and
+    choices, as a command-line value would.
 
     Raises
     ------
     NeuralCTError
         If the file is missing, is not a YAML mapping, has unknown keys or a bad value.
     """
-    if not getattr(args, "config", None):
+    sub = _subparser(parser, args.command)
+    values = _config_values(sub, args)
+    presets = {}
+    for flag, preset in getattr(sub, "presets", {}).items():
+        if getattr(args, flag) or values.get(flag):
+            presets.update(preset)
+    if not values and not presets:
         return args
+    sub.set_defaults(**{**presets, **values})
+    return parser.parse_args(list(argv))
+
+
+def _config_values(sub: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The option values of the ``--config`` file of ``args`` (empty without one), checked as on the command line."""
+    if not getattr(args, "config", None):
+        return {}
     path = Path(args.config)
     try:
         values = yaml.safe_load(path.read_text())
@@ -204,10 +259,9 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
     except yaml.YAMLError as exc:
         raise NeuralCTError(f"config file {path} is not valid YAML: {first_line(exc)}") from None
     if values is None:
-        return args
+        return {}
     if not isinstance(values, dict):
         raise NeuralCTError(f"config file {path} must hold a mapping of option: value")
-    sub = _subparser(parser, args.command)
     known = {action.dest for action in sub._actions} - _NOT_CONFIGURABLE
     unknown = sorted(set(map(str, values)) - known)
     if unknown:
@@ -215,10 +269,7 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv
             f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
         )
     actions = {action.dest: action for action in sub._actions}
-    sub.set_defaults(
-        **{key: _config_value(actions[key], value, f"config file {path}: {key}") for key, value in values.items()}
-    )
-    return parser.parse_args(list(argv))
+    return {key: _config_value(actions[key], value, f"config file {path}: {key}") for key, value in values.items()}
 
 
 def _config_value(action: argparse.Action, value: Any, where: str) -> Any:

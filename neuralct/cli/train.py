@@ -15,6 +15,7 @@ from ..training.device import MATMUL_PRECISIONS
 from .analyze import oscillation_lines
 from .options import (
     add_common_options,
+    add_preset,
     fraction,
     nonnegative_float,
     positive_float,
@@ -23,7 +24,12 @@ from .options import (
     save_resolved_config,
 )
 
-__all__ = ["add_parser", "run", "parse_parameters"]
+__all__ = ["add_parser", "run", "parse_parameters", "FOR_SAMPLING"]
+
+#: What ``--for-sampling`` sets: the training that made exact sampling through the flow pay in benchmark B4 (a
+#: model of every atom, maximum likelihood, position noise against overfitting a few thousand frames, until the
+#: validation loss stops falling).
+FOR_SAMPLING = {"selection": "all", "objective": "density", "position_noise": 1.0, "steps": 6000}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -268,6 +274,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "needs the same N. Required under torchrun with N > 1, which is refused without it"
         ),
     )
+    add_preset(
+        parser,
+        "--for-sampling",
+        FOR_SAMPLING,
+        "train a model for `neuralct sample` (benchmark B4); trajectories recorded with bond constraints are refused",
+    )
     add_common_options(parser, output_default="runs/train")
     parser.set_defaults(run=run)
     return parser
@@ -377,6 +389,7 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         seed=args.seed,
     )
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
+    sampling_note = _check_data_for_sampling(args.trajectories) if args.for_sampling else None
     weights, weighting, weights_source = None, None, "the frame weights"
     if args.weights or args.bias_colvar:
         from ..analysis.reweighting import frame_weights
@@ -412,6 +425,8 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     )
 
     def fit(output: Path) -> tuple:
+        if sampling_note:
+            print(sampling_note)
         print(data.selection_note)
         if data.momenta_note:
             print(data.momenta_note)
@@ -427,12 +442,40 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
     return fit, [*args.trajectories, *sorted(topologies), *weight_files]
 
 
+def _check_data_for_sampling(trajectories: list[str]) -> str:
+    """Refuse trajectories recorded with bond constraints for ``--for-sampling``; the line to print otherwise.
+
+    ``neuralct sample`` samples the molecule without constraints, so a flow that learned rigid X-H
+    bonds would not fit it (:func:`~neuralct.workflows.model_for_sampling.recorded_constraints`).
+    """
+    from ..workflows.model_for_sampling import recorded_constraints
+
+    recorded = {path: recorded_constraints(path) for path in trajectories}
+    constrained = [f"{path} ({kind})" for path, (kind, _) in recorded.items() if kind not in (None, "none")]
+    if constrained:
+        raise NeuralCTError(
+            f"--for-sampling: {constrained[0]} was simulated with bond constraints, which `neuralct sample` does not "
+            "have; simulate with `neuralct simulate ... --constraints none --timestep-fs 1`"
+        )
+    unknown = [source for kind, source in recorded.values() if kind is None]
+    if unknown:
+        return (
+            f"for sampling: bond constraints of {len(unknown)} of {len(trajectories)} trajectories not known "
+            f"({unknown[0]}); they must have none"
+        )
+    return f"for sampling: all {len(trajectories)} trajectories simulated without bond constraints"
+
+
 def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
     """Build the toy system; return the fit to run in the output folder and no input files."""
     from ..toys.hamiltonians import make_toy_system
     from ..workflows.memory import check_fits
     from ..workflows.train import fit_toy, training_memory_needed
 
+    if args.for_sampling:
+        raise NeuralCTError(
+            "--for-sampling is for molecules' trajectories; a toy model samples its toy as trained (see --steps)"
+        )
     if args.objective == "kinetic":
         raise NeuralCTError(
             "--objective kinetic needs trajectories (pairs of frames a lag apart); the toys give independent samples"

@@ -70,6 +70,8 @@ OTHER_VALUES = {
     ("train", "param"): ["n=6"],
     ("train", "toy"): ["harmonic-chain", "-p", "n=4"],
     ("train", "validation_trajectories"): ["2"],
+    # The shared trajectories have constraints, which --for-sampling refuses: tests/cli/test_train.py checks it.
+    ("train", "for_sampling"): None,
     ("analyze", "residues"): ["2"],
     ("analyze", "test_trajectories"): ["1"],
     ("analyze", "lag_ps"): ["1"],

@@ -429,3 +429,66 @@ def test_an_allocation_that_fails_anyway_is_one_line(tmp_path, capsys, monkeypat
     assert main(["train", "--toy", "harmonic-chain", "-p", "n=4", "--output", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "ran out of memory (" in err and "reduce the sizes of the run" in err
+
+
+def _parsed(argv):
+    from neuralct.cli import build_parser
+    from neuralct.cli.options import apply_config
+
+    parser = build_parser()
+    return apply_config(parser, parser.parse_args(argv), argv)
+
+
+def test_for_sampling_sets_its_options_under_the_command_line_and_the_config_file(tmp_path):
+    from neuralct.cli.train import FOR_SAMPLING
+
+    plain = _parsed(["train", "a.nc"])
+    assert (plain.selection, plain.objective, plain.position_noise, plain.steps) == ("heavy", "auto", 0.0, 2000)
+    preset = _parsed(["train", "a.nc", "--for-sampling"])
+    assert {name: getattr(preset, name) for name in FOR_SAMPLING} == FOR_SAMPLING
+    assert FOR_SAMPLING["selection"] == "all" and FOR_SAMPLING["objective"] == "density"
+    given = _parsed(["train", "a.nc", "--for-sampling", "--steps", "50", "--selection", "heavy"])
+    assert (given.steps, given.selection, given.objective) == (50, "heavy", "density")
+    config = tmp_path / "config.yaml"
+    config.write_text("for_sampling: true\nsteps: 70\n")
+    from_file = _parsed(["train", "a.nc", "--config", str(config)])
+    assert (from_file.steps, from_file.selection, from_file.position_noise) == (
+        70,
+        "all",
+        FOR_SAMPLING["position_noise"],
+    )
+    beaten = _parsed(["train", "a.nc", "--config", str(config), "--steps", "90"])
+    assert beaten.steps == 90
+    # The flag and what it set enter the run's identity: a rerun without it is another run.
+    from neuralct.cli.options import result_settings
+
+    changed = {key for key, value in result_settings(preset).items() if result_settings(plain)[key] != value}
+    assert changed == {"for_sampling", *FOR_SAMPLING}
+
+
+def test_for_sampling_refuses_constrained_data_and_toys_in_one_line(alanine, tmp_path, capsys):
+    paths, _ = alanine  # simulated with the default constraints (hbonds)
+    output = tmp_path / "model"
+    assert main(["train", *paths[:2], "--for-sampling", "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "simulated with bond constraints" in err and "--constraints none" in err
+    assert not output.exists()
+    assert main(TOY + ["--for-sampling", "--output", str(output)]) == 2
+    assert "--for-sampling is for molecules" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_for_sampling_trains_an_all_atom_density_model_on_unconstrained_data(tmp_path, capsys):
+    md = tmp_path / "md"
+    simulate = ["simulate", "alanine-dipeptide", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.03"]
+    simulate += ["--report-ps", "0.2", "--replicas", "2", "--equilibration-ps", "1", "--platform", "Reference"]
+    assert main([*simulate, "--no-progress", "--output", str(md)]) == 0
+    capsys.readouterr()
+    paths = sorted(str(p) for p in md.glob("replica-*.nc"))
+    small = ["--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16", "--no-progress"]
+    assert main(["train", *paths, "--for-sampling", *small, "--output", str(tmp_path / "model")]) == 0
+    out = capsys.readouterr().out
+    assert "for sampling: all 2 trajectories simulated without bond constraints" in out
+    summary = json.loads((tmp_path / "model" / "summary.json").read_text())
+    assert summary["dimension"] == 3 * 22 - 6 and summary["position_noise"] == 1.0
+    assert summary["objective"]["objective"] == "density"
