@@ -517,11 +517,10 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, caps
         assert region["chains_visiting"] > 0 or (region["population"] is None and 0 < region["upper_bound_95"] < 1)
     assert list(out.glob("phi_psi_free_energy_*.png")) and (out / "phi_psi_histogram.npz").exists()
     assert summary["target"]["atoms"] == 22
-    # A model of all atoms on unconstrained data lacks only training: 10 steps, validated once, at the last.
+    # A model on unconstrained data lacks only training: 10 steps, validated once, at the last.
     model_check = summary["model_for_sampling"]
     assert model_check["lacks"] == ["training_length"]
     assert {name: finding["status"] for name, finding in model_check["checked"].items()} == {
-        "all_atoms": "has",
         "unconstrained_data": "has",
         "training_length": "lacks",
     }
@@ -546,16 +545,15 @@ def test_a_heavy_atom_model_on_constrained_data_trained_too_short_is_told_each_f
     assert (
         main(["sample", str(model), "alanine-dipeptide", *TINY_MOLECULAR, "--no-progress", "--output", str(out)]) == 0
     )
-    heavy, constrained, short = model_lines(capsys)
-    assert heavy.startswith("model: trained on heavy atoms (12 hydrogens placed): no global moves from the flow")
-    assert heavy.endswith("for sampling train with `neuralct train --selection all`")
+    # A model of the heavy atoms lacks nothing for being one (benchmark B4): two lines, not three.
+    constrained, short = model_lines(capsys)
     assert constrained.startswith("model: trained on data with constrained X-H bonds (hbonds: 1 of 1 training")
     assert "sampled without constraints" in constrained and "--constraints none --timestep-fs 1" in constrained
     assert short.startswith("model: its validation loss was recorded at the last step only (kept step 20 of 20)")
     model_check = read_summary(out)["model_for_sampling"]
-    assert model_check["lacks"] == ["all_atoms", "unconstrained_data", "training_length"]
+    assert model_check["lacks"] == ["unconstrained_data", "training_length"]
     checked = model_check["checked"]
-    assert [heavy, constrained, short] == [
+    assert [constrained, short] == [
         f"model: {checked[name]['detail']}: {checked[name]['advice']}" for name in model_check["lacks"]
     ]
 

@@ -13,7 +13,7 @@ from neuralct.model.transformation import load
 from neuralct.sampling.targets import toy_target
 from neuralct.workflows.model_for_sampling import advice_lines, check_model_for_sampling, recorded_constraints
 
-ALL_ATOMS = SimpleNamespace(kind="molecule", description={"atoms": 22, "placed_hydrogens": 0})
+MOLECULE = SimpleNamespace(kind="molecule", description={"atoms": 22, "placed_hydrogens": 0})
 
 
 def _model(history=None, trajectories=()):
@@ -41,7 +41,7 @@ def _model(history=None, trajectories=()):
 def test_training_length_is_lacking_where_the_lowest_validation_loss_is_the_last(valid_loss, status, detail):
     steps = [100 * (k + 1) for k in range(len(valid_loss))]
     history = {"step": steps, "train_loss": [0.0] * len(steps), "valid_loss": valid_loss}
-    record = check_model_for_sampling(_model(history), ALL_ATOMS)
+    record = check_model_for_sampling(_model(history), MOLECULE)
     finding = record["checked"]["training_length"]
     assert finding["status"] == status and detail in finding["detail"]
     assert ("training_length" in record["lacks"]) == (status == "lacks")
@@ -52,7 +52,7 @@ def test_training_length_is_lacking_where_the_lowest_validation_loss_is_the_last
 
 
 def test_a_model_without_history_or_trajectories_is_not_known_and_prints_nothing():
-    record = check_model_for_sampling(_model(), ALL_ATOMS)
+    record = check_model_for_sampling(_model(), MOLECULE)
     assert record["checked"]["training_length"]["status"] == "not known"
     assert record["checked"]["unconstrained_data"] == {
         "status": "not known",
@@ -66,7 +66,7 @@ def test_constraints_are_read_from_the_simulate_run_beside_the_trajectory(alanin
     _, paths = alanine_model
     constraints, source = recorded_constraints(paths[0])
     assert constraints == "hbonds" and source.endswith("summary.json")
-    record = check_model_for_sampling(_model(trajectories=paths), ALL_ATOMS)
+    record = check_model_for_sampling(_model(trajectories=paths), MOLECULE)
     finding = record["checked"]["unconstrained_data"]
     assert finding["status"] == "lacks" and "(hbonds: 2 of 2 training trajectories)" in finding["detail"]
     assert "--constraints none --timestep-fs 1" in finding["advice"] and record["lacks"] == ["unconstrained_data"]
@@ -93,11 +93,11 @@ def test_constraints_not_recorded_beside_the_trajectory_are_not_known(alanine_mo
         assert constraints is None and str(folder) in reason, case
         unknown.append(str(folder / "replica-000.nc"))
     assert recorded_constraints(tmp_path / "moved.nc") == (None, f"{tmp_path / 'moved.nc'} is not there any more")
-    record = check_model_for_sampling(_model(trajectories=unknown), ALL_ATOMS)
+    record = check_model_for_sampling(_model(trajectories=unknown), MOLECULE)
     finding = record["checked"]["unconstrained_data"]
     assert finding["status"] == "not known" and "3 of 3 training trajectories not recorded" in finding["detail"]
     assert record["lacks"] == [] and advice_lines(record) == []
-    mixed = check_model_for_sampling(_model(trajectories=[paths[0], *unknown]), ALL_ATOMS)
+    mixed = check_model_for_sampling(_model(trajectories=[paths[0], *unknown]), MOLECULE)
     assert (
         mixed["lacks"] == ["unconstrained_data"]
         and "(hbonds: 1 of 4" in mixed["checked"]["unconstrained_data"]["detail"]
@@ -115,7 +115,6 @@ def test_a_toy_model_has_no_atoms_nor_constraints_to_check(tmp_path):
     statuses = {name: finding["status"] for name, finding in record["checked"].items()}
     # A toy model keeps no training history.
     assert statuses == {
-        "all_atoms": "not applicable",
         "unconstrained_data": "not applicable",
         "training_length": "not known",
     }
@@ -133,9 +132,9 @@ def test_the_model_keeps_its_training_constraints_when_the_files_move(alanine_mo
         str(Path(path).resolve()): "hbonds" for path in model.metadata["molecule"]["training_trajectories"]
     }
     moved = [str(tmp_path / "gone" / Path(path).name) for path in stored]
-    without = check_model_for_sampling(_model(trajectories=moved), ALL_ATOMS)["checked"]["unconstrained_data"]
+    without = check_model_for_sampling(_model(trajectories=moved), MOLECULE)["checked"]["unconstrained_data"]
     assert without["status"] == "not known"
     kept = _model(trajectories=moved)
     kept.metadata["molecule"]["training_constraints"] = {path: "hbonds" for path in moved}
-    finding = check_model_for_sampling(kept, ALL_ATOMS)["checked"]["unconstrained_data"]
+    finding = check_model_for_sampling(kept, MOLECULE)["checked"]["unconstrained_data"]
     assert finding["status"] == "lacks" and "(hbonds: 1 of 1 training trajectories)" in finding["detail"]
