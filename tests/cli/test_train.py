@@ -446,24 +446,21 @@ def test_for_sampling_sets_its_options_under_the_command_line_and_the_config_fil
     assert (plain.selection, plain.objective, plain.position_noise, plain.steps) == ("heavy", "auto", 0.0, 2000)
     preset = _parsed(["train", "a.nc", "--for-sampling"])
     assert {name: getattr(preset, name) for name in FOR_SAMPLING} == FOR_SAMPLING
-    assert FOR_SAMPLING["selection"] == "all" and FOR_SAMPLING["objective"] == "density"
-    given = _parsed(["train", "a.nc", "--for-sampling", "--steps", "50", "--selection", "heavy"])
-    assert (given.steps, given.selection, given.objective) == (50, "heavy", "density")
+    assert FOR_SAMPLING["objective"] == "density" and FOR_SAMPLING["position_noise"] > 0
+    given = _parsed(["train", "a.nc", "--for-sampling", "--steps", "50", "--selection", "all"])
+    assert (given.steps, given.selection, given.objective) == (50, "all", "density")
     config = tmp_path / "config.yaml"
     config.write_text("for_sampling: true\nsteps: 70\n")
     from_file = _parsed(["train", "a.nc", "--config", str(config)])
-    assert (from_file.steps, from_file.selection, from_file.position_noise) == (
-        70,
-        "all",
-        FOR_SAMPLING["position_noise"],
-    )
+    assert (from_file.steps, from_file.objective, from_file.position_noise) == (70, "density", 1.0)
     beaten = _parsed(["train", "a.nc", "--config", str(config), "--steps", "90"])
     assert beaten.steps == 90
     # The flag and what it set enter the run's identity: a rerun without it is another run.
     from neuralct.cli.options import result_settings
 
     changed = {key for key, value in result_settings(preset).items() if result_settings(plain)[key] != value}
-    assert changed == {"for_sampling", *FOR_SAMPLING}
+    assert changed == {"for_sampling", *(key for key, value in FOR_SAMPLING.items() if getattr(plain, key) != value)}
+    assert changed >= {"for_sampling", "objective", "position_noise", "steps"}
 
 
 def test_for_sampling_refuses_constrained_data_and_toys_in_one_line(alanine, tmp_path, capsys):
@@ -478,7 +475,7 @@ def test_for_sampling_refuses_constrained_data_and_toys_in_one_line(alanine, tmp
     assert not output.exists()
 
 
-def test_for_sampling_trains_an_all_atom_density_model_on_unconstrained_data(tmp_path, capsys):
+def test_for_sampling_trains_a_density_model_with_position_noise_on_unconstrained_data(tmp_path, capsys):
     md = tmp_path / "md"
     simulate = ["simulate", "alanine-dipeptide", "--constraints", "none", "--timestep-fs", "1", "--length-ns", "0.03"]
     simulate += ["--report-ps", "0.2", "--replicas", "2", "--equilibration-ps", "1", "--platform", "Reference"]
@@ -490,5 +487,5 @@ def test_for_sampling_trains_an_all_atom_density_model_on_unconstrained_data(tmp
     out = capsys.readouterr().out
     assert "for sampling: all 2 trajectories simulated without bond constraints" in out
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
-    assert summary["dimension"] == 3 * 22 - 6 and summary["position_noise"] == 1.0
+    assert summary["dimension"] == 3 * 10 - 6 and summary["position_noise"] == 1.0  # the 10 heavy atoms
     assert summary["objective"]["objective"] == "density"
