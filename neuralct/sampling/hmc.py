@@ -169,7 +169,13 @@ class HamiltonianMonteCarlo:
     late-warm-up average by :meth:`freeze`: after warm-up the kernel is a fixed Markov kernel, so
     the chains are exact. Each trajectory scales the step by a random factor in
     ``[1 - jitter, 1 + jitter]`` (drawn independently of the state, so reversibility holds),
-    which breaks the periodic orbits of fixed-length trajectories in near-harmonic wells.
+    which breaks the periodic orbits of fixed-length trajectories in near-harmonic wells. With
+    ``random_length`` (the default) each trajectory also takes a number of leapfrog steps drawn
+    uniformly from 1 to ``2 L - 1`` (mean ``L``), one draw for all chains, independent of the state:
+    the kernel is a mixture of reversible kernels, each exact. A fixed length lands many directions
+    near half a period, where a quadratic observable such as the potential energy returns to its
+    start (on alanine dipeptide the random length gave 1.2-1.6x the potential energy's effective
+    samples per evaluation and 1.2-1.5x the psi basins', benchmark B4).
 
     With ``leapfrog_steps=None`` the trajectory length is chosen in warm-up too: the adapting
     trajectories cycle through :attr:`LEAPFROG_CANDIDATES`, each recording its expected squared
@@ -199,6 +205,9 @@ class HamiltonianMonteCarlo:
         Mean acceptance probability aimed at during warm-up.
     jitter : float
         Relative range of the random step-size factor, in [0, 1).
+    random_length : bool
+        Draw each trajectory's number of steps uniformly from 1 to ``2 leapfrog_steps - 1``; False: always
+        ``leapfrog_steps``.
     mass_matrix : {"unit", "curvature"}
         The identity, or the mean curvature of the second quarter of the warm-up.
     """
@@ -219,6 +228,7 @@ class HamiltonianMonteCarlo:
         target_acceptance: float = 0.65,
         jitter: float = 0.1,
         mass_matrix: str = "unit",
+        random_length: bool = True,
     ):
         adaptive = leapfrog_steps is None
         if not step_size > 0 or (not adaptive and leapfrog_steps < 1):
@@ -235,6 +245,7 @@ class HamiltonianMonteCarlo:
         )
         self.leapfrog_steps = self.LEAPFROG_CANDIDATES[0] if adaptive else int(leapfrog_steps)
         self.jitter = float(jitter)
+        self.random_length = bool(random_length)
         self.target_acceptance = float(target_acceptance)
         self.mass_matrix = mass_matrix
         #: Lower Cholesky factor ``L`` of the mass matrix ``M = L L^T``; None: unit masses.
@@ -308,8 +319,8 @@ class HamiltonianMonteCarlo:
             return gradient
         return torch.linalg.solve_triangular(self.mass_cholesky, gradient.T, upper=False).T
 
-    def _trajectory(self, state: ChainState, momentum: torch.Tensor, step: torch.Tensor):
-        """Leapfrog from ``state`` with whitened momenta ``xi`` (``p = L xi``).
+    def _trajectory(self, state: ChainState, momentum: torch.Tensor, step: torch.Tensor, steps: int):
+        """``steps`` leapfrog steps from ``state`` with whitened momenta ``xi`` (``p = L xi``).
 
         Chains stop (and will be rejected) at the first non-finite value.
         """
@@ -317,7 +328,7 @@ class HamiltonianMonteCarlo:
         alive = torch.isfinite(energy)
         momentum = momentum - 0.5 * step * self._to_whitened_force(gradient)
         evaluations = 0
-        for index in range(self.leapfrog_steps):
+        for index in range(steps):
             position = torch.where(alive[:, None], position + step * self._to_velocity(momentum), position)
             rows = alive.nonzero().flatten()
             new_energy, new_gradient = evaluate_potential(self.potential, position[rows])
@@ -325,7 +336,7 @@ class HamiltonianMonteCarlo:
             energy = energy.index_put((rows,), new_energy)
             gradient = gradient.index_put((rows,), new_gradient)
             alive = alive & torch.isfinite(energy)
-            kick = 0.5 if index == self.leapfrog_steps - 1 else 1.0
+            kick = 0.5 if index == steps - 1 else 1.0
             momentum = torch.where(alive[:, None], momentum - kick * step * self._to_whitened_force(gradient), momentum)
         return position, momentum, energy, gradient, alive, evaluations
 
@@ -343,8 +354,11 @@ class HamiltonianMonteCarlo:
         momentum = torch.randn(
             state.position.shape, generator=generator, dtype=state.position.dtype, device=state.position.device
         )
+        steps = self.leapfrog_steps
+        if self.random_length:
+            steps = int(torch.randint(1, 2 * steps, (1,), generator=generator, device=state.position.device))
         position, new_momentum, energy, gradient, alive, evaluations = self._trajectory(
-            state, momentum, step_size * factor
+            state, momentum, step_size * factor, steps
         )
         log_ratio = state.energy + 0.5 * (momentum**2).sum(-1) - energy - 0.5 * (new_momentum**2).sum(-1)
         log_ratio = torch.where(alive, log_ratio, torch.full_like(log_ratio, -torch.inf))

@@ -27,8 +27,9 @@ def gaussian(x):
     return 0.5 * (PRECISIONS * x**2).sum(-1)
 
 
-def test_plain_hmc_keeps_an_anisotropic_gaussian_exact():
-    kernel = HamiltonianMonteCarlo(gaussian, step_size=0.1, leapfrog_steps=6)
+@pytest.mark.parametrize("random_length", [True, False])
+def test_plain_hmc_keeps_an_anisotropic_gaussian_exact(random_length):
+    kernel = HamiltonianMonteCarlo(gaussian, step_size=0.1, leapfrog_steps=6, random_length=random_length)
     generator = torch.Generator().manual_seed(0)
     exact = lambda n: torch.randn(n, 3, generator=generator) / PRECISIONS.sqrt()  # noqa: E731
     warm_up([kernel], ChainState.start(gaussian, exact(256)), 40, generator)
@@ -42,7 +43,9 @@ def test_plain_hmc_keeps_an_anisotropic_gaussian_exact():
 
 
 def test_step_size_adapts_in_warm_up_only():
-    kernel = HamiltonianMonteCarlo(gaussian, step_size=1.0, leapfrog_steps=4, target_acceptance=0.7)
+    kernel = HamiltonianMonteCarlo(
+        gaussian, step_size=1.0, leapfrog_steps=4, target_acceptance=0.7, random_length=False
+    )
     generator = torch.Generator().manual_seed(1)
     state = ChainState.start(gaussian, torch.randn(64, 3, generator=generator))
     state = warm_up([kernel], state, 100, generator)
@@ -62,7 +65,9 @@ def test_trajectory_length_is_chosen_in_warm_up_and_then_fixed():
     """A 50-D unit Gaussian: a step near 1 / 50^(1/4) needs several steps to reach the far side of the well
     (a quarter period, pi / 2), so one leapfrog step is a poor trajectory and the longest ones waste evaluations."""
     standard = lambda x: 0.5 * (x**2).sum(-1)  # noqa: E731
-    kernel = HamiltonianMonteCarlo(standard, step_size=0.3, leapfrog_steps=None, mass_matrix="unit")
+    kernel = HamiltonianMonteCarlo(
+        standard, step_size=0.3, leapfrog_steps=None, mass_matrix="unit", random_length=False
+    )
     generator = torch.Generator().manual_seed(4)
     state = warm_up([kernel], ChainState.start(standard, torch.randn(128, 50, generator=generator)), 120, generator)
     rates = kernel.jump_rates()
@@ -78,6 +83,23 @@ def test_trajectory_length_is_chosen_in_warm_up_and_then_fixed():
     for _ in range(10):
         state = iterate([kernel], state, generator)
     assert kernel.leapfrog_steps == chosen and kernel.statistics.evaluations == 10 * 128 * chosen
+
+
+def test_a_random_trajectory_length_is_uniform_from_one_to_twice_the_mean_and_the_same_for_all_chains():
+    """Each trajectory's steps are drawn from 1, ..., 2 L - 1 (mean L), one draw per trajectory for every chain."""
+    kernel = HamiltonianMonteCarlo(gaussian, step_size=0.1, leapfrog_steps=5)
+    generator = torch.Generator().manual_seed(3)
+    state = ChainState.start(gaussian, torch.randn(8, 3, generator=generator))
+    lengths = []
+    for _ in range(2000):
+        before = kernel.statistics.evaluations
+        state = iterate([kernel], state, generator)
+        evaluations = kernel.statistics.evaluations - before
+        assert evaluations % 8 == 0  # every chain took the same number of steps
+        lengths.append(evaluations // 8)
+    counts = np.bincount(lengths, minlength=11)
+    assert counts[0] == 0 and counts[10:].sum() == 0 and (counts[1:10] > 0).all()
+    assert stats.chisquare(counts[1:10]).pvalue > 1e-3 and abs(np.mean(lengths) - 5) < 0.2
 
 
 def test_nonfinite_energy_along_a_trajectory_is_a_counted_rejection():
@@ -266,7 +288,7 @@ def test_leapfrog_with_a_mass_matrix_is_reversible_and_volume_preserving():
 
     def flow(x, xi):
         position, momentum, *_ = kernel._trajectory(
-            ChainState.start(quartic, x), xi, torch.tensor(0.3, dtype=torch.float64)
+            ChainState.start(quartic, x), xi, torch.tensor(0.3, dtype=torch.float64), 7
         )
         return position, momentum
 
