@@ -377,7 +377,9 @@ def test_trialanine_is_sampled_exactly_in_its_own_implicit_solvent(tmp_path):
         and summary["target"]["atoms"] == 42
         and summary["target"]["dimension"] == 120
     )
-    assert summary["energy_evaluations"] == 4 * 20 * 3 and 0 < summary["kernels"]["hmc"]["acceptance_rate"] <= 1
+    # 20 trajectories of all 4 chains, each of 1 to 5 leapfrog steps (a random length of mean 3).
+    assert summary["energy_evaluations"] % 4 == 0 and 4 * 20 <= summary["energy_evaluations"] <= 4 * 20 * 5
+    assert 0 < summary["kernels"]["hmc"]["acceptance_rate"] <= 1
     assert {f"phi > 0 ({residue})" for residue in ("A:ALA2", "A:ALA3", "A:ALA4")} <= set(summary["indicators"])
     import mdtraj
 
