@@ -7,7 +7,7 @@ training until the validation loss stopped falling. :func:`check_model_for_sampl
 of these a model lacks and, where neither the model nor the files it names tell, that this is not
 known. Which atoms a model covers is not among them: a model of the heavy atoms, its hydrogens
 placed by internal coordinates, gave latent HMC more effective samples per evaluation than a model
-of all atoms on a few nanoseconds of data (B4, "With the commands' defaults"); only a model of all
+of all atoms on a few nanoseconds of data (B4, "Defaults against tuned settings"); only a model of all
 atoms allows global moves (``--method auto`` says so).
 """
 

@@ -485,7 +485,7 @@ def test_for_sampling_trains_a_density_model_with_position_noise_on_unconstraine
     small = ["--steps", "20", "--batch-size", "32", "--couplings", "2", "--hidden", "16", "--no-progress"]
     assert main(["train", *paths, "--for-sampling", *small, "--output", str(tmp_path / "model")]) == 0
     out = capsys.readouterr().out
-    assert "for sampling: all 2 trajectories simulated without bond constraints" in out
+    assert "for sampling: 2 of 2 trajectories simulated without bond constraints" in out
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["dimension"] == 3 * 10 - 6 and summary["position_noise"] == 1.0  # the 10 heavy atoms
     assert summary["objective"]["objective"] == "density"
