@@ -107,10 +107,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--leapfrog-steps",
         type=positive_int_or_auto,
-        default=10,
+        default="auto",
         help="mean leapfrog steps L per HMC trajectory (each trajectory draws its steps uniformly from 1 to 2L - 1), "
         "or auto: the L of 1, 2, 4, ..., 32 with the most expected squared jump distance per energy evaluation "
-        "in the warm-up's second half, then fixed (default: %(default)s)",
+        "in the warm-up's second half, then fixed; auto needs --warmup 24 or more (default: %(default)s)",
     )
     parser.add_argument(
         "--mass-matrix",

@@ -219,6 +219,8 @@ class HamiltonianMonteCarlo:
     MASS_SHRINKAGE = 10.0
     #: Trajectory lengths tried in warm-up when ``leapfrog_steps`` is None.
     LEAPFROG_CANDIDATES = (1, 2, 4, 8, 16, 32)
+    #: The shortest warm-up that chooses the length: every candidate twice in the second half (after the masses).
+    WARMUP_TO_CHOOSE_LENGTH = 4 * len(LEAPFROG_CANDIDATES)
 
     def __init__(
         self,

@@ -84,7 +84,7 @@ class SamplingSettings:
     samples: int = 1000
     warmup: int = 200
     step_size: float = 0.1
-    leapfrog_steps: int | str = 10
+    leapfrog_steps: int | str = "auto"
     target_acceptance: float = 0.65
     mass_matrix: str = "curvature"
     kish_samples: int = 1000
@@ -101,6 +101,12 @@ class SamplingSettings:
             )
         if isinstance(self.leapfrog_steps, str) and self.leapfrog_steps != "auto":
             raise NeuralCTError(f"`leapfrog_steps` must be a whole number or auto, got {self.leapfrog_steps!r}")
+        shortest = HamiltonianMonteCarlo.WARMUP_TO_CHOOSE_LENGTH
+        if self.leapfrog_steps == "auto" and self.method != "independence" and self.warmup < shortest:
+            raise NeuralCTError(
+                f"`leapfrog_steps` auto needs `warmup` {shortest} or more (each trajectory length tried twice after "
+                f"the masses are fitted half-way), got {self.warmup}; or give `leapfrog_steps` a number"
+            )
         if self.mass_matrix == "curvature" and self.method != "independence" and self.warmup < 2:
             raise NeuralCTError(
                 f"`mass_matrix` curvature needs `warmup` 2 or more (the masses are fitted half-way), "

@@ -91,7 +91,7 @@ OTHER_VALUES = {
     ("bias", "ionic_strength_molar"): ["0.1"],
     ("sample", "target_acceptance"): ["0.8"],
     ("sample", "method"): ["hmc"],
-    ("sample", "leapfrog_steps"): ["auto"],
+    ("sample", "leapfrog_steps"): ["3"],
     ("sample", "system"): None,  # a toy has none; see test_a_system_file_is_identified_by_its_content
     ("explore", "system"): ["double-well"],
     ("explore", "forcefield"): ["amber14-all.xml"],

@@ -753,10 +753,37 @@ def within_random_lengths(evaluations, trajectories, chains, length):
     )
 
 
+#: SAMPLE with the trajectory length chosen in warm-up (the default), which needs a warm-up of 24 or more.
+AUTO_LENGTH = [*SAMPLE[:4], "--warmup", "24", "--leapfrog-steps", "auto", *SAMPLE[8:]]
+
+
+def test_the_default_trajectory_length_is_chosen_in_warm_up_and_needs_a_warm_up_to_choose_it(
+    toy_model, tmp_path, capsys
+):
+    from neuralct.cli import build_parser
+    from neuralct.sampling import HamiltonianMonteCarlo
+
+    parser = build_parser()
+    assert parser.parse_args(["sample", str(toy_model)]).leapfrog_steps == "auto"
+    shortest = HamiltonianMonteCarlo.WARMUP_TO_CHOOSE_LENGTH
+    sample_help = next(a for a in parser._actions if a.dest == "command").choices["sample"].format_help()
+    assert f"auto needs --warmup {shortest} or more" in " ".join(sample_help.split())
+    out = tmp_path / "short"
+    short = [*SAMPLE[:4], "--warmup", str(shortest - 1), *SAMPLE[8:]]
+    assert main(["sample", str(toy_model), *short, "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"--leapfrog-steps auto needs --warmup {shortest} or more" in err
+    assert "or give --leapfrog-steps a number" in err and not out.exists()
+    # A number needs no such warm-up; independence moves have no trajectories at all.
+    assert main(["sample", str(toy_model), *short, "--leapfrog-steps", "3", "--output", str(out)]) == 0
+    independence = ["--method", "independence", "--mass-matrix", "unit", "--output", str(tmp_path / "ind")]
+    assert main(["sample", str(toy_model), *short, *independence]) == 0
+
+
 def test_the_trajectory_length_can_be_chosen_in_warm_up(toy_model, tmp_path, capsys):
     """`--leapfrog-steps auto`: the length tried best in warm-up is fixed for sampling, recorded and printed."""
     out = tmp_path / "auto"
-    argv = ["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE[:6], "--leapfrog-steps", "auto", *SAMPLE[8:]]
+    argv = ["sample", str(toy_model), "--method", "latent-hmc", *AUTO_LENGTH]
     argv += ["--output", str(out)]
     assert main(argv) == 0
     assert "leapfrog steps chosen in warm-up: hmc " in capsys.readouterr().out
@@ -771,7 +798,7 @@ def test_auto_is_the_default_and_chooses_its_cycle_in_warm_up(toy_model, tmp_pat
     """Without `--method`: the flow's Kish fraction admits independence moves, the warm-up picks how many follow each
     (auto-length) trajectory, and the frozen cycle is what sampling ran; printed, recorded, and in the run identity."""
     out = tmp_path / "auto"
-    argv = ["sample", str(toy_model), *SAMPLE[:6], "--leapfrog-steps", "auto", *SAMPLE[8:], "--output", str(out)]
+    argv = ["sample", str(toy_model), *AUTO_LENGTH, "--output", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     summary = read_summary(out)
