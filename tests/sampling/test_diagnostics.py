@@ -135,7 +135,7 @@ def test_condition_number_of_a_singular_curvature_is_null_with_a_reason():
 
 
 def test_chains_that_disagree_get_the_spread_between_them_as_their_error():
-    """Chains stuck in four places (R-hat far above 1.1): no tight error from the many samples each holds."""
+    """Chains stuck in four places (R-hat far above the limit): no tight error from the many samples each holds."""
     rng = np.random.default_rng(3)
     centres = np.array([0.0, 1.0, 2.0, 3.0])
     stuck = centres + 0.01 * rng.normal(size=(400, 4))
