@@ -450,16 +450,15 @@ def _check_data_for_sampling(trajectories: list[str]) -> str:
     ``neuralct sample`` samples the molecule without constraints, so a flow that learned rigid X-H
     bonds would not fit it (:func:`~neuralct.workflows.model_for_sampling.recorded_constraints`).
     """
-    from ..workflows.model_for_sampling import recorded_constraints
+    from ..workflows.model_for_sampling import UNCONSTRAINED_SIMULATION, recorded_constraints, split_by_constraints
 
-    recorded = {path: recorded_constraints(path) for path in trajectories}
-    constrained = [f"{path} ({kind})" for path, (kind, _) in recorded.items() if kind not in (None, "none")]
+    constrained, unknown = split_by_constraints({path: recorded_constraints(path) for path in trajectories})
     if constrained:
+        path, kind = next(iter(constrained.items()))
         raise NeuralCTError(
-            f"--for-sampling: {constrained[0]} was simulated with bond constraints, which `neuralct sample` does not "
-            "have; simulate with `neuralct simulate ... --constraints none --timestep-fs 1`"
+            f"--for-sampling: {path} ({kind}) was simulated with bond constraints, which `neuralct sample` does not "
+            f"have; simulate with {UNCONSTRAINED_SIMULATION}"
         )
-    unknown = [source for kind, source in recorded.values() if kind is None]
     if unknown:
         return (
             f"for sampling: bond constraints of {len(unknown)} of {len(trajectories)} trajectories not known "

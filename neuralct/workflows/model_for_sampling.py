@@ -22,10 +22,21 @@ from typing import Any
 from ..model.transformation import NeuralCanonicalTransformation
 from ..sampling.targets import SamplingTarget
 
-__all__ = ["LINE_PREFIX", "Finding", "check_model_for_sampling", "recorded_constraints", "advice_lines"]
+__all__ = [
+    "LINE_PREFIX",
+    "UNCONSTRAINED_SIMULATION",
+    "Finding",
+    "check_model_for_sampling",
+    "recorded_constraints",
+    "split_by_constraints",
+    "advice_lines",
+]
 
 #: Prefix of the lines that say what a model lacks.
 LINE_PREFIX = "model: "
+
+#: How to simulate training data for sampling: without bond constraints, at a step they allow.
+UNCONSTRAINED_SIMULATION = "`neuralct simulate ... --constraints none --timestep-fs 1`"
 
 NOTE = (
     "what makes latent HMC and the flow's global moves pay (benchmark B4): a model trained on data without bond "
@@ -144,6 +155,26 @@ def recorded_constraints(trajectory: str | Path) -> tuple[str | None, str]:
     return constraints.lower(), str(summary_path)
 
 
+def split_by_constraints(recorded: dict[str, tuple[str | None, str]]) -> tuple[dict[str, str], list[str]]:
+    """The trajectories recorded with bond constraints, and where the constraints of the others are not known.
+
+    Parameters
+    ----------
+    recorded : dict
+        Trajectory -> ``(constraints, source)`` as :func:`recorded_constraints` gives them.
+
+    Returns
+    -------
+    constrained : dict
+        Trajectory -> its constraints (hbonds, allbonds, hangles), for those not simulated with none.
+    unknown : list of str
+        Why the constraints are not known, one entry per trajectory that has none recorded.
+    """
+    constrained = {path: kind for path, (kind, _) in recorded.items() if kind not in (None, "none")}
+    unknown = [source for kind, source in recorded.values() if kind is None]
+    return constrained, unknown
+
+
 def _unconstrained_data(model: NeuralCanonicalTransformation, target: SamplingTarget) -> Finding:
     """Whether every training trajectory was simulated without bond constraints; known where all are recorded."""
     if target.kind != "molecule":
@@ -158,7 +189,7 @@ def _unconstrained_data(model: NeuralCanonicalTransformation, target: SamplingTa
         else recorded_constraints(path)
         for path in trajectories
     }
-    constrained = {path: kind for path, (kind, _) in recorded.items() if kind not in (None, "none")}
+    constrained, unknown = split_by_constraints(recorded)
     if constrained:
         kinds = ", ".join(sorted(set(constrained.values())))
         return Finding(
@@ -166,9 +197,8 @@ def _unconstrained_data(model: NeuralCanonicalTransformation, target: SamplingTa
             f"trained on data with constrained X-H bonds ({kinds}: {len(constrained)} of {len(trajectories)} "
             "training trajectories), sampled without constraints",
             "the flow learned rigid bonds that the sampled system lets vibrate; for sampling train on "
-            "`neuralct simulate ... --constraints none --timestep-fs 1`",
+            f"{UNCONSTRAINED_SIMULATION}",
         )
-    unknown = [source for kind, source in recorded.values() if kind is None]
     if unknown:
         return Finding(
             "not known",
