@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..workflows.objective import KINETIC_STEPS
 from .analyze import timescales_line
 from .options import (
     add_common_options,
@@ -48,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--report-ps", type=positive_float, default=0.5, help="time between frames in ps (default: %(default)s)"
     )
     parser.add_argument(
-        "--steps", type=positive_int, default=2000, help="training steps of the CVs (default: %(default)s)"
+        "--steps", type=positive_int, default=KINETIC_STEPS, help="training steps of the CVs (default: %(default)s)"
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=256, help="training batch size (default: %(default)s)"

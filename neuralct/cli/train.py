@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
 from ..errors import NeuralCTError
 from ..io import write_json
 from ..training.device import MATMUL_PRECISIONS
+from ..training.loop import TrainingSettings
+from ..workflows.objective import KINETIC_LEARNING_RATE, KINETIC_STEPS
 from .analyze import oscillation_lines
 from .options import (
     add_common_options,
@@ -236,10 +238,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--steps", type=positive_int, default=2000, help="optimiser steps (default: %(default)s)")
+    optim.add_argument(
+        "--steps",
+        type=positive_int,
+        default=None,
+        help=f"optimiser steps (default: {KINETIC_STEPS} for the kinetic objective, {TrainingSettings.steps} else)",
+    )
     optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per step (default: %(default)s)")
     optim.add_argument(
-        "--learning-rate", type=positive_float, default=1e-3, help="peak Adam learning rate (default: %(default)s)"
+        "--learning-rate",
+        type=positive_float,
+        default=None,
+        help=(
+            f"peak Adam learning rate (default: {KINETIC_LEARNING_RATE:g} for the kinetic objective, "
+            f"{TrainingSettings.learning_rate:g} otherwise)"
+        ),
     )
     optim.add_argument(
         "--eval-samples",
@@ -310,12 +323,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..training.loop import TrainingSettings
     from ..workflows.train import architecture_from_options
 
     if bool(args.toy) == bool(args.trajectories):
         raise NeuralCTError("give trajectory files or --toy NAME (e.g. --toy harmonic-chain), not both and not neither")
     architecture = architecture_from_options(args.layers, args.couplings, args.hidden, args.depth, args.leapfrog_steps)
+    # Resolves the steps and learning rate left to the objective (the toys keep the defaults of TrainingSettings).
+    fit, inputs = (_trajectory_fit if args.trajectories else _toy_fit)(args, architecture)
     settings = TrainingSettings(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -324,11 +338,10 @@ def _run(args: argparse.Namespace) -> int:
         keep_best=not args.keep_last,
         progress=not args.no_progress,
     )
-    fit, inputs = (_trajectory_fit if args.trajectories else _toy_fit)(args, architecture, settings)
     from ..training.distributed import is_main_process, world_size
 
     with _output_folder(args, inputs) as output:
-        model, summary = fit(output)
+        model, summary = fit(output, settings)
         summary["processes"] = world_size()
         if not is_main_process():
             return 0
@@ -368,10 +381,12 @@ def _run_options(args: argparse.Namespace, output: Path) -> dict:
     }
 
 
-def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
-    """Read the trajectories and check the fit; return it, to run in the output folder, and the input files.
+def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], list[str]]:
+    """Read the trajectories, choose the objective and check the fit; return it, to run in the output folder with
+    the training settings, and the input files.
 
-    The input files are the trajectories, their topologies and the weights file.
+    The input files are the trajectories, their topologies and the weights file. ``--steps`` and
+    ``--learning-rate`` left open take the chosen objective's (:meth:`ObjectiveChoice.schedule`).
     """
     from ..data import load_trajectories
     from ..data.loading import topology_file
@@ -411,6 +426,10 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         rank_lag_ps=args.rank_lag_ps,
         weighted=weights is not None,
     )
+    steps, learning_rate = choice.schedule()
+    schedule_given = args.steps is not None and args.learning_rate is not None
+    args.steps = steps if args.steps is None else args.steps
+    args.learning_rate = learning_rate if args.learning_rate is None else args.learning_rate
     prepared = prepare_trajectory_fit(
         data,
         selection=args.selection,
@@ -426,13 +445,15 @@ def _trajectory_fit(args, architecture, settings) -> tuple[Callable[[Path], tupl
         f"training on {data.n_frames} frames",
     )
 
-    def fit(output: Path) -> tuple:
+    def fit(output: Path, settings: Any) -> tuple:
         if sampling_note:
             print(sampling_note)
         print(data.selection_note)
         if data.momenta_note:
             print(data.momenta_note)
         print(choice.line(lambda name: "--" + name.replace("_", "-")))
+        if not schedule_given:
+            print(f"training: {settings.steps} steps at a peak learning rate of {settings.learning_rate:g}")
         model, summary = run_trajectory_fit(prepared, architecture, settings, **_run_options(args, output))
         summary["selection_note"] = data.selection_note
         summary["objective"] = model.metadata["objective"] = choice.as_dict()
@@ -467,8 +488,9 @@ def _check_data_for_sampling(trajectories: list[str]) -> str:
     return f"for sampling: {len(trajectories)} of {len(trajectories)} trajectories simulated without bond constraints"
 
 
-def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], list[str]]:
-    """Build the toy system; return the fit to run in the output folder and no input files."""
+def _toy_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], list[str]]:
+    """Build the toy system; return the fit, to run in the output folder with the training settings, and no input
+    files. ``--steps`` and ``--learning-rate`` left open take the defaults of ``TrainingSettings``."""
     from ..toys.hamiltonians import make_toy_system
     from ..workflows.memory import check_fits
     from ..workflows.train import fit_toy, training_memory_needed
@@ -498,7 +520,11 @@ def _toy_fit(args, architecture, settings) -> tuple[Callable[[Path], tuple], lis
         f"training on the toy {args.toy}",
     )
 
-    def fit(output: Path) -> tuple:
+    defaults = TrainingSettings()
+    args.steps = defaults.steps if args.steps is None else args.steps
+    args.learning_rate = defaults.learning_rate if args.learning_rate is None else args.learning_rate
+
+    def fit(output: Path, settings: Any) -> tuple:
         return fit_toy(
             system,
             args.mode,

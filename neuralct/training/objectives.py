@@ -87,9 +87,10 @@ class LaggedLikelihood:
         Number of slowest modes (by relaxation time) in the VAMP-2 term.
     vamp_pairs : sequence of LaggedPairs, optional
         Pairs of the VAMP-2 term, one entry per lag; the term is the mean of the scores at
-        these lags, each on its own minibatch, except that a lag whose pairs are ``pairs``
-        scores the transition density's minibatch (no second pass of the flow). None: ``pairs``
-        (the one lag of the transition density).
+        these lags. A lag whose pairs are ``pairs`` scores the transition density's minibatch;
+        another lag scores the pairs that start at the same frames (those with a partner that
+        far ahead in their trajectory's training frames), so that the flow sees each start once.
+        None: ``pairs`` (the one lag of the transition density).
     """
 
     name = "lagged-likelihood"
@@ -120,6 +121,8 @@ class LaggedLikelihood:
         if not vamp_weight >= 0:
             raise NeuralCTError(f"`vamp_weight` must be >= 0, got {vamp_weight}")
         self.vamp_weight, self.vamp_modes = float(vamp_weight), int(vamp_modes)
+        self._vamp_on_transition: list[bool] = []
+        self._vamp_partners: list[torch.Tensor | None] = []
         if vamp_pairs is None:
             self.vamp_pairs = None
         else:
@@ -134,6 +137,15 @@ class LaggedLikelihood:
                 _same_pairs(train, self.train_pairs) and _same_pairs(valid, self.valid_pairs)
                 for train, valid in self.vamp_pairs
             ]
+            # Each other lag's partner of every frame that starts one of its training pairs (-1: none), so that
+            # its minibatch shares the transition pairs' first frames.
+            self._vamp_partners = []
+            for (train, _), on_transition in zip(self.vamp_pairs, self._vamp_on_transition):
+                partner = None
+                if not on_transition:
+                    partner = torch.full((len(q),), -1, dtype=train[0].dtype, device=q.device)
+                    partner[train[0]] = train[1]
+                self._vamp_partners.append(partner)
             if self.valid_pairs is not None and any(valid is None for _, valid in self.vamp_pairs):
                 raise NeuralCTError(
                     "a `vamp_lags_ps` lag leaves no validation pairs; use shorter lags or longer validation "
@@ -165,15 +177,31 @@ class LaggedLikelihood:
         The log-determinant is the flow's at ``x_t`` plus, configuration-only, the
         configuration flow's at ``q_t+tau``.
         """
-        q0, q1 = self.q[i], self.q[j]
+        z0, (z1,), logdet = self._latent(model, i, [j], generator)
+        return z0, z1, logdet
+
+    def _latent(
+        self, model, starts: torch.Tensor, ends: list[torch.Tensor], generator: torch.Generator
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """Latent points of the frames ``starts`` and of each set of frames in ``ends``, in one pass of the flow.
+
+        Returns ``z`` of the starts (batch, 2n), ``z`` of each end set (its length, 2n) and ``ln|det|``
+        of the maps at the starts and the first end set (:meth:`latent_pairs`), shape (batch,).
+        """
+        sizes = [len(end) for end in ends]
+        q0 = self.q[starts]
         if self.configuration_only:
             thermal = torch.sqrt(model.masses * model.kT)
             p0 = torch.randn(q0.shape, generator=generator, dtype=q0.dtype, device=q0.device) * thermal
             z0, logdet = model.flow(model.to_reduced(q0, p0))
+            q1 = self.q[torch.cat(ends)]
             Q1, logdet_1 = model.flow.configuration_forward((q1 - model.position_offset) * model.position_scale())
-            return z0, join_phase_space(Q1, torch.zeros_like(Q1)), logdet + logdet_1
-        z, logdet = model.flow(torch.cat([model.to_reduced(q0, self.p[i]), model.to_reduced(q1, self.p[j])]))
-        return z[: len(i)], z[len(i) :], logdet[: len(i)] + logdet[len(i) :]
+            z1 = join_phase_space(Q1, torch.zeros_like(Q1))
+            return z0, list(z1.split(sizes)), logdet + logdet_1[: sizes[0]]
+        frames = torch.cat([starts, *ends])
+        z, logdet = model.flow(model.to_reduced(self.q[frames], self.p[frames]))
+        z0, *z1 = z.split([len(starts), *sizes])
+        return z0, z1, logdet[: len(starts)] + logdet[len(starts) : len(starts) + sizes[0]]
 
     def pair_log_likelihood(self, model, i: torch.Tensor, j: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``ln rho(x_t) + ln p_tau(x_t+tau | x_t)`` of each pair in reduced units, shape (batch,)."""
@@ -181,32 +209,45 @@ class LaggedLikelihood:
 
     def _pair_terms(self, model, i, j, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z0, z1, logdet = self.latent_pairs(model, i, j, generator)
+        return self._log_likelihood(model, z0, z1, logdet), z0, z1
+
+    def _log_likelihood(self, model, z0, z1, logdet) -> torch.Tensor:
+        """``ln rho(x_t) + ln p_tau(x_t+tau | x_t)`` of latent pairs at the transition lag, shape (batch,)."""
         transition = ou_mode_log_transition(
             z0, z1, model.prior.frequencies, model.dynamics.frictions, self.lag_time(model), self.configuration_only
         ).sum(-1)
-        return model.prior.log_prob(z0) + logdet + transition, z0, z1
+        return model.prior.log_prob(z0) + logdet + transition
 
     def loss(self, model, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         self._check(model)
+        # A minibatch of transition pairs; every other VAMP-2 lag is scored on the pairs from the same first frames
+        # (those that have a partner at that lag), and all frames go through the flow in one pass.
         first, second = self.train_pairs
         pick = torch.randint(len(first), (batch_size,), generator=generator, device=generator.device)
-        log_p, z0, z1 = self._pair_terms(model, first[pick], second[pick], generator)
-        loss = -log_p.mean()
+        starts = first[pick]
+        ends, kept = [second[pick]], []
+        if self.vamp_weight > 0:
+            for partner in self._vamp_partners:
+                if partner is not None:
+                    end = partner[starts]
+                    kept.append(end >= 0)
+                    ends.append(end[kept[-1]])
+        z0, z1, logdet = self._latent(model, starts, ends, generator)
+        loss = -self._log_likelihood(model, z0, z1[0], logdet).mean()
         if self.vamp_weight > 0:
             slowest = model.mode_order()[: self.vamp_modes]
-            if self.vamp_pairs is None:
-                scores = [nested_vamp2(split_phase_space(z0)[0][:, slowest], split_phase_space(z1)[0][:, slowest])]
-            else:
-                scores = []
-                for ((i, j), _), on_transition in zip(self.vamp_pairs, self._vamp_on_transition):
-                    if on_transition:
-                        y0, y1 = z0, z1
-                    else:
-                        pick = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
-                        y0, y1, _ = self.latent_pairs(model, i[pick], j[pick], generator)
-                    scores.append(
-                        nested_vamp2(split_phase_space(y0)[0][:, slowest], split_phase_space(y1)[0][:, slowest])
-                    )
+            pairs = [(z0, z1[0])] if self.vamp_pairs is None else []
+            others = iter(zip(kept, z1[1:]))
+            for partner in self._vamp_partners:
+                if partner is None:
+                    pairs.append((z0, z1[0]))
+                else:
+                    mask, end = next(others)
+                    pairs.append((z0[mask], end))
+            scores = [
+                nested_vamp2(split_phase_space(start)[0][:, slowest], split_phase_space(end)[0][:, slowest])
+                for start, end in pairs
+            ]
             loss = loss - self.vamp_weight * torch.stack(scores).mean().to(loss.dtype)
         return loss
 

@@ -22,7 +22,7 @@ from ..md.systems import build_system
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation
 from ..training.loop import TrainingSettings
 from .analyze import analyze_trajectories
-from .objective import ObjectiveChoice, choose_objective, fit_with_choice
+from .objective import KINETIC_STEPS, ObjectiveChoice, choose_objective, fit_with_choice
 
 __all__ = ["QuickstartSettings", "check_settings", "run_quickstart"]
 
@@ -44,7 +44,8 @@ class QuickstartSettings:
     length_ns, report_ps : float
         Length of each trajectory in ns and time between frames in ps.
     steps, batch_size : int
-        Training steps of the CVs (the kinetic objective) and the batch size of both trainings.
+        Training steps of the CVs (the kinetic objective, at its learning rate
+        :data:`~neuralct.workflows.objective.KINETIC_LEARNING_RATE`) and the batch size of both trainings.
     lag_ps : float
         Lag of the VAMP-2 and TICA scores in ps.
     density_steps : int
@@ -60,7 +61,7 @@ class QuickstartSettings:
     replicas: int = 4
     length_ns: float = 2.0
     report_ps: float = 0.5
-    steps: int = 2000
+    steps: int = KINETIC_STEPS
     batch_size: int = 256
     lag_ps: float = 2.0
     density_steps: int = 4000
@@ -194,7 +195,10 @@ def _train(
     before it selects the kept state. ``choice`` is the objective with its options.
     """
     folder = prepare_output_dir(folder)
-    training = TrainingSettings(steps=steps, batch_size=settings.batch_size, progress=settings.progress)
+    learning_rate = choice.schedule()[1]
+    training = TrainingSettings(
+        steps=steps, batch_size=settings.batch_size, learning_rate=learning_rate, progress=settings.progress
+    )
     return fit_with_choice(data, choice, list(DEFAULT_ARCHITECTURE), training, folder, settings.device, settings.seed)
 
 

@@ -443,7 +443,7 @@ def test_for_sampling_sets_its_options_under_the_command_line_and_the_config_fil
     from neuralct.cli.train import FOR_SAMPLING
 
     plain = _parsed(["train", "a.nc"])
-    assert (plain.selection, plain.objective, plain.position_noise, plain.steps) == ("heavy", "auto", 0.0, 2000)
+    assert (plain.selection, plain.objective, plain.position_noise, plain.steps) == ("heavy", "auto", 0.0, None)
     preset = _parsed(["train", "a.nc", "--for-sampling"])
     assert {name: getattr(preset, name) for name in FOR_SAMPLING} == FOR_SAMPLING
     assert FOR_SAMPLING["objective"] == "density" and FOR_SAMPLING["position_noise"] > 0

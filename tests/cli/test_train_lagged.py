@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import neuralct
 from neuralct.cli import main
+from neuralct.workflows import objective
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +284,29 @@ def test_the_default_objective_is_chosen_from_the_data_printed_and_recorded(
     assert "phase space" in summary["lagged_term"]
     assert neuralct.load(out / "model.pt").metadata["objective"] == chosen
     assert "objective: kinetic (time-lagged, lag" in printed and "--objective density for maximum likelihood" in printed
+
+
+def test_the_steps_and_learning_rate_left_open_are_the_chosen_objectives(trajectories, tmp_path, capsys, monkeypatch):
+    """The kinetic objective trains on its own schedule unless given; what ran is printed and in config.yaml."""
+    from neuralct.training.loop import TrainingSettings
+    from neuralct.workflows.objective import KINETIC_LEARNING_RATE, ObjectiveChoice
+
+    assert ObjectiveChoice("kinetic", "recorded").schedule() == (objective.KINETIC_STEPS, KINETIC_LEARNING_RATE)
+    assert ObjectiveChoice("density", "resample").schedule() == (TrainingSettings.steps, TrainingSettings.learning_rate)
+    monkeypatch.setattr(objective, "MIN_KINETIC_PAIRS", 50)
+    monkeypatch.setattr(objective, "KINETIC_STEPS", 4)
+    small = [option for option in SMALL if option not in ("--steps", "10")]
+    for extra, expected in (([], (4, KINETIC_LEARNING_RATE)), (["--learning-rate", "0.002"], (4, 0.002))):
+        out = tmp_path / f"run{len(extra)}"
+        assert main(["train", *trajectories, *small, *extra, "--output", str(out)]) == 0
+        printed = capsys.readouterr().out
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        assert (config["steps"], config["learning_rate"]) == expected
+        assert f"training: 4 steps at a peak learning rate of {expected[1]:g}" in printed
+        assert json.loads((out / "summary.json").read_text())["history"]["step"][-1] == 4
+    out = tmp_path / "given"
+    assert main(["train", *trajectories, *SMALL, "--learning-rate", "0.002", "--output", str(out)]) == 0
+    assert "training:" not in capsys.readouterr().out
 
 
 def test_the_toys_refuse_the_kinetic_objective(tmp_path, capsys):

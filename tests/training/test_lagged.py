@@ -12,7 +12,14 @@ from neuralct.data import lagged_pairs
 from neuralct.data.pairs import LaggedPairs, lag_in_frames, split_lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.flows import symplectic_form
-from neuralct.model.dynamics import ou_drift, ou_mode_log_transition, ou_transition, relaxation_times
+from neuralct.model.dynamics import (
+    LatentLangevin,
+    mean_log_transition,
+    ou_drift,
+    ou_mode_log_transition,
+    ou_transition,
+    relaxation_times,
+)
 from neuralct.model.transformation import NeuralCanonicalTransformation
 from neuralct.training.loop import TrainingSettings, train
 from neuralct.training.objectives import LaggedLikelihood, batch_vamp2, nested_vamp2
@@ -124,6 +131,31 @@ def test_configuration_only_density_is_the_marginal_of_the_phase_space_one():
         assert abs(marginal.log().item() - expected.item()) < 1e-6
 
 
+@pytest.mark.parametrize("configuration_only", [False, True])
+def test_mean_transition_from_second_moments_is_the_mean_over_pairs(configuration_only):
+    """The moment form of the mean log-density equals the plain mean for every parameter set, and the
+    friction start it serves is the grid point of highest mean likelihood."""
+    generator = torch.Generator().manual_seed(3)
+    z0 = torch.randn(5000, 4, generator=generator, dtype=torch.float64) * torch.tensor(
+        [2.0, 0.5, 1.0, 1.0], dtype=torch.float64
+    )
+    z1 = 0.6 * z0 + 0.3 * torch.randn(5000, 4, generator=generator, dtype=torch.float64) + 0.1
+    frictions = torch.tensor([[0.01, 0.2], [1.0, 3.0], [40.0, 900.0]], dtype=torch.float64)
+    for lag in (0.01, 0.8, 5.0):
+        fast = mean_log_transition(z0, z1, W.expand(3, -1), frictions, lag, configuration_only)
+        plain = torch.stack(
+            [ou_mode_log_transition(z0, z1, W, gamma, lag, configuration_only).mean(0) for gamma in frictions]
+        )
+        assert torch.allclose(fast, plain, rtol=1e-9, atol=1e-9)
+    dynamics = LatentLangevin(2).double()
+    dynamics.initialize(z0, z1, W, 0.8, configuration_only, grid=41)
+    ratios = torch.logspace(-2, 4, 41, dtype=torch.float64)
+    plain = torch.stack(
+        [ou_mode_log_transition(z0, z1, W, ratio * W, 0.8, configuration_only).mean(0) for ratio in ratios]
+    )
+    assert torch.allclose(dynamics.frictions, ratios[plain.argmax(0)] * W)
+
+
 def test_relaxation_times_are_those_of_the_drift_eigenvalues():
     times = relaxation_times(W, GAMMA)
     for k in range(2):
@@ -223,7 +255,7 @@ def test_learning_recovers_frequencies_and_friction_of_a_harmonic_system(momenta
 
 
 @pytest.mark.parametrize("momenta", ["recorded", "resample"])
-def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(momenta, monkeypatch):
+def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(momenta):
     """The validation loss is the pair likelihood minus the weight times the mean nested VAMP-2 over the lags,
 
     each computed here directly from the flow's latent positions; one lag equal to the transition
@@ -256,20 +288,28 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
     )
     assert as_single.validation_loss(model) == pytest.approx(single.validation_loss(model), rel=1e-12)
     # The lag of the transition density scores its own minibatch: the same loss as the single-lag term, from the
-    # same draws, and one pass of the flow fewer per step (three, not four, for the lags 1, 2 and 4 frames here).
+    # same draws. Every minibatch goes through the flow in one pass per step.
     same = [term.loss(model, 64, torch.Generator().manual_seed(7)) for term in (as_single, single)]
     assert float(same[0]) == float(same[1])
+    if momenta == "recorded":
+        # The minibatch loss from its draws, computed here: transition pairs (2 frames), and the pairs of 1 and of
+        # 4 frames that start at the same frames, where the trajectory's training frames reach that far.
+        pick = torch.randint(len(transition.train[0]), (64,), generator=torch.Generator().manual_seed(1))
+        starts = torch.as_tensor(transition.train[0])[pick]
+        log_p, _, _ = plain._pair_terms(model, starts, torch.as_tensor(transition.train[1])[pick], None)
+        minibatch = []
+        for lagged in (pairs(1), pairs(2), pairs(4)):
+            partner = dict(zip(lagged.train[0].tolist(), lagged.train[1].tolist()))
+            kept = [start for start in starts.tolist() if start in partner]
+            assert len(kept) >= 60
+            minibatch.append(float(nested_vamp2(Q[kept], Q[[partner[start] for start in kept]])))
+        expected = -float(log_p.mean()) - 3.0 * np.mean(minibatch)
+        assert float(several.loss(model, 64, torch.Generator().manual_seed(1))) == pytest.approx(expected, rel=1e-10)
     passes = []
-    original = LaggedLikelihood.latent_pairs
-
-    def counted(self, *args):
-        passes.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(LaggedLikelihood, "latent_pairs", counted)
+    hook = model.flow.register_forward_hook(lambda *_: passes.append(1))
     several.loss(model, 64, torch.Generator().manual_seed(1))
-    assert len(passes) == 3
-    monkeypatch.undo()
+    hook.remove()
+    assert len(passes) == 1
     assert len(set(np.round(scores, 6))) == 3  # the lags differ, so the mean is not one lag's score
     loss = several.loss(model, 64, torch.Generator().manual_seed(1))
     loss.backward()
