@@ -242,7 +242,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--steps",
         type=positive_int,
         default=None,
-        help=f"optimiser steps (default: {KINETIC_STEPS} for the kinetic objective, {TrainingSettings.steps} else)",
+        help=(
+            f"optimiser steps (default: {KINETIC_STEPS} for the kinetic objective with its lag chosen from the data, "
+            f"{TrainingSettings.steps} otherwise)"
+        ),
     )
     optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per step (default: %(default)s)")
     optim.add_argument(
@@ -250,8 +253,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=positive_float,
         default=None,
         help=(
-            f"peak Adam learning rate (default: {KINETIC_LEARNING_RATE:g} for the kinetic objective, "
-            f"{TrainingSettings.learning_rate:g} otherwise)"
+            f"peak Adam learning rate (default: {KINETIC_LEARNING_RATE:g} for the kinetic objective with its lag "
+            f"chosen from the data, {TrainingSettings.learning_rate:g} otherwise)"
         ),
     )
     optim.add_argument(

@@ -287,12 +287,19 @@ def test_the_default_objective_is_chosen_from_the_data_printed_and_recorded(
 
 
 def test_the_steps_and_learning_rate_left_open_are_the_chosen_objectives(trajectories, tmp_path, capsys, monkeypatch):
-    """The kinetic objective trains on its own schedule unless given; what ran is printed and in config.yaml."""
+    """The kinetic objective with its lag chosen from the data trains on its own schedule unless given; what ran is
+    printed and in config.yaml."""
     from neuralct.training.loop import TrainingSettings
     from neuralct.workflows.objective import KINETIC_LEARNING_RATE, ObjectiveChoice
 
-    assert ObjectiveChoice("kinetic", "recorded").schedule() == (objective.KINETIC_STEPS, KINETIC_LEARNING_RATE)
-    assert ObjectiveChoice("density", "resample").schedule() == (TrainingSettings.steps, TrainingSettings.learning_rate)
+    quick = ObjectiveChoice("kinetic", "recorded", 1.0, lag_from_data=True)
+    assert quick.schedule() == (objective.KINETIC_STEPS, KINETIC_LEARNING_RATE)
+    # A given lag, and maximum likelihood, keep the schedule they always had.
+    for choice in (
+        ObjectiveChoice("kinetic", "recorded", 1.0, reason="lag given"),
+        ObjectiveChoice("density", "resample"),
+    ):
+        assert choice.schedule() == (TrainingSettings.steps, TrainingSettings.learning_rate)
     monkeypatch.setattr(objective, "MIN_KINETIC_PAIRS", 50)
     monkeypatch.setattr(objective, "KINETIC_STEPS", 4)
     small = [option for option in SMALL if option not in ("--steps", "10")]
