@@ -10,9 +10,11 @@ data set, for each loop seed, the loop of the README as a user runs it (every co
     neuralct bias model1/model.pt ala2.pdb --length-ns 2 --output bias1
     neuralct train bias1/trajectory.nc --lag-ps 2 --vamp-weight 100 --output model2
     neuralct bias model2/model.pt ala2.pdb --width-fraction 0.15 --length-ns 2 --output bias2
+    neuralct bias model2/model.pt ala2.pdb --width-fraction 0.15 --length-ns 2 --frozen-bias bias2 --output production
 
 Reported per round: phi transitions per ns (core sets phi < -0.5 and 0.5 < phi < 1.6 rad), the
-reweighted F(phi > 0) - F(phi < 0) with its block standard error, and the rounds that crossed;
+reweighted F(phi > 0) - F(phi < 0) with its block standard error (the production run's under
+bias2's final bias, frozen, reweighted exactly), the rounds that crossed, and the retraining's kept step;
 the data sets' own transitions (none expected in 4 ns at 300 K). The reference is B3's phi/psi
 metadynamics (9.37 +- 0.63 kJ/mol).
 
@@ -91,7 +93,7 @@ def neuralct(*argv) -> str | None:
 
 
 def loop(data: Path, seed: int) -> dict:
-    """The four commands of the README loop on one data set with one seed; each bias round's figures."""
+    """The five commands of the README loop on one data set with one seed; each bias round's figures."""
     from bench_bias import bias_figures
 
     work = data / f"loop-seed{seed}"
@@ -103,6 +105,17 @@ def loop(data: Path, seed: int) -> dict:
         "bias1": ("bias", work / "model1" / "model.pt", structure, "--length-ns", 2),
         "model2": ("train", work / "bias1" / "trajectory.nc", "--lag-ps", 2, "--vamp-weight", 100),
         "bias2": ("bias", work / "model2" / "model.pt", structure, "--width-fraction", 0.15, "--length-ns", 2),
+        "production": (
+            "bias",
+            work / "model2" / "model.pt",
+            structure,
+            "--width-fraction",
+            0.15,
+            "--length-ns",
+            2,
+            "--frozen-bias",
+            work / "bias2",
+        ),
     }
     entry: dict = {"data": data.name, "seed": seed}
     for name, command in commands.items():
@@ -110,7 +123,7 @@ def loop(data: Path, seed: int) -> dict:
         stopped = neuralct(*command, *steps, *common, "--output", work / name)
         if name == "model2" and not stopped:
             entry["retraining_kept_step"] = json.loads((work / name / "summary.json").read_text()).get("kept_step")
-        if name.startswith("bias") and (work / name / "COLVAR").is_file():
+        if command[0] == "bias" and (work / name / "COLVAR").is_file():
             entry[name] = {k: v for k, v in bias_figures(work / name).items() if k != "delta_F_against_time_ps_kj"}
         if stopped:
             entry.setdefault(name, {})["stopped"] = stopped
@@ -146,7 +159,7 @@ def main() -> None:
     results = {"data_transitions": {f.name: data_transitions(f) for f in folders}, "loops": loops}
     for entry in loops:
         line = {"data": entry["data"], "seed": entry["seed"], "kept": entry.get("retraining_kept_step")}
-        for name in ("bias1", "bias2"):
+        for name in ("bias1", "bias2", "production"):
             figures = entry.get(name, {})
             if "phi_transitions_per_ns" not in figures:
                 line[name] = figures.get("stopped", "not run")
@@ -158,7 +171,7 @@ def main() -> None:
             if "stopped" in figures:
                 line[name] += f" (stopped: {figures['stopped']})"
         print(json.dumps(line), flush=True)
-    for name in ("bias1", "bias2"):
+    for name in ("bias1", "bias2", "production"):
         crossed = sum(entry.get(name, {}).get("phi_transitions", 0) > 0 for entry in loops)
         print(f"{name}: crossed phi in {crossed} of {len(loops)} loops", flush=True)
     print(json.dumps({"data_transitions": results["data_transitions"]}), flush=True)
