@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -105,9 +105,6 @@ class PhaseSpaceData:
     periodic : bool
         Whether any file recorded a periodic box (its molecules were made whole): a model
         trained on these frames exports CVs that refuse to run without the box.
-    biased : list of bool
-        Per trajectory, whether ``neuralct bias`` wrote it (a biased, non-stationary run: a single
-        one is validated on interleaved blocks, :func:`neuralct.workflows.train.split_trajectories`).
     """
 
     positions: np.ndarray
@@ -130,7 +127,6 @@ class PhaseSpaceData:
     paths: list
     selection_note: str = ""
     periodic: bool = False
-    biased: list = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -256,19 +252,16 @@ class _Raw:
     topology: Any
     masses: np.ndarray | None = None  # (n_atoms,) amu, as recorded by the simulation; else from the elements
     box: np.ndarray | None = None  # (frames, 3, 3) nm, box vectors as rows; None without a periodic box
-    biased: bool = False  # written by `neuralct bias` (its file says so)
 
 
-def _netcdf_extras(path: Path) -> tuple[np.ndarray | None, bool, np.ndarray | None, bool]:
-    """Velocities, whether they are on-step, the recorded particle masses, and whether it is a bias run, of a
-    NetCDF file."""
-    from .netcdf import BIASED_ATTRIBUTE, MASSES_ATTRIBUTE, read_netcdf
+def _netcdf_extras(path: Path) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
+    """Velocities, whether they are on-step, and the recorded particle masses of a NetCDF file."""
+    from .netcdf import MASSES_ATTRIBUTE, read_netcdf
 
     frames = read_netcdf(path)
     masses = frames.attributes.get(MASSES_ATTRIBUTE)
     masses = None if masses is None else np.atleast_1d(np.asarray(masses, dtype=np.float64))
-    on_step = bool(frames.attributes.get("neuralct_velocities_on_step", 0))
-    return frames.velocities, on_step, masses, bool(frames.attributes.get(BIASED_ATTRIBUTE, 0))
+    return frames.velocities, bool(frames.attributes.get("neuralct_velocities_on_step", 0)), masses
 
 
 def _periodic_box(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray | None:
@@ -306,9 +299,9 @@ def read_with_mdtraj(path: str | Path, topology: str | None = None, stride: int 
 
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
     traj = read_with_mdtraj(path, topology, stride)
-    velocities, on_step, masses, biased = None, False, None, False
+    velocities, on_step, masses = None, False, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        velocities, on_step, masses, biased = _netcdf_extras(path)
+        velocities, on_step, masses = _netcdf_extras(path)
         velocities = velocities[::stride] if velocities is not None else None
         if masses is not None and len(masses) != traj.n_atoms:
             raise NeuralCTError(
@@ -324,7 +317,6 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         traj.topology,
         masses,
         None if traj.unitcell_lengths is None else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles),
-        biased,
     )
 
 
@@ -386,9 +378,9 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
             velocities.append(universe.atoms.velocities / 10.0)
         times.append(ts.time)
         boxes.append(ts.dimensions)
-    on_step, masses, biased = False, None, False
+    on_step, masses = False, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        _, on_step, masses, biased = _netcdf_extras(path)
+        _, on_step, masses = _netcdf_extras(path)
     if topology:
         import mdtraj as md
 
@@ -408,7 +400,6 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         None
         if any(box is None for box in boxes)
         else _periodic_box(np.array(boxes)[:, :3] / 10.0, np.array(boxes)[:, 3:]),
-        biased,
     )
 
 
@@ -596,7 +587,6 @@ def load_trajectories(
         paths=[str(p) for p in paths],
         selection_note=_selection_note(first.topology, atom_indices, selection),
         periodic=any(raw.box is not None for raw in raws),
-        biased=[raw.biased for raw in raws],
     )
 
 

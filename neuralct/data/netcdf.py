@@ -58,9 +58,6 @@ class NetCDFFrames:
 #: Global attribute with the System's particle masses in amu, one per atom.
 MASSES_ATTRIBUTE = "neuralct_masses_amu"
 
-#: Global attribute set to 1 in the trajectory of a metadynamics run (``neuralct bias``).
-BIASED_ATTRIBUTE = "neuralct_biased"
-
 
 def write_netcdf(path: str | os.PathLike, frames: NetCDFFrames) -> None:
     """Write ``frames`` as an AMBER-convention NetCDF file, atomically."""

@@ -617,8 +617,7 @@ def _simulate(md_system: Any, settings: ExploreSettings, folder: Path) -> dict[s
 def _train(
     paths: list[Path], folder: Path, settings: ExploreSettings, objective: dict[str, Any]
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
-    """A model trained on ``paths`` (the last trajectory validates; of a single bias run, blocks 5 and 10 of 10) into
-    ``folder``.
+    """A model trained on ``paths`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
 
     Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
     arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it. Writes

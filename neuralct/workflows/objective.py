@@ -265,7 +265,7 @@ def _lag_from_data(data: PhaseSpaceData, validation_trajectories: int) -> tuple[
     if data.timestep_ps is None:
         return None, {"why": f"no time between frames, so no lagged pairs ({data.timestep_note})"}
     dt = float(data.timestep_ps)
-    train_index, _, _ = split_trajectories(list(data.traj_lengths), validation_trajectories, data.biased)
+    train_index, _, _ = split_trajectories(list(data.traj_lengths), validation_trajectories)
     series = training_series(data.internal_positions(), data.traj_lengths, train_index)
     lengths = [len(s) for s in series]
     if max(lengths) < 3:

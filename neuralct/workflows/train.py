@@ -50,10 +50,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _LAYER_NAMES = ("linear", "linear-point", "point", "continuous")
 
-#: A single bias run is cut into this many contiguous blocks, and every ``VALIDATION_EVERY``-th is held out.
-SPLIT_BLOCKS = 10
-VALIDATION_EVERY = 5
-
 #: Share of the training time validation may take.
 VALIDATION_BUDGET = 0.05
 #: CPU time of the validation NLL of one frame (no gradients, chunks of 1024) over that of one
@@ -339,7 +335,7 @@ def check_enough_samples(n_train: int, n_valid: int | None, dim: int, what: str,
 
 
 def check_frame_weights(
-    weights: np.ndarray, train_index: np.ndarray, valid_index: np.ndarray, split: str, dtype: str, source: str
+    weights: np.ndarray, traj_lengths: list[int], validation_trajectories: int, dtype: str, source: str
 ) -> None:
     """Refuse, before any work, frame weights that leave the training or the validation frames without weight.
 
@@ -351,13 +347,14 @@ def check_frame_weights(
     ----------
     weights : np.ndarray, shape=(n_frames,)
         Normalised frame weights.
-    train_index, valid_index, split
-        The training and validation frames and how they were split (:func:`split_trajectories`).
+    traj_lengths, validation_trajectories
+        As in :func:`split_trajectories`.
     dtype : {"float32", "float64"}
         The training precision.
     source : str
         Where the weights come from (e.g. the file), for the error.
     """
+    train_index, valid_index, split = split_trajectories(traj_lengths, validation_trajectories)
     needs = {
         "training frames": "no minibatch can be drawn from them",
         "held-out validation frames": "their weighted mean, the validation loss, is undefined",
@@ -377,25 +374,11 @@ def check_frame_weights(
         )
 
 
-def split_trajectories(
-    traj_lengths: list[int], validation_trajectories: int, biased: Sequence[bool] = ()
-) -> tuple[np.ndarray, np.ndarray, str]:
+def split_trajectories(traj_lengths: list[int], validation_trajectories: int) -> tuple[np.ndarray, np.ndarray, str]:
     """Frame indices of training and held-out validation data, split by whole trajectories.
 
     With a single trajectory the last 20 % of its frames (a contiguous block, never
-    shuffled frames) are held out instead; with a single bias run (``biased``), whose last
-    stretch is another regime than its start (the bias has grown), every
-    :data:`VALIDATION_EVERY`-th of :data:`SPLIT_BLOCKS` contiguous blocks, so that validation
-    sees the whole run. A lagged pair belongs to a set only when both its frames do.
-
-    Parameters
-    ----------
-    traj_lengths : list of int
-        Frames per trajectory, in order.
-    validation_trajectories : int
-        How many of the last trajectories are held out (two or more trajectories).
-    biased : sequence of bool
-        Per trajectory, whether it is a bias run (``PhaseSpaceData.biased``; empty: none is).
+    shuffled frames) are held out instead.
 
     Returns
     -------
@@ -404,15 +387,6 @@ def split_trajectories(
         How the split was made (for summary.json).
     """
     starts = np.concatenate([[0], np.cumsum(traj_lengths)[:-1]]).astype(int)
-    if len(traj_lengths) == 1 and any(biased):
-        blocks = np.array_split(np.arange(traj_lengths[0]), SPLIT_BLOCKS)
-        held = [k for k in range(SPLIT_BLOCKS) if (k + 1) % VALIDATION_EVERY == 0]
-        return (
-            np.concatenate([block for k, block in enumerate(blocks) if k not in held]),
-            np.concatenate([blocks[k] for k in held]),
-            f"single bias run: blocks {' and '.join(str(k + 1) for k in held)} of {SPLIT_BLOCKS} contiguous blocks "
-            "held out, so that validation sees the whole run as the bias grows",
-        )
     if len(traj_lengths) == 1:
         n = traj_lengths[0]
         cut = int(round(0.8 * n))
@@ -718,9 +692,9 @@ def prepare_trajectory_fit(
         too few pairs, or weights that leave the training or the validation frames without any.
     """
     _check_objective_options(data, momenta, lag_ps, vamp_weight, vamp_lags_ps, rank_lag_ps)
-    train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories, data.biased)
+    train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     if weights is not None:
-        check_frame_weights(weights, train_index, valid_index, split, dtype, weights_source)
+        check_frame_weights(weights, list(data.traj_lengths), validation_trajectories, dtype, weights_source)
 
     def pairs(lag_ps: float | None, name: str) -> LaggedPairs | None:
         return None if lag_ps is None else data.split_lagged_pairs(lag_ps, train_index, valid_index, name)
@@ -975,17 +949,11 @@ def training_cv_kinetics(model: NeuralCanonicalTransformation, y: np.ndarray, fi
 
 def training_series(values: np.ndarray, traj_lengths: Sequence[int], train_index: np.ndarray) -> list[np.ndarray]:
     """The rows of ``values`` (one per frame, trajectories concatenated) of the training frames, one array per
-    run of consecutive training frames of a trajectory (one per trajectory, or per block of a bias run's
-    interleaved split: :func:`split_trajectories`), so that no lagged pair spans a gap."""
+    trajectory (a trajectory's training frames are consecutive: :func:`split_trajectories`)."""
     bounds = np.cumsum([0, *traj_lengths])
     training = np.zeros(bounds[-1], dtype=bool)
     training[train_index] = True
-    series = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        frames = np.flatnonzero(training[a:b]) + a
-        if len(frames):
-            series.extend(values[run] for run in np.split(frames, np.flatnonzero(np.diff(frames) > 1) + 1))
-    return series
+    return [values[a:b][training[a:b]] for a, b in zip(bounds[:-1], bounds[1:]) if training[a:b].any()]
 
 
 def rank_by_autocorrelation(

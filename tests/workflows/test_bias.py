@@ -50,22 +50,6 @@ def test_settings_errors_name_the_argument_and_the_intervals_that_work():
         BiasSettings(bias_factor=1.0).validate()
 
 
-def test_a_single_bias_run_is_validated_on_interleaved_blocks_and_its_runs_stay_apart():
-    """A bias run's last stretch is another regime than its start: blocks 5 and 10 of 10 validate, not the last 20 %."""
-    from neuralct.workflows.train import split_trajectories, training_series
-
-    train, valid, split = split_trajectories([100], 1, [True])
-    assert np.array_equal(valid, np.r_[40:50, 90:100]) and np.array_equal(train, np.r_[0:40, 50:90])
-    assert "blocks 5 and 10 of 10" in split
-    series = training_series(np.arange(100.0)[:, None], [100], train)
-    assert [(run[0, 0], run[-1, 0]) for run in series] == [(0, 39), (50, 89)]  # no lagged pair spans a held-out block
-    train, valid, split = split_trajectories([100], 1, [False])
-    assert np.array_equal(valid, np.arange(80, 100)) and "last 20%" in split
-    train, valid, _ = split_trajectories([60, 40], 1, [True, True])  # several runs: whole ones held out, as always
-    assert np.array_equal(valid, np.arange(60, 100))
-    assert [len(run) for run in training_series(np.zeros((100, 1)), [60, 40], train)] == [60]
-
-
 def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_path):
     model_path, _ = alanine_model
     out = tmp_path / "learned"
@@ -113,14 +97,10 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
         "16",
         "--no-progress",
     ]
-    # The loop's retraining: the time-lagged objective on the biased frames (one file, which its attribute marks as a
-    # bias run: blocks 5 and 10 of 10 held out), biased again.
+    # The loop's retraining: the time-lagged objective on the biased frames (one file, its last 20% held out),
+    # biased again.
     assert main(retrain + ["--lag-ps", "0.2", "--vamp-weight", "10", "--output", str(tmp_path / "lagged")]) == 0
-    retrained = json.loads((tmp_path / "lagged" / "summary.json").read_text())
-    assert len(retrained["relaxation_times_ps"]) == 24
-    assert retrained["validation"].startswith("single bias run: blocks 5 and 10 of 10")
-    # Training frames 1-16 and 21-36 (14 pairs 2 frames apart in each), validation 17-20 and 37-40 (2 in each).
-    assert retrained["lagged_pairs"] == {"train": 28, "validation": 4}
+    assert len(json.loads((tmp_path / "lagged" / "summary.json").read_text())["relaxation_times_ps"]) == 24
     assert (
         main(
             [
