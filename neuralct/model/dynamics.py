@@ -107,17 +107,27 @@ def ou_mode_log_transition(
     propagator, covariance = ou_transition(w, gamma, lag_time)
     if configuration_only:
         correlation = propagator[:, 0, 0]
-        variance = (1.0 - correlation**2) / w**2
-        residual = Q1 - correlation * Q0
-        log_p = -0.5 * residual**2 / variance - 0.5 * torch.log(2 * math.pi * variance)
-        return log_p.to(z0.dtype)
+        return _position_log_density(correlation, w, (Q1 - correlation * Q0) ** 2).to(z0.dtype)
     r_Q = Q1 - propagator[:, 0, 0] * Q0 - propagator[:, 0, 1] * P0
     r_P = P1 - propagator[:, 1, 0] * Q0 - propagator[:, 1, 1] * P0
-    c_QQ, c_QP, c_PP = covariance[:, 0, 0], covariance[:, 0, 1], covariance[:, 1, 1]
+    return _phase_log_density(covariance, r_Q**2, r_Q * r_P, r_P**2).to(z0.dtype)
+
+
+def _position_log_density(correlation: torch.Tensor, w: torch.Tensor, square: torch.Tensor) -> torch.Tensor:
+    """``ln N(r; 0, (1 - c^2) / w^2)`` of residuals ``r = Q_1 - c Q_0`` given as ``r^2`` (or its mean)."""
+    variance = (1.0 - correlation**2) / w**2
+    return -0.5 * square / variance - 0.5 * torch.log(2 * math.pi * variance)
+
+
+def _phase_log_density(
+    covariance: torch.Tensor, square_Q: torch.Tensor, product: torch.Tensor, square_P: torch.Tensor
+) -> torch.Tensor:
+    """``ln N(r; 0, C)`` of residuals ``r = (r_Q, r_P)`` given as ``r_Q^2``, ``r_Q r_P``, ``r_P^2`` (or their means),
+    ``C`` the transition covariance, shape (..., 2, 2)."""
+    c_QQ, c_QP, c_PP = covariance[..., 0, 0], covariance[..., 0, 1], covariance[..., 1, 1]
     determinant = c_QQ * c_PP - c_QP**2
-    quadratic = (c_PP * r_Q**2 - 2 * c_QP * r_Q * r_P + c_QQ * r_P**2) / determinant
-    log_p = -0.5 * quadratic - 0.5 * torch.log(determinant) - math.log(2 * math.pi)
-    return log_p.to(z0.dtype)
+    quadratic = (c_PP * square_Q - 2 * c_QP * product + c_QQ * square_P) / determinant
+    return -0.5 * quadratic - 0.5 * torch.log(determinant) - math.log(2 * math.pi)
 
 
 def mean_log_transition(
@@ -158,19 +168,15 @@ def mean_log_transition(
         pairs = torch.stack([Q0, Q1], -1)
         moments = torch.einsum("bni,bnj->nij", pairs, pairs) / len(pairs)
         correlation = propagator[..., 0, 0]
-        variance = (1.0 - correlation**2) / w**2
         mean_square = moments[:, 1, 1] - 2 * correlation * moments[:, 0, 1] + correlation**2 * moments[:, 0, 0]
-        return -0.5 * mean_square / variance - 0.5 * torch.log(2 * math.pi * variance)
+        return _position_log_density(correlation, w, mean_square)
     pairs = torch.stack([Q0, P0, Q1, P1], -1)
     moments = torch.einsum("bni,bnj->nij", pairs, pairs) / len(pairs)
     # The residual (r_Q, r_P) = z_1 - exp(A tau) z_0 is R @ (Q0, P0, Q1, P1), R = [-exp(A tau), I].
     identity = torch.eye(2, dtype=torch.float64, device=w.device).expand(propagator.shape)
     residual_map = torch.cat([-propagator, identity], -1)
     second = residual_map @ moments @ residual_map.transpose(-1, -2)
-    c_QQ, c_QP, c_PP = covariance[..., 0, 0], covariance[..., 0, 1], covariance[..., 1, 1]
-    determinant = c_QQ * c_PP - c_QP**2
-    quadratic = (c_PP * second[..., 0, 0] - 2 * c_QP * second[..., 0, 1] + c_QQ * second[..., 1, 1]) / determinant
-    return -0.5 * quadratic - 0.5 * torch.log(determinant) - math.log(2 * math.pi)
+    return _phase_log_density(covariance, second[..., 0, 0], second[..., 0, 1], second[..., 1, 1])
 
 
 def relaxation_times(frequencies: torch.Tensor, frictions: torch.Tensor) -> torch.Tensor:
