@@ -221,29 +221,35 @@ class LaggedLikelihood:
     def loss(self, model, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         self._check(model)
         # A minibatch of transition pairs; every other VAMP-2 lag is scored on the pairs from the same first frames
-        # (those that have a partner at that lag), and all frames go through the flow in one pass.
+        # (those that have a partner at that lag), and all frames go through the flow in one pass. A lag that leaves
+        # fewer than half of them (a lag longer than the transition's on short trajectories) draws its own.
         first, second = self.train_pairs
         pick = torch.randint(len(first), (batch_size,), generator=generator, device=generator.device)
         starts = first[pick]
-        ends, kept = [second[pick]], []
+        ends, shared = [second[pick]], {}
         if self.vamp_weight > 0:
-            for partner in self._vamp_partners:
+            for k, partner in enumerate(self._vamp_partners):
                 if partner is not None:
                     end = partner[starts]
-                    kept.append(end >= 0)
-                    ends.append(end[kept[-1]])
+                    kept = end >= 0
+                    if 2 * int(kept.sum()) >= batch_size:
+                        shared[k] = (kept, len(ends))
+                        ends.append(end[kept])
         z0, z1, logdet = self._latent(model, starts, ends, generator)
         loss = -self._log_likelihood(model, z0, z1[0], logdet).mean()
         if self.vamp_weight > 0:
             slowest = model.mode_order()[: self.vamp_modes]
             pairs = [(z0, z1[0])] if self.vamp_pairs is None else []
-            others = iter(zip(kept, z1[1:]))
-            for partner in self._vamp_partners:
+            for k, partner in enumerate(self._vamp_partners):
                 if partner is None:
                     pairs.append((z0, z1[0]))
+                elif k in shared:
+                    kept, index = shared[k]
+                    pairs.append((z0[kept], z1[index]))
                 else:
-                    mask, end = next(others)
-                    pairs.append((z0[mask], end))
+                    i, j = self.vamp_pairs[k][0]
+                    own = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
+                    pairs.append(self.latent_pairs(model, i[own], j[own], generator)[:2])
             scores = [
                 nested_vamp2(split_phase_space(start)[0][:, slowest], split_phase_space(end)[0][:, slowest])
                 for start, end in pairs

@@ -323,6 +323,30 @@ def test_vamp2_term_over_several_lags_is_the_mean_of_the_scores_at_each_lag(mome
         LaggedLikelihood(q, recorded, transition, vamp_weight=1.0, vamp_pairs=[pairs(1), pairs(1500)])
 
 
+def test_a_vamp_lag_that_few_transition_starts_reach_draws_its_own_minibatch():
+    """Pairs 1500 frames apart start at only a quarter of the frames that start transition pairs: that lag is scored
+    on a minibatch of its own (a second pass of the flow), not on the few shared starts."""
+    stiffness = np.array([[1.0, 0.3], [0.3, 0.25]])
+    q, p = (torch.tensor(a) for a in harmonic_langevin_trajectory(stiffness, 0.8, 0.25, 3000, seed=5))
+    transition = split_lagged_pairs([2000, 1000], 0.5, 0.25, np.arange(2000), np.arange(2000, 3000))
+    long = LaggedPairs(
+        (np.arange(500), np.arange(1500, 2000)), (np.arange(2000, 2100), np.arange(2900, 3000)), 1500, 375.0
+    )
+    model = NeuralCanonicalTransformation(2, architecture=POINT, latent_dynamics=True).double()
+    model.initialize(q[:2000], generator=torch.Generator().manual_seed(0))
+    randomize(model, scale=0.2)
+    objective = LaggedLikelihood(q, p, transition, vamp_weight=3.0, vamp_pairs=[transition, long])
+    passes = []
+    hook = model.flow.register_forward_hook(lambda *_: passes.append(1))
+    loss = objective.loss(model, 64, torch.Generator().manual_seed(2))
+    hook.remove()
+    assert len(passes) == 2
+    loss.backward()
+    assert torch.isfinite(loss) and all(
+        torch.isfinite(w.grad).all() for w in model.flow.parameters() if w.grad is not None
+    )
+
+
 def test_lagged_objective_rejects_models_it_cannot_train():
     q = torch.randn(10, 2)
     objective = LaggedLikelihood(q, None, LaggedPairs(lagged_pairs([10], 1), None, 1, 1.0))
