@@ -429,10 +429,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         rank_lag_ps=args.rank_lag_ps,
         weighted=weights is not None,
     )
-    steps, learning_rate = choice.schedule()
-    schedule_given = args.steps is not None and args.learning_rate is not None
-    args.steps = steps if args.steps is None else args.steps
-    args.learning_rate = learning_rate if args.learning_rate is None else args.learning_rate
+    schedule_given = _fill_schedule(args, *choice.schedule())
     prepared = prepare_trajectory_fit(
         data,
         selection=args.selection,
@@ -491,6 +488,17 @@ def _check_data_for_sampling(trajectories: list[str]) -> str:
     return f"for sampling: {len(trajectories)} of {len(trajectories)} trajectories simulated without bond constraints"
 
 
+def _fill_schedule(args: argparse.Namespace, steps: int, learning_rate: float) -> bool:
+    """Set ``--steps`` and ``--learning-rate`` left open to ``steps`` and ``learning_rate``; whether both were given.
+
+    Resolved into ``args``, so that ``config.yaml`` and the run's identity hold the values that ran.
+    """
+    given = args.steps is not None and args.learning_rate is not None
+    args.steps = steps if args.steps is None else args.steps
+    args.learning_rate = learning_rate if args.learning_rate is None else args.learning_rate
+    return given
+
+
 def _toy_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], list[str]]:
     """Build the toy system; return the fit, to run in the output folder with the training settings, and no input
     files. ``--steps`` and ``--learning-rate`` left open take the defaults of ``TrainingSettings``."""
@@ -523,9 +531,7 @@ def _toy_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], list[str
         f"training on the toy {args.toy}",
     )
 
-    defaults = TrainingSettings()
-    args.steps = defaults.steps if args.steps is None else args.steps
-    args.learning_rate = defaults.learning_rate if args.learning_rate is None else args.learning_rate
+    _fill_schedule(args, TrainingSettings.steps, TrainingSettings.learning_rate)
 
     def fit(output: Path, settings: Any) -> tuple:
         return fit_toy(

@@ -121,7 +121,9 @@ class LaggedLikelihood:
         if not vamp_weight >= 0:
             raise NeuralCTError(f"`vamp_weight` must be >= 0, got {vamp_weight}")
         self.vamp_weight, self.vamp_modes = float(vamp_weight), int(vamp_modes)
-        self._vamp_on_transition: list[bool] = []
+        # Per VAMP-2 lag, the partner at that lag of every frame that starts one of its training pairs (-1: none),
+        # so that its minibatch shares the transition pairs' first frames; None for a lag whose pairs are the
+        # transition's (it scores the transition minibatch itself).
         self._vamp_partners: list[torch.Tensor | None] = []
         if vamp_pairs is None:
             self.vamp_pairs = None
@@ -133,16 +135,9 @@ class LaggedLikelihood:
                         "trajectories"
                     )
             self.vamp_pairs = [(as_index(lagged.train), as_index(lagged.valid)) for lagged in vamp_pairs]
-            self._vamp_on_transition = [
-                _same_pairs(train, self.train_pairs) and _same_pairs(valid, self.valid_pairs)
-                for train, valid in self.vamp_pairs
-            ]
-            # Each other lag's partner of every frame that starts one of its training pairs (-1: none), so that
-            # its minibatch shares the transition pairs' first frames.
-            self._vamp_partners = []
-            for (train, _), on_transition in zip(self.vamp_pairs, self._vamp_on_transition):
+            for train, valid in self.vamp_pairs:
                 partner = None
-                if not on_transition:
+                if not (_same_pairs(train, self.train_pairs) and _same_pairs(valid, self.valid_pairs)):
                     partner = torch.full((len(q),), -1, dtype=train[0].dtype, device=q.device)
                     partner[train[0]] = train[1]
                 self._vamp_partners.append(partner)
@@ -281,8 +276,8 @@ class LaggedLikelihood:
             else:
                 transition = float(nested_vamp2(torch.cat(starts), torch.cat(ends)))
                 scores = [
-                    transition if on_transition else self._validation_vamp2(model, valid, slowest, generator, chunk)
-                    for (_, valid), on_transition in zip(self.vamp_pairs, self._vamp_on_transition)
+                    transition if partner is None else self._validation_vamp2(model, valid, slowest, generator, chunk)
+                    for (_, valid), partner in zip(self.vamp_pairs, self._vamp_partners)
                 ]
             loss -= self.vamp_weight * float(np.mean(scores))
         return loss

@@ -124,8 +124,7 @@ class ObjectiveChoice:
         """
         if self.objective == "kinetic" and self.lag_from_data:
             return KINETIC_STEPS, KINETIC_LEARNING_RATE
-        defaults = TrainingSettings()
-        return defaults.steps, defaults.learning_rate
+        return TrainingSettings.steps, TrainingSettings.learning_rate
 
     def description(self) -> str:
         """The objective and its settings, e.g. ``kinetic (time-lagged, lag 1 ps, ..., recorded velocities)``."""
