@@ -76,8 +76,15 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
         "--cvs",
         type=positive_int,
         default=1,
-        help="learned CVs biased, slowest first: 1 or 2 (default: %(default)s; one fills its basins faster); a CV "
-        "the model records as oscillating on its training frames is refused",
+        help="learned CVs biased, slowest first: 1 or 2 on one joint grid, up to 6 with --separate-biases (default: "
+        "%(default)s; one fills its basins faster); a CV the model records as oscillating on its training frames is "
+        "refused",
+    )
+    p.add_argument(
+        "--separate-biases",
+        action="store_true",
+        help="give each learned CV its own one-dimensional well-tempered bias, the force their sum: one CV per "
+        "separate slow process (a peptide's residues), for more CVs than one joint grid holds",
     )
     p.add_argument(
         "--allow-oscillating-cvs",
@@ -248,6 +255,7 @@ def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
     return BiasSettings(
         cv=args.cv,
         n_cvs=args.cvs,
+        separate_biases=args.separate_biases,
         temperature=args.temperature,
         length_ns=args.length_ns,
         timestep_fs=args.timestep_fs,

@@ -68,10 +68,12 @@ from ..md.simulate import (
     openmm_seeds,
 )
 from ..units import kT_kj_per_mol
+from .separate_metadynamics import SeparateMetadynamics, separate_offset
 
 __all__ = [
     "BiasSettings",
     "CV_FORCES",
+    "MAX_SEPARATE_CVS",
     "backbone_torsions",
     "check_slow_cvs",
     "default_bias_every",
@@ -82,6 +84,9 @@ __all__ = [
 
 #: How a learned CV can be computed inside OpenMM (:attr:`BiasSettings.cv_force`).
 CV_FORCES = ("auto", "python", "torch")
+
+#: Most learned CVs biased with separate biases (:attr:`BiasSettings.separate_biases`).
+MAX_SEPARATE_CVS = 6
 
 #: Platforms on which openmm-torch's TorchForce is taken over the PythonForce by ``cv_force="auto"``.
 _GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
@@ -112,7 +117,11 @@ class BiasSettings:
     cv : str
         ``learned`` (the model's slowest CVs), ``phi,psi``, ``phi`` or ``psi``.
     n_cvs : int
-        Learned CVs biased (1 or 2).
+        Learned CVs biased: 1 or 2 on one joint grid, up to :data:`MAX_SEPARATE_CVS` with ``separate_biases``.
+    separate_biases : bool
+        Each learned CV its own one-dimensional well-tempered bias, the force their sum
+        (:class:`~neuralct.workflows.separate_metadynamics.SeparateMetadynamics`): one CV per separate slow
+        process, for more CVs than a joint grid holds. False: one bias on the joint grid of the CVs.
     height_kj : float
         Initial Gaussian height, kJ/mol.
     width_fraction : float
@@ -148,6 +157,7 @@ class BiasSettings:
 
     cv: str = "learned"
     n_cvs: int = 1
+    separate_biases: bool = False
     temperature: float = 300.0
     length_ns: float = 1.0
     timestep_fs: float = 2.0
@@ -172,8 +182,15 @@ class BiasSettings:
         """Raise NeuralCTError for values that cannot make a run."""
         if self.cv not in ("learned", "phi,psi", "phi", "psi"):
             raise NeuralCTError(f"`cv` must be learned, phi,psi, phi or psi, got {self.cv!r}")
-        if self.n_cvs not in (1, 2):
-            raise NeuralCTError(f"`n_cvs` must be 1 or 2 for metadynamics, got {self.n_cvs}")
+        if self.separate_biases:
+            if self.cv != "learned":
+                raise NeuralCTError("`separate_biases` biases learned CVs; phi and psi share one grid")
+            if not 1 <= self.n_cvs <= MAX_SEPARATE_CVS:
+                raise NeuralCTError(f"`n_cvs` must be 1 to {MAX_SEPARATE_CVS} with separate biases, got {self.n_cvs}")
+        elif self.n_cvs not in (1, 2):
+            raise NeuralCTError(
+                f"`n_cvs` must be 1 or 2 on one joint grid, got {self.n_cvs}; more take `separate_biases`"
+            )
         if not self.bias_factor > 1:
             raise NeuralCTError(f"`bias_factor` must be > 1, got {self.bias_factor}")
         if not 0 < self.width_fraction < 1:
@@ -395,6 +412,11 @@ def _bias_variables(
                     "range_source": source,
                 }
             )
+        if settings.separate_biases:
+            # The biases are rows of one (k, n) grid: every CV gets as many points as the finest needs.
+            points = max(variable.gridWidth for variable in variables)
+            for variable, grid in zip(variables, grids):
+                variable.gridWidth = grid["grid_points"] = points
     else:
         for name in settings.cv.split(","):
             variables.append(
@@ -441,7 +463,9 @@ def run_metadynamics(
         settings, model, md_system, torsions, cv_force is not None and cv_force[0] == "TorchForce"
     )
     frozen = (
-        None if settings.frozen_bias_from is None else _frozen_bias(Path(settings.frozen_bias_from), *variables[1:])
+        None
+        if settings.frozen_bias_from is None
+        else _frozen_bias(Path(settings.frozen_bias_from), settings.separate_biases, *variables[1:])
     )
     run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables, frozen=frozen)
     with _sigint_held() as interrupted:
@@ -450,46 +474,54 @@ def run_metadynamics(
     return run.write_results(timing)
 
 
-def _frozen_bias(folder: Path, names: list[str], grids: list[dict]) -> np.ndarray:
+def _frozen_bias(folder: Path, separate: bool, names: list[str], grids: list[dict]) -> np.ndarray:
     """The final bias of the finished run in ``folder``, checked to lie on the CVs and grids of a new run.
 
     Parameters
     ----------
     folder : Path
         A finished ``neuralct bias`` run (``summary.json`` and ``bias.npy``).
+    separate : bool
+        Whether the new run has separate biases (:attr:`BiasSettings.separate_biases`).
     names, grids : list
         The new run's CV names and grids (:func:`_bias_variables`).
 
     Returns
     -------
     np.ndarray
-        The bias in kJ/mol on the grid, axis order reversed (last CV first), as ``openmm.app.Metadynamics``.
+        The bias in kJ/mol on the grid: axis order reversed (last CV first), as ``openmm.app.Metadynamics``;
+        with separate biases shape (k, n), CV i's in row i.
 
     Raises
     ------
     NeuralCTError
-        If the earlier run biased other CVs or had other grids (another model or grid settings), or its
+        If the earlier run biased other CVs, had other grids (another model or grid settings) or the
+        other kind of bias (separate or joint), or its
         bias is not finite or not of its grid's shape.
     """
     import json
 
     earlier = json.loads((folder / "summary.json").read_text())
     theirs, ours = earlier["grids"], grids
-    same = earlier["cvs"] == names and [(g["name"], g["grid_points"]) for g in theirs] == [
-        (g["name"], g["grid_points"]) for g in ours
-    ]
+    same = (
+        earlier["settings"].get("separate_biases", False) == separate
+        and earlier["cvs"] == names
+        and [(g["name"], g["grid_points"]) for g in theirs] == [(g["name"], g["grid_points"]) for g in ours]
+    )
     bounds = [[[g["min"], g["max"]] for g in run] for run in (theirs, ours)]
     if not (same and np.allclose(*bounds, rtol=1e-9, atol=1e-12)):
         raise NeuralCTError(
-            f"`frozen_bias_from` {folder} biased other CVs or grids than this run (CVs {', '.join(earlier['cvs'])}, "
-            f"bounds {np.round(bounds[0], 4).tolist()} against {', '.join(names)}, {np.round(bounds[1], 4).tolist()}); "
+            f"`frozen_bias_from` {folder} biased other CVs, grids or kind of bias than this run (CVs "
+            f"{', '.join(earlier['cvs'])}, separate biases {earlier['settings'].get('separate_biases', False)}, "
+            f"bounds {np.round(bounds[0], 4).tolist()} against {', '.join(names)}, {separate}, "
+            f"{np.round(bounds[1], 4).tolist()}); "
             "give a run of the same model and grid settings"
         )
     try:
         bias = np.load(folder / "bias.npy", allow_pickle=False)
     except (OSError, ValueError) as error:
         raise NeuralCTError(f"`frozen_bias_from` {folder}: bias.npy cannot be read ({first_line(error)})") from None
-    shape = tuple(grid["grid_points"] for grid in reversed(grids))
+    shape = (len(grids), grids[0]["grid_points"]) if separate else tuple(g["grid_points"] for g in reversed(grids))
     if bias.shape != shape or not np.all(np.isfinite(bias)):
         raise NeuralCTError(
             f"`frozen_bias_from` {folder}: bias.npy is damaged (shape {bias.shape}, its grid's {shape}, "
@@ -546,7 +578,8 @@ class _MetadynamicsRun:
         self.saved = select_atoms(md_system)
         self.variables, self.names, self.grids = variables, names, grids
         self.kT = kT_kj_per_mol(settings.temperature)
-        self.metadynamics = Metadynamics(
+        bias_kind = SeparateMetadynamics if settings.separate_biases else Metadynamics
+        self.metadynamics = bias_kind(
             md_system.system,
             variables,
             settings.temperature,
@@ -680,8 +713,11 @@ class _MetadynamicsRun:
                 ) from None
             raise
         bias = simulation.context.getState(getEnergy=True, groups={self.bias_group}).getPotentialEnergy()._value
-        periodic = settings.cv != "learned"
-        offset = reweighting_offset(self.metadynamics._totalBias, settings.bias_factor, self.kT, periodic)
+        if settings.separate_biases:
+            offset = separate_offset(self.metadynamics._totalBias, settings.bias_factor, self.kT)
+        else:
+            periodic = settings.cv != "learned"
+            offset = reweighting_offset(self.metadynamics._totalBias, settings.bias_factor, self.kT, periodic)
         time_ps = simulation.currentStep * settings.outer_step_ps
         angles = dihedral_angles(positions[None], [self.torsions[name] for name in self.observed])[0]
         self.rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
@@ -713,7 +749,7 @@ class _MetadynamicsRun:
         """
         self.write_reports()
         table = np.array(self.rows)
-        _write_bias_grids(self.folder, self.metadynamics, self.grids, self.names)
+        _write_bias_grids(self.folder, self.metadynamics, self.grids, self.names, self.settings.separate_biases)
         column = {name: table[:, 1 + self.fields.index(name)] for name in self.torsions}
         weights = metadynamics_weights(table[:, -1], self.kT)
         ns = len(table) * self.settings.report_ps / 1000.0
@@ -899,20 +935,23 @@ def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], si
             )
 
 
-def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names: list[str]) -> None:
-    """The final bias and free energy on the grid (``bias.npy``, ``fes.npy``, kJ/mol) and the plot ``fes.png``."""
+def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names: list[str], separate: bool) -> None:
+    """The final bias and free energy on the grid (``bias.npy``, ``fes.npy``, kJ/mol) and their plots.
+
+    One plot ``fes.png`` of the joint grid, or with ``separate`` biases one per CV, ``fes_cvN.png``.
+    """
     from ..analysis.plots import plot_grid_free_energy
 
     bias = np.asarray(metadynamics._totalBias)
     free = np.asarray(metadynamics.getFreeEnergy()._value)
     for name, array in (("bias.npy", bias), ("fes.npy", free)):
         _save_array(folder / name, array)
-    plot_grid_free_energy(
-        (free - free.min()).T,
-        grids,
-        folder / "fes.png",
-        f"well-tempered metadynamics on {', '.join(names)}: -(gamma/(gamma-1)) V",
-    )
+    title = "well-tempered metadynamics on {}: -(gamma/(gamma-1)) V"
+    if not separate:
+        plot_grid_free_energy((free - free.min()).T, grids, folder / "fes.png", title.format(", ".join(names)))
+        return
+    for row, grid, name in zip(free, grids, names):
+        plot_grid_free_energy(row - row.min(), [grid], folder / f"fes_{name}.png", title.format(f"{name} alone"))
 
 
 def write_phi_psi_surface(
@@ -1017,7 +1056,12 @@ def _summary(
         "reweighted_phi_psi_surfaces": list(surfaces),
         "reweighting": (
             "Tiwary-Parrinello: w = exp((V(s,t) - c(t))/kT) per COLVAR frame (all frames), "
-            "c(t) from the bias grid at each report"
+            + (
+                "c(t) the sum of each CV's one-dimensional c(t) from its bias at each report "
+                "(exact for independent CVs)"
+                if settings.separate_biases
+                else "c(t) from the bias grid at each report"
+            )
             if settings.frozen_bias_from is None
             else f"static: w = exp((V(s) - c)/kT) per COLVAR frame (all frames), exact for the bias of "
             f"{settings.frozen_bias_from} held fixed (c constant)"
@@ -1026,8 +1070,12 @@ def _summary(
         "steps_per_cpu_second": steps / timing["cpu_seconds"] if steps and timing["cpu_seconds"] > 0 else None,
         "step_unit": f"MD steps of {settings.timestep_fs} fs (the bias is evaluated every {settings.bias_every})",
         "bias_files": {
-            "bias.npy": "final bias V on the grid, kJ/mol, axis order reversed (last CV first), "
-            "as openmm.app.Metadynamics",
+            "bias.npy": (
+                "final bias of each CV on its grid, kJ/mol, shape (CVs, grid points): CV i's in row i, on "
+                "grid_points equal steps from its grid's min to max (the force is the rows' sum)"
+                if settings.separate_biases
+                else "final bias V on the grid, kJ/mol, axis order reversed (last CV first), as openmm.app.Metadynamics"
+            ),
             "fes.npy": "-(T + dT)/dT V, kJ/mol, same grid",
             **surfaces,
         },

@@ -313,7 +313,7 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     capsys.readouterr()
     wider = command[:2] + ["--grid-margin", "1.0"] + command[4:]
     assert main([*wider, "--output", str(tmp_path / "wider")]) == 2
-    assert "biased other CVs or grids than this run" in capsys.readouterr().err
+    assert "biased other CVs, grids or kind of bias than this run" in capsys.readouterr().err
     command[-1] = str(tmp_path / "nothing")
     assert main([*command, "--output", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip().endswith("holds no finished bias run: no summary.json or bias.npy")
