@@ -698,12 +698,13 @@ class _MetadynamicsRun:
         Raises
         ------
         NeuralCTError
-            If a CV left its grid or is not finite; the reports before it are written first.
+            If the simulation blew up, or a CV left its grid or is not finite; the reports before it are
+            written first.
         """
         settings, simulation = self.settings, self.simulation
-        positions, box = _advance(self.metadynamics, simulation, settings, self.masses, self.dof, len(self.rows))
-        values = np.array(self.metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
         try:
+            positions, box = _advance(self.metadynamics, simulation, settings, self.masses, self.dof, len(self.rows))
+            values = np.array(self.metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
             _check_inside(values, self.variables, self.names, simulation)
         except NeuralCTError as error:
             if self.rows:

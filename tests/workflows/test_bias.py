@@ -246,7 +246,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(alanine_model, tmp_path, capsy
     assert not (tmp_path / "e" / "summary.json").exists() and not (tmp_path / "e" / "COLVAR").exists()
 
 
-def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("failure", ["left its grid", "blew up"])
+def test_a_run_that_fails_keeps_the_reports_before_it(alanine_model, tmp_path, monkeypatch, capsys, failure):
+    from neuralct.md.simulate import check_sane
     from neuralct.workflows import bias
 
     checked = []
@@ -256,12 +258,19 @@ def test_a_run_that_leaves_its_grid_keeps_the_reports_before_it(alanine_model, t
         if len(checked) == 3:
             raise neuralct.errors.NeuralCTError("cv1 = 9 left its grid")
 
-    monkeypatch.setattr(bias, "_check_inside", leave_at_the_third_report)
-    out = tmp_path / "left"
+    def blow_up_at_the_third_report(positions, temperature, settings, frame):
+        checked.append(1)
+        check_sane(positions, 1e9 if len(checked) == 3 else temperature, settings, frame)
+
+    if failure == "left its grid":
+        monkeypatch.setattr(bias, "_check_inside", leave_at_the_third_report)
+    else:  # the real test of the kinetic temperature, handed an impossible one
+        monkeypatch.setattr(bias, "check_sane", blow_up_at_the_third_report)
+    out = tmp_path / "failed"
     assert main(["bias", str(alanine_model[0]), "--cvs", "2", *SHORT, "--report-ps", "0.8", "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert (
-        "left its grid" in err
+        failure in err
         and "the 2 reports before it are in COLVAR and trajectory.nc" in err
         and len(err.splitlines()) == 1
     )
