@@ -29,8 +29,10 @@ __all__ = ["SeparateMetadynamics", "separate_offset"]
 def separate_offset(bias: np.ndarray, bias_factor: float, kT: float) -> float:
     """Tiwary-Parrinello ``c(t)`` (kJ/mol) of separate biases: the sum of each row's one-dimensional ``c``.
 
-    Exact where the CVs are independent (the Boltzmann weight factorises over them); an estimate
-    otherwise, as ``c(t)`` itself is for a bias still growing.
+    This is the joint-grid formula applied to the summed bias V_1(s_1) + ... + V_k(s_k): its
+    integrands exp(a V) factorise over the CVs. The formula assumes the bias has reached
+    -(dT / (T + dT)) F(s), which separate biases reach where the CVs are independent; otherwise it
+    is an estimate, as ``c(t)`` of a bias still growing always is.
 
     Parameters
     ----------

@@ -123,12 +123,13 @@ def test_each_bias_grows_by_the_well_tempered_rule_at_its_own_cv():
     for row, (low, high, value) in enumerate(((-2.0, 2.0, 0.0), (-1.5, 2.5, 0.5))):
         grid = np.linspace(low, high, points)
         assert np.interp(value, grid, metadynamics._totalBias[row]) == pytest.approx(expected, rel=1e-9)
-    # c(t) of separate biases is the sum of each bias's own.
+    # c(t) of separate biases is the joint-grid formula on their sum, V_1(s_1) + V_2(s_2) on the product grid.
     from neuralct.analysis.reweighting import reweighting_offset
 
     kT = kT_kj_per_mol(temperature)
+    summed = metadynamics._totalBias[1][:, None] + metadynamics._totalBias[0][None, :]
     assert separate_offset(metadynamics._totalBias, gamma, kT) == pytest.approx(
-        sum(reweighting_offset(row, gamma, kT, False) for row in metadynamics._totalBias), rel=1e-12
+        reweighting_offset(summed, gamma, kT, False), rel=1e-10
     )
     free = metadynamics.getFreeEnergy()._value
     np.testing.assert_allclose(free, -gamma / (gamma - 1) * metadynamics._totalBias, rtol=1e-12)
