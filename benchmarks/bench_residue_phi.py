@@ -36,7 +36,7 @@ def residue_phi(system_name: str, name: str, length_ns: float, seed: int) -> dic
     from neuralct.units import kT_kj_per_mol
     from neuralct.workflows.bias import BiasSettings, backbone_torsions
 
-    settings = BiasSettings(cv="learned", bias_every=1)
+    settings = BiasSettings(bias_every=1)  # the defaults of `neuralct bias --cv phi`, the bias every step
     system = build_system(system_name, solvent="vacuum")
     torsion = mm.CustomTorsionForce("theta")
     torsion.addTorsion(*backbone_torsions(system.topology, settings)[name].atoms, [])
