@@ -29,12 +29,13 @@ def residue_phi(system_name: str, name: str, length_ns: float, seed: int) -> dic
     """Metadynamics on the backbone phi ``name`` of ``system_name`` alone; its transitions, dF and CPU s."""
     import openmm as mm
     from openmm.app import Simulation
-    from openmm.app.metadynamics import BiasVariable, Metadynamics
+    from openmm.app.metadynamics import BiasVariable
 
     from neuralct.analysis.reweighting import count_transitions
     from neuralct.md.systems import build_system
     from neuralct.units import kT_kj_per_mol
     from neuralct.workflows.bias import BiasSettings, backbone_torsions
+    from neuralct.workflows.metadynamics import JointMetadynamics
 
     settings = BiasSettings(bias_every=1)  # the defaults of `neuralct bias --cv phi`, the bias every step
     system = build_system(system_name, solvent="vacuum")
@@ -42,7 +43,7 @@ def residue_phi(system_name: str, name: str, length_ns: float, seed: int) -> dic
     torsion.addTorsion(*backbone_torsions(system.topology, settings)[name].atoms, [])
     variable = BiasVariable(torsion, -math.pi, math.pi, settings.width_rad, True, gridWidth=GRID_POINTS)
     steps_per_ps = int(round(1.0 / (settings.timestep_fs / 1000.0)))
-    metadynamics = Metadynamics(
+    metadynamics = JointMetadynamics(
         system.system, [variable], settings.temperature, settings.bias_factor, settings.height_kj, steps_per_ps
     )
     integrator = mm.LangevinMiddleIntegrator(
@@ -68,7 +69,7 @@ def residue_phi(system_name: str, name: str, length_ns: float, seed: int) -> dic
         "phi": name,
         "transitions_per_ns": transitions / length_ns,
         "delta_F_kj": -kT * math.log(weight[grid > 0].sum() / weight[grid <= 0].sum()),
-        "bias_max_kj": float(np.max(metadynamics._totalBias)),
+        "bias_max_kj": float(np.max(metadynamics.bias_grid)),
         "cpu_s": cpu,
     }
 

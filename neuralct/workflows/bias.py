@@ -68,7 +68,7 @@ from ..md.simulate import (
     openmm_seeds,
 )
 from ..units import kT_kj_per_mol
-from .separate_metadynamics import SeparateMetadynamics, separate_offset
+from .metadynamics import JointMetadynamics, SeparateMetadynamics, separate_offset
 
 __all__ = [
     "BiasSettings",
@@ -120,7 +120,7 @@ class BiasSettings:
         Learned CVs biased: 1 or 2 on one joint grid, up to :data:`MAX_SEPARATE_CVS` with ``separate_biases``.
     separate_biases : bool
         Each learned CV its own one-dimensional well-tempered bias, the force their sum
-        (:class:`~neuralct.workflows.separate_metadynamics.SeparateMetadynamics`): one CV per separate slow
+        (:class:`~neuralct.workflows.metadynamics.SeparateMetadynamics`): one CV per separate slow
         process, for more CVs than a joint grid holds. False: one bias on the joint grid of the CVs.
     height_kj : float
         Initial Gaussian height, kJ/mol.
@@ -568,7 +568,6 @@ class _MetadynamicsRun:
         frozen: np.ndarray | None = None,
     ):
         import openmm.unit as unit
-        from openmm.app.metadynamics import Metadynamics
 
         from ..md.systems import select_atoms
 
@@ -578,7 +577,7 @@ class _MetadynamicsRun:
         self.saved = select_atoms(md_system)
         self.variables, self.names, self.grids = variables, names, grids
         self.kT = kT_kj_per_mol(settings.temperature)
-        bias_kind = SeparateMetadynamics if settings.separate_biases else Metadynamics
+        bias_kind = SeparateMetadynamics if settings.separate_biases else JointMetadynamics
         self.metadynamics = bias_kind(
             md_system.system,
             variables,
@@ -592,7 +591,7 @@ class _MetadynamicsRun:
         if frozen is not None:
             # Depositions of zero height leave the bias as it is.
             self.metadynamics.height = 0.0 * unit.kilojoule_per_mole
-        self.bias_group = self.metadynamics._force.getForceGroup()
+        self.bias_group = self.metadynamics.force_group
         _seed_barostat(md_system.system, settings.seed)
         integrator = _integrator(settings, md_system.system, self.bias_group)
         self.simulation = _simulation(md_system, integrator, platform[0], settings.threads)
@@ -609,7 +608,7 @@ class _MetadynamicsRun:
         """Write the integrator state, the bias grid and the reports so far to ``checkpoint.npz``."""
         state = {
             "state": self.simulation.context.createCheckpoint(),
-            "bias": self.metadynamics._totalBias,
+            "bias": self.metadynamics.bias_grid,
             "rows": np.array(self.rows),
             "frames": np.array(self.frames),
             "boxes": np.array(self.boxes),
@@ -628,29 +627,17 @@ class _MetadynamicsRun:
             )
             simulation.context.loadCheckpoint(checkpoint["state"])
             simulation.currentStep = checkpoint["step"]
-            self._set_bias(checkpoint["bias"])
+            self.metadynamics.set_bias_grid(checkpoint["bias"], simulation.context)
             self.rows, self.frames = list(checkpoint["rows"]), list(checkpoint["frames"])
             self.boxes = list(checkpoint["boxes"])
             return
         simulation.context.setPositions(self.md_system.positions)
         if self.frozen is not None:
-            self._set_bias(self.frozen)
+            self.metadynamics.set_bias_grid(self.frozen, simulation.context)
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
         simulation.context.setVelocitiesToTemperature(self.settings.temperature, self.settings.seed + 1)
         if interrupted.is_set():
             raise KeyboardInterrupt
-
-    def _set_bias(self, grid: np.ndarray) -> None:
-        """Make ``grid`` (kJ/mol, the metadynamics grid's shape) the bias, in the context too."""
-        import openmm.unit as unit
-
-        metadynamics = self.metadynamics
-        metadynamics._selfBias[...] = grid
-        metadynamics._totalBias[...] = grid
-        # A zero-height deposit pushes the grid into the context's tabulated function.
-        metadynamics._addGaussian(
-            np.array([v.minValue for v in self.variables]), 0.0 * unit.kilojoule_per_mole, self.simulation.context
-        )
 
     def run_reports(self, interrupted: threading.Event, progress: bool) -> dict[str, Any]:
         """Run the remaining report intervals, with a checkpoint every ``checkpoint_seconds``, at the end and on Ctrl-C.
@@ -715,10 +702,10 @@ class _MetadynamicsRun:
             raise
         bias = simulation.context.getState(getEnergy=True, groups={self.bias_group}).getPotentialEnergy()._value
         if settings.separate_biases:
-            offset = separate_offset(self.metadynamics._totalBias, settings.bias_factor, self.kT)
+            offset = separate_offset(self.metadynamics.bias_grid, settings.bias_factor, self.kT)
         else:
             periodic = settings.cv != "learned"
-            offset = reweighting_offset(self.metadynamics._totalBias, settings.bias_factor, self.kT, periodic)
+            offset = reweighting_offset(self.metadynamics.bias_grid, settings.bias_factor, self.kT, periodic)
         time_ps = simulation.currentStep * settings.outer_step_ps
         angles = dihedral_angles(positions[None], [self.torsions[name] for name in self.observed])[0]
         self.rows.append(np.concatenate([[time_ps], values, angles, [bias, bias - offset]]))
@@ -943,7 +930,7 @@ def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names:
     """
     from ..analysis.plots import plot_grid_free_energy
 
-    bias = np.asarray(metadynamics._totalBias)
+    bias = np.asarray(metadynamics.bias_grid)
     free = np.asarray(metadynamics.getFreeEnergy()._value)
     for name, array in (("bias.npy", bias), ("fes.npy", free)):
         _save_array(folder / name, array)

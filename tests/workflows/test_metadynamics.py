@@ -1,16 +1,18 @@
-"""Separate biases (one well-tempered bias per CV, the force their sum): the grids, the force, the well-tempered
-heights, the free energies they converge to, and ``neuralct bias --separate-biases`` end to end."""
+"""The two biases of ``neuralct bias``: the joint grid's interface to ``openmm.app.Metadynamics`` checked against the
+energy OpenMM computes; separate biases (one well-tempered bias per CV, the force their sum): the grids, the force,
+the well-tempered heights, the free energies they converge to, and ``neuralct bias --separate-biases`` end to end."""
 
 import json
 import math
 
 import numpy as np
 import pytest
+from scipy.interpolate import CubicSpline
 
 from neuralct.analysis import read_colvar
 from neuralct.cli import main
 from neuralct.units import kT_kj_per_mol
-from neuralct.workflows.separate_metadynamics import SeparateMetadynamics, separate_offset
+from neuralct.workflows.metadynamics import JointMetadynamics, SeparateMetadynamics, separate_offset
 
 SHORT = ["--length-ns", "0.004", "--no-progress", "--report-ps", "0.1", "--bias-every", "5"]
 
@@ -39,19 +41,59 @@ def _context(system, integrator=None):
     return mm.Context(system, integrator, mm.Platform.getPlatformByName("Reference")), integrator
 
 
+@pytest.mark.parametrize("kind", [JointMetadynamics, SeparateMetadynamics])
+def test_the_grid_deposits_and_a_loaded_grid_are_the_bias_openmm_computes(kind):
+    from openmm.app.metadynamics import BiasVariable
+
+    system, cvs = _particle()
+    variables = [BiasVariable(cvs[0], -2.0, 2.0, 0.2, gridWidth=201)]
+    if kind is SeparateMetadynamics:
+        variables.append(BiasVariable(cvs[1], -1.0, 3.0, 0.3, gridWidth=201))
+    metadynamics = kind(system, variables, 300.0, 6.0, 1.5, 10)
+    context, _ = _context(system)
+    group = {metadynamics.force_group}
+    assert group != {0} and metadynamics.height.value_in_unit(metadynamics.height.unit) == 1.5
+    axes = [np.linspace(v.minValue, v.maxValue, 201) for v in variables]
+
+    def energy_at(x, y):
+        context.setPositions([[x, y, 0.0]])
+        return context.getState(getEnergy=True, groups=group).getPotentialEnergy()._value
+
+    def grid_at(grid, x, y):
+        # OpenMM tabulates each grid as a natural cubic spline.
+        rows = np.atleast_2d(grid)
+        return sum(CubicSpline(axis, row, bc_type="natural")(s) for s, axis, row in zip((x, y), axes, rows))
+
+    # A grid loaded (from a checkpoint or a frozen run) is the bias in the context, and what bias_grid returns.
+    loaded = np.stack([np.sin(3.0 * axis) + 2.0 for axis in axes])
+    metadynamics.set_bias_grid(loaded.reshape(metadynamics.bias_grid.shape), context)
+    np.testing.assert_array_equal(np.atleast_2d(metadynamics.bias_grid), loaded)
+    for x, y in ((0.31, 1.02), (-1.3, 0.2), (1.7, 2.6)):
+        assert energy_at(x, y) == pytest.approx(grid_at(loaded, x, y), abs=1e-9)
+    # A deposit adds its Gaussian to the grid and the context; a zero-height one changes nothing.
+    metadynamics.deposit([0.5, 1.0][: len(variables)], 2.0, context)
+    added = np.stack(
+        [2.0 * np.exp(-0.5 * ((axis - c) / v.biasWidth) ** 2) for axis, c, v in zip(axes, (0.5, 1.0), variables)]
+    )
+    np.testing.assert_allclose(np.atleast_2d(metadynamics.bias_grid), loaded + added, rtol=0, atol=1e-12)
+    before = energy_at(0.45, 1.1)
+    metadynamics.deposit([0.0, 0.0][: len(variables)], 0.0, context)
+    assert energy_at(0.45, 1.1) == before == pytest.approx(grid_at(loaded + added, 0.45, 1.1), abs=1e-9)
+
+
 def test_one_separate_bias_is_openmms_metadynamics_on_that_cv():
-    from openmm.app.metadynamics import BiasVariable, Metadynamics
+    from openmm.app.metadynamics import BiasVariable
 
     grids = []
-    for kind in (Metadynamics, SeparateMetadynamics):
+    for kind in (JointMetadynamics, SeparateMetadynamics):
         system, cvs = _particle()
         metadynamics = kind(system, [BiasVariable(cvs[0], -2.0, 2.0, 0.2)], 300.0, 6.0, 1.5, 10)
         context, _ = _context(system)
         context.setPositions([[0.37, 0.0, 0.0]])
-        metadynamics._addGaussian([0.3], 1.5 * metadynamics.height.unit, context)
-        metadynamics._addGaussian([-0.71], 0.6 * metadynamics.height.unit, context)
-        energy = context.getState(getEnergy=True, groups={metadynamics._force.getForceGroup()}).getPotentialEnergy()
-        grids.append((np.asarray(metadynamics._totalBias).ravel(), energy._value))
+        metadynamics.deposit([0.3], 1.5, context)
+        metadynamics.deposit([-0.71], 0.6, context)
+        energy = context.getState(getEnergy=True, groups={metadynamics.force_group}).getPotentialEnergy()
+        grids.append((np.asarray(metadynamics.bias_grid).ravel(), energy._value))
     np.testing.assert_allclose(grids[1][0], grids[0][0], rtol=0, atol=1e-12)
     assert grids[1][1] == pytest.approx(grids[0][1], abs=1e-9) and grids[0][1] > 1.0
 
@@ -66,8 +108,8 @@ def test_the_force_is_the_sum_of_the_biases_and_minus_its_gradient():
     )
     context, _ = _context(system)
     centres, heights = [0.2, 1.1], [2.0, 0.7]
-    metadynamics._addGaussian(centres, heights, context)
-    group = {metadynamics._force.getForceGroup()}
+    metadynamics.deposit(centres, heights, context)
+    group = {metadynamics.force_group}
 
     def bias(x, y):
         return sum(h * math.exp(-0.5 * ((s - c) / width) ** 2) for s, c, h in zip((x, y), centres, heights))
@@ -119,20 +161,20 @@ def test_each_bias_grows_by_the_well_tempered_rule_at_its_own_cv():
     expected = 0.0
     for _ in range(5):
         expected += height * math.exp(-expected / kB_dT)
-    points = metadynamics._totalBias.shape[1]
+    points = metadynamics.bias_grid.shape[1]
     for row, (low, high, value) in enumerate(((-2.0, 2.0, 0.0), (-1.5, 2.5, 0.5))):
         grid = np.linspace(low, high, points)
-        assert np.interp(value, grid, metadynamics._totalBias[row]) == pytest.approx(expected, rel=1e-9)
+        assert np.interp(value, grid, metadynamics.bias_grid[row]) == pytest.approx(expected, rel=1e-9)
     # c(t) of separate biases is the joint-grid formula on their sum, V_1(s_1) + V_2(s_2) on the product grid.
     from neuralct.analysis.reweighting import reweighting_offset
 
     kT = kT_kj_per_mol(temperature)
-    summed = metadynamics._totalBias[1][:, None] + metadynamics._totalBias[0][None, :]
-    assert separate_offset(metadynamics._totalBias, gamma, kT) == pytest.approx(
+    summed = metadynamics.bias_grid[1][:, None] + metadynamics.bias_grid[0][None, :]
+    assert separate_offset(metadynamics.bias_grid, gamma, kT) == pytest.approx(
         reweighting_offset(summed, gamma, kT, False), rel=1e-10
     )
     free = metadynamics.getFreeEnergy()._value
-    np.testing.assert_allclose(free, -gamma / (gamma - 1) * metadynamics._totalBias, rtol=1e-12)
+    np.testing.assert_allclose(free, -gamma / (gamma - 1) * metadynamics.bias_grid, rtol=1e-12)
 
 
 def test_separate_biases_converge_to_each_cvs_free_energy():
@@ -161,7 +203,7 @@ def test_separate_biases_converge_to_each_cvs_free_energy():
     metadynamics.step(simulation, 2_000_000)  # 4 ns
 
     kT = kT_kj_per_mol(temperature)
-    s = np.linspace(-1.8, 1.8, metadynamics._totalBias.shape[1])
+    s = np.linspace(-1.8, 1.8, metadynamics.bias_grid.shape[1])
     free = metadynamics.getFreeEnergy()._value
     inside = np.abs(s) < 1.6  # the grid's ends are seldom visited
 
