@@ -25,26 +25,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the free energy between the states settles",
         description=(
             "Round 0: unbiased Langevin MD of SYSTEM (as `neuralct simulate`, --replicas x --unbiased-ns, frames "
-            "every 0.5 ps) and a model trained on it by maximum likelihood (`--objective density`: data that never "
-            "made the rare transition hold no slow process for it, but the density's softest modes carry some of "
-            "it). Round R: well-tempered metadynamics on the slowest CV of the model of round R - 1 (as `neuralct "
-            "bias`, --round-ns; from round 2 on Gaussian widths of 0.15 of the CV's training range). A round whose "
-            "CV crossed every backbone phi at least --freeze-rate-per-ns times per ns has its final bias frozen: the "
-            "rounds after it run the same CV under that fixed bias (independent runs, their frames reweighted "
-            "exactly with exp(V/kT) and pooled); a round below that rate is followed by a model trained on its frames "
-            "with the time-lagged objective (lag 2 ps, VAMP-2 weight 100). Stops when every backbone phi was crossed "
-            "and its pooled F(phi > 0) - F(phi < 0) changed by less than --tolerance-kj over the last frozen round, "
-            "with block standard errors below it before and after, else after --max-rounds rounds (a molecule "
-            "without a backbone "
-            "phi has no states defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of "
-            "the model biased last as `neuralct export` writes them (OUTPUT/export/), each residue's phi/psi free "
-            "energy over the frozen rounds pooled (OUTPUT/free-energy/) and summary.json; prints one "
-            "line per round and one for the result. Rerunning the same command goes on from the last finished "
-            "step; other options into the same --output are refused (see --overwrite)."
+            "every 0.5 ps, at --unbiased-temperature) and a model trained on it: at --temperature by maximum "
+            "likelihood (`--objective density`: data that never made the rare transition hold no slow process for it,"
+            " but the density's softest modes carry some of it); heated, where the rare transitions happen, with the "
+            "kinetic objective as `neuralct train` chooses and trains it. Round R: well-tempered metadynamics on the "
+            "slowest CV of the model of round R - 1 (as `neuralct bias`, --round-ns; from round 2 on Gaussian widths "
+            "of 0.15 of the CV's training range). A round whose CV crossed every backbone phi at least "
+            "--freeze-rate-per-ns times per ns has its final bias frozen: the rounds after it run the same CV under "
+            "that fixed bias (independent runs, their frames reweighted exactly with exp(V/kT) and pooled); a round "
+            "below that rate is followed by a model trained on its frames with the time-lagged objective (lag 2 ps, "
+            "VAMP-2 weight 100). Stops when every backbone phi was crossed and its pooled F(phi > 0) - F(phi < 0) "
+            "changed by less than --tolerance-kj over the last frozen round, with block standard errors below it "
+            "before and after, else after --max-rounds rounds (a molecule without a backbone phi has no states "
+            "defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of the model biased last"
+            " as `neuralct export` writes them (OUTPUT/export/), each residue's phi/psi free energy over the frozen "
+            "rounds pooled (OUTPUT/free-energy/) and summary.json; prints one line per round and one for the result. "
+            "Rerunning the same command goes on from the last finished step; other options into the same --output are"
+            " refused (see --overwrite)."
         ),
     )
     add_system_options(p)
     p.add_argument("--temperature", type=positive_float, default=300.0, help="temperature in K (default: %(default)s)")
+    p.add_argument(
+        "--unbiased-temperature",
+        type=positive_float,
+        default=None,
+        help="temperature of round 0's unbiased MD in K; above --temperature the rare transitions happen there and "
+        "round 0's model learns them with the kinetic objective; vacuum and implicit solvent only (default: "
+        "--temperature)",
+    )
     p.add_argument(
         "--replicas",
         type=positive_int,
@@ -121,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         tolerance_kj=args.tolerance_kj,
         train_steps=args.train_steps,
         temperature=args.temperature,
+        unbiased_temperature=args.unbiased_temperature,
         platform=args.platform,
         threads=args.threads,
         allow_oscillating_cvs=args.allow_oscillating_cvs,

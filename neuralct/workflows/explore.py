@@ -1,10 +1,13 @@
 """``neuralct explore`` as a function: the learn-bias-relearn loop, until the free energy between the states settles.
 
-Round 0 is unbiased MD of the system (``replicas`` trajectories) and a first model trained on it
-by maximum likelihood (the density objective): data that never made a rare transition hold no
-slow process for it, so the kinetic objective's slowest CV is the slow motion the data did show,
-while the softest modes of the density carry some of the rare one (on alanine dipeptide, 0
-against 8 phi transitions per ns when biased; benchmarks/README.md, B3). Round r >= 1 is
+Round 0 is unbiased MD of the system (``replicas`` trajectories) and a first model trained on it.
+At the temperature of the rounds, the model is trained by maximum likelihood (the density
+objective): data that never made a rare transition hold no slow process for it, so the kinetic
+objective's slowest CV is the slow motion the data did show, while the softest modes of the
+density carry some of the rare one (on alanine dipeptide, 0 against 8 phi transitions per ns
+when biased; benchmarks/README.md, B3). Heated (``unbiased_temperature``, vacuum or implicit
+solvent), round 0 makes the rare transitions, and its model is trained as ``neuralct train``
+trains one by default: the kinetic objective, its lag and schedule chosen from the data. Round r >= 1 is
 well-tempered metadynamics on the slowest CV of the model of round r - 1 (the first with
 ``neuralct bias``'s default Gaussian width, later ones with :data:`LATER_WIDTH_FRACTION`), then a
 model trained on its frames with the time-lagged objective and a VAMP-2 term (:data:`RETRAIN_LAG_PS`,
@@ -119,13 +122,19 @@ class ExploreSettings:
         The loop has converged when every backbone phi's F(phi > 0) - F(phi < 0), pooled over the
         frozen-bias rounds, changed by less than this over the last one, kJ/mol.
     train_steps, batch_size : int
-        Optimiser steps and batch size of every training.
+        Optimiser steps and batch size of every training (steps: but a kinetic one whose lag the data chose,
+        which takes that objective's schedule, :meth:`~neuralct.workflows.objective.ObjectiveChoice.schedule`).
     architecture : list of dict
         Layer specs of every model (:func:`neuralct.workflows.train.architecture_from_options`).
     retrain_lag_ps : float
         Lag of the time-lagged objective on the biased frames, ps; a whole number of ``bias_report_ps``.
     temperature : float
-        Temperature of every run, K.
+        Temperature of the metadynamics rounds and of every estimate, K.
+    unbiased_temperature : float or None
+        Temperature of the unbiased MD of round 0, K (None: ``temperature``). Above ``temperature``
+        the rare transitions happen in round 0, so its model is trained with the kinetic objective
+        (:func:`~neuralct.workflows.objective.choose_objective`'s choice) and its slowest CV carries
+        them; at ``temperature`` it is trained by maximum likelihood.
     bias_report_ps : float
         Time between the COLVAR rows and frames of a metadynamics round, ps.
     bias_every : int or None
@@ -156,6 +165,7 @@ class ExploreSettings:
     architecture: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(list(DEFAULT_ARCHITECTURE)))
     retrain_lag_ps: float = RETRAIN_LAG_PS
     temperature: float = 300.0
+    unbiased_temperature: float | None = None
     bias_report_ps: float = 1.0
     bias_every: int | None = None
     platform: str = "auto"
@@ -165,10 +175,20 @@ class ExploreSettings:
     device: str = "auto"
     progress: bool = True
 
+    @property
+    def round_zero_temperature(self) -> float:
+        """Temperature of the unbiased MD of round 0, K."""
+        return self.temperature if self.unbiased_temperature is None else self.unbiased_temperature
+
+    @property
+    def heated_round_zero(self) -> bool:
+        """Whether round 0 runs above the temperature of the rounds after it."""
+        return self.round_zero_temperature != self.temperature
+
     def simulation(self) -> SimulationSettings:
         """The settings of the unbiased MD of round 0."""
         return SimulationSettings(
-            temperature=self.temperature,
+            temperature=self.round_zero_temperature,
             length_ns=self.unbiased_ns,
             report_ps=self.unbiased_report_ps,
             platform=self.platform,
@@ -219,6 +239,16 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
         raise NeuralCTError(f"`tolerance_kj` must be > 0, got {settings.tolerance_kj}")
     if not settings.freeze_rate_per_ns > 0:
         raise NeuralCTError(f"`freeze_rate_per_ns` must be > 0, got {settings.freeze_rate_per_ns}")
+    if settings.round_zero_temperature < settings.temperature:
+        raise NeuralCTError(
+            f"`unbiased_temperature` {settings.round_zero_temperature:g} K is below `temperature` "
+            f"{settings.temperature:g} K: round 0 is heated to make the rare transitions, never cooled"
+        )
+    if settings.heated_round_zero and md_system.periodic:
+        raise NeuralCTError(
+            f"`unbiased_temperature` {settings.round_zero_temperature:g} K in explicit water: the barostat's water "
+            f"would boil; heat round 0 only in vacuum or implicit solvent"
+        )
     settings.simulation().validate()
     round_settings = settings.bias(2, md_system)
     round_settings.validate()
@@ -344,9 +374,15 @@ def run_explore(
     md_folder = output / "round-0" / "md"
     simulation = _simulate(md_system, settings, md_folder)
     paths = sorted(md_folder.glob("replica-*.nc"))
-    model, training = _train(paths, output / "round-0" / "model", settings, {"objective": "density"})
+    # Heated, round 0 makes the rare transitions, and the kinetic objective finds them; at the temperature of the
+    # rounds it does not, and the density's softest modes carry more of them (module docstring).
+    first_objective = {} if settings.heated_round_zero else {"objective": "density"}
+    model, training = _train(
+        paths, output / "round-0" / "model", settings, first_objective, settings.round_zero_temperature
+    )
     torsions = _unbiased_phi_figures(paths, md_folder / "topology.pdb", settings)
     rounds = [_round_entry(0, md_folder, simulation["ns_simulated"], torsions, output / "round-0" / "model", training)]
+    rounds[0]["temperature_k"] = settings.round_zero_temperature
     announce(round_line(rounds[-1]))
     previous, verdict = None, StoppingVerdict(False, "no metadynamics round")
     # The metadynamics round whose bias is frozen (its index and run folder), and the frozen rounds so far.
@@ -374,7 +410,9 @@ def run_explore(
         if frozen is None and not stop and not freeze:
             retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
             trained_folder = folder / "model"
-            model, training = _train([folder / "bias" / "trajectory.nc"], trained_folder, settings, retrain)
+            model, training = _train(
+                [folder / "bias" / "trajectory.nc"], trained_folder, settings, retrain, settings.temperature
+            )
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
         )
@@ -529,7 +567,7 @@ def round_line(entry: dict[str, Any]) -> str:
         One of the ``rounds`` of :func:`run_explore`'s summary.
     """
     if entry["round"] == 0:
-        what = f"round 0, unbiased MD ({entry['ns_simulated']:.3g} ns)"
+        what = f"round 0, unbiased MD at {entry['temperature_k']:g} K ({entry['ns_simulated']:.3g} ns)"
     elif entry["kind"] == "metadynamics":
         what = f"round {entry['round']}, metadynamics on the slowest CV ({entry['ns_simulated']:.3g} ns)"
     else:
@@ -615,12 +653,13 @@ def _simulate(md_system: Any, settings: ExploreSettings, folder: Path) -> dict[s
 
 
 def _train(
-    paths: list[Path], folder: Path, settings: ExploreSettings, objective: dict[str, Any]
+    paths: list[Path], folder: Path, settings: ExploreSettings, objective: dict[str, Any], temperature: float
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """A model trained on ``paths`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
 
     Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
-    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it. Writes
+    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it;
+    ``temperature`` (K) is the one the trajectories ran at. Writes
     ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
     """
     folder = prepare_output_dir(folder)
@@ -629,12 +668,19 @@ def _train(
     data = load_trajectories(
         [str(path) for path in paths],
         selection="heavy",
-        temperature=settings.temperature,
+        temperature=temperature,
         momenta="auto",
         seed=settings.seed,
     )
     choice: ObjectiveChoice = choose_objective(data, 1, **objective)
-    training = TrainingSettings(steps=settings.train_steps, batch_size=settings.batch_size, progress=settings.progress)
+    # The kinetic objective with its lag chosen from the data trains as `neuralct train` trains it (its schedule).
+    steps, learning_rate = choice.schedule() if choice.lag_from_data else (settings.train_steps, None)
+    training = TrainingSettings(
+        steps=steps,
+        batch_size=settings.batch_size,
+        progress=settings.progress,
+        **({} if learning_rate is None else {"learning_rate": learning_rate}),
+    )
     model, summary = fit_with_choice(
         data, choice, copy.deepcopy(settings.architecture), training, folder, settings.device, settings.seed
     )
@@ -681,7 +727,7 @@ def _unbiased_phi_figures(paths: list[Path], topology: Path, settings: ExploreSe
             angles.setdefault(name, []).append(values[:, column])
         frames += trajectory.n_frames
     ns = frames * settings.unbiased_report_ps / 1000.0
-    return _pooled_phi_figures(angles, np.ones(frames), ns, kT_kj_per_mol(settings.temperature))
+    return _pooled_phi_figures(angles, np.ones(frames), ns, kT_kj_per_mol(settings.round_zero_temperature))
 
 
 def _pooled_phi_figures(

@@ -43,7 +43,7 @@ def test_explore_runs_the_loop_and_prints_a_line_per_round_and_the_result(tmp_pa
     printed = capsys.readouterr().out.splitlines()
     summary = json.loads((out / "summary.json").read_text())
     assert [entry["round"] for entry in summary["rounds"]] == [0, 1]
-    assert printed[-3].startswith("round 0, unbiased MD (0.04 ns): ") and "trained: density" in printed[-3]
+    assert printed[-3].startswith("round 0, unbiased MD at 300 K (0.04 ns): ") and "trained: density" in printed[-3]
     assert printed[-2].startswith("round 1, metadynamics on the slowest CV (0.04 ns): ")
     # One metadynamics round has nothing to compare with: the loop says it did not converge, and why.
     assert not summary["converged"] and printed[-1].startswith("did not converge in 1 round(s)")

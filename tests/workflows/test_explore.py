@@ -11,9 +11,10 @@ from neuralct.analysis import read_colvar
 from neuralct.analysis.fes import free_energy_2d, free_energy_2d_errors
 from neuralct.analysis.reweighting import count_transitions
 from neuralct.errors import NeuralCTError
-from neuralct.md.systems import build_system
+from neuralct.md.systems import WaterBox, build_system
 from neuralct.units import kT_kj_per_mol
 from neuralct.workflows.explore import ExploreSettings, check_settings, run_explore, stopping_verdict
+from neuralct.workflows.objective import KINETIC_LEARNING_RATE, KINETIC_STEPS
 
 #: A loop small enough for seconds: 2 x 20 ps of MD, 4 ps rounds, tiny models trained for 10 steps.
 TINY = {
@@ -85,6 +86,16 @@ def test_settings_that_cannot_run_are_refused_before_any_work():
         check_settings(ExploreSettings(**{**TINY, "retrain_lag_ps": 0.25}), system)
     with pytest.raises(NeuralCTError, match="^`round_ns` 0.001 leaves fewer than 2 frames"):
         check_settings(ExploreSettings(**{**TINY, "round_ns": 0.001}), system)
+    with pytest.raises(NeuralCTError, match="^`unbiased_temperature` 290 K is below `temperature` 300 K"):
+        check_settings(ExploreSettings(**{**TINY, "unbiased_temperature": 290.0}), system)
+    check_settings(ExploreSettings(**{**TINY, "unbiased_temperature": 300.0}), system)
+
+
+def test_a_heated_round_zero_is_refused_in_explicit_water():
+    water = build_system("alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7))
+    check_settings(ExploreSettings(**TINY), water)
+    with pytest.raises(NeuralCTError, match="^`unbiased_temperature` 600 K in explicit water: the barostat's water"):
+        check_settings(ExploreSettings(**{**TINY, "unbiased_temperature": 600.0}), water)
 
 
 #: Where each step of the loop writes, from the arguments of the function that runs it.
@@ -234,3 +245,58 @@ def test_a_last_round_that_drives_phi_says_no_frozen_round_is_left(tmp_path, mon
     assert last["kind"] == "metadynamics" and last["model"] is None
     assert last["verdict"]["reason"] == "the CV drove every phi, but no round is left to run under its frozen bias"
     assert not summary["converged"] and summary["final_estimate"] is None and summary["final_surfaces"] == {}
+
+
+def test_a_heated_round_zero_runs_hot_learns_kinetic_cvs_and_hands_the_rounds_the_temperature(tmp_path, monkeypatch):
+    calls = []
+    _recording(monkeypatch, calls)
+    loads = []
+    original_load = explore.load_trajectories
+
+    def recording_load(paths, **kwargs):
+        loads.append(kwargs["temperature"])
+        return original_load(paths, **kwargs)
+
+    monkeypatch.setattr(explore, "load_trajectories", recording_load)
+    pooled_kT = []
+    original_pooled = explore._pooled_phi_figures
+
+    def recording_pooled(angles, weights, ns, kT):
+        pooled_kT.append(kT)
+        return original_pooled(angles, weights, ns, kT)
+
+    monkeypatch.setattr(explore, "_pooled_phi_figures", recording_pooled)
+    # Round 0 asks for the data's choice; these tiny trajectories are too short for the kinetic objective to be
+    # chosen, so it is asked for outright, to see how such a model is trained.
+    asked, schedules = [], []
+    original_choose, original_fit = explore.choose_objective, explore.fit_with_choice
+
+    def recording_choose(data, n_validation, **objective):
+        asked.append(objective)
+        return original_choose(data, n_validation, **(objective or {"objective": "kinetic"}))
+
+    def recording_fit(data, choice, architecture, training, *args):
+        schedules.append((training.steps, training.learning_rate))
+        return original_fit(data, choice, architecture, training, *args)
+
+    monkeypatch.setattr(explore, "choose_objective", recording_choose)
+    monkeypatch.setattr(explore, "fit_with_choice", recording_fit)
+    settings = ExploreSettings(**(TINY | {"max_rounds": 2, "unbiased_temperature": 450.0}))
+    out, lines = tmp_path / "explore", []
+    summary = run_explore(build_system("alanine-dipeptide"), settings, out, announce=lines.append)
+    assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-1/model", "round-2/bias"]
+    md = json.loads((out / "round-0" / "md" / "summary.json").read_text())
+    assert md["settings"]["temperature"] == 450.0
+    # Round 0's frames are read at the temperature they ran at (their momenta), the biased ones at the rounds'.
+    assert loads == [450.0, 300.0]
+    unbiased = summary["rounds"][0]
+    # Round 0's model is the data's choice, trained with its objective's schedule; the retraining as before.
+    assert asked == [{}, {"lag_ps": settings.retrain_lag_ps, "vamp_weight": 100}]
+    assert unbiased["temperature_k"] == 450.0 and unbiased["objective"]["objective"] == "kinetic"
+    assert schedules == [(KINETIC_STEPS, KINETIC_LEARNING_RATE), (settings.train_steps, 1e-3)]
+    assert lines[0].startswith("round 0, unbiased MD at 450 K (0.04 ns): ")
+    for index in (1, 2):
+        run = json.loads((out / f"round-{index}" / "bias" / "summary.json").read_text())["settings"]
+        assert run["temperature"] == 300.0
+    # Round 0's free-energy difference is that of its own ensemble (kT at 450 K), the frozen rounds' at 300 K.
+    assert pooled_kT == [pytest.approx(kT_kj_per_mol(450.0), rel=1e-12)]
