@@ -128,8 +128,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         metavar="W",
         help=(
-            "the kinetic objective: add W times the VAMP-2 score of the two slowest latent positions to it, 0 for "
-            "none (default: 100 where the lag is chosen from the data, 0 with --lag-ps)"
+            "the kinetic objective: add W times the VAMP-2 score of the --vamp-modes slowest latent positions to it, "
+            "0 for none (default: 100 where the lag is chosen from the data, 0 with --lag-ps)"
         ),
     )
     source.add_argument(
@@ -141,6 +141,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help=(
             "the VAMP-2 term's lags in ps, whose scores are averaged, e.g. 0.5 1 (default: with a lag chosen from "
             "the data, half of it and it where half is a whole number of frames, else it; with --lag-ps, that lag)"
+        ),
+    )
+    source.add_argument(
+        "--vamp-modes",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help=(
+            "the kinetic objective: the VAMP-2 term scores the K slowest latent positions, e.g. one per slow process "
+            "of a molecule with several (default: 2)"
         ),
     )
     weighted = source.add_mutually_exclusive_group()
@@ -426,6 +436,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         lag_ps=args.lag_ps,
         vamp_weight=args.vamp_weight,
         vamp_lags_ps=args.vamp_lags_ps,
+        vamp_modes=args.vamp_modes,
         rank_lag_ps=args.rank_lag_ps,
         weighted=weights is not None,
     )
@@ -519,6 +530,7 @@ def _toy_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], list[str
         ("--rank-lag-ps", args.rank_lag_ps),
         ("--vamp-lags-ps", args.vamp_lags_ps),
         ("--vamp-weight", args.vamp_weight),
+        ("--vamp-modes", args.vamp_modes),
         ("--momenta", args.momenta),
     ):
         if value is not None:

@@ -56,6 +56,10 @@ def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.
     return (whitened**2).sum()
 
 
+#: Slowest modes in the VAMP-2 term of :class:`LaggedLikelihood` unless told: the CV pair that B2 scores.
+VAMP_MODES = 2
+
+
 def _same_pairs(a: tuple[torch.Tensor, ...] | None, b: tuple[torch.Tensor, ...] | None) -> bool:
     """Whether two sets of index pairs are the same pairs in the same order (None only equals None)."""
     if a is None or b is None:
@@ -101,7 +105,7 @@ class LaggedLikelihood:
         p: torch.Tensor | None,
         pairs: LaggedPairs,
         vamp_weight: float = 0.0,
-        vamp_modes: int = 2,
+        vamp_modes: int = VAMP_MODES,
         vamp_pairs: Sequence[LaggedPairs] | None = None,
     ):
         for label, values in (("position", q), ("momentum", p)):
@@ -120,6 +124,8 @@ class LaggedLikelihood:
         self.configuration_only = p is None
         if not vamp_weight >= 0:
             raise NeuralCTError(f"`vamp_weight` must be >= 0, got {vamp_weight}")
+        if not vamp_modes >= 1:
+            raise NeuralCTError(f"`vamp_modes` must be at least 1, got {vamp_modes}")
         self.vamp_weight, self.vamp_modes = float(vamp_weight), int(vamp_modes)
         # Per VAMP-2 lag, the partner at that lag of every frame that starts one of its training pairs (-1: none),
         # so that its minibatch shares the transition pairs' first frames; None for a lag whose pairs are the

@@ -23,6 +23,7 @@ from ..data import PhaseSpaceData
 from ..errors import NeuralCTError
 from ..io import write_json
 from ..training.loop import TrainingSettings
+from ..training.objectives import VAMP_MODES
 from .train import fit_trajectories, split_trajectories, training_series
 
 __all__ = [
@@ -81,6 +82,8 @@ class ObjectiveChoice:
         What the choice measured (the quick TICA's slowest timescale in ps, its lag), for summary.json.
     lag_from_data : bool
         The kinetic objective's lag and VAMP-2 term were chosen here from the data (not given).
+    vamp_modes : int
+        Slowest latent positions in the VAMP-2 term.
     """
 
     objective: str
@@ -91,6 +94,7 @@ class ObjectiveChoice:
     reason: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
     lag_from_data: bool = False
+    vamp_modes: int = VAMP_MODES
 
     def as_dict(self) -> dict[str, Any]:
         """The choice for summary.json and the model's metadata."""
@@ -101,6 +105,7 @@ class ObjectiveChoice:
             "lag_ps": self.lag_ps,
             "vamp_weight": self.vamp_weight,
             "vamp_lags_ps": self.vamp_lags_ps,
+            "vamp_modes": self.vamp_modes,
             "reason": self.reason,
             **self.figures,
         }
@@ -111,6 +116,7 @@ class ObjectiveChoice:
             "momenta": self.momenta,
             "lag_ps": self.lag_ps,
             "vamp_weight": self.vamp_weight,
+            "vamp_modes": self.vamp_modes,
             "vamp_lags_ps": self.vamp_lags_ps,
         }
 
@@ -133,7 +139,8 @@ class ObjectiveChoice:
         vamp = "no VAMP-2 term"
         if self.vamp_weight:
             lags = " ".join(f"{lag:g}" for lag in (self.vamp_lags_ps or [self.lag_ps]))
-            vamp = f"VAMP-2 term of weight {self.vamp_weight:g} at {lags} ps"
+            modes = "" if self.vamp_modes == VAMP_MODES else f" on the {self.vamp_modes} slowest CVs"
+            vamp = f"VAMP-2 term of weight {self.vamp_weight:g}{modes} at {lags} ps"
         momenta = "recorded velocities" if self.momenta == "recorded" else "configuration only"
         return f"kinetic (time-lagged, lag {self.lag_ps:g} ps, {vamp}, {momenta})"
 
@@ -157,6 +164,7 @@ def choose_objective(
     lag_ps: float | None = None,
     vamp_weight: float | None = None,
     vamp_lags_ps: Sequence[float] | None = None,
+    vamp_modes: int | None = None,
     rank_lag_ps: float | None = None,
     weighted: bool = False,
 ) -> ObjectiveChoice:
@@ -177,12 +185,12 @@ def choose_objective(
     objective : {"auto", "kinetic", "density"}
     momenta : {"recorded", "resample"}, optional
         None: recorded velocities for the kinetic objective where the files have them, else resampled.
-    lag_ps, vamp_weight, vamp_lags_ps, rank_lag_ps : optional
+    lag_ps, vamp_weight, vamp_lags_ps, vamp_modes, rank_lag_ps : optional
         As in :func:`neuralct.workflows.train.prepare_trajectory_fit`. Under the kinetic objective
         a ``lag_ps`` of None is chosen from the data, and with it a VAMP-2 term of weight
         ``KINETIC_VAMP_WEIGHT`` at half the lag and the lag (:func:`_vamp_lags`) unless given; a
         given ``lag_ps`` keeps its meaning: no VAMP-2 term unless ``vamp_weight`` is given, at
-        ``lag_ps`` alone unless ``vamp_lags_ps`` is.
+        ``lag_ps`` alone unless ``vamp_lags_ps`` is; on ``VAMP_MODES`` modes unless ``vamp_modes`` is.
     weighted : bool
         Frame weights are given (weighted maximum likelihood of biased data).
 
@@ -198,7 +206,12 @@ def choose_objective(
     """
     if objective not in OBJECTIVES:
         raise NeuralCTError(f"`objective` must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
-    kinetic_options = [name for name, value in (("lag_ps", lag_ps), ("vamp_weight", vamp_weight)) if value is not None]
+    kinetic_options = [
+        name
+        for name, value in (("lag_ps", lag_ps), ("vamp_weight", vamp_weight), ("vamp_modes", vamp_modes))
+        if value is not None
+    ]
+    modes = VAMP_MODES if vamp_modes is None else vamp_modes
     if objective == "density":
         if kinetic_options:
             raise NeuralCTError(f"`{kinetic_options[0]}` sets the kinetic objective; drop it or `objective` density")
@@ -229,7 +242,7 @@ def choose_objective(
     weight = vamp_weight if vamp_weight is not None else 0.0 if lag_given else KINETIC_VAMP_WEIGHT
     lags = list(vamp_lags_ps) if vamp_lags_ps else None
     if lag_given:
-        return ObjectiveChoice("kinetic", chosen_momenta, lag_ps, weight, lags, "lag given", figures)
+        return ObjectiveChoice("kinetic", chosen_momenta, lag_ps, weight, lags, "lag given", figures, vamp_modes=modes)
     if weight and lags is None:
         lags = _vamp_lags(lag_ps, data.timestep_ps)
     reason = (
@@ -239,7 +252,9 @@ def choose_objective(
     if chosen_momenta == "resample":
         lag_ps = _half_lag(lag_ps, data.timestep_ps)
         reason += "; the configuration-only term at half of it"
-    return ObjectiveChoice("kinetic", chosen_momenta, lag_ps, weight, lags, reason, figures, lag_from_data=True)
+    return ObjectiveChoice(
+        "kinetic", chosen_momenta, lag_ps, weight, lags, reason, figures, lag_from_data=True, vamp_modes=modes
+    )
 
 
 def _why_density(kinetic_options: list[str], rank_lag_ps: float | None, weighted: bool) -> str:

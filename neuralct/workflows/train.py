@@ -20,6 +20,7 @@ from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
 from ..training.device import float32_matmul_precision, resolve_device
 from ..training.loop import TrainingResult, TrainingSettings, peak_memory_mb, train
 from ..training.objectives import (
+    VAMP_MODES,
     LaggedLikelihood,
     MaximumLikelihood,
     VariationalFreeEnergy,
@@ -415,6 +416,7 @@ def fit_frames(
     weights: np.ndarray | None = None,
     pairs: LaggedPairs | None = None,
     vamp_weight: float = 0.0,
+    vamp_modes: int = VAMP_MODES,
     vamp_pairs: Sequence[LaggedPairs] | None = None,
     dtype: str = "float32",
     device: str = "auto",
@@ -447,7 +449,9 @@ def fit_frames(
         (:func:`neuralct.data.pairs.split_lagged_pairs`): train with the time-lagged objective
         instead of maximum likelihood on single frames.
     vamp_weight : float
-        With ``pairs``: weight of an added VAMP-2 term of the two slowest latent positions.
+        With ``pairs``: weight of an added VAMP-2 term of the ``vamp_modes`` slowest latent positions.
+    vamp_modes : int
+        Slowest latent positions in the VAMP-2 term.
     vamp_pairs : sequence of LaggedPairs, optional
         Pairs of the VAMP-2 term, one entry per lag (averaged); None: ``pairs``.
     matmul_precision : {"highest", "high"}
@@ -509,7 +513,9 @@ def fit_frames(
             position_noise=noise,
         )
     else:
-        objective = LaggedLikelihood(y_all, p_all, pairs, vamp_weight=vamp_weight, vamp_pairs=vamp_pairs)
+        objective = LaggedLikelihood(
+            y_all, p_all, pairs, vamp_weight=vamp_weight, vamp_modes=vamp_modes, vamp_pairs=vamp_pairs
+        )
         objective.initialize_frictions(model, seed=seed)
     with float32_matmul_precision(matmul_precision):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
@@ -538,6 +544,8 @@ class TrajectoryFit:
         The pairs of the time-lagged objective; None: maximum likelihood on single frames.
     vamp_weight : float
         Weight of the VAMP-2 term of the time-lagged objective.
+    vamp_modes : int
+        Slowest latent positions in the VAMP-2 term.
     vamp_pairs : tuple of LaggedPairs or None
         The pairs of the VAMP-2 term, one entry per lag, the shortest first; None: ``lagged``.
     rank_pairs : LaggedPairs or None
@@ -557,6 +565,7 @@ class TrajectoryFit:
     split: str
     lagged: LaggedPairs | None
     vamp_weight: float
+    vamp_modes: int
     vamp_pairs: tuple[LaggedPairs, ...] | None
     rank_pairs: LaggedPairs | None
     weights: np.ndarray | None
@@ -573,6 +582,7 @@ def fit_trajectories(
     momenta: str = "resample",
     lag_ps: float | None = None,
     vamp_weight: float = 0.0,
+    vamp_modes: int = VAMP_MODES,
     vamp_lags_ps: list[float] | None = None,
     dtype: str = "float32",
     device: str = "auto",
@@ -614,6 +624,7 @@ def fit_trajectories(
         momenta=momenta,
         lag_ps=lag_ps,
         vamp_weight=vamp_weight,
+        vamp_modes=vamp_modes,
         vamp_lags_ps=vamp_lags_ps,
         rank_lag_ps=rank_lag_ps,
         weights=weights,
@@ -640,6 +651,7 @@ def prepare_trajectory_fit(
     momenta: str = "resample",
     lag_ps: float | None = None,
     vamp_weight: float = 0.0,
+    vamp_modes: int = VAMP_MODES,
     vamp_lags_ps: Sequence[float] | None = None,
     rank_lag_ps: float | None = None,
     weights: np.ndarray | None = None,
@@ -667,7 +679,9 @@ def prepare_trajectory_fit(
         ranked by relaxation time): the phase-space transition density with recorded momenta,
         the configuration-only one with resampled momenta. None: maximum likelihood on single frames.
     vamp_weight : float
-        With ``lag_ps``: weight of an added VAMP-2 term of the two slowest latent positions.
+        With ``lag_ps``: weight of an added VAMP-2 term of the ``vamp_modes`` slowest latent positions.
+    vamp_modes : int
+        Slowest latent positions in the VAMP-2 term (at least 1).
     vamp_lags_ps : sequence of float, optional
         With ``vamp_weight``: the lags of the VAMP-2 term, whose scores are averaged. None: ``lag_ps`` alone.
     rank_lag_ps : float, optional
@@ -691,7 +705,7 @@ def prepare_trajectory_fit(
         For options that do not go together, a lag that is no whole number of frames or leaves
         too few pairs, or weights that leave the training or the validation frames without any.
     """
-    _check_objective_options(data, momenta, lag_ps, vamp_weight, vamp_lags_ps, rank_lag_ps)
+    _check_objective_options(data, momenta, lag_ps, vamp_weight, vamp_modes, vamp_lags_ps, rank_lag_ps)
     train_index, valid_index, split = split_trajectories(list(data.traj_lengths), validation_trajectories)
     if weights is not None:
         check_frame_weights(weights, list(data.traj_lengths), validation_trajectories, dtype, weights_source)
@@ -714,6 +728,7 @@ def prepare_trajectory_fit(
         split=split,
         lagged=pairs(lag_ps, "`lag_ps`"),
         vamp_weight=vamp_weight,
+        vamp_modes=vamp_modes,
         vamp_pairs=tuple(pairs(vamp_lag_ps, "`vamp_lags_ps`") for vamp_lag_ps in sorted(set(vamp_lags_ps)))
         if vamp_lags_ps
         else None,
@@ -728,6 +743,7 @@ def _check_objective_options(
     momenta: str,
     lag_ps: float | None,
     vamp_weight: float,
+    vamp_modes: int,
     vamp_lags_ps: Sequence[float] | None,
     rank_lag_ps: float | None,
 ) -> None:
@@ -740,6 +756,10 @@ def _check_objective_options(
         raise NeuralCTError("`vamp_weight` needs `lag_ps` (the VAMP-2 term scores pairs of frames a lag apart)")
     if vamp_lags_ps and not vamp_weight:
         raise NeuralCTError("`vamp_lags_ps` needs `vamp_weight` (the lags of the VAMP-2 term)")
+    if not vamp_modes >= 1:
+        raise NeuralCTError(f"`vamp_modes` must be at least 1, got {vamp_modes}")
+    if vamp_modes != VAMP_MODES and not vamp_weight:
+        raise NeuralCTError("`vamp_modes` needs `vamp_weight` (the modes of the VAMP-2 term)")
     if rank_lag_ps is not None and lag_ps is not None:
         raise NeuralCTError(
             "`rank_lag_ps` ranks the modes of a maximum-likelihood model; with `lag_ps` they are ranked by "
@@ -802,6 +822,7 @@ def run_trajectory_fit(
         weights=fit.weights,
         pairs=fit.lagged,
         vamp_weight=fit.vamp_weight,
+        vamp_modes=fit.vamp_modes,
         vamp_pairs=fit.vamp_pairs,
         dtype=fit.dtype,
         device=device,

@@ -94,6 +94,7 @@ OTHER_VALUES = {
     ("sample", "leapfrog_steps"): ["3"],
     ("sample", "system"): None,  # a toy has none; see test_a_system_file_is_identified_by_its_content
     ("explore", "system"): ["double-well"],
+    ("explore", "unbiased_temperature"): ["400"],
     ("explore", "forcefield"): ["amber14-all.xml"],
     ("explore", "padding_nm"): ["1.3"],
     ("explore", "cutoff_nm"): ["0.9"],
@@ -117,6 +118,7 @@ NEEDS = {
     ("train", "rank_lag_ps"): [],
     ("train", "vamp_weight"): ["--lag-ps", "1"],
     ("train", "vamp_lags_ps"): ["--lag-ps", "1", "--vamp-weight", "1"],
+    ("train", "vamp_modes"): ["--lag-ps", "1", "--vamp-weight", "1"],
     ("train", "validation_trajectories"): ["{third}"],
 }
 

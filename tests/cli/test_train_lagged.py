@@ -79,6 +79,12 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
     out = tmp_path / "vamp"
     assert main(["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "5", *SMALL, "--output", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["vamp2_term"] == {"weight": 5.0, "modes": 2, "lags_ps": [1.0]}
+    modes = tmp_path / "modes"
+    options = ["--lag-ps", "1", "--vamp-weight", "5", "--vamp-modes", "3"]
+    assert main(["train", *trajectories, *options, *SMALL, "--output", str(modes)]) == 0
+    summary = json.loads((modes / "summary.json").read_text())
+    assert summary["vamp2_term"] == {"weight": 5.0, "modes": 3, "lags_ps": [1.0]}
+    assert summary["objective"]["vamp_modes"] == 3 and "on the 3 slowest CVs" in summary["objective"]["description"]
     several = tmp_path / "several"
     assert (
         main(
@@ -141,6 +147,9 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
             "--vamp-lags-ps 0.7 is not a whole multiple",
         ),
         (["--lag-ps", "1", "--vamp-lags-ps", "1"], "--vamp-lags-ps needs --vamp-weight"),
+        (["--lag-ps", "1", "--vamp-modes", "3"], "--vamp-modes needs --vamp-weight"),
+        (["--objective", "density", "--vamp-modes", "3"], "--vamp-modes sets the kinetic objective"),
+        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-modes", "0"], "--vamp-modes: must be a positive integer"),
         (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "40"], "at every VAMP-2 lag"),
         (
             ["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "nan"],

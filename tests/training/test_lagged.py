@@ -403,3 +403,32 @@ def test_batch_vamp2_is_deeptimes_score_and_differentiable():
     fast_first = nested_vamp2(torch.tensor(x[:-1, ::-1].copy()), torch.tensor(x[1:, ::-1].copy()))
     assert slow_first.item() == pytest.approx((0.8**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
     assert fast_first.item() == pytest.approx((0.5**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
+
+
+def test_the_vamp2_term_scores_as_many_slowest_modes_as_asked():
+    """With ``vamp_modes`` k the term is the nested VAMP-2 score of the k slowest latent positions (of three)."""
+    from neuralct.flows.base import split_phase_space
+
+    stiffness = np.array([[1.0, 0.3, 0.0], [0.3, 0.25, 0.05], [0.0, 0.05, 2.5]])
+    q, p = harmonic_langevin_trajectory(stiffness, 0.8, 0.25, 3000, seed=6)
+    q = torch.tensor(q)
+    transition = split_lagged_pairs([2000, 1000], 0.5, 0.25, np.arange(2000), np.arange(2000, 3000))
+    model = NeuralCanonicalTransformation(3, architecture=POINT, latent_dynamics=True).double()
+    model.initialize(q[:2000], generator=torch.Generator().manual_seed(0))
+    randomize(model, scale=0.2)
+    with torch.no_grad():
+        z, _ = model.flow(model.to_reduced(q, torch.zeros_like(q)))
+    order = model.mode_order()
+    plain = LaggedLikelihood(q, None, transition).validation_loss(model)
+    scores = []
+    for k in (1, 2, 3):
+        Q = split_phase_space(z)[0][:, order[:k]]
+        score = float(nested_vamp2(Q[transition.valid[0]], Q[transition.valid[1]]))
+        term = LaggedLikelihood(q, None, transition, vamp_weight=3.0, vamp_modes=k)
+        assert term.validation_loss(model) == pytest.approx(plain - 3.0 * score, rel=1e-10, abs=1e-10)
+        scores.append(score)
+    # Each further mode adds its own score: the three terms differ.
+    assert scores[0] < scores[1] < scores[2]
+    assert LaggedLikelihood(q, None, transition, vamp_weight=3.0).vamp_modes == 2
+    with pytest.raises(NeuralCTError, match="`vamp_modes` must be at least 1"):
+        LaggedLikelihood(q, None, transition, vamp_weight=3.0, vamp_modes=0)
