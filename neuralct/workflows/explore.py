@@ -7,10 +7,12 @@ objective's slowest CV is the slow motion the data did show, while the softest m
 density carry some of the rare one (on alanine dipeptide, 0 against 8 phi transitions per ns
 when biased; benchmarks/README.md, B3). Heated (``unbiased_temperature``, vacuum or implicit
 solvent), round 0 makes the rare transitions, and its model is trained as ``neuralct train``
-trains one by default: the kinetic objective, its lag and schedule chosen from the data. Round r >= 1 is
-well-tempered metadynamics on the slowest CV of the model of round r - 1 (the first with
-``neuralct bias``'s default Gaussian width, later ones with :data:`LATER_WIDTH_FRACTION`), then a
-model trained on its frames with the time-lagged objective and a VAMP-2 term (:data:`RETRAIN_LAG_PS`,
+trains one by default: the kinetic objective, its lag and schedule chosen from the data (on
+alanine dipeptide at 600 K the loop did worse after a faster round 1, B3; off by default).
+Round r >= 1 is well-tempered metadynamics on the slowest CV of the model of round r - 1 (the
+first with ``neuralct bias``'s default Gaussian width, later ones with
+:data:`LATER_WIDTH_FRACTION`), then a model trained on its frames with the time-lagged objective
+and a VAMP-2 term (:data:`RETRAIN_LAG_PS`,
 :data:`~neuralct.workflows.objective.KINETIC_VAMP_WEIGHT`): the bias has sped up the motions along
 the CV it acted on, so the slowest process left in the biased dynamics is the rare event that CV
 only partly drove.
