@@ -760,6 +760,10 @@ def _check_objective_options(
         raise NeuralCTError(f"`vamp_modes` must be at least 1, got {vamp_modes}")
     if vamp_modes != VAMP_MODES and not vamp_weight:
         raise NeuralCTError("`vamp_modes` needs `vamp_weight` (the modes of the VAMP-2 term)")
+    if vamp_weight and vamp_modes > data.frame.dim:
+        raise NeuralCTError(
+            f"`vamp_modes` {vamp_modes} is more than the {data.frame.dim} latent positions of the selection"
+        )
     if rank_lag_ps is not None and lag_ps is not None:
         raise NeuralCTError(
             "`rank_lag_ps` ranks the modes of a maximum-likelihood model; with `lag_ps` they are ranked by "

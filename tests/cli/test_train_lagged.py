@@ -150,6 +150,7 @@ def test_vamp2_term_is_recorded(trajectories, tmp_path):
         (["--lag-ps", "1", "--vamp-modes", "3"], "--vamp-modes needs --vamp-weight"),
         (["--objective", "density", "--vamp-modes", "3"], "--vamp-modes sets the kinetic objective"),
         (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-modes", "0"], "--vamp-modes: must be a positive integer"),
+        (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-modes", "500"], "--vamp-modes 500 is more than the"),
         (["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "40"], "at every VAMP-2 lag"),
         (
             ["--lag-ps", "1", "--vamp-weight", "5", "--vamp-lags-ps", "0.5", "nan"],
