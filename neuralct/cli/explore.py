@@ -36,12 +36,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "below that rate is followed by a model trained on its frames with the time-lagged objective (lag 2 ps, "
             "VAMP-2 weight 100). Stops when every backbone phi was crossed and its pooled F(phi > 0) - F(phi < 0) "
             "changed by less than --tolerance-kj over the last frozen round, with block standard errors below it "
-            "before and after, else after --max-rounds rounds (a molecule without a backbone phi has no states "
-            "defined and runs them all). Writes OUTPUT/round-N/ (md or bias, model), the CVs of the model biased last"
-            " as `neuralct export` writes them (OUTPUT/export/), each residue's phi/psi free energy over the frozen "
-            "rounds pooled (OUTPUT/free-energy/) and summary.json; prints one line per round and one for the result. "
-            "Rerunning the same command goes on from the last finished step; other options into the same --output are"
-            " refused (see --overwrite)."
+            "before and after and an estimate of its own from every frozen round, else after --max-rounds rounds (a "
+            "molecule without a backbone phi has no states defined and runs them all). Writes OUTPUT/round-N/ (md or "
+            "bias, model), the CVs of the model biased last as `neuralct export` writes them (OUTPUT/export/), each "
+            "residue's phi/psi free energy over the frozen rounds pooled (OUTPUT/free-energy/) and summary.json; "
+            "prints one line per round and one for the result. Rerunning the same command goes on from the last "
+            "finished step; other options into the same --output are refused (see --overwrite)."
         ),
     )
     add_system_options(p)

@@ -1,5 +1,6 @@
 """``neuralct explore`` as a function: the stopping rule, a tiny loop's folders and figures, resume, bad settings."""
 
+import dataclasses
 import json
 
 import mdtraj
@@ -65,6 +66,22 @@ def test_the_loop_converges_when_every_phi_crossed_in_both_rounds_and_its_differ
     assert not before.converged and "in the round before is 3.93 kJ/mol" in before.reason
     undefined = stopping_verdict({"phi": _phi(36, 8.94)}, {"phi": _phi(9, 8.5, None)}, tolerance_kj=1.0)
     assert not undefined.converged and "is undefined" in undefined.reason
+
+
+def test_no_verdict_rests_on_a_frozen_run_without_its_own_estimate():
+    # Explore of alanine dipeptide with round 0 at 600 K, seed 0: frozen rounds 2-6 pooled settled at 15.91 kJ/mol
+    # (the reference 9.23), rounds 2, 5 and 6 with no estimate of their own, their weight in 1.2-1.6 Kish blocks.
+    settled = ({"phi": _phi(85, 15.92, 0.9)}, {"phi": _phi(94, 15.91, 0.9)})
+    assert stopping_verdict(*settled, tolerance_kj=1.0).converged
+    own = [(3, {"phi": _phi(43, 17.05, 4.55)}), (4, {"phi": _phi(21, 14.25, 23.0)})]
+    assert stopping_verdict(*settled, tolerance_kj=1.0, pooled_runs=own).converged
+    unsampled = _phi(1, None, None) | {"delta_F_not_computed_because": "the weight sits in 1.23 of the 10 blocks"}
+    verdict = stopping_verdict(*settled, tolerance_kj=1.0, pooled_runs=[(2, {"phi": unsampled}), *own])
+    assert not verdict.converged
+    assert verdict.reason == (
+        "round 2 gives no F(phi>0) - F(phi<0) of its own (the weight sits in 1.23 of the 10 blocks): a run that "
+        "did not sample its bias's ensemble, so the pooled estimate is not trusted"
+    )
 
 
 def test_the_loop_does_not_converge_without_transitions_states_or_a_round_to_compare():
@@ -195,6 +212,8 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
     assert rounds[2]["pooled"]["rounds"] == [2] and rounds[3]["pooled"]["rounds"] == [2, 3]
     assert summary["final_estimate"] == rounds[3]["pooled"]
     assert rounds[2]["verdict"]["reason"] == "one round: nothing to compare with yet"
+    # These tiny frozen runs never cross phi: none has an estimate of its own, and the verdict says so.
+    assert rounds[3]["verdict"]["reason"].startswith("round 2 gives no F(phi>0) - F(phi<0) of its own (phi never")
     assert "frozen rounds 2, 3 pooled" in lines[-1]
     # The phi/psi surface of the frozen rounds pooled, each frame weighed exactly by the frozen bias.
     surfaces = ["free-energy/fes_phi_psi_reweighted.npy", "free-energy/fes_phi_psi_reweighted_error.npy"]
@@ -277,7 +296,8 @@ def test_a_heated_round_zero_runs_hot_learns_kinetic_cvs_and_hands_the_rounds_th
 
     def recording_fit(data, choice, architecture, training, *args):
         schedules.append((training.steps, training.learning_rate))
-        return original_fit(data, choice, architecture, training, *args)
+        # The schedule asked for is recorded; 10 of its steps are run.
+        return original_fit(data, choice, architecture, dataclasses.replace(training, steps=10), *args)
 
     monkeypatch.setattr(explore, "choose_objective", recording_choose)
     monkeypatch.setattr(explore, "fit_with_choice", recording_fit)
