@@ -697,12 +697,11 @@ def _train(
     )
     choice: ObjectiveChoice = choose_objective(data, 1, **objective)
     # The kinetic objective with its lag chosen from the data trains as `neuralct train` trains it (its schedule).
-    steps, learning_rate = choice.schedule() if choice.lag_from_data else (settings.train_steps, None)
+    steps, learning_rate = (
+        choice.schedule() if choice.lag_from_data else (settings.train_steps, TrainingSettings.learning_rate)
+    )
     training = TrainingSettings(
-        steps=steps,
-        batch_size=settings.batch_size,
-        progress=settings.progress,
-        **({} if learning_rate is None else {"learning_rate": learning_rate}),
+        steps=steps, learning_rate=learning_rate, batch_size=settings.batch_size, progress=settings.progress
     )
     model, summary = fit_with_choice(
         data, choice, copy.deepcopy(settings.architecture), training, folder, settings.device, settings.seed
