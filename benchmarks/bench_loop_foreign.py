@@ -1,4 +1,4 @@
-"""B3, foreign data: the README's learn-bias-relearn loop on trajectories the project did not make.
+"""B3, foreign data: the learn-bias-relearn loop on trajectories the project did not make.
 
 Each data set is 4 ns of unbiased alanine dipeptide in vacuum simulated with plain OpenMM
 (amber99sb-ildn, NoCutoff, HBonds, LangevinMiddle 300 K, 1/ps, 2 fs, its own seed), written as
@@ -12,13 +12,19 @@ data set, for each loop seed, the loop of the README as a user runs it (every co
     neuralct bias model2/model.pt ala2.pdb --width-fraction 0.15 --length-ns 2 --output bias2
     neuralct bias model2/model.pt ala2.pdb --width-fraction 0.15 --length-ns 2 --frozen-bias bias2 --output production
 
+With `--loop explore`, the loop is `neuralct explore` with those trajectories as its round 0:
+
+    neuralct explore ala2.pdb --data A.dcd B.xtc --top ala2.pdb --frame-ps 1 --output explore
+
 Reported per round: phi transitions per ns (core sets phi < -0.5 and 0.5 < phi < 1.6 rad), the
 reweighted F(phi > 0) - F(phi < 0) with its block standard error (the production run's under
 bias2's final bias, frozen, reweighted exactly), the rounds that crossed, and the retraining's kept step;
 the data sets' own transitions (none expected in 4 ns at 300 K). The reference is B3's phi/psi
-metadynamics (9.37 +- 0.63 kJ/mol).
+metadynamics (9.37 +- 0.63 kJ/mol). For explore: each round's line, whether it converged, the
+pooled dF of its frozen rounds and the command's CPU time (the explore reference: 9.23 +- 0.32 kJ/mol).
 
-    python benchmarks/bench_loop_foreign.py --work W [--datasets 3] [--seeds 2] [--jobs 2] [--output OUT.json]
+    python benchmarks/bench_loop_foreign.py --work W [--loop commands|explore] [--datasets 3] [--seeds 2] [--jobs 2]
+        [--output OUT.json]
 """
 
 from __future__ import annotations
@@ -83,7 +89,10 @@ def neuralct(*argv) -> str | None:
     if not log.is_file() or "error:" not in log.read_text():
         with log.open("w") as handle:
             env = os.environ | {"OMP_NUM_THREADS": "1"}
-            subprocess.run(["neuralct", *argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
+            process = subprocess.Popen(["neuralct", *argv], stdout=handle, stderr=subprocess.STDOUT, env=env)
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+        (output.parent / f"{output.name}.cpu-seconds").write_text(f"{usage.ru_utime + usage.ru_stime:.1f}\n")
     if (output / "summary.json").is_file():
         return None
     errors = [line for line in log.read_text().splitlines() if "error:" in line]
@@ -132,6 +141,34 @@ def loop(data: Path, seed: int) -> dict:
     return entry
 
 
+def explore(data: Path, seed: int) -> dict:
+    """`neuralct explore` with the data set as round 0, one seed: its rounds, result and CPU time."""
+    work = data / f"explore-seed{seed}"
+    structure = data / "ala2.pdb"
+    stopped = neuralct(
+        "explore", structure, "--data", data / "A.dcd", data / "B.xtc", "--top", structure, "--frame-ps", FRAME_PS,
+        "--seed", seed, "--no-progress", "--output", work,
+    )  # fmt: skip
+    entry: dict = {"data": data.name, "seed": seed}
+    if stopped:
+        entry["stopped"] = stopped
+        return entry
+    summary = json.loads((work / "summary.json").read_text())
+    cpu = data / f"{work.name}.cpu-seconds"
+    entry["rounds"] = [
+        {"round": r["round"], "kind": r.get("kind", "unbiased"), "phi_transitions_per_ns": r["phi_transitions_per_ns"]}
+        for r in summary["rounds"]
+    ]
+    entry["converged"] = summary["converged"]
+    entry["stopped_because"] = summary["stopped_because"]
+    final = (summary["final_estimate"] or {}).get("phi_torsions", {}).get("phi")
+    entry["final_dF_kj"] = (
+        None if final is None else [final["delta_F_phi_positive_minus_negative_kj"], final["delta_F_standard_error_kj"]]
+    )
+    entry["cpu_seconds"] = float(cpu.read_text()) if cpu.is_file() else None
+    return entry
+
+
 def data_transitions(data: Path) -> int:
     """Phi transitions in the data set's 4 ns."""
     import mdtraj
@@ -147,6 +184,9 @@ def data_transitions(data: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder of the data sets and loops (reused)")
+    parser.add_argument(
+        "--loop", choices=("commands", "explore"), default="commands", help="the README's commands, or explore"
+    )
     parser.add_argument("--datasets", type=int, default=3, help="data sets, OpenMM seeds 101, 102, ...")
     parser.add_argument("--seeds", type=int, default=2, help="loop seeds 0..N-1 on each data set")
     parser.add_argument("--jobs", type=int, default=2, help="loops run at once (one thread each)")
@@ -155,8 +195,18 @@ def main() -> None:
     folders = [args.work.resolve() / f"data-{k}" for k in range(args.datasets)]
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda k: make_data(folders[k], 101 + k), range(args.datasets)))
-        loops = list(pool.map(lambda job: loop(*job), [(f, s) for f in folders for s in range(args.seeds)]))
+        run = loop if args.loop == "commands" else explore
+        loops = list(pool.map(lambda job: run(*job), [(f, s) for f in folders for s in range(args.seeds)]))
     results = {"data_transitions": {f.name: data_transitions(f) for f in folders}, "loops": loops}
+    if args.loop == "explore":
+        for entry in loops:
+            print(json.dumps(entry), flush=True)
+        converged = sum(entry.get("converged", False) for entry in loops)
+        last = sum(entry.get("rounds", [{}])[-1].get("phi_transitions_per_ns", 0) >= 30 for entry in loops)
+        print(f"explore: converged in {converged} of {len(loops)}; last round >= 30 per ns in {last}", flush=True)
+        if args.output:
+            Path(args.output).write_text(json.dumps(results, indent=1))
+        return
     for entry in loops:
         line = {"data": entry["data"], "seed": entry["seed"], "kept": entry.get("retraining_kept_step")}
         for name in ("bias1", "bias2", "production"):

@@ -70,3 +70,35 @@ def alanine_model(tmp_path_factory):
         == 0
     )
     return root / "model" / "model.pt", paths
+
+
+@pytest.fixture(scope="session")
+def plain_openmm_alanine(tmp_path_factory):
+    """Alanine dipeptide simulated by plain OpenMM, not neuralct: ala2.pdb, A.dcd and B.xtc (20 ps each, 0.1 ps frames).
+
+    Positions only; the DCD holds no time stamps, the XTC float32 ones (amber99sb-ildn, vacuum,
+    HBonds, LangevinMiddle at 300 K, 2 fs).
+    """
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from neuralct.md.systems import systems_dir
+
+    folder = tmp_path_factory.mktemp("plain-openmm")
+    pdb = app.PDBFile(str(systems_dir() / "alanine_dipeptide.pdb"))
+    system = app.ForceField("amber99sbildn.xml").createSystem(
+        pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds
+    )
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
+    integrator.setRandomNumberSeed(7)
+    simulation = app.Simulation(pdb.topology, system, integrator, openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(pdb.positions)
+    simulation.minimizeEnergy()
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
+    with open(folder / "ala2.pdb", "w") as handle:
+        app.PDBFile.writeFile(pdb.topology, simulation.context.getState(getPositions=True).getPositions(), handle)
+    for name, reporter in (("A.dcd", app.DCDReporter), ("B.xtc", app.XTCReporter)):
+        simulation.reporters = [reporter(str(folder / name), 50)]
+        simulation.step(10_000)
+    return folder

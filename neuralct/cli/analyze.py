@@ -52,6 +52,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)"
     )
     parser.add_argument(
+        "--frame-ps",
+        type=positive_float,
+        default=None,
+        help="time between the frames of trajectories that hold no time stamps (DCD), ps; refused where the files' "
+        "own stamps say otherwise",
+    )
+    parser.add_argument(
         "--residues",
         nargs="+",
         metavar="RES",
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             lag_ps=args.lag_ps,
             test_trajectories=args.test_trajectories,
             stride=args.stride,
+            frame_ps=args.frame_ps,
             residues=args.residues,
             chi=args.chi,
             blocks=args.blocks,

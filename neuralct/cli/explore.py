@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import NeuralCTError
 from ..workflows.explore import FREEZE_RATE_PER_NS
 from .options import (
     add_common_options,
@@ -16,6 +17,9 @@ from .systems import add_system_options, md_system_from_options, system_digest, 
 
 __all__ = ["add_parser", "run"]
 
+#: Round 0's own unbiased MD: trajectories, and ns each.
+_REPLICAS, _UNBIASED_NS = 4, 1.0
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``explore`` subcommand to ``subparsers``."""
@@ -25,7 +29,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the free energy between the states settles",
         description=(
             "Round 0: unbiased Langevin MD of SYSTEM (as `neuralct simulate`, --replicas x --unbiased-ns, frames "
-            "every 0.5 ps, at --unbiased-temperature) and a model trained on it: at --temperature by maximum "
+            "every 0.5 ps, at --unbiased-temperature), or the unbiased trajectories of it given with --data, and a "
+            "model trained on them: at --temperature by maximum "
             "likelihood (`--objective density`: data that never made the rare transition hold no slow process for it,"
             " but the density's softest modes carry some of it); heated, where the rare transitions happen, with the "
             "kinetic objective as `neuralct train` chooses and trains it. Round R: well-tempered metadynamics on the "
@@ -57,14 +62,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--replicas",
         type=positive_int,
-        default=4,
-        help="unbiased trajectories of round 0; the last validates the first model (default: %(default)s)",
+        default=None,
+        help=f"unbiased trajectories of round 0; the last validates the first model (default: {_REPLICAS})",
     )
     p.add_argument(
         "--unbiased-ns",
         type=positive_float,
-        default=1.0,
-        help="length of each unbiased trajectory in ns (default: %(default)s)",
+        default=None,
+        help=f"length of each unbiased trajectory in ns (default: {_UNBIASED_NS:g})",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="TRAJ",
+        default=None,
+        help="round 0 is these trajectories of unbiased MD of SYSTEM instead of its own MD: any format `neuralct "
+        "train` reads (DCD, XTC, NetCDF, ...; another engine's, water and ions left out, molecules made whole), run "
+        "at --unbiased-temperature; the last validates the first model. Their atoms must be SYSTEM's, or its solute's",
+    )
+    p.add_argument("--top", metavar="FILE", default=None, help="topology of --data files that hold none")
+    p.add_argument(
+        "--frame-ps",
+        type=positive_float,
+        default=None,
+        help="time between the frames of --data files that hold no time stamps (DCD), ps; refused where the "
+        "files' own stamps say otherwise",
     )
     p.add_argument(
         "--round-ns",
@@ -120,10 +142,14 @@ def run(args: argparse.Namespace) -> int:
     from ..workflows.explore import ExploreSettings, check_settings, final_line, run_explore
     from .runs import RunFolder
 
+    _check_round_zero_options(args)
     md_system = md_system_from_options(args)
     settings = ExploreSettings(
-        replicas=args.replicas,
-        unbiased_ns=args.unbiased_ns,
+        replicas=_REPLICAS if args.replicas is None else args.replicas,
+        data=tuple(args.data or ()),
+        data_topology=args.top,
+        data_frame_ps=args.frame_ps,
+        unbiased_ns=_UNBIASED_NS if args.unbiased_ns is None else args.unbiased_ns,
         round_ns=args.round_ns,
         max_rounds=args.max_rounds,
         freeze_rate_per_ns=args.freeze_rate_per_ns,
@@ -141,18 +167,31 @@ def run(args: argparse.Namespace) -> int:
     check_settings(settings, md_system)
     # The platform and threads change how fast the runs go, not what they sample; the system enters by its
     # content: files, options and the OpenMM System they build.
-    identity = result_settings(args, ignore=("platform", "threads", "include_dir")) | {
+    # Given data and their topology enter by content too.
+    identity = result_settings(args, ignore=("platform", "threads", "include_dir", "data", "top")) | {
         "openmm_system": system_digest(md_system)
     }
+    inputs = [*system_files(args), *(args.data or ()), *([args.top] if args.top else [])]
     # A finished rerun skips every step and writes the summary and config again.
     rebuilt = ("config.yaml", "summary.json", "free-energy/*")
     with RunFolder(
-        args.output, "explore", identity, inputs=system_files(args), overwrite=args.overwrite, rebuilt=rebuilt
+        args.output, "explore", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
     ) as folder:
         save_resolved_config(args, folder.path)
         summary = run_explore(md_system, settings, folder.path, announce=_announce)
     print(final_line(summary))
     return 0
+
+
+def _check_round_zero_options(args: argparse.Namespace) -> None:
+    """Refuse options of round 0's own MD with --data, and options of --data without it."""
+    own = [f"--{name.replace('_', '-')}" for name in ("replicas", "unbiased_ns") if getattr(args, name) is not None]
+    described = [f"--{name.replace('_', '-')}" for name in ("top", "frame_ps") if getattr(args, name) is not None]
+    if args.data and own:
+        raise NeuralCTError(f"{' and '.join(own)} size round 0's own MD, which --data replaces; give one or the other")
+    if not args.data and described:
+        verb = "describe" if len(described) > 1 else "describes"
+        raise NeuralCTError(f"{' and '.join(described)} {verb} --data files, and no --data was given")
 
 
 def _announce(line: str) -> None:

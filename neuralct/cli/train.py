@@ -74,6 +74,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--stride", type=positive_int, default=1, help="use every STRIDE-th frame (default: %(default)s)"
     )
     source.add_argument(
+        "--frame-ps",
+        type=positive_float,
+        default=None,
+        help="time between the frames of trajectories that hold no time stamps (DCD), ps, for a lag in ps; refused "
+        "where the files' own stamps say otherwise",
+    )
+    source.add_argument(
         "--temperature",
         type=positive_float,
         default=300.0,
@@ -417,6 +424,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         temperature=args.temperature,
         momenta="auto",
         seed=args.seed,
+        frame_ps=args.frame_ps,
     )
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
     sampling_note = _check_data_for_sampling(args.trajectories) if args.for_sampling else None

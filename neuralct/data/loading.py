@@ -208,7 +208,8 @@ def frame_spacing(times: Sequence[np.ndarray | None], names: Sequence[str]) -> t
         if time is None:
             return (
                 None,
-                f"{name} holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR)",
+                f"{name} holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR), "
+                "or the time between their frames (`frame_ps`)",
             )
         if len(time) < 2:
             continue
@@ -509,6 +510,7 @@ def load_trajectories(
     momenta: str = "auto",
     backend: str = "auto",
     seed: int = 0,
+    frame_ps: float | None = None,
 ) -> PhaseSpaceData:
     """Read trajectories, select atoms, align them and attach momenta.
 
@@ -541,6 +543,10 @@ def load_trajectories(
         Reader to use.
     seed : int
         Seed of the resampled momenta.
+    frame_ps : float, optional
+        Time between the frames as written (before ``stride``), ps, for files that hold no time
+        stamps (DCD, PDB): their frames are stamped 0, ``frame_ps``, ... Files that hold stamps keep
+        them, and a spacing of theirs that differs is refused (:func:`frame_spacing`).
 
     Returns
     -------
@@ -551,10 +557,12 @@ def load_trajectories(
     NeuralCTError
         Missing, truncated or unreadable files, atom counts that disagree with the topology
         or between files, an empty selection, recorded momenta asked for but not held or not at
-        the bath's temperature, or
-        molecules torn across a periodic box that the file does not record.
+        the bath's temperature, molecules torn across a periodic box that the file does not record,
+        or a ``frame_ps`` that is not a positive number or disagrees with a file's own stamps.
     """
     paths = _checked_paths(paths, topology, stride, momenta, backend)
+    if frame_ps is not None and not (np.isfinite(frame_ps) and frame_ps > 0):
+        raise NeuralCTError(f"`frame_ps` must be a positive number of ps, got {frame_ps}")
     raws = _read_all(paths, str(topology) if topology else None, stride, backend)
     first = raws[0]
     _refuse_external_field_toy(first.topology, paths[0])
@@ -565,7 +573,15 @@ def load_trajectories(
     cartesian, source, momenta_note = _cartesian_momenta(
         raws, atom_indices, masses, on_step, momenta, temperature, seed, paths
     )
-    time_ps, timestep, timestep_note = _time_stamps(raws, paths)
+    spacing = None if frame_ps is None else frame_ps * stride
+    time_ps, timestep, timestep_note = _time_stamps(raws, paths, spacing)
+    if spacing is not None and timestep is None:
+        raise NeuralCTError(timestep_note)
+    if spacing is not None and not np.isclose(timestep, spacing, rtol=1e-4, atol=0.0):
+        raise NeuralCTError(
+            f"the frames of {', '.join(str(path) for path in paths)} are stamped {timestep:g} ps apart, "
+            f"not the {spacing:g} ps `frame_ps` gives; leave `frame_ps` out for files with time stamps"
+        )
     return PhaseSpaceData(
         positions=aligned,
         momenta=np.einsum("fab,fib->fia", rotations, cartesian),
@@ -826,15 +842,24 @@ def kinetic_temperature(velocities: np.ndarray, masses: np.ndarray) -> float:
     return float(2.0 * kinetic / (3 * len(masses) * kT_kj_per_mol(1.0)))
 
 
-def _time_stamps(raws: list[_Raw], paths: list[Path]) -> tuple[np.ndarray, float | None, str | None]:
-    """Every frame's time stamp in ps (frame numbers for a file without them), the frame spacing and why it is unknown.
+def _time_stamps(
+    raws: list[_Raw], paths: list[Path], spacing_ps: float | None
+) -> tuple[np.ndarray, float | None, str | None]:
+    """Every frame's time stamp in ps, the frame spacing and why it is unknown.
 
-    A file whose stamps are all equal holds none (a writer that fills in a constant).
+    A file whose stamps are all equal holds none (a writer that fills in a constant). A file
+    without stamps gets its frame numbers times ``spacing_ps`` (the read frames' spacing, ps),
+    or its frame numbers where that is None.
     """
     stamps = [
         None if raw.time is None or (len(raw.time) > 1 and np.ptp(raw.time) == 0) else _float32_decimals(raw.time)
         for raw in raws
     ]
+    if spacing_ps is not None:
+        stamps = [
+            time if time is not None else np.arange(raw.xyz.shape[0], dtype=np.float64) * spacing_ps
+            for time, raw in zip(stamps, raws)
+        ]
     timestep, timestep_note = frame_spacing(stamps, [str(path) for path in paths])
     times = [
         time if time is not None else np.arange(raw.xyz.shape[0], dtype=np.float64) for time, raw in zip(stamps, raws)

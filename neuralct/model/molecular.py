@@ -19,6 +19,7 @@ __all__ = [
     "project_internal",
     "project_positions",
     "is_molecular",
+    "molecule_atoms",
     "latent_ranges",
 ]
 
@@ -106,9 +107,20 @@ def system_atoms(model: NeuralCanonicalTransformation, topology, source: str) ->
     NeuralCTError
         If neither the system nor its solute has the model's atom count, or the model's atoms have other names.
     """
+    return molecule_atoms(molecule_description(model), topology, source)
+
+
+def molecule_atoms(
+    molecule: dict[str, Any], topology, source: str, trained_on: str = "the model was trained on"
+) -> np.ndarray:
+    """:func:`system_atoms` for a molecule description (``n_atoms``, ``atom_indices``, ``atom_names``).
+
+    Given :func:`molecule_metadata` of training data, it checks before any training that a model of
+    those data can be biased in the system of ``topology``; ``trained_on`` then names the data in
+    the errors (e.g. "the data are of").
+    """
     from ..data.loading import solute_atom_indices
 
-    molecule = molecule_description(model)
     if topology.n_atoms == molecule["n_atoms"]:
         atoms = np.arange(topology.n_atoms)
     else:
@@ -116,22 +128,24 @@ def system_atoms(model: NeuralCanonicalTransformation, topology, source: str) ->
         if len(atoms) != molecule["n_atoms"]:
             solute = "" if len(atoms) == topology.n_atoms else f", and {len(atoms)} besides water and ions"
             raise NeuralCTError(
-                f"{source} has {topology.n_atoms} atoms but the model was trained on a system of "
-                f"{molecule['n_atoms']}{solute}; use the model's own system"
+                f"{source} has {topology.n_atoms} atoms but {trained_on} a system of "
+                f"{molecule['n_atoms']}{solute}; use that system"
             )
-    _check_names(molecule, topology, atoms, source)
+    _check_names(molecule, topology, atoms, source, trained_on)
     return atoms
 
 
-def _check_names(molecule: dict[str, Any], topology, atoms: np.ndarray, source: str) -> None:
+def _check_names(
+    molecule: dict[str, Any], topology, atoms: np.ndarray, source: str, trained_on: str = "the model was trained on"
+) -> None:
     """Raise a one-line error unless the model's atoms, found at ``atoms`` of ``topology``, have the model's names."""
     found = [int(atoms[i]) for i in molecule["atom_indices"]]
     names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in found]
     if names != molecule["atom_names"]:
         first = next(k for k, (a, b) in enumerate(zip(names, molecule["atom_names"])) if a != b)
         raise NeuralCTError(
-            f"{source}: atom {found[first]} is {names[first]} but the model expects "
-            f"{molecule['atom_names'][first]}; the model was trained on another system"
+            f"{source}: atom {found[first]} is {names[first]} where {trained_on} a system with "
+            f"{molecule['atom_names'][first]}; use that system"
         )
 
 

@@ -142,6 +142,7 @@ def analyze_trajectories(
     lag_ps: float | None = None,
     test_trajectories: int | None = None,
     stride: int = 1,
+    frame_ps: float | None = None,
     residues: Sequence[str] | None = None,
     chi: bool = False,
     blocks: int = 4,
@@ -173,6 +174,9 @@ def analyze_trajectories(
         Scored trajectories when the model trained on none of ``paths``.
     stride : int
         Keep every ``stride``-th frame.
+    frame_ps : float, optional
+        Time between the frames of files that hold no time stamps (DCD), ps
+        (:func:`~neuralct.data.load_trajectories`).
     residues : sequence of str, optional
         Residues for the Ramachandran plots and states (:func:`~neuralct.analysis.select_residues`);
         default all with phi and psi.
@@ -209,7 +213,9 @@ def analyze_trajectories(
         raise NeuralCTError("`modes` must be at least 2 (the report compares the two slowest CVs)")
     # disable=None: a bar on a terminal only, never in a log or a captured stream.
     with tqdm(total=4, desc="analyze", unit="stage", disable=None if progress else True, leave=False) as bar:
-        data = load_trajectories(paths, topology=topology, selection="all", stride=stride, momenta="resample")
+        data = load_trajectories(
+            paths, topology=topology, selection="all", stride=stride, momenta="resample", frame_ps=frame_ps
+        )
         check_topology(model, data.topology, str(paths[0]))
         n_modes = min(modes, model.dim)
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)

@@ -1,6 +1,8 @@
 """``neuralct explore`` as a function: the learn-bias-relearn loop, until the free energy between the states settles.
 
-Round 0 is unbiased MD of the system (``replicas`` trajectories) and a first model trained on it.
+Round 0 is unbiased MD of the system (``replicas`` trajectories), or trajectories of it that the
+user brings (``data``: another engine's files, any format the loader reads), and a first model
+trained on them.
 At the temperature of the rounds, the model is trained by maximum likelihood (the density
 objective): data that never made a rare transition hold no slow process for it, so the kinetic
 objective's slowest CV is the slow motion the data did show, while the softest modes of the
@@ -53,12 +55,12 @@ from ..analysis.reweighting import (
     metadynamics_weights,
     phi_free_energy_difference,
 )
-from ..data import load_trajectories
-from ..data.loading import read_with_mdtraj
+from ..data import PhaseSpaceData, load_trajectories
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, write_json
 from ..md.simulate import SimulationSettings, run_simulation
+from ..model.molecular import molecule_atoms, molecule_metadata
 from ..model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation, load
 from ..training.loop import TrainingSettings
 from ..units import kT_kj_per_mol
@@ -108,6 +110,14 @@ class ExploreSettings:
     ----------
     replicas : int
         Unbiased trajectories of round 0; the last validates the first model.
+    data : tuple of str
+        Trajectory files of unbiased MD of the system that are round 0 instead of its own MD (the
+        last validates the first model, or a single one's last 20 %); empty: round 0 runs its MD.
+        They ran at ``unbiased_temperature`` (None: ``temperature``).
+    data_topology : str or None
+        Topology file of ``data`` for formats that hold none (:func:`~neuralct.data.load_trajectories`).
+    data_frame_ps : float or None
+        Time between the frames of ``data`` files that hold no time stamps (DCD), ps.
     unbiased_ns : float
         Length of each unbiased trajectory, ns.
     unbiased_report_ps : float
@@ -156,6 +166,9 @@ class ExploreSettings:
     """
 
     replicas: int = 4
+    data: tuple[str, ...] = ()
+    data_topology: str | None = None
+    data_frame_ps: float | None = None
     unbiased_ns: float = 1.0
     unbiased_report_ps: float = UNBIASED_REPORT_PS
     round_ns: float = 2.0
@@ -230,10 +243,14 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
     ------
     NeuralCTError
         For fewer than 2 replicas, no round, a tolerance that is not positive, MD or metadynamics
-        settings that cannot run, or a retraining lag that is no whole number of metadynamics
-        frames or not shorter than the validated share of a round.
+        settings that cannot run, a retraining lag that is no whole number of metadynamics
+        frames or not shorter than the validated share of a round; a data topology or frame
+        spacing without data, or data that cannot be read, whose frames' spacing is unknown, or
+        whose atoms are not the system's (:func:`_given_data`).
     """
-    if settings.replicas < 2:
+    if not settings.data and (settings.data_topology is not None or settings.data_frame_ps is not None):
+        raise NeuralCTError("`data_topology` and `data_frame_ps` describe `data`, and no `data` was given")
+    if not settings.data and settings.replicas < 2:
         raise NeuralCTError("`replicas` must be at least 2: the last one validates the first model")
     if settings.max_rounds < 1:
         raise NeuralCTError(f"`max_rounds` must be at least 1, got {settings.max_rounds}")
@@ -246,12 +263,15 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
             f"`unbiased_temperature` {settings.round_zero_temperature:g} K is below `temperature` "
             f"{settings.temperature:g} K: round 0 is heated to make the rare transitions, never cooled"
         )
-    if settings.heated_round_zero and md_system.periodic:
+    if settings.heated_round_zero and md_system.periodic and not settings.data:
         raise NeuralCTError(
             f"`unbiased_temperature` {settings.round_zero_temperature:g} K in explicit water: the barostat's water "
             f"would boil; heat round 0 only in vacuum or implicit solvent"
         )
-    settings.simulation().validate()
+    if settings.data:
+        _given_data(settings, md_system)
+    else:
+        settings.simulation().validate()
     round_settings = settings.bias(2, md_system)
     round_settings.validate()
     frames = lag_in_frames(settings.retrain_lag_ps, settings.bias_report_ps, "`retrain_lag_ps`")
@@ -368,7 +388,7 @@ def stopping_verdict(
 def run_explore(
     md_system: Any, settings: ExploreSettings, output: Path, announce: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Run (or resume) the loop into ``output``: unbiased MD, then metadynamics and retraining until settled.
+    """Run (or resume) the loop into ``output``: unbiased MD (or data), then metadynamics and retraining until settled.
 
     Parameters
     ----------
@@ -392,18 +412,22 @@ def run_explore(
     """
     check_settings(settings, md_system)
     output = Path(output)
-    md_folder = output / "round-0" / "md"
-    simulation = _simulate(md_system, settings, md_folder)
-    paths = sorted(md_folder.glob("replica-*.nc"))
+    if settings.data:
+        unbiased = _given_data(settings, md_system)
+        run = ", ".join(settings.data)
+    else:
+        md_folder = output / "round-0" / "md"
+        _simulate(md_system, settings, md_folder)
+        unbiased = _load(sorted(md_folder.glob("replica-*.nc")), settings, settings.round_zero_temperature)
+        run = str(md_folder)
+    torsions, ns = _unbiased_phi_figures(unbiased, settings)
     # Heated, round 0 makes the rare transitions, and the kinetic objective finds them; at the temperature of the
     # rounds it does not, and the density's softest modes carry more of them (module docstring).
     first_objective = {} if settings.heated_round_zero else {"objective": "density"}
-    model, training = _train(
-        paths, output / "round-0" / "model", settings, first_objective, settings.round_zero_temperature
-    )
-    torsions = _unbiased_phi_figures(paths, md_folder / "topology.pdb", settings)
-    rounds = [_round_entry(0, md_folder, simulation["ns_simulated"], torsions, output / "round-0" / "model", training)]
+    model, training = _train(unbiased, output / "round-0" / "model", settings, first_objective)
+    rounds = [_round_entry(0, run, ns, torsions, output / "round-0" / "model", training)]
     rounds[0]["temperature_k"] = settings.round_zero_temperature
+    rounds[0]["given_data"] = bool(settings.data)
     announce(round_line(rounds[-1]))
     previous, verdict = None, StoppingVerdict(False, "no metadynamics round")
     # The metadynamics round whose bias is frozen (its index and run folder), and the frozen rounds so far.
@@ -433,9 +457,8 @@ def run_explore(
         if frozen is None and not stop and not freeze:
             retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
             trained_folder = folder / "model"
-            model, training = _train(
-                [folder / "bias" / "trajectory.nc"], trained_folder, settings, retrain, settings.temperature
-            )
+            biased_frames = _load([folder / "bias" / "trajectory.nc"], settings, settings.temperature)
+            model, training = _train(biased_frames, trained_folder, settings, retrain)
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
         )
@@ -590,7 +613,8 @@ def round_line(entry: dict[str, Any]) -> str:
         One of the ``rounds`` of :func:`run_explore`'s summary.
     """
     if entry["round"] == 0:
-        what = f"round 0, unbiased MD at {entry['temperature_k']:g} K ({entry['ns_simulated']:.3g} ns)"
+        source = "the given unbiased trajectories" if entry.get("given_data") else "unbiased MD"
+        what = f"round 0, {source} at {entry['temperature_k']:g} K ({entry['ns_simulated']:.3g} ns)"
     elif entry["kind"] == "metadynamics":
         what = f"round {entry['round']}, metadynamics on the slowest CV ({entry['ns_simulated']:.3g} ns)"
     else:
@@ -644,7 +668,7 @@ def _phi_words(torsions: dict[str, dict[str, Any]]) -> str:
 
 def _round_entry(
     index: int,
-    run: Path,
+    run: Path | str,
     ns: float,
     torsions: dict[str, dict[str, Any]],
     model_folder: Path | None,
@@ -675,26 +699,64 @@ def _simulate(md_system: Any, settings: ExploreSettings, folder: Path) -> dict[s
     )
 
 
+def _load(
+    paths: Sequence[Path | str],
+    settings: ExploreSettings,
+    temperature: float,
+    topology: str | None = None,
+    frame_ps: float | None = None,
+) -> PhaseSpaceData:
+    """The heavy atoms of trajectories that ran at ``temperature`` (K), as every model of the loop trains on them.
+
+    ``topology`` and ``frame_ps`` (ps between frames of files without time stamps): those of given
+    data; the loop's own runs find their topology and carry their stamps.
+    """
+    return load_trajectories(
+        [str(path) for path in paths],
+        topology=topology,
+        selection="heavy",
+        temperature=temperature,
+        momenta="auto",
+        seed=settings.seed,
+        frame_ps=frame_ps,
+    )
+
+
+def _given_data(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData:
+    """``settings.data`` loaded as round 0's model trains on them, once checked that the loop can use them.
+
+    Raises
+    ------
+    NeuralCTError
+        If the files cannot be read (:func:`~neuralct.data.load_trajectories`), their frames'
+        spacing is unknown (files without time stamps and no ``data_frame_ps``), or a model of them
+        could not be biased in ``md_system``, which must hold their atoms as ``neuralct bias`` finds
+        them (:func:`~neuralct.model.molecular.molecule_atoms`): the same atoms, or its solute's.
+    """
+    import mdtraj
+
+    data = _load(
+        settings.data, settings, settings.round_zero_temperature, settings.data_topology, settings.data_frame_ps
+    )
+    if data.timestep_ps is None:
+        raise NeuralCTError(data.timestep_note.replace("`frame_ps`", "`data_frame_ps`"))
+    topology = mdtraj.Topology.from_openmm(md_system.topology)
+    molecule_atoms(molecule_metadata(data, "heavy"), topology, f"system {md_system.name}", "the `data` are of")
+    return data
+
+
 def _train(
-    paths: list[Path], folder: Path, settings: ExploreSettings, objective: dict[str, Any], temperature: float
+    data: PhaseSpaceData, folder: Path, settings: ExploreSettings, objective: dict[str, Any]
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
-    """A model trained on ``paths`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
+    """A model trained on ``data`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
 
     Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
-    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it;
-    ``temperature`` (K) is the one the trajectories ran at. Writes
+    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it. Writes
     ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
     """
     folder = prepare_output_dir(folder)
     if (folder / "summary.json").exists() and (folder / "model.pt").exists():
         return load(folder / "model.pt"), json.loads((folder / "summary.json").read_text())
-    data = load_trajectories(
-        [str(path) for path in paths],
-        selection="heavy",
-        temperature=temperature,
-        momenta="auto",
-        seed=settings.seed,
-    )
     choice: ObjectiveChoice = choose_objective(data, 1, **objective)
     # The kinetic objective with its lag chosen from the data trains as `neuralct train` trains it (its schedule).
     steps, learning_rate = (
@@ -730,26 +792,26 @@ def _metadynamics(
         torch.set_num_threads(threads)
 
 
-def _unbiased_phi_figures(paths: list[Path], topology: Path, settings: ExploreSettings) -> dict[str, dict[str, Any]]:
-    """Each backbone phi's transitions (summed over the replicas) and F(phi > 0) - F(phi < 0) of unbiased MD.
+def _unbiased_phi_figures(data: PhaseSpaceData, settings: ExploreSettings) -> tuple[dict[str, dict[str, Any]], float]:
+    """Each backbone phi's transitions (summed over the trajectories) and F(phi > 0) - F(phi < 0) of unbiased MD.
 
     The figures are those a bias run's summary holds per phi (``phi_torsions``), the frames
-    weighing the same; the difference uses the replicas' frames one after another.
+    weighing the same; the difference uses the trajectories' frames one after another. The
+    angles come from the loaded heavy atoms (whole molecules, rotations leave torsions as they
+    are). Also returns the trajectories' total length in ns (``data.timestep_ps`` known).
     """
-    angles, frames = {}, 0
-    for path in paths:
-        trajectory = read_with_mdtraj(path, topology)
-        torsions = {
-            name: dihedral
-            for name, dihedral in backbone_torsions(trajectory.topology.to_openmm(), BiasSettings()).items()
-            if dihedral.kind == "phi"
-        }
-        values = dihedral_angles(trajectory.xyz.astype(np.float64), list(torsions.values()))
-        for column, name in enumerate(torsions):
-            angles.setdefault(name, []).append(values[:, column])
-        frames += trajectory.n_frames
-    ns = frames * settings.unbiased_report_ps / 1000.0
-    return _pooled_phi_figures(angles, np.ones(frames), ns, kT_kj_per_mol(settings.round_zero_temperature))
+    torsions = {
+        name: dihedral
+        for name, dihedral in backbone_torsions(data.selection_topology.to_openmm(), BiasSettings()).items()
+        if dihedral.kind == "phi"
+    }
+    values = dihedral_angles(data.positions.astype(np.float64), list(torsions.values()))
+    ends = np.cumsum(data.traj_lengths)[:-1]
+    angles = {name: np.split(values[:, column], ends) for column, name in enumerate(torsions)}
+    frames = len(data.positions)
+    ns = frames * data.timestep_ps / 1000.0
+    figures = _pooled_phi_figures(angles, np.ones(frames), ns, kT_kj_per_mol(settings.round_zero_temperature))
+    return figures, ns
 
 
 def _pooled_phi_figures(

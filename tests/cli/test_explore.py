@@ -94,3 +94,26 @@ def test_a_rerun_goes_on_with_the_same_options_and_is_refused_with_others(tmp_pa
     # The platform changes how fast the runs go, not what they give: the same run goes on.
     assert main([*TINY[:-6], "--platform", "auto", *TINY[-4:], "--output", str(out)]) == 2
     assert len(runs) == 3
+
+
+def test_given_data_replace_round_zeros_md_and_their_options_are_checked_in_one_line(
+    tmp_path, capsys, plain_openmm_alanine
+):
+    data = plain_openmm_alanine
+    given = ["--data", str(data / "A.dcd"), str(data / "B.xtc"), "--top", str(data / "ala2.pdb")]
+    out = tmp_path / "explore"
+    assert main([*TINY, *given, "--frame-ps", "0.1", "--output", str(out)]) == 2
+    assert "--replicas and --unbiased-ns size round 0's own MD, which --data replaces" in _one_line_error(capsys)
+    assert main([*TINY, "--top", str(data / "ala2.pdb"), "--output", str(out)]) == 2
+    assert "--top describes --data files, and no --data was given" in _one_line_error(capsys)
+    own_md = TINY[:2] + TINY[6:]
+    assert main([*own_md, *given, "--output", str(out)]) == 2
+    assert "A.dcd holds no time stamps; " in (error := _one_line_error(capsys)) and error.endswith("(--frame-ps)\n")
+    assert main(["explore", "trialanine", "--solvent", "vacuum", *given, "--frame-ps", "0.1", "-o", str(out)]) == 2
+    assert "system trialanine has 42 atoms but the --data are of a system of 22" in _one_line_error(capsys)
+    assert not out.exists()
+    assert main([*own_md, *given, "--frame-ps", "0.1", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3].startswith("round 0, the given unbiased trajectories at 300 K (0.04 ns): ")
+    identity = json.loads((out / "run.json").read_text())
+    assert [item["name"] for item in identity["inputs"]] == ["A.dcd", "B.xtc", "ala2.pdb"]

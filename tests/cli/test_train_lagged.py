@@ -332,3 +332,24 @@ def test_the_toys_refuse_the_kinetic_objective(tmp_path, capsys):
         == 2
     )
     assert "--objective kinetic needs trajectories" in capsys.readouterr().err
+
+
+def test_a_dcd_without_time_takes_a_lag_in_ps_once_its_frame_spacing_is_given(plain_openmm_alanine, tmp_path, capsys):
+    data = plain_openmm_alanine
+    argv = ["train", str(data / "A.dcd"), "--top", str(data / "ala2.pdb"), "--lag-ps", "0.2", *SMALL]
+    assert main([*argv, "--output", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "A.dcd holds no time stamps" in err and err.endswith("(--frame-ps)\n")
+    assert main([*argv, "--frame-ps", "0.1", "--output", str(tmp_path / "model")]) == 0
+    summary = json.loads((tmp_path / "model" / "summary.json").read_text())
+    # 200 frames, the last 20 % validating: a lag of 2 frames leaves 158 and 38 pairs.
+    assert summary["objective"]["lag_ps"] == 0.2 and summary["lagged_pairs"] == {"train": 158, "validation": 38}
+    # The XTC's own stamps (0.1 ps) decide: a spacing that disagrees is refused.
+    xtc = ["train", str(data / "B.xtc"), "--top", str(data / "ala2.pdb"), "--lag-ps", "0.2", *SMALL]
+    assert main([*xtc, "--frame-ps", "0.5", "--output", str(tmp_path / "disagree")]) == 2
+    assert "stamped 0.1 ps apart, not the 0.5 ps --frame-ps gives" in capsys.readouterr().err
+    analyzed = tmp_path / "analysis"
+    argv = ["analyze", str(tmp_path / "model" / "model.pt"), str(data / "A.dcd"), "--top", str(data / "ala2.pdb")]
+    assert main([*argv, "--frame-ps", "0.1", "--no-progress", "--output", str(analyzed)]) == 0
+    # analyze's own lag, 10 frames, is in ps: 1 ps.
+    assert json.loads((analyzed / "summary.json").read_text())["cv_kinetics"]["lag_ps"] == 1.0

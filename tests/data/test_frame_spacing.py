@@ -101,6 +101,28 @@ def test_other_formats_float32_stamps_and_none(tmp_path, topology):
         data.lag_frames(2.1)
 
 
+@pytest.mark.filterwarnings("ignore:.*netCDF4")
+def test_a_given_frame_spacing_stamps_files_without_time_and_must_agree_with_files_that_have_it(tmp_path, topology):
+    import mdtraj
+
+    stamps = np.arange(1, 1001) * 0.5
+    traj = mdtraj.load(str(write(tmp_path, topology, stamps)), top=str(topology))
+    traj.save_dcd(str(tmp_path / "t.dcd"))
+    traj.save_xtc(str(tmp_path / "t.xtc"))
+    dcd = load_trajectories(tmp_path / "t.dcd", topology=topology, selection="all", frame_ps=0.5, stride=2)
+    assert dcd.timestep_ps == 1.0 and np.array_equal(dcd.time_ps, np.arange(500) * 1.0) and dcd.lag_frames(2.0) == 2
+    # A DCD and an XTC of one spacing load together; the XTC keeps its own stamps.
+    both = load_trajectories([tmp_path / "t.dcd", tmp_path / "t.xtc"], topology=topology, selection="all", frame_ps=0.5)
+    assert both.timestep_ps == 0.5 and np.allclose(both.time_ps[1000:], stamps)
+    with pytest.raises(NeuralCTError, match=r"t\.xtc has frames 0\.5 ps apart but .*t\.dcd 0\.7 ps"):
+        load_trajectories([tmp_path / "t.dcd", tmp_path / "t.xtc"], topology=topology, selection="all", frame_ps=0.7)
+    with pytest.raises(NeuralCTError, match=r"stamped 0\.5 ps apart, not the 0\.7 ps `frame_ps` gives"):
+        load_trajectories(tmp_path / "t.xtc", topology=topology, selection="all", frame_ps=0.7)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(NeuralCTError, match="^`frame_ps` must be a positive number of ps"):
+            load_trajectories(tmp_path / "t.dcd", topology=topology, selection="all", frame_ps=bad)
+
+
 def test_frame_spacing_of_few_frames_far_from_zero():
     # Two XTC frames at 100 ns, 10 ps apart: float32 resolves 8e-3 ps there, enough for 10 ps.
     far = (1e5 + np.array([0.0, 10.0])).astype(np.float32).astype(np.float64)
@@ -113,7 +135,8 @@ def test_frame_spacing_of_few_frames_far_from_zero():
     assert frame_spacing([np.array([5.0])], ["one.nc"])[0] is None
     assert frame_spacing([np.arange(5.0), None], ["a.nc", "b.dcd"]) == (
         None,
-        "b.dcd holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR)",
+        "b.dcd holds no time stamps; give the trajectories in a format that records them (NetCDF, XTC, TRR), "
+        "or the time between their frames (`frame_ps`)",
     )
 
 

@@ -54,6 +54,21 @@ def test_a_few_frames_of_noise_flag_nothing():
     assert not any(cv["oscillating"] for cv in cv_kinetics([rng.normal(size=(40, 6))], 4, 0.5)["cvs"])
 
 
+def test_the_negative_tail_of_a_slow_process_in_a_finite_sample_is_no_oscillation():
+    """Past its relaxation a slow CV's sample autocorrelation wanders below zero by more than white noise's error.
+
+    Bartlett's error, which grows with the correlation at shorter lags, flags none of 100 slow AR(1) series of
+    2,000 frames (the data of a 2 ns trajectory at 1 ps frames); white noise's 1 / sqrt(pairs) flags several.
+    """
+    flagged, white_noise_flags = 0, 0
+    for seed in range(100):
+        kinetics = cv_kinetics([_ar1(0.8, 2000, seed)[:, None]], 10, 1.0)
+        flagged += kinetics["cvs"][0]["oscillating"]
+        values, error = np.array(kinetics["cvs"][0]["autocorrelation"]), 3 / np.sqrt(kinetics["pairs"])
+        white_noise_flags += bool(np.any(values < -error) or np.any(np.diff(values) > np.hypot(error[:-1], error[1:])))
+    assert flagged <= 1 and white_noise_flags >= 5
+
+
 def test_oscillation_lines_say_what_oscillates_and_what_to_bias():
     kinetics = {
         "lags_ps": [0.5, 1.0, 2.0],

@@ -320,3 +320,48 @@ def test_a_heated_round_zero_runs_hot_learns_kinetic_cvs_and_hands_the_rounds_th
         assert run["temperature"] == 300.0
     # Round 0's free-energy difference is that of its own ensemble (kT at 450 K), the frozen rounds' at 300 K.
     assert pooled_kT == [pytest.approx(kT_kj_per_mol(450.0), rel=1e-12)]
+
+
+def test_given_trajectories_of_another_engine_are_round_zero_instead_of_its_md(
+    tmp_path, monkeypatch, plain_openmm_alanine
+):
+    """Plain OpenMM's DCD (no time stamps) and XTC are round 0: read, counted and trained on; no MD runs."""
+    data = plain_openmm_alanine
+    files = (str(data / "A.dcd"), str(data / "B.xtc"))
+    settings = ExploreSettings(
+        **(TINY | {"data": files, "data_topology": str(data / "ala2.pdb"), "data_frame_ps": 0.1})
+    )
+    calls, lines = [], []
+    _recording(monkeypatch, calls)
+    out = tmp_path / "explore"
+    summary = run_explore(build_system("alanine-dipeptide"), settings, out, announce=lines.append)
+    assert calls == ["round-0/model", "round-1/bias", "round-1/model", "round-2/bias"]
+    assert not (out / "round-0" / "md").exists()
+    unbiased = summary["rounds"][0]
+    expected = 0
+    for name in files:
+        expected += count_transitions(mdtraj.compute_phi(mdtraj.load(name, top=str(data / "ala2.pdb")))[1][:, 0])
+    assert unbiased["phi_transitions"] == expected and unbiased["ns_simulated"] == pytest.approx(0.04)
+    assert unbiased["given_data"] and unbiased["run"] == ", ".join(files)
+    assert unbiased["objective"]["objective"] == "density"
+    assert lines[0].startswith("round 0, the given unbiased trajectories at 300 K (0.04 ns): ")
+    model = json.loads((out / "round-0" / "model" / "summary.json").read_text())
+    assert model["trajectories"] == list(files)
+
+
+def test_given_trajectories_are_refused_before_any_work_unless_the_loop_can_use_them(tmp_path, plain_openmm_alanine):
+    data = plain_openmm_alanine
+    given = TINY | {"data": (str(data / "A.dcd"), str(data / "B.xtc")), "data_topology": str(data / "ala2.pdb")}
+    system = build_system("alanine-dipeptide")
+    # A DCD holds no time: its frames' spacing must be given, and must agree with the XTC's stamps.
+    with pytest.raises(NeuralCTError, match=r"A\.dcd holds no time stamps; .* or the time between their frames \(`d"):
+        check_settings(ExploreSettings(**given), system)
+    with pytest.raises(NeuralCTError, match=r"B\.xtc has frames 0\.1 ps apart but .*A\.dcd 0\.2 ps"):
+        check_settings(ExploreSettings(**(given | {"data_frame_ps": 0.2})), system)
+    check_settings(ExploreSettings(**(given | {"data_frame_ps": 0.1})), system)
+    # One replica given is enough (its last 20 % validates); the data's atoms must be the system's.
+    check_settings(ExploreSettings(**(given | {"data": given["data"][1:], "replicas": 1})), system)
+    with pytest.raises(NeuralCTError, match="^system trialanine has 42 atoms but the `data` are of a system of 22"):
+        check_settings(ExploreSettings(**(given | {"data_frame_ps": 0.1})), build_system("trialanine"))
+    with pytest.raises(NeuralCTError, match="^`data_topology` and `data_frame_ps` describe `data`"):
+        check_settings(ExploreSettings(**(TINY | {"data_frame_ps": 0.1})), system)
