@@ -83,7 +83,7 @@ def test_uneven_frames_and_mixed_spacings_are_refused_when_a_lag_is_asked(tmp_pa
 
 
 @pytest.mark.filterwarnings("ignore:.*netCDF4")
-def test_other_formats_float32_stamps_and_none(tmp_path, topology):
+def test_other_formats_float32_stamps_none_and_a_given_spacing(tmp_path, topology):
     import mdtraj
 
     stamps = np.arange(1, 2001) * 0.7
@@ -99,25 +99,16 @@ def test_other_formats_float32_stamps_and_none(tmp_path, topology):
     assert data.timestep_ps is None and np.array_equal(data.time_ps, np.arange(2000))
     with pytest.raises(NeuralCTError, match=r"t\.dcd holds no time stamps"):
         data.lag_frames(2.1)
-
-
-@pytest.mark.filterwarnings("ignore:.*netCDF4")
-def test_a_given_frame_spacing_stamps_files_without_time_and_must_agree_with_files_that_have_it(tmp_path, topology):
-    import mdtraj
-
-    stamps = np.arange(1, 1001) * 0.5
-    traj = mdtraj.load(str(write(tmp_path, topology, stamps)), top=str(topology))
-    traj.save_dcd(str(tmp_path / "t.dcd"))
-    traj.save_xtc(str(tmp_path / "t.xtc"))
-    dcd = load_trajectories(tmp_path / "t.dcd", topology=topology, selection="all", frame_ps=0.5, stride=2)
-    assert dcd.timestep_ps == 1.0 and np.array_equal(dcd.time_ps, np.arange(500) * 1.0) and dcd.lag_frames(2.0) == 2
-    # A DCD and an XTC of one spacing load together; the XTC keeps its own stamps.
-    both = load_trajectories([tmp_path / "t.dcd", tmp_path / "t.xtc"], topology=topology, selection="all", frame_ps=0.5)
-    assert both.timestep_ps == 0.5 and np.allclose(both.time_ps[1000:], stamps)
-    with pytest.raises(NeuralCTError, match=r"t\.xtc has frames 0\.5 ps apart but .*t\.dcd 0\.7 ps"):
-        load_trajectories([tmp_path / "t.dcd", tmp_path / "t.xtc"], topology=topology, selection="all", frame_ps=0.7)
-    with pytest.raises(NeuralCTError, match=r"stamped 0\.5 ps apart, not the 0\.7 ps `frame_ps` gives"):
-        load_trajectories(tmp_path / "t.xtc", topology=topology, selection="all", frame_ps=0.7)
+    # Given, the frames' spacing stamps the DCD's frames (after the stride)...
+    dcd = load_trajectories(tmp_path / "t.dcd", topology=topology, selection="all", frame_ps=0.7, stride=2)
+    assert dcd.timestep_ps == 1.4 and np.allclose(dcd.time_ps, np.arange(1000) * 1.4) and dcd.lag_frames(2.8) == 2
+    # ... and must agree with the stamps of the files that have them, which they keep.
+    both = load_trajectories([tmp_path / "t.dcd", tmp_path / "t.xtc"], topology=topology, selection="all", frame_ps=0.7)
+    assert both.timestep_ps == 0.7 and np.allclose(both.time_ps[2000:], stamps)
+    with pytest.raises(NeuralCTError, match=r"t\.dcd has frames 0\.5 ps apart but .*t\.xtc 0\.7 ps"):
+        load_trajectories([tmp_path / "t.dcd", tmp_path / "t.xtc"], topology=topology, selection="all", frame_ps=0.5)
+    with pytest.raises(NeuralCTError, match=r"stamped 0\.7 ps apart, not the 0\.5 ps `frame_ps` gives"):
+        load_trajectories(tmp_path / "t.xtc", topology=topology, selection="all", frame_ps=0.5)
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(NeuralCTError, match="^`frame_ps` must be a positive number of ps"):
             load_trajectories(tmp_path / "t.dcd", topology=topology, selection="all", frame_ps=bad)
