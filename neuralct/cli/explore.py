@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import NeuralCTError
-from ..workflows.explore import FREEZE_RATE_PER_NS
+from ..workflows.explore import FREEZE_RATE_PER_NS, MAX_ROUNDS
 from .options import (
     add_common_options,
     positive_float,
@@ -97,7 +97,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--max-rounds",
         type=positive_int,
-        default=6,
+        default=MAX_ROUNDS,
         help="rounds at most after round 0, metadynamics and frozen-bias rounds (default: %(default)s)",
     )
     p.add_argument(

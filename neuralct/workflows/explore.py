@@ -94,8 +94,11 @@ LATER_WIDTH_FRACTION = 0.15
 UNBIASED_REPORT_PS = 0.5
 
 #: Phi transitions per ns of a metadynamics round from which its bias is frozen for production (benchmarks/README.md,
-#: B3: biases frozen after rounds of 11.5-42 per ns converged within 2-4 frozen rounds of 2 ns).
-FREEZE_RATE_PER_NS = 10.0
+#: B3: a bias frozen after 10-20 per ns drives the frozen rounds 10-26 times per ns; after 30 or more, 25-74).
+FREEZE_RATE_PER_NS = 30.0
+
+#: Rounds at most after round 0 (B3: from 30 per ns on, one seed of six froze after its fifth round).
+MAX_ROUNDS = 8
 
 #: Share of a single (biased) trajectory that trains a model; the rest validates it
 #: (:func:`neuralct.workflows.train.split_trajectories`).
@@ -172,7 +175,7 @@ class ExploreSettings:
     unbiased_ns: float = 1.0
     unbiased_report_ps: float = UNBIASED_REPORT_PS
     round_ns: float = 2.0
-    max_rounds: int = 6
+    max_rounds: int = MAX_ROUNDS
     freeze_rate_per_ns: float = FREEZE_RATE_PER_NS
     tolerance_kj: float = 1.0
     train_steps: int = 3000
