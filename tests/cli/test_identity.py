@@ -51,7 +51,7 @@ NOT_IN_IDENTITY = {
 }
 
 #: Options naming input files: they enter the identity by their content (name, size, SHA-256).
-FILE_OPTIONS = {"model", "trajectories", "top", "weights", "bias_colvar"}
+FILE_OPTIONS = {"model", "trajectories", "top", "weights", "bias_colvar", "data"}
 
 #: Values that a command accepts in place of the default (where doubling it is not valid).
 OTHER_VALUES = {
@@ -70,11 +70,13 @@ OTHER_VALUES = {
     ("train", "param"): ["n=6"],
     ("train", "toy"): ["harmonic-chain", "-p", "n=4"],
     ("train", "validation_trajectories"): ["2"],
+    ("train", "frame_ps"): ["0.5"],
     # The shared trajectories have constraints, which --for-sampling refuses: tests/cli/test_train.py checks it.
     ("train", "for_sampling"): None,
     ("analyze", "residues"): ["2"],
     ("analyze", "test_trajectories"): ["1"],
     ("analyze", "lag_ps"): ["1"],
+    ("analyze", "frame_ps"): ["0.5"],
     ("export", "plumed_format"): ["%.8g"],
     ("bias", "cv"): ["phi,psi"],
     ("bias", "cvs"): ["2"],
@@ -99,6 +101,7 @@ OTHER_VALUES = {
     ("explore", "padding_nm"): ["1.3"],
     ("explore", "cutoff_nm"): ["0.9"],
     ("explore", "ionic_strength_molar"): ["0.1"],
+    ("explore", "frame_ps"): ["0.5"],
 }
 
 #: What other options an option needs in order to be accepted at all (given in both runs compared).
@@ -115,6 +118,8 @@ NEEDS = {
     ("explore", "cutoff_nm"): ["--solvent", "tip3p"],
     ("explore", "ionic_strength_molar"): ["--solvent", "tip3p"],
     ("explore", "pressure_bar"): ["--solvent", "tip3p"],
+    ("explore", "top"): ["--data", "{third}"],
+    ("explore", "frame_ps"): ["--data", "{third}"],
     ("train", "rank_lag_ps"): [],
     ("train", "vamp_weight"): ["--lag-ps", "1"],
     ("train", "vamp_lags_ps"): ["--lag-ps", "1", "--vamp-weight", "1"],
@@ -266,7 +271,7 @@ def test_every_option_that_changes_a_result_enters_the_run_identity(inputs, monk
     if action.dest in FILE_OPTIONS:
         if not action.option_strings:
             return  # positional input files: they are the inputs themselves (checked below)
-        value = inputs[action.dest]
+        value = inputs["paths"][0] if action.dest == "data" else inputs[action.dest]
         _, _, files = _identity([*base, *needs, action.option_strings[0], value], monkeypatch, tmp_path)
         assert Path(value).name in files, f"{command} {action.option_strings[0]} is not identified by content"
         return
