@@ -299,7 +299,16 @@ def read_with_mdtraj(path: str | Path, topology: str | None = None, stride: int 
 
 
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
-    traj = read_with_mdtraj(path, topology, stride)
+    try:
+        traj = read_with_mdtraj(path, topology, stride)
+    except RuntimeError as error:
+        # MDTraj's XTC and TRR readers stop at a damaged frame with "XTC read error: ..."; another reader
+        # would return the frames before it as if they were the whole file.
+        if "read error" in str(error):
+            raise NeuralCTError(f"trajectory file {path} is damaged or truncated ({first_line(error)})") from None
+        raise
+    if path.suffix.lower() == ".dcd":
+        _check_dcd_frames(path, traj.n_frames * stride)
     velocities, on_step, masses = None, False, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
         velocities, on_step, masses = _netcdf_extras(path)
@@ -319,6 +328,44 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         masses,
         None if traj.unitcell_lengths is None else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles),
     )
+
+
+def _check_trr_whole(path: Path) -> None:
+    """Refuse a TRR file with a damaged frame, which MDAnalysis (read first, for the velocities) reads up to.
+
+    MDTraj's reader goes through every frame and stops with "TRR read error" at a damaged one.
+    """
+    from mdtraj.formats import TRRTrajectoryFile
+
+    try:
+        with TRRTrajectoryFile(str(path)) as handle:
+            handle.read()
+    except RuntimeError as error:
+        if "read error" in str(error):
+            raise NeuralCTError(f"trajectory file {path} is damaged or truncated ({first_line(error)})") from None
+        raise
+
+
+def _check_dcd_frames(path: Path, frames_read: int) -> None:
+    """Refuse a DCD file that holds fewer whole frames than its header counts (cut short after its writer ended).
+
+    ``frames_read`` is the frames MDTraj read times the stride (a file short of fewer frames than the
+    stride passes). A header that counts none (some writers leave it 0) is not checked.
+    """
+    header = path.read_bytes()[:12]
+    if len(header) < 12:
+        return
+    for order in ("<", ">"):
+        marker, _, counted = np.frombuffer(header, dtype=f"{order}i4")
+        if marker == 84:
+            break
+    else:
+        return
+    if 0 < frames_read < counted:
+        raise NeuralCTError(
+            f"trajectory file {path} is damaged or truncated: its header counts {counted} frames, it holds "
+            f"{frames_read}"
+        )
 
 
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
@@ -446,6 +493,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
                 f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; "
                 "give the matching topology"
             )
+        if reader is _read_mdanalysis and path.suffix.lower() == ".trr":
+            _check_trr_whole(path)
         return raw
     _check_atom_count(path, topology)
     hint = f" with topology {topology}" if topology else " (give a topology file if it holds none)"

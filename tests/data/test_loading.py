@@ -229,3 +229,18 @@ def test_mdtraj_reads_a_netcdf_file_without_its_netcdf4_warning(alanine_model):
         frames = read_with_mdtraj(paths[0], topology)
     assert not [warning for warning in caught if "netCDF4" in str(warning.message)]
     np.testing.assert_array_equal(frames.xyz, mdtraj.load(paths[0], top=topology).xyz)
+
+
+@pytest.mark.parametrize("suffix", ["xtc", "trr", "dcd"])
+def test_a_trajectory_cut_short_is_refused_not_read_up_to_the_cut(runs, tmp_path, suffix):
+    """An XTC or TRR with a damaged frame (MDAnalysis reads the frames before it), or a DCD holding fewer frames than
+    its header counts."""
+    import mdtraj as md
+
+    whole = tmp_path / f"whole.{suffix}"
+    md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb"))[:50].save(str(whole))
+    assert load_trajectories(whole, topology=runs / "topology.pdb").traj_lengths == [50]
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.53)])
+    with pytest.raises(NeuralCTError, match=rf"cut\.{suffix} is damaged or truncated"):
+        load_trajectories(cut, topology=runs / "topology.pdb")
