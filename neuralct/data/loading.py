@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -299,16 +300,8 @@ def read_with_mdtraj(path: str | Path, topology: str | None = None, stride: int 
 
 
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
-    try:
+    with _damage_refused(path):
         traj = read_with_mdtraj(path, topology, stride)
-    except RuntimeError as error:
-        # MDTraj's XTC and TRR readers stop at a damaged frame with "XTC read error: ..."; another reader
-        # would return the frames before it as if they were the whole file.
-        if "read error" in str(error):
-            raise NeuralCTError(f"trajectory file {path} is damaged or truncated ({first_line(error)})") from None
-        raise
-    if path.suffix.lower() == ".dcd":
-        _check_dcd_frames(path, traj.n_frames * stride)
     velocities, on_step, masses = None, False, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
         velocities, on_step, masses = _netcdf_extras(path)
@@ -330,29 +323,36 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
     )
 
 
-def _check_trr_whole(path: Path) -> None:
-    """Refuse a TRR file with a damaged frame, which MDAnalysis (read first, for the velocities) reads up to.
+@contextlib.contextmanager
+def _damage_refused(path: Path) -> Iterator[None]:
+    """MDTraj's XTC and TRR readers stop at a damaged frame with "XTC read error: ...": that is the file's end.
 
-    MDTraj's reader goes through every frame and stops with "TRR read error" at a damaged one.
+    Another reader would return the frames before it as if they were the whole file, so the error is final.
     """
-    from mdtraj.formats import TRRTrajectoryFile
-
     try:
-        with TRRTrajectoryFile(str(path)) as handle:
-            handle.read()
+        yield
     except RuntimeError as error:
         if "read error" in str(error):
             raise NeuralCTError(f"trajectory file {path} is damaged or truncated ({first_line(error)})") from None
         raise
 
 
+def _check_trr_whole(path: Path) -> None:
+    """Refuse a TRR file with a damaged frame, which MDAnalysis (read first, for the velocities) reads up to."""
+    from mdtraj.formats import TRRTrajectoryFile
+
+    with _damage_refused(path), TRRTrajectoryFile(str(path)) as handle:
+        handle.read()
+
+
 def _check_dcd_frames(path: Path, frames_read: int) -> None:
     """Refuse a DCD file that holds fewer whole frames than its header counts (cut short after its writer ended).
 
-    ``frames_read`` is the frames MDTraj read times the stride (a file short of fewer frames than the
-    stride passes). A header that counts none (some writers leave it 0) is not checked.
+    ``frames_read`` is the frames read times the stride (a file short of fewer frames than the stride
+    passes). A header that counts none (some writers leave it 0) is not checked.
     """
-    header = path.read_bytes()[:12]
+    with open(path, "rb") as handle:
+        header = handle.read(12)
     if len(header) < 12:
         return
     for order in ("<", ">"):
@@ -495,6 +495,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             )
         if reader is _read_mdanalysis and path.suffix.lower() == ".trr":
             _check_trr_whole(path)
+        if path.suffix.lower() == ".dcd":
+            _check_dcd_frames(path, raw.xyz.shape[0] * stride)
         return raw
     _check_atom_count(path, topology)
     hint = f" with topology {topology}" if topology else " (give a topology file if it holds none)"
