@@ -1,6 +1,6 @@
-"""The one exception type for bad user input: the CLI prints it as a one-line error."""
+"""The exception type for bad user input (the CLI prints it as a one-line error), and its kind for a broken-down run."""
 
-__all__ = ["NeuralCTError", "first_line"]
+__all__ = ["NeuralCTError", "RunBrokeDown", "first_line"]
 
 
 class NeuralCTError(Exception):
@@ -8,6 +8,22 @@ class NeuralCTError(Exception):
 
     The message should name the file or option, say what is wrong and what to do.
     """
+
+
+class RunBrokeDown(NeuralCTError):
+    """A simulation that cannot go on: it blew up, or a biased CV turned non-finite or left its grid.
+
+    Parameters
+    ----------
+    message : str
+        The one-line error: what happened and what to do.
+    what : str
+        What happened alone, for a caller that goes on from the frames before it (``neuralct explore``).
+    """
+
+    def __init__(self, message: str, what: str):
+        super().__init__(message)
+        self.what = what
 
 
 def first_line(exc: BaseException) -> str:

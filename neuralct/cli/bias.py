@@ -158,6 +158,14 @@ def _add_bias_options(p: argparse.ArgumentParser) -> None:
         "options) fixed through this run, depositing nothing: a production run after metadynamics, whose frames "
         "reweight exactly with exp(V(s)/kT) (default: metadynamics from a zero bias)",
     )
+    p.add_argument(
+        "--continue-bias",
+        metavar="RUN",
+        default=None,
+        help="start from the final bias of the finished `neuralct bias` run in folder RUN (same model, CVs and "
+        "grid options) and keep depositing: its metadynamics continued, from new initial velocities "
+        "(default: metadynamics from a zero bias)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -214,9 +222,10 @@ def run(args: argparse.Namespace) -> int:
     identity = result_settings(args, ignore=ignore) | {"openmm_system": system_digest(md_system)}
     # A system given as files is identified by their content, as the model is.
     inputs = [args.model, *system_files(args)]
-    if args.frozen_bias is not None:
-        # The frozen bias enters by its content too: a rerun after the earlier run changed is refused.
-        inputs.append(str(Path(args.frozen_bias) / "bias.npy"))
+    for earlier in (args.frozen_bias, args.continue_bias):
+        if earlier is not None:
+            # The earlier bias enters by its content too: a rerun after the earlier run changed is refused.
+            inputs.append(str(Path(earlier) / "bias.npy"))
     # A finished run writes its frames and results again from its final checkpoint; a changed
     # checkpoint is refused.
     rebuilt = ("COLVAR", "trajectory.nc", "topology.pdb", "*.npy", "*.png", "summary.json", "config.yaml")
@@ -241,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{summary['ns_simulated']:.3f} ns biased on {', '.join(summary['cvs'])}"
         + (f" (the frozen bias of {args.frozen_bias}, exact weights)" if args.frozen_bias else "")
+        + (f" (continuing the bias of {args.continue_bias})" if args.continue_bias else "")
         + f": {_phi_report(summary)}"
         + (f", {summary['steps_per_second']:.0f} steps/s" if summary["steps_per_second"] else "")
         + f" -> {folder.path}"
@@ -275,6 +285,7 @@ def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
         checkpoint_seconds=args.checkpoint_seconds,
         allow_oscillating_cvs=args.allow_oscillating_cvs,
         frozen_bias_from=args.frozen_bias,
+        continued_bias_from=args.continue_bias,
     )
 
 

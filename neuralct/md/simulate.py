@@ -46,7 +46,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
-from ..errors import NeuralCTError, first_line
+from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .platform import available_platforms, fastest_platform, make_context
@@ -333,16 +333,17 @@ def check_sane(positions: np.ndarray, temperature: float, settings: SimulationSe
 
 @contextlib.contextmanager
 def divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
-    """Turn a diverging integration (our NaN check or OpenMM's) into a one-line NeuralCTError saying what to change."""
+    """Turn a diverging integration (our NaN check or OpenMM's) into a one-line RunBrokeDown saying what to change."""
     try:
         yield
     except Exception as exc:
         if not isinstance(exc, _BlowUp) and not re.search(r"\bnan\b", str(exc), re.IGNORECASE):
             raise
-        raise NeuralCTError(
-            f"the simulation blew up ({first_line(exc)}); rerun with `overwrite` and a smaller `timestep_fs` "
-            f"(now {settings.timestep_fs:g} fs), or check `temperature` (now {settings.temperature:g} K) "
-            "and the starting structure"
+        what = f"the simulation blew up ({first_line(exc)})"
+        raise RunBrokeDown(
+            f"{what}; rerun with `overwrite` and a smaller `timestep_fs` (now {settings.timestep_fs:g} fs), or check "
+            f"`temperature` (now {settings.temperature:g} K) and the starting structure",
+            what,
         ) from None
 
 

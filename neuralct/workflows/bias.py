@@ -55,7 +55,7 @@ from ..analysis.reweighting import (
     phi_free_energy_difference,
     reweighting_offset,
 )
-from ..errors import NeuralCTError, first_line
+from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
 from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import (
@@ -153,6 +153,15 @@ class BiasSettings:
         grid settings): its final bias (``bias.npy``) acts unchanged through this run and no Gaussian
         is deposited, so each frame's weight exp(V(s)/kT) is exact, not the Tiwary-Parrinello estimate of
         a bias still growing (a production run after metadynamics). None: metadynamics from a zero bias.
+    continued_bias_from : str or None
+        Folder of a finished earlier run on the same CVs and grids whose final bias this run starts
+        from and keeps growing (well-tempered metadynamics continued from new initial velocities).
+        None: from a zero bias. At most one of ``frozen_bias_from`` and ``continued_bias_from``.
+    end_at_breakdown : bool
+        A run that blows up, or whose CV turns non-finite or leaves its grid, ends there with its
+        results over the frames before it and the summary's ``ended_early`` saying what happened
+        (``neuralct explore``, which learns a new CV from them). False: an error (the frames before
+        it are written, no results).
     """
 
     cv: str = "learned"
@@ -177,6 +186,8 @@ class BiasSettings:
     checkpoint_seconds: float = 60.0
     allow_oscillating_cvs: bool = False
     frozen_bias_from: str | None = None
+    continued_bias_from: str | None = None
+    end_at_breakdown: bool = False
 
     def validate(self) -> None:
         """Raise NeuralCTError for values that cannot make a run."""
@@ -220,13 +231,24 @@ class BiasSettings:
             raise NeuralCTError(
                 f"`length_ns` {self.length_ns} is shorter than one report interval ({self.report_ps} ps)"
             )
-        if self.frozen_bias_from is not None:
-            folder = Path(self.frozen_bias_from)
-            missing = [name for name in ("summary.json", "bias.npy") if not (folder / name).is_file()]
-            if missing:
-                raise NeuralCTError(
-                    f"`frozen_bias_from` {folder} holds no finished bias run: no {' or '.join(missing)}"
-                )
+        if self.frozen_bias_from is not None and self.continued_bias_from is not None:
+            raise NeuralCTError(
+                "a run either holds an earlier bias fixed (`frozen_bias_from`) or continues it, not both"
+            )
+        for name in ("frozen_bias_from", "continued_bias_from"):
+            if getattr(self, name) is not None:
+                folder = Path(getattr(self, name))
+                missing = [file for file in ("summary.json", "bias.npy") if not (folder / file).is_file()]
+                if missing:
+                    raise NeuralCTError(f"`{name}` {folder} holds no finished bias run: no {' or '.join(missing)}")
+
+    @property
+    def earlier_bias(self) -> tuple[str, Path] | None:
+        """The setting that names an earlier run whose final bias this run starts from, and its folder (None: none)."""
+        for name in ("frozen_bias_from", "continued_bias_from"):
+            if getattr(self, name) is not None:
+                return name, Path(getattr(self, name))
+        return None
 
     def _whole_steps_near(self, interval_ps: float) -> list[float]:
         """The whole numbers of bias steps (ps) next to ``interval_ps``, at least one step."""
@@ -462,23 +484,22 @@ def run_metadynamics(
     variables = _bias_variables(
         settings, model, md_system, torsions, cv_force is not None and cv_force[0] == "TorchForce"
     )
-    frozen = (
-        None
-        if settings.frozen_bias_from is None
-        else _frozen_bias(Path(settings.frozen_bias_from), settings.separate_biases, *variables[1:])
-    )
-    run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables, frozen=frozen)
+    earlier = settings.earlier_bias
+    start_bias = None if earlier is None else _earlier_bias(*earlier, settings.separate_biases, *variables[1:])
+    run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables, start_bias=start_bias)
     with _sigint_held() as interrupted:
         run.start_or_resume(interrupted)
         timing = run.run_reports(interrupted, progress)
     return run.write_results(timing)
 
 
-def _frozen_bias(folder: Path, separate: bool, names: list[str], grids: list[dict]) -> np.ndarray:
+def _earlier_bias(setting: str, folder: Path, separate: bool, names: list[str], grids: list[dict]) -> np.ndarray:
     """The final bias of the finished run in ``folder``, checked to lie on the CVs and grids of a new run.
 
     Parameters
     ----------
+    setting : str
+        The setting that names the run (``frozen_bias_from`` or ``continued_bias_from``), for the errors.
     folder : Path
         A finished ``neuralct bias`` run (``summary.json`` and ``bias.npy``).
     separate : bool
@@ -511,7 +532,7 @@ def _frozen_bias(folder: Path, separate: bool, names: list[str], grids: list[dic
     bounds = [[[g["min"], g["max"]] for g in run] for run in (theirs, ours)]
     if not (same and np.allclose(*bounds, rtol=1e-9, atol=1e-12)):
         raise NeuralCTError(
-            f"`frozen_bias_from` {folder} biased other CVs, grids or kind of bias than this run (CVs "
+            f"`{setting}` {folder} biased other CVs, grids or kind of bias than this run (CVs "
             f"{', '.join(earlier['cvs'])}, separate biases {earlier['settings'].get('separate_biases', False)}, "
             f"bounds {np.round(bounds[0], 4).tolist()} against {', '.join(names)}, {separate}, "
             f"{np.round(bounds[1], 4).tolist()}); "
@@ -520,12 +541,11 @@ def _frozen_bias(folder: Path, separate: bool, names: list[str], grids: list[dic
     try:
         bias = np.load(folder / "bias.npy", allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise NeuralCTError(f"`frozen_bias_from` {folder}: bias.npy cannot be read ({first_line(error)})") from None
+        raise NeuralCTError(f"`{setting}` {folder}: bias.npy cannot be read ({first_line(error)})") from None
     shape = (len(grids), grids[0]["grid_points"]) if separate else tuple(g["grid_points"] for g in reversed(grids))
     if bias.shape != shape or not np.all(np.isfinite(bias)):
         raise NeuralCTError(
-            f"`frozen_bias_from` {folder}: bias.npy is damaged (shape {bias.shape}, its grid's {shape}, "
-            "or values not finite)"
+            f"`{setting}` {folder}: bias.npy is damaged (shape {bias.shape}, its grid's {shape}, or values not finite)"
         )
     return np.asarray(bias, dtype=np.float64)
 
@@ -549,9 +569,10 @@ class _MetadynamicsRun:
         The force of the learned CVs and why it was chosen (:func:`cv_force_kind`); None for phi/psi.
     variables, names, grids
         The biased CVs as ``BiasVariable``, their COLVAR names and their grids (:func:`_bias_variables`).
-    frozen : np.ndarray or None
-        A bias to hold fixed through the run (:func:`_frozen_bias`): no Gaussian is deposited. None:
-        metadynamics from a zero bias.
+    start_bias : np.ndarray or None
+        The bias the run starts from (:func:`_earlier_bias`), held fixed with ``settings.frozen_bias_from``
+        (no Gaussian is deposited), grown further with ``settings.continued_bias_from``. None: metadynamics
+        from a zero bias.
     """
 
     def __init__(
@@ -565,7 +586,7 @@ class _MetadynamicsRun:
         variables: list[Any],
         names: list[str],
         grids: list[dict],
-        frozen: np.ndarray | None = None,
+        start_bias: np.ndarray | None = None,
     ):
         import openmm.unit as unit
 
@@ -586,9 +607,12 @@ class _MetadynamicsRun:
             settings.height_kj,
             settings.steps_per_deposit,
         )
-        self.frozen = frozen
-        self.weighting = "Tiwary-Parrinello c(t)" if frozen is None else "frozen bias, exact weights"
-        if frozen is not None:
+        self.start_bias = start_bias
+        frozen = settings.frozen_bias_from is not None
+        self.weighting = "frozen bias, exact weights" if frozen else "Tiwary-Parrinello c(t)"
+        # What ended the run before its length (``settings.end_at_breakdown``), None while it has not.
+        self.ended_early: str | None = None
+        if frozen:
             # Depositions of zero height leave the bias as it is.
             self.metadynamics.height = 0.0 * unit.kilojoule_per_mole
         self.bias_group = self.metadynamics.force_group
@@ -632,8 +656,8 @@ class _MetadynamicsRun:
             self.boxes = list(checkpoint["boxes"])
             return
         simulation.context.setPositions(self.md_system.positions)
-        if self.frozen is not None:
-            self.metadynamics.set_bias_grid(self.frozen, simulation.context)
+        if self.start_bias is not None:
+            self.metadynamics.set_bias_grid(self.start_bias, simulation.context)
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
         simulation.context.setVelocitiesToTemperature(self.settings.temperature, self.settings.seed + 1)
         if interrupted.is_set():
@@ -661,7 +685,8 @@ class _MetadynamicsRun:
             mininterval=0.5,
         ) as bar:
             for _ in range(first_report, settings.n_reports):
-                self._report()
+                if not self._report():
+                    break
                 bar.update(1)
                 if interrupted.is_set() or time.perf_counter() - last_save >= settings.checkpoint_seconds:
                     self.save_checkpoint()
@@ -675,29 +700,38 @@ class _MetadynamicsRun:
         return {
             "wall_seconds": wall,
             "cpu_seconds": cpu,
-            "md_steps_this_run": (settings.n_reports - first_report) * settings.steps_per_report * settings.bias_every,
+            "md_steps_this_run": (len(self.rows) - first_report) * settings.steps_per_report * settings.bias_every,
             "resumed_from_report": first_report or None,
         }
 
-    def _report(self) -> None:
+    def _report(self) -> bool:
         """One report interval of metadynamics, then its COLVAR row and frame.
+
+        Returns
+        -------
+        bool
+            True; False where the run broke down and ends here (``settings.end_at_breakdown``, after
+            at least one report): ``ended_early`` says what happened, and this interval adds no report.
 
         Raises
         ------
-        NeuralCTError
-            If the simulation blew up, or a CV left its grid or is not finite; the reports before it are
-            written first.
+        RunBrokeDown
+            If the simulation blew up, or a CV left its grid or is not finite, and the run does not
+            end there; the reports before it are written first.
         """
         settings, simulation = self.settings, self.simulation
         try:
             positions, box = _advance(self.metadynamics, simulation, settings, self.masses, self.dof, len(self.rows))
             values = np.array(self.metadynamics.getCollectiveVariables(simulation), dtype=np.float64)
             _check_inside(values, self.variables, self.names, simulation)
-        except NeuralCTError as error:
+        except RunBrokeDown as error:
+            if settings.end_at_breakdown and self.rows:
+                self.ended_early = f"{error.what} after {len(self.rows)} reports"
+                return False
             if self.rows:
                 self.write_reports()
-                raise NeuralCTError(
-                    f"{error}; the {len(self.rows)} reports before it are in COLVAR and trajectory.nc"
+                raise RunBrokeDown(
+                    f"{error}; the {len(self.rows)} reports before it are in COLVAR and trajectory.nc", error.what
                 ) from None
             raise
         bias = simulation.context.getState(getEnergy=True, groups={self.bias_group}).getPotentialEnergy()._value
@@ -712,6 +746,7 @@ class _MetadynamicsRun:
         self.frames.append(positions[self.saved])
         if box is not None:
             self.boxes.append(box)
+        return True
 
     def write_reports(self) -> None:
         """Write the frames so far (``trajectory.nc`` with ``topology.pdb``) and their COLVAR."""
@@ -756,6 +791,7 @@ class _MetadynamicsRun:
         if self.md_system.periodic:
             engine["box_nm_last"] = np.diag(self.boxes[-1]).tolist()
         summary = _summary(self.settings, self.names, self.grids, ns, by_torsion, surfaces, timing | engine)
+        summary["ended_early"] = self.ended_early
         write_json(self.folder / "summary.json", summary)
         return summary
 
@@ -909,18 +945,17 @@ def _write_trajectory(
 
 
 def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], simulation: Any) -> None:
-    """Refuse CV ``values`` that are not finite or lie off their (non-periodic) grid."""
+    """Refuse CV ``values`` that are not finite or lie off their (non-periodic) grid (:class:`RunBrokeDown`)."""
     for value, variable, name in zip(values, variables, names):
         if not np.isfinite(value):
-            raise NeuralCTError(
-                f"{name} is not finite ({value}) at step {simulation.currentStep}; "
-                "the molecule may be broken or the model unusable here"
-            )
+            what = f"{name} is not finite ({value}) at step {simulation.currentStep}"
+            raise RunBrokeDown(f"{what}; the molecule may be broken or the model unusable here", what)
         if not variable.periodic and not variable.minValue <= value <= variable.maxValue:
-            raise NeuralCTError(
+            what = (
                 f"{name} = {value:.4g} left its grid [{variable.minValue:.4g}, {variable.maxValue:.4g}] "
-                f"at step {simulation.currentStep}; rerun with a larger `grid_margin` and `overwrite`"
+                f"at step {simulation.currentStep}"
             )
+            raise RunBrokeDown(f"{what}; rerun with a larger `grid_margin` and `overwrite`", what)
 
 
 def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names: list[str], separate: bool) -> None:
@@ -1049,6 +1084,11 @@ def _summary(
                 "(exact for independent CVs)"
                 if settings.separate_biases
                 else "c(t) from the bias grid at each report"
+            )
+            + (
+                ""
+                if settings.continued_bias_from is None
+                else f", the bias continued from the final one of {settings.continued_bias_from}"
             )
             if settings.frozen_bias_from is None
             else f"static: w = exp((V(s) - c)/kT) per COLVAR frame (all frames), exact for the bias of "

@@ -17,7 +17,12 @@ first with ``neuralct bias``'s default Gaussian width, later ones with
 and a VAMP-2 term (:data:`RETRAIN_LAG_PS`,
 :data:`~neuralct.workflows.objective.KINETIC_VAMP_WEIGHT`): the bias has sped up the motions along
 the CV it acted on, so the slowest process left in the biased dynamics is the rare event that CV
-only partly drove.
+only partly drove. A CV that crossed every backbone phi at least :data:`CONTINUE_RATE_PER_NS`
+times per ns is not retrained: the next round grows its bias further (well-tempered metadynamics
+from the round's final bias, new initial velocities), since on a CV that already drives phi the
+slowest process left is something else. A round whose CV left its grid, or whose run broke down,
+ends there, and the CV learned from its frames before it is biased next: the frames reach where
+the old CV had never been.
 
 A metadynamics round whose CV crossed every backbone phi at least ``freeze_rate_per_ns`` times per
 ns has its final bias frozen: the rounds after it run the same CV under that fixed bias (each with
@@ -79,6 +84,7 @@ __all__ = [
     "StoppingVerdict",
     "RETRAIN_LAG_PS",
     "LATER_WIDTH_FRACTION",
+    "CONTINUE_RATE_PER_NS",
     "check_settings",
     "stopping_verdict",
     "run_explore",
@@ -96,6 +102,11 @@ UNBIASED_REPORT_PS = 0.5
 #: Phi transitions per ns of a metadynamics round from which its bias is frozen for production (benchmarks/README.md,
 #: B3: a bias frozen after 10-20 per ns drives the frozen rounds 10-26 times per ns; after 30 or more, 25-74).
 FREEZE_RATE_PER_NS = 30.0
+
+#: Phi transitions per ns of a metadynamics round, under :data:`FREEZE_RATE_PER_NS`, from which the next round
+#: grows its bias further on the same CV instead of learning a new one (benchmarks/README.md, B3: retrained after
+#: 10-26 per ns, the next round crossed 0.5-6.5 times per ns in 4 of 6 loops).
+CONTINUE_RATE_PER_NS = 10.0
 
 #: Rounds at most after round 0 (B3: from 30 per ns on, one seed of six froze after its fifth round).
 MAX_ROUNDS = 8
@@ -214,28 +225,40 @@ class ExploreSettings:
             seed=self.seed,
         )
 
-    def bias(self, round_index: int, md_system: Any, frozen: tuple[int, Path] | None = None) -> BiasSettings:
+    def bias(
+        self,
+        round_index: int,
+        md_system: Any,
+        model_round: int,
+        frozen: Path | None = None,
+        continued: Path | None = None,
+    ) -> BiasSettings:
         """The settings of round ``round_index`` (1, 2, ...) on ``md_system``.
 
-        Round 1 biases the first model's CV with ``neuralct bias``'s default width; later rounds the
-        retrained CVs with :data:`LATER_WIDTH_FRACTION`. ``frozen``: the metadynamics round whose final
-        bias this round holds fixed and its run folder; such a round has its own seed, ``seed +
-        round_index``, so that the frozen rounds are independent runs of the same biased ensemble.
+        ``model_round``: the round that first biased the model whose CV this round biases. The first
+        model's CV (round 1's) takes ``neuralct bias``'s default width, the retrained CVs
+        :data:`LATER_WIDTH_FRACTION`, and the rounds that freeze or continue a bias keep its width.
+        ``frozen``, ``continued``: the run folder of the round whose final bias this round holds
+        fixed, or grows further. Such a round has its own seed, ``seed + round_index``, so that it is
+        an independent run. A CV that leaves its grid, or a run that breaks down, ends the round
+        there (:attr:`~neuralct.workflows.bias.BiasSettings.end_at_breakdown`): the loop learns from its frames.
         """
         defaults = BiasSettings()
-        width_index = round_index if frozen is None else frozen[0]
+        earlier = frozen is not None or continued is not None
         return BiasSettings(
             n_cvs=1,
             temperature=self.temperature,
             length_ns=self.round_ns,
             report_ps=self.bias_report_ps,
-            width_fraction=defaults.width_fraction if width_index == 1 else LATER_WIDTH_FRACTION,
+            width_fraction=defaults.width_fraction if model_round == 1 else LATER_WIDTH_FRACTION,
             bias_every=default_bias_every(md_system) if self.bias_every is None else self.bias_every,
             platform=self.platform,
             threads=self.threads,
-            seed=self.seed if frozen is None else self.seed + round_index,
+            seed=self.seed + round_index if earlier else self.seed,
             allow_oscillating_cvs=self.allow_oscillating_cvs,
-            frozen_bias_from=None if frozen is None else str(frozen[1]),
+            frozen_bias_from=None if frozen is None else str(frozen),
+            continued_bias_from=None if continued is None else str(continued),
+            end_at_breakdown=True,
         )
 
 
@@ -275,7 +298,7 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
         _given_data(settings, md_system)
     else:
         settings.simulation().validate()
-    round_settings = settings.bias(2, md_system)
+    round_settings = settings.bias(2, md_system, model_round=2)
     round_settings.validate()
     frames = lag_in_frames(settings.retrain_lag_ps, settings.bias_report_ps, "`retrain_lag_ps`")
     if frames >= (1 - _TRAINED_SHARE) * round_settings.n_reports:
@@ -433,39 +456,54 @@ def run_explore(
     rounds[0]["given_data"] = bool(settings.data)
     announce(round_line(rounds[-1]))
     previous, verdict = None, StoppingVerdict(False, "no metadynamics round")
-    # The metadynamics round whose bias is frozen (its index and run folder), and the frozen rounds so far.
+    # The metadynamics round whose bias is frozen, or whose bias the next round grows further (its index and run
+    # folder), and the frozen rounds so far.
     frozen: tuple[int, Path] | None = None
+    continued: tuple[int, Path] | None = None
     frozen_runs: list[tuple[int, Path]] = []
     frozen_torsions: list[tuple[int, dict[str, dict[str, Any]]]] = []
     pairs = phi_psi_pairs(backbone_torsions(md_system.topology, BiasSettings()))
-    biased_model = output / "round-0" / "model" / "model.pt"
+    biased_model, model_round = output / "round-0" / "model" / "model.pt", 1
     for index in range(1, settings.max_rounds + 1):
         folder = output / f"round-{index}"
-        biased = _metadynamics(
-            md_system, model, settings.bias(index, md_system, frozen), folder / "bias", settings.progress
-        )
+        earlier = {"frozen": frozen and frozen[1], "continued": continued and continued[1]}
+        round_settings = settings.bias(index, md_system, model_round, **earlier)
+        biased = _metadynamics(md_system, model, round_settings, folder / "bias", settings.progress)
         if frozen is None:
-            verdict = _metadynamics_verdict(
-                biased["phi_torsions"], settings.freeze_rate_per_ns, index == settings.max_rounds
-            )
+            next_step, verdict = _after_metadynamics(biased, settings, index == settings.max_rounds)
             estimate = None
         else:
+            next_step = "frozen"
             frozen_runs.append((index, folder / "bias"))
             frozen_torsions.append((index, biased["phi_torsions"]))
             estimate = _frozen_estimate([run for _, run in frozen_runs], settings, list(pairs))
             verdict = stopping_verdict(previous, estimate, settings.tolerance_kj, frozen_torsions)
         stop = verdict.converged or index == settings.max_rounds
-        freeze = frozen is None and not stop and _drives_every_phi(biased["phi_torsions"], settings.freeze_rate_per_ns)
         trained_folder, training = None, None
-        if frozen is None and not stop and not freeze:
+        if not stop and next_step == "retrain":
             retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
             trained_folder = folder / "model"
             biased_frames = _load([folder / "bias" / "trajectory.nc"], settings, settings.temperature)
-            model, training = _train(biased_frames, trained_folder, settings, retrain)
+            try:
+                model, training = _train(biased_frames, trained_folder, settings, retrain)
+            except NeuralCTError as error:
+                if biased.get("ended_early") is None:
+                    raise
+                raise NeuralCTError(
+                    f"round {index} ended early ({biased['ended_early']}), and no CV can be learned from its frames "
+                    f"({error}); rerun with another `seed`"
+                ) from None
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
         )
-        entry["kind"] = "metadynamics" if frozen is None else f"frozen bias of round {frozen[0]}"
+        entry["kind"] = (
+            f"frozen bias of round {frozen[0]}"
+            if frozen is not None
+            else "metadynamics"
+            if continued is None
+            else f"metadynamics continuing the bias of round {continued[0]}"
+        )
+        entry["ended_early"] = biased.get("ended_early")
         entry["biased_model"] = str(biased_model)
         entry["width_fraction"] = biased["settings"]["width_fraction"]
         if estimate is not None:
@@ -475,10 +513,12 @@ def run_explore(
         announce(round_line(entry))
         if stop:
             break
-        if freeze:
-            frozen = (index, folder / "bias")
-        elif trained_folder is not None:
-            biased_model = trained_folder / "model.pt"
+        if next_step == "freeze":
+            frozen, continued = (index, folder / "bias"), None
+        elif next_step == "continue":
+            continued = (index, folder / "bias")
+        elif next_step == "retrain":
+            continued, biased_model, model_round = None, trained_folder / "model.pt", index + 1
         previous = estimate
     final_model = rounds[-1]["biased_model"]
     export = _export(load(final_model), final_model, output / "export")
@@ -505,31 +545,61 @@ def run_explore(
             "vamp_weight": KINETIC_VAMP_WEIGHT,
         },
         "later_width_fraction": LATER_WIDTH_FRACTION,
+        "continue_rate_per_ns": CONTINUE_RATE_PER_NS,
     }
     write_json(output / "summary.json", summary)
     return summary
 
 
-def _metadynamics_verdict(
-    torsions: dict[str, dict[str, Any]], freeze_rate_per_ns: float, last_round: bool
-) -> StoppingVerdict:
-    """Why a metadynamics round never ends the loop: its free energy is not the answer, a frozen bias's is.
+def _after_metadynamics(
+    biased: dict[str, Any], settings: ExploreSettings, last_round: bool
+) -> tuple[str, StoppingVerdict]:
+    """What follows a metadynamics round, and why it does not end the loop.
 
-    The Tiwary-Parrinello estimate of a bias still growing scattered by several kJ/mol over the
+    A metadynamics round never ends the loop: its free energy is not the answer, a frozen bias's
+    is. The Tiwary-Parrinello estimate of a bias still growing scattered by several kJ/mol over the
     loop's 2 ns rounds, where the frozen bias's exact reweighting did not (benchmarks/README.md, B3).
-    ``last_round``: no round follows this one.
+
+    Parameters
+    ----------
+    biased : dict
+        The round's summary (:func:`~neuralct.workflows.bias.run_metadynamics`).
+    settings : ExploreSettings
+        The loop's settings (``freeze_rate_per_ns``).
+    last_round : bool
+        No round follows this one.
+
+    Returns
+    -------
+    next_step : str
+        ``freeze``: its CV crossed every backbone phi at least ``freeze_rate_per_ns`` times per ns,
+        and its final bias is held fixed in the rounds after it; ``continue``: at least
+        :data:`CONTINUE_RATE_PER_NS`, and the next round grows its bias further on the same CV;
+        ``retrain``: fewer, or the round ended early (its CV left its grid, or the run broke down),
+        and a CV learned from its frames is biased next.
+    verdict : StoppingVerdict
+        Not converged, and why in words.
     """
+    torsions, ended = biased["phi_torsions"], biased.get("ended_early")
+    if ended is not None:
+        return "retrain", StoppingVerdict(False, f"the round ended early ({ended}): a CV is learned from its frames")
     if not torsions:
-        return StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
-    if _drives_every_phi(torsions, freeze_rate_per_ns):
+        return "retrain", StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
+    if _drives_every_phi(torsions, settings.freeze_rate_per_ns):
         if last_round:
-            return StoppingVerdict(False, "the CV drove every phi, but no round is left to run under its frozen bias")
-        return StoppingVerdict(False, "the CV drove every phi: its bias is frozen for the rounds that follow")
+            reason = "the CV drove every phi, but no round is left to run under its frozen bias"
+            return "freeze", StoppingVerdict(False, reason)
+        return "freeze", StoppingVerdict(False, "the CV drove every phi: its bias is frozen for the rounds that follow")
     slowest = min(torsions, key=lambda name: torsions[name]["phi_transitions_per_ns"])
-    return StoppingVerdict(
-        False,
-        f"{slowest} crossed {torsions[slowest]['phi_transitions_per_ns']:.1f} times per ns, under the "
-        f"{freeze_rate_per_ns:g} per ns at which a bias is frozen",
+    rate = f"{slowest} crossed {torsions[slowest]['phi_transitions_per_ns']:.1f} times per ns"
+    if _drives_every_phi(torsions, CONTINUE_RATE_PER_NS):
+        return "continue", StoppingVerdict(
+            False,
+            f"{rate}, under the {settings.freeze_rate_per_ns:g} per ns at which a bias is frozen: the next round "
+            "grows its bias further",
+        )
+    return "retrain", StoppingVerdict(
+        False, f"{rate}, under the {CONTINUE_RATE_PER_NS:g} per ns at which a bias is grown further on the same CV"
     )
 
 
@@ -618,11 +688,13 @@ def round_line(entry: dict[str, Any]) -> str:
     if entry["round"] == 0:
         source = "the given unbiased trajectories" if entry.get("given_data") else "unbiased MD"
         what = f"round 0, {source} at {entry['temperature_k']:g} K ({entry['ns_simulated']:.3g} ns)"
-    elif entry["kind"] == "metadynamics":
-        what = f"round {entry['round']}, metadynamics on the slowest CV ({entry['ns_simulated']:.3g} ns)"
+    elif entry["kind"].startswith("metadynamics"):
+        what = f"round {entry['round']}, {entry['kind']} on the slowest CV ({entry['ns_simulated']:.3g} ns)"
     else:
         what = f"round {entry['round']}, the slowest CV under the {entry['kind']} ({entry['ns_simulated']:.3g} ns)"
     line = f"{what}: {_phi_words(entry['phi_torsions'])}"
+    if entry.get("ended_early"):
+        line += f"; ended early: {entry['ended_early']}"
     if "pooled" in entry:
         rounds = ", ".join(str(number) for number in entry["pooled"]["rounds"])
         line += f"; frozen rounds {rounds} pooled: {_difference_words(entry['pooled']['phi_torsions'])}"

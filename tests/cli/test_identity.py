@@ -87,6 +87,7 @@ OTHER_VALUES = {
     ("bias", "system"): ["{system}"],
     ("bias", "width_fraction"): ["0.1"],
     ("bias", "frozen_bias"): ["{frozen_bias}"],
+    ("bias", "continue_bias"): ["{frozen_bias}"],
     ("bias", "forcefield"): ["amber14-all.xml"],
     ("bias", "padding_nm"): ["1.3"],
     ("bias", "cutoff_nm"): ["0.9"],

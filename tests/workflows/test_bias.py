@@ -3,6 +3,7 @@ bad input."""
 
 import json
 import math
+import re
 from pathlib import Path
 
 import mdtraj
@@ -13,7 +14,7 @@ import neuralct
 from neuralct.analysis import read_colvar
 from neuralct.analysis.reweighting import count_transitions, reweighting_offset
 from neuralct.cli import main
-from neuralct.errors import NeuralCTError
+from neuralct.errors import NeuralCTError, RunBrokeDown
 from neuralct.md.systems import build_system
 from neuralct.model.molecular import project_positions
 from neuralct.workflows.bias import BiasSettings, run_metadynamics
@@ -256,7 +257,7 @@ def test_a_run_that_fails_keeps_the_reports_before_it(alanine_model, tmp_path, m
     def leave_at_the_third_report(values, variables, names, simulation):
         checked.append(1)
         if len(checked) == 3:
-            raise neuralct.errors.NeuralCTError("cv1 = 9 left its grid")
+            raise neuralct.errors.RunBrokeDown("cv1 = 9 left its grid", "cv1 = 9 left its grid")
 
     def blow_up_at_the_third_report(positions, temperature, settings, frame):
         checked.append(1)
@@ -331,3 +332,61 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     assert main([*command, "--output", str(tmp_path / "damaged")]) == 2
     assert "bias.npy cannot be read" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("wider", "none", "damaged"))
+
+
+def test_a_continued_bias_starts_from_the_earlier_one_and_keeps_growing(alanine_model, tmp_path, capsys):
+    model_path, _ = alanine_model
+    first, continued = tmp_path / "metadynamics", tmp_path / "continued"
+    grid = ["bias", str(model_path), "--grid-margin", "0.5", "--pace-ps", "0.5", *SHORT, *FRAMES]
+    assert main([*grid, "--output", str(first)]) == 0
+    bias = np.load(first / "bias.npy")
+    assert main([*grid, "--seed", "3", "--continue-bias", str(first), "--output", str(continued)]) == 0
+    assert f"ns biased on cv1 (continuing the bias of {first}): " in capsys.readouterr().out
+    grown = np.load(continued / "bias.npy")
+    # The earlier bias with eight more Gaussians: nowhere lower, higher where the run went.
+    assert np.all(grown >= bias - 1e-9) and np.max(grown - bias) > 0.5
+    summary = json.loads((continued / "summary.json").read_text())
+    assert summary["settings"]["continued_bias_from"] == str(first)
+    assert summary["ended_early"] is None  # it ran its length
+    assert summary["reweighting"].endswith(f"the bias continued from the final one of {first}")
+    fields, table = read_colvar(continued / "COLVAR")
+    cv, applied = (table[:, fields.index(name)] for name in ("cv1", "bias"))
+    # Before its first deposition (0.5 ps) the run feels the earlier bias alone.
+    low, high, points = (summary["grids"][0][key] for key in ("min", "max", "grid_points"))
+    np.testing.assert_allclose(applied[:4], np.interp(cv[:4], np.linspace(low, high, points), bias), atol=0.05)
+    assert np.ptp(applied) > 0.5
+    # An earlier bias held fixed and continued at once: one line, nothing written.
+    both = [*grid, "--frozen-bias", str(first), "--continue-bias", str(first), "--output", str(tmp_path / "both")]
+    assert main(both) == 2
+    assert "either holds an earlier bias fixed (`frozen_bias_from`) or continues it" in capsys.readouterr().err
+    assert not (tmp_path / "both").exists()
+
+
+def test_a_run_that_leaves_its_grid_stops_or_ends_there_with_the_results_of_the_frames_before_it(
+    alanine_model, tmp_path
+):
+    model_path, _ = alanine_model
+    model, system = neuralct.load(model_path), build_system("alanine-dipeptide")
+    # The grid is the training range itself and every 0.1 ps a 50 kJ/mol Gaussian: the CV leaves it within reports.
+    settings = dict(length_ns=0.004, grid_margin=0.0, height_kj=50.0, pace_ps=0.1, report_ps=0.1, bias_every=5)
+    stopped, ended = tmp_path / "stopped", tmp_path / "ended"
+    stopped.mkdir(), ended.mkdir()
+    with pytest.raises(RunBrokeDown, match=r"^cv1 = \S+ left its grid .*; rerun with a larger `grid_margin`") as error:
+        run_metadynamics(system, model, stopped, BiasSettings(**settings), progress=False)
+    reports = len(read_colvar(stopped / "COLVAR")[1])
+    assert str(error.value).endswith(f"; the {reports} reports before it are in COLVAR and trajectory.nc")
+    assert not (stopped / "summary.json").exists()
+    summary = run_metadynamics(system, model, ended, BiasSettings(**settings, end_at_breakdown=True), progress=False)
+    fields, table = read_colvar(ended / "COLVAR")
+    # The same run up to the exit (one seed, the Reference platform), its results over the frames before it.
+    assert np.array_equal(table, read_colvar(stopped / "COLVAR")[1]) and 0 < len(table) < 40
+    assert re.fullmatch(
+        rf"cv1 = \S+ left its grid \[\S+, \S+\] at step \d+ after {len(table)} reports", summary["ended_early"]
+    )
+    assert summary["ns_simulated"] == pytest.approx(len(table) * 1e-4)
+    assert summary["md_steps_this_run"] == len(table) * 50  # 10 bias steps of 5 MD steps per report
+    low, high = summary["grids"][0]["min"], summary["grids"][0]["max"]
+    assert np.all((low <= table[:, fields.index("cv1")]) & (table[:, fields.index("cv1")] <= high))
+    assert len(mdtraj.load(str(ended / "trajectory.nc"), top=str(ended / "topology.pdb"))) == len(table)
+    # The summary on disk says so too.
+    assert json.loads((ended / "summary.json").read_text())["ended_early"] == summary["ended_early"]

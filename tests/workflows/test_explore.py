@@ -365,3 +365,86 @@ def test_given_trajectories_are_refused_before_any_work_unless_the_loop_can_use_
         check_settings(ExploreSettings(**(given | {"data_frame_ps": 0.1})), build_system("trialanine"))
     with pytest.raises(NeuralCTError, match="^`data_topology` and `data_frame_ps` describe `data`"):
         check_settings(ExploreSettings(**(TINY | {"data_frame_ps": 0.1})), system)
+
+
+def test_a_round_that_crossed_often_enough_has_its_bias_grown_further_then_frozen(tmp_path, monkeypatch):
+    # The tiny rounds cannot cross phi: round 1 stands in for a round between the rates that continue and freeze
+    # a bias (freeze asked first, then continue), round 2 for one that froze it.
+    answers = iter([False, True, True])
+    monkeypatch.setattr(explore, "_drives_every_phi", lambda torsions, rate: next(answers))
+    system, out = build_system("alanine-dipeptide"), tmp_path / "explore"
+    calls, lines = [], []
+    _recording(monkeypatch, calls)
+    summary = run_explore(system, ExploreSettings(**(TINY | {"max_rounds": 3})), out, announce=lines.append)
+    # No retraining: round 2 grows round 1's bias on the same CV, round 3 holds round 2's fixed.
+    assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-2/bias", "round-3/bias"]
+    rounds = summary["rounds"]
+    assert [entry["kind"] for entry in rounds[1:]] == [
+        "metadynamics",
+        "metadynamics continuing the bias of round 1",
+        "frozen bias of round 2",
+    ]
+    assert rounds[1]["verdict"]["reason"].endswith(
+        "per ns at which a bias is frozen: the next round grows its bias further"
+    )
+    assert lines[2].startswith("round 2, metadynamics continuing the bias of round 1 on the slowest CV (0.004 ns): ")
+    runs = [
+        json.loads((out / f"round-{index}" / "bias" / "summary.json").read_text())["settings"] for index in (1, 2, 3)
+    ]
+    assert runs[1]["continued_bias_from"] == str(out / "round-1" / "bias") and runs[1]["frozen_bias_from"] is None
+    assert runs[2]["frozen_bias_from"] == str(out / "round-2" / "bias") and runs[2]["continued_bias_from"] is None
+    assert [run["seed"] for run in runs] == [0, 2, 3] and {run["width_fraction"] for run in runs} == {0.06}
+    assert all(entry["biased_model"] == str(out / "round-0" / "model" / "model.pt") for entry in rounds[1:])
+    biases = [np.load(out / f"round-{index}" / "bias" / "bias.npy") for index in (1, 2, 3)]
+    # Grown: nowhere lower than round 1's, and higher where round 2 went; then held as it was.
+    assert np.all(biases[1] >= biases[0] - 1e-9) and np.max(biases[1] - biases[0]) > 0.1
+    assert np.array_equal(biases[2], biases[1])
+    assert rounds[3]["pooled"]["rounds"] == [3]
+
+
+def _breaking_down_at(monkeypatch, report):
+    """Make the metadynamics of round 1 break down (a stand-in grid exit) in its ``report``-th report interval."""
+    import neuralct.workflows.bias as bias
+    from neuralct.errors import RunBrokeDown
+
+    checks = []
+    original = bias._check_inside
+
+    def check(values, variables, names, simulation):
+        checks.append(None)
+        if len(checks) == report:
+            raise RunBrokeDown("cv1 left its grid (a stand-in); rerun ...", "cv1 left its grid (a stand-in)")
+        original(values, variables, names, simulation)
+
+    monkeypatch.setattr(bias, "_check_inside", check)
+
+
+def test_a_round_that_breaks_down_ends_there_and_its_frames_before_it_train_the_next_cv(tmp_path, monkeypatch):
+    _breaking_down_at(monkeypatch, 35)
+    system, out = build_system("alanine-dipeptide"), tmp_path / "explore"
+    calls, lines = [], []
+    _recording(monkeypatch, calls)
+    summary = run_explore(system, ExploreSettings(**TINY), out, announce=lines.append)
+    assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-1/model", "round-2/bias"]
+    broken = summary["rounds"][1]
+    assert broken["ended_early"] == "cv1 left its grid (a stand-in) after 34 reports"
+    assert broken["ns_simulated"] == pytest.approx(0.0034)
+    assert broken["verdict"]["reason"].startswith("the round ended early (cv1 left its grid (a stand-in) after 34")
+    assert "; ended early: cv1 left its grid (a stand-in) after 34 reports" in lines[1]
+    # The model of round 1 learned from the 34 frames before it (the last 20 % validate).
+    model = json.loads((out / "round-1" / "model" / "summary.json").read_text())
+    assert model["trajectories"] == [str(out / "round-1" / "bias" / "trajectory.nc")]
+    assert model["frames"] == 34
+    assert summary["rounds"][2]["biased_model"] == str(out / "round-1" / "model" / "model.pt")
+    assert summary["rounds"][2]["ended_early"] is None
+
+
+def test_a_round_that_breaks_down_with_too_few_frames_to_learn_from_stops_the_loop(tmp_path, monkeypatch):
+    _breaking_down_at(monkeypatch, 5)
+    with pytest.raises(NeuralCTError) as error:
+        run_explore(build_system("alanine-dipeptide"), ExploreSettings(**TINY), tmp_path / "out", lambda line: None)
+    assert str(error.value) == (
+        "round 1 ended early (cv1 left its grid (a stand-in) after 4 reports), and no CV can be learned from its "
+        "frames (only 3 training frames for 24 coordinates (need more than 24); give longer trajectories, a smaller "
+        "`stride` or fewer atoms (`selection`)); rerun with another `seed`"
+    )
