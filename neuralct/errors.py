@@ -25,6 +25,10 @@ class RunBrokeDown(NeuralCTError):
         super().__init__(message)
         self.what = what
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickled whole: a replica's worker process hands it to the parent."""
+        return type(self), (str(self), self.what)
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""

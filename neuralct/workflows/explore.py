@@ -62,7 +62,7 @@ from ..analysis.reweighting import (
 )
 from ..data import PhaseSpaceData, load_trajectories
 from ..data.pairs import lag_in_frames
-from ..errors import NeuralCTError
+from ..errors import NeuralCTError, RunBrokeDown
 from ..io import prepare_output_dir, write_json
 from ..md.simulate import SimulationSettings, run_simulation
 from ..model.molecular import molecule_atoms, molecule_metadata
@@ -489,9 +489,11 @@ def run_explore(
             except NeuralCTError as error:
                 if biased.get("ended_early") is None:
                     raise
+                # What is wrong, without `train`'s advice, which names options explore has not.
+                problem = str(error).split("; ")[0]
                 raise NeuralCTError(
                     f"round {index} ended early ({biased['ended_early']}), and no CV can be learned from its frames "
-                    f"({error}); rerun with another `seed`"
+                    f"({problem}); rerun with another `seed`"
                 ) from None
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
@@ -765,13 +767,24 @@ def _round_entry(
 
 
 def _simulate(md_system: Any, settings: ExploreSettings, folder: Path) -> dict[str, Any]:
-    """The unbiased MD of round 0 into ``folder``: run, resumed, or read where it finished; its summary."""
+    """The unbiased MD of round 0 into ``folder``: run, resumed, or read where it finished; its summary.
+
+    Raises
+    ------
+    NeuralCTError
+        If the MD blew up, in words that name what explore can change.
+    """
     folder = prepare_output_dir(folder)
     if (folder / "summary.json").exists():
         return json.loads((folder / "summary.json").read_text())
-    return run_simulation(
-        md_system, folder, settings.simulation(), replicas=settings.replicas, progress=settings.progress
-    )
+    try:
+        return run_simulation(
+            md_system, folder, settings.simulation(), replicas=settings.replicas, progress=settings.progress
+        )
+    except RunBrokeDown as error:
+        raise NeuralCTError(
+            f"round 0's MD: {error.what}; check the structure and its force field, or rerun with another `seed`"
+        ) from None
 
 
 def _load(
@@ -853,6 +866,11 @@ def _metadynamics(
 
     Torch runs the CV on one thread meanwhile (the CV of one small molecule is latency-bound, and
     MD runs beside it).
+
+    Raises
+    ------
+    NeuralCTError
+        If the run broke down before its first report (later, it ends there: ``end_at_breakdown``).
     """
     import torch
 
@@ -863,6 +881,10 @@ def _metadynamics(
     torch.set_num_threads(1)
     try:
         return run_metadynamics(md_system, model, folder, settings, progress=progress)
+    except RunBrokeDown as error:
+        raise NeuralCTError(
+            f"{folder.parent.name.replace('-', ' ')}: {error.what} before its first report; rerun with another `seed`"
+        ) from None
     finally:
         torch.set_num_threads(threads)
 

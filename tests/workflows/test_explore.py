@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import mdtraj
 import numpy as np
@@ -445,6 +446,31 @@ def test_a_round_that_breaks_down_with_too_few_frames_to_learn_from_stops_the_lo
         run_explore(build_system("alanine-dipeptide"), ExploreSettings(**TINY), tmp_path / "out", lambda line: None)
     assert str(error.value) == (
         "round 1 ended early (cv1 left its grid (a stand-in) after 4 reports), and no CV can be learned from its "
-        "frames (only 3 training frames for 24 coordinates (need more than 24); give longer trajectories, a smaller "
-        "`stride` or fewer atoms (`selection`)); rerun with another `seed`"
+        "frames (only 3 training frames for 24 coordinates (need more than 24)); rerun with another `seed`"
+    )
+
+
+def test_a_round_that_breaks_down_at_once_stops_the_loop_in_one_line_naming_what_explore_can_change(
+    tmp_path, monkeypatch
+):
+    _breaking_down_at(monkeypatch, 1)
+    with pytest.raises(NeuralCTError) as error:
+        run_explore(build_system("alanine-dipeptide"), ExploreSettings(**TINY), tmp_path / "out", lambda line: None)
+    assert str(error.value) == (
+        "round 1: cv1 left its grid (a stand-in) before its first report; rerun with another `seed`"
+    )
+
+
+def test_round_zero_md_that_blows_up_stops_the_loop_in_one_line_naming_what_explore_can_change(tmp_path, monkeypatch):
+    original = ExploreSettings.simulation
+    # 20 fs steps blow up; the replicas run in worker processes, which hand the error back.
+    monkeypatch.setattr(
+        ExploreSettings, "simulation", lambda self: dataclasses.replace(original(self), timestep_fs=20.0)
+    )
+    with pytest.raises(NeuralCTError) as error:
+        run_explore(build_system("alanine-dipeptide"), ExploreSettings(**TINY), tmp_path / "out", lambda line: None)
+    assert re.fullmatch(
+        r"round 0's MD: the simulation blew up \((kinetic temperature \S+ K|coordinates became NaN) at frame \d+\); "
+        r"check the structure and its force field, or rerun with another `seed`",
+        str(error.value),
     )
