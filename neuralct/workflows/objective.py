@@ -240,6 +240,9 @@ def choose_objective(
             return ObjectiveChoice("density", momenta or "resample", reason=why, figures=figures)
     # A given lag keeps the meaning it has always had: no VAMP-2 term unless asked, at that lag alone.
     weight = vamp_weight if vamp_weight is not None else 0.0 if lag_given else KINETIC_VAMP_WEIGHT
+    if not weight and vamp_modes is not None:
+        # Given, even as its default value: `prepare_trajectory_fit` sees only the value.
+        raise NeuralCTError("`vamp_modes` needs `vamp_weight` (the modes of the VAMP-2 term)")
     lags = list(vamp_lags_ps) if vamp_lags_ps else None
     if lag_given:
         return ObjectiveChoice("kinetic", chosen_momenta, lag_ps, weight, lags, "lag given", figures, vamp_modes=modes)

@@ -128,6 +128,10 @@ def test_a_given_lag_keeps_its_meaning():
     chosen_lag = choose_objective(data, 1, vamp_weight=5.0)
     assert (chosen_lag.lag_ps, chosen_lag.vamp_weight, chosen_lag.vamp_lags_ps) == (2.0, 5.0, [1.0, 2.0])
     assert chosen_lag.momenta == "recorded"
+    # The modes of a VAMP-2 term that is off are refused, not dropped in silence, even at their default value.
+    for given in ({"lag_ps": 1.0}, {"vamp_weight": 0.0}):
+        with pytest.raises(NeuralCTError, match=r"^`vamp_modes` needs `vamp_weight` \(the modes of the VAMP-2 term\)$"):
+            choose_objective(data, 1, vamp_modes=2, **given)
 
 
 def test_the_pair_threshold_is_what_decides(monkeypatch):
