@@ -156,7 +156,12 @@ def explore(data: Path, seed: int) -> dict:
     summary = json.loads((work / "summary.json").read_text())
     cpu = data / f"{work.name}.cpu-seconds"
     entry["rounds"] = [
-        {"round": r["round"], "kind": r.get("kind", "unbiased"), "phi_transitions_per_ns": r["phi_transitions_per_ns"]}
+        {
+            "round": r["round"],
+            "kind": r.get("kind", "unbiased"),
+            "phi_transitions_per_ns": r["phi_transitions_per_ns"],
+            "ended_early": r.get("ended_early"),
+        }
         for r in summary["rounds"]
     ]
     entry["converged"] = summary["converged"]

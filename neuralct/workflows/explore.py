@@ -17,12 +17,9 @@ first with ``neuralct bias``'s default Gaussian width, later ones with
 and a VAMP-2 term (:data:`RETRAIN_LAG_PS`,
 :data:`~neuralct.workflows.objective.KINETIC_VAMP_WEIGHT`): the bias has sped up the motions along
 the CV it acted on, so the slowest process left in the biased dynamics is the rare event that CV
-only partly drove. A CV that crossed every backbone phi at least :data:`CONTINUE_RATE_PER_NS`
-times per ns is not retrained: the next round grows its bias further (well-tempered metadynamics
-from the round's final bias, new initial velocities), since on a CV that already drives phi the
-slowest process left is something else. A round whose CV left its grid, or whose run broke down,
-ends there, and the CV learned from its frames before it is biased next: the frames reach where
-the old CV had never been.
+only partly drove. A round whose CV left its grid, or whose run broke down, ends there, and the
+CV learned from its frames before it is biased next: the frames reach where the old CV had never
+been (benchmarks/README.md, B3: on foreign data such loops had stopped there).
 
 A metadynamics round whose CV crossed every backbone phi at least ``freeze_rate_per_ns`` times per
 ns has its final bias frozen: the rounds after it run the same CV under that fixed bias (each with
@@ -84,7 +81,6 @@ __all__ = [
     "StoppingVerdict",
     "RETRAIN_LAG_PS",
     "LATER_WIDTH_FRACTION",
-    "CONTINUE_RATE_PER_NS",
     "check_settings",
     "stopping_verdict",
     "run_explore",
@@ -102,11 +98,6 @@ UNBIASED_REPORT_PS = 0.5
 #: Phi transitions per ns of a metadynamics round from which its bias is frozen for production (benchmarks/README.md,
 #: B3: a bias frozen after 10-20 per ns drives the frozen rounds 10-26 times per ns; after 30 or more, 25-74).
 FREEZE_RATE_PER_NS = 30.0
-
-#: Phi transitions per ns of a metadynamics round, under :data:`FREEZE_RATE_PER_NS`, from which the next round
-#: grows its bias further on the same CV instead of learning a new one (benchmarks/README.md, B3: retrained after
-#: 10-26 per ns, the next round crossed 0.5-6.5 times per ns in 4 of 6 loops).
-CONTINUE_RATE_PER_NS = 10.0
 
 #: Rounds at most after round 0 (B3: from 30 per ns on, one seed of six froze after its fifth round).
 MAX_ROUNDS = 8
@@ -225,39 +216,30 @@ class ExploreSettings:
             seed=self.seed,
         )
 
-    def bias(
-        self,
-        round_index: int,
-        md_system: Any,
-        model_round: int,
-        frozen: Path | None = None,
-        continued: Path | None = None,
-    ) -> BiasSettings:
+    def bias(self, round_index: int, md_system: Any, frozen: tuple[int, Path] | None = None) -> BiasSettings:
         """The settings of round ``round_index`` (1, 2, ...) on ``md_system``.
 
-        ``model_round``: the round that first biased the model whose CV this round biases. The first
-        model's CV (round 1's) takes ``neuralct bias``'s default width, the retrained CVs
-        :data:`LATER_WIDTH_FRACTION`, and the rounds that freeze or continue a bias keep its width.
-        ``frozen``, ``continued``: the run folder of the round whose final bias this round holds
-        fixed, or grows further. Such a round has its own seed, ``seed + round_index``, so that it is
-        an independent run. A CV that leaves its grid, or a run that breaks down, ends the round
-        there (:attr:`~neuralct.workflows.bias.BiasSettings.end_at_breakdown`): the loop learns from its frames.
+        Round 1 biases the first model's CV with ``neuralct bias``'s default width; later rounds the
+        retrained CVs with :data:`LATER_WIDTH_FRACTION`. ``frozen``: the metadynamics round whose final
+        bias this round holds fixed and its run folder; such a round has its own seed, ``seed +
+        round_index``, so that the frozen rounds are independent runs of the same biased ensemble.
+        A CV that leaves its grid, or a run that breaks down, ends the round there
+        (:attr:`~neuralct.workflows.bias.BiasSettings.end_at_breakdown`): the loop learns from its frames.
         """
         defaults = BiasSettings()
-        earlier = frozen is not None or continued is not None
+        width_index = round_index if frozen is None else frozen[0]
         return BiasSettings(
             n_cvs=1,
             temperature=self.temperature,
             length_ns=self.round_ns,
             report_ps=self.bias_report_ps,
-            width_fraction=defaults.width_fraction if model_round == 1 else LATER_WIDTH_FRACTION,
+            width_fraction=defaults.width_fraction if width_index == 1 else LATER_WIDTH_FRACTION,
             bias_every=default_bias_every(md_system) if self.bias_every is None else self.bias_every,
             platform=self.platform,
             threads=self.threads,
-            seed=self.seed + round_index if earlier else self.seed,
+            seed=self.seed if frozen is None else self.seed + round_index,
             allow_oscillating_cvs=self.allow_oscillating_cvs,
-            frozen_bias_from=None if frozen is None else str(frozen),
-            continued_bias_from=None if continued is None else str(continued),
+            frozen_bias_from=None if frozen is None else str(frozen[1]),
             end_at_breakdown=True,
         )
 
@@ -298,7 +280,7 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
         _given_data(settings, md_system)
     else:
         settings.simulation().validate()
-    round_settings = settings.bias(2, md_system, model_round=2)
+    round_settings = settings.bias(2, md_system)
     round_settings.validate()
     frames = lag_in_frames(settings.retrain_lag_ps, settings.bias_report_ps, "`retrain_lag_ps`")
     if frames >= (1 - _TRAINED_SHARE) * round_settings.n_reports:
@@ -456,19 +438,17 @@ def run_explore(
     rounds[0]["given_data"] = bool(settings.data)
     announce(round_line(rounds[-1]))
     previous, verdict = None, StoppingVerdict(False, "no metadynamics round")
-    # The metadynamics round whose bias is frozen, or whose bias the next round grows further (its index and run
-    # folder), and the frozen rounds so far.
+    # The metadynamics round whose bias is frozen (its index and run folder), and the frozen rounds so far.
     frozen: tuple[int, Path] | None = None
-    continued: tuple[int, Path] | None = None
     frozen_runs: list[tuple[int, Path]] = []
     frozen_torsions: list[tuple[int, dict[str, dict[str, Any]]]] = []
     pairs = phi_psi_pairs(backbone_torsions(md_system.topology, BiasSettings()))
-    biased_model, model_round = output / "round-0" / "model" / "model.pt", 1
+    biased_model = output / "round-0" / "model" / "model.pt"
     for index in range(1, settings.max_rounds + 1):
         folder = output / f"round-{index}"
-        earlier = {"frozen": frozen and frozen[1], "continued": continued and continued[1]}
-        round_settings = settings.bias(index, md_system, model_round, **earlier)
-        biased = _metadynamics(md_system, model, round_settings, folder / "bias", settings.progress)
+        biased = _metadynamics(
+            md_system, model, settings.bias(index, md_system, frozen), folder / "bias", settings.progress
+        )
         if frozen is None:
             next_step, verdict = _after_metadynamics(biased, settings, index == settings.max_rounds)
             estimate = None
@@ -498,13 +478,7 @@ def run_explore(
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
         )
-        entry["kind"] = (
-            f"frozen bias of round {frozen[0]}"
-            if frozen is not None
-            else "metadynamics"
-            if continued is None
-            else f"metadynamics continuing the bias of round {continued[0]}"
-        )
+        entry["kind"] = "metadynamics" if frozen is None else f"frozen bias of round {frozen[0]}"
         entry["ended_early"] = biased.get("ended_early")
         entry["biased_model"] = str(biased_model)
         entry["width_fraction"] = biased["settings"]["width_fraction"]
@@ -516,11 +490,9 @@ def run_explore(
         if stop:
             break
         if next_step == "freeze":
-            frozen, continued = (index, folder / "bias"), None
-        elif next_step == "continue":
-            continued = (index, folder / "bias")
+            frozen = (index, folder / "bias")
         elif next_step == "retrain":
-            continued, biased_model, model_round = None, trained_folder / "model.pt", index + 1
+            biased_model = trained_folder / "model.pt"
         previous = estimate
     final_model = rounds[-1]["biased_model"]
     export = _export(load(final_model), final_model, output / "export")
@@ -547,7 +519,6 @@ def run_explore(
             "vamp_weight": KINETIC_VAMP_WEIGHT,
         },
         "later_width_fraction": LATER_WIDTH_FRACTION,
-        "continue_rate_per_ns": CONTINUE_RATE_PER_NS,
     }
     write_json(output / "summary.json", summary)
     return summary
@@ -575,10 +546,9 @@ def _after_metadynamics(
     -------
     next_step : str
         ``freeze``: its CV crossed every backbone phi at least ``freeze_rate_per_ns`` times per ns,
-        and its final bias is held fixed in the rounds after it; ``continue``: at least
-        :data:`CONTINUE_RATE_PER_NS`, and the next round grows its bias further on the same CV;
-        ``retrain``: fewer, or the round ended early (its CV left its grid, or the run broke down),
-        and a CV learned from its frames is biased next.
+        and its final bias is held fixed in the rounds after it; ``retrain``: fewer, or the round
+        ended early (its CV left its grid, or the run broke down), and a CV learned from its frames
+        is biased next.
     verdict : StoppingVerdict
         Not converged, and why in words.
     """
@@ -593,15 +563,10 @@ def _after_metadynamics(
             return "freeze", StoppingVerdict(False, reason)
         return "freeze", StoppingVerdict(False, "the CV drove every phi: its bias is frozen for the rounds that follow")
     slowest = min(torsions, key=lambda name: torsions[name]["phi_transitions_per_ns"])
-    rate = f"{slowest} crossed {torsions[slowest]['phi_transitions_per_ns']:.1f} times per ns"
-    if _drives_every_phi(torsions, CONTINUE_RATE_PER_NS):
-        return "continue", StoppingVerdict(
-            False,
-            f"{rate}, under the {settings.freeze_rate_per_ns:g} per ns at which a bias is frozen: the next round "
-            "grows its bias further",
-        )
     return "retrain", StoppingVerdict(
-        False, f"{rate}, under the {CONTINUE_RATE_PER_NS:g} per ns at which a bias is grown further on the same CV"
+        False,
+        f"{slowest} crossed {torsions[slowest]['phi_transitions_per_ns']:.1f} times per ns, under the "
+        f"{settings.freeze_rate_per_ns:g} per ns at which a bias is frozen",
     )
 
 
@@ -690,8 +655,8 @@ def round_line(entry: dict[str, Any]) -> str:
     if entry["round"] == 0:
         source = "the given unbiased trajectories" if entry.get("given_data") else "unbiased MD"
         what = f"round 0, {source} at {entry['temperature_k']:g} K ({entry['ns_simulated']:.3g} ns)"
-    elif entry["kind"].startswith("metadynamics"):
-        what = f"round {entry['round']}, {entry['kind']} on the slowest CV ({entry['ns_simulated']:.3g} ns)"
+    elif entry["kind"] == "metadynamics":
+        what = f"round {entry['round']}, metadynamics on the slowest CV ({entry['ns_simulated']:.3g} ns)"
     else:
         what = f"round {entry['round']}, the slowest CV under the {entry['kind']} ({entry['ns_simulated']:.3g} ns)"
     line = f"{what}: {_phi_words(entry['phi_torsions'])}"

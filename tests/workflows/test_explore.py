@@ -368,41 +368,6 @@ def test_given_trajectories_are_refused_before_any_work_unless_the_loop_can_use_
         check_settings(ExploreSettings(**(TINY | {"data_frame_ps": 0.1})), system)
 
 
-def test_a_round_that_crossed_often_enough_has_its_bias_grown_further_then_frozen(tmp_path, monkeypatch):
-    # The tiny rounds cannot cross phi: round 1 stands in for a round between the rates that continue and freeze
-    # a bias (freeze asked first, then continue), round 2 for one that froze it.
-    answers = iter([False, True, True])
-    monkeypatch.setattr(explore, "_drives_every_phi", lambda torsions, rate: next(answers))
-    system, out = build_system("alanine-dipeptide"), tmp_path / "explore"
-    calls, lines = [], []
-    _recording(monkeypatch, calls)
-    summary = run_explore(system, ExploreSettings(**(TINY | {"max_rounds": 3})), out, announce=lines.append)
-    # No retraining: round 2 grows round 1's bias on the same CV, round 3 holds round 2's fixed.
-    assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-2/bias", "round-3/bias"]
-    rounds = summary["rounds"]
-    assert [entry["kind"] for entry in rounds[1:]] == [
-        "metadynamics",
-        "metadynamics continuing the bias of round 1",
-        "frozen bias of round 2",
-    ]
-    assert rounds[1]["verdict"]["reason"].endswith(
-        "per ns at which a bias is frozen: the next round grows its bias further"
-    )
-    assert lines[2].startswith("round 2, metadynamics continuing the bias of round 1 on the slowest CV (0.004 ns): ")
-    runs = [
-        json.loads((out / f"round-{index}" / "bias" / "summary.json").read_text())["settings"] for index in (1, 2, 3)
-    ]
-    assert runs[1]["continued_bias_from"] == str(out / "round-1" / "bias") and runs[1]["frozen_bias_from"] is None
-    assert runs[2]["frozen_bias_from"] == str(out / "round-2" / "bias") and runs[2]["continued_bias_from"] is None
-    assert [run["seed"] for run in runs] == [0, 2, 3] and {run["width_fraction"] for run in runs} == {0.06}
-    assert all(entry["biased_model"] == str(out / "round-0" / "model" / "model.pt") for entry in rounds[1:])
-    biases = [np.load(out / f"round-{index}" / "bias" / "bias.npy") for index in (1, 2, 3)]
-    # Grown: nowhere lower than round 1's, and higher where round 2 went; then held as it was.
-    assert np.all(biases[1] >= biases[0] - 1e-9) and np.max(biases[1] - biases[0]) > 0.1
-    assert np.array_equal(biases[2], biases[1])
-    assert rounds[3]["pooled"]["rounds"] == [3]
-
-
 def _breaking_down_at(monkeypatch, report):
     """Make the metadynamics of round 1 break down (a stand-in grid exit) in its ``report``-th report interval."""
     import neuralct.workflows.bias as bias
