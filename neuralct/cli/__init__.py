@@ -71,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 #: Library settings named otherwise than the option that sets them: setting -> option's argument name.
-_SETTING_OPTIONS = {"n_cvs": "cvs", "data_topology": "top", "data_frame_ps": "frame_ps"}
+_SETTING_OPTIONS = {
+    "n_cvs": "cvs",
+    "data_topology": "top",
+    "data_frame_ps": "frame_ps",
+    "frozen_bias_from": "frozen_bias",
+    "continued_bias_from": "continue_bias",
+}
 
 
 def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:

@@ -358,8 +358,13 @@ def test_a_continued_bias_starts_from_the_earlier_one_and_keeps_growing(alanine_
     # An earlier bias held fixed and continued at once: one line, nothing written.
     both = [*grid, "--frozen-bias", str(first), "--continue-bias", str(first), "--output", str(tmp_path / "both")]
     assert main(both) == 2
-    assert "either holds an earlier bias fixed (`frozen_bias_from`) or continues it" in capsys.readouterr().err
-    assert not (tmp_path / "both").exists()
+    assert "either holds an earlier bias fixed (--frozen-bias) or continues it" in capsys.readouterr().err
+    assert main([*grid, "--continue-bias", str(tmp_path / "nothing"), "--output", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"neuralct bias: error: --continue-bias {tmp_path / 'nothing'} holds no finished bias run: no summary.json or "
+        "bias.npy"
+    )
+    assert not (tmp_path / "both").exists() and not (tmp_path / "none").exists()
 
 
 def test_a_run_that_leaves_its_grid_stops_or_ends_there_with_the_results_of_the_frames_before_it(
