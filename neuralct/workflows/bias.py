@@ -235,12 +235,11 @@ class BiasSettings:
             raise NeuralCTError(
                 "a run either holds an earlier bias fixed (`frozen_bias_from`) or continues it, not both"
             )
-        for name in ("frozen_bias_from", "continued_bias_from"):
-            if getattr(self, name) is not None:
-                folder = Path(getattr(self, name))
-                missing = [file for file in ("summary.json", "bias.npy") if not (folder / file).is_file()]
-                if missing:
-                    raise NeuralCTError(f"`{name}` {folder} holds no finished bias run: no {' or '.join(missing)}")
+        if self.earlier_bias is not None:
+            name, folder = self.earlier_bias
+            missing = [file for file in ("summary.json", "bias.npy") if not (folder / file).is_file()]
+            if missing:
+                raise NeuralCTError(f"`{name}` {folder} holds no finished bias run: no {' or '.join(missing)}")
 
     @property
     def earlier_bias(self) -> tuple[str, Path] | None:
