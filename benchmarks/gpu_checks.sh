@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" | tee -a "$out/gpu.txt"
 
 echo "== CUDA tests"
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests/training/test_gpu.py 2>&1 | tee "$out/tests.txt"
+timeout 300 python3 -m pytest -q -n 0 -p no:cacheprovider tests/training/test_gpu.py 2>&1 | tee "$out/tests.txt"
 
 echo "== data-parallel training over nccl (one process per GPU)"
 timeout 300 python3 -m torch.distributed.run --standalone --nproc_per_node "$(nvidia-smi -L | wc -l)" -m neuralct train --distributed \
