@@ -341,9 +341,9 @@ def divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
             raise
         what = f"the simulation blew up ({first_line(exc)})"
         raise RunBrokeDown(
-            f"{what}; rerun with `overwrite` and a smaller `timestep_fs` (now {settings.timestep_fs:g} fs), or check "
-            f"`temperature` (now {settings.temperature:g} K) and the starting structure",
             what,
+            f"rerun with `overwrite` and a smaller `timestep_fs` (now {settings.timestep_fs:g} fs), or check "
+            f"`temperature` (now {settings.temperature:g} K) and the starting structure",
         ) from None
 
 

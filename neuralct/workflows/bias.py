@@ -729,9 +729,8 @@ class _MetadynamicsRun:
                 return False
             if self.rows:
                 self.write_reports()
-                raise RunBrokeDown(
-                    f"{error}; the {len(self.rows)} reports before it are in COLVAR and trajectory.nc", error.what
-                ) from None
+                kept = f"the {len(self.rows)} reports before it are in COLVAR and trajectory.nc"
+                raise RunBrokeDown(error.what, kept if error.advice is None else f"{error.advice}; {kept}") from None
             raise
         bias = simulation.context.getState(getEnergy=True, groups={self.bias_group}).getPotentialEnergy()._value
         if settings.separate_biases:
@@ -948,13 +947,13 @@ def _check_inside(values: np.ndarray, variables: list[Any], names: list[str], si
     for value, variable, name in zip(values, variables, names):
         if not np.isfinite(value):
             what = f"{name} is not finite ({value}) at step {simulation.currentStep}"
-            raise RunBrokeDown(f"{what}; the molecule may be broken or the model unusable here", what)
+            raise RunBrokeDown(what, "the molecule may be broken or the model unusable here")
         if not variable.periodic and not variable.minValue <= value <= variable.maxValue:
             what = (
                 f"{name} = {value:.4g} left its grid [{variable.minValue:.4g}, {variable.maxValue:.4g}] "
                 f"at step {simulation.currentStep}"
             )
-            raise RunBrokeDown(f"{what}; rerun with a larger `grid_margin` and `overwrite`", what)
+            raise RunBrokeDown(what, "rerun with a larger `grid_margin` and `overwrite`")
 
 
 def _write_bias_grids(folder: Path, metadynamics: Any, grids: list[dict], names: list[str], separate: bool) -> None:

@@ -41,6 +41,7 @@ model biased in the last round, as ``neuralct export`` writes them) and ``summar
 from __future__ import annotations
 
 import copy
+import enum
 import json
 import time
 from dataclasses import dataclass, field
@@ -105,6 +106,17 @@ MAX_ROUNDS = 8
 #: Share of a single (biased) trajectory that trains a model; the rest validates it
 #: (:func:`neuralct.workflows.train.split_trajectories`).
 _TRAINED_SHARE = 0.8
+
+
+class NextStep(enum.Enum):
+    """What follows a round of the loop."""
+
+    #: Its final bias is held fixed in the rounds after it.
+    FREEZE = "freeze its bias"
+    #: A CV learned from its frames is biased next.
+    RETRAIN = "retrain on its frames"
+    #: It ran under a frozen bias: the next round runs under the same bias.
+    STAY_FROZEN = "run the same frozen bias again"
 
 
 @dataclass
@@ -244,8 +256,13 @@ class ExploreSettings:
         )
 
 
-def check_settings(settings: ExploreSettings, md_system: Any) -> None:
+def check_settings(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData | None:
     """Refuse settings that cannot make a run of ``md_system``, before any work.
+
+    Returns
+    -------
+    PhaseSpaceData or None
+        The given ``data``, read and checked (:func:`_given_data`); None where round 0 runs its own MD.
 
     Raises
     ------
@@ -276,9 +293,8 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
             f"`unbiased_temperature` {settings.round_zero_temperature:g} K in explicit water: the barostat's water "
             f"would boil; heat round 0 only in vacuum or implicit solvent"
         )
-    if settings.data:
-        _given_data(settings, md_system)
-    else:
+    given = _given_data(settings, md_system) if settings.data else None
+    if given is None:
         settings.simulation().validate()
     round_settings = settings.bias(2, md_system)
     round_settings.validate()
@@ -288,6 +304,7 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> None:
             f"`round_ns` {settings.round_ns:g} leaves fewer than {frames} frames ({settings.retrain_lag_ps:g} ps, the "
             f"retraining lag) in the {1 - _TRAINED_SHARE:.0%} of a round that validates its model; use longer rounds"
         )
+    return given
 
 
 @dataclass
@@ -418,10 +435,10 @@ def run_explore(
         the model trained on the round and its objective, the stopping verdict), ``converged``,
         ``stopped_because``, ``final_model`` and ``export``.
     """
-    check_settings(settings, md_system)
+    given = check_settings(settings, md_system)
     output = Path(output)
-    if settings.data:
-        unbiased = _given_data(settings, md_system)
+    if given is not None:
+        unbiased = given
         run = ", ".join(settings.data)
     else:
         md_folder = output / "round-0" / "md"
@@ -453,14 +470,14 @@ def run_explore(
             next_step, verdict = _after_metadynamics(biased, settings, index == settings.max_rounds)
             estimate = None
         else:
-            next_step = "frozen"
+            next_step = NextStep.STAY_FROZEN
             frozen_runs.append((index, folder / "bias"))
             frozen_torsions.append((index, biased["phi_torsions"]))
             estimate = _frozen_estimate([run for _, run in frozen_runs], settings, list(pairs))
             verdict = stopping_verdict(previous, estimate, settings.tolerance_kj, frozen_torsions)
         stop = verdict.converged or index == settings.max_rounds
         trained_folder, training = None, None
-        if not stop and next_step == "retrain":
+        if not stop and next_step is NextStep.RETRAIN:
             retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
             trained_folder = folder / "model"
             biased_frames = _load([folder / "bias" / "trajectory.nc"], settings, settings.temperature)
@@ -470,10 +487,10 @@ def run_explore(
                 if biased.get("ended_early") is None:
                     raise
                 # What is wrong, without `train`'s advice, which names options explore has not.
-                problem = str(error).split("; ")[0]
                 raise NeuralCTError(
                     f"round {index} ended early ({biased['ended_early']}), and no CV can be learned from its frames "
-                    f"({problem}); rerun with another `seed`"
+                    f"({error.what})",
+                    "rerun with another `seed`",
                 ) from None
         entry = _round_entry(
             index, folder / "bias", biased["ns_simulated"], biased["phi_torsions"], trained_folder, training
@@ -489,9 +506,9 @@ def run_explore(
         announce(round_line(entry))
         if stop:
             break
-        if next_step == "freeze":
+        if next_step is NextStep.FREEZE:
             frozen = (index, folder / "bias")
-        elif next_step == "retrain":
+        elif next_step is NextStep.RETRAIN:
             biased_model = trained_folder / "model.pt"
         previous = estimate
     final_model = rounds[-1]["biased_model"]
@@ -526,7 +543,7 @@ def run_explore(
 
 def _after_metadynamics(
     biased: dict[str, Any], settings: ExploreSettings, last_round: bool
-) -> tuple[str, StoppingVerdict]:
+) -> tuple[NextStep, StoppingVerdict]:
     """What follows a metadynamics round, and why it does not end the loop.
 
     A metadynamics round never ends the loop: its free energy is not the answer, a frozen bias's
@@ -544,9 +561,9 @@ def _after_metadynamics(
 
     Returns
     -------
-    next_step : str
-        ``freeze``: its CV crossed every backbone phi at least ``freeze_rate_per_ns`` times per ns,
-        and its final bias is held fixed in the rounds after it; ``retrain``: fewer, or the round
+    next_step : NextStep
+        ``FREEZE``: its CV crossed every backbone phi at least ``freeze_rate_per_ns`` times per ns,
+        and its final bias is held fixed in the rounds after it; ``RETRAIN``: fewer, or the round
         ended early (its CV left its grid, or the run broke down), and a CV learned from its frames
         is biased next.
     verdict : StoppingVerdict
@@ -554,16 +571,18 @@ def _after_metadynamics(
     """
     torsions, ended = biased["phi_torsions"], biased.get("ended_early")
     if ended is not None:
-        return "retrain", StoppingVerdict(False, f"the round ended early ({ended}): a CV is learned from its frames")
+        reason = f"the round ended early ({ended}): a CV is learned from its frames"
+        return NextStep.RETRAIN, StoppingVerdict(False, reason)
     if not torsions:
-        return "retrain", StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
+        return NextStep.RETRAIN, StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
     if _drives_every_phi(torsions, settings.freeze_rate_per_ns):
         if last_round:
             reason = "the CV drove every phi, but no round is left to run under its frozen bias"
-            return "freeze", StoppingVerdict(False, reason)
-        return "freeze", StoppingVerdict(False, "the CV drove every phi: its bias is frozen for the rounds that follow")
+            return NextStep.FREEZE, StoppingVerdict(False, reason)
+        reason = "the CV drove every phi: its bias is frozen for the rounds that follow"
+        return NextStep.FREEZE, StoppingVerdict(False, reason)
     slowest = min(torsions, key=lambda name: torsions[name]["phi_transitions_per_ns"])
-    return "retrain", StoppingVerdict(
+    return NextStep.RETRAIN, StoppingVerdict(
         False,
         f"{slowest} crossed {torsions[slowest]['phi_transitions_per_ns']:.1f} times per ns, under the "
         f"{settings.freeze_rate_per_ns:g} per ns at which a bias is frozen",

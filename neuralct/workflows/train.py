@@ -330,9 +330,9 @@ def check_enough_samples(n_train: int, n_valid: int | None, dim: int, what: str,
         Configuration dimension n.
     """
     if n_train <= dim:
-        raise NeuralCTError(f"only {n_train} training {what} for {dim} coordinates (need more than {dim}); {advice}")
+        raise NeuralCTError(f"only {n_train} training {what} for {dim} coordinates (need more than {dim})", advice)
     if n_valid is not None and n_valid < 1:
-        raise NeuralCTError(f"no validation {what} are left after the split; {advice}")
+        raise NeuralCTError(f"no validation {what} are left after the split", advice)
 
 
 def check_frame_weights(

@@ -257,7 +257,7 @@ def test_a_run_that_fails_keeps_the_reports_before_it(alanine_model, tmp_path, m
     def leave_at_the_third_report(values, variables, names, simulation):
         checked.append(1)
         if len(checked) == 3:
-            raise neuralct.errors.RunBrokeDown("cv1 = 9 left its grid", "cv1 = 9 left its grid")
+            raise neuralct.errors.RunBrokeDown("cv1 = 9 left its grid", "a stand-in's advice")
 
     def blow_up_at_the_third_report(positions, temperature, settings, frame):
         checked.append(1)

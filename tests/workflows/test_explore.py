@@ -379,7 +379,7 @@ def _breaking_down_at(monkeypatch, report):
     def check(values, variables, names, simulation):
         checks.append(None)
         if len(checks) == report:
-            raise RunBrokeDown("cv1 left its grid (a stand-in); rerun ...", "cv1 left its grid (a stand-in)")
+            raise RunBrokeDown("cv1 left its grid (a stand-in)", "rerun ...")
         original(values, variables, names, simulation)
 
     monkeypatch.setattr(bias, "_check_inside", check)
