@@ -293,8 +293,10 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData 
             f"`unbiased_temperature` {settings.round_zero_temperature:g} K in explicit water: the barostat's water "
             f"would boil; heat round 0 only in vacuum or implicit solvent"
         )
-    given = _given_data(settings, md_system) if settings.data else None
-    if given is None:
+    if settings.data:
+        given = _given_data(settings, md_system)
+    else:
+        given = None
         settings.simulation().validate()
     round_settings = settings.bias(2, md_system)
     round_settings.validate()
@@ -435,10 +437,9 @@ def run_explore(
         the model trained on the round and its objective, the stopping verdict), ``converged``,
         ``stopped_because``, ``final_model`` and ``export``.
     """
-    given = check_settings(settings, md_system)
+    unbiased = check_settings(settings, md_system)
     output = Path(output)
-    if given is not None:
-        unbiased = given
+    if unbiased is not None:
         run = ", ".join(settings.data)
     else:
         md_folder = output / "round-0" / "md"
