@@ -68,7 +68,7 @@ from ..md.simulate import (
     openmm_seeds,
 )
 from ..units import kT_kj_per_mol
-from .metadynamics import JointMetadynamics, SeparateMetadynamics, separate_offset
+from .metadynamics import JointMetadynamics, SeparateMetadynamics, joint_grid_points, separate_offset
 
 __all__ = [
     "BiasSettings",
@@ -438,6 +438,9 @@ def _bias_variables(
             points = max(variable.gridWidth for variable in variables)
             for variable, grid in zip(variables, grids):
                 variable.gridWidth = grid["grid_points"] = points
+        elif len(variables) == 2:
+            for variable, grid in zip(variables, grids):
+                variable.gridWidth = grid["grid_points"] = joint_grid_points(grid["min"], grid["max"], grid["width"])
     else:
         for name in settings.cv.split(","):
             variables.append(

@@ -22,13 +22,45 @@ checks each against the energy OpenMM computes.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..analysis.reweighting import reweighting_offset
 
-__all__ = ["JointMetadynamics", "SeparateMetadynamics", "separate_offset"]
+__all__ = [
+    "JOINT_POINTS_PER_WIDTH",
+    "JointMetadynamics",
+    "SeparateMetadynamics",
+    "joint_grid_points",
+    "separate_offset",
+]
+
+JOINT_POINTS_PER_WIDTH = 2
+"""Grid points per Gaussian width on each axis of a joint grid of two learned CVs.
+
+``openmm.app.metadynamics.BiasVariable`` takes 5; on the default two-CV grid (about 800 x 1,100
+points) each deposit then recomputes the whole 2-D spline table, and the run goes at a tenth of
+one CV's speed. At 2 points per width the interpolated bias differs from the exact sum of the
+deposited Gaussians by at most 0.002 kJ/mol and its force by at most 3% of the force's rms (0.4%
+in rms; ``tests/workflows/test_metadynamics.py``), and each deposit costs 8 times less.
+"""
+
+
+def joint_grid_points(low: float, high: float, width: float) -> int:
+    """Grid points of one axis of a joint grid of two learned CVs: :data:`JOINT_POINTS_PER_WIDTH` per Gaussian width.
+
+    The rule of ``BiasVariable`` (``ceil(5 (high - low) / width)``) with 2 in place of 5.
+
+    Parameters
+    ----------
+    low, high : float
+        The grid's ends, in the CV's units.
+    width : float
+        The Gaussian width on this axis, in the CV's units.
+    """
+    return int(math.ceil(JOINT_POINTS_PER_WIDTH * (high - low) / width))
 
 
 def separate_offset(bias: np.ndarray, bias_factor: float, kT: float) -> float:

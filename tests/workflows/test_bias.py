@@ -18,6 +18,7 @@ from neuralct.errors import NeuralCTError, RunBrokeDown
 from neuralct.md.systems import build_system
 from neuralct.model.molecular import project_positions
 from neuralct.workflows.bias import BiasSettings, run_metadynamics
+from neuralct.workflows.metadynamics import joint_grid_points
 
 SHORT = ["--length-ns", "0.004", "--no-progress"]
 FRAMES = ["--report-ps", "0.1", "--bias-every", "5"]
@@ -80,6 +81,10 @@ def test_bias_on_learned_cvs_writes_everything_and_resumes(alanine_model, tmp_pa
         assert (out / name).exists(), name
     grid = np.load(out / "bias.npy")
     assert grid.shape == tuple(g["grid_points"] for g in reversed(summary["grids"]))
+    # The joint grid of two learned CVs has 2 points per Gaussian width, not OpenMM's 5.
+    assert [g["grid_points"] for g in summary["grids"]] == [
+        joint_grid_points(g["min"], g["max"], g["width"]) for g in summary["grids"]
+    ]
     assert (
         main(["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, *FRAMES, "--output", str(out)])
         == 0

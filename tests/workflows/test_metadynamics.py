@@ -12,7 +12,13 @@ from scipy.interpolate import CubicSpline
 from neuralct.analysis import read_colvar
 from neuralct.cli import main
 from neuralct.units import kT_kj_per_mol
-from neuralct.workflows.metadynamics import JointMetadynamics, SeparateMetadynamics, separate_offset
+from neuralct.workflows.metadynamics import (
+    JOINT_POINTS_PER_WIDTH,
+    JointMetadynamics,
+    SeparateMetadynamics,
+    joint_grid_points,
+    separate_offset,
+)
 
 SHORT = ["--length-ns", "0.004", "--no-progress", "--report-ps", "0.1", "--bias-every", "5"]
 
@@ -79,6 +85,51 @@ def test_the_grid_deposits_and_a_loaded_grid_are_the_bias_openmm_computes(kind):
     before = energy_at(0.45, 1.1)
     metadynamics.deposit([0.0, 0.0][: len(variables)], 0.0, context)
     assert energy_at(0.45, 1.1) == before == pytest.approx(grid_at(loaded + added, 0.45, 1.1), abs=1e-9)
+
+
+def _joint_grid_errors(points_per_width: float):
+    """Energy (kJ/mol) and force (kJ/mol/nm) errors of a joint 2-D grid against the exact Gaussian sum.
+
+    150 Gaussians (heights 0.3-1.2 kJ/mol) deposited about the origin of a grid 7 times a learned CV's
+    data span wide, as ``neuralct bias --cvs 2`` makes it, read at 400 points off the grid's nodes.
+    Returns the largest energy error, the largest force error and the rms of the exact force.
+    """
+    from openmm.app.metadynamics import BiasVariable
+
+    rng = np.random.default_rng(4)
+    widths = (0.05, 0.037)
+    system, cvs = _particle()
+    variables = [
+        BiasVariable(cv, -3.5, 3.5, width, False, int(math.ceil(points_per_width * 7.0 / width)))
+        for cv, width in zip(cvs, widths)
+    ]
+    metadynamics = JointMetadynamics(system, variables, 300.0, 8.0, 1.2, 500)
+    context, _ = _context(system)
+    centers = rng.normal(0.0, (0.5, 0.4), size=(150, 2))
+    heights = rng.uniform(0.3, 1.2, 150)
+    for center, height in zip(centers, heights):
+        metadynamics.deposit(list(center), height, context)
+    energy_errors, force_errors, forces = [], [], []
+    for point in rng.normal(0.0, (0.6, 0.5), size=(400, 2)):
+        context.setPositions([[point[0], point[1], 0.0]])
+        state = context.getState(getEnergy=True, getForces=True, groups={metadynamics.force_group})
+        scaled = (point - centers) / widths
+        gaussians = heights * np.exp(-0.5 * (scaled**2).sum(axis=1))
+        exact_force = (gaussians[:, None] * scaled / widths).sum(axis=0)
+        energy_errors.append(abs(state.getPotentialEnergy()._value - gaussians.sum()))
+        force_errors.append(np.linalg.norm(state.getForces(asNumpy=True)._value[0, :2] - exact_force))
+        forces.append(np.linalg.norm(exact_force))
+    return max(energy_errors), max(force_errors), float(np.sqrt(np.mean(np.square(forces))))
+
+
+def test_the_coarse_joint_grid_of_two_cvs_is_the_exact_gaussian_sum_within_its_stated_error():
+    assert joint_grid_points(-3.5, 3.5, 0.05) == math.ceil(JOINT_POINTS_PER_WIDTH * 7.0 / 0.05)
+    energy_error, force_error, force_rms = _joint_grid_errors(JOINT_POINTS_PER_WIDTH)
+    assert force_rms > 5.0
+    assert energy_error < 0.002 and force_error < 0.03 * force_rms
+    # The check can fail: one point per width is ten times off in the force.
+    energy_error, force_error, force_rms = _joint_grid_errors(1.0)
+    assert energy_error > 0.01 and force_error > 0.1 * force_rms
 
 
 def test_one_separate_bias_is_openmms_metadynamics_on_that_cv():
