@@ -294,7 +294,7 @@ def _method_choice_line(summary: dict, target) -> str:
 
 
 def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
-    """Acceptance, cost and potential energy, the curvature's range, and a warning for chains that disagree."""
+    """Acceptance, cost and potential energy, the curvature's range, and warnings for disagreeing or stuck chains."""
     acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
     if "leapfrog_choice" in summary:
         lengths = ", ".join(f"{name} {steps}" for name, steps in summary["leapfrog_steps"].items())
@@ -315,11 +315,18 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
         f"{curvature['above_4']} above 4 ({exact})"
     )
     convergence = summary["convergence"]
-    if convergence["not_converged"]:
+    disagree = [name for name in convergence["not_converged"] if name not in convergence["unreached"]]
+    if disagree:
         print_warning(
             f"the chains disagree (split R-hat above {convergence['r_hat_limit']}) on "
-            f"{', '.join(convergence['not_converged'])}; the estimates are not reliable yet: "
+            f"{', '.join(disagree)}; the estimates are not reliable yet: "
             "sample longer (--samples) or warm up longer (--warmup)"
+        )
+    if convergence["unreached"]:
+        print_warning(
+            f"no chain entered (or left) {', '.join(convergence['unreached'])}, where the flow's draws go "
+            "(flow_draws_fraction in summary.json): the chains may be stuck where they started; sample longer "
+            "(--samples) or with more chains (--chains)"
         )
 
 

@@ -22,6 +22,9 @@ __all__ = [
     "sampling_efficiency",
     "observable_efficiency",
     "basin_population",
+    "FLOW_REACH_FRACTION",
+    "flow_basin_fractions",
+    "mark_unreached",
     "curvature_spectrum",
     "curvature_figures",
     "CurvatureSum",
@@ -37,6 +40,11 @@ R_HAT_LIMIT = 1.05
 #: Separate stays in a basin (or out of it) below which its population is flagged as a rough estimate: with rare,
 #: long stays its relative error is about ``sqrt(2 / stays)`` (:func:`basin_population`), over 40% below 10.
 FEW_STAYS = 10
+
+#: Fraction of the flow's draws in a basin that no chain entered (or outside one that no chain left) from which the
+#: chains are reported stuck (:func:`mark_unreached`): the flow learned from trajectories that went there, so that
+#: side of the basin holds real weight.
+FLOW_REACH_FRACTION = 0.05
 
 
 def why_undefined(series: np.ndarray, min_samples: int) -> str | None:
@@ -467,6 +475,96 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     if disagreement:
         figures["note"] = f"{figures['note']}; {disagreement}" if "note" in figures else disagreement
     return figures
+
+
+def flow_basin_fractions(
+    to_physical: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    indicators: Callable[[torch.Tensor], dict[str, np.ndarray]],
+    dim: int,
+    placed: torch.Tensor,
+    n: int,
+    generator: torch.Generator,
+    chunk: int = KISH_CHUNK,
+) -> dict[str, float]:
+    """Fraction of ``n`` draws of the flow in each basin: where the flow's training trajectories went.
+
+    No energy is evaluated: each draw ``u ~ N(0, I)`` is mapped to a configuration and its
+    basin indicators are read.
+
+    Parameters
+    ----------
+    to_physical : callable
+        Latent points (batch, n_total) to configurations and log-determinants
+        (:meth:`~neuralct.sampling.targets.LatentPotential.to_physical`).
+    indicators : callable
+        Configurations (batch, n_total) to named 0/1 arrays (batch,) (the target's basin indicators).
+    dim : int
+        Latent coordinates of the model.
+    placed : torch.Tensor, shape=(1, n_placed)
+        Coordinates appended to each draw (hydrogens the model leaves out, where the system's
+        structure has them); its dtype is the draws'.
+    n : int
+        Flow draws, ``chunk`` at a time.
+    generator : torch.Generator
+        Random stream of the draws.
+    chunk : int
+        Draws per mapping.
+
+    Returns
+    -------
+    dict of str to float
+        Each indicator's mean over the draws.
+    """
+    sums: dict[str, float] = {}
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start)
+        u = torch.randn(count, dim, generator=generator, dtype=placed.dtype)
+        with torch.no_grad():
+            q, _ = to_physical(torch.cat([u, placed.expand(count, -1)], dim=1))
+        for name, value in indicators(q).items():
+            sums[name] = sums.get(name, 0.0) + float(np.sum(value))
+    return {name: total / n for name, total in sums.items()}
+
+
+def mark_unreached(figures: dict[str, Any], flow_fraction: float, flow_draws: int) -> bool:
+    """Add the flow's share of a basin to its population figures, and mark chains stuck on one side of it.
+
+    A basin no chain entered while at least :data:`FLOW_REACH_FRACTION` of the flow's draws lie
+    in it (or one no chain left while as many lie outside it) was reached by the trajectories
+    the flow learned from: the chains may be stuck where they started, whatever their R-hat
+    says, and the bound of :func:`basin_population` (which assumes chains at equilibrium) does not
+    hold. The figures then get ``converged`` False, the bound None and a note saying so.
+
+    Parameters
+    ----------
+    figures : dict
+        One basin's figures from :func:`basin_population`; changed in place.
+    flow_fraction : float
+        Fraction of the flow's draws in the basin (:func:`flow_basin_fractions`).
+    flow_draws : int
+        How many draws that fraction is of.
+
+    Returns
+    -------
+    bool
+        Whether the chains were marked stuck.
+    """
+    figures["flow_draws_fraction"] = flow_fraction
+    if "upper_bound_95" in figures and flow_fraction >= FLOW_REACH_FRACTION:
+        bound, action, share, where = "upper_bound_95", "entered", flow_fraction, "in"
+    elif "lower_bound_95" in figures and 1.0 - flow_fraction >= FLOW_REACH_FRACTION:
+        bound, action, share, where = "lower_bound_95", "left", 1.0 - flow_fraction, "outside"
+    else:
+        return False
+    figures[bound] = None
+    figures["converged"] = False
+    figures["note"] = (
+        f"not converged: no chain {action} it, yet {share:.0%} of {flow_draws} draws of the flow lie {where} it, "
+        "where the trajectories it learned from went: the chains may be stuck where they started, and every "
+        "population of this run would then leave that side out; sample longer (--samples), with more chains "
+        "(--chains), or, for a model of every atom, with the flow's independence moves (--method mixed)"
+    )
+    return True
 
 
 def curvature_spectrum(gradients: np.ndarray) -> np.ndarray:

@@ -28,11 +28,14 @@ from ..sampling.chains import (
     starting_points,
 )
 from ..sampling.diagnostics import (
+    FLOW_REACH_FRACTION,
     R_HAT_LIMIT,
     CurvatureSum,
     basin_population,
     curvature_figures,
+    flow_basin_fractions,
     flow_importance_weights,
+    mark_unreached,
     observable_efficiency,
     sampling_efficiency,
 )
@@ -66,6 +69,9 @@ METHODS = ("auto", "latent-hmc", "hmc", "independence", "mixed")
 
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+#: Draws of the flow whose basins are compared with the chains' after sampling (no energy is evaluated for them).
+FLOW_REACH_DRAWS = 1000
 
 
 @dataclass
@@ -478,7 +484,9 @@ def _observable_figures(
             "fraction of all recorded samples in each basin; its standard error is the larger of the "
             "autocorrelation estimate and the error of a two-state Markov chain with as many stays in the basin, "
             "so that a basin the chains entered rarely is not given a tight error; "
-            "a basin no chain entered has no population, only an upper bound"
+            "a basin no chain entered has no population, only an upper bound; flow_draws_fraction is the share "
+            f"of {FLOW_REACH_DRAWS} draws of the flow in the basin, and a basin the chains never entered (or left) "
+            f"while at least {FLOW_REACH_FRACTION:.0%} of the draws lie there (or outside) is marked not converged"
         ),
     }
 
@@ -493,16 +501,23 @@ def _curvature_figures(curvature: CurvatureSum) -> dict[str, Any]:
     }
 
 
-def _convergence(summary: dict[str, Any]) -> dict[str, Any]:
-    """The observables whose chains disagree (split R-hat above :data:`R_HAT_LIMIT`), from their figures."""
+def _convergence(summary: dict[str, Any], unreached: list[str]) -> dict[str, Any]:
+    """The observables whose chains disagree (split R-hat above :data:`R_HAT_LIMIT`) or that the chains never reached.
+
+    ``unreached`` names the basins no chain entered (or left) while the flow's draws reach them
+    (:func:`~neuralct.sampling.diagnostics.mark_unreached`).
+    """
     observed = {"potential energy": summary["potential_energy_kT"], **summary["populations"]}
     return {
         "r_hat_limit": R_HAT_LIMIT,
         # Chains that do not move at all have an infinite R-hat (null in the figures): they count as not converged.
         "not_converged": [name for name, figures in observed.items() if figures.get("converged") is False],
+        "unreached": unreached,
         "note": "split R-hat of each observable over the chains; above the limit the chains disagree "
         "(stuck, or still drifting from their starts), and the observable's standard error is at least the "
-        "spread between the chains' means, each chain counted as one sample",
+        "spread between the chains' means, each chain counted as one sample. unreached: basins no chain entered "
+        f"(or left) although at least {FLOW_REACH_FRACTION:.0%} of the flow's draws lie in them (or outside), "
+        "also not converged",
     }
 
 
@@ -527,7 +542,6 @@ def _report(
     summary = _run_figures(target, settings, kernels, progress)
     summary.update(_observable_figures(beta_energy, indicators, summary["energy_evaluations"], progress.cpu_seconds))
     summary["mean_curvature"] = _curvature_figures(progress.curvature)
-    summary["convergence"] = _convergence(summary)
     summary["model_for_sampling"] = model_check
     if target.placed_dim:
         summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
@@ -539,6 +553,23 @@ def _report(
         summary["flow_importance_weights"] = flow_importance_weights(
             LatentPotential(model, target.potential), model.dim, settings.kish_samples, generator, model.masses.dtype
         )
+    if model.flow.acts_on_configuration:
+        fractions = flow_basin_fractions(
+            LatentPotential(model, target.potential).to_physical,
+            target.indicators,
+            model.dim,
+            target.placed_start.to(model.masses.dtype),
+            FLOW_REACH_DRAWS,
+            generator,
+        )
+        unreached = [
+            name
+            for name, figures in summary["populations"].items()
+            if mark_unreached(figures, fractions[name], FLOW_REACH_DRAWS)
+        ]
+    else:
+        unreached = []
+    summary["convergence"] = _convergence(summary, unreached)
     q_array = q.detach().reshape(n_samples, n_chains, dim).cpu().numpy()
     if target.kind == "molecule":
         _write_molecular_outputs(target, q_array, summary, folder)

@@ -286,6 +286,29 @@ def test_basins_never_visited_or_never_left_have_no_population_but_a_bound(toy_m
         and "the same value in every sample" in figures["undefined"]["iat"]
     )
     assert "nowhere" not in summary["convergence"]["not_converged"], "a constant says nothing about convergence"
+    # The flow's draws agree that nothing is in "nowhere" and everything in "everywhere".
+    assert nowhere["flow_draws_fraction"] == 0.0 and everywhere["flow_draws_fraction"] == 1.0
+    assert 0.0 < summary["populations"]["x1 > 0"]["flow_draws_fraction"] < 1.0
+
+
+def test_a_basin_the_flow_reaches_but_no_chain_entered_is_not_converged(toy_model, tmp_path, monkeypatch, capsys):
+    import neuralct.workflows.sample as sampling_run
+
+    with_fixed_basins(monkeypatch)
+    measured = sampling_run.flow_basin_fractions
+
+    def flow_reaches_nowhere(*args, **kwargs):
+        return {**measured(*args, **kwargs), "nowhere": 0.4}
+
+    monkeypatch.setattr(sampling_run, "flow_basin_fractions", flow_reaches_nowhere)
+    out = tmp_path / "x"
+    assert main(["sample", str(toy_model), *SAMPLE, "--output", str(out)]) == 0
+    summary = read_summary(out)
+    nowhere = summary["populations"]["nowhere"]
+    assert nowhere["converged"] is False and nowhere["upper_bound_95"] is None
+    assert "40% of 1000 draws of the flow lie in it" in nowhere["note"]
+    assert "nowhere" in summary["convergence"]["not_converged"] and summary["convergence"]["unreached"] == ["nowhere"]
+    assert "no chain entered (or left) nowhere, where the flow's draws go" in capsys.readouterr().err
 
 
 def forbid_sampling(monkeypatch):

@@ -11,10 +11,13 @@ import pytest
 import torch
 
 from neuralct.sampling.diagnostics import (
+    FLOW_REACH_FRACTION,
     basin_population,
     between_chain_standard_error,
     curvature_figures,
+    flow_basin_fractions,
     integrated_autocorrelation_time,
+    mark_unreached,
     mean_standard_error,
     observable_efficiency,
     sampling_efficiency,
@@ -73,6 +76,60 @@ def test_a_basin_no_chain_entered_is_not_visited_with_an_upper_bound():
     never_left = strict_json(basin_population(np.ones((200, 8))))
     assert never_left["population"] is None and never_left["lower_bound_95"] == pytest.approx(0.688, abs=1e-3)
     assert never_left["note"].startswith("never left")
+
+
+def test_a_basin_the_flow_reaches_and_no_chain_entered_marks_the_chains_stuck():
+    # No chain entered; 30% of the flow's draws are in the basin: stuck outside it, the bound withdrawn.
+    stuck_out = basin_population(np.zeros((200, 8)))
+    assert mark_unreached(stuck_out, 0.3, 1000)
+    stuck_out = strict_json(stuck_out)
+    assert stuck_out["converged"] is False and stuck_out["upper_bound_95"] is None
+    assert stuck_out["flow_draws_fraction"] == 0.3 and stuck_out["population"] is None
+    assert stuck_out["note"].startswith("not converged: no chain entered it, yet 30% of 1000 draws of the flow lie in")
+    # No chain left; 20% of the draws lie outside it.
+    stuck_in = basin_population(np.ones((200, 8)))
+    assert mark_unreached(stuck_in, 0.8, 1000)
+    assert stuck_in["converged"] is False and stuck_in["lower_bound_95"] is None
+    assert stuck_in["note"].startswith("not converged: no chain left it, yet 20% of 1000 draws of the flow lie outside")
+    # Below the threshold the flow agrees that the basin is (nearly) empty or full: the bounds stand.
+    for indicator, fraction, bound in (
+        (np.zeros((200, 8)), 0.01, "upper_bound_95"),
+        (np.ones((200, 8)), 0.99, "lower_bound_95"),
+    ):
+        figures = basin_population(indicator)
+        assert not mark_unreached(figures, fraction, 1000)
+        assert (
+            figures[bound] > 0
+            and "converged" not in figures
+            and figures["note"].startswith(("not visited", "never left"))
+        )
+    assert FLOW_REACH_FRACTION > 0.01
+    # A basin the chains entered and left keeps its figures, whatever the flow's share of it.
+    rng = np.random.default_rng(0)
+    visited = basin_population((rng.random((400, 4)) < 0.3).astype(float))
+    before = dict(visited)
+    assert not mark_unreached(visited, 0.9, 1000)
+    assert visited == {**before, "flow_draws_fraction": 0.9}
+
+
+def test_flow_basin_fractions_map_each_draw_and_append_the_placed_coordinates():
+    calls = []
+
+    def to_physical(u):
+        calls.append(u.shape)
+        return 2.0 * u, torch.zeros(len(u), dtype=u.dtype)
+
+    def indicators(q):
+        return {"x > 1": (q[:, 0] > 1.0).numpy().astype(float), "placed": (q[:, -1] == 6.0).numpy().astype(float)}
+
+    placed = torch.tensor([[3.0]], dtype=torch.float64)
+    fractions = flow_basin_fractions(
+        to_physical, indicators, 2, placed, 5000, torch.Generator().manual_seed(1), chunk=2000
+    )
+    # x = 2 u with u ~ N(0, 1): P(x > 1) = P(u > 0.5) = 0.3085; the placed coordinate is mapped with the draw.
+    assert fractions["x > 1"] == pytest.approx(0.3085, abs=4 * math.sqrt(0.3085 * 0.6915 / 5000))
+    assert fractions["placed"] == 1.0
+    assert calls == [(2000, 3), (2000, 3), (1000, 3)]
 
 
 def test_a_single_stay_in_a_short_chain_is_not_given_a_tight_error():
