@@ -484,9 +484,10 @@ def _observable_figures(
             "fraction of all recorded samples in each basin; its standard error is the larger of the "
             "autocorrelation estimate and the error of a two-state Markov chain with as many stays in the basin, "
             "so that a basin the chains entered rarely is not given a tight error; "
-            "a basin no chain entered has no population, only an upper bound; flow_draws_fraction is the share "
-            f"of {FLOW_REACH_DRAWS} draws of the flow in the basin, and a basin the chains never entered (or left) "
-            f"while at least {FLOW_REACH_FRACTION:.0%} of the draws lie there (or outside) is marked not converged"
+            "a basin no chain entered has no population, only an upper bound; flow_draws_fraction (for a flow that "
+            f"draws configurations) is the share of {FLOW_REACH_DRAWS} draws of the flow in the basin, and a basin "
+            f"the chains never entered (or left) while at least {FLOW_REACH_FRACTION:.0%} of the draws lie there "
+            "(or outside) is marked not converged"
         ),
     }
 
