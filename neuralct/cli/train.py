@@ -83,8 +83,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument(
         "--temperature",
         type=positive_float,
-        default=300.0,
-        help="temperature of the trajectories in K (default: %(default)s)",
+        default=None,
+        help="temperature of the trajectories in K (default: the one neuralct simulate and bias record in their "
+        "files, else 300; refused where it differs from their record)",
     )
     source.add_argument(
         "--objective",

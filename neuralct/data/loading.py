@@ -6,7 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -22,6 +22,7 @@ __all__ = [
     "EXTERNAL_FIELD_TOYS",
     "read_with_mdtraj",
     "VELOCITY_TEMPERATURE_RATIO",
+    "DEFAULT_TEMPERATURE_K",
     "kinetic_temperature",
     "frame_spacing",
     "topology_file",
@@ -49,6 +50,9 @@ ION_ELEMENTS = frozenset({"Li", "Na", "K", "Rb", "Cs", "F", "Cl", "Br", "I"})
 #: a constrained molecule counted with 3 degrees of freedom per atom (alanine dipeptide, all atoms, X-H bonds
 #: constrained: 0.80).
 VELOCITY_TEMPERATURE_RATIO = (0.5, 2.0)
+
+#: Temperature (K) of trajectories whose files record none and for which none is given.
+DEFAULT_TEMPERATURE_K = 300.0
 
 #: File types whose velocities MDAnalysis reads and MDTraj does not (GROMACS TRR): MDAnalysis reads them first.
 VELOCITY_FORMATS = frozenset({".trr"})
@@ -254,16 +258,30 @@ class _Raw:
     topology: Any
     masses: np.ndarray | None = None  # (n_atoms,) amu, as recorded by the simulation; else from the elements
     box: np.ndarray | None = None  # (frames, 3, 3) nm, box vectors as rows; None without a periodic box
+    temperature: float | None = None  # K, as the simulation recorded it; None where the file says nothing
 
 
-def _netcdf_extras(path: Path) -> tuple[np.ndarray | None, bool, np.ndarray | None]:
-    """Velocities, whether they are on-step, and the recorded particle masses of a NetCDF file."""
-    from .netcdf import MASSES_ATTRIBUTE, read_netcdf
+class _NetcdfExtras(NamedTuple):
+    velocities: np.ndarray | None  # (frames, n_atoms, 3) nm/ps
+    on_step: bool
+    masses: np.ndarray | None  # (n_atoms,) amu
+    temperature: float | None  # K, the thermostat's, as `neuralct simulate` or `bias` recorded it
+
+
+def _netcdf_extras(path: Path) -> _NetcdfExtras:
+    """Velocities, whether they are on-step, the recorded particle masses and temperature of a NetCDF file."""
+    from .netcdf import MASSES_ATTRIBUTE, TEMPERATURE_ATTRIBUTE, read_netcdf
 
     frames = read_netcdf(path)
     masses = frames.attributes.get(MASSES_ATTRIBUTE)
     masses = None if masses is None else np.atleast_1d(np.asarray(masses, dtype=np.float64))
-    return frames.velocities, bool(frames.attributes.get("neuralct_velocities_on_step", 0)), masses
+    temperature = frames.attributes.get(TEMPERATURE_ATTRIBUTE)
+    return _NetcdfExtras(
+        frames.velocities,
+        bool(frames.attributes.get("neuralct_velocities_on_step", 0)),
+        masses,
+        None if temperature is None else float(np.asarray(temperature).ravel()[0]),
+    )
 
 
 def _periodic_box(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray | None:
@@ -302,9 +320,9 @@ def read_with_mdtraj(path: str | Path, topology: str | None = None, stride: int 
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
     with _damage_refused(path):
         traj = read_with_mdtraj(path, topology, stride)
-    velocities, on_step, masses = None, False, None
+    velocities, on_step, masses, temperature = None, False, None, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        velocities, on_step, masses = _netcdf_extras(path)
+        velocities, on_step, masses, temperature = _netcdf_extras(path)
         velocities = velocities[::stride] if velocities is not None else None
         if masses is not None and len(masses) != traj.n_atoms:
             raise NeuralCTError(
@@ -320,6 +338,7 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         traj.topology,
         masses,
         None if traj.unitcell_lengths is None else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles),
+        temperature,
     )
 
 
@@ -426,9 +445,9 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
             velocities.append(universe.atoms.velocities / 10.0)
         times.append(ts.time)
         boxes.append(ts.dimensions)
-    on_step, masses = False, None
+    on_step, masses, temperature = False, None, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        _, on_step, masses = _netcdf_extras(path)
+        _, on_step, masses, temperature = _netcdf_extras(path)
     if topology:
         import mdtraj as md
 
@@ -448,6 +467,7 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         None
         if any(box is None for box in boxes)
         else _periodic_box(np.array(boxes)[:, :3] / 10.0, np.array(boxes)[:, 3:]),
+        temperature,
     )
 
 
@@ -557,7 +577,7 @@ def load_trajectories(
     topology: str | os.PathLike | None = None,
     selection: str | Sequence[int] = "heavy",
     stride: int = 1,
-    temperature: float = 300.0,
+    temperature: float | None = None,
     momenta: str = "auto",
     backend: str = "auto",
     seed: int = 0,
@@ -583,8 +603,11 @@ def load_trajectories(
         :func:`solute_atom_indices`), ``all``, an MDTraj selection string, or atom indices.
     stride : int
         Keep every ``stride``-th frame.
-    temperature : float
-        Temperature in K (for kT and for resampled momenta).
+    temperature : float, optional
+        Temperature of the trajectories in K (for kT and for resampled momenta). None: the one
+        ``neuralct simulate`` and ``neuralct bias`` record in their files, else
+        :data:`DEFAULT_TEMPERATURE_K`. A given temperature that differs from a file's record is
+        refused, as are files that record different temperatures.
     momenta : {"auto", "recorded", "resample"}
         ``auto``: recorded velocities times masses when every file holds velocities (another
         engine's, not flagged on-step, where their kinetic temperature is within
@@ -609,12 +632,14 @@ def load_trajectories(
         Missing, truncated or unreadable files, atom counts that disagree with the topology
         or between files, an empty selection, recorded momenta asked for but not held or not at
         the bath's temperature, molecules torn across a periodic box that the file does not record,
-        or a ``frame_ps`` that is not a positive number or disagrees with a file's own stamps.
+        or a ``frame_ps`` that is not a positive number or disagrees with a file's own stamps, or a
+        temperature that differs from the files' record (or records that differ).
     """
     paths = _checked_paths(paths, topology, stride, momenta, backend)
     if frame_ps is not None and not (np.isfinite(frame_ps) and frame_ps > 0):
         raise NeuralCTError(f"`frame_ps` must be a positive number of ps, got {frame_ps}")
     raws = _read_all(paths, str(topology) if topology else None, stride, backend)
+    temperature = _trajectory_temperature(raws, paths, temperature)
     first = raws[0]
     _refuse_external_field_toy(first.topology, paths[0])
     atom_indices, masses = _selected_atoms(first, selection, paths[0])
@@ -655,6 +680,31 @@ def load_trajectories(
         selection_note=_selection_note(first.topology, atom_indices, selection),
         periodic=any(raw.box is not None for raw in raws),
     )
+
+
+def _trajectory_temperature(raws: list[_Raw], paths: list[Path], given: float | None) -> float:
+    """The temperature (K) of the trajectories: ``given``, checked against the files' records, or the records'.
+
+    A file of ``neuralct simulate`` or ``neuralct bias`` records its thermostat's temperature; a
+    file of another engine records none, and ``given`` (or :data:`DEFAULT_TEMPERATURE_K`) is taken
+    on trust.
+    """
+    recorded = {path: raw.temperature for path, raw in zip(paths, raws) if raw.temperature is not None}
+    if len({round(value, 6) for value in recorded.values()}) > 1:
+        listed = ", ".join(f"{path} {value:g} K" for path, value in recorded.items())
+        raise NeuralCTError(
+            f"the trajectories ran at different temperatures ({listed})",
+            "train on trajectories of one temperature",
+        )
+    if given is None:
+        return next(iter(recorded.values()), DEFAULT_TEMPERATURE_K)
+    for path, value in recorded.items():
+        if not np.isclose(value, given, rtol=1e-6, atol=0.0):
+            raise NeuralCTError(
+                f"{path} ran at {value:g} K, as its run recorded, not at the `temperature` {given:g} K given",
+                "leave `temperature` out to take the files' own",
+            )
+    return given
 
 
 def _refuse_external_field_toy(topology: Any, path: str) -> None:

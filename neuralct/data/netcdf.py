@@ -58,6 +58,9 @@ class NetCDFFrames:
 #: Global attribute with the System's particle masses in amu, one per atom.
 MASSES_ATTRIBUTE = "neuralct_masses_amu"
 
+#: Global attribute with the thermostat's temperature in K of the run that wrote the file.
+TEMPERATURE_ATTRIBUTE = "neuralct_temperature_K"
+
 
 def write_netcdf(path: str | os.PathLike, frames: NetCDFFrames) -> None:
     """Write ``frames`` as an AMBER-convention NetCDF file, atomically."""

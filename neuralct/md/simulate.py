@@ -45,7 +45,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..data.netcdf import MASSES_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
+from ..data.netcdf import MASSES_ATTRIBUTE, TEMPERATURE_ATTRIBUTE, NetCDFFrames, read_netcdf, write_netcdf
 from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
@@ -481,7 +481,7 @@ class _Replica:
             "neuralct_velocities_on_step": 1,
             "neuralct_velocities_method": "mean of the half-step velocities around the report step "
             "(LangevinMiddleIntegrator)",
-            "neuralct_temperature_K": float(self.settings.temperature),
+            TEMPERATURE_ATTRIBUTE: float(self.settings.temperature),
             "neuralct_timestep_fs": float(self.settings.timestep_fs),
             "neuralct_report_ps": float(self.settings.report_ps),
             "neuralct_system": self.md_system.name,

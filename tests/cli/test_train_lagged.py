@@ -174,6 +174,11 @@ MODEL_V2 = str(Path(__file__).parents[1] / "fixtures" / "model_v2.pt")
         (["train"], ["--validation-trajectories", "3"], "--validation-trajectories must be between 1 and 2 for 3"),
         (["train"], ["--objective", "density", "--lag-ps", "1"], "--lag-ps sets the kinetic objective; drop it or"),
         (["analyze", MODEL_V2], ["--modes", "1"], "--modes must be at least 2"),
+        (
+            ["train"],
+            ["--temperature", "350"],
+            "ran at 300 K, as its run recorded, not at the --temperature 350 K given",
+        ),
     ],
 )
 def test_library_errors_reach_the_command_line_as_its_flags(trajectories, tmp_path, capsys, command, options, message):

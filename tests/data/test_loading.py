@@ -7,7 +7,7 @@ import pytest
 
 from neuralct.data import lagged_pairs, load_trajectories
 from neuralct.data.loading import kinetic_temperature, read_with_mdtraj
-from neuralct.data.netcdf import read_netcdf, write_netcdf
+from neuralct.data.netcdf import TEMPERATURE_ATTRIBUTE, read_netcdf, write_netcdf
 from neuralct.errors import NeuralCTError
 from neuralct.md.simulate import SimulationSettings, run_simulation
 from neuralct.md.systems import build_system
@@ -60,6 +60,7 @@ def test_velocities_not_flagged_on_step_are_used_where_at_the_bath_temperature(r
     """Another engine's velocities (no on-step flag) train as recorded, with their kinetic temperature said."""
     frames = read_netcdf(paths(runs)[0])
     frames.attributes["neuralct_velocities_on_step"] = 0
+    del frames.attributes[TEMPERATURE_ATTRIBUTE]  # another engine's file records no temperature
     write_netcdf(tmp_path / "half.nc", frames)
     data = load_trajectories(tmp_path / "half.nc", topology=runs / "topology.pdb", selection="all", seed=1)
     assert data.momenta_source == "recorded" and not data.velocities_on_step
@@ -77,6 +78,7 @@ def test_velocities_far_from_the_bath_temperature_are_not_used(runs, tmp_path):
     """Velocities in AMBER's internal unit (20.455 times too large) or at another temperature: resampled, or refused."""
     frames = read_netcdf(paths(runs)[0])
     frames.attributes["neuralct_velocities_on_step"] = 0
+    del frames.attributes[TEMPERATURE_ATTRIBUTE]  # another engine's file records no temperature
     frames.velocities = frames.velocities * 20.455
     write_netcdf(tmp_path / "scaled.nc", frames)
     data = load_trajectories(tmp_path / "scaled.nc", topology=runs / "topology.pdb", seed=1)
@@ -87,6 +89,34 @@ def test_velocities_far_from_the_bath_temperature_are_not_used(runs, tmp_path):
     # The same velocities at their own temperature are used: the check is against the temperature given.
     hot = load_trajectories(tmp_path / "scaled.nc", topology=runs / "topology.pdb", temperature=300.0 * 20.455**2)
     assert hot.momenta_source == "recorded"
+
+
+def test_the_temperature_is_the_one_the_files_record(runs, tmp_path):
+    """Trajectories of a hot run train at their own temperature; a temperature that contradicts them is refused."""
+    import mdtraj as md
+
+    from neuralct.units import kT_kj_per_mol
+
+    assert load_trajectories(paths(runs)[0]).temperature == 300.0  # as `simulate` recorded it
+    frames = read_netcdf(paths(runs)[0])
+    frames.attributes[TEMPERATURE_ATTRIBUTE] = 600.0
+    write_netcdf(tmp_path / "hot.nc", frames)
+    hot = load_trajectories(tmp_path / "hot.nc", topology=runs / "topology.pdb")
+    assert hot.temperature == 600.0 and hot.kT == pytest.approx(kT_kj_per_mol(600.0))
+    assert load_trajectories(tmp_path / "hot.nc", topology=runs / "topology.pdb", temperature=600.0).temperature == 600
+    with pytest.raises(
+        NeuralCTError, match=r"hot.nc ran at 600 K, as its run recorded, not at the `temperature` 300 K"
+    ):
+        load_trajectories(tmp_path / "hot.nc", topology=runs / "topology.pdb", temperature=300.0)
+    with pytest.raises(
+        NeuralCTError, match=r"ran at different temperatures \(.*replica-000.nc 300 K, .*hot.nc 600 K\)"
+    ):
+        load_trajectories([paths(runs)[0], tmp_path / "hot.nc"], topology=runs / "topology.pdb")
+    # Another engine's file records none: the temperature given is taken on trust, 300 K without one.
+    md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb")).save_dcd(str(tmp_path / "plain.dcd"))
+    plain = [tmp_path / "plain.dcd"]
+    assert load_trajectories(plain, topology=runs / "topology.pdb", frame_ps=0.1).temperature == 300.0
+    assert load_trajectories(plain, topology=runs / "topology.pdb", frame_ps=0.1, temperature=350.0).temperature == 350
 
 
 def test_files_without_velocities_refuse_recorded_momenta(runs, tmp_path):
