@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NeuralCTError", "RunBrokeDown", "first_line"]
+__all__ = ["NeuralCTError", "RunBrokeDown", "TemperatureMismatch", "first_line"]
 
 
 class NeuralCTError(Exception):
@@ -33,6 +33,14 @@ class RunBrokeDown(NeuralCTError):
     """A simulation that cannot go on: it blew up, or a biased CV turned non-finite or left its grid.
 
     ``what`` says what happened, for a caller that goes on from the frames before it (``neuralct explore``).
+    """
+
+
+class TemperatureMismatch(NeuralCTError):
+    """Trajectories whose files record another temperature than the one given.
+
+    ``what`` names the file and both temperatures; a caller whose option for the temperature is
+    another (``neuralct explore``'s round 0) gives its own advice.
     """
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from ..errors import NeuralCTError, first_line
+from ..errors import NeuralCTError, TemperatureMismatch, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
 from .pairs import LaggedPairs, lag_in_frames, split_lagged_pairs
@@ -700,8 +700,8 @@ def _trajectory_temperature(raws: list[_Raw], paths: list[Path], given: float | 
         return next(iter(recorded.values()), DEFAULT_TEMPERATURE_K)
     for path, value in recorded.items():
         if not np.isclose(value, given, rtol=1e-6, atol=0.0):
-            raise NeuralCTError(
-                f"{path} ran at {value:g} K, as its run recorded, not at the `temperature` {given:g} K given",
+            raise TemperatureMismatch(
+                f"{path} ran at {value:g} K, as its run recorded, not at the {given:g} K given",
                 "leave `temperature` out to take the files' own",
             )
     return given

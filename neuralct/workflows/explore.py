@@ -60,7 +60,7 @@ from ..analysis.reweighting import (
 )
 from ..data import PhaseSpaceData, load_trajectories
 from ..data.pairs import lag_in_frames
-from ..errors import NeuralCTError, RunBrokeDown
+from ..errors import NeuralCTError, RunBrokeDown, TemperatureMismatch
 from ..io import prepare_output_dir, write_json
 from ..md.simulate import SimulationSettings, run_simulation
 from ..model.molecular import molecule_atoms, molecule_metadata
@@ -801,16 +801,23 @@ def _given_data(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData:
     Raises
     ------
     NeuralCTError
-        If the files cannot be read (:func:`~neuralct.data.load_trajectories`), their frames'
+        If the files cannot be read (:func:`~neuralct.data.load_trajectories`), record another
+        temperature than round 0's, their frames'
         spacing is unknown (files without time stamps and no ``data_frame_ps``), or a model of them
         could not be biased in ``md_system``, which must hold their atoms as ``neuralct bias`` finds
         them (:func:`~neuralct.model.molecular.molecule_atoms`): the same atoms, or its solute's.
     """
     import mdtraj
 
-    data = _load(
-        settings.data, settings, settings.round_zero_temperature, settings.data_topology, settings.data_frame_ps
-    )
+    try:
+        data = _load(
+            settings.data, settings, settings.round_zero_temperature, settings.data_topology, settings.data_frame_ps
+        )
+    except TemperatureMismatch as error:
+        raise NeuralCTError(
+            error.what,
+            "the data are round 0, which runs at `unbiased_temperature` (default `temperature`): give theirs",
+        ) from None
     if data.timestep_ps is None:
         raise NeuralCTError(data.timestep_note.replace("`frame_ps`", "`data_frame_ps`"))
     topology = mdtraj.Topology.from_openmm(md_system.topology)

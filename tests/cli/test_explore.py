@@ -96,6 +96,20 @@ def test_a_rerun_goes_on_with_the_same_options_and_is_refused_with_others(tmp_pa
     assert len(runs) == 3
 
 
+def test_given_data_that_ran_at_another_temperature_than_round_zero_are_refused_in_one_line(tmp_path, capsys):
+    md = tmp_path / "md"
+    simulate = ["simulate", "alanine-dipeptide", "--length-ns", "0.002", "--report-ps", "0.1", "--replicas", "2"]
+    assert main([*simulate, "--platform", "Reference", "--no-progress", "--output", str(md)]) == 0
+    given = ["--data", str(md / "replica-000.nc"), str(md / "replica-001.nc")]
+    out = tmp_path / "explore"
+    own_md = TINY[:2] + TINY[6:]
+    assert main([*own_md, *given, "--unbiased-temperature", "600", "--output", str(out)]) == 2
+    error = _one_line_error(capsys)
+    assert "replica-000.nc ran at 300 K, as its run recorded, not at the 600 K given; the data are round 0, " in error
+    assert error.endswith("which runs at --unbiased-temperature (default --temperature): give theirs\n"), error
+    assert not out.exists()
+
+
 def test_given_data_replace_round_zeros_md_and_their_options_are_checked_in_one_line(
     tmp_path, capsys, plain_openmm_alanine
 ):

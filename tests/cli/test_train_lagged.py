@@ -177,7 +177,7 @@ MODEL_V2 = str(Path(__file__).parents[1] / "fixtures" / "model_v2.pt")
         (
             ["train"],
             ["--temperature", "350"],
-            "ran at 300 K, as its run recorded, not at the --temperature 350 K given",
+            "ran at 300 K, as its run recorded, not at the 350 K given; leave --temperature out to take the files' own",
         ),
     ],
 )

@@ -105,7 +105,8 @@ def test_the_temperature_is_the_one_the_files_record(runs, tmp_path):
     assert hot.temperature == 600.0 and hot.kT == pytest.approx(kT_kj_per_mol(600.0))
     assert load_trajectories(tmp_path / "hot.nc", topology=runs / "topology.pdb", temperature=600.0).temperature == 600
     with pytest.raises(
-        NeuralCTError, match=r"hot.nc ran at 600 K, as its run recorded, not at the `temperature` 300 K"
+        NeuralCTError,
+        match=r"hot.nc ran at 600 K, as its run recorded, not at the 300 K given; leave `temperature` out",
     ):
         load_trajectories(tmp_path / "hot.nc", topology=runs / "topology.pdb", temperature=300.0)
     with pytest.raises(
