@@ -694,7 +694,7 @@ def _trajectory_temperature(raws: list[_Raw], paths: list[Path], given: float | 
         listed = ", ".join(f"{path} {value:g} K" for path, value in recorded.items())
         raise NeuralCTError(
             f"the trajectories ran at different temperatures ({listed})",
-            "train on trajectories of one temperature",
+            "give trajectories of one temperature",
         )
     if given is None:
         return next(iter(recorded.values()), DEFAULT_TEMPERATURE_K)
