@@ -319,7 +319,7 @@ def test_output_files_follow_the_umask(tmp_path, umask):
         (["--stride", "2"], "other stride;"),
         (["--selection", "all"], "other selection;"),
         (["--hidden", "16"], "other hidden;"),
-        (["--temperature", "310"], "other temperature;"),
+        (["--couplings", "2"], "other couplings;"),
     ],
 )
 def test_train_with_other_data_or_settings_is_refused_and_changes_nothing(alanine, capsys, change, message):
