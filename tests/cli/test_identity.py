@@ -64,6 +64,7 @@ OTHER_VALUES = {
     ("simulate", "ionic_strength_molar"): ["0.1"],
     ("simulate", "save"): ["not element H"],
     ("simulate", "replica_index"): ["0"],
+    ("train", "temperature"): ["300"],  # the files' own, given: any other is refused by their record
     ("train", "selection"): ["all"],
     ("train", "layers"): ["point"],
     ("train", "vamp_lags_ps"): ["1"],
