@@ -427,6 +427,9 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         seed=args.seed,
         frame_ps=args.frame_ps,
     )
+    # The temperature the files record (or the default for files without a record) enters the run identity, so that
+    # a rerun giving it resumes the run that took it by default.
+    args.temperature = data.temperature
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
     sampling_note = _check_data_for_sampling(args.trajectories) if args.for_sampling else None
     weights, weighting, weights_source = None, None, "the frame weights"

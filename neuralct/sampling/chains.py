@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import NeuralCTError
@@ -18,7 +19,9 @@ __all__ = [
     "WARMUP_SCHEDULE",
     "EVALUATION_CHUNK",
     "in_chunks",
+    "flow_draws",
     "starting_points",
+    "flow_basin_fractions",
     "warm_up",
     "end_warmup_iteration",
     "iterate",
@@ -121,6 +124,22 @@ def in_chunks(
     return tuple(torch.cat(columns) for columns in zip(*parts))
 
 
+def flow_draws(
+    model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``n`` latent points ``u ~ N(0, I)`` of ``model``, each followed by the hydrogens the model leaves out.
+
+    The hydrogens are where the system's structure has them (``target.placed_start``).
+
+    Returns
+    -------
+    torch.Tensor, shape=(n, model.dim + target.placed_dim)
+        In the model's dtype.
+    """
+    draws = torch.randn(n, model.dim, generator=generator, dtype=model.masses.dtype)
+    return torch.cat([draws, target.placed_start.to(draws.dtype).expand(n, -1)], dim=1)
+
+
 def starting_points(
     model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, int]:
@@ -160,12 +179,11 @@ def starting_points(
     NeuralCTError
         If fewer than ``chains`` draws have a finite energy.
     """
-    placed = target.placed_start.to(model.masses.dtype)
     if not model.flow.acts_on_configuration:
-        return torch.cat([model.position_offset.expand(chains, model.dim), placed.expand(chains, -1)], dim=1), 0
+        placed = target.placed_start.to(model.masses.dtype).expand(chains, -1)
+        return torch.cat([model.position_offset.expand(chains, model.dim), placed], dim=1), 0
     latent = LatentPotential(model, target.potential)
-    draws = torch.randn(START_CANDIDATES_PER_CHAIN * chains, model.dim, generator=generator, dtype=model.masses.dtype)
-    draws = torch.cat([draws, placed.expand(len(draws), -1)], dim=1)
+    draws = flow_draws(model, target, START_CANDIDATES_PER_CHAIN * chains, generator)
     (energy,) = in_chunks(lambda u: (latent(u),), draws)
     finite = int(torch.isfinite(energy).sum())
     if finite < chains:
@@ -178,3 +196,21 @@ def starting_points(
         with torch.no_grad():
             start = latent.to_physical(start)[0]
     return start, len(draws)
+
+
+def flow_basin_fractions(
+    model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator
+) -> dict[str, float]:
+    """Fraction of ``n`` draws of the flow in each of ``target``'s basins: where the model's training trajectories went.
+
+    No energy is evaluated: each draw (:func:`flow_draws`) is mapped to a configuration and its
+    basin indicators are read. ``model``'s flow must act on configurations.
+
+    Returns
+    -------
+    dict of str to float
+        Each of ``target.indicators`` averaged over the draws.
+    """
+    to_physical = LatentPotential(model, target.potential).to_physical
+    (q,) = in_chunks(lambda u: (to_physical(u)[0],), flow_draws(model, target, n, generator))
+    return {name: float(np.mean(value)) for name, value in target.indicators(q).items()}

@@ -23,7 +23,6 @@ __all__ = [
     "observable_efficiency",
     "basin_population",
     "FLOW_REACH_FRACTION",
-    "flow_basin_fractions",
     "mark_unreached",
     "curvature_spectrum",
     "curvature_figures",
@@ -477,55 +476,6 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     return figures
 
 
-def flow_basin_fractions(
-    to_physical: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    indicators: Callable[[torch.Tensor], dict[str, np.ndarray]],
-    dim: int,
-    placed: torch.Tensor,
-    n: int,
-    generator: torch.Generator,
-    chunk: int = KISH_CHUNK,
-) -> dict[str, float]:
-    """Fraction of ``n`` draws of the flow in each basin: where the flow's training trajectories went.
-
-    No energy is evaluated: each draw ``u ~ N(0, I)`` is mapped to a configuration and its
-    basin indicators are read.
-
-    Parameters
-    ----------
-    to_physical : callable
-        Latent points (batch, n_total) to configurations and log-determinants
-        (:meth:`~neuralct.sampling.targets.LatentPotential.to_physical`).
-    indicators : callable
-        Configurations (batch, n_total) to named 0/1 arrays (batch,) (the target's basin indicators).
-    dim : int
-        Latent coordinates of the model.
-    placed : torch.Tensor, shape=(1, n_placed)
-        Coordinates appended to each draw (hydrogens the model leaves out, where the system's
-        structure has them); its dtype is the draws'.
-    n : int
-        Flow draws, ``chunk`` at a time.
-    generator : torch.Generator
-        Random stream of the draws.
-    chunk : int
-        Draws per mapping.
-
-    Returns
-    -------
-    dict of str to float
-        Each indicator's mean over the draws.
-    """
-    sums: dict[str, float] = {}
-    for start in range(0, n, chunk):
-        count = min(chunk, n - start)
-        u = torch.randn(count, dim, generator=generator, dtype=placed.dtype)
-        with torch.no_grad():
-            q, _ = to_physical(torch.cat([u, placed.expand(count, -1)], dim=1))
-        for name, value in indicators(q).items():
-            sums[name] = sums.get(name, 0.0) + float(np.sum(value))
-    return {name: total / n for name, total in sums.items()}
-
-
 def mark_unreached(figures: dict[str, Any], flow_fraction: float, flow_draws: int) -> bool:
     """Add the flow's share of a basin to its population figures, and mark chains stuck on one side of it.
 
@@ -540,7 +490,7 @@ def mark_unreached(figures: dict[str, Any], flow_fraction: float, flow_draws: in
     figures : dict
         One basin's figures from :func:`basin_population`; changed in place.
     flow_fraction : float
-        Fraction of the flow's draws in the basin (:func:`flow_basin_fractions`).
+        Fraction of the flow's draws in the basin (:func:`~neuralct.sampling.chains.flow_basin_fractions`).
     flow_draws : int
         How many draws that fraction is of.
 

@@ -23,6 +23,7 @@ from ..sampling.chains import (
     Kernel,
     component_kernels,
     end_warmup_iteration,
+    flow_basin_fractions,
     in_chunks,
     iterate,
     starting_points,
@@ -33,7 +34,6 @@ from ..sampling.diagnostics import (
     CurvatureSum,
     basin_population,
     curvature_figures,
-    flow_basin_fractions,
     flow_importance_weights,
     mark_unreached,
     observable_efficiency,
@@ -555,14 +555,7 @@ def _report(
             LatentPotential(model, target.potential), model.dim, settings.kish_samples, generator, model.masses.dtype
         )
     if model.flow.acts_on_configuration:
-        fractions = flow_basin_fractions(
-            LatentPotential(model, target.potential).to_physical,
-            target.indicators,
-            model.dim,
-            target.placed_start.to(model.masses.dtype),
-            FLOW_REACH_DRAWS,
-            generator,
-        )
+        fractions = flow_basin_fractions(model, target, FLOW_REACH_DRAWS, generator)
         unreached = [
             name
             for name, figures in summary["populations"].items()

@@ -9,6 +9,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+import mdtraj
 import pytest
 import yaml
 
@@ -64,7 +65,7 @@ OTHER_VALUES = {
     ("simulate", "ionic_strength_molar"): ["0.1"],
     ("simulate", "save"): ["not element H"],
     ("simulate", "replica_index"): ["0"],
-    ("train", "temperature"): ["300"],  # the files' own, given: any other is refused by their record
+    ("train", "temperature"): None,  # resolved from the files first: test_train_temperature_enters_resolved
     ("train", "selection"): ["all"],
     ("train", "layers"): ["point"],
     ("train", "vamp_lags_ps"): ["1"],
@@ -291,6 +292,19 @@ def test_every_option_that_changes_a_result_enters_the_run_identity(inputs, monk
     assert action.dest in after and before.get(action.dest) != after[action.dest], (
         f"`{command} {' '.join(words)}` leaves the run identity unchanged: a rerun with it would resume the other run"
     )
+
+
+def test_train_temperature_enters_resolved(inputs, monkeypatch, tmp_path):
+    """The identity holds the temperature trained at: the files' record, the default 300 K, or the value given."""
+    recorded = ["train", *inputs["paths"][:2]]
+    assert _identity(recorded, monkeypatch, tmp_path)[1]["temperature"] == 300.0
+    assert _identity([*recorded, "--temperature", "300"], monkeypatch, tmp_path)[1]["temperature"] == 300.0
+    # Files without a record (DCD) train at whatever is given, and each value is a run of its own.
+    dcd = tmp_path / "foreign.dcd"
+    mdtraj.load(inputs["paths"][0], top=inputs["top"]).save_dcd(str(dcd))
+    foreign = ["train", str(dcd), "--top", inputs["top"], "--frame-ps", "0.5"]
+    assert _identity(foreign, monkeypatch, tmp_path)[1]["temperature"] == 300.0
+    assert _identity([*foreign, "--temperature", "310"], monkeypatch, tmp_path)[1]["temperature"] == 310.0
 
 
 @pytest.mark.parametrize("command", ["bias", "sample"])

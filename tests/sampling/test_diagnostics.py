@@ -15,7 +15,6 @@ from neuralct.sampling.diagnostics import (
     basin_population,
     between_chain_standard_error,
     curvature_figures,
-    flow_basin_fractions,
     integrated_autocorrelation_time,
     mark_unreached,
     mean_standard_error,
@@ -110,26 +109,6 @@ def test_a_basin_the_flow_reaches_and_no_chain_entered_marks_the_chains_stuck():
     before = dict(visited)
     assert not mark_unreached(visited, 0.9, 1000)
     assert visited == {**before, "flow_draws_fraction": 0.9}
-
-
-def test_flow_basin_fractions_map_each_draw_and_append_the_placed_coordinates():
-    calls = []
-
-    def to_physical(u):
-        calls.append(u.shape)
-        return 2.0 * u, torch.zeros(len(u), dtype=u.dtype)
-
-    def indicators(q):
-        return {"x > 1": (q[:, 0] > 1.0).numpy().astype(float), "placed": (q[:, -1] == 6.0).numpy().astype(float)}
-
-    placed = torch.tensor([[3.0]], dtype=torch.float64)
-    fractions = flow_basin_fractions(
-        to_physical, indicators, 2, placed, 5000, torch.Generator().manual_seed(1), chunk=2000
-    )
-    # x = 2 u with u ~ N(0, 1): P(x > 1) = P(u > 0.5) = 0.3085; the placed coordinate is mapped with the draw.
-    assert fractions["x > 1"] == pytest.approx(0.3085, abs=4 * math.sqrt(0.3085 * 0.6915 / 5000))
-    assert fractions["placed"] == 1.0
-    assert calls == [(2000, 3), (2000, 3), (1000, 3)]
 
 
 def test_a_single_stay_in_a_short_chain_is_not_given_a_tight_error():

@@ -1,6 +1,7 @@
 """Latent HMC and independence moves are exact whatever the flow: checked on toys with a deliberately poor flow."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,8 +18,10 @@ from neuralct.sampling import (
     sample_chains,
     warm_up,
 )
+from neuralct.sampling.chains import flow_basin_fractions
 from neuralct.sampling.diagnostics import flow_importance_weights, mean_standard_error
 from neuralct.sampling.mixture import FlowMixture
+from neuralct.sampling.targets import toy_target
 from neuralct.toys.hamiltonians import CurvedDoubleWell, HarmonicChain
 from neuralct.training.loop import TrainingSettings
 from neuralct.workflows.train import fit_toy
@@ -104,6 +107,25 @@ def test_the_poor_flow_is_poor(double_well):
     x_grid, x_cdf = system.x_cdf()
     assert stats.kstest(q[:, 0].numpy(), lambda v: np.interp(v, x_grid, x_cdf)).pvalue < 1e-6
     assert abs((q[:, 0] > 0).double().mean().item() - system.population_positive_x()) > 0.03
+
+
+def test_flow_basin_fractions_are_where_the_flow_draws_go_not_the_boltzmann_populations(double_well):
+    """Each draw is mapped by the flow; the hydrogens a model leaves out are appended unchanged."""
+    system, model = double_well
+    target = replace(toy_target(model), placed_start=torch.tensor([[3.0]]))
+    seen = []
+
+    def indicators(q):
+        seen.append(q.shape)
+        return {"x > 0": (q[:, 0] > 0).double().numpy(), "placed": (q[:, -1] == 3.0).double().numpy()}
+
+    target.indicators = indicators
+    fractions = flow_basin_fractions(model, target, 3000, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        q, _ = model.configuration_from_latent(torch.randn(3000, 2, generator=torch.Generator().manual_seed(4)))
+    assert fractions["x > 0"] == (q[:, 0] > 0).double().mean().item()
+    assert abs(fractions["x > 0"] - system.population_positive_x()) > 0.03, "the poor flow's share, not the truth"
+    assert fractions["placed"] == 1.0 and seen == [(3000, 3)]
 
 
 def _flow_potential(u):
