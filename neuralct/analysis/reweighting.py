@@ -27,6 +27,7 @@ __all__ = [
     "reweighting_offset",
     "metadynamics_weights",
     "frame_weights",
+    "frame_log_weights",
 ]
 
 
@@ -248,6 +249,27 @@ def metadynamics_weights(rbias: np.ndarray, kT: float) -> np.ndarray:
 def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tuple[np.ndarray, dict[str, Any]]:
     """Normalised frame weights for weighted maximum likelihood, and how they were made.
 
+    The weights are ``exp`` of :func:`frame_log_weights`, scaled to sum to 1.
+
+    Returns
+    -------
+    weights : np.ndarray, shape=(n_frames,)
+    record : dict
+        ``source``, ``kish_effective_frames`` and ``frames``.
+    """
+    log_w, source = frame_log_weights(path, kind, n_frames, kT)
+    weights = np.exp(log_w - log_w.max())
+    weights /= weights.sum()
+    return weights, {
+        "source": source,
+        "kish_effective_frames": float(1.0 / np.sum(weights**2)),
+        "frames": int(n_frames),
+    }
+
+
+def frame_log_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tuple[np.ndarray, str]:
+    """The log of each frame's weight, read from a weights file or a bias run's COLVAR, and where it came from.
+
     Parameters
     ----------
     path : path
@@ -301,13 +323,7 @@ def frame_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> tupl
         )
     if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
         raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
-    weights = np.exp(log_w - log_w.max())
-    weights /= weights.sum()
-    return weights, {
-        "source": source,
-        "kish_effective_frames": float(1.0 / np.sum(weights**2)),
-        "frames": int(n_frames),
-    }
+    return log_w, source
 
 
 def _logsumexp(values: np.ndarray) -> float:

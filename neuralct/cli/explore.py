@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "reweighted exactly with exp(V/kT) and pooled); a round below that rate, or one whose CV left its grid "
             "or whose run broke down (it ends there), is followed by a model trained on its frames with the "
             "time-lagged objective "
-            "(lag 2 ps, VAMP-2 weight 100). Stops when every backbone phi was crossed and its pooled F(phi > 0) - "
+            "(lag 2 ps of --retrain-time, VAMP-2 weight 100). Stops when every backbone phi was crossed and its "
+            "pooled F(phi > 0) - "
             "F(phi < 0) changed by less than --tolerance-kj over the last frozen round, with block standard errors "
             "below it before and after and an estimate of its own from every frozen round, else after --max-rounds "
             "rounds (a molecule without a backbone phi has no states defined and runs them all). Writes "
@@ -109,6 +110,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     p.add_argument(
+        "--retrain-time",
+        choices=("simulation", "rescaled"),
+        default="simulation",
+        help="what the retraining's lag of 2 ps counts: simulation time, or rescaled time dt exp((V - c(t))/kT) "
+        "from the round's COLVAR, each pair weighted by the rescaled time it spans (default: %(default)s)",
+    )
+    p.add_argument(
         "--tolerance-kj",
         type=positive_float,
         default=1.0,
@@ -155,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         max_rounds=args.max_rounds,
         freeze_rate_per_ns=args.freeze_rate_per_ns,
         tolerance_kj=args.tolerance_kj,
+        retrain_time=args.retrain_time,
         train_steps=args.train_steps,
         temperature=args.temperature,
         unbiased_temperature=args.unbiased_temperature,

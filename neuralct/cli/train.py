@@ -168,7 +168,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     weighted.add_argument(
         "--bias-colvar",
         metavar="COLVAR",
-        help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column",
+        help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column "
+        "for maximum likelihood; with --lag-ps, the kinetic objective with its lags in rescaled time dt exp((V - "
+        "c(t))/kT), the pairs weighted by the rescaled time they span",
     )
     source.add_argument(
         "--validation-trajectories",
@@ -432,8 +434,19 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
     args.temperature = data.temperature
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
     sampling_note = _check_data_for_sampling(args.trajectories) if args.for_sampling else None
-    weights, weighting, weights_source = None, None, "the frame weights"
-    if args.weights or args.bias_colvar:
+    weights, weighting, weights_source, rescaled = None, None, "the frame weights", None
+    if args.bias_colvar and (args.lag_ps is not None or args.objective == "kinetic"):
+        # The kinetic objective on a bias run's frames: its lags in rescaled time, pairs weighted by it.
+        from ..analysis.reweighting import frame_log_weights
+
+        if args.lag_ps is None:
+            raise NeuralCTError(
+                "--bias-colvar with the kinetic objective needs --lag-ps, the lag in rescaled (unbiased) time: "
+                "it is not chosen from biased frames"
+            )
+        log_weights, source = frame_log_weights(args.bias_colvar, "colvar", data.n_frames, data.kT)
+        rescaled = {"rescaled_time": log_weights, "rescaled_time_source": f"--bias-colvar {args.bias_colvar}: {source}"}
+    elif args.weights or args.bias_colvar:
         from ..analysis.reweighting import frame_weights
 
         weights, weighting = frame_weights(
@@ -462,6 +475,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         weights=weights,
         weights_source=weights_source,
         dtype=args.dtype,
+        **(rescaled or {}),
     )
     check_fits(
         training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype),
@@ -475,6 +489,12 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         if data.momenta_note:
             print(data.momenta_note)
         print(choice.line(lambda name: "--" + name.replace("_", "-")))
+        if rescaled:
+            pairs = prepared.lagged
+            print(
+                f"lags in rescaled time dt exp((V - c(t))/kT) from {args.bias_colvar}: {len(pairs.train[0])} training "
+                "pairs, each weighted by the rescaled time it spans"
+            )
         if not schedule_given:
             print(f"training: {settings.steps} steps at a peak learning rate of {settings.learning_rate:g}")
         model, summary = run_trajectory_fit(prepared, architecture, settings, **_run_options(args, output))

@@ -67,6 +67,30 @@ def _same_pairs(a: tuple[torch.Tensor, ...] | None, b: tuple[torch.Tensor, ...] 
     return all(x.shape == y.shape and bool(torch.equal(x, y)) for x, y in zip(a, b))
 
 
+def _as_weights(weights: np.ndarray | None, device: torch.device) -> torch.Tensor | None:
+    """Pair weights as a float64 tensor on ``device`` (None stays None)."""
+    return None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64), device=device)
+
+
+def _draw(count: int, weights: torch.Tensor | None, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` indices of ``count`` pairs: uniform, or in proportion to ``weights`` (with replacement)."""
+    if weights is None:
+        return torch.randint(count, (size,), generator=generator, device=generator.device)
+    return torch.multinomial(weights, size, replacement=True, generator=generator)
+
+
+def _fixed_draw(
+    pairs: tuple[torch.Tensor, torch.Tensor] | None, weights: np.ndarray | None, seed: int = 2024
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Weighted validation pairs as one draw in proportion to their weights, as many as there are pairs."""
+    if pairs is None or weights is None:
+        return pairs
+    first, second = pairs
+    generator = torch.Generator(device=first.device).manual_seed(seed)
+    pick = _draw(len(first), _as_weights(weights, first.device), len(first), generator)
+    return first[pick], second[pick]
+
+
 class LaggedLikelihood:
     """``-E_pairs[ln rho(x_t) + sum_k ln p_tau(z_k(t+tau) | z_k(t))]`` per pair (nats, reduced units).
 
@@ -81,7 +105,10 @@ class LaggedLikelihood:
     pairs : LaggedPairs
         Training and validation pairs of frames ``tau = pairs.lag_ps`` apart in the same
         trajectory (:func:`neuralct.data.pairs.split_lagged_pairs`); the transition density
-        takes ``tau`` in the model's time unit (:meth:`lag_time`).
+        takes ``tau`` in the model's time unit (:meth:`lag_time`). Weighted pairs (rescaled
+        time, :func:`neuralct.data.pairs.split_rescaled_lagged_pairs`) are drawn into each
+        minibatch in proportion to their weights; the validation pairs are one such draw, as many
+        as there are pairs, fixed for the run.
     vamp_weight : float
         Weight of an added VAMP-2 term of the ``vamp_modes`` slowest latent positions
         (minibatch estimate, nested so that the order of the modes counts,
@@ -120,7 +147,9 @@ class LaggedLikelihood:
             return tuple(torch.as_tensor(np.asarray(a), device=q.device) for a in index_pairs)
 
         self.q, self.p, self.lag_ps = q, p, float(pairs.lag_ps)
-        self.train_pairs, self.valid_pairs = as_index(pairs.train), as_index(pairs.valid)
+        self.train_pairs = as_index(pairs.train)
+        self.valid_pairs = _fixed_draw(as_index(pairs.valid), pairs.valid_weights)
+        self.train_weights = _as_weights(pairs.train_weights, q.device)
         self.configuration_only = p is None
         if not vamp_weight >= 0:
             raise NeuralCTError(f"`vamp_weight` must be >= 0, got {vamp_weight}")
@@ -140,12 +169,18 @@ class LaggedLikelihood:
                         "need at least 2 training pairs at every VAMP-2 lag; use shorter `vamp_lags_ps` or longer "
                         "trajectories"
                     )
-            self.vamp_pairs = [(as_index(lagged.train), as_index(lagged.valid)) for lagged in vamp_pairs]
-            for train, valid in self.vamp_pairs:
+            self.vamp_pairs = [
+                (as_index(lagged.train), _fixed_draw(as_index(lagged.valid), lagged.valid_weights))
+                for lagged in vamp_pairs
+            ]
+            self._vamp_weights = [_as_weights(lagged.train_weights, q.device) for lagged in vamp_pairs]
+            for (train, valid), lagged in zip(self.vamp_pairs, vamp_pairs):
                 partner = None
                 if not (_same_pairs(train, self.train_pairs) and _same_pairs(valid, self.valid_pairs)):
                     partner = torch.full((len(q),), -1, dtype=train[0].dtype, device=q.device)
-                    partner[train[0]] = train[1]
+                    # A frame has several partners in rescaled time: those lags draw pairs of their own.
+                    if lagged.train_weights is None:
+                        partner[train[0]] = train[1]
                 self._vamp_partners.append(partner)
             if self.valid_pairs is not None and any(valid is None for _, valid in self.vamp_pairs):
                 raise NeuralCTError(
@@ -225,7 +260,7 @@ class LaggedLikelihood:
         # (those that have a partner at that lag), and all frames go through the flow in one pass. A lag that leaves
         # fewer than half of them (a lag longer than the transition's on short trajectories) draws its own.
         first, second = self.train_pairs
-        pick = torch.randint(len(first), (batch_size,), generator=generator, device=generator.device)
+        pick = _draw(len(first), self.train_weights, batch_size, generator)
         starts = first[pick]
         ends, shared = [second[pick]], {}
         if self.vamp_weight > 0:
@@ -249,7 +284,7 @@ class LaggedLikelihood:
                     pairs.append((z0[kept], z1[index]))
                 else:
                     i, j = self.vamp_pairs[k][0]
-                    own = torch.randint(len(i), (batch_size,), generator=generator, device=generator.device)
+                    own = _draw(len(i), self._vamp_weights[k], batch_size, generator)
                     pairs.append(self.latent_pairs(model, i[own], j[own], generator)[:2])
             scores = [
                 nested_vamp2(split_phase_space(start)[0][:, slowest], split_phase_space(end)[0][:, slowest])
@@ -306,8 +341,11 @@ class LaggedLikelihood:
         self._check(model)
         first, second = self.train_pairs
         generator = torch.Generator(device=self.q.device).manual_seed(seed)
-        stride = max(1, len(first) // max_pairs)
-        z0, z1, _ = self.latent_pairs(model, first[::stride], second[::stride], generator)
+        if self.train_weights is None:
+            pick = torch.arange(0, len(first), max(1, len(first) // max_pairs), device=first.device)
+        else:
+            pick = _draw(len(first), self.train_weights, min(len(first), max_pairs), generator)
+        z0, z1, _ = self.latent_pairs(model, first[pick], second[pick], generator)
         model.dynamics.initialize(z0, z1, model.prior.frequencies, self.lag_time(model), self.configuration_only)
 
 

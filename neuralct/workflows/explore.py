@@ -55,6 +55,7 @@ from ..analysis.dihedrals import dihedral_angles
 from ..analysis.reweighting import (
     FreeEnergyDifference,
     count_transitions,
+    frame_log_weights,
     metadynamics_weights,
     phi_free_energy_difference,
 )
@@ -157,6 +158,9 @@ class ExploreSettings:
         Layer specs of every model (:func:`neuralct.workflows.train.architecture_from_options`).
     retrain_lag_ps : float
         Lag of the time-lagged objective on the biased frames, ps; a whole number of ``bias_report_ps``.
+    retrain_time : {"simulation", "rescaled"}
+        What the retraining's lag counts: simulation time, or rescaled time ``dt exp((V - c(t))/kT)``
+        from the round's COLVAR (:func:`neuralct.data.pairs.rescaled_lagged_pairs`).
     temperature : float
         Temperature of the metadynamics rounds and of every estimate, K.
     unbiased_temperature : float or None
@@ -196,6 +200,7 @@ class ExploreSettings:
     batch_size: int = 256
     architecture: list[dict[str, Any]] = field(default_factory=lambda: copy.deepcopy(list(DEFAULT_ARCHITECTURE)))
     retrain_lag_ps: float = RETRAIN_LAG_PS
+    retrain_time: str = "simulation"
     temperature: float = 300.0
     unbiased_temperature: float | None = None
     bias_report_ps: float = 1.0
@@ -279,6 +284,8 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData 
         raise NeuralCTError("`replicas` must be at least 2: the last one validates the first model")
     if settings.max_rounds < 1:
         raise NeuralCTError(f"`max_rounds` must be at least 1, got {settings.max_rounds}")
+    if settings.retrain_time not in ("simulation", "rescaled"):
+        raise NeuralCTError(f"`retrain_time` must be simulation or rescaled, got {settings.retrain_time!r}")
     if not settings.tolerance_kj > 0:
         raise NeuralCTError(f"`tolerance_kj` must be > 0, got {settings.tolerance_kj}")
     if not settings.freeze_rate_per_ns > 0:
@@ -482,8 +489,13 @@ def run_explore(
             retrain = {"lag_ps": settings.retrain_lag_ps, "vamp_weight": KINETIC_VAMP_WEIGHT}
             trained_folder = folder / "model"
             biased_frames = _load([folder / "bias" / "trajectory.nc"], settings, settings.temperature)
+            rescaled = None
+            if settings.retrain_time == "rescaled":
+                colvar = folder / "bias" / "COLVAR"
+                kT = kT_kj_per_mol(settings.temperature)
+                rescaled = (frame_log_weights(colvar, "colvar", biased_frames.n_frames, kT)[0], str(colvar))
             try:
-                model, training = _train(biased_frames, trained_folder, settings, retrain)
+                model, training = _train(biased_frames, trained_folder, settings, retrain, rescaled)
             except NeuralCTError as error:
                 if biased.get("ended_early") is None:
                     raise
@@ -534,6 +546,7 @@ def run_explore(
         "retraining": {
             "objective": "kinetic (time-lagged) on each round's biased frames, configuration only",
             "lag_ps": settings.retrain_lag_ps,
+            "time": settings.retrain_time,
             "vamp_weight": KINETIC_VAMP_WEIGHT,
         },
         "later_width_fraction": LATER_WIDTH_FRACTION,
@@ -826,12 +839,17 @@ def _given_data(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData:
 
 
 def _train(
-    data: PhaseSpaceData, folder: Path, settings: ExploreSettings, objective: dict[str, Any]
+    data: PhaseSpaceData,
+    folder: Path,
+    settings: ExploreSettings,
+    objective: dict[str, Any],
+    rescaled: tuple[np.ndarray, str] | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """A model trained on ``data`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
 
     Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
-    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it. Writes
+    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it; ``rescaled``, each
+    frame's ``(V - c(t))/kT`` and where it came from, makes the lags rescaled time. Writes
     ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
     """
     folder = prepare_output_dir(folder)
@@ -845,8 +863,17 @@ def _train(
     training = TrainingSettings(
         steps=steps, learning_rate=learning_rate, batch_size=settings.batch_size, progress=settings.progress
     )
+    rescaled_time, source = rescaled if rescaled is not None else (None, "")
     model, summary = fit_with_choice(
-        data, choice, copy.deepcopy(settings.architecture), training, folder, settings.device, settings.seed
+        data,
+        choice,
+        copy.deepcopy(settings.architecture),
+        training,
+        folder,
+        settings.device,
+        settings.seed,
+        rescaled_time=rescaled_time,
+        rescaled_time_source=source,
     )
     return model.cpu(), summary
 

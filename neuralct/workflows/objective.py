@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from ..analysis.kinetics import tica_spectrum
 from ..data import PhaseSpaceData
 from ..errors import NeuralCTError
@@ -265,7 +267,10 @@ def _why_density(kinetic_options: list[str], rank_lag_ps: float | None, weighted
     if kinetic_options:
         return ""
     if weighted:
-        return "frame weights of a biased run are learned by weighted maximum likelihood"
+        return (
+            "frame weights of a biased run are learned by weighted maximum likelihood (with a lag, kinetic CVs in "
+            "rescaled time)"
+        )
     if rank_lag_ps is not None:
         return "a ranking of maximum-likelihood modes was asked for"
     return ""
@@ -330,12 +335,15 @@ def fit_with_choice(
     folder: Path,
     device: str,
     seed: int,
+    rescaled_time: np.ndarray | None = None,
+    rescaled_time_source: str = "the bias of each frame",
 ) -> tuple[Any, dict[str, Any]]:
     """Fit ``data`` with the objective ``choice`` (the last trajectory validates) into ``folder``.
 
     The choice is recorded in the summary and in the model's metadata; writes ``model.pt``, then
     ``summary.json`` (the mark of a finished fit), with ``checkpoint.pt`` to resume from beside them.
-    ``architecture`` and ``training`` are those of :func:`~neuralct.workflows.train.fit_trajectories`.
+    ``architecture`` and ``training`` are those of :func:`~neuralct.workflows.train.fit_trajectories`;
+    ``rescaled_time`` and its source those of :func:`~neuralct.workflows.train.prepare_trajectory_fit`.
 
     Returns
     -------
@@ -350,6 +358,8 @@ def fit_with_choice(
         device=device,
         seed=seed,
         checkpoint=folder / "checkpoint.pt",
+        rescaled_time=rescaled_time,
+        rescaled_time_source=rescaled_time_source,
     )
     summary["objective"] = model.metadata["objective"] = choice.as_dict()
     model.save(folder / "model.pt")

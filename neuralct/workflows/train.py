@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..data.loading import PhaseSpaceData
-from ..data.pairs import LaggedPairs
+from ..data.pairs import LaggedPairs, split_rescaled_lagged_pairs
 from ..errors import NeuralCTError
 from ..model.transformation import ModeRanking, NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
@@ -309,10 +309,23 @@ def _lagged_figures(
             "train": len(objective.train_pairs[0]),
             "validation": 0 if objective.valid_pairs is None else len(objective.valid_pairs[0]),
         },
+        "time": "simulation time" if fit.rescaled_time is None else _rescaled_time_record(fit),
         "mode_order": "relaxation time, longest first",
         "frictions_per_ps": (model.frictions / model.time_unit).detach().cpu().double().tolist(),
         "relaxation_times_ps": (model.relaxation_times * model.time_unit).detach().cpu().double().tolist(),
         "loss_unit": "nats per lagged pair (reduced units)",
+    }
+
+
+def _rescaled_time_record(fit: TrajectoryFit) -> dict[str, Any]:
+    """How the lags of ``fit`` were rescaled, and how evenly the weights of its training pairs spread."""
+    weights = fit.lagged.train_weights
+    return {
+        "rescaled": "dt' = dt exp(w), w each frame's log weight (V - c(t))/kT: the lag is unbiased time, each pair "
+        "weighted by the rescaled time it spans",
+        "bias_from": fit.rescaled_time,
+        "training_pairs_kish_fraction": float(weights.sum() ** 2 / (weights**2).sum() / len(weights)),
+        "rescaled_ns_of_training_pairs": float(weights.sum() / 1000.0),
     }
 
 
@@ -555,6 +568,8 @@ class TrajectoryFit:
         Frame weights of biased data.
     dtype : {"float32", "float64"}
         Training precision.
+    rescaled_time : str or None
+        Where the bias that rescales the lags' time came from; None: the lags are simulation time.
     """
 
     data: PhaseSpaceData
@@ -570,6 +585,7 @@ class TrajectoryFit:
     rank_pairs: LaggedPairs | None
     weights: np.ndarray | None
     dtype: str
+    rescaled_time: str | None = None
 
 
 def fit_trajectories(
@@ -593,6 +609,8 @@ def fit_trajectories(
     position_noise: float = 0.0,
     rank_lag_ps: float | None = None,
     weights_source: str = "the frame weights",
+    rescaled_time: np.ndarray | None = None,
+    rescaled_time_source: str = "the bias of each frame",
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated on held-out ones.
 
@@ -630,6 +648,8 @@ def fit_trajectories(
         weights=weights,
         weights_source=weights_source,
         dtype=dtype,
+        rescaled_time=rescaled_time,
+        rescaled_time_source=rescaled_time_source,
     )
     return run_trajectory_fit(
         fit,
@@ -657,6 +677,8 @@ def prepare_trajectory_fit(
     weights: np.ndarray | None = None,
     weights_source: str = "the frame weights",
     dtype: str = "float32",
+    rescaled_time: np.ndarray | None = None,
+    rescaled_time_source: str = "the bias of each frame",
 ) -> TrajectoryFit:
     """Check the options of a fit on trajectories and split the frames and pairs, before any work.
 
@@ -694,6 +716,12 @@ def prepare_trajectory_fit(
         Where ``weights`` come from (e.g. the file), for errors.
     dtype : {"float32", "float64"}
         Training precision.
+    rescaled_time : np.ndarray, shape=(n_frames,), optional
+        ``(V - c(t))/kT`` of each frame of a biased run: every lag is then rescaled time,
+        ``dt' = dt exp((V - c(t))/kT)``, and the pairs are weighted by the rescaled time they span
+        (:func:`neuralct.data.pairs.rescaled_lagged_pairs`). Needs ``lag_ps``.
+    rescaled_time_source : str
+        Where ``rescaled_time`` came from (e.g. the COLVAR), for summary.json.
 
     Returns
     -------
@@ -710,8 +738,27 @@ def prepare_trajectory_fit(
     if weights is not None:
         check_frame_weights(weights, list(data.traj_lengths), validation_trajectories, dtype, weights_source)
 
+    if rescaled_time is not None:
+        if lag_ps is None:
+            raise NeuralCTError("a lag in rescaled time needs `lag_ps` (pairs of frames that far apart)")
+        if weights is not None or rank_lag_ps is not None:
+            raise NeuralCTError("rescaled time weights the lagged pairs: drop the frame weights and `rank_lag_ps`")
+
     def pairs(lag_ps: float | None, name: str) -> LaggedPairs | None:
-        return None if lag_ps is None else data.split_lagged_pairs(lag_ps, train_index, valid_index, name)
+        if lag_ps is None:
+            return None
+        if rescaled_time is None:
+            return data.split_lagged_pairs(lag_ps, train_index, valid_index, name)
+        return split_rescaled_lagged_pairs(
+            data.traj_lengths,
+            rescaled_time,
+            lag_ps,
+            data.timestep_ps,
+            train_index,
+            valid_index,
+            name,
+            data.timestep_note,
+        )
 
     rank_pairs = pairs(rank_lag_ps, "`rank_lag_ps`")
     if rank_pairs is not None and len(rank_pairs.train[0]) < 2:
@@ -735,6 +782,7 @@ def prepare_trajectory_fit(
         rank_pairs=rank_pairs,
         weights=weights,
         dtype=dtype,
+        rescaled_time=None if rescaled_time is None else rescaled_time_source,
     )
 
 
@@ -963,12 +1011,14 @@ def training_cv_kinetics(model: NeuralCanonicalTransformation, y: np.ndarray, fi
 
     series = training_series(project_internal(model, y), fit.data.traj_lengths, fit.train_index)
     given = fit.lagged or fit.rank_pairs
-    if given is not None:
+    if given is not None and fit.rescaled_time is None:
         lag_frames = given.lag_frames
         choice = f"--{'lag-ps' if fit.lagged else 'rank-lag-ps'} {given.lag_ps:g}"
     else:
         lag_frames = default_lag_frames([(k, 0, len(values)) for k, values in enumerate(series)])
         choice = f"default: {DEFAULT_LAG_FRAMES} frames, at most a tenth of the shortest training trajectory"
+        if fit.rescaled_time is not None:
+            choice += " (the training lag is rescaled time, no whole number of frames)"
     return {**cv_kinetics(series, lag_frames, fit.data.timestep_ps), "lag_choice": choice}
 
 

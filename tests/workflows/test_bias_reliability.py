@@ -16,6 +16,7 @@ import pytest
 from neuralct.analysis import read_colvar
 from neuralct.analysis.reweighting import CORE_B, frame_weights, phi_free_energy_difference
 from neuralct.cli import main
+from neuralct.data.pairs import rescaled_lagged_pairs
 from neuralct.units import kT_kj_per_mol
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,6 +140,20 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     )
     weighting = json.loads((tmp_path / "retrained" / "summary.json").read_text())["frame_weights"]
     assert weighting["kish_effective_frames"] == pytest.approx(1.0 / np.sum(expected**2), rel=1e-6)
+
+    # With a lag, the kinetic objective in rescaled time: frame k lasts 0.1 ps exp((V - c)/kT), and the pairs that
+    # 0.3 ps of it make are weighted by the rescaled time they span (the last 20% of the run validates).
+    small = ["--steps", "5", "--batch-size", "16", "--couplings", "2", "--hidden", "16", "--no-progress"]
+    rescaled = ["train", str(out / "trajectory.nc"), "--bias-colvar", str(out / "COLVAR"), "--lag-ps", "0.3", *small]
+    assert main([*rescaled, "--output", str(tmp_path / "rescaled")]) == 0
+    summary = json.loads((tmp_path / "rescaled" / "summary.json").read_text())
+    first, second, spans = rescaled_lagged_pairs([len(table)], (bias - np.where(before, 0.0, offset)) / KT, 0.1, 0.3)
+    train = second < int(round(0.8 * len(table)))
+    assert summary["lagged_pairs"]["train"] == int(train.sum()) and len(first) < 2 * len(table)
+    kish = spans[train].sum() ** 2 / (spans[train] ** 2).sum() / train.sum()
+    assert summary["time"]["training_pairs_kish_fraction"] == pytest.approx(kish, rel=1e-5)
+    assert str(out / "COLVAR") in summary["time"]["bias_from"] and summary["objective"]["objective"] == "kinetic"
+    assert main([*rescaled[: -len(small) - 2], "--objective", "kinetic", *small, "--output", str(tmp_path / "x")]) == 2
 
 
 @pytest.mark.parametrize("timestep_fs", ["10", "50"])

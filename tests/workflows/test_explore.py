@@ -12,6 +12,7 @@ import neuralct.workflows.explore as explore
 from neuralct.analysis import read_colvar
 from neuralct.analysis.fes import free_energy_2d, free_energy_2d_errors
 from neuralct.analysis.reweighting import count_transitions
+from neuralct.data.pairs import rescaled_lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.md.systems import WaterBox, build_system
 from neuralct.units import kT_kj_per_mol
@@ -137,6 +138,24 @@ def _recording(monkeypatch, calls, interrupt_in=None):
             return original(*args, **kwargs)
 
         monkeypatch.setattr(explore, name, wrapper)
+
+
+def test_a_retraining_in_rescaled_time_pairs_the_rounds_frames_by_its_colvar(tmp_path):
+    """Each frame of round 1 lasts 0.1 ps exp(rbias/kT): the retraining's pairs are those 0.2 ps of it apart."""
+    settings = ExploreSettings(**TINY, retrain_time="rescaled")
+    summary = run_explore(build_system("alanine-dipeptide"), settings, tmp_path / "explore", announce=lambda line: None)
+    assert summary["retraining"]["time"] == "rescaled"
+    fields, table = read_colvar(tmp_path / "explore" / "round-1" / "bias" / "COLVAR")
+    trained = json.loads((tmp_path / "explore" / "round-1" / "model" / "summary.json").read_text())
+    log_rates = table[:, fields.index("rbias")] / kT_kj_per_mol(300.0)
+    first, second, spans = rescaled_lagged_pairs([len(table)], log_rates, 0.1, 0.2)
+    train = second < int(round(0.8 * len(table)))
+    assert trained["lagged_pairs"]["train"] == int(train.sum())
+    kish = spans[train].sum() ** 2 / (spans[train] ** 2).sum() / train.sum()
+    assert trained["time"]["training_pairs_kish_fraction"] == pytest.approx(kish, rel=1e-5)
+    assert trained["time"]["bias_from"].endswith("round-1/bias/COLVAR")
+    with pytest.raises(NeuralCTError, match="`retrain_time` must be simulation or rescaled"):
+        check_settings(ExploreSettings(**TINY, retrain_time="wall-clock"), build_system("alanine-dipeptide"))
 
 
 def test_a_tiny_loop_writes_its_rounds_resumes_after_an_interruption_and_skips_what_finished(tmp_path, monkeypatch):

@@ -1,0 +1,98 @@
+"""Lagged pairs in rescaled time: the pairing that weighs each pair by the rescaled time it spans."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuralct.data.pairs import LaggedPairs, lagged_pairs, rescaled_lagged_pairs, split_rescaled_lagged_pairs
+from neuralct.errors import NeuralCTError
+from neuralct.training.objectives import LaggedLikelihood
+
+
+def test_without_a_bias_rescaled_time_is_simulation_time():
+    first, second, spans = rescaled_lagged_pairs([10, 7], np.zeros(17), 0.5, 1.0)
+    expected = lagged_pairs([10, 7], 2)
+    assert np.array_equal(first, expected[0]) and np.array_equal(second, expected[1])
+    assert np.all(spans == 0.5)
+
+
+def test_a_constant_bias_stretches_time_by_its_boltzmann_factor():
+    """V = kT ln 4 everywhere: every frame lasts 4 dt, so 8 dt of rescaled time is 2 frames."""
+    first, second, spans = rescaled_lagged_pairs([12], np.full(12, np.log(4.0)), 0.5, 4.0)
+    expected = lagged_pairs([12], 2)
+    assert np.array_equal(first, expected[0]) and np.array_equal(second, expected[1])
+    assert np.allclose(spans, 2.0, rtol=1e-12)
+
+
+def test_each_frame_starts_pairs_for_exactly_its_rescaled_time():
+    """The spans of the pairs that start at frame i add up to dt exp(w_i), wherever the lag ends inside the run;
+    a frame that lasts longer than the lag is paired with itself (the system stays there)."""
+    rng = np.random.default_rng(0)
+    lengths, dt, lag = [150, 90], 0.5, 3.0
+    log_rates = rng.normal(0.0, 2.0, size=sum(lengths))
+    first, second, spans = rescaled_lagged_pairs(lengths, log_rates, dt, lag)
+    ends = np.cumsum(lengths)
+    for start, end in zip([0, *ends[:-1]], ends):
+        inside = (first >= start) & (first < end)
+        assert np.all((second[inside] >= start) & (second[inside] < end)), "no pair crosses a trajectory boundary"
+        durations = dt * np.exp(log_rates[start:end])
+        bounds = np.concatenate([[0.0], np.cumsum(durations)])
+        total = np.bincount(first[inside] - start, weights=spans[inside], minlength=end - start)
+        whole = bounds[1:] + lag <= bounds[-1]
+        assert np.allclose(total[whole], durations[whole], rtol=1e-10)
+        # Frame j follows i one lag later for the overlap of [T_i + lag, T_i+1 + lag) with [T_j, T_j+1).
+        i, j = first[inside] - start, second[inside] - start
+        overlap = np.minimum(bounds[i + 1] + lag, bounds[j + 1]) - np.maximum(bounds[i] + lag, bounds[j])
+        assert np.allclose(spans[inside], overlap, rtol=1e-12)
+    long = dt * np.exp(log_rates) > lag
+    assert np.any(first == second) and set(first[first == second]) <= set(np.flatnonzero(long))
+
+
+def test_bad_biases_are_refused():
+    with pytest.raises(NeuralCTError, match="4 values for 5 frames"):
+        rescaled_lagged_pairs([5], np.zeros(4), 1.0, 1.0)
+    with pytest.raises(NeuralCTError, match="not finite"):
+        rescaled_lagged_pairs([3], np.array([0.0, np.nan, 0.0]), 1.0, 1.0)
+    with pytest.raises(NeuralCTError, match="needs the time between frames"):
+        split_rescaled_lagged_pairs([3], np.zeros(3), 1.0, None, np.arange(2), np.arange(2, 3))
+
+
+def test_weighted_pairs_are_drawn_in_proportion_to_their_weights():
+    """Pairs of zero weight never enter a minibatch nor the validation draw; the others as often as their weight."""
+    q = torch.randn(400, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    first, second = lagged_pairs([400], 1)
+    weights = np.where(first % 3 == 0, 0.0, np.where(first % 3 == 1, 1.0, 3.0))
+    train, valid = first < 300, first >= 300
+    pairs = LaggedPairs(
+        (first[train], second[train]), (first[valid], second[valid]), 0, 1.0, weights[train], weights[valid]
+    )
+    objective = LaggedLikelihood(q, None, pairs)
+    assert torch.all(objective.valid_pairs[0] % 3 != 0) and len(objective.valid_pairs[0]) == int(valid.sum())
+    starts = []
+
+    def drawn_starts(model, begin, ends, generator):
+        starts.append(begin)
+        raise _Drawn
+
+    objective._latent = drawn_starts
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        with pytest.raises(_Drawn):
+            objective.loss(_DynamicsModel(), 512, generator)
+    drawn = torch.cat(starts) % 3
+    assert not torch.any(drawn == 0)
+    share = float((drawn == 2).double().mean())
+    assert share == pytest.approx(0.75, abs=0.02)
+
+
+class _Drawn(Exception):
+    """Raised once a minibatch's first frames are drawn."""
+
+
+class _DynamicsModel:
+    """Enough of a model for :meth:`LaggedLikelihood.loss` to reach its draw."""
+
+    dynamics = object()
+
+    class flow:
+        acts_on_configuration = True
