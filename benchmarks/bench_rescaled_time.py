@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from neuralct.analysis.reweighting import reweighting_offset  # noqa: E402
-from neuralct.data.pairs import split_lagged_pairs, split_rescaled_lagged_pairs  # noqa: E402
+from neuralct.data.pairs import split_lagged_pairs  # noqa: E402
 from neuralct.md.simulate import SimulationSettings, run_simulation  # noqa: E402
 from neuralct.md.systems import build_system, rotated_double_well_rotation  # noqa: E402
 from neuralct.model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation  # noqa: E402
@@ -86,11 +86,8 @@ def fit(runs: list[dict[str, np.ndarray]], time_kind: str, lag_ps: float, seed: 
     q = np.concatenate([run["q"] for run in runs])
     lengths = [len(run["q"]) for run in runs]
     train_index, valid_index = np.arange(lengths[0]), np.arange(lengths[0], sum(lengths))
-    if time_kind == "simulation":
-        pairs = split_lagged_pairs(lengths, lag_ps, FRAME_PS, train_index, valid_index)
-    else:
-        log_rates = np.concatenate([run["log_rates"] for run in runs])
-        pairs = split_rescaled_lagged_pairs(lengths, log_rates, lag_ps, FRAME_PS, train_index, valid_index)
+    log_rates = None if time_kind == "simulation" else np.concatenate([run["log_rates"] for run in runs])
+    pairs = split_lagged_pairs(lengths, lag_ps, FRAME_PS, train_index, valid_index, log_rates=log_rates)
     torch.manual_seed(seed)
     positions = torch.as_tensor(q, dtype=torch.float32)
     model = NeuralCanonicalTransformation(

@@ -160,11 +160,17 @@ class PhaseSpaceData:
         return lag_in_frames(lag_ps, self.timestep_ps, name, self.timestep_note)
 
     def split_lagged_pairs(
-        self, lag_ps: float, train_index: np.ndarray, valid_index: np.ndarray, name: str = "`lag_ps`"
+        self,
+        lag_ps: float,
+        train_index: np.ndarray,
+        valid_index: np.ndarray,
+        name: str = "`lag_ps`",
+        log_rates: np.ndarray | None = None,
     ) -> LaggedPairs:
-        """The training and the validation pairs of frames ``lag_ps`` apart (:func:`.pairs.split_lagged_pairs`)."""
+        """The training and the validation pairs of frames ``lag_ps`` apart (:func:`.pairs.split_lagged_pairs`;
+        in rescaled time with ``log_rates``)."""
         return split_lagged_pairs(
-            self.traj_lengths, lag_ps, self.timestep_ps, train_index, valid_index, name, self.timestep_note
+            self.traj_lengths, lag_ps, self.timestep_ps, train_index, valid_index, name, self.timestep_note, log_rates
         )
 
 

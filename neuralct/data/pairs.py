@@ -26,7 +26,6 @@ __all__ = [
     "lagged_pairs",
     "rescaled_lagged_pairs",
     "split_lagged_pairs",
-    "split_rescaled_lagged_pairs",
 ]
 
 #: The most rescaled-time pairs one lag may give (:func:`rescaled_lagged_pairs`; a frame whose rescaled time spans
@@ -69,6 +68,7 @@ def split_lagged_pairs(
     valid_index: np.ndarray,
     name: str = "`lag_ps`",
     no_timestep: str | None = None,
+    log_rates: np.ndarray | None = None,
 ) -> LaggedPairs:
     """The pairs of training frames and of validation frames ``lag_ps`` apart.
 
@@ -80,60 +80,40 @@ def split_lagged_pairs(
     traj_lengths : sequence of int
         Frames per trajectory, in the order they are concatenated.
     lag_ps : float
-        The lag in ps, a whole multiple of ``timestep_ps`` (:func:`lag_in_frames`).
+        The lag in ps, a whole multiple of ``timestep_ps`` (:func:`lag_in_frames`); any positive
+        lag in rescaled time.
     timestep_ps : float or None
         Time between frames in ps, None when unknown.
     train_index, valid_index : np.ndarray of int
         The training and the validation frames.
     name, no_timestep
         As in :func:`lag_in_frames`.
+    log_rates : np.ndarray, shape=(n_frames,), optional
+        ``ln(dt' / dt)`` of each frame (:func:`rescaled_lagged_pairs`): the lag is then rescaled
+        time and the pairs are weighted by the rescaled time they span.
 
     Returns
     -------
     LaggedPairs
     """
-    lag_frames = lag_in_frames(lag_ps, timestep_ps, name, no_timestep)
-    first, second = lagged_pairs(traj_lengths, lag_frames)
-    split = []
+    if log_rates is None:
+        lag_frames = lag_in_frames(lag_ps, timestep_ps, name, no_timestep)
+        first, second = lagged_pairs(traj_lengths, lag_frames)
+        spans = None
+    else:
+        if not lag_ps > 0:
+            raise NeuralCTError(f"{name} must be positive, got {lag_ps}")
+        if timestep_ps is None or not timestep_ps > 0:
+            why = no_timestep or "these files have no time stamps; give trajectories that record them"
+            raise NeuralCTError(f"{name} in rescaled time needs the time between frames: {why}")
+        lag_frames = 0
+        first, second, spans = rescaled_lagged_pairs(traj_lengths, log_rates, timestep_ps, lag_ps)
+    split, weights = [], []
     for index in (train_index, valid_index):
         keep = np.isin(first, index) & np.isin(second, index)
         split.append((first[keep], second[keep]))
-    return LaggedPairs(split[0], split[1], lag_frames, float(lag_ps))
-
-
-def split_rescaled_lagged_pairs(
-    traj_lengths: Sequence[int],
-    log_rates: np.ndarray,
-    lag_ps: float,
-    timestep_ps: float | None,
-    train_index: np.ndarray,
-    valid_index: np.ndarray,
-    name: str = "`lag_ps`",
-    no_timestep: str | None = None,
-) -> LaggedPairs:
-    """The weighted training and validation pairs ``lag_ps`` apart in rescaled time (:func:`rescaled_lagged_pairs`).
-
-    As :func:`split_lagged_pairs`, a pair belongs to a set when both its frames do.
-
-    Parameters
-    ----------
-    log_rates : np.ndarray, shape=(n_frames,)
-        ``ln(dt' / dt)`` of each frame: ``(V - c(t))/kT`` under well-tempered metadynamics.
-    traj_lengths, lag_ps, timestep_ps, train_index, valid_index, name, no_timestep
-        As in :func:`split_lagged_pairs`; ``lag_ps`` is rescaled (unbiased) time.
-    """
-    if not lag_ps > 0:
-        raise NeuralCTError(f"{name} must be positive, got {lag_ps}")
-    if timestep_ps is None or not timestep_ps > 0:
-        why = no_timestep or "these files have no time stamps; give trajectories that record them"
-        raise NeuralCTError(f"{name} in rescaled time needs the time between frames: {why}")
-    first, second, weights = rescaled_lagged_pairs(traj_lengths, log_rates, timestep_ps, lag_ps)
-    split, split_weights = [], []
-    for index in (train_index, valid_index):
-        keep = np.isin(first, index) & np.isin(second, index)
-        split.append((first[keep], second[keep]))
-        split_weights.append(weights[keep])
-    return LaggedPairs(split[0], split[1], 0, float(lag_ps), split_weights[0], split_weights[1])
+        weights.append(None if spans is None else spans[keep])
+    return LaggedPairs(split[0], split[1], lag_frames, float(lag_ps), *weights)
 
 
 def rescaled_lagged_pairs(

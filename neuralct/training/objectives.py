@@ -106,7 +106,7 @@ class LaggedLikelihood:
         Training and validation pairs of frames ``tau = pairs.lag_ps`` apart in the same
         trajectory (:func:`neuralct.data.pairs.split_lagged_pairs`); the transition density
         takes ``tau`` in the model's time unit (:meth:`lag_time`). Weighted pairs (rescaled
-        time, :func:`neuralct.data.pairs.split_rescaled_lagged_pairs`) are drawn into each
+        time, :func:`neuralct.data.pairs.rescaled_lagged_pairs`) are drawn into each
         minibatch in proportion to their weights; the validation pairs are one such draw, as many
         as there are pairs, fixed for the run.
     vamp_weight : float

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..data.loading import PhaseSpaceData
-from ..data.pairs import LaggedPairs, split_rescaled_lagged_pairs
+from ..data.pairs import LaggedPairs
 from ..errors import NeuralCTError
 from ..model.transformation import ModeRanking, NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
@@ -747,18 +747,7 @@ def prepare_trajectory_fit(
     def pairs(lag_ps: float | None, name: str) -> LaggedPairs | None:
         if lag_ps is None:
             return None
-        if rescaled_time is None:
-            return data.split_lagged_pairs(lag_ps, train_index, valid_index, name)
-        return split_rescaled_lagged_pairs(
-            data.traj_lengths,
-            rescaled_time,
-            lag_ps,
-            data.timestep_ps,
-            train_index,
-            valid_index,
-            name,
-            data.timestep_note,
-        )
+        return data.split_lagged_pairs(lag_ps, train_index, valid_index, name, rescaled_time)
 
     rank_pairs = pairs(rank_lag_ps, "`rank_lag_ps`")
     if rank_pairs is not None and len(rank_pairs.train[0]) < 2:

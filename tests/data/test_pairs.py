@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuralct.data.pairs import LaggedPairs, lagged_pairs, rescaled_lagged_pairs, split_rescaled_lagged_pairs
+from neuralct.data.pairs import LaggedPairs, lagged_pairs, rescaled_lagged_pairs, split_lagged_pairs
 from neuralct.errors import NeuralCTError
 from neuralct.training.objectives import LaggedLikelihood
 
@@ -54,7 +54,7 @@ def test_bad_biases_are_refused():
     with pytest.raises(NeuralCTError, match="not finite"):
         rescaled_lagged_pairs([3], np.array([0.0, np.nan, 0.0]), 1.0, 1.0)
     with pytest.raises(NeuralCTError, match="needs the time between frames"):
-        split_rescaled_lagged_pairs([3], np.zeros(3), 1.0, None, np.arange(2), np.arange(2, 3))
+        split_lagged_pairs([3], 1.0, None, np.arange(2), np.arange(2, 3), log_rates=np.zeros(3))
 
 
 def test_weighted_pairs_are_drawn_in_proportion_to_their_weights():
