@@ -314,10 +314,10 @@ def test_a_heated_round_zero_runs_hot_learns_kinetic_cvs_and_hands_the_rounds_th
         asked.append(objective)
         return original_choose(data, n_validation, **(objective or {"objective": "kinetic"}))
 
-    def recording_fit(data, choice, architecture, training, *args):
+    def recording_fit(data, choice, architecture, training, *args, **kwargs):
         schedules.append((training.steps, training.learning_rate))
         # The schedule asked for is recorded; 10 of its steps are run.
-        return original_fit(data, choice, architecture, dataclasses.replace(training, steps=10), *args)
+        return original_fit(data, choice, architecture, dataclasses.replace(training, steps=10), *args, **kwargs)
 
     monkeypatch.setattr(explore, "choose_objective", recording_choose)
     monkeypatch.setattr(explore, "fit_with_choice", recording_fit)
