@@ -332,18 +332,22 @@ def check_sane(positions: np.ndarray, temperature: float, settings: SimulationSe
 
 
 @contextlib.contextmanager
-def divergence_as_error(settings: SimulationSettings) -> Iterator[None]:
-    """Turn a diverging integration (our NaN check or OpenMM's) into a one-line RunBrokeDown saying what to change."""
+def divergence_as_error(settings: SimulationSettings, first_remedy: str = "") -> Iterator[None]:
+    """Turn a diverging integration (our NaN check or OpenMM's) into a one-line RunBrokeDown saying what to change.
+
+    ``first_remedy`` (e.g. ``"`bias_every` 1 (now 4: ...)"``) is advised before a smaller time step.
+    """
     try:
         yield
     except Exception as exc:
         if not isinstance(exc, _BlowUp) and not re.search(r"\bnan\b", str(exc), re.IGNORECASE):
             raise
         what = f"the simulation blew up ({first_line(exc)})"
+        remedies = f"{first_remedy}, or " if first_remedy else ""
         raise RunBrokeDown(
             what,
-            f"rerun with `overwrite` and a smaller `timestep_fs` (now {settings.timestep_fs:g} fs), or check "
-            f"`temperature` (now {settings.temperature:g} K) and the starting structure",
+            f"rerun with `overwrite` and {remedies}a smaller `timestep_fs` (now {settings.timestep_fs:g} fs), or "
+            f"check `temperature` (now {settings.temperature:g} K) and the starting structure",
         ) from None
 
 

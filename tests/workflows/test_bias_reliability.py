@@ -181,6 +181,8 @@ def test_a_simulation_that_blows_up_says_so(alanine_model, tmp_path, capsys, tim
     assert len(err.splitlines()) == 1 and "blew up" in err and f"smaller --timestep-fs (now {timestep_fs} fs)" in err, (
         err
     )
+    # In vacuum the bias force acts every 4 steps by default: going to every step comes first (B3).
+    assert "rerun with --overwrite and --bias-every 1 (now 4: the bias acts as an impulse every 4 steps), or" in err
     assert "grid-margin" not in err and not (out / "summary.json").exists()
 
 
