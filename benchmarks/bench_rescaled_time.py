@@ -1,10 +1,10 @@
 """B2, biased data: does the time-lagged objective on a metadynamics run find the unbiased slow coordinate?
 
 The rotated double well (``neuralct simulate rotated-double-well``: barrier coordinate u0 among
-harmonic ones, t2 about 40 ps). Well-tempered metadynamics (``openmm.app.Metadynamics``, height
-1.2 kJ/mol every ps, width 0.2 nm, 5 fs steps, 0.5 ps frames) on a fixed linear CV
-s = cos(theta) u0 + sin(theta) u2 (u2 the soft harmonic coordinate), two runs per case: the first
-trains, the second validates. Each frame's (V - c(t))/kT is kept, c(t) the Tiwary-Parrinello offset
+harmonic ones, t2 about 40 ps). Well-tempered metadynamics (``openmm.app.Metadynamics`` as
+``neuralct bias`` runs it; height 1.2 kJ/mol every ps, width 0.2 nm, 5 fs steps, 0.5 ps frames) on
+a fixed linear CV s = cos(theta) u0 + sin(theta) u2 (u2 the soft harmonic coordinate), two runs
+per case: the first trains, the second validates. Each frame's (V - c(t))/kT is kept, c(t) the Tiwary-Parrinello offset
 of the bias at the frame (what a ``neuralct bias`` COLVAR holds as rbias).
 
 The lagged objective (configuration only, 600 steps, batch 256, the default flow) is trained with
@@ -53,7 +53,9 @@ def biased_run(path: Path, bias_factor: float, theta: float, seed: int) -> dict[
         return dict(np.load(path))
     import openmm as mm
     import openmm.unit as unit
-    from openmm.app import BiasVariable, Metadynamics, Simulation
+    from openmm.app import BiasVariable, Simulation
+
+    from neuralct.workflows.metadynamics import JointMetadynamics
 
     md = build_system("rotated-double-well")
     rotation = rotated_double_well_rotation(3, 7)
@@ -62,7 +64,7 @@ def biased_run(path: Path, bias_factor: float, theta: float, seed: int) -> dict[
     cv = mm.CustomCompoundBondForce(3, " + ".join(f"({float(direction[i])!r})*{names[i]}" for i in range(9)))
     cv.addBond([0, 1, 2], [])
     low, high = -5.0, 5.0
-    meta = Metadynamics(md.system, [BiasVariable(cv, low, high, 0.2)], 300 * unit.kelvin, bias_factor, 1.2, 200)
+    meta = JointMetadynamics(md.system, [BiasVariable(cv, low, high, 0.2)], 300.0, bias_factor, 1.2, 200)
     integrator = mm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 5 * unit.femtosecond)
     integrator.setRandomNumberSeed(seed + 11)
     simulation = Simulation(md.topology, md.system, integrator, mm.Platform.getPlatformByName("Reference"))
@@ -72,7 +74,7 @@ def biased_run(path: Path, bias_factor: float, theta: float, seed: int) -> dict[
     for _ in range(int(round(RUN_NS * 1000 / FRAME_PS))):
         meta.step(simulation, int(round(FRAME_PS / 0.005)))
         x = simulation.context.getState(getPositions=True).getPositions(asNumpy=True)._value.reshape(-1)
-        grid = np.asarray(meta._selfBias).reshape(-1)  # the bias of this run on its grid, kJ/mol
+        grid = np.asarray(meta.bias_grid).reshape(-1)  # kJ/mol
         bias = float(np.interp(direction @ x, np.linspace(low, high, len(grid)), grid))
         log_rates.append((bias - reweighting_offset(grid, bias_factor, KT, False)) / KT)
         positions.append(x)
