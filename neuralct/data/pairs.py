@@ -101,11 +101,7 @@ def split_lagged_pairs(
         first, second = lagged_pairs(traj_lengths, lag_frames)
         spans = None
     else:
-        if not lag_ps > 0:
-            raise NeuralCTError(f"{name} must be positive, got {lag_ps}")
-        if timestep_ps is None or not timestep_ps > 0:
-            why = no_timestep or "these files have no time stamps; give trajectories that record them"
-            raise NeuralCTError(f"{name} in rescaled time needs the time between frames: {why}")
+        _check_lag(lag_ps, timestep_ps, name, no_timestep)
         lag_frames = 0
         first, second, spans = rescaled_lagged_pairs(traj_lengths, log_rates, timestep_ps, lag_ps)
     split, weights = [], []
@@ -218,17 +214,22 @@ def lag_in_frames(
     NeuralCTError
         If the lag is not positive, the spacing is unknown, or the lag is not a whole multiple of it.
     """
-    if not lag_ps > 0:
-        raise NeuralCTError(f"{name} must be positive, got {lag_ps}")
-    if timestep_ps is None or not timestep_ps > 0:
-        why = no_timestep or "these files have no time stamps; give trajectories that record them"
-        raise NeuralCTError(f"{name} needs the time between frames: {why}")
+    _check_lag(lag_ps, timestep_ps, name, no_timestep)
     frames = int(round(lag_ps / timestep_ps))
     if frames < 1 or abs(frames * timestep_ps - lag_ps) > 1e-6 * max(lag_ps, 1.0):
         raise NeuralCTError(
             f"{name} {lag_ps:g} is not a whole multiple of the {timestep_ps:g} ps between frames; use a multiple of it"
         )
     return frames
+
+
+def _check_lag(lag_ps: float, timestep_ps: float | None, name: str, no_timestep: str | None) -> None:
+    """Refuse a lag that is not positive, or frames whose spacing is unknown (``no_timestep`` says why)."""
+    if not lag_ps > 0:
+        raise NeuralCTError(f"{name} must be positive, got {lag_ps}")
+    if timestep_ps is None or not timestep_ps > 0:
+        why = no_timestep or "these files have no time stamps; give trajectories that record them"
+        raise NeuralCTError(f"{name} needs the time between frames: {why}")
 
 
 def lagged_pairs(traj_lengths: Sequence[int], lag_frames: int) -> tuple[np.ndarray, np.ndarray]:

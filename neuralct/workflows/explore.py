@@ -493,7 +493,10 @@ def run_explore(
             if settings.retrain_time == "rescaled":
                 colvar = folder / "bias" / "COLVAR"
                 kT = kT_kj_per_mol(settings.temperature)
-                rescaled = (frame_log_weights(colvar, "colvar", biased_frames.n_frames, kT)[0], str(colvar))
+                rescaled = {
+                    "rescaled_time": frame_log_weights(colvar, "colvar", biased_frames.n_frames, kT)[0],
+                    "rescaled_time_source": str(colvar),
+                }
             try:
                 model, training = _train(biased_frames, trained_folder, settings, retrain, rescaled)
             except NeuralCTError as error:
@@ -843,13 +846,14 @@ def _train(
     folder: Path,
     settings: ExploreSettings,
     objective: dict[str, Any],
-    rescaled: tuple[np.ndarray, str] | None = None,
+    rescaled: dict[str, Any] | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """A model trained on ``data`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
 
     Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
-    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it; ``rescaled``, each
-    frame's ``(V - c(t))/kT`` and where it came from, makes the lags rescaled time. Writes
+    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it; ``rescaled``, the
+    ``rescaled_time`` and ``rescaled_time_source`` of :func:`~neuralct.workflows.objective.fit_with_choice`
+    (each frame's ``(V - c(t))/kT`` and where it came from), makes the lags rescaled time. Writes
     ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
     """
     folder = prepare_output_dir(folder)
@@ -863,7 +867,6 @@ def _train(
     training = TrainingSettings(
         steps=steps, learning_rate=learning_rate, batch_size=settings.batch_size, progress=settings.progress
     )
-    rescaled_time, source = rescaled if rescaled is not None else (None, "")
     model, summary = fit_with_choice(
         data,
         choice,
@@ -872,8 +875,7 @@ def _train(
         folder,
         settings.device,
         settings.seed,
-        rescaled_time=rescaled_time,
-        rescaled_time_source=source,
+        **(rescaled or {}),
     )
     return model.cpu(), summary
 
