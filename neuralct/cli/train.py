@@ -413,6 +413,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
     """
     from ..data import load_trajectories
     from ..data.loading import topology_file
+    from ..data.pairs import RescaledTime
     from ..workflows.memory import check_fits
     from ..workflows.objective import choose_objective
     from ..workflows.train import prepare_trajectory_fit, run_trajectory_fit, training_memory_needed
@@ -445,7 +446,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
                 "it is not chosen from biased frames"
             )
         log_weights, source = frame_log_weights(args.bias_colvar, "colvar", data.n_frames, data.kT)
-        rescaled = {"rescaled_time": log_weights, "rescaled_time_source": f"--bias-colvar {args.bias_colvar}: {source}"}
+        rescaled = RescaledTime(log_weights, f"--bias-colvar {args.bias_colvar}: {source}")
     elif args.weights or args.bias_colvar:
         from ..analysis.reweighting import frame_weights
 
@@ -475,7 +476,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         weights=weights,
         weights_source=weights_source,
         dtype=args.dtype,
-        **(rescaled or {}),
+        rescaled_time=rescaled,
     )
     check_fits(
         training_memory_needed(data.frame.dim, architecture, args.batch_size, args.dtype),
@@ -489,7 +490,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         if data.momenta_note:
             print(data.momenta_note)
         print(choice.line(lambda name: "--" + name.replace("_", "-")))
-        if rescaled:
+        if rescaled is not None:
             pairs = prepared.lagged
             print(
                 f"lags in rescaled time dt exp((V - c(t))/kT) from {args.bias_colvar}: {len(pairs.train[0])} training "

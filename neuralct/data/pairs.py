@@ -22,6 +22,7 @@ from ..errors import NeuralCTError
 
 __all__ = [
     "LaggedPairs",
+    "RescaledTime",
     "lag_in_frames",
     "lagged_pairs",
     "rescaled_lagged_pairs",
@@ -31,6 +32,23 @@ __all__ = [
 #: The most rescaled-time pairs one lag may give (:func:`rescaled_lagged_pairs`; a frame whose rescaled time spans
 #: many of its neighbours' pairs with each of them), under the 2^24 categories of ``torch.multinomial``.
 MAX_RESCALED_PAIRS = 16_000_000
+
+
+@dataclass(frozen=True)
+class RescaledTime:
+    """The bias of a run, by which every lag of a fit on its frames counts rescaled time.
+
+    Attributes
+    ----------
+    log_rates : np.ndarray, shape=(n_frames,)
+        ``w = (V - c(t))/kT`` of each frame: frame ``k`` lasts ``dt exp(w[k])`` of rescaled time
+        (:func:`rescaled_lagged_pairs`).
+    source : str
+        Where the bias came from (e.g. the COLVAR), for summary.json.
+    """
+
+    log_rates: np.ndarray
+    source: str
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ from ..analysis.reweighting import (
     phi_free_energy_difference,
 )
 from ..data import PhaseSpaceData, load_trajectories
-from ..data.pairs import lag_in_frames
+from ..data.pairs import RescaledTime, lag_in_frames
 from ..errors import NeuralCTError, RunBrokeDown, TemperatureMismatch
 from ..io import prepare_output_dir, write_json
 from ..md.simulate import SimulationSettings, run_simulation
@@ -493,10 +493,7 @@ def run_explore(
             if settings.retrain_time == "rescaled":
                 colvar = folder / "bias" / "COLVAR"
                 kT = kT_kj_per_mol(settings.temperature)
-                rescaled = {
-                    "rescaled_time": frame_log_weights(colvar, "colvar", biased_frames.n_frames, kT)[0],
-                    "rescaled_time_source": str(colvar),
-                }
+                rescaled = RescaledTime(frame_log_weights(colvar, "colvar", biased_frames.n_frames, kT)[0], str(colvar))
             try:
                 model, training = _train(biased_frames, trained_folder, settings, retrain, rescaled)
             except NeuralCTError as error:
@@ -846,15 +843,14 @@ def _train(
     folder: Path,
     settings: ExploreSettings,
     objective: dict[str, Any],
-    rescaled: dict[str, Any] | None = None,
+    rescaled_time: RescaledTime | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """A model trained on ``data`` (the last trajectory, or a single one's last 20 %, validates) into ``folder``.
 
     Read where it finished, resumed from its checkpoint otherwise. ``objective`` holds the
-    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it; ``rescaled``, the
-    ``rescaled_time`` and ``rescaled_time_source`` of :func:`~neuralct.workflows.objective.fit_with_choice`
-    (each frame's ``(V - c(t))/kT`` and where it came from), makes the lags rescaled time. Writes
-    ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
+    arguments of :func:`~neuralct.workflows.objective.choose_objective` that ask for it; ``rescaled_time``, the
+    bias of the frames' run, makes the lags rescaled time (:func:`~neuralct.workflows.objective.fit_with_choice`).
+    Writes ``model.pt``, then ``summary.json`` (the mark of a finished step, with the objective chosen).
     """
     folder = prepare_output_dir(folder)
     if (folder / "summary.json").exists() and (folder / "model.pt").exists():
@@ -875,7 +871,7 @@ def _train(
         folder,
         settings.device,
         settings.seed,
-        **(rescaled or {}),
+        rescaled_time,
     )
     return model.cpu(), summary
 

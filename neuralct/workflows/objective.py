@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from ..analysis.kinetics import tica_spectrum
 from ..data import PhaseSpaceData
+from ..data.pairs import RescaledTime
 from ..errors import NeuralCTError
 from ..io import write_json
 from ..training.loop import TrainingSettings
@@ -335,15 +334,14 @@ def fit_with_choice(
     folder: Path,
     device: str,
     seed: int,
-    rescaled_time: np.ndarray | None = None,
-    rescaled_time_source: str = "the bias of each frame",
+    rescaled_time: RescaledTime | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit ``data`` with the objective ``choice`` (the last trajectory validates) into ``folder``.
 
     The choice is recorded in the summary and in the model's metadata; writes ``model.pt``, then
     ``summary.json`` (the mark of a finished fit), with ``checkpoint.pt`` to resume from beside them.
     ``architecture`` and ``training`` are those of :func:`~neuralct.workflows.train.fit_trajectories`;
-    ``rescaled_time`` and its source those of :func:`~neuralct.workflows.train.prepare_trajectory_fit`.
+    ``rescaled_time`` that of :func:`~neuralct.workflows.train.prepare_trajectory_fit`.
 
     Returns
     -------
@@ -359,7 +357,6 @@ def fit_with_choice(
         seed=seed,
         checkpoint=folder / "checkpoint.pt",
         rescaled_time=rescaled_time,
-        rescaled_time_source=rescaled_time_source,
     )
     summary["objective"] = model.metadata["objective"] = choice.as_dict()
     model.save(folder / "model.pt")

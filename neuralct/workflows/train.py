@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..data.loading import PhaseSpaceData
-from ..data.pairs import LaggedPairs
+from ..data.pairs import LaggedPairs, RescaledTime
 from ..errors import NeuralCTError
 from ..model.transformation import ModeRanking, NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
@@ -323,7 +323,7 @@ def _rescaled_time_record(fit: TrajectoryFit) -> dict[str, Any]:
     return {
         "rescaled": "dt' = dt exp(w), w each frame's log weight (V - c(t))/kT: the lag is unbiased time, each pair "
         "weighted by the rescaled time it spans",
-        "bias_from": fit.rescaled_time,
+        "bias_from": fit.rescaled_time.source,
         "training_pairs_kish_fraction": float(weights.sum() ** 2 / (weights**2).sum() / len(weights)),
         "rescaled_ns_of_training_pairs": float(weights.sum() / 1000.0),
     }
@@ -568,8 +568,8 @@ class TrajectoryFit:
         Frame weights of biased data.
     dtype : {"float32", "float64"}
         Training precision.
-    rescaled_time : str or None
-        Where the bias that rescales the lags' time came from; None: the lags are simulation time.
+    rescaled_time : RescaledTime or None
+        The bias that makes the lags rescaled time; None: the lags are simulation time.
     """
 
     data: PhaseSpaceData
@@ -585,7 +585,7 @@ class TrajectoryFit:
     rank_pairs: LaggedPairs | None
     weights: np.ndarray | None
     dtype: str
-    rescaled_time: str | None = None
+    rescaled_time: RescaledTime | None = None
 
 
 def fit_trajectories(
@@ -609,8 +609,7 @@ def fit_trajectories(
     position_noise: float = 0.0,
     rank_lag_ps: float | None = None,
     weights_source: str = "the frame weights",
-    rescaled_time: np.ndarray | None = None,
-    rescaled_time_source: str = "the bias of each frame",
+    rescaled_time: RescaledTime | None = None,
 ) -> tuple[NeuralCanonicalTransformation, dict[str, Any]]:
     """Maximum-likelihood training on molecular trajectories, validated on held-out ones.
 
@@ -649,7 +648,6 @@ def fit_trajectories(
         weights_source=weights_source,
         dtype=dtype,
         rescaled_time=rescaled_time,
-        rescaled_time_source=rescaled_time_source,
     )
     return run_trajectory_fit(
         fit,
@@ -677,8 +675,7 @@ def prepare_trajectory_fit(
     weights: np.ndarray | None = None,
     weights_source: str = "the frame weights",
     dtype: str = "float32",
-    rescaled_time: np.ndarray | None = None,
-    rescaled_time_source: str = "the bias of each frame",
+    rescaled_time: RescaledTime | None = None,
 ) -> TrajectoryFit:
     """Check the options of a fit on trajectories and split the frames and pairs, before any work.
 
@@ -716,12 +713,10 @@ def prepare_trajectory_fit(
         Where ``weights`` come from (e.g. the file), for errors.
     dtype : {"float32", "float64"}
         Training precision.
-    rescaled_time : np.ndarray, shape=(n_frames,), optional
-        ``(V - c(t))/kT`` of each frame of a biased run: every lag is then rescaled time,
-        ``dt' = dt exp((V - c(t))/kT)``, and the pairs are weighted by the rescaled time they span
+    rescaled_time : RescaledTime, optional
+        The bias of the frames' run: every lag is then rescaled time, ``dt' = dt exp((V - c(t))/kT)``,
+        and the pairs are weighted by the rescaled time they span
         (:func:`neuralct.data.pairs.rescaled_lagged_pairs`). Needs ``lag_ps``.
-    rescaled_time_source : str
-        Where ``rescaled_time`` came from (e.g. the COLVAR), for summary.json.
 
     Returns
     -------
@@ -747,7 +742,8 @@ def prepare_trajectory_fit(
     def pairs(lag_ps: float | None, name: str) -> LaggedPairs | None:
         if lag_ps is None:
             return None
-        return data.split_lagged_pairs(lag_ps, train_index, valid_index, name, rescaled_time)
+        log_rates = None if rescaled_time is None else rescaled_time.log_rates
+        return data.split_lagged_pairs(lag_ps, train_index, valid_index, name, log_rates)
 
     rank_pairs = pairs(rank_lag_ps, "`rank_lag_ps`")
     if rank_pairs is not None and len(rank_pairs.train[0]) < 2:
@@ -771,7 +767,7 @@ def prepare_trajectory_fit(
         rank_pairs=rank_pairs,
         weights=weights,
         dtype=dtype,
-        rescaled_time=None if rescaled_time is None else rescaled_time_source,
+        rescaled_time=rescaled_time,
     )
 
 
