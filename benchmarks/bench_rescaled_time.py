@@ -38,7 +38,7 @@ from neuralct.md.systems import build_system, rotated_double_well_rotation  # no
 from neuralct.model.transformation import DEFAULT_ARCHITECTURE, NeuralCanonicalTransformation  # noqa: E402
 from neuralct.toys.slow_double_well import load_toy_trajectories, score_slow_coordinate  # noqa: E402
 from neuralct.training.loop import TrainingSettings, train  # noqa: E402
-from neuralct.training.objectives import LaggedLikelihood  # noqa: E402
+from neuralct.training.objectives import LaggedLikelihood, weighted_resample  # noqa: E402
 from neuralct.units import kT_kj_per_mol  # noqa: E402
 
 FRAME_PS = 0.5
@@ -95,7 +95,11 @@ def fit(runs: list[dict[str, np.ndarray]], time_kind: str, lag_ps: float, seed: 
     model = NeuralCanonicalTransformation(
         9, masses=torch.full((9,), 10.0), kT=KT, architecture=DEFAULT_ARCHITECTURE, latent_dynamics=True
     )
-    model.initialize(positions[train_index], generator=torch.Generator().manual_seed(seed))
+    # As `neuralct train` starts a fit in rescaled time: from the frames weighted by the rescaled time they last.
+    generator = torch.Generator().manual_seed(seed)
+    start_weights = pairs.start_weights(train_index)
+    start_weights = None if start_weights is None else torch.as_tensor(start_weights, dtype=torch.float32)
+    model.initialize(weighted_resample(positions[train_index], start_weights, generator), generator=generator)
     objective = LaggedLikelihood(positions, None, pairs)
     objective.initialize_frictions(model, seed=seed)
     train(model, objective, TrainingSettings(steps=600, batch_size=256, progress=False), seed=seed)

@@ -77,6 +77,29 @@ class LaggedPairs:
     train_weights: np.ndarray | None = None
     valid_weights: np.ndarray | None = None
 
+    def start_weights(self, frames: np.ndarray) -> np.ndarray | None:
+        """The weight of each of ``frames`` as the training pairs count it: the rescaled time it starts pairs for.
+
+        The distribution the weighted pairs sample, unbiased for pairs in rescaled time (each frame
+        weighted by the time ``dt exp(w)`` it lasts, but at the end of a trajectory, whose last
+        frames start fewer pairs), which the model's data-dependent start should see instead of the
+        biased frames.
+
+        Parameters
+        ----------
+        frames : np.ndarray of int, shape=(n,)
+            Indices into the concatenated frames (e.g. the training frames).
+
+        Returns
+        -------
+        np.ndarray, shape=(n,), or None
+            None for pairs of equal weight: every frame counts the same.
+        """
+        if self.train_weights is None:
+            return None
+        starts = np.bincount(self.train[0], weights=self.train_weights, minlength=int(np.max(frames)) + 1)
+        return starts[frames]
+
 
 def split_lagged_pairs(
     traj_lengths: Sequence[int],

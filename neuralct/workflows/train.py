@@ -513,7 +513,9 @@ def fit_frames(
         latent_dynamics=pairs is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
-    model.initialize(weighted_resample(y_train, rows(w_all, train_index), generator), generator=generator)
+    # Pairs in rescaled time weigh each frame by the time it lasts unbiased: the start sees the frames so weighted.
+    start_weights = rows(w_all, train_index) if pairs is None else tensor(pairs.start_weights(train_index))
+    model.initialize(weighted_resample(y_train, start_weights, generator), generator=generator)
     if pairs is None:
         noise = stiffest_mode_noise(y_train, model.masses, position_noise)
         objective = MaximumLikelihood(
