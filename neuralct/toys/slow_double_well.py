@@ -153,8 +153,9 @@ def score_slow_coordinate(
     dict
         ``correlation`` (Pearson r of CV 1 with ``u_0`` on the test frames),
         ``timescale_cv_ps`` and ``timescale_reference_ps`` (fine-grid MSMs of CV 1 and of
-        ``u_0`` on the test trajectories at ``lag_ps``, a whole number of frames), their ratio, and the reference
-        on all trajectories (``timescale_reference_all_ps``); for a model with dynamics its
+        ``u_0`` on the test trajectories at ``lag_ps``, a whole number of frames; None for a CV 1 that relaxes
+        faster than the lag), their ratio, and the reference on all trajectories
+        (``timescale_reference_all_ps``); for a model with dynamics its
         own relaxation time of mode 1.
     """
     with torch.no_grad():
@@ -162,14 +163,17 @@ def score_slow_coordinate(
     test = data.frames(test_trajectories)
     lag_frames = data.lag_frames(lag_ps)
     reference = msm_implied_timescale(data.per_trajectory(data.barrier, test_trajectories), lag_frames, lag_ps, bins)
-    learned = msm_implied_timescale(data.per_trajectory(cv, test_trajectories), lag_frames, lag_ps, bins)
+    try:
+        learned = msm_implied_timescale(data.per_trajectory(cv, test_trajectories), lag_frames, lag_ps, bins)
+    except NeuralCTError:
+        learned = None  # CV 1 relaxes faster than the lag: no slow coordinate at all
     every = range(len(data.lengths))
     result = {
         "correlation": float(np.corrcoef(cv[test], data.barrier[test])[0, 1]),
         "lag_ps": lag_ps,
         "timescale_cv_ps": learned,
         "timescale_reference_ps": reference,
-        "timescale_ratio": learned / reference,
+        "timescale_ratio": None if learned is None else learned / reference,
         "timescale_reference_all_ps": msm_implied_timescale(
             data.per_trajectory(data.barrier, every), lag_frames, lag_ps, bins
         ),
