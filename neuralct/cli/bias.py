@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
     # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
     torch.set_num_threads(1)
     model, md_system = _model_and_system(args)
-    settings = _settings(args, md_system)
+    settings = _settings(args, md_system, model if args.cv == "learned" else None)
     settings.validate()
     _check_biased_cvs(model, md_system, settings)
     # The platform, threads and CV force change how fast the run goes, not what it samples.
@@ -258,9 +258,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
-    """The run's :class:`~neuralct.workflows.bias.BiasSettings` from the options (``auto`` chosen for ``md_system``)."""
-    from ..workflows.bias import BiasSettings, default_bias_every
+def _settings(args: argparse.Namespace, md_system: Any, model: Any) -> BiasSettings:
+    """The run's :class:`~neuralct.workflows.bias.BiasSettings` from the options (``auto`` chosen for ``md_system`` and
+    the biased ``model``, None for torsions); says why a steep learned CV is biased every step."""
+    from ..workflows.bias import BiasSettings, default_bias_every, steep_cvs
+
+    if args.bias_every == "auto" and model is not None and steep_cvs(model, args.cvs):
+        print(
+            f"{', '.join(steep_cvs(model, args.cvs))} steep on its training frames: the bias is evaluated every step "
+            "(as an impulse every 4 steps such a bias blows runs up)"
+        )
 
     return BiasSettings(
         cv=args.cv,
@@ -277,7 +284,7 @@ def _settings(args: argparse.Namespace, md_system: Any) -> BiasSettings:
         bias_factor=args.bias_factor,
         pace_ps=args.pace_ps,
         grid_margin=args.grid_margin,
-        bias_every=default_bias_every(md_system) if args.bias_every == "auto" else args.bias_every,
+        bias_every=default_bias_every(md_system, model, args.cvs) if args.bias_every == "auto" else args.bias_every,
         platform=args.platform,
         threads=args.threads,
         cv_force=args.cv_force,

@@ -35,7 +35,11 @@ from ..flows import LinearSymplectic, PointTransformation
 from ..flows.coupling import AffineCoupling, CouplingStack
 from ..model.transformation import NeuralCanonicalTransformation
 
-__all__ = ["CollectiveVariables", "collective_variables"]
+__all__ = ["CollectiveVariables", "collective_variables", "cv_steepness", "STEEPNESS_CVS"]
+
+#: The slowest CVs whose steepness training records (:func:`cv_steepness`): as many as a bias acts on at most
+#: (:data:`neuralct.workflows.bias.MAX_SEPARATE_CVS`).
+STEEPNESS_CVS = 6
 
 
 class _LinearPoint(nn.Module):
@@ -203,3 +207,38 @@ def collective_variables(model: NeuralCanonicalTransformation, k: int, select: b
     for parameter in module.parameters():
         parameter.requires_grad_(False)
     return module
+
+
+def cv_steepness(model: NeuralCanonicalTransformation, positions: np.ndarray, spans: np.ndarray) -> list[float]:
+    """How steep each of the slowest CVs gets on some frames: its largest gradient with respect to one atom, per span.
+
+    A bias force on an atom is the bias's slope times the CV's gradient there; a CV learned from
+    frames that barely cover a region can change by its whole training range over a small fraction
+    of a bond length there, and the force of even a small bias blows a run up once MD reaches it
+    (benchmarks/README.md, B3).
+
+    Parameters
+    ----------
+    model : NeuralCanonicalTransformation
+        A model trained on molecular trajectories.
+    positions : np.ndarray, shape=(n_frames, n_atoms, 3)
+        Frames of the model's atoms, in its order, nm (e.g. its training frames).
+    spans : np.ndarray, shape=(k,)
+        The range that measures each of the ``k`` slowest CVs (e.g. 1st to 99th percentile on the training frames).
+
+    Returns
+    -------
+    list of float, length k
+        Per CV, slowest first, the largest ``|dCV/dx_i|`` over frames and atoms divided by its span, in spans per nm:
+        the CV changes by its whole span when that atom moves ``1 / steepness`` nm.
+    """
+    spans = np.asarray(spans, dtype=np.float64)
+    module = collective_variables(copy.deepcopy(model), len(spans), select=False)
+    steepest = np.zeros(len(spans))
+    for start in range(0, len(positions), 1024):
+        x = torch.as_tensor(positions[start : start + 1024], dtype=torch.float64).requires_grad_(True)
+        values = module(x)
+        for j in range(len(spans)):
+            (gradient,) = torch.autograd.grad(values[:, j].sum(), x, retain_graph=j < len(spans) - 1)
+            steepest[j] = max(steepest[j], float(gradient.norm(dim=-1).max()))
+    return (steepest / spans).tolist()

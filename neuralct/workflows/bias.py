@@ -79,6 +79,7 @@ __all__ = [
     "default_bias_every",
     "phi_psi_pairs",
     "run_metadynamics",
+    "steep_cvs",
     "write_phi_psi_surface",
 ]
 
@@ -87,6 +88,11 @@ CV_FORCES = ("auto", "python", "torch")
 
 #: Most learned CVs biased with separate biases (:attr:`BiasSettings.separate_biases`).
 MAX_SEPARATE_CVS = 6
+
+#: Steepness (:func:`neuralct.export.cv.cv_steepness`, training ranges per nm) from which a learned CV is biased every
+#: step: it changes by its whole range when one atom moves 0.005 nm. On the CVs of the foreign-data loops every run
+#: that blew up or left its grid at once had 221-2,130 on its training frames, the others at most 124 (B3).
+STEEP_CV_SPANS_PER_NM = 200.0
 
 #: Platforms on which openmm-torch's TorchForce is taken over the PythonForce by ``cv_force="auto"``.
 _GPU_PLATFORMS = ("CUDA", "OpenCL", "HIP")
@@ -354,17 +360,42 @@ def _torsion_force(atoms: Sequence[int]) -> Any:
     return force
 
 
-def default_bias_every(md_system: Any) -> int:
-    """MD steps per bias evaluation that run fastest for ``md_system``: 4 without a box, 1 in a periodic box.
+def default_bias_every(md_system: Any, model: Any = None, n_cvs: int = 1) -> int:
+    """MD steps per bias evaluation for ``md_system``: 4 without a box, 1 in a periodic box or on a steep CV.
 
     Without a box (a small molecule on the Reference platform) the learned CV costs several times
     the molecule's own forces, and a multiple-time-step integrator that evaluates it every 4 steps
     reproduces the phi reference (benchmarks B3). In explicit water PME costs far more than the CV,
     and ``MTSLangevinIntegrator`` (a CustomIntegrator) makes every inner step slower than
     ``LangevinMiddleIntegrator`` does: on the CPU platform, 2,041 atoms, 87 against 157 steps per
-    second at one step per bias, 137 at four (``benchmarks/bench_cv_force.py``).
+    second at one step per bias, 137 at four (``benchmarks/bench_cv_force.py``). A learned CV that
+    :func:`steep_cvs` names is biased every step: as one impulse every 4 steps its force blew runs up
+    (B3: 12 of 24 runs from frames before two such blow-ups, against 0 of 24 every step).
+
+    Parameters
+    ----------
+    md_system : neuralct.md.systems.MDSystem
+    model : NeuralCanonicalTransformation, optional
+        The model whose ``n_cvs`` slowest CVs are biased (None: torsions, or not known).
+    n_cvs : int
     """
-    return 1 if md_system.periodic else 4
+    steep = model is not None and steep_cvs(model, n_cvs)
+    return 1 if md_system.periodic or steep else 4
+
+
+def steep_cvs(model: Any, n_cvs: int) -> list[str]:
+    """The biased CVs of ``model`` that training recorded as steep, each with its steepness, for a line.
+
+    Steep: at some training frame the CV changes by its whole 1st-99th percentile range when one atom moves
+    ``1 / STEEP_CV_SPANS_PER_NM`` nm or less (:func:`neuralct.export.cv.cv_steepness`). Models trained before
+    the record have none.
+    """
+    recorded = model.metadata.get("cv_steepness") or []
+    return [
+        f"cv{j + 1} ({value:.0f} ranges per nm)"
+        for j, value in enumerate(recorded[:n_cvs])
+        if value >= STEEP_CV_SPANS_PER_NM
+    ]
 
 
 def run_platform(settings: BiasSettings, md_system: Any) -> tuple[str, str]:

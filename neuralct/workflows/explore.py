@@ -233,8 +233,10 @@ class ExploreSettings:
             seed=self.seed,
         )
 
-    def bias(self, round_index: int, md_system: Any, frozen: tuple[int, Path] | None = None) -> BiasSettings:
-        """The settings of round ``round_index`` (1, 2, ...) on ``md_system``.
+    def bias(
+        self, round_index: int, md_system: Any, frozen: tuple[int, Path] | None = None, model: Any = None
+    ) -> BiasSettings:
+        """The settings of round ``round_index`` (1, 2, ...) on ``md_system``, biasing ``model``'s slowest CV.
 
         Round 1 biases the first model's CV with ``neuralct bias``'s default width; later rounds the
         retrained CVs with :data:`LATER_WIDTH_FRACTION`. ``frozen``: the metadynamics round whose final
@@ -242,6 +244,8 @@ class ExploreSettings:
         round_index``, so that the frozen rounds are independent runs of the same biased ensemble.
         A CV that leaves its grid, or a run that breaks down, ends the round there
         (:attr:`~neuralct.workflows.bias.BiasSettings.end_at_breakdown`): the loop learns from its frames.
+        Without ``bias_every``, a CV that its training recorded as steep is biased every step
+        (:func:`~neuralct.workflows.bias.default_bias_every`; ``model`` None: not known yet).
         """
         defaults = BiasSettings()
         width_index = round_index if frozen is None else frozen[0]
@@ -251,7 +255,7 @@ class ExploreSettings:
             length_ns=self.round_ns,
             report_ps=self.bias_report_ps,
             width_fraction=defaults.width_fraction if width_index == 1 else LATER_WIDTH_FRACTION,
-            bias_every=default_bias_every(md_system) if self.bias_every is None else self.bias_every,
+            bias_every=default_bias_every(md_system, model) if self.bias_every is None else self.bias_every,
             platform=self.platform,
             threads=self.threads,
             seed=self.seed if frozen is None else self.seed + round_index,
@@ -472,7 +476,7 @@ def run_explore(
     for index in range(1, settings.max_rounds + 1):
         folder = output / f"round-{index}"
         biased = _metadynamics(
-            md_system, model, settings.bias(index, md_system, frozen), folder / "bias", settings.progress
+            md_system, model, settings.bias(index, md_system, frozen, model), folder / "bias", settings.progress
         )
         if frozen is None:
             next_step, verdict = _after_metadynamics(biased, settings, index == settings.max_rounds)

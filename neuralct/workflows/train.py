@@ -943,17 +943,24 @@ def _record_training(
 ) -> None:
     """Store in the model's metadata what analysis and export read of its training.
 
-    The summary's key figures, the range and the kinetics of every CV on the training frames, the RMSD of the
+    The summary's key figures, the range and the kinetics of every CV on the training frames, the steepness of the
+    slowest on them (:func:`~neuralct.export.cv.cv_steepness`, also put in ``summary``), the RMSD of the
     training frames to the reference (what :mod:`neuralct.analysis.training_match` compares
     new frames with), the training history, which trajectories trained and validated it, and the
     bond constraints each training trajectory was simulated with where ``neuralct simulate`` recorded them.
     """
+    from ..export.cv import STEEPNESS_CVS, cv_steepness
     from ..model.molecular import latent_ranges
     from .model_for_sampling import recorded_constraints
 
     data, train_index = fit.data, fit.train_index
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
     model.metadata["cv_ranges"] = latent_ranges(model, y[train_index])
+    spans = [cv["p99"] - cv["p01"] for cv in model.metadata["cv_ranges"][:STEEPNESS_CVS]]
+    # Layers that mix momenta in give CVs that are no functions of the positions: nothing to bias, no steepness.
+    model.metadata["cv_steepness"] = summary["cv_steepness_spans_per_nm"] = (
+        cv_steepness(model, data.positions[train_index], np.array(spans)) if model.flow.acts_on_configuration else None
+    )
     model.metadata["cv_kinetics"] = summary["cv_kinetics"]
     model.metadata["training_rmsd_nm"] = {
         "median": float(np.median(data.rmsd[train_index])),
