@@ -90,8 +90,9 @@ CV_FORCES = ("auto", "python", "torch")
 MAX_SEPARATE_CVS = 6
 
 #: Steepness (:func:`neuralct.export.cv.cv_steepness`, training ranges per nm) from which a learned CV is biased every
-#: step: it changes by its whole range when one atom moves 0.005 nm. On the CVs of the foreign-data loops every run
-#: that blew up or left its grid at once had 221-2,130 on its training frames, the others at most 124 (B3).
+#: step: it changes by its whole range when one atom moves 0.005 nm. In the foreign-data loops the five runs that
+#: blew up within 400 ps biased CVs of 821-2,130 on their training frames, those that did not at most 430, and no CV
+#: retrained in simulation time reached 46 (benchmarks/README.md, B3).
 STEEP_CV_SPANS_PER_NM = 200.0
 
 #: Platforms on which openmm-torch's TorchForce is taken over the PythonForce by ``cv_force="auto"``.
