@@ -74,6 +74,7 @@ from .bias import (
     default_bias_every,
     phi_psi_pairs,
     run_metadynamics,
+    steep_cvs,
     write_phi_psi_surface,
 )
 from .objective import KINETIC_VAMP_WEIGHT, ObjectiveChoice, choose_objective, fit_with_choice
@@ -478,6 +479,8 @@ def run_explore(
         biased = _metadynamics(
             md_system, model, settings.bias(index, md_system, frozen, model), folder / "bias", settings.progress
         )
+        # A steep CV is biased every step (when `bias_every` is left to explore): the round's line says so.
+        steep = steep_cvs(model, 1) if settings.bias_every is None else []
         if frozen is None:
             next_step, verdict = _after_metadynamics(biased, settings, index == settings.max_rounds)
             estimate = None
@@ -516,6 +519,8 @@ def run_explore(
         entry["ended_early"] = biased.get("ended_early")
         entry["biased_model"] = str(biased_model)
         entry["width_fraction"] = biased["settings"]["width_fraction"]
+        entry["bias_every"] = biased["settings"]["bias_every"]
+        entry["steep_cvs"] = steep
         if estimate is not None:
             entry["pooled"] = {"rounds": [number for number, _ in frozen_runs], "phi_torsions": estimate}
         entry["verdict"] = {"converged": verdict.converged, "reason": verdict.reason, "changes_kj": verdict.changes_kj}
@@ -697,6 +702,8 @@ def round_line(entry: dict[str, Any]) -> str:
     else:
         what = f"round {entry['round']}, the slowest CV under the {entry['kind']} ({entry['ns_simulated']:.3g} ns)"
     line = f"{what}: {_phi_words(entry['phi_torsions'])}"
+    if entry.get("steep_cvs"):
+        line += f"; biased every step: {', '.join(entry['steep_cvs'])} steep on its training frames"
     if entry.get("ended_early"):
         line += f"; ended early: {entry['ended_early']}"
     if "pooled" in entry:

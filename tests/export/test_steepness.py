@@ -9,7 +9,7 @@ import torch
 from neuralct.export.cv import STEEPNESS_CVS, collective_variables, cv_steepness
 from neuralct.model.transformation import load
 from neuralct.workflows.bias import MAX_SEPARATE_CVS, STEEP_CV_SPANS_PER_NM, default_bias_every, steep_cvs
-from neuralct.workflows.explore import ExploreSettings
+from neuralct.workflows.explore import ExploreSettings, round_line
 
 
 def _model_frames(model_path, trajectory):
@@ -65,3 +65,8 @@ def test_a_steep_cv_is_biased_every_step_by_default():
     assert ExploreSettings().bias(2, vacuum, None, steep).bias_every == 1
     assert ExploreSettings().bias(2, vacuum, None, smooth).bias_every == 4
     assert ExploreSettings(bias_every=2).bias(2, vacuum, None, steep).bias_every == 2
+    entry = {"round": 3, "kind": "metadynamics", "ns_simulated": 2.0, "phi_torsions": {}, "objective": None}
+    assert "every step" not in round_line(entry | {"steep_cvs": []})
+    assert "; biased every step: cv1 (200 ranges per nm) steep on its training frames" in round_line(
+        entry | {"steep_cvs": steep_cvs(steep, 1)}
+    )
