@@ -113,7 +113,8 @@ def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="steps per evaluation of the bias force: n > 1 uses a multiple-time-step Langevin integrator; auto: "
         "4 without a box (the CV costs more than the molecule's forces), 1 in a periodic box (PME costs more "
-        "than the CV, and the multiple-time-step integrator more than the CV saved) (default: %(default)s)",
+        "than the CV, and the multiple-time-step integrator more than the CV saved) or for a CV that training "
+        "recorded as steep (its whole range within 0.005 nm of one atom's motion) (default: %(default)s)",
     )
 
 
@@ -263,9 +264,10 @@ def _settings(args: argparse.Namespace, md_system: Any, model: Any) -> BiasSetti
     the biased ``model``, None for torsions); says why a steep learned CV is biased every step."""
     from ..workflows.bias import BiasSettings, default_bias_every, steep_cvs
 
-    if args.bias_every == "auto" and model is not None and steep_cvs(model, args.cvs):
+    steep = steep_cvs(model, args.cvs) if args.bias_every == "auto" and model is not None else []
+    if steep:
         print(
-            f"{', '.join(steep_cvs(model, args.cvs))} steep on its training frames: the bias is evaluated every step "
+            f"{', '.join(steep)} steep on its training frames: the bias is evaluated every step "
             "(as an impulse every 4 steps such a bias blows runs up)"
         )
 

@@ -70,3 +70,24 @@ def test_a_steep_cv_is_biased_every_step_by_default():
     assert "; biased every step: cv1 (200 ranges per nm) steep on its training frames" in round_line(
         entry | {"steep_cvs": steep_cvs(steep, 1)}
     )
+
+
+def test_bias_says_it_evaluates_a_steep_cv_every_step_and_does(alanine_model, tmp_path, capsys):
+    import json
+
+    from neuralct.cli import main
+
+    model_path, _ = alanine_model
+    model = load(model_path)
+    model.metadata["cv_steepness"] = [STEEP_CV_SPANS_PER_NM * 2, 1.0]
+    model.save(tmp_path / "steep.pt")
+    run = ["bias", str(tmp_path / "steep.pt"), "--length-ns", "0.002", "--report-ps", "0.4", "--pace-ps", "0.4"]
+    assert main([*run, "--no-progress", "--output", str(tmp_path / "auto")]) == 0
+    out = capsys.readouterr().out
+    assert "cv1 (400 ranges per nm) steep on its training frames: the bias is evaluated every step" in out
+    summary = json.loads((tmp_path / "auto" / "summary.json").read_text())
+    assert summary["settings"]["bias_every"] == 1
+    # A value given is kept, without the line.
+    assert main([*run, "--bias-every", "4", "--no-progress", "--output", str(tmp_path / "given")]) == 0
+    assert "steep" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "given" / "summary.json").read_text())["settings"]["bias_every"] == 4
