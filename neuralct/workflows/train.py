@@ -513,8 +513,15 @@ def fit_frames(
         latent_dynamics=pairs is not None,
     ).to(device=torch_device, dtype=torch_dtype)
     generator = torch.Generator(device=torch_device).manual_seed(seed)
-    # Pairs in rescaled time weigh each frame by the time it lasts unbiased: the start sees the frames so weighted.
-    start_weights = rows(w_all, train_index) if pairs is None else tensor(pairs.start_weights(train_index))
+    # Pairs in rescaled time weigh each frame by the time it lasts unbiased: the start sees the frames so weighted,
+    # in float64 as the objective draws its pairs (exp((V - c)/kT) passes float32's range beyond 88 kT).
+    if pairs is None:
+        start_weights = rows(w_all, train_index)
+    else:
+        frame_weights = pairs.start_weights(train_index)
+        start_weights = (
+            None if frame_weights is None else torch.as_tensor(frame_weights, dtype=torch.float64, device=torch_device)
+        )
     model.initialize(weighted_resample(y_train, start_weights, generator), generator=generator)
     if pairs is None:
         noise = stiffest_mode_noise(y_train, model.masses, position_noise)

@@ -81,6 +81,24 @@ def test_a_frame_starts_the_model_with_the_rescaled_time_it_lasts():
     assert np.allclose(means["simulation"], 0.0, atol=0.06)
 
 
+def test_a_frame_biased_beyond_float32s_range_starts_the_model_on_itself():
+    """(V - c)/kT = 100 makes one frame last e^100 dt, beyond float32: still a start (float64, as pairs are drawn)."""
+    from neuralct.model.transformation import DEFAULT_ARCHITECTURE
+    from neuralct.training.loop import TrainingSettings
+    from neuralct.workflows.train import fit_frames
+
+    y = np.random.default_rng(0).normal(size=(400, 2))
+    log_rates = np.zeros(400)
+    log_rates[50] = 100.0
+    train_index, valid_index = np.arange(320), np.arange(320, 400)
+    pairs = split_lagged_pairs([400], 2.0, 0.5, train_index, valid_index, log_rates=log_rates)
+    settings = TrainingSettings(steps=1, batch_size=32, progress=False)
+    model, *_ = fit_frames(
+        y, 1.0, DEFAULT_ARCHITECTURE, settings, train_index=train_index, valid_index=valid_index, pairs=pairs
+    )
+    assert np.allclose(model.position_offset.detach().numpy(), y[50], atol=1e-6)
+
+
 def test_bad_biases_are_refused():
     with pytest.raises(NeuralCTError, match="4 values for 5 frames"):
         rescaled_lagged_pairs([5], np.zeros(4), 1.0, 1.0)
