@@ -131,7 +131,8 @@ class CollectiveVariables(nn.Module):
             raise NeuralCTError(
                 f"the number of CVs, {k}, is out of range: the model has {model.dim} latent modes; use 1 to {model.dim}"
             )
-        layers = [_configuration_layer(layer) for layer in model.flow.layers]
+        # A copy of the flow: the module's float64 and frozen parameters must not change the model's.
+        layers = [_configuration_layer(layer) for layer in copy.deepcopy(model.flow).layers]
         frame = rigid_body_frame(model)
         tree = spanning_tree(frame.reference.numpy())
         slot = np.argsort(tree.order)
@@ -201,8 +202,11 @@ class CollectiveVariables(nn.Module):
 
 
 def collective_variables(model: NeuralCanonicalTransformation, k: int, select: bool = True) -> CollectiveVariables:
-    """The ``k`` slowest CVs of ``model`` as an eager :class:`CollectiveVariables` module (float64, eval mode)."""
-    module = CollectiveVariables(model.cpu(), k, select)
+    """The ``k`` slowest CVs of ``model`` as an eager :class:`CollectiveVariables` module (float64, eval mode, CPU).
+
+    The module holds its own copy of the flow: ``model`` is left as it was (device, dtype, gradients).
+    """
+    module = CollectiveVariables(model, k, select).cpu()
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
@@ -233,7 +237,7 @@ def cv_steepness(model: NeuralCanonicalTransformation, positions: np.ndarray, sp
         the CV changes by its whole span when that atom moves ``1 / steepness`` nm.
     """
     spans = np.asarray(spans, dtype=np.float64)
-    module = collective_variables(copy.deepcopy(model), len(spans), select=False)
+    module = collective_variables(model, len(spans), select=False)
     steepest = np.zeros(len(spans))
     for start in range(0, len(positions), 1024):
         x = torch.as_tensor(positions[start : start + 1024], dtype=torch.float64).requires_grad_(True)

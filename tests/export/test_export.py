@@ -75,6 +75,19 @@ def test_torchforce_files_equal_the_model_cv_float32_batched_and_moved(exported)
             assert abs(float(module(torch.tensor(frames[3]))) - expected[3, j]) < 1e-5
 
 
+def test_the_cv_module_leaves_the_model_as_it_was(exported):
+    model, _, positions, expected = exported
+    before = {name: (p.dtype, p.requires_grad, p.detach().clone()) for name, p in model.named_parameters()}
+    module = collective_variables(model, K)
+    module(torch.tensor(positions[:2]))
+    for name, p in model.named_parameters():
+        dtype, requires_grad, values = before[name]
+        assert (p.dtype, p.requires_grad) == (dtype, requires_grad), name
+        assert torch.equal(p.detach(), values), name
+    assert all(not p.requires_grad and p.dtype == torch.float64 for p in module.parameters())
+    assert np.abs(module(torch.tensor(positions[:4])).numpy() - expected[:4]).max() < 1e-6
+
+
 def test_gradient_is_minus_the_finite_difference_force(exported):
     model, folder, positions, _ = exported
     module = torch.jit.load(str(folder / "cv1.pt"))
