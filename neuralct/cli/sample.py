@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import NeuralCTError
 from ..md.systems import SOLVENTS
+from ..sampling.diagnostics import TRAINING_DATA_DISAGREEMENT
 from ..workflows.sample import METHODS
 from .options import (
     add_common_options,
@@ -315,7 +316,8 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
         f"{curvature['above_4']} above 4 ({exact})"
     )
     convergence = summary["convergence"]
-    disagree = [name for name in convergence["not_converged"] if name not in convergence["unreached"]]
+    off_data = convergence["disagree_with_training_data"]
+    disagree = [name for name in convergence["not_converged"] if name not in convergence["unreached"] + off_data]
     if disagree:
         print_warning(
             f"the chains disagree (split R-hat above {convergence['r_hat_limit']}) on "
@@ -327,6 +329,13 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
             f"no chain entered (or left) {', '.join(convergence['unreached'])}, where the flow's draws go "
             "(flow_draws_fraction in summary.json): the chains may be stuck where they started; sample longer "
             "(--samples) or with more chains (--chains)"
+        )
+    if off_data:
+        print_warning(
+            f"the chains' populations of {', '.join(off_data)} disagree with the model's training trajectories "
+            f"(training_data_fraction in summary.json, {TRAINING_DATA_DISAGREEMENT:g} standard errors or more apart), "
+            "though the chains may agree with each other: they may not have left the basins where they started; "
+            "sample longer (--samples) or with more chains (--chains)"
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ __all__ = [
     "basin_population",
     "FLOW_REACH_FRACTION",
     "mark_unreached",
+    "TRAINING_DATA_DISAGREEMENT",
+    "trajectory_basin_fractions",
+    "mark_against_training_data",
     "curvature_spectrum",
     "curvature_figures",
     "CurvatureSum",
@@ -44,6 +47,12 @@ FEW_STAYS = 10
 #: chains are reported stuck (:func:`mark_unreached`): the flow learned from trajectories that went there, so that
 #: side of the basin holds real weight.
 FLOW_REACH_FRACTION = 0.05
+
+#: Standard errors apart from which a basin's population in the chains and in the model's training trajectories
+#: (unbiased MD of the same density) are reported as disagreeing (:func:`mark_against_training_data`). On tri-alanine
+#: both HMCs put ALA3's psi in (-120, 50) deg 0.999 +- 0.001 of the time, all chains alike, where 9 ns of MD put it
+#: 0.928 +- 0.021: 3.4 standard errors (benchmarks/README.md, B4).
+TRAINING_DATA_DISAGREEMENT = 3.0
 
 
 def why_undefined(series: np.ndarray, min_samples: int) -> str | None:
@@ -514,6 +523,106 @@ def mark_unreached(figures: dict[str, Any], flow_fraction: float, flow_draws: in
         "population of this run would then leave that side out; sample longer (--samples), with more chains "
         "(--chains), or, for a model of every atom, with the flow's independence moves (--method mixed)"
     )
+    return True
+
+
+def trajectory_basin_fractions(indicators: dict[str, np.ndarray], lengths: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """Each basin's population over a set of trajectories, with the standard error their stays and their spread allow.
+
+    The frames are pooled. The standard error is the larger of the two-state Markov chain's error
+    for as many stays as the trajectories made (the rule of :func:`basin_population`) and, for two
+    or more trajectories, the standard error of their own fractions weighted by their frames: a
+    process slower than the trajectories makes them disagree more than their stays say. A basin
+    the trajectories never entered, or never left, gets no standard error.
+
+    Parameters
+    ----------
+    indicators : dict of str to np.ndarray, shape=(n_frames,)
+        0/1 per frame of the trajectories one after another (e.g.
+        :func:`~neuralct.sampling.targets.basin_indicators`).
+    lengths : sequence of int
+        Frames of each trajectory, in order; they sum to ``n_frames``.
+
+    Returns
+    -------
+    dict of str to dict
+        Per basin: ``fraction``, ``standard_error`` (None as above) and ``stays`` (separate stays in it).
+    """
+    bounds = np.cumsum([0, *lengths])
+    weights = np.diff(bounds) / bounds[-1]
+    found = {}
+    for name, values in indicators.items():
+        pieces = [np.asarray(values[start:end], dtype=np.float64)[:, None] for start, end in zip(bounds, bounds[1:])]
+        fraction = float(np.mean(values))
+        stays_in = sum(_stays(piece) for piece in pieces)
+        stays_out = sum(_stays(1.0 - piece) for piece in pieces)
+        error = None
+        if stays_in and stays_out:
+            variance = fraction * (1.0 - fraction)
+            error = math.sqrt(max(2.0 * variance**2 / min(stays_in, stays_out) - variance / len(values), 0.0))
+            if len(pieces) > 1:
+                own = np.array([piece.mean() for piece in pieces])
+                spread = math.sqrt(len(own) / (len(own) - 1) * float((weights**2 * (own - fraction) ** 2).sum()))
+                error = max(error, spread)
+        found[name] = {"fraction": fraction, "standard_error": error, "stays": stays_in}
+    return found
+
+
+def mark_against_training_data(figures: dict[str, Any], training: dict[str, Any]) -> bool:
+    """Add the training trajectories' population of a basin to the chains' figures, and mark the two disagreeing.
+
+    The chains' population (and its standard error) and the trajectories' (with theirs,
+    :func:`trajectory_basin_fractions`) disagree when they lie :data:`TRAINING_DATA_DISAGREEMENT`
+    combined standard errors apart or more; a basin no chain entered (or left) disagrees where the
+    trajectories put at least :data:`FLOW_REACH_FRACTION` of their frames in it (or outside it), that
+    many standard errors from none. Both sample one density, so one of them has not converged:
+    chains that agree with each other may all have stayed where they started, and R-hat cannot tell.
+    The figures then get ``converged`` False, a note, and a standard error (or bound) no tighter
+    than the gap.
+
+    Parameters
+    ----------
+    figures : dict
+        One basin's figures from :func:`basin_population`; changed in place.
+    training : dict
+        That basin's ``fraction``, ``standard_error`` and ``stays`` in the training trajectories.
+
+    Returns
+    -------
+    bool
+        Whether the two were marked disagreeing.
+    """
+    fraction, error = training["fraction"], training["standard_error"]
+    figures["training_data_fraction"] = fraction
+    figures["training_data_standard_error"] = error
+    if error is None:
+        return False
+    population = figures.get("population")
+    if population is not None:
+        gap = abs(population - fraction)
+        if not gap >= TRAINING_DATA_DISAGREEMENT * math.hypot(figures["standard_error"], error):
+            return False
+        chains = f"{population:.3f} +- {figures['standard_error']:.3f}"
+        figures["standard_error"] = max(figures["standard_error"], gap)
+    elif "upper_bound_95" in figures and figures["upper_bound_95"] is not None:
+        if not (fraction >= FLOW_REACH_FRACTION and fraction >= TRAINING_DATA_DISAGREEMENT * error):
+            return False
+        chains, figures["upper_bound_95"] = "none", None
+    elif "lower_bound_95" in figures and figures["lower_bound_95"] is not None:
+        if not (1.0 - fraction >= FLOW_REACH_FRACTION and 1.0 - fraction >= TRAINING_DATA_DISAGREEMENT * error):
+            return False
+        chains, figures["lower_bound_95"] = "all", None
+    else:
+        return False
+    figures["converged"] = False
+    disagreement = (
+        f"not converged: the chains put {chains} of their samples in it, the model's training trajectories "
+        f"{fraction:.3f} +- {error:.3f} of their frames (at least {TRAINING_DATA_DISAGREEMENT:g} standard errors "
+        "apart, and the standard error is now at least the gap): the chains may not have left the basins where "
+        "they started, or the trajectories not have reached equilibrium; sample longer (--samples) or with more "
+        "chains (--chains)"
+    )
+    figures["note"] = f"{figures['note']}; {disagreement}" if "note" in figures else disagreement
     return True
 
 

@@ -31,10 +31,12 @@ from ..sampling.chains import (
 from ..sampling.diagnostics import (
     FLOW_REACH_FRACTION,
     R_HAT_LIMIT,
+    TRAINING_DATA_DISAGREEMENT,
     CurvatureSum,
     basin_population,
     curvature_figures,
     flow_importance_weights,
+    mark_against_training_data,
     mark_unreached,
     observable_efficiency,
     sampling_efficiency,
@@ -502,11 +504,13 @@ def _curvature_figures(curvature: CurvatureSum) -> dict[str, Any]:
     }
 
 
-def _convergence(summary: dict[str, Any], unreached: list[str]) -> dict[str, Any]:
-    """The observables whose chains disagree (split R-hat above :data:`R_HAT_LIMIT`) or that the chains never reached.
+def _convergence(summary: dict[str, Any], unreached: list[str], disagreeing: list[str]) -> dict[str, Any]:
+    """The observables whose chains disagree (split R-hat above :data:`R_HAT_LIMIT`), that the chains never reached, or
+    whose populations disagree with the model's training trajectories.
 
     ``unreached`` names the basins no chain entered (or left) while the flow's draws reach them
-    (:func:`~neuralct.sampling.diagnostics.mark_unreached`).
+    (:func:`~neuralct.sampling.diagnostics.mark_unreached`); ``disagreeing`` those whose population
+    is far from the training trajectories' (:func:`~neuralct.sampling.diagnostics.mark_against_training_data`).
     """
     observed = {"potential energy": summary["potential_energy_kT"], **summary["populations"]}
     return {
@@ -514,11 +518,14 @@ def _convergence(summary: dict[str, Any], unreached: list[str]) -> dict[str, Any
         # Chains that do not move at all have an infinite R-hat (null in the figures): they count as not converged.
         "not_converged": [name for name, figures in observed.items() if figures.get("converged") is False],
         "unreached": unreached,
+        "disagree_with_training_data": disagreeing,
         "note": "split R-hat of each observable over the chains; above the limit the chains disagree "
         "(stuck, or still drifting from their starts), and the observable's standard error is at least the "
         "spread between the chains' means, each chain counted as one sample. unreached: basins no chain entered "
         f"(or left) although at least {FLOW_REACH_FRACTION:.0%} of the flow's draws lie in them (or outside), "
-        "also not converged",
+        "also not converged. disagree_with_training_data: basins whose population in the chains is at least "
+        f"{TRAINING_DATA_DISAGREEMENT:g} standard errors from that in the model's training trajectories "
+        "(unbiased MD), also not converged",
     }
 
 
@@ -563,7 +570,16 @@ def _report(
         ]
     else:
         unreached = []
-    summary["convergence"] = _convergence(summary, unreached)
+    # Unbiased MD of the same density, where the model recorded it (None for older models and biased data).
+    training = (model.metadata.get("molecule") or {}).get("training_basins") or {"basins": {}}
+    disagreeing = [
+        name
+        for name, figures in summary["populations"].items()
+        if name not in unreached
+        and name in training["basins"]
+        and mark_against_training_data(figures, training["basins"][name])
+    ]
+    summary["convergence"] = _convergence(summary, unreached, disagreeing)
     q_array = q.detach().reshape(n_samples, n_chains, dim).cpu().numpy()
     if target.kind == "molecule":
         _write_molecular_outputs(target, q_array, summary, folder)

@@ -953,8 +953,9 @@ def _record_training(
     The summary's key figures, the range and the kinetics of every CV on the training frames, the steepness of the
     slowest on them (:func:`~neuralct.export.cv.cv_steepness`, also put in ``summary``), the RMSD of the
     training frames to the reference (what :mod:`neuralct.analysis.training_match` compares
-    new frames with), the training history, which trajectories trained and validated it, and the
-    bond constraints each training trajectory was simulated with where ``neuralct simulate`` recorded them.
+    new frames with), the training history, which trajectories trained and validated it, the
+    bond constraints each training trajectory was simulated with where ``neuralct simulate`` recorded them,
+    and each backbone basin's population over the frames (:func:`training_basins`).
     """
     from ..export.cv import STEEPNESS_CVS, cv_steepness
     from ..model.molecular import latent_ranges
@@ -982,6 +983,40 @@ def _record_training(
     # What `neuralct sample` checks, kept in the model so that it survives the files moving (None: not recorded).
     model.metadata["molecule"]["training_constraints"] = {
         path: recorded_constraints(path)[0] for path in model.metadata["molecule"]["training_trajectories"]
+    }
+    model.metadata["molecule"]["training_basins"] = training_basins(fit)
+
+
+def training_basins(fit: TrajectoryFit) -> dict[str, Any] | None:
+    """Each backbone basin's population over a fit's frames, training and validation, for ``neuralct sample`` to check.
+
+    Unbiased MD of the density the model's chains sample gives populations to compare theirs with
+    (:func:`~neuralct.sampling.diagnostics.mark_against_training_data`). None where the frames are
+    not that: weighted or rescaled (biased) frames, or a trajectory beside a COLVAR (a ``neuralct
+    bias`` run, learned from in simulation time); and for a molecule without a backbone.
+
+    Returns
+    -------
+    dict or None
+        ``basins``: per basin of :func:`~neuralct.sampling.targets.basin_indicators`, its
+        ``fraction``, ``standard_error`` and ``stays``
+        (:func:`~neuralct.sampling.diagnostics.trajectory_basin_fractions`); ``note``.
+    """
+    from ..sampling.diagnostics import trajectory_basin_fractions
+    from ..sampling.targets import basin_indicators
+
+    data = fit.data
+    if fit.weights is not None or fit.rescaled_time is not None:
+        return None
+    if any((Path(path).parent / "COLVAR").is_file() for path in data.paths):
+        return None
+    indicators = basin_indicators(data.selection_topology, data.positions)
+    if not indicators:
+        return None
+    return {
+        "basins": trajectory_basin_fractions(indicators, list(data.traj_lengths)),
+        "note": f"every frame of the {len(data.traj_lengths)} training and validation trajectories, taken as unbiased "
+        "MD at the model's temperature; the standard error is the larger of the stays' and the trajectories' spread",
     }
 
 

@@ -311,6 +311,41 @@ def test_a_basin_the_flow_reaches_but_no_chain_entered_is_not_converged(toy_mode
     assert "no chain entered (or left) nowhere, where the flow's draws go" in capsys.readouterr().err
 
 
+def test_populations_far_from_the_training_trajectories_are_not_converged(toy_model, tmp_path, monkeypatch, capsys):
+    import neuralct.model.transformation as transformation
+
+    loaded = transformation.load
+
+    def load_with_training_basins(path):
+        # As `train` records them for a molecule: the trajectories put 60 +- 2 % of their frames in "everywhere",
+        # and 90 +- 1 % in x1 > 0, which holds 29 % of the density.
+        model = loaded(path)
+        basins = {"everywhere": (0.6, 0.02), "x1 > 0": (0.9, 0.01)}
+        model.metadata["molecule"] = {
+            "training_basins": {
+                "basins": {name: {"fraction": p, "standard_error": e, "stays": 50} for name, (p, e) in basins.items()}
+            }
+        }
+        return model
+
+    monkeypatch.setattr(transformation, "load", load_with_training_basins)
+    with_fixed_basins(monkeypatch)
+    out = tmp_path / "x"
+    assert main(["sample", str(toy_model), *SAMPLE, "--output", str(out)]) == 0
+    summary = read_summary(out)
+    everywhere, right = summary["populations"]["everywhere"], summary["populations"]["x1 > 0"]
+    assert everywhere["converged"] is False and everywhere["lower_bound_95"] is None
+    assert everywhere["training_data_fraction"] == 0.6
+    assert right["population"] < 0.5 and right["converged"] is False
+    assert right["standard_error"] >= 0.9 - right["population"] - 1e-12, "no tighter than the gap"
+    assert summary["populations"]["nowhere"].get("training_data_fraction") is None
+    assert summary["convergence"]["disagree_with_training_data"] == ["x1 > 0", "everywhere"]
+    assert {"x1 > 0", "everywhere"} <= set(summary["convergence"]["not_converged"])
+    err = capsys.readouterr().err
+    assert "the chains' populations of x1 > 0, everywhere disagree with the model's training trajectories" in err
+    assert not any("split R-hat" in line and "x1 > 0" in line for line in err.splitlines()), "named once, for the data"
+
+
 def forbid_sampling(monkeypatch):
     """Make the chains' first allocation fail the test at once (a refused run must not get there)."""
     import neuralct.workflows.sample as sampling_run

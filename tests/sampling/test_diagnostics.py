@@ -12,15 +12,18 @@ import torch
 
 from neuralct.sampling.diagnostics import (
     FLOW_REACH_FRACTION,
+    TRAINING_DATA_DISAGREEMENT,
     basin_population,
     between_chain_standard_error,
     curvature_figures,
     integrated_autocorrelation_time,
+    mark_against_training_data,
     mark_unreached,
     mean_standard_error,
     observable_efficiency,
     sampling_efficiency,
     split_r_hat,
+    trajectory_basin_fractions,
 )
 
 
@@ -75,6 +78,56 @@ def test_a_basin_no_chain_entered_is_not_visited_with_an_upper_bound():
     never_left = strict_json(basin_population(np.ones((200, 8))))
     assert never_left["population"] is None and never_left["lower_bound_95"] == pytest.approx(0.688, abs=1e-3)
     assert never_left["note"].startswith("never left")
+
+
+def test_trajectory_populations_pool_the_frames_with_an_error_no_smaller_than_their_spread():
+    # Two trajectories: 100 frames alternating in blocks of 10 (5 stays in, 5 out), 300 frames in blocks of 50.
+    first = np.tile(np.r_[np.ones(10), np.zeros(10)], 5)
+    second = np.tile(np.r_[np.ones(50), np.zeros(100)], 2)
+    found = trajectory_basin_fractions({"b": np.r_[first, second], "never": np.zeros(400)}, [100, 300])
+    b = found["b"]
+    assert b["fraction"] == pytest.approx((50 + 100) / 400) and b["stays"] == 5 + 2
+    p = b["fraction"]
+    stays_error = math.sqrt(2 * (p * (1 - p)) ** 2 / 7 - p * (1 - p) / 400)
+    # The trajectories' own fractions, 0.5 and 1/3, weighted by their frames 1/4 and 3/4.
+    spread = math.sqrt(2 * ((0.25 * (0.5 - p)) ** 2 + (0.75 * (1 / 3 - p)) ** 2))
+    assert b["standard_error"] == pytest.approx(max(stays_error, spread))
+    assert found["never"] == {"fraction": 0.0, "standard_error": None, "stays": 0}
+    # One trajectory: the stays alone.
+    (alone,) = trajectory_basin_fractions({"b": first}, [100]).values()
+    assert alone["standard_error"] == pytest.approx(math.sqrt(2 * 0.25**2 / 5 - 0.25 / 100))
+
+
+def test_chains_that_agree_with_each_other_but_not_with_the_training_trajectories_are_not_converged():
+    # Tri-alanine (B4): every chain keeps ALA3's psi in its major basin, where 9 ns of MD put 0.928 +- 0.022.
+    stuck = {"population": 0.999, "standard_error": 0.001, "converged": True, "stays": 17}
+    assert mark_against_training_data(stuck, {"fraction": 0.928, "standard_error": 0.022, "stays": 130})
+    stuck = strict_json(stuck)
+    assert stuck["converged"] is False and stuck["standard_error"] == pytest.approx(0.071)
+    assert stuck["training_data_fraction"] == 0.928 and stuck["training_data_standard_error"] == 0.022
+    assert stuck["note"].startswith("not converged: the chains put 0.999 +- 0.001 of their samples in it")
+    # Within the threshold the figures stand, with the trajectories' figure beside them.
+    near = 0.93 + TRAINING_DATA_DISAGREEMENT * math.hypot(0.01, 0.022) * 0.99
+    agreeing = {"population": near, "standard_error": 0.01, "converged": True}
+    assert not mark_against_training_data(agreeing, {"fraction": 0.93, "standard_error": 0.022, "stays": 100})
+    assert agreeing["converged"] is True and agreeing["standard_error"] == 0.01 and "note" not in agreeing
+    assert agreeing["training_data_fraction"] == 0.93
+    # No chain entered a basin that held 30 +- 2 % of the frames: the bound is withdrawn.
+    never = basin_population(np.zeros((200, 8)))
+    assert mark_against_training_data(never, {"fraction": 0.3, "standard_error": 0.02, "stays": 40})
+    assert never["converged"] is False and never["upper_bound_95"] is None
+    assert never["note"].startswith("not visited") and "the chains put none of their samples in it" in never["note"]
+    # ... nor left one that held 70 %; a rare one (2 %) or one the trajectories never left says nothing.
+    always = basin_population(np.ones((200, 8)))
+    assert mark_against_training_data(always, {"fraction": 0.7, "standard_error": 0.02, "stays": 40})
+    assert always["lower_bound_95"] is None and "the chains put all of their samples" in always["note"]
+    for training in (
+        {"fraction": 0.02, "standard_error": 0.005, "stays": 9},
+        {"fraction": 1.0, "standard_error": None},
+    ):
+        figures = basin_population(np.zeros((200, 8)))
+        assert not mark_against_training_data(figures, {"stays": 0, **training})
+        assert figures["upper_bound_95"] > 0 and "converged" not in figures
 
 
 def test_a_basin_the_flow_reaches_and_no_chain_entered_marks_the_chains_stuck():

@@ -138,3 +138,35 @@ def test_the_model_keeps_its_training_constraints_when_the_files_move(alanine_mo
     kept.metadata["molecule"]["training_constraints"] = {path: "hbonds" for path in moved}
     finding = check_model_for_sampling(kept, MOLECULE)["checked"]["unconstrained_data"]
     assert finding["status"] == "lacks" and "(hbonds: 1 of 1 training trajectories)" in finding["detail"]
+
+
+def test_train_records_the_populations_of_its_frames_and_none_for_biased_ones(alanine_model, tmp_path):
+    """What `neuralct sample` compares its chains with: every frame of the model's trajectories, read anew here."""
+    import mdtraj
+    import numpy as np
+
+    import neuralct
+    from neuralct.sampling.diagnostics import trajectory_basin_fractions
+    from neuralct.sampling.targets import basin_indicators
+    from neuralct.workflows.train import training_basins
+
+    model_path, paths = alanine_model
+    recorded = neuralct.load(model_path).metadata["molecule"]["training_basins"]["basins"]
+    frames = [mdtraj.load(path, top=str(Path(path).parent / "topology.pdb")) for path in paths]
+    indicators = [basin_indicators(frame.topology, frame.xyz.astype(np.float64)) for frame in frames]
+    expected = trajectory_basin_fractions(
+        {name: np.concatenate([found[name] for found in indicators]) for name in indicators[0]},
+        [len(frame) for frame in frames],
+    )
+    assert recorded.keys() == expected.keys() and "alphaR (A:ALA2)" in recorded
+    for name, figures in expected.items():
+        assert recorded[name]["fraction"] == pytest.approx(figures["fraction"], abs=1e-12), name
+        assert recorded[name]["stays"] == figures["stays"], name
+    # Frames of a bias run (a COLVAR beside them), weighted or rescaled frames: not the density the chains sample.
+    shutil.copytree(Path(paths[0]).parent, tmp_path / "bias")
+    (tmp_path / "bias" / "COLVAR").write_text("#! FIELDS time cv1 bias\n")
+    data = SimpleNamespace(paths=[str(tmp_path / "bias" / Path(paths[0]).name)])
+    assert training_basins(SimpleNamespace(data=data, weights=None, rescaled_time=None)) is None
+    data = SimpleNamespace(paths=paths)
+    assert training_basins(SimpleNamespace(data=data, weights=np.ones(3), rescaled_time=None)) is None
+    assert training_basins(SimpleNamespace(data=data, weights=None, rescaled_time=object())) is None
