@@ -45,13 +45,14 @@ FEW_STAYS = 10
 
 #: Fraction of the flow's draws in a basin that no chain entered (or outside one that no chain left) from which the
 #: chains are reported stuck (:func:`mark_unreached`): the flow learned from trajectories that went there, so that
-#: side of the basin holds real weight.
+#: side of the basin holds real weight. The same share of the training trajectories' frames does the same
+#: (:func:`mark_against_training_data`).
 FLOW_REACH_FRACTION = 0.05
 
 #: Standard errors apart from which a basin's population in the chains and in the model's training trajectories
 #: (unbiased MD of the same density) are reported as disagreeing (:func:`mark_against_training_data`). On tri-alanine
 #: both HMCs put ALA3's psi in (-120, 50) deg 0.999 +- 0.001 of the time, all chains alike, where 9 ns of MD put it
-#: 0.928 +- 0.021: 3.4 standard errors (benchmarks/README.md, B4).
+#: 0.928 +- 0.022: 3.2 standard errors (benchmarks/README.md, B4).
 TRAINING_DATA_DISAGREEMENT = 3.0
 
 
@@ -402,6 +403,13 @@ def _stays(indicator: np.ndarray) -> int:
     return int(indicator[0].sum() + entered.sum())
 
 
+def _stays_error(population: float, switches: int, samples: int) -> float:
+    """Standard error of a two-state Markov chain's population with ``switches`` stays on its rarer side (see
+    :func:`basin_population`)."""
+    variance = population * (1.0 - population)
+    return math.sqrt(max(2.0 * variance**2 / switches - variance / samples, 0.0))
+
+
 def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     """The population of a basin from its 0/1 indicator along each chain, with an error no smaller than its stays allow.
 
@@ -463,9 +471,7 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     population = float(indicator.mean())
     switches = min(stays_in, stays_out)
     figures["population"] = population
-    variance = population * (1.0 - population)
-    stays_error = math.sqrt(max(2.0 * variance**2 / switches - variance / indicator.size, 0.0))
-    figures["standard_error"] = max(mean_standard_error(indicator), stays_error)
+    figures["standard_error"] = max(mean_standard_error(indicator), _stays_error(population, switches, indicator.size))
     figures["converged"], disagreement = _chains_agree(indicator)
     if disagreement:
         figures["standard_error"] = _widened(figures["standard_error"], indicator)
@@ -558,8 +564,7 @@ def trajectory_basin_fractions(indicators: dict[str, np.ndarray], lengths: Seque
         stays_out = sum(_stays(1.0 - piece) for piece in pieces)
         error = None
         if stays_in and stays_out:
-            variance = fraction * (1.0 - fraction)
-            error = math.sqrt(max(2.0 * variance**2 / min(stays_in, stays_out) - variance / len(values), 0.0))
+            error = _stays_error(fraction, min(stays_in, stays_out), len(values))
             if len(pieces) > 1:
                 own = np.array([piece.mean() for piece in pieces])
                 spread = math.sqrt(len(own) / (len(own) - 1) * float((weights**2 * (own - fraction) ** 2).sum()))
