@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -20,6 +21,7 @@ __all__ = [
     "EVALUATION_CHUNK",
     "in_chunks",
     "flow_draws",
+    "training_frames",
     "starting_points",
     "flow_basin_fractions",
     "warm_up",
@@ -34,7 +36,10 @@ START_CANDIDATES_PER_CHAIN = 8
 
 #: How chains start and warm up (:func:`starting_points`, :func:`end_warmup_iteration`), recorded with a run's
 #: settings so that a folder warmed up otherwise is not resumed.
-WARMUP_SCHEDULE = "start: lowest-energy eighth of flow draws; relax 1/4, fit masses 1/4, adapt step 1/2"
+WARMUP_SCHEDULE = (
+    "start: random frames of the model's training trajectories, else the lowest-energy eighth of flow draws; "
+    "relax 1/4, fit masses 1/4, adapt step 1/2"
+)
 
 #: Points per evaluation without gradients of many points at once (the starting draws, the recorded samples): the
 #: memory of the flow's intermediate arrays stays bounded whatever the numbers of chains and samples are.
@@ -140,19 +145,73 @@ def flow_draws(
     return torch.cat([draws, target.placed_start.to(draws.dtype).expand(n, -1)], dim=1)
 
 
+def training_frames(
+    model: NeuralCanonicalTransformation, target: SamplingTarget, n: int, generator: torch.Generator
+) -> tuple[np.ndarray | None, str]:
+    """``n`` frames drawn at random from the model's training and validation trajectories, where they can be read.
+
+    Unbiased MD frames are equilibrium configurations spread over the basins as the density
+    spreads them: chains started there sit in different basins, so that chains which do not move
+    between basins disagree and split R-hat says so. Only molecules, only the trajectories the model
+    records (``metadata["molecule"]``) that are still there, only frames of every atom of the target
+    (a topology read as :func:`~neuralct.data.loading.topology_file` finds it), and only unbiased ones:
+    not for a model that records no basins of its frames (weighted, rescaled or ``bias`` frames,
+    :func:`~neuralct.workflows.train.training_basins`).
+
+    Returns
+    -------
+    frames : np.ndarray, shape=(n, n_atoms, 3), or None
+        Positions of the whole system, nm; drawn without replacement where there are ``n`` or more frames.
+    source : str
+        Where they came from, or why there are none.
+    """
+    from ..data.loading import read_with_mdtraj, topology_file
+
+    molecule = model.metadata.get("molecule") or {}
+    if target.kind != "molecule" or not model.flow.acts_on_configuration:
+        return None, "not a molecule with a configuration flow"
+    if not molecule.get("training_basins"):
+        return None, "the model records no unbiased training frames"
+    paths = list(molecule.get("training_trajectories", [])) + list(molecule.get("validation_trajectories", []))
+    n_atoms = target.md_system.topology.getNumAtoms()
+    pieces = []
+    for path in paths:
+        try:
+            frames = read_with_mdtraj(path, topology_file(Path(path), None))
+        except Exception:
+            return None, f"{path} cannot be read any more"
+        if frames.n_atoms != n_atoms:
+            return None, f"{path} holds {frames.n_atoms} atoms, the system {n_atoms}"
+        pieces.append(frames.xyz)
+    if not pieces:
+        return None, "the model records no training trajectories"
+    frames = np.concatenate(pieces).astype(np.float64)
+    if len(frames) >= n:
+        index = torch.randperm(len(frames), generator=generator)[:n]
+    else:
+        index = torch.randint(len(frames), (n,), generator=generator)
+    return frames[index.numpy()], f"{n} random frames of the {len(paths)} training and validation trajectories"
+
+
 def starting_points(
     model: NeuralCanonicalTransformation, target: SamplingTarget, method: str, chains: int, generator: torch.Generator
-) -> tuple[torch.Tensor, int]:
-    """Where the chains start: the ``chains`` lowest-energy of ``8 chains`` draws from the flow.
+) -> tuple[torch.Tensor, int, str]:
+    """Where the chains start: random frames of the model's training trajectories, else the ``chains`` lowest-energy
+    of ``8 chains`` draws from the flow.
 
-    Hydrogens the model leaves out start where the system's structure has them.
+    Frames of unbiased MD (:func:`training_frames`) are equilibrium configurations spread over the
+    basins: chains that then never change basin disagree, and split R-hat flags them (on tri-alanine
+    chains started at the flow's lowest-energy draws all sat in ALA3's major psi basin and agreed, at
+    0.999 against 0.93 from MD; started at MD frames they gave 0.926, benchmarks/README.md, B4).
+    Without such frames (toys, older models, biased data, files moved) the flow's draws are used,
+    hydrogens the model leaves out where the system's structure has them.
 
     A start far from equilibrium is costly in a latent space: a chain started in a steep,
     squeezed region (the model's mean configuration, with every methyl group's hydrogens
     averaged onto its axis, or one clashing draw) can stay there for the whole run, and its
     gradients would dominate the curvature mass matrix. The lowest-energy draws of the flow are
-    diverse, typical configurations. Models whose flow also moves momenta have no
-    configuration-space inverse; their physical chains start at the mean configuration.
+    typical configurations. Models whose flow also moves momenta have no configuration-space
+    inverse; their physical chains start at the mean configuration.
 
     Parameters
     ----------
@@ -173,6 +232,8 @@ def starting_points(
         Latent points for the latent methods, physical configurations for ``hmc``.
     evaluations : int
         Potential evaluations spent choosing them.
+    source : str
+        Where they came from.
 
     Raises
     ------
@@ -181,8 +242,15 @@ def starting_points(
     """
     if not model.flow.acts_on_configuration:
         placed = target.placed_start.to(model.masses.dtype).expand(chains, -1)
-        return torch.cat([model.position_offset.expand(chains, model.dim), placed], dim=1), 0
+        return torch.cat([model.position_offset.expand(chains, model.dim), placed], dim=1), 0, "the mean configuration"
     latent = LatentPotential(model, target.potential)
+    frames, why = training_frames(model, target, chains, generator)
+    if frames is not None:
+        points = target.potential.coordinates(frames).to(model.masses.dtype)
+        if method != "hmc":
+            with torch.no_grad():
+                points = latent.to_latent(points)
+        return points, 0, why
     draws = flow_draws(model, target, START_CANDIDATES_PER_CHAIN * chains, generator)
     (energy,) = in_chunks(lambda u: (latent(u),), draws)
     finite = int(torch.isfinite(energy).sum())
@@ -195,7 +263,8 @@ def starting_points(
     if method == "hmc":
         with torch.no_grad():
             start = latent.to_physical(start)[0]
-    return start, len(draws)
+    source = f"the {chains} lowest-energy of {len(draws)} draws of the flow ({why})"
+    return start, len(draws), source
 
 
 def flow_basin_fractions(

@@ -198,6 +198,8 @@ class _Progress:
     cpu_seconds: float = 0.0
     start_evaluations: int = 0
     curvature: CurvatureSum = field(default_factory=CurvatureSum)
+    #: Where the chains started (:func:`~neuralct.sampling.chains.starting_points`).
+    start_source: str = ""
 
     def record(self) -> None:
         """Keep the current state as a sample (after warm-up)."""
@@ -237,6 +239,7 @@ class _Checkpoint:
                 "start_evaluations": progress.start_evaluations,
                 "curvature_sum": progress.curvature.total,
                 "curvature_count": progress.curvature.count,
+                "start_source": progress.start_source,
             },
             self.path,
         )
@@ -260,6 +263,7 @@ class _Checkpoint:
                 saved["cpu_seconds"],
                 saved["start_evaluations"],
                 CurvatureSum(saved["curvature_sum"], saved["curvature_count"]),
+                saved["start_source"],
             )
             self.generator.set_state(saved["generator"])
             for kernel, kernel_state in zip(self.kernels, saved["kernels"], strict=True):
@@ -293,19 +297,20 @@ def _start_chains(
     potential: Any,
     generator: torch.Generator,
 ) -> _Progress:
-    """Fresh chains at the lowest-energy draws of the flow (:func:`~neuralct.sampling.chains.starting_points`).
+    """Fresh chains at frames of the model's training trajectories or the flow's lowest-energy draws
+    (:func:`~neuralct.sampling.chains.starting_points`).
 
     A :class:`~neuralct.sampling.mixture.FlowMixture` is then admitted or not by Kish's ESS of
     ``settings.kish_samples`` flow draws (none: not measured); those evaluations count with the
     starts'.
     """
-    start, choosing = starting_points(model, target, settings.method, settings.chains, generator)
+    start, choosing, source = starting_points(model, target, settings.method, settings.chains, generator)
     state = ChainState.start(potential, start)
     if not bool(torch.isfinite(state.energy).all()):
         raise NeuralCTError(
             "the potential energy is not finite at the chains' starting points; the model does not match the system"
         )
-    progress = _Progress(state, start_evaluations=choosing + settings.chains)
+    progress = _Progress(state, start_evaluations=choosing + settings.chains, start_source=source)
     for mixture in (kernel for kernel in kernels if isinstance(kernel, FlowMixture)):
         weights = None
         if settings.kish_samples:
@@ -367,8 +372,9 @@ def run_sampling(
 ) -> dict[str, Any]:
     """Run the chains, checkpointing into ``folder``, and write samples, plots and summary.json.
 
-    Chains start at the lowest-energy draws of the flow
-    (:func:`~neuralct.sampling.chains.starting_points`). A run found in ``folder/checkpoint.pt``
+    Chains start at random frames of the model's training trajectories, or else at the flow's
+    lowest-energy draws (:func:`~neuralct.sampling.chains.starting_points`; summary.json:
+    ``chain_starts``). A run found in ``folder/checkpoint.pt``
     (``resume``) continues where it stopped; the result is the same as an uninterrupted run.
     :func:`check_memory` tells beforehand whether the run fits in memory. The summary records,
     as ``model_for_sampling``, what the model lacks for sampling
@@ -551,6 +557,7 @@ def _report(
     summary.update(_observable_figures(beta_energy, indicators, summary["energy_evaluations"], progress.cpu_seconds))
     summary["mean_curvature"] = _curvature_figures(progress.curvature)
     summary["model_for_sampling"] = model_check
+    summary["chain_starts"] = progress.start_source
     if target.placed_dim:
         summary["flow_importance_weights"] = "not defined: the model leaves out hydrogens that the flow does not draw"
     elif settings.method == "auto" and _measures_kish(model, target, settings):

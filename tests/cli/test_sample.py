@@ -177,7 +177,7 @@ def test_a_folder_warmed_up_by_another_schedule_is_not_resumed(toy_model, tmp_pa
     args = ["sample", str(toy_model), *SAMPLE, "--output", str(out)]
     assert main(args) == 0
     identity = json.loads((out / "run.json").read_text())
-    assert identity["settings"]["warmup_schedule"].startswith("start: lowest-energy")
+    assert identity["settings"]["warmup_schedule"].startswith("start: random frames of the model's training")
     del identity["settings"]["warmup_schedule"]  # as written before the schedule was recorded
     (out / "run.json").write_text(json.dumps(identity))
     before = snapshot(out)
@@ -214,14 +214,15 @@ def test_chains_start_at_the_lowest_energy_draws_of_the_flow(toy_model):
     model = load(toy_model).double()
     target = toy_target(model)
     latent = LatentPotential(model, target.potential)
-    start, evaluations = starting_points(model, target, "latent-hmc", 5, torch.Generator().manual_seed(4))
+    start, evaluations, source = starting_points(model, target, "latent-hmc", 5, torch.Generator().manual_seed(4))
+    assert source == "the 5 lowest-energy of 40 draws of the flow (not a molecule with a configuration flow)"
     draws = torch.randn(40, model.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     with torch.no_grad():
         energies = latent(draws)
     assert evaluations == 40
     assert torch.equal(start, draws[torch.argsort(energies)[:5]])
     assert (latent(start) <= energies.kthvalue(5).values).all()
-    physical, _ = starting_points(model, target, "hmc", 5, torch.Generator().manual_seed(4))
+    physical, _, _ = starting_points(model, target, "hmc", 5, torch.Generator().manual_seed(4))
     assert torch.allclose(physical, latent.to_physical(start)[0])
 
 
@@ -531,6 +532,40 @@ def alanine_models(tmp_path_factory):
     return models
 
 
+def test_molecular_chains_start_at_frames_of_the_training_trajectories(alanine_models, tmp_path):
+    import mdtraj
+    import torch
+
+    from neuralct.md.systems import build_system
+    from neuralct.model.transformation import load
+    from neuralct.sampling import LatentPotential
+    from neuralct.sampling.chains import starting_points
+    from neuralct.sampling.targets import molecular_target
+
+    model = load(alanine_models["heavy"]).double()
+    target = molecular_target(model, build_system("alanine-dipeptide", constraints="none"), "alanine-dipeptide")
+    md = alanine_models["heavy"].parent.parent / "md"
+    frames = np.concatenate([mdtraj.load(str(p), top=str(md / "topology.pdb")).xyz for p in sorted(md.glob("*.nc"))])
+    physical, evaluations, source = starting_points(model, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert evaluations == 0 and source == "6 random frames of the 2 training and validation trajectories"
+    # Each start is the internal coordinates of one of the frames, six different ones.
+    internal = target.potential.coordinates(frames.astype(np.float64))
+    matches = [int(torch.isclose(internal, start, atol=1e-9).all(-1).nonzero()[0]) for start in physical]
+    assert len(set(matches)) == 6
+    latent, _, _ = starting_points(model, target, "latent-hmc", 6, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(LatentPotential(model, target.potential).to_physical(latent)[0], physical, atol=1e-8)
+    # Without readable frames of the target's atoms, the flow's draws, and why.
+    moved = load(alanine_models["heavy"]).double()
+    moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "gone.nc")]
+    _, evaluations, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert evaluations == 48 and source.endswith(f"({tmp_path / 'gone.nc'} cannot be read any more)")
+    biased = load(alanine_models["heavy"]).double()
+    biased.metadata["molecule"]["training_basins"] = None
+    _, _, source = starting_points(biased, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert source.endswith("(the model records no unbiased training frames)")
+
+
 def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, capsys):
     import MDAnalysis
     import mdtraj
@@ -574,7 +609,12 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, caps
     regions = [populations[f"{name} ({label})"] for name in STATE_NAMES]
     assert sum(region["population"] or 0.0 for region in regions) <= 1 + 1e-9
     for region in regions:  # a region no chain entered has a bound, not a population of 0 +- 0
-        assert region["chains_visiting"] > 0 or (region["population"] is None and 0 < region["upper_bound_95"] < 1)
+        # ... or, where the flow's draws or the training trajectories went there, no bound and not converged.
+        assert (
+            region["chains_visiting"] > 0
+            or (region["upper_bound_95"] is None and region["converged"] is False)
+            or (region["population"] is None and 0 < region["upper_bound_95"] < 1)
+        )
     assert list(out.glob("phi_psi_free_energy_*.png")) and (out / "phi_psi_histogram.npz").exists()
     assert summary["target"]["atoms"] == 22
     # A model on unconstrained data lacks only training: 10 steps, validated once, at the last.
