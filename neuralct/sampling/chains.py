@@ -170,8 +170,8 @@ def training_frames(
     molecule = model.metadata.get("molecule") or {}
     if target.kind != "molecule" or not model.flow.acts_on_configuration:
         return None, "not a molecule with a configuration flow"
-    if not molecule.get("training_basins"):
-        return None, "the model records no unbiased training frames"
+    if molecule.get("training_basins") is None:
+        return None, "the model records no unbiased training frames: trained on biased ones, or before they were"
     paths = list(molecule.get("training_trajectories", [])) + list(molecule.get("validation_trajectories", []))
     n_atoms = target.md_system.topology.getNumAtoms()
     pieces = []
@@ -179,7 +179,7 @@ def training_frames(
         try:
             frames = read_with_mdtraj(path, topology_file(Path(path), None))
         except Exception:
-            return None, f"{path} cannot be read any more"
+            return None, f"{path} cannot be read"
         if frames.n_atoms != n_atoms:
             return None, f"{path} holds {frames.n_atoms} atoms, the system {n_atoms}"
         pieces.append(frames.xyz)

@@ -993,7 +993,7 @@ def training_basins(fit: TrajectoryFit) -> dict[str, Any] | None:
     Unbiased MD of the density the model's chains sample gives populations to compare theirs with
     (:func:`~neuralct.sampling.diagnostics.mark_against_training_data`). None where the frames are
     not that: weighted or rescaled (biased) frames, or a trajectory beside a COLVAR (a ``neuralct
-    bias`` run, learned from in simulation time); and for a molecule without a backbone.
+    bias`` run, learned from in simulation time). A molecule without a backbone has no basins.
 
     Returns
     -------
@@ -1010,11 +1010,10 @@ def training_basins(fit: TrajectoryFit) -> dict[str, Any] | None:
         return None
     if any((Path(path).parent / "COLVAR").is_file() for path in data.paths):
         return None
-    indicators = basin_indicators(data.selection_topology, data.positions)
-    if not indicators:
-        return None
     return {
-        "basins": trajectory_basin_fractions(indicators, list(data.traj_lengths)),
+        "basins": trajectory_basin_fractions(
+            basin_indicators(data.selection_topology, data.positions), list(data.traj_lengths)
+        ),
         "note": f"every frame of the {len(data.traj_lengths)} training and validation trajectories, taken as unbiased "
         "MD at the model's temperature; the standard error is the larger of the stays' and the trajectories' spread",
     }

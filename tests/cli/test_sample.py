@@ -559,11 +559,15 @@ def test_molecular_chains_start_at_frames_of_the_training_trajectories(alanine_m
     moved = load(alanine_models["heavy"]).double()
     moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "gone.nc")]
     _, evaluations, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
-    assert evaluations == 48 and source.endswith(f"({tmp_path / 'gone.nc'} cannot be read any more)")
+    assert evaluations == 48 and source.endswith(f"({tmp_path / 'gone.nc'} cannot be read)")
+    (tmp_path / "damaged.nc").write_bytes(b"CDF\x01" + bytes(60))
+    moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "damaged.nc")]
+    _, _, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert source.endswith(f"({tmp_path / 'damaged.nc'} cannot be read)")
     biased = load(alanine_models["heavy"]).double()
     biased.metadata["molecule"]["training_basins"] = None
     _, _, source = starting_points(biased, target, "hmc", 6, torch.Generator().manual_seed(1))
-    assert source.endswith("(the model records no unbiased training frames)")
+    assert "(the model records no unbiased training frames: trained on biased ones" in source
 
 
 def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, capsys):
