@@ -305,8 +305,8 @@ def _periodic_box(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray | None:
     return vectors
 
 
-def read_with_mdtraj(path: str | Path, topology: str | None = None, stride: int = 1) -> Any:
-    """``mdtraj.load`` of a trajectory file (with its topology file, if given), quietly.
+def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) -> Any:
+    """``mdtraj.load`` of a trajectory file (with its topology, a file or an ``mdtraj.Topology``, if given), quietly.
 
     MDTraj warns that it reads NetCDF through scipy, "significantly slower" than with netCDF4:
     for these files it is not (a 4,000-frame, 22-atom file of `neuralct simulate` in 2.0 ms with
@@ -318,6 +318,8 @@ def read_with_mdtraj(path: str | Path, topology: str | None = None, stride: int 
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*netCDF4", category=UserWarning)
+        if isinstance(topology, md.Topology):
+            return md.load(str(path), top=topology, stride=stride)
         if topology:
             return md.load(str(path), top=str(topology), stride=stride)
         return md.load(str(path), stride=stride)

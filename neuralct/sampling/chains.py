@@ -154,9 +154,9 @@ def training_frames(
     spreads them: chains started there sit in different basins, so that chains which do not move
     between basins disagree and split R-hat says so. Only molecules, only the trajectories the model
     records (``metadata["molecule"]``) that are still there, only frames of every atom of the target
-    (a topology read as :func:`~neuralct.data.loading.topology_file` finds it), and only unbiased ones:
-    not for a model that records no basins of its frames (weighted, rescaled or ``bias`` frames,
-    :func:`~neuralct.workflows.train.training_basins`).
+    (read with the topology :func:`~neuralct.data.loading.topology_file` finds, else the system's),
+    and only unbiased ones: not for a model that records no basins of its frames (weighted,
+    rescaled or ``bias`` frames, :func:`~neuralct.workflows.train.training_basins`).
 
     Returns
     -------
@@ -165,6 +165,8 @@ def training_frames(
     source : str
         Where they came from, or why there are none.
     """
+    import mdtraj
+
     from ..data.loading import read_with_mdtraj, topology_file
 
     molecule = model.metadata.get("molecule") or {}
@@ -173,11 +175,13 @@ def training_frames(
     if molecule.get("training_basins") is None:
         return None, "the model records no unbiased training frames: trained on biased ones, or before they were"
     paths = list(molecule.get("training_trajectories", [])) + list(molecule.get("validation_trajectories", []))
-    n_atoms = target.md_system.topology.getNumAtoms()
+    # A file without its own topology or one beside it (another engine's DCD or XTC) is read with the system's.
+    system_topology = mdtraj.Topology.from_openmm(target.md_system.topology)
+    n_atoms = system_topology.n_atoms
     pieces = []
     for path in paths:
         try:
-            frames = read_with_mdtraj(path, topology_file(Path(path), None))
+            frames = read_with_mdtraj(path, topology_file(Path(path), None) or system_topology)
         except Exception:
             return None, f"{path} cannot be read"
         if frames.n_atoms != n_atoms:

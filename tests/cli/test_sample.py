@@ -560,6 +560,13 @@ def test_molecular_chains_start_at_frames_of_the_training_trajectories(alanine_m
     moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "gone.nc")]
     _, evaluations, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
     assert evaluations == 48 and source.endswith(f"({tmp_path / 'gone.nc'} cannot be read)")
+    # Another engine's DCD, no topology beside it: read with the system's.
+    mdtraj.load(sorted(str(p) for p in md.glob("*.nc"))[0], top=str(md / "topology.pdb")).save_dcd(
+        str(tmp_path / "foreign.dcd")
+    )
+    moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "foreign.dcd")]
+    _, evaluations, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert evaluations == 0 and source == "6 random frames of the 2 training and validation trajectories"
     (tmp_path / "damaged.nc").write_bytes(b"CDF\x01" + bytes(60))
     moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "damaged.nc")]
     _, _, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
