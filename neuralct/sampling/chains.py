@@ -154,8 +154,8 @@ def training_frames(
     spreads them: chains started there sit in different basins, so that chains which do not move
     between basins disagree and split R-hat says so. Only molecules, only the trajectories the model
     records (``metadata["molecule"]``) that are still there, only frames of every atom of the target
-    (read with the topology :func:`~neuralct.data.loading.topology_file` finds, else the system's),
-    and only unbiased ones: not for a model that records no basins of its frames (weighted,
+    (read with the topology :func:`~neuralct.data.loading.topology_file` finds, else the system's)
+    without a periodic box, and only unbiased ones: not for a model that records no basins of its frames (weighted,
     rescaled or ``bias`` frames, :func:`~neuralct.workflows.train.training_basins`).
 
     Returns
@@ -186,6 +186,8 @@ def training_frames(
             return None, f"{path} cannot be read"
         if frames.n_atoms != n_atoms:
             return None, f"{path} holds {frames.n_atoms} atoms, the system {n_atoms}"
+        if frames.unitcell_vectors is not None:
+            return None, f"{path} holds a periodic box: its molecules may be torn across it"
         pieces.append(frames.xyz)
     if not pieces:
         return None, "the model records no training trajectories"
@@ -206,7 +208,7 @@ def starting_points(
     Frames of unbiased MD (:func:`training_frames`) are equilibrium configurations spread over the
     basins: chains that then never change basin disagree, and split R-hat flags them (on tri-alanine
     chains started at the flow's lowest-energy draws all sat in ALA3's major psi basin and agreed, at
-    0.999 against 0.93 from MD; started at MD frames they gave 0.926, benchmarks/README.md, B4).
+    0.999 against 0.93 from MD; started at MD frames they gave 0.91-0.93, benchmarks/README.md, B4).
     Without such frames (toys, older models, biased data, files moved) the flow's draws are used,
     hydrogens the model leaves out where the system's structure has them.
 
@@ -235,7 +237,7 @@ def starting_points(
     start : torch.Tensor, shape=(chains, n)
         Latent points for the latent methods, physical configurations for ``hmc``.
     evaluations : int
-        Potential evaluations spent choosing them.
+        Potential evaluations spent choosing them (each training frame's energy is checked).
     source : str
         Where they came from.
 
@@ -249,12 +251,19 @@ def starting_points(
         return torch.cat([model.position_offset.expand(chains, model.dim), placed], dim=1), 0, "the mean configuration"
     latent = LatentPotential(model, target.potential)
     frames, why = training_frames(model, target, chains, generator)
+    checked = 0
     if frames is not None:
         points = target.potential.coordinates(frames).to(model.masses.dtype)
-        if method != "hmc":
-            with torch.no_grad():
-                points = latent.to_latent(points)
-        return points, 0, why
+        with torch.no_grad():
+            (energy,) = in_chunks(lambda q: (target.potential(q),), points)
+        checked = len(points)
+        # Frames the system does not match (atoms in another order, a molecule torn across a box) are not starts.
+        if bool(torch.isfinite(energy).all()):
+            if method != "hmc":
+                with torch.no_grad():
+                    points = latent.to_latent(points)
+            return points, checked, why
+        why = "a training frame has no finite energy in this system"
     draws = flow_draws(model, target, START_CANDIDATES_PER_CHAIN * chains, generator)
     (energy,) = in_chunks(lambda u: (latent(u),), draws)
     finite = int(torch.isfinite(energy).sum())
@@ -268,7 +277,7 @@ def starting_points(
         with torch.no_grad():
             start = latent.to_physical(start)[0]
     source = f"the {chains} lowest-energy of {len(draws)} draws of the flow ({why})"
-    return start, len(draws), source
+    return start, checked + len(draws), source
 
 
 def flow_basin_fractions(

@@ -547,7 +547,7 @@ def test_molecular_chains_start_at_frames_of_the_training_trajectories(alanine_m
     md = alanine_models["heavy"].parent.parent / "md"
     frames = np.concatenate([mdtraj.load(str(p), top=str(md / "topology.pdb")).xyz for p in sorted(md.glob("*.nc"))])
     physical, evaluations, source = starting_points(model, target, "hmc", 6, torch.Generator().manual_seed(1))
-    assert evaluations == 0 and source == "6 random frames of the 2 training and validation trajectories"
+    assert evaluations == 6 and source == "6 random frames of the 2 training and validation trajectories"
     # Each start is the internal coordinates of one of the frames, six different ones.
     internal = target.potential.coordinates(frames.astype(np.float64))
     matches = [int(torch.isclose(internal, start, atol=1e-9).all(-1).nonzero()[0]) for start in physical]
@@ -566,7 +566,22 @@ def test_molecular_chains_start_at_frames_of_the_training_trajectories(alanine_m
     )
     moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "foreign.dcd")]
     _, evaluations, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
-    assert evaluations == 0 and source == "6 random frames of the 2 training and validation trajectories"
+    assert evaluations == 6 and source == "6 random frames of the 2 training and validation trajectories"
+    # Frames with every atom on one point have no finite energy: the flow's draws.
+    collapsed = mdtraj.load(str(tmp_path / "foreign.dcd"), top=str(md / "topology.pdb"))
+    collapsed.xyz = np.zeros_like(collapsed.xyz)
+    collapsed.save_dcd(str(tmp_path / "collapsed.dcd"))
+    moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "collapsed.dcd")]
+    moved.metadata["molecule"]["validation_trajectories"] = []
+    _, evaluations, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert evaluations == 6 + 48 and source.endswith("(a training frame has no finite energy in this system)")
+    # Frames in a periodic box may hold molecules torn across it: not starts.
+    boxed = mdtraj.load(str(tmp_path / "foreign.dcd"), top=str(md / "topology.pdb"))
+    boxed.unitcell_vectors = np.tile(np.eye(3, dtype=np.float32) * 3.0, (boxed.n_frames, 1, 1))
+    boxed.save_dcd(str(tmp_path / "boxed.dcd"))
+    moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "boxed.dcd")]
+    _, _, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
+    assert source.endswith(f"({tmp_path / 'boxed.dcd'} holds a periodic box: its molecules may be torn across it)")
     (tmp_path / "damaged.nc").write_bytes(b"CDF\x01" + bytes(60))
     moved.metadata["molecule"]["training_trajectories"] = [str(tmp_path / "damaged.nc")]
     _, _, source = starting_points(moved, target, "hmc", 6, torch.Generator().manual_seed(1))
