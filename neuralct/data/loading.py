@@ -318,11 +318,9 @@ def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) ->
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*netCDF4", category=UserWarning)
-        if isinstance(topology, md.Topology):
-            return md.load(str(path), top=topology, stride=stride)
-        if topology:
-            return md.load(str(path), top=str(topology), stride=stride)
-        return md.load(str(path), stride=stride)
+        if not topology:
+            return md.load(str(path), stride=stride)
+        return md.load(str(path), top=topology if isinstance(topology, md.Topology) else str(topology), stride=stride)
 
 
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
