@@ -290,19 +290,31 @@ def _netcdf_extras(path: Path) -> _NetcdfExtras:
     )
 
 
-def _periodic_box(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray | None:
+def _periodic_box(lengths: np.ndarray, angles: np.ndarray, path: Path, stride: int) -> np.ndarray | None:
     """Box vectors (frames, 3, 3), nm, from edge lengths (frames, 3), nm, and angles (frames, 3), degrees.
 
     None when the file holds no usable periodic box: a writer without one may fill in zeros, and
     such a box, or a non-finite one, counts as none. (Computed here rather than by MDTraj's
     ``unitcell_vectors``, which checks the angles frame by frame: 0.13 s for 4,000 frames.)
+
+    Raises
+    ------
+    NeuralCTError
+        If some frames of ``path`` (read every ``stride``-th) hold a box and others none: no rule
+        makes the latter's molecules whole.
     """
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero angle: no box
         vectors = box_vectors(lengths, angles)
     diagonal = np.diagonal(vectors, axis1=-2, axis2=-1)
-    if not (np.isfinite(vectors).all() and (diagonal > 0).all()):
-        return None
-    return vectors
+    usable = np.isfinite(vectors).all(axis=(1, 2)) & (diagonal > 0).all(axis=1)
+    if usable.all():
+        return vectors
+    if usable.any():
+        raise NeuralCTError(
+            f"{path}: frame {int(np.argmin(usable)) * stride} holds no periodic box, where frame "
+            f"{int(np.argmax(usable)) * stride} holds one; give a file with the box of every frame"
+        )
+    return None
 
 
 def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) -> Any:
@@ -310,7 +322,8 @@ def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) ->
 
     MDTraj warns that it reads NetCDF through scipy, "significantly slower" than with netCDF4:
     for these files it is not (a 4,000-frame, 22-atom file of `neuralct simulate` in 2.0 ms with
-    scipy, 3.2-4.1 ms with netCDF4 1.7.5 installed), so the warning is noise and is not shown.
+    scipy, 3.2-4.1 ms with netCDF4 1.7.5 installed), so the warning is noise and is not shown; nor
+    are the divisions by zero of the angles of a frame without a box (zero vectors).
     """
     import warnings
 
@@ -318,6 +331,8 @@ def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) ->
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*netCDF4", category=UserWarning)
+        # A frame without a box (zero vectors) has no angles: its 0/0 is refused or read as no box afterwards.
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="mdtraj.utils.unitcell")
         if not topology:
             return md.load(str(path), stride=stride)
         return md.load(str(path), top=topology if isinstance(topology, md.Topology) else str(topology), stride=stride)
@@ -343,7 +358,9 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         traj.time.astype(np.float64) if has_time else None,
         traj.topology,
         masses,
-        None if traj.unitcell_lengths is None else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles),
+        None
+        if traj.unitcell_lengths is None
+        else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles, path, stride),
         temperature,
     )
 
@@ -450,7 +467,9 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         if has_velocities:
             velocities.append(universe.atoms.velocities / 10.0)
         times.append(ts.time)
-        boxes.append(ts.dimensions)
+        # MDAnalysis refills one array at every frame: each frame's box is a copy of it.
+        boxes.append(None if ts.dimensions is None else ts.dimensions.copy())
+    boxes = np.array([np.zeros(6) if box is None else box for box in boxes], dtype=np.float64)  # zeros: no box
     on_step, masses, temperature = False, None, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
         _, on_step, masses, temperature = _netcdf_extras(path)
@@ -470,9 +489,7 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         np.array(times, dtype=np.float64),
         top,
         masses,
-        None
-        if any(box is None for box in boxes)
-        else _periodic_box(np.array(boxes)[:, :3] / 10.0, np.array(boxes)[:, 3:]),
+        _periodic_box(boxes[:, :3] / 10.0, boxes[:, 3:], path, stride),
         temperature,
     )
 
@@ -493,6 +510,11 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
     if not path.is_file():
         raise NeuralCTError(f"trajectory file {path} does not exist; check the path")
     topology = topology_file(path, topology)
+    if topology is not None and Path(topology).suffix.lower() in (".top", ".itp"):
+        raise NeuralCTError(
+            f"topology {topology} is a GROMACS topology, which neither reader takes for a trajectory; give the .gro "
+            "(or a PDB) of the same system"
+        )
     auto = [_read_mdtraj, _read_mdanalysis]
     if path.suffix.lower() in VELOCITY_FORMATS:
         auto.reverse()
@@ -535,8 +557,9 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
 def _check_atom_count(path: Path, topology: str | None) -> None:
     """Refuse a trajectory that has another number of atoms than ``topology``, when MDTraj can count both.
 
-    The readers report such a mismatch only as a failure to read; the likeliest cause is a solvated
-    system's trajectory given with the solute's topology, which the error says.
+    The readers report such a mismatch only as a failure to read; the likeliest causes are a solvated
+    system's trajectory given with the solute's topology, or a trajectory of the solute alone given
+    with the whole system's, which the error tells apart.
     """
     import warnings
 
@@ -552,11 +575,16 @@ def _check_atom_count(path: Path, topology: str | None) -> None:
             in_topology = md.load_topology(topology).n_atoms
     except Exception:  # a format either reader does not count: the readers' own error stands
         return
-    if in_file != in_topology:
+    if in_file > in_topology:
         raise NeuralCTError(
             f"trajectory {path} has {in_file} atoms but topology {topology} has {in_topology}; give the topology of "
             "the whole simulated system (with its water and ions, e.g. the .gro, .prmtop or .psf it was run with): "
             "the selection then picks the solute"
+        )
+    if in_file < in_topology:
+        raise NeuralCTError(
+            f"trajectory {path} has {in_file} atoms but topology {topology} has {in_topology}; give the topology of "
+            "the atoms the file holds (e.g. the topology.pdb written beside it, when only the solute was saved)"
         )
 
 

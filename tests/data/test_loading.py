@@ -275,3 +275,36 @@ def test_a_trajectory_cut_short_is_refused_not_read_up_to_the_cut(runs, tmp_path
     cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.53)])
     with pytest.raises(NeuralCTError, match=rf"cut\.{suffix} is damaged or truncated"):
         load_trajectories(cut, topology=runs / "topology.pdb")
+
+
+def test_each_frame_of_a_trr_keeps_its_own_box(runs, tmp_path):
+    """A TRR of a box that changes every frame (NPT), atoms wrapped into it: read through MDAnalysis, each frame
+    is made whole in its own box (MDAnalysis refills one box array per frame), as the whole molecule is."""
+    import MDAnalysis as mda
+    from MDAnalysis.coordinates.TRR import TRRWriter
+
+    source = paths(runs)[0]
+    universe = mda.Universe(str(runs / "topology.pdb"), str(source))
+    edges = 1.2 + 0.05 * np.arange(len(universe.trajectory))
+    with TRRWriter(str(tmp_path / "npt.trr"), universe.atoms.n_atoms) as writer:
+        for ts, edge in zip(universe.trajectory, edges):
+            centred = universe.atoms.positions - universe.atoms.positions.mean(axis=0)
+            universe.atoms.positions = np.mod(centred, 10.0 * edge)  # every atom into [0, edge) on its own
+            ts.dimensions = [10.0 * edge] * 3 + [90.0] * 3
+            writer.write(universe.atoms)
+    data = load_trajectories(tmp_path / "npt.trr", topology=runs / "topology.pdb", selection="all")
+    expected = load_trajectories(source, selection="all")
+    np.testing.assert_allclose(data.positions, expected.positions, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["mdtraj", "mdanalysis"])
+def test_a_file_with_the_box_of_some_frames_only_is_one_line_naming_the_first_without(runs, tmp_path, backend):
+    import mdtraj as md
+
+    traj = md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb"))[:40]
+    lengths = np.full((40, 3), 2.5, dtype=np.float32)
+    lengths[25:] = 0.0  # a writer without the box fills in zeros from frame 25 on
+    traj.unitcell_lengths, traj.unitcell_angles = lengths, np.full((40, 3), 90.0, dtype=np.float32)
+    traj.save_xtc(str(tmp_path / "part.xtc"))
+    with pytest.raises(NeuralCTError, match="part.xtc: frame 25 holds no periodic box, where frame 0 holds one"):
+        load_trajectories(tmp_path / "part.xtc", topology=runs / "topology.pdb", backend=backend)
