@@ -779,6 +779,8 @@ class _MetadynamicsRun:
         self.frames.append(positions[self.saved])
         if box is not None:
             self.boxes.append(box)
+        # The row holds the bias the frame felt; the Gaussian due at this step comes after it.
+        self.metadynamics.deposit_if_due(simulation)
         return True
 
     def write_reports(self) -> None:
@@ -906,6 +908,8 @@ def _advance(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One report interval of metadynamics; the positions (n_atoms, 3) and box vectors (3, 3) in nm after it.
 
+    A Gaussian due at its last step is not yet deposited (``metadynamics.deposit_if_due`` follows the report).
+
     The box is None without periodic boundary conditions; the positions are OpenMM's unwrapped ones
     (molecules whole).
 
@@ -934,7 +938,7 @@ def _advance(
     impulse = f"`bias_every` 1 (now {every}: the bias acts as an impulse every {every} steps)" if every > 1 else ""
     with divergence_as_error(settings, impulse):
         try:
-            metadynamics.step(simulation, settings.steps_per_report)
+            metadynamics.advance(simulation, settings.steps_per_report)
         except Exception:
             # OpenMM re-raises an error from inside a step (a learned CV's, on non-finite positions) as its
             # own: the state says whether it blew up.

@@ -11,7 +11,9 @@ energy, where the CVs move independently; where they are coupled it is a bias st
 frames reweight exactly once it is held fixed (``neuralct bias --frozen-bias``).
 
 Both have ``openmm.app.Metadynamics``'s public methods (``step``, ``getCollectiveVariables``,
-``getFreeEnergy``, the settable ``height``) and what a bias run needs besides: the grid
+``getFreeEnergy``, the settable ``height``) and what a bias run needs besides: ``step`` in two
+parts, ``advance`` and ``deposit_if_due``, so that a report at a deposition step reads the bias
+its frame felt, before the Gaussian deposited there (as PLUMED prints it); the grid
 (``bias_grid``; the joint grid's axes in reverse CV order, as OpenMM keeps it, or one row per CV on
 ``n`` points from its ``minValue`` to its ``maxValue``), the force group of the bias
 (``force_group``), a deposit of any height (``deposit``) and a grid loaded from a checkpoint or a
@@ -83,7 +85,35 @@ def separate_offset(bias: np.ndarray, bias_factor: float, kT: float) -> float:
     return float(sum(reweighting_offset(row, bias_factor, kT, False) for row in np.asarray(bias)))
 
 
-class JointMetadynamics:
+class _Depositing:
+    """``step`` as ``openmm.app.Metadynamics`` has it, in two parts: ``advance``, then ``deposit_if_due``.
+
+    A subclass sets ``frequency`` and defines ``deposit_if_due(simulation)``, which deposits the
+    well-tempered Gaussian at the CVs' values when ``simulation.currentStep`` is a multiple of it.
+    """
+
+    frequency: int
+
+    def advance(self, simulation: Any, steps: int) -> None:
+        """Advance ``simulation`` by ``steps`` integrator steps, depositing at every ``frequency``-th step on the way.
+
+        A deposition due at the last step is left to ``deposit_if_due``: a report made there reads
+        the bias its frame felt, without the Gaussian centred on the frame itself (which would give
+        the frame up to ``exp(height / kT)`` too much weight when reweighted).
+        """
+        end = simulation.currentStep + steps
+        while simulation.currentStep < end:
+            simulation.step(min(end - simulation.currentStep, self.frequency - simulation.currentStep % self.frequency))
+            if simulation.currentStep < end:
+                self.deposit_if_due(simulation)
+
+    def step(self, simulation: Any, steps: int) -> None:
+        """Advance ``simulation`` by ``steps`` integrator steps, depositing every ``frequency`` steps."""
+        self.advance(simulation, steps)
+        self.deposit_if_due(simulation)
+
+
+class JointMetadynamics(_Depositing):
     """``openmm.app.Metadynamics`` (one well-tempered bias on the joint grid of its CVs) with the bias run's interface.
 
     Parameters
@@ -114,6 +144,7 @@ class JointMetadynamics:
         from openmm.app.metadynamics import Metadynamics
 
         self.variables = list(variables)
+        self.frequency = frequency
         self._openmm = Metadynamics(system, self.variables, temperature, bias_factor, height, frequency)
 
     @property
@@ -135,9 +166,17 @@ class JointMetadynamics:
         """The force group of the bias force."""
         return self._openmm._force.getForceGroup()
 
-    def step(self, simulation: Any, steps: int) -> None:
-        """Advance ``simulation`` by ``steps`` integrator steps, depositing every ``frequency`` steps."""
-        self._openmm.step(simulation, steps)
+    def deposit_if_due(self, simulation: Any) -> None:
+        """At a ``frequency``-th step, deposit ``openmm.app.Metadynamics``'s well-tempered Gaussian at the CVs."""
+        import openmm.unit as unit
+
+        if simulation.currentStep % self.frequency:
+            return
+        metadynamics = self._openmm
+        position = metadynamics._force.getCollectiveVariableValues(simulation.context)
+        energy = simulation.context.getState(getEnergy=True, groups={self.force_group}).getPotentialEnergy()
+        height = metadynamics.height * np.exp(-energy / (unit.MOLAR_GAS_CONSTANT_R * metadynamics._deltaT))
+        metadynamics._addGaussian(position, height, simulation.context)
 
     def getCollectiveVariables(self, simulation: Any) -> tuple[float, ...]:
         """The CVs' current values."""
@@ -161,7 +200,7 @@ class JointMetadynamics:
         self.deposit([v.minValue for v in self.variables], 0.0, context)
 
 
-class SeparateMetadynamics:
+class SeparateMetadynamics(_Depositing):
     """Well-tempered metadynamics with a one-dimensional bias on each of several (non-periodic) CVs.
 
     Parameters
@@ -246,20 +285,16 @@ class SeparateMetadynamics:
         """Each CV's bias V_i(s_i) at ``position`` (k values), kJ/mol, interpolated linearly on its grid."""
         return np.array([np.interp(s, grid, row) for s, grid, row in zip(position, self._grids, self.bias_grid)])
 
-    def step(self, simulation: Any, steps: int) -> None:
-        """Advance ``simulation`` by ``steps`` integrator steps, depositing every ``frequency`` steps."""
+    def deposit_if_due(self, simulation: Any) -> None:
+        """At a ``frequency``-th step, deposit on each CV's bias its well-tempered Gaussian at the CV's value."""
         import openmm.unit as unit
 
+        if simulation.currentStep % self.frequency:
+            return
         kB_dT = (unit.MOLAR_GAS_CONSTANT_R * self._delta_t).value_in_unit(unit.kilojoules_per_mole)
-        left = steps
-        while left > 0:
-            next_steps = min(left, self.frequency - simulation.currentStep % self.frequency)
-            simulation.step(next_steps)
-            if simulation.currentStep % self.frequency == 0:
-                position = self.getCollectiveVariables(simulation)
-                heights = self.height.value_in_unit(unit.kilojoules_per_mole) * np.exp(-self.bias_at(position) / kB_dT)
-                self.deposit(position, heights, simulation.context)
-            left -= next_steps
+        position = self.getCollectiveVariables(simulation)
+        heights = self.height.value_in_unit(unit.kilojoules_per_mole) * np.exp(-self.bias_at(position) / kB_dT)
+        self.deposit(position, heights, simulation.context)
 
     def deposit(self, position: Sequence[float], height: float | Sequence[float], context: Any) -> None:
         """Add to each CV's bias a Gaussian at its value ``position[i]`` of height ``height`` (kJ/mol, one or k).

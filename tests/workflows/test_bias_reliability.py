@@ -71,8 +71,8 @@ def test_block_standard_error_is_the_spread_of_the_free_energy_over_independent_
 
 
 def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_follow(alanine_model, tmp_path):
-    """One Gaussian, deposited at 2.5 ps: before it V = c = 0, after it the grid is bias.npy, whose c(t) is computed
-    here from its definition."""
+    """One Gaussian, deposited at 2.5 ps after that frame's report: up to it V = c = 0 (the frame at 2.5 ps felt no
+    bias), after it the grid is bias.npy, whose c(t) is computed here from its definition."""
     out = tmp_path / "one-gaussian"
     assert (
         main(
@@ -102,8 +102,8 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     )
     fields, table = read_colvar(out / "COLVAR")
     time_ps, bias, rbias = table[:, 0], table[:, fields.index("bias")], table[:, fields.index("rbias")]
-    before = time_ps < 2.5 - 1e-9
-    assert before.sum() == 24 and np.all(bias[before] == 0) and np.all(rbias[before] == 0)
+    before = time_ps < 2.5 + 1e-9
+    assert before.sum() == 25 and np.all(bias[before] == 0) and np.all(rbias[before] == 0)
     assert np.all(bias[~before] > 0)
     # Tiwary & Parrinello: c = kT ln[sum exp(gamma/(gamma-1) V/kT) / sum exp(V/((gamma-1) kT))] over the grid
     # (periodic: the last point repeats the first).
@@ -154,6 +154,26 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     assert summary["time"]["training_pairs_kish_fraction"] == pytest.approx(kish, rel=1e-5)
     assert str(out / "COLVAR") in summary["time"]["bias_from"] and summary["objective"]["objective"] == "kinetic"
     assert main([*rescaled[: -len(small) - 2], "--objective", "kinetic", *small, "--output", str(tmp_path / "x")]) == 2
+
+
+def test_each_row_holds_the_bias_its_frame_felt_before_the_gaussian_deposited_there(alanine_model, tmp_path):
+    """A Gaussian at every report: row k's bias is the sum of the Gaussians of rows 0..k-1, each of the well-tempered
+    height h exp(-V_j / (kB dT)) with V_j row j's own bias; not the Gaussian deposited at row k itself."""
+    out = tmp_path / "every-report"
+    options = ["--cv", "phi,psi", "--bias-every", "1", "--length-ns", "0.005", "--report-ps", "0.1", "--pace-ps", "0.1"]
+    assert main(["bias", str(alanine_model[0]), *options, "--no-progress", "--output", str(out)]) == 0
+    fields, table = read_colvar(out / "COLVAR")
+    phi, psi, bias = (table[:, fields.index(name)] for name in ("phi", "psi", "bias"))
+    height, width, gamma = 1.2, 0.35, 8.0  # `neuralct bias`'s defaults for torsions
+
+    def gaussian(a, b):
+        d = np.abs(a - b) % (2 * np.pi)
+        return np.exp(-0.5 * (np.minimum(d, 2 * np.pi - d) / width) ** 2)
+
+    heights = height * np.exp(-bias / ((gamma - 1) * KT))
+    felt = np.array([np.sum(heights[:k] * gaussian(phi[k], phi[:k]) * gaussian(psi[k], psi[:k])) for k in range(50)])
+    assert bias[0] == 0 and len(bias) == 50 and bias.max() > 3 * height
+    np.testing.assert_allclose(bias, felt, rtol=0, atol=0.02 * height)  # the grid's interpolation
 
 
 @pytest.mark.parametrize("timestep_fs", ["10", "50"])
