@@ -17,6 +17,9 @@ from .options import nonnegative_float, positive_float
 
 __all__ = ["add_system_options", "md_system_from_options", "prepared_elsewhere", "system_digest", "system_files"]
 
+#: `--constraints` when not given.
+DEFAULT_CONSTRAINTS = "hbonds"
+
 #: What a PDB without the hydrogens its force field needs is told to do, when the command can add them.
 _ADD_HYDROGENS = "rerun with --add-hydrogens (OpenMM Modeller, protonation at --ph, default 7)"
 
@@ -61,8 +64,8 @@ def add_system_options(p: argparse.ArgumentParser, default: str | None = None) -
     p.add_argument(
         "--constraints",
         choices=("none", "hbonds", "allbonds", "hangles"),
-        default="hbonds",
-        help="bond constraints (default: %(default)s)",
+        default=DEFAULT_CONSTRAINTS,
+        help="bond constraints (default: %(default)s; an OpenMM System XML keeps its own)",
     )
     p.add_argument(
         "--hydrogen-mass-amu",
@@ -95,7 +98,7 @@ def _add_water_options(p: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=None,
         help="explicit water: direct-space cutoff of PME and Lennard-Jones in nm; a box narrower than 2.1 times "
-        f"this (room for the barostat) is refused (default: {defaults.cutoff_nm})",
+        f"this (room for the barostat) is refused; an OpenMM System XML keeps its own (default: {defaults.cutoff_nm})",
     )
     p.add_argument(
         "--pressure-bar",
@@ -177,8 +180,9 @@ def md_system_from_options(
         args.system,
         include_dir=args.include_dir,
         solute=solute,
-        constraints=args.constraints,
-        cutoff_nm=args.cutoff_nm or defaults.cutoff_nm,
+        # The default is read_system's (None), so that an OpenMM System keeps its own constraints and cutoff.
+        constraints=None if args.constraints == DEFAULT_CONSTRAINTS else args.constraints,
+        cutoff_nm=args.cutoff_nm,
         pressure_bar=args.pressure_bar or defaults.pressure_bar,
         temperature=args.temperature,
         hydrogen_mass_amu=args.hydrogen_mass_amu,

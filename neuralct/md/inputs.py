@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import NeuralCTError, first_line
-from .systems import MDSystem, bond_options, check_repartitioned_masses, solute_atoms
+from .systems import BAROSTAT_ROOM, MDSystem, bond_options, check_repartitioned_masses, solute_atoms
 
 __all__ = ["INPUT_FORMATS", "read_system"]
 
@@ -39,8 +39,8 @@ def read_system(
     *,
     include_dir: str | os.PathLike | None = None,
     solute: str | None = None,
-    constraints: str = "hbonds",
-    cutoff_nm: float = 1.0,
+    constraints: str | None = None,
+    cutoff_nm: float | None = None,
     pressure_bar: float = 1.0,
     temperature: float = 300.0,
     hydrogen_mass_amu: float | None = None,
@@ -60,7 +60,8 @@ def read_system(
     default box); a periodic system gets PME electrostatics with a cutoff of ``cutoff_nm`` and
     a Monte Carlo barostat, a system without a box NoCutoff. An OpenMM System is taken as
     serialized (its forces, cutoff and constraints), with a barostat added if it is periodic
-    and has none.
+    and has none. Every periodic box must start 5% wider than twice the cutoff
+    (:data:`~neuralct.md.systems.BAROSTAT_ROOM`), room for the barostat to shrink it.
 
     Parameters
     ----------
@@ -72,11 +73,12 @@ def read_system(
     solute : str, optional
         MDTraj atom selection of the solute (recorded as ``settings["solute"]``); default every
         atom that is not water or a monatomic ion (:func:`~neuralct.md.systems.solute_atoms`).
-    constraints : {"none", "hbonds", "allbonds", "hangles"}
-        Bond constraints (not for an OpenMM System, which has its own).
-    cutoff_nm : float
+    constraints : {"none", "hbonds", "allbonds", "hangles"}, optional
+        Bond constraints (default hbonds). An OpenMM System has its own: given for one, only
+        ``"none"`` is taken, where the System has no constraints (``neuralct sample``'s need).
+    cutoff_nm : float, optional
         Direct-space cutoff of PME and of the Lennard-Jones interactions in nm (periodic
-        systems); the box must be at least twice as wide.
+        systems; default 1). An OpenMM System has its own: it is refused for one.
     pressure_bar : float
         Pressure of the barostat of a periodic system, bar.
     temperature : float
@@ -96,26 +98,30 @@ def read_system(
         In one line naming the file: files missing or of no known role, an unreadable file (with
         the line or residue OpenMM names), coordinates whose atom count differs from the topology's,
         a GROMACS ``#include`` that is not found, water without a box, a box narrower than twice
-        the cutoff, a solute selection that is invalid or empty.
+        the cutoff and the barostat's room, a solute selection that is invalid or empty, a cutoff or
+        constraints given for an OpenMM System (but ``"none"`` for one without constraints).
     """
     import openmm.unit as unit
 
     for name, value in (("cutoff_nm", cutoff_nm), ("pressure_bar", pressure_bar), ("temperature", temperature)):
-        if not value > 0:
+        if value is not None and not value > 0:
             raise NeuralCTError(f"`{name}` must be positive, got {value}")
     inputs = _sorted_inputs([Path(f) for f in files])
-    options = bond_options(constraints, hydrogen_mass_amu) | {"nonbondedCutoff": cutoff_nm * unit.nanometer}
-    readers = {"AMBER": _amber, "GROMACS": _gromacs, "CHARMM": _charmm, "OpenMM": _openmm}
-    system, topology, positions = readers[inputs.format](inputs, options, include_dir)
+    if inputs.format == "OpenMM":
+        system, topology, positions = _openmm(inputs, constraints, cutoff_nm)
+        cutoff_nm = _serialized_cutoff_nm(system)
+    else:
+        constraints, cutoff_nm = (constraints or "hbonds").lower(), cutoff_nm or 1.0
+        options = bond_options(constraints, hydrogen_mass_amu) | {"nonbondedCutoff": cutoff_nm * unit.nanometer}
+        readers = {"AMBER": _amber, "GROMACS": _gromacs, "CHARMM": _charmm}
+        system, topology, positions = readers[inputs.format](inputs, options, include_dir)
     if positions.shape[0] != topology.getNumAtoms():
         raise NeuralCTError(
             f"coordinates file {inputs.coordinates} has {positions.shape[0]} atoms but {inputs.format} topology "
             f"{inputs.topology} has {topology.getNumAtoms()}; give the coordinates of the same system"
         )
     check_repartitioned_masses(system, topology, hydrogen_mass_amu, str(inputs.topology))
-    return _md_system(
-        inputs, system, topology, positions, solute, constraints.lower(), cutoff_nm, pressure_bar, temperature
-    )
+    return _md_system(inputs, system, topology, positions, solute, constraints, cutoff_nm, pressure_bar, temperature)
 
 
 def _sorted_inputs(paths: list[Path]) -> _Inputs:
@@ -277,10 +283,26 @@ def _charmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any,
     return system, psf.topology, positions
 
 
-def _openmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:
+def _openmm(inputs: _Inputs, constraints: str | None, cutoff_nm: float | None) -> tuple[Any, Any, np.ndarray]:
     system = _read(inputs.topology, "OpenMM System", _deserialize)
     if not hasattr(system, "getNumParticles"):
         raise NeuralCTError(f"OpenMM XML {inputs.topology} holds no System; give the file of XmlSerializer.serialize")
+    if cutoff_nm is not None:
+        raise NeuralCTError(
+            f"OpenMM System {inputs.topology} has its own nonbonded cutoff; `cutoff_nm` sets that of AMBER, GROMACS "
+            "and CHARMM inputs: drop it, or serialize the System with the cutoff you want"
+        )
+    held = system.getNumConstraints()
+    if constraints is not None and not (constraints.lower() == "none" and held == 0):
+        raise NeuralCTError(
+            f"OpenMM System {inputs.topology} has its own constraints ({held}); "
+            + (
+                f"`constraints` {constraints} sets those of AMBER, GROMACS and CHARMM inputs: drop it"
+                if constraints.lower() != "none"
+                else "this needs a System without constraints (the energy of a System built with them lacks the "
+                "constrained bonds' terms): serialize one built with `constraints=None`"
+            )
+        )
     positions, box, topology = _coordinates(inputs)
     if inputs.state is not None:
         # The PDB gives the topology; the State (e.g. the end of an earlier run) the positions and the box.
@@ -307,14 +329,26 @@ def _openmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any,
     return system, topology, positions
 
 
+def _serialized_cutoff_nm(system: Any) -> float | None:
+    """The largest nonbonded cutoff (nm) of a System's periodic forces; None where none is periodic."""
+    import openmm.unit as unit
+
+    cutoffs = [
+        force.getCutoffDistance().value_in_unit(unit.nanometer)
+        for force in system.getForces()
+        if hasattr(force, "getCutoffDistance") and force.usesPeriodicBoundaryConditions()
+    ]
+    return max(cutoffs) if cutoffs else None
+
+
 def _md_system(
     inputs: _Inputs,
     system: Any,
     topology: Any,
     positions: np.ndarray,
     solute: str | None,
-    constraints: str,
-    cutoff_nm: float,
+    constraints: str | None,
+    cutoff_nm: float | None,
     pressure_bar: float,
     temperature: float,
 ) -> MDSystem:
@@ -340,16 +374,24 @@ def _md_system(
     if periodic:
         box = system.getDefaultPeriodicBoxVectors()
         widths = [float(box[i][i].value_in_unit(unit.nanometer)) for i in range(3)]
-        if inputs.format != "OpenMM" and min(widths) < 2.0 * cutoff_nm:
+        # OpenMM stops a run whose box the barostat shrinks below twice the cutoff: the box must leave it room.
+        if cutoff_nm is not None and min(widths) < 2.0 * cutoff_nm * (1.0 + BAROSTAT_ROOM):
+            remedy = "give a smaller `cutoff_nm`"
+            if inputs.format == "OpenMM":
+                remedy = "serialize the System with a smaller cutoff"
             raise NeuralCTError(
                 f"{inputs.format} system {inputs.coordinates}: the periodic box is {min(widths):.3g} nm wide, "
-                f"narrower than twice the cutoff ({cutoff_nm:g} nm); give a smaller `cutoff_nm`"
+                f"narrower than twice the cutoff ({cutoff_nm:g} nm) and {BAROSTAT_ROOM:.0%} for the barostat to "
+                f"shrink it; {remedy} or a larger box"
             )
         if not any(isinstance(force, mm.MonteCarloBarostat) for force in system.getForces()):
             system.addForce(mm.MonteCarloBarostat(pressure_bar * unit.bar, temperature * unit.kelvin))
         settings |= {"box_nm": widths, "pressure_bar": pressure_bar}
     if inputs.format == "OpenMM":
-        settings["nonbonded"] = "as serialized"
+        held = system.getNumConstraints()
+        settings |= {"nonbonded": "as serialized", "constraints": f"{held} as serialized" if held else "none"}
+        if cutoff_nm is not None:
+            settings["cutoff_nm"] = cutoff_nm
     else:
         settings |= {"nonbonded": "PME" if periodic else "NoCutoff", "constraints": constraints}
         if periodic:
@@ -370,7 +412,9 @@ def _solute(topology: Any, solute: str | None, inputs: _Inputs) -> np.ndarray:
     try:
         atoms = md.Topology.from_openmm(topology).select(solute)
     except Exception as exc:
-        raise NeuralCTError(f"`solute` {solute!r} is not an MDTraj atom selection: {first_line(exc)}") from None
+        raise NeuralCTError(f"solute selection {solute!r} is not an MDTraj atom selection: {first_line(exc)}") from None
     if len(atoms) == 0:
-        raise NeuralCTError(f"`solute` {solute!r} selects no atom of {inputs.topology}; give a selection that matches")
+        raise NeuralCTError(
+            f"solute selection {solute!r} selects no atom of {inputs.topology}; give a selection that matches"
+        )
     return np.asarray(atoms, dtype=np.int64)

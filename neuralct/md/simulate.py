@@ -333,13 +333,19 @@ def check_sane(positions: np.ndarray, temperature: float, settings: SimulationSe
 
 @contextlib.contextmanager
 def divergence_as_error(settings: SimulationSettings, first_remedy: str = "") -> Iterator[None]:
-    """Turn a diverging integration (our NaN check or OpenMM's) into a one-line RunBrokeDown saying what to change.
+    """Turn a diverging integration (our NaN check or OpenMM's), or a box the barostat shrank below twice the cutoff,
+    into a one-line RunBrokeDown saying what to change.
 
     ``first_remedy`` (e.g. ``"`bias_every` 1 (now 4: ...)"``) is advised before a smaller time step.
     """
     try:
         yield
     except Exception as exc:
+        if "box size has decreased to less than twice the nonbonded cutoff" in str(exc):
+            raise RunBrokeDown(
+                "the barostat shrank the periodic box below twice the nonbonded cutoff",
+                "rerun with `overwrite` and a smaller `cutoff_nm` or a larger box",
+            ) from None
         if not isinstance(exc, _BlowUp) and not re.search(r"\bnan\b", str(exc), re.IGNORECASE):
             raise
         what = f"the simulation blew up ({first_line(exc)})"

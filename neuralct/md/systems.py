@@ -54,7 +54,7 @@ WATER_MODELS = {"tip3p": "tip3p", "tip3pfb": "tip3p", "tip4pew": "tip4pew", "opc
 
 #: How much wider than twice the cutoff a box must start, so that the barostat can shrink it (5%: 15% in volume,
 #: well beyond what a pre-equilibrated water box settles by).
-_BAROSTAT_ROOM = 0.05
+BAROSTAT_ROOM = 0.05
 
 #: Every ``solvent`` of ``build_system``: none, implicit, or an explicit water model.
 SOLVENTS = ("vacuum", "obc2", *WATER_MODELS)
@@ -602,10 +602,10 @@ def _in_water(ff: Any, topology: Any, positions: Any, model: str, water: WaterBo
         vector[i].value_in_unit(unit.nanometer) for i, vector in enumerate(topology.getPeriodicBoxVectors())
     )
     # OpenMM stops a run whose box the barostat shrinks below twice the cutoff: leave it room.
-    if narrowest < 2.0 * water.cutoff_nm * (1.0 + _BAROSTAT_ROOM):
+    if narrowest < 2.0 * water.cutoff_nm * (1.0 + BAROSTAT_ROOM):
         raise NeuralCTError(
             f"PDB file {pdb_path}: the periodic box is {narrowest:.3g} nm wide, narrower than twice the cutoff "
-            f"({water.cutoff_nm:g} nm) and {_BAROSTAT_ROOM:.0%} for the barostat to shrink it; "
+            f"({water.cutoff_nm:g} nm) and {BAROSTAT_ROOM:.0%} for the barostat to shrink it; "
             "give a larger `padding_nm` or a smaller `cutoff_nm`"
         )
     return topology, positions

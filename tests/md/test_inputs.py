@@ -183,6 +183,38 @@ def test_a_box_narrower_than_twice_the_cutoff_is_one_line(water):
     assert "water.rst7" in message and "narrower than twice the cutoff" in message and "`cutoff_nm`" in message
 
 
+def test_a_box_that_leaves_the_barostat_no_room_is_one_line(water, tmp_path):
+    """2.2 nm holds twice a 1.06 nm cutoff but not 5% more, which a barostat may take: OpenMM would stop the run."""
+    import openmm as mm
+
+    folder, system, _ = water
+    message = one_line_error([folder / "water.prmtop", folder / "water.rst7"], cutoff_nm=1.06)
+    assert "narrower than twice the cutoff (1.06 nm) and 5% for the barostat" in message
+    # An OpenMM System's own cutoff is checked the same way.
+    wide = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    next(f for f in wide.getForces() if isinstance(f, mm.NonbondedForce)).setCutoffDistance(1.06)
+    (tmp_path / "wide.xml").write_text(mm.XmlSerializer.serialize(wide))
+    message = one_line_error([tmp_path / "wide.xml", folder / "water.pdb"])
+    assert "OpenMM system" in message and "(1.06 nm)" in message and "serialize the System" in message
+
+
+def test_an_openmm_system_keeps_its_cutoff_and_constraints_and_refuses_others(water, tmp_path):
+    """Options that would be silently ignored for a serialized System are refused; what it has is recorded."""
+    import openmm as mm
+
+    folder, system, _ = water
+    read = read_system([folder / "water.xml", folder / "water.pdb"])
+    assert read.settings["cutoff_nm"] == pytest.approx(1.0) and read.settings["constraints"] == "none"
+    assert "`cutoff_nm`" in one_line_error([folder / "water.xml", folder / "water.pdb"], cutoff_nm=0.9)
+    assert "`constraints` hbonds" in one_line_error([folder / "water.xml", folder / "water.pdb"], constraints="hbonds")
+    constrained = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    constrained.addConstraint(0, 1, 0.1)
+    (tmp_path / "constrained.xml").write_text(mm.XmlSerializer.serialize(constrained))
+    files = [tmp_path / "constrained.xml", folder / "water.pdb"]
+    assert read_system(files).settings["constraints"] == "1 as serialized"
+    assert "needs a System without constraints" in one_line_error(files, constraints="none")
+
+
 def test_a_psf_without_parameter_files_is_one_line(water, tmp_path):
     import parmed
 

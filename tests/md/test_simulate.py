@@ -293,3 +293,20 @@ def test_degrees_of_freedom_of_the_solute_and_the_water_add_up_to_the_system():
     assert degrees_of_freedom(system.system, solute) == pytest.approx(
         66 - 12 - 3 * system.masses()[solute].sum() / system.masses().sum()
     )
+
+
+def test_a_box_the_barostat_shrank_below_twice_the_cutoff_is_one_line():
+    """OpenMM's exception from inside a step becomes the run's one-line breakdown, saying what to change."""
+    import openmm as mm
+
+    from neuralct.errors import RunBrokeDown
+    from neuralct.md.simulate import divergence_as_error
+
+    with pytest.raises(RunBrokeDown) as error:
+        with divergence_as_error(SimulationSettings()):
+            raise mm.OpenMMException("The periodic box size has decreased to less than twice the nonbonded cutoff.")
+    assert len(str(error.value).splitlines()) == 1
+    assert "barostat shrank the periodic box" in error.value.what and "smaller `cutoff_nm`" in str(error.value)
+    with pytest.raises(mm.OpenMMException, match="something else"):
+        with divergence_as_error(SimulationSettings()):
+            raise mm.OpenMMException("something else")
