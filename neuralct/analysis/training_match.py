@@ -27,7 +27,9 @@ CV_RANGE_WIDTHS = 2.0
 CV_FRACTION_WARNED = 0.01
 
 
-def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict[str, Any]:
+def compare_with_training(
+    model, positions: np.ndarray, cvs: np.ndarray, atoms: np.ndarray | None = None
+) -> dict[str, Any]:
     """Count the frames that are unlike the model's training data, and say so when too many are.
 
     Two tests, each against what ``neuralct train`` stored in the model: the mass-weighted RMSD
@@ -47,6 +49,8 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
         The frames, all atoms of the system, nm.
     cvs : np.ndarray, shape=(n_frames, k)
         Their k slowest CVs.
+    atoms : np.ndarray, shape=(n_selected,), optional
+        Where the model's selected atoms are in ``positions``; default their indices in the model's system.
 
     Returns
     -------
@@ -65,7 +69,7 @@ def compare_with_training(model, positions: np.ndarray, cvs: np.ndarray) -> dict
     if training is None:
         record["rmsd_nm"] = {"skipped": "the model stores no training RMSD (trained by an older neuralct)"}
     else:
-        atoms = model.metadata["molecule"]["atom_indices"]
+        atoms = model.metadata["molecule"]["atom_indices"] if atoms is None else atoms
         rmsd = rigid_body_frame(model).align(np.asarray(positions)[:, atoms])[2]
         threshold = RMSD_FACTOR * training["max"]
         rmsd_above = int(np.sum(rmsd > threshold))

@@ -14,6 +14,7 @@ __all__ = [
     "molecule_metadata",
     "rigid_body_frame",
     "check_topology",
+    "selected_atoms_in",
     "system_atoms",
     "internal_coordinates",
     "project_internal",
@@ -78,6 +79,33 @@ def check_topology(model: NeuralCanonicalTransformation, topology, source: str) 
             "use trajectories of the same system"
         )
     _check_names(molecule, topology, np.arange(topology.n_atoms), source)
+
+
+def selected_atoms_in(model: NeuralCanonicalTransformation, topology, source: str) -> np.ndarray:
+    """Where the atoms the model's CVs read are in a trajectory's topology (mdtraj), for ``analyze``.
+
+    The trajectory may be of the model's system, of a larger one holding it as its solute (a
+    solute-only model's molecule in its water box, :func:`system_atoms`), or of a part of the
+    model's system that holds the selected atoms at their indices (the solute that ``neuralct
+    simulate`` or ``bias`` saves of a solvated system, modelled from the whole system's frames):
+    their names are checked in every case.
+
+    Returns
+    -------
+    np.ndarray, shape=(n_selected,)
+        The index in ``topology`` of each of the model's selected atoms (``atom_indices`` order).
+
+    Raises
+    ------
+    NeuralCTError
+        If the topology is none of these, or an atom has another name than the model's.
+    """
+    molecule = molecule_description(model)
+    selected = np.asarray(molecule["atom_indices"], dtype=np.int64)
+    if topology.n_atoms >= molecule["n_atoms"] or selected.max() >= topology.n_atoms:
+        return molecule_atoms(molecule, topology, source)[selected]
+    _check_names(molecule, topology, np.arange(topology.n_atoms), source)
+    return selected
 
 
 def system_atoms(model: NeuralCanonicalTransformation, topology, source: str) -> np.ndarray:
@@ -149,21 +177,26 @@ def _check_names(
         )
 
 
-def internal_coordinates(model: NeuralCanonicalTransformation, positions: np.ndarray) -> np.ndarray:
+def internal_coordinates(
+    model: NeuralCanonicalTransformation, positions: np.ndarray, atoms: np.ndarray | None = None
+) -> np.ndarray:
     """The model's input features of frames of the full system.
 
     Parameters
     ----------
     positions : np.ndarray, shape=(n_frames, n_atoms, 3)
         All atoms of the system, nm (any orientation: frames are aligned here).
+    atoms : np.ndarray, shape=(n_selected,), optional
+        Where the model's selected atoms are in ``positions`` (:func:`selected_atoms_in`); default
+        their indices in the model's system.
 
     Returns
     -------
     np.ndarray, shape=(n_frames, 3 n_selected - 6)
         Internal coordinates of the selected atoms, sqrt(amu) nm.
     """
-    selected = np.asarray(positions)[:, molecule_description(model)["atom_indices"]]
-    return rigid_body_frame(model).to_internal(selected)
+    atoms = molecule_description(model)["atom_indices"] if atoms is None else atoms
+    return rigid_body_frame(model).to_internal(np.asarray(positions)[:, atoms])
 
 
 def project_internal(

@@ -207,7 +207,7 @@ def analyze_trajectories(
     from ..analysis.kinetics import cv_kinetics
     from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
-    from ..model.molecular import check_topology, internal_coordinates, project_internal
+    from ..model.molecular import internal_coordinates, project_internal, selected_atoms_in
 
     if modes < 2:
         raise NeuralCTError("`modes` must be at least 2 (the report compares the two slowest CVs)")
@@ -216,7 +216,7 @@ def analyze_trajectories(
         data = load_trajectories(
             paths, topology=topology, selection="all", stride=stride, momenta="resample", frame_ps=frame_ps
         )
-        check_topology(model, data.topology, str(paths[0]))
+        atoms = selected_atoms_in(model, data.topology, str(paths[0]))
         n_modes = min(modes, model.dim)
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
         split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
@@ -225,9 +225,9 @@ def analyze_trajectories(
         output = prepare_output_dir(output)
         bar.update()
 
-        features = internal_coordinates(model, data.positions)
+        features = internal_coordinates(model, data.positions, atoms)
         cvs = project_internal(model, features, n_modes)
-        input_check = compare_with_training(model, data.positions, cvs)
+        input_check = compare_with_training(model, data.positions, cvs, atoms)
         if input_check["warning"] and warn is not None:
             warn(input_check["warning"])
         colvars = _write_colvars(output, paths, data, cvs)

@@ -70,3 +70,48 @@ def test_the_solute_topology_with_a_solvated_trajectory_is_one_line(solvated, tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "traj.dcd has" in err and "solute.pdb has 22" in err, err
     assert not out.exists()
+
+
+def test_a_solute_trajectory_with_the_solvated_topology_is_one_line_pointing_the_other_way(solvated, tmp_path):
+    import mdtraj as md
+
+    md.load(str(solvated / "traj.dcd"), top=str(solvated / "system.pdb")).atom_slice(range(22)).save_dcd(
+        str(tmp_path / "solute.dcd")
+    )
+    with pytest.raises(NeuralCTError, match="has 22 atoms but topology .*; give the topology of the atoms the file"):
+        load_trajectories(tmp_path / "solute.dcd", topology=solvated / "system.prmtop")
+
+
+def test_a_model_of_the_solvated_frames_analyzes_the_solute_saved_alone(solvated, tmp_path):
+    """A model trained on whole-box frames reads its solute's frames alone (as `simulate` and `bias` save them): the
+    same CVs; a solute topology whose atoms have other names is refused."""
+    import mdtraj as md
+
+    first = md.load(str(solvated / "system.pdb"))
+    xyz = first.xyz + 0.005 * np.random.default_rng(1).normal(size=(60, *first.xyz.shape[1:]))
+    box = {name: np.repeat(getattr(first, name), 60, axis=0) for name in ("unitcell_lengths", "unitcell_angles")}
+    frames = md.Trajectory(xyz.astype(np.float32), first.topology, time=np.arange(60) * 0.1, **box)
+    frames.save_netcdf(str(tmp_path / "box.nc"))
+    frames.atom_slice(range(22)).save_netcdf(str(tmp_path / "solute.nc"))
+    frames[0].atom_slice(range(22)).save_pdb(str(tmp_path / "solute.pdb"))
+
+    small = ["--steps", "2", "--batch-size", "8", "--couplings", "1", "--hidden", "8", "--no-progress"]
+    box_files = [str(tmp_path / "box.nc"), "--top", str(solvated / "system.prmtop")]
+    assert main(["train", *box_files, *small, "--output", str(tmp_path / "model")]) == 0
+    analyze = ["analyze", str(tmp_path / "model" / "model.pt"), "--no-progress", "--output"]
+    assert main([*analyze, str(tmp_path / "a"), *box_files]) == 0
+    solute_files = [str(tmp_path / "solute.nc"), "--top", str(tmp_path / "solute.pdb")]
+    assert main([*analyze, str(tmp_path / "b"), *solute_files]) == 0
+    whole, alone = np.loadtxt(tmp_path / "a" / "box.colvar"), np.loadtxt(tmp_path / "b" / "solute.colvar")
+    np.testing.assert_allclose(alone, whole, rtol=0, atol=1e-9)
+
+    renamed = frames[0].atom_slice(range(22))
+    next(atom for atom in renamed.topology.atoms if atom.name == "CA").name = "CX"  # one of the model's atoms
+    renamed.save_pdb(str(tmp_path / "renamed.pdb"))
+    args = [*analyze, str(tmp_path / "c"), str(tmp_path / "solute.nc"), "--top", str(tmp_path / "renamed.pdb")]
+    assert main(args) == 2 and not (tmp_path / "c").exists()
+
+
+def test_a_gromacs_top_given_as_a_trajectorys_topology_is_one_line_naming_the_gro(solvated):
+    with pytest.raises(NeuralCTError, match="system.top is a GROMACS topology, .*give the .gro"):
+        load_trajectories(solvated / "traj.xtc", topology=solvated / "system.top")
