@@ -296,6 +296,24 @@ class RunFolder:
             else:
                 entry.unlink()
 
+    def restored_line(self, source: str) -> str | None:
+        """What a rerun of a finished run says before writing its missing or changed outputs again from ``source``."""
+        if not self.changed_outputs:
+            return None
+        return (
+            f"{self.path}: {', '.join(self.changed_outputs)} missing or changed since the run finished; "
+            f"writing {'it' if len(self.changed_outputs) == 1 else 'them'} again from {source}"
+        )
+
+    def _refuse_clearing_inputs(self) -> None:
+        """Refuse to clear the folder when one of the run's own input files lies in it."""
+        inside = [item for item in self.inputs if item.resolve().is_relative_to(self.path.resolve())]
+        if inside:
+            raise NeuralCTError(
+                f"--overwrite would delete input file {inside[0]}, which lies in the output folder {self.path}; "
+                "choose another --output"
+            )
+
     def remove_outputs(self) -> None:
         """Delete every file this run folder's runs wrote (never a user's file, never its identity)."""
         logged = self._logged()
@@ -334,11 +352,14 @@ class RunFolder:
                 "choose another --output or empty it"
             )
         if recorded is not None and not (self.path / OUTPUT_LOG).exists():
-            # A folder of a neuralct too old to keep an output log: everything in it is taken as
-            # its output, as that neuralct did.
-            for relative in self._files():
-                record_output(self.path / relative)
+            # A folder without its output log (a neuralct too old to keep one, or a copy that left dot files
+            # out): the outputs its finished run recorded are taken as its own, nothing else.
+            outputs = recorded.get("outputs")
+            for relative in outputs if isinstance(outputs, dict) else ():
+                if (self.path / relative).is_file():
+                    record_output(self.path / relative)
         if recorded is not None and self.overwrite:
+            self._refuse_clearing_inputs()
             self._clear()
             recorded = None
         if recorded is None:

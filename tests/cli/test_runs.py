@@ -366,15 +366,40 @@ def test_an_unfinished_run_is_not_checked_and_a_failed_rerun_keeps_the_record(tm
         assert run.resuming and not run.finished
 
 
-def test_a_folder_from_before_output_logs_is_taken_as_all_neuralct_output(tmp_path):
+def test_a_folder_without_its_output_log_gives_up_only_the_outputs_its_run_recorded(tmp_path, data):
+    """A finished run's recorded outputs are its own; a user's file beside them, or an unfinished run's files, are
+    never deleted by --overwrite."""
     out = tmp_path / "out"
-    out.mkdir()
-    (out / IDENTITY_FILE).write_text(json.dumps({"command": "train", "settings": {}, "inputs": []}))
-    (out / "model.pt").write_bytes(b"weights")
-    with RunFolder(out, "train", {}) as run:
-        assert run.resuming and not run.finished
-    with RunFolder(out, "train", {"seed": 3}, overwrite=True):
+    with RunFolder(out, "train", {}, inputs=[data]):
+        atomic_write_text(out / "model.pt", "weights")
+    (out / OUTPUT_LOG).unlink()  # e.g. a copy that left out dot files
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(NeuralCTError, match=r"did not write \(notes.txt\)"):
+        with RunFolder(out, "train", {"seed": 3}, inputs=[data], overwrite=True):
+            pytest.fail("cleared a user's file")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.pt").exists()
+    (out / "notes.txt").unlink()
+    with RunFolder(out, "train", {"seed": 3}, inputs=[data], overwrite=True):
         assert not (out / "model.pt").exists()
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / IDENTITY_FILE).write_text(json.dumps({"command": "train", "settings": {}, "inputs": []}))
+    (unfinished / "model.pt").write_bytes(b"weights")
+    with pytest.raises(NeuralCTError, match=r"did not write \(model.pt\)"):
+        with RunFolder(unfinished, "train", {"seed": 3}, overwrite=True):
+            pytest.fail("cleared files that no record names")
+
+
+def test_overwrite_never_deletes_the_runs_own_inputs(tmp_path, data):
+    out = tmp_path / "out"
+    with RunFolder(out, "train", {}, inputs=[data]):
+        atomic_write_text(out / "model.pt", "weights")
+    before = snapshot(out)
+    with pytest.raises(NeuralCTError, match=r"would delete input file .*model.pt, which lies in the output folder"):
+        with RunFolder(out, "analyze", {}, inputs=[out / "model.pt"], overwrite=True):
+            pytest.fail("cleared its own input")
+    assert snapshot(out) == before
 
 
 def test_summaries_are_standard_json(tmp_path):
