@@ -667,7 +667,8 @@ def load_trajectories(
         or between files, an empty selection, recorded momenta asked for but not held or not at
         the bath's temperature, molecules torn across a periodic box that the file does not record,
         or a ``frame_ps`` that is not a positive number or disagrees with a file's own stamps, or a
-        temperature that differs from the files' record (or records that differ).
+        temperature that differs from the files' record (or records that differ), or a file given
+        twice (the same content).
     """
     paths = _checked_paths(paths, topology, stride, momenta, backend)
     if frame_ps is not None and not (np.isfinite(frame_ps) and frame_ps > 0):
@@ -820,7 +821,27 @@ def _checked_paths(
         raise NeuralCTError(f"unknown `backend` {backend!r}; use auto, mdtraj or mdanalysis")
     if topology is not None and not Path(topology).is_file():
         raise NeuralCTError(f"topology file {topology} does not exist; check the path")
+    _refuse_repeated_files(paths)
     return paths
+
+
+def _refuse_repeated_files(paths: list[Path]) -> None:
+    """Refuse a file given twice, by content (a copy, a link or the same path): its frames would count twice, and one
+    file could both train and validate a model, or fit the baselines that are then scored on it."""
+    from ..io import sha256
+
+    seen: dict[tuple[int, str], Path] = {}
+    sizes = [path.stat().st_size if path.is_file() else None for path in paths]
+    for path, size in zip(paths, sizes):
+        if size is None or sizes.count(size) < 2:
+            continue
+        key = (size, sha256(path))
+        if key in seen:
+            raise NeuralCTError(
+                f"trajectory {path} holds the same bytes as {seen[key]}; give each trajectory once (its frames "
+                "would count twice)"
+            )
+        seen[key] = path
 
 
 def _read_all(paths: list[Path], topology: str | None, stride: int, backend: str) -> list[_Raw]:

@@ -10,7 +10,7 @@ import numpy as np
 from ..analysis.report import Segment
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
-from ..io import prepare_output_dir, write_json
+from ..io import prepare_output_dir, sha256, write_json
 
 __all__ = ["analyze_trajectories", "scoring_split", "default_lag_frames", "DEFAULT_LAG_FRAMES"]
 
@@ -41,7 +41,8 @@ def scoring_split(
     """Which frames fit the baselines and which are scored, so that no score uses data that trained the model.
 
     A trajectory that trained the model, or that selected its kept state (the validation
-    trajectories), is never scored. Of the others (unseen):
+    trajectories), is never scored: known by its path, or by its content (SHA-256) where the
+    model records it. Of the others (unseen):
 
     - when some given trajectories trained the model, they fit the baselines (TICA, PCA,
       the VAMP models and state classifiers) and the unseen ones are scored;
@@ -61,11 +62,15 @@ def scoring_split(
         is empty, and ``record["no_scores"]`` says why, when every trajectory was seen in training.
     """
     molecule = model_metadata.get("molecule", {})
+    digests = molecule.get("trajectory_sha256") or {}
     trained = set(molecule.get("training_trajectories", []))
     validation = molecule.get("validation_trajectories")
-    resolved = [str(Path(p).resolve()) for p in paths]
-    in_training = [i for i, p in enumerate(resolved) if p in trained]
-    in_validation = [i for i, p in enumerate(resolved) if validation is not None and p in set(validation)]
+    # A trajectory is known by its path, or by its content (a copy, a moved folder) where the model records it.
+    trained |= {digests[p] for p in trained if p in digests}
+    validated = set(validation or []) | {digests[p] for p in validation or [] if p in digests}
+    known = [{str(Path(p).resolve())} | ({sha256(p)} if digests else set()) for p in paths]
+    in_training = [i for i, keys in enumerate(known) if keys & trained]
+    in_validation = [i for i, keys in enumerate(known) if validation is not None and keys & validated]
     unseen = [i for i in range(len(paths)) if i not in in_training and i not in in_validation]
     if not 2 <= blocks <= 100:
         raise NeuralCTError(f"`blocks` must be between 2 and 100, got {blocks}")
@@ -302,9 +307,10 @@ def _scoring_lag_frames(scored: list[Segment], data, lag_ps: float | None) -> in
         lag_frames = lag_in_frames(lag_ps, data.timestep_ps, "`lag_ps`", no_timestep)
     shortest = min(b - a for _, a, b in scored)
     if lag_frames >= shortest:
+        lag = f"`lag_ps` {lag_ps} is {lag_frames} frames" if lag_ps is not None else f"the lag of {lag_frames} frame(s)"
         raise NeuralCTError(
-            f"`lag_ps` {lag_ps} is {lag_frames} frames, not shorter than the shortest scored segment ({shortest} "
-            "frames); use a shorter lag or fewer `blocks`"
+            f"{lag}, not shorter than the shortest scored segment ({shortest} frames); use a shorter lag, fewer "
+            "`blocks`, a smaller `stride` or longer trajectories"
         )
     return lag_frames
 
@@ -326,18 +332,35 @@ def _per_trajectory(values: np.ndarray, traj_lengths: Sequence[int]) -> list[np.
 
 
 def _write_colvars(output: Path, paths: Sequence[str], data, cvs: np.ndarray) -> list[str]:
-    """One PLUMED COLVAR file of the CVs per trajectory, named after it; returns their paths."""
+    """One PLUMED COLVAR file of the CVs per trajectory (:func:`colvar_names`); their paths, in order."""
     from ..analysis import write_colvar
 
     names = [f"cv{k + 1}" for k in range(cvs.shape[1])]
     colvars = []
-    for path, values, time in zip(
-        paths, _per_trajectory(cvs, data.traj_lengths), _per_trajectory(data.time_ps, data.traj_lengths)
+    for path, file_name, values, time in zip(
+        paths,
+        colvar_names(paths),
+        _per_trajectory(cvs, data.traj_lengths),
+        _per_trajectory(data.time_ps, data.traj_lengths),
     ):
-        target = output / f"{Path(path).stem}.colvar"
+        target = output / file_name
         write_colvar(target, time, values, names)
         colvars.append(str(target))
     return colvars
+
+
+def colvar_names(paths: Sequence[str]) -> list[str]:
+    """A distinct COLVAR file name per trajectory: ``STEM.colvar``; ``FOLDER-STEM.colvar`` for trajectories of one
+    name in different folders (``replica-000.nc`` of two runs), numbered where even those agree."""
+    stems = [Path(path).stem for path in paths]
+    names = [
+        f"{Path(path).resolve().parent.name}-{stem}" if stems.count(stem) > 1 else stem
+        for path, stem in zip(paths, stems)
+    ]
+    return [
+        f"{name}-{names[:i].count(name) + 1}.colvar" if names.count(name) > 1 else f"{name}.colvar"
+        for i, name in enumerate(names)
+    ]
 
 
 def _plot(

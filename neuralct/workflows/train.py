@@ -15,6 +15,7 @@ from torch import nn
 from ..data.loading import PhaseSpaceData
 from ..data.pairs import LaggedPairs, RescaledTime
 from ..errors import NeuralCTError
+from ..io import sha256
 from ..model.transformation import ModeRanking, NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
 from ..training.device import float32_matmul_precision, resolve_device
@@ -980,6 +981,8 @@ def _record_training(
     for role, index in (("training_trajectories", train_index), ("validation_trajectories", fit.valid_index)):
         frames = set(index.tolist())
         model.metadata["molecule"][role] = [path for path, start in zip(paths, starts) if start in frames]
+    # By content too, so that `analyze` knows these frames under another name (a copy, a moved folder).
+    model.metadata["molecule"]["trajectory_sha256"] = {path: sha256(path) for path in paths}
     # What `neuralct sample` checks, kept in the model so that it survives the files moving (None: not recorded).
     model.metadata["molecule"]["training_constraints"] = {
         path: recorded_constraints(path)[0] for path in model.metadata["molecule"]["training_trajectories"]

@@ -308,3 +308,11 @@ def test_a_file_with_the_box_of_some_frames_only_is_one_line_naming_the_first_wi
     traj.save_xtc(str(tmp_path / "part.xtc"))
     with pytest.raises(NeuralCTError, match="part.xtc: frame 25 holds no periodic box, where frame 0 holds one"):
         load_trajectories(tmp_path / "part.xtc", topology=runs / "topology.pdb", backend=backend)
+
+
+def test_a_trajectory_given_twice_is_one_line_whatever_its_name(runs, tmp_path):
+    copy = tmp_path / "copy.nc"
+    copy.write_bytes(paths(runs)[0].read_bytes())
+    for given in ([paths(runs)[0], paths(runs)[0]], [paths(runs)[0], paths(runs)[1], copy]):
+        with pytest.raises(NeuralCTError, match=r"holds the same bytes as .*replica-000.nc; give each trajectory once"):
+            load_trajectories(given, topology=runs / "topology.pdb")

@@ -58,3 +58,38 @@ def test_the_default_lag_follows_the_frames():
     assert default_lag_frames([(0, 0, 1000)]) == 10
     assert default_lag_frames([(0, 0, 1000), (1, 0, 50)]) == 5
     assert default_lag_frames([(0, 0, 5)]) == 1
+
+
+def test_a_copy_of_a_trajectory_the_model_saw_is_known_by_its_content(tmp_path):
+    """A training or validation file under another name (a copy, a moved folder) is not scored as unseen."""
+    from neuralct.io import sha256
+
+    files = []
+    for i in range(4):
+        files.append(tmp_path / "run" / f"r{i}.nc")
+        files[-1].parent.mkdir(exist_ok=True)
+        files[-1].write_bytes(bytes([i]) * 100)
+    molecule = {
+        "training_trajectories": [str(files[0].resolve())],
+        "validation_trajectories": [str(files[1].resolve())],
+        "trajectory_sha256": {str(files[i].resolve()): sha256(files[i]) for i in (0, 1)},
+    }
+    (tmp_path / "copies").mkdir()
+    copies = [tmp_path / "copies" / name for name in ("train.nc", "valid.nc")]
+    for source, copy in zip(files, copies):
+        copy.write_bytes(source.read_bytes())
+    split = scoring_split([*map(str, copies), str(files[2]), str(files[3])], [400] * 4, {"molecule": molecule})
+    assert split["record"]["trained_the_model"] == [str(copies[0])]
+    assert split["record"]["selected_the_kept_state"] == [str(copies[1])]
+    assert split["fit"] == [(0, 0, 400)] and split["scored"] == [(2, 0, 400), (3, 0, 400)]
+
+
+def test_trajectories_of_one_name_from_two_folders_get_two_colvar_files():
+    from neuralct.workflows.analyze import colvar_names
+
+    assert colvar_names(["a/replica-000.nc", "b/replica-000.nc", "b/replica-001.nc"]) == [
+        "a-replica-000.colvar",
+        "b-replica-000.colvar",
+        "replica-001.colvar",
+    ]
+    assert colvar_names(["x/a/r.nc", "y/a/r.nc"]) == ["a-r-1.colvar", "a-r-2.colvar"]
