@@ -390,6 +390,8 @@ def _output_folder(args: argparse.Namespace, inputs: list[str]) -> Iterator[Path
     # checkpoint would silently change the model, so it is refused.
     rebuilt = ("model.pt", "summary.json", "config.yaml")
     with RunFolder(args.output, "train", settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt) as folder:
+        if folder.changed_outputs:
+            print(folder.restored_line("the final checkpoint"))
         yield folder.path
 
 
@@ -436,6 +438,8 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
     topologies = {topology_file(Path(path), args.top) for path in args.trajectories} - {None}
     sampling_note = _check_data_for_sampling(args.trajectories) if args.for_sampling else None
     weights, weighting, weights_source, rescaled = None, None, "the frame weights", None
+    if args.bias_colvar:
+        _check_colvar_of_frames(args.bias_colvar, args.trajectories, data)
     if args.bias_colvar and (args.lag_ps is not None or args.objective == "kinetic"):
         # The kinetic objective on a bias run's frames: its lags in rescaled time, pairs weighted by it.
         from ..analysis.reweighting import frame_log_weights
@@ -507,6 +511,46 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
 
     weight_files = [path for path in (args.weights, args.bias_colvar) if path]
     return fit, [*args.trajectories, *sorted(topologies), *weight_files]
+
+
+def _check_colvar_of_frames(colvar: str, trajectories: list[str], data: Any) -> None:
+    """Refuse a COLVAR that is not of the frames given: another bias run's, or rows at another spacing.
+
+    The COLVAR of a finished ``neuralct bias`` run belongs to the ``trajectory.nc`` beside it: its
+    ``run.json`` records both files' SHA-256, and the trajectory given must be that one (by
+    content). Any COLVAR's time column must step as the frames do (where both are known).
+    """
+    import json
+
+    import numpy as np
+
+    from ..analysis.colvar import read_colvar
+    from ..io import sha256
+    from .runs import IDENTITY_FILE
+
+    folder = Path(colvar).resolve().parent
+    try:
+        recorded = json.loads((folder / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    outputs = recorded.get("outputs") if isinstance(recorded, dict) and recorded.get("command") == "bias" else None
+    name = Path(colvar).name
+    if isinstance(outputs, dict) and name in outputs and "trajectory.nc" in outputs:
+        if sha256(colvar) != outputs[name]:
+            raise NeuralCTError(f"--bias-colvar {colvar} has changed since its bias run in {folder} wrote it")
+        if [sha256(path) for path in trajectories] != [outputs["trajectory.nc"]]:
+            raise NeuralCTError(
+                f"--bias-colvar {colvar} is the COLVAR of the bias run in {folder}, whose frames are "
+                f"{folder / 'trajectory.nc'}; the trajectories given hold other frames"
+            )
+    fields, table = read_colvar(colvar)
+    if data.timestep_ps is not None and "time" in fields and len(table) > 1:
+        spacing = float(np.median(np.diff(table[:, fields.index("time")])))
+        if not np.isclose(spacing, data.timestep_ps, rtol=1e-3):
+            raise NeuralCTError(
+                f"--bias-colvar {colvar} has a row every {spacing:g} ps and the trajectories a frame every "
+                f"{data.timestep_ps:g} ps: they are not the same frames"
+            )
 
 
 def _check_data_for_sampling(trajectories: list[str]) -> str:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import mdtraj
+import numpy as np
 import pytest
 import yaml
 
@@ -186,7 +187,8 @@ def inputs(tmp_path_factory):
     weights = root / "weights.txt"
     weights.write_text("\n".join(["1"] * frames))
     colvar = root / "COLVAR"
-    colvar.write_text("#! FIELDS time bias rbias\n" + "".join(f"{i} 0.5 0.2\n" for i in range(frames)))
+    times = np.concatenate([read_netcdf(path).time_ps for path in paths[:2]])  # the frames' own
+    colvar.write_text("#! FIELDS time bias rbias\n" + "".join(f"{t:.6f} 0.5 0.2\n" for t in times))
     return {
         "model": str(root / "model" / "model.pt"),
         "toy": str(root / "toy" / "model.pt"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neuralct.analysis import read_colvar
+from neuralct.analysis import read_colvar, write_colvar
 from neuralct.analysis.reweighting import CORE_B, frame_weights, phi_free_energy_difference
 from neuralct.cli import main
 from neuralct.data.pairs import rescaled_lagged_pairs
@@ -70,7 +70,7 @@ def test_block_standard_error_is_the_spread_of_the_free_energy_over_independent_
     assert 0.85 < math.sqrt(np.mean(errors**2)) / spread < 1.15
 
 
-def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_follow(alanine_model, tmp_path):
+def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_follow(alanine_model, tmp_path, capsys):
     """One Gaussian, deposited at 2.5 ps after that frame's report: up to it V = c = 0 (the frame at 2.5 ps felt no
     bias), after it the grid is bias.npy, whose c(t) is computed here from its definition."""
     out = tmp_path / "one-gaussian"
@@ -154,6 +154,20 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     assert summary["time"]["training_pairs_kish_fraction"] == pytest.approx(kish, rel=1e-5)
     assert str(out / "COLVAR") in summary["time"]["bias_from"] and summary["objective"]["objective"] == "kinetic"
     assert main([*rescaled[: -len(small) - 2], "--objective", "kinetic", *small, "--output", str(tmp_path / "x")]) == 2
+
+    # The COLVAR of another run of as many frames (another seed), or rows at another spacing, is not these frames'.
+    other = tmp_path / "other-seed"
+    argv = ["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", "--length-ns", "0.004"]
+    assert main([*argv, "--report-ps", "0.1", "--seed", "1", "--no-progress", "--output", str(other)]) == 0
+    weighted = ["train", str(out / "trajectory.nc"), *small]
+    assert main([*weighted, "--bias-colvar", str(other / "COLVAR"), "--output", str(tmp_path / "y")]) == 2
+    assert "the trajectories given hold other frames" in capsys.readouterr().err
+    fields, rows = read_colvar(out / "COLVAR")
+    rows[:, 0] *= 2.0
+    (tmp_path / "loose").mkdir()
+    write_colvar(tmp_path / "loose" / "COLVAR", rows[:, 0], rows[:, 1:], fields[1:])
+    assert main([*weighted, "--bias-colvar", str(tmp_path / "loose" / "COLVAR"), "--output", str(tmp_path / "z")]) == 2
+    assert "a row every 0.2 ps and the trajectories a frame every 0.1 ps" in capsys.readouterr().err
 
 
 def test_each_row_holds_the_bias_its_frame_felt_before_the_gaussian_deposited_there(alanine_model, tmp_path):
