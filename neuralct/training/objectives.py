@@ -37,6 +37,8 @@ def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.
     ``|| C00^-1/2 C01 C11^-1/2 ||_F^2`` of the mean-free instantaneous, time-lagged and
     cross covariances (Wu & Noe 2020); any square roots give the same norm, so Cholesky
     factors are used. ``ridge`` (relative to the mean variance) keeps small batches regular.
+    A covariance that has no Cholesky factor (CVs that are not finite: a diverging training)
+    gives NaN, which the training loop reports as a divergence, rather than an exception here.
 
     Parameters
     ----------
@@ -48,7 +50,8 @@ def batch_vamp2(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-6) -> torch.
 
     def cholesky(values):
         covariance = values.T @ values / (n - 1)
-        return torch.linalg.cholesky(covariance + ridge * covariance.diagonal().mean() * eye)
+        factor, info = torch.linalg.cholesky_ex(covariance + ridge * covariance.diagonal().mean() * eye)
+        return factor + torch.where(info > 0, torch.nan, 0.0)
 
     cross = x.T @ y / (n - 1)
     whitened = torch.linalg.solve_triangular(cholesky(x), cross, upper=False)

@@ -358,3 +358,12 @@ def test_a_dcd_without_time_takes_a_lag_in_ps_once_its_frame_spacing_is_given(pl
     assert main([*argv, "--frame-ps", "0.1", "--no-progress", "--output", str(analyzed)]) == 0
     # analyze's own lag, 10 frames, is in ps: 1 ps.
     assert json.loads((analyzed / "summary.json").read_text())["cv_kinetics"]["lag_ps"] == 1.0
+
+
+def test_a_diverging_kinetic_training_is_one_line(trajectories, tmp_path, capsys):
+    """A learning rate far too large: the CVs turn non-finite and the VAMP-2 term cannot be computed."""
+    out = tmp_path / "diverged"
+    argv = ["train", *trajectories, "--lag-ps", "1", "--vamp-weight", "100", "--learning-rate", "10", "--steps", "30"]
+    assert main([*argv, "--batch-size", "16", "--no-progress", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "training diverged at step" in err and "--learning-rate" in err, err

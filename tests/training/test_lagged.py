@@ -405,6 +405,13 @@ def test_batch_vamp2_is_deeptimes_score_and_differentiable():
     assert fast_first.item() == pytest.approx((0.5**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
 
 
+def test_a_vamp2_of_non_finite_cvs_is_nan_not_an_exception():
+    """A diverging training's CVs give a NaN score, which the loop reports as a divergence in one line."""
+    values = torch.randn(64, 2, dtype=torch.float64)
+    values[3, 1] = torch.nan
+    assert torch.isnan(batch_vamp2(values, torch.randn(64, 2, dtype=torch.float64)))
+
+
 def test_the_vamp2_term_scores_as_many_slowest_modes_as_asked():
     """With ``vamp_modes`` k the term is the nested VAMP-2 score of the k slowest latent positions (of three)."""
     from neuralct.flows.base import split_phase_space
