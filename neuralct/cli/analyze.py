@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     settings = result_settings(args, ignore=("model", "trajectories", "top"))
     # Every rerun computes the whole analysis again, so a damaged output is restored.
     with RunFolder(args.output, "analyze", settings, inputs=inputs, overwrite=args.overwrite, rebuilt=("*",)) as folder:
+        if folder.changed_outputs:
+            print(folder.restored_line("the model and the trajectories"))
         output = folder.path
         summary = analyze_trajectories(
             model,

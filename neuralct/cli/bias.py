@@ -239,10 +239,7 @@ def run(args: argparse.Namespace) -> int:
         rebuilt=rebuilt,
     ) as folder:
         if folder.changed_outputs:
-            print(
-                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the run finished; "
-                "writing them again from its checkpoint"
-            )
+            print(folder.restored_line("its checkpoint"))
         elif folder.resuming and (folder.path / "summary.json").exists():
             print(f"{folder.path} already holds this finished run")
             return 0

@@ -75,10 +75,7 @@ def run(args: argparse.Namespace) -> int:
         args.output, "export", settings, inputs=[args.model], overwrite=args.overwrite, rebuilt=("*",)
     ) as folder:
         if folder.changed_outputs:
-            print(
-                f"{folder.path}: {', '.join(folder.changed_outputs)} missing or changed since the export; "
-                "writing the export again"
-            )
+            print(folder.restored_line("the model"))
             folder.remove_outputs()
         elif folder.resuming and (folder.path / "manifest.json").exists():
             print(f"{folder.path} already holds this export")

@@ -180,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     with RunFolder(
         args.output, "sample", run_settings, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
     ) as folder:
+        if folder.changed_outputs:
+            print(folder.restored_line("its checkpoint"))
         summary = run_sampling(
             model, target, settings, folder.path, seed=args.seed, resume=folder.resuming, model_check=model_check
         )

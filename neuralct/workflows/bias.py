@@ -330,7 +330,7 @@ def check_slow_cvs(model: Any, settings: BiasSettings) -> None:
     if notes:
         instead = "bias cv1 alone (`n_cvs` 1)" if 0 not in notes else "retrain the model at another lag"
         raise NeuralCTError(
-            f"`n_cvs` {settings.n_cvs}: {'; '.join(notes.values())} on the model's training frames: not a slow "
+            f"{'; '.join(notes.values())} on the model's training frames: not a slow "
             f"process; {instead}, or add `allow_oscillating_cvs` to bias it anyway"
         )
 

@@ -441,14 +441,17 @@ def test_training_killed_and_resumed_has_the_summary_and_history_of_an_uninterru
     assert all(torch.equal(x, y) for x, y in zip(model_a.state_dict().values(), model_b.state_dict().values()))
 
 
-def test_a_run_killed_after_its_last_step_reports_its_real_rate(tmp_path):
+def test_a_run_killed_after_its_last_step_reports_its_real_rate(tmp_path, capsys):
     out = tmp_path / "run"
     assert main([*TOY, "--output", str(out)]) == 0
     first = json.loads((out / "summary.json").read_text())
-    # As if killed between the last checkpoint and writing model.pt: the rerun trains no step.
+    # As if killed between the last checkpoint and writing model.pt: the rerun trains no step, and says what it writes.
     (out / "model.pt").unlink()
     (out / "summary.json").unlink()
+    capsys.readouterr()
     assert main([*TOY, "--output", str(out)]) == 0
+    said = "model.pt, summary.json missing or changed since the run finished; writing them again from the final"
+    assert said in capsys.readouterr().out
     second = json.loads((out / "summary.json").read_text())
     assert second["resumed_from_step"] == 200
     assert second["samples_per_second"] == pytest.approx(first["samples_per_second"], rel=0.5)
@@ -469,7 +472,9 @@ def test_a_finished_export_restores_a_deleted_or_edited_file(alanine, tmp_path, 
     (out / "plumed.dat").write_text((out / "plumed.dat").read_text().replace("STRIDE=", "STRIDE=1"))
     capsys.readouterr()
     assert main(command) == 0
-    assert "cv1.pt, plumed.dat missing or changed since the export; writing the export again" in capsys.readouterr().out
+    assert "cv1.pt, plumed.dat missing or changed since the run finished; writing them again from the model" in (
+        capsys.readouterr().out
+    )
     restored = json.loads((out / "manifest.json").read_text())
     assert restored["sha256"]["plumed.dat"] == manifest["sha256"]["plumed.dat"]
     for name, digest in restored["sha256"].items():

@@ -143,7 +143,7 @@ def test_a_finished_run_rewrites_its_frames_and_boxes_from_its_checkpoint(chain,
     (folder / "trajectory.nc").unlink()
     model = str(chain / "model" / "model.pt")
     assert main(["bias", model, *SYSTEM, *SHORT_BIAS, "--output", str(folder)]) == 0
-    assert "writing them again" in capsys.readouterr().out
+    assert "trajectory.nc missing or changed since the run finished; writing it again" in capsys.readouterr().out
     after = read_netcdf(folder / "trajectory.nc")
     np.testing.assert_array_equal(after.positions, before.positions)
     np.testing.assert_array_equal(after.box_vectors, before.box_vectors)
