@@ -154,6 +154,9 @@ def _report(output: Path, summary: dict) -> None:
         print(f"  skipped {part}: {reason}")
     if "caveat" in summary["split"]:
         print(f"  note: {summary['split']['caveat']}")
+    if summary["time_step_unknown_because"]:
+        why = summary["time_step_unknown_because"].replace("`frame_ps`", "--frame-ps")
+        print(f"  note: lags and times in frames, not ps: {why}")
 
 
 def timescales_line(kinetics: dict) -> str:

@@ -432,6 +432,8 @@ def _summary(
         "trajectories": [str(p) for p in paths],
         "frames": int(data.n_frames),
         "time_step_ps": data.timestep_ps,
+        # Without a frame spacing the COLVARs' time column holds the file's stamps or frame numbers, lags are frames.
+        "time_step_unknown_because": data.timestep_note if data.timestep_ps is None else None,
         "split": split["record"],
         "frequencies": model.frequencies.detach().cpu().double().tolist(),
         "frequency_unit": "rad/ps",

@@ -168,8 +168,10 @@ def test_a_trajectory_without_time_stamps_is_scored_at_a_lag_in_frames(inputs, t
         == 0
     )
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["lag_ps"] is None
-    assert f"VAMP-2 (2 CVs, lag {summary['lag_frames']} frames, 2 scored segments)" in capsys.readouterr().out
+    assert summary["lag_ps"] is None and "unseen.dcd holds no time stamps" in summary["time_step_unknown_because"]
+    printed = capsys.readouterr().out
+    assert f"VAMP-2 (2 CVs, lag {summary['lag_frames']} frames, 2 scored segments)" in printed
+    assert "note: lags and times in frames, not ps: " in printed and "(--frame-ps)" in printed
     assert (
         main(
             [
