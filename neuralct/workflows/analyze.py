@@ -337,11 +337,8 @@ def _write_colvars(output: Path, paths: Sequence[str], data, cvs: np.ndarray) ->
 
     names = [f"cv{k + 1}" for k in range(cvs.shape[1])]
     colvars = []
-    for path, file_name, values, time in zip(
-        paths,
-        colvar_names(paths),
-        _per_trajectory(cvs, data.traj_lengths),
-        _per_trajectory(data.time_ps, data.traj_lengths),
+    for file_name, values, time in zip(
+        colvar_names(paths), _per_trajectory(cvs, data.traj_lengths), _per_trajectory(data.time_ps, data.traj_lengths)
     ):
         target = output / file_name
         write_colvar(target, time, values, names)
