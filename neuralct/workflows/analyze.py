@@ -225,6 +225,14 @@ def analyze_trajectories(
         n_modes = min(modes, model.dim)
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
         split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
+        if split["scored"] and lag_ps is None and min(b - a for _, a, b in split["scored"]) < 2:
+            # Single structures (a PDB) or a few frames: their CVs, but no lag to score at.
+            shortest = min(b - a for _, a, b in split["scored"])
+            split["scored"], split["record"]["no_scores"] = (
+                [],
+                (f"a scored segment of {shortest} frame(s) has no lag to score at; give longer trajectories"),
+            )
+            split["record"].pop("caveat", None)
         lag_frames = _scoring_lag_frames(split["scored"], data, lag_ps)
         kinetics_lag_frames = _kinetics_lag_frames(data, lag_frames, lag_ps)
         output = prepare_output_dir(output)

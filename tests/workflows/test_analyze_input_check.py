@@ -190,3 +190,19 @@ def test_a_trajectory_without_time_stamps_is_scored_at_a_lag_in_frames(inputs, t
         == 2
     )
     assert "--lag-ps needs the time between frames" in capsys.readouterr().err
+
+
+def test_a_single_structure_gets_its_cvs_and_no_scores(inputs, tmp_path, capsys):
+    """A PDB is one frame: its CVs are written, the scores skipped with the reason (no lag to score at)."""
+    import mdtraj
+
+    model_path, seen, unseen, _ = inputs
+    topology = str(seen[0]).replace("replica-000.nc", "topology.pdb")
+    mdtraj.load(str(unseen), top=topology)[5].save_pdb(str(tmp_path / "one.pdb"))
+    out = tmp_path / "one"
+    assert main(["analyze", str(model_path), str(tmp_path / "one.pdb"), "--no-progress", "--output", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "has no lag to score at" in summary["skipped"]["scores"] and "caveat" not in summary["split"]
+    cvs = project_positions(neuralct.load(model_path), mdtraj.load(str(tmp_path / "one.pdb")).xyz.astype(float), 2)
+    written = [float(value) for value in (out / "one.colvar").read_text().splitlines()[1].split()[1:3]]
+    assert written == pytest.approx(cvs[0], abs=1e-5)  # the PDB's 1e-4 nm rounding, read twice the same way
