@@ -5,6 +5,7 @@ Everything is measured on data the fits never saw.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from ..errors import NeuralCTError
 from .dihedrals import Dihedral, Residue, ramachandran_residues
 from .information import circular_correlation, mutual_information
-from .kinetics import mean_and_standard_error, tica_spectrum, vamp2_blocks
+from .kinetics import tica_spectrum, vamp2_blocks
 from .states import (
     STATE_NAMES,
     STATE_REGIONS_DEG,
@@ -126,18 +127,35 @@ def _check(series: dict[str, list[np.ndarray]], fit: list[Segment], units: list[
 
 
 def _vamp2_with_error(fit_series: list[np.ndarray], unit_series: list[np.ndarray], lag_frames: int, dim: int) -> dict:
-    """VAMP-2 on all scored segments together, and on each one alone for an error bar."""
+    """VAMP-2 on all scored segments together, its jackknife error over segments, and each segment's own score.
+
+    The error and the paired differences are of the pooled score itself (delete-one-segment
+    jackknife), not of the per-segment scores, which on short segments scatter about another value.
+    """
     pooled = vamp2_score(fit_series, unit_series, lag_frames, dim)
     per_unit = vamp2_blocks(fit_series, unit_series, lag_frames, dim)
+    leave_one_out = [
+        vamp2_score(fit_series, unit_series[:i] + unit_series[i + 1 :], lag_frames, dim)["vamp2"]
+        for i in range(len(unit_series) if len(unit_series) > 1 else 0)
+    ]
     return {
         "vamp2": pooled["vamp2"],
+        "vamp2_standard_error": jackknife_error(leave_one_out),
         "vamp2_with_constant": pooled["vamp2_with_constant"],
+        "vamp2_leave_one_segment_out": leave_one_out,
         "vamp2_per_segment": per_unit["blocks"],
-        "vamp2_standard_error": per_unit["standard_error"],
         "singular_values_fit": pooled["singular_values_train"],
         "n_pairs_fit": pooled["n_pairs_train"],
         "n_pairs_scored": pooled["n_pairs_test"],
     }
+
+
+def jackknife_error(leave_one_out: Sequence[float]) -> float | None:
+    """Delete-one jackknife standard error, sqrt((n - 1)/n sum (x_i - mean)^2), of n leave-one-out estimates x_i."""
+    values = np.asarray(leave_one_out, dtype=np.float64)
+    if len(values) < 2:
+        return None
+    return float(math.sqrt((len(values) - 1) / len(values) * np.sum((values - values.mean()) ** 2)))
 
 
 def _spectrum(fit_series: list[np.ndarray], lag_frames: int, time_step_ps: float | None) -> dict:
@@ -229,9 +247,10 @@ def cv_quality_report(
         ``dependence`` (the table of :func:`dependence_table`), ``best_of_two_slowest``,
         ``learned_cvs``, ``tica``, ``pca``, ``backbone_dihedrals`` (each with ``vamp2``,
         ``vamp2_with_constant``, ``vamp2_per_segment``, ``vamp2_standard_error``; ``tica`` with
-        its ``eigenvalues`` and ``oscillating_components``), ``learned_minus_tica`` (paired over
-        segments), ``kinetics`` (TICA spectra and implied timescales of the features and of the CVs),
-        ``states`` (per residue), ``skipped`` (part -> reason) and ``conventions``.
+        its ``eigenvalues``, ``components`` and ``oscillating_components``), ``learned_minus_tica``
+        (``value``, its paired jackknife ``standard_error``), ``kinetics`` (TICA spectra and implied
+        timescales of the features and of the CVs), ``states`` (per residue), ``skipped`` (part -> reason)
+        and ``conventions``.
     """
     series = _series(cvs_by_traj, features_by_traj, angles_by_traj)
     fit, scored = [tuple(int(v) for v in s) for s in fit], [tuple(int(v) for v in s) for s in scored]
@@ -253,8 +272,10 @@ def cv_quality_report(
     report.update(_vamp2_scores(components, lag_frames))
     report["kinetics"] = _kinetics(fit_data, n_modes, lag_frames, time_step_ps)
     report["tica"]["eigenvalues"] = tica["eigenvalues"]
+    # Numbered from 1 in deeptime's order, as kinetics.tica numbers them; negative only when fewer are positive.
+    report["tica"]["components"] = [k + 1 for k in tica["components"]]
     report["tica"]["oscillating_components"] = [
-        k for k in report["kinetics"]["tica"]["oscillating_components"] if k <= 2
+        k + 1 for k, value in zip(tica["components"], tica["eigenvalues"]) if value < 0
     ]
     report["pca"]["mass_weighted"] = pca["mass_weighted"]
     angles_fit, angles_scored = np.concatenate(fit_data["angles"]), np.concatenate(scored_data["angles"])
@@ -362,14 +383,19 @@ def _components(
 
 
 def _vamp2_scores(components: Components, lag_frames: int) -> dict:
-    """VAMP-2 with its error of each method, and the learned CVs' minus TICA's paired segment by segment."""
+    """VAMP-2 with its error of each method, and the learned CVs' minus TICA's with its paired jackknife error."""
     scores = {
         method: _vamp2_with_error(fit_series, scored_series, lag_frames, dim=2)
         for method, (fit_series, scored_series) in components.items()
     }
-    scores["learned_minus_tica"] = mean_and_standard_error(
-        np.subtract(scores["learned_cvs"]["vamp2_per_segment"], scores["tica"]["vamp2_per_segment"])
-    )
+    learned, tica = scores["learned_cvs"], scores["tica"]
+    scores["learned_minus_tica"] = {
+        "value": learned["vamp2"] - tica["vamp2"],
+        "standard_error": jackknife_error(
+            np.subtract(learned["vamp2_leave_one_segment_out"], tica["vamp2_leave_one_segment_out"])
+        ),
+        "segments": len(learned["vamp2_leave_one_segment_out"]),
+    }
     return scores
 
 
@@ -399,13 +425,14 @@ def _conventions(mass_weighted: bool) -> dict[str, str]:
     """What each figure of the report means and how it is estimated."""
     return {
         "vamp2": VAMP2_CONVENTION + "; every method is scored with 2 functions at the same lag; "
-        "vamp2_standard_error is the standard deviation of vamp2_per_segment over sqrt(number of segments)",
+        "vamp2 is scored on every scored segment together; vamp2_standard_error is its delete-one-segment "
+        "jackknife error (from vamp2_leave_one_segment_out); vamp2_per_segment scores each segment alone",
         "mutual_information": MI_ESTIMATOR,
         "circular_correlation": "circular-linear correlation R of Mardia (1976), in [0, 1]",
-        "tica": "deeptime TICA (reversible, mean-free, unscaled) on the model's input features, its first 2 components "
-        "in deeptime's order (by absolute eigenvalue); oscillating_components (numbered from 1) have " + OSCILLATION,
-        "learned_minus_tica": "VAMP-2 of the learned CVs minus TICA's, segment by segment (paired: the variation the "
-        "segments share cancels); standard error over segments",
+        "tica": "deeptime TICA (reversible, mean-free, unscaled) on the model's input features, its 2 slowest "
+        "components (largest eigenvalues: an oscillation's negative eigenvalue ranks last)",
+        "learned_minus_tica": "VAMP-2 of the learned CVs minus TICA's (vamp2 of each), with the delete-one-segment "
+        "jackknife error of the difference (paired: the variation the segments share cancels)",
         "kinetics": "eigenvalues of reversible TICA at the lag, fit on the fit segments, in deeptime's order (by "
         "absolute eigenvalue): of the model's input features (tica, every component) and of the slowest learned CVs "
         "(learned_cvs, as many as the dependence table has); implied timescale -lag / ln(eigenvalue), None where the "

@@ -152,7 +152,9 @@ def tica_baseline(
     ``deeptime.decomposition.TICA`` (reversible, mean-free covariances, no
     scaling: each component has unit variance on the training data) is fit on
     the pairs of the training trajectories (formed per trajectory); its ``dim``
-    slowest components are then scored like any other ``dim`` functions with
+    slowest components, those of the largest eigenvalues (deeptime orders them by
+    absolute value, so that an oscillation with a large negative eigenvalue would
+    come first), are then scored like any other ``dim`` functions with
     :func:`vamp2_score` (VAMP fit on their training projections, scored on
     their held-out projections), so the number is comparable with the learned
     CVs' at the same lag and ``dim``.
@@ -172,7 +174,8 @@ def tica_baseline(
         ``projections_train``, ``projections_test``: lists of np.ndarray, each
         shape=(n_frames_i, dim), the TICA components of each trajectory,
         slowest first (not JSON-serialisable; pop them before writing); ``eigenvalues`` (training,
-        of the kept components); ``score``: the :func:`vamp2_score` dict.
+        of the kept components); ``components`` (their indices, from 0, in deeptime's order);
+        ``score``: the :func:`vamp2_score` dict.
     """
     from deeptime.decomposition import TICA
 
@@ -181,18 +184,20 @@ def tica_baseline(
     if not (isinstance(dim, (int, np.integer)) and 1 <= dim <= train[0].shape[1]):
         raise NeuralCTError(f"dim must be between 1 and {train[0].shape[1]} (the number of features), got {dim!r}")
     x, y = time_lagged_frames(train, lag_frames, "training trajectories")
-    model = TICA(lagtime=lag_frames, dim=dim, scaling=None).fit((x, y)).fetch_model()
-    projected_train = [model.transform(s) for s in train]
-    projected_test = [model.transform(s) for s in test]
-    if projected_train[0].shape[1] < dim:
+    model = TICA(lagtime=lag_frames, scaling=None).fit((x, y)).fetch_model()
+    eigenvalues = np.asarray(model.singular_values, dtype=np.float64)
+    if len(eigenvalues) < dim:
         raise NeuralCTError(
-            f"TICA found only {projected_train[0].shape[1]} linearly independent feature combinations, fewer than "
-            f"dim={dim}"
+            f"TICA found only {len(eigenvalues)} linearly independent feature combinations, fewer than dim={dim}"
         )
+    slowest = np.argsort(-eigenvalues, kind="stable")[:dim]
+    projected_train = [model.transform(s)[:, slowest] for s in train]
+    projected_test = [model.transform(s)[:, slowest] for s in test]
     return {
         "projections_train": projected_train,
         "projections_test": projected_test,
-        "eigenvalues": [float(v) for v in model.singular_values[:dim]],
+        "eigenvalues": [float(v) for v in eigenvalues[slowest]],
+        "components": [int(i) for i in slowest],
         "score": vamp2_score(projected_train, projected_test, lag_frames, dim),
     }
 

@@ -156,9 +156,7 @@ def _print_vamp2(s: dict) -> None:
         f"learned {s['vamp2_learned']:.3f}{_error(s['vamp2_learned_standard_error'])}, "
         f"TICA {s['vamp2_tica']:.3f}{_error(s['vamp2_tica_standard_error'])}"
     )
-    print(
-        f"  learned minus TICA, paired block by block: {difference['mean']:+.3f}{_error(difference['standard_error'])}"
-    )
+    print(f"  learned minus TICA, paired over blocks: {difference['value']:+.3f}{_error(difference['standard_error'])}")
 
 
 def _print_tica(s: dict) -> None:
@@ -184,7 +182,7 @@ def _print_density_model(density: dict) -> None:
     print(
         f"  maximum likelihood (--objective density) for comparison: "
         f"VAMP-2 {density['vamp2']:.3f}{_error(density['vamp2_standard_error'])}, "
-        f"minus TICA {relative['mean']:+.3f}{_error(relative['standard_error'])}; "
+        f"minus TICA {relative['value']:+.3f}{_error(relative['standard_error'])}; "
         f"mutual information with psi {density['mi_psi_nats']:.2f} nats, with phi {density['mi_phi_nats']:.2f}; "
         f"slowest frequencies (rad/ps) {', '.join(f'{w:.3g}' for w in density['frequencies_slowest'][:4])}"
     )

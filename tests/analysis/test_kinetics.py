@@ -80,7 +80,8 @@ def test_compare_vamp2_pairs_blocks_and_reports_tica(mixed):
 
 
 def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(mixed):
-    """What ``neuralct analyze`` writes: TICA's second component is the oscillation; CVs: slow and moderate."""
+    """What ``neuralct analyze`` writes: TICA's second component is the oscillation, its baseline the two slowest
+    (slow and moderate, like the CVs); the scores' errors are the pooled scores' jackknife errors."""
     cvs = [x @ ROTATION[:, [0, 2]] for x in mixed]
     no_angles = [np.zeros((len(x), 0)) for x in mixed]
     fit = [(0, 0, 20000), (1, 0, 20000)]
@@ -89,21 +90,22 @@ def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(m
     json.dumps(report)
     tica = report["kinetics"]["tica"]
     assert tica["eigenvalues"] == pytest.approx([SLOW, OSCILLATING, MODERATE], abs=0.02)
-    assert tica["oscillating_components"] == [2] and report["tica"]["oscillating_components"] == [2]
+    assert tica["oscillating_components"] == [2] and report["tica"]["oscillating_components"] == []
+    assert report["tica"]["components"] == [1, 3]
     assert tica["implied_timescales_ps"][1] is None
     learned = report["kinetics"]["learned_cvs"]
     assert learned["oscillating_components"] == []
     assert learned["implied_timescales_ps"] == pytest.approx([-0.5 / math.log(c) for c in (SLOW, MODERATE)], rel=0.1)
     assert learned["implied_timescales_ps"][0] == pytest.approx(tica["implied_timescales_ps"][0], rel=0.05)
-    # TICA's two components score c_slow^2 + c_osc^2, the CVs c_slow^2 + c_mod^2: the paired difference tells them
-    # apart.
-    difference = report["learned_minus_tica"]
-    assert len(difference["blocks"]) == 8
-    assert abs(difference["mean"] - (MODERATE**2 - OSCILLATING**2)) < 4 * difference["standard_error"] + 0.01
-    assert difference["mean"] + 4 * difference["standard_error"] < 0
-    assert difference["blocks"] == pytest.approx(
-        np.subtract(report["learned_cvs"]["vamp2_per_segment"], report["tica"]["vamp2_per_segment"])
-    )
+    # TICA's two slowest components and the CVs both score c_slow^2 + c_mod^2: no difference within its error.
+    learned, tica_score, difference = report["learned_cvs"], report["tica"], report["learned_minus_tica"]
+    assert learned["vamp2"] == pytest.approx(SLOW**2 + MODERATE**2, abs=0.03)
+    assert difference["segments"] == 8 and difference["value"] == learned["vamp2"] - tica_score["vamp2"]
+    assert abs(difference["value"]) < 4 * difference["standard_error"] + 0.005
+    # The jackknife over the 8 scored segments, recomputed: each score without one segment, spread (n-1)/n.
+    loo = np.subtract(learned["vamp2_leave_one_segment_out"], tica_score["vamp2_leave_one_segment_out"])
+    assert difference["standard_error"] == pytest.approx(math.sqrt(7 / 8 * np.sum((loo - loo.mean()) ** 2)))
+    assert learned["vamp2_standard_error"] < 0.02 and len(learned["vamp2_per_segment"]) == 8
     no_time = cv_quality_report(cvs, mixed, no_angles, [], fit, scored[:1], lag_frames=1)
     assert no_time["kinetics"]["tica"]["implied_timescales_frames"][0] == pytest.approx(-1 / math.log(SLOW), rel=0.1)
     assert (

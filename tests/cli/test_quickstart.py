@@ -52,7 +52,7 @@ def test_quickstart_runs_the_whole_chain(tmp_path, capsys):
     assert len(summary["kinetics"]["learned_cvs"]["implied_timescales_ps"]) == 6
     assert (
         "TICA eigenvalues at 1 ps" in printed
-        and "paired block by block" in printed
+        and "paired over blocks" in printed
         and "implied timescales (ps): learned" in printed
     )
     # The density model: maximum likelihood, frequencies ascending, scored the same way after the CVs.
