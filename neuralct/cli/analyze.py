@@ -81,6 +81,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=4,
         help="contiguous blocks a single scored trajectory is cut into for error bars (default: %(default)s)",
     )
+    parser.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=None,
+        help="temperature of the frames in K, for the free-energy plot (default: the one the files record, else the "
+        "model's training temperature; a value that differs from the files' record is refused)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_common_options(parser, output_default="runs/analyze")
     parser.set_defaults(run=run)
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             blocks=args.blocks,
             progress=not args.no_progress,
             warn=print_warning,
+            temperature=args.temperature,
         )
         save_resolved_config(args, output)
     _report(output, summary)

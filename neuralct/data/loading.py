@@ -24,6 +24,7 @@ __all__ = [
     "VELOCITY_TEMPERATURE_RATIO",
     "DEFAULT_TEMPERATURE_K",
     "kinetic_temperature",
+    "recorded_temperature",
     "frame_spacing",
     "topology_file",
     "solute_atom_indices",
@@ -272,6 +273,16 @@ class _NetcdfExtras(NamedTuple):
     on_step: bool
     masses: np.ndarray | None  # (n_atoms,) amu
     temperature: float | None  # K, the thermostat's, as `neuralct simulate` or `bias` recorded it
+
+
+def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
+    """The temperature (K) that trajectory files record (a ``neuralct simulate`` or ``bias`` NetCDF), or None."""
+    for path in map(Path, paths):
+        if path.suffix.lower() in (".nc", ".ncdf", ".netcdf") and path.is_file():
+            temperature = _netcdf_extras(path).temperature
+            if temperature is not None:
+                return temperature
+    return None
 
 
 def _netcdf_extras(path: Path) -> _NetcdfExtras:

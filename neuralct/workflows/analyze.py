@@ -153,8 +153,12 @@ def analyze_trajectories(
     blocks: int = 4,
     progress: bool = False,
     warn: Callable[[str], None] | None = None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Project trajectories on the slowest modes; write COLVAR files first, then plots, scores and summary.json.
+
+    The temperature of the frames (K; the free-energy plot's kT) is ``temperature``, else the one
+    the files record, else the model's training temperature (another engine's files record none).
 
     What needs a protein backbone (Ramachandran plots, the dependence table and heat map,
     states, the dihedral baseline) is skipped, with the reason in ``summary["skipped"]``,
@@ -212,14 +216,27 @@ def analyze_trajectories(
     from ..analysis.kinetics import cv_kinetics
     from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
+    from ..data.loading import recorded_temperature
     from ..model.molecular import internal_coordinates, project_internal, selected_atoms_in
 
     if modes < 2:
         raise NeuralCTError("`modes` must be at least 2 (the report compares the two slowest CVs)")
     # disable=None: a bar on a terminal only, never in a log or a captured stream.
     with tqdm(total=4, desc="analyze", unit="stage", disable=None if progress else True, leave=False) as bar:
+        if temperature is None:
+            recorded = recorded_temperature(paths)
+            temperature_source = "recorded in the files" if recorded is not None else "the model's training temperature"
+            temperature = recorded if recorded is not None else model.metadata["molecule"]["temperature_K"]
+        else:
+            temperature_source = "given"
         data = load_trajectories(
-            paths, topology=topology, selection="all", stride=stride, momenta="resample", frame_ps=frame_ps
+            paths,
+            topology=topology,
+            selection="all",
+            stride=stride,
+            temperature=temperature,
+            momenta="resample",
+            frame_ps=frame_ps,
         )
         atoms = selected_atoms_in(model, data.topology, str(paths[0]))
         n_modes = min(modes, model.dim)
@@ -251,6 +268,7 @@ def analyze_trajectories(
         bar.update()
 
         summary = _summary(model, paths, data, split, colvars, dihedrals, chosen, input_check, n_modes)
+        summary["temperature_K"], summary["temperature_source"] = data.temperature, temperature_source
         summary["cv_kinetics"] = cv_kinetics(
             _per_trajectory(cvs, data.traj_lengths), kinetics_lag_frames, data.timestep_ps
         )

@@ -206,3 +206,24 @@ def test_a_single_structure_gets_its_cvs_and_no_scores(inputs, tmp_path, capsys)
     cvs = project_positions(neuralct.load(model_path), mdtraj.load(str(tmp_path / "one.pdb")).xyz.astype(float), 2)
     written = [float(value) for value in (out / "one.colvar").read_text().splitlines()[1].split()[1:3]]
     assert written == pytest.approx(cvs[0], abs=1e-5)  # the PDB's 1e-4 nm rounding, read twice the same way
+
+
+def test_the_frames_temperature_is_the_files_record_the_models_or_the_one_given(inputs, tmp_path, capsys):
+    """Another engine's files record no temperature: the model's is taken, or --temperature; a record is checked."""
+    import mdtraj
+
+    model_path, seen, unseen, _ = inputs
+    topology = str(seen[0]).replace("replica-000.nc", "topology.pdb")
+    mdtraj.load(str(unseen), top=topology).save_xtc(str(tmp_path / "plain.xtc"))
+    trained_at = neuralct.load(model_path).metadata["molecule"]["temperature_K"]
+    runs = {
+        "record": ([str(unseen)], "recorded in the files", read_netcdf(unseen).attributes["neuralct_temperature_K"]),
+        "model": ([str(tmp_path / "plain.xtc"), "--top", topology], "the model's training temperature", trained_at),
+        "given": ([str(tmp_path / "plain.xtc"), "--top", topology, "--temperature", "350"], "given", 350.0),
+    }
+    for name, (argv, source, temperature) in runs.items():
+        assert main(["analyze", str(model_path), *argv, "--no-progress", "--output", str(tmp_path / name)]) == 0
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert (summary["temperature_source"], summary["temperature_K"]) == (source, pytest.approx(temperature))
+    argv = ["analyze", str(model_path), str(unseen), "--temperature", "350", "--output", str(tmp_path / "clash")]
+    assert main(argv) == 2 and "ran at 300 K, as its run recorded, not at the 350 K given" in capsys.readouterr().err
