@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Train a neural canonical transformation: on trajectories with the kinetic (time-lagged) objective "
             "where they allow it, else by maximum likelihood (--objective); on a toy by maximum likelihood on "
             "samples or by minimising the variational free energy of its Hamiltonian. Writes model.pt, "
-            "summary.json (frequencies ascending, losses), config.yaml and a checkpoint that "
+            "summary.json (frequencies in mode order, slowest first; losses), config.yaml and a checkpoint that "
             "lets an interrupted run resume when the same command is run again; other data or "
             "options into the same --output are refused (see --overwrite)."
         ),
@@ -640,7 +640,7 @@ def _toy_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], list[str
 
 
 def _report(output: Path, summary: dict) -> None:
-    line = f"model: {output / 'model.pt'}; slowest frequencies: " + ", ".join(
+    line = f"model: {output / 'model.pt'}; frequencies of the slowest modes: " + ", ".join(
         f"{w:.4g}" for w in summary["frequencies"][:4]
     )
     if "frequency_max_relative_error" in summary:

@@ -215,7 +215,7 @@ def fit_toy(
     Returns
     -------
     model, summary
-        The trained model and the figures for ``summary.json`` (frequencies ascending,
+        The trained model and the figures for ``summary.json`` (frequencies in mode order,
         final loss, exact references, and for variational runs the free energy in kT).
     """
     if mode not in ("ml", "variational"):
