@@ -300,12 +300,13 @@ def _model_and_system(args: argparse.Namespace) -> tuple[Any, Any]:
     import mdtraj
 
     from ..md.systems import MODEL_SYSTEM_HYDROGEN_ADVICE
-    from ..model.molecular import system_atoms
+    from ..model.molecular import check_training_solvent, system_atoms
     from ..model.transformation import load
 
     model = load(args.model)
     md_system = md_system_from_options(args, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
     system_atoms(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {' '.join(args.system)}")
+    check_training_solvent(model, md_system.settings, f"system {' '.join(args.system)}")
     return model, md_system
 
 

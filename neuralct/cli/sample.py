@@ -208,7 +208,11 @@ def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:
         raise NeuralCTError(
             "a molecular model needs the SYSTEM it was trained on, e.g. `neuralct sample MODEL alanine-dipeptide`"
         )
-    return molecular_target(model, _md_system(args, model), " ".join(args.system)), inputs + system_files(args)
+    from ..model.molecular import check_training_solvent
+
+    md_system = _md_system(args, model)
+    check_training_solvent(model, md_system.settings, f"system {' '.join(args.system)}")
+    return molecular_target(model, md_system, " ".join(args.system)), inputs + system_files(args)
 
 
 def _md_system(args: argparse.Namespace, model) -> Any:

@@ -15,6 +15,8 @@ __all__ = [
     "rigid_body_frame",
     "check_topology",
     "selected_atoms_in",
+    "solvent_kind",
+    "check_training_solvent",
     "system_atoms",
     "internal_coordinates",
     "project_internal",
@@ -106,6 +108,35 @@ def selected_atoms_in(model: NeuralCanonicalTransformation, topology, source: st
         return molecule_atoms(molecule, topology, source)[selected]
     _check_names(molecule, topology, np.arange(topology.n_atoms), source)
     return selected
+
+
+def solvent_kind(solvent: str | None) -> str | None:
+    """A system's kind of solvent: vacuum, implicit (OBC2) or explicit water (any model); None where not known."""
+    if not isinstance(solvent, str):
+        return None
+    return {"vacuum": "vacuum", "obc2": "implicit solvent (OBC2)"}.get(solvent.lower(), "explicit water")
+
+
+def check_training_solvent(model: NeuralCanonicalTransformation, settings: dict[str, Any], source: str) -> None:
+    """Refuse a system of another kind of solvent than the one the model's training frames were simulated in.
+
+    ``train`` records the kind (:func:`solvent_kind`) where every training trajectory's ``neuralct
+    simulate`` summary names it (``training_solvent``); a system whose settings name another is
+    refused: a model of frames in water biased or sampled in vacuum runs, and gives numbers of
+    another system.
+
+    Raises
+    ------
+    NeuralCTError
+        If both are known and differ.
+    """
+    trained = model.metadata.get("molecule", {}).get("training_solvent")
+    here = solvent_kind(settings.get("solvent"))
+    if trained is not None and here is not None and trained != here:
+        raise NeuralCTError(
+            f"{source} is in {here}, but the model was trained on frames simulated in {trained} (as their "
+            "`neuralct simulate` run recorded); build the system as it was simulated (e.g. the same `solvent`)"
+        )
 
 
 def system_atoms(model: NeuralCanonicalTransformation, topology, source: str) -> np.ndarray:

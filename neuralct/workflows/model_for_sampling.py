@@ -120,10 +120,30 @@ def advice_lines(record: dict[str, Any]) -> list[str]:
 def recorded_constraints(trajectory: str | Path) -> tuple[str | None, str]:
     """The bond constraints a trajectory was simulated with, as ``neuralct simulate`` records them.
 
+    ``system_settings.constraints`` of :func:`recorded_system_settings`: none, hbonds, allbonds or
+    hangles (a system read from an OpenMM System XML by an older neuralct recorded none).
+
+    Returns
+    -------
+    constraints, source
+        The recorded constraints and the summary.json they were read from; or None and why they
+        are not known.
+    """
+    settings, source = recorded_system_settings(trajectory)
+    if settings is None:
+        return None, source
+    constraints = settings.get("constraints")
+    if not isinstance(constraints, str):
+        return None, f"{source} records no constraints (a system read from an OpenMM System XML)"
+    return constraints.lower(), source
+
+
+def recorded_system_settings(trajectory: str | Path) -> tuple[dict[str, Any] | None, str]:
+    """The settings of the system a trajectory was simulated in, as ``neuralct simulate`` records them.
+
     ``neuralct simulate`` writes ``summary.json`` beside its trajectories, listing them by file
-    name (``replicas[*].trajectory``) with the system's settings (``system_settings.constraints``:
-    none, hbonds, allbonds or hangles). A system read from an OpenMM System XML keeps its
-    constraints in the XML and records none there.
+    name (``replicas[*].trajectory``) with the system's settings (``system_settings``: solvent,
+    constraints, force field, ...).
 
     Parameters
     ----------
@@ -132,9 +152,9 @@ def recorded_constraints(trajectory: str | Path) -> tuple[str | None, str]:
 
     Returns
     -------
-    constraints, source
-        The recorded constraints and the summary.json they were read from; or None and why they
-        are not known.
+    settings, source
+        The recorded settings and the summary.json they were read from; or None and why they are
+        not known.
     """
     trajectory = Path(trajectory)
     summary_path = trajectory.parent / "summary.json"
@@ -149,10 +169,10 @@ def recorded_constraints(trajectory: str | Path) -> tuple[str | None, str]:
         isinstance(replica, dict) and replica.get("trajectory") == trajectory.name for replica in replicas
     ):
         return None, f"{summary_path} is not of the `neuralct simulate` run that wrote {trajectory.name}"
-    constraints = (summary.get("system_settings") or {}).get("constraints")
-    if not isinstance(constraints, str):
-        return None, f"{summary_path} records no constraints (a system read from an OpenMM System XML)"
-    return constraints.lower(), str(summary_path)
+    settings = summary.get("system_settings")
+    if not isinstance(settings, dict):
+        return None, f"{summary_path} records no system settings"
+    return settings, str(summary_path)
 
 
 def split_by_constraints(recorded: dict[str, tuple[str | None, str]]) -> tuple[dict[str, str], list[str]]:

@@ -959,8 +959,8 @@ def _record_training(
     and each backbone basin's population over the frames (:func:`training_basins`).
     """
     from ..export.cv import STEEPNESS_CVS, cv_steepness
-    from ..model.molecular import latent_ranges
-    from .model_for_sampling import recorded_constraints
+    from ..model.molecular import latent_ranges, solvent_kind
+    from .model_for_sampling import recorded_constraints, recorded_system_settings
 
     data, train_index = fit.data, fit.train_index
     model.metadata["summary"] = {key: summary[key] for key in ("final_loss", "frequencies", "validation")}
@@ -984,10 +984,14 @@ def _record_training(
     # By content too, so that `analyze` knows these frames under another name (a copy, a moved folder).
     model.metadata["molecule"]["trajectory_sha256"] = {path: sha256(path) for path in paths}
     # What `neuralct sample` checks, kept in the model so that it survives the files moving (None: not recorded).
-    model.metadata["molecule"]["training_constraints"] = {
-        path: recorded_constraints(path)[0] for path in model.metadata["molecule"]["training_trajectories"]
-    }
+    trained_paths = model.metadata["molecule"]["training_trajectories"]
+    model.metadata["molecule"]["training_constraints"] = {path: recorded_constraints(path)[0] for path in trained_paths}
     model.metadata["molecule"]["training_basins"] = training_basins(fit)
+    # The kind of solvent of the frames, where every training trajectory's simulate run records it (bias, sample check).
+    kinds = [solvent_kind((recorded_system_settings(path)[0] or {}).get("solvent")) for path in trained_paths]
+    model.metadata["molecule"]["training_solvent"] = (
+        kinds[0] if kinds and None not in kinds and len(set(kinds)) == 1 else None
+    )
 
 
 def training_basins(fit: TrajectoryFit) -> dict[str, Any] | None:

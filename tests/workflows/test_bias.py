@@ -400,3 +400,16 @@ def test_a_run_that_leaves_its_grid_stops_or_ends_there_with_the_results_of_the_
     assert len(mdtraj.load(str(ended / "trajectory.nc"), top=str(ended / "topology.pdb"))) == len(table)
     # The summary on disk says so too.
     assert json.loads((ended / "summary.json").read_text())["ended_early"] == summary["ended_early"]
+
+
+@pytest.mark.parametrize("command", ["bias", "sample"])
+def test_a_system_of_another_solvent_than_the_training_frames_is_one_line(alanine_model, tmp_path, capsys, command):
+    """The model's frames were simulated in vacuum (their simulate run says so): OBC2 here would be another system."""
+    model_path = alanine_model[0]
+    assert neuralct.load(model_path).metadata["molecule"]["training_solvent"] == "vacuum"
+    out = tmp_path / command
+    argv = [command, str(model_path), "alanine-dipeptide", "--solvent", "obc2", "--no-progress", "--output", str(out)]
+    assert main(argv) == 2 and not out.exists()
+    err = capsys.readouterr().err.strip()
+    expected = "is in implicit solvent (OBC2), but the model was trained on frames simulated in vacuum"
+    assert len(err.splitlines()) == 1 and expected in err and "--solvent" in err, err
