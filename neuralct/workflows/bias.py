@@ -568,9 +568,9 @@ def _earlier_bias(setting: str, folder: Path, separate: bool, names: list[str], 
         raise NeuralCTError(
             f"`{setting}` {folder} biased other CVs, grids or kind of bias than this run (CVs "
             f"{', '.join(earlier['cvs'])}, separate biases {earlier['settings'].get('separate_biases', False)}, "
-            f"bounds {np.round(bounds[0], 4).tolist()} against {', '.join(names)}, {separate}, "
-            f"{np.round(bounds[1], 4).tolist()}); "
-            "give a run of the same model and grid settings"
+            f"bounds {np.round(bounds[0], 4).tolist()}, grid points {[g['grid_points'] for g in theirs]} against "
+            f"{', '.join(names)}, {separate}, {np.round(bounds[1], 4).tolist()}, {[g['grid_points'] for g in ours]}); "
+            "give a run of the same model and grid settings (Gaussian width included: it sets the grid's points)"
         )
     try:
         bias = np.load(folder / "bias.npy", allow_pickle=False)

@@ -329,6 +329,9 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     wider = command[:2] + ["--grid-margin", "1.0"] + command[4:]
     assert main([*wider, "--output", str(tmp_path / "wider")]) == 2
     assert "biased other CVs, grids or kind of bias than this run" in capsys.readouterr().err
+    # Another Gaussian width: the same bounds, other grid points, which the line names.
+    narrower = [*command, "--width-fraction", "0.03", "--output", str(tmp_path / "narrower")]
+    assert main(narrower) == 2 and "Gaussian width included" in capsys.readouterr().err
     command[-1] = str(tmp_path / "nothing")
     assert main([*command, "--output", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.strip().endswith("holds no finished bias run: no summary.json or bias.npy")
