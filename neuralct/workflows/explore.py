@@ -279,7 +279,8 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData 
     NeuralCTError
         For fewer than 2 replicas, no round, a tolerance that is not positive, MD or metadynamics
         settings that cannot run, a retraining lag that is no whole number of metadynamics
-        frames or not shorter than the validated share of a round; a data topology or frame
+        frames or not shorter than the validated share of a round, rounds with fewer frames to
+        train on than the models have coordinates; a data topology or frame
         spacing without data, or data that cannot be read, whose frames' spacing is unknown, or
         whose atoms are not the system's (:func:`_given_data`).
     """
@@ -318,7 +319,31 @@ def check_settings(settings: ExploreSettings, md_system: Any) -> PhaseSpaceData 
             f"`round_ns` {settings.round_ns:g} leaves fewer than {frames} frames ({settings.retrain_lag_ps:g} ps, the "
             f"retraining lag) in the {1 - _TRAINED_SHARE:.0%} of a round that validates its model; use longer rounds"
         )
+    _check_frames_to_train_on(settings, md_system, round_settings.n_reports, given)
     return given
+
+
+def _check_frames_to_train_on(settings: ExploreSettings, md_system: Any, round_frames: int, given: Any) -> None:
+    """Refuse rounds with fewer frames to train on than the models have coordinates (their solute's heavy atoms)."""
+    import mdtraj
+
+    from ..data.loading import solute_atom_indices
+
+    topology = mdtraj.Topology.from_openmm(md_system.topology)
+    heavy = sum(topology.atom(int(i)).element.symbol != "H" for i in solute_atom_indices(topology))
+    coordinates = 3 * heavy - 6
+    if given is None:
+        unbiased = (settings.replicas - 1) * settings.simulation().n_frames
+        if unbiased <= coordinates:
+            raise NeuralCTError(
+                f"round 0 would train on {unbiased} frames ({settings.replicas - 1} replicas of `unbiased_ns` "
+                f"{settings.unbiased_ns:g}) for {coordinates} coordinates (need more); use longer or more replicas"
+            )
+    if int(_TRAINED_SHARE * round_frames) <= coordinates:
+        raise NeuralCTError(
+            f"a round of `round_ns` {settings.round_ns:g} would train on {int(_TRAINED_SHARE * round_frames)} frames "
+            f"for {coordinates} coordinates (need more); use longer rounds"
+        )
 
 
 @dataclass

@@ -59,6 +59,8 @@ def test_explore_runs_the_loop_and_prints_a_line_per_round_and_the_result(tmp_pa
         (["--replicas", "1"], "--replicas must be at least 2: the last one validates the first model"),
         (["--round-ns", "0.005"], "--round-ns 0.005 leaves fewer than 2 frames (2 ps, the retraining lag)"),
         (["--max-rounds", "0"], "--max-rounds: must be a positive integer"),
+        (["--round-ns", "0.02"], "a round of --round-ns 0.02 would train on 16 frames for 24 coordinates"),
+        (["--unbiased-ns", "0.005"], "round 0 would train on 10 frames (1 replicas of --unbiased-ns 0.005)"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, options, message):
