@@ -302,9 +302,14 @@ def _method_choice_line(summary: dict, target) -> str:
 
 def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
     """Acceptance, cost and potential energy, the curvature's range, and warnings for disagreeing or stuck chains."""
-    acceptance = ", ".join(f"{name} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items())
+    # The HMC kernel runs in latent coordinates unless the method is physical HMC: its line says which.
+    chosen = (summary.get("method_choice") or {}).get("chosen", method)
+    label = {"hmc": "HMC" if chosen == "hmc" else "latent HMC"}
+    acceptance = ", ".join(
+        f"{label.get(name, name)} {stats['acceptance_rate']:.2f}" for name, stats in summary["kernels"].items()
+    )
     if "leapfrog_choice" in summary:
-        lengths = ", ".join(f"{name} {steps}" for name, steps in summary["leapfrog_steps"].items())
+        lengths = ", ".join(f"{label.get(name, name)} {steps}" for name, steps in summary["leapfrog_steps"].items())
         acceptance += f"; leapfrog steps chosen in warm-up: {lengths}"
     energy = summary["potential_energy_kT"]
     print(

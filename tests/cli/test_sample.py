@@ -910,7 +910,7 @@ def test_the_trajectory_length_can_be_chosen_in_warm_up(toy_model, tmp_path, cap
     argv = ["sample", str(toy_model), "--method", "latent-hmc", *AUTO_LENGTH]
     argv += ["--output", str(out)]
     assert main(argv) == 0
-    assert "leapfrog steps chosen in warm-up: hmc " in capsys.readouterr().out
+    assert "leapfrog steps chosen in warm-up: latent HMC " in capsys.readouterr().out
     summary = read_summary(out)
     chosen = summary["leapfrog_steps"]["hmc"]
     rates = summary["leapfrog_choice"]["hmc"]["expected_squared_jump_per_evaluation"]
