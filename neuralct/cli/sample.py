@@ -211,8 +211,10 @@ def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:
     from ..model.molecular import check_training_solvent
 
     md_system = _md_system(args, model)
+    # Explicit water is refused first, with what works instead.
+    target = molecular_target(model, md_system, " ".join(args.system))
     check_training_solvent(model, md_system.settings, f"system {' '.join(args.system)}")
-    return molecular_target(model, md_system, " ".join(args.system)), inputs + system_files(args)
+    return target, inputs + system_files(args)
 
 
 def _md_system(args: argparse.Namespace, model) -> Any:

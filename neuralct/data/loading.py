@@ -276,10 +276,16 @@ class _NetcdfExtras(NamedTuple):
 
 
 def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
-    """The temperature (K) that trajectory files record (a ``neuralct simulate`` or ``bias`` NetCDF), or None."""
+    """The temperature (K) that trajectory files record (a ``neuralct simulate`` or ``bias`` NetCDF), or None.
+
+    A file that cannot be read says nothing here: :func:`load_trajectories` refuses it in its own words.
+    """
     for path in map(Path, paths):
         if path.suffix.lower() in (".nc", ".ncdf", ".netcdf") and path.is_file():
-            temperature = _netcdf_extras(path).temperature
+            try:
+                temperature = _netcdf_extras(path).temperature
+            except Exception:  # a damaged file: the loader's error follows
+                continue
             if temperature is not None:
                 return temperature
     return None

@@ -61,7 +61,8 @@ def read_system(
     a Monte Carlo barostat, a system without a box NoCutoff. An OpenMM System is taken as
     serialized (its forces, cutoff and constraints), with a barostat added if it is periodic
     and has none. Every periodic box must start 5% wider than twice the cutoff
-    (:data:`~neuralct.md.systems.BAROSTAT_ROOM`), room for the barostat to shrink it.
+    (:data:`~neuralct.md.systems.BAROSTAT_ROOM`), room for the barostat to shrink it; a box
+    from an OpenMM State, the end of an earlier run, twice the cutoff.
 
     Parameters
     ----------
@@ -374,14 +375,16 @@ def _md_system(
     if periodic:
         box = system.getDefaultPeriodicBoxVectors()
         widths = [float(box[i][i].value_in_unit(unit.nanometer)) for i in range(3)]
-        # OpenMM stops a run whose box the barostat shrinks below twice the cutoff: the box must leave it room.
-        if cutoff_nm is not None and min(widths) < 2.0 * cutoff_nm * (1.0 + BAROSTAT_ROOM):
+        # OpenMM stops a run whose box the barostat shrinks below twice the cutoff: the box must leave it room,
+        # but an OpenMM State's (the end of an earlier run) is equilibrated already and needs twice the cutoff only.
+        room = 0.0 if inputs.state is not None else BAROSTAT_ROOM
+        if cutoff_nm is not None and min(widths) < 2.0 * cutoff_nm * (1.0 + room):
             remedy = "give a smaller `cutoff_nm`"
             if inputs.format == "OpenMM":
                 remedy = "serialize the System with a smaller cutoff"
             raise NeuralCTError(
                 f"{inputs.format} system {inputs.coordinates}: the periodic box is {min(widths):.3g} nm wide, "
-                f"narrower than twice the cutoff ({cutoff_nm:g} nm) and {BAROSTAT_ROOM:.0%} for the barostat to "
+                f"narrower than twice the cutoff ({cutoff_nm:g} nm) and {room:.0%} for the barostat to "
                 f"shrink it; {remedy} or a larger box"
             )
         if not any(isinstance(force, mm.MonteCarloBarostat) for force in system.getForces()):

@@ -189,8 +189,13 @@ def inputs(tmp_path_factory):
     colvar = root / "COLVAR"
     times = np.concatenate([read_netcdf(path).time_ps for path in paths[:2]])  # the frames' own
     colvar.write_text("#! FIELDS time bias rbias\n" + "".join(f"{t:.6f} 0.5 0.2\n" for t in times))
+    # The water-box options of `bias` need a model whose frames' solvent is not known (the model's are in vacuum).
+    any_solvent = neuralct.load(root / "model" / "model.pt")
+    any_solvent.metadata["molecule"]["training_solvent"] = None
+    any_solvent.save(root / "model-any-solvent.pt")
     return {
         "model": str(root / "model" / "model.pt"),
+        "model_any_solvent": str(root / "model-any-solvent.pt"),
         "toy": str(root / "toy" / "model.pt"),
         "paths": paths,
         "system": str(system),
@@ -215,6 +220,8 @@ def _base(command, dest, inputs):
         return ["train", *inputs["paths"][:2]]
     if command == "analyze":
         return ["analyze", inputs["model"], *inputs["paths"]]
+    if command == "bias" and "--solvent" in NEEDS.get((command, dest), []):
+        return [command, inputs["model_any_solvent"]]
     if command in ("export", "bias"):
         return [command, inputs["model"]]
     if command == "sample":
