@@ -280,10 +280,16 @@ def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
 
     A file that cannot be read says nothing here: :func:`load_trajectories` refuses it in its own words.
     """
+    from scipy.io import netcdf_file
+
+    from .netcdf import TEMPERATURE_ATTRIBUTE
+
     for path in map(Path, paths):
         if path.suffix.lower() in (".nc", ".ncdf", ".netcdf") and path.is_file():
             try:
-                temperature = _netcdf_extras(path).temperature
+                with netcdf_file(path, "r", mmap=True) as handle:  # the header only
+                    temperature = handle._attributes.get(TEMPERATURE_ATTRIBUTE)
+                    temperature = None if temperature is None else float(np.asarray(temperature).ravel()[0])
             except Exception:  # a damaged file: the loader's error follows
                 continue
             if temperature is not None:
