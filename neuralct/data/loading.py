@@ -433,6 +433,30 @@ def _check_dcd_frames(path: Path, frames_read: int) -> None:
         )
 
 
+def _check_netcdf_length(path: Path) -> None:
+    """Refuse a NetCDF file whose data do not fit the records its header declares (cut short while copied or written).
+
+    Called once both readers failed: a file with a classic NetCDF header (``CDF``, version, record
+    count) that scipy cannot open is damaged, and the error says so; any other file is left to the
+    readers' own error.
+    """
+    from scipy.io import netcdf_file
+
+    with open(path, "rb") as handle:
+        header = handle.read(8)
+    if len(header) < 8 or header[:3] != b"CDF" or header[3] not in (1, 2):
+        return
+    frames = int.from_bytes(header[4:8], "big")
+    try:
+        with netcdf_file(path, "r", mmap=False):
+            return
+    except Exception as exc:
+        raise NeuralCTError(
+            f"trajectory file {path} is damaged or truncated: its NetCDF header declares {frames} frames, whose "
+            f"data the file does not hold ({first_line(exc)})"
+        ) from None
+
+
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
     import mdtraj as md
 
@@ -570,6 +594,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             _check_dcd_frames(path, raw.xyz.shape[0] * stride)
         return raw
     _check_atom_count(path, topology)
+    if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
+        _check_netcdf_length(path)
     hint = f" with topology {topology}" if topology else " (give a topology file if it holds none)"
     raise NeuralCTError(
         f"cannot read trajectory {path}{hint}: {errors[0]}; the file may be truncated or in a format MDTraj and "

@@ -349,7 +349,7 @@ def test_truncated_trajectory_gives_exactly_one_line_and_no_output(alanine, tmp_
             text=True,
         )
         assert result.returncode == 2
-        assert result.stderr.count("\n") == 1 and "cannot read trajectory" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and "truncated.nc is damaged or truncated" in result.stderr, result.stderr
         assert not out.exists()
 
 

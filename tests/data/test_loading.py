@@ -316,3 +316,10 @@ def test_a_trajectory_given_twice_is_one_line_whatever_its_name(runs, tmp_path):
     for given in ([paths(runs)[0], paths(runs)[0]], [paths(runs)[0], paths(runs)[1], copy]):
         with pytest.raises(NeuralCTError, match=r"holds the same bytes as .*replica-000.nc; give each trajectory once"):
             load_trajectories(given, topology=runs / "topology.pdb")
+
+
+def test_a_netcdf_cut_short_is_one_line_saying_so(runs, tmp_path):
+    cut = tmp_path / "cut.nc"
+    cut.write_bytes(paths(runs)[0].read_bytes()[:60000])
+    with pytest.raises(NeuralCTError, match=r"cut.nc is damaged or truncated: its NetCDF header declares 300 frames"):
+        load_trajectories(cut, topology=runs / "topology.pdb")
