@@ -9,6 +9,7 @@ can tell what neuralct wrote from what a user put there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -90,7 +91,20 @@ def publish(source: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 def sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 digest of a file's content, read in 1 MiB blocks."""
+    """Hex SHA-256 digest of a file's content, read in 1 MiB blocks.
+
+    Read again only when the file's inode, size, modification or change time differ from when it
+    was last read in this process: a run fingerprints its inputs, checks them for repeats, records them in the
+    model and checks its outputs, each through this one function.
+    """
+    status = os.stat(path)
+    key = (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    return _sha256_of(str(Path(path).resolve()), key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _sha256_of(path: str, status: tuple[int, int, int, int]) -> str:
+    """:func:`sha256` of ``path`` as it was with ``status`` (inode, size, mtime, ctime in ns: the cache key)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -156,8 +156,6 @@ class RunFolder:
         self._lock: int | None = None
         self._created = False
         self._started = 0.0
-        # Digests of the outputs checked on entry, by (size, mtime): reused at the end for files the run left alone.
-        self._digests: dict[str, tuple[tuple[int, int], str]] = {}
 
     # -- context manager ---------------------------------------------------------------------
     def __enter__(self) -> "RunFolder":
@@ -236,14 +234,8 @@ class RunFolder:
         write_json(self.path / IDENTITY_FILE, {**self.identity, "outputs": outputs})
 
     def _digest(self, relative: str) -> str:
-        """SHA-256 of an output, read again only if its size or modification time changed since it was last read."""
-        status = (self.path / relative).stat()
-        key = (status.st_size, status.st_mtime_ns)
-        known = self._digests.get(relative)
-        if known is None or known[0] != key:
-            known = (key, sha256(self.path / relative))
-            self._digests[relative] = known
-        return known[1]
+        """SHA-256 of an output (:func:`~neuralct.io.sha256`: read again only if it changed since it was last read)."""
+        return sha256(self.path / relative)
 
     def _remove_stale_temporaries(self) -> None:
         # Temporaries of atomic writes (and staging folders) that a killed run left; no other
