@@ -40,7 +40,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "trajectories", nargs="+", metavar="TRAJ", help="trajectory files (any MDTraj/MDAnalysis format)"
     )
     parser.add_argument("--top", metavar="FILE", help="topology for trajectories that hold none")
-    parser.add_argument("--modes", type=positive_int, default=6, help="slow modes to analyse (default: %(default)s)")
+    parser.add_argument(
+        "--modes",
+        type=positive_int,
+        default=None,
+        help="slow modes to analyse, at most the model's (default: 6, or all the model has if fewer)",
+    )
     parser.add_argument(
         "--lag-ps",
         type=positive_float,

@@ -143,7 +143,7 @@ def analyze_trajectories(
     paths: Sequence[str],
     output: Path,
     topology: str | None = None,
-    modes: int = 6,
+    modes: int | None = None,
     lag_ps: float | None = None,
     test_trajectories: int | None = None,
     stride: int = 1,
@@ -175,8 +175,9 @@ def analyze_trajectories(
         Output folder, created once the trajectories and options have been checked.
     topology : str, optional
         Topology file for trajectories that hold none.
-    modes : int
-        How many of the slowest modes to analyse and write (at least 2).
+    modes : int, optional
+        How many of the slowest modes to analyse and write (at least 2, at most the model's dimension);
+        default six, or all the model has if fewer.
     lag_ps : float, optional
         Lag time of VAMP-2 and TICA in ps, a whole number of frames; default :func:`default_lag_frames`.
     test_trajectories : int, optional
@@ -219,8 +220,10 @@ def analyze_trajectories(
     from ..data.loading import recorded_temperature
     from ..model.molecular import internal_coordinates, project_internal, selected_atoms_in
 
-    if modes < 2:
+    if modes is not None and modes < 2:
         raise NeuralCTError("`modes` must be at least 2 (the report compares the two slowest CVs)")
+    if modes is not None and modes > model.dim:
+        raise NeuralCTError(f"`modes` is {modes}, but the model has {model.dim} modes; give at most {model.dim}")
     # disable=None: a bar on a terminal only, never in a log or a captured stream.
     with tqdm(total=4, desc="analyze", unit="stage", disable=None if progress else True, leave=False) as bar:
         if temperature is None:
@@ -239,7 +242,7 @@ def analyze_trajectories(
             frame_ps=frame_ps,
         )
         atoms = selected_atoms_in(model, data.topology, str(paths[0]))
-        n_modes = min(modes, model.dim)
+        n_modes = min(6, model.dim) if modes is None else modes
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
         split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
         if split["scored"] and lag_ps is None and min(b - a for _, a, b in split["scored"]) < 2:

@@ -174,6 +174,7 @@ MODEL_V2 = str(Path(__file__).parents[1] / "fixtures" / "model_v2.pt")
         (["train"], ["--validation-trajectories", "3"], "--validation-trajectories must be between 1 and 2 for 3"),
         (["train"], ["--objective", "density", "--lag-ps", "1"], "--lag-ps sets the kinetic objective; drop it or"),
         (["analyze", MODEL_V2], ["--modes", "1"], "--modes must be at least 2"),
+        (["analyze", MODEL_V2], ["--modes", "500"], "--modes is 500, but the model has"),
         (
             ["train"],
             ["--temperature", "350"],
