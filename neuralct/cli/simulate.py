@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .options import (
@@ -136,13 +137,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the system, check every input, then simulate into ``args.output``."""
+    from ..errors import NeuralCTError
     from ..md.simulate import replica_folder, replicas_to_run, run_simulation
     from ..md.systems import select_atoms
-    from .runs import RunFolder
+    from .runs import IDENTITY_FILE, RunFolder
 
     settings = _settings(args)
     settings.validate()
     replicas_to_run(args.replicas, args.replica_index)
+    if args.replica_index is not None and (Path(args.output) / IDENTITY_FILE).is_file():
+        # The job array's folders would lie inside another run's, mixed with its files.
+        raise NeuralCTError(
+            f"{args.output} holds a run of its own; give the job array (--replica-index) another --output"
+        )
     md_system = md_system_from_options(args, solute=args.save)
     atoms = select_atoms(md_system, args.save)
     # The run's identity: the options that shape the trajectory, the input files by content, and
@@ -150,8 +157,12 @@ def run(args: argparse.Namespace) -> int:
     # The platform, threads, jobs and checkpoint interval do not enter: a resumed run keeps the
     # checkpoint's platform, and neither checkpoints nor parallel jobs change the frames. The
     # GROMACS include folder enters through the System it builds.
-    ignored = ("platform", "threads", "jobs", "checkpoint_seconds", "include_dir")
-    identity = result_settings(args, ignore=ignored) | {"openmm_system": system_digest(md_system)}
+    # The atoms saved enter as themselves, so `--save all` on a molecule in vacuum is its default.
+    ignored = ("platform", "threads", "jobs", "checkpoint_seconds", "include_dir", "save")
+    identity = result_settings(args, ignore=ignored) | {
+        "openmm_system": system_digest(md_system),
+        "saved_atoms": _index_ranges(atoms),
+    }
     inputs = system_files(args)
     # A finished rerun writes the summary, config and topology again; the frames come only from the run.
     rebuilt = ("config.yaml", "summary.json", "topology.pdb", "system.pdb", "system.xml")
@@ -180,6 +191,17 @@ def run(args: argparse.Namespace) -> int:
         + f", mean kinetic temperature {summary['mean_kinetic_temperature_K']:.1f} K -> {folder}"
     )
     return 0
+
+
+def _index_ranges(atoms) -> list[list[int]]:
+    """Ascending atom indices as ``[first, last]`` runs of consecutive ones (a box of water stays short)."""
+    runs: list[list[int]] = []
+    for atom in map(int, atoms):
+        if runs and atom == runs[-1][1] + 1:
+            runs[-1][1] = atom
+        else:
+            runs.append([atom, atom])
+    return runs
 
 
 def _settings(args: argparse.Namespace) -> SimulationSettings:

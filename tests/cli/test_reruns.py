@@ -154,6 +154,7 @@ def alanine(tmp_path_factory):
         (["--seed", "1"], "other seed;"),
         (["--temperature", "310"], "other temperature;"),
         (["--replicas", "2"], "other replicas;"),
+        (["--save", "not element H"], "other saved_atoms;"),
     ],
 )
 def test_simulate_with_other_settings_is_refused_and_changes_nothing(alanine, capsys, change, message):
@@ -181,12 +182,21 @@ def test_simulate_with_other_settings_is_refused_and_changes_nothing(alanine, ca
     assert snapshot(folder / "md") == before
 
 
+def test_a_selection_of_the_same_atoms_is_the_same_run(alanine):
+    """In vacuum the default saves every atom: `--save all` reruns the finished run; its frames stay as they were."""
+    folder, _ = alanine
+    frames = {name: data for name, data in snapshot(folder / "md").items() if name.endswith(".nc")}
+    argv = ["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--replicas", "3", *MD, "--save", "all"]
+    assert main([*argv, "--output", str(folder / "md")]) == 0
+    assert {name: data for name, data in snapshot(folder / "md").items() if name.endswith(".nc")} == frames
+
+
 def test_another_system_into_a_folder_is_refused_and_overwrite_leaves_no_stale_topology(tmp_path, capsys):
     out = tmp_path / "md"
     assert main(["simulate", "harmonic-chain", "--length-ns", "0.001", *MD, "--output", str(out)]) == 0
     before = snapshot(out)
     assert main(["simulate", "alanine-dipeptide", "--length-ns", "0.001", *MD, "--output", str(out)]) == 2
-    assert "other openmm_system, system;" in one_line_error(capsys, "simulate")
+    assert "other openmm_system, saved_atoms, system;" in one_line_error(capsys, "simulate")
     assert snapshot(out) == before
     assert (
         main(["simulate", "alanine-dipeptide", "--length-ns", "0.001", *MD, "--overwrite", "--output", str(out)]) == 0

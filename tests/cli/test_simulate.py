@@ -260,6 +260,17 @@ def _replicas_apart_and_together(tmp_path, system_args):
     return tmp_path / "all", tmp_path / "array"
 
 
+def test_a_job_array_is_refused_inside_the_folder_of_a_whole_run(tmp_path, capsys):
+    together, _ = _replicas_apart_and_together(tmp_path, ["alanine-dipeptide"])
+    before = sorted(p.name for p in together.iterdir())
+    capsys.readouterr()
+    options = ["--length-ns", "0.001", "--replicas", "2", "--replica-index", "1", "--output", str(together)]
+    assert main(["simulate", "alanine-dipeptide", *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a run of its own; give the job array (--replica-index) another --output" in err, err
+    assert len(err.splitlines()) == 1 and sorted(p.name for p in together.iterdir()) == before
+
+
 @pytest.mark.parametrize(
     "system_args",
     [["alanine-dipeptide"], ["alanine-dipeptide", "--solvent", "tip3p", "--padding-nm", "0.6", "--cutoff-nm", "0.7"]],
