@@ -66,9 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"neuralct {args.command}: error: {out_of_memory_line(exc, parser, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        # simulate's replicas keep what their last checkpoint saved; the other commands save at the interrupt.
-        where = " from each replica's last checkpoint (--checkpoint-seconds)" if args.command == "simulate" else ""
-        print(f"neuralct {args.command}: interrupted; rerun the same command to resume{where}", file=sys.stderr)
+        print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 

@@ -39,8 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "NetCDF trajectory per replica (positions, on-step velocities, time and the box of each frame; readable "
             "by MDTraj and MDAnalysis) of the saved atoms (--save; the solute by default) with topology.pdb, "
             "summary.json and checkpoints; without the solvent, also the whole system (system.pdb, system.xml) and "
-            "each replica's last full state (replica-NNN.state.xml). Rerunning the same command resumes an "
-            "interrupted run; other options into the same --output are refused (see --overwrite)."
+            "each replica's last full state (replica-NNN.state.xml). Ctrl-C saves every running replica at the end of "
+            "its frame under way; rerunning the same command resumes an interrupted run; other options into the "
+            "same --output are refused (see --overwrite)."
         ),
     )
     _add_system_options(p)
@@ -130,7 +131,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--checkpoint-seconds",
         type=nonnegative_float,
         default=60.0,
-        help="wall time between checkpoints (default: %(default)s)",
+        help="wall time between checkpoints, besides the end and Ctrl-C (default: %(default)s)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -4,6 +4,11 @@ Each replica runs in a worker process of a ``spawn`` pool and reports every fram
 the parent through a queue, which feeds one progress bar. A worker whose parent process is gone
 (killed, even with SIGKILL) stops at its next frame, leaving its last checkpoint for the rerun;
 an idle one (its replica finished, or none was left for it) stops within 0.2 s.
+
+Ctrl-C: the workers ignore SIGINT (a terminal sends it to every process of the command); the
+parent, interrupted, sets a stop event that each running replica checks after every frame (it
+saves its frames and checkpoint there and ends), starts no further replica, waits for the running
+ones and raises ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -82,19 +88,21 @@ class _QueueProgress:
         self.sent += n
 
 
-#: The progress of the replica this worker process runs (set by :func:`_start_worker`).
+#: The progress of the replica this worker process runs, and the parent's stop event (set by :func:`_start_worker`).
 _worker_progress: _QueueProgress | None = None
+_worker_stop: Any = None
 
 
-def _start_worker(frames: Any, parent: int) -> None:
-    """Worker initializer: the progress queue, and a watchdog that ends the worker once its parent is gone.
+def _start_worker(frames: Any, parent: int, stop: Any) -> None:
+    """Worker initializer: the progress queue, the stop event, SIGINT ignored, and a watchdog for the parent.
 
     The per-frame check of :class:`_QueueProgress` stops a running replica at once; the
     watchdog also ends a worker that waits for work (it has finished its replica, or none was
     left for it), which otherwise blocks on the pool's queue forever.
     """
-    global _worker_progress
-    _worker_progress = _QueueProgress(frames, parent)
+    global _worker_progress, _worker_stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_progress, _worker_stop = _QueueProgress(frames, parent), stop
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
 
 
@@ -106,13 +114,16 @@ def _exit_when_orphaned(parent: int, interval_s: float = 0.2) -> None:
 
 
 def _call_with_progress(function: Callable[..., Any], arguments: tuple) -> tuple[Any, int]:
-    """``function(*arguments, progress)`` in a worker, ``progress`` sending frame counts to the parent.
+    """``function(*arguments, progress, stop)`` in a worker, ``progress`` sending frame counts to the parent.
 
     Returns the result and the frames the call reported, so that the parent can wait for the
     last of them: a queue's items travel through a feeder thread and may arrive after the result.
+    A call that a worker takes up after the parent has stopped raises ``KeyboardInterrupt`` at once.
     """
+    if _worker_stop.is_set():
+        raise KeyboardInterrupt
     sent_before = _worker_progress.sent
-    result = function(*arguments, _worker_progress)
+    result = function(*arguments, _worker_progress, _worker_stop)
     return result, _worker_progress.sent - sent_before
 
 
@@ -122,8 +133,9 @@ def run_in_processes(function: Callable[..., Any], calls: Sequence[tuple], jobs:
     Parameters
     ----------
     function : callable
-        A module-level function (workers import it by name); its last argument is an object
-        whose ``update(n)`` reports ``n`` new frames.
+        A module-level function (workers import it by name); its last two arguments are an
+        object whose ``update(n)`` reports ``n`` new frames and an event (``is_set()``) that the
+        parent sets on Ctrl-C, on which the function saves its work and raises ``KeyboardInterrupt``.
     calls : sequence of tuple
         The arguments of each call (picklable).
     jobs : int
@@ -142,23 +154,30 @@ def run_in_processes(function: Callable[..., Any], calls: Sequence[tuple], jobs:
         If a worker process died (killed, or out of memory).
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: the parent may already hold OpenMM contexts and their threads (the platform probe).
     context = multiprocessing.get_context("spawn")
-    frames = context.Queue()
+    frames, stop = context.Queue(), context.Event()
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(frames, os.getpid())
+        jobs, mp_context=context, initializer=_start_worker, initargs=(frames, os.getpid(), stop)
     ) as pool:
         futures = [pool.submit(_call_with_progress, function, arguments) for arguments in calls]
         received, pending = 0, set(futures)
-        while pending:
-            with contextlib.suppress(queue.Empty):
-                count = frames.get(timeout=0.2)
-                progress.update(count)
-                received += count
-            pending = {f for f in pending if not f.done()}
+        try:
+            while pending:
+                with contextlib.suppress(queue.Empty):
+                    count = frames.get(timeout=0.2)
+                    progress.update(count)
+                    received += count
+                pending = {f for f in pending if not f.done()}
+        except KeyboardInterrupt:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)  # the running replicas save at the end of their frame under way
+            raise
         try:
             outcomes = [f.result() for f in futures]
         except BrokenProcessPool:

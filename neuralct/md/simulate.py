@@ -21,9 +21,10 @@ OpenMM State: positions, velocities and box of every atom, at the last checkpoin
 ``system.pdb`` and ``system.xml`` (the whole box's topology and OpenMM System) keep what the
 trajectory leaves out, to continue or inspect the run.
 
-Resume: every ``checkpoint_seconds`` the frames so far are written atomically to the trajectory
-file and then the integrator state to an atomically written checkpoint. A restarted run keeps
-exactly the checkpoint's frames and continues from its state, so no frame is lost or repeated.
+Resume: every ``checkpoint_seconds``, at the end and on Ctrl-C (at the end of the frame under
+way) the frames so far are written atomically to the trajectory file and then the integrator
+state to an atomically written checkpoint. A restarted run keeps exactly the checkpoint's frames
+and continues from its state, so no frame is lost or repeated.
 
 Replicas run as parallel processes (``jobs``, see :mod:`neuralct.md.replicas`), each with its own
 trajectory and checkpoint; a replica's random streams (velocities, integrator, barostat) depend
@@ -49,6 +50,7 @@ from ..data.netcdf import MASSES_ATTRIBUTE, TEMPERATURE_ATTRIBUTE, NetCDFFrames,
 from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
+from .interrupt import sigint_held
 from .platform import available_platforms, fastest_platform, make_context
 from .replicas import plan_jobs, run_in_processes
 from .systems import MDSystem, select_atoms
@@ -127,7 +129,7 @@ class SimulationSettings:
     seed : int
         Random seed; replica r uses an independent stream derived from (seed, r).
     checkpoint_seconds : float
-        Wall time between checkpoints (frames are also saved at the end).
+        Wall time between checkpoints (frames are also saved at the end and on Ctrl-C).
     """
 
     temperature: float = 300.0
@@ -567,8 +569,12 @@ class _Replica:
         equilibration_time = settings.equilibration_steps * settings.timestep_fs / 1000.0
         frames.times.append(before.getTime()._value - equilibration_time)
 
-    def run(self, platform: str, progress: Any, threads: int | None) -> dict:
-        """Run the remaining frames on ``threads`` CPU threads, updating ``progress``; return this replica's figures."""
+    def run(self, platform: str, progress: Any, threads: int | None, interrupted: Any) -> dict:
+        """Run the remaining frames on ``threads`` CPU threads, updating ``progress``; return this replica's figures.
+
+        Once ``interrupted`` (an event: ``is_set()``) is set, the frames so far are saved with a
+        checkpoint at the end of the frame under way and ``KeyboardInterrupt`` is raised.
+        """
         velocity_seed, integrator_seed, barostat_seed, start_seed = _replica_seeds(self.settings.seed, self.replica)
         integrator = _make_integrator(self.settings, integrator_seed)
         system, constant_volume = _replica_systems(self.md_system.system, barostat_seed)
@@ -579,14 +585,18 @@ class _Replica:
             start = make_context(constant_volume, _make_integrator(self.settings, start_seed), platform, threads)
         self._start(context, platform, frames, start, velocity_seed)
         del start  # the equilibration's context: its memory and threads are not needed in production
+        if interrupted.is_set():
+            raise KeyboardInterrupt  # the start (minimisation, equilibration) is checkpointed
         start = last_save = time.perf_counter()
         first_frame = unsaved = len(frames)
         for _ in range(first_frame, self.settings.n_frames):
             self._record_frame(context, integrator, frames)
             progress.update(1)
-            if time.perf_counter() - last_save >= self.settings.checkpoint_seconds:
+            if interrupted.is_set() or time.perf_counter() - last_save >= self.settings.checkpoint_seconds:
                 self._save(context, platform, frames)
                 last_save, unsaved = time.perf_counter(), len(frames)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
         if len(frames) != unsaved:
             self._save(context, platform, frames)
         return self._figures(platform, frames, first_frame, time.perf_counter() - start)
@@ -626,10 +636,11 @@ def _run_replica(
     platform: str,
     threads: int | None,
     progress: Any,
+    stop: Any,
 ) -> dict:
-    """One replica in a worker process (the parent checked its checkpoint already)."""
+    """One replica in a worker process (the parent checked its checkpoint already; ``stop`` is its Ctrl-C)."""
     with divergence_as_error(settings):
-        return _Replica(md_system, folder, settings, replica, atoms).run(platform, progress, threads)
+        return _Replica(md_system, folder, settings, replica, atoms).run(platform, progress, threads, stop)
 
 
 def run_simulation(
@@ -752,8 +763,8 @@ def _run_replicas(runs: list[_Replica], platform: str, threads: int | None, jobs
     ) as bar:
         unfinished = sum(run.frames_done < settings.n_frames for run in runs)
         if min(jobs, unfinished) <= 1:
-            with divergence_as_error(settings):
-                return [run.run(platform, bar, threads) for run in runs]
+            with divergence_as_error(settings), sigint_held() as interrupted:
+                return [run.run(platform, bar, threads, interrupted) for run in runs]
         calls = [(md_system, run.traj_path.parent, settings, run.replica, run.atoms, platform, threads) for run in runs]
         return run_in_processes(_run_replica, calls, jobs, bar)
 

@@ -23,22 +23,19 @@ F(phi > 0) - F(phi <= 0) is given only when phi entered both core sets, with a s
 blocks of the run (:func:`phi_free_energy_difference`).
 
 Ctrl-C (SIGINT) is held until the end of the report interval under way, where a checkpoint is
-written and ``KeyboardInterrupt`` raised: raised inside a learned CV's ``openmm.PythonForce``
-callback it would reach the caller as an ``OpenMMException`` and lose the interval's state.
+written and ``KeyboardInterrupt`` raised (:mod:`neuralct.md.interrupt`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import math
-import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,6 +54,7 @@ from ..analysis.reweighting import (
 )
 from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
+from ..md.interrupt import sigint_held
 from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import (
     barostat_index,
@@ -521,7 +519,7 @@ def run_metadynamics(
     earlier = settings.earlier_bias
     start_bias = None if earlier is None else _earlier_bias(*earlier, settings.separate_biases, *variables[1:])
     run = _MetadynamicsRun(md_system, folder, settings, torsions, platform, cv_force, *variables, start_bias=start_bias)
-    with _sigint_held() as interrupted:
+    with sigint_held() as interrupted:
         run.start_or_resume(interrupted)
         timing = run.run_reports(interrupted, progress)
     return run.write_results(timing)
@@ -883,24 +881,6 @@ def _simulation(md_system: Any, integrator: Any, platform: str, threads: int | N
         raise NeuralCTError(
             f"OpenMM platform {platform} cannot run this system ({first_line(exc)}); choose another `platform`"
         ) from None
-
-
-@contextlib.contextmanager
-def _sigint_held() -> Iterator[threading.Event]:
-    """Turn SIGINT (Ctrl-C) into a flag that the MD loop acts on between report intervals.
-
-    Only the main thread receives signals, and a process that ignores SIGINT keeps ignoring it:
-    there the flag is never set.
-    """
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield interrupted
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _advance(

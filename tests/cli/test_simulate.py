@@ -313,3 +313,51 @@ def test_train_reads_the_replicas_of_a_job_array_together(tmp_path):
     assert main(["train", *paths, *small, "--output", str(tmp_path / "model")]) == 0
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["trajectories"] == paths and summary["frames"] == 120
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_saves_every_running_replica_at_its_frame_under_way_and_starts_no_other(tmp_path, jobs):
+    """SIGINT to the whole command (as a terminal sends it): exit 130 in one line; the frames since the
+    last checkpoint are kept (checkpoints are 1000 s apart here); a replica not yet begun never starts; the
+    rerun completes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from neuralct.io import ArrayCheckpoint
+
+    out = tmp_path / "interrupted"
+    command = ["simulate", "alanine-dipeptide", "--length-ns", "0.4", "--report-ps", "0.8", "--replicas", "3"]
+    command += ["--jobs", jobs, "--platform", "Reference", "--checkpoint-seconds", "1000", "--no-progress"]
+    command += ["--equilibration-ps", "1", "--output", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "neuralct", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    running = int(jobs)
+    deadline = time.time() + 120
+    while len(list(out.glob("replica-*.chk.npz"))) < running and run.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # into production: a replica runs 200,000 steps, 2-4 s on the Reference platform
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and err.strip() == "neuralct simulate: interrupted; rerun the same command to resume"
+    for replica in range(3):
+        trajectory, checkpoint = out / f"replica-00{replica}.nc", out / f"replica-00{replica}.chk.npz"
+        if replica >= running:
+            assert not trajectory.exists() and not checkpoint.exists()
+            continue
+        frames = len(read_netcdf(trajectory).time_ps)
+        assert 0 < frames < 500 and ArrayCheckpoint.load(checkpoint, {"frames": int}, "")["frames"] == frames
+    assert main([*command, "--jobs", "1"]) == 0  # the number of jobs does not change the frames
+    for replica in range(3):
+        times = read_netcdf(out / f"replica-00{replica}.nc").time_ps
+        assert np.allclose(times, 0.8 * np.arange(1, 501), atol=1e-4)

@@ -197,9 +197,8 @@ from concurrent.futures import ProcessPoolExecutor
 from neuralct.md import replicas
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        1, mp_context=context, initializer=replicas._start_worker, initargs=(context.Queue(), os.getpid())
-    ) as pool:
+    arguments = (context.Queue(), os.getpid(), context.Event())
+    with ProcessPoolExecutor(1, mp_context=context, initializer=replicas._start_worker, initargs=arguments) as pool:
         pool.submit(time.sleep, 0.01).result()
         print(*pool._processes, flush=True)
         time.sleep(60)
@@ -258,7 +257,7 @@ class _Tally:
         self.frames += n
 
 
-def _record_frames(frames, tag, progress):
+def _record_frames(frames, tag, progress, stop):
     for _ in range(frames):
         progress.update(1)
     return tag, os.getpid()
