@@ -209,3 +209,19 @@ def test_coupling_stack_backward_pass_matches_finite_differences(inverse, depth)
         return _StackMomentumLift.apply(stack, inverse, *tensors)
 
     assert torch.autograd.gradcheck(lift, (u, m, *parameters))
+
+
+@pytest.mark.parametrize("kind", ["linear", "linear-point"])
+def test_a_linear_map_set_up_in_float32_round_trips_exactly_once_cast_to_float64(kind):
+    """The base rotation set in float32 is orthogonal only to its rounding: its inverse is solved for."""
+    flow = make(kind).float()
+    data = torch.randn(200, 2 * DIM) * torch.tensor([3.0, 1.0, 0.3] * 2) @ torch.linalg.qr(torch.randn(6, 6))[0]
+    flow.initialize(data.float())
+    randomize(flow)
+    flow.double()
+    assert (flow.base.T @ flow.base - torch.eye(2 * DIM)).abs().max() > 1e-9  # the float32 rounding is there
+    x = torch.randn(64, 2 * DIM)
+    assert (flow.inverse(flow(x)[0])[0] - x).abs().max() <= 1e-12
+    if kind == "linear-point":
+        q = x[:, :DIM]
+        assert (flow.configuration_inverse(flow.configuration_forward(q)[0])[0] - q).abs().max() <= 1e-12
