@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -258,25 +259,58 @@ class NeuralCanonicalTransformation(nn.Module):
         """Relaxation times of the latent modes, shape (n,), longest first (``time_unit``); None without dynamics."""
         return None if self.dynamics is None else self._unsorted_relaxation_times()[self.mode_order()]
 
+    def _points(self, name: str, value: Any) -> tuple[torch.Tensor, bool]:
+        """``value`` (a tensor, array or list of shape (batch, n) or (n,)) as a (batch, n) tensor of the
+        model's dtype and device, and whether it was one point (n,).
+
+        Raises
+        ------
+        NeuralCTError
+            If its last axis is not the model's ``dim`` or it has more than two axes.
+        """
+        tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=float))
+        if tensor.ndim not in (1, 2) or tensor.shape[-1] != self.dim:
+            raise NeuralCTError(
+                f"`{name}` has shape {tuple(tensor.shape)}; this model takes ({self.dim},) or (batch, {self.dim})"
+            )
+        tensor = tensor.to(dtype=self.masses.dtype, device=self.masses.device)
+        return (tensor.unsqueeze(0), True) if tensor.ndim == 1 else (tensor, False)
+
     def encode(self, q: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Canonical latent variables ``(Q, P)``, each (batch, n), slowest mode first."""
-        z, _ = self.flow(self.to_reduced(q, p))
+        """Canonical latent variables ``(Q, P)``, each (batch, n), slowest mode first.
+
+        ``q`` and ``p`` (physical units), each (batch, n) or (n,) (then ``Q`` and ``P`` are (n,)),
+        are taken in the model's dtype and device. The map is exactly symplectic in reduced units:
+        its Jacobian ``M`` obeys ``M^T J M = J / (kT tau)`` in physical ones (see the class).
+        """
+        (q, single), (p, _) = self._points("q", q), self._points("p", p)
+        z, _ = self.flow(self.to_reduced(*torch.broadcast_tensors(q, p)))
         Q, P = split_phase_space(z)
         order = self.mode_order()
-        return Q[..., order], P[..., order]
+        Q, P = Q[..., order], P[..., order]
+        return (Q[0], P[0]) if single else (Q, P)
 
     def decode(self, Q: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inverse of :meth:`encode`: latent ``(Q, P)`` (slowest first) to physical ``(q, p)``."""
+        """Inverse of :meth:`encode`: latent ``(Q, P)`` (slowest first) to physical ``(q, p)``, same shapes."""
+        (Q, single), (P, _) = self._points("Q", Q), self._points("P", P)
+        Q, P = torch.broadcast_tensors(Q, P)
         inverse_order = torch.argsort(self.mode_order())
         x, _ = self.flow.inverse(join_phase_space(Q[..., inverse_order], P[..., inverse_order]))
-        return self.from_reduced(x)
+        q, p = self.from_reduced(x)
+        return (q[0], p[0]) if single else (q, p)
 
     def cv(self, q: torch.Tensor, k: int | None = None, p: torch.Tensor | None = None) -> torch.Tensor:
-        """Collective variables: the ``k`` slowest latent positions ``Q``, shape (batch, k).
+        """Collective variables: the ``k`` slowest latent positions ``Q``, shape (batch, k) ((k,) for one point).
 
         For a flow made of point transformations ``Q`` depends on ``q`` alone and ``p`` is
-        not needed; a flow with momentum-mixing layers needs ``p`` too.
+        not needed; a flow with momentum-mixing layers needs ``p`` too. ``k`` is 1 to ``dim``
+        (default: all).
         """
+        if k is not None:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.dim:
+                raise NeuralCTError(f"`k` is {k!r}; give a whole number from 1 to {self.dim}, the model's dimension")
+            k = int(k)
+        q, single = self._points("q", q)
         if self.flow.acts_on_configuration:
             Q, _ = self.flow.configuration_forward((q - self.position_offset) * self.position_scale())
             Q = Q[..., self.mode_order()]
@@ -284,7 +318,8 @@ class NeuralCanonicalTransformation(nn.Module):
             raise NeuralCTError("this model mixes positions and momenta (linear or continuous layers): pass p to cv()")
         else:
             Q, _ = self.encode(q, p)
-        return Q if k is None else Q[..., :k]
+        Q = Q if k is None else Q[..., :k]
+        return Q[0] if single else Q
 
     def require_configuration_flow(self) -> None:
         """Raise a one-line error unless the flow maps configurations to latent positions (point transformations)."""
@@ -327,8 +362,10 @@ class NeuralCanonicalTransformation(nn.Module):
         return q_r / scale + self.position_offset, logdet + frequency_logdet - scale.log().sum()
 
     def log_prob(self, q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """``ln rho(q, p)`` in physical units, shape (batch,)."""
-        return self.log_prob_reduced(self.to_reduced(q, p)) + self.reduction_log_det()
+        """``ln rho(q, p)`` in physical units, shape (batch,) (a scalar for one point (n,))."""
+        (q, single), (p, _) = self._points("q", q), self._points("p", p)
+        log_prob = self.log_prob_reduced(self.to_reduced(*torch.broadcast_tensors(q, p))) + self.reduction_log_det()
+        return log_prob[0] if single else log_prob
 
     def log_prob_reduced(self, x: torch.Tensor) -> torch.Tensor:
         """``ln rho`` of reduced phase-space points (batch, 2n): no Jacobian, T is canonical."""
@@ -646,6 +683,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> NeuralC
         If the file is missing, unreadable, damaged, altered or not a neuralct model.
     """
     path = Path(path)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise NeuralCTError(f"device {device!r} is not a torch device; give 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NeuralCTError(f"device {str(device)!r}: this torch sees no CUDA GPU; load the model on 'cpu'")
     if not path.is_file():
         raise NeuralCTError(f"model file {path} does not exist")
     try:

@@ -94,6 +94,45 @@ def test_cv_is_a_function_of_positions_for_point_models():
     assert torch.allclose(mixed.cv(q, p=p), mixed.encode(q, p)[0])
 
 
+def test_the_api_takes_one_point_arrays_and_other_dtypes_and_refuses_other_widths(tmp_path):
+    """A notebook user's inputs: one point (n,), numpy arrays, float32 data for a float64 model and the
+    reverse; a width of 1 would broadcast against the model's n coordinates, so it is refused."""
+    import numpy as np
+
+    model = random_model(POINT)
+    q, p = torch.randn(4, N), torch.randn(4, N)
+    Q, P = model.encode(q, p)
+    one_Q, one_P = model.encode(q[0], p[0])
+    assert one_Q.shape == (N,) and torch.equal(one_Q, Q[0]) and torch.equal(one_P, P[0])
+    assert model.log_prob(q[0], p[0]).shape == () and torch.equal(model.log_prob(q[0], p[0]), model.log_prob(q, p)[0])
+    assert torch.equal(model.cv(q[0], k=2), model.cv(q, k=2)[0])
+    assert torch.allclose(torch.stack(model.decode(one_Q, one_P)), torch.stack([q[0], p[0]]), atol=1e-10)
+    assert torch.equal(model.cv(q.numpy()), model.cv(q)) and torch.equal(model.cv(q.tolist()), model.cv(q))
+    # Gradients through one point: the Jacobian of the CVs in positions.
+    jacobian = torch.autograd.functional.jacobian(lambda x: model.cv(x), q[0])
+    assert torch.allclose(
+        jacobian[:, 0], (model.cv(q[0] + torch.tensor([1e-6, 0, 0])) - model.cv(q[0])) / 1e-6, atol=1e-4
+    )
+    single = random_model(POINT).float()
+    assert single.cv(q).dtype == torch.float32 and torch.allclose(single.cv(q), single.cv(q.float()))
+    assert model.cv(q.float()).dtype == torch.float64
+    for call in (lambda: model.cv(torch.zeros(3, 1)), lambda: model.encode(torch.zeros(3, 1), p)):
+        with pytest.raises(NeuralCTError, match=r"^`q` has shape \(3, 1\); this model takes \(3,\) or \(batch, 3\)$"):
+            call()
+    with pytest.raises(NeuralCTError, match=r"^`P` has shape \(2, 2, 3\)"):
+        model.decode(Q, torch.zeros(2, 2, N))
+    for k in (0, N + 1, -1, 1.5, True):
+        with pytest.raises(NeuralCTError, match=f"give a whole number from 1 to {N}"):
+            model.cv(q, k=k)
+    assert torch.equal(model.cv(q, k=np.int64(2)), model.cv(q, k=2))
+    if not torch.cuda.is_available():
+        model.save(tmp_path / "model.pt")
+        with pytest.raises(NeuralCTError, match="this torch sees no CUDA GPU; load the model on 'cpu'"):
+            neuralct.load(tmp_path / "model.pt", device="cuda")
+    with pytest.raises(NeuralCTError, match="is not a torch device"):
+        neuralct.load(tmp_path / "model.pt", device="gpu0")
+
+
 def test_samples_follow_the_model_density():
     """Samples of a linear model have the covariance its density says."""
     model = random_model([{"type": "linear"}])
