@@ -38,10 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 only on success)."""
-    from .options import apply_config
+    from .options import apply_config, config_positionals
 
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    config_positionals(parser, argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed, one line), --help or --version

@@ -222,6 +222,50 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
     raise KeyError(command)
 
 
+def config_positionals(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Let the inputs that a ``--config`` file names (MODEL, TRAJ, SYSTEM) be left off the command line.
+
+    Every run saves its options, inputs included, as ``config.yaml``: ``neuralct COMMAND --config
+    RUN/config.yaml --output NEW`` replays it. A positional the file gives becomes optional with
+    the file's value as its default; one given on the command line wins, as every option does. A
+    file that cannot be read is left to :func:`apply_config`, which says what is wrong with it.
+    """
+    words = list(argv)
+    if not words or words[0] not in _subcommands(parser):
+        return
+    path = next(
+        (
+            word.split("=", 1)[1] if word.startswith("--config=") else words[i + 1]
+            for i, word in enumerate(words)
+            if word.startswith("--config=") or (word == "--config" and i + 1 < len(words))
+        ),
+        None,
+    )
+    if path is None:
+        return
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return
+    if not isinstance(values, dict):
+        return
+    for action in _subparser(parser, words[0])._actions:
+        if action.option_strings or values.get(action.dest) is None:
+            continue
+        try:
+            default = _config_value(action, values[action.dest], "")
+        except NeuralCTError:
+            continue
+        action.nargs = {None: "?", "+": "*"}.get(action.nargs, action.nargs)
+        action.default = default
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return {
+        name for action in parser._actions if isinstance(action, argparse._SubParsersAction) for name in action.choices
+    }
+
+
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]) -> argparse.Namespace:
     """Merge a ``--config`` YAML file, and the options set by a preset flag (:func:`add_preset`), under the
     command-line options.

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+import neuralct.cli.options
 import neuralct.cli.runs
 from neuralct.cli import build_parser, main
 from neuralct.cli.options import NUMERIC_TYPES, apply_config
@@ -405,3 +406,39 @@ def test_config_values_follow_the_command_line_rule_whatever_their_yaml_type(tmp
                 action.dest,
                 value,
             )
+
+
+@pytest.mark.parametrize("command", [*POSITIONALS, "train"])
+def test_a_saved_config_names_the_inputs_and_the_command_line_wins(tmp_path, command):
+    """`neuralct COMMAND --config RUN/config.yaml` needs no inputs on the command line: the file's are taken."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    positionals = [action for action in sub._actions if not action.option_strings]
+    values = {
+        action.dest: (["a.nc", "b.nc"] if action.nargs in ("+", "*") else f"{action.dest}.file")
+        for action in positionals
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(values))
+    argv = [command, "--config", str(config)]
+    neuralct.cli.options.config_positionals(parser, argv)
+    args = apply_config(parser, parser.parse_args(argv), argv)
+    assert {dest: getattr(args, dest) for dest in values} == values
+    if positionals and positionals[0].nargs is None:
+        # A value given on the command line replaces the file's.
+        parser = build_parser()
+        argv = [command, "other.file", "--config", str(config)]
+        neuralct.cli.options.config_positionals(parser, argv)
+        assert getattr(apply_config(parser, parser.parse_args(argv), argv), positionals[0].dest) == "other.file"
+
+
+def test_a_run_replays_from_its_saved_config_alone(inputs, tmp_path):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert (
+        main(["analyze", inputs["model"], *inputs["paths"], "--lag-ps", "1", "--no-progress", "--output", str(first)])
+        == 0
+    )
+    assert main(["analyze", "--config", str(first / "config.yaml"), "--output", str(again)]) == 0
+    written = sorted(path.name for path in first.glob("*.colvar"))
+    assert written and written == sorted(path.name for path in again.glob("*.colvar"))
+    assert all((first / name).read_bytes() == (again / name).read_bytes() for name in written)
