@@ -14,6 +14,7 @@ from .options import (
     positive_fraction,
     positive_int,
     positive_int_or_auto,
+    print_warning,
     result_settings,
     save_resolved_config,
 )
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the inputs, then run (or resume) metadynamics into ``args.output``."""
     import torch
 
-    from ..workflows.bias import run_metadynamics
+    from ..workflows.bias import DEPOSITION_SETTINGS, BiasSettings, run_metadynamics
     from .runs import RunFolder
 
     # One torch thread: the CV of one small molecule is latency-bound, and MD runs beside it.
@@ -216,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
     model, md_system = _model_and_system(args)
     settings = _settings(args, md_system, model if args.cv == "learned" else None)
     settings.validate()
+    if settings.frozen_bias_from is not None:
+        unused = [name for name in DEPOSITION_SETTINGS if getattr(settings, name) != getattr(BiasSettings(), name)]
+        if unused:
+            flags = " and ".join("--" + name.replace("_", "-") for name in unused)
+            print_warning(f"{flags} shape the Gaussians deposited; under a frozen bias none is, so they do nothing")
     _check_biased_cvs(model, md_system, settings)
     # The platform, threads and CV force change how fast the run goes, not what it samples.
     ignore = ["model", "checkpoint_seconds", "platform", "threads", "cv_force", "include_dir"]

@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     }
     inputs = [*system_files(args), *(args.data or ()), *([args.top] if args.top else [])]
     # A finished rerun skips every step and writes the summary and config again.
-    rebuilt = ("config.yaml", "summary.json", "free-energy/*")
+    rebuilt = ("config.yaml", "summary.json", "free-energy/*", "export/*")
     with RunFolder(
         args.output, "explore", identity, inputs=inputs, overwrite=args.overwrite, rebuilt=rebuilt
     ) as folder:

@@ -113,6 +113,10 @@ _CHECKPOINT_ENTRIES = {
 }
 
 
+#: Settings of the Gaussians deposited: they do nothing under a frozen bias.
+DEPOSITION_SETTINGS = ("height_kj", "bias_factor", "pace_ps")
+
+
 @dataclass
 class BiasSettings:
     """Settings of one ``neuralct bias`` run (OpenMM units: K, ns, fs, ps, kJ/mol).

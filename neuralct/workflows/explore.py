@@ -619,8 +619,8 @@ def _after_metadynamics(
     """
     torsions, ended = biased["phi_torsions"], biased.get("ended_early")
     if ended is not None:
-        reason = f"the round ended early ({ended}): a CV is learned from its frames"
-        return NextStep.RETRAIN, StoppingVerdict(False, reason)
+        then = "no round is left to learn a CV from its frames" if last_round else "a CV is learned from its frames"
+        return NextStep.RETRAIN, StoppingVerdict(False, f"the round ended early ({ended}): {then}")
     if not torsions:
         return NextStep.RETRAIN, StoppingVerdict(False, "no states defined: the molecule has no backbone phi")
     if _drives_every_phi(torsions, settings.freeze_rate_per_ns):
@@ -994,14 +994,12 @@ def _pooled_phi_figures(
 def _export(model: NeuralCanonicalTransformation, model_path: str, folder: Path) -> dict[str, Any]:
     """The model's CVs exported into ``folder`` as ``neuralct export`` writes them (its default 2 CVs); the manifest.
 
-    An export finished earlier (its ``summary.json`` written) is read back.
+    Written again by every run (a few seconds), so a rerun restores an export file deleted or edited.
     """
     from ..export import export_cvs, write_export_summary
 
-    if not (folder / "manifest.json").exists():
-        start = time.perf_counter()
-        export_cvs(model, folder, 2, model_path=model_path)
-        write_export_summary(folder, {"export_seconds": time.perf_counter() - start})
-    elif not (folder / "summary.json").exists():
-        write_export_summary(folder, {})
+    start = time.perf_counter()
+    (folder / "manifest.json").unlink(missing_ok=True)  # the files it lists are written again, atomically
+    export_cvs(model, folder, 2, model_path=model_path)
+    write_export_summary(folder, {"export_seconds": time.perf_counter() - start})
     return json.loads((folder / "manifest.json").read_text())

@@ -51,6 +51,11 @@ def test_explore_runs_the_loop_and_prints_a_line_per_round_and_the_result(tmp_pa
     assert summary["final_model"] == str(out / "round-0" / "model" / "model.pt")
     for name in ("round-0/md/replica-001.nc", "round-1/bias/COLVAR", "export/manifest.json", "config.yaml"):
         assert (out / name).exists(), name
+    # A finished run's rerun restores what it writes again: the export and the pooled free energy.
+    colvar = (out / "round-1" / "bias" / "COLVAR").read_bytes()
+    (out / "export" / "cv1.pt").unlink()
+    assert main([*TINY, "--output", str(out)]) == 0
+    assert (out / "export" / "cv1.pt").is_file() and (out / "round-1" / "bias" / "COLVAR").read_bytes() == colvar
 
 
 @pytest.mark.parametrize(

@@ -295,7 +295,12 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     assert bias.max() > 1.0  # eight Gaussians deposited
     command = ["bias", str(model_path), *grid, *SHORT, *FRAMES, "--seed", "3", "--frozen-bias", str(first)]
     assert main([*command, "--output", str(frozen)]) == 0
-    assert f"ns biased on cv1 (the frozen bias of {first}, exact weights): " in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"ns biased on cv1 (the frozen bias of {first}, exact weights): " in printed.out
+    # The first run's command with --frozen-bias added runs; its deposition pace is said to do nothing.
+    assert printed.err.strip() == (
+        "warning: --pace-ps shape the Gaussians deposited; under a frozen bias none is, so they do nothing"
+    )
     # Nothing deposited: the grid is the earlier run's, to the bit.
     assert np.array_equal(np.load(frozen / "bias.npy"), bias)
     summary = json.loads((frozen / "summary.json").read_text())

@@ -424,6 +424,16 @@ def test_a_round_that_breaks_down_ends_there_and_its_frames_before_it_train_the_
     assert summary["rounds"][2]["ended_early"] is None
 
 
+def test_the_verdict_on_a_last_round_that_ended_early_promises_no_cv_learned_after_it():
+    from neuralct.workflows.explore import _after_metadynamics
+
+    biased = {"phi_torsions": {}, "ended_early": "cv1 left its grid after 4 reports"}
+    for last, then in ((False, "a CV is learned from its frames"), (True, "no round is left to learn a CV from")):
+        _, verdict = _after_metadynamics(biased, ExploreSettings(**TINY), last_round=last)
+        assert not verdict.converged and verdict.reason.startswith("the round ended early (cv1 left its grid after 4")
+        assert then in verdict.reason
+
+
 def test_a_round_that_breaks_down_with_too_few_frames_to_learn_from_stops_the_loop(tmp_path, monkeypatch):
     _breaking_down_at(monkeypatch, 5)
     with pytest.raises(NeuralCTError) as error:
