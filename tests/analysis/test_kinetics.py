@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 from neuralct.analysis.kinetics import (
+    OSCILLATION_SIGNIFICANCE,
+    autocorrelation,
     compare_vamp2,
+    cv_kinetics,
     implied_timescales,
+    mean_and_standard_error,
     msm_implied_timescale,
     split_blocks,
     tica_spectrum,
@@ -112,6 +116,42 @@ def test_the_cv_report_flags_the_oscillation_and_gives_timescales_next_to_tica(m
         no_time["learned_cvs"]["vamp2_standard_error"] is None
         and no_time["learned_minus_tica"]["standard_error"] is None
     )
+
+
+def test_the_standard_error_of_block_scores_is_the_sample_deviation_over_root_n():
+    """Scores 1, 2, 3, 4: sample variance 5/3 (n - 1 in the denominator), standard error sqrt(5/3) / 2."""
+    result = mean_and_standard_error(np.array([1.0, 2.0, 3.0, 4.0]))
+    assert result["mean"] == 2.5
+    assert result["standard_error"] == pytest.approx(math.sqrt(5 / 3) / 2, rel=1e-12)
+    assert result["standard_error"] == pytest.approx(0.6454972243679028, rel=1e-12)
+
+
+def test_the_autocorrelation_pairs_frames_within_one_trajectory_only():
+    """Trajectories 0, 1, 2 and 10, 11, 12 at lag 1: pooled mean 6 and variance 154/6, pairs (0,1), (1,2), (10,11),
+    (11,12) only (not 2 then 10), so the autocorrelation is 25 / (154/6) = 75/77."""
+    series = [np.array([[0.0], [1.0], [2.0]]), np.array([[10.0], [11.0], [12.0]])]
+    assert autocorrelation(series, 1)[0] == pytest.approx(75 / 77, rel=1e-12)
+    # At lag 2 one pair per trajectory: ((-6)(-4) + (4)(6)) / 2 / (154/6).
+    assert autocorrelation(series, 2)[0] == pytest.approx(24 / (154 / 6), rel=1e-12)
+
+
+def test_a_negative_autocorrelation_at_the_first_lag_is_judged_by_the_white_noise_error():
+    """Bartlett's variance of r_k sums r_j^2 over the shorter lags j < k only: at the first lag the sum is empty and
+    the error is white noise's 1 / sqrt(pairs). The pattern 1, -1, 0, 0 repeated 11 times has r_1 = -22/43 over 43
+    pairs, 3.35 such errors below zero: it oscillates. (Counting r_1 itself, the error would be
+    sqrt(1 + 2 r_1^2) = 1.23 times larger and r_1 only 2.7 of them below zero.)"""
+    series = np.tile([1.0, -1.0, 0.0, 0.0], 11)[:, None]
+    kinetics = cv_kinetics([series], lag_frames=1, time_step_ps=None)
+    assert kinetics["lags_frames"] == [1.0, 2.0] and kinetics["pairs"] == [43, 42]
+    r = kinetics["cvs"][0]["autocorrelation"]
+    assert r[0] == pytest.approx(-22 / 43, rel=1e-12) and r[1] == pytest.approx(0.0, abs=1e-12)
+    white_noise_error = 1 / math.sqrt(43)
+    assert (
+        -r[0] / white_noise_error
+        > OSCILLATION_SIGNIFICANCE
+        > -r[0] / (white_noise_error * math.sqrt(1 + 2 * r[0] ** 2))
+    )
+    assert kinetics["cvs"][0]["oscillating"] is True
 
 
 def test_blocks_shorter_than_ten_lags_are_refused():

@@ -8,13 +8,32 @@ import pytest
 import torch
 
 import neuralct
-from neuralct.data.periodic import SpanningTree, make_whole, reduced_box, selection_tree, spanning_tree, torn_bond
+from neuralct.data.netcdf import NetCDFFrames, read_netcdf, write_netcdf
+from neuralct.data.periodic import (
+    SpanningTree,
+    box_vectors,
+    make_whole,
+    reduced_box,
+    selection_tree,
+    spanning_tree,
+    torn_bond,
+)
 from neuralct.export import NumpyCollectiveVariables, collective_variables
 
 BOXES = {
     "orthorhombic": md.utils.lengths_and_angles_to_box_vectors(2.5, 2.4, 2.6, 90.0, 90.0, 90.0),
     # a rhombic dodecahedron (xy-square), as GROMACS writes it
     "triclinic": md.utils.lengths_and_angles_to_box_vectors(2.6, 2.6, 2.6, 60.0, 60.0, 90.0),
+    # no angle a right one: b leaves the xz plane and c has every component (gamma != 90 degrees)
+    "generic": md.utils.lengths_and_angles_to_box_vectors(2.6, 2.7, 2.8, 80.0, 75.0, 65.0),
+}
+#: Edge lengths (nm) and angles (degrees) of boxes as a trajectory file stores them: BOXES' and a truncated
+#: octahedron's (GROMACS's, angles arccos(1/3) and its supplement).
+LENGTHS_AND_ANGLES = {
+    "orthorhombic": (2.5, 2.4, 2.6, 90.0, 90.0, 90.0),
+    "triclinic": (2.6, 2.6, 2.6, 60.0, 60.0, 90.0),
+    "generic": (2.6, 2.7, 2.8, 80.0, 75.0, 65.0),
+    "truncated-octahedron": (3.0, 3.0, 3.0, 70.52877936550931, 109.47122063449069, 70.52877936550931),
 }
 
 
@@ -70,6 +89,19 @@ def test_loader_export_and_mdtraj_make_the_same_whole_molecule(molecule, shape):
     np.testing.assert_allclose([fast(frame, [0, 1], box)[0] for frame in torn], expected, atol=1e-8)
     scripted = torch.jit.script(cvs)
     np.testing.assert_allclose(scripted(torch.as_tensor(torn), torch.as_tensor(box)).numpy(), expected, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", sorted(LENGTHS_AND_ANGLES))
+def test_box_vectors_from_lengths_and_angles_are_mdtrajs(shape, tmp_path):
+    """The rows a, b, c of a box given by |a|, |b|, |c|, alpha, beta, gamma are MDTraj's, also after a NetCDF file
+    (angstrom and degrees, as AMBER stores them) is written and read back."""
+    *lengths, alpha, beta, gamma = LENGTHS_AND_ANGLES[shape]
+    expected = np.array(md.utils.lengths_and_angles_to_box_vectors(*lengths, alpha, beta, gamma), dtype=np.float64)
+    np.testing.assert_allclose(box_vectors(np.array(lengths), np.array([alpha, beta, gamma])), expected, atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(expected, axis=1), lengths, rtol=1e-12)
+    frames = NetCDFFrames(np.zeros((2, 1, 3)), None, np.array([0.0, 1.0]), {}, box_vectors=np.stack([expected] * 2))
+    write_netcdf(tmp_path / "box.nc", frames)
+    np.testing.assert_allclose(read_netcdf(tmp_path / "box.nc").box_vectors, frames.box_vectors, atol=1e-9)
 
 
 def test_a_box_is_reduced_to_the_same_lattice():

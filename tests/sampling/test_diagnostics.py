@@ -223,6 +223,17 @@ def test_condition_number_of_a_singular_curvature_is_null_with_a_reason():
     assert curvature_figures(np.array([2.0, 8.0]))["condition_number"] == 4.0
 
 
+def test_split_r_hat_of_a_hand_computed_case_is_gelmans():
+    """Chains (0, 1, 2, 4) and (1, 3, 0, 2) split into halves of n = 2: means 1/2, 3 and 2, 1 with sample variance
+    B/n = 59/48, within-half variances 1/2, 2, 2, 2 with mean W = 13/8 (both with n - 1 in the denominator), and
+    R-hat = sqrt(((n - 1)/n W + B/n) / W) (Gelman et al., BDA 3rd ed., section 11.4)."""
+    series = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 0.0], [4.0, 2.0]])
+    W, B_over_n = 13 / 8, 59 / 48
+    expected = math.sqrt((0.5 * W + B_over_n) / W)
+    assert expected == pytest.approx(1.1208970766, rel=1e-10)
+    assert split_r_hat(series) == pytest.approx(expected, rel=1e-12)
+
+
 def test_chains_that_disagree_get_the_spread_between_them_as_their_error():
     """Chains stuck in four places (R-hat far above the limit): no tight error from the many samples each holds."""
     rng = np.random.default_rng(3)

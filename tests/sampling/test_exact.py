@@ -276,3 +276,16 @@ def test_the_kernel_chosen_by_auto_leaves_the_double_well_boltzmann_distribution
         moved = kernel.statistics.proposals > 0
         assert moved is (kernel is mixture.hmc or mixes)
         assert not moved or kernel.statistics.accepted > 0.05 * kernel.statistics.proposals, "the chains must move"
+
+
+def test_a_toy_potential_is_the_potential_energy_in_units_of_kt():
+    """``beta U``: a spring of constant 4 at kT = 2.5 has 4 q^2 / 2 / 2.5 = 0.2, 0.8 and 3.2 at q = 0.5, 1, -2."""
+
+    class Spring:
+        kT = 2.5
+
+        def potential(self, q):
+            return 0.5 * 4.0 * (q**2).sum(-1)
+
+    q = torch.tensor([[0.5], [1.0], [-2.0]], dtype=torch.float64)
+    assert torch.allclose(ToyPotential(Spring())(q), torch.tensor([0.2, 0.8, 3.2], dtype=torch.float64), rtol=1e-12)

@@ -307,3 +307,20 @@ def test_leapfrog_with_a_mass_matrix_is_reversible_and_volume_preserving():
         plus, minus = (torch.cat(flow((point + s)[None, :3], (point + s)[None, 3:]), 1)[0] for s in (shift, -shift))
         columns.append((plus - minus) / 2e-6)
     assert abs(float(torch.linalg.det(torch.stack(columns, 1))) - 1) < 1e-6
+
+
+def test_a_jump_is_measured_in_the_metric_of_the_mass_matrix():
+    """With masses M = L L^T the kernel is unit-mass HMC in v = L^T x: a jump dx is recorded as its acceptance
+    probability times dx^T M dx (the squared distance there), per leapfrog step of the trajectory."""
+    kernel = HamiltonianMonteCarlo(gaussian, leapfrog_steps=None, mass_matrix="curvature")
+    L = torch.tensor([[2.0, 0.0, 0.0], [0.5, 1.0, 0.0], [-1.0, 0.3, 1.5]], dtype=torch.float64)
+    kernel.mass_cholesky = L
+    M = (L @ L.T).numpy()
+    start = torch.tensor([[0.0, 0.0, 0.0], [1.0, -2.0, 0.5]], dtype=torch.float64)
+    proposal = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], dtype=torch.float64)
+    probability = torch.tensor([1.0, 0.25], dtype=torch.float64)
+    kernel._record_jump(start, proposal, probability, evaluations=2 * 4)
+    jumps = (proposal - start).numpy()
+    squared = np.array([jump @ M @ jump for jump in jumps])  # dx^T M dx: 4 and 11.485
+    expected = float((probability.numpy() * squared).mean()) / 4  # 2 chains, 4 steps each
+    assert kernel.jump_records[kernel.leapfrog_steps] == [pytest.approx(expected, rel=1e-12)]

@@ -62,6 +62,35 @@ def _warm_up(mixture, system, generator, iterations=40):
     return mixture.choice()
 
 
+def test_the_measured_correlation_of_a_trajectory_is_that_of_the_leapfrog_rotation():
+    """On N(0, I) with unit masses, L = 8 leapfrog steps of 0.1 (no jitter) rotate (x, p) by theta per step,
+    cos theta = 1 - eps^2 / 2: x' = cos(L theta) x + eps sin(L theta) / sin(theta) p, so E|x' - x|^2 per coordinate
+    is (1 - cos)^2 + eps^2 sin^2 / sin^2 theta and the correlation rho = 1 - E|x' - x|^2 / (2 var x) is 0.696
+    (cos(L eps) = 0.697 for the exact flow). Fresh draws from the flow have rho = 0."""
+
+    def potential(x):
+        return 0.5 * (x**2).sum(-1)
+
+    step, length = 0.1, 8
+    mixture = FlowMixture(
+        IndependenceMetropolis(potential),
+        HamiltonianMonteCarlo(potential, step_size=step, leapfrog_steps=length, jitter=0.0, random_length=False),
+    )
+    mixture.admit({"kish_ess_fraction": 1.0})
+    generator = torch.Generator().manual_seed(0)
+    state = ChainState.start(potential, torch.randn(256, 3, generator=generator))
+    for _ in range(50):
+        mixture.hmc.adaptation.log_step = math.log(step)  # the step stays fixed: only the correlation is measured
+        state = mixture.step(state, generator, adapt=True)
+    mixture.freeze()
+    theta = math.acos(1 - step**2 / 2)
+    cos, sin = math.cos(length * theta), math.sin(length * theta)
+    expected = 1 - ((1 - cos) ** 2 + step**2 * sin**2 / math.sin(theta) ** 2) / 2
+    assert expected == pytest.approx(0.696, abs=1e-3)
+    assert mixture.measured["hmc_correlation"] == pytest.approx(expected, abs=0.02)
+    assert mixture.measured["independence_correlation"] == pytest.approx(0.0, abs=0.02)
+
+
 def test_a_flow_close_to_the_target_mixes_independence_moves_in():
     """N(0, I) drawn for a harmonic chain of unit springs (Kish's fraction about 0.75): independence moves pay."""
     system = HarmonicChain(2, kappa=1.0)

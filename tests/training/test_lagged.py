@@ -192,6 +192,27 @@ def test_model_with_dynamics_stays_canonical_and_sorts_by_relaxation_time(tmp_pa
     assert torch.equal(loaded.frictions, model.frictions) and torch.equal(loaded.cv(q), model.cv(q))
 
 
+def test_configuration_only_pairs_draw_maxwell_boltzmann_momenta_at_the_models_temperature():
+    """Without recorded momenta the start's momenta are drawn from Maxwell-Boltzmann, p ~ N(0, m kT): at kT = 2.5
+    and masses (1, 2, 5) the reduced momenta p / sqrt(m kT), which an identity flow passes on, are N(0, I)."""
+    from neuralct.flows.base import split_phase_space
+
+    masses = torch.tensor([1.0, 2.0, 5.0])
+    model = NeuralCanonicalTransformation(
+        3, masses=masses, kT=2.5, architecture=[{"type": "linear", "point": True}], latent_dynamics=True
+    )
+    x = torch.randn(4, 6)
+    assert torch.equal(model.flow(x)[0], x)  # a linear layer not yet initialised is the identity
+    q = torch.randn(50001, 3)
+    pairs = lagged_pairs([len(q)], 1)
+    objective = LaggedLikelihood(q, None, LaggedPairs(pairs, None, 1, 1.0))
+    with torch.no_grad():
+        z0, _, _ = objective.latent_pairs(model, *objective.train_pairs, torch.Generator().manual_seed(0))
+    momenta = split_phase_space(z0)[1].numpy()
+    assert np.allclose(momenta.mean(0), 0.0, atol=0.02)
+    assert np.allclose(np.cov(momenta.T), np.eye(3), atol=0.03), np.cov(momenta.T)
+
+
 def test_model_without_dynamics_is_unchanged(tmp_path):
     model = NeuralCanonicalTransformation(3, architecture=POINT)
     assert model.dynamics is None and model.frictions is None and model.relaxation_times is None
@@ -403,6 +424,27 @@ def test_batch_vamp2_is_deeptimes_score_and_differentiable():
     fast_first = nested_vamp2(torch.tensor(x[:-1, ::-1].copy()), torch.tensor(x[1:, ::-1].copy()))
     assert slow_first.item() == pytest.approx((0.8**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
     assert fast_first.item() == pytest.approx((0.5**2 + 0.8**2 + 0.5**2) / 2, abs=0.02)
+
+
+def test_batch_vamp2_excludes_the_constant_function_so_an_offset_changes_nothing():
+    """VAMP-2 of mean-free functions: shifting x by (3, -5) and y by (-2, 7) leaves the score, and deeptime's
+    score of the shifted pairs (constant singular value 1 removed) is still 0.8^2 + 0.5^2."""
+    from deeptime.decomposition import VAMP
+
+    rng = np.random.default_rng(5)
+    c = np.array([0.8, 0.5])
+    x = np.empty((40000, 2))
+    x[0] = rng.normal(size=2)
+    for t in range(1, len(x)):
+        x[t] = c * x[t - 1] + np.sqrt(1 - c**2) * rng.normal(size=2)
+    first, second = x[:-1], x[1:]
+    shifted_first, shifted_second = first + np.array([3.0, -5.0]), second + np.array([-2.0, 7.0])
+    centred = batch_vamp2(torch.tensor(first), torch.tensor(second), ridge=0.0).item()
+    shifted = batch_vamp2(torch.tensor(shifted_first), torch.tensor(shifted_second), ridge=0.0).item()
+    assert shifted == pytest.approx(centred, abs=1e-10)
+    reference = VAMP(dim=2).fit((shifted_first, shifted_second)).fetch_model().score(r=2) - 1.0
+    assert shifted == pytest.approx(reference, abs=1e-3)
+    assert shifted == pytest.approx(0.8**2 + 0.5**2, abs=0.02)
 
 
 def test_a_vamp2_of_non_finite_cvs_is_nan_not_an_exception():

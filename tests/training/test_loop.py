@@ -149,6 +149,24 @@ def test_variational_estimate_is_exact_for_the_exact_model():
     assert estimate["effective_sample_size_fraction"] > 0.95
 
 
+def test_maximum_likelihood_draws_momenta_at_the_models_temperature():
+    """At kT = 2.5 with masses (1, 2, 5) and springs (0.5, 3, 20), the exact harmonic model's NLL with resampled
+    momenta p ~ N(0, m kT) is n ln(2 pi) - sum ln w + n for w = sqrt(k / m): each reduced momentum is N(0, 1)."""
+    kT = 2.5
+    masses, springs = torch.tensor([1.0, 2.0, 5.0]), torch.tensor([0.5, 3.0, 20.0])
+    q = torch.randn(120000, 3, generator=torch.Generator().manual_seed(0)) * torch.sqrt(kT / springs)
+    model = NeuralCanonicalTransformation(3, masses=masses, kT=kT, architecture=[{"type": "linear", "point": True}])
+    model.initialize(q[:100000])
+    w = np.sqrt((springs / masses).numpy())
+    assert np.allclose(model.frequencies.detach().numpy(), w, rtol=0.01)
+    exact_nll = 3 * np.log(2 * np.pi) - np.log(w).sum() + 3
+    objective = MaximumLikelihood(q[:100000], q[100000:])
+    assert objective.validation_loss(model) == pytest.approx(exact_nll, abs=0.05)
+    with torch.no_grad():
+        training = objective.loss(model, 20000, torch.Generator().manual_seed(1)).item()
+    assert training == pytest.approx(exact_nll, abs=0.05)
+
+
 def test_the_kept_model_is_the_lowest_validation_state(tmp_path):
     """Few frames and a flexible model overfit; the returned state is the best one seen."""
     torch.manual_seed(0)
