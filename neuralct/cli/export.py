@@ -40,6 +40,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "trajectories with a periodic box",
     )
     parser.add_argument(
+        "--system",
+        metavar="FILE",
+        help="the system the CVs will run in, as a topology or structure MDTraj reads (PDB, prmtop, psf, gro, ...; "
+        "e.g. system.pdb of a `neuralct simulate` run in water), where it holds more atoms than the model's "
+        "trajectories: the model's atoms are found in it (its solute, wherever it lies) and the files read them "
+        "there (default: the system of the model's trajectories; cv1.pt ... and cvs.pt2 refuse positions of a "
+        "system of another atom count)",
+    )
+    parser.add_argument(
         "--plumed-stride",
         type=positive_int,
         default=100,
@@ -68,12 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     model = load(args.model)
+    system = None if args.system is None else _system_topology(args.system)
     loaded = time.perf_counter()
     # Every file of an export is written again from the model, so a damaged one is restored.
-    settings = result_settings(args, ignore=["model"])
-    with RunFolder(
-        args.output, "export", settings, inputs=[args.model], overwrite=args.overwrite, rebuilt=("*",)
-    ) as folder:
+    settings = result_settings(args, ignore=["model", "system"])
+    inputs = [args.model] + ([args.system] if args.system else [])
+    with RunFolder(args.output, "export", settings, inputs=inputs, overwrite=args.overwrite, rebuilt=("*",)) as folder:
         if folder.changed_outputs:
             print(folder.restored_line("the model"))
             folder.remove_outputs()
@@ -89,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
             periodic=args.periodic,
             plumed_stride=args.plumed_stride,
             plumed_format=args.plumed_format,
+            system=system,
+            system_source=f"--system {args.system}",
         )
         done = time.perf_counter()
         write_export_summary(
@@ -99,3 +110,22 @@ def run(args: argparse.Namespace) -> int:
     ranges = ", ".join(f"{cv['name']} [{cv['range']['min']:.3g}, {cv['range']['max']:.3g}]" for cv in manifest["cvs"])
     print(f"exported {args.cvs} CV(s) to {folder.path}: {ranges}; PLUMED input {folder.path / 'plumed.dat'}")
     return 0
+
+
+def _system_topology(path: str):
+    """The ``mdtraj.Topology`` of ``--system`` (one-line errors)."""
+    from pathlib import Path
+
+    import mdtraj
+
+    from ..errors import NeuralCTError, first_line
+
+    if not Path(path).is_file():
+        raise NeuralCTError(f"--system {path} does not exist or is not a file")
+    try:
+        return mdtraj.load_topology(path)
+    except Exception as exc:  # MDTraj raises many kinds for a file it cannot read
+        raise NeuralCTError(
+            f"--system {path} cannot be read as a topology by MDTraj ({first_line(exc)}); give a PDB, prmtop, psf, "
+            "gro or another topology file MDTraj reads"
+        ) from None

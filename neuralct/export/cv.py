@@ -22,7 +22,7 @@ Pipeline for positions ``x`` of the whole system, nm:
 from __future__ import annotations
 
 import copy
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -120,6 +120,11 @@ class CollectiveVariables(nn.Module):
     float dtype, and an optional periodic box (3, 3) whose rows are the box vectors (nm);
     with a box the molecule is made whole first. It returns CVs of shape (k,) or
     (batch, k) in the input's dtype. Inside everything runs in float64.
+
+    With ``select`` the module reads the atoms ``atom_indices`` of a system of ``n_system_atoms``
+    atoms (by default the model's own: the atoms of its trajectories) and raises for positions of
+    another count: the same indices in another system (the solute in a water box that does not
+    start with it) would be other atoms. :meth:`for_system` points it at another system.
     """
 
     def __init__(self, model: NeuralCanonicalTransformation, k: int, select: bool = True):
@@ -143,6 +148,7 @@ class CollectiveVariables(nn.Module):
         self.tree_parent_slot: List[int] = [int(slot[tree.parents[i]]) for i in tree.order[1:]]
         self.register_buffer("tree_unorder", torch.as_tensor(slot))
         self.register_buffer("atom_indices", torch.tensor(molecule["atom_indices"], dtype=torch.long))
+        self.n_system_atoms = int(molecule["n_atoms"])
         self.register_buffer("masses", frame.masses.clone())
         self.register_buffer("reference", frame.reference.clone())
         self.register_buffer("basis", frame.basis.clone())
@@ -155,6 +161,13 @@ class CollectiveVariables(nn.Module):
             self.register_buffer("modes", model.mode_order()[:k].clone())
         self.layers = nn.ModuleList(layers)
         self.double()
+
+    @torch.jit.unused
+    def for_system(self, atom_indices: Sequence[int], n_system_atoms: int) -> "CollectiveVariables":
+        """Read the model's atoms at ``atom_indices`` (model order) of a system of ``n_system_atoms`` atoms; self."""
+        self.atom_indices = torch.as_tensor(np.asarray(atom_indices), dtype=torch.long)
+        self.n_system_atoms = int(n_system_atoms)
+        return self
 
     def make_whole(self, selected: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
         """Unwrap the selected atoms (batch, n, 3) across a periodic ``box`` (3, 3), nm.
@@ -191,6 +204,14 @@ class CollectiveVariables(nn.Module):
         x = positions.unsqueeze(0) if single else positions
         x = x.to(torch.float64)
         if self.select:
+            if x.shape[1] != self.n_system_atoms:
+                raise RuntimeError(
+                    "this CV reads atoms of a system of "
+                    + str(self.n_system_atoms)
+                    + " atoms, not "
+                    + str(x.shape[1])
+                    + ": export it for this system (neuralct export MODEL --system FILE)"
+                )
             x = x.index_select(1, self.atom_indices)
         if box is not None:
             x = self.make_whole(x, box.to(torch.float64))

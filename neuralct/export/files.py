@@ -192,8 +192,11 @@ def _check_plumed_print(stride: int, number_format: str) -> None:
         )
 
 
-def _plumed_input(atom_indices: list[int], walk: list[int], k: int, model_file: str, stride: int, fmt: str) -> str:
-    """``plumed.dat``: the model's atoms made whole, their positions as features, the model and a COLVAR.
+def _plumed_input(
+    atom_indices: list[int], n_system_atoms: int, walk: list[int], k: int, model_file: str, stride: int, fmt: str
+) -> str:
+    """``plumed.dat``: the model's atoms (of a system of ``n_system_atoms``) made whole, their positions as features,
+    the model and a COLVAR.
 
     ``walk`` lists positions in ``atom_indices`` along the edges of the molecule's spanning tree
     (:func:`_tree_walk`). ``POSITION`` takes ``NOPBC``: without it PLUMED returns each atom's image
@@ -202,6 +205,7 @@ def _plumed_input(atom_indices: list[int], walk: list[int], k: int, model_file: 
     serials = [i + 1 for i in atom_indices]
     lines = [
         "# The learned CVs in PLUMED (lengths in nm, PLUMED's default units).",
+        f"# The ATOM serials are those of a system of {n_system_atoms} atoms; for another, export with --system.",
         "# PYTORCH_MODEL needs PLUMED >= 2.9 built with LibTorch and its pytorch module, with $LIBTORCH the folder",
         "# of the LibTorch (or of the Python torch package) the CVs were exported with:",
         f"#   {PLUMED_BUILD}",
@@ -254,6 +258,8 @@ def export_cvs(
     periodic: bool = False,
     plumed_stride: int = 100,
     plumed_format: str = "%f",
+    system: Any = None,
+    system_source: str = "the system",
 ) -> dict[str, Any]:
     """Write the ``k`` slowest CVs of ``model`` for MD engines into ``folder``.
 
@@ -272,6 +278,14 @@ def export_cvs(
         ``PRINT STRIDE`` of ``plumed.dat``, MD steps between lines of its COLVAR.
     plumed_format : str
         ``PRINT FMT`` of ``plumed.dat``: one printf conversion of a real number (PLUMED's default ``%f``).
+    system : mdtraj.Topology, optional
+        The system the CVs will run in, where it holds more than the model's trajectories did (the
+        solute in its water box, wherever the solute lies in it): the model's atoms are found in it
+        (:func:`neuralct.model.molecular.system_atoms`) and the files read them there. Default: the
+        system of the model's trajectories. ``cvN.pt`` and ``cvs.pt2`` refuse positions of another
+        atom count; ``plumed.dat`` names the system's atom count in a comment.
+    system_source : str
+        How errors name ``system`` (its file).
 
     Raises
     ------
@@ -284,18 +298,23 @@ def export_cvs(
     dict
         The manifest.
     """
-    from ..model.molecular import molecule_description
+    from ..model.molecular import molecule_description, system_atoms
 
     folder = Path(folder)
     molecule = molecule_description(model)
     _check_plumed_print(plumed_stride, plumed_format)
     periodic = bool(periodic or molecule.get("periodic", False))
     cvs = collective_variables(model, k)
+    n_system_atoms = int(molecule["n_atoms"])
+    atom_indices = [int(i) for i in molecule["atom_indices"]]
+    if system is not None:
+        in_system = system_atoms(model, system, system_source)
+        n_system_atoms, atom_indices = int(system.n_atoms), [int(in_system[i]) for i in atom_indices]
+        cvs.for_system(atom_indices, n_system_atoms)
     if (folder / "manifest.json").exists():
         raise NeuralCTError(f"{folder} already holds an export (manifest.json); choose another folder or remove it")
     folder.mkdir(parents=True, exist_ok=True)
     ranges, range_source = cv_ranges(model, k)
-    atom_indices = [int(i) for i in molecule["atom_indices"]]
     ranked_by, figures = _cv_ranking(model, k)
     kinetics = _cv_kinetics(model, k)
     # Named like an atomic write's temporary, so that the next run into the folder removes
@@ -307,9 +326,9 @@ def export_cvs(
             _save_script(module, staging / name)
         _save_script(PlumedCV(collective_variables(model, k, select=False)), staging / "plumed_model.ptc")
         walk = _tree_walk(spanning_tree(cvs.reference.numpy()))
-        plumed = _plumed_input(atom_indices, walk, k, "plumed_model.ptc", plumed_stride, plumed_format)
+        plumed = _plumed_input(atom_indices, n_system_atoms, walk, k, "plumed_model.ptc", plumed_stride, plumed_format)
         atomic_write_text(staging / "plumed.dat", plumed)
-        _save_exported(cvs, molecule["n_atoms"], staging / "cvs.pt2")
+        _save_exported(cvs, n_system_atoms, staging / "cvs.pt2")
         files = sorted(p.name for p in staging.iterdir())
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -329,7 +348,8 @@ def export_cvs(
                 "box": "nm, rows are the box vectors",
             },
             "system": {
-                "n_atoms": int(molecule["n_atoms"]),
+                "n_atoms": n_system_atoms,
+                "source": system_source if system is not None else "the system of the model's trajectories",
                 "atom_indices": atom_indices,
                 "atom_names": list(molecule["atom_names"]),
                 "periodic": periodic,

@@ -194,7 +194,7 @@ def openmm_force(
         raise NeuralCTError(f"CV index {k} is out of range: the model has {model.dim} modes (0 to {model.dim - 1})")
     periodic = bool(system.usesPeriodicBoundaryConditions())
     if torch_force:
-        return _torch_force(model, k, periodic, indices)
+        return _torch_force(model, k, periodic, indices, system.getNumParticles())
     if model not in _SHARED:
         _SHARED[model] = (collective_variables(model, model.dim, select=False), uuid.uuid4().hex)
     cvs, key = _SHARED[model]
@@ -204,8 +204,11 @@ def openmm_force(
     return force
 
 
-def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool, particles: list[int]) -> Any:
-    """openmm-torch's ``TorchForce`` of CV ``k``, reading the system's ``particles`` (the model's selected atoms)."""
+def _torch_force(
+    model: NeuralCanonicalTransformation, k: int, periodic: bool, particles: list[int], n_particles: int
+) -> Any:
+    """openmm-torch's ``TorchForce`` of CV ``k``, reading ``particles`` (the model's selected atoms) of a system
+    of ``n_particles``."""
     try:
         import openmmtorch
     except ImportError:
@@ -216,8 +219,7 @@ def _torch_force(model: NeuralCanonicalTransformation, k: int, periodic: bool, p
     _check_torch_kernels()
     from .files import TorchForceCV
 
-    cvs = collective_variables(model, k + 1)
-    cvs.atom_indices = torch.tensor(particles, dtype=torch.long)
+    cvs = collective_variables(model, k + 1).for_system(particles, n_particles)
     force = openmmtorch.TorchForce(torch.jit.script(TorchForceCV(cvs, k, periodic)))
     force.setUsesPeriodicBoundaryConditions(periodic)
     return force

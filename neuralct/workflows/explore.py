@@ -559,7 +559,7 @@ def run_explore(
             biased_model = trained_folder / "model.pt"
         previous = estimate
     final_model = rounds[-1]["biased_model"]
-    export = _export(load(final_model), final_model, output / "export")
+    export = _export(load(final_model), final_model, output / "export", md_system)
     runs = [run for _, run in frozen_runs]
     surfaces = _frozen_surfaces(runs, output / "free-energy", settings, pairs) if runs else {}
     summary = {
@@ -991,15 +991,19 @@ def _pooled_phi_figures(
     return figures
 
 
-def _export(model: NeuralCanonicalTransformation, model_path: str, folder: Path) -> dict[str, Any]:
-    """The model's CVs exported into ``folder`` as ``neuralct export`` writes them (its default 2 CVs); the manifest.
+def _export(model: NeuralCanonicalTransformation, model_path: str, folder: Path, md_system: Any) -> dict[str, Any]:
+    """The model's CVs exported into ``folder`` as ``neuralct export`` writes them (its default 2 CVs) for the
+    loop's system (its whole box in water: the model's atoms are its solute's); the manifest.
 
     Written again by every run (a few seconds), so a rerun restores an export file deleted or edited.
     """
+    import mdtraj
+
     from ..export import export_cvs, write_export_summary
 
     start = time.perf_counter()
     (folder / "manifest.json").unlink(missing_ok=True)  # the files it lists are written again, atomically
-    export_cvs(model, folder, 2, model_path=model_path)
+    system = mdtraj.Topology.from_openmm(md_system.topology)
+    export_cvs(model, folder, 2, model_path=model_path, system=system, system_source=f"system {md_system.name}")
     write_export_summary(folder, {"export_seconds": time.perf_counter() - start})
     return json.loads((folder / "manifest.json").read_text())

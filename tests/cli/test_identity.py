@@ -55,6 +55,8 @@ NOT_IN_IDENTITY = {
 
 #: Options naming input files: they enter the identity by their content (name, size, SHA-256).
 FILE_OPTIONS = {"model", "trajectories", "top", "weights", "bias_colvar", "data"}
+#: The same for one command only (elsewhere the name is a positional naming a system).
+COMMAND_FILE_OPTIONS = {("export", "system")}
 
 #: Values that a command accepts in place of the default (where doubling it is not valid).
 OTHER_VALUES = {
@@ -284,7 +286,7 @@ def test_every_option_that_changes_a_result_enters_the_run_identity(inputs, monk
             monkeypatch.setenv(name, value)
     base = _base(command, action.dest, inputs)
     needs = [word.format(third=inputs["paths"][2]) for word in NEEDS.get((command, action.dest), [])]
-    if action.dest in FILE_OPTIONS:
+    if action.dest in FILE_OPTIONS or (command, action.dest) in COMMAND_FILE_OPTIONS:
         if not action.option_strings:
             return  # positional input files: they are the inputs themselves (checked below)
         value = inputs["paths"][0] if action.dest == "data" else inputs[action.dest]

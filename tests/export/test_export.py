@@ -417,6 +417,47 @@ def test_a_model_of_the_solute_finds_its_atoms_in_a_water_box(exported):
     assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
 
 
+def test_an_export_for_a_water_box_whose_solute_is_not_first_reads_the_solute_and_others_are_refused(
+    exported, alanine_model, tmp_path, capsys
+):
+    """Systems prepared elsewhere may list the water first: `--system` finds the solute there; an export
+    for the model's own trajectories refuses positions of another system instead of reading water atoms."""
+    from neuralct.md.systems import WaterBox
+
+    model, folder, positions, expected = exported
+    model_path = str(alanine_model[0])
+    water = build_system("alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7))
+    full = mdtraj.Topology.from_openmm(water.topology)
+    box = np.array([[v.x, v.y, v.z] for v in water.system.getDefaultPeriodicBoxVectors()])
+    solute, rest = np.arange(22), np.arange(22, full.n_atoms)
+    placed = water.positions.copy()
+    placed[:22] = _split(positions[4], box, [0, 5, 6, 7, 18])
+    # The same box with its water first and the peptide last.
+    frame = np.concatenate([placed[rest], placed[solute]])
+    system_file = tmp_path / "water-first.pdb"
+    mdtraj.Trajectory(frame[None], full.subset(rest).join(full.subset(solute))).save_pdb(str(system_file))
+    out = tmp_path / "for-the-box"
+    assert main(["export", model_path, "--system", str(system_file), "--output", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["system"]["n_atoms"] == full.n_atoms and min(manifest["system"]["atom_indices"]) == len(rest)
+    value = torch.jit.load(str(out / "cv2.pt"))(torch.tensor(frame), torch.tensor(box))
+    assert abs(value.item() - expected[4, 1]) < 1e-5
+    plumed = (out / "plumed.dat").read_text()
+    assert f"p1: POSITION NOPBC ATOM={manifest['system']['atom_indices'][0] + 1}\n" in plumed
+    assert f"those of a system of {full.n_atoms} atoms" in plumed
+    # The export for the model's own trajectories (22 atoms) refuses the water box rather than read its water.
+    with pytest.raises(Exception, match="this CV reads atoms of a system of 22 atoms, not "):
+        torch.jit.load(str(folder / "cv2.pt"))(torch.tensor(frame), torch.tensor(box))
+    # A system without the model's solute is one line, and nothing is written.
+    capsys.readouterr()
+    only_water = tmp_path / "water.pdb"
+    mdtraj.Trajectory(placed[rest][None], full.subset(rest)).save_pdb(str(only_water))
+    assert main(["export", model_path, "--system", str(only_water), "--output", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("neuralct export: error: --system") and err.count("\n") == 1, err
+    assert not (tmp_path / "no").exists()
+
+
 #: Periodic boxes (rows are the box vectors, nm, OpenMM's reduced form) narrower than the model's molecule.
 SMALL_BOXES = {
     "orthorhombic": np.diag([0.72, 0.68, 0.75]),

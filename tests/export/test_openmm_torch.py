@@ -125,6 +125,7 @@ def _solute_configurations(water_box, frame):
     }
 
 
+@pytest.mark.skipif(not hasattr(mm, "PythonForce"), reason="an OpenMM before 8.5: no PythonForce")
 def test_torch_force_and_python_force_give_the_same_cvs_and_forces_in_a_water_box(exported):
     model, _, positions, _ = exported
     water_box = build_system("alanine-dipeptide", solvent="tip3p")
