@@ -1,12 +1,33 @@
-"""Whether analysed frames look like the frames a model was trained on (structure and CV range)."""
+"""Whether analysed frames look like the frames a model was trained on (structure and CV range), or are them."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["compare_with_training", "RMSD_FACTOR", "CV_RANGE_WIDTHS", "CV_FRACTION_WARNED"]
+__all__ = [
+    "compare_with_training",
+    "frame_marks",
+    "marked_frames",
+    "RMSD_FACTOR",
+    "CV_RANGE_WIDTHS",
+    "CV_FRACTION_WARNED",
+    "MARKS_PER_TRAJECTORY",
+    "MARK_RESOLUTION",
+]
+
+#: Frames of each training trajectory whose marks a model keeps, evenly spaced from the first: a
+#: trajectory holding any of them holds training frames under another name and content (a rerun
+#: with the same seed that stopped earlier or went on longer, a copy in another float32 format).
+MARKS_PER_TRAJECTORY = 64
+
+#: The rounding of internal coordinates (sqrt(amu) nm) before a frame is marked: coarse against two
+#: computations of one frame (they differ by 1e-13 in float64), fine against two frames of MD
+#: (thermal motion moves every coordinate by 1e-2 and more between frames).
+MARK_RESOLUTION = 1e-4
 
 #: A frame is unlike the training structures when its RMSD to the model's reference exceeds this
 #: many times the largest RMSD of a training frame. Measured on alanine dipeptide (heavy atoms):
@@ -112,3 +133,26 @@ def compare_with_training(
         )
     )
     return record
+
+
+def frame_marks(features: np.ndarray) -> list[str]:
+    """A mark of each frame: the first 16 hex digits of the SHA-256 of its rounded internal coordinates.
+
+    Parameters
+    ----------
+    features : np.ndarray, shape=(n_frames, dim)
+        Internal coordinates, sqrt(amu) nm (:func:`neuralct.model.molecular.internal_coordinates`).
+
+    Returns
+    -------
+    list of str
+        One mark per frame; equal frames give equal marks.
+    """
+    rounded = np.round(np.asarray(features, dtype=np.float64) / MARK_RESOLUTION).astype(np.int64)
+    return [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in rounded]
+
+
+def marked_frames(n_frames: int) -> slice:
+    """The frames of a training trajectory of ``n_frames`` whose marks a model keeps: at most
+    :data:`MARKS_PER_TRAJECTORY`, evenly spaced from the first."""
+    return slice(None, None, max(1, math.ceil(n_frames / MARKS_PER_TRAJECTORY)))

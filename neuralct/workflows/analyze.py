@@ -37,12 +37,16 @@ def scoring_split(
     model_metadata: dict[str, Any],
     test_trajectories: int | None = None,
     blocks: int = 4,
+    marks: Sequence[set[str]] | None = None,
 ) -> dict[str, Any]:
     """Which frames fit the baselines and which are scored, so that no score uses data that trained the model.
 
     A trajectory that trained the model, or that selected its kept state (the validation
-    trajectories), is never scored: known by its path, or by its content (SHA-256) where the
-    model records it. Of the others (unseen):
+    trajectories), is never scored: known by its path, by its content (SHA-256) where the model
+    records it, or by its frames: one that holds a frame the model marked in one of those
+    trajectories (``marks``: each trajectory's :func:`~neuralct.analysis.training_match.frame_marks`)
+    holds their frames (a rerun with the same seed that stopped earlier or went on, a copy in another
+    format). Of the others (unseen):
 
     - when some given trajectories trained the model, they fit the baselines (TICA, PCA,
       the VAMP models and state classifiers) and the unseen ones are scored;
@@ -69,8 +73,16 @@ def scoring_split(
     trained |= {digests[p] for p in trained if p in digests}
     validated = set(validation or []) | {digests[p] for p in validation or [] if p in digests}
     known = [{str(Path(p).resolve())} | ({sha256(p)} if digests else set()) for p in paths]
-    in_training = [i for i, keys in enumerate(known) if keys & trained]
-    in_validation = [i for i, keys in enumerate(known) if validation is not None and keys & validated]
+    # A trajectory's frames that the model marked in each of its trajectories (by path).
+    recorded = molecule.get("frame_marks") or {}
+    shared = [
+        {path for path, kept in recorded.items() if marks is not None and marks[i] & set(kept)}
+        for i in range(len(paths))
+    ]
+    in_training = [i for i, keys in enumerate(known) if keys & trained or shared[i] & trained]
+    in_validation = [
+        i for i, keys in enumerate(known) if validation is not None and (keys & validated or shared[i] & validated)
+    ]
     unseen = [i for i in range(len(paths)) if i not in in_training and i not in in_validation]
     if not 2 <= blocks <= 100:
         raise NeuralCTError(f"`blocks` must be between 2 and 100, got {blocks}")
@@ -81,6 +93,13 @@ def scoring_split(
         else ("not recorded in this model file: a given trajectory that validated the model may be scored"),
         "never_seen_by_the_model": [str(paths[i]) for i in unseen],
     }
+    by_frames = {
+        str(paths[i]): sorted(shared[i] & (trained | validated))
+        for i in in_training + in_validation
+        if not known[i] & (trained | validated)
+    }
+    if by_frames:
+        record["holds_frames_of"] = by_frames
     fit: list[Segment] = []
     if not unseen:
         record["no_scores"] = (
@@ -215,7 +234,7 @@ def analyze_trajectories(
 
     from ..analysis import dihedral_angles
     from ..analysis.kinetics import cv_kinetics
-    from ..analysis.training_match import compare_with_training
+    from ..analysis.training_match import compare_with_training, frame_marks
     from ..data import load_trajectories
     from ..data.loading import recorded_temperature
     from ..model.molecular import internal_coordinates, project_internal, selected_atoms_in
@@ -244,7 +263,10 @@ def analyze_trajectories(
         atoms = selected_atoms_in(model, data.topology, str(paths[0]))
         n_modes = min(6, model.dim) if modes is None else modes
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
-        split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks)
+        features = internal_coordinates(model, data.positions, atoms)
+        ends = np.cumsum(data.traj_lengths)
+        marks = [set(frame_marks(features[end - length : end])) for end, length in zip(ends, data.traj_lengths)]
+        split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks, marks)
         if split["scored"] and lag_ps is None and min(b - a for _, a, b in split["scored"]) < 2:
             # Single structures (a PDB) or a few frames: their CVs, but no lag to score at.
             shortest = min(b - a for _, a, b in split["scored"])
@@ -258,7 +280,6 @@ def analyze_trajectories(
         output = prepare_output_dir(output)
         bar.update()
 
-        features = internal_coordinates(model, data.positions, atoms)
         cvs = project_internal(model, features, n_modes)
         input_check = compare_with_training(model, data.positions, cvs, atoms)
         if input_check["warning"] and warn is not None:

@@ -958,8 +958,9 @@ def _record_training(
     bond constraints each training trajectory was simulated with where ``neuralct simulate`` recorded them,
     and each backbone basin's population over the frames (:func:`training_basins`).
     """
+    from ..analysis.training_match import frame_marks, marked_frames
     from ..export.cv import STEEPNESS_CVS, cv_steepness
-    from ..model.molecular import latent_ranges, solvent_kind
+    from ..model.molecular import internal_coordinates, latent_ranges, solvent_kind
     from .model_for_sampling import recorded_constraints, recorded_system_settings
 
     data, train_index = fit.data, fit.train_index
@@ -981,8 +982,16 @@ def _record_training(
     for role, index in (("training_trajectories", train_index), ("validation_trajectories", fit.valid_index)):
         frames = set(index.tolist())
         model.metadata["molecule"][role] = [path for path, start in zip(paths, starts) if start in frames]
-    # By content too, so that `analyze` knows these frames under another name (a copy, a moved folder).
+    # By content too, so that `analyze` knows these frames under another name (a copy, a moved folder),
+    # and by some of their frames (a rerun with the same seed that stopped earlier, a copy in another format).
     model.metadata["molecule"]["trajectory_sha256"] = {path: sha256(path) for path in paths}
+    own_atoms = np.arange(data.positions.shape[1])
+    model.metadata["molecule"]["frame_marks"] = {
+        path: frame_marks(
+            internal_coordinates(model, data.positions[start : start + length][marked_frames(length)], own_atoms)
+        )
+        for path, start, length in zip(paths, starts, data.traj_lengths)
+    }
     # What `neuralct sample` checks, kept in the model so that it survives the files moving (None: not recorded).
     trained_paths = model.metadata["molecule"]["training_trajectories"]
     model.metadata["molecule"]["training_constraints"] = {path: recorded_constraints(path)[0] for path in trained_paths}

@@ -93,3 +93,28 @@ def test_trajectories_of_one_name_from_two_folders_get_two_colvar_files():
         "replica-001.colvar",
     ]
     assert colvar_names(["x/a/r.nc", "y/a/r.nc"]) == ["a-r-1.colvar", "a-r-2.colvar"]
+
+
+def test_a_rerun_with_the_same_seed_is_known_by_its_frames_in_any_format(alanine_model, tmp_path):
+    """`simulate` again with the default seed gives the training frames again: a shorter run (another file,
+    another SHA-256), and its copy as a DCD, are training data, not held-out data."""
+    import json
+
+    import mdtraj
+
+    from neuralct.cli import main
+
+    model, _ = alanine_model
+    common = ["simulate", "alanine-dipeptide", "--report-ps", "0.5", "--platform", "Reference", "--no-progress"]
+    assert main([*common, "--length-ns", "0.01", "--replicas", "2", "--output", str(tmp_path / "again")]) == 0
+    assert main([*common, "--length-ns", "0.01", "--seed", "7", "--output", str(tmp_path / "other")]) == 0
+    again = sorted(str(p) for p in (tmp_path / "again").glob("replica-*.nc"))
+    top = str(tmp_path / "again" / "topology.pdb")
+    dcd = str(tmp_path / "again-000.dcd")
+    mdtraj.load(again[0], top=top).save_dcd(dcd)
+    other = str(tmp_path / "other" / "replica-000.nc")
+    assert main(["analyze", str(model), *again, dcd, other, "--top", top, "--output", str(tmp_path / "a")]) == 0
+    split = json.loads((tmp_path / "a" / "summary.json").read_text())["split"]
+    seen = split["trained_the_model"] + split["selected_the_kept_state"]
+    assert sorted(seen) == sorted([*again, dcd]) and split["never_seen_by_the_model"] == [other]
+    assert set(split["holds_frames_of"]) == {*again, dcd}
