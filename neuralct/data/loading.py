@@ -28,6 +28,7 @@ __all__ = [
     "frame_spacing",
     "topology_file",
     "solute_atom_indices",
+    "solute_heavy_atom_indices",
     "load_trajectories",
 ]
 
@@ -644,8 +645,7 @@ def _select(topology: Any, selection: str | Sequence[int], path: str) -> np.ndar
             raise NeuralCTError(f"atom indices out of range for the {topology.n_atoms} atoms of {path}")
         return indices
     if selection == "heavy":
-        solute = solute_atom_indices(topology)
-        return solute[[topology.atom(int(i)).element.symbol != "H" for i in solute]]
+        return solute_heavy_atom_indices(topology)
     query = "all" if selection == "all" else selection
     try:
         return topology.select(query)
@@ -800,6 +800,12 @@ def _refuse_external_field_toy(topology: Any, path: str) -> None:
             "field: training aligns molecules by rotating and translating them, which would remove the coordinates its "
             "potential depends on; learn its CVs with neuralct.toys (e.g. fit_toy_trajectories)"
         )
+
+
+def solute_heavy_atom_indices(topology: Any) -> np.ndarray:
+    """The atoms of selection ``heavy``: the solute's (:func:`solute_atom_indices`) that are not hydrogen, ascending."""
+    solute = solute_atom_indices(topology)
+    return solute[[topology.atom(int(i)).element.symbol != "H" for i in solute]]
 
 
 def solute_atom_indices(topology: Any) -> np.ndarray:

@@ -327,11 +327,9 @@ def _check_frames_to_train_on(settings: ExploreSettings, md_system: Any, round_f
     """Refuse rounds with fewer frames to train on than the models have coordinates (their solute's heavy atoms)."""
     import mdtraj
 
-    from ..data.loading import solute_atom_indices
+    from ..data.loading import solute_heavy_atom_indices
 
-    topology = mdtraj.Topology.from_openmm(md_system.topology)
-    heavy = sum(topology.atom(int(i)).element.symbol != "H" for i in solute_atom_indices(topology))
-    coordinates = 3 * heavy - 6
+    coordinates = 3 * len(solute_heavy_atom_indices(mdtraj.Topology.from_openmm(md_system.topology))) - 6
     if given is None:
         unbiased = (settings.replicas - 1) * settings.simulation().n_frames
         if unbiased <= coordinates:
