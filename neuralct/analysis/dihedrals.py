@@ -56,10 +56,20 @@ class Dihedral:
         return f"{self.kind} {self.residue.label}"
 
 
+def chain_label(chain: "mdtraj.core.topology.Chain") -> str:
+    """How residue labels name ``chain``: its identifier where no other chain of its topology shares it, else
+    a letter by its index (A, B, ... as OpenMM writes the chains of a PDB; the index beyond Z), so that two
+    molecules written with one chain identifier (OpenMM's Modeller gives them one) are never one."""
+    own = str(getattr(chain, "chain_id", None) or "").strip()
+    ids = [str(getattr(other, "chain_id", None) or "").strip() for other in chain.topology.chains]
+    if ids.count(own) == 1 or chain.topology.n_chains == 1:
+        return own
+    return chr(ord("A") + chain.index) if chain.index < 26 else str(chain.index)
+
+
 def _residue(topology: "mdtraj.Topology", atom: int) -> Residue:
     residue = topology.atom(int(atom)).residue
-    chain = getattr(residue.chain, "chain_id", None) or ""
-    return Residue(str(chain).strip(), int(residue.resSeq), str(residue.name))
+    return Residue(chain_label(residue.chain), int(residue.resSeq), str(residue.name))
 
 
 def find_dihedrals(topology: "mdtraj.Topology", chi: bool = False) -> list[Dihedral]:

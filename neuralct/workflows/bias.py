@@ -295,7 +295,13 @@ def _backbone_torsions(topology: Any) -> dict[str, Dihedral]:
     backbone = [d for d in find_dihedrals(mdtraj.Topology.from_openmm(topology)) if d.kind in ("phi", "psi")]
     if [d.kind for d in backbone] == ["phi", "psi"]:
         return {d.kind: d for d in backbone}
-    return {f"{d.kind}_{d.residue.label.replace(':', '_')}": d for d in backbone}
+    torsions = {f"{d.kind}_{d.residue.label.replace(':', '_')}": d for d in backbone}
+    if len(torsions) != len(backbone):
+        raise NeuralCTError(
+            "two backbone torsions of this system have one name (the same chain, residue name and number); "
+            "give its chains distinct identifiers or its residues distinct numbers"
+        )
+    return torsions
 
 
 def phi_psi_pairs(torsions: dict[str, Dihedral]) -> dict[str, str | None]:

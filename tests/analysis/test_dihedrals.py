@@ -112,3 +112,23 @@ def test_chi_angles_come_with_the_residues_that_have_them(tmp_path):
     np.testing.assert_allclose(
         dihedral_angles(traj.xyz, chi)[:, 0], dihedral(*(x[:, i] for i in chi[0].atoms)), atol=1e-5
     )
+
+
+def test_two_molecules_written_with_one_chain_identifier_are_two_residues_everywhere():
+    """OpenMM's Modeller writes added molecules with one chain identifier: each keeps its own angles and name."""
+    from neuralct.workflows.bias import _backbone_torsions
+
+    dipeptide = mdtraj.load(str(REPO / "systems" / "alanine_dipeptide.pdb")).topology
+    both = dipeptide.join(dipeptide)
+    for chain in both.chains:
+        chain.chain_id = "A"
+    dihedrals = find_dihedrals(both)
+    assert [d.name for d in dihedrals] == ["phi A:ALA2", "psi A:ALA2", "phi B:ALA2", "psi B:ALA2"]
+    assert all(atom >= dipeptide.n_atoms for d in dihedrals[2:] for atom in d.atoms)
+    torsions = _backbone_torsions(both.to_openmm())
+    assert sorted(torsions) == ["phi_A_ALA2", "phi_B_ALA2", "psi_A_ALA2", "psi_B_ALA2"]
+    assert torsions["phi_B_ALA2"].atoms == dihedrals[2].atoms
+    # Distinct identifiers are the chains' names.
+    for chain, name in zip(both.chains, "PQ"):
+        chain.chain_id = name
+    assert [d.name for d in find_dihedrals(both)][::2] == ["phi P:ALA2", "phi Q:ALA2"]
