@@ -25,9 +25,12 @@ rigid-body fit removes. Where the tree comes from:
   MDAnalysis builds from a coordinates file alone) falls back to the tree below on the first
   frame's minimum-image distances;
 - the exported CVs (:class:`neuralct.export.CollectiveVariables`, and its NumPy twin which calls
-  :func:`make_whole` here) know only the model's atoms and its reference structure, which is
-  whole: their tree is the shortest-edge spanning tree of the reference (:func:`spanning_tree`).
-  The torch version stays torch, for TorchScript in openmm-torch and PLUMED, and follows the
+  :func:`make_whole` here) know only the model's atoms, its reference structure, which is whole,
+  and which molecule each atom belongs to (:func:`molecules_of`, recorded at training): their tree
+  (:func:`model_tree`) is each molecule's shortest-edge spanning tree of the reference, with each
+  further molecule's first atom placed nearest the first atom, as the loader places it. Several
+  molecules are not one whole: how far apart they are is the loader's choice, which the CVs must
+  share. The torch version stays torch, for TorchScript in openmm-torch and PLUMED, and follows the
   same rule (tested against this module and MDTraj's ``make_molecules_whole``).
 """
 
@@ -44,6 +47,8 @@ __all__ = [
     "minimum_image",
     "make_whole",
     "spanning_tree",
+    "model_tree",
+    "molecules_of",
     "selection_tree",
     "torn_bond",
     "SPLIT_BOND_NM",
@@ -192,6 +197,46 @@ def spanning_tree(positions: np.ndarray, box: np.ndarray | None = None) -> Spann
         best = np.where(closer, distance[candidate], best)
         best_parent = np.where(closer, candidate, best_parent)
     return SpanningTree(parents)
+
+
+def model_tree(reference: np.ndarray, molecules: Any = None) -> SpanningTree:
+    """The exported CVs' tree over a model's atoms: the loader's placement of molecules (see the module docstring).
+
+    Parameters
+    ----------
+    reference : np.ndarray, shape=(n, 3)
+        The model's reference structure (whole), nm.
+    molecules : array_like of int, shape=(n,), optional
+        The molecule of each atom (:func:`molecules_of`); None: one molecule (models that do not record it).
+
+    Returns
+    -------
+    SpanningTree
+        Within each molecule the shortest-edge spanning tree of the reference, rooted at its first
+        atom; each further molecule's first atom hangs from atom 0.
+    """
+    molecules = np.zeros(len(reference), dtype=np.int64) if molecules is None else np.asarray(molecules)
+    parents = np.full(len(reference), -1)
+    for molecule in np.unique(molecules):
+        members = np.flatnonzero(molecules == molecule)
+        inner = spanning_tree(np.asarray(reference)[members]).parents
+        parents[members[inner >= 0]] = members[inner[inner >= 0]]
+        if members[0] != 0:
+            parents[members[0]] = 0
+    return SpanningTree(parents)
+
+
+def molecules_of(topology: Any, atom_indices: np.ndarray) -> list[int] | None:
+    """The molecule (bonded component of ``topology``) of each selected atom, numbered 0, 1, ... in the order
+    of the selection; None for a topology without bonds (the loader then joins the atoms by distance)."""
+    from scipy.sparse.csgraph import connected_components
+
+    if topology.n_bonds == 0:
+        return None
+    _, component = connected_components(_bond_graph(topology), directed=False)
+    _, first, numbered = np.unique(component[np.asarray(atom_indices)], return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))
+    return [int(rank[i]) for i in numbered]
 
 
 def _bond_graph(topology: Any) -> Any:

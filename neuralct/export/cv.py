@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data.frame import kabsch, quaternion_tables
-from ..data.periodic import spanning_tree
+from ..data.periodic import model_tree
 from ..errors import NeuralCTError
 from ..flows import LinearSymplectic, PointTransformation
 from ..flows.coupling import AffineCoupling, CouplingStack
@@ -139,7 +139,7 @@ class CollectiveVariables(nn.Module):
         # A copy of the flow: the module's float64 and frozen parameters must not change the model's.
         layers = [_configuration_layer(layer) for layer in copy.deepcopy(model.flow).layers]
         frame = rigid_body_frame(model)
-        tree = spanning_tree(frame.reference.numpy())
+        tree = model_tree(frame.reference.numpy(), molecule.get("molecules"))
         slot = np.argsort(tree.order)
         self.k = int(k)
         self.select = bool(select)
@@ -147,6 +147,7 @@ class CollectiveVariables(nn.Module):
         self.tree_order: List[int] = [int(i) for i in tree.order[1:]]
         self.tree_parent_slot: List[int] = [int(slot[tree.parents[i]]) for i in tree.order[1:]]
         self.register_buffer("tree_unorder", torch.as_tensor(slot))
+        self.register_buffer("tree_parents", torch.as_tensor(tree.parents))
         self.register_buffer("atom_indices", torch.tensor(molecule["atom_indices"], dtype=torch.long))
         self.n_system_atoms = int(molecule["n_atoms"])
         self.register_buffer("masses", frame.masses.clone())

@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..data.periodic import SpanningTree, spanning_tree
+from ..data.periodic import SpanningTree
 from ..errors import NeuralCTError
 from ..io import atomic_path, atomic_write_bytes, atomic_write_text, publish, sha256, write_json
 from ..model.transformation import NeuralCanonicalTransformation
@@ -325,7 +325,7 @@ def export_cvs(
         for name, module in names.items():
             _save_script(module, staging / name)
         _save_script(PlumedCV(collective_variables(model, k, select=False)), staging / "plumed_model.ptc")
-        walk = _tree_walk(spanning_tree(cvs.reference.numpy()))
+        walk = _tree_walk(SpanningTree(cvs.tree_parents.numpy()))
         plumed = _plumed_input(atom_indices, n_system_atoms, walk, k, "plumed_model.ptc", plumed_stride, plumed_format)
         atomic_write_text(staging / "plumed.dat", plumed)
         _save_exported(cvs, n_system_atoms, staging / "cvs.pt2")

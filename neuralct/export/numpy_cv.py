@@ -26,7 +26,7 @@ import torch
 from scipy.special import expit
 from torch import nn
 
-from ..data.periodic import make_whole, spanning_tree
+from ..data.periodic import SpanningTree, make_whole
 from .cv import CollectiveVariables, _Couplings, _LinearPoint
 
 __all__ = ["NumpyCollectiveVariables"]
@@ -202,7 +202,7 @@ class NumpyCollectiveVariables:
         self.position_offset = _float64_copy(cvs.position_offset)
         self.position_scale = _float64_copy(cvs.position_scale)
         self.modes = cvs.modes.numpy().copy()
-        self.tree = spanning_tree(self.reference)
+        self.tree = SpanningTree(cvs.tree_parents.numpy())
         self._identity = np.eye(len(self.position_offset))
         self.layers = [
             _Linear(layer) if isinstance(layer, _LinearPoint) else _CouplingStack(layer) for layer in cvs.layers

@@ -37,6 +37,8 @@ def molecule_metadata(data, selection: str) -> dict[str, Any]:
     selection : str
         The atom selection as the user gave it.
     """
+    from ..data.periodic import molecules_of
+
     topology = data.topology
     return {
         "kind": "molecule",
@@ -47,6 +49,8 @@ def molecule_metadata(data, selection: str) -> dict[str, Any]:
         "temperature_K": float(data.temperature),
         "frame": data.frame.state_dict(),
         "periodic": bool(data.periodic),
+        # Which molecule each selected atom belongs to: the exported CVs place molecules as the loader does.
+        "molecules": molecules_of(topology, data.atom_indices),
     }
 
 

@@ -13,6 +13,8 @@ from neuralct.data.periodic import (
     SpanningTree,
     box_vectors,
     make_whole,
+    model_tree,
+    molecules_of,
     reduced_box,
     selection_tree,
     spanning_tree,
@@ -138,6 +140,54 @@ def test_separate_molecules_join_at_their_first_selected_atoms():
     np.testing.assert_array_equal(atoms, np.arange(8))
     result = make_whole(wrapped, box, tree)
     np.testing.assert_allclose(relative(result), relative(whole), atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", sorted(BOXES))
+def test_the_exported_cvs_place_a_second_molecule_where_the_loader_does(shape):
+    """Two molecules more than half a box apart: no tree through their closest atoms (the reference's shortest
+    edges) gives the loader's placement; the model's tree (each molecule's own, joined at first atoms) does."""
+    topology = md.Topology()
+    for _ in range(2):
+        residue = topology.add_residue("MOL", topology.add_chain())
+        atoms = [topology.add_atom(f"C{i}", md.element.carbon, residue) for i in range(5)]
+        for a, b in zip(atoms, atoms[1:]):
+            topology.add_bond(a, b)
+    box = np.asarray(BOXES[shape], dtype=np.float64)
+    rng = np.random.default_rng(5)
+    chain = np.cumsum(rng.normal(scale=0.09, size=(5, 3)), axis=0)
+    # In the reference the first molecule's last atom lies next to the second's last: their closest pair.
+    reference = np.concatenate([chain, chain[::-1] + (chain[-1] - chain[0]) + [0.2, 0.0, 0.0]])
+    selected = np.array([0, 1, 3, 4, 5, 6, 8, 9])
+    molecules = molecules_of(topology, selected)
+    assert molecules == [0, 0, 0, 0, 1, 1, 1, 1]
+    tree = model_tree(reference[selected], molecules)
+    assert tree.parents[4] == 0 and (tree.parents[:4] < 4).all() and (tree.parents[5:] >= 4).all()
+    for shift in rng.uniform(-1.5, 1.5, size=(20, 3)):  # the second molecule anywhere in the box, or beyond
+        frame = np.concatenate([chain, chain + shift])[None] + 0.3
+        fractional = frame @ np.linalg.inv(box)
+        wrapped = (fractional - np.floor(fractional)) @ box
+        atoms, loader_tree = selection_tree(topology, selected, wrapped[0], box)
+        loader = make_whole(wrapped[:, atoms], box, loader_tree)[:, selected]
+        exported = make_whole(wrapped[:, selected], box, tree)
+        np.testing.assert_allclose(relative(exported), relative(loader), atol=1e-12)
+        scripted = cvs_tree_whole(wrapped[:, selected], box, tree)
+        np.testing.assert_allclose(relative(scripted), relative(loader), atol=1e-12)
+    # A model without the record treats its atoms as one molecule (as before).
+    np.testing.assert_array_equal(model_tree(reference).parents, spanning_tree(reference).parents)
+
+
+def cvs_tree_whole(positions: np.ndarray, box: np.ndarray, tree: SpanningTree) -> np.ndarray:
+    """The torch rule of :meth:`CollectiveVariables.make_whole` on ``tree`` (its placement loop, re-run here)."""
+    from neuralct.export.cv import CollectiveVariables
+
+    slot = np.argsort(tree.order)
+    holder = type("Tree", (), {})()
+    holder.tree_root = int(tree.order[0])
+    holder.tree_order = [int(i) for i in tree.order[1:]]
+    holder.tree_parent_slot = [int(slot[tree.parents[i]]) for i in tree.order[1:]]
+    holder.tree_unorder = torch.as_tensor(slot)
+    whole = CollectiveVariables.make_whole(holder, torch.as_tensor(positions), torch.as_tensor(box))
+    return whole.numpy()
 
 
 def test_a_topology_without_bonds_takes_the_shortest_minimum_image_tree():
