@@ -162,7 +162,12 @@ def _report(output: Path, summary: dict) -> None:
         times = summary["latent_dynamics"]["relaxation_times_ps"][:2]
         print(f"  model relaxation times (ps): {', '.join(f'{t:.3g}' for t in times)}")
     for best in sorted(summary.get("best_of_two_slowest", []), key=lambda b: -b["mi_nats"])[:3]:
-        print(f"  mutual information with {best['dihedral']}: {best['mi_nats']:.2f} nats (mode {best['mode']})")
+        noise = best.get("mi_noise_nats")
+        print(
+            f"  mutual information with {best['dihedral']}: {best['mi_nats']:.2f} nats (mode {best['mode']}"
+            + (f"; {noise:.2f} with the frames shifted in time, the estimator's noise" if noise is not None else "")
+            + ")"
+        )
     for part, reason in summary["skipped"].items():
         print(f"  skipped {part}: {reason}")
     if "caveat" in summary["split"]:

@@ -179,7 +179,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--platform",
         default="auto",
         help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed, or auto: CPU for a periodic "
-        "system (PME), Reference otherwise, the fastest here for a small molecule without a box "
+        "system (PME), otherwise the fastest of a short probe of each (a resumed run keeps its checkpoint's) "
         "(default: %(default)s)",
     )
     p.add_argument(

@@ -83,16 +83,20 @@ def fastest_platform(
             continue
         context.setPositions(positions)
         integrator = context.getIntegrator()
-        integrator.step(10)
-        steps, start = 0, time.perf_counter()
-        chunk = 10
-        while (elapsed := time.perf_counter() - start) < probe_seconds:
-            integrator.step(chunk)
-            context.getState(getEnergy=True)  # forces a sync on asynchronous platforms
-            steps += chunk
-            chunk = min(chunk * 2, 5000)
+        try:
+            integrator.step(10)
+            steps, start = 0, time.perf_counter()
+            chunk = 10
+            while (elapsed := time.perf_counter() - start) < probe_seconds:
+                integrator.step(chunk)
+                context.getState(getEnergy=True)  # forces a sync on asynchronous platforms
+                steps += chunk
+                chunk = min(chunk * 2, 5000)
+        except Exception:  # OpenMM's error of a run blowing up: the run itself says what blew up, and why
+            continue
+        finally:
+            del context
         rates[name] = steps / elapsed
-        del context
     if not rates:
         raise NeuralCTError("no OpenMM platform could run this system")
     return max(rates, key=rates.get), rates

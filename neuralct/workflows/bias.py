@@ -407,13 +407,42 @@ def steep_cvs(model: Any, n_cvs: int) -> list[str]:
     ]
 
 
-def run_platform(settings: BiasSettings, md_system: Any) -> tuple[str, str]:
-    """The OpenMM platform a run of ``md_system`` uses, and why (``settings.platform``, or the rule of ``auto``)."""
+def run_platform(settings: BiasSettings, md_system: Any, checkpoint: Path | None = None) -> tuple[str, str]:
+    """The OpenMM platform a run of ``md_system`` uses, and why (``settings.platform``, or the rule of ``auto``).
+
+    ``auto``: the CPU platform for a periodic system (PME); without a box, the fastest of a short probe
+    of every platform on the system (the Reference platform for alanine dipeptide in vacuum, the CPU
+    platform for tri-alanine in OBC2, 3x faster there), or the platform of the run's ``checkpoint``
+    (a checkpoint loads only on the platform that wrote it; one of an older run that records none, the
+    Reference platform it ran on).
+    """
+    import openmm as mm
+
+    from ..md.platform import fastest_platform
+
     if settings.platform != "auto":
         return settings.platform, "as asked"
     if md_system.periodic:
         return "CPU", "auto: the CPU platform for a periodic system (PME)"
-    return "Reference", "auto: the Reference platform, the fastest here for a small molecule without a box"
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            with np.load(checkpoint, allow_pickle=False) as stored:
+                platform = str(stored["platform"]) if "platform" in stored.files else "Reference"
+        except Exception:  # a damaged checkpoint, refused in one line where the run loads it
+            platform = "Reference"
+        return platform, "auto: the platform of the run's checkpoint"
+
+    def integrator() -> Any:
+        # At most 2 fs: the probe starts from the unminimised structure, and the speed barely depends on the step.
+        step = min(settings.timestep_fs, 2.0) / 1000.0
+        return mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, step)
+
+    try:
+        name, rates = fastest_platform(md_system.system, md_system.positions, integrator, threads=settings.threads)
+    except NeuralCTError:  # no platform ran the probe: the run itself will say why
+        return "Reference", "auto: the Reference platform (no platform ran the probe)"
+    measured = ", ".join(f"{platform} {rate:.0f}" for platform, rate in sorted(rates.items()))
+    return name, f"auto: the fastest of a probe of the system without its bias (steps/s: {measured})"
 
 
 def cv_force_kind(settings: BiasSettings, platform: str) -> tuple[str, str]:
@@ -521,7 +550,7 @@ def run_metadynamics(
     # The bias force and the barostat's seed go into a copy: the caller's System stays as it was.
     md_system = replace(md_system, system=copy.deepcopy(md_system.system))
     torsions = backbone_torsions(md_system.topology, settings)
-    platform = run_platform(settings, md_system)
+    platform = run_platform(settings, md_system, folder / "checkpoint.npz")
     cv_force = cv_force_kind(settings, platform[0]) if settings.cv == "learned" else None
     variables = _bias_variables(
         settings, model, md_system, torsions, cv_force is not None and cv_force[0] == "TorchForce"
@@ -673,6 +702,7 @@ class _MetadynamicsRun:
     def save_checkpoint(self) -> None:
         """Write the integrator state, the bias grid and the reports so far to ``checkpoint.npz``."""
         state = {
+            "platform": self.platform[0],
             "state": self.simulation.context.createCheckpoint(),
             "bias": self.metadynamics.bias_grid,
             "rows": np.array(self.rows),

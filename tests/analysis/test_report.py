@@ -87,6 +87,22 @@ def test_dependence_table_is_measured_on_scored_frames(report_and_data):
     assert np.all(mi[2:] < 0.02)
     best = {b["kind"]: b for b in report["best_of_two_slowest"]}
     assert best["phi"]["mode"] == 1 and best["psi"]["mode"] == 2 and best["phi"]["residue"] == "A:ALA2"
+    # The noise: the estimate with the angles shifted in time against the CVs (no dependence left).
+    noise = np.array(report["dependence"]["mutual_information_noise_nats"])
+    n = len(scored_cvs)
+    shifted = [mutual_information(scored_cvs[:, 0], np.roll(scored_phi, round(f * n))) for f in (0.25, 0.5, 0.75)]
+    assert noise[0, 0] == pytest.approx(max(shifted)) and best["phi"]["mi_noise_nats"] == noise[0, 0]
+    assert np.all(noise < 0.05) and mi[0, 0] > 10 * noise[0, 0]
+
+
+def test_the_noise_of_the_mutual_information_of_few_independent_frames_is_what_it_reports_there():
+    """250 frames of a CV and an angle that are independent: the estimate is mostly noise, and so is the noise."""
+    from neuralct.analysis.report import dependence_table
+
+    rng = np.random.default_rng(0)
+    table = dependence_table(rng.normal(size=(250, 1)), rng.uniform(-np.pi, np.pi, size=(250, 1)), ["phi"])
+    mi, noise = table["mutual_information_nats"][0][0], table["mutual_information_noise_nats"][0][0]
+    assert 0.3 < noise and abs(mi - noise) < 0.3  # no dependence: the estimate sits at its noise
 
 
 def test_vamp2_compares_learned_cvs_with_baselines_at_the_same_lag(report_and_data):

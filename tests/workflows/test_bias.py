@@ -421,3 +421,21 @@ def test_a_system_of_another_solvent_than_the_training_frames_is_one_line(alanin
     err = capsys.readouterr().err.strip()
     expected = "is in implicit solvent (OBC2), but the model was trained on frames simulated in vacuum"
     assert len(err.splitlines()) == 1 and expected in err and "--solvent" in err, err
+
+
+def test_auto_runs_a_molecule_without_a_box_on_the_fastest_platform_and_a_resumed_run_on_its_checkpoints(tmp_path):
+    """The probe's fastest platform (measured, not assumed); a run resumes on the platform that wrote its
+    checkpoint, an older checkpoint's on the Reference platform it ran on."""
+    from neuralct.io import ArrayCheckpoint
+    from neuralct.workflows.bias import run_platform
+
+    tri = build_system("trialanine", solvent="obc2")
+    name, why = run_platform(BiasSettings(), tri)
+    rates = dict(re.findall(r"(\w+) (\d+)", why.split("steps/s: ")[1]))
+    assert name == max(rates, key=lambda platform: int(rates[platform])) and set(rates) >= {"Reference", "CPU"}
+    checkpoint = tmp_path / "checkpoint.npz"
+    ArrayCheckpoint({"platform": "CPU", "step": 4}, {}).save(checkpoint)
+    assert run_platform(BiasSettings(), tri, checkpoint) == ("CPU", "auto: the platform of the run's checkpoint")
+    ArrayCheckpoint({"step": 4}, {}).save(checkpoint)
+    assert run_platform(BiasSettings(), tri, checkpoint)[0] == "Reference"
+    assert run_platform(BiasSettings(platform="Reference"), tri, checkpoint) == ("Reference", "as asked")
