@@ -19,6 +19,11 @@ Reported: MD steps per wall second (median and range over the rounds) and the me
 rounds of biased / unbiased; the load average before and after. torch runs on one thread (as in
 ``neuralct bias``): the CV of 22 atoms is too small for more.
 
+Also, before the MD cases: the cost of the two slowest CVs and their gradients for one configuration
+(what a bias force pays per evaluation), ``NumpyCollectiveVariables`` (the PythonForce's) against torch
+autograd of ``CollectiveVariables`` (one backward pass per CV), on ``--configurations`` configurations
+of the model's atoms, interleaved over ``--repeats`` rounds, CPU time per configuration (ms).
+
 The model: ``--model``, or one trained here on vacuum frames (``neuralct simulate alanine-dipeptide
 --length-ns 0.05 --replicas 2`` and ``neuralct train --steps 200``, reused from ``--output``); it
 acts on the solute of the water box through its topology.
@@ -211,6 +216,46 @@ def measure(model, system: str, args: argparse.Namespace) -> dict:
     }
 
 
+def per_configuration(model, configurations: int, repeats: int) -> dict:
+    """CPU ms per configuration of the two slowest CVs with gradients: NumPy reverse pass and torch autograd."""
+    import numpy as np
+
+    from neuralct.export import NumpyCollectiveVariables, collective_variables
+    from neuralct.model.molecular import molecule_description
+
+    cvs = collective_variables(model, 2, select=False)
+    fast = NumpyCollectiveVariables(cvs)
+    atoms = molecule_description(model)["atom_indices"]
+    rng = np.random.default_rng(0)
+    start = np.asarray(build("vacuum", 0.0).positions)[atoms]
+    frames = start + rng.normal(scale=0.005, size=(configurations, *start.shape))
+
+    def numpy_pass(x):
+        return fast(x, [0, 1])
+
+    def torch_pass(x):
+        xt = torch.tensor(x, requires_grad=True)
+        values = cvs(xt)
+        return [torch.autograd.grad(values[j], xt, retain_graph=j == 0)[0] for j in range(2)]
+
+    gradients = numpy_pass(frames[0])[1]
+    agreement = max(float(np.abs(gradients[j] - torch_pass(frames[0])[j].numpy()).max()) for j in range(2))
+    times = {"numpy": [], "torch": []}
+    for _ in range(repeats):
+        for name, evaluate in (("numpy", numpy_pass), ("torch", torch_pass)):
+            begin = time.process_time()
+            for x in frames:
+                evaluate(x)
+            times[name].append(1e3 * (time.process_time() - begin) / configurations)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "ms": times,
+        "median_ms": medians,
+        "torch_over_numpy": medians["torch"] / medians["numpy"],
+        "max_gradient_difference": agreement,
+    }
+
+
 def print_table(results: dict) -> None:
     print(f"{'system':8} {'platform':9} {'case':24} {'steps/s (median)':>17} {'range':>17} {'/ unbiased':>10}")
     for system, result in results["systems"].items():
@@ -237,6 +282,7 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=100)
     parser.add_argument("--water-steps", type=int, default=1000, help="MD steps per round in water")
     parser.add_argument("--vacuum-steps", type=int, default=4000, help="MD steps per round in vacuum")
+    parser.add_argument("--configurations", type=int, default=200, help="configurations per round of the CV cost")
     args = parser.parse_args()
     import openmm as mm
 
@@ -259,6 +305,12 @@ def main() -> None:
         "settings": vars(args) | {"output": str(args.output), "model": str(args.model)},
         "systems": {},
     }
+    results["per_configuration"] = cost = per_configuration(model, args.configurations, args.repeats)
+    print(
+        f"two CVs with gradients, one configuration: NumPy {cost['median_ms']['numpy']:.3f} ms, torch autograd "
+        f"{cost['median_ms']['torch']:.3f} ms ({cost['torch_over_numpy']:.1f}x; gradients agree to "
+        f"{cost['max_gradient_difference']:.1e})"
+    )
     for system in args.systems:
         results["systems"][system] = measure(model, system, args)
     results["load_average_after"] = os.getloadavg()

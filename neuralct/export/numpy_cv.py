@@ -1,7 +1,7 @@
 """The learned CVs and their exact gradients in float64 NumPy, for a bias force evaluated every few MD steps.
 
 An MD engine asks for one configuration at a time, where a torch graph costs per operation
-(about 250 small operations forward and backward, 2 ms on one CPU core), not per number.
+(about 250 small operations forward and backward, 2-3 ms on one CPU core), not per number.
 :class:`NumpyCollectiveVariables` computes the same function as
 :class:`~neuralct.export.cv.CollectiveVariables` from the same buffers and weights, with a
 hand-written reverse pass that carries the cotangents of all requested CVs at once (one

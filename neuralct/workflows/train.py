@@ -56,7 +56,7 @@ _LAYER_NAMES = ("linear", "linear-point", "point", "continuous")
 VALIDATION_BUDGET = 0.05
 #: CPU time of the validation NLL of one frame (no gradients, chunks of 1024) over that of one
 #: training sample (batch 200, loss and backward), measured on B1 with one CPU thread: 0.22-0.25
-#: since the couplings' backward pass is written by hand (0.28-0.34 with chunks of 4096; 0.09-0.20
+#: since the couplings' backward pass is written by hand (0.27 with chunks of 4096; 0.09-0.20
 #: before the hand-written backward pass).
 VALIDATION_COST_PER_FRAME = 0.25
 
