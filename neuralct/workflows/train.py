@@ -18,7 +18,7 @@ from ..errors import NeuralCTError
 from ..io import sha256
 from ..model.transformation import ModeRanking, NeuralCanonicalTransformation
 from ..toys.hamiltonians import CurvedDoubleWell, HarmonicChain
-from ..training.device import float32_matmul_precision, resolve_device
+from ..training.device import float32_matmul_precision, resolve_device, training_threads
 from ..training.loop import TrainingResult, TrainingSettings, peak_memory_mb, train
 from ..training.objectives import (
     VAMP_MODES,
@@ -258,7 +258,7 @@ def fit_toy(
         objective = VariationalFreeEnergy(system)
         if init == "harmonic":
             harmonic_start(model, system, seed=seed)
-    with float32_matmul_precision(matmul_precision):
+    with float32_matmul_precision(matmul_precision), training_threads(model.dim, torch_device):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
 
     learned = model.frequencies.detach().cpu().double().numpy()
@@ -540,7 +540,7 @@ def fit_frames(
             y_all, p_all, pairs, vamp_weight=vamp_weight, vamp_modes=vamp_modes, vamp_pairs=vamp_pairs
         )
         objective.initialize_frictions(model, seed=seed)
-    with float32_matmul_precision(matmul_precision):
+    with float32_matmul_precision(matmul_precision), training_threads(model.dim, torch_device):
         result = train(model, objective, settings, seed=seed, checkpoint=checkpoint)
     return model, result, torch_device, objective
 

@@ -44,3 +44,18 @@ def test_tf32_products_stay_within_tf32_rounding_of_float32():
         tf32 = a @ b
     scale = (a.abs() @ b.abs()).max()
     assert float((tf32 - exact).abs().max() / scale) < 2e-3
+
+
+def test_a_small_model_trains_on_one_cpu_thread_and_the_thread_count_is_restored():
+    from neuralct.training.device import ONE_THREAD_COORDINATES, training_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with training_threads(24, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with training_threads(ONE_THREAD_COORDINATES + 1, torch.device("cpu")):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
