@@ -322,26 +322,17 @@ def test_ctrl_c_saves_every_running_replica_at_its_frame_under_way_and_starts_no
     rerun completes the run."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
     from neuralct.io import ArrayCheckpoint
+
+    from tests.commands import start_neuralct
 
     out = tmp_path / "interrupted"
     command = ["simulate", "alanine-dipeptide", "--length-ns", "0.4", "--report-ps", "0.8", "--replicas", "3"]
     command += ["--jobs", jobs, "--platform", "Reference", "--checkpoint-seconds", "1000", "--no-progress"]
     command += ["--equilibration-ps", "1", "--output", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), OMP_NUM_THREADS="1")
-    run = subprocess.Popen(
-        [sys.executable, "-m", "neuralct", *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    run = start_neuralct(command, new_session=True)
     running = int(jobs)
     deadline = time.time() + 120
     while len(list(out.glob("replica-*.chk.npz"))) < running and run.poll() is None and time.time() < deadline:

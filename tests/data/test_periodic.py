@@ -124,14 +124,20 @@ def test_a_tree_puts_each_atom_after_its_parent_and_refuses_a_cycle():
         SpanningTree([-1, 2, 1])
 
 
-def test_separate_molecules_join_at_their_first_selected_atoms():
-    """Two copies of a chain: each is made whole along its bonds, the second placed nearest the first."""
+def two_chains(atoms_each: int) -> md.Topology:
+    """Two molecules, each a chain of ``atoms_each`` bonded carbons."""
     topology = md.Topology()
     for _ in range(2):
         residue = topology.add_residue("MOL", topology.add_chain())
-        atoms = [topology.add_atom(f"C{i}", md.element.carbon, residue) for i in range(4)]
+        atoms = [topology.add_atom(f"C{i}", md.element.carbon, residue) for i in range(atoms_each)]
         for a, b in zip(atoms, atoms[1:]):
             topology.add_bond(a, b)
+    return topology
+
+
+def test_separate_molecules_join_at_their_first_selected_atoms():
+    """Two copies of a chain: each is made whole along its bonds, the second placed nearest the first."""
+    topology = two_chains(4)
     chain = np.array([[0.0, 0.0, 0.0], [0.15, 0.0, 0.0], [0.3, 0.0, 0.0], [0.45, 0.0, 0.0]])
     whole = np.concatenate([chain, chain + [0.5, 0.3, 0.0]])[None] + 0.9
     box = np.eye(3) * 2.0
@@ -146,12 +152,7 @@ def test_separate_molecules_join_at_their_first_selected_atoms():
 def test_the_exported_cvs_place_a_second_molecule_where_the_loader_does(shape):
     """Two molecules more than half a box apart: no tree through their closest atoms (the reference's shortest
     edges) gives the loader's placement; the model's tree (each molecule's own, joined at first atoms) does."""
-    topology = md.Topology()
-    for _ in range(2):
-        residue = topology.add_residue("MOL", topology.add_chain())
-        atoms = [topology.add_atom(f"C{i}", md.element.carbon, residue) for i in range(5)]
-        for a, b in zip(atoms, atoms[1:]):
-            topology.add_bond(a, b)
+    topology = two_chains(5)
     box = np.asarray(BOXES[shape], dtype=np.float64)
     rng = np.random.default_rng(5)
     chain = np.cumsum(rng.normal(scale=0.09, size=(5, 3)), axis=0)

@@ -401,16 +401,22 @@ def test_split_lagged_pairs_converts_the_lag_once_and_keeps_each_pair_inside_one
         split_lagged_pairs([10, 6], 0.7, 0.5, np.arange(16), np.arange(0), "`vamp_lags_ps`")
 
 
+def two_ar1_processes(seed: int, frames: int = 40000) -> np.ndarray:
+    """Two independent stationary AR(1) processes of unit variance, autocorrelations 0.8 and 0.5: (frames, 2)."""
+    rng = np.random.default_rng(seed)
+    c = np.array([0.8, 0.5])
+    x = np.empty((frames, 2))
+    x[0] = rng.normal(size=2)
+    for t in range(1, frames):
+        x[t] = c * x[t - 1] + np.sqrt(1 - c**2) * rng.normal(size=2)
+    return x
+
+
 def test_batch_vamp2_is_deeptimes_score_and_differentiable():
     """On pairs of two AR(1) processes (autocorrelations 0.8, 0.5), VAMP-2 is 0.8^2 + 0.5^2, as deeptime computes."""
     from deeptime.decomposition import VAMP
 
-    rng = np.random.default_rng(2)
-    c = np.array([0.8, 0.5])
-    x = np.empty((40000, 2))
-    x[0] = rng.normal(size=2)
-    for t in range(1, len(x)):
-        x[t] = c * x[t - 1] + np.sqrt(1 - c**2) * rng.normal(size=2)
+    x = two_ar1_processes(seed=2)
     mixed = x @ np.array([[1.0, 0.4], [-0.3, 2.0]])
     first, second = torch.tensor(mixed[:-1], requires_grad=True), torch.tensor(mixed[1:])
     score = batch_vamp2(first, second, ridge=0.0)
@@ -431,12 +437,7 @@ def test_batch_vamp2_excludes_the_constant_function_so_an_offset_changes_nothing
     score of the shifted pairs (constant singular value 1 removed) is still 0.8^2 + 0.5^2."""
     from deeptime.decomposition import VAMP
 
-    rng = np.random.default_rng(5)
-    c = np.array([0.8, 0.5])
-    x = np.empty((40000, 2))
-    x[0] = rng.normal(size=2)
-    for t in range(1, len(x)):
-        x[t] = c * x[t - 1] + np.sqrt(1 - c**2) * rng.normal(size=2)
+    x = two_ar1_processes(seed=5)
     first, second = x[:-1], x[1:]
     shifted_first, shifted_second = first + np.array([3.0, -5.0]), second + np.array([-2.0, 7.0])
     centred = batch_vamp2(torch.tensor(first), torch.tensor(second), ridge=0.0).item()

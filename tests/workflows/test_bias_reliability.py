@@ -3,12 +3,8 @@ blow-ups, Ctrl-C."""
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +15,8 @@ from neuralct.cli import main
 from neuralct.data.pairs import rescaled_lagged_pairs
 from neuralct.units import kT_kj_per_mol
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.commands import start_neuralct
+
 KT = kT_kj_per_mol(300.0)
 
 
@@ -239,16 +236,7 @@ def test_ctrl_c_on_a_learned_cv_exits_130_in_one_line_and_the_rerun_resumes(alan
         "--output",
         str(out),
     ]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    # The child starts with Ctrl-C's default disposition, as from a shell, whatever this process inherited.
-    run = subprocess.Popen(
-        [sys.executable, "-m", "neuralct", *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    run = start_neuralct(command)
     deadline = time.time() + 120
     while not (out / "checkpoint.npz").exists() and run.poll() is None and time.time() < deadline:
         time.sleep(0.01)
