@@ -68,10 +68,10 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--cv",
         default="learned",
-        choices=("learned", "phi,psi", "phi", "psi"),
         metavar="WHAT",
-        help="what to bias: learned (the model's CVs), or the backbone torsions phi,psi, phi or psi as references "
-        "(default: %(default)s)",
+        help="what to bias: learned (the model's CVs), or one or two backbone torsions by their COLVAR names as "
+        "references: phi,psi, phi or psi of a dipeptide; phi_A_ALA3 or phi_A_ALA3,psi_A_ALA3 (chain, residue) of a "
+        "longer peptide (default: %(default)s)",
     )
     p.add_argument(
         "--cvs",

@@ -124,7 +124,9 @@ class BiasSettings:
     Attributes
     ----------
     cv : str
-        ``learned`` (the model's slowest CVs), ``phi,psi``, ``phi`` or ``psi``.
+        ``learned`` (the model's slowest CVs), or one or two backbone torsions by their COLVAR names
+        (:func:`backbone_torsions`): ``phi``, ``psi`` or ``phi,psi`` of a dipeptide, ``phi_A_ALA3``,
+        ``phi_A_ALA3,psi_A_ALA3``, ... of a longer peptide, as references.
     n_cvs : int
         Learned CVs biased: 1 or 2 on one joint grid, up to :data:`MAX_SEPARATE_CVS` with ``separate_biases``.
     separate_biases : bool
@@ -200,8 +202,12 @@ class BiasSettings:
 
     def validate(self) -> None:
         """Raise NeuralCTError for values that cannot make a run."""
-        if self.cv not in ("learned", "phi,psi", "phi", "psi"):
-            raise NeuralCTError(f"`cv` must be learned, phi,psi, phi or psi, got {self.cv!r}")
+        names = self.cv.split(",")
+        if self.cv != "learned" and (len(names) > 2 or len(set(names)) != len(names) or not all(names)):
+            raise NeuralCTError(
+                f"`cv` must be learned or one or two backbone torsions by name (phi,psi; phi_A_ALA3,psi_A_ALA3), "
+                f"got {self.cv!r}"
+            )
         if self.separate_biases:
             if self.cv != "learned":
                 raise NeuralCTError("`separate_biases` biases learned CVs; phi and psi share one grid")
@@ -352,10 +358,11 @@ def backbone_torsions(topology: Any, settings: BiasSettings) -> dict[str, Dihedr
         If ``settings.cv`` names torsions the system does not have (phi/psi references need a dipeptide).
     """
     torsions = _backbone_torsions(topology)
-    if settings.cv != "learned" and any(name not in torsions for name in settings.cv.split(",")):
+    unknown = [name for name in settings.cv.split(",") if settings.cv != "learned" and name not in torsions]
+    if unknown:
+        known = ", ".join(torsions) if torsions else "none (no protein backbone): bias the learned CVs"
         raise NeuralCTError(
-            f"`cv` {settings.cv} needs a dipeptide (one phi and one psi backbone torsion); "
-            f"this system has {len(torsions)} backbone torsions: bias the learned CVs"
+            f"`cv` {settings.cv}: this system has no torsion {unknown[0]}; its backbone torsions: {known}"
         )
     return torsions
 

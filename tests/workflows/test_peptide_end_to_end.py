@@ -224,7 +224,16 @@ def test_trialanine_learned_cvs_are_biased_with_every_backbone_torsion_recorded(
         == 2
     )
     err = capsys.readouterr().err.strip()
-    assert "--cv phi needs a dipeptide" in err and len(err.splitlines()) == 1 and not (folder / "phi").exists()
+    assert "--cv phi: this system has no torsion phi; its backbone torsions: phi_A_ALA2, psi_A_ALA2," in err
+    assert len(err.splitlines()) == 1 and not (folder / "phi").exists()
+    # One residue's torsions by their names: the bias acts on them, the others are recorded beside.
+    residue = folder / "residue-3"
+    argv = ["bias", str(model), "trialanine", "--cv", "phi_A_ALA3,psi_A_ALA3", "--length-ns", "0.004"]
+    assert main([*argv, "--report-ps", "1", "--no-progress", "--output", str(residue)]) == 0
+    summary = json.loads((residue / "summary.json").read_text())
+    assert [grid["name"] for grid in summary["grids"]] == ["phi_A_ALA3", "psi_A_ALA3"]
+    fields, table = read_colvar(residue / "COLVAR")
+    assert fields[:3] == ["time", "phi_A_ALA3", "psi_A_ALA3"] and "phi_A_ALA2" in fields and table.shape[0] == 4
 
 
 def test_trialanine_bias_loop_retrains_with_the_time_lagged_objective(trialanine):
