@@ -278,9 +278,17 @@ def _charmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any,
         files = " ".join(str(p) for p in inputs.parameters)
         raise NeuralCTError(f"cannot read CHARMM parameter files {files}: {first_line(exc)}") from None
     if box is not None:
-        lengths = [box[i][i].value_in_unit(unit.nanometer) for i in range(3)]
-        psf.setBox(*(length * unit.nanometer for length in lengths))
+        # The box as lengths and angles (a triclinic box too: its diagonal alone is another box), then its vectors.
+        vectors = np.array([[v.value_in_unit(unit.nanometer) for v in vector] for vector in box])
+        lengths = np.linalg.norm(vectors, axis=1)
+        cosines = [vectors[1] @ vectors[2], vectors[0] @ vectors[2], vectors[0] @ vectors[1]]
+        products = [lengths[1] * lengths[2], lengths[0] * lengths[2], lengths[0] * lengths[1]]
+        angles = [np.degrees(np.arccos(c / p)) * unit.degree for c, p in zip(cosines, products)]
+        psf.setBox(*(length * unit.nanometer for length in lengths), *angles)
     system = _create(inputs.topology, "CHARMM topology", psf.createSystem, box is not None, options, params=parameters)
+    if box is not None:
+        system.setDefaultPeriodicBoxVectors(*box)
+        psf.topology.setPeriodicBoxVectors(box)
     return system, psf.topology, positions
 
 
@@ -361,9 +369,14 @@ def _md_system(
     solvent_atoms = topology.getNumAtoms() - len(solute_indices)
     periodic = system.usesPeriodicBoundaryConditions()
     if solvent_atoms and not periodic:
+        where = {
+            "CHARMM": "a PDB with its CRYST1 box in place of the .crd, which holds none",
+            "AMBER": "an .rst7 or inpcrd with its box line, or a PDB with CRYST1",
+            "GROMACS": "a .gro with its box line, or a PDB with CRYST1",
+        }.get(inputs.format, "a PDB with CRYST1 or an OpenMM State")
         raise NeuralCTError(
             f"{inputs.format} system {inputs.topology} holds water or ions but no periodic box; give coordinates "
-            "with the box (.rst7, .gro, a PDB with CRYST1, an OpenMM State)"
+            f"with the box: {where}"
         )
     settings = {
         "inputs": [str(p) for p in (inputs.topology, inputs.coordinates, *inputs.parameters, inputs.state) if p],

@@ -259,3 +259,52 @@ def test_a_truncated_openmm_system_is_one_line_saying_it_is_damaged(water, tmp_p
     (tmp_path / "cut.xml").write_text(text[: len(text) // 2])
     message = one_line_error([tmp_path / "cut.xml", folder / "water.pdb"])
     assert "cut.xml" in message and "damaged or not XML" in message
+
+
+def charmm_water(folder):
+    """A TIP3P box as CHARMM files (water only: ParmEd writes CHARMM parameters of a system without 1-4 pairs) in
+    ``folder``: water.psf, water.prm, water.crd and water.pdb whose CRYST1 box is a dodecahedron; (box vectors,
+    positions), nm."""
+    import openmm.app as app
+    import openmm.unit as unit
+    import parmed
+    from openmm.app.internal.unitcell import computePeriodicBoxVectors
+
+    forcefield = app.ForceField("amber14/tip3p.xml")
+    vectors = computePeriodicBoxVectors(2.2, 2.2, 2.2, np.pi / 3, np.pi / 3, np.pi / 2)
+    modeller = app.Modeller(app.Topology(), [])
+    modeller.addSolvent(forcefield, boxVectors=vectors, model="tip3p")
+    flexible = forcefield.createSystem(
+        modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.7 * unit.nanometer, rigidWater=False
+    )
+    structure = parmed.openmm.load_topology(modeller.topology, flexible, xyz=modeller.positions)
+    structure.save(str(folder / "water.psf"))
+    structure.save(str(folder / "water.crd"))
+    parmed.charmm.CharmmParameterSet.from_structure(structure).write(par=str(folder / "water.prm"))
+    app.PDBFile.writeFile(modeller.topology, modeller.positions, open(folder / "water.pdb", "w"))
+    box = np.array([[v.value_in_unit(unit.nanometer) for v in vector] for vector in vectors])
+    return box, np.array(modeller.positions.value_in_unit(unit.nanometer))
+
+
+def test_a_charmm_system_in_a_triclinic_box_keeps_its_box_and_energy(tmp_path):
+    """The PDB's box is a dodecahedron: its diagonal alone would be another lattice, another energy."""
+    import openmm.app as app
+    import openmm.unit as unit
+
+    box, positions = charmm_water(tmp_path)
+    psf = app.CharmmPsfFile(str(tmp_path / "water.psf"))
+    psf.setBox(*(2.2 * unit.nanometer,) * 3, 60 * unit.degree, 60 * unit.degree, 90 * unit.degree)
+    parameters = app.CharmmParameterSet(str(tmp_path / "water.prm"))
+    direct = psf.createSystem(parameters, nonbondedMethod=app.PME, nonbondedCutoff=0.7 * unit.nanometer)
+    read = read_system([tmp_path / name for name in ("water.psf", "water.pdb", "water.prm")], cutoff_nm=0.7)
+    vectors = read.system.getDefaultPeriodicBoxVectors()
+    np.testing.assert_allclose([[v.value_in_unit(unit.nanometer) for v in row] for row in vectors], box, atol=1e-9)
+    assert potential_energy(read.system, positions) == pytest.approx(potential_energy(direct, positions), rel=1e-9)
+
+
+def test_a_solvated_charmm_system_without_a_box_says_where_the_box_goes(tmp_path):
+    charmm_water(tmp_path)
+    err = one_line_error([tmp_path / name for name in ("water.psf", "water.crd", "water.prm")], cutoff_nm=0.7)
+    assert err.endswith(
+        "give coordinates with the box: a PDB with its CRYST1 box in place of the .crd, which holds none"
+    )
