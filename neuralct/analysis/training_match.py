@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -10,24 +9,24 @@ import numpy as np
 
 __all__ = [
     "compare_with_training",
-    "frame_marks",
+    "holds_marked_frames",
     "marked_frames",
     "RMSD_FACTOR",
     "CV_RANGE_WIDTHS",
     "CV_FRACTION_WARNED",
     "MARKS_PER_TRAJECTORY",
-    "MARK_RESOLUTION",
+    "MARK_TOLERANCE",
 ]
 
-#: Frames of each training trajectory whose marks a model keeps, evenly spaced from the first: a
-#: trajectory holding any of them holds training frames under another name and content (a rerun
-#: with the same seed that stopped earlier or went on longer, a copy in another float32 format).
+#: Frames of each training trajectory whose internal coordinates a model keeps, evenly spaced from the
+#: first: a trajectory holding any of them holds training frames under another name and content (a
+#: rerun with the same seed that stopped earlier or went on longer, a copy in another format).
 MARKS_PER_TRAJECTORY = 64
 
-#: The rounding of internal coordinates (sqrt(amu) nm) before a frame is marked: coarse against two
-#: computations of one frame (they differ by 1e-13 in float64), fine against two frames of MD
-#: (thermal motion moves every coordinate by 1e-2 and more between frames).
-MARK_RESOLUTION = 1e-4
+#: Root-mean-square difference of internal coordinates (sqrt(amu) nm) below which two frames are one:
+#: wide against a copy's rounding (an XTC's 1e-3 nm moves heavy atoms' coordinates by about 1e-3),
+#: narrow against two frames of MD (thermal motion moves them by 1e-1 between frames a picosecond apart).
+MARK_TOLERANCE = 1e-2
 
 #: A frame is unlike the training structures when its RMSD to the model's reference exceeds this
 #: many times the largest RMSD of a training frame. Measured on alanine dipeptide (heavy atoms):
@@ -135,21 +134,29 @@ def compare_with_training(
     return record
 
 
-def frame_marks(features: np.ndarray) -> list[str]:
-    """A mark of each frame: the first 16 hex digits of the SHA-256 of its rounded internal coordinates.
+def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> bool:
+    """Whether any frame of ``features`` is one of the frames ``marks`` (within :data:`MARK_TOLERANCE`).
 
     Parameters
     ----------
     features : np.ndarray, shape=(n_frames, dim)
-        Internal coordinates, sqrt(amu) nm (:func:`neuralct.model.molecular.internal_coordinates`).
-
-    Returns
-    -------
-    list of str
-        One mark per frame; equal frames give equal marks.
+        Internal coordinates of a trajectory, sqrt(amu) nm
+        (:func:`neuralct.model.molecular.internal_coordinates`).
+    marks : np.ndarray, shape=(n_marks, dim)
+        The internal coordinates a model kept of one of its trajectories (:func:`marked_frames`).
+    chunk : int
+        Frames compared at a time (memory: ``chunk * n_marks`` distances).
     """
-    rounded = np.round(np.asarray(features, dtype=np.float64) / MARK_RESOLUTION).astype(np.int64)
-    return [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in rounded]
+    features, marks = np.asarray(features, dtype=np.float64), np.asarray(marks, dtype=np.float64)
+    if len(features) == 0 or len(marks) == 0 or features.shape[1] != marks.shape[1]:
+        return False
+    limit = MARK_TOLERANCE**2 * marks.shape[1]
+    for start in range(0, len(features), chunk):
+        block = features[start : start + chunk]
+        squared = (block**2).sum(1)[:, None] + (marks**2).sum(1)[None] - 2.0 * block @ marks.T
+        if squared.min() < limit:
+            return True
+    return False
 
 
 def marked_frames(n_frames: int) -> slice:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..analysis.report import Segment
+from ..analysis.training_match import holds_marked_frames
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, sha256, write_json
@@ -37,16 +38,16 @@ def scoring_split(
     model_metadata: dict[str, Any],
     test_trajectories: int | None = None,
     blocks: int = 4,
-    marks: Sequence[set[str]] | None = None,
+    features: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Which frames fit the baselines and which are scored, so that no score uses data that trained the model.
 
     A trajectory that trained the model, or that selected its kept state (the validation
     trajectories), is never scored: known by its path, by its content (SHA-256) where the model
-    records it, or by its frames: one that holds a frame the model marked in one of those
-    trajectories (``marks``: each trajectory's :func:`~neuralct.analysis.training_match.frame_marks`)
-    holds their frames (a rerun with the same seed that stopped earlier or went on, a copy in another
-    format). Of the others (unseen):
+    records it, or by its frames: one that holds a frame the model kept of one of those trajectories
+    (``features``: each trajectory's internal coordinates, compared by
+    :func:`~neuralct.analysis.training_match.holds_marked_frames`) holds their frames (a rerun with the
+    same seed that stopped earlier or went on, a copy in another format). Of the others (unseen):
 
     - when some given trajectories trained the model, they fit the baselines (TICA, PCA,
       the VAMP models and state classifiers) and the unseen ones are scored;
@@ -73,10 +74,10 @@ def scoring_split(
     trained |= {digests[p] for p in trained if p in digests}
     validated = set(validation or []) | {digests[p] for p in validation or [] if p in digests}
     known = [{str(Path(p).resolve())} | ({sha256(p)} if digests else set()) for p in paths]
-    # A trajectory's frames that the model marked in each of its trajectories (by path).
+    # The model's trajectories (by path) whose kept frames a given trajectory holds.
     recorded = molecule.get("frame_marks") or {}
     shared = [
-        {path for path, kept in recorded.items() if marks is not None and marks[i] & set(kept)}
+        {path for path, kept in recorded.items() if features is not None and holds_marked_frames(features[i], kept)}
         for i in range(len(paths))
     ]
     in_training = [i for i, keys in enumerate(known) if keys & trained or shared[i] & trained]
@@ -234,7 +235,7 @@ def analyze_trajectories(
 
     from ..analysis import dihedral_angles
     from ..analysis.kinetics import cv_kinetics
-    from ..analysis.training_match import compare_with_training, frame_marks
+    from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
     from ..data.loading import recorded_temperature
     from ..model.molecular import internal_coordinates, project_internal, selected_atoms_in
@@ -265,8 +266,8 @@ def analyze_trajectories(
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
         features = internal_coordinates(model, data.positions, atoms)
         ends = np.cumsum(data.traj_lengths)
-        marks = [set(frame_marks(features[end - length : end])) for end, length in zip(ends, data.traj_lengths)]
-        split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks, marks)
+        per_file = [features[end - length : end] for end, length in zip(ends, data.traj_lengths)]
+        split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks, per_file)
         if split["scored"] and lag_ps is None and min(b - a for _, a, b in split["scored"]) < 2:
             # Single structures (a PDB) or a few frames: their CVs, but no lag to score at.
             shortest = min(b - a for _, a, b in split["scored"])

@@ -958,7 +958,7 @@ def _record_training(
     bond constraints each training trajectory was simulated with where ``neuralct simulate`` recorded them,
     and each backbone basin's population over the frames (:func:`training_basins`).
     """
-    from ..analysis.training_match import frame_marks, marked_frames
+    from ..analysis.training_match import marked_frames
     from ..export.cv import STEEPNESS_CVS, cv_steepness
     from ..model.molecular import internal_coordinates, latent_ranges, solvent_kind
     from .model_for_sampling import recorded_constraints, recorded_system_settings
@@ -987,8 +987,9 @@ def _record_training(
     model.metadata["molecule"]["trajectory_sha256"] = {path: sha256(path) for path in paths}
     own_atoms = np.arange(data.positions.shape[1])
     model.metadata["molecule"]["frame_marks"] = {
-        path: frame_marks(
-            internal_coordinates(model, data.positions[start : start + length][marked_frames(length)], own_atoms)
+        path: torch.as_tensor(
+            internal_coordinates(model, data.positions[start : start + length][marked_frames(length)], own_atoms),
+            dtype=torch.float32,
         )
         for path, start, length in zip(paths, starts, data.traj_lengths)
     }

@@ -110,11 +110,13 @@ def test_a_rerun_with_the_same_seed_is_known_by_its_frames_in_any_format(alanine
     assert main([*common, "--length-ns", "0.01", "--seed", "7", "--output", str(tmp_path / "other")]) == 0
     again = sorted(str(p) for p in (tmp_path / "again").glob("replica-*.nc"))
     top = str(tmp_path / "again" / "topology.pdb")
-    dcd = str(tmp_path / "again-000.dcd")
+    dcd, xtc = str(tmp_path / "again-000.dcd"), str(tmp_path / "again-001.xtc")
     mdtraj.load(again[0], top=top).save_dcd(dcd)
+    mdtraj.load(again[1], top=top).save_xtc(xtc)  # 1e-3 nm precision: its frames are the training frames rounded
     other = str(tmp_path / "other" / "replica-000.nc")
-    assert main(["analyze", str(model), *again, dcd, other, "--top", top, "--output", str(tmp_path / "a")]) == 0
+    argv = ["analyze", str(model), *again, dcd, xtc, other, "--top", top, "--frame-ps", "0.5"]
+    assert main([*argv, "--output", str(tmp_path / "a")]) == 0
     split = json.loads((tmp_path / "a" / "summary.json").read_text())["split"]
     seen = split["trained_the_model"] + split["selected_the_kept_state"]
-    assert sorted(seen) == sorted([*again, dcd]) and split["never_seen_by_the_model"] == [other]
-    assert set(split["holds_frames_of"]) == {*again, dcd}
+    assert sorted(seen) == sorted([*again, dcd, xtc]) and split["never_seen_by_the_model"] == [other]
+    assert set(split["holds_frames_of"]) == {*again, dcd, xtc}
