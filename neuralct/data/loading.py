@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -264,7 +264,7 @@ class _Raw:
     on_step: bool
     time: np.ndarray | None
     topology: Any
-    masses: np.ndarray | None = None  # (n_atoms,) amu, as recorded by the simulation; else from the elements
+    masses: np.ndarray | None = None  # (n_atoms,) amu: recorded by the simulation or an AMBER topology; else elements'
     box: np.ndarray | None = None  # (frames, 3, 3) nm, box vectors as rows; None without a periodic box
     temperature: float | None = None  # K, as the simulation recorded it; None where the file says nothing
 
@@ -554,6 +554,22 @@ def topology_file(path: Path, topology: str | None) -> str | None:
     return topology
 
 
+#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them), read by OpenMM.
+AMBER_TOPOLOGIES = (".prmtop", ".parm7")
+
+
+def prmtop_masses(path: str | os.PathLike) -> np.ndarray:
+    """The masses (amu) of an AMBER topology's atoms, shape (n_atoms,), as its simulation used them: with hydrogen
+    mass repartitioning, not the elements' (MDTraj reads the elements only)."""
+    import openmm.app as app
+
+    try:
+        system = app.AmberPrmtopFile(str(path)).createSystem(constraints=None, rigidWater=False)
+    except Exception as exc:  # OpenMM's reader raises many kinds for a damaged file
+        raise NeuralCTError(f"cannot read the masses of AMBER topology {path}: {first_line(exc)}") from None
+    return np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())], dtype=np.float64)
+
+
 def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _Raw:
     if not path.is_file():
         raise NeuralCTError(f"trajectory file {path} does not exist; check the path")
@@ -593,6 +609,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             _check_trr_whole(path)
         if path.suffix.lower() == ".dcd":
             _check_dcd_frames(path, raw.xyz.shape[0] * stride)
+        if raw.masses is None and topology is not None and Path(topology).suffix.lower() in AMBER_TOPOLOGIES:
+            raw = replace(raw, masses=prmtop_masses(topology))
         return raw
     _check_atom_count(path, topology)
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):

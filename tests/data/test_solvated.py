@@ -115,3 +115,23 @@ def test_a_model_of_the_solvated_frames_analyzes_the_solute_saved_alone(solvated
 def test_a_gromacs_top_given_as_a_trajectorys_topology_is_one_line_naming_the_gro(solvated):
     with pytest.raises(NeuralCTError, match="system.top is a GROMACS topology, .*give the .gro"):
         load_trajectories(solvated / "traj.xtc", topology=solvated / "system.top")
+
+
+def test_another_engines_trajectory_takes_the_masses_of_its_amber_topology(tmp_path):
+    """Hydrogen mass repartitioning lives in the prmtop: the frames' masses are its, not the elements'."""
+    import mdtraj
+    import parmed
+    from parmed.tools import HMassRepartition
+
+    from tests.md.test_inputs import vacuum_dipeptide
+
+    topology, system, positions = vacuum_dipeptide()
+    structure = parmed.openmm.load_topology(topology, system, positions * 10.0)
+    HMassRepartition(structure).execute()
+    structure.save(str(tmp_path / "hmr.prmtop"))
+    expected = np.array([atom.mass for atom in structure.atoms])
+    assert expected[[a.element == 1 for a in structure.atoms]].min() > 2.5  # repartitioned hydrogens
+    frames = positions[None] + np.random.default_rng(0).normal(scale=0.002, size=(5, *positions.shape))
+    mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology)).save_dcd(str(tmp_path / "hmr.dcd"))
+    data = load_trajectories([tmp_path / "hmr.dcd"], topology=tmp_path / "hmr.prmtop", selection="all")
+    np.testing.assert_allclose(data.masses, expected, rtol=1e-6)
