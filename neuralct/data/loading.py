@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -560,7 +561,13 @@ AMBER_TOPOLOGIES = (".prmtop", ".parm7")
 
 def prmtop_masses(path: str | os.PathLike) -> np.ndarray:
     """The masses (amu) of an AMBER topology's atoms, shape (n_atoms,), as its simulation used them: with hydrogen
-    mass repartitioning, not the elements' (MDTraj reads the elements only)."""
+    mass repartitioning, not the elements' (MDTraj reads the elements only). Read once per file state."""
+    state = Path(path).stat()
+    return _prmtop_masses(str(Path(path).resolve()), state.st_size, state.st_mtime_ns).copy()
+
+
+@functools.lru_cache(maxsize=8)
+def _prmtop_masses(path: str, size: int, mtime_ns: int) -> np.ndarray:
     import openmm.app as app
 
     try:
