@@ -16,12 +16,16 @@ __all__ = [
     "CV_FRACTION_WARNED",
     "MARKS_PER_TRAJECTORY",
     "MARK_TOLERANCE",
+    "MARK_VALUES",
 ]
 
 #: Frames of each training trajectory whose internal coordinates a model keeps, evenly spaced from the
 #: first: a trajectory holding any of them holds training frames under another name and content (a
 #: rerun with the same seed that stopped earlier or went on longer, a copy in another format).
 MARKS_PER_TRAJECTORY = 64
+
+#: The most internal coordinates of marked frames a model keeps in all (float32: 1 MiB).
+MARK_VALUES = 2**18
 
 #: Root-mean-square difference of internal coordinates (sqrt(amu) nm) below which two frames are one:
 #: wide against a copy's rounding (an XTC's 1e-3 nm moves heavy atoms' coordinates by about 1e-3),
@@ -159,7 +163,10 @@ def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 40
     return False
 
 
-def marked_frames(n_frames: int) -> slice:
-    """The frames of a training trajectory of ``n_frames`` whose marks a model keeps: at most
-    :data:`MARKS_PER_TRAJECTORY`, evenly spaced from the first."""
-    return slice(None, None, max(1, math.ceil(n_frames / MARKS_PER_TRAJECTORY)))
+def marked_frames(n_frames: int, dim: int, trajectories: int) -> slice:
+    """The frames of one of ``trajectories`` training trajectories of ``n_frames`` (of ``dim`` internal
+    coordinates) that a model keeps: at most :data:`MARKS_PER_TRAJECTORY`, fewer where the model's
+    :data:`MARK_VALUES` would not hold them (a large molecule, many files), at least 4; evenly spaced
+    from the first."""
+    marks = max(4, min(MARKS_PER_TRAJECTORY, MARK_VALUES // max(1, dim * trajectories)))
+    return slice(None, None, max(1, math.ceil(n_frames / marks)))

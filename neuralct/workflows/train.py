@@ -988,7 +988,9 @@ def _record_training(
     own_atoms = np.arange(data.positions.shape[1])
     model.metadata["molecule"]["frame_marks"] = {
         path: torch.as_tensor(
-            internal_coordinates(model, data.positions[start : start + length][marked_frames(length)], own_atoms),
+            internal_coordinates(
+                model, data.positions[start : start + length][marked_frames(length, model.dim, len(paths))], own_atoms
+            ),
             dtype=torch.float32,
         )
         for path, start, length in zip(paths, starts, data.traj_lengths)

@@ -120,3 +120,11 @@ def test_a_rerun_with_the_same_seed_is_known_by_its_frames_in_any_format(alanine
     seen = split["trained_the_model"] + split["selected_the_kept_state"]
     assert sorted(seen) == sorted([*again, dcd, xtc]) and split["never_seen_by_the_model"] == [other]
     assert set(split["holds_frames_of"]) == {*again, dcd, xtc}
+
+
+def test_a_model_keeps_at_most_64_frames_of_a_trajectory_and_a_mebibyte_of_them_in_all():
+    from neuralct.analysis.training_match import MARK_VALUES, marked_frames
+
+    assert len(range(4000)[marked_frames(4000, 24, 3)]) == 64 and len(range(10)[marked_frames(10, 24, 2)]) == 10
+    kept = len(range(4000)[marked_frames(4000, 3000, 10)])
+    assert kept * 3000 * 10 <= MARK_VALUES and kept >= 4
