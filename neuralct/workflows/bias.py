@@ -433,9 +433,8 @@ def run_platform(settings: BiasSettings, md_system: Any, checkpoint: Path | None
         return "CPU", "auto: the CPU platform for a periodic system (PME)"
     if checkpoint is not None and checkpoint.exists():
         try:
-            with np.load(checkpoint, allow_pickle=False) as stored:
-                platform = str(stored["platform"]) if "platform" in stored.files else "Reference"
-        except Exception:  # a damaged checkpoint, refused in one line where the run loads it
+            platform = ArrayCheckpoint.load(checkpoint, {"platform": str}, "")["platform"]
+        except NeuralCTError:  # an older run's (none recorded), or a damaged one, refused where the run loads it
             platform = "Reference"
         return platform, "auto: the platform of the run's checkpoint"
 
