@@ -555,26 +555,32 @@ def topology_file(path: Path, topology: str | None) -> str | None:
     return topology
 
 
-#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them), read by OpenMM.
-AMBER_TOPOLOGIES = (".prmtop", ".parm7")
+#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them), read by OpenMM's
+#: readers (MDTraj reads the elements only): AMBER's and CHARMM's (a PSF lists every atom's mass).
+MASS_TOPOLOGIES = (".prmtop", ".parm7", ".psf")
 
 
-def prmtop_masses(path: str | os.PathLike) -> np.ndarray:
-    """The masses (amu) of an AMBER topology's atoms, shape (n_atoms,), as its simulation used them: with hydrogen
-    mass repartitioning, not the elements' (MDTraj reads the elements only). Read once per file state."""
+def topology_masses(path: str | os.PathLike) -> np.ndarray:
+    """The masses (amu) of an AMBER or CHARMM topology's atoms, shape (n_atoms,), as its simulation used them: with
+    hydrogen mass repartitioning, not the elements'. Read once per file state."""
     state = Path(path).stat()
-    return _prmtop_masses(str(Path(path).resolve()), state.st_size, state.st_mtime_ns).copy()
+    return _topology_masses(str(Path(path).resolve()), state.st_size, state.st_mtime_ns).copy()
 
 
 @functools.lru_cache(maxsize=8)
-def _prmtop_masses(path: str, size: int, mtime_ns: int) -> np.ndarray:
+def _topology_masses(path: str, size: int, mtime_ns: int) -> np.ndarray:
     import openmm.app as app
 
+    kind = "CHARMM" if path.lower().endswith(".psf") else "AMBER"
     try:
-        system = app.AmberPrmtopFile(str(path)).createSystem(constraints=None, rigidWater=False)
-    except Exception as exc:  # OpenMM's reader raises many kinds for a damaged file
-        raise NeuralCTError(f"cannot read the masses of AMBER topology {path}: {first_line(exc)}") from None
-    return np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())], dtype=np.float64)
+        if kind == "CHARMM":
+            masses = [atom.mass for atom in app.CharmmPsfFile(path).atom_list]
+        else:
+            system = app.AmberPrmtopFile(path).createSystem(constraints=None, rigidWater=False)
+            masses = [system.getParticleMass(i)._value for i in range(system.getNumParticles())]
+    except Exception as exc:  # OpenMM's readers raise many kinds for a damaged file
+        raise NeuralCTError(f"cannot read the masses of {kind} topology {path}: {first_line(exc)}") from None
+    return np.array([getattr(mass, "_value", mass) for mass in masses], dtype=np.float64)
 
 
 def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _Raw:
@@ -616,8 +622,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             _check_trr_whole(path)
         if path.suffix.lower() == ".dcd":
             _check_dcd_frames(path, raw.xyz.shape[0] * stride)
-        if raw.masses is None and topology is not None and Path(topology).suffix.lower() in AMBER_TOPOLOGIES:
-            raw = replace(raw, masses=prmtop_masses(topology))
+        if raw.masses is None and topology is not None and Path(topology).suffix.lower() in MASS_TOPOLOGIES:
+            raw = replace(raw, masses=topology_masses(topology))
         return raw
     _check_atom_count(path, topology)
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):

@@ -117,8 +117,9 @@ def test_a_gromacs_top_given_as_a_trajectorys_topology_is_one_line_naming_the_gr
         load_trajectories(solvated / "traj.xtc", topology=solvated / "system.top")
 
 
-def test_another_engines_trajectory_takes_the_masses_of_its_amber_topology(tmp_path):
-    """Hydrogen mass repartitioning lives in the prmtop: the frames' masses are its, not the elements'."""
+@pytest.mark.parametrize("suffix", ["prmtop", "psf"])
+def test_another_engines_trajectory_takes_the_masses_of_its_amber_or_charmm_topology(tmp_path, suffix):
+    """Hydrogen mass repartitioning lives in the prmtop or PSF: the frames' masses are its, not the elements'."""
     import mdtraj
     import parmed
     from parmed.tools import HMassRepartition
@@ -128,10 +129,10 @@ def test_another_engines_trajectory_takes_the_masses_of_its_amber_topology(tmp_p
     topology, system, positions = vacuum_dipeptide()
     structure = parmed.openmm.load_topology(topology, system, positions * 10.0)
     HMassRepartition(structure).execute()
-    structure.save(str(tmp_path / "hmr.prmtop"))
+    structure.save(str(tmp_path / f"hmr.{suffix}"))
     expected = np.array([atom.mass for atom in structure.atoms])
     assert expected[[a.element == 1 for a in structure.atoms]].min() > 2.5  # repartitioned hydrogens
     frames = positions[None] + np.random.default_rng(0).normal(scale=0.002, size=(5, *positions.shape))
     mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology)).save_dcd(str(tmp_path / "hmr.dcd"))
-    data = load_trajectories([tmp_path / "hmr.dcd"], topology=tmp_path / "hmr.prmtop", selection="all")
-    np.testing.assert_allclose(data.masses, expected, rtol=1e-6)
+    data = load_trajectories([tmp_path / "hmr.dcd"], topology=tmp_path / f"hmr.{suffix}", selection="all")
+    np.testing.assert_allclose(data.masses, expected, rtol=1e-5)  # a PSF writes 4 decimals
