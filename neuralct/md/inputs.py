@@ -403,6 +403,9 @@ def _md_system(
         if not any(isinstance(force, mm.MonteCarloBarostat) for force in system.getForces()):
             system.addForce(mm.MonteCarloBarostat(pressure_bar * unit.bar, temperature * unit.kelvin))
         settings |= {"box_nm": widths, "pressure_bar": pressure_bar}
+        if any(box[i][j].value_in_unit(unit.nanometer) for i in range(3) for j in range(3) if i != j):
+            # A triclinic box: its diagonal is the widths between faces, the vectors say the rest.
+            settings["box_vectors_nm"] = [[float(x) for x in v.value_in_unit(unit.nanometer)] for v in box]
     if inputs.format == "OpenMM":
         held = system.getNumConstraints()
         settings |= {"nonbonded": "as serialized", "constraints": f"{held} as serialized" if held else "none"}

@@ -868,7 +868,9 @@ class _MetadynamicsRun:
         if self.cv_force is not None:
             engine |= {"cv_force": self.cv_force[0], "cv_force_choice": self.cv_force[1]}
         if self.md_system.periodic:
+            # The widths between faces, and the vectors (rows) that also say a triclinic box's tilt.
             engine["box_nm_last"] = np.diag(self.boxes[-1]).tolist()
+            engine["box_vectors_nm_last"] = self.boxes[-1].tolist()
         summary = _summary(self.settings, self.names, self.grids, ns, by_torsion, surfaces, timing | engine)
         summary["ended_early"] = self.ended_early
         write_json(self.folder / "summary.json", summary)

@@ -95,7 +95,7 @@ def test_a_solvated_system_read_back_has_the_energy_of_the_original(water, files
     folder, system, positions = water
     read = read_system([folder / name for name in files], constraints="none")
     assert read.settings["format"] == form and read.periodic and read.settings["solvent"] == "explicit"
-    assert read.settings["box_nm"] == pytest.approx([BOX_NM] * 3, abs=1e-6)
+    assert read.settings["box_nm"] == pytest.approx([BOX_NM] * 3, abs=1e-6) and "box_vectors_nm" not in read.settings
     assert read.n_atoms == system.getNumParticles() and read.settings["solvent_atoms"] == read.n_atoms - 22
     # The coordinates file's own rounding (0.001 nm in .gro, 0.0001 nm in .pdb) is left out: same positions.
     np.testing.assert_allclose(read.positions, positions, atol=1e-3)
@@ -299,6 +299,7 @@ def test_a_charmm_system_in_a_triclinic_box_keeps_its_box_and_energy(tmp_path):
     read = read_system([tmp_path / name for name in ("water.psf", "water.pdb", "water.prm")], cutoff_nm=0.7)
     vectors = read.system.getDefaultPeriodicBoxVectors()
     np.testing.assert_allclose([[v.value_in_unit(unit.nanometer) for v in row] for row in vectors], box, atol=1e-9)
+    np.testing.assert_allclose(read.settings["box_vectors_nm"], box, atol=1e-9)  # the record names the whole box
     assert potential_energy(read.system, positions) == pytest.approx(potential_energy(direct, positions), rel=1e-9)
 
 

@@ -86,6 +86,7 @@ def test_the_bias_runs_in_the_box_with_the_python_force_on_the_cpu(chain):
     assert summary["cv_force"] == "PythonForce" and summary["cv_force_choice"].startswith("auto")
     assert summary["ns_simulated"] == pytest.approx(0.004)
     assert 1.2 < min(summary["box_nm_last"]) < 1.8
+    assert np.diag(summary["box_vectors_nm_last"]).tolist() == summary["box_nm_last"]
 
 
 def test_the_frames_hold_the_solute_with_its_box(chain):
