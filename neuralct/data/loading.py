@@ -154,10 +154,6 @@ class PhaseSpaceData:
         """Conjugate momenta p_y, shape (n_frames, 3 n_sel - 6), sqrt(amu) nm/ps; N(0, kT) at equilibrium."""
         return self.frame.momenta_to_internal(self.momenta)
 
-    def resample_momenta(self, rng: np.random.Generator) -> np.ndarray:
-        """Fresh Maxwell-Boltzmann momenta, shape (n_frames, n_sel, 3), amu nm/ps: p ~ N(0, m kT)."""
-        return rng.normal(size=self.positions.shape) * np.sqrt(self.masses * self.kT)[:, None]
-
     def lag_frames(self, lag_ps: float, name: str = "--lag-ps") -> int:
         """``lag_ps`` as a whole number of frames of these trajectories (:func:`~neuralct.data.pairs.lag_in_frames`)."""
         return lag_in_frames(lag_ps, self.timestep_ps, name, self.timestep_note)

@@ -242,10 +242,6 @@ class LaggedLikelihood:
         z0, *z1 = z.split([len(starts), *sizes])
         return z0, z1, logdet[: len(starts)] + logdet[len(starts) : len(starts) + sizes[0]]
 
-    def pair_log_likelihood(self, model, i: torch.Tensor, j: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``ln rho(x_t) + ln p_tau(x_t+tau | x_t)`` of each pair in reduced units, shape (batch,)."""
-        return self._pair_terms(model, i, j, generator)[0]
-
     def _pair_terms(self, model, i, j, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z0, z1, logdet = self.latent_pairs(model, i, j, generator)
         return self._log_likelihood(model, z0, z1, logdet), z0, z1
