@@ -252,7 +252,7 @@ def test_a_killed_export_leaves_a_staging_folder_that_the_next_run_removes(
     assert not [p for p in folder.iterdir() if p.is_dir()] and (folder / "manifest.json").exists()
 
 
-def _context(md_system, force_group_forces):
+def _context(md_system):
     integrator = mm.LangevinMiddleIntegrator(300, 1, 0.002)
     integrator.setRandomNumberSeed(3)
     context = mm.Context(md_system.system, integrator, mm.Platform.getPlatformByName("Reference"))
@@ -270,7 +270,7 @@ def test_python_force_in_a_running_simulation_equals_the_cv(exported):
         cv_force.addCollectiveVariable(f"cv{j}", force)
     md_system.system.addForce(cv_force)
     assert mm.XmlSerializer.serialize(md_system.system)  # the computation pickles
-    context, integrator = _context(md_system, forces)
+    context, integrator = _context(md_system)
     calls = []
     for _ in range(3):
         integrator.step(20)
@@ -294,7 +294,7 @@ def test_python_force_is_minus_the_gradient_of_its_energy(exported):
     force = openmm_force(model, md_system.system, 0)
     force.setForceGroup(1)
     md_system.system.addForce(force)
-    context, _ = _context(md_system, [force])
+    context, _ = _context(md_system)
     x = md_system.positions.copy()
     analytic = context.getState(getForces=True, groups={1}).getForces(asNumpy=True)._value
     h = 1e-5
@@ -392,7 +392,7 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     cv_force = mm.CustomCVForce("0")
     cv_force.addCollectiveVariable("cv", openmm_force(model, md_system.system, 1))
     md_system.system.addForce(cv_force)
-    context, _ = _context(md_system, [])
+    context, _ = _context(md_system)
     context.setPositions(split)
     assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
 
@@ -408,7 +408,7 @@ def test_a_model_of_the_solute_finds_its_atoms_in_a_water_box(exported):
     cv_force = mm.CustomCVForce("0")
     cv_force.addCollectiveVariable("cv", openmm_force(model, water.system, 1, topology=water.topology))
     water.system.addForce(cv_force)
-    context, _ = _context(water, [])
+    context, _ = _context(water)
     box = context.getState().getPeriodicBoxVectors(asNumpy=True)._value
     placed = water.positions.copy()
     # Water molecules ride along: only the solute's atoms (the first 22) matter to the CV.
@@ -519,7 +519,7 @@ def test_a_molecule_longer_than_half_the_box_and_split_across_its_faces_gives_th
     for j in range(K):
         cv_force.addCollectiveVariable(f"cv{j}", openmm_force(model, md_system.system, j))
     md_system.system.addForce(cv_force)
-    context, _ = _context(md_system, [])
+    context, _ = _context(md_system)
     context.setPositions(split)
     assert np.abs(np.array(cv_force.getCollectiveVariableValues(context)) - expected[frame]).max() < 1e-5
 
@@ -609,7 +609,7 @@ def test_torch_force_of_openmm_torch_gives_the_cv_and_its_forces(exported):
     force = openmmtorch.TorchForce(str(folder / "cv1.pt"))
     force.setForceGroup(1)
     md_system.system.addForce(force)
-    context, _ = _context(md_system, [])
+    context, _ = _context(md_system)
     context.setPositions(positions[6])
     state = context.getState(getEnergy=True, getForces=True, groups={1})
     assert abs(state.getPotentialEnergy()._value - expected[6, 0]) < 1e-5
@@ -630,7 +630,7 @@ def test_torch_force_of_openmm_torch_gives_the_cv_and_its_forces(exported):
     assert torch_force.usesPeriodicBoundaryConditions()
     torch_force.setForceGroup(1)
     periodic.system.addForce(torch_force)
-    context, _ = _context(periodic, [])
+    context, _ = _context(periodic)
     context.setPositions(_split(positions[4], box, [0, 5, 6, 7, 18]))
     assert abs(context.getState(getEnergy=True, groups={1}).getPotentialEnergy()._value - expected[4, 0]) < 1e-5
 

@@ -44,7 +44,7 @@ def _torch_forces_context(box, folder, periodic=True):
         force.setUsesPeriodicBoundaryConditions(periodic)
         force.setForceGroup(j + 1)
         md_system.system.addForce(force)
-    return _context(md_system, [])[0]
+    return _context(md_system)[0]
 
 
 def _cvs_and_forces(context, positions, groups):
@@ -140,7 +140,7 @@ def test_torch_force_and_python_force_give_the_same_cvs_and_forces_in_a_water_bo
             assert force.usesPeriodicBoundaryConditions()
             force.setForceGroup(group)
             system.addForce(force)
-    context, _ = _context(water_box, [])
+    context, _ = _context(water_box)
     configurations = _solute_configurations(water_box, positions[4])
     n_solute = molecule_description(model)["n_atoms"]
     split = configurations["split across x = 0"][0][:n_solute]
