@@ -358,9 +358,17 @@ def result_settings(args: argparse.Namespace, *, ignore: Sequence[str] = ()) -> 
         options that do not change the output (checkpoint intervals, thread counts).
     """
     skip = _NOT_RESULTS | set(ignore)
-    return {
-        key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items() if key not in skip
-    }
+    return {key: _by_name(value) for key, value in vars(args).items() if key not in skip}
+
+
+def _by_name(value: Any) -> Any:
+    """An option's value for a run's identity: an existing file (alone or in a list) by its name only, since the
+    run lists its input files by content, so that a copy of them at another path is the same run."""
+    if isinstance(value, list):
+        return [_by_name(item) for item in value]
+    if isinstance(value, (str, Path)) and Path(value).is_file():
+        return Path(value).name
+    return str(value) if isinstance(value, Path) else value
 
 
 def save_resolved_config(args: argparse.Namespace, folder: Path) -> None:

@@ -329,6 +329,19 @@ def test_a_system_file_is_identified_by_its_content(inputs, monkeypatch, tmp_pat
     assert Path(inputs["system"]).name in files
 
 
+@pytest.mark.parametrize("command", ["simulate", "bias", "sample"])
+def test_a_copy_of_the_system_file_at_another_path_is_the_same_run(inputs, monkeypatch, tmp_path, command):
+    """The run lists its input files by content: their folder does not enter, so a moved copy resumes the run."""
+    copy = tmp_path / "elsewhere" / Path(inputs["system"]).name
+    copy.parent.mkdir()
+    shutil.copy(inputs["system"], copy)
+    head = {"simulate": ["simulate"], "bias": ["bias", inputs["model"]], "sample": ["sample", inputs["model"]]}
+    tail = ["--platform", "Reference"] if command == "simulate" else []
+    here = _identity([*head[command], inputs["system"], *tail], monkeypatch, tmp_path)
+    there = _identity([*head[command], str(copy), *tail], monkeypatch, tmp_path)
+    assert here == there and here[2][-1] == copy.name
+
+
 def test_a_rerun_with_another_bias_every_is_refused_end_to_end(alanine_model, tmp_path, capsys):
     model, _ = alanine_model
     out = tmp_path / "bias"
