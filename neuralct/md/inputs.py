@@ -11,7 +11,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import NeuralCTError, first_line
-from .systems import BAROSTAT_ROOM, MDSystem, bond_options, check_repartitioned_masses, solute_atoms
+from .systems import (
+    BAROSTAT_KINDS,
+    BAROSTAT_ROOM,
+    MDSystem,
+    barostat_index,
+    bond_options,
+    check_repartitioned_masses,
+    solute_atoms,
+)
 
 __all__ = ["INPUT_FORMATS", "read_system"]
 
@@ -338,6 +346,29 @@ def _openmm(inputs: _Inputs, constraints: str | None, cutoff_nm: float | None) -
     return system, topology, positions
 
 
+def _barostat(system: Any, pressure_bar: float, temperature: float) -> str:
+    """Give the periodic ``system`` its barostat at the run's pressure (bar) and temperature (K); say which.
+
+    A serialized System's own barostat (any of :data:`~neuralct.md.systems.BAROSTAT_KINDS`) keeps its kind and
+    frequency and takes the run's pressure (every axis of an anisotropic one) and temperature; a System without
+    one gets a ``MonteCarloBarostat``.
+    """
+    import openmm as mm
+    import openmm.unit as unit
+
+    index = barostat_index(system)
+    if index is None:
+        index = system.addForce(mm.MonteCarloBarostat(pressure_bar * unit.bar, temperature * unit.kelvin))
+        return f"MonteCarloBarostat every {system.getForce(index).getFrequency()} steps"
+    barostat = system.getForce(index)
+    if isinstance(barostat, mm.MonteCarloAnisotropicBarostat):
+        barostat.setDefaultPressure(mm.Vec3(pressure_bar, pressure_bar, pressure_bar) * unit.bar)
+    else:
+        barostat.setDefaultPressure(pressure_bar * unit.bar)
+    barostat.setDefaultTemperature(temperature * unit.kelvin)
+    return f"the System's {type(barostat).__name__} every {barostat.getFrequency()} steps"
+
+
 def _serialized_cutoff_nm(system: Any) -> float | None:
     """The largest nonbonded cutoff (nm) of a System's periodic forces; None where none is periodic."""
     import openmm.unit as unit
@@ -362,12 +393,21 @@ def _md_system(
     temperature: float,
 ) -> MDSystem:
     """The :class:`MDSystem` of what was read, with its checks (water in a box wide enough) and settings."""
-    import openmm as mm
     import openmm.unit as unit
 
     solute_indices = _solute(topology, solute, inputs)
     solvent_atoms = topology.getNumAtoms() - len(solute_indices)
     periodic = system.usesPeriodicBoundaryConditions()
+    kinds = [type(force).__name__ for force in system.getForces()]
+    if "AndersenThermostat" in kinds:
+        raise NeuralCTError(
+            f"OpenMM System {inputs.topology} has an AndersenThermostat, a second thermostat beside neuralct's "
+            "Langevin integrator; serialize the System without it"
+        )
+    held = [kind for kind in kinds if kind in BAROSTAT_KINDS]
+    if len(held) > 1 or (held and not periodic):
+        why = f"{len(held)} barostats" if periodic else f"a {held[0]} but no periodic box"
+        raise NeuralCTError(f"OpenMM System {inputs.topology} has {why}; serialize it with one barostat or none")
     if solvent_atoms and not periodic:
         where = {
             "CHARMM": "a PDB with its CRYST1 box in place of the .crd, which holds none",
@@ -400,9 +440,11 @@ def _md_system(
                 f"narrower than twice the cutoff ({cutoff_nm:g} nm) and {room:.0%} for the barostat to "
                 f"shrink it; {remedy} or a larger box"
             )
-        if not any(isinstance(force, mm.MonteCarloBarostat) for force in system.getForces()):
-            system.addForce(mm.MonteCarloBarostat(pressure_bar * unit.bar, temperature * unit.kelvin))
-        settings |= {"box_nm": widths, "pressure_bar": pressure_bar}
+        settings |= {
+            "box_nm": widths,
+            "pressure_bar": pressure_bar,
+            "barostat": _barostat(system, pressure_bar, temperature),
+        }
         if any(box[i][j].value_in_unit(unit.nanometer) for i in range(3) for j in range(3) if i != j):
             # A triclinic box: its diagonal is the widths between faces, the vectors say the rest.
             settings["box_vectors_nm"] = [[float(x) for x in v.value_in_unit(unit.nanometer)] for v in box]

@@ -53,11 +53,10 @@ from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .interrupt import sigint_held
 from .platform import available_platforms, fastest_platform, make_context
 from .replicas import plan_jobs, run_in_processes
-from .systems import MDSystem, select_atoms
+from .systems import MDSystem, barostat_index, select_atoms
 
 __all__ = [
     "SimulationSettings",
-    "barostat_index",
     "openmm_seeds",
     "check_whole_steps",
     "run_simulation",
@@ -281,15 +280,6 @@ def openmm_seeds(entropy: int | Sequence[int], count: int) -> tuple[int, ...]:
     """
     words = np.random.SeedSequence(entropy).generate_state(count)
     return tuple(int(word % (2**31 - 2)) + 1 for word in words)
-
-
-def barostat_index(system: Any) -> int | None:
-    """Index of the System's Monte Carlo barostat, None without one."""
-    import openmm as mm
-
-    return next(
-        (i for i in range(system.getNumForces()) if isinstance(system.getForce(i), mm.MonteCarloBarostat)), None
-    )
 
 
 def _replica_systems(system: Any, barostat_seed: int) -> tuple[Any, Any | None]:

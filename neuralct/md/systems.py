@@ -145,6 +145,20 @@ class WaterBox:
             raise NeuralCTError(f"`ionic_strength_molar` must be >= 0, got {self.ionic_strength_molar}")
 
 
+#: OpenMM's Monte Carlo barostats (class names): a System runs with at most one.
+BAROSTAT_KINDS = (
+    "MonteCarloBarostat",
+    "MonteCarloAnisotropicBarostat",
+    "MonteCarloMembraneBarostat",
+    "MonteCarloFlexibleBarostat",
+)
+
+
+def barostat_index(system: Any) -> int | None:
+    """Index of the System's Monte Carlo barostat (any of :data:`BAROSTAT_KINDS`), None without one."""
+    return next((i for i in range(system.getNumForces()) if type(system.getForce(i)).__name__ in BAROSTAT_KINDS), None)
+
+
 def bond_options(constraints: str, hydrogen_mass_amu: float | None) -> dict:
     """The ``createSystem`` options for bond constraints and hydrogen mass repartitioning.
 

@@ -57,7 +57,6 @@ from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
 from ..md.interrupt import sigint_held
 from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import (
-    barostat_index,
     check_sane,
     check_whole_steps,
     degrees_of_freedom,
@@ -65,6 +64,7 @@ from ..md.simulate import (
     kinetic_temperature,
     openmm_seeds,
 )
+from ..md.systems import barostat_index
 from ..units import kT_kj_per_mol
 from .metadynamics import JointMetadynamics, SeparateMetadynamics, joint_grid_points, separate_offset
 

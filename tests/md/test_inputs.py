@@ -215,6 +215,48 @@ def test_an_openmm_system_keeps_its_cutoff_and_constraints_and_refuses_others(wa
     assert "needs a System without constraints" in one_line_error(files, constraints="none")
 
 
+@pytest.mark.parametrize("kind", ["MonteCarloBarostat", "MonteCarloAnisotropicBarostat"])
+def test_an_openmm_systems_own_barostat_runs_at_the_pressure_and_temperature_asked(water, tmp_path, kind):
+    """A serialized System's barostat (1 bar, 300 K) keeps its kind and frequency and takes the run's 500 bar, 350 K."""
+    import openmm as mm
+    import openmm.unit as unit
+
+    folder, system, _ = water
+    held = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    if kind == "MonteCarloBarostat":
+        held.addForce(mm.MonteCarloBarostat(1.0 * unit.bar, 300 * unit.kelvin, 10))
+    else:
+        held.addForce(
+            mm.MonteCarloAnisotropicBarostat(mm.Vec3(1, 1, 1) * unit.bar, 300 * unit.kelvin, True, True, True, 10)
+        )
+    (tmp_path / "held.xml").write_text(mm.XmlSerializer.serialize(held))
+    read = read_system([tmp_path / "held.xml", folder / "water.pdb"], pressure_bar=500.0, temperature=350.0)
+    barostats = [f for f in read.system.getForces() if "Barostat" in type(f).__name__]
+    assert len(barostats) == 1 and type(barostats[0]).__name__ == kind and barostats[0].getFrequency() == 10
+    pressure = np.array(barostats[0].getDefaultPressure().value_in_unit(unit.bar))  # (3,) for an anisotropic one
+    assert pressure.size == (3 if "Anisotropic" in kind else 1) and np.all(pressure == 500.0)
+    assert barostats[0].getDefaultTemperature().value_in_unit(unit.kelvin) == 350.0
+    assert read.settings["barostat"] == f"the System's {kind} every 10 steps"
+    plain = read_system([folder / "water.xml", folder / "water.pdb"], pressure_bar=500.0, temperature=350.0)
+    assert plain.settings["barostat"] == "MonteCarloBarostat every 25 steps"
+
+
+def test_an_openmm_system_with_a_second_thermostat_or_barostat_is_one_line(water, tmp_path):
+    import openmm as mm
+
+    folder, system, _ = water
+    for name, extra in (
+        ("andersen", [mm.AndersenThermostat(300, 1)]),
+        ("two", [mm.MonteCarloBarostat(1, 300), mm.MonteCarloFlexibleBarostat(1, 300)]),
+    ):
+        held = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+        for force in extra:
+            held.addForce(force)
+        (tmp_path / f"{name}.xml").write_text(mm.XmlSerializer.serialize(held))
+    assert "has an AndersenThermostat" in one_line_error([tmp_path / "andersen.xml", folder / "water.pdb"])
+    assert "has 2 barostats" in one_line_error([tmp_path / "two.xml", folder / "water.pdb"])
+
+
 def test_a_psf_without_parameter_files_is_one_line(water, tmp_path):
     import parmed
 
