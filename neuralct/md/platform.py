@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from ..errors import NeuralCTError, first_line
 
-__all__ = ["available_platforms", "platform_properties", "make_context", "fastest_platform"]
+__all__ = ["available_platforms", "platform_properties", "make_context", "fastest_platform", "automatic_platform"]
 
 
 def available_platforms() -> list[str]:
@@ -74,12 +74,21 @@ def fastest_platform(
         The fastest platform.
     steps_per_second : dict
         Measured steps per wall-clock second of every platform that ran.
+
+    Raises
+    ------
+    NeuralCTError
+        Where no platform ran the probe to finite positions, naming each platform's reason.
     """
+    import numpy as np
+
     rates: dict[str, float] = {}
+    failures: dict[str, str] = {}
     for name in available_platforms():
         try:
             context = make_context(system, make_integrator(), name, threads)
-        except NeuralCTError:
+        except NeuralCTError as exc:
+            failures[name] = str(exc).rpartition("cannot run this system: ")[2]
             continue
         context.setPositions(positions)
         integrator = context.getIntegrator()
@@ -92,11 +101,49 @@ def fastest_platform(
                 context.getState(getEnergy=True)  # forces a sync on asynchronous platforms
                 steps += chunk
                 chunk = min(chunk * 2, 5000)
-        except Exception:  # OpenMM's error of a run blowing up: the run itself says what blew up, and why
+            # A probe that blew up runs fast: a platform whose positions are not finite did not run the system.
+            if not np.isfinite(context.getState(getPositions=True).getPositions(asNumpy=True)._value).all():
+                failures[name] = "positions not finite after the probe's steps"
+                continue
+        except Exception as exc:  # OpenMM's error of a run blowing up
+            failures[name] = first_line(exc)
             continue
         finally:
             del context
         rates[name] = steps / elapsed
     if not rates:
-        raise NeuralCTError("no OpenMM platform could run this system")
+        reasons = "; ".join(f"{name}: {why}" for name, why in failures.items())
+        raise NeuralCTError(f"no OpenMM platform could run this system ({reasons})")
     return max(rates, key=rates.get), rates
+
+
+def automatic_platform(
+    md_system: Any, temperature: float, friction_per_ps: float, timestep_fs: float, threads: int | None
+) -> tuple[str, dict[str, float] | None, str]:
+    """The platform ``auto`` picks for ``md_system``: the CPU platform for a periodic system (PME; the Reference
+    platform runs a box of water 15 times slower), else the fastest of a probe (:func:`fastest_platform`).
+
+    The probe's Langevin integrator (``temperature`` K, ``friction_per_ps``) steps at most 2 fs
+    (``timestep_fs`` if shorter): it starts from the unminimised structure, and the speed barely
+    depends on the step.
+
+    Returns
+    -------
+    name : str
+        The platform.
+    steps_per_second : dict or None
+        The probe's measured rates (None without a probe).
+    choice : str
+        Why, in words for the summary.
+    """
+    import openmm as mm
+
+    if md_system.periodic and "CPU" in available_platforms():
+        return "CPU", None, "auto: the CPU platform for a periodic system (PME)"
+
+    def integrator() -> Any:
+        return mm.LangevinMiddleIntegrator(temperature, friction_per_ps, min(timestep_fs, 2.0) / 1000.0)
+
+    name, rates = fastest_platform(md_system.system, md_system.positions, integrator, threads=threads)
+    measured = ", ".join(f"{platform} {rate:.0f}" for platform, rate in sorted(rates.items()))
+    return name, rates, f"auto: the fastest of a probe of the system (steps/s: {measured})"

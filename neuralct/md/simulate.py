@@ -51,7 +51,7 @@ from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_text, write_json
 from ..units import BOLTZMANN_KJ_PER_MOL_K
 from .interrupt import sigint_held
-from .platform import available_platforms, fastest_platform, make_context
+from .platform import automatic_platform, available_platforms, make_context
 from .replicas import plan_jobs, run_in_processes
 from .systems import MDSystem, barostat_index, select_atoms
 
@@ -694,7 +694,7 @@ def run_simulation(
         )
     folder = Path(folder)
     runs = [_Replica(md_system, folder, settings, r, atoms) for r in indices]
-    platform, probe_rates = _choose_platform(runs, md_system, settings, threads)
+    platform, probe_rates, platform_choice = _choose_platform(runs, md_system, settings, threads)
     # A fresh start writes its own topology: one left by another system's failed run must not stay.
     if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
         write_topology(md_system, folder, atoms)
@@ -710,6 +710,7 @@ def run_simulation(
         | {"replicas": replicas, "replica_index": replica_index, "jobs": jobs, "threads_per_job": threads},
         "integrator": "LangevinMiddleIntegrator",
         "platform": platform,
+        "platform_choice": platform_choice,
         "platform_probe_steps_per_second": probe_rates,
         "platform_probe_threads": threads if probe_rates else None,
         "trajectory_format": "AMBER NetCDF (angstrom, angstrom/ps, ps; periodic: the box per frame) with "
@@ -723,19 +724,16 @@ def run_simulation(
 
 def _choose_platform(
     runs: list[_Replica], md_system: MDSystem, settings: SimulationSettings, threads: int | None
-) -> tuple[str, dict[str, float] | None]:
-    """The platform to run on and, when it was measured (``auto``), the probe's steps per second of each."""
+) -> tuple[str, dict[str, float] | None, str]:
+    """The platform to run on, the probe's steps per second of each platform where ``auto`` measured them, and why
+    (:func:`~neuralct.md.platform.automatic_platform`)."""
     # A checkpoint loads only on the platform that wrote it, so a resumed run keeps that platform.
     platform = next((run.platform for run in runs if run.platform), None)
     if platform is not None:
-        return platform, None
+        return platform, None, "the platform of the run's checkpoints"
     if settings.platform != "auto":
-        return settings.platform, None
-
-    def integrator() -> Any:
-        return _make_integrator(settings)
-
-    return fastest_platform(md_system.system, md_system.positions, integrator, threads=threads)
+        return settings.platform, None, "as asked"
+    return automatic_platform(md_system, settings.temperature, settings.friction_per_ps, settings.timestep_fs, threads)
 
 
 def _run_replicas(runs: list[_Replica], platform: str, threads: int | None, jobs: int, progress: bool) -> list[dict]:

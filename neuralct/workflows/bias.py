@@ -423,32 +423,23 @@ def run_platform(settings: BiasSettings, md_system: Any, checkpoint: Path | None
     (a checkpoint loads only on the platform that wrote it; one of an older run that records none, the
     Reference platform it ran on).
     """
-    import openmm as mm
-
-    from ..md.platform import fastest_platform
+    from ..md.platform import automatic_platform
 
     if settings.platform != "auto":
         return settings.platform, "as asked"
-    if md_system.periodic:
-        return "CPU", "auto: the CPU platform for a periodic system (PME)"
-    if checkpoint is not None and checkpoint.exists():
+    if checkpoint is not None and checkpoint.exists() and not md_system.periodic:
         try:
             platform = ArrayCheckpoint.load(checkpoint, {"platform": str}, "")["platform"]
         except NeuralCTError:  # an older run's (none recorded), or a damaged one, refused where the run loads it
             platform = "Reference"
         return platform, "auto: the platform of the run's checkpoint"
-
-    def integrator() -> Any:
-        # At most 2 fs: the probe starts from the unminimised structure, and the speed barely depends on the step.
-        step = min(settings.timestep_fs, 2.0) / 1000.0
-        return mm.LangevinMiddleIntegrator(settings.temperature, settings.friction_per_ps, step)
-
     try:
-        name, rates = fastest_platform(md_system.system, md_system.positions, integrator, threads=settings.threads)
+        name, _, choice = automatic_platform(
+            md_system, settings.temperature, settings.friction_per_ps, settings.timestep_fs, settings.threads
+        )
     except NeuralCTError:  # no platform ran the probe: the run itself will say why
         return "Reference", "auto: the Reference platform (no platform ran the probe)"
-    measured = ", ".join(f"{platform} {rate:.0f}" for platform, rate in sorted(rates.items()))
-    return name, f"auto: the fastest of a probe of the system without its bias (steps/s: {measured})"
+    return name, choice
 
 
 def cv_force_kind(settings: BiasSettings, platform: str) -> tuple[str, str]:
