@@ -397,6 +397,26 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
     assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
 
 
+def test_python_force_reads_a_new_box_at_the_same_positions(exported):
+    """The box alone changes (a state loaded, a box set by hand): the CV is that of the positions in the new box."""
+    model, folder, positions, expected = exported
+    box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
+    split = _split(positions[4], box, [0, 5, 6, 7, 18])
+    md_system = _periodic_alanine(box, cutoff_nm=1.0)
+    cv_force = mm.CustomCVForce("0")
+    cv_force.addCollectiveVariable("cv", openmm_force(model, md_system.system, 1))
+    md_system.system.addForce(cv_force)
+    context, _ = _context(md_system)
+    context.setPositions(split)
+    assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
+    larger = 1.3 * box  # still OpenMM's reduced form; its images no longer join the moved atoms to the others
+    context.setPeriodicBoxVectors(*[mm.Vec3(*row) for row in larger])
+    module = torch.jit.load(str(folder / "cv2.pt"))
+    in_larger = float(module(torch.tensor(split), torch.tensor(larger)))
+    assert abs(in_larger - expected[4, 1]) > 1e-3
+    assert abs(cv_force.getCollectiveVariableValues(context)[0] - in_larger) < 1e-5
+
+
 def test_a_model_of_the_solute_finds_its_atoms_in_a_water_box(exported):
     """A model trained on the solute's frames acts on the solute of the solvated system, split across the box."""
     from neuralct.md.systems import WaterBox

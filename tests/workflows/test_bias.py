@@ -12,11 +12,13 @@ import pytest
 
 import neuralct
 from neuralct.analysis import read_colvar
+from neuralct.analysis.fes import free_energy_2d
 from neuralct.analysis.reweighting import count_transitions, reweighting_offset
 from neuralct.cli import main
 from neuralct.errors import NeuralCTError, RunBrokeDown
 from neuralct.md.systems import build_system
 from neuralct.model.molecular import project_positions
+from neuralct.units import kT_kj_per_mol
 from neuralct.workflows.bias import BiasSettings, run_metadynamics
 from neuralct.workflows.metadynamics import joint_grid_points
 
@@ -169,6 +171,15 @@ def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, cap
     )
     # Each bin's block standard error beside it: NaN where the surface has no frames, and everywhere
     # when the weight of so short a run sits in fewer than 2 blocks.
+    # Tiwary-Parrinello weights exp((V - c(t))/kT) from rbias, not exp(V/kT) from the bias: c(t) grows between frames.
+    kT = kT_kj_per_mol(summary["settings"]["temperature"])
+    bias, rbias = table[:, 3], table[:, 4]
+    assert np.ptp(bias - rbias) > 0.01
+    angles = ((-math.pi, math.pi), (-math.pi, math.pi))
+    expected, _, _ = free_energy_2d(
+        table[:, 1], table[:, 2], bins=40, kT=kT, range=angles, weights=np.exp((rbias - rbias.max()) / kT)
+    )
+    np.testing.assert_allclose(surface, expected, rtol=1e-9, atol=1e-9)
     errors = np.load(out / "fes_phi_psi_reweighted_error.npy")
     assert "standard error" in summary["bias_files"]["fes_phi_psi_reweighted_error.npy"]
     assert errors.shape == (40, 40) and np.all(np.isnan(errors[np.isnan(surface)]))
