@@ -235,7 +235,15 @@ def _md_system(args: argparse.Namespace, model) -> Any:
         raise NeuralCTError(
             f"--solvent builds a system from a PDB; the input files of {args.system[0]} define their own: drop it"
         )
-    return read_system(args.system, constraints="none", temperature=temperature)
+    from ..sampling.targets import refuse_explicit_solvent
+
+    source = " ".join(args.system)
+    return read_system(
+        args.system,
+        constraints="none",
+        temperature=temperature,
+        solvent_check=lambda topology, periodic: refuse_explicit_solvent(topology, periodic, source),
+    )
 
 
 def _settings(args: argparse.Namespace):

@@ -6,7 +6,7 @@ import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,6 +52,7 @@ def read_system(
     pressure_bar: float = 1.0,
     temperature: float = 300.0,
     hydrogen_mass_amu: float | None = None,
+    solvent_check: Callable[[Any, bool], None] | None = None,
 ) -> MDSystem:
     """Build an :class:`MDSystem` from input files prepared with AMBER, GROMACS, CHARMM or OpenMM tools.
 
@@ -94,6 +95,10 @@ def read_system(
         Temperature of the barostat, K.
     hydrogen_mass_amu : float, optional
         Hydrogen mass repartitioning as in :func:`~neuralct.md.systems.build_system`.
+    solvent_check : callable, optional
+        Called with the system's OpenMM topology and whether it is periodic as soon as they are read,
+        before the checks of its box and constraints: a command that cannot use explicit solvent
+        (``sample``) refuses it there, in its own words, rather than with advice about the box.
 
     Returns
     -------
@@ -117,7 +122,7 @@ def read_system(
             raise NeuralCTError(f"`{name}` must be positive, got {value}")
     inputs = _sorted_inputs([Path(f) for f in files])
     if inputs.format == "OpenMM":
-        system, topology, positions = _openmm(inputs, constraints, cutoff_nm)
+        system, topology, positions = _openmm(inputs, cutoff_nm)
         cutoff_nm = _serialized_cutoff_nm(system)
     else:
         constraints, cutoff_nm = (constraints or "hbonds").lower(), cutoff_nm or 1.0
@@ -129,6 +134,10 @@ def read_system(
             f"coordinates file {inputs.coordinates} has {positions.shape[0]} atoms but {inputs.format} topology "
             f"{inputs.topology} has {topology.getNumAtoms()}; give the coordinates of the same system"
         )
+    if solvent_check is not None:
+        solvent_check(topology, system.usesPeriodicBoundaryConditions())
+    if inputs.format == "OpenMM":
+        _check_serialized_constraints(inputs, system, constraints)
     check_repartitioned_masses(system, topology, hydrogen_mass_amu, str(inputs.topology))
     return _md_system(inputs, system, topology, positions, solute, constraints, cutoff_nm, pressure_bar, temperature)
 
@@ -300,15 +309,8 @@ def _charmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any,
     return system, psf.topology, positions
 
 
-def _openmm(inputs: _Inputs, constraints: str | None, cutoff_nm: float | None) -> tuple[Any, Any, np.ndarray]:
-    system = _read(inputs.topology, "OpenMM System", _deserialize)
-    if not hasattr(system, "getNumParticles"):
-        raise NeuralCTError(f"OpenMM XML {inputs.topology} holds no System; give the file of XmlSerializer.serialize")
-    if cutoff_nm is not None:
-        raise NeuralCTError(
-            f"OpenMM System {inputs.topology} has its own nonbonded cutoff; `cutoff_nm` sets that of AMBER, GROMACS "
-            "and CHARMM inputs: drop it, or serialize the System with the cutoff you want"
-        )
+def _check_serialized_constraints(inputs: _Inputs, system: Any, constraints: str | None) -> None:
+    """Refuse ``constraints`` for a serialized System, but ``"none"`` for one without constraints."""
     held = system.getNumConstraints()
     if constraints is not None and not (constraints.lower() == "none" and held == 0):
         raise NeuralCTError(
@@ -319,6 +321,17 @@ def _openmm(inputs: _Inputs, constraints: str | None, cutoff_nm: float | None) -
                 else "this needs a System without constraints (the energy of a System built with them lacks the "
                 "constrained bonds' terms): serialize one built with `constraints=None`"
             )
+        )
+
+
+def _openmm(inputs: _Inputs, cutoff_nm: float | None) -> tuple[Any, Any, np.ndarray]:
+    system = _read(inputs.topology, "OpenMM System", _deserialize)
+    if not hasattr(system, "getNumParticles"):
+        raise NeuralCTError(f"OpenMM XML {inputs.topology} holds no System; give the file of XmlSerializer.serialize")
+    if cutoff_nm is not None:
+        raise NeuralCTError(
+            f"OpenMM System {inputs.topology} has its own nonbonded cutoff; `cutoff_nm` sets that of AMBER, GROMACS "
+            "and CHARMM inputs: drop it, or serialize the System with the cutoff you want"
         )
     positions, box, topology = _coordinates(inputs)
     if inputs.state is not None:

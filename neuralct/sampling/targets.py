@@ -22,6 +22,7 @@ __all__ = [
     "SamplingTarget",
     "flow_draws_whole_configurations",
     "toy_target",
+    "refuse_explicit_solvent",
     "ramachandran_angles",
     "basin_indicators",
     "molecular_target",
@@ -278,16 +279,18 @@ def basin_indicators(topology, positions: np.ndarray) -> dict[str, np.ndarray]:
     return found
 
 
-def _refuse_explicit_solvent(md_system, source: str) -> None:
-    """Refuse a system in explicit solvent: the flow draws the solute's coordinates, not the solvent's."""
+def refuse_explicit_solvent(topology: Any, periodic: bool, source: str) -> None:
+    """Refuse a system in explicit solvent (OpenMM ``topology``; ``periodic``: it has a box): the flow draws the
+    solute's coordinates, not the solvent's."""
     from ..md.systems import solute_atoms
 
-    solvent = md_system.n_atoms - len(solute_atoms(md_system.topology))
-    if solvent or md_system.periodic:
+    solvent = topology.getNumAtoms() - len(solute_atoms(topology))
+    if solvent or periodic:
         raise NeuralCTError(
             f"{source} is in explicit solvent ({solvent} water and ion atoms in a periodic box): the flow models the "
             "solute alone, and exact sampling would need the solvent's coordinates too; sample the solute in "
-            "implicit solvent (`solvent` obc2) or vacuum, or run `neuralct bias` in the explicit water"
+            "implicit solvent or vacuum (a bundled system or PDB with `solvent` obc2, or input files of the solute "
+            "alone), or run `neuralct bias` in the explicit water"
         )
 
 
@@ -310,7 +313,7 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     from ..md.energy import OpenMMEnergy
     from ..model.molecular import check_topology, rigid_body_frame
 
-    _refuse_explicit_solvent(md_system, source)
+    refuse_explicit_solvent(md_system.topology, md_system.periodic, source)
     molecule = model.metadata["molecule"]
     topology = mdtraj.Topology.from_openmm(md_system.topology)
     check_topology(model, topology, source)

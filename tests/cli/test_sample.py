@@ -862,11 +862,19 @@ def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_ref
     assert energies["amber"] == pytest.approx(energies["bundled"], rel=1e-4)
     capsys.readouterr()
 
-    water = [str(tmp_path / "water.prmtop"), str(tmp_path / "water.rst7")]
-    assert main(["sample", model, *water, *short, "--output", str(tmp_path / "x")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "explicit solvent" in err and "the flow models the solute" in err, err
-    assert not (tmp_path / "x").exists()
+    # Water is what is refused, before what else the box or the System has that sample could not take either.
+    import openmm as mm
+
+    write_inputs(tmp_path, *solvated_dipeptide(box_nm=1.8), "small")  # narrower than twice the 1 nm cutoff
+    constrained = mm.XmlSerializer.deserialize((tmp_path / "water.xml").read_text())
+    constrained.addConstraint(0, 1, 0.1)
+    (tmp_path / "constrained.xml").write_text(mm.XmlSerializer.serialize(constrained))
+    for water in (("water.prmtop", "water.rst7"), ("small.prmtop", "small.rst7"), ("constrained.xml", "water.pdb")):
+        files = [str(tmp_path / name) for name in water]
+        assert main(["sample", model, *files, *short, "--output", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "explicit solvent" in err and "the flow models the solute" in err, err
+        assert not (tmp_path / "x").exists()
 
 
 def within_random_lengths(evaluations, trajectories, chains, length):
