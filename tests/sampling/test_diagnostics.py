@@ -14,6 +14,7 @@ from neuralct.sampling.diagnostics import (
     FLOW_REACH_FRACTION,
     TRAINING_DATA_DISAGREEMENT,
     basin_population,
+    batch_means_standard_error,
     between_chain_standard_error,
     curvature_figures,
     integrated_autocorrelation_time,
@@ -261,3 +262,19 @@ def test_a_basin_population_of_chains_that_disagree_is_marked_and_widened():
     figures = strict_json(basin_population(indicator))
     assert figures["converged"] is False and "not converged: the chains disagree" in figures["note"]
     assert figures["standard_error"] >= between_chain_standard_error(indicator)
+
+
+def test_a_slow_small_tail_past_sokals_window_is_caught_by_the_batch_means():
+    """Unit noise plus an offset held for 800 samples at a time (variance 0.05): the autocorrelation is about 0.05 up
+    to lag 800, too small for Sokal's window to reach, yet it makes the error of the mean 4.5 times the window's."""
+    rng = np.random.default_rng(11)
+    chains, samples, block, slow = 4, 4000, 800, 0.05
+    offsets = np.repeat(rng.normal(scale=math.sqrt(slow), size=(samples // block, chains)), block, axis=0)
+    series = rng.normal(size=(samples, chains)) + offsets
+    exact = math.sqrt(1.0 / series.size + slow / (series.size // block))  # noise and 20 independent offsets
+    window = math.sqrt(series.var() * integrated_autocorrelation_time(series) / series.size)
+    assert window < 0.35 * exact
+    assert 0.7 * exact < batch_means_standard_error(series) == mean_standard_error(series) < 1.4 * exact
+    figures = strict_json(observable_efficiency(series, series.size, 1.0))
+    assert figures["converged"] is True and figures["standard_error"] == pytest.approx(mean_standard_error(series))
+    assert figures["note"].startswith("the autocorrelation reaches past Sokal's window")
