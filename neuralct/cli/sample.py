@@ -310,6 +310,11 @@ def _method_choice_line(summary: dict, target) -> str:
     )
 
 
+def _long_tail(figures: dict) -> bool:
+    """Whether an observable's standard error is that of batch means (its note says so)."""
+    return figures["converged"] is not False and "past Sokal's window" in figures.get("note", "")
+
+
 def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
     """Acceptance, cost and potential energy, the curvature's range, and warnings for disagreeing or stuck chains."""
     # The HMC kernel runs in latent coordinates unless the method is physical HMC: its line says which.
@@ -326,12 +331,16 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
         f"samples in {folder}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
         f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT"
         + (" (not converged: the error is the spread between chains)" if energy["converged"] is False else "")
+        + (" (the error of batch means: the autocorrelation reaches past its window)" if _long_tail(energy) else "")
         + ", "
         f"ESS per evaluation {_shown(energy['ess_per_evaluation'], '.2e')}"
     )
     curvature = summary["mean_curvature"]
     space = "physical" if method == "hmc" else "latent"
-    exact = "1 everywhere for an exact flow" if not placed_dim else "placed hydrogens are not whitened by the flow"
+    if method == "hmc":
+        exact = "the stiffness the curvature mass matrix evens out"
+    else:
+        exact = "1 everywhere for an exact flow" if not placed_dim else "placed hydrogens are not whitened by the flow"
     print(
         f"{space} curvature: eigenvalues {curvature['eigenvalues'][0]:.3g} to {curvature['eigenvalues'][-1]:.3g}, "
         f"{curvature['above_4']} above 4 ({exact})"
@@ -355,8 +364,9 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
         print_warning(
             f"the chains' populations of {', '.join(off_data)} disagree with the model's training trajectories "
             f"(training_data_fraction in summary.json, {TRAINING_DATA_DISAGREEMENT:g} standard errors or more apart), "
-            "though the chains may agree with each other: they may not have left the basins where they started; "
-            "sample longer (--samples) or with more chains (--chains)"
+            "though the chains may agree with each other: the chains may not have left the basins where they started "
+            "(sample longer, --samples, or with more chains, --chains), or, where they entered the basin more often "
+            "than the trajectories did, the trajectories be too short (each basin's note in summary.json says which)"
         )
 
 

@@ -681,12 +681,22 @@ def mark_against_training_data(figures: dict[str, Any], training: dict[str, Any]
     else:
         return False
     figures["converged"] = False
+    if population is not None and figures["stays"] >= training["stays"]:
+        # The chains went in and out of it as often as the trajectories did: it is they that know it better.
+        which = (
+            f"the chains entered it {figures['stays']} times, the trajectories {training['stays']}: the trajectories "
+            "are the likelier to be too short to know it (a longer unbiased MD settles it), or the chains to sample "
+            "it wrongly"
+        )
+    else:
+        which = (
+            "the chains may not have left the basins where they started, or the trajectories not have reached "
+            "equilibrium; sample longer (--samples) or with more chains (--chains)"
+        )
     disagreement = (
         f"not converged: the chains put {chains} of their samples in it, the model's training trajectories "
         f"{fraction:.3f} +- {error:.3f} of their frames (at least {TRAINING_DATA_DISAGREEMENT:g} standard errors "
-        "apart, and the standard error is now at least the gap): the chains may not have left the basins where "
-        "they started, or the trajectories not have reached equilibrium; sample longer (--samples) or with more "
-        "chains (--chains)"
+        f"apart, and the standard error is now at least the gap): {which}"
     )
     figures["note"] = f"{figures['note']}; {disagreement}" if "note" in figures else disagreement
     return True

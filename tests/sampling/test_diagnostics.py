@@ -107,6 +107,11 @@ def test_chains_that_agree_with_each_other_but_not_with_the_training_trajectorie
     assert stuck["converged"] is False and stuck["standard_error"] == pytest.approx(0.071)
     assert stuck["training_data_fraction"] == 0.928 and stuck["training_data_standard_error"] == 0.022
     assert stuck["note"].startswith("not converged: the chains put 0.999 +- 0.001 of their samples in it")
+    assert "may not have left the basins where they started" in stuck["note"]
+    # Chains that went in and out more often than the trajectories: the short trajectories are the likelier cause.
+    moving = {"population": 0.524, "standard_error": 0.016, "converged": True, "stays": 300}
+    assert mark_against_training_data(moving, {"fraction": 0.39, "standard_error": 0.035, "stays": 71})
+    assert "entered it 300 times, the trajectories 71: the trajectories are the likelier" in moving["note"]
     # Within the threshold the figures stand, with the trajectories' figure beside them.
     near = 0.93 + TRAINING_DATA_DISAGREEMENT * math.hypot(0.01, 0.022) * 0.99
     agreeing = {"population": near, "standard_error": 0.01, "converged": True}
