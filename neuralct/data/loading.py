@@ -556,6 +556,18 @@ def topology_file(path: Path, topology: str | None) -> str | None:
 MASS_TOPOLOGIES = (".prmtop", ".parm7", ".psf")
 
 
+#: AMBER topologies: they hold no residue numbers, and MDTraj numbers their residues from 0.
+AMBER_TOPOLOGIES = (".prmtop", ".parm7")
+
+
+def _number_residues_from_one(topology: Any) -> None:
+    """Number the residues of an MDTraj ``topology`` read from an AMBER file 1, 2, ... as AMBER, OpenMM and the PDB
+    files written from them do (MDTraj numbers them from 0), so that a residue has one name whatever file its
+    topology came from (``phi_ALA2``)."""
+    for residue in topology.residues:
+        residue.resSeq = residue.index + 1
+
+
 def topology_masses(path: str | os.PathLike) -> np.ndarray:
     """The masses (amu) of an AMBER or CHARMM topology's atoms, shape (n_atoms,), as its simulation used them: with
     hydrogen mass repartitioning, not the elements'. Read once per file state."""
@@ -620,6 +632,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             _check_dcd_frames(path, raw.xyz.shape[0] * stride)
         if raw.masses is None and topology is not None and Path(topology).suffix.lower() in MASS_TOPOLOGIES:
             raw = replace(raw, masses=topology_masses(topology))
+        if topology is not None and Path(topology).suffix.lower() in AMBER_TOPOLOGIES:
+            _number_residues_from_one(raw.topology)
         return raw
     _check_atom_count(path, topology)
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):

@@ -54,6 +54,21 @@ def test_the_default_selection_is_the_heavy_atoms_of_the_solute(solvated, trajec
     )
 
 
+def test_a_residue_has_one_number_whatever_the_topology_file(solvated):
+    """MDTraj numbers an AMBER topology's residues from 0; the PDB, GROMACS and CHARMM files written from it, and
+    OpenMM's reader of it, from 1: the alanine is ALA2 in every one (its torsions phi_ALA2, psi_ALA2)."""
+    numbers = {
+        topology: [
+            (residue.name, residue.resSeq)
+            for residue in load_trajectories(
+                solvated / f"traj.{trajectory}", topology=solvated / f"system.{topology}"
+            ).selection_topology.residues
+        ]
+        for trajectory, topology in ENGINES
+    }
+    assert all(found == [("ACE", 1), ("ALA", 2), ("NME", 3)] for found in numbers.values()), numbers
+
+
 def test_a_selection_given_keeps_its_atoms(solvated):
     data = load_trajectories(solvated / "traj.xtc", topology=solvated / "system.gro", selection="protein")
     assert (
