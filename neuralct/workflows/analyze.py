@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..analysis.report import Segment
-from ..analysis.training_match import holds_marked_frames
+from ..analysis.training_match import holds_marked_frames, marked_frames
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, sha256, write_json
@@ -30,6 +30,25 @@ def _blocks(trajectory: int, start: int, stop: int, n_blocks: int) -> list[Segme
     """``n_blocks`` contiguous, equally long segments of frames ``start:stop`` of one trajectory."""
     edges = np.linspace(start, stop, n_blocks + 1).round().astype(int)
     return [(trajectory, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _refuse_copies(paths: Sequence[str], features: Sequence[np.ndarray] | None) -> None:
+    """Refuse two given trajectories that hold the same frames (a copy in another format, a subsampled one): one
+    would fit the baselines and the other be scored on the same frames, or count as a second independent score.
+
+    ``features``: each trajectory's internal coordinates (n_frames, dim); frames of one, evenly spaced, are looked
+    for in each other (:func:`~neuralct.analysis.training_match.holds_marked_frames`).
+    """
+    if features is None:
+        return
+    for i, first in enumerate(features):
+        marks = first[marked_frames(len(first), first.shape[1], 1)]
+        for j in range(i + 1, len(features)):
+            if holds_marked_frames(features[j], marks):
+                raise NeuralCTError(
+                    f"trajectories {paths[i]} and {paths[j]} hold the same frames (a copy, in another format or "
+                    "subsampled?); give each trajectory once, so that no frame is both fitted and scored"
+                )
 
 
 def scoring_split(
@@ -85,6 +104,7 @@ def scoring_split(
         i for i, keys in enumerate(known) if validation is not None and (keys & validated or shared[i] & validated)
     ]
     unseen = [i for i in range(len(paths)) if i not in in_training and i not in in_validation]
+    _refuse_copies([paths[i] for i in unseen], None if features is None else [features[i] for i in unseen])
     if not 2 <= blocks <= 100:
         raise NeuralCTError(f"`blocks` must be between 2 and 100, got {blocks}")
     record: dict[str, Any] = {

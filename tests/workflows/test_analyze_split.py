@@ -128,3 +128,17 @@ def test_a_model_keeps_at_most_64_frames_of_a_trajectory_and_a_mebibyte_of_them_
     assert len(range(4000)[marked_frames(4000, 24, 3)]) == 64 and len(range(10)[marked_frames(10, 24, 2)]) == 10
     kept = len(range(4000)[marked_frames(4000, 3000, 10)])
     assert kept * 3000 * 10 <= MARK_VALUES and kept >= 4
+
+
+def test_two_given_trajectories_that_hold_the_same_frames_are_refused():
+    """A copy (another format's rounding, 1e-4) or a subsampled one of a trajectory given beside it: one would fit
+    TICA and the other be scored on the same frames. Two trajectories of one molecule that share no frame pass."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    features = [rng.normal(size=(400, 12)) for _ in range(3)]
+    copy = features[1][::5] + rng.normal(scale=1e-4, size=(80, 12))
+    with pytest.raises(NeuralCTError, match="r1.nc and /data/r3.nc hold the same frames"):
+        scoring_split(PATHS[:4], [400, 400, 400, 80], metadata([]), features=[*features, copy])
+    split = scoring_split(PATHS[:3], LENGTHS[:3], metadata([]), features=features)
+    assert {segment[0] for segment in split["fit"] + split["scored"]} == {0, 1, 2}
