@@ -109,6 +109,14 @@ def _add_dynamics_options(p: argparse.ArgumentParser) -> None:
         "--friction-per-ps", type=positive_float, default=1.0, help="Langevin friction in 1/ps (default: %(default)s)"
     )
     p.add_argument(
+        "--equilibration-ps",
+        type=nonnegative_float,
+        default=10.0,
+        help="MD after minimisation under the starting bias, before the first COLVAR row: nothing deposited or "
+        "recorded, a box's volume relaxes under the barostat; the run's time counts from its end (default: "
+        "%(default)s)",
+    )
+    p.add_argument(
         "--bias-every",
         type=positive_int_or_auto,
         default="auto",
@@ -283,6 +291,7 @@ def _settings(args: argparse.Namespace, md_system: Any, model: Any) -> BiasSetti
         timestep_fs=args.timestep_fs,
         friction_per_ps=args.friction_per_ps,
         report_ps=args.report_ps,
+        equilibration_ps=args.equilibration_ps,
         height_kj=args.height_kj,
         width_fraction=args.width_fraction,
         width_rad=args.width_rad,

@@ -29,8 +29,8 @@ and continues from its state, so no frame is lost or repeated.
 Replicas run as parallel processes (``jobs``, see :mod:`neuralct.md.replicas`), each with its own
 trajectory and checkpoint; a replica's random streams (velocities, integrator, barostat) depend
 only on (seed, replica), not on how many run at once nor on whether it runs alone
-(``replica_index``): its frames are identical on the Reference platform; the CPU platform's force
-sums may differ in the last bits with its thread count.
+(``replica_index``): its frames are identical on the Reference platform; on the CPU platform two
+runs differ in their last bits (even on one thread), which the dynamics' chaos grows.
 """
 
 from __future__ import annotations
@@ -311,16 +311,18 @@ class _BlowUp(Exception):
     """The integration diverged (non-finite coordinates)."""
 
 
-def check_sane(positions: np.ndarray, temperature: float, settings: SimulationSettings, frame: int) -> None:
-    """Raise _BlowUp for non-finite coordinates or a kinetic temperature 1000 times the bath's.
+def check_sane(positions: np.ndarray, temperature: float, settings: SimulationSettings, frame: int | str) -> None:
+    """Raise _BlowUp for non-finite coordinates or a kinetic temperature 1000 times the bath's, at ``frame`` (its
+    index, or words such as ``"the equilibration"``).
 
     A thermalised frame exceeds 1000 T only with probability below exp(-500) even for one
     degree of freedom, so this flags integration errors, not fluctuations.
     """
+    where = f"frame {frame}" if isinstance(frame, int) else frame
     if not np.isfinite(positions).all():
-        raise _BlowUp(f"coordinates became NaN at frame {frame}")
+        raise _BlowUp(f"coordinates became NaN at {where}")
     if not temperature <= 1000.0 * settings.temperature:
-        raise _BlowUp(f"kinetic temperature {temperature:.3g} K at frame {frame}")
+        raise _BlowUp(f"kinetic temperature {temperature:.3g} K at {where}")
 
 
 @contextlib.contextmanager

@@ -123,6 +123,11 @@ class BiasSettings:
 
     Attributes
     ----------
+    equilibration_ps : float
+        MD after minimisation and before the first COLVAR row, under the starting bias (zero, or an
+        earlier run's) with no Gaussian deposited and nothing recorded: the structure, and a periodic
+        box's volume under the barostat, relax before the bias starts to grow. The run's time counts
+        from its end.
     cv : str
         ``learned`` (the model's slowest CVs), or one or two backbone torsions by their COLVAR names
         (:func:`backbone_torsions`): ``phi``, ``psi`` or ``phi,psi`` of a dipeptide, ``phi_A_ALA3``,
@@ -183,6 +188,7 @@ class BiasSettings:
     timestep_fs: float = 2.0
     friction_per_ps: float = 1.0
     report_ps: float = 1.0
+    equilibration_ps: float = 10.0
     height_kj: float = 1.2
     width_fraction: float = 0.06
     width_rad: float = 0.35
@@ -217,6 +223,8 @@ class BiasSettings:
             raise NeuralCTError(
                 f"`n_cvs` must be 1 or 2 on one joint grid, got {self.n_cvs}; more take `separate_biases`"
             )
+        if not self.equilibration_ps >= 0:
+            raise NeuralCTError(f"`equilibration_ps` must be >= 0, got {self.equilibration_ps}")
         if not self.bias_factor > 1:
             raise NeuralCTError(f"`bias_factor` must be > 1, got {self.bias_factor}")
         if not 0 < self.width_fraction < 1:
@@ -273,6 +281,11 @@ class BiasSettings:
     def outer_step_ps(self) -> float:
         """Time step of the bias force, ps."""
         return self.timestep_fs * self.bias_every / 1000.0
+
+    @property
+    def equilibration_steps(self) -> int:
+        """Integrator steps (of the bias force) of the equilibration, rounded up."""
+        return math.ceil(self.equilibration_ps / self.outer_step_ps - 1e-9)
 
     @property
     def n_reports(self) -> int:
@@ -729,8 +742,23 @@ class _MetadynamicsRun:
             self.metadynamics.set_bias_grid(self.start_bias, simulation.context)
         mm.LocalEnergyMinimizer.minimize(simulation.context, 10.0, 1000)
         simulation.context.setVelocitiesToTemperature(self.settings.temperature, self.settings.seed + 1)
+        self._equilibrate(interrupted)
+
+    def _equilibrate(self, interrupted: threading.Event) -> None:
+        """``settings.equilibration_ps`` of MD under the starting bias, nothing deposited or recorded; then the run's
+        time (and the deposition schedule) starts from zero. Ctrl-C stops it (a fresh start: no checkpoint)."""
+        settings, simulation = self.settings, self.simulation
+        left = settings.equilibration_steps
+        while left and not interrupted.is_set():
+            chunk = min(left, settings.steps_per_report)
+            _checked_steps(
+                lambda: simulation.step(chunk), simulation, settings, self.masses, self.dof, "the equilibration"
+            )
+            left -= chunk
         if interrupted.is_set():
             raise KeyboardInterrupt
+        simulation.currentStep = 0
+        simulation.context.setTime(0.0)
 
     def run_reports(self, interrupted: threading.Event, progress: bool) -> dict[str, Any]:
         """Run the remaining report intervals, with a checkpoint every ``checkpoint_seconds``, at the end and on Ctrl-C.
@@ -923,11 +951,22 @@ def _simulation(md_system: Any, integrator: Any, platform: str, threads: int | N
 
 
 def _advance(
-    metadynamics: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int
+    metadynamics: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int | str
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One report interval of metadynamics; the positions (n_atoms, 3) and box vectors (3, 3) in nm after it.
 
     A Gaussian due at its last step is not yet deposited (``metadynamics.deposit_if_due`` follows the report).
+    See :func:`_checked_steps`.
+    """
+    return _checked_steps(
+        lambda: metadynamics.advance(simulation, settings.steps_per_report), simulation, settings, masses, dof, frame
+    )
+
+
+def _checked_steps(
+    steps: Any, simulation: Any, settings: BiasSettings, masses: np.ndarray, dof: int, frame: int | str
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run ``steps()`` (MD steps of ``simulation``); the positions (n_atoms, 3) and box vectors (3, 3) in nm after them.
 
     The box is None without periodic boundary conditions; the positions are OpenMM's unwrapped ones
     (molecules whole).
@@ -936,8 +975,8 @@ def _advance(
     ------
     NeuralCTError
         If the simulation blew up: non-finite positions or a kinetic temperature over 1000 times
-        the bath's (the test of ``neuralct simulate``), before a blown-up CV is taken for a CV
-        that left its grid.
+        the bath's (the test of ``neuralct simulate``) at ``frame`` (an index, or words), before a
+        blown-up CV is taken for a CV that left its grid.
     """
 
     def checked_positions() -> tuple[np.ndarray, np.ndarray | None]:
@@ -957,7 +996,7 @@ def _advance(
     impulse = f"`bias_every` 1 (now {every}: the bias acts as an impulse every {every} steps)" if every > 1 else ""
     with divergence_as_error(settings, impulse):
         try:
-            metadynamics.advance(simulation, settings.steps_per_report)
+            steps()
         except Exception:
             # OpenMM re-raises an error from inside a step (a learned CV's, on non-finite positions) as its
             # own: the state says whether it blew up.

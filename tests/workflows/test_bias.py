@@ -154,6 +154,9 @@ def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, cap
     fields, table = read_colvar(out / "COLVAR")
     assert fields == ["time", "phi", "psi", "bias", "rbias"] and len(table) == 4
     assert np.all(np.abs(table[:, 1:3]) <= math.pi)
+    # Time counts from the end of the equilibration, which deposits nothing: the first row, 1 ps on, holds no bias
+    # (its own Gaussian, due at its step, comes after it).
+    assert np.array_equal(table[:, 0], [1.0, 2.0, 3.0, 4.0]) and table[0, 3] == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["phi_transitions"] == count_transitions(table[:, 3])
     assert "Tiwary-Parrinello" in summary["reweighting"]
@@ -276,7 +279,7 @@ def test_a_run_that_fails_keeps_the_reports_before_it(alanine_model, tmp_path, m
             raise neuralct.errors.RunBrokeDown("cv1 = 9 left its grid", "a stand-in's advice")
 
     def blow_up_at_the_third_report(positions, temperature, settings, frame):
-        checked.append(1)
+        checked.extend([1] if isinstance(frame, int) else [])  # a report's frame, not the equilibration
         check_sane(positions, 1e9 if len(checked) == 3 else temperature, settings, frame)
 
     if failure == "left its grid":
@@ -300,7 +303,8 @@ def test_a_run_that_fails_keeps_the_reports_before_it(alanine_model, tmp_path, m
 def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine_model, tmp_path, capsys):
     model_path, _ = alanine_model
     first, frozen = tmp_path / "metadynamics", tmp_path / "frozen"
-    grid = ["--grid-margin", "0.5", "--pace-ps", "0.5"]
+    # Both runs start at the minimised structure (no equilibration), so that the second visits the first one's bias.
+    grid = ["--grid-margin", "0.5", "--pace-ps", "0.5", "--equilibration-ps", "0"]
     assert main(["bias", str(model_path), *grid, *SHORT, *FRAMES, "--output", str(first)]) == 0
     bias = np.load(first / "bias.npy")
     assert bias.max() > 1.0  # eight Gaussians deposited
@@ -339,6 +343,21 @@ def test_a_frozen_bias_acts_unchanged_and_its_frames_reweight_statically(alanine
     assert system.system.getNumForces() == build_system("alanine-dipeptide").system.getNumForces()
     assert np.array_equal(read_colvar(part / "COLVAR")[1], read_colvar(whole / "COLVAR")[1])
     assert np.array_equal(np.load(part / "bias.npy"), bias)
+
+    # Equilibration is the same MD under the starting bias, unrecorded: a run equilibrated 0.2 ps longer starts
+    # where the other is 0.2 ps (two reports) on, to the bit, with its time counted from zero. (With one integrator:
+    # OpenMM's multiple-time-step one draws other random numbers after an energy is read, as each report does.)
+    short, long = tmp_path / "short", tmp_path / "long"
+    short.mkdir(), long.mkdir()
+    settings |= {"platform": "Reference", "length_ns": 0.001, "bias_every": 1}
+    run_metadynamics(system, model, short, BiasSettings(**(settings | {"equilibration_ps": 0.1})), progress=False)
+    run_metadynamics(system, model, long, BiasSettings(**(settings | {"equilibration_ps": 0.3})), progress=False)
+    early, later = read_colvar(short / "COLVAR")[1], read_colvar(long / "COLVAR")[1]
+    np.testing.assert_allclose(early[:, 0], later[:, 0])
+    np.testing.assert_allclose(early[:2, 0], [0.1, 0.2])
+    assert np.array_equal(early[2:, 1:], later[:-2, 1:])
+    frames = [mdtraj.load(str(folder / "trajectory.nc"), top=str(folder / "topology.pdb")) for folder in (short, long)]
+    assert np.array_equal(frames[0].xyz[2:], frames[1].xyz[:-2])
 
     # A bias on other grids, a folder without a finished run, a damaged bias: one line each, nothing written.
     capsys.readouterr()
