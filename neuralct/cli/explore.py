@@ -178,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
     # The platform and threads change how fast the runs go, not what they sample; the system enters by its
     # content: files, options and the OpenMM System they build.
     # Given data and their topology enter by content too.
+    # The rounds' equilibration, fixed (bias's default), enters too: an earlier version's run (none) is not mixed.
     identity = result_settings(args, ignore=("platform", "threads", "include_dir", "data", "top")) | {
-        "openmm_system": system_digest(md_system)
+        "openmm_system": system_digest(md_system),
+        "round_equilibration_ps": settings.bias(1, md_system, None, None).equilibration_ps,
     }
     inputs = [*system_files(args), *(args.data or ()), *([args.top] if args.top else [])]
     # A finished rerun skips every step and writes the summary and config again.

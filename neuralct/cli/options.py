@@ -362,13 +362,22 @@ def result_settings(args: argparse.Namespace, *, ignore: Sequence[str] = ()) -> 
 
 
 def _by_name(value: Any) -> Any:
-    """An option's value for a run's identity: an existing file (alone or in a list) by its name only, since the
-    run lists its input files by content, so that a copy of them at another path is the same run."""
+    """An option's value for a run's identity: an existing file or folder (alone or in a list) by its name only,
+    since the run lists its input files by content (a folder by the files of it that it reads), so that a copy of
+    them at another path is the same run."""
     if isinstance(value, list):
         return [_by_name(item) for item in value]
-    if isinstance(value, (str, Path)) and Path(value).is_file():
+    if isinstance(value, (str, Path)) and _exists(value):
         return Path(value).name
     return str(value) if isinstance(value, Path) else value
+
+
+def _exists(value: str | Path) -> bool:
+    """Whether ``value`` names an existing file or folder (not for a text no path can be: too long, a NUL)."""
+    try:
+        return Path(value).exists()
+    except (OSError, ValueError):
+        return False
 
 
 def save_resolved_config(args: argparse.Namespace, folder: Path) -> None:

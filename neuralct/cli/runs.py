@@ -71,10 +71,26 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+#: Settings that earlier versions of a command did not record, with the value they ran with: a recorded identity
+#: without one holds that value (an earlier run resumes where it is given, and is refused, naming it, where not).
+UNRECORDED_BEFORE = {("bias", "equilibration_ps"): 0.0, ("explore", "round_equilibration_ps"): 0.0}
+
+
+def _same_setting(old: Any, new: Any) -> bool:
+    """Whether a recorded setting is the current one; an input file or folder recorded by its path (as earlier
+    versions did) is the same as one by its name (its content is compared with the input files)."""
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same_setting(a, b) for a, b in zip(old, new))
+    return old == new or (isinstance(old, str) and isinstance(new, str) and "/" in old and Path(old).name == new)
+
+
 def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Names of what differs between two identities of one command: settings keys, input files."""
-    old, new = recorded.get("settings") or {}, current["settings"]
-    changed_settings = [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    old, new = dict(recorded.get("settings") or {}), current["settings"]
+    for (command, key), value in UNRECORDED_BEFORE.items():
+        if command == current["command"] and key not in old and key in new:
+            old[key] = value
+    changed_settings = [key for key in sorted(set(old) | set(new)) if not _same_setting(old.get(key), new.get(key))]
     names = [", ".join(changed_settings)] if changed_settings else []
     old_inputs, new_inputs = recorded.get("inputs") or [], current["inputs"]
     if old_inputs != new_inputs:

@@ -19,6 +19,7 @@ from neuralct.cli.options import (
     nonnegative_int,
     positive_float,
     positive_int,
+    result_settings,
 )
 from neuralct.cli.runs import IDENTITY_FILE, LOCK_FILE, OUTPUT_LOG, RunFolder, fingerprint
 from neuralct.errors import NeuralCTError
@@ -448,3 +449,28 @@ def test_an_unreadable_array_checkpoint_is_one_line_with_the_advice(tmp_path, co
     message = rf"^checkpoint {re.escape(str(path))} cannot be read \(\w+\); delete it to start again$"
     with pytest.raises(NeuralCTError, match=message):
         ArrayCheckpoint.load(path, entries, "delete it to start again")
+
+
+def test_an_identity_recorded_by_an_earlier_version_is_read_as_it_ran(tmp_path):
+    """Earlier versions recorded input files by their path and no `equilibration_ps` for bias (they ran none): such a
+    run resumes with the same files by name and `--equilibration-ps 0`, and is refused, naming it, with 10."""
+    identity = {"command": "bias", "settings": {"system": ["inputs/system.pdb"], "seed": 0}, "inputs": []}
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps(identity))
+    (tmp_path / OUTPUT_LOG).write_text(IDENTITY_FILE + "\n")
+    same = {"system": ["system.pdb"], "seed": 0, "equilibration_ps": 0.0}
+    with RunFolder(tmp_path, "bias", same) as folder:
+        assert folder.resuming
+    with pytest.raises(NeuralCTError, match="with other equilibration_ps; rerun"):
+        with RunFolder(tmp_path, "bias", same | {"equilibration_ps": 10.0}):
+            pass
+    with pytest.raises(NeuralCTError, match="with other system; rerun"):
+        with RunFolder(tmp_path, "bias", same | {"system": ["other.pdb"]}):
+            pass
+
+
+def test_a_setting_that_names_a_file_or_folder_enters_by_name_and_any_text_stays_as_it_is(tmp_path):
+    (tmp_path / "system.pdb").write_text("")
+    selection = " or ".join(f"(resname ALA and name CA and resid {i})" for i in range(20))  # no path can be this long
+    args = argparse.Namespace(system=[str(tmp_path / "system.pdb")], frozen_bias=str(tmp_path), selection=selection)
+    settings = result_settings(args)
+    assert settings == {"system": ["system.pdb"], "frozen_bias": tmp_path.name, "selection": selection}
