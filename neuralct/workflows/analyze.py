@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..analysis.report import Segment
-from ..analysis.training_match import holds_marked_frames, marked_frames
+from ..analysis.training_match import holds_marked_frames, marked_frames, marks_found
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, sha256, write_json
@@ -32,22 +32,29 @@ def _blocks(trajectory: int, start: int, stop: int, n_blocks: int) -> list[Segme
     return [(trajectory, int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+#: Share of one trajectory's evenly spaced frames found in another above which the two hold the same frames (a
+#: copy): replicas started from one structure share their first frame at most.
+COPY_SHARE = 0.5
+
+
 def _refuse_copies(paths: Sequence[str], features: Sequence[np.ndarray] | None) -> None:
     """Refuse two given trajectories that hold the same frames (a copy in another format, a subsampled one): one
     would fit the baselines and the other be scored on the same frames, or count as a second independent score.
 
-    ``features``: each trajectory's internal coordinates (n_frames, dim); frames of one, evenly spaced, are looked
-    for in each other (:func:`~neuralct.analysis.training_match.holds_marked_frames`).
+    ``features``: each trajectory's internal coordinates (n_frames, dim); evenly spaced frames of each are looked
+    for in the others (:func:`~neuralct.analysis.training_match.marks_found`), and two trajectories are copies
+    where :data:`COPY_SHARE` or more of one's are found in the other.
     """
     if features is None:
         return
-    for i, first in enumerate(features):
-        marks = first[marked_frames(len(first), first.shape[1], 1)]
-        for j in range(i + 1, len(features)):
-            if holds_marked_frames(features[j], marks):
+    marks = [first[marked_frames(len(first), first.shape[1], 1)] for first in features]
+    for i in range(len(features)):
+        for j in range(len(features)):
+            if i != j and marks_found(features[j], marks[i]) >= COPY_SHARE * len(marks[i]):
+                first, second = sorted((i, j))
                 raise NeuralCTError(
-                    f"trajectories {paths[i]} and {paths[j]} hold the same frames (a copy, in another format or "
-                    "subsampled?); give each trajectory once, so that no frame is both fitted and scored"
+                    f"trajectories {paths[first]} and {paths[second]} hold the same frames (a copy, in another "
+                    "format or subsampled?); give each trajectory once, so that no frame is both fitted and scored"
                 )
 
 
