@@ -310,11 +310,6 @@ def _method_choice_line(summary: dict, target) -> str:
     )
 
 
-def _long_tail(figures: dict) -> bool:
-    """Whether an observable's standard error is that of batch means (its note says so)."""
-    return figures["converged"] is not False and "past Sokal's window" in figures.get("note", "")
-
-
 def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
     """Acceptance, cost and potential energy, the curvature's range, and warnings for disagreeing or stuck chains."""
     # The HMC kernel runs in latent coordinates unless the method is physical HMC: its line says which.
@@ -331,7 +326,11 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
         f"samples in {folder}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
         f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT"
         + (" (not converged: the error is the spread between chains)" if energy["converged"] is False else "")
-        + (" (the error of batch means: the autocorrelation reaches past its window)" if _long_tail(energy) else "")
+        + (
+            " (the error of batch means: the autocorrelation reaches past its window)"
+            if energy.get("standard_error_from") == "batch means"
+            else ""
+        )
         + ", "
         f"ESS per evaluation {_shown(energy['ess_per_evaluation'], '.2e')}"
     )

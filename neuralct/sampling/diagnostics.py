@@ -194,13 +194,20 @@ def mean_standard_error(series: np.ndarray) -> float:
         ``nan`` where the autocorrelation time is undefined (:func:`why_undefined`), e.g. for a
         constant observable: no error can be given, and 0 would claim an exact value.
     """
+    return _mean_error(series)[0]
+
+
+def _mean_error(series: np.ndarray) -> tuple[float, str]:
+    """:func:`mean_standard_error` and where it comes from: ``"autocorrelation window"`` or ``"batch means"``."""
     series = np.asarray(series, dtype=np.float64)
     tau = integrated_autocorrelation_time(series)
     if not np.isfinite(tau):
-        return float("nan")
+        return float("nan"), "autocorrelation window"
     window = float(np.sqrt(series.var() * tau / series.size))
-    batches, count = _batch_means(series)
-    return batches if _tail_past_window(window, batches, count) else window
+    batches, count = _batch_means(series if series.ndim == 2 else series[:, None])
+    if _tail_past_window(window, batches, count):
+        return batches, "batch means"
+    return window, "autocorrelation window"
 
 
 def _tail_past_window(window: float, batches: float, count: int) -> bool:
@@ -421,7 +428,8 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     -------
     dict
         ``mean``, ``standard_error`` (:func:`mean_standard_error`; where the chains disagree, at
-        least :func:`between_chain_standard_error`), ``converged`` (split R-hat at most
+        least :func:`between_chain_standard_error`), ``standard_error_from`` (``"autocorrelation
+        window"``, ``"batch means"`` or ``"spread between chains"``), ``converged`` (split R-hat at most
         :data:`R_HAT_LIMIT`; None where R-hat is undefined), a ``note`` where they disagree, and the
         figures of :func:`sampling_efficiency`; an undefined figure is None, its reason in ``undefined``.
     """
@@ -429,17 +437,17 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     if series.ndim == 1:
         series = series[:, None]
     figures = sampling_efficiency(series, evaluations, cpu_seconds)
-    error = mean_standard_error(series)
+    error, source = _mean_error(series)
     converged, note = _chains_agree(series)
     window = math.sqrt(series.var() * figures["iat"] / series.size) if figures.get("iat") is not None else math.nan
-    if converged is not False and error > window:
+    if converged is not False and source == "batch means":
         note = (
             f"the autocorrelation reaches past Sokal's window: the standard error is that of {_batch_means(series)[1]} "
             "batch means "
             f"({error:.3g} against the window's {window:.3g}; iat and ess are the window's, an upper bound on ess)"
         )
-    if converged is False:
-        error = _widened(error, series)
+    if converged is False and _widened(error, series) > error:
+        error, source = _widened(error, series), "spread between chains"
     undefined = figures.pop("undefined", {})
     if not math.isfinite(error):
         undefined = {"standard_error": undefined["iat"], **undefined}
@@ -448,6 +456,7 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     result: dict[str, Any] = {
         "mean": float(np.mean(series)),
         "standard_error": error if math.isfinite(error) else None,
+        "standard_error_from": source if math.isfinite(error) else None,
         "converged": converged,
         **figures,
     }
@@ -532,10 +541,14 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     population = float(indicator.mean())
     switches = min(stays_in, stays_out)
     figures["population"] = population
-    figures["standard_error"] = max(mean_standard_error(indicator), _stays_error(population, switches, indicator.size))
+    error, source = _mean_error(indicator)
+    stays_error = _stays_error(population, switches, indicator.size)
+    if stays_error > error:
+        error, source = stays_error, "stays"
     figures["converged"], disagreement = _chains_agree(indicator)
-    if disagreement:
-        figures["standard_error"] = _widened(figures["standard_error"], indicator)
+    if disagreement and _widened(error, indicator) > error:
+        error, source = _widened(error, indicator), "spread between chains"
+    figures["standard_error"], figures["standard_error_from"] = error, source
     # The rarer side limits the estimate: stays in a rare basin, or stays out of an almost full one.
     if stays_in <= stays_out:
         what, times, chains = "entered", stays_in, chains_visiting
@@ -659,6 +672,7 @@ def mark_against_training_data(figures: dict[str, Any], training: dict[str, Any]
         Whether the two were marked disagreeing.
     """
     fraction, error = training["fraction"], training["standard_error"]
+    chains_agreed = figures.get("converged") is True
     figures["training_data_fraction"] = fraction
     figures["training_data_standard_error"] = error
     if error is None:
@@ -681,10 +695,12 @@ def mark_against_training_data(figures: dict[str, Any], training: dict[str, Any]
     else:
         return False
     figures["converged"] = False
-    if population is not None and figures["stays"] >= training["stays"]:
-        # The chains went in and out of it as often as the trajectories did: it is they that know it better.
+    # Stays beyond each visiting chain's first (a chain may start in the basin): entries the chains made.
+    entries = figures.get("stays", 0) - figures.get("chains_visiting", 0)
+    if population is not None and chains_agreed and entries >= training["stays"]:
+        # Chains that agree went in and out of it as often as the trajectories did: it is they that know it better.
         which = (
-            f"the chains entered it {figures['stays']} times, the trajectories {training['stays']}: the trajectories "
+            f"the chains entered it {entries} times, the trajectories {training['stays']}: the trajectories "
             "are the likelier to be too short to know it (a longer unbiased MD settles it), or the chains to sample "
             "it wrongly"
         )

@@ -109,9 +109,13 @@ def test_chains_that_agree_with_each_other_but_not_with_the_training_trajectorie
     assert stuck["note"].startswith("not converged: the chains put 0.999 +- 0.001 of their samples in it")
     assert "may not have left the basins where they started" in stuck["note"]
     # Chains that went in and out more often than the trajectories: the short trajectories are the likelier cause.
-    moving = {"population": 0.524, "standard_error": 0.016, "converged": True, "stays": 300}
+    moving = {"population": 0.524, "standard_error": 0.016, "converged": True, "stays": 316, "chains_visiting": 16}
     assert mark_against_training_data(moving, {"fraction": 0.39, "standard_error": 0.035, "stays": 71})
     assert "entered it 300 times, the trajectories 71: the trajectories are the likelier" in moving["note"]
+    # Chains that disagree with each other (stuck, each in or out from its start) get no such word.
+    stuck = {"population": 0.3, "standard_error": 0.06, "converged": False, "stays": 20, "chains_visiting": 20}
+    assert mark_against_training_data(stuck, {"fraction": 0.7, "standard_error": 0.03, "stays": 12})
+    assert "may not have left the basins where they started" in stuck["note"] and "likelier" not in stuck["note"]
     # Within the threshold the figures stand, with the trajectories' figure beside them.
     near = 0.93 + TRAINING_DATA_DISAGREEMENT * math.hypot(0.01, 0.022) * 0.99
     agreeing = {"population": near, "standard_error": 0.01, "converged": True}
@@ -283,3 +287,11 @@ def test_a_slow_small_tail_past_sokals_window_is_caught_by_the_batch_means():
     figures = strict_json(observable_efficiency(series, series.size, 1.0))
     assert figures["converged"] is True and figures["standard_error"] == pytest.approx(mean_standard_error(series))
     assert figures["note"].startswith("the autocorrelation reaches past Sokal's window")
+    assert figures["standard_error_from"] == "batch means"
+    # Offsets held for 700 samples, across the batches' ends of 800: caught as well.
+    offsets = np.repeat(rng.normal(scale=math.sqrt(slow), size=(samples // 700 + 1, chains)), 700, axis=0)[:samples]
+    series = rng.normal(size=(samples, chains)) + offsets
+    exact = math.sqrt(1.0 / series.size + slow / (series.size / 700))
+    assert 0.7 * exact < mean_standard_error(series) < 1.4 * exact
+    # One chain's series, given as 1-D: as the one-column 2-D one.
+    assert mean_standard_error(series[:, 0]) == mean_standard_error(series[:, :1]) > 0
