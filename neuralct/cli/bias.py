@@ -186,9 +186,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--platform",
         default="auto",
-        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed, or auto: CPU for a periodic "
-        "system (PME), otherwise the fastest of a short probe of each (a resumed run keeps its checkpoint's) "
-        "(default: %(default)s)",
+        help="OpenMM platform: Reference, CPU, CUDA or OpenCL where installed, or auto: the fastest of a short "
+        "probe of each, never Reference for a periodic system (PME; the CPU platform unprobed where it is the "
+        "only other); a resumed run keeps its checkpoint's (default: %(default)s)",
     )
     p.add_argument(
         "--threads",

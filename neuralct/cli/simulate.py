@@ -96,7 +96,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--platform",
         default="auto",
-        help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe "
+        help="OpenMM platform (Reference, CPU, CUDA, OpenCL) or auto: the fastest in a short timed probe, "
+        "never Reference for a periodic system (the CPU platform unprobed where it is the only other) "
         "(default: %(default)s)",
     )
     p.add_argument(

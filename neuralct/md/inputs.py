@@ -417,9 +417,9 @@ def _md_system(
             f"OpenMM System {inputs.topology} has an AndersenThermostat, a second thermostat beside neuralct's "
             "Langevin integrator; serialize the System without it"
         )
-    held = [kind for kind in kinds if kind in BAROSTAT_KINDS]
-    if len(held) > 1 or (held and not periodic):
-        why = f"{len(held)} barostats" if periodic else f"a {held[0]} but no periodic box"
+    barostats = [kind for kind in kinds if kind in BAROSTAT_KINDS]
+    if len(barostats) > 1 or (barostats and not periodic):
+        why = f"{len(barostats)} barostats" if periodic else f"a {barostats[0]} but no periodic box"
         raise NeuralCTError(f"OpenMM System {inputs.topology} has {why}; serialize it with one barostat or none")
     if solvent_atoms and not periodic:
         where = {
@@ -459,7 +459,8 @@ def _md_system(
             "barostat": _barostat(system, pressure_bar, temperature),
         }
         if any(box[i][j].value_in_unit(unit.nanometer) for i in range(3) for j in range(3) if i != j):
-            # A triclinic box: its diagonal is the widths between faces, the vectors say the rest.
+            # A triclinic box: the diagonal of its reduced vectors (what OpenMM's cutoff rule reads) is not its
+            # edges' lengths; the vectors say it all.
             settings["box_vectors_nm"] = [[float(x) for x in v.value_in_unit(unit.nanometer)] for v in box]
     if inputs.format == "OpenMM":
         held = system.getNumConstraints()

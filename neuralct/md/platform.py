@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..errors import NeuralCTError, first_line
 
@@ -52,8 +52,12 @@ def fastest_platform(
     *,
     threads: int | None = None,
     probe_seconds: float = 0.3,
+    platforms: Sequence[str] | None = None,
 ) -> tuple[str, dict[str, float]]:
-    """Time a few steps of ``system`` on every platform and return the fastest.
+    """Time a few steps of ``system`` on every platform (or on ``platforms``) and return the fastest.
+
+    Each probe starts from ``positions`` minimised for at most 50 iterations, so that a structure
+    prepared elsewhere (a clash, a box fresh from the solvation) does not blow up in it.
 
     Parameters
     ----------
@@ -81,10 +85,11 @@ def fastest_platform(
         Where no platform ran the probe to finite positions, naming each platform's reason.
     """
     import numpy as np
+    import openmm as mm
 
     rates: dict[str, float] = {}
     failures: dict[str, str] = {}
-    for name in available_platforms():
+    for name in available_platforms() if platforms is None else platforms:
         try:
             context = make_context(system, make_integrator(), name, threads)
         except NeuralCTError as exc:
@@ -93,6 +98,7 @@ def fastest_platform(
         context.setPositions(positions)
         integrator = context.getIntegrator()
         try:
+            mm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
             integrator.step(10)
             steps, start = 0, time.perf_counter()
             chunk = 10
@@ -117,15 +123,21 @@ def fastest_platform(
     return max(rates, key=rates.get), rates
 
 
+#: Platforms that run on a GPU, in the order ``auto`` prefers them where no probe tells them apart.
+GPU_PLATFORMS = ("CUDA", "HIP", "OpenCL")
+
+
 def automatic_platform(
     md_system: Any, temperature: float, friction_per_ps: float, timestep_fs: float, threads: int | None
 ) -> tuple[str, dict[str, float] | None, str]:
-    """The platform ``auto`` picks for ``md_system``: the CPU platform for a periodic system (PME; the Reference
-    platform runs a box of water 15 times slower), else the fastest of a probe (:func:`fastest_platform`).
+    """The platform ``auto`` picks for ``md_system``: the fastest of a probe (:func:`fastest_platform`) of every
+    platform, but the Reference one for a periodic system (PME: it runs a box of water 15 times slower than the
+    CPU platform), which takes the CPU platform unprobed where that is the only other.
 
     The probe's Langevin integrator (``temperature`` K, ``friction_per_ps``) steps at most 2 fs
-    (``timestep_fs`` if shorter): it starts from the unminimised structure, and the speed barely
-    depends on the step.
+    (``timestep_fs`` if shorter): the speed barely depends on the step. Where no platform runs the
+    probe, the CPU platform for a periodic system and the Reference one otherwise are taken, and the
+    run itself says what fails.
 
     Returns
     -------
@@ -138,12 +150,20 @@ def automatic_platform(
     """
     import openmm as mm
 
-    if md_system.periodic and "CPU" in available_platforms():
-        return "CPU", None, "auto: the CPU platform for a periodic system (PME)"
+    available = available_platforms()
+    candidates = [name for name in available if name != "Reference"] if md_system.periodic else available
+    if md_system.periodic and candidates == ["CPU"]:
+        return "CPU", None, "auto: the CPU platform for a periodic system (PME), the only one but Reference"
 
     def integrator() -> Any:
         return mm.LangevinMiddleIntegrator(temperature, friction_per_ps, min(timestep_fs, 2.0) / 1000.0)
 
-    name, rates = fastest_platform(md_system.system, md_system.positions, integrator, threads=threads)
+    try:
+        name, rates = fastest_platform(
+            md_system.system, md_system.positions, integrator, threads=threads, platforms=candidates
+        )
+    except NeuralCTError as exc:
+        fallback = "CPU" if md_system.periodic and "CPU" in available else "Reference"
+        return fallback, None, f"auto: the {fallback} platform ({exc})"
     measured = ", ".join(f"{platform} {rate:.0f}" for platform, rate in sorted(rates.items()))
     return name, rates, f"auto: the fastest of a probe of the system (steps/s: {measured})"

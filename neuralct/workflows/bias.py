@@ -430,28 +430,25 @@ def steep_cvs(model: Any, n_cvs: int) -> list[str]:
 def run_platform(settings: BiasSettings, md_system: Any, checkpoint: Path | None = None) -> tuple[str, str]:
     """The OpenMM platform a run of ``md_system`` uses, and why (``settings.platform``, or the rule of ``auto``).
 
-    ``auto``: the CPU platform for a periodic system (PME); without a box, the fastest of a short probe
-    of every platform on the system (the Reference platform for alanine dipeptide in vacuum, the CPU
-    platform for tri-alanine in OBC2, 3x faster there), or the platform of the run's ``checkpoint``
-    (a checkpoint loads only on the platform that wrote it; one of an older run that records none, the
-    Reference platform it ran on).
+    ``auto``: the platform of the run's ``checkpoint`` (a checkpoint loads only on the platform that
+    wrote it; one of an older run that records none, the platform that version chose), else
+    :func:`~neuralct.md.platform.automatic_platform`: the fastest of a short probe of the system (the
+    Reference platform for alanine dipeptide in vacuum, the CPU platform for tri-alanine in OBC2, 3x
+    faster there), never the Reference platform for a periodic system (PME).
     """
     from ..md.platform import automatic_platform
 
     if settings.platform != "auto":
         return settings.platform, "as asked"
-    if checkpoint is not None and checkpoint.exists() and not md_system.periodic:
+    if checkpoint is not None and checkpoint.exists():
         try:
             platform = ArrayCheckpoint.load(checkpoint, {"platform": str}, "")["platform"]
         except NeuralCTError:  # an older run's (none recorded), or a damaged one, refused where the run loads it
-            platform = "Reference"
+            platform = "CPU" if md_system.periodic else "Reference"
         return platform, "auto: the platform of the run's checkpoint"
-    try:
-        name, _, choice = automatic_platform(
-            md_system, settings.temperature, settings.friction_per_ps, settings.timestep_fs, settings.threads
-        )
-    except NeuralCTError:  # no platform ran the probe: the run itself will say why
-        return "Reference", "auto: the Reference platform (no platform ran the probe)"
+    name, _, choice = automatic_platform(
+        md_system, settings.temperature, settings.friction_per_ps, settings.timestep_fs, settings.threads
+    )
     return name, choice
 
 
@@ -887,7 +884,7 @@ class _MetadynamicsRun:
         if self.cv_force is not None:
             engine |= {"cv_force": self.cv_force[0], "cv_force_choice": self.cv_force[1]}
         if self.md_system.periodic:
-            # The widths between faces, and the vectors (rows) that also say a triclinic box's tilt.
+            # The diagonal of the reduced box vectors (a triclinic box's is not its edges), and the vectors (rows).
             engine["box_nm_last"] = np.diag(self.boxes[-1]).tolist()
             engine["box_vectors_nm_last"] = self.boxes[-1].tolist()
         summary = _summary(self.settings, self.names, self.grids, ns, by_torsion, surfaces, timing | engine)

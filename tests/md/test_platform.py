@@ -6,14 +6,36 @@ import numpy as np
 import pytest
 
 from neuralct.errors import NeuralCTError
+from neuralct.md import platform
 from neuralct.md.platform import automatic_platform, available_platforms, fastest_platform
 
 
-def test_auto_runs_a_periodic_system_on_the_cpu_platform_without_a_probe():
-    # No System to probe: the rule alone must answer (a probe of an unminimised box can blow up on every platform).
+def test_auto_runs_a_periodic_system_on_the_cpu_platform_unprobed_where_it_is_the_only_other(monkeypatch):
+    # No System to probe: the rule alone must answer.
+    monkeypatch.setattr(platform, "available_platforms", lambda: ["Reference", "CPU"])
     box = SimpleNamespace(periodic=True, system=None, positions=None)
     name, rates, choice = automatic_platform(box, 300.0, 1.0, 4.0, None)
     assert (name, rates) == ("CPU", None) and "periodic" in choice
+
+
+def test_auto_probes_every_platform_but_reference_for_a_periodic_system_and_says_why_none_ran(monkeypatch):
+    probed = []
+
+    def probe(system, positions, make_integrator, *, threads=None, platforms=None):
+        probed.append(platforms)
+        if len(probed) >= 2:
+            raise NeuralCTError("no OpenMM platform could run this system (CPU: a reason; CUDA: another)")
+        return "CUDA", {"CPU": 100.0, "CUDA": 900.0}
+
+    monkeypatch.setattr(platform, "available_platforms", lambda: ["Reference", "CPU", "CUDA"])
+    monkeypatch.setattr(platform, "fastest_platform", probe)
+    box = SimpleNamespace(periodic=True, system=None, positions=None)
+    assert automatic_platform(box, 300.0, 1.0, 2.0, None)[:2] == ("CUDA", {"CPU": 100.0, "CUDA": 900.0})
+    name, rates, choice = automatic_platform(box, 300.0, 1.0, 2.0, None)
+    assert probed == [["CPU", "CUDA"]] * 2 and (name, rates) == ("CPU", None) and "CUDA: another" in choice
+    vacuum = SimpleNamespace(periodic=False, system=None, positions=None)
+    assert automatic_platform(vacuum, 300.0, 1.0, 2.0, None)[0] == "Reference"  # the third probe fails too
+    assert probed[-1] == ["Reference", "CPU", "CUDA"]
 
 
 def _stiff_bond():
