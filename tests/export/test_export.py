@@ -388,13 +388,20 @@ def test_a_molecule_split_across_a_periodic_box_gives_the_same_cv(exported):
         abs(float(module(torch.tensor(split))) - expected[4, 1]) > 1e-3
     )  # without the box the CV sees a broken molecule
 
+    cv_force, context = _second_cv_in_box(model, box, split)
+    assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
+
+
+def _second_cv_in_box(model, box, positions):
+    """The model's second CV as a PythonForce in alanine dipeptide in ``box`` (3, 3), nm, at ``positions``: the
+    ``CustomCVForce`` holding it and the Reference context."""
     md_system = _periodic_alanine(box, cutoff_nm=1.0)
     cv_force = mm.CustomCVForce("0")
     cv_force.addCollectiveVariable("cv", openmm_force(model, md_system.system, 1))
     md_system.system.addForce(cv_force)
     context, _ = _context(md_system)
-    context.setPositions(split)
-    assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
+    context.setPositions(positions)
+    return cv_force, context
 
 
 def test_python_force_reads_a_new_box_at_the_same_positions(exported):
@@ -402,12 +409,7 @@ def test_python_force_reads_a_new_box_at_the_same_positions(exported):
     model, folder, positions, expected = exported
     box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
     split = _split(positions[4], box, [0, 5, 6, 7, 18])
-    md_system = _periodic_alanine(box, cutoff_nm=1.0)
-    cv_force = mm.CustomCVForce("0")
-    cv_force.addCollectiveVariable("cv", openmm_force(model, md_system.system, 1))
-    md_system.system.addForce(cv_force)
-    context, _ = _context(md_system)
-    context.setPositions(split)
+    cv_force, context = _second_cv_in_box(model, box, split)
     assert abs(cv_force.getCollectiveVariableValues(context)[0] - expected[4, 1]) < 1e-5
     larger = 1.3 * box  # still OpenMM's reduced form; its images no longer join the moved atoms to the others
     context.setPeriodicBoxVectors(*[mm.Vec3(*row) for row in larger])
