@@ -199,9 +199,12 @@ def _unconstrained_data(model: NeuralCanonicalTransformation, target: SamplingTa
     """Whether every training trajectory was simulated without bond constraints; known where all are recorded."""
     if target.kind != "molecule":
         return Finding("not applicable", "a toy system")
-    trajectories = model.metadata["molecule"].get("training_trajectories")
+    molecule = model.metadata["molecule"]
+    trajectories = molecule.get("training_trajectories")
     if not trajectories:
         return Finding("not known", "the model does not record its training trajectories")
+    # The trajectories that chose the kept state are data the model was fitted to as well.
+    trajectories = [*trajectories, *(molecule.get("validation_trajectories") or [])]
     stored = model.metadata["molecule"].get("training_constraints") or {}
     recorded = {
         path: (stored[path], "recorded in the model when it was trained")
@@ -215,17 +218,20 @@ def _unconstrained_data(model: NeuralCanonicalTransformation, target: SamplingTa
         return Finding(
             "lacks",
             f"trained on data with constrained X-H bonds ({kinds}: {len(constrained)} of {len(trajectories)} "
-            "training trajectories), sampled without constraints",
+            "training and validation trajectories), sampled without constraints",
             "the flow learned rigid bonds that the sampled system lets vibrate; for sampling train on "
             f"{UNCONSTRAINED_SIMULATION}",
         )
     if unknown:
         return Finding(
             "not known",
-            f"constraints of {len(unknown)} of {len(trajectories)} training trajectories not recorded: {unknown[0]}",
+            f"constraints of {len(unknown)} of {len(trajectories)} training and validation trajectories not recorded: "
+            f"{unknown[0]}",
         )
     return Finding(
-        "has", f"{len(trajectories)} of {len(trajectories)} training trajectories simulated without constraints"
+        "has",
+        f"{len(trajectories)} of {len(trajectories)} training and validation trajectories simulated without "
+        "constraints",
     )
 
 

@@ -673,7 +673,9 @@ def test_a_heavy_atom_model_on_constrained_data_trained_too_short_is_told_each_f
     )
     # A model of the heavy atoms lacks nothing for being one (benchmark B4): two lines, not three.
     constrained, short = model_lines(capsys)
-    assert constrained.startswith("model: trained on data with constrained X-H bonds (hbonds: 1 of 1 training")
+    assert constrained.startswith(
+        "model: trained on data with constrained X-H bonds (hbonds: 2 of 2 training and validation trajectories)"
+    )
     assert "sampled without constraints" in constrained and "--constraints none --timestep-fs 1" in constrained
     assert short.startswith("model: its validation loss was recorded at the last step only (kept step 20 of 20)")
     model_check = read_summary(out)["model_for_sampling"]
@@ -702,7 +704,7 @@ def test_an_all_atom_model_on_unconstrained_data_trained_past_its_best_gets_no_l
     model_check = read_summary(out)["model_for_sampling"]
     assert model_check["lacks"] == [] and {f["status"] for f in model_check["checked"].values()} == {"has"}
     assert model_check["checked"]["unconstrained_data"]["detail"] == (
-        "1 of 1 training trajectories simulated without constraints"
+        "2 of 2 training and validation trajectories simulated without constraints"  # one of each
     )
 
 

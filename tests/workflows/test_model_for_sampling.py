@@ -68,7 +68,7 @@ def test_constraints_are_read_from_the_simulate_run_beside_the_trajectory(alanin
     assert constraints == "hbonds" and source.endswith("summary.json")
     record = check_model_for_sampling(_model(trajectories=paths), MOLECULE)
     finding = record["checked"]["unconstrained_data"]
-    assert finding["status"] == "lacks" and "(hbonds: 2 of 2 training trajectories)" in finding["detail"]
+    assert finding["status"] == "lacks" and "(hbonds: 2 of 2 training and validation trajectories)" in finding["detail"]
     assert "--constraints none --timestep-fs 1" in finding["advice"] and record["lacks"] == ["unconstrained_data"]
 
 
@@ -95,7 +95,10 @@ def test_constraints_not_recorded_beside_the_trajectory_are_not_known(alanine_mo
     assert recorded_constraints(tmp_path / "moved.nc") == (None, f"{tmp_path / 'moved.nc'} is not there any more")
     record = check_model_for_sampling(_model(trajectories=unknown), MOLECULE)
     finding = record["checked"]["unconstrained_data"]
-    assert finding["status"] == "not known" and "3 of 3 training trajectories not recorded" in finding["detail"]
+    assert (
+        finding["status"] == "not known"
+        and "3 of 3 training and validation trajectories not recorded" in finding["detail"]
+    )
     assert record["lacks"] == [] and advice_lines(record) == []
     mixed = check_model_for_sampling(_model(trajectories=[paths[0], *unknown]), MOLECULE)
     assert (
@@ -137,7 +140,7 @@ def test_the_model_keeps_its_training_constraints_when_the_files_move(alanine_mo
     kept = _model(trajectories=moved)
     kept.metadata["molecule"]["training_constraints"] = {path: "hbonds" for path in moved}
     finding = check_model_for_sampling(kept, MOLECULE)["checked"]["unconstrained_data"]
-    assert finding["status"] == "lacks" and "(hbonds: 1 of 1 training trajectories)" in finding["detail"]
+    assert finding["status"] == "lacks" and "(hbonds: 1 of 1 training and validation trajectories)" in finding["detail"]
 
 
 def test_train_records_the_populations_of_its_frames_and_none_for_biased_ones(alanine_model, tmp_path):
@@ -170,3 +173,13 @@ def test_train_records_the_populations_of_its_frames_and_none_for_biased_ones(al
     data = SimpleNamespace(paths=paths)
     assert training_basins(SimpleNamespace(data=data, weights=np.ones(3), rescaled_time=None)) is None
     assert training_basins(SimpleNamespace(data=data, weights=None, rescaled_time=object())) is None
+
+
+def test_a_validation_trajectory_with_constrained_bonds_is_data_the_model_was_fitted_to():
+    model = _model(trajectories=["a.nc"])
+    model.metadata["molecule"] |= {
+        "validation_trajectories": ["b.nc"],
+        "training_constraints": {"a.nc": "none", "b.nc": "hbonds"},
+    }
+    finding = check_model_for_sampling(model, MOLECULE)["checked"]["unconstrained_data"]
+    assert finding["status"] == "lacks" and "(hbonds: 1 of 2 training and validation trajectories)" in finding["detail"]
