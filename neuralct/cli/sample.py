@@ -310,6 +310,12 @@ def _method_choice_line(summary: dict, target) -> str:
     )
 
 
+def _at_temperature(summary: dict) -> str:
+    """`` at T K``, the temperature a molecular model's samples follow (its training temperature); empty for a toy."""
+    temperature = summary["target"].get("temperature_K")
+    return "" if temperature is None else f" at {temperature:g} K (the model's training temperature)"
+
+
 def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> None:
     """Acceptance, cost and potential energy, the curvature's range, and warnings for disagreeing or stuck chains."""
     # The HMC kernel runs in latent coordinates unless the method is physical HMC: its line says which.
@@ -323,7 +329,8 @@ def _print_result(folder: Path, summary: dict, method: str, placed_dim: int) -> 
         acceptance += f"; leapfrog steps chosen in warm-up: {lengths}"
     energy = summary["potential_energy_kT"]
     print(
-        f"samples in {folder}: acceptance {acceptance}; {summary['energy_evaluations']} energy evaluations; "
+        f"samples in {folder}{_at_temperature(summary)}: acceptance {acceptance}; "
+        f"{summary['energy_evaluations']} energy evaluations; "
         f"potential energy {energy['mean']:.2f} +- {_shown(energy['standard_error'], '.2f')} kT"
         + (" (not converged: the error is the spread between chains)" if energy["converged"] is False else "")
         + (

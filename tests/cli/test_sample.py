@@ -862,7 +862,7 @@ def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_ref
         assert main(["sample", model, *system, *short, "--output", str(tmp_path / name)]) == 0
         energies[name] = read_summary(tmp_path / name)["potential_energy_kT"]["mean"]
     assert energies["amber"] == pytest.approx(energies["bundled"], rel=1e-4)
-    capsys.readouterr()
+    assert " at 300 K (the model's training temperature): acceptance" in capsys.readouterr().out
 
     # Water is what is refused, before what else the box or the System has that sample could not take either.
     import openmm as mm
