@@ -157,16 +157,22 @@ def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 40
 def marks_found(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> int:
     """How many of the frames ``marks`` (n_marks, dim) are frames of ``features`` (n_frames, dim), within
     :data:`MARK_TOLERANCE` (see :func:`holds_marked_frames`)."""
+    return int(frames_found(features, marks, chunk).sum())
+
+
+def frames_found(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Which of the frames ``marks`` (n_marks, dim) are frames of ``features`` (n_frames, dim), within
+    :data:`MARK_TOLERANCE`: a boolean array of shape (n_marks,)."""
     features, marks = np.asarray(features, dtype=np.float64), np.asarray(marks, dtype=np.float64)
-    if len(features) == 0 or len(marks) == 0 or features.shape[1] != marks.shape[1]:
-        return 0
-    limit = MARK_TOLERANCE**2 * marks.shape[1]
     found = np.zeros(len(marks), dtype=bool)
+    if len(features) == 0 or len(marks) == 0 or features.shape[1] != marks.shape[1]:
+        return found
+    limit = MARK_TOLERANCE**2 * marks.shape[1]
     for start in range(0, len(features), chunk):
         block = features[start : start + chunk]
         squared = (block**2).sum(1)[:, None] + (marks**2).sum(1)[None] - 2.0 * block @ marks.T
         found |= squared.min(axis=0) < limit
-    return int(found.sum())
+    return found
 
 
 def marked_frames(n_frames: int, dim: int, trajectories: int) -> slice:

@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..analysis.report import Segment
-from ..analysis.training_match import holds_marked_frames, marked_frames, marks_found
+from ..analysis.training_match import frames_found, holds_marked_frames, marked_frames, marks_found
 from ..data.pairs import lag_in_frames
 from ..errors import NeuralCTError
 from ..io import prepare_output_dir, sha256, write_json
@@ -45,12 +45,14 @@ def _refuse_copies(paths: Sequence[str], features: Sequence[np.ndarray] | None) 
     for in the others (:func:`~neuralct.analysis.training_match.marks_found`), and two trajectories are copies
     where :data:`COPY_SHARE` or more of one's are found in the other.
     """
-    if features is None:
+    if features is None or len(features) < 2:
         return
     marks = [first[marked_frames(len(first), first.shape[1], 1)] for first in features]
-    for i in range(len(features)):
-        for j in range(len(features)):
-            if i != j and marks_found(features[j], marks[i]) >= COPY_SHARE * len(marks[i]):
+    firsts = np.stack([own[0] for own in marks])
+    for j, other in enumerate(features):
+        # One of two copies holds the other's first frame: the first frames are looked for first, all at once.
+        for i in np.flatnonzero(frames_found(other, firsts)):
+            if i != j and marks_found(other, marks[i]) >= COPY_SHARE * len(marks[i]):
                 first, second = sorted((i, j))
                 raise NeuralCTError(
                     f"trajectories {paths[first]} and {paths[second]} hold the same frames (a copy, in another "

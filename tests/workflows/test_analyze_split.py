@@ -140,6 +140,8 @@ def test_two_given_trajectories_that_hold_the_same_frames_are_refused():
     copy = features[1][::5] + rng.normal(scale=1e-4, size=(80, 12))
     with pytest.raises(NeuralCTError, match="r1.nc and /data/r3.nc hold the same frames"):
         scoring_split(PATHS[:4], [400, 400, 400, 80], metadata([]), features=[*features, copy])
+    # Trajectories that all trained the model leave nothing to compare.
+    assert scoring_split(PATHS[:2], LENGTHS[:2], metadata([0, 1]), features=features[:2])["scored"] == []
     # Replicas started from one structure, each writing it as its first frame (as GROMACS does), are no copies.
     for replica in features:
         replica[0] = features[0][0]
