@@ -551,13 +551,12 @@ def topology_file(path: Path, topology: str | None) -> str | None:
     return topology
 
 
-#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them), read by OpenMM's
-#: readers (MDTraj reads the elements only): AMBER's and CHARMM's (a PSF lists every atom's mass).
-MASS_TOPOLOGIES = (".prmtop", ".parm7", ".psf")
-
-
 #: AMBER topologies: they hold no residue numbers, and MDTraj numbers their residues from 0.
 AMBER_TOPOLOGIES = (".prmtop", ".parm7")
+
+#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them), read by OpenMM's
+#: readers (MDTraj reads the elements only): AMBER's and CHARMM's (a PSF lists every atom's mass).
+MASS_TOPOLOGIES = (*AMBER_TOPOLOGIES, ".psf")
 
 
 def _number_residues_from_one(topology: Any) -> None:

@@ -123,10 +123,6 @@ def fastest_platform(
     return max(rates, key=rates.get), rates
 
 
-#: Platforms that run on a GPU, in the order ``auto`` prefers them where no probe tells them apart.
-GPU_PLATFORMS = ("CUDA", "HIP", "OpenCL")
-
-
 def automatic_platform(
     md_system: Any, temperature: float, friction_per_ps: float, timestep_fs: float, threads: int | None
 ) -> tuple[str, dict[str, float] | None, str]:

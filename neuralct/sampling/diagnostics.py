@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -197,17 +197,27 @@ def mean_standard_error(series: np.ndarray) -> float:
     return _mean_error(series)[0]
 
 
-def _mean_error(series: np.ndarray) -> tuple[float, str]:
-    """:func:`mean_standard_error` and where it comes from: ``"autocorrelation window"`` or ``"batch means"``."""
+class _MeanError(NamedTuple):
+    """:func:`mean_standard_error` (``error``), where it comes from (``source``: ``"autocorrelation window"`` or
+    ``"batch means"``), the window's error and the number of batches."""
+
+    error: float
+    source: str
+    window: float
+    batches: int
+
+
+def _mean_error(series: np.ndarray) -> _MeanError:
+    """:func:`mean_standard_error` with what it was chosen from (:class:`_MeanError`)."""
     series = np.asarray(series, dtype=np.float64)
     tau = integrated_autocorrelation_time(series)
     if not np.isfinite(tau):
-        return float("nan"), "autocorrelation window"
+        return _MeanError(float("nan"), "autocorrelation window", float("nan"), 0)
     window = float(np.sqrt(series.var() * tau / series.size))
     batches, count = _batch_means(series if series.ndim == 2 else series[:, None])
     if _tail_past_window(window, batches, count):
-        return batches, "batch means"
-    return window, "autocorrelation window"
+        return _MeanError(batches, "batch means", window, count)
+    return _MeanError(window, "autocorrelation window", window, count)
 
 
 def _tail_past_window(window: float, batches: float, count: int) -> bool:
@@ -291,6 +301,11 @@ def _chains_agree(series: np.ndarray) -> tuple[bool | None, str | None]:
         else "one chain: no spread between chains to widen its standard error with"
     )
     return False, f"not converged: the chains disagree (split R-hat {shown} > {R_HAT_LIMIT}); {widened}"
+
+
+def _wider(widened: float, error: float) -> bool:
+    """Whether ``widened`` (:func:`_widened`) replaces ``error``: it is larger, or the only one defined."""
+    return widened > error or (math.isnan(error) and not math.isnan(widened))
 
 
 def _widened(error: float, series: np.ndarray) -> float:
@@ -437,17 +452,16 @@ def observable_efficiency(series: np.ndarray, evaluations: int, cpu_seconds: flo
     if series.ndim == 1:
         series = series[:, None]
     figures = sampling_efficiency(series, evaluations, cpu_seconds)
-    error, source = _mean_error(series)
+    error, source, window, batches = _mean_error(series)
     converged, note = _chains_agree(series)
-    window = math.sqrt(series.var() * figures["iat"] / series.size) if figures.get("iat") is not None else math.nan
     if converged is not False and source == "batch means":
         note = (
-            f"the autocorrelation reaches past Sokal's window: the standard error is that of {_batch_means(series)[1]} "
-            "batch means "
+            f"the autocorrelation reaches past Sokal's window: the standard error is that of {batches} batch means "
             f"({error:.3g} against the window's {window:.3g}; iat and ess are the window's, an upper bound on ess)"
         )
-    if converged is False and _widened(error, series) > error:
-        error, source = _widened(error, series), "spread between chains"
+    widened = _widened(error, series) if converged is False else error
+    if _wider(widened, error):
+        error, source = widened, "spread between chains"
     undefined = figures.pop("undefined", {})
     if not math.isfinite(error):
         undefined = {"standard_error": undefined["iat"], **undefined}
@@ -541,13 +555,14 @@ def basin_population(indicator: np.ndarray) -> dict[str, Any]:
     population = float(indicator.mean())
     switches = min(stays_in, stays_out)
     figures["population"] = population
-    error, source = _mean_error(indicator)
+    error, source = _mean_error(indicator)[:2]
     stays_error = _stays_error(population, switches, indicator.size)
     if stays_error > error:
         error, source = stays_error, "stays"
     figures["converged"], disagreement = _chains_agree(indicator)
-    if disagreement and _widened(error, indicator) > error:
-        error, source = _widened(error, indicator), "spread between chains"
+    widened = _widened(error, indicator) if disagreement else error
+    if _wider(widened, error):
+        error, source = widened, "spread between chains"
     figures["standard_error"], figures["standard_error_from"] = error, source
     # The rarer side limits the estimate: stays in a rare basin, or stays out of an almost full one.
     if stays_in <= stays_out:
