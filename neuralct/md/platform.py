@@ -30,19 +30,23 @@ def make_context(system: Any, integrator: Any, platform: str, threads: int | Non
     NeuralCTError
         If the platform does not exist here or cannot run the system.
     """
-    import openmm as mm
-
     names = available_platforms()
     if platform not in names:
         raise NeuralCTError(
             f"OpenMM platform {platform!r} is not available here; use auto or one of {', '.join(names)}"
         )
     try:
-        return mm.Context(
-            system, integrator, mm.Platform.getPlatformByName(platform), platform_properties(platform, threads)
-        )
+        return _context(system, integrator, platform, threads)
     except Exception as exc:
         raise NeuralCTError(f"OpenMM platform {platform} cannot run this system: {first_line(exc)}") from None
+
+
+def _context(system: Any, integrator: Any, platform: str, threads: int | None) -> Any:
+    """``openmm.Context`` on an available platform; raises OpenMM's own error where it cannot run ``system``."""
+    import openmm as mm
+
+    properties = platform_properties(platform, threads)
+    return mm.Context(system, integrator, mm.Platform.getPlatformByName(platform), properties)
 
 
 def fastest_platform(
@@ -71,6 +75,8 @@ def fastest_platform(
         CPU threads for the CPU platform.
     probe_seconds : float
         Wall time spent stepping on each platform.
+    platforms : sequence of str, optional
+        The platforms to probe (default: every one this installation has).
 
     Returns
     -------
@@ -91,9 +97,9 @@ def fastest_platform(
     failures: dict[str, str] = {}
     for name in available_platforms() if platforms is None else platforms:
         try:
-            context = make_context(system, make_integrator(), name, threads)
-        except NeuralCTError as exc:
-            failures[name] = str(exc).rpartition("cannot run this system: ")[2]
+            context = _context(system, make_integrator(), name, threads)
+        except Exception as exc:
+            failures[name] = first_line(exc)
             continue
         context.setPositions(positions)
         integrator = context.getIntegrator()

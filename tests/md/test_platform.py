@@ -71,3 +71,24 @@ def test_a_probe_of_a_sane_system_times_every_platform():
         system, positions, lambda: mm.LangevinMiddleIntegrator(300, 1, 0.0001), probe_seconds=0.05
     )
     assert set(rates) == set(available_platforms()) and rates[name] == max(rates.values()) > 0
+
+
+def test_a_platform_that_cannot_open_a_context_is_named_with_openmm_s_reason():
+    import openmm as mm
+
+    system, positions = _stiff_bond()
+    name, rates = fastest_platform(
+        system,
+        positions,
+        lambda: mm.LangevinMiddleIntegrator(300, 1, 0.0001),
+        probe_seconds=0.05,
+        platforms=["NoSuchPlatform", "Reference"],
+    )
+    assert name == "Reference" and set(rates) == {"Reference"}
+    with pytest.raises(NeuralCTError) as refused:
+        fastest_platform(
+            system, positions, lambda: mm.LangevinMiddleIntegrator(300, 1, 0.0001), platforms=["NoSuchPlatform"]
+        )
+    message = str(refused.value)
+    assert message.startswith("no OpenMM platform could run this system (NoSuchPlatform: ")
+    assert "NoSuchPlatform" in message.partition(": ")[2] and "\n" not in message
