@@ -102,3 +102,15 @@ def plain_openmm_alanine(tmp_path_factory):
         simulation.reporters = [reporter(str(folder / name), 50)]
         simulation.step(10_000)
     return folder
+
+
+@pytest.fixture(scope="session")
+def gromacs_run(tmp_path_factory):
+    """A copy of tests/fixtures/gromacs (files GROMACS wrote; see its README): MDAnalysis writes an index beside
+    each trajectory it reads, which must not land in the repository."""
+    import shutil
+    from pathlib import Path
+
+    folder = tmp_path_factory.mktemp("gromacs") / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "gromacs", folder)
+    return folder

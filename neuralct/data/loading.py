@@ -261,7 +261,7 @@ class _Raw:
     on_step: bool
     time: np.ndarray | None
     topology: Any
-    masses: np.ndarray | None = None  # (n_atoms,) amu: recorded by the simulation or an AMBER topology; else elements'
+    masses: np.ndarray | None = None  # (n_atoms,) amu: the simulation's or a MASS_TOPOLOGIES file's, else None
     box: np.ndarray | None = None  # (frames, 3, 3) nm, box vectors as rows; None without a periodic box
     temperature: float | None = None  # K, as the simulation recorded it; None where the file says nothing
 
@@ -554,9 +554,10 @@ def topology_file(path: Path, topology: str | None) -> str | None:
 #: AMBER topologies: they hold no residue numbers, and MDTraj numbers their residues from 0.
 AMBER_TOPOLOGIES = (".prmtop", ".parm7")
 
-#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them), read by OpenMM's
-#: readers (MDTraj reads the elements only): AMBER's and CHARMM's (a PSF lists every atom's mass).
-MASS_TOPOLOGIES = (*AMBER_TOPOLOGIES, ".psf")
+#: Topology files whose masses are the simulation's (hydrogen mass repartitioning changes them; MDTraj reads the
+#: elements only): AMBER's and CHARMM's (a PSF lists every atom's mass), read by OpenMM's readers, and a GROMACS
+#: run input (.tpr), read by MDAnalysis.
+MASS_TOPOLOGIES = (*AMBER_TOPOLOGIES, ".psf", ".tpr")
 
 
 def _number_residues_from_one(topology: Any) -> None:
@@ -568,8 +569,9 @@ def _number_residues_from_one(topology: Any) -> None:
 
 
 def topology_masses(path: str | os.PathLike) -> np.ndarray:
-    """The masses (amu) of an AMBER or CHARMM topology's atoms, shape (n_atoms,), as its simulation used them: with
-    hydrogen mass repartitioning, not the elements'. Read once per file state."""
+    """The masses (amu) of an AMBER, CHARMM or GROMACS run-input topology's atoms (:data:`MASS_TOPOLOGIES`), shape
+    (n_atoms,), as its simulation used them: with hydrogen mass repartitioning, not the elements'. Read once per file
+    state."""
     state = Path(path).stat()
     return _topology_masses(str(Path(path).resolve()), state.st_size, state.st_mtime_ns).copy()
 
@@ -578,10 +580,18 @@ def topology_masses(path: str | os.PathLike) -> np.ndarray:
 def _topology_masses(path: str, size: int, mtime_ns: int) -> np.ndarray:
     import openmm.app as app
 
-    kind = "CHARMM" if path.lower().endswith(".psf") else "AMBER"
+    kind = {".psf": "CHARMM", ".tpr": "GROMACS run-input"}.get(Path(path).suffix.lower(), "AMBER")
     try:
         if kind == "CHARMM":
             masses = [atom.mass for atom in app.CharmmPsfFile(path).atom_list]
+        elif kind == "GROMACS run-input":
+            import warnings
+
+            import MDAnalysis as mda
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                masses = mda.Universe(path).atoms.masses.tolist()
         else:
             system = app.AmberPrmtopFile(path).createSystem(constraints=None, rigidWater=False)
             masses = [system.getParticleMass(i)._value for i in range(system.getNumParticles())]
@@ -596,8 +606,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
     topology = topology_file(path, topology)
     if topology is not None and Path(topology).suffix.lower() in (".top", ".itp"):
         raise NeuralCTError(
-            f"topology {topology} is a GROMACS topology, which neither reader takes for a trajectory; give the .gro "
-            "(or a PDB) of the same system"
+            f"topology {topology} is a GROMACS topology, which neither reader takes for a trajectory; give the run "
+            "input (.tpr), which holds the masses the run used, or the .gro (or a PDB) of the same system"
         )
     auto = [_read_mdtraj, _read_mdanalysis]
     if path.suffix.lower() in VELOCITY_FORMATS:
@@ -1070,6 +1080,11 @@ def _cartesian_momenta(
                 f"velocities of the files used as recorded: not flagged on-step (a leapfrog engine's are half a step "
                 f"from the positions), kinetic temperature of the selection {measured:.1f} K"
             )
+            if raws[0].masses is None:
+                note += (
+                    ", with the elements' masses (the topology holds none: a run that repartitioned hydrogen masses "
+                    f"needs its {', '.join(MASS_TOPOLOGIES)} as `--top`)"
+                )
             return velocities * masses[:, None], "recorded", note
         why = (
             f"the files' velocities give the selection a kinetic temperature of {measured:.4g} K, not about "

@@ -128,7 +128,9 @@ def test_a_model_of_the_solvated_frames_analyzes_the_solute_saved_alone(solvated
 
 
 def test_a_gromacs_top_given_as_a_trajectorys_topology_is_one_line_naming_the_gro(solvated):
-    with pytest.raises(NeuralCTError, match="system.top is a GROMACS topology, .*give the .gro"):
+    with pytest.raises(
+        NeuralCTError, match="system.top is a GROMACS topology, .*give the run input \\(.tpr\\).*or the .gro"
+    ):
         load_trajectories(solvated / "traj.xtc", topology=solvated / "system.top")
 
 
@@ -151,3 +153,51 @@ def test_another_engines_trajectory_takes_the_masses_of_its_amber_or_charmm_topo
     mdtraj.Trajectory(frames, mdtraj.Topology.from_openmm(topology)).save_dcd(str(tmp_path / "hmr.dcd"))
     data = load_trajectories([tmp_path / "hmr.dcd"], topology=tmp_path / f"hmr.{suffix}", selection="all")
     np.testing.assert_allclose(data.masses, expected, rtol=1e-5)  # a PSF writes 4 decimals
+
+
+def test_a_gromacs_run_input_gives_the_masses_the_run_used(gromacs_run):
+    """The .tpr holds the repartitioned masses: each hydrogen 3 x 1.008 amu, the molecule's total the elements'; the
+    recorded velocities are weighed with them (kinetic energy per frame as the file's velocities give it)."""
+    import MDAnalysis as mda
+
+    data = load_trajectories(gromacs_run / "solute.trr", topology=gromacs_run / "solute.tpr", selection="all")
+    elements = np.array([atom.element.mass for atom in data.selection_topology.atoms])
+    hydrogens = np.array([atom.element.symbol == "H" for atom in data.selection_topology.atoms])
+    np.testing.assert_allclose(data.masses[hydrogens], 3 * 1.008, rtol=1e-6)
+    assert np.all(data.masses[~hydrogens] < elements[~hydrogens] + 0.01)  # AMBER's oxygen is 16.00
+    assert data.masses.sum() == pytest.approx(elements.sum(), rel=1e-4)
+    assert data.momenta_source == "recorded" and "elements' masses" not in data.momenta_note
+
+    universe = mda.Universe(str(gromacs_run / "solute.tpr"), str(gromacs_run / "solute.trr"))
+    kinetic = [
+        0.5 * (universe.atoms.masses[:, None] * (universe.atoms.velocities / 10.0) ** 2).sum()
+        for _ in universe.trajectory
+    ]
+    np.testing.assert_allclose(0.5 * (data.momenta**2 / data.masses[:, None]).sum(axis=(1, 2)), kinetic, rtol=1e-5)
+
+
+def test_a_gromacs_run_read_with_its_gro_weighs_velocities_with_the_elements_and_says_so(gromacs_run):
+    """A .gro holds no masses: the note names the files that do; an XTC read with the .tpr holds the TRR's frames and
+    residues numbered as every other format's."""
+    by_gro = load_trajectories(gromacs_run / "solute.trr", topology=gromacs_run / "solute.gro", selection="all")
+    by_tpr = load_trajectories(gromacs_run / "solute.xtc", topology=gromacs_run / "solute.tpr", selection="all")
+    elements = np.array([atom.element.mass for atom in by_gro.selection_topology.atoms])
+    np.testing.assert_allclose(by_gro.masses, elements)
+    assert "with the elements' masses" in by_gro.momenta_note and ".tpr" in by_gro.momenta_note
+    assert [(r.name, r.resSeq) for r in by_tpr.selection_topology.residues] == [("ACE", 1), ("ALA", 2), ("NME", 3)]
+    assert by_tpr.momenta_source == "resampled"  # an XTC holds no velocities
+    recorded = load_trajectories(gromacs_run / "solute.trr", topology=gromacs_run / "solute.tpr", selection="all")
+    np.testing.assert_allclose(by_tpr.positions, recorded.positions, atol=2e-3)  # the XTC's 0.001 nm precision
+
+
+def test_a_gromacs_box_with_the_solute_split_across_its_faces_gives_the_whole_solutes_frames(gromacs_run):
+    """GROMACS frames of alanine dipeptide in TIP3P, once made whole (`trjconv -pbc mol`) and once shifted and wrapped
+    atom by atom (`trjconv -trans 1.2 1.3 1.4 -pbc atom`, the solute torn across the 2.87 nm box): one set of frames."""
+    import MDAnalysis as mda
+
+    split = mda.Universe(str(gromacs_run / "box.tpr"), str(gromacs_run / "box_split.xtc"))
+    assert all(np.ptp(split.atoms[:22].positions, axis=0).max() > 20.0 for _ in split.trajectory)  # Angstrom: torn
+    whole = load_trajectories(gromacs_run / "box_whole.xtc", topology=gromacs_run / "box.tpr")
+    wrapped = load_trajectories(gromacs_run / "box_split.xtc", topology=gromacs_run / "box.tpr")
+    assert whole.periodic and wrapped.periodic and whole.positions.shape == wrapped.positions.shape == (10, 10, 3)
+    np.testing.assert_allclose(wrapped.positions, whole.positions, rtol=0, atol=2e-3)  # the XTC's 0.001 nm precision
