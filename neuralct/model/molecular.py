@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -204,12 +205,35 @@ def _check_names(
     """Raise a one-line error unless the model's atoms, found at ``atoms`` of ``topology``, have the model's names."""
     found = [int(atoms[i]) for i in molecule["atom_indices"]]
     names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in found]
-    if names != molecule["atom_names"]:
-        first = next(k for k, (a, b) in enumerate(zip(names, molecule["atom_names"])) if a != b)
+    standard = [_standard_name(name) for name in names]
+    if standard != [_standard_name(name) for name in molecule["atom_names"]]:
+        first = next(k for k, (a, b) in enumerate(zip(standard, map(_standard_name, molecule["atom_names"]))) if a != b)
         raise NeuralCTError(
             f"{source}: atom {found[first]} is {names[first]} where {trained_on} a system with "
             f"{molecule['atom_names'][first]}; use that system"
         )
+
+
+@functools.cache
+def _name_replacements() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """MDTraj's tables of residue and atom names by which it reads a PDB or GRO file into the PDB's standard names."""
+    from mdtraj.formats.pdb import PDBTrajectoryFile
+
+    PDBTrajectoryFile._loadNameReplacementTables()
+    return PDBTrajectoryFile._residueNameReplacements, PDBTrajectoryFile._atomNameReplacements
+
+
+def _standard_name(label: str) -> str:
+    """An atom's ``"RESIDUE:NAME"`` in the PDB's standard names, as MDTraj reads a PDB or GRO file.
+
+    An AMBER, CHARMM or GROMACS run-input topology keeps its force field's names (NME's methyl
+    carbon ``CH3``, CHARMM's amide ``HN``), which MDTraj renames when it reads a PDB or GRO file of
+    the same system (``C``, ``H``): compared in the standard names, the two are one system.
+    """
+    residue, _, atom = label.partition(":")
+    residues, atoms = _name_replacements()
+    residue = residues.get(residue, residue)
+    return f"{residue}:{atoms.get(residue, {}).get(atom, atom)}"
 
 
 def internal_coordinates(
