@@ -551,6 +551,9 @@ def topology_file(path: Path, topology: str | None) -> str | None:
     return topology
 
 
+#: Topologies only MDAnalysis reads (a GROMACS run input).
+MDANALYSIS_TOPOLOGIES = (".tpr",)
+
 #: AMBER topologies: they hold no residue numbers, and MDTraj numbers their residues from 0.
 AMBER_TOPOLOGIES = (".prmtop", ".parm7")
 
@@ -612,6 +615,10 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
     auto = [_read_mdtraj, _read_mdanalysis]
     if path.suffix.lower() in VELOCITY_FORMATS:
         auto.reverse()
+    if topology is not None and Path(topology).suffix.lower() in MDANALYSIS_TOPOLOGIES:
+        if backend == "mdtraj":
+            raise NeuralCTError(f'MDTraj does not read topology {topology}; use the backend "mdanalysis" or "auto"')
+        auto = [_read_mdanalysis]
     readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": auto}[backend]
     errors = []
     for reader in readers:
@@ -672,19 +679,30 @@ def _check_atom_count(path: Path, topology: str | None) -> None:
             warnings.simplefilter("ignore")  # the readers' warnings were seen when the file was read
             with md.open(str(path)) as handle:
                 in_file = handle.read(n_frames=1)[0].shape[1]
-            in_topology = md.load_topology(topology).n_atoms
+            if Path(topology).suffix.lower() in MDANALYSIS_TOPOLOGIES:
+                import MDAnalysis as mda
+
+                in_topology = mda.Universe(topology).atoms.n_atoms
+            else:
+                in_topology = md.load_topology(topology).n_atoms
     except Exception:  # a format either reader does not count: the readers' own error stands
         return
     if in_file > in_topology:
         raise NeuralCTError(
             f"trajectory {path} has {in_file} atoms but topology {topology} has {in_topology}; give the topology of "
-            "the whole simulated system (with its water and ions, e.g. the .gro, .prmtop or .psf it was run with): "
+            "the whole simulated system (with its water and ions, e.g. the .tpr, .gro, .prmtop or .psf it was run "
+            "with): "
             "the selection then picks the solute"
         )
     if in_file < in_topology:
+        example = (
+            "`gmx convert-tpr -n` of the group the run saved"
+            if Path(topology).suffix.lower() == ".tpr"
+            else "the topology.pdb written beside it, when only the solute was saved"
+        )
         raise NeuralCTError(
             f"trajectory {path} has {in_file} atoms but topology {topology} has {in_topology}; give the topology of "
-            "the atoms the file holds (e.g. the topology.pdb written beside it, when only the solute was saved)"
+            f"the atoms the file holds (e.g. {example})"
         )
 
 

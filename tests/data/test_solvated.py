@@ -201,3 +201,14 @@ def test_a_gromacs_box_with_the_solute_split_across_its_faces_gives_the_whole_so
     wrapped = load_trajectories(gromacs_run / "box_split.xtc", topology=gromacs_run / "box.tpr")
     assert whole.periodic and wrapped.periodic and whole.positions.shape == wrapped.positions.shape == (10, 10, 3)
     np.testing.assert_allclose(wrapped.positions, whole.positions, rtol=0, atol=2e-3)  # the XTC's 0.001 nm precision
+
+
+def test_a_gromacs_run_input_of_other_atoms_than_the_trajectorys_is_one_line_each_way(gromacs_run):
+    with pytest.raises(
+        NeuralCTError, match=r"solute.xtc has 22 atoms but topology .*box.tpr has 2284; .*convert-tpr -n"
+    ):
+        load_trajectories(gromacs_run / "solute.xtc", topology=gromacs_run / "box.tpr")
+    with pytest.raises(NeuralCTError, match=r"box_whole.xtc has 2284 atoms but topology .*solute.tpr has 22; .*whole"):
+        load_trajectories(gromacs_run / "box_whole.xtc", topology=gromacs_run / "solute.tpr")
+    with pytest.raises(NeuralCTError, match="MDTraj does not read topology"):
+        load_trajectories(gromacs_run / "solute.xtc", topology=gromacs_run / "solute.tpr", backend="mdtraj")
