@@ -93,9 +93,11 @@ def selected_atoms_in(model: NeuralCanonicalTransformation, topology, source: st
 
     The trajectory may be of the model's system, of a larger one holding it as its solute (a
     solute-only model's molecule in its water box, :func:`system_atoms`), or of a part of the
-    model's system that holds the selected atoms at their indices (the solute that ``neuralct
-    simulate`` or ``bias`` saves of a solvated system, modelled from the whole system's frames):
-    their names are checked in every case.
+    model's system (the solute that ``neuralct simulate`` or ``bias`` saves of a solvated system,
+    modelled from the whole system's frames). A part holds the selected atoms at their indices
+    (the system's first atoms), else at their indices less the atoms before it (a box whose water
+    comes first): the one shift at which every selected atom has the model's name. Names are
+    checked in every case.
 
     Returns
     -------
@@ -109,10 +111,35 @@ def selected_atoms_in(model: NeuralCanonicalTransformation, topology, source: st
     """
     molecule = molecule_description(model)
     selected = np.asarray(molecule["atom_indices"], dtype=np.int64)
-    if topology.n_atoms >= molecule["n_atoms"] or selected.max() >= topology.n_atoms:
+    if topology.n_atoms >= molecule["n_atoms"]:
         return molecule_atoms(molecule, topology, source)[selected]
-    _check_names(molecule, topology, np.arange(topology.n_atoms), source)
+    shifts = _shifts_to_part(molecule, topology)
+    if 0 in shifts or len(shifts) == 1:
+        return selected - min(shifts)
+    if len(shifts) > 1:
+        raise NeuralCTError(
+            f"{source} holds the model's atoms at {len(shifts)} places (from its atoms {shifts[0]} and {shifts[1]} "
+            "on); give a trajectory that holds them once"
+        )
+    if selected.max() >= topology.n_atoms:
+        return molecule_atoms(molecule, topology, source)[selected]  # refused, naming the atom counts
+    _check_names(molecule, topology, np.arange(topology.n_atoms), source)  # refused, naming the first other atom
     return selected
+
+
+def _shifts_to_part(molecule: dict[str, Any], topology) -> list[int]:
+    """Every ``shift`` at which ``topology`` (a part of the model's system) holds each selected atom at its index less
+    ``shift`` under the model's name (standard names, :func:`_standard_name`)."""
+    selected = np.asarray(molecule["atom_indices"], dtype=np.int64)
+    wanted = [_standard_name(name) for name in molecule["atom_names"]]
+    labels = [_standard_name(f"{atom.residue.name}:{atom.name}") for atom in topology.atoms]
+    shifts = []
+    for shift in range(max(0, int(selected.max()) - topology.n_atoms + 1), int(selected.min()) + 1):
+        if labels[selected[0] - shift] == wanted[0] and all(
+            labels[index - shift] == name for index, name in zip(selected, wanted)
+        ):
+            shifts.append(shift)
+    return shifts
 
 
 def solvent_kind(solvent: str | None) -> str | None:

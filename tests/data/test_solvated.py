@@ -127,6 +127,44 @@ def test_a_model_of_the_solvated_frames_analyzes_the_solute_saved_alone(solvated
     assert main(args) == 2 and not (tmp_path / "c").exists()
 
 
+def test_a_model_of_a_box_whose_water_comes_first_analyzes_the_solute_saved_alone(solvated, tmp_path):
+    """Some tools write the water before the solute: the solute's frames alone hold the model's atoms at their indices
+    less the atoms before them, and give the CVs of the whole box's frames."""
+    import mdtraj as md
+
+    first = md.load(str(solvated / "system.pdb"))
+    order = np.r_[np.arange(22, first.n_atoms), np.arange(22)]  # water and ions, then the solute
+    topology = md.Topology()
+    chain = topology.add_chain()
+    residues = {}
+    for index in order:
+        atom = first.topology.atom(int(index))
+        if atom.residue.index not in residues:
+            residues[atom.residue.index] = topology.add_residue(atom.residue.name, chain, atom.residue.resSeq)
+        topology.add_atom(atom.name, atom.element, residues[atom.residue.index])
+    xyz = first.xyz[:, order] + 0.005 * np.random.default_rng(2).normal(size=(60, first.n_atoms, 3))
+    box = {name: np.repeat(getattr(first, name), 60, axis=0) for name in ("unitcell_lengths", "unitcell_angles")}
+    frames = md.Trajectory(xyz.astype(np.float32), topology, time=np.arange(60) * 0.1, **box)
+    frames.save_netcdf(str(tmp_path / "box.nc"))
+    frames[0].save_pdb(str(tmp_path / "box.pdb"))
+    solute = np.arange(first.n_atoms - 22, first.n_atoms)
+    frames.atom_slice(solute).save_netcdf(str(tmp_path / "solute.nc"))
+    frames[0].atom_slice(solute).save_pdb(str(tmp_path / "solute.pdb"))
+
+    small = ["--steps", "2", "--batch-size", "8", "--couplings", "1", "--hidden", "8", "--no-progress"]
+    assert (
+        main(["train", str(tmp_path / "box.nc"), "--top", str(tmp_path / "box.pdb"), *small, "-o", str(tmp_path / "m")])
+        == 0
+    )
+    analyze = ["analyze", str(tmp_path / "m" / "model.pt"), "--no-progress", "--output"]
+    assert main([*analyze, str(tmp_path / "a"), str(tmp_path / "box.nc"), "--top", str(tmp_path / "box.pdb")]) == 0
+    assert (
+        main([*analyze, str(tmp_path / "b"), str(tmp_path / "solute.nc"), "--top", str(tmp_path / "solute.pdb")]) == 0
+    )
+    whole, alone = np.loadtxt(tmp_path / "a" / "box.colvar"), np.loadtxt(tmp_path / "b" / "solute.colvar")
+    np.testing.assert_allclose(alone, whole, rtol=0, atol=1e-9)
+
+
 def test_a_gromacs_top_given_as_a_trajectorys_topology_is_one_line_naming_the_gro(solvated):
     with pytest.raises(
         NeuralCTError, match="system.top is a GROMACS topology, .*give the run input \\(.tpr\\).*or the .gro"

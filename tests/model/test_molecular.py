@@ -1,12 +1,14 @@
 """A model's atoms found in a system's topology by their names, whatever file the names come from."""
 
+from types import SimpleNamespace
+
 import mdtraj
 import numpy as np
 import pytest
 
 from neuralct.data import load_trajectories
 from neuralct.errors import NeuralCTError
-from neuralct.model.molecular import molecule_atoms
+from neuralct.model.molecular import molecule_atoms, selected_atoms_in
 
 
 def _molecule(topology) -> dict:
@@ -34,3 +36,37 @@ def test_another_atom_at_a_models_place_is_refused_with_both_names(gromacs_run):
     molecule["atom_names"][8], molecule["atom_names"][10] = molecule["atom_names"][10], molecule["atom_names"][8]
     with pytest.raises(NeuralCTError, match=r"atom 8 is ALA:CA where the model was trained on a system with ALA:CB"):
         molecule_atoms(molecule, gro, "solute.gro")
+
+
+def _waters(count: int):
+    topology = mdtraj.Topology()
+    chain = topology.add_chain()
+    for _ in range(count):
+        residue = topology.add_residue("HOH", chain)
+        for name, symbol in (("O", "O"), ("H1", "H"), ("H2", "H")):
+            topology.add_atom(name, mdtraj.element.get_by_symbol(symbol), residue)
+    return topology
+
+
+def _model_of(system, selected) -> SimpleNamespace:
+    """A stand-in for a model of ``system`` whose CVs read its atoms ``selected``."""
+    names = [f"{system.atom(int(i)).residue.name}:{system.atom(int(i)).name}" for i in selected]
+    molecule = {"kind": "molecule", "n_atoms": system.n_atoms, "atom_indices": list(selected), "atom_names": names}
+    return SimpleNamespace(metadata={"molecule": molecule})
+
+
+def test_a_part_of_the_models_system_holds_its_atoms_at_one_place(gromacs_run):
+    """Water first: the solute saved alone holds the atoms shifted by the waters before it; solute first: at their
+    indices; two copies of the molecule after the water: refused, since either could be the model's."""
+    solute = mdtraj.load_topology(str(gromacs_run / "solute.gro"))
+    heavy = np.array([atom.index for atom in solute.atoms if atom.element.symbol != "H"])
+    water_first = _waters(5).join(solute)
+    np.testing.assert_array_equal(selected_atoms_in(_model_of(water_first, heavy + 15), solute, "part"), heavy)
+    solute_first = solute.join(_waters(5))
+    np.testing.assert_array_equal(selected_atoms_in(_model_of(solute_first, heavy), solute, "part"), heavy)
+
+    two_copies = _waters(5).join(solute).join(solute).join(_waters(2))
+    pair = solute.join(solute)
+    with pytest.raises(NeuralCTError, match="holds the model's atoms at 2 places"):
+        selected_atoms_in(_model_of(two_copies, heavy + 37), pair, "part")
+    np.testing.assert_array_equal(selected_atoms_in(_model_of(two_copies, heavy + 15), pair, "part"), heavy)
