@@ -116,3 +116,47 @@ def test_plumed_driver_gives_the_cvs_of_analyze_on_whole_wrapped_and_translated_
         assert np.abs(got - expected).max() < 5e-6, (shape, kind, np.abs(got - expected).max())
         torchscript = cv1(torch.tensor(copy), torch.tensor(BOXES[shape])).numpy()
         assert np.abs(got[:, 0] - torchscript).max() < 5e-6, (shape, kind)
+
+
+def test_plumed_driver_gives_the_cvs_of_analyze_on_a_gromacs_dodecahedron_with_the_solute_torn(
+    plumed, gromacs_run, tmp_path
+):
+    """GROMACS's own XTC of a rhombic dodecahedron (box read by PLUMED from the file), the solute wrapped atom by
+    atom: the CVs of a model of the alanine's backbone and CB, as `analyze` gives them."""
+    small = ["--steps", "20", "--couplings", "1", "--hidden", "16", "--no-progress", "--seed", "0"]
+    small += ["--selection", "resname ALA and name N CA CB C"]  # torn across the box in 3 of the 8 frames
+    whole, split, run_input = (
+        str(gromacs_run / name) for name in ("dodecahedron_whole.xtc", "dodecahedron_split.xtc", "dodecahedron.tpr")
+    )
+    assert main(["train", whole, split, "--top", run_input, *small, "--output", str(tmp_path / "model")]) == 0
+    folder = tmp_path / "cvs"
+    argv = ["export", str(tmp_path / "model" / "model.pt"), "--cvs", str(K), "--plumed-stride", "1"]
+    assert main([*argv, "--plumed-format", "%.10g", "--output", str(folder)]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                str(tmp_path / "model" / "model.pt"),
+                split,
+                "--top",
+                run_input,
+                "--no-progress",
+                "--output",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    expected = np.loadtxt(tmp_path / "a" / "dodecahedron_split.colvar")[:, 1 : 1 + K]
+
+    run = subprocess.run(
+        [plumed, "--no-mpi", "driver", "--plumed", "plumed.dat", "--mf_xtc", split, "--natoms", "1627"],
+        cwd=folder,
+        env=_environment(plumed),
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    got = np.loadtxt(folder / "COLVAR", comments="#")[:, 1:]
+    assert got.shape == expected.shape == (8, K)
+    assert np.abs(got - expected).max() < 5e-6
