@@ -208,6 +208,19 @@ def test_a_topology_without_bonds_takes_the_shortest_minimum_image_tree():
     np.testing.assert_allclose(relative(make_whole(wrapped[None], box, tree)), relative(whole[None]), atol=1e-12)
 
 
+def test_a_chain_longer_than_half_the_box_is_joined_by_its_shortest_edges():
+    """A zigzag chain of 12 atoms 0.153 nm apart, 1.65 nm long in a 3 nm box, without bonds: the distance tree is
+    the chain itself (each atom's parent its predecessor), so no edge is longer than half the box and the wrapped
+    chain comes out whole."""
+    index = np.arange(12)
+    whole = np.column_stack([0.15 * index, 0.03 * (index % 2), np.zeros(12)])[None] + 0.2
+    box = np.eye(3) * 3.0
+    wrapped = np.mod(whole - [0.9, 0.0, 0.0], 3.0)  # the box's face cuts the chain
+    tree = spanning_tree(wrapped[0], box)
+    np.testing.assert_array_equal(tree.parents, [-1, *range(11)])
+    np.testing.assert_allclose(relative(make_whole(wrapped, box, tree)), relative(whole), atol=1e-12)
+
+
 def test_a_torn_bond_is_found_and_mostly_long_bonds_are_another_molecule(molecule):
     _, whole, topology = molecule
     atoms = np.arange(topology.n_atoms)
