@@ -107,6 +107,33 @@ def test_maxwell_boltzmann_momenta_become_unit_mass_gaussians(molecule):
     np.testing.assert_allclose(frame.momenta_to_internal(frame.momenta_from_internal(p_y[:5])), p_y[:5], atol=1e-12)
 
 
+def test_a_rotated_molecule_has_the_internal_momenta_of_the_unrotated_one(molecule):
+    """Rotating a molecule with its momenta, as a change of lab frame does, leaves p_y unchanged."""
+    _, masses, frame = molecule
+    centred = frame.reference.numpy()
+    rng = np.random.default_rng(14)
+    momenta = rng.normal(size=(20, 10, 3)) * np.sqrt(masses)[:, None]
+    turns = Rotation.random(20, random_state=15).as_matrix()
+    positions = np.einsum("fab,ib->fia", turns, centred) + rng.normal(size=(20, 1, 3))
+    lab_momenta = np.einsum("fab,fib->fia", turns, momenta)
+    _, rotations = frame.to_internal(positions, return_rotations=True)
+    np.testing.assert_allclose(
+        frame.momenta_to_internal(lab_momenta, rotations), frame.momenta_to_internal(momenta), atol=1e-10
+    )
+
+
+def test_the_rmsd_of_a_uniformly_stretched_molecule_is_its_mass_weighted_stretch(molecule):
+    """Scaling the reference by 1 + s about its centre of mass needs no rotation, and the mass-weighted RMSD is
+    s sqrt(sum m r^2 / sum m), with unequal masses."""
+    _, masses, frame = molecule
+    centred = frame.reference.numpy()
+    stretch = 0.05
+    _, rotations, rmsd = frame.align((1.0 + stretch) * centred[None] + np.array([0.3, -0.2, 0.1]))
+    np.testing.assert_allclose(rotations[0], np.eye(3), atol=1e-10)
+    expected = stretch * np.sqrt(masses @ (centred**2).sum(axis=1) / masses.sum())
+    assert rmsd[0] == pytest.approx(expected, rel=1e-10)
+
+
 def test_state_dict_round_trip_with_weights_only(molecule):
     reference, _, frame = molecule
     buffer = io.BytesIO()

@@ -99,6 +99,17 @@ def test_a_frame_biased_beyond_float32s_range_starts_the_model_on_itself():
     assert np.allclose(model.position_offset.detach().numpy(), y[50], atol=1e-6)
 
 
+def test_a_pair_belongs_to_a_set_only_when_both_its_frames_do():
+    """Frames 0-6 train and 7-15 validate (trajectories of 10 and 6 frames, 2 frames a lag): no pair spans the cut
+    between the sets nor the end of a trajectory."""
+    pairs = split_lagged_pairs([10, 6], 0.2, 0.1, np.arange(7), np.arange(7, 16))
+    assert pairs.lag_frames == 2
+    np.testing.assert_array_equal(pairs.train[0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(pairs.train[1], [2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(pairs.valid[0], [7, 10, 11, 12, 13])
+    np.testing.assert_array_equal(pairs.valid[1], [9, 12, 13, 14, 15])
+
+
 def test_bad_biases_are_refused():
     with pytest.raises(NeuralCTError, match="4 values for 5 frames"):
         rescaled_lagged_pairs([5], np.zeros(4), 1.0, 1.0)
