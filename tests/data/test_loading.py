@@ -233,6 +233,50 @@ def test_masses_recorded_by_simulate_win_over_the_elements(tmp_path):
     assert np.allclose(elements.frame.masses.numpy(), 39.948)  # no record: the elements' masses
 
 
+def test_the_recorded_masses_of_the_selected_atoms_are_theirs(runs, tmp_path):
+    """Hydrogen mass repartitioning (4.032 amu per H, taken from its heavy atom) recorded in the file: the heavy
+    atoms selected keep their own reduced masses, and the total mass of the molecule is the elements'."""
+    from neuralct.data.netcdf import MASSES_ATTRIBUTE
+
+    frames = read_netcdf(paths(runs)[0])
+    data = load_trajectories(paths(runs)[0], selection="all")
+    topology = data.topology
+    masses = np.array([atom.element.mass for atom in topology.atoms])
+    for a, b in topology.bonds:
+        for hydrogen, heavy in ((a, b), (b, a)):
+            if hydrogen.element.symbol == "H" and heavy.element.symbol != "H":
+                masses[heavy.index] -= 4.032 - masses[hydrogen.index]
+                masses[hydrogen.index] = 4.032
+    assert masses.sum() == pytest.approx(sum(atom.element.mass for atom in topology.atoms))
+    frames.attributes[MASSES_ATTRIBUTE] = masses.tolist()
+    write_netcdf(tmp_path / "hmr.nc", frames)
+    heavy = load_trajectories(tmp_path / "hmr.nc", topology=runs / "topology.pdb")
+    assert [topology.atom(int(i)).element.symbol for i in heavy.atom_indices].count("H") == 0
+    np.testing.assert_allclose(heavy.masses, masses[heavy.atom_indices], rtol=1e-6)  # stored as float32
+
+
+def test_amber_velocities_in_its_internal_unit_are_read_in_nm_per_ps(tmp_path):
+    """AMBER writes velocities in angstrom per 1/20.455 ps with scale_factor 20.455: 1.0 of them is 2.0455 nm/ps."""
+    from scipy.io import netcdf_file
+
+    stored = np.array([[[1.0, -2.0, 0.5], [0.0, 0.25, -1.0]]] * 3, dtype=np.float32)
+    handle = netcdf_file(str(tmp_path / "amber.nc"), "w", version=2)
+    handle.Conventions = "AMBER"
+    handle.createDimension("frame", None)
+    handle.createDimension("spatial", 3)
+    handle.createDimension("atom", 2)
+    handle.createVariable("time", "f4", ("frame",))[:] = [0.0, 1.0, 2.0]
+    coordinates = handle.createVariable("coordinates", "f4", ("frame", "atom", "spatial"))
+    coordinates[:] = np.ones((3, 2, 3), dtype=np.float32)
+    velocities = handle.createVariable("velocities", "f4", ("frame", "atom", "spatial"))
+    velocities.scale_factor = 20.455
+    velocities[:] = stored
+    handle.close()
+    frames = read_netcdf(tmp_path / "amber.nc")
+    np.testing.assert_allclose(frames.velocities, stored * 2.0455, rtol=1e-6)
+    np.testing.assert_allclose(frames.positions, 0.1, rtol=1e-7)
+
+
 @pytest.mark.parametrize("name", ["harmonic-chain", "double-well", "mueller-brown", "rotated-double-well"])
 def test_the_toys_in_an_external_field_are_refused_not_aligned(name, tmp_path):
     """Aligning the particles of a toy whose potential is not rotation invariant would lose its coordinates."""
