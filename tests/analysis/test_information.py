@@ -68,3 +68,12 @@ def test_bad_input_is_refused():
         mutual_information(np.zeros(10), np.zeros(9))
     with pytest.raises(NeuralCTError, match="NaN"):
         circular_correlation(np.array([0.0, np.nan, 1.0]), np.zeros(3))
+
+
+def test_an_angle_that_fixes_the_quartile_of_x_has_mutual_information_ln_4():
+    """Angles at the centres of the four quarter turns, 100 frames each, and x the angle itself: each angle bin
+    holds one quartile of x, so I = ln 4 plus the Miller-Madow term (4 + 4 - 4 - 1) / (2 N)."""
+    angle = np.repeat(np.pi * np.array([-0.75, -0.25, 0.25, 0.75]), 100)
+    assert mutual_information(angle, angle, bins=4) == pytest.approx(np.log(4.0) + 3 / 800, rel=1e-12)
+    # On another branch the angles fall into the same bins.
+    assert mutual_information(angle, angle + 2 * np.pi, bins=4) == pytest.approx(np.log(4.0) + 3 / 800, rel=1e-12)
