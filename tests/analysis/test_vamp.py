@@ -136,3 +136,30 @@ def test_bad_input_is_refused(system):
         vamp2_score(train, [t[:, :2] for t in test], lag_frames=LAG)
     with pytest.raises(NeuralCTError, match="dim"):
         tica_baseline(train, test, lag_frames=LAG, dim=9)
+
+
+def test_mass_weighted_pca_variances_are_mass_times_coordinate_variance():
+    """Two atoms (x y z each, 1 and 3 amu) that move along atom 1's x (variance 4 a^2) and atom 2's y (variance
+    b^2), uncorrelated, off the origin: the principal variances are m s^2 = 4 a^2 and 3 b^2 (sample variances,
+    amu nm^2), along those coordinates, and the components of the training frames have zero mean."""
+    a = np.tile([1.0, -1.0], 8)
+    b = np.tile([1.0, 1.0, -1.0, -1.0], 4)
+    frames = np.full((16, 6), 0.5)
+    frames[:, 0] += 2.0 * a
+    frames[:, 4] += b
+    pca = pca_baseline([frames], [frames], lag_frames=1, dim=2, masses=np.array([1.0, 3.0]))
+    sample = 16 / 15  # the sample variance (n - 1 in the denominator) of a and of b
+    np.testing.assert_allclose(pca["explained_variance"], [4.0 * sample, 3.0 * sample], rtol=1e-12)
+    components = pca["projections_train"][0]
+    np.testing.assert_allclose(components.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.abs(components[:, 0]), 2.0, rtol=1e-12)  # sqrt(1 amu) x 2 a
+    np.testing.assert_allclose(np.abs(components[:, 1]), np.sqrt(3.0), rtol=1e-12)  # sqrt(3 amu) x b
+
+
+def test_lagged_pairs_are_exactly_the_lag_apart_within_each_trajectory():
+    """Frames numbered by their time: every pair is (t, t + lag) of one trajectory."""
+    from neuralct.analysis.vamp import time_lagged_frames
+
+    x, y = time_lagged_frames([np.arange(10.0)[:, None], 100.0 + np.arange(4.0)[:, None]], 3, "trajectories")
+    np.testing.assert_array_equal(x[:, 0], [0, 1, 2, 3, 4, 5, 6, 100])
+    np.testing.assert_array_equal(y[:, 0] - x[:, 0], 3)
