@@ -16,6 +16,16 @@ def test_without_a_bias_rescaled_time_is_simulation_time():
     assert np.all(spans == 0.5)
 
 
+def test_without_a_bias_decimal_frame_spacings_pair_frames_a_whole_number_of_frames_apart():
+    """0.1 ps frames and a 0.3 ps lag, neither exact in binary: the pairs are still (i, i + 3), each 0.1 ps long,
+    with no sliver of overlap left by the rounding of the frames' bounds."""
+    first, second, spans = rescaled_lagged_pairs([40, 25], np.zeros(65), 0.1, 0.3)
+    expected = lagged_pairs([40, 25], 3)
+    np.testing.assert_array_equal(first, expected[0])
+    np.testing.assert_array_equal(second, expected[1])
+    np.testing.assert_allclose(spans, 0.1, rtol=1e-9)
+
+
 def test_a_constant_bias_stretches_time_by_its_boltzmann_factor():
     """V = kT ln 4 everywhere: every frame lasts 4 dt, so 8 dt of rescaled time is 2 frames."""
     first, second, spans = rescaled_lagged_pairs([12], np.full(12, np.log(4.0)), 0.5, 4.0)
