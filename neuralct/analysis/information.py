@@ -109,10 +109,14 @@ def circular_correlation(x: np.ndarray, angle: np.ndarray) -> float:
         ``R`` in [0, 1] (dimensionless); 0 when ``x`` or the angle does not vary.
     """
     x, angle = _paired_1d(x, angle)
-    c, s = np.cos(angle), np.sin(angle)
-    corr = np.corrcoef(np.stack([x, c, s]))
-    if not np.all(np.isfinite(corr)):
+    centred = x - x.mean()
+    total = float(centred @ centred)
+    if not total > 0:
         return 0.0
-    r_xc, r_xs, r_cs = corr[0, 1], corr[0, 2], corr[1, 2]
-    r2 = (r_xc**2 + r_xs**2 - 2.0 * r_xc * r_xs * r_cs) / (1.0 - r_cs**2)
-    return float(np.sqrt(np.clip(r2, 0.0, 1.0)))
+    # The least-squares fit gives R^2 also where cos a and sin a are collinear (an angle that takes two opposite
+    # values), where the closed form above divides 0 by 0.
+    design = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    design -= design.mean(axis=0)
+    coefficients = np.linalg.lstsq(design, centred, rcond=None)[0]
+    residual = centred - design @ coefficients
+    return float(np.sqrt(np.clip(1.0 - float(residual @ residual) / total, 0.0, 1.0)))

@@ -63,6 +63,14 @@ def test_circular_correlation_matches_multiple_regression_and_is_small_when_inde
     assert circular_correlation(rng.normal(size=N), angle) < 0.03
 
 
+def test_circular_correlation_of_an_angle_with_two_opposite_values_is_the_plain_correlation(rng):
+    """a in {0.3, 0.3 + pi}: cos a and sin a are one variable, and R is |corr(x, cos a)| (the closed form is 0 / 0)."""
+    angle = np.where(rng.random(1000) < 0.5, 0.3, 0.3 + np.pi)
+    x = np.cos(angle) + 0.1 * rng.normal(size=1000)
+    assert circular_correlation(x, angle) == pytest.approx(abs(np.corrcoef(x, np.cos(angle))[0, 1]), rel=1e-9)
+    assert circular_correlation(x, np.full(1000, 0.3)) == 0.0 and circular_correlation(np.ones(1000), angle) == 0.0
+
+
 def test_bad_input_is_refused():
     with pytest.raises(NeuralCTError, match="one length"):
         mutual_information(np.zeros(10), np.zeros(9))
