@@ -430,22 +430,27 @@ def steep_cvs(model: Any, n_cvs: int) -> list[str]:
 def run_platform(settings: BiasSettings, md_system: Any, checkpoint: Path | None = None) -> tuple[str, str]:
     """The OpenMM platform a run of ``md_system`` uses, and why (``settings.platform``, or the rule of ``auto``).
 
-    ``auto``: the platform of the run's ``checkpoint`` (a checkpoint loads only on the platform that
-    wrote it; one of an older run that records none, the platform that version chose), else
-    :func:`~neuralct.md.platform.automatic_platform`: the fastest of a short probe of the system (the
-    Reference platform for alanine dipeptide in vacuum, the CPU platform for tri-alanine in OBC2, 3x
-    faster there), never the Reference platform for a periodic system (PME).
+    A resumed run takes the platform of its ``checkpoint``, whatever is asked: a checkpoint loads
+    only on the platform that wrote it. One of an older run that records none takes the platform
+    asked, or the one that version's ``auto`` chose. A new run takes the platform asked, or with
+    ``auto`` :func:`~neuralct.md.platform.automatic_platform`: the fastest of a short probe of the
+    system (the Reference platform for alanine dipeptide in vacuum, the CPU platform for
+    tri-alanine in OBC2, 3x faster there), never the Reference platform for a periodic system (PME).
     """
     from ..md.platform import automatic_platform
 
-    if settings.platform != "auto":
-        return settings.platform, "as asked"
     if checkpoint is not None and checkpoint.exists():
         try:
             platform = ArrayCheckpoint.load(checkpoint, {"platform": str}, "")["platform"]
         except NeuralCTError:  # an older run's (none recorded), or a damaged one, refused where the run loads it
-            platform = "CPU" if md_system.periodic else "Reference"
-        return platform, "auto: the platform of the run's checkpoint"
+            platform = None
+        if platform is not None:
+            asked = "" if settings.platform in ("auto", platform) else f" (not {settings.platform}, as asked)"
+            return platform, f"the platform of the run's checkpoint{asked}"
+        if settings.platform == "auto":
+            return ("CPU" if md_system.periodic else "Reference"), "auto: the platform of the run's checkpoint"
+    if settings.platform != "auto":
+        return settings.platform, "as asked"
     name, _, choice = automatic_platform(
         md_system, settings.temperature, settings.friction_per_ps, settings.timestep_fs, settings.threads
     )

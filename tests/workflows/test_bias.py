@@ -455,7 +455,8 @@ def test_a_system_of_another_solvent_than_the_training_frames_is_one_line(alanin
 
 def test_auto_runs_a_molecule_without_a_box_on_the_fastest_platform_and_a_resumed_run_on_its_checkpoints(tmp_path):
     """The probe's fastest platform (measured, not assumed); a run resumes on the platform that wrote its
-    checkpoint, an older checkpoint's on the Reference platform it ran on."""
+    checkpoint, whatever is asked; an older checkpoint's on the platform asked, or the Reference platform that
+    version's auto ran it on."""
     from neuralct.io import ArrayCheckpoint
     from neuralct.workflows.bias import run_platform
 
@@ -465,7 +466,12 @@ def test_auto_runs_a_molecule_without_a_box_on_the_fastest_platform_and_a_resume
     assert name == max(rates, key=lambda platform: int(rates[platform])) and set(rates) >= {"Reference", "CPU"}
     checkpoint = tmp_path / "checkpoint.npz"
     ArrayCheckpoint({"platform": "CPU", "step": 4}, {}).save(checkpoint)
-    assert run_platform(BiasSettings(), tri, checkpoint) == ("CPU", "auto: the platform of the run's checkpoint")
+    assert run_platform(BiasSettings(), tri, checkpoint) == ("CPU", "the platform of the run's checkpoint")
+    # The checkpoint loads on no other platform than its own: asked for another, a resumed run keeps its own.
+    assert run_platform(BiasSettings(platform="Reference"), tri, checkpoint) == (
+        "CPU",
+        "the platform of the run's checkpoint (not Reference, as asked)",
+    )
     ArrayCheckpoint({"step": 4}, {}).save(checkpoint)
     assert run_platform(BiasSettings(), tri, checkpoint)[0] == "Reference"
-    assert run_platform(BiasSettings(platform="Reference"), tri, checkpoint) == ("Reference", "as asked")
+    assert run_platform(BiasSettings(platform="CPU"), tri, checkpoint) == ("CPU", "as asked")
