@@ -185,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         save_resolved_config(args, folder)
+        if run_folder.changed_outputs:
+            print(run_folder.restored_line("the system"))
     rate = summary["steps_per_second"]
     print(
         f"{summary['frames']} frames, {summary['ns_simulated']:.3f} ns on {summary['platform']} "

@@ -697,9 +697,9 @@ def run_simulation(
     folder = Path(folder)
     runs = [_Replica(md_system, folder, settings, r, atoms) for r in indices]
     platform, probe_rates, platform_choice = _choose_platform(runs, md_system, settings, threads)
-    # A fresh start writes its own topology: one left by another system's failed run must not stay.
-    if not any(run.checkpoint for run in runs) or not (folder / "topology.pdb").exists():
-        write_topology(md_system, folder, atoms)
+    # Every run writes its topology: a fresh start's replaces one left by another system's failed run, a resumed or
+    # finished run's (the same system, checked by the run's identity) restores one that was damaged.
+    write_topology(md_system, folder, atoms)
     start = time.perf_counter()
     results = _run_replicas(runs, platform, threads, jobs, progress)
     summary = {

@@ -493,14 +493,19 @@ def test_a_finished_export_restores_a_deleted_or_edited_file(alanine, tmp_path, 
     assert "already holds this export" in capsys.readouterr().out
 
 
-def test_a_finished_simulation_with_a_changed_trajectory_is_refused_and_kept(alanine, capsys):
+def test_a_finished_simulation_restores_its_topology_and_refuses_a_changed_trajectory(alanine, capsys):
     folder, _ = alanine
     md = folder / "md"
     command = ["simulate", "alanine-dipeptide", "--length-ns", "0.03", "--replicas", "3", *MD, "--output", str(md)]
     original = (md / "replica-001.nc").read_bytes()
+    topology = (md / "topology.pdb").read_bytes()
     (md / "summary.json").unlink()
+    (md / "topology.pdb").write_bytes(topology[: len(topology) // 2])  # a damaged topology is written again, too
+    capsys.readouterr()
     assert main(command) == 0  # the summary is written again
-    assert (md / "summary.json").exists()
+    assert (md / "summary.json").exists() and (md / "topology.pdb").read_bytes() == topology
+    said = "summary.json, topology.pdb missing or changed since the run finished; writing them again from the system"
+    assert said in capsys.readouterr().out
     try:
         (md / "replica-001.nc").write_bytes(original[:-64] + bytes(64))
         before = snapshot(md)
