@@ -66,8 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"neuralct {args.command}: error: {out_of_memory_line(exc, parser, args.command)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        from ..md.interrupt import InterruptedBeforeCheckpoint
+
+        if isinstance(exc, InterruptedBeforeCheckpoint):
+            print(
+                f"neuralct {args.command}: interrupted during {exc}, before its first checkpoint; rerun the same "
+                "command to start again",
+                file=sys.stderr,
+            )
+        else:
+            print(f"neuralct {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
 
 

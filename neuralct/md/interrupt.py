@@ -14,7 +14,12 @@ import signal
 import threading
 from typing import Iterator
 
-__all__ = ["sigint_held"]
+__all__ = ["sigint_held", "InterruptedBeforeCheckpoint"]
+
+
+class InterruptedBeforeCheckpoint(KeyboardInterrupt):
+    """Ctrl-C before a run wrote its first checkpoint, so that a rerun starts it again; ``str()`` names the stage
+    (e.g. "the equilibration")."""
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ from ..analysis.reweighting import (
 )
 from ..errors import NeuralCTError, RunBrokeDown, first_line
 from ..io import ArrayCheckpoint, atomic_write_bytes, write_json
-from ..md.interrupt import sigint_held
+from ..md.interrupt import InterruptedBeforeCheckpoint, sigint_held
 from ..md.platform import available_platforms, platform_properties
 from ..md.simulate import (
     check_sane,
@@ -748,7 +748,8 @@ class _MetadynamicsRun:
 
     def _equilibrate(self, interrupted: threading.Event) -> None:
         """``settings.equilibration_ps`` of MD under the starting bias, nothing deposited or recorded; then the run's
-        time (and the deposition schedule) starts from zero. Ctrl-C stops it (a fresh start: no checkpoint)."""
+        time (and the deposition schedule) starts from zero. Ctrl-C stops it before the first checkpoint: a rerun starts
+        the run again (:class:`~neuralct.md.interrupt.InterruptedBeforeCheckpoint`)."""
         settings, simulation = self.settings, self.simulation
         left = settings.equilibration_steps
         while left and not interrupted.is_set():
@@ -758,7 +759,7 @@ class _MetadynamicsRun:
             )
             left -= chunk
         if interrupted.is_set():
-            raise KeyboardInterrupt
+            raise InterruptedBeforeCheckpoint("the equilibration")
         simulation.currentStep = 0
         simulation.context.setTime(0.0)
 

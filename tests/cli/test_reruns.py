@@ -626,3 +626,29 @@ def test_an_interrupted_trainings_damaged_checkpoint_is_refused_in_one_line(tmp_
     assert main(command) == 2
     err = one_line_error(capsys, "train")
     assert "checkpoint.pt is damaged: the CRC-32 checksum of its entry" in err and "--overwrite" in err
+
+
+def test_a_bias_interrupted_in_its_equilibration_says_a_rerun_starts_it_again(alanine, tmp_path, capsys, monkeypatch):
+    """Ctrl-C before the first checkpoint: exit 130, nothing left, and the line does not promise a resume."""
+    import contextlib
+    import threading
+
+    import neuralct.workflows.bias
+
+    @contextlib.contextmanager
+    def pressed():
+        event = threading.Event()
+        event.set()
+        yield event
+
+    monkeypatch.setattr(neuralct.workflows.bias, "sigint_held", pressed)
+    folder, _ = alanine
+    out = tmp_path / "bias"
+    command = ["bias", str(folder / "model" / "model.pt"), "--length-ns", "0.002", "--platform", "Reference"]
+    assert main([*command, "--no-progress", "--output", str(out)]) == 130
+    said = capsys.readouterr().err
+    assert said == (
+        "neuralct bias: interrupted during the equilibration, before its first checkpoint; rerun the same command to "
+        "start again\n"
+    )
+    assert not out.exists()
