@@ -50,6 +50,8 @@ def test_the_trajectory_holds_the_solute_with_a_box_per_frame(water_run):
     frames = read_netcdf(water_run / "replica-000.nc")
     assert frames.positions.shape == frames.velocities.shape == (40, 22, 3)
     assert frames.box_vectors.shape == (40, 3, 3)
+    # The frames follow the 0.4 ps of equilibration (constant volume, then pressure) every 0.1 ps.
+    np.testing.assert_allclose(frames.time_ps, 0.1 * np.arange(1, 41), atol=1e-6)
     edges = np.diagonal(frames.box_vectors, axis1=1, axis2=2)
     # The barostat moves the box: its edges change from frame to frame, about the 1.56 nm it was built with.
     assert np.all(np.abs(edges - 1.56) < 0.1) and np.ptp(edges[:, 0]) > 0

@@ -351,3 +351,30 @@ def test_a_solvated_charmm_system_without_a_box_says_where_the_box_goes(tmp_path
     assert err.endswith(
         "give coordinates with the box: a PDB with its CRYST1 box in place of the .crd, which holds none"
     )
+
+
+def test_a_barostat_added_to_a_periodic_system_runs_at_the_pressure_and_temperature_asked(water):
+    """The Context's barostat parameters are the run's pressure in bar and temperature in K."""
+    import openmm as mm
+
+    folder, _, _ = water
+    read = read_system([folder / "water.prmtop", folder / "water.rst7"], pressure_bar=500.0, temperature=350.0)
+    context = mm.Context(read.system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    assert context.getParameter(mm.MonteCarloBarostat.Pressure()) == pytest.approx(500.0)
+    assert context.getParameter(mm.MonteCarloBarostat.Temperature()) == pytest.approx(350.0)
+
+
+def test_the_box_of_amber_coordinates_wins_over_the_box_of_their_prmtop(water, tmp_path):
+    """A restart file of an NPT run holds the box to start from; the prmtop keeps the box it was built with."""
+    import openmm.unit as unit
+
+    folder, _, _ = water
+    lines = (folder / "water.rst7").read_text().splitlines()
+    edges = [float(x) for x in lines[-1].split()[:3]]
+    assert edges == pytest.approx([10.0 * BOX_NM] * 3)  # angstrom
+    lines[-1] = "".join(f"{x:12.7f}" for x in (23.0, 23.5, 24.0, 90.0, 90.0, 90.0))
+    (tmp_path / "npt.rst7").write_text("\n".join(lines) + "\n")
+    read = read_system([folder / "water.prmtop", tmp_path / "npt.rst7"])
+    vectors = read.system.getDefaultPeriodicBoxVectors()
+    np.testing.assert_allclose([vectors[i][i].value_in_unit(unit.nanometer) for i in range(3)], [2.3, 2.35, 2.4])
+    assert read.settings["box_nm"] == pytest.approx([2.3, 2.35, 2.4])

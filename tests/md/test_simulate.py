@@ -309,3 +309,134 @@ def test_a_box_the_barostat_shrank_below_twice_the_cutoff_is_one_line():
     with pytest.raises(mm.OpenMMException, match="something else"):
         with divergence_as_error(SimulationSettings()):
             raise mm.OpenMMException("something else")
+
+
+def test_the_thermostat_holds_the_temperature_asked(tmp_path):
+    """At 450 K, each velocity component of the harmonic chain has variance kT/m of 450 K, not of 300 K."""
+    system = build_system("harmonic-chain", temperature=450.0)
+    settings = SimulationSettings(
+        temperature=450.0, length_ns=0.05, report_ps=0.5, equilibration_ps=10.0, platform="Reference", seed=2
+    )
+    summary = run_simulation(system, tmp_path, settings, progress=False)
+    v = read_netcdf(tmp_path / "replica-000.nc").velocities
+    z = (v * np.sqrt(system.masses() / kT_kj_per_mol(450.0))[None, :, None]).ravel()
+    assert z.var() == pytest.approx(1.0, rel=0.06)
+    assert summary["mean_kinetic_temperature_K"] == pytest.approx(450.0, rel=0.06)
+
+
+def test_on_step_velocities_are_uncorrelated_with_the_positions(tmp_path):
+    """An oscillator with omega dt = 0.2: the half-step velocity after x_n has correlation -omega dt / 2 with x_n
+    (the force's kick), the on-step velocity none."""
+    from neuralct.md.systems import harmonic_chain_system
+
+    # One bead held by two springs: omega^2 = 2 kappa / m, kappa = 2000 kT/nm^2 at 300 K, m = 1 amu: 99.9 /ps.
+    system = harmonic_chain_system(n=1, kappa_kT_per_nm2=2000.0, mass_amu=1.0)
+    settings = SimulationSettings(length_ns=0.1, report_ps=0.03, equilibration_ps=1.0, platform="Reference", seed=5)
+    run_simulation(system, tmp_path, settings, progress=False)
+    frames = read_netcdf(tmp_path / "replica-000.nc")
+    x, v = frames.positions.reshape(-1, 3), frames.velocities.reshape(-1, 3)
+    correlation = np.mean([np.corrcoef(x[:, axis], v[:, axis])[0, 1] for axis in range(3)])
+    # 3333 frames of 3 axes: a standard error of about 0.01, against the half-step velocity's -0.1.
+    assert abs(correlation) < 0.04
+
+
+def test_a_resumed_run_with_another_setting_is_refused(tmp_path):
+    """A checkpoint continues only the run that wrote it: its frames must not be extended at another temperature."""
+    system = build_system("double-well")
+    settings = SimulationSettings(length_ns=0.005, report_ps=1.0, equilibration_ps=1.0, platform="Reference")
+    run_simulation(system, tmp_path, settings, progress=False)
+    for change in ({"temperature": 310.0}, {"friction_per_ps": 2.0}, {"seed": 1}):
+        other = SimulationSettings(**{**settings.__dict__, **change})
+        with pytest.raises(NeuralCTError, match=f"different settings \\({next(iter(change))}\\)"):
+            run_simulation(system, tmp_path, other, progress=False)
+    assert read_netcdf(tmp_path / "replica-000.nc").positions.shape[0] == 5
+
+
+def test_the_constant_volume_equilibration_keeps_the_box_and_the_rest_runs_at_constant_pressure():
+    """The first half of the equilibration runs without the barostat: at 1000 bar its box stays, the other shrinks."""
+    import openmm as mm
+
+    from neuralct.md.simulate import _make_integrator, _replica_systems
+    from neuralct.md.systems import WaterBox
+
+    built = build_system(
+        "alanine-dipeptide", solvent="tip3p", water=WaterBox(padding_nm=0.6, cutoff_nm=0.7, pressure_bar=1000.0)
+    )
+    seeded, constant_volume = _replica_systems(built.system, 17)
+    volumes = []
+    for system in (constant_volume, seeded):
+        context = mm.Context(system, _make_integrator(SimulationSettings(), 3), mm.Platform.getPlatformByName("CPU"))
+        context.setPositions(built.positions)
+        mm.LocalEnergyMinimizer.minimize(context, 10.0, 200)
+        context.setVelocitiesToTemperature(300.0, 4)
+        start = context.getState().getPeriodicBoxVolume()._value
+        context.getIntegrator().step(500)
+        volumes.append(context.getState().getPeriodicBoxVolume()._value / start)
+    assert volumes[0] == 1.0 and volumes[1] != 1.0
+
+
+def test_frames_are_report_ps_apart_when_the_steps_per_frame_is_a_rounded_quotient(tmp_path):
+    """1.001 ps of 1 fs steps is 1001 steps, though 1.001 * 1000 / 1 falls just below 1001 in floating point."""
+    system = build_system("double-well")
+    settings = SimulationSettings(
+        length_ns=0.005005, timestep_fs=1.0, report_ps=1.001, equilibration_ps=0.1, platform="Reference"
+    )
+    summary = run_simulation(system, tmp_path, settings, progress=False)
+    frames = read_netcdf(tmp_path / "replica-000.nc")
+    assert summary["frames"] == 5
+    np.testing.assert_allclose(frames.time_ps, 1.001 * np.arange(1, 6), atol=1e-6)
+
+
+def test_frames_written_after_the_last_checkpoint_are_dropped_and_the_resumed_run_is_the_uninterrupted_one(
+    tmp_path, monkeypatch
+):
+    """A run killed between writing its frames and its checkpoint leaves more frames than the checkpoint holds."""
+    from neuralct.io import ArrayCheckpoint
+
+    system = build_system("double-well")
+    settings = SimulationSettings(
+        length_ns=0.01, report_ps=1.0, equilibration_ps=1.0, platform="Reference", seed=4, checkpoint_seconds=0.0
+    )
+    for name in ("full", "killed"):
+        (tmp_path / name).mkdir()
+    run_simulation(system, tmp_path / "full", settings, progress=False)
+    save = ArrayCheckpoint.save
+    with monkeypatch.context() as patch:
+        patch.setattr(ArrayCheckpoint, "save", lambda self, path: save(self, path) if self["frames"] <= 3 else None)
+        run_simulation(system, tmp_path / "killed", settings, progress=False)
+    assert read_netcdf(tmp_path / "killed" / "replica-000.nc").positions.shape[0] == 10
+    summary = run_simulation(system, tmp_path / "killed", settings, progress=False)
+    assert summary["replicas"][0]["resumed_from_frame"] == 3
+    a, b = (read_netcdf(tmp_path / name / "replica-000.nc") for name in ("full", "killed"))
+    np.testing.assert_array_equal(a.time_ps, b.time_ps)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.velocities, b.velocities)
+
+
+def test_a_resumed_run_that_saves_other_atoms_is_refused_and_the_state_lies_after_equilibration_and_frames(tmp_path):
+    """The state of every atom beside a trajectory of some of them is that of the end: equilibration, every frame
+    and the one step past the last report step that its on-step velocity took."""
+    import openmm as mm
+
+    system = build_system("harmonic-chain")
+    settings = SimulationSettings(length_ns=0.004, report_ps=1.0, equilibration_ps=3.0, platform="Reference")
+    run_simulation(system, tmp_path, settings, atoms=np.arange(10), progress=False)
+    state = mm.XmlSerializer.deserialize((tmp_path / "replica-000.state.xml").read_text())
+    assert state.getTime()._value == pytest.approx(3.0 + 4.0 + 0.002, abs=1e-9)
+    with pytest.raises(NeuralCTError, match="different settings \\(saved_atoms\\)"):
+        run_simulation(system, tmp_path, settings, atoms=np.arange(12), progress=False)
+
+
+def test_the_hydrogens_and_the_heavy_atoms_each_have_the_bath_temperature(alanine_run):
+    """Each hydrogen bond constraint takes most of its relative motion from the light hydrogen (m_heavy / (m_H +
+    m_heavy) of a degree of freedom): so counted, either part alone is at 300 K."""
+    system, folder, _ = alanine_run
+    frames = read_netcdf(folder / "replica-000.nc")
+    masses = system.masses()
+    hydrogens = np.array([atom.index for atom in system.topology.atoms() if atom.element.symbol == "H"])
+    heavy = np.setdiff1d(np.arange(system.n_atoms), hydrogens)
+    for part in (hydrogens, heavy):
+        dof = degrees_of_freedom(system.system, part)
+        temperature = kinetic_temperature(frames.velocities[:, part], masses[part], dof).mean()
+        # On-step velocities run a few percent cool (module docstring of neuralct.md.simulate).
+        assert temperature == pytest.approx(300.0, rel=0.1)

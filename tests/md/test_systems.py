@@ -132,3 +132,34 @@ def test_a_hydrogen_mass_that_leaves_a_heavy_atom_no_mass_is_one_line():
     with pytest.raises(NeuralCTError, match="leaves atom CH3 of residue ACE 1") as error:
         build_system("alanine-dipeptide", hydrogen_mass_amu=20.0)
     assert "\n" not in str(error.value)
+
+
+def test_the_barostat_of_explicit_water_runs_at_the_pressure_and_temperature_asked():
+    """The Context's barostat parameters are the water box's pressure in bar and the run's temperature in K."""
+    import openmm as mm
+
+    from neuralct.md.systems import WaterBox
+
+    water = WaterBox(padding_nm=0.6, cutoff_nm=0.7, pressure_bar=250.0)
+    built = build_system("alanine-dipeptide", solvent="tip3p", water=water, temperature=350.0)
+    context = mm.Context(built.system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    # OpenMM's barostat parameters: pressure in bar, temperature in K.
+    assert context.getParameter(mm.MonteCarloBarostat.Pressure()) == pytest.approx(250.0)
+    assert context.getParameter(mm.MonteCarloBarostat.Temperature()) == pytest.approx(350.0)
+
+
+def test_the_ionic_strength_adds_salt_at_that_concentration():
+    """A neutral solute in 1 M NaCl: as many Na+ as Cl-, about 1 mol/L of the box's volume."""
+    import openmm.unit as unit
+
+    from neuralct.md.systems import WaterBox
+
+    water = WaterBox(padding_nm=1.0, cutoff_nm=0.7, ionic_strength_molar=1.0)
+    built = build_system("alanine-dipeptide", solvent="tip3p", water=water)
+    names = [residue.name for residue in built.topology.residues()]
+    vectors = built.topology.getPeriodicBoxVectors()
+    litres = np.prod([vectors[i][i].value_in_unit(unit.nanometer) for i in range(3)]) * 1e-24
+    molar = names.count("NA") / (6.02214076e23 * litres)
+    assert names.count("NA") == names.count("CL") > 0
+    # Water fills the box less the solute: the salt's share of the box's volume is a little below 1 M.
+    assert 0.7 < molar < 1.1
