@@ -214,8 +214,15 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
     monkeypatch.setattr(explore, "_drives_every_phi", lambda torsions, rate: True)
     system, out = build_system("alanine-dipeptide"), tmp_path / "explore"
     settings = ExploreSettings(**(TINY | {"max_rounds": 3}))
-    calls, lines = [], []
+    calls, lines, pooled = [], [], []
     _recording(monkeypatch, calls)
+    original_pooled = explore._pooled_phi_figures
+
+    def recording_pooled(angles, weights, ns, kT):
+        pooled.append((angles, weights, ns))
+        return original_pooled(angles, weights, ns, kT)
+
+    monkeypatch.setattr(explore, "_pooled_phi_figures", recording_pooled)
     summary = run_explore(system, settings, out, announce=lines.append)
     # No retraining after the frozen round: its model's CV is biased, with its bias, in the rounds after it.
     assert calls == ["round-0/md", "round-0/model", "round-1/bias", "round-2/bias", "round-3/bias"]
@@ -230,6 +237,11 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
         assert run["width_fraction"] == 0.06  # round 1's width, whose bias it is
         assert np.array_equal(np.load(out / f"round-{index}" / "bias" / "bias.npy"), metadynamics_bias)
     assert rounds[2]["pooled"]["rounds"] == [2] and rounds[3]["pooled"]["rounds"] == [2, 3]
+    # Round 3's estimate is over the frames of both frozen rounds, run by run, each frame with its weight.
+    angles, weights, ns = pooled[-1]
+    rows = [len(read_colvar(out / f"round-{index}" / "bias" / "COLVAR")[1]) for index in (2, 3)]
+    assert [len(series) for series in angles["phi"]] == rows and len(weights) == sum(rows)
+    assert ns == pytest.approx(rounds[2]["ns_simulated"] + rounds[3]["ns_simulated"])
     assert summary["final_estimate"] == rounds[3]["pooled"]
     assert rounds[2]["verdict"]["reason"] == "one round: nothing to compare with yet"
     # These tiny frozen runs never cross phi: none has an estimate of its own, and the verdict says so.
@@ -468,3 +480,44 @@ def test_round_zero_md_that_blows_up_stops_the_loop_in_one_line_naming_what_expl
         r"check the structure and its force field, or rerun with another `seed`",
         str(error.value),
     )
+
+
+def test_a_round_drives_phi_from_exactly_the_freeze_rate_and_only_when_every_phi_reaches_it():
+    """`freeze_rate_per_ns` is the rate from which a bias is frozen: reached by every backbone phi, not by one."""
+    at_rate = {"phi": {"phi_transitions_per_ns": 30.0}}
+    assert explore._drives_every_phi(at_rate, 30.0)
+    assert not explore._drives_every_phi({"phi": {"phi_transitions_per_ns": 29.9}}, 30.0)
+    both = {"phi_A_ALA2": {"phi_transitions_per_ns": 45.0}, "phi_A_ALA3": {"phi_transitions_per_ns": 12.0}}
+    assert not explore._drives_every_phi(both, 30.0)
+    next_step, verdict = explore._after_metadynamics({"phi_torsions": both}, ExploreSettings(), last_round=False)
+    assert next_step is explore.NextStep.RETRAIN and verdict.reason.startswith("phi_A_ALA3 crossed 12.0 times per ns")
+    next_step, _ = explore._after_metadynamics({"phi_torsions": at_rate}, ExploreSettings(), last_round=False)
+    assert next_step is explore.NextStep.FREEZE
+
+
+def test_a_block_error_of_exactly_the_tolerance_has_not_settled():
+    """Both estimates' block standard errors must lie below the tolerance, as the change must."""
+    at_tolerance = stopping_verdict({"phi": _phi(30, 9.0, 0.6)}, {"phi": _phi(30, 9.2, 1.0)}, tolerance_kj=1.0)
+    assert not at_tolerance.converged and "block standard error in the last round is 1.00 kJ/mol" in at_tolerance.reason
+    assert stopping_verdict({"phi": _phi(30, 9.0, 0.6)}, {"phi": _phi(30, 9.2, 0.99)}, tolerance_kj=1.0).converged
+
+
+def test_the_frozen_rounds_weigh_their_frames_at_the_rounds_temperature_when_round_zero_is_heated(tmp_path):
+    """The frozen bias acts at `temperature`: exp(V / kT) at 300 K, whatever the heated round 0 ran at."""
+    from neuralct.analysis.colvar import write_colvar
+
+    phis = [np.array([-2.0, -1.5, 1.0, 1.2, -1.0, 0.9]), np.array([-2.5, -2.0, 1.1, 1.0])]
+    biases = [np.array([9.0, 8.0, 1.0, 0.5, 7.0, 2.0]), np.array([9.5, 8.5, 1.5, 0.0])]
+    runs = []
+    for number, (phi, bias) in enumerate(zip(phis, biases)):
+        run = tmp_path / f"round-{number + 2}" / "bias"
+        run.mkdir(parents=True)
+        table = np.column_stack([phi * 0.1, phi, np.zeros_like(phi), bias, bias - 3.0])
+        write_colvar(run / "COLVAR", np.arange(len(phi), dtype=float), table, ["cv1", "phi", "psi", "bias", "rbias"])
+        runs.append(run)
+    settings = ExploreSettings(bias_report_ps=1.0, temperature=300.0, unbiased_temperature=600.0)
+    figures = explore._frozen_estimate(runs, settings, ["phi"])["phi"]
+    kT = kT_kj_per_mol(300.0)
+    phi, weights = np.concatenate(phis), np.exp(np.concatenate(biases) / kT)
+    expected = -kT * np.log(weights[phi > 0].sum() / weights[phi <= 0].sum())
+    assert figures["delta_F_phi_positive_minus_negative_kj"] == pytest.approx(expected, rel=1e-9)
