@@ -474,3 +474,47 @@ def test_a_setting_that_names_a_file_or_folder_enters_by_name_and_any_text_stays
     args = argparse.Namespace(system=[str(tmp_path / "system.pdb")], frozen_bias=str(tmp_path), selection=selection)
     settings = result_settings(args)
     assert settings == {"system": ["system.pdb"], "frozen_bias": tmp_path.name, "selection": selection}
+
+
+_RECORDED = {"seed": 1, "stride": 2, "widths": [0.1, 0.2], "forcefield": ["amber14-all.xml", "amber14/opc.xml"]}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({key: value for key, value in _RECORDED.items() if key != "stride"}, "other stride;"),
+        (_RECORDED | {"widths": [0.1, 0.2, 0.3]}, "other widths;"),
+        (_RECORDED | {"widths": [0.1]}, "other widths;"),
+        (_RECORDED | {"forcefield": ["amber14-all.xml", "other/opc.xml"]}, "other forcefield;"),
+    ],
+    ids=["a setting left out", "a longer list", "a shorter list", "a path in another folder"],
+)
+def test_a_rerun_that_leaves_out_a_setting_or_changes_a_list_is_refused(tmp_path, data, settings, message):
+    """Every recorded setting is compared, a list item by item and in full; a path only by its name where the
+    rerun gives the name alone."""
+    out = tmp_path / "out"
+    with RunFolder(out, "bias", _RECORDED, inputs=[data]):
+        pass
+    with pytest.raises(NeuralCTError, match=re.escape(message)):
+        with RunFolder(out, "bias", settings, inputs=[data]):
+            pytest.fail("entered a folder of another run")
+
+
+def test_a_rerun_with_an_input_file_of_the_same_name_and_size_but_other_content_is_refused(tmp_path, data):
+    out = tmp_path / "out"
+    with RunFolder(out, "train", {"seed": 1}, inputs=[data]):
+        pass
+    data.write_bytes(b"FRAMES" * 1000)
+    with pytest.raises(NeuralCTError, match="content of input file\\(s\\) input.dat"):
+        with RunFolder(out, "train", {"seed": 1}, inputs=[data]):
+            pytest.fail("entered a folder of another run")
+
+
+def test_a_setting_an_earlier_version_did_not_record_is_presumed_only_for_the_command_that_lacked_it(tmp_path):
+    """bias once ran without `equilibration_ps` (none: 0); a simulate record without it is not a run of 0 ps."""
+    identity = {"command": "simulate", "settings": {"seed": 0}, "inputs": []}
+    (tmp_path / IDENTITY_FILE).write_text(json.dumps(identity))
+    (tmp_path / OUTPUT_LOG).write_text(IDENTITY_FILE + "\n")
+    with pytest.raises(NeuralCTError, match="with other equilibration_ps; rerun"):
+        with RunFolder(tmp_path, "simulate", {"seed": 0, "equilibration_ps": 0.0}):
+            pytest.fail("entered a folder of another run")
