@@ -76,12 +76,15 @@ def _plain(value: Any) -> Any:
 UNRECORDED_BEFORE = {("bias", "equilibration_ps"): 0.0, ("explore", "round_equilibration_ps"): 0.0}
 
 
-def _same_setting(old: Any, new: Any) -> bool:
-    """Whether a recorded setting is the current one; an input file or folder recorded by its path (as earlier
-    versions did) is the same as one by its name (its content is compared with the input files)."""
+def _same_setting(old: Any, new: Any, input_names: set[str]) -> bool:
+    """Whether a recorded setting is the current one; an input file recorded by its path (as earlier versions did) is
+    the same as one by its name (its content is compared with the input files, ``input_names``). Any other text with
+    a folder part (an OpenMM force field such as ``amber14/tip3p.xml``) is compared whole."""
     if isinstance(old, list) and isinstance(new, list):
-        return len(old) == len(new) and all(_same_setting(a, b) for a, b in zip(old, new))
-    return old == new or (isinstance(old, str) and isinstance(new, str) and "/" in old and Path(old).name == new)
+        return len(old) == len(new) and all(_same_setting(a, b, input_names) for a, b in zip(old, new))
+    if old == new:
+        return True
+    return isinstance(old, str) and new in input_names and "/" in old and Path(old).name == new
 
 
 def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -90,9 +93,12 @@ def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> lis
     for (command, key), value in UNRECORDED_BEFORE.items():
         if command == current["command"] and key not in old and key in new:
             old[key] = value
-    changed_settings = [key for key in sorted(set(old) | set(new)) if not _same_setting(old.get(key), new.get(key))]
-    names = [", ".join(changed_settings)] if changed_settings else []
     old_inputs, new_inputs = recorded.get("inputs") or [], current["inputs"]
+    input_names = {item["name"] for item in new_inputs}
+    changed_settings = [
+        key for key in sorted(set(old) | set(new)) if not _same_setting(old.get(key), new.get(key), input_names)
+    ]
+    names = [", ".join(changed_settings)] if changed_settings else []
     if old_inputs != new_inputs:
         if [item.get("name") for item in old_inputs] == [item["name"] for item in new_inputs]:
             changed = [new["name"] for old, new in zip(old_inputs, new_inputs) if old != new]

@@ -454,17 +454,27 @@ def test_an_unreadable_array_checkpoint_is_one_line_with_the_advice(tmp_path, co
 def test_an_identity_recorded_by_an_earlier_version_is_read_as_it_ran(tmp_path):
     """Earlier versions recorded input files by their path and no `equilibration_ps` for bias (they ran none): such a
     run resumes with the same files by name and `--equilibration-ps 0`, and is refused, naming it, with 10."""
-    identity = {"command": "bias", "settings": {"system": ["inputs/system.pdb"], "seed": 0}, "inputs": []}
-    (tmp_path / IDENTITY_FILE).write_text(json.dumps(identity))
-    (tmp_path / OUTPUT_LOG).write_text(IDENTITY_FILE + "\n")
-    same = {"system": ["system.pdb"], "seed": 0, "equilibration_ps": 0.0}
-    with RunFolder(tmp_path, "bias", same) as folder:
+    system = tmp_path / "inputs" / "system.pdb"
+    system.parent.mkdir()
+    system.write_text("ATOM\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    recorded = {"system": ["inputs/system.pdb"], "forcefield": "amber14/tip3p.xml", "seed": 0}
+    identity = {"command": "bias", "settings": recorded, "inputs": [fingerprint(system)]}
+    (out / IDENTITY_FILE).write_text(json.dumps(identity))
+    (out / OUTPUT_LOG).write_text(IDENTITY_FILE + "\n")
+    same = {"system": ["system.pdb"], "forcefield": "amber14/tip3p.xml", "seed": 0, "equilibration_ps": 0.0}
+    with RunFolder(out, "bias", same, inputs=[system]) as folder:
         assert folder.resuming
     with pytest.raises(NeuralCTError, match="with other equilibration_ps; rerun"):
-        with RunFolder(tmp_path, "bias", same | {"equilibration_ps": 10.0}):
+        with RunFolder(out, "bias", same | {"equilibration_ps": 10.0}, inputs=[system]):
             pass
     with pytest.raises(NeuralCTError, match="with other system; rerun"):
-        with RunFolder(tmp_path, "bias", same | {"system": ["other.pdb"]}):
+        with RunFolder(out, "bias", same | {"system": ["other.pdb"]}, inputs=[system]):
+            pass
+    # A text with a folder part that names no input file is compared whole: OpenMM's tip3p.xml is another force field.
+    with pytest.raises(NeuralCTError, match="with other forcefield; rerun"):
+        with RunFolder(out, "bias", same | {"forcefield": "tip3p.xml"}, inputs=[system]):
             pass
 
 
