@@ -90,13 +90,16 @@ def _same_setting(old: Any, new: Any, input_names: set[str]) -> bool:
 def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Names of what differs between two identities of one command: settings keys, input files."""
     old, new = dict(recorded.get("settings") or {}), current["settings"]
+    presumed = {}
     for (command, key), value in UNRECORDED_BEFORE.items():
         if command == current["command"] and key not in old and key in new:
-            old[key] = value
+            old[key] = presumed[key] = value
     old_inputs, new_inputs = recorded.get("inputs") or [], current["inputs"]
     input_names = {item["name"] for item in new_inputs}
     changed_settings = [
-        key for key in sorted(set(old) | set(new)) if not _same_setting(old.get(key), new.get(key), input_names)
+        key + (f" (a run of an earlier version, which ran {presumed[key]:g})" if key in presumed else "")
+        for key in sorted(set(old) | set(new))
+        if not _same_setting(old.get(key), new.get(key), input_names)
     ]
     names = [", ".join(changed_settings)] if changed_settings else []
     if old_inputs != new_inputs:

@@ -464,9 +464,14 @@ def test_an_identity_recorded_by_an_earlier_version_is_read_as_it_ran(tmp_path):
     (out / IDENTITY_FILE).write_text(json.dumps(identity))
     (out / OUTPUT_LOG).write_text(IDENTITY_FILE + "\n")
     same = {"system": ["system.pdb"], "forcefield": "amber14/tip3p.xml", "seed": 0, "equilibration_ps": 0.0}
+    with pytest.raises(
+        NeuralCTError, match=r"with other equilibration_ps \(a run of an earlier version, which ran 0\); rerun"
+    ):
+        with RunFolder(out, "bias", same | {"equilibration_ps": 10.0}, inputs=[system]):
+            pass
     with RunFolder(out, "bias", same, inputs=[system]) as folder:
         assert folder.resuming
-    with pytest.raises(NeuralCTError, match="with other equilibration_ps; rerun"):
+    with pytest.raises(NeuralCTError, match="with other equilibration_ps; rerun"):  # recorded now
         with RunFolder(out, "bias", same | {"equilibration_ps": 10.0}, inputs=[system]):
             pass
     with pytest.raises(NeuralCTError, match="with other system; rerun"):
