@@ -30,7 +30,9 @@ Replicas run as parallel processes (``jobs``, see :mod:`neuralct.md.replicas`), 
 trajectory and checkpoint; a replica's random streams (velocities, integrator, barostat) depend
 only on (seed, replica), not on how many run at once nor on whether it runs alone
 (``replica_index``): its frames are identical on the Reference platform; on the CPU platform two
-runs differ in their last bits (even on one thread), which the dynamics' chaos grows.
+runs differ in their last bits (even on one thread), which the dynamics' chaos grows (and a
+barostat's accept-or-reject test can turn into another box at once). OpenMM's checkpoints do not
+hold a barostat's random stream: a resumed run of a box draws other volume moves from there on.
 """
 
 from __future__ import annotations
