@@ -20,6 +20,7 @@ from .periodic import box_vectors, make_whole, selection_tree, torn_bond
 __all__ = [
     "PhaseSpaceData",
     "ION_ELEMENTS",
+    "ION_RESIDUES",
     "EXTERNAL_FIELD_TOYS",
     "read_with_mdtraj",
     "VELOCITY_TEMPERATURE_RATIO",
@@ -46,6 +47,13 @@ EXTERNAL_FIELD_TOYS = {
 #: Elements of the monovalent monatomic ions (Na+, Cl-, K+, ...): solvent, like water, not solute. Divalent ions
 #: (Zn2+, Mg2+, Ca2+) are often bound to the solute and stay with it.
 ION_ELEMENTS = frozenset({"Li", "Na", "K", "Rb", "Cs", "F", "Cl", "Br", "I"})
+
+#: Residue names of those ions in GROMACS, AMBER (signs dropped: ``Na+`` is ``NA``), OpenMM and CHARMM files. A
+#: GROMACS .gro holds no elements, and MDTraj guesses them from the atom name (``NA`` nitrogen, ``CL`` carbon): the
+#: residue name tells the ion.
+ION_RESIDUES = frozenset(
+    {"LI", "LIT", "NA", "SOD", "K", "POT", "RB", "RUB", "CS", "CES", "F", "CL", "CLA", "BR", "I", "IOD"}
+)
 
 #: Ratio of the kinetic temperature of velocities that no ``neuralct simulate`` flagged as on-step to the bath's,
 #: outside which they are not used: another unit (AMBER's internal time unit gives 20.455^2 = 418 times the
@@ -877,7 +885,7 @@ def solute_heavy_atom_indices(topology: Any) -> np.ndarray:
 
 
 def solute_atom_indices(topology: Any) -> np.ndarray:
-    """Indices of the solute's atoms: every atom but water and monatomic ions (:data:`ION_ELEMENTS`).
+    """Indices of the solute's atoms: every atom but water and monatomic ions (:func:`_solvent`).
 
     Parameters
     ----------
@@ -892,9 +900,13 @@ def solute_atom_indices(topology: Any) -> np.ndarray:
 
 
 def _solvent(atom: Any) -> bool:
-    """Whether ``atom`` (mdtraj.Atom) belongs to a water molecule or is a monatomic ion."""
+    """Whether ``atom`` (mdtraj.Atom) belongs to a water molecule or is a monatomic ion (by its element,
+    :data:`ION_ELEMENTS`, or its residue's name, :data:`ION_RESIDUES`)."""
     residue = atom.residue
-    ion = residue.n_atoms == 1 and atom.element is not None and atom.element.symbol in ION_ELEMENTS
+    ion = residue.n_atoms == 1 and (
+        (atom.element is not None and atom.element.symbol in ION_ELEMENTS)
+        or residue.name.upper().rstrip("+-") in ION_RESIDUES
+    )
     return residue.is_water or ion
 
 

@@ -254,3 +254,19 @@ def test_a_gromacs_run_input_of_other_atoms_than_the_trajectorys_is_one_line_eac
         load_trajectories(gromacs_run / "box_whole.xtc", topology=gromacs_run / "solute.tpr")
     with pytest.raises(NeuralCTError, match="MDTraj does not read topology"):
         load_trajectories(gromacs_run / "solute.xtc", topology=gromacs_run / "solute.tpr", backend="mdtraj")
+
+
+def test_the_ions_of_a_gro_file_are_told_by_their_residue_names(gromacs_run, tmp_path):
+    """A .gro holds no elements and MDTraj guesses NA as nitrogen and CL as carbon: GROMACS's sodium and chloride
+    (`gmx genion`) are still ions, not solute heavy atoms."""
+    import mdtraj
+
+    from neuralct.data.loading import solute_atom_indices, solute_heavy_atom_indices
+
+    lines = (gromacs_run / "solute.gro").read_text().splitlines()
+    ions = ["   23NA      NA   23   0.500   0.500   0.500", "   24CL      CL   24   2.000   2.000   2.000"]
+    (tmp_path / "ions.gro").write_text("\n".join([lines[0], " 24", *lines[2:-1], *ions, lines[-1]]) + "\n")
+    topology = mdtraj.load_topology(str(tmp_path / "ions.gro"))
+    assert [atom.element.symbol for atom in topology.atoms][-2:] == ["N", "C"]  # the guess
+    np.testing.assert_array_equal(solute_atom_indices(topology), np.arange(22))
+    assert len(solute_heavy_atom_indices(topology)) == 10
