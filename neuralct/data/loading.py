@@ -408,6 +408,24 @@ def _damage_refused(path: Path) -> Iterator[None]:
         raise
 
 
+def _check_trr_positions(path: Path) -> None:
+    """Refuse a TRR file with frames that hold no positions (GROMACS writes a frame whenever positions, velocities or
+    forces are due): MDTraj reads such a frame as whatever its buffer held, MDAnalysis stops at it."""
+    from MDAnalysis.lib.formats.libmdaxdr import TRRFile
+
+    try:
+        with TRRFile(str(path)) as handle:
+            held = [frame.hasx for frame in handle]
+    except Exception:  # a damaged file: the readers' own checks refuse it
+        return
+    if not all(held):
+        raise NeuralCTError(
+            f"{path}: {held.count(False)} of {len(held)} frames hold no positions (first: frame {held.index(False)}), "
+            "as in a TRR that writes velocities or forces more often than positions; give frames that all hold "
+            "positions (the run's XTC, or `gmx trjconv` of the TRR with -dt of the positions' interval)"
+        )
+
+
 def _check_trr_whole(path: Path) -> None:
     """Refuse a TRR file with a damaged frame, which MDAnalysis (read first, for the velocities) reads up to."""
     from mdtraj.formats import TRRTrajectoryFile
@@ -628,6 +646,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             raise NeuralCTError(f'MDTraj does not read topology {topology}; use the backend "mdanalysis" or "auto"')
         auto = [_read_mdanalysis]
     readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": auto}[backend]
+    if path.suffix.lower() == ".trr":
+        _check_trr_positions(path)
     errors = []
     for reader in readers:
         try:

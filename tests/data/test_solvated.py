@@ -270,3 +270,19 @@ def test_the_ions_of_a_gro_file_are_told_by_their_residue_names(gromacs_run, tmp
     assert [atom.element.symbol for atom in topology.atoms][-2:] == ["N", "C"]  # the guess
     np.testing.assert_array_equal(solute_atom_indices(topology), np.arange(22))
     assert len(solute_heavy_atom_indices(topology)) == 10
+
+
+@pytest.mark.parametrize("topology", ["vacuum.tpr", "solute.gro"])
+def test_a_trr_with_frames_of_velocities_only_is_one_line_not_frames_at_the_origin(gromacs_run, topology):
+    """GROMACS writes a TRR frame whenever positions, velocities or forces are due: with `nstvout` below `nstxout`
+    some frames hold no positions, of which MDTraj makes frames of whatever its buffer held."""
+    import mdtraj
+
+    read = mdtraj.load(str(gromacs_run / "positions_every_other_frame.trr"), top=str(gromacs_run / "solute.gro"))
+    assert len(read) == 11  # MDTraj counts the frames of velocities alone, with positions from its buffer
+    message = r"positions_every_other_frame.trr: 5 of 11 frames hold no positions \(first: frame 1\)"
+    for backend in ("auto", "mdtraj") if topology.endswith(".gro") else ("auto",):
+        with pytest.raises(NeuralCTError, match=message):
+            load_trajectories(
+                gromacs_run / "positions_every_other_frame.trr", topology=gromacs_run / topology, backend=backend
+            )
