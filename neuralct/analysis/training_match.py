@@ -139,7 +139,9 @@ def compare_with_training(
 
 
 def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> bool:
-    """Whether any frame of ``features`` is one of the frames ``marks`` (within :data:`MARK_TOLERANCE`).
+    """Whether any frame of ``features`` is one of the frames ``marks`` (within :data:`MARK_TOLERANCE`), not counting
+    a trajectory's first and last frames where it has more: the part of a continued run that an engine writes anew
+    (GROMACS's ``mdrun -cpi -noappend``) starts with the last frame of the part before it, and shares no other.
 
     Parameters
     ----------
@@ -151,7 +153,8 @@ def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 40
     chunk : int
         Frames compared at a time (memory: ``chunk * n_marks`` distances).
     """
-    return marks_found(features, marks, chunk) > 0
+    features = np.asarray(features)
+    return marks_found(features[1:-1] if len(features) > 2 else features, marks, chunk) > 0
 
 
 def marks_found(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> int:

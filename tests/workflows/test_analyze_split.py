@@ -147,3 +147,25 @@ def test_two_given_trajectories_that_hold_the_same_frames_are_refused():
         replica[0] = features[0][0]
     split = scoring_split(PATHS[:3], LENGTHS[:3], metadata([]), features=features)
     assert {segment[0] for segment in split["fit"] + split["scored"]} == {0, 1, 2}
+
+
+def test_the_next_part_of_a_continued_run_shares_only_its_first_frame_and_is_scored():
+    """GROMACS's `mdrun -cpi -noappend` writes the checkpoint's frame again as the next part's first: a part that
+    holds a kept frame of the model's training trajectory only there, or only as its own last frame, was not trained
+    on; a piece of the training trajectory itself was."""
+    import numpy as np
+
+    from neuralct.analysis.training_match import marked_frames
+
+    rng = np.random.default_rng(1)
+    trained = rng.normal(size=(421, 12))  # every 7th frame kept, the last one too
+    kept = trained[marked_frames(len(trained), 12, 1)]
+    assert np.array_equal(kept[0], trained[0]) and np.array_equal(kept[-1], trained[-1])  # both ends are kept
+    meta = metadata([0])
+    meta["molecule"]["frame_marks"] = {str(Path(PATHS[0]).resolve()): kept}
+    after = np.concatenate([trained[-1:], rng.normal(size=(60, 12))])  # the next part
+    before = np.concatenate([rng.normal(size=(60, 12)), trained[:1]])  # the part before, ending where it starts
+    piece = trained[100:200]  # frames the model trained on
+    split = scoring_split(PATHS[1:4], [61, 61, 100], meta, features=[after, before, piece])
+    assert split["record"]["trained_the_model"] == [PATHS[3]]
+    assert split["record"]["never_seen_by_the_model"] == PATHS[1:3]
