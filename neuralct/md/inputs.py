@@ -18,6 +18,7 @@ from .systems import (
     barostat_index,
     bond_options,
     check_repartitioned_masses,
+    dispersion_correction,
     solute_atoms,
 )
 
@@ -457,6 +458,7 @@ def _md_system(
             "box_nm": widths,
             "pressure_bar": pressure_bar,
             "barostat": _barostat(system, pressure_bar, temperature),
+            "dispersion_correction": dispersion_correction(system),
         }
         if any(box[i][j].value_in_unit(unit.nanometer) for i in range(3) for j in range(3) if i != j):
             # A triclinic box: the diagonal of its reduced vectors (what OpenMM's cutoff rule reads) is not its

@@ -159,6 +159,15 @@ def barostat_index(system: Any) -> int | None:
     return next((i for i in range(system.getNumForces()) if type(system.getForce(i)).__name__ in BAROSTAT_KINDS), None)
 
 
+def dispersion_correction(system: Any) -> bool:
+    """Whether the System adds the long-range dispersion correction to its Lennard-Jones interactions, which it cuts
+    at the cutoff without a shift (OpenMM's default with PME; GROMACS's ``DispCorr = EnerPres``)."""
+    return any(
+        type(force).__name__ == "NonbondedForce" and force.getUseDispersionCorrection()
+        for force in (system.getForce(i) for i in range(system.getNumForces()))
+    )
+
+
 def bond_options(constraints: str, hydrogen_mass_amu: float | None) -> dict:
     """The ``createSystem`` options for bond constraints and hydrogen mass repartitioning.
 
@@ -527,6 +536,7 @@ def _pdb_system(
                 float(v[i].value_in_unit(unit.nanometer)) for i, v in enumerate(topology.getPeriodicBoxVectors())
             ],
             "solvent_atoms": topology.getNumAtoms() - len(solute_atoms(topology)),
+            "dispersion_correction": dispersion_correction(system),
         }
     if hydrogen_mass_amu is not None:
         settings["hydrogen_mass_amu"] = hydrogen_mass_amu

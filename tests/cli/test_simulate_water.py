@@ -79,6 +79,7 @@ def test_the_whole_system_and_its_final_state_are_written(water_run):
     np.testing.assert_allclose(state.getPeriodicBoxVectors(asNumpy=True)._value, last, atol=2e-2)
     assert summary["system_settings"]["hydrogen_mass_amu"] == 1.5
     assert summary["system_settings"]["water_box"]["cutoff_nm"] == 0.7
+    assert summary["system_settings"]["dispersion_correction"] is True  # OpenMM's default with PME, recorded
 
 
 def test_train_reads_the_saved_solute_trajectories(water_run, tmp_path):

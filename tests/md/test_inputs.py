@@ -239,6 +239,12 @@ def test_an_openmm_systems_own_barostat_runs_at_the_pressure_and_temperature_ask
     assert read.settings["barostat"] == f"the System's {kind} every 10 steps"
     plain = read_system([folder / "water.xml", folder / "water.pdb"], pressure_bar=500.0, temperature=350.0)
     assert plain.settings["barostat"] == "MonteCarloBarostat every 25 steps"
+    # The long-range dispersion correction is the System's, and recorded.
+    nonbonded = next(f for f in held.getForces() if isinstance(f, mm.NonbondedForce))
+    for use in (True, False):
+        nonbonded.setUseDispersionCorrection(use)
+        (tmp_path / "held.xml").write_text(mm.XmlSerializer.serialize(held))
+        assert read_system([tmp_path / "held.xml", folder / "water.pdb"]).settings["dispersion_correction"] is use
 
 
 def test_an_openmm_system_with_a_second_thermostat_or_barostat_is_one_line(water, tmp_path):
