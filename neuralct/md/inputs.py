@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..data.names import standard_atom_label
 from ..errors import NeuralCTError, first_line
 from .systems import (
     BAROSTAT_KINDS,
@@ -135,6 +136,8 @@ def read_system(
             f"coordinates file {inputs.coordinates} has {positions.shape[0]} atoms but {inputs.format} topology "
             f"{inputs.topology} has {topology.getNumAtoms()}; give the coordinates of the same system"
         )
+    if inputs.coordinates.suffix.lower() == ".gro":
+        _check_gro_names(inputs, topology)
     if solvent_check is not None:
         solvent_check(topology, system.usesPeriodicBoundaryConditions())
     if inputs.format == "OpenMM":
@@ -282,6 +285,26 @@ def _gromacs(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any
         raise NeuralCTError(f"cannot read GROMACS topology {inputs.topology}: {first_line(exc)}{advice}") from None
     system = _create(inputs.topology, "GROMACS topology", top.createSystem, box is not None, options)
     return system, top.topology, positions
+
+
+def _check_gro_names(inputs: _Inputs, topology: Any) -> None:
+    """Refuse a .gro whose atoms are named otherwise than the topology's, in order (as ``gmx grompp`` does; names
+    compared in their standard form, :func:`~neuralct.data.names.standard_atom_label`, as OpenMM renames the
+    topology's): the same count of atoms in another order (the ``[ molecules ]`` of the .top listed otherwise) would
+    put each atom's parameters on another atom's position."""
+    import openmm.app as app
+
+    gro = app.GromacsGroFile(str(inputs.coordinates))
+    theirs = [f"{residue}:{name}" for residue, name in zip(gro.residueNames, gro.atomNames)]
+    ours = [f"{atom.residue.name}:{atom.name}" for atom in topology.atoms()]
+    differing = [i for i, (a, b) in enumerate(zip(theirs, ours)) if standard_atom_label(a) != standard_atom_label(b)]
+    if differing:
+        first = differing[0]
+        raise NeuralCTError(
+            f"coordinates file {inputs.coordinates} has {theirs[first]} at atom {first + 1} where {inputs.format} "
+            f"topology {inputs.topology} has {ours[first]} ({len(differing)} atom(s) differ); give the coordinates "
+            "of the same system, its molecules in the order of the topology's [ molecules ]"
+        )
 
 
 def _charmm(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any, np.ndarray]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..data.names import standard_atom_label
 from ..errors import NeuralCTError
 from .transformation import NeuralCanonicalTransformation
 
@@ -129,10 +129,10 @@ def selected_atoms_in(model: NeuralCanonicalTransformation, topology, source: st
 
 def _shifts_to_part(molecule: dict[str, Any], topology) -> list[int]:
     """Every ``shift`` at which ``topology`` (a part of the model's system) holds each selected atom at its index less
-    ``shift`` under the model's name (standard names, :func:`_standard_name`)."""
+    ``shift`` under the model's name (standard names, :func:`~neuralct.data.names.standard_atom_label`)."""
     selected = np.asarray(molecule["atom_indices"], dtype=np.int64)
-    wanted = [_standard_name(name) for name in molecule["atom_names"]]
-    labels = [_standard_name(f"{atom.residue.name}:{atom.name}") for atom in topology.atoms]
+    wanted = [standard_atom_label(name) for name in molecule["atom_names"]]
+    labels = [standard_atom_label(f"{atom.residue.name}:{atom.name}") for atom in topology.atoms]
     shifts = []
     for shift in range(max(0, int(selected.max()) - topology.n_atoms + 1), int(selected.min()) + 1):
         if labels[selected[0] - shift] == wanted[0] and all(
@@ -232,35 +232,15 @@ def _check_names(
     """Raise a one-line error unless the model's atoms, found at ``atoms`` of ``topology``, have the model's names."""
     found = [int(atoms[i]) for i in molecule["atom_indices"]]
     names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in found]
-    standard = [_standard_name(name) for name in names]
-    if standard != [_standard_name(name) for name in molecule["atom_names"]]:
-        first = next(k for k, (a, b) in enumerate(zip(standard, map(_standard_name, molecule["atom_names"]))) if a != b)
+    standard = [standard_atom_label(name) for name in names]
+    if standard != [standard_atom_label(name) for name in molecule["atom_names"]]:
+        first = next(
+            k for k, (a, b) in enumerate(zip(standard, map(standard_atom_label, molecule["atom_names"]))) if a != b
+        )
         raise NeuralCTError(
             f"{source}: atom {found[first]} is {names[first]} where {trained_on} a system with "
             f"{molecule['atom_names'][first]}; use that system"
         )
-
-
-@functools.cache
-def _name_replacements() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """MDTraj's tables of residue and atom names by which it reads a PDB or GRO file into the PDB's standard names."""
-    from mdtraj.formats.pdb import PDBTrajectoryFile
-
-    PDBTrajectoryFile._loadNameReplacementTables()
-    return PDBTrajectoryFile._residueNameReplacements, PDBTrajectoryFile._atomNameReplacements
-
-
-def _standard_name(label: str) -> str:
-    """An atom's ``"RESIDUE:NAME"`` in the PDB's standard names, as MDTraj reads a PDB or GRO file.
-
-    An AMBER, CHARMM or GROMACS run-input topology keeps its force field's names (NME's methyl
-    carbon ``CH3``, CHARMM's amide ``HN``), which MDTraj renames when it reads a PDB or GRO file of
-    the same system (``C``, ``H``): compared in the standard names, the two are one system.
-    """
-    residue, _, atom = label.partition(":")
-    residues, atoms = _name_replacements()
-    residue = residues.get(residue, residue)
-    return f"{residue}:{atoms.get(residue, {}).get(atom, atom)}"
 
 
 def internal_coordinates(

@@ -162,6 +162,21 @@ def test_a_gromacs_topology_whose_include_is_missing_is_one_line(water, tmp_path
     assert "split.top" in message and "forcefield.itp" in message and "`include_dir`" in message
 
 
+def test_a_gro_whose_atoms_are_in_another_order_than_the_topologys_is_one_line(water, tmp_path):
+    """The sodium and the chloride swapped in the .gro (the [ molecules ] of the .top listed otherwise): the same
+    atom count, but each ion would take the other's parameters, as `gmx grompp` refuses too."""
+    folder, _, _ = water
+    lines = (folder / "water.gro").read_text().splitlines()
+    sodium = next(i for i, line in enumerate(lines) if line[5:10].strip().upper().startswith("NA"))
+    chloride = next(i for i, line in enumerate(lines) if line[5:10].strip().upper().startswith("CL"))
+    for a, b in ((sodium, chloride), (chloride, sodium)):
+        lines[a] = lines[a][:5] + (folder / "water.gro").read_text().splitlines()[b][5:15] + lines[a][15:]
+    (tmp_path / "swapped.gro").write_text("\n".join(lines) + "\n")
+    message = one_line_error([folder / "water.top", tmp_path / "swapped.gro"])
+    assert f"at atom {min(sodium, chloride) - 1} where GROMACS topology" in message and "(2 atom(s) differ)" in message
+    assert read_system([folder / "water.top", folder / "water.gro"]).n_atoms == len(lines) - 3
+
+
 @pytest.mark.parametrize(
     "names,expected",
     [
