@@ -408,6 +408,37 @@ def _damage_refused(path: Path) -> Iterator[None]:
         raise
 
 
+#: Where a frame's atom count is in the header of a frame of an XTC and of a TRR file (bytes from its start).
+_XDR_ATOM_COUNT_AT = {".xtc": 4, ".trr": 64}
+
+
+def _check_xdr_atom_counts(path: Path) -> None:
+    """Refuse an XTC or TRR file whose frames hold different numbers of atoms (parts of two runs joined, a saved
+    group changed between them): each frame's header says its count, and a reader fills every frame into a buffer
+    sized by the first (one writes past it, crashing the process)."""
+    import struct
+
+    from MDAnalysis.lib.formats.libmdaxdr import TRRFile, XTCFile
+
+    suffix = path.suffix.lower()
+    try:
+        with (XTCFile if suffix == ".xtc" else TRRFile)(str(path)) as handle:
+            offsets = handle.offsets
+        counts = []
+        with open(path, "rb") as raw:
+            for offset in offsets:
+                raw.seek(int(offset) + _XDR_ATOM_COUNT_AT[suffix])
+                counts.append(struct.unpack(">i", raw.read(4))[0])
+    except Exception:  # a damaged file: the readers' own checks refuse it
+        return
+    other = next((i for i, count in enumerate(counts) if count != counts[0]), None)
+    if other is not None:
+        raise NeuralCTError(
+            f"{path}: frame {other} holds {counts[other]} atoms where the frames before it hold {counts[0]}; a "
+            "trajectory file holds one system: give each part as a file of its own"
+        )
+
+
 def _check_trr_positions(path: Path) -> None:
     """Refuse a TRR file with frames that hold no positions (GROMACS writes a frame whenever positions, velocities or
     forces are due): MDTraj reads such a frame as whatever its buffer held, MDAnalysis stops at it."""
@@ -646,6 +677,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             raise NeuralCTError(f'MDTraj does not read topology {topology}; use the backend "mdanalysis" or "auto"')
         auto = [_read_mdanalysis]
     readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": auto}[backend]
+    if path.suffix.lower() in _XDR_ATOM_COUNT_AT:
+        _check_xdr_atom_counts(path)
     if path.suffix.lower() == ".trr":
         _check_trr_positions(path)
     errors = []

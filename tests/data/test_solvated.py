@@ -286,3 +286,14 @@ def test_a_trr_with_frames_of_velocities_only_is_one_line_not_frames_at_the_orig
             load_trajectories(
                 gromacs_run / "positions_every_other_frame.trr", topology=gromacs_run / topology, backend=backend
             )
+
+
+def test_an_xtc_whose_atom_count_changes_halfway_is_one_line(gromacs_run, tmp_path):
+    """The solute's frames and then the whole box's in one file (`cat` of two parts): the reader would write the
+    box's frames into a buffer for the solute's atoms."""
+    joined = tmp_path / "joined.xtc"
+    joined.write_bytes((gromacs_run / "solute.xtc").read_bytes() + (gromacs_run / "box_whole.xtc").read_bytes())
+    message = r"joined.xtc: frame 41 holds 2284 atoms where the frames before it hold 22; a trajectory file holds one"
+    for topology in ("solute.tpr", "solute.gro"):
+        with pytest.raises(NeuralCTError, match=message):
+            load_trajectories(joined, topology=gromacs_run / topology)
