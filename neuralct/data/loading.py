@@ -272,6 +272,7 @@ class _Raw:
     masses: np.ndarray | None = None  # (n_atoms,) amu: the simulation's or a MASS_TOPOLOGIES file's, else None
     box: np.ndarray | None = None  # (frames, 3, 3) nm, box vectors as rows; None without a periodic box
     temperature: float | None = None  # K, as the simulation recorded it; None where the file says nothing
+    velocity_frames: int = 0  # frames that hold velocities where only some do (then ``velocities`` is None)
 
 
 class _NetcdfExtras(NamedTuple):
@@ -561,12 +562,10 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
     if failure is not None:
         raise ValueError(failure)
     xyz, velocities, times, boxes = [], [], [], []
-    has_velocities = universe.trajectory.ts.has_velocities
     for ts in universe.trajectory[::stride]:
         xyz.append(universe.atoms.positions / 10.0)
         # A GROMACS TRR may write velocities less often than positions: then none are used.
-        has_velocities = has_velocities and ts.has_velocities
-        if has_velocities:
+        if ts.has_velocities:
             velocities.append(universe.atoms.velocities / 10.0)
         times.append(ts.time)
         # MDAnalysis refills one array at every frame: each frame's box is a copy of it.
@@ -584,15 +583,17 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
             top = _mdtraj_topology_from_universe(universe)
     else:
         top = _mdtraj_topology_from_universe(universe)
+    every = len(velocities) == len(xyz)
     return _Raw(
         np.array(xyz, dtype=np.float64),
-        np.array(velocities, dtype=np.float64) if has_velocities else None,
+        np.array(velocities, dtype=np.float64) if every else None,
         on_step,
         np.array(times, dtype=np.float64),
         top,
         masses,
         _periodic_box(boxes[:, :3] / 10.0, boxes[:, 3:], path, stride),
         temperature,
+        0 if every else len(velocities),
     )
 
 
@@ -1149,9 +1150,18 @@ def _cartesian_momenta(
     ``auto`` resamples and says so, and ``recorded`` is refused.
     """
     held, note = all(raw.velocities is not None for raw in raws), ""
+    partial = next(((raw_path, raw) for raw_path, raw in zip(paths, raws) if raw.velocity_frames), None)
+    if partial is not None:
+        note = (
+            f"{partial[0]} holds velocities in {partial[1].velocity_frames} of {len(partial[1].xyz)} frames (written "
+            "less often than positions): momenta drawn from Maxwell-Boltzmann"
+        )
     if momenta == "recorded" and not held:
         missing = next(raw_path for raw_path, raw in zip(paths, raws) if raw.velocities is None)
-        raise NeuralCTError(f"`momenta` 'recorded' needs velocities in every file; {missing} has none; use 'resample'")
+        why = f"{missing} has none" if partial is None else f"{partial[0]} has them in some frames only"
+        raise NeuralCTError(
+            f"`momenta` 'recorded' needs velocities in every frame of every file; {why}; use 'resample'"
+        )
     if held and momenta != "resample":
         velocities = np.concatenate([raw.velocities[:, atom_indices] for raw in raws])
         if on_step:

@@ -794,7 +794,10 @@ def _check_objective_options(
     if momenta not in ("resample", "recorded"):
         raise NeuralCTError(f"`momenta` must be resample or recorded, got {momenta!r}")
     if momenta == "recorded" and data.momenta_source != "recorded":
-        raise NeuralCTError("`momenta` recorded needs trajectories with velocities (as `neuralct simulate` writes)")
+        why = f" ({data.momenta_note})" if data.momenta_note else ""
+        raise NeuralCTError(
+            f"`momenta` recorded needs trajectories with velocities (as `neuralct simulate` writes){why}"
+        )
     if vamp_weight and lag_ps is None:
         raise NeuralCTError("`vamp_weight` needs `lag_ps` (the VAMP-2 term scores pairs of frames a lag apart)")
     if vamp_lags_ps and not vamp_weight:

@@ -126,7 +126,7 @@ def test_files_without_velocities_refuse_recorded_momenta(runs, tmp_path):
     md.load(str(paths(runs)[0]), top=str(runs / "topology.pdb")).save_xtc(str(tmp_path / "plain.xtc"))
     data = load_trajectories(tmp_path / "plain.xtc", topology=runs / "topology.pdb")
     assert data.momenta_source == "resampled" and data.momenta_note == ""
-    with pytest.raises(NeuralCTError, match="needs velocities in every file; .*plain.xtc has none"):
+    with pytest.raises(NeuralCTError, match="needs velocities in every frame of every file; .*plain.xtc has none"):
         load_trajectories(tmp_path / "plain.xtc", topology=runs / "topology.pdb", momenta="recorded")
 
 

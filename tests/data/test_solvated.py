@@ -297,3 +297,17 @@ def test_an_xtc_whose_atom_count_changes_halfway_is_one_line(gromacs_run, tmp_pa
     for topology in ("solute.tpr", "solute.gro"):
         with pytest.raises(NeuralCTError, match=message):
             load_trajectories(joined, topology=gromacs_run / topology)
+
+
+def test_a_trr_with_velocities_in_some_frames_only_resamples_the_momenta_and_says_why(gromacs_run):
+    """`nstvout` above `nstxout`: 6 of 11 frames hold velocities. Momenta are drawn, with a note; asked to use the
+    recorded ones, the refusal says which file has them in some frames only."""
+    path = gromacs_run / "velocities_every_other_frame.trr"
+    data = load_trajectories(path, topology=gromacs_run / "vacuum.tpr", selection="all")
+    assert data.momenta_source == "resampled"
+    assert data.momenta_note == (
+        f"{path} holds velocities in 6 of 11 frames (written less often than positions): momenta drawn from "
+        "Maxwell-Boltzmann"
+    )
+    with pytest.raises(NeuralCTError, match="velocities_every_other_frame.trr has them in some frames only"):
+        load_trajectories(path, topology=gromacs_run / "vacuum.tpr", selection="all", momenta="recorded")
