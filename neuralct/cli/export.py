@@ -42,8 +42,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--system",
         metavar="FILE",
-        help="the system the CVs will run in, as a topology or structure MDTraj reads (PDB, prmtop, psf, gro, ...; "
-        "e.g. system.pdb of a `neuralct simulate` run in water), where it holds more atoms than the model's "
+        help="the system the CVs will run in, as a topology or structure MDTraj reads (PDB, prmtop, psf, gro, ...) "
+        "or a GROMACS .tpr (e.g. system.pdb of a `neuralct simulate` run in water), where it holds more atoms than "
+        "the model's "
         "trajectories: the model's atoms are found in it (its solute, wherever it lies) and the files read them "
         "there (default: the system of the model's trajectories; cv1.pt ... and cvs.pt2 refuse positions of a "
         "system of another atom count)",
@@ -116,16 +117,15 @@ def _system_topology(path: str):
     """The ``mdtraj.Topology`` of ``--system`` (one-line errors)."""
     from pathlib import Path
 
-    import mdtraj
-
+    from ..data.loading import read_topology
     from ..errors import NeuralCTError, first_line
 
     if not Path(path).is_file():
         raise NeuralCTError(f"--system {path} does not exist or is not a file")
     try:
-        return mdtraj.load_topology(path)
-    except Exception as exc:  # MDTraj raises many kinds for a file it cannot read
+        return read_topology(path)
+    except Exception as exc:  # MDTraj and MDAnalysis raise many kinds for a file they cannot read
         raise NeuralCTError(
-            f"--system {path} cannot be read as a topology by MDTraj ({first_line(exc)}); give a PDB, prmtop, psf, "
-            "gro or another topology file MDTraj reads"
+            f"--system {path} cannot be read as a topology ({first_line(exc)}); give a PDB, prmtop, psf, gro, tpr "
+            "or another topology file MDTraj reads"
         ) from None

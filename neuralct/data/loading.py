@@ -513,6 +513,28 @@ def _check_netcdf_length(path: Path) -> None:
         ) from None
 
 
+def read_topology(path: str | os.PathLike) -> Any:
+    """The ``mdtraj.Topology`` of a topology file as a trajectory read with it gets it: by MDTraj, or by MDAnalysis for
+    a GROMACS run input (:data:`MDANALYSIS_TOPOLOGIES`); an AMBER topology's residues numbered from 1.
+
+    Raises whatever the reader raises for a file it cannot read.
+    """
+    import mdtraj as md
+
+    if Path(path).suffix.lower() in MDANALYSIS_TOPOLOGIES:
+        import warnings
+
+        import MDAnalysis as mda
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _mdtraj_topology_from_universe(mda.Universe(str(path)))
+    topology = md.load_topology(str(path))
+    if Path(path).suffix.lower() in AMBER_TOPOLOGIES:
+        _number_residues_from_one(topology)
+    return topology
+
+
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
     import mdtraj as md
 

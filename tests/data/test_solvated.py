@@ -311,3 +311,18 @@ def test_a_trr_with_velocities_in_some_frames_only_resamples_the_momenta_and_say
     )
     with pytest.raises(NeuralCTError, match="velocities_every_other_frame.trr has them in some frames only"):
         load_trajectories(path, topology=gromacs_run / "vacuum.tpr", selection="all", momenta="recorded")
+
+
+def test_a_model_of_the_solute_exports_into_its_box_given_by_the_gromacs_run_input(gromacs_run, tmp_path):
+    """`export --system box.tpr`: the .tpr read as `train --top` reads it, the model's atoms found as its solute."""
+    import json
+
+    small = ["--steps", "2", "--batch-size", "8", "--couplings", "1", "--hidden", "8", "--no-progress"]
+    trajectories = [str(gromacs_run / "solute.xtc"), str(gromacs_run / "solute.trr")]
+    assert (
+        main(["train", *trajectories, "--top", str(gromacs_run / "solute.tpr"), *small, "-o", str(tmp_path / "m")]) == 0
+    )
+    export = ["export", str(tmp_path / "m" / "model.pt"), "--system", str(gromacs_run / "box.tpr")]
+    assert main([*export, "--output", str(tmp_path / "x")]) == 0
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["system"]["n_atoms"] == 2284
