@@ -466,6 +466,25 @@ def _check_trr_whole(path: Path) -> None:
         handle.read()
 
 
+def _check_gro_frames(path: Path, frames_read: int, stride: int) -> None:
+    """Refuse a .gro trajectory of which fewer frames were read than it holds (MDAnalysis, which alone reads it with a
+    .tpr, reads the first frame of a multi-frame .gro). A frame is a title, an atom count, its atoms and a box line."""
+    with open(path, "rb") as handle:
+        handle.readline()
+        try:
+            atoms = int(handle.readline())
+        except ValueError:
+            return
+        lines = 2 + sum(1 for _ in handle)
+    frames = lines // (atoms + 3)
+    if frames_read < len(range(0, frames, stride)):
+        raise NeuralCTError(
+            f"{path} holds {frames} frames, of which its reader read {frames_read}: a .gro trajectory read with a "
+            "GROMACS run input (.tpr) is read only in part; convert it (`gmx trjconv -f traj.gro -o traj.xtc`) or "
+            "give the .gro of the system as `--top`"
+        )
+
+
 def _check_dcd_frames(path: Path, frames_read: int) -> None:
     """Refuse a DCD file that holds fewer whole frames than its header counts (cut short after its writer ended).
 
@@ -730,6 +749,8 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
             _check_trr_whole(path)
         if path.suffix.lower() == ".dcd":
             _check_dcd_frames(path, raw.xyz.shape[0] * stride)
+        if path.suffix.lower() == ".gro":
+            _check_gro_frames(path, raw.xyz.shape[0], stride)
         if raw.masses is None and topology is not None and Path(topology).suffix.lower() in MASS_TOPOLOGIES:
             raw = replace(raw, masses=topology_masses(topology))
         if topology is not None and Path(topology).suffix.lower() in AMBER_TOPOLOGIES:

@@ -326,3 +326,13 @@ def test_a_model_of_the_solute_exports_into_its_box_given_by_the_gromacs_run_inp
     assert main([*export, "--output", str(tmp_path / "x")]) == 0
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     assert manifest["system"]["n_atoms"] == 2284
+
+
+def test_a_gro_trajectory_read_with_a_run_input_is_refused_not_cut_to_its_first_frame(gromacs_run, tmp_path):
+    """MDAnalysis, which alone reads a .tpr, reads the first frame of a .gro of several; MDTraj reads them all."""
+    text = (gromacs_run / "solute.gro").read_text()
+    (tmp_path / "frames.gro").write_text(text * 3)
+    with pytest.raises(NeuralCTError, match=r"frames.gro holds 3 frames, of which its reader read 1: a .gro"):
+        load_trajectories(tmp_path / "frames.gro", topology=gromacs_run / "solute.tpr", selection="all")
+    read = load_trajectories(tmp_path / "frames.gro", topology=gromacs_run / "solute.gro", selection="all")
+    assert len(read.positions) == 3
