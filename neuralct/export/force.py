@@ -141,10 +141,14 @@ def _model_particles(model: NeuralCanonicalTransformation, system: Any, topology
         atoms = system_atoms(model, mdtraj.Topology.from_openmm(topology), "the OpenMM system")
     indices = [int(atoms[i]) for i in molecule["atom_indices"]]
     masses = np.array([system.getParticleMass(i)._value for i in indices])
-    if not np.allclose(masses, molecule["frame"]["masses"].numpy(), rtol=1e-3):
+    trained = molecule["frame"]["masses"].numpy()
+    if not np.allclose(masses, trained, rtol=1e-3):
+        first = int(np.flatnonzero(~np.isclose(masses, trained, rtol=1e-3))[0])
         raise NeuralCTError(
-            "the OpenMM system's masses of the model's atoms differ from the model's; "
-            "the model was trained on another system (or with other hydrogen masses)"
+            f"the OpenMM system's masses of the model's atoms differ from the model's (atom {indices[first]}: "
+            f"{masses[first]:.4g} amu in the system, {trained[first]:.4g} in the model's frames); the model was "
+            "trained on another system, or with other hydrogen masses (`--hydrogen-mass-amu`, or the topology the "
+            "trajectories were run with)"
         )
     return indices
 

@@ -51,5 +51,6 @@ def test_a_system_whose_heavy_atoms_gave_mass_to_their_hydrogens_is_refused(alan
     carbon = next(atom.index for atom in md_system.topology.atoms() if atom.element.symbol == "C")
     mass = md_system.system.getParticleMass(carbon)
     md_system.system.setParticleMass(carbon, mass - 2.0 * mass.unit)
-    with pytest.raises(neuralct.errors.NeuralCTError, match="masses of the model's atoms differ"):
+    said = rf"masses of the model's atoms differ from the model's \(atom {carbon}: 10.01 amu in the system, 12.01 in"
+    with pytest.raises(neuralct.errors.NeuralCTError, match=said):
         openmm_force(model, md_system.system, 0)
