@@ -18,7 +18,13 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
-from .systems import add_system_options, md_system_from_options, system_digest, system_files
+from .systems import (
+    add_system_options,
+    md_system_from_options,
+    system_digest,
+    system_files,
+    warn_of_light_hydrogens,
+)
 
 if TYPE_CHECKING:
     from ..workflows.bias import BiasSettings
@@ -320,6 +326,7 @@ def _model_and_system(args: argparse.Namespace) -> tuple[Any, Any]:
 
     model = load(args.model)
     md_system = md_system_from_options(args, hydrogen_advice=MODEL_SYSTEM_HYDROGEN_ADVICE)
+    warn_of_light_hydrogens(md_system, args.timestep_fs)
     system_atoms(model, mdtraj.Topology.from_openmm(md_system.topology), f"system {' '.join(args.system)}")
     check_training_solvent(model, md_system.settings, f"system {' '.join(args.system)}")
     return model, md_system

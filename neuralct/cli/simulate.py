@@ -15,7 +15,13 @@ from .options import (
     result_settings,
     save_resolved_config,
 )
-from .systems import add_system_options, md_system_from_options, system_digest, system_files
+from .systems import (
+    add_system_options,
+    md_system_from_options,
+    system_digest,
+    system_files,
+    warn_of_light_hydrogens,
+)
 
 if TYPE_CHECKING:
     from ..md.simulate import SimulationSettings
@@ -153,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.output} holds a run of its own; give the job array (--replica-index) another --output"
         )
     md_system = md_system_from_options(args, solute=args.save)
+    warn_of_light_hydrogens(md_system, args.timestep_fs)
     atoms = select_atoms(md_system, args.save)
     # The run's identity: the options that shape the trajectory, the input files by content, and
     # the OpenMM System itself (forces, masses, constraints), whatever file or name it came from.

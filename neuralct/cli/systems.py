@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import NeuralCTError
 from ..md.systems import SOLVENTS, WaterBox
-from .options import nonnegative_float, positive_float
+from .options import nonnegative_float, positive_float, print_warning
 
 __all__ = ["add_system_options", "md_system_from_options", "prepared_elsewhere", "system_digest", "system_files"]
 
@@ -187,6 +187,27 @@ def md_system_from_options(
         temperature=args.temperature,
         hydrogen_mass_amu=args.hydrogen_mass_amu,
     )
+
+
+#: The longest step (fs) for hydrogens of their natural mass; longer ones want them heavier (about 1.5 amu at 4 fs).
+LIGHT_HYDROGEN_STEP_FS = 2.0
+
+
+def warn_of_light_hydrogens(md_system: Any, timestep_fs: float) -> None:
+    """Warn where a step longer than :data:`LIGHT_HYDROGEN_STEP_FS` moves solute hydrogens lighter than 1.5 amu: their
+    angles vibrate in about 10 fs even with bonds constrained (water's, held rigid, are not counted)."""
+    if timestep_fs <= LIGHT_HYDROGEN_STEP_FS or md_system.topology is None:
+        return
+    masses = [
+        md_system.system.getParticleMass(atom.index)._value
+        for atom in md_system.topology.atoms()
+        if atom.element is not None and atom.element.symbol == "H" and atom.residue.name not in ("HOH", "WAT", "SOL")
+    ]
+    if masses and min(masses) < 1.5:
+        print_warning(
+            f"a {timestep_fs:g} fs step with solute hydrogens of {min(masses):.4g} amu may blow up or heat the run; "
+            "give --hydrogen-mass-amu 1.5 or more (or a topology with repartitioned masses), or --timestep-fs 2"
+        )
 
 
 def _water_box(args: argparse.Namespace) -> WaterBox | None:

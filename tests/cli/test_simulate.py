@@ -352,3 +352,16 @@ def test_ctrl_c_saves_every_running_replica_at_its_frame_under_way_and_starts_no
     for replica in range(3):
         times = read_netcdf(out / f"replica-00{replica}.nc").time_ps
         assert np.allclose(times, 0.8 * np.arange(1, 501), atol=1e-4)
+
+
+def test_a_long_step_with_light_hydrogens_is_warned_of(tmp_path, capsys):
+    """4 fs with hydrogens of 1.008 amu: a warning naming the remedy; with them at 1.5 amu, none."""
+    common = ["simulate", "alanine-dipeptide", "--timestep-fs", "4", "--length-ns", "0.001", "--report-ps", "0.5"]
+    common += ["--equilibration-ps", "0.1", "--platform", "Reference", "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "light")]) == 0
+    assert capsys.readouterr().err == (
+        "warning: a 4 fs step with solute hydrogens of 1.008 amu may blow up or heat the run; give "
+        "--hydrogen-mass-amu 1.5 or more (or a topology with repartitioned masses), or --timestep-fs 2\n"
+    )
+    assert main([*common, "--hydrogen-mass-amu", "1.5", "--output", str(tmp_path / "heavy")]) == 0
+    assert capsys.readouterr().err == ""
