@@ -703,7 +703,9 @@ def _topology_masses(path: str, size: int, mtime_ns: int) -> np.ndarray:
             system = app.AmberPrmtopFile(path).createSystem(constraints=None, rigidWater=False)
             masses = [system.getParticleMass(i)._value for i in range(system.getNumParticles())]
     except Exception as exc:  # OpenMM's readers raise many kinds for a damaged file
-        raise NeuralCTError(f"cannot read the masses of {kind} topology {path}: {first_line(exc)}") from None
+        raise NeuralCTError(
+            f"cannot read the masses of {kind} topology {path}: {first_line(exc)}; the file may be damaged"
+        ) from None
     return np.array([getattr(mass, "_value", mass) for mass in masses], dtype=np.float64)
 
 
@@ -720,6 +722,7 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
     if path.suffix.lower() in VELOCITY_FORMATS:
         auto.reverse()
     if topology is not None and Path(topology).suffix.lower() in MDANALYSIS_TOPOLOGIES:
+        topology_masses(topology)  # a damaged run input is named as such, not as a trajectory the readers fail on
         if backend == "mdtraj":
             raise NeuralCTError(f'MDTraj does not read topology {topology}; use the backend "mdanalysis" or "auto"')
         auto = [_read_mdanalysis]

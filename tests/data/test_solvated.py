@@ -336,3 +336,11 @@ def test_a_gro_trajectory_read_with_a_run_input_is_refused_not_cut_to_its_first_
         load_trajectories(tmp_path / "frames.gro", topology=gromacs_run / "solute.tpr", selection="all")
     read = load_trajectories(tmp_path / "frames.gro", topology=gromacs_run / "solute.gro", selection="all")
     assert len(read.positions) == 3
+
+
+def test_a_damaged_run_input_is_named_as_the_file_at_fault(gromacs_run, tmp_path):
+    (tmp_path / "cut.tpr").write_bytes((gromacs_run / "solute.tpr").read_bytes()[:3000])
+    with pytest.raises(
+        NeuralCTError, match=r"^cannot read the masses of GROMACS run-input topology .*cut.tpr: .*damaged"
+    ):
+        load_trajectories(gromacs_run / "solute.xtc", topology=tmp_path / "cut.tpr")
