@@ -158,7 +158,7 @@ def test_phi_psi_reference_run_reweights_and_counts(alanine_model, tmp_path, cap
     # (its own Gaussian, due at its step, comes after it).
     assert np.array_equal(table[:, 0], [1.0, 2.0, 3.0, 4.0]) and table[0, 3] == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["phi_transitions"] == count_transitions(table[:, 3])
+    assert summary["phi_transitions"] == count_transitions(table[:, 1])
     assert "Tiwary-Parrinello" in summary["reweighting"]
     # 4 ps from the minimised structure never reach phi > 0.5: no free energy, and the reason.
     assert summary["delta_F_phi_positive_minus_negative_kj"] is None and summary["delta_F_standard_error_kj"] is None
@@ -475,3 +475,62 @@ def test_auto_runs_a_molecule_without_a_box_on_the_fastest_platform_and_a_resume
     ArrayCheckpoint({"step": 4}, {}).save(checkpoint)
     assert run_platform(BiasSettings(), tri, checkpoint)[0] == "Reference"
     assert run_platform(BiasSettings(platform="CPU"), tri, checkpoint) == ("CPU", "as asked")
+
+
+def test_a_learned_cvs_gaussians_follow_its_bulk_and_its_grid_covers_every_training_frame(alanine_model):
+    """A CV whose training frames reach far beyond its bulk (min -2, max 3, 1st-99th percentile -1 to 1): the Gaussian
+    is a fraction of the bulk's width (1st-99th percentile), and the grid spans the whole range widened by
+    ``grid_margin`` of it on each side. phi and psi lie on periodic grids over [-pi, pi]."""
+    from neuralct.workflows import bias
+
+    model, system = neuralct.load(alanine_model[0]), build_system("alanine-dipeptide")
+    model.metadata["cv_ranges"] = [{"min": -2.0, "max": 3.0, "p01": -1.0, "p99": 1.0}] * model.dim
+    settings = BiasSettings(width_fraction=0.1, grid_margin=0.5)
+    variables, names, grids = bias._bias_variables(settings, model, system, {}, False)
+    assert names == ["cv1"] and grids[0]["width"] == pytest.approx(0.1 * 2.0, rel=1e-12)
+    assert (grids[0]["min"], grids[0]["max"]) == pytest.approx((-2.0 - 2.5, 3.0 + 2.5), rel=1e-12)
+    variable = variables[0]
+    assert not variable.periodic
+    assert (variable.minValue, variable.maxValue, variable.biasWidth) == pytest.approx((-4.5, 5.5, 0.2), rel=1e-12)
+
+    torsions = bias.backbone_torsions(system.topology, BiasSettings(cv="phi,psi"))
+    variables, names, grids = bias._bias_variables(BiasSettings(cv="phi,psi"), model, system, torsions, False)
+    assert names == ["phi", "psi"] and all(variable.periodic for variable in variables)
+    assert all((g["min"], g["max"]) == (-math.pi, math.pi) for g in grids)
+
+
+def test_the_equilibration_reports_and_depositions_last_their_time_at_any_bias_step():
+    """Every interval given in ps is that long in simulation time, whatever the multiple time step."""
+    for bias_every in (1, 4, 5):
+        settings = BiasSettings(
+            timestep_fs=2.0, bias_every=bias_every, equilibration_ps=10.0, report_ps=1.0, pace_ps=2.0, length_ns=0.01
+        )
+        settings.validate()
+        step = settings.outer_step_ps
+        assert step == pytest.approx(0.002 * bias_every, rel=1e-12)
+        assert settings.equilibration_steps * step == pytest.approx(10.0, rel=1e-12)
+        assert settings.steps_per_report * step == pytest.approx(1.0, rel=1e-12)
+        assert settings.steps_per_deposit * step == pytest.approx(2.0, rel=1e-12)
+        assert settings.n_reports == 10
+
+
+def test_a_run_at_another_temperature_reweights_and_records_its_frames_at_its_own_kt(alanine_model, tmp_path):
+    """At 400 K the offset c(t) in rbias is Tiwary and Parrinello's at 400 K's kT (computed here from the written grid
+    after its one Gaussian), and the frames carry 400 K for retraining."""
+    from neuralct.data.netcdf import TEMPERATURE_ATTRIBUTE, read_netcdf
+
+    out = tmp_path / "hot"
+    argv = ["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", "--temperature", "400"]
+    argv += ["--length-ns", "0.002", "--report-ps", "0.1", "--pace-ps", "1.5", "--height-kj", "10"]
+    argv += ["--width-rad", "1", "--no-progress", "--output", str(out)]
+    assert main(argv) == 0
+    fields, table = read_colvar(out / "COLVAR")
+    time_ps, applied, rbias = table[:, 0], table[:, fields.index("bias")], table[:, fields.index("rbias")]
+    after = time_ps > 1.5 + 1e-9
+    assert after.sum() == 5 and np.all(applied[~after] == 0) and np.all(rbias[~after] == 0)
+    kT, gamma = kT_kj_per_mol(400.0), 8.0
+    grid = np.load(out / "bias.npy")[:-1, :-1]  # periodic: the last point repeats the first
+    offset = kT * math.log(np.sum(np.exp(gamma / (gamma - 1) * grid / kT)) / np.sum(np.exp(grid / ((gamma - 1) * kT))))
+    assert abs(offset - reweighting_offset(grid, gamma, kT_kj_per_mol(300.0), periodic=False)) > 0.1
+    np.testing.assert_allclose(rbias[after], applied[after] - offset, rtol=0, atol=1e-6)
+    assert float(read_netcdf(out / "trajectory.nc").attributes[TEMPERATURE_ATTRIBUTE]) == 400.0

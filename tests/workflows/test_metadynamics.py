@@ -297,6 +297,16 @@ def test_bias_with_separate_biases_on_three_learned_cvs(alanine_model, tmp_path,
     _, table = read_colvar(frozen / "COLVAR")
     applied = sum(np.interp(table[:, 1 + i], grids[i], bias[i]) for i in range(3))
     np.testing.assert_allclose(table[:, fields.index("bias")], applied, rtol=0, atol=0.05)
+    # Under the frozen separate biases c is constant: the sum over the CVs of Tiwary and Parrinello's one-dimensional
+    # c = kT ln[sum exp(gamma/(gamma-1) V_i/kT) / sum exp(V_i/((gamma-1) kT))] of each row at the run's kT.
+    kT, gamma = kT_kj_per_mol(300.0), 8.0
+    offset = sum(
+        kT * math.log(np.sum(np.exp(gamma / (gamma - 1) * row / kT)) / np.sum(np.exp(row / ((gamma - 1) * kT))))
+        for row in bias
+    )
+    np.testing.assert_allclose(
+        table[:, fields.index("bias")] - table[:, fields.index("rbias")], offset, rtol=0, atol=1e-6
+    )
     capsys.readouterr()
     joint = ["bias", str(model_path), "--cvs", "2", "--grid-margin", "0.5", *SHORT, "--frozen-bias", str(out)]
     assert main([*joint, "--output", str(tmp_path / "joint")]) == 2
