@@ -489,3 +489,163 @@ def test_for_sampling_trains_a_density_model_with_position_noise_on_unconstraine
     summary = json.loads((tmp_path / "model" / "summary.json").read_text())
     assert summary["dimension"] == 3 * 10 - 6 and summary["position_noise"] == 1.0  # the 10 heavy atoms
     assert summary["objective"]["objective"] == "density"
+
+
+def test_validation_frames_are_the_last_trajectories_or_the_last_fifth_and_never_train():
+    from neuralct.workflows.train import split_trajectories
+
+    train, valid, _ = split_trajectories([10], 1)
+    assert train.tolist() == list(range(8)) and valid.tolist() == [8, 9]
+    # Three trajectories of 3, 4 and 5 frames, concatenated: frames 0-2, 3-6 and 7-11.
+    train, valid, how = split_trajectories([3, 4, 5], 1)
+    assert train.tolist() == list(range(7)) and valid.tolist() == list(range(7, 12)) and "[2] held out" in how
+    train, valid, _ = split_trajectories([3, 4, 5], 2)
+    assert train.tolist() == [0, 1, 2] and valid.tolist() == list(range(3, 12))
+    for lengths, held in (([10], 1), ([7], 1), ([3, 4, 5], 1), ([3, 4, 5], 2)):
+        train, valid, _ = split_trajectories(lengths, held)
+        assert not set(train) & set(valid) and sorted([*train, *valid]) == list(range(sum(lengths)))
+
+
+def test_the_cv_ranges_a_model_records_are_those_of_its_training_frames(alanine):
+    """The range of each CV (from which bias grids and Gaussian widths follow) is that of the training trajectory's
+    frames; the held-out trajectory, which only chose the kept state, does not widen it."""
+    import mdtraj
+
+    import neuralct
+    from neuralct.model.molecular import project_positions
+
+    _, model_dir = alanine
+    model = neuralct.load(model_dir / "model.pt")
+    molecule = model.metadata["molecule"]
+
+    def cvs(paths):
+        frames = [mdtraj.load(path, top=str(Path(path).parent / "topology.pdb")) for path in paths]
+        return project_positions(model, np.concatenate([frame.xyz.astype(np.float64) for frame in frames]))
+
+    trained, everything = (
+        cvs(molecule["training_trajectories"]),
+        cvs(molecule["training_trajectories"] + molecule["validation_trajectories"]),
+    )
+    recorded = model.metadata["cv_ranges"]
+    assert len(recorded) == model.dim == trained.shape[1]
+    spans = trained.max(0) - trained.min(0)
+    for key, values in (
+        ("min", trained.min(0)),
+        ("max", trained.max(0)),
+        ("p01", np.percentile(trained, 1, axis=0)),
+        ("p99", np.percentile(trained, 99, axis=0)),
+    ):
+        np.testing.assert_allclose([cv[key] for cv in recorded], values, rtol=0, atol=1e-3 * spans.max(), err_msg=key)
+    widened = np.maximum(trained.min(0) - everything.min(0), everything.max(0) - trained.max(0))
+    assert widened.max() > 0.05 * spans.max()
+
+
+def test_the_kinetics_of_the_cvs_are_measured_on_the_training_frames_alone():
+    from neuralct.workflows.train import split_trajectories, training_series
+
+    values = np.arange(24.0).reshape(12, 2)
+    train, _, _ = split_trajectories([3, 4, 5], 1)
+    series = training_series(values, [3, 4, 5], train)
+    assert [s.tolist() for s in series] == [values[0:3].tolist(), values[3:7].tolist()]
+    train, _, _ = split_trajectories([10], 1)
+    (only,) = training_series(values[:10], [10], train)
+    np.testing.assert_array_equal(only, values[:8])
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_held_out_frames_validate_with_their_own_momenta_and_weights_and_never_train(monkeypatch):
+    """Each role gets its own rows: training frames (with their momenta and weights) train and start the model,
+    weighted; the held-out ones, with theirs, validate."""
+    from neuralct.training.loop import TrainingSettings
+    from neuralct.workflows import train as workflow
+
+    rng = np.random.default_rng(0)
+    y, p, weights = rng.normal(size=(50, 3)), rng.normal(size=(50, 3)), rng.uniform(0.5, 2.0, 50)
+    train_index, valid_index = np.arange(40), np.arange(40, 50)
+    seen = {}
+    resample = workflow.weighted_resample
+
+    def start(frames, start_weights, generator):
+        seen["start"] = (frames, start_weights)
+        return resample(frames, start_weights, generator)
+
+    def objective(*args, **kwargs):
+        seen["objective"] = args
+        raise _Stop
+
+    monkeypatch.setattr(workflow, "weighted_resample", start)
+    monkeypatch.setattr(workflow, "MaximumLikelihood", objective)
+    architecture = workflow.architecture_from_options("point", 1, 8, 1, 2)
+    with pytest.raises(_Stop):
+        workflow.fit_frames(
+            y,
+            1.0,
+            architecture,
+            TrainingSettings(steps=1),
+            train_index=train_index,
+            valid_index=valid_index,
+            p=p,
+            weights=weights,
+            dtype="float64",
+            device="cpu",
+        )
+    expected = (y[train_index], y[valid_index], p[train_index], p[valid_index], weights[train_index])
+    expected += (weights[valid_index],)
+    for got, want in zip(seen["objective"], expected, strict=True):
+        np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(seen["start"][0].numpy(), y[train_index])
+    np.testing.assert_array_equal(seen["start"][1].numpy(), weights[train_index])
+
+
+def test_a_toys_validation_samples_never_train(monkeypatch):
+    from neuralct.toys.hamiltonians import HarmonicChain
+    from neuralct.training.loop import TrainingSettings
+    from neuralct.workflows import train as workflow
+
+    seen = {}
+
+    def objective(q_train, q_valid, **kwargs):
+        seen["train"], seen["valid"] = q_train.numpy(), q_valid.numpy()
+        raise _Stop
+
+    monkeypatch.setattr(workflow, "MaximumLikelihood", objective)
+    system = HarmonicChain(n=3)
+    architecture = workflow.architecture_from_options("point", 1, 8, 1, 2)
+    with pytest.raises(_Stop):
+        workflow.fit_toy(system, "ml", architecture, TrainingSettings(steps=1), samples=200, device="cpu")
+    q, _ = system.sample(200, seed=0)
+    assert len(seen["train"]) == 180 and len(seen["valid"]) == 20
+    rows = {tuple(row) for row in seen["train"]}
+    assert not rows & {tuple(row) for row in seen["valid"]}
+    np.testing.assert_array_equal(np.sort(np.concatenate([seen["train"], seen["valid"]]), axis=0), np.sort(q, axis=0))
+
+
+def test_the_kinetics_of_a_model_trained_with_a_lag_are_measured_at_that_lag(monkeypatch):
+    """An AR(1) CV of autocorrelation 0.9 per 0.5 ps frame, trained at a 2 ps lag (4 frames): its kinetics are
+    measured at 2 ps, autocorrelation 0.9^4."""
+    from types import SimpleNamespace
+
+    import neuralct.model.molecular as molecular
+    from neuralct.workflows.train import training_cv_kinetics
+
+    rng = np.random.default_rng(3)
+    n, a = 50_000, 0.9
+    x = np.empty(n)
+    x[0] = rng.normal() / np.sqrt(1 - a**2)
+    noise = rng.normal(size=n)
+    for t in range(1, n):
+        x[t] = a * x[t - 1] + noise[t]
+    monkeypatch.setattr(molecular, "project_internal", lambda model, y: y)
+    fit = SimpleNamespace(
+        data=SimpleNamespace(traj_lengths=[n], timestep_ps=0.5),
+        train_index=np.arange(n),
+        lagged=SimpleNamespace(lag_frames=4, lag_ps=2.0),
+        rank_pairs=None,
+        rescaled_time=None,
+    )
+    kinetics = training_cv_kinetics(None, x[:, None], fit)
+    assert kinetics["lag_ps"] == 2.0 and kinetics["lag_choice"] == "--lag-ps 2"
+    assert kinetics["cvs"][0]["autocorrelation"][1] == pytest.approx(a**4, abs=0.02)
