@@ -227,3 +227,24 @@ def test_the_frames_temperature_is_the_files_record_the_models_or_the_one_given(
         assert (summary["temperature_source"], summary["temperature_K"]) == (source, pytest.approx(temperature))
     argv = ["analyze", str(model_path), str(unseen), "--temperature", "350", "--output", str(tmp_path / "clash")]
     assert main(argv) == 2 and "ran at 300 K, as its run recorded, not at the 350 K given" in capsys.readouterr().err
+
+
+def test_frames_recorded_at_another_temperature_are_analysed_at_theirs(inputs, tmp_path):
+    """The frames' kT (the free energy of their CVs) is that of the temperature their file records, 350 K here, not
+    the model's training temperature."""
+    import dataclasses
+    import shutil
+
+    from neuralct.data.netcdf import TEMPERATURE_ATTRIBUTE, write_netcdf
+    from neuralct.workflows.analyze import analyze_trajectories
+
+    model_path, _, unseen, _ = inputs
+    model = neuralct.load(model_path)
+    assert model.metadata["molecule"]["temperature_K"] == 300.0
+    frames = read_netcdf(unseen)
+    hot = tmp_path / "hot" / "replica-000.nc"
+    hot.parent.mkdir()
+    shutil.copy(unseen.parent / "topology.pdb", hot.parent / "topology.pdb")
+    write_netcdf(hot, dataclasses.replace(frames, attributes=frames.attributes | {TEMPERATURE_ATTRIBUTE: 350.0}))
+    summary = analyze_trajectories(model, [str(hot)], tmp_path / "recorded")
+    assert summary["temperature_K"] == 350.0 and summary["temperature_source"] == "recorded in the files"
