@@ -1008,3 +1008,22 @@ def test_auto_without_a_flow_good_enough_runs_latent_hmc_alone_and_says_why(
     else:
         assert choice["reason"] == "kish_not_measured" and "flow_importance_weights" not in summary
         assert "--kish-samples 0" in lines[0]
+
+
+def test_efficiency_counts_the_sampling_phase_and_populations_are_those_of_the_recorded_chains(toy_model, tmp_path):
+    """ESS per evaluation is the ESS over the sampling phase's evaluations alone (warm-up excluded), and each basin's
+    population and visiting chains are those of the recorded samples, chain by chain."""
+    out = tmp_path / "run"
+    assert main(["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE, "--output", str(out)]) == 0
+    summary, q = read_summary(out), np.load(out / "samples.npz")["q"]
+    energy = summary["potential_energy_kT"]
+    assert summary["warmup_energy_evaluations"] > 0
+    assert energy["ess_per_evaluation"] == pytest.approx(energy["ess"] / summary["energy_evaluations"], rel=1e-12)
+    inside = q[:, :, 0] > 0  # samples x chains
+    population = summary["populations"]["x1 > 0"]
+    if population["population"] is not None:
+        assert population["population"] == pytest.approx(inside.mean(), abs=1e-12)
+    # A stay begins where a chain is in the basin and was not at the sample before (or starts there).
+    entered = inside & ~np.vstack([np.zeros((1, inside.shape[1]), dtype=bool), inside[:-1]])
+    assert population["stays"] == int(entered.sum()) and population["stays"] > 0
+    assert population["chains_visiting"] == int(inside.any(axis=0).sum())
