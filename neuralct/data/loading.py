@@ -14,7 +14,6 @@ import numpy as np
 from ..errors import NeuralCTError, TemperatureMismatch, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
-from .names import standard_atom_label
 from .pairs import LaggedPairs, lag_in_frames, split_lagged_pairs
 from .periodic import box_vectors, make_whole, selection_tree, torn_bond
 
@@ -556,9 +555,6 @@ def read_topology(path: str | os.PathLike) -> Any:
 
 
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
-    """An MDAnalysis universe's atoms as an ``mdtraj.Topology``, named in the PDB's standard names as MDTraj names the
-    atoms of a PDB or .gro file (:func:`~neuralct.data.names.standard_atom_label`): a selection picks the same atoms
-    of a GROMACS run input (.tpr) as of its .gro."""
     import mdtraj as md
 
     topology = md.Topology()
@@ -569,9 +565,8 @@ def _mdtraj_topology_from_universe(universe: Any) -> Any:
         if segid not in chains:
             chains[segid] = topology.add_chain()
         key = (segid, atom.resid)
-        residue, _, name = standard_atom_label(f"{atom.resname}:{atom.name}").partition(":")
         if key not in residues:
-            residues[key] = topology.add_residue(residue, chains[segid], resSeq=int(atom.resid))
+            residues[key] = topology.add_residue(atom.resname, chains[segid], resSeq=int(atom.resid))
         try:
             symbol = atom.element
         except Exception:  # MDAnalysis raises NoDataError when the topology has no elements
@@ -580,7 +575,7 @@ def _mdtraj_topology_from_universe(universe: Any) -> Any:
             element = md.element.get_by_symbol(str(symbol).strip().capitalize())
         except KeyError:
             element = md.element.virtual
-        topology.add_atom(name, element, residues[key])
+        topology.add_atom(atom.name, element, residues[key])
     return topology
 
 

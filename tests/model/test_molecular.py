@@ -21,21 +21,12 @@ def _molecule(topology) -> dict:
 
 
 def test_a_run_inputs_force_field_names_and_the_pdb_names_of_its_gro_are_one_system(gromacs_run):
-    """GROMACS keeps AMBER's names (NME's methyl carbon CH3), MDTraj reads the .gro into the PDB's (C): a model that
-    recorded either finds its atoms in the other, and the .tpr is read into the .gro's names (a selection picks the
-    same atoms of both)."""
-    import MDAnalysis as mda
-
-    gro = mdtraj.load_topology(str(gromacs_run / "solute.gro"))
-    force_field = {
-        "n_atoms": 22,
-        "atom_indices": list(range(22)),
-        "atom_names": [f"{atom.resname}:{atom.name}" for atom in mda.Universe(str(gromacs_run / "solute.tpr")).atoms],
-    }
-    assert "NME:CH3" in force_field["atom_names"] and "NME:C" in _molecule(gro)["atom_names"]
-    np.testing.assert_array_equal(molecule_atoms(force_field, gro, "solute.gro"), np.arange(22))
+    """GROMACS keeps AMBER's names (NME's methyl carbon CH3), MDTraj reads the .gro into the PDB's (C)."""
     run_input = load_trajectories(gromacs_run / "solute.xtc", topology=gromacs_run / "solute.tpr", selection="all")
-    assert _molecule(run_input.topology) == _molecule(gro)
+    gro = mdtraj.load_topology(str(gromacs_run / "solute.gro"))
+    differing = [(a.name, b.name) for a, b in zip(run_input.topology.atoms, gro.atoms) if a.name != b.name]
+    assert ("CH3", "C") in differing  # the names do differ between the two files
+    np.testing.assert_array_equal(molecule_atoms(_molecule(run_input.topology), gro, "solute.gro"), np.arange(22))
     np.testing.assert_array_equal(molecule_atoms(_molecule(gro), run_input.topology, "solute.tpr"), np.arange(22))
 
 
