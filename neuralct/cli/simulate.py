@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     }
     inputs = system_files(args)
     # A finished rerun writes the summary, config and topology again; the frames come only from the run.
-    rebuilt = ("config.yaml", "summary.json", "topology.pdb", "system.pdb", "system.xml")
+    rebuilt = ("config.yaml", "summary.json", *TOPOLOGY_FILES)
     # Each job of an array has a folder of its own (its own identity, lock and checkpoint) inside --output.
     output = args.output if args.replica_index is None else replica_folder(args.output, args.replica_index)
     with RunFolder(
@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
             atoms=atoms,
             jobs=args.jobs,
             progress=not args.no_progress,
+            rewrite_topology=bool(set(run_folder.changed_outputs) & set(TOPOLOGY_FILES)),
         )
         save_resolved_config(args, folder)
         if run_folder.changed_outputs:
@@ -202,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
         + f", mean kinetic temperature {summary['mean_kinetic_temperature_K']:.1f} K -> {folder}"
     )
     return 0
+
+
+#: The files ``simulate`` writes of the system's topology (a finished rerun writes a missing or damaged one again).
+TOPOLOGY_FILES = ("topology.pdb", "system.pdb", "system.xml")
 
 
 def _index_ranges(atoms) -> list[list[int]]:

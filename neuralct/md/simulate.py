@@ -647,6 +647,7 @@ def run_simulation(
     atoms: np.ndarray | None = None,
     jobs: int | None = None,
     progress: bool = True,
+    rewrite_topology: bool = False,
 ) -> dict:
     """Run (or resume) ``replicas`` independent Langevin trajectories of ``md_system``, ``jobs`` at a time.
 
@@ -679,6 +680,10 @@ def run_simulation(
         as threads, and the platform probe runs with that many threads, as the replicas will.
     progress : bool
         Show a tqdm progress bar on stderr.
+    rewrite_topology : bool
+        Write the topology files again on a resumed run too (one of them is missing or damaged). A fresh
+        run writes them always, a resumed one otherwise only where ``topology.pdb`` is missing: OpenMM
+        dates the PDB files it writes, so that a rewrite would change an input of the runs trained on them.
 
     Returns
     -------
@@ -699,9 +704,10 @@ def run_simulation(
     folder = Path(folder)
     runs = [_Replica(md_system, folder, settings, r, atoms) for r in indices]
     platform, probe_rates, platform_choice = _choose_platform(runs, md_system, settings, threads)
-    # Every run writes its topology: a fresh start's replaces one left by another system's failed run, a resumed or
-    # finished run's (the same system, checked by the run's identity) restores one that was damaged.
-    write_topology(md_system, folder, atoms)
+    # A fresh start writes its own topology: one left by another system's failed run must not stay.
+    fresh = not any(run.checkpoint for run in runs)
+    if fresh or rewrite_topology or not (folder / "topology.pdb").exists():
+        write_topology(md_system, folder, atoms)
     start = time.perf_counter()
     results = _run_replicas(runs, platform, threads, jobs, progress)
     summary = {

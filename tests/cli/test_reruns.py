@@ -238,7 +238,9 @@ def test_a_blown_up_simulation_says_what_to_change(tmp_path, capsys):
             str(tmp_path / "md"),
         ]
     )
-    err = one_line_error(capsys, "simulate")
+    warning, err = capsys.readouterr().err.splitlines()  # the step was warned of, then the one-line error
+    assert warning.startswith("warning: a 20 fs step with solute hydrogens of 1.008 amu may blow up")
+    assert err.startswith("neuralct simulate: error:") and "Traceback" not in err
     assert status == 2 and "blew up" in err and "smaller --timestep-fs (now 20 fs)" in err and "--temperature" in err
 
 
@@ -506,6 +508,9 @@ def test_a_finished_simulation_restores_its_topology_and_refuses_a_changed_traje
     assert (md / "summary.json").exists() and (md / "topology.pdb").read_bytes() == topology
     said = "summary.json, topology.pdb missing or changed since the run finished; writing them again from the system"
     assert said in capsys.readouterr().out
+    # An intact topology is left as it is: OpenMM dates a PDB, and the runs trained on it record its content.
+    written = (md / "topology.pdb").stat().st_mtime_ns
+    assert main(command) == 0 and (md / "topology.pdb").stat().st_mtime_ns == written
     try:
         (md / "replica-001.nc").write_bytes(original[:-64] + bytes(64))
         before = snapshot(md)
