@@ -140,8 +140,10 @@ def compare_with_training(
 
 def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> bool:
     """Whether any frame of ``features`` is one of the frames ``marks`` (within :data:`MARK_TOLERANCE`), not counting
-    a trajectory's first and last frames where it has more: the part of a continued run that an engine writes anew
-    (GROMACS's ``mdrun -cpi -noappend``) starts with the last frame of the part before it, and shares no other.
+    a first frame that is the last of ``marks``, nor a last frame that is the first of them, where the trajectory
+    has more frames: the part of a continued run that an engine writes anew (GROMACS's ``mdrun -cpi -noappend``)
+    starts with the last frame of the part before it, and shares no other. A rerun with the training run's seed,
+    however short, shares its first frame with the first of ``marks``, and counts.
 
     Parameters
     ----------
@@ -154,7 +156,12 @@ def holds_marked_frames(features: np.ndarray, marks: np.ndarray, chunk: int = 40
         Frames compared at a time (memory: ``chunk * n_marks`` distances).
     """
     features = np.asarray(features)
-    return marks_found(features[1:-1] if len(features) > 2 else features, marks, chunk) > 0
+    if len(features) <= 2 or marks_found(features[1:-1], marks, chunk):
+        return marks_found(features, marks, chunk) > 0
+    # Only the training trajectory's last kept frame as this one's first, or its first as this one's last, is shared.
+    first, last = frames_found(features[:1], marks, chunk), frames_found(features[-1:], marks, chunk)
+    first[-1], last[0] = False, False
+    return bool(first.any() or last.any())
 
 
 def marks_found(features: np.ndarray, marks: np.ndarray, chunk: int = 4096) -> int:

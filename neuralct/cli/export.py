@@ -42,8 +42,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--system",
         metavar="FILE",
-        help="the system the CVs will run in, as a topology or structure MDTraj reads (PDB, prmtop, psf, gro, ...) "
-        "or a GROMACS .tpr (e.g. system.pdb of a `neuralct simulate` run in water), where it holds more atoms than "
+        help="the system the CVs will run in, as a topology or structure MDTraj reads (PDB, prmtop, psf, gro, ...; "
+        "e.g. system.pdb of a `neuralct simulate` run in water) or a GROMACS .tpr, where it holds more atoms than "
         "the model's "
         "trajectories: the model's atoms are found in it (its solute, wherever it lies) and the files read them "
         "there (default: the system of the model's trajectories; cv1.pt ... and cvs.pt2 refuse positions of a "

@@ -84,7 +84,7 @@ def _same_setting(old: Any, new: Any, input_names: set[str]) -> bool:
         return len(old) == len(new) and all(_same_setting(a, b, input_names) for a, b in zip(old, new))
     if old == new:
         return True
-    return isinstance(old, str) and new in input_names and "/" in old and Path(old).name == new
+    return isinstance(old, str) and isinstance(new, str) and new in input_names and "/" in old and Path(old).name == new
 
 
 def _differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

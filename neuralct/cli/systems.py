@@ -195,13 +195,19 @@ LIGHT_HYDROGEN_STEP_FS = 2.0
 
 def warn_of_light_hydrogens(md_system: Any, timestep_fs: float) -> None:
     """Warn where a step longer than :data:`LIGHT_HYDROGEN_STEP_FS` moves solute hydrogens lighter than 1.5 amu: their
-    angles vibrate in about 10 fs even with bonds constrained (water's, held rigid, are not counted)."""
+    angles vibrate in about 10 fs even with bonds constrained (water's, held rigid, are not counted, nor any under
+    ``hangles`` constraints)."""
+    from ..md.systems import solute_atoms
+
     if timestep_fs <= LIGHT_HYDROGEN_STEP_FS or md_system.topology is None:
         return
+    if md_system.settings.get("constraints") == "hangles":  # the hydrogens' angles are held too
+        return
+    atoms = list(md_system.topology.atoms())
     masses = [
-        md_system.system.getParticleMass(atom.index)._value
-        for atom in md_system.topology.atoms()
-        if atom.element is not None and atom.element.symbol == "H" and atom.residue.name not in ("HOH", "WAT", "SOL")
+        md_system.system.getParticleMass(int(i))._value
+        for i in solute_atoms(md_system.topology)
+        if atoms[int(i)].element is not None and atoms[int(i)].element.symbol == "H"
     ]
     if masses and min(masses) < 1.5:
         print_warning(

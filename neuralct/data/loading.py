@@ -409,14 +409,17 @@ def _damage_refused(path: Path) -> Iterator[None]:
         raise
 
 
-#: Where a frame's atom count is in the header of a frame of an XTC and of a TRR file (bytes from its start).
+#: Where a frame's atom count is in the header of a frame of an XTC and of a TRR file (bytes from its start), and
+#: where a TRR frame's size of its positions is (0: a frame of velocities or forces alone).
 _XDR_ATOM_COUNT_AT = {".xtc": 4, ".trr": 64}
+_TRR_POSITIONS_SIZE_AT = 52
 
 
-def _check_xdr_atom_counts(path: Path) -> None:
-    """Refuse an XTC or TRR file whose frames hold different numbers of atoms (parts of two runs joined, a saved
-    group changed between them): each frame's header says its count, and a reader fills every frame into a buffer
-    sized by the first (one writes past it, crashing the process)."""
+def _check_xdr_frames(path: Path) -> None:
+    """Refuse an XTC or TRR file from its frame headers alone: frames that hold different numbers of atoms (parts of
+    two runs joined, a saved group changed between them: a reader fills every frame into a buffer sized by the first,
+    and one writes past it, crashing the process), or TRR frames without positions (GROMACS writes a frame whenever
+    positions, velocities or forces are due: MDTraj reads such a frame as whatever its buffer held)."""
     import struct
 
     from MDAnalysis.lib.formats.libmdaxdr import TRRFile, XTCFile
@@ -425,11 +428,14 @@ def _check_xdr_atom_counts(path: Path) -> None:
     try:
         with (XTCFile if suffix == ".xtc" else TRRFile)(str(path)) as handle:
             offsets = handle.offsets
-        counts = []
+        counts, positions = [], []
         with open(path, "rb") as raw:
             for offset in offsets:
-                raw.seek(int(offset) + _XDR_ATOM_COUNT_AT[suffix])
-                counts.append(struct.unpack(">i", raw.read(4))[0])
+                raw.seek(int(offset))
+                header = raw.read(68)
+                counts.append(struct.unpack(">i", header[_XDR_ATOM_COUNT_AT[suffix] :][:4])[0])
+                if suffix == ".trr":
+                    positions.append(struct.unpack(">i", header[_TRR_POSITIONS_SIZE_AT:][:4])[0] > 0)
     except Exception:  # a damaged file: the readers' own checks refuse it
         return
     other = next((i for i, count in enumerate(counts) if count != counts[0]), None)
@@ -438,23 +444,12 @@ def _check_xdr_atom_counts(path: Path) -> None:
             f"{path}: frame {other} holds {counts[other]} atoms where the frames before it hold {counts[0]}; a "
             "trajectory file holds one system: give each part as a file of its own"
         )
-
-
-def _check_trr_positions(path: Path) -> None:
-    """Refuse a TRR file with frames that hold no positions (GROMACS writes a frame whenever positions, velocities or
-    forces are due): MDTraj reads such a frame as whatever its buffer held, MDAnalysis stops at it."""
-    from MDAnalysis.lib.formats.libmdaxdr import TRRFile
-
-    try:
-        with TRRFile(str(path)) as handle:
-            held = [frame.hasx for frame in handle]
-    except Exception:  # a damaged file: the readers' own checks refuse it
-        return
-    if not all(held):
+    if not all(positions):
         raise NeuralCTError(
-            f"{path}: {held.count(False)} of {len(held)} frames hold no positions (first: frame {held.index(False)}), "
-            "as in a TRR that writes velocities or forces more often than positions; give frames that all hold "
-            "positions (the run's XTC, or `gmx trjconv` of the TRR with -dt of the positions' interval)"
+            f"{path}: {positions.count(False)} of {len(positions)} frames hold no positions (first: frame "
+            f"{positions.index(False)}), as in a TRR that writes velocities or forces more often than positions; give "
+            "frames that all hold positions (the run's XTC, or `gmx trjconv` of the TRR with -dt of the positions' "
+            "interval)"
         )
 
 
@@ -479,9 +474,9 @@ def _check_gro_frames(path: Path, frames_read: int, stride: int) -> None:
     frames = lines // (atoms + 3)
     if frames_read < len(range(0, frames, stride)):
         raise NeuralCTError(
-            f"{path} holds {frames} frames, of which its reader read {frames_read}: a .gro trajectory read with a "
-            "GROMACS run input (.tpr) is read only in part; convert it (`gmx trjconv -f traj.gro -o traj.xtc`) or "
-            "give the .gro of the system as `--top`"
+            f"{path} holds {frames} frames, of which its reader read {frames_read}: MDAnalysis, the reader of a .gro "
+            "with a GROMACS run input (.tpr), reads its first frame only; convert it (`gmx trjconv -f traj.gro -o "
+            "traj.xtc`) or give the .gro of the system as `--top`"
         )
 
 
@@ -723,9 +718,7 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
         auto = [_read_mdanalysis]
     readers = {"mdtraj": [_read_mdtraj], "mdanalysis": [_read_mdanalysis], "auto": auto}[backend]
     if path.suffix.lower() in _XDR_ATOM_COUNT_AT:
-        _check_xdr_atom_counts(path)
-    if path.suffix.lower() == ".trr":
-        _check_trr_positions(path)
+        _check_xdr_frames(path)
     errors = []
     for reader in readers:
         try:
@@ -1222,7 +1215,7 @@ def _cartesian_momenta(
             if raws[0].masses is None:
                 note += (
                     ", with the elements' masses (the topology holds none: a run that repartitioned hydrogen masses "
-                    f"needs its {', '.join(MASS_TOPOLOGIES)} as `--top`)"
+                    f"needs its {', '.join(MASS_TOPOLOGIES[:-1])} or {MASS_TOPOLOGIES[-1]} as `--top`)"
                 )
             return velocities * masses[:, None], "recorded", note
         why = (

@@ -949,7 +949,8 @@ def _simulation(md_system: Any, integrator: Any, platform: str, threads: int | N
         )
     except Exception as exc:
         raise NeuralCTError(
-            f"OpenMM platform {platform} cannot run this system ({first_line(exc)}); choose another `platform`"
+            f"OpenMM platform {platform} cannot run this system ({first_line(exc)}); choose another `platform` (a "
+            "resumed run takes its checkpoint's: start it again with `overwrite`)"
         ) from None
 
 

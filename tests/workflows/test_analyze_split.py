@@ -152,7 +152,7 @@ def test_two_given_trajectories_that_hold_the_same_frames_are_refused():
 def test_the_next_part_of_a_continued_run_shares_only_its_first_frame_and_is_scored():
     """GROMACS's `mdrun -cpi -noappend` writes the checkpoint's frame again as the next part's first: a part that
     holds a kept frame of the model's training trajectory only there, or only as its own last frame, was not trained
-    on; a piece of the training trajectory itself was."""
+    on; a piece of the training trajectory itself was, and so was a short rerun with its seed (its first frame)."""
     import numpy as np
 
     from neuralct.analysis.training_match import marked_frames
@@ -166,6 +166,7 @@ def test_the_next_part_of_a_continued_run_shares_only_its_first_frame_and_is_sco
     after = np.concatenate([trained[-1:], rng.normal(size=(60, 12))])  # the next part
     before = np.concatenate([rng.normal(size=(60, 12)), trained[:1]])  # the part before, ending where it starts
     piece = trained[100:200]  # frames the model trained on
-    split = scoring_split(PATHS[1:4], [61, 61, 100], meta, features=[after, before, piece])
-    assert split["record"]["trained_the_model"] == [PATHS[3]]
+    rerun = trained[:5]  # a rerun with the training run's seed, stopped after 5 frames: only its first is kept
+    split = scoring_split(PATHS[1:5], [61, 61, 100, 5], meta, features=[after, before, piece, rerun])
+    assert split["record"]["trained_the_model"] == PATHS[3:5]
     assert split["record"]["never_seen_by_the_model"] == PATHS[1:3]
