@@ -265,20 +265,26 @@ def test_a_round_that_drives_phi_has_its_bias_frozen_and_the_frozen_rounds_pool_
     np.testing.assert_allclose(np.load(out / "free-energy" / "fes_phi_psi_reweighted_error.npy"), errors, rtol=1e-12)
 
 
-def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transitions_run_by_run(tmp_path):
+def _two_frozen_runs(folder):
+    """Two frozen rounds' COLVARs (cv1, phi, psi, bias, rbias) in ``folder``: their phi and bias, and the run folders.
+    Run 1 ends in core set B, run 2 starts in A: one after another they would show a transition that never was."""
     from neuralct.analysis.colvar import write_colvar
 
-    kT = kT_kj_per_mol(300.0)
-    # Run 1 ends in core set B, run 2 starts in A: one after another they would show a transition that never was.
     phis = [np.array([-2.0, -1.5, 1.0, 1.2, -1.0, 0.9]), np.array([-2.5, -2.0, 1.1, 1.0])]
     biases = [np.array([9.0, 8.0, 1.0, 0.5, 7.0, 2.0]), np.array([9.5, 8.5, 1.5, 0.0])]
     runs = []
     for number, (phi, bias) in enumerate(zip(phis, biases)):
-        run = tmp_path / f"round-{number + 2}" / "bias"
+        run = folder / f"round-{number + 2}" / "bias"
         run.mkdir(parents=True)
         table = np.column_stack([phi * 0.1, phi, np.zeros_like(phi), bias, bias - 3.0])
         write_colvar(run / "COLVAR", np.arange(len(phi), dtype=float), table, ["cv1", "phi", "psi", "bias", "rbias"])
         runs.append(run)
+    return phis, biases, runs
+
+
+def test_the_frozen_rounds_pool_their_frames_with_exact_weights_and_count_transitions_run_by_run(tmp_path):
+    kT = kT_kj_per_mol(300.0)
+    phis, biases, runs = _two_frozen_runs(tmp_path)
     figures = explore._frozen_estimate(runs, ExploreSettings(bias_report_ps=1.0), ["phi"])["phi"]
     assert figures["phi_transitions"] == count_transitions(phis[0]) + count_transitions(phis[1]) == 4
     assert figures["phi_transitions_per_ns"] == pytest.approx(4 / 0.010)
@@ -504,17 +510,7 @@ def test_a_block_error_of_exactly_the_tolerance_has_not_settled():
 
 def test_the_frozen_rounds_weigh_their_frames_at_the_rounds_temperature_when_round_zero_is_heated(tmp_path):
     """The frozen bias acts at `temperature`: exp(V / kT) at 300 K, whatever the heated round 0 ran at."""
-    from neuralct.analysis.colvar import write_colvar
-
-    phis = [np.array([-2.0, -1.5, 1.0, 1.2, -1.0, 0.9]), np.array([-2.5, -2.0, 1.1, 1.0])]
-    biases = [np.array([9.0, 8.0, 1.0, 0.5, 7.0, 2.0]), np.array([9.5, 8.5, 1.5, 0.0])]
-    runs = []
-    for number, (phi, bias) in enumerate(zip(phis, biases)):
-        run = tmp_path / f"round-{number + 2}" / "bias"
-        run.mkdir(parents=True)
-        table = np.column_stack([phi * 0.1, phi, np.zeros_like(phi), bias, bias - 3.0])
-        write_colvar(run / "COLVAR", np.arange(len(phi), dtype=float), table, ["cv1", "phi", "psi", "bias", "rbias"])
-        runs.append(run)
+    phis, biases, runs = _two_frozen_runs(tmp_path)
     settings = ExploreSettings(bias_report_ps=1.0, temperature=300.0, unbiased_temperature=600.0)
     figures = explore._frozen_estimate(runs, settings, ["phi"])["phi"]
     kT = kT_kj_per_mol(300.0)
