@@ -296,7 +296,8 @@ def _check_gro_names(inputs: _Inputs, topology: Any) -> None:
 
     gro = app.GromacsGroFile(str(inputs.coordinates))
     theirs = [f"{residue}:{name}" for residue, name in zip(gro.residueNames, gro.atomNames)]
-    ours = [f"{atom.residue.name}:{atom.name}" for atom in topology.atoms()]
+    # A .gro holds 5 characters of each name; a topology may hold more.
+    ours = [f"{atom.residue.name[:5]}:{atom.name[:5]}" for atom in topology.atoms()]
     differing = [i for i, (a, b) in enumerate(zip(theirs, ours)) if standard_atom_label(a) != standard_atom_label(b)]
     if differing:
         first = differing[0]

@@ -1,5 +1,7 @@
 """read_system: AMBER, GROMACS and OpenMM XML inputs written by ParmEd give back the system's energies; bad input."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -175,6 +177,24 @@ def test_a_gro_whose_atoms_are_in_another_order_than_the_topologys_is_one_line(w
     message = one_line_error([folder / "water.top", tmp_path / "swapped.gro"])
     assert f"at atom {min(sodium, chloride) - 1} where GROMACS topology" in message and "(2 atom(s) differ)" in message
     assert read_system([folder / "water.top", folder / "water.gro"]).n_atoms == len(lines) - 3
+
+
+def test_a_gro_holds_five_characters_of_a_longer_name_of_its_topology(water, tmp_path):
+    """GROMACS writes 5 characters of an atom's name into a .gro: the chloride named CLIONX in the .top and CLION in
+    the .gro is one atom."""
+    import shutil
+
+    folder, _, _ = water
+    for name in ("water.top", "water.gro"):
+        shutil.copy(folder / name, tmp_path / name)
+    top = (tmp_path / "water.top").read_text()
+    (tmp_path / "water.top").write_text(re.sub(r"^(\s+1\s+\S+\s+1\s+CL\s+)Cl ", r"\1CLIONX ", top, flags=re.M))
+    assert "CLIONX" in (tmp_path / "water.top").read_text()
+    lines = (tmp_path / "water.gro").read_text().splitlines()
+    chloride = next(i for i, line in enumerate(lines) if line[5:10].strip().upper().startswith("CL"))
+    lines[chloride] = lines[chloride][:10] + "CLION" + lines[chloride][15:]
+    (tmp_path / "water.gro").write_text("\n".join(lines) + "\n")
+    assert read_system([tmp_path / "water.top", tmp_path / "water.gro"]).n_atoms == len(lines) - 3
 
 
 @pytest.mark.parametrize(
