@@ -232,11 +232,13 @@ def _check_names(
     """Raise a one-line error unless the model's atoms, found at ``atoms`` of ``topology``, have the model's names."""
     found = [int(atoms[i]) for i in molecule["atom_indices"]]
     names = [f"{topology.atom(i).residue.name}:{topology.atom(i).name}" for i in found]
-    standard = [standard_atom_label(name) for name in names]
-    if standard != [standard_atom_label(name) for name in molecule["atom_names"]]:
-        first = next(
-            k for k, (a, b) in enumerate(zip(standard, map(standard_atom_label, molecule["atom_names"]))) if a != b
-        )
+    differing = [
+        k
+        for k, (name, wanted) in enumerate(zip(names, molecule["atom_names"]))
+        if standard_atom_label(name) != standard_atom_label(wanted)
+    ]
+    if differing:
+        first = differing[0]
         raise NeuralCTError(
             f"{source}: atom {found[first]} is {names[first]} where {trained_on} a system with "
             f"{molecule['atom_names'][first]}; use that system"
