@@ -409,19 +409,39 @@ def _damage_refused(path: Path) -> Iterator[None]:
         raise
 
 
-#: Where a frame's atom count is in the header of a frame of an XTC and of a TRR file (bytes from its start), and
-#: where a TRR frame's size of its positions is (0: a frame of velocities or forces alone).
+#: Where a frame's atom count is in the header of a frame of an XTC and of a TRR file (bytes from its start).
 _XDR_ATOM_COUNT_AT = {".xtc": 4, ".trr": 64}
-_TRR_POSITIONS_SIZE_AT = 52
+
+#: Where a TRR frame header's sizes of its blocks are (ir, e, box, vir, pres, top, sym, x, v, f: 10 integers, bytes
+#: from its start; the header ends with the time and lambda, each 4 or 8 bytes as the frame's precision).
+_TRR_SIZES_AT = 24
+#: Where an XTC frame of more than 9 atoms says how many bytes its compressed coordinates take (padded to 4).
+_XTC_BYTES_AT = 88
+
+
+def _xdr_frame_size(header: bytes, suffix: str) -> tuple[int, int, bool]:
+    """A frame's atom count, its size in bytes and whether it holds positions, from its header (the first 92 bytes)."""
+    import struct
+
+    atoms = struct.unpack(">i", header[_XDR_ATOM_COUNT_AT[suffix] :][:4])[0]
+    if suffix == ".xtc":
+        if atoms <= 9:  # stored uncompressed: 3 floats per atom after the size
+            return atoms, 56 + 12 * atoms, True
+        compressed = struct.unpack(">i", header[_XTC_BYTES_AT:][:4])[0]
+        return atoms, _XTC_BYTES_AT + 4 + (compressed + 3) // 4 * 4, True
+    sizes = struct.unpack(">10i", header[_TRR_SIZES_AT:][:40])
+    box, positions, velocities, forces = sizes[2], sizes[7], sizes[8], sizes[9]
+    real = box // 9 if box else (positions or velocities or forces) // (3 * max(atoms, 1)) or 4
+    return atoms, _TRR_SIZES_AT + 52 + 2 * real + sum(sizes), positions > 0
 
 
 def _check_xdr_frames(path: Path) -> None:
-    """Refuse an XTC or TRR file from its frame headers alone: frames that hold different numbers of atoms (parts of
-    two runs joined, a saved group changed between them: a reader fills every frame into a buffer sized by the first,
-    and one writes past it, crashing the process), or TRR frames without positions (GROMACS writes a frame whenever
-    positions, velocities or forces are due: MDTraj reads such a frame as whatever its buffer held)."""
-    import struct
-
+    """Refuse an XTC or TRR file from its frame headers alone: a last frame cut short (MDAnalysis, which alone reads
+    XTC and TRR with a .tpr and is first for a TRR, reads the frames before it), frames that hold different numbers of
+    atoms (parts of two runs joined, a saved group changed between them: a reader fills every frame into a buffer
+    sized by the first, and one writes past it, crashing the process), or TRR frames without positions (GROMACS writes
+    a frame whenever positions, velocities or forces are due: MDTraj reads such a frame as whatever its buffer
+    held)."""
     from MDAnalysis.lib.formats.libmdaxdr import TRRFile, XTCFile
 
     suffix = path.suffix.lower()
@@ -432,12 +452,16 @@ def _check_xdr_frames(path: Path) -> None:
         with open(path, "rb") as raw:
             for offset in offsets:
                 raw.seek(int(offset))
-                header = raw.read(68)
-                counts.append(struct.unpack(">i", header[_XDR_ATOM_COUNT_AT[suffix] :][:4])[0])
-                if suffix == ".trr":
-                    positions.append(struct.unpack(">i", header[_TRR_POSITIONS_SIZE_AT:][:4])[0] > 0)
+                atoms, size, holds_positions = _xdr_frame_size(raw.read(92), suffix)
+                counts.append(atoms)
+                positions.append(holds_positions)
     except Exception:  # a damaged file: the readers' own checks refuse it
         return
+    if len(offsets) and int(offsets[-1]) + size > path.stat().st_size:
+        raise NeuralCTError(
+            f"trajectory file {path} is damaged or truncated: its last frame (frame {len(offsets) - 1}) takes {size} "
+            f"bytes, of which the file holds {path.stat().st_size - int(offsets[-1])}"
+        )
     other = next((i for i, count in enumerate(counts) if count != counts[0]), None)
     if other is not None:
         raise NeuralCTError(
@@ -451,14 +475,6 @@ def _check_xdr_frames(path: Path) -> None:
             "frames that all hold positions (the run's XTC, or `gmx trjconv` of the TRR with -dt of the positions' "
             "interval)"
         )
-
-
-def _check_trr_whole(path: Path) -> None:
-    """Refuse a TRR file with a damaged frame, which MDAnalysis (read first, for the velocities) reads up to."""
-    from mdtraj.formats import TRRTrajectoryFile
-
-    with _damage_refused(path), TRRTrajectoryFile(str(path)) as handle:
-        handle.read()
 
 
 def _check_gro_frames(path: Path, frames_read: int, stride: int) -> None:
@@ -741,8 +757,6 @@ def _read_one(path: Path, topology: str | None, stride: int, backend: str) -> _R
                 f"topology {topology} has {raw.topology.n_atoms} atoms but {path} has {raw.xyz.shape[1]}; "
                 "give the matching topology"
             )
-        if reader is _read_mdanalysis and path.suffix.lower() == ".trr":
-            _check_trr_whole(path)
         if path.suffix.lower() == ".dcd":
             _check_dcd_frames(path, raw.xyz.shape[0] * stride)
         if path.suffix.lower() == ".gro":

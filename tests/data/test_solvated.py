@@ -344,3 +344,19 @@ def test_a_damaged_run_input_is_named_as_the_file_at_fault(gromacs_run, tmp_path
         NeuralCTError, match=r"^cannot read the masses of GROMACS run-input topology .*cut.tpr: .*damaged"
     ):
         load_trajectories(gromacs_run / "solute.xtc", topology=tmp_path / "cut.tpr")
+
+
+@pytest.mark.parametrize("suffix", ["xtc", "trr"])
+def test_a_gromacs_file_cut_short_is_refused_with_its_run_input(gromacs_run, tmp_path, suffix):
+    """GROMACS's XTC and TRR cut within a frame: MDAnalysis, the one reader of a .tpr, reads the whole frames before
+    the cut (21 of the XTC's 41), so the file's frame sizes are checked against its length."""
+    import MDAnalysis as mda
+
+    cut = tmp_path / f"cut.{suffix}"
+    whole = (gromacs_run / f"solute.{suffix}").read_bytes()
+    cut.write_bytes(whole[: int(len(whole) * 0.53)])
+    assert 0 < len(mda.Universe(str(gromacs_run / "solute.tpr"), str(cut)).trajectory) < 41
+    for topology in ("solute.tpr", "solute.gro"):
+        with pytest.raises(NeuralCTError, match=rf"cut\.{suffix} is damaged or truncated"):
+            load_trajectories(cut, topology=gromacs_run / topology, selection="all")
+    assert load_trajectories(gromacs_run / f"solute.{suffix}", topology=gromacs_run / "solute.tpr").traj_lengths == [41]
