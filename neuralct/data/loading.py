@@ -121,6 +121,10 @@ class PhaseSpaceData:
     periodic : bool
         Whether any file recorded a periodic box (its molecules were made whole): a model
         trained on these frames exports CVs that refuse to run without the box.
+    box_vectors : np.ndarray, shape=(n_frames, 3, 3), or None
+        Each frame's box vectors as rows, nm, in the files' axes: ``positions[f] @ rotations[f]``
+        is frame ``f`` in them (up to a translation). NaN for the frames of a file without a box;
+        None when no file has one.
     """
 
     positions: np.ndarray
@@ -143,6 +147,7 @@ class PhaseSpaceData:
     paths: list
     selection_note: str = ""
     periodic: bool = False
+    box_vectors: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -566,6 +571,8 @@ def read_topology(path: str | os.PathLike) -> Any:
 
 
 def _mdtraj_topology_from_universe(universe: Any) -> Any:
+    """The MDTraj topology of an MDAnalysis universe: its chains (segments), residues, atoms, elements and bonds (a
+    GROMACS run input's; the bonds say which atoms are one molecule, :func:`~neuralct.data.periodic.molecules_of`)."""
     import mdtraj as md
 
     topology = md.Topology()
@@ -587,6 +594,10 @@ def _mdtraj_topology_from_universe(universe: Any) -> Any:
         except KeyError:
             element = md.element.virtual
         topology.add_atom(atom.name, element, residues[key])
+    if hasattr(universe, "bonds"):  # a topology without bonds (a coordinates file) has no such attribute
+        atoms = list(topology.atoms)
+        for first, second in universe.bonds.indices:
+            topology.add_bond(atoms[first], atoms[second])
     return topology
 
 
@@ -946,7 +957,15 @@ def load_trajectories(
         paths=[str(p) for p in paths],
         selection_note=_selection_note(first.topology, atom_indices, selection),
         periodic=any(raw.box is not None for raw in raws),
+        box_vectors=_box_vectors(raws),
     )
+
+
+def _box_vectors(raws: list[_Raw]) -> np.ndarray | None:
+    """Every frame's box vectors (n_frames, 3, 3), nm, NaN where its file has none; None where no file has one."""
+    if all(raw.box is None for raw in raws):
+        return None
+    return np.concatenate([np.full((len(raw.xyz), 3, 3), np.nan) if raw.box is None else raw.box for raw in raws])
 
 
 def _trajectory_temperature(raws: list[_Raw], paths: list[Path], given: float | None) -> float:

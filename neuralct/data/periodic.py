@@ -10,7 +10,9 @@ one rule, the parent-image rule:
 - the box is first brought to OpenMM's reduced form (``a`` along x, ``b`` in the xy plane,
   ``|b_x| <= a_x / 2``, ``|c_x| <= a_x / 2``, ``|c_y| <= b_y / 2``: the same lattice), in which
   subtracting whole multiples of ``c``, then ``b``, then ``a`` gives the minimum image of any
-  vector shorter than half the narrowest width of the box, orthorhombic or triclinic.
+  vector shorter than half the narrowest width of the box, orthorhombic or triclinic; a longer one
+  (to another molecule) is the shortest of that and its 26 neighbouring images
+  (:func:`minimum_image`), the image PLUMED's ``WHOLEMOLECULES`` takes.
 
 A whole molecule is unique up to a translation by a lattice vector when every tree edge is shorter
 than half the box, so any such tree gives the same molecule up to that translation, which the
@@ -45,6 +47,8 @@ __all__ = [
     "box_vectors",
     "reduced_box",
     "minimum_image",
+    "half_narrowest_width",
+    "NEIGHBOUR_SHIFTS",
     "make_whole",
     "spanning_tree",
     "model_tree",
@@ -89,6 +93,13 @@ class SpanningTree:
             depth[ready] = len(self.levels) + 1
             self.levels.append((ready, self.parents[ready]))
         self.order = np.concatenate([np.flatnonzero(self.parents < 0)] + [atoms for atoms, _ in self.levels])
+
+    def flat_levels(self) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """:attr:`levels` in three flat parts (for the torch CVs): the atoms and their parents, depth after depth
+        (two int64 arrays, shape (n - roots,)), and where each depth ends in them."""
+        atoms = np.concatenate([np.zeros(0, dtype=np.int64), *(atoms for atoms, _ in self.levels)])
+        parents = np.concatenate([np.zeros(0, dtype=np.int64), *(parents for _, parents in self.levels)])
+        return atoms, parents, [int(end) for end in np.cumsum([len(atoms) for atoms, _ in self.levels])]
 
 
 def box_vectors(lengths: np.ndarray, angles: np.ndarray) -> np.ndarray:
@@ -138,14 +149,36 @@ def reduced_box(box: np.ndarray) -> np.ndarray:
     return box
 
 
+#: The 27 lattice shifts (n_a, n_b, n_c) in {-1, 0, 1}^3 among which the minimum image of a displacement reduced
+#: in a reduced box is (see :func:`minimum_image`).
+NEIGHBOUR_SHIFTS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.float64)
+
+
+def half_narrowest_width(box: np.ndarray) -> np.ndarray:
+    """Half the smallest distance between opposite faces of ``box`` (..., 3, 3), nm: the radius within which the
+    reduction of :func:`minimum_image` alone gives the minimum image. Shape (...)."""
+    a, b, c = box[..., 0, :], box[..., 1, :], box[..., 2, :]
+    volume = np.abs(np.einsum("...i,...i->...", a, np.cross(b, c)))
+    areas = np.stack([np.linalg.norm(np.cross(*pair), axis=-1) for pair in ((b, c), (c, a), (a, b))], axis=-1)
+    return 0.5 * volume / areas.max(axis=-1)
+
+
 def minimum_image(displacement: np.ndarray, box: np.ndarray) -> np.ndarray:
     """``displacement`` (..., 3) shifted by whole box vectors to its minimum image in a reduced ``box`` (..., 3, 3), nm.
 
-    Exact for displacements shorter than half the narrowest width of the box.
+    Whole multiples of ``c``, then ``b``, then ``a`` are subtracted, which gives the minimum image of
+    a displacement shorter than half the narrowest width of the box; one that is longer after it
+    (two molecules far apart, or a triclinic box's corner) is compared with its 26 neighbouring
+    images, as PLUMED's and GROMACS's distances in a triclinic box are, and the shortest is taken.
     """
     d = np.array(displacement, dtype=np.float64)
+    box = np.asarray(box, dtype=np.float64)
     for axis in (2, 1, 0):
         d -= np.round(d[..., axis] / box[..., axis, axis])[..., None] * box[..., axis, :]
+    far = np.linalg.norm(d, axis=-1) > np.broadcast_to(half_narrowest_width(box), d.shape[:-1])
+    if far.any():
+        candidates = d[far][:, None, :] + NEIGHBOUR_SHIFTS @ np.broadcast_to(box, d.shape[:-1] + (3, 3))[far]
+        d[far] = candidates[np.arange(len(candidates)), np.argmin(np.linalg.norm(candidates, axis=-1), axis=1)]
     return d
 
 

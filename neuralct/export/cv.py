@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..data.frame import kabsch, quaternion_tables
-from ..data.periodic import model_tree
+from ..data.periodic import NEIGHBOUR_SHIFTS, model_tree
 from ..errors import NeuralCTError
 from ..flows import LinearSymplectic, PointTransformation
 from ..flows.coupling import AffineCoupling, CouplingStack
@@ -140,14 +140,14 @@ class CollectiveVariables(nn.Module):
         layers = [_configuration_layer(layer) for layer in copy.deepcopy(model.flow).layers]
         frame = rigid_body_frame(model)
         tree = model_tree(frame.reference.numpy(), molecule.get("molecules"))
-        slot = np.argsort(tree.order)
         self.k = int(k)
         self.select = bool(select)
-        self.tree_root = int(tree.order[0])
-        self.tree_order: List[int] = [int(i) for i in tree.order[1:]]
-        self.tree_parent_slot: List[int] = [int(slot[tree.parents[i]]) for i in tree.order[1:]]
-        self.register_buffer("tree_unorder", torch.as_tensor(slot))
         self.register_buffer("tree_parents", torch.as_tensor(tree.parents))
+        level_atoms, level_parents, level_ends = tree.flat_levels()
+        self.register_buffer("tree_level_atoms", torch.as_tensor(level_atoms))
+        self.register_buffer("tree_level_parents", torch.as_tensor(level_parents))
+        self.tree_level_ends: List[int] = level_ends
+        self.register_buffer("neighbour_shifts", torch.as_tensor(NEIGHBOUR_SHIFTS))
         self.register_buffer("atom_indices", torch.tensor(molecule["atom_indices"], dtype=torch.long))
         self.n_system_atoms = int(molecule["n_atoms"])
         self.register_buffer("masses", frame.masses.clone())
@@ -175,21 +175,30 @@ class CollectiveVariables(nn.Module):
 
         The rule of :func:`neuralct.data.periodic.make_whole`, in torch: the box is brought to
         OpenMM's reduced form (a no-op on OpenMM's own boxes), and each atom moves to the periodic
-        image nearest its (already placed) parent in the reference's spanning tree.
+        image nearest its (already placed) parent in the reference's spanning tree: the shortest of
+        the reduced displacement and its 26 neighbouring images, which is the reduced one for a
+        bond, and is needed where an edge may be longer than half the box (to another molecule).
         """
         a, b, c = box[0], box[1], box[2]
         c = c - torch.round(c[1] / b[1]) * b
         c = c - torch.round(c[0] / a[0]) * a
         b = b - torch.round(b[0] / a[0]) * a
-        placed: List[torch.Tensor] = [selected[:, self.tree_root]]
-        for atom, slot in zip(self.tree_order, self.tree_parent_slot):
-            anchor = placed[slot]
-            d = selected[:, atom] - anchor
-            d = d - torch.round(d[:, 2:3] / c[2]) * c
-            d = d - torch.round(d[:, 1:2] / b[1]) * b
-            d = d - torch.round(d[:, 0:1] / a[0]) * a
-            placed.append(anchor + d)
-        return torch.stack(placed, 1).index_select(1, self.tree_unorder)
+        shifts = self.neighbour_shifts @ torch.stack([a, b, c])
+        whole = selected
+        start = 0
+        for end in self.tree_level_ends:  # the atoms of one depth of the tree at a time, as the NumPy rule places them
+            atoms, parents = self.tree_level_atoms[start:end], self.tree_level_parents[start:end]
+            anchor = whole.index_select(1, parents)
+            d = whole.index_select(1, atoms) - anchor
+            d = d - torch.round(d[..., 2:3] / c[2]) * c
+            d = d - torch.round(d[..., 1:2] / b[1]) * b
+            d = d - torch.round(d[..., 0:1] / a[0]) * a
+            candidates = d.unsqueeze(2) + shifts
+            nearest = torch.argmin((candidates * candidates).sum(-1), dim=2)
+            d = torch.gather(candidates, 2, nearest[:, :, None, None].expand(-1, -1, 1, 3)).squeeze(2)
+            whole = whole.index_copy(1, atoms, anchor + d)
+            start = end
+        return whole
 
     def internal(self, selected: torch.Tensor) -> torch.Tensor:
         """Internal coordinates (batch, 3n - 6), sqrt(amu) nm, of whole molecules (batch, n, 3), float64."""

@@ -19,6 +19,7 @@ __all__ = [
     "solvent_kind",
     "check_training_solvent",
     "system_atoms",
+    "placed_molecules",
     "internal_coordinates",
     "project_internal",
     "project_positions",
@@ -243,6 +244,41 @@ def _check_names(
             f"{source}: atom {found[first]} is {names[first]} where {trained_on} a system with "
             f"{molecule['atom_names'][first]}; use that system"
         )
+
+
+def placed_molecules(model: NeuralCanonicalTransformation, data, atoms: np.ndarray) -> np.ndarray:
+    """The model's atoms of loaded frames, its molecules placed relative to each other as its exported CVs place them.
+
+    The loader makes each molecule whole, and places a further molecule at the image nearest the
+    first atom it was asked to load; the frames of the whole system (``analyze``) place them
+    nearest the system's first atom, where the model's CVs (:func:`neuralct.data.periodic.model_tree`)
+    and its training frames place each further molecule of the model nearest the model's first
+    atom. Which image of a molecule far from it is nearest differs between the two.
+
+    Parameters
+    ----------
+    data : neuralct.data.PhaseSpaceData
+        Frames of a system that holds the model's atoms (aligned, with their box vectors).
+    atoms : np.ndarray, shape=(n_selected,)
+        Where the model's atoms are in ``data.positions``, in the model's order.
+
+    Returns
+    -------
+    np.ndarray, shape=(n_frames, n_selected, 3)
+        The model's atoms, nm (in the files' axes, up to a translation, where molecules were
+        placed; :func:`internal_coordinates` aligns them).
+    """
+    from ..data.periodic import make_whole, model_tree
+
+    positions = data.positions[:, atoms]
+    molecules = molecule_description(model).get("molecules")
+    if data.box_vectors is None or molecules is None or len(set(molecules)) < 2:
+        return positions
+    boxed = np.isfinite(data.box_vectors).all(axis=(1, 2))
+    placed = positions @ data.rotations  # in the files' axes, which the box vectors' reduced form needs
+    tree = model_tree(rigid_body_frame(model).reference.numpy(), molecules)
+    placed[boxed] = make_whole(placed[boxed], data.box_vectors[boxed], tree)
+    return placed
 
 
 def internal_coordinates(

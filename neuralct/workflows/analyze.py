@@ -267,7 +267,7 @@ def analyze_trajectories(
     from ..analysis.training_match import compare_with_training
     from ..data import load_trajectories
     from ..data.loading import recorded_temperature
-    from ..model.molecular import internal_coordinates, project_internal, selected_atoms_in
+    from ..model.molecular import internal_coordinates, placed_molecules, project_internal, selected_atoms_in
 
     if modes is not None and modes < 2:
         raise NeuralCTError("`modes` must be at least 2 (the report compares the two slowest CVs)")
@@ -293,7 +293,9 @@ def analyze_trajectories(
         atoms = selected_atoms_in(model, data.topology, str(paths[0]))
         n_modes = min(6, model.dim) if modes is None else modes
         dihedrals, rama, chosen = _backbone_dihedrals(data.topology, chi, residues)
-        features = internal_coordinates(model, data.positions, atoms)
+        positions = placed_molecules(model, data, atoms)
+        own = np.arange(len(atoms))
+        features = internal_coordinates(model, positions, own)
         ends = np.cumsum(data.traj_lengths)
         per_file = [features[end - length : end] for end, length in zip(ends, data.traj_lengths)]
         split = scoring_split(paths, data.traj_lengths, model.metadata, test_trajectories, blocks, per_file)
@@ -311,7 +313,7 @@ def analyze_trajectories(
         bar.update()
 
         cvs = project_internal(model, features, n_modes)
-        input_check = compare_with_training(model, data.positions, cvs, atoms)
+        input_check = compare_with_training(model, positions, cvs, own)
         if input_check["warning"] and warn is not None:
             warn(input_check["warning"])
         colvars = _write_colvars(output, paths, data, cvs)

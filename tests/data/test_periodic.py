@@ -10,9 +10,12 @@ import torch
 import neuralct
 from neuralct.data.netcdf import NetCDFFrames, read_netcdf, write_netcdf
 from neuralct.data.periodic import (
+    NEIGHBOUR_SHIFTS,
     SpanningTree,
     box_vectors,
+    half_narrowest_width,
     make_whole,
+    minimum_image,
     model_tree,
     molecules_of,
     reduced_box,
@@ -29,13 +32,14 @@ BOXES = {
     # no angle a right one: b leaves the xz plane and c has every component (gamma != 90 degrees)
     "generic": md.utils.lengths_and_angles_to_box_vectors(2.6, 2.7, 2.8, 80.0, 75.0, 65.0),
 }
-#: Edge lengths (nm) and angles (degrees) of boxes as a trajectory file stores them: BOXES' and a truncated
-#: octahedron's (GROMACS's, angles arccos(1/3) and its supplement).
+#: Edge lengths (nm) and angles (degrees) of boxes as a trajectory file stores them: BOXES', a truncated
+#: octahedron's (GROMACS's, angles arccos(1/3) and its supplement) and the other rhombic dodecahedron's.
 LENGTHS_AND_ANGLES = {
     "orthorhombic": (2.5, 2.4, 2.6, 90.0, 90.0, 90.0),
     "triclinic": (2.6, 2.6, 2.6, 60.0, 60.0, 90.0),
     "generic": (2.6, 2.7, 2.8, 80.0, 75.0, 65.0),
     "truncated-octahedron": (3.0, 3.0, 3.0, 70.52877936550931, 109.47122063449069, 70.52877936550931),
+    "hexagonal-dodecahedron": (2.6, 2.6, 2.6, 60.0, 60.0, 60.0),  # GROMACS's xy-hexagon form
 }
 
 
@@ -173,20 +177,46 @@ def test_the_exported_cvs_place_a_second_molecule_where_the_loader_does(shape):
         np.testing.assert_allclose(relative(exported), relative(loader), atol=1e-12)
         scripted = cvs_tree_whole(wrapped[:, selected], box, tree)
         np.testing.assert_allclose(relative(scripted), relative(loader), atol=1e-12)
+        # The second molecule at the image of its first atom nearest the first molecule's, as PLUMED places it.
+        first_to_first = loader[0, 4] - loader[0, 0]
+        assert np.linalg.norm(first_to_first) == pytest.approx(nearest_image_length(first_to_first, box), abs=1e-12)
     # A model without the record treats its atoms as one molecule (as before).
     np.testing.assert_array_equal(model_tree(reference).parents, spanning_tree(reference).parents)
 
 
+def nearest_image_length(displacement: np.ndarray, box: np.ndarray) -> float:
+    """The length of the shortest of ``displacement`` (3,) plus any lattice vector of ``box`` (3, 3) with
+    coefficients from -4 to 4 in its reduced basis, nm (by brute force)."""
+    span = np.arange(-4, 5)
+    shifts = np.stack(np.meshgrid(span, span, span), axis=-1).reshape(-1, 3) @ reduced_box(box)
+    return float(np.linalg.norm(displacement + shifts, axis=1).min())
+
+
+@pytest.mark.parametrize("shape", sorted(LENGTHS_AND_ANGLES))
+def test_the_minimum_image_is_the_shortest_at_any_length(shape):
+    """Displacements up to twice the box, in a cube, two rhombic dodecahedra, a truncated octahedron and a box
+    without a right angle: the image is the shortest one (a lattice translation of the displacement), including
+    beyond half the narrowest width, where subtracting the box vectors in turn alone can miss it."""
+    *lengths, alpha, beta, gamma = LENGTHS_AND_ANGLES[shape]
+    box = reduced_box(box_vectors(np.array(lengths), np.array([alpha, beta, gamma])))
+    displacements = np.random.default_rng(1).uniform(-6.0, 6.0, size=(400, 3))
+    images = minimum_image(displacements, box)
+    coefficients = np.linalg.solve(box.T, (images - displacements).T)
+    np.testing.assert_allclose(coefficients, np.round(coefficients), atol=1e-9)
+    brute = [nearest_image_length(d, box) for d in displacements]
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), brute, atol=1e-12)
+    longer = np.linalg.norm(images, axis=1) > half_narrowest_width(box)
+    assert longer.any() and not (np.linalg.norm(images, axis=1) > np.linalg.norm(box, axis=1).max()).any()
+
+
 def cvs_tree_whole(positions: np.ndarray, box: np.ndarray, tree: SpanningTree) -> np.ndarray:
-    """The torch rule of :meth:`CollectiveVariables.make_whole` on ``tree`` (its placement loop, re-run here)."""
+    """The torch rule of :meth:`CollectiveVariables.make_whole` on ``tree`` (its placement loop, run here)."""
     from neuralct.export.cv import CollectiveVariables
 
-    slot = np.argsort(tree.order)
     holder = type("Tree", (), {})()
-    holder.tree_root = int(tree.order[0])
-    holder.tree_order = [int(i) for i in tree.order[1:]]
-    holder.tree_parent_slot = [int(slot[tree.parents[i]]) for i in tree.order[1:]]
-    holder.tree_unorder = torch.as_tensor(slot)
+    atoms, parents, holder.tree_level_ends = tree.flat_levels()
+    holder.tree_level_atoms, holder.tree_level_parents = torch.as_tensor(atoms), torch.as_tensor(parents)
+    holder.neighbour_shifts = torch.as_tensor(NEIGHBOUR_SHIFTS)
     whole = CollectiveVariables.make_whole(holder, torch.as_tensor(positions), torch.as_tensor(box))
     return whole.numpy()
 

@@ -7,6 +7,7 @@ from neuralct.cli import main
 from neuralct.data import load_trajectories
 from neuralct.errors import NeuralCTError
 
+from tests.data.test_periodic import nearest_image_length
 from tests.md.test_inputs import solvated_dipeptide, write_inputs
 
 #: (trajectory suffix, topology suffix) as GROMACS, AMBER and CHARMM/NAMD users hold them.
@@ -286,6 +287,37 @@ def test_a_trr_with_frames_of_velocities_only_is_one_line_not_frames_at_the_orig
             load_trajectories(
                 gromacs_run / "positions_every_other_frame.trr", topology=gromacs_run / topology, backend=backend
             )
+
+
+def test_a_water_far_from_the_solute_in_a_gromacs_dodecahedron_keeps_its_place_through_the_run_input(gromacs_run):
+    """The solute's heavy atoms and a water oxygen 1.8-2.0 nm from its first atom (beyond half the box's narrowest
+    width, 1.02 nm), read with the .tpr from GROMACS's whole and torn frames: the run input's bonds make the water a
+    molecule of its own, placed at the image nearest the solute, so both files give one geometry."""
+    from neuralct.data.periodic import box_vectors, half_narrowest_width, molecules_of, reduced_box
+
+    selection = "(resname ACE ALA NME and not element H) or index 412"
+    frames = {
+        name: load_trajectories(
+            gromacs_run / f"dodecahedron_{name}.xtc", topology=gromacs_run / "dodecahedron.tpr", selection=selection
+        )
+        for name in ("whole", "split")
+    }
+    whole, split = (frames[name].positions - frames[name].positions[:, :1] for name in ("whole", "split"))
+    np.testing.assert_allclose(split, whole, atol=3e-3)  # two XTC roundings of 0.001 nm
+    # The water's distance from the first atom is its nearest image's in each frame as GROMACS wrote it.
+    import MDAnalysis as mda
+
+    universe = mda.Universe(str(gromacs_run / "dodecahedron.tpr"), str(gromacs_run / "dodecahedron_split.xtc"))
+    first = frames["whole"].atom_indices[0]
+    nearest = []
+    for _ in universe.trajectory:
+        box = reduced_box(box_vectors(universe.dimensions[:3] / 10.0, universe.dimensions[3:]))
+        nearest.append(nearest_image_length((universe.atoms[412].position - universe.atoms[first].position) / 10, box))
+    water = np.linalg.norm(whole[:, -1], axis=-1)
+    np.testing.assert_allclose(water, nearest, atol=3e-3)
+    assert water.min() > half_narrowest_width(box) + 0.4
+    assert frames["whole"].topology.n_bonds == 21 + 2 * 535  # the solute's and 2 in each water (SETTLE's O-H)
+    assert molecules_of(frames["whole"].topology, frames["whole"].atom_indices) == [0] * 10 + [1]
 
 
 def test_an_xtc_whose_atom_count_changes_halfway_is_one_line(gromacs_run, tmp_path):

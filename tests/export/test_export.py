@@ -731,3 +731,31 @@ def test_openmm_imported_before_torch_is_named_for_torch_force(monkeypatch):
     with pytest.raises(neuralct.errors.NeuralCTError, match="import torch .or neuralct. before openmm") as error:
         _check_torch_kernels()
     assert "libOpenMMTorchCPU.so" in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+def test_analyze_places_a_distant_molecule_of_the_model_as_its_exported_cvs_do(gromacs_run, tmp_path):
+    """A model of the alanine's backbone and a water 1.7-1.9 nm away in GROMACS's rhombic dodecahedron: `analyze`
+    reads every atom of the system, whose water the loader places nearest the system's first atom; the CVs are those
+    of the water placed nearest the model's first atom, as `cv1.pt` (and PLUMED's WHOLEMOLECULES) place it."""
+    import MDAnalysis as mda
+
+    from neuralct.data.periodic import box_vectors
+
+    whole, split, run_input = (
+        str(gromacs_run / name) for name in ("dodecahedron_whole.xtc", "dodecahedron_split.xtc", "dodecahedron.tpr")
+    )
+    small = ["--steps", "20", "--couplings", "1", "--hidden", "16", "--no-progress", "--seed", "0"]
+    small += ["--selection", "(resname ALA and name N CA C) or index 412"]
+    assert main(["train", whole, split, "--top", run_input, *small, "--output", str(tmp_path / "model")]) == 0
+    model = str(tmp_path / "model" / "model.pt")
+    assert main(["export", model, "--cvs", "1", "--output", str(tmp_path / "cvs")]) == 0
+    assert main(["analyze", model, whole, "--top", run_input, "--no-progress", "--output", str(tmp_path / "a")]) == 0
+    analyzed = np.loadtxt(tmp_path / "a" / "dodecahedron_whole.colvar")[:, 1]
+
+    cv1 = torch.jit.load(str(tmp_path / "cvs" / "cv1.pt"))
+    universe = mda.Universe(run_input, whole)
+    exported = []
+    for _ in universe.trajectory:
+        box = box_vectors(universe.dimensions[:3] / 10.0, universe.dimensions[3:])
+        exported.append(float(cv1(torch.tensor(universe.atoms.positions / 10.0).double(), torch.tensor(box))))
+    np.testing.assert_allclose(analyzed, exported, atol=1e-5)

@@ -118,13 +118,22 @@ def test_plumed_driver_gives_the_cvs_of_analyze_on_whole_wrapped_and_translated_
         assert np.abs(got[:, 0] - torchscript).max() < 5e-6, (shape, kind)
 
 
+@pytest.mark.parametrize(
+    "selection",
+    [
+        "resname ALA and name N CA CB C",  # torn across the box in 3 of the 8 frames
+        # and a water 1.8-2.0 nm away, beyond half the box's narrowest width (1.02 nm)
+        "(resname ALA and name N CA C) or index 412",
+    ],
+)
 def test_plumed_driver_gives_the_cvs_of_analyze_on_a_gromacs_dodecahedron_with_the_solute_torn(
-    plumed, gromacs_run, tmp_path
+    plumed, gromacs_run, tmp_path, selection
 ):
     """GROMACS's own XTC of a rhombic dodecahedron (box read by PLUMED from the file), the solute wrapped atom by
-    atom: the CVs of a model of the alanine's backbone and CB, as `analyze` gives them."""
+    atom: the CVs of a model of the alanine's backbone and CB, and of one with a distant water beside them (placed
+    at its nearest image, as PLUMED's WHOLEMOLECULES places it), as `analyze` gives them."""
     small = ["--steps", "20", "--couplings", "1", "--hidden", "16", "--no-progress", "--seed", "0"]
-    small += ["--selection", "resname ALA and name N CA CB C"]  # torn across the box in 3 of the 8 frames
+    small += ["--selection", selection]
     whole, split, run_input = (
         str(gromacs_run / name) for name in ("dodecahedron_whole.xtc", "dodecahedron_split.xtc", "dodecahedron.tpr")
     )
