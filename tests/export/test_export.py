@@ -151,6 +151,9 @@ def test_pt2_program_equals_the_cv(exported):
         out = program(torch.tensor(frames, dtype=torch.float32))
         assert out.shape == (len(frames), K) and np.abs(out.numpy() - expected).max() < 1e-5
     assert np.abs(program(torch.tensor(positions[:1], dtype=torch.float32)).numpy() - expected[:1]).max() < 1e-5
+    # Weights are stored as buffers: no torch release can hand them back as parameters that make CVs need a gradient.
+    assert not list(program.parameters())
+    assert not program(torch.tensor(positions[:1], dtype=torch.float32)).requires_grad
 
 
 def test_manifest_records_units_atoms_hashes_and_training_ranges(exported, alanine_model):
@@ -759,3 +762,93 @@ def test_analyze_places_a_distant_molecule_of_the_model_as_its_exported_cvs_do(g
         box = box_vectors(universe.dimensions[:3] / 10.0, universe.dimensions[3:])
         exported.append(float(cv1(torch.tensor(universe.atoms.positions / 10.0).double(), torch.tensor(box))))
     np.testing.assert_allclose(analyzed, exported, atol=1e-5)
+
+
+def test_the_plumed_walk_steps_along_tree_edges_through_every_atom_and_stops_at_the_last_new_one():
+    """WHOLEMOLECULES moves each entry to the image nearest the one before: every step of the walk is an edge of
+    the spanning tree, every atom is reached, and no steps back follow the last new atom (2 n - 1 entries at most)."""
+    from neuralct.data.periodic import SpanningTree
+    from neuralct.export.files import _tree_walk
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 5, 12, 30):
+        labels = rng.permutation(n)
+        parents = np.full(n, -1)
+        for i in range(1, n):
+            parents[labels[i]] = labels[rng.integers(0, i)]  # a random tree rooted at labels[0]
+        tree = SpanningTree(parents)
+        walk = _tree_walk(tree)
+        assert walk[0] == labels[0] and sorted(set(walk)) == list(range(n)) and len(walk) <= 2 * n - 1
+        assert all(parents[a] == b or parents[b] == a for a, b in zip(walk[:-1], walk[1:]))
+        assert walk.index(walk[-1]) == len(walk) - 1  # the walk ends where an atom is first reached
+
+
+def test_the_plumed_features_named_in_the_manifest_give_the_cvs_when_read_by_those_names(exported, alanine_model):
+    """``features`` names each input of ``plumed_model.ptc`` (``RES:ATOM.axis``): features gathered from a frame
+    by those names, looked up in the system's topology, give the model's CVs."""
+    model, folder, positions, expected = exported
+    paths = alanine_model[1]
+    topology = mdtraj.load_topology(str(paths[0]).replace("replica-000.nc", "topology.pdb"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    by_name = {f"{atom.residue.name}:{atom.name}": atom.index for atom in topology.atoms}
+    assert len(by_name) == topology.n_atoms  # names are unique in alanine dipeptide
+    assert [by_name[name] for name in manifest["system"]["atom_names"]] == manifest["system"]["atom_indices"]
+    gather = [(by_name[feature[:-2]], "xyz".index(feature[-1])) for feature in manifest["features"]["plumed_model.ptc"]]
+    features = torch.tensor([[positions[frame, atom, axis] for atom, axis in gather] for frame in (0, 7)])
+    cvs = torch.jit.load(str(folder / "plumed_model.ptc"))(features)
+    assert np.abs(cvs.numpy() - expected[[0, 7]]).max() < 1e-6
+
+
+def test_every_latent_mode_and_no_other_is_a_cv(exported):
+    """The CV module takes 1 to ``dim`` CVs and the PythonForce CV indices 0 to ``dim - 1``; one more is refused."""
+    model, _, positions, expected = exported
+    every = collective_variables(model, model.dim)(torch.tensor(positions[:3])).numpy()
+    assert every.shape == (3, model.dim) and np.abs(every[:, :K] - expected[:3]).max() < 1e-6
+    with pytest.raises(neuralct.errors.NeuralCTError, match=f"the number of CVs, {model.dim + 1}, is out of range"):
+        collective_variables(model, model.dim + 1)
+    system = build_system("alanine-dipeptide").system
+    assert openmm_force(model, system, model.dim - 1) is not None  # the fastest mode is a CV too
+    for k in (model.dim, -1):
+        with pytest.raises(neuralct.errors.NeuralCTError, match=f"CV index {k} is out of range"):
+            openmm_force(model, system, k)
+
+
+@pytest.mark.parametrize("name", ["model_v1", "model_v2"])
+def test_numpy_cvs_of_a_model_whose_modes_are_not_in_flow_order_are_the_cvs_it_recorded(name):
+    """CV j is the latent mode ``mode_order()[j]``, not the flow's mode j: the NumPy CVs of a PythonForce give the
+    CVs the fixtures recorded for a kinetic model (ranked by relaxation time) and one ranked by autocorrelation."""
+    from pathlib import Path
+
+    fixtures = Path(__file__).parents[1] / "fixtures"
+    model = neuralct.load(fixtures / f"{name}.pt")
+    assert not torch.equal(model.mode_order()[:3], torch.arange(3))  # the case this test is for
+    expected = np.load(fixtures / f"{name}_expected.npz")
+    atoms = molecule_description(model)["atom_indices"]
+    fast = NumpyCollectiveVariables(collective_variables(model, model.dim, select=False))
+    indices = [0, 2, 1]
+    for frame, cvs in zip(expected["positions_nm"], expected["cvs"]):
+        values, _ = fast(frame[atoms], indices)
+        np.testing.assert_allclose(values, cvs[indices], rtol=1e-5, atol=1e-5)
+
+
+def test_a_cv_that_is_not_finite_at_finite_positions_stops_the_force_naming_the_cv(exported):
+    """Positions far outside the training data may give a CV of NaN: the force raises, one line, rather than pass
+    a NaN energy on to the integrator."""
+    from neuralct.export.force import _SharedEvaluator
+
+    evaluator = _SharedEvaluator(collective_variables(exported[0], K, select=False))
+    atoms = len(molecule_description(exported[0])["atom_indices"])
+    evaluator.fast = lambda positions, indices, box: (np.full(len(indices), np.nan), np.zeros((len(indices), atoms, 3)))
+    with pytest.raises(neuralct.errors.NeuralCTError, match=r"^the learned CV 2 is not finite \(nan\)[^\n]*$"):
+        evaluator.evaluate(np.zeros((atoms, 3)), None, 1)
+
+
+def test_the_manifest_records_the_temperature_of_the_models_training_frames(alanine_model, tmp_path):
+    """The CVs' reduced unit is sqrt(kT) ps at the temperature the model was trained at, which the manifest records."""
+    from neuralct.export import export_cvs
+
+    model = neuralct.load(alanine_model[0])
+    model.metadata["molecule"]["temperature_K"] = 350.0  # a model of frames simulated at 350 K
+    manifest = export_cvs(model, tmp_path / "hot", 1)
+    assert manifest["temperature_K"] == 350.0
+    assert json.loads((tmp_path / "hot" / "manifest.json").read_text())["temperature_K"] == 350.0
