@@ -8,7 +8,13 @@ import pytest
 
 from neuralct.data import load_trajectories
 from neuralct.errors import NeuralCTError
-from neuralct.model.molecular import molecule_atoms, selected_atoms_in
+from neuralct.model.molecular import (
+    check_topology,
+    check_training_solvent,
+    molecule_atoms,
+    project_internal,
+    selected_atoms_in,
+)
 
 
 def _molecule(topology) -> dict:
@@ -70,3 +76,47 @@ def test_a_part_of_the_models_system_holds_its_atoms_at_one_place(gromacs_run):
     with pytest.raises(NeuralCTError, match="holds the model's atoms at 2 places"):
         selected_atoms_in(_model_of(two_copies, heavy + 37), pair, "part")
     np.testing.assert_array_equal(selected_atoms_in(_model_of(two_copies, heavy + 15), pair, "part"), heavy)
+
+
+def test_a_part_that_holds_the_models_atoms_at_their_own_indices_is_read_there_though_a_copy_matches_further_on(
+    gromacs_run,
+):
+    """Two copies of the molecule, the model's atoms in the second: a part of both copies holds them at their own
+    indices (shift 0), and the first copy matches 22 atoms earlier; the atoms at their own indices are the model's."""
+    solute = mdtraj.load_topology(str(gromacs_run / "solute.gro"))
+    second = np.arange(solute.n_atoms) + solute.n_atoms
+    two_copies = solute.join(solute).join(_waters(2))
+    np.testing.assert_array_equal(selected_atoms_in(_model_of(two_copies, second), solute.join(solute), "part"), second)
+
+
+def test_trajectories_of_another_atom_count_are_refused_though_the_models_atoms_match_by_name(gromacs_run):
+    """``check_topology`` wants the model's own system: the same molecule with one more water is another system."""
+    solute = mdtraj.load_topology(str(gromacs_run / "solute.gro"))
+    model = _model_of(solute, np.arange(solute.n_atoms))
+    check_topology(model, solute, "solute.gro")
+    with pytest.raises(NeuralCTError, match="with water has 25 atoms but the model was trained on a system of 22"):
+        check_topology(model, solute.join(_waters(1)), "with water")
+
+
+def test_a_system_of_another_kind_of_solvent_than_the_training_frames_is_refused():
+    """Known and different kinds are refused; the same kind (any water model) and unknown kinds pass."""
+    model = SimpleNamespace(metadata={"molecule": {"training_solvent": "explicit water"}})
+    for solvent in ("tip3p", "TIP4PEW", None, 3):
+        check_training_solvent(model, {"solvent": solvent}, "system.yaml")
+    check_training_solvent(SimpleNamespace(metadata={"molecule": {}}), {"solvent": "vacuum"}, "system.yaml")
+    for solvent, kind in (("vacuum", "vacuum"), ("obc2", r"implicit solvent \(OBC2\)")):
+        with pytest.raises(NeuralCTError, match=f"^system.yaml is in {kind}, but the model was trained on frames "):
+            check_training_solvent(model, {"solvent": solvent}, "system.yaml")
+
+
+def test_the_cvs_of_a_model_that_mixes_positions_and_momenta_are_taken_at_zero_momentum():
+    """Latent positions ``Q(q, p)`` of a flow with momentum-mixing layers are CVs at ``p = 0``."""
+    import torch
+
+    from tests.model.test_transformation import MIXED, random_model
+
+    model = random_model(MIXED)
+    q = torch.randn(7, model.dim)
+    Q, _ = model.encode(q, torch.zeros_like(q))
+    assert not torch.allclose(model.encode(q, torch.ones_like(q))[0], Q)  # the momenta do change Q
+    np.testing.assert_allclose(project_internal(model, q.numpy(), 2, chunk=3), Q[:, :2].detach().numpy(), atol=1e-12)

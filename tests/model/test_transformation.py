@@ -234,6 +234,7 @@ TAMPERINGS = {
     "dim as text": (["dim", lambda old: "3"], "dim must be a positive integer"),
     "negative dim": (["dim", lambda old: -3], "dim must be a positive integer"),
     "NaN kT": (["kT", lambda old: float("nan")], "kT must be a finite positive number"),
+    "zero time unit": (["time_unit", lambda old: 0.0], "time_unit must be a finite positive number"),
     "architecture not a list": (["architecture", lambda old: "linear"], "architecture must be a non-empty list"),
     "unknown layer": (["architecture", lambda old: [{"type": "magic"}]], "architecture layer 0 must be a dict"),
     "negative width": (
@@ -261,7 +262,15 @@ TAMPERINGS = {
     "mixed dtypes": (["state_dict", "position_offset", lambda old: old.float()], "share one dtype"),
     "metadata as a list": (["metadata", lambda old: []], "metadata must be a mapping"),
     "atom index out of range": (["metadata", "molecule", "atom_indices", lambda old: [0, 2, 9]], "atom_indices"),
+    "atom index equal to the atom count": (
+        ["metadata", "molecule", "atom_indices", lambda old: [0, 2, 5]],
+        "atom_indices must list at least 3 atom indices below n_atoms",
+    ),
     "missing frame basis": (["metadata", "molecule", "frame", "basis", del_], "frame.basis must be a finite tensor"),
+    "a massless atom in the frame": (
+        ["metadata", "molecule", "frame", "masses", lambda old: old * torch.tensor([1.0, 0.0, 1.0])],
+        "frame.masses must be positive",
+    ),
     "frame basis of another shape": (
         ["metadata", "molecule", "frame", "basis", lambda old: old[:, :2]],
         "frame.basis must be a finite tensor",
@@ -269,6 +278,10 @@ TAMPERINGS = {
     "ranking without autocorrelations": (
         ["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "lag_ps": 1.0}}],
         "mode_ranking.autocorrelation must list 3",
+    ),
+    "ranking that repeats a mode": (
+        ["metadata", lambda old: {**old, "mode_ranking": {"order": [0, 0, 1], "autocorrelation": [0.9, 0.5, 0.1]}}],
+        "mode_ranking.order must be a permutation of 0..2",
     ),
     "ranking without a lag": (
         ["metadata", lambda old: {**old, "mode_ranking": {"order": [2, 0, 1], "autocorrelation": [0.9, 0.5, 0.1]}}],
@@ -291,3 +304,19 @@ def test_tampered_model_files_are_refused_in_one_line(tmp_path, name):
         neuralct.load(tmp_path / "tampered.pt")
     text = str(error.value)
     assert message in text and "tampered.pt" in text and "\n" not in text, text
+
+
+@pytest.mark.parametrize("architecture", [MIXED, POINT])
+def test_decode_inverts_encode_for_modes_in_a_cyclic_order(architecture):
+    """A ranking whose order is a 3-cycle (not its own inverse): CV k is the flow's mode ``order[k]``, and decode
+    puts each latent mode back where the flow has it."""
+    from neuralct.model.transformation import ModeRanking
+
+    model = random_model(architecture)
+    model.mode_ranking = ModeRanking("autocorrelation", 1.0, (1, 2, 0), (0.9, 0.5, 0.1))
+    q, p = torch.randn(6, N), torch.randn(6, N)
+    Q, P = model.encode(q, p)
+    z, _ = model.flow(model.to_reduced(q, p))
+    assert torch.allclose(Q, z[:, [1, 2, 0]], atol=1e-12) and torch.allclose(P, z[:, [N + 1, N + 2, N]], atol=1e-12)
+    q_back, p_back = model.decode(Q, P)
+    assert torch.allclose(q_back, q, atol=1e-10) and torch.allclose(p_back, p, atol=1e-10)
