@@ -289,3 +289,13 @@ def test_a_toy_potential_is_the_potential_energy_in_units_of_kt():
 
     q = torch.tensor([[0.5], [1.0], [-2.0]], dtype=torch.float64)
     assert torch.allclose(ToyPotential(Spring())(q), torch.tensor([0.2, 0.8, 3.2], dtype=torch.float64), rtol=1e-12)
+
+
+def test_a_flow_that_leaves_coordinates_out_has_no_importance_weights(double_well):
+    """Kish's weights need the flow's density of every coordinate: not defined once hydrogens are placed beside it."""
+    from neuralct.sampling.targets import flow_draws_whole_configurations
+
+    _, model = double_well
+    target = toy_target(model)
+    assert flow_draws_whole_configurations(model, target)
+    assert not flow_draws_whole_configurations(model, replace(target, placed_start=torch.zeros(1, 3)))

@@ -324,3 +324,118 @@ def test_a_jump_is_measured_in_the_metric_of_the_mass_matrix():
     squared = np.array([jump @ M @ jump for jump in jumps])  # dx^T M dx: 4 and 11.485
     expected = float((probability.numpy() * squared).mean()) / 4  # 2 chains, 4 steps each
     assert kernel.jump_records[kernel.leapfrog_steps] == [pytest.approx(expected, rel=1e-12)]
+
+
+class _ForceFailsBelowMinusOne(torch.autograd.Function):
+    """``|x|^2 / 2`` whose force is NaN where ``x_0 < -1``: a force field that fails where its energy does not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 0.5 * (x**2).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        force = grad[:, None] * x
+        return torch.where(x[:, :1] < -1.0, torch.full_like(force, torch.nan), force)
+
+
+def test_a_point_whose_gradient_is_not_finite_has_infinite_energy():
+    """A finite energy with a NaN gradient is no point to integrate from: U = +inf and a zero gradient there, the
+    other rows untouched (U = |x|^2 / 2, gradient x)."""
+    from neuralct.sampling import evaluate_potential
+
+    x = torch.tensor([[0.5, 0.2], [-2.0, 0.1], [0.3, -0.4]], dtype=torch.float64)
+    energy, gradient = evaluate_potential(_ForceFailsBelowMinusOne.apply, x)
+    assert energy[1] == torch.inf and torch.equal(gradient[1], torch.zeros(2, dtype=torch.float64))
+    keep = torch.tensor([0, 2])
+    assert torch.allclose(energy[keep], 0.5 * (x[keep] ** 2).sum(-1), rtol=1e-15)
+    assert torch.allclose(gradient[keep], x[keep], rtol=1e-15)
+
+
+def test_a_chain_outside_the_domain_moves_only_to_a_point_inside_it():
+    """Independence moves from chains at U = +inf: a finite proposal is always accepted, an infinite one never (its
+    density ratio 0 / 0 is a rejection, not a move between two points of zero density)."""
+    from neuralct.sampling import IndependenceMetropolis
+
+    def half_space(x):
+        energy = 0.5 * (x**2).sum(-1)
+        return torch.where(x[:, 0] > 0, energy, torch.full_like(energy, torch.inf))
+
+    kernel = IndependenceMetropolis(half_space)
+    start = -1.0 - torch.rand(512, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    state = ChainState.start(half_space, start)
+    assert not torch.isfinite(state.energy).any()
+    state = kernel.step(state, torch.Generator().manual_seed(1))
+    moved = ~(state.position == start).all(-1)
+    assert torch.equal(moved, torch.isfinite(state.energy)) and (state.position[moved, 0] > 0).all()
+    assert 0.4 < moved.double().mean() < 0.6, "about half the proposals lie inside"
+    assert kernel.statistics.accepted == int(moved.sum())
+
+
+def test_a_coordinate_the_potential_ignores_still_gets_a_positive_mass():
+    """A flat direction (its gradient always zero, e.g. a free rotor) next to curved ones: the fitted masses stay
+    positive definite, the curved coordinates' masses are their precisions, and the chains keep moving."""
+
+    def potential(x):
+        return 0.5 * (4.0 * x[:, 0] ** 2 + x[:, 1] ** 2) + 0.0 * x[:, 2]
+
+    generator = torch.Generator().manual_seed(3)
+    start = torch.randn(256, 3, generator=generator, dtype=torch.float64) * torch.tensor([0.5, 1.0, 1.0])
+    kernel = HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=4, mass_matrix="curvature")
+    state = warm_up([kernel], ChainState.start(potential, start), 40, generator)
+    mass = kernel.mass_cholesky @ kernel.mass_cholesky.T
+    assert torch.isfinite(mass).all() and torch.linalg.eigvalsh(mass).min() > 0
+    assert torch.allclose(mass.diagonal()[:2], torch.tensor([4.0, 1.0], dtype=torch.float64), rtol=0.25)
+    for _ in range(5):
+        state = iterate([kernel], state, generator)
+    assert torch.isfinite(state.position).all() and kernel.statistics.accepted > 0.4 * kernel.statistics.proposals
+
+
+def test_warm_up_relaxes_a_quarter_fits_masses_on_the_second_and_adapts_the_step_in_the_second_half():
+    """The schedule recorded with a run (WARMUP_SCHEDULE): of 40 warm-up iterations of 16 chains the masses are fitted
+    to the curvature of iterations 11-20 (160 states) and the step is adapted afresh over iterations 21-40."""
+    from neuralct.sampling.chains import WARMUP_SCHEDULE
+
+    assert "relax 1/4, fit masses 1/4, adapt step 1/2" in WARMUP_SCHEDULE
+    kernel = HamiltonianMonteCarlo(correlated_gaussian, step_size=0.1, leapfrog_steps=2, mass_matrix="curvature")
+    fitted_on = []
+    fit = kernel.fit_mass_matrix
+
+    def recording_fit():
+        fitted_on.append(kernel._curvature.count)
+        fit()
+
+    kernel.fit_mass_matrix = recording_fit
+    start = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.3
+    warm_up([kernel], ChainState.start(correlated_gaussian, start), 40, torch.Generator().manual_seed(1))
+    assert fitted_on == [10 * 16] and kernel.mass_cholesky is not None
+    assert kernel.adaptation.iteration == 20 and len(kernel.adaptation.history) == 20
+
+
+def test_sample_chains_records_the_state_after_each_iteration():
+    """The first record is one iteration after warm-up, not the warmed-up state; the last is the final state."""
+    kernel = HamiltonianMonteCarlo(gaussian, step_size=0.2, leapfrog_steps=3)
+    kernel.freeze()
+    start = torch.randn(64, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    state, positions = sample_chains(
+        [kernel], ChainState.start(gaussian, start), 0, 4, torch.Generator().manual_seed(5)
+    )
+    assert positions.shape == (4, 64, 3) and torch.equal(state.position, positions[-1])
+    moved = ~(positions[0] == start).all(-1)
+    assert int(moved.sum()) == kernel.statistics.accepted - int((~(positions[1:] == positions[:-1]).all(-1)).sum()), (
+        "each recorded change is one accepted proposal"
+    )
+
+
+def test_the_memory_of_an_evaluation_is_what_autograd_saves_per_point():
+    """``x^2`` saves its input for the backward pass, ``sin(x)^2`` the input and its sine: one and two float64 arrays
+    of the point's size per point (each storage counted once, the batch-independent part cancelled)."""
+    from neuralct.sampling.resources import evaluation_bytes_per_row
+
+    n = 4096
+    point = torch.zeros(1, n, dtype=torch.float64)
+    one_array = evaluation_bytes_per_row(lambda x: 0.5 * (x**2).sum(-1), point)
+    two_arrays = evaluation_bytes_per_row(lambda x: 0.5 * (torch.sin(x) ** 2).sum(-1), point)
+    assert one_array == pytest.approx(8 * n, rel=0.01) and two_arrays == pytest.approx(16 * n, rel=0.01)

@@ -62,14 +62,16 @@ def _warm_up(mixture, system, generator, iterations=40):
     return mixture.choice()
 
 
-def test_the_measured_correlation_of_a_trajectory_is_that_of_the_leapfrog_rotation():
-    """On N(0, I) with unit masses, L = 8 leapfrog steps of 0.1 (no jitter) rotate (x, p) by theta per step,
+@pytest.mark.parametrize("centre", [0.0, 4.0])
+def test_the_measured_correlation_of_a_trajectory_is_that_of_the_leapfrog_rotation(centre):
+    """On N(c, I) with unit masses, L = 8 leapfrog steps of 0.1 (no jitter) rotate (x - c, p) by theta per step,
     cos theta = 1 - eps^2 / 2: x' = cos(L theta) x + eps sin(L theta) / sin(theta) p, so E|x' - x|^2 per coordinate
     is (1 - cos)^2 + eps^2 sin^2 / sin^2 theta and the correlation rho = 1 - E|x' - x|^2 / (2 var x) is 0.696
-    (cos(L eps) = 0.697 for the exact flow). Fresh draws from the flow have rho = 0."""
+    (cos(L eps) = 0.697 for the exact flow), wherever the centre c is: the spread is a variance, not a second moment.
+    Fresh draws from the flow, N(0, I), have rho = 0 on N(0, I)."""
 
     def potential(x):
-        return 0.5 * (x**2).sum(-1)
+        return 0.5 * ((x - centre) ** 2).sum(-1)
 
     step, length = 0.1, 8
     mixture = FlowMixture(
@@ -78,7 +80,7 @@ def test_the_measured_correlation_of_a_trajectory_is_that_of_the_leapfrog_rotati
     )
     mixture.admit({"kish_ess_fraction": 1.0})
     generator = torch.Generator().manual_seed(0)
-    state = ChainState.start(potential, torch.randn(256, 3, generator=generator))
+    state = ChainState.start(potential, centre + torch.randn(256, 3, generator=generator))
     for _ in range(50):
         mixture.hmc.adaptation.log_step = math.log(step)  # the step stays fixed: only the correlation is measured
         state = mixture.step(state, generator, adapt=True)
@@ -88,7 +90,8 @@ def test_the_measured_correlation_of_a_trajectory_is_that_of_the_leapfrog_rotati
     expected = 1 - ((1 - cos) ** 2 + step**2 * sin**2 / math.sin(theta) ** 2) / 2
     assert expected == pytest.approx(0.696, abs=1e-3)
     assert mixture.measured["hmc_correlation"] == pytest.approx(expected, abs=0.02)
-    assert mixture.measured["independence_correlation"] == pytest.approx(0.0, abs=0.02)
+    if centre == 0.0:
+        assert mixture.measured["independence_correlation"] == pytest.approx(0.0, abs=0.02)
 
 
 def test_a_flow_close_to_the_target_mixes_independence_moves_in():
@@ -150,3 +153,36 @@ def test_the_frozen_cycle_is_one_trajectory_then_the_chosen_independence_moves()
         state = mixture.step(state, generator)
     assert mixture.hmc.statistics.proposals == 3 * 8 and mixture.independence.statistics.proposals == 3 * moves * 8
     assert mixture.phase == 0
+
+
+def test_the_warm_up_records_are_kept_in_the_whitened_coordinates_of_the_fitted_masses():
+    """Records from before the masses are fitted are forgotten; after, with M = L L^T, a move's squared jump is
+    du^T M du and the chains' spread the trace of M Cov(u): the metric in which HMC is unit-mass HMC."""
+
+    def potential(x):
+        return 0.5 * ((x @ torch.tensor([[4.0, 1.0, 0.0], [1.0, 2.0, 0.0], [0.0, 0.0, 0.5]])) * x).sum(-1)
+
+    mixture = FlowMixture(
+        IndependenceMetropolis(potential),
+        HamiltonianMonteCarlo(potential, step_size=0.2, leapfrog_steps=3, mass_matrix="curvature"),
+    )
+    mixture.admit({"kish_ess_fraction": 1.0})
+    generator = torch.Generator().manual_seed(2)
+    state = ChainState.start(potential, torch.randn(128, 3, generator=generator))
+    for _ in range(5):
+        state = mixture.step(state, generator, adapt=True)
+    assert mixture.records.independence.moves == 5 * 128 and mixture.records.states == 5 * 128
+    mixture.fit_mass_matrix()
+    L = mixture.hmc.mass_cholesky
+    assert L is not None and not torch.equal(L, torch.eye(3))
+    assert mixture.records.independence.moves == 0 and not mixture.records.hmc and mixture.records.states == 0
+    M = L @ L.T
+    moved = mixture._measured_step(mixture.independence, state, generator)
+    jump = moved.position - state.position
+    assert mixture.records.independence.moves == 128 and mixture.records.independence.accepted > 0
+    expected = float(torch.einsum("bi,ij,bj->", jump, M, jump))
+    assert mixture.records.independence.squared == pytest.approx(expected, rel=1e-12)
+    final = mixture.step(moved, generator, adapt=True)
+    assert mixture.records.states == 128
+    covariance = torch.cov(final.position.T, correction=0)
+    assert mixture.records.variance_trace() == pytest.approx(float(torch.trace(M @ covariance)), rel=1e-10)
