@@ -225,3 +225,27 @@ def test_a_linear_map_set_up_in_float32_round_trips_exactly_once_cast_to_float64
     if kind == "linear-point":
         q = x[:, :DIM]
         assert (flow.configuration_inverse(flow.configuration_forward(q)[0])[0] - q).abs().max() <= 1e-12
+
+
+def test_initialisation_rotates_onto_the_principal_axes_and_feeds_each_layer_what_the_layers_before_it_make():
+    """A linear point layer starts as the orthogonal, hence canonical, map onto the positions' principal axes, widest
+    first (its own parameters reset); in a composition each layer is initialised on the data pushed through the
+    layers before it: the coupling stack after the rotation is centred and scaled on the rotated positions."""
+    axes = torch.linalg.qr(torch.randn(DIM, DIM))[0]
+    q = (torch.randn(400, DIM) * torch.tensor([0.3, 3.0, 1.0])) @ axes.T + torch.tensor([1.0, -2.0, 0.5])
+    x = torch.cat([q, torch.randn(400, DIM)], 1)
+    linear = randomize(LinearSymplectic(DIM, point=True))
+    point = PointTransformation(DIM, n_layers=2, hidden=8, depth=1)
+    SymplecticSequential([linear, point]).initialize(x)
+    J = symplectic_form(DIM)
+    assert torch.allclose(linear.base.T @ J @ linear.base, J, atol=1e-12)
+    assert torch.allclose(linear.matrix(), linear.base, atol=1e-12), "the rotation alone"
+    Q = linear(x)[0][:, :DIM]
+    covariance = torch.cov(Q.T)
+    variances = covariance.diagonal()
+    assert torch.allclose(covariance, torch.diag(variances), atol=1e-10), "principal axes"
+    assert (variances[:-1] > variances[1:]).all() and torch.allclose(
+        variances, torch.linalg.eigvalsh(torch.cov(q.T)).flip(0), rtol=1e-10
+    )
+    assert torch.allclose(point.bijection.loc, Q.mean(0), atol=1e-12)
+    assert torch.allclose(point.bijection.scale, Q.std(0), rtol=1e-12)
