@@ -299,7 +299,7 @@ class HamiltonianMonteCarlo:
         diagonal = mean.diagonal()
         if not diagonal.mean() > 0:
             return
-        diagonal = torch.where(diagonal > 0, diagonal, diagonal.mean())
+        diagonal = torch.where(diagonal > 0, diagonal, diagonal[diagonal > 0].mean())
         shrink = self.MASS_SHRINKAGE / (count + self.MASS_SHRINKAGE)
         self.mass_cholesky = torch.linalg.cholesky((1 - shrink) * mean + shrink * torch.diag(diagonal))
         # In v = L^T x the curvature is about the identity: start from a step for a unit Gaussian.

@@ -142,12 +142,20 @@ def test_kish_effective_sample_size():
 
 
 def test_chains_are_independent_rows():
-    """One chain's trajectory does not depend on the other chains in the batch."""
+    """One chain's trajectory does not depend on the other chains in the batch: the same draws with the other chains
+    started elsewhere give the first chain the same states."""
     kernel = HamiltonianMonteCarlo(gaussian, step_size=0.2, leapfrog_steps=3, jitter=0.0)
     kernel.freeze()
-    start = torch.randn(4, 3)
-    _, together = sample_chains([kernel], ChainState.start(gaussian, start), 0, 1, torch.Generator().manual_seed(5))
-    assert together.shape == (1, 4, 3)
+    start = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))
+    moved = start.clone()
+    moved[1:] += 5.0
+    runs = [
+        sample_chains([kernel], ChainState.start(gaussian, begin), 0, 20, torch.Generator().manual_seed(5))[1]
+        for begin in (start, moved)
+    ]
+    assert runs[0].shape == (20, 4, 3)
+    torch.testing.assert_close(runs[1][:, 0], runs[0][:, 0], rtol=0.0, atol=1e-12)
+    assert not torch.allclose(runs[1][:, 1:], runs[0][:, 1:])
 
 
 def test_chains_stuck_in_different_basins_have_a_long_autocorrelation_time():
@@ -376,7 +384,8 @@ def test_a_chain_outside_the_domain_moves_only_to_a_point_inside_it():
 
 def test_a_coordinate_the_potential_ignores_still_gets_a_positive_mass():
     """A flat direction (its gradient always zero, e.g. a free rotor) next to curved ones: the fitted masses stay
-    positive definite, the curved coordinates' masses are their precisions, and the chains keep moving."""
+    positive definite, the curved coordinates' masses are their precisions, the flat one's the shrinkage's share of
+    theirs, and the chains keep moving."""
 
     def potential(x):
         return 0.5 * (4.0 * x[:, 0] ** 2 + x[:, 1] ** 2) + 0.0 * x[:, 2]
@@ -388,6 +397,9 @@ def test_a_coordinate_the_potential_ignores_still_gets_a_positive_mass():
     mass = kernel.mass_cholesky @ kernel.mass_cholesky.T
     assert torch.isfinite(mass).all() and torch.linalg.eigvalsh(mass).min() > 0
     assert torch.allclose(mass.diagonal()[:2], torch.tensor([4.0, 1.0], dtype=torch.float64), rtol=0.25)
+    # Its mass is the shrinkage's share of the other coordinates' mean curvature (fitted on 10 x 256 states).
+    shrink = kernel.MASS_SHRINKAGE / (10 * 256 + kernel.MASS_SHRINKAGE)
+    assert float(mass[2, 2]) == pytest.approx(shrink * float(mass[0, 0] + mass[1, 1]) / 2, rel=1e-9)
     for _ in range(5):
         state = iterate([kernel], state, generator)
     assert torch.isfinite(state.position).all() and kernel.statistics.accepted > 0.4 * kernel.statistics.proposals
