@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="the CVs will run in a periodic box: cv1.pt ... cvK.pt then stop with an error when called without "
         "box vectors (openmm-torch passes them only after TorchForce.setUsesPeriodicBoundaryConditions(True)), "
         "instead of reading a molecule split across the box as it stands; on by itself for a model trained on "
-        "trajectories with a periodic box",
+        "trajectories with a periodic box and for a --system that holds water or ions",
     )
     parser.add_argument(
         "--system",
@@ -110,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
         save_resolved_config(args, folder.path)
     ranges = ", ".join(f"{cv['name']} [{cv['range']['min']:.3g}, {cv['range']['max']:.3g}]" for cv in manifest["cvs"])
     print(f"exported {args.cvs} CV(s) to {folder.path}: {ranges}; PLUMED input {folder.path / 'plumed.dat'}")
+    if manifest["system"]["periodic"]:
+        print(
+            f"periodic ({'; '.join(manifest['system']['periodic_because'])}): cv1.pt ... stop without the box vectors "
+            "(TorchForce.setUsesPeriodicBoundaryConditions(True)), and molecules are made whole in the box"
+        )
     return 0
 
 

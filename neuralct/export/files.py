@@ -272,8 +272,9 @@ def export_cvs(
     ----------
     periodic : bool
         The CVs will run in a periodic box: ``cvN.pt`` then raises when called without box
-        vectors. A model that records training data in a periodic box (``molecule["periodic"]``)
-        is exported so in any case. The manifest says which.
+        vectors. A model that records training data in a periodic box (``molecule["periodic"]``),
+        and a ``system`` that holds water or ions (a solvated system, run in a box), are exported
+        so in any case. The manifest says why (``system.periodic_because``).
     plumed_stride : int
         ``PRINT STRIDE`` of ``plumed.dat``, MD steps between lines of its COLVAR.
     plumed_format : str
@@ -298,12 +299,23 @@ def export_cvs(
     dict
         The manifest.
     """
+    from ..data.loading import solute_atom_indices
     from ..model.molecular import molecule_description, system_atoms
 
     folder = Path(folder)
     molecule = molecule_description(model)
     _check_plumed_print(plumed_stride, plumed_format)
-    periodic = bool(periodic or molecule.get("periodic", False))
+    solvated = system is not None and len(solute_atom_indices(system)) < system.n_atoms
+    because = [
+        reason
+        for reason, holds in (
+            ("given", periodic),
+            ("the model's training frames had a periodic box", molecule.get("periodic", False)),
+            (f"{system_source} holds water or ions", solvated),
+        )
+        if holds
+    ]
+    periodic = bool(because)
     cvs = collective_variables(model, k)
     n_system_atoms = int(molecule["n_atoms"])
     atom_indices = [int(i) for i in molecule["atom_indices"]]
@@ -353,6 +365,7 @@ def export_cvs(
                 "atom_indices": atom_indices,
                 "atom_names": list(molecule["atom_names"]),
                 "periodic": periodic,
+                "periodic_because": because,
             },
             "features": {
                 "plumed_model.ptc": [f"{name}.{axis}" for name in molecule["atom_names"] for axis in "xyz"],

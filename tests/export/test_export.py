@@ -467,6 +467,11 @@ def test_an_export_for_a_water_box_whose_solute_is_not_first_reads_the_solute_an
     assert manifest["system"]["n_atoms"] == full.n_atoms and min(manifest["system"]["atom_indices"]) == len(rest)
     value = torch.jit.load(str(out / "cv2.pt"))(torch.tensor(frame), torch.tensor(box))
     assert abs(value.item() - expected[4, 1]) < 1e-5
+    # A solvated system runs in a box: without --periodic the CVs need the box, not read the torn solute as it is.
+    assert manifest["system"]["periodic_because"] == [f"--system {system_file} holds water or ions"]
+    assert "periodic (--system" in capsys.readouterr().out
+    with pytest.raises(torch.jit.Error, match=r"setUsesPeriodicBoundaryConditions\(True\)"):
+        torch.jit.load(str(out / "cv2.pt"))(torch.tensor(frame))
     plumed = (out / "plumed.dat").read_text()
     assert f"p1: POSITION NOPBC ATOM={manifest['system']['atom_indices'][0] + 1}\n" in plumed
     assert f"those of a system of {full.n_atoms} atoms" in plumed
@@ -706,15 +711,18 @@ def test_a_periodic_export_refuses_to_run_without_the_box(exported, alanine_mode
     model, folder, positions, expected = exported
     box = np.array([[2.5, 0.0, 0.0], [0.4, 2.6, 0.0], [-0.3, 0.5, 2.4]])
     split = torch.tensor(_split(positions[4], box, [0, 5, 6, 7, 18]))
-    assert json.loads((folder / "manifest.json").read_text())["system"]["periodic"] is False
+    assert json.loads((folder / "manifest.json").read_text())["system"]["periodic_because"] == []
     periodic = tmp_path / "periodic"
     assert main(["export", str(alanine_model[0]), "--periodic", "--output", str(periodic)]) == 0
     recorded = neuralct.load(alanine_model[0])
     recorded.metadata["molecule"]["periodic"] = True
     from_model = tmp_path / "from-model"
     export_cvs(recorded, from_model, K)
-    for exported_folder in (periodic, from_model):
-        assert json.loads((exported_folder / "manifest.json").read_text())["system"]["periodic"] is True
+    for exported_folder, because in (
+        (periodic, "given"),
+        (from_model, "the model's training frames had a periodic box"),
+    ):
+        assert json.loads((exported_folder / "manifest.json").read_text())["system"]["periodic_because"] == [because]
         for j in range(K):
             module = torch.jit.load(str(exported_folder / f"cv{j + 1}.pt"))
             with pytest.raises(torch.jit.Error, match=r"setUsesPeriodicBoundaryConditions\(True\)"):
