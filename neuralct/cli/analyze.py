@@ -156,7 +156,7 @@ def _report(output: Path, summary: dict) -> None:
         )
     if "kinetics" in summary:
         print(f"  {timescales_line(summary['kinetics'])}")
-    for line in oscillation_lines(summary["cv_kinetics"]):
+    for line in oscillation_lines(summary["cv_kinetics"]) if "cv_kinetics" in summary else []:
         print(f"  {line}")
     if "latent_dynamics" in summary:
         times = summary["latent_dynamics"]["relaxation_times_ps"][:2]
@@ -168,11 +168,14 @@ def _report(output: Path, summary: dict) -> None:
             + (f"; {noise:.2f} with the frames shifted in time, the estimator's noise" if noise is not None else "")
             + ")"
         )
+    reasons: dict[str, list[str]] = {}
     for part, reason in summary["skipped"].items():
-        print(f"  skipped {part}: {reason}")
+        reasons.setdefault(reason, []).append(part)
+    for reason, parts in reasons.items():
+        print(f"  skipped {' and '.join(parts)}: {reason}")
     if "caveat" in summary["split"]:
         print(f"  note: {summary['split']['caveat']}")
-    if summary["time_step_unknown_because"]:
+    if summary["time_step_unknown_because"] and summary["time_step_unknown_because"] not in reasons:
         why = summary["time_step_unknown_because"].replace("`frame_ps`", "--frame-ps")
         print(f"  note: lags and times in frames, not ps: {why}")
 

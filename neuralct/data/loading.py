@@ -121,6 +121,9 @@ class PhaseSpaceData:
     periodic : bool
         Whether any file recorded a periodic box (its molecules were made whole): a model
         trained on these frames exports CVs that refuse to run without the box.
+    samples_note : str or None
+        Where a file holds Monte Carlo samples (``neuralct sample``'s chains laid end to end), that
+        their frames have no time (also ``timestep_note``): nothing is lagged or timed on them.
     box_vectors : np.ndarray, shape=(n_frames, 3, 3), or None
         Each frame's box vectors as rows, nm, in the files' axes: ``positions[f] @ rotations[f]``
         is frame ``f`` in them (up to a translation). NaN for the frames of a file without a box;
@@ -148,6 +151,7 @@ class PhaseSpaceData:
     selection_note: str = ""
     periodic: bool = False
     box_vectors: np.ndarray | None = None
+    samples_note: str | None = None
 
     @property
     def n_frames(self) -> int:
@@ -278,6 +282,7 @@ class _Raw:
     box: np.ndarray | None = None  # (frames, 3, 3) nm, box vectors as rows; None without a periodic box
     temperature: float | None = None  # K, as the simulation recorded it; None where the file says nothing
     velocity_frames: int = 0  # frames that hold velocities where only some do (then ``velocities`` is None)
+    samples: str | None = None  # what a file of Monte Carlo samples holds (``neuralct sample``); None: MD frames
 
 
 class _NetcdfExtras(NamedTuple):
@@ -285,6 +290,7 @@ class _NetcdfExtras(NamedTuple):
     on_step: bool
     masses: np.ndarray | None  # (n_atoms,) amu
     temperature: float | None  # K, the thermostat's, as `neuralct simulate` or `bias` recorded it
+    samples: str | None  # what a file of Monte Carlo samples (`neuralct sample`) holds; None for MD frames
 
 
 def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
@@ -310,18 +316,22 @@ def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
 
 
 def _netcdf_extras(path: Path) -> _NetcdfExtras:
-    """Velocities, whether they are on-step, the recorded particle masses and temperature of a NetCDF file."""
-    from .netcdf import MASSES_ATTRIBUTE, TEMPERATURE_ATTRIBUTE, read_netcdf
+    """Velocities, whether they are on-step, the recorded particle masses and temperature of a NetCDF file, and
+    whether it holds Monte Carlo samples."""
+    from .netcdf import CONTENT_ATTRIBUTE, MASSES_ATTRIBUTE, SAMPLES_CONTENT, TEMPERATURE_ATTRIBUTE, read_netcdf
 
     frames = read_netcdf(path)
     masses = frames.attributes.get(MASSES_ATTRIBUTE)
     masses = None if masses is None else np.atleast_1d(np.asarray(masses, dtype=np.float64))
     temperature = frames.attributes.get(TEMPERATURE_ATTRIBUTE)
+    content = frames.attributes.get(CONTENT_ATTRIBUTE)
+    content = content.decode() if isinstance(content, bytes) else content
     return _NetcdfExtras(
         frames.velocities,
         bool(frames.attributes.get("neuralct_velocities_on_step", 0)),
         masses,
         None if temperature is None else float(np.asarray(temperature).ravel()[0]),
+        content if isinstance(content, str) and content.startswith(SAMPLES_CONTENT) else None,
     )
 
 
@@ -376,9 +386,9 @@ def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) ->
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
     with _damage_refused(path):
         traj = read_with_mdtraj(path, topology, stride)
-    velocities, on_step, masses, temperature = None, False, None, None
+    velocities, on_step, masses, temperature, samples = None, False, None, None, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        velocities, on_step, masses, temperature = _netcdf_extras(path)
+        velocities, on_step, masses, temperature, samples = _netcdf_extras(path)
         velocities = velocities[::stride] if velocities is not None else None
         if masses is not None and len(masses) != traj.n_atoms:
             raise NeuralCTError(
@@ -397,6 +407,7 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         if traj.unitcell_lengths is None
         else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles, path, stride),
         temperature,
+        samples=samples,
     )
 
 
@@ -634,9 +645,9 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         # MDAnalysis refills one array at every frame: each frame's box is a copy of it.
         boxes.append(None if ts.dimensions is None else ts.dimensions.copy())
     boxes = np.array([np.zeros(6) if box is None else box for box in boxes], dtype=np.float64)  # zeros: no box
-    on_step, masses, temperature = False, None, None
+    on_step, masses, temperature, samples = False, None, None, None
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        _, on_step, masses, temperature = _netcdf_extras(path)
+        _, on_step, masses, temperature, samples = _netcdf_extras(path)
     if topology:
         import mdtraj as md
 
@@ -657,6 +668,7 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         _periodic_box(boxes[:, :3] / 10.0, boxes[:, 3:], path, stride),
         temperature,
         0 if every else len(velocities),
+        samples,
     )
 
 
@@ -929,6 +941,11 @@ def load_trajectories(
     )
     spacing = None if frame_ps is None else frame_ps * stride
     time_ps, timestep, timestep_note = _time_stamps(raws, paths, spacing)
+    samples = _monte_carlo_samples(raws, paths)
+    if samples is not None:
+        if frame_ps is not None:
+            raise NeuralCTError(f"{samples}; leave `frame_ps` out")
+        timestep, timestep_note = None, samples
     if spacing is not None and timestep is None:
         raise NeuralCTError(timestep_note)
     if spacing is not None and not np.isclose(timestep, spacing, rtol=1e-4, atol=0.0):
@@ -958,6 +975,18 @@ def load_trajectories(
         selection_note=_selection_note(first.topology, atom_indices, selection),
         periodic=any(raw.box is not None for raw in raws),
         box_vectors=_box_vectors(raws),
+        samples_note=samples,
+    )
+
+
+def _monte_carlo_samples(raws: list[_Raw], paths: list[Path]) -> str | None:
+    """Why the frames have no time, where a file holds Monte Carlo samples (``neuralct sample``); None otherwise."""
+    path, raw = next(((path, raw) for path, raw in zip(paths, raws) if raw.samples), (None, None))
+    if raw is None:
+        return None
+    return (
+        f"{path} holds Monte Carlo {raw.samples.split(';')[0]} (neuralct sample), not a trajectory: its frames have no "
+        "time, so they have free energies but no kinetics"
     )
 
 

@@ -61,6 +61,13 @@ MASSES_ATTRIBUTE = "neuralct_masses_amu"
 #: Global attribute with the thermostat's temperature in K of the run that wrote the file.
 TEMPERATURE_ATTRIBUTE = "neuralct_temperature_K"
 
+#: Global attribute saying what the frames are, where they are not one trajectory of MD.
+CONTENT_ATTRIBUTE = "neuralct_content"
+
+#: How :data:`CONTENT_ATTRIBUTE` begins in a file of Monte Carlo samples (``neuralct sample``): chains laid end to
+#: end, whose frames have no time.
+SAMPLES_CONTENT = "samples of "
+
 
 def write_netcdf(path: str | os.PathLike, frames: NetCDFFrames) -> None:
     """Write ``frames`` as an AMBER-convention NetCDF file, atomically."""

@@ -307,8 +307,11 @@ def analyze_trajectories(
                 (f"a scored segment of {shortest} frame(s) has no lag to score at; give longer trajectories"),
             )
             split["record"].pop("caveat", None)
+        if data.samples_note is not None:
+            split["scored"], split["record"]["no_scores"] = [], data.samples_note
+            split["record"].pop("caveat", None)
         lag_frames = _scoring_lag_frames(split["scored"], data, lag_ps)
-        kinetics_lag_frames = _kinetics_lag_frames(data, lag_frames, lag_ps)
+        kinetics_lag_frames = None if data.samples_note else _kinetics_lag_frames(data, lag_frames, lag_ps)
         output = prepare_output_dir(output)
         bar.update()
 
@@ -325,9 +328,12 @@ def analyze_trajectories(
 
         summary = _summary(model, paths, data, split, colvars, dihedrals, chosen, input_check, n_modes)
         summary["temperature_K"], summary["temperature_source"] = data.temperature, temperature_source
-        summary["cv_kinetics"] = cv_kinetics(
-            _per_trajectory(cvs, data.traj_lengths), kinetics_lag_frames, data.timestep_ps
-        )
+        if data.samples_note is None:
+            summary["cv_kinetics"] = cv_kinetics(
+                _per_trajectory(cvs, data.traj_lengths), kinetics_lag_frames, data.timestep_ps
+            )
+        else:
+            skipped["cv_kinetics"] = data.samples_note
         if split["scored"]:
             summary["lag_choice"] = (
                 f"--lag-ps {lag_ps:g}"

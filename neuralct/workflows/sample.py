@@ -612,14 +612,14 @@ def _write_molecular_outputs(target: SamplingTarget, q: np.ndarray, summary: dic
 
 def _write_trajectory(target: SamplingTarget, frames: np.ndarray, n_samples: int, n_chains: int, folder: Path) -> None:
     """The sampled frames (n_frames, n_atoms, 3) in nm, chain by chain, as ``samples.nc`` with ``topology.pdb``."""
-    from ..data.netcdf import NetCDFFrames, write_netcdf
+    from ..data.netcdf import CONTENT_ATTRIBUTE, SAMPLES_CONTENT, NetCDFFrames, write_netcdf
     from ..md.simulate import write_topology
 
     write_topology(target.md_system, folder)
-    content = f"samples of {n_chains} chains, {n_samples} each, chain by chain; time is the sample index"
+    content = f"{SAMPLES_CONTENT}{n_chains} chains, {n_samples} each, chain by chain; time is the sample index"
     write_netcdf(
         folder / "samples.nc",
-        NetCDFFrames(frames, None, np.arange(len(frames), dtype=np.float64), {"neuralct_content": content}),
+        NetCDFFrames(frames, None, np.arange(len(frames), dtype=np.float64), {CONTENT_ATTRIBUTE: content}),
     )
 
 

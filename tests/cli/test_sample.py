@@ -654,6 +654,16 @@ def test_all_atom_model_samples_alanine_dipeptide(alanine_models, tmp_path, caps
         "model: its validation loss was recorded at the last step only (kept step 10 of 10): "
         "train longer, `neuralct train --steps`"
     ]
+    # The samples are three chains laid end to end, stamped with their index: not a trajectory to time or score.
+    assert main(["analyze", str(alanine_models["all"]), str(out / "samples.nc"), "--output", str(tmp_path / "a")]) == 0
+    analysis = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert "cv_kinetics" not in analysis and "kinetics" not in analysis and "learned_cvs" not in analysis
+    assert "holds Monte Carlo samples of 3 chains, 4 each" in analysis["skipped"]["cv_kinetics"]
+    assert analysis["skipped"]["scores"] == analysis["skipped"]["cv_kinetics"] == analysis["time_step_unknown_because"]
+    capsys.readouterr()
+    argv = ["train", str(out / "samples.nc"), "--steps", "2", "--no-progress", "--output", str(tmp_path / "t")]
+    assert main([*argv, "--lag-ps", "1"]) == 2
+    assert "not a trajectory: its frames have no time" in capsys.readouterr().err
 
 
 def model_lines(capsys):
