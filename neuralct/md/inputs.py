@@ -287,6 +287,16 @@ def _gromacs(inputs: _Inputs, options: dict, include_dir: Any) -> tuple[Any, Any
     return system, top.topology, positions
 
 
+def _solvent_of(solvent_atoms: int, kinds: list[str]) -> str:
+    """The solvent of a system prepared elsewhere: ``explicit`` (water or ions), ``obc2`` (OpenMM's GBSAOBCForce, the
+    OBC2 model), ``implicit (CustomGBForce)`` (another generalized Born model) or ``vacuum``."""
+    if solvent_atoms:
+        return "explicit"
+    if "GBSAOBCForce" in kinds:
+        return "obc2"
+    return "implicit (CustomGBForce)" if "CustomGBForce" in kinds else "vacuum"
+
+
 def _check_gro_names(inputs: _Inputs, topology: Any) -> None:
     """Refuse a .gro whose atoms are named otherwise than the topology's, in order (as ``gmx grompp`` does; names
     compared in their standard form, :func:`~neuralct.data.names.standard_atom_label`, as OpenMM renames the
@@ -459,7 +469,7 @@ def _md_system(
     settings = {
         "inputs": [str(p) for p in (inputs.topology, inputs.coordinates, *inputs.parameters, inputs.state) if p],
         "format": inputs.format,
-        "solvent": "explicit" if solvent_atoms else "vacuum",
+        "solvent": _solvent_of(solvent_atoms, kinds),
         "solvent_atoms": solvent_atoms,
         "solute": solute,
     }

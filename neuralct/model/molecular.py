@@ -144,9 +144,12 @@ def _shifts_to_part(molecule: dict[str, Any], topology) -> list[int]:
 
 
 def solvent_kind(solvent: str | None) -> str | None:
-    """A system's kind of solvent: vacuum, implicit (OBC2) or explicit water (any model); None where not known."""
+    """A system's kind of solvent: vacuum, implicit (OBC2, or another generalized Born model of a system prepared
+    elsewhere) or explicit water (any model); None where not known."""
     if not isinstance(solvent, str):
         return None
+    if solvent.lower().startswith("implicit"):
+        return f"implicit solvent ({solvent.split('(', 1)[-1].rstrip(')')})"
     return {"vacuum": "vacuum", "obc2": "implicit solvent (OBC2)"}.get(solvent.lower(), "explicit water")
 
 

@@ -285,12 +285,18 @@ def refuse_explicit_solvent(topology: Any, periodic: bool, source: str) -> None:
     from ..md.systems import solute_atoms
 
     solvent = topology.getNumAtoms() - len(solute_atoms(topology))
-    if solvent or periodic:
+    if solvent:
         raise NeuralCTError(
-            f"{source} is in explicit solvent ({solvent} water and ion atoms in a periodic box): the flow models the "
+            f"{source} is in explicit solvent ({solvent} water and ion atoms): the flow models the "
             "solute alone, and exact sampling would need the solvent's coordinates too; sample the solute in "
             "implicit solvent or vacuum (a bundled system or PDB with `solvent` obc2, or input files of the solute "
             "alone), or run `neuralct bias` in the explicit water"
+        )
+    if periodic:
+        raise NeuralCTError(
+            f"{source} holds no solvent but has a periodic box (a .gro always holds one), so the molecule would feel "
+            "its own periodic images: sampling takes a system without a box; give the molecule as a PDB (with its "
+            "force field), AMBER input files without a box, or an OpenMM System without periodic forces"
         )
 
 

@@ -858,7 +858,7 @@ def test_a_system_in_explicit_water_is_refused_with_what_works_instead(alanine_m
 
 def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_refused(alanine_models, tmp_path, capsys):
     """AMBER files written by ParmEd: the vacuum dipeptide samples as the bundled one does (same energies); in water,
-    the same one-line refusal as a system built in water."""
+    the same one-line refusal as a system built in water; in a box without water (GROMACS files), one saying so."""
     from tests.md.test_inputs import solvated_dipeptide, vacuum_dipeptide, write_inputs
 
     write_inputs(tmp_path, *vacuum_dipeptide(), "vacuum")
@@ -887,6 +887,12 @@ def test_a_system_prepared_elsewhere_is_sampled_from_its_files_and_its_water_ref
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "explicit solvent" in err and "the flow models the solute" in err, err
         assert not (tmp_path / "x").exists()
+    # A GROMACS system always has a box: without solvent it is refused for that, not called explicit solvent.
+    gromacs = [str(tmp_path / "vacuum.top"), str(tmp_path / "vacuum.gro")]
+    assert main(["sample", model, *gromacs, *short, "--output", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no solvent but has a periodic box" in err, err
+    assert not (tmp_path / "g").exists()
 
 
 def within_random_lengths(evaluations, trajectories, chains, length):

@@ -419,3 +419,34 @@ def test_the_box_of_amber_coordinates_wins_over_the_box_of_their_prmtop(water, t
     vectors = read.system.getDefaultPeriodicBoxVectors()
     np.testing.assert_allclose([vectors[i][i].value_in_unit(unit.nanometer) for i in range(3)], [2.3, 2.35, 2.4])
     assert read.settings["box_nm"] == pytest.approx([2.3, 2.35, 2.4])
+
+
+@pytest.mark.parametrize(
+    "forcefield, solvent, kind",
+    [
+        (("amber99sbildn.xml",), "vacuum", "vacuum"),
+        (("amber99sbildn.xml", "amber99_obc.xml"), "obc2", "implicit solvent (OBC2)"),  # a GBSAOBCForce
+        (("amber14-all.xml", "implicit/gbn2.xml"), "implicit (CustomGBForce)", "implicit solvent (CustomGBForce)"),
+    ],
+)
+def test_an_openmm_system_in_implicit_solvent_is_not_taken_for_vacuum(tmp_path, forcefield, solvent, kind):
+    """The kind of solvent of a serialized System comes from its forces: a model trained in vacuum is refused for
+    OBC2 (and the reverse), as for the bundled systems."""
+    import openmm
+    import openmm.app as app
+
+    from neuralct.model.molecular import check_training_solvent, solvent_kind
+
+    pdb = app.PDBFile(str(systems_dir() / "alanine_dipeptide.pdb"))
+    system = app.ForceField(*forcefield).createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=None)
+    (tmp_path / "system.xml").write_text(openmm.XmlSerializer.serialize(system))
+    with open(tmp_path / "system.pdb", "w") as handle:
+        app.PDBFile.writeFile(pdb.topology, pdb.positions, handle)
+    read = read_system([tmp_path / "system.xml", tmp_path / "system.pdb"])
+    assert read.settings["solvent"] == solvent and solvent_kind(solvent) == kind
+    trained = type("Model", (), {"metadata": {"molecule": {"training_solvent": "vacuum"}}})()
+    if kind == "vacuum":
+        check_training_solvent(trained, read.settings, "the system")
+    else:
+        with pytest.raises(NeuralCTError, match=rf"in {re.escape(kind)}"):
+            check_training_solvent(trained, read.settings, "the system")
