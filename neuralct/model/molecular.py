@@ -82,9 +82,15 @@ def check_topology(model: NeuralCanonicalTransformation, topology, source: str) 
     """Raise a one-line error unless ``topology`` (mdtraj) has the atoms the model was trained on."""
     molecule = molecule_description(model)
     if topology.n_atoms != molecule["n_atoms"]:
+        larger = (
+            "; a model of frames of a larger system (a solvated run's whole box) is trained again on frames of this "
+            "system alone (the solute's, e.g. `gmx trjconv -n` or `neuralct simulate`, which writes the solute)"
+            if molecule["n_atoms"] > topology.n_atoms
+            else ""
+        )
         raise NeuralCTError(
             f"{source} has {topology.n_atoms} atoms but the model was trained on a system of {molecule['n_atoms']}; "
-            "use trajectories of the same system"
+            f"use trajectories of the same system{larger}"
         )
     _check_names(molecule, topology, np.arange(topology.n_atoms), source)
 

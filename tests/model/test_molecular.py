@@ -94,8 +94,13 @@ def test_trajectories_of_another_atom_count_are_refused_though_the_models_atoms_
     solute = mdtraj.load_topology(str(gromacs_run / "solute.gro"))
     model = _model_of(solute, np.arange(solute.n_atoms))
     check_topology(model, solute, "solute.gro")
-    with pytest.raises(NeuralCTError, match="with water has 25 atoms but the model was trained on a system of 22"):
+    with pytest.raises(NeuralCTError, match="with water has 25 atoms but the model was trained on a system of 22") as e:
         check_topology(model, solute.join(_waters(1)), "with water")
+    assert "larger system" not in str(e.value)
+    # A model of the whole box for the solute alone: train again on the solute's frames.
+    boxed = _model_of(solute.join(_waters(1)), np.arange(solute.n_atoms))
+    with pytest.raises(NeuralCTError, match=r"of 25; use .* trained again on frames of this system alone"):
+        check_topology(boxed, solute, "the solute")
 
 
 def test_a_system_of_another_kind_of_solvent_than_the_training_frames_is_refused():
