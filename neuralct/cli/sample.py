@@ -214,6 +214,8 @@ def _target(args: argparse.Namespace, model) -> tuple[Any, list[str]]:
     # Explicit water is refused first, with what works instead.
     target = molecular_target(model, md_system, " ".join(args.system))
     check_training_solvent(model, md_system.settings, f"system {' '.join(args.system)}")
+    if "forcefield_note" in target.description:
+        print(f"note: {target.description['forcefield_note']}")
     return target, inputs + system_files(args)
 
 

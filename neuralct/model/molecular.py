@@ -18,6 +18,7 @@ __all__ = [
     "selected_atoms_in",
     "solvent_kind",
     "check_training_solvent",
+    "training_forcefield_note",
     "system_atoms",
     "placed_molecules",
     "internal_coordinates",
@@ -179,6 +180,19 @@ def check_training_solvent(model: NeuralCanonicalTransformation, settings: dict[
             f"{source} is in {here}, but the model was trained on frames simulated in {trained} (as their "
             "`neuralct simulate` run recorded); build the system as it was simulated (e.g. the same `solvent`)"
         )
+
+
+def training_forcefield_note(model: NeuralCanonicalTransformation, settings: dict[str, Any], source: str) -> str | None:
+    """A line where ``settings`` (an MD system's) name other force-field files than the model's training runs did
+    (``training_forcefield``, recorded where every run names the same); None where they agree or either is unknown."""
+    trained = model.metadata.get("molecule", {}).get("training_forcefield")
+    here = settings.get("forcefield")
+    if not isinstance(trained, list) or not isinstance(here, list) or trained == here:
+        return None
+    return (
+        f"{source} is built with {' '.join(here)}, the model's training frames were simulated with "
+        f"{' '.join(trained)}: the samples are of {source} (the model only proposes moves, which fit it less well)"
+    )
 
 
 def system_atoms(model: NeuralCanonicalTransformation, topology, source: str) -> np.ndarray:

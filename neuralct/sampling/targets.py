@@ -317,7 +317,7 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
     import mdtraj
 
     from ..md.energy import OpenMMEnergy
-    from ..model.molecular import check_topology, rigid_body_frame
+    from ..model.molecular import check_topology, rigid_body_frame, training_forcefield_note
 
     refuse_explicit_solvent(md_system.topology, md_system.periodic, source)
     molecule = model.metadata["molecule"]
@@ -356,6 +356,11 @@ def molecular_target(model: NeuralCanonicalTransformation, md_system, source: st
         "dimension": potential.dim,
         "placed_hydrogens": hydrogens.count if hydrogens is not None else 0,
     }
+    if isinstance(md_system.settings.get("forcefield"), list):
+        description["forcefield"] = md_system.settings["forcefield"]
+    note = training_forcefield_note(model, md_system.settings, source)
+    if note is not None:
+        description["forcefield_note"] = note
     placed_start = potential.coordinates(md_system.positions[None])[:, potential.frame.dim :]
     return SamplingTarget(
         "molecule",

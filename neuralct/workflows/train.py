@@ -1003,9 +1003,15 @@ def _record_training(
     model.metadata["molecule"]["training_constraints"] = {path: recorded_constraints(path)[0] for path in trained_paths}
     model.metadata["molecule"]["training_basins"] = training_basins(fit)
     # The kind of solvent of the frames, where every training trajectory's simulate run records it (bias, sample check).
-    kinds = [solvent_kind((recorded_system_settings(path)[0] or {}).get("solvent")) for path in trained_paths]
+    recorded = [recorded_system_settings(path)[0] or {} for path in trained_paths]
+    kinds = [solvent_kind(settings.get("solvent")) for settings in recorded]
     model.metadata["molecule"]["training_solvent"] = (
         kinds[0] if kinds and None not in kinds and len(set(kinds)) == 1 else None
+    )
+    # And its force field's files, where every run names the same (`sample` says when it samples another).
+    fields = [settings.get("forcefield") for settings in recorded]
+    model.metadata["molecule"]["training_forcefield"] = (
+        fields[0] if fields and isinstance(fields[0], list) and all(field == fields[0] for field in fields) else None
     )
 
 

@@ -847,6 +847,30 @@ def test_independence_moves_need_a_model_of_every_atom(alanine_models, tmp_path,
     assert not (tmp_path / "x").exists()
 
 
+def test_a_system_of_another_force_field_is_sampled_and_said_to_be_another(alanine_models, tmp_path, capsys):
+    """The model's frames were simulated with amber99sbildn.xml: the same molecule with amber14-all.xml is sampled (the
+    chains are exact for it) with a note saying the samples are of that force field; the model's own is not noted."""
+    from pathlib import Path
+
+    from neuralct.md.systems import systems_dir
+    from neuralct.model.transformation import load
+
+    other = tmp_path / "amber14.yaml"
+    other.write_text(
+        f"kind: pdb\ndescription: alanine dipeptide, amber14\npdb: {systems_dir() / 'alanine_dipeptide.pdb'}\n"
+        "forcefield: [amber14-all.xml]\n"
+    )
+    assert load(alanine_models["heavy"]).metadata["molecule"]["training_forcefield"] == ["amber99sbildn.xml"]
+    for system, noted in (("alanine-dipeptide", False), (str(other), True)):
+        out = tmp_path / Path(system).stem
+        assert main(["sample", str(alanine_models["heavy"]), system, *SAMPLE, "--output", str(out)]) == 0
+        printed = capsys.readouterr().out
+        target = read_summary(out)["target"]
+        assert ("forcefield_note" in target) is noted and (f"note: {system} is built with" in printed) is noted
+    assert target["forcefield"] == ["amber14-all.xml"]
+    assert "built with amber14-all.xml, the model's training frames were simulated with amber99sbildn.xml" in printed
+
+
 def test_a_system_in_explicit_water_is_refused_with_what_works_instead(alanine_models, tmp_path, capsys):
     args = ["sample", str(alanine_models["heavy"]), "alanine-dipeptide", "--solvent", "tip3p", *SAMPLE]
     assert main([*args, "--output", str(tmp_path / "x")]) == 2
