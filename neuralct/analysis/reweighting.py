@@ -274,8 +274,9 @@ def frame_log_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> 
     ----------
     path : path
         A weights file (one non-negative number per frame, ``kind="file"``) or the COLVAR of
-        a ``neuralct bias`` run (``kind="colvar"``): ``w = exp((V - c(t)) / kT)`` from its
-        ``rbias`` column (``bias`` when it has none).
+        a ``neuralct bias`` run or a PLUMED bias (``kind="colvar"``): ``w = exp((V - c(t)) / kT)``
+        from its ``rbias`` column (or ``LABEL.rbias``), else ``exp(V / kT)`` from its ``bias`` (or
+        ``LABEL.bias``), which must then be a static bias (it is refused where it grows through the run).
     kind : {"file", "colvar"}
         What ``path`` is; the errors name it as the argument ``weights`` or ``bias_colvar``.
     n_frames : int
@@ -286,7 +287,8 @@ def frame_log_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> 
     Raises
     ------
     NeuralCTError
-        If the file is unreadable, has the wrong length or non-finite or negative values.
+        If the file is unreadable, has the wrong length or non-finite or negative values, or a COLVAR has no bias
+        column or a growing bias without its rbias.
     """
     option = "`weights`" if kind == "file" else "`bias_colvar`"
     if not Path(path).is_file():
@@ -295,13 +297,17 @@ def frame_log_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> 
         from .colvar import read_colvar
 
         fields, table = read_colvar(path)
-        column = "rbias" if "rbias" in fields else "bias" if "bias" in fields else None
+        column = bias_column(fields, "rbias") or bias_column(fields, "bias")
         if column is None:
             raise NeuralCTError(
-                f"{option} {path} has no bias or rbias column; give the COLVAR of a `neuralct bias` run"
+                f"{option} {path} has no bias or rbias column (nor one LABEL.bias or LABEL.rbias, as PLUMED names a "
+                "bias's); give the COLVAR of a `neuralct bias` run or of a PLUMED bias"
             )
         log_w = table[:, fields.index(column)] / kT
         source = f"exp({column}/kT) from {Path(path).name}"
+        if not column.endswith("rbias"):
+            _refuse_growing_bias(table[:, fields.index(column)], kT, f"{option} {path}", column)
+            source += " (no rbias column: a static bias, e.g. an umbrella or a frozen one)"
     else:
         try:
             values = np.loadtxt(path, dtype=np.float64, ndmin=1)
@@ -324,6 +330,32 @@ def frame_log_weights(path: str | Path, kind: str, n_frames: int, kT: float) -> 
     if np.any(np.isnan(log_w)) or np.any(np.isposinf(log_w)) or not np.any(np.isfinite(log_w)):
         raise NeuralCTError(f"{option} {path} holds non-finite values; check the file")
     return log_w, source
+
+
+#: A COLVAR's bias column whose mean over its last quarter of rows exceeds that over its first quarter by more than
+#: this many kT is a growing bias (metadynamics): under a static bias the frames' bias values are stationary.
+GROWING_BIAS_KT = 4.0
+
+
+def bias_column(fields: list[str], name: str) -> str | None:
+    """The column of a COLVAR holding ``name`` (``bias`` or ``rbias``): so named (a ``neuralct bias`` COLVAR), or the
+    one ``LABEL.name`` (PLUMED's ``metad.rbias``); None where there is none, or more than one such."""
+    if name in fields:
+        return name
+    labelled = [field for field in fields if field.endswith(f".{name}")]
+    return labelled[0] if len(labelled) == 1 else None
+
+
+def _refuse_growing_bias(bias: np.ndarray, kT: float, source: str, column: str) -> None:
+    """Refuse a bias column that grows through the run (:data:`GROWING_BIAS_KT`): its frames need V - c(t)."""
+    quarter = max(len(bias) // 4, 1)
+    first, last = float(np.mean(bias[:quarter])), float(np.mean(bias[-quarter:]))
+    if len(bias) >= 8 and last - first > GROWING_BIAS_KT * kT:
+        raise NeuralCTError(
+            f"{source}: its {column} column grows through the run (mean {first:.3g} kJ/mol over its first quarter, "
+            f"{last:.3g} over its last), a bias still being deposited, whose frames are weighted by V - c(t), not V; "
+            "give a COLVAR with that column (rbias: a `neuralct bias` COLVAR, or PLUMED's METAD with CALC_RCT)"
+        )
 
 
 def _logsumexp(values: np.ndarray) -> float:

@@ -168,9 +168,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     weighted.add_argument(
         "--bias-colvar",
         metavar="COLVAR",
-        help="COLVAR of a `neuralct bias` run over the same frames: weights exp((V - c(t))/kT) from its rbias column "
-        "for maximum likelihood; with --lag-ps, the kinetic objective with its lags in rescaled time dt exp((V - "
-        "c(t))/kT), the pairs weighted by the rescaled time they span",
+        help="COLVAR of a `neuralct bias` run (or a PLUMED bias) over the same frames, one row per frame, bias in "
+        "kJ/mol: weights exp((V - c(t))/kT) from its rbias column (LABEL.rbias), or exp(V/kT) from its bias column "
+        "for a static bias, for maximum likelihood; with --lag-ps, the kinetic objective with its lags in rescaled "
+        "time dt exp((V - c(t))/kT), the pairs weighted by the rescaled time they span",
     )
     source.add_argument(
         "--validation-trajectories",
@@ -439,7 +440,7 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
     sampling_note = _check_data_for_sampling(args.trajectories) if args.for_sampling else None
     weights, weighting, weights_source, rescaled = None, None, "the frame weights", None
     if args.bias_colvar:
-        _check_colvar_of_frames(args.bias_colvar, args.trajectories, data)
+        _check_colvar_of_frames(args.bias_colvar, args.trajectories, data, args.stride)
     if args.bias_colvar and (args.lag_ps is not None or args.objective == "kinetic"):
         # The kinetic objective on a bias run's frames: its lags in rescaled time, pairs weighted by it.
         from ..analysis.reweighting import frame_log_weights
@@ -497,8 +498,8 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
         if rescaled is not None:
             pairs = prepared.lagged
             print(
-                f"lags in rescaled time dt exp((V - c(t))/kT) from {args.bias_colvar}: {len(pairs.train[0])} training "
-                "pairs, each weighted by the rescaled time it spans"
+                f"lags in rescaled time dt exp(w), w the log weight of {rescaled.source}: {len(pairs.train[0])} "
+                "training pairs, each weighted by the rescaled time it spans"
             )
         if not schedule_given:
             print(f"training: {settings.steps} steps at a peak learning rate of {settings.learning_rate:g}")
@@ -513,12 +514,14 @@ def _trajectory_fit(args, architecture) -> tuple[Callable[[Path, Any], tuple], l
     return fit, [*args.trajectories, *sorted(topologies), *weight_files]
 
 
-def _check_colvar_of_frames(colvar: str, trajectories: list[str], data: Any) -> None:
+def _check_colvar_of_frames(colvar: str, trajectories: list[str], data: Any, stride: int) -> None:
     """Refuse a COLVAR that is not of the frames given: another bias run's, or rows at another spacing.
 
     The COLVAR of a finished ``neuralct bias`` run belongs to the ``trajectory.nc`` beside it: its
     ``run.json`` records both files' SHA-256, and the trajectory given must be that one (by
-    content). Any COLVAR's time column must step as the frames do (where both are known).
+    content). Any COLVAR's time column must increase within each trajectory, and step as the frames do (where both
+    are known), and its
+    ``phi`` and ``psi`` columns, where it has them, must be the frames' (:func:`_check_colvar_torsions`).
     """
     import json
 
@@ -544,12 +547,61 @@ def _check_colvar_of_frames(colvar: str, trajectories: list[str], data: Any) -> 
                 f"{folder / 'trajectory.nc'}; the trajectories given hold other frames"
             )
     fields, table = read_colvar(colvar)
-    if data.timestep_ps is not None and "time" in fields and len(table) > 1:
-        spacing = float(np.median(np.diff(table[:, fields.index("time")])))
-        if not np.isclose(spacing, data.timestep_ps, rtol=1e-3):
+    if "time" in fields and len(table) > 1:
+        steps = np.diff(table[:, fields.index("time")])
+        # Where one trajectory ends and the next begins, the time may start again.
+        starts = np.cumsum(data.traj_lengths)[:-1] - 1 if len(table) == data.n_frames else []
+        back = np.setdiff1d(np.flatnonzero(steps <= 0), starts)
+        if back.size:
+            raise NeuralCTError(
+                f"--bias-colvar {colvar}: its time does not increase at row {int(back[0]) + 1} (a restarted run's "
+                "COLVAR repeats times, a sorted or reversed one is not in frame order); give one row per frame, in the "
+                "frames' order"
+            )
+        steps = np.delete(steps, starts)
+        spacing = float(np.median(steps)) if steps.size else data.timestep_ps
+        if (
+            data.timestep_ps is not None
+            and spacing is not None
+            and not np.isclose(spacing, data.timestep_ps, rtol=1e-3)
+        ):
+            strided = (
+                f"; with --stride {stride}, give one row per loaded frame (every {stride}-th row)"
+                if stride > 1 and np.isclose(spacing * stride, data.timestep_ps, rtol=1e-3)
+                else ""
+            )
             raise NeuralCTError(
                 f"--bias-colvar {colvar} has a row every {spacing:g} ps and the trajectories a frame every "
-                f"{data.timestep_ps:g} ps: they are not the same frames"
+                f"{data.timestep_ps:g} ps: they are not the same frames{strided}"
+            )
+    _check_colvar_torsions(colvar, fields, table, data)
+
+
+#: A COLVAR's phi or psi column is of other frames where it differs from the frames' own angle by more than this
+#: (rad) in more than :data:`TORSION_ROWS_OFF` of its rows (the XTC's 0.001 nm moves an angle by about 0.01 rad).
+TORSION_TOLERANCE_RAD = 0.05
+TORSION_ROWS_OFF = 0.01
+
+
+def _check_colvar_torsions(colvar: str, fields: list[str], table: Any, data: Any) -> None:
+    """Refuse a COLVAR whose ``phi`` or ``psi`` column (a ``neuralct bias --cv phi,psi`` or PLUMED TORSION COLVAR of a
+    molecule with one of each) is not the frames' angle: a COLVAR of other frames with as many rows."""
+    import numpy as np
+
+    from ..analysis.dihedrals import dihedral_angles, find_dihedrals
+
+    if len(table) != data.n_frames:
+        return  # the row count is refused on its own
+    for kind in ("phi", "psi"):
+        angles = [d for d in find_dihedrals(data.selection_topology) if d.kind == kind]
+        if kind not in fields or len(angles) != 1:
+            continue
+        frames = dihedral_angles(data.positions, angles)[:, 0]
+        off = np.abs(np.angle(np.exp(1j * (table[:, fields.index(kind)] - frames)))) > TORSION_TOLERANCE_RAD
+        if off.mean() > TORSION_ROWS_OFF:
+            raise NeuralCTError(
+                f"--bias-colvar {colvar}: its {kind} column differs from the frames' {kind} in {int(off.sum())} of "
+                f"{len(off)} rows (first: row {int(np.argmax(off)) + 1}): it is the COLVAR of other frames"
             )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -124,6 +124,8 @@ class PhaseSpaceData:
     samples_note : str or None
         Where a file holds Monte Carlo samples (``neuralct sample``'s chains laid end to end), that
         their frames have no time (also ``timestep_note``): nothing is lagged or timed on them.
+    biased : list of str
+        The files that record frames of biased MD (``neuralct bias``): not Boltzmann's frames.
     box_vectors : np.ndarray, shape=(n_frames, 3, 3), or None
         Each frame's box vectors as rows, nm, in the files' axes: ``positions[f] @ rotations[f]``
         is frame ``f`` in them (up to a translation). NaN for the frames of a file without a box;
@@ -152,6 +154,7 @@ class PhaseSpaceData:
     periodic: bool = False
     box_vectors: np.ndarray | None = None
     samples_note: str | None = None
+    biased: list = field(default_factory=list)
 
     @property
     def n_frames(self) -> int:
@@ -283,6 +286,7 @@ class _Raw:
     temperature: float | None = None  # K, as the simulation recorded it; None where the file says nothing
     velocity_frames: int = 0  # frames that hold velocities where only some do (then ``velocities`` is None)
     samples: str | None = None  # what a file of Monte Carlo samples holds (``neuralct sample``); None: MD frames
+    biased: bool = False  # frames of biased MD (``neuralct bias``)
 
 
 class _NetcdfExtras(NamedTuple):
@@ -291,6 +295,7 @@ class _NetcdfExtras(NamedTuple):
     masses: np.ndarray | None  # (n_atoms,) amu
     temperature: float | None  # K, the thermostat's, as `neuralct simulate` or `bias` recorded it
     samples: str | None  # what a file of Monte Carlo samples (`neuralct sample`) holds; None for MD frames
+    biased: bool  # frames of biased MD (`neuralct bias`)
 
 
 def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
@@ -317,8 +322,15 @@ def recorded_temperature(paths: Sequence[str | os.PathLike]) -> float | None:
 
 def _netcdf_extras(path: Path) -> _NetcdfExtras:
     """Velocities, whether they are on-step, the recorded particle masses and temperature of a NetCDF file, and
-    whether it holds Monte Carlo samples."""
-    from .netcdf import CONTENT_ATTRIBUTE, MASSES_ATTRIBUTE, SAMPLES_CONTENT, TEMPERATURE_ATTRIBUTE, read_netcdf
+    whether it holds Monte Carlo samples or frames of biased MD."""
+    from .netcdf import (
+        BIASED_ATTRIBUTE,
+        CONTENT_ATTRIBUTE,
+        MASSES_ATTRIBUTE,
+        SAMPLES_CONTENT,
+        TEMPERATURE_ATTRIBUTE,
+        read_netcdf,
+    )
 
     frames = read_netcdf(path)
     masses = frames.attributes.get(MASSES_ATTRIBUTE)
@@ -332,6 +344,7 @@ def _netcdf_extras(path: Path) -> _NetcdfExtras:
         masses,
         None if temperature is None else float(np.asarray(temperature).ravel()[0]),
         content if isinstance(content, str) and content.startswith(SAMPLES_CONTENT) else None,
+        bool(np.asarray(frames.attributes.get(BIASED_ATTRIBUTE, 0)).ravel()[0]),
     )
 
 
@@ -386,9 +399,9 @@ def read_with_mdtraj(path: str | Path, topology: Any = None, stride: int = 1) ->
 def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
     with _damage_refused(path):
         traj = read_with_mdtraj(path, topology, stride)
-    velocities, on_step, masses, temperature, samples = None, False, None, None, None
+    velocities, on_step, masses, temperature, samples, biased = None, False, None, None, None, False
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        velocities, on_step, masses, temperature, samples = _netcdf_extras(path)
+        velocities, on_step, masses, temperature, samples, biased = _netcdf_extras(path)
         velocities = velocities[::stride] if velocities is not None else None
         if masses is not None and len(masses) != traj.n_atoms:
             raise NeuralCTError(
@@ -408,6 +421,7 @@ def _read_mdtraj(path: Path, topology: str | None, stride: int) -> _Raw:
         else _periodic_box(traj.unitcell_lengths, traj.unitcell_angles, path, stride),
         temperature,
         samples=samples,
+        biased=biased,
     )
 
 
@@ -645,9 +659,9 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         # MDAnalysis refills one array at every frame: each frame's box is a copy of it.
         boxes.append(None if ts.dimensions is None else ts.dimensions.copy())
     boxes = np.array([np.zeros(6) if box is None else box for box in boxes], dtype=np.float64)  # zeros: no box
-    on_step, masses, temperature, samples = False, None, None, None
+    on_step, masses, temperature, samples, biased = False, None, None, None, False
     if path.suffix.lower() in (".nc", ".ncdf", ".netcdf"):
-        _, on_step, masses, temperature, samples = _netcdf_extras(path)
+        _, on_step, masses, temperature, samples, biased = _netcdf_extras(path)
     if topology:
         import mdtraj as md
 
@@ -669,6 +683,7 @@ def _read_mdanalysis(path: Path, topology: str | None, stride: int) -> _Raw:
         temperature,
         0 if every else len(velocities),
         samples,
+        biased,
     )
 
 
@@ -976,6 +991,7 @@ def load_trajectories(
         periodic=any(raw.box is not None for raw in raws),
         box_vectors=_box_vectors(raws),
         samples_note=samples,
+        biased=[str(path) for path, raw in zip(paths, raws) if raw.biased],
     )
 
 

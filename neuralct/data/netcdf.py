@@ -61,6 +61,9 @@ MASSES_ATTRIBUTE = "neuralct_masses_amu"
 #: Global attribute with the thermostat's temperature in K of the run that wrote the file.
 TEMPERATURE_ATTRIBUTE = "neuralct_temperature_K"
 
+#: Global attribute (1) of a trajectory of biased MD (``neuralct bias``): its frames are not Boltzmann's.
+BIASED_ATTRIBUTE = "neuralct_biased"
+
 #: Global attribute saying what the frames are, where they are not one trajectory of MD.
 CONTENT_ATTRIBUTE = "neuralct_content"
 

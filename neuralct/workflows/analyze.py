@@ -319,6 +319,9 @@ def analyze_trajectories(
         input_check = compare_with_training(model, positions, cvs, own)
         if input_check["warning"] and warn is not None:
             warn(input_check["warning"])
+        biased = biased_frames_note(data.biased)
+        if biased and warn is not None:
+            warn(biased)
         colvars = _write_colvars(output, paths, data, cvs)
         bar.update()
 
@@ -328,6 +331,8 @@ def analyze_trajectories(
 
         summary = _summary(model, paths, data, split, colvars, dihedrals, chosen, input_check, n_modes)
         summary["temperature_K"], summary["temperature_source"] = data.temperature, temperature_source
+        if biased:
+            summary["biased_frames"] = biased
         if data.samples_note is None:
             summary["cv_kinetics"] = cv_kinetics(
                 _per_trajectory(cvs, data.traj_lengths), kinetics_lag_frames, data.timestep_ps
@@ -354,6 +359,18 @@ def analyze_trajectories(
         _write_summary(output, summary, figures, skipped)
         bar.update()
         return summary
+
+
+def biased_frames_note(paths: Sequence[str]) -> str | None:
+    """One line where trajectories record biased frames (``neuralct bias``): what is measured on them is of the
+    biased ensemble; None where none do."""
+    if not paths:
+        return None
+    return (
+        f"frames of biased MD (neuralct bias) in {', '.join(paths)}: the populations, free-energy plots, scores and "
+        "kinetics here are of the biased ensemble, not Boltzmann's; the bias run's summary.json and "
+        "fes_phi_psi_reweighted.npy hold the reweighted ones"
+    )
 
 
 def _backbone_dihedrals(topology, chi: bool, residues: Sequence[str] | None) -> tuple[list, list, list]:

@@ -1031,13 +1031,13 @@ def _write_trajectory(
     time_ps : np.ndarray, shape=(n_frames,)
         Simulation time.
     """
-    from ..data.netcdf import MASSES_ATTRIBUTE, TEMPERATURE_ATTRIBUTE, NetCDFFrames, write_netcdf
+    from ..data.netcdf import BIASED_ATTRIBUTE, MASSES_ATTRIBUTE, TEMPERATURE_ATTRIBUTE, NetCDFFrames, write_netcdf
     from ..md.simulate import write_topology
 
     attributes = {
         "neuralct_system": md_system.name,
         TEMPERATURE_ATTRIBUTE: float(settings.temperature),
-        "neuralct_biased": 1,
+        BIASED_ATTRIBUTE: 1,
         "neuralct_report_ps": float(settings.report_ps),
         MASSES_ATTRIBUTE: md_system.masses()[atoms],
     }

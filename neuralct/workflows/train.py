@@ -1020,8 +1020,9 @@ def training_basins(fit: TrajectoryFit) -> dict[str, Any] | None:
 
     Unbiased MD of the density the model's chains sample gives populations to compare theirs with
     (:func:`~neuralct.sampling.diagnostics.mark_against_training_data`). None where the frames are
-    not that: weighted or rescaled (biased) frames, or a trajectory beside a COLVAR (a ``neuralct
-    bias`` run, learned from in simulation time). A molecule without a backbone has no basins.
+    not that: weighted or rescaled (biased) frames, or a trajectory that records biased frames or lies
+    beside a COLVAR (a ``neuralct bias`` run, learned from in simulation time). A molecule without a
+    backbone has no basins.
 
     Returns
     -------
@@ -1036,7 +1037,7 @@ def training_basins(fit: TrajectoryFit) -> dict[str, Any] | None:
     data = fit.data
     if fit.weights is not None or fit.rescaled_time is not None:
         return None
-    if any((Path(path).parent / "COLVAR").is_file() for path in data.paths):
+    if data.biased or any((Path(path).parent / "COLVAR").is_file() for path in data.paths):
         return None
     return {
         "basins": trajectory_basin_fractions(

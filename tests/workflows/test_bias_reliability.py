@@ -167,6 +167,61 @@ def test_rbias_is_the_bias_minus_the_offset_of_the_written_grid_and_the_weights_
     assert "a row every 0.2 ps and the trajectories a frame every 0.1 ps" in capsys.readouterr().err
 
 
+def test_a_colvar_of_other_frames_or_a_growing_bias_without_rbias_is_refused_and_biased_frames_are_said(
+    alanine_model, tmp_path, capsys
+):
+    """Another run's COLVAR copied out of its folder (as many rows, the same times: its phi column is not the frames'),
+    rows whose time goes back (a restarted run's), and a well-tempered bias without its rbias column are refused;
+    PLUMED's LABEL.rbias is read as rbias; the biased trajectory, analysed or trained on away from its COLVAR, is said
+    to be biased and gives no unbiased basin populations."""
+    import shutil
+
+    from neuralct.model.transformation import load
+
+    runs = {}
+    for seed in (0, 1):
+        runs[seed] = tmp_path / f"run-{seed}"
+        argv = ["bias", str(alanine_model[0]), "--cv", "phi,psi", "--bias-every", "1", "--length-ns", "0.006"]
+        argv += ["--report-ps", "0.1", "--pace-ps", "0.5", "--height-kj", "10", "--width-rad", "1", "--seed", str(seed)]
+        assert main([*argv, "--no-progress", "--output", str(runs[seed])]) == 0
+    small = ["--steps", "2", "--batch-size", "16", "--couplings", "1", "--hidden", "8", "--no-progress"]
+    weighted = ["train", str(runs[0] / "trajectory.nc"), *small]
+    fields, rows = read_colvar(runs[0] / "COLVAR")
+    columns = {name: rows[:, fields.index(name)] for name in fields}
+    variants = {
+        "copied": (read_colvar(runs[1] / "COLVAR")[1], fields, "its phi column differs from the frames' phi in"),
+        "restarted": (np.concatenate([rows[:30], rows[20:50]]), fields, "its time does not increase at row 30"),
+        "bias alone": (rows[:, [0, 1, 2, 3]], fields[:4], "its bias column grows through the run"),
+        "plumed": (rows, [*fields[:3], "metad.bias", "metad.rbias"], None),
+    }
+    assert fields == ["time", "phi", "psi", "bias", "rbias"] and len(rows) == 60 and columns["bias"][-1] > 4 * KT
+    capsys.readouterr()
+    for name, (table, names, refusal) in variants.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        write_colvar(folder / "COLVAR", table[:, 0], table[:, 1:], names[1:])
+        code = main([*weighted, "--bias-colvar", str(folder / "COLVAR"), "--output", str(folder / "model")])
+        assert code == (0 if refusal is None else 2), name
+        if refusal is not None:
+            assert refusal in capsys.readouterr().err, name
+    plumed = json.loads((tmp_path / "plumed" / "model" / "summary.json").read_text())["frame_weights"]
+    expected = np.exp((columns["rbias"] - columns["rbias"].max()) / KT)
+    assert plumed["kish_effective_frames"] == pytest.approx(expected.sum() ** 2 / (expected**2).sum(), rel=1e-6)
+
+    # The biased trajectory away from its COLVAR: analysed, then trained on as it stands.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(runs[0] / "trajectory.nc", moved / "trajectory.nc")
+    shutil.copy(runs[0] / "topology.pdb", moved / "topology.pdb")
+    assert main(["analyze", str(alanine_model[0]), str(moved / "trajectory.nc"), "--output", str(tmp_path / "a")]) == 0
+    assert (
+        f"frames of biased MD (neuralct bias) in {moved / 'trajectory.nc'}: the populations" in capsys.readouterr().err
+    )
+    assert "biased ensemble" in json.loads((tmp_path / "a" / "summary.json").read_text())["biased_frames"]
+    assert main(["train", str(moved / "trajectory.nc"), *small, "--output", str(tmp_path / "t")]) == 0
+    assert load(tmp_path / "t" / "model.pt").metadata["molecule"]["training_basins"] is None
+
+
 def test_each_row_holds_the_bias_its_frame_felt_before_the_gaussian_deposited_there(alanine_model, tmp_path):
     """A Gaussian at every report: row k's bias is the sum of the Gaussians of rows 0..k-1, each of the well-tempered
     height h exp(-V_j / (kB dT)) with V_j row j's own bias; not the Gaussian deposited at row k itself."""

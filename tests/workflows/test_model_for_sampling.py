@@ -168,11 +168,13 @@ def test_train_records_the_populations_of_its_frames_and_none_for_biased_ones(al
     # Frames of a bias run (a COLVAR beside them), weighted or rescaled frames: not the density the chains sample.
     shutil.copytree(Path(paths[0]).parent, tmp_path / "bias")
     (tmp_path / "bias" / "COLVAR").write_text("#! FIELDS time cv1 bias\n")
-    data = SimpleNamespace(paths=[str(tmp_path / "bias" / Path(paths[0]).name)])
+    data = SimpleNamespace(paths=[str(tmp_path / "bias" / Path(paths[0]).name)], biased=[])
     assert training_basins(SimpleNamespace(data=data, weights=None, rescaled_time=None)) is None
-    data = SimpleNamespace(paths=paths)
+    data = SimpleNamespace(paths=paths, biased=[])
     assert training_basins(SimpleNamespace(data=data, weights=np.ones(3), rescaled_time=None)) is None
     assert training_basins(SimpleNamespace(data=data, weights=None, rescaled_time=object())) is None
+    marked = SimpleNamespace(paths=paths, biased=paths[:1])  # a bias run's trajectory away from its COLVAR
+    assert training_basins(SimpleNamespace(data=marked, weights=None, rescaled_time=None)) is None
 
 
 def test_a_validation_trajectory_with_constrained_bonds_is_data_the_model_was_fitted_to():
