@@ -55,7 +55,12 @@ def test_a_small_model_trains_on_one_cpu_thread_and_the_thread_count_is_restored
         with training_threads(24, torch.device("cpu")):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
+        with training_threads(ONE_THREAD_COORDINATES, torch.device("cpu")):
+            assert torch.get_num_threads() == 1
         with training_threads(ONE_THREAD_COORDINATES + 1, torch.device("cpu")):
+            assert torch.get_num_threads() == 2
+        # A GPU trains the small model; torch's CPU threads are left as they are.
+        with training_threads(24, torch.device("cuda")):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

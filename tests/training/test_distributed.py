@@ -44,12 +44,14 @@ def _chain_setup(n=4, samples=2000):
 
 
 def _first_step_gradients():
-    """``.grad`` of every parameter after train()'s first backward (a huge clip leaves it untouched)."""
+    """``.grad`` of every parameter after train()'s first backward (a huge clip leaves it untouched), and the loss
+    train() recorded for that step (under ``"loss"``)."""
     model, objective = _chain_setup()
     gradients = {}
 
     def capture(step, loss):
         gradients.update({name: p.grad.clone() for name, p in model.named_parameters()})
+        gradients["loss"] = loss
 
     train(
         model,
@@ -141,11 +143,17 @@ def ranks(tmp_path_factory):
 def test_ddp_gradient_is_the_mean_of_the_per_process_gradients(ranks):
     """Each rank's first-step batch is the one drawn with seed + rank; DDP must average, not sum."""
     model, objective = _chain_setup()
-    per_rank = []
+    per_rank, losses = [], []
     for rank in range(WORLD_SIZE):
         model.zero_grad()
-        objective.loss(model, 64, torch.Generator().manual_seed(SEED + rank)).backward()
+        loss = objective.loss(model, 64, torch.Generator().manual_seed(SEED + rank))
+        loss.backward()
+        losses.append(float(loss.detach()))
         per_rank.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    # The loss recorded for the step is the mean over the processes too (the same on every rank).
+    assert losses[0] != pytest.approx(losses[1], rel=1e-6)
+    for result in ranks:
+        assert result["gradients"]["loss"] == pytest.approx(sum(losses) / WORLD_SIZE, rel=1e-12)
     distinct = 0
     for name in per_rank[0]:
         mean = sum(gradients[name] for gradients in per_rank) / WORLD_SIZE
@@ -238,6 +246,18 @@ def test_setup_outside_torchrun_says_how_to_launch(monkeypatch):
     with pytest.raises(NeuralCTError, match="torchrun --nproc_per_node"):
         distributed.setup("cpu")
     assert not distributed.is_distributed() and distributed.world_size() == 1 and distributed.is_main_process()
+
+
+def test_a_process_with_only_some_of_torchruns_variables_was_not_started_by_it(monkeypatch):
+    """A RANK and WORLD_SIZE left in the shell by hand are no torchrun launch: setup names what is missing."""
+    for name in distributed.TORCHRUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not distributed.launched_by_torchrun()
+    with pytest.raises(NeuralCTError, match="LOCAL_RANK, MASTER_ADDR, MASTER_PORT missing"):
+        distributed.setup("cpu")
+    assert not distributed.is_distributed()
 
 
 def test_one_of_several_torchrun_processes_without_distributed_is_refused(monkeypatch):

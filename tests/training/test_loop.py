@@ -98,11 +98,22 @@ def test_interrupted_training_resumes_to_the_same_result(tmp_path):
     assert result.samples_per_second > 0
 
 
-def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path):
+@pytest.mark.parametrize(
+    "name, value",
+    [("steps", 40), ("batch_size", 16), ("learning_rate", 2e-3), ("warmup_fraction", 0.2), ("final_lr_fraction", 0.5)],
+)
+def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path, name, value):
     model, objective = _ml_setup()
     train(model, objective, TrainingSettings(steps=20, batch_size=32, **QUIET), checkpoint=tmp_path / "c.pt")
-    with pytest.raises(NeuralCTError, match="different steps"):
-        train(model, objective, TrainingSettings(steps=40, batch_size=32, **QUIET), checkpoint=tmp_path / "c.pt")
+    other = TrainingSettings(**{"steps": 20, "batch_size": 32, **QUIET, name: value})
+    with pytest.raises(NeuralCTError, match=f"different {name};"):
+        train(model, objective, other, checkpoint=tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize("name", ["steps", "batch_size", "learning_rate"])
+def test_settings_refuse_a_zero(name):
+    with pytest.raises(NeuralCTError, match=f"`{name}` must be"):
+        TrainingSettings(**{name: 0})
 
 
 class ExplodingObjective(MaximumLikelihood):
@@ -119,9 +130,13 @@ class ExplodingObjective(MaximumLikelihood):
         return None
 
 
-def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("validate_every", [50, 10])
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, validate_every):
+    """The step named is the first whose loss is NaN, in the first epoch or one that began at a validation (20)."""
     model, objective = _ml_setup()
-    settings = TrainingSettings(steps=50, batch_size=32, checkpoint_every=10, **QUIET)
+    settings = TrainingSettings(
+        steps=50, batch_size=32, checkpoint_every=10, progress=False, validate_every=validate_every
+    )
     with pytest.raises(TrainingDiverged, match="step 25.*last good checkpoint is kept"):
         train(model, ExplodingObjective(objective, 25), settings, checkpoint=tmp_path / "c.pt")
     state = torch.load(tmp_path / "c.pt", weights_only=True)
@@ -169,12 +184,7 @@ def test_maximum_likelihood_draws_momenta_at_the_models_temperature():
 
 def test_the_kept_model_is_the_lowest_validation_state(tmp_path):
     """Few frames and a flexible model overfit; the returned state is the best one seen."""
-    torch.manual_seed(0)
-    chain = HarmonicChain(6, 1.0, [1, 3, 1, 3, 1, 3])
-    q = torch.as_tensor(chain.sample(2040, seed=4)[0])
-    model = NeuralCanonicalTransformation(6, masses=torch.tensor(chain.masses), architecture=DEFAULT)
-    model.initialize(q[:40])
-    objective = MaximumLikelihood(q[:40], q[40:])
+    model, objective = _overfitting_setup()
     settings = TrainingSettings(
         steps=300, batch_size=40, learning_rate=1e-2, validate_every=20, checkpoint_every=100, progress=False
     )
@@ -265,3 +275,69 @@ def test_a_run_interrupted_before_the_state_was_one_object_resumes(tmp_path):
     assert result.history["train_loss"][1] == pytest.approx(uninterrupted.history["train_loss"][1], rel=1e-9)
     for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _overfitting_setup():
+    """Few frames and a flexible model: the validation loss is lowest early and rises as the model overfits."""
+    torch.manual_seed(0)
+    chain = HarmonicChain(6, 1.0, [1, 3, 1, 3, 1, 3])
+    q = torch.as_tensor(chain.sample(2040, seed=4)[0])
+    model = NeuralCanonicalTransformation(6, masses=torch.tensor(chain.masses), architecture=DEFAULT)
+    model.initialize(q[:40])
+    return model, MaximumLikelihood(q[:40], q[40:])
+
+
+def test_a_resumed_run_keeps_the_best_state_found_before_its_checkpoint(tmp_path):
+    """The lowest validation loss came before the checkpoint the run resumed from: the resumed run returns that
+    state, its step and loss, as the uninterrupted run does."""
+    settings = TrainingSettings(
+        steps=60, batch_size=40, learning_rate=1e-2, validate_every=20, checkpoint_every=40, progress=False
+    )
+    reference, objective = _overfitting_setup()
+    uninterrupted = train(reference, objective, settings, checkpoint=tmp_path / "reference.pt")
+    assert uninterrupted.best_step < 40 < uninterrupted.history["step"][-1]
+
+    def interrupt(step, loss):
+        if step == 50:
+            raise KeyboardInterrupt
+
+    model, objective = _overfitting_setup()
+    with pytest.raises(KeyboardInterrupt):
+        train(model, objective, settings, checkpoint=tmp_path / "run.pt", on_step=interrupt)
+    resumed, objective = _overfitting_setup()
+    result = train(resumed, objective, settings, checkpoint=tmp_path / "run.pt")
+    assert result.resumed_from_step == 40
+    valid = result.history["valid_loss"]
+    assert result.best_step == uninterrupted.best_step == result.history["step"][valid.index(min(valid))]
+    assert result.final_loss == uninterrupted.final_loss == min(valid)
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_on_a_cosine_to_its_final_fraction():
+    """100 steps, a warm-up fraction of 0.1 and a final fraction of 0.02: the factor rises by 1/10 a step to the peak
+    at step 10, is halfway down the cosine at step 55 (0.02 + 0.98 / 2) and reaches 0.02 at the last step."""
+    from neuralct.training.loop import _schedule
+
+    factor = _schedule(TrainingSettings(steps=100, warmup_fraction=0.1, final_lr_fraction=0.02, progress=False))
+    assert [factor(step) for step in range(10)] == pytest.approx([(step + 1) / 10 for step in range(10)])
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.02 + 0.98 / 2)
+    assert factor(100) == pytest.approx(0.02)
+    assert all(factor(step) > factor(step + 1) for step in range(10, 100))
+
+
+def test_the_optimiser_steps_with_the_gradients_clipped_to_the_settings_norm():
+    """After each step the gradients it used have total norm at most ``gradient_clip``; unclipped they are larger."""
+    norms = {}
+    for clip in (1e-3, 1e12):
+        model, objective = _ml_setup()
+        seen = norms.setdefault(clip, [])
+
+        def capture(step, loss):
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            seen.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+        train(model, objective, TrainingSettings(steps=4, batch_size=64, gradient_clip=clip, **QUIET), on_step=capture)
+    assert len(norms[1e-3]) == 4 and max(norms[1e-3]) <= 1e-3 * (1 + 1e-9)
+    assert min(norms[1e12]) > 1e-2
