@@ -341,3 +341,22 @@ def test_the_optimiser_steps_with_the_gradients_clipped_to_the_settings_norm():
         train(model, objective, TrainingSettings(steps=4, batch_size=64, gradient_clip=clip, **QUIET), on_step=capture)
     assert len(norms[1e-3]) == 4 and max(norms[1e-3]) <= 1e-3 * (1 + 1e-9)
     assert min(norms[1e12]) > 1e-2
+
+
+def test_a_torch_file_that_is_no_checkpoint_is_refused(tmp_path):
+    """A readable torch file of another kind (here a dict of a step and weights) is not resumed from."""
+    model, objective = _ml_setup()
+    torch.save({"step": 3, "model": model.state_dict()}, tmp_path / "c.pt")
+    with pytest.raises(NeuralCTError, match="is not a neuralct checkpoint"):
+        train(model, objective, TrainingSettings(steps=5, batch_size=16, **QUIET), checkpoint=tmp_path / "c.pt")
+
+
+def test_the_training_loss_recorded_is_the_mean_over_the_steps_since_the_last_record():
+    model, objective = _ml_setup()
+    losses = []
+    settings = TrainingSettings(steps=25, batch_size=16, progress=False, validate_every=10)
+    result = train(model, objective, settings, on_step=lambda step, loss: losses.append(loss))
+    assert result.history["step"] == [10, 20, 25]
+    expected = [np.mean(losses[0:10]), np.mean(losses[10:20]), np.mean(losses[20:25])]
+    assert result.history["train_loss"] == pytest.approx(expected, rel=1e-12)
+    assert len(set(losses[20:25])) == 5
