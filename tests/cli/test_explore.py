@@ -138,3 +138,37 @@ def test_given_data_replace_round_zeros_md_and_their_options_are_checked_in_one_
     assert printed[-3].startswith("round 0, the given unbiased trajectories at 300 K (0.04 ns): ")
     identity = json.loads((out / "run.json").read_text())
     assert [item["name"] for item in identity["inputs"]] == ["A.dcd", "B.xtc", "ala2.pdb"]
+
+
+def test_every_loop_option_reaches_the_loops_settings(tmp_path, capsys, monkeypatch):
+    """Each option given with a value other than its default is the loop's setting."""
+    runs = []
+
+    def stopped(md_system, settings, output, announce):
+        runs.append(settings)
+        raise NeuralCTError("stopped")
+
+    monkeypatch.setattr(neuralct.workflows.explore, "run_explore", stopped)
+    given = {
+        "temperature": 310.0,
+        "unbiased_temperature": 320.0,
+        "freeze_rate_per_ns": 20.0,
+        "retrain_time": "rescaled",
+        "tolerance_kj": 0.5,
+        "threads": 2,
+        "seed": 4,
+    }
+    options = [word for name, value in given.items() for word in ("--" + name.replace("_", "-"), str(value))]
+    assert main([*TINY, *options, "--output", str(tmp_path / "explore")]) == 2
+    assert "stopped" in _one_line_error(capsys)
+    (settings,) = runs
+    assert {name: getattr(settings, name) for name in given} == given
+    # And those of TINY.
+    assert (settings.replicas, settings.unbiased_ns, settings.round_ns, settings.max_rounds) == (2, 0.02, 0.04, 1)
+    assert (settings.train_steps, settings.platform, settings.device, settings.progress) == (
+        10,
+        "Reference",
+        "cpu",
+        False,
+    )
+    assert settings.allow_oscillating_cvs

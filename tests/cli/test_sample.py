@@ -1067,3 +1067,28 @@ def test_efficiency_counts_the_sampling_phase_and_populations_are_those_of_the_r
     entered = inside & ~np.vstack([np.zeros((1, inside.shape[1]), dtype=bool), inside[:-1]])
     assert population["stays"] == int(entered.sum()) and population["stays"] > 0
     assert population["chains_visiting"] == int(inside.any(axis=0).sum())
+
+
+def test_every_sampling_option_reaches_the_samplers_settings():
+    """Each option given on the command line, with a value other than its default, is the sampler's setting."""
+    from dataclasses import asdict
+
+    from neuralct.cli import build_parser
+    from neuralct.cli.sample import _settings
+
+    given = {
+        "method": "hmc",
+        "chains": 3,
+        "samples": 7,
+        "warmup": 30,
+        "step_size": 0.2,
+        "leapfrog_steps": 5,
+        "target_acceptance": 0.8,
+        "mass_matrix": "unit",
+        "kish_samples": 11,
+        "checkpoint_every": 13,
+    }
+    argv = ["sample", "model.pt", "--no-progress"]
+    for name, value in given.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    assert asdict(_settings(build_parser().parse_args(argv))) == {**given, "progress": False}

@@ -365,3 +365,28 @@ def test_a_long_step_with_light_hydrogens_is_warned_of(tmp_path, capsys):
     )
     assert main([*common, "--hydrogen-mass-amu", "1.5", "--output", str(tmp_path / "heavy")]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_every_dynamics_option_reaches_the_simulation_settings():
+    """Each option given on the command line, with a value other than its default, is the simulation's setting."""
+    from dataclasses import asdict
+
+    from neuralct.cli import build_parser
+    from neuralct.cli.simulate import _settings
+
+    given = {
+        "temperature": 310.0,
+        "length_ns": 0.5,
+        "timestep_fs": 1.5,
+        "friction_per_ps": 2.5,
+        "report_ps": 0.3,
+        "equilibration_ps": 4.0,
+        "platform": "CPU",
+        "threads": 3,
+        "seed": 9,
+        "checkpoint_seconds": 5.0,
+    }
+    argv = ["simulate", "double-well"]
+    for name, value in given.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    assert asdict(_settings(build_parser().parse_args(argv))) == given

@@ -649,3 +649,136 @@ def test_the_kinetics_of_a_model_trained_with_a_lag_are_measured_at_that_lag(mon
     kinetics = training_cv_kinetics(None, x[:, None], fit)
     assert kinetics["lag_ps"] == 2.0 and kinetics["lag_choice"] == "--lag-ps 2"
     assert kinetics["cvs"][0]["autocorrelation"][1] == pytest.approx(a**4, abs=0.02)
+
+
+def test_the_kept_state_is_the_lowest_validation_loss_unless_keep_last(tmp_path):
+    """200 steps validate at 100 and 200: the default keeps the state of the lower validation loss, --keep-last
+    the last state."""
+    for name, extra in (("best", []), ("last", ["--keep-last"])):
+        assert main(TOY + ["--steps", "200", "--batch-size", "16", *extra, "--output", str(tmp_path / name)]) == 0
+    best, last = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("best", "last"))
+    steps, valid = best["history"]["step"], best["history"]["valid_loss"]
+    assert steps == [100, 200]
+    assert best["kept_state"] == "lowest validation loss" and best["kept_step"] == steps[valid.index(min(valid))]
+    assert best["final_loss"] == min(valid)
+    assert last["kept_state"] == "last step" and last["kept_step"] == 200
+    assert last["final_loss"] == last["history"]["valid_loss"][-1]
+    assert yaml.safe_load((tmp_path / "last" / "config.yaml").read_text())["keep_last"] is True
+
+
+def test_a_checkpoint_is_written_every_checkpoint_every_steps_and_at_the_end(tmp_path, monkeypatch):
+    from neuralct.training import loop
+
+    saved, save = [], loop._TrainingState.save
+
+    def recorded(state, path, settings):
+        saved.append(state.step)
+        save(state, path, settings)
+
+    monkeypatch.setattr(loop._TrainingState, "save", recorded)
+    assert main(TOY + ["--steps", "25", "--checkpoint-every", "10", "--output", str(tmp_path)]) == 0
+    assert saved == [10, 20, 25]
+
+
+def test_a_validation_fraction_of_zero_holds_no_toy_samples_out(tmp_path):
+    """Without validation samples nothing validates: no validation loss, and the last state is kept."""
+    assert main(TOY + ["--validation-fraction", "0", "--output", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["history"]["valid_loss"] == [None] and summary["kept_state"] == "last step"
+    assert summary["final_loss"] == summary["history"]["train_loss"][-1]
+
+
+def test_the_start_given_by_init_is_the_one_trained_from(tmp_path):
+    """--init identity starts from unit frequencies, not the data's normal modes: another model, and recorded."""
+    for name, extra in (("data", []), ("identity", ["--init", "identity"])):
+        assert main(TOY + ["--steps", "1", *extra, "--output", str(tmp_path / name)]) == 0
+    data, identity = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("data", "identity"))
+    assert (data["init"], identity["init"]) == ("data", "identity")
+    assert np.abs(np.array(identity["frequencies"]) - 1).max() < 0.05
+    assert np.abs(np.array(data["frequencies"]) - 1).max() > 0.1
+
+
+def test_every_analysis_option_reaches_the_analysis(alanine, tmp_path, capsys, monkeypatch):
+    """Each option of `neuralct analyze` given with a value other than its default is the analysis's."""
+    import neuralct.workflows.analyze
+    from neuralct.errors import NeuralCTError
+
+    paths, model_dir = alanine
+    seen = {}
+
+    def stopped(model, trajectories, output, **options):
+        seen.update(options, trajectories=trajectories)
+        raise NeuralCTError("stopped")
+
+    monkeypatch.setattr(neuralct.workflows.analyze, "analyze_trajectories", stopped)
+    given = {"modes": 3, "lag_ps": 2.0, "test_trajectories": 1, "stride": 2, "frame_ps": 0.5, "blocks": 3}
+    given["temperature"] = 310.0
+    options = [word for name, value in given.items() for word in ("--" + name.replace("_", "-"), str(value))]
+    argv = ["analyze", str(model_dir / "model.pt"), *paths, *options, "--residues", "ALA2", "--chi", "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "analysis")]) == 2
+    assert capsys.readouterr().err.strip() == "neuralct analyze: error: stopped"
+    assert {name: seen[name] for name in given} == given
+    assert (seen["trajectories"], seen["residues"], seen["chi"], seen["progress"]) == (paths, ["ALA2"], True, False)
+
+
+def test_every_reading_option_reaches_the_trajectory_reader(alanine, tmp_path, capsys, monkeypatch):
+    """Each option of `neuralct train` that says how to read the frames, given with a value other than its default,
+    is the reader's."""
+    import neuralct.data
+    from neuralct.errors import NeuralCTError
+
+    paths, _ = alanine
+    seen = {}
+
+    def stopped(trajectories, **options):
+        seen.update(options, trajectories=trajectories)
+        raise NeuralCTError("stopped")
+
+    monkeypatch.setattr(neuralct.data, "load_trajectories", stopped)
+    topology = str(Path(paths[0]).parent / "topology.pdb")
+    given = {"top": topology, "selection": "all", "stride": 2, "temperature": 310.0, "seed": 5, "frame_ps": 0.5}
+    options = [word for name, value in given.items() for word in ("--" + name.replace("_", "-"), str(value))]
+    assert main(["train", *paths, *options, "--no-progress", "--output", str(tmp_path / "model")]) == 2
+    assert capsys.readouterr().err.strip() == "neuralct train: error: stopped"
+    renamed = {"top": "topology"}
+    assert seen == {
+        **{renamed.get(name, name): value for name, value in given.items()},
+        "momenta": "auto",
+        "trajectories": paths,
+    }
+
+
+def test_the_seed_draws_the_toys_samples_and_minibatches(tmp_path):
+    """The same --seed trains the same model, another seed another."""
+    frequencies = {}
+    for name, seed in (("first", "3"), ("again", "3"), ("other", "4")):
+        assert main(TOY + ["--steps", "5", "--seed", seed, "--output", str(tmp_path / name)]) == 0
+        frequencies[name] = json.loads((tmp_path / name / "summary.json").read_text())["frequencies"]
+    assert frequencies["first"] == frequencies["again"] != frequencies["other"]
+
+
+def test_the_last_validation_trajectories_validate_and_never_train(alanine, tmp_path):
+    paths, _ = alanine
+    small = ["--steps", "2", "--batch-size", "16", "--couplings", "1", "--hidden", "8", "--no-progress"]
+    assert main(["train", *paths, *small, "--validation-trajectories", "2", "--output", str(tmp_path)]) == 0
+    import neuralct
+
+    molecule = neuralct.load(tmp_path / "model.pt").metadata["molecule"]
+    resolved = [str(Path(path).resolve()) for path in paths]
+    assert molecule["training_trajectories"] == resolved[:1]
+    assert molecule["validation_trajectories"] == resolved[1:]
+
+
+def test_the_variational_free_energy_is_estimated_from_eval_samples_draws(tmp_path):
+    assert main(TOY + ["--mode", "variational", "--eval-samples", "1500", "--output", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["samples"] == 1500
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_toy_trains_in_the_dtype_given(tmp_path, dtype):
+    import neuralct
+
+    assert main(TOY + ["--steps", "2", "--dtype", dtype, "--output", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["dtype"] == dtype
+    model = neuralct.load(tmp_path / "model.pt")
+    assert {parameter.dtype for parameter in model.parameters()} == {getattr(torch, dtype)}

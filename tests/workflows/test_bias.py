@@ -534,3 +534,48 @@ def test_a_run_at_another_temperature_reweights_and_records_its_frames_at_its_ow
     assert abs(offset - reweighting_offset(grid, gamma, kT_kj_per_mol(300.0), periodic=False)) > 0.1
     np.testing.assert_allclose(rbias[after], applied[after] - offset, rtol=0, atol=1e-6)
     assert float(read_netcdf(out / "trajectory.nc").attributes[TEMPERATURE_ATTRIBUTE]) == 400.0
+
+
+def test_every_bias_option_reaches_the_runs_settings():
+    """Each option of `neuralct bias` given with a value other than its default is the run's setting (the phi/psi
+    reference needs no model, and --bias-every given needs no system)."""
+    from dataclasses import asdict
+
+    from neuralct.cli import build_parser
+    from neuralct.cli.bias import _settings
+
+    given = {
+        "cv": "phi",
+        "cvs": 2,
+        "temperature": 310.0,
+        "length_ns": 0.5,
+        "timestep_fs": 1.5,
+        "friction_per_ps": 2.5,
+        "report_ps": 0.3,
+        "equilibration_ps": 4.0,
+        "height_kj": 2.0,
+        "width_fraction": 0.1,
+        "width_rad": 0.2,
+        "bias_factor": 6.0,
+        "pace_ps": 0.5,
+        "grid_margin": 2.0,
+        "bias_every": 2,
+        "platform": "CPU",
+        "threads": 3,
+        "cv_force": "python",
+        "seed": 9,
+        "checkpoint_seconds": 5.0,
+        "frozen_bias": "earlier-run",
+    }
+    argv = ["bias", "model.pt", "--separate-biases", "--allow-oscillating-cvs"]
+    for name, value in given.items():
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    settings = asdict(_settings(build_parser().parse_args(argv), None, None))
+    renamed = {"cvs": "n_cvs", "frozen_bias": "frozen_bias_from"}
+    expected = {renamed.get(name, name): value for name, value in given.items()}
+    assert settings == {
+        **asdict(BiasSettings()),
+        **expected,
+        "separate_biases": True,
+        "allow_oscillating_cvs": True,
+    }
