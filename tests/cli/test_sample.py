@@ -1092,3 +1092,14 @@ def test_every_sampling_option_reaches_the_samplers_settings():
     for name, value in given.items():
         argv += ["--" + name.replace("_", "-"), str(value)]
     assert asdict(_settings(build_parser().parse_args(argv))) == {**given, "progress": False}
+
+
+def test_the_seed_draws_the_chains(toy_model, tmp_path):
+    """The same --seed gives the same samples, another seed others."""
+    samples = {}
+    for name, seed in (("first", "1"), ("again", "1"), ("other", "2")):
+        out = tmp_path / name
+        assert main(["sample", str(toy_model), "--method", "latent-hmc", *SAMPLE, "--seed", seed, "-o", str(out)]) == 0
+        samples[name] = np.load(out / "samples.npz")["q"]
+    np.testing.assert_array_equal(samples["first"], samples["again"])
+    assert not np.array_equal(samples["first"], samples["other"])

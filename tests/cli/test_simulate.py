@@ -390,3 +390,73 @@ def test_every_dynamics_option_reaches_the_simulation_settings():
     for name, value in given.items():
         argv += ["--" + name.replace("_", "-"), str(value)]
     assert asdict(_settings(build_parser().parse_args(argv))) == given
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_every_system_option_reaches_the_system_builder(monkeypatch):
+    """Each option that builds a system from a PDB, given with a value other than its default, is the builder's."""
+    import neuralct.md.systems
+    from neuralct.md.systems import WaterBox
+
+    seen = {}
+
+    def stopped(system, **options):
+        seen.update(options, system=system)
+        raise _Stop
+
+    monkeypatch.setattr(neuralct.md.systems, "build_system", stopped)
+    argv = ["simulate", "peptide.pdb", "--forcefield", "a.xml", "b.xml", "--solvent", "tip3p", "--add-hydrogens"]
+    argv += ["--ph", "6.5", "--constraints", "none", "--hydrogen-mass-amu", "1.5", "--temperature", "310"]
+    argv += ["--padding-nm", "1.4", "--ionic-strength-molar", "0.1", "--cutoff-nm", "0.9", "--pressure-bar", "2"]
+    with pytest.raises(_Stop):
+        main(argv)
+    seen.pop("hydrogen_advice")
+    assert seen == {
+        "system": "peptide.pdb",
+        "forcefield": ["a.xml", "b.xml"],
+        "solvent": "tip3p",
+        "add_hydrogens": True,
+        "ph": 6.5,
+        "constraints": "none",
+        "hydrogen_mass_amu": 1.5,
+        "temperature": 310.0,
+        "water": WaterBox(padding_nm=1.4, ionic_strength_molar=0.1, cutoff_nm=0.9, pressure_bar=2.0),
+    }
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ([], {"constraints": None, "cutoff_nm": None, "pressure_bar": 1.0, "hydrogen_mass_amu": None}),
+        (
+            ["--constraints", "none", "--cutoff-nm", "0.9", "--pressure-bar", "2", "--hydrogen-mass-amu", "1.5"],
+            {"constraints": "none", "cutoff_nm": 0.9, "pressure_bar": 2.0, "hydrogen_mass_amu": 1.5},
+        ),
+    ],
+)
+def test_every_option_that_reads_input_files_reaches_the_reader(monkeypatch, options, expected):
+    """Input files prepared elsewhere keep their own constraints unless --constraints is given; the barostat's
+    pressure is 1 bar unless --pressure-bar is."""
+    import neuralct.md.inputs
+    from neuralct.md.systems import WaterBox
+
+    seen = {}
+
+    def stopped(files, **given):
+        seen.update(given, files=files)
+        raise _Stop
+
+    monkeypatch.setattr(neuralct.md.inputs, "read_system", stopped)
+    with pytest.raises(_Stop):
+        main(["simulate", "a.prmtop", "a.inpcrd", "--temperature", "310", "--save", "resname ALA", *options])
+    assert WaterBox().pressure_bar == 1.0
+    assert seen == {
+        "files": ["a.prmtop", "a.inpcrd"],
+        "include_dir": None,
+        "solute": "resname ALA",
+        "temperature": 310.0,
+        **expected,
+    }
