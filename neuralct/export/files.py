@@ -240,10 +240,16 @@ def _save_script(module: nn.Module, path: Path) -> None:
         torch.jit.save(torch.jit.script(module), str(tmp))
 
 
-def _save_exported(module: nn.Module, n_atoms: int, path: Path) -> None:
+def _save_exported(module: nn.Module, n_atoms: int, path: Path, periodic: bool) -> None:
+    """``module`` as a ``torch.export`` program of positions (batch, ``n_atoms``, 3), and of the box (3, 3) where
+    ``periodic`` (it then makes molecules whole in the box, as ``cvN.pt`` does)."""
     batch = torch.export.Dim("batch", min=1)
-    example = torch.zeros(2, n_atoms, 3)
-    program = torch.export.export(_frozen(module), (example,), dynamic_shapes={"positions": {0: batch}})
+    example = (
+        torch.zeros(2, n_atoms, 3, dtype=torch.float32),
+        *((torch.eye(3, dtype=torch.float32),) if periodic else ()),
+    )
+    shapes = {"positions": {0: batch}, **({"box": None} if periodic else {})}
+    program = torch.export.export(_frozen(module), example, dynamic_shapes=shapes)
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -265,7 +271,8 @@ def export_cvs(
 
     Files: ``cv1.pt ... cvK.pt`` (TorchScript, openmm-torch ``TorchForce``), ``plumed_model.ptc``
     and ``plumed.dat`` (PLUMED ``PYTORCH_MODEL``), ``cvs.pt2`` (``torch.export``: positions
-    (batch, N, 3) nm float32 -> (batch, k)) and ``manifest.json``. Every file is written
+    (batch, N, 3) nm float32, and for periodic CVs the box (3, 3) nm, -> (batch, k)) and
+    ``manifest.json``. Every file is written
     under a temporary name and moved into place only when all are complete.
 
     Parameters
@@ -340,7 +347,7 @@ def export_cvs(
         walk = _tree_walk(SpanningTree(cvs.tree_parents.numpy()))
         plumed = _plumed_input(atom_indices, n_system_atoms, walk, k, "plumed_model.ptc", plumed_stride, plumed_format)
         atomic_write_text(staging / "plumed.dat", plumed)
-        _save_exported(cvs, n_system_atoms, staging / "cvs.pt2")
+        _save_exported(cvs, n_system_atoms, staging / "cvs.pt2", periodic)
         files = sorted(p.name for p in staging.iterdir())
         manifest = {
             "format": MANIFEST_FORMAT,
@@ -383,8 +390,10 @@ def export_cvs(
                 ),
                 "plumed_model.ptc": "TorchScript for PLUMED PYTORCH_MODEL: float32 [1, 3 n] -> [1, k]",
                 "plumed.dat": "PLUMED input defining the features, the model and a COLVAR",
-                "cvs.pt2": "torch.export program: positions (batch, N, 3) nm float32 -> (batch, k); "
-                "molecules must be whole",
+                "cvs.pt2": "torch.export program: positions (batch, N, 3) nm float32, box (3, 3) nm (rows: the box "
+                "vectors), molecules made whole in it -> (batch, k)"
+                if periodic
+                else "torch.export program: positions (batch, N, 3) nm float32 -> (batch, k); molecules must be whole",
             },
             "sha256": {name: sha256(staging / name) for name in files},
             "temperature_K": float(molecule["temperature_K"]),

@@ -728,6 +728,10 @@ def test_a_periodic_export_refuses_to_run_without_the_box(exported, alanine_mode
             with pytest.raises(torch.jit.Error, match=r"setUsesPeriodicBoundaryConditions\(True\)"):
                 module(split)
             assert abs(float(module(split, torch.tensor(box))) - expected[4, j]) < 1e-5
+        # The torch.export program takes the box too, and makes the torn molecule whole in it (float32 positions).
+        program = torch.export.load(str(exported_folder / "cvs.pt2")).module()
+        batch = torch.stack([split, split]).float()
+        np.testing.assert_allclose(program(batch, torch.tensor(box).float()).numpy(), expected[[4, 4]], atol=1e-4)
 
 
 def test_openmm_imported_before_torch_is_named_for_torch_force(monkeypatch):
