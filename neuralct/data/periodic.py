@@ -273,10 +273,23 @@ def molecules_of(topology: Any, atom_indices: np.ndarray) -> list[int] | None:
 
 
 def _bond_graph(topology: Any) -> Any:
-    """The topology's bonds as a symmetric sparse adjacency matrix (n_atoms, n_atoms)."""
+    """The topology's bonds as a symmetric sparse adjacency matrix (n_atoms, n_atoms).
+
+    A residue of several atoms none of which has a bond (a ligand of a PDB without CONECT records
+    beside a peptide whose bonds MDTraj knows) is one molecule: its atoms are joined to its first
+    atom, which places each at its image nearest that one (a molecule is smaller than half the box).
+    Taken atom by atom, such a ligand came out torn wherever it lay far from the selection's first atom.
+    """
     from scipy.sparse import coo_matrix
 
-    bonds = np.array([(a.index, b.index) for a, b in topology.bonds], dtype=np.int64).reshape(-1, 2)
+    bonded = {atom.index for bond in topology.bonds for atom in bond}
+    unbonded = [
+        (residue.atom(0).index, atom.index)
+        for residue in topology.residues
+        if residue.n_atoms > 1 and not any(atom.index in bonded for atom in residue.atoms)
+        for atom in list(residue.atoms)[1:]
+    ]
+    bonds = np.array([(a.index, b.index) for a, b in topology.bonds] + unbonded, dtype=np.int64).reshape(-1, 2)
     ones = np.ones(len(bonds))
     n = topology.n_atoms
     return coo_matrix((ones, (bonds[:, 0], bonds[:, 1])), shape=(n, n)).tocsr()

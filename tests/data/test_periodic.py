@@ -251,6 +251,35 @@ def test_a_chain_longer_than_half_the_box_is_joined_by_its_shortest_edges():
     np.testing.assert_allclose(relative(make_whole(wrapped, box, tree)), relative(whole), atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", sorted(BOXES))
+def test_a_residue_without_bonds_beside_bonded_ones_is_one_molecule(shape):
+    """A chain whose bonds the topology has and a 4-atom ligand without any (a PDB without CONECT records) 1.0-1.6 nm
+    away, each atom wrapped into the box on its own: the ligand is one molecule, made whole and placed at the image of
+    its first atom nearest the chain's first atom (atom by atom, each ligand atom took its own image)."""
+    topology = two_chains(5)
+    chain = topology.chain(1)
+    ligand = topology.add_residue("LIG", topology.add_chain())
+    for i in range(4):
+        topology.add_atom(f"C{i}", md.element.carbon, ligand)
+    box = np.asarray(BOXES[shape], dtype=np.float64)
+    rng = np.random.default_rng(11)
+    selected = np.array([0, 1, 2, 3, 4, 10, 11, 12, 13])
+    assert chain.n_atoms == 5 and molecules_of(topology, selected) == [0] * 5 + [1] * 4
+    for _ in range(10):
+        first = np.cumsum(rng.normal(scale=0.09, size=(10, 3)), axis=0)  # the two bonded chains
+        direction = rng.normal(size=3)
+        centre = first[0] + rng.uniform(1.0, 1.6) * direction / np.linalg.norm(direction)
+        whole = np.concatenate([first, centre + rng.normal(scale=0.08, size=(4, 3))])[None]
+        fractional = whole @ np.linalg.inv(box)
+        wrapped = (fractional - np.floor(fractional)) @ box
+        atoms, tree = selection_tree(topology, selected, wrapped[0], box)
+        placed = make_whole(wrapped[:, atoms], box, tree)[0, np.searchsorted(atoms, selected)]
+        lig = placed[5:]
+        np.testing.assert_allclose(lig - lig[0], whole[0, 10:] - whole[0, 10], atol=1e-12)  # whole
+        first_to_first = lig[0] - placed[0]
+        assert np.linalg.norm(first_to_first) == pytest.approx(nearest_image_length(first_to_first, box), abs=1e-12)
+
+
 def test_a_torn_bond_is_found_and_mostly_long_bonds_are_another_molecule(molecule):
     _, whole, topology = molecule
     atoms = np.arange(topology.n_atoms)
