@@ -1101,8 +1101,31 @@ def _selection_note(topology: Any, atom_indices: np.ndarray, selection: str | Se
         if count
     ]
     name = selection if isinstance(selection, str) else "given indices"
-    return f"selection {name!r}: {len(chosen)} of {topology.n_atoms} atoms in {len(picked)} residues; " + (
-        f"left out {', '.join(left_out)}" if left_out else "nothing left out"
+    return (
+        f"selection {name!r}: {len(chosen)} of {topology.n_atoms} atoms in {len(picked)} residues; "
+        + (f"left out {', '.join(left_out)}" if left_out else "nothing left out")
+        + _unbonded_note(topology, picked)
+    )
+
+
+def _unbonded_note(topology: Any, residues: set) -> str:
+    """Where a topology with bonds has selected residues of several atoms without any (a ligand of a PDB without CONECT
+    records), that each is taken as one molecule in a periodic box (:func:`.periodic.molecules_of`); else empty."""
+    if topology.n_bonds == 0:
+        return ""
+    bonded = {atom.index for bond in topology.bonds for atom in bond}
+    unbonded = [
+        residue
+        for residue in topology.residues
+        if residue.index in residues and residue.n_atoms > 1 and not any(a.index in bonded for a in residue.atoms)
+    ]
+    if not unbonded:
+        return ""
+    return (
+        f"; {len(unbonded)} selected residue(s) have no bonds in the topology ({unbonded[0]}"
+        + (", ..." if len(unbonded) > 1 else "")
+        + "): each is taken as one molecule; a molecule of several such residues needs a topology with its bonds "
+        "(CONECT records, .tpr, .prmtop, .psf)"
     )
 
 

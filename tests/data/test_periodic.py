@@ -265,6 +265,10 @@ def test_a_residue_without_bonds_beside_bonded_ones_is_one_molecule(shape):
     rng = np.random.default_rng(11)
     selected = np.array([0, 1, 2, 3, 4, 10, 11, 12, 13])
     assert chain.n_atoms == 5 and molecules_of(topology, selected) == [0] * 5 + [1] * 4
+    from neuralct.data.loading import _selection_note
+
+    assert "1 selected residue(s) have no bonds in the topology (LIG" in _selection_note(topology, selected, "x")
+    assert "no bonds" not in _selection_note(topology, selected[:5], "x")
     for _ in range(10):
         first = np.cumsum(rng.normal(scale=0.09, size=(10, 3)), axis=0)  # the two bonded chains
         direction = rng.normal(size=3)
