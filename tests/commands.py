@@ -25,3 +25,14 @@ def start_neuralct(command: list[str], new_session: bool = False) -> subprocess.
         start_new_session=new_session,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
+
+
+#: Values other than their defaults of the dynamics options that `simulate` and `bias` share (option-passing tests).
+DYNAMICS_OPTIONS = {
+    "temperature": 310.0,
+    "length_ns": 0.5,
+    "timestep_fs": 1.5,
+    "friction_per_ps": 2.5,
+    "report_ps": 0.3,
+    "equilibration_ps": 4.0,
+}

@@ -9,6 +9,8 @@ import pytest
 from neuralct.cli import main
 from neuralct.data.netcdf import read_netcdf
 
+from tests.commands import DYNAMICS_OPTIONS
+
 
 def snapshot(folder):
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
@@ -375,12 +377,7 @@ def test_every_dynamics_option_reaches_the_simulation_settings():
     from neuralct.cli.simulate import _settings
 
     given = {
-        "temperature": 310.0,
-        "length_ns": 0.5,
-        "timestep_fs": 1.5,
-        "friction_per_ps": 2.5,
-        "report_ps": 0.3,
-        "equilibration_ps": 4.0,
+        **DYNAMICS_OPTIONS,
         "platform": "CPU",
         "threads": 3,
         "seed": 9,

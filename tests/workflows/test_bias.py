@@ -22,6 +22,8 @@ from neuralct.units import kT_kj_per_mol
 from neuralct.workflows.bias import BiasSettings, run_metadynamics
 from neuralct.workflows.metadynamics import joint_grid_points
 
+from tests.commands import DYNAMICS_OPTIONS
+
 SHORT = ["--length-ns", "0.004", "--no-progress"]
 FRAMES = ["--report-ps", "0.1", "--bias-every", "5"]
 
@@ -547,12 +549,7 @@ def test_every_bias_option_reaches_the_runs_settings():
     given = {
         "cv": "phi",
         "cvs": 2,
-        "temperature": 310.0,
-        "length_ns": 0.5,
-        "timestep_fs": 1.5,
-        "friction_per_ps": 2.5,
-        "report_ps": 0.3,
-        "equilibration_ps": 4.0,
+        **DYNAMICS_OPTIONS,
         "height_kj": 2.0,
         "width_fraction": 0.1,
         "width_rad": 0.2,
