@@ -592,8 +592,9 @@ def _check_colvar_torsions(colvar: str, fields: list[str], table: Any, data: Any
 
     if len(table) != data.n_frames:
         return  # the row count is refused on its own
+    dihedrals = find_dihedrals(data.selection_topology) if {"phi", "psi"} & set(fields) else []
     for kind in ("phi", "psi"):
-        angles = [d for d in find_dihedrals(data.selection_topology) if d.kind == kind]
+        angles = [d for d in dihedrals if d.kind == kind]
         if kind not in fields or len(angles) != 1:
             continue
         frames = dihedral_angles(data.positions, angles)[:, 0]

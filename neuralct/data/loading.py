@@ -15,7 +15,7 @@ from ..errors import NeuralCTError, TemperatureMismatch, first_line
 from ..units import kT_kj_per_mol
 from .frame import RigidBodyFrame
 from .pairs import LaggedPairs, lag_in_frames, split_lagged_pairs
-from .periodic import box_vectors, make_whole, selection_tree, torn_bond
+from .periodic import box_vectors, make_whole, selection_tree, torn_bond, unbonded_residues
 
 __all__ = [
     "PhaseSpaceData",
@@ -1111,14 +1111,7 @@ def _selection_note(topology: Any, atom_indices: np.ndarray, selection: str | Se
 def _unbonded_note(topology: Any, residues: set) -> str:
     """Where a topology with bonds has selected residues of several atoms without any (a ligand of a PDB without CONECT
     records), that each is taken as one molecule in a periodic box (:func:`.periodic.molecules_of`); else empty."""
-    if topology.n_bonds == 0:
-        return ""
-    bonded = {atom.index for bond in topology.bonds for atom in bond}
-    unbonded = [
-        residue
-        for residue in topology.residues
-        if residue.index in residues and residue.n_atoms > 1 and not any(a.index in bonded for a in residue.atoms)
-    ]
+    unbonded = [residue for residue in unbonded_residues(topology) if residue.index in residues]
     if not unbonded:
         return ""
     return (

@@ -55,6 +55,7 @@ __all__ = [
     "molecules_of",
     "selection_tree",
     "torn_bond",
+    "unbonded_residues",
     "SPLIT_BOND_NM",
 ]
 
@@ -272,6 +273,19 @@ def molecules_of(topology: Any, atom_indices: np.ndarray) -> list[int] | None:
     return [int(rank[i]) for i in numbered]
 
 
+def unbonded_residues(topology: Any) -> list:
+    """The residues of several atoms of which none has a bond, in a ``topology`` (mdtraj) that has bonds (a ligand of a
+    PDB without CONECT records beside a peptide whose bonds MDTraj knows); empty for a topology without any."""
+    bonded = {atom.index for bond in topology.bonds for atom in bond}
+    if not bonded:
+        return []
+    return [
+        residue
+        for residue in topology.residues
+        if residue.n_atoms > 1 and not any(atom.index in bonded for atom in residue.atoms)
+    ]
+
+
 def _bond_graph(topology: Any) -> Any:
     """The topology's bonds as a symmetric sparse adjacency matrix (n_atoms, n_atoms).
 
@@ -282,14 +296,9 @@ def _bond_graph(topology: Any) -> Any:
     """
     from scipy.sparse import coo_matrix
 
-    bonded = {atom.index for bond in topology.bonds for atom in bond}
-    unbonded = [
-        (residue.atom(0).index, atom.index)
-        for residue in topology.residues
-        if residue.n_atoms > 1 and not any(atom.index in bonded for atom in residue.atoms)
-        for atom in list(residue.atoms)[1:]
-    ]
-    bonds = np.array([(a.index, b.index) for a, b in topology.bonds] + unbonded, dtype=np.int64).reshape(-1, 2)
+    joined = [(residue.atom(0).index, atom.index) for residue in unbonded_residues(topology) for atom in residue.atoms]
+    bonds = np.array([(a.index, b.index) for a, b in topology.bonds] + joined, dtype=np.int64).reshape(-1, 2)
+    bonds = bonds[bonds[:, 0] != bonds[:, 1]]
     ones = np.ones(len(bonds))
     n = topology.n_atoms
     return coo_matrix((ones, (bonds[:, 0], bonds[:, 1])), shape=(n, n)).tocsr()
