@@ -487,10 +487,10 @@ def _check_xdr_frames(path: Path) -> None:
                 positions.append(holds_positions)
     except Exception:  # a damaged file: the readers' own checks refuse it
         return
-    if len(offsets) and int(offsets[-1]) + size > path.stat().st_size:
+    if len(offsets) and int(offsets[-1]) + size != path.stat().st_size:
         raise NeuralCTError(
-            f"trajectory file {path} is damaged or truncated: its last frame (frame {len(offsets) - 1}) takes {size} "
-            f"bytes, of which the file holds {path.stat().st_size - int(offsets[-1])}"
+            f"trajectory file {path} is damaged or truncated: its frame {len(offsets) - 1} takes {size} bytes, and the "
+            f"file holds {path.stat().st_size - int(offsets[-1])} from its start on (a frame cut short)"
         )
     other = next((i for i, count in enumerate(counts) if count != counts[0]), None)
     if other is not None:

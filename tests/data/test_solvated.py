@@ -386,9 +386,12 @@ def test_a_gromacs_file_cut_short_is_refused_with_its_run_input(gromacs_run, tmp
 
     cut = tmp_path / f"cut.{suffix}"
     whole = (gromacs_run / f"solute.{suffix}").read_bytes()
-    cut.write_bytes(whole[: int(len(whole) * 0.53)])
-    assert 0 < len(mda.Universe(str(gromacs_run / "solute.tpr"), str(cut)).trajectory) < 41
-    for topology in ("solute.tpr", "solute.gro"):
-        with pytest.raises(NeuralCTError, match=rf"cut\.{suffix} is damaged or truncated"):
-            load_trajectories(cut, topology=gromacs_run / topology, selection="all")
+    frame = len(whole) // 41
+    # Cut within a frame's coordinates, and within a frame's header (the reader's index then ends before it).
+    for length in (int(len(whole) * 0.53), 20 * frame + 40):
+        cut.write_bytes(whole[:length])
+        assert 0 < len(mda.Universe(str(gromacs_run / "solute.tpr"), str(cut)).trajectory) < 41
+        for topology in ("solute.tpr", "solute.gro"):
+            with pytest.raises(NeuralCTError, match=rf"cut\.{suffix} is damaged or truncated"):
+                load_trajectories(cut, topology=gromacs_run / topology, selection="all")
     assert load_trajectories(gromacs_run / f"solute.{suffix}", topology=gromacs_run / "solute.tpr").traj_lengths == [41]
